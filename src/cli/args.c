@@ -1,0 +1,86 @@
+/* args.c — argument helpers shared by the CLI commands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int lmx_cli_fail(lmx_status st) {
+    const char *d = lmx_last_error_detail();
+    if (d && *d) fprintf(stderr, "lmx: %s: %s\n", lmx_status_str(st), d);
+    else fprintf(stderr, "lmx: %s\n", lmx_status_str(st));
+    return 1;
+}
+
+bool lmx_cli_parse_int(const char *s, long *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool lmx_cli_parse_float(const char *s, double *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool lmx_cli_parse_ids(const char *s, int32_t **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    if (!s) return false;
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += (*p == ',');
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return false;
+    size_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) { free(ids); return false; }
+        ids[k++] = (int32_t)v;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == ',') {
+            p++;
+            if (!*p) { free(ids); return false; }
+        } else if (*p) {
+            free(ids);
+            return false;
+        }
+    }
+    if (k == 0) { free(ids); return false; }
+    *out = ids;
+    *n = k;
+    return true;
+}
+
+char *lmx_cli_read_stdin(size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); return NULL; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, stdin);
+        n += got;
+        if (got == 0) break;
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}

@@ -1,0 +1,30 @@
+/* cli.h — the `lmx` command line: one file per command (cmd_<name>.c), each exporting
+ * `int lmx_cli_<name>(int argc, char **argv)` where argv[0] is the command name.
+ * Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 failure, 2 usage error. */
+#ifndef LMX_CLI_H
+#define LMX_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "lmx.h"
+
+typedef int (*lmx_cli_fn)(int argc, char **argv);
+
+/* Prints "lmx: <status>: <detail>" to stderr and returns 1. */
+int lmx_cli_fail(lmx_status st);
+
+/* Parses "1,2,3" into a malloc'd int32 array (*out, caller frees). Returns false on bad syntax. */
+bool lmx_cli_parse_ids(const char *s, int32_t **out, size_t *n);
+
+/* Parses a non-negative/any integer or float option value; false on junk. */
+bool lmx_cli_parse_int(const char *s, long *out);
+bool lmx_cli_parse_float(const char *s, double *out);
+
+/* Reads all of stdin into a malloc'd NUL-terminated buffer. */
+char *lmx_cli_read_stdin(size_t *len);
+
+/* Commands (keep sorted; main.c's table lists them with a one-line summary). */
+int lmx_cli_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,37 @@
+/* main.c — `lmx <command> …`: dispatches to one function per command (see cli.h). */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    lmx_cli_fn fn;
+    const char *summary;
+} commands[] = {
+    {"version", lmx_cli_version, "print the version"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun `lmx <command> --help` for a command's options. Logs: LMX_LOG=debug|info|warn|error.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return lmx_cli_version(1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lmx: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
