@@ -123,7 +123,7 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
     memset(r, 0, sizeof *r);
     r->attention_factor = 1.0;
     r->factor = 1.0;
-    double theta;
+    double theta = def_theta;
     TRY(get_num(pc, top, "rope_theta", def_theta, &theta));
     TRY(get_num(pc, rp, "rope_theta", theta, &theta));
     if (!(theta > 1.0))
@@ -165,7 +165,7 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
         r->n_factors = half;
         /* HF: when original_max_position_embeddings is set (phi3: top level), factor is
          * max_position_embeddings / original; else rope "factor". */
-        double orig = -1, factor;
+        double orig = -1, factor = 1.0;
         TRY(get_num(pc, top, "original_max_position_embeddings", -1, &orig));
         TRY(get_num(pc, rp, "original_max_position_embeddings", orig, &orig));
         if (orig > 0) {
@@ -176,7 +176,7 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
         }
         r->original_max_position = orig;
         r->factor = factor;
-        double af;
+        double af = -1;
         TRY(get_num(pc, rp, "attention_factor", -1, &af));
         if (af < 0) af = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
         r->attention_factor = af;
@@ -200,7 +200,7 @@ static bool valid_group(long long g) { return g == 32 || g == 64 || g == 128; }
 
 static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what,
                                      const lmx_quant_params *def, lmx_quant_params *p) {
-    long long bits, gs;
+    long long bits = 0, gs = 0;
     TRY(get_int(pc, obj, "bits", def->bits, 1, 64, &bits));
     TRY(get_int(pc, obj, "group_size", def->group_size, 1, 1 << 20, &gs));
     const char *mode = get_str(obj, "mode");
@@ -331,7 +331,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     const bool gemma = c->arch == LMX_ARCH_GEMMA3;
     const bool mistral = !strcmp(mt, "mistral");
 
-    long long v;
+    long long v = 0;
     /* gemma3 has HF defaults for everything; the others require the shape keys. */
     TRY(get_int(pc, t, "hidden_size", gemma ? 2304 : -1, 1, 1 << 20, &v));
     c->hidden_size = (int)v;
@@ -368,7 +368,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     TRY(get_int(pc, t, "max_position_embeddings", mpe_def, 1, (long long)1 << 40, &v));
     c->max_position_embeddings = v;
 
-    int b;
+    int b = -1;
     TRY(get_bool(pc, t, "tie_word_embeddings", -1, &b));
     if (b < 0 && t != root) TRY(get_bool(pc, root, "tie_word_embeddings", -1, &b));
     c->tie_word_embeddings = b;

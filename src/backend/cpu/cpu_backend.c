@@ -68,14 +68,6 @@ static lmx_status ensure_shared(cpu_backend *c, size_t n) {
 
 static size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
 
-static float load_elem(const uint8_t *p, lmx_wdtype t) {
-    if (t == LMX_W_BF16) return lmx_cpu_bf16(p);
-    if (t == LMX_W_F16) return lmx_cpu_f16(p);
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-
 static void convert_row(const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
     if (t == LMX_W_F32) {
         memcpy(dst, src, (size_t)n * 4);
@@ -127,11 +119,13 @@ static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
     free(b);
 }
 
-#define CHECK_RANGE(b, off, n, what)                                                                   \
+static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b->n && cnt <= b->n - off; }
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                           \
     do {                                                                                               \
-        if ((off) > (b)->n || (n) > (b)->n - (off))                                                    \
+        if (!range_ok((buf_), (size_t)(off_), (size_t)(cnt_)))                                         \
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: %s: range [%zu, +%zu) outside a " \
-                             "buffer of %zu", what, (size_t)(off), (size_t)(n), (b)->n);               \
+                             "buffer of %zu", what_, (size_t)(off_), (size_t)(cnt_), (buf_)->n);      \
     } while (0)
 
 static lmx_status cpu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
