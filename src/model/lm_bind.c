@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/lm_internal.h"
+#include "model/rope.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -171,40 +172,13 @@ static lmx_status bind_one(binder *b, const char *module, int64_t out_rows, int6
     return bind_linear(b, module, out_rows, in_cols, bias, 1, &out_rows, out);
 }
 
-/* ---- rope tables (computed like transformers: fp32 inv_freq) ---- */
-
-static void rope_inv_freq(const lmx_rope_config *r, int rot, const float *ext, float *out) {
-    const int half = rot / 2;
-    for (int i = 0; i < half; i++) {
-        float e = (float)(2 * i) / (float)rot;
-        float base_pow = (float)pow((double)(float)r->theta, (double)e);
-        if (ext) base_pow = ext[i] * base_pow;
-        float inv = 1.0f / base_pow;
-        if (r->type == LMX_ROPE_LINEAR) {
-            inv = inv / (float)r->factor;
-        } else if (r->type == LMX_ROPE_LLAMA3) {
-            double factor = r->factor, lo = r->low_freq_factor, hi = r->high_freq_factor;
-            double old = r->original_max_position;
-            double lo_wl = old / lo, hi_wl = old / hi;
-            double wl = 2.0 * M_PI / (double)inv;
-            double v = wl > lo_wl ? inv / factor : inv;
-            if (!(wl < hi_wl) && !(wl > lo_wl)) {
-                double smooth = (old / wl - lo) / (hi - lo);
-                v = (1.0 - smooth) * v / factor + smooth * v;
-            }
-            inv = (float)v;
-        }
-        out[i] = inv;
-    }
-}
-
 static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float *ext, const char *what,
                               lmx_bweight **out) {
     int rot = lm->cfg->rotary_dim;
     float tab[4096];
     if (rot / 2 > (int)(sizeof tab / sizeof tab[0]))
         return lmx_error(LMX_ERR_UNSUPPORTED, "rotary dimension %d is too large", rot);
-    rope_inv_freq(r, rot, ext, tab);
+    lmx_rope_inv_freq(r, rot, ext, tab);
     lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
                          .data = tab};
     return lm->be->ops->weight_upload(lm->be, &d, out);
