@@ -106,28 +106,39 @@ static void add_lin(tm *m, const char *module, int64_t rows, int64_t cols, float
 
 enum { HID = 64, LAYERS = 2, INTER = 128, NH = 4, NKV = 2, HD = 16, VOCAB = 96 };
 
-/* family: 0 llama (untied, GQA), 1 gemma3_text (tied, sliding window 4, q/k norms, sandwich norms) */
+/* family: 0 llama (untied, GQA), 1 gemma3_text (tied, sliding window 4, q/k norms, sandwich norms),
+ * 2 phi3 (fused qkv/gate_up, partial rotary 0.5, untied; rope from extra_config) */
 static int write_model(const char *dir, int family, tm *m, const char *extra_config) {
     char mod[128], cfg[4096];
     add_lin(m, "model.embed_tokens", VOCAB, HID, 1.0f);
-    add_vec(m, "model.norm.weight", HID, family ? 0.0f : 1.0f);
-    if (family == 0) add_lin(m, "lm_head", VOCAB, HID, 0.3f);
+    add_vec(m, "model.norm.weight", HID, family == 1 ? 0.0f : 1.0f);
+    if (family != 1) add_lin(m, "lm_head", VOCAB, HID, 0.3f);
     for (int l = 0; l < LAYERS; l++) {
         const char *names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
         const int64_t shp[][2] = {{NH * HD, HID}, {NKV * HD, HID}, {NKV * HD, HID}, {HID, NH * HD},
                                   {INTER, HID},   {INTER, HID},    {HID, INTER}};
-        for (int i = 0; i < 7; i++) {
+        if (family == 2) {
+            snprintf(mod, sizeof mod, "model.layers.%d.self_attn.qkv_proj", l);
+            add_lin(m, mod, (NH + 2 * NKV) * HD, HID, 1.0f); /* sharp attention: rope matters */
+            snprintf(mod, sizeof mod, "model.layers.%d.self_attn.o_proj", l);
+            add_lin(m, mod, HID, NH * HD, 1.0f);
+            snprintf(mod, sizeof mod, "model.layers.%d.mlp.gate_up_proj", l);
+            add_lin(m, mod, 2 * INTER, HID, 0.25f);
+            snprintf(mod, sizeof mod, "model.layers.%d.mlp.down_proj", l);
+            add_lin(m, mod, HID, INTER, 0.25f);
+        }
+        for (int i = 0; i < 7 && family != 2; i++) {
             snprintf(mod, sizeof mod, "model.layers.%d.%s", l, names[i]);
             add_lin(m, mod, shp[i][0], shp[i][1], 0.25f);
         }
         const char *norms[] = {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                                "post_feedforward_layernorm"};
-        for (int i = 0; i < (family ? 4 : 2); i++) {
+        for (int i = 0; i < (family == 1 ? 4 : 2); i++) {
             snprintf(mod, sizeof mod, "model.layers.%d.%s.weight", l, norms[i]);
-            add_vec(m, mod, HID, family ? 0.0f : 1.0f);
+            add_vec(m, mod, HID, family == 1 ? 0.0f : 1.0f);
         }
-        if (family) {
+        if (family == 1) {
             snprintf(mod, sizeof mod, "model.layers.%d.self_attn.q_norm.weight", l);
             add_vec(m, mod, HD, 0.0f);
             snprintf(mod, sizeof mod, "model.layers.%d.self_attn.k_norm.weight", l);
@@ -152,6 +163,13 @@ static int write_model(const char *dir, int family, tm *m, const char *extra_con
                  "{\"model_type\": \"llama\", \"hidden_size\": %d, \"num_hidden_layers\": %d, \"intermediate_size\": %d, "
                  "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-5, "
                  "\"rope_theta\": 10000.0, \"tie_word_embeddings\": false, \"eos_token_id\": 95%s%s}",
+                 HID, LAYERS, INTER, NH, NKV, VOCAB, quant, extra_config ? extra_config : "");
+    else if (family == 2)
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"phi3\", \"hidden_size\": %d, \"num_hidden_layers\": %d, \"intermediate_size\": %d, "
+                 "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-5, "
+                 "\"partial_rotary_factor\": 0.5, \"max_position_embeddings\": 64, "
+                 "\"original_max_position_embeddings\": 8, \"tie_word_embeddings\": false, \"eos_token_id\": 95%s%s}",
                  HID, LAYERS, INTER, NH, NKV, VOCAB, quant, extra_config ? extra_config : "");
     else
         snprintf(cfg, sizeof cfg,
@@ -302,6 +320,62 @@ static void test_validation(void) {
     expect_invalid(0, (tm){.skip = "model.embed_tokens.weight"}, NULL, "embed_tokens");
 }
 
+/* phi3 longrope (HF semantics): the long factors apply when the call's last position + 1 exceeds
+ * original_max_position_embeddings (8 here), else the short ones. Model A has short 1s and long L;
+ * model B has short = long = L (same weights): they agree past 8 positions and differ below. */
+static void test_phi3_longrope_switch(void) {
+    char ba[512], bb[512];
+    char *da = st_tmpdir(ba, sizeof ba), *db = st_tmpdir(bb, sizeof bb);
+    if (!da || !db) {
+        CHECK(!"tmpdir");
+        return;
+    }
+    tm m = {0};
+    rng = 12345;
+    CHECK(write_model(da, 2, &m, ", \"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [1, 1, 1, 1], "
+                                 "\"long_factor\": [2, 3, 5, 9]}") == 0);
+    m = (tm){0};
+    rng = 12345;
+    CHECK(write_model(db, 2, &m, ", \"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [2, 3, 5, 9], "
+                                 "\"long_factor\": [2, 3, 5, 9]}") == 0);
+    lmx_lm *a = open_lm(da, 2), *b = open_lm(db, 2);
+    if (a && b) {
+        /* attention factor sqrt(1 + ln(64/8)/ln(8)) = sqrt(2) */
+        CHECK_NEAR(lmx_lm_config(a)->rope.attention_factor, sqrt(2.0), 1e-12);
+        int32_t ids[12];
+        for (int i = 0; i < 12; i++) ids[i] = (int32_t)((i * 29 + 7) % VOCAB);
+        float la[VOCAB], lb[VOCAB];
+        lmx_kv *ka = NULL, *kb = NULL;
+        CHECK(lmx_kv_create(a, 16, &ka) == LMX_OK && lmx_kv_create(b, 16, &kb) == LMX_OK);
+        if (ka && kb) {
+            CHECK(lmx_lm_forward(a, ka, ids, 10, la) == LMX_OK);
+            CHECK(lmx_lm_forward(b, kb, ids, 10, lb) == LMX_OK);
+            CHECK(memcmp(la, lb, sizeof la) == 0); /* both long */
+            lmx_kv_reset(ka);
+            lmx_kv_reset(kb);
+            CHECK(lmx_lm_forward(a, ka, ids, 8, la) == LMX_OK);
+            CHECK(lmx_lm_forward(b, kb, ids, 8, lb) == LMX_OK);
+            double d = 0;
+            for (int i = 0; i < VOCAB; i++) d = fmax(d, fabs(la[i] - lb[i]));
+            CHECK_MSG(d > 1e-3, "short vs long factors gave the same logits (%g)", d); /* A short, B long */
+            /* the fused projections also pass prefill vs decode below the switch */
+            float lc[VOCAB];
+            lmx_kv_reset(ka);
+            CHECK(lmx_lm_forward(a, ka, ids, 4, NULL) == LMX_OK);
+            for (int i = 4; i < 8; i++) CHECK(lmx_lm_forward(a, ka, ids + i, 1, lc) == LMX_OK);
+            d = 0;
+            for (int i = 0; i < VOCAB; i++) d = fmax(d, fabs(la[i] - lc[i]));
+            CHECK_MSG(d < 1e-4, "phi3 prefill vs decode: %g", d);
+        }
+        lmx_kv_destroy(ka);
+        lmx_kv_destroy(kb);
+    }
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    st_rmdir(da);
+    st_rmdir(db);
+}
+
 /* ---- CLI ---- */
 
 static int run_cli(const char *args, char *out, size_t cap) {
@@ -398,6 +472,7 @@ int main(void) {
     RUN(test_prefill_vs_decode);
     RUN(test_threads_identical);
     RUN(test_validation);
+    RUN(test_phi3_longrope_switch);
     RUN(test_cli);
     for (int i = 0; i < 4; i++)
         if (g_dirs[i][0]) st_rmdir(g_dirs[i]);
