@@ -489,6 +489,12 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
                          pc->label);
     c->sliding_window = any_sliding ? (window > INT32_MAX ? INT32_MAX : (int)window) : 0;
 
+    int bidir;
+    TRY(get_bool(pc, t, "use_bidirectional_attention", 0, &bidir));
+    if (bidir)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: use_bidirectional_attention (embedding models) is not supported",
+                         pc->label);
+
     /* quantization: "quantization" (MLX) else "quantization_config"; the wrapper may nest it */
     const cJSON *q = get_obj(root, "quantization");
     if (!q) q = get_obj(root, "quantization_config");
