@@ -123,8 +123,13 @@ struct lmx_backend {
     const lmx_backend_ops *ops;
 };
 
-/* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64). */
+/* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using AVX2/FMA/F16C
+ * inner kernels when the CPU has them. _ex with allow_simd=false forces the scalar reference
+ * kernels (tests; LMX_CPU_SIMD=0 in the environment does the same for lmx_backend_cpu_create). */
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
+lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
+/* "scalar" or "avx2" for a CPU backend, NULL for another backend. */
+const char *lmx_backend_cpu_kernels(const lmx_backend *be);
 
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);

@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_quant.h"
+#include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
 #include "util/error.h"
 
@@ -40,6 +41,7 @@ typedef struct cpu_backend {
     size_t scratch_len;
     float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
     size_t shared_len;
+    lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
 } cpu_backend;
 
 static cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
@@ -68,30 +70,16 @@ static lmx_status ensure_shared(cpu_backend *c, size_t n) {
 
 static size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
 
-static void convert_row(const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
-    if (t == LMX_W_F32) {
-        memcpy(dst, src, (size_t)n * 4);
-    } else if (t == LMX_W_BF16) {
-        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_bf16(src + 2 * i);
-    } else {
-        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
-    }
+static void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
+    if (t == LMX_W_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t == LMX_W_BF16) k->bf16_row(src, n, dst);
+    else k->f16_row(src, n, dst);
 }
 
-static float *convert_copy(const void *src, lmx_wdtype t, int64_t n) {
+static float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype t, int64_t n) {
     float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (d) convert_row(src, t, n, d);
+    if (d) convert_row(k, src, t, n, d);
     return d;
-}
-
-static inline float dot(const float *a, const float *b, int64_t n) {
-    float s[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
 }
 
 /* ---- memory ---- */
@@ -174,7 +162,7 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
     w->dtype = d->dtype;
     const char *what = d->name;
     if (d->kind == LMX_WEIGHT_VECTOR) {
-        w->vec = convert_copy(d->data, d->dtype, d->cols);
+        w->vec = convert_copy(&c->k, d->data, d->dtype, d->cols);
         if (!w->vec) goto oom;
     } else if (d->kind == LMX_WEIGHT_DENSE) {
         w->row_bytes = (size_t)d->cols * wdtype_size(d->dtype);
@@ -192,12 +180,12 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
         w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
         size_t sb = wdtype_size(d->dtype);
         size_t off = (size_t)d->row0 * (size_t)w->groups * sb;
-        w->scales = convert_copy((const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
-        w->biases = convert_copy((const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
+        w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
+        w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
     }
     if (d->bias) {
-        w->bias = convert_copy((const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
+        w->bias = convert_copy(&c->k, (const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
                                d->bias_dtype, d->rows);
         if (!w->bias) goto oom;
     }
@@ -230,15 +218,16 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     const lmx_bweight *w = m->w;
     float *row = m->c->scratch[thread]; /* [cols] */
     const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *src = w->data + (size_t)r * w->row_bytes;
         float b = w->bias ? w->bias[r] : 0.0f;
         if (w->kind == LMX_WEIGHT_DENSE) {
-            convert_row(src, w->dtype, K, row);
-            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = dot(m->x + (size_t)t * K, row, K) + b;
+            convert_row(k, src, w->dtype, K, row);
+            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
-            lmx_cpu_quant_decode_row(src, w->bits, K, row);
+            k->quant_row(src, w->bits, K, row);
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
             const int G = w->group_size;
             for (int t = 0; t < m->T; t++) {
@@ -246,7 +235,7 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
                 const float *xs = m->xsum + (size_t)t * w->groups;
                 float acc = 0.0f;
                 for (int g = 0; g < w->groups; g++)
-                    acc += s[g] * dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
+                    acc += s[g] * k->dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
                 m->y[(size_t)t * w->rows + r] = acc + b;
             }
         }
@@ -293,10 +282,10 @@ static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t
         float *dst = y->data + (size_t)t * w->cols;
         const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
         if (w->kind == LMX_WEIGHT_DENSE) {
-            convert_row(src, w->dtype, w->cols, dst);
+            convert_row(&c->k, src, w->dtype, w->cols, dst);
         } else {
             float *q = c->scratch[0];
-            lmx_cpu_quant_decode_row(src, w->bits, w->cols, q);
+            c->k.quant_row(src, w->bits, w->cols, q);
             const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
             for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
         }
@@ -435,7 +424,7 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
         const float *K = a->kc + (size_t)kh * p->capacity * D, *V = a->vc + (size_t)kh * p->capacity * D;
         float mx = -INFINITY;
         for (int j = lo; j <= pt; j++) {
-            float s = dot(q, K + (size_t)j * D, D) * p->scale;
+            float s = a->c->k.dot(q, K + (size_t)j * D, D) * p->scale;
             if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
             sc[j] = s;
             if (s > mx) mx = s;
@@ -447,11 +436,7 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
         }
         float *acc = sc + p->capacity;
         memset(acc, 0, (size_t)D * sizeof(float));
-        for (int j = lo; j <= pt; j++) {
-            const float *vj = V + (size_t)j * D;
-            float wj = sc[j];
-            for (int d = 0; d < D; d++) acc[d] += wj * vj[d];
-        }
+        for (int j = lo; j <= pt; j++) a->c->k.axpy(acc, V + (size_t)j * D, sc[j], D);
         float *o = a->out + ((size_t)t * p->n_heads + h) * D;
         float inv = 1.0f / sum;
         for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
@@ -564,6 +549,15 @@ static const lmx_backend_ops cpu_ops = {
 };
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
+    const char *env = getenv("LMX_CPU_SIMD");
+    return lmx_backend_cpu_create_ex(n_threads, !(env && !strcmp(env, "0")), out);
+}
+
+const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
+    return be && be->ops == &cpu_ops ? ((const cpu_backend *)be)->k.name : NULL;
+}
+
+lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
     *out = NULL;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -574,6 +568,7 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
+    lmx_cpu_kernels_select(&c->k, allow_simd);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     lmx_status st = c->scratch ? lmx_thread_pool_create(n_threads, &c->pool)
                                : lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
