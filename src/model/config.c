@@ -9,6 +9,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
@@ -525,11 +526,17 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
     *out = NULL;
     if (!label) label = "config.json";
     parse_ctx pc = {label};
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = lmx_json_parse(json, len, &end);
     if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", label);
+    while (end && end < json + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
+    if (end && end < json + len && *end) {
+        cJSON_Delete(root);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: trailing bytes after the JSON object", label);
+    }
     cJSON *groot = NULL;
     if (gen) {
-        groot = cJSON_ParseWithLength(gen, gen_len);
+        groot = lmx_json_parse(gen, gen_len, NULL);
         if (!groot || !cJSON_IsObject(groot)) {
             /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
             LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);
