@@ -23,9 +23,10 @@
  * synchronizes.
  *
  * Errors: ops return lmx_status (invalid shapes are the caller's bug, but are still reported with a
- * detail rather than crashing). Thread-safety: a backend object may be shared by several models;
- * ops on one backend are serialized by the caller (the CPU backend's thread pool runs one op at a
- * time). Ownership: every handle is released through the backend that created it.
+ * detail rather than crashing). Thread-safety: a backend object may be shared by several models and
+ * its ops may be called from several threads on disjoint buffers; the backend serializes what it
+ * must (the CPU backend runs one pool op at a time under a mutex). Ownership: every handle is
+ * released through the backend that created it.
  */
 #ifndef LMX_BACKEND_BACKEND_H
 #define LMX_BACKEND_BACKEND_H

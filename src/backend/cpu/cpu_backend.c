@@ -6,6 +6,7 @@
  * matrices keep their packed words and get fp32 copies of scales/biases at upload.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,6 +43,7 @@ typedef struct cpu_backend {
     float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
     size_t shared_len;
     lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
+    pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
 } cpu_backend;
 
 static cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
@@ -149,7 +151,7 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     free(w);
 }
 
-static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     cpu_backend *c = CPU(be);
     *out = NULL;
     if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
@@ -242,7 +244,7 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
-static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y) {
     cpu_backend *c = CPU(be);
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
@@ -270,7 +272,7 @@ static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_bu
 
 /* ---- embedding ---- */
 
-static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
                             lmx_buf *y) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
@@ -319,7 +321,7 @@ static void norm_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
-static lmx_status cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
+static lmx_status cpu_rmsnorm_impl(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
                               const lmx_bweight *w, float eps, bool plus_one) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
@@ -365,7 +367,7 @@ static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
     }
 }
 
-static lmx_status cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
+static lmx_status cpu_rope_impl(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
                            const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
@@ -443,7 +445,7 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
     }
 }
 
-static lmx_status cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                 lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cpu_backend *c = CPU(be);
     if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
@@ -490,7 +492,7 @@ static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
     }
 }
 
-static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+static lmx_status cpu_act_mul_impl(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
     CHECK_RANGE(gate, 0, n, "act gate");
     CHECK_RANGE(up, 0, n, "act up");
     ew_ctx e = {gate->data, up->data, act, 0};
@@ -514,12 +516,71 @@ static lmx_status cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) 
     return LMX_OK;
 }
 
+/* ---- serialized entry points ---- */
+
+static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_impl(be, d, out);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_embed_impl(be, w, ids, T, scale, y);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rmsnorm_impl(be, x, y, rows, dim, w, eps, plus_one);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim, const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rope_impl(be, x, T, n_heads, head_dim, rot_dim, inv_freq, mscale, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_attention_impl(be, q, kc, vc, out, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_act_mul_impl(be, gate, up, n, act);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 /* ---- lifecycle ---- */
 
 static void cpu_destroy(lmx_backend *be) {
     cpu_backend *c = CPU(be);
     if (!c) return;
     lmx_thread_pool_destroy(c->pool);
+    pthread_mutex_destroy(&c->op_lock);
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
@@ -569,6 +630,7 @@ lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
     lmx_cpu_kernels_select(&c->k, allow_simd);
+    pthread_mutex_init(&c->op_lock, NULL);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     lmx_status st = c->scratch ? lmx_thread_pool_create(n_threads, &c->pool)
                                : lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
