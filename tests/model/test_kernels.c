@@ -54,7 +54,7 @@ static void test_packer_layout(void) {
 }
 
 static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias) {
-    const int rows = 37, cols = 256, T = 3;
+    const int rows = 37, cols = 256, T = be == be3 ? 6 : 3; /* 6: the blocked prefill path; 3: per-group path */
     float *w = malloc((size_t)rows * cols * sizeof *w);
     for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 7 == 0 ? 2.0f : 0.5f) + (i % 13 == 0 ? 0.7f : 0.0f);
     qmat q = quantize(w, rows, cols, bits, gs);
@@ -68,13 +68,13 @@ static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias) {
                          .bias = with_bias ? bias : NULL, .bias_dtype = LMX_W_F32};
     lmx_bweight *bw = NULL;
     CHECK(be->ops->weight_upload(be, &d, &bw) == LMX_OK);
-    float x[3 * 256];
+    float x[6 * 256];
     for (int i = 0; i < T * cols; i++) x[i] = frand();
     lmx_buf *bx = buf_from(be, x, (size_t)T * cols), *by = buf_from(be, NULL, (size_t)T * rows);
     CHECK(be->ops->matmul(be, bw, bx, 0, T, by) == LMX_OK);
-    float y[3 * 37];
+    float y[6 * 37];
     be->ops->buf_read(be, by, 0, y, (size_t)T * rows);
-    double ref[3 * 37], err = 0;
+    double ref[6 * 37], err = 0;
     for (int t = 0; t < T; t++)
         for (int r = 0; r < rows; r++) {
             double s = with_bias ? bias[r] : 0;
@@ -101,8 +101,8 @@ static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias) {
     CHECK(be->ops->weight_upload(be, &d2, &bw2) == LMX_OK);
     lmx_buf *by2 = buf_from(be, NULL, (size_t)T * 10);
     CHECK(be->ops->matmul(be, bw2, bx, 0, T, by2) == LMX_OK);
-    float y2[30];
-    be->ops->buf_read(be, by2, 0, y2, 30);
+    float y2[60];
+    be->ops->buf_read(be, by2, 0, y2, (size_t)T * 10);
     for (int t = 0; t < T; t++)
         for (int r = 0; r < 10; r++) CHECK_NEAR(y2[t * 10 + r], y[t * rows + r + 5], 1e-5);
     be->ops->weight_free(be, bw);

@@ -191,8 +191,8 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
                                d->bias_dtype, d->rows);
         if (!w->bias) goto oom;
     }
-    /* per-thread scratch: a converted/decoded row */
-    lmx_status st = ensure_scratch(c, (size_t)d->cols + 64);
+    /* per-thread scratch: a block of 4 converted/decoded rows */
+    lmx_status st = ensure_scratch(c, 4 * (size_t)d->cols + 64);
     if (st != LMX_OK) {
         cpu_weight_free(be, w);
         return st;
@@ -244,6 +244,42 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
+/* Prefill form (T >= MATMUL_BLOCK_T): rows are materialized as fp32 in blocks of 4 (dequantized for
+ * quantized weights) and each x row is read once per block. A partial block repeats its last row,
+ * so every row is computed by the same dot4 arithmetic whatever the thread split. */
+#define MATMUL_BLOCK_T 4
+
+static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
+    float *blk = m->c->scratch[thread]; /* [4][cols] */
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        for (int i = 0; i < 4; i++) {
+            int64_t rr = r + (i < nb ? i : nb - 1);
+            float *row = blk + (size_t)i * K;
+            const uint8_t *src = w->data + (size_t)rr * w->row_bytes;
+            if (w->kind == LMX_WEIGHT_DENSE) {
+                convert_row(k, src, w->dtype, K, row);
+            } else {
+                k->quant_row(src, w->bits, K, row);
+                const float *s = w->scales + (size_t)rr * w->groups, *bb = w->biases + (size_t)rr * w->groups;
+                const int G = w->group_size;
+                for (int g = 0; g < w->groups; g++)
+                    for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
+            }
+        }
+        for (int t = 0; t < m->T; t++) {
+            float out[4];
+            k->dot4(m->x + (size_t)t * K, blk, K, out);
+            for (int i = 0; i < nb; i++)
+                m->y[(size_t)t * w->rows + r + i] = out[i] + (w->bias ? w->bias[r + i] : 0.0f);
+        }
+    }
+}
+
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y) {
     cpu_backend *c = CPU(be);
@@ -251,6 +287,12 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
     CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
+    int64_t grain = w->rows / (c->n_threads * 4);
+    if (grain < 16) grain = 16;
+    if (T >= MATMUL_BLOCK_T) {
+        lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_blocked, &m);
+        return LMX_OK;
+    }
     if (w->kind == LMX_WEIGHT_QUANT) {
         lmx_status st = ensure_shared(c, (size_t)T * (size_t)w->groups);
         if (st != LMX_OK) return st;
@@ -264,8 +306,6 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
             }
         m.xsum = xs;
     }
-    int64_t grain = w->rows / (c->n_threads * 4);
-    if (grain < 16) grain = 16;
     lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows, &m);
     return LMX_OK;
 }

@@ -17,6 +17,10 @@ static float dot_scalar(const float *a, const float *b, int64_t n) {
     return r;
 }
 
+static void dot4_scalar(const float *x, const float *w, int64_t n, float out[4]) {
+    for (int i = 0; i < 4; i++) out[i] = dot_scalar(x, w + (size_t)i * (size_t)n, n);
+}
+
 static void axpy_scalar(float *y, const float *x, float a, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -29,7 +33,7 @@ static void f16_scalar(const uint8_t *src, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
 }
 
-static const lmx_cpu_kernels scalar_set = {"scalar", dot_scalar, axpy_scalar, bf16_scalar, f16_scalar,
+static const lmx_cpu_kernels scalar_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
                                            lmx_cpu_quant_decode_row};
 
 /* ---- AVX2 + FMA + F16C ---- */
@@ -58,6 +62,43 @@ LMX_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n) {
     float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) r += a[i] * b[i];
     return r;
+}
+
+LMX_AVX2 static void dot4_avx2(const float *x, const float *w, int64_t n, float out[4]) {
+    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
+        b0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w0 + i + 8), b0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
+        b1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w1 + i + 8), b1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
+        b2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w2 + i + 8), b2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
+        b3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w3 + i + 8), b3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 xa = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
+    }
+    float r0 = hsum256(_mm256_add_ps(a0, b0)), r1 = hsum256(_mm256_add_ps(a1, b1));
+    float r2 = hsum256(_mm256_add_ps(a2, b2)), r3 = hsum256(_mm256_add_ps(a3, b3));
+    for (; i < n; i++) {
+        r0 += x[i] * w0[i];
+        r1 += x[i] * w1[i];
+        r2 += x[i] * w2[i];
+        r3 += x[i] * w3[i];
+    }
+    out[0] = r0;
+    out[1] = r1;
+    out[2] = r2;
+    out[3] = r3;
 }
 
 LMX_AVX2 static void axpy_avx2(float *y, const float *x, float a, int64_t n) {
@@ -115,14 +156,14 @@ LMX_AVX2 static void quant_avx2(const uint8_t *row, int bits, int64_t n, float *
     lmx_cpu_quant_decode_row(row, bits, n, q);
 }
 
-static const lmx_cpu_kernels avx2_set = {"avx2", dot_avx2, axpy_avx2, bf16_avx2, f16_avx2, quant_avx2};
+static const lmx_cpu_kernels avx2_set = {"avx2", dot_avx2, dot4_avx2, axpy_avx2, bf16_avx2, f16_avx2, quant_avx2};
 
 static bool have_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 #else
-static const lmx_cpu_kernels avx2_set = {"scalar", dot_scalar, axpy_scalar, bf16_scalar, f16_scalar,
+static const lmx_cpu_kernels avx2_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
                                          lmx_cpu_quant_decode_row};
 static bool have_avx2(void) { return false; }
 #endif

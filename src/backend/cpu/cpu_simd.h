@@ -12,6 +12,8 @@
 typedef struct lmx_cpu_kernels {
     const char *name;                                              /* "scalar" or "avx2" */
     float (*dot)(const float *a, const float *b, int64_t n);       /* Σ a·b */
+    /* out[i] = Σ x·w[i*n…], i < 4; each row's result depends only on that row (not on the others) */
+    void (*dot4)(const float *x, const float *w, int64_t n, float out[4]);
     void (*axpy)(float *y, const float *x, float a, int64_t n);    /* y += a·x */
     void (*bf16_row)(const uint8_t *src, int64_t n, float *dst);   /* n bf16 (unaligned) → f32 */
     void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
