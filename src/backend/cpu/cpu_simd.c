@@ -158,9 +158,21 @@ LMX_AVX2 static void quant_avx2(const uint8_t *row, int bits, int64_t n, float *
 
 static const lmx_cpu_kernels avx2_set = {"avx2", dot_avx2, dot4_avx2, axpy_avx2, bf16_avx2, f16_avx2, quant_avx2};
 
+#include <cpuid.h>
+
+/* CPUID: AVX + FMA + F16C + OSXSAVE (leaf 1 ecx), AVX2 (leaf 7 ebx), and the OS saving YMM state
+ * (XCR0 bits 1 and 2). */
 static bool have_avx2(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned need1 = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29);
+    if ((c & need1) != need1) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6u) != 6u) return false;
+    if (__get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 5)) != 0;
 }
 #else
 static const lmx_cpu_kernels avx2_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
