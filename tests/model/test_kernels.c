@@ -261,6 +261,29 @@ static void test_rope_tables(void) {
         CHECK_NEAR(f[i], want, 2e-6 * want);
     }
     CHECK(bands[0] > 0 && bands[1] > 0 && bands[2] > 0);
+    /* yarn (transformers 5): ramp between dims low..high of the correction range */
+    for (int tr = 0; tr < 2; tr++) {
+        r = (lmx_rope_config){.type = LMX_ROPE_YARN, .theta = 10000, .factor = 8, .original_max_position = 256,
+                              .beta_fast = 32, .beta_slow = 1, .truncate = tr, .attention_factor = 1};
+        lmx_rope_inv_freq(&r, 64, NULL, f);
+        double lo = 64 * log(256 / (32 * 2 * M_PI)) / (2 * log(10000.0));
+        double hi = 64 * log(256 / (1 * 2 * M_PI)) / (2 * log(10000.0));
+        if (tr) {
+            lo = floor(lo);
+            hi = ceil(hi);
+        }
+        lo = fmax(lo, 0);
+        hi = fmin(hi, 63);
+        int interp = 0, extrap = 0;
+        for (int i = 0; i < 32; i++) {
+            double pf = pow(10000.0, 2.0 * i / 64), ramp = fmin(fmax((i - lo) / (hi - lo), 0), 1);
+            double want = (1 / (8 * pf)) * ramp + (1 / pf) * (1 - ramp);
+            interp += ramp == 1;
+            extrap += ramp == 0;
+            CHECK_NEAR(f[i], want, 3e-6 * want);
+        }
+        CHECK(interp > 0 && extrap > 0);
+    }
     /* linear and longrope */
     r = (lmx_rope_config){.type = LMX_ROPE_LINEAR, .theta = 10000, .factor = 4, .attention_factor = 1};
     lmx_rope_inv_freq(&r, 16, NULL, f);
