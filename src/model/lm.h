@@ -55,6 +55,9 @@ int lmx_lm_vocab_size(const lmx_lm *lm);
 bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id);
 /* Bytes of weights referenced by the model (mapped or copied). */
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
+/* KV-cache bytes per cached position (all layers, K and V), for memory budgets:
+ * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
+uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
 /* A KV cache for up to max_ctx positions (clamped to max_position_embeddings when that is smaller
  * is NOT done: longer contexts are allowed, as in HF). Also owns the forward scratch buffers. */

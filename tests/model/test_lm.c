@@ -217,6 +217,8 @@ static void check_prefill_vs_decode(const char *dir) {
     float a[VOCAB], b[VOCAB];
     lmx_kv *kv = NULL;
     CHECK(lmx_kv_create(lm, 32, &kv) == LMX_OK);
+    if (kv) CHECK(lmx_kv_bytes(kv) >= 32 * lmx_lm_kv_bytes_per_position(lm));
+    CHECK_EQ_INT(lmx_lm_kv_bytes_per_position(lm), 2 * LAYERS * NKV * HD * 4);
     if (!kv) {
         lmx_lm_close(lm);
         return;
