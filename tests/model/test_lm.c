@@ -305,6 +305,32 @@ static void *conc_main(void *p) {
     return NULL;
 }
 
+/* weights read into memory instead of mapped: same logits */
+static void test_no_mmap(void) {
+    lmx_lm_options o = {.n_threads = 2, .no_mmap = true};
+    lmx_lm *a = NULL, *b = open_lm(g_dirs[3], 2);
+    CHECK(lmx_lm_open(g_dirs[3], &o, &a) == LMX_OK);
+    if (a && b) {
+        int32_t ids[7] = {3, 1, 4, 1, 5, 9, 2};
+        float la[VOCAB], lb[VOCAB];
+        lmx_kv *ka = NULL, *kb = NULL;
+        CHECK(lmx_kv_create(a, 8, &ka) == LMX_OK && lmx_kv_create(b, 8, &kb) == LMX_OK);
+        if (ka && kb) {
+            CHECK(lmx_lm_forward(a, ka, ids, 7, la) == LMX_OK && lmx_lm_forward(b, kb, ids, 7, lb) == LMX_OK);
+            CHECK(memcmp(la, lb, sizeof la) == 0);
+        }
+        lmx_kv_destroy(ka);
+        lmx_kv_destroy(kb);
+    }
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    /* GPU is not available in this build */
+    lmx_lm_options g = {.device = LMX_LM_DEVICE_GPU};
+    lmx_lm *c = NULL;
+    CHECK_EQ_INT(lmx_lm_open(g_dirs[3], &g, &c), LMX_ERR_GPU_NOT_AVAILABLE);
+    CHECK(c == NULL);
+}
+
 /* two threads decode on one model with their own caches: same results as one after the other */
 static void test_concurrent_forward(void) {
     lmx_lm *lm = open_lm(g_dirs[2], 2);
@@ -511,6 +537,7 @@ int main(void) {
     RUN(test_prefill_vs_decode);
     RUN(test_threads_identical);
     RUN(test_concurrent_forward);
+    RUN(test_no_mmap);
     RUN(test_validation);
     RUN(test_phi3_longrope_switch);
     RUN(test_cli);
