@@ -165,7 +165,7 @@ static void test_quant_bf16_scales(void) {
 }
 
 static void test_dense_matmul_dtypes(void) {
-    const int rows = 33, cols = 40, T = 5;
+    const int rows = 33, cols = 40;
     float w[33 * 40], x[5 * 40], bias[33];
     for (int i = 0; i < rows * cols; i++) w[i] = frand();
     for (int i = 0; i < T * cols; i++) x[i] = frand();
@@ -182,8 +182,10 @@ static void test_dense_matmul_dtypes(void) {
         lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols,
                              .dtype = (lmx_wdtype)dt, .bias = bias, .bias_dtype = LMX_W_F32};
         d.data = dt == 0 ? (const void *)(unal + 1) : dt == 1 ? (const void *)wh : (const void *)wb;
-        for (int bi = 0; bi < 2; bi++) {
-            lmx_backend *be = bi ? be3 : be1;
+        /* T = 1: fused half-precision decode path; 2: per-row path; 5: blocked prefill path */
+        for (int bi = 0; bi < 6; bi++) {
+            lmx_backend *be = bi % 2 ? be3 : be1;
+            const int T = bi < 2 ? 1 : bi < 4 ? 2 : 5;
             lmx_bweight *bw = NULL;
             CHECK(be->ops->weight_upload(be, &d, &bw) == LMX_OK);
             lmx_buf *bx = buf_from(be, x, (size_t)T * cols), *by = buf_from(be, NULL, (size_t)T * rows);
