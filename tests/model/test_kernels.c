@@ -168,7 +168,7 @@ static void test_dense_matmul_dtypes(void) {
     const int rows = 33, cols = 40;
     float w[33 * 40], x[5 * 40], bias[33];
     for (int i = 0; i < rows * cols; i++) w[i] = frand();
-    for (int i = 0; i < T * cols; i++) x[i] = frand();
+    for (int i = 0; i < 5 * cols; i++) x[i] = frand();
     for (int i = 0; i < rows; i++) bias[i] = frand();
     uint16_t wb[33 * 40 + 1], wh[33 * 40 + 1];
     /* store at an odd byte offset: data may be unaligned */
