@@ -129,11 +129,12 @@ void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampler_params *p, floa
     }
 }
 
+/* Index of the largest value (lowest index on ties); -1 when none is above -inf (or all NaN). */
 static int32_t argmax(const float *x, int n) {
     int32_t best = -1;
     float bv = -INFINITY;
     for (int i = 0; i < n; i++)
-        if (x[i] > bv || (best < 0 && x[i] == bv && !isnan(x[i]))) {
+        if (x[i] > bv) {
             bv = x[i];
             best = i;
         }
