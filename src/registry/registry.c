@@ -203,7 +203,7 @@ static int entry_cmp(const void *a, const void *b) {
 }
 
 static lmx_status reg_write(const char *path, reg *r) {
-    qsort(r->e, (size_t)r->n, sizeof *r->e, entry_cmp);
+    if (r->n > 1) qsort(r->e, (size_t)r->n, sizeof *r->e, entry_cmp);
     cJSON *root = cJSON_CreateObject();
     cJSON *models = cJSON_AddArrayToObject(root, "models");
     cJSON_AddNumberToObject(root, "version", 1);
@@ -320,7 +320,7 @@ LMX_API lmx_status lmx_registry_list(const char *models_dir, lmx_registry_entry 
         lock_close(fd);
     }
     if (st == LMX_OK) {
-        qsort(r.e, (size_t)r.n, sizeof *r.e, entry_cmp);
+        if (r.n > 1) qsort(r.e, (size_t)r.n, sizeof *r.e, entry_cmp);
         *out = r.e;
         *n = r.n;
     }
@@ -394,7 +394,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
         e->n_files++;
     }
     closedir(d);
-    if (st == LMX_OK) qsort(e->files, (size_t)e->n_files, sizeof *e->files, name_cmp);
+    if (st == LMX_OK && e->n_files > 1) qsort(e->files, (size_t)e->n_files, sizeof *e->files, name_cmp);
     return st;
 }
 
