@@ -9,6 +9,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#define TOPP_BUCKETS 1024
+#define TOPP_RANGE 32.0f /* logits more than 32 below the max share the last bucket */
+
 typedef struct cand {
     float v;
     int32_t id;
@@ -17,9 +20,9 @@ typedef struct cand {
 struct lmx_sampler {
     int vocab;
     uint64_t rng[4];   /* xoshiro256** state */
-    float *lp;         /* [vocab] working logprobs; -inf = filtered out */
     float *tmp;        /* [vocab] quickselect scratch */
-    struct cand *pairs;/* [vocab] (logprob, id) candidates for top_p */
+    struct cand *pairs;/* [2 * vocab] (logit, id) survivors; the second half: top_p's boundary bucket */
+    double *bucket_mass; /* [TOPP_BUCKETS] top_p mass per bucket */
     uint8_t *mark;     /* [vocab] penalty de-duplication marks, all zero between calls */
 };
 
@@ -70,11 +73,11 @@ lmx_status lmx_sampler_create(int vocab, lmx_sampler **out) {
     lmx_sampler *s = calloc(1, sizeof *s);
     if (!s) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "sampler: allocation failed");
     s->vocab = vocab;
-    s->lp = malloc((size_t)vocab * sizeof *s->lp);
     s->tmp = malloc((size_t)vocab * sizeof *s->tmp);
-    s->pairs = malloc((size_t)vocab * sizeof *s->pairs);
+    s->pairs = malloc(2 * (size_t)vocab * sizeof *s->pairs);
+    s->bucket_mass = malloc(TOPP_BUCKETS * sizeof *s->bucket_mass);
     s->mark = calloc((size_t)vocab, 1);
-    if (!s->lp || !s->tmp || !s->pairs || !s->mark) {
+    if (!s->tmp || !s->pairs || !s->bucket_mass || !s->mark) {
         lmx_sampler_destroy(s);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "sampler: cannot allocate scratch for %d tokens", vocab);
     }
@@ -85,9 +88,9 @@ lmx_status lmx_sampler_create(int vocab, lmx_sampler **out) {
 
 void lmx_sampler_destroy(lmx_sampler *s) {
     if (!s) return;
-    free(s->lp);
     free(s->tmp);
     free(s->pairs);
+    free(s->bucket_mass);
     free(s->mark);
     free(s);
 }
@@ -173,113 +176,148 @@ static int cand_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static void filter_top_p(lmx_sampler *s, float top_p) {
-    float *lp = s->lp;
-    int V = s->vocab;
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++)
-        if (lp[i] > mx) mx = lp[i];
-    /* Candidates: tokens with logprob >= thr, lowering thr until their mass reaches top_p. Every
-     * non-candidate is less likely than every candidate, so the cut falls inside the candidates
-     * and only they need sorting. */
-    double thr = (double)mx + log(1e-4), mass = 0;
-    int n = 0;
-    for (;;) {
-        n = 0;
-        mass = 0;
-        for (int i = 0; i < V; i++)
-            if ((double)lp[i] >= thr && lp[i] > -INFINITY) {
-                s->pairs[n].v = lp[i];
-                s->pairs[n].id = i;
-                n++;
-                mass += exp((double)lp[i]);
-            }
-        if (mass >= top_p || thr == -INFINITY) break;
-        thr -= log(1e3);
-        if (thr < (double)mx - 200.0) thr = -INFINITY;
-    }
-    qsort(s->pairs, (size_t)n, sizeof *s->pairs, cand_desc);
-    /* ascending cumsum > 1 - top_p  <=>  mass of the more likely tokens < top_p */
-    double higher = 0;
-    int keep = 0;
-    while (keep < n && higher < top_p) {
-        higher += exp((double)s->pairs[keep].v);
-        keep++;
-    }
-    for (int i = 0; i < keep; i++) s->mark[s->pairs[i].id] = 1;
-    for (int i = 0; i < V; i++)
-        if (!s->mark[i]) lp[i] = -INFINITY;
-    for (int i = 0; i < keep; i++) s->mark[s->pairs[i].id] = 0;
+/*
+ * The filters work on the penalized logits l directly: logprob_i = l_i - lse, so every test that
+ * compares logprobs (min_p, top_k, the order of top_p) is the same test on logits, and only top_p
+ * needs the normalizer. The survivors are either "all tokens" (n_kept = -1) or the list
+ * s->pairs[0..n_kept) of (logit, id) — usually short, which keeps the final draw cheap.
+ */
+typedef struct kept {
+    float mx;    /* the largest logit (always kept) */
+    int n;       /* -1 = every token with a finite logit; else s->pairs[0..n) */
+} kept;
+
+
+static inline int bucket_of(float d) {
+    float b = d * (TOPP_BUCKETS / TOPP_RANGE);
+    return b >= TOPP_BUCKETS - 1 ? TOPP_BUCKETS - 1 : (int)b;
 }
 
-static void filter_min_p(lmx_sampler *s, float min_p) {
-    float *lp = s->lp;
+/* top_p without sorting the vocabulary: bucket the probability mass by distance below the max
+ * logit. Buckets wholly above the cut are kept, buckets below it dropped, and only the one bucket
+ * the cut falls into is sorted to place the cut exactly (mass of more likely tokens < top_p). */
+static void keep_top_p(lmx_sampler *s, const float *l, float mx, double top_p, kept *k) {
     int V = s->vocab;
-    int32_t top = argmax(lp, V);
-    double thr = (double)lp[top] + log((double)min_p);
-    for (int i = 0; i < V; i++)
-        if (i != top && (double)lp[i] < thr) lp[i] = -INFINITY;
-}
-
-static void filter_top_k(lmx_sampler *s, int k) {
-    float *lp = s->lp;
-    int V = s->vocab;
-    memcpy(s->tmp, lp, (size_t)V * sizeof *lp);
-    float kth = kth_largest(s->tmp, V, k - 1);
-    int above = 0;
-    for (int i = 0; i < V; i++)
-        if (lp[i] > kth) above++;
-    int ties_left = k - above;
+    double *bm = s->bucket_mass; /* [TOPP_BUCKETS] */
+    memset(bm, 0, TOPP_BUCKETS * sizeof *bm);
+    double z = 0;
     for (int i = 0; i < V; i++) {
-        if (lp[i] > kth) continue;
-        if (lp[i] == kth && ties_left > 0) {
-            ties_left--;
-            continue;
-        }
-        lp[i] = -INFINITY;
+        float w = expf(l[i] - mx); /* 0 for -inf */
+        s->tmp[i] = w;
+        z += w;
+        if (w > 0) bm[bucket_of(mx - l[i])] += w;
     }
+    double target = top_p * z, before = 0;
+    int cut = 0;
+    while (cut < TOPP_BUCKETS - 1 && before + bm[cut] < target) before += bm[cut++];
+    /* kept: every token of the buckets above `cut`, then the sorted head of bucket `cut` */
+    int n = 0, nb = 0;
+    cand *boundary = s->pairs + V; /* second half of pairs [2 * vocab] */
+    for (int i = 0; i < V; i++) {
+        if (!(s->tmp[i] > 0)) continue;
+        int b = bucket_of(mx - l[i]);
+        if (b < cut) {
+            s->pairs[n].v = l[i];
+            s->pairs[n].id = i;
+            n++;
+        } else if (b == cut) {
+            boundary[nb].v = l[i];
+            boundary[nb].id = i;
+            nb++;
+        }
+    }
+    qsort(boundary, (size_t)nb, sizeof *boundary, cand_desc);
+    double higher = before;
+    for (int j = 0; j < nb && higher < target; j++) {
+        higher += expf(boundary[j].v - mx);
+        s->pairs[n++] = boundary[j];
+    }
+    k->n = n;
 }
 
-/* Steps 1-3 into s->lp (greedy handled by the callers). */
-static lmx_status prepare(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
-                          const int32_t *history, size_t n_history) {
+static void keep_min_p(lmx_sampler *s, const float *l, float mx, double min_p, kept *k) {
+    float thr = (float)((double)mx + log(min_p)); /* logprob < max + ln(min_p) is dropped */
+    if (k->n >= 0) {
+        int w = 0;
+        for (int i = 0; i < k->n; i++)
+            if (s->pairs[i].v >= thr || s->pairs[i].v == mx) s->pairs[w++] = s->pairs[i];
+        k->n = w;
+        return;
+    }
+    int n = 0;
+    for (int i = 0; i < s->vocab; i++)
+        if (l[i] >= thr && l[i] > -INFINITY) {
+            s->pairs[n].v = l[i];
+            s->pairs[n].id = i;
+            n++;
+        }
+    k->n = n;
+}
+
+static void keep_top_k(lmx_sampler *s, const float *l, int topk, kept *k) {
+    int n = k->n < 0 ? s->vocab : k->n;
+    if (k->n >= 0 && n <= topk) return;
+    /* the k-th largest value by quickselect on a copy (tmp [vocab]) */
+    if (k->n < 0) memcpy(s->tmp, l, (size_t)n * sizeof *l);
+    else
+        for (int i = 0; i < n; i++) s->tmp[i] = s->pairs[i].v;
+    float kth = kth_largest(s->tmp, n, topk - 1);
+    int above = 0;
+    for (int i = 0; i < n; i++) above += (k->n < 0 ? l[i] : s->pairs[i].v) > kth;
+    int ties_left = topk - above, w = 0;
+    /* ties at the k-th value: the first ones in list order (ascending ids over the vocabulary) */
+    for (int i = 0; i < n; i++) {
+        float v = k->n < 0 ? l[i] : s->pairs[i].v;
+        int32_t id = k->n < 0 ? i : s->pairs[i].id;
+        if ((v > kth || (v == kth && ties_left-- > 0)) && v > -INFINITY) {
+            s->pairs[w].v = v;
+            s->pairs[w].id = id;
+            w++;
+        }
+    }
+    k->n = w;
+}
+
+/* Penalty, checks, filters (temperature > 0). */
+static lmx_status filter(lmx_sampler *s, const lmx_sampler_params *p, float *logits, const int32_t *history,
+                         size_t n_history, kept *k) {
     lmx_sampler_apply_penalty(s, p, logits, history, n_history);
     int V = s->vocab;
     float mx = -INFINITY;
+    bool nan = false;
     for (int i = 0; i < V; i++) {
-        if (isnan(logits[i])) return lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampler: logit %d is NaN", i);
-        if (logits[i] > mx) mx = logits[i];
+        nan |= isnan(logits[i]);
+        mx = logits[i] > mx ? logits[i] : mx;
     }
-    if (!(mx > -INFINITY) || isinf(mx))
-        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampler: logits are not finite (max %g)", (double)mx);
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
-    float lse = (float)((double)mx + log(sum));
-    for (int i = 0; i < V; i++) s->lp[i] = logits[i] - lse;
-    if (p->top_p > 0 && p->top_p < 1) filter_top_p(s, p->top_p);
-    if (p->min_p > 0) filter_min_p(s, p->min_p);
-    if (p->top_k > 0 && p->top_k < V) filter_top_k(s, p->top_k);
+    if (nan) return lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampler: a logit is NaN");
+    if (!isfinite(mx)) return lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampler: the largest logit is %g", (double)mx);
+    k->mx = mx;
+    k->n = -1;
+    if (p->top_p > 0 && p->top_p < 1) keep_top_p(s, logits, mx, p->top_p, k);
+    if (p->min_p > 0) keep_min_p(s, logits, mx, p->min_p, k);
+    if (p->top_k > 0 && p->top_k < V) keep_top_k(s, logits, p->top_k, k);
     return LMX_OK;
 }
 
 lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
                              const int32_t *history, size_t n_history, double *probs) {
     int V = s->vocab;
+    memset(probs, 0, (size_t)V * sizeof *probs);
     if (p->temperature == 0) {
         lmx_sampler_apply_penalty(s, p, logits, history, n_history);
         int32_t t = argmax(logits, V);
         if (t < 0) return lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampler: logits are all NaN or -inf");
-        memset(probs, 0, (size_t)V * sizeof *probs);
         probs[t] = 1.0;
         return LMX_OK;
     }
-    lmx_status st = prepare(s, p, logits, history, n_history);
+    kept k;
+    lmx_status st = filter(s, p, logits, history, n_history, &k);
     if (st != LMX_OK) return st;
-    float mx = s->lp[argmax(s->lp, V)];
     double inv_t = 1.0 / p->temperature, sum = 0;
-    for (int i = 0; i < V; i++) {
-        probs[i] = s->lp[i] > -INFINITY ? exp(((double)s->lp[i] - mx) * inv_t) : 0.0;
-        sum += probs[i];
+    if (k.n < 0) {
+        for (int i = 0; i < V; i++) sum += probs[i] = exp(((double)logits[i] - k.mx) * inv_t);
+    } else {
+        for (int i = 0; i < k.n; i++) sum += probs[s->pairs[i].id] = exp(((double)s->pairs[i].v - k.mx) * inv_t);
     }
     for (int i = 0; i < V; i++) probs[i] /= sum;
     return LMX_OK;
@@ -295,27 +333,36 @@ lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float
         *token = t;
         return LMX_OK;
     }
-    lmx_status st = prepare(s, p, logits, history, n_history);
+    kept k;
+    lmx_status st = filter(s, p, logits, history, n_history, &k);
     if (st != LMX_OK) return st;
-    int32_t top = argmax(s->lp, V);
-    double mx = s->lp[top], inv_t = 1.0 / p->temperature, sum = 0;
-    /* weights into tmp (float is enough for the draw's resolution; the sum is double) */
-    for (int i = 0; i < V; i++) {
-        float w = s->lp[i] > -INFINITY ? (float)exp(((double)s->lp[i] - mx) * inv_t) : 0.0f;
-        s->tmp[i] = w;
-        sum += w;
+    float inv_t = 1.0f / p->temperature;
+    double sum = 0;
+    if (k.n < 0) { /* weights of every token into tmp [vocab] */
+        for (int i = 0; i < V; i++) sum += s->tmp[i] = expf((logits[i] - k.mx) * inv_t);
+        double u = lmx_sampler_uniform(s) * sum, acc = 0;
+        int32_t last = 0;
+        for (int i = 0; i < V; i++) {
+            if (s->tmp[i] <= 0) continue;
+            last = i;
+            acc += s->tmp[i];
+            if (u < acc) {
+                *token = i;
+                return LMX_OK;
+            }
+        }
+        *token = last; /* rounding: u landed at the very end */
+        return LMX_OK;
     }
+    for (int i = 0; i < k.n; i++) sum += s->tmp[i] = expf((s->pairs[i].v - k.mx) * inv_t);
     double u = lmx_sampler_uniform(s) * sum, acc = 0;
-    int32_t last = top;
-    for (int i = 0; i < V; i++) {
-        if (s->tmp[i] <= 0) continue;
-        last = i;
+    for (int i = 0; i < k.n; i++) {
         acc += s->tmp[i];
         if (u < acc) {
-            *token = i;
+            *token = s->pairs[i].id;
             return LMX_OK;
         }
     }
-    *token = last; /* rounding: u landed at the very end */
+    *token = s->pairs[k.n - 1].id;
     return LMX_OK;
 }

