@@ -250,6 +250,35 @@ static void test_top_p_large_vocab(void) {
     }
     CHECK_MSG(abs(nz - keep) <= 1, "kept %d tokens, reference %d", nz, keep);
     CHECK_NEAR(sum, 1.0, 1e-9);
+    /* top_k 50 over the whole vocabulary, then after top_p (list mode): exactly 50 survivors,
+     * each at least as likely as every dropped token */
+    for (int mode = 0; mode < 2; mode++) {
+        p = base();
+        p.top_k = 50;
+        p.top_p = mode ? 0.9f : 1.0f;
+        CHECK(lmx_sampler_probs(s, &p, l, NULL, 0, probs) == LMX_OK);
+        int kept = 0;
+        float min_kept = INFINITY, max_dropped = -INFINITY;
+        for (int i = 0; i < N; i++) {
+            if (probs[i] > 0) {
+                kept++;
+                min_kept = l[i] < min_kept ? l[i] : min_kept;
+            } else {
+                max_dropped = l[i] > max_dropped ? l[i] : max_dropped;
+            }
+        }
+        CHECK_EQ_INT(kept, 50);
+        CHECK(min_kept >= max_dropped);
+    }
+    /* min_p 0.5 over the whole vocabulary: exactly the tokens within ln 2 of the max logit */
+    p = base();
+    p.min_p = 0.5f;
+    CHECK(lmx_sampler_probs(s, &p, l, NULL, 0, probs) == LMX_OK);
+    float lmax = -INFINITY;
+    for (int i = 0; i < N; i++) lmax = l[i] > lmax ? l[i] : lmax;
+    int wrong = 0;
+    for (int i = 0; i < N; i++) wrong += (probs[i] > 0) != (l[i] >= lmax + logf(0.5f));
+    CHECK_EQ_INT(wrong, 0);
     lmx_sampler_destroy(s);
     free(l);
     free(probs);
