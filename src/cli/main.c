@@ -10,6 +10,10 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"version", lmx_cli_version, "print the version"},
+    {"list", lmx_cli_list, "list registered models"},
+    {"add", lmx_cli_add, "register an existing model directory"},
+    {"rm", lmx_cli_rm, "remove a registered model"},
+    {"verify", lmx_cli_verify, "check a model's files against their recorded SHA-256"},
 };
 
 static void usage(FILE *f) {
