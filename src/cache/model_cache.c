@@ -21,6 +21,7 @@ struct lmx_cache_entry {
     lmx_engine_model *model;   /* NULL while loading */
     lmx_engine_info info;
     int max_context;
+    bool kv_cache;
     int64_t bytes;             /* reserved estimate */
     int state;
     bool detached;             /* unloaded while pinned: not findable, closed at last release */
@@ -192,12 +193,16 @@ static void drop_placeholder(lmx_model_cache *c, lmx_cache_entry *e) {
     entry_free(c, e);
 }
 
-static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_engine_load_opts *opts) {
+static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_engine_load_opts *opts_in) {
     const lmx_engine *eng = c->engine;
     lmx_engine_info probe;
     memset(&probe, 0, sizeof probe);
-    lmx_status st = eng->probe(eng->ctx, e->path, opts, &probe);
+    lmx_status st = eng->probe(eng->ctx, e->path, opts_in, &probe);
     if (st != LMX_OK) return lmx_error_prefix(st, "model %s", e->id);
+    /* the context never exceeds what the model was trained for */
+    lmx_engine_load_opts o = *opts_in;
+    if (probe.max_position > 0 && probe.max_position < o.max_context) o.max_context = probe.max_position;
+    const lmx_engine_load_opts *opts = &o;
     int64_t est = probe.weight_bytes + probe.kv_bytes_per_token * (int64_t)opts->max_context;
     lmx_cache_entry *victims = NULL;
     pthread_mutex_lock(&c->mu);
@@ -261,6 +266,7 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     e->info = info;
     if (e->info.weight_bytes <= 0) e->info.weight_bytes = probe.weight_bytes;
     e->max_context = opts->max_context;
+    e->kv_cache = opts->kv_cache;
     e->state = ENTRY_READY;
     e->loaded_at = wall_now();
     pthread_mutex_unlock(&c->mu);
@@ -454,4 +460,5 @@ lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e) { return e->mo
 const lmx_engine_info *lmx_cache_entry_info(const lmx_cache_entry *e) { return &e->info; }
 const char *lmx_cache_entry_id(const lmx_cache_entry *e) { return e->id; }
 int lmx_cache_entry_max_context(const lmx_cache_entry *e) { return e->max_context; }
+bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e) { return e->kv_cache; }
 int64_t lmx_cache_entry_bytes(const lmx_cache_entry *e) { return e->bytes; }

@@ -139,7 +139,13 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
             res->finish_reason = LMX_FINISH_LENGTH;
             break;
         }
-        if ((st = e->forward(req->model, kv, &tok, 1, logits)) != LMX_OK) {
+        if (req->no_kv_cache) { /* reference mode: the whole sequence again from position 0 */
+            e->kv_reset(kv);
+            st = e->forward(req->model, kv, hist, n_pos, logits);
+        } else {
+            st = e->forward(req->model, kv, &tok, 1, logits);
+        }
+        if (st != LMX_OK) {
             lmx_error_prefix(st, "decode step at position %zu", n_pos - 1);
             goto done;
         }

@@ -32,6 +32,7 @@ typedef struct lmx_generate_request {
     size_t n_prompt;
     const lmx_gen_options *opt;
     int max_context;               /* positions available (prompt + generated) */
+    bool no_kv_cache;              /* re-run the whole sequence each step (reference mode) */
     lmx_token_fn fn;               /* may be NULL (text discarded) */
     void *user;
     uint64_t t_start_ns;           /* monotonic start of the user's call (0 = now) */

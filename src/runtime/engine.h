@@ -37,7 +37,8 @@ typedef struct lmx_engine_load_opts {
     lmx_device device;     /* AUTO, GPU or CPU */
     bool use_mmap;
     int max_context;       /* KV cache capacity the runtime will ask for */
-    bool kv_cache;
+    bool kv_cache;         /* false: the runtime re-runs the whole sequence every step (a slow
+                              reference mode: kv_reset + forward(all ids)); nothing to do here */
     int n_threads;         /* 0 = all cores */
 } lmx_engine_load_opts;
 
@@ -85,9 +86,13 @@ typedef struct lmx_engine {
     /* A KV cache for up to max_context positions (allocated here, never per token). */
     lmx_status (*kv_create)(lmx_engine_model *m, int max_context, lmx_engine_kv **out);
     void (*kv_destroy)(lmx_engine_kv *kv); /* NULL-safe */
+    /* Forgets every position (the next forward starts at position 0); keeps the memory. */
+    void (*kv_reset)(lmx_engine_kv *kv);
     /* Runs ids[0..n) at the next positions of kv (prefill when n > 1, chunked inside as needed;
      * decode when n == 1) and writes the logits of the LAST position to logits [vocab_size].
-     * Position overflow (past max_context) → LMX_ERR_INVALID_ARGUMENT. */
+     * Position overflow (past max_context) → LMX_ERR_INVALID_ARGUMENT. Called concurrently on one
+     * model with distinct kv objects (one per generation): the adapter makes that safe (shared
+     * read-only weights, per-kv scratch, or a per-model lock). */
     lmx_status (*forward)(lmx_engine_model *m, lmx_engine_kv *kv, const int32_t *ids, size_t n,
                           float *logits /* [vocab_size] */);
 

@@ -284,6 +284,7 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
             .n_prompt = n_ids,
             .opt = &o,
             .max_context = lmx_cache_entry_max_context(e),
+            .no_kv_cache = !lmx_cache_entry_kv_cache(e),
             .fn = fn,
             .user = user,
             .t_start_ns = t0,

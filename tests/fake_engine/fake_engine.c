@@ -40,6 +40,7 @@ typedef struct fake_cfg {
     int64_t weight_bytes, kv_bytes_per_token;
     float peak, second_logit;
     int32_t second;
+    int max_position;
     bool has_template, invalid;
 } fake_cfg;
 
@@ -75,6 +76,8 @@ static lmx_status read_cfg(const char *dir, fake_cfg *fc) {
     cJSON *sc = cJSON_GetObjectItem(j, "second"), *sl = cJSON_GetObjectItem(j, "second_logit");
     fc->second = cJSON_IsString(sc) && sc->valuestring[0] ? (unsigned char)sc->valuestring[0] : -1;
     fc->second_logit = cJSON_IsNumber(sl) ? (float)sl->valuedouble : 0.0f;
+    cJSON *mp = cJSON_GetObjectItem(j, "max_position");
+    fc->max_position = cJSON_IsNumber(mp) ? mp->valueint : 1 << 20;
     fc->has_template = !cJSON_IsFalse(cJSON_GetObjectItem(j, "template"));
     fc->invalid = cJSON_IsTrue(cJSON_GetObjectItem(j, "invalid"));
     cJSON_Delete(j);
@@ -91,7 +94,7 @@ static void fill_info(const fake_cfg *fc, lmx_engine_info *info) {
     info->vocab_size = FAKE_VOCAB;
     info->weight_bytes = fc->weight_bytes;
     info->kv_bytes_per_token = fc->kv_bytes_per_token;
-    info->max_position = 1 << 20;
+    info->max_position = fc->max_position;
     info->device = LMX_DEVICE_CPU;
     info->eos_ids[0] = FAKE_EOS;
     info->n_eos = 1;
@@ -184,6 +187,8 @@ static void f_kv_destroy(lmx_engine_kv *kv) {
     free(kv);
 }
 
+static void f_kv_reset(lmx_engine_kv *kv) { kv->pos = 0; }
+
 static int32_t target_of(const lmx_engine_model *m, int32_t t) {
     size_t L = m->script_len;
     if (L == 0) return FAKE_EOS;
@@ -203,6 +208,7 @@ static lmx_status f_forward(lmx_engine_model *m, lmx_engine_kv *kv, const int32_
                          kv->cap);
     sleep_us(atomic_load(&m->ctx->forward_delay_us));
     kv->pos += (int)n;
+    atomic_fetch_add(&m->ctx->tokens_processed, (int)n);
     int32_t tgt = target_of(m, ids[n - 1]);
     for (int i = 0; i < FAKE_VOCAB; i++) logits[i] = 0.0f;
     if (m->second >= 0) logits[m->second] = m->second_logit;
@@ -254,6 +260,7 @@ void fake_engine_init(lmx_engine *e, fake_engine_ctx *c) {
     e->chat_render = f_chat;
     e->kv_create = f_kv_create;
     e->kv_destroy = f_kv_destroy;
+    e->kv_reset = f_kv_reset;
     e->forward = f_forward;
     e->detok_create = f_detok_create;
     e->detok_destroy = f_detok_destroy;

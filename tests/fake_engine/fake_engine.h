@@ -9,6 +9,9 @@
  * means EOS. logits[target] = peak, every other logit = 0 — greedy output is the script.
  * Optional "second": "z", "second_logit": 0.8 — byte z always gets that logit (unless it is the
  * target), so a repetition penalty can flip greedy choices.
+ * Optional "max_position": N — the model's own context limit (default 2^20).
+ * Forward counts the tokens it processes (tokens_processed) so tests can tell KV-cached decoding
+ * (1 token per step) from the no-cache reference mode (the whole sequence per step).
  * Chat template: "<|role|>content\n" per message, then "<|assistant|>"; "template": false → none.
  * "invalid": true → open fails with LMX_ERR_MODEL_VALIDATION_FAILED (a missing tensor).
  * Detokenizer: emits the complete UTF-8 prefix of the pending bytes.
@@ -26,7 +29,7 @@
 
 typedef struct fake_engine_ctx {
     atomic_int fail_open_oom;   /* the next N opens fail with LMX_ERR_OUT_OF_MEMORY */
-    atomic_int open_calls, close_calls, probe_calls, forward_calls;
+    atomic_int open_calls, close_calls, probe_calls, forward_calls, tokens_processed;
     atomic_int live_models;     /* opened and not yet closed */
     atomic_int live_kv;         /* KV caches alive */
     atomic_int open_delay_ms;   /* sleep inside open (concurrency tests) */

@@ -328,6 +328,32 @@ static void test_verify_at_load(void) {
     lmx_runtime_destroy(rt);
 }
 
+static void test_kv_cache_off_and_max_position(void) {
+    lmx_config cfg = lmx_config_default();
+    cfg.kv_cache = false;
+    lmx_runtime *rt = mkrt(&cfg);
+    char *q = mkmodel("org/nokv", "{\"script\":\"Quick brown#\",\"max_position\":64}");
+    lmx_gen_options o = greedy(-1);
+    char *text = NULL;
+    int before = atomic_load(&C.tokens_processed);
+    CHECK(lmx_generate(rt, q, "Q", &o, &text, NULL) == LMX_OK);
+    CHECK_EQ_STR(text, "uick brown"); /* same text as with the cache */
+    lmx_free(text);
+    /* prefill 1, then steps over 2..11 tokens: 1 + (2 + … + 11) = 66 (vs 11 with the cache) */
+    CHECK_EQ_INT(atomic_load(&C.tokens_processed) - before, 66);
+    lmx_model_info info;
+    CHECK(lmx_model_get_info(rt, q, &info) == LMX_OK);
+    CHECK_EQ_INT(info.max_context, 64); /* capped by the model's max_position */
+    lmx_runtime_destroy(rt);
+    rt = mkrt(NULL);
+    before = atomic_load(&C.tokens_processed);
+    CHECK(lmx_generate(rt, q, "Q", &o, &text, NULL) == LMX_OK);
+    CHECK_EQ_STR(text, "uick brown");
+    lmx_free(text);
+    CHECK_EQ_INT(atomic_load(&C.tokens_processed) - before, 11);
+    lmx_runtime_destroy(rt);
+}
+
 int main(void) {
     fake_engine_init(&E, &C);
     tmp = fake_tmpdir("rt");
@@ -339,6 +365,7 @@ int main(void) {
     RUN(test_metrics);
     RUN(test_lru_through_facade);
     RUN(test_verify_at_load);
+    RUN(test_kv_cache_off_and_max_position);
     CHECK_EQ_INT(atomic_load(&C.live_models), 0);
     fake_rmtree(tmp);
     free(tmp);
