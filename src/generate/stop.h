@@ -5,7 +5,10 @@
  * everything before the first complete stop string (then *matched is set and the rest, stop string
  * included, is dropped), minus the longest tail that is still a prefix of some stop string — that
  * tail is held back until a later piece resolves it. lmx_stop_flush releases the held tail when the
- * generation ends for another reason. Empty stop strings are ignored.
+ * generation ends for another reason. Empty stop strings are ignored. Precisely: after each piece,
+ * if the text so far contains a complete stop string, the output is the text before the
+ * earliest-starting complete occurrence (a longer stop string that began earlier but is not yet
+ * complete does not delay the stop). fuzz/fuzz_stop.c checks this against a direct reference.
  *
  * Ownership: the matcher copies the stop strings. Text returned by push/flush points into the
  * matcher and is valid until its next call. Thread-safety: one thread at a time per matcher.
