@@ -89,8 +89,10 @@ typedef struct lmx_config {
     int n_threads;              /* CPU threads, 0 = all cores (default 0) */
     const char *models_dir;     /* models directory; NULL = $LMX_HOME/models, LMX_HOME defaulting
                                    to ~/.cache/lmx. The registry is registry.json in its parent */
-    float default_temperature;  /* default 0.7: used by lmx_gen_options_default() callers who */
-    float default_top_p;        /* default 0.9   pass opt == NULL to a generate function */
+    /* What a generate function uses when its opt argument is NULL (the other options then come
+     * from lmx_gen_options_default()). */
+    float default_temperature;  /* default 0.7 */
+    float default_top_p;        /* default 0.9 */
     int default_max_tokens;     /* default 512 */
 } lmx_config;
 

@@ -103,7 +103,7 @@ typedef struct lmx_engine {
     lmx_status (*detok_push)(lmx_engine_detok *d, int32_t id, const char **text, size_t *len);
     lmx_status (*detok_flush)(lmx_engine_detok *d, const char **text, size_t *len);
 
-    /* Optional (may be NULL): bytes the engine holds on the accelerator now, for the monitor. */
+    /* Optional (may be NULL; both thread-safe): bytes the engine holds on the accelerator now. */
     int64_t (*device_bytes)(void *ctx);
     /* Optional (may be NULL): GPU utilisation percent over the recent past, -1 when unknown. */
     double (*gpu_utilization)(void *ctx);
