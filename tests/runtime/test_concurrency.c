@@ -78,6 +78,12 @@ static void *run(void *arg) {
         (void)lmx_model_get_info(w->rt, ids[(k + 2) % 3], &info);
         lmx_metrics_get(w->rt, (i % 2) ? NULL : ids[k], &m);
         if (w->t == 0 && i % 7 == 6) lmx_model_unload(w->rt, ids[(k + 1) % 3]);
+        if (w->t == 1 && i % 4 == 3) { /* limits change under everyone's feet */
+            lmx_config c;
+            lmx_config_get(w->rt, &c);
+            c.max_cached_models = 1 + (i / 4) % 3;
+            if (lmx_config_update(w->rt, &c) != LMX_OK) w->bad++;
+        }
     }
     return NULL;
 }
@@ -110,7 +116,9 @@ static void test_threads_models(void) {
     CHECK(lmx_metrics_get(rt, NULL, &m) == LMX_OK);
     CHECK_EQ_INT(m.n_inferences, gens);
     CHECK(m.cache_evictions > 0);
-    CHECK(m.n_models_loaded <= 2);
+    lmx_config final;
+    CHECK(lmx_config_get(rt, &final) == LMX_OK);
+    CHECK(m.n_models_loaded <= final.max_cached_models);
     CHECK_EQ_INT(atomic_load(&C.live_models), m.n_models_loaded);
     CHECK_EQ_INT(atomic_load(&C.live_kv), 0);
     fprintf(stderr, "generations %d, hits %llu, misses %llu, evictions %llu\n", gens,
