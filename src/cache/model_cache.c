@@ -199,10 +199,12 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     memset(&probe, 0, sizeof probe);
     lmx_status st = eng->probe(eng->ctx, e->path, opts_in, &probe);
     if (st != LMX_OK) return lmx_error_prefix(st, "model %s", e->id);
-    /* the context never exceeds what the model was trained for */
-    lmx_engine_load_opts o = *opts_in;
-    if (probe.max_position > 0 && probe.max_position < o.max_context) o.max_context = probe.max_position;
-    const lmx_engine_load_opts *opts = &o;
+    /* As in mlx-lm / HF, the context may exceed the model's max_position (quality may degrade):
+     * only a warning. */
+    const lmx_engine_load_opts *opts = opts_in;
+    if (probe.max_position > 0 && probe.max_position < opts->max_context)
+        LMX_LOG_W("model %s: context %d is longer than its max_position_embeddings %d", e->id,
+                  opts->max_context, probe.max_position);
     int64_t est = probe.weight_bytes + probe.kv_bytes_per_token * (int64_t)opts->max_context;
     lmx_cache_entry *victims = NULL;
     pthread_mutex_lock(&c->mu);

@@ -54,7 +54,8 @@ typedef struct lmx_engine_info {
     int group_size;
     int64_t weight_bytes;      /* weights as they will sit in memory */
     int64_t kv_bytes_per_token;/* KV cache bytes per context position (all layers, K and V) */
-    int max_position;          /* the model's own context limit (max_position_embeddings), 0 = ? */
+    int max_position;          /* max_position_embeddings (informative: contexts may exceed it, as
+                                  in mlx-lm/HF; the cache logs a warning), 0 = unknown */
     lmx_device device;         /* open: where it runs (GPU or CPU) */
     int32_t eos_ids[LMX_ENGINE_MAX_EOS]; /* generation_config.json, else config.json, else tokenizer */
     int n_eos;
