@@ -227,6 +227,23 @@ LMX_API lmx_status lmx_chat_stream(lmx_runtime *rt, const char *model_id, const 
                                    int n_msgs, const lmx_gen_options *opt, lmx_token_fn fn,
                                    void *user, lmx_gen_result *res);
 
+/* Token-level generation: the prompt is given as ids (no tokenizer, no template, no BOS added).
+ * Otherwise as lmx_generate_stream (fn may be NULL). *out_ids (may be NULL; caller frees with
+ * lmx_free) receives the n_out generated ids, EOS excluded; also filled on LMX_ERR_CANCELLED.
+ * Ids outside the vocabulary → LMX_ERR_INVALID_ARGUMENT. */
+LMX_API lmx_status lmx_generate_ids(lmx_runtime *rt, const char *model_id, const int32_t *prompt_ids,
+                                    size_t n_prompt, const lmx_gen_options *opt, lmx_token_fn fn,
+                                    void *user, int32_t **out_ids, size_t *n_out, lmx_gen_result *res);
+
+/* The model's tokenizer (loading the model lazily like the generate functions). add_special: add
+ * BOS etc. as the tokenizer's post-processor says. *ids: lmx_free. */
+LMX_API lmx_status lmx_tokenize(lmx_runtime *rt, const char *model_id, const char *text, bool add_special,
+                                int32_t **ids, size_t *n);
+/* Decodes ids to text (streaming-detokenizer semantics, special tokens included). *text: lmx_free,
+ * NUL-terminated. */
+LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const int32_t *ids, size_t n,
+                                  char **text);
+
 /* Performance counters, per model or for the whole runtime. */
 typedef struct lmx_metrics {
     double load_ms;               /* total time spent loading (per model: its loads) */

@@ -58,6 +58,8 @@ static bool emit(const lmx_generate_request *req, const char *text, size_t len) 
 
 lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res) {
     memset(res, 0, sizeof *res);
+    if (req->out_ids) *req->out_ids = NULL;
+    if (req->n_out) *req->n_out = 0;
     uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
     const lmx_engine *e = req->engine;
     const lmx_engine_info *info = req->info;
@@ -74,6 +76,10 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
                          req->max_context);
     if (info->vocab_size <= 0)
         return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", info->vocab_size);
+    for (size_t i = 0; i < req->n_prompt; i++)
+        if (req->prompt[i] < 0 || req->prompt[i] >= info->vocab_size)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt token %zu is %d, outside the vocabulary [0, %d)", i,
+                             req->prompt[i], info->vocab_size);
 
     lmx_engine_kv *kv = NULL;
     lmx_engine_detok *detok = NULL;
@@ -171,6 +177,16 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     if (cancelled) {
         res->finish_reason = LMX_FINISH_CANCELLED;
         st = lmx_error(LMX_ERR_CANCELLED, "the token callback asked to stop after %ld tokens", gen);
+    }
+    if (req->out_ids) { /* the generated ids, once, at the end */
+        size_t n = n_pos - req->n_prompt;
+        *req->out_ids = malloc((n ? n : 1) * sizeof **req->out_ids);
+        if (!*req->out_ids) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate %zu output ids", n);
+            goto done;
+        }
+        memcpy(*req->out_ids, hist + req->n_prompt, n * sizeof *hist);
+        if (req->n_out) *req->n_out = n;
     }
 done:
     if (st != LMX_OK && st != LMX_ERR_CANCELLED) res->total_ms = ms_between(t0, lmx_now_ns());

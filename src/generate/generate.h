@@ -36,6 +36,8 @@ typedef struct lmx_generate_request {
     lmx_token_fn fn;               /* may be NULL (text discarded) */
     void *user;
     uint64_t t_start_ns;           /* monotonic start of the user's call (0 = now) */
+    int32_t **out_ids;             /* optional: the generated ids (malloc'd at the end), EOS excluded */
+    size_t *n_out;
 } lmx_generate_request;
 
 /* Monotonic clock in nanoseconds. */

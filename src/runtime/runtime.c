@@ -235,8 +235,12 @@ LMX_API lmx_status lmx_model_get_info(lmx_runtime *rt, const char *model_id, lmx
 
 typedef struct prompt_src {
     const char *text;          /* raw prompt (add special tokens) … */
-    const lmx_message *msgs;   /* … or chat messages (template, no extra special tokens) */
+    const lmx_message *msgs;   /* … or chat messages (template, no extra special tokens) … */
     int n_msgs;
+    const int32_t *ids;        /* … or token ids as they are */
+    size_t n_ids;
+    int32_t **out_ids;         /* optional: generated ids */
+    size_t *n_out;
 } prompt_src;
 
 static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const prompt_src *src,
@@ -269,7 +273,12 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
     int32_t *ids = NULL;
     size_t n_ids = 0;
     char *rendered = NULL;
-    if (src->msgs) {
+    if (src->ids) {
+        ids = malloc((src->n_ids ? src->n_ids : 1) * sizeof *ids);
+        if (ids) memcpy(ids, src->ids, src->n_ids * sizeof *ids);
+        else st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: allocation failed");
+        n_ids = src->n_ids;
+    } else if (src->msgs) {
         st = eng->chat_render(m, src->msgs, src->n_msgs, &rendered);
         if (st == LMX_OK) st = eng->tokenize(m, rendered, strlen(rendered), false, &ids, &n_ids);
     } else {
@@ -288,6 +297,8 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
             .fn = fn,
             .user = user,
             .t_start_ns = t0,
+            .out_ids = src->out_ids,
+            .n_out = src->n_out,
         };
         st = lmx_generate_run(&req, res);
         if (st != LMX_OK) lmx_error_prefix(st, "model %s", model_id);
@@ -364,6 +375,71 @@ LMX_API lmx_status lmx_chat_stream(lmx_runtime *rt, const char *model_id, const 
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat: message %d has a NULL role or content", i);
     prompt_src src = {.msgs = msgs, .n_msgs = n_msgs};
     return run_generation(rt, model_id, &src, opt, fn, user, res);
+}
+
+LMX_API lmx_status lmx_generate_ids(lmx_runtime *rt, const char *model_id, const int32_t *prompt_ids,
+                                    size_t n_prompt, const lmx_gen_options *opt, lmx_token_fn fn, void *user,
+                                    int32_t **out_ids, size_t *n_out, lmx_gen_result *res) {
+    if (out_ids) *out_ids = NULL;
+    if (n_out) *n_out = 0;
+    if (!prompt_ids && n_prompt) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "generate: NULL prompt ids");
+    static const int32_t none[1] = {0};
+    prompt_src src = {.ids = prompt_ids ? prompt_ids : none, .n_ids = n_prompt, .out_ids = out_ids, .n_out = n_out};
+    return run_generation(rt, model_id, &src, opt, fn, user, res);
+}
+
+/* ---- tokenizer access ---- */
+
+LMX_API lmx_status lmx_tokenize(lmx_runtime *rt, const char *model_id, const char *text, bool add_special,
+                                int32_t **ids, size_t *n) {
+    if (!rt || !model_id || !text || !ids || !n) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_tokenize: NULL argument");
+    *ids = NULL;
+    *n = 0;
+    lmx_cache_entry *e;
+    bool hit;
+    double ms;
+    lmx_status st = acquire(rt, model_id, model_id, &e, &hit, &ms);
+    if (st != LMX_OK) return st;
+    st = rt->engine->tokenize(lmx_cache_entry_model(e), text, strlen(text), add_special, ids, n);
+    lmx_model_cache_release(rt->cache, e);
+    return st;
+}
+
+LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const int32_t *ids, size_t n, char **text) {
+    if (!rt || !model_id || (!ids && n) || !text)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_detokenize: NULL argument");
+    *text = NULL;
+    lmx_cache_entry *e;
+    bool hit;
+    double ms;
+    lmx_status st = acquire(rt, model_id, model_id, &e, &hit, &ms);
+    if (st != LMX_OK) return st;
+    const lmx_engine *eng = rt->engine;
+    const lmx_engine_info *info = lmx_cache_entry_info(e);
+    lmx_engine_detok *d = NULL;
+    text_buf b = {0};
+    if ((st = eng->detok_create(lmx_cache_entry_model(e), &d)) == LMX_OK) {
+        const char *piece;
+        size_t len;
+        for (size_t i = 0; i <= n && st == LMX_OK; i++) {
+            if (i < n && (ids[i] < 0 || ids[i] >= info->vocab_size)) {
+                st = lmx_error(LMX_ERR_INVALID_ARGUMENT, "token %zu is %d, outside the vocabulary [0, %d)", i, ids[i],
+                               info->vocab_size);
+                break;
+            }
+            st = i < n ? eng->detok_push(d, ids[i], &piece, &len) : eng->detok_flush(d, &piece, &len);
+            if (st == LMX_OK && len && collect(piece, len, &b)) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "detokenize");
+        }
+        eng->detok_destroy(d);
+    }
+    lmx_model_cache_release(rt->cache, e);
+    if (st == LMX_OK && !b.p && !(b.p = calloc(1, 1))) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "detokenize");
+    if (st != LMX_OK) {
+        free(b.p);
+        return st;
+    }
+    *text = b.p;
+    return LMX_OK;
 }
 
 /* ---- metrics ---- */

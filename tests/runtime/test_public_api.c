@@ -76,6 +76,12 @@ static void test_everything_links_and_behaves(void) {
     lmx_message msgs[] = {{"user", "hi"}};
     CHECK(lmx_chat_stream(rt, "org/notamodel", msgs, 1, &o, on_text, NULL, &res) != LMX_OK);
     CHECK(lmx_generate(rt, "no/such/model", "hi", &o, &text, &res) == LMX_ERR_MODEL_NOT_FOUND);
+    int32_t prompt[] = {1, 2, 3}, *ids = NULL;
+    size_t n_ids = 0;
+    CHECK(lmx_generate_ids(rt, "org/notamodel", prompt, 3, &o, on_text, NULL, &ids, &n_ids, &res) != LMX_OK);
+    CHECK(ids == NULL && n_ids == 0);
+    CHECK(lmx_tokenize(rt, "org/notamodel", "hi", true, &ids, &n_ids) != LMX_OK);
+    CHECK(lmx_detokenize(rt, "org/notamodel", prompt, 3, &text) != LMX_OK);
 
     lmx_metrics m;
     CHECK(lmx_metrics_get(rt, NULL, &m) == LMX_OK);

@@ -354,6 +354,51 @@ static void test_kv_cache_off_and_max_position(void) {
     lmx_runtime_destroy(rt);
 }
 
+static void test_ids_and_tokenizer(void) {
+    lmx_runtime *rt = mkrt(NULL);
+    char *q = mkmodel("org/ids", "{\"script\":\"Quick brown#\"}");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(lmx_tokenize(rt, q, "Qu", true, &ids, &n) == LMX_OK); /* lazy load */
+    CHECK(n == 2 && ids[0] == 'Q' && ids[1] == 'u');
+    lmx_gen_options o = greedy(5);
+    int32_t *out = NULL;
+    size_t n_out = 0;
+    lmx_gen_result res;
+    CHECK(lmx_generate_ids(rt, q, ids, n, &o, NULL, NULL, &out, &n_out, &res) == LMX_OK);
+    CHECK_EQ_INT(n_out, 5);
+    CHECK(n_out == 5 && out[0] == 'i' && out[4] == 'b');
+    CHECK(res.n_prompt_tokens == 2 && res.n_generated_tokens == 5 && res.finish_reason == LMX_FINISH_LENGTH);
+    char *text = NULL;
+    CHECK(lmx_detokenize(rt, q, out, n_out, &text) == LMX_OK);
+    CHECK_EQ_STR(text, "ick b");
+    lmx_free(text);
+    lmx_free(out);
+    /* EOS is not among the returned ids */
+    o.max_tokens = -1;
+    CHECK(lmx_generate_ids(rt, q, ids, n, &o, NULL, NULL, &out, &n_out, &res) == LMX_OK);
+    CHECK_EQ_INT(n_out, 9);
+    CHECK(res.finish_reason == LMX_FINISH_STOP);
+    lmx_free(out);
+    /* out-of-vocabulary prompt ids, empty prompt */
+    int32_t bad[] = {'Q', 9999};
+    CHECK(lmx_generate_ids(rt, q, bad, 2, &o, NULL, NULL, &out, &n_out, &res) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(out == NULL && strstr(lmx_last_error_detail(), "9999"));
+    CHECK(lmx_generate_ids(rt, q, NULL, 0, &o, NULL, NULL, &out, &n_out, &res) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_detokenize(rt, q, bad, 2, &text) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_detokenize(rt, q, NULL, 0, &text) == LMX_OK && text && text[0] == '\0');
+    lmx_free(text);
+    /* cancelled: the ids so far are returned */
+    collect_t c = {0};
+    c.cancel_at = 3;
+    CHECK(lmx_generate_ids(rt, q, ids, n, &o, collect, &c, &out, &n_out, &res) == LMX_ERR_CANCELLED);
+    CHECK_EQ_INT(n_out, 3);
+    lmx_free(out);
+    lmx_free(ids);
+    CHECK(lmx_tokenize(rt, "no/such", "x", true, &ids, &n) == LMX_ERR_MODEL_NOT_FOUND);
+    lmx_runtime_destroy(rt);
+}
+
 int main(void) {
     fake_engine_init(&E, &C);
     tmp = fake_tmpdir("rt");
@@ -366,6 +411,7 @@ int main(void) {
     RUN(test_lru_through_facade);
     RUN(test_verify_at_load);
     RUN(test_kv_cache_off_and_max_position);
+    RUN(test_ids_and_tokenizer);
     CHECK_EQ_INT(atomic_load(&C.live_models), 0);
     fake_rmtree(tmp);
     free(tmp);
