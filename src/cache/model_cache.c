@@ -55,8 +55,8 @@ static int64_t budget_of(const lmx_cache_limits *l) {
     return l->max_memory_bytes > 0 ? (int64_t)((double)l->max_memory_bytes * 0.8) : 0;
 }
 
-static void event(lmx_model_cache *c, const char *id, lmx_cache_event ev) {
-    if (c->on_event) c->on_event(c->user, id, ev);
+static void event(lmx_model_cache *c, const char *id, lmx_cache_event ev, double load_ms, int64_t bytes) {
+    if (c->on_event) c->on_event(c->user, id, ev, load_ms, bytes);
 }
 
 static lmx_status check_limits(lmx_cache_limits l) {
@@ -142,7 +142,7 @@ static lmx_cache_entry *evict_one(lmx_model_cache *c) {
     c->reserved -= v->bytes;
     c->st.evictions++;
     LMX_LOG_I("model cache: evicting %s (%lld bytes)", v->id, (long long)v->bytes);
-    event(c, v->id, LMX_CACHE_EVICT);
+    event(c, v->id, LMX_CACHE_EVICT, 0, 0);
     return v;
 }
 
@@ -294,7 +294,7 @@ lmx_status lmx_model_cache_acquire(lmx_model_cache *c, const char *id, const cha
         e->refs++;
         touch(c, e);
         c->st.hits++;
-        event(c, id, LMX_CACHE_HIT);
+        event(c, id, LMX_CACHE_HIT, 0, 0);
         pthread_mutex_unlock(&c->mu);
         if (hit) *hit = true;
         *out = e;
@@ -323,7 +323,7 @@ lmx_status lmx_model_cache_acquire(lmx_model_cache *c, const char *id, const cha
     e->next = c->head;
     c->head = e;
     c->st.misses++;
-    event(c, id, LMX_CACHE_MISS);
+    event(c, id, LMX_CACHE_MISS, 0, 0);
     pthread_mutex_unlock(&c->mu);
 
     uint64_t t0 = lmx_now_ns();
@@ -336,6 +336,7 @@ lmx_status lmx_model_cache_acquire(lmx_model_cache *c, const char *id, const cha
     pthread_mutex_lock(&c->mu);
     e->load_ms = ms;
     touch(c, e);
+    event(c, id, LMX_CACHE_LOADED, ms, e->bytes);
     pthread_cond_broadcast(&c->changed);
     pthread_mutex_unlock(&c->mu);
     LMX_LOG_I("model cache: loaded %s from %s in %.1f ms (%lld bytes reserved)", id, path, ms,
@@ -370,6 +371,7 @@ lmx_status lmx_model_cache_unload(lmx_model_cache *c, const char *id) {
         pthread_mutex_unlock(&c->mu);
         return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not loaded", id);
     }
+    event(c, id, LMX_CACHE_UNLOAD, 0, 0);
     if (e->refs > 0) {
         e->detached = true;
     } else {

@@ -36,8 +36,18 @@ typedef struct lmx_cache_limits {
     int64_t max_memory_bytes; /* 0 = no limit; the budget is 80 % of it */
 } lmx_cache_limits;
 
-typedef enum lmx_cache_event { LMX_CACHE_HIT, LMX_CACHE_MISS, LMX_CACHE_EVICT } lmx_cache_event;
-typedef void (*lmx_cache_event_fn)(void *user, const char *model_id, lmx_cache_event ev);
+/* Events, reported in the order they happen (under the cache mutex): MISS when a load starts,
+ * LOADED when it succeeded (load_ms, bytes = the reserved estimate), HIT, EVICT (LRU, count or
+ * memory), UNLOAD (explicit). load_ms and bytes are 0 except for LOADED. */
+typedef enum lmx_cache_event {
+    LMX_CACHE_HIT,
+    LMX_CACHE_MISS,
+    LMX_CACHE_LOADED,
+    LMX_CACHE_EVICT,
+    LMX_CACHE_UNLOAD
+} lmx_cache_event;
+typedef void (*lmx_cache_event_fn)(void *user, const char *model_id, lmx_cache_event ev, double load_ms,
+                                   int64_t bytes);
 
 typedef struct lmx_cache_stats {
     uint64_t hits, misses, evictions;

@@ -610,7 +610,12 @@ LMX_API lmx_status lmx_registry_resolve(const char *models_dir, const char *name
         }
         return st;
     }
-    if (st != LMX_ERR_MODEL_NOT_FOUND) return st;
+    lmx_status reg_st = st; /* a broken registry must not block loading a plain directory */
+    char reg_detail[256] = "";
+    if (st != LMX_ERR_MODEL_NOT_FOUND) {
+        snprintf(reg_detail, sizeof reg_detail, "%s", lmx_last_error_detail());
+        LMX_LOG_W("registry unreadable (%s); resolving %s as a directory", reg_detail, name_or_path);
+    }
     char *dir = NULL;
     if ((st = lmx_registry_paths(models_dir, &dir, NULL)) != LMX_OK) return st;
     char *in_models = name_or_path[0] != '/' ? lmx_fs_join(dir, name_or_path) : NULL;
@@ -621,10 +626,14 @@ LMX_API lmx_status lmx_registry_resolve(const char *models_dir, const char *name
         if (*path) break;
     }
     free(in_models);
-    st = *path ? LMX_OK
-               : lmx_error(LMX_ERR_MODEL_NOT_FOUND,
-                           "model %s: not a registered name, not a directory in %s, not a directory path",
-                           name_or_path, dir);
+    if (*path) st = LMX_OK;
+    else if (reg_st != LMX_ERR_MODEL_NOT_FOUND)
+        st = lmx_error(reg_st, "model %s: not a directory, and the registry is unreadable: %s", name_or_path,
+                       reg_detail);
+    else
+        st = lmx_error(LMX_ERR_MODEL_NOT_FOUND,
+                       "model %s: not a registered name, not a directory in %s, not a directory path",
+                       name_or_path, dir);
     free(dir);
     return st;
 }

@@ -33,12 +33,15 @@ struct lmx_runtime {
     lmx_monitor *mon;
 };
 
-static void on_cache_event(void *user, const char *id, lmx_cache_event ev) {
+/* Runs under the cache mutex, so the monitor sees loads/evictions/unloads in their true order. */
+static void on_cache_event(void *user, const char *id, lmx_cache_event ev, double load_ms, int64_t bytes) {
     lmx_monitor *mon = user;
     switch (ev) {
     case LMX_CACHE_HIT: lmx_monitor_record_hit(mon, id); break;
     case LMX_CACHE_MISS: lmx_monitor_record_miss(mon, id); break;
+    case LMX_CACHE_LOADED: lmx_monitor_record_load(mon, id, load_ms, bytes); break;
     case LMX_CACHE_EVICT: lmx_monitor_record_eviction(mon, id); break;
+    case LMX_CACHE_UNLOAD: lmx_monitor_record_unload(mon, id); break;
     }
 }
 
@@ -176,7 +179,6 @@ static lmx_status acquire(lmx_runtime *rt, const char *id, const char *source, l
     }
     if (st == LMX_OK) st = lmx_model_cache_acquire(rt->cache, id, path, &lc.opts, out, hit, load_ms);
     if (st == LMX_OK && !*hit) {
-        lmx_monitor_record_load(rt->mon, id, *load_ms, lmx_cache_entry_bytes(*out));
         lmx_monitor_sample_memory(rt->mon, rt->engine && rt->engine->device_bytes
                                                ? rt->engine->device_bytes(rt->engine->ctx)
                                                : 0);
@@ -217,9 +219,7 @@ LMX_API lmx_status lmx_model_load(lmx_runtime *rt, const char *path_or_name, con
 
 LMX_API lmx_status lmx_model_unload(lmx_runtime *rt, const char *model_id) {
     if (!rt || !model_id) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_model_unload: NULL argument");
-    lmx_status st = lmx_model_cache_unload(rt->cache, model_id);
-    if (st == LMX_OK) lmx_monitor_record_unload(rt->mon, model_id);
-    return st;
+    return lmx_model_cache_unload(rt->cache, model_id);
 }
 
 LMX_API bool lmx_model_is_loaded(lmx_runtime *rt, const char *model_id) {

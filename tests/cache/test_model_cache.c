@@ -267,6 +267,33 @@ static void test_concurrent_same_id(void) {
     lmx_model_cache_destroy(c);
 }
 
+static char events[512];
+static void on_event(void *user, const char *id, lmx_cache_event ev, double load_ms, int64_t bytes) {
+    static const char *names[] = {"hit", "miss", "loaded", "evict", "unload"};
+    char one[64];
+    snprintf(one, sizeof one, "%s%s:%s", events[0] ? " " : "", id, names[ev]);
+    if (ev == LMX_CACHE_LOADED) {
+        CHECK(load_ms > 0);
+        snprintf(one + strlen(one), sizeof one - strlen(one), "(%lld)", (long long)bytes);
+    }
+    strncat(events, one, sizeof events - strlen(events) - 1);
+    (void)user;
+}
+
+static void test_events(void) {
+    lmx_model_cache *c = NULL;
+    lmx_cache_limits l = {1, 0};
+    CHECK(lmx_model_cache_create(&E, l, on_event, NULL, &c) == LMX_OK);
+    char *a = model("ea", 100), *b = model("eb", 200);
+    events[0] = '\0';
+    CHECK(use(c, "A", a, NULL) == LMX_OK);
+    CHECK(use(c, "A", a, NULL) == LMX_OK);
+    CHECK(use(c, "B", b, NULL) == LMX_OK);
+    CHECK(lmx_model_cache_unload(c, "B") == LMX_OK);
+    CHECK_EQ_STR(events, "A:miss A:loaded(1100) A:hit B:miss A:evict B:loaded(1200) B:unload");
+    lmx_model_cache_destroy(c);
+}
+
 int main(void) {
     fake_engine_init(&E, &C);
     tmp = fake_tmpdir("cache");
@@ -278,6 +305,7 @@ int main(void) {
     RUN(test_unload_while_pinned);
     RUN(test_validation_failures);
     RUN(test_concurrent_same_id);
+    RUN(test_events);
     CHECK_EQ_INT(atomic_load(&C.live_models), 0);
     fake_rmtree(tmp);
     free(tmp);

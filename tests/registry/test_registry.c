@@ -233,6 +233,12 @@ static void test_corrupt_registry(void) {
     int n;
     CHECK(lmx_registry_list(other, &list, &n) == LMX_ERR_IO);
     CHECK(strstr(lmx_last_error_detail(), "registry.json") != NULL);
+    /* a plain directory still resolves; a name cannot, and the error says why */
+    char *p = NULL;
+    CHECK(lmx_registry_resolve(other, tmp, &p) == LMX_OK && p);
+    free(p);
+    CHECK(lmx_registry_resolve(other, "org/x", &p) == LMX_ERR_IO);
+    CHECK(strstr(lmx_last_error_detail(), "registry") != NULL);
 }
 
 int main(void) {
