@@ -207,6 +207,7 @@ LMX_API lmx_status lmx_model_load(lmx_runtime *rt, const char *path_or_name, con
         load_ctx lc;
         st = snapshot(rt, &lc);
         if (st == LMX_OK && lmx_model_cache_info(rt->cache, id, &info) == LMX_OK &&
+            strcmp(path_or_name, info.path) != 0 && /* the usual case needs no lookup */
             lmx_registry_resolve(lc.models_dir, path_or_name, &path) == LMX_OK && strcmp(path, info.path) != 0)
             st = lmx_error(LMX_ERR_INVALID_ARGUMENT, "model id %s is already loaded from %s, not %s", id, info.path,
                            path);
