@@ -26,5 +26,11 @@ char *lmx_cli_read_stdin(size_t *len);
 
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
 int lmx_cli_version(int argc, char **argv);
+int lmx_cli_list(int argc, char **argv);
+int lmx_cli_run(int argc, char **argv);
+int lmx_cli_info(int argc, char **argv);
+int lmx_cli_add(int argc, char **argv);
+int lmx_cli_rm(int argc, char **argv);
+int lmx_cli_verify(int argc, char **argv);
 
 #endif
