@@ -59,8 +59,9 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
  * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
-/* A KV cache for up to max_ctx positions (clamped to max_position_embeddings when that is smaller
- * is NOT done: longer contexts are allowed, as in HF). Also owns the forward scratch buffers. */
+/* A KV cache for up to max_ctx positions (fp32, all layers; max_ctx may exceed
+ * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
+ * caller needs its own. */
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);
 void lmx_kv_destroy(lmx_kv *kv); /* NULL-safe */
 void lmx_kv_reset(lmx_kv *kv);   /* forget all positions */
