@@ -59,6 +59,24 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
  * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
+/* What a model directory will cost, from config.json and the safetensors headers, without binding
+ * or touching tensor data (for memory budgets before loading). */
+typedef struct lmx_lm_probe_info {
+    lmx_arch arch;
+    char model_type[32];
+    int n_layers, hidden_size, vocab_size;
+    int64_t max_position;        /* max_position_embeddings */
+    int quant_bits, group_size;  /* config.json's quantization block; 0 = none */
+    int64_t n_params;            /* logical parameters (quantized weights counted unpacked) */
+    uint64_t weight_bytes;       /* bytes of all tensors as stored (what the CPU backend maps) */
+    uint64_t kv_bytes_per_position;
+    int32_t eos_ids[16];
+    int n_eos;                   /* capped at 16 */
+} lmx_lm_probe_info;
+
+/* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */
+lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
+
 /* A KV cache for up to max_ctx positions (fp32, all layers; max_ctx may exceed
  * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
  * caller needs its own. */

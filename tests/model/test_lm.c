@@ -305,6 +305,29 @@ static void *conc_main(void *p) {
     return NULL;
 }
 
+static void test_probe(void) {
+    lmx_lm_probe_info pi;
+    CHECK(lmx_lm_probe(g_dirs[0], &pi) == LMX_OK);
+    CHECK_EQ_STR(pi.model_type, "llama");
+    CHECK_EQ_INT(pi.n_layers, LAYERS);
+    CHECK_EQ_INT(pi.vocab_size, VOCAB);
+    CHECK_EQ_INT(pi.quant_bits, 0);
+    /* embed + lm_head + norms + 2 layers of (q,k,v,o,gate,up,down,2 norms) + the dropped inv_freq */
+    int64_t per_layer = (int64_t)NH * HD * HID + 2LL * NKV * HD * HID + (int64_t)HID * NH * HD + 3LL * INTER * HID + 2 * HID;
+    CHECK_EQ_INT(pi.n_params, 2LL * VOCAB * HID + HID + LAYERS * per_layer);
+    CHECK_EQ_INT(pi.kv_bytes_per_position, 2 * LAYERS * NKV * HD * 4);
+    CHECK_EQ_INT(pi.n_eos, 1);
+    CHECK_EQ_INT(pi.eos_ids[0], 95);
+    CHECK(pi.weight_bytes > (uint64_t)pi.n_params); /* bf16 */
+    lmx_lm_probe_info pq;
+    CHECK(lmx_lm_probe(g_dirs[2], &pq) == LMX_OK); /* same shapes, 4-bit */
+    CHECK_EQ_INT(pq.quant_bits, 4);
+    CHECK_EQ_INT(pq.group_size, 32);
+    CHECK_EQ_INT(pq.n_params, pi.n_params);
+    CHECK(pq.weight_bytes < pi.weight_bytes);
+    CHECK_EQ_INT(lmx_lm_probe("/nonexistent/model", &pi), LMX_ERR_MODEL_NOT_FOUND);
+}
+
 /* weights read into memory instead of mapped: same logits */
 static void test_no_mmap(void) {
     lmx_lm_options o = {.n_threads = 2, .no_mmap = true};
@@ -538,6 +561,7 @@ int main(void) {
     RUN(test_threads_identical);
     RUN(test_concurrent_forward);
     RUN(test_no_mmap);
+    RUN(test_probe);
     RUN(test_validation);
     RUN(test_phi3_longrope_switch);
     RUN(test_cli);
