@@ -81,13 +81,18 @@ lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
  * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
  * caller needs its own. */
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);
+/* Same with an explicit prefill chunk (rows per backend call, 0 = default 128). Sliding-window
+ * layers keep only window + chunk - 1 positions (a ring), so a smaller chunk saves memory. */
+lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out);
 void lmx_kv_destroy(lmx_kv *kv); /* NULL-safe */
 void lmx_kv_reset(lmx_kv *kv);   /* forget all positions */
 int lmx_kv_pos(const lmx_kv *kv);      /* positions filled = position of the next token */
 int lmx_kv_capacity(const lmx_kv *kv);
-/* Keeps the first n positions (n <= lmx_kv_pos): for prompt-prefix reuse. */
+/* Keeps the first n positions (n <= lmx_kv_pos): for prompt-prefix reuse. With sliding-window
+ * layers this fails with LMX_ERR_UNSUPPORTED once the ring no longer holds the window before n
+ * (then reset and re-run the prefix). */
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n);
-/* Bytes held by the cache and scratch. */
+/* Bytes held by the cache and scratch (sliding layers hold window + chunk - 1 positions). */
 uint64_t lmx_kv_bytes(const lmx_kv *kv);
 
 /* Appends n >= 1 tokens at the cache's current position (prefill when n > 1, decode when n == 1)
