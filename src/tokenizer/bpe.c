@@ -1,0 +1,284 @@
+/* bpe.c — the BPE model of tokenizer.json: vocab, ranked merges ("a b" strings or [a, b] arrays),
+ * ignore_merges, byte_fallback (<0xXX> pieces), unk_token with fuse_unk,
+ * continuing_subword_prefix / end_of_word_suffix. Merging follows HF's Word::merge_all: a min-heap
+ * of (rank, position) with stale-entry checks. Immutable after parse; encode uses per-call scratch. */
+#include "tokenizer/tok_internal.h"
+#include "util/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { uint64_t key; uint32_t rank; int32_t new_id; } merge_slot; /* key 0 = empty */
+
+struct tok_bpe {
+    tok_vocab vocab;
+    merge_slot *merges;     /* [n_mslots] open addressing on (a << 32 | b) + 1 */
+    size_t n_mslots;
+    int32_t unk_id;         /* -1 if none */
+    char *prefix, *suffix;  /* continuing_subword_prefix / end_of_word_suffix (NULL = none) */
+    size_t prefix_len, suffix_len;
+    bool fuse_unk, byte_fallback, ignore_merges;
+    int32_t byte_ids[256];  /* id of "<0xXX>", -1 if absent */
+};
+
+const tok_vocab *tok_bpe_vocab(const tok_bpe *b) { return &b->vocab; }
+int32_t tok_bpe_unk_id(const tok_bpe *b) { return b->unk_id; }
+
+void tok_bpe_free(tok_bpe *b) {
+    if (!b) return;
+    tok_vocab_free(&b->vocab);
+    free(b->merges);
+    free(b->prefix);
+    free(b->suffix);
+    free(b);
+}
+
+static inline uint64_t mkey(int32_t a, int32_t b) { return (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1; }
+static inline size_t mhash(uint64_t k) { k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; return (size_t)k; }
+
+static void merge_put(tok_bpe *b, int32_t a, int32_t c, uint32_t rank, int32_t id) {
+    uint64_t k = mkey(a, c);
+    size_t m = b->n_mslots - 1, h = mhash(k) & m;
+    while (b->merges[h].key && b->merges[h].key != k) h = (h + 1) & m;
+    b->merges[h] = (merge_slot){k, rank, id}; /* a repeated pair keeps the later rank, as HF's map does */
+}
+
+static inline const merge_slot *merge_get(const tok_bpe *b, int32_t a, int32_t c) {
+    uint64_t k = mkey(a, c);
+    size_t m = b->n_mslots - 1, h = mhash(k) & m;
+    for (;;) {
+        const merge_slot *s = &b->merges[h];
+        if (s->key == k) return s;
+        if (!s->key) return NULL;
+        h = (h + 1) & m;
+    }
+}
+
+static char *opt_string(const cJSON *j, size_t *len) {
+    if (!cJSON_IsString(j)) return NULL;
+    size_t n = strlen(j->valuestring);
+    char *p = malloc(n + 1);
+    if (p) memcpy(p, j->valuestring, n + 1);
+    *len = n;
+    return p;
+}
+
+lmx_status tok_bpe_parse(const cJSON *model, tok_bpe **out) {
+    *out = NULL;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "tokenizer model type %s is not supported", type->valuestring);
+    if (!cJSON_IsObject(vocab)) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab missing or not an object");
+    if (!type && !merges) return lmx_error(LMX_ERR_UNSUPPORTED, "tokenizer model without \"type\" and merges is not supported");
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0.0)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "BPE dropout %g is not supported", dropout->valuedouble);
+    tok_bpe *b = calloc(1, sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE model");
+    lmx_status st = tok_vocab_init(&b->vocab, (size_t)cJSON_GetArraySize(vocab));
+    const cJSON *it;
+    if (!st) cJSON_ArrayForEach(it, vocab) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
+            st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it->string);
+            break;
+        }
+        st = tok_vocab_add(&b->vocab, it->string, strlen(it->string), (int32_t)it->valuedouble);
+        if (st) break;
+    }
+    b->prefix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix"), &b->prefix_len);
+    b->suffix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix"), &b->suffix_len);
+    b->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
+    b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    b->unk_id = -1;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (!st && cJSON_IsString(unk)) b->unk_id = tok_vocab_find(&b->vocab, unk->valuestring, strlen(unk->valuestring));
+    for (int i = 0; i < 256; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", i);
+        b->byte_ids[i] = st ? -1 : tok_vocab_find(&b->vocab, name, 6);
+    }
+    /* merges */
+    size_t nm = cJSON_IsArray(merges) ? (size_t)cJSON_GetArraySize(merges) : 0;
+    b->n_mslots = 1024;
+    while (b->n_mslots < nm * 2) b->n_mslots *= 2;
+    if (!st) {
+        b->merges = calloc(b->n_mslots, sizeof *b->merges);
+        if (!b->merges) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
+    }
+    tok_buf joined = {0};
+    uint32_t rank = 0;
+    if (!st && nm) cJSON_ArrayForEach(it, merges) {
+        const char *a, *c;
+        size_t al, cl;
+        if (cJSON_IsString(it)) {
+            const char *sp = strchr(it->valuestring, ' ');
+            if (!sp) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] \"%s\" has no space", rank, it->valuestring); break; }
+            a = it->valuestring; al = (size_t)(sp - a);
+            c = sp + 1; cl = strlen(c);
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                   cJSON_IsString(it->child->next)) {
+            a = it->child->valuestring; al = strlen(a);
+            c = it->child->next->valuestring; cl = strlen(c);
+        } else { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] is neither \"a b\" nor [a, b]", rank); break; }
+        int32_t ia = tok_vocab_find(&b->vocab, a, al), ic = tok_vocab_find(&b->vocab, c, cl);
+        if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
+        size_t skip = cl >= b->prefix_len ? b->prefix_len : 0; /* HF strips prefix_len bytes unconditionally */
+        joined.n = 0;
+        if (!tok_buf_append(&joined, a, al) || !tok_buf_append(&joined, c + skip, cl - skip)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+        int32_t nid = tok_vocab_find(&b->vocab, joined.p, joined.n);
+        if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token \"%s\" not in vocab", rank, joined.p); break; }
+        merge_put(b, ia, ic, rank, nid);
+        rank++;
+    }
+    tok_buf_free(&joined);
+    if (st) {
+        tok_bpe_free(b);
+        return st;
+    }
+    *out = b;
+    return LMX_OK;
+}
+
+/* ---- encoding one word ---- */
+
+typedef struct { int32_t id, prev, next; uint32_t len; } sym;
+typedef struct { uint32_t rank; int32_t pos, new_id; } hentry;
+
+static inline bool h_less(const hentry *x, const hentry *y) {
+    return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos;
+}
+static void h_push(hentry *h, size_t *n, hentry e) {
+    size_t i = (*n)++;
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!h_less(&e, &h[p])) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+static hentry h_pop(hentry *h, size_t *n) {
+    hentry top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const hentry *best = &last;
+        if (l < *n && h_less(&h[l], best)) { m = l; best = &h[l]; }
+        if (r < *n && h_less(&h[r], best)) { m = r; }
+        if (m == i) break;
+        h[i] = h[m];
+        i = m;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+#define STACK_SYMS 128
+
+lmx_status tok_bpe_encode_word(const tok_bpe *b, const char *w, size_t n, tok_ids *out) {
+    if (n == 0) return LMX_OK;
+    if (b->ignore_merges) {
+        int32_t id = tok_vocab_find(&b->vocab, w, n);
+        if (id >= 0) return tok_ids_push(out, id) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE");
+    }
+    /* at most 4 symbols per byte with byte fallback (1 per byte), so n symbols suffice */
+    sym sbuf[STACK_SYMS];
+    hentry hbuf[STACK_SYMS * 2];
+    sym *s = sbuf;
+    hentry *heap = hbuf;
+    size_t hcap = STACK_SYMS * 2;
+    if (n > STACK_SYMS) {
+        s = malloc(n * sizeof *s);
+        hcap = 2 * n + 4;
+        heap = malloc(hcap * sizeof *heap);
+        if (!s || !heap) {
+            if (s != sbuf) free(s);
+            if (heap != hbuf) free(heap);
+            return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE word of %zu bytes", n);
+        }
+    }
+    size_t ns = 0;
+    int32_t unk_pending = -1;
+    uint32_t unk_len = 0;
+    tok_buf tmp = {0};
+    lmx_status st = LMX_OK;
+    for (size_t i = 0; i < n;) {
+        size_t cl = (size_t)tok_utf8_len((unsigned char)w[i]);
+        if (i + cl > n) cl = n - i;
+        bool first = i == 0, last = i + cl == n;
+        int32_t id;
+        if ((!first && b->prefix_len) || (last && b->suffix_len)) {
+            tmp.n = 0;
+            if ((!first && !tok_buf_append(&tmp, b->prefix, b->prefix_len)) || !tok_buf_append(&tmp, w + i, cl) ||
+                (last && !tok_buf_append(&tmp, b->suffix, b->suffix_len))) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE"); break; }
+            id = tok_vocab_find(&b->vocab, tmp.p, tmp.n);
+        } else id = tok_vocab_find(&b->vocab, w + i, cl);
+        if (id >= 0) {
+            if (unk_pending >= 0) { s[ns++] = (sym){unk_pending, 0, 0, unk_len}; unk_pending = -1; }
+            s[ns++] = (sym){id, 0, 0, (uint32_t)cl};
+        } else {
+            bool done = false;
+            if (b->byte_fallback) {
+                bool all = true;
+                for (size_t k = 0; k < cl; k++) all = all && b->byte_ids[(unsigned char)w[i + k]] >= 0;
+                if (all) { /* note: HF adds these before any pending unk */
+                    for (size_t k = 0; k < cl; k++) s[ns++] = (sym){b->byte_ids[(unsigned char)w[i + k]], 0, 0, 1};
+                    done = true;
+                }
+            }
+            if (!done && b->unk_id >= 0) {
+                if (unk_pending >= 0 && b->fuse_unk) unk_len += (uint32_t)cl;
+                else {
+                    if (unk_pending >= 0) s[ns++] = (sym){unk_pending, 0, 0, unk_len};
+                    unk_pending = b->unk_id;
+                    unk_len = (uint32_t)cl;
+                }
+            }
+        }
+        i += cl;
+    }
+    tok_buf_free(&tmp);
+    if (!st && unk_pending >= 0) s[ns++] = (sym){unk_pending, 0, 0, unk_len};
+    if (!st) {
+        for (size_t i = 0; i < ns; i++) { s[i].prev = (int32_t)i - 1; s[i].next = i + 1 < ns ? (int32_t)i + 1 : -1; }
+        size_t hn = 0;
+        for (size_t i = 0; i + 1 < ns; i++) {
+            const merge_slot *m = merge_get(b, s[i].id, s[i + 1].id);
+            if (m) h_push(heap, &hn, (hentry){m->rank, (int32_t)i, m->new_id});
+        }
+        while (hn) {
+            hentry top = h_pop(heap, &hn);
+            sym *cur = &s[top.pos];
+            if (cur->len == 0 || cur->next < 0) continue;
+            sym *right = &s[cur->next];
+            const merge_slot *m = merge_get(b, cur->id, right->id);
+            if (!m || m->new_id != top.new_id) continue;
+            cur->id = top.new_id;
+            cur->len += right->len;
+            right->len = 0;
+            cur->next = right->next;
+            if (cur->next >= 0) s[cur->next].prev = top.pos;
+            if (hn + 2 > hcap) { /* cannot happen: each merge removes a symbol; guard anyway */
+                st = lmx_error(LMX_ERR_INVALID_ARGUMENT, "BPE heap overflow");
+                break;
+            }
+            if (cur->prev >= 0) {
+                const merge_slot *pm = merge_get(b, s[cur->prev].id, cur->id);
+                if (pm) h_push(heap, &hn, (hentry){pm->rank, cur->prev, pm->new_id});
+            }
+            if (cur->next >= 0) {
+                const merge_slot *nm = merge_get(b, cur->id, s[cur->next].id);
+                if (nm) h_push(heap, &hn, (hentry){nm->rank, top.pos, nm->new_id});
+            }
+        }
+        for (size_t i = 0; i < ns && !st; i++)
+            if (s[i].len && !tok_ids_push(out, s[i].id)) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE");
+    }
+    if (s != sbuf) free(s);
+    if (heap != hbuf) free(heap);
+    return st;
+}

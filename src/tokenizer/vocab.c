@@ -1,0 +1,129 @@
+/* vocab.c — token string <-> id map: one string arena, an id-indexed table and an open-addressing
+ * hash index. Built once at load, read-only afterwards. */
+#include "tokenizer/tok_internal.h"
+#include "util/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t tok_hash_bytes(const void *p, size_t n) {
+    /* FNV-1a over 8-byte words with a final mix: fast and good enough for token strings. */
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL ^ (n * 0x9E3779B97F4A7C15ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x100000001b3ULL;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ULL;
+    h ^= h >> 32;
+    return h;
+}
+
+lmx_status tok_vocab_init(tok_vocab *v, size_t expected) {
+    memset(v, 0, sizeof *v);
+    size_t slots = 1024;
+    while (slots < expected * 2) slots *= 2;
+    v->slots = malloc(slots * sizeof *v->slots);
+    if (!v->slots) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary: %zu slots", slots);
+    memset(v->slots, 0xFF, slots * sizeof *v->slots);
+    v->n_slots = slots;
+    return LMX_OK;
+}
+
+static bool grow_ids(tok_vocab *v, size_t need) {
+    if (need <= v->n_ids) return true;
+    size_t cap = v->n_ids ? v->n_ids : 1024;
+    while (cap < need) cap *= 2;
+    uint32_t *o = realloc(v->str_off, cap * sizeof *o);
+    if (!o) return false;
+    v->str_off = o;
+    uint32_t *l = realloc(v->str_len, cap * sizeof *l);
+    if (!l) return false;
+    v->str_len = l;
+    for (size_t i = v->n_ids; i < cap; i++) { v->str_off[i] = UINT32_MAX; v->str_len[i] = 0; }
+    v->n_ids = cap;
+    return true;
+}
+
+static bool rehash(tok_vocab *v) {
+    size_t ns = v->n_slots * 2;
+    int32_t *s = malloc(ns * sizeof *s);
+    if (!s) return false;
+    memset(s, 0xFF, ns * sizeof *s);
+    for (size_t i = 0; i < v->n_slots; i++) {
+        int32_t id = v->slots[i];
+        if (id < 0) continue;
+        size_t h = tok_hash_bytes(v->arena + v->str_off[id], v->str_len[id]) & (ns - 1);
+        while (s[h] >= 0) h = (h + 1) & (ns - 1);
+        s[h] = id;
+    }
+    free(v->slots);
+    v->slots = s;
+    v->n_slots = ns;
+    return true;
+}
+
+lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
+    if (id < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer vocabulary: negative id %d", id);
+    if (!grow_ids(v, (size_t)id + 1)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
+    if (v->arena_n + n + 1 > v->arena_cap) {
+        size_t cap = v->arena_cap ? v->arena_cap : 1 << 16;
+        while (cap < v->arena_n + n + 1) cap *= 2;
+        char *a = realloc(v->arena, cap);
+        if (!a) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
+        v->arena = a;
+        v->arena_cap = cap;
+    }
+    if (v->arena_n + n + 1 > UINT32_MAX) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer vocabulary too large");
+    bool had = v->str_off[id] != UINT32_MAX;
+    memcpy(v->arena + v->arena_n, str, n);
+    v->arena[v->arena_n + n] = '\0';
+    uint32_t off = (uint32_t)v->arena_n;
+    v->arena_n += n + 1;
+    if (tok_vocab_find(v, str, n) >= 0) { /* duplicate string: keep the first mapping */
+        if (!had) { v->str_off[id] = off; v->str_len[id] = (uint32_t)n; }
+        return LMX_OK;
+    }
+    /* An id re-used with a new string leaves a stale slot that can still only match its new string. */
+    v->str_off[id] = off;
+    v->str_len[id] = (uint32_t)n;
+    if ((v->count + 1) * 2 > v->n_slots && !rehash(v)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
+    size_t m = v->n_slots - 1, h = tok_hash_bytes(str, n) & m;
+    while (v->slots[h] >= 0) h = (h + 1) & m;
+    v->slots[h] = id;
+    v->count++;
+    return LMX_OK;
+}
+
+int32_t tok_vocab_find(const tok_vocab *v, const char *s, size_t n) {
+    if (!v->n_slots) return -1;
+    size_t m = v->n_slots - 1, h = tok_hash_bytes(s, n) & m;
+    for (;;) {
+        int32_t id = v->slots[h];
+        if (id < 0) return -1;
+        if (v->str_len[id] == n && memcmp(v->arena + v->str_off[id], s, n) == 0) return id;
+        h = (h + 1) & m;
+    }
+}
+
+const char *tok_vocab_str(const tok_vocab *v, int32_t id, size_t *len) {
+    if (id < 0 || (size_t)id >= v->n_ids || v->str_off[id] == UINT32_MAX) return NULL;
+    if (len) *len = v->str_len[id];
+    return v->arena + v->str_off[id];
+}
+
+void tok_vocab_free(tok_vocab *v) {
+    free(v->arena);
+    free(v->str_off);
+    free(v->str_len);
+    free(v->slots);
+    memset(v, 0, sizeof *v);
+}
