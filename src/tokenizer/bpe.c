@@ -3,6 +3,7 @@
  * continuing_subword_prefix / end_of_word_suffix. Merging follows HF's Word::merge_all: a min-heap
  * of (rank, position) with stale-entry checks. Immutable after parse; encode uses per-call scratch. */
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/json_scan.h"
 #include "util/error.h"
 
 #include <stdio.h>
@@ -14,7 +15,7 @@ typedef struct { uint64_t key; uint32_t rank; int32_t new_id; } merge_slot; /* k
 struct tok_bpe {
     tok_vocab vocab;
     merge_slot *merges;     /* [n_mslots] open addressing on (a << 32 | b) + 1 */
-    size_t n_mslots;
+    size_t n_mslots, n_merges;
     int32_t unk_id;         /* -1 if none */
     char *prefix, *suffix;  /* continuing_subword_prefix / end_of_word_suffix (NULL = none) */
     size_t prefix_len, suffix_len;
@@ -37,14 +38,31 @@ void tok_bpe_free(tok_bpe *b) {
 static inline uint64_t mkey(int32_t a, int32_t b) { return (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1; }
 static inline size_t mhash(uint64_t k) { k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; return (size_t)k; }
 
-static void merge_put(tok_bpe *b, int32_t a, int32_t c, uint32_t rank, int32_t id) {
+static bool merge_put(tok_bpe *b, int32_t a, int32_t c, uint32_t rank, int32_t id) {
+    if ((b->n_merges + 1) * 2 > b->n_mslots) {
+        size_t ns = b->n_mslots ? b->n_mslots * 2 : 1024;
+        merge_slot *t = calloc(ns, sizeof *t);
+        if (!t) return false;
+        for (size_t i = 0; i < b->n_mslots; i++) {
+            if (!b->merges[i].key) continue;
+            size_t h = mhash(b->merges[i].key) & (ns - 1);
+            while (t[h].key) h = (h + 1) & (ns - 1);
+            t[h] = b->merges[i];
+        }
+        free(b->merges);
+        b->merges = t;
+        b->n_mslots = ns;
+    }
     uint64_t k = mkey(a, c);
     size_t m = b->n_mslots - 1, h = mhash(k) & m;
     while (b->merges[h].key && b->merges[h].key != k) h = (h + 1) & m;
+    if (!b->merges[h].key) b->n_merges++;
     b->merges[h] = (merge_slot){k, rank, id}; /* a repeated pair keeps the later rank, as HF's map does */
+    return true;
 }
 
 static inline const merge_slot *merge_get(const tok_bpe *b, int32_t a, int32_t c) {
+    if (!b->n_mslots) return NULL;
     uint64_t k = mkey(a, c);
     size_t m = b->n_mslots - 1, h = mhash(k) & m;
     for (;;) {
@@ -64,29 +82,63 @@ static char *opt_string(const cJSON *j, size_t *len) {
     return p;
 }
 
-lmx_status tok_bpe_parse(const cJSON *model, tok_bpe **out) {
+static lmx_status add_merge(tok_bpe *b, const char *a, size_t al, const char *c, size_t cl, uint32_t rank, tok_buf *joined) {
+    int32_t ia = tok_vocab_find(&b->vocab, a, al), ic = tok_vocab_find(&b->vocab, c, cl);
+    if (ia < 0 || ic < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank);
+    size_t skip = cl >= b->prefix_len ? b->prefix_len : 0; /* HF strips prefix_len bytes unconditionally */
+    joined->n = 0;
+    if (!tok_buf_append(joined, a, al) || !tok_buf_append(joined, c + skip, cl - skip)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
+    int32_t nid = tok_vocab_find(&b->vocab, joined->p, joined->n);
+    if (nid < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token \"%s\" not in vocab", rank, joined->p);
+    return merge_put(b, ia, ic, rank, nid) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
+}
+
+static lmx_status split_merge_string(const char *s, size_t n, uint32_t rank, size_t *al) {
+    const char *sp = memchr(s, ' ', n);
+    if (!sp) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] \"%s\" has no space", rank, s);
+    *al = (size_t)(sp - s);
+    return LMX_OK;
+}
+
+lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_vocab_len, const char *raw_merges,
+                         size_t raw_merges_len, tok_bpe **out) {
     *out = NULL;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    bool raw = raw_vocab_len > 0;
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
         return lmx_error(LMX_ERR_UNSUPPORTED, "tokenizer model type %s is not supported", type->valuestring);
-    if (!cJSON_IsObject(vocab)) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab missing or not an object");
-    if (!type && !merges) return lmx_error(LMX_ERR_UNSUPPORTED, "tokenizer model without \"type\" and merges is not supported");
+    if (!raw && !cJSON_IsObject(vocab)) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab missing or not an object");
+    if (!type && !merges && !raw_merges_len) return lmx_error(LMX_ERR_UNSUPPORTED, "tokenizer model without \"type\" and merges is not supported");
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0.0)
         return lmx_error(LMX_ERR_UNSUPPORTED, "BPE dropout %g is not supported", dropout->valuedouble);
     tok_bpe *b = calloc(1, sizeof *b);
     if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE model");
-    lmx_status st = tok_vocab_init(&b->vocab, (size_t)cJSON_GetArraySize(vocab));
-    const cJSON *it;
-    if (!st) cJSON_ArrayForEach(it, vocab) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
-            st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it->string);
-            break;
+    lmx_status st = tok_vocab_init(&b->vocab, raw ? raw_vocab_len / 16 : (size_t)cJSON_GetArraySize(vocab));
+    if (!st && raw) {
+        tok_jiter it;
+        tok_jiter_init(&it, raw_vocab, raw_vocab_len);
+        double num;
+        int r;
+        while ((r = tok_jiter_vocab_next(&it, &num)) > 0) {
+            if (num < 0 || num > INT32_MAX) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it.a.p); break; }
+            if ((st = tok_vocab_add(&b->vocab, it.a.p ? it.a.p : "", it.a.n, (int32_t)num))) break;
         }
-        st = tok_vocab_add(&b->vocab, it->string, strlen(it->string), (int32_t)it->valuedouble);
-        if (st) break;
+        if (!st && r < 0) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab: JSON syntax error near byte %zu of the vocab",
+                                         (size_t)(it.p - raw_vocab));
+        tok_jiter_free(&it);
+    } else if (!st) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, vocab) {
+            if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
+                st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it->string);
+                break;
+            }
+            st = tok_vocab_add(&b->vocab, it->string, strlen(it->string), (int32_t)it->valuedouble);
+            if (st) break;
+        }
     }
     b->prefix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix"), &b->prefix_len);
     b->suffix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix"), &b->suffix_len);
@@ -101,38 +153,80 @@ lmx_status tok_bpe_parse(const cJSON *model, tok_bpe **out) {
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = st ? -1 : tok_vocab_find(&b->vocab, name, 6);
     }
-    /* merges */
-    size_t nm = cJSON_IsArray(merges) ? (size_t)cJSON_GetArraySize(merges) : 0;
-    b->n_mslots = 1024;
-    while (b->n_mslots < nm * 2) b->n_mslots *= 2;
-    if (!st) {
-        b->merges = calloc(b->n_mslots, sizeof *b->merges);
-        if (!b->merges) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
-    }
     tok_buf joined = {0};
     uint32_t rank = 0;
-    if (!st && nm) cJSON_ArrayForEach(it, merges) {
-        const char *a, *c;
-        size_t al, cl;
-        if (cJSON_IsString(it)) {
-            const char *sp = strchr(it->valuestring, ' ');
-            if (!sp) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] \"%s\" has no space", rank, it->valuestring); break; }
-            a = it->valuestring; al = (size_t)(sp - a);
-            c = sp + 1; cl = strlen(c);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
-                   cJSON_IsString(it->child->next)) {
-            a = it->child->valuestring; al = strlen(a);
-            c = it->child->next->valuestring; cl = strlen(c);
-        } else { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] is neither \"a b\" nor [a, b]", rank); break; }
-        int32_t ia = tok_vocab_find(&b->vocab, a, al), ic = tok_vocab_find(&b->vocab, c, cl);
-        if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
-        size_t skip = cl >= b->prefix_len ? b->prefix_len : 0; /* HF strips prefix_len bytes unconditionally */
-        joined.n = 0;
-        if (!tok_buf_append(&joined, a, al) || !tok_buf_append(&joined, c + skip, cl - skip)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
-        int32_t nid = tok_vocab_find(&b->vocab, joined.p, joined.n);
-        if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token \"%s\" not in vocab", rank, joined.p); break; }
-        merge_put(b, ia, ic, rank, nid);
-        rank++;
+    if (!st && raw && raw_merges_len) {
+        /* Batches of merges with prefetched hash slots: the lookups are memory-latency bound. */
+        enum { BATCH = 64 };
+        struct { size_t a, al, c, cl, j, jl; uint64_t ha, hc, hj; } e[BATCH];
+        tok_buf bb = {0};
+        tok_jiter it;
+        tok_jiter_init(&it, raw_merges, raw_merges_len);
+        bool pair, eof = false;
+        while (!st && !eof) {
+            size_t k = 0;
+            bb.n = 0;
+            while (k < BATCH) {
+                int r = tok_jiter_merge_next(&it, &pair);
+                if (r < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges: JSON syntax error at entry %u", rank + (uint32_t)k); break; }
+                if (r == 0) { eof = true; break; }
+                size_t al = 0, base = bb.n;
+                if (pair) {
+                    if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n) || !tok_buf_append(&bb, it.b.p ? it.b.p : "", it.b.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                    e[k].a = base; e[k].al = it.a.n; e[k].c = base + it.a.n; e[k].cl = it.b.n;
+                } else {
+                    if ((st = split_merge_string(it.a.p ? it.a.p : "", it.a.n, rank + (uint32_t)k, &al))) break;
+                    if (!tok_buf_append(&bb, it.a.p, it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                    e[k].a = base; e[k].al = al; e[k].c = base + al + 1; e[k].cl = it.a.n - al - 1;
+                }
+                k++;
+            }
+            if (st) break;
+            /* joined strings: a + c[prefix_len..] */
+            for (size_t i = 0; i < k && !st; i++) {
+                size_t skip = e[i].cl >= b->prefix_len ? b->prefix_len : 0;
+                e[i].j = bb.n;
+                e[i].jl = e[i].al + e[i].cl - skip;
+                if (!tok_buf_reserve(&bb, e[i].jl)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                memcpy(bb.p + bb.n, bb.p + e[i].a, e[i].al);
+                memcpy(bb.p + bb.n + e[i].al, bb.p + e[i].c + skip, e[i].cl - skip);
+                bb.n += e[i].jl;
+            }
+            if (st) break;
+            for (size_t i = 0; i < k; i++) {
+                e[i].ha = tok_hash_bytes(bb.p + e[i].a, e[i].al);
+                e[i].hc = tok_hash_bytes(bb.p + e[i].c, e[i].cl);
+                e[i].hj = tok_hash_bytes(bb.p + e[i].j, e[i].jl);
+                tok_vocab_prefetch(&b->vocab, e[i].ha);
+                tok_vocab_prefetch(&b->vocab, e[i].hc);
+                tok_vocab_prefetch(&b->vocab, e[i].hj);
+            }
+            for (size_t i = 0; i < k; i++, rank++) {
+                int32_t ia = tok_vocab_find_h(&b->vocab, bb.p + e[i].a, e[i].al, e[i].ha);
+                int32_t ic = tok_vocab_find_h(&b->vocab, bb.p + e[i].c, e[i].cl, e[i].hc);
+                int32_t nid = tok_vocab_find_h(&b->vocab, bb.p + e[i].j, e[i].jl, e[i].hj);
+                if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
+                if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token not in vocab", rank); break; }
+                if (!merge_put(b, ia, ic, rank, nid)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+            }
+        }
+        tok_buf_free(&bb);
+        tok_jiter_free(&it);
+    } else if (!st && cJSON_IsArray(merges)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, merges) {
+            if (cJSON_IsString(it)) {
+                size_t al = 0, n = strlen(it->valuestring);
+                if (!(st = split_merge_string(it->valuestring, n, rank, &al)))
+                    st = add_merge(b, it->valuestring, al, it->valuestring + al + 1, n - al - 1, rank, &joined);
+            } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                       cJSON_IsString(it->child->next)) {
+                const char *a = it->child->valuestring, *c = it->child->next->valuestring;
+                st = add_merge(b, a, strlen(a), c, strlen(c), rank, &joined);
+            } else st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] is neither \"a b\" nor [a, b]", rank);
+            if (st) break;
+            rank++;
+        }
     }
     tok_buf_free(&joined);
     if (st) {

@@ -55,13 +55,14 @@ bool tok_is_whitespace(uint32_t cp);
 
 /* ---------------------------------------------------------------- vocabulary (vocab.c) */
 /* A string -> id hash map with an id -> string table. Strings live in one arena. */
+typedef struct tok_vslot { uint32_t tag; int32_t id; uint32_t off, len; } tok_vslot;
 typedef struct tok_vocab {
     char *arena;          /* [arena_n] bytes: all strings, each NUL-terminated */
     size_t arena_n, arena_cap;
     uint32_t *str_off;    /* [n_ids] offset of the string of id i in arena, UINT32_MAX if none */
     uint32_t *str_len;    /* [n_ids] */
     size_t n_ids;         /* 1 + largest id */
-    int32_t *slots;       /* [n_slots] open addressing: id or -1 */
+    struct tok_vslot *slots; /* [n_slots] open addressing: (hash tag, id or -1) */
     size_t n_slots;       /* power of two */
     size_t count;
 } tok_vocab;
@@ -70,6 +71,9 @@ lmx_status tok_vocab_init(tok_vocab *v, size_t expected);
 /* Adds s -> id (overwrites the id's string if it had one; the map keeps the first id for a string). */
 lmx_status tok_vocab_add(tok_vocab *v, const char *s, size_t n, int32_t id);
 int32_t tok_vocab_find(const tok_vocab *v, const char *s, size_t n); /* -1 if absent */
+/* The same with a precomputed tok_hash_bytes(s, n); prefetch warms the slot for a later find. */
+int32_t tok_vocab_find_h(const tok_vocab *v, const char *s, size_t n, uint64_t hash);
+void tok_vocab_prefetch(const tok_vocab *v, uint64_t hash);
 const char *tok_vocab_str(const tok_vocab *v, int32_t id, size_t *len); /* NULL if none */
 void tok_vocab_free(tok_vocab *v);
 uint64_t tok_hash_bytes(const void *p, size_t n);
@@ -122,7 +126,10 @@ lmx_status tok_pretok_apply(const tok_pretok *p, const char *s, size_t n, bool a
 
 /* ---------------------------------------------------------------- BPE model (bpe.c) */
 typedef struct tok_bpe tok_bpe;
-lmx_status tok_bpe_parse(const cJSON *model, tok_bpe **out);
+/* raw_vocab / raw_merges: optional spans of tokenizer.json holding model.vocab / model.merges
+ * (read with json_scan.h instead of the cJSON tree; len 0 = use the cJSON members). */
+lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_vocab_len, const char *raw_merges,
+                         size_t raw_merges_len, tok_bpe **out);
 void tok_bpe_free(tok_bpe *b);
 const tok_vocab *tok_bpe_vocab(const tok_bpe *b);
 int32_t tok_bpe_unk_id(const tok_bpe *b);

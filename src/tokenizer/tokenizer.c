@@ -3,6 +3,7 @@
  * post-processor; decode: id -> token string -> decoder pipeline. See tokenizer.h. */
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/json_scan.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -77,24 +78,28 @@ static char *config_token(const cJSON *cfg, const char *key) {
     return strdup(v->valuestring);
 }
 
+static lmx_status parse_json_text(const char *path, char *buf, size_t len, cJSON **out) {
+    cJSON *j = cJSON_ParseWithLength(buf, len);
+    if (!j) {
+        const char *ep = cJSON_GetErrorPtr();
+        size_t off = ep && ep >= buf && ep <= buf + len ? (size_t)(ep - buf) : 0;
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: invalid JSON near byte %zu", path, off);
+    }
+    *out = j;
+    return LMX_OK;
+}
+
 static lmx_status load_json(const char *path, cJSON **out) {
     char *buf;
     size_t len;
     lmx_status st = lmx_fs_read_file(path, MAX_TOKENIZER_BYTES, &buf, &len);
     if (st) return st;
-    cJSON *j = cJSON_ParseWithLength(buf, len);
-    if (!j) {
-        const char *ep = cJSON_GetErrorPtr();
-        size_t off = ep && ep >= buf && ep <= buf + len ? (size_t)(ep - buf) : 0;
-        free(buf);
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: invalid JSON near byte %zu", path, off);
-    }
+    st = parse_json_text(path, buf, len, out);
     free(buf);
-    *out = j;
-    return LMX_OK;
+    return st;
 }
 
-static lmx_status build(lmx_tokenizer *t, const cJSON *j) {
+static lmx_status build(lmx_tokenizer *t, const cJSON *j, const char *raw, const tok_jspan *vs, const tok_jspan *ms) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     if (!cJSON_IsObject(model)) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "no \"model\" object");
     const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -103,7 +108,7 @@ static lmx_status build(lmx_tokenizer *t, const cJSON *j) {
     lmx_status st;
     if ((st = tok_normalizer_parse(cJSON_GetObjectItemCaseSensitive(j, "normalizer"), &t->nz))) return lmx_error_prefix(st, "normalizer");
     if ((st = tok_pretok_parse(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &t->pt))) return lmx_error_prefix(st, "pre_tokenizer");
-    if ((st = tok_bpe_parse(model, &t->bpe))) return lmx_error_prefix(st, "model");
+    if ((st = tok_bpe_parse(model, raw + vs->off, vs->len, raw + ms->off, ms->len, &t->bpe))) return lmx_error_prefix(st, "model");
     if ((st = tok_added_parse(cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), t->nz, &t->added))) return lmx_error_prefix(st, "added_tokens");
     if ((st = tok_post_parse(cJSON_GetObjectItemCaseSensitive(j, "post_processor"), &t->post))) return lmx_error_prefix(st, "post_processor");
     if ((st = tok_decoder_parse(cJSON_GetObjectItemCaseSensitive(j, "decoder"), &t->dec))) return lmx_error_prefix(st, "decoder");
@@ -152,11 +157,36 @@ lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out) {
     }
     lmx_tokenizer *t = calloc(1, sizeof *t);
     cJSON *j = NULL;
-    lmx_status st = t ? load_json(json_path, &j) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+    char *raw = NULL;
+    size_t raw_len = 0;
+    lmx_status st = t ? lmx_fs_read_file(json_path, MAX_TOKENIZER_BYTES, &raw, &raw_len) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
     if (!st) {
-        st = build(t, j);
-        if (st) lmx_error_prefix(st, "%s", json_path);
+        /* model.vocab / model.merges are read by the fast scanner; cJSON parses the rest */
+        tok_jspan vs, ms;
+        if (tok_json_model_spans(raw, raw_len, &vs, &ms)) {
+            char *rest = malloc(raw_len + 1);
+            if (!rest) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+            else {
+                memcpy(rest, raw, raw_len + 1);
+                memset(rest + vs.off, ' ', vs.len);
+                memcpy(rest + vs.off, "{}", 2);
+                if (ms.len) {
+                    memset(rest + ms.off, ' ', ms.len);
+                    memcpy(rest + ms.off, "[]", 2);
+                }
+                st = parse_json_text(json_path, rest, raw_len, &j);
+                free(rest);
+            }
+        } else {
+            vs.len = ms.len = vs.off = ms.off = 0;
+            st = parse_json_text(json_path, raw, raw_len, &j);
+        }
+        if (!st) {
+            st = build(t, j, raw, &vs, &ms);
+            if (st) lmx_error_prefix(st, "%s", json_path);
+        }
     }
+    free(raw);
     cJSON_Delete(j);
     if (!st && lmx_fs_is_file(cfg_path)) {
         st = load_json(cfg_path, &t->config);

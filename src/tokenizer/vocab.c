@@ -33,7 +33,7 @@ lmx_status tok_vocab_init(tok_vocab *v, size_t expected) {
     while (slots < expected * 2) slots *= 2;
     v->slots = malloc(slots * sizeof *v->slots);
     if (!v->slots) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary: %zu slots", slots);
-    memset(v->slots, 0xFF, slots * sizeof *v->slots);
+    for (size_t i = 0; i < slots; i++) v->slots[i] = (tok_vslot){0, -1, 0, 0};
     v->n_slots = slots;
     return LMX_OK;
 }
@@ -55,15 +55,15 @@ static bool grow_ids(tok_vocab *v, size_t need) {
 
 static bool rehash(tok_vocab *v) {
     size_t ns = v->n_slots * 2;
-    int32_t *s = malloc(ns * sizeof *s);
+    tok_vslot *s = malloc(ns * sizeof *s);
     if (!s) return false;
-    memset(s, 0xFF, ns * sizeof *s);
+    for (size_t i = 0; i < ns; i++) s[i] = (tok_vslot){0, -1, 0, 0};
     for (size_t i = 0; i < v->n_slots; i++) {
-        int32_t id = v->slots[i];
-        if (id < 0) continue;
-        size_t h = tok_hash_bytes(v->arena + v->str_off[id], v->str_len[id]) & (ns - 1);
-        while (s[h] >= 0) h = (h + 1) & (ns - 1);
-        s[h] = id;
+        if (v->slots[i].id < 0) continue;
+        uint64_t hv = tok_hash_bytes(v->arena + v->slots[i].off, v->slots[i].len);
+        size_t h = hv & (ns - 1);
+        while (s[h].id >= 0) h = (h + 1) & (ns - 1);
+        s[h] = v->slots[i];
     }
     free(v->slots);
     v->slots = s;
@@ -96,20 +96,30 @@ lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
     v->str_off[id] = off;
     v->str_len[id] = (uint32_t)n;
     if ((v->count + 1) * 2 > v->n_slots && !rehash(v)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
-    size_t m = v->n_slots - 1, h = tok_hash_bytes(str, n) & m;
-    while (v->slots[h] >= 0) h = (h + 1) & m;
-    v->slots[h] = id;
+    uint64_t hv = tok_hash_bytes(str, n);
+    size_t m = v->n_slots - 1, h = hv & m;
+    while (v->slots[h].id >= 0) h = (h + 1) & m;
+    v->slots[h] = (tok_vslot){(uint32_t)(hv >> 32), id, off, (uint32_t)n};
     v->count++;
     return LMX_OK;
 }
 
+void tok_vocab_prefetch(const tok_vocab *v, uint64_t hv) {
+    if (v->n_slots) __builtin_prefetch(&v->slots[hv & (v->n_slots - 1)]);
+}
+
 int32_t tok_vocab_find(const tok_vocab *v, const char *s, size_t n) {
+    return tok_vocab_find_h(v, s, n, tok_hash_bytes(s, n));
+}
+
+int32_t tok_vocab_find_h(const tok_vocab *v, const char *s, size_t n, uint64_t hv) {
     if (!v->n_slots) return -1;
-    size_t m = v->n_slots - 1, h = tok_hash_bytes(s, n) & m;
+    uint32_t tag = (uint32_t)(hv >> 32);
+    size_t m = v->n_slots - 1, h = hv & m;
     for (;;) {
-        int32_t id = v->slots[h];
-        if (id < 0) return -1;
-        if (v->str_len[id] == n && memcmp(v->arena + v->str_off[id], s, n) == 0) return id;
+        tok_vslot sl = v->slots[h];
+        if (sl.id < 0) return -1;
+        if (sl.tag == tag && sl.len == n && memcmp(v->arena + sl.off, s, n) == 0) return sl.id;
         h = (h + 1) & m;
     }
 }
