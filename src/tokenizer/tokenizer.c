@@ -134,6 +134,85 @@ static lmx_status build(lmx_tokenizer *t, const cJSON *j, const char *raw, const
     return LMX_OK;
 }
 
+/* Builds a tokenizer from tokenizer.json text raw[0..raw_len) (raw is modified: NUL-terminated copy
+ * owned by the caller) and an optional parsed tokenizer_config.json (ownership taken). */
+static lmx_status load_text(const char *name, char *raw, size_t raw_len, cJSON *config, lmx_tokenizer **out) {
+    lmx_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        cJSON_Delete(config);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+    }
+    t->config = config;
+    cJSON *j = NULL;
+    lmx_status st = LMX_OK;
+    /* model.vocab / model.merges are read by the fast scanner; cJSON parses the rest */
+    tok_jspan vs, ms;
+    if (tok_json_model_spans(raw, raw_len, &vs, &ms)) {
+        char *rest = malloc(raw_len + 1);
+        if (!rest) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+        else {
+            memcpy(rest, raw, raw_len);
+            rest[raw_len] = '\0';
+            memset(rest + vs.off, ' ', vs.len);
+            memcpy(rest + vs.off, "{}", 2);
+            if (ms.len) {
+                memset(rest + ms.off, ' ', ms.len);
+                memcpy(rest + ms.off, "[]", 2);
+            }
+            st = parse_json_text(name, rest, raw_len, &j);
+            free(rest);
+        }
+    } else {
+        vs.len = ms.len = vs.off = ms.off = 0;
+        st = parse_json_text(name, raw, raw_len, &j);
+    }
+    if (!st) {
+        st = build(t, j, raw, &vs, &ms);
+        if (st) lmx_error_prefix(st, "%s", name);
+    }
+    cJSON_Delete(j);
+    if (!st) {
+        static const char *keys[LMX_TOK_SPECIAL_COUNT] = {"bos_token", "eos_token", "pad_token", "unk_token"};
+        for (int i = 0; i < LMX_TOK_SPECIAL_COUNT; i++) {
+            t->stok[i] = t->config ? config_token(t->config, keys[i]) : NULL;
+            t->sid[i] = t->stok[i] ? lmx_tokenizer_token_to_id(t, t->stok[i], strlen(t->stok[i])) : -1;
+        }
+        if (!t->stok[LMX_TOK_UNK] && tok_bpe_unk_id(t->bpe) >= 0) { /* the model's unk_token */
+            int32_t u = tok_bpe_unk_id(t->bpe);
+            const char *us = lmx_tokenizer_id_to_token(t, u, NULL);
+            t->stok[LMX_TOK_UNK] = us ? strdup(us) : NULL;
+            t->sid[LMX_TOK_UNK] = t->stok[LMX_TOK_UNK] ? u : -1;
+        }
+    }
+    if (st) {
+        lmx_tokenizer_destroy(t);
+        return st;
+    }
+    *out = t;
+    return LMX_OK;
+}
+
+lmx_status lmx_tokenizer_load_memory(const char *tokenizer_json, size_t len, const char *config_json, size_t config_len,
+                                     lmx_tokenizer **out) {
+    if (!tokenizer_json || !out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_tokenizer_load_memory: NULL argument");
+    *out = NULL;
+    cJSON *cfg = NULL;
+    if (config_json) {
+        cfg = cJSON_ParseWithLength(config_json, config_len);
+        if (!cfg) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer_config.json: invalid JSON");
+    }
+    char *raw = malloc(len + 1);
+    if (!raw) {
+        cJSON_Delete(cfg);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+    }
+    memcpy(raw, tokenizer_json, len);
+    raw[len] = '\0';
+    lmx_status st = load_text("tokenizer.json", raw, len, cfg, out);
+    free(raw);
+    return st;
+}
+
 lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out) {
     if (!path || !out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_tokenizer_load: NULL argument");
     *out = NULL;
@@ -155,63 +234,21 @@ lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out) {
         free(cfg_path);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer path");
     }
-    lmx_tokenizer *t = calloc(1, sizeof *t);
-    cJSON *j = NULL;
+    cJSON *cfg = NULL;
     char *raw = NULL;
     size_t raw_len = 0;
-    lmx_status st = t ? lmx_fs_read_file(json_path, MAX_TOKENIZER_BYTES, &raw, &raw_len) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
+    lmx_status st = LMX_OK;
+    if (lmx_fs_is_file(cfg_path)) st = load_json(cfg_path, &cfg);
+    if (!st) st = lmx_fs_read_file(json_path, MAX_TOKENIZER_BYTES, &raw, &raw_len);
     if (!st) {
-        /* model.vocab / model.merges are read by the fast scanner; cJSON parses the rest */
-        tok_jspan vs, ms;
-        if (tok_json_model_spans(raw, raw_len, &vs, &ms)) {
-            char *rest = malloc(raw_len + 1);
-            if (!rest) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer");
-            else {
-                memcpy(rest, raw, raw_len + 1);
-                memset(rest + vs.off, ' ', vs.len);
-                memcpy(rest + vs.off, "{}", 2);
-                if (ms.len) {
-                    memset(rest + ms.off, ' ', ms.len);
-                    memcpy(rest + ms.off, "[]", 2);
-                }
-                st = parse_json_text(json_path, rest, raw_len, &j);
-                free(rest);
-            }
-        } else {
-            vs.len = ms.len = vs.off = ms.off = 0;
-            st = parse_json_text(json_path, raw, raw_len, &j);
-        }
-        if (!st) {
-            st = build(t, j, raw, &vs, &ms);
-            if (st) lmx_error_prefix(st, "%s", json_path);
-        }
+        st = load_text(json_path, raw, raw_len, cfg, out);
+        cfg = NULL;
     }
+    cJSON_Delete(cfg);
     free(raw);
-    cJSON_Delete(j);
-    if (!st && lmx_fs_is_file(cfg_path)) {
-        st = load_json(cfg_path, &t->config);
-    }
-    if (!st) {
-        static const char *keys[LMX_TOK_SPECIAL_COUNT] = {"bos_token", "eos_token", "pad_token", "unk_token"};
-        for (int i = 0; i < LMX_TOK_SPECIAL_COUNT; i++) {
-            t->stok[i] = t->config ? config_token(t->config, keys[i]) : NULL;
-            t->sid[i] = t->stok[i] ? lmx_tokenizer_token_to_id(t, t->stok[i], strlen(t->stok[i])) : -1;
-        }
-        if (!t->stok[LMX_TOK_UNK] && tok_bpe_unk_id(t->bpe) >= 0) { /* the model's unk_token */
-            int32_t u = tok_bpe_unk_id(t->bpe);
-            const char *us = lmx_tokenizer_id_to_token(t, u, NULL);
-            t->stok[LMX_TOK_UNK] = us ? strdup(us) : NULL;
-            t->sid[LMX_TOK_UNK] = t->stok[LMX_TOK_UNK] ? u : -1;
-        }
-    }
     free(json_path);
     free(cfg_path);
-    if (st) {
-        lmx_tokenizer_destroy(t);
-        return st;
-    }
-    *out = t;
-    return LMX_OK;
+    return st;
 }
 
 /* ---- encode ---- */

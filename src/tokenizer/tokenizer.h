@@ -30,6 +30,9 @@ typedef struct lmx_tokenizer lmx_tokenizer;
 /* Loads `path`: a directory holding tokenizer.json (and optionally tokenizer_config.json), or the
  * tokenizer.json file itself (tokenizer_config.json is then looked for beside it). */
 lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out);
+/* The same from memory: tokenizer.json text and optionally tokenizer_config.json text (NULL = none). */
+lmx_status lmx_tokenizer_load_memory(const char *tokenizer_json, size_t len, const char *config_json, size_t config_len,
+                                     lmx_tokenizer **out);
 void lmx_tokenizer_destroy(lmx_tokenizer *tok);
 
 /* Encodes UTF-8 text[0..len) (len may include NUL bytes). add_special applies the post-processor
