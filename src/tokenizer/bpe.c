@@ -6,11 +6,20 @@
 #include "tokenizer/json_scan.h"
 #include "util/error.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct { uint64_t key; uint32_t rank; int32_t new_id; } merge_slot; /* key 0 = empty */
+
+/* Word cache: direct-mapped, one 64-byte entry per slot, guarded by striped mutexes (the only
+ * mutable state of a loaded tokenizer; results never depend on it). */
+#define CACHE_SLOTS 16384
+#define CACHE_LOCKS 64
+#define CACHE_WORD 22
+#define CACHE_IDS 9
+typedef struct { uint32_t tag; uint8_t wlen, nids; char word[CACHE_WORD]; int32_t ids[CACHE_IDS]; } cache_entry;
 
 struct tok_bpe {
     tok_vocab vocab;
@@ -21,6 +30,8 @@ struct tok_bpe {
     size_t prefix_len, suffix_len;
     bool fuse_unk, byte_fallback, ignore_merges;
     int32_t byte_ids[256];  /* id of "<0xXX>", -1 if absent */
+    cache_entry *cache;     /* [CACHE_SLOTS] or NULL */
+    pthread_mutex_t locks[CACHE_LOCKS];
 };
 
 const tok_vocab *tok_bpe_vocab(const tok_bpe *b) { return &b->vocab; }
@@ -29,6 +40,10 @@ int32_t tok_bpe_unk_id(const tok_bpe *b) { return b->unk_id; }
 void tok_bpe_free(tok_bpe *b) {
     if (!b) return;
     tok_vocab_free(&b->vocab);
+    if (b->cache) {
+        for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_destroy(&b->locks[i]);
+        free(b->cache);
+    }
     free(b->merges);
     free(b->prefix);
     free(b->suffix);
@@ -118,16 +133,34 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
     if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE model");
     lmx_status st = tok_vocab_init(&b->vocab, raw ? raw_vocab_len / 16 : (size_t)cJSON_GetArraySize(vocab));
     if (!st && raw) {
+        /* batches of entries with prefetched hash slots (inserts are memory-latency bound) */
+        enum { VB = 64 };
+        struct { size_t off, len; int32_t id; uint64_t h; } e[VB];
+        tok_buf bb = {0};
         tok_jiter it;
         tok_jiter_init(&it, raw_vocab, raw_vocab_len);
         double num;
-        int r;
-        while ((r = tok_jiter_vocab_next(&it, &num)) > 0) {
-            if (num < 0 || num > INT32_MAX) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it.a.p); break; }
-            if ((st = tok_vocab_add(&b->vocab, it.a.p ? it.a.p : "", it.a.n, (int32_t)num))) break;
+        int r = 1;
+        while (!st && r > 0) {
+            size_t k = 0;
+            bb.n = 0;
+            while (k < VB && (r = tok_jiter_vocab_next(&it, &num)) > 0) {
+                if (num < 0 || num > INT32_MAX) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it.a.p); break; }
+                e[k].off = bb.n;
+                e[k].len = it.a.n;
+                e[k].id = (int32_t)num;
+                if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE vocab"); break; }
+                k++;
+            }
+            for (size_t i = 0; i < k; i++) {
+                e[i].h = tok_hash_bytes(bb.p + e[i].off, e[i].len);
+                tok_vocab_prefetch(&b->vocab, e[i].h);
+            }
+            for (size_t i = 0; i < k && !st; i++) st = tok_vocab_add_h(&b->vocab, bb.p + e[i].off, e[i].len, e[i].id, e[i].h);
         }
         if (!st && r < 0) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab: JSON syntax error near byte %zu of the vocab",
                                          (size_t)(it.p - raw_vocab));
+        tok_buf_free(&bb);
         tok_jiter_free(&it);
     } else if (!st) {
         const cJSON *it;
@@ -155,6 +188,14 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
     }
     tok_buf joined = {0};
     uint32_t rank = 0;
+    if (!st && raw && raw_merges_len) {
+        /* pre-size the merge table: merges rarely outnumber 2x the vocab (it grows if they do) */
+        size_t want = 1024;
+        while (want < 4 * b->vocab.count) want *= 2;
+        b->merges = calloc(want, sizeof *b->merges);
+        if (!b->merges) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
+        b->n_mslots = b->merges ? want : 0;
+    }
     if (!st && raw && raw_merges_len) {
         /* Batches of merges with prefetched hash slots: the lookups are memory-latency bound. */
         enum { BATCH = 64 };
@@ -201,10 +242,16 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
                 tok_vocab_prefetch(&b->vocab, e[i].hc);
                 tok_vocab_prefetch(&b->vocab, e[i].hj);
             }
+            /* resolve ids first, then prefetch the merge slots before inserting */
+            int32_t ia_[BATCH], ic_[BATCH], nid_[BATCH];
+            for (size_t i = 0; i < k; i++) {
+                ia_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].a, e[i].al, e[i].ha);
+                ic_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].c, e[i].cl, e[i].hc);
+                nid_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].j, e[i].jl, e[i].hj);
+                if (ia_[i] >= 0 && ic_[i] >= 0) __builtin_prefetch(&b->merges[mhash(mkey(ia_[i], ic_[i])) & (b->n_mslots - 1)]);
+            }
             for (size_t i = 0; i < k; i++, rank++) {
-                int32_t ia = tok_vocab_find_h(&b->vocab, bb.p + e[i].a, e[i].al, e[i].ha);
-                int32_t ic = tok_vocab_find_h(&b->vocab, bb.p + e[i].c, e[i].cl, e[i].hc);
-                int32_t nid = tok_vocab_find_h(&b->vocab, bb.p + e[i].j, e[i].jl, e[i].hj);
+                int32_t ia = ia_[i], ic = ic_[i], nid = nid_[i];
                 if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
                 if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token not in vocab", rank); break; }
                 if (!merge_put(b, ia, ic, rank, nid)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
@@ -229,12 +276,48 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
         }
     }
     tok_buf_free(&joined);
+    if (!st) {
+        b->cache = calloc(CACHE_SLOTS, sizeof *b->cache);
+        if (!b->cache) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE word cache");
+        else
+            for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_init(&b->locks[i], NULL);
+    }
     if (st) {
         tok_bpe_free(b);
         return st;
     }
     *out = b;
     return LMX_OK;
+}
+
+static bool cache_get(const tok_bpe *b, const char *w, size_t n, uint64_t h, tok_ids *out) {
+    size_t slot = h & (CACHE_SLOTS - 1);
+    pthread_mutex_t *lk = (pthread_mutex_t *)&b->locks[slot & (CACHE_LOCKS - 1)];
+    const cache_entry *e = &b->cache[slot];
+    int32_t ids[CACHE_IDS];
+    size_t k = 0;
+    bool hit = false;
+    pthread_mutex_lock(lk);
+    if (e->wlen == n && e->nids && e->tag == (uint32_t)(h >> 32) && !memcmp(e->word, w, n)) {
+        k = e->nids;
+        memcpy(ids, e->ids, k * sizeof *ids);
+        hit = true;
+    }
+    pthread_mutex_unlock(lk);
+    return hit && tok_ids_append(out, ids, k);
+}
+
+static void cache_put(const tok_bpe *b, const char *w, size_t n, uint64_t h, const int32_t *ids, size_t k) {
+    size_t slot = h & (CACHE_SLOTS - 1);
+    pthread_mutex_t *lk = (pthread_mutex_t *)&b->locks[slot & (CACHE_LOCKS - 1)];
+    cache_entry *e = (cache_entry *)&b->cache[slot];
+    pthread_mutex_lock(lk);
+    e->tag = (uint32_t)(h >> 32);
+    e->wlen = (uint8_t)n;
+    e->nids = (uint8_t)k;
+    memcpy(e->word, w, n);
+    memcpy(e->ids, ids, k * sizeof *ids);
+    pthread_mutex_unlock(lk);
 }
 
 /* ---- encoding one word ---- */
@@ -279,6 +362,10 @@ lmx_status tok_bpe_encode_word(const tok_bpe *b, const char *w, size_t n, tok_id
         int32_t id = tok_vocab_find(&b->vocab, w, n);
         if (id >= 0) return tok_ids_push(out, id) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE");
     }
+    bool cacheable = b->cache && n <= CACHE_WORD;
+    uint64_t h = cacheable ? tok_hash_bytes(w, n) : 0;
+    size_t out_base = out->n;
+    if (cacheable && cache_get(b, w, n, h, out)) return LMX_OK;
     /* at most 4 symbols per byte with byte fallback (1 per byte), so n symbols suffice */
     sym sbuf[STACK_SYMS];
     hentry hbuf[STACK_SYMS * 2];
@@ -371,6 +458,8 @@ lmx_status tok_bpe_encode_word(const tok_bpe *b, const char *w, size_t n, tok_id
         }
         for (size_t i = 0; i < ns && !st; i++)
             if (s[i].len && !tok_ids_push(out, s[i].id)) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE");
+        if (!st && cacheable && out->n - out_base <= CACHE_IDS && out->n > out_base)
+            cache_put(b, w, n, h, out->v + out_base, out->n - out_base);
     }
     if (s != sbuf) free(s);
     if (heap != hbuf) free(heap);

@@ -98,7 +98,22 @@ lmx_status tok_normalizer_parse(const cJSON *j, tok_normalizer **out) {
     return LMX_OK;
 }
 
+/* Text whose code points are all below U+0300 is unchanged by NFC (no character there has
+ * NFC_Quick_Check No/Maybe); NFD/NFKC/NFKD need ASCII for the same shortcut. */
+static bool stable_fast(const char *s, size_t n, bool nfc) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) continue;
+        if (!nfc || c >= 0xCC) return false; /* lead bytes >= 0xCC start code points >= U+0300 */
+    }
+    return true;
+}
+
 static lmx_status apply_utf8proc(const char *s, size_t n, utf8proc_option_t opt, tok_buf *out) {
+    if (stable_fast(s, n, opt == UTF8PROC_COMPOSE)) {
+        out->n = 0;
+        return tok_buf_append(out, s, n) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "normalizer");
+    }
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, opt | UTF8PROC_STABLE);
     if (r < 0) {

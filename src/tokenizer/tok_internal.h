@@ -70,6 +70,7 @@ typedef struct tok_vocab {
 lmx_status tok_vocab_init(tok_vocab *v, size_t expected);
 /* Adds s -> id (overwrites the id's string if it had one; the map keeps the first id for a string). */
 lmx_status tok_vocab_add(tok_vocab *v, const char *s, size_t n, int32_t id);
+lmx_status tok_vocab_add_h(tok_vocab *v, const char *s, size_t n, int32_t id, uint64_t hash);
 int32_t tok_vocab_find(const tok_vocab *v, const char *s, size_t n); /* -1 if absent */
 /* The same with a precomputed tok_hash_bytes(s, n); prefetch warms the slot for a later find. */
 int32_t tok_vocab_find_h(const tok_vocab *v, const char *s, size_t n, uint64_t hash);

@@ -72,6 +72,10 @@ static bool rehash(tok_vocab *v) {
 }
 
 lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
+    return tok_vocab_add_h(v, str, n, id, tok_hash_bytes(str, n));
+}
+
+lmx_status tok_vocab_add_h(tok_vocab *v, const char *str, size_t n, int32_t id, uint64_t hv) {
     if (id < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer vocabulary: negative id %d", id);
     if (!grow_ids(v, (size_t)id + 1)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
     if (v->arena_n + n + 1 > v->arena_cap) {
@@ -88,7 +92,7 @@ lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
     v->arena[v->arena_n + n] = '\0';
     uint32_t off = (uint32_t)v->arena_n;
     v->arena_n += n + 1;
-    if (tok_vocab_find(v, str, n) >= 0) { /* duplicate string: keep the first mapping */
+    if (tok_vocab_find_h(v, str, n, hv) >= 0) { /* duplicate string: keep the first mapping */
         if (!had) { v->str_off[id] = off; v->str_len[id] = (uint32_t)n; }
         return LMX_OK;
     }
@@ -96,7 +100,6 @@ lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
     v->str_off[id] = off;
     v->str_len[id] = (uint32_t)n;
     if ((v->count + 1) * 2 > v->n_slots && !rehash(v)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
-    uint64_t hv = tok_hash_bytes(str, n);
     size_t m = v->n_slots - 1, h = hv & m;
     while (v->slots[h].id >= 0) h = (h + 1) & m;
     v->slots[h] = (tok_vslot){(uint32_t)(hv >> 32), id, off, (uint32_t)n};

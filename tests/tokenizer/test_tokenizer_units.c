@@ -322,6 +322,36 @@ static void test_tiny_tokenizer(void) {
     lmx_tokenizer_destroy(t);
 }
 
+/* The BPE model read through cJSON (fallback) and through the fast scanner agree. */
+static void test_bpe_parse_paths(void) {
+    cJSON *j = cJSON_Parse(TINY);
+    const cJSON *model = cJSON_GetObjectItem(j, "model");
+    tok_bpe *a = NULL, *b = NULL;
+    CHECK(tok_bpe_parse(model, NULL, 0, NULL, 0, &a) == LMX_OK);
+    char *vocab = cJSON_PrintUnformatted(cJSON_GetObjectItem(model, "vocab"));
+    char *merges = cJSON_PrintUnformatted(cJSON_GetObjectItem(model, "merges"));
+    CHECK(tok_bpe_parse(model, vocab, strlen(vocab), merges, strlen(merges), &b) == LMX_OK);
+    const char *words[] = {"hello", "\xC4\xA0world", "hhelloo", "llll", "xyz", "\xC3\xA9"};
+    for (size_t i = 0; a && b && i < sizeof words / sizeof words[0]; i++) {
+        tok_ids x = {0}, y = {0};
+        CHECK(tok_bpe_encode_word(a, words[i], strlen(words[i]), &x) == LMX_OK);
+        CHECK(tok_bpe_encode_word(b, words[i], strlen(words[i]), &y) == LMX_OK);
+        CHECK(x.n == y.n && (x.n == 0 || memcmp(x.v, y.v, x.n * sizeof *x.v) == 0));
+        tok_ids_free(&x);
+        tok_ids_free(&y);
+    }
+    tok_ids w = {0};
+    CHECK(tok_bpe_encode_word(b, "hello", 5, &w) == LMX_OK && w.n == 1 && w.v[0] == 11);
+    w.n = 0;
+    CHECK(tok_bpe_encode_word(b, "hello", 5, &w) == LMX_OK && w.n == 1 && w.v[0] == 11); /* cached */
+    tok_ids_free(&w);
+    free(vocab);
+    free(merges);
+    tok_bpe_free(a);
+    tok_bpe_free(b);
+    cJSON_Delete(j);
+}
+
 static void test_errors(void) {
     char dir[] = "/tmp/lmx_tok_errXXXXXX";
     if (!mkdtemp(dir)) return;
@@ -403,6 +433,7 @@ int main(void) {
     RUN(test_pretokenizers);
     RUN(test_decoders);
     RUN(test_tiny_tokenizer);
+    RUN(test_bpe_parse_paths);
     RUN(test_errors);
     RUN(test_threads);
     return lmx_test_summary();
