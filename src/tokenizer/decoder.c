@@ -228,16 +228,30 @@ static int byte_token(const char *s, size_t n) {
     return v;
 }
 
+/* Next match of the stage's pattern in s[pos..n): literal patterns use memmem (no allocation);
+ * regex patterns use PCRE2 with the caller's match data. */
+static bool next_match(const dstage *g, pcre2_match_data **md, const char *s, size_t n, size_t pos, size_t *ms, size_t *me) {
+    if (g->literal) {
+        if (pos >= n) return false;
+        const char *f = memmem(s + pos, n - pos, g->pat, g->pat_len);
+        if (!f) return false;
+        *ms = (size_t)(f - s);
+        *me = *ms + g->pat_len;
+        return true;
+    }
+    if (!*md && !(*md = pcre2_match_data_create(4, NULL))) return false;
+    return tok_regex_next(&g->re, *md, s, n, pos, ms, me);
+}
+
 static bool replace_emit(tok_dstate *st, size_t i, const dstage *g, const char *s, size_t n, size_t *consumed, bool end) {
     /* replaces matches in s[0..n); when !end, stops before a possible partial match at the tail */
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
-    if (!md) return false;
+    pcre2_match_data *md = NULL;
     size_t pos = 0, ms, me;
     size_t limit = end ? n : (n + 1 > g->pat_len ? n + 1 - g->pat_len : 0);
     bool ok = true;
     tok_buf *o = &st->scratch;
     o->n = 0;
-    while (ok && pos < n && tok_regex_next(&g->re, md, s, n, pos, &ms, &me)) {
+    while (ok && pos < n && next_match(g, &md, s, n, pos, &ms, &me)) {
         if (!end && (ms >= limit || me > n)) break;
         ok = tok_buf_append(o, s + pos, ms - pos) && tok_buf_append(o, g->content, g->content_len);
         if (me == ms) {
@@ -247,7 +261,7 @@ static bool replace_emit(tok_dstate *st, size_t i, const dstage *g, const char *
         }
         pos = me;
     }
-    pcre2_match_data_free(md);
+    if (md) pcre2_match_data_free(md);
     size_t upto = end ? n : (limit > pos ? limit : pos);
     while (upto < n && upto > pos && ((unsigned char)s[upto] & 0xC0) == 0x80) upto--;
     if (ok && upto > pos) ok = tok_buf_append(o, s + pos, upto - pos);
@@ -350,11 +364,10 @@ static bool push(tok_dstate *st, size_t i, const char *c, size_t n, bool end) {
             return tok_buf_putc(&x->pend, (char)b);
         }
         if (!flush_group(st, i, x)) return false;
-        tok_buf t = x->tok;
-        x->tok = (tok_buf){0};
         if (!end) x->pass = true;
-        bool ok = emit(st, i, t.p ? t.p : "", t.n, end);
-        tok_buf_free(&t);
+        /* downstream stages never touch this stage's buffer, so emit straight from it */
+        bool ok = emit(st, i, x->tok.p ? x->tok.p : "", x->tok.n, end);
+        x->tok.n = 0;
         return ok;
     }
     case D_STRIP: {
