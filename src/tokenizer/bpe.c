@@ -31,6 +31,12 @@ struct tok_bpe {
     bool fuse_unk, byte_fallback, ignore_merges;
     int32_t byte_ids[256];  /* id of "<0xXX>", -1 if absent */
     cache_entry *cache;     /* [CACHE_SLOTS] or NULL */
+    /* SentencePiece-style words (no pre-tokenizer split) can be cut before each "▁" that follows
+     * a non-"▁" character, because no merge can join across such a point -- except merges (a, b)
+     * with b starting with "▁", whose a's last character is listed here (gemma3 has one: '>'). */
+    bool spm_split;
+    uint32_t cross_last[16];
+    size_t n_cross;
     pthread_mutex_t locks[CACHE_LOCKS];
 };
 
@@ -97,9 +103,31 @@ static char *opt_string(const cJSON *j, size_t *len) {
     return p;
 }
 
+#define META "\xE2\x96\x81"
+
+static uint32_t last_cp(const char *s, size_t n) {
+    size_t k = n;
+    while (k > 0 && ((unsigned char)s[k - 1] & 0xC0) == 0x80) k--;
+    if (k > 0) k--;
+    int adv;
+    return n ? tok_utf8_decode(s + k, n - k, &adv) : 0;
+}
+
+/* Records a merge that may join across a "▁" boundary (see spm_split). */
+static void note_cross(tok_bpe *b, const char *a, size_t al, const char *c, size_t cl) {
+    if (!b->spm_split || cl < 3 || memcmp(c, META, 3) != 0) return;
+    if (al >= 3 && !memcmp(a + al - 3, META, 3)) return;
+    uint32_t cp = last_cp(a, al);
+    for (size_t i = 0; i < b->n_cross; i++)
+        if (b->cross_last[i] == cp) return;
+    if (b->n_cross == sizeof b->cross_last / sizeof b->cross_last[0]) b->spm_split = false;
+    else b->cross_last[b->n_cross++] = cp;
+}
+
 static lmx_status add_merge(tok_bpe *b, const char *a, size_t al, const char *c, size_t cl, uint32_t rank, tok_buf *joined) {
     int32_t ia = tok_vocab_find(&b->vocab, a, al), ic = tok_vocab_find(&b->vocab, c, cl);
     if (ia < 0 || ic < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank);
+    note_cross(b, a, al, c, cl);
     size_t skip = cl >= b->prefix_len ? b->prefix_len : 0; /* HF strips prefix_len bytes unconditionally */
     joined->n = 0;
     if (!tok_buf_append(joined, a, al) || !tok_buf_append(joined, c + skip, cl - skip)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
@@ -186,6 +214,7 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = st ? -1 : tok_vocab_find(&b->vocab, name, 6);
     }
+    b->spm_split = !st && !b->prefix_len && !b->suffix_len && tok_vocab_find(&b->vocab, META, 3) >= 0;
     tok_buf joined = {0};
     uint32_t rank = 0;
     if (!st && raw && raw_merges_len) {
@@ -255,6 +284,7 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
                 if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
                 if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token not in vocab", rank); break; }
                 if (!merge_put(b, ia, ic, rank, nid)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                note_cross(b, bb.p + e[i].a, e[i].al, bb.p + e[i].c, e[i].cl);
             }
         }
         tok_buf_free(&bb);
@@ -356,12 +386,39 @@ static hentry h_pop(hentry *h, size_t *n) {
 
 #define STACK_SYMS 128
 
+
 lmx_status tok_bpe_encode_word(const tok_bpe *b, const char *w, size_t n, tok_ids *out) {
     if (n == 0) return LMX_OK;
     if (b->ignore_merges) {
         int32_t id = tok_vocab_find(&b->vocab, w, n);
         if (id >= 0) return tok_ids_push(out, id) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE");
     }
+    if (b->spm_split && n > CACHE_WORD) {
+        /* cut before each safe "▁" and encode the pieces (they cannot interact) */
+        size_t start = 0;
+        for (size_t i = 1; i + 3 <= n; i++) {
+            if (memcmp(w + i, META, 3) != 0) continue;
+            size_t k = i;
+            while (k > 0 && ((unsigned char)w[k - 1] & 0xC0) == 0x80) k--;
+            k = k > 0 ? k - 1 : 0;
+            int adv;
+            uint32_t prev = tok_utf8_decode(w + k, i - k, &adv);
+            if (prev == 0x2581) continue;
+            bool cross = false;
+            for (size_t c = 0; c < b->n_cross; c++) cross = cross || b->cross_last[c] == prev;
+            if (cross) continue;
+            lmx_status st = tok_bpe_encode_piece(b, w + start, i - start, out);
+            if (st) return st;
+            start = i;
+            i += 2;
+        }
+        return tok_bpe_encode_piece(b, w + start, n - start, out);
+    }
+    return tok_bpe_encode_piece(b, w, n, out);
+}
+
+lmx_status tok_bpe_encode_piece(const tok_bpe *b, const char *w, size_t n, tok_ids *out) {
+    if (n == 0) return LMX_OK;
     bool cacheable = b->cache && n <= CACHE_WORD;
     uint64_t h = cacheable ? tok_hash_bytes(w, n) : 0;
     size_t out_base = out->n;

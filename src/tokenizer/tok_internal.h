@@ -135,6 +135,7 @@ void tok_bpe_free(tok_bpe *b);
 const tok_vocab *tok_bpe_vocab(const tok_bpe *b);
 int32_t tok_bpe_unk_id(const tok_bpe *b);
 /* Appends the ids of one pre-token word. */
+lmx_status tok_bpe_encode_piece(const tok_bpe *b, const char *w, size_t n, tok_ids *out); /* never cut at "▁" */
 lmx_status tok_bpe_encode_word(const tok_bpe *b, const char *w, size_t n, tok_ids *out);
 
 /* ---------------------------------------------------------------- added tokens (added_tokens.c) */
@@ -186,6 +187,7 @@ lmx_status tok_dstate_finish(tok_dstate *st, tok_buf *out);
 /* ---------------------------------------------------------------- tokenizer (tokenizer.c) */
 struct lmx_tokenizer;
 const tok_decoder *tok_tokenizer_decoder(const struct lmx_tokenizer *t);
+const tok_bpe *tok_tokenizer_bpe(const struct lmx_tokenizer *t);
 /* Token string of id for decode, NULL when unknown or (skip_special) special. */
 const char *tok_tokenizer_decode_token(const struct lmx_tokenizer *t, int32_t id, bool skip_special, size_t *len);
 

@@ -368,3 +368,4 @@ lmx_status lmx_tokenizer_token_to_piece(const lmx_tokenizer *t, int32_t id, char
 }
 
 const tok_decoder *tok_tokenizer_decoder(const lmx_tokenizer *t) { return t->dec; }
+const tok_bpe *tok_tokenizer_bpe(const lmx_tokenizer *t) { return t->bpe; }

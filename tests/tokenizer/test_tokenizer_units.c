@@ -352,6 +352,43 @@ static void test_bpe_parse_paths(void) {
     cJSON_Delete(j);
 }
 
+/* Cutting SentencePiece words before "▁" (a speed-up) must give exactly the uncut BPE result,
+ * including around gemma3's one merge across such a point (">" + "▁</"). */
+static void test_spm_cut_is_exact(void) {
+    const char *names[] = {"gemma3", "llama2"};
+    const char *parts[] = {"\xE2\x96\x81", "\xE2\x96\x81\xE2\x96\x81", ">", "</", "a", "the", "The", "ing", "\xC3\xA9",
+                           "\xE4\xB8\xAD", "1", "23", ".", ",", "'", "\xF0\x9F\x98\x80", "<", "b", "div", "x>", "\n"};
+    int tested = 0;
+    for (int k = 0; k < 2; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", LMX_TOK_FIXTURES, names[k]);
+        lmx_tokenizer *t;
+        if (!lmx_fs_is_dir(dir) || lmx_tokenizer_load(dir, &t) != LMX_OK) continue;
+        const tok_bpe *b = tok_tokenizer_bpe(t);
+        uint32_t x = 12345;
+        for (int r = 0; r < 300; r++) {
+            tok_buf w = {0};
+            int len = 3 + (int)(x % 40);
+            for (int i = 0; i < len; i++) {
+                x = x * 1103515245u + 12345u;
+                const char *p = parts[(x >> 16) % (sizeof parts / sizeof parts[0])];
+                tok_buf_append(&w, p, strlen(p));
+            }
+            tok_ids cut = {0}, whole = {0};
+            CHECK(tok_bpe_encode_word(b, w.p, w.n, &cut) == LMX_OK);
+            CHECK(tok_bpe_encode_piece(b, w.p, w.n, &whole) == LMX_OK);
+            bool same = cut.n == whole.n && !memcmp(cut.v, whole.v, cut.n * sizeof *cut.v);
+            CHECK_MSG(same, "%s: \"%s\"", names[k], w.p);
+            tested++;
+            tok_ids_free(&cut);
+            tok_ids_free(&whole);
+            tok_buf_free(&w);
+        }
+        lmx_tokenizer_destroy(t);
+    }
+    if (!tested) SKIP("gemma3/llama2 fixtures absent");
+}
+
 static void test_errors(void) {
     char dir[] = "/tmp/lmx_tok_errXXXXXX";
     if (!mkdtemp(dir)) return;
@@ -450,6 +487,7 @@ int main(void) {
     RUN(test_decoders);
     RUN(test_tiny_tokenizer);
     RUN(test_bpe_parse_paths);
+    RUN(test_spm_cut_is_exact);
     RUN(test_errors);
     RUN(test_threads);
     return lmx_test_summary();
