@@ -112,6 +112,12 @@ static lmx_status build(lmx_tokenizer *t, const cJSON *j, const char *raw, const
     if ((st = tok_added_parse(cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), t->nz, &t->added))) return lmx_error_prefix(st, "added_tokens");
     if ((st = tok_post_parse(cJSON_GetObjectItemCaseSensitive(j, "post_processor"), &t->post))) return lmx_error_prefix(st, "post_processor");
     if ((st = tok_decoder_parse(cJSON_GetObjectItemCaseSensitive(j, "decoder"), &t->dec))) return lmx_error_prefix(st, "decoder");
+    /* HF would truncate/pad inside encode; a runtime must never drop prompt tokens silently, so
+     * these settings are not applied (they are null in the tokenizers LLMs ship). */
+    const cJSON *trunc = cJSON_GetObjectItemCaseSensitive(j, "truncation");
+    const cJSON *pad = cJSON_GetObjectItemCaseSensitive(j, "padding");
+    if ((trunc && !cJSON_IsNull(trunc)) || (pad && !cJSON_IsNull(pad)))
+        LMX_LOG_W("tokenizer.json: \"truncation\"/\"padding\" settings are ignored (encode returns every token)");
     const tok_vocab *v = tok_bpe_vocab(t->bpe);
     size_t n = 0;
     for (size_t i = 0; i < v->n_ids; i++)
@@ -294,6 +300,8 @@ lmx_status lmx_tokenizer_encode(const lmx_tokenizer *t, const char *text, size_t
     *ids_out = NULL;
     *n_out = 0;
     if (!text) text = "";
+    if (len > (size_t)UINT32_MAX / 4)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "encode: input of %zu bytes is too large (limit 1 GiB)", len);
     size_t bad = tok_utf8_validate(text, len);
     if (bad != len)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "encode: input is not valid UTF-8 (byte 0x%02X at offset %zu)",

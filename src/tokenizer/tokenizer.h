@@ -15,6 +15,8 @@
  * Sequence; post-processors TemplateProcessing, Bert/RobertaProcessing, ByteLevel, Sequence;
  * decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence. Anything else
  * (Unigram, WordPiece, WordLevel models; other components) fails to load with LMX_ERR_UNSUPPORTED.
+ * tokenizer.json "truncation"/"padding" are not applied (a warning is logged): encode returns every
+ * token of the input. Inputs are limited to 1 GiB per encode call.
  */
 #ifndef LMX_TOKENIZER_TOKENIZER_H
 #define LMX_TOKENIZER_TOKENIZER_H
