@@ -230,16 +230,16 @@ static int byte_token(const char *s, size_t n) {
 
 /* Next match of the stage's pattern in s[pos..n): literal patterns use memmem (no allocation);
  * regex patterns use PCRE2 with the caller's match data. */
-static bool next_match(const dstage *g, pcre2_match_data **md, const char *s, size_t n, size_t pos, size_t *ms, size_t *me) {
+static int next_match(const dstage *g, pcre2_match_data **md, const char *s, size_t n, size_t pos, size_t *ms, size_t *me) {
     if (g->literal) {
-        if (pos >= n) return false;
+        if (pos >= n) return 0;
         const char *f = memmem(s + pos, n - pos, g->pat, g->pat_len);
-        if (!f) return false;
+        if (!f) return 0;
         *ms = (size_t)(f - s);
         *me = *ms + g->pat_len;
-        return true;
+        return 1;
     }
-    if (!*md && !(*md = pcre2_match_data_create(4, NULL))) return false;
+    if (!*md) *md = pcre2_match_data_create(4, NULL);
     return tok_regex_next(&g->re, *md, s, n, pos, ms, me);
 }
 
@@ -251,7 +251,8 @@ static bool replace_emit(tok_dstate *st, size_t i, const dstage *g, const char *
     bool ok = true;
     tok_buf *o = &st->scratch;
     o->n = 0;
-    while (ok && pos < n && next_match(g, &md, s, n, pos, &ms, &me)) {
+    int r = 0;
+    while (ok && pos < n && (r = next_match(g, &md, s, n, pos, &ms, &me)) > 0) {
         if (!end && (ms >= limit || me > n)) break;
         ok = tok_buf_append(o, s + pos, ms - pos) && tok_buf_append(o, g->content, g->content_len);
         if (me == ms) {
@@ -262,6 +263,7 @@ static bool replace_emit(tok_dstate *st, size_t i, const dstage *g, const char *
         pos = me;
     }
     if (md) pcre2_match_data_free(md);
+    if (r < 0) return false;
     size_t upto = end ? n : (limit > pos ? limit : pos);
     while (upto < n && upto > pos && ((unsigned char)s[upto] & 0xC0) == 0x80) upto--;
     if (ok && upto > pos) ok = tok_buf_append(o, s + pos, upto - pos);

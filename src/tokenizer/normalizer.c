@@ -184,7 +184,8 @@ static lmx_status apply_one(const tok_normalizer *nz, const char *s, size_t n, t
         if (!md) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "normalizer");
         size_t pos = 0, ms, me;
         bool ok = true;
-        while (ok && pos <= n && tok_regex_next(&nz->re, md, s, n, pos, &ms, &me)) {
+        int r = 0;
+        while (ok && pos <= n && (r = tok_regex_next(&nz->re, md, s, n, pos, &ms, &me)) > 0) {
             ok = tok_buf_append(out, s + pos, ms - pos) && tok_buf_append(out, nz->content, nz->content_len);
             if (me == ms) { /* empty match: keep one character and move on */
                 if (ms >= n) { pos = n; break; }
@@ -195,6 +196,7 @@ static lmx_status apply_one(const tok_normalizer *nz, const char *s, size_t n, t
         }
         if (ok && pos < n) ok = tok_buf_append(out, s + pos, n - pos);
         pcre2_match_data_free(md);
+        if (r < 0) return lmx_error_prefix(LMX_ERR_INVALID_ARGUMENT, "Replace normalizer");
         return ok ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "normalizer");
     }
     case NZ_SEQ: {

@@ -184,21 +184,24 @@ static bool cp_is(cp_class k, uint32_t c) {
     return false;
 }
 
-/* Matches of a regex over s[a..b) as (span, is_match) covering the whole range. */
-static bool find_regex(const tok_regex *re, pcre2_match_data *md, const char *s, size_t a, size_t b, bool invert, mlist *l) {
+/* Matches of a regex over s[a..b) as (span, is_match) covering the whole range.
+ * Returns 1, 0 when out of memory, -1 on a regex error (detail set). */
+static int find_regex(const tok_regex *re, pcre2_match_data *md, const char *s, size_t a, size_t b, bool invert, mlist *l) {
     size_t prev = a, pos = a, ms, me;
-    while (pos <= b && tok_regex_next(re, md, s, b, pos, &ms, &me)) {
+    int r;
+    while (pos <= b && (r = tok_regex_next(re, md, s, b, pos, &ms, &me)) != 0) {
+        if (r < 0) return -1;
         if (ms < a) break;
-        if (prev != ms && !ml_push(l, prev, ms, invert)) return false;
-        if (!ml_push(l, ms, me, !invert)) return false;
+        if (prev != ms && !ml_push(l, prev, ms, invert)) return 0;
+        if (!ml_push(l, ms, me, !invert)) return 0;
         prev = me;
         if (me == ms) {
             if (me >= b) break;
             pos = me + (size_t)tok_utf8_len((unsigned char)s[me]);
         } else pos = me;
     }
-    if (prev != b && !ml_push(l, prev, b, invert)) return false;
-    return true;
+    if (prev != b && !ml_push(l, prev, b, invert)) return 0;
+    return 1;
 }
 
 /* Per-character matches of a class over s[a..b). */
@@ -290,7 +293,7 @@ static lmx_status step_split_only(const tok_pretok *p, const tok_pieces *in, tok
     for (size_t i = 0; i < in->n && !st; i++) {
         l.n = 0;
         size_t a = in->sp[i].s, b = in->sp[i].e;
-        bool ok;
+        int ok;
         behavior beh = p->beh;
         switch (p->kind) {
         case PT_SPLIT: ok = find_regex(&p->re, md_for(&p->re, mdp), out->text.p, a, b, p->invert, &l); break;
@@ -300,7 +303,8 @@ static lmx_status step_split_only(const tok_pretok *p, const tok_pieces *in, tok
         case PT_PUNCT: ok = find_class(CP_PUNCT, out->text.p, a, b, &l); break;
         default: ok = false;
         }
-        if (!ok || !apply_behavior(beh, &l, out)) st = oom();
+        if (ok < 0) st = lmx_error_prefix(LMX_ERR_INVALID_ARGUMENT, "pre_tokenizer");
+        else if (!ok || !apply_behavior(beh, &l, out)) st = oom();
     }
     free(l.v);
     return st;
@@ -319,9 +323,13 @@ static lmx_status step_bytelevel(const tok_pretok *p, const tok_pieces *in, tok_
             size_t end = mid.text.n;
             if (p->use_regex) {
                 mlist l = {0};
-                bool ok = find_regex(&p->re, md_for(&p->re, mdp), mid.text.p, base, end, false, &l) &&
-                          apply_behavior(B_ISOLATED, &l, &mid);
+                int r = find_regex(&p->re, md_for(&p->re, mdp), mid.text.p, base, end, false, &l);
+                bool ok = r > 0 && apply_behavior(B_ISOLATED, &l, &mid);
                 free(l.v);
+                if (r < 0) {
+                    tok_pieces_free(&mid);
+                    return lmx_error_prefix(LMX_ERR_INVALID_ARGUMENT, "ByteLevel pre_tokenizer");
+                }
                 if (!ok) goto fail;
             } else if (!pieces_push(&mid, base, end)) goto fail;
         }

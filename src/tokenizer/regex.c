@@ -75,14 +75,25 @@ void tok_regex_free(tok_regex *re) {
     re->code = NULL;
 }
 
-bool tok_regex_next(const tok_regex *re, pcre2_match_data *md, const char *s, size_t n, size_t start,
-                    size_t *ms, size_t *me) {
-    if (start > n) return false;
-    int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)s, n, start, 0, md, NULL)
-                     : pcre2_match(re->code, (PCRE2_SPTR)s, n, start, PCRE2_NO_UTF_CHECK, md, NULL);
-    if (rc < 0) return false;
+int tok_regex_next(const tok_regex *re, pcre2_match_data *md, const char *s, size_t n, size_t start,
+                   size_t *ms, size_t *me) {
+    if (start > n) return 0;
+    if (!md) {
+        lmx_error(LMX_ERR_OUT_OF_MEMORY, "regex match data");
+        return -1;
+    }
+    int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)s, n, start, 0, md, NULL) : PCRE2_ERROR_NOMATCH - 1;
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) /* no JIT, or a JIT limit: the interpreter uses the heap */
+        rc = pcre2_match(re->code, (PCRE2_SPTR)s, n, start, PCRE2_NO_UTF_CHECK, md, NULL);
+    if (rc == PCRE2_ERROR_NOMATCH) return 0;
+    if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        lmx_error(LMX_ERR_INVALID_ARGUMENT, "regex match failed at byte %zu: %s", start, (char *)msg);
+        return -1;
+    }
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     *ms = ov[0];
     *me = ov[1];
-    return true;
+    return 1;
 }

@@ -96,9 +96,10 @@ typedef struct tok_regex {
  * \s and \S are rewritten to Oniguruma's Unicode White_Space set. */
 lmx_status tok_regex_compile(tok_regex *re, const char *pattern, bool literal);
 void tok_regex_free(tok_regex *re);
-/* Finds the next match at or after `start`: returns true and the span, false when none. */
-bool tok_regex_next(const tok_regex *re, pcre2_match_data *md, const char *s, size_t n, size_t start,
-                    size_t *ms, size_t *me);
+/* Finds the next match at or after `start`: 1 and the span, 0 when none, -1 on a matching error
+ * (detail set; e.g. a resource limit — never silently treated as "no match"). */
+int tok_regex_next(const tok_regex *re, pcre2_match_data *md, const char *s, size_t n, size_t start,
+                   size_t *ms, size_t *me);
 
 /* ---------------------------------------------------------------- normalizers (normalizer.c) */
 typedef struct tok_normalizer tok_normalizer;
