@@ -159,7 +159,7 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
         return lmx_error(LMX_ERR_UNSUPPORTED, "BPE dropout %g is not supported", dropout->valuedouble);
     tok_bpe *b = calloc(1, sizeof *b);
     if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE model");
-    lmx_status st = tok_vocab_init(&b->vocab, raw ? raw_vocab_len / 16 : (size_t)cJSON_GetArraySize(vocab));
+    lmx_status st = tok_vocab_init(&b->vocab, raw ? raw_vocab_len / 24 : (size_t)cJSON_GetArraySize(vocab));
     if (!st && raw) {
         /* batches of entries with prefetched hash slots (inserts are memory-latency bound) */
         enum { VB = 64 };
