@@ -105,6 +105,7 @@ int main(int argc, char **argv) {
             off = e;
         }
         double enc_chunks = now() - t0;
+        if (!st && total != n) printf("%-7s note: chunked encode gave %zu ids vs %zu in one call\n", names[k], total, n);
         char *text;
         size_t tl;
         t0 = now();
