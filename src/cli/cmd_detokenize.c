@@ -2,6 +2,7 @@
  * stdin -> text. Without --jsonl the decoded text of each array is written raw (no newline added);
  * with --jsonl every stdin line is an array and every output line a JSON string. */
 #include "cli.h"
+#include "util/json.h"
 #include "tokenizer/tokenizer.h"
 #include "util/json_str.h"
 
@@ -63,7 +64,7 @@ int lmx_cli_detokenize(int argc, char **argv) {
         if (p >= end) break;
         item++;
         const char *after = NULL;
-        cJSON *a = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &after, false);
+        cJSON *a = lmx_json_parse(p, (size_t)(end - p), &after);
         int32_t *ids = NULL;
         size_t n = 0;
         if (!a || !array_ids(a, &ids, &n)) {

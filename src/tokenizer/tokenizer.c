@@ -2,6 +2,7 @@
  * added tokens (raw) -> normalizer -> added tokens (normalized) -> pre-tokenizer -> BPE ->
  * post-processor; decode: id -> token string -> decoder pipeline. See tokenizer.h. */
 #include "tokenizer/tokenizer.h"
+#include "util/json.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/json_scan.h"
 #include "util/error.h"
@@ -79,9 +80,9 @@ static char *config_token(const cJSON *cfg, const char *key) {
 }
 
 static lmx_status parse_json_text(const char *path, char *buf, size_t len, cJSON **out) {
-    cJSON *j = cJSON_ParseWithLength(buf, len);
+    const char *ep = NULL;
+    cJSON *j = lmx_json_parse(buf, len, &ep);
     if (!j) {
-        const char *ep = cJSON_GetErrorPtr();
         size_t off = ep && ep >= buf && ep <= buf + len ? (size_t)(ep - buf) : 0;
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: invalid JSON near byte %zu", path, off);
     }
@@ -204,7 +205,7 @@ lmx_status lmx_tokenizer_load_memory(const char *tokenizer_json, size_t len, con
     *out = NULL;
     cJSON *cfg = NULL;
     if (config_json) {
-        cfg = cJSON_ParseWithLength(config_json, config_len);
+        cfg = lmx_json_parse(config_json, config_len, NULL);
         if (!cfg) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer_config.json: invalid JSON");
     }
     char *raw = malloc(len + 1);
