@@ -9,6 +9,7 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
     {"version", lmx_cli_version, "print the version"},
 };
 
