@@ -144,7 +144,10 @@ static lmx_status fill_gen(void *ctx, const char *name, uint64_t offset, void *d
         uint8_t *packed = g->part == PART_QWEIGHT ? d : scratch;
         uint8_t *scales = g->part == PART_QSCALES ? d : scratch + pb;
         uint8_t *biases = g->part == PART_QBIASES ? d : scratch + pb + sb;
-        s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases);
+        if (g->part == PART_QWEIGHT)
+            s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases);
+        else
+            s = lmx_mlx_quantize_params_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, scales, biases);
         d += row_bytes;
     }
     free(row);

@@ -2,6 +2,11 @@
  * The arithmetic deliberately stays in fp32 with no fused multiply-add (the library is built with
  * -std=c11, so GCC does not contract), matching MLX's scalar CPU quantizer operation for operation.
  */
+#if defined(__GNUC__) && !defined(__clang__)
+/* Lets GCC if-convert the clamps so the per-element loop vectorizes. It changes no result: it only
+ * allows the compiler to assume floating-point exceptions are not trapped (lmx never enables traps). */
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "formats/mlx_quant.h"
 #include "util/error.h"
 
@@ -40,19 +45,44 @@ static float load_scalar(const uint8_t *src, lmx_dtype t) {
     return t == LMX_DTYPE_BF16 ? lmx_bf16_to_f32(h) : lmx_f16_to_f32(h);
 }
 
-/* The group quantizer proper; arguments already validated. Returns false on a non-finite input. */
-static bool quantize_group(const float *w, int bits, int gs, uint8_t *q, float *scale_out, float *bias_out) {
+/* rint() in the default rounding mode (nearest, ties to even), written so loops vectorize:
+ * for |x| < 2^23, (|x| + 2^23) - 2^23 rounds |x| to an integer in IEEE single arithmetic; larger
+ * values are integers already. Exact, sign of zero included (needs no -ffast-math, which lmx
+ * never uses). */
+static inline float rint_ne(float x) {
+    float a = fabsf(x);
+    float r = copysignf((a + 8388608.0f) - 8388608.0f, x);
+    return a < 8388608.0f ? r : x;
+}
+
+/* MLX's scale and bias of one group; false on a non-finite input. */
+static bool group_params(const float *w, int bits, int gs, float *scale_out, float *bias_out) {
     const float n_bins = (float)((1 << bits) - 1);
     const float eps = 1e-7f;
-    float w_min = INFINITY, w_max = -INFINITY;
-    bool bad = false;
-    for (int j = 0; j < gs; j++) {
-        float v = w[j];
-        bad |= !isfinite(v);
-        w_max = v > w_max ? v : w_max;
-        w_min = v < w_min ? v : w_min;
+    /* 8 independent lanes (gs is a multiple of 32) so the loop vectorizes; the order of a min/max
+     * reduction cannot change its value here (equal elements are identical but for ±0, and a zero
+     * extreme yields the same scale and bias whichever zero it is). Non-finite: all exponent bits set. */
+    float mn[8], mx[8];
+    uint32_t bad[8];
+    for (int l = 0; l < 8; l++) mn[l] = INFINITY, mx[l] = -INFINITY, bad[l] = 0;
+    for (int j = 0; j < gs; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            float v = w[j + l];
+            uint32_t u;
+            memcpy(&u, &v, 4);
+            bad[l] |= (u & 0x7f800000u) == 0x7f800000u;
+            mx[l] = v > mx[l] ? v : mx[l];
+            mn[l] = v < mn[l] ? v : mn[l];
+        }
     }
-    if (bad) return false;
+    float w_min = mn[0], w_max = mx[0];
+    uint32_t any_bad = bad[0];
+    for (int l = 1; l < 8; l++) {
+        w_max = mx[l] > w_max ? mx[l] : w_max;
+        w_min = mn[l] < w_min ? mn[l] : w_min;
+        any_bad |= bad[l];
+    }
+    if (any_bad) return false;
     bool mask = fabsf(w_min) > fabsf(w_max);
     float scale = (w_max - w_min) / n_bins;
     scale = scale < eps ? eps : scale;
@@ -64,11 +94,22 @@ static bool quantize_group(const float *w, int bits, int gs, uint8_t *q, float *
         scale = edge / q0;
         bias = edge;
     }
+    *scale_out = scale;
+    *bias_out = bias;
+    return true;
+}
+
+/* The group quantizer proper; arguments already validated. Returns false on a non-finite input. */
+static bool quantize_group(const float *w, int bits, int gs, uint8_t *q, float *scale_out, float *bias_out) {
+    float scale, bias;
+    if (!group_params(w, bits, gs, &scale, &bias)) return false;
+    const float n_bins = (float)((1 << bits) - 1);
+    float t[128];
     for (int j = 0; j < gs; j++) {
-        float v = rintf((w[j] - bias) / scale);
-        v = v < 0.0f ? 0.0f : (v > n_bins ? n_bins : v);
-        q[j] = (uint8_t)v;
+        float v = rint_ne((w[j] - bias) / scale);
+        t[j] = v < 0.0f ? 0.0f : (v > n_bins ? n_bins : v);
     }
+    for (int j = 0; j < gs; j++) q[j] = (uint8_t)(int)t[j];
     *scale_out = scale;
     *bias_out = bias;
     return true;
@@ -133,6 +174,22 @@ lmx_status lmx_mlx_quantize_row(const float *w, int64_t n, int bits, int group_s
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: non-finite weight in elements [%lld, %lld)",
                              (long long)(g * group_size), (long long)((g + 1) * group_size));
         lmx_mlx_pack(q, group_size, bits, packed + (size_t)g * group_bytes); /* a group is whole bytes */
+        store_scalar(scales + (size_t)g * es, sdtype, sc);
+        store_scalar(biases + (size_t)g * es, sdtype, bi);
+    }
+    return LMX_OK;
+}
+
+lmx_status lmx_mlx_quantize_params_row(const float *w, int64_t n, int bits, int group_size, lmx_dtype sdtype,
+                                       uint8_t *scales, uint8_t *biases) {
+    lmx_status s = check_row(n, bits, group_size, sdtype);
+    if (s != LMX_OK) return s;
+    size_t es = lmx_dtype_size(sdtype);
+    for (int64_t g = 0; g < n / group_size; g++) {
+        float sc, bi;
+        if (!group_params(w + g * group_size, bits, group_size, &sc, &bi))
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: non-finite weight in elements [%lld, %lld)",
+                             (long long)(g * group_size), (long long)((g + 1) * group_size));
         store_scalar(scales + (size_t)g * es, sdtype, sc);
         store_scalar(biases + (size_t)g * es, sdtype, bi);
     }

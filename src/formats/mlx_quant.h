@@ -45,6 +45,10 @@ lmx_status lmx_mlx_quantize_group(const float *w /* [group_size] */, int bits, i
 lmx_status lmx_mlx_quantize_row(const float *w /* [n] */, int64_t n, int bits, int group_size, lmx_dtype sdtype,
                                 uint8_t *packed, uint8_t *scales, uint8_t *biases);
 
+/* Only the scales and biases of lmx_mlx_quantize_row (identical values, no packing work). */
+lmx_status lmx_mlx_quantize_params_row(const float *w /* [n] */, int64_t n, int bits, int group_size, lmx_dtype sdtype,
+                                       uint8_t *scales, uint8_t *biases);
+
 /* Quantizes a row-major [rows, cols] matrix with `threads` threads (0 = online CPUs):
  * packed [rows, cols*bits/8] bytes, scales/biases [rows, cols/group_size] of sdtype. */
 lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
