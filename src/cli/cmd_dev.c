@@ -452,7 +452,7 @@ static void usage_random(FILE *f) {
 static int random_model(int argc, char **argv) {
     const char *shape_name = NULL, *outdir = NULL, *dtype = NULL, *tokdir = getenv("LMX_TOKENIZER_DIR");
     long gs = 64, seed = 0, threads = 0, layers = -1, scale = 1, shard_bytes = -1;
-    bool sync = false;
+    bool sync = false, config_only = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -461,6 +461,8 @@ static int random_model(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--sync")) {
             sync = true;
+        } else if (!strcmp(a, "--config-only")) { /* hidden, for tests: config files only */
+            config_only = true;
         } else if (a[0] == '-' && a[1] == '-') {
             if (!v) {
                 fprintf(stderr, "lmx dev random-model: %s needs a value\n", a);
@@ -546,6 +548,7 @@ static int random_model(int argc, char **argv) {
     lmx_status s = write_config(outdir, &m, bits, (int)gs);
     if (s == LMX_OK) s = write_atomic(outdir, "generation_config.json", m.gen_config, strlen(m.gen_config));
     if (s != LMX_OK) return lmx_cli_fail(s);
+    if (config_only) return 0;
     if (tokdir && *tokdir) {
         int copied = 0;
         s = copy_tokenizer(outdir, tokdir, m.family, &copied);
