@@ -451,7 +451,7 @@ static void usage_random(FILE *f) {
 
 static int random_model(int argc, char **argv) {
     const char *shape_name = NULL, *outdir = NULL, *dtype = NULL, *tokdir = getenv("LMX_TOKENIZER_DIR");
-    long gs = 64, seed = 0, threads = 0, layers = -1, scale = 1, shard_bytes = -1;
+    long gs = 64, seed = 0, threads = 0, layers = -1, scale = 1, shard_bytes = -1, vocab = -1;
     bool sync = false, config_only = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -474,9 +474,10 @@ static int random_model(int argc, char **argv) {
             else if (!strcmp(a, "--group-size")) ok = lmx_cli_parse_int(v, &gs);
             else if (!strcmp(a, "--seed")) ok = lmx_cli_parse_int(v, &seed) && seed >= 0;
             else if (!strcmp(a, "--threads")) ok = lmx_cli_parse_int(v, &threads) && threads >= 0;
-            /* hidden, for tests: fewer layers, all widths divided by K, a custom shard limit */
+            /* hidden, for tests: fewer layers, all widths divided by K, a vocabulary size, a shard limit */
             else if (!strcmp(a, "--layers")) ok = lmx_cli_parse_int(v, &layers) && layers >= 1;
             else if (!strcmp(a, "--scale-down")) ok = lmx_cli_parse_int(v, &scale) && scale >= 1 && scale <= 64;
+            else if (!strcmp(a, "--vocab")) ok = lmx_cli_parse_int(v, &vocab) && vocab >= 1;
             else if (!strcmp(a, "--shard-bytes")) ok = lmx_cli_parse_int(v, &shard_bytes) && shard_bytes >= 1;
             else {
                 fprintf(stderr, "lmx dev random-model: unknown option %s\n", a);
@@ -531,6 +532,7 @@ static int random_model(int argc, char **argv) {
         if (m.heads % m.kv_heads) m.kv_heads = 1;
         if (!m.explicit_head_dim) m.head_dim = m.hidden / m.heads;
     }
+    if (vocab > 0) m.vocab = vocab;
     if (m.hidden < 1 || m.inter < 1 || m.vocab < 1) {
         fprintf(stderr, "lmx dev random-model: --scale-down %ld leaves no model\n", scale);
         return 2;

@@ -151,9 +151,9 @@ typedef struct {
 } expect_t;
 
 static const expect_t EXPECT[3] = {
-    {"llama-3-8b", 16, 256, 2, 1, 128, 896, 8016, false, false},
-    {"llama-3.2-1b", 8, 256, 4, 1, 64, 1024, 16032, true, false},
-    {"qwen3-0.6b", 8, 128, 2, 1, 128, 384, 18992, true, true},
+    {"llama-3-8b", 16, 256, 2, 1, 128, 896, 3000, false, false},
+    {"llama-3.2-1b", 8, 256, 4, 1, 64, 1024, 3000, true, false},
+    {"qwen3-0.6b", 8, 128, 2, 1, 128, 384, 3000, true, true},
 };
 
 static int n_seen;
@@ -266,7 +266,7 @@ static void test_inventories(void) {
             char dir[512], args[1024];
             snprintf(dir, sizeof dir, "%s/%s-%s", g_tmp, EXPECT[s].shape, dtypes[d]);
             int gs = d == 1 ? 32 : 64;
-            snprintf(args, sizeof args, "%s %s --dtype %s --group-size %d --seed 7 --layers 2 --scale-down %d --threads 2",
+            snprintf(args, sizeof args, "%s %s --dtype %s --group-size %d --seed 7 --layers 2 --scale-down %d --vocab 3000 --threads 2",
                      EXPECT[s].shape, dir, dtypes[d], gs, EXPECT[s].scale);
             CHECK_EQ_INT(run(args), 0);
             cJSON *c = read_json(dir, "config.json");
