@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,12 +97,21 @@ static inline uint16_t f32_to_bf16_fast(float f) { /* round to nearest even; val
 
 typedef enum { PART_DENSE, PART_QWEIGHT, PART_QSCALES, PART_QBIASES } part_t;
 
+/* Scales and biases of one quantized module, left behind by its .weight fill (which computes them
+ * anyway) so the .scales/.biases fills need not regenerate the rows. The writer starts fills in
+ * insertion order (weight, scales, biases); a row whose flag is not yet set is simply recomputed. */
+typedef struct {
+    uint8_t *scales, *biases; /* [rows, cols/gs] bf16 */
+    atomic_uchar *ready;      /* [rows] set (release) once the row's entries are stored */
+} qcache_t;
+
 typedef struct {
     uint64_t key;
     float mean, std;
     int64_t rows, cols;
     part_t part;
     int bits, gs;
+    qcache_t *cache; /* quantized parts: shared by the module's three tensors */
 } gen_t;
 
 /* One row of the source matrix, rounded to bf16 precision, into dst[cols] as fp32. */
@@ -139,16 +149,26 @@ static lmx_status fill_gen(void *ctx, const char *name, uint64_t offset, void *d
     }
     lmx_status s = LMX_OK;
     uint8_t *d = dst;
-    for (int64_t r = r0; r < r0 + nr && s == LMX_OK; r++) {
+    qcache_t *qc = g->cache;
+    for (int64_t r = r0; r < r0 + nr && s == LMX_OK; r++, d += row_bytes) {
+        if (g->part != PART_QWEIGHT && atomic_load_explicit(&qc->ready[r], memory_order_acquire)) {
+            memcpy(d, (g->part == PART_QSCALES ? qc->scales : qc->biases) + (size_t)r * sb, sb);
+            continue;
+        }
         gen_row(g, r, row);
         uint8_t *packed = g->part == PART_QWEIGHT ? d : scratch;
         uint8_t *scales = g->part == PART_QSCALES ? d : scratch + pb;
         uint8_t *biases = g->part == PART_QBIASES ? d : scratch + pb + sb;
-        if (g->part == PART_QWEIGHT)
+        if (g->part == PART_QWEIGHT) {
             s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases);
-        else
+            if (s == LMX_OK) { /* only the weight pass writes the cache: no two writers per row */
+                memcpy(qc->scales + (size_t)r * sb, scales, sb);
+                memcpy(qc->biases + (size_t)r * sb, biases, sb);
+                atomic_store_explicit(&qc->ready[r], 1, memory_order_release);
+            }
+        } else {
             s = lmx_mlx_quantize_params_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, scales, biases);
-        d += row_bytes;
+        }
     }
     free(row);
     free(scratch);
@@ -161,6 +181,8 @@ typedef struct {
     lmx_st_writer *w;
     gen_t *gens; /* [cap] stable storage for the fill contexts */
     size_t n, cap;
+    qcache_t *caches; /* [cap] one per quantized module */
+    size_t n_caches;
     uint64_t seed;
     int bits, gs; /* bits 0: bf16 */
     uint64_t params;
@@ -170,7 +192,7 @@ static lmx_status plan_add(plan_t *p, const char *name, int64_t rows, int64_t co
                            part_t part, lmx_dtype dt, int64_t shape1, uint64_t key) {
     if (p->n == p->cap) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "random-model: tensor table full");
     gen_t *g = &p->gens[p->n++];
-    *g = (gen_t){key, mean, std, rows, cols, part, p->bits, p->gs};
+    *g = (gen_t){key, mean, std, rows, cols, part, p->bits, p->gs, p->n_caches ? &p->caches[p->n_caches - 1] : NULL};
     int64_t shape[2] = {rows, shape1};
     return lmx_st_writer_add_fill(p->w, name, dt, cols ? 2 : 1, cols ? shape : &rows, fill_gen, g);
 }
@@ -181,7 +203,7 @@ static lmx_status add_norm(plan_t *p, const char *name, int64_t n) {
     int64_t shape[1] = {n};
     if (p->n == p->cap) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "random-model: tensor table full");
     gen_t *g = &p->gens[p->n++];
-    *g = (gen_t){hash_name(name, p->seed), 1.0f, 0.02f, 1, n, PART_DENSE, 0, 0};
+    *g = (gen_t){hash_name(name, p->seed), 1.0f, 0.02f, 1, n, PART_DENSE, 0, 0, NULL};
     return lmx_st_writer_add_fill(p->w, name, LMX_DTYPE_BF16, 1, shape, fill_gen, g);
 }
 
@@ -195,6 +217,13 @@ static lmx_status add_matrix(plan_t *p, const char *mod, int64_t rows, int64_t c
     if (cols % p->gs)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: input dimension %lld is not a multiple of group size %d", mod,
                          (long long)cols, p->gs);
+    qcache_t *qc = &p->caches[p->n_caches++]; /* cap is the tensor table's: never exceeded first */
+    size_t sb = (size_t)(cols / p->gs) * 2;
+    qc->scales = malloc((size_t)rows * sb);
+    qc->biases = malloc((size_t)rows * sb);
+    qc->ready = calloc((size_t)rows, sizeof *qc->ready);
+    if (!qc->scales || !qc->biases || !qc->ready)
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: out of memory for the scales cache", mod);
     /* insertion order as in MLX's QuantizedLinear: weight, scales, biases */
     lmx_status s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QWEIGHT, LMX_DTYPE_U32, cols * p->bits / 32, key);
     snprintf(name, sizeof name, "%s.scales", mod);
@@ -565,10 +594,15 @@ static int random_model(int argc, char **argv) {
     plan_t p = {0};
     p.cap = 16 + (size_t)m.layers * 40;
     p.gens = calloc(p.cap, sizeof *p.gens);
+    p.caches = calloc(p.cap, sizeof *p.caches);
     p.seed = (uint64_t)seed;
     p.bits = bits;
     p.gs = (int)gs;
-    if (!p.gens) return lmx_cli_fail(lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory"));
+    if (!p.gens || !p.caches) {
+        free(p.gens);
+        free(p.caches);
+        return lmx_cli_fail(lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory"));
+    }
     s = lmx_st_writer_create(&p.w);
     if (s == LMX_OK) s = lmx_st_writer_set_metadata(p.w, "format", "mlx");
     if (s == LMX_OK) s = build_plan(&p, &m);
@@ -587,6 +621,12 @@ static int random_model(int argc, char **argv) {
     uint64_t total = lmx_st_writer_total_bytes(p.w);
     size_t count = lmx_st_writer_count(p.w);
     lmx_st_writer_destroy(p.w);
+    for (size_t i = 0; i < p.n_caches; i++) {
+        free(p.caches[i].scales);
+        free(p.caches[i].biases);
+        free(p.caches[i].ready);
+    }
+    free(p.caches);
     free(p.gens);
     if (s != LMX_OK) return lmx_cli_fail(s);
     double el = now_s() - t0;

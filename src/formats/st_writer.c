@@ -28,6 +28,7 @@ typedef struct {
     const void *data;   /* borrowed, or NULL with fill */
     lmx_st_fill_fn fill;
     void *ctx;
+    size_t idx;         /* insertion index: fill tasks are dispatched in this order */
 } wtensor;
 
 struct lmx_st_writer {
@@ -153,6 +154,7 @@ static lmx_status add_common(lmx_st_writer *w, const char *name, lmx_dtype dtype
     t->data = data;
     t->fill = data ? NULL : fill;
     t->ctx = ctx;
+    t->idx = w->n;
     w->n++;
     w->total += nbytes;
     return LMX_OK;
@@ -429,6 +431,12 @@ static int default_threads(void) {
     return (int)n;
 }
 
+static int cmp_task(const void *a, const void *b) {
+    const task *x = a, *y = b;
+    if (x->t->idx != y->t->idx) return x->t->idx < y->t->idx ? -1 : 1;
+    return x->offset < y->offset ? -1 : (x->offset > y->offset);
+}
+
 /* Writes headers and data of files[0..nf) (their tmp files open), using the options' pool. */
 static lmx_status write_files(ofile *files, size_t nf, const sbuf *headers, const lmx_st_write_options *o) {
     size_t chunk = o->chunk_bytes ? o->chunk_bytes : DEFAULT_CHUNK;
@@ -475,6 +483,7 @@ static lmx_status write_files(ofile *files, size_t nf, const sbuf *headers, cons
             p.total += t->nbytes;
         }
     }
+    qsort(p.tasks, p.n_tasks, sizeof *p.tasks, cmp_task); /* insertion order, then offset */
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, false);
     pthread_mutex_init(&p.lock, NULL);

@@ -36,6 +36,8 @@ typedef struct lmx_st_writer lmx_st_writer;
 /* Produces bytes [offset, offset + len) of tensor `name` into dst (len bytes). offset and len are
  * whole rows: multiples of row_bytes = nbytes / shape[0] (the whole tensor for ndim 0 or a zero
  * dimension). Called concurrently for disjoint ranges of the same tensor; must be thread-safe.
+ * Calls are started in the order the tensors were added (and by increasing offset within one), so
+ * a tensor added earlier can leave results behind for a later one (though they may overlap in time).
  * Returns LMX_OK or an error status with lmx_error() detail; the write then fails. */
 typedef lmx_status (*lmx_st_fill_fn)(void *ctx, const char *name, uint64_t offset, void *dst, size_t len);
 
