@@ -7,6 +7,11 @@
  * allows the compiler to assume floating-point exceptions are not trapped (lmx never enables traps). */
 #pragma GCC optimize("no-trapping-math")
 #endif
+#if defined(__clang__)
+/* clang contracts a*b+c into an FMA by default where the target has one (-march=native); MLX's
+ * dequantization is a separate multiply and add. GCC in -std=c11 mode never contracts. */
+#pragma STDC FP_CONTRACT OFF
+#endif
 #include "formats/mlx_quant.h"
 #include "util/error.h"
 
