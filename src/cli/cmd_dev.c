@@ -160,14 +160,14 @@ static lmx_status fill_gen(void *ctx, const char *name, uint64_t offset, void *d
         uint8_t *scales = g->part == PART_QSCALES ? d : scratch + pb;
         uint8_t *biases = g->part == PART_QBIASES ? d : scratch + pb + sb;
         if (g->part == PART_QWEIGHT) {
-            s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases);
+            s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases, LMX_MLX_CPU);
             if (s == LMX_OK) { /* only the weight pass writes the cache: no two writers per row */
                 memcpy(qc->scales + (size_t)r * sb, scales, sb);
                 memcpy(qc->biases + (size_t)r * sb, biases, sb);
                 atomic_store_explicit(&qc->ready[r], 1, memory_order_release);
             }
         } else {
-            s = lmx_mlx_quantize_params_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, scales, biases);
+            s = lmx_mlx_quantize_params_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, scales, biases, LMX_MLX_CPU);
         }
     }
     free(row);

@@ -60,8 +60,19 @@ static inline float rint_ne(float x) {
     return a < 8388608.0f ? r : x;
 }
 
+/* round() (ties away from zero), vectorizable: rint, then move a tie that rint sent down (to the
+ * even neighbour) up; |x| - r is exact for |x| < 2^23. */
+static inline float round_away(float x) {
+    float a = fabsf(x);
+    float r = (a + 8388608.0f) - 8388608.0f;
+    r = (r - a == -0.5f) ? r + 1.0f : r;
+    return a < 8388608.0f ? copysignf(r, x) : x;
+}
+
+static inline float round_fl(float x, bool metal) { return metal ? round_away(x) : rint_ne(x); }
+
 /* MLX's scale and bias of one group; false on a non-finite input. */
-static bool group_params(const float *w, int bits, int gs, float *scale_out, float *bias_out) {
+static bool group_params(const float *w, int bits, int gs, bool metal, float *scale_out, float *bias_out) {
     const float n_bins = (float)((1 << bits) - 1);
     const float eps = 1e-7f;
     /* 8 independent lanes (gs is a multiple of 32) so the loop vectorizes; the order of a min/max
@@ -88,12 +99,13 @@ static bool group_params(const float *w, int bits, int gs, float *scale_out, flo
         any_bad |= bad[l];
     }
     if (any_bad) return false;
+    if (metal && w_max < 0.0f) w_max = 0.0f; /* the Metal kernel starts its max reduction at 0 */
     bool mask = fabsf(w_min) > fabsf(w_max);
     float scale = (w_max - w_min) / n_bins;
     scale = scale < eps ? eps : scale;
     scale = mask ? scale : -scale;
     float edge = mask ? w_min : w_max;
-    float q0 = rintf(edge / scale);
+    float q0 = round_fl(edge / scale, metal);
     float bias = 0.0f;
     if (q0 != 0.0f) {
         scale = edge / q0;
@@ -105,14 +117,22 @@ static bool group_params(const float *w, int bits, int gs, float *scale_out, flo
 }
 
 /* The group quantizer proper; arguments already validated. Returns false on a non-finite input. */
-static bool quantize_group(const float *w, int bits, int gs, uint8_t *q, float *scale_out, float *bias_out) {
+static bool quantize_group(const float *w, int bits, int gs, bool metal, uint8_t *q, float *scale_out,
+                           float *bias_out) {
     float scale, bias;
-    if (!group_params(w, bits, gs, &scale, &bias)) return false;
+    if (!group_params(w, bits, gs, metal, &scale, &bias)) return false;
     const float n_bins = (float)((1 << bits) - 1);
     float t[128];
-    for (int j = 0; j < gs; j++) {
-        float v = rint_ne((w[j] - bias) / scale);
-        t[j] = v < 0.0f ? 0.0f : (v > n_bins ? n_bins : v);
+    if (metal) {
+        for (int j = 0; j < gs; j++) {
+            float v = round_away((w[j] - bias) / scale);
+            t[j] = v < 0.0f ? 0.0f : (v > n_bins ? n_bins : v);
+        }
+    } else {
+        for (int j = 0; j < gs; j++) {
+            float v = rint_ne((w[j] - bias) / scale);
+            t[j] = v < 0.0f ? 0.0f : (v > n_bins ? n_bins : v);
+        }
     }
     for (int j = 0; j < gs; j++) q[j] = (uint8_t)(int)t[j];
     *scale_out = scale;
@@ -120,11 +140,12 @@ static bool quantize_group(const float *w, int bits, int gs, uint8_t *q, float *
     return true;
 }
 
-lmx_status lmx_mlx_quantize_group(const float *w, int bits, int group_size, uint8_t *q, float *scale, float *bias) {
+lmx_status lmx_mlx_quantize_group(const float *w, int bits, int group_size, uint8_t *q, float *scale, float *bias,
+                                  lmx_mlx_flavor flavor) {
     if (!lmx_mlx_quant_supported(bits, group_size) || !w || !q || !scale || !bias)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: unsupported bits %d / group size %d", bits,
                          group_size);
-    if (!quantize_group(w, bits, group_size, q, scale, bias))
+    if (!quantize_group(w, bits, group_size, flavor == LMX_MLX_METAL, q, scale, bias))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: non-finite weight in the group");
     return LMX_OK;
 }
@@ -167,7 +188,7 @@ static lmx_status check_row(int64_t n, int bits, int group_size, lmx_dtype sdtyp
 }
 
 lmx_status lmx_mlx_quantize_row(const float *w, int64_t n, int bits, int group_size, lmx_dtype sdtype,
-                                uint8_t *packed, uint8_t *scales, uint8_t *biases) {
+                                uint8_t *packed, uint8_t *scales, uint8_t *biases, lmx_mlx_flavor flavor) {
     lmx_status s = check_row(n, bits, group_size, sdtype);
     if (s != LMX_OK) return s;
     size_t es = lmx_dtype_size(sdtype);
@@ -175,7 +196,7 @@ lmx_status lmx_mlx_quantize_row(const float *w, int64_t n, int bits, int group_s
     size_t group_bytes = (size_t)group_size * (size_t)bits / 8;
     for (int64_t g = 0; g < n / group_size; g++) {
         float sc, bi;
-        if (!quantize_group(w + g * group_size, bits, group_size, q, &sc, &bi))
+        if (!quantize_group(w + g * group_size, bits, group_size, flavor == LMX_MLX_METAL, q, &sc, &bi))
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: non-finite weight in elements [%lld, %lld)",
                              (long long)(g * group_size), (long long)((g + 1) * group_size));
         lmx_mlx_pack(q, group_size, bits, packed + (size_t)g * group_bytes); /* a group is whole bytes */
@@ -186,13 +207,13 @@ lmx_status lmx_mlx_quantize_row(const float *w, int64_t n, int bits, int group_s
 }
 
 lmx_status lmx_mlx_quantize_params_row(const float *w, int64_t n, int bits, int group_size, lmx_dtype sdtype,
-                                       uint8_t *scales, uint8_t *biases) {
+                                       uint8_t *scales, uint8_t *biases, lmx_mlx_flavor flavor) {
     lmx_status s = check_row(n, bits, group_size, sdtype);
     if (s != LMX_OK) return s;
     size_t es = lmx_dtype_size(sdtype);
     for (int64_t g = 0; g < n / group_size; g++) {
         float sc, bi;
-        if (!group_params(w + g * group_size, bits, group_size, &sc, &bi))
+        if (!group_params(w + g * group_size, bits, group_size, flavor == LMX_MLX_METAL, &sc, &bi))
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: non-finite weight in elements [%lld, %lld)",
                              (long long)(g * group_size), (long long)((g + 1) * group_size));
         store_scalar(scales + (size_t)g * es, sdtype, sc);
@@ -209,6 +230,7 @@ typedef struct {
     int bits, gs;
     lmx_dtype sdtype;
     uint8_t *packed, *scales, *biases;
+    lmx_mlx_flavor flavor;
     lmx_status status;
     char detail[256];
 } qjob;
@@ -220,7 +242,7 @@ static void *qjob_run(void *arg) {
     for (int64_t r = j->r0; r < j->r1; r++) {
         lmx_status s = lmx_mlx_quantize_row(j->w + r * j->cols, j->cols, j->bits, j->gs, j->sdtype,
                                             j->packed + (size_t)r * rb, j->scales + (size_t)r * sb,
-                                            j->biases + (size_t)r * sb);
+                                            j->biases + (size_t)r * sb, j->flavor);
         if (s != LMX_OK) {
             j->status = s;
             const char *d = lmx_last_error_detail();
@@ -232,7 +254,8 @@ static void *qjob_run(void *arg) {
 }
 
 lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
-                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads) {
+                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads,
+                                   lmx_mlx_flavor flavor) {
     lmx_status s = check_row(cols, bits, group_size, sdtype);
     if (s != LMX_OK) return s;
     if (rows < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: negative row count");
@@ -247,7 +270,7 @@ lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, i
     bool started[64] = {false};
     for (int t = 0; t < threads; t++) {
         jobs[t] = (qjob){w, rows * t / threads, rows * (t + 1) / threads, cols, bits, group_size, sdtype,
-                         packed, scales, biases, LMX_OK, ""};
+                         packed, scales, biases, flavor, LMX_OK, ""};
         if (t > 0) started[t] = pthread_create(&tid[t], NULL, qjob_run, &jobs[t]) == 0;
         if (t > 0 && !started[t]) qjob_run(&jobs[t]);
     }

@@ -12,6 +12,13 @@
  * (`scales[i] = static_cast<T>(scale)` after the packing loop). rint rounds half to even.
  * Dequantization: w = scale * q + bias in fp32, with scale and bias as stored (converted to fp32).
  *
+ * Device flavours: mlx-community checkpoints are usually converted on Apple GPUs, and MLX's Metal
+ * kernel (mlx/backend/metal/kernels/quantized.h `affine_quantize`) differs from the CPU one in two
+ * corner cases: it rounds with round() (ties away from zero) instead of rint() (ties to even), and
+ * its max reduction starts at 0, so an all-negative group uses max = 0. LMX_MLX_CPU (the reference
+ * above, also what the golden fixtures use) and LMX_MLX_METAL reproduce each bit for bit; they
+ * agree on every group without a tie or an all-negative range, i.e. almost always.
+ *
  * Packing: each row is a little-endian, LSB-first bitstream: element k occupies stream bits
  * [k*bits, (k+1)*bits), stream bit n is bit n%8 of byte n/8; a row of n elements is n*bits/8 bytes
  * = n*bits/32 uint32 words (MLX's U32 tensors [rows, cols*bits/32]). Byte pointers here may be
@@ -28,6 +35,8 @@
 #include "formats/safetensors.h"
 #include "lmx.h"
 
+typedef enum lmx_mlx_flavor { LMX_MLX_CPU = 0, LMX_MLX_METAL = 1 } lmx_mlx_flavor;
+
 /* bits ∈ {2,3,4,5,6,8} and group_size ∈ {32,64,128}. */
 bool lmx_mlx_quant_supported(int bits, int group_size);
 
@@ -38,21 +47,22 @@ static inline size_t lmx_mlx_quant_row_bytes(int64_t n, int bits) { return (size
  * scale and bias before rounding to the storage dtype. Errors: LMX_ERR_INVALID_ARGUMENT for
  * unsupported bits/group_size or a non-finite element. */
 lmx_status lmx_mlx_quantize_group(const float *w /* [group_size] */, int bits, int group_size,
-                                  uint8_t *q /* [group_size] */, float *scale, float *bias);
+                                  uint8_t *q /* [group_size] */, float *scale, float *bias, lmx_mlx_flavor flavor);
 
 /* Quantizes one row of n elements (n % group_size == 0) into packed[n*bits/8] and
  * scales/biases[n/group_size] of dtype sdtype (F32, F16 or BF16). */
 lmx_status lmx_mlx_quantize_row(const float *w /* [n] */, int64_t n, int bits, int group_size, lmx_dtype sdtype,
-                                uint8_t *packed, uint8_t *scales, uint8_t *biases);
+                                uint8_t *packed, uint8_t *scales, uint8_t *biases, lmx_mlx_flavor flavor);
 
 /* Only the scales and biases of lmx_mlx_quantize_row (identical values, no packing work). */
 lmx_status lmx_mlx_quantize_params_row(const float *w /* [n] */, int64_t n, int bits, int group_size, lmx_dtype sdtype,
-                                       uint8_t *scales, uint8_t *biases);
+                                       uint8_t *scales, uint8_t *biases, lmx_mlx_flavor flavor);
 
 /* Quantizes a row-major [rows, cols] matrix with `threads` threads (0 = online CPUs):
  * packed [rows, cols*bits/8] bytes, scales/biases [rows, cols/group_size] of sdtype. */
 lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
-                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads);
+                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads,
+                                   lmx_mlx_flavor flavor);
 
 /* Packs n values (each < 2^bits) as an LSB-first bitstream into out[n*bits/8] (n*bits % 8 == 0). */
 void lmx_mlx_pack(const uint8_t *q, int64_t n, int bits, uint8_t *out);

@@ -114,7 +114,7 @@ static void test_group_rule(void) {
     float s, b;
     /* |min| > |max|: positive scale, bias = min */
     for (int i = 0; i < 32; i++) w[i] = -1.0f + 1.5f * (float)i / 31.0f;
-    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b, LMX_MLX_CPU), LMX_OK);
     CHECK_EQ_INT(b, -1);
     CHECK_NEAR(s, 0.1, 1e-6);
     CHECK(s > 0);
@@ -123,7 +123,7 @@ static void test_group_rule(void) {
     for (int i = 0; i < 32; i++) CHECK_EQ_INT(q[i], (int)rintf((w[i] - b) / s));
     /* |max| > |min|: negative scale, bias = max, the max maps to q = 0 */
     for (int i = 0; i < 32; i++) w[i] = -0.5f + 1.5f * (float)i / 31.0f;
-    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b, LMX_MLX_CPU), LMX_OK);
     CHECK(s < 0);
     CHECK_EQ_INT(b, 1);
     CHECK_NEAR(s, -0.1, 1e-6);
@@ -132,18 +132,18 @@ static void test_group_rule(void) {
     for (int i = 0; i < 32; i++) CHECK(fabsf(s * q[i] + b - w[i]) <= fabsf(s) * 0.5f + 1e-6f);
     /* all zero: q0 == 0 → bias 0, scale -1e-7, every q 0 */
     memset(w, 0, sizeof w);
-    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 8, 32, q, &s, &b), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 8, 32, q, &s, &b, LMX_MLX_CPU), LMX_OK);
     CHECK_EQ_INT(b, 0);
     CHECK_NEAR(s, -1e-7, 1e-12);
     for (int i = 0; i < 32; i++) CHECK_EQ_INT(q[i], 0);
     /* a constant group reproduces itself exactly */
     for (int i = 0; i < 32; i++) w[i] = 0.3f;
-    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 2, 32, q, &s, &b), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 2, 32, q, &s, &b, LMX_MLX_CPU), LMX_OK);
     CHECK_EQ_INT(q[5], 0);
     CHECK(s * q[5] + b == 0.3f);
     /* rint is round-half-even: w = {0, 0.5, 1.5, 2.5 …, 3} with scale 1 */
     float h[32] = {0, 0.5f, 1.5f, 2.5f, 3};
-    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 2, 32, q, &s, &b), LMX_OK); /* min 0, max 3: scale 1, edge 3 → s=-1, b=3 */
+    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 2, 32, q, &s, &b, LMX_MLX_CPU), LMX_OK); /* min 0, max 3: scale 1, edge 3 → s=-1, b=3 */
     CHECK_EQ_INT(s, -1);
     CHECK_EQ_INT(b, 3);
     CHECK_EQ_INT(q[1], 2); /* (0.5-3)/-1 = 2.5 → 2 */
@@ -151,10 +151,57 @@ static void test_group_rule(void) {
     CHECK_EQ_INT(q[3], 0); /* 0.5 → 0 */
     /* bad input */
     w[3] = NAN;
-    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b), LMX_ERR_INVALID_ARGUMENT);
-    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 7, 32, q, &s, &b), LMX_ERR_INVALID_ARGUMENT);
-    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 4, 16, q, &s, &b), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(w, 4, 32, q, &s, &b, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 7, 32, q, &s, &b, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 4, 16, q, &s, &b, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
     CHECK(!lmx_mlx_quant_supported(1, 64) && !lmx_mlx_quant_supported(4, 256) && lmx_mlx_quant_supported(6, 128));
+}
+
+/* The Metal kernel's two differences: round() ties away from zero, and max starts at 0. */
+static void test_metal_flavor(void) {
+    uint8_t qc[32], qm[32];
+    float sc, bc, sm, bm;
+    float h[32] = {0, 0.5f, 1.5f, 2.5f, 3};
+    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 2, 32, qc, &sc, &bc, LMX_MLX_CPU), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(h, 2, 32, qm, &sm, &bm, LMX_MLX_METAL), LMX_OK);
+    CHECK(sc == sm && bc == bm); /* edge/scale = -3: no tie */
+    CHECK_EQ_INT(qc[1], 2);      /* (0.5-3)/-1 = 2.5: even */
+    CHECK_EQ_INT(qm[1], 3);      /* away from zero */
+    CHECK_EQ_INT(qc[2], 2);      /* 1.5: both 2 */
+    CHECK_EQ_INT(qm[2], 2);
+    CHECK_EQ_INT(qc[3], 0);      /* 0.5 → 0 / 1 */
+    CHECK_EQ_INT(qm[3], 1);
+    /* a tie in q0 = round(edge/scale): min -1, max 0.4 → scale 1.4/3, edge/scale = -2.142…; make it
+     * exactly -2.5 with min -1, max 0.2 at 2 bits: scale 0.4, -1/0.4 = -2.5 → rint -2, round -3 */
+    float t[32];
+    for (int i = 0; i < 32; i++) t[i] = i == 0 ? -1.0f : 0.2f;
+    CHECK_EQ_INT(lmx_mlx_quantize_group(t, 2, 32, qc, &sc, &bc, LMX_MLX_CPU), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(t, 2, 32, qm, &sm, &bm, LMX_MLX_METAL), LMX_OK);
+    CHECK_EQ_INT(bc, -1);
+    CHECK_EQ_INT(bm, -1);
+    if (-1.0f / ((0.2f - -1.0f) / 3.0f) == -2.5f) { /* the tie is exact in fp32 */
+        CHECK(sc == -1.0f / -2.0f);
+        CHECK(sm == -1.0f / -3.0f);
+    }
+    /* all negative: the CPU range is [min, max], Metal's [min, 0] */
+    for (int i = 0; i < 32; i++) t[i] = -1.0f + 0.5f * (float)i / 31.0f;
+    CHECK_EQ_INT(lmx_mlx_quantize_group(t, 4, 32, qc, &sc, &bc, LMX_MLX_CPU), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_group(t, 4, 32, qm, &sm, &bm, LMX_MLX_METAL), LMX_OK);
+    CHECK_EQ_INT(bc, -1);
+    CHECK_EQ_INT(bm, -1);
+    CHECK_NEAR(sc, 0.5 / 15, 1e-6);
+    CHECK_NEAR(sm, 1.0 / 15, 1e-6);
+    CHECK_EQ_INT(qc[31], 15);
+    CHECK_EQ_INT(qm[31], 7); /* 0.5 / fl(1/15) = 7.4999998 → 7 */
+    /* ordinary data: identical */
+    int diff = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        for (int i = 0; i < 32; i++) t[i] = nrand();
+        lmx_mlx_quantize_group(t, 4, 32, qc, &sc, &bc, LMX_MLX_CPU);
+        lmx_mlx_quantize_group(t, 4, 32, qm, &sm, &bm, LMX_MLX_METAL);
+        diff += sc != sm || bc != bm || memcmp(qc, qm, 32) != 0;
+    }
+    CHECK_EQ_INT(diff, 0);
 }
 
 /* ---- round trip ---- */
@@ -174,7 +221,7 @@ static void test_roundtrip_bounds(void) {
             for (int di = 0; di < 3; di++) {
                 int gs = groups[gi];
                 for (int i = 0; i < N; i++) w[i] = 0.02f * nrand() + (i % 97 == 0 ? 0.2f : 0.0f);
-                CHECK_EQ_INT(lmx_mlx_quantize_row(w, N, bits, gs, sd[di], packed, scales, biases), LMX_OK);
+                CHECK_EQ_INT(lmx_mlx_quantize_row(w, N, bits, gs, sd[di], packed, scales, biases, LMX_MLX_CPU), LMX_OK);
                 CHECK_EQ_INT(lmx_mlx_dequantize_row(packed, scales, biases, sd[di], bits, gs, 0, N, d), LMX_OK);
                 double worst = 0, se = 0;
                 int nb = (1 << bits) - 1;
@@ -186,7 +233,7 @@ static void test_roundtrip_bounds(void) {
                      * else the range not covered, nb*|scale| short of hi-lo; plus the storage rounding */
                     float sc, bc;
                     uint8_t qq[128];
-                    CHECK_EQ_INT(lmx_mlx_quantize_group(w + g * gs, bits, gs, qq, &sc, &bc), LMX_OK);
+                    CHECK_EQ_INT(lmx_mlx_quantize_group(w + g * gs, bits, gs, qq, &sc, &bc, LMX_MLX_CPU), LMX_OK);
                     double step = (hi - lo) / nb, a = fabs(sc);
                     CHECK(a >= step * 0.66 && a <= step * 2.0 + 1e-12); /* q0 >= 1 moves it at most x2 */
                     /* rounding to the storage dtype: relative error <= 2^-(mantissa bits + 1) */
@@ -211,8 +258,8 @@ static void test_roundtrip_bounds(void) {
         prev_rms = rms_g64;
     }
     CHECK(prev_rms < 0.02 * 0.025); /* 8-bit: under 2.5% of the weight std (outliers widen some groups) */
-    CHECK_EQ_INT(lmx_mlx_quantize_row(w, 100, 4, 64, LMX_DTYPE_BF16, packed, scales, biases), LMX_ERR_INVALID_ARGUMENT);
-    CHECK_EQ_INT(lmx_mlx_quantize_row(w, 128, 4, 64, LMX_DTYPE_I32, packed, scales, biases), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_row(w, 100, 4, 64, LMX_DTYPE_BF16, packed, scales, biases, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_row(w, 128, 4, 64, LMX_DTYPE_I32, packed, scales, biases, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
 }
 
 static void test_matrix_threads(void) {
@@ -220,14 +267,14 @@ static void test_matrix_threads(void) {
     static float w[R * C];
     static uint8_t p1[R * C], p2[R * C], s1[R * 16], s2[R * 16], b1[R * 16], b2[R * 16];
     for (int i = 0; i < R * C; i++) w[i] = nrand();
-    CHECK_EQ_INT(lmx_mlx_quantize_matrix(w, R, C, 5, 32, LMX_DTYPE_BF16, p1, s1, b1, 4), LMX_OK);
+    CHECK_EQ_INT(lmx_mlx_quantize_matrix(w, R, C, 5, 32, LMX_DTYPE_BF16, p1, s1, b1, 4, LMX_MLX_CPU), LMX_OK);
     for (int r = 0; r < R; r++)
         CHECK_EQ_INT(lmx_mlx_quantize_row(w + r * C, C, 5, 32, LMX_DTYPE_BF16, p2 + r * C * 5 / 8, s2 + r * 16,
-                                          b2 + r * 16),
+                                          b2 + r * 16, LMX_MLX_CPU),
                      LMX_OK);
     CHECK(memcmp(p1, p2, R * C * 5 / 8) == 0 && memcmp(s1, s2, R * 16) == 0 && memcmp(b1, b2, R * 16) == 0);
     w[5 * C + 3] = INFINITY;
-    CHECK_EQ_INT(lmx_mlx_quantize_matrix(w, R, C, 5, 32, LMX_DTYPE_BF16, p1, s1, b1, 3), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_mlx_quantize_matrix(w, R, C, 5, 32, LMX_DTYPE_BF16, p1, s1, b1, 3, LMX_MLX_CPU), LMX_ERR_INVALID_ARGUMENT);
     CHECK(strstr(lmx_last_error_detail(), "row 5") != NULL);
 }
 
@@ -304,7 +351,7 @@ static void check_gold_model(const char *dir, const cJSON *quant) {
                 g_elems++;
             }
             /* re-quantizing the dequantized row: same packed bits, scales and biases? */
-            CHECK_EQ_INT(lmx_mlx_quantize_row(deq, cols, bits, gs, sv->dtype, rp, rs, rbias), LMX_OK);
+            CHECK_EQ_INT(lmx_mlx_quantize_row(deq, cols, bits, gs, sv->dtype, rp, rs, rbias, LMX_MLX_CPU), LMX_OK);
             size_t gb = (size_t)gs * bits / 8;
             for (int64_t g = 0; g < cols / gs; g++) {
                 bool same = !memcmp(rp + g * gb, row + g * gb, gb) && !memcmp(rs + g * es, sv->data + r * sb + g * es, es) &&
@@ -384,6 +431,7 @@ int main(void) {
     RUN(test_pack_layout);
     RUN(test_unpack_random);
     RUN(test_group_rule);
+    RUN(test_metal_flavor);
     RUN(test_roundtrip_bounds);
     RUN(test_matrix_threads);
     RUN(test_view_checks);
