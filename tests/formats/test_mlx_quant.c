@@ -171,18 +171,15 @@ static void test_metal_flavor(void) {
     CHECK_EQ_INT(qm[2], 2);
     CHECK_EQ_INT(qc[3], 0);      /* 0.5 → 0 / 1 */
     CHECK_EQ_INT(qm[3], 1);
-    /* a tie in q0 = round(edge/scale): min -1, max 0.4 → scale 1.4/3, edge/scale = -2.142…; make it
-     * exactly -2.5 with min -1, max 0.2 at 2 bits: scale 0.4, -1/0.4 = -2.5 → rint -2, round -3 */
+    /* a tie in q0 = round(edge/scale): min -1.25, max 0.25 at 2 bits → scale 1.5/3 = 0.5 exactly,
+     * edge/scale = -2.5 → rint -2 (scale 0.625), round -3 (scale 0.41666…) */
     float t[32];
-    for (int i = 0; i < 32; i++) t[i] = i == 0 ? -1.0f : 0.2f;
+    for (int i = 0; i < 32; i++) t[i] = i == 0 ? -1.25f : 0.25f;
     CHECK_EQ_INT(lmx_mlx_quantize_group(t, 2, 32, qc, &sc, &bc, LMX_MLX_CPU), LMX_OK);
     CHECK_EQ_INT(lmx_mlx_quantize_group(t, 2, 32, qm, &sm, &bm, LMX_MLX_METAL), LMX_OK);
-    CHECK_EQ_INT(bc, -1);
-    CHECK_EQ_INT(bm, -1);
-    if (-1.0f / ((0.2f - -1.0f) / 3.0f) == -2.5f) { /* the tie is exact in fp32 */
-        CHECK(sc == -1.0f / -2.0f);
-        CHECK(sm == -1.0f / -3.0f);
-    }
+    CHECK(bc == -1.25f && bm == -1.25f);
+    CHECK(sc == 0.625f);
+    CHECK(sm == -1.25f / -3.0f);
     /* all negative: the CPU range is [min, max], Metal's [min, 0] */
     for (int i = 0; i < 32; i++) t[i] = -1.0f + 0.5f * (float)i / 31.0f;
     CHECK_EQ_INT(lmx_mlx_quantize_group(t, 4, 32, qc, &sc, &bc, LMX_MLX_CPU), LMX_OK);
