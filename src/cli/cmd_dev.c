@@ -18,6 +18,7 @@
 #include "util/log.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -435,6 +436,30 @@ static lmx_status copy_tokenizer(const char *dir, const char *tokdir, const char
     return s;
 }
 
+/* Removes weight files of an earlier run that the new index does not list (mlx-lm loads every
+ * model*.safetensors of a directory): model.safetensors when there are shards now, and
+ * model-NNNNN-of-MMMMM.safetensors with another MMMMM. Nothing else is touched. */
+static void remove_stale_shards(const char *dir, int n_shards) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        unsigned a, b;
+        char tail[32];
+        bool stale = false;
+        if (!strcmp(n, "model.safetensors")) stale = n_shards > 1;
+        else if (strlen(n) == 32 && sscanf(n, "model-%5u-of-%5u%20s", &a, &b, tail) == 3 &&
+                 !strcmp(tail, ".safetensors"))
+            stale = (int)b != n_shards;
+        if (!stale) continue;
+        char *path = lmx_fs_join(dir, n);
+        if (path && unlink(path) == 0) LMX_LOG_I("removed stale %s", path);
+        free(path);
+    }
+    closedir(d);
+}
+
 /* ---- progress ---- */
 
 typedef struct {
@@ -629,6 +654,7 @@ static int random_model(int argc, char **argv) {
     free(p.caches);
     free(p.gens);
     if (s != LMX_OK) return lmx_cli_fail(s);
+    remove_stale_shards(outdir, n_shards);
     double el = now_s() - t0;
     printf("wrote %s: %s %s, %zu tensors, %.3f GB in %d file%s, %.2f s (%.0f MB/s)\n", outdir, m.name, dtype, count,
            total / 1e9, n_shards, n_shards == 1 ? "" : "s", el, el > 0 ? total / 1e6 / el : 0.0);

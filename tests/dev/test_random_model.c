@@ -317,6 +317,13 @@ static void test_determinism_and_shards(void) {
         CHECK(strstr(lmx_weights_file_path(w, 0), "model-00001-of-0000") != NULL);
         lmx_weights_close(w);
     }
+    /* rewriting the same folder unsharded removes the old shards (mlx-lm globs model*.safetensors) */
+    snprintf(args, sizeof args, "qwen3-0.6b %s --dtype q4 --layers 1 --scale-down 8", c);
+    CHECK_EQ_INT(run(args), 0);
+    snprintf(fa, sizeof fa, "%s/model-00001-of-00003.safetensors", c);
+    CHECK(!lmx_fs_is_file(fa));
+    snprintf(fa, sizeof fa, "%s/model.safetensors", c);
+    CHECK(lmx_fs_is_file(fa));
     /* the tokenizer: copied from a folder holding <family>/tokenizer.json */
     char tar[1024], tokdir[300];
     snprintf(tar, sizeof tar, "%s/tokenizers/qwen3.tar.xz", LMX_SHARED_DIR_PATH);
