@@ -11,6 +11,7 @@ static const struct {
 } commands[] = {
     {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
     {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
+    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
     {"version", lmx_cli_version, "print the version"},
     {"run", lmx_cli_run, "chat with a model (streaming; interactive without a prompt)"},
     {"info", lmx_cli_info, "load a model and describe it"},
