@@ -9,6 +9,9 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
+    {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
+    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
     {"generate", lmx_cli_generate, "greedy continuation of token ids (--prompt-ids, --max-tokens)"},
     {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"version", lmx_cli_version, "print the version"},
