@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 
 #include "formats/safetensors.h"
-#include "formats/st_writer.h"
+#include "formats/st_build.h"
 #include "lmx_test.h"
 #include "model/lm.h"
 #include "model/mlx_pack.h"
