@@ -53,8 +53,9 @@ static void test_packer_layout(void) {
     for (int k = 0; k < 8; k++) CHECK_EQ_INT((v >> (3 * k)) & 7, k);
 }
 
-static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias) {
-    const int rows = 37, cols = 256, T = be == be3 ? 6 : 3; /* 6: the blocked prefill path; 3: per-group path */
+/* T >= 4: the blocked prefill path; T < 4: the per-row (fused decode+dot) path */
+static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias, int T) {
+    const int rows = 37, cols = 256;
     float *w = malloc((size_t)rows * cols * sizeof *w);
     for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 7 == 0 ? 2.0f : 0.5f) + (i % 13 == 0 ? 0.7f : 0.0f);
     qmat q = quantize(w, rows, cols, bits, gs);
@@ -119,8 +120,11 @@ static void test_quant_matmul_all(void) {
     static const int bits[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
     for (int b = 0; b < 6; b++)
         for (int g = 0; g < 3; g++) {
-            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 0);
-            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1);
+            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 0, 3);
+            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 1, 5);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1, 1);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 0, 2);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1, 6);
         }
 }
 

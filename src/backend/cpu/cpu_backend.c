@@ -233,17 +233,10 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
             for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
-            k->quant_row(src, w->bits, K, row);
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
-            const int G = w->group_size;
-            for (int t = 0; t < m->T; t++) {
-                const float *xt = m->x + (size_t)t * K;
-                const float *xs = m->xsum + (size_t)t * w->groups;
-                float acc = 0.0f;
-                for (int g = 0; g < w->groups; g++)
-                    acc += s[g] * k->dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
-                m->y[(size_t)t * w->rows + r] = acc + b;
-            }
+            for (int t = 0; t < m->T; t++)
+                m->y[(size_t)t * w->rows + r] = k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s,
+                                                        bb, m->xsum + (size_t)t * w->groups, row) + b;
         }
     }
 }
