@@ -25,6 +25,7 @@ bool lmx_cli_parse_float(const char *s, double *out);
 char *lmx_cli_read_stdin(size_t *len);
 
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
+int lmx_cli_chat_template(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
     {"version", lmx_cli_version, "print the version"},
 };
 
