@@ -247,3 +247,46 @@ done:
     free(jinja_path);
     return st;
 }
+
+/* ---------------------------------------------------------------- context */
+static bool valid_var_name(const char *s) {
+    if (!s || !*s) return false;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (i && c >= '0' && c <= '9'))) return false;
+    }
+    return true;
+}
+
+char *lmx_chat_template_context_json(const char *special, const char *messages, bool agp, int nvars,
+                                     const char *const *names, const char *const *values) {
+    sb b;
+    sb_init(&b, 0);
+    sb_putc(&b, '{');
+    bool any = false;
+    if (special) {
+        const char *p = special;
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        size_t n = strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\n' || p[n - 1] == '\t' || p[n - 1] == '\r')) n--;
+        if (n < 2 || p[0] != '{' || p[n - 1] != '}') { sb_free(&b); lmx_error(LMX_ERR_INVALID_ARGUMENT, "special tokens: not a JSON object"); return NULL; }
+        size_t k = 1;
+        while (k < n - 1 && (p[k] == ' ' || p[k] == '\n' || p[k] == '\t' || p[k] == '\r')) k++;
+        if (k < n - 1) { sb_put(&b, p + 1, n - 2); any = true; }
+    }
+    if (any) sb_putc(&b, ',');
+    sb_puts(&b, "\"messages\":");
+    sb_puts(&b, messages && *messages ? messages : "[]");
+    sb_puts(&b, ",\"tools\":null,\"documents\":null,\"add_generation_prompt\":");
+    sb_puts(&b, agp ? "true" : "false");
+    for (int i = 0; i < nvars; i++) {
+        if (!valid_var_name(names[i])) { sb_free(&b); lmx_error(LMX_ERR_INVALID_ARGUMENT, "bad variable name '%s'", names[i] ? names[i] : "(null)"); return NULL; }
+        sb_puts(&b, ",\"");
+        sb_puts(&b, names[i]);
+        sb_puts(&b, "\":");
+        sb_puts(&b, values[i] && *values[i] ? values[i] : "null");
+    }
+    sb_putc(&b, '}');
+    if (sb_failed(&b) || !b.p) { sb_free(&b); lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template context"); return NULL; }
+    return b.p;
+}

@@ -12,6 +12,7 @@
 #ifndef LMX_TOKENIZER_CHAT_TEMPLATE_H
 #define LMX_TOKENIZER_CHAT_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cjson/cJSON.h>
@@ -51,5 +52,14 @@ lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *con
  * `{"bos_token": "…", …}`. Both outputs malloc'd (caller frees). No template →
  * LMX_ERR_TEMPLATE "no chat template". */
 lmx_status lmx_chat_template_load_dir(const char *model_dir, char **template_source, char **special_tokens_json);
+
+/* Builds the render context as JSON object text, the way apply_chat_template does: the special
+ * tokens (JSON object text from lmx_chat_template_load_dir, or NULL), "messages" (JSON array
+ * text), "tools": null, "documents": null, "add_generation_prompt", then nvars extra variables
+ * (names + JSON value texts; later ones override earlier keys, e.g. "tools"). Number texts are
+ * kept verbatim. Returns a malloc'd string or NULL (detail set) on a bad name / no memory. */
+char *lmx_chat_template_context_json(const char *special_tokens_json, const char *messages_json,
+                                     bool add_generation_prompt, int nvars, const char *const *var_names,
+                                     const char *const *var_values_json);
 
 #endif

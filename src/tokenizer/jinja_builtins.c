@@ -964,7 +964,7 @@ bool jinja_test(jctx *c, int line, const char *name, jv v, const jv *args, int n
     if (!strcmp(n, "mapping")) { *res = v.t == JV_DICT; return true; }
     if (!strcmp(n, "iterable")) { *res = v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF; return true; }
     if (!strcmp(n, "sequence")) { *res = v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF; return true; }
-    if (!strcmp(n, "callable")) { *res = v.t == JV_FUNC; return true; }
+    if (!strcmp(n, "callable")) { *res = v.t == JV_FUNC || v.t == JV_UNDEF; return true; }
     if (!strcmp(n, "escaped")) { *res = false; return true; }
     if (!strcmp(n, "lower") || !strcmp(n, "upper")) {
         if (v.t != JV_STR) return jerr(c, line, "'%s' object has no attribute '%s'", jv_type_name(v), n[0] == 'l' ? "islower" : "isupper");

@@ -429,6 +429,7 @@ static bool call_macro(jctx *c, int line, jv fnv, const jv *args, int nargs, cha
         if (m->args2.v[i] && !jinja_eval(c, m->args2.v[i], &d)) { ok = false; break; }
         ok = assign(c, line, m->names[i], d);
     }
+    if (ok) varargs.u.l->tuple = true;
     if (ok) ok = assign(c, line, "varargs", varargs);
     else jv_decref(varargs);
     varargs = jv_undef(NULL);

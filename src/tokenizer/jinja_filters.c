@@ -466,6 +466,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         FBIND({"name", U});
         if (a_[0].t != JV_STR) return jerr(c, line, "attr: name must be a string");
         if (in.t == JV_UNDEF) { *out = in; return true; }
+        if (in.t == JV_DICT && !jinja_is_method(in, a_[0].u.s->s)) { *out = jv_undef(NULL); return true; }
         return jinja_getattr(c, line, in, a_[0].u.s->s, out);
     }
     if (!strcmp(name, "abs")) {
@@ -519,8 +520,15 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         double x = jv_as_double(in), f = pow(10.0, (double)pr);
         if (!strcmp(m, "common")) {
             if (in.t != JV_FLOAT) { *out = jv_int(in.t == JV_BOOL ? in.u.b : in.u.i); return true; }
-            double y = x * f, r = nearbyint(y);
-            *out = jv_float(r / f);
+            if (pr >= 0 && pr <= 30 && isfinite(x)) {
+                /* correctly rounded like Python's round(): decimal rounding of the exact binary value */
+                char buf[400];
+                snprintf(buf, sizeof buf, "%.*f", (int)pr, x);
+                *out = jv_float(strtod(buf, NULL));
+            } else {
+                double y = x * f, r = nearbyint(y);
+                *out = jv_float(r / f);
+            }
         } else if (!strcmp(m, "ceil")) *out = jv_float(ceil(x * f) / f);
         else if (!strcmp(m, "floor")) *out = jv_float(floor(x * f) / f);
         else return jerr(c, line, "method must be common, ceil or floor");

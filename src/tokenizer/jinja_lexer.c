@@ -172,9 +172,10 @@ static lmx_status lex_tag(lx *L, bool is_var, int open_line) {
         tk t = {.line = L->line};
         char c = S[i];
         /* float / integer */
-        if (is_digit(c) && !(i > 0 && S[i - 1] == '.')) {
+        if (is_digit(c)) {
             size_t e = scan_digits(S, L->n, i), fe = e;
             bool is_float = false;
+            bool after_dot = i > 0 && S[i - 1] == '.';
             if (fe < L->n && S[fe] == '.' && scan_digits(S, L->n, fe + 1) > fe + 1) { fe = scan_digits(S, L->n, fe + 1); is_float = true; }
             if (fe < L->n && (S[fe] == 'e' || S[fe] == 'E')) {
                 size_t x = fe + 1;
@@ -182,7 +183,7 @@ static lmx_status lex_tag(lx *L, bool is_var, int open_line) {
                 size_t xe = scan_digits(S, L->n, x);
                 if (xe > x) { fe = xe; is_float = true; }
             }
-            if (!is_float) fe = e;
+            if (!is_float || after_dot) { fe = e; is_float = false; }
             char buf[128];
             size_t bl = 0;
             for (size_t q = i; q < fe && bl < sizeof buf - 1; q++)

@@ -14,6 +14,7 @@ typedef struct {
     const tk_vec *t;
     size_t i;
     int depth;
+    int loops; /* enclosing for-loops (break/continue are only valid inside one) */
     lmx_status st;
 } ps;
 
@@ -648,7 +649,10 @@ static jnode *parse_statement(ps *p) {
             if (!(n->b = parse_expr(p))) goto err;
         }
         if (is_name(p, "recursive")) { fail(p, cur(p)->line, "%srecursive loops are not supported", ""); goto err; }
-        if (!expect_block_end(p) || !parse_body(p, &n->args, END_FOR)) goto err;
+        p->loops++;
+        bool body_ok = expect_block_end(p) && parse_body(p, &n->args, END_FOR);
+        p->loops--;
+        if (!body_ok) goto err;
         if (!strcmp(cur(p)->text, "else")) {
             adv(p);
             if (!expect_block_end(p) || !parse_body(p, &n->args2, END_FOR2)) goto err;
@@ -713,7 +717,11 @@ static jnode *parse_statement(ps *p) {
             } else if (!vec_push(p, &n->args2, def)) goto err;
         }
         adv(p);
-        if (!expect_block_end(p) || !parse_body(p, &n->args, (const char *const[]){"endmacro", NULL})) goto err;
+        int saved_loops = p->loops;
+        p->loops = 0;
+        bool mok = expect_block_end(p) && parse_body(p, &n->args, (const char *const[]){"endmacro", NULL});
+        p->loops = saved_loops;
+        if (!mok) goto err;
         adv(p);
         if (!expect_block_end(p)) goto err;
         return n;
@@ -748,6 +756,7 @@ static jnode *parse_statement(ps *p) {
         return n;
     }
     if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
+        if (p->loops == 0) return fail(p, line, "'%s' outside loop", kw);
         n = node(p, kw[0] == 'b' ? JN_BREAK : JN_CONTINUE, line);
         adv(p);
         if (!n || !expect_block_end(p)) goto err;
