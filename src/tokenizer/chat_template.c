@@ -226,15 +226,6 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
                     const char *s = token_string(e);
                     if (s && e->string && !cJSON_GetObjectItemCaseSensitive(vars, e->string)) cJSON_AddStringToObject(vars, e->string, s);
                 }
-            const cJSON *add = cJSON_GetObjectItemCaseSensitive(cfg, "additional_special_tokens");
-            if (cJSON_IsArray(add)) {
-                cJSON *arr = cJSON_CreateArray();
-                for (const cJSON *e = add->child; arr && e; e = e->next) {
-                    const char *s = token_string(e);
-                    if (s) cJSON_AddItemToArray(arr, cJSON_CreateString(s));
-                }
-                if (arr) cJSON_AddItemToObject(vars, "additional_special_tokens", arr);
-            }
         }
         *special_tokens_json = cJSON_PrintUnformatted(vars);
         cJSON_Delete(vars);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "lmx_test.h"
+#include "tokenizer/jinja_internal.h"
 #include "tokenizer/chat_template.h"
 #include "util/fs.h"
 
@@ -80,17 +81,36 @@ static bool extract(const char *fam, char *dir, size_t dirlen) {
 
 static int n_real;
 
+/* JSON text of a value that keeps Python's int/float distinction (cJSON would print 1.0 as 1) */
+static char *json_text(jv v) {
+    sb b;
+    sb_init(&b, 0);
+    jv_json_opts o = {.indent = -1, .item_sep = ",", .key_sep = ":"};
+    const char *why;
+    if (!jv_to_json(&b, v, &o, &why)) { sb_free(&b); return NULL; }
+    return b.p;
+}
+
 static void test_real(void) {
     cJSON *root = load_json(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json");
     if (!root) { SKIP("tests/fixtures/chat/real.json not present"); return; }
     const cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    char *raw;
+    size_t raw_len;
+    jv jroot;
+    char jerrbuf[128];
+    CHECK(lmx_fs_read_file(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json", 64u << 20, &raw, &raw_len) == LMX_OK);
+    CHECK(jv_from_json(raw, raw_len, &jroot, jerrbuf, sizeof jerrbuf));
+    free(raw);
+    const jv *jcases = jv_dict_get_cstr(jroot, "cases", 5);
     int idx = 0;
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next, idx++) {
+        jv jc = jcases->u.l->v[idx];
         const char *kind = cJSON_GetObjectItem(c, "kind")->valuestring;
         if (strcmp(kind, "render")) continue;
         const char *fam = cJSON_GetObjectItem(c, "family")->valuestring;
         char dir[1100];
-        if (!extract(fam, dir, sizeof dir)) { SKIP("tokenizer fixture %s absent (LMX_SHARED_DIR)", fam); cJSON_Delete(root); return; }
+        if (!extract(fam, dir, sizeof dir)) { SKIP("tokenizer fixture %s absent (LMX_SHARED_DIR)", fam); jv_decref(jroot); cJSON_Delete(root); return; }
         char *src = NULL, *special = NULL;
         lmx_status st = lmx_chat_template_load_dir(dir, &src, &special);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());
@@ -100,16 +120,17 @@ static void test_real(void) {
         st = lmx_chat_template_create(cJSON_IsString(override) ? override->valuestring : src, &t);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());
         /* context: messages, tools (if any), extra vars — as the CLI builds it */
-        char *msgs = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "messages"));
+        char *msgs = json_text(*jv_dict_get_cstr(jc, "messages", 8));
         const char *names[16];
         const char *vals[16];
         char *owned[16];
         int nv = 0;
-        const cJSON *tools = cJSON_GetObjectItem(c, "tools");
-        if (cJSON_IsArray(tools)) { names[nv] = "tools"; owned[nv] = cJSON_PrintUnformatted(tools); vals[nv] = owned[nv]; nv++; }
-        for (const cJSON *v = cJSON_GetObjectItem(c, "vars")->child; v && nv < 16; v = v->next) {
-            names[nv] = v->string;
-            owned[nv] = cJSON_PrintUnformatted(v);
+            const cJSON *tools = cJSON_GetObjectItem(c, "tools");
+        if (cJSON_IsArray(tools)) { names[nv] = "tools"; owned[nv] = json_text(*jv_dict_get_cstr(jc, "tools", 5)); vals[nv] = owned[nv]; nv++; }
+        jv jvars = *jv_dict_get_cstr(jc, "vars", 4);
+        for (size_t k = 0; k < jvars.u.d->n && nv < 16; k++) {
+            names[nv] = jvars.u.d->k[k].u.s->s;
+            owned[nv] = json_text(jvars.u.d->v[k]);
             vals[nv] = owned[nv];
             nv++;
         }
@@ -140,6 +161,7 @@ static void test_real(void) {
         free(special);
         lmx_chat_template_destroy(t);
     }
+    jv_decref(jroot);
     cJSON_Delete(root);
 }
 
