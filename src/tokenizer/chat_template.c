@@ -58,6 +58,7 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     c.max_out = t->limits.max_output;
     c.max_iters = t->limits.max_loop_iterations;
     c.fake_now = -1;
+    c.namespaces = jv_undef(NULL);
     const char *fake = getenv("LMX_FAKE_NOW");
     if (fake && *fake) c.fake_now = strtoll(fake, NULL, 10);
     sb buf;
@@ -76,6 +77,16 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     bool ok = jinja_exec_body(&c, &t->root->args);
     if (ok && sb_failed(&buf)) ok = jerr(&c, 0, buf.over ? "output too large" : "out of memory");
     while (c.nframes > 0) { c.nframes--; jv_decref(c.frames[c.nframes].vars); }
+    if (c.namespaces.t == JV_LIST) {
+        /* namespaces may reference themselves ({% set ns.x = ns %}): empty them to break cycles */
+        for (size_t i = 0; i < c.namespaces.u.l->n; i++) {
+            jv_dict *d = c.namespaces.u.l->v[i].u.d;
+            size_t n = d->n;
+            d->n = 0;
+            for (size_t k = 0; k < n; k++) { jv_decref(d->k[k]); jv_decref(d->v[k]); }
+        }
+        jv_decref(c.namespaces);
+    }
     free(c.frames);
     if (!ok) {
         sb_free(&buf);
@@ -111,7 +122,7 @@ static bool from_cjson(const cJSON *j, jv *out, int depth) {
     if (cJSON_IsBool(j)) { *out = jv_bool(cJSON_IsTrue(j)); return true; }
     if (cJSON_IsNumber(j)) {
         double d = j->valuedouble;
-        if (d == (double)(int64_t)d && d > -9.2e18 && d < 9.2e18) *out = jv_int((int64_t)d);
+        if (d > -9.2e18 && d < 9.2e18 && d == (double)(int64_t)d) *out = jv_int((int64_t)d);
         else *out = jv_float(d);
         return true;
     }

@@ -853,6 +853,14 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
         }
         for (int k = 0; k < nkw; k++)
             if (!jv_dict_set_cstr(d, kwn[k], jv_incref(kwv[k]))) { jv_decref(d); return oom(c, line); }
+        if (jv_depth(d) > JV_MAX_DEPTH) { jv_decref(d); return jerr(c, line, "value nesting too deep"); }
+        if (d.t == JV_NS) {
+            if (c->namespaces.t != JV_LIST) {
+                c->namespaces = jv_list_new(4);
+                if (jv_is_oom(c->namespaces)) { c->namespaces = jv_undef(NULL); jv_decref(d); return oom(c, line); }
+            }
+            if (!jv_list_push(c->namespaces, jv_incref(d))) { jv_decref(d); return oom(c, line); }
+        }
         *out = d;
         return true;
     }
@@ -923,6 +931,7 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
             sb_free(&t);
         } else if (strchr("diouxXc", conv)) {
             if (!jv_is_number(v)) { sb_free(&b); return jerr(c, line, "%%%c format: a number is required, not %s", conv, jv_type_name(v)); }
+            if (v.t == JV_FLOAT && !(fabs(v.u.f) < 9.2e18)) { sb_free(&b); return jerr(c, line, "format: number out of range"); }
             long long x = v.t == JV_FLOAT ? (long long)v.u.f : (long long)as_int(v);
             if (conv == 'i' || conv == 'u') conv = 'd';
             spec[sl++] = 'l'; spec[sl++] = 'l'; spec[sl++] = conv == 'c' ? 'd' : conv;

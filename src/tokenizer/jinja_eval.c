@@ -59,6 +59,7 @@ static jv lookup(jctx *c, const char *name) {
 }
 
 static bool assign(jctx *c, int line, const char *name, jv v /* consumed */) {
+    if (jv_depth(v) > JV_MAX_DEPTH) { jv_decref(v); return jerr(c, line, "value nesting too deep"); }
     if (!jv_dict_set_cstr(c->frames[c->nframes - 1].vars, name, v)) return oom(c, line);
     return true;
 }
@@ -67,9 +68,10 @@ static bool assign_targets(jctx *c, int line, char **names, int nnames, jv v /* 
     if (nnames == 1) return assign(c, line, names[0], jv_incref(v));
     jv lst;
     if (!jinja_to_list(c, line, v, &lst)) return false;
-    if ((int)lst.u.l->n != nnames) {
+    if (lst.u.l->n != (size_t)nnames) {
+        size_t got = lst.u.l->n;
         jv_decref(lst);
-        return jerr(c, line, "%s values to unpack (expected %d, got %zu)", (int)lst.u.l->n > nnames ? "too many" : "not enough", nnames, lst.u.l->n);
+        return jerr(c, line, "%s values to unpack (expected %d, got %zu)", got > (size_t)nnames ? "too many" : "not enough", nnames, got);
     }
     for (int i = 0; i < nnames; i++)
         if (!assign(c, line, names[i], jv_incref(lst.u.l->v[i]))) { jv_decref(lst); return false; }
@@ -178,6 +180,8 @@ static bool eval_slice(jctx *c, const jnode *n, jv *out) {
         offs[k] = sl;
         len = (int64_t)k;
     } else len = (int64_t)obj.u.l->n;
+    if (step > len + 1) step = len + 1;
+    if (step < -(len + 1)) step = -(len + 1);
     int64_t a, b;
     if (!slice_idx(c, n->line, n->b, len, step, true, &a) || !slice_idx(c, n->line, n->c, len, step, false, &b)) {
         free(cps); free(offs); jv_decref(obj);
@@ -552,6 +556,7 @@ static bool exec_node(jctx *c, const jnode *n) {
         if (n->c) {
             jv ns = lookup(c, n->c->a->name);
             if (ns.t != JV_NS) ok = jerr(c, n->line, "cannot assign attribute on non-namespace object");
+            else if (jv_depth(v) >= JV_MAX_DEPTH) ok = jerr(c, n->line, "value nesting too deep");
             else ok = jv_dict_set_cstr(ns, n->c->name, jv_incref(v)) || oom(c, n->line);
             jv_decref(ns);
         } else ok = assign_targets(c, n->line, n->names, n->nnames, v);

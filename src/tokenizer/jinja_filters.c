@@ -17,6 +17,11 @@ static bool str_out(jctx *c, int line, sb *b, jv *out) {
     return !jv_is_oom(*out) || oom(c, line);
 }
 
+static bool mkempty(jctx *c, int line, jv *out) {
+    *out = jv_str_new("", 0);
+    return !jv_is_oom(*out) || oom(c, line);
+}
+
 typedef struct { const char *name; jv def; } fparam;
 
 static bool fbind(jctx *c, int line, const char *fname, const fparam *ps, int np, const jv *args, int nargs,
@@ -179,10 +184,10 @@ static size_t next_line(const char *p, size_t n, size_t i, size_t *eol) {
 bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     *out = jv_undef(NULL);
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        FBIND({"default_value", jv_str_new("", 0)}, {"boolean", jv_bool(false)});
+        FBIND({"default_value", U}, {"boolean", jv_bool(false)});
         bool use = in.t == JV_UNDEF || (jv_truthy(a_[1]) && !jv_truthy(in));
+        if (use && nargs == 0 && !nkw) return mkempty(c, line, out); /* default_value="" */
         *out = jv_incref(use ? a_[0] : in);
-        jv_decref(ps_[0].def);
         return true;
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
@@ -495,7 +500,11 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
             if (end != s && !*end && !errno && end - in.u.s->s == (ptrdiff_t)in.u.s->len) { *out = jv_int(v); return true; }
             double d = strtod(s, &end);
             while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-            if (end != s && !*end && isfinite(d)) { *out = jv_int((int64_t)d); return true; }
+            if (end != s && !*end && isfinite(d)) {
+                if (fabs(d) >= 9.2e18) return jerr(c, line, "int: value out of range");
+                *out = jv_int((int64_t)d);
+                return true;
+            }
         }
         *out = jv_incref(a_[0]);
         return true;

@@ -21,8 +21,8 @@ typedef enum jv_type {
 } jv_type;
 
 typedef struct jv_str { int rc; size_t len; char s[]; } jv_str;       /* s[len] == '\0' */
-typedef struct jv_list { int rc; bool tuple; size_t n, cap; struct jv *v; } jv_list;
-typedef struct jv_dict { int rc; size_t n, cap; struct jv *k, *v; } jv_dict; /* insertion order */
+typedef struct jv_list { int rc; bool tuple; int depth; size_t n, cap; struct jv *v; } jv_list;
+typedef struct jv_dict { int rc; int depth; size_t n, cap; struct jv *k, *v; } jv_dict; /* insertion order; depth: nesting below */
 typedef struct jv_func jv_func;
 
 typedef struct jv {
@@ -78,6 +78,8 @@ const jv *jv_dict_get(jv dict, jv key);             /* borrowed or NULL */
 const jv *jv_dict_get_cstr(jv dict, const char *key, size_t len);
 
 bool jv_truthy(jv v);
+int jv_depth(jv v); /* container nesting (0 for scalars) */
+#define JV_MAX_DEPTH 256
 bool jv_equal(jv a, jv b);
 bool jv_is_number(jv v); /* int, float, bool */
 double jv_as_double(jv v);
@@ -186,6 +188,7 @@ typedef struct jctx {
     int err_line;
     char err[512];
     int64_t fake_now;        /* < 0: use time() */
+    jv namespaces;           /* every namespace created (cycles are broken after the render) */
 } jctx;
 
 /* Sets the render error (first one wins) and returns false. */

@@ -126,8 +126,15 @@ jv jv_func_new(jf_kind kind, const char *name, jv self) {
     return v;
 }
 
+int jv_depth(jv v) {
+    if (v.t == JV_LIST) return v.u.l->depth;
+    if (v.t == JV_DICT || v.t == JV_NS) return v.u.d->depth;
+    return 0;
+}
+
 bool jv_list_push(jv list, jv item) {
     jv_list *l = list.u.l;
+    if (jv_depth(item) + 1 > l->depth) l->depth = jv_depth(item) + 1;
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 4;
         jv *nv = realloc(l->v, nc * sizeof *nv);
@@ -160,6 +167,7 @@ const jv *jv_dict_get(jv dict, jv key) {
 
 bool jv_dict_set(jv dict, jv key, jv val) {
     jv_dict *d = dict.u.d;
+    if (val.u.d != d && jv_depth(val) + 1 > d->depth) d->depth = jv_depth(val) + 1;
     for (size_t i = 0; i < d->n; i++)
         if (jv_equal(d->k[i], key)) {
             jv_decref(d->v[i]);
@@ -435,14 +443,32 @@ static void repr_str(sb *b, const char *s, size_t n) {
     sb_putc(b, q);
 }
 
+static void repr_r(sb *b, jv v, const void **stack, int depth);
+
 void jv_repr(sb *b, jv v) {
+    const void *stack[64];
+    repr_r(b, v, stack, 0);
+}
+
+static void repr_r(sb *b, jv v, const void **stack, int depth) {
+    if (v.t == JV_LIST || v.t == JV_DICT || v.t == JV_NS) {
+        const void *id = v.t == JV_LIST ? (const void *)v.u.l : (const void *)v.u.d;
+        bool seen = depth >= 64;
+        for (int i = 0; i < depth && !seen; i++) seen = stack[i] == id;
+        if (seen) {
+            if (v.t == JV_NS) sb_puts(b, "<Namespace {...}>");
+            else sb_puts(b, v.t == JV_LIST ? "[...]" : "{...}");
+            return;
+        }
+        stack[depth++] = id;
+    }
     switch (v.t) {
     case JV_STR: repr_str(b, v.u.s->s, v.u.s->len); break;
     case JV_LIST: {
         sb_putc(b, v.u.l->tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i) sb_puts(b, ", ");
-            jv_repr(b, v.u.l->v[i]);
+            repr_r(b, v.u.l->v[i], stack, depth);
         }
         if (v.u.l->tuple && v.u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v.u.l->tuple ? ')' : ']');
@@ -453,9 +479,9 @@ void jv_repr(sb *b, jv v) {
         sb_putc(b, '{');
         for (size_t i = 0; i < v.u.d->n; i++) {
             if (i) sb_puts(b, ", ");
-            jv_repr(b, v.u.d->k[i]);
+            repr_r(b, v.u.d->k[i], stack, depth);
             sb_puts(b, ": ");
-            jv_repr(b, v.u.d->v[i]);
+            repr_r(b, v.u.d->v[i], stack, depth);
         }
         sb_putc(b, '}');
         if (v.t == JV_NS) sb_putc(b, '>');

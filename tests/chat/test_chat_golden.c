@@ -115,7 +115,8 @@ static void test_real(void) {
         lmx_status st = lmx_chat_template_load_dir(dir, &src, &special);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());
         if (st != LMX_OK) continue;
-        const cJSON *override = cJSON_GetObjectItem(c, "chat_template");
+        const cJSON *tname = cJSON_GetObjectItem(c, "template_name");
+        const cJSON *override = cJSON_IsString(tname) ? cJSON_GetObjectItem(cJSON_GetObjectItem(root, "templates"), tname->valuestring) : NULL;
         lmx_chat_template *t = NULL;
         st = lmx_chat_template_create(cJSON_IsString(override) ? override->valuestring : src, &t);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());
