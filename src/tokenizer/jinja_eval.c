@@ -622,6 +622,24 @@ static bool exec_node(jctx *c, const jnode *n) {
         jv_decref(f);
         break;
     }
+    case JN_WITH: {
+        /* values are evaluated in the outer scope, then bound in a new one */
+        jv *vals = calloc((size_t)n->args2.n + 1, sizeof *vals);
+        if (!vals) return oom(c, n->line);
+        bool ok = true;
+        int got = 0;
+        for (; ok && got < n->args2.n; got++) ok = jinja_eval(c, n->args2.v[got], &vals[got]);
+        if (ok && !push_frame(c, false)) ok = oom(c, n->line);
+        else if (ok) {
+            for (int i = 0; i < n->args2.n; i++) { if (ok) ok = assign(c, n->line, n->names[i], vals[i]); else jv_decref(vals[i]); vals[i] = jv_undef(NULL); }
+            if (ok) ok = jinja_exec_body(c, &n->args);
+            pop_frame(c);
+        }
+        for (int i = 0; i < got; i++) jv_decref(vals[i]);
+        free(vals);
+        if (!ok) return false;
+        break;
+    }
     case JN_BREAK: c->flow = 1; break;
     case JN_CONTINUE: c->flow = 2; break;
     case JN_BODY: return jinja_exec_body(c, &n->args);

@@ -637,3 +637,4 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         return jerr(c, line, "filter '%s' is not supported by lmx", name);
     return jerr(c, line, "No filter named '%s'.", name);
 }
+

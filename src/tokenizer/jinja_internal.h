@@ -148,7 +148,7 @@ typedef enum {
     JN_NOT, JN_AND, JN_OR, JN_BIN, JN_CONCAT, JN_COMPARE, JN_COND, JN_LIST, JN_TUPLE, JN_DICT,
     /* statements */
     JN_TEXT, JN_OUTPUT, JN_IF, JN_FOR, JN_SET, JN_SETBLOCK, JN_MACRO, JN_CALLBLOCK,
-    JN_FILTERBLOCK, JN_BREAK, JN_CONTINUE, JN_BODY
+    JN_FILTERBLOCK, JN_BREAK, JN_CONTINUE, JN_BODY, JN_WITH
 } jn_kind;
 
 typedef struct jn_vec { struct jnode **v; int n, cap; } jn_vec;

@@ -747,6 +747,25 @@ static jnode *parse_statement(ps *p) {
         if (!expect_block_end(p)) goto err;
         return n;
     }
+    if (!strcmp(kw, "with")) {
+        /* {% with a = 1, b = x %}…{% endwith %}: a scope with its own assignments */
+        adv(p);
+        n = node(p, JN_WITH, line);
+        if (!n) goto err;
+        while (cur(p)->kind != TK_BLOCK_END) {
+            if (n->nnames && !expect_op(p, OP_COMMA, ",")) goto err;
+            if (cur(p)->kind != TK_NAME) { fail(p, cur(p)->line, "%sexpected a name", ""); goto err; }
+            if (!names_push(p, n, cur(p)->text)) goto err;
+            adv(p);
+            if (!expect_op(p, OP_ASSIGN, "=")) goto err;
+            jnode *v = parse_expr(p);
+            if (!v || !vec_push(p, &n->args2, v)) goto err;
+        }
+        if (!expect_block_end(p) || !parse_body(p, &n->args, (const char *const[]){"endwith", NULL})) goto err;
+        adv(p);
+        if (!expect_block_end(p)) goto err;
+        return n;
+    }
     if (!strcmp(kw, "generation")) {
         adv(p);
         n = node(p, JN_BODY, line);
@@ -805,7 +824,7 @@ static bool parse_body(ps *p, jn_vec *body, const char *const *ends) {
                 for (int k = 0; ends[k]; k++)
                     if (!strcmp(kw->text, ends[k])) { adv(p); p->depth--; return true; }
             if (kw->kind == TK_NAME) {
-                static const char *const stray[] = {"endif", "endfor", "else", "elif", "endset", "endmacro", "endcall", "endfilter", "endgeneration", "endraw", NULL};
+                static const char *const stray[] = {"endif", "endfor", "else", "elif", "endset", "endmacro", "endcall", "endfilter", "endgeneration", "endraw", "endwith", NULL};
                 for (int k = 0; stray[k]; k++)
                     if (!strcmp(kw->text, stray[k])) { fail(p, kw->line, "encountered unknown tag '%s'", kw->text); return false; }
             }

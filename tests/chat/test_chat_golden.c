@@ -166,9 +166,81 @@ static void test_real(void) {
     cJSON_Delete(root);
 }
 
+/* The CLI contract: `lmx chat-template DIR [--no-generation-prompt] [--var k=v]` < messages. */
+static int n_cli;
+
+static void run_cli_case(const char *fam, const char *conv, bool agp, const char *var_name, const char *var_json) {
+    cJSON *root = load_json(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json");
+    if (!root) return;
+    char *raw;
+    size_t raw_len;
+    jv jroot;
+    char e[128];
+    if (lmx_fs_read_file(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json", 64u << 20, &raw, &raw_len) != LMX_OK) { cJSON_Delete(root); return; }
+    bool parsed = jv_from_json(raw, raw_len, &jroot, e, sizeof e);
+    free(raw);
+    if (!parsed) { cJSON_Delete(root); return; }
+    const jv *jcases = jv_dict_get_cstr(jroot, "cases", 5);
+    int idx = 0;
+    bool found = false;
+    for (const cJSON *c = cJSON_GetObjectItem(root, "cases")->child; c; c = c->next, idx++) {
+        if (strcmp(cJSON_GetObjectItem(c, "kind")->valuestring, "render") || cJSON_GetObjectItem(c, "template_name")) continue;
+        if (strcmp(cJSON_GetObjectItem(c, "family")->valuestring, fam) || strcmp(cJSON_GetObjectItem(c, "conversation")->valuestring, conv)) continue;
+        if (cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) != agp || cJSON_IsArray(cJSON_GetObjectItem(c, "tools"))) continue;
+        const cJSON *vars = cJSON_GetObjectItem(c, "vars");
+        if (var_name ? !cJSON_GetObjectItem(vars, var_name) : cJSON_GetArraySize(vars) != 0) continue;
+        if (var_name) {
+            char *vt = cJSON_PrintUnformatted(cJSON_GetObjectItem(vars, var_name));
+            bool same = !strcmp(vt, var_json);
+            free(vt);
+            if (!same) continue;
+        }
+        found = true;
+        char dir[1100];
+        if (!extract(fam, dir, sizeof dir)) { SKIP("tokenizer fixture %s absent", fam); break; }
+        char in_path[1200], out_path[1200];
+        snprintf(in_path, sizeof in_path, "%s/chat_cli_in.json", LMX_BINARY_DIR);
+        snprintf(out_path, sizeof out_path, "%s/chat_cli_out.txt", LMX_BINARY_DIR);
+        char *msgs = json_text(*jv_dict_get_cstr(jcases->u.l->v[idx], "messages", 8));
+        FILE *f = fopen(in_path, "w");
+        CHECK(f && msgs);
+        if (!f || !msgs) { free(msgs); if (f) fclose(f); break; }
+        fputs(msgs, f);
+        fclose(f);
+        free(msgs);
+        char var_arg[512] = "";
+        if (var_name) snprintf(var_arg, sizeof var_arg, "--var '%s=%s'", var_name, var_json);
+        char cmd[4000];
+        snprintf(cmd, sizeof cmd, "'%s' chat-template '%s' %s %s < '%s' > '%s'", LMX_CLI_PATH, dir,
+                 agp ? "" : "--no-generation-prompt", var_arg, in_path, out_path);
+        CHECK_MSG(system(cmd) == 0, "command failed: %s", cmd);
+        char *got;
+        size_t got_len;
+        CHECK(lmx_fs_read_file(out_path, 64u << 20, &got, &got_len) == LMX_OK);
+        const char *exp = cJSON_GetObjectItem(c, "expected")->valuestring;
+        CHECK_MSG(got_len == strlen(exp) && !memcmp(got, exp, got_len), "CLI %s/%s output differs", fam, conv);
+        n_cli++;
+        free(got);
+        break;
+    }
+    CHECK_MSG(found, "no golden record for %s/%s", fam, conv);
+    jv_decref(jroot);
+    cJSON_Delete(root);
+}
+
+static void test_cli(void) {
+    char probe[1100];
+    if (!extract("qwen3", probe, sizeof probe)) { SKIP("tokenizer fixtures absent"); return; }
+    run_cli_case("qwen3", "think", true, "enable_thinking", "false");
+    run_cli_case("qwen3", "unicode", false, NULL, NULL);
+    run_cli_case("gemma3", "multimodal", true, NULL, NULL);
+    run_cli_case("llama3", "system_multi", false, NULL, NULL);
+}
+
 int main(void) {
     RUN(test_synthetic);
     RUN(test_real);
-    fprintf(stderr, "synthetic cases: %d (%d expected errors), real renderings: %d\n", n_syn, n_syn_err, n_real);
+    RUN(test_cli);
+    fprintf(stderr, "synthetic cases: %d (%d expected errors), real renderings: %d, CLI runs: %d\n", n_syn, n_syn_err, n_real, n_cli);
     return lmx_test_summary();
 }
