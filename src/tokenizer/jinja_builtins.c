@@ -310,6 +310,8 @@ bool jinja_contains(jctx *c, int line, jv container, jv item, bool *res) {
             if (jv_equal(container.u.l->v[i], item)) { *res = true; break; }
         return true;
     case JV_DICT:
+        if ((item.t == JV_LIST && !item.u.l->tuple) || item.t == JV_DICT || item.t == JV_NS)
+            return jerr(c, line, "unhashable type: '%s'", jv_type_name(item));
         *res = jv_dict_get(container, item) != NULL;
         return true;
     default: return jerr(c, line, "argument of type '%s' is not iterable", jv_type_name(container));
@@ -778,13 +780,20 @@ bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *a
             *out = jv_incref(v ? *v : a_[1]);
             return true;
         }
-        if (!strcmp(name, "items")) { BIND(name, {"_", U}); (void)a_; return items_list(c, line, self, out); }
+        if (!strcmp(name, "items")) {
+            BIND(name, {"_", U});
+            (void)a_;
+            if (!items_list(c, line, self, out)) return false;
+            out->u.l->view = 1;
+            return true;
+        }
         if (!strcmp(name, "keys") || !strcmp(name, "values")) {
             BIND(name, {"_", U});
             (void)a_;
             jv l = jv_list_new(self.u.d->n);
             if (jv_is_oom(l)) return oom(c, line);
             for (size_t i = 0; i < self.u.d->n; i++) jv_list_push(l, jv_incref(name[0] == 'k' ? self.u.d->k[i] : self.u.d->v[i]));
+            l.u.l->view = name[0] == 'k' ? 2 : 3;
             *out = l;
             return true;
         }
@@ -945,7 +954,8 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
             sb_printf(&b, spec, jv_as_double(v));
         } else { sb_free(&b); return jerr(c, line, "unsupported format character '%c'", conv); }
     }
-    if (tuple && ai < nargs) { sb_free(&b); return jerr(c, line, "not all arguments converted during string formatting"); }
+    if ((tuple && ai < nargs) || (!tuple && args.t != JV_DICT && args.t != JV_LIST && ai == 0))
+        { sb_free(&b); return jerr(c, line, "not all arguments converted during string formatting"); }
     return str_out(c, line, &b, out);
 }
 
@@ -975,17 +985,24 @@ bool jinja_test(jctx *c, int line, const char *name, jv v, const jv *args, int n
     if (!strcmp(n, "sequence")) { *res = v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF; return true; }
     if (!strcmp(n, "callable")) { *res = v.t == JV_FUNC || v.t == JV_UNDEF; return true; }
     if (!strcmp(n, "escaped")) { *res = false; return true; }
-    if (!strcmp(n, "lower") || !strcmp(n, "upper")) {
-        if (v.t != JV_STR) return jerr(c, line, "'%s' object has no attribute '%s'", jv_type_name(v), n[0] == 'l' ? "islower" : "isupper");
-        jv r;
-        if (!str_method(c, line, v, n[0] == 'l' ? "islower" : "isupper", NULL, 0, NULL, NULL, 0, &r)) return false;
+    if (!strcmp(n, "lower") || !strcmp(n, "upper")) { /* str(value).islower() */
+        jv sv, r;
+        if (!jinja_str(c, v, &sv)) return false;
+        bool ok = str_method(c, line, sv, n[0] == 'l' ? "islower" : "isupper", NULL, 0, NULL, NULL, 0, &r);
+        jv_decref(sv);
+        if (!ok) return false;
         *res = r.u.b;
         return true;
     }
-    if (!strcmp(n, "odd") || !strcmp(n, "even")) {
-        if (!int_like(v)) return jerr(c, line, "test '%s' needs an integer", n);
-        int64_t x = as_int(v);
-        *res = (x % 2 != 0) == (n[0] == 'o');
+    if (!strcmp(n, "odd") || !strcmp(n, "even")) { /* value % 2 == 1 / == 0 */
+        jv m;
+        if (!jinja_binop(c, line, OP_MOD, v, jv_int(2), &m)) return false;
+        *res = jv_equal(m, jv_int(n[0] == 'o' ? 1 : 0));
+        jv_decref(m);
+        return true;
+    }
+    if (!strcmp(n, "filter") || !strcmp(n, "test")) {
+        *res = v.t == JV_STR && (n[0] == 'f' ? jinja_has_filter(v.u.s->s) : jinja_has_test(v.u.s->s));
         return true;
     }
     if (nargs < 1) return jerr(c, line, "test '%s' needs an argument", n);

@@ -138,6 +138,10 @@ static void free_keys(sitem *it, size_t n) {
 static bool select_like(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, jv *out) {
     bool by_attr = strstr(name, "attr") != NULL, reject = name[0] == 'r';
     jv lst;
+    if (!jv_truthy(in)) { /* Jinja iterates only a truthy sequence */
+        *out = jv_list_new(0);
+        return !jv_is_oom(*out) || oom(c, line);
+    }
     if (!jinja_to_list(c, line, in, &lst)) return false;
     int ai = 0;
     jv attr = jv_undef(NULL);
@@ -201,7 +205,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "string")) return jinja_str(c, in, out);
     if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
-        if (name[0] == 's') { *out = jv_incref(in); return true; }
+        if (name[0] == 's') return jinja_str(c, in, out); /* Markup(str(value)) */
         jv s;
         if (!jinja_str(c, in, &s)) return false;
         sb b;
@@ -436,6 +440,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "map")) {
         jv lst;
+        if (!jv_truthy(in)) { *out = jv_list_new(0); return !jv_is_oom(*out) || oom(c, line); }
         if (!jinja_to_list(c, line, in, &lst)) return false;
         jv r = jv_list_new(lst.u.l->n);
         if (jv_is_oom(r)) { jv_decref(lst); return oom(c, line); }
@@ -564,8 +569,8 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "indent")) {
         FBIND({"width", jv_int(4)}, {"first", jv_bool(false)}, {"blank", jv_bool(false)});
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
+        if (in.t != JV_STR) return jerr(c, line, "indent: '%s' object is not a string", jv_type_name(in));
+        jv s = jv_incref(in);
         sb ind;
         sb_init(&ind, 4096);
         if (a_[0].t == JV_STR) sb_put(&ind, a_[0].u.s->s, a_[0].u.s->len);
@@ -631,10 +636,46 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv_decref(s);
         return ok;
     }
-    if (!strcmp(name, "batch") || !strcmp(name, "slice") || !strcmp(name, "groupby") || !strcmp(name, "truncate") ||
+    if (!strcmp(name, "batch")) {
+        FBIND({"linecount", U}, {"fill_with", jv_none()});
+        int64_t per = a_[0].t == JV_INT ? a_[0].u.i : 0;
+        if (per <= 0) return jerr(c, line, "batch: linecount must be a positive integer");
+        bool fill = nargs > 1 || nkw > 0;
+        jv lst;
+        if (!jinja_to_list(c, line, in, &lst)) return false;
+        jv r = jv_list_new(0), cur = jv_undef(NULL);
+        bool ok = !jv_is_oom(r);
+        for (size_t i = 0; ok && i < lst.u.l->n; i++) {
+            if (cur.t != JV_LIST) { cur = jv_list_new(0); if (jv_is_oom(cur)) { ok = false; break; } }
+            ok = jv_list_push(cur, jv_incref(lst.u.l->v[i]));
+            if (ok && (int64_t)cur.u.l->n == per) { ok = jv_list_push(r, cur); cur = jv_undef(NULL); }
+        }
+        if (ok && cur.t == JV_LIST) {
+            while (ok && fill && (int64_t)cur.u.l->n < per) ok = jv_list_push(cur, jv_incref(a_[1]));
+            if (ok) ok = jv_list_push(r, cur); else jv_decref(cur);
+            cur = jv_undef(NULL);
+        }
+        jv_decref(cur);
+        jv_decref(lst);
+        if (!ok) { jv_decref(r); return oom(c, line); }
+        *out = r;
+        return true;
+    }
+    if (!strcmp(name, "slice") || !strcmp(name, "groupby") || !strcmp(name, "truncate") ||
         !strcmp(name, "wordwrap") || !strcmp(name, "urlize") || !strcmp(name, "xmlattr") || !strcmp(name, "pprint") ||
         !strcmp(name, "random") || !strcmp(name, "striptags") || !strcmp(name, "urlencode") || !strcmp(name, "filesizeformat"))
         return jerr(c, line, "filter '%s' is not supported by lmx", name);
     return jerr(c, line, "No filter named '%s'.", name);
 }
 
+
+bool jinja_has_filter(const char *name) {
+    static const char *const F[] = {"abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort",
+        "e", "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent", "int", "items",
+        "join", "last", "length", "list", "lower", "map", "max", "min", "pprint", "random", "reject", "rejectattr",
+        "replace", "reverse", "round", "safe", "select", "selectattr", "slice", "sort", "string", "striptags", "sum",
+        "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap",
+        "xmlattr", NULL};
+    for (int i = 0; F[i]; i++) if (!strcmp(F[i], name)) return true;
+    return false;
+}

@@ -21,7 +21,7 @@ typedef enum jv_type {
 } jv_type;
 
 typedef struct jv_str { int rc; size_t len; char s[]; } jv_str;       /* s[len] == '\0' */
-typedef struct jv_list { int rc; bool tuple; int depth; size_t n, cap; struct jv *v; } jv_list;
+typedef struct jv_list { int rc; bool tuple; uint8_t view; int depth; size_t n, cap; struct jv *v; } jv_list; /* view: 1 dict_items, 2 dict_keys, 3 dict_values */
 typedef struct jv_dict { int rc; int depth; size_t n, cap; struct jv *k, *v; } jv_dict; /* insertion order; depth: nesting below */
 typedef struct jv_func jv_func;
 
@@ -204,6 +204,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
                   char **kwn, const jv *kwv, int nkw, jv *out);
 bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
 bool jinja_has_test(const char *name);
+bool jinja_has_filter(const char *name); /* every Jinja2 builtin filter name (+ tojson) */
 bool jinja_global(const char *name, jv *out);    /* range, namespace, … as JF_GLOBAL */
 bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int nargs,
                        char **kwn, const jv *kwv, int nkw, jv *out);

@@ -838,6 +838,38 @@ static bool parse_body(ps *p, jn_vec *body, const char *const *ends) {
     }
 }
 
+/* Jinja compiles unknown filter/test names to errors, except inside {% if %} (test and bodies)
+ * and inline `a if b else c`, where they fail only when executed ("soft" frames). Loop, macro,
+ * block-set, filter and with bodies open new, non-soft frames. */
+static bool validate(ps *p, const jnode *n, bool soft) {
+    if (!n) return true;
+    switch (n->kind) {
+    case JN_FILTER:
+        if (!soft && !jinja_has_filter(n->name)) { fail(p, n->line, "No filter named '%s'.", n->name); return false; }
+        break;
+    case JN_TEST:
+        if (!soft && !jinja_has_test(n->name)) { fail(p, n->line, "No test named '%s'.", n->name); return false; }
+        break;
+    case JN_IF: case JN_COND: soft = true; break;
+    case JN_FOR: {
+        if (!validate(p, n->a, soft)) return false;
+        for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], false)) return false;
+        for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], false)) return false;
+        return validate(p, n->b, false);
+    }
+    case JN_MACRO: case JN_SETBLOCK: case JN_FILTERBLOCK: case JN_WITH: case JN_CALLBLOCK:
+        if (!validate(p, n->a, soft) || !validate(p, n->b, soft) || !validate(p, n->c, soft)) return false;
+        for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], soft)) return false;
+        for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], false)) return false;
+        return true;
+    default: break;
+    }
+    if (!validate(p, n->a, soft) || !validate(p, n->b, soft) || !validate(p, n->c, soft)) return false;
+    for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], soft)) return false;
+    for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], soft)) return false;
+    return true;
+}
+
 lmx_status jinja_parse(const tk_vec *toks, jnode **root) {
     ps p = {.t = toks, .i = 0, .st = LMX_OK};
     jnode *body = node(&p, JN_BODY, 1);
@@ -845,6 +877,10 @@ lmx_status jinja_parse(const tk_vec *toks, jnode **root) {
     if (!parse_body(&p, &body->args, NULL)) {
         jinja_node_free(body);
         return p.st != LMX_OK ? p.st : lmx_error(LMX_ERR_TEMPLATE, "syntax error");
+    }
+    if (!validate(&p, body, false)) {
+        jinja_node_free(body);
+        return p.st;
     }
     *root = body;
     return LMX_OK;

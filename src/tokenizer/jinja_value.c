@@ -465,6 +465,8 @@ static void repr_r(sb *b, jv v, const void **stack, int depth) {
     switch (v.t) {
     case JV_STR: repr_str(b, v.u.s->s, v.u.s->len); break;
     case JV_LIST: {
+        static const char *const views[] = {"", "dict_items(", "dict_keys(", "dict_values("};
+        if (v.u.l->view && v.u.l->view < 4) sb_puts(b, views[v.u.l->view]);
         sb_putc(b, v.u.l->tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i) sb_puts(b, ", ");
@@ -472,6 +474,7 @@ static void repr_r(sb *b, jv v, const void **stack, int depth) {
         }
         if (v.u.l->tuple && v.u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v.u.l->tuple ? ')' : ']');
+        if (v.u.l->view) sb_putc(b, ')');
         break;
     }
     case JV_DICT: case JV_NS: {
@@ -487,7 +490,7 @@ static void repr_r(sb *b, jv v, const void **stack, int depth) {
         if (v.t == JV_NS) sb_putc(b, '>');
         break;
     }
-    case JV_UNDEF: break;
+    case JV_UNDEF: sb_puts(b, "Undefined"); break;
     default: jv_print(b, v); break;
     }
 }
