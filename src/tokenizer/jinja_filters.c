@@ -487,6 +487,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "int")) {
         FBIND({"default", jv_int(0)}, {"base", jv_int(10)});
+        if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "int() of an undefined value");
         if (in.t == JV_INT) { *out = in; return true; }
         if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
         if (in.t == JV_FLOAT) {
@@ -516,6 +517,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "float")) {
         FBIND({"default", jv_float(0.0)});
+        if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "float() of an undefined value");
         if (jv_is_number(in)) { *out = jv_float(jv_as_double(in)); return true; }
         if (in.t == JV_STR) {
             char *end;
