@@ -243,6 +243,16 @@ static bool eval_call(jctx *c, const jnode *n, jv *out) {
     return ok;
 }
 
+/* Expressions Jinja's optimizer folds to a constant (literals and arithmetic on them). */
+static bool is_const_expr(const jnode *n) {
+    switch (n->kind) {
+    case JN_LIT: return true;
+    case JN_NEG: case JN_POS: case JN_NOT: return is_const_expr(n->a);
+    case JN_BIN: case JN_CONCAT: case JN_AND: case JN_OR: return is_const_expr(n->a) && is_const_expr(n->b);
+    default: return false;
+    }
+}
+
 bool jinja_eval(jctx *c, const jnode *n, jv *out) {
     *out = jv_undef(NULL);
     if (c->failed) return false;
@@ -313,6 +323,16 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv l, r;
         if (!jinja_eval(c, n->a, &l)) return false;
         if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
+        if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
+            /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
+            jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int(-(l.t == JV_BOOL ? (int64_t)l.u.b : l.u.i)), mag;
+            bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);
+            jv_decref(r);
+            if (!ok) return false;
+            ok = jinja_binop(c, n->line, OP_SUB, jv_int(0), mag, out);
+            jv_decref(mag);
+            return ok;
+        }
         bool ok = jinja_binop(c, n->line, n->op, l, r, out);
         jv_decref(l);
         jv_decref(r);
