@@ -219,7 +219,25 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
         }
     }
     if (!*template_source) {
-        st = lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)", dir);
+        /* processors save {"chat_template": "..."} in chat_template.json */
+        char *json_path = lmx_fs_join(dir, "chat_template.json");
+        if (json_path && lmx_fs_is_file(json_path)) {
+            char *text;
+            size_t len;
+            st = lmx_fs_read_file(json_path, (size_t)16 << 20, &text, &len);
+            if (st == LMX_OK) {
+                cJSON *j = cJSON_ParseWithLength(text, len);
+                free(text);
+                const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+                if (cJSON_IsString(ct)) *template_source = strdup(ct->valuestring);
+                cJSON_Delete(j);
+            }
+        }
+        free(json_path);
+        if (st != LMX_OK) goto done;
+    }
+    if (!*template_source) {
+        st = lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja or chat_template.json)", dir);
         goto done;
     }
     if (special_tokens_json) {

@@ -46,8 +46,9 @@ lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char 
 lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *context, char **out);
 
 /* Reads a model/tokenizer directory: the chat template from tokenizer_config.json's
- * "chat_template" (a string, or a list of {name, template} from which "default" is taken) or from
- * chat_template.jinja, and the special-token variables (bos_token, eos_token, unk_token,
+ * "chat_template" (a string, or a list of {name, template} from which "default" is taken); a
+ * chat_template.jinja file takes precedence, chat_template.json ({"chat_template": …}) is the last
+ * resort; and the special-token variables (bos_token, eos_token, unk_token,
  * pad_token, … given as strings or {"content": …}; null ones are left out) as a JSON object text
  * `{"bos_token": "…", …}`. Both outputs malloc'd (caller frees). No template →
  * LMX_ERR_TEMPLATE "no chat template". */

@@ -153,6 +153,14 @@ static void test_loader(void) {
     CHECK_EQ_STR(src, "from file");
     free(src);
     CHECK_EQ_INT(lmx_chat_template_load_dir("/nonexistent-dir-lmx", &src, &special), LMX_ERR_TEMPLATE);
+    /* chat_template.json only */
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/*.json* '%s'/*.jinja && printf '{\"chat_template\": \"J{{ 1 }}\"}' > '%s/chat_template.json'", dir, dir, dir);
+    CHECK(system(cmd) == 0);
+    CHECK_EQ_INT(lmx_chat_template_load_dir(dir, &src, &special), LMX_OK);
+    CHECK_EQ_STR(src, "J{{ 1 }}");
+    CHECK_EQ_STR(special, "{}");
+    free(src);
+    free(special);
 }
 
 typedef struct { lmx_chat_template *t; int ok; } targ;
