@@ -48,6 +48,7 @@ int lmx_cli_tokenize(int argc, char **argv);
 int lmx_cli_dev(int argc, char **argv);
 int lmx_cli_generate(int argc, char **argv);
 int lmx_cli_logits(int argc, char **argv);
+int lmx_cli_chat_template(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 int lmx_cli_list(int argc, char **argv);
 int lmx_cli_run(int argc, char **argv);

@@ -14,6 +14,7 @@ static const struct {
     {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
     {"generate", lmx_cli_generate, "greedy continuation of token ids (--prompt-ids, --max-tokens)"},
     {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
+    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
     {"version", lmx_cli_version, "print the version"},
     {"run", lmx_cli_run, "chat with a model (streaming; interactive without a prompt)"},
     {"info", lmx_cli_info, "load a model and describe it"},
