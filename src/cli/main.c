@@ -9,6 +9,7 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
     {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
     {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
     {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
