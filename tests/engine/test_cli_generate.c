@@ -1,0 +1,2 @@
+#include "lmx_test.h"
+int main(void){return 0;}
