@@ -71,6 +71,13 @@ static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_op
     reply r = {0};
     lmx_gen_result res;
     lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, on_text, &r, &res);
+    if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
+        /* a base model (no template): continue the last message as raw text, as mlx-lm does */
+        static bool warned;
+        if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
+        warned = true;
+        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, on_text, &r, &res);
+    }
     putchar('\n');
     if (st != LMX_OK) {
         free(r.text);

@@ -238,6 +238,25 @@ static void test_run_and_info(void) {
     snprintf(want2, sizeof want2, "%s\n%s\n", reply1, reply2);
     CHECK_EQ_STR(out, want2);
     free(out);
+    /* a model without a chat template: `run` continues the raw text (mlx-lm's fallback) */
+    char notmpl[] = "/tmp/lmx-notmpl-XXXXXX";
+    CHECK(mkdtemp(notmpl) != NULL);
+    snprintf(cmd, sizeof cmd, "for f in '%s'/*; do ln -s \"$f\" '%s'/; done && rm '%s/tokenizer_config.json'", QWEN,
+             notmpl, notmpl);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' 'Plain text' --temp 0 --max-tokens 8 2>/dev/null", LMX_CLI_PATH, notmpl);
+    out = run(cmd, &status);
+    CHECK_EQ_INT(status, 0);
+    char *raw = NULL;
+    CHECK(lmx_generate(rt, notmpl, "Plain text", &o, &raw, NULL) == LMX_OK);
+    snprintf(want, sizeof want, "%s\n", raw ? raw : "");
+    CHECK_EQ_STR(out, want);
+    lmx_message one = {"user", "Plain text"};
+    CHECK_EQ_INT(lmx_chat_stream(rt, notmpl, &one, 1, &o, NULL, NULL, NULL), LMX_ERR_TEMPLATE);
+    lmx_free(raw);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", notmpl);
+    CHECK(system(cmd) == 0);
     lmx_runtime_destroy(rt);
     /* info --json */
     snprintf(cmd, sizeof cmd, "info '%s' --json", QWEN);
