@@ -180,7 +180,7 @@ static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opt
                            lmx_engine_info *info) {
     if (!dir || !out || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
     *out = NULL;
-    lmx_device dev;
+    lmx_device dev = LMX_DEVICE_CPU;
     lmx_status st = pick_device(opts, &dev);
     if (st != LMX_OK) return st;
     lmx_engine_model *m = calloc(1, sizeof *m);
