@@ -61,30 +61,24 @@ static const char *finish_name(lmx_finish_reason r) {
     return r == LMX_FINISH_STOP ? "stop" : r == LMX_FINISH_LENGTH ? "length" : "cancelled";
 }
 
+/* The JSON object, written with ", " and ": " separators (the original contract's spelling). */
 static int print_json(const int32_t *ids, size_t n_ids, const out_text *t, const lmx_gen_result *r, double load_ms) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(o, "token_ids");
-    bool ok = o && arr;
-    for (size_t i = 0; ok && i < n_ids; i++) ok = cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
-    cJSON *m = NULL;
-    ok = ok && cJSON_AddStringToObject(o, "text", t->p ? t->p : "") &&
-         cJSON_AddStringToObject(o, "finish_reason", finish_name(r->finish_reason)) &&
-         cJSON_AddNumberToObject(o, "prompt_tokens", r->n_prompt_tokens) &&
-         cJSON_AddNumberToObject(o, "completion_tokens", r->n_generated_tokens) &&
-         (m = cJSON_AddObjectToObject(o, "metrics")) && cJSON_AddNumberToObject(m, "ttft_ms", r->ttft_ms) &&
-         cJSON_AddNumberToObject(m, "tokens_per_second", r->tokens_per_second) &&
-         cJSON_AddNumberToObject(m, "prompt_tokens_per_second", r->prompt_tokens_per_second) &&
-         cJSON_AddNumberToObject(m, "n_prompt_tokens", r->n_prompt_tokens) &&
-         cJSON_AddNumberToObject(m, "n_generated_tokens", r->n_generated_tokens) &&
-         cJSON_AddNumberToObject(m, "total_ms", r->total_ms) && cJSON_AddNumberToObject(m, "load_ms", load_ms);
-    char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (!s) {
+    cJSON *js = cJSON_CreateString(t->p ? t->p : ""); /* cJSON escapes the text */
+    char *text = js ? cJSON_PrintUnformatted(js) : NULL;
+    cJSON_Delete(js);
+    if (!text) {
         fprintf(stderr, "lmx generate: out of memory\n");
         return 1;
     }
-    printf("%s\n", s);
-    cJSON_free(s);
+    printf("{\"token_ids\": [");
+    for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? ", " : "", ids[i]);
+    printf("], \"text\": %s, \"finish_reason\": \"%s\", \"prompt_tokens\": %d, \"completion_tokens\": %d, "
+           "\"metrics\": {\"ttft_ms\": %.3f, \"tokens_per_second\": %.3f, \"prompt_tokens_per_second\": %.3f, "
+           "\"n_prompt_tokens\": %d, \"n_generated_tokens\": %d, \"total_ms\": %.3f, \"load_ms\": %.3f}}\n",
+           text, finish_name(r->finish_reason), r->n_prompt_tokens, r->n_generated_tokens, r->ttft_ms,
+           r->tokens_per_second, r->prompt_tokens_per_second, r->n_prompt_tokens, r->n_generated_tokens, r->total_ms,
+           load_ms);
+    cJSON_free(text);
     return 0;
 }
 
