@@ -264,7 +264,7 @@ static bool order(jv a, jv b, int *r) {
         return true;
     }
     if (a.t == JV_STR && b.t == JV_STR) { *r = cmp_str(a, b); return true; }
-    if (a.t == JV_LIST && b.t == JV_LIST) {
+    if (a.t == JV_LIST && b.t == JV_LIST && a.u.l->tuple == b.u.l->tuple) {
         for (size_t i = 0; i < a.u.l->n && i < b.u.l->n; i++) {
             if (jv_equal(a.u.l->v[i], b.u.l->v[i])) continue;
             return order(a.u.l->v[i], b.u.l->v[i], r);

@@ -618,7 +618,9 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         for (size_t i = 0; i < s.u.s->len;) {
             uint32_t cp;
             i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
-            bool w = (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_' || cp >= 0x80;
+            utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+            bool w = cp == '_' || (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
+                     (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO); /* Python \w: isalnum() or '_' */
             if (w && !inw) cnt++;
             inw = w;
         }
