@@ -1,7 +1,7 @@
 /* test_engine_threads.c — 8 threads × 3 real tiny models (qwen3 q4, llama-3.2 q8, llama-3 bf16 with
  * real tokenizers) through lmx.h on the real engine: lazy loads racing on the same ids, seeded
  * generations, chat, tokenize/detokenize, info/metrics reads, and unloads of models other threads
- * are using. Every generation must reproduce its single-threaded text byte for byte.
+ * are using (llama2 tokenizer, vocab 32000, so that a ThreadSanitizer build stays fast). Every generation must reproduce its single-threaded text byte for byte.
  * The ThreadSanitizer proof: built with -DLMX_TSAN=ON, `ctest -L tsan` (see README). */
 #include "lmx.h"
 #include "lmx_test.h"
@@ -94,7 +94,7 @@ static void *run(void *arg) {
 }
 
 int main(void) {
-    const char *names[3] = {"qwen3-q4", "llama32-q8", "llama3-bf16"};
+    const char *names[3] = {"tiny-qwen-q4", "tiny-llama32-q8", "tiny-llama3-bf16"};
     for (int k = 0; k < 3; k++) snprintf(dirs[k], sizeof dirs[k], "%s/%s", LMX_ENGINE_MODELS, names[k]);
     char probe[1200];
     snprintf(probe, sizeof probe, "%s/tokenizer.json", dirs[2]);
