@@ -210,7 +210,7 @@ static void run_cli_case(const char *fam, const char *conv, bool agp, const char
         free(msgs);
         char var_arg[512] = "";
         if (var_name) snprintf(var_arg, sizeof var_arg, "--var '%s=%s'", var_name, var_json);
-        char cmd[4000];
+        char cmd[8192];
         snprintf(cmd, sizeof cmd, "'%s' chat-template '%s' %s %s < '%s' > '%s'", LMX_CLI_PATH, dir,
                  agp ? "" : "--no-generation-prompt", var_arg, in_path, out_path);
         CHECK_MSG(system(cmd) == 0, "command failed: %s", cmd);
