@@ -7,10 +7,13 @@
  *
  * For each prompt of expected.json it runs, through popen:
  *   lmx logits DIR --prompt-ids … --top V        -> {"top": [[id, logit], …], "ids": […]}
- *   lmx generate DIR --prompt-ids … --max-tokens 24 --temp 0 --json
+ *   lmx generate DIR --prompt-ids … --max-tokens N --temp 0 --json
  *                                                 -> {"token_ids": […], "text": …, "finish_reason": …}
  * and requires max|Δlogit| <= 1e-3 * max|ref logit| over the whole vocabulary, and greedy ids equal to
  * the reference up to (not including) the first step whose reference top-2 margin is <= 1e-3.
+ * Per prompt, expected.json may say "max_tokens" (N; default: the number of greedy ids, 24) and
+ * "finish_reason" ("length", the default: N tokens; "stop": the greedy ids are the tokens before an EOS id,
+ * which the run must not include, and "stop_margin" is the reference margin at the EOS step).
  *
  * Environment: LMX_CLI (binary to run; default: the build's lmx), LMX_GOLDEN_DIR (root of model
  * dirs when none is given), LMX_GOLDEN_EXTRA (extra CLI options appended to both commands, e.g.
@@ -186,6 +189,23 @@ static long compare_greedy(const long *got, long n_got, const long *ref, long ch
     for (long i = 0; i < checked; i++)
         if (i >= n_got || got[i] != ref[i]) return i;
     return -1;
+}
+
+/* Once the greedy ids matched over `checked` steps: does the run's length and finish_reason agree with
+ * the reference? n_greedy reference ids, max_tokens asked for, want_stop: the reference stops at an EOS
+ * after n_greedy ids (stop_margin: its margin at the EOS step). Returns NULL when fine, else the problem. */
+static const char *check_finish(long n_got, const char *fr, long n_greedy, long checked, long max_tokens,
+                                bool want_stop, double stop_margin) {
+    if (n_got > max_tokens) return "more tokens than --max-tokens";
+    if (checked < n_greedy) return NULL; /* a tiny reference margin: the rest is not compared */
+    if (!want_stop) {
+        if (n_got != n_greedy || !fr || strcmp(fr, "length")) return "expected max_tokens tokens and finish_reason \"length\"";
+        return NULL;
+    }
+    if (!(stop_margin > GOLDEN_MARGIN_MIN)) return NULL; /* the EOS step itself is not decisive */
+    if (n_got != n_greedy || !fr || strcmp(fr, "stop"))
+        return "expected finish_reason \"stop\" right after the reference ids (the EOS id itself excluded)";
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- one model */
@@ -365,7 +385,8 @@ done:
 
 /* Checks `lmx generate` for one prompt; returns the number of problems. */
 static int check_generate(const harness *h, const char *dir, const char *name, long pi, const long *ids,
-                          long n_ids, const long *greedy, const double *margins, long n_greedy) {
+                          long n_ids, const long *greedy, const double *margins, long n_greedy, long max_tokens,
+                          bool want_stop, double stop_margin) {
     int problems = 0;
     buf_t cmd = {0};
     buf_quoted(&cmd, h->cli);
@@ -374,7 +395,7 @@ static int check_generate(const harness *h, const char *dir, const char *name, l
     buf_str(&cmd, " --prompt-ids ");
     ids_csv(&cmd, ids, n_ids);
     char tmp[80];
-    snprintf(tmp, sizeof tmp, " --max-tokens %ld --temp 0 --json", n_greedy);
+    snprintf(tmp, sizeof tmp, " --max-tokens %ld --temp 0 --json", max_tokens);
     buf_str(&cmd, tmp);
     if (h->extra && *h->extra) {
         buf_str(&cmd, " ");
@@ -404,6 +425,7 @@ static int check_generate(const harness *h, const char *dir, const char *name, l
         FAILF("finish_reason must be \"stop\" or \"length\", got %s", fr ? fr : "(missing)");
     long checked = greedy_checked_steps(margins, n_greedy, GOLDEN_MARGIN_MIN);
     long bad = compare_greedy(got, n_got, greedy, checked);
+    const char *fin_problem = check_finish(n_got, fr, n_greedy, checked, max_tokens, want_stop, stop_margin);
     if (bad >= 0) {
         if (bad < n_got)
             FAILF("greedy tokens differ at step %ld: lmx %ld, reference %ld (reference top-2 margin there %.4g; "
@@ -415,15 +437,17 @@ static int check_generate(const harness *h, const char *dir, const char *name, l
             print_ids("lmx      ", got, n_got);
             print_ids("reference", greedy, n_greedy);
         }
-    } else if (n_got > n_greedy) {
-        FAILF("generated %ld tokens with --max-tokens %ld", n_got, n_greedy);
-    } else if (checked == n_greedy && (n_got != n_greedy || !fr || strcmp(fr, "length"))) {
-        /* every EOS id of the fixture is absent from the reference continuation */
-        FAILF("expected %ld tokens and finish_reason \"length\", got %ld tokens and \"%s\"", n_greedy, n_got,
-              fr ? fr : "(missing)");
+    } else if (fin_problem) {
+        /* "length": every EOS id of the fixture is absent from the reference continuation */
+        FAILF("%s: reference %ld tokens then \"%s\" (--max-tokens %ld), lmx %ld tokens and \"%s\"", fin_problem,
+              n_greedy, want_stop ? "stop" : "length", max_tokens, n_got, fr ? fr : "(missing)");
+        if (!h->quiet) {
+            print_ids("lmx      ", got, n_got);
+            print_ids("reference", greedy, n_greedy);
+        }
     } else if (!h->quiet) {
-        fprintf(stderr, "ok   %s prompt %ld (%ld tokens): greedy %ld/%ld steps identical%s\n", name, pi, n_ids,
-                checked, n_greedy, checked < n_greedy ? " (rest not compared: reference margin <= 1e-3)" : "");
+        fprintf(stderr, "ok   %s prompt %ld (%ld tokens): greedy %ld/%ld steps identical, %ld tokens, %s%s\n", name, pi,
+                n_ids, checked, n_greedy, n_got, fr ? fr : "(missing)", checked < n_greedy ? " (rest not compared: reference margin <= 1e-3)" : "");
     }
 done:
     free(got);
@@ -469,13 +493,24 @@ static int check_model(const harness *h, const char *dir) {
                   json_double_array(cJSON_GetObjectItemCaseSensitive(p, "logits"), &logits, &n_logits) &&
                   json_long_array(cJSON_GetObjectItemCaseSensitive(p, "greedy"), &greedy, &n_greedy) &&
                   json_double_array(cJSON_GetObjectItemCaseSensitive(p, "margins"), &margins, &n_margins);
-        if (!ok || n_ids < 1 || n_logits != V || n_greedy != n_margins || n_greedy < 1 ||
-            n_greedy > GOLDEN_MAX_TOKENS) {
+        /* optional per prompt: max_tokens (default n_greedy), finish_reason (default "length"), stop_margin */
+        const cJSON *jmax = cJSON_GetObjectItemCaseSensitive(p, "max_tokens");
+        const cJSON *jfin = cJSON_GetObjectItemCaseSensitive(p, "finish_reason");
+        const cJSON *jsm = cJSON_GetObjectItemCaseSensitive(p, "stop_margin");
+        long max_tokens = cJSON_IsNumber(jmax) ? (long)jmax->valuedouble : n_greedy;
+        bool fin_ok = !jfin || (cJSON_IsString(jfin) && (!strcmp(jfin->valuestring, "length") ||
+                                                          !strcmp(jfin->valuestring, "stop")));
+        bool want_stop = fin_ok && jfin && !strcmp(jfin->valuestring, "stop");
+        double stop_margin = cJSON_IsNumber(jsm) ? jsm->valuedouble : NAN;
+        if (!ok || n_ids < 1 || n_logits != V || n_greedy != n_margins || n_greedy < (want_stop ? 0 : 1) ||
+            (jmax && !cJSON_IsNumber(jmax)) || !fin_ok || max_tokens < 1 || max_tokens > GOLDEN_MAX_TOKENS ||
+            (want_stop ? n_greedy >= max_tokens || !cJSON_IsNumber(jsm) : n_greedy != max_tokens)) {
             fprintf(stderr, "FAIL %s prompt %ld: expected.json entry is malformed\n", name, pi);
             problems++;
         } else {
             problems += check_logits(h, dir, name, pi, ids, n_ids, logits, V);
-            problems += check_generate(h, dir, name, pi, ids, n_ids, greedy, margins, n_greedy);
+            problems += check_generate(h, dir, name, pi, ids, n_ids, greedy, margins, n_greedy, max_tokens, want_stop,
+                                       stop_margin);
         }
         free(ids);
         free(logits);
@@ -514,6 +549,21 @@ static void selftest_compare(void) {
     CHECK_EQ_INT(compare_greedy(got_ids, 1, ref_ids, 2), 1);     /* stopped too early */
     double wide[3] = {1, 1, 1};
     CHECK_EQ_INT(greedy_checked_steps(wide, 3, 1e-3), 3);
+
+    /* finish: "length" needs exactly max_tokens tokens */
+    CHECK(check_finish(24, "length", 24, 24, 24, false, NAN) == NULL);
+    CHECK(check_finish(23, "length", 24, 24, 24, false, NAN) != NULL);
+    CHECK(check_finish(24, "stop", 24, 24, 24, false, NAN) != NULL);
+    CHECK(check_finish(25, "length", 24, 24, 24, false, NAN) != NULL);
+    CHECK(check_finish(30, "length", 24, 10, 24, false, NAN) != NULL); /* never past --max-tokens */
+    CHECK(check_finish(12, "stop", 24, 10, 24, false, NAN) == NULL);   /* not compared after a tiny margin */
+    /* "stop" after 9 ids: the EOS must end the run, not appear in it, and not be ignored */
+    CHECK(check_finish(9, "stop", 9, 9, 24, true, 0.04) == NULL);
+    CHECK(check_finish(10, "stop", 9, 9, 24, true, 0.04) != NULL);   /* EOS included */
+    CHECK(check_finish(24, "length", 9, 9, 24, true, 0.04) != NULL); /* EOS ignored */
+    CHECK(check_finish(9, "length", 9, 9, 24, true, 0.04) != NULL);  /* wrong reason */
+    CHECK(check_finish(9, NULL, 9, 9, 24, true, 0.04) != NULL);
+    CHECK(check_finish(24, "length", 9, 9, 24, true, 1e-4) == NULL); /* EOS step not decisive */
 }
 
 /* The harness must fail, with a message, when the CLI prints nothing useful. */
