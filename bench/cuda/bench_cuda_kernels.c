@@ -67,6 +67,24 @@ static lmx_cuda_matrix make_matrix(int64_t n, int64_t k, int bits, size_t *bytes
     *bytes = wb + 2 * sb;
     return m;
 }
+/* a device copy of m (same content, other addresses) */
+static lmx_cuda_matrix clone_matrix(const lmx_cuda_matrix *m, size_t *bytes) {
+    lmx_cuda_matrix c = *m;
+    size_t wb = m->bits ? (size_t)(m->n * m->k * m->bits / 32) * 4 : (size_t)(m->n * m->k) * 2;
+    size_t sb = m->bits ? (size_t)(m->n * (m->k / 64)) * 2 : 0;
+    void *w; LK(lmx_cuda_malloc(&w, wb));
+    CK(cudaMemcpy(w, m->w, wb, cudaMemcpyDeviceToDevice));
+    c.w = w;
+    if (m->bits) {
+        void *s, *b;
+        LK(lmx_cuda_malloc(&s, sb)); LK(lmx_cuda_malloc(&b, sb));
+        CK(cudaMemcpy(s, m->scales, sb, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(b, m->biases, sb, cudaMemcpyDeviceToDevice));
+        c.scales = s; c.biases = b;
+    }
+    *bytes = wb + 2 * sb;
+    return c;
+}
 static void free_matrix(lmx_cuda_matrix *m) {
     lmx_cuda_free((void *)m->w); lmx_cuda_free((void *)m->scales); lmx_cuda_free((void *)m->biases);
 }
@@ -152,7 +170,7 @@ int main(int argc, char **argv) {
             if (copies > 64) copies = 64;
             lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
             ms[0] = probe;
-            for (int c = 1; c < copies; c++) ms[c] = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
+            for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
             double us = time_gemv(ms, copies, x, y, reps);
             double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
             printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f\n", sh.name, bits_name[bi], (long long)sh.n,

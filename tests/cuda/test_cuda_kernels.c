@@ -94,9 +94,10 @@ static void run_gemv(gemv_case c) {
         for (size_t i = 0; i < (size_t)(c.n * c.k); i++) tu_store(hw, i, c.dt, 0.05f * tu_unif(&rng));
     }
     void *hbias = NULL;
+    const int bdt = c.bias == 2 ? 0 : c.dt; /* bias 1: the weights' dtype, 2: F32 */
     if (c.bias) {
-        hbias = malloc((size_t)c.n * tu_dsize(c.dt));
-        for (int64_t i = 0; i < c.n; i++) tu_store(hbias, (size_t)i, c.dt, tu_unif(&rng));
+        hbias = malloc((size_t)c.n * 4);
+        for (int64_t i = 0; i < c.n; i++) tu_store(hbias, (size_t)i, bdt, tu_unif(&rng));
     }
     float *x = randv((size_t)(c.batch * c.k), 1.0f);
     float *y0 = randv((size_t)(c.batch * c.n), 1.0f);
@@ -108,16 +109,16 @@ static void run_gemv(gemv_case c) {
                 double w = c.bits ? deq_at(hw, hs, hb, c.dt, c.k, c.bits, c.gs, r, i) : dense_at(hw, c.dt, (size_t)(r * c.k + i));
                 a += w * x[b * c.k + i];
             }
-            if (c.bias) a += dense_at(hbias, c.dt, (size_t)r);
+            if (c.bias) a += dense_at(hbias, bdt, (size_t)r);
             if (c.accumulate) a += y0[b * c.n + r];
             ref[b * c.n + r] = a;
         }
     void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
-    void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * tu_dsize(c.dt)) : NULL;
+    void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * tu_dsize(bdt)) : NULL;
     float *dx = dev_upload(x, sizeof(float) * (size_t)(c.batch * c.k));
     float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)(c.batch * c.n)) : dev_poisoned(sizeof(float) * (size_t)(c.batch * c.n));
     float *y = malloc(sizeof(float) * (size_t)(c.batch * c.n));
-    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
+    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt, .bias_dtype = (lmx_dtype)bdt,
                          .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
     CHECK(dw && dx && dy);
     if (dw && dx && dy) {
@@ -139,7 +140,7 @@ static void test_gemv(void) {
         {4096, 4096, 0, 0, 2, 1, 0, 0},
         {14336, 4096, 0, 0, 2, 1, 0, 0},
         {4096, 14336, 0, 0, 2, 1, 0, 1},
-        {1024, 4096, 0, 0, 1, 1, 1, 0},
+        {1024, 4096, 0, 0, 1, 1, 2, 0},
         {513, 2048, 0, 0, 0, 1, 0, 0},
         {1000, 1032, 0, 0, 2, 3, 0, 0},
         {37, 100, 0, 0, 2, 2, 1, 1},   /* k % 8 != 0: generic path */
@@ -148,7 +149,7 @@ static void test_gemv(void) {
         {14336, 4096, 4, 64, 2, 1, 0, 0},
         {4096, 14336, 4, 64, 2, 1, 0, 1},
         {128256, 2048, 4, 64, 2, 1, 0, 0},
-        {4099, 2048, 4, 32, 2, 1, 1, 0},
+        {4099, 2048, 4, 32, 2, 1, 2, 0},
         {2048, 8192, 4, 128, 1, 4, 0, 0},
         {1000, 4096, 4, 64, 0, 7, 0, 0},
         {4096, 4096, 8, 64, 2, 1, 0, 0},
@@ -206,7 +207,7 @@ static void test_rmsnorm(void) {
 }
 
 /* ---- RoPE ---- */
-static void run_rope(int T, int heads, int hd, int rot, const int32_t *pos, double base) {
+static void run_rope(int T, int heads, int hd, int rot, const int32_t *pos, double base, float mscale) {
     char name[96];
     snprintf(name, sizeof name, "rope T %d heads %d hd %d rot %d", T, heads, hd, rot);
     int half = rot / 2;
@@ -227,7 +228,7 @@ static void run_rope(int T, int heads, int hd, int rot, const int32_t *pos, doub
             for (int i = 0; i < hd; i++) o[i] = p[i];
             for (int i = 0; i < half; i++) {
                 double ang = (double)((float)pos[t] * inv[i]); /* the angle is formed in fp32, as in MLX */
-                double c = cos(ang), s = sin(ang);
+                double c = cos(ang) * mscale, s = sin(ang) * mscale;
                 o[i] = p[i] * c - p[i + half] * s;
                 o[i + half] = p[i + half] * c + p[i] * s;
             }
@@ -235,7 +236,7 @@ static void run_rope(int T, int heads, int hd, int rot, const int32_t *pos, doub
     float *dx = dev_upload(x, sizeof(float) * n);
     float *dinv = dev_upload(inv, sizeof(float) * half);
     int32_t *dpos = dev_upload(pos, sizeof(int32_t) * T);
-    OKS(lmx_cuda_rope(dx, dpos, dinv, T, heads, hd, rot, NULL));
+    OKS(lmx_cuda_rope(dx, dpos, dinv, mscale, T, heads, hd, rot, NULL));
     OKS(lmx_cuda_stream_sync(NULL));
     float *y = malloc(sizeof(float) * n);
     lmx_cuda_memcpy_d2h(y, dx, sizeof(float) * n, NULL);
@@ -248,10 +249,10 @@ static void test_rope(void) {
     const int32_t p3[3] = {0, 7, 8191};
     const int32_t p5[5] = {100, 101, 102, 103, 104};
     const int32_t p1[1] = {31999};
-    run_rope(3, 32, 128, 128, p3, 500000.0);
-    run_rope(5, 8, 128, 64, p5, 10000.0);  /* partial rotary */
-    run_rope(1, 8, 256, 256, p1, 1000000.0);
-    run_rope(3, 16, 64, 64, p3, 10000.0);
+    run_rope(3, 32, 128, 128, p3, 500000.0, 1.0f);
+    run_rope(5, 8, 128, 64, p5, 10000.0, 1.0f);  /* partial rotary */
+    run_rope(1, 8, 256, 256, p1, 1000000.0, 1.2f); /* yarn-style mscale */
+    run_rope(3, 16, 64, 64, p3, 10000.0, 1.0f);
 }
 
 /* ---- elementwise ---- */
@@ -461,6 +462,7 @@ static void test_arena(void) {
 
 int main(void) {
 #ifndef LMX_HAVE_CUDA
+    (void)lmx_test_run;
     SKIP("this build has no CUDA backend: GPU kernel tests skipped");
     return lmx_test_summary();
 #else

@@ -23,7 +23,7 @@
 template <int BMAX>
 __device__ __forceinline__ void gemv_reduce_store(float (&acc)[GEMV_R][BMAX], int row0, int n,
                                                   int batch, int ksplit, const void *lbias,
-                                                  int dt, float *y, int accumulate) {
+                                                  int bdt, float *y, int accumulate) {
     __shared__ float red[GEMV_THREADS / 32][GEMV_R][BMAX];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
@@ -44,7 +44,7 @@ __device__ __forceinline__ void gemv_reduce_store(float (&acc)[GEMV_R][BMAX], in
     if (row >= n || b >= batch) return;
     float s = 0.f;
     for (int w = warp; w < warp + ksplit; w++) s += red[w][r][b];
-    if (lbias) s += lmx_cu_ld(lbias, row, dt);
+    if (lbias) s += lmx_cu_ld(lbias, row, bdt);
     float *dst = y + (size_t)b * n + row;
     *dst = accumulate ? *dst + s : s;
 }
@@ -86,7 +86,7 @@ template <> struct dense_traits<__half> {
 template <typename WT, int BMAX>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restrict__ y,
-           const void *__restrict__ lbias, int dt, int n, int k, int batch, int ksplit,
+           const void *__restrict__ lbias, int bdt, int n, int k, int batch, int ksplit,
            int accumulate) {
     constexpr int E = dense_traits<WT>::E;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -128,12 +128,12 @@ gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restr
             }
         }
     }
-    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, dt, y, accumulate);
+    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, bdt, y, accumulate);
 }
 
 /* Any k, any alignment: one warp per row, scalar loads. */
 __global__ void gemv_dense_generic(const void *__restrict__ W, int wdt, const float *__restrict__ x,
-                                   float *__restrict__ y, const void *__restrict__ lbias, int n,
+                                   float *__restrict__ y, const void *__restrict__ lbias, int bdt, int n,
                                    int k, int batch, int accumulate) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -144,7 +144,7 @@ __global__ void gemv_dense_generic(const void *__restrict__ W, int wdt, const fl
             a = fmaf(lmx_cu_ld(W, (size_t)row * k + i, wdt), x[(size_t)b * k + i], a);
         a = lmx_cu_warp_sum(a);
         if (lane == 0) {
-            if (lbias) a += lmx_cu_ld(lbias, row, wdt);
+            if (lbias) a += lmx_cu_ld(lbias, row, bdt);
             float *dst = y + (size_t)b * n + row;
             *dst = accumulate ? *dst + a : a;
         }
@@ -155,7 +155,7 @@ __global__ void gemv_dense_generic(const void *__restrict__ W, int wdt, const fl
 template <int BITS, int BMAX>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const void *__restrict__ Bq,
-            const void *__restrict__ lbias, int dt, const float *__restrict__ x,
+            const void *__restrict__ lbias, int dt, int bdt, const float *__restrict__ x,
             float *__restrict__ y, int n, int k, int gs, int batch, int ksplit, int accumulate) {
     constexpr int EPW = 32 / BITS;  /* elements per word */
     constexpr int E = 4 * EPW;      /* elements per 16-byte chunk */
@@ -242,14 +242,14 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
             }
         }
     }
-    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, dt, y, accumulate);
+    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, bdt, y, accumulate);
 }
 
 /* ---- quantized, any bit width: 32-element packs of BITS words ---- */
 template <int BITS, int BMAX>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
-               const void *__restrict__ Bq, const void *__restrict__ lbias, int dt,
+               const void *__restrict__ Bq, const void *__restrict__ lbias, int dt, int bdt,
                const float *__restrict__ x, float *__restrict__ y, int n, int k, int gs, int batch,
                int ksplit, int accumulate) {
     constexpr uint32_t MASK = (1u << BITS) - 1u;
@@ -298,7 +298,7 @@ gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
             }
         }
     }
-    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, dt, y, accumulate);
+    gemv_reduce_store<BMAX>(acc, row0, n, batch, ksplit, lbias, bdt, y, accumulate);
 }
 
 /* ---- host side ---- */
@@ -312,6 +312,9 @@ extern "C" lmx_status lmx_cuda_matrix_check(const lmx_cuda_matrix *m) {
     if (!lmx_cu_float_dtype(m->dtype))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda matrix: dtype %d is not F32/F16/BF16",
                          (int)m->dtype);
+    if (m->bias && !lmx_cu_float_dtype(m->bias_dtype))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda matrix: bias dtype %d is not F32/F16/BF16",
+                         (int)m->bias_dtype);
     if (m->bits == 0) return LMX_OK;
     if (m->bits < 2 || m->bits > 8 || m->bits == 7)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda matrix: %d-bit quantization unsupported", m->bits);
@@ -335,13 +338,13 @@ static int gemv_ksplit(long chunks) {
 template <int BMAX>
 static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                         int accumulate, cudaStream_t st) {
-    const int n = (int)m->n, k = (int)m->k, dt = (int)m->dtype;
+    const int n = (int)m->n, k = (int)m->k, dt = (int)m->dtype, bdt = (int)m->bias_dtype;
     const int row_groups = (n + GEMV_R - 1) / GEMV_R;
     if (m->bits == 0) {
         const int esz = m->dtype == LMX_DTYPE_F32 ? 4 : 2;
         const int E = 16 / esz;
         if (k % E != 0 || ((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) {
-            gemv_dense_generic<<<(n + 3) / 4, 128, 0, st>>>(m->w, dt, x, y, m->bias, n, k, batch,
+            gemv_dense_generic<<<(n + 3) / 4, 128, 0, st>>>(m->w, dt, x, y, m->bias, bdt, n, k, batch,
                                                              accumulate);
             return;
         }
@@ -349,13 +352,13 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
         if (m->dtype == LMX_DTYPE_BF16)
             gemv_dense<__nv_bfloat16, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(
-                (const __nv_bfloat16 *)m->w, x, y, m->bias, dt, n, k, batch, ks, accumulate);
+                (const __nv_bfloat16 *)m->w, x, y, m->bias, bdt, n, k, batch, ks, accumulate);
         else if (m->dtype == LMX_DTYPE_F16)
             gemv_dense<__half, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(
-                (const __half *)m->w, x, y, m->bias, dt, n, k, batch, ks, accumulate);
+                (const __half *)m->w, x, y, m->bias, bdt, n, k, batch, ks, accumulate);
         else
             gemv_dense<float, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(
-                (const float *)m->w, x, y, m->bias, dt, n, k, batch, ks, accumulate);
+                (const float *)m->w, x, y, m->bias, bdt, n, k, batch, ks, accumulate);
         return;
     }
     const uint32_t *W = (const uint32_t *)m->w;
@@ -366,7 +369,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
         const int ks = gemv_ksplit(k / E);
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QF(B)                                                                                  \
-    gemv_q_fast<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, x, \
+    gemv_q_fast<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
                                                           y, n, k, gs, batch, ks, accumulate)
         if (bits == 4) LMX_QF(4);
         else if (bits == 8) LMX_QF(8);
@@ -377,7 +380,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
     const int ks = gemv_ksplit(k / 32);
     const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QG(B)                                                                                     \
-    gemv_q_generic<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, x, \
+    gemv_q_generic<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
                                                              y, n, k, gs, batch, ks, accumulate)
     switch (bits) {
     case 2: LMX_QG(2); break;

@@ -85,13 +85,14 @@ size_t lmx_cuda_arena_capacity(const lmx_cuda_arena *arena);
  *   bits in {2,3,4,5,6,8}: MLX affine; w is uint32 [n, k*bits/32] (LSB-first bitstream per row),
  *     scales and biases are [n, k/group_size] of `dtype` (F16, BF16 or F32), group_size in
  *     {32, 64, 128}, k a multiple of group_size; w[r,i] = scale*q + bias.
- *   bias: optional [n] of `dtype` (Linear bias), NULL if none. */
+ *   bias: optional [n] of bias_dtype (Linear bias), NULL if none. */
 typedef struct lmx_cuda_matrix {
     const void *w;
     const void *scales;
     const void *biases;
     const void *bias;
     lmx_dtype dtype;
+    lmx_dtype bias_dtype;
     int bits;
     int group_size;
     int64_t n, k;
@@ -116,11 +117,12 @@ lmx_status lmx_cuda_rmsnorm(const float *x, const void *w, lmx_dtype w_dtype, fl
 
 /* Rotary embedding, half-split (mlx traditional=False), in place on x [T, n_heads, head_dim]:
  * for i < rot_dims/2, the pair (x[i], x[i + rot_dims/2]) is rotated by angle
- * positions[t] * inv_freq[i]. Features >= rot_dims are untouched (partial rotary).
+ * positions[t] * inv_freq[i], with cos and sin multiplied by mscale (1 = plain; yarn's attention
+ * factor otherwise). Features >= rot_dims are untouched (partial rotary).
  * positions: device int32 [T]; inv_freq: device fp32 [rot_dims/2] (any scaling folded in: llama3,
  * linear `1/factor`, …). rot_dims even, <= head_dim. */
-lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_freq, int T,
-                         int n_heads, int head_dim, int rot_dims, lmx_cuda_stream stream);
+lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_freq, float mscale,
+                         int T, int n_heads, int head_dim, int rot_dims, lmx_cuda_stream stream);
 
 /* out[i] = silu(gate[i]) * up[i]   (out may alias gate or up) */
 lmx_status lmx_cuda_swiglu(const float *gate, const float *up, float *out, int64_t n,

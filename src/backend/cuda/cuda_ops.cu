@@ -41,7 +41,7 @@ extern "C" lmx_status lmx_cuda_rmsnorm(const float *x, const void *w, lmx_dtype 
 
 /* ---- RoPE (half-split) ---- */
 __global__ void rope_kernel(float *x, const int32_t *__restrict__ pos, const float *__restrict__ inv_freq,
-                            int T, int n_heads, int head_dim, int half) {
+                            float mscale, int T, int n_heads, int head_dim, int half) {
     const int64_t total = (int64_t)T * n_heads * half;
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
          idx += (int64_t)gridDim.x * blockDim.x) {
@@ -50,6 +50,8 @@ __global__ void rope_kernel(float *x, const int32_t *__restrict__ pos, const flo
         const int t = (int)(th / n_heads);
         float s, c;
         sincosf((float)pos[t] * inv_freq[i], &s, &c);
+        s *= mscale;
+        c *= mscale;
         float *p = x + th * head_dim;
         const float a = p[i], b = p[i + half];
         p[i] = a * c - b * s;
@@ -57,14 +59,14 @@ __global__ void rope_kernel(float *x, const int32_t *__restrict__ pos, const flo
     }
 }
 
-extern "C" lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_freq, int T,
-                                    int n_heads, int head_dim, int rot_dims, lmx_cuda_stream stream) {
+extern "C" lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_freq, float mscale,
+                                    int T, int n_heads, int head_dim, int rot_dims, lmx_cuda_stream stream) {
     if (!x || !positions || !inv_freq || T < 1 || n_heads < 1 || rot_dims < 2 || (rot_dims & 1) ||
         rot_dims > head_dim)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda rope: bad arguments (T %d, heads %d, head_dim %d, rot %d)",
                          T, n_heads, head_dim, rot_dims);
     const int64_t total = (int64_t)T * n_heads * (rot_dims / 2);
-    rope_kernel<<<lmx_cu_blocks(total, 256), 256, 0, LMX_CU_STREAM(stream)>>>(x, positions, inv_freq, T,
+    rope_kernel<<<lmx_cu_blocks(total, 256), 256, 0, LMX_CU_STREAM(stream)>>>(x, positions, inv_freq, mscale, T,
                                                                             n_heads, head_dim, rot_dims / 2);
     LMX_CU_CHECK_LAUNCH("rope");
     return LMX_OK;
