@@ -9,6 +9,8 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"generate", lmx_cli_generate, "greedy continuation of token ids (--prompt-ids, --max-tokens)"},
+    {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"version", lmx_cli_version, "print the version"},
 };
 

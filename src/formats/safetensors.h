@@ -38,8 +38,13 @@ typedef enum lmx_dtype {
 
 /* "F32", "BF16", … (safetensors spelling); "?" for out-of-range values. */
 const char *lmx_dtype_name(lmx_dtype t);
-/* Bytes per element. */
+/* Bytes per element (0 for out-of-range values). */
 size_t lmx_dtype_size(lmx_dtype t);
+/* Parses a safetensors dtype string ("BF16" → LMX_DTYPE_BF16). False for unknown or unsupported
+ * spellings (F8_E4M3, F4, C64, …). `out` may be NULL. */
+bool lmx_dtype_from_name(const char *name, lmx_dtype *out);
+/* True for F32, F16 and BF16 (the dtypes lmx_tensor_to_f32 converts). */
+bool lmx_dtype_is_float(lmx_dtype t);
 
 typedef struct lmx_tensor_view {
     const char *name;      /* tensor name as stored in the file */
@@ -72,6 +77,11 @@ const lmx_tensor_view *lmx_safetensors_get(const lmx_safetensors *st, size_t i);
 const lmx_tensor_view *lmx_safetensors_find(const lmx_safetensors *st, const char *name); /* NULL if absent */
 /* Value of a __metadata__ key, or NULL. */
 const char *lmx_safetensors_metadata(const lmx_safetensors *st, const char *key);
+/* The __metadata__ keys, sorted (i < count; NULL when out of range). */
+size_t lmx_safetensors_metadata_count(const lmx_safetensors *st);
+const char *lmx_safetensors_metadata_key(const lmx_safetensors *st, size_t i);
+/* The path (or memory label) the file was opened with; views' `file` points to the same string. */
+const char *lmx_safetensors_path(const lmx_safetensors *st);
 
 /* ---- the weight set of a model directory ---- */
 typedef struct lmx_weights lmx_weights;
@@ -79,7 +89,10 @@ typedef struct lmx_weights lmx_weights;
 /* Opens every weight file of a model directory: those listed by model.safetensors.index.json when
  * present, else every *.safetensors in the directory (model.safetensors, model-0000N-of-0000M…,
  * weights.safetensors, weights.NN.safetensors; adapter files are skipped). A tensor name present
- * in two files is an error. */
+ * in two files is an error. Errors: LMX_ERR_MODEL_NOT_FOUND (no directory, no weight files, or a
+ * file the index lists is absent), LMX_ERR_INVALID_MODEL_FORMAT (a bad file or index json),
+ * LMX_ERR_MODEL_VALIDATION_FAILED (a tensor the index places in a file is not there; a tensor in two
+ * files), LMX_ERR_IO, LMX_ERR_OUT_OF_MEMORY. Files are opened in sorted name order. */
 lmx_status lmx_weights_open(const char *dir, bool use_mmap, lmx_weights **out);
 void lmx_weights_close(lmx_weights *w); /* NULL-safe */
 

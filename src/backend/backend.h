@@ -1,0 +1,133 @@
+/* backend.h — the seam between the model graph (src/model) and the compute backends
+ * (src/backend/cpu, later src/backend/cuda).
+ *
+ * The model graph only sees opaque handles and calls the ops below; it never dereferences
+ * backend memory. A backend implements `lmx_backend_ops` and hands out:
+ *   - lmx_buf:     an activation buffer of fp32 elements (row-major), owned by the backend.
+ *                  Buffers are allocated once (at KV-cache/scratch creation), never per token.
+ *   - lmx_bweight: an uploaded weight — a dense matrix (F32/F16/BF16, kept in its stored dtype; the
+ *                  CPU backend references the mmapped bytes, a GPU backend copies them), an MLX
+ *                  affine-quantized matrix (packed U32 + scales + biases), or a vector (norm
+ *                  weights, RoPE inverse frequencies), each with an optional fp32 bias.
+ * Shapes: a matrix weight is [out, in] as stored (HF layout); matmul computes
+ * y[T, out] = x[T, in] · Wᵀ (+ bias). Activation offsets/strides are in elements.
+ *
+ * Positions: ops that depend on a token's position take a host array `pos[T]` of absolute
+ * positions (so batched decode of several sequences at different positions needs no new op).
+ * KV cache layout (backend buffers k_cache, v_cache): [kv_head][capacity][head_dim] per layer,
+ * post-RoPE keys; `kv_write` stores T rows at their positions, `attention` reads keys 0..pos.
+ *
+ * Batched decode later: run matmuls over B rows (one per sequence) and call `attention` once per
+ * sequence on its own cache (or add a batched attention op taking per-row cache handles).
+ * A GPU backend implements the same struct; ops may be asynchronous as long as buf_read
+ * synchronizes.
+ *
+ * Errors: ops return lmx_status (invalid shapes are the caller's bug, but are still reported with a
+ * detail rather than crashing). Thread-safety: a backend object may be shared by several models;
+ * ops on one backend are serialized by the caller (the CPU backend's thread pool runs one op at a
+ * time). Ownership: every handle is released through the backend that created it.
+ */
+#ifndef LMX_BACKEND_BACKEND_H
+#define LMX_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "lmx.h"
+
+typedef struct lmx_backend lmx_backend;
+typedef struct lmx_buf lmx_buf;
+typedef struct lmx_bweight lmx_bweight;
+
+typedef enum lmx_wdtype { LMX_W_F32 = 0, LMX_W_F16, LMX_W_BF16 } lmx_wdtype;
+
+typedef enum lmx_wkind {
+    LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
+    LMX_WEIGHT_QUANT,     /* MLX affine: packed [rows, cols*bits/32] u32, scales/biases [rows, cols/group] */
+    LMX_WEIGHT_VECTOR,    /* [cols] float vector (rows == 1) */
+} lmx_wkind;
+
+/* A host-side description of a weight to upload. Pointers refer to (possibly unaligned) stored bytes
+ * that stay valid for the lifetime of the model (the mmapped weight files). `row0`/`rows` select a
+ * row range of the stored matrix (used to split fused qkv/gate_up projections). */
+typedef struct lmx_weight_desc {
+    const char *name;       /* for error messages */
+    lmx_wkind kind;
+    int64_t rows, cols;     /* logical shape of the selected part: [rows, cols] */
+    int64_t row0;           /* first stored row of the selection */
+    lmx_wdtype dtype;       /* dense/vector: element type; quant: dtype of scales/biases */
+    const void *data;       /* dense/vector: elements of the whole stored tensor; quant: packed u32 words */
+    const void *scales;     /* quant: [stored_rows, cols/group] */
+    const void *biases;     /* quant: [stored_rows, cols/group] */
+    int bits, group_size;   /* quant */
+    const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
+    lmx_wdtype bias_dtype;
+} lmx_weight_desc;
+
+typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;
+
+typedef struct lmx_attn_params {
+    int n_tokens;     /* T: query rows */
+    int n_heads;      /* query heads */
+    int n_kv_heads;   /* GQA: head h reads kv head h / (n_heads / n_kv_heads) */
+    int head_dim;
+    int capacity;     /* positions per kv head in the cache */
+    int window;       /* 0 = full causal; else key j visible to query at p iff p - window < j <= p */
+    float scale;      /* multiplies q·k */
+    float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
+} lmx_attn_params;
+
+typedef struct lmx_backend_ops {
+    const char *name;
+    void (*destroy)(lmx_backend *be);
+
+    /* ---- memory ---- */
+    lmx_status (*buf_alloc)(lmx_backend *be, size_t n_floats, lmx_buf **out);
+    void (*buf_free)(lmx_backend *be, lmx_buf *b); /* NULL-safe */
+    lmx_status (*buf_write)(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n);
+    lmx_status (*buf_read)(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n);
+    lmx_status (*buf_copy)(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off,
+                           size_t n);
+
+    lmx_status (*weight_upload)(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out);
+    void (*weight_free)(lmx_backend *be, lmx_bweight *w); /* NULL-safe */
+
+    /* ---- ops (fp32 activations, fp32 accumulation) ---- */
+    /* y[T, rows] = x[T, cols] · Wᵀ + bias; x rows start at x_off with stride cols. */
+    lmx_status (*matmul)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
+    /* y[T, cols] = W[ids[t], :] * scale (ids on the host). */
+    lmx_status (*embed)(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y);
+    /* y[rows, dim] = x * rsqrt(mean(x²) + eps) * (w or 1+w); in place allowed (y == x). */
+    lmx_status (*rmsnorm)(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
+                          float eps, bool plus_one);
+    /* In place on x[T, n_heads, head_dim]: rotate the first rot_dim features of each head (half-split
+     * pairs (i, i + rot_dim/2)) by angle pos[t] * inv_freq[i]; cos/sin are multiplied by mscale. */
+    lmx_status (*rope)(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
+                       const lmx_bweight *inv_freq, float mscale, const int32_t *pos);
+    /* Stores k, v [T, n_kv, head_dim] at positions pos[t] into caches [n_kv][capacity][head_dim]. */
+    lmx_status (*kv_write)(lmx_backend *be, lmx_buf *k_cache, lmx_buf *v_cache, const lmx_buf *k, const lmx_buf *v,
+                           int T, int n_kv, int head_dim, int capacity, const int32_t *pos);
+    /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale))) · v, causal by pos[t]. */
+    lmx_status (*attention)(lmx_backend *be, const lmx_buf *q, const lmx_buf *k_cache, const lmx_buf *v_cache,
+                            lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
+    /* gate[n] = act(gate) * up */
+    lmx_status (*act_mul)(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
+    /* x[n] += y[n] */
+    lmx_status (*add)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
+    /* x[n] = cap * tanh(x / cap) */
+    lmx_status (*softcap)(lmx_backend *be, lmx_buf *x, size_t n, float cap);
+} lmx_backend_ops;
+
+/* Every backend object starts with this header. */
+struct lmx_backend {
+    const lmx_backend_ops *ops;
+};
+
+/* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64). */
+lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
+
+static inline void lmx_backend_destroy(lmx_backend *be) {
+    if (be) be->ops->destroy(be);
+}
+
+#endif

@@ -1,0 +1,587 @@
+/* cpu_backend.c — the reference CPU backend: readable fp32-accumulating kernels, parallelized over
+ * rows/heads with a small thread pool owned by the backend (see backend.h for the op contracts).
+ *
+ * Weights stay in their stored dtype: dense F16/BF16/F32 matrices are referenced in place (the
+ * mmapped bytes, possibly unaligned) and converted row by row into per-thread scratch; quantized
+ * matrices keep their packed words and get fp32 copies of scales/biases at upload.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_quant.h"
+#include "backend/cpu/thread_pool.h"
+#include "util/error.h"
+
+struct lmx_buf {
+    size_t n;
+    float *data; /* [n] */
+};
+
+struct lmx_bweight {
+    lmx_wkind kind;
+    int64_t rows, cols;
+    lmx_wdtype dtype;      /* dense: element type of `data` */
+    const uint8_t *data;   /* dense: first selected row; quant: packed bytes of the first selected row */
+    size_t row_bytes;      /* bytes per stored row */
+    float *vec;            /* vector: own fp32 copy [cols] */
+    float *scales, *biases; /* quant: own fp32 [rows, groups] */
+    int bits, group_size, groups;
+    float *bias;           /* optional own fp32 [rows] */
+};
+
+typedef struct cpu_backend {
+    lmx_backend base;
+    lmx_thread_pool *pool;
+    int n_threads;
+    float **scratch;       /* [n_threads][scratch_len] per-thread scratch */
+    size_t scratch_len;
+    float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
+    size_t shared_len;
+} cpu_backend;
+
+static cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
+
+static lmx_status ensure_scratch(cpu_backend *c, size_t per_thread) {
+    if (per_thread <= c->scratch_len) return LMX_OK;
+    for (int i = 0; i < c->n_threads; i++) {
+        float *p = realloc(c->scratch[i], per_thread * sizeof(float));
+        if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu floats", per_thread);
+        c->scratch[i] = p;
+    }
+    c->scratch_len = per_thread;
+    return LMX_OK;
+}
+
+static lmx_status ensure_shared(cpu_backend *c, size_t n) {
+    if (n <= c->shared_len) return LMX_OK;
+    float *p = realloc(c->shared, n * sizeof(float));
+    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu floats", n);
+    c->shared = p;
+    c->shared_len = n;
+    return LMX_OK;
+}
+
+/* ---- element conversion ---- */
+
+static size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+
+static void convert_row(const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
+    if (t == LMX_W_F32) {
+        memcpy(dst, src, (size_t)n * 4);
+    } else if (t == LMX_W_BF16) {
+        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_bf16(src + 2 * i);
+    } else {
+        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
+    }
+}
+
+static float *convert_copy(const void *src, lmx_wdtype t, int64_t n) {
+    float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (d) convert_row(src, t, n, d);
+    return d;
+}
+
+static inline float dot(const float *a, const float *b, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+/* ---- memory ---- */
+
+static lmx_status cpu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
+    (void)be;
+    *out = NULL;
+    lmx_buf *b = malloc(sizeof *b);
+    float *d = calloc(n ? n : 1, sizeof(float));
+    if (!b || !d) {
+        free(b);
+        free(d);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: buffer of %zu floats", n);
+    }
+    b->n = n;
+    b->data = d;
+    *out = b;
+    return LMX_OK;
+}
+
+static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
+    (void)be;
+    if (!b) return;
+    free(b->data);
+    free(b);
+}
+
+static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b->n && cnt <= b->n - off; }
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                           \
+    do {                                                                                               \
+        if (!range_ok((buf_), (size_t)(off_), (size_t)(cnt_)))                                         \
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: %s: range [%zu, +%zu) outside a " \
+                             "buffer of %zu", what_, (size_t)(off_), (size_t)(cnt_), (buf_)->n);      \
+    } while (0)
+
+static lmx_status cpu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
+    (void)be;
+    CHECK_RANGE(dst, off, n, "buf_write");
+    memcpy(dst->data + off, src, n * sizeof(float));
+    return LMX_OK;
+}
+
+static lmx_status cpu_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n) {
+    (void)be;
+    CHECK_RANGE(src, off, n, "buf_read");
+    memcpy(dst, src->data + off, n * sizeof(float));
+    return LMX_OK;
+}
+
+static lmx_status cpu_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off,
+                               size_t n) {
+    (void)be;
+    CHECK_RANGE(dst, dst_off, n, "buf_copy");
+    CHECK_RANGE(src, src_off, n, "buf_copy");
+    memmove(dst->data + dst_off, src->data + src_off, n * sizeof(float));
+    return LMX_OK;
+}
+
+static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
+    (void)be;
+    if (!w) return;
+    free(w->vec);
+    free(w->scales);
+    free(w->biases);
+    free(w->bias);
+    free(w);
+}
+
+static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+    cpu_backend *c = CPU(be);
+    *out = NULL;
+    if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
+    lmx_bweight *w = calloc(1, sizeof *w);
+    if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight", d->name);
+    w->kind = d->kind;
+    w->rows = d->rows;
+    w->cols = d->cols;
+    w->dtype = d->dtype;
+    const char *what = d->name;
+    if (d->kind == LMX_WEIGHT_VECTOR) {
+        w->vec = convert_copy(d->data, d->dtype, d->cols);
+        if (!w->vec) goto oom;
+    } else if (d->kind == LMX_WEIGHT_DENSE) {
+        w->row_bytes = (size_t)d->cols * wdtype_size(d->dtype);
+        w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
+    } else {
+        if (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32) {
+            cpu_weight_free(be, w);
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits", d->name,
+                             (long long)d->cols, d->group_size, d->bits);
+        }
+        w->bits = d->bits;
+        w->group_size = d->group_size;
+        w->groups = (int)(d->cols / d->group_size);
+        w->row_bytes = (size_t)d->cols * (size_t)d->bits / 8;
+        w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
+        size_t sb = wdtype_size(d->dtype);
+        size_t off = (size_t)d->row0 * (size_t)w->groups * sb;
+        w->scales = convert_copy((const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
+        w->biases = convert_copy((const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
+        if (!w->scales || !w->biases) goto oom;
+    }
+    if (d->bias) {
+        w->bias = convert_copy((const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
+                               d->bias_dtype, d->rows);
+        if (!w->bias) goto oom;
+    }
+    /* per-thread scratch: a converted/decoded row */
+    lmx_status st = ensure_scratch(c, (size_t)d->cols + 64);
+    if (st != LMX_OK) {
+        cpu_weight_free(be, w);
+        return st;
+    }
+    *out = w;
+    return LMX_OK;
+oom:
+    cpu_weight_free(be, w);
+    return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight copy", what);
+}
+
+/* ---- matmul ---- */
+
+typedef struct matmul_ctx {
+    cpu_backend *c;
+    const lmx_bweight *w;
+    const float *x; /* [T, cols] */
+    const float *xsum; /* quant: [T, groups] per-group sums of x */
+    float *y;       /* [T, rows] */
+    int T;
+} matmul_ctx;
+
+static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    float *row = m->c->scratch[thread]; /* [cols] */
+    const int64_t K = w->cols;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *src = w->data + (size_t)r * w->row_bytes;
+        float b = w->bias ? w->bias[r] : 0.0f;
+        if (w->kind == LMX_WEIGHT_DENSE) {
+            convert_row(src, w->dtype, K, row);
+            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = dot(m->x + (size_t)t * K, row, K) + b;
+        } else {
+            /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
+            lmx_cpu_quant_decode_row(src, w->bits, K, row);
+            const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
+            const int G = w->group_size;
+            for (int t = 0; t < m->T; t++) {
+                const float *xt = m->x + (size_t)t * K;
+                const float *xs = m->xsum + (size_t)t * w->groups;
+                float acc = 0.0f;
+                for (int g = 0; g < w->groups; g++)
+                    acc += s[g] * dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
+                m->y[(size_t)t * w->rows + r] = acc + b;
+            }
+        }
+    }
+}
+
+static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                             lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
+    CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
+    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
+    if (w->kind == LMX_WEIGHT_QUANT) {
+        lmx_status st = ensure_shared(c, (size_t)T * (size_t)w->groups);
+        if (st != LMX_OK) return st;
+        float *xs = c->shared;
+        for (int t = 0; t < T; t++)
+            for (int g = 0; g < w->groups; g++) {
+                const float *p = m.x + (size_t)t * w->cols + (size_t)g * w->group_size;
+                float s = 0;
+                for (int k = 0; k < w->group_size; k++) s += p[k];
+                xs[(size_t)t * w->groups + g] = s;
+            }
+        m.xsum = xs;
+    }
+    int64_t grain = w->rows / (c->n_threads * 4);
+    if (grain < 16) grain = 16;
+    lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows, &m);
+    return LMX_OK;
+}
+
+/* ---- embedding ---- */
+
+static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+                            lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    for (int t = 0; t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= w->rows)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
+                             (long long)w->rows);
+        float *dst = y->data + (size_t)t * w->cols;
+        const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
+        if (w->kind == LMX_WEIGHT_DENSE) {
+            convert_row(src, w->dtype, w->cols, dst);
+        } else {
+            float *q = c->scratch[0];
+            lmx_cpu_quant_decode_row(src, w->bits, w->cols, q);
+            const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
+            for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
+        }
+        if (scale != 1.0f)
+            for (int64_t k = 0; k < w->cols; k++) dst[k] *= scale;
+    }
+    return LMX_OK;
+}
+
+/* ---- rmsnorm ---- */
+
+typedef struct norm_ctx {
+    const float *x;
+    float *y;
+    int dim;
+    const float *w;
+    float eps;
+    bool plus_one;
+} norm_ctx;
+
+static void norm_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    norm_ctx *n = vctx;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = n->x + (size_t)r * n->dim;
+        float *y = n->y + (size_t)r * n->dim;
+        double ss = 0;
+        for (int i = 0; i < n->dim; i++) ss += (double)x[i] * x[i];
+        float inv = (float)(1.0 / sqrt(ss / n->dim + n->eps));
+        for (int i = 0; i < n->dim; i++) y[i] = (x[i] * inv) * (n->plus_one ? 1.0f + n->w[i] : n->w[i]);
+    }
+}
+
+static lmx_status cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
+                              const lmx_bweight *w, float eps, bool plus_one) {
+    cpu_backend *c = CPU(be);
+    CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
+    CHECK_RANGE(y, 0, (size_t)rows * dim, "rmsnorm y");
+    if (w->kind != LMX_WEIGHT_VECTOR || w->cols != dim)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w->cols, dim);
+    norm_ctx n = {x->data, y->data, dim, w->vec, eps, plus_one};
+    lmx_thread_pool_run(c->pool, rows, 64, norm_rows, &n);
+    return LMX_OK;
+}
+
+/* ---- rope ---- */
+
+typedef struct rope_ctx {
+    float *x;
+    int n_heads, head_dim, rot_dim;
+    const float *inv_freq;
+    float mscale;
+    const int32_t *pos;
+    cpu_backend *c;
+} rope_ctx;
+
+static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
+    rope_ctx *r = vctx;
+    const int half = r->rot_dim / 2;
+    float *cs = r->c->scratch[thread]; /* [half] cos, [half] sin */
+    float *sn = cs + half;
+    for (int64_t t = t0; t < t1; t++) {
+        float p = (float)r->pos[t];
+        for (int i = 0; i < half; i++) {
+            float a = p * r->inv_freq[i]; /* fp32 angle, as transformers computes it */
+            cs[i] = (float)cos((double)a) * r->mscale;
+            sn[i] = (float)sin((double)a) * r->mscale;
+        }
+        for (int h = 0; h < r->n_heads; h++) {
+            float *v = r->x + ((size_t)t * r->n_heads + h) * r->head_dim;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+static lmx_status cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
+                           const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
+    if (rot_dim > head_dim || rot_dim % 2 || inv_freq->kind != LMX_WEIGHT_VECTOR || inv_freq->cols < rot_dim / 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
+    lmx_status st = ensure_scratch(c, (size_t)rot_dim + 8);
+    if (st != LMX_OK) return st;
+    rope_ctx r = {x->data, n_heads, head_dim, rot_dim, inv_freq->vec, mscale, pos, c};
+    lmx_thread_pool_run(c->pool, T, 4, rope_rows, &r);
+    return LMX_OK;
+}
+
+/* ---- kv cache ---- */
+
+static lmx_status cpu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
+                               int n_kv, int head_dim, int capacity, const int32_t *pos) {
+    (void)be;
+    size_t per = (size_t)n_kv * capacity * head_dim;
+    CHECK_RANGE(kc, 0, per, "kv_write k cache");
+    CHECK_RANGE(vc, 0, per, "kv_write v cache");
+    CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
+    CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
+    for (int t = 0; t < T; t++) {
+        if (pos[t] < 0 || pos[t] >= capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d outside the cache of %d", pos[t],
+                             capacity);
+        for (int h = 0; h < n_kv; h++) {
+            size_t dst = ((size_t)h * capacity + pos[t]) * head_dim, src = ((size_t)t * n_kv + h) * head_dim;
+            memcpy(kc->data + dst, k->data + src, (size_t)head_dim * sizeof(float));
+            memcpy(vc->data + dst, v->data + src, (size_t)head_dim * sizeof(float));
+        }
+    }
+    return LMX_OK;
+}
+
+/* ---- attention ---- */
+
+typedef struct attn_ctx {
+    cpu_backend *c;
+    const float *q, *kc, *vc;
+    float *out;
+    const lmx_attn_params *p;
+    const int32_t *pos;
+} attn_ctx;
+
+static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
+    attn_ctx *a = vctx;
+    const lmx_attn_params *p = a->p;
+    const int D = p->head_dim, group = p->n_heads / p->n_kv_heads;
+    float *sc = a->c->scratch[thread]; /* [capacity] scores, then [D] accumulator */
+    for (int64_t i = i0; i < i1; i++) {
+        int t = (int)(i / p->n_heads), h = (int)(i % p->n_heads), kh = h / group;
+        int pt = a->pos[t];
+        int lo = p->window > 0 && pt - p->window + 1 > 0 ? pt - p->window + 1 : 0;
+        const float *q = a->q + ((size_t)t * p->n_heads + h) * D;
+        const float *K = a->kc + (size_t)kh * p->capacity * D, *V = a->vc + (size_t)kh * p->capacity * D;
+        float mx = -INFINITY;
+        for (int j = lo; j <= pt; j++) {
+            float s = dot(q, K + (size_t)j * D, D) * p->scale;
+            if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
+            sc[j] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int j = lo; j <= pt; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float *acc = sc + p->capacity;
+        memset(acc, 0, (size_t)D * sizeof(float));
+        for (int j = lo; j <= pt; j++) {
+            const float *vj = V + (size_t)j * D;
+            float wj = sc[j];
+            for (int d = 0; d < D; d++) acc[d] += wj * vj[d];
+        }
+        float *o = a->out + ((size_t)t * p->n_heads + h) * D;
+        float inv = 1.0f / sum;
+        for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
+    }
+}
+
+static lmx_status cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
+    size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
+    CHECK_RANGE(q, 0, qn, "attention q");
+    CHECK_RANGE(out, 0, qn, "attention out");
+    CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
+    CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0 || pos[t] >= p->capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d", pos[t],
+                             p->capacity);
+    lmx_status st = ensure_scratch(c, (size_t)p->capacity + (size_t)p->head_dim + 8);
+    if (st != LMX_OK) return st;
+    attn_ctx a = {c, q->data, kc->data, vc->data, out->data, p, pos};
+    lmx_thread_pool_run(c->pool, (int64_t)p->n_tokens * p->n_heads, 1, attn_rows, &a);
+    return LMX_OK;
+}
+
+/* ---- elementwise ---- */
+
+typedef struct ew_ctx {
+    float *x;
+    const float *y;
+    lmx_act_kind act;
+    float cap;
+} ew_ctx;
+
+static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    ew_ctx *c = vctx;
+    if (c->act == LMX_BACT_SILU_MUL) {
+        for (int64_t i = b; i < e; i++) {
+            float g = c->x[i];
+            c->x[i] = g / (1.0f + expf(-g)) * c->y[i];
+        }
+    } else {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        for (int64_t i = b; i < e; i++) {
+            float g = c->x[i];
+            c->x[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * c->y[i];
+        }
+    }
+}
+
+static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    CHECK_RANGE(gate, 0, n, "act gate");
+    CHECK_RANGE(up, 0, n, "act up");
+    ew_ctx e = {gate->data, up->data, act, 0};
+    lmx_thread_pool_run(CPU(be)->pool, (int64_t)n, 8192, act_range, &e);
+    return LMX_OK;
+}
+
+static lmx_status cpu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "add x");
+    CHECK_RANGE(y, 0, n, "add y");
+    for (size_t i = 0; i < n; i++) x->data[i] += y->data[i];
+    return LMX_OK;
+}
+
+static lmx_status cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "softcap");
+    if (!(cap > 0)) return LMX_OK;
+    for (size_t i = 0; i < n; i++) x->data[i] = cap * tanhf(x->data[i] / cap);
+    return LMX_OK;
+}
+
+/* ---- lifecycle ---- */
+
+static void cpu_destroy(lmx_backend *be) {
+    cpu_backend *c = CPU(be);
+    if (!c) return;
+    lmx_thread_pool_destroy(c->pool);
+    if (c->scratch)
+        for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
+    free(c->scratch);
+    free(c->shared);
+    free(c);
+}
+
+static const lmx_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .buf_alloc = cpu_buf_alloc,
+    .buf_free = cpu_buf_free,
+    .buf_write = cpu_buf_write,
+    .buf_read = cpu_buf_read,
+    .buf_copy = cpu_buf_copy,
+    .weight_upload = cpu_weight_upload,
+    .weight_free = cpu_weight_free,
+    .matmul = cpu_matmul,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .kv_write = cpu_kv_write,
+    .attention = cpu_attention,
+    .act_mul = cpu_act_mul,
+    .add = cpu_add,
+    .softcap = cpu_softcap,
+};
+
+lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
+    *out = NULL;
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    if (n_threads > 64) n_threads = 64;
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
+    c->base.ops = &cpu_ops;
+    c->n_threads = n_threads;
+    c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
+    lmx_status st = c->scratch ? lmx_thread_pool_create(n_threads, &c->pool)
+                               : lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
+    if (st == LMX_OK) st = ensure_scratch(c, 1024);
+    if (st != LMX_OK) {
+        cpu_destroy(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return LMX_OK;
+}

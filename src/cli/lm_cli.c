@@ -1,0 +1,95 @@
+/* lm_cli.c — option parsing and model opening shared by `lmx logits` and `lmx generate`. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usage) {
+    memset(a, 0, sizeof *a);
+    a->top = 10;
+    a->max_tokens = -1;
+    a->device = "cpu";
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long v;
+        double d;
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            printf("%s", usage);
+            return 0;
+        } else if (!strcmp(o, "--json")) {
+            a->json = true;
+            continue;
+        } else if (o[0] != '-' || !o[1]) {
+            if (a->model) {
+                fprintf(stderr, "lmx %s: unexpected argument '%s'\n%s", argv[0], o, usage);
+                return 2;
+            }
+            a->model = o;
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, "lmx %s: option %s needs a value\n%s", argv[0], o, usage);
+            return 2;
+        }
+        i++;
+        if (!strcmp(o, "--prompt-ids")) {
+            free(a->prompt);
+            if (!lmx_cli_parse_ids(val, &a->prompt, &a->n_prompt)) {
+                fprintf(stderr, "lmx %s: --prompt-ids must be a comma-separated list of token ids\n", argv[0]);
+                return 2;
+            }
+        } else if (!strcmp(o, "--ids")) {
+            free(a->ids);
+            if (!lmx_cli_parse_ids(val, &a->ids, &a->n_ids)) {
+                fprintf(stderr, "lmx %s: --ids must be a comma-separated list of token ids\n", argv[0]);
+                return 2;
+            }
+        } else if (!strcmp(o, "--top")) {
+            if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 1000000) goto bad;
+            a->top = (int)v;
+        } else if (!strcmp(o, "--threads")) {
+            if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 1024) goto bad;
+            a->threads = (int)v;
+        } else if (!strcmp(o, "--max-tokens")) {
+            if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 100000000) goto bad;
+            a->max_tokens = v;
+        } else if (!strcmp(o, "--temp")) {
+            if (!lmx_cli_parse_float(val, &d) || d < 0) goto bad;
+            a->temp = d;
+        } else if (!strcmp(o, "--device")) {
+            if (strcmp(val, "cpu") && strcmp(val, "gpu") && strcmp(val, "auto") && strcmp(val, "cuda")) goto bad;
+            a->device = val;
+        } else {
+            fprintf(stderr, "lmx %s: unknown option %s\n%s", argv[0], o, usage);
+            return 2;
+        }
+        continue;
+    bad:
+        fprintf(stderr, "lmx %s: bad value '%s' for %s\n", argv[0], val, o);
+        return 2;
+    }
+    if (!a->model || !a->prompt) {
+        fprintf(stderr, "lmx %s: MODEL and --prompt-ids are required\n%s", argv[0], usage);
+        return 2;
+    }
+    return -1;
+}
+
+void lmx_cli_lm_args_free(lmx_cli_lm_args *a) {
+    free(a->prompt);
+    free(a->ids);
+}
+
+lmx_status lmx_cli_lm_open(const lmx_cli_lm_args *a, lmx_lm **out) {
+    lmx_lm_options opt = {0};
+    opt.n_threads = a->threads;
+    opt.device = (!strcmp(a->device, "gpu") || !strcmp(a->device, "cuda")) ? LMX_LM_DEVICE_GPU : LMX_LM_DEVICE_CPU;
+    return lmx_lm_open(a->model, &opt, out);
+}
+
+void lmx_cli_print_float(double v) {
+    if (v != v || v > 3.4e38 || v < -3.4e38) printf("null");
+    else printf("%.9g", v);
+}

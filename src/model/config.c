@@ -1,0 +1,591 @@
+/* config.c — config.json parsing for the supported families (see config.h). */
+#include "model/config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+#define CONFIG_MAX_BYTES (64u << 20)
+
+const char *lmx_arch_name(lmx_arch a) {
+    switch (a) {
+    case LMX_ARCH_LLAMA: return "llama";
+    case LMX_ARCH_QWEN2: return "qwen2";
+    case LMX_ARCH_QWEN3: return "qwen3";
+    case LMX_ARCH_GEMMA3: return "gemma3";
+    case LMX_ARCH_PHI3: return "phi3";
+    }
+    return "?";
+}
+
+/* ---- small typed getters: absent or null → default; wrong type → error ---- */
+
+typedef struct parse_ctx {
+    const char *label;
+} parse_ctx;
+
+static bool is_absent(const cJSON *v) { return !v || cJSON_IsNull(v); }
+
+static lmx_status get_num(const parse_ctx *pc, const cJSON *obj, const char *key, double def, double *out) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (is_absent(v)) {
+        *out = def;
+        return LMX_OK;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: key \"%s\" must be a number", pc->label, key);
+    *out = v->valuedouble;
+    return LMX_OK;
+}
+
+/* Integer in [lo, hi]; def < lo means "required". */
+static lmx_status get_int(const parse_ctx *pc, const cJSON *obj, const char *key, long long def, long long lo,
+                          long long hi, long long *out) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (is_absent(v)) {
+        if (def < lo)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: required key \"%s\" is missing", pc->label, key);
+        *out = def;
+        return LMX_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
+        v->valuedouble > (double)hi)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: key \"%s\" must be an integer in [%lld, %lld]",
+                         pc->label, key, lo, hi);
+    *out = (long long)v->valuedouble;
+    return LMX_OK;
+}
+
+static lmx_status get_bool(const parse_ctx *pc, const cJSON *obj, const char *key, int def, int *out) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (is_absent(v)) {
+        *out = def;
+        return LMX_OK;
+    }
+    if (!cJSON_IsBool(v))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: key \"%s\" must be true or false", pc->label, key);
+    *out = cJSON_IsTrue(v) ? 1 : 0;
+    return LMX_OK;
+}
+
+static const char *get_str(const cJSON *obj, const char *key) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* First object among several names, in order (skips null/absent). */
+static const cJSON *get_obj(const cJSON *obj, const char *key) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    return cJSON_IsObject(v) ? v : NULL;
+}
+
+#define TRY(x)                                                                                                 \
+    do {                                                                                                       \
+        lmx_status st_ = (x);                                                                                  \
+        if (st_ != LMX_OK) return st_;                                                                         \
+    } while (0)
+
+/* ---- rope ---- */
+
+static lmx_status parse_float_list(const parse_ctx *pc, const cJSON *arr, const char *key, int want, float **out) {
+    if (!cJSON_IsArray(arr))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope key \"%s\" must be a list of numbers", pc->label, key);
+    int n = cJSON_GetArraySize(arr);
+    if (n != want)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope key \"%s\" has %d entries, expected %d (rotary_dim/2)",
+                         pc->label, key, n, want);
+    float *f = malloc((size_t)(n > 0 ? n : 1) * sizeof *f);
+    if (!f) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: rope factors", pc->label);
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || e->valuedouble <= 0) {
+            free(f);
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope key \"%s\"[%d] must be a positive number",
+                             pc->label, key, i);
+        }
+        f[i++] = (float)e->valuedouble;
+    }
+    *out = f;
+    return LMX_OK;
+}
+
+/* Parses one rope parameter set. `rp` is the rope dict (rope_parameters entry or rope_scaling; may be
+ * NULL), `top` the text config (for rope_theta / original_max_position_embeddings at top level). */
+static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *top, double def_theta,
+                             const lmx_model_config *c, lmx_rope_config *r) {
+    memset(r, 0, sizeof *r);
+    r->attention_factor = 1.0;
+    r->factor = 1.0;
+    double theta = def_theta;
+    TRY(get_num(pc, top, "rope_theta", def_theta, &theta));
+    TRY(get_num(pc, rp, "rope_theta", theta, &theta));
+    if (!(theta > 1.0))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope_theta must be > 1", pc->label);
+    r->theta = theta;
+    const char *type = get_str(rp, "rope_type");
+    if (!type) type = get_str(rp, "type");
+    if (!type || !strcmp(type, "default")) {
+        r->type = LMX_ROPE_DEFAULT;
+        return LMX_OK;
+    }
+    if (!strcmp(type, "linear")) {
+        r->type = LMX_ROPE_LINEAR;
+        TRY(get_num(pc, rp, "factor", 1.0, &r->factor));
+        if (!(r->factor > 0))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope factor must be > 0", pc->label);
+        return LMX_OK;
+    }
+    if (!strcmp(type, "llama3")) {
+        r->type = LMX_ROPE_LLAMA3;
+        TRY(get_num(pc, rp, "factor", 8.0, &r->factor));
+        TRY(get_num(pc, rp, "low_freq_factor", 1.0, &r->low_freq_factor));
+        TRY(get_num(pc, rp, "high_freq_factor", 4.0, &r->high_freq_factor));
+        TRY(get_num(pc, rp, "original_max_position_embeddings", 8192.0, &r->original_max_position));
+        if (!(r->factor > 0) || !(r->high_freq_factor > r->low_freq_factor) || !(r->low_freq_factor > 0) ||
+            !(r->original_max_position > 0))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                             "%s: llama3 rope needs factor > 0 and high_freq_factor > low_freq_factor > 0",
+                             pc->label);
+        return LMX_OK;
+    }
+    if (!strcmp(type, "longrope") || !strcmp(type, "su")) {
+        r->type = LMX_ROPE_LONGROPE;
+        int half = c->rotary_dim / 2;
+        TRY(parse_float_list(pc, cJSON_GetObjectItemCaseSensitive(rp, "short_factor"), "short_factor", half,
+                             &r->short_factor));
+        TRY(parse_float_list(pc, cJSON_GetObjectItemCaseSensitive(rp, "long_factor"), "long_factor", half,
+                             &r->long_factor));
+        r->n_factors = half;
+        /* HF: when original_max_position_embeddings is set (phi3: top level), factor is
+         * max_position_embeddings / original; else rope "factor". */
+        double orig = -1, factor = 1.0;
+        TRY(get_num(pc, top, "original_max_position_embeddings", -1, &orig));
+        TRY(get_num(pc, rp, "original_max_position_embeddings", orig, &orig));
+        if (orig > 0) {
+            factor = (double)c->max_position_embeddings / orig;
+        } else {
+            orig = (double)c->max_position_embeddings;
+            TRY(get_num(pc, rp, "factor", 1.0, &factor));
+        }
+        r->original_max_position = orig;
+        r->factor = factor;
+        double af = -1;
+        TRY(get_num(pc, rp, "attention_factor", -1, &af));
+        if (af < 0) af = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
+        r->attention_factor = af;
+        return LMX_OK;
+    }
+    return lmx_error(LMX_ERR_UNSUPPORTED,
+                     "%s: rope type \"%s\" is not supported (supported: default, linear, llama3, longrope)", pc->label,
+                     type);
+}
+
+static void rope_free(lmx_rope_config *r) {
+    free(r->short_factor);
+    free(r->long_factor);
+    r->short_factor = r->long_factor = NULL;
+}
+
+/* ---- quantization block ---- */
+
+static bool valid_bits(long long b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+static bool valid_group(long long g) { return g == 32 || g == 64 || g == 128; }
+
+static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what,
+                                     const lmx_quant_params *def, lmx_quant_params *p) {
+    long long bits = 0, gs = 0;
+    TRY(get_int(pc, obj, "bits", def->bits, 1, 64, &bits));
+    TRY(get_int(pc, obj, "group_size", def->group_size, 1, 1 << 20, &gs));
+    const char *mode = get_str(obj, "mode");
+    if (mode && strcmp(mode, "affine"))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization mode \"%s\" (%s) is not supported (only affine)",
+                         pc->label, mode, what);
+    if (!valid_bits(bits))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization bits %lld (%s) not supported (2,3,4,5,6,8)", pc->label,
+                         bits, what);
+    if (!valid_group(gs))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization group_size %lld (%s) not supported (32,64,128)",
+                         pc->label, gs, what);
+    p->bits = (int)bits;
+    p->group_size = (int)gs;
+    return LMX_OK;
+}
+
+static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_config *c) {
+    const char *method = get_str(q, "quant_method");
+    const cJSON *bits = cJSON_GetObjectItemCaseSensitive(q, "bits");
+    if (method && !bits)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization method \"%s\" is not supported (only MLX affine)",
+                         pc->label, method);
+    const char *mode = get_str(q, "mode");
+    snprintf(c->quant_mode, sizeof c->quant_mode, "%s", mode ? mode : "affine");
+    lmx_quant_params def = {4, 64};
+    TRY(parse_quant_params(pc, q, "global", &def, &c->quant));
+    c->quantized = true;
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, q) {
+        if (cJSON_IsObject(e) || cJSON_IsBool(e)) n++;
+    }
+    if (n == 0) return LMX_OK;
+    c->overrides = calloc((size_t)n, sizeof *c->overrides);
+    if (!c->overrides) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: quantization overrides", pc->label);
+    cJSON_ArrayForEach(e, q) {
+        if (!cJSON_IsObject(e) && !cJSON_IsBool(e)) continue;
+        lmx_quant_override *o = &c->overrides[c->n_overrides];
+        o->module = strdup(e->string ? e->string : "");
+        if (!o->module) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: quantization overrides", pc->label);
+        c->n_overrides++;
+        if (cJSON_IsBool(e)) {
+            o->quantized = cJSON_IsTrue(e);
+            o->p = c->quant;
+        } else {
+            o->quantized = true;
+            TRY(parse_quant_params(pc, e, o->module, &c->quant, &o->p));
+        }
+    }
+    return LMX_OK;
+}
+
+int lmx_model_config_quant_for(const lmx_model_config *c, const char *module, lmx_quant_params *p) {
+    for (int i = 0; i < c->n_overrides; i++) {
+        if (!strcmp(c->overrides[i].module, module)) {
+            if (!c->overrides[i].quantized) return 0;
+            *p = c->overrides[i].p;
+            return 1;
+        }
+    }
+    if (!c->quantized) return -1;
+    *p = c->quant;
+    return 1;
+}
+
+/* ---- eos / bos ---- */
+
+static lmx_status parse_ids(const parse_ctx *pc, const cJSON *v, const char *key, int32_t **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    if (is_absent(v)) return LMX_OK;
+    int cnt = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
+    if (cnt == 0) return LMX_OK;
+    int32_t *a = malloc((size_t)cnt * sizeof *a);
+    if (!a) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: %s", pc->label, key);
+    int k = 0;
+    const cJSON *e;
+    if (cJSON_IsArray(v)) {
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > INT32_MAX ||
+                e->valuedouble != floor(e->valuedouble)) {
+                free(a);
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"%s\" must hold token ids", pc->label, key);
+            }
+            a[k++] = (int32_t)e->valuedouble;
+        }
+    } else if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= INT32_MAX &&
+               v->valuedouble == floor(v->valuedouble)) {
+        a[k++] = (int32_t)v->valuedouble;
+    } else {
+        free(a);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"%s\" must be a token id or a list of ids", pc->label,
+                         key);
+    }
+    *ids = a;
+    *n = k;
+    return LMX_OK;
+}
+
+/* ---- the main parser ---- */
+
+static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSON *gen, lmx_model_config *c) {
+    if (!cJSON_IsObject(root))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: the top level must be a JSON object", pc->label);
+    const char *mt = get_str(root, "model_type");
+    if (!mt) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"model_type\" is missing", pc->label);
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+    const cJSON *t = root; /* the text config */
+    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral")) c->arch = LMX_ARCH_LLAMA;
+    else if (!strcmp(mt, "qwen2")) c->arch = LMX_ARCH_QWEN2;
+    else if (!strcmp(mt, "qwen3")) c->arch = LMX_ARCH_QWEN3;
+    else if (!strcmp(mt, "gemma3_text")) c->arch = LMX_ARCH_GEMMA3;
+    else if (!strcmp(mt, "phi3")) c->arch = LMX_ARCH_PHI3;
+    else if (!strcmp(mt, "gemma3")) {
+        c->arch = LMX_ARCH_GEMMA3;
+        t = get_obj(root, "text_config");
+        if (!t)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: model_type gemma3 needs a \"text_config\" object",
+                             pc->label);
+        c->text_config = true;
+    } else {
+        return lmx_error(LMX_ERR_UNSUPPORTED,
+                         "%s: model_type \"%s\" is not supported (supported: llama, mistral, qwen2, qwen3, "
+                         "gemma3_text, gemma3, phi3)",
+                         pc->label, mt);
+    }
+    const bool gemma = c->arch == LMX_ARCH_GEMMA3;
+    const bool mistral = !strcmp(mt, "mistral");
+
+    long long v = 0;
+    /* gemma3 has HF defaults for everything; the others require the shape keys. */
+    TRY(get_int(pc, t, "hidden_size", gemma ? 2304 : -1, 1, 1 << 20, &v));
+    c->hidden_size = (int)v;
+    TRY(get_int(pc, t, "num_hidden_layers", gemma ? 26 : -1, 1, 4096, &v));
+    c->n_layers = (int)v;
+    TRY(get_int(pc, t, "intermediate_size", gemma ? 9216 : -1, 1, 1 << 22, &v));
+    c->intermediate_size = (int)v;
+    TRY(get_int(pc, t, "num_attention_heads", gemma ? 8 : -1, 1, 4096, &v));
+    c->n_heads = (int)v;
+    TRY(get_int(pc, t, "num_key_value_heads", gemma ? 4 : c->n_heads, 1, 4096, &v));
+    c->n_kv_heads = (int)v;
+    TRY(get_int(pc, t, "vocab_size", gemma ? 262208 : -1, 1, 1 << 26, &v));
+    c->vocab_size = (int)v;
+    if (c->n_heads % c->n_kv_heads)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                         "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", pc->label,
+                         c->n_heads, c->n_kv_heads);
+    long long def_hd = gemma ? 256 : (c->hidden_size % c->n_heads == 0 ? c->hidden_size / c->n_heads : -1);
+    TRY(get_int(pc, t, "head_dim", def_hd, 1, 1 << 16, &v));
+    c->head_dim = (int)v;
+    if (c->arch == LMX_ARCH_PHI3 && c->hidden_size % c->n_heads == 0) c->head_dim = c->hidden_size / c->n_heads;
+
+    double eps_def = c->arch == LMX_ARCH_PHI3 ? 1e-5 : 1e-6;
+    TRY(get_num(pc, t, "rms_norm_eps", eps_def, &c->rms_norm_eps));
+    if (!(c->rms_norm_eps > 0) || c->rms_norm_eps > 1)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rms_norm_eps must be in (0, 1]", pc->label);
+    long long mpe_def = 32768;
+    switch (c->arch) {
+    case LMX_ARCH_LLAMA: mpe_def = mistral ? 131072 : 2048; break;
+    case LMX_ARCH_PHI3: mpe_def = 4096; break;
+    case LMX_ARCH_GEMMA3: mpe_def = 131072; break;
+    default: break;
+    }
+    TRY(get_int(pc, t, "max_position_embeddings", mpe_def, 1, (long long)1 << 40, &v));
+    c->max_position_embeddings = v;
+
+    int b = -1;
+    TRY(get_bool(pc, t, "tie_word_embeddings", -1, &b));
+    if (b < 0 && t != root) TRY(get_bool(pc, root, "tie_word_embeddings", -1, &b));
+    c->tie_word_embeddings = b;
+    TRY(get_bool(pc, t, "attention_bias", 0, &b));
+    c->attention_bias = b;
+    TRY(get_bool(pc, t, "mlp_bias", 0, &b));
+    c->mlp_bias = c->arch == LMX_ARCH_LLAMA && b;
+    c->qkv_bias = c->arch == LMX_ARCH_QWEN2;
+    if (c->arch == LMX_ARCH_QWEN2 || c->arch == LMX_ARCH_PHI3) c->attention_bias = false;
+    c->qk_norm = c->arch == LMX_ARCH_QWEN3 || gemma;
+    c->norm_plus_one = gemma;
+    c->sandwich_norms = gemma;
+    c->fused_qkv = c->fused_gate_up = c->arch == LMX_ARCH_PHI3;
+    c->embed_scale_sqrt_hidden = gemma;
+
+    const char *act = get_str(t, "hidden_activation");
+    if (!act) act = get_str(t, "hidden_act");
+    if (!act) act = gemma ? "gelu_pytorch_tanh" : "silu";
+    if (!strcmp(act, "silu") || !strcmp(act, "swish")) c->act = LMX_ACT_SILU;
+    else if (!strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_new") || !strcmp(act, "gelu_tanh") ||
+             !strcmp(act, "gelu_fast"))
+        c->act = LMX_ACT_GELU_TANH;
+    else
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: activation \"%s\" is not supported (silu, gelu_pytorch_tanh)",
+                         pc->label, act);
+
+    double sc;
+    c->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
+    if (gemma) {
+        TRY(get_num(pc, t, "query_pre_attn_scalar", 256.0, &sc));
+        if (!(sc > 0)) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: query_pre_attn_scalar must be > 0", pc->label);
+        c->attn_scale = (float)(1.0 / sqrt(sc));
+    }
+    TRY(get_num(pc, t, "attn_logit_softcapping", 0.0, &sc));
+    if (sc < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: attn_logit_softcapping must be >= 0", pc->label);
+    c->attn_logit_softcap = (float)sc;
+    TRY(get_num(pc, t, "final_logit_softcapping", 0.0, &sc));
+    if (sc < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: final_logit_softcapping must be >= 0", pc->label);
+    c->final_logit_softcap = (float)sc;
+
+    /* rope */
+    const cJSON *rp_all = get_obj(t, "rope_parameters");
+    const cJSON *rs = get_obj(t, "rope_scaling");
+    double prf;
+    TRY(get_num(pc, t, "partial_rotary_factor", 1.0, &prf));
+    const cJSON *rp_full = rp_all, *rp_slide = NULL;
+    if (rp_all && (get_obj(rp_all, "full_attention") || get_obj(rp_all, "sliding_attention"))) {
+        rp_full = get_obj(rp_all, "full_attention");
+        rp_slide = get_obj(rp_all, "sliding_attention");
+    }
+    if (!rp_full) rp_full = rs;
+    TRY(get_num(pc, rp_full, "partial_rotary_factor", prf, &prf));
+    if (!(prf > 0) || prf > 1)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: partial_rotary_factor must be in (0, 1]", pc->label);
+    c->rotary_dim = (int)((double)c->head_dim * prf);
+    c->rotary_dim &= ~1;
+    if (c->rotary_dim < 2)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rotary dimension %d is too small", pc->label,
+                         c->rotary_dim);
+    TRY(parse_rope(pc, rp_full, t, gemma ? 1e6 : 10000.0, c, &c->rope));
+    if (gemma) {
+        double local;
+        TRY(get_num(pc, t, "rope_local_base_freq", 10000.0, &local));
+        if (rp_slide) {
+            TRY(parse_rope(pc, rp_slide, NULL, local, c, &c->rope_sliding));
+        } else {
+            memset(&c->rope_sliding, 0, sizeof c->rope_sliding);
+            c->rope_sliding.type = LMX_ROPE_DEFAULT;
+            c->rope_sliding.theta = local;
+            c->rope_sliding.factor = 1.0;
+            c->rope_sliding.attention_factor = 1.0;
+            if (!(local > 1))
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope_local_base_freq must be > 1", pc->label);
+        }
+        c->has_rope_sliding = true;
+    }
+
+    /* sliding window and which layers use it */
+    c->layer_sliding = calloc((size_t)c->n_layers, sizeof *c->layer_sliding);
+    if (!c->layer_sliding) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: layer table", pc->label);
+    TRY(get_int(pc, t, "sliding_window", gemma ? 4096 : 0, 0, (long long)1 << 40, &v));
+    long long window = v;
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(t, "layer_types");
+    bool any_sliding = false;
+    if (!is_absent(lt)) {
+        if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c->n_layers)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"layer_types\" must be a list of %d strings",
+                             pc->label, c->n_layers);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, lt) {
+            if (!cJSON_IsString(e))
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: layer_types[%d] must be a string", pc->label, i);
+            if (!strcmp(e->valuestring, "sliding_attention")) c->layer_sliding[i] = any_sliding = true;
+            else if (strcmp(e->valuestring, "full_attention"))
+                return lmx_error(LMX_ERR_UNSUPPORTED, "%s: layer_types[%d] \"%s\" is not supported", pc->label, i,
+                                 e->valuestring);
+            i++;
+        }
+    } else if (gemma) {
+        long long pattern;
+        TRY(get_int(pc, t, "sliding_window_pattern", 6, 1, 1 << 20, &pattern));
+        for (int i = 0; i < c->n_layers; i++)
+            if ((i + 1) % pattern != 0) c->layer_sliding[i] = any_sliding = true;
+    } else if (window > 0 && (mistral || c->arch == LMX_ARCH_PHI3)) {
+        for (int i = 0; i < c->n_layers; i++) c->layer_sliding[i] = any_sliding = true;
+    } else if (window > 0 && (c->arch == LMX_ARCH_QWEN2 || c->arch == LMX_ARCH_QWEN3)) {
+        int use;
+        long long mwl;
+        TRY(get_bool(pc, t, "use_sliding_window", 0, &use));
+        TRY(get_int(pc, t, "max_window_layers", 28, 0, 1 << 20, &mwl));
+        if (use)
+            for (int i = 0; i < c->n_layers; i++)
+                if (i >= mwl) c->layer_sliding[i] = any_sliding = true;
+    }
+    if (any_sliding && window <= 0)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: sliding layers need a positive \"sliding_window\"",
+                         pc->label);
+    c->sliding_window = any_sliding ? (window > INT32_MAX ? INT32_MAX : (int)window) : 0;
+
+    /* quantization: "quantization" (MLX) else "quantization_config"; the wrapper may nest it */
+    const cJSON *q = get_obj(root, "quantization");
+    if (!q) q = get_obj(root, "quantization_config");
+    if (!q && t != root) q = get_obj(t, "quantization");
+    if (!q && t != root) q = get_obj(t, "quantization_config");
+    if (q) TRY(parse_quant(pc, q, c));
+
+    /* eos / bos */
+    const cJSON *ge = gen ? cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id") : NULL;
+    bool gen_truthy = !is_absent(ge) && !(cJSON_IsArray(ge) && cJSON_GetArraySize(ge) == 0);
+    if (gen_truthy) {
+        TRY(parse_ids(pc, ge, "generation_config eos_token_id", &c->eos_ids, &c->n_eos));
+    } else {
+        const cJSON *ce = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+        if (is_absent(ce) && t != root) ce = cJSON_GetObjectItemCaseSensitive(t, "eos_token_id");
+        TRY(parse_ids(pc, ce, "eos_token_id", &c->eos_ids, &c->n_eos));
+    }
+    c->bos_id = -1;
+    const cJSON *bo = gen ? cJSON_GetObjectItemCaseSensitive(gen, "bos_token_id") : NULL;
+    if (is_absent(bo)) bo = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
+    if (is_absent(bo) && t != root) bo = cJSON_GetObjectItemCaseSensitive(t, "bos_token_id");
+    if (cJSON_IsNumber(bo) && bo->valuedouble >= 0 && bo->valuedouble <= INT32_MAX) c->bos_id = (int32_t)bo->valuedouble;
+    return LMX_OK;
+}
+
+lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen, size_t gen_len, const char *label,
+                                  lmx_model_config **out) {
+    *out = NULL;
+    if (!label) label = "config.json";
+    parse_ctx pc = {label};
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", label);
+    cJSON *groot = NULL;
+    if (gen) {
+        groot = cJSON_ParseWithLength(gen, gen_len);
+        if (!groot || !cJSON_IsObject(groot)) {
+            /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
+            LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);
+            cJSON_Delete(groot);
+            groot = NULL;
+        }
+    }
+    lmx_model_config *c = calloc(1, sizeof *c);
+    if (!c) {
+        cJSON_Delete(root);
+        cJSON_Delete(groot);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: config", label);
+    }
+    lmx_status st = parse_model(&pc, root, groot, c);
+    cJSON_Delete(root);
+    cJSON_Delete(groot);
+    if (st != LMX_OK) {
+        lmx_model_config_free(c);
+        return st;
+    }
+    *out = c;
+    return LMX_OK;
+}
+
+lmx_status lmx_model_config_load(const char *dir, lmx_model_config **out) {
+    *out = NULL;
+    char *path = lmx_fs_join(dir, "config.json");
+    char *gpath = lmx_fs_join(dir, "generation_config.json");
+    if (!path || !gpath) {
+        free(path);
+        free(gpath);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "config path");
+    }
+    lmx_status st;
+    char *text = NULL, *gtext = NULL;
+    size_t len = 0, glen = 0;
+    if (!lmx_fs_is_file(path)) {
+        st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: no such file", path);
+        goto done;
+    }
+    st = lmx_fs_read_file(path, CONFIG_MAX_BYTES, &text, &len);
+    if (st != LMX_OK) goto done;
+    if (lmx_fs_is_file(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
+        LMX_LOG_W("%s: unreadable; ignored", gpath);
+        gtext = NULL;
+    }
+    st = lmx_model_config_parse(text, len, gtext, glen, path, out);
+done:
+    free(text);
+    free(gtext);
+    free(path);
+    free(gpath);
+    return st;
+}
+
+void lmx_model_config_free(lmx_model_config *c) {
+    if (!c) return;
+    rope_free(&c->rope);
+    rope_free(&c->rope_sliding);
+    free(c->layer_sliding);
+    for (int i = 0; i < c->n_overrides; i++) free(c->overrides[i].module);
+    free(c->overrides);
+    free(c->eos_ids);
+    free(c);
+}

@@ -1,0 +1,77 @@
+/* lm.h — the internal language-model object: a model directory bound to a compute backend, plus
+ * KV caches and the forward pass (prefill and decode share one entry point).
+ *
+ *   lmx_lm *lm;  lmx_lm_open(dir, &opt, &lm);          // config.json + weights, validated
+ *   lmx_kv *kv;  lmx_kv_create(lm, 4096, &kv);         // cache + scratch for up to 4096 positions
+ *   lmx_lm_forward(lm, kv, prompt, n, logits);         // appends n tokens, logits of the last one
+ *   lmx_lm_forward(lm, kv, &next, 1, logits);          // decode step
+ *
+ * Weight binding follows mlx-lm/HF: every expected tensor must be present with the right shape
+ * and dtype for the config (else LMX_ERR_MODEL_VALIDATION_FAILED naming tensor, expected and actual
+ * shape); a Linear/Embedding is MLX-quantized iff `P.scales` exists (or a config override says so),
+ * with bits/group size derived from the shapes and checked against the config; fused phi3
+ * projections are split by rows; tied heads use the (possibly quantized) embedding; `language_model.`
+ * prefixes are resolved; rotary_emb.inv_freq and vision tensors are dropped; other unknown tensors
+ * produce a warning.
+ *
+ * Ownership: lmx_lm owns its config, the mapped weight files and the uploaded weights; an lmx_kv
+ * owns its cache and scratch buffers and must be destroyed before its lmx_lm.
+ * Thread-safety: an lmx_lm is immutable after open, but the backend runs one op at a time, so
+ * forward calls on the same lmx_lm must be serialized by the caller (different lmx_kv objects may
+ * be used in turn). An lmx_kv is used by one caller at a time.
+ *
+ * Extension points: batched decode = one forward over B sequences (B query rows, positions per row,
+ * attention per sequence on its own cache) — the backend ops already take per-row positions; a GPU
+ * backend is selected through lmx_lm_options.backend / device and needs no change here.
+ */
+#ifndef LMX_MODEL_LM_H
+#define LMX_MODEL_LM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "backend/backend.h"
+#include "lmx.h"
+#include "model/config.h"
+
+typedef struct lmx_lm lmx_lm;
+typedef struct lmx_kv lmx_kv;
+
+typedef enum lmx_lm_device { LMX_LM_DEVICE_AUTO = 0, LMX_LM_DEVICE_CPU, LMX_LM_DEVICE_GPU } lmx_lm_device;
+
+typedef struct lmx_lm_options {
+    int n_threads;        /* CPU threads; 0 = all online CPUs */
+    bool no_mmap;         /* read weight files into memory instead of mapping them */
+    lmx_lm_device device; /* AUTO = CPU for now; GPU → LMX_ERR_GPU_NOT_AVAILABLE until the CUDA backend */
+    lmx_backend *backend; /* optional: use this backend (not owned) instead of creating one */
+} lmx_lm_options;
+
+/* Opens a model directory (config.json, generation_config.json, *.safetensors). opt may be NULL. */
+lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out);
+void lmx_lm_close(lmx_lm *lm); /* NULL-safe */
+
+const lmx_model_config *lmx_lm_config(const lmx_lm *lm);
+int lmx_lm_vocab_size(const lmx_lm *lm);
+/* True if id is in the EOS set (generation_config.json, else config.json). */
+bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id);
+/* Bytes of weights referenced by the model (mapped or copied). */
+uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
+
+/* A KV cache for up to max_ctx positions (clamped to max_position_embeddings when that is smaller
+ * is NOT done: longer contexts are allowed, as in HF). Also owns the forward scratch buffers. */
+lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);
+void lmx_kv_destroy(lmx_kv *kv); /* NULL-safe */
+void lmx_kv_reset(lmx_kv *kv);   /* forget all positions */
+int lmx_kv_pos(const lmx_kv *kv);      /* positions filled = position of the next token */
+int lmx_kv_capacity(const lmx_kv *kv);
+/* Keeps the first n positions (n <= lmx_kv_pos): for prompt-prefix reuse. */
+lmx_status lmx_kv_truncate(lmx_kv *kv, int n);
+/* Bytes held by the cache and scratch. */
+uint64_t lmx_kv_bytes(const lmx_kv *kv);
+
+/* Appends n >= 1 tokens at the cache's current position (prefill when n > 1, decode when n == 1)
+ * and writes the logits of the last position into logits[vocab] (may be NULL to only fill the
+ * cache). Errors: LMX_ERR_INVALID_ARGUMENT (token id outside the vocabulary, cache full),
+ * LMX_ERR_INFERENCE_FAILURE. On error the cache position is unchanged. */
+lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits);
+
+#endif

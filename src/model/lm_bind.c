@@ -1,0 +1,421 @@
+/* lm_bind.c — opening a model directory: config, weight files, and binding every expected tensor
+ * (validated against the config) to backend weights. See lm.h for the rules. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/lm_internal.h"
+#include "model/rope.h"
+#include "util/error.h"
+#include "util/log.h"
+
+typedef struct binder {
+    lmx_lm *lm;
+    const lmx_model_config *c;
+    const char *prefix; /* "model.", "language_model.model.", "model.language_model." */
+    const char *head;   /* "lm_head", "language_model.lm_head" */
+    const lmx_tensor_view **used;
+    size_t n_used, cap_used;
+} binder;
+
+static const lmx_tensor_view *find(binder *b, const char *name) {
+    const lmx_tensor_view *t = lmx_weights_find(b->lm->weights, name);
+    if (t) {
+        if (b->n_used == b->cap_used) {
+            size_t nc = b->cap_used ? b->cap_used * 2 : 256;
+            const lmx_tensor_view **nu = realloc(b->used, nc * sizeof *nu);
+            if (!nu) return t; /* only costs a spurious "unused" warning */
+            b->used = nu;
+            b->cap_used = nc;
+        }
+        b->used[b->n_used++] = t;
+    }
+    return t;
+}
+
+static void shape_str(const lmx_tensor_view *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "] %s", lmx_dtype_name(t->dtype));
+}
+
+static bool float_dtype(lmx_dtype d, lmx_wdtype *out) {
+    switch (d) {
+    case LMX_DTYPE_F32: *out = LMX_W_F32; return true;
+    case LMX_DTYPE_F16: *out = LMX_W_F16; return true;
+    case LMX_DTYPE_BF16: *out = LMX_W_BF16; return true;
+    default: return false;
+    }
+}
+
+static lmx_status bad_shape(const lmx_tensor_view *t, const char *expect) {
+    char got[128];
+    shape_str(t, got, sizeof got);
+    return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s: expected %s, got %s", t->file, t->name, expect,
+                     got);
+}
+
+static lmx_status missing(binder *b, const char *name, const char *expect) {
+    return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "missing tensor %s (expected %s) for %s model", name, expect,
+                     b->c->model_type);
+}
+
+/* A float vector [dim] (norm weights). */
+static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
+    char expect[96];
+    snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
+    const lmx_tensor_view *t = find(b, name);
+    if (!t) return missing(b, name, expect);
+    lmx_wdtype dt;
+    if (!float_dtype(t->dtype, &dt) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
+    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = dt, .data = t->data};
+    return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
+}
+
+/* A Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, split by
+ * rows into n_split parts of split[i] rows (phi3 fused projections). */
+static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
+                              int n_split, const int64_t *split, lmx_bweight **outs) {
+    char name[512], expect[160];
+    snprintf(name, sizeof name, "%s.weight", module);
+    const lmx_tensor_view *w = find(b, name);
+    snprintf(name, sizeof name, "%s.scales", module);
+    const lmx_tensor_view *s = find(b, name);
+    snprintf(name, sizeof name, "%s.biases", module);
+    const lmx_tensor_view *qb = s ? find(b, name) : NULL;
+    snprintf(name, sizeof name, "%s.weight", module);
+    lmx_quant_params qp;
+    int qcfg = lmx_model_config_quant_for(b->c, module, &qp);
+    lmx_weight_desc d = {.name = module, .cols = in_cols};
+    if (!w) {
+        snprintf(expect, sizeof expect, "[%lld, %lld]", (long long)out_rows, (long long)in_cols);
+        return missing(b, name, expect);
+    }
+    if (s) {
+        if (qcfg == 0)
+            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                             "%s: %s.scales exists but config.json's quantization block says %s is not quantized",
+                             w->file, module, module);
+        /* bits and group size from the shapes: weight [out, in*bits/32] u32, scales [out, in/group] */
+        int64_t packed = w->ndim == 2 ? w->shape[1] : 0;
+        int bits = (packed * 32) % in_cols == 0 ? (int)((packed * 32) / in_cols) : 0;
+        snprintf(expect, sizeof expect, "[%lld, %lld*bits/32] U32 (MLX-quantized)", (long long)out_rows,
+                 (long long)in_cols);
+        if (w->dtype != LMX_DTYPE_U32 || w->ndim != 2 || w->shape[0] != out_rows ||
+            !(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8))
+            return bad_shape(w, expect);
+        int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
+        int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
+        lmx_wdtype sdt;
+        snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
+                 (long long)out_rows, (long long)in_cols);
+        if (!float_dtype(s->dtype, &sdt) || s->ndim != 2 || s->shape[0] != out_rows ||
+            !(gs == 32 || gs == 64 || gs == 128))
+            return bad_shape(s, expect);
+        char sexp[160];
+        shape_str(s, sexp, sizeof sexp);
+        if (!qb) {
+            snprintf(name, sizeof name, "%s.biases", module);
+            return missing(b, name, sexp);
+        }
+        if (qb->dtype != s->dtype || qb->ndim != 2 || qb->shape[0] != s->shape[0] || qb->shape[1] != s->shape[1])
+            return bad_shape(qb, sexp);
+        if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
+            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                             "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%d "
+                             "group_size=%d",
+                             w->file, module, qp.bits, qp.group_size, bits, gs);
+        d.kind = LMX_WEIGHT_QUANT;
+        d.dtype = sdt;
+        d.data = w->data;
+        d.scales = s->data;
+        d.biases = qb->data;
+        d.bits = bits;
+        d.group_size = gs;
+    } else {
+        lmx_wdtype dt;
+        snprintf(expect, sizeof expect, "[%lld, %lld] float", (long long)out_rows, (long long)in_cols);
+        if (w->dtype == LMX_DTYPE_U32)
+            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s is packed (U32) but %s.scales is missing",
+                             w->file, w->name, module);
+        if (!float_dtype(w->dtype, &dt) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
+            return bad_shape(w, expect);
+        d.kind = LMX_WEIGHT_DENSE;
+        d.dtype = dt;
+        d.data = w->data;
+    }
+    if (want_bias) {
+        snprintf(name, sizeof name, "%s.bias", module);
+        snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
+        const lmx_tensor_view *bt = find(b, name);
+        if (!bt) return missing(b, name, expect);
+        lmx_wdtype bdt;
+        if (!float_dtype(bt->dtype, &bdt) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
+        d.bias = bt->data;
+        d.bias_dtype = bdt;
+    }
+    int64_t row0 = 0;
+    for (int i = 0; i < n_split; i++) {
+        d.row0 = row0;
+        d.rows = split[i];
+        row0 += split[i];
+        lmx_status st = b->lm->be->ops->weight_upload(b->lm->be, &d, &outs[i]);
+        if (st != LMX_OK) return st;
+    }
+    return LMX_OK;
+}
+
+static lmx_status bind_one(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool bias,
+                           lmx_bweight **out) {
+    return bind_linear(b, module, out_rows, in_cols, bias, 1, &out_rows, out);
+}
+
+static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float *ext, const char *what,
+                              lmx_bweight **out) {
+    int rot = lm->cfg->rotary_dim;
+    float tab[4096];
+    if (rot / 2 > (int)(sizeof tab / sizeof tab[0]))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "rotary dimension %d is too large", rot);
+    lmx_rope_inv_freq(r, rot, ext, tab);
+    lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
+                         .data = tab};
+    return lm->be->ops->weight_upload(lm->be, &d, out);
+}
+
+/* ---- the model inventory ---- */
+
+static int cmp_ptr(const void *a, const void *b) {
+    const void *x = *(const void *const *)a, *y = *(const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool dropped_name(const char *n) {
+    return strstr(n, "rotary_emb.inv_freq") || !strncmp(n, "vision_tower.", 13) ||
+           !strncmp(n, "multi_modal_projector.", 22) || !strncmp(n, "model.vision_tower.", 19) ||
+           !strncmp(n, "model.multi_modal_projector.", 28);
+}
+
+static void warn_unused(binder *b) {
+    qsort(b->used, b->n_used, sizeof *b->used, cmp_ptr);
+    size_t n = lmx_weights_count(b->lm->weights), unused = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lmx_tensor_view *t = lmx_weights_get(b->lm->weights, i);
+        if (dropped_name(t->name)) continue;
+        if (bsearch(&t, b->used, b->n_used, sizeof *b->used, cmp_ptr)) continue;
+        if (unused++ < 8) LMX_LOG_W("%s: tensor %s is not used by the %s model", t->file, t->name, b->c->model_type);
+    }
+    if (unused > 8) LMX_LOG_W("… and %zu more unused tensors", unused - 8);
+}
+
+static lmx_status bind_all(binder *b) {
+    lmx_lm *lm = b->lm;
+    const lmx_model_config *c = b->c;
+    char m[512];
+    /* prefix detection by the embedding */
+    static const struct { const char *prefix, *head; } layouts[] = {
+        {"model.", "lm_head"},
+        {"language_model.model.", "language_model.lm_head"},
+        {"model.language_model.", "lm_head"},
+    };
+    b->prefix = NULL;
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+        snprintf(m, sizeof m, "%sembed_tokens.weight", layouts[i].prefix);
+        if (lmx_weights_find(lm->weights, m)) {
+            b->prefix = layouts[i].prefix;
+            b->head = layouts[i].head;
+            break;
+        }
+    }
+    if (!b->prefix)
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "missing tensor model.embed_tokens.weight (expected [%d, %d]) for %s model", c->vocab_size,
+                         c->hidden_size, c->model_type);
+    const int64_t H = c->hidden_size, D = c->head_dim, NQ = (int64_t)c->n_heads * D, NKV = (int64_t)c->n_kv_heads * D;
+    const int64_t I = c->intermediate_size, V = c->vocab_size;
+    lmx_status st;
+    snprintf(m, sizeof m, "%sembed_tokens", b->prefix);
+    if ((st = bind_one(b, m, V, H, false, &lm->embed))) return st;
+    /* gemma: embeddings *= sqrt(hidden), a constant rounded to the embedding's dtype (HF casts the fp32
+     * scalar to weight.dtype; mlx-lm rounds to bf16) */
+    lm->embed_scale = 1.0f;
+    if (c->embed_scale_sqrt_hidden) {
+        float s = (float)sqrt((double)H);
+        snprintf(m, sizeof m, "%sembed_tokens.scales", b->prefix);
+        const lmx_tensor_view *sv = lmx_weights_find(lm->weights, m);
+        snprintf(m, sizeof m, "%sembed_tokens.weight", b->prefix);
+        const lmx_tensor_view *ev = lmx_weights_find(lm->weights, m);
+        lmx_dtype dt = sv ? sv->dtype : ev->dtype;
+        if (dt == LMX_DTYPE_BF16) s = lmx_bf16_to_f32(lmx_f32_to_bf16(s));
+        else if (dt == LMX_DTYPE_F16) s = lmx_f16_to_f32(lmx_f32_to_f16(s));
+        lm->embed_scale = s;
+    }
+    snprintf(m, sizeof m, "%snorm.weight", b->prefix);
+    if ((st = bind_vector(b, m, H, &lm->final_norm))) return st;
+    /* output head: tied unless config says otherwise; absent key → tied iff lm_head.weight is absent */
+    snprintf(m, sizeof m, "%s.weight", b->head);
+    bool has_head = lmx_weights_find(lm->weights, m) != NULL;
+    bool tied = c->tie_word_embeddings < 0 ? !has_head : c->tie_word_embeddings == 1;
+    if (tied) {
+        lm->head = lm->embed;
+        if (has_head) {
+            /* HF ignores a stored lm_head when tied; mark it used to avoid a warning */
+            find(b, m);
+            snprintf(m, sizeof m, "%s.scales", b->head);
+            find(b, m);
+            snprintf(m, sizeof m, "%s.biases", b->head);
+            find(b, m);
+        }
+    } else {
+        if ((st = bind_one(b, b->head, V, H, false, &lm->head))) return st;
+    }
+    lm->layers = calloc((size_t)c->n_layers, sizeof *lm->layers);
+    if (!lm->layers) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "layers");
+    const bool attn_b = c->attention_bias, qkv_b = c->attention_bias || c->qkv_bias;
+    for (int l = 0; l < c->n_layers; l++) {
+        lm_layer *L = &lm->layers[l];
+        L->sliding = c->layer_sliding[l];
+        char p[256];
+        snprintf(p, sizeof p, "%slayers.%d", b->prefix, l);
+        if (c->fused_qkv) {
+            int64_t split[3] = {NQ, NKV, NKV};
+            lmx_bweight *o3[3] = {0};
+            snprintf(m, sizeof m, "%s.self_attn.qkv_proj", p);
+            st = bind_linear(b, m, NQ + 2 * NKV, H, qkv_b, 3, split, o3);
+            L->q = o3[0];
+            L->k = o3[1];
+            L->v = o3[2];
+            if (st) return st;
+        } else {
+            snprintf(m, sizeof m, "%s.self_attn.q_proj", p);
+            if ((st = bind_one(b, m, NQ, H, qkv_b, &L->q))) return st;
+            snprintf(m, sizeof m, "%s.self_attn.k_proj", p);
+            if ((st = bind_one(b, m, NKV, H, qkv_b, &L->k))) return st;
+            snprintf(m, sizeof m, "%s.self_attn.v_proj", p);
+            if ((st = bind_one(b, m, NKV, H, qkv_b, &L->v))) return st;
+        }
+        snprintf(m, sizeof m, "%s.self_attn.o_proj", p);
+        if ((st = bind_one(b, m, H, NQ, attn_b, &L->o))) return st;
+        if (c->fused_gate_up) {
+            int64_t split[2] = {I, I};
+            lmx_bweight *o2[2] = {0};
+            snprintf(m, sizeof m, "%s.mlp.gate_up_proj", p);
+            st = bind_linear(b, m, 2 * I, H, c->mlp_bias, 2, split, o2);
+            L->gate = o2[0];
+            L->up = o2[1];
+            if (st) return st;
+        } else {
+            snprintf(m, sizeof m, "%s.mlp.gate_proj", p);
+            if ((st = bind_one(b, m, I, H, c->mlp_bias, &L->gate))) return st;
+            snprintf(m, sizeof m, "%s.mlp.up_proj", p);
+            if ((st = bind_one(b, m, I, H, c->mlp_bias, &L->up))) return st;
+        }
+        snprintf(m, sizeof m, "%s.mlp.down_proj", p);
+        if ((st = bind_one(b, m, H, I, c->mlp_bias, &L->down))) return st;
+        snprintf(m, sizeof m, "%s.input_layernorm.weight", p);
+        if ((st = bind_vector(b, m, H, &L->in_norm))) return st;
+        snprintf(m, sizeof m, "%s.post_attention_layernorm.weight", p);
+        if ((st = bind_vector(b, m, H, &L->post_attn_norm))) return st;
+        if (c->sandwich_norms) {
+            snprintf(m, sizeof m, "%s.pre_feedforward_layernorm.weight", p);
+            if ((st = bind_vector(b, m, H, &L->pre_ff_norm))) return st;
+            snprintf(m, sizeof m, "%s.post_feedforward_layernorm.weight", p);
+            if ((st = bind_vector(b, m, H, &L->post_ff_norm))) return st;
+        }
+        if (c->qk_norm) {
+            snprintf(m, sizeof m, "%s.self_attn.q_norm.weight", p);
+            if ((st = bind_vector(b, m, D, &L->q_norm))) return st;
+            snprintf(m, sizeof m, "%s.self_attn.k_norm.weight", p);
+            if ((st = bind_vector(b, m, D, &L->k_norm))) return st;
+        }
+    }
+    /* rope tables */
+    const lmx_rope_config *r = &c->rope;
+    if ((st = upload_rope(lm, r, r->type == LMX_ROPE_LONGROPE ? r->short_factor : NULL, "rope", &lm->rope_full)))
+        return st;
+    if (r->type == LMX_ROPE_LONGROPE && (st = upload_rope(lm, r, r->long_factor, "rope long", &lm->rope_full_long)))
+        return st;
+    lm->mscale_full = (float)r->attention_factor;
+    if (c->has_rope_sliding) {
+        const lmx_rope_config *rs = &c->rope_sliding;
+        if (rs->type == LMX_ROPE_LONGROPE)
+            return lmx_error(LMX_ERR_UNSUPPORTED, "longrope on sliding layers is not supported");
+        if ((st = upload_rope(lm, rs, NULL, "rope sliding", &lm->rope_sliding))) return st;
+        lm->mscale_sliding = (float)rs->attention_factor;
+    } else {
+        lm->rope_sliding = lm->rope_full;
+        lm->mscale_sliding = lm->mscale_full;
+    }
+    warn_unused(b);
+    return LMX_OK;
+}
+
+lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out) {
+    *out = NULL;
+    lmx_lm_options defaults = {0};
+    if (!opt) opt = &defaults;
+    if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
+    if (opt->device == LMX_LM_DEVICE_GPU && !opt->backend)
+        return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
+    lmx_lm *lm = calloc(1, sizeof *lm);
+    if (!lm) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model");
+    lmx_status st = lmx_model_config_load(dir, &lm->cfg);
+    if (st == LMX_OK) st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
+    if (st == LMX_OK) {
+        if (opt->backend) {
+            lm->be = opt->backend;
+        } else {
+            st = lmx_backend_cpu_create(opt->n_threads, &lm->be);
+            lm->own_be = st == LMX_OK;
+        }
+    }
+    if (st == LMX_OK) {
+        binder b = {.lm = lm, .c = lm->cfg};
+        st = bind_all(&b);
+        free(b.used);
+    }
+    if (st != LMX_OK) {
+        lmx_lm_close(lm);
+        return st;
+    }
+    *out = lm;
+    return LMX_OK;
+}
+
+void lmx_lm_close(lmx_lm *lm) {
+    if (!lm) return;
+    if (lm->be) {
+        void (*wf)(lmx_backend *, lmx_bweight *) = lm->be->ops->weight_free;
+        if (lm->layers) {
+            for (int l = 0; l < lm->cfg->n_layers; l++) {
+                lm_layer *L = &lm->layers[l];
+                lmx_bweight *all[] = {L->q, L->k, L->v, L->o, L->gate, L->up, L->down, L->in_norm,
+                                      L->post_attn_norm, L->pre_ff_norm, L->post_ff_norm, L->q_norm, L->k_norm};
+                for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) wf(lm->be, all[i]);
+            }
+        }
+        if (lm->head != lm->embed) wf(lm->be, lm->head);
+        wf(lm->be, lm->embed);
+        wf(lm->be, lm->final_norm);
+        if (lm->rope_sliding != lm->rope_full) wf(lm->be, lm->rope_sliding);
+        wf(lm->be, lm->rope_full);
+        wf(lm->be, lm->rope_full_long);
+        if (lm->own_be) lmx_backend_destroy(lm->be);
+    }
+    free(lm->layers);
+    lmx_weights_close(lm->weights);
+    lmx_model_config_free(lm->cfg);
+    free(lm);
+}
+
+const lmx_model_config *lmx_lm_config(const lmx_lm *lm) { return lm->cfg; }
+int lmx_lm_vocab_size(const lmx_lm *lm) { return lm->cfg->vocab_size; }
+
+bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id) {
+    for (int i = 0; i < lm->cfg->n_eos; i++)
+        if (lm->cfg->eos_ids[i] == id) return true;
+    return false;
+}
+
+uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }

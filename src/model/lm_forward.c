@@ -1,0 +1,183 @@
+/* lm_forward.c — KV caches and the forward pass shared by every family. Family differences are
+ * data (config flags), following the HF modeling files:
+ *
+ *   h = embed(ids) [* sqrt(hidden)]
+ *   per layer:
+ *     a = input_layernorm(h)
+ *     q, k, v = a·Wqᵀ(+b), a·Wkᵀ(+b), a·Wvᵀ(+b)          (phi3: rows of the fused qkv_proj)
+ *     [q, k = q_norm(q), k_norm(k) per head]               (qwen3, gemma3)
+ *     q, k = rope(q), rope(k)                              (layer's table; longrope short/long)
+ *     cache k, v; o = attention(q, cache) · Woᵀ(+b)        (causal, window on sliding layers)
+ *     [o = post_attention_layernorm(o)]; h += o            (gemma3 sandwich)
+ *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
+ *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
+ *   logits = head(norm(h_last)) [softcap]
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/lm_internal.h"
+#include "util/error.h"
+
+#define KV_CHUNK 128 /* prefill rows per backend call */
+
+lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) {
+    *out = NULL;
+    if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
+    const lmx_model_config *c = lm->cfg;
+    lmx_backend *be = lm->be;
+    lmx_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
+    kv->lm = lm;
+    kv->capacity = max_ctx;
+    kv->chunk = max_ctx < KV_CHUNK ? max_ctx : KV_CHUNK;
+    const size_t C = (size_t)kv->chunk, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
+    const size_t NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D, I = (size_t)c->intermediate_size;
+    kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
+    kv->posv = calloc(C, sizeof *kv->posv);
+    lmx_status st = (kv->k && kv->v && kv->posv) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
+    const size_t per_layer = NKV * (size_t)max_ctx;
+    for (int l = 0; st == LMX_OK && l < c->n_layers; l++) {
+        st = be->ops->buf_alloc(be, per_layer, &kv->k[l]);
+        if (st == LMX_OK) st = be->ops->buf_alloc(be, per_layer, &kv->v[l]);
+    }
+    struct {
+        lmx_buf **b;
+        size_t n;
+    } bufs[] = {{&kv->x, C * H},    {&kv->xn, C * H}, {&kv->q, C * NQ}, {&kv->att, C * NQ},
+                {&kv->kk, C * NKV}, {&kv->vv, C * NKV}, {&kv->o, C * H}, {&kv->g, C * I},
+                {&kv->u, C * I},    {&kv->last, H},   {&kv->logits, (size_t)c->vocab_size}};
+    size_t scratch = 0;
+    for (size_t i = 0; st == LMX_OK && i < sizeof bufs / sizeof bufs[0]; i++) {
+        st = be->ops->buf_alloc(be, bufs[i].n, bufs[i].b);
+        scratch += bufs[i].n;
+    }
+    if (st != LMX_OK) {
+        lmx_kv_destroy(kv);
+        return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
+    }
+    kv->bytes = (2 * per_layer * (size_t)c->n_layers + scratch) * sizeof(float);
+    *out = kv;
+    return LMX_OK;
+}
+
+void lmx_kv_destroy(lmx_kv *kv) {
+    if (!kv) return;
+    lmx_backend *be = kv->lm->be;
+    if (kv->k)
+        for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->k[l]);
+    if (kv->v)
+        for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->v[l]);
+    lmx_buf *bs[] = {kv->x, kv->xn, kv->q, kv->att, kv->kk, kv->vv, kv->o, kv->g, kv->u, kv->last, kv->logits};
+    for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
+    free(kv->k);
+    free(kv->v);
+    free(kv->posv);
+    free(kv);
+}
+
+void lmx_kv_reset(lmx_kv *kv) { kv->pos = 0; }
+int lmx_kv_pos(const lmx_kv *kv) { return kv->pos; }
+int lmx_kv_capacity(const lmx_kv *kv) { return kv->capacity; }
+uint64_t lmx_kv_bytes(const lmx_kv *kv) { return kv->bytes; }
+
+lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
+    if (n < 0 || n > kv->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv truncate to %d of %d", n, kv->pos);
+    kv->pos = n;
+    return LMX_OK;
+}
+
+#define TRY(x)                                                                                                 \
+    do {                                                                                                       \
+        lmx_status st_ = (x);                                                                                  \
+        if (st_ != LMX_OK) return st_;                                                                         \
+    } while (0)
+
+/* One decoder layer over T rows at positions kv->posv[0..T). */
+static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_long) {
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    const lm_layer *L = &lm->layers[l];
+    const int H = c->hidden_size, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    const float eps = (float)c->rms_norm_eps;
+    const bool p1 = c->norm_plus_one;
+
+    /* attention block */
+    TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, L->in_norm, eps, p1));            /* [T, hidden] */
+    TRY(op->matmul(be, L->q, kv->xn, 0, T, kv->q));                             /* [T, NH*D] */
+    TRY(op->matmul(be, L->k, kv->xn, 0, T, kv->kk));                            /* [T, NKV*D] */
+    TRY(op->matmul(be, L->v, kv->xn, 0, T, kv->vv));                            /* [T, NKV*D] */
+    if (c->qk_norm) {
+        TRY(op->rmsnorm(be, kv->q, kv->q, T * NH, D, L->q_norm, eps, p1));
+        TRY(op->rmsnorm(be, kv->kk, kv->kk, T * NKV, D, L->k_norm, eps, p1));
+    }
+    const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
+    float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
+    TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
+    TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
+    TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->capacity, kv->posv));
+    lmx_attn_params ap = {.n_tokens = T,
+                          .n_heads = NH,
+                          .n_kv_heads = NKV,
+                          .head_dim = D,
+                          .capacity = kv->capacity,
+                          .window = L->sliding ? c->sliding_window : 0,
+                          .scale = c->attn_scale,
+                          .softcap = c->attn_logit_softcap};
+    TRY(op->attention(be, kv->q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
+    TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o));                             /* [T, hidden] */
+    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
+    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+
+    /* MLP block */
+    const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
+    TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
+    TRY(op->matmul(be, L->gate, kv->xn, 0, T, kv->g)); /* [T, inter] */
+    TRY(op->matmul(be, L->up, kv->xn, 0, T, kv->u));   /* [T, inter] */
+    TRY(op->act_mul(be, kv->g, kv->u, (size_t)T * c->intermediate_size,
+                    c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL));
+    TRY(op->matmul(be, L->down, kv->g, 0, T, kv->o)); /* [T, hidden] */
+    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
+    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    return LMX_OK;
+}
+
+lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
+    if (!lm || !kv || !ids || n < 1 || kv->lm != lm)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    if (n > kv->capacity - kv->pos)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "context full: %d positions cached, %d more do not fit in %d",
+                         kv->pos, n, kv->capacity);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary (%d)",
+                             ids[i], i, c->vocab_size);
+    /* longrope (HF): the long factors apply when this call's last position + 1 exceeds the original
+     * context; the choice is per call, earlier cached keys keep theirs. */
+    const int end = kv->pos + n;
+    const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
+    const int H = c->hidden_size;
+    int pos = kv->pos;
+    for (int done = 0; done < n;) {
+        int T = n - done < kv->chunk ? n - done : kv->chunk;
+        for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
+        TRY(op->embed(be, lm->embed, ids + done, T, lm->embed_scale, kv->x)); /* [T, hidden] */
+        for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
+        done += T;
+        pos += T;
+        if (done == n && logits) {
+            TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)(T - 1) * H, (size_t)H));
+            TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+            TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
+            if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
+            TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
+        }
+    }
+    kv->pos = end;
+    return LMX_OK;
+}

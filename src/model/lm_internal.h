@@ -1,0 +1,50 @@
+/* lm_internal.h — the lmx_lm / lmx_kv structures shared by weight binding (lm_bind.c) and the
+ * forward pass (lm_forward.c). Not for use outside src/model. */
+#ifndef LMX_MODEL_LM_INTERNAL_H
+#define LMX_MODEL_LM_INTERNAL_H
+
+#include "formats/safetensors.h"
+#include "model/lm.h"
+
+typedef struct lm_layer {
+    lmx_bweight *q, *k, *v, *o;          /* [H*D, hidden], [KV*D, hidden] ×2, [hidden, H*D] */
+    lmx_bweight *gate, *up, *down;       /* [inter, hidden] ×2, [hidden, inter] */
+    lmx_bweight *in_norm;                /* [hidden] input_layernorm */
+    lmx_bweight *post_attn_norm;         /* [hidden] post_attention_layernorm */
+    lmx_bweight *pre_ff_norm, *post_ff_norm; /* [hidden] gemma3 only */
+    lmx_bweight *q_norm, *k_norm;        /* [head_dim] qwen3/gemma3 only */
+    bool sliding;
+} lm_layer;
+
+struct lmx_lm {
+    lmx_model_config *cfg;
+    lmx_weights *weights;
+    lmx_backend *be;
+    bool own_be;
+    lmx_bweight *embed;      /* [vocab, hidden] */
+    lmx_bweight *head;       /* [vocab, hidden]; == embed when tied */
+    lmx_bweight *final_norm; /* [hidden] */
+    lmx_bweight *rope_full;      /* [rotary_dim/2] inv_freq of full-attention layers (longrope: short) */
+    lmx_bweight *rope_full_long; /* longrope: long factors; else NULL */
+    lmx_bweight *rope_sliding;   /* sliding layers (gemma3 local base); == rope_full otherwise */
+    float mscale_full, mscale_sliding;
+    float embed_scale;
+    lm_layer *layers;        /* [n_layers] */
+};
+
+struct lmx_kv {
+    lmx_lm *lm;
+    int capacity, pos, chunk;
+    lmx_buf **k, **v;        /* [n_layers] each [n_kv][capacity][head_dim] */
+    lmx_buf *x, *xn;         /* [chunk, hidden] */
+    lmx_buf *q, *att;        /* [chunk, H*D] */
+    lmx_buf *kk, *vv;        /* [chunk, KV*D] */
+    lmx_buf *o;              /* [chunk, hidden] */
+    lmx_buf *g, *u;          /* [chunk, inter] */
+    lmx_buf *last;           /* [hidden] */
+    lmx_buf *logits;         /* [vocab] */
+    int32_t *posv;           /* [chunk] absolute positions */
+    uint64_t bytes;
+};
+
+#endif
