@@ -117,14 +117,14 @@ static const shape LAYER[7] = {{"q_proj", 4096, 4096}, {"k_proj", 1024, 4096}, {
                                {"down_proj", 4096, 14336}};
 
 /* times `reps` GEMVs rotating over `copies` matrices of one shape; returns median µs per GEMV */
-static double time_gemv(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps) {
+static double time_gemv(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps, int ks) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv(&ms[i % copies], x, y, 1, false, NULL));
+    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv_ksplit(&ms[i % copies], x, y, 1, false, ks, NULL));
     float t[BATCHES];
     for (int b = 0; b < BATCHES; b++) {
         CK(cudaEventRecord(e0, 0));
-        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv(&ms[i % copies], x, y, 1, false, NULL));
+        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv_ksplit(&ms[i % copies], x, y, 1, false, ks, NULL));
         CK(cudaEventRecord(e1, 0));
         CK(cudaEventSynchronize(e1));
         CK(cudaEventElapsedTime(&t[b], e0, e1));
@@ -171,10 +171,13 @@ int main(int argc, char **argv) {
             lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
             ms[0] = probe;
             for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
-            double us = time_gemv(ms, copies, x, y, reps);
+            double us = time_gemv(ms, copies, x, y, reps, 0);
             double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
-            printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f\n", sh.name, bits_name[bi], (long long)sh.n,
-                   (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9);
+            double us_ks[3];
+            for (int q = 0; q < 3; q++) us_ks[q] = time_gemv(ms, copies, x, y, reps, 1 << q);
+            printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f   ks1/2/4: %7.0f %7.0f %7.0f GB/s\n", sh.name,
+                   bits_name[bi], (long long)sh.n, (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9,
+                   moved / (us_ks[0] * 1e-6) / 1e9, moved / (us_ks[1] * 1e-6) / 1e9, moved / (us_ks[2] * 1e-6) / 1e9);
             if (si < 7) { layer_us += us; layer_bytes += moved; }
             for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
             free(ms);

@@ -337,7 +337,7 @@ static int gemv_ksplit(long chunks) {
 
 template <int BMAX>
 static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
-                        int accumulate, cudaStream_t st) {
+                        int accumulate, int ks_force, cudaStream_t st) {
     const int n = (int)m->n, k = (int)m->k, dt = (int)m->dtype, bdt = (int)m->bias_dtype;
     const int row_groups = (n + GEMV_R - 1) / GEMV_R;
     if (m->bits == 0) {
@@ -348,7 +348,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
                                                              accumulate);
             return;
         }
-        const int ks = gemv_ksplit(k / E);
+        const int ks = ks_force ? ks_force : gemv_ksplit(k / E);
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
         if (m->dtype == LMX_DTYPE_BF16)
             gemv_dense<__nv_bfloat16, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(
@@ -366,7 +366,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
     const bool aligned = !((uintptr_t)m->w & 15) && !((uintptr_t)x & 15);
     const int E = 4 * (32 / (bits == 3 || bits == 5 || bits == 6 ? 1 : bits));
     if ((bits == 2 || bits == 4 || bits == 8) && aligned && k % E == 0) {
-        const int ks = gemv_ksplit(k / E);
+        const int ks = ks_force ? ks_force : gemv_ksplit(k / E);
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QF(B)                                                                                  \
     gemv_q_fast<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
@@ -377,7 +377,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
 #undef LMX_QF
         return;
     }
-    const int ks = gemv_ksplit(k / 32);
+    const int ks = ks_force ? ks_force : gemv_ksplit(k / 32);
     const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QG(B)                                                                                     \
     gemv_q_generic<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
@@ -395,6 +395,13 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
 
 extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                     bool accumulate, lmx_cuda_stream stream) {
+    return lmx_cuda_gemv_ksplit(m, x, y, batch, accumulate, 0, stream);
+}
+
+extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
+                                           bool accumulate, int ksplit, lmx_cuda_stream stream) {
+    if (ksplit != 0 && ksplit != 1 && ksplit != 2 && ksplit != 4)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: ksplit %d (0, 1, 2 or 4)", ksplit);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
@@ -404,8 +411,8 @@ extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, fl
         const int nb = batch - b0 < 4 ? batch - b0 : 4;
         const float *xb = x + (size_t)b0 * m->k;
         float *yb = y + (size_t)b0 * m->n;
-        if (nb == 1) gemv_launch<1>(m, xb, yb, 1, accumulate, st);
-        else gemv_launch<4>(m, xb, yb, nb, accumulate, st);
+        if (nb == 1) gemv_launch<1>(m, xb, yb, 1, accumulate, ksplit, st);
+        else gemv_launch<4>(m, xb, yb, nb, accumulate, ksplit, st);
         LMX_CU_CHECK_LAUNCH("gemv");
     }
     return LMX_OK;
