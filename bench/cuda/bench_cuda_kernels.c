@@ -187,6 +187,47 @@ int main(int argc, char **argv) {
                100.0 * layer_bytes / (layer_us * 1e-6) / 1e9 / copy_gbs, 1e6 / (32 * layer_us));
     }
 
+    /* whole layers through a CUDA graph (no launch gaps): 4 distinct copies of the 7 projections */
+    printf("%-34s %9s %7s %9s\n", "graph: 4 layers x 7 GEMVs", "us/layer", "GB/s", "32L tok/s");
+    for (int bi = 0; bi < 3; bi++) {
+        lmx_cuda_matrix lm[4][7];
+        double layer_bytes = 0;
+        for (int si = 0; si < 7; si++) {
+            size_t bytes = 0;
+            lm[0][si] = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+            for (int c = 1; c < 4; c++) lm[c][si] = clone_matrix(&lm[0][si], &bytes);
+            layer_bytes += (double)bytes + LAYER[si].k * 4.0 + LAYER[si].n * 4.0;
+        }
+        cudaStream_t st;
+        CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        for (int c = 0; c < 4; c++)
+            for (int si = 0; si < 7; si++) LK(lmx_cuda_gemv(&lm[c][si], x, y, 1, false, (lmx_cuda_stream)st));
+        CK(cudaStreamEndCapture(st, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(exec, st));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+        float t[BATCHES];
+        for (int b = 0; b < BATCHES; b++) {
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < 10; i++) CK(cudaGraphLaunch(exec, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&t[b], e0, e1));
+        }
+        qsort(t, BATCHES, sizeof t[0], cmp_f);
+        double us = t[BATCHES / 2] * 1e3 / 40.0;
+        printf("%-34s %9.2f %7.0f %9.0f\n", bits_name[bi], us, layer_bytes / (us * 1e-6) / 1e9, 1e6 / (32 * us));
+        cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
+        cudaEventDestroy(e0); cudaEventDestroy(e1);
+        for (int c = 0; c < 4; c++)
+            for (int si = 0; si < 7; si++) free_matrix(&lm[c][si]);
+    }
+    printf("\n");
+
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
     printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
     const int64_t lens[3] = {512, 4096, 32768};
