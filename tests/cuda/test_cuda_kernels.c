@@ -166,6 +166,77 @@ static void test_gemv(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemv(cases[i]);
 }
 
+/* ---- tensor-core GEMM (prefill): bf16 operands, fp32 accumulation ---- */
+static void run_gemm(gemv_case c) {
+    char name[160];
+    snprintf(name, sizeof name, "gemm %s%d g%d dt%d [%lld x %lld] T %d%s%s", c.bits ? "q" : "dense", c.bits, c.gs,
+             c.dt, (long long)c.n, (long long)c.k, c.batch, c.bias ? " +bias" : "", c.accumulate ? " +acc" : "");
+    size_t wbytes, sbytes = 0;
+    void *hw, *hs = NULL, *hb = NULL;
+    if (c.bits) {
+        wbytes = (size_t)(c.n * c.k * c.bits / 32) * 4;
+        sbytes = (size_t)(c.n * (c.k / c.gs)) * tu_dsize(c.dt);
+        hw = malloc(wbytes); hs = malloc(sbytes); hb = malloc(sbytes);
+        tu_make_quant(&rng, c.n, c.k, c.bits, c.gs, c.dt, hw, hs, hb, NULL);
+    } else {
+        wbytes = (size_t)(c.n * c.k) * tu_dsize(c.dt);
+        hw = malloc(wbytes);
+        for (size_t i = 0; i < (size_t)(c.n * c.k); i++) tu_store(hw, i, c.dt, 0.05f * tu_unif(&rng));
+    }
+    float *hbias = NULL;
+    if (c.bias) {
+        hbias = malloc((size_t)c.n * 4);
+        for (int64_t i = 0; i < c.n; i++) hbias[i] = tu_unif(&rng);
+    }
+    const int T = c.batch;
+    float *x = randv((size_t)T * c.k, 1.0f), *y0 = randv((size_t)T * c.n, 1.0f);
+    double *ref = malloc(sizeof(double) * (size_t)T * c.n), *wrow = malloc(sizeof(double) * c.k);
+    for (int64_t r = 0; r < c.n; r++) {
+        for (int64_t i = 0; i < c.k; i++)
+            wrow[i] = c.bits ? deq_at(hw, hs, hb, c.dt, c.k, c.bits, c.gs, r, i) : dense_at(hw, c.dt, (size_t)(r * c.k + i));
+        for (int t = 0; t < T; t++) {
+            double a = 0;
+            for (int64_t i = 0; i < c.k; i++) a += wrow[i] * x[(size_t)t * c.k + i];
+            if (c.bias) a += hbias[r];
+            if (c.accumulate) a += y0[(size_t)t * c.n + r];
+            ref[(size_t)t * c.n + r] = a;
+        }
+    }
+    void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
+    void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * 4) : NULL;
+    float *dx = dev_upload(x, sizeof(float) * (size_t)T * c.k);
+    float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
+    float *y = malloc(sizeof(float) * (size_t)T * c.n);
+    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
+                         .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
+    CHECK(dw && dx && dy);
+    if (dw && dx && dy) {
+        lmx_status s = lmx_cuda_gemm(&m, dx, dy, T, c.accumulate, NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        s = lmx_cuda_stream_sync(NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
+        lmx_cuda_stream_sync(NULL);
+        compare(name, y, ref, (size_t)T * c.n, 1e-2);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
+    free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);
+}
+
+static void test_gemm(void) {
+    const gemv_case cases[] = {
+        {1024, 4096, 0, 0, 2, 77, 0, 0},
+        {4096, 2048, 4, 64, 2, 128, 1, 0},
+        {333, 1024, 3, 32, 2, 17, 0, 1},
+        {100, 256, 0, 0, 0, 200, 1, 0},
+        {2050, 1536, 8, 128, 1, 64, 0, 0},
+        {700, 2048, 6, 64, 2, 33, 0, 0},
+        {128, 512, 2, 32, 2, 1, 0, 0},
+        {256, 4096, 5, 32, 1, 9, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
+}
+
 /* ---- RMSNorm ---- */
 static void run_rmsnorm(int rows, int dim, int dt, int one_plus) {
     char name[96];
@@ -480,6 +551,7 @@ int main(void) {
     fprintf(stderr, "seed %llu (LMX_TEST_SEED to repeat)\n", (unsigned long long)rng.s);
     RUN(test_arena);
     RUN(test_gemv);
+    RUN(test_gemm);
     RUN(test_rmsnorm);
     RUN(test_rope);
     RUN(test_elementwise);

@@ -3,8 +3,8 @@
  * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
  * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
  * forward step calling rope, kv_write and attention for every layer) is not uploaded again.
- * Prefill matmuls run the decode GEMV over 4 rows at a time: correct, not yet fast (a tiled
- * GEMM is the next step).
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use the tensor-core GEMM (bf16 operands,
+ * fp32 accumulation); shorter ones (decode) the fp32 GEMV.
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -17,6 +17,8 @@
 
 #include "backend/cuda/cuda_kernels.h"
 #include "util/log.h"
+
+#define LMX_CUDA_GEMM_MIN_T 16
 
 struct lmx_buf {
     size_t n;
@@ -259,7 +261,11 @@ static lmx_status cu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
     CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
-    return lmx_cuda_gemv(&w->m, x->d + x_off, y->d, T, false, NULL);
+    const float *xp = x->d + x_off;
+    /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, NULL);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, NULL);
 }
 
 static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,

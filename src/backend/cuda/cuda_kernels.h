@@ -112,6 +112,13 @@ lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int
 lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                 bool accumulate, int ksplit, lmx_cuda_stream stream);
 
+/* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
+ * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
+ * fp32 (so expect bf16-level error, ~1e-3 relative, unlike lmx_cuda_gemv). Needs k % 32 == 0 and
+ * x 16-byte aligned (LMX_ERR_INVALID_ARGUMENT otherwise). */
+lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                         lmx_cuda_stream stream);
+
 /* ---- elementwise and normalisation (all fp32 activations) ---- */
 
 /* y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * (one_plus_w ? 1 + w : w)
