@@ -228,6 +228,46 @@ int main(int argc, char **argv) {
     }
     printf("\n");
 
+    /* prefill GEMM: 512 tokens through the 7 projections of one layer */
+    {
+        const int T = 512;
+        float *xt, *yt;
+        LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * T * 14336));
+        LK(lmx_cuda_malloc((void **)&yt, sizeof(float) * T * 14336));
+        float *h = malloc(sizeof(float) * T * 14336);
+        for (int i = 0; i < T * 14336; i++) h[i] = tu_unif(&rng);
+        CK(cudaMemcpy(xt, h, sizeof(float) * T * 14336, cudaMemcpyHostToDevice));
+        free(h);
+        printf("%-34s %9s %9s %12s\n", "prefill GEMM, T=512, 1 layer", "us", "TFLOP/s", "32L tok/s");
+        for (int bi = 0; bi < 3; bi++) {
+            double us_sum = 0, flops = 0;
+            for (int si = 0; si < 7; si++) {
+                size_t bytes;
+                lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+                cudaEvent_t e0, e1;
+                CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+                LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                float t[5];
+                for (int b = 0; b < 5; b++) {
+                    CK(cudaEventRecord(e0, 0));
+                    for (int i = 0; i < 3; i++) LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                    CK(cudaEventRecord(e1, 0));
+                    CK(cudaEventSynchronize(e1));
+                    CK(cudaEventElapsedTime(&t[b], e0, e1));
+                }
+                qsort(t, 5, sizeof t[0], cmp_f);
+                us_sum += t[2] * 1e3 / 3;
+                flops += 2.0 * T * LAYER[si].n * LAYER[si].k;
+                cudaEventDestroy(e0); cudaEventDestroy(e1);
+                free_matrix(&m);
+            }
+            printf("%-34s %9.1f %9.1f %12.0f\n", bits_name[bi], us_sum, flops / (us_sum * 1e-6) / 1e12,
+                   T / (32 * us_sum * 1e-6));
+        }
+        printf("\n");
+        lmx_cuda_free(xt); lmx_cuda_free(yt);
+    }
+
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
     printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
     const int64_t lens[3] = {512, 4096, 32768};
