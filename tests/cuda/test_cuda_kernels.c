@@ -525,6 +525,13 @@ static void test_arena(void) {
     lmx_cuda_arena_destroy(NULL);
     lmx_cuda_matrix bad = {.w = (void *)16, .dtype = LMX_DTYPE_BF16, .bits = 4, .group_size = 48, .n = 8, .k = 96};
     CHECK(lmx_cuda_matrix_check(&bad) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_cuda_util u = {0};
+    lmx_status us = lmx_cuda_utilization(0, &u);
+    fprintf(stderr, "  nvml: %s%s gpu %u%% membw %u%% used %.2f of %.2f GiB\n", lmx_status_str(us),
+            us == LMX_OK ? "" : lmx_last_error_detail(), u.gpu_percent, u.mem_bw_percent, u.mem_used / 1073741824.0,
+            u.mem_total / 1073741824.0);
+    CHECK(us == LMX_OK || us == LMX_ERR_GPU_NOT_AVAILABLE);
+    if (us == LMX_OK) CHECK(u.gpu_percent <= 100 && u.mem_total > 0 && u.mem_used <= u.mem_total);
     void *huge = NULL;
     CHECK(lmx_cuda_malloc(&huge, (size_t)1 << 50) == LMX_ERR_OUT_OF_MEMORY && huge == NULL);
 }

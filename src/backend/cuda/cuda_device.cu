@@ -45,6 +45,12 @@ extern "C" lmx_status lmx_cuda_get_device_info(int device, lmx_cuda_device_info 
     return LMX_OK;
 }
 
+extern "C" lmx_status lmx_cuda_pci_bus_id(int device, char *buf, size_t size) {
+    if (!buf || size < 16) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda: pci bus id: buffer");
+    cudaError_t e = cudaDeviceGetPCIBusId(buf, (int)size, device);
+    return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_GPU_NOT_AVAILABLE, "cudaDeviceGetPCIBusId", e);
+}
+
 extern "C" lmx_status lmx_cuda_set_device(int device) {
     cudaError_t e = cudaSetDevice(device);
     return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_GPU_NOT_AVAILABLE, "cudaSetDevice", e);

@@ -49,7 +49,20 @@ typedef struct lmx_cuda_device_info {
 /* Fills *out for `device`. LMX_ERR_GPU_NOT_AVAILABLE when there is no such device or no CUDA. */
 lmx_status lmx_cuda_get_device_info(int device, lmx_cuda_device_info *out);
 
+/* Utilisation over NVML's last sample period, and device memory as NVML sees it (all processes). */
+typedef struct lmx_cuda_util {
+    unsigned gpu_percent;    /* time a kernel was running */
+    unsigned mem_bw_percent; /* time device memory was read or written */
+    unsigned long long mem_used, mem_total; /* bytes */
+} lmx_cuda_util;
+/* NVML is loaded with dlopen at first use (never a link-time dependency). LMX_ERR_GPU_NOT_AVAILABLE
+ * without NVML, without the device, or in a build without CUDA. */
+lmx_status lmx_cuda_utilization(int device, lmx_cuda_util *out);
+
 #ifdef LMX_HAVE_CUDA
+/* PCI bus id of CUDA device `device` ("0000:1B:00.0"). */
+lmx_status lmx_cuda_pci_bus_id(int device, char *buf, size_t size);
+
 /* ---- device, memory, streams ---- */
 lmx_status lmx_cuda_set_device(int device);
 lmx_status lmx_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
