@@ -510,6 +510,50 @@ static void test_argmax(void) {
     free(l);
 }
 
+/* ---- top-k ---- */
+static const float *g_sort_vals;
+static int cmp_desc(const void *a, const void *b) {
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    float x = g_sort_vals[i], y = g_sort_vals[j];
+    if (isnan(x)) x = -INFINITY;
+    if (isnan(y)) y = -INFINITY;
+    if (x != y) return x > y ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+static void test_topk(void) {
+    const int64_t n = 128256;
+    const int rows = 2, ks[4] = {1, 40, 256, 7};
+    float *l = randv((size_t)rows * n, 8.0f);
+    l[100] = NAN;
+    l[n + 5] = 50.f; l[n + 9] = 50.f; l[n + 77] = 60.f; /* a tie inside the top k (k >= 3): index order */
+    int32_t *order = malloc(sizeof(int32_t) * n);
+    float *dl = dev_upload(l, sizeof(float) * rows * n);
+    float *dv = dev_poisoned(sizeof(float) * rows * 256);
+    int32_t *di = dev_poisoned(sizeof(int32_t) * rows * 256);
+    float vals[2 * 256];
+    int32_t ids[2 * 256];
+    for (int ki = 0; ki < 4; ki++) {
+        int k = ks[ki];
+        OKS(lmx_cuda_topk(dl, rows, n, k, dv, di, NULL));
+        OKS(lmx_cuda_stream_sync(NULL));
+        lmx_cuda_memcpy_d2h(vals, dv, sizeof(float) * rows * k, NULL);
+        lmx_cuda_memcpy_d2h(ids, di, sizeof(int32_t) * rows * k, NULL);
+        lmx_cuda_stream_sync(NULL);
+        for (int r = 0; r < rows; r++) {
+            for (int64_t i = 0; i < n; i++) order[i] = (int32_t)i;
+            g_sort_vals = l + (size_t)r * n;
+            qsort(order, (size_t)n, sizeof *order, cmp_desc);
+            int bad = 0;
+            for (int j = 0; j < k; j++)
+                if (ids[r * k + j] != order[j] || vals[r * k + j] != g_sort_vals[order[j]]) bad++;
+            CHECK_MSG(bad == 0, "topk k=%d row %d: %d of %d wrong (first: got %d want %d)", k, r, bad, k, ids[r * k],
+                      order[0]);
+        }
+    }
+    lmx_cuda_free(dl); lmx_cuda_free(dv); lmx_cuda_free(di);
+    free(l); free(order);
+}
+
 /* ---- arena, errors ---- */
 static void test_arena(void) {
     lmx_cuda_arena *a = NULL;
@@ -565,6 +609,7 @@ int main(void) {
     RUN(test_embed);
     RUN(test_attention);
     RUN(test_argmax);
+    RUN(test_topk);
     return lmx_test_summary();
 #endif
 }

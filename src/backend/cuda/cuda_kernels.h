@@ -201,6 +201,12 @@ lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void
  * [rows, n]; ids: device int32 [rows]. */
 lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, int32_t *ids,
                            lmx_cuda_stream stream);
+/* The k largest logits of each row, sorted by value descending (index ascending among equal
+ * values; when more than k elements tie at the k-th value, which of them are kept is unspecified).
+ * NaNs rank below everything. k <= 256 and k <= n. vals: device fp32 [rows, k]; ids: device int32
+ * [rows, k]. Lets a sampler (top-k/top-p/min-p/temperature) work on k candidates on the host. */
+lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals, int32_t *ids,
+                         lmx_cuda_stream stream);
 #endif /* LMX_HAVE_CUDA */
 
 #ifdef __cplusplus

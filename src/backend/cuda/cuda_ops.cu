@@ -243,3 +243,91 @@ extern "C" lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, 
     LMX_CU_CHECK_LAUNCH("argmax");
     return LMX_OK;
 }
+
+/* ---- top-k: radix select of the k-th largest key, then collect and rank (one block per row) ---- */
+#define TOPK_THREADS 1024
+#define TOPK_MAX 256
+
+__device__ __forceinline__ uint32_t topk_key(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0u; /* NaN: below everything */
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(TOPK_THREADS)
+topk_kernel(const float *__restrict__ logits, int64_t n, int k, float *out_vals, int32_t *out_ids) {
+    __shared__ unsigned hist[256];
+    __shared__ uint32_t s_pref, s_mask;
+    __shared__ int s_want;
+    __shared__ unsigned s_gt, s_eq;
+    __shared__ float cv[TOPK_MAX];
+    __shared__ int32_t ci[TOPK_MAX];
+    const float *row = logits + (size_t)blockIdx.x * n;
+    const int tid = threadIdx.x;
+    if (tid == 0) { s_pref = 0; s_mask = 0; s_want = k; s_gt = 0; s_eq = 0; }
+    for (int pass = 0; pass < 4; pass++) {
+        const int shift = 24 - 8 * pass;
+        for (int b = tid; b < 256; b += blockDim.x) hist[b] = 0;
+        __syncthreads();
+        const uint32_t pref = s_pref, mask = s_mask;
+        for (int64_t i = tid; i < n; i += blockDim.x) {
+            const uint32_t key = topk_key(row[i]);
+            if ((key & mask) == pref) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int want = s_want;
+            unsigned cum = 0;
+            for (int b = 255; b >= 0; b--) {
+                if (cum + hist[b] >= (unsigned)want) {
+                    s_want = want - (int)cum;
+                    s_pref = pref | ((uint32_t)b << shift);
+                    s_mask = mask | (255u << shift);
+                    break;
+                }
+                cum += hist[b];
+            }
+        }
+        __syncthreads();
+    }
+    const uint32_t tau = s_pref;     /* key of the k-th largest */
+    const int n_eq = s_want;         /* how many elements equal to tau belong to the top k */
+    const int n_gt = k - n_eq;
+    for (int64_t i = tid; i < n; i += blockDim.x) {
+        const uint32_t key = topk_key(row[i]);
+        if (key > tau) {
+            const unsigned slot = atomicAdd(&s_gt, 1u);
+            cv[slot] = row[i];
+            ci[slot] = (int32_t)i;
+        } else if (key == tau) {
+            const unsigned slot = atomicAdd(&s_eq, 1u);
+            if ((int)slot < n_eq) {
+                cv[n_gt + slot] = row[i];
+                ci[n_gt + slot] = (int32_t)i;
+            }
+        }
+    }
+    __syncthreads();
+    if (tid < k) { /* rank: by value descending, index ascending */
+        const float v = cv[tid];
+        const int32_t id = ci[tid];
+        const uint32_t kv = topk_key(v);
+        int rank = 0;
+        for (int j = 0; j < k; j++) {
+            const uint32_t kj = topk_key(cv[j]);
+            rank += kj > kv || (kj == kv && ci[j] < id);
+        }
+        out_vals[(size_t)blockIdx.x * k + rank] = v;
+        out_ids[(size_t)blockIdx.x * k + rank] = id;
+    }
+}
+
+extern "C" lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals,
+                                    int32_t *ids, lmx_cuda_stream stream) {
+    if (!logits || !vals || !ids || rows < 1 || n < 1 || n > INT32_MAX || k < 1 || k > TOPK_MAX || k > n)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda topk: bad arguments (rows %d, n %lld, k %d; k <= %d)",
+                         rows, (long long)n, k, TOPK_MAX);
+    topk_kernel<<<rows, TOPK_THREADS, 0, LMX_CU_STREAM(stream)>>>(logits, n, k, vals, ids);
+    LMX_CU_CHECK_LAUNCH("topk");
+    return LMX_OK;
+}
