@@ -69,6 +69,249 @@ LMX_API void lmx_log_set_level(lmx_log_level level);
 /* "0.1.0" — static storage. */
 LMX_API const char *lmx_version(void);
 
+/* ======================================================================================
+ * Runtime: configuration, model cache, generation, metrics
+ * ====================================================================================== */
+
+/* Where models run. AUTO picks the GPU when one is usable, else the CPU. */
+typedef enum lmx_device { LMX_DEVICE_AUTO = 0, LMX_DEVICE_GPU, LMX_DEVICE_CPU } lmx_device;
+
+/* Runtime configuration (plain values; the runtime copies it, including the models_dir string). */
+typedef struct lmx_config {
+    lmx_device device;          /* default AUTO */
+    int64_t max_memory_bytes;   /* budget for loaded models; 0 = no limit. Loads keep the total
+                                   estimate (weights + KV cache for max_context_length) of all
+                                   cached models under 80 % of it, evicting LRU models first */
+    bool use_mmap;              /* map weight files instead of reading them (default true) */
+    int max_cached_models;      /* models kept resident at once, >= 1 (default 3) */
+    int max_context_length;     /* tokens of context per generation, >= 1 (default 4096) */
+    bool kv_cache;              /* keep a KV cache while decoding (default true) */
+    int n_threads;              /* CPU threads, 0 = all cores (default 0) */
+    const char *models_dir;     /* models directory; NULL = $LMX_HOME/models, LMX_HOME defaulting
+                                   to ~/.cache/lmx. The registry is registry.json in its parent */
+    /* What a generate function uses when its opt argument is NULL (the other options then come
+     * from lmx_gen_options_default()). */
+    float default_temperature;  /* default 0.7 */
+    float default_top_p;        /* default 0.9 */
+    int default_max_tokens;     /* default 512 */
+} lmx_config;
+
+/* The defaults listed above. */
+LMX_API lmx_config lmx_config_default(void);
+
+/* A runtime owns a cache of loaded models, a performance monitor and a configuration. All its
+ * functions may be called concurrently from any number of threads (same or different models). */
+typedef struct lmx_runtime lmx_runtime;
+
+/* Creates a runtime from *cfg (NULL = lmx_config_default()). Invalid values (negative memory,
+ * max_cached_models < 1, max_context_length < 1, n_threads < 0, temperature < 0, top_p outside
+ * [0,1], default_max_tokens < -1, unknown device) → LMX_ERR_INVALID_ARGUMENT, *out untouched.
+ * No model is loaded yet. */
+LMX_API lmx_status lmx_runtime_create(const lmx_config *cfg, lmx_runtime **out);
+/* Unloads every model and frees the runtime. NULL-safe. No other call on rt may be running. */
+LMX_API void lmx_runtime_destroy(lmx_runtime *rt);
+/* Copies the current configuration into *out. out->models_dir points into the runtime and stays
+ * valid until lmx_runtime_destroy. */
+LMX_API lmx_status lmx_config_get(lmx_runtime *rt, lmx_config *out);
+/* Validates and applies a new configuration. Lower limits (max_cached_models, max_memory_bytes)
+ * take effect at once by evicting unused models; device/mmap/context changes apply to later
+ * loads. On error nothing changes. */
+LMX_API lmx_status lmx_config_update(lmx_runtime *rt, const lmx_config *cfg);
+
+/* What a loaded model is. Strings are copied into the struct (no ownership to manage). */
+typedef struct lmx_model_info {
+    char model_id[256];
+    char path[4096];            /* the resolved model directory */
+    char model_type[64];        /* config.json model_type, e.g. "llama", "qwen3" */
+    int64_t n_params;           /* parameters (quantized weights counted unpacked) */
+    int n_layers;
+    int hidden_size;
+    int vocab_size;
+    int quant_bits;             /* 0 = not quantized */
+    int group_size;             /* quantization group size, 0 when not quantized */
+    int64_t weight_bytes;       /* bytes of the weights as loaded */
+    int64_t estimated_bytes;    /* the cache's estimate: weights + KV cache for max_context */
+    lmx_device device;          /* where it runs: GPU or CPU (never AUTO) */
+    int max_context;            /* context length generations of this model get */
+    double loaded_at;           /* seconds since the epoch */
+    double last_access;         /* seconds since the epoch of the last load/generate hit */
+    uint64_t access_count;      /* loads + generations that used it */
+} lmx_model_info;
+
+/* Loads (or finds) a model and caches it under model_id (NULL = path_or_name). path_or_name is a
+ * registered name (see lmx_registry_*), else a model directory. Loading an id that is already
+ * cached is a cache hit: no disk read, only last_access/access_count change (the same id with a
+ * different directory → LMX_ERR_INVALID_ARGUMENT). A miss may evict least-recently-used models
+ * (count limit, memory budget). Errors: LMX_ERR_MODEL_NOT_FOUND, LMX_ERR_INVALID_MODEL_FORMAT,
+ * LMX_ERR_MODEL_VALIDATION_FAILED, LMX_ERR_LOAD_FAILURE, LMX_ERR_OUT_OF_MEMORY (it can never fit
+ * the budget, or allocation kept failing after evicting and retrying, 3 attempts; nothing stays
+ * half-loaded), LMX_ERR_GPU_NOT_AVAILABLE. With LMX_VERIFY=1 in the environment, a registered
+ * model's files are checked against their recorded SHA-256 first. */
+LMX_API lmx_status lmx_model_load(lmx_runtime *rt, const char *path_or_name, const char *model_id);
+/* Drops a model from the cache. A generation running on it keeps it alive until it ends; the
+ * memory is released then. Not cached → LMX_ERR_MODEL_NOT_FOUND. */
+LMX_API lmx_status lmx_model_unload(lmx_runtime *rt, const char *model_id);
+/* True when model_id is cached and ready (does not count as an access). */
+LMX_API bool lmx_model_is_loaded(lmx_runtime *rt, const char *model_id);
+/* Fills *out for a cached model (does not count as an access). Not cached → MODEL_NOT_FOUND. */
+LMX_API lmx_status lmx_model_get_info(lmx_runtime *rt, const char *model_id, lmx_model_info *out);
+
+/* Sampling and stopping options of one generation. */
+typedef struct lmx_gen_options {
+    float temperature;          /* 0 = greedy (argmax) */
+    float top_p;                /* nucleus mass in (0,1); 0 or 1 = off */
+    int top_k;                  /* keep the k most likely tokens; 0 = off */
+    float min_p;                /* drop tokens with p < min_p * p_max; 0 = off */
+    int max_tokens;             /* tokens to generate at most; -1 = until EOS/stop/context end */
+    const char *const *stop;    /* n_stop stop strings (not copied; must outlive the call) */
+    int n_stop;
+    float repetition_penalty;   /* 1 (or 0) = off; else mlx-lm: l<0 → l*p, else l/p */
+    int repetition_context;     /* how many recent tokens the penalty looks at (default 20) */
+    uint64_t seed;              /* used when use_seed: the same seed gives the same output */
+    bool use_seed;              /* false: seeded from the clock/entropy per generation */
+} lmx_gen_options;
+
+/* temperature 0.7, top_p 0.9, top_k 0, min_p 0, max_tokens 512, no stop strings, repetition
+ * penalty 1.0, context 20, unseeded. */
+LMX_API lmx_gen_options lmx_gen_options_default(void);
+
+/* Receives each piece of generated text as it becomes final (UTF-8, not NUL-terminated; valid
+ * only during the call). Pieces never contain a stop string or EOS text. Return nonzero to stop
+ * the generation (it then ends with LMX_ERR_CANCELLED / LMX_FINISH_CANCELLED). Called on the
+ * thread that called the generate function. */
+typedef int (*lmx_token_fn)(const char *text, size_t len, void *user);
+
+typedef enum lmx_finish_reason {
+    LMX_FINISH_STOP = 0,        /* an EOS token or a stop string */
+    LMX_FINISH_LENGTH,          /* max_tokens reached, or the context is full */
+    LMX_FINISH_CANCELLED        /* the callback returned nonzero */
+} lmx_finish_reason;
+
+/* Counters and timings of one generation. Timings are wall clock from the call's start. */
+typedef struct lmx_gen_result {
+    int n_prompt_tokens;
+    int n_generated_tokens;     /* sampled tokens, EOS excluded (a stop string's tokens included) */
+    lmx_finish_reason finish_reason;
+    double ttft_ms;             /* call start → first token sampled (includes a lazy load) */
+    double total_ms;            /* call start → return */
+    double tokens_per_second;   /* decode speed: (n_generated - 1) / (time after the first token);
+                                   n_generated / total when fewer than 2 tokens */
+    double prompt_tokens_per_second; /* n_prompt_tokens / prefill time */
+    double load_ms;             /* time spent loading the model lazily in this call (0 on a hit) */
+} lmx_gen_result;
+
+/* One chat message; role is "system", "user", "assistant" or "tool". */
+typedef struct lmx_message {
+    const char *role;
+    const char *content;
+} lmx_message;
+
+/* Generates a completion of `prompt` (raw text; the tokenizer adds BOS when the model wants one).
+ * opt NULL = lmx_gen_options_default() with the runtime's default temperature/top_p/max_tokens.
+ * model_id not cached → loaded lazily (a cache miss) from the registered name or directory of that
+ * name. The model is pinned while generating: it is never evicted under a running generation.
+ * *out_text gets the whole text (caller frees with lmx_free); res (may be NULL) the counters.
+ * A prompt longer than the context → LMX_ERR_INVALID_ARGUMENT with the two lengths in the detail.
+ * Errors from loading as lmx_model_load; LMX_ERR_INFERENCE_FAILURE when the forward pass fails. */
+LMX_API lmx_status lmx_generate(lmx_runtime *rt, const char *model_id, const char *prompt,
+                                const lmx_gen_options *opt, char **out_text, lmx_gen_result *res);
+/* As lmx_generate, streaming text pieces to fn. Text that could still be the start of a stop
+ * string is held back until it is resolved. If fn returns nonzero the generation stops at once:
+ * the result is LMX_ERR_CANCELLED, *res is filled with finish_reason LMX_FINISH_CANCELLED. */
+LMX_API lmx_status lmx_generate_stream(lmx_runtime *rt, const char *model_id, const char *prompt,
+                                       const lmx_gen_options *opt, lmx_token_fn fn, void *user,
+                                       lmx_gen_result *res);
+/* Renders msgs with the model's chat template (add_generation_prompt on), then streams as
+ * lmx_generate_stream. No template in the model → LMX_ERR_TEMPLATE. */
+LMX_API lmx_status lmx_chat_stream(lmx_runtime *rt, const char *model_id, const lmx_message *msgs,
+                                   int n_msgs, const lmx_gen_options *opt, lmx_token_fn fn,
+                                   void *user, lmx_gen_result *res);
+
+/* Token-level generation: the prompt is given as ids (no tokenizer, no template, no BOS added).
+ * Otherwise as lmx_generate_stream (fn may be NULL). *out_ids (may be NULL; caller frees with
+ * lmx_free) receives the n_out generated ids, EOS excluded; also filled on LMX_ERR_CANCELLED.
+ * Ids outside the vocabulary → LMX_ERR_INVALID_ARGUMENT. */
+LMX_API lmx_status lmx_generate_ids(lmx_runtime *rt, const char *model_id, const int32_t *prompt_ids,
+                                    size_t n_prompt, const lmx_gen_options *opt, lmx_token_fn fn,
+                                    void *user, int32_t **out_ids, size_t *n_out, lmx_gen_result *res);
+
+/* The model's tokenizer (loading the model lazily like the generate functions). add_special: add
+ * BOS etc. as the tokenizer's post-processor says. *ids: lmx_free. */
+LMX_API lmx_status lmx_tokenize(lmx_runtime *rt, const char *model_id, const char *text, bool add_special,
+                                int32_t **ids, size_t *n);
+/* Decodes ids to text (streaming-detokenizer semantics, special tokens included). *text: lmx_free,
+ * NUL-terminated. */
+LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const int32_t *ids, size_t n,
+                                  char **text);
+
+/* Performance counters, per model or for the whole runtime. */
+typedef struct lmx_metrics {
+    double load_ms;               /* total time spent loading (per model: its loads) */
+    uint64_t n_loads;
+    uint64_t n_inferences;        /* finished generations (any finish reason) */
+    uint64_t n_errors;            /* generations that failed */
+    double total_inference_ms;
+    uint64_t total_tokens;        /* generated tokens */
+    uint64_t total_prompt_tokens;
+    double avg_tokens_per_second; /* mean of the generations' tokens_per_second */
+    double avg_ttft_ms;
+    int64_t current_memory_bytes; /* overall: process RSS + device bytes; per model: its estimate
+                                     while cached, else 0 */
+    int64_t peak_memory_bytes;    /* highest current_memory_bytes seen since the last reset */
+    double avg_gpu_utilization;   /* percent, -1 when unknown */
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t cache_evictions;
+    double cache_hit_rate;        /* hits / (hits + misses), 0 when none */
+    int n_models_loaded;          /* overall only: models cached now */
+} lmx_metrics;
+
+/* model_id NULL = the whole runtime. A model never seen → LMX_ERR_MODEL_NOT_FOUND. */
+LMX_API lmx_status lmx_metrics_get(lmx_runtime *rt, const char *model_id, lmx_metrics *out);
+/* Zeroes the counters of one model (NULL = all models and the overall counters; the peak memory
+ * restarts from the current value). */
+LMX_API void lmx_metrics_reset(lmx_runtime *rt, const char *model_id);
+
+/* ======================================================================================
+ * Registry: the models directory and registry.json (used by the CLI's list/add/rm/verify)
+ *
+ * models_dir NULL = $LMX_HOME/models (LMX_HOME default ~/.cache/lmx); the registry file is
+ * registry.json in models_dir's parent. Updates are atomic (temporary file, fsync, rename) and
+ * serialized across threads and processes with a lock file. All functions are thread-safe.
+ * ====================================================================================== */
+typedef struct lmx_registry_file {
+    char *name;                 /* file name relative to the model directory */
+    uint64_t size;
+    char sha256[65];            /* lower-case hex */
+} lmx_registry_file;
+
+typedef struct lmx_registry_entry {
+    char *id;                   /* "org/name" */
+    char *path;                 /* absolute model directory */
+    double added_at;            /* seconds since the epoch */
+    double last_used;           /* 0 = never */
+    int n_files;
+    lmx_registry_file *files;
+} lmx_registry_entry;
+
+/* All registered models, sorted by id. Free with lmx_registry_entries_free. No registry yet →
+ * LMX_OK with *n = 0. */
+LMX_API lmx_status lmx_registry_list(const char *models_dir, lmx_registry_entry **out, int *n);
+LMX_API void lmx_registry_entries_free(lmx_registry_entry *entries, int n); /* NULL-safe */
+/* Registers an existing model directory under `name` (NULL = "<parent>/<dir>" when the directory
+ * is models_dir/<org>/<name>, else "local/<dir name>"), recording every regular file's size and
+ * SHA-256. An id that exists is replaced. */
+LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, const char *name);
+/* Forgets a registered model. delete_files also removes its directory, only when it lies inside
+ * models_dir. Unknown → LMX_ERR_MODEL_NOT_FOUND. */
+LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name, bool delete_files);
+/* Re-hashes a registered model's files. Mismatch, missing or changed size →
+ * LMX_ERR_MODEL_VALIDATION_FAILED; *report (optional, lmx_free) lists one line per file. */
+LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name, char **report);
+/* A registered name → its directory; else a directory models_dir/<name_or_path>; else an existing
+ * directory path → its absolute path; else LMX_ERR_MODEL_NOT_FOUND. *path: lmx_free. */
+LMX_API lmx_status lmx_registry_resolve(const char *models_dir, const char *name_or_path, char **path);
+
 /* Releases memory that lmx handed to the caller (strings, arrays). NULL-safe. */
 LMX_API void lmx_free(void *p);
 

@@ -46,5 +46,11 @@ void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
 int lmx_cli_generate(int argc, char **argv);
 int lmx_cli_logits(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
+int lmx_cli_list(int argc, char **argv);
+int lmx_cli_run(int argc, char **argv);
+int lmx_cli_info(int argc, char **argv);
+int lmx_cli_add(int argc, char **argv);
+int lmx_cli_rm(int argc, char **argv);
+int lmx_cli_verify(int argc, char **argv);
 
 #endif

@@ -12,6 +12,12 @@ static const struct {
     {"generate", lmx_cli_generate, "greedy continuation of token ids (--prompt-ids, --max-tokens)"},
     {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"version", lmx_cli_version, "print the version"},
+    {"run", lmx_cli_run, "chat with a model (streaming; interactive without a prompt)"},
+    {"info", lmx_cli_info, "load a model and describe it"},
+    {"list", lmx_cli_list, "list registered models"},
+    {"add", lmx_cli_add, "register an existing model directory"},
+    {"rm", lmx_cli_rm, "remove a registered model"},
+    {"verify", lmx_cli_verify, "check a model's files against their recorded SHA-256"},
 };
 
 static void usage(FILE *f) {

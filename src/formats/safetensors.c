@@ -6,6 +6,7 @@
  */
 #include "formats/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -253,7 +254,7 @@ static lmx_status parse_header(lmx_safetensors *st) {
     memcpy(text, hdr, hlen);
     text[hlen] = '\0';
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, hlen + 1, &end, false);
+    cJSON *root = lmx_json_parse(text, hlen, &end);
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
         free(text);

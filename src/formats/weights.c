@@ -6,6 +6,7 @@
  */
 #include "formats/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/fs.h"
 
 #include <cjson/cJSON.h>
@@ -85,7 +86,7 @@ static lmx_status list_from_index(const char *index_path, char ***out, size_t *n
     size_t len = 0;
     lmx_status s = lmx_fs_read_file(index_path, INDEX_MAX_BYTES, &text, &len);
     if (s != LMX_OK) return s;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = lmx_json_parse(text, len, NULL);
     free(text);
     if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: malformed JSON", index_path);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");

@@ -73,7 +73,8 @@ static inline uint8_t *st_build_ex(const st_tensor *t, size_t n, const char *met
     uint8_t *img = st_raw(hdr, data_len, len);
     uint8_t *data = img + 8 + o;
     memset(data, 0xEE, data_len);
-    for (size_t i = 0; i < n; i++) memcpy(data + begin[i], t[i].data, t[i].nbytes);
+    for (size_t i = 0; i < n; i++)
+        if (t[i].nbytes) memcpy(data + begin[i], t[i].data, t[i].nbytes);
     free(hdr);
     free(begin);
     return img;

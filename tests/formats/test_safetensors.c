@@ -321,11 +321,32 @@ static void test_mmap_and_read_agree(void) {
     st_rmdir(dir);
 }
 
+/* the fuzz seed corpus is what its names say: valid_* and empty open, the rest are rejected */
+static void test_seed_corpus(void) {
+    static const struct {
+        const char *file;
+        lmx_status want;
+        size_t count;
+    } seeds[] = {{"valid_mlx.st", LMX_OK, 4},       {"valid_padded.st", LMX_OK, 3},
+                 {"empty.st", LMX_OK, 0},           {"overlap.st", LMX_ERR_INVALID_MODEL_FORMAT, 0},
+                 {"f8.st", LMX_ERR_INVALID_MODEL_FORMAT, 0}, {"truncated.st", LMX_ERR_INVALID_MODEL_FORMAT, 0}};
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/fuzz/corpus/safetensors/%s", LMX_SOURCE_DIR, seeds[i].file);
+        lmx_safetensors *st = NULL;
+        lmx_status s = lmx_safetensors_open(path, true, &st);
+        CHECK_MSG(s == seeds[i].want, "%s: %d (%s)", seeds[i].file, (int)s, detail());
+        CHECK_EQ_INT(lmx_safetensors_count(st), seeds[i].count);
+        lmx_safetensors_close(st);
+    }
+}
+
 int main(void) {
     RUN(test_roundtrip_multi_dtype);
     RUN(test_minimal_files);
     RUN(test_bad_headers);
     RUN(test_bad_lengths);
     RUN(test_mmap_and_read_agree);
+    RUN(test_seed_corpus);
     return lmx_test_summary();
 }

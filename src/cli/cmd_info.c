@@ -1,0 +1,77 @@
+/* cmd_info.c — `lmx info MODEL [--json]`: loads MODEL (registered name or directory) through the
+ * runtime and prints what lmx_model_get_info reports. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *device_name(lmx_device d) {
+    return d == LMX_DEVICE_GPU ? "gpu" : d == LMX_DEVICE_CPU ? "cpu" : "auto";
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+int lmx_cli_info(int argc, char **argv) {
+    const char *model = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: lmx info MODEL [--json]\n");
+            return 0;
+        } else if (argv[i][0] != '-' && !model) model = argv[i];
+        else {
+            fprintf(stderr, "usage: lmx info MODEL [--json]\n");
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "usage: lmx info MODEL [--json]\n");
+        return 2;
+    }
+    lmx_runtime *rt = NULL;
+    lmx_status st = lmx_runtime_create(NULL, &rt);
+    if (st != LMX_OK) return lmx_cli_fail(st);
+    lmx_model_info info;
+    if ((st = lmx_model_load(rt, model, NULL)) != LMX_OK || (st = lmx_model_get_info(rt, model, &info)) != LMX_OK) {
+        lmx_runtime_destroy(rt);
+        return lmx_cli_fail(st);
+    }
+    lmx_metrics m;
+    lmx_metrics_get(rt, model, &m);
+    if (json) {
+        printf("{\"model_id\":");
+        json_str(info.model_id);
+        printf(",\"path\":");
+        json_str(info.path);
+        printf(",\"model_type\":");
+        json_str(info.model_type);
+        printf(",\"n_params\":%lld,\"n_layers\":%d,\"hidden_size\":%d,\"vocab_size\":%d,\"quant_bits\":%d,"
+               "\"group_size\":%d,\"weight_bytes\":%lld,\"estimated_bytes\":%lld,\"device\":\"%s\","
+               "\"max_context\":%d,\"load_ms\":%.3f}\n",
+               (long long)info.n_params, info.n_layers, info.hidden_size, info.vocab_size, info.quant_bits,
+               info.group_size, (long long)info.weight_bytes, (long long)info.estimated_bytes,
+               device_name(info.device), info.max_context, m.load_ms);
+    } else {
+        printf("model        %s\npath         %s\ntype         %s\nparameters   %lld\nlayers       %d\n"
+               "hidden size  %d\nvocabulary   %d\nquantization %s",
+               info.model_id, info.path, info.model_type, (long long)info.n_params, info.n_layers,
+               info.hidden_size, info.vocab_size, info.quant_bits ? "" : "none");
+        if (info.quant_bits) printf("%d-bit, group %d", info.quant_bits, info.group_size);
+        printf("\nweights      %.1f MB\nestimate     %.1f MB (weights + KV cache for %d tokens)\n"
+               "device       %s\nload time    %.1f ms\n",
+               (double)info.weight_bytes / 1e6, (double)info.estimated_bytes / 1e6, info.max_context,
+               device_name(info.device), m.load_ms);
+    }
+    lmx_runtime_destroy(rt);
+    return 0;
+}

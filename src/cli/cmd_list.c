@@ -1,0 +1,71 @@
+/* cmd_list.c — `lmx list [--json] [--models-dir DIR]`: the registered models. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx list [--json] [--models-dir DIR]\n"
+               "Lists the models registered in DIR's registry (default $LMX_HOME/models, ~/.cache/lmx/models).\n");
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+int lmx_cli_list(int argc, char **argv) {
+    const char *models_dir = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    lmx_registry_entry *e = NULL;
+    int n = 0;
+    lmx_status st = lmx_registry_list(models_dir, &e, &n);
+    if (st != LMX_OK) return lmx_cli_fail(st);
+    if (json) {
+        printf("[");
+        for (int i = 0; i < n; i++) {
+            uint64_t bytes = 0;
+            for (int j = 0; j < e[i].n_files; j++) bytes += e[i].files[j].size;
+            printf("%s{\"id\":", i ? "," : "");
+            json_str(e[i].id);
+            printf(",\"path\":");
+            json_str(e[i].path);
+            printf(",\"size\":%llu,\"files\":%d,\"added_at\":%.3f,\"last_used\":%.3f}", (unsigned long long)bytes,
+                   e[i].n_files, e[i].added_at, e[i].last_used);
+        }
+        printf("]\n");
+    } else {
+        printf("%-48s %10s %-19s %s\n", "NAME", "SIZE", "LAST USED", "PATH");
+        for (int i = 0; i < n; i++) {
+            uint64_t bytes = 0;
+            for (int j = 0; j < e[i].n_files; j++) bytes += e[i].files[j].size;
+            char when[32] = "never";
+            if (e[i].last_used > 0) {
+                time_t t = (time_t)e[i].last_used;
+                struct tm tm;
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+            }
+            printf("%-48s %9.1fM %-19s %s\n", e[i].id, (double)bytes / 1e6, when, e[i].path);
+        }
+    }
+    lmx_registry_entries_free(e, n);
+    return 0;
+}

@@ -1,0 +1,171 @@
+/* cmd_run.c — `lmx run MODEL [PROMPT]`: chat with streaming output. With PROMPT: one turn; without:
+ * an interactive conversation on stdin (one message per line; /bye or end of input quits). */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx run MODEL [PROMPT] [--system TEXT] [--temp T] [--top-p P] [--top-k K] [--min-p P]\n"
+               "                [--max-tokens N] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--verbose]\n"
+               "MODEL is a registered name or a model directory. Without PROMPT, reads one message per line.\n");
+}
+
+typedef struct reply {
+    char *text;
+    size_t len, cap;
+} reply;
+
+static int on_text(const char *t, size_t n, void *user) {
+    reply *r = user;
+    fwrite(t, 1, n, stdout);
+    fflush(stdout);
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = (r->len + n + 1) * 2;
+        char *p = realloc(r->text, cap);
+        if (!p) return 1;
+        r->text = p;
+        r->cap = cap;
+    }
+    memcpy(r->text + r->len, t, n);
+    r->len += n;
+    r->text[r->len] = '\0';
+    return 0;
+}
+
+/* history: messages whose strings are owned (malloc'd) */
+typedef struct history {
+    lmx_message *m;
+    int n, cap;
+} history;
+
+static bool push(history *h, const char *role, const char *content) {
+    if (h->n == h->cap) {
+        int cap = h->cap ? h->cap * 2 : 8;
+        lmx_message *nm = realloc(h->m, (size_t)cap * sizeof *nm);
+        if (!nm) return false;
+        h->m = nm;
+        h->cap = cap;
+    }
+    char *c = strdup(content);
+    if (!c) return false;
+    h->m[h->n].role = role;
+    h->m[h->n].content = c;
+    h->n++;
+    return true;
+}
+
+static void history_free(history *h) {
+    for (int i = 0; i < h->n; i++) free((char *)h->m[i].content);
+    free(h->m);
+}
+
+static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose) {
+    reply r = {0};
+    lmx_gen_result res;
+    lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, on_text, &r, &res);
+    putchar('\n');
+    if (st != LMX_OK) {
+        free(r.text);
+        return lmx_cli_fail(st);
+    }
+    if (verbose)
+        fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res.n_prompt_tokens,
+                res.n_generated_tokens, res.ttft_ms, res.tokens_per_second,
+                res.finish_reason == LMX_FINISH_STOP ? "stop" : "length");
+    bool ok = push(h, "assistant", r.text ? r.text : "");
+    free(r.text);
+    return ok ? 0 : 1;
+}
+
+int lmx_cli_run(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *system = NULL;
+    const char *stops[16];
+    int n_stop = 0;
+    bool verbose = false;
+    lmx_gen_options o = lmx_gen_options_default();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double d;
+        long l;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--verbose")) {
+            verbose = true;
+        } else if (!strcmp(a, "--system") && v) {
+            system = v;
+            i++;
+        } else if (!strcmp(a, "--stop") && v && n_stop < 16) {
+            stops[n_stop++] = v;
+            i++;
+        } else if (!strcmp(a, "--temp") && lmx_cli_parse_float(v, &d)) {
+            o.temperature = (float)d;
+            i++;
+        } else if (!strcmp(a, "--top-p") && lmx_cli_parse_float(v, &d)) {
+            o.top_p = (float)d;
+            i++;
+        } else if (!strcmp(a, "--min-p") && lmx_cli_parse_float(v, &d)) {
+            o.min_p = (float)d;
+            i++;
+        } else if (!strcmp(a, "--repetition-penalty") && lmx_cli_parse_float(v, &d)) {
+            o.repetition_penalty = (float)d;
+            i++;
+        } else if (!strcmp(a, "--top-k") && lmx_cli_parse_int(v, &l)) {
+            o.top_k = (int)l;
+            i++;
+        } else if (!strcmp(a, "--max-tokens") && lmx_cli_parse_int(v, &l)) {
+            o.max_tokens = (int)l;
+            i++;
+        } else if (!strcmp(a, "--seed") && lmx_cli_parse_int(v, &l)) {
+            o.seed = (uint64_t)l;
+            o.use_seed = true;
+            i++;
+        } else if (a[0] != '-' && !model) {
+            model = a;
+        } else if (a[0] != '-' && !prompt) {
+            prompt = a;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model) {
+        usage(stderr);
+        return 2;
+    }
+    o.stop = stops;
+    o.n_stop = n_stop;
+    lmx_runtime *rt = NULL;
+    lmx_status st = lmx_runtime_create(NULL, &rt);
+    if (st != LMX_OK) return lmx_cli_fail(st);
+    if ((st = lmx_model_load(rt, model, NULL)) != LMX_OK) {
+        lmx_runtime_destroy(rt);
+        return lmx_cli_fail(st);
+    }
+    history h = {0};
+    int rc = 0;
+    if (system && !push(&h, "system", system)) rc = 1;
+    if (!rc && prompt) {
+        rc = push(&h, "user", prompt) ? turn(rt, model, &h, &o, verbose) : 1;
+    } else if (!rc) {
+        bool tty = isatty(0);
+        char *line = NULL;
+        size_t cap = 0;
+        for (;;) {
+            if (tty) fputs(">>> ", stderr);
+            ssize_t n = getline(&line, &cap, stdin);
+            if (n < 0) break;
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+            if (!strcmp(line, "/bye")) break;
+            if (n == 0) continue;
+            if (!push(&h, "user", line) || (rc = turn(rt, model, &h, &o, verbose)) != 0) break;
+        }
+        free(line);
+    }
+    history_free(&h);
+    lmx_runtime_destroy(rt);
+    return rc;
+}

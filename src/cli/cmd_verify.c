@@ -1,0 +1,36 @@
+/* cmd_verify.c — `lmx verify MODEL [--models-dir DIR]`: re-hashes a registered model's files and
+ * compares them with the SHA-256 recorded when it was added. Exit 0 = all match, 1 = mismatch. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx verify MODEL [--models-dir DIR]\n");
+}
+
+int lmx_cli_verify(int argc, char **argv) {
+    const char *name = NULL, *models_dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] != '-' && !name) name = argv[i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!name) {
+        usage(stderr);
+        return 2;
+    }
+    char *report = NULL;
+    lmx_status st = lmx_registry_verify(models_dir, name, &report);
+    if (report) fputs(report, stdout);
+    lmx_free(report);
+    if (st != LMX_OK) return lmx_cli_fail(st);
+    printf("%s: all files match\n", name);
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* eos.h — the set of end-of-sequence ids of a model directory, as mlx-lm builds it
+ * (mlx-format.md §6.6): generation_config.json "eos_token_id" when truthy (Python truthiness:
+ * 0 and [] do not count) overrides config.json "eos_token_id" (top level, else text_config);
+ * an int becomes a one-element set; when neither has one, the tokenizer's eos id (fallback).
+ * Duplicates are dropped. Pure function of the files; thread-safe. */
+#ifndef LMX_GENERATE_EOS_H
+#define LMX_GENERATE_EOS_H
+
+#include <stdint.h>
+#include "lmx.h"
+
+/* Writes up to cap ids into ids[], their count into *n. fallback < 0 = none. Malformed JSON in
+ * either file → LMX_ERR_INVALID_MODEL_FORMAT naming the file; a missing file is not an error. */
+lmx_status lmx_eos_ids_read(const char *dir, int32_t fallback, int32_t *ids, int cap, int *n);
+
+#endif

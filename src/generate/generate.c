@@ -1,0 +1,200 @@
+/* generate.c — the prefill/decode loop (see generate.h). */
+#include "generate/generate.h"
+#include "generate/sampler.h"
+#include "generate/stop.h"
+#include "util/error.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t lmx_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static lmx_sampler_params sampler_params(const lmx_gen_options *o) {
+    lmx_sampler_params p = {
+        .temperature = o->temperature,
+        .top_p = o->top_p,
+        .min_p = o->min_p,
+        .top_k = o->top_k,
+        .repetition_penalty = o->repetition_penalty,
+        .repetition_context = o->repetition_context,
+    };
+    return p;
+}
+
+lmx_status lmx_gen_options_validate(const lmx_gen_options *opt) {
+    if (!opt) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "generation options: NULL");
+    lmx_sampler_params p = sampler_params(opt);
+    lmx_status st = lmx_sampler_params_validate(&p);
+    if (st != LMX_OK) return st;
+    if (opt->max_tokens < -1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_tokens %d: must be >= -1", opt->max_tokens);
+    if (opt->n_stop < 0 || (opt->n_stop > 0 && !opt->stop))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "stop: n_stop %d with list %p", opt->n_stop,
+                         (const void *)opt->stop);
+    for (int i = 0; i < opt->n_stop; i++)
+        if (!opt->stop[i]) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "stop string %d is NULL", i);
+    return LMX_OK;
+}
+
+static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a) / 1e6 : 0.0; }
+
+static bool is_eos(const lmx_engine_info *info, int32_t tok) {
+    for (int i = 0; i < info->n_eos; i++)
+        if (info->eos_ids[i] == tok) return true;
+    return false;
+}
+
+/* Sends a piece to the callback; true when the caller asked to stop. */
+static bool emit(const lmx_generate_request *req, const char *text, size_t len) {
+    if (len == 0 || !req->fn) return false;
+    return req->fn(text, len, req->user) != 0;
+}
+
+lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res) {
+    memset(res, 0, sizeof *res);
+    if (req->out_ids) *req->out_ids = NULL;
+    if (req->n_out) *req->n_out = 0;
+    uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
+    const lmx_engine *e = req->engine;
+    const lmx_engine_info *info = req->info;
+    res->n_prompt_tokens = (int)req->n_prompt;
+    lmx_status st = lmx_gen_options_validate(req->opt);
+    if (st != LMX_OK) return st;
+    const lmx_gen_options *opt = req->opt;
+    if (req->n_prompt == 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "the prompt is empty (0 tokens)");
+    if (req->max_context <= 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_context %d: must be >= 1", req->max_context);
+    if (req->n_prompt > (size_t)req->max_context)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                         "the prompt has %zu tokens, more than the context length %d", req->n_prompt,
+                         req->max_context);
+    if (info->vocab_size <= 0)
+        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", info->vocab_size);
+    for (size_t i = 0; i < req->n_prompt; i++)
+        if (req->prompt[i] < 0 || req->prompt[i] >= info->vocab_size)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt token %zu is %d, outside the vocabulary [0, %d)", i,
+                             req->prompt[i], info->vocab_size);
+
+    lmx_engine_kv *kv = NULL;
+    lmx_engine_detok *detok = NULL;
+    lmx_sampler *sampler = NULL;
+    lmx_stop *stop = NULL;
+    float *logits = NULL;   /* [vocab_size] */
+    int32_t *hist = NULL;   /* [max_context + 1]: prompt, then generated tokens */
+    lmx_sampler_params sp = sampler_params(opt);
+    bool cancelled = false, matched = false;
+    res->finish_reason = LMX_FINISH_LENGTH;
+
+    if ((st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
+    if ((st = e->detok_create(req->model, &detok)) != LMX_OK) goto done;
+    if ((st = lmx_sampler_create(info->vocab_size, &sampler)) != LMX_OK) goto done;
+    if ((st = lmx_stop_create(opt->stop, opt->n_stop, &stop)) != LMX_OK) goto done;
+    logits = malloc((size_t)info->vocab_size * sizeof *logits);
+    hist = malloc(((size_t)req->max_context + 1) * sizeof *hist);
+    if (!logits || !hist) {
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate logits/history");
+        goto done;
+    }
+    if (opt->use_seed) lmx_sampler_seed(sampler, opt->seed);
+    else lmx_sampler_seed_entropy(sampler);
+    memcpy(hist, req->prompt, req->n_prompt * sizeof *hist);
+    size_t n_pos = req->n_prompt;
+    long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
+
+    if ((st = e->forward(req->model, kv, req->prompt, req->n_prompt, logits)) != LMX_OK) {
+        lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt);
+        goto done;
+    }
+    uint64_t t_prefill = lmx_now_ns(), t_first = 0;
+    res->prompt_tokens_per_second =
+        (double)req->n_prompt / (ms_between(t0, t_prefill) > 0 ? ms_between(t0, t_prefill) / 1e3 : 1e-9);
+    long gen = 0;
+    const char *piece, *out;
+    size_t piece_len, out_len;
+    while (gen < limit) {
+        int32_t tok;
+        if ((st = lmx_sampler_sample(sampler, &sp, logits, hist, n_pos, &tok)) != LMX_OK) goto done;
+        if (!t_first) t_first = lmx_now_ns();
+        if (is_eos(info, tok)) {
+            res->finish_reason = LMX_FINISH_STOP;
+            break;
+        }
+        if (tok < 0 || tok >= info->vocab_size) {
+            st = lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampled id %d outside the vocabulary", tok);
+            goto done;
+        }
+        hist[n_pos++] = tok;
+        gen++;
+        if ((st = e->detok_push(detok, tok, &piece, &piece_len)) != LMX_OK) goto done;
+        if ((st = lmx_stop_push(stop, piece, piece_len, &out, &out_len, &matched)) != LMX_OK) goto done;
+        if (emit(req, out, out_len)) {
+            cancelled = true;
+            break;
+        }
+        if (matched) {
+            res->finish_reason = LMX_FINISH_STOP;
+            break;
+        }
+        if (gen >= limit || n_pos > (size_t)req->max_context) {
+            res->finish_reason = LMX_FINISH_LENGTH;
+            break;
+        }
+        if (req->no_kv_cache) { /* reference mode: the whole sequence again from position 0 */
+            e->kv_reset(kv);
+            st = e->forward(req->model, kv, hist, n_pos, logits);
+        } else {
+            st = e->forward(req->model, kv, &tok, 1, logits);
+        }
+        if (st != LMX_OK) {
+            lmx_error_prefix(st, "decode step at position %zu", n_pos - 1);
+            goto done;
+        }
+    }
+    if (!cancelled && !matched) { /* release what the detokenizer and the matcher still hold */
+        if ((st = e->detok_flush(detok, &piece, &piece_len)) != LMX_OK) goto done;
+        if ((st = lmx_stop_push(stop, piece, piece_len, &out, &out_len, &matched)) != LMX_OK) goto done;
+        cancelled = emit(req, out, out_len);
+        if (matched) res->finish_reason = LMX_FINISH_STOP;
+        if (!cancelled && !matched) {
+            lmx_stop_flush(stop, &out, &out_len);
+            cancelled = emit(req, out, out_len);
+        }
+    }
+    uint64_t t_end = lmx_now_ns();
+    res->n_generated_tokens = (int)gen;
+    res->ttft_ms = ms_between(t0, t_first ? t_first : t_end);
+    res->total_ms = ms_between(t0, t_end);
+    if (gen >= 2 && t_end > t_first)
+        res->tokens_per_second = (double)(gen - 1) / (ms_between(t_first, t_end) / 1e3);
+    else if (gen > 0)
+        res->tokens_per_second = (double)gen / (res->total_ms > 0 ? res->total_ms / 1e3 : 1e-9);
+    if (cancelled) {
+        res->finish_reason = LMX_FINISH_CANCELLED;
+        st = lmx_error(LMX_ERR_CANCELLED, "the token callback asked to stop after %ld tokens", gen);
+    }
+    if (req->out_ids) { /* the generated ids, once, at the end */
+        size_t n = n_pos - req->n_prompt;
+        *req->out_ids = malloc((n ? n : 1) * sizeof **req->out_ids);
+        if (!*req->out_ids) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate %zu output ids", n);
+            goto done;
+        }
+        memcpy(*req->out_ids, hist + req->n_prompt, n * sizeof *hist);
+        if (req->n_out) *req->n_out = n;
+    }
+done:
+    if (st != LMX_OK && st != LMX_ERR_CANCELLED) res->total_ms = ms_between(t0, lmx_now_ns());
+    free(hist);
+    free(logits);
+    lmx_stop_destroy(stop);
+    lmx_sampler_destroy(sampler);
+    if (detok) e->detok_destroy(detok);
+    if (kv) e->kv_destroy(kv);
+    return st;
+}

@@ -1,0 +1,53 @@
+/* generate.h — one generation over the engine seam (src/runtime/engine.h):
+ *
+ *   prompt ids → forward(all, prefill) → logits → sample → [EOS? stop, never emitted]
+ *     → detok_push → stop matcher → fn(text) → forward(token) → …
+ *
+ * Ends with finish_reason STOP (an EOS id or a stop string; the stop string and anything after it
+ * are not emitted), LENGTH (max_tokens non-EOS tokens generated, or the context is full) or
+ * CANCELLED (fn returned nonzero: no further callbacks; the call returns LMX_ERR_CANCELLED with
+ * *res filled — cancellation is reported as a status so that callers that only check the status
+ * notice it, while the result still describes what was produced).
+ * The repetition-penalty history is the prompt followed by the generated tokens.
+ * A prompt longer than max_context → LMX_ERR_INVALID_ARGUMENT naming both numbers; an empty prompt
+ * is also INVALID_ARGUMENT. Generation ends (LENGTH) once a sampled token would need a position
+ * at or past max_context.
+ *
+ * Allocation: the KV cache, sampler, stop matcher and detokenizer are created once per call; the
+ * token loop allocates nothing. Thread-safety: reentrant; the engine model is shared read-only.
+ */
+#ifndef LMX_GENERATE_GENERATE_H
+#define LMX_GENERATE_GENERATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lmx.h"
+#include "runtime/engine.h"
+
+typedef struct lmx_generate_request {
+    const lmx_engine *engine;
+    lmx_engine_model *model;
+    const lmx_engine_info *info;   /* vocab_size, eos_ids */
+    const int32_t *prompt;         /* [n_prompt] */
+    size_t n_prompt;
+    const lmx_gen_options *opt;
+    int max_context;               /* positions available (prompt + generated) */
+    bool no_kv_cache;              /* re-run the whole sequence each step (reference mode) */
+    lmx_token_fn fn;               /* may be NULL (text discarded) */
+    void *user;
+    uint64_t t_start_ns;           /* monotonic start of the user's call (0 = now) */
+    int32_t **out_ids;             /* optional: the generated ids (malloc'd at the end), EOS excluded */
+    size_t *n_out;
+} lmx_generate_request;
+
+/* Monotonic clock in nanoseconds. */
+uint64_t lmx_now_ns(void);
+
+/* Validates opt (sampler ranges, max_tokens >= -1, n_stop >= 0, repetition_context >= 0). */
+lmx_status lmx_gen_options_validate(const lmx_gen_options *opt);
+
+/* Runs the loop; *res (required) is filled on success, on cancellation and as far as possible
+ * on failure. */
+lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res);
+
+#endif

@@ -1,0 +1,660 @@
+/* registry.c — models directory, registry.json (atomic, locked), file checksums (see registry.h). */
+#include "registry/registry.h"
+#include "registry/sha256.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REGISTRY_MAX_BYTES (64u << 20)
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- paths ---- */
+lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **registry_out) {
+    *dir_out = NULL;
+    if (registry_out) *registry_out = NULL;
+    char *dir = NULL;
+    if (models_dir && *models_dir) {
+        dir = strdup(models_dir);
+    } else {
+        const char *home = getenv("LMX_HOME");
+        if (home && *home) {
+            dir = lmx_fs_join(home, "models");
+        } else {
+            const char *h = getenv("HOME");
+            if (!h || !*h) {
+                struct passwd pw, *res = NULL;
+                char buf[4096];
+                if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res) h = res->pw_dir;
+            }
+            if (!h) return lmx_error(LMX_ERR_IO, "cannot find the home directory (set LMX_HOME)");
+            dir = lmx_fs_join(h, ".cache/lmx/models");
+        }
+    }
+    if (!dir) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') dir[--n] = '\0';
+    if (registry_out) {
+        /* parent of dir */
+        char *slash = strrchr(dir, '/');
+        char *parent = !slash ? strdup(".") : slash == dir ? strdup("/") : strndup(dir, (size_t)(slash - dir));
+        char *reg = parent ? lmx_fs_join(parent, "registry.json") : NULL;
+        free(parent);
+        if (!reg) {
+            free(dir);
+            return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        }
+        *registry_out = reg;
+    }
+    *dir_out = dir;
+    return LMX_OK;
+}
+
+static lmx_status mkdir_p(const char *path) {
+    char *p = strdup(path);
+    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            lmx_status st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        *s = '/';
+    }
+    lmx_status st = LMX_OK;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+    free(p);
+    return st;
+}
+
+/* ---- in-memory registry ---- */
+typedef struct reg {
+    lmx_registry_entry *e; /* [n] */
+    int n, cap;
+} reg;
+
+static void entry_clear(lmx_registry_entry *e) {
+    free(e->id);
+    free(e->path);
+    for (int j = 0; j < e->n_files; j++) free(e->files[j].name);
+    free(e->files);
+    memset(e, 0, sizeof *e);
+}
+
+LMX_API void lmx_registry_entries_free(lmx_registry_entry *entries, int n) {
+    if (!entries) return;
+    for (int i = 0; i < n; i++) entry_clear(&entries[i]);
+    free(entries);
+}
+
+static void reg_free(reg *r) {
+    lmx_registry_entries_free(r->e, r->n);
+    memset(r, 0, sizeof *r);
+}
+
+static int reg_find(const reg *r, const char *id) {
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->e[i].id, id) == 0) return i;
+    return -1;
+}
+
+static lmx_status parse(const char *path, const char *text, reg *r) {
+    cJSON *root = cJSON_Parse(text);
+    if (!root) return lmx_error(LMX_ERR_IO, "%s: not valid JSON", path);
+    lmx_status st = LMX_OK;
+    cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+    if (!cJSON_IsArray(models)) {
+        st = lmx_error(LMX_ERR_IO, "%s: \"models\" is not an array", path);
+        goto out;
+    }
+    int n = cJSON_GetArraySize(models);
+    r->e = n ? calloc((size_t)n, sizeof *r->e) : NULL;
+    if (n && !r->e) {
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        goto out;
+    }
+    r->cap = n;
+    int i = 0;
+    cJSON *m;
+    cJSON_ArrayForEach(m, models) {
+        cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+        cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "path");
+        cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
+        if (!cJSON_IsString(id) || !cJSON_IsString(p)) {
+            st = lmx_error(LMX_ERR_IO, "%s: models[%d] lacks a string id/path", path, i);
+            goto out;
+        }
+        lmx_registry_entry *e = &r->e[r->n++];
+        e->id = strdup(id->valuestring);
+        e->path = strdup(p->valuestring);
+        cJSON *a = cJSON_GetObjectItemCaseSensitive(m, "added_at");
+        cJSON *u = cJSON_GetObjectItemCaseSensitive(m, "last_used");
+        e->added_at = cJSON_IsNumber(a) ? a->valuedouble : 0;
+        e->last_used = cJSON_IsNumber(u) ? u->valuedouble : 0;
+        int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : 0;
+        e->files = nf ? calloc((size_t)nf, sizeof *e->files) : NULL;
+        if (!e->id || !e->path || (nf && !e->files)) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            goto out;
+        }
+        cJSON *f;
+        cJSON_ArrayForEach(f, files) {
+            cJSON *fn = cJSON_GetObjectItemCaseSensitive(f, "name");
+            cJSON *fs = cJSON_GetObjectItemCaseSensitive(f, "size");
+            cJSON *fh = cJSON_GetObjectItemCaseSensitive(f, "sha256");
+            if (!cJSON_IsString(fn) || !cJSON_IsNumber(fs) || !cJSON_IsString(fh) || strlen(fh->valuestring) != 64) {
+                st = lmx_error(LMX_ERR_IO, "%s: model %s: malformed file record %d", path, e->id, e->n_files);
+                goto out;
+            }
+            lmx_registry_file *rf = &e->files[e->n_files++];
+            rf->name = strdup(fn->valuestring);
+            if (!rf->name) {
+                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                goto out;
+            }
+            rf->size = (uint64_t)fs->valuedouble;
+            memcpy(rf->sha256, fh->valuestring, 65);
+        }
+        i++;
+    }
+out:
+    cJSON_Delete(root);
+    if (st != LMX_OK) reg_free(r);
+    return st;
+}
+
+/* Reads the registry (missing file = empty). */
+static lmx_status reg_read(const char *path, reg *r) {
+    memset(r, 0, sizeof *r);
+    if (!lmx_fs_is_file(path)) return LMX_OK;
+    char *text = NULL;
+    lmx_status st = lmx_fs_read_file(path, REGISTRY_MAX_BYTES, &text, NULL);
+    if (st != LMX_OK) return st;
+    st = parse(path, text, r);
+    free(text);
+    return st;
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    return strcmp(((const lmx_registry_entry *)a)->id, ((const lmx_registry_entry *)b)->id);
+}
+
+static lmx_status reg_write(const char *path, reg *r) {
+    if (r->n > 1) qsort(r->e, (size_t)r->n, sizeof *r->e, entry_cmp);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    cJSON_AddNumberToObject(root, "version", 1);
+    for (int i = 0; i < r->n && models; i++) {
+        const lmx_registry_entry *e = &r->e[i];
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(models, m);
+        cJSON_AddStringToObject(m, "id", e->id);
+        cJSON_AddStringToObject(m, "path", e->path);
+        cJSON_AddNumberToObject(m, "added_at", e->added_at);
+        cJSON_AddNumberToObject(m, "last_used", e->last_used);
+        cJSON *files = cJSON_AddArrayToObject(m, "files");
+        for (int j = 0; j < e->n_files; j++) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddItemToArray(files, f);
+            cJSON_AddStringToObject(f, "name", e->files[j].name);
+            cJSON_AddNumberToObject(f, "size", (double)e->files[j].size);
+            cJSON_AddStringToObject(f, "sha256", e->files[j].sha256);
+        }
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: cannot serialize", path);
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    lmx_status st = LMX_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        st = lmx_error(LMX_ERR_IO, "%s: %s", tmp, strerror(errno));
+        free(text);
+        return st;
+    }
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            st = lmx_error(LMX_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (st == LMX_OK && (write(fd, "\n", 1) != 1 || fsync(fd) != 0))
+        st = lmx_error(LMX_ERR_IO, "%s: write/fsync failed: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && st == LMX_OK) st = lmx_error(LMX_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    free(text);
+    if (st == LMX_OK && rename(tmp, path) != 0)
+        st = lmx_error(LMX_ERR_IO, "rename %s → %s: %s", tmp, path, strerror(errno));
+    if (st != LMX_OK) {
+        unlink(tmp);
+        return st;
+    }
+    /* make the rename durable */
+    char *slash = strrchr(path, '/');
+    char *dir = slash ? (slash == path ? strdup("/") : strndup(path, (size_t)(slash - path))) : strdup(".");
+    if (dir) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+    return LMX_OK;
+}
+
+/* flock on <registry>.lock; returns the fd (>= 0) or an error. create=false and no lock file → -1
+ * with LMX_OK (nothing to lock: no registry yet). */
+static lmx_status lock_open(const char *registry, bool exclusive, int *fd_out) {
+    *fd_out = -1;
+    char lock[PATH_MAX + 8];
+    snprintf(lock, sizeof lock, "%s.lock", registry);
+    if (exclusive) {
+        char *slash = strrchr(registry, '/');
+        if (slash && slash != registry) {
+            char *dir = strndup(registry, (size_t)(slash - registry));
+            lmx_status st = dir ? mkdir_p(dir) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            free(dir);
+            if (st != LMX_OK) return st;
+        }
+    }
+    int fd = open(lock, exclusive ? (O_RDWR | O_CREAT | O_CLOEXEC) : (O_RDONLY | O_CLOEXEC), 0644);
+    if (fd < 0) {
+        if (!exclusive && errno == ENOENT) return LMX_OK;
+        return lmx_error(LMX_ERR_IO, "%s: %s", lock, strerror(errno));
+    }
+    while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+        if (errno == EINTR) continue;
+        lmx_status st = lmx_error(LMX_ERR_IO, "%s: flock: %s", lock, strerror(errno));
+        close(fd);
+        return st;
+    }
+    *fd_out = fd;
+    return LMX_OK;
+}
+
+static void lock_close(int fd) {
+    if (fd >= 0) close(fd); /* closing releases the flock */
+}
+
+/* ---- public ---- */
+LMX_API lmx_status lmx_registry_list(const char *models_dir, lmx_registry_entry **out, int *n) {
+    if (!out || !n) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry list: NULL output");
+    *out = NULL;
+    *n = 0;
+    char *dir, *regp;
+    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    if (st != LMX_OK) return st;
+    int fd;
+    reg r;
+    memset(&r, 0, sizeof r);
+    if ((st = lock_open(regp, false, &fd)) == LMX_OK) {
+        st = reg_read(regp, &r);
+        lock_close(fd);
+    }
+    if (st == LMX_OK) {
+        if (r.n > 1) qsort(r.e, (size_t)r.n, sizeof *r.e, entry_cmp);
+        *out = r.e;
+        *n = r.n;
+    }
+    free(dir);
+    free(regp);
+    return st;
+}
+
+lmx_status lmx_registry_lookup(const char *models_dir, const char *id, lmx_registry_entry **out) {
+    *out = NULL;
+    lmx_registry_entry *all;
+    int n;
+    lmx_status st = lmx_registry_list(models_dir, &all, &n);
+    if (st != LMX_OK) return st;
+    for (int i = 0; i < n; i++)
+        if (strcmp(all[i].id, id) == 0) {
+            lmx_registry_entry *one = malloc(sizeof *one);
+            if (!one) break;
+            *one = all[i];
+            memset(&all[i], 0, sizeof all[i]);
+            lmx_registry_entries_free(all, n);
+            *out = one;
+            return LMX_OK;
+        }
+    lmx_registry_entries_free(all, n);
+    return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not registered", id);
+}
+
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(((const lmx_registry_file *)a)->name, ((const lmx_registry_file *)b)->name);
+}
+
+/* Every regular, non-hidden file of dir with size and SHA-256 (sorted by name). */
+static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
+    DIR *d = opendir(dir);
+    if (!d) return lmx_error(LMX_ERR_IO, "%s: %s", dir, strerror(errno));
+    lmx_status st = LMX_OK;
+    int cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char *p = lmx_fs_join(dir, de->d_name);
+        if (!p) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            break;
+        }
+        if (!lmx_fs_is_file(p)) {
+            free(p);
+            continue;
+        }
+        if (e->n_files == cap) {
+            cap = cap ? cap * 2 : 16;
+            lmx_registry_file *nf = realloc(e->files, (size_t)cap * sizeof *nf);
+            if (!nf) {
+                free(p);
+                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                break;
+            }
+            e->files = nf;
+        }
+        lmx_registry_file *f = &e->files[e->n_files];
+        memset(f, 0, sizeof *f);
+        st = lmx_sha256_file(p, f->sha256, &f->size);
+        free(p);
+        if (st != LMX_OK) break;
+        f->name = strdup(de->d_name);
+        if (!f->name) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            break;
+        }
+        e->n_files++;
+    }
+    closedir(d);
+    if (st == LMX_OK && e->n_files > 1) qsort(e->files, (size_t)e->n_files, sizeof *e->files, name_cmp);
+    return st;
+}
+
+static bool valid_name(const char *n) {
+    if (!n || !*n || n[0] == '/' || strstr(n, "..")) return false;
+    for (const char *p = n; *p; p++)
+        if ((unsigned char)*p < 0x21) return false;
+    return n[strlen(n) - 1] != '/';
+}
+
+/* Default id: <org>/<name> when real is models_dir/<org>/<name>, else local/<basename>. */
+static char *default_name(const char *models_real, const char *real) {
+    size_t ml = models_real ? strlen(models_real) : 0;
+    if (models_real && strncmp(real, models_real, ml) == 0 && real[ml] == '/') {
+        const char *rest = real + ml + 1;
+        const char *slash = strchr(rest, '/');
+        if (slash && slash != rest && slash[1] && !strchr(slash + 1, '/')) return strdup(rest);
+    }
+    const char *base = strrchr(real, '/');
+    base = base ? base + 1 : real;
+    char *out = malloc(strlen(base) + 7);
+    if (out) sprintf(out, "local/%s", base);
+    return out;
+}
+
+LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, const char *name) {
+    if (!path) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: NULL path");
+    if (name && !valid_name(name))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: bad model name \"%s\" (want org/name)", name);
+    if (!lmx_fs_is_dir(path)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: not a directory", path);
+    char *dir, *regp;
+    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    if (st != LMX_OK) return st;
+    char real[PATH_MAX];
+    char *models_real = realpath(dir, NULL);
+    lmx_registry_entry e;
+    memset(&e, 0, sizeof e);
+    reg r;
+    memset(&r, 0, sizeof r);
+    int fd = -1;
+    if (!realpath(path, real)) {
+        st = lmx_error(LMX_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    e.id = name ? strdup(name) : default_name(models_real, real);
+    e.path = strdup(real);
+    if (!e.id || !e.path) {
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        goto out;
+    }
+    e.added_at = wall_now();
+    if ((st = hash_dir(real, &e)) != LMX_OK) goto out;
+    if (e.n_files == 0) {
+        st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: the directory has no files", real);
+        goto out;
+    }
+    if ((st = lock_open(regp, true, &fd)) != LMX_OK) goto out;
+    if ((st = reg_read(regp, &r)) != LMX_OK) goto out;
+    int i = reg_find(&r, e.id);
+    if (i >= 0) {
+        entry_clear(&r.e[i]);
+        r.e[i] = e;
+    } else {
+        if (r.n == r.cap) {
+            int cap = r.cap ? r.cap * 2 : 8;
+            lmx_registry_entry *ne = realloc(r.e, (size_t)cap * sizeof *ne);
+            if (!ne) {
+                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                goto out;
+            }
+            r.e = ne;
+            r.cap = cap;
+        }
+        r.e[r.n++] = e;
+    }
+    memset(&e, 0, sizeof e); /* owned by r now */
+    st = reg_write(regp, &r);
+    if (st == LMX_OK) LMX_LOG_I("registry: added %s", real);
+out:
+    lock_close(fd);
+    reg_free(&r);
+    entry_clear(&e);
+    free(models_real);
+    free(dir);
+    free(regp);
+    return st;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name, bool delete_files) {
+    if (!name) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry remove: NULL name");
+    char *dir, *regp;
+    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    if (st != LMX_OK) return st;
+    reg r;
+    memset(&r, 0, sizeof r);
+    int fd = -1;
+    char *victim = NULL;
+    if ((st = lock_open(regp, true, &fd)) != LMX_OK) goto out;
+    if ((st = reg_read(regp, &r)) != LMX_OK) goto out;
+    int i = reg_find(&r, name);
+    if (i < 0) {
+        st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not registered", name);
+        goto out;
+    }
+    victim = strdup(r.e[i].path);
+    entry_clear(&r.e[i]);
+    r.e[i] = r.e[--r.n];
+    if ((st = reg_write(regp, &r)) != LMX_OK) goto out;
+    if (delete_files && victim) {
+        char *models_real = realpath(dir, NULL);
+        size_t ml = models_real ? strlen(models_real) : 0;
+        if (models_real && strncmp(victim, models_real, ml) == 0 && victim[ml] == '/') {
+            if (nftw(victim, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+                st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, strerror(errno));
+        } else {
+            LMX_LOG_W("registry: %s is outside %s; files kept", victim, dir);
+        }
+        free(models_real);
+    }
+out:
+    lock_close(fd);
+    reg_free(&r);
+    free(victim);
+    free(dir);
+    free(regp);
+    return st;
+}
+
+/* Appends a printf-formatted line to a growing report. */
+static void report_add(char **rep, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report_add(char **rep, size_t *len, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) n = sizeof line - 1;
+    char *nr = realloc(*rep, *len + (size_t)n + 2);
+    if (!nr) return;
+    memcpy(nr + *len, line, (size_t)n);
+    nr[*len + (size_t)n] = '\n';
+    nr[*len + (size_t)n + 1] = '\0';
+    *len += (size_t)n + 1;
+    *rep = nr;
+}
+
+LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name, char **report) {
+    if (report) *report = NULL;
+    if (!name) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry verify: NULL name");
+    lmx_registry_entry *e;
+    lmx_status st = lmx_registry_lookup(models_dir, name, &e);
+    if (st != LMX_OK) return st;
+    char *rep = NULL;
+    size_t len = 0;
+    int bad = 0;
+    const char *first_bad = NULL;
+    for (int j = 0; j < e->n_files; j++) {
+        const lmx_registry_file *f = &e->files[j];
+        char *p = lmx_fs_join(e->path, f->name);
+        char hex[65];
+        uint64_t size = 0;
+        lmx_status hs = p ? lmx_sha256_file(p, hex, &size) : LMX_ERR_OUT_OF_MEMORY;
+        free(p);
+        if (hs == LMX_ERR_OUT_OF_MEMORY) {
+            st = lmx_error(hs, "registry verify: allocation failed");
+            break;
+        }
+        if (hs != LMX_OK) {
+            report_add(&rep, &len, "MISSING %s (%s)", f->name, lmx_last_error_detail());
+        } else if (size != f->size) {
+            report_add(&rep, &len, "CHANGED %s: %llu bytes, registered %llu", f->name, (unsigned long long)size,
+                       (unsigned long long)f->size);
+        } else if (strcmp(hex, f->sha256) != 0) {
+            report_add(&rep, &len, "CHANGED %s: sha256 %s, registered %s", f->name, hex, f->sha256);
+        } else {
+            report_add(&rep, &len, "OK %s", f->name);
+            continue;
+        }
+        if (!bad++) first_bad = f->name;
+    }
+    if (st == LMX_OK && bad)
+        st = lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "model %s: %d of %d files fail verification (first: %s)",
+                       name, bad, e->n_files, first_bad);
+    lmx_registry_entries_free(e, 1);
+    if (report) *report = rep;
+    else free(rep);
+    return st;
+}
+
+LMX_API lmx_status lmx_registry_resolve(const char *models_dir, const char *name_or_path, char **path) {
+    if (!path || !name_or_path || !*name_or_path)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry resolve: NULL or empty name");
+    *path = NULL;
+    lmx_registry_entry *e;
+    lmx_status st = lmx_registry_lookup(models_dir, name_or_path, &e);
+    if (st == LMX_OK) {
+        *path = e->path;
+        e->path = NULL;
+        lmx_registry_entries_free(e, 1);
+        if (!lmx_fs_is_dir(*path)) {
+            st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is registered at %s, which is not a directory",
+                           name_or_path, *path);
+            free(*path);
+            *path = NULL;
+        }
+        return st;
+    }
+    lmx_status reg_st = st; /* a broken registry must not block loading a plain directory */
+    char reg_detail[256] = "";
+    if (st != LMX_ERR_MODEL_NOT_FOUND) {
+        snprintf(reg_detail, sizeof reg_detail, "%s", lmx_last_error_detail());
+        LMX_LOG_W("registry unreadable (%s); resolving %s as a directory", reg_detail, name_or_path);
+    }
+    char *dir = NULL;
+    if ((st = lmx_registry_paths(models_dir, &dir, NULL)) != LMX_OK) return st;
+    char *in_models = name_or_path[0] != '/' ? lmx_fs_join(dir, name_or_path) : NULL;
+    const char *cands[2] = {in_models, name_or_path};
+    for (int i = 0; i < 2; i++) {
+        if (!cands[i] || !lmx_fs_is_dir(cands[i])) continue;
+        *path = realpath(cands[i], NULL);
+        if (*path) break;
+    }
+    free(in_models);
+    if (*path) st = LMX_OK;
+    else if (reg_st != LMX_ERR_MODEL_NOT_FOUND)
+        st = lmx_error(reg_st, "model %s: not a directory, and the registry is unreadable: %s", name_or_path,
+                       reg_detail);
+    else
+        st = lmx_error(LMX_ERR_MODEL_NOT_FOUND,
+                       "model %s: not a registered name, not a directory in %s, not a directory path",
+                       name_or_path, dir);
+    free(dir);
+    return st;
+}
+
+lmx_status lmx_registry_touch(const char *models_dir, const char *id) {
+    char *dir, *regp;
+    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    if (st != LMX_OK) return st;
+    reg r;
+    memset(&r, 0, sizeof r);
+    int fd = -1;
+    if ((st = lock_open(regp, true, &fd)) == LMX_OK && (st = reg_read(regp, &r)) == LMX_OK) {
+        int i = reg_find(&r, id);
+        if (i >= 0) {
+            r.e[i].last_used = wall_now();
+            st = reg_write(regp, &r);
+        }
+    }
+    lock_close(fd);
+    reg_free(&r);
+    free(dir);
+    free(regp);
+    return st;
+}
