@@ -23,9 +23,10 @@
  * synchronizes.
  *
  * Errors: ops return lmx_status (invalid shapes are the caller's bug, but are still reported with a
- * detail rather than crashing). Thread-safety: a backend object may be shared by several models;
- * ops on one backend are serialized by the caller (the CPU backend's thread pool runs one op at a
- * time). Ownership: every handle is released through the backend that created it.
+ * detail rather than crashing). Thread-safety: a backend object may be shared by several models and
+ * its ops may be called from several threads on disjoint buffers; the backend serializes what it
+ * must (the CPU backend runs one pool op at a time under a mutex). Ownership: every handle is
+ * released through the backend that created it.
  */
 #ifndef LMX_BACKEND_BACKEND_H
 #define LMX_BACKEND_BACKEND_H
@@ -123,8 +124,13 @@ struct lmx_backend {
     const lmx_backend_ops *ops;
 };
 
-/* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64). */
+/* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using AVX2/FMA/F16C
+ * inner kernels when the CPU has them. _ex with allow_simd=false forces the scalar reference
+ * kernels (tests; LMX_CPU_SIMD=0 in the environment does the same for lmx_backend_cpu_create). */
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
+lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
+/* "scalar" or "avx2" for a CPU backend, NULL for another backend. */
+const char *lmx_backend_cpu_kernels(const lmx_backend *be);
 
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);

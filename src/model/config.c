@@ -9,6 +9,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
@@ -182,9 +183,44 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
         r->attention_factor = af;
         return LMX_OK;
     }
+    if (!strcmp(type, "yarn")) {
+        /* transformers 5 _compute_yarn_parameters: with original_max_position_embeddings in the rope
+         * dict, factor becomes max_position_embeddings / original */
+        r->type = LMX_ROPE_YARN;
+        TRY(get_num(pc, rp, "factor", 1.0, &r->factor));
+        double orig = -1;
+        TRY(get_num(pc, rp, "original_max_position_embeddings", -1, &orig));
+        if (orig > 0) {
+            r->factor = (double)c->max_position_embeddings / orig;
+        } else {
+            orig = (double)c->max_position_embeddings;
+        }
+        r->original_max_position = orig;
+        if (!(r->factor > 0))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: yarn rope needs factor > 0", pc->label);
+        double af = -1, ms = 0, msa = 0;
+        TRY(get_num(pc, rp, "attention_factor", -1, &af));
+        TRY(get_num(pc, rp, "mscale", 0, &ms));
+        TRY(get_num(pc, rp, "mscale_all_dim", 0, &msa));
+        TRY(get_num(pc, rp, "beta_fast", 32, &r->beta_fast));
+        TRY(get_num(pc, rp, "beta_slow", 1, &r->beta_slow));
+        if (r->beta_fast == 0) r->beta_fast = 32; /* `or 32` in transformers */
+        if (r->beta_slow == 0) r->beta_slow = 1;
+        int trunc = 1;
+        TRY(get_bool(pc, rp, "truncate", 1, &trunc));
+        r->truncate = trunc;
+        if (af < 0) {
+#define YARN_MSCALE(s, m) ((s) <= 1 ? 1.0 : 0.1 * (m) * log(s) + 1.0)
+            af = (ms != 0 && msa != 0) ? YARN_MSCALE(r->factor, ms) / YARN_MSCALE(r->factor, msa)
+                                       : YARN_MSCALE(r->factor, 1.0);
+#undef YARN_MSCALE
+        }
+        r->attention_factor = af;
+        return LMX_OK;
+    }
     return lmx_error(LMX_ERR_UNSUPPORTED,
-                     "%s: rope type \"%s\" is not supported (supported: default, linear, llama3, longrope)", pc->label,
-                     type);
+                     "%s: rope type \"%s\" is not supported (supported: default, linear, llama3, longrope, yarn)",
+                     pc->label, type);
 }
 
 static void rope_free(lmx_rope_config *r) {
@@ -489,6 +525,12 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
                          pc->label);
     c->sliding_window = any_sliding ? (window > INT32_MAX ? INT32_MAX : (int)window) : 0;
 
+    int bidir;
+    TRY(get_bool(pc, t, "use_bidirectional_attention", 0, &bidir));
+    if (bidir)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: use_bidirectional_attention (embedding models) is not supported",
+                         pc->label);
+
     /* quantization: "quantization" (MLX) else "quantization_config"; the wrapper may nest it */
     const cJSON *q = get_obj(root, "quantization");
     if (!q) q = get_obj(root, "quantization_config");
@@ -519,11 +561,17 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
     *out = NULL;
     if (!label) label = "config.json";
     parse_ctx pc = {label};
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = lmx_json_parse(json, len, &end);
     if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", label);
+    while (end && end < json + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
+    if (end && end < json + len && *end) {
+        cJSON_Delete(root);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: trailing bytes after the JSON object", label);
+    }
     cJSON *groot = NULL;
     if (gen) {
-        groot = cJSON_ParseWithLength(gen, gen_len);
+        groot = lmx_json_parse(gen, gen_len, NULL);
         if (!groot || !cJSON_IsObject(groot)) {
             /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
             LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);

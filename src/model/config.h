@@ -34,6 +34,7 @@ typedef enum lmx_rope_type {
     LMX_ROPE_LINEAR,   /* inv_freq /= factor */
     LMX_ROPE_LLAMA3,   /* llama 3.1 band-wise smoothing */
     LMX_ROPE_LONGROPE, /* phi3 (also "su"): short/long factors, attention factor on cos/sin */
+    LMX_ROPE_YARN,     /* YaRN (transformers 5): ramp between interpolated and extrapolated frequencies */
 } lmx_rope_type;
 
 typedef enum lmx_activation {
@@ -48,7 +49,9 @@ typedef struct lmx_rope_config {
     double factor;                    /* linear, llama3 */
     double low_freq_factor;           /* llama3 (default 1) */
     double high_freq_factor;          /* llama3 (default 4) */
-    double original_max_position;     /* llama3, longrope */
+    double original_max_position;     /* llama3, longrope, yarn */
+    double beta_fast, beta_slow;      /* yarn (defaults 32, 1) */
+    bool truncate;                    /* yarn: floor/ceil the correction range (default true) */
     double attention_factor;          /* multiplies cos/sin (longrope); 1 otherwise */
     float *short_factor, *long_factor; /* longrope: [n_factors] each, n_factors == rotary_dim/2 */
     int n_factors;

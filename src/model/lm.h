@@ -16,9 +16,9 @@
  *
  * Ownership: lmx_lm owns its config, the mapped weight files and the uploaded weights; an lmx_kv
  * owns its cache and scratch buffers and must be destroyed before its lmx_lm.
- * Thread-safety: an lmx_lm is immutable after open, but the backend runs one op at a time, so
- * forward calls on the same lmx_lm must be serialized by the caller (different lmx_kv objects may
- * be used in turn). An lmx_kv is used by one caller at a time.
+ * Thread-safety: an lmx_lm is immutable after open; forward calls on the same lmx_lm may come from
+ * several threads as long as each uses its own lmx_kv (the backend serializes its ops, so they
+ * interleave rather than run in parallel). An lmx_kv is used by one caller at a time.
  *
  * Extension points: batched decode = one forward over B sequences (B query rows, positions per row,
  * attention per sequence on its own cache) — the backend ops already take per-row positions; a GPU
@@ -55,6 +55,9 @@ int lmx_lm_vocab_size(const lmx_lm *lm);
 bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id);
 /* Bytes of weights referenced by the model (mapped or copied). */
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
+/* KV-cache bytes per cached position (all layers, K and V), for memory budgets:
+ * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
+uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
 /* A KV cache for up to max_ctx positions (clamped to max_position_embeddings when that is smaller
  * is NOT done: longer contexts are allowed, as in HF). Also owns the forward scratch buffers. */

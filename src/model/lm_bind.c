@@ -419,3 +419,8 @@ bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id) {
 }
 
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }
+
+uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
+    const lmx_model_config *c = lm->cfg;
+    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+}

@@ -189,6 +189,31 @@ static void test_phi3_longrope(void) {
                  LMX_ERR_INVALID_MODEL_FORMAT);
 }
 
+static void test_yarn(void) {
+    /* qwen2.5-style: factor and original_max_position_embeddings → factor = max_pos / orig (transformers 5) */
+    lmx_model_config *c = parse("{\"model_type\": \"qwen2\", " BASE ", \"max_position_embeddings\": 131072, "
+                                "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0, "
+                                "\"original_max_position_embeddings\": 32768}}");
+    if (!c) return;
+    CHECK_EQ_INT(c->rope.type, LMX_ROPE_YARN);
+    CHECK_NEAR(c->rope.factor, 4.0, 0);
+    CHECK_NEAR(c->rope.original_max_position, 32768, 0);
+    CHECK_NEAR(c->rope.attention_factor, 0.1 * log(4.0) + 1.0, 1e-12);
+    CHECK_NEAR(c->rope.beta_fast, 32, 0);
+    CHECK_NEAR(c->rope.beta_slow, 1, 0);
+    CHECK(c->rope.truncate);
+    lmx_model_config_free(c);
+    /* deepseek-style mscale / mscale_all_dim, no original → factor from the dict */
+    c = parse("{\"model_type\": \"llama\", " BASE ", \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 10000, "
+              "\"factor\": 40, \"mscale\": 1.0, \"mscale_all_dim\": 0.707, \"beta_fast\": 16, \"truncate\": false}}");
+    if (!c) return;
+    CHECK_NEAR(c->rope.factor, 40, 0);
+    CHECK_NEAR(c->rope.attention_factor, (0.1 * log(40.0) + 1) / (0.1 * 0.707 * log(40.0) + 1), 1e-12);
+    CHECK_NEAR(c->rope.beta_fast, 16, 0);
+    CHECK(!c->rope.truncate);
+    lmx_model_config_free(c);
+}
+
 static void test_quantization(void) {
     lmx_model_config *c = parse("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 64, \"bits\": 4, "
                                 "\"model.layers.1.mlp.down_proj\": {\"group_size\": 32, \"bits\": 8}, "
@@ -247,9 +272,11 @@ static void test_bad_configs(void) {
     lmx_status st = parse_err("{\"model_type\": \"gpt2\", " BASE "}");
     CHECK_EQ_INT(st, LMX_ERR_UNSUPPORTED);
     CHECK(strstr(lmx_last_error_detail(), "gpt2") != NULL);
-    st = parse_err("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}}");
+    st = parse_err("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 4.0}}");
     CHECK_EQ_INT(st, LMX_ERR_UNSUPPORTED);
-    CHECK(strstr(lmx_last_error_detail(), "yarn") != NULL);
+    CHECK(strstr(lmx_last_error_detail(), "dynamic") != NULL);
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"gemma3_text\", " BASE ", \"use_bidirectional_attention\": true}"),
+                 LMX_ERR_UNSUPPORTED);
     CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\"}"), LMX_ERR_INVALID_MODEL_FORMAT);
     CHECK(strstr(lmx_last_error_detail(), "hidden_size") != NULL);
     CHECK_EQ_INT(parse_err("{\"hidden_size\": 1}"), LMX_ERR_INVALID_MODEL_FORMAT);
@@ -286,6 +313,7 @@ int main(void) {
     RUN(test_gemma3_text_old);
     RUN(test_gemma3_wrapper_new);
     RUN(test_phi3_longrope);
+    RUN(test_yarn);
     RUN(test_quantization);
     RUN(test_eos_generation_config);
     RUN(test_bad_configs);

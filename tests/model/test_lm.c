@@ -7,6 +7,7 @@
  *   - the CLI contracts of `lmx logits` / `lmx generate` (JSON shape, threads, EOS stop, errors).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static float frand(void) { return (float)(urand() * 2 - 1); }
 
 /* ---- a tiny model writer ---- */
 
-typedef struct tm {
+typedef struct tmw {
     st_tensor t[256];
     void *owned[512];
     size_t n, n_owned;
@@ -39,14 +40,14 @@ typedef struct tm {
     const char *bad;          /* tensor name to store with a wrong shape */
     const char *unscaled;     /* quantized module whose .scales/.biases are left out */
     const char *quant_extra;  /* appended inside the "quantization" block */
-} tm;
+} tmw;
 
-static void *own(tm *m, void *p) {
+static void *own(tmw *m, void *p) {
     m->owned[m->n_owned++] = p;
     return p;
 }
 
-static void add(tm *m, const char *name, const char *dtype, int ndim, int64_t d0, int64_t d1, const void *data,
+static void add(tmw *m, const char *name, const char *dtype, int ndim, int64_t d0, int64_t d1, const void *data,
                 size_t nbytes) {
     if (m->skip && !strcmp(name, m->skip)) return;
     st_tensor *t = &m->t[m->n++];
@@ -70,14 +71,14 @@ static void add(tm *m, const char *name, const char *dtype, int ndim, int64_t d0
     t->nbytes = nbytes;
 }
 
-static void add_vec(tm *m, const char *name, int64_t n, float base) {
+static void add_vec(tmw *m, const char *name, int64_t n, float base) {
     uint16_t *v = own(m, malloc((size_t)n * 2));
     for (int64_t i = 0; i < n; i++) v[i] = lmx_f32_to_bf16(base + 0.1f * frand());
     add(m, name, "BF16", 1, n, 0, v, (size_t)n * 2);
 }
 
 /* a Linear/Embedding module: bf16 [rows, cols], or quantized when m->quant_bits */
-static void add_lin(tm *m, const char *module, int64_t rows, int64_t cols, float scale) {
+static void add_lin(tmw *m, const char *module, int64_t rows, int64_t cols, float scale) {
     char name[256];
     float *w = malloc((size_t)(rows * cols) * sizeof *w);
     for (int64_t i = 0; i < rows * cols; i++) w[i] = scale * frand();
@@ -106,28 +107,39 @@ static void add_lin(tm *m, const char *module, int64_t rows, int64_t cols, float
 
 enum { HID = 64, LAYERS = 2, INTER = 128, NH = 4, NKV = 2, HD = 16, VOCAB = 96 };
 
-/* family: 0 llama (untied, GQA), 1 gemma3_text (tied, sliding window 4, q/k norms, sandwich norms) */
-static int write_model(const char *dir, int family, tm *m, const char *extra_config) {
+/* family: 0 llama (untied, GQA), 1 gemma3_text (tied, sliding window 4, q/k norms, sandwich norms),
+ * 2 phi3 (fused qkv/gate_up, partial rotary 0.5, untied; rope from extra_config) */
+static int write_model(const char *dir, int family, tmw *m, const char *extra_config) {
     char mod[128], cfg[4096];
     add_lin(m, "model.embed_tokens", VOCAB, HID, 1.0f);
-    add_vec(m, "model.norm.weight", HID, family ? 0.0f : 1.0f);
-    if (family == 0) add_lin(m, "lm_head", VOCAB, HID, 0.3f);
+    add_vec(m, "model.norm.weight", HID, family == 1 ? 0.0f : 1.0f);
+    if (family != 1) add_lin(m, "lm_head", VOCAB, HID, 0.3f);
     for (int l = 0; l < LAYERS; l++) {
         const char *names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
         const int64_t shp[][2] = {{NH * HD, HID}, {NKV * HD, HID}, {NKV * HD, HID}, {HID, NH * HD},
                                   {INTER, HID},   {INTER, HID},    {HID, INTER}};
-        for (int i = 0; i < 7; i++) {
+        if (family == 2) {
+            snprintf(mod, sizeof mod, "model.layers.%d.self_attn.qkv_proj", l);
+            add_lin(m, mod, (NH + 2 * NKV) * HD, HID, 1.0f); /* sharp attention: rope matters */
+            snprintf(mod, sizeof mod, "model.layers.%d.self_attn.o_proj", l);
+            add_lin(m, mod, HID, NH * HD, 1.0f);
+            snprintf(mod, sizeof mod, "model.layers.%d.mlp.gate_up_proj", l);
+            add_lin(m, mod, 2 * INTER, HID, 0.25f);
+            snprintf(mod, sizeof mod, "model.layers.%d.mlp.down_proj", l);
+            add_lin(m, mod, HID, INTER, 0.25f);
+        }
+        for (int i = 0; i < 7 && family != 2; i++) {
             snprintf(mod, sizeof mod, "model.layers.%d.%s", l, names[i]);
             add_lin(m, mod, shp[i][0], shp[i][1], 0.25f);
         }
         const char *norms[] = {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                                "post_feedforward_layernorm"};
-        for (int i = 0; i < (family ? 4 : 2); i++) {
+        for (int i = 0; i < (family == 1 ? 4 : 2); i++) {
             snprintf(mod, sizeof mod, "model.layers.%d.%s.weight", l, norms[i]);
-            add_vec(m, mod, HID, family ? 0.0f : 1.0f);
+            add_vec(m, mod, HID, family == 1 ? 0.0f : 1.0f);
         }
-        if (family) {
+        if (family == 1) {
             snprintf(mod, sizeof mod, "model.layers.%d.self_attn.q_norm.weight", l);
             add_vec(m, mod, HD, 0.0f);
             snprintf(mod, sizeof mod, "model.layers.%d.self_attn.k_norm.weight", l);
@@ -153,6 +165,13 @@ static int write_model(const char *dir, int family, tm *m, const char *extra_con
                  "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-5, "
                  "\"rope_theta\": 10000.0, \"tie_word_embeddings\": false, \"eos_token_id\": 95%s%s}",
                  HID, LAYERS, INTER, NH, NKV, VOCAB, quant, extra_config ? extra_config : "");
+    else if (family == 2)
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"phi3\", \"hidden_size\": %d, \"num_hidden_layers\": %d, \"intermediate_size\": %d, "
+                 "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-5, "
+                 "\"partial_rotary_factor\": 0.5, \"max_position_embeddings\": 64, "
+                 "\"original_max_position_embeddings\": 8, \"tie_word_embeddings\": false, \"eos_token_id\": 95%s%s}",
+                 HID, LAYERS, INTER, NH, NKV, VOCAB, quant, extra_config ? extra_config : "");
     else
         snprintf(cfg, sizeof cfg,
                  "{\"model_type\": \"gemma3_text\", \"hidden_size\": %d, \"num_hidden_layers\": %d, "
@@ -172,7 +191,7 @@ static char g_dirs[4][512];
 static const char *make_model(int slot, int family, int qbits) {
     char *d = st_tmpdir(g_dirs[slot], sizeof g_dirs[slot]);
     if (!d) return NULL;
-    tm m = {0};
+    tmw m = {0};
     m.quant_bits = qbits;
     m.quant_gs = 32;
     if (write_model(d, family, &m, NULL)) return NULL;
@@ -198,6 +217,8 @@ static void check_prefill_vs_decode(const char *dir) {
     float a[VOCAB], b[VOCAB];
     lmx_kv *kv = NULL;
     CHECK(lmx_kv_create(lm, 32, &kv) == LMX_OK);
+    if (kv) CHECK(lmx_kv_bytes(kv) >= 32 * lmx_lm_kv_bytes_per_position(lm));
+    CHECK_EQ_INT(lmx_lm_kv_bytes_per_position(lm), 2 * LAYERS * NKV * HD * 4);
     if (!kv) {
         lmx_lm_close(lm);
         return;
@@ -265,7 +286,69 @@ static void test_threads_identical(void) {
     }
 }
 
-static void expect_invalid(int family, tm m, const char *extra, const char *needle) {
+typedef struct conc_arg {
+    lmx_lm *lm;
+    int seed;
+    float logits[VOCAB];
+    lmx_status st;
+} conc_arg;
+
+static void *conc_main(void *p) {
+    conc_arg *a = p;
+    int32_t ids[30];
+    for (int i = 0; i < 30; i++) ids[i] = (int32_t)((i * 13 + a->seed) % VOCAB);
+    lmx_kv *kv = NULL;
+    a->st = lmx_kv_create(a->lm, 40, &kv);
+    if (a->st == LMX_OK) a->st = lmx_lm_forward(a->lm, kv, ids, 20, NULL);
+    for (int i = 20; i < 30 && a->st == LMX_OK; i++) a->st = lmx_lm_forward(a->lm, kv, ids + i, 1, a->logits);
+    lmx_kv_destroy(kv);
+    return NULL;
+}
+
+/* weights read into memory instead of mapped: same logits */
+static void test_no_mmap(void) {
+    lmx_lm_options o = {.n_threads = 2, .no_mmap = true};
+    lmx_lm *a = NULL, *b = open_lm(g_dirs[3], 2);
+    CHECK(lmx_lm_open(g_dirs[3], &o, &a) == LMX_OK);
+    if (a && b) {
+        int32_t ids[7] = {3, 1, 4, 1, 5, 9, 2};
+        float la[VOCAB], lb[VOCAB];
+        lmx_kv *ka = NULL, *kb = NULL;
+        CHECK(lmx_kv_create(a, 8, &ka) == LMX_OK && lmx_kv_create(b, 8, &kb) == LMX_OK);
+        if (ka && kb) {
+            CHECK(lmx_lm_forward(a, ka, ids, 7, la) == LMX_OK && lmx_lm_forward(b, kb, ids, 7, lb) == LMX_OK);
+            CHECK(memcmp(la, lb, sizeof la) == 0);
+        }
+        lmx_kv_destroy(ka);
+        lmx_kv_destroy(kb);
+    }
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    /* GPU is not available in this build */
+    lmx_lm_options g = {.device = LMX_LM_DEVICE_GPU};
+    lmx_lm *c = NULL;
+    CHECK_EQ_INT(lmx_lm_open(g_dirs[3], &g, &c), LMX_ERR_GPU_NOT_AVAILABLE);
+    CHECK(c == NULL);
+}
+
+/* two threads decode on one model with their own caches: same results as one after the other */
+static void test_concurrent_forward(void) {
+    lmx_lm *lm = open_lm(g_dirs[2], 2);
+    if (!lm) return;
+    conc_arg a[2] = {{.lm = lm, .seed = 1}, {.lm = lm, .seed = 2}}, ref[2] = {{.lm = lm, .seed = 1}, {.lm = lm, .seed = 2}};
+    conc_main(&ref[0]);
+    conc_main(&ref[1]);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, conc_main, &a[i]);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        CHECK(a[i].st == LMX_OK && ref[i].st == LMX_OK);
+        CHECK(memcmp(a[i].logits, ref[i].logits, sizeof a[i].logits) == 0);
+    }
+    lmx_lm_close(lm);
+}
+
+static void expect_invalid(int family, tmw m, const char *extra, const char *needle) {
     char buf[512];
     char *d = st_tmpdir(buf, sizeof buf);
     if (!d || write_model(d, family, &m, extra)) {
@@ -283,23 +366,79 @@ static void expect_invalid(int family, tm m, const char *extra, const char *need
 }
 
 static void test_validation(void) {
-    expect_invalid(0, (tm){.skip = "model.layers.1.mlp.down_proj.weight"}, NULL, "model.layers.1.mlp.down_proj.weight");
-    expect_invalid(0, (tm){.bad = "model.layers.0.self_attn.k_proj.weight"}, NULL, "model.layers.0.self_attn.k_proj");
-    expect_invalid(1, (tm){.bad = "model.layers.1.self_attn.q_norm.weight"}, NULL, "q_norm");
-    expect_invalid(0, (tm){.skip = "lm_head.weight"}, NULL, "lm_head.weight");
-    expect_invalid(1, (tm){.skip = "model.layers.0.pre_feedforward_layernorm.weight"}, NULL, "pre_feedforward");
-    expect_invalid(0, (tm){.quant_bits = 4, .quant_gs = 32, .unscaled = "model.layers.0.mlp.up_proj"}, NULL,
+    expect_invalid(0, (tmw){.skip = "model.layers.1.mlp.down_proj.weight"}, NULL, "model.layers.1.mlp.down_proj.weight");
+    expect_invalid(0, (tmw){.bad = "model.layers.0.self_attn.k_proj.weight"}, NULL, "model.layers.0.self_attn.k_proj");
+    expect_invalid(1, (tmw){.bad = "model.layers.1.self_attn.q_norm.weight"}, NULL, "q_norm");
+    expect_invalid(0, (tmw){.skip = "lm_head.weight"}, NULL, "lm_head.weight");
+    expect_invalid(1, (tmw){.skip = "model.layers.0.pre_feedforward_layernorm.weight"}, NULL, "pre_feedforward");
+    expect_invalid(0, (tmw){.quant_bits = 4, .quant_gs = 32, .unscaled = "model.layers.0.mlp.up_proj"}, NULL,
                    "model.layers.0.mlp.up_proj");
-    expect_invalid(0, (tm){.quant_bits = 4, .quant_gs = 32, .skip = "model.embed_tokens.biases"}, NULL,
+    expect_invalid(0, (tmw){.quant_bits = 4, .quant_gs = 32, .skip = "model.embed_tokens.biases"}, NULL,
                    "model.embed_tokens.biases");
     /* config override says 8 bits, the tensors are 4-bit */
     expect_invalid(0,
-                   (tm){.quant_bits = 4, .quant_gs = 32,
+                   (tmw){.quant_bits = 4, .quant_gs = 32,
                         .quant_extra = ", \"model.layers.1.mlp.up_proj\": {\"bits\": 8, \"group_size\": 32}"},
                    NULL, "model.layers.1.mlp.up_proj");
     /* config says a module is not quantized but it has scales */
-    expect_invalid(0, (tm){.quant_bits = 4, .quant_gs = 32, .quant_extra = ", \"lm_head\": false"}, NULL, "lm_head");
-    expect_invalid(0, (tm){.skip = "model.embed_tokens.weight"}, NULL, "embed_tokens");
+    expect_invalid(0, (tmw){.quant_bits = 4, .quant_gs = 32, .quant_extra = ", \"lm_head\": false"}, NULL, "lm_head");
+    expect_invalid(0, (tmw){.skip = "model.embed_tokens.weight"}, NULL, "embed_tokens");
+}
+
+/* phi3 longrope (HF semantics): the long factors apply when the call's last position + 1 exceeds
+ * original_max_position_embeddings (8 here), else the short ones. Model A has short 1s and long L;
+ * model B has short = long = L (same weights): they agree past 8 positions and differ below. */
+static void test_phi3_longrope_switch(void) {
+    char ba[512], bb[512];
+    char *da = st_tmpdir(ba, sizeof ba), *db = st_tmpdir(bb, sizeof bb);
+    if (!da || !db) {
+        CHECK(!"tmpdir");
+        return;
+    }
+    tmw m = {0};
+    rng = 12345;
+    CHECK(write_model(da, 2, &m, ", \"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [1, 1, 1, 1], "
+                                 "\"long_factor\": [2, 3, 5, 9]}") == 0);
+    m = (tmw){0};
+    rng = 12345;
+    CHECK(write_model(db, 2, &m, ", \"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [2, 3, 5, 9], "
+                                 "\"long_factor\": [2, 3, 5, 9]}") == 0);
+    lmx_lm *a = open_lm(da, 2), *b = open_lm(db, 2);
+    if (a && b) {
+        /* attention factor sqrt(1 + ln(64/8)/ln(8)) = sqrt(2) */
+        CHECK_NEAR(lmx_lm_config(a)->rope.attention_factor, sqrt(2.0), 1e-12);
+        int32_t ids[12];
+        for (int i = 0; i < 12; i++) ids[i] = (int32_t)((i * 29 + 7) % VOCAB);
+        float la[VOCAB], lb[VOCAB];
+        lmx_kv *ka = NULL, *kb = NULL;
+        CHECK(lmx_kv_create(a, 16, &ka) == LMX_OK && lmx_kv_create(b, 16, &kb) == LMX_OK);
+        if (ka && kb) {
+            CHECK(lmx_lm_forward(a, ka, ids, 10, la) == LMX_OK);
+            CHECK(lmx_lm_forward(b, kb, ids, 10, lb) == LMX_OK);
+            CHECK(memcmp(la, lb, sizeof la) == 0); /* both long */
+            lmx_kv_reset(ka);
+            lmx_kv_reset(kb);
+            CHECK(lmx_lm_forward(a, ka, ids, 8, la) == LMX_OK);
+            CHECK(lmx_lm_forward(b, kb, ids, 8, lb) == LMX_OK);
+            double d = 0;
+            for (int i = 0; i < VOCAB; i++) d = fmax(d, fabs(la[i] - lb[i]));
+            CHECK_MSG(d > 1e-3, "short vs long factors gave the same logits (%g)", d); /* A short, B long */
+            /* the fused projections also pass prefill vs decode below the switch */
+            float lc[VOCAB];
+            lmx_kv_reset(ka);
+            CHECK(lmx_lm_forward(a, ka, ids, 4, NULL) == LMX_OK);
+            for (int i = 4; i < 8; i++) CHECK(lmx_lm_forward(a, ka, ids + i, 1, lc) == LMX_OK);
+            d = 0;
+            for (int i = 0; i < VOCAB; i++) d = fmax(d, fabs(la[i] - lc[i]));
+            CHECK_MSG(d < 1e-4, "phi3 prefill vs decode: %g", d);
+        }
+        lmx_kv_destroy(ka);
+        lmx_kv_destroy(kb);
+    }
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    st_rmdir(da);
+    st_rmdir(db);
 }
 
 /* ---- CLI ---- */
@@ -397,7 +536,10 @@ static void test_cli(void) {
 int main(void) {
     RUN(test_prefill_vs_decode);
     RUN(test_threads_identical);
+    RUN(test_concurrent_forward);
+    RUN(test_no_mmap);
     RUN(test_validation);
+    RUN(test_phi3_longrope_switch);
     RUN(test_cli);
     for (int i = 0; i < 4; i++)
         if (g_dirs[i][0]) st_rmdir(g_dirs[i]);

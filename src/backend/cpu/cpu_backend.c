@@ -6,12 +6,14 @@
  * matrices keep their packed words and get fp32 copies of scales/biases at upload.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_quant.h"
+#include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
 #include "util/error.h"
 
@@ -40,6 +42,8 @@ typedef struct cpu_backend {
     size_t scratch_len;
     float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
     size_t shared_len;
+    lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
+    pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
 } cpu_backend;
 
 static cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
@@ -68,30 +72,16 @@ static lmx_status ensure_shared(cpu_backend *c, size_t n) {
 
 static size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
 
-static void convert_row(const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
-    if (t == LMX_W_F32) {
-        memcpy(dst, src, (size_t)n * 4);
-    } else if (t == LMX_W_BF16) {
-        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_bf16(src + 2 * i);
-    } else {
-        for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
-    }
+static void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
+    if (t == LMX_W_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t == LMX_W_BF16) k->bf16_row(src, n, dst);
+    else k->f16_row(src, n, dst);
 }
 
-static float *convert_copy(const void *src, lmx_wdtype t, int64_t n) {
+static float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype t, int64_t n) {
     float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (d) convert_row(src, t, n, d);
+    if (d) convert_row(k, src, t, n, d);
     return d;
-}
-
-static inline float dot(const float *a, const float *b, int64_t n) {
-    float s[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
 }
 
 /* ---- memory ---- */
@@ -161,7 +151,7 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     free(w);
 }
 
-static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     cpu_backend *c = CPU(be);
     *out = NULL;
     if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
@@ -174,7 +164,7 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
     w->dtype = d->dtype;
     const char *what = d->name;
     if (d->kind == LMX_WEIGHT_VECTOR) {
-        w->vec = convert_copy(d->data, d->dtype, d->cols);
+        w->vec = convert_copy(&c->k, d->data, d->dtype, d->cols);
         if (!w->vec) goto oom;
     } else if (d->kind == LMX_WEIGHT_DENSE) {
         w->row_bytes = (size_t)d->cols * wdtype_size(d->dtype);
@@ -192,17 +182,17 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
         w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
         size_t sb = wdtype_size(d->dtype);
         size_t off = (size_t)d->row0 * (size_t)w->groups * sb;
-        w->scales = convert_copy((const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
-        w->biases = convert_copy((const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
+        w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
+        w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
     }
     if (d->bias) {
-        w->bias = convert_copy((const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
+        w->bias = convert_copy(&c->k, (const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
                                d->bias_dtype, d->rows);
         if (!w->bias) goto oom;
     }
-    /* per-thread scratch: a converted/decoded row */
-    lmx_status st = ensure_scratch(c, (size_t)d->cols + 64);
+    /* per-thread scratch: a block of 4 converted/decoded rows */
+    lmx_status st = ensure_scratch(c, 4 * (size_t)d->cols + 64);
     if (st != LMX_OK) {
         cpu_weight_free(be, w);
         return st;
@@ -230,15 +220,16 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     const lmx_bweight *w = m->w;
     float *row = m->c->scratch[thread]; /* [cols] */
     const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *src = w->data + (size_t)r * w->row_bytes;
         float b = w->bias ? w->bias[r] : 0.0f;
         if (w->kind == LMX_WEIGHT_DENSE) {
-            convert_row(src, w->dtype, K, row);
-            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = dot(m->x + (size_t)t * K, row, K) + b;
+            convert_row(k, src, w->dtype, K, row);
+            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
-            lmx_cpu_quant_decode_row(src, w->bits, K, row);
+            k->quant_row(src, w->bits, K, row);
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
             const int G = w->group_size;
             for (int t = 0; t < m->T; t++) {
@@ -246,20 +237,62 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
                 const float *xs = m->xsum + (size_t)t * w->groups;
                 float acc = 0.0f;
                 for (int g = 0; g < w->groups; g++)
-                    acc += s[g] * dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
+                    acc += s[g] * k->dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
                 m->y[(size_t)t * w->rows + r] = acc + b;
             }
         }
     }
 }
 
-static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+/* Prefill form (T >= MATMUL_BLOCK_T): rows are materialized as fp32 in blocks of 4 (dequantized for
+ * quantized weights) and each x row is read once per block. A partial block repeats its last row,
+ * so every row is computed by the same dot4 arithmetic whatever the thread split. */
+#define MATMUL_BLOCK_T 4
+
+static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
+    float *blk = m->c->scratch[thread]; /* [4][cols] */
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        for (int i = 0; i < 4; i++) {
+            int64_t rr = r + (i < nb ? i : nb - 1);
+            float *row = blk + (size_t)i * K;
+            const uint8_t *src = w->data + (size_t)rr * w->row_bytes;
+            if (w->kind == LMX_WEIGHT_DENSE) {
+                convert_row(k, src, w->dtype, K, row);
+            } else {
+                k->quant_row(src, w->bits, K, row);
+                const float *s = w->scales + (size_t)rr * w->groups, *bb = w->biases + (size_t)rr * w->groups;
+                const int G = w->group_size;
+                for (int g = 0; g < w->groups; g++)
+                    for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
+            }
+        }
+        for (int t = 0; t < m->T; t++) {
+            float out[4];
+            k->dot4(m->x + (size_t)t * K, blk, K, out);
+            for (int i = 0; i < nb; i++)
+                m->y[(size_t)t * w->rows + r + i] = out[i] + (w->bias ? w->bias[r + i] : 0.0f);
+        }
+    }
+}
+
+static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y) {
     cpu_backend *c = CPU(be);
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
     CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
+    int64_t grain = w->rows / (c->n_threads * 4);
+    if (grain < 16) grain = 16;
+    if (T >= MATMUL_BLOCK_T) {
+        lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_blocked, &m);
+        return LMX_OK;
+    }
     if (w->kind == LMX_WEIGHT_QUANT) {
         lmx_status st = ensure_shared(c, (size_t)T * (size_t)w->groups);
         if (st != LMX_OK) return st;
@@ -273,15 +306,13 @@ static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_bu
             }
         m.xsum = xs;
     }
-    int64_t grain = w->rows / (c->n_threads * 4);
-    if (grain < 16) grain = 16;
     lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows, &m);
     return LMX_OK;
 }
 
 /* ---- embedding ---- */
 
-static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
                             lmx_buf *y) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
@@ -293,10 +324,10 @@ static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t
         float *dst = y->data + (size_t)t * w->cols;
         const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
         if (w->kind == LMX_WEIGHT_DENSE) {
-            convert_row(src, w->dtype, w->cols, dst);
+            convert_row(&c->k, src, w->dtype, w->cols, dst);
         } else {
             float *q = c->scratch[0];
-            lmx_cpu_quant_decode_row(src, w->bits, w->cols, q);
+            c->k.quant_row(src, w->bits, w->cols, q);
             const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
             for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
         }
@@ -330,7 +361,7 @@ static void norm_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
-static lmx_status cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
+static lmx_status cpu_rmsnorm_impl(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
                               const lmx_bweight *w, float eps, bool plus_one) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
@@ -376,7 +407,7 @@ static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
     }
 }
 
-static lmx_status cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
+static lmx_status cpu_rope_impl(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
                            const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
     cpu_backend *c = CPU(be);
     CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
@@ -435,7 +466,7 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
         const float *K = a->kc + (size_t)kh * p->capacity * D, *V = a->vc + (size_t)kh * p->capacity * D;
         float mx = -INFINITY;
         for (int j = lo; j <= pt; j++) {
-            float s = dot(q, K + (size_t)j * D, D) * p->scale;
+            float s = a->c->k.dot(q, K + (size_t)j * D, D) * p->scale;
             if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
             sc[j] = s;
             if (s > mx) mx = s;
@@ -447,18 +478,14 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
         }
         float *acc = sc + p->capacity;
         memset(acc, 0, (size_t)D * sizeof(float));
-        for (int j = lo; j <= pt; j++) {
-            const float *vj = V + (size_t)j * D;
-            float wj = sc[j];
-            for (int d = 0; d < D; d++) acc[d] += wj * vj[d];
-        }
+        for (int j = lo; j <= pt; j++) a->c->k.axpy(acc, V + (size_t)j * D, sc[j], D);
         float *o = a->out + ((size_t)t * p->n_heads + h) * D;
         float inv = 1.0f / sum;
         for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
     }
 }
 
-static lmx_status cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                 lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cpu_backend *c = CPU(be);
     if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
@@ -505,7 +532,7 @@ static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
     }
 }
 
-static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+static lmx_status cpu_act_mul_impl(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
     CHECK_RANGE(gate, 0, n, "act gate");
     CHECK_RANGE(up, 0, n, "act up");
     ew_ctx e = {gate->data, up->data, act, 0};
@@ -529,12 +556,71 @@ static lmx_status cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) 
     return LMX_OK;
 }
 
+/* ---- serialized entry points ---- */
+
+static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_impl(be, d, out);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_embed_impl(be, w, ids, T, scale, y);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rmsnorm_impl(be, x, y, rows, dim, w, eps, plus_one);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim, const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rope_impl(be, x, T, n_heads, head_dim, rot_dim, inv_freq, mscale, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_attention_impl(be, q, kc, vc, out, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_act_mul_impl(be, gate, up, n, act);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 /* ---- lifecycle ---- */
 
 static void cpu_destroy(lmx_backend *be) {
     cpu_backend *c = CPU(be);
     if (!c) return;
     lmx_thread_pool_destroy(c->pool);
+    pthread_mutex_destroy(&c->op_lock);
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
@@ -564,6 +650,15 @@ static const lmx_backend_ops cpu_ops = {
 };
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
+    const char *env = getenv("LMX_CPU_SIMD");
+    return lmx_backend_cpu_create_ex(n_threads, !(env && !strcmp(env, "0")), out);
+}
+
+const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
+    return be && be->ops == &cpu_ops ? ((const cpu_backend *)be)->k.name : NULL;
+}
+
+lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
     *out = NULL;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -574,6 +669,8 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
+    lmx_cpu_kernels_select(&c->k, allow_simd);
+    pthread_mutex_init(&c->op_lock, NULL);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     lmx_status st = c->scratch ? lmx_thread_pool_create(n_threads, &c->pool)
                                : lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");

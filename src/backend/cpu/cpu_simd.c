@@ -1,0 +1,185 @@
+/* cpu_simd.c — scalar and AVX2 inner kernels (see cpu_simd.h). */
+#include "backend/cpu/cpu_simd.h"
+
+#include <string.h>
+
+#include "backend/cpu/cpu_quant.h"
+
+/* ---- scalar (reference) ---- */
+
+static float dot_scalar(const float *a, const float *b, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+static void dot4_scalar(const float *x, const float *w, int64_t n, float out[4]) {
+    for (int i = 0; i < 4; i++) out[i] = dot_scalar(x, w + (size_t)i * (size_t)n, n);
+}
+
+static void axpy_scalar(float *y, const float *x, float a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void bf16_scalar(const uint8_t *src, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_bf16(src + 2 * i);
+}
+
+static void f16_scalar(const uint8_t *src, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
+}
+
+static const lmx_cpu_kernels scalar_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
+                                           lmx_cpu_quant_decode_row};
+
+/* ---- AVX2 + FMA + F16C ---- */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LMX_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+LMX_AVX2 static float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+LMX_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+LMX_AVX2 static void dot4_avx2(const float *x, const float *w, int64_t n, float out[4]) {
+    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
+        b0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w0 + i + 8), b0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
+        b1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w1 + i + 8), b1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
+        b2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w2 + i + 8), b2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
+        b3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w3 + i + 8), b3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 xa = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
+    }
+    float r0 = hsum256(_mm256_add_ps(a0, b0)), r1 = hsum256(_mm256_add_ps(a1, b1));
+    float r2 = hsum256(_mm256_add_ps(a2, b2)), r3 = hsum256(_mm256_add_ps(a3, b3));
+    for (; i < n; i++) {
+        r0 += x[i] * w0[i];
+        r1 += x[i] * w1[i];
+        r2 += x[i] * w2[i];
+        r3 += x[i] * w3[i];
+    }
+    out[0] = r0;
+    out[1] = r1;
+    out[2] = r2;
+    out[3] = r3;
+}
+
+LMX_AVX2 static void axpy_avx2(float *y, const float *x, float a, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+LMX_AVX2 static void bf16_avx2(const uint8_t *src, int64_t n, float *dst) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    }
+    for (; i < n; i++) dst[i] = lmx_cpu_bf16(src + 2 * i);
+}
+
+LMX_AVX2 static void f16_avx2(const uint8_t *src, int64_t n, float *dst) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i))));
+    for (; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
+}
+
+LMX_AVX2 static void quant_avx2(const uint8_t *row, int bits, int64_t n, float *q) {
+    if (bits == 4) {
+        const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
+        for (int64_t k = 0; k < n; k += 8) {
+            uint32_t w;
+            memcpy(&w, row + k / 2, 4);
+            __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), shifts), mask);
+            _mm256_storeu_ps(q + k, _mm256_cvtepi32_ps(v));
+        }
+        return;
+    }
+    if (bits == 8) {
+        for (int64_t k = 0; k < n; k += 8) {
+            __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + k));
+            _mm256_storeu_ps(q + k, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)));
+        }
+        return;
+    }
+    if (bits == 2) {
+        const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), mask = _mm256_set1_epi32(3);
+        for (int64_t k = 0; k < n; k += 8) {
+            uint16_t w;
+            memcpy(&w, row + k / 4, 2);
+            __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), shifts), mask);
+            _mm256_storeu_ps(q + k, _mm256_cvtepi32_ps(v));
+        }
+        return;
+    }
+    lmx_cpu_quant_decode_row(row, bits, n, q);
+}
+
+static const lmx_cpu_kernels avx2_set = {"avx2", dot_avx2, dot4_avx2, axpy_avx2, bf16_avx2, f16_avx2, quant_avx2};
+
+#include <cpuid.h>
+
+/* CPUID: AVX + FMA + F16C + OSXSAVE (leaf 1 ecx), AVX2 (leaf 7 ebx), and the OS saving YMM state
+ * (XCR0 bits 1 and 2). */
+static bool have_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned need1 = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29);
+    if ((c & need1) != need1) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6u) != 6u) return false;
+    if (__get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 5)) != 0;
+}
+#else
+static const lmx_cpu_kernels avx2_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
+                                         lmx_cpu_quant_decode_row};
+static bool have_avx2(void) { return false; }
+#endif
+
+void lmx_cpu_kernels_select(lmx_cpu_kernels *k, bool allow_simd) {
+    *k = allow_simd && have_avx2() ? avx2_set : scalar_set;
+}

@@ -1,0 +1,26 @@
+/* cpu_simd.h — the CPU backend's inner kernels, selected once per backend at creation: a portable
+ * scalar set (the reference) and an AVX2+FMA+F16C set used when the CPU supports it (runtime check).
+ * Pure functions on caller memory; thread-safe. Results of the two sets differ only by fp32
+ * rounding order.
+ */
+#ifndef LMX_BACKEND_CPU_SIMD_H
+#define LMX_BACKEND_CPU_SIMD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct lmx_cpu_kernels {
+    const char *name;                                              /* "scalar" or "avx2" */
+    float (*dot)(const float *a, const float *b, int64_t n);       /* Σ a·b */
+    /* out[i] = Σ x·w[i*n…], i < 4; each row's result depends only on that row (not on the others) */
+    void (*dot4)(const float *x, const float *w, int64_t n, float out[4]);
+    void (*axpy)(float *y, const float *x, float a, int64_t n);    /* y += a·x */
+    void (*bf16_row)(const uint8_t *src, int64_t n, float *dst);   /* n bf16 (unaligned) → f32 */
+    void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
+    void (*quant_row)(const uint8_t *row, int bits, int64_t n, float *q); /* LSB-first codes → f32 */
+} lmx_cpu_kernels;
+
+/* Fills *k with the best set this CPU supports (scalar when allow_simd is false). */
+void lmx_cpu_kernels_select(lmx_cpu_kernels *k, bool allow_simd);
+
+#endif
