@@ -268,6 +268,104 @@ int main(int argc, char **argv) {
         lmx_cuda_free(xt); lmx_cuda_free(yt);
     }
 
+    /* a whole decode step of a Llama-3-8B-shaped model with every kernel (norms, 7 GEMVs with fused
+     * residual adds, RoPE, KV store, attention at context 512, SwiGLU, lm_head, argmax), 32 layers
+     * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
+    printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
+    for (int bi = 0; bi < 3; bi++) {
+        const int H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, CTX = 512, NL = 32;
+        lmx_cuda_matrix lw[4][7], head;
+        size_t bytes;
+        for (int c = 0; c < 4; c++)
+            for (int si = 0; si < 7; si++)
+                lw[c][si] = c == 0 ? make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes)
+                                   : clone_matrix(&lw[0][si], &bytes);
+        head = make_matrix(V, H, bits_list[bi], &bytes);
+        float *hx, *hn, *q, *k, *v, *att, *g, *u, *logits, *ws, *inv, *normw;
+        void *kc[NL], *vc[NL];
+        int32_t *pos, *id, hp = CTX - 1;
+        lmx_cuda_attn a = {.n_heads = NH, .n_kv_heads = NKV, .head_dim = HD, .capacity = CTX,
+                           .kv_dtype = LMX_DTYPE_BF16, .scale = 0.088388f};
+        LK(lmx_cuda_malloc((void **)&hx, H * 4)); LK(lmx_cuda_malloc((void **)&hn, H * 4));
+        LK(lmx_cuda_malloc((void **)&q, H * 4)); LK(lmx_cuda_malloc((void **)&k, 1024 * 4));
+        LK(lmx_cuda_malloc((void **)&v, 1024 * 4)); LK(lmx_cuda_malloc((void **)&att, H * 4));
+        LK(lmx_cuda_malloc((void **)&g, FF * 4)); LK(lmx_cuda_malloc((void **)&u, FF * 4));
+        LK(lmx_cuda_malloc((void **)&logits, (size_t)V * 4));
+        LK(lmx_cuda_malloc((void **)&ws, sizeof(float) * lmx_cuda_attention_workspace_floats(&a, 1)));
+        LK(lmx_cuda_malloc((void **)&inv, 64 * 4)); LK(lmx_cuda_malloc((void **)&normw, H * 4));
+        LK(lmx_cuda_malloc((void **)&pos, 4)); LK(lmx_cuda_malloc((void **)&id, 4));
+        CK(cudaMemcpy(pos, &hp, 4, cudaMemcpyHostToDevice));
+        {
+            float hb[4096];
+            for (int i = 0; i < H; i++) hb[i] = 1.0f + 0.1f * tu_unif(&rng);
+            CK(cudaMemcpy(normw, hb, H * 4, cudaMemcpyHostToDevice));
+            for (int i = 0; i < H; i++) hb[i] = tu_unif(&rng);
+            CK(cudaMemcpy(hx, hb, H * 4, cudaMemcpyHostToDevice));
+            for (int i = 0; i < 64; i++) hb[i] = powf(500000.f, -(float)i / 64.f);
+            CK(cudaMemcpy(inv, hb, 64 * 4, cudaMemcpyHostToDevice));
+        }
+        size_t cb = (size_t)NKV * CTX * HD * 2;
+        for (int l = 0; l < NL; l++) {
+            LK(lmx_cuda_malloc(&kc[l], cb)); LK(lmx_cuda_malloc(&vc[l], cb));
+        }
+        for (int l = 0; l < NL; l++) {
+            CK(cudaMemset(kc[l], 0x3c, cb)); CK(cudaMemset(vc[l], 0x3c, cb)); /* 0x3c3c ~ 0.0115 in bf16 */
+        }
+        cudaStream_t st;
+        CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+        lmx_cuda_stream S = (lmx_cuda_stream)st;
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        for (int l = 0; l < NL; l++) {
+            lmx_cuda_matrix *w = lw[l % 4];
+            LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
+            LK(lmx_cuda_gemv(&w[0], hn, q, 1, false, S));
+            LK(lmx_cuda_gemv(&w[1], hn, k, 1, false, S));
+            LK(lmx_cuda_gemv(&w[2], hn, v, 1, false, S));
+            LK(lmx_cuda_rope(q, pos, inv, 1.0f, 1, NH, HD, HD, S));
+            LK(lmx_cuda_rope(k, pos, inv, 1.0f, 1, NKV, HD, HD, S));
+            LK(lmx_cuda_kv_store(&a, k, v, kc[l], vc[l], pos, 1, S));
+            LK(lmx_cuda_attention(&a, q, kc[l], vc[l], pos, 1, CTX, ws, att, S));
+            LK(lmx_cuda_gemv(&w[3], att, hx, 1, true, S)); /* residual fused */
+            LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
+            LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
+            LK(lmx_cuda_gemv(&w[5], hn, u, 1, false, S));
+            LK(lmx_cuda_swiglu(g, u, g, FF, S));
+            LK(lmx_cuda_gemv(&w[6], g, hx, 1, true, S)); /* residual fused */
+        }
+        LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
+        LK(lmx_cuda_gemv(&head, hn, logits, 1, false, S));
+        LK(lmx_cuda_argmax(logits, 1, V, id, S));
+        CK(cudaStreamEndCapture(st, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(exec, st));
+        CK(cudaStreamSynchronize(st));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+        float t[BATCHES];
+        for (int b = 0; b < BATCHES; b++) {
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < 5; i++) CK(cudaGraphLaunch(exec, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&t[b], e0, e1));
+        }
+        qsort(t, BATCHES, sizeof t[0], cmp_f);
+        double ms = t[BATCHES / 2] / 5.0;
+        printf("%-34s %9.3f %9.0f\n", bits_name[bi], ms, 1e3 / ms);
+        cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
+        cudaEventDestroy(e0); cudaEventDestroy(e1);
+        for (int c = 0; c < 4; c++)
+            for (int si = 0; si < 7; si++) free_matrix(&lw[c][si]);
+        free_matrix(&head);
+        for (int l = 0; l < NL; l++) { lmx_cuda_free(kc[l]); lmx_cuda_free(vc[l]); }
+        lmx_cuda_free(hx); lmx_cuda_free(hn); lmx_cuda_free(q); lmx_cuda_free(k); lmx_cuda_free(v);
+        lmx_cuda_free(att); lmx_cuda_free(g); lmx_cuda_free(u); lmx_cuda_free(logits); lmx_cuda_free(ws);
+        lmx_cuda_free(inv); lmx_cuda_free(normw); lmx_cuda_free(pos); lmx_cuda_free(id);
+    }
+    printf("\n");
+
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
     printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
     const int64_t lens[3] = {512, 4096, 32768};
