@@ -156,7 +156,8 @@ template <int BITS, int BMAX>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const void *__restrict__ Bq,
             const void *__restrict__ lbias, int dt, int bdt, const float *__restrict__ x,
-            float *__restrict__ y, int n, int k, int gs, int batch, int ksplit, int accumulate) {
+            float *__restrict__ y, int n, int k, int gs, int batch, int ksplit, int accumulate,
+            uint32_t magic) {
     constexpr int EPW = 32 / BITS;  /* elements per word */
     constexpr int E = 4 * EPW;      /* elements per 16-byte chunk */
     constexpr int HALF = 16 / BITS; /* elements per 16-bit half word */
@@ -227,8 +228,8 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
                     for (int j = 0; j < EPW; j++) {
                         const uint32_t src = j < HALF ? lo : hi;
                         const int sh = BITS * (j % HALF);
-                        const float v =
-                            __uint_as_float((src & (MASK << sh)) | 0x4B000000u) - 8388608.f;
+                        /* magic = 0x4B000000 passed at run time: one LOP3 (a & imm) | reg */
+                        const float v = __uint_as_float((src & (MASK << sh)) | magic) - 8388608.f;
                         p = fmaf(v, xs[wi * EPW + j], p);
                     }
                     if (wi < 2) p0 += p; else p1 += p;
@@ -251,7 +252,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
                const void *__restrict__ Bq, const void *__restrict__ lbias, int dt, int bdt,
                const float *__restrict__ x, float *__restrict__ y, int n, int k, int gs, int batch,
-               int ksplit, int accumulate) {
+               int ksplit, int accumulate, uint32_t magic) {
     constexpr uint32_t MASK = (1u << BITS) - 1u;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int groups_per_block = (GEMV_THREADS / 32) / ksplit;
@@ -290,7 +291,7 @@ gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
                     const int bit = e * BITS, wi = bit / 32, off = bit % 32;
                     uint32_t v = wd[r][wi] >> off;
                     if (off + BITS > 32) v |= wd[r][wi + 1] << (32 - off);
-                    const float q = __uint_as_float((v & MASK) | 0x4B000000u) - 8388608.f;
+                    const float q = __uint_as_float((v & MASK) | magic) - 8388608.f;
                     p = fmaf(q, __ldg(xp + e), p);
                 }
                 const size_t gi = (size_t)rows[r] * gpr + g;
@@ -370,7 +371,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QF(B)                                                                                  \
     gemv_q_fast<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
-                                                          y, n, k, gs, batch, ks, accumulate)
+                                                          y, n, k, gs, batch, ks, accumulate, 0x4B000000u)
         if (bits == 4) LMX_QF(4);
         else if (bits == 8) LMX_QF(8);
         else LMX_QF(2);
@@ -381,7 +382,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
     const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QG(B)                                                                                     \
     gemv_q_generic<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
-                                                             y, n, k, gs, batch, ks, accumulate)
+                                                             y, n, k, gs, batch, ks, accumulate, 0x4B000000u)
     switch (bits) {
     case 2: LMX_QG(2); break;
     case 3: LMX_QG(3); break;
