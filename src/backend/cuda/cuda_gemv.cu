@@ -335,6 +335,12 @@ static int gemv_ksplit(long chunks) {
     if (chunks >= 128) return 2;
     return 1;
 }
+/* Quantized rows are compute-heavier: measured on an H200 (bench/notes/cuda-kernels.md), 2 warps
+ * per row group beat 4 at K = 4096 and 14336, and 1 wins for very tall matrices (lm_head). */
+static int gemv_ksplit_quant(long chunks, long n) {
+    if (n >= 65536) return 1;
+    return chunks >= 128 ? 2 : 1;
+}
 
 template <int BMAX>
 static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
@@ -367,7 +373,7 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
     const bool aligned = !((uintptr_t)m->w & 15) && !((uintptr_t)x & 15);
     const int E = 4 * (32 / (bits == 3 || bits == 5 || bits == 6 ? 1 : bits));
     if ((bits == 2 || bits == 4 || bits == 8) && aligned && k % E == 0) {
-        const int ks = ks_force ? ks_force : gemv_ksplit(k / E);
+        const int ks = ks_force ? ks_force : gemv_ksplit_quant(k / E, n);
         const int blocks = (row_groups + (4 / ks) - 1) / (4 / ks);
 #define LMX_QF(B)                                                                                  \
     gemv_q_fast<B, BMAX><<<blocks, GEMV_THREADS, 0, st>>>(W, m->scales, m->biases, m->bias, dt, bdt, x, \
