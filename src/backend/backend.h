@@ -15,7 +15,9 @@
  * Positions: ops that depend on a token's position take a host array `pos[T]` of absolute
  * positions (so batched decode of several sequences at different positions needs no new op).
  * KV cache layout (backend buffers k_cache, v_cache): [kv_head][capacity][head_dim] per layer,
- * post-RoPE keys; `kv_write` stores T rows at their positions, `attention` reads keys 0..pos.
+ * post-RoPE keys; position j lives in slot j % capacity (a ring: sliding-window layers use
+ * capacity >= window + T - 1 slots, full layers capacity > every position). `kv_write` stores T rows
+ * at their positions, `attention` reads the visible keys lo..pos (lo = 0, or pos - window + 1).
  *
  * Batched decode later: run matmuls over B rows (one per sequence) and call `attention` once per
  * sequence on its own cache (or add a batched attention op taking per-row cache handles).
@@ -72,7 +74,7 @@ typedef struct lmx_attn_params {
     int n_heads;      /* query heads */
     int n_kv_heads;   /* GQA: head h reads kv head h / (n_heads / n_kv_heads) */
     int head_dim;
-    int capacity;     /* positions per kv head in the cache */
+    int capacity;     /* slots per kv head in the cache (position j in slot j % capacity) */
     int window;       /* 0 = full causal; else key j visible to query at p iff p - window < j <= p */
     float scale;      /* multiplies q·k */
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */

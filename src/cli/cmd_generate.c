@@ -1,83 +1,169 @@
-/* cmd_generate.c — `lmx generate MODEL --prompt-ids 1,2,3 --max-tokens N --temp 0 [--json]
- * [--threads N] [--device cpu]`: greedy continuation. With --json prints one object
- * {"token_ids": [...], "text": "", "finish_reason": "stop"|"length", "prompt_tokens": n};
- * otherwise the generated ids space-separated. An EOS id (generation_config.json, else
- * config.json) stops generation and is not included. */
+/* cmd_generate.c — `lmx generate MODEL (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
+ * [--json]`: a completion through the public API (lmx_generate_stream / lmx_generate_ids).
+ *
+ * Contract (other tools depend on it): with --json, one JSON object on stdout
+ *   {"token_ids": [generated ids, EOS excluded], "text": "...", "finish_reason": "stop"|"length",
+ *    "prompt_tokens": n, "completion_tokens": n,
+ *    "metrics": {"ttft_ms", "tokens_per_second", "prompt_tokens_per_second", "n_prompt_tokens",
+ *                "n_generated_tokens", "total_ms", "load_ms"}}
+ * Without --json the text is streamed to stdout as it is generated (a model without a tokenizer has
+ * no text: its generated ids are printed space-separated instead). --prompt adds the tokenizer's
+ * special tokens (BOS) unless the text already starts with the BOS token; --prompt-ids are used as
+ * they are. MODEL is a registered name or a model directory. */
 #include "cli.h"
+#include "gen_opts.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-static const char *usage =
-    "usage: lmx generate MODEL --prompt-ids 1,2,3 --max-tokens N [--temp 0] [--json] [--threads N] [--device cpu]\n"
-    "Greedy decoding (--temp 0) until an EOS id or N tokens.\n";
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lmx generate MODEL (--prompt TEXT | --prompt-ids 1,2,3) [options] [--json]\n"
+            "  --prompt TEXT             raw text prompt (BOS added as the tokenizer says)\n"
+            "  --prompt-ids IDS          comma-separated token ids, used as they are\n"
+            "  --json                    print one JSON object (token_ids, text, finish_reason, metrics)\n"
+            "%s",
+            lmx_cli_gen_help);
+}
 
-static int32_t argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+typedef struct out_text {
+    char *p;
+    size_t len, cap;
+    bool stream; /* also write each piece to stdout */
+    bool oom;
+} out_text;
+
+static int on_piece(const char *text, size_t len, void *user) {
+    out_text *o = user;
+    if (o->stream) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    if (o->len + len + 1 > o->cap) {
+        size_t cap = (o->len + len + 1) * 2;
+        char *np = realloc(o->p, cap);
+        if (!np) {
+            o->oom = true;
+            return 1;
+        }
+        o->p = np;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, text, len);
+    o->len += len;
+    o->p[o->len] = '\0';
+    return 0;
+}
+
+static const char *finish_name(lmx_finish_reason r) {
+    return r == LMX_FINISH_STOP ? "stop" : r == LMX_FINISH_LENGTH ? "length" : "cancelled";
+}
+
+/* The JSON object, written with ", " and ": " separators (the original contract's spelling). */
+static int print_json(const int32_t *ids, size_t n_ids, const out_text *t, const lmx_gen_result *r, double load_ms) {
+    cJSON *js = cJSON_CreateString(t->p ? t->p : ""); /* cJSON escapes the text */
+    char *text = js ? cJSON_PrintUnformatted(js) : NULL;
+    cJSON_Delete(js);
+    if (!text) {
+        fprintf(stderr, "lmx generate: out of memory\n");
+        return 1;
+    }
+    printf("{\"token_ids\": [");
+    for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? ", " : "", ids[i]);
+    printf("], \"text\": %s, \"finish_reason\": \"%s\", \"prompt_tokens\": %d, \"completion_tokens\": %d, "
+           "\"metrics\": {\"ttft_ms\": %.3f, \"tokens_per_second\": %.3f, \"prompt_tokens_per_second\": %.3f, "
+           "\"n_prompt_tokens\": %d, \"n_generated_tokens\": %d, \"total_ms\": %.3f, \"load_ms\": %.3f}}\n",
+           text, finish_name(r->finish_reason), r->n_prompt_tokens, r->n_generated_tokens, r->ttft_ms,
+           r->tokens_per_second, r->prompt_tokens_per_second, r->n_prompt_tokens, r->n_generated_tokens, r->total_ms,
+           load_ms);
+    cJSON_free(text);
+    return 0;
 }
 
 int lmx_cli_generate(int argc, char **argv) {
-    lmx_cli_lm_args a;
-    int rc = lmx_cli_lm_parse(argc, argv, &a, usage);
-    if (rc >= 0) {
-        lmx_cli_lm_args_free(&a);
-        return rc;
-    }
-    if (a.max_tokens < 0) a.max_tokens = 100;
-    if (a.temp != 0) {
-        fprintf(stderr, "lmx generate: only --temp 0 (greedy) is supported until the sampler lands\n");
-        lmx_cli_lm_args_free(&a);
-        return 2;
-    }
-    if ((long)a.n_prompt + a.max_tokens > 0x7fffffff) {
-        fprintf(stderr, "lmx generate: prompt + --max-tokens is too long\n");
-        lmx_cli_lm_args_free(&a);
-        return 2;
-    }
-    lmx_lm *lm = NULL;
-    lmx_kv *kv = NULL;
-    float *logits = NULL;
-    int32_t *out = NULL;
-    long n_out = 0;
-    const char *finish = "length";
-    lmx_status st = lmx_cli_lm_open(&a, &lm);
-    if (st == LMX_OK) st = lmx_kv_create(lm, (int)(a.n_prompt + (a.max_tokens > 0 ? a.max_tokens : 1)), &kv);
-    if (st == LMX_OK) {
-        logits = malloc((size_t)lmx_lm_vocab_size(lm) * sizeof *logits);
-        out = malloc((size_t)(a.max_tokens > 0 ? a.max_tokens : 1) * sizeof *out);
-        if (!logits || !out) st = LMX_ERR_OUT_OF_MEMORY;
-    }
-    if (st == LMX_OK && a.max_tokens > 0) {
-        st = lmx_lm_forward(lm, kv, a.prompt, (int)a.n_prompt, logits);
-        while (st == LMX_OK) {
-            int32_t next = argmax(logits, lmx_lm_vocab_size(lm));
-            if (lmx_lm_is_eos(lm, next)) {
-                finish = "stop";
-                break;
+    const char *model = NULL, *prompt = NULL;
+    int32_t *prompt_ids = NULL;
+    size_t n_prompt_ids = 0;
+    bool json = false;
+    lmx_cli_gen g;
+    lmx_cli_gen_init(&g);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int r;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            free(prompt_ids);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--prompt") && v) {
+            prompt = v;
+            i++;
+        } else if (!strcmp(a, "--prompt-ids") && v) {
+            free(prompt_ids);
+            if (!lmx_cli_parse_ids(v, &prompt_ids, &n_prompt_ids)) {
+                fprintf(stderr, "lmx generate: --prompt-ids must be a comma-separated list of token ids\n");
+                return 2;
             }
-            out[n_out++] = next;
-            if (n_out >= a.max_tokens) break;
-            st = lmx_lm_forward(lm, kv, &next, 1, logits);
-        }
-    }
-    if (st == LMX_OK) {
-        if (a.json) {
-            printf("{\"token_ids\": [");
-            for (long i = 0; i < n_out; i++) printf("%s%d", i ? ", " : "", out[i]);
-            printf("], \"text\": \"\", \"finish_reason\": \"%s\", \"prompt_tokens\": %zu, \"completion_tokens\": %ld}\n",
-                   finish, a.n_prompt, n_out);
+            i++;
+        } else if ((r = lmx_cli_gen_option("generate", a, v, &g)) != 0) {
+            if (r == 2) {
+                free(prompt_ids);
+                return 2;
+            }
+            if (strcmp(a, "--no-mmap")) i++;
+        } else if (a[0] != '-' && !model) {
+            model = a;
         } else {
-            for (long i = 0; i < n_out; i++) printf("%s%d", i ? " " : "", out[i]);
-            printf("\n");
+            fprintf(stderr, "lmx generate: unexpected argument '%s'\n", a);
+            usage(stderr);
+            free(prompt_ids);
+            return 2;
         }
     }
-    free(logits);
-    free(out);
-    lmx_kv_destroy(kv);
-    lmx_lm_close(lm);
-    lmx_cli_lm_args_free(&a);
-    return st == LMX_OK ? 0 : lmx_cli_fail(st);
+    if (!model || (!prompt) == (!prompt_ids)) {
+        fprintf(stderr, "lmx generate: MODEL and one of --prompt / --prompt-ids are required\n");
+        usage(stderr);
+        free(prompt_ids);
+        return 2;
+    }
+    /* token ids: the context needs exactly prompt + max_tokens positions (no 4096-position cache
+     * for a 24-token continuation); text: the default context unless --ctx */
+    if (prompt_ids && !g.ctx_given && g.opt.max_tokens >= 0 && n_prompt_ids + (size_t)g.opt.max_tokens < 0x7fffffff)
+        g.cfg.max_context_length = (int)(n_prompt_ids + (size_t)g.opt.max_tokens) + 1;
+    g.cfg.max_cached_models = 1;
+
+    lmx_runtime *rt = NULL;
+    lmx_status st = lmx_runtime_create(&g.cfg, &rt);
+    if (st == LMX_OK) st = lmx_model_load(rt, model, NULL);
+    lmx_metrics lm;
+    double load_ms = st == LMX_OK && lmx_metrics_get(rt, model, &lm) == LMX_OK ? lm.load_ms : 0;
+    out_text t = {.stream = !json};
+    lmx_gen_result res;
+    memset(&res, 0, sizeof res);
+    int32_t *out = NULL;
+    size_t n_out = 0;
+    if (st == LMX_OK && !prompt_ids) /* the same tokenization lmx_generate_stream does (BOS rule) */
+        st = lmx_tokenize(rt, model, prompt, true, &prompt_ids, &n_prompt_ids);
+    if (st == LMX_OK)
+        st = lmx_generate_ids(rt, model, prompt_ids, n_prompt_ids, &g.opt, on_piece, &t, &out, &n_out, &res);
+    if (t.oom) st = LMX_ERR_OUT_OF_MEMORY;
+    int rc = 0;
+    if (st != LMX_OK) {
+        if (t.len && !json) putchar('\n');
+        rc = lmx_cli_fail(st);
+    } else if (json) {
+        rc = print_json(out, n_out, &t, &res, load_ms);
+    } else {
+        if (t.len == 0 && n_out > 0) /* no tokenizer: show the ids */
+            for (size_t i = 0; i < n_out; i++) printf("%s%d", i ? " " : "", out[i]);
+        putchar('\n');
+    }
+    lmx_free(out);
+    free(t.p);
+    free(prompt_ids); /* from lmx_cli_parse_ids or lmx_tokenize: both malloc */
+    lmx_runtime_destroy(rt);
+    return rc;
 }

@@ -1,6 +1,7 @@
 /* cmd_run.c — `lmx run MODEL [PROMPT]`: chat with streaming output. With PROMPT: one turn; without:
  * an interactive conversation on stdin (one message per line; /bye or end of input quits). */
 #include "cli.h"
+#include "gen_opts.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +9,13 @@
 #include <unistd.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lmx run MODEL [PROMPT] [--system TEXT] [--temp T] [--top-p P] [--top-k K] [--min-p P]\n"
-               "                [--max-tokens N] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--verbose]\n"
-               "MODEL is a registered name or a model directory. Without PROMPT, reads one message per line.\n");
+    fprintf(f, "usage: lmx run MODEL [PROMPT] [--system TEXT] [--verbose] [options]\n"
+               "MODEL is a registered name or a model directory. The conversation is rendered with the\n"
+               "model's chat template. Without PROMPT: interactive, one message per line (/bye or end of\n"
+               "input quits).\n"
+               "  --system TEXT             a system message first\n"
+               "  --verbose                 timings after each reply (stderr)\n%s",
+            lmx_cli_gen_help);
 }
 
 typedef struct reply {
@@ -66,6 +71,13 @@ static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_op
     reply r = {0};
     lmx_gen_result res;
     lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, on_text, &r, &res);
+    if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
+        /* a base model (no template): continue the last message as raw text, as mlx-lm does */
+        static bool warned;
+        if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
+        warned = true;
+        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, on_text, &r, &res);
+    }
     putchar('\n');
     if (st != LMX_OK) {
         free(r.text);
@@ -82,14 +94,12 @@ static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_op
 
 int lmx_cli_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL;
-    const char *stops[16];
-    int n_stop = 0;
     bool verbose = false;
-    lmx_gen_options o = lmx_gen_options_default();
+    lmx_cli_gen g;
+    lmx_cli_gen_init(&g);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
-        long l;
+        int r;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -98,31 +108,9 @@ int lmx_cli_run(int argc, char **argv) {
         } else if (!strcmp(a, "--system") && v) {
             system = v;
             i++;
-        } else if (!strcmp(a, "--stop") && v && n_stop < 16) {
-            stops[n_stop++] = v;
-            i++;
-        } else if (!strcmp(a, "--temp") && lmx_cli_parse_float(v, &d)) {
-            o.temperature = (float)d;
-            i++;
-        } else if (!strcmp(a, "--top-p") && lmx_cli_parse_float(v, &d)) {
-            o.top_p = (float)d;
-            i++;
-        } else if (!strcmp(a, "--min-p") && lmx_cli_parse_float(v, &d)) {
-            o.min_p = (float)d;
-            i++;
-        } else if (!strcmp(a, "--repetition-penalty") && lmx_cli_parse_float(v, &d)) {
-            o.repetition_penalty = (float)d;
-            i++;
-        } else if (!strcmp(a, "--top-k") && lmx_cli_parse_int(v, &l)) {
-            o.top_k = (int)l;
-            i++;
-        } else if (!strcmp(a, "--max-tokens") && lmx_cli_parse_int(v, &l)) {
-            o.max_tokens = (int)l;
-            i++;
-        } else if (!strcmp(a, "--seed") && lmx_cli_parse_int(v, &l)) {
-            o.seed = (uint64_t)l;
-            o.use_seed = true;
-            i++;
+        } else if ((r = lmx_cli_gen_option("run", a, v, &g)) != 0) {
+            if (r == 2) return 2;
+            if (strcmp(a, "--no-mmap")) i++;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else if (a[0] != '-' && !prompt) {
@@ -136,10 +124,10 @@ int lmx_cli_run(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    o.stop = stops;
-    o.n_stop = n_stop;
+    const lmx_gen_options *o = &g.opt;
+    g.cfg.max_cached_models = 1;
     lmx_runtime *rt = NULL;
-    lmx_status st = lmx_runtime_create(NULL, &rt);
+    lmx_status st = lmx_runtime_create(&g.cfg, &rt);
     if (st != LMX_OK) return lmx_cli_fail(st);
     if ((st = lmx_model_load(rt, model, NULL)) != LMX_OK) {
         lmx_runtime_destroy(rt);
@@ -149,7 +137,7 @@ int lmx_cli_run(int argc, char **argv) {
     int rc = 0;
     if (system && !push(&h, "system", system)) rc = 1;
     if (!rc && prompt) {
-        rc = push(&h, "user", prompt) ? turn(rt, model, &h, &o, verbose) : 1;
+        rc = push(&h, "user", prompt) ? turn(rt, model, &h, o, verbose) : 1;
     } else if (!rc) {
         bool tty = isatty(0);
         char *line = NULL;
@@ -161,7 +149,7 @@ int lmx_cli_run(int argc, char **argv) {
             while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
             if (!strcmp(line, "/bye")) break;
             if (n == 0) continue;
-            if (!push(&h, "user", line) || (rc = turn(rt, model, &h, &o, verbose)) != 0) break;
+            if (!push(&h, "user", line) || (rc = turn(rt, model, &h, o, verbose)) != 0) break;
         }
         free(line);
     }

@@ -9,7 +9,11 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
-    {"generate", lmx_cli_generate, "greedy continuation of token ids (--prompt-ids, --max-tokens)"},
+    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
+    {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
+    {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
+    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
+    {"generate", lmx_cli_generate, "complete a text prompt or token ids (sampling, --stop, --json with metrics)"},
     {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"version", lmx_cli_version, "print the version"},
     {"run", lmx_cli_run, "chat with a model (streaming; interactive without a prompt)"},

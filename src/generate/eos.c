@@ -1,10 +1,12 @@
 /* eos.c — EOS id set from generation_config.json / config.json / tokenizer (see eos.h). */
 #include "generate/eos.h"
+#include "util/json.h"
 #include "util/error.h"
 #include "util/fs.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void add(int32_t id, int32_t *ids, int cap, int *n) {
     if (id < 0) return;
@@ -40,7 +42,7 @@ static lmx_status parse(const char *dir, const char *name, cJSON **root) {
     char *text = NULL;
     lmx_status st = lmx_fs_read_file(p, 16u << 20, &text, NULL);
     if (st == LMX_OK) {
-        *root = cJSON_Parse(text);
+        *root = lmx_json_parse(text, strlen(text), NULL);
         if (!*root) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", p);
     }
     free(text);

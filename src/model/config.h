@@ -96,7 +96,7 @@ typedef struct lmx_model_config {
     bool fused_gate_up;      /* phi3: mlp.gate_up_proj */
     lmx_activation act;
 
-    bool embed_scale_sqrt_hidden; /* gemma: embeddings *= sqrt(hidden) (rounded to the weight dtype) */
+    bool embed_scale_sqrt_hidden; /* gemma: embeddings *= sqrt(hidden) (fp32, as transformers in fp32) */
     float attn_scale;             /* head_dim^-0.5, or query_pre_attn_scalar^-0.5 */
     float attn_logit_softcap;     /* 0 = none */
     float final_logit_softcap;    /* 0 = none */

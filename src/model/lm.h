@@ -59,16 +59,40 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
  * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
-/* A KV cache for up to max_ctx positions (clamped to max_position_embeddings when that is smaller
- * is NOT done: longer contexts are allowed, as in HF). Also owns the forward scratch buffers. */
+/* What a model directory will cost, from config.json and the safetensors headers, without binding
+ * or touching tensor data (for memory budgets before loading). */
+typedef struct lmx_lm_probe_info {
+    lmx_arch arch;
+    char model_type[32];
+    int n_layers, hidden_size, vocab_size;
+    int64_t max_position;        /* max_position_embeddings */
+    int quant_bits, group_size;  /* config.json's quantization block; 0 = none */
+    int64_t n_params;            /* logical parameters (quantized weights counted unpacked) */
+    uint64_t weight_bytes;       /* bytes of all tensors as stored (what the CPU backend maps) */
+    uint64_t kv_bytes_per_position;
+    int32_t eos_ids[16];
+    int n_eos;                   /* capped at 16 */
+} lmx_lm_probe_info;
+
+/* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */
+lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
+
+/* A KV cache for up to max_ctx positions (fp32, all layers; max_ctx may exceed
+ * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
+ * caller needs its own. */
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);
+/* Same with an explicit prefill chunk (rows per backend call, 0 = default 128). Sliding-window
+ * layers keep only window + chunk - 1 positions (a ring), so a smaller chunk saves memory. */
+lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out);
 void lmx_kv_destroy(lmx_kv *kv); /* NULL-safe */
 void lmx_kv_reset(lmx_kv *kv);   /* forget all positions */
 int lmx_kv_pos(const lmx_kv *kv);      /* positions filled = position of the next token */
 int lmx_kv_capacity(const lmx_kv *kv);
-/* Keeps the first n positions (n <= lmx_kv_pos): for prompt-prefix reuse. */
+/* Keeps the first n positions (n <= lmx_kv_pos): for prompt-prefix reuse. With sliding-window
+ * layers this fails with LMX_ERR_UNSUPPORTED once the ring no longer holds the window before n
+ * (then reset and re-run the prefix). */
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n);
-/* Bytes held by the cache and scratch. */
+/* Bytes held by the cache and scratch (sliding layers hold window + chunk - 1 positions). */
 uint64_t lmx_kv_bytes(const lmx_kv *kv);
 
 /* Appends n >= 1 tokens at the cache's current position (prefill when n > 1, decode when n == 1)

@@ -237,20 +237,11 @@ static lmx_status bind_all(binder *b) {
     lmx_status st;
     snprintf(m, sizeof m, "%sembed_tokens", b->prefix);
     if ((st = bind_one(b, m, V, H, false, &lm->embed))) return st;
-    /* gemma: embeddings *= sqrt(hidden), a constant rounded to the embedding's dtype (HF casts the fp32
-     * scalar to weight.dtype; mlx-lm rounds to bf16) */
-    lm->embed_scale = 1.0f;
-    if (c->embed_scale_sqrt_hidden) {
-        float s = (float)sqrt((double)H);
-        snprintf(m, sizeof m, "%sembed_tokens.scales", b->prefix);
-        const lmx_tensor_view *sv = lmx_weights_find(lm->weights, m);
-        snprintf(m, sizeof m, "%sembed_tokens.weight", b->prefix);
-        const lmx_tensor_view *ev = lmx_weights_find(lm->weights, m);
-        lmx_dtype dt = sv ? sv->dtype : ev->dtype;
-        if (dt == LMX_DTYPE_BF16) s = lmx_bf16_to_f32(lmx_f32_to_bf16(s));
-        else if (dt == LMX_DTYPE_F16) s = lmx_f16_to_f32(lmx_f32_to_f16(s));
-        lm->embed_scale = s;
-    }
+    /* gemma: embeddings *= sqrt(hidden). HF multiplies by the fp32 constant cast to the compute dtype
+     * (embed_scale.to(weight.dtype)); lmx computes in fp32, so the constant stays fp32 — this is what
+     * transformers gives in fp32, our reference. (mlx-lm, computing in bf16, rounds it to bf16: a
+     * relative difference below 0.4 %.) */
+    lm->embed_scale = c->embed_scale_sqrt_hidden ? (float)sqrt((double)H) : 1.0f;
     snprintf(m, sizeof m, "%snorm.weight", b->prefix);
     if ((st = bind_vector(b, m, H, &lm->final_norm))) return st;
     /* output head: tied unless config says otherwise; absent key → tied iff lm_head.weight is absent */
@@ -423,4 +414,56 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weight
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
     const lmx_model_config *c = lm->cfg;
     return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+}
+
+/* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
+ * rows * (packed_cols * 32 / bits); scales/biases are not parameters */
+static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
+    int64_t n = 0;
+    size_t cnt = lmx_weights_count(w);
+    for (size_t i = 0; i < cnt; i++) {
+        const lmx_tensor_view *t = lmx_weights_get(w, i);
+        size_t len = strlen(t->name);
+        if (dropped_name(t->name)) continue;
+        if ((len > 7 && !strcmp(t->name + len - 7, ".scales")) || (len > 7 && !strcmp(t->name + len - 7, ".biases")))
+            continue;
+        if (t->dtype == LMX_DTYPE_U32 && t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight")) {
+            char module[512];
+            snprintf(module, sizeof module, "%.*s", (int)(len - 7), t->name);
+            lmx_quant_params qp = {4, 64};
+            if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
+            n += t->shape[0] * (t->shape[1] * 32 / qp.bits);
+            continue;
+        }
+        n += t->numel;
+    }
+    return n;
+}
+
+lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out) {
+    memset(out, 0, sizeof *out);
+    lmx_model_config *c = NULL;
+    lmx_weights *w = NULL;
+    lmx_status st = lmx_model_config_load(dir, &c);
+    if (st == LMX_OK) st = lmx_weights_open(dir, true, &w);
+    if (st == LMX_OK) {
+        out->arch = c->arch;
+        snprintf(out->model_type, sizeof out->model_type, "%s", c->model_type);
+        out->n_layers = c->n_layers;
+        out->hidden_size = c->hidden_size;
+        out->vocab_size = c->vocab_size;
+        out->max_position = c->max_position_embeddings;
+        if (c->quantized) {
+            out->quant_bits = c->quant.bits;
+            out->group_size = c->quant.group_size;
+        }
+        out->n_params = count_params(c, w);
+        out->weight_bytes = lmx_weights_total_bytes(w);
+        out->kv_bytes_per_position =
+            2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+        for (int i = 0; i < c->n_eos && i < 16; i++) out->eos_ids[out->n_eos++] = c->eos_ids[i];
+    }
+    lmx_weights_close(w);
+    lmx_model_config_free(c);
+    return st;
 }

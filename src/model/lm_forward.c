@@ -21,24 +21,37 @@
 
 #define KV_CHUNK 128 /* prefill rows per backend call */
 
-lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) {
+lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
+
+lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     *out = NULL;
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
+    if (chunk < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: chunk %d", chunk);
+    if (chunk == 0) chunk = KV_CHUNK;
     const lmx_model_config *c = lm->cfg;
     lmx_backend *be = lm->be;
     lmx_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
     kv->lm = lm;
     kv->capacity = max_ctx;
-    kv->chunk = max_ctx < KV_CHUNK ? max_ctx : KV_CHUNK;
+    kv->chunk = max_ctx < chunk ? max_ctx : chunk;
     const size_t C = (size_t)kv->chunk, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
     const size_t NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D, I = (size_t)c->intermediate_size;
     kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
     kv->posv = calloc(C, sizeof *kv->posv);
-    lmx_status st = (kv->k && kv->v && kv->posv) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
-    const size_t per_layer = NKV * (size_t)max_ctx;
+    kv->slots = calloc((size_t)c->n_layers, sizeof *kv->slots);
+    lmx_status st =
+        (kv->k && kv->v && kv->posv && kv->slots) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
+    size_t cache_floats = 0;
     for (int l = 0; st == LMX_OK && l < c->n_layers; l++) {
+        /* a sliding layer only ever needs the last window positions plus one chunk being written */
+        int64_t slots = max_ctx;
+        if (lm->layers[l].sliding && (int64_t)c->sliding_window + kv->chunk - 1 < slots)
+            slots = (int64_t)c->sliding_window + kv->chunk - 1;
+        kv->slots[l] = (int)slots;
+        size_t per_layer = NKV * (size_t)slots;
+        cache_floats += 2 * per_layer;
         st = be->ops->buf_alloc(be, per_layer, &kv->k[l]);
         if (st == LMX_OK) st = be->ops->buf_alloc(be, per_layer, &kv->v[l]);
     }
@@ -57,7 +70,7 @@ lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
-    kv->bytes = (2 * per_layer * (size_t)c->n_layers + scratch) * sizeof(float);
+    kv->bytes = (cache_floats + scratch) * sizeof(float);
     *out = kv;
     return LMX_OK;
 }
@@ -74,6 +87,7 @@ void lmx_kv_destroy(lmx_kv *kv) {
     free(kv->k);
     free(kv->v);
     free(kv->posv);
+    free(kv->slots);
     free(kv);
 }
 
@@ -84,6 +98,18 @@ uint64_t lmx_kv_bytes(const lmx_kv *kv) { return kv->bytes; }
 
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
     if (n < 0 || n > kv->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv truncate to %d of %d", n, kv->pos);
+    /* ring layers: the window before n must not have been overwritten (position j survives while
+     * j >= pos - slots) */
+    const lmx_model_config *c = kv->lm->cfg;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (kv->slots[l] >= kv->capacity) continue;
+        int need = n - c->sliding_window > 0 ? n - c->sliding_window : 0;
+        if (need < kv->pos - kv->slots[l])
+            return lmx_error(LMX_ERR_UNSUPPORTED,
+                             "kv truncate to %d: the sliding-window cache no longer holds position %d (reset and "
+                             "re-run the prefix)",
+                             n, need);
+    }
     kv->pos = n;
     return LMX_OK;
 }
@@ -117,12 +143,12 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
     TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
     TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
-    TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->capacity, kv->posv));
+    TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->slots[l], kv->posv));
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = NH,
                           .n_kv_heads = NKV,
                           .head_dim = D,
-                          .capacity = kv->capacity,
+                          .capacity = kv->slots[l],
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap};

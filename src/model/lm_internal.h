@@ -34,8 +34,9 @@ struct lmx_lm {
 
 struct lmx_kv {
     lmx_lm *lm;
-    int capacity, pos, chunk;
-    lmx_buf **k, **v;        /* [n_layers] each [n_kv][capacity][head_dim] */
+    int capacity, pos, chunk; /* capacity: positions; chunk: max rows per backend call */
+    int *slots;              /* [n_layers] ring slots: capacity, or window + chunk - 1 on sliding layers */
+    lmx_buf **k, **v;        /* [n_layers] each [n_kv][slots[l]][head_dim] */
     lmx_buf *x, *xn;         /* [chunk, hidden] */
     lmx_buf *q, *att;        /* [chunk, H*D] */
     lmx_buf *kk, *vv;        /* [chunk, KV*D] */

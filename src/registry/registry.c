@@ -1,5 +1,6 @@
 /* registry.c — models directory, registry.json (atomic, locked), file checksums (see registry.h). */
 #include "registry/registry.h"
+#include "util/json.h"
 #include "registry/sha256.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -122,7 +123,7 @@ static int reg_find(const reg *r, const char *id) {
 }
 
 static lmx_status parse(const char *path, const char *text, reg *r) {
-    cJSON *root = cJSON_Parse(text);
+    cJSON *root = lmx_json_parse(text, strlen(text), NULL);
     if (!root) return lmx_error(LMX_ERR_IO, "%s: not valid JSON", path);
     lmx_status st = LMX_OK;
     cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");

@@ -60,6 +60,8 @@ typedef struct lmx_engine_info {
     int32_t eos_ids[LMX_ENGINE_MAX_EOS]; /* generation_config.json, else config.json, else tokenizer */
     int n_eos;
     bool has_chat_template;
+    bool no_tokenizer;         /* the model has no tokenizer: ids only (tokenize/chat fail, the
+                                  detokenizer yields no text, lmx_detokenize → UNSUPPORTED) */
 } lmx_engine_info;
 
 typedef struct lmx_engine {

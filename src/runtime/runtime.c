@@ -419,7 +419,9 @@ LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const i
     const lmx_engine_info *info = lmx_cache_entry_info(e);
     lmx_engine_detok *d = NULL;
     text_buf b = {0};
-    if ((st = eng->detok_create(lmx_cache_entry_model(e), &d)) == LMX_OK) {
+    if (info->no_tokenizer)
+        st = lmx_error(LMX_ERR_UNSUPPORTED, "lmx_detokenize: model %s has no tokenizer", model_id);
+    else if ((st = eng->detok_create(lmx_cache_entry_model(e), &d)) == LMX_OK) {
         const char *piece;
         size_t len;
         for (size_t i = 0; i <= n && st == LMX_OK; i++) {

@@ -3,7 +3,7 @@
  * naming the file and the tensor, and mmap/read-in give identical views. */
 #include "lmx_test.h"
 #include "formats/safetensors.h"
-#include "st_writer.h"
+#include "st_build.h"
 
 #include <stdint.h>
 #include <stdlib.h>

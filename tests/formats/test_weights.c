@@ -3,7 +3,7 @@
  * wrong file, a tensor in two files, no weight files). */
 #include "lmx_test.h"
 #include "formats/safetensors.h"
-#include "st_writer.h"
+#include "st_build.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>

@@ -53,8 +53,9 @@ static void test_packer_layout(void) {
     for (int k = 0; k < 8; k++) CHECK_EQ_INT((v >> (3 * k)) & 7, k);
 }
 
-static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias) {
-    const int rows = 37, cols = 256, T = be == be3 ? 6 : 3; /* 6: the blocked prefill path; 3: per-group path */
+/* T >= 4: the blocked prefill path; T < 4: the per-row (fused decode+dot) path */
+static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias, int T) {
+    const int rows = 37, cols = 256;
     float *w = malloc((size_t)rows * cols * sizeof *w);
     for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 7 == 0 ? 2.0f : 0.5f) + (i % 13 == 0 ? 0.7f : 0.0f);
     qmat q = quantize(w, rows, cols, bits, gs);
@@ -119,8 +120,11 @@ static void test_quant_matmul_all(void) {
     static const int bits[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
     for (int b = 0; b < 6; b++)
         for (int g = 0; g < 3; g++) {
-            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 0);
-            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1);
+            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 0, 3);
+            check_quant(be1, bits[b], gss[g], (b + g) % 2 == 1, 5);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1, 1);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 0, 2);
+            check_quant(be3, bits[b], gss[g], (b + g) % 2 == 1, 6);
         }
 }
 
@@ -165,10 +169,10 @@ static void test_quant_bf16_scales(void) {
 }
 
 static void test_dense_matmul_dtypes(void) {
-    const int rows = 33, cols = 40, T = 5;
+    const int rows = 33, cols = 40;
     float w[33 * 40], x[5 * 40], bias[33];
     for (int i = 0; i < rows * cols; i++) w[i] = frand();
-    for (int i = 0; i < T * cols; i++) x[i] = frand();
+    for (int i = 0; i < 5 * cols; i++) x[i] = frand();
     for (int i = 0; i < rows; i++) bias[i] = frand();
     uint16_t wb[33 * 40 + 1], wh[33 * 40 + 1];
     /* store at an odd byte offset: data may be unaligned */
@@ -182,8 +186,10 @@ static void test_dense_matmul_dtypes(void) {
         lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols,
                              .dtype = (lmx_wdtype)dt, .bias = bias, .bias_dtype = LMX_W_F32};
         d.data = dt == 0 ? (const void *)(unal + 1) : dt == 1 ? (const void *)wh : (const void *)wb;
-        for (int bi = 0; bi < 2; bi++) {
-            lmx_backend *be = bi ? be3 : be1;
+        /* T = 1: fused half-precision decode path; 2: per-row path; 5: blocked prefill path */
+        for (int bi = 0; bi < 6; bi++) {
+            lmx_backend *be = bi % 2 ? be3 : be1;
+            const int T = bi < 2 ? 1 : bi < 4 ? 2 : 5;
             lmx_bweight *bw = NULL;
             CHECK(be->ops->weight_upload(be, &d, &bw) == LMX_OK);
             lmx_buf *bx = buf_from(be, x, (size_t)T * cols), *by = buf_from(be, NULL, (size_t)T * rows);
@@ -361,7 +367,15 @@ static void attn_ref(const float *q, const float *kc, const float *vc, const lmx
         }
 }
 
+/* ring > 0: the backend cache is a ring of `ring` slots (position j in slot j % ring), checked
+ * against the same reference over a full cache */
+static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring);
+
 static void check_attention(int n_heads, int n_kv, int window, float softcap, int offset) {
+    check_attention_ring(n_heads, n_kv, window, softcap, offset, 0);
+}
+
+static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring) {
     const int T = 5, D = 8, cap = 64;
     lmx_attn_params p = {.n_tokens = T, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = D, .capacity = cap,
                          .window = window, .scale = 0.35f, .softcap = softcap};
@@ -395,13 +409,29 @@ static void check_attention(int n_heads, int n_kv, int window, float softcap, in
     double ref[5 * 8 * 8];
     attn_ref(q, kr, vr, &p, pos, ref);
     float out1[5 * 8 * 8], out3[5 * 8 * 8];
+    /* the backend's view: a ring of `ring` slots holding the same positions */
+    lmx_attn_params pb = p;
+    size_t bsz = csz;
+    float *kb = kc, *vb = vc;
+    if (ring > 0) {
+        pb.capacity = ring;
+        bsz = (size_t)n_kv * ring * D;
+        kb = calloc(bsz, sizeof *kb);
+        vb = calloc(bsz, sizeof *vb);
+        for (int h = 0; h < n_kv; h++)
+            for (int j = 0; j < offset; j++)
+                for (int d = 0; d < D; d++) {
+                    kb[((size_t)h * ring + j % ring) * D + d] = kc[((size_t)h * cap + j) * D + d];
+                    vb[((size_t)h * ring + j % ring) * D + d] = vc[((size_t)h * cap + j) * D + d];
+                }
+    }
     for (int bi = 0; bi < 2; bi++) {
         lmx_backend *be = bi ? be3 : be1;
-        lmx_buf *bkc = buf_from(be, kc, csz), *bvc = buf_from(be, vc, csz);
+        lmx_buf *bkc = buf_from(be, kb, bsz), *bvc = buf_from(be, vb, bsz);
         lmx_buf *bq = buf_from(be, q, (size_t)T * n_heads * D), *bk = buf_from(be, k, (size_t)T * n_kv * D);
         lmx_buf *bv = buf_from(be, v, (size_t)T * n_kv * D), *bo = buf_from(be, NULL, (size_t)T * n_heads * D);
-        CHECK(be->ops->kv_write(be, bkc, bvc, bk, bv, T, n_kv, D, cap, pos) == LMX_OK);
-        CHECK(be->ops->attention(be, bq, bkc, bvc, bo, &p, pos) == LMX_OK);
+        CHECK(be->ops->kv_write(be, bkc, bvc, bk, bv, T, n_kv, D, pb.capacity, pos) == LMX_OK);
+        CHECK(be->ops->attention(be, bq, bkc, bvc, bo, &pb, pos) == LMX_OK);
         be->ops->buf_read(be, bo, 0, bi ? out3 : out1, (size_t)T * n_heads * D);
         lmx_buf *bs[] = {bkc, bvc, bq, bk, bv, bo};
         for (int i = 0; i < 6; i++) be->ops->buf_free(be, bs[i]);
@@ -411,8 +441,23 @@ static void check_attention(int n_heads, int n_kv, int window, float softcap, in
         err = fmax(err, fabs(out1[i] - ref[i]));
         err = fmax(err, fabs(out3[i] - ref[i]));
     }
-    CHECK_MSG(err < 2e-5, "heads %d/%d window %d softcap %g offset %d: err %g", n_heads, n_kv, window, softcap, offset,
-              err);
+    CHECK_MSG(err < 2e-5, "heads %d/%d window %d softcap %g offset %d ring %d: err %g", n_heads, n_kv, window, softcap,
+              offset, ring, err);
+    if (ring > 0 && ring - 1 < window + T - 1) {
+        /* a ring one slot too small for window + T - 1 is refused */
+        lmx_attn_params small = pb;
+        small.capacity = ring - 1;
+        lmx_buf *q1 = buf_from(be1, q, (size_t)T * n_heads * D), *o1 = buf_from(be1, NULL, (size_t)T * n_heads * D);
+        lmx_buf *c1 = buf_from(be1, NULL, (size_t)n_kv * (ring - 1) * D);
+        CHECK(be1->ops->attention(be1, q1, c1, c1, o1, &small, pos) == LMX_ERR_INVALID_ARGUMENT);
+        be1->ops->buf_free(be1, q1);
+        be1->ops->buf_free(be1, o1);
+        be1->ops->buf_free(be1, c1);
+    }
+    if (ring > 0) {
+        free(kb);
+        free(vb);
+    }
     /* a position outside the cache is an error, not a crash */
     int32_t bad[5] = {0, 1, 2, 3, 64};
     lmx_buf *bq = buf_from(be1, q, (size_t)T * n_heads * D), *bo = buf_from(be1, NULL, (size_t)T * n_heads * D);
@@ -434,6 +479,8 @@ static void test_attention(void) {
     check_attention(4, 2, 3, 0, 10);  /* sliding window shorter than the context */
     check_attention(4, 2, 0, 5.0f, 3); /* attention logit softcap */
     check_attention(6, 3, 4, 2.0f, 0); /* window + softcap from position 0 */
+    check_attention_ring(4, 2, 6, 0, 40, 6 + 5 - 1); /* sliding window over a ring of window + T - 1 slots */
+    check_attention_ring(8, 2, 3, 4.0f, 17, 9);      /* larger ring than needed, wrapped positions */
 }
 
 static void test_activations(void) {

@@ -224,22 +224,19 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *src = w->data + (size_t)r * w->row_bytes;
         float b = w->bias ? w->bias[r] : 0.0f;
-        if (w->kind == LMX_WEIGHT_DENSE) {
+        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
+            /* decode: read the stored half-precision row once, converting in registers */
+            float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
+            m->y[r] = d + b;
+        } else if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(k, src, w->dtype, K, row);
             for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
-            k->quant_row(src, w->bits, K, row);
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
-            const int G = w->group_size;
-            for (int t = 0; t < m->T; t++) {
-                const float *xt = m->x + (size_t)t * K;
-                const float *xs = m->xsum + (size_t)t * w->groups;
-                float acc = 0.0f;
-                for (int g = 0; g < w->groups; g++)
-                    acc += s[g] * k->dot(xt + (size_t)g * G, row + (size_t)g * G, G) + bb[g] * xs[g];
-                m->y[(size_t)t * w->rows + r] = acc + b;
-            }
+            for (int t = 0; t < m->T; t++)
+                m->y[(size_t)t * w->rows + r] = k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s,
+                                                        bb, m->xsum + (size_t)t * w->groups, row) + b;
         }
     }
 }
@@ -425,17 +422,18 @@ static lmx_status cpu_rope_impl(lmx_backend *be, lmx_buf *x, int T, int n_heads,
 static lmx_status cpu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
                                int n_kv, int head_dim, int capacity, const int32_t *pos) {
     (void)be;
+    if (capacity < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: capacity %d", capacity);
     size_t per = (size_t)n_kv * capacity * head_dim;
     CHECK_RANGE(kc, 0, per, "kv_write k cache");
     CHECK_RANGE(vc, 0, per, "kv_write v cache");
     CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
     CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
     for (int t = 0; t < T; t++) {
-        if (pos[t] < 0 || pos[t] >= capacity)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d outside the cache of %d", pos[t],
-                             capacity);
+        if (pos[t] < 0)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: negative position %d", pos[t]);
         for (int h = 0; h < n_kv; h++) {
-            size_t dst = ((size_t)h * capacity + pos[t]) * head_dim, src = ((size_t)t * n_kv + h) * head_dim;
+            size_t dst = ((size_t)h * capacity + (size_t)(pos[t] % capacity)) * head_dim;
+            size_t src = ((size_t)t * n_kv + h) * head_dim;
             memcpy(kc->data + dst, k->data + src, (size_t)head_dim * sizeof(float));
             memcpy(vc->data + dst, v->data + src, (size_t)head_dim * sizeof(float));
         }
@@ -456,29 +454,29 @@ typedef struct attn_ctx {
 static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
     attn_ctx *a = vctx;
     const lmx_attn_params *p = a->p;
-    const int D = p->head_dim, group = p->n_heads / p->n_kv_heads;
-    float *sc = a->c->scratch[thread]; /* [capacity] scores, then [D] accumulator */
+    const int D = p->head_dim, group = p->n_heads / p->n_kv_heads, cap = p->capacity;
+    float *sc = a->c->scratch[thread]; /* [capacity] scores of positions lo..pt, then [D] accumulator */
     for (int64_t i = i0; i < i1; i++) {
         int t = (int)(i / p->n_heads), h = (int)(i % p->n_heads), kh = h / group;
         int pt = a->pos[t];
         int lo = p->window > 0 && pt - p->window + 1 > 0 ? pt - p->window + 1 : 0;
         const float *q = a->q + ((size_t)t * p->n_heads + h) * D;
-        const float *K = a->kc + (size_t)kh * p->capacity * D, *V = a->vc + (size_t)kh * p->capacity * D;
+        const float *K = a->kc + (size_t)kh * cap * D, *V = a->vc + (size_t)kh * cap * D;
         float mx = -INFINITY;
         for (int j = lo; j <= pt; j++) {
-            float s = a->c->k.dot(q, K + (size_t)j * D, D) * p->scale;
+            float s = a->c->k.dot(q, K + (size_t)(j % cap) * D, D) * p->scale;
             if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
-            sc[j] = s;
+            sc[j - lo] = s;
             if (s > mx) mx = s;
         }
         float sum = 0;
-        for (int j = lo; j <= pt; j++) {
+        for (int j = 0; j <= pt - lo; j++) {
             sc[j] = expf(sc[j] - mx);
             sum += sc[j];
         }
-        float *acc = sc + p->capacity;
+        float *acc = sc + cap;
         memset(acc, 0, (size_t)D * sizeof(float));
-        for (int j = lo; j <= pt; j++) a->c->k.axpy(acc, V + (size_t)j * D, sc[j], D);
+        for (int j = lo; j <= pt; j++) a->c->k.axpy(acc, V + (size_t)(j % cap) * D, sc[j - lo], D);
         float *o = a->out + ((size_t)t * p->n_heads + h) * D;
         float inv = 1.0f / sum;
         for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
@@ -495,10 +493,20 @@ static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lm
     CHECK_RANGE(out, 0, qn, "attention out");
     CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
     CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
-    for (int t = 0; t < p->n_tokens; t++)
-        if (pos[t] < 0 || pos[t] >= p->capacity)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d", pos[t],
-                             p->capacity);
+    /* every key a query sees must still be in its slot: the newest position written by this call
+     * minus the oldest visible one must fit in the ring (full caches: positions < capacity) */
+    int max_pos = -1;
+    for (int t = 0; t < p->n_tokens; t++) {
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: negative position %d", pos[t]);
+        if (pos[t] > max_pos) max_pos = pos[t];
+    }
+    for (int t = 0; t < p->n_tokens; t++) {
+        int lo = p->window > 0 && pos[t] - p->window + 1 > 0 ? pos[t] - p->window + 1 : 0;
+        if (max_pos - lo >= p->capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                             "attention: positions %d..%d do not fit in a cache of %d slots (window %d)", lo, max_pos,
+                             p->capacity, p->window);
+    }
     lmx_status st = ensure_scratch(c, (size_t)p->capacity + (size_t)p->head_dim + 8);
     if (st != LMX_OK) return st;
     attn_ctx a = {c, q->data, kc->data, vc->data, out->data, p, pos};

@@ -33,8 +33,38 @@ static void f16_scalar(const uint8_t *src, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; i++) dst[i] = lmx_cpu_f16(src + 2 * i);
 }
 
-static const lmx_cpu_kernels scalar_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
-                                           lmx_cpu_quant_decode_row};
+/* fused convert + dot with the same accumulation order as dot_scalar (so bitwise equal to it) */
+static float dot_bf16_scalar(const float *x, const uint8_t *w, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j] * lmx_cpu_bf16(w + 2 * (i + j));
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += x[i] * lmx_cpu_bf16(w + 2 * i);
+    return r;
+}
+
+static float dot_f16_scalar(const float *x, const uint8_t *w, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j] * lmx_cpu_f16(w + 2 * (i + j));
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += x[i] * lmx_cpu_f16(w + 2 * i);
+    return r;
+}
+
+static float qdot_scalar(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
+                         const float *b, const float *xsum, float *tmp) {
+    lmx_cpu_quant_decode_row(row, bits, (int64_t)gs * groups, tmp);
+    float acc = 0.0f;
+    for (int g = 0; g < groups; g++) acc += s[g] * dot_scalar(x + (size_t)g * gs, tmp + (size_t)g * gs, gs) + b[g] * xsum[g];
+    return acc;
+}
+
+static const lmx_cpu_kernels scalar_set = {"scalar",       dot_scalar,     dot4_scalar, axpy_scalar,
+                                           dot_bf16_scalar, dot_f16_scalar, bf16_scalar, f16_scalar,
+                                           lmx_cpu_quant_decode_row, qdot_scalar};
 
 /* ---- AVX2 + FMA + F16C ---- */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -108,6 +138,46 @@ LMX_AVX2 static void axpy_avx2(float *y, const float *x, float a, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+LMX_AVX2 static inline __m256 load_bf16x8(const uint8_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+LMX_AVX2 static inline __m256 load_f16x8(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+/* same accumulation pattern as dot_avx2 (4 accumulators over 32, then 8, then scalar) */
+LMX_AVX2 static float dot_bf16_avx2(const float *x, const uint8_t *w, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16x8(w + 2 * i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_bf16x8(w + 2 * (i + 8)), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_bf16x8(w + 2 * (i + 16)), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_bf16x8(w + 2 * (i + 24)), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16x8(w + 2 * i), s0);
+    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) r += x[i] * lmx_cpu_bf16(w + 2 * i);
+    return r;
+}
+
+LMX_AVX2 static float dot_f16_avx2(const float *x, const uint8_t *w, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(w + 2 * i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16x8(w + 2 * (i + 8)), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_f16x8(w + 2 * (i + 16)), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_f16x8(w + 2 * (i + 24)), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(w + 2 * i), s0);
+    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) r += x[i] * lmx_cpu_f16(w + 2 * i);
+    return r;
+}
+
 LMX_AVX2 static void bf16_avx2(const uint8_t *src, int64_t n, float *dst) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -156,7 +226,50 @@ LMX_AVX2 static void quant_avx2(const uint8_t *row, int bits, int64_t n, float *
     lmx_cpu_quant_decode_row(row, bits, n, q);
 }
 
-static const lmx_cpu_kernels avx2_set = {"avx2", dot_avx2, dot4_avx2, axpy_avx2, bf16_avx2, f16_avx2, quant_avx2};
+/* fused decode + dot for 4 and 8 bits (codes converted in registers, one accumulator per group) */
+LMX_AVX2 static float qdot_avx2(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
+                                const float *b, const float *xsum, float *tmp) {
+    if (bits != 4 && bits != 8) {
+        quant_avx2(row, bits, (int64_t)gs * groups, tmp);
+        float acc = 0.0f;
+        for (int g = 0; g < groups; g++)
+            acc += s[g] * dot_avx2(x + (size_t)g * gs, tmp + (size_t)g * gs, gs) + b[g] * xsum[g];
+        return acc;
+    }
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0.0f;
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
+    for (int g = 0; g < groups; g++) {
+        const float *xg = x + (size_t)g * gs;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        if (bits == 4) {
+            const uint8_t *rg = row + (size_t)g * gs / 2;
+            for (int k = 0; k < gs; k += 16) {
+                uint32_t w0, w1;
+                memcpy(&w0, rg + k / 2, 4);
+                memcpy(&w1, rg + k / 2 + 4, 4);
+                __m256 q0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w0), shifts), mask));
+                __m256 q1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w1), shifts), mask));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
+            }
+        } else {
+            const uint8_t *rg = row + (size_t)g * gs;
+            for (int k = 0; k < gs; k += 16) {
+                __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k))));
+                __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k + 8))));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
+            }
+        }
+        total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_add_ps(a0, a1), total);
+        tail += b[g] * xsum[g];
+    }
+    return hsum256(total) + tail;
+}
+
+static const lmx_cpu_kernels avx2_set = {"avx2",        dot_avx2,     dot4_avx2, axpy_avx2, dot_bf16_avx2,
+                                         dot_f16_avx2,  bf16_avx2,    f16_avx2,  quant_avx2, qdot_avx2};
 
 #include <cpuid.h>
 
@@ -175,8 +288,9 @@ static bool have_avx2(void) {
     return (b & (1u << 5)) != 0;
 }
 #else
-static const lmx_cpu_kernels avx2_set = {"scalar", dot_scalar, dot4_scalar, axpy_scalar, bf16_scalar, f16_scalar,
-                                         lmx_cpu_quant_decode_row};
+static const lmx_cpu_kernels avx2_set = {"scalar",       dot_scalar,     dot4_scalar, axpy_scalar,
+                                         dot_bf16_scalar, dot_f16_scalar, bf16_scalar, f16_scalar,
+                                         lmx_cpu_quant_decode_row, qdot_scalar};
 static bool have_avx2(void) { return false; }
 #endif
 

@@ -15,9 +15,16 @@ typedef struct lmx_cpu_kernels {
     /* out[i] = Σ x·w[i*n…], i < 4; each row's result depends only on that row (not on the others) */
     void (*dot4)(const float *x, const float *w, int64_t n, float out[4]);
     void (*axpy)(float *y, const float *x, float a, int64_t n);    /* y += a·x */
+    /* Σ x·w for n bf16 / f16 weights read in place (unaligned); same result as converting then dot */
+    float (*dot_bf16)(const float *x, const uint8_t *w, int64_t n);
+    float (*dot_f16)(const float *x, const uint8_t *w, int64_t n);
     void (*bf16_row)(const uint8_t *src, int64_t n, float *dst);   /* n bf16 (unaligned) → f32 */
     void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
     void (*quant_row)(const uint8_t *row, int bits, int64_t n, float *q); /* LSB-first codes → f32 */
+    /* one quantized row · x: Σ_g s[g]·Σ_k x_k q_k + b[g]·xsum[g] over `groups` groups of gs;
+     * `tmp` is [groups*gs] scratch (used when no fused path exists for `bits`) */
+    float (*qdot)(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s, const float *b,
+                  const float *xsum, float *tmp);
 } lmx_cpu_kernels;
 
 /* Fills *k with the best set this CPU supports (scalar when allow_simd is false). */

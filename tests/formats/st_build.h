@@ -1,4 +1,4 @@
-/* st_writer.h — test-only helpers that build safetensors images in memory and files in a temp dir.
+/* st_build.h — test-only helpers that build safetensors images in memory and files in a temp dir.
  *
  * st_build(): a well-formed image from tensor specs (header not padded, so data is unaligned unless
  * the header happens to be a multiple of 8 long). st_raw(): an image from a literal header string

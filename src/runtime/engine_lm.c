@@ -1,0 +1,380 @@
+/* engine_lm.c — the engine seam (runtime/engine.h) over src/model, src/tokenizer and the chat
+ * template engine. See engine_lm.h for the documented choices. */
+#include "runtime/engine_lm.h"
+
+#include "generate/eos.h"
+#include "model/lm.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <cjson/cJSON.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The CUDA backend plugs in here when it is part of the tree (branch cuda: src/backend/cuda/):
+ * lmx_cuda_available() probes for a device, lmx_backend_cuda_create() gives the backend the model
+ * is bound to, lmx_cuda_utilization() feeds the monitor. Without it, there is never a GPU. */
+#if defined(__has_include)
+#if __has_include("backend/cuda/cuda_backend.h") && __has_include("backend/cuda/cuda_kernels.h")
+#define LMX_ENGINE_HAS_CUDA_HOOK 1
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#endif
+#endif
+
+struct lmx_engine_model {
+    char *dir;
+    lmx_lm *lm;
+    lmx_backend *gpu_backend;      /* owned when the model runs on the GPU (destroyed after lm) */
+    lmx_tokenizer *tok;            /* NULL: no tokenizer.json (id-level use only) */
+    lmx_chat_template *tmpl;       /* NULL: no template, or it failed to parse (tmpl_error says) */
+    char *tmpl_error;              /* why there is no usable template (malloc'd) */
+    lmx_status tmpl_status;
+    char *special_json;            /* {"bos_token": "...", ...} for the template context */
+    const char *bos_text;          /* the BOS token's text (points into tok), NULL if none */
+    size_t bos_len;
+};
+
+struct lmx_engine_kv {
+    lmx_lm *lm;
+    lmx_kv *kv;
+};
+
+struct lmx_engine_detok {
+    lmx_detok_stream *s; /* NULL: the model has no tokenizer, nothing is ever emitted */
+};
+
+/* ---- device selection ---- */
+
+bool lmx_engine_gpu_available(void) {
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+    int n = 0;
+    return lmx_cuda_available(&n) && n > 0;
+#else
+    return false;
+#endif
+}
+
+static atomic_flag g_auto_cpu_warned = ATOMIC_FLAG_INIT; /* the AUTO → CPU warning, once per process */
+
+/* Resolves opts->device to GPU or CPU. */
+static lmx_status pick_device(const lmx_engine_load_opts *opts, lmx_device *out) {
+    lmx_device want = opts ? opts->device : LMX_DEVICE_AUTO;
+    if (want == LMX_DEVICE_CPU) {
+        *out = LMX_DEVICE_CPU;
+        return LMX_OK;
+    }
+    bool gpu = lmx_engine_gpu_available();
+    if (want == LMX_DEVICE_GPU) {
+        if (!gpu)
+            return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE,
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+                             "device GPU requested but no usable CUDA device was found (use device CPU)"
+#else
+                             "device GPU requested but this build has no CUDA backend (use device CPU)"
+#endif
+            );
+        *out = LMX_DEVICE_GPU;
+        return LMX_OK;
+    }
+    if (gpu) {
+        *out = LMX_DEVICE_GPU;
+        return LMX_OK;
+    }
+    if (!atomic_flag_test_and_set(&g_auto_cpu_warned))
+        LMX_LOG_W("device AUTO: no usable GPU (%s); running on the CPU",
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+                  "no CUDA device found"
+#else
+                  "this build has no CUDA backend"
+#endif
+        );
+    *out = LMX_DEVICE_CPU;
+    return LMX_OK;
+}
+
+/* ---- probe / open / close ---- */
+
+static void copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_info *info) {
+    (void)ctx;
+    if (!dir || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
+    memset(info, 0, sizeof *info);
+    lmx_lm_probe_info p;
+    lmx_status st = lmx_lm_probe(dir, &p);
+    if (st != LMX_OK) return st;
+    copy_str(info->model_type, sizeof info->model_type, p.model_type);
+    info->n_params = p.n_params;
+    info->n_layers = p.n_layers;
+    info->hidden_size = p.hidden_size;
+    info->vocab_size = p.vocab_size;
+    info->quant_bits = p.quant_bits;
+    info->group_size = p.group_size;
+    info->weight_bytes = (int64_t)p.weight_bytes;
+    info->kv_bytes_per_token = (int64_t)p.kv_bytes_per_position;
+    info->max_position = p.max_position > 0x7fffffff ? 0x7fffffff : (int)p.max_position;
+    info->device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
+    info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;
+    memcpy(info->eos_ids, p.eos_ids, (size_t)info->n_eos * sizeof info->eos_ids[0]);
+    char *tj = lmx_fs_join(dir, "tokenizer.json");
+    info->no_tokenizer = !tj || !lmx_fs_is_file(tj);
+    free(tj);
+    return LMX_OK;
+}
+
+static void eng_close(lmx_engine_model *m) {
+    if (!m) return;
+    lmx_lm_close(m->lm);
+    if (m->gpu_backend) lmx_backend_destroy(m->gpu_backend);
+    lmx_chat_template_destroy(m->tmpl);
+    lmx_tokenizer_destroy(m->tok);
+    free(m->tmpl_error);
+    free(m->special_json);
+    free(m->dir);
+    free(m);
+}
+
+/* Loads tokenizer.json (when present), the chat template and the special-token variables. */
+static lmx_status open_text(lmx_engine_model *m, const char *dir) {
+    char *tj = lmx_fs_join(dir, "tokenizer.json");
+    if (!tj) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+    bool has_tok = lmx_fs_is_file(tj);
+    free(tj);
+    if (!has_tok) {
+        LMX_LOG_I("model %s has no tokenizer.json: token ids only (text generation and chat unavailable)", dir);
+        return LMX_OK;
+    }
+    lmx_status st = lmx_tokenizer_load(dir, &m->tok);
+    if (st != LMX_OK) return lmx_error_prefix(st, "%s/tokenizer.json", dir);
+    const char *bos = lmx_tokenizer_special_token(m->tok, LMX_TOK_BOS);
+    if (bos && *bos) {
+        m->bos_text = bos;
+        m->bos_len = strlen(bos);
+    }
+    char *src = NULL;
+    st = lmx_chat_template_load_dir(dir, &src, &m->special_json);
+    if (st == LMX_OK) st = lmx_chat_template_create(src, &m->tmpl);
+    free(src);
+    if (st == LMX_ERR_OUT_OF_MEMORY) return st;
+    if (st != LMX_OK) {
+        m->tmpl_status = st;
+        m->tmpl_error = strdup(lmx_last_error_detail());
+        if (!m->tmpl_error) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+        if (strstr(m->tmpl_error, "no chat template")) LMX_LOG_I("model %s: %s", dir, m->tmpl_error);
+        else LMX_LOG_W("model %s: chat template unusable: %s", dir, m->tmpl_error);
+    }
+    return LMX_OK;
+}
+
+static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_model **out,
+                           lmx_engine_info *info) {
+    if (!dir || !out || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
+    *out = NULL;
+    lmx_device dev = LMX_DEVICE_CPU;
+    lmx_status st = pick_device(opts, &dev);
+    if (st != LMX_OK) return st;
+    lmx_engine_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+    }
+    lmx_lm_options lo = {0};
+    lo.n_threads = opts ? opts->n_threads : 0;
+    lo.no_mmap = opts ? !opts->use_mmap : false;
+    lo.device = LMX_LM_DEVICE_CPU;
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+    if (dev == LMX_DEVICE_GPU) {
+        if ((st = lmx_backend_cuda_create(0, &m->gpu_backend)) != LMX_OK) goto fail;
+        lo.device = LMX_LM_DEVICE_GPU;
+        lo.backend = m->gpu_backend;
+    }
+#endif
+    if ((st = lmx_lm_open(dir, &lo, &m->lm)) != LMX_OK) goto fail;
+    if ((st = open_text(m, dir)) != LMX_OK) goto fail;
+
+    /* what the runtime reports: the probe's numbers plus what only an open model knows */
+    if ((st = eng_probe(ctx, dir, opts, info)) != LMX_OK) goto fail;
+    info->vocab_size = lmx_lm_vocab_size(m->lm);
+    info->weight_bytes = (int64_t)lmx_lm_weight_bytes(m->lm);
+    info->kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
+    info->device = dev;
+    info->no_tokenizer = m->tok == NULL;
+    info->has_chat_template = m->tmpl != NULL;
+    int32_t fallback = m->tok ? lmx_tokenizer_special_id(m->tok, LMX_TOK_EOS) : -1;
+    if ((st = lmx_eos_ids_read(dir, fallback, info->eos_ids, LMX_ENGINE_MAX_EOS, &info->n_eos)) != LMX_OK) goto fail;
+    if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)info->vocab_size)
+        LMX_LOG_W("model %s: the tokenizer knows %zu ids but the model only %d; prompts using the others fail", dir,
+                  lmx_tokenizer_vocab_size(m->tok), info->vocab_size);
+    *out = m;
+    return LMX_OK;
+fail:
+    eng_close(m);
+    return st;
+}
+
+/* ---- text ---- */
+
+static lmx_status no_tokenizer(const lmx_engine_model *m, const char *what) {
+    return lmx_error(LMX_ERR_UNSUPPORTED, "%s: model %s has no tokenizer.json (only token-id generation works)", what,
+                     m->dir);
+}
+
+static lmx_status eng_tokenize(lmx_engine_model *m, const char *text, size_t len, bool add_special, int32_t **ids,
+                               size_t *n) {
+    if (!m->tok) return no_tokenizer(m, "tokenize");
+    /* mlx-lm: a prompt that already starts with the BOS text gets no second BOS */
+    if (add_special && m->bos_text && len >= m->bos_len && !memcmp(text, m->bos_text, m->bos_len)) add_special = false;
+    return lmx_tokenizer_encode(m->tok, text, len, add_special, ids, n);
+}
+
+static lmx_status eng_chat_render(lmx_engine_model *m, const lmx_message *msgs, int n_msgs, char **out) {
+    *out = NULL;
+    if (!m->tok) return no_tokenizer(m, "chat");
+    if (!m->tmpl) {
+        if (m->tmpl_status == LMX_ERR_TEMPLATE || m->tmpl_status == LMX_OK)
+            return lmx_error(LMX_ERR_TEMPLATE, "model %s: %s", m->dir, m->tmpl_error ? m->tmpl_error : "no chat template");
+        return lmx_error(m->tmpl_status, "model %s: chat template: %s", m->dir, m->tmpl_error);
+    }
+    cJSON *arr = cJSON_CreateArray();
+    bool ok = arr != NULL;
+    for (int i = 0; ok && i < n_msgs; i++) {
+        cJSON *o = cJSON_CreateObject();
+        ok = o && cJSON_AddItemToArray(arr, o) && cJSON_AddStringToObject(o, "role", msgs[i].role) &&
+             cJSON_AddStringToObject(o, "content", msgs[i].content);
+    }
+    char *messages = ok ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    if (!messages) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat: cannot build the messages");
+    char *ctx = lmx_chat_template_context_json(m->special_json, messages, true, 0, NULL, NULL);
+    cJSON_free(messages);
+    if (!ctx) return lmx_error_prefix(LMX_ERR_OUT_OF_MEMORY, "chat: render context");
+    lmx_status st = lmx_chat_template_render_json(m->tmpl, ctx, strlen(ctx), out, NULL);
+    free(ctx);
+    if (st != LMX_OK) lmx_error_prefix(st, "model %s: chat template", m->dir);
+    return st;
+}
+
+/* ---- KV caches and the forward pass ---- */
+
+static lmx_status eng_kv_create(lmx_engine_model *m, int max_context, lmx_engine_kv **out) {
+    *out = NULL;
+    lmx_engine_kv *k = calloc(1, sizeof *k);
+    if (!k) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache: allocation failed");
+    k->lm = m->lm;
+    lmx_status st = lmx_kv_create(m->lm, max_context, &k->kv);
+    if (st != LMX_OK) {
+        free(k);
+        return st;
+    }
+    *out = k;
+    return LMX_OK;
+}
+
+static void eng_kv_destroy(lmx_engine_kv *k) {
+    if (!k) return;
+    lmx_kv_destroy(k->kv);
+    free(k);
+}
+
+static void eng_kv_reset(lmx_engine_kv *k) { lmx_kv_reset(k->kv); }
+
+static lmx_status eng_forward(lmx_engine_model *m, lmx_engine_kv *k, const int32_t *ids, size_t n, float *logits) {
+    if (n == 0 || n > 0x7fffffff) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: %zu tokens", n);
+    if ((size_t)lmx_kv_pos(k->kv) + n > (size_t)lmx_kv_capacity(k->kv))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: %zu tokens at position %d overflow the context of %d", n,
+                         lmx_kv_pos(k->kv), lmx_kv_capacity(k->kv));
+    return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
+}
+
+/* ---- streaming detokenizer ---- */
+
+static lmx_status eng_detok_create(lmx_engine_model *m, lmx_engine_detok **out) {
+    *out = NULL;
+    lmx_engine_detok *d = calloc(1, sizeof *d);
+    if (!d) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "detokenizer: allocation failed");
+    /* generated text keeps special tokens (mlx-lm's detokenizer decodes without skipping) */
+    if (m->tok) {
+        lmx_status st = lmx_detok_stream_create(m->tok, false, &d->s);
+        if (st != LMX_OK) {
+            free(d);
+            return st;
+        }
+    }
+    *out = d;
+    return LMX_OK;
+}
+
+static void eng_detok_destroy(lmx_engine_detok *d) {
+    if (!d) return;
+    lmx_detok_stream_destroy(d->s);
+    free(d);
+}
+
+static lmx_status eng_detok_push(lmx_engine_detok *d, int32_t id, const char **text, size_t *len) {
+    if (!d->s) {
+        *text = "";
+        *len = 0;
+        return LMX_OK;
+    }
+    return lmx_detok_stream_feed(d->s, id, text, len);
+}
+
+static lmx_status eng_detok_flush(lmx_engine_detok *d, const char **text, size_t *len) {
+    if (!d->s) {
+        *text = "";
+        *len = 0;
+        return LMX_OK;
+    }
+    return lmx_detok_stream_flush(d->s, text, len);
+}
+
+/* ---- device counters ---- */
+
+static int64_t eng_device_bytes(void *ctx) {
+    (void)ctx;
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+    lmx_cuda_util u;
+    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (int64_t)u.mem_used;
+#endif
+    return 0;
+}
+
+static double eng_gpu_utilization(void *ctx) {
+    (void)ctx;
+#ifdef LMX_ENGINE_HAS_CUDA_HOOK
+    lmx_cuda_util u;
+    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (double)u.gpu_percent;
+#endif
+    return -1;
+}
+
+static const lmx_engine g_engine = {
+    .ctx = NULL,
+    .probe = eng_probe,
+    .open = eng_open,
+    .close = eng_close,
+    .tokenize = eng_tokenize,
+    .chat_render = eng_chat_render,
+    .kv_create = eng_kv_create,
+    .kv_destroy = eng_kv_destroy,
+    .kv_reset = eng_kv_reset,
+    .forward = eng_forward,
+    .detok_create = eng_detok_create,
+    .detok_destroy = eng_detok_destroy,
+    .detok_push = eng_detok_push,
+    .detok_flush = eng_detok_flush,
+    .device_bytes = eng_device_bytes,
+    .gpu_utilization = eng_gpu_utilization,
+};
+
+const lmx_engine *lmx_engine_lm(void) { return &g_engine; }

@@ -1,0 +1,66 @@
+/* chat_template.h — Hugging Face chat templates (Jinja2) rendered exactly like transformers'
+ * apply_chat_template(tokenize=False): an own Jinja2 engine (lexer, parser, evaluator) with
+ * transformers' environment (trim_blocks, lstrip_blocks, loopcontrols, ImmutableSandbox,
+ * tojson with ensure_ascii=False, raise_exception, strftime_now, {% generation %}).
+ *
+ * Ownership: *out strings are malloc'd and owned by the caller (free() or lmx_free()).
+ * Thread-safety: a created template is immutable; any number of threads may render it at once.
+ * Errors: LMX_ERR_TEMPLATE with detail "line N: message" for syntax and render errors
+ * (including raise_exception); nothing aborts on bad input. Limits: output size, loop
+ * iterations (range() is capped at 100000 like Jinja's sandbox), macro recursion, nesting.
+ */
+#ifndef LMX_TOKENIZER_CHAT_TEMPLATE_H
+#define LMX_TOKENIZER_CHAT_TEMPLATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#include "lmx.h"
+
+typedef struct lmx_chat_template lmx_chat_template;
+
+typedef struct lmx_chat_template_limits {
+    size_t max_output;        /* bytes of rendered text and of any intermediate string; default 64 MiB */
+    long max_loop_iterations; /* total for-loop iterations per render; default 10,000,000 */
+} lmx_chat_template_limits;
+
+/* Parses `source` (a Jinja2 template; NUL-terminated) once. */
+lmx_status lmx_chat_template_create(const char *source, lmx_chat_template **out);
+lmx_status lmx_chat_template_create_n(const char *source, size_t len, lmx_chat_template **out);
+void lmx_chat_template_destroy(lmx_chat_template *t);
+
+/* Changes the limits; call before sharing the template between threads. NULL restores defaults. */
+void lmx_chat_template_set_limits(lmx_chat_template *t, const lmx_chat_template_limits *limits);
+
+/* Renders with the variables of a JSON object (messages, tools, add_generation_prompt,
+ * bos_token, …, extra variables). JSON numbers keep Python's int/float distinction ("1" is an
+ * int, "1.0" a float). *out is NUL-terminated; *out_len (optional) excludes the NUL and counts
+ * embedded NULs. */
+lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char *context_json, size_t len,
+                                         char **out, size_t *out_len);
+
+/* Same with a cJSON object. cJSON keeps no int/float distinction: integral numbers become
+ * ints, others floats. */
+lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *context, char **out);
+
+/* Reads a model/tokenizer directory: the chat template from tokenizer_config.json's
+ * "chat_template" (a string, or a list of {name, template} from which "default" is taken); a
+ * chat_template.jinja file takes precedence, chat_template.json ({"chat_template": …}) is the last
+ * resort; and the special-token variables (bos_token, eos_token, unk_token,
+ * pad_token, … given as strings or {"content": …}; null ones are left out) as a JSON object text
+ * `{"bos_token": "…", …}`. Both outputs malloc'd (caller frees). No template →
+ * LMX_ERR_TEMPLATE "no chat template". */
+lmx_status lmx_chat_template_load_dir(const char *model_dir, char **template_source, char **special_tokens_json);
+
+/* Builds the render context as JSON object text, the way apply_chat_template does: the special
+ * tokens (JSON object text from lmx_chat_template_load_dir, or NULL), "messages" (JSON array
+ * text), "tools": null, "documents": null, "add_generation_prompt", then nvars extra variables
+ * (names + JSON value texts; later ones override earlier keys, e.g. "tools"). Number texts are
+ * kept verbatim. Returns a malloc'd string or NULL (detail set) on a bad name / no memory. */
+char *lmx_chat_template_context_json(const char *special_tokens_json, const char *messages_json,
+                                     bool add_generation_prompt, int nvars, const char *const *var_names,
+                                     const char *const *var_values_json);
+
+#endif

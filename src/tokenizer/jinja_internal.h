@@ -1,0 +1,225 @@
+/* jinja_internal.h — shared internals of the Jinja2 engine behind chat_template.h: values,
+ * tokens, AST nodes and the per-render evaluation state.
+ *
+ * Ownership: jv values are refcounted; jv_incref/jv_decref on copies. Values owned by the AST
+ * (literals, names) are immortal (rc < 0): incref/decref never touch them, so a parsed template
+ * is shared read-only between threads. Everything else belongs to one render (one thread).
+ */
+#ifndef LMX_JINJA_INTERNAL_H
+#define LMX_JINJA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "lmx.h"
+
+/* ---------------------------------------------------------------- values */
+typedef enum jv_type {
+    JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC
+} jv_type;
+
+typedef struct jv_str { int rc; size_t len; char s[]; } jv_str;       /* s[len] == '\0' */
+typedef struct jv_list { int rc; bool tuple; uint8_t view; int depth; size_t n, cap; struct jv *v; } jv_list; /* view: 1 dict_items, 2 dict_keys, 3 dict_values */
+typedef struct jv_dict { int rc; int depth; size_t n, cap; struct jv *k, *v; } jv_dict; /* insertion order; depth: nesting below */
+typedef struct jv_func jv_func;
+
+typedef struct jv {
+    uint8_t t;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        jv_str *s;
+        jv_list *l;
+        jv_dict *d; /* JV_DICT and JV_NS */
+        jv_func *fn;
+        const char *hint; /* JV_UNDEF: the missing name (AST-owned) or NULL */
+    } u;
+} jv;
+
+/* Callables: builtin globals, bound methods (self + method name), macros, loop.cycle. */
+typedef enum { JF_GLOBAL, JF_METHOD, JF_MACRO, JF_CYCLE } jf_kind;
+struct jv_func {
+    int rc;
+    jf_kind kind;
+    const char *name;             /* global / method name (static or AST-owned) */
+    jv self;                      /* method receiver; JF_CYCLE: index0 */
+    const struct jnode *macro;       /* JF_MACRO */
+    struct jv caller;             /* JF_MACRO bound through {% call %}: the caller macro, else UNDEF */
+};
+
+static inline jv jv_undef(const char *hint) { jv v = {.t = JV_UNDEF}; v.u.hint = hint; return v; }
+static inline jv jv_none(void) { jv v = {.t = JV_NONE}; return v; }
+static inline jv jv_bool(bool b) { jv v = {.t = JV_BOOL}; v.u.b = b; return v; }
+static inline jv jv_int(int64_t i) { jv v = {.t = JV_INT}; v.u.i = i; return v; }
+static inline jv jv_float(double f) { jv v = {.t = JV_FLOAT}; v.u.f = f; return v; }
+
+jv jv_incref(jv v);
+void jv_decref(jv v);
+void jv_make_immortal(jv v); /* AST literals: recursively marks containers immortal */
+
+/* Constructors return JV_UNDEF with t == JV_UNDEF and u.hint == jv_oom_hint on allocation failure. */
+extern const char jv_oom_hint[];
+jv jv_str_new(const char *s, size_t len);
+jv jv_str_cstr(const char *s);
+jv jv_list_new(size_t cap);
+jv jv_dict_new(size_t cap);
+jv jv_ns_new(void);
+jv jv_func_new(jf_kind kind, const char *name, jv self /* consumed */);
+static inline bool jv_is_oom(jv v) { return v.t == JV_UNDEF && v.u.hint == jv_oom_hint; }
+
+bool jv_list_push(jv list, jv item /* consumed */);
+/* Dict: keys compared with jv_equal; set replaces the value in place (keeps position). */
+bool jv_dict_set(jv dict, jv key /* consumed */, jv val /* consumed */);
+bool jv_dict_set_cstr(jv dict, const char *key, jv val /* consumed */);
+const jv *jv_dict_get(jv dict, jv key);             /* borrowed or NULL */
+const jv *jv_dict_get_cstr(jv dict, const char *key, size_t len);
+
+bool jv_truthy(jv v);
+int jv_depth(jv v); /* container nesting (0 for scalars) */
+#define JV_MAX_DEPTH 256
+bool jv_equal(jv a, jv b);
+bool jv_is_number(jv v); /* int, float, bool */
+double jv_as_double(jv v);
+const char *jv_type_name(jv v); /* python-ish type name for messages */
+
+/* ---------------------------------------------------------------- string builder */
+typedef struct sb { char *p; size_t n, cap; size_t max; bool oom, over; } sb;
+void sb_init(sb *b, size_t max);
+void sb_free(sb *b);
+void sb_put(sb *b, const char *s, size_t n);
+static inline void sb_puts(sb *b, const char *s) { sb_put(b, s, strlen(s)); }
+void sb_putc(sb *b, char c);
+void sb_printf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool sb_failed(const sb *b);
+jv sb_to_jv(sb *b); /* moves the text into a new string value; frees the buffer */
+
+/* Printing like Jinja's str(): strings raw, undefined "", None "None", floats as Python repr. */
+void jv_print(sb *b, jv v);
+/* Python repr() (used inside containers). */
+void jv_repr(sb *b, jv v);
+void jv_fmt_float(sb *b, double d); /* Python float repr */
+/* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys). Returns false (with *why set
+ * to a static message) for values JSON cannot hold. indent < 0 = None; indent_str overrides. */
+typedef struct { int indent; const char *indent_str; const char *item_sep, *key_sep; bool sort_keys; } jv_json_opts;
+bool jv_to_json(sb *b, jv v, const jv_json_opts *o, const char **why);
+/* Parses JSON text into a value (ints stay ints, "1.0" stays float, object order kept). */
+bool jv_from_json(const char *text, size_t len, jv *out, char *err, size_t errlen);
+
+/* UTF-8 helpers */
+size_t jv_utf8_len(const char *s, size_t n);                 /* code points */
+size_t jv_utf8_decode(const char *s, size_t n, uint32_t *cp); /* bytes consumed, >= 1 */
+void sb_put_cp(sb *b, uint32_t cp);
+bool jv_cp_isspace(uint32_t cp);
+
+/* ---------------------------------------------------------------- tokens */
+typedef enum {
+    TK_EOF, TK_TEXT, TK_VAR_BEGIN, TK_VAR_END, TK_BLOCK_BEGIN, TK_BLOCK_END,
+    TK_NAME, TK_STRING, TK_INT, TK_FLOAT, TK_OP
+} tk_kind;
+
+typedef enum {
+    OP_ADD = 1, OP_SUB, OP_DIV, OP_FLOORDIV, OP_MUL, OP_MOD, OP_POW, OP_TILDE,
+    OP_LBRACKET, OP_RBRACKET, OP_LPAREN, OP_RPAREN, OP_LBRACE, OP_RBRACE,
+    OP_EQ, OP_NE, OP_GT, OP_GTEQ, OP_LT, OP_LTEQ, OP_ASSIGN, OP_DOT, OP_COLON,
+    OP_PIPE, OP_COMMA, OP_SEMICOLON
+} tk_op;
+
+typedef struct tk {
+    tk_kind kind;
+    int op;           /* TK_OP */
+    int line;
+    char *text;       /* TK_TEXT / NAME / STRING (decoded, malloc'd) */
+    size_t len;
+    int64_t i;        /* TK_INT */
+    double f;         /* TK_FLOAT */
+} tk;
+
+typedef struct tk_vec { tk *v; size_t n, cap; } tk_vec;
+lmx_status jinja_lex(const char *src, size_t len, tk_vec *out);
+void jinja_tokens_free(tk_vec *t);
+
+/* ---------------------------------------------------------------- AST */
+typedef enum {
+    /* expressions */
+    JN_LIT, JN_NAME, JN_ATTR, JN_ITEM, JN_SLICE, JN_CALL, JN_FILTER, JN_TEST, JN_NEG, JN_POS,
+    JN_NOT, JN_AND, JN_OR, JN_BIN, JN_CONCAT, JN_COMPARE, JN_COND, JN_LIST, JN_TUPLE, JN_DICT,
+    /* statements */
+    JN_TEXT, JN_OUTPUT, JN_IF, JN_FOR, JN_SET, JN_SETBLOCK, JN_MACRO, JN_CALLBLOCK,
+    JN_FILTERBLOCK, JN_BREAK, JN_CONTINUE, JN_BODY, JN_WITH
+} jn_kind;
+
+typedef struct jn_vec { struct jnode **v; int n, cap; } jn_vec;
+
+typedef struct jnode {
+    jn_kind kind;
+    int op;          /* JN_BIN: tk_op; JN_TEST: negated; JN_FOR: recursive */
+    int line;
+    jv lit;          /* JN_LIT / JN_TEXT value (immortal) */
+    char *name;      /* NAME / ATTR / FILTER / TEST / MACRO name */
+    struct jnode *a, *b, *c;
+    jn_vec args;     /* call args, list items, dict keys, compare operands, bodies */
+    jn_vec args2;    /* kwarg values, dict values, else-bodies, macro defaults */
+    char **names;    /* kwarg names (args2.n), for/set targets, macro params, compare ops */
+    int nnames;
+    int *ops;        /* JN_COMPARE: op per operand (OP_* or 100=in, 101=not in) */
+} jnode;
+
+#define JN_OP_IN 100
+#define JN_OP_NOTIN 101
+
+void jinja_node_free(jnode *n);
+lmx_status jinja_parse(const tk_vec *toks, jnode **root);
+
+/* ---------------------------------------------------------------- evaluation */
+typedef struct jframe { jv vars; bool barrier; } jframe;
+
+typedef struct jctx {
+    sb *out;
+    jframe *frames; int nframes, capframes;
+    int depth;               /* nesting of macro calls / expression recursion */
+    long iters;              /* total loop iterations so far */
+    long max_iters;
+    size_t max_out;
+    int flow;                /* 0 normal, 1 break, 2 continue */
+    bool failed;
+    int err_line;
+    char err[512];
+    int64_t fake_now;        /* < 0: use time() */
+    jv namespaces;           /* every namespace created (cycles are broken after the render) */
+} jctx;
+
+/* Sets the render error (first one wins) and returns false. */
+bool jerr(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+bool jinja_eval(jctx *c, const jnode *n, jv *out);
+bool jinja_exec_body(jctx *c, const jn_vec *body);
+/* Calls a callable value. args: [nargs] positional, kwn/kwv: [nkw]. Values are borrowed. */
+bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out);
+
+/* builtins (jinja_builtins.c) */
+bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs,
+                  char **kwn, const jv *kwv, int nkw, jv *out);
+bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
+bool jinja_has_test(const char *name);
+bool jinja_has_filter(const char *name); /* every Jinja2 builtin filter name (+ tojson) */
+bool jinja_global(const char *name, jv *out);    /* range, namespace, … as JF_GLOBAL */
+bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int nargs,
+                       char **kwn, const jv *kwv, int nkw, jv *out);
+bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *args, int nargs,
+                       char **kwn, const jv *kwv, int nkw, jv *out);
+bool jinja_is_method(jv self, const char *name);
+/* obj.name / obj[key] lookups (Jinja getattr/getitem order). */
+bool jinja_getattr(jctx *c, int line, jv obj, const char *name, jv *out);
+bool jinja_getitem(jctx *c, int line, jv obj, jv key, jv *out);
+/* Python-like binary ops and comparisons. */
+bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out);
+bool jinja_compare(jctx *c, int line, int op, jv a, jv b, bool *res);
+bool jinja_contains(jctx *c, int line, jv container, jv item, bool *res);
+/* Turns an iterable into a list (strings → characters, dict → keys, undefined → empty). */
+bool jinja_to_list(jctx *c, int line, jv v, jv *out);
+bool jinja_str(jctx *c, jv v, jv *out); /* str(v) as a new string value */
+
+#endif
