@@ -36,5 +36,8 @@ timeout 45 compute-sanitizer --tool memcheck --print-limit 10 $TEST > $OUT/memch
 grep -E "ERROR SUMMARY|Invalid|checks|ok  |FAIL" $OUT/memcheck.log | head -12
 O=$(ls build/CMakeFiles/lmx_obj.dir/src/backend/cuda/cuda_gemv.cu.o fb/cuda_gemv.cu.o 2>/dev/null | head -1)
 cuobjdump -sass $O > $OUT/sass_gemv.txt 2>&1
-echo "LDG.E.128 count: $(grep -c 'LDG.E.128' $OUT/sass_gemv.txt)"; gzip -f $OUT/sass_gemv.txt
+echo "LDG.E.128 count: $(grep -c 'LDG.E.128' $OUT/sass_gemv.txt)"
+# instruction mix of the q4 decode GEMV (batch 1)
+awk '/Function : _Z11gemv_q_fastILi4ELi1E/{f=1;next} /Function :/{f=0} f' $OUT/sass_gemv.txt | grep -oE "(LOP3|FADD|FFMA|IADD3|IMAD|SHF|LDG|FMUL)" | sort | uniq -c | tr '\n' ' '; echo
+gzip -f $OUT/sass_gemv.txt
 echo "== total $(( $(date +%s) - t0 ))s"
