@@ -1,0 +1,201 @@
+/* cuda_attention.cu — split-K (flash-decoding) attention over a KV cache
+ * [n_kv_heads][capacity][head_dim], one query row per (token, head), GQA, causal with an optional
+ * sliding window and soft-capping.
+ *
+ * Grid (n_heads, n_splits, T), 128 threads. Each block takes its query's key range
+ * [lo, pos] (lo = pos - window + 1 clamped at 0), keeps split `s` of it, and walks that in tiles of
+ * 128 keys with an online softmax: scores (one key per thread, 16-byte loads of K), tile max/sum,
+ * then P·V with head_dim/8 threads per key, 8 dims each. It writes its unnormalised output, max and
+ * sum to the workspace; a second kernel merges the splits. fp32 throughout.
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <math.h>
+
+#define ATT_THREADS 128
+#define ATT_TILE 128
+#define ATT_MAX_SPLITS 64
+#define ATT_MAX_HD 256
+
+template <typename KT> __device__ __forceinline__ void load8(const KT *p, float (&f)[8]);
+template <> __device__ __forceinline__ void load8<float>(const float *p, float (&f)[8]) {
+    const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
+    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+template <> __device__ __forceinline__ void load8<__nv_bfloat16>(const __nv_bfloat16 *p, float (&f)[8]) {
+    const uint4 w = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+template <> __device__ __forceinline__ void load8<__half>(const __half *p, float (&f)[8]) {
+    const uint4 w = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+template <typename KT>
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const KT *__restrict__ vc,
+                  const int32_t *__restrict__ positions, int n_heads, int group, int hd, int64_t cap,
+                  float scale, float softcap, int window, int n_splits, float *__restrict__ ws) {
+    __shared__ __align__(16) float qs[ATT_MAX_HD];
+    __shared__ float ps[ATT_TILE];
+    __shared__ float red[32];
+    const int h = blockIdx.x, s = blockIdx.y, t = blockIdx.z;
+    const int tid = threadIdx.x;
+    const int kvh = h / group;
+    const float *qr = q + ((size_t)t * n_heads + h) * hd;
+    for (int i = tid; i < hd; i += ATT_THREADS) qs[i] = qr[i];
+    const int64_t pos = positions[t];
+    int64_t lo = window > 0 ? pos - window + 1 : 0;
+    if (lo < 0) lo = 0;
+    const int64_t len = pos - lo + 1;
+    const int64_t chunk = (len + n_splits - 1) / n_splits;
+    const int64_t beg = lo + (int64_t)s * chunk;
+    int64_t end = beg + chunk;
+    if (end > pos + 1) end = pos + 1;
+    const KT *kb = kc + (size_t)kvh * cap * hd;
+    const KT *vb = vc + (size_t)kvh * cap * hd;
+    /* P·V layout: V16 threads per key (8 dims each), NPAR keys in parallel */
+    const int V16 = hd / 8;
+    const int NPAR = ATT_THREADS / V16;
+    const int dv = tid % V16, pg = tid / V16;
+    const bool pv_active = pg < NPAR;
+    float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    float m = -INFINITY, l = 0.f;
+    __syncthreads();
+    for (int64_t t0 = beg; t0 < end; t0 += ATT_TILE) {
+        const int n_t = (int)(end - t0 < ATT_TILE ? end - t0 : ATT_TILE);
+        /* scores */
+        float sc = -INFINITY;
+        if (tid < n_t) {
+            const KT *kr = kb + (size_t)(t0 + tid) * hd;
+            float dot = 0.f;
+#pragma unroll 4
+            for (int d = 0; d < hd; d += 8) { /* unrolled: several 16-byte loads in flight */
+                float f[8];
+                load8<KT>(kr + d, f);
+#pragma unroll
+                for (int i = 0; i < 8; i++) dot = fmaf(f[i], qs[d + i], dot);
+            }
+            sc = dot * scale;
+            if (softcap > 0.f) sc = softcap * tanhf(sc / softcap);
+        }
+        /* tile max */
+        float tm = lmx_cu_warp_max(sc);
+        __syncthreads();
+        if ((tid & 31) == 0) red[tid >> 5] = tm;
+        __syncthreads();
+        tm = red[0];
+        for (int w = 1; w < ATT_THREADS / 32; w++) tm = fmaxf(tm, red[w]);
+        const float m_new = fmaxf(m, tm);
+        const float corr = expf(m - m_new); /* m = -inf at first: corr = 0 */
+        const float p = tid < n_t ? expf(sc - m_new) : 0.f;
+        ps[tid] = p;
+        const float psum = lmx_cu_block_sum(p, red); /* syncs: ps visible */
+        l = l * corr + psum;
+        m = m_new;
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[i] *= corr;
+        if (pv_active) {
+#pragma unroll 4
+            for (int j = pg; j < n_t; j += NPAR) {
+                float f[8];
+                load8<KT>(vb + (size_t)(t0 + j) * hd + dv * 8, f);
+                const float pj = ps[j];
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[i] = fmaf(pj, f[i], o[i]);
+            }
+        }
+        __syncthreads(); /* ps reused by the next tile */
+    }
+    /* reduce o over the NPAR key groups: accumulate into shared [hd] */
+    __shared__ float osum[ATT_MAX_HD];
+    for (int i = tid; i < hd; i += ATT_THREADS) osum[i] = 0.f;
+    __syncthreads();
+    if (pv_active)
+#pragma unroll
+        for (int i = 0; i < 8; i++) atomicAdd(&osum[dv * 8 + i], o[i]);
+    __syncthreads();
+    float *wo = ws + (((size_t)t * n_heads + h) * ATT_MAX_SPLITS + s) * (hd + 2);
+    for (int i = tid; i < hd; i += ATT_THREADS) wo[i] = osum[i];
+    if (tid == 0) {
+        wo[hd] = m;
+        wo[hd + 1] = l;
+    }
+}
+
+__global__ void attn_merge_kernel(const float *__restrict__ ws, int n_heads, int hd, int n_splits,
+                                  float *__restrict__ out) {
+    const int h = blockIdx.x, t = blockIdx.y;
+    const float *base = ws + ((size_t)t * n_heads + h) * ATT_MAX_SPLITS * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) M = fmaxf(M, base[(size_t)s * (hd + 2) + hd]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float num = 0.f, den = 0.f;
+        for (int s = 0; s < n_splits; s++) {
+            const float *w = base + (size_t)s * (hd + 2);
+            const float ms = w[hd];
+            if (ms == -INFINITY) continue;
+            const float e = expf(ms - M);
+            num = fmaf(e, w[d], num);
+            den = fmaf(e, w[hd + 1], den);
+        }
+        out[((size_t)t * n_heads + h) * hd + d] = den > 0.f ? num / den : 0.f;
+    }
+}
+
+extern "C" size_t lmx_cuda_attention_workspace_floats(const lmx_cuda_attn *a, int T) {
+    if (!a || T < 1) return 0;
+    return (size_t)T * a->n_heads * ATT_MAX_SPLITS * (a->head_dim + 2);
+}
+
+extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                         const void *v_cache, const int32_t *positions, int T,
+                                         int64_t max_len, float *workspace, float *out,
+                                         lmx_cuda_stream stream) {
+    if (!a || !q || !k_cache || !v_cache || !positions || !workspace || !out || T < 1 || max_len < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda attention: NULL argument, T %d or max_len %lld", T,
+                         (long long)max_len);
+    if (a->n_heads < 1 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads || a->head_dim < 8 ||
+        a->head_dim > ATT_MAX_HD || a->head_dim % 8 || a->capacity < max_len ||
+        !lmx_cu_float_dtype(a->kv_dtype) || a->window < 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                         "cuda attention: unsupported shape (heads %d/%d, head_dim %d, capacity %lld, "
+                         "max_len %lld, window %d)",
+                         a->n_heads, a->n_kv_heads, a->head_dim, (long long)a->capacity,
+                         (long long)max_len, a->window);
+    /* splits: about four blocks per multiprocessor (H100/H200: 132) in all, at least 32 keys each */
+    int64_t span = a->window > 0 && a->window < max_len ? a->window : max_len;
+    int64_t want = (528 + (int64_t)a->n_heads * T - 1) / ((int64_t)a->n_heads * T);
+    int64_t by_len = (span + 31) / 32;
+    int n_splits = (int)(want < by_len ? want : by_len);
+    if (n_splits < 1) n_splits = 1;
+    if (n_splits > ATT_MAX_SPLITS) n_splits = ATT_MAX_SPLITS;
+    dim3 grid(a->n_heads, n_splits, T);
+    cudaStream_t st = LMX_CU_STREAM(stream);
+    const int group = a->n_heads / a->n_kv_heads;
+#define LMX_ATT(KT)                                                                                      \
+    attn_split_kernel<KT><<<grid, ATT_THREADS, 0, st>>>(q, (const KT *)k_cache, (const KT *)v_cache,     \
+                                                        positions, a->n_heads, group, a->head_dim,       \
+                                                        a->capacity, a->scale, a->softcap, a->window,    \
+                                                        n_splits, workspace)
+    if (a->kv_dtype == LMX_DTYPE_BF16) LMX_ATT(__nv_bfloat16);
+    else if (a->kv_dtype == LMX_DTYPE_F16) LMX_ATT(__half);
+    else LMX_ATT(float);
+#undef LMX_ATT
+    LMX_CU_CHECK_LAUNCH("attention");
+    attn_merge_kernel<<<dim3(a->n_heads, T), a->head_dim < 128 ? 64 : 128, 0, st>>>(workspace, a->n_heads,
+                                                                                    a->head_dim, n_splits, out);
+    LMX_CU_CHECK_LAUNCH("attention merge");
+    return LMX_OK;
+}

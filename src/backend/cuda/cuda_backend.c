@@ -1,0 +1,457 @@
+/* cuda_backend.c — lmx_backend_ops over the CUDA kernels of cuda_kernels.h (see cuda_backend.h).
+ *
+ * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
+ * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
+ * forward step calling rope, kv_write and attention for every layer) is not uploaded again.
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use the tensor-core GEMM (bf16 operands,
+ * fp32 accumulation); shorter ones (decode) the fp32 GEMV.
+ */
+#include "backend/cuda/cuda_backend.h"
+
+#include "util/error.h"
+
+#ifdef LMX_HAVE_CUDA
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_kernels.h"
+#include "util/log.h"
+
+#define LMX_CUDA_GEMM_MIN_T 16
+
+struct lmx_buf {
+    size_t n;
+    float *d; /* device [n] */
+};
+
+struct lmx_bweight {
+    lmx_wkind kind;
+    int64_t rows, cols;
+    lmx_cuda_matrix m; /* dense / quant: device pointers below */
+    void *dw, *ds, *db;  /* device: weights (dtype or packed u32), scales, biases */
+    float *dbias;        /* device fp32 [rows] or NULL */
+    float *vec;          /* vector: device fp32 [cols] */
+};
+
+typedef struct cuda_backend {
+    lmx_backend base;
+    int device;
+    int32_t *d_pos;   /* device [pos_cap] */
+    int32_t *h_pos;   /* host copy of what d_pos holds, [pos_cap] */
+    int pos_cap, pos_n;
+    int32_t *d_ids;   /* device [ids_cap] */
+    int ids_cap;
+    float *d_ws;      /* attention workspace, device [ws_cap] */
+    size_t ws_cap;
+} cuda_backend;
+
+static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
+
+static size_t wsize(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+
+static float host_to_f32(const uint8_t *p, lmx_wdtype t) {
+    if (t == LMX_W_F32) {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p, 2);
+    if (t == LMX_W_BF16) {
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, ex = (h >> 10) & 31u, mant = h & 1023u, u;
+    if (ex == 0) {
+        float f = ldexpf((float)mant, -24);
+        return sign ? -f : f;
+    }
+    if (ex == 31) u = sign | 0x7f800000u | (mant << 13);
+    else u = sign | ((ex + 112u) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* uploads n elements of dtype t (possibly unaligned host bytes) as fp32 */
+static lmx_status upload_f32(const void *src, lmx_wdtype t, int64_t n, float **out) {
+    *out = NULL;
+    float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    if (!h) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: host staging of %lld floats", (long long)n);
+    for (int64_t i = 0; i < n; i++) h[i] = host_to_f32((const uint8_t *)src + (size_t)i * wsize(t), t);
+    lmx_status st = lmx_cuda_malloc((void **)out, (size_t)n * sizeof(float));
+    if (st == LMX_OK) st = lmx_cuda_memcpy_h2d(*out, h, (size_t)n * sizeof(float), NULL);
+    free(h);
+    return st;
+}
+
+static lmx_status upload_bytes(const void *src, size_t bytes, void **out) {
+    lmx_status st = lmx_cuda_malloc(out, bytes);
+    if (st == LMX_OK) st = lmx_cuda_memcpy_h2d(*out, src, bytes, NULL);
+    return st;
+}
+
+/* ---- memory ---- */
+
+static lmx_status cu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
+    (void)be;
+    *out = NULL;
+    lmx_buf *b = calloc(1, sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: buffer");
+    lmx_status st = lmx_cuda_malloc((void **)&b->d, (n ? n : 1) * sizeof(float));
+    if (st == LMX_OK) st = lmx_cuda_memset(b->d, 0, (n ? n : 1) * sizeof(float), NULL);
+    if (st != LMX_OK) {
+        lmx_cuda_free(b->d);
+        free(b);
+        return lmx_error_prefix(st, "cuda backend: buffer of %zu floats", n);
+    }
+    b->n = n;
+    *out = b;
+    return LMX_OK;
+}
+
+static void cu_buf_free(lmx_backend *be, lmx_buf *b) {
+    (void)be;
+    if (!b) return;
+    lmx_cuda_free(b->d);
+    free(b);
+}
+
+static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b->n && cnt <= b->n - off; }
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                            \
+    do {                                                                                                \
+        if (!range_ok((buf_), (size_t)(off_), (size_t)(cnt_)))                                          \
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: range [%zu, +%zu) outside a " \
+                             "buffer of %zu", what_, (size_t)(off_), (size_t)(cnt_), (buf_)->n);       \
+    } while (0)
+
+static lmx_status cu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
+    (void)be;
+    CHECK_RANGE(dst, off, n, "buf_write");
+    return lmx_cuda_memcpy_h2d(dst->d + off, src, n * sizeof(float), NULL);
+}
+
+static lmx_status cu_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n) {
+    (void)be;
+    CHECK_RANGE(src, off, n, "buf_read");
+    lmx_status st = lmx_cuda_memcpy_d2h(dst, src->d + off, n * sizeof(float), NULL);
+    if (st == LMX_OK) st = lmx_cuda_stream_sync(NULL);
+    return st;
+}
+
+static lmx_status cu_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off,
+                              size_t n) {
+    (void)be;
+    CHECK_RANGE(dst, dst_off, n, "buf_copy");
+    CHECK_RANGE(src, src_off, n, "buf_copy");
+    if (dst == src && dst_off != src_off && (dst_off < src_off + n && src_off < dst_off + n))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: overlapping buf_copy");
+    return lmx_cuda_memcpy_d2d(dst->d + dst_off, src->d + src_off, n * sizeof(float), NULL);
+}
+
+static void cu_weight_free(lmx_backend *be, lmx_bweight *w) {
+    (void)be;
+    if (!w) return;
+    lmx_cuda_free(w->dw);
+    lmx_cuda_free(w->ds);
+    lmx_cuda_free(w->db);
+    lmx_cuda_free(w->dbias);
+    lmx_cuda_free(w->vec);
+    free(w);
+}
+
+static lmx_status cu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
+    *out = NULL;
+    if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
+    lmx_bweight *w = calloc(1, sizeof *w);
+    if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight", d->name);
+    w->kind = d->kind;
+    w->rows = d->rows;
+    w->cols = d->cols;
+    lmx_status st = LMX_OK;
+    if (d->kind == LMX_WEIGHT_VECTOR) {
+        st = upload_f32(d->data, d->dtype, d->cols, &w->vec);
+    } else {
+        w->m.dtype = (lmx_dtype)d->dtype;
+        w->m.n = d->rows;
+        w->m.k = d->cols;
+        if (d->kind == LMX_WEIGHT_DENSE) {
+            size_t row_bytes = (size_t)d->cols * wsize(d->dtype);
+            st = upload_bytes((const uint8_t *)d->data + (size_t)d->row0 * row_bytes, row_bytes * (size_t)d->rows,
+                              &w->dw);
+        } else {
+            if (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32) {
+                cu_weight_free(be, w);
+                return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits",
+                                 d->name, (long long)d->cols, d->group_size, d->bits);
+            }
+            size_t row_bytes = (size_t)d->cols * (size_t)d->bits / 8;
+            size_t groups = (size_t)(d->cols / d->group_size), sb = wsize(d->dtype);
+            size_t soff = (size_t)d->row0 * groups * sb;
+            st = upload_bytes((const uint8_t *)d->data + (size_t)d->row0 * row_bytes, row_bytes * (size_t)d->rows,
+                              &w->dw);
+            if (st == LMX_OK)
+                st = upload_bytes((const uint8_t *)d->scales + soff, groups * sb * (size_t)d->rows, &w->ds);
+            if (st == LMX_OK)
+                st = upload_bytes((const uint8_t *)d->biases + soff, groups * sb * (size_t)d->rows, &w->db);
+            w->m.bits = d->bits;
+            w->m.group_size = d->group_size;
+        }
+        if (st == LMX_OK && d->bias)
+            st = upload_f32((const uint8_t *)d->bias + (size_t)d->row0 * wsize(d->bias_dtype), d->bias_dtype,
+                            d->rows, &w->dbias);
+        w->m.w = w->dw;
+        w->m.scales = w->ds;
+        w->m.biases = w->db;
+        w->m.bias = w->dbias;
+        w->m.bias_dtype = LMX_DTYPE_F32;
+        if (st == LMX_OK) st = lmx_cuda_matrix_check(&w->m);
+    }
+    if (st != LMX_OK) {
+        cu_weight_free(be, w);
+        return lmx_error_prefix(st, "%s", d->name);
+    }
+    *out = w;
+    return LMX_OK;
+}
+
+/* ---- host arrays to the device ---- */
+
+static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_out) {
+    if (T > c->pos_cap) {
+        int cap = T < 256 ? 256 : T;
+        int32_t *d = NULL, *h = malloc((size_t)cap * sizeof *h);
+        lmx_status st = h ? lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d) : LMX_ERR_OUT_OF_MEMORY;
+        if (st != LMX_OK) {
+            free(h);
+            return lmx_error(st, "cuda backend: position array of %d", T);
+        }
+        lmx_cuda_stream_sync(NULL); /* the old array may still be read by queued kernels */
+        lmx_cuda_free(c->d_pos);
+        free(c->h_pos);
+        c->d_pos = d;
+        c->h_pos = h;
+        c->pos_cap = cap;
+        c->pos_n = 0;
+    }
+    if (c->pos_n != T || memcmp(c->h_pos, pos, (size_t)T * sizeof *pos) != 0) {
+        memcpy(c->h_pos, pos, (size_t)T * sizeof *pos);
+        c->pos_n = T;
+        /* from c->h_pos, which stays unchanged until the next different array: safe for async copy */
+        lmx_status st = lmx_cuda_memcpy_h2d(c->d_pos, c->h_pos, (size_t)T * sizeof *pos, NULL);
+        if (st != LMX_OK) {
+            c->pos_n = 0;
+            return st;
+        }
+    }
+    *d_out = c->d_pos;
+    return LMX_OK;
+}
+
+/* ---- ops ---- */
+
+static lmx_status cu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                            lmx_buf *y) {
+    (void)be;
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
+    CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
+    const float *xp = x->d + x_off;
+    /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, NULL);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, NULL);
+}
+
+static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+                           lmx_buf *y) {
+    cuda_backend *c = CB(be);
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= w->rows)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
+                             (long long)w->rows);
+    if (T > c->ids_cap) {
+        int cap = T < 256 ? 256 : T;
+        int32_t *d = NULL;
+        lmx_status st = lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d);
+        if (st != LMX_OK) return st;
+        lmx_cuda_stream_sync(NULL);
+        lmx_cuda_free(c->d_ids);
+        c->d_ids = d;
+        c->ids_cap = cap;
+    }
+    /* ids is the caller's memory: a pageable host-to-device copy is staged before the call returns */
+    lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, NULL);
+    if (st != LMX_OK) return st;
+    return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, NULL);
+}
+
+static lmx_status cu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
+                             float eps, bool plus_one) {
+    (void)be;
+    CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
+    CHECK_RANGE(y, 0, (size_t)rows * dim, "rmsnorm y");
+    if (w->kind != LMX_WEIGHT_VECTOR || w->cols != dim)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w->cols, dim);
+    return lmx_cuda_rmsnorm(x->d, w->vec, LMX_DTYPE_F32, eps, plus_one, y->d, rows, dim, NULL);
+}
+
+static lmx_status cu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
+                          const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
+    if (rot_dim > head_dim || rot_dim % 2 || inv_freq->kind != LMX_WEIGHT_VECTOR || inv_freq->cols < rot_dim / 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
+    if (rot_dim == 0) return LMX_OK;
+    const int32_t *dp;
+    lmx_status st = upload_pos(c, pos, T, &dp);
+    if (st != LMX_OK) return st;
+    return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, NULL);
+}
+
+static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
+                              int n_kv, int head_dim, int capacity, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    size_t per = (size_t)n_kv * capacity * head_dim;
+    CHECK_RANGE(kc, 0, per, "kv_write k cache");
+    CHECK_RANGE(vc, 0, per, "kv_write v cache");
+    CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
+    CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
+    for (int t = 0; t < T; t++)
+        if (pos[t] < 0 || pos[t] >= capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d outside the cache of %d", pos[t],
+                             capacity);
+    const int32_t *dp;
+    lmx_status st = upload_pos(c, pos, T, &dp);
+    if (st != LMX_OK) return st;
+    lmx_cuda_attn a = {.n_heads = n_kv, .n_kv_heads = n_kv, .head_dim = head_dim, .capacity = capacity,
+                       .kv_dtype = LMX_DTYPE_F32};
+    return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, NULL);
+}
+
+static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+                               lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
+    size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
+    CHECK_RANGE(q, 0, qn, "attention q");
+    CHECK_RANGE(out, 0, qn, "attention out");
+    CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
+    CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
+    int max_pos = 0;
+    for (int t = 0; t < p->n_tokens; t++) {
+        if (pos[t] < 0 || pos[t] >= p->capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d", pos[t],
+                             p->capacity);
+        if (pos[t] > max_pos) max_pos = pos[t];
+    }
+    lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
+                       .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32, .scale = p->scale,
+                       .softcap = p->softcap, .window = p->window};
+    size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
+    if (need > c->ws_cap) {
+        float *d = NULL;
+        lmx_status st = lmx_cuda_malloc((void **)&d, need * sizeof(float));
+        if (st != LMX_OK) return st;
+        lmx_cuda_stream_sync(NULL);
+        lmx_cuda_free(c->d_ws);
+        c->d_ws = d;
+        c->ws_cap = need;
+    }
+    const int32_t *dp;
+    lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
+    if (st != LMX_OK) return st;
+    return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)max_pos + 1, c->d_ws, out->d, NULL);
+}
+
+static lmx_status cu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    (void)be;
+    CHECK_RANGE(gate, 0, n, "act_mul gate");
+    CHECK_RANGE(up, 0, n, "act_mul up");
+    if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, NULL);
+    if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, NULL);
+    return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
+}
+
+static lmx_status cu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "add x");
+    CHECK_RANGE(y, 0, n, "add y");
+    return lmx_cuda_add(x->d, y->d, (int64_t)n, NULL);
+}
+
+static lmx_status cu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "softcap x");
+    return lmx_cuda_softcap(x->d, (int64_t)n, cap, NULL);
+}
+
+static void cu_destroy(lmx_backend *be) {
+    cuda_backend *c = CB(be);
+    if (!c) return;
+    lmx_cuda_stream_sync(NULL);
+    lmx_cuda_free(c->d_pos);
+    free(c->h_pos);
+    lmx_cuda_free(c->d_ids);
+    lmx_cuda_free(c->d_ws);
+    free(c);
+}
+
+static const lmx_backend_ops CUDA_OPS = {
+    .name = "cuda",
+    .destroy = cu_destroy,
+    .buf_alloc = cu_buf_alloc,
+    .buf_free = cu_buf_free,
+    .buf_write = cu_buf_write,
+    .buf_read = cu_buf_read,
+    .buf_copy = cu_buf_copy,
+    .weight_upload = cu_weight_upload,
+    .weight_free = cu_weight_free,
+    .matmul = cu_matmul,
+    .embed = cu_embed,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .kv_write = cu_kv_write,
+    .attention = cu_attention,
+    .act_mul = cu_act_mul,
+    .add = cu_add,
+    .softcap = cu_softcap,
+};
+
+lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
+    if (!out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: NULL output");
+    *out = NULL;
+    int n = 0;
+    if (!lmx_cuda_available(&n)) return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no usable CUDA device");
+    if (device < 0 || device >= n)
+        return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no CUDA device %d (%d present)", device, n);
+    lmx_status st = lmx_cuda_set_device(device);
+    if (st != LMX_OK) return st;
+    cuda_backend *c = calloc(1, sizeof *c);
+    if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend");
+    c->base.ops = &CUDA_OPS;
+    c->device = device;
+    lmx_cuda_device_info info;
+    if (lmx_cuda_get_device_info(device, &info) == LMX_OK)
+        LMX_LOG_I("cuda backend: device %d: %s (cc %d.%d, %d SMs, %.1f GiB)", device, info.name, info.cc_major,
+                  info.cc_minor, info.sm_count, info.total_mem / 1073741824.0);
+    *out = &c->base;
+    return LMX_OK;
+}
+
+#else /* no CUDA in this build */
+
+lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
+    if (out) *out = NULL;
+    return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "CUDA device %d: this build has no CUDA backend", device);
+}
+
+#endif

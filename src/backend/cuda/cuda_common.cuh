@@ -1,0 +1,79 @@
+/* cuda_common.cuh — helpers shared by the .cu files of the CUDA backend (internal, C++ only):
+ * error mapping, launch checks, scalar loads of F32/F16/BF16 by run-time dtype, streaming loads,
+ * warp reductions. No state. */
+#ifndef LMX_BACKEND_CUDA_COMMON_CUH
+#define LMX_BACKEND_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "backend/cuda/cuda_kernels.h"
+extern "C" {
+#include "util/error.h"
+#include "util/log.h"
+}
+
+#define LMX_CU_STREAM(s) ((cudaStream_t)(s))
+
+/* Checks the launch just made; returns from the calling wrapper on failure. */
+#define LMX_CU_CHECK_LAUNCH(what)                                                              \
+    do {                                                                                       \
+        cudaError_t lmx_e_ = cudaGetLastError();                                               \
+        if (lmx_e_ != cudaSuccess)                                                             \
+            return lmx_error(LMX_ERR_INFERENCE_FAILURE, "cuda: %s: launch failed: %s", (what), \
+                             cudaGetErrorString(lmx_e_));                                      \
+    } while (0)
+
+/* dtype codes used inside kernels (match lmx_dtype). */
+enum { LMX_CU_F32 = LMX_DTYPE_F32, LMX_CU_F16 = LMX_DTYPE_F16, LMX_CU_BF16 = LMX_DTYPE_BF16 };
+
+static inline bool lmx_cu_float_dtype(lmx_dtype t) {
+    return t == LMX_DTYPE_F32 || t == LMX_DTYPE_F16 || t == LMX_DTYPE_BF16;
+}
+
+/* One element of a F32/F16/BF16 array, by run-time dtype (uniform branch). */
+__device__ __forceinline__ float lmx_cu_ld(const void *p, size_t i, int dt) {
+    if (dt == LMX_CU_BF16) {
+        uint32_t u = ((const uint16_t *)p)[i];
+        return __uint_as_float(u << 16);
+    }
+    if (dt == LMX_CU_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+/* 16-byte read-only streaming load that does not allocate in L1 (weights are read once). */
+__device__ __forceinline__ uint4 lmx_cu_ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float lmx_cu_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float lmx_cu_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of blockDim.x threads (multiple of 32, <= 1024); every thread gets the result.
+ * `red` is __shared__ float[32]. Contains __syncthreads. */
+__device__ __forceinline__ float lmx_cu_block_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = lmx_cu_warp_sum(v);
+    __syncthreads(); /* red may be in use by a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.f;
+    return lmx_cu_warp_sum(v);
+}
+
+#endif

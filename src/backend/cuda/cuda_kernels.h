@@ -1,0 +1,215 @@
+/* cuda_kernels.h — the CUDA backend's kernels and device helpers, as a plain C API.
+ *
+ * Usable from C: no CUDA header is needed to include this file. The functions exist only in builds
+ * with LMX_HAVE_CUDA defined, except the probe (lmx_cuda_available, lmx_cuda_get_device_info),
+ * which a build without CUDA also provides (always "no device"). Callers guard other uses with
+ * #ifdef LMX_HAVE_CUDA.
+ *
+ * Conventions
+ *   - Pointers named d_* / documented "device" point to device memory (lmx_cuda_malloc or an arena).
+ *   - Activations are fp32 on the device; weights are dense F32/F16/BF16 or MLX affine-quantized
+ *     (uint32 words, LSB-first bitstream per row, per-group scales and biases of F16/BF16/F32).
+ *   - Every kernel wrapper is asynchronous on `stream` (NULL = the legacy default stream) and returns
+ *     LMX_OK, LMX_ERR_INVALID_ARGUMENT (bad shape/dtype, with a detail), or LMX_ERR_INFERENCE_FAILURE
+ *     when the launch failed. Launch errors are checked; execution errors surface at the next sync.
+ *   - Nothing here allocates per call (workspaces are passed in), so wrappers are graph-capturable.
+ * Ownership: device memory from lmx_cuda_malloc is the caller's (lmx_cuda_free); an arena owns its
+ * block. Thread-safety: the wrappers are reentrant; one stream must be used by one thread at a time.
+ */
+#ifndef LMX_BACKEND_CUDA_KERNELS_H
+#define LMX_BACKEND_CUDA_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "lmx.h"
+#include "formats/safetensors.h" /* lmx_dtype */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *lmx_cuda_stream; /* a cudaStream_t; NULL = default stream */
+
+/* ---- probe (present in every build) ---- */
+
+/* True if the CUDA runtime finds at least one device. Without a driver or device it returns false
+ * and logs the reason at debug level; never aborts. *n_devices (optional) receives the count. */
+bool lmx_cuda_available(int *n_devices);
+
+typedef struct lmx_cuda_device_info {
+    char name[256];
+    int cc_major, cc_minor;  /* compute capability, e.g. 9.0 */
+    int sm_count;            /* multiprocessors */
+    size_t total_mem;        /* bytes of device memory */
+    size_t l2_bytes;
+    size_t smem_per_block_optin; /* max dynamic shared memory per block after opt-in */
+} lmx_cuda_device_info;
+
+/* Fills *out for `device`. LMX_ERR_GPU_NOT_AVAILABLE when there is no such device or no CUDA. */
+lmx_status lmx_cuda_get_device_info(int device, lmx_cuda_device_info *out);
+
+/* Utilisation over NVML's last sample period, and device memory as NVML sees it (all processes). */
+typedef struct lmx_cuda_util {
+    unsigned gpu_percent;    /* time a kernel was running */
+    unsigned mem_bw_percent; /* time device memory was read or written */
+    unsigned long long mem_used, mem_total; /* bytes */
+} lmx_cuda_util;
+/* NVML is loaded with dlopen at first use (never a link-time dependency). LMX_ERR_GPU_NOT_AVAILABLE
+ * without NVML, without the device, or in a build without CUDA. */
+lmx_status lmx_cuda_utilization(int device, lmx_cuda_util *out);
+
+#ifdef LMX_HAVE_CUDA
+/* PCI bus id of CUDA device `device` ("0000:1B:00.0"). */
+lmx_status lmx_cuda_pci_bus_id(int device, char *buf, size_t size);
+
+/* ---- device, memory, streams ---- */
+lmx_status lmx_cuda_set_device(int device);
+lmx_status lmx_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* cudaMalloc; failure -> LMX_ERR_OUT_OF_MEMORY (so a cache can evict and retry). bytes==0 -> NULL. */
+lmx_status lmx_cuda_malloc(void **d_ptr, size_t bytes);
+void lmx_cuda_free(void *d_ptr); /* NULL-safe */
+/* Pinned host memory for staging copies. */
+lmx_status lmx_cuda_malloc_host(void **ptr, size_t bytes);
+void lmx_cuda_free_host(void *ptr); /* NULL-safe */
+lmx_status lmx_cuda_memcpy_h2d(void *d_dst, const void *src, size_t bytes, lmx_cuda_stream stream);
+lmx_status lmx_cuda_memcpy_d2h(void *dst, const void *d_src, size_t bytes, lmx_cuda_stream stream);
+lmx_status lmx_cuda_memcpy_d2d(void *d_dst, const void *d_src, size_t bytes, lmx_cuda_stream stream);
+lmx_status lmx_cuda_memset(void *d_dst, int value, size_t bytes, lmx_cuda_stream stream);
+lmx_status lmx_cuda_stream_create(lmx_cuda_stream *out);
+void lmx_cuda_stream_destroy(lmx_cuda_stream stream); /* NULL-safe */
+/* Waits for all work on `stream`; reports kernel execution errors. */
+lmx_status lmx_cuda_stream_sync(lmx_cuda_stream stream);
+
+/* A device-memory arena: one cudaMalloc, bump allocation, reset as a whole. Not thread-safe. */
+typedef struct lmx_cuda_arena lmx_cuda_arena;
+lmx_status lmx_cuda_arena_create(size_t capacity, lmx_cuda_arena **out);
+void lmx_cuda_arena_destroy(lmx_cuda_arena *arena); /* NULL-safe; frees the block */
+/* Alignment: a power of two (0 = 256). LMX_ERR_OUT_OF_MEMORY when the arena is full. */
+lmx_status lmx_cuda_arena_alloc(lmx_cuda_arena *arena, size_t bytes, size_t align, void **d_out);
+void lmx_cuda_arena_reset(lmx_cuda_arena *arena);
+size_t lmx_cuda_arena_used(const lmx_cuda_arena *arena);
+size_t lmx_cuda_arena_capacity(const lmx_cuda_arena *arena);
+
+/* ---- matrices ---- */
+
+/* A weight matrix W of logical shape [n, k] (out x in) in device memory, applied as y = x·W^T.
+ *   bits == 0: dense; w is [n, k] of `dtype` (F32, F16 or BF16).
+ *   bits in {2,3,4,5,6,8}: MLX affine; w is uint32 [n, k*bits/32] (LSB-first bitstream per row),
+ *     scales and biases are [n, k/group_size] of `dtype` (F16, BF16 or F32), group_size in
+ *     {32, 64, 128}, k a multiple of group_size; w[r,i] = scale*q + bias.
+ *   bias: optional [n] of bias_dtype (Linear bias), NULL if none. */
+typedef struct lmx_cuda_matrix {
+    const void *w;
+    const void *scales;
+    const void *biases;
+    const void *bias;
+    lmx_dtype dtype;
+    lmx_dtype bias_dtype;
+    int bits;
+    int group_size;
+    int64_t n, k;
+} lmx_cuda_matrix;
+
+/* Checks the fields of *m (not the memory). LMX_ERR_INVALID_ARGUMENT with a detail otherwise. */
+lmx_status lmx_cuda_matrix_check(const lmx_cuda_matrix *m);
+
+/* y[b, :] = x[b, :]·W^T (+ bias) (+ y[b, :] if accumulate), for b < batch; fp32 accumulation.
+ * x: device [batch, k] fp32; y: device [batch, n] fp32 (must not alias x). Any batch >= 1 (rows are
+ * processed 4 at a time; for large batches this re-reads W per 4 rows: a correctness path for
+ * prefill, not a fast GEMM). */
+lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
+                         bool accumulate, lmx_cuda_stream stream);
+/* The same with the number of warps that split K per row group forced (1, 2 or 4; 0 = the
+ * automatic choice): a tuning knob for benchmarks. */
+lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
+                                bool accumulate, int ksplit, lmx_cuda_stream stream);
+
+/* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
+ * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
+ * fp32 (so expect bf16-level error, ~1e-3 relative, unlike lmx_cuda_gemv). Needs k % 32 == 0 and
+ * x 16-byte aligned (LMX_ERR_INVALID_ARGUMENT otherwise). */
+lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                         lmx_cuda_stream stream);
+
+/* ---- elementwise and normalisation (all fp32 activations) ---- */
+
+/* y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * (one_plus_w ? 1 + w : w)
+ * x, y: device [rows, dim] (may alias); w: device [dim] of w_dtype (F32/F16/BF16). */
+lmx_status lmx_cuda_rmsnorm(const float *x, const void *w, lmx_dtype w_dtype, float eps,
+                            bool one_plus_w, float *y, int rows, int dim, lmx_cuda_stream stream);
+
+/* Rotary embedding, half-split (mlx traditional=False), in place on x [T, n_heads, head_dim]:
+ * for i < rot_dims/2, the pair (x[i], x[i + rot_dims/2]) is rotated by angle
+ * positions[t] * inv_freq[i], with cos and sin multiplied by mscale (1 = plain; yarn's attention
+ * factor otherwise). Features >= rot_dims are untouched (partial rotary).
+ * positions: device int32 [T]; inv_freq: device fp32 [rot_dims/2] (any scaling folded in: llama3,
+ * linear `1/factor`, …). rot_dims even, <= head_dim. */
+lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_freq, float mscale,
+                         int T, int n_heads, int head_dim, int rot_dims, lmx_cuda_stream stream);
+
+/* out[i] = silu(gate[i]) * up[i]   (out may alias gate or up) */
+lmx_status lmx_cuda_swiglu(const float *gate, const float *up, float *out, int64_t n,
+                           lmx_cuda_stream stream);
+/* out[i] = gelu_tanh(gate[i]) * up[i] */
+lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, int64_t n,
+                               lmx_cuda_stream stream);
+/* y[i] += x[i] */
+lmx_status lmx_cuda_add(float *y, const float *x, int64_t n, lmx_cuda_stream stream);
+/* x[i] = cap * tanh(x[i] / cap)  (final-logit soft-capping) */
+lmx_status lmx_cuda_softcap(float *x, int64_t n, float cap, lmx_cuda_stream stream);
+
+/* out[t, :] = scale * row ids[t] of `table` (dense or quantized; table->n = vocab, ->k = hidden).
+ * ids: device int32 [T] (out-of-range ids give zero rows); out: device fp32 [T, k]. */
+lmx_status lmx_cuda_embed(const lmx_cuda_matrix *table, const int32_t *ids, int T, float scale,
+                          float *out, lmx_cuda_stream stream);
+
+/* ---- attention ---- */
+
+/* KV cache layout: [n_kv_heads][capacity][head_dim] of kv_dtype (F32, F16 or BF16), K and V apart. */
+typedef struct lmx_cuda_attn {
+    int n_heads, n_kv_heads, head_dim; /* head_dim <= 256, multiple of 8; n_heads % n_kv_heads == 0 */
+    int64_t capacity;                  /* positions the cache holds */
+    lmx_dtype kv_dtype;
+    float scale;                       /* score = scale * q·k, e.g. 1/sqrt(head_dim) */
+    float softcap;                     /* 0 = off; else score = softcap * tanh(score / softcap) */
+    int window;                        /* 0 = full causal; else keys in (pos - window, pos] */
+} lmx_cuda_attn;
+
+/* Writes k, v ([T, n_kv_heads, head_dim] fp32) into the caches at positions[t] (< capacity). */
+lmx_status lmx_cuda_kv_store(const lmx_cuda_attn *a, const float *k, const float *v,
+                             void *k_cache, void *v_cache, const int32_t *positions, int T,
+                             lmx_cuda_stream stream);
+
+/* Floats of workspace lmx_cuda_attention needs for T queries. */
+size_t lmx_cuda_attention_workspace_floats(const lmx_cuda_attn *a, int T);
+
+/* Split-K (flash-decoding) attention: for each query t (at absolute position positions[t]) and head
+ * h, out[t, h] = softmax over keys j in [max(0, pos - window + 1), pos] of score(q[t, h], K[g, j]),
+ * times V[g, j], with g = h / (n_heads / n_kv_heads) (GQA). q, out: device fp32
+ * [T, n_heads, head_dim]. max_len: a host-side bound on positions[t] + 1 (the cache length; it sets
+ * the split count, keys past each query's position are ignored). workspace: device fp32 of
+ * lmx_cuda_attention_workspace_floats(a, T). */
+lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                              const void *v_cache, const int32_t *positions, int T,
+                              int64_t max_len, float *workspace, float *out,
+                              lmx_cuda_stream stream);
+
+/* ---- sampling ---- */
+
+/* ids[r] = argmax over logits[r, :n] (first index on ties; NaNs ignored). logits: device fp32
+ * [rows, n]; ids: device int32 [rows]. */
+lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, int32_t *ids,
+                           lmx_cuda_stream stream);
+/* The k largest logits of each row, sorted by value descending (index ascending among equal
+ * values; when more than k elements tie at the k-th value, which of them are kept is unspecified).
+ * NaNs rank below everything. k <= 256 and k <= n. vals: device fp32 [rows, k]; ids: device int32
+ * [rows, k]. Lets a sampler (top-k/top-p/min-p/temperature) work on k candidates on the host. */
+lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals, int32_t *ids,
+                         lmx_cuda_stream stream);
+#endif /* LMX_HAVE_CUDA */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,615 @@
+/* test_cuda_kernels.c — every CUDA kernel against a double-precision C reference, on fresh random
+ * inputs (seed printed; LMX_TEST_SEED=N repeats a run), real model shapes and odd sizes.
+ * Outputs are poisoned (NaN) before each launch, so an unwritten element fails.
+ * Exits 77 (skipped) when no CUDA device is present. Label: gpu. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cuda/cuda_kernels.h"
+#include "cuda_test_util.h"
+#include "lmx_test.h"
+
+#ifdef LMX_HAVE_CUDA
+static tu_rng rng;
+
+#define OKS(expr)                                                                                 \
+    do {                                                                                          \
+        lmx_status s_ = (expr);                                                                   \
+        CHECK_MSG(s_ == LMX_OK, "%s -> %s: %s", #expr, lmx_status_str(s_), lmx_last_error_detail()); \
+        if (s_ != LMX_OK) return;                                                                 \
+    } while (0)
+
+static void *dev_upload(const void *h, size_t bytes) {
+    void *d = NULL;
+    if (lmx_cuda_malloc(&d, bytes) != LMX_OK) return NULL;
+    if (lmx_cuda_memcpy_h2d(d, h, bytes, NULL) != LMX_OK) { lmx_cuda_free(d); return NULL; }
+    return d;
+}
+static void *dev_poisoned(size_t bytes) {
+    void *d = NULL;
+    if (lmx_cuda_malloc(&d, bytes) != LMX_OK) return NULL;
+    lmx_cuda_memset(d, 0xff, bytes, NULL); /* 0xffffffff is a NaN */
+    return d;
+}
+static float *randv(size_t n, float amp) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = amp * tu_unif(&rng);
+    return v;
+}
+
+/* ‖got − ref‖ / ‖ref‖, plus NaN detection; reports and counts a failure above tol. */
+static void compare(const char *what, const float *got, const double *ref, size_t n, double tol) {
+    double num = 0, den = 0, worst = 0;
+    size_t worst_i = 0, nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) { nan++; continue; }
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+        if (fabs(d) > worst) { worst = fabs(d); worst_i = i; }
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    CHECK_MSG(nan == 0 && rel <= tol, "%s: rel err %.3g (tol %.1g), %zu non-finite, worst |d| %.3g at %zu (got %.6g ref %.6g)",
+              what, rel, tol, nan, worst, worst_i, (double)got[worst_i], ref[worst_i]);
+    if (getenv("LMX_TEST_VERBOSE")) fprintf(stderr, "  %-48s rel %.3g\n", what, rel);
+}
+
+/* ---- GEMV ---- */
+typedef struct { int64_t n, k; int bits, gs, dt, batch, bias, accumulate; } gemv_case;
+
+static double deq_at(const uint32_t *words, const void *scales, const void *biases, int dt, int64_t k,
+                     int bits, int gs, int64_t row, int64_t i) {
+    const uint32_t *w = words + row * (k * bits / 32);
+    int64_t bit = i * bits;
+    uint32_t q = w[bit >> 5] >> (bit & 31);
+    if ((bit & 31) + bits > 32) q |= w[(bit >> 5) + 1] << (32 - (bit & 31));
+    q &= (1u << bits) - 1u;
+    size_t gi = (size_t)(row * (k / gs) + i / gs);
+    double s = dt == 2 ? tu_bf2f(((const uint16_t *)scales)[gi]) : dt == 1 ? tu_h2f(((const uint16_t *)scales)[gi]) : ((const float *)scales)[gi];
+    double b = dt == 2 ? tu_bf2f(((const uint16_t *)biases)[gi]) : dt == 1 ? tu_h2f(((const uint16_t *)biases)[gi]) : ((const float *)biases)[gi];
+    return s * q + b;
+}
+static double dense_at(const void *w, int dt, size_t i) {
+    return dt == 2 ? tu_bf2f(((const uint16_t *)w)[i]) : dt == 1 ? tu_h2f(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+static void run_gemv(gemv_case c) {
+    char name[160];
+    snprintf(name, sizeof name, "gemv %s%d g%d dt%d [%lld x %lld] batch %d%s%s",
+             c.bits ? "q" : "dense", c.bits, c.gs, c.dt, (long long)c.n, (long long)c.k, c.batch,
+             c.bias ? " +bias" : "", c.accumulate ? " +acc" : "");
+    size_t wbytes, sbytes = 0;
+    void *hw, *hs = NULL, *hb = NULL;
+    if (c.bits) {
+        wbytes = (size_t)(c.n * c.k * c.bits / 32) * 4;
+        sbytes = (size_t)(c.n * (c.k / c.gs)) * tu_dsize(c.dt);
+        hw = malloc(wbytes); hs = malloc(sbytes); hb = malloc(sbytes);
+        tu_make_quant(&rng, c.n, c.k, c.bits, c.gs, c.dt, hw, hs, hb, NULL);
+    } else {
+        wbytes = (size_t)(c.n * c.k) * tu_dsize(c.dt);
+        hw = malloc(wbytes);
+        for (size_t i = 0; i < (size_t)(c.n * c.k); i++) tu_store(hw, i, c.dt, 0.05f * tu_unif(&rng));
+    }
+    void *hbias = NULL;
+    const int bdt = c.bias == 2 ? 0 : c.dt; /* bias 1: the weights' dtype, 2: F32 */
+    if (c.bias) {
+        hbias = malloc((size_t)c.n * 4);
+        for (int64_t i = 0; i < c.n; i++) tu_store(hbias, (size_t)i, bdt, tu_unif(&rng));
+    }
+    float *x = randv((size_t)(c.batch * c.k), 1.0f);
+    float *y0 = randv((size_t)(c.batch * c.n), 1.0f);
+    double *ref = malloc(sizeof(double) * (size_t)(c.batch * c.n));
+    for (int b = 0; b < c.batch; b++)
+        for (int64_t r = 0; r < c.n; r++) {
+            double a = 0;
+            for (int64_t i = 0; i < c.k; i++) {
+                double w = c.bits ? deq_at(hw, hs, hb, c.dt, c.k, c.bits, c.gs, r, i) : dense_at(hw, c.dt, (size_t)(r * c.k + i));
+                a += w * x[b * c.k + i];
+            }
+            if (c.bias) a += dense_at(hbias, bdt, (size_t)r);
+            if (c.accumulate) a += y0[b * c.n + r];
+            ref[b * c.n + r] = a;
+        }
+    void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
+    void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * tu_dsize(bdt)) : NULL;
+    float *dx = dev_upload(x, sizeof(float) * (size_t)(c.batch * c.k));
+    float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)(c.batch * c.n)) : dev_poisoned(sizeof(float) * (size_t)(c.batch * c.n));
+    float *y = malloc(sizeof(float) * (size_t)(c.batch * c.n));
+    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt, .bias_dtype = (lmx_dtype)bdt,
+                         .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
+    CHECK(dw && dx && dy);
+    if (dw && dx && dy) {
+        lmx_status s = lmx_cuda_gemv(&m, dx, dy, c.batch, c.accumulate, NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        s = lmx_cuda_stream_sync(NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)(c.batch * c.n), NULL);
+        lmx_cuda_stream_sync(NULL);
+        compare(name, y, ref, (size_t)(c.batch * c.n), 2e-5);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
+    free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(y);
+}
+
+static void test_gemv(void) {
+    const gemv_case cases[] = {
+        /* dense, Llama-3-8B / 3.2-1B shapes */
+        {4096, 4096, 0, 0, 2, 1, 0, 0},
+        {14336, 4096, 0, 0, 2, 1, 0, 0},
+        {4096, 14336, 0, 0, 2, 1, 0, 1},
+        {1024, 4096, 0, 0, 1, 1, 2, 0},
+        {513, 2048, 0, 0, 0, 1, 0, 0},
+        {1000, 1032, 0, 0, 2, 3, 0, 0},
+        {37, 100, 0, 0, 2, 2, 1, 1},   /* k % 8 != 0: generic path */
+        {2048, 8192, 0, 0, 2, 6, 0, 0}, /* two launches of batch 4 + 2 */
+        /* quantized 4 / 8 bits */
+        {14336, 4096, 4, 64, 2, 1, 0, 0},
+        {4096, 14336, 4, 64, 2, 1, 0, 1},
+        {128256, 2048, 4, 64, 2, 1, 0, 0},
+        {4099, 2048, 4, 32, 2, 1, 2, 0},
+        {2048, 8192, 4, 128, 1, 4, 0, 0},
+        {1000, 4096, 4, 64, 0, 7, 0, 0},
+        {4096, 4096, 8, 64, 2, 1, 0, 0},
+        {1027, 2048, 8, 32, 1, 3, 1, 1},
+        {4096, 14336, 8, 128, 2, 1, 0, 0},
+        /* 2 / 3 / 5 / 6 bits */
+        {2048, 2048, 2, 64, 2, 1, 0, 0},
+        {1000, 2080, 2, 32, 2, 2, 0, 0}, /* k % 64 != 0: generic path */
+        {1536, 4096, 3, 64, 2, 1, 0, 0},
+        {777, 1024, 5, 32, 1, 2, 1, 0},
+        {4096, 2048, 6, 64, 2, 1, 0, 1},
+        {100, 256, 6, 128, 0, 5, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemv(cases[i]);
+}
+
+/* ---- tensor-core GEMM (prefill): bf16 operands, fp32 accumulation ---- */
+static void run_gemm(gemv_case c) {
+    char name[160];
+    snprintf(name, sizeof name, "gemm %s%d g%d dt%d [%lld x %lld] T %d%s%s", c.bits ? "q" : "dense", c.bits, c.gs,
+             c.dt, (long long)c.n, (long long)c.k, c.batch, c.bias ? " +bias" : "", c.accumulate ? " +acc" : "");
+    size_t wbytes, sbytes = 0;
+    void *hw, *hs = NULL, *hb = NULL;
+    if (c.bits) {
+        wbytes = (size_t)(c.n * c.k * c.bits / 32) * 4;
+        sbytes = (size_t)(c.n * (c.k / c.gs)) * tu_dsize(c.dt);
+        hw = malloc(wbytes); hs = malloc(sbytes); hb = malloc(sbytes);
+        tu_make_quant(&rng, c.n, c.k, c.bits, c.gs, c.dt, hw, hs, hb, NULL);
+    } else {
+        wbytes = (size_t)(c.n * c.k) * tu_dsize(c.dt);
+        hw = malloc(wbytes);
+        for (size_t i = 0; i < (size_t)(c.n * c.k); i++) tu_store(hw, i, c.dt, 0.05f * tu_unif(&rng));
+    }
+    float *hbias = NULL;
+    if (c.bias) {
+        hbias = malloc((size_t)c.n * 4);
+        for (int64_t i = 0; i < c.n; i++) hbias[i] = tu_unif(&rng);
+    }
+    const int T = c.batch;
+    float *x = randv((size_t)T * c.k, 1.0f), *y0 = randv((size_t)T * c.n, 1.0f);
+    double *ref = malloc(sizeof(double) * (size_t)T * c.n), *wrow = malloc(sizeof(double) * c.k);
+    for (int64_t r = 0; r < c.n; r++) {
+        for (int64_t i = 0; i < c.k; i++)
+            wrow[i] = c.bits ? deq_at(hw, hs, hb, c.dt, c.k, c.bits, c.gs, r, i) : dense_at(hw, c.dt, (size_t)(r * c.k + i));
+        for (int t = 0; t < T; t++) {
+            double a = 0;
+            for (int64_t i = 0; i < c.k; i++) a += wrow[i] * x[(size_t)t * c.k + i];
+            if (c.bias) a += hbias[r];
+            if (c.accumulate) a += y0[(size_t)t * c.n + r];
+            ref[(size_t)t * c.n + r] = a;
+        }
+    }
+    void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
+    void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * 4) : NULL;
+    float *dx = dev_upload(x, sizeof(float) * (size_t)T * c.k);
+    float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
+    float *y = malloc(sizeof(float) * (size_t)T * c.n);
+    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
+                         .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
+    CHECK(dw && dx && dy);
+    if (dw && dx && dy) {
+        lmx_status s = lmx_cuda_gemm(&m, dx, dy, T, c.accumulate, NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        s = lmx_cuda_stream_sync(NULL);
+        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
+        lmx_cuda_stream_sync(NULL);
+        compare(name, y, ref, (size_t)T * c.n, 1e-2);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
+    free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);
+}
+
+static void test_gemm(void) {
+    const gemv_case cases[] = {
+        {1024, 4096, 0, 0, 2, 77, 0, 0},
+        {4096, 2048, 4, 64, 2, 128, 1, 0},
+        {333, 1024, 3, 32, 2, 17, 0, 1},
+        {100, 256, 0, 0, 0, 200, 1, 0},
+        {2050, 1536, 8, 128, 1, 64, 0, 0},
+        {700, 2048, 6, 64, 2, 33, 0, 0},
+        {128, 512, 2, 32, 2, 1, 0, 0},
+        {256, 4096, 5, 32, 1, 9, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
+}
+
+/* ---- RMSNorm ---- */
+static void run_rmsnorm(int rows, int dim, int dt, int one_plus) {
+    char name[96];
+    snprintf(name, sizeof name, "rmsnorm rows %d dim %d dt%d %s", rows, dim, dt, one_plus ? "1+w" : "w");
+    float *x = randv((size_t)rows * dim, 3.0f);
+    void *w = malloc((size_t)dim * 4);
+    double *ref = malloc(sizeof(double) * (size_t)rows * dim);
+    float wv[16384];
+    for (int i = 0; i < dim; i++) wv[i] = tu_store(w, (size_t)i, dt, 1.0f + 0.5f * tu_unif(&rng));
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
+        double inv = 1.0 / sqrt(ss / dim + 1e-5);
+        for (int i = 0; i < dim; i++) ref[r * dim + i] = x[r * dim + i] * inv * (one_plus ? 1.0 + wv[i] : wv[i]);
+    }
+    float *dx = dev_upload(x, sizeof(float) * (size_t)rows * dim);
+    void *dw = dev_upload(w, (size_t)dim * tu_dsize(dt));
+    float *dy = dev_poisoned(sizeof(float) * (size_t)rows * dim);
+    OKS(lmx_cuda_rmsnorm(dx, dw, (lmx_dtype)dt, 1e-5f, one_plus, dy, rows, dim, NULL));
+    OKS(lmx_cuda_stream_sync(NULL));
+    float *y = malloc(sizeof(float) * (size_t)rows * dim);
+    lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)rows * dim, NULL);
+    lmx_cuda_stream_sync(NULL);
+    compare(name, y, ref, (size_t)rows * dim, 1e-5);
+    /* in place */
+    OKS(lmx_cuda_rmsnorm(dx, dw, (lmx_dtype)dt, 1e-5f, one_plus, dx, rows, dim, NULL));
+    lmx_cuda_memcpy_d2h(y, dx, sizeof(float) * (size_t)rows * dim, NULL);
+    OKS(lmx_cuda_stream_sync(NULL));
+    compare("rmsnorm in place", y, ref, (size_t)rows * dim, 1e-5);
+    lmx_cuda_free(dx); lmx_cuda_free(dw); lmx_cuda_free(dy);
+    free(x); free(w); free(ref); free(y);
+}
+static void test_rmsnorm(void) {
+    run_rmsnorm(3, 4096, 2, 0);
+    run_rmsnorm(1, 2048, 0, 0);
+    run_rmsnorm(32, 128, 2, 0);   /* per-head q_norm */
+    run_rmsnorm(5, 3072, 2, 1);   /* gemma (1+w) */
+    run_rmsnorm(2, 1001, 1, 1);
+}
+
+/* ---- RoPE ---- */
+static void run_rope(int T, int heads, int hd, int rot, const int32_t *pos, double base, float mscale) {
+    char name[96];
+    snprintf(name, sizeof name, "rope T %d heads %d hd %d rot %d", T, heads, hd, rot);
+    int half = rot / 2;
+    float *inv = malloc(sizeof(float) * half);
+    for (int i = 0; i < half; i++) { /* llama3-style table: a scaled band for low frequencies */
+        double f = pow(base, -2.0 * i / rot);
+        double wavelen = 2 * M_PI / f;
+        if (wavelen > 8192) f /= 8.0;
+        inv[i] = (float)f;
+    }
+    size_t n = (size_t)T * heads * hd;
+    float *x = randv(n, 2.0f);
+    double *ref = malloc(sizeof(double) * n);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < heads; h++) {
+            const float *p = x + ((size_t)t * heads + h) * hd;
+            double *o = ref + ((size_t)t * heads + h) * hd;
+            for (int i = 0; i < hd; i++) o[i] = p[i];
+            for (int i = 0; i < half; i++) {
+                double ang = (double)((float)pos[t] * inv[i]); /* the angle is formed in fp32, as in MLX */
+                double c = cos(ang) * mscale, s = sin(ang) * mscale;
+                o[i] = p[i] * c - p[i + half] * s;
+                o[i + half] = p[i + half] * c + p[i] * s;
+            }
+        }
+    float *dx = dev_upload(x, sizeof(float) * n);
+    float *dinv = dev_upload(inv, sizeof(float) * half);
+    int32_t *dpos = dev_upload(pos, sizeof(int32_t) * T);
+    OKS(lmx_cuda_rope(dx, dpos, dinv, mscale, T, heads, hd, rot, NULL));
+    OKS(lmx_cuda_stream_sync(NULL));
+    float *y = malloc(sizeof(float) * n);
+    lmx_cuda_memcpy_d2h(y, dx, sizeof(float) * n, NULL);
+    lmx_cuda_stream_sync(NULL);
+    compare(name, y, ref, n, 1e-5);
+    lmx_cuda_free(dx); lmx_cuda_free(dinv); lmx_cuda_free(dpos);
+    free(inv); free(x); free(ref); free(y);
+}
+static void test_rope(void) {
+    const int32_t p3[3] = {0, 7, 8191};
+    const int32_t p5[5] = {100, 101, 102, 103, 104};
+    const int32_t p1[1] = {31999};
+    run_rope(3, 32, 128, 128, p3, 500000.0, 1.0f);
+    run_rope(5, 8, 128, 64, p5, 10000.0, 1.0f);  /* partial rotary */
+    run_rope(1, 8, 256, 256, p1, 1000000.0, 1.2f); /* yarn-style mscale */
+    run_rope(3, 16, 64, 64, p3, 10000.0, 1.0f);
+}
+
+/* ---- elementwise ---- */
+static void test_elementwise(void) {
+    const int64_t sizes[2] = {14336, 1001};
+    for (int si = 0; si < 2; si++) {
+        int64_t n = sizes[si];
+        float *g = randv((size_t)n, 6.0f), *u = randv((size_t)n, 2.0f);
+        double *ref = malloc(sizeof(double) * (size_t)n);
+        float *y = malloc(sizeof(float) * (size_t)n);
+        float *dg = dev_upload(g, sizeof(float) * n), *du = dev_upload(u, sizeof(float) * n);
+        float *dy = dev_poisoned(sizeof(float) * n);
+        for (int op = 0; op < 4; op++) {
+            for (int64_t i = 0; i < n; i++) {
+                double gv = g[i], uv = u[i];
+                if (op == 0) ref[i] = gv / (1 + exp(-gv)) * uv;
+                else if (op == 1) ref[i] = 0.5 * gv * (1 + tanh(sqrt(2 / M_PI) * (gv + 0.044715 * gv * gv * gv))) * uv;
+                else if (op == 2) ref[i] = gv + uv;
+                else ref[i] = 30.0 * tanh(gv / 30.0);
+            }
+            lmx_cuda_memset(dy, 0xff, sizeof(float) * n, NULL);
+            if (op == 0) OKS(lmx_cuda_swiglu(dg, du, dy, n, NULL));
+            else if (op == 1) OKS(lmx_cuda_geglu_tanh(dg, du, dy, n, NULL));
+            else {
+                lmx_cuda_memcpy_d2d(dy, dg, sizeof(float) * n, NULL);
+                if (op == 2) OKS(lmx_cuda_add(dy, du, n, NULL));
+                else OKS(lmx_cuda_softcap(dy, n, 30.0f, NULL));
+            }
+            OKS(lmx_cuda_stream_sync(NULL));
+            lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * n, NULL);
+            lmx_cuda_stream_sync(NULL);
+            const char *names[4] = {"swiglu", "geglu_tanh", "add", "softcap"};
+            char name[64];
+            snprintf(name, sizeof name, "%s n %lld", names[op], (long long)n);
+            compare(name, y, ref, (size_t)n, 1e-5);
+        }
+        lmx_cuda_free(dg); lmx_cuda_free(du); lmx_cuda_free(dy);
+        free(g); free(u); free(ref); free(y);
+    }
+}
+
+/* ---- embedding ---- */
+static void run_embed(int64_t vocab, int64_t k, int bits, int gs, int dt) {
+    char name[96];
+    snprintf(name, sizeof name, "embed %s%d vocab %lld k %lld", bits ? "q" : "dense", bits, (long long)vocab, (long long)k);
+    size_t wbytes = bits ? (size_t)(vocab * k * bits / 32) * 4 : (size_t)(vocab * k) * tu_dsize(dt);
+    size_t sbytes = bits ? (size_t)(vocab * (k / gs)) * tu_dsize(dt) : 0;
+    void *hw = malloc(wbytes), *hs = bits ? malloc(sbytes) : NULL, *hb = bits ? malloc(sbytes) : NULL;
+    if (bits) tu_make_quant(&rng, vocab, k, bits, gs, dt, hw, hs, hb, NULL);
+    else for (size_t i = 0; i < (size_t)(vocab * k); i++) tu_store(hw, i, dt, tu_unif(&rng));
+    const int T = 6;
+    int32_t ids[6] = {0, (int32_t)(vocab - 1), (int32_t)(tu_next(&rng) % vocab), (int32_t)(tu_next(&rng) % vocab), -1, (int32_t)vocab};
+    float scale = sqrtf((float)k);
+    double *ref = malloc(sizeof(double) * T * k);
+    for (int t = 0; t < T; t++)
+        for (int64_t i = 0; i < k; i++) {
+            double v = 0;
+            if (ids[t] >= 0 && ids[t] < vocab)
+                v = bits ? deq_at(hw, hs, hb, dt, k, bits, gs, ids[t], i) : dense_at(hw, dt, (size_t)(ids[t] * k + i));
+            ref[t * k + i] = v * scale;
+        }
+    void *dw = dev_upload(hw, wbytes), *ds = bits ? dev_upload(hs, sbytes) : NULL, *db = bits ? dev_upload(hb, sbytes) : NULL;
+    int32_t *dids = dev_upload(ids, sizeof ids);
+    float *dout = dev_poisoned(sizeof(float) * T * k);
+    lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .dtype = (lmx_dtype)dt, .bits = bits, .group_size = gs, .n = vocab, .k = k};
+    OKS(lmx_cuda_embed(&m, dids, T, scale, dout, NULL));
+    OKS(lmx_cuda_stream_sync(NULL));
+    float *y = malloc(sizeof(float) * T * k);
+    lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * T * k, NULL);
+    lmx_cuda_stream_sync(NULL);
+    compare(name, y, ref, (size_t)(T * k), 1e-6);
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dids); lmx_cuda_free(dout);
+    free(hw); free(hs); free(hb); free(ref); free(y);
+}
+static void test_embed(void) {
+    run_embed(1000, 2048, 0, 0, 2);
+    run_embed(128256, 4096, 4, 64, 2);
+    run_embed(3001, 1536, 6, 64, 1);
+    run_embed(517, 2048, 8, 32, 2);
+    run_embed(300, 1024, 3, 128, 0);
+}
+
+/* ---- attention ---- */
+typedef struct { int heads, kv, hd, T; int64_t L; int dt, window; float softcap; } attn_case;
+
+static void run_attention(attn_case c) {
+    char name[128];
+    snprintf(name, sizeof name, "attention h%d kv%d hd%d T%d L%lld dt%d win%d cap%g", c.heads, c.kv, c.hd, c.T,
+             (long long)c.L, c.dt, c.window, (double)c.softcap);
+    const int64_t cap = c.L + 17;
+    lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = cap,
+                       .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd), .softcap = c.softcap, .window = c.window};
+    size_t kvn = (size_t)c.L * c.kv * c.hd;            /* [L, kv, hd] as the store takes it */
+    float *k = randv(kvn, 2.0f), *v = randv(kvn, 1.0f);
+    int32_t *allpos = malloc(sizeof(int32_t) * c.L);
+    for (int64_t i = 0; i < c.L; i++) allpos[i] = (int32_t)i;
+    /* values as the cache stores them */
+    float *kr = malloc(sizeof(float) * kvn), *vr = malloc(sizeof(float) * kvn);
+    float tmp[1];
+    for (size_t i = 0; i < kvn; i++) {
+        kr[i] = c.dt == 0 ? k[i] : tu_store(tmp, 0, c.dt, k[i]);
+        vr[i] = c.dt == 0 ? v[i] : tu_store(tmp, 0, c.dt, v[i]);
+    }
+    size_t cache_bytes = (size_t)c.kv * cap * c.hd * tu_dsize(c.dt);
+    void *dkc = dev_poisoned(cache_bytes), *dvc = dev_poisoned(cache_bytes);
+    float *dk = dev_upload(k, sizeof(float) * kvn), *dv = dev_upload(v, sizeof(float) * kvn);
+    int32_t *dall = dev_upload(allpos, sizeof(int32_t) * c.L);
+    OKS(lmx_cuda_kv_store(&a, dk, dv, dkc, dvc, dall, (int)c.L, NULL));
+    /* queries at the last T positions */
+    size_t qn = (size_t)c.T * c.heads * c.hd;
+    float *q = randv(qn, 1.5f);
+    int32_t *qpos = malloc(sizeof(int32_t) * c.T);
+    for (int t = 0; t < c.T; t++) qpos[t] = (int32_t)(c.L - c.T + t);
+    double *ref = malloc(sizeof(double) * qn);
+    double *sc = malloc(sizeof(double) * c.L);
+    for (int t = 0; t < c.T; t++)
+        for (int h = 0; h < c.heads; h++) {
+            int g = h / (c.heads / c.kv);
+            int64_t pos = qpos[t], lo = c.window > 0 ? pos - c.window + 1 : 0;
+            if (lo < 0) lo = 0;
+            double mx = -INFINITY;
+            for (int64_t j = lo; j <= pos; j++) {
+                double d = 0;
+                for (int i = 0; i < c.hd; i++) d += (double)q[((size_t)t * c.heads + h) * c.hd + i] * kr[((size_t)j * c.kv + g) * c.hd + i];
+                d *= 1.0 / sqrt((double)c.hd);
+                if (c.softcap > 0) d = c.softcap * tanh(d / c.softcap);
+                sc[j] = d;
+                if (d > mx) mx = d;
+            }
+            double den = 0;
+            for (int64_t j = lo; j <= pos; j++) { sc[j] = exp(sc[j] - mx); den += sc[j]; }
+            for (int i = 0; i < c.hd; i++) {
+                double num = 0;
+                for (int64_t j = lo; j <= pos; j++) num += sc[j] * vr[((size_t)j * c.kv + g) * c.hd + i];
+                ref[((size_t)t * c.heads + h) * c.hd + i] = num / den;
+            }
+        }
+    float *dq = dev_upload(q, sizeof(float) * qn);
+    int32_t *dqpos = dev_upload(qpos, sizeof(int32_t) * c.T);
+    float *dws = dev_poisoned(sizeof(float) * lmx_cuda_attention_workspace_floats(&a, c.T));
+    float *dout = dev_poisoned(sizeof(float) * qn);
+    OKS(lmx_cuda_attention(&a, dq, dkc, dvc, dqpos, c.T, c.L, dws, dout, NULL));
+    OKS(lmx_cuda_stream_sync(NULL));
+    float *y = malloc(sizeof(float) * qn);
+    lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
+    lmx_cuda_stream_sync(NULL);
+    compare(name, y, ref, qn, 1e-5);
+    lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dk); lmx_cuda_free(dv); lmx_cuda_free(dall);
+    lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dws); lmx_cuda_free(dout);
+    free(k); free(v); free(allpos); free(kr); free(vr); free(q); free(qpos); free(ref); free(sc); free(y);
+}
+static void test_attention(void) {
+    const attn_case cases[] = {
+        {32, 8, 128, 1, 1000, 2, 0, 0.f},     /* Llama-3-8B decode, bf16 cache */
+        {32, 8, 128, 1, 1, 2, 0, 0.f},        /* first token */
+        {16, 16, 64, 1, 37, 0, 0, 0.f},       /* MHA, f32 cache */
+        {8, 4, 256, 1, 4099, 1, 1024, 50.f},  /* gemma-like: window + softcap, f16 */
+        {32, 8, 128, 5, 300, 2, 0, 0.f},      /* several queries (prefill tail), causal */
+        {14, 2, 64, 3, 8200, 2, 4096, 0.f},   /* qwen-like GQA 7, sliding */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i]);
+}
+
+/* ---- argmax ---- */
+static void test_argmax(void) {
+    const int64_t n = 128256;
+    const int rows = 3;
+    float *l = randv((size_t)rows * n, 10.0f);
+    int32_t want[3];
+    want[0] = (int32_t)(tu_next(&rng) % n);
+    l[want[0]] = 20.0f;
+    want[1] = 5;                            /* tie: the first index wins */
+    l[n + 5] = 25.0f; l[n + 77777] = 25.0f;
+    want[2] = (int32_t)(n - 1);             /* NaNs are skipped */
+    l[2 * n + 10] = NAN; l[2 * n + n - 1] = 30.0f;
+    float *dl = dev_upload(l, sizeof(float) * rows * n);
+    int32_t *dids = dev_poisoned(sizeof(int32_t) * rows), ids[3];
+    OKS(lmx_cuda_argmax(dl, rows, n, dids, NULL));
+    OKS(lmx_cuda_stream_sync(NULL));
+    lmx_cuda_memcpy_d2h(ids, dids, sizeof ids, NULL);
+    lmx_cuda_stream_sync(NULL);
+    for (int r = 0; r < rows; r++) CHECK_EQ_INT(ids[r], want[r]);
+    lmx_cuda_free(dl); lmx_cuda_free(dids);
+    free(l);
+}
+
+/* ---- top-k ---- */
+static const float *g_sort_vals;
+static int cmp_desc(const void *a, const void *b) {
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    float x = g_sort_vals[i], y = g_sort_vals[j];
+    if (isnan(x)) x = -INFINITY;
+    if (isnan(y)) y = -INFINITY;
+    if (x != y) return x > y ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+static void test_topk(void) {
+    const int64_t n = 128256;
+    const int rows = 2, ks[4] = {1, 40, 256, 7};
+    float *l = randv((size_t)rows * n, 8.0f);
+    l[100] = NAN;
+    l[n + 5] = 50.f; l[n + 9] = 50.f; l[n + 77] = 60.f; /* a tie inside the top k (k >= 3): index order */
+    int32_t *order = malloc(sizeof(int32_t) * n);
+    float *dl = dev_upload(l, sizeof(float) * rows * n);
+    float *dv = dev_poisoned(sizeof(float) * rows * 256);
+    int32_t *di = dev_poisoned(sizeof(int32_t) * rows * 256);
+    float vals[2 * 256];
+    int32_t ids[2 * 256];
+    for (int ki = 0; ki < 4; ki++) {
+        int k = ks[ki];
+        OKS(lmx_cuda_topk(dl, rows, n, k, dv, di, NULL));
+        OKS(lmx_cuda_stream_sync(NULL));
+        lmx_cuda_memcpy_d2h(vals, dv, sizeof(float) * rows * k, NULL);
+        lmx_cuda_memcpy_d2h(ids, di, sizeof(int32_t) * rows * k, NULL);
+        lmx_cuda_stream_sync(NULL);
+        for (int r = 0; r < rows; r++) {
+            for (int64_t i = 0; i < n; i++) order[i] = (int32_t)i;
+            g_sort_vals = l + (size_t)r * n;
+            qsort(order, (size_t)n, sizeof *order, cmp_desc);
+            int bad = 0;
+            for (int j = 0; j < k; j++)
+                if (ids[r * k + j] != order[j] || vals[r * k + j] != g_sort_vals[order[j]]) bad++;
+            CHECK_MSG(bad == 0, "topk k=%d row %d: %d of %d wrong (first: got %d want %d)", k, r, bad, k, ids[r * k],
+                      order[0]);
+        }
+    }
+    lmx_cuda_free(dl); lmx_cuda_free(dv); lmx_cuda_free(di);
+    free(l); free(order);
+}
+
+/* ---- arena, errors ---- */
+static void test_arena(void) {
+    lmx_cuda_arena *a = NULL;
+    OKS(lmx_cuda_arena_create(1 << 20, &a));
+    void *p1 = NULL, *p2 = NULL, *p3 = NULL;
+    OKS(lmx_cuda_arena_alloc(a, 1000, 0, &p1));
+    OKS(lmx_cuda_arena_alloc(a, 10, 4096, &p2));
+    CHECK(((uintptr_t)p1 & 255) == 0 && ((uintptr_t)p2 & 4095) == 0 && p2 > p1);
+    CHECK(lmx_cuda_arena_alloc(a, 2 << 20, 0, &p3) == LMX_ERR_OUT_OF_MEMORY && p3 == NULL);
+    lmx_cuda_arena_reset(a);
+    CHECK_EQ_INT(lmx_cuda_arena_used(a), 0);
+    lmx_cuda_arena_destroy(a);
+    lmx_cuda_arena_destroy(NULL);
+    lmx_cuda_matrix bad = {.w = (void *)16, .dtype = LMX_DTYPE_BF16, .bits = 4, .group_size = 48, .n = 8, .k = 96};
+    CHECK(lmx_cuda_matrix_check(&bad) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_cuda_util u = {0};
+    lmx_status us = lmx_cuda_utilization(0, &u);
+    fprintf(stderr, "  nvml: %s%s gpu %u%% membw %u%% used %.2f of %.2f GiB\n", lmx_status_str(us),
+            us == LMX_OK ? "" : lmx_last_error_detail(), u.gpu_percent, u.mem_bw_percent, u.mem_used / 1073741824.0,
+            u.mem_total / 1073741824.0);
+    CHECK(us == LMX_OK || us == LMX_ERR_GPU_NOT_AVAILABLE);
+    if (us == LMX_OK) CHECK(u.gpu_percent <= 100 && u.mem_total > 0 && u.mem_used <= u.mem_total);
+    void *huge = NULL;
+    CHECK(lmx_cuda_malloc(&huge, (size_t)1 << 50) == LMX_ERR_OUT_OF_MEMORY && huge == NULL);
+}
+
+#endif /* LMX_HAVE_CUDA */
+
+int main(void) {
+#ifndef LMX_HAVE_CUDA
+    (void)lmx_test_run;
+    SKIP("this build has no CUDA backend: GPU kernel tests skipped");
+    return lmx_test_summary();
+#else
+    int n = 0;
+    if (!lmx_cuda_available(&n)) {
+        SKIP("no CUDA device (or no driver, or a build without CUDA): GPU kernel tests skipped");
+        return lmx_test_summary();
+    }
+    lmx_cuda_device_info info;
+    if (lmx_cuda_get_device_info(0, &info) == LMX_OK)
+        fprintf(stderr, "device: %s, cc %d.%d, %d SMs, %.1f GiB\n", info.name, info.cc_major, info.cc_minor,
+                info.sm_count, info.total_mem / 1073741824.0);
+    const char *seed = getenv("LMX_TEST_SEED");
+    rng.s = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL);
+    fprintf(stderr, "seed %llu (LMX_TEST_SEED to repeat)\n", (unsigned long long)rng.s);
+    RUN(test_arena);
+    RUN(test_gemv);
+    RUN(test_gemm);
+    RUN(test_rmsnorm);
+    RUN(test_rope);
+    RUN(test_elementwise);
+    RUN(test_embed);
+    RUN(test_attention);
+    RUN(test_argmax);
+    RUN(test_topk);
+    return lmx_test_summary();
+#endif
+}
