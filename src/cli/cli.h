@@ -43,6 +43,7 @@ lmx_status lmx_cli_lm_open(const lmx_cli_lm_args *a, lmx_lm **out);
 void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
 
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
+int lmx_cli_bench(int argc, char **argv);
 int lmx_cli_chat_template(int argc, char **argv);
 int lmx_cli_detokenize(int argc, char **argv);
 int lmx_cli_tokenize(int argc, char **argv);
