@@ -105,10 +105,10 @@ fi
 
 # ---- correctness on the GPU: op tests, then every golden model with issue 5's GPU tolerance ----
 if [ $HAVE_GPU = 1 ]; then
-  run ctest_gpu 150 250 ctest --test-dir "$B" -L gpu --output-on-failure
+  run ctest_gpu 150 250 bash -c 'cd "$0" && ctest -L gpu --output-on-failure' "$B"
   grep -E "tests passed|Failed|\*\*\*" "$LOGS/ctest_gpu.log" | head -8 | tee -a "$SUMMARY"
   run golden_gpu 150 230 env LMX_GOLDEN_EXTRA="--device gpu" LMX_GOLDEN_TOL=gpu \
-      ctest --test-dir "$B" -L golden -j4 --output-on-failure
+      bash -c 'cd "$0" && ctest -L golden -j4 --output-on-failure' "$B"
   grep -E "tests passed|Failed|\*\*\*" "$LOGS/golden_gpu.log" | head -30 | tee -a "$SUMMARY"
 else
   say "ctest_gpu, golden_gpu: SKIPPED (no GPU)"
@@ -176,13 +176,12 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     except Exception as e:
         rows.append("%s: unreadable: %s" % (os.path.basename(f), e)); continue
     r, m, h = j["results"], j["model"], j["hardware"]
-    dev = h.get("gpu_name") or h.get("cpu_model")
     mem = r.get("peak_device_bytes") or r.get("peak_rss_bytes") or 0
     t = targets.get(m["dtype"]) if h["device"] == "gpu" else None
     rows.append("%-5s %-4s %8.2f %8.2f %10.0f %9.1f %8.0f %8.1f  %-9s %s" % (
         m["dtype"], h["device"], r["load_s"], r["load_to_first_token_s"], r["prefill_tok_s"], r["decode_tok_s"],
-        r["effective_decode_gb_s"], mem / 1e9, "%d/%d" % t if t else "-", dev))
-print("\ndtype dev    load_s  l2ft_s  prefill/s  decode/s    GB/s  peakGB  target     hardware")
+        r["effective_decode_gb_s"], mem / 1e9, "%d/%d" % t if t else "-", os.path.basename(f)))
+print("\ndtype dev    load_s  l2ft_s  prefill/s  decode/s    GB/s  peakGB  target     file")
 for x in rows:
     print(x)
 if not rows:
