@@ -169,10 +169,13 @@ typedef struct lmx_gen_options {
     int repetition_context;     /* how many recent tokens the penalty looks at (default 20) */
     uint64_t seed;              /* used when use_seed: the same seed gives the same output */
     bool use_seed;              /* false: seeded from the clock/entropy per generation */
+    bool ignore_eos;            /* true: EOS ids are generated like any other token and never end
+                                   the generation (benchmarks: exactly max_tokens tokens unless a
+                                   stop string or the context ends it). Default false */
 } lmx_gen_options;
 
 /* temperature 0.7, top_p 0.9, top_k 0, min_p 0, max_tokens 512, no stop strings, repetition
- * penalty 1.0, context 20, unseeded. */
+ * penalty 1.0, context 20, unseeded, EOS ends the generation. */
 LMX_API lmx_gen_options lmx_gen_options_default(void);
 
 /* Receives each piece of generated text as it becomes final (UTF-8, not NUL-terminated; valid
@@ -198,6 +201,9 @@ typedef struct lmx_gen_result {
                                    n_generated / total when fewer than 2 tokens */
     double prompt_tokens_per_second; /* n_prompt_tokens / prefill time */
     double load_ms;             /* time spent loading the model lazily in this call (0 on a hit) */
+    double prefill_ms;          /* the prompt's forward pass alone (no load, no setup) */
+    double decode_ms;           /* first token sampled → last token done: tokens_per_second's
+                                   denominator when n_generated >= 2 */
 } lmx_gen_result;
 
 /* One chat message; role is "system", "user", "assistant" or "tool". */

@@ -35,14 +35,17 @@ typedef struct lmx_cli_lm_args {
     double temp;
     bool json;
     const char *device;
+    lmx_backend *gpu; /* the CUDA backend lmx_cli_lm_open created for --device gpu (owned; freed by
+                         lmx_cli_lm_args_free, which must come after lmx_lm_close) */
 } lmx_cli_lm_args;
 /* Returns -1 to continue, else the exit code (0 after --help, 2 on a usage error). */
 int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usage);
 void lmx_cli_lm_args_free(lmx_cli_lm_args *a);
-lmx_status lmx_cli_lm_open(const lmx_cli_lm_args *a, lmx_lm **out);
+lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out);
 void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
 
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
+int lmx_cli_bench(int argc, char **argv);
 int lmx_cli_chat_template(int argc, char **argv);
 int lmx_cli_detokenize(int argc, char **argv);
 int lmx_cli_tokenize(int argc, char **argv);

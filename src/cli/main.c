@@ -9,6 +9,7 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
+    {"bench", lmx_cli_bench, "benchmark a model: load, prefill and decode tok/s, peak memory (--json)"},
     {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
     {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
     {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},

@@ -107,13 +107,15 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     size_t n_pos = req->n_prompt;
     long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
 
+    uint64_t t_prefill0 = lmx_now_ns();
     if ((st = e->forward(req->model, kv, req->prompt, req->n_prompt, logits)) != LMX_OK) {
         lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt);
         goto done;
     }
     uint64_t t_prefill = lmx_now_ns(), t_first = 0;
+    res->prefill_ms = ms_between(t_prefill0, t_prefill);
     res->prompt_tokens_per_second =
-        (double)req->n_prompt / (ms_between(t0, t_prefill) > 0 ? ms_between(t0, t_prefill) / 1e3 : 1e-9);
+        (double)req->n_prompt / (res->prefill_ms > 0 ? res->prefill_ms / 1e3 : 1e-9);
     long gen = 0;
     const char *piece, *out;
     size_t piece_len, out_len;
@@ -121,7 +123,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         int32_t tok;
         if ((st = lmx_sampler_sample(sampler, &sp, logits, hist, n_pos, &tok)) != LMX_OK) goto done;
         if (!t_first) t_first = lmx_now_ns();
-        if (is_eos(info, tok)) {
+        if (!opt->ignore_eos && is_eos(info, tok)) {
             res->finish_reason = LMX_FINISH_STOP;
             break;
         }
@@ -170,6 +172,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     res->n_generated_tokens = (int)gen;
     res->ttft_ms = ms_between(t0, t_first ? t_first : t_end);
     res->total_ms = ms_between(t0, t_end);
+    res->decode_ms = t_first ? ms_between(t_first, t_end) : 0.0;
     if (gen >= 2 && t_end > t_first)
         res->tokens_per_second = (double)(gen - 1) / (ms_between(t_first, t_end) / 1e3);
     else if (gen > 0)

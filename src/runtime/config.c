@@ -35,6 +35,7 @@ LMX_API lmx_gen_options lmx_gen_options_default(void) {
         .repetition_context = 20,
         .seed = 0,
         .use_seed = false,
+        .ignore_eos = false,
     };
     return o;
 }

@@ -89,6 +89,37 @@ static void test_greedy_eos(void) {
     E.close(m);
 }
 
+/* ignore_eos (benchmarks): EOS is generated like any other token, the loop runs to max_tokens;
+ * prefill_ms / decode_ms are filled and consistent with the rates. */
+static void test_ignore_eos(void) {
+    lmx_engine_info info;
+    lmx_engine_model *m = open_model("hello_ie", "{\"script\":\"Quick brown#\"}", &info);
+    CHECK(m != NULL);
+    if (!m) return;
+    lmx_gen_options o = greedy();
+    CHECK(!o.ignore_eos); /* default: EOS ends the generation */
+    o.ignore_eos = true;
+    o.max_tokens = 14;
+    log_t log = {0};
+    lmx_gen_result res;
+    CHECK(gen(m, &info, "Q", &o, 64, &log, &res) == LMX_OK);
+    CHECK_EQ_INT(res.finish_reason, LMX_FINISH_LENGTH);
+    CHECK_EQ_INT(res.n_generated_tokens, 14); /* "uick brown" + EOS + "Qui" */
+    CHECK(strncmp(log.text, "uick brown", 10) == 0);
+    CHECK(strstr(log.text, "Qui") != NULL);
+    CHECK(res.prefill_ms >= 0 && res.decode_ms >= 0);
+    CHECK(res.decode_ms <= res.total_ms && res.prefill_ms <= res.ttft_ms + 1e-9);
+    CHECK(res.prompt_tokens_per_second > 0 && res.tokens_per_second > 0);
+    /* without max_tokens, ignore_eos runs until the context is full */
+    o.max_tokens = -1;
+    memset(&log, 0, sizeof log);
+    CHECK(gen(m, &info, "Q", &o, 20, &log, &res) == LMX_OK);
+    CHECK_EQ_INT(res.finish_reason, LMX_FINISH_LENGTH);
+    CHECK_EQ_INT(res.n_generated_tokens, 20);
+    CHECK_EQ_INT(atomic_load(&C.live_kv), 0);
+    E.close(m);
+}
+
 static void test_stop_across_tokens_and_holdback(void) {
     lmx_engine_info info;
     lmx_engine_model *m = open_model("hello2", "{\"script\":\"Quick brown#\"}", &info);
@@ -262,6 +293,7 @@ int main(void) {
         return 1;
     }
     RUN(test_greedy_eos);
+    RUN(test_ignore_eos);
     RUN(test_stop_across_tokens_and_holdback);
     RUN(test_cancellation);
     RUN(test_context_limits);
