@@ -20,24 +20,16 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx info MODEL [--json]\n");
+}
+
 int lmx_cli_info(int argc, char **argv) {
     const char *model = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lmx info MODEL [--json]\n");
-            return 0;
-        } else if (argv[i][0] != '-' && !model) model = argv[i];
-        else {
-            fprintf(stderr, "usage: lmx info MODEL [--json]\n");
-            return 2;
-        }
-    }
-    if (!model) {
-        fprintf(stderr, "usage: lmx info MODEL [--json]\n");
-        return 2;
-    }
+    const lmx_cli_flag flags[] = {{"--json", &json, NULL}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "info", flags, &model, false, usage);
+    if (rc >= 0) return rc;
     lmx_runtime *rt = NULL;
     lmx_status st = lmx_runtime_create(NULL, &rt);
     if (st != LMX_OK) return lmx_cli_fail(st);

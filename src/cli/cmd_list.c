@@ -24,17 +24,9 @@ static void json_str(const char *s) {
 int lmx_cli_list(int argc, char **argv) {
     const char *models_dir = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
+    const lmx_cli_flag flags[] = {{"--json", &json, NULL}, {"--models-dir", NULL, &models_dir}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "list", flags, NULL, false, usage);
+    if (rc >= 0) return rc;
     lmx_registry_entry *e = NULL;
     int n = 0;
     lmx_status st = lmx_registry_list(models_dir, &e, &n);
