@@ -9,7 +9,6 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx detokenize MODEL [--skip-special] [--jsonl]\n"

@@ -2,7 +2,6 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 #include <time.h>
 
 static void usage(FILE *f) {

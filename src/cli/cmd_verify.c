@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx verify MODEL [--models-dir DIR]\n");
