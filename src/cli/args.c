@@ -126,3 +126,14 @@ int lmx_cli_parse_flags(int argc, char **argv, const char *cmd, const lmx_cli_fl
     }
     return -1;
 }
+
+void lmx_cli_print_json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}

@@ -9,17 +9,6 @@ static void usage(FILE *f) {
                "Lists the models registered in DIR's registry (default $LMX_HOME/models, ~/.cache/lmx/models).\n");
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 int lmx_cli_list(int argc, char **argv) {
     const char *models_dir = NULL;
     bool json = false;
@@ -36,9 +25,9 @@ int lmx_cli_list(int argc, char **argv) {
             uint64_t bytes = 0;
             for (int j = 0; j < e[i].n_files; j++) bytes += e[i].files[j].size;
             printf("%s{\"id\":", i ? "," : "");
-            json_str(e[i].id);
+            lmx_cli_print_json_str(e[i].id);
             printf(",\"path\":");
-            json_str(e[i].path);
+            lmx_cli_print_json_str(e[i].path);
             printf(",\"size\":%llu,\"files\":%d,\"added_at\":%.3f,\"last_used\":%.3f}", (unsigned long long)bytes,
                    e[i].n_files, e[i].added_at, e[i].last_used);
         }
