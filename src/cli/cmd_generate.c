@@ -109,11 +109,11 @@ int lmx_cli_generate(int argc, char **argv) {
             }
             i++;
         } else if ((r = lmx_cli_gen_option("generate", a, v, &g)) != 0) {
-            if (r == 2) {
+            if (r < 0) {
                 free(prompt_ids);
                 return 2;
             }
-            if (strcmp(a, "--no-mmap")) i++;
+            i += r - 1;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else {

@@ -109,8 +109,8 @@ int lmx_cli_run(int argc, char **argv) {
             system = v;
             i++;
         } else if ((r = lmx_cli_gen_option("run", a, v, &g)) != 0) {
-            if (r == 2) return 2;
-            if (strcmp(a, "--no-mmap")) i++;
+            if (r < 0) return 2;
+            i += r - 1;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else if (a[0] != '-' && !prompt) {
