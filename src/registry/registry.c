@@ -30,6 +30,10 @@ static double wall_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static lmx_status out_of_memory(void) {
+    return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+}
+
 /* ---- paths ---- */
 lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **registry_out) {
     *dir_out = NULL;
@@ -52,7 +56,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
             dir = lmx_fs_join(h, ".cache/lmx/models");
         }
     }
-    if (!dir) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    if (!dir) return out_of_memory();
     size_t n = strlen(dir);
     while (n > 1 && dir[n - 1] == '/') dir[--n] = '\0';
     if (registry_out) {
@@ -63,7 +67,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
         free(parent);
         if (!reg) {
             free(dir);
-            return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            return out_of_memory();
         }
         *registry_out = reg;
     }
@@ -73,7 +77,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
 
 static lmx_status mkdir_p(const char *path) {
     char *p = strdup(path);
-    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    if (!p) return out_of_memory();
     for (char *s = p + 1; *s; s++) {
         if (*s != '/') continue;
         *s = '\0';
@@ -134,7 +138,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
     int n = cJSON_GetArraySize(models);
     r->e = n ? calloc((size_t)n, sizeof *r->e) : NULL;
     if (n && !r->e) {
-        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        st = out_of_memory();
         goto out;
     }
     r->cap = n;
@@ -158,7 +162,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
         int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : 0;
         e->files = nf ? calloc((size_t)nf, sizeof *e->files) : NULL;
         if (!e->id || !e->path || (nf && !e->files)) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             goto out;
         }
         cJSON *f;
@@ -173,7 +177,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
             lmx_registry_file *rf = &e->files[e->n_files++];
             rf->name = strdup(fn->valuestring);
             if (!rf->name) {
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 goto out;
             }
             rf->size = (uint64_t)fs->valuedouble;
@@ -281,7 +285,7 @@ static lmx_status lock_open(const char *registry, bool exclusive, int *fd_out) {
         char *slash = strrchr(registry, '/');
         if (slash && slash != registry) {
             char *dir = strndup(registry, (size_t)(slash - registry));
-            lmx_status st = dir ? mkdir_p(dir) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            lmx_status st = dir ? mkdir_p(dir) : out_of_memory();
             free(dir);
             if (st != LMX_OK) return st;
         }
@@ -392,7 +396,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
         if (de->d_name[0] == '.') continue;
         char *p = lmx_fs_join(dir, de->d_name);
         if (!p) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             break;
         }
         if (!lmx_fs_is_file(p)) {
@@ -404,7 +408,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
             lmx_registry_file *nf = realloc(e->files, (size_t)cap * sizeof *nf);
             if (!nf) {
                 free(p);
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 break;
             }
             e->files = nf;
@@ -416,7 +420,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
         if (st != LMX_OK) break;
         f->name = strdup(de->d_name);
         if (!f->name) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             break;
         }
         e->n_files++;
@@ -468,7 +472,7 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
     e.id = name ? strdup(name) : default_name(models_real, real);
     e.path = strdup(real);
     if (!e.id || !e.path) {
-        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        st = out_of_memory();
         goto out;
     }
     e.added_at = wall_now();
@@ -487,7 +491,7 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
             int cap = r->cap ? r->cap * 2 : 8;
             lmx_registry_entry *ne = realloc(r->e, (size_t)cap * sizeof *ne);
             if (!ne) {
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 goto out;
             }
             r->e = ne;
