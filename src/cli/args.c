@@ -84,3 +84,56 @@ char *lmx_cli_read_stdin(size_t *len) {
     if (len) *len = n;
     return buf;
 }
+
+static const lmx_cli_flag *find_flag(const lmx_cli_flag *flags, const char *arg) {
+    for (; flags->name; flags++)
+        if (!strcmp(flags->name, arg)) return flags;
+    return NULL;
+}
+
+int lmx_cli_parse_flags(int argc, char **argv, const char *cmd, const lmx_cli_flag *flags, const char **positional,
+                        bool explain, void (*usage)(FILE *f)) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const lmx_cli_flag *f = find_flag(flags, a);
+        if (f && f->on) {
+            *f->on = true;
+            continue;
+        }
+        if (f && i + 1 < argc) {
+            *f->value = argv[++i];
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        bool option = a[0] == '-' && (a[1] || !explain);
+        if (!option && positional && !*positional) {
+            *positional = a;
+            continue;
+        }
+        if (explain) {
+            if (f) fprintf(stderr, "lmx %s: option %s needs a value\n", cmd, a);
+            else fprintf(stderr, "lmx %s: %s %s\n", cmd, option ? "unknown option" : "unexpected argument", a);
+        }
+        usage(stderr);
+        return 2;
+    }
+    if (positional && !*positional) {
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+void lmx_cli_print_json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}

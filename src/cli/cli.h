@@ -60,4 +60,25 @@ int lmx_cli_add(int argc, char **argv);
 int lmx_cli_rm(int argc, char **argv);
 int lmx_cli_verify(int argc, char **argv);
 
+/* Argument parsing for the simple commands (tokenize, detokenize, info, list, add, rm, verify):
+ * switches and options with one value from a table, at most one positional argument. */
+#include <stdio.h>
+typedef struct lmx_cli_flag {
+    const char *name;   /* "--json" */
+    bool *on;           /* a switch: set to true when given */
+    const char **value; /* an option with a value (when `on` is NULL): the next argument */
+} lmx_cli_flag;
+/* Parses argv[1..] against `flags` (ended by a {NULL} entry). -h/--help prints usage(stdout) and
+ * returns 0. `positional` receives the one positional argument and is then required; NULL means the
+ * command takes none. Usage errors print usage(stderr) and return 2; with `explain`, an unknown
+ * option or extra argument is named first ("lmx <cmd>: unknown option X") and a lone "-" counts as
+ * a positional argument; without it any other argument starting with '-' is a usage error.
+ * Returns -1 when the command should go on. */
+int lmx_cli_parse_flags(int argc, char **argv, const char *cmd, const lmx_cli_flag *flags, const char **positional,
+                        bool explain, void (*usage)(FILE *f));
+
+/* Prints s to stdout as a JSON string: '"' and '\\' escaped, control bytes as \u00XX, other bytes
+ * (UTF-8 included) as they are. */
+void lmx_cli_print_json_str(const char *s);
+
 #endif

@@ -9,7 +9,6 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx detokenize MODEL [--skip-special] [--jsonl]\n"
@@ -41,22 +40,16 @@ static bool array_ids(const cJSON *a, int32_t **ids, size_t *n) {
 int lmx_cli_detokenize(int argc, char **argv) {
     const char *model = NULL;
     bool skip = false, jsonl = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--skip-special")) skip = true;
-        else if (!strcmp(argv[i], "--jsonl")) jsonl = true;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
-        else if (argv[i][0] == '-' && argv[i][1]) { fprintf(stderr, "lmx detokenize: unknown option %s\n", argv[i]); usage(stderr); return 2; }
-        else if (!model) model = argv[i];
-        else { fprintf(stderr, "lmx detokenize: unexpected argument %s\n", argv[i]); usage(stderr); return 2; }
-    }
-    if (!model) { usage(stderr); return 2; }
+    const lmx_cli_flag flags[] = {{"--skip-special", &skip, NULL}, {"--jsonl", &jsonl, NULL}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "detokenize", flags, &model, true, usage);
+    if (rc >= 0) return rc;
     lmx_tokenizer *tok;
     lmx_status st = lmx_tokenizer_load(model, &tok);
     if (st) return lmx_cli_fail(st);
     size_t len;
     char *in = lmx_cli_read_stdin(&len);
     if (!in) { lmx_tokenizer_destroy(tok); fprintf(stderr, "lmx detokenize: cannot read stdin\n"); return 1; }
-    int rc = 0;
+    rc = 0;
     size_t item = 0;
     const char *p = in, *end = in + len;
     while (!rc) {

@@ -12,6 +12,7 @@
  * they are. MODEL is a registered name or a model directory. */
 #include "cli.h"
 #include "gen_opts.h"
+#include "reply_text.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -28,41 +29,12 @@ static void usage(FILE *f) {
             lmx_cli_gen_help);
 }
 
-typedef struct out_text {
-    char *p;
-    size_t len, cap;
-    bool stream; /* also write each piece to stdout */
-    bool oom;
-} out_text;
-
-static int on_piece(const char *text, size_t len, void *user) {
-    out_text *o = user;
-    if (o->stream) {
-        fwrite(text, 1, len, stdout);
-        fflush(stdout);
-    }
-    if (o->len + len + 1 > o->cap) {
-        size_t cap = (o->len + len + 1) * 2;
-        char *np = realloc(o->p, cap);
-        if (!np) {
-            o->oom = true;
-            return 1;
-        }
-        o->p = np;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, text, len);
-    o->len += len;
-    o->p[o->len] = '\0';
-    return 0;
-}
-
 static const char *finish_name(lmx_finish_reason r) {
     return r == LMX_FINISH_STOP ? "stop" : r == LMX_FINISH_LENGTH ? "length" : "cancelled";
 }
 
 /* The JSON object, written with ", " and ": " separators (the original contract's spelling). */
-static int print_json(const int32_t *ids, size_t n_ids, const out_text *t, const lmx_gen_result *r, double load_ms) {
+static int print_json(const int32_t *ids, size_t n_ids, const lmx_cli_reply *t, const lmx_gen_result *r, double load_ms) {
     cJSON *js = cJSON_CreateString(t->p ? t->p : ""); /* cJSON escapes the text */
     char *text = js ? cJSON_PrintUnformatted(js) : NULL;
     cJSON_Delete(js);
@@ -109,11 +81,11 @@ int lmx_cli_generate(int argc, char **argv) {
             }
             i++;
         } else if ((r = lmx_cli_gen_option("generate", a, v, &g)) != 0) {
-            if (r == 2) {
+            if (r < 0) {
                 free(prompt_ids);
                 return 2;
             }
-            if (strcmp(a, "--no-mmap")) i++;
+            i += r - 1;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else {
@@ -140,7 +112,7 @@ int lmx_cli_generate(int argc, char **argv) {
     if (st == LMX_OK) st = lmx_model_load(rt, model, NULL);
     lmx_metrics lm;
     double load_ms = st == LMX_OK && lmx_metrics_get(rt, model, &lm) == LMX_OK ? lm.load_ms : 0;
-    out_text t = {.stream = !json};
+    lmx_cli_reply t = {.stream = !json};
     lmx_gen_result res;
     memset(&res, 0, sizeof res);
     int32_t *out = NULL;
@@ -148,7 +120,7 @@ int lmx_cli_generate(int argc, char **argv) {
     if (st == LMX_OK && !prompt_ids) /* the same tokenization lmx_generate_stream does (BOS rule) */
         st = lmx_tokenize(rt, model, prompt, true, &prompt_ids, &n_prompt_ids);
     if (st == LMX_OK)
-        st = lmx_generate_ids(rt, model, prompt_ids, n_prompt_ids, &g.opt, on_piece, &t, &out, &n_out, &res);
+        st = lmx_generate_ids(rt, model, prompt_ids, n_prompt_ids, &g.opt, lmx_cli_reply_piece, &t, &out, &n_out, &res);
     if (t.oom) st = LMX_ERR_OUT_OF_MEMORY;
     int rc = 0;
     if (st != LMX_OK) {

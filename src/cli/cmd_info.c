@@ -3,41 +3,21 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static const char *device_name(lmx_device d) {
     return d == LMX_DEVICE_GPU ? "gpu" : d == LMX_DEVICE_CPU ? "cpu" : "auto";
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
+static void usage(FILE *f) {
+    fprintf(f, "usage: lmx info MODEL [--json]\n");
 }
 
 int lmx_cli_info(int argc, char **argv) {
     const char *model = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lmx info MODEL [--json]\n");
-            return 0;
-        } else if (argv[i][0] != '-' && !model) model = argv[i];
-        else {
-            fprintf(stderr, "usage: lmx info MODEL [--json]\n");
-            return 2;
-        }
-    }
-    if (!model) {
-        fprintf(stderr, "usage: lmx info MODEL [--json]\n");
-        return 2;
-    }
+    const lmx_cli_flag flags[] = {{"--json", &json, NULL}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "info", flags, &model, false, usage);
+    if (rc >= 0) return rc;
     lmx_runtime *rt = NULL;
     lmx_status st = lmx_runtime_create(NULL, &rt);
     if (st != LMX_OK) return lmx_cli_fail(st);
@@ -50,11 +30,11 @@ int lmx_cli_info(int argc, char **argv) {
     lmx_metrics_get(rt, model, &m);
     if (json) {
         printf("{\"model_id\":");
-        json_str(info.model_id);
+        lmx_cli_print_json_str(info.model_id);
         printf(",\"path\":");
-        json_str(info.path);
+        lmx_cli_print_json_str(info.path);
         printf(",\"model_type\":");
-        json_str(info.model_type);
+        lmx_cli_print_json_str(info.model_type);
         printf(",\"n_params\":%lld,\"n_layers\":%d,\"hidden_size\":%d,\"vocab_size\":%d,\"quant_bits\":%d,"
                "\"group_size\":%d,\"weight_bytes\":%lld,\"estimated_bytes\":%lld,\"device\":\"%s\","
                "\"max_context\":%d,\"load_ms\":%.3f}\n",

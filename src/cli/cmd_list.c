@@ -2,7 +2,6 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 #include <time.h>
 
 static void usage(FILE *f) {
@@ -10,31 +9,12 @@ static void usage(FILE *f) {
                "Lists the models registered in DIR's registry (default $LMX_HOME/models, ~/.cache/lmx/models).\n");
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 int lmx_cli_list(int argc, char **argv) {
     const char *models_dir = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
+    const lmx_cli_flag flags[] = {{"--json", &json, NULL}, {"--models-dir", NULL, &models_dir}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "list", flags, NULL, false, usage);
+    if (rc >= 0) return rc;
     lmx_registry_entry *e = NULL;
     int n = 0;
     lmx_status st = lmx_registry_list(models_dir, &e, &n);
@@ -45,9 +25,9 @@ int lmx_cli_list(int argc, char **argv) {
             uint64_t bytes = 0;
             for (int j = 0; j < e[i].n_files; j++) bytes += e[i].files[j].size;
             printf("%s{\"id\":", i ? "," : "");
-            json_str(e[i].id);
+            lmx_cli_print_json_str(e[i].id);
             printf(",\"path\":");
-            json_str(e[i].path);
+            lmx_cli_print_json_str(e[i].path);
             printf(",\"size\":%llu,\"files\":%d,\"added_at\":%.3f,\"last_used\":%.3f}", (unsigned long long)bytes,
                    e[i].n_files, e[i].added_at, e[i].last_used);
         }

@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx rm MODEL [--keep-files] [--models-dir DIR]\n"
@@ -14,22 +13,9 @@ static void usage(FILE *f) {
 int lmx_cli_rm(int argc, char **argv) {
     const char *name = NULL, *models_dir = NULL;
     bool keep = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--keep-files")) keep = true;
-        else if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (argv[i][0] != '-' && !name) name = argv[i];
-        else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!name) {
-        usage(stderr);
-        return 2;
-    }
+    const lmx_cli_flag flags[] = {{"--keep-files", &keep, NULL}, {"--models-dir", NULL, &models_dir}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "rm", flags, &name, false, usage);
+    if (rc >= 0) return rc;
     lmx_status st = lmx_registry_remove(models_dir, name, !keep);
     if (st != LMX_OK) return lmx_cli_fail(st);
     printf("removed %s\n", name);

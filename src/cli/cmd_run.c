@@ -2,6 +2,7 @@
  * an interactive conversation on stdin (one message per line; /bye or end of input quits). */
 #include "cli.h"
 #include "gen_opts.h"
+#include "reply_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,28 +17,6 @@ static void usage(FILE *f) {
                "  --system TEXT             a system message first\n"
                "  --verbose                 timings after each reply (stderr)\n%s",
             lmx_cli_gen_help);
-}
-
-typedef struct reply {
-    char *text;
-    size_t len, cap;
-} reply;
-
-static int on_text(const char *t, size_t n, void *user) {
-    reply *r = user;
-    fwrite(t, 1, n, stdout);
-    fflush(stdout);
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = (r->len + n + 1) * 2;
-        char *p = realloc(r->text, cap);
-        if (!p) return 1;
-        r->text = p;
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, t, n);
-    r->len += n;
-    r->text[r->len] = '\0';
-    return 0;
 }
 
 /* history: messages whose strings are owned (malloc'd) */
@@ -68,27 +47,27 @@ static void history_free(history *h) {
 }
 
 static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose) {
-    reply r = {0};
+    lmx_cli_reply r = {.stream = true};
     lmx_gen_result res;
-    lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, on_text, &r, &res);
+    lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, lmx_cli_reply_piece, &r, &res);
     if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
         /* a base model (no template): continue the last message as raw text, as mlx-lm does */
         static bool warned;
         if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
         warned = true;
-        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, on_text, &r, &res);
+        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, lmx_cli_reply_piece, &r, &res);
     }
     putchar('\n');
     if (st != LMX_OK) {
-        free(r.text);
+        free(r.p);
         return lmx_cli_fail(st);
     }
     if (verbose)
         fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res.n_prompt_tokens,
                 res.n_generated_tokens, res.ttft_ms, res.tokens_per_second,
                 res.finish_reason == LMX_FINISH_STOP ? "stop" : "length");
-    bool ok = push(h, "assistant", r.text ? r.text : "");
-    free(r.text);
+    bool ok = push(h, "assistant", r.p ? r.p : "");
+    free(r.p);
     return ok ? 0 : 1;
 }
 
@@ -109,8 +88,8 @@ int lmx_cli_run(int argc, char **argv) {
             system = v;
             i++;
         } else if ((r = lmx_cli_gen_option("run", a, v, &g)) != 0) {
-            if (r == 2) return 2;
-            if (strcmp(a, "--no-mmap")) i++;
+            if (r < 0) return 2;
+            i += r - 1;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else if (a[0] != '-' && !prompt) {

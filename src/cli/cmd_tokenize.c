@@ -25,22 +25,16 @@ static void print_ids(const int32_t *ids, size_t n) {
 int lmx_cli_tokenize(int argc, char **argv) {
     const char *model = NULL;
     bool add_special = false, jsonl = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--add-special")) add_special = true;
-        else if (!strcmp(argv[i], "--jsonl")) jsonl = true;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
-        else if (argv[i][0] == '-' && argv[i][1]) { fprintf(stderr, "lmx tokenize: unknown option %s\n", argv[i]); usage(stderr); return 2; }
-        else if (!model) model = argv[i];
-        else { fprintf(stderr, "lmx tokenize: unexpected argument %s\n", argv[i]); usage(stderr); return 2; }
-    }
-    if (!model) { usage(stderr); return 2; }
+    const lmx_cli_flag flags[] = {{"--add-special", &add_special, NULL}, {"--jsonl", &jsonl, NULL}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "tokenize", flags, &model, true, usage);
+    if (rc >= 0) return rc;
     lmx_tokenizer *tok;
     lmx_status st = lmx_tokenizer_load(model, &tok);
     if (st) return lmx_cli_fail(st);
     size_t len;
     char *in = lmx_cli_read_stdin(&len);
     if (!in) { lmx_tokenizer_destroy(tok); fprintf(stderr, "lmx tokenize: cannot read stdin\n"); return 1; }
-    int rc = 0;
+    rc = 0;
     if (!jsonl) {
         int32_t *ids;
         size_t n;

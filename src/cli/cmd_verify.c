@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx verify MODEL [--models-dir DIR]\n");
@@ -11,21 +10,9 @@ static void usage(FILE *f) {
 
 int lmx_cli_verify(int argc, char **argv) {
     const char *name = NULL, *models_dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--models-dir") && i + 1 < argc) models_dir = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (argv[i][0] != '-' && !name) name = argv[i];
-        else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!name) {
-        usage(stderr);
-        return 2;
-    }
+    const lmx_cli_flag flags[] = {{"--models-dir", NULL, &models_dir}, {NULL, NULL, NULL}};
+    int rc = lmx_cli_parse_flags(argc, argv, "verify", flags, &name, false, usage);
+    if (rc >= 0) return rc;
     char *report = NULL;
     lmx_status st = lmx_registry_verify(models_dir, name, &report);
     if (report) fputs(report, stdout);

@@ -36,7 +36,7 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
                                               "--threads", "--device", "--ctx"};
     if (!strcmp(name, "--no-mmap")) {
         g->cfg.use_mmap = false;
-        return 1;
+        return 1; /* a switch: no value */
     }
     bool known = false;
     for (size_t i = 0; i < sizeof takes_value / sizeof takes_value[0]; i++)
@@ -44,7 +44,7 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
     if (!known) return 0;
     if (!val) {
         fprintf(stderr, "lmx %s: option %s needs a value\n", cmd, name);
-        return 2;
+        return -1;
     }
     double d = 0;
     long l = 0;
@@ -77,7 +77,7 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
     } else if (!strcmp(name, "--stop")) {
         if (g->opt.n_stop >= LMX_CLI_MAX_STOP) {
             fprintf(stderr, "lmx %s: at most %d --stop strings\n", cmd, LMX_CLI_MAX_STOP);
-            return 2;
+            return -1;
         }
         ok = *val != '\0';
         g->stop[g->opt.n_stop++] = val;
@@ -96,7 +96,7 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
     }
     if (!ok) {
         fprintf(stderr, "lmx %s: bad value '%s' for %s\n", cmd, val, name);
-        return 2;
+        return -1;
     }
-    return 1;
+    return 2;
 }

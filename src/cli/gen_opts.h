@@ -23,8 +23,9 @@ void lmx_cli_gen_init(lmx_cli_gen *g);
 extern const char lmx_cli_gen_help[];
 
 /* If `name` is one of the shared options, consumes its value `val` (may be NULL when missing) and
- * returns 1 (ok) or 2 (usage error, message printed, `cmd` names the command); returns 0 when the
- * option is not a shared one. */
+ * returns how many arguments it used: 1 (a switch: --no-mmap) or 2 (the option and `val`). Returns
+ * -1 on a usage error (message printed, `cmd` names the command) and 0 when `name` is not a shared
+ * option. */
 int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_cli_gen *g);
 
 #endif

@@ -30,6 +30,10 @@ static double wall_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static lmx_status out_of_memory(void) {
+    return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+}
+
 /* ---- paths ---- */
 lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **registry_out) {
     *dir_out = NULL;
@@ -52,7 +56,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
             dir = lmx_fs_join(h, ".cache/lmx/models");
         }
     }
-    if (!dir) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    if (!dir) return out_of_memory();
     size_t n = strlen(dir);
     while (n > 1 && dir[n - 1] == '/') dir[--n] = '\0';
     if (registry_out) {
@@ -63,7 +67,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
         free(parent);
         if (!reg) {
             free(dir);
-            return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            return out_of_memory();
         }
         *registry_out = reg;
     }
@@ -73,7 +77,7 @@ lmx_status lmx_registry_paths(const char *models_dir, char **dir_out, char **reg
 
 static lmx_status mkdir_p(const char *path) {
     char *p = strdup(path);
-    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+    if (!p) return out_of_memory();
     for (char *s = p + 1; *s; s++) {
         if (*s != '/') continue;
         *s = '\0';
@@ -134,7 +138,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
     int n = cJSON_GetArraySize(models);
     r->e = n ? calloc((size_t)n, sizeof *r->e) : NULL;
     if (n && !r->e) {
-        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        st = out_of_memory();
         goto out;
     }
     r->cap = n;
@@ -158,7 +162,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
         int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : 0;
         e->files = nf ? calloc((size_t)nf, sizeof *e->files) : NULL;
         if (!e->id || !e->path || (nf && !e->files)) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             goto out;
         }
         cJSON *f;
@@ -173,7 +177,7 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
             lmx_registry_file *rf = &e->files[e->n_files++];
             rf->name = strdup(fn->valuestring);
             if (!rf->name) {
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 goto out;
             }
             rf->size = (uint64_t)fs->valuedouble;
@@ -281,7 +285,7 @@ static lmx_status lock_open(const char *registry, bool exclusive, int *fd_out) {
         char *slash = strrchr(registry, '/');
         if (slash && slash != registry) {
             char *dir = strndup(registry, (size_t)(slash - registry));
-            lmx_status st = dir ? mkdir_p(dir) : lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            lmx_status st = dir ? mkdir_p(dir) : out_of_memory();
             free(dir);
             if (st != LMX_OK) return st;
         }
@@ -303,6 +307,33 @@ static lmx_status lock_open(const char *registry, bool exclusive, int *fd_out) {
 
 static void lock_close(int fd) {
     if (fd >= 0) close(fd); /* closing releases the flock */
+}
+
+/* One change to a models directory's registry: its paths, the exclusive lock and the entries read
+ * under it. edit_begin finds the paths (nothing to release when it fails), edit_lock takes the lock
+ * and reads the entries, edit_end releases everything (unlocking) whatever happened before. */
+typedef struct reg_edit {
+    char *dir, *regp; /* the models directory, its registry.json */
+    int fd;           /* the lock; -1 while not held */
+    reg r;            /* the entries, read under the lock */
+} reg_edit;
+
+static lmx_status edit_begin(const char *models_dir, reg_edit *ed) {
+    memset(ed, 0, sizeof *ed);
+    ed->fd = -1;
+    return lmx_registry_paths(models_dir, &ed->dir, &ed->regp);
+}
+
+static lmx_status edit_lock(reg_edit *ed) {
+    lmx_status st = lock_open(ed->regp, true, &ed->fd);
+    return st == LMX_OK ? reg_read(ed->regp, &ed->r) : st;
+}
+
+static void edit_end(reg_edit *ed) {
+    lock_close(ed->fd);
+    reg_free(&ed->r);
+    free(ed->dir);
+    free(ed->regp);
 }
 
 /* ---- public ---- */
@@ -365,7 +396,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
         if (de->d_name[0] == '.') continue;
         char *p = lmx_fs_join(dir, de->d_name);
         if (!p) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             break;
         }
         if (!lmx_fs_is_file(p)) {
@@ -377,7 +408,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
             lmx_registry_file *nf = realloc(e->files, (size_t)cap * sizeof *nf);
             if (!nf) {
                 free(p);
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 break;
             }
             e->files = nf;
@@ -389,7 +420,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
         if (st != LMX_OK) break;
         f->name = strdup(de->d_name);
         if (!f->name) {
-            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+            st = out_of_memory();
             break;
         }
         e->n_files++;
@@ -426,16 +457,14 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
     if (name && !valid_name(name))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: bad model name \"%s\" (want org/name)", name);
     if (!lmx_fs_is_dir(path)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: not a directory", path);
-    char *dir, *regp;
-    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    reg_edit ed;
+    lmx_status st = edit_begin(models_dir, &ed);
     if (st != LMX_OK) return st;
+    reg *r = &ed.r;
     char real[PATH_MAX];
-    char *models_real = realpath(dir, NULL);
+    char *models_real = realpath(ed.dir, NULL);
     lmx_registry_entry e;
     memset(&e, 0, sizeof e);
-    reg r;
-    memset(&r, 0, sizeof r);
-    int fd = -1;
     if (!realpath(path, real)) {
         st = lmx_error(LMX_ERR_IO, "%s: %s", path, strerror(errno));
         goto out;
@@ -443,7 +472,7 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
     e.id = name ? strdup(name) : default_name(models_real, real);
     e.path = strdup(real);
     if (!e.id || !e.path) {
-        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+        st = out_of_memory();
         goto out;
     }
     e.added_at = wall_now();
@@ -452,35 +481,31 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
         st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: the directory has no files", real);
         goto out;
     }
-    if ((st = lock_open(regp, true, &fd)) != LMX_OK) goto out;
-    if ((st = reg_read(regp, &r)) != LMX_OK) goto out;
-    int i = reg_find(&r, e.id);
+    if ((st = edit_lock(&ed)) != LMX_OK) goto out;
+    int i = reg_find(r, e.id);
     if (i >= 0) {
-        entry_clear(&r.e[i]);
-        r.e[i] = e;
+        entry_clear(&r->e[i]);
+        r->e[i] = e;
     } else {
-        if (r.n == r.cap) {
-            int cap = r.cap ? r.cap * 2 : 8;
-            lmx_registry_entry *ne = realloc(r.e, (size_t)cap * sizeof *ne);
+        if (r->n == r->cap) {
+            int cap = r->cap ? r->cap * 2 : 8;
+            lmx_registry_entry *ne = realloc(r->e, (size_t)cap * sizeof *ne);
             if (!ne) {
-                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "registry: allocation failed");
+                st = out_of_memory();
                 goto out;
             }
-            r.e = ne;
-            r.cap = cap;
+            r->e = ne;
+            r->cap = cap;
         }
-        r.e[r.n++] = e;
+        r->e[r->n++] = e;
     }
     memset(&e, 0, sizeof e); /* owned by r now */
-    st = reg_write(regp, &r);
+    st = reg_write(ed.regp, r);
     if (st == LMX_OK) LMX_LOG_I("registry: added %s", real);
 out:
-    lock_close(fd);
-    reg_free(&r);
+    edit_end(&ed);
     entry_clear(&e);
     free(models_real);
-    free(dir);
-    free(regp);
     return st;
 }
 
@@ -493,41 +518,35 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 
 LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name, bool delete_files) {
     if (!name) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry remove: NULL name");
-    char *dir, *regp;
-    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    reg_edit ed;
+    lmx_status st = edit_begin(models_dir, &ed);
     if (st != LMX_OK) return st;
-    reg r;
-    memset(&r, 0, sizeof r);
-    int fd = -1;
+    reg *r = &ed.r;
     char *victim = NULL;
-    if ((st = lock_open(regp, true, &fd)) != LMX_OK) goto out;
-    if ((st = reg_read(regp, &r)) != LMX_OK) goto out;
-    int i = reg_find(&r, name);
+    if ((st = edit_lock(&ed)) != LMX_OK) goto out;
+    int i = reg_find(r, name);
     if (i < 0) {
         st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not registered", name);
         goto out;
     }
-    victim = strdup(r.e[i].path);
-    entry_clear(&r.e[i]);
-    r.e[i] = r.e[--r.n];
-    if ((st = reg_write(regp, &r)) != LMX_OK) goto out;
+    victim = strdup(r->e[i].path);
+    entry_clear(&r->e[i]);
+    r->e[i] = r->e[--r->n];
+    if ((st = reg_write(ed.regp, r)) != LMX_OK) goto out;
     if (delete_files && victim) {
-        char *models_real = realpath(dir, NULL);
+        char *models_real = realpath(ed.dir, NULL);
         size_t ml = models_real ? strlen(models_real) : 0;
         if (models_real && strncmp(victim, models_real, ml) == 0 && victim[ml] == '/') {
             if (nftw(victim, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
                 st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, strerror(errno));
         } else {
-            LMX_LOG_W("registry: %s is outside %s; files kept", victim, dir);
+            LMX_LOG_W("registry: %s is outside %s; files kept", victim, ed.dir);
         }
         free(models_real);
     }
 out:
-    lock_close(fd);
-    reg_free(&r);
+    edit_end(&ed);
     free(victim);
-    free(dir);
-    free(regp);
     return st;
 }
 
@@ -640,22 +659,16 @@ LMX_API lmx_status lmx_registry_resolve(const char *models_dir, const char *name
 }
 
 lmx_status lmx_registry_touch(const char *models_dir, const char *id) {
-    char *dir, *regp;
-    lmx_status st = lmx_registry_paths(models_dir, &dir, &regp);
+    reg_edit ed;
+    lmx_status st = edit_begin(models_dir, &ed);
     if (st != LMX_OK) return st;
-    reg r;
-    memset(&r, 0, sizeof r);
-    int fd = -1;
-    if ((st = lock_open(regp, true, &fd)) == LMX_OK && (st = reg_read(regp, &r)) == LMX_OK) {
-        int i = reg_find(&r, id);
+    if ((st = edit_lock(&ed)) == LMX_OK) {
+        int i = reg_find(&ed.r, id);
         if (i >= 0) {
-            r.e[i].last_used = wall_now();
-            st = reg_write(regp, &r);
+            ed.r.e[i].last_used = wall_now();
+            st = reg_write(ed.regp, &ed.r);
         }
     }
-    lock_close(fd);
-    reg_free(&r);
-    free(dir);
-    free(regp);
+    edit_end(&ed);
     return st;
 }

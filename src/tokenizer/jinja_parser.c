@@ -401,56 +401,47 @@ static jnode *binary(ps *p, int line, jn_kind k, int op, jnode *l, jnode *r) {
     return n;
 }
 
+/* One left-associative binary level: operands from `operand`, joined by one of `ops` (operator
+ * tokens, 0-terminated; the node keeps the token's op) or by the keyword `word` (op 0). */
+typedef struct bin_level {
+    jn_kind kind;
+    int ops[5];
+    const char *word;
+} bin_level;
+
+static int level_op(ps *p, const bin_level *lv) {
+    if (lv->word) return is_name(p, lv->word) ? 0 : -1;
+    for (const int *o = lv->ops; *o; o++)
+        if (is_op(p, *o)) return *o;
+    return -1;
+}
+
+static jnode *parse_left_assoc(ps *p, const bin_level *lv, jnode *(*operand)(ps *)) {
+    int d0 = p->depth, op;
+    jnode *l = operand(p);
+    while (l && (op = level_op(p, lv)) >= 0) {
+        int line = cur(p)->line;
+        adv(p);
+        if (!enter(p)) { jinja_node_free(l); return NULL; }
+        l = binary(p, line, lv->kind, op, l, operand(p));
+    }
+    p->depth = d0;
+    return l;
+}
+
+/* Precedence, tightest first: ** ; * / // % ; ~ ; + - ; comparisons ; not ; and ; or. */
+static jnode *parse_filtered_unary(ps *p) { return parse_unary(p, true); }
 static jnode *parse_pow(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_unary(p, true);
-    while (l && is_op(p, OP_POW)) {
-        int line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_BIN, OP_POW, l, parse_unary(p, true));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_BIN, {OP_POW}, NULL}, parse_filtered_unary);
 }
-
 static jnode *parse_math2(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_pow(p);
-    while (l && (is_op(p, OP_MUL) || is_op(p, OP_DIV) || is_op(p, OP_FLOORDIV) || is_op(p, OP_MOD))) {
-        int op = cur(p)->op, line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_BIN, op, l, parse_pow(p));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_BIN, {OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD}, NULL}, parse_pow);
 }
-
 static jnode *parse_concat(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_math2(p);
-    while (l && is_op(p, OP_TILDE)) {
-        int line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_CONCAT, OP_TILDE, l, parse_math2(p));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_CONCAT, {OP_TILDE}, NULL}, parse_math2);
 }
-
 static jnode *parse_math1(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_concat(p);
-    while (l && (is_op(p, OP_ADD) || is_op(p, OP_SUB))) {
-        int op = cur(p)->op, line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_BIN, op, l, parse_concat(p));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_BIN, {OP_ADD, OP_SUB}, NULL}, parse_concat);
 }
 
 static jnode *parse_compare(ps *p) {
@@ -499,29 +490,10 @@ static jnode *parse_not(ps *p) {
 }
 
 static jnode *parse_and(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_not(p);
-    while (l && is_name(p, "and")) {
-        int line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_AND, 0, l, parse_not(p));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_AND, {0}, "and"}, parse_not);
 }
-
 static jnode *parse_or(ps *p) {
-    int d0 = p->depth;
-    jnode *l = parse_and(p);
-    while (l && is_name(p, "or")) {
-        int line = cur(p)->line;
-        adv(p);
-        if (!enter(p)) { jinja_node_free(l); return NULL; }
-        l = binary(p, line, JN_OR, 0, l, parse_and(p));
-    }
-    p->depth = d0;
-    return l;
+    return parse_left_assoc(p, &(const bin_level){JN_OR, {0}, "or"}, parse_and);
 }
 
 static jnode *parse_expr(ps *p) {
