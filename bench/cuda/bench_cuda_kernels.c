@@ -272,14 +272,21 @@ int main(int argc, char **argv) {
      * residual adds, RoPE, KV store, attention at context 512, SwiGLU, lm_head, argmax), 32 layers
      * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
     printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
-    for (int bi = 0; bi < 3; bi++) {
+    /* fused: q/k/v as one [6144 x 4096] matrix and gate/up as one [28672 x 4096] (2 launches, not 5) */
+    for (int bf = 0; bf < 6; bf++) {
+        const int bi = bf % 3, fused = bf >= 3;
         const int H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, CTX = 512, NL = 32;
         lmx_cuda_matrix lw[4][7], head;
         size_t bytes;
         for (int c = 0; c < 4; c++)
-            for (int si = 0; si < 7; si++)
-                lw[c][si] = c == 0 ? make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes)
+            for (int si = 0; si < 7; si++) {
+                int64_t rows = LAYER[si].n;
+                if (fused && si == 0) rows = 6144;       /* q|k|v */
+                if (fused && si == 4) rows = 2 * 14336;  /* gate|up */
+                if (fused && (si == 1 || si == 2 || si == 5)) rows = 16; /* unused placeholders */
+                lw[c][si] = c == 0 ? make_matrix(rows, LAYER[si].k, bits_list[bi], &bytes)
                                    : clone_matrix(&lw[0][si], &bytes);
+            }
         head = make_matrix(V, H, bits_list[bi], &bytes);
         float *hx, *hn, *q, *k, *v, *att, *g, *u, *logits, *ws, *inv, *normw;
         void *kc[NL], *vc[NL];
@@ -289,7 +296,9 @@ int main(int argc, char **argv) {
         LK(lmx_cuda_malloc((void **)&hx, H * 4)); LK(lmx_cuda_malloc((void **)&hn, H * 4));
         LK(lmx_cuda_malloc((void **)&q, H * 4)); LK(lmx_cuda_malloc((void **)&k, 1024 * 4));
         LK(lmx_cuda_malloc((void **)&v, 1024 * 4)); LK(lmx_cuda_malloc((void **)&att, H * 4));
-        LK(lmx_cuda_malloc((void **)&g, FF * 4)); LK(lmx_cuda_malloc((void **)&u, FF * 4));
+        LK(lmx_cuda_malloc((void **)&g, 2 * FF * 4)); LK(lmx_cuda_malloc((void **)&u, FF * 4));
+        float *qkv = NULL;
+        LK(lmx_cuda_malloc((void **)&qkv, 6144 * 4));
         LK(lmx_cuda_malloc((void **)&logits, (size_t)V * 4));
         LK(lmx_cuda_malloc((void **)&ws, sizeof(float) * lmx_cuda_attention_workspace_floats(&a, 1)));
         LK(lmx_cuda_malloc((void **)&inv, 64 * 4)); LK(lmx_cuda_malloc((void **)&normw, H * 4));
@@ -320,18 +329,29 @@ int main(int argc, char **argv) {
         for (int l = 0; l < NL; l++) {
             lmx_cuda_matrix *w = lw[l % 4];
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-            LK(lmx_cuda_gemv(&w[0], hn, q, 1, false, S));
-            LK(lmx_cuda_gemv(&w[1], hn, k, 1, false, S));
-            LK(lmx_cuda_gemv(&w[2], hn, v, 1, false, S));
-            LK(lmx_cuda_rope(q, pos, inv, 1.0f, 1, NH, HD, HD, S));
-            LK(lmx_cuda_rope(k, pos, inv, 1.0f, 1, NKV, HD, HD, S));
-            LK(lmx_cuda_kv_store(&a, k, v, kc[l], vc[l], pos, 1, S));
-            LK(lmx_cuda_attention(&a, q, kc[l], vc[l], pos, 1, CTX, ws, att, S));
+            float *qq = q, *kk = k, *vv = v;
+            if (fused) {
+                LK(lmx_cuda_gemv(&w[0], hn, qkv, 1, false, S));
+                qq = qkv; kk = qkv + 4096; vv = qkv + 5120;
+            } else {
+                LK(lmx_cuda_gemv(&w[0], hn, q, 1, false, S));
+                LK(lmx_cuda_gemv(&w[1], hn, k, 1, false, S));
+                LK(lmx_cuda_gemv(&w[2], hn, v, 1, false, S));
+            }
+            LK(lmx_cuda_rope(qq, pos, inv, 1.0f, 1, NH, HD, HD, S));
+            LK(lmx_cuda_rope(kk, pos, inv, 1.0f, 1, NKV, HD, HD, S));
+            LK(lmx_cuda_kv_store(&a, kk, vv, kc[l], vc[l], pos, 1, S));
+            LK(lmx_cuda_attention(&a, qq, kc[l], vc[l], pos, 1, CTX, ws, att, S));
             LK(lmx_cuda_gemv(&w[3], att, hx, 1, true, S)); /* residual fused */
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-            LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
-            LK(lmx_cuda_gemv(&w[5], hn, u, 1, false, S));
-            LK(lmx_cuda_swiglu(g, u, g, FF, S));
+            if (fused) {
+                LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
+                LK(lmx_cuda_swiglu(g, g + FF, g, FF, S));
+            } else {
+                LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
+                LK(lmx_cuda_gemv(&w[5], hn, u, 1, false, S));
+                LK(lmx_cuda_swiglu(g, u, g, FF, S));
+            }
             LK(lmx_cuda_gemv(&w[6], g, hx, 1, true, S)); /* residual fused */
         }
         LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
@@ -353,7 +373,9 @@ int main(int argc, char **argv) {
         }
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double ms = t[BATCHES / 2] / 5.0;
-        printf("%-34s %9.3f %9.0f\n", bits_name[bi], ms, 1e3 / ms);
+        char lab[64];
+        snprintf(lab, sizeof lab, "%s%s", bits_name[bi], fused ? " fused qkv+gate/up" : "");
+        printf("%-34s %9.3f %9.0f\n", lab, ms, 1e3 / ms);
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
         for (int c = 0; c < 4; c++)
@@ -361,6 +383,7 @@ int main(int argc, char **argv) {
         free_matrix(&head);
         for (int l = 0; l < NL; l++) { lmx_cuda_free(kc[l]); lmx_cuda_free(vc[l]); }
         lmx_cuda_free(hx); lmx_cuda_free(hn); lmx_cuda_free(q); lmx_cuda_free(k); lmx_cuda_free(v);
+        lmx_cuda_free(qkv);
         lmx_cuda_free(att); lmx_cuda_free(g); lmx_cuda_free(u); lmx_cuda_free(logits); lmx_cuda_free(ws);
         lmx_cuda_free(inv); lmx_cuda_free(normw); lmx_cuda_free(pos); lmx_cuda_free(id);
     }

@@ -76,7 +76,7 @@ static double dense_at(const void *w, int dt, size_t i) {
     return dt == 2 ? tu_bf2f(((const uint16_t *)w)[i]) : dt == 1 ? tu_h2f(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
-static void run_gemv(gemv_case c) {
+static void run_gemv_x(gemv_case c, float xscale) {
     char name[160];
     snprintf(name, sizeof name, "gemv %s%d g%d dt%d [%lld x %lld] batch %d%s%s",
              c.bits ? "q" : "dense", c.bits, c.gs, c.dt, (long long)c.n, (long long)c.k, c.batch,
@@ -99,7 +99,7 @@ static void run_gemv(gemv_case c) {
         hbias = malloc((size_t)c.n * 4);
         for (int64_t i = 0; i < c.n; i++) tu_store(hbias, (size_t)i, bdt, tu_unif(&rng));
     }
-    float *x = randv((size_t)(c.batch * c.k), 1.0f);
+    float *x = randv((size_t)(c.batch * c.k), xscale);
     float *y0 = randv((size_t)(c.batch * c.n), 1.0f);
     double *ref = malloc(sizeof(double) * (size_t)(c.batch * c.n));
     for (int b = 0; b < c.batch; b++)
@@ -134,6 +134,8 @@ static void run_gemv(gemv_case c) {
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(y);
 }
 
+static void run_gemv(gemv_case c) { run_gemv_x(c, 1.0f); }
+
 static void test_gemv(void) {
     const gemv_case cases[] = {
         /* dense, Llama-3-8B / 3.2-1B shapes */
@@ -155,6 +157,12 @@ static void test_gemv(void) {
         {4096, 4096, 8, 64, 2, 1, 0, 0},
         {1027, 2048, 8, 32, 1, 3, 1, 1},
         {4096, 14336, 8, 128, 2, 1, 0, 0},
+        /* batch 1 on the tensor-core path (cuda_gemv_mma.cu): tails, groups per super-step 1/2/4, x
+         * beyond the fp16 range */
+        {1000, 1152, 4, 128, 0, 1, 1, 1},
+        {2050, 4096, 4, 32, 1, 1, 0, 1},
+        {777, 1088, 8, 32, 1, 1, 2, 0},
+        {300, 640, 8, 64, 2, 1, 0, 0},
         /* 2 / 3 / 5 / 6 bits */
         {2048, 2048, 2, 64, 2, 1, 0, 0},
         {1000, 2080, 2, 32, 2, 2, 0, 0}, /* k % 64 != 0: generic path */
@@ -164,6 +172,9 @@ static void test_gemv(void) {
         {100, 256, 6, 128, 0, 5, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemv(cases[i]);
+    /* x beyond the fp16 range and tiny x (the tensor-core path scales x per segment) */
+    run_gemv_x((gemv_case){2048, 4096, 4, 64, 2, 1, 0, 0}, 3e5f);
+    run_gemv_x((gemv_case){1024, 2048, 8, 64, 2, 1, 0, 0}, 1e-6f);
 }
 
 /* ---- tensor-core GEMM (prefill): bf16 operands, fp32 accumulation ---- */

@@ -413,6 +413,8 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
+    if (ksplit == 0 && lmx_cuda_gemv_mma_applies(m, x, batch))
+        return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     cudaStream_t st = LMX_CU_STREAM(stream);
     for (int b0 = 0; b0 < batch; b0 += 4) {
         const int nb = batch - b0 < 4 ? batch - b0 : 4;

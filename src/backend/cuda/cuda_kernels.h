@@ -125,6 +125,14 @@ lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int
 lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                 bool accumulate, int ksplit, lmx_cuda_stream stream);
 
+/* Batch-1 GEMV of 4-/8-bit MLX weights on the tensor cores (cuda_gemv_mma.cu): fp16 mma with exact
+ * q and x split into two fp16 parts per segment (~fp32 accuracy). lmx_cuda_gemv uses it
+ * automatically (ksplit 0, batch 1) when lmx_cuda_gemv_mma_applies(); callable directly for
+ * benchmarks (LMX_ERR_INVALID_ARGUMENT when it does not apply). */
+bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
+lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                             lmx_cuda_stream stream);
+
 /* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
  * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
  * fp32 (so expect bf16-level error, ~1e-3 relative, unlike lmx_cuda_gemv). Needs k % 32 == 0 and
