@@ -135,6 +135,25 @@ static double time_gemv(lmx_cuda_matrix *ms, int copies, const float *x, float *
     return t[BATCHES / 2] * 1e3 / reps;
 }
 
+/* the same for the tensor-core quantized GEMV with its knobs (unroll, blocks per SM) */
+static double time_gemv_mma(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps, int u, int bps) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+    float t[BATCHES];
+    for (int b = 0; b < BATCHES; b++) {
+        CK(cudaEventRecord(e0, 0));
+        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[b], e0, e1));
+    }
+    CK(cudaGetLastError());
+    qsort(t, BATCHES, sizeof t[0], cmp_f);
+    cudaEventDestroy(e0); cudaEventDestroy(e1);
+    return t[BATCHES / 2] * 1e3 / reps;
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
@@ -178,6 +197,16 @@ int main(int argc, char **argv) {
             printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f   ks1/2/4: %7.0f %7.0f %7.0f GB/s\n", sh.name,
                    bits_name[bi], (long long)sh.n, (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9,
                    moved / (us_ks[0] * 1e-6) / 1e9, moved / (us_ks[1] * 1e-6) / 1e9, moved / (us_ks[2] * 1e-6) / 1e9);
+            if (bits_list[bi] && (si == 0 || si == 1 || si == 4 || si == 6 || si == 7)) {
+                printf("  mma u/bps GB/s:");
+                const int uu[3] = {2, 4, 8}, bb[3] = {2, 4, 8};
+                for (int a = 0; a < 3; a++)
+                    for (int c = 0; c < 3; c++) {
+                        double t2 = time_gemv_mma(ms, copies, x, y, reps, uu[a], bb[c]);
+                        printf(" %d/%d:%.0f", uu[a], bb[c], moved / (t2 * 1e-6) / 1e9);
+                    }
+                printf("\n");
+            }
             if (si < 7) { layer_us += us; layer_bytes += moved; }
             for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
             free(ms);

@@ -23,7 +23,6 @@
 
 #define QMMA_WARPS 8
 #define QMMA_THREADS (QMMA_WARPS * 32)
-#define QMMA_U 4 /* super-steps loaded per warp before decoding */
 
 __device__ __forceinline__ void qmma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                            uint32_t a3, uint32_t b0, uint32_t b1) {
@@ -63,7 +62,7 @@ __device__ __forceinline__ void qmma_decode(uint32_t w, uint32_t magic, uint32_t
     }
 }
 
-template <int BITS>
+template <int BITS, int QMMA_U> /* QMMA_U: super-steps loaded per warp before decoding */
 __global__ void __launch_bounds__(QMMA_THREADS)
 gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const void *__restrict__ Bq,
            const void *__restrict__ lbias, int dt, int bdt, const float *__restrict__ x,
@@ -242,8 +241,29 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
     return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= 200 * 1024;
 }
 
+template <int BITS, int U>
+static cudaError_t qmma_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
+                               size_t smem, cudaStream_t st) {
+    cudaError_t e = cudaFuncSetAttribute(gemv_q_mma<BITS, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    gemv_q_mma<BITS, U><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, m->scales, m->biases, m->bias,
+                                                           (int)m->dtype, (int)m->bias_dtype, x, y, (int)m->n,
+                                                           (int)m->k, m->group_size, accumulate, 0x64006400u);
+    return cudaSuccess;
+}
+
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                         lmx_cuda_stream stream) {
+    return lmx_cuda_gemv_mma_ex(m, x, y, accumulate, 0, 0, stream);
+}
+
+extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                                           int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
+    if (unroll == 0) unroll = 4;
+    if (blocks_per_sm == 0) blocks_per_sm = 4;
+    if ((unroll != 2 && unroll != 4 && unroll != 8) || blocks_per_sm < 1 || blocks_per_sm > 64)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: unroll %d (2, 4, 8), blocks/SM %d", unroll,
+                         blocks_per_sm);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: NULL x/y");
@@ -253,25 +273,19 @@ extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         sms = 132;
-    const int n = (int)m->n, k = (int)m->k;
-    const int ntiles = (n + 15) / 16;
-    const int blocks = ntiles < sms * 4 ? ntiles : sms * 4;
-    const size_t smem = qmma_smem_bytes(m->bits, k, m->group_size);
+    const int ntiles = (int)((m->n + 15) / 16);
+    const int blocks = ntiles < sms * blocks_per_sm ? ntiles : sms * blocks_per_sm;
+    const size_t smem = qmma_smem_bytes(m->bits, (long)m->k, m->group_size);
     cudaStream_t st = LMX_CU_STREAM(stream);
     cudaError_t e;
-    if (m->bits == 4) {
-        e = cudaFuncSetAttribute(gemv_q_mma<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e == cudaSuccess)
-            gemv_q_mma<4><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, m->scales, m->biases, m->bias,
-                                                              (int)m->dtype, (int)m->bias_dtype, x, y, n, k,
-                                                              m->group_size, accumulate, 0x64006400u);
-    } else {
-        e = cudaFuncSetAttribute(gemv_q_mma<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e == cudaSuccess)
-            gemv_q_mma<8><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, m->scales, m->biases, m->bias,
-                                                              (int)m->dtype, (int)m->bias_dtype, x, y, n, k,
-                                                              m->group_size, accumulate, 0x64006400u);
-    }
+    if (m->bits == 4)
+        e = unroll == 2 ? qmma_launch<4, 2>(m, x, y, accumulate, blocks, smem, st)
+          : unroll == 4 ? qmma_launch<4, 4>(m, x, y, accumulate, blocks, smem, st)
+                        : qmma_launch<4, 8>(m, x, y, accumulate, blocks, smem, st);
+    else
+        e = unroll == 2 ? qmma_launch<8, 2>(m, x, y, accumulate, blocks, smem, st)
+          : unroll == 4 ? qmma_launch<8, 4>(m, x, y, accumulate, blocks, smem, st)
+                        : qmma_launch<8, 8>(m, x, y, accumulate, blocks, smem, st);
     if (e != cudaSuccess)
         return lmx_error(LMX_ERR_INFERENCE_FAILURE, "cuda gemv mma: shared memory %zu bytes: %s", smem,
                          cudaGetErrorString(e));

@@ -132,6 +132,10 @@ lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float 
 bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
 lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                              lmx_cuda_stream stream);
+/* Tuning knobs for benchmarks: super-steps in flight per warp (2, 4, 8; 0 = default) and the cap on
+ * resident blocks per SM used to size the grid (0 = default). */
+lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                                int unroll, int blocks_per_sm, lmx_cuda_stream stream);
 
 /* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
  * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
