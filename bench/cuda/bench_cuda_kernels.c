@@ -268,18 +268,21 @@ int main(int argc, char **argv) {
         CK(cudaMemcpy(xt, h, sizeof(float) * T * 14336, cudaMemcpyHostToDevice));
         free(h);
         printf("%-34s %9s %9s %12s\n", "prefill GEMM, T=512, 1 layer", "us", "TFLOP/s", "32L tok/s");
-        for (int bi = 0; bi < 3; bi++) {
+        printf("cuBLASLt: %s\n", lmx_cuda_gemm_lt_available() ? "loaded" : "not available");
+        for (int bj = 0; bj < 6; bj++) {
+            const int bi = bj % 3, impl = bj < 3 ? 1 : 2; /* built-in mma.sync kernel, then cuBLASLt */
+            if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
             double us_sum = 0, flops = 0;
             for (int si = 0; si < 7; si++) {
                 size_t bytes;
                 lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
                 cudaEvent_t e0, e1;
                 CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-                LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                LK(lmx_cuda_gemm_ex(&m, xt, yt, T, false, impl, NULL));
                 float t[5];
                 for (int b = 0; b < 5; b++) {
                     CK(cudaEventRecord(e0, 0));
-                    for (int i = 0; i < 3; i++) LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                    for (int i = 0; i < 3; i++) LK(lmx_cuda_gemm_ex(&m, xt, yt, T, false, impl, NULL));
                     CK(cudaEventRecord(e1, 0));
                     CK(cudaEventSynchronize(e1));
                     CK(cudaEventElapsedTime(&t[b], e0, e1));
@@ -290,7 +293,9 @@ int main(int argc, char **argv) {
                 cudaEventDestroy(e0); cudaEventDestroy(e1);
                 free_matrix(&m);
             }
-            printf("%-34s %9.1f %9.1f %12.0f\n", bits_name[bi], us_sum, flops / (us_sum * 1e-6) / 1e12,
+            char lab[48];
+            snprintf(lab, sizeof lab, "%s %s", bits_name[bi], impl == 1 ? "mma.sync" : "cuBLASLt");
+            printf("%-34s %9.1f %9.1f %12.0f\n", lab, us_sum, flops / (us_sum * 1e-6) / 1e12,
                    T / (32 * us_sum * 1e-6));
         }
         printf("\n");

@@ -216,19 +216,27 @@ static void run_gemm(gemv_case c) {
     void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
     void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * 4) : NULL;
     float *dx = dev_upload(x, sizeof(float) * (size_t)T * c.k);
-    float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
     float *y = malloc(sizeof(float) * (size_t)T * c.n);
     lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
                          .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
-    CHECK(dw && dx && dy);
-    if (dw && dx && dy) {
-        lmx_status s = lmx_cuda_gemm(&m, dx, dy, T, c.accumulate, NULL);
-        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+    float *dy = NULL;
+    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped) */
+    for (int impl = 1; impl <= 2; impl++) {
+        if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
+        lmx_cuda_free(dy);
+        dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
+        CHECK(dw && dx && dy);
+        if (!(dw && dx && dy)) break;
+        lmx_status s = lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL);
+        if (impl == 2 && s == LMX_ERR_UNSUPPORTED) continue;
+        CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         s = lmx_cuda_stream_sync(NULL);
-        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
         lmx_cuda_stream_sync(NULL);
-        compare(name, y, ref, (size_t)T * c.n, 1e-2);
+        char nm[192];
+        snprintf(nm, sizeof nm, "%s %s", name, impl == 1 ? "mma.sync" : "cuBLASLt");
+        compare(nm, y, ref, (size_t)T * c.n, 1e-2);
     }
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);

@@ -143,6 +143,16 @@ lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float 
  * x 16-byte aligned (LMX_ERR_INVALID_ARGUMENT otherwise). */
 lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                          lmx_cuda_stream stream);
+/* The same choosing the implementation: 0 = automatic (cuBLASLt for T >= 16 when the library loads,
+ * else the built-in mma.sync kernel), 1 = the built-in kernel, 2 = cuBLASLt only
+ * (LMX_ERR_UNSUPPORTED without it). */
+lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                            int impl, lmx_cuda_stream stream);
+/* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; LMX_CUBLASLT=0 disables it): bf16 operands
+ * (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
+bool lmx_cuda_gemm_lt_available(void);
+lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                            lmx_cuda_stream stream);
 
 /* ---- elementwise and normalisation (all fp32 activations) ---- */
 
