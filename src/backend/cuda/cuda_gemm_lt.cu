@@ -3,7 +3,8 @@
  * output. Weights that are not dense bf16 (MLX-quantized, f16, f32) are first expanded into a bf16
  * scratch matrix (one memory pass), x is rounded to bf16; Linear bias is added by a small kernel,
  * `accumulate` maps to beta = 1. Scratch and workspace are stream-ordered allocations
- * (cudaMallocAsync / cudaFreeAsync from the device's default pool).
+ * (cudaMallocAsync / cudaFreeAsync from the device's default pool, whose release threshold is raised
+ * to 1 GiB at first use so that the scratch is not returned to the driver at every synchronisation).
  *
  * State: one process-wide library handle + cuBLASLt handle, created once (pthread_once) and never
  * changed afterwards; cuBLASLt handles are thread-safe for concurrent matmuls on different streams.
@@ -142,6 +143,15 @@ static void lt_init(void) {
     }
     L.ok = true;
     g_lt = L;
+    /* keep up to 1 GiB of freed scratch in the current device's default pool between GEMMs (the
+     * default threshold 0 returns it to the driver at every synchronisation) */
+    int dev = 0;
+    cudaMemPool_t pool;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+        uint64_t thr = (uint64_t)1 << 30;
+        (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr);
+    }
+    (void)cudaGetLastError();
 }
 
 extern "C" bool lmx_cuda_gemm_lt_available(void) {
