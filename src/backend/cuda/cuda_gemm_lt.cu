@@ -107,7 +107,11 @@ static void lt_init(void) {
     char name[64];
     snprintf(name, sizeof name, "libcublasLt.so.%d", CUBLAS_VER_MAJOR);
     void *dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!dl) dl = dlopen("/usr/local/cuda/lib64/libcublasLt.so", RTLD_NOW | RTLD_LOCAL);
+    if (!dl) { /* the toolkit's own directory is often not in the loader's path */
+        char path[128];
+        snprintf(path, sizeof path, "/usr/local/cuda/lib64/%s", name);
+        dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    }
     if (!dl) {
         LMX_LOG_I("cuda: %s not found, prefill uses the built-in tensor-core GEMM", name);
         return;
