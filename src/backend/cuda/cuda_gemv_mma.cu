@@ -21,6 +21,8 @@
  */
 #include "backend/cuda/cuda_common.cuh"
 
+#include <pthread.h>
+
 #define QMMA_WARPS 8
 #define QMMA_THREADS (QMMA_WARPS * 32)
 
@@ -238,14 +240,30 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
     if (m->k % eps != 0 || m->k % m->group_size != 0) return false;
     if (m->group_size < (m->bits == 4 ? 32 : 16) || m->group_size % 8) return false;
     if (((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) return false;
-    return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= 200 * 1024;
+    return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= 200 * 1024; /* QMMA_MAX_SMEM */
+}
+
+#define QMMA_MAX_SMEM (200 * 1024)
+/* The opt-in to > 48 KB of dynamic shared memory, once per process for every instantiation (not
+ * per launch: launches may be under stream capture). */
+static pthread_once_t g_qmma_once = PTHREAD_ONCE_INIT;
+static cudaError_t g_qmma_attr = cudaSuccess; /* written once under g_qmma_once */
+static void qmma_init(void) {
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    cudaError_t e = cudaFuncSetAttribute(gemv_q_mma<4, 2>, a, QMMA_MAX_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<4, 4>, a, QMMA_MAX_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<4, 8>, a, QMMA_MAX_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 2>, a, QMMA_MAX_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 4>, a, QMMA_MAX_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 8>, a, QMMA_MAX_SMEM);
+    g_qmma_attr = e;
 }
 
 template <int BITS, int U>
 static cudaError_t qmma_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
                                size_t smem, cudaStream_t st) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_q_mma<BITS, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
+    pthread_once(&g_qmma_once, qmma_init);
+    if (g_qmma_attr != cudaSuccess) return g_qmma_attr;
     gemv_q_mma<BITS, U><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, m->scales, m->biases, m->bias,
                                                            (int)m->dtype, (int)m->bias_dtype, x, y, (int)m->n,
                                                            (int)m->k, m->group_size, accumulate, 0x64006400u);
