@@ -199,8 +199,8 @@ int main(int argc, char **argv) {
                    moved / (us_ks[0] * 1e-6) / 1e9, moved / (us_ks[1] * 1e-6) / 1e9, moved / (us_ks[2] * 1e-6) / 1e9);
             if (bits_list[bi] && (si == 0 || si == 1 || si == 4 || si == 6 || si == 7)) {
                 printf("  mma u/bps GB/s:");
-                const int uu[3] = {2, 4, 8}, bb[3] = {2, 4, 8};
-                for (int a = 0; a < 3; a++)
+                const int uu[2] = {2, 4}, bb[3] = {2, 4, 8};
+                for (int a = 0; a < 2; a++)
                     for (int c = 0; c < 3; c++) {
                         double t2 = time_gemv_mma(ms, copies, x, y, reps, uu[a], bb[c]);
                         printf(" %d/%d:%.0f", uu[a], bb[c], moved / (t2 * 1e-6) / 1e9);
@@ -307,8 +307,11 @@ int main(int argc, char **argv) {
      * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
     printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
     /* fused: q/k/v as one [6144 x 4096] matrix and gate/up as one [28672 x 4096] (2 launches, not 5) */
-    for (int bf = 0; bf < 6; bf++) {
-        const int bi = bf % 3, fused = bf >= 3;
+    /* gemv mode: 0 = automatic policy, -2 = scalar kernel only, -1 = tensor-core kernel wherever it
+     * applies (quantized rows) */
+    for (int bf = 0; bf < 18; bf++) {
+        const int bi = bf % 3, fused = (bf / 3) % 2, gm = bf < 6 ? 0 : bf < 12 ? -2 : -1;
+        if (bi == 0 && gm != 0) continue; /* bf16 has one kernel */
         const int H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, CTX = 512, NL = 32;
         lmx_cuda_matrix lw[4][7], head;
         size_t bytes;
@@ -365,31 +368,31 @@ int main(int argc, char **argv) {
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
             float *qq = q, *kk = k, *vv = v;
             if (fused) {
-                LK(lmx_cuda_gemv(&w[0], hn, qkv, 1, false, S));
+                LK(lmx_cuda_gemv_ksplit(&w[0], hn, qkv, 1, false, gm, S));
                 qq = qkv; kk = qkv + 4096; vv = qkv + 5120;
             } else {
-                LK(lmx_cuda_gemv(&w[0], hn, q, 1, false, S));
-                LK(lmx_cuda_gemv(&w[1], hn, k, 1, false, S));
-                LK(lmx_cuda_gemv(&w[2], hn, v, 1, false, S));
+                LK(lmx_cuda_gemv_ksplit(&w[0], hn, q, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[1], hn, k, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[2], hn, v, 1, false, gm, S));
             }
             LK(lmx_cuda_rope(qq, pos, inv, 1.0f, 1, NH, HD, HD, S));
             LK(lmx_cuda_rope(kk, pos, inv, 1.0f, 1, NKV, HD, HD, S));
             LK(lmx_cuda_kv_store(&a, kk, vv, kc[l], vc[l], pos, 1, S));
             LK(lmx_cuda_attention(&a, qq, kc[l], vc[l], pos, 1, CTX, ws, att, S));
-            LK(lmx_cuda_gemv(&w[3], att, hx, 1, true, S)); /* residual fused */
+            LK(lmx_cuda_gemv_ksplit(&w[3], att, hx, 1, true, gm, S)); /* residual fused */
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
             if (fused) {
-                LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
+                LK(lmx_cuda_gemv_ksplit(&w[4], hn, g, 1, false, gm, S));
                 LK(lmx_cuda_swiglu(g, g + FF, g, FF, S));
             } else {
-                LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
-                LK(lmx_cuda_gemv(&w[5], hn, u, 1, false, S));
+                LK(lmx_cuda_gemv_ksplit(&w[4], hn, g, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[5], hn, u, 1, false, gm, S));
                 LK(lmx_cuda_swiglu(g, u, g, FF, S));
             }
-            LK(lmx_cuda_gemv(&w[6], g, hx, 1, true, S)); /* residual fused */
+            LK(lmx_cuda_gemv_ksplit(&w[6], g, hx, 1, true, gm, S)); /* residual fused */
         }
         LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-        LK(lmx_cuda_gemv(&head, hn, logits, 1, false, S));
+        LK(lmx_cuda_gemv_ksplit(&head, hn, logits, 1, false, gm, S));
         LK(lmx_cuda_argmax(logits, 1, V, id, S));
         CK(cudaStreamEndCapture(st, &graph));
         CK(cudaGraphInstantiate(&exec, graph, 0));
@@ -408,7 +411,8 @@ int main(int argc, char **argv) {
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double ms = t[BATCHES / 2] / 5.0;
         char lab[64];
-        snprintf(lab, sizeof lab, "%s%s", bits_name[bi], fused ? " fused qkv+gate/up" : "");
+        snprintf(lab, sizeof lab, "%s%s%s", bits_name[bi], gm == -2 ? " scalar" : gm == -1 ? " mma" : "",
+                 fused ? " fused qkv+gate/up" : "");
         printf("%-34s %9.3f %9.0f\n", lab, ms, 1e3 / ms);
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
         cudaEventDestroy(e0); cudaEventDestroy(e1);

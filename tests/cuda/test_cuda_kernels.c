@@ -129,6 +129,21 @@ static void run_gemv_x(gemv_case c, float xscale) {
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)(c.batch * c.n), NULL);
         lmx_cuda_stream_sync(NULL);
         compare(name, y, ref, (size_t)(c.batch * c.n), 2e-5);
+        /* where the tensor-core kernel applies, check it and the scalar kernel each, whichever the
+         * automatic choice was */
+        for (int mode = -2; mode <= -1 && c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1); mode++) {
+            if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
+            else lmx_cuda_memset(dy, 0xff, sizeof(float) * (size_t)c.n, NULL);
+            s = lmx_cuda_gemv_ksplit(&m, dx, dy, 1, c.accumulate, mode, NULL);
+            CHECK_MSG(s == LMX_OK, "%s mode %d: %s", name, mode, lmx_last_error_detail());
+            s = lmx_cuda_stream_sync(NULL);
+            CHECK_MSG(s == LMX_OK, "%s mode %d: %s", name, mode, lmx_last_error_detail());
+            lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)c.n, NULL);
+            lmx_cuda_stream_sync(NULL);
+            char nm[192];
+            snprintf(nm, sizeof nm, "%s %s", name, mode == -1 ? "mma" : "scalar");
+            compare(nm, y, ref, (size_t)c.n, 2e-5);
+        }
     }
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(y);

@@ -407,14 +407,17 @@ extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, fl
 
 extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                            bool accumulate, int ksplit, lmx_cuda_stream stream) {
-    if (ksplit != 0 && ksplit != 1 && ksplit != 2 && ksplit != 4)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: ksplit %d (0, 1, 2 or 4)", ksplit);
+    if (ksplit < -2 || ksplit == 3 || ksplit > 4)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: ksplit %d (-2, -1, 0, 1, 2 or 4)", ksplit);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
-    if (ksplit == 0 && lmx_cuda_gemv_mma_applies(m, x, batch))
+    /* the tensor-core kernel where it measured faster on the H200 (bench/notes/cuda-kernels.md) */
+    const bool mma_pref = m->bits == 4 && m->n >= 8192;
+    if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
         return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
+    if (ksplit < 0) ksplit = 0;
     cudaStream_t st = LMX_CU_STREAM(stream);
     for (int b0 = 0; b0 < batch; b0 += 4) {
         const int nb = batch - b0 < 4 ? batch - b0 : 4;

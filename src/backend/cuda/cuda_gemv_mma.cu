@@ -64,17 +64,24 @@ __device__ __forceinline__ void qmma_decode(uint32_t w, uint32_t magic, uint32_t
     }
 }
 
-template <int BITS, int QMMA_U> /* QMMA_U: super-steps loaded per warp before decoding */
+__device__ __forceinline__ float qmma_tof(float v) { return v; }
+__device__ __forceinline__ float qmma_tof(__half v) { return __half2float(v); }
+__device__ __forceinline__ float qmma_tof(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* QMMA_U: super-steps loaded per warp before decoding; ST: scale/bias type. lg_gs = log2(group size)
+ * (all index arithmetic in the loop is shifts: integer division by a run-time group size cost more
+ * than the decode in the first version). */
+template <int BITS, int QMMA_U, typename ST>
 __global__ void __launch_bounds__(QMMA_THREADS)
-gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const void *__restrict__ Bq,
-           const void *__restrict__ lbias, int dt, int bdt, const float *__restrict__ x,
-           float *__restrict__ y, int n, int k, int gs, int accumulate, uint32_t magic) {
+gemv_q_mma(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
+           const void *__restrict__ lbias, int bdt, const float *__restrict__ x,
+           float *__restrict__ y, int n, int k, int lg_gs, int accumulate, uint32_t magic) {
     constexpr int EPS = BITS == 4 ? 128 : 64; /* elements of a row per super-step (64 bytes) */
     constexpr int MPS = BITS == 4 ? 8 : 4;    /* mma per super-step */
     constexpr int CH = EPS / 4;               /* elements per lane chunk (16 bytes) */
     extern __shared__ uint4 qmma_smem[];
     const int nss = k / EPS;
-    const int seglen = gs < EPS ? gs : EPS;
+    const int seglen = (1 << lg_gs) < EPS ? (1 << lg_gs) : EPS;
     const int gps = EPS / seglen; /* local groups (segments) per super-step: 1, 2 or 4 */
     const int nseg = k / seglen;
     uint2 *xf = reinterpret_cast<uint2 *>(qmma_smem);      /* [nss][MPS][4 t][2 parts] {b0, b1} */
@@ -84,7 +91,12 @@ gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const voi
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const size_t wpr = (size_t)k * BITS / 32; /* words per row */
-    const int gpr = k / gs;
+    const int gpr = k >> lg_gs;
+    /* group of (super-step ss, output lane t < gps): ((ss * gps) >> gsh) + tg */
+    const int lg_eps = BITS == 4 ? 7 : 6;
+    const int lg_gps = lg_gs < lg_eps ? lg_eps - lg_gs : 0;
+    const int gsh = lg_gs > lg_eps ? lg_gs - lg_eps : 0;
+    const int tg = gps > 1 ? t : 0;
     const int ntiles = (n + 15) / 16;
     /* B lane (g, t) supplies column g = part (g & 1) of local group g >> 1, for the k slots of
      * chunk t, whose elements lie in local group (t * CH) / seglen */
@@ -94,27 +106,33 @@ gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const voi
     uint4 wa[QMMA_U], wb[QMMA_U];
     float s0[QMMA_U], b0[QMMA_U], s1[QMMA_U], b1[QMMA_U];
     int tile = blockIdx.x;
-    int r0c = 0, r1c = 0;
+    /* per-tile row bases: lane t's 16 bytes of rows g and g + 8, and their scale/bias rows */
+    const uint4 *pw0 = NULL, *pw1 = NULL;
+    const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL;
+    auto set_rows = [&](int tl) {
+        const int r0c = min(tl * 16 + g, n - 1), r1c = min(tl * 16 + g + 8, n - 1);
+        pw0 = reinterpret_cast<const uint4 *>(W + (size_t)r0c * wpr) + t;
+        pw1 = reinterpret_cast<const uint4 *>(W + (size_t)r1c * wpr) + t;
+        ps0 = S + (size_t)r0c * gpr + tg; pb0 = Bq + (size_t)r0c * gpr + tg;
+        ps1 = S + (size_t)r1c * gpr + tg; pb1 = Bq + (size_t)r1c * gpr + tg;
+    };
     auto load_batch = [&](int ss0) {
 #pragma unroll
         for (int u = 0; u < QMMA_U; u++) {
             const int ss = ss0 + QMMA_WARPS * u;
             if (ss < nss) {
-                wa[u] = lmx_cu_ld_stream(W + (size_t)r0c * wpr + (size_t)ss * 16 + t * 4);
-                wb[u] = lmx_cu_ld_stream(W + (size_t)r1c * wpr + (size_t)ss * 16 + t * 4);
+                wa[u] = lmx_cu_ld_stream(pw0 + ss * 4);
+                wb[u] = lmx_cu_ld_stream(pw1 + ss * 4);
                 if (t < gps) {
-                    const int gg = (ss * EPS + t * seglen) / gs;
-                    s0[u] = lmx_cu_ld(S, (size_t)r0c * gpr + gg, dt);
-                    b0[u] = lmx_cu_ld(Bq, (size_t)r0c * gpr + gg, dt);
-                    s1[u] = lmx_cu_ld(S, (size_t)r1c * gpr + gg, dt);
-                    b1[u] = lmx_cu_ld(Bq, (size_t)r1c * gpr + gg, dt);
+                    const int gg = (ss << lg_gps) >> gsh;
+                    s0[u] = qmma_tof(ps0[gg]); b0[u] = qmma_tof(pb0[gg]);
+                    s1[u] = qmma_tof(ps1[gg]); b1[u] = qmma_tof(pb1[gg]);
                 }
             }
         }
     };
     if (tile < ntiles) {
-        r0c = min(tile * 16 + g, n - 1);
-        r1c = min(tile * 16 + g + 8, n - 1);
+        set_rows(tile);
         load_batch(warp); /* in flight while the x fragments are built */
     }
 
@@ -141,8 +159,7 @@ gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const voi
         if (mx > 0.f && mx <= 3.4e38f) { (void)frexpf(mx, &ex); ex -= 15; }
         const float scl = ldexpf(1.f, ex), inv = ldexpf(1.f, -ex);
         if (!act) continue;
-        const int seg = e0 / seglen;
-        if ((e0 % seglen) == 0) { xsum[seg] = sum; xscl[seg] = scl; }
+        if ((e0 & (seglen - 1)) == 0) { const int seg = e0 / seglen; xsum[seg] = sum; xscl[seg] = scl; }
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const int e = e0 + i;
@@ -219,8 +236,7 @@ gemv_q_mma(const uint32_t *__restrict__ W, const void *__restrict__ S, const voi
         }
         const int next = tile + gridDim.x;
         if (next < ntiles) {
-            r0c = min(next * 16 + g, n - 1);
-            r1c = min(next * 16 + g + 8, n - 1);
+            set_rows(next);
             load_batch(warp);
         }
         __syncthreads(); /* red is reused */
@@ -248,26 +264,35 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
  * per launch: launches may be under stream capture). */
 static pthread_once_t g_qmma_once = PTHREAD_ONCE_INIT;
 static cudaError_t g_qmma_attr = cudaSuccess; /* written once under g_qmma_once */
+template <int BITS, int U, typename ST> static void qmma_attr(cudaError_t *e) {
+    if (*e == cudaSuccess)
+        *e = cudaFuncSetAttribute(gemv_q_mma<BITS, U, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, QMMA_MAX_SMEM);
+}
 static void qmma_init(void) {
-    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    cudaError_t e = cudaFuncSetAttribute(gemv_q_mma<4, 2>, a, QMMA_MAX_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<4, 4>, a, QMMA_MAX_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<4, 8>, a, QMMA_MAX_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 2>, a, QMMA_MAX_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 4>, a, QMMA_MAX_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(gemv_q_mma<8, 8>, a, QMMA_MAX_SMEM);
+    cudaError_t e = cudaSuccess;
+    qmma_attr<4, 2, __nv_bfloat16>(&e); qmma_attr<4, 2, __half>(&e); qmma_attr<4, 2, float>(&e);
+    qmma_attr<4, 4, __nv_bfloat16>(&e); qmma_attr<4, 4, __half>(&e); qmma_attr<4, 4, float>(&e);
+    qmma_attr<8, 2, __nv_bfloat16>(&e); qmma_attr<8, 2, __half>(&e); qmma_attr<8, 2, float>(&e);
+    qmma_attr<8, 4, __nv_bfloat16>(&e); qmma_attr<8, 4, __half>(&e); qmma_attr<8, 4, float>(&e);
     g_qmma_attr = e;
 }
 
+template <int BITS, int U, typename ST>
+static void qmma_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
+                        size_t smem, cudaStream_t st) {
+    int lg = 0;
+    while ((1 << lg) < m->group_size) lg++;
+    gemv_q_mma<BITS, U, ST><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, (const ST *)m->scales,
+                                                               (const ST *)m->biases, m->bias, (int)m->bias_dtype,
+                                                               x, y, (int)m->n, (int)m->k, lg, accumulate,
+                                                               0x64006400u);
+}
 template <int BITS, int U>
-static cudaError_t qmma_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
-                               size_t smem, cudaStream_t st) {
-    pthread_once(&g_qmma_once, qmma_init);
-    if (g_qmma_attr != cudaSuccess) return g_qmma_attr;
-    gemv_q_mma<BITS, U><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, m->scales, m->biases, m->bias,
-                                                           (int)m->dtype, (int)m->bias_dtype, x, y, (int)m->n,
-                                                           (int)m->k, m->group_size, accumulate, 0x64006400u);
-    return cudaSuccess;
+static void qmma_launch_dt(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
+                           size_t smem, cudaStream_t st) {
+    if (m->dtype == LMX_DTYPE_BF16) qmma_launch<BITS, U, __nv_bfloat16>(m, x, y, accumulate, blocks, smem, st);
+    else if (m->dtype == LMX_DTYPE_F16) qmma_launch<BITS, U, __half>(m, x, y, accumulate, blocks, smem, st);
+    else qmma_launch<BITS, U, float>(m, x, y, accumulate, blocks, smem, st);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
@@ -277,10 +302,10 @@ extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x
 
 extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                            int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
-    if (unroll == 0) unroll = 4;
+    if (unroll == 0) unroll = 2;
     if (blocks_per_sm == 0) blocks_per_sm = 4;
-    if ((unroll != 2 && unroll != 4 && unroll != 8) || blocks_per_sm < 1 || blocks_per_sm > 64)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: unroll %d (2, 4, 8), blocks/SM %d", unroll,
+    if ((unroll != 2 && unroll != 4) || blocks_per_sm < 1 || blocks_per_sm > 64)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: unroll %d (2, 4), blocks/SM %d", unroll,
                          blocks_per_sm);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
@@ -295,15 +320,17 @@ extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float
     const int blocks = ntiles < sms * blocks_per_sm ? ntiles : sms * blocks_per_sm;
     const size_t smem = qmma_smem_bytes(m->bits, (long)m->k, m->group_size);
     cudaStream_t st = LMX_CU_STREAM(stream);
-    cudaError_t e;
-    if (m->bits == 4)
-        e = unroll == 2 ? qmma_launch<4, 2>(m, x, y, accumulate, blocks, smem, st)
-          : unroll == 4 ? qmma_launch<4, 4>(m, x, y, accumulate, blocks, smem, st)
-                        : qmma_launch<4, 8>(m, x, y, accumulate, blocks, smem, st);
-    else
-        e = unroll == 2 ? qmma_launch<8, 2>(m, x, y, accumulate, blocks, smem, st)
-          : unroll == 4 ? qmma_launch<8, 4>(m, x, y, accumulate, blocks, smem, st)
-                        : qmma_launch<8, 8>(m, x, y, accumulate, blocks, smem, st);
+    pthread_once(&g_qmma_once, qmma_init);
+    const cudaError_t e = g_qmma_attr;
+    if (e == cudaSuccess) {
+        if (m->bits == 4) {
+            if (unroll == 2) qmma_launch_dt<4, 2>(m, x, y, accumulate, blocks, smem, st);
+            else qmma_launch_dt<4, 4>(m, x, y, accumulate, blocks, smem, st);
+        } else {
+            if (unroll == 2) qmma_launch_dt<8, 2>(m, x, y, accumulate, blocks, smem, st);
+            else qmma_launch_dt<8, 4>(m, x, y, accumulate, blocks, smem, st);
+        }
+    }
     if (e != cudaSuccess)
         return lmx_error(LMX_ERR_INFERENCE_FAILURE, "cuda gemv mma: shared memory %zu bytes: %s", smem,
                          cudaGetErrorString(e));

@@ -120,8 +120,10 @@ lmx_status lmx_cuda_matrix_check(const lmx_cuda_matrix *m);
  * prefill, not a fast GEMM). */
 lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                          bool accumulate, lmx_cuda_stream stream);
-/* The same with the number of warps that split K per row group forced (1, 2 or 4; 0 = the
- * automatic choice): a tuning knob for benchmarks. */
+/* The same with the number of warps that split K per row group of the scalar kernel forced (1, 2
+ * or 4; 0 = the automatic choice, which includes the tensor-core kernel for batch-1 quantized
+ * shapes where it measured faster; -1 = the tensor-core kernel wherever it applies, else automatic;
+ * -2 = never the tensor-core kernel): a tuning knob for benchmarks. */
 lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                 bool accumulate, int ksplit, lmx_cuda_stream stream);
 
