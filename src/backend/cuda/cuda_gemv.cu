@@ -413,8 +413,10 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
-    /* the tensor-core kernel where it measured faster on the H200 (bench/notes/cuda-kernels.md) */
-    const bool mma_pref = m->bits == 4 && m->n >= 8192;
+    /* the tensor-core kernel where it measured faster on the H200 (bench/notes/cuda-kernels.md, run
+     * 2: q4 whole decode step 4.66 ms vs 4.88 scalar, fused q|k|v + gate|up 4.03 vs 4.57; q8 is
+     * faster on the scalar kernel: 4.95 vs 5.73 ms) */
+    const bool mma_pref = m->bits == 4;
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
         return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;
