@@ -12,7 +12,8 @@
  * q*2^s, which multiplies x pre-scaled by 2^-s (exact power-of-two scaling). Per element this costs
  * one LOP3, one FADD and one FFMA. The affine form per group is s*Σ(x·q) + b*Σx.
  * Bit widths 3/5/6 (and 2-bit rows whose length is not a multiple of 64) use a generic bitstream
- * path over 32-element packs.
+ * path over 32-element packs. Batch-1 4-bit shapes go to the tensor-core kernel of
+ * cuda_gemv_mma.cu instead (faster there on the H200; see bench/notes/cuda-kernels.md).
  */
 #include "backend/cuda/cuda_common.cuh"
 
