@@ -250,31 +250,43 @@ static size_t qmma_smem_bytes(int bits, long k, int gs) {
     return (size_t)(k / eps) * mps * 64 + (size_t)(k / seglen) * 8;
 }
 
+#define QMMA_MAX_SMEM (200 * 1024)
+/* The opt-in to > 48 KB of dynamic shared memory, once per process for every instantiation (not
+ * per launch: launches may be under stream capture), up to what the device allows (H100/H200:
+ * 227 KB; smaller GPUs less). Shapes needing more than g_qmma_limit use the scalar kernel. */
+static pthread_once_t g_qmma_once = PTHREAD_ONCE_INIT;
+static size_t g_qmma_limit = 47 * 1024; /* written once under g_qmma_once (48 KB less static smem) */
+template <int BITS, int U, typename ST> static void qmma_attr(cudaError_t *e, int bytes) {
+    if (*e == cudaSuccess)
+        *e = cudaFuncSetAttribute(gemv_q_mma<BITS, U, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+static void qmma_init(void) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    int lim = optin - 1024; /* the kernel's static shared memory (512 bytes) and a margin */
+    if (lim > QMMA_MAX_SMEM) lim = QMMA_MAX_SMEM;
+    if (lim <= 48 * 1024) return;
+    cudaError_t e = cudaSuccess;
+    qmma_attr<4, 2, __nv_bfloat16>(&e, lim); qmma_attr<4, 2, __half>(&e, lim); qmma_attr<4, 2, float>(&e, lim);
+    qmma_attr<4, 4, __nv_bfloat16>(&e, lim); qmma_attr<4, 4, __half>(&e, lim); qmma_attr<4, 4, float>(&e, lim);
+    qmma_attr<8, 2, __nv_bfloat16>(&e, lim); qmma_attr<8, 2, __half>(&e, lim); qmma_attr<8, 2, float>(&e, lim);
+    qmma_attr<8, 4, __nv_bfloat16>(&e, lim); qmma_attr<8, 4, __half>(&e, lim); qmma_attr<8, 4, float>(&e, lim);
+    if (e == cudaSuccess) g_qmma_limit = (size_t)lim;
+    else (void)cudaGetLastError();
+}
+
 extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
     if (batch != 1 || (m->bits != 4 && m->bits != 8)) return false;
     const long eps = m->bits == 4 ? 128 : 64;
     if (m->k % eps != 0 || m->k % m->group_size != 0) return false;
     if (m->group_size < (m->bits == 4 ? 32 : 16) || m->group_size % 8) return false;
     if (((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) return false;
-    return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= 200 * 1024; /* QMMA_MAX_SMEM */
-}
-
-#define QMMA_MAX_SMEM (200 * 1024)
-/* The opt-in to > 48 KB of dynamic shared memory, once per process for every instantiation (not
- * per launch: launches may be under stream capture). */
-static pthread_once_t g_qmma_once = PTHREAD_ONCE_INIT;
-static cudaError_t g_qmma_attr = cudaSuccess; /* written once under g_qmma_once */
-template <int BITS, int U, typename ST> static void qmma_attr(cudaError_t *e) {
-    if (*e == cudaSuccess)
-        *e = cudaFuncSetAttribute(gemv_q_mma<BITS, U, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, QMMA_MAX_SMEM);
-}
-static void qmma_init(void) {
-    cudaError_t e = cudaSuccess;
-    qmma_attr<4, 2, __nv_bfloat16>(&e); qmma_attr<4, 2, __half>(&e); qmma_attr<4, 2, float>(&e);
-    qmma_attr<4, 4, __nv_bfloat16>(&e); qmma_attr<4, 4, __half>(&e); qmma_attr<4, 4, float>(&e);
-    qmma_attr<8, 2, __nv_bfloat16>(&e); qmma_attr<8, 2, __half>(&e); qmma_attr<8, 2, float>(&e);
-    qmma_attr<8, 4, __nv_bfloat16>(&e); qmma_attr<8, 4, __half>(&e); qmma_attr<8, 4, float>(&e);
-    g_qmma_attr = e;
+    pthread_once(&g_qmma_once, qmma_init);
+    return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= g_qmma_limit;
 }
 
 template <int BITS, int U, typename ST>
@@ -320,20 +332,13 @@ extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float
     const int blocks = ntiles < sms * blocks_per_sm ? ntiles : sms * blocks_per_sm;
     const size_t smem = qmma_smem_bytes(m->bits, (long)m->k, m->group_size);
     cudaStream_t st = LMX_CU_STREAM(stream);
-    pthread_once(&g_qmma_once, qmma_init);
-    const cudaError_t e = g_qmma_attr;
-    if (e == cudaSuccess) {
-        if (m->bits == 4) {
-            if (unroll == 2) qmma_launch_dt<4, 2>(m, x, y, accumulate, blocks, smem, st);
-            else qmma_launch_dt<4, 4>(m, x, y, accumulate, blocks, smem, st);
-        } else {
-            if (unroll == 2) qmma_launch_dt<8, 2>(m, x, y, accumulate, blocks, smem, st);
-            else qmma_launch_dt<8, 4>(m, x, y, accumulate, blocks, smem, st);
-        }
+    if (m->bits == 4) {
+        if (unroll == 2) qmma_launch_dt<4, 2>(m, x, y, accumulate, blocks, smem, st);
+        else qmma_launch_dt<4, 4>(m, x, y, accumulate, blocks, smem, st);
+    } else {
+        if (unroll == 2) qmma_launch_dt<8, 2>(m, x, y, accumulate, blocks, smem, st);
+        else qmma_launch_dt<8, 4>(m, x, y, accumulate, blocks, smem, st);
     }
-    if (e != cudaSuccess)
-        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "cuda gemv mma: shared memory %zu bytes: %s", smem,
-                         cudaGetErrorString(e));
     LMX_CU_CHECK_LAUNCH("gemv mma");
     return LMX_OK;
 }
