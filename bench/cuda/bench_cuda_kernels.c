@@ -135,6 +135,25 @@ static double time_gemv(lmx_cuda_matrix *ms, int copies, const float *x, float *
     return t[BATCHES / 2] * 1e3 / reps;
 }
 
+/* the same for the tensor-core quantized GEMV with its knobs (unroll, blocks per SM) */
+static double time_gemv_mma(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps, int u, int bps) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+    float t[BATCHES];
+    for (int b = 0; b < BATCHES; b++) {
+        CK(cudaEventRecord(e0, 0));
+        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[b], e0, e1));
+    }
+    CK(cudaGetLastError());
+    qsort(t, BATCHES, sizeof t[0], cmp_f);
+    cudaEventDestroy(e0); cudaEventDestroy(e1);
+    return t[BATCHES / 2] * 1e3 / reps;
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
@@ -178,6 +197,16 @@ int main(int argc, char **argv) {
             printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f   ks1/2/4: %7.0f %7.0f %7.0f GB/s\n", sh.name,
                    bits_name[bi], (long long)sh.n, (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9,
                    moved / (us_ks[0] * 1e-6) / 1e9, moved / (us_ks[1] * 1e-6) / 1e9, moved / (us_ks[2] * 1e-6) / 1e9);
+            if (bits_list[bi] && (si == 0 || si == 1 || si == 4 || si == 6 || si == 7)) {
+                printf("  mma u/bps GB/s:");
+                const int uu[2] = {2, 4}, bb[3] = {2, 4, 8};
+                for (int a = 0; a < 2; a++)
+                    for (int c = 0; c < 3; c++) {
+                        double t2 = time_gemv_mma(ms, copies, x, y, reps, uu[a], bb[c]);
+                        printf(" %d/%d:%.0f", uu[a], bb[c], moved / (t2 * 1e-6) / 1e9);
+                    }
+                printf("\n");
+            }
             if (si < 7) { layer_us += us; layer_bytes += moved; }
             for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
             free(ms);
@@ -239,18 +268,21 @@ int main(int argc, char **argv) {
         CK(cudaMemcpy(xt, h, sizeof(float) * T * 14336, cudaMemcpyHostToDevice));
         free(h);
         printf("%-34s %9s %9s %12s\n", "prefill GEMM, T=512, 1 layer", "us", "TFLOP/s", "32L tok/s");
-        for (int bi = 0; bi < 3; bi++) {
+        printf("cuBLASLt: %s\n", lmx_cuda_gemm_lt_available() ? "loaded" : "not available");
+        for (int bj = 0; bj < 6; bj++) {
+            const int bi = bj % 3, impl = bj < 3 ? 1 : 2; /* built-in mma.sync kernel, then cuBLASLt */
+            if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
             double us_sum = 0, flops = 0;
             for (int si = 0; si < 7; si++) {
                 size_t bytes;
                 lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
                 cudaEvent_t e0, e1;
                 CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-                LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                LK(lmx_cuda_gemm_ex(&m, xt, yt, T, false, impl, NULL));
                 float t[5];
                 for (int b = 0; b < 5; b++) {
                     CK(cudaEventRecord(e0, 0));
-                    for (int i = 0; i < 3; i++) LK(lmx_cuda_gemm(&m, xt, yt, T, false, NULL));
+                    for (int i = 0; i < 3; i++) LK(lmx_cuda_gemm_ex(&m, xt, yt, T, false, impl, NULL));
                     CK(cudaEventRecord(e1, 0));
                     CK(cudaEventSynchronize(e1));
                     CK(cudaEventElapsedTime(&t[b], e0, e1));
@@ -261,7 +293,9 @@ int main(int argc, char **argv) {
                 cudaEventDestroy(e0); cudaEventDestroy(e1);
                 free_matrix(&m);
             }
-            printf("%-34s %9.1f %9.1f %12.0f\n", bits_name[bi], us_sum, flops / (us_sum * 1e-6) / 1e12,
+            char lab[48];
+            snprintf(lab, sizeof lab, "%s %s", bits_name[bi], impl == 1 ? "mma.sync" : "cuBLASLt");
+            printf("%-34s %9.1f %9.1f %12.0f\n", lab, us_sum, flops / (us_sum * 1e-6) / 1e12,
                    T / (32 * us_sum * 1e-6));
         }
         printf("\n");
@@ -272,14 +306,24 @@ int main(int argc, char **argv) {
      * residual adds, RoPE, KV store, attention at context 512, SwiGLU, lm_head, argmax), 32 layers
      * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
     printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
-    for (int bi = 0; bi < 3; bi++) {
+    /* fused: q/k/v as one [6144 x 4096] matrix and gate/up as one [28672 x 4096] (2 launches, not 5) */
+    /* gemv mode: 0 = automatic policy, -2 = scalar kernel only, -1 = tensor-core kernel wherever it
+     * applies (quantized rows) */
+    for (int bf = 0; bf < 18; bf++) {
+        const int bi = bf % 3, fused = (bf / 3) % 2, gm = bf < 6 ? 0 : bf < 12 ? -2 : -1;
+        if (bi == 0 && gm != 0) continue; /* bf16 has one kernel */
         const int H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, CTX = 512, NL = 32;
         lmx_cuda_matrix lw[4][7], head;
         size_t bytes;
         for (int c = 0; c < 4; c++)
-            for (int si = 0; si < 7; si++)
-                lw[c][si] = c == 0 ? make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes)
+            for (int si = 0; si < 7; si++) {
+                int64_t rows = LAYER[si].n;
+                if (fused && si == 0) rows = 6144;       /* q|k|v */
+                if (fused && si == 4) rows = 2 * 14336;  /* gate|up */
+                if (fused && (si == 1 || si == 2 || si == 5)) rows = 16; /* unused placeholders */
+                lw[c][si] = c == 0 ? make_matrix(rows, LAYER[si].k, bits_list[bi], &bytes)
                                    : clone_matrix(&lw[0][si], &bytes);
+            }
         head = make_matrix(V, H, bits_list[bi], &bytes);
         float *hx, *hn, *q, *k, *v, *att, *g, *u, *logits, *ws, *inv, *normw;
         void *kc[NL], *vc[NL];
@@ -289,7 +333,9 @@ int main(int argc, char **argv) {
         LK(lmx_cuda_malloc((void **)&hx, H * 4)); LK(lmx_cuda_malloc((void **)&hn, H * 4));
         LK(lmx_cuda_malloc((void **)&q, H * 4)); LK(lmx_cuda_malloc((void **)&k, 1024 * 4));
         LK(lmx_cuda_malloc((void **)&v, 1024 * 4)); LK(lmx_cuda_malloc((void **)&att, H * 4));
-        LK(lmx_cuda_malloc((void **)&g, FF * 4)); LK(lmx_cuda_malloc((void **)&u, FF * 4));
+        LK(lmx_cuda_malloc((void **)&g, 2 * FF * 4)); LK(lmx_cuda_malloc((void **)&u, FF * 4));
+        float *qkv = NULL;
+        LK(lmx_cuda_malloc((void **)&qkv, 6144 * 4));
         LK(lmx_cuda_malloc((void **)&logits, (size_t)V * 4));
         LK(lmx_cuda_malloc((void **)&ws, sizeof(float) * lmx_cuda_attention_workspace_floats(&a, 1)));
         LK(lmx_cuda_malloc((void **)&inv, 64 * 4)); LK(lmx_cuda_malloc((void **)&normw, H * 4));
@@ -320,22 +366,33 @@ int main(int argc, char **argv) {
         for (int l = 0; l < NL; l++) {
             lmx_cuda_matrix *w = lw[l % 4];
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-            LK(lmx_cuda_gemv(&w[0], hn, q, 1, false, S));
-            LK(lmx_cuda_gemv(&w[1], hn, k, 1, false, S));
-            LK(lmx_cuda_gemv(&w[2], hn, v, 1, false, S));
-            LK(lmx_cuda_rope(q, pos, inv, 1.0f, 1, NH, HD, HD, S));
-            LK(lmx_cuda_rope(k, pos, inv, 1.0f, 1, NKV, HD, HD, S));
-            LK(lmx_cuda_kv_store(&a, k, v, kc[l], vc[l], pos, 1, S));
-            LK(lmx_cuda_attention(&a, q, kc[l], vc[l], pos, 1, CTX, ws, att, S));
-            LK(lmx_cuda_gemv(&w[3], att, hx, 1, true, S)); /* residual fused */
+            float *qq = q, *kk = k, *vv = v;
+            if (fused) {
+                LK(lmx_cuda_gemv_ksplit(&w[0], hn, qkv, 1, false, gm, S));
+                qq = qkv; kk = qkv + 4096; vv = qkv + 5120;
+            } else {
+                LK(lmx_cuda_gemv_ksplit(&w[0], hn, q, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[1], hn, k, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[2], hn, v, 1, false, gm, S));
+            }
+            LK(lmx_cuda_rope(qq, pos, inv, 1.0f, 1, NH, HD, HD, S));
+            LK(lmx_cuda_rope(kk, pos, inv, 1.0f, 1, NKV, HD, HD, S));
+            LK(lmx_cuda_kv_store(&a, kk, vv, kc[l], vc[l], pos, 1, S));
+            LK(lmx_cuda_attention(&a, qq, kc[l], vc[l], pos, 1, CTX, ws, att, S));
+            LK(lmx_cuda_gemv_ksplit(&w[3], att, hx, 1, true, gm, S)); /* residual fused */
             LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-            LK(lmx_cuda_gemv(&w[4], hn, g, 1, false, S));
-            LK(lmx_cuda_gemv(&w[5], hn, u, 1, false, S));
-            LK(lmx_cuda_swiglu(g, u, g, FF, S));
-            LK(lmx_cuda_gemv(&w[6], g, hx, 1, true, S)); /* residual fused */
+            if (fused) {
+                LK(lmx_cuda_gemv_ksplit(&w[4], hn, g, 1, false, gm, S));
+                LK(lmx_cuda_swiglu(g, g + FF, g, FF, S));
+            } else {
+                LK(lmx_cuda_gemv_ksplit(&w[4], hn, g, 1, false, gm, S));
+                LK(lmx_cuda_gemv_ksplit(&w[5], hn, u, 1, false, gm, S));
+                LK(lmx_cuda_swiglu(g, u, g, FF, S));
+            }
+            LK(lmx_cuda_gemv_ksplit(&w[6], g, hx, 1, true, gm, S)); /* residual fused */
         }
         LK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, 1, H, S));
-        LK(lmx_cuda_gemv(&head, hn, logits, 1, false, S));
+        LK(lmx_cuda_gemv_ksplit(&head, hn, logits, 1, false, gm, S));
         LK(lmx_cuda_argmax(logits, 1, V, id, S));
         CK(cudaStreamEndCapture(st, &graph));
         CK(cudaGraphInstantiate(&exec, graph, 0));
@@ -353,7 +410,10 @@ int main(int argc, char **argv) {
         }
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double ms = t[BATCHES / 2] / 5.0;
-        printf("%-34s %9.3f %9.0f\n", bits_name[bi], ms, 1e3 / ms);
+        char lab[64];
+        snprintf(lab, sizeof lab, "%s%s%s", bits_name[bi], gm == -2 ? " scalar" : gm == -1 ? " mma" : "",
+                 fused ? " fused qkv+gate/up" : "");
+        printf("%-34s %9.3f %9.0f\n", lab, ms, 1e3 / ms);
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
         for (int c = 0; c < 4; c++)
@@ -361,6 +421,7 @@ int main(int argc, char **argv) {
         free_matrix(&head);
         for (int l = 0; l < NL; l++) { lmx_cuda_free(kc[l]); lmx_cuda_free(vc[l]); }
         lmx_cuda_free(hx); lmx_cuda_free(hn); lmx_cuda_free(q); lmx_cuda_free(k); lmx_cuda_free(v);
+        lmx_cuda_free(qkv);
         lmx_cuda_free(att); lmx_cuda_free(g); lmx_cuda_free(u); lmx_cuda_free(logits); lmx_cuda_free(ws);
         lmx_cuda_free(inv); lmx_cuda_free(normw); lmx_cuda_free(pos); lmx_cuda_free(id);
     }

@@ -76,7 +76,7 @@ static double dense_at(const void *w, int dt, size_t i) {
     return dt == 2 ? tu_bf2f(((const uint16_t *)w)[i]) : dt == 1 ? tu_h2f(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
-static void run_gemv(gemv_case c) {
+static void run_gemv_x(gemv_case c, float xscale) {
     char name[160];
     snprintf(name, sizeof name, "gemv %s%d g%d dt%d [%lld x %lld] batch %d%s%s",
              c.bits ? "q" : "dense", c.bits, c.gs, c.dt, (long long)c.n, (long long)c.k, c.batch,
@@ -99,7 +99,7 @@ static void run_gemv(gemv_case c) {
         hbias = malloc((size_t)c.n * 4);
         for (int64_t i = 0; i < c.n; i++) tu_store(hbias, (size_t)i, bdt, tu_unif(&rng));
     }
-    float *x = randv((size_t)(c.batch * c.k), 1.0f);
+    float *x = randv((size_t)(c.batch * c.k), xscale);
     float *y0 = randv((size_t)(c.batch * c.n), 1.0f);
     double *ref = malloc(sizeof(double) * (size_t)(c.batch * c.n));
     for (int b = 0; b < c.batch; b++)
@@ -129,10 +129,27 @@ static void run_gemv(gemv_case c) {
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)(c.batch * c.n), NULL);
         lmx_cuda_stream_sync(NULL);
         compare(name, y, ref, (size_t)(c.batch * c.n), 2e-5);
+        /* where the tensor-core kernel applies, check it and the scalar kernel each, whichever the
+         * automatic choice was */
+        for (int mode = -2; mode <= -1 && c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1); mode++) {
+            if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
+            else lmx_cuda_memset(dy, 0xff, sizeof(float) * (size_t)c.n, NULL);
+            s = lmx_cuda_gemv_ksplit(&m, dx, dy, 1, c.accumulate, mode, NULL);
+            CHECK_MSG(s == LMX_OK, "%s mode %d: %s", name, mode, lmx_last_error_detail());
+            s = lmx_cuda_stream_sync(NULL);
+            CHECK_MSG(s == LMX_OK, "%s mode %d: %s", name, mode, lmx_last_error_detail());
+            lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)c.n, NULL);
+            lmx_cuda_stream_sync(NULL);
+            char nm[192];
+            snprintf(nm, sizeof nm, "%s %s", name, mode == -1 ? "mma" : "scalar");
+            compare(nm, y, ref, (size_t)c.n, 2e-5);
+        }
     }
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(y);
 }
+
+static void run_gemv(gemv_case c) { run_gemv_x(c, 1.0f); }
 
 static void test_gemv(void) {
     const gemv_case cases[] = {
@@ -155,6 +172,12 @@ static void test_gemv(void) {
         {4096, 4096, 8, 64, 2, 1, 0, 0},
         {1027, 2048, 8, 32, 1, 3, 1, 1},
         {4096, 14336, 8, 128, 2, 1, 0, 0},
+        /* batch 1 on the tensor-core path (cuda_gemv_mma.cu): tails, groups per super-step 1/2/4, x
+         * beyond the fp16 range */
+        {1000, 1152, 4, 128, 0, 1, 1, 1},
+        {2050, 4096, 4, 32, 1, 1, 0, 1},
+        {777, 1088, 8, 32, 1, 1, 2, 0},
+        {300, 640, 8, 64, 2, 1, 0, 0},
         /* 2 / 3 / 5 / 6 bits */
         {2048, 2048, 2, 64, 2, 1, 0, 0},
         {1000, 2080, 2, 32, 2, 2, 0, 0}, /* k % 64 != 0: generic path */
@@ -164,6 +187,9 @@ static void test_gemv(void) {
         {100, 256, 6, 128, 0, 5, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemv(cases[i]);
+    /* x beyond the fp16 range and tiny x (the tensor-core path scales x per segment) */
+    run_gemv_x((gemv_case){2048, 4096, 4, 64, 2, 1, 0, 0}, 3e5f);
+    run_gemv_x((gemv_case){1024, 2048, 8, 64, 2, 1, 0, 0}, 1e-6f);
 }
 
 /* ---- tensor-core GEMM (prefill): bf16 operands, fp32 accumulation ---- */
@@ -205,19 +231,27 @@ static void run_gemm(gemv_case c) {
     void *dw = dev_upload(hw, wbytes), *ds = hs ? dev_upload(hs, sbytes) : NULL, *db = hb ? dev_upload(hb, sbytes) : NULL;
     void *dbias = hbias ? dev_upload(hbias, (size_t)c.n * 4) : NULL;
     float *dx = dev_upload(x, sizeof(float) * (size_t)T * c.k);
-    float *dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
     float *y = malloc(sizeof(float) * (size_t)T * c.n);
     lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
                          .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
-    CHECK(dw && dx && dy);
-    if (dw && dx && dy) {
-        lmx_status s = lmx_cuda_gemm(&m, dx, dy, T, c.accumulate, NULL);
-        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+    float *dy = NULL;
+    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped) */
+    for (int impl = 1; impl <= 2; impl++) {
+        if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
+        lmx_cuda_free(dy);
+        dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
+        CHECK(dw && dx && dy);
+        if (!(dw && dx && dy)) break;
+        lmx_status s = lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL);
+        if (impl == 2 && s == LMX_ERR_UNSUPPORTED) continue;
+        CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         s = lmx_cuda_stream_sync(NULL);
-        CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
         lmx_cuda_stream_sync(NULL);
-        compare(name, y, ref, (size_t)T * c.n, 1e-2);
+        char nm[192];
+        snprintf(nm, sizeof nm, "%s %s", name, impl == 1 ? "mma.sync" : "cuBLASLt");
+        compare(nm, y, ref, (size_t)T * c.n, 1e-2);
     }
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);

@@ -3,8 +3,9 @@
  * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
  * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
  * forward step calling rope, kv_write and attention for every layer) is not uploaded again.
- * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use the tensor-core GEMM (bf16 operands,
- * fp32 accumulation); shorter ones (decode) the fp32 GEMV.
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
+ * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
+ * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4 on the tensor cores).
  */
 #include "backend/cuda/cuda_backend.h"
 

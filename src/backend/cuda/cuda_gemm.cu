@@ -123,6 +123,15 @@ gemm_tc_kernel(const float *__restrict__ X, int T, int K, const void *__restrict
 
 extern "C" lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int T,
                                     bool accumulate, lmx_cuda_stream stream) {
+    return lmx_cuda_gemm_ex(m, x, y, T, accumulate, 0, stream);
+}
+
+extern "C" lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T,
+                                       bool accumulate, int impl, lmx_cuda_stream stream) {
+    if (impl != 1 && T >= 16) { /* cuBLASLt when present; its UNSUPPORTED answers fall back */
+        lmx_status ls = lmx_cuda_gemm_lt(m, x, y, T, accumulate, stream);
+        if (ls != LMX_ERR_UNSUPPORTED || impl == 2) return ls;
+    }
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y || T < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemm: NULL x/y or T %d", T);

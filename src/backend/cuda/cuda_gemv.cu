@@ -12,7 +12,8 @@
  * q*2^s, which multiplies x pre-scaled by 2^-s (exact power-of-two scaling). Per element this costs
  * one LOP3, one FADD and one FFMA. The affine form per group is s*Σ(x·q) + b*Σx.
  * Bit widths 3/5/6 (and 2-bit rows whose length is not a multiple of 64) use a generic bitstream
- * path over 32-element packs.
+ * path over 32-element packs. Batch-1 4-bit shapes go to the tensor-core kernel of
+ * cuda_gemv_mma.cu instead (faster there on the H200; see bench/notes/cuda-kernels.md).
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -407,12 +408,19 @@ extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, fl
 
 extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                            bool accumulate, int ksplit, lmx_cuda_stream stream) {
-    if (ksplit != 0 && ksplit != 1 && ksplit != 2 && ksplit != 4)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: ksplit %d (0, 1, 2 or 4)", ksplit);
+    if (ksplit < -2 || ksplit == 3 || ksplit > 4)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: ksplit %d (-2, -1, 0, 1, 2 or 4)", ksplit);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
+    /* the tensor-core kernel where it measured faster on the H200 (bench/notes/cuda-kernels.md, run
+     * 2: q4 whole decode step 4.66 ms vs 4.88 scalar, fused q|k|v + gate|up 4.03 vs 4.57; q8 is
+     * faster on the scalar kernel: 4.95 vs 5.73 ms) */
+    const bool mma_pref = m->bits == 4;
+    if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
+        return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
+    if (ksplit < 0) ksplit = 0;
     cudaStream_t st = LMX_CU_STREAM(stream);
     for (int b0 = 0; b0 < batch; b0 += 4) {
         const int nb = batch - b0 < 4 ? batch - b0 : 4;

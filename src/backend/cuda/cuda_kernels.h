@@ -120,10 +120,24 @@ lmx_status lmx_cuda_matrix_check(const lmx_cuda_matrix *m);
  * prefill, not a fast GEMM). */
 lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                          bool accumulate, lmx_cuda_stream stream);
-/* The same with the number of warps that split K per row group forced (1, 2 or 4; 0 = the
- * automatic choice): a tuning knob for benchmarks. */
+/* The same with the number of warps that split K per row group of the scalar kernel forced (1, 2
+ * or 4; 0 = the automatic choice, which includes the tensor-core kernel for batch-1 quantized
+ * shapes where it measured faster; -1 = the tensor-core kernel wherever it applies, else automatic;
+ * -2 = never the tensor-core kernel): a tuning knob for benchmarks. */
 lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                 bool accumulate, int ksplit, lmx_cuda_stream stream);
+
+/* Batch-1 GEMV of 4-/8-bit MLX weights on the tensor cores (cuda_gemv_mma.cu): fp16 mma with exact
+ * q and x split into two fp16 parts per segment (~fp32 accuracy). lmx_cuda_gemv uses it
+ * automatically (ksplit 0, batch 1) when lmx_cuda_gemv_mma_applies(); callable directly for
+ * benchmarks (LMX_ERR_INVALID_ARGUMENT when it does not apply). */
+bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
+lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                             lmx_cuda_stream stream);
+/* Tuning knobs for benchmarks: super-steps in flight per warp (2, 4, 8; 0 = default) and the cap on
+ * resident blocks per SM used to size the grid (0 = default). */
+lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                                int unroll, int blocks_per_sm, lmx_cuda_stream stream);
 
 /* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
  * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
@@ -131,6 +145,16 @@ lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float 
  * x 16-byte aligned (LMX_ERR_INVALID_ARGUMENT otherwise). */
 lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                          lmx_cuda_stream stream);
+/* The same choosing the implementation: 0 = automatic (cuBLASLt for T >= 16 when the library loads,
+ * else the built-in mma.sync kernel), 1 = the built-in kernel, 2 = cuBLASLt only
+ * (LMX_ERR_UNSUPPORTED without it). */
+lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                            int impl, lmx_cuda_stream stream);
+/* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; LMX_CUBLASLT=0 disables it): bf16 operands
+ * (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
+bool lmx_cuda_gemm_lt_available(void);
+lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
+                            lmx_cuda_stream stream);
 
 /* ---- elementwise and normalisation (all fp32 activations) ---- */
 
