@@ -97,8 +97,38 @@ static void test_unpatched_opens(void) {
     cleanup(dir);
 }
 
+/* A KV cache of about 2.8 x the machine's memory, each buffer 0.7 x of it: calloc hands out the
+ * address space lazily, so this used to "succeed" and fail only once the cache filled (and a
+ * 2^31-position cache aborted under ASan). Now a clear LMX_ERR_OUT_OF_MEMORY up front. */
+static void test_kv_beyond_memory(void) {
+    lmx_lm *lm = NULL;
+    lmx_lm_options opt = {.n_threads = 1};
+    CHECK(lmx_lm_open(FIXTURES "/llama-tiny", &opt, &lm) == LMX_OK);
+    if (!lm) return;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    double ram = (double)pages * (double)page;
+    double per_pos = (double)lmx_lm_kv_bytes_per_position(lm);
+    double ctx = 2.8 * ram / per_pos; /* 4 buffers (k, v of 2 layers) of 0.7 x RAM each */
+    int sizes[] = {ctx < 2147483647.0 ? (int)ctx : 2147483647, 2147483647};
+    for (int i = 0; i < 2; i++) {
+        lmx_kv *kv = NULL;
+        lmx_status st = lmx_kv_create(lm, sizes[i], &kv);
+        CHECK_MSG(st == LMX_ERR_OUT_OF_MEMORY && !kv, "ctx %d: %s", sizes[i], lmx_status_str(st));
+        CHECK_MSG(strstr(lmx_last_error_detail(), "memory") != NULL, "%s", lmx_last_error_detail());
+        lmx_kv_destroy(kv);
+    }
+    /* the accounting returns to zero: an ordinary cache still fits afterwards, twice */
+    for (int i = 0; i < 2; i++) {
+        lmx_kv *kv = NULL;
+        CHECK(lmx_kv_create(lm, 4096, &kv) == LMX_OK);
+        lmx_kv_destroy(kv);
+    }
+    lmx_lm_close(lm);
+}
+
 int main(void) {
     RUN(test_unpatched_opens);
     RUN(test_rope_table_not_finite);
+    RUN(test_kv_beyond_memory);
     return lmx_test_summary();
 }
