@@ -11,6 +11,7 @@
 #include <utf8proc.h>
 
 #define MAX_RANGE 100000
+#define MAX_LIST ((uint64_t)MAX_RANGE * 10) /* elements a list built by `*` or `+` may have */
 
 static bool oom(jctx *c, int line) { return jerr(c, line, "out of memory"); }
 
@@ -149,7 +150,7 @@ static bool repeat(jctx *c, int line, jv seq, int64_t n, jv *out) {
         for (int64_t i = 0; i < n; i++) sb_put(&b, seq.u.s->s, seq.u.s->len);
         return str_out(c, line, &b, out);
     }
-    if (seq.u.l->n && (uint64_t)n > (uint64_t)MAX_RANGE * 10 / seq.u.l->n) return jerr(c, line, "list too large");
+    if (seq.u.l->n && (uint64_t)n > MAX_LIST / seq.u.l->n) return jerr(c, line, "list too large");
     jv l = jv_list_new(0);
     if (jv_is_oom(l)) return oom(c, line);
     l.u.l->tuple = seq.u.l->tuple;
@@ -234,6 +235,8 @@ bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
         return str_out(c, line, &s, out);
     }
     if (op == OP_ADD && a.t == JV_LIST && b.t == JV_LIST && a.u.l->tuple == b.u.l->tuple) {
+        /* without this, `{% set ns.l = ns.l + ns.l %}` in a loop doubled a list to gigabytes */
+        if ((uint64_t)a.u.l->n + b.u.l->n > MAX_LIST) return jerr(c, line, "list too large");
         jv l = jv_list_new(a.u.l->n + b.u.l->n);
         if (jv_is_oom(l)) return oom(c, line);
         l.u.l->tuple = a.u.l->tuple;

@@ -1,0 +1,45 @@
+/* test_chat_hostile.c — chat templates written to exhaust memory or time: each render must stop with
+ * LMX_ERR_TEMPLATE quickly, with little memory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmx_test.h"
+#include "tokenizer/chat_template.h"
+
+static const char CTX[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+
+static void expect_error(const char *src, const char *detail) {
+    lmx_chat_template *t = NULL;
+    CHECK_MSG(lmx_chat_template_create(src, &t) == LMX_OK, "%s: %s", src, lmx_last_error_detail());
+    if (!t) return;
+    char *out = NULL;
+    lmx_status st = lmx_chat_template_render_json(t, CTX, sizeof CTX - 1, &out, NULL);
+    CHECK_MSG(st == LMX_ERR_TEMPLATE && !out, "%s: %s", src, lmx_status_str(st));
+    CHECK_MSG(strstr(lmx_last_error_detail(), detail) != NULL, "%s: detail \"%s\"", src, lmx_last_error_detail());
+    free(out);
+    lmx_chat_template_destroy(t);
+}
+
+/* List concatenation had no size limit: 64 doublings asked for 2^64 elements (8 GB were resident
+ * after 30 s). 21 doublings (2M elements) pass the 1M-element limit that `*` already had. */
+static void test_list_doubling(void) {
+    expect_error("{% set ns = namespace(v=[1]) %}{% for i in range(21) %}{% set ns.v = ns.v + ns.v %}{% endfor %}"
+                 "{{ ns.v|length }}",
+                 "list too large");
+    expect_error("{{ ([1] * 1000000000)|length }}", "list too large");
+}
+
+/* Already bounded; kept as regressions: string doubling, unbounded recursion, huge ranges. */
+static void test_other_bounds(void) {
+    expect_error("{% set ns = namespace(v=\"xxxxxxxx\") %}{% for i in range(64) %}{% set ns.v = ns.v ~ ns.v %}"
+                 "{% endfor %}{{ ns.v }}",
+                 "too large");
+    expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion");
+    expect_error("{% for i in range(1000000000) %}{% endfor %}", "Range too big");
+}
+
+int main(void) {
+    RUN(test_list_doubling);
+    RUN(test_other_bounds);
+    return lmx_test_summary();
+}
