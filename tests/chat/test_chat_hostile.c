@@ -45,9 +45,29 @@ static void test_loop_budget(void) {
     expect_error("{% for i in range(1000) %}{% for j in range(1200) %}{% endfor %}{% endfor %}", "iteration limit");
 }
 
+/* %-format with a huge width or precision: printf built the whole field first (a 1 GB buffer for
+ * %999999999d; %.999999999f spun for minutes). %c of a value beyond Unicode wrote invalid UTF-8
+ * (Python raises OverflowError). */
+static void test_format_fields(void) {
+    /* just above the 4096 limit, so that an unfixed build fails these checks quickly */
+    expect_error("{{ \"%.5000f\" % 1.0 }}", "precision");
+    expect_error("{{ \"%5000d\" % 1 }}", "width");
+    expect_error("{{ \"%5000s\" % \"x\" }}", "width");
+    expect_error("{{ \"%c\" % 1114112 }}", "range");
+    expect_error("{{ \"%c\" % -1 }}", "range");
+    lmx_chat_template *t = NULL;
+    CHECK(lmx_chat_template_create("{{ \"[%5.2f|%-4d|%c]\" % (3.14159, 7, 233) }}", &t) == LMX_OK);
+    char *out = NULL;
+    CHECK(t && lmx_chat_template_render_json(t, CTX, sizeof CTX - 1, &out, NULL) == LMX_OK);
+    CHECK_EQ_STR(out, "[ 3.14|7   |\xc3\xa9]");
+    free(out);
+    lmx_chat_template_destroy(t);
+}
+
 int main(void) {
     RUN(test_list_doubling);
     RUN(test_other_bounds);
     RUN(test_loop_budget);
+    RUN(test_format_fields);
     return lmx_test_summary();
 }
