@@ -119,8 +119,8 @@ static lmx_status parse_float_list(const parse_ctx *pc, const cJSON *arr, const 
 
 /* Parses one rope parameter set. `rp` is the rope dict (rope_parameters entry or rope_scaling; may be
  * NULL), `top` the text config (for rope_theta / original_max_position_embeddings at top level). */
-static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *top, double def_theta,
-                             const lmx_model_config *c, lmx_rope_config *r) {
+static lmx_status parse_rope_params(const parse_ctx *pc, const cJSON *rp, const cJSON *top, double def_theta,
+                                    const lmx_model_config *c, lmx_rope_config *r) {
     memset(r, 0, sizeof *r);
     r->attention_factor = 1.0;
     r->factor = 1.0;
@@ -206,6 +206,9 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
         TRY(get_num(pc, rp, "beta_slow", 1, &r->beta_slow));
         if (r->beta_fast == 0) r->beta_fast = 32; /* `or 32` in transformers */
         if (r->beta_slow == 0) r->beta_slow = 1;
+        if (!(r->beta_fast > 0) || !(r->beta_slow > 0)) /* log(orig / (beta * 2 pi)) */
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: yarn rope needs beta_fast > 0 and beta_slow > 0",
+                             pc->label);
         int trunc = 1;
         TRY(get_bool(pc, rp, "truncate", 1, &trunc));
         r->truncate = trunc;
@@ -221,6 +224,20 @@ static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *
     return lmx_error(LMX_ERR_UNSUPPORTED,
                      "%s: rope type \"%s\" is not supported (supported: default, linear, llama3, longrope, yarn)",
                      pc->label, type);
+}
+
+/* parse_rope_params, then the derived attention scaling must be a usable float: e.g. longrope with
+ * original_max_position_embeddings 1 divides by log(1), and a huge attention_factor overflows the
+ * float the kernels use. Both used to give NaN logits with no error. */
+static lmx_status parse_rope(const parse_ctx *pc, const cJSON *rp, const cJSON *top, double def_theta,
+                             const lmx_model_config *c, lmx_rope_config *r) {
+    TRY(parse_rope_params(pc, rp, top, def_theta, c, r));
+    if (!(r->attention_factor > 0) || !isfinite((float)r->attention_factor))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                         "%s: rope attention factor %g (from attention_factor / factor / "
+                         "original_max_position_embeddings) is not a positive finite number",
+                         pc->label, r->attention_factor);
+    return LMX_OK;
 }
 
 static void rope_free(lmx_rope_config *r) {

@@ -179,6 +179,11 @@ static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float 
     if (rot / 2 > (int)(sizeof tab / sizeof tab[0]))
         return lmx_error(LMX_ERR_UNSUPPORTED, "rotary dimension %d is too large", rot);
     lmx_rope_inv_freq(r, rot, ext, tab);
+    for (int i = 0; i < rot / 2; i++)
+        if (!isfinite(tab[i]) || tab[i] < 0)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                             "config.json: the rope parameters give frequency %g for rotary pair %d (%s)",
+                             (double)tab[i], i, what);
     lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
                          .data = tab};
     return lm->be->ops->weight_upload(lm->be, &d, out);

@@ -113,8 +113,13 @@ lmx_status tok_added_parse(const cJSON *arr, const tok_normalizer *nz, tok_added
     if (!st && cnt) cJSON_ArrayForEach(it, arr) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(content)) {
             st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "added_tokens[%zu]: needs \"id\" and \"content\"", a->n);
+            break;
+        }
+        if (!(id->valuedouble >= 0 && id->valuedouble <= TOK_MAX_ID) || id->valuedouble != (int32_t)id->valuedouble) {
+            st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "added_tokens[%zu]: id %g is not an integer in [0, %d]", a->n,
+                           id->valuedouble, TOK_MAX_ID);
             break;
         }
         tok_added_token *t = &a->tok[a->n];
@@ -130,9 +135,9 @@ lmx_status tok_added_parse(const cJSON *arr, const tok_normalizer *nz, tok_added
         t->single_word = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "single_word"));
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "normalized");
         t->normalized = nm ? cJSON_IsTrue(nm) : !t->special;
+        a->n++; /* counted before the add so that tok_added_free releases t->content on failure */
         st = tok_vocab_add(&a->by_content, t->content, t->len, t->id);
         if (st) break;
-        a->n++;
     }
     if (!st) {
         for (size_t i = 0; i < a->n; i++)

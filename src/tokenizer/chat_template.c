@@ -11,7 +11,7 @@
 #include "util/fs.h"
 
 #define DEFAULT_MAX_OUTPUT ((size_t)64 << 20)
-#define DEFAULT_MAX_ITERS 10000000L
+#define DEFAULT_MAX_ITERS 1000000L
 
 struct lmx_chat_template {
     jnode *root;

@@ -11,6 +11,8 @@
 #include <utf8proc.h>
 
 #define MAX_RANGE 100000
+#define MAX_LIST ((uint64_t)MAX_RANGE * 10) /* elements a list built by `*` or `+` may have */
+#define MAX_FORMAT_WIDTH 4096                /* width / precision of a %-format field */
 
 static bool oom(jctx *c, int line) { return jerr(c, line, "out of memory"); }
 
@@ -149,7 +151,7 @@ static bool repeat(jctx *c, int line, jv seq, int64_t n, jv *out) {
         for (int64_t i = 0; i < n; i++) sb_put(&b, seq.u.s->s, seq.u.s->len);
         return str_out(c, line, &b, out);
     }
-    if (seq.u.l->n && (uint64_t)n > (uint64_t)MAX_RANGE * 10 / seq.u.l->n) return jerr(c, line, "list too large");
+    if (seq.u.l->n && (uint64_t)n > MAX_LIST / seq.u.l->n) return jerr(c, line, "list too large");
     jv l = jv_list_new(0);
     if (jv_is_oom(l)) return oom(c, line);
     l.u.l->tuple = seq.u.l->tuple;
@@ -234,6 +236,8 @@ bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
         return str_out(c, line, &s, out);
     }
     if (op == OP_ADD && a.t == JV_LIST && b.t == JV_LIST && a.u.l->tuple == b.u.l->tuple) {
+        /* without this, `{% set ns.l = ns.l + ns.l %}` in a loop doubled a list to gigabytes */
+        if ((uint64_t)a.u.l->n + b.u.l->n > MAX_LIST) return jerr(c, line, "list too large");
         jv l = jv_list_new(a.u.l->n + b.u.l->n);
         if (jv_is_oom(l)) return oom(c, line);
         l.u.l->tuple = a.u.l->tuple;
@@ -926,8 +930,14 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
         size_t sl = 0;
         spec[sl++] = '%';
         while (i < n && strchr("-+ 0#", p[i]) && sl < 8) spec[sl++] = p[i++];
-        while (i < n && p[i] >= '0' && p[i] <= '9' && sl < 16) spec[sl++] = p[i++];
-        if (i < n && p[i] == '.') { spec[sl++] = p[i++]; while (i < n && p[i] >= '0' && p[i] <= '9' && sl < 24) spec[sl++] = p[i++]; }
+        long width = 0, prec = 0; /* printf would build a buffer that large (%.999999999f spun for minutes) */
+        while (i < n && p[i] >= '0' && p[i] <= '9' && sl < 16) { width = width * 10 + (p[i] - '0'); spec[sl++] = p[i++]; }
+        if (i < n && p[i] == '.') {
+            spec[sl++] = p[i++];
+            while (i < n && p[i] >= '0' && p[i] <= '9' && sl < 24) { prec = prec * 10 + (p[i] - '0'); spec[sl++] = p[i++]; }
+        }
+        if (width > MAX_FORMAT_WIDTH || prec > MAX_FORMAT_WIDTH)
+            { sb_free(&b); return jerr(c, line, "format: width or precision above %d", MAX_FORMAT_WIDTH); }
         if (i >= n) { sb_free(&b); return jerr(c, line, "incomplete format"); }
         char conv = p[i];
         if (conv == 's' || conv == 'r') {
@@ -945,6 +955,7 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
             if (conv == 'i' || conv == 'u') conv = 'd';
             spec[sl++] = 'l'; spec[sl++] = 'l'; spec[sl++] = conv == 'c' ? 'd' : conv;
             spec[sl] = '\0';
+            if (conv == 'c' && (x < 0 || x > 0x10FFFF)) { sb_free(&b); return jerr(c, line, "%%c arg not in range(0x110000)"); }
             if (conv == 'c') sb_put_cp(&b, (uint32_t)x);
             else sb_printf(&b, spec, x);
         } else if (strchr("eEfFgG", conv)) {

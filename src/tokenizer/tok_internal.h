@@ -67,8 +67,12 @@ typedef struct tok_vocab {
     size_t count;
 } tok_vocab;
 
+/* Largest token id accepted from tokenizer.json: tables are indexed by id, so an id of 2e9 would
+ * make the loader allocate gigabytes; real vocabularies stay below 2^20. */
+#define TOK_MAX_ID ((1 << 24) - 1)
+
 lmx_status tok_vocab_init(tok_vocab *v, size_t expected);
-/* Adds s -> id (overwrites the id's string if it had one; the map keeps the first id for a string). */
+/* Adds s -> id, id in [0, TOK_MAX_ID] (overwrites the id's string if it had one; the map keeps the first id for a string). */
 lmx_status tok_vocab_add(tok_vocab *v, const char *s, size_t n, int32_t id);
 lmx_status tok_vocab_add_h(tok_vocab *v, const char *s, size_t n, int32_t id, uint64_t hash);
 int32_t tok_vocab_find(const tok_vocab *v, const char *s, size_t n); /* -1 if absent */

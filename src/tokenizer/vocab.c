@@ -76,7 +76,9 @@ lmx_status tok_vocab_add(tok_vocab *v, const char *str, size_t n, int32_t id) {
 }
 
 lmx_status tok_vocab_add_h(tok_vocab *v, const char *str, size_t n, int32_t id, uint64_t hv) {
-    if (id < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer vocabulary: negative id %d", id);
+    if (id < 0 || id > TOK_MAX_ID)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "tokenizer vocabulary: id %d is outside [0, %d]", id,
+                         TOK_MAX_ID);
     if (!grow_ids(v, (size_t)id + 1)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tokenizer vocabulary");
     if (v->arena_n + n + 1 > v->arena_cap) {
         size_t cap = v->arena_cap ? v->arena_cap : 1 << 16;

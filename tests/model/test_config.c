@@ -299,6 +299,35 @@ static void test_bad_configs(void) {
                  LMX_ERR_INVALID_MODEL_FORMAT); /* sliding layer without a window */
 }
 
+/* Rope parameters that parse as numbers but make the rotation or its scaling non-finite used to load
+ * and then produce NaN logits with no error. */
+static void test_rope_degenerate(void) {
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"type\": \"yarn\", "
+                           "\"factor\": 4, \"beta_fast\": -5}}"),
+                 LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "beta_fast") != NULL);
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"type\": \"yarn\", "
+                           "\"factor\": 4, \"attention_factor\": 1e308}}"),
+                 LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "attention factor") != NULL);
+    /* phi3: factor = max_position / original = 4096; attention factor divides by log(original) = 0 */
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"model_type\": \"phi3\", " BASE ", \"max_position_embeddings\": 4096, "
+             "\"original_max_position_embeddings\": 1, \"rope_scaling\": {\"type\": \"longrope\", "
+             "\"short_factor\": [1,1,1,1,1,1,1,1], \"long_factor\": [1,1,1,1,1,1,1,1]}}");
+    CHECK_EQ_INT(parse_err(json), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "attention factor") != NULL);
+    /* the same with a sane original context still parses */
+    snprintf(json, sizeof json,
+             "{\"model_type\": \"phi3\", " BASE ", \"max_position_embeddings\": 4096, "
+             "\"original_max_position_embeddings\": 1024, \"rope_scaling\": {\"type\": \"longrope\", "
+             "\"short_factor\": [1,1,1,1,1,1,1,1], \"long_factor\": [1,1,1,1,1,1,1,1]}}");
+    lmx_model_config *c = parse(json);
+    if (c) CHECK(c->rope.attention_factor > 1 && isfinite(c->rope.attention_factor));
+    lmx_model_config_free(c);
+}
+
 static void test_load_missing_dir(void) {
     lmx_model_config *c = NULL;
     CHECK_EQ_INT(lmx_model_config_load("/nonexistent/lmx-model", &c), LMX_ERR_MODEL_NOT_FOUND);
@@ -317,6 +346,7 @@ int main(void) {
     RUN(test_quantization);
     RUN(test_eos_generation_config);
     RUN(test_bad_configs);
+    RUN(test_rope_degenerate);
     RUN(test_load_missing_dir);
     return lmx_test_summary();
 }

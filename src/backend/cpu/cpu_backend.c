@@ -7,6 +7,8 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,6 +46,8 @@ typedef struct cpu_backend {
     size_t shared_len;
     lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
     pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
+    size_t mem_limit;        /* bytes of physical memory: buffers beyond it are refused */
+    atomic_size_t buf_bytes; /* bytes held by live lmx_bufs */
 } cpu_backend;
 
 static cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
@@ -86,14 +90,27 @@ static float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype
 
 /* ---- memory ---- */
 
+/* Buffers are calloc'd, so the kernel only backs the pages a forward pass touches; a KV cache for
+ * --ctx 2^31 would still "succeed" (or abort under ASan) and fail much later. Buffers that together
+ * exceed physical memory are refused up front. */
 static lmx_status cpu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
-    (void)be;
+    cpu_backend *c = CPU(be);
     *out = NULL;
+    size_t bytes = n <= SIZE_MAX / sizeof(float) ? n * sizeof(float) : SIZE_MAX;
+    size_t held = bytes <= c->mem_limit ? atomic_fetch_add(&c->buf_bytes, bytes) : atomic_load(&c->buf_bytes);
+    if (bytes > c->mem_limit || held > c->mem_limit - bytes) {
+        if (bytes <= c->mem_limit) atomic_fetch_sub(&c->buf_bytes, bytes);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY,
+                         "cpu backend: a buffer of %zu floats on top of %zu bytes held exceeds the %zu bytes of "
+                         "physical memory",
+                         n, held, c->mem_limit);
+    }
     lmx_buf *b = malloc(sizeof *b);
     float *d = calloc(n ? n : 1, sizeof(float));
     if (!b || !d) {
         free(b);
         free(d);
+        atomic_fetch_sub(&c->buf_bytes, bytes);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: buffer of %zu floats", n);
     }
     b->n = n;
@@ -103,8 +120,8 @@ static lmx_status cpu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
 }
 
 static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
-    (void)be;
     if (!b) return;
+    atomic_fetch_sub(&CPU(be)->buf_bytes, b->n * sizeof(float));
     free(b->data);
     free(b);
 }
@@ -679,6 +696,10 @@ lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend
     c->n_threads = n_threads;
     lmx_cpu_kernels_select(&c->k, allow_simd);
     pthread_mutex_init(&c->op_lock, NULL);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page
+                                                                                     : SIZE_MAX;
+    atomic_init(&c->buf_bytes, 0);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     lmx_status st = c->scratch ? lmx_thread_pool_create(n_threads, &c->pool)
                                : lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");

@@ -1,0 +1,107 @@
+/* test_tokenizer_hostile.c — tokenizer.json files that are valid JSON but hostile or contradictory:
+ * huge token ids, merges naming unknown tokens, deep nesting. Each must load with a typed error (or
+ * load and work), quickly and without allocating memory proportional to a token id. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmx_test.h"
+#include "tokenizer/tokenizer.h"
+
+#define HEAD                                                                                                  \
+    "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,"                        \
+    "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,"            \
+    "\"use_regex\":true},\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
+
+static lmx_status load(const char *json, lmx_tokenizer **out) {
+    return lmx_tokenizer_load_memory(json, strlen(json), NULL, 0, out);
+}
+
+static char *with_model(const char *added, const char *vocab, const char *merges) {
+    static const char fmt[] = HEAD "\"added_tokens\":[%s],\"model\":{\"type\":\"BPE\",\"dropout\":null,"
+                                   "\"unk_token\":null,\"fuse_unk\":false,\"byte_fallback\":false,"
+                                   "\"vocab\":{%s},\"merges\":[%s]}}";
+    size_t n = sizeof fmt + strlen(added) + strlen(vocab) + strlen(merges);
+    char *s = malloc(n);
+    if (s) snprintf(s, n, fmt, added, vocab, merges);
+    return s;
+}
+
+static void check_rejected(const char *added, const char *vocab, const char *merges, const char *what) {
+    char *j = with_model(added, vocab, merges);
+    lmx_tokenizer *t = NULL;
+    lmx_status st = load(j, &t);
+    CHECK_MSG(st == LMX_ERR_INVALID_MODEL_FORMAT && !t, "%s: status %s", what, lmx_status_str(st));
+    CHECK_MSG(strstr(lmx_last_error_detail(), "id") != NULL, "%s: detail \"%s\"", what, lmx_last_error_detail());
+    lmx_tokenizer_destroy(t);
+    free(j);
+}
+
+/* A vocabulary or added-token id of 20 million used to size id-indexed tables (hundreds of MB;
+ * 2e9 meant 16 GB); 1e300 was cast to int32_t (undefined behaviour). */
+static void test_huge_ids(void) {
+    check_rejected("", "\"a\":0,\"b\":20000000", "", "vocab id 2e7");
+    check_rejected("", "\"a\":0,\"b\":2000000000", "", "vocab id 2e9");
+    check_rejected("{\"id\":20000000,\"content\":\"<x>\",\"special\":true}", "\"a\":0", "", "added id 2e7");
+    check_rejected("{\"id\":1e300,\"content\":\"<x>\",\"special\":true}", "\"a\":0", "", "added id 1e300");
+    check_rejected("{\"id\":1.5,\"content\":\"<x>\",\"special\":true}", "\"a\":0", "", "added id 1.5");
+    check_rejected("{\"id\":-1,\"content\":\"<x>\",\"special\":true}", "\"a\":0", "", "added id -1");
+}
+
+/* Merges naming tokens the vocabulary lacks, and added tokens far beyond the vocabulary (but within
+ * the limit): loads, and encode/decode stay in range. */
+static void test_contradictions(void) {
+    char *j = with_model("{\"id\":5000,\"content\":\"<s>\",\"special\":true}", "\"a\":0,\"b\":1,\"ab\":2",
+                         "\"a b\",\"x y\",\"ab zz\",\"b a\"");
+    lmx_tokenizer *t = NULL;
+    lmx_status st = load(j, &t);
+    free(j);
+    if (st != LMX_OK) { /* a typed rejection is acceptable too */
+        CHECK(st == LMX_ERR_INVALID_MODEL_FORMAT || st == LMX_ERR_UNSUPPORTED);
+        return;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(lmx_tokenizer_encode(t, "abba<s>xy", 9, false, &ids, &n) == LMX_OK);
+    for (size_t i = 0; i < n; i++) CHECK(ids[i] >= 0 && (size_t)ids[i] < lmx_tokenizer_vocab_size(t));
+    char *text = NULL;
+    size_t len = 0;
+    int32_t some[] = {0, 2, 5000, 4999, 1};
+    st = lmx_tokenizer_decode(t, some, 5, false, &text, &len);
+    CHECK(st == LMX_OK || st == LMX_ERR_INVALID_ARGUMENT);
+    free(text);
+    free(ids);
+    lmx_tokenizer_destroy(t);
+}
+
+/* 200,000 nested arrays inside the vocabulary and as the top-level value: a typed error, no stack
+ * overflow. */
+static void test_deep_nesting(void) {
+    enum { DEPTH = 200000 };
+    char *deep = malloc(2 * DEPTH + 1);
+    memset(deep, '[', DEPTH);
+    memset(deep + DEPTH, ']', DEPTH);
+    deep[2 * DEPTH] = '\0';
+    lmx_tokenizer *t = NULL;
+    lmx_status st = load(deep, &t);
+    CHECK(st != LMX_OK && !t);
+    char *v = malloc(2 * DEPTH + 16);
+    snprintf(v, 2 * DEPTH + 16, "\"a\":%s", deep);
+    char *j = with_model("", v, "");
+    st = load(j, &t);
+    CHECK(st != LMX_OK && !t);
+    free(j);
+    j = with_model("", "\"a\":0", deep);
+    st = load(j, &t);
+    CHECK(st != LMX_OK && !t);
+    free(j);
+    free(v);
+    free(deep);
+}
+
+int main(void) {
+    RUN(test_huge_ids);
+    RUN(test_contradictions);
+    RUN(test_deep_nesting);
+    return lmx_test_summary();
+}
