@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config xz-utils clang
-      libcjson-dev libpcre2-dev libutf8proc-dev libssl-dev libopenblas-dev)
+PKGS=(build-essential cmake pkg-config xz-utils clang libclang-rt-dev
+      libcjson-dev libpcre2-dev libutf8proc-dev libssl-dev)
 
 if [ "${LMX_SKIP_APT:-0}" != 1 ]; then
   missing=()
