@@ -357,6 +357,14 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32, .scale = p->scale,
                        .softcap = p->softcap, .window = p->window};
+    /* prefill: tiled flash attention (LMX_CUDA_FLASH=0 keeps the split-K kernel per query row) */
+    const char *fl = p->n_tokens >= 2 ? getenv("LMX_CUDA_FLASH") : "0";
+    if (!(fl && strcmp(fl, "0") == 0) && lmx_cuda_attention_prefill_supported(&a)) {
+        const int32_t *dpf;
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dpf);
+        if (st != LMX_OK) return st;
+        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, NULL);
+    }
     size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
     if (need > c->ws_cap) {
         float *d = NULL;

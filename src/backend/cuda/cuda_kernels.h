@@ -219,6 +219,17 @@ lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void
                               int64_t max_len, float *workspace, float *out,
                               lmx_cuda_stream stream);
 
+/* Tiled (flash) attention for prefill, T >= 1 queries, same semantics as lmx_cuda_attention (GQA,
+ * causal by positions[t], window, softcap, scale) with the cache read at slot j % capacity; no
+ * workspace. Supported: kv_dtype F32 and head_dim 64, 128 or 256 (check with
+ * lmx_cuda_attention_prefill_supported; otherwise LMX_ERR_UNSUPPORTED and the caller uses
+ * lmx_cuda_attention). The keys a query tile may see (from the smallest lo to the largest position of
+ * its 64 rows) must all be present in the cache. q, out: device fp32 [T, n_heads, head_dim]. */
+bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a);
+lmx_status lmx_cuda_attention_prefill(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                      const void *v_cache, const int32_t *positions, int T, float *out,
+                                      lmx_cuda_stream stream);
+
 /* ---- sampling ---- */
 
 /* ids[r] = argmax over logits[r, :n] (first index on ties; NaNs ignored). logits: device fp32
