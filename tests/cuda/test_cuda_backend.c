@@ -2,7 +2,7 @@
  * every model under tests/fixtures/models (6 families, dense f32/f16/bf16 and MLX 2-8 bit) runs
  * the same prompt and greedy decode steps on both; logits must agree (fp32 compute on both, so
  * relative L2 difference <= 1e-4) and so must the greedy token wherever the top-2 margin is > 1e-3.
- * test_graph_decode: decode with CUDA graphs (the default) equals decode without them
+ * test_graph_decode: decode with CUDA graphs (LMX_CUDA_GRAPH=1) equals decode without them
  * (LMX_CUDA_GRAPH=0) bit for bit over 40 steps through the ring wrap of sliding-window layers, and
  * both match the CPU. Exits 77 (skipped) without a CUDA device. Label: gpu. */
 #include <dirent.h>
@@ -210,7 +210,7 @@ static void test_graph_decode(void) {
     lmx_backend *with = NULL, *without = NULL;
     const char *old = getenv("LMX_CUDA_GRAPH");
     char *saved = old ? strdup(old) : NULL;
-    unsetenv("LMX_CUDA_GRAPH");
+    setenv("LMX_CUDA_GRAPH", "1", 1);
     lmx_status s = lmx_backend_cuda_create(0, &with);
     setenv("LMX_CUDA_GRAPH", "0", 1);
     if (s == LMX_OK) s = lmx_backend_cuda_create(0, &without);
