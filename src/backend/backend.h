@@ -119,6 +119,22 @@ typedef struct lmx_backend_ops {
     lmx_status (*add)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
     /* x[n] = cap * tanh(x / cap) */
     lmx_status (*softcap)(lmx_backend *be, lmx_buf *x, size_t n, float cap);
+
+    /* ---- decode-step hooks (optional: NULL = none, e.g. the CPU backend) ----
+     * The caller brackets the ops of one single-token forward (T == 1: embed id at position pos,
+     * the layers, the head; NOT the final buf_read) with step_begin / step_end. `key` names the
+     * state the ops run on (the KV cache object) and `variant` anything else that changes the op
+     * sequence (e.g. longrope long/short, logits wanted). A backend may capture the sequence once
+     * and replay it afterwards (CUDA graphs): per-token values (the token id and the position,
+     * hence the KV slot and the attention length) then reach kernels through device memory written
+     * at step_begin, and every other op argument must be the same as at capture — the backend
+     * checks that with a signature of all op arguments. Between the hooks ops may only enqueue
+     * work (on replay they launch nothing); step_end makes it all run. If step_end sets *redo, the
+     * ops did not run (the recorded sequence did not match, or capture failed) and the caller must
+     * issue them again without hooks. `ok` = false tells step_end an op failed (the step is
+     * abandoned; *redo is set so the caller's retry reports the error eagerly). */
+    lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
+    lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

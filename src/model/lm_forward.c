@@ -170,6 +170,19 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     return LMX_OK;
 }
 
+/* logits [vocab] (in kv->logits) of row `row` of kv->x: final norm, head, soft-capping */
+static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    const int H = c->hidden_size;
+    TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
+    TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
+    if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
+    return LMX_OK;
+}
+
 lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
     if (!lm || !kv || !ids || n < 1 || kv->lm != lm)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
@@ -187,7 +200,26 @@ lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, flo
      * context; the choice is per call, earlier cached keys keep theirs. */
     const int end = kv->pos + n;
     const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
-    const int H = c->hidden_size;
+    /* one-token decode: let the backend capture/replay the step (backend.h, step hooks) */
+    if (n == 1 && op->step_begin && op->step_end) {
+        kv->posv[0] = kv->pos;
+        bool redo = true;
+        lmx_status st = op->step_begin(be, kv, (use_long ? 1 : 0) | (logits ? 2 : 0), ids[0], kv->pos);
+        if (st == LMX_OK) {
+            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
+            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
+            if (st == LMX_OK && logits) st = head_forward(lm, kv, 0);
+            lmx_status se = op->step_end(be, st == LMX_OK, &redo);
+            if (st == LMX_OK) st = se;
+        }
+        if (st != LMX_OK && !redo) return st;
+        if (!redo) {
+            if (logits) TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
+            kv->pos = end;
+            return LMX_OK;
+        }
+        /* fall through: the plain path below */
+    }
     int pos = kv->pos;
     for (int done = 0; done < n;) {
         int T = n - done < kv->chunk ? n - done : kv->chunk;
@@ -197,10 +229,7 @@ lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, flo
         done += T;
         pos += T;
         if (done == n && logits) {
-            TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)(T - 1) * H, (size_t)H));
-            TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
-            TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
-            if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
+            TRY(head_forward(lm, kv, T - 1));
             TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
         }
     }

@@ -2,7 +2,9 @@
  * every model under tests/fixtures/models (6 families, dense f32/f16/bf16 and MLX 2-8 bit) runs
  * the same prompt and greedy decode steps on both; logits must agree (fp32 compute on both, so
  * relative L2 difference <= 1e-4) and so must the greedy token wherever the top-2 margin is > 1e-3.
- * Exits 77 (skipped) without a CUDA device. Label: gpu. */
+ * test_graph_decode: decode with CUDA graphs (LMX_CUDA_GRAPH=1) equals decode without them
+ * (LMX_CUDA_GRAPH=0) bit for bit over 40 steps through the ring wrap of sliding-window layers, and
+ * both match the CPU. Exits 77 (skipped) without a CUDA device. Label: gpu. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -146,6 +148,85 @@ static void test_fixture_models(void) {
     lmx_backend_destroy(gpu);
 }
 
+/* one model, three backends: CPU, CUDA with graphs, CUDA without; ring caches (chunk 4: a sliding
+ * layer keeps window + 3 slots) wrap several times in 40 decode steps */
+static void graph_model(const char *name, lmx_backend *with, lmx_backend *without) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", LMX_SOURCE_DIR, name);
+    lmx_lm_options cpu_opt = {.n_threads = 2, .device = LMX_LM_DEVICE_CPU};
+    lmx_lm_options g_opt = {.device = LMX_LM_DEVICE_GPU, .backend = with};
+    lmx_lm_options e_opt = {.device = LMX_LM_DEVICE_GPU, .backend = without};
+    lmx_lm *lc = NULL, *lg = NULL, *le = NULL;
+    lmx_kv *kc = NULL, *kg = NULL, *ke = NULL;
+    lmx_status s = lmx_lm_open(dir, &cpu_opt, &lc);
+    if (s == LMX_OK) s = lmx_lm_open(dir, &g_opt, &lg);
+    if (s == LMX_OK) s = lmx_lm_open(dir, &e_opt, &le);
+    if (s == LMX_OK) s = lmx_kv_create_ex(lc, 64, 4, &kc);
+    if (s == LMX_OK) s = lmx_kv_create_ex(lg, 64, 4, &kg);
+    if (s == LMX_OK) s = lmx_kv_create_ex(le, 64, 4, &ke);
+    CHECK_MSG(s == LMX_OK, "%s: open: %s", name, lmx_last_error_detail());
+    const int V = s == LMX_OK ? lmx_lm_vocab_size(lc) : 1;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V), *e = malloc(sizeof(float) * V);
+    int32_t ids[5];
+    for (int i = 0; i < 5; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    double worst = 0;
+    int steps = 0, identical = 0;
+    for (int step = 0; s == LMX_OK && a && b && e && step < 41; step++) {
+        const int n = step == 0 ? 5 : 1;
+        const int32_t *in = step == 0 ? ids : &ids[4];
+        s = lmx_lm_forward(lc, kc, in, n, a);
+        if (s == LMX_OK) s = lmx_lm_forward(lg, kg, in, n, b);
+        if (s == LMX_OK) s = lmx_lm_forward(le, ke, in, n, e);
+        CHECK_MSG(s == LMX_OK, "%s: step %d: %s", name, step, lmx_last_error_detail());
+        if (s != LMX_OK) break;
+        if (step > 0) {
+            steps++;
+            bool same = memcmp(b, e, sizeof(float) * V) == 0;
+            identical += same;
+            CHECK_MSG(same, "%s: step %d: graph decode differs from eager decode (rel %.3g)", name, step,
+                      rel_diff(b, e, V));
+        }
+        double r = rel_diff(b, a, V);
+        if (r > worst) worst = r;
+        CHECK_MSG(r <= 1e-4, "%s: step %d (position %d): gpu vs cpu rel %.3g", name, step, lmx_kv_pos(kc) - 1, r);
+        float m;
+        ids[4] = argmax(a, V, &m);
+    }
+    CHECK(steps == 40);
+    fprintf(stderr, "  %-24s %d/%d decode steps identical with and without graphs; worst gpu/cpu rel %.3g\n", name,
+            identical, steps, worst);
+    free(a);
+    free(b);
+    free(e);
+    lmx_kv_destroy(kc);
+    lmx_kv_destroy(kg);
+    lmx_kv_destroy(ke);
+    lmx_lm_close(lc);
+    lmx_lm_close(lg);
+    lmx_lm_close(le);
+}
+
+static void test_graph_decode(void) {
+    lmx_backend *with = NULL, *without = NULL;
+    const char *old = getenv("LMX_CUDA_GRAPH");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("LMX_CUDA_GRAPH", "1", 1);
+    lmx_status s = lmx_backend_cuda_create(0, &with);
+    setenv("LMX_CUDA_GRAPH", "0", 1);
+    if (s == LMX_OK) s = lmx_backend_cuda_create(0, &without);
+    if (saved) setenv("LMX_CUDA_GRAPH", saved, 1);
+    else unsetenv("LMX_CUDA_GRAPH");
+    free(saved);
+    CHECK_MSG(s == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
+    if (s == LMX_OK) {
+        graph_model("gemma3-text-window", with, without);
+        graph_model("mistral-window", with, without);
+        graph_model("llama-q4-g64", with, without);
+    }
+    lmx_backend_destroy(with);
+    lmx_backend_destroy(without);
+}
+
 static void test_no_device_error(void) {
     lmx_backend *be = NULL;
     CHECK(lmx_backend_cuda_create(999, &be) == LMX_ERR_GPU_NOT_AVAILABLE && be == NULL);
@@ -159,5 +240,6 @@ int main(void) {
     }
     RUN(test_no_device_error);
     RUN(test_fixture_models);
+    RUN(test_graph_decode);
     return lmx_test_summary();
 }

@@ -2,6 +2,8 @@
  * [n_kv_heads][capacity][head_dim], one query row per (token, head), GQA, causal with an optional
  * sliding window and soft-capping.
  *
+ * Keys live in a ring: position j in slot j % capacity (full layers never wrap). max_len only sizes
+ * the grid (pass the capacity for a replay-invariant launch, e.g. in a CUDA graph).
  * Grid (n_heads, n_splits, T), 128 threads. Each block takes its query's key range
  * [lo, pos] (lo = pos - window + 1 clamped at 0), keeps split `s` of it, and walks that in tiles of
  * 128 keys with an online softmax: scores (one key per thread, 16-byte loads of K), tile max/sum,
@@ -42,11 +44,20 @@ template <> __device__ __forceinline__ void load8<__half>(const __half *p, float
     }
 }
 
+/* splits for a row with `len` visible keys: about four blocks per multiprocessor in all (`want`
+ * per row, H100/H200: 132 SMs), at least 32 keys each, at most the grid's */
+__device__ __forceinline__ int att_splits(int64_t len, int want, int grid) {
+    int64_t by_len = (len + 31) / 32;
+    int64_t n = want < by_len ? want : by_len;
+    if (n > grid) n = grid;
+    return n < 1 ? 1 : (int)n;
+}
+
 template <typename KT>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const KT *__restrict__ vc,
                   const int32_t *__restrict__ positions, int n_heads, int group, int hd, int64_t cap,
-                  float scale, float softcap, int window, int n_splits, float *__restrict__ ws) {
+                  float scale, float softcap, int window, int want, float *__restrict__ ws) {
     __shared__ __align__(16) float qs[ATT_MAX_HD];
     __shared__ float ps[ATT_TILE];
     __shared__ float red[32];
@@ -59,6 +70,10 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
     int64_t lo = window > 0 ? pos - window + 1 : 0;
     if (lo < 0) lo = 0;
     const int64_t len = pos - lo + 1;
+    /* the split count is a function of this row's key range (so a grid sized for the cache, as a
+     * CUDA graph needs, computes exactly what a grid sized for the current length computes) */
+    const int n_splits = att_splits(len, want, (int)gridDim.y);
+    if (s >= n_splits) return; /* whole block: no barrier reached */
     const int64_t chunk = (len + n_splits - 1) / n_splits;
     const int64_t beg = lo + (int64_t)s * chunk;
     int64_t end = beg + chunk;
@@ -78,7 +93,7 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
         /* scores */
         float sc = -INFINITY;
         if (tid < n_t) {
-            const KT *kr = kb + (size_t)(t0 + tid) * hd;
+            const KT *kr = kb + (size_t)((t0 + tid) % cap) * hd; /* position j in slot j % cap */
             float dot = 0.f;
 #pragma unroll 4
             for (int d = 0; d < hd; d += 8) { /* unrolled: several 16-byte loads in flight */
@@ -110,7 +125,7 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
 #pragma unroll 4
             for (int j = pg; j < n_t; j += NPAR) {
                 float f[8];
-                load8<KT>(vb + (size_t)(t0 + j) * hd + dv * 8, f);
+                load8<KT>(vb + (size_t)((t0 + j) % cap) * hd + dv * 8, f);
                 const float pj = ps[j];
 #pragma unroll
                 for (int i = 0; i < 8; i++) o[i] = fmaf(pj, f[i], o[i]);
@@ -134,9 +149,13 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
     }
 }
 
-__global__ void attn_merge_kernel(const float *__restrict__ ws, int n_heads, int hd, int n_splits,
+__global__ void attn_merge_kernel(const float *__restrict__ ws, const int32_t *__restrict__ positions,
+                                  int n_heads, int hd, int window, int want, int grid_splits,
                                   float *__restrict__ out) {
     const int h = blockIdx.x, t = blockIdx.y;
+    const int64_t pos = positions[t];
+    const int64_t len = window > 0 && window < pos + 1 ? window : pos + 1;
+    const int n_splits = att_splits(len, want, grid_splits);
     const float *base = ws + ((size_t)t * n_heads + h) * ATT_MAX_SPLITS * (hd + 2);
     float M = -INFINITY;
     for (int s = 0; s < n_splits; s++) M = fmaxf(M, base[(size_t)s * (hd + 2) + hd]);
@@ -167,7 +186,7 @@ extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q,
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda attention: NULL argument, T %d or max_len %lld", T,
                          (long long)max_len);
     if (a->n_heads < 1 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads || a->head_dim < 8 ||
-        a->head_dim > ATT_MAX_HD || a->head_dim % 8 || a->capacity < max_len ||
+        a->head_dim > ATT_MAX_HD || a->head_dim % 8 ||
         !lmx_cu_float_dtype(a->kv_dtype) || a->window < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "cuda attention: unsupported shape (heads %d/%d, head_dim %d, capacity %lld, "
@@ -178,9 +197,9 @@ extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q,
     int64_t span = a->window > 0 && a->window < max_len ? a->window : max_len;
     int64_t want = (528 + (int64_t)a->n_heads * T - 1) / ((int64_t)a->n_heads * T);
     int64_t by_len = (span + 31) / 32;
-    int n_splits = (int)(want < by_len ? want : by_len);
+    if (want > ATT_MAX_SPLITS) want = ATT_MAX_SPLITS;
+    int n_splits = (int)(want < by_len ? want : by_len); /* the grid; rows may use fewer */
     if (n_splits < 1) n_splits = 1;
-    if (n_splits > ATT_MAX_SPLITS) n_splits = ATT_MAX_SPLITS;
     dim3 grid(a->n_heads, n_splits, T);
     cudaStream_t st = LMX_CU_STREAM(stream);
     const int group = a->n_heads / a->n_kv_heads;
@@ -188,14 +207,13 @@ extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q,
     attn_split_kernel<KT><<<grid, ATT_THREADS, 0, st>>>(q, (const KT *)k_cache, (const KT *)v_cache,     \
                                                         positions, a->n_heads, group, a->head_dim,       \
                                                         a->capacity, a->scale, a->softcap, a->window,    \
-                                                        n_splits, workspace)
+                                                        (int)want, workspace)
     if (a->kv_dtype == LMX_DTYPE_BF16) LMX_ATT(__nv_bfloat16);
     else if (a->kv_dtype == LMX_DTYPE_F16) LMX_ATT(__half);
     else LMX_ATT(float);
 #undef LMX_ATT
     LMX_CU_CHECK_LAUNCH("attention");
-    attn_merge_kernel<<<dim3(a->n_heads, T), a->head_dim < 128 ? 64 : 128, 0, st>>>(workspace, a->n_heads,
-                                                                                    a->head_dim, n_splits, out);
+    attn_merge_kernel<<<dim3(a->n_heads, T), a->head_dim < 128 ? 64 : 128, 0, st>>>(workspace, positions, a->n_heads, a->head_dim, a->window, (int)want, n_splits, out);
     LMX_CU_CHECK_LAUNCH("attention merge");
     return LMX_OK;
 }

@@ -6,6 +6,18 @@
  * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
  * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4 on the tensor cores).
+ *
+ * Ops run in order on one backend-owned blocking stream. Decode steps (the step hooks of backend.h)
+ * are CUDA graphs: the first single-token forward on a (kv, variant) runs eagerly and records a
+ * signature (a hash of every op's arguments); the second is captured into a graph; later ones
+ * upload {token id, position} into a 2-int device array the captured kernels read (embed ids,
+ * rope/kv_write/attention positions — the attention grid is sized from the cache capacity and
+ * each row derives its split count from its position, so the launch is replay-invariant) and
+ * launch the graph. A signature mismatch (other buffers, shapes, weights) or any capture error
+ * makes the caller redo the step eagerly and the graph is recaptured; a failed capture disables
+ * graphs for that slot. Four graph slots (round-robin). Graphs are OFF by default for now:
+ * LMX_CUDA_GRAPH=1 enables them (see bench/notes/cuda-kernels.md: one device run, decode 183 vs 172
+ * tok/s q4, bit-identical logits; flip the default once the full GPU suite has passed with them).
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -35,9 +47,31 @@ struct lmx_bweight {
     float *vec;          /* vector: device fp32 [cols] */
 };
 
+#define GRAPH_SLOTS 4
+
+typedef enum { STEP_NONE = 0, STEP_WARM, STEP_CAPTURE, STEP_REPLAY } step_mode;
+
+typedef struct graph_slot {
+    const void *key;
+    int variant;
+    bool used, failed;
+    uint64_t sig;  /* signature of the op sequence recorded at the warm step */
+    void *exec;    /* cudaGraphExec_t or NULL */
+} graph_slot;
+
 typedef struct cuda_backend {
     lmx_backend base;
     int device;
+    lmx_cuda_stream stream; /* every op runs here */
+    bool graphs;            /* LMX_CUDA_GRAPH != 0 */
+    int32_t *d_step;        /* device [2]: token id, position of the current decode step */
+    int32_t h_step[2];
+    step_mode mode;
+    graph_slot *slot;       /* the current step's slot */
+    uint64_t sig;           /* running signature of this step's ops */
+    bool step_bad;          /* an op that cannot be captured ran inside the step */
+    graph_slot slots[GRAPH_SLOTS];
+    int next_victim;
     int32_t *d_pos;   /* device [pos_cap] */
     int32_t *h_pos;   /* host copy of what d_pos holds, [pos_cap] */
     int pos_cap, pos_n;
@@ -48,6 +82,32 @@ typedef struct cuda_backend {
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
+
+/* ---- decode-step signature ---- */
+static void sig_mix(cuda_backend *c, uint64_t v) {
+    for (int i = 0; i < 8; i++) {
+        c->sig ^= (v >> (8 * i)) & 0xffu;
+        c->sig *= 0x100000001b3ull;
+    }
+}
+static uint64_t fbits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+#define SIGP(p) sig_mix(c, (uint64_t)(uintptr_t)(p))
+#define SIGI(v) sig_mix(c, (uint64_t)(int64_t)(v))
+/* in a step: true when the op must launch nothing (the graph replays it) */
+static bool replaying(const cuda_backend *c) { return c->mode == STEP_REPLAY; }
+static bool stepping(const cuda_backend *c) { return c->mode != STEP_NONE; }
+
+static void graphs_clear(cuda_backend *c) {
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        lmx_cuda_graph_destroy(c->slots[i].exec);
+        c->slots[i].exec = NULL;
+        c->slots[i].used = false;
+    }
+}
 
 static size_t wsize(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
 
@@ -131,27 +191,39 @@ static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b
     } while (0)
 
 static lmx_status cu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
-    (void)be;
+    cuda_backend *c = CB(be);
+    if (stepping(c)) {
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: buf_write inside a decode step");
+    }
     CHECK_RANGE(dst, off, n, "buf_write");
-    return lmx_cuda_memcpy_h2d(dst->d + off, src, n * sizeof(float), NULL);
+    return lmx_cuda_memcpy_h2d(dst->d + off, src, n * sizeof(float), c->stream);
 }
 
 static lmx_status cu_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n) {
-    (void)be;
+    cuda_backend *c = CB(be);
+    if (stepping(c)) {
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: buf_read inside a decode step");
+    }
     CHECK_RANGE(src, off, n, "buf_read");
-    lmx_status st = lmx_cuda_memcpy_d2h(dst, src->d + off, n * sizeof(float), NULL);
-    if (st == LMX_OK) st = lmx_cuda_stream_sync(NULL);
+    lmx_status st = lmx_cuda_memcpy_d2h(dst, src->d + off, n * sizeof(float), c->stream);
+    if (st == LMX_OK) st = lmx_cuda_stream_sync(c->stream);
     return st;
 }
 
 static lmx_status cu_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off,
                               size_t n) {
-    (void)be;
+    cuda_backend *c = CB(be);
     CHECK_RANGE(dst, dst_off, n, "buf_copy");
     CHECK_RANGE(src, src_off, n, "buf_copy");
     if (dst == src && dst_off != src_off && (dst_off < src_off + n && src_off < dst_off + n))
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: overlapping buf_copy");
-    return lmx_cuda_memcpy_d2d(dst->d + dst_off, src->d + src_off, n * sizeof(float), NULL);
+    if (stepping(c)) {
+        SIGI(1); SIGP(dst->d + dst_off); SIGP(src->d + src_off); SIGI(n);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_memcpy_d2d(dst->d + dst_off, src->d + src_off, n * sizeof(float), c->stream);
 }
 
 static void cu_weight_free(lmx_backend *be, lmx_bweight *w) {
@@ -232,7 +304,7 @@ static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const i
             free(h);
             return lmx_error(st, "cuda backend: position array of %d", T);
         }
-        lmx_cuda_stream_sync(NULL); /* the old array may still be read by queued kernels */
+        lmx_cuda_stream_sync(c->stream); /* the old array may still be read by queued kernels */
         lmx_cuda_free(c->d_pos);
         free(c->h_pos);
         c->d_pos = d;
@@ -244,7 +316,7 @@ static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const i
         memcpy(c->h_pos, pos, (size_t)T * sizeof *pos);
         c->pos_n = T;
         /* from c->h_pos, which stays unchanged until the next different array: safe for async copy */
-        lmx_status st = lmx_cuda_memcpy_h2d(c->d_pos, c->h_pos, (size_t)T * sizeof *pos, NULL);
+        lmx_status st = lmx_cuda_memcpy_h2d(c->d_pos, c->h_pos, (size_t)T * sizeof *pos, c->stream);
         if (st != LMX_OK) {
             c->pos_n = 0;
             return st;
@@ -254,19 +326,33 @@ static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const i
     return LMX_OK;
 }
 
+/* positions of a decode step: d_step + 1 (checked against the host array) */
+static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_out) {
+    if (T != 1 || pos[0] != c->h_step[1]) {
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: another position inside a decode step");
+    }
+    *d_out = c->d_step + 1;
+    return LMX_OK;
+}
+
 /* ---- ops ---- */
 
 static lmx_status cu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                             lmx_buf *y) {
-    (void)be;
+    cuda_backend *c = CB(be);
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
     CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
+    if (stepping(c)) {
+        SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
+        if (replaying(c)) return LMX_OK;
+    }
     const float *xp = x->d + x_off;
     /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
-        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, NULL);
-    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, NULL);
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, c->stream);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, c->stream);
 }
 
 static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
@@ -278,30 +364,43 @@ static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t 
         if (ids[t] < 0 || ids[t] >= w->rows)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
                              (long long)w->rows);
+    if (stepping(c)) { /* the id is in d_step[0] (uploaded at step_begin) */
+        if (T != 1 || ids[0] != c->h_step[0]) {
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: embed of another token inside a decode step");
+        }
+        SIGI(3); SIGP(w->dw); SIGI(fbits(scale)); SIGP(y->d);
+        if (replaying(c)) return LMX_OK;
+        return lmx_cuda_embed(&w->m, c->d_step, 1, scale, y->d, c->stream);
+    }
     if (T > c->ids_cap) {
         int cap = T < 256 ? 256 : T;
         int32_t *d = NULL;
         lmx_status st = lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d);
         if (st != LMX_OK) return st;
-        lmx_cuda_stream_sync(NULL);
+        lmx_cuda_stream_sync(c->stream);
         lmx_cuda_free(c->d_ids);
         c->d_ids = d;
         c->ids_cap = cap;
     }
     /* ids is the caller's memory: a pageable host-to-device copy is staged before the call returns */
-    lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, NULL);
+    lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, c->stream);
     if (st != LMX_OK) return st;
-    return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, NULL);
+    return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, c->stream);
 }
 
 static lmx_status cu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
                              float eps, bool plus_one) {
-    (void)be;
+    cuda_backend *c = CB(be);
     CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
     CHECK_RANGE(y, 0, (size_t)rows * dim, "rmsnorm y");
     if (w->kind != LMX_WEIGHT_VECTOR || w->cols != dim)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w->cols, dim);
-    return lmx_cuda_rmsnorm(x->d, w->vec, LMX_DTYPE_F32, eps, plus_one, y->d, rows, dim, NULL);
+    if (stepping(c)) {
+        SIGI(4); SIGP(x->d); SIGP(y->d); SIGI(rows); SIGI(dim); SIGP(w->vec); SIGI(fbits(eps)); SIGI(plus_one);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_rmsnorm(x->d, w->vec, LMX_DTYPE_F32, eps, plus_one, y->d, rows, dim, c->stream);
 }
 
 static lmx_status cu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
@@ -312,9 +411,16 @@ static lmx_status cu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int h
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
     if (rot_dim == 0) return LMX_OK;
     const int32_t *dp;
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, T, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(5); SIGP(x->d); SIGI(n_heads); SIGI(head_dim); SIGI(rot_dim); SIGP(inv_freq->vec); SIGI(fbits(mscale));
+        if (replaying(c)) return LMX_OK;
+        return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, c->stream);
+    }
     lmx_status st = upload_pos(c, pos, T, &dp);
     if (st != LMX_OK) return st;
-    return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, NULL);
+    return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, c->stream);
 }
 
 static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
@@ -325,16 +431,23 @@ static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const l
     CHECK_RANGE(vc, 0, per, "kv_write v cache");
     CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
     CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
-    for (int t = 0; t < T; t++)
-        if (pos[t] < 0 || pos[t] >= capacity)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d outside the cache of %d", pos[t],
-                             capacity);
-    const int32_t *dp;
-    lmx_status st = upload_pos(c, pos, T, &dp);
-    if (st != LMX_OK) return st;
+    if (T > capacity) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: %d rows into a ring of %d", T, capacity);
+    for (int t = 0; t < T; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
+        if (pos[t] < 0)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d", pos[t]);
     lmx_cuda_attn a = {.n_heads = n_kv, .n_kv_heads = n_kv, .head_dim = head_dim, .capacity = capacity,
                        .kv_dtype = LMX_DTYPE_F32};
-    return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, NULL);
+    const int32_t *dp;
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, T, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(6); SIGP(kc->d); SIGP(vc->d); SIGP(k->d); SIGP(v->d); SIGI(n_kv); SIGI(head_dim); SIGI(capacity);
+        if (replaying(c)) return LMX_OK;
+        return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, c->stream);
+    }
+    lmx_status st = upload_pos(c, pos, T, &dp);
+    if (st != LMX_OK) return st;
+    return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, c->stream);
 }
 
 static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
@@ -347,13 +460,13 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
     CHECK_RANGE(out, 0, qn, "attention out");
     CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
     CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
-    int max_pos = 0;
-    for (int t = 0; t < p->n_tokens; t++) {
-        if (pos[t] < 0 || pos[t] >= p->capacity)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d", pos[t],
-                             p->capacity);
-        if (pos[t] > max_pos) max_pos = pos[t];
-    }
+    /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
+     * j % capacity) holds the window plus this call's rows */
+    const bool ring_ok = p->window > 0 && (int64_t)p->window + p->n_tokens - 1 <= p->capacity;
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0 || (pos[t] >= p->capacity && !ring_ok))
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d (window %d)",
+                             pos[t], p->capacity, p->window);
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32, .scale = p->scale,
                        .softcap = p->softcap, .window = p->window};
@@ -370,43 +483,161 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         float *d = NULL;
         lmx_status st = lmx_cuda_malloc((void **)&d, need * sizeof(float));
         if (st != LMX_OK) return st;
-        lmx_cuda_stream_sync(NULL);
+        if (c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+            lmx_cuda_free(d);
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention workspace growth inside a captured step");
+        }
+        lmx_cuda_stream_sync(c->stream);
+        graphs_clear(c); /* captured graphs reference the old workspace */
         lmx_cuda_free(c->d_ws);
         c->d_ws = d;
         c->ws_cap = need;
     }
+    /* the grid is sized for the whole cache (each row uses the splits its own length needs): the
+     * same launch for every position, as a captured graph requires */
     const int32_t *dp;
-    lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
-    if (st != LMX_OK) return st;
-    return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)max_pos + 1, c->d_ws, out->d, NULL);
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_heads); SIGI(p->n_kv_heads);
+        SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale)); SIGI(fbits(p->softcap));
+        SIGP(c->d_ws);
+        if (replaying(c)) return LMX_OK;
+    } else {
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+    }
+    return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws, out->d,
+                              c->stream);
 }
 
 static lmx_status cu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
-    (void)be;
+    cuda_backend *c = CB(be);
     CHECK_RANGE(gate, 0, n, "act_mul gate");
     CHECK_RANGE(up, 0, n, "act_mul up");
-    if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, NULL);
-    if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, NULL);
+    if (stepping(c)) {
+        SIGI(8); SIGP(gate->d); SIGP(up->d); SIGI(n); SIGI(act);
+        if (replaying(c)) return LMX_OK;
+    }
+    if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, c->stream);
+    if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, c->stream);
     return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
 }
 
 static lmx_status cu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
-    (void)be;
+    cuda_backend *c = CB(be);
     CHECK_RANGE(x, 0, n, "add x");
     CHECK_RANGE(y, 0, n, "add y");
-    return lmx_cuda_add(x->d, y->d, (int64_t)n, NULL);
+    if (stepping(c)) {
+        SIGI(9); SIGP(x->d); SIGP(y->d); SIGI(n);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_add(x->d, y->d, (int64_t)n, c->stream);
 }
 
 static lmx_status cu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
-    (void)be;
+    cuda_backend *c = CB(be);
     CHECK_RANGE(x, 0, n, "softcap x");
-    return lmx_cuda_softcap(x->d, (int64_t)n, cap, NULL);
+    if (stepping(c)) {
+        SIGI(10); SIGP(x->d); SIGI(n); SIGI(fbits(cap));
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_softcap(x->d, (int64_t)n, cap, c->stream);
+}
+
+/* ---- decode-step hooks (backend.h) ---- */
+
+static lmx_status cu_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos) {
+    cuda_backend *c = CB(be);
+    if (c->mode != STEP_NONE) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: nested decode step");
+    if (!c->graphs) return LMX_OK; /* mode stays NONE: the ops run eagerly as usual */
+    graph_slot *g = NULL;
+    for (int i = 0; i < GRAPH_SLOTS && !g; i++)
+        if (c->slots[i].used && c->slots[i].key == key && c->slots[i].variant == variant) g = &c->slots[i];
+    step_mode mode = STEP_WARM;
+    if (!g) {
+        g = &c->slots[c->next_victim];
+        c->next_victim = (c->next_victim + 1) % GRAPH_SLOTS;
+        lmx_cuda_graph_destroy(g->exec);
+        *g = (graph_slot){.key = key, .variant = variant, .used = true};
+    } else if (g->exec) {
+        mode = STEP_REPLAY;
+    } else if (g->sig && !g->failed) {
+        mode = STEP_CAPTURE;
+    }
+    /* {id, pos} to the device (a pageable copy is staged before the call returns, so h_step may
+     * change afterwards); outside the capture, ahead of the work that reads it */
+    c->h_step[0] = id;
+    c->h_step[1] = pos;
+    lmx_status st = lmx_cuda_memcpy_h2d(c->d_step, c->h_step, sizeof c->h_step, c->stream);
+    if (st != LMX_OK) return st;
+    if (mode == STEP_CAPTURE && lmx_cuda_capture_begin(c->stream) != LMX_OK) {
+        LMX_LOG_D("cuda backend: graph capture unavailable (%s); decode runs eagerly", lmx_last_error_detail());
+        g->failed = true;
+        mode = STEP_WARM;
+    }
+    c->slot = g;
+    c->mode = mode;
+    c->sig = 0xcbf29ce484222325ull;
+    c->step_bad = false;
+    return LMX_OK;
+}
+
+static lmx_status cu_step_end(lmx_backend *be, bool ok, bool *redo) {
+    cuda_backend *c = CB(be);
+    *redo = false;
+    step_mode mode = c->mode;
+    graph_slot *g = c->slot;
+    c->mode = STEP_NONE;
+    c->slot = NULL;
+    if (mode == STEP_NONE) return LMX_OK;
+    ok = ok && !c->step_bad;
+    if (mode == STEP_WARM) {
+        /* the ops ran eagerly; a failed one is redone eagerly to report its error */
+        if (ok && !g->failed) g->sig = c->sig;
+        *redo = !ok;
+        return LMX_OK;
+    }
+    if (mode == STEP_CAPTURE) {
+        void *exec = NULL;
+        bool match = ok && c->sig == g->sig;
+        lmx_status st = lmx_cuda_capture_end(c->stream, match, &exec);
+        if (st != LMX_OK || (match && !exec)) {
+            LMX_LOG_D("cuda backend: graph capture failed (%s); decode runs eagerly", lmx_last_error_detail());
+            g->failed = true;
+        }
+        if (!exec) {
+            if (!match) g->sig = 0; /* the sequence changed since the warm step: warm up again */
+            *redo = true;         /* nothing ran */
+            return LMX_OK;
+        }
+        g->exec = exec;
+    } else if (!ok || c->sig != g->sig) { /* replay: the recorded sequence does not fit this step */
+        lmx_cuda_graph_destroy(g->exec);
+        g->exec = NULL;
+        g->sig = 0;
+        *redo = true;
+        return LMX_OK;
+    }
+    lmx_status st = lmx_cuda_graph_launch(g->exec, c->stream);
+    if (st != LMX_OK) {
+        LMX_LOG_D("cuda backend: graph launch failed (%s); decode runs eagerly", lmx_last_error_detail());
+        lmx_cuda_graph_destroy(g->exec);
+        g->exec = NULL;
+        g->failed = true;
+        *redo = true;
+    }
+    return LMX_OK;
 }
 
 static void cu_destroy(lmx_backend *be) {
     cuda_backend *c = CB(be);
     if (!c) return;
-    lmx_cuda_stream_sync(NULL);
+    lmx_cuda_stream_sync(c->stream);
+    graphs_clear(c);
+    lmx_cuda_free(c->d_step);
+    lmx_cuda_stream_destroy(c->stream);
     lmx_cuda_free(c->d_pos);
     free(c->h_pos);
     lmx_cuda_free(c->d_ids);
@@ -433,6 +664,8 @@ static const lmx_backend_ops CUDA_OPS = {
     .act_mul = cu_act_mul,
     .add = cu_add,
     .softcap = cu_softcap,
+    .step_begin = cu_step_begin,
+    .step_end = cu_step_end,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
@@ -448,6 +681,16 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend");
     c->base.ops = &CUDA_OPS;
     c->device = device;
+    st = lmx_cuda_stream_create_blocking(&c->stream);
+    if (st == LMX_OK) st = lmx_cuda_malloc((void **)&c->d_step, 2 * sizeof(int32_t));
+    if (st != LMX_OK) {
+        lmx_cuda_stream_destroy(c->stream);
+        free(c);
+        return lmx_error_prefix(st, "cuda backend");
+    }
+    /* off by default until the GPU suite has passed with graphs on the device (bench/notes/cuda-kernels.md) */
+    const char *ge = getenv("LMX_CUDA_GRAPH");
+    c->graphs = ge && strcmp(ge, "0") != 0;
     lmx_cuda_device_info info;
     if (lmx_cuda_get_device_info(device, &info) == LMX_OK)
         LMX_LOG_I("cuda backend: device %d: %s (cc %d.%d, %d SMs, %.1f GiB)", device, info.name, info.cc_major,

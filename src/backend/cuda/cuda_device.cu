@@ -196,3 +196,45 @@ extern "C" size_t lmx_cuda_arena_used(const lmx_cuda_arena *arena) { return aren
 extern "C" size_t lmx_cuda_arena_capacity(const lmx_cuda_arena *arena) {
     return arena ? arena->capacity : 0;
 }
+
+/* ---- CUDA graphs (stream capture) ---- */
+extern "C" lmx_status lmx_cuda_stream_create_blocking(lmx_cuda_stream *out) {
+    cudaStream_t s = NULL;
+    cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamDefault);
+    *out = e == cudaSuccess ? (lmx_cuda_stream)s : NULL;
+    return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "stream create", e);
+}
+
+extern "C" lmx_status lmx_cuda_capture_begin(lmx_cuda_stream stream) {
+    cudaError_t e = cudaStreamBeginCapture(LMX_CU_STREAM(stream), cudaStreamCaptureModeThreadLocal);
+    return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "stream begin capture", e);
+}
+
+extern "C" lmx_status lmx_cuda_capture_end(lmx_cuda_stream stream, bool keep, void **exec_out) {
+    *exec_out = NULL;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(LMX_CU_STREAM(stream), &g);
+    if (e != cudaSuccess || !keep) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError(); /* clear a capture error so the next eager launch does not report it */
+        return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "stream end capture", e);
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiateWithFlags(&x, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "graph instantiate", e);
+    }
+    *exec_out = (void *)x;
+    return LMX_OK;
+}
+
+extern "C" lmx_status lmx_cuda_graph_launch(void *exec, lmx_cuda_stream stream) {
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)exec, LMX_CU_STREAM(stream));
+    return e == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "graph launch", e);
+}
+
+extern "C" void lmx_cuda_graph_destroy(void *exec) {
+    if (exec) cudaGraphExecDestroy((cudaGraphExec_t)exec);
+}

@@ -81,6 +81,15 @@ void lmx_cuda_stream_destroy(lmx_cuda_stream stream); /* NULL-safe */
 /* Waits for all work on `stream`; reports kernel execution errors. */
 lmx_status lmx_cuda_stream_sync(lmx_cuda_stream stream);
 
+/* CUDA graphs by stream capture (cuda_device.cu). A blocking stream (synchronizes with the legacy
+ * stream); capture in thread-local mode; capture_end instantiates the captured work into *exec_out
+ * when keep (else discards it, e.g. after a failed op), clearing any capture error. */
+lmx_status lmx_cuda_stream_create_blocking(lmx_cuda_stream *out);
+lmx_status lmx_cuda_capture_begin(lmx_cuda_stream stream);
+lmx_status lmx_cuda_capture_end(lmx_cuda_stream stream, bool keep, void **exec_out);
+lmx_status lmx_cuda_graph_launch(void *exec, lmx_cuda_stream stream);
+void lmx_cuda_graph_destroy(void *exec); /* NULL-safe */
+
 /* A device-memory arena: one cudaMalloc, bump allocation, reset as a whole. Not thread-safe. */
 typedef struct lmx_cuda_arena lmx_cuda_arena;
 lmx_status lmx_cuda_arena_create(size_t capacity, lmx_cuda_arena **out);

@@ -170,8 +170,8 @@ __global__ void kv_store_kernel(const float *__restrict__ k, const float *__rest
         const int d = (int)(i % hd);
         const int h = (int)((i / hd) % n_kv);
         const int t = (int)(i / ((int64_t)hd * n_kv));
-        const int64_t p = pos[t];
-        if (p < 0 || p >= cap) continue;
+        const int64_t p = pos[t] % cap; /* ring: position j in slot j % cap */
+        if (p < 0) continue;
         const size_t dst = ((size_t)h * cap + p) * hd + d;
         if (dt == LMX_CU_BF16) {
             ((__nv_bfloat16 *)kc)[dst] = __float2bfloat16_rn(k[i]);
