@@ -15,9 +15,10 @@
  * each row derives its split count from its position, so the launch is replay-invariant) and
  * launch the graph. A signature mismatch (other buffers, shapes, weights) or any capture error
  * makes the caller redo the step eagerly and the graph is recaptured; a failed capture disables
- * graphs for that slot. Four graph slots (round-robin). Graphs are OFF by default for now:
- * LMX_CUDA_GRAPH=1 enables them (see bench/notes/cuda-kernels.md: one device run, decode 183 vs 172
- * tok/s q4, bit-identical logits; flip the default once the full GPU suite has passed with them).
+ * graphs for that slot. Four graph slots (round-robin). Graphs are ON by default; LMX_CUDA_GRAPH=0
+ * turns them off (bench/notes/cuda-kernels.md: decode 183 vs 172 tok/s q4 with bit-identical
+ * logits; on 2026-11-28 at cfe0439 the whole GPU suite — ctest -L gpu and the 22 GPU goldens —
+ * passed on the H200 with graphs on).
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -63,7 +64,7 @@ typedef struct cuda_backend {
     lmx_backend base;
     int device;
     lmx_cuda_stream stream; /* every op runs here */
-    bool graphs;            /* LMX_CUDA_GRAPH != 0 */
+    bool graphs;            /* unless LMX_CUDA_GRAPH=0 */
     int32_t *d_step;        /* device [2]: token id, position of the current decode step */
     int32_t h_step[2];
     step_mode mode;
@@ -688,9 +689,9 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
         free(c);
         return lmx_error_prefix(st, "cuda backend");
     }
-    /* off by default until the GPU suite has passed with graphs on the device (bench/notes/cuda-kernels.md) */
+    /* on by default (the GPU suite passed with graphs on, 2026-11-28); LMX_CUDA_GRAPH=0 disables */
     const char *ge = getenv("LMX_CUDA_GRAPH");
-    c->graphs = ge && strcmp(ge, "0") != 0;
+    c->graphs = !(ge && strcmp(ge, "0") == 0);
     lmx_cuda_device_info info;
     if (lmx_cuda_get_device_info(device, &info) == LMX_OK)
         LMX_LOG_I("cuda backend: device %d: %s (cc %d.%d, %d SMs, %.1f GiB)", device, info.name, info.cc_major,

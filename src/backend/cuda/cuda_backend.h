@@ -2,8 +2,8 @@
  *
  * lmx_backend_cuda_create(device, &be) gives an lmx_backend whose buffers and weights live in the
  * memory of CUDA device `device`; ops run in order on one backend-owned (blocking) stream, buf_read
- * synchronizes. Decode steps can run as CUDA graphs (step hooks of backend.h; LMX_CUDA_GRAPH=1, off by
- * default for now — see cuda_backend.c).
+ * synchronizes. Decode steps run as CUDA graphs (step hooks of backend.h; on by default,
+ * LMX_CUDA_GRAPH=0 turns them off — see cuda_backend.c).
  * Weights are copied to the device at upload (dense kept in their dtype, MLX-quantized kept packed,
  * vectors and biases converted to fp32); the KV cache is fp32 (lmx_buf). In a build without CUDA,
  * or without a usable device, it returns LMX_ERR_GPU_NOT_AVAILABLE (with the reason as detail).
