@@ -9,20 +9,20 @@ static const struct {
     lmx_cli_fn fn;
     const char *summary;
 } commands[] = {
-    {"bench", lmx_cli_bench, "benchmark a model: load, prefill and decode tok/s, peak memory (--json)"},
-    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
-    {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
-    {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
-    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
-    {"generate", lmx_cli_generate, "complete a text prompt or token ids (sampling, --stop, --json with metrics)"},
-    {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
-    {"version", lmx_cli_version, "print the version"},
     {"run", lmx_cli_run, "chat with a model (streaming; interactive without a prompt)"},
+    {"generate", lmx_cli_generate, "complete a text prompt or token ids (sampling, --stop, --json with metrics)"},
+    {"chat-template", lmx_cli_chat_template, "render a model's chat template for messages on stdin"},
+    {"tokenize", lmx_cli_tokenize, "text (stdin) -> JSON array of token ids"},
+    {"detokenize", lmx_cli_detokenize, "JSON arrays of token ids (stdin) -> text"},
+    {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"info", lmx_cli_info, "load a model and describe it"},
     {"list", lmx_cli_list, "list registered models"},
     {"add", lmx_cli_add, "register an existing model directory"},
     {"rm", lmx_cli_rm, "remove a registered model"},
     {"verify", lmx_cli_verify, "check a model's files against their recorded SHA-256"},
+    {"bench", lmx_cli_bench, "benchmark a model: load, prefill and decode tok/s, peak memory (--json)"},
+    {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
+    {"version", lmx_cli_version, "print the version"},
 };
 
 static void usage(FILE *f) {
