@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/backend_check.h"
 #include "backend/cpu/cpu_quant.h"
 #include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
@@ -126,14 +127,7 @@ static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
     free(b);
 }
 
-static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b->n && cnt <= b->n - off; }
-
-#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                           \
-    do {                                                                                               \
-        if (!range_ok((buf_), (size_t)(off_), (size_t)(cnt_)))                                         \
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: %s: range [%zu, +%zu) outside a " \
-                             "buffer of %zu", what_, (size_t)(off_), (size_t)(cnt_), (buf_)->n);      \
-    } while (0)
+#define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cpu", buf_, off_, cnt_, what_)
 
 static lmx_status cpu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
     (void)be;
@@ -171,8 +165,7 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
 static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     cpu_backend *c = CPU(be);
     *out = NULL;
-    if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
+    LMX_BACKEND_TRY(lmx_backend_check_weight_desc(d));
     lmx_bweight *w = calloc(1, sizeof *w);
     if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight", d->name);
     w->kind = d->kind;
@@ -187,11 +180,6 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->row_bytes = (size_t)d->cols * wdtype_size(d->dtype);
         w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
     } else {
-        if (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32) {
-            cpu_weight_free(be, w);
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits", d->name,
-                             (long long)d->cols, d->group_size, d->bits);
-        }
         w->bits = d->bits;
         w->group_size = d->group_size;
         w->groups = (int)(d->cols / d->group_size);
@@ -297,9 +285,7 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y) {
     cpu_backend *c = CPU(be);
-    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
-    CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
-    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
@@ -331,10 +317,8 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
     cpu_backend *c = CPU(be);
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
     for (int t = 0; t < T; t++) {
-        if (ids[t] < 0 || ids[t] >= w->rows)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
-                             (long long)w->rows);
         float *dst = y->data + (size_t)t * w->cols;
         const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
         if (w->kind == LMX_WEIGHT_DENSE) {
@@ -378,10 +362,7 @@ static void norm_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
 static lmx_status cpu_rmsnorm_impl(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
                               const lmx_bweight *w, float eps, bool plus_one) {
     cpu_backend *c = CPU(be);
-    CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
-    CHECK_RANGE(y, 0, (size_t)rows * dim, "rmsnorm y");
-    if (w->kind != LMX_WEIGHT_VECTOR || w->cols != dim)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w->cols, dim);
+    LMX_BACKEND_TRY(lmx_backend_check_rmsnorm("cpu", x->n, y->n, rows, dim, w->kind, w->cols));
     norm_ctx n = {x->data, y->data, dim, w->vec, eps, plus_one};
     lmx_thread_pool_run(c->pool, rows, 64, norm_rows, &n);
     return LMX_OK;
@@ -424,9 +405,8 @@ static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
 static lmx_status cpu_rope_impl(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
                            const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
     cpu_backend *c = CPU(be);
-    CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
-    if (rot_dim > head_dim || rot_dim % 2 || inv_freq->kind != LMX_WEIGHT_VECTOR || inv_freq->cols < rot_dim / 2)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
+    LMX_BACKEND_TRY(
+        lmx_backend_check_rope("cpu", x->n, T, n_heads, head_dim, rot_dim, inv_freq->kind, inv_freq->cols));
     lmx_status st = ensure_scratch(c, (size_t)rot_dim + 8);
     if (st != LMX_OK) return st;
     rope_ctx r = {x->data, n_heads, head_dim, rot_dim, inv_freq->vec, mscale, pos, c};
@@ -440,11 +420,7 @@ static lmx_status cpu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const 
                                int n_kv, int head_dim, int capacity, const int32_t *pos) {
     (void)be;
     if (capacity < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: capacity %d", capacity);
-    size_t per = (size_t)n_kv * capacity * head_dim;
-    CHECK_RANGE(kc, 0, per, "kv_write k cache");
-    CHECK_RANGE(vc, 0, per, "kv_write v cache");
-    CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
-    CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
+    LMX_BACKEND_TRY(lmx_backend_check_kv_write_bufs("cpu", kc->n, vc->n, k->n, v->n, T, n_kv, head_dim, capacity));
     for (int t = 0; t < T; t++) {
         if (pos[t] < 0)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: negative position %d", pos[t]);
@@ -503,13 +479,7 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
 static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                 lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cpu_backend *c = CPU(be);
-    if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
-    size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
-    CHECK_RANGE(q, 0, qn, "attention q");
-    CHECK_RANGE(out, 0, qn, "attention out");
-    CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
-    CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cpu", p, q->n, out->n, kc->n, vc->n));
     /* every key a query sees must still be in its slot: the newest position written by this call
      * minus the oldest visible one must fit in the ring (full caches: positions < capacity) */
     int max_pos = -1;

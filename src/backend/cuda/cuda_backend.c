@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_check.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "util/log.h"
 
@@ -182,14 +183,7 @@ static void cu_buf_free(lmx_backend *be, lmx_buf *b) {
     free(b);
 }
 
-static bool range_ok(const lmx_buf *b, size_t off, size_t cnt) { return off <= b->n && cnt <= b->n - off; }
-
-#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                            \
-    do {                                                                                                \
-        if (!range_ok((buf_), (size_t)(off_), (size_t)(cnt_)))                                          \
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: range [%zu, +%zu) outside a " \
-                             "buffer of %zu", what_, (size_t)(off_), (size_t)(cnt_), (buf_)->n);       \
-    } while (0)
+#define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_)
 
 static lmx_status cu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
     cuda_backend *c = CB(be);
@@ -240,8 +234,7 @@ static void cu_weight_free(lmx_backend *be, lmx_bweight *w) {
 
 static lmx_status cu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     *out = NULL;
-    if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
+    LMX_BACKEND_TRY(lmx_backend_check_weight_desc(d));
     lmx_bweight *w = calloc(1, sizeof *w);
     if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight", d->name);
     w->kind = d->kind;
@@ -259,11 +252,6 @@ static lmx_status cu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lm
             st = upload_bytes((const uint8_t *)d->data + (size_t)d->row0 * row_bytes, row_bytes * (size_t)d->rows,
                               &w->dw);
         } else {
-            if (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32) {
-                cu_weight_free(be, w);
-                return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits",
-                                 d->name, (long long)d->cols, d->group_size, d->bits);
-            }
             size_t row_bytes = (size_t)d->cols * (size_t)d->bits / 8;
             size_t groups = (size_t)(d->cols / d->group_size), sb = wsize(d->dtype);
             size_t soff = (size_t)d->row0 * groups * sb;
@@ -342,9 +330,7 @@ static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int
 static lmx_status cu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                             lmx_buf *y) {
     cuda_backend *c = CB(be);
-    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
-    CHECK_RANGE(x, x_off, (size_t)T * (size_t)w->cols, "matmul x");
-    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->rows, "matmul y");
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (stepping(c)) {
         SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
         if (replaying(c)) return LMX_OK;
@@ -361,10 +347,7 @@ static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t 
     cuda_backend *c = CB(be);
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
-    for (int t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= w->rows)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
-                             (long long)w->rows);
+    LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
     if (stepping(c)) { /* the id is in d_step[0] (uploaded at step_begin) */
         if (T != 1 || ids[0] != c->h_step[0]) {
             c->step_bad = true;
@@ -393,10 +376,7 @@ static lmx_status cu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t 
 static lmx_status cu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
                              float eps, bool plus_one) {
     cuda_backend *c = CB(be);
-    CHECK_RANGE(x, 0, (size_t)rows * dim, "rmsnorm x");
-    CHECK_RANGE(y, 0, (size_t)rows * dim, "rmsnorm y");
-    if (w->kind != LMX_WEIGHT_VECTOR || w->cols != dim)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w->cols, dim);
+    LMX_BACKEND_TRY(lmx_backend_check_rmsnorm("cuda", x->n, y->n, rows, dim, w->kind, w->cols));
     if (stepping(c)) {
         SIGI(4); SIGP(x->d); SIGP(y->d); SIGI(rows); SIGI(dim); SIGP(w->vec); SIGI(fbits(eps)); SIGI(plus_one);
         if (replaying(c)) return LMX_OK;
@@ -407,9 +387,8 @@ static lmx_status cu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int 
 static lmx_status cu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
                           const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
     cuda_backend *c = CB(be);
-    CHECK_RANGE(x, 0, (size_t)T * n_heads * head_dim, "rope x");
-    if (rot_dim > head_dim || rot_dim % 2 || inv_freq->kind != LMX_WEIGHT_VECTOR || inv_freq->cols < rot_dim / 2)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
+    LMX_BACKEND_TRY(
+        lmx_backend_check_rope("cuda", x->n, T, n_heads, head_dim, rot_dim, inv_freq->kind, inv_freq->cols));
     if (rot_dim == 0) return LMX_OK;
     const int32_t *dp;
     if (stepping(c)) {
@@ -427,11 +406,7 @@ static lmx_status cu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int h
 static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
                               int n_kv, int head_dim, int capacity, const int32_t *pos) {
     cuda_backend *c = CB(be);
-    size_t per = (size_t)n_kv * capacity * head_dim;
-    CHECK_RANGE(kc, 0, per, "kv_write k cache");
-    CHECK_RANGE(vc, 0, per, "kv_write v cache");
-    CHECK_RANGE(k, 0, (size_t)T * n_kv * head_dim, "kv_write k");
-    CHECK_RANGE(v, 0, (size_t)T * n_kv * head_dim, "kv_write v");
+    LMX_BACKEND_TRY(lmx_backend_check_kv_write_bufs("cuda", kc->n, vc->n, k->n, v->n, T, n_kv, head_dim, capacity));
     if (T > capacity) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: %d rows into a ring of %d", T, capacity);
     for (int t = 0; t < T; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0)
@@ -454,13 +429,7 @@ static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const l
 static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cuda_backend *c = CB(be);
-    if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
-    size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
-    CHECK_RANGE(q, 0, qn, "attention q");
-    CHECK_RANGE(out, 0, qn, "attention out");
-    CHECK_RANGE(kc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention k cache");
-    CHECK_RANGE(vc, 0, (size_t)p->n_kv_heads * p->capacity * p->head_dim, "attention v cache");
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n));
     /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
      * j % capacity) holds the window plus this call's rows */
     const bool ring_ok = p->window > 0 && (int64_t)p->window + p->n_tokens - 1 <= p->capacity;

@@ -1,0 +1,72 @@
+/* backend_check.c — shared argument checks of the backend seam (see backend_check.h). */
+#include "backend/backend_check.h"
+
+#include "util/error.h"
+
+lmx_status lmx_backend_check_range(const char *backend, const char *what, size_t off, size_t cnt, size_t n) {
+    if (off <= n && cnt <= n - off) return LMX_OK;
+    return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: %s: range [%zu, +%zu) outside a buffer of %zu", backend,
+                     what, off, cnt, n);
+}
+
+lmx_status lmx_backend_check_weight_desc(const lmx_weight_desc *d) {
+    if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
+    if (d->kind == LMX_WEIGHT_QUANT && (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits", d->name,
+                         (long long)d->cols, d->group_size, d->bits);
+    return LMX_OK;
+}
+
+lmx_status lmx_backend_check_matmul(const char *backend, lmx_wkind w_kind, int64_t w_rows, int64_t w_cols,
+                                    size_t x_n, size_t x_off, int T, size_t y_n) {
+    if (w_kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "matmul x", x_off, (size_t)T * (size_t)w_cols, x_n));
+    return lmx_backend_check_range(backend, "matmul y", 0, (size_t)T * (size_t)w_rows, y_n);
+}
+
+lmx_status lmx_backend_check_embed_ids(const int32_t *ids, int T, int64_t vocab) {
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= vocab)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
+                             (long long)vocab);
+    return LMX_OK;
+}
+
+lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n, int rows, int dim,
+                                     lmx_wkind w_kind, int64_t w_cols) {
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rmsnorm x", 0, (size_t)rows * dim, x_n));
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rmsnorm y", 0, (size_t)rows * dim, y_n));
+    if (w_kind != LMX_WEIGHT_VECTOR || w_cols != dim)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rmsnorm: weight of %lld for dim %d", (long long)w_cols, dim);
+    return LMX_OK;
+}
+
+lmx_status lmx_backend_check_rope(const char *backend, size_t x_n, int T, int n_heads, int head_dim, int rot_dim,
+                                  lmx_wkind inv_kind, int64_t inv_cols) {
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rope x", 0, (size_t)T * n_heads * head_dim, x_n));
+    if (rot_dim > head_dim || rot_dim % 2 || inv_kind != LMX_WEIGHT_VECTOR || inv_cols < rot_dim / 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
+    return LMX_OK;
+}
+
+lmx_status lmx_backend_check_kv_write_bufs(const char *backend, size_t kc_n, size_t vc_n, size_t k_n, size_t v_n,
+                                           int T, int n_kv, int head_dim, int capacity) {
+    size_t per = (size_t)n_kv * capacity * head_dim, rows = (size_t)T * n_kv * head_dim;
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write k cache", 0, per, kc_n));
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write v cache", 0, per, vc_n));
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write k", 0, rows, k_n));
+    return lmx_backend_check_range(backend, "kv_write v", 0, rows, v_n);
+}
+
+lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
+                                       size_t kc_n, size_t vc_n) {
+    if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
+    size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
+    size_t cn = (size_t)p->n_kv_heads * p->capacity * p->head_dim;
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention q", 0, qn, q_n));
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention out", 0, qn, out_n));
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention k cache", 0, cn, kc_n));
+    return lmx_backend_check_range(backend, "attention v cache", 0, cn, vc_n);
+}
