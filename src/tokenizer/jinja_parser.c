@@ -278,6 +278,15 @@ static jnode *parse_subscript(ps *p, jnode *obj) {
     return n;
 }
 
+/* `callee(args…)` at a '(': a JN_CALL node owning callee; NULL (callee freed) on error. */
+static jnode *parse_call(ps *p, jnode *callee) {
+    jnode *c = node(p, JN_CALL, cur(p)->line);
+    if (!c) { jinja_node_free(callee); return NULL; }
+    c->a = callee;
+    if (!parse_call_args(p, c)) { jinja_node_free(c); return NULL; }
+    return c;
+}
+
 static jnode *parse_postfix(ps *p, jnode *n) {
     int d0 = p->depth;
     while (n) {
@@ -285,11 +294,7 @@ static jnode *parse_postfix(ps *p, jnode *n) {
         if (!enter(p)) { jinja_node_free(n); n = NULL; break; }
         if (is_op(p, OP_DOT) || is_op(p, OP_LBRACKET)) n = parse_subscript(p, n);
         else if (is_op(p, OP_LPAREN)) {
-            jnode *c = node(p, JN_CALL, cur(p)->line);
-            if (!c) { jinja_node_free(n); return NULL; }
-            c->a = n;
-            if (!parse_call_args(p, c)) { jinja_node_free(c); return NULL; }
-            n = c;
+            if (!(n = parse_call(p, n))) return NULL;
         } else break;
     }
     p->depth = d0;
@@ -360,11 +365,7 @@ static jnode *parse_filter_expr(ps *p, jnode *n) {
         if (is_op(p, OP_PIPE)) n = parse_filter(p, n, false);
         else if (is_name(p, "is")) n = parse_test(p, n);
         else if (is_op(p, OP_LPAREN)) {
-            jnode *c = node(p, JN_CALL, cur(p)->line);
-            if (!c) { jinja_node_free(n); return NULL; }
-            c->a = n;
-            if (!parse_call_args(p, c)) { jinja_node_free(c); return NULL; }
-            n = c;
+            if (!(n = parse_call(p, n))) return NULL;
         } else break;
     }
     p->depth = d0;
