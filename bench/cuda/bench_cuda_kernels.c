@@ -5,7 +5,10 @@
  *
  * Method: CUDA events around batches of launches; weights rotate among enough copies to exceed
  * the L2 several times (so HBM, not L2, is measured); the median of 15 batches is reported.
- * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] */
+ * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] [sections=all]
+ * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
+ * fused Llama shapes), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
+ * step in a graph), attn. */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +48,13 @@ static lmx_cuda_matrix make_matrix(int64_t n, int64_t k, int bits, size_t *bytes
     if (!bits) {
         size_t wb = (size_t)(n * k) * 2;
         void *w; LK(lmx_cuda_malloc(&w, wb));
-        uint16_t *h = malloc(wb);
-        for (size_t i = 0; i < (size_t)(n * k); i++) h[i] = tu_f2bf(0.05f * tu_unif(&rng));
-        CK(cudaMemcpy(w, h, wb, cudaMemcpyHostToDevice));
+        /* a 32 MB block of random bf16 values, repeated (host generation of 10^9 values is slow) */
+        const size_t blk = (size_t)16 << 20, cnt = (size_t)(n * k);
+        const size_t hn = cnt < blk ? cnt : blk;
+        uint16_t *h = malloc(hn * 2);
+        for (size_t i = 0; i < hn; i++) h[i] = tu_f2bf(0.05f * tu_unif(&rng));
+        for (size_t off = 0; off < cnt; off += hn)
+            CK(cudaMemcpy((uint16_t *)w + off, h, (cnt - off < hn ? cnt - off : hn) * 2, cudaMemcpyHostToDevice));
         free(h);
         m.w = w;
         *bytes = wb;
@@ -135,15 +142,16 @@ static double time_gemv(lmx_cuda_matrix *ms, int copies, const float *x, float *
     return t[BATCHES / 2] * 1e3 / reps;
 }
 
-/* the same for the tensor-core quantized GEMV with its knobs (unroll, blocks per SM) */
-static double time_gemv_mma(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps, int u, int bps) {
+/* the same for the streaming tensor-core GEMV with its knobs */
+static double time_gemv_ring(lmx_cuda_matrix *ms, int copies, const float *x, float *y, int reps,
+                             const lmx_cuda_gemv_tune *tn) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+    for (int i = 0; i < 10; i++) LK(lmx_cuda_gemv_mma_tuned(&ms[i % copies], x, y, false, tn, NULL));
     float t[BATCHES];
     for (int b = 0; b < BATCHES; b++) {
         CK(cudaEventRecord(e0, 0));
-        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv_mma_ex(&ms[i % copies], x, y, false, u, bps, NULL));
+        for (int i = 0; i < reps; i++) LK(lmx_cuda_gemv_mma_tuned(&ms[i % copies], x, y, false, tn, NULL));
         CK(cudaEventRecord(e1, 0));
         CK(cudaEventSynchronize(e1));
         CK(cudaEventElapsedTime(&t[b], e0, e1));
@@ -154,9 +162,15 @@ static double time_gemv_mma(lmx_cuda_matrix *ms, int copies, const float *x, flo
     return t[BATCHES / 2] * 1e3 / reps;
 }
 
+static int want(const char *sections, const char *name) {
+    return !strcmp(sections, "all") || strstr(sections, name) != NULL;
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
+    /* sections: "all" or a list of gemv, layer, prefill, step, attn */
+    const char *sec = argc > 2 ? argv[2] : "all";
     int nd = 0;
     if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
     lmx_cuda_device_info info;
@@ -178,54 +192,61 @@ int main(int argc, char **argv) {
     }
     const int bits_list[3] = {0, 8, 4};
     const char *bits_name[3] = {"bf16", "q8g64", "q4g64"};
-    printf("%-10s %-6s %8s %8s %10s %9s %7s\n", "matrix", "type", "n", "k", "bytes", "us", "GB/s");
-    for (int bi = 0; bi < 3; bi++) {
-        double layer_us = 0, layer_bytes = 0;
-        for (int si = 0; si < 8; si++) {
-            shape sh = si < 7 ? LAYER[si] : (shape){"lm_head", 128256, 4096};
-            size_t bytes = 0;
-            lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
-            int copies = (int)((4 * g_l2) / bytes) + 2;
-            if (copies > 64) copies = 64;
-            lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
-            ms[0] = probe;
-            for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
-            double us = time_gemv(ms, copies, x, y, reps, 0);
-            double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
-            double us_ks[3];
-            for (int q = 0; q < 3; q++) us_ks[q] = time_gemv(ms, copies, x, y, reps, 1 << q);
-            printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f   ks1/2/4: %7.0f %7.0f %7.0f GB/s\n", sh.name,
-                   bits_name[bi], (long long)sh.n, (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9,
-                   moved / (us_ks[0] * 1e-6) / 1e9, moved / (us_ks[1] * 1e-6) / 1e9, moved / (us_ks[2] * 1e-6) / 1e9);
-            if (bits_list[bi] && (si == 0 || si == 1 || si == 4 || si == 6 || si == 7)) {
-                printf("  mma u/bps GB/s:");
-                const int uu[2] = {2, 4}, bb[3] = {2, 4, 8};
-                for (int a = 0; a < 2; a++)
-                    for (int c = 0; c < 3; c++) {
-                        double t2 = time_gemv_mma(ms, copies, x, y, reps, uu[a], bb[c]);
-                        printf(" %d/%d:%.0f", uu[a], bb[c], moved / (t2 * 1e-6) / 1e9);
-                    }
+    /* Llama-3-8B GEMV shapes, separate and fused (q|k|v = 6144 rows, gate|up = 28672 rows) */
+    static const shape GSH[7] = {{"q/o_proj", 4096, 4096}, {"k/v_proj", 1024, 4096}, {"qkv", 6144, 4096},
+                                 {"gate/up", 14336, 4096}, {"gateup", 28672, 4096}, {"down", 4096, 14336},
+                                 {"lm_head", 128256, 4096}};
+    /* ring-kernel knobs: depth, warps, blocks/SM, mode (1 exact, 2 offset) */
+    static const lmx_cuda_gemv_tune KN[8] = {{4, 16, 1, 1}, {4, 8, 1, 1}, {4, 8, 2, 1}, {8, 8, 1, 1},
+                                             {8, 4, 2, 1}, {8, 8, 2, 1}, {4, 16, 1, 2}, {8, 8, 1, 2}};
+    if (want(sec, "gemv")) {
+        printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring d/w/b/mode GB/s\n", "matrix", "type", "n", "k", "bytes",
+               "us", "GB/s", "old GB/s");
+        for (int bi = 0; bi < 3; bi++) {
+            for (int si = 0; si < 7; si++) {
+                shape sh = GSH[si];
+                size_t bytes = 0;
+                lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
+                int copies = (int)((4 * g_l2) / bytes) + 2;
+                if (copies > 64) copies = 64;
+                lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
+                ms[0] = probe;
+                for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
+                const double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
+                const double us = time_gemv(ms, copies, x, y, reps, 0);
+                const double us_old = time_gemv(ms, copies, x, y, reps, -2);
+                printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f %8.0f |", sh.name, bits_name[bi], (long long)sh.n,
+                       (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9, moved / (us_old * 1e-6) / 1e9);
+                for (int kn = 0; kn < 8; kn++) {
+                    if (bits_list[bi] == 0 && KN[kn].mode == 2) continue;
+                    const double t2 = time_gemv_ring(ms, copies, x, y, reps, &KN[kn]);
+                    printf(" %d/%d/%d/%d:%.0f", KN[kn].depth, KN[kn].warps, KN[kn].blocks_per_sm, KN[kn].mode,
+                           moved / (t2 * 1e-6) / 1e9);
+                }
                 printf("\n");
+                fflush(stdout);
+                for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
+                free(ms);
             }
-            if (si < 7) { layer_us += us; layer_bytes += moved; }
-            for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
-            free(ms);
+            printf("\n");
         }
-        printf("%-10s %-6s %8s %8s %10.0f %9.2f %7.0f  (%.0f%% of copy BW; 32 layers alone: %.0f tok/s)\n\n",
-               "LAYER", bits_name[bi], "", "", layer_bytes, layer_us, layer_bytes / (layer_us * 1e-6) / 1e9,
-               100.0 * layer_bytes / (layer_us * 1e-6) / 1e9 / copy_gbs, 1e6 / (32 * layer_us));
     }
 
-    /* whole layers through a CUDA graph (no launch gaps): 4 distinct copies of the 7 projections */
-    printf("%-34s %9s %7s %9s\n", "graph: 4 layers x 7 GEMVs", "us/layer", "GB/s", "32L tok/s");
-    for (int bi = 0; bi < 3; bi++) {
-        lmx_cuda_matrix lm[4][7];
+    /* whole layers through a CUDA graph (no launch gaps): 4 distinct copies of one layer's projections
+     * as the fused upload lays them out (q|k|v, o, gate|up, down: 4 GEMVs), default policy and the
+     * old (scalar) kernels */
+    static const shape L4[4] = {{"qkv", 6144, 4096}, {"o_proj", 4096, 4096}, {"gateup", 28672, 4096},
+                                {"down", 4096, 14336}};
+    if (want(sec, "layer")) printf("%-34s %9s %7s %9s\n", "graph: 4 layers x 4 fused GEMVs", "us/layer", "GB/s", "32L tok/s");
+    for (int bg = 0; bg < 6 && want(sec, "layer"); bg++) {
+        const int bi = bg % 3, gm = bg < 3 ? 0 : -2;
+        lmx_cuda_matrix lm[4][4];
         double layer_bytes = 0;
-        for (int si = 0; si < 7; si++) {
+        for (int si = 0; si < 4; si++) {
             size_t bytes = 0;
-            lm[0][si] = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+            lm[0][si] = make_matrix(L4[si].n, L4[si].k, bits_list[bi], &bytes);
             for (int c = 1; c < 4; c++) lm[c][si] = clone_matrix(&lm[0][si], &bytes);
-            layer_bytes += (double)bytes + LAYER[si].k * 4.0 + LAYER[si].n * 4.0;
+            layer_bytes += (double)bytes + L4[si].k * 4.0 + L4[si].n * 4.0;
         }
         cudaStream_t st;
         CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -233,7 +254,7 @@ int main(int argc, char **argv) {
         cudaGraphExec_t exec;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
         for (int c = 0; c < 4; c++)
-            for (int si = 0; si < 7; si++) LK(lmx_cuda_gemv(&lm[c][si], x, y, 1, false, (lmx_cuda_stream)st));
+            for (int si = 0; si < 4; si++) LK(lmx_cuda_gemv_ksplit(&lm[c][si], x, y, 1, false, gm, (lmx_cuda_stream)st));
         CK(cudaStreamEndCapture(st, &graph));
         CK(cudaGraphInstantiate(&exec, graph, 0));
         for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(exec, st));
@@ -249,16 +270,18 @@ int main(int argc, char **argv) {
         }
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double us = t[BATCHES / 2] * 1e3 / 40.0;
-        printf("%-34s %9.2f %7.0f %9.0f\n", bits_name[bi], us, layer_bytes / (us * 1e-6) / 1e9, 1e6 / (32 * us));
+        char lab[48];
+        snprintf(lab, sizeof lab, "%s%s", bits_name[bi], gm == -2 ? " old kernels" : "");
+        printf("%-34s %9.2f %7.0f %9.0f\n", lab, us, layer_bytes / (us * 1e-6) / 1e9, 1e6 / (32 * us));
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
         for (int c = 0; c < 4; c++)
-            for (int si = 0; si < 7; si++) free_matrix(&lm[c][si]);
+            for (int si = 0; si < 4; si++) free_matrix(&lm[c][si]);
     }
-    printf("\n");
+    if (want(sec, "layer")) printf("\n");
 
     /* prefill GEMM: 512 tokens through the 7 projections of one layer */
-    {
+    if (want(sec, "prefill")) {
         const int T = 512;
         float *xt, *yt;
         LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * T * 14336));
@@ -305,13 +328,13 @@ int main(int argc, char **argv) {
     /* a whole decode step of a Llama-3-8B-shaped model with every kernel (norms, 7 GEMVs with fused
      * residual adds, RoPE, KV store, attention at context 512, SwiGLU, lm_head, argmax), 32 layers
      * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
-    printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
+    if (want(sec, "step")) printf("%-34s %9s %9s\n", "decode step (graph), ctx 512", "ms/token", "tok/s");
     /* fused: q/k/v as one [6144 x 4096] matrix and gate/up as one [28672 x 4096] (2 launches, not 5) */
     /* gemv mode: 0 = automatic policy, -2 = scalar kernel only, -1 = tensor-core kernel wherever it
      * applies (quantized rows) */
-    for (int bf = 0; bf < 18; bf++) {
-        const int bi = bf % 3, fused = (bf / 3) % 2, gm = bf < 6 ? 0 : bf < 12 ? -2 : -1;
-        if (bi == 0 && gm != 0) continue; /* bf16 has one kernel */
+    /* default policy (separate and fused), then the old kernels (fused) */
+    for (int bf = 0; bf < 9 && want(sec, "step"); bf++) {
+        const int bi = bf % 3, fused = bf >= 3, gm = bf < 6 ? 0 : -2;
         const int H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, CTX = 512, NL = 32;
         lmx_cuda_matrix lw[4][7], head;
         size_t bytes;
@@ -411,7 +434,7 @@ int main(int argc, char **argv) {
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double ms = t[BATCHES / 2] / 5.0;
         char lab[64];
-        snprintf(lab, sizeof lab, "%s%s%s", bits_name[bi], gm == -2 ? " scalar" : gm == -1 ? " mma" : "",
+        snprintf(lab, sizeof lab, "%s%s%s", bits_name[bi], gm == -2 ? " old kernels" : "",
                  fused ? " fused qkv+gate/up" : "");
         printf("%-34s %9.3f %9.0f\n", lab, ms, 1e3 / ms);
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
@@ -428,9 +451,9 @@ int main(int argc, char **argv) {
     printf("\n");
 
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
-    printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
+    if (want(sec, "attn")) printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
     const int64_t lens[3] = {512, 4096, 32768};
-    for (int li = 0; li < 3; li++) {
+    for (int li = 0; li < 3 && want(sec, "attn"); li++) {
         int64_t L = lens[li];
         lmx_cuda_attn a = {.n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .capacity = L,
                            .kv_dtype = LMX_DTYPE_BF16, .scale = 0.088388f};

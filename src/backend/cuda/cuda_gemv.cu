@@ -414,10 +414,9 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
-    /* the tensor-core kernel where it measured faster on the H200 (bench/notes/cuda-kernels.md, run
-     * 2: q4 whole decode step 4.66 ms vs 4.88 scalar, fused q|k|v + gate|up 4.03 vs 4.57; q8 is
-     * faster on the scalar kernel: 4.95 vs 5.73 ms) */
-    const bool mma_pref = m->bits == 4;
+    /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4, q8 and bf16 wherever it
+     * applies (bench/notes/cuda-kernels.md, "gemv (session 2)") */
+    const bool mma_pref = m->bits == 4 || m->bits == 8 || (m->bits == 0 && m->dtype == LMX_DTYPE_BF16);
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
         return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;

@@ -1,343 +1,505 @@
-/* cuda_gemv_mma.cu — batch-1 GEMV y = x·W^T for MLX affine 4-bit and 8-bit weights on the tensor
- * cores (mma.sync m16n8k16, fp16 operands, fp32 accumulation), exact to ~fp32 level.
+/* cuda_gemv_mma.cu — batch-1 GEMV y = x·W^T on the tensor cores (mma.sync m16n8k16, fp32
+ * accumulation) for MLX affine 4-bit / 8-bit weights and dense bf16 weights: a persistent,
+ * software-pipelined streaming kernel ("ring" kernel, session 2; see bench/notes/cuda-kernels.md).
  *
- * Why: the fp32 decode of the scalar kernel (cuda_gemv.cu) costs ~3 instructions per weight and is
- * bound by instruction issue, not by memory. Here a weight is decoded to an exact fp16 integer with
- * ~1.1 (q4) / ~1.25 (q8) instructions (LOP3 of the nibble/byte into the mantissa of 1024.0, then one
- * HSUB2/HFMA2 per two weights), and the multiply-adds go to the tensor cores.
+ * Why: batch-1 decode is bound by how fast the weights stream. The first tensor-core kernel (one
+ * 16-row tile per block iteration, 8 warps splitting its K, a block barrier per tile) kept too few
+ * bytes in flight: every tile paid a full memory latency. Here:
+ *   - the grid is persistent (about one block per SM); block b owns a contiguous range of 16-row
+ *     tiles; warp w of the block owns a fixed slice of the K super-steps of every tile, so its work
+ *     is one long stream of 1 KB super-steps (16 rows x 64 bytes) with no barrier inside;
+ *   - the stream is software-pipelined through a register ring of DEPTH super-steps: the loads of
+ *     step j + DEPTH are issued right after step j is consumed, so DEPTH KB per warp (16-64 KB per
+ *     SM) are always in flight, across tile boundaries;
+ *   - the per-tile partial sums of each warp go to shared memory ([tiles of the block][16][warps]),
+ *     and one barrier at the end reduces them (fixed order: deterministic, bit-reproducible);
+ *   - all loop addressing is pointer walking; group/segment indices are shifts.
  *
- * Exactness: q is exact in fp16. x is split per segment (a scale group, or the part of one that a
- * super-step covers) into x·2^-e = hi + lo, both fp16, with 2^e chosen from the segment's max |x| so
- * hi cannot overflow: 22 significant bits, products exact, fp32 accumulation. The group's affine
- * form is s·2^e·Σ(q·(hi+lo)) + b·Σx (Σx in fp32).
- *
- * Layout: A = 16 weight rows (a warp's tile), B = [16 k x 8 columns]: column 2G / 2G+1 carry the hi /
- * lo parts of x for the elements of local group G of the super-step (zero elsewhere), so one mma
- * sums up to 4 groups separately; lane t of the output holds group t. The k order inside a
- * super-step is permuted to match the decode (any order works for a dot product as long as A and B
- * agree); the x fragments are built once per block in shared memory in that order.
- * A super-step is 64 bytes of each of the 16 rows (lane t of a row's 4 lanes loads 16 bytes);
- * a block of 8 warps splits the super-steps of one tile, then loops over tiles.
+ * Products: A = 16 weight rows (a warp's tile), B = [16 k x 8 columns] of x parts.
+ *   q4/q8: a weight is decoded to an fp16 with LOP3/PRMT into the mantissa of 1024.0: 1024 + q (q4 odd
+ *   nibbles: 1024 + 16q, their x pre-scaled by 1/16). EXACT: one HSUB2 per two weights removes the
+ *   1024 (products exact, ~fp32 result). Offset mode (!EXACT): the 1024 stays and the per-segment
+ *   constant C = 1024·Σ x-parts is subtracted per group in fp32 (fewer instructions; ~1e-5 relative
+ *   error from the cancellation). x is split per segment (a scale group, or the part of one a
+ *   super-step covers) into x·2^-e = hi + lo (fp16 each, 22 significant bits, 2^e from the segment's
+ *   max |x| so nothing overflows); column 2G / 2G+1 carry group G's hi / lo, so one mma keeps up to 4
+ *   groups apart; per group s·2^e·(D - C) + b·Σx in fp32.
+ *   bf16: A is the weights as stored; x is split into hi + mid + lo bf16 (24 bits: exact) in columns
+ *   0..2; the fp32 accumulators run over the whole tile.
+ * The x fragments (and per-segment {2^e, C, Σx}) are built once per block in shared memory in the
+ * permuted k order the decode produces.
  */
 #include "backend/cuda/cuda_common.cuh"
 
 #include <pthread.h>
 
-#define QMMA_WARPS 8
-#define QMMA_THREADS (QMMA_WARPS * 32)
+#define RG_MAX_THREADS 512
 
-__device__ __forceinline__ void qmma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                           uint32_t a3, uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void rg_mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                           uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                  "{%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ void rg_mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
-__device__ __forceinline__ uint32_t qmma_h2sub(uint32_t v, uint32_t c) {
+__device__ __forceinline__ uint32_t rg_h2sub(uint32_t v, uint32_t c) {
     __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&v), *reinterpret_cast<__half2 *>(&c));
     return *reinterpret_cast<uint32_t *>(&r);
 }
-__device__ __forceinline__ uint32_t qmma_h2fma(uint32_t v, uint32_t m, uint32_t c) {
-    __half2 r = __hfma2(*reinterpret_cast<__half2 *>(&v), *reinterpret_cast<__half2 *>(&m),
-                        *reinterpret_cast<__half2 *>(&c));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
 
-/* Decodes one 32-bit word into fp16x2 registers holding exact q values.
- * 4 bits: h[s] = (nibble s, nibble s+4), s = 0..3. 8 bits: h[0] = (byte 0, byte 2), h[1] = (byte 1, byte 3). */
-template <int BITS>
-__device__ __forceinline__ void qmma_decode(uint32_t w, uint32_t magic, uint32_t (&h)[4]) {
-    const uint32_t k1024 = 0x64006400u; /* (1024, 1024) */
+/* Per-format constants. BITS 16 = dense bf16. */
+template <int BITS> struct rg_fmt {
+    static constexpr int EPS = BITS == 4 ? 128 : BITS == 8 ? 64 : 32; /* elements of a row per super-step */
+    static constexpr int MPS = BITS == 4 ? 8 : BITS == 8 ? 4 : 2;     /* mma per super-step */
+    static constexpr int CH = EPS / 4;                                /* elements per lane chunk (16 B) */
+    static constexpr int NPART = BITS == 16 ? 3 : 2;                  /* x parts */
+    static constexpr int LG_EPS = BITS == 4 ? 7 : BITS == 8 ? 6 : 5;
+};
+
+/* Decodes one 32-bit word of row data into the 4 (q4) / 2 (q8) fp16x2 A registers.
+ * q4: h[s] = (nibble s, nibble s+4), s = 0..3, odd s carrying 16q. q8: h[0] = (byte 0, byte 2),
+ * h[1] = (byte 1, byte 3). Each holds 1024 + value unless EXACT. */
+template <int BITS, bool EXACT>
+__device__ __forceinline__ void rg_decode(uint32_t w, uint32_t (&h)[4]) {
+    const uint32_t k1024 = 0x64006400u;
     if (BITS == 4) {
-        const uint32_t k16 = 0x2C002C00u;  /* (1/16, 1/16) */
-        const uint32_t km64 = 0xD400D400u; /* (-64, -64) */
         const uint32_t w8 = w >> 8;
-        h[0] = qmma_h2sub((w & 0x000F000Fu) | magic, k1024);
-        h[1] = qmma_h2fma((w & 0x00F000F0u) | magic, k16, km64);
-        h[2] = qmma_h2sub((w8 & 0x000F000Fu) | magic, k1024);
-        h[3] = qmma_h2fma((w8 & 0x00F000F0u) | magic, k16, km64);
+        h[0] = (w & 0x000F000Fu) | k1024;
+        h[1] = (w & 0x00F000F0u) | k1024;
+        h[2] = (w8 & 0x000F000Fu) | k1024;
+        h[3] = (w8 & 0x00F000F0u) | k1024;
+        if (EXACT) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) h[i] = rg_h2sub(h[i], k1024);
+        }
     } else {
-        h[0] = qmma_h2sub((w & 0x00FF00FFu) | magic, k1024);
-        h[1] = qmma_h2sub(((w >> 8) & 0x00FF00FFu) | magic, k1024);
+        h[0] = __byte_perm(w, 0x64646464u, 0x4240);
+        h[1] = __byte_perm(w, 0x64646464u, 0x4341);
+        if (EXACT) {
+            h[0] = rg_h2sub(h[0], k1024);
+            h[1] = rg_h2sub(h[1], k1024);
+        }
         h[2] = h[3] = 0;
     }
 }
 
-__device__ __forceinline__ float qmma_tof(float v) { return v; }
-__device__ __forceinline__ float qmma_tof(__half v) { return __half2float(v); }
-__device__ __forceinline__ float qmma_tof(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float rg_tof(float v) { return v; }
+__device__ __forceinline__ float rg_tof(__half v) { return __half2float(v); }
+__device__ __forceinline__ float rg_tof(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-/* QMMA_U: super-steps loaded per warp before decoding; ST: scale/bias type. lg_gs = log2(group size)
- * (all index arithmetic in the loop is shifts: integer division by a run-time group size cost more
- * than the decode in the first version). */
-template <int BITS, int QMMA_U, typename ST>
-__global__ void __launch_bounds__(QMMA_THREADS)
-gemv_q_mma(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
-           const void *__restrict__ lbias, int bdt, const float *__restrict__ x,
-           float *__restrict__ y, int n, int k, int lg_gs, int accumulate, uint32_t magic) {
-    constexpr int EPS = BITS == 4 ? 128 : 64; /* elements of a row per super-step (64 bytes) */
-    constexpr int MPS = BITS == 4 ? 8 : 4;    /* mma per super-step */
-    constexpr int CH = EPS / 4;               /* elements per lane chunk (16 bytes) */
-    extern __shared__ uint4 qmma_smem[];
-    const int nss = k / EPS;
-    const int seglen = (1 << lg_gs) < EPS ? (1 << lg_gs) : EPS;
-    const int gps = EPS / seglen; /* local groups (segments) per super-step: 1, 2 or 4 */
-    const int nseg = k / seglen;
-    uint2 *xf = reinterpret_cast<uint2 *>(qmma_smem);      /* [nss][MPS][4 t][2 parts] {b0, b1} */
-    float *xsum = reinterpret_cast<float *>(xf + (size_t)nss * MPS * 8); /* [nseg] Σx */
-    float *xscl = xsum + nseg;                                           /* [nseg] 2^e */
-    __shared__ float red[QMMA_WARPS][16];
+/* Shared memory layout (dynamic, 16-byte aligned pieces):
+ *   xf   uint2 [nss][MPS][4 t][NPART]        B fragments {b0, b1} of lane t, part p
+ *   seg  float4 [nseg] {2^e, C, Σx, 0}        (quantized only)
+ *   red  float [tiles per block][16][warps]   per-warp partial sums of each tile row */
+struct rg_layout {
+    size_t xf_bytes, seg_bytes, red_bytes;
+};
+static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warps) {
+    const long eps = bits == 4 ? 128 : bits == 8 ? 64 : 32, mps = bits == 4 ? 8 : bits == 8 ? 4 : 2;
+    const long npart = bits == 16 ? 3 : 2;
+    rg_layout l;
+    l.xf_bytes = (size_t)(k / eps) * mps * 4 * npart * 8;
+    const long seglen = bits == 16 ? 0 : (gs < eps ? gs : eps);
+    l.seg_bytes = bits == 16 ? 0 : (size_t)(k / seglen) * 16;
+    l.red_bytes = (size_t)tiles_per_block * 16 * warps * 4;
+    return l;
+}
+
+template <int BITS, int DEPTH, bool EXACT, typename ST>
+__global__ void __launch_bounds__(DEPTH <= 4 ? 512 : 256, 1)
+gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
+          const void *__restrict__ lbias, int bdt, const float *__restrict__ x, float *__restrict__ y,
+          int n, int k, int lg_gs, int accumulate, size_t xf_bytes, size_t seg_bytes) {
+    typedef rg_fmt<BITS> F;
+    constexpr int EPS = F::EPS, MPS = F::MPS, CH = F::CH, NPART = F::NPART;
+    constexpr bool QUANT = BITS != 16;
+    extern __shared__ uint4 rg_smem_u4[];
+    uint2 *xf = reinterpret_cast<uint2 *>(rg_smem_u4);
+    float4 *segd = reinterpret_cast<float4 *>(reinterpret_cast<char *>(rg_smem_u4) + xf_bytes);
+    float *red = reinterpret_cast<float *>(reinterpret_cast<char *>(rg_smem_u4) + xf_bytes + seg_bytes);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const size_t wpr = (size_t)k * BITS / 32; /* words per row */
-    const int gpr = k >> lg_gs;
-    /* group of (super-step ss, output lane t < gps): ((ss * gps) >> gsh) + tg */
-    const int lg_eps = BITS == 4 ? 7 : 6;
-    const int lg_gps = lg_gs < lg_eps ? lg_eps - lg_gs : 0;
-    const int gsh = lg_gs > lg_eps ? lg_gs - lg_eps : 0;
-    const int tg = gps > 1 ? t : 0;
-    const int ntiles = (n + 15) / 16;
-    /* B lane (g, t) supplies column g = part (g & 1) of local group g >> 1, for the k slots of
-     * chunk t, whose elements lie in local group (t * CH) / seglen */
-    const bool bval = (g >> 1) < gps && (gps > 1 ? (t * CH) / seglen : 0) == (g >> 1);
-    const int bp = g & 1;
+    const int nwarps = blockDim.x >> 5;
+    const int nss = k / EPS;
+    const int ntiles = (n + 15) >> 4;
+    const int tb = (int)(((long long)blockIdx.x * ntiles) / gridDim.x);
+    const int te = (int)(((long long)(blockIdx.x + 1) * ntiles) / gridDim.x);
+    const int nt = te - tb;
+    const int s_lo = (warp * nss) / nwarps, s_hi = ((warp + 1) * nss) / nwarps;
+    const int nsw = s_hi - s_lo;
+    const int total = nt * nsw;
 
-    uint4 wa[QMMA_U], wb[QMMA_U];
-    float s0[QMMA_U], b0[QMMA_U], s1[QMMA_U], b1[QMMA_U];
-    int tile = blockIdx.x;
-    /* per-tile row bases: lane t's 16 bytes of rows g and g + 8, and their scale/bias rows */
+    /* row geometry */
+    const size_t u4pr = (size_t)k * (BITS == 16 ? 16 : BITS) / 128; /* 16-byte chunks per row */
+    const int seglen = QUANT ? ((1 << lg_gs) < EPS ? (1 << lg_gs) : EPS) : EPS;
+    const int gps = QUANT ? EPS / seglen : 1;          /* segments (local groups) per super-step */
+    const int gpr = QUANT ? (k >> lg_gs) : 0;           /* groups per row */
+    const int lg_gps = lg_gs < F::LG_EPS ? F::LG_EPS - lg_gs : 0;
+    const int gsh = lg_gs > F::LG_EPS ? lg_gs - F::LG_EPS : 0;
+    const int tg = gps > 1 ? t : 0;
+
+    /* ---- load iterator: the warp's stream of (tile, super-step) ---- */
     const uint4 *pw0 = NULL, *pw1 = NULL;
     const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL;
-    auto set_rows = [&](int tl) {
-        const int r0c = min(tl * 16 + g, n - 1), r1c = min(tl * 16 + g + 8, n - 1);
-        pw0 = reinterpret_cast<const uint4 *>(W + (size_t)r0c * wpr) + t;
-        pw1 = reinterpret_cast<const uint4 *>(W + (size_t)r1c * wpr) + t;
-        ps0 = S + (size_t)r0c * gpr + tg; pb0 = Bq + (size_t)r0c * gpr + tg;
-        ps1 = S + (size_t)r1c * gpr + tg; pb1 = Bq + (size_t)r1c * gpr + tg;
-    };
-    auto load_batch = [&](int ss0) {
-#pragma unroll
-        for (int u = 0; u < QMMA_U; u++) {
-            const int ss = ss0 + QMMA_WARPS * u;
-            if (ss < nss) {
-                wa[u] = lmx_cu_ld_stream(pw0 + ss * 4);
-                wb[u] = lmx_cu_ld_stream(pw1 + ss * 4);
-                if (t < gps) {
-                    const int gg = (ss << lg_gps) >> gsh;
-                    s0[u] = qmma_tof(ps0[gg]); b0[u] = qmma_tof(pb0[gg]);
-                    s1[u] = qmma_tof(ps1[gg]); b1[u] = qmma_tof(pb1[gg]);
-                }
-            }
+    int ld_ss = s_lo, ld_tile = tb;
+    auto set_rows = [&](int tile) {
+        const int r0 = min(tile * 16 + g, n - 1), r1 = min(tile * 16 + g + 8, n - 1);
+        pw0 = reinterpret_cast<const uint4 *>(W) + (size_t)r0 * u4pr + (size_t)s_lo * 4 + t;
+        pw1 = reinterpret_cast<const uint4 *>(W) + (size_t)r1 * u4pr + (size_t)s_lo * 4 + t;
+        if (QUANT) {
+            ps0 = S + (size_t)r0 * gpr + tg; pb0 = Bq + (size_t)r0 * gpr + tg;
+            ps1 = S + (size_t)r1 * gpr + tg; pb1 = Bq + (size_t)r1 * gpr + tg;
         }
     };
-    if (tile < ntiles) {
-        set_rows(tile);
-        load_batch(warp); /* in flight while the x fragments are built */
+    uint4 wa[DEPTH], wb[DEPTH];
+    ST rs0[DEPTH], rb0[DEPTH], rs1[DEPTH], rb1[DEPTH];
+    auto load = [&](int slot_dummy, uint4 &a, uint4 &b, ST &s0, ST &b0, ST &s1, ST &b1) {
+        (void)slot_dummy;
+        a = lmx_cu_ld_stream(pw0);
+        b = lmx_cu_ld_stream(pw1);
+        if (QUANT && t < gps) {
+            const int gg = (ld_ss << lg_gps) >> gsh;
+            s0 = __ldg(ps0 + gg); b0 = __ldg(pb0 + gg);
+            s1 = __ldg(ps1 + gg); b1 = __ldg(pb1 + gg);
+        }
+        pw0 += 4; pw1 += 4;
+        if (++ld_ss == s_hi) {
+            ld_ss = s_lo;
+            if (++ld_tile < te) set_rows(ld_tile);
+        }
+    };
+    if (total > 0) {
+        set_rows(tb);
+#pragma unroll
+        for (int i = 0; i < DEPTH; i++)
+            if (i < total) load(i, wa[i], wb[i], rs0[i], rb0[i], rs1[i], rb1[i]);
     }
 
-    /* ---- x fragments: each thread splits 8 consecutive elements; a segment (>= 32 elements) is
-     * 4..16 consecutive threads of one warp, reduced by shuffles ---- */
+    /* ---- x fragments (in flight with the first DEPTH super-steps) ---- */
+    const int red_n = nt * 16 * nwarps;
+    for (int i = threadIdx.x; i < red_n; i += blockDim.x) red[i] = 0.f;
     __half *xh = reinterpret_cast<__half *>(xf);
-    const int tpseg = seglen / 8; /* threads per segment: 4, 8 or 16 */
-    for (int base = 0; base < k; base += QMMA_THREADS * 8) { /* uniform trip count: full-warp shuffles */
-        const int e0 = base + threadIdx.x * 8;
-        const bool act = e0 < k; /* k % seglen == 0, so a segment is all active or all idle */
-        const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
-        const float4 va = act ? __ldg(reinterpret_cast<const float4 *>(x + e0)) : z4;
-        const float4 vb = act ? __ldg(reinterpret_cast<const float4 *>(x + e0 + 4)) : z4;
-        const float v[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
-        float sum = 0.f, mx = 0.f;
+    if (QUANT) {
+        const int tpseg = seglen / 8; /* threads per segment: 4, 8 or 16 */
+        for (int base = 0; base < k; base += blockDim.x * 8) { /* uniform trip count: full-warp shuffles */
+            const int e0 = base + threadIdx.x * 8;
+            const bool act = e0 < k; /* k % seglen == 0: a segment is all active or all idle */
+            const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+            const float4 va = act ? __ldg(reinterpret_cast<const float4 *>(x + e0)) : z4;
+            const float4 vb = act ? __ldg(reinterpret_cast<const float4 *>(x + e0 + 4)) : z4;
+            const float v[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
+            float sum = 0.f, mx = 0.f;
 #pragma unroll
-        for (int i = 0; i < 8; i++) { sum += v[i]; mx = fmaxf(mx, fabsf(v[i])); }
-        for (int o = 1; o < tpseg; o <<= 1) {
-            sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        }
-        /* 2^e with max|x|·2^-e < 2^15 (fp16 max 65504); 1 for an all-zero or non-finite segment */
-        int ex = 0;
-        if (mx > 0.f && mx <= 3.4e38f) { (void)frexpf(mx, &ex); ex -= 15; }
-        const float scl = ldexpf(1.f, ex), inv = ldexpf(1.f, -ex);
-        if (!act) continue;
-        if ((e0 & (seglen - 1)) == 0) { const int seg = e0 / seglen; xsum[seg] = sum; xscl[seg] = scl; }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int e = e0 + i;
-            const float vs = v[i] * inv;
-            const __half hi = __float2half_rn(vs);
-            const __half lo = __float2half_rn(vs - __half2float(hi));
-            const int ss = e / EPS, r = e % EPS, tt = r / CH, c = r % CH;
-            int m, reg, hp;
-            if (BITS == 4) {
-                const int nib = c & 7, s = nib & 3;
-                m = 2 * (c >> 3) + (s >> 1); reg = s & 1; hp = nib >> 2;
-            } else {
-                const int by = c & 3;
-                m = c >> 2; reg = by & 1; hp = by >> 1;
+            for (int i = 0; i < 8; i++) { sum += v[i]; mx = fmaxf(mx, fabsf(v[i])); }
+            for (int o = 1; o < tpseg; o <<= 1) {
+                sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
             }
-            const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * 2) * 4 + reg * 2 + hp;
-            xh[idx] = hi;
-            xh[idx + 4] = lo;
+            /* 2^e with max|x|·2^-e < 2^15 (fp16 max 65504); 1 for an all-zero or non-finite segment */
+            int ex = 0;
+            if (mx > 0.f && mx <= 3.4e38f) { (void)frexpf(mx, &ex); ex -= 15; }
+            const float scl = ldexpf(1.f, ex), inv = ldexpf(1.f, -ex);
+            float csum = 0.f; /* Σ of the stored x parts (offset mode: times 1024) */
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int e = e0 + i;
+                const int ss = e / EPS, r = e % EPS, tt = r / CH, c = r % CH;
+                int m, reg, hp;
+                float vs = v[i] * inv;
+                if (BITS == 4) {
+                    const int nib = c & 7, s = nib & 3;
+                    m = 2 * (c >> 3) + (s >> 1); reg = s & 1; hp = nib >> 2;
+                } else {
+                    const int by = c & 3;
+                    m = c >> 2; reg = by & 1; hp = by >> 1;
+                }
+                const __half hi = __float2half_rn(vs);
+                const __half lo = __float2half_rn(vs - __half2float(hi));
+                /* q4 odd nibbles decode to 16q: their x parts carry 1/16 (exact power-of-two scaling) */
+                const __half his = (BITS == 4 && reg) ? __hmul(hi, __float2half(0.0625f)) : hi;
+                const __half los = (BITS == 4 && reg) ? __hmul(lo, __float2half(0.0625f)) : lo;
+                csum += __half2float(his) + __half2float(los);
+                if (act) {
+                    const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * 2) * 4 + reg * 2 + hp;
+                    xh[idx] = his;
+                    xh[idx + 4] = los;
+                }
+            }
+            for (int o = 1; o < tpseg; o <<= 1) csum += __shfl_xor_sync(0xffffffffu, csum, o);
+            if (act && (e0 & (seglen - 1)) == 0)
+                segd[e0 / seglen] = make_float4(scl, EXACT ? 0.f : 1024.f * csum, sum, 0.f);
+        }
+    } else {
+        __nv_bfloat16 *xb16 = reinterpret_cast<__nv_bfloat16 *>(xf);
+        for (int e0 = threadIdx.x * 8; e0 < k; e0 += blockDim.x * 8) {
+            const float4 va = __ldg(reinterpret_cast<const float4 *>(x + e0));
+            const float4 vb = __ldg(reinterpret_cast<const float4 *>(x + e0 + 4));
+            const float v[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int e = e0 + i;
+                const int ss = e / EPS, r = e % EPS, tt = r / CH, c = r % CH;
+                const int m = c >> 2, reg = (c >> 1) & 1, hp = c & 1;
+                const __nv_bfloat16 hi = __float2bfloat16_rn(v[i]);
+                const float r1 = v[i] - __bfloat162float(hi);
+                const __nv_bfloat16 mid = __float2bfloat16_rn(r1);
+                const __nv_bfloat16 lo = __float2bfloat16_rn(r1 - __bfloat162float(mid));
+                const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * NPART) * 4 + reg * 2 + hp;
+                xb16[idx] = hi;
+                xb16[idx + 4] = mid;
+                xb16[idx + 8] = lo;
+            }
         }
     }
     __syncthreads();
 
-    for (; tile < ntiles; tile += gridDim.x) {
-        float acc0 = 0.f, acc1 = 0.f;
-        for (int ss0 = warp; ss0 < nss; ss0 += QMMA_WARPS * QMMA_U) {
-            if (ss0 != warp) load_batch(ss0); /* the tile's first batch is already loaded */
+    /* ---- main stream ---- */
+    /* B lane (g, t): column g = part (g % NPART) of local group g / NPART, for the k slots of chunk t,
+     * whose elements lie in local group (t * CH) / seglen */
+    const int bp = g % NPART, bgrp = g / NPART;
+    const bool bval = QUANT ? (bgrp < gps && (gps > 1 ? (t * CH) / seglen : 0) == bgrp) : g < NPART;
+    const uint2 *xlane = xf + t * NPART + (bval ? bp : 0);
+    int c_ss = s_lo, lt = 0;
+    float acc0 = 0.f, acc1 = 0.f;
+    float dt[4] = {0.f, 0.f, 0.f, 0.f}; /* bf16: the tile's accumulators */
+    for (int j0 = 0; j0 < total; j0 += DEPTH) {
 #pragma unroll
-            for (int u = 0; u < QMMA_U; u++) {
-                const int ss = ss0 + QMMA_WARPS * u;
-                if (ss >= nss) break;
-                float d[4] = {0.f, 0.f, 0.f, 0.f};
-                const uint32_t A0[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-                const uint32_t A1[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
-                const uint2 *xb = xf + (size_t)ss * MPS * 8 + t * 2 + bp;
+        for (int i = 0; i < DEPTH; i++) {
+            if (j0 + i < total) {
+                const uint2 *xb = xlane + (size_t)c_ss * (MPS * 4 * NPART);
+                const uint32_t A0[4] = {wa[i].x, wa[i].y, wa[i].z, wa[i].w};
+                const uint32_t A1[4] = {wb[i].x, wb[i].y, wb[i].z, wb[i].w};
+                if (QUANT) {
+                    float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-                for (int wi = 0; wi < 4; wi++) {
-                    uint32_t h0[4], h1[4];
-                    qmma_decode<BITS>(A0[wi], magic, h0);
-                    qmma_decode<BITS>(A1[wi], magic, h1);
-                    if (BITS == 4) {
+                    for (int wi = 0; wi < 4; wi++) {
+                        uint32_t h0[4], h1[4];
+                        rg_decode<BITS, EXACT>(A0[wi], h0);
+                        rg_decode<BITS, EXACT>(A1[wi], h1);
+                        if (BITS == 4) {
 #pragma unroll
-                        for (int hh = 0; hh < 2; hh++) {
-                            const uint2 bb = bval ? xb[(2 * wi + hh) * 8] : make_uint2(0u, 0u);
-                            qmma_16816(d, h0[2 * hh], h1[2 * hh], h0[2 * hh + 1], h1[2 * hh + 1], bb.x, bb.y);
+                            for (int hh = 0; hh < 2; hh++) {
+                                const uint2 bb = bval ? xb[(2 * wi + hh) * 4 * NPART] : make_uint2(0u, 0u);
+                                rg_mma_f16(d, h0[2 * hh], h1[2 * hh], h0[2 * hh + 1], h1[2 * hh + 1], bb.x, bb.y);
+                            }
+                        } else {
+                            const uint2 bb = bval ? xb[wi * 4 * NPART] : make_uint2(0u, 0u);
+                            rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
                         }
-                    } else {
-                        const uint2 bb = bval ? xb[wi * 8] : make_uint2(0u, 0u);
-                        qmma_16816(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
+                    }
+                    if (t < gps) {
+                        const float4 sd = segd[c_ss * gps + t];
+                        acc0 = fmaf(rg_tof(rs0[i]) * sd.x, (d[0] + d[1]) - sd.y, fmaf(rg_tof(rb0[i]), sd.z, acc0));
+                        acc1 = fmaf(rg_tof(rs1[i]) * sd.x, (d[2] + d[3]) - sd.y, fmaf(rg_tof(rb1[i]), sd.z, acc1));
+                    }
+                } else {
+#pragma unroll
+                    for (int mm = 0; mm < 2; mm++) {
+                        const uint2 bb = bval ? xb[mm * 4 * NPART] : make_uint2(0u, 0u);
+                        rg_mma_bf16(dt, A0[2 * mm], A1[2 * mm], A0[2 * mm + 1], A1[2 * mm + 1], bb.x, bb.y);
                     }
                 }
-                if (t < gps) {
-                    const int seg = ss * gps + t;
-                    const float xs = xscl[seg], xm = xsum[seg];
-                    acc0 = fmaf(s0[u] * xs, d[0] + d[1], fmaf(b0[u], xm, acc0));
-                    acc1 = fmaf(s1[u] * xs, d[2] + d[3], fmaf(b1[u], xm, acc1));
+                if (j0 + i + DEPTH < total) load(i, wa[i], wb[i], rs0[i], rb0[i], rs1[i], rb1[i]);
+                if (++c_ss == s_hi) { /* the warp's slice of this tile is done */
+                    c_ss = s_lo;
+                    if (!QUANT) {
+                        acc0 = dt[0] + dt[1];
+                        acc1 = dt[2] + dt[3];
+                        dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
+                    }
+                    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+                    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+                    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+                    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+                    if (t == 0) {
+                        red[(lt * 16 + g) * nwarps + warp] = acc0;
+                        red[(lt * 16 + g + 8) * nwarps + warp] = acc1;
+                    }
+                    acc0 = acc1 = 0.f;
+                    lt++;
                 }
             }
         }
-        acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
-        acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
-        acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
-        acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
-        if (t == 0) { red[warp][g] = acc0; red[warp][g + 8] = acc1; }
-        __syncthreads();
-        if (threadIdx.x < 16) {
-            const int row = tile * 16 + threadIdx.x;
-            if (row < n) {
-                float s = 0.f;
-#pragma unroll
-                for (int w = 0; w < QMMA_WARPS; w++) s += red[w][threadIdx.x];
-                if (lbias) s += lmx_cu_ld(lbias, row, bdt);
-                y[row] = accumulate ? y[row] + s : s;
-            }
-        }
-        const int next = tile + gridDim.x;
-        if (next < ntiles) {
-            set_rows(next);
-            load_batch(warp);
-        }
-        __syncthreads(); /* red is reused */
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nt * 16; i += blockDim.x) {
+        const int row = tb * 16 + i;
+        if (row >= n) break;
+        float s = 0.f;
+        for (int w = 0; w < nwarps; w++) s += red[i * nwarps + w];
+        if (lbias) s += lmx_cu_ld(lbias, row, bdt);
+        y[row] = accumulate ? y[row] + s : s;
     }
 }
 
-/* Shared memory bytes for k (0 if the kernel does not apply). */
-static size_t qmma_smem_bytes(int bits, long k, int gs) {
-    const long eps = bits == 4 ? 128 : 64, mps = bits == 4 ? 8 : 4;
-    const long seglen = gs < eps ? gs : eps;
-    return (size_t)(k / eps) * mps * 64 + (size_t)(k / seglen) * 8;
-}
+/* ---- host side ---- */
 
-#define QMMA_MAX_SMEM (200 * 1024)
+#define RG_MAX_SMEM (220 * 1024)
 /* The opt-in to > 48 KB of dynamic shared memory, once per process for every instantiation (not
  * per launch: launches may be under stream capture), up to what the device allows (H100/H200:
- * 227 KB; smaller GPUs less). Shapes needing more than g_qmma_limit use the scalar kernel. */
-static pthread_once_t g_qmma_once = PTHREAD_ONCE_INIT;
-static size_t g_qmma_limit = 47 * 1024; /* written once under g_qmma_once (48 KB less static smem) */
-template <int BITS, int U, typename ST> static void qmma_attr(cudaError_t *e, int bytes) {
+ * 227 KB). Shapes needing more use the scalar kernels. */
+static pthread_once_t g_rg_once = PTHREAD_ONCE_INIT;
+static size_t g_rg_limit = 47 * 1024; /* written once under g_rg_once */
+static int g_rg_sms = 132;            /* written once under g_rg_once */
+
+template <int BITS, int D, bool EX, typename ST> static void rg_attr(cudaError_t *e, int bytes) {
     if (*e == cudaSuccess)
-        *e = cudaFuncSetAttribute(gemv_q_mma<BITS, U, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+        *e = cudaFuncSetAttribute(gemv_ring<BITS, D, EX, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
-static void qmma_init(void) {
-    int dev = 0, optin = 0;
+template <int BITS, int D, bool EX> static void rg_attr_st(cudaError_t *e, int bytes) {
+    rg_attr<BITS, D, EX, __nv_bfloat16>(e, bytes);
+    rg_attr<BITS, D, EX, __half>(e, bytes);
+    rg_attr<BITS, D, EX, float>(e, bytes);
+}
+static void rg_init(void) {
+    int dev = 0, optin = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
         (void)cudaGetLastError();
         return;
     }
-    int lim = optin - 1024; /* the kernel's static shared memory (512 bytes) and a margin */
-    if (lim > QMMA_MAX_SMEM) lim = QMMA_MAX_SMEM;
+    if (sms > 0) g_rg_sms = sms;
+    int lim = optin - 1024;
+    if (lim > RG_MAX_SMEM) lim = RG_MAX_SMEM;
     if (lim <= 48 * 1024) return;
     cudaError_t e = cudaSuccess;
-    qmma_attr<4, 2, __nv_bfloat16>(&e, lim); qmma_attr<4, 2, __half>(&e, lim); qmma_attr<4, 2, float>(&e, lim);
-    qmma_attr<4, 4, __nv_bfloat16>(&e, lim); qmma_attr<4, 4, __half>(&e, lim); qmma_attr<4, 4, float>(&e, lim);
-    qmma_attr<8, 2, __nv_bfloat16>(&e, lim); qmma_attr<8, 2, __half>(&e, lim); qmma_attr<8, 2, float>(&e, lim);
-    qmma_attr<8, 4, __nv_bfloat16>(&e, lim); qmma_attr<8, 4, __half>(&e, lim); qmma_attr<8, 4, float>(&e, lim);
-    if (e == cudaSuccess) g_qmma_limit = (size_t)lim;
+    rg_attr_st<4, 4, true>(&e, lim); rg_attr_st<4, 8, true>(&e, lim);
+    rg_attr_st<4, 4, false>(&e, lim); rg_attr_st<4, 8, false>(&e, lim);
+    rg_attr_st<8, 4, true>(&e, lim); rg_attr_st<8, 8, true>(&e, lim);
+    rg_attr_st<8, 4, false>(&e, lim); rg_attr_st<8, 8, false>(&e, lim);
+    rg_attr<16, 4, true, float>(&e, lim); rg_attr<16, 8, true, float>(&e, lim);
+    if (e == cudaSuccess) g_rg_limit = (size_t)lim;
     else (void)cudaGetLastError();
 }
 
-extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
-    if (batch != 1 || (m->bits != 4 && m->bits != 8)) return false;
-    const long eps = m->bits == 4 ? 128 : 64;
-    if (m->k % eps != 0 || m->k % m->group_size != 0) return false;
-    if (m->group_size < (m->bits == 4 ? 32 : 16) || m->group_size % 8) return false;
-    if (((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) return false;
-    pthread_once(&g_qmma_once, qmma_init);
-    return qmma_smem_bytes(m->bits, (long)m->k, m->group_size) <= g_qmma_limit;
+/* Default knobs (see bench/notes/cuda-kernels.md, "gemv (session 2)"). */
+static void rg_defaults(const lmx_cuda_matrix *m, lmx_cuda_gemv_tune *t) {
+    (void)m;
+    if (t->depth == 0) t->depth = 4;
+    if (t->warps == 0) t->warps = t->depth <= 4 ? 16 : 8;
+    if (t->blocks_per_sm == 0) t->blocks_per_sm = 1;
+    if (t->mode == 0) t->mode = 1;
 }
 
-template <int BITS, int U, typename ST>
-static void qmma_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
-                        size_t smem, cudaStream_t st) {
-    int lg = 0;
-    while ((1 << lg) < m->group_size) lg++;
-    gemv_q_mma<BITS, U, ST><<<blocks, QMMA_THREADS, smem, st>>>((const uint32_t *)m->w, (const ST *)m->scales,
-                                                               (const ST *)m->biases, m->bias, (int)m->bias_dtype,
-                                                               x, y, (int)m->n, (int)m->k, lg, accumulate,
-                                                               0x64006400u);
+/* Grid size and shared memory for the matrix and knobs; false when it does not fit. */
+static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *blocks, size_t *smem,
+                    rg_layout *lay) {
+    const int bits = m->bits ? m->bits : 16;
+    const long ntiles = (m->n + 15) / 16;
+    long nb = (long)g_rg_sms * t->blocks_per_sm;
+    if (nb > ntiles) nb = ntiles;
+    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps);
+    const size_t fixed = l.xf_bytes + l.seg_bytes;
+    if (fixed + (size_t)16 * t->warps * 4 > g_rg_limit) return false;
+    /* enough blocks that a block's partial sums fit next to the x fragments */
+    const long tiles_cap = (long)((g_rg_limit - fixed) / ((size_t)16 * t->warps * 4));
+    if ((ntiles + nb - 1) / nb > tiles_cap) nb = (ntiles + tiles_cap - 1) / tiles_cap;
+    const long tpb = (ntiles + nb - 1) / nb;
+    l.red_bytes = (size_t)tpb * 16 * t->warps * 4;
+    *blocks = (int)nb;
+    *smem = fixed + l.red_bytes;
+    *lay = l;
+    return true;
 }
-template <int BITS, int U>
-static void qmma_launch_dt(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
-                           size_t smem, cudaStream_t st) {
-    if (m->dtype == LMX_DTYPE_BF16) qmma_launch<BITS, U, __nv_bfloat16>(m, x, y, accumulate, blocks, smem, st);
-    else if (m->dtype == LMX_DTYPE_F16) qmma_launch<BITS, U, __half>(m, x, y, accumulate, blocks, smem, st);
-    else qmma_launch<BITS, U, float>(m, x, y, accumulate, blocks, smem, st);
+
+extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
+    if (batch != 1) return false;
+    if (m->bits == 0) {
+        if (m->dtype != LMX_DTYPE_BF16 || m->k % 32) return false;
+    } else {
+        if (m->bits != 4 && m->bits != 8) return false;
+        const long eps = m->bits == 4 ? 128 : 64;
+        if (m->k % eps != 0 || m->k % m->group_size != 0) return false;
+        if (m->group_size != 32 && m->group_size != 64 && m->group_size != 128) return false;
+    }
+    if (((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) return false;
+    pthread_once(&g_rg_once, rg_init);
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
+    rg_defaults(m, &t);
+    int blocks;
+    size_t smem;
+    rg_layout l;
+    return rg_plan(m, &t, &blocks, &smem, &l);
+}
+
+template <int BITS, int D, bool EX, typename ST>
+static void rg_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks, int threads,
+                      size_t smem, const rg_layout &l, cudaStream_t st) {
+    int lg = 0;
+    while (m->bits && (1 << lg) < m->group_size) lg++;
+    gemv_ring<BITS, D, EX, ST><<<blocks, threads, smem, st>>>(
+        (const uint32_t *)m->w, (const ST *)m->scales, (const ST *)m->biases, m->bias, (int)m->bias_dtype, x, y,
+        (int)m->n, (int)m->k, lg, accumulate, l.xf_bytes, l.seg_bytes);
+}
+template <int BITS, int D, bool EX>
+static void rg_launch_st(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
+                         int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
+    if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, D, EX, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, D, EX, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else rg_launch<BITS, D, EX, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+}
+template <int BITS, int D>
+static void rg_launch_q(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, bool exact, int blocks,
+                        int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
+    if (exact) rg_launch_st<BITS, D, true>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else rg_launch_st<BITS, D, false>(m, x, y, accumulate, blocks, threads, smem, l, st);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                         lmx_cuda_stream stream) {
-    return lmx_cuda_gemv_mma_ex(m, x, y, accumulate, 0, 0, stream);
+    return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, NULL, stream);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                            int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
-    if (unroll == 0) unroll = 2;
-    if (blocks_per_sm == 0) blocks_per_sm = 4;
-    if ((unroll != 2 && unroll != 4) || blocks_per_sm < 1 || blocks_per_sm > 64)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: unroll %d (2, 4), blocks/SM %d", unroll,
-                         blocks_per_sm);
+    lmx_cuda_gemv_tune t = {unroll, 0, blocks_per_sm, 0};
+    return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, &t, stream);
+}
+
+extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                                              const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream) {
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
+    if (tune) t = *tune;
+    rg_defaults(m, &t);
+    if ((t.depth != 4 && t.depth != 8) || (t.warps != 4 && t.warps != 8 && t.warps != 16) ||
+        (t.depth == 8 && t.warps > 8) || t.blocks_per_sm < 1 || t.blocks_per_sm > 8 || t.mode < 0 || t.mode > 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                         "cuda gemv mma: depth %d (4, 8), warps %d (4, 8, 16; <= 8 at depth 8), blocks/SM %d (1..8), "
+                         "mode %d (1 exact, 2 offset)",
+                         t.depth, t.warps, t.blocks_per_sm, t.mode);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: NULL x/y");
     if (!lmx_cuda_gemv_mma_applies(m, x, 1))
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: %d-bit g%d k=%lld not supported",
-                         m->bits, m->group_size, (long long)m->k);
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        sms = 132;
-    const int ntiles = (int)((m->n + 15) / 16);
-    const int blocks = ntiles < sms * blocks_per_sm ? ntiles : sms * blocks_per_sm;
-    const size_t smem = qmma_smem_bytes(m->bits, (long)m->k, m->group_size);
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: %d-bit g%d dtype %d k=%lld not supported",
+                         m->bits, m->group_size, (int)m->dtype, (long long)m->k);
+    int blocks;
+    size_t smem;
+    rg_layout l;
+    if (!rg_plan(m, &t, &blocks, &smem, &l))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: k=%lld needs more shared memory than %zu bytes",
+                         (long long)m->k, g_rg_limit);
+    const int threads = t.warps * 32;
     cudaStream_t st = LMX_CU_STREAM(stream);
+    const bool ex = t.mode == 1;
     if (m->bits == 4) {
-        if (unroll == 2) qmma_launch_dt<4, 2>(m, x, y, accumulate, blocks, smem, st);
-        else qmma_launch_dt<4, 4>(m, x, y, accumulate, blocks, smem, st);
+        if (t.depth == 4) rg_launch_q<4, 4>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
+        else rg_launch_q<4, 8>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
+    } else if (m->bits == 8) {
+        if (t.depth == 4) rg_launch_q<8, 4>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
+        else rg_launch_q<8, 8>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
     } else {
-        if (unroll == 2) qmma_launch_dt<8, 2>(m, x, y, accumulate, blocks, smem, st);
-        else qmma_launch_dt<8, 4>(m, x, y, accumulate, blocks, smem, st);
+        if (t.depth == 4) rg_launch<16, 4, true, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        else rg_launch<16, 8, true, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
     }
     LMX_CU_CHECK_LAUNCH("gemv mma");
     return LMX_OK;

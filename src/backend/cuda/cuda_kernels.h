@@ -136,17 +136,29 @@ lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int
 lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                 bool accumulate, int ksplit, lmx_cuda_stream stream);
 
-/* Batch-1 GEMV of 4-/8-bit MLX weights on the tensor cores (cuda_gemv_mma.cu): fp16 mma with exact
- * q and x split into two fp16 parts per segment (~fp32 accuracy). lmx_cuda_gemv uses it
- * automatically (ksplit 0, batch 1) when lmx_cuda_gemv_mma_applies(); callable directly for
- * benchmarks (LMX_ERR_INVALID_ARGUMENT when it does not apply). */
+/* Batch-1 GEMV of 4-/8-bit MLX weights and dense bf16 weights on the tensor cores
+ * (cuda_gemv_mma.cu): a persistent kernel streaming the weights through a register ring; fp16 mma
+ * with exact q and x split into two fp16 parts per segment (bf16: weights as stored, x in three bf16
+ * parts), fp32 accumulation (~fp32 accuracy; deterministic). lmx_cuda_gemv uses it automatically
+ * (ksplit 0, batch 1) when lmx_cuda_gemv_mma_applies(); callable directly for benchmarks
+ * (LMX_ERR_INVALID_ARGUMENT when it does not apply). */
 bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
 lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                              lmx_cuda_stream stream);
-/* Tuning knobs for benchmarks: super-steps in flight per warp (2, 4, 8; 0 = default) and the cap on
- * resident blocks per SM used to size the grid (0 = default). */
+/* Tuning knobs for benchmarks: super-steps in flight per warp (4, 8; 0 = default) and blocks per SM
+ * of the persistent grid (0 = default). */
 lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                 int unroll, int blocks_per_sm, lmx_cuda_stream stream);
+/* All knobs of the batch-1 streaming kernel (0 = default for each): depth = 1 KB super-steps in
+ * flight per warp (4 or 8), warps per block (4, 8, 16; <= 8 at depth 8), blocks_per_sm (1..8),
+ * mode (quantized only: 1 = exact decode, ~fp32 result; 2 = offset decode, 1024 + q with the constant
+ * removed per group in fp32, fewer instructions, ~1e-5 relative error). Dense bf16 is always exact
+ * (x split into three bf16 parts). */
+typedef struct lmx_cuda_gemv_tune {
+    int depth, warps, blocks_per_sm, mode;
+} lmx_cuda_gemv_tune;
+lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                                   const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream);
 
 /* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
  * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
