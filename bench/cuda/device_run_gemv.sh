@@ -12,13 +12,20 @@ L=$OUT/logs; mkdir -p $L
 { date -u; nvidia-smi; nvcc --version; nproc; git -C $SRC log -1 --oneline 2>/dev/null; } > $L/env.txt 2>&1
 t0=$(date +%s)
 TG="test_cuda_kernels bench_cuda_kernels"; [ "${E2E:-0}" = 1 ] && TG="$TG lmx"
-if cmake -S $SRC -B $B -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DLMX_SHARED_DIR=/nonexistent > $L/build.log 2>&1 \
+if [ -n "${BIN:-}" ] && [ -x "$BIN/test_cuda_kernels" ]; then
+  # binaries built elsewhere from the same commit with -DCMAKE_CUDA_ARCHITECTURES=90a (saves device time)
+  BIN=$(cd $BIN && pwd)
+  mkdir -p $B/tests/cuda $B/bench/cuda
+  ln -s $BIN/test_cuda_kernels $B/tests/cuda/; ln -s $BIN/bench_cuda_kernels $B/bench/cuda/; ln -s $BIN/lmx $B/lmx
+  echo "== prebuilt binaries from $BIN: $(cat $BIN/COMMIT 2>/dev/null)"
+  O=$BIN/bench_cuda_kernels
+elif cmake -S $SRC -B $B -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DLMX_SHARED_DIR=/nonexistent > $L/build.log 2>&1 \
    && cmake --build $B -j16 --target $TG >> $L/build.log 2>&1; then
   echo "== build ok in $(( $(date +%s) - t0 ))s"
 else
   echo "== build FAILED"; grep -E "error|Error" $L/build.log | head -20; tar -czf $OUT/gemv-logs.tar.gz -C $OUT logs; exit 1
 fi
-O=$(find $B -name 'cuda_gemv_mma.cu.o' | head -1)
+[ -z "${O:-}" ] && O=$(find $B -name 'cuda_gemv_mma.cu.o' | head -1)
 cuobjdump -sass $O > $L/sass_gemv_mma.txt 2>&1
 for k in _Z9gemv_ringILi4ELi4ELb1E13__nv_bfloat16 _Z9gemv_ringILi4ELi4ELb0E13__nv_bfloat16 _Z9gemv_ringILi8ELi4ELb1E13__nv_bfloat16 _Z9gemv_ringILi16ELi4ELb1Ef; do
   echo "$k: $(awk "/Function : $k/{f=1;next} /Function :/{f=0} f" $L/sass_gemv_mma.txt | grep -oE "(HMMA|LOP3|HADD2|HFMA2|PRMT|SHF|LDG|LDS|STS|FFMA|FADD|IMAD|IADD3|LEA|ISETP|BRA|BAR|LDL|STL|SHFL|MOV)[.A-Z0-9]*" | sed 's/\..*//' | sort | uniq -c | tr '\n' ' ')"
