@@ -196,11 +196,12 @@ int main(int argc, char **argv) {
     static const shape GSH[7] = {{"q/o_proj", 4096, 4096}, {"k/v_proj", 1024, 4096}, {"qkv", 6144, 4096},
                                  {"gate/up", 14336, 4096}, {"gateup", 28672, 4096}, {"down", 4096, 14336},
                                  {"lm_head", 128256, 4096}};
-    /* ring-kernel knobs: depth, warps, blocks/SM, mode (1 exact, 2 offset) */
-    static const lmx_cuda_gemv_tune KN[8] = {{4, 16, 1, 1}, {4, 8, 1, 1}, {4, 8, 2, 1}, {8, 8, 1, 1},
-                                             {8, 4, 2, 1}, {8, 8, 2, 1}, {4, 16, 1, 2}, {8, 8, 1, 2}};
+    /* ring-kernel knobs {depth, warps, blocks/SM, mode}: mode 1 direct, 2 direct + L2::256B hint,
+     * 3 staged (cp.async, whole 128-byte lines) */
+    static const lmx_cuda_gemv_tune KN[9] = {{4, 16, 1, 1}, {4, 16, 1, 2}, {4, 8, 1, 3}, {4, 16, 1, 3}, {6, 8, 1, 3},
+                                             {3, 16, 1, 3}, {4, 4, 2, 3}, {4, 8, 2, 3}, {6, 4, 2, 3}};
     if (want(sec, "gemv")) {
-        printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring d/w/b/mode GB/s\n", "matrix", "type", "n", "k", "bytes",
+        printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring m(ode)/d(epth)/w(arps)/b(locks per SM) GB/s\n", "matrix", "type", "n", "k", "bytes",
                "us", "GB/s", "old GB/s");
         for (int bi = 0; bi < 3; bi++) {
             for (int si = 0; si < 7; si++) {
@@ -217,10 +218,13 @@ int main(int argc, char **argv) {
                 const double us_old = time_gemv(ms, copies, x, y, reps, -2);
                 printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f %8.0f |", sh.name, bits_name[bi], (long long)sh.n,
                        (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9, moved / (us_old * 1e-6) / 1e9);
-                for (int kn = 0; kn < 8; kn++) {
-                    if (bits_list[bi] == 0 && KN[kn].mode == 2) continue;
+                for (int kn = 0; kn < 9; kn++) {
+                    if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &KN[kn], NULL) != LMX_OK) {
+                        printf(" m%d/d%d/w%d/b%d:-", KN[kn].mode, KN[kn].depth, KN[kn].warps, KN[kn].blocks_per_sm);
+                        continue;
+                    }
                     const double t2 = time_gemv_ring(ms, copies, x, y, reps, &KN[kn]);
-                    printf(" %d/%d/%d/%d:%.0f", KN[kn].depth, KN[kn].warps, KN[kn].blocks_per_sm, KN[kn].mode,
+                    printf(" m%d/d%d/w%d/b%d:%.0f", KN[kn].mode, KN[kn].depth, KN[kn].warps, KN[kn].blocks_per_sm,
                            moved / (t2 * 1e-6) / 1e9);
                 }
                 printf("\n");

@@ -96,16 +96,18 @@ __device__ __forceinline__ float rg_tof(__half v) { return __half2float(v); }
 __device__ __forceinline__ float rg_tof(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 /* Shared memory layout (dynamic, 16-byte aligned pieces):
- *   xf   uint2 [nss][MPS][4 t][NPART]        B fragments {b0, b1} of lane t, part p
- *   seg  float4 [nseg] {2^e, C, Σx, 0}        (quantized only)
- *   red  float [tiles per block][16][warps]   per-warp partial sums of each tile row */
+ *   ring uint8 [warps][DEPTH][16 rows][128 B]  staged loads only (LOAD 2)
+ *   xf   uint2 [nss][MPS][4 t][NPART]          B fragments {b0, b1} of lane t, part p
+ *   seg  float4 [nseg] {2^e, 0, Σx, 0}         (quantized only)
+ *   red  float [tiles per block][16][warps]     per-warp partial sums of each tile row */
 struct rg_layout {
-    size_t xf_bytes, seg_bytes, red_bytes;
+    size_t ring_bytes, xf_bytes, seg_bytes, red_bytes;
 };
-static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warps) {
+static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warps, int staged_depth) {
     const long eps = bits == 4 ? 128 : bits == 8 ? 64 : 32, mps = bits == 4 ? 8 : bits == 8 ? 4 : 2;
     const long npart = bits == 16 ? 3 : 2;
     rg_layout l;
+    l.ring_bytes = (size_t)warps * staged_depth * 2048;
     l.xf_bytes = (size_t)(k / eps) * mps * 4 * npart * 8;
     const long seglen = bits == 16 ? 0 : (gs < eps ? gs : eps);
     l.seg_bytes = bits == 16 ? 0 : (size_t)(k / seglen) * 16;
@@ -113,32 +115,40 @@ static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warp
     return l;
 }
 
-template <int BITS, int DEPTH, bool EXACT, typename ST>
-__global__ void __launch_bounds__(DEPTH <= 4 ? 512 : 256, 1)
+/* LOAD: 0 = direct register ring (lane (g, t) loads 16 B of rows g and g + 8 per super-step: 64 B of a
+ * row per warp instruction), 1 = the same with an L2::256B prefetch hint, 2 = staged: the warp copies
+ * 2-super-step units (16 rows x 128 B, whole 128-byte lines per instruction) with cp.async into a
+ * DEPTH-stage shared-memory ring of its own and reads its fragments from there (XOR-swizzled, no bank
+ * conflicts). DEPTH: ring depth in units (direct: 4). */
+template <int BITS, int LOAD, int DEPTH, typename ST>
+__global__ void __launch_bounds__(512, 1)
 gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
           const void *__restrict__ lbias, int bdt, const float *__restrict__ x, float *__restrict__ y,
-          int n, int k, int lg_gs, int accumulate, size_t xf_bytes, size_t seg_bytes) {
+          int n, int k, int lg_gs, int accumulate, size_t ring_bytes, size_t xf_bytes, size_t seg_bytes) {
     typedef rg_fmt<BITS> F;
     constexpr int EPS = F::EPS, MPS = F::MPS, CH = F::CH, NPART = F::NPART;
     constexpr bool QUANT = BITS != 16;
+    constexpr bool STAGED = LOAD == 2;
+    constexpr int SPU = STAGED ? 2 : 1; /* super-steps per unit */
     extern __shared__ uint4 rg_smem_u4[];
-    uint2 *xf = reinterpret_cast<uint2 *>(rg_smem_u4);
-    float4 *segd = reinterpret_cast<float4 *>(reinterpret_cast<char *>(rg_smem_u4) + xf_bytes);
-    float *red = reinterpret_cast<float *>(reinterpret_cast<char *>(rg_smem_u4) + xf_bytes + seg_bytes);
+    char *smem = reinterpret_cast<char *>(rg_smem_u4);
+    uint2 *xf = reinterpret_cast<uint2 *>(smem + ring_bytes);
+    float4 *segd = reinterpret_cast<float4 *>(smem + ring_bytes + xf_bytes);
+    float *red = reinterpret_cast<float *>(smem + ring_bytes + xf_bytes + seg_bytes);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int nwarps = blockDim.x >> 5;
     const int nss = k / EPS;
+    const int nun = (nss + SPU - 1) / SPU; /* units per row */
     const int ntiles = (n + 15) >> 4;
     const int tb = (int)(((long long)blockIdx.x * ntiles) / gridDim.x);
     const int te = (int)(((long long)(blockIdx.x + 1) * ntiles) / gridDim.x);
     const int nt = te - tb;
-    const int s_lo = (warp * nss) / nwarps, s_hi = ((warp + 1) * nss) / nwarps;
-    const int nsw = s_hi - s_lo;
-    const int total = nt * nsw;
+    const int u_lo = (warp * nun) / nwarps, u_hi = ((warp + 1) * nun) / nwarps;
+    const int total = nt * (u_hi - u_lo);
 
     /* row geometry */
-    const size_t u4pr = (size_t)k * (BITS == 16 ? 16 : BITS) / 128; /* 16-byte chunks per row */
+    const size_t rowbytes = (size_t)k * (BITS == 16 ? 16 : BITS) / 8;
     const int seglen = QUANT ? ((1 << lg_gs) < EPS ? (1 << lg_gs) : EPS) : EPS;
     const int gps = QUANT ? EPS / seglen : 1;          /* segments (local groups) per super-step */
     const int gpr = QUANT ? (k >> lg_gs) : 0;           /* groups per row */
@@ -146,44 +156,79 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     const int gsh = lg_gs > F::LG_EPS ? lg_gs - F::LG_EPS : 0;
     const int tg = gps > 1 ? t : 0;
 
-    /* ---- load iterator: the warp's stream of (tile, super-step) ---- */
-    const uint4 *pw0 = NULL, *pw1 = NULL;
-    const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL;
-    int ld_ss = s_lo, ld_tile = tb;
+    /* ---- load iterator: the warp's stream of (tile, unit) ---- */
+    int ld_u = u_lo, ld_tile = tb;
+    const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL; /* scales of rows g, g + 8 */
+    const char *pw0 = NULL, *pw1 = NULL;                         /* direct: rows g, g + 8 at lane t */
+    const char *pg[4] = {NULL, NULL, NULL, NULL};                /* staged: rows 4i + lane / 8 */
+    const int lr = lane >> 3, lc = lane & 7;
     auto set_rows = [&](int tile) {
         const int r0 = min(tile * 16 + g, n - 1), r1 = min(tile * 16 + g + 8, n - 1);
-        pw0 = reinterpret_cast<const uint4 *>(W) + (size_t)r0 * u4pr + (size_t)s_lo * 4 + t;
-        pw1 = reinterpret_cast<const uint4 *>(W) + (size_t)r1 * u4pr + (size_t)s_lo * 4 + t;
+        const char *wb = reinterpret_cast<const char *>(W);
+        if (STAGED) {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                pg[i] = wb + (size_t)min(tile * 16 + 4 * i + lr, n - 1) * rowbytes + (size_t)u_lo * 128 + lc * 16;
+        } else {
+            pw0 = wb + (size_t)r0 * rowbytes + (size_t)u_lo * 64 + t * 16;
+            pw1 = wb + (size_t)r1 * rowbytes + (size_t)u_lo * 64 + t * 16;
+        }
         if (QUANT) {
             ps0 = S + (size_t)r0 * gpr + tg; pb0 = Bq + (size_t)r0 * gpr + tg;
             ps1 = S + (size_t)r1 * gpr + tg; pb1 = Bq + (size_t)r1 * gpr + tg;
         }
     };
-    uint4 wa[DEPTH], wb[DEPTH];
-    ST rs0[DEPTH], rb0[DEPTH], rs1[DEPTH], rb1[DEPTH];
-    auto load = [&](int slot_dummy, uint4 &a, uint4 &b, ST &s0, ST &b0, ST &s1, ST &b1) {
-        (void)slot_dummy;
-        a = lmx_cu_ld_stream(pw0);
-        b = lmx_cu_ld_stream(pw1);
-        if (QUANT && t < gps) {
-            const int gg = (ld_ss << lg_gps) >> gsh;
-            s0 = __ldg(ps0 + gg); b0 = __ldg(pb0 + gg);
-            s1 = __ldg(ps1 + gg); b1 = __ldg(pb1 + gg);
+    uint4 wa[STAGED ? 1 : DEPTH], wb[STAGED ? 1 : DEPTH]; /* direct ring */
+    ST rs0[DEPTH][SPU], rb0[DEPTH][SPU], rs1[DEPTH][SPU], rb1[DEPTH][SPU];
+    char *ring = smem + (size_t)warp * DEPTH * 2048; /* staged: this warp's DEPTH x [16 rows][128 B] */
+    auto load = [&](int slot, uint4 &a, uint4 &b, ST (&s0)[SPU], ST (&b0)[SPU], ST (&s1)[SPU], ST (&b1)[SPU]) {
+        if (STAGED) {
+            const bool second = SPU * ld_u + 1 < nss; /* the unit's second super-step exists */
+            const uint32_t dst = (uint32_t)__cvta_generic_to_shared(ring + slot * 2048 + lr * 128 +
+                                                                     ((lc ^ ((lr & 1) << 2)) * 16));
+            if (lc < 4 || second) {
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + i * 512), "l"(pg[i]));
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) pg[i] += 128;
+        } else {
+            if (LOAD == 1) {
+                asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                    : "=r"(a.x), "=r"(a.y), "=r"(a.z), "=r"(a.w) : "l"(pw0));
+                asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                    : "=r"(b.x), "=r"(b.y), "=r"(b.z), "=r"(b.w) : "l"(pw1));
+            } else {
+                a = lmx_cu_ld_stream(pw0);
+                b = lmx_cu_ld_stream(pw1);
+            }
+            pw0 += 64; pw1 += 64;
         }
-        pw0 += 4; pw1 += 4;
-        if (++ld_ss == s_hi) {
-            ld_ss = s_lo;
+        if (QUANT && t < gps) {
+#pragma unroll
+            for (int h = 0; h < SPU; h++) {
+                const int gg = ((SPU * ld_u + h) << lg_gps) >> gsh; /* past the row end: unused, in bounds */
+                const int gc = min(gg, gpr - 1 - tg);
+                s0[h] = __ldg(ps0 + gc); b0[h] = __ldg(pb0 + gc);
+                s1[h] = __ldg(ps1 + gc); b1[h] = __ldg(pb1 + gc);
+            }
+        }
+        if (++ld_u == u_hi) {
+            ld_u = u_lo;
             if (++ld_tile < te) set_rows(ld_tile);
         }
     };
     if (total > 0) {
         set_rows(tb);
 #pragma unroll
-        for (int i = 0; i < DEPTH; i++)
-            if (i < total) load(i, wa[i], wb[i], rs0[i], rb0[i], rs1[i], rb1[i]);
+        for (int i = 0; i < (STAGED ? DEPTH - 1 : DEPTH); i++) {
+            if (i < total) load(i, wa[STAGED ? 0 : i], wb[STAGED ? 0 : i], rs0[i], rb0[i], rs1[i], rb1[i]);
+            if (STAGED) asm volatile("cp.async.commit_group;");
+        }
     }
 
-    /* ---- x fragments (in flight with the first DEPTH super-steps) ---- */
+    /* ---- x fragments (built while the first loads are in flight) ---- */
     const int red_n = nt * 16 * nwarps;
     for (int i = threadIdx.x; i < red_n; i += blockDim.x) red[i] = 0.f;
     __half *xh = reinterpret_cast<__half *>(xf);
@@ -207,7 +252,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
             int ex = 0;
             if (mx > 0.f && mx <= 3.4e38f) { (void)frexpf(mx, &ex); ex -= 15; }
             const float scl = ldexpf(1.f, ex), inv = ldexpf(1.f, -ex);
-            float csum = 0.f; /* Σ of the stored x parts (offset mode: times 1024) */
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 const int e = e0 + i;
@@ -226,16 +270,14 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 /* q4 odd nibbles decode to 16q: their x parts carry 1/16 (exact power-of-two scaling) */
                 const __half his = (BITS == 4 && reg) ? __hmul(hi, __float2half(0.0625f)) : hi;
                 const __half los = (BITS == 4 && reg) ? __hmul(lo, __float2half(0.0625f)) : lo;
-                csum += __half2float(his) + __half2float(los);
                 if (act) {
                     const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * 2) * 4 + reg * 2 + hp;
                     xh[idx] = his;
                     xh[idx + 4] = los;
                 }
             }
-            for (int o = 1; o < tpseg; o <<= 1) csum += __shfl_xor_sync(0xffffffffu, csum, o);
             if (act && (e0 & (seglen - 1)) == 0)
-                segd[e0 / seglen] = make_float4(scl, EXACT ? 0.f : 1024.f * csum, sum, 0.f);
+                segd[e0 / seglen] = make_float4(scl, 0.f, sum, 0.f);
         }
     } else {
         __nv_bfloat16 *xb16 = reinterpret_cast<__nv_bfloat16 *>(xf);
@@ -267,68 +309,94 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     const int bp = g % NPART, bgrp = g / NPART;
     const bool bval = QUANT ? (bgrp < gps && (gps > 1 ? (t * CH) / seglen : 0) == bgrp) : g < NPART;
     const uint2 *xlane = xf + t * NPART + (bval ? bp : 0);
-    int c_ss = s_lo, lt = 0;
+    int c_u = u_lo, lt = 0;
     float acc0 = 0.f, acc1 = 0.f;
     float dt[4] = {0.f, 0.f, 0.f, 0.f}; /* bf16: the tile's accumulators */
+    /* one super-step: A0 / A1 = the lane's 16 bytes of rows g / g + 8 */
+    auto compute = [&](const uint4 &wra, const uint4 &wrb, ST s0r, ST b0r, ST s1r, ST b1r, int ss) {
+        const uint2 *xb = xlane + (size_t)ss * (MPS * 4 * NPART);
+        const uint32_t A0[4] = {wra.x, wra.y, wra.z, wra.w};
+        const uint32_t A1[4] = {wrb.x, wrb.y, wrb.z, wrb.w};
+        if (QUANT) {
+            float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int wi = 0; wi < 4; wi++) {
+                uint32_t h0[4], h1[4];
+                rg_decode<BITS, true>(A0[wi], h0);
+                rg_decode<BITS, true>(A1[wi], h1);
+                if (BITS == 4) {
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++) {
+                        const uint2 bb = bval ? xb[(2 * wi + hh) * 4 * NPART] : make_uint2(0u, 0u);
+                        rg_mma_f16(d, h0[2 * hh], h1[2 * hh], h0[2 * hh + 1], h1[2 * hh + 1], bb.x, bb.y);
+                    }
+                } else {
+                    const uint2 bb = bval ? xb[wi * 4 * NPART] : make_uint2(0u, 0u);
+                    rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
+                }
+            }
+            if (t < gps) {
+                const float4 sd = segd[ss * gps + t];
+                acc0 = fmaf(rg_tof(s0r) * sd.x, d[0] + d[1], fmaf(rg_tof(b0r), sd.z, acc0));
+                acc1 = fmaf(rg_tof(s1r) * sd.x, d[2] + d[3], fmaf(rg_tof(b1r), sd.z, acc1));
+            }
+        } else {
+#pragma unroll
+            for (int mm = 0; mm < 2; mm++) {
+                const uint2 bb = bval ? xb[mm * 4 * NPART] : make_uint2(0u, 0u);
+                rg_mma_bf16(dt, A0[2 * mm], A1[2 * mm], A0[2 * mm + 1], A1[2 * mm + 1], bb.x, bb.y);
+            }
+        }
+    };
+    auto unit_done = [&]() {
+        if (++c_u == u_hi) { /* the warp's slice of this tile is done */
+            c_u = u_lo;
+            if (!QUANT) {
+                acc0 = dt[0] + dt[1];
+                acc1 = dt[2] + dt[3];
+                dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
+            }
+            acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+            acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+            acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+            acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+            if (t == 0) {
+                red[(lt * 16 + g) * nwarps + warp] = acc0;
+                red[(lt * 16 + g + 8) * nwarps + warp] = acc1;
+            }
+            acc0 = acc1 = 0.f;
+            lt++;
+        }
+    };
     for (int j0 = 0; j0 < total; j0 += DEPTH) {
 #pragma unroll
         for (int i = 0; i < DEPTH; i++) {
             if (j0 + i < total) {
-                const uint2 *xb = xlane + (size_t)c_ss * (MPS * 4 * NPART);
-                const uint32_t A0[4] = {wa[i].x, wa[i].y, wa[i].z, wa[i].w};
-                const uint32_t A1[4] = {wb[i].x, wb[i].y, wb[i].z, wb[i].w};
-                if (QUANT) {
-                    float d[4] = {0.f, 0.f, 0.f, 0.f};
+                if (STAGED) {
+                    const int NX = (i + DEPTH - 1) % DEPTH; /* the slot consumed one unit ago */
+                    asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 2));
+                    __syncwarp();
+                    if (j0 + i + DEPTH - 1 < total) load(NX, wa[0], wb[0], rs0[NX], rb0[NX], rs1[NX], rb1[NX]);
+                    asm volatile("cp.async.commit_group;");
+                    const char *sl = ring + i * 2048 + g * 128;
+                    const int sw = (g & 1) << 2;
 #pragma unroll
-                    for (int wi = 0; wi < 4; wi++) {
-                        uint32_t h0[4], h1[4];
-                        rg_decode<BITS, EXACT>(A0[wi], h0);
-                        rg_decode<BITS, EXACT>(A1[wi], h1);
-                        if (BITS == 4) {
-#pragma unroll
-                            for (int hh = 0; hh < 2; hh++) {
-                                const uint2 bb = bval ? xb[(2 * wi + hh) * 4 * NPART] : make_uint2(0u, 0u);
-                                rg_mma_f16(d, h0[2 * hh], h1[2 * hh], h0[2 * hh + 1], h1[2 * hh + 1], bb.x, bb.y);
-                            }
-                        } else {
-                            const uint2 bb = bval ? xb[wi * 4 * NPART] : make_uint2(0u, 0u);
-                            rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
-                        }
-                    }
-                    if (t < gps) {
-                        const float4 sd = segd[c_ss * gps + t];
-                        acc0 = fmaf(rg_tof(rs0[i]) * sd.x, (d[0] + d[1]) - sd.y, fmaf(rg_tof(rb0[i]), sd.z, acc0));
-                        acc1 = fmaf(rg_tof(rs1[i]) * sd.x, (d[2] + d[3]) - sd.y, fmaf(rg_tof(rb1[i]), sd.z, acc1));
+                    for (int h = 0; h < 2; h++) {
+                        const int ss = 2 * c_u + h;
+                        if (h == 1 && ss >= nss) break;
+                        const uint4 a = *reinterpret_cast<const uint4 *>(sl + (((4 * h + t) ^ sw) * 16));
+                        const uint4 b = *reinterpret_cast<const uint4 *>(sl + 1024 + (((4 * h + t) ^ sw) * 16));
+                        compute(a, b, rs0[i][h], rb0[i][h], rs1[i][h], rb1[i][h], ss);
                     }
                 } else {
-#pragma unroll
-                    for (int mm = 0; mm < 2; mm++) {
-                        const uint2 bb = bval ? xb[mm * 4 * NPART] : make_uint2(0u, 0u);
-                        rg_mma_bf16(dt, A0[2 * mm], A1[2 * mm], A0[2 * mm + 1], A1[2 * mm + 1], bb.x, bb.y);
-                    }
+                    compute(wa[i], wb[i], rs0[i][0], rb0[i][0], rs1[i][0], rb1[i][0], c_u);
+                    if (j0 + i + DEPTH < total) load(i, wa[i], wb[i], rs0[i], rb0[i], rs1[i], rb1[i]);
                 }
-                if (j0 + i + DEPTH < total) load(i, wa[i], wb[i], rs0[i], rb0[i], rs1[i], rb1[i]);
-                if (++c_ss == s_hi) { /* the warp's slice of this tile is done */
-                    c_ss = s_lo;
-                    if (!QUANT) {
-                        acc0 = dt[0] + dt[1];
-                        acc1 = dt[2] + dt[3];
-                        dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
-                    }
-                    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
-                    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
-                    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
-                    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
-                    if (t == 0) {
-                        red[(lt * 16 + g) * nwarps + warp] = acc0;
-                        red[(lt * 16 + g + 8) * nwarps + warp] = acc1;
-                    }
-                    acc0 = acc1 = 0.f;
-                    lt++;
-                }
+                unit_done();
             }
         }
     }
+    if (STAGED) asm volatile("cp.async.wait_group 0;");
     __syncthreads();
     for (int i = threadIdx.x; i < nt * 16; i += blockDim.x) {
         const int row = tb * 16 + i;
@@ -350,14 +418,25 @@ static pthread_once_t g_rg_once = PTHREAD_ONCE_INIT;
 static size_t g_rg_limit = 47 * 1024; /* written once under g_rg_once */
 static int g_rg_sms = 132;            /* written once under g_rg_once */
 
-template <int BITS, int D, bool EX, typename ST> static void rg_attr(cudaError_t *e, int bytes) {
+template <int BITS, int LOAD, int D, typename ST> static void rg_attr(cudaError_t *e, int bytes) {
     if (*e == cudaSuccess)
-        *e = cudaFuncSetAttribute(gemv_ring<BITS, D, EX, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+        *e = cudaFuncSetAttribute(gemv_ring<BITS, LOAD, D, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
-template <int BITS, int D, bool EX> static void rg_attr_st(cudaError_t *e, int bytes) {
-    rg_attr<BITS, D, EX, __nv_bfloat16>(e, bytes);
-    rg_attr<BITS, D, EX, __half>(e, bytes);
-    rg_attr<BITS, D, EX, float>(e, bytes);
+template <int BITS, int LOAD, int D> static void rg_attr_st(cudaError_t *e, int bytes) {
+    if (BITS == 16) {
+        rg_attr<BITS, LOAD, D, float>(e, bytes);
+        return;
+    }
+    rg_attr<BITS, LOAD, D, __nv_bfloat16>(e, bytes);
+    rg_attr<BITS, LOAD, D, __half>(e, bytes);
+    rg_attr<BITS, LOAD, D, float>(e, bytes);
+}
+template <int BITS> static void rg_attr_all(cudaError_t *e, int bytes) {
+    rg_attr_st<BITS, 0, 4>(e, bytes);
+    rg_attr_st<BITS, 1, 4>(e, bytes);
+    rg_attr_st<BITS, 2, 3>(e, bytes);
+    rg_attr_st<BITS, 2, 4>(e, bytes);
+    rg_attr_st<BITS, 2, 6>(e, bytes);
 }
 static void rg_init(void) {
     int dev = 0, optin = 0, sms = 0;
@@ -372,22 +451,25 @@ static void rg_init(void) {
     if (lim > RG_MAX_SMEM) lim = RG_MAX_SMEM;
     if (lim <= 48 * 1024) return;
     cudaError_t e = cudaSuccess;
-    rg_attr_st<4, 4, true>(&e, lim); rg_attr_st<4, 8, true>(&e, lim);
-    rg_attr_st<4, 4, false>(&e, lim); rg_attr_st<4, 8, false>(&e, lim);
-    rg_attr_st<8, 4, true>(&e, lim); rg_attr_st<8, 8, true>(&e, lim);
-    rg_attr_st<8, 4, false>(&e, lim); rg_attr_st<8, 8, false>(&e, lim);
-    rg_attr<16, 4, true, float>(&e, lim); rg_attr<16, 8, true, float>(&e, lim);
+    rg_attr_all<4>(&e, lim);
+    rg_attr_all<8>(&e, lim);
+    rg_attr_all<16>(&e, lim);
     if (e == cudaSuccess) g_rg_limit = (size_t)lim;
     else (void)cudaGetLastError();
 }
 
 /* Default knobs (see bench/notes/cuda-kernels.md, "gemv (session 2)"). */
-static void rg_defaults(const lmx_cuda_matrix *m, lmx_cuda_gemv_tune *t) {
-    (void)m;
+static void rg_defaults(lmx_cuda_gemv_tune *t) {
+    if (t->mode == 0) t->mode = 3;
     if (t->depth == 0) t->depth = 4;
-    if (t->warps == 0) t->warps = t->depth <= 4 ? 16 : 8;
+    if (t->warps == 0) t->warps = 8;
     if (t->blocks_per_sm == 0) t->blocks_per_sm = 1;
-    if (t->mode == 0) t->mode = 1;
+}
+static bool rg_valid(const lmx_cuda_gemv_tune *t) {
+    if (t->mode < 1 || t->mode > 3) return false;
+    if (t->mode < 3 ? t->depth != 4 : (t->depth != 3 && t->depth != 4 && t->depth != 6)) return false;
+    if (t->warps != 4 && t->warps != 8 && t->warps != 16) return false;
+    return t->blocks_per_sm >= 1 && t->blocks_per_sm <= 8;
 }
 
 /* Grid size and shared memory for the matrix and knobs; false when it does not fit. */
@@ -397,8 +479,8 @@ static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *
     const long ntiles = (m->n + 15) / 16;
     long nb = (long)g_rg_sms * t->blocks_per_sm;
     if (nb > ntiles) nb = ntiles;
-    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps);
-    const size_t fixed = l.xf_bytes + l.seg_bytes;
+    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode == 3 ? t->depth : 0);
+    const size_t fixed = l.ring_bytes + l.xf_bytes + l.seg_bytes;
     if (fixed + (size_t)16 * t->warps * 4 > g_rg_limit) return false;
     /* enough blocks that a block's partial sums fit next to the x fragments */
     const long tiles_cap = (long)((g_rg_limit - fixed) / ((size_t)16 * t->warps * 4));
@@ -411,7 +493,7 @@ static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *
     return true;
 }
 
-extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
+static bool rg_shape_ok(const lmx_cuda_matrix *m, const float *x, int batch) {
     if (batch != 1) return false;
     if (m->bits == 0) {
         if (m->dtype != LMX_DTYPE_BF16 || m->k % 32) return false;
@@ -421,37 +503,49 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
         if (m->k % eps != 0 || m->k % m->group_size != 0) return false;
         if (m->group_size != 32 && m->group_size != 64 && m->group_size != 128) return false;
     }
-    if (((uintptr_t)m->w & 15) || ((uintptr_t)x & 15)) return false;
+    return !((uintptr_t)m->w & 15) && !((uintptr_t)x & 15);
+}
+
+extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
+    if (!rg_shape_ok(m, x, batch)) return false;
     pthread_once(&g_rg_once, rg_init);
+    /* the default (staged) plan, or the direct one where the staging ring does not fit */
     lmx_cuda_gemv_tune t = {0, 0, 0, 0};
-    rg_defaults(m, &t);
+    rg_defaults(&t);
     int blocks;
     size_t smem;
     rg_layout l;
+    if (rg_plan(m, &t, &blocks, &smem, &l)) return true;
+    t.mode = 1;
     return rg_plan(m, &t, &blocks, &smem, &l);
 }
 
-template <int BITS, int D, bool EX, typename ST>
+template <int BITS, int LOAD, int D, typename ST>
 static void rg_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks, int threads,
                       size_t smem, const rg_layout &l, cudaStream_t st) {
     int lg = 0;
     while (m->bits && (1 << lg) < m->group_size) lg++;
-    gemv_ring<BITS, D, EX, ST><<<blocks, threads, smem, st>>>(
+    gemv_ring<BITS, LOAD, D, ST><<<blocks, threads, smem, st>>>(
         (const uint32_t *)m->w, (const ST *)m->scales, (const ST *)m->biases, m->bias, (int)m->bias_dtype, x, y,
-        (int)m->n, (int)m->k, lg, accumulate, l.xf_bytes, l.seg_bytes);
+        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes);
 }
-template <int BITS, int D, bool EX>
+template <int BITS, int LOAD, int D>
 static void rg_launch_st(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
                          int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
-    if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, D, EX, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, D, EX, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else rg_launch<BITS, D, EX, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    if (BITS == 16) rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    else rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
 }
-template <int BITS, int D>
-static void rg_launch_q(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, bool exact, int blocks,
-                        int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
-    if (exact) rg_launch_st<BITS, D, true>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else rg_launch_st<BITS, D, false>(m, x, y, accumulate, blocks, threads, smem, l, st);
+template <int BITS>
+static void rg_launch_mode(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
+                           const lmx_cuda_gemv_tune &t, int blocks, size_t smem, const rg_layout &l, cudaStream_t st) {
+    const int th = t.warps * 32;
+    if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else if (t.mode == 2) rg_launch_st<BITS, 1, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, st);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
@@ -469,13 +563,13 @@ extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const fl
                                               const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream) {
     lmx_cuda_gemv_tune t = {0, 0, 0, 0};
     if (tune) t = *tune;
-    rg_defaults(m, &t);
-    if ((t.depth != 4 && t.depth != 8) || (t.warps != 4 && t.warps != 8 && t.warps != 16) ||
-        (t.depth == 8 && t.warps > 8) || t.blocks_per_sm < 1 || t.blocks_per_sm > 8 || t.mode < 0 || t.mode > 2)
+    const bool user_mode = t.mode != 0;
+    rg_defaults(&t);
+    if (!rg_valid(&t))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
-                         "cuda gemv mma: depth %d (4, 8), warps %d (4, 8, 16; <= 8 at depth 8), blocks/SM %d (1..8), "
-                         "mode %d (1 exact, 2 offset)",
-                         t.depth, t.warps, t.blocks_per_sm, t.mode);
+                         "cuda gemv mma: mode %d (1 direct, 2 direct + L2 hint, 3 staged), depth %d (direct 4; "
+                         "staged 3, 4, 6), warps %d (4, 8, 16), blocks/SM %d (1..8)",
+                         t.mode, t.depth, t.warps, t.blocks_per_sm);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: NULL x/y");
@@ -485,22 +579,19 @@ extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const fl
     int blocks;
     size_t smem;
     rg_layout l;
-    if (!rg_plan(m, &t, &blocks, &smem, &l))
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: k=%lld needs more shared memory than %zu bytes",
-                         (long long)m->k, g_rg_limit);
-    const int threads = t.warps * 32;
-    cudaStream_t st = LMX_CU_STREAM(stream);
-    const bool ex = t.mode == 1;
-    if (m->bits == 4) {
-        if (t.depth == 4) rg_launch_q<4, 4>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
-        else rg_launch_q<4, 8>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
-    } else if (m->bits == 8) {
-        if (t.depth == 4) rg_launch_q<8, 4>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
-        else rg_launch_q<8, 8>(m, x, y, accumulate, ex, blocks, threads, smem, l, st);
-    } else {
-        if (t.depth == 4) rg_launch<16, 4, true, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
-        else rg_launch<16, 8, true, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    bool ok = rg_plan(m, &t, &blocks, &smem, &l);
+    if (!ok && !user_mode) { /* the staging ring does not fit next to the x fragments: direct loads */
+        t.mode = 1;
+        t.depth = 4;
+        ok = rg_plan(m, &t, &blocks, &smem, &l);
     }
+    if (!ok)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: k=%lld with these knobs needs more shared memory "
+                         "than %zu bytes", (long long)m->k, g_rg_limit);
+    cudaStream_t st = LMX_CU_STREAM(stream);
+    if (m->bits == 4) rg_launch_mode<4>(m, x, y, accumulate, t, blocks, smem, l, st);
+    else if (m->bits == 8) rg_launch_mode<8>(m, x, y, accumulate, t, blocks, smem, l, st);
+    else rg_launch_mode<16>(m, x, y, accumulate, t, blocks, smem, l, st);
     LMX_CU_CHECK_LAUNCH("gemv mma");
     return LMX_OK;
 }
