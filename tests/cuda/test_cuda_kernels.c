@@ -144,14 +144,14 @@ static void run_gemv_x(gemv_case c, float xscale) {
             snprintf(nm, sizeof nm, "%s %s", name, mode == -1 ? "mma" : "scalar");
             compare(nm, y, ref, (size_t)c.n, 2e-5);
         }
-        /* every knob of the streaming tensor-core kernel: load mode (direct, direct + L2 hint, staged
-         * through cp.async), ring depth, warps per block, blocks per SM */
+        /* every knob of the streaming tensor-core kernel: load mode (direct, staged through cp.async),
+         * ring depth, warps per block, blocks per SM */
         if (c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1)) {
-            static const int md[5][2] = {{1, 4}, {2, 4}, {3, 3}, {3, 4}, {3, 6}};
-            for (int kn = 0; kn < 30; kn++) {
-                const lmx_cuda_gemv_tune tn = {md[kn % 5][1], 4 << ((kn / 5) % 3), 1 + kn / 15, md[kn % 5][0]};
+            static const int md[4][2] = {{1, 4}, {2, 3}, {2, 4}, {2, 6}};
+            for (int kn = 0; kn < 24; kn++) {
+                const lmx_cuda_gemv_tune tn = {md[kn % 4][1], 4 << ((kn / 4) % 3), 1 + kn / 12, md[kn % 4][0]};
                 /* staged knobs whose ring does not fit next to the x fragments are refused */
-                const bool may_refuse = tn.mode == 3;
+                const bool may_refuse = tn.mode == 2;
                 if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
                 else lmx_cuda_memset(dy, 0xff, sizeof(float) * (size_t)c.n, NULL);
                 s = lmx_cuda_gemv_mma_tuned(&m, dx, dy, c.accumulate, &tn, NULL);

@@ -414,9 +414,10 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
-    /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4, q8 and bf16 wherever it
-     * applies (bench/notes/cuda-kernels.md, "gemv (session 2)") */
-    const bool mma_pref = m->bits == 4 || m->bits == 8 || (m->bits == 0 && m->dtype == LMX_DTYPE_BF16);
+    /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4 and q8 wherever it applies;
+     * dense bf16 stays on gemv_dense, which measured as fast or faster (bench/notes/cuda-kernels.md,
+     * "gemv (session 2)"); ksplit -1 forces the streaming kernel for bf16 too */
+    const bool mma_pref = m->bits == 4 || m->bits == 8;
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
         return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;

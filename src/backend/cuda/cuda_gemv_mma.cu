@@ -64,29 +64,22 @@ template <int BITS> struct rg_fmt {
     static constexpr int LG_EPS = BITS == 4 ? 7 : BITS == 8 ? 6 : 5;
 };
 
-/* Decodes one 32-bit word of row data into the 4 (q4) / 2 (q8) fp16x2 A registers.
+/* Decodes one 32-bit word of row data into the 4 (q4) / 2 (q8) fp16x2 A registers holding exact q.
  * q4: h[s] = (nibble s, nibble s+4), s = 0..3, odd s carrying 16q. q8: h[0] = (byte 0, byte 2),
- * h[1] = (byte 1, byte 3). Each holds 1024 + value unless EXACT. */
-template <int BITS, bool EXACT>
-__device__ __forceinline__ void rg_decode(uint32_t w, uint32_t (&h)[4]) {
+ * h[1] = (byte 1, byte 3). magic = 0x64006400 (1024, 1024) is passed at run time so that the mask
+ * and the OR fuse into one LOP3 (a LOP3 takes only one immediate). */
+template <int BITS>
+__device__ __forceinline__ void rg_decode(uint32_t w, uint32_t magic, uint32_t (&h)[4]) {
     const uint32_t k1024 = 0x64006400u;
     if (BITS == 4) {
         const uint32_t w8 = w >> 8;
-        h[0] = (w & 0x000F000Fu) | k1024;
-        h[1] = (w & 0x00F000F0u) | k1024;
-        h[2] = (w8 & 0x000F000Fu) | k1024;
-        h[3] = (w8 & 0x00F000F0u) | k1024;
-        if (EXACT) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) h[i] = rg_h2sub(h[i], k1024);
-        }
+        h[0] = rg_h2sub((w & 0x000F000Fu) | magic, k1024);
+        h[1] = rg_h2sub((w & 0x00F000F0u) | magic, k1024);
+        h[2] = rg_h2sub((w8 & 0x000F000Fu) | magic, k1024);
+        h[3] = rg_h2sub((w8 & 0x00F000F0u) | magic, k1024);
     } else {
-        h[0] = __byte_perm(w, 0x64646464u, 0x4240);
-        h[1] = __byte_perm(w, 0x64646464u, 0x4341);
-        if (EXACT) {
-            h[0] = rg_h2sub(h[0], k1024);
-            h[1] = rg_h2sub(h[1], k1024);
-        }
+        h[0] = rg_h2sub(__byte_perm(w, magic, 0x5250), k1024);
+        h[1] = rg_h2sub(__byte_perm(w, magic, 0x5351), k1024);
         h[2] = h[3] = 0;
     }
 }
@@ -116,7 +109,7 @@ static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warp
 }
 
 /* LOAD: 0 = direct register ring (lane (g, t) loads 16 B of rows g and g + 8 per super-step: 64 B of a
- * row per warp instruction), 1 = the same with an L2::256B prefetch hint, 2 = staged: the warp copies
+ * row per warp instruction; used where the staging ring does not fit), 2 = staged: the warp copies
  * 2-super-step units (16 rows x 128 B, whole 128-byte lines per instruction) with cp.async into a
  * DEPTH-stage shared-memory ring of its own and reads its fragments from there (XOR-swizzled, no bank
  * conflicts). DEPTH: ring depth in units (direct: 4). */
@@ -124,7 +117,8 @@ template <int BITS, int LOAD, int DEPTH, typename ST>
 __global__ void __launch_bounds__(512, 1)
 gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
           const void *__restrict__ lbias, int bdt, const float *__restrict__ x, float *__restrict__ y,
-          int n, int k, int lg_gs, int accumulate, size_t ring_bytes, size_t xf_bytes, size_t seg_bytes) {
+          int n, int k, int lg_gs, int accumulate, size_t ring_bytes, size_t xf_bytes, size_t seg_bytes,
+          uint32_t magic) {
     typedef rg_fmt<BITS> F;
     constexpr int EPS = F::EPS, MPS = F::MPS, CH = F::CH, NPART = F::NPART;
     constexpr bool QUANT = BITS != 16;
@@ -132,7 +126,7 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     constexpr int SPU = STAGED ? 2 : 1; /* super-steps per unit */
     extern __shared__ uint4 rg_smem_u4[];
     char *smem = reinterpret_cast<char *>(rg_smem_u4);
-    uint2 *xf = reinterpret_cast<uint2 *>(smem + ring_bytes);
+    uint4 *xf = reinterpret_cast<uint4 *>(smem + ring_bytes);
     float4 *segd = reinterpret_cast<float4 *>(smem + ring_bytes + xf_bytes);
     float *red = reinterpret_cast<float *>(smem + ring_bytes + xf_bytes + seg_bytes);
 
@@ -150,19 +144,19 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     /* row geometry */
     const size_t rowbytes = (size_t)k * (BITS == 16 ? 16 : BITS) / 8;
     const int seglen = QUANT ? ((1 << lg_gs) < EPS ? (1 << lg_gs) : EPS) : EPS;
-    const int gps = QUANT ? EPS / seglen : 1;          /* segments (local groups) per super-step */
+    const int gps = QUANT ? EPS / seglen : 1;          /* segments (local groups) per super-step: 1, 2, 4 */
     const int gpr = QUANT ? (k >> lg_gs) : 0;           /* groups per row */
     const int lg_gps = lg_gs < F::LG_EPS ? F::LG_EPS - lg_gs : 0;
     const int gsh = lg_gs > F::LG_EPS ? lg_gs - F::LG_EPS : 0;
-    const int tg = gps > 1 ? t : 0;
+    const int tq = t & (gps - 1); /* the local group whose scale lane t loads (lanes t >= gps: a copy) */
 
     /* ---- load iterator: the warp's stream of (tile, unit) ---- */
     int ld_u = u_lo, ld_tile = tb;
-    const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL; /* scales of rows g, g + 8 */
+    const ST *ps0 = NULL, *pb0 = NULL, *ps1 = NULL, *pb1 = NULL; /* scale rows g, g + 8 (+ tq) */
     const char *pw0 = NULL, *pw1 = NULL;                         /* direct: rows g, g + 8 at lane t */
     const char *pg[4] = {NULL, NULL, NULL, NULL};                /* staged: rows 4i + lane / 8 */
     const int lr = lane >> 3, lc = lane & 7;
-    auto set_rows = [&](int tile) {
+    auto set_rows = [&](int tile) { /* any tile (rows clamped to n - 1) */
         const int r0 = min(tile * 16 + g, n - 1), r1 = min(tile * 16 + g + 8, n - 1);
         const char *wb = reinterpret_cast<const char *>(W);
         if (STAGED) {
@@ -174,49 +168,60 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
             pw1 = wb + (size_t)r1 * rowbytes + (size_t)u_lo * 64 + t * 16;
         }
         if (QUANT) {
-            ps0 = S + (size_t)r0 * gpr + tg; pb0 = Bq + (size_t)r0 * gpr + tg;
-            ps1 = S + (size_t)r1 * gpr + tg; pb1 = Bq + (size_t)r1 * gpr + tg;
+            ps0 = S + (size_t)r0 * gpr + tq; pb0 = Bq + (size_t)r0 * gpr + tq;
+            ps1 = S + (size_t)r1 * gpr + tq; pb1 = Bq + (size_t)r1 * gpr + tq;
+        }
+    };
+    /* the next tile when it is a full one: 16 rows on from the previous (full) tile */
+    const size_t jump = 16 * rowbytes - (size_t)(u_hi - u_lo) * (STAGED ? 128 : 64);
+    auto next_rows = [&]() {
+        if (STAGED) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) pg[i] += jump;
+        } else {
+            pw0 += jump; pw1 += jump;
+        }
+        if (QUANT) {
+            const size_t gj = (size_t)16 * gpr;
+            ps0 += gj; pb0 += gj; ps1 += gj; pb1 += gj;
         }
     };
     uint4 wa[STAGED ? 1 : DEPTH], wb[STAGED ? 1 : DEPTH]; /* direct ring */
     ST rs0[DEPTH][SPU], rb0[DEPTH][SPU], rs1[DEPTH][SPU], rb1[DEPTH][SPU];
     char *ring = smem + (size_t)warp * DEPTH * 2048; /* staged: this warp's DEPTH x [16 rows][128 B] */
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(ring) + lr * 128 + ((lc ^ ((lr & 1) << 2)) * 16);
     auto load = [&](int slot, uint4 &a, uint4 &b, ST (&s0)[SPU], ST (&b0)[SPU], ST (&s1)[SPU], ST (&b1)[SPU]) {
+        const bool second = SPU * ld_u + 1 < nss; /* staged: the unit's second super-step exists */
         if (STAGED) {
-            const bool second = SPU * ld_u + 1 < nss; /* the unit's second super-step exists */
-            const uint32_t dst = (uint32_t)__cvta_generic_to_shared(ring + slot * 2048 + lr * 128 +
-                                                                     ((lc ^ ((lr & 1) << 2)) * 16));
-            if (lc < 4 || second) {
+            /* lanes of a missing second half copy nothing (src-size 0) from a valid address */
+            const int bytes = (lc < 4 || second) ? 16 : 0;
+            const int back = bytes ? 0 : 64;
 #pragma unroll
-                for (int i = 0; i < 4; i++)
-                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + i * 512), "l"(pg[i]));
-            }
+            for (int i = 0; i < 4; i++)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(ring_s + slot * 2048 + i * 512),
+                             "l"(pg[i] - back), "r"(bytes));
 #pragma unroll
             for (int i = 0; i < 4; i++) pg[i] += 128;
         } else {
-            if (LOAD == 1) {
-                asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                    : "=r"(a.x), "=r"(a.y), "=r"(a.z), "=r"(a.w) : "l"(pw0));
-                asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                    : "=r"(b.x), "=r"(b.y), "=r"(b.z), "=r"(b.w) : "l"(pw1));
-            } else {
-                a = lmx_cu_ld_stream(pw0);
-                b = lmx_cu_ld_stream(pw1);
-            }
+            a = lmx_cu_ld_stream(pw0);
+            b = lmx_cu_ld_stream(pw1);
             pw0 += 64; pw1 += 64;
         }
-        if (QUANT && t < gps) {
+        if (QUANT) {
 #pragma unroll
             for (int h = 0; h < SPU; h++) {
-                const int gg = ((SPU * ld_u + h) << lg_gps) >> gsh; /* past the row end: unused, in bounds */
-                const int gc = min(gg, gpr - 1 - tg);
-                s0[h] = __ldg(ps0 + gc); b0[h] = __ldg(pb0 + gc);
-                s1[h] = __ldg(ps1 + gc); b1[h] = __ldg(pb1 + gc);
+                if (h == 1 && !second) break;
+                const int gg = ((SPU * ld_u + h) << lg_gps) >> gsh;
+                s0[h] = __ldg(ps0 + gg); b0[h] = __ldg(pb0 + gg);
+                s1[h] = __ldg(ps1 + gg); b1[h] = __ldg(pb1 + gg);
             }
         }
         if (++ld_u == u_hi) {
             ld_u = u_lo;
-            if (++ld_tile < te) set_rows(ld_tile);
+            if (++ld_tile < te) {
+                if (ld_tile * 16 + 16 <= n) next_rows();
+                else set_rows(ld_tile);
+            }
         }
     };
     if (total > 0) {
@@ -271,9 +276,10 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 const __half his = (BITS == 4 && reg) ? __hmul(hi, __float2half(0.0625f)) : hi;
                 const __half los = (BITS == 4 && reg) ? __hmul(lo, __float2half(0.0625f)) : lo;
                 if (act) {
-                    const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * 2) * 4 + reg * 2 + hp;
+                    const size_t idx = ((size_t)((ss * (MPS / 2) + (m >> 1)) * 4 + tt) * 2) * 8 + (m & 1) * 4 +
+                                       reg * 2 + hp;
                     xh[idx] = his;
-                    xh[idx + 4] = los;
+                    xh[idx + 8] = los;
                 }
             }
             if (act && (e0 & (seglen - 1)) == 0)
@@ -294,10 +300,11 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 const float r1 = v[i] - __bfloat162float(hi);
                 const __nv_bfloat16 mid = __float2bfloat16_rn(r1);
                 const __nv_bfloat16 lo = __float2bfloat16_rn(r1 - __bfloat162float(mid));
-                const size_t idx = ((size_t)((ss * MPS + m) * 4 + tt) * NPART) * 4 + reg * 2 + hp;
+                const size_t idx = ((size_t)((ss * (MPS / 2) + (m >> 1)) * 4 + tt) * NPART) * 8 + (m & 1) * 4 +
+                                   reg * 2 + hp;
                 xb16[idx] = hi;
-                xb16[idx + 4] = mid;
-                xb16[idx + 8] = lo;
+                xb16[idx + 8] = mid;
+                xb16[idx + 16] = lo;
             }
         }
     }
@@ -308,44 +315,39 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
      * whose elements lie in local group (t * CH) / seglen */
     const int bp = g % NPART, bgrp = g / NPART;
     const bool bval = QUANT ? (bgrp < gps && (gps > 1 ? (t * CH) / seglen : 0) == bgrp) : g < NPART;
-    const uint2 *xlane = xf + t * NPART + (bval ? bp : 0);
+    const uint4 *xlane = xf + t * NPART + (bval ? bp : 0);
     int c_u = u_lo, lt = 0;
     float acc0 = 0.f, acc1 = 0.f;
     float dt[4] = {0.f, 0.f, 0.f, 0.f}; /* bf16: the tile's accumulators */
-    /* one super-step: A0 / A1 = the lane's 16 bytes of rows g / g + 8 */
+    /* one super-step: wra / wrb = the lane's 16 bytes of rows g / g + 8 */
     auto compute = [&](const uint4 &wra, const uint4 &wrb, ST s0r, ST b0r, ST s1r, ST b1r, int ss) {
-        const uint2 *xb = xlane + (size_t)ss * (MPS * 4 * NPART);
+        const uint4 *xb = xlane + (size_t)ss * (MPS / 2 * 4 * NPART);
         const uint32_t A0[4] = {wra.x, wra.y, wra.z, wra.w};
         const uint32_t A1[4] = {wrb.x, wrb.y, wrb.z, wrb.w};
+        const uint4 z4 = make_uint4(0u, 0u, 0u, 0u);
         if (QUANT) {
             float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
             for (int wi = 0; wi < 4; wi++) {
                 uint32_t h0[4], h1[4];
-                rg_decode<BITS, true>(A0[wi], h0);
-                rg_decode<BITS, true>(A1[wi], h1);
+                rg_decode<BITS>(A0[wi], magic, h0);
+                rg_decode<BITS>(A1[wi], magic, h1);
                 if (BITS == 4) {
-#pragma unroll
-                    for (int hh = 0; hh < 2; hh++) {
-                        const uint2 bb = bval ? xb[(2 * wi + hh) * 4 * NPART] : make_uint2(0u, 0u);
-                        rg_mma_f16(d, h0[2 * hh], h1[2 * hh], h0[2 * hh + 1], h1[2 * hh + 1], bb.x, bb.y);
-                    }
-                } else {
-                    const uint2 bb = bval ? xb[wi * 4 * NPART] : make_uint2(0u, 0u);
+                    const uint4 bb = bval ? xb[wi * 4 * NPART] : z4; /* mma 2wi, 2wi + 1 */
                     rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
+                    rg_mma_f16(d, h0[2], h1[2], h0[3], h1[3], bb.z, bb.w);
+                } else {
+                    const uint4 bb = bval ? xb[(wi >> 1) * 4 * NPART] : z4; /* mma wi */
+                    rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], (wi & 1) ? bb.z : bb.x, (wi & 1) ? bb.w : bb.y);
                 }
             }
-            if (t < gps) {
-                const float4 sd = segd[ss * gps + t];
-                acc0 = fmaf(rg_tof(s0r) * sd.x, d[0] + d[1], fmaf(rg_tof(b0r), sd.z, acc0));
-                acc1 = fmaf(rg_tof(s1r) * sd.x, d[2] + d[3], fmaf(rg_tof(b1r), sd.z, acc1));
-            }
+            const float4 sd = segd[ss * gps + tq];
+            acc0 = fmaf(rg_tof(s0r) * sd.x, d[0] + d[1], fmaf(rg_tof(b0r), sd.z, acc0));
+            acc1 = fmaf(rg_tof(s1r) * sd.x, d[2] + d[3], fmaf(rg_tof(b1r), sd.z, acc1));
         } else {
-#pragma unroll
-            for (int mm = 0; mm < 2; mm++) {
-                const uint2 bb = bval ? xb[mm * 4 * NPART] : make_uint2(0u, 0u);
-                rg_mma_bf16(dt, A0[2 * mm], A1[2 * mm], A0[2 * mm + 1], A1[2 * mm + 1], bb.x, bb.y);
-            }
+            const uint4 bb = bval ? xb[0] : z4;
+            rg_mma_bf16(dt, A0[0], A1[0], A0[1], A1[1], bb.x, bb.y);
+            rg_mma_bf16(dt, A0[2], A1[2], A0[3], A1[3], bb.z, bb.w);
         }
     };
     auto unit_done = [&]() {
@@ -355,6 +357,8 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 acc0 = dt[0] + dt[1];
                 acc1 = dt[2] + dt[3];
                 dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
+            } else if (t >= gps) { /* lanes past the super-step's groups computed copies */
+                acc0 = acc1 = 0.f;
             }
             acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
             acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
@@ -423,17 +427,16 @@ template <int BITS, int LOAD, int D, typename ST> static void rg_attr(cudaError_
         *e = cudaFuncSetAttribute(gemv_ring<BITS, LOAD, D, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 template <int BITS, int LOAD, int D> static void rg_attr_st(cudaError_t *e, int bytes) {
-    if (BITS == 16) {
+    if constexpr (BITS == 16) {
         rg_attr<BITS, LOAD, D, float>(e, bytes);
-        return;
+    } else {
+        rg_attr<BITS, LOAD, D, __nv_bfloat16>(e, bytes);
+        rg_attr<BITS, LOAD, D, __half>(e, bytes);
+        rg_attr<BITS, LOAD, D, float>(e, bytes);
     }
-    rg_attr<BITS, LOAD, D, __nv_bfloat16>(e, bytes);
-    rg_attr<BITS, LOAD, D, __half>(e, bytes);
-    rg_attr<BITS, LOAD, D, float>(e, bytes);
 }
 template <int BITS> static void rg_attr_all(cudaError_t *e, int bytes) {
     rg_attr_st<BITS, 0, 4>(e, bytes);
-    rg_attr_st<BITS, 1, 4>(e, bytes);
     rg_attr_st<BITS, 2, 3>(e, bytes);
     rg_attr_st<BITS, 2, 4>(e, bytes);
     rg_attr_st<BITS, 2, 6>(e, bytes);
@@ -460,14 +463,14 @@ static void rg_init(void) {
 
 /* Default knobs (see bench/notes/cuda-kernels.md, "gemv (session 2)"). */
 static void rg_defaults(lmx_cuda_gemv_tune *t) {
-    if (t->mode == 0) t->mode = 3;
+    if (t->mode == 0) t->mode = 2;
     if (t->depth == 0) t->depth = 4;
-    if (t->warps == 0) t->warps = 8;
+    if (t->warps == 0) t->warps = 16;
     if (t->blocks_per_sm == 0) t->blocks_per_sm = 1;
 }
 static bool rg_valid(const lmx_cuda_gemv_tune *t) {
-    if (t->mode < 1 || t->mode > 3) return false;
-    if (t->mode < 3 ? t->depth != 4 : (t->depth != 3 && t->depth != 4 && t->depth != 6)) return false;
+    if (t->mode < 1 || t->mode > 2) return false;
+    if (t->mode == 1 ? t->depth != 4 : (t->depth != 3 && t->depth != 4 && t->depth != 6)) return false;
     if (t->warps != 4 && t->warps != 8 && t->warps != 16) return false;
     return t->blocks_per_sm >= 1 && t->blocks_per_sm <= 8;
 }
@@ -479,7 +482,7 @@ static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *
     const long ntiles = (m->n + 15) / 16;
     long nb = (long)g_rg_sms * t->blocks_per_sm;
     if (nb > ntiles) nb = ntiles;
-    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode == 3 ? t->depth : 0);
+    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode == 2 ? t->depth : 0);
     const size_t fixed = l.ring_bytes + l.xf_bytes + l.seg_bytes;
     if (fixed + (size_t)16 * t->warps * 4 > g_rg_limit) return false;
     /* enough blocks that a block's partial sums fit next to the x fragments */
@@ -527,22 +530,24 @@ static void rg_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool a
     while (m->bits && (1 << lg) < m->group_size) lg++;
     gemv_ring<BITS, LOAD, D, ST><<<blocks, threads, smem, st>>>(
         (const uint32_t *)m->w, (const ST *)m->scales, (const ST *)m->biases, m->bias, (int)m->bias_dtype, x, y,
-        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes);
+        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes, 0x64006400u);
 }
 template <int BITS, int LOAD, int D>
 static void rg_launch_st(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
                          int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
-    if (BITS == 16) rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
-    else rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    if constexpr (BITS == 16) {
+        rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    } else {
+        if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        else rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
+    }
 }
 template <int BITS>
 static void rg_launch_mode(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                            const lmx_cuda_gemv_tune &t, int blocks, size_t smem, const rg_layout &l, cudaStream_t st) {
     const int th = t.warps * 32;
     if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.mode == 2) rg_launch_st<BITS, 1, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
     else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, st);
     else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
     else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, st);
@@ -567,7 +572,7 @@ extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const fl
     rg_defaults(&t);
     if (!rg_valid(&t))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
-                         "cuda gemv mma: mode %d (1 direct, 2 direct + L2 hint, 3 staged), depth %d (direct 4; "
+                         "cuda gemv mma: mode %d (1 direct, 2 staged), depth %d (direct 4; "
                          "staged 3, 4, 6), warps %d (4, 8, 16), blocks/SM %d (1..8)",
                          t.mode, t.depth, t.warps, t.blocks_per_sm);
     lmx_status s = lmx_cuda_matrix_check(m);

@@ -149,11 +149,11 @@ lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y,
  * of the persistent grid (0 = default). */
 lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                 int unroll, int blocks_per_sm, lmx_cuda_stream stream);
-/* All knobs of the batch-1 streaming kernel (0 = default for each): depth = 1 KB super-steps in
- * flight per warp (4 or 8), warps per block (4, 8, 16; <= 8 at depth 8), blocks_per_sm (1..8),
- * mode (quantized only: 1 = exact decode, ~fp32 result; 2 = offset decode, 1024 + q with the constant
- * removed per group in fp32, fewer instructions, ~1e-5 relative error). Dense bf16 is always exact
- * (x split into three bf16 parts). */
+/* All knobs of the batch-1 streaming kernel (0 = default for each): mode 1 = direct loads into a
+ * register ring (4 super-steps per warp), 2 = staged: cp.async of whole 128-byte lines into a
+ * per-warp shared-memory ring of `depth` units (3, 4 or 6; a unit is 16 rows x 128 B); warps per block
+ * (4, 8, 16); blocks_per_sm (1..8) sizes the persistent grid. Knobs whose staging ring does not fit
+ * next to the x fragments give LMX_ERR_INVALID_ARGUMENT (the defaults fall back to direct loads). */
 typedef struct lmx_cuda_gemv_tune {
     int depth, warps, blocks_per_sm, mode;
 } lmx_cuda_gemv_tune;
