@@ -27,8 +27,8 @@ else
 fi
 [ -z "${O:-}" ] && O=$(find $B -name 'cuda_gemv_mma.cu.o' | head -1)
 cuobjdump -sass $O > $L/sass_gemv_mma.txt 2>&1
-for k in _Z9gemv_ringILi4ELi4ELb1E13__nv_bfloat16 _Z9gemv_ringILi4ELi4ELb0E13__nv_bfloat16 _Z9gemv_ringILi8ELi4ELb1E13__nv_bfloat16 _Z9gemv_ringILi16ELi4ELb1Ef; do
-  echo "$k: $(awk "/Function : $k/{f=1;next} /Function :/{f=0} f" $L/sass_gemv_mma.txt | grep -oE "(HMMA|LOP3|HADD2|HFMA2|PRMT|SHF|LDG|LDS|STS|FFMA|FADD|IMAD|IADD3|LEA|ISETP|BRA|BAR|LDL|STL|SHFL|MOV)[.A-Z0-9]*" | sed 's/\..*//' | sort | uniq -c | tr '\n' ' ')"
+for k in _Z9gemv_ringILi4ELi2ELi4E13__nv_bfloat16 _Z9gemv_ringILi8ELi2ELi4E13__nv_bfloat16 _Z9gemv_ringILi16ELi2ELi4Ef _Z9gemv_ringILi4ELi0ELi4E13__nv_bfloat16; do
+  echo "$k: $(awk "/Function : $k/{f=1;next} /Function :/{f=0} f" $L/sass_gemv_mma.txt | grep -oE "(HMMA|LOP3|HADD2|HFMA2|PRMT|SHF|LDGSTS|LDG|LDS|STS|FFMA|FADD|IMAD|IADD3|LEA|ISETP|BRA|BAR|LDL|STL|SHFL|MOV|BSSY)[.A-Z0-9]*" | sed 's/\..*//' | sort | uniq -c | tr '\n' ' ')"
 done
 timeout ${TEST_TIMEOUT:-150} $B/tests/cuda/test_cuda_kernels > $L/test.log 2>&1; echo "test_cuda_kernels rc=$?"
 grep -E "FAIL|CHECK failed|checks,|failed" $L/test.log | head -30
