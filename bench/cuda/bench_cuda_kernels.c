@@ -198,8 +198,7 @@ int main(int argc, char **argv) {
                                  {"lm_head", 128256, 4096}};
     /* ring-kernel knobs {depth, warps, blocks/SM, mode}: mode 1 direct, 2 staged (cp.async, whole
      * 128-byte lines) */
-    static const lmx_cuda_gemv_tune KN[7] = {{4, 16, 1, 1}, {4, 8, 1, 2}, {4, 16, 1, 2}, {6, 8, 1, 2},
-                                             {3, 16, 1, 2}, {4, 8, 2, 2}, {4, 4, 2, 2}};
+    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1}, {3, 16, 1, 2}, {4, 16, 1, 2}, {4, 8, 2, 2}, {3, 8, 2, 2}};
     if (want(sec, "gemv")) {
         printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring m(ode)/d(epth)/w(arps)/b(locks per SM) GB/s\n", "matrix", "type", "n", "k", "bytes",
                "us", "GB/s", "old GB/s");
@@ -218,7 +217,7 @@ int main(int argc, char **argv) {
                 const double us_old = time_gemv(ms, copies, x, y, reps, -2);
                 printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f %8.0f |", sh.name, bits_name[bi], (long long)sh.n,
                        (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9, moved / (us_old * 1e-6) / 1e9);
-                for (int kn = 0; kn < 7; kn++) {
+                for (int kn = 0; kn < 5; kn++) {
                     if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &KN[kn], NULL) != LMX_OK) {
                         printf(" m%d/d%d/w%d/b%d:-", KN[kn].mode, KN[kn].depth, KN[kn].warps, KN[kn].blocks_per_sm);
                         continue;

@@ -30,7 +30,15 @@ cuobjdump -sass $O > $L/sass_gemv_mma.txt 2>&1
 for k in _Z9gemv_ringILi4ELi2ELi4E13__nv_bfloat16 _Z9gemv_ringILi8ELi2ELi4E13__nv_bfloat16 _Z9gemv_ringILi16ELi2ELi4Ef _Z9gemv_ringILi4ELi0ELi4E13__nv_bfloat16; do
   echo "$k: $(awk "/Function : $k/{f=1;next} /Function :/{f=0} f" $L/sass_gemv_mma.txt | grep -oE "(HMMA|LOP3|HADD2|HFMA2|PRMT|SHF|LDGSTS|LDG|LDS|STS|FFMA|FADD|IMAD|IADD3|LEA|ISETP|BRA|BAR|LDL|STL|SHFL|MOV|BSSY)[.A-Z0-9]*" | sed 's/\..*//' | sort | uniq -c | tr '\n' ' ')"
 done
-timeout ${TEST_TIMEOUT:-150} $B/tests/cuda/test_cuda_kernels > $L/test.log 2>&1; echo "test_cuda_kernels rc=$?"
+timeout ${TEST_TIMEOUT:-150} $B/tests/cuda/test_cuda_kernels > $L/test.log 2>&1; TRC=$?; echo "test_cuda_kernels rc=$TRC"
+if [ $TRC != 0 ] && [ -n "${BIN_OK:-}" ] && [ -x "$BIN_OK/test_cuda_kernels" ]; then
+  # the new binaries failed: measure the last validated ones instead (and say so)
+  BIN_OK=$(cd $BIN_OK && pwd); echo "== FALLBACK to validated binaries $BIN_OK: $(cat $BIN_OK/COMMIT 2>/dev/null)"
+  grep -E "CHECK failed|FAIL" $L/test.log | head -10; mv $L/test.log $L/test-failed.log
+  rm -f $B/tests/cuda/test_cuda_kernels $B/bench/cuda/bench_cuda_kernels $B/lmx
+  ln -s $BIN_OK/test_cuda_kernels $B/tests/cuda/; ln -s $BIN_OK/bench_cuda_kernels $B/bench/cuda/; ln -s $BIN_OK/lmx $B/lmx
+  timeout ${TEST_TIMEOUT:-150} $B/tests/cuda/test_cuda_kernels > $L/test.log 2>&1; echo "test_cuda_kernels (validated) rc=$?"
+fi
 grep -E "FAIL|CHECK failed|checks,|failed" $L/test.log | head -30
 grep -E "gemv .*(ring d4 w16 b1|mma|scalar)" $L/test.log | awk '{print $NF}' | sort -g | tail -3 | tr '\n' ' '; echo "(worst rel of gemv ring/mma/scalar checks)"
 echo "== bench ($(( $(date +%s) - t0 ))s)"
@@ -45,8 +53,11 @@ if [ "${E2E:-0}" = 1 ]; then
   echo "== end to end ($(( $(date +%s) - t0 ))s)"
   for d in q4 q8 bf16; do
     $B/lmx dev random-model llama-3-8b /tmp/m-$d --dtype $d --group-size 64 --seed 1 --threads 16 > $L/gen-$d.log 2>&1 || { echo "gen $d failed"; tail -3 $L/gen-$d.log; continue; }
-    timeout 120 $B/lmx bench /tmp/m-$d --device gpu --prompt 512 --gen 128 --reps 2 > $L/e2e-$d.log 2>&1; echo "lmx bench $d rc=$?"
-    cat $L/e2e-$d.log | tail -12
+    for ring in 1 0; do
+      [ $d = bf16 ] && [ $ring = 0 ] && continue  # bf16 does not use the ring kernel by default
+      LMX_CUDA_GEMV_RING=$ring timeout 120 $B/lmx bench /tmp/m-$d --device gpu --prompt 512 --gen 128 --reps 2 > $L/e2e-$d-ring$ring.log 2>&1
+      echo "lmx bench $d LMX_CUDA_GEMV_RING=$ring rc=$?"; tail -8 $L/e2e-$d-ring$ring.log
+    done
     rm -rf /tmp/m-$d
   done
 fi

@@ -17,6 +17,9 @@
  */
 #include "backend/cuda/cuda_common.cuh"
 
+#include <pthread.h>
+#include <stdlib.h>
+
 #define GEMV_THREADS 128
 #define GEMV_R 4 /* rows per row group */
 
@@ -401,6 +404,15 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
 #undef LMX_QG
 }
 
+/* LMX_CUDA_GEMV_RING=0 keeps the automatic policy off the streaming tensor-core kernel (A/B
+ * measurements); read once per process. */
+static pthread_once_t g_ring_once = PTHREAD_ONCE_INIT;
+static bool g_ring_on = true; /* written once under g_ring_once */
+static void ring_env_init(void) {
+    const char *e = getenv("LMX_CUDA_GEMV_RING");
+    g_ring_on = !(e && e[0] == '0');
+}
+
 extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                     bool accumulate, lmx_cuda_stream stream) {
     return lmx_cuda_gemv_ksplit(m, x, y, batch, accumulate, 0, stream);
@@ -414,10 +426,12 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     if (s != LMX_OK) return s;
     if (!x || !y || batch < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv: NULL x/y or batch %d", batch);
-    /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4 and q8 wherever it applies;
-     * dense bf16 stays on gemv_dense, which measured as fast or faster (bench/notes/cuda-kernels.md,
-     * "gemv (session 2)"); ksplit -1 forces the streaming kernel for bf16 too */
-    const bool mma_pref = m->bits == 4 || m->bits == 8;
+    /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4 wherever it applies and for
+     * q8 from ~40 M weights (gate/up/down/lm_head; smaller q8 matrices measured faster on
+     * gemv_q_fast); dense bf16 stays on gemv_dense, as fast or faster (bench/notes/cuda-kernels.md,
+     * "gemv (session 2)"); ksplit -1 forces the streaming kernel wherever it applies */
+    pthread_once(&g_ring_once, ring_env_init);
+    const bool mma_pref = g_ring_on && (m->bits == 4 || (m->bits == 8 && m->n * m->k >= ((int64_t)40 << 20)));
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
         return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;

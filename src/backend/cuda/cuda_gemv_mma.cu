@@ -236,7 +236,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     /* ---- x fragments (built while the first loads are in flight) ---- */
     const int red_n = nt * 16 * nwarps;
     for (int i = threadIdx.x; i < red_n; i += blockDim.x) red[i] = 0.f;
-    __half *xh = reinterpret_cast<__half *>(xf);
     if (QUANT) {
         const int tpseg = seglen / 8; /* threads per segment: 4, 8 or 16 */
         for (int base = 0; base < k; base += blockDim.x * 8) { /* uniform trip count: full-warp shuffles */
@@ -257,55 +256,57 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
             int ex = 0;
             if (mx > 0.f && mx <= 3.4e38f) { (void)frexpf(mx, &ex); ex -= 15; }
             const float scl = ldexpf(1.f, ex), inv = ldexpf(1.f, -ex);
+            /* the thread's 8 elements fill exactly one uint4 of B fragments per part: half position
+             * (m & 1) * 4 + reg * 2 + hp within the uint4 of (super-step, mma pair, chunk) */
+            uint32_t hw[4] = {0u, 0u, 0u, 0u}, lw[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                const int e = e0 + i;
-                const int ss = e / EPS, r = e % EPS, tt = r / CH, c = r % CH;
-                int m, reg, hp;
-                float vs = v[i] * inv;
-                if (BITS == 4) {
-                    const int nib = c & 7, s = nib & 3;
-                    m = 2 * (c >> 3) + (s >> 1); reg = s & 1; hp = nib >> 2;
-                } else {
-                    const int by = c & 3;
-                    m = c >> 2; reg = by & 1; hp = by >> 1;
-                }
+                const int pos = BITS == 4 ? 2 * (i & 3) + (i >> 2) : (i >> 2) * 4 + (i & 1) * 2 + ((i >> 1) & 1);
+                const float vs = v[i] * inv;
                 const __half hi = __float2half_rn(vs);
                 const __half lo = __float2half_rn(vs - __half2float(hi));
                 /* q4 odd nibbles decode to 16q: their x parts carry 1/16 (exact power-of-two scaling) */
-                const __half his = (BITS == 4 && reg) ? __hmul(hi, __float2half(0.0625f)) : hi;
-                const __half los = (BITS == 4 && reg) ? __hmul(lo, __float2half(0.0625f)) : lo;
-                if (act) {
-                    const size_t idx = ((size_t)((ss * (MPS / 2) + (m >> 1)) * 4 + tt) * 2) * 8 + (m & 1) * 4 +
-                                       reg * 2 + hp;
-                    xh[idx] = his;
-                    xh[idx + 8] = los;
-                }
+                const __half his = (BITS == 4 && (i & 1)) ? __hmul(hi, __float2half(0.0625f)) : hi;
+                const __half los = (BITS == 4 && (i & 1)) ? __hmul(lo, __float2half(0.0625f)) : lo;
+                hw[pos >> 1] |= (uint32_t)__half_as_ushort(his) << (16 * (pos & 1));
+                lw[pos >> 1] |= (uint32_t)__half_as_ushort(los) << (16 * (pos & 1));
+            }
+            if (act) {
+                const int ss = e0 / EPS, r = e0 % EPS, tt = r / CH, c0 = r % CH;
+                uint4 *dst = xf + ((size_t)(ss * (MPS / 2) + (c0 >> 3)) * 4 + tt) * 2;
+                dst[0] = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+                dst[1] = make_uint4(lw[0], lw[1], lw[2], lw[3]);
             }
             if (act && (e0 & (seglen - 1)) == 0)
                 segd[e0 / seglen] = make_float4(scl, 0.f, sum, 0.f);
         }
     } else {
-        __nv_bfloat16 *xb16 = reinterpret_cast<__nv_bfloat16 *>(xf);
         for (int e0 = threadIdx.x * 8; e0 < k; e0 += blockDim.x * 8) {
             const float4 va = __ldg(reinterpret_cast<const float4 *>(x + e0));
             const float4 vb = __ldg(reinterpret_cast<const float4 *>(x + e0 + 4));
             const float v[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
+            /* 8 elements = one lane chunk = one uint4 per part, in element order */
+            uint32_t pw[3][4];
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const int e = e0 + i;
-                const int ss = e / EPS, r = e % EPS, tt = r / CH, c = r % CH;
-                const int m = c >> 2, reg = (c >> 1) & 1, hp = c & 1;
-                const __nv_bfloat16 hi = __float2bfloat16_rn(v[i]);
-                const float r1 = v[i] - __bfloat162float(hi);
-                const __nv_bfloat16 mid = __float2bfloat16_rn(r1);
-                const __nv_bfloat16 lo = __float2bfloat16_rn(r1 - __bfloat162float(mid));
-                const size_t idx = ((size_t)((ss * (MPS / 2) + (m >> 1)) * 4 + tt) * NPART) * 8 + (m & 1) * 4 +
-                                   reg * 2 + hp;
-                xb16[idx] = hi;
-                xb16[idx + 8] = mid;
-                xb16[idx + 16] = lo;
+            for (int i = 0; i < 8; i += 2) {
+                uint32_t q[3][2];
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const __nv_bfloat16 hi = __float2bfloat16_rn(v[i + j]);
+                    const float r1 = v[i + j] - __bfloat162float(hi);
+                    const __nv_bfloat16 mid = __float2bfloat16_rn(r1);
+                    const __nv_bfloat16 lo = __float2bfloat16_rn(r1 - __bfloat162float(mid));
+                    q[0][j] = __bfloat16_as_ushort(hi);
+                    q[1][j] = __bfloat16_as_ushort(mid);
+                    q[2][j] = __bfloat16_as_ushort(lo);
+                }
+#pragma unroll
+                for (int p = 0; p < 3; p++) pw[p][i >> 1] = q[p][0] | (q[p][1] << 16);
             }
+            const int ss = e0 / EPS, tt = (e0 % EPS) / CH;
+            uint4 *dst = xf + ((size_t)ss * 4 + tt) * NPART;
+#pragma unroll
+            for (int p = 0; p < 3; p++) dst[p] = make_uint4(pw[p][0], pw[p][1], pw[p][2], pw[p][3]);
         }
     }
     __syncthreads();
@@ -464,7 +465,7 @@ static void rg_init(void) {
 /* Default knobs (see bench/notes/cuda-kernels.md, "gemv (session 2)"). */
 static void rg_defaults(lmx_cuda_gemv_tune *t) {
     if (t->mode == 0) t->mode = 2;
-    if (t->depth == 0) t->depth = 4;
+    if (t->depth == 0) t->depth = t->mode == 1 ? 4 : 3;
     if (t->warps == 0) t->warps = 16;
     if (t->blocks_per_sm == 0) t->blocks_per_sm = 1;
 }
