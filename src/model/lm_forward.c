@@ -12,6 +12,10 @@
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
  *   logits = head(norm(h_last)) [softcap]
+ * Where the backend offers the optional fused ops (backend.h) the same computation takes fewer
+ * launches: q/k norm + RoPE + cache store as one rope_qk_store, h += o and h += f as matmul_add
+ * (not with gemma3's sandwich norms). LMX_FUSED_OPS=0 when a cache is created keeps the unfused
+ * sequence (the CPU backend gives bitwise identical logits either way: tests/model/test_fused_ops).
  */
 #include <stdlib.h>
 #include <string.h>
