@@ -80,6 +80,24 @@ typedef struct lmx_attn_params {
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
 } lmx_attn_params;
 
+/* Arguments of the optional rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
+ * [n_kv_heads, head_dim]; row t of q starts at q_off + t * q_stride (likewise k, v); a stride of 0
+ * means packed rows (heads * head_dim). Caches [n_kv_heads][capacity][head_dim], position j in slot
+ * j % capacity (as kv_write). */
+typedef struct lmx_qk_rope_params {
+    int n_tokens, n_heads, n_kv_heads, head_dim;
+    int rot_dim;                         /* rotated features per head (even, <= head_dim; 0 = none) */
+    int capacity;                        /* cache slots per kv head */
+    size_t q_off, k_off, v_off;          /* elements */
+    size_t q_stride, k_stride, v_stride; /* elements between rows; 0 = packed */
+    const lmx_bweight *inv_freq;         /* vector [>= rot_dim/2] (as rope) */
+    float mscale;                        /* multiplies cos and sin (as rope) */
+    const lmx_bweight *q_norm, *k_norm;  /* per-head RMSNorm weights [head_dim] before the rotation
+                                            (qwen3, gemma3), or both NULL */
+    float eps;                           /* of the per-head norm */
+    bool norm_plus_one;                  /* the norm scales by 1 + w */
+} lmx_qk_rope_params;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -135,6 +153,20 @@ typedef struct lmx_backend_ops {
      * abandoned; *redo is set so the caller's retry reports the error eagerly). */
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
+
+    /* ---- fused ops (optional: NULL = the caller issues the unfused sequence named with each) ----
+     * Each computes what its unfused sequence computes (the CPU backend: bit for bit; a GPU backend:
+     * to its rounding), in fewer kernel launches. Decode-step hooks apply as for every op. */
+    /* y[T, rows] += x[T, cols] · Wᵀ + bias: the residual add folded into the projection
+     * (= matmul into a scratch, then add). x rows start at x_off with stride cols; y must not be x. */
+    lmx_status (*matmul_add)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                             lmx_buf *y);
+    /* The attention block's per-position step (= [rmsnorm of q and k per head], rope(q), rope(k),
+     * kv_write): see lmx_qk_rope_params. q and k are updated in place (normalised, rotated), the
+     * rotated k rows and the v rows are stored into k_cache / v_cache at positions pos[T]. q, k and v
+     * may be views of one buffer (offsets and row strides below) whose regions do not overlap. */
+    lmx_status (*rope_qk_store)(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *k_cache,
+                                lmx_buf *v_cache, const lmx_qk_rope_params *p, const int32_t *pos);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

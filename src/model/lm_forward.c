@@ -12,6 +12,10 @@
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
  *   logits = head(norm(h_last)) [softcap]
+ * Where the backend offers the optional fused ops (backend.h) the same computation takes fewer
+ * launches: q/k norm + RoPE + cache store as one rope_qk_store, h += o and h += f as matmul_add
+ * (not with gemma3's sandwich norms). LMX_FUSED_OPS=0 when a cache is created keeps the unfused
+ * sequence (the CPU backend gives bitwise identical logits either way: tests/model/test_fused_ops).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +75,8 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
     kv->bytes = (cache_floats + scratch) * sizeof(float);
+    const char *fe = getenv("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
+    kv->fused = !(fe && strcmp(fe, "0") == 0);
     *out = kv;
     return LMX_OK;
 }
@@ -120,6 +126,31 @@ lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
         if (st_ != LMX_OK) return st_;                                                                         \
     } while (0)
 
+/* true: h += o / h += f as one backend op (matmul_add); not with gemma3's norms between the
+ * projection and the add */
+static bool fused_residual(const lmx_lm *lm, const lmx_kv *kv) {
+    return kv->fused && lm->be->ops->matmul_add && !lm->cfg->sandwich_norms;
+}
+
+/* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) */
+static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms) {
+    const lmx_model_config *c = lm->cfg;
+    const lm_layer *L = &lm->layers[l];
+    lmx_qk_rope_params p = {.n_tokens = T,
+                            .n_heads = c->n_heads,
+                            .n_kv_heads = c->n_kv_heads,
+                            .head_dim = c->head_dim,
+                            .rot_dim = c->rotary_dim,
+                            .capacity = kv->slots[l],
+                            .inv_freq = rt,
+                            .mscale = ms,
+                            .q_norm = c->qk_norm ? L->q_norm : NULL,
+                            .k_norm = c->qk_norm ? L->k_norm : NULL,
+                            .eps = (float)c->rms_norm_eps,
+                            .norm_plus_one = c->norm_plus_one};
+    return lm->be->ops->rope_qk_store(lm->be, kv->q, kv->kk, kv->vv, kv->k[l], kv->v[l], &p, kv->posv);
+}
+
 /* One decoder layer over T rows at positions kv->posv[0..T). */
 static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_long) {
     const lmx_model_config *c = lm->cfg;
@@ -135,15 +166,19 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     TRY(op->matmul(be, L->q, kv->xn, 0, T, kv->q));                             /* [T, NH*D] */
     TRY(op->matmul(be, L->k, kv->xn, 0, T, kv->kk));                            /* [T, NKV*D] */
     TRY(op->matmul(be, L->v, kv->xn, 0, T, kv->vv));                            /* [T, NKV*D] */
-    if (c->qk_norm) {
-        TRY(op->rmsnorm(be, kv->q, kv->q, T * NH, D, L->q_norm, eps, p1));
-        TRY(op->rmsnorm(be, kv->kk, kv->kk, T * NKV, D, L->k_norm, eps, p1));
-    }
     const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
     float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
-    TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
-    TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
-    TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->slots[l], kv->posv));
+    if (kv->fused && op->rope_qk_store) {
+        TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms));
+    } else {
+        if (c->qk_norm) {
+            TRY(op->rmsnorm(be, kv->q, kv->q, T * NH, D, L->q_norm, eps, p1));
+            TRY(op->rmsnorm(be, kv->kk, kv->kk, T * NKV, D, L->k_norm, eps, p1));
+        }
+        TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->slots[l], kv->posv));
+    }
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = NH,
                           .n_kv_heads = NKV,
@@ -153,9 +188,13 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap};
     TRY(op->attention(be, kv->q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
-    TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o));                             /* [T, hidden] */
-    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
-    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    if (fused_residual(lm, kv)) {
+        TRY(op->matmul_add(be, L->o, kv->att, 0, T, kv->x)); /* h += o */
+    } else {
+        TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o)); /* [T, hidden] */
+        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
+        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    }
 
     /* MLP block */
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
@@ -164,9 +203,13 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     TRY(op->matmul(be, L->up, kv->xn, 0, T, kv->u));   /* [T, inter] */
     TRY(op->act_mul(be, kv->g, kv->u, (size_t)T * c->intermediate_size,
                     c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL));
-    TRY(op->matmul(be, L->down, kv->g, 0, T, kv->o)); /* [T, hidden] */
-    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
-    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    if (fused_residual(lm, kv)) {
+        TRY(op->matmul_add(be, L->down, kv->g, 0, T, kv->x)); /* h += f */
+    } else {
+        TRY(op->matmul(be, L->down, kv->g, 0, T, kv->o)); /* [T, hidden] */
+        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
+        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    }
     return LMX_OK;
 }
 
@@ -176,8 +219,12 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
-    TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
-    TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    if (row == 0 && kv->fused) { /* decode: normalise row 0 of x straight into last (no copy) */
+        TRY(op->rmsnorm(be, kv->x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    } else {
+        TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
+        TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    }
     TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
     if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
     return LMX_OK;

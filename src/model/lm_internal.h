@@ -46,6 +46,7 @@ struct lmx_kv {
     lmx_buf *logits;         /* [vocab] */
     int32_t *posv;           /* [chunk] absolute positions */
     uint64_t bytes;
+    bool fused;              /* use the backend's optional fused ops (backend.h); LMX_FUSED_OPS=0 at creation: off */
 };
 
 #endif

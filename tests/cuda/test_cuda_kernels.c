@@ -267,6 +267,10 @@ static void test_gemm(void) {
         {700, 2048, 6, 64, 2, 33, 0, 0},
         {128, 512, 2, 32, 2, 1, 0, 0},
         {256, 4096, 5, 32, 1, 9, 0, 1},
+        /* accumulate (the backend's matmul_add: residual folded into o_proj / down_proj in prefill) */
+        {1024, 4096, 4, 64, 2, 33, 1, 1},
+        {4096, 4096, 0, 0, 2, 64, 0, 1},
+        {512, 1024, 8, 64, 2, 16, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
 }
@@ -358,6 +362,187 @@ static void test_rope(void) {
     run_rope(5, 8, 128, 64, p5, 10000.0, 1.0f);  /* partial rotary */
     run_rope(1, 8, 256, 256, p1, 1000000.0, 1.2f); /* yarn-style mscale */
     run_rope(3, 16, 64, 64, p3, 10000.0, 1.0f);
+}
+
+/* ---- fused per-head norm + RoPE of q and k + KV store (cuda_fused.cu) ---- */
+typedef struct {
+    int T, nh, nkv, hd, rot, cap;
+    const int32_t *pos;
+    int norm;   /* 0 none, 1 w, 2 1 + w */
+    int kvdt;   /* cache dtype: 0 F32, 1 F16, 2 BF16 */
+    int fused;  /* q, k, v as views of one [T, (nh + 2 nkv) hd + 8] buffer (row strides, 8 pad floats) */
+    float mscale;
+} qkr_case;
+
+static float cache_at(const void *c, int dt, size_t i) {
+    if (dt == 2) return tu_bf2f(((const uint16_t *)c)[i]);
+    if (dt == 1) return tu_h2f(((const uint16_t *)c)[i]);
+    return ((const float *)c)[i];
+}
+
+static void run_rope_qk(qkr_case c) {
+    char name[160];
+    snprintf(name, sizeof name, "rope_qk_store T %d heads %d/%d hd %d rot %d cap %d norm %d kv dt%d%s", c.T, c.nh,
+             c.nkv, c.hd, c.rot, c.cap, c.norm, c.kvdt, c.fused ? " views" : "");
+    const int D = c.hd, half = c.rot / 2;
+    const size_t qrow = (size_t)c.nh * D, krow = (size_t)c.nkv * D;
+    const size_t stride = c.fused ? qrow + 2 * krow + 8 : 0;
+    const size_t qs = c.fused ? stride : qrow, ks = c.fused ? stride : krow;
+    /* host inputs: one buffer per tensor, or one fused buffer with q | k | v | pad per row */
+    const size_t nbuf = c.fused ? (size_t)c.T * stride : 0;
+    float *fb = c.fused ? randv(nbuf, 2.0f) : NULL;
+    float *hq = c.fused ? fb : randv((size_t)c.T * qrow, 2.0f);
+    float *hk = c.fused ? fb + qrow : randv((size_t)c.T * krow, 2.0f);
+    float *hv = c.fused ? fb + qrow + krow : randv((size_t)c.T * krow, 2.0f);
+    float *inv = malloc(sizeof(float) * (half ? half : 1));
+    for (int i = 0; i < half; i++) inv[i] = (float)pow(10000.0, -2.0 * i / c.rot);
+    float *qn = randv((size_t)D, 1.0f), *kn = randv((size_t)D, 1.0f);
+    const float eps = 1e-6f;
+    /* double reference of the rotated q, k rows */
+    double *rq = malloc(sizeof(double) * (size_t)c.T * qrow), *rk = malloc(sizeof(double) * (size_t)c.T * krow);
+    double *tmp = malloc(sizeof(double) * D);
+    for (int t = 0; t < c.T; t++)
+        for (int hh = 0; hh < c.nh + c.nkv; hh++) {
+            const bool isq = hh < c.nh;
+            const int h = isq ? hh : hh - c.nh;
+            const float *x = (isq ? hq + (size_t)t * qs : hk + (size_t)t * ks) + (size_t)h * D;
+            double *o = (isq ? rq + (size_t)t * qrow : rk + (size_t)t * krow) + (size_t)h * D;
+            double ss = 0;
+            for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
+            const double r = c.norm ? 1.0 / sqrt(ss / D + eps) : 1.0;
+            const float *w = isq ? qn : kn;
+            for (int i = 0; i < D; i++) tmp[i] = c.norm ? x[i] * r * (c.norm == 2 ? 1.0 + w[i] : w[i]) : x[i];
+            for (int i = 0; i < D; i++) o[i] = tmp[i];
+            for (int i = 0; i < half; i++) {
+                double ang = (double)((float)c.pos[t] * inv[i]);
+                double cs = cos(ang) * c.mscale, sn = sin(ang) * c.mscale;
+                o[i] = tmp[i] * cs - tmp[i + half] * sn;
+                o[i + half] = tmp[i + half] * cs + tmp[i] * sn;
+            }
+        }
+    float *dfb = c.fused ? dev_upload(fb, sizeof(float) * nbuf) : NULL;
+    float *dq = c.fused ? dfb : dev_upload(hq, sizeof(float) * (size_t)c.T * qrow);
+    float *dk = c.fused ? dfb + qrow : dev_upload(hk, sizeof(float) * (size_t)c.T * krow);
+    float *dv = c.fused ? dfb + qrow + krow : dev_upload(hv, sizeof(float) * (size_t)c.T * krow);
+    const size_t ncache = (size_t)c.nkv * c.cap * D, cb = ncache * tu_dsize(c.kvdt);
+    void *dkc = dev_poisoned(cb), *dvc = dev_poisoned(cb);
+    float *dinv = dev_upload(inv, sizeof(float) * (half ? half : 1));
+    float *dqn = c.norm ? dev_upload(qn, sizeof(float) * D) : NULL, *dkn = c.norm ? dev_upload(kn, sizeof(float) * D) : NULL;
+    int32_t *dpos = dev_upload(c.pos, sizeof(int32_t) * c.T);
+    lmx_cuda_attn a = {.n_heads = c.nh, .n_kv_heads = c.nkv, .head_dim = D, .capacity = c.cap,
+                       .kv_dtype = (lmx_dtype)c.kvdt};
+    lmx_cuda_qk_rope r = {.rot_dims = c.rot, .inv_freq = dinv, .mscale = c.mscale, .q_norm = dqn, .k_norm = dkn,
+                          .eps = eps, .norm_plus_one = c.norm == 2, .q_stride = (int64_t)stride,
+                          .k_stride = (int64_t)stride, .v_stride = (int64_t)stride};
+    CHECK(dq && dk && dv && dkc && dvc && dinv && dpos);
+    lmx_status s = lmx_cuda_rope_qk_store(&a, &r, dq, dk, dv, dkc, dvc, dpos, c.T, NULL);
+    CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+    if (s == LMX_OK) s = lmx_cuda_stream_sync(NULL);
+    CHECK_MSG(s == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+    if (s == LMX_OK) {
+        float *gq = malloc(sizeof(float) * (size_t)c.T * qrow), *gk = malloc(sizeof(float) * (size_t)c.T * krow);
+        float *gb = c.fused ? malloc(sizeof(float) * nbuf) : NULL;
+        if (c.fused) {
+            lmx_cuda_memcpy_d2h(gb, dfb, sizeof(float) * nbuf, NULL);
+            for (int t = 0; t < c.T; t++) {
+                memcpy(gq + (size_t)t * qrow, gb + (size_t)t * stride, sizeof(float) * qrow);
+                memcpy(gk + (size_t)t * krow, gb + (size_t)t * stride + qrow, sizeof(float) * krow);
+            }
+        } else {
+            lmx_cuda_memcpy_d2h(gq, dq, sizeof(float) * (size_t)c.T * qrow, NULL);
+            lmx_cuda_memcpy_d2h(gk, dk, sizeof(float) * (size_t)c.T * krow, NULL);
+        }
+        void *hkc = malloc(cb), *hvc = malloc(cb);
+        lmx_cuda_memcpy_d2h(hkc, dkc, cb, NULL);
+        lmx_cuda_memcpy_d2h(hvc, dvc, cb, NULL);
+        lmx_cuda_stream_sync(NULL);
+        char nm[200];
+        snprintf(nm, sizeof nm, "%s: q", name);
+        compare(nm, gq, rq, (size_t)c.T * qrow, 1e-5);
+        snprintf(nm, sizeof nm, "%s: k", name);
+        compare(nm, gk, rk, (size_t)c.T * krow, 1e-5);
+        if (c.fused) { /* v and the pad are untouched */
+            size_t changed = 0;
+            for (size_t i = 0; i < nbuf; i++) {
+                const size_t col = i % stride;
+                if (col >= qrow + krow && memcmp(&gb[i], &fb[i], 4) != 0) changed++;
+            }
+            CHECK_MSG(changed == 0, "%s: %zu v/pad elements changed", name, changed);
+        }
+        /* caches: slot pos % cap of every kv head holds the rotated k / v rows (rounded to the cache
+         * dtype); every other slot is still the poison */
+        const double tol = c.kvdt == 2 ? 8e-3 : c.kvdt == 1 ? 1.5e-3 : 1e-6;
+        float *gc = malloc(sizeof(float) * D * 2);
+        double *rc = malloc(sizeof(double) * D * 2);
+        char *written = calloc((size_t)c.cap, 1);
+        for (int t = 0; t < c.T; t++) written[c.pos[t] % c.cap] = 1;
+        size_t bad_other = 0;
+        for (int h = 0; h < c.nkv; h++)
+            for (int sl = 0; sl < c.cap; sl++) {
+                const size_t base = ((size_t)h * c.cap + sl) * D;
+                if (!written[sl]) {
+                    for (int i = 0; i < D; i++)
+                        if (!isnan(cache_at(hkc, c.kvdt, base + i)) || !isnan(cache_at(hvc, c.kvdt, base + i))) bad_other++;
+                    continue;
+                }
+                int t = -1;
+                for (int u = 0; u < c.T; u++)
+                    if (c.pos[u] % c.cap == sl) t = u; /* the last row written to this slot */
+                for (int i = 0; i < D; i++) {
+                    gc[i] = cache_at(hkc, c.kvdt, base + i);
+                    rc[i] = rk[(size_t)t * krow + (size_t)h * D + i];
+                    gc[D + i] = cache_at(hvc, c.kvdt, base + i);
+                    rc[D + i] = hv[(size_t)t * (c.fused ? stride : krow) + (size_t)h * D + i];
+                }
+                snprintf(nm, sizeof nm, "%s: cache head %d slot %d", name, h, sl);
+                compare(nm, gc, rc, (size_t)D * 2, tol);
+            }
+        CHECK_MSG(bad_other == 0, "%s: %zu cache elements outside the written slots changed", name, bad_other);
+        free(gq); free(gk); free(gb); free(hkc); free(hvc); free(gc); free(rc); free(written);
+    }
+    if (c.fused) {
+        lmx_cuda_free(dfb);
+        free(fb);
+    } else {
+        lmx_cuda_free(dq); lmx_cuda_free(dk); lmx_cuda_free(dv);
+        free(hq); free(hk); free(hv);
+    }
+    lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dinv); lmx_cuda_free(dqn); lmx_cuda_free(dkn);
+    lmx_cuda_free(dpos);
+    free(inv); free(qn); free(kn); free(rq); free(rk); free(tmp);
+}
+
+static void test_rope_qk_store(void) {
+    const int32_t p1[1] = {4711}, p3[3] = {6, 7, 8}, p4[4] = {0, 1, 2, 3}, pw[5] = {27, 28, 29, 30, 31};
+    const int32_t p1b[1] = {31999};
+    /* Llama-3-8B decode step, every cache dtype; GQA 32/8, head_dim 128 */
+    for (int dt = 0; dt <= 2; dt++)
+        run_rope_qk((qkr_case){1, 32, 8, 128, 128, 8192, p1, 0, dt, 0, 1.0f});
+    /* qwen3-style per-head norm (w), gemma3-style (1 + w, head_dim 256), fused q|k|v views */
+    run_rope_qk((qkr_case){1, 16, 8, 128, 128, 5000, p1, 1, 2, 1, 1.0f});
+    run_rope_qk((qkr_case){1, 8, 4, 256, 256, 4096, p1b, 2, 0, 0, 1.0f}); /* ring slot 31999 % 4096 */
+    /* phi3 partial rotary (rot 48 of 96) with a longrope-style mscale; MHA; T > 1 */
+    run_rope_qk((qkr_case){4, 4, 4, 96, 48, 64, p4, 0, 0, 0, 1.19f});
+    run_rope_qk((qkr_case){3, 6, 2, 48, 24, 16, p3, 1, 1, 1, 1.0f});
+    /* a ring: positions beyond the capacity, 5 rows into 5 slots (window-style cache) */
+    run_rope_qk((qkr_case){5, 4, 1, 64, 64, 5, pw, 2, 2, 1, 1.0f});
+    run_rope_qk((qkr_case){3, 2, 1, 16, 16, 4, p3, 0, 0, 0, 1.0f});
+    /* odd head_dim (not a multiple of 32), no rotation */
+    run_rope_qk((qkr_case){2, 3, 1, 40, 0, 9, p3, 1, 0, 0, 1.0f});
+    /* argument checks */
+    lmx_cuda_attn a = {.n_heads = 2, .n_kv_heads = 1, .head_dim = 16, .capacity = 4, .kv_dtype = LMX_DTYPE_F32};
+    lmx_cuda_qk_rope r = {.rot_dims = 17, .mscale = 1.0f};
+    float *d = dev_poisoned(4096);
+    CHECK(lmx_cuda_rope_qk_store(&a, &r, d, d, d, d, d, (const int32_t *)d, 1, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    r.rot_dims = 16; /* rotation without a table */
+    CHECK(lmx_cuda_rope_qk_store(&a, &r, d, d, d, d, d, (const int32_t *)d, 1, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    r.inv_freq = d;
+    r.q_norm = d; /* q_norm without k_norm */
+    CHECK(lmx_cuda_rope_qk_store(&a, &r, d, d, d, d, d, (const int32_t *)d, 1, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    r.q_norm = NULL;
+    r.q_stride = 8; /* below a row of 32 */
+    CHECK(lmx_cuda_rope_qk_store(&a, &r, d, d, d, d, d, (const int32_t *)d, 1, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_cuda_free(d);
 }
 
 /* ---- elementwise ---- */
@@ -781,6 +966,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_rmsnorm);
     RUN(test_rope);
+    RUN(test_rope_qk_store);
     RUN(test_elementwise);
     RUN(test_embed);
     RUN(test_attention);

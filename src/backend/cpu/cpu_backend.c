@@ -218,7 +218,13 @@ typedef struct matmul_ctx {
     const float *xsum; /* quant: [T, groups] per-group sums of x */
     float *y;       /* [T, rows] */
     int T;
+    bool acc;       /* matmul_add: y += result (the result rounded to float first, as matmul then add) */
 } matmul_ctx;
+
+static inline void mm_put(const matmul_ctx *m, size_t i, float v) {
+    if (m->acc) m->y[i] += v;
+    else m->y[i] = v;
+}
 
 static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     matmul_ctx *m = vctx;
@@ -232,16 +238,17 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
         if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
             /* decode: read the stored half-precision row once, converting in registers */
             float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
-            m->y[r] = d + b;
+            mm_put(m, (size_t)r, d + b);
         } else if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(k, src, w->dtype, K, row);
-            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
+            for (int t = 0; t < m->T; t++) mm_put(m, (size_t)t * w->rows + r, k->dot(m->x + (size_t)t * K, row, K) + b);
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
             for (int t = 0; t < m->T; t++)
-                m->y[(size_t)t * w->rows + r] = k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s,
-                                                        bb, m->xsum + (size_t)t * w->groups, row) + b;
+                mm_put(m, (size_t)t * w->rows + r,
+                       k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s, bb,
+                               m->xsum + (size_t)t * w->groups, row) + b);
         }
     }
 }
@@ -277,16 +284,17 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
             float out[4];
             k->dot4(m->x + (size_t)t * K, blk, K, out);
             for (int i = 0; i < nb; i++)
-                m->y[(size_t)t * w->rows + r + i] = out[i] + (w->bias ? w->bias[r + i] : 0.0f);
+                mm_put(m, (size_t)t * w->rows + r + i, out[i] + (w->bias ? w->bias[r + i] : 0.0f));
         }
     }
 }
 
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
-                             lmx_buf *y) {
+                             lmx_buf *y, bool acc) {
     cpu_backend *c = CPU(be);
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
-    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
+    if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
+    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
     if (T >= MATMUL_BLOCK_T) {
@@ -564,7 +572,7 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
 static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
     cpu_backend *c = CPU(be);
     pthread_mutex_lock(&c->op_lock);
-    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, false);
     pthread_mutex_unlock(&c->op_lock);
     return st;
 }
@@ -609,6 +617,91 @@ static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up,
     return st;
 }
 
+/* ---- fused ops (backend.h): the unfused ops' arithmetic, bit for bit ---- */
+
+static lmx_status cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                                 lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, true);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+typedef struct qk_ctx {
+    cpu_backend *c;
+    float *q, *k;             /* row 0 of q / k */
+    const float *v;           /* row 0 of v */
+    size_t qs, ks, vs;        /* row strides */
+    float *kc, *vc;           /* caches [n_kv][capacity][head_dim] */
+    const lmx_qk_rope_params *p;
+    const int32_t *pos;       /* [T] */
+} qk_ctx;
+
+/* tokens t0..t1: per-head norm (norm_rows), rotation (rope_rows) of q and k, then the kv_write copy */
+static void qk_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
+    qk_ctx *f = vctx;
+    const lmx_qk_rope_params *p = f->p;
+    const int D = p->head_dim, NH = p->n_heads, NKV = p->n_kv_heads;
+    for (int64_t t = t0; t < t1; t++) {
+        float *q = f->q + (size_t)t * f->qs, *k = f->k + (size_t)t * f->ks;
+        if (p->q_norm) {
+            norm_ctx nq = {q, q, D, p->q_norm->vec, p->eps, p->norm_plus_one};
+            norm_ctx nk = {k, k, D, p->k_norm->vec, p->eps, p->norm_plus_one};
+            norm_rows(&nq, 0, NH, thread);
+            norm_rows(&nk, 0, NKV, thread);
+        }
+        rope_ctx rq = {q, NH, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_ctx rk = {k, NKV, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_rows(&rq, 0, 1, thread);
+        rope_rows(&rk, 0, 1, thread);
+        const float *v = f->v + (size_t)t * f->vs;
+        const size_t slot = (size_t)(f->pos[t] % p->capacity);
+        for (int h = 0; h < NKV; h++) {
+            size_t dst = ((size_t)h * p->capacity + slot) * D;
+            memcpy(f->kc + dst, k + (size_t)h * D, (size_t)D * sizeof(float));
+            memcpy(f->vc + dst, v + (size_t)h * D, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+static lmx_status cpu_rope_qk_store_impl(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                         lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    if (!p->inv_freq) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: no inv_freq");
+    LMX_BACKEND_TRY(lmx_backend_check_rope_qk_store(
+        "cpu", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
+        p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
+        p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: negative position %d", pos[t]);
+    lmx_status st = ensure_scratch(c, (size_t)p->rot_dim + 8);
+    if (st != LMX_OK) return st;
+    const size_t D = (size_t)p->head_dim;
+    qk_ctx f = {c,
+                q->data + p->q_off,
+                k->data + p->k_off,
+                v->data + p->v_off,
+                p->q_stride ? p->q_stride : (size_t)p->n_heads * D,
+                p->k_stride ? p->k_stride : (size_t)p->n_kv_heads * D,
+                p->v_stride ? p->v_stride : (size_t)p->n_kv_heads * D,
+                kc->data,
+                vc->data,
+                p,
+                pos};
+    lmx_thread_pool_run(c->pool, p->n_tokens, 4, qk_rows, &f);
+    return LMX_OK;
+}
+
+static lmx_status cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                    lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rope_qk_store_impl(be, q, k, v, kc, vc, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 /* ---- lifecycle ---- */
 
 static void cpu_destroy(lmx_backend *be) {
@@ -642,6 +735,8 @@ static const lmx_backend_ops cpu_ops = {
     .act_mul = cpu_act_mul,
     .add = cpu_add,
     .softcap = cpu_softcap,
+    .matmul_add = cpu_matmul_add,
+    .rope_qk_store = cpu_rope_qk_store,
 };
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {

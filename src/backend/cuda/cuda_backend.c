@@ -516,6 +516,64 @@ static lmx_status cu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
     return lmx_cuda_softcap(x->d, (int64_t)n, cap, c->stream);
 }
 
+/* ---- fused ops (backend.h; kernels in cuda_fused.cu and the GEMV/GEMM accumulate mode) ---- */
+
+/* y += x·Wᵀ + bias: lmx_cuda_gemv / lmx_cuda_gemm with accumulate (every path — scalar and
+ * tensor-core GEMV, the mma.sync GEMM, cuBLASLt with beta = 1 — adds into y) */
+static lmx_status cu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                                lmx_buf *y) {
+    cuda_backend *c = CB(be);
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
+    if (x == y || x->d == y->d) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: matmul_add with y == x");
+    if (stepping(c)) {
+        SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
+        if (replaying(c)) return LMX_OK;
+    }
+    const float *xp = x->d + x_off;
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, true, c->stream);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, true, c->stream);
+}
+
+/* [per-head norm], RoPE of q and k, k/v into the cache: one launch (lmx_cuda_rope_qk_store) */
+static lmx_status cu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                   lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    if (!p->inv_freq) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: no inv_freq");
+    LMX_BACKEND_TRY(lmx_backend_check_rope_qk_store(
+        "cuda", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
+        p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
+        p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
+    if (p->n_tokens > p->capacity)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: %d rows into a ring of %d", p->n_tokens,
+                         p->capacity);
+    for (int t = 0; t < p->n_tokens; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: position %d", pos[t]);
+    /* the cache dtype as in cu_kv_write */
+    lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
+                       .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32};
+    lmx_cuda_qk_rope r = {.rot_dims = p->rot_dim, .inv_freq = p->inv_freq->vec, .mscale = p->mscale,
+                          .q_norm = p->q_norm ? p->q_norm->vec : NULL, .k_norm = p->k_norm ? p->k_norm->vec : NULL,
+                          .eps = p->eps, .norm_plus_one = p->norm_plus_one, .q_stride = (int64_t)p->q_stride,
+                          .k_stride = (int64_t)p->k_stride, .v_stride = (int64_t)p->v_stride};
+    float *qp = q->d + p->q_off, *kp = k->d + p->k_off;
+    const float *vp = v->d + p->v_off;
+    const int32_t *dp;
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(12); SIGP(qp); SIGP(kp); SIGP(vp); SIGP(kc->d); SIGP(vc->d); SIGI(p->q_stride); SIGI(p->k_stride);
+        SIGI(p->v_stride); SIGI(p->n_heads); SIGI(p->n_kv_heads); SIGI(p->head_dim); SIGI(p->rot_dim);
+        SIGI(p->capacity); SIGP(r.inv_freq); SIGI(fbits(p->mscale)); SIGP(r.q_norm); SIGP(r.k_norm);
+        SIGI(fbits(p->eps)); SIGI(p->norm_plus_one);
+        if (replaying(c)) return LMX_OK;
+    } else {
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+    }
+    return lmx_cuda_rope_qk_store(&a, &r, qp, kp, vp, kc->d, vc->d, dp, p->n_tokens, c->stream);
+}
+
 /* ---- decode-step hooks (backend.h) ---- */
 
 static lmx_status cu_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos) {
@@ -636,6 +694,8 @@ static const lmx_backend_ops CUDA_OPS = {
     .softcap = cu_softcap,
     .step_begin = cu_step_begin,
     .step_end = cu_step_end,
+    .matmul_add = cu_matmul_add,
+    .rope_qk_store = cu_rope_qk_store,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {

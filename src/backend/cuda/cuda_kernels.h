@@ -251,6 +251,30 @@ lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, int32_t *id
  * [rows, k]. Lets a sampler (top-k/top-p/min-p/temperature) work on k candidates on the host. */
 lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals, int32_t *ids,
                          lmx_cuda_stream stream);
+/* ---- fused ops (cuda_fused.cu) ---- */
+
+/* Arguments of lmx_cuda_rope_qk_store besides the cache descriptor. */
+typedef struct lmx_cuda_qk_rope {
+    int rot_dims;                 /* rotated features per head: even, <= head_dim; 0 = no rotation */
+    const float *inv_freq;        /* device fp32 [rot_dims/2] (as lmx_cuda_rope) */
+    float mscale;                 /* multiplies cos and sin */
+    const float *q_norm, *k_norm; /* device fp32 [head_dim] per-head RMSNorm weights, or both NULL */
+    float eps;
+    bool norm_plus_one;           /* scale by 1 + w */
+    int64_t q_stride, k_stride, v_stride; /* elements between token rows; 0 = packed (heads * head_dim) */
+} lmx_cuda_qk_rope;
+
+/* One launch for T tokens: q [T, a->n_heads, head_dim] and k [T, a->n_kv_heads, head_dim] (device fp32,
+ * rows r->*_stride apart) are, per head, RMS-normalised when r->q_norm/k_norm are given
+ * (x * rsqrt(mean(x^2) + eps) * (w or 1 + w)) and rotated like lmx_cuda_rope (angle positions[t] *
+ * inv_freq[i], cos/sin times mscale), in place; the rotated k rows and the v rows (device fp32, same
+ * shape as k) are stored into the caches (layout and dtype of `a`: [n_kv_heads][capacity][head_dim]
+ * of a->kv_dtype, slot positions[t] % a->capacity; a negative position stores nothing). positions:
+ * device int32 [T]. head_dim * 4 bytes <= 48 KB. Only the fields n_heads, n_kv_heads, head_dim,
+ * capacity and kv_dtype of `a` are used. */
+lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_cuda_qk_rope *r, float *q, float *k,
+                                  const float *v, void *k_cache, void *v_cache, const int32_t *positions, int T,
+                                  lmx_cuda_stream stream);
 #endif /* LMX_HAVE_CUDA */
 
 #ifdef __cplusplus
