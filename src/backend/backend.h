@@ -80,6 +80,22 @@ typedef struct lmx_attn_params {
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
 } lmx_attn_params;
 
+/* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
+ * (penalty over the distinct window ids, greedy argmax or top_p → min_p → top_k → temperature →
+ * inverse-CDF draw with the uniform u). Values change per generation, except window/n_window/u which
+ * change per token (they reach captured kernels through device memory). */
+typedef struct lmx_sample_args {
+    float temperature;        /* 0 = greedy */
+    float top_p;              /* 0 or 1 = off */
+    float min_p;              /* 0 = off */
+    int top_k;                /* 0 or >= vocab = off */
+    float repetition_penalty; /* 0 or 1 = off */
+    int window_cap;           /* the most ids `window` will ever hold in this generation (repetition_context) */
+    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees (n_window <= window_cap) */
+    int n_window;
+    double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
+} lmx_sample_args;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -135,6 +151,17 @@ typedef struct lmx_backend_ops {
      * abandoned; *redo is set so the caller's retry reports the error eagerly). */
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
+
+    /* ---- sampling on the device (optional: NULL = none, e.g. the CPU backend) ----
+     * `sample` enqueues the choice of the next token from logits [vocab] (not modified) with the
+     * arguments *a (copied; the window may change after the call); it may run inside a decode step
+     * (then it is part of the captured sequence). `sample_result` waits for it and gives the id, or
+     * -1 when the device could not decide exactly (parameters it does not handle, a candidate set
+     * too large, NaN or infinite logits): the caller then reads the logits and samples on the host
+     * with the same u. One sample in flight per backend; allocates only when vocab or window_cap
+     * grow. */
+    lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
+    lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */
