@@ -258,7 +258,7 @@ __global__ void k_sb_topp_hist(const float *__restrict__ x, int V, sb_state *st,
 
 /* One block of SB_BUCKETS threads: z, target = top_p * z, the cut bucket (the first whose
  * cumulative mass reaches the target, at most the last) and the mass before it. */
-__global__ void k_sb_topp_cut(const double *part_z, int nb, const double *bm, double top_p, sb_state *st) {
+__global__ void __launch_bounds__(1024) k_sb_topp_cut(const double *part_z, int nb, const double *bm, double top_p, sb_state *st) {
     __shared__ double tmp[32];
     __shared__ int cut;
     if (st->fail) return;
@@ -303,7 +303,7 @@ __device__ __forceinline__ bool sb_before(float av, int ai, float bv, int bi) {
 
 /* One block of 1024 threads: sorts the cut bucket, keeps its head while the mass of more likely
  * tokens is below the target, applies min_p (order kept); the list's tail in tail_v/tail_i. */
-__global__ void k_sb_topp_tail(float *tail_v, int *tail_i, sb_state *st, bool min_p) {
+__global__ void __launch_bounds__(1024) k_sb_topp_tail(float *tail_v, int *tail_i, sb_state *st, bool min_p) {
     __shared__ float sv[TAIL_CAP];
     __shared__ int si[TAIL_CAP];
     __shared__ double tmp[32];
@@ -395,7 +395,7 @@ __device__ double sb_chunk_scan(const float *x, int V, int b, int mode, bool min
     return sb_block_scan(in ? (double)wt : 0.0, tmp, total);
 }
 
-__global__ void k_sb_draw_part(const float *__restrict__ x, int V, int mode, bool min_p, float inv_t, sb_state *st,
+__global__ void __launch_bounds__(1024) k_sb_draw_part(const float *__restrict__ x, int V, int mode, bool min_p, float inv_t, sb_state *st,
                                double *part_d, int *part_last) {
     __shared__ double tmp[32];
     __shared__ int last;
@@ -415,7 +415,7 @@ __global__ void k_sb_draw_part(const float *__restrict__ x, int V, int mode, boo
 
 /* One block of SB_CHUNK threads: total = listed blocks + tail, t = u * total, the first entry of the
  * list whose cumulative weight exceeds t (else the list's last entry). */
-__global__ void k_sb_draw_fin(const float *__restrict__ x, int V, int nb, int mode, bool min_p, float inv_t,
+__global__ void __launch_bounds__(1024) k_sb_draw_fin(const float *__restrict__ x, int V, int nb, int mode, bool min_p, float inv_t,
                               sb_state *st, const double *part_d, const int *part_last, const float *tail_v,
                               const int *tail_i, const unsigned char *in) {
     __shared__ double tmp[32];
