@@ -45,6 +45,10 @@ typedef struct sb_state {
     double before, target; /* top_p: mass of the buckets above the cut; top_p * z */
     float thr;    /* min_p threshold on logits */
     int n_tail;   /* top_p: tokens of the cut bucket gathered, then the kept head */
+    int topk_on;  /* top_k cuts the list (else the list is not longer than k) */
+    float kth;    /* top_k: the k-th largest value of the list */
+    int ties_left;/* top_k: entries equal to kth kept (the first ones in list order) */
+    int n_g;      /* top_k: listed ids with value >= kth gathered */
 } sb_state;
 
 typedef struct sb_input { /* device input area: this header, then int32 window[window_cap] */
@@ -65,6 +69,8 @@ struct lmx_cuda_sampler {
     double *bm;          /* [SB_BUCKETS] top_p mass per bucket */
     float *tail_v;       /* [TAIL_CAP] */
     int *tail_i;         /* [TAIL_CAP] */
+    float *g_v;          /* [TAIL_CAP] top_k candidates */
+    int *g_i;            /* [TAIL_CAP] */
     sb_state *st;
     unsigned char *d_in; /* sb_input + window [window_cap] */
     unsigned char *h_in; /* pinned staging of d_in */
@@ -217,6 +223,8 @@ __global__ void k_sb_stats_fin(const float *pv, const int *pi, const int *pnan, 
         bv = sv[0];
         bi = si[0];
         st->n_tail = 0;
+        st->n_g = 0;
+        st->topk_on = 0;
         st->cut = 0;
         st->before = 0.0;
         st->target = 0.0;
@@ -399,7 +407,7 @@ __global__ void __launch_bounds__(1024) k_sb_draw_part(const float *__restrict__
                                double *part_d, int *part_last) {
     __shared__ double tmp[32];
     __shared__ int last;
-    if (st->fail) return;
+    if (st->fail || st->topk_on) return;
     if (threadIdx.x == 0) last = -1;
     bool in;
     float wt;
@@ -425,6 +433,7 @@ __global__ void __launch_bounds__(1024) k_sb_draw_fin(const float *__restrict__ 
         if (threadIdx.x == 0) st->result = -1;
         return;
     }
+    if (st->topk_on) return; /* k_sb_topk_fin draws */
     const double u = ((const sb_input *)in)->u;
     const float mx = st->mx;
     const int nt = mode == SB_LIST_TOPP ? st->n_tail : 0;
@@ -495,6 +504,191 @@ __global__ void __launch_bounds__(1024) k_sb_draw_fin(const float *__restrict__ 
     if (threadIdx.x == 0) st->result = found != 0x7fffffff ? tail_i[found] : nt > 0 ? tail_i[nt - 1] : lastid;
 }
 
+/* ---- top_k ---- */
+
+/* Is id with penalized logit l in the list top_k filters? (the host's vocabulary list holds every id) */
+__device__ __forceinline__ bool sb_in_list(float l, int mode, bool min_p, const sb_state *st) {
+    if (mode == SB_LIST_TOPP) return sb_bucket(st->mx - l) < st->cut && (!min_p || l >= st->thr || l == st->mx);
+    if (mode == SB_LIST_MINP) return l >= st->thr && l > -INFINITY;
+    return true;
+}
+
+/* monotone unsigned key of a float (no NaN here); -0 and +0 share one key */
+__device__ __forceinline__ unsigned sb_key(float v) {
+    unsigned u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+__device__ __forceinline__ float sb_unkey(unsigned k) {
+    return __uint_as_float((k & 0x80000000u) ? k & 0x7fffffffu : ~k);
+}
+
+/* One block: the k-th largest value of the list (listed ids in id order ++ top_p's tail) by a radix
+ * select over 4 digits of 8 bits, and how many entries are above it. top_k is a no-op when the list
+ * (top_p/min_p ran) holds at most k entries. */
+__global__ void __launch_bounds__(1024) k_sb_topk_select(const float *__restrict__ x, int V, int mode, bool min_p,
+                                                         const float *tail_v, int k, sb_state *st) {
+    __shared__ unsigned hist[256];
+    __shared__ unsigned prefix, mask;
+    __shared__ int rank, above, n_list;
+    if (st->fail) return;
+    const int nt = mode == SB_LIST_TOPP ? st->n_tail : 0;
+    if (threadIdx.x == 0) {
+        prefix = 0;
+        mask = 0;
+        rank = k - 1; /* 0 = the largest */
+        above = 0;
+        n_list = 0;
+    }
+    for (int pass = 0; pass < 4; pass++) {
+        const int shift = 24 - 8 * pass;
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+        __syncthreads();
+        const unsigned pf = prefix, mk = mask;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            float l = x[i];
+            if (!sb_in_list(l, mode, min_p, st)) continue;
+            unsigned key = sb_key(l);
+            if ((key & mk) == pf) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        for (int j = threadIdx.x; j < nt; j += blockDim.x) {
+            unsigned key = sb_key(tail_v[j]);
+            if ((key & mk) == pf) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            if (pass == 0) {
+                int tot = 0;
+                for (int b = 0; b < 256; b++) tot += (int)hist[b];
+                n_list = tot;
+            }
+            int cum = 0, b = 255;
+            for (; b > 0; b--) {
+                if (cum + (int)hist[b] > rank) break;
+                cum += (int)hist[b];
+            }
+            rank -= cum;
+            above += cum;
+            prefix |= (unsigned)b << shift;
+            mask |= 255u << shift;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const bool list_mode = mode != SB_LIST_ALL;
+        st->topk_on = !(list_mode && n_list <= k);
+        st->kth = sb_unkey(prefix);
+        st->ties_left = k - above;
+    }
+}
+
+__global__ void k_sb_topk_gather(const float *__restrict__ x, int V, int mode, bool min_p, sb_state *st, float *g_v,
+                                 int *g_i) {
+    if (st->fail || !st->topk_on) return;
+    const float kth = st->kth;
+    const int lo = blockIdx.x * SB_CHUNK, hi = min(V, lo + SB_CHUNK);
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float l = x[i];
+        if (!(l >= kth) || !(l > -INFINITY) || !sb_in_list(l, mode, min_p, st)) continue;
+        int p = atomicAdd(&st->n_g, 1);
+        if (p < TAIL_CAP) {
+            g_v[p] = l;
+            g_i[p] = i;
+        }
+    }
+}
+
+/* One block: the top_k list = [gathered ids in id order] ++ [top_p's tail entries], entries above
+ * kth and the first ties_left equal to it kept, then the draw over the kept entries in that order. */
+__global__ void __launch_bounds__(1024) k_sb_topk_fin(int mode, float inv_t, sb_state *st, const float *g_v,
+                                                      const int *g_i, const float *tail_v, const int *tail_i,
+                                                      const unsigned char *in) {
+    __shared__ float sv[TAIL_CAP];
+    __shared__ int si[TAIL_CAP];
+    __shared__ double tmp[32];
+    __shared__ int itmp[32];
+    __shared__ int found, lastk;
+    if (st->fail || !st->topk_on) return;
+    const int ng = st->n_g;
+    if (ng > TAIL_CAP) {
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            st->fail = 1;
+            st->result = -1;
+        }
+        return;
+    }
+    int P = 1;
+    while (P < ng) P <<= 1;
+    for (int j = threadIdx.x; j < P; j += blockDim.x) {
+        sv[j] = j < ng ? g_v[j] : 0.0f;
+        si[j] = j < ng ? g_i[j] : 0x7fffffff;
+    }
+    __syncthreads();
+    for (int k = 2; k <= P; k <<= 1) /* bitonic by id ascending */
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int t = threadIdx.x; t < P; t += blockDim.x) {
+                int o = t ^ j;
+                if (o > t) {
+                    bool up = (t & k) == 0;
+                    bool sw = up ? si[o] < si[t] : si[t] < si[o];
+                    if (sw) {
+                        float fv = sv[t];
+                        sv[t] = sv[o];
+                        sv[o] = fv;
+                        int fi = si[t];
+                        si[t] = si[o];
+                        si[o] = fi;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    const float mx = st->mx, kth = st->kth;
+    const int ties_left = st->ties_left, nt = mode == SB_LIST_TOPP ? st->n_tail : 0, m = ng + nt;
+    const double u = ((const sb_input *)in)->u;
+    if (threadIdx.x == 0) {
+        found = 0x7fffffff;
+        lastk = -1;
+    }
+    /* pass 0: the total weight of the kept entries; pass 1: the entry holding u * total */
+    double total = 0.0, target = 0.0;
+    for (int pass = 0; pass < 2; pass++) {
+        int tcarry = 0;
+        double carry = 0.0;
+        for (int e0 = 0; e0 < m; e0 += blockDim.x) {
+            const int e = e0 + threadIdx.x;
+            float v = 0.0f;
+            if (e < ng) v = sv[e];
+            else if (e < m) v = tail_v[e - ng];
+            const bool in_range = e < m;
+            const int tie = in_range && v == kth;
+            int ttot;
+            const int tincl = tcarry + sb_block_count_scan(tie, itmp, &ttot);
+            const bool keep = in_range && v > -INFINITY && (v > kth || (tie && tincl - 1 < ties_left));
+            const double w = keep ? (double)sb_exp((v - mx) * inv_t) : 0.0;
+            double wtot;
+            const double incl = carry + sb_block_scan(w, tmp, &wtot);
+            if (pass == 1) {
+                if (keep && w > 0 && incl > target) atomicMin(&found, e);
+                if (keep) atomicMax(&lastk, e);
+            }
+            __syncthreads();
+            if (pass == 1 && found != 0x7fffffff) break;
+            tcarry += ttot;
+            carry += wtot;
+        }
+        if (pass == 0) {
+            total = carry;
+            target = u * total;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int e = found != 0x7fffffff ? found : lastk;
+        st->result = e < 0 ? -1 : e < ng ? si[e] : tail_i[e - ng];
+    }
+}
+
 /* ---- host API ---- */
 
 extern "C" lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cuda_sampler **out) {
@@ -522,6 +716,8 @@ extern "C" lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cud
     const size_t o_lt = off; off += nb * sizeof(int);
     const size_t o_tv = off; off += TAIL_CAP * sizeof(float);
     const size_t o_ti = off; off += TAIL_CAP * sizeof(int);
+    const size_t o_gv = off; off += TAIL_CAP * sizeof(float);
+    const size_t o_gi = off; off += TAIL_CAP * sizeof(int);
     lmx_status st = lmx_cuda_malloc(&s->dmem, off);
     if (st == LMX_OK) st = lmx_cuda_malloc_host((void **)&s->h_in, s->in_bytes);
     if (st == LMX_OK) st = lmx_cuda_malloc_host((void **)&s->h_res, sizeof(int32_t));
@@ -541,6 +737,8 @@ extern "C" lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cud
     s->part_last = (int *)(b + o_lt);
     s->tail_v = (float *)(b + o_tv);
     s->tail_i = (int *)(b + o_ti);
+    s->g_v = (float *)(b + o_gv);
+    s->g_i = (int *)(b + o_gi);
     memset(s->h_in, 0, s->in_bytes);
     *s->h_res = -1;
     *out = s;
@@ -559,7 +757,7 @@ extern "C" int lmx_cuda_sampler_vocab(const lmx_cuda_sampler *s) { return s->voc
 extern "C" int lmx_cuda_sampler_window_cap(const lmx_cuda_sampler *s) { return s->window_cap; }
 
 extern "C" bool lmx_cuda_sample_supported(const lmx_cuda_sample_params *p) {
-    return !(p->top_k > 0 && p->top_k < p->vocab); /* top_k: the host sampler */
+    return p->vocab > 0 && p->top_k >= 0;
 }
 
 extern "C" lmx_status lmx_cuda_sample_set_input(lmx_cuda_sampler *s, double u, const int32_t *window, int n_window) {
@@ -608,9 +806,16 @@ extern "C" lmx_status lmx_cuda_sample_enqueue(lmx_cuda_sampler *s, const lmx_cud
         } else if (minp) {
             mode = SB_LIST_MINP;
         }
+        const bool topk = p->top_k > 0 && p->top_k < V;
+        if (topk) {
+            k_sb_topk_select<<<1, 1024, 0, cs>>>(x, V, mode, minp, s->tail_v, p->top_k, s->st);
+            k_sb_topk_gather<<<nb, SB_THREADS, 0, cs>>>(x, V, mode, minp, s->st, s->g_v, s->g_i);
+        }
         k_sb_draw_part<<<nb, SB_CHUNK, 0, cs>>>(x, V, mode, minp, inv_t, s->st, s->part_d, s->part_last);
         k_sb_draw_fin<<<1, SB_CHUNK, 0, cs>>>(x, V, nb, mode, minp, inv_t, s->st, s->part_d, s->part_last,
                                               s->tail_v, s->tail_i, s->d_in);
+        if (topk)
+            k_sb_topk_fin<<<1, 1024, 0, cs>>>(mode, inv_t, s->st, s->g_v, s->g_i, s->tail_v, s->tail_i, s->d_in);
     }
     LMX_CU_CHECK_LAUNCH("sample");
     return lmx_cuda_memcpy_d2h(s->h_res, &s->st->result, sizeof(int32_t), stream);
