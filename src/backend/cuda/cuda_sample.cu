@@ -14,13 +14,17 @@
  *             more likely tokens reaches top_p · z — exactly the host's bucket algorithm, so the kept
  *             list is [ids of buckets above the cut, in id order] ++ [sorted head of the cut bucket]
  *   min_p     a predicate on each entry of that list (order kept)
+ *   top_k     the k-th largest value of the list by a one-block radix select (4 x 8 bits), the ids
+ *             at or above it gathered and put in list order, ties at the k-th value kept first in
+ *             list order (the host's rule), then the draw over that short list
  *   draw      weights expf((l - mx) * inv_t) of the list in list order, summed per block, the
  *             block holding u · total found by a scan and searched by a block scan.
  * Sums run in double in another association than the host's sequential loop: a different token only
  * when u · total (or top_p · z) lies within rounding distance of a cumulative boundary. exp is
  * evaluated in double and rounded to float (glibc's expf is correctly rounded in all but rare
- * cases). Undecided (result -1): any NaN, a non-finite max, top_k (not done here), a cut bucket
- * with more than TAIL_CAP tokens.
+ * cases). Undecided (result -1): any NaN or a non-finite max with temperature > 0 (the host
+ * reports the error), greedy over logits all NaN/-inf, a top_p cut bucket with more than TAIL_CAP
+ * tokens, top_k with more than TAIL_CAP ids at or above the k-th value.
  *
  * Memory: one device block per lmx_cuda_sampler (sized by vocab and window_cap) and pinned staging;
  * nothing per call. Thread-safety: a sampler is used on one stream by one thread at a time.
