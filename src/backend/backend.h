@@ -98,6 +98,22 @@ typedef struct lmx_qk_rope_params {
     bool norm_plus_one;                  /* the norm scales by 1 + w */
 } lmx_qk_rope_params;
 
+/* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
+ * (penalty over the distinct window ids, greedy argmax or top_p → min_p → top_k → temperature →
+ * inverse-CDF draw with the uniform u). Values change per generation, except window/n_window/u which
+ * change per token (they reach captured kernels through device memory). */
+typedef struct lmx_sample_args {
+    float temperature;        /* 0 = greedy */
+    float top_p;              /* 0 or 1 = off */
+    float min_p;              /* 0 = off */
+    int top_k;                /* 0 or >= vocab = off */
+    float repetition_penalty; /* 0 or 1 = off */
+    int window_cap;           /* the most ids `window` will ever hold in this generation (repetition_context) */
+    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees (n_window <= window_cap) */
+    int n_window;
+    double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
+} lmx_sample_args;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -167,6 +183,16 @@ typedef struct lmx_backend_ops {
      * may be views of one buffer (offsets and row strides below) whose regions do not overlap. */
     lmx_status (*rope_qk_store)(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *k_cache,
                                 lmx_buf *v_cache, const lmx_qk_rope_params *p, const int32_t *pos);
+    /* ---- sampling on the device (optional: NULL = none, e.g. the CPU backend) ----
+     * `sample` enqueues the choice of the next token from logits [vocab] (not modified) with the
+     * arguments *a (copied; the window may change after the call); it may run inside a decode step
+     * (then it is part of the captured sequence). `sample_result` waits for it and gives the id, or
+     * -1 when the device could not decide exactly (parameters it does not handle, a candidate set
+     * too large, NaN or infinite logits): the caller then reads the logits and samples on the host
+     * with the same u. One sample in flight per backend; allocates only when vocab or window_cap
+     * grow. */
+    lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
+    lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

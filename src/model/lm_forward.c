@@ -283,3 +283,63 @@ lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, flo
     kv->pos = end;
     return LMX_OK;
 }
+
+bool lmx_lm_can_sample(const lmx_lm *lm) { return lm && lm->be->ops->sample && lm->be->ops->sample_result; }
+
+lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, const lmx_sample_args *a,
+                                 float *logits, int32_t *token) {
+    if (!token || !logits || !a) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward_sample: NULL argument");
+    *token = -1;
+    if (!lmx_lm_can_sample(lm)) return lmx_lm_forward(lm, kv, ids, n, logits);
+    if (!kv || !ids || n < 1 || kv->lm != lm)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    if (n > kv->capacity - kv->pos)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "context full: %d positions cached, %d more do not fit in %d",
+                         kv->pos, n, kv->capacity);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary (%d)",
+                             ids[i], i, c->vocab_size);
+    const int end = kv->pos + n;
+    const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
+    bool done = false;
+    /* one-token decode: the head and the sampling are part of the captured step (variant bit 4) */
+    if (n == 1 && op->step_begin && op->step_end) {
+        kv->posv[0] = kv->pos;
+        bool redo = true;
+        lmx_status st = op->step_begin(be, kv, (use_long ? 1 : 0) | 2 | 4, ids[0], kv->pos);
+        if (st == LMX_OK) {
+            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
+            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
+            if (st == LMX_OK) st = head_forward(lm, kv, 0);
+            if (st == LMX_OK) st = op->sample(be, kv->logits, c->vocab_size, a);
+            lmx_status se = op->step_end(be, st == LMX_OK, &redo);
+            if (st == LMX_OK) st = se;
+        }
+        if (st != LMX_OK && !redo) return st;
+        done = !redo;
+    }
+    if (!done) { /* prefill, or a step to redo eagerly: the plain forward, then the sampling ops */
+        int pos = kv->pos;
+        for (int dn = 0; dn < n;) {
+            int T = n - dn < kv->chunk ? n - dn : kv->chunk;
+            for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
+            TRY(op->embed(be, lm->embed, ids + dn, T, lm->embed_scale, kv->x)); /* [T, hidden] */
+            for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
+            dn += T;
+            pos += T;
+            if (dn == n) TRY(head_forward(lm, kv, T - 1));
+        }
+        TRY(op->sample(be, kv->logits, c->vocab_size, a));
+    }
+    kv->pos = end;
+    TRY(op->sample_result(be, token));
+    if (*token < 0 || *token >= c->vocab_size) { /* undecided on the device: the host samples */
+        *token = -1;
+        TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
+    }
+    return LMX_OK;
+}

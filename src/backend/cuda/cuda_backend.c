@@ -81,6 +81,9 @@ typedef struct cuda_backend {
     int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
     size_t ws_cap;
+    lmx_cuda_sampler *sampler; /* device sampling (cu_sample): workspace for the current vocab/window */
+    bool samp_pending;         /* a sample was enqueued and its result not yet read */
+    bool samp_host;            /* the last sample is undecided without device work (unsupported params) */
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -574,6 +577,64 @@ static lmx_status cu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, cons
     return lmx_cuda_rope_qk_store(&a, &r, qp, kp, vp, kc->d, vc->d, dp, p->n_tokens, c->stream);
 }
 
+/* ---- sampling on the device (backend.h: sample / sample_result) ---- */
+
+static lmx_status cu_sample(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a) {
+    cuda_backend *c = CB(be);
+    if (!a || vocab <= 0 || a->window_cap < 0 || a->n_window < 0 || a->n_window > a->window_cap)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample: bad arguments (vocab %d)", vocab);
+    CHECK_RANGE(logits, 0, (size_t)vocab, "sample logits");
+    if (c->samp_pending) { /* the previous result was never read: its work may still use the staging */
+        lmx_status st = lmx_cuda_stream_sync(c->stream);
+        if (st != LMX_OK) return st;
+        c->samp_pending = false;
+    }
+    const bool pen = a->repetition_penalty != 0.0f && a->repetition_penalty != 1.0f;
+    const int wcap = pen ? a->window_cap : 0;
+    lmx_cuda_sample_params p = {.vocab = vocab, .temperature = a->temperature, .top_p = a->top_p,
+                                .min_p = a->min_p, .top_k = a->top_k, .repetition_penalty = a->repetition_penalty};
+    c->samp_host = !lmx_cuda_sample_supported(&p);
+    if (c->samp_host) return LMX_OK; /* nothing on the device: the caller samples on the host */
+    if (!c->sampler || lmx_cuda_sampler_vocab(c->sampler) != vocab || lmx_cuda_sampler_window_cap(c->sampler) < wcap) {
+        if (c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: sampler growth inside a captured step");
+        }
+        lmx_cuda_sampler *ns = NULL;
+        lmx_status st = lmx_cuda_sampler_create(vocab, wcap, &ns);
+        if (st != LMX_OK) return st;
+        lmx_cuda_stream_sync(c->stream);
+        if (c->mode == STEP_NONE) graphs_clear(c); /* captured graphs reference the old sampler */
+        lmx_cuda_sampler_destroy(c->sampler);
+        c->sampler = ns;
+    }
+    lmx_status st = lmx_cuda_sample_set_input(c->sampler, a->u, pen ? a->window : NULL, pen ? a->n_window : 0);
+    if (st != LMX_OK) return st;
+    if (stepping(c)) {
+        SIGI(12); SIGP(logits->d); SIGP(c->sampler); SIGI(vocab); SIGI(fbits(a->temperature)); SIGI(fbits(a->top_p));
+        SIGI(fbits(a->min_p)); SIGI(a->top_k); SIGI(fbits(a->repetition_penalty)); SIGI(wcap);
+        c->samp_pending = true;
+        if (replaying(c)) return LMX_OK;
+    }
+    c->samp_pending = true;
+    return lmx_cuda_sample_enqueue(c->sampler, &p, logits->d, c->stream);
+}
+
+static lmx_status cu_sample_result(lmx_backend *be, int32_t *token) {
+    cuda_backend *c = CB(be);
+    *token = -1;
+    if (c->samp_host) {
+        c->samp_host = false;
+        return LMX_OK;
+    }
+    if (!c->samp_pending || !c->sampler) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_result: no sample");
+    lmx_status st = lmx_cuda_stream_sync(c->stream);
+    c->samp_pending = false;
+    if (st != LMX_OK) return st;
+    *token = lmx_cuda_sample_read(c->sampler);
+    return LMX_OK;
+}
+
 /* ---- decode-step hooks (backend.h) ---- */
 
 static lmx_status cu_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos) {
@@ -670,6 +731,7 @@ static void cu_destroy(lmx_backend *be) {
     free(c->h_pos);
     lmx_cuda_free(c->d_ids);
     lmx_cuda_free(c->d_ws);
+    lmx_cuda_sampler_destroy(c->sampler);
     free(c);
 }
 
@@ -696,6 +758,8 @@ static const lmx_backend_ops CUDA_OPS = {
     .step_end = cu_step_end,
     .matmul_add = cu_matmul_add,
     .rope_qk_store = cu_rope_qk_store,
+    .sample = cu_sample,
+    .sample_result = cu_sample_result,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {

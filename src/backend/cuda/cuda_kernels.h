@@ -275,6 +275,35 @@ typedef struct lmx_cuda_qk_rope {
 lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_cuda_qk_rope *r, float *q, float *k,
                                   const float *v, void *k_cache, void *v_cache, const int32_t *positions, int T,
                                   lmx_cuda_stream stream);
+
+/* ---- sampling the next token on the device (cuda_sample.cu; the host sampler's semantics, see
+ * src/generate/sampler.h and the file's header) ---- */
+typedef struct lmx_cuda_sampler lmx_cuda_sampler; /* device workspace + pinned staging */
+typedef struct lmx_cuda_sample_params {
+    int vocab;
+    float temperature;        /* 0 = greedy */
+    float top_p, min_p;       /* off: 0 (or 1), 0 */
+    int top_k;                /* 0 or >= vocab = off */
+    float repetition_penalty; /* 0 or 1 = off */
+} lmx_cuda_sample_params;
+/* A sampler for logits [vocab] and a penalty window of up to window_cap ids. */
+lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cuda_sampler **out);
+void lmx_cuda_sampler_destroy(lmx_cuda_sampler *s); /* NULL-safe; no work may be in flight */
+int lmx_cuda_sampler_vocab(const lmx_cuda_sampler *s);
+int lmx_cuda_sampler_window_cap(const lmx_cuda_sampler *s);
+/* False when the device cannot sample with *p (invalid values): the caller samples on the host. */
+bool lmx_cuda_sample_supported(const lmx_cuda_sample_params *p);
+/* Writes the per-token inputs (uniform u, the penalty window ids [n_window]) into pinned staging.
+ * Host memory only: call it when no enqueued sample is still in flight. */
+lmx_status lmx_cuda_sample_set_input(lmx_cuda_sampler *s, double u, const int32_t *window, int n_window);
+/* Enqueues on `stream`: the upload of the staged inputs, the kernels over logits (device [vocab], not
+ * modified), the download of the result to pinned memory. Capturable: a captured sequence reads the
+ * staging when it runs, so a replay only needs set_input before its launch. */
+lmx_status lmx_cuda_sample_enqueue(lmx_cuda_sampler *s, const lmx_cuda_sample_params *p, const float *logits,
+                                   lmx_cuda_stream stream);
+/* After the stream has synchronized: the id, or -1 when the device could not decide (NaN/inf logits,
+ * a top_p cut bucket or top_k candidates of more than 4096 tokens, greedy over logits all NaN/-inf). */
+int32_t lmx_cuda_sample_read(const lmx_cuda_sampler *s);
 #endif /* LMX_HAVE_CUDA */
 
 #ifdef __cplusplus
