@@ -53,8 +53,9 @@ fi
 for dt in bf16 q4 q8; do
   M=$W/m/$dt
   run gen_$dt 60 30 "$LMX" dev random-model llama-3-8b "$M" --dtype $dt --group-size 64 --seed 1 --threads 16 "${TOK[@]}" || continue
-  run bench_$dt 60 25 bash -c 'o=$1; shift; exec "$@" > "$o"' _ "$OUT/bench-$dt.json" \
+  run bench_$dt 60 25 env LMX_LOG=info bash -c 'o=$1; shift; exec "$@" > "$o"' _ "$OUT/bench-$dt.json" \
     "$LMX" bench "$M" --device gpu --prompt 512 --gen 128 --reps 2 --json
+  grep -h "cuda backend: uploaded" "$L/bench_$dt.log" >> "$S"
   python3 -c "
 import json,sys; j=json.load(open(sys.argv[1])); r=j['results']
 print('%s: load %.3f s, load->first token %.3f s, prefill %.0f tok/s, decode %.1f tok/s' % (sys.argv[2], r['load_s'], r['load_to_first_token_s'], r['prefill_tok_s'], r['decode_tok_s']))" \
@@ -65,11 +66,13 @@ for ab in "bf16 LMX_CUDA_STAGING=0" "q4 LMX_FUSE=0" "bf16 LMX_FUSE=0"; do
   set -- $ab
   [ -d "$W/m/$1" ] || continue
   n=ab_$1_${2%%=*}
-  run $n 40 25 env "$2" "$LMX" bench "$W/m/$1" --device gpu --prompt 512 --gen 64 --reps 1 --json || continue
+  run $n 40 25 env "$2" LMX_LOG=info bash -c 'o=$1; shift; exec "$@" > "$o"' _ "$W/$n.json" \
+    "$LMX" bench "$W/m/$1" --device gpu --prompt 512 --gen 64 --reps 1 --json || continue
+  grep -h "cuda backend: uploaded" "$L/$n.log" >> "$S"
   python3 -c "
-import json,sys; s=open(sys.argv[1]).read(); j=json.loads(s[s.index('{'):]); r=j['results']
+import json,sys; j=json.load(open(sys.argv[1])); r=j['results']
 print('%s: load %.3f s, load->first token %.3f s, prefill %.0f tok/s, decode %.1f tok/s' % (sys.argv[2], r['load_s'], r['load_to_first_token_s'], r['prefill_tok_s'], r['decode_tok_s']))" \
-    "$L/$n.log" "$1 $2" >> "$S" 2>&1
+    "$W/$n.json" "$1 $2" >> "$S" 2>&1
 done
 say "done"
 pack

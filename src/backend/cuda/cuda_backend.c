@@ -27,8 +27,10 @@
 #ifdef LMX_HAVE_CUDA
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/backend_check.h"
 #include "backend/backend_fuse.h"
@@ -91,6 +93,8 @@ typedef struct cuda_backend {
     pthread_mutex_t up_lock;
     lmx_cuda_uploader *up;
     bool staging, up_failed;
+    /* upload statistics, logged at destroy (info): bytes, ns in weight cudaMallocs, ns in copies */
+    atomic_uint_least64_t up_bytes, up_malloc_ns, up_copy_ns;
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -169,10 +173,27 @@ static lmx_cuda_uploader *uploader(cuda_backend *c) {
 
 /* host bytes (mmapped, any alignment) into device memory: through the staging ring (asynchronous:
  * upload_fence orders the op stream after it) or a pageable copy */
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 static lmx_status stage_copy(cuda_backend *c, void *d_dst, const void *src, size_t bytes) {
     lmx_cuda_uploader *u = uploader(c);
-    if (u) return lmx_cuda_uploader_copy(u, d_dst, src, bytes);
-    return lmx_cuda_memcpy_h2d(d_dst, src, bytes, NULL);
+    uint64_t t0 = now_ns();
+    lmx_status st = u ? lmx_cuda_uploader_copy(u, d_dst, src, bytes) : lmx_cuda_memcpy_h2d(d_dst, src, bytes, NULL);
+    atomic_fetch_add(&c->up_copy_ns, now_ns() - t0);
+    atomic_fetch_add(&c->up_bytes, bytes);
+    return st;
+}
+
+/* lmx_cuda_malloc of weight memory, timed */
+static lmx_status weight_malloc(cuda_backend *c, void **out, size_t bytes) {
+    uint64_t t0 = now_ns();
+    lmx_status st = lmx_cuda_malloc(out, bytes);
+    atomic_fetch_add(&c->up_malloc_ns, now_ns() - t0);
+    return st;
 }
 
 /* every later op (on the op stream, or the legacy stream, which waits for it) after the uploads */
@@ -194,13 +215,13 @@ static lmx_status upload_f32_into(cuda_backend *c, const void *src, lmx_wdtype t
 /* uploads n elements of dtype t (possibly unaligned host bytes) as fp32 */
 static lmx_status upload_f32(cuda_backend *c, const void *src, lmx_wdtype t, int64_t n, float **out) {
     *out = NULL;
-    lmx_status st = lmx_cuda_malloc((void **)out, (size_t)n * sizeof(float));
+    lmx_status st = weight_malloc(c, (void **)out, (size_t)n * sizeof(float));
     if (st == LMX_OK) st = upload_f32_into(c, src, t, n, *out);
     return st;
 }
 
 static lmx_status upload_bytes(cuda_backend *c, const void *src, size_t bytes, void **out) {
-    lmx_status st = lmx_cuda_malloc(out, bytes);
+    lmx_status st = weight_malloc(c, out, bytes);
     if (st == LMX_OK) st = stage_copy(c, *out, src, bytes);
     return st;
 }
@@ -375,10 +396,10 @@ static lmx_status cu_weight_upload_fused(lmx_backend *be, const lmx_weight_desc 
         w->m.bits = p0->bits;
         w->m.group_size = p0->group_size;
     }
-    lmx_status st = lmx_cuda_malloc(&w->dw, (size_t)rows * row_bytes);
-    if (st == LMX_OK && quant) st = lmx_cuda_malloc(&w->ds, (size_t)rows * sbytes);
-    if (st == LMX_OK && quant) st = lmx_cuda_malloc(&w->db, (size_t)rows * sbytes);
-    if (st == LMX_OK && p0->bias) st = lmx_cuda_malloc((void **)&w->dbias, (size_t)rows * sizeof(float));
+    lmx_status st = weight_malloc(c, &w->dw, (size_t)rows * row_bytes);
+    if (st == LMX_OK && quant) st = weight_malloc(c, &w->ds, (size_t)rows * sbytes);
+    if (st == LMX_OK && quant) st = weight_malloc(c, &w->db, (size_t)rows * sbytes);
+    if (st == LMX_OK && p0->bias) st = weight_malloc(c, (void **)&w->dbias, (size_t)rows * sizeof(float));
     int64_t r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
         const lmx_weight_desc *p = &parts[i];
@@ -766,6 +787,11 @@ static void cu_destroy(lmx_backend *be) {
     free(c->h_pos);
     lmx_cuda_free(c->d_ids);
     lmx_cuda_free(c->d_ws);
+    uint64_t ub = atomic_load(&c->up_bytes);
+    if (ub)
+        LMX_LOG_I("cuda backend: uploaded %.3f GB (%s): %.3f s in copies, %.3f s in cudaMalloc", ub / 1e9,
+                  c->up ? "pinned staging" : "pageable", atomic_load(&c->up_copy_ns) / 1e9,
+                  atomic_load(&c->up_malloc_ns) / 1e9);
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
     free(c);
@@ -811,6 +837,9 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     c->base.ops = &CUDA_OPS;
     c->device = device;
     pthread_mutex_init(&c->up_lock, NULL);
+    atomic_init(&c->up_bytes, 0);
+    atomic_init(&c->up_malloc_ns, 0);
+    atomic_init(&c->up_copy_ns, 0);
     const char *se = getenv("LMX_CUDA_STAGING"); /* 0: pageable uploads (A/B measurements) */
     c->staging = !(se && strcmp(se, "0") == 0);
     st = lmx_cuda_stream_create_blocking(&c->stream);
