@@ -16,6 +16,7 @@
 #include "model/lm_internal.h"
 #include "model/mlx_pack.h"
 #include "model/fused_check.h"
+#include "util/error.h"
 
 static void test_buf_view(void) {
     lmx_backend *be = NULL;
@@ -177,10 +178,72 @@ static void test_prefill_chunk(void) {
     lmx_backend_destroy(be);
 }
 
+/* a backend whose fused upload refuses q|k|v (3 parts: LMX_ERR_UNSUPPORTED → separate weights) or
+ * fails with OOM at the n-th call (the model open fails and frees what it bound) */
+static lmx_status (*real_fused)(lmx_backend *, const lmx_weight_desc *, int, lmx_bweight **, lmx_bweight **);
+static int fused_calls, oom_at;
+static lmx_status picky_fused(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                              lmx_bweight **views) {
+    fused_calls++;
+    *fused = NULL;
+    if (oom_at && fused_calls == oom_at) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "test: fused upload out of memory");
+    if (n == 3) return lmx_error(LMX_ERR_UNSUPPORTED, "test: no fused q|k|v");
+    return real_fused(be, parts, n, fused, views);
+}
+
+static void test_partial_fusion(void) {
+    const char *dir = LMX_SOURCE_DIR "/tests/fixtures/models/qwen2-bias";
+    lmx_backend *be = NULL, *plain = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK && lmx_backend_cpu_create(2, &plain) == LMX_OK);
+    if (!be || !plain) return;
+    CHECK(lmx_backend_cpu_enable_fused(be) == LMX_OK);
+    const lmx_backend_ops *orig = be->ops;
+    lmx_backend_ops picky = *orig;
+    real_fused = orig->weight_upload_fused;
+    picky.weight_upload_fused = picky_fused;
+    be->ops = &picky;
+    lmx_lm *a = NULL, *b = NULL;
+    lmx_lm_options oa = {.backend = plain}, ob = {.backend = be};
+    /* OOM in the second fused upload: the open fails with it, nothing leaks (ASan) */
+    fused_calls = 0;
+    oom_at = 2;
+    CHECK(lmx_lm_open(dir, &ob, &b) == LMX_ERR_OUT_OF_MEMORY && b == NULL);
+    oom_at = 0;
+    lmx_status s = lmx_lm_open(dir, &oa, &a);
+    if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &b);
+    CHECK_MSG(s == LMX_OK, "%s", lmx_last_error_detail());
+    lmx_kv *ka = NULL, *kb = NULL;
+    if (s == LMX_OK) s = lmx_kv_create(a, 32, &ka);
+    if (s == LMX_OK) s = lmx_kv_create(b, 32, &kb);
+    if (s == LMX_OK) {
+        CHECK(b->layers[0].qkv == NULL && b->layers[0].gate_up != NULL && kb->gu1 != NULL);
+        const int V = lmx_lm_vocab_size(a);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[6] = {1, 5, 9, 2, 7, 3};
+        for (int step = 0; step < 4 && s == LMX_OK; step++) {
+            const int n = step == 0 ? 3 : 1;
+            const int32_t *in = step == 0 ? ids : &ids[2 + step];
+            s = lmx_lm_forward(a, ka, in, n, la);
+            if (s == LMX_OK) s = lmx_lm_forward(b, kb, in, n, lb);
+            CHECK(s == LMX_OK && memcmp(la, lb, sizeof(float) * V) == 0);
+        }
+        free(la);
+        free(lb);
+    }
+    lmx_kv_destroy(ka);
+    lmx_kv_destroy(kb);
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    be->ops = orig;
+    lmx_backend_destroy(be);
+    lmx_backend_destroy(plain);
+}
+
 int main(void) {
     RUN(test_buf_view);
     RUN(test_fused_upload);
     RUN(test_fused_models);
     RUN(test_prefill_chunk);
+    RUN(test_partial_fusion);
     return lmx_test_summary();
 }
