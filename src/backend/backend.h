@@ -152,6 +152,10 @@ typedef struct lmx_backend_ops {
     /* Preferred rows per prefill call (the KV cache's scratch is sized for it); 0 = the caller's
      * default (128). */
     int prefill_chunk;
+    /* The caller finished a batch of uploads (a model's weights): waits until they are complete
+     * (a failed asynchronous copy is reported here) and may release upload resources (pinned
+     * staging buffers) until the next upload. NULL = nothing to do. */
+    lmx_status (*upload_end)(lmx_backend *be);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

@@ -421,6 +421,9 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
         binder b = {.lm = lm, .c = lm->cfg, .fuse = !(fe && strcmp(fe, "0") == 0)};
         st = bind_all(&b);
         free(b.used);
+        /* the weights are on the device (or the failed copy is reported); staging released */
+        lmx_status se = lm->be->ops->upload_end ? lm->be->ops->upload_end(lm->be) : LMX_OK;
+        if (st == LMX_OK) st = se;
     }
     if (st != LMX_OK) {
         lmx_lm_close(lm);

@@ -109,6 +109,30 @@ static void test_upload_kinds(void) {
     lmx_backend_destroy(cpu);
 }
 
+/* rows ids[0..n) of the big pattern weight (stored row id + 1) read back through embed; id 0 is
+ * expected all zero when zero_first (its host row was cleared before that upload) */
+static int big_rows_bad(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int n, int64_t C, bool zero_first) {
+    float *out = malloc(sizeof(float) * (size_t)n * C);
+    lmx_buf *y = NULL;
+    lmx_status st = out ? be->ops->buf_alloc(be, (size_t)n * C, &y) : LMX_ERR_OUT_OF_MEMORY;
+    if (st == LMX_OK) st = be->ops->embed(be, w, ids, n, 1.0f, y);
+    if (st == LMX_OK) st = be->ops->buf_read(be, y, 0, out, (size_t)n * C);
+    CHECK_MSG(st == LMX_OK, "embed: %s", lmx_last_error_detail());
+    int bad = st == LMX_OK ? 0 : 1;
+    for (int i = 0; st == LMX_OK && i < n; i++)
+        for (int64_t c = 0; c < C; c++) {
+            int64_t r = ids[i] + 1; /* row0 = 1 */
+            uint32_t u = (uint32_t)(0x3f80u + (uint16_t)((r * 131 + c * 7) % 127)) << 16;
+            float want;
+            memcpy(&want, &u, 4);
+            if (zero_first && ids[i] == 0) want = 0;
+            bad += out[(size_t)i * C + c] != want;
+        }
+    be->ops->buf_free(be, y);
+    free(out);
+    return bad;
+}
+
 /* 40000 x 4096 bf16 (320 MB): rows read back through embed equal the stored values exactly */
 static void big_upload(const char *staging) {
     lmx_backend *be = gpu_create(staging);
@@ -147,32 +171,24 @@ static void big_upload(const char *staging) {
     if (st == LMX_OK) st = be->ops->weight_upload(be, &dv, &v2);
     CHECK_MSG(st == LMX_OK, "big upload (staging %s): %s", staging ? staging : "on", lmx_last_error_detail());
     /* the host copy may change now: every byte is staged (or copied) before the upload returns */
-    memset(h, 0, 4096);
-    const int32_t ids[6] = {0, 1, 4095, 20000, 33333, (int32_t)(R - 2)};
+    memset(h + C, 0, (size_t)C * 2); /* stored row 1 = embed id 0 */
     be->ops->buf_free(be, y1);
     be->ops->buf_free(be, y4k);
-    float *out = malloc(sizeof(float) * 6 * C);
-    lmx_buf *y = NULL;
-    if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)6 * C, &y);
-    if (st == LMX_OK) st = be->ops->embed(be, w, ids, 6, 1.0f, y);
-    if (st == LMX_OK) st = be->ops->buf_read(be, y, 0, out, (size_t)6 * C);
-    CHECK_MSG(st == LMX_OK, "embed: %s", lmx_last_error_detail());
-    int bad = 0;
-    for (int i = 0; st == LMX_OK && i < 6; i++)
-        for (int64_t c = 0; c < C; c++) {
-            int64_t r = ids[i] + 1; /* row0 = 1 */
-            uint32_t u = (uint32_t)(0x3f80u + (uint16_t)((r * 131 + c * 7) % 127)) << 16;
-            float want;
-            memcpy(&want, &u, 4);
-            bad += out[(size_t)i * C + c] != want;
-        }
-    CHECK_MSG(bad == 0, "big upload (staging %s): %d of %lld values differ", staging ? staging : "on", bad,
-              (long long)(6 * C));
-    be->ops->buf_free(be, y);
+    const int32_t ids[6] = {0, 1, 4095, 20000, 33333, (int32_t)(R - 2)};
+    const char *lbl = staging ? staging : "on";
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w, ids, 6, C, false) == 0, "big upload (staging %s) differs", lbl);
+    /* upload_end: copies done, ring released; the weight stays, and the next upload gets a new ring */
+    CHECK(be->ops->upload_end && be->ops->upload_end(be) == LMX_OK);
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w, ids, 6, C, false) == 0, "after upload_end (staging %s)", lbl);
+    lmx_bweight *w2 = NULL;
+    if (st == LMX_OK) st = be->ops->weight_upload(be, &dw, &w2);
+    CHECK_MSG(st == LMX_OK, "upload after upload_end: %s", lmx_last_error_detail());
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w2, ids, 6, C, true) == 0, "second upload (staging %s)", lbl);
+    CHECK(be->ops->upload_end(be) == LMX_OK);
     be->ops->weight_free(be, v1);
     be->ops->weight_free(be, w);
+    be->ops->weight_free(be, w2);
     be->ops->weight_free(be, v2);
-    free(out);
     free(h);
     lmx_backend_destroy(be);
 }

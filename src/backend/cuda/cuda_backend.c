@@ -92,7 +92,7 @@ typedef struct cuda_backend {
      * LMX_CUDA_STAGING=0; without it (or if creating it failed) pageable copies as before */
     pthread_mutex_t up_lock;
     lmx_cuda_uploader *up;
-    bool staging, up_failed;
+    bool staging, up_failed, staged_any;
     /* upload statistics, logged at destroy (info): bytes, ns in weight cudaMallocs, ns in copies */
     atomic_uint_least64_t up_bytes, up_malloc_ns, up_copy_ns;
 } cuda_backend;
@@ -157,18 +157,17 @@ static float host_to_f32(const uint8_t *p, lmx_wdtype t) {
 #define STAGE_BUF_BYTES ((size_t)32 << 20)
 #define STAGE_BUFS 4
 
-static lmx_cuda_uploader *uploader(cuda_backend *c) {
-    pthread_mutex_lock(&c->up_lock);
+/* the staging ring, created on first use (c->up_lock held by the caller; NULL = pageable copies) */
+static lmx_cuda_uploader *uploader_locked(cuda_backend *c) {
     if (!c->up && c->staging && !c->up_failed) {
         if (lmx_cuda_uploader_create(STAGE_BUF_BYTES, STAGE_BUFS, 0, &c->up) != LMX_OK) {
             LMX_LOG_W("cuda backend: no pinned staging buffers (%s); weights upload through pageable copies",
                       lmx_last_error_detail());
             c->up_failed = true;
         }
+        if (c->up) c->staged_any = true;
     }
-    lmx_cuda_uploader *u = c->up;
-    pthread_mutex_unlock(&c->up_lock);
-    return u;
+    return c->up;
 }
 
 /* host bytes (mmapped, any alignment) into device memory: through the staging ring (asynchronous:
@@ -180,9 +179,11 @@ static uint64_t now_ns(void) {
 }
 
 static lmx_status stage_copy(cuda_backend *c, void *d_dst, const void *src, size_t bytes) {
-    lmx_cuda_uploader *u = uploader(c);
     uint64_t t0 = now_ns();
+    pthread_mutex_lock(&c->up_lock);
+    lmx_cuda_uploader *u = uploader_locked(c);
     lmx_status st = u ? lmx_cuda_uploader_copy(u, d_dst, src, bytes) : lmx_cuda_memcpy_h2d(d_dst, src, bytes, NULL);
+    pthread_mutex_unlock(&c->up_lock);
     atomic_fetch_add(&c->up_copy_ns, now_ns() - t0);
     atomic_fetch_add(&c->up_bytes, bytes);
     return st;
@@ -198,8 +199,27 @@ static lmx_status weight_malloc(cuda_backend *c, void **out, size_t bytes) {
 
 /* every later op (on the op stream, or the legacy stream, which waits for it) after the uploads */
 static lmx_status upload_fence(cuda_backend *c) {
-    lmx_cuda_uploader *u = uploader(c);
-    return u ? lmx_cuda_uploader_fence(u, c->stream) : LMX_OK;
+    pthread_mutex_lock(&c->up_lock);
+    lmx_status st = c->up ? lmx_cuda_uploader_fence(c->up, c->stream) : LMX_OK;
+    pthread_mutex_unlock(&c->up_lock);
+    return st;
+}
+
+/* backend.h upload_end: waits for the copies in flight, then releases the ring (4 x 32 MiB pinned
+ * and the copy threads) until the next upload */
+static lmx_status cu_upload_end(lmx_backend *be) {
+    cuda_backend *c = CB(be);
+    pthread_mutex_lock(&c->up_lock);
+    lmx_status st = LMX_OK;
+    if (c->up) {
+        uint64_t t0 = now_ns();
+        st = lmx_cuda_uploader_sync(c->up);
+        lmx_cuda_uploader_destroy(c->up);
+        c->up = NULL;
+        atomic_fetch_add(&c->up_copy_ns, now_ns() - t0);
+    }
+    pthread_mutex_unlock(&c->up_lock);
+    return st;
 }
 
 /* n elements of dtype t (possibly unaligned host bytes) as fp32 into device d_dst [n] */
@@ -790,7 +810,7 @@ static void cu_destroy(lmx_backend *be) {
     uint64_t ub = atomic_load(&c->up_bytes);
     if (ub)
         LMX_LOG_I("cuda backend: uploaded %.3f GB (%s): %.3f s in copies, %.3f s in cudaMalloc", ub / 1e9,
-                  c->up ? "pinned staging" : "pageable", atomic_load(&c->up_copy_ns) / 1e9,
+                  c->staged_any ? "pinned staging" : "pageable", atomic_load(&c->up_copy_ns) / 1e9,
                   atomic_load(&c->up_malloc_ns) / 1e9);
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
@@ -821,6 +841,7 @@ static const lmx_backend_ops CUDA_OPS = {
     .buf_view = cu_buf_view,
     .weight_upload_fused = cu_weight_upload_fused,
     .prefill_chunk = 512, /* one GEMM per weight for a 512-token prompt (quantized weights expand once) */
+    .upload_end = cu_upload_end,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
