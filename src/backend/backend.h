@@ -193,6 +193,26 @@ typedef struct lmx_backend_ops {
      * grow. */
     lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
     lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
+    /* ---- views, fused weights, prefill chunk (optional: NULL / 0 = not provided) ---- */
+    /* A non-owning handle to floats [off, off+n) of parent. buf_free on a view frees only the handle;
+     * views must be freed before their parent. A view of a view is refused (LMX_ERR_INVALID_ARGUMENT). */
+    lmx_status (*buf_view)(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out);
+    /* Uploads n row blocks parts[0..n) (identical kind, cols, dtype, bits, group_size; all with a
+     * bias or none, same bias dtype) as ONE matrix whose rows are the parts' rows concatenated
+     * (*fused, [Σ rows, cols]), plus n views views[i] aliasing the fused memory at the part's row
+     * offset (usable wherever a weight is). weight_free of a view frees only the handle; the fused
+     * weight owns the memory and must be freed after its views. Parts that cannot be fused →
+     * LMX_ERR_UNSUPPORTED (nothing allocated: the caller uploads them separately); a failed
+     * device allocation → LMX_ERR_OUT_OF_MEMORY. */
+    lmx_status (*weight_upload_fused)(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                      lmx_bweight **views);
+    /* Preferred rows per prefill call (the KV cache's scratch is sized for it); 0 = the caller's
+     * default (128). */
+    int prefill_chunk;
+    /* The caller finished a batch of uploads (a model's weights): waits until they are complete
+     * (a failed asynchronous copy is reported here) and may release upload resources (pinned
+     * staging buffers) until the next upload. NULL = nothing to do. */
+    lmx_status (*upload_end)(lmx_backend *be);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */
@@ -207,6 +227,10 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
 /* "scalar" or "avx2" for a CPU backend, NULL for another backend. */
 const char *lmx_backend_cpu_kernels(const lmx_backend *be);
+/* Tests only: gives a CPU backend (before any weight is uploaded through it) a weight_upload_fused
+ * that copies the parts' rows into one owned matrix, so the fused decode path of the model runs on
+ * the CPU. LMX_ERR_INVALID_ARGUMENT for another backend. */
+lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be);
 
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);

@@ -23,7 +23,7 @@
 #include "model/lm_internal.h"
 #include "util/error.h"
 
-#define KV_CHUNK 128 /* prefill rows per backend call */
+#define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
 
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
 
@@ -31,7 +31,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     *out = NULL;
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
     if (chunk < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: chunk %d", chunk);
-    if (chunk == 0) chunk = KV_CHUNK;
+    if (chunk == 0) chunk = lm->be->ops->prefill_chunk > 0 ? lm->be->ops->prefill_chunk : KV_CHUNK;
     const lmx_model_config *c = lm->cfg;
     lmx_backend *be = lm->be;
     lmx_kv *kv = calloc(1, sizeof *kv);
@@ -70,6 +70,19 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         st = be->ops->buf_alloc(be, bufs[i].n, bufs[i].b);
         scratch += bufs[i].n;
     }
+    /* one-token steps through fused weights: [NQ+2NKV] and [2I] outputs with views per projection */
+    bool fused = false;
+    for (int l = 0; l < c->n_layers; l++) fused = fused || lm->layers[l].qkv || lm->layers[l].gate_up;
+    if (st == LMX_OK && fused && be->ops->buf_view) {
+        st = be->ops->buf_alloc(be, NQ + 2 * NKV, &kv->qkv1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, 0, NQ, &kv->q1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ, NKV, &kv->k1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ + NKV, NKV, &kv->v1);
+        if (st == LMX_OK) st = be->ops->buf_alloc(be, 2 * I, &kv->gu1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, 0, I, &kv->g1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, I, I, &kv->u1);
+        scratch += NQ + 2 * NKV + 2 * I;
+    }
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
@@ -88,7 +101,9 @@ void lmx_kv_destroy(lmx_kv *kv) {
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->k[l]);
     if (kv->v)
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->v[l]);
-    lmx_buf *bs[] = {kv->x, kv->xn, kv->q, kv->att, kv->kk, kv->vv, kv->o, kv->g, kv->u, kv->last, kv->logits};
+    /* views before the buffers they alias */
+    lmx_buf *bs[] = {kv->x,      kv->xn,   kv->q,  kv->att, kv->kk, kv->vv, kv->o,  kv->g,   kv->u,
+                     kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
     free(kv->k);
     free(kv->v);
@@ -133,7 +148,8 @@ static bool fused_residual(const lmx_lm *lm, const lmx_kv *kv) {
 }
 
 /* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) */
-static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms) {
+static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms,
+                                      lmx_buf *q, lmx_buf *kk, const lmx_buf *vv) {
     const lmx_model_config *c = lm->cfg;
     const lm_layer *L = &lm->layers[l];
     lmx_qk_rope_params p = {.n_tokens = T,
@@ -148,7 +164,7 @@ static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, cons
                             .k_norm = c->qk_norm ? L->k_norm : NULL,
                             .eps = (float)c->rms_norm_eps,
                             .norm_plus_one = c->norm_plus_one};
-    return lm->be->ops->rope_qk_store(lm->be, kv->q, kv->kk, kv->vv, kv->k[l], kv->v[l], &p, kv->posv);
+    return lm->be->ops->rope_qk_store(lm->be, q, kk, vv, kv->k[l], kv->v[l], &p, kv->posv);
 }
 
 /* One decoder layer over T rows at positions kv->posv[0..T). */
@@ -163,21 +179,31 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
 
     /* attention block */
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, L->in_norm, eps, p1));            /* [T, hidden] */
-    TRY(op->matmul(be, L->q, kv->xn, 0, T, kv->q));                             /* [T, NH*D] */
-    TRY(op->matmul(be, L->k, kv->xn, 0, T, kv->kk));                            /* [T, NKV*D] */
-    TRY(op->matmul(be, L->v, kv->xn, 0, T, kv->vv));                            /* [T, NKV*D] */
+    /* one token through the fused q|k|v weight: one matmul into qkv1, whose views are q, k, v (a
+     * T > 1 output would interleave the rows, so prefill keeps one matmul per view) */
+    lmx_buf *q = kv->q, *kk = kv->kk, *vv = kv->vv;
+    if (T == 1 && L->qkv && kv->qkv1) {
+        q = kv->q1;
+        kk = kv->k1;
+        vv = kv->v1;
+        TRY(op->matmul(be, L->qkv, kv->xn, 0, 1, kv->qkv1)); /* [NH*D + 2*NKV*D] */
+    } else {
+        TRY(op->matmul(be, L->q, kv->xn, 0, T, q));  /* [T, NH*D] */
+        TRY(op->matmul(be, L->k, kv->xn, 0, T, kk)); /* [T, NKV*D] */
+        TRY(op->matmul(be, L->v, kv->xn, 0, T, vv)); /* [T, NKV*D] */
+    }
     const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
     float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
     if (kv->fused && op->rope_qk_store) {
-        TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms));
+        TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms, q, kk, vv));
     } else {
         if (c->qk_norm) {
-            TRY(op->rmsnorm(be, kv->q, kv->q, T * NH, D, L->q_norm, eps, p1));
-            TRY(op->rmsnorm(be, kv->kk, kv->kk, T * NKV, D, L->k_norm, eps, p1));
+            TRY(op->rmsnorm(be, q, q, T * NH, D, L->q_norm, eps, p1));
+            TRY(op->rmsnorm(be, kk, kk, T * NKV, D, L->k_norm, eps, p1));
         }
-        TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
-        TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
-        TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->slots[l], kv->posv));
+        TRY(op->rope(be, q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->rope(be, kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->kv_write(be, kv->k[l], kv->v[l], kk, vv, T, NKV, D, kv->slots[l], kv->posv));
     }
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = NH,
@@ -187,7 +213,7 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap};
-    TRY(op->attention(be, kv->q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
+    TRY(op->attention(be, q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
     if (fused_residual(lm, kv)) {
         TRY(op->matmul_add(be, L->o, kv->att, 0, T, kv->x)); /* h += o */
     } else {
@@ -199,14 +225,21 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     /* MLP block */
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
-    TRY(op->matmul(be, L->gate, kv->xn, 0, T, kv->g)); /* [T, inter] */
-    TRY(op->matmul(be, L->up, kv->xn, 0, T, kv->u));   /* [T, inter] */
-    TRY(op->act_mul(be, kv->g, kv->u, (size_t)T * c->intermediate_size,
+    lmx_buf *g = kv->g, *u = kv->u;
+    if (T == 1 && L->gate_up && kv->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
+        g = kv->g1;
+        u = kv->u1;
+        TRY(op->matmul(be, L->gate_up, kv->xn, 0, 1, kv->gu1)); /* [2*inter] */
+    } else {
+        TRY(op->matmul(be, L->gate, kv->xn, 0, T, g)); /* [T, inter] */
+        TRY(op->matmul(be, L->up, kv->xn, 0, T, u));   /* [T, inter] */
+    }
+    TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size,
                     c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL));
     if (fused_residual(lm, kv)) {
-        TRY(op->matmul_add(be, L->down, kv->g, 0, T, kv->x)); /* h += f */
+        TRY(op->matmul_add(be, L->down, g, 0, T, kv->x)); /* h += f */
     } else {
-        TRY(op->matmul(be, L->down, kv->g, 0, T, kv->o)); /* [T, hidden] */
+        TRY(op->matmul(be, L->down, g, 0, T, kv->o)); /* [T, hidden] */
         if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
         TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
     }

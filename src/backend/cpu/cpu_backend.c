@@ -15,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "backend/backend_check.h"
+#include "backend/backend_fuse.h"
 #include "backend/cpu/cpu_quant.h"
 #include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
@@ -23,6 +24,7 @@
 struct lmx_buf {
     size_t n;
     float *data; /* [n] */
+    bool view;   /* buf_view: data belongs to another buffer */
 };
 
 struct lmx_bweight {
@@ -35,6 +37,8 @@ struct lmx_bweight {
     float *scales, *biases; /* quant: own fp32 [rows, groups] */
     int bits, group_size, groups;
     float *bias;           /* optional own fp32 [rows] */
+    uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
+    bool view;             /* a view of a fused weight: frees only the handle */
 };
 
 typedef struct cpu_backend {
@@ -116,12 +120,17 @@ static lmx_status cpu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
     }
     b->n = n;
     b->data = d;
+    b->view = false;
     *out = b;
     return LMX_OK;
 }
 
 static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
     if (!b) return;
+    if (b->view) {
+        free(b);
+        return;
+    }
     atomic_fetch_sub(&CPU(be)->buf_bytes, b->n * sizeof(float));
     free(b->data);
     free(b);
@@ -152,9 +161,28 @@ static lmx_status cpu_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, co
     return LMX_OK;
 }
 
+static lmx_status cpu_buf_view(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out) {
+    (void)be;
+    *out = NULL;
+    if (!parent) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: buf_view of NULL");
+    CHECK_RANGE(parent, off, n, "buf_view");
+    lmx_buf *b = malloc(sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: buffer view");
+    b->n = n;
+    b->data = parent->data + off;
+    b->view = true;
+    *out = b;
+    return LMX_OK;
+}
+
 static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     (void)be;
     if (!w) return;
+    if (w->view) {
+        free(w);
+        return;
+    }
+    free(w->own);
     free(w->vec);
     free(w->scales);
     free(w->biases);
@@ -207,6 +235,87 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
 oom:
     cpu_weight_free(be, w);
     return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight copy", what);
+}
+
+/* Test-only (lmx_backend_cpu_enable_fused): the parts' rows copied into one owned matrix (dense:
+ * stored bytes; quant: packed words, fp32 scales/biases), views pointing into it. */
+static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                               lmx_bweight **fused, lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    *fused = NULL;
+    for (int i = 0; i < n && views; i++) views[i] = NULL;
+    int64_t rows = 0;
+    LMX_BACKEND_TRY(lmx_backend_check_fused_parts("cpu", parts, n, &rows));
+    const lmx_weight_desc *p0 = &parts[0];
+    lmx_bweight *w = calloc(1, sizeof *w);
+    if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fused weight", p0->name);
+    w->kind = p0->kind;
+    w->rows = rows;
+    w->cols = p0->cols;
+    w->dtype = p0->dtype;
+    w->row_bytes = p0->kind == LMX_WEIGHT_DENSE ? (size_t)p0->cols * wdtype_size(p0->dtype)
+                                                : (size_t)p0->cols * (size_t)p0->bits / 8;
+    if (p0->kind == LMX_WEIGHT_QUANT) {
+        w->bits = p0->bits;
+        w->group_size = p0->group_size;
+        w->groups = (int)(p0->cols / p0->group_size);
+    }
+    const size_t G = (size_t)w->groups, sb = wdtype_size(p0->dtype);
+    w->own = malloc((size_t)rows * w->row_bytes);
+    if (p0->kind == LMX_WEIGHT_QUANT) {
+        w->scales = malloc((size_t)rows * G * sizeof(float));
+        w->biases = malloc((size_t)rows * G * sizeof(float));
+    }
+    if (p0->bias) w->bias = malloc((size_t)rows * sizeof(float));
+    if (!w->own || (p0->kind == LMX_WEIGHT_QUANT && (!w->scales || !w->biases)) || (p0->bias && !w->bias)) {
+        cpu_weight_free(be, w);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fused weight copy", p0->name);
+    }
+    w->data = w->own;
+    int64_t r = 0;
+    for (int i = 0; i < n; i++) {
+        const lmx_weight_desc *p = &parts[i];
+        memcpy(w->own + (size_t)r * w->row_bytes, (const uint8_t *)p->data + (size_t)p->row0 * w->row_bytes,
+               (size_t)p->rows * w->row_bytes);
+        if (p->kind == LMX_WEIGHT_QUANT) {
+            size_t off = (size_t)p->row0 * G * sb;
+            convert_row(&c->k, (const uint8_t *)p->scales + off, p->dtype, p->rows * (int64_t)G, w->scales + r * G);
+            convert_row(&c->k, (const uint8_t *)p->biases + off, p->dtype, p->rows * (int64_t)G, w->biases + r * G);
+        }
+        if (p->bias)
+            convert_row(&c->k, (const uint8_t *)p->bias + (size_t)p->row0 * wdtype_size(p->bias_dtype),
+                        p->bias_dtype, p->rows, w->bias + r);
+        r += p->rows;
+    }
+    lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
+    r = 0;
+    for (int i = 0; st == LMX_OK && i < n; i++) {
+        lmx_bweight *v = malloc(sizeof *v);
+        if (!v) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight view", parts[i].name);
+            break;
+        }
+        *v = *w;
+        v->own = NULL;
+        v->view = true;
+        v->rows = parts[i].rows;
+        v->data = w->data + (size_t)r * w->row_bytes;
+        if (w->scales) v->scales = w->scales + (size_t)r * G;
+        if (w->biases) v->biases = w->biases + (size_t)r * G;
+        if (w->bias) v->bias = w->bias + r;
+        views[i] = v;
+        r += parts[i].rows;
+    }
+    if (st != LMX_OK) {
+        for (int i = 0; i < n; i++) {
+            cpu_weight_free(be, views[i]);
+            views[i] = NULL;
+        }
+        cpu_weight_free(be, w);
+        return st;
+    }
+    *fused = w;
+    return LMX_OK;
 }
 
 /* ---- matmul ---- */
@@ -569,6 +678,15 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
     return st;
 }
 
+static lmx_status cpu_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                          lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_fused_impl(be, parts, n, fused, views);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
     cpu_backend *c = CPU(be);
     pthread_mutex_lock(&c->op_lock);
@@ -716,28 +834,39 @@ static void cpu_destroy(lmx_backend *be) {
     free(c);
 }
 
-static const lmx_backend_ops cpu_ops = {
-    .name = "cpu",
-    .destroy = cpu_destroy,
-    .buf_alloc = cpu_buf_alloc,
-    .buf_free = cpu_buf_free,
-    .buf_write = cpu_buf_write,
-    .buf_read = cpu_buf_read,
-    .buf_copy = cpu_buf_copy,
-    .weight_upload = cpu_weight_upload,
-    .weight_free = cpu_weight_free,
-    .matmul = cpu_matmul,
-    .embed = cpu_embed,
-    .rmsnorm = cpu_rmsnorm,
-    .rope = cpu_rope,
-    .kv_write = cpu_kv_write,
-    .attention = cpu_attention,
-    .act_mul = cpu_act_mul,
-    .add = cpu_add,
-    .softcap = cpu_softcap,
-    .matmul_add = cpu_matmul_add,
-    .rope_qk_store = cpu_rope_qk_store,
-};
+#define CPU_OPS_COMMON                     \
+    .name = "cpu",                         \
+    .destroy = cpu_destroy,                \
+    .buf_alloc = cpu_buf_alloc,            \
+    .buf_free = cpu_buf_free,              \
+    .buf_write = cpu_buf_write,            \
+    .buf_read = cpu_buf_read,              \
+    .buf_copy = cpu_buf_copy,              \
+    .weight_upload = cpu_weight_upload,    \
+    .weight_free = cpu_weight_free,        \
+    .matmul = cpu_matmul,                  \
+    .embed = cpu_embed,                    \
+    .rmsnorm = cpu_rmsnorm,                \
+    .rope = cpu_rope,                      \
+    .kv_write = cpu_kv_write,              \
+    .attention = cpu_attention,            \
+    .act_mul = cpu_act_mul,                \
+    .add = cpu_add,                        \
+    .softcap = cpu_softcap,                \
+    .matmul_add = cpu_matmul_add,          \
+    .rope_qk_store = cpu_rope_qk_store,    \
+    .buf_view = cpu_buf_view
+
+static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
+/* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
+static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
+
+lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
+    if (!be || (be->ops != &cpu_ops && be->ops != &cpu_ops_fused))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "enable_fused: not a cpu backend");
+    be->ops = &cpu_ops_fused;
+    return LMX_OK;
+}
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
     const char *env = getenv("LMX_CPU_SIMD");
@@ -745,7 +874,7 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
-    return be && be->ops == &cpu_ops ? ((const cpu_backend *)be)->k.name : NULL;
+    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused) ? ((const cpu_backend *)be)->k.name : NULL;
 }
 
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
