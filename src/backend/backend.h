@@ -135,6 +135,15 @@ typedef struct lmx_backend_ops {
      * abandoned; *redo is set so the caller's retry reports the error eagerly). */
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
+
+    /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
+     * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
+     * an element type the backend chooses (the CUDA backend: bf16, or fp32 with LMX_CUDA_KV=f32). Such a
+     * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
+     * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
+     * accounting; NULL = sizeof(float)). */
+    lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
+    size_t (*kv_elem_bytes)(const lmx_backend *be);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

@@ -38,6 +38,7 @@
 struct lmx_buf {
     size_t n;
     float *d; /* device [n] */
+    lmx_dtype dt; /* F32; a kv_buf_alloc cache: its element type (d then points to n such elements) */
 };
 
 struct lmx_bweight {
@@ -81,6 +82,10 @@ typedef struct cuda_backend {
     int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
     size_t ws_cap;
+    lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: BF16 unless LMX_CUDA_KV=f32 */
+    int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
+    size_t cnt_cap;
+    bool decode_split; /* LMX_CUDA_DECODE_ATTN=split: decode through the split-K kernel + merge launch */
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -183,7 +188,36 @@ static void cu_buf_free(lmx_backend *be, lmx_buf *b) {
     free(b);
 }
 
-#define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_)
+static size_t kv_dt_bytes(lmx_dtype t) { return t == LMX_DTYPE_F32 ? 4 : 2; }
+
+static size_t cu_kv_elem_bytes(const lmx_backend *be) { return kv_dt_bytes(((const cuda_backend *)be)->kv_dt); }
+
+/* a k or v cache of n elements in the backend's KV dtype (zeroed) */
+static lmx_status cu_kv_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
+    cuda_backend *c = CB(be);
+    *out = NULL;
+    lmx_buf *b = calloc(1, sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: kv buffer");
+    const size_t bytes = (n ? n : 1) * kv_dt_bytes(c->kv_dt);
+    lmx_status st = lmx_cuda_malloc((void **)&b->d, bytes);
+    if (st == LMX_OK) st = lmx_cuda_memset(b->d, 0, bytes, NULL);
+    if (st != LMX_OK) {
+        lmx_cuda_free(b->d);
+        free(b);
+        return lmx_error_prefix(st, "cuda backend: kv buffer of %zu elements", n);
+    }
+    b->n = n;
+    b->dt = c->kv_dt;
+    *out = b;
+    return LMX_OK;
+}
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                                  \
+    do {                                                                                                     \
+        if ((buf_)->dt != LMX_DTYPE_F32) /* a bf16 KV cache: only kv_write and attention take it */          \
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: a KV cache buffer", (what_));      \
+        LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_);                                            \
+    } while (0)
 
 static lmx_status cu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
     cuda_backend *c = CB(be);
@@ -411,8 +445,10 @@ static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const l
     for (int t = 0; t < T; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d", pos[t]);
+    if (kc->dt != vc->dt || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: caches of different element types or a cache as input");
     lmx_cuda_attn a = {.n_heads = n_kv, .n_kv_heads = n_kv, .head_dim = head_dim, .capacity = capacity,
-                       .kv_dtype = LMX_DTYPE_F32};
+                       .kv_dtype = kc->dt};
     const int32_t *dp;
     if (stepping(c)) {
         lmx_status st = step_pos(c, pos, T, &dp);
@@ -437,8 +473,10 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         if (pos[t] < 0 || (pos[t] >= p->capacity && !ring_ok))
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d (window %d)",
                              pos[t], p->capacity, p->window);
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || out->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
-                       .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32, .scale = p->scale,
+                       .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
                        .softcap = p->softcap, .window = p->window};
     /* prefill: tiled flash attention (LMX_CUDA_FLASH=0 keeps the split-K kernel per query row) */
     const char *fl = p->n_tokens >= 2 ? getenv("LMX_CUDA_FLASH") : "0";
@@ -446,7 +484,27 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         const int32_t *dpf;
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dpf);
         if (st != LMX_OK) return st;
-        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, NULL);
+        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, c->stream);
+    }
+    /* decode: the GQA-grouped kernel with the fused merge (LMX_CUDA_DECODE_ATTN=split keeps the split-K
+     * kernel + merge launch) */
+    const bool grouped = !c->decode_split && lmx_cuda_attention_decode_supported(&a);
+    const size_t need_cnt = grouped ? lmx_cuda_attention_decode_counters(&a, p->n_tokens) : 0;
+    if (need_cnt > c->cnt_cap) {
+        int32_t *d = NULL;
+        lmx_status st = lmx_cuda_malloc((void **)&d, need_cnt * sizeof(int32_t));
+        if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need_cnt * sizeof(int32_t), c->stream);
+        if (st != LMX_OK || c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+            lmx_cuda_free(d);
+            if (st != LMX_OK) return st;
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention counter growth inside a captured step");
+        }
+        lmx_cuda_stream_sync(c->stream);
+        graphs_clear(c); /* captured graphs reference the old counters */
+        lmx_cuda_free(c->d_cnt);
+        c->d_cnt = d;
+        c->cnt_cap = need_cnt;
     }
     size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
     if (need > c->ws_cap) {
@@ -473,11 +531,16 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_heads); SIGI(p->n_kv_heads);
         SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale)); SIGI(fbits(p->softcap));
         SIGP(c->d_ws);
+        SIGP(c->d_cnt);
+        SIGI(grouped);
         if (replaying(c)) return LMX_OK;
     } else {
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
         if (st != LMX_OK) return st;
     }
+    if (grouped)
+        return lmx_cuda_attention_decode(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws,
+                                         c->d_cnt, out->d, c->stream);
     return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws, out->d,
                               c->stream);
 }
@@ -612,6 +675,7 @@ static void cu_destroy(lmx_backend *be) {
     free(c->h_pos);
     lmx_cuda_free(c->d_ids);
     lmx_cuda_free(c->d_ws);
+    lmx_cuda_free(c->d_cnt);
     free(c);
 }
 
@@ -636,6 +700,8 @@ static const lmx_backend_ops CUDA_OPS = {
     .softcap = cu_softcap,
     .step_begin = cu_step_begin,
     .step_end = cu_step_end,
+    .kv_buf_alloc = cu_kv_buf_alloc,
+    .kv_elem_bytes = cu_kv_elem_bytes,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
@@ -661,6 +727,11 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     /* on by default (the GPU suite passed with graphs on, 2026-11-28); LMX_CUDA_GRAPH=0 disables */
     const char *ge = getenv("LMX_CUDA_GRAPH");
     c->graphs = !(ge && strcmp(ge, "0") == 0);
+    /* KV cache element type: bf16 (halves attention bytes and KV memory); LMX_CUDA_KV=f32 keeps fp32 */
+    const char *kve = getenv("LMX_CUDA_KV");
+    c->kv_dt = kve && (strcmp(kve, "f32") == 0 || strcmp(kve, "fp32") == 0) ? LMX_DTYPE_F32 : LMX_DTYPE_BF16;
+    const char *dae = getenv("LMX_CUDA_DECODE_ATTN");
+    c->decode_split = dae && strcmp(dae, "split") == 0;
     lmx_cuda_device_info info;
     if (lmx_cuda_get_device_info(device, &info) == LMX_OK)
         LMX_LOG_I("cuda backend: device %d: %s (cc %d.%d, %d SMs, %.1f GiB)", device, info.name, info.cc_major,
