@@ -560,6 +560,9 @@ static void test_attention(void) {
         {6, 3, 48, 2, 300, 0, 20, 0.f, 0},
         {8, 2, 96, 1, 200, 2, 0, 10.f, 0},
         {8, 4, 192, 1, 500, 2, 0, 0.f, 0},
+        {32, 8, 128, 1, 700, 1, 0, 0.f, 0},      /* f16 cache: Llama shape, GQA 2 hd 64, ring */
+        {8, 4, 64, 3, 900, 1, 0, 20.f, 0},
+        {32, 8, 128, 1, 1000, 1, 100, 0.f, 164},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i]);
 }
@@ -567,24 +570,26 @@ static void test_attention(void) {
 /* ---- flash (tiled prefill) attention ---- */
 /* cap: cache capacity; position j lives in slot j % cap (cap < L: a ring holding the last cap
  * positions; unused slots are NaN, so a read outside the visible keys fails the comparison). */
-/* dt: 0 = F32 cache (fp32 kernel, tol 1e-5), 2 = BF16 cache (tensor-core kernel; the reference uses the
- * bf16-rounded K, V and Q, so the tolerance covers P rounded to bf16: 4e-3) */
+/* dt: 0 = F32 cache (fp32 kernel, tol 1e-5), 2 = BF16 / 1 = F16 cache (tensor-core kernel; the reference
+ * uses the rounded K, V and Q, so the tolerance covers P rounded to bf16: 4e-3 / fp16: 1e-3) */
 typedef struct { int heads, kv, hd, T; int64_t L, cap; int window; float softcap; int dt; } fa_case;
 
 static void run_flash(fa_case c) {
     char name[128];
-    snprintf(name, sizeof name, "flash%s h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g", c.dt ? " bf16" : "",
+    snprintf(name, sizeof name, "flash%s h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g",
+             c.dt == 2 ? " bf16" : c.dt == 1 ? " f16" : "",
              c.heads, c.kv, c.hd, c.T, (long long)c.L, (long long)c.cap, c.window, (double)c.softcap);
     lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = c.cap,
-                       .kv_dtype = c.dt ? LMX_DTYPE_BF16 : LMX_DTYPE_F32, .scale = 1.0f / sqrtf((float)c.hd),
+                       .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd),
                        .softcap = c.softcap, .window = c.window};
     CHECK_MSG(lmx_cuda_attention_prefill_supported(&a), "%s: supported", name);
     size_t kvn = (size_t)c.L * c.kv * c.hd; /* [L, kv, hd] */
     float *k = randv(kvn, 2.0f), *v = randv(kvn, 1.0f);
+    float rt[1];
     if (c.dt)
-        for (size_t i = 0; i < kvn; i++) { /* the values a bf16 cache holds */
-            k[i] = tu_bf2f(tu_f2bf(k[i]));
-            v[i] = tu_bf2f(tu_f2bf(v[i]));
+        for (size_t i = 0; i < kvn; i++) { /* the values a 16-bit cache holds */
+            k[i] = tu_store(rt, 0, c.dt, k[i]);
+            v[i] = tu_store(rt, 0, c.dt, v[i]);
         }
     size_t cn = (size_t)c.kv * c.cap * c.hd; /* [kv][cap][hd] */
     float *kc = malloc(sizeof(float) * cn), *vc = malloc(sizeof(float) * cn);
@@ -599,7 +604,7 @@ static void run_flash(fa_case c) {
     size_t qn = (size_t)c.T * c.heads * c.hd;
     float *q = randv(qn, 1.5f);
     if (c.dt)
-        for (size_t i = 0; i < qn; i++) q[i] = tu_bf2f(tu_f2bf(q[i])); /* the kernel rounds Q to bf16 */
+        for (size_t i = 0; i < qn; i++) q[i] = tu_store(rt, 0, c.dt, q[i]); /* the kernel rounds Q likewise */
     int32_t *qpos = malloc(sizeof(int32_t) * c.T);
     for (int t = 0; t < c.T; t++) qpos[t] = (int32_t)(c.L - c.T + t);
     double *ref = malloc(sizeof(double) * qn), *sc = malloc(sizeof(double) * c.L);
@@ -627,11 +632,11 @@ static void run_flash(fa_case c) {
             }
         }
     void *dkc, *dvc;
-    if (c.dt) { /* bf16 cache; unused slots NaN (0x7fc0) */
+    if (c.dt) { /* 16-bit cache; unused slots NaN */
         uint16_t *kh = malloc(2 * cn), *vh = malloc(2 * cn);
         for (size_t i = 0; i < cn; i++) {
-            kh[i] = tu_f2bf(kc[i]);
-            vh[i] = tu_f2bf(vc[i]);
+            kh[i] = c.dt == 2 ? tu_f2bf(kc[i]) : isnan(kc[i]) ? 0x7e00 : tu_f2h(kc[i]);
+            vh[i] = c.dt == 2 ? tu_f2bf(vc[i]) : isnan(vc[i]) ? 0x7e00 : tu_f2h(vc[i]);
         }
         dkc = dev_upload(kh, 2 * cn);
         dvc = dev_upload(vh, 2 * cn);
@@ -651,7 +656,7 @@ static void run_flash(fa_case c) {
         CHECK(lmx_cuda_stream_sync(NULL) == LMX_OK);
         lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
         lmx_cuda_stream_sync(NULL);
-        compare(name, y, ref, qn, c.dt ? 4e-3 : 1e-5);
+        compare(name, y, ref, qn, c.dt == 2 ? 4e-3 : c.dt == 1 ? 1e-3 : 1e-5);
     }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dout);
     free(k); free(v); free(kc); free(vc); free(q); free(qpos); free(ref); free(sc); free(y);
@@ -758,6 +763,9 @@ static void test_flash_attention(void) {
         {8, 4, 192, 65, 65, 65, 30, 0.f, 2},
         {4, 2, 32, 100, 100, 100, 0, 0.f, 2},
         {16, 2, 128, 200, 200, 200, 0, 0.f, 2}, /* GQA 8 */
+        {32, 8, 128, 129, 600, 300, 100, 0.f, 1}, /* f16 cache: ring + window, softcap + head_dim 256, dim 48 */
+        {8, 2, 256, 129, 129, 200, 50, 50.f, 1},
+        {4, 2, 48, 37, 37, 50, 12, 0.f, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_flash(cases[i]);
     lmx_cuda_attn bad = {.n_heads = 8, .n_kv_heads = 2, .head_dim = 100, .capacity = 64, .kv_dtype = LMX_DTYPE_F32};
@@ -765,12 +773,16 @@ static void test_flash_attention(void) {
     bad.head_dim = 272;
     CHECK(!lmx_cuda_attention_prefill_supported(&bad));
     bad.head_dim = 128;
-    bad.kv_dtype = LMX_DTYPE_F16; /* no f16-cache prefill kernel */
-    CHECK(!lmx_cuda_attention_prefill_supported(&bad));
+    bad.kv_dtype = LMX_DTYPE_F16;
+    CHECK(lmx_cuda_attention_prefill_supported(&bad));
     bad.kv_dtype = LMX_DTYPE_BF16;
     CHECK(lmx_cuda_attention_prefill_supported(&bad));
     bad.head_dim = 100;
     CHECK(!lmx_cuda_attention_prefill_supported(&bad));
+    bad.kv_dtype = LMX_DTYPE_U32; /* not a float cache */
+    bad.head_dim = 128;
+    CHECK(!lmx_cuda_attention_prefill_supported(&bad));
+    CHECK(!lmx_cuda_attention_decode_supported(&bad));
     time_flash_vs_split();
 }
 

@@ -1,12 +1,14 @@
 /* cuda_attn_decode.cu — decode attention (few query rows against a long KV cache) with the GQA group
  * read once and the split merge fused into the same launch.
  *
- * Cache [n_kv_heads][capacity][head_dim] of F32 or BF16, position j in slot j % capacity (a ring on
+ * Cache [n_kv_heads][capacity][head_dim] of F32, F16 or BF16, position j in slot j % capacity (a ring on
  * sliding layers). Grid (n_kv_heads * chunks, splits, T), 128 threads (4 warps). A block owns one kv
  * head and a chunk of up to 4 of its query heads (GQA: the K/V rows are read once for them), one
  * split of the row's visible key range [lo, pos] and one query row t. Inside the block no barrier
  * runs per key tile: the warps take interleaved tiles of 32 keys; in a tile lane i scores key i
- * against the 4 query heads (the whole key row from global, q broadcast from shared), the warp takes
+ * against the 4 query heads (the whole key row from global, q broadcast from shared; with a 16-bit
+ * cache and head_dim 64/128 the tile's K row and the lane's V dims of all 32 keys are loaded into
+ * registers at once, one memory round trip per tile), the warp takes
  * the tile max with shuffles (online softmax, running sums kept per lane), writes p to warp-private
  * shared memory and does P·V with lane i owning head_dim/32 dims of every value row (coalesced).
  * Then the 4 warps merge in shared memory; with one split the block writes the output, else it
@@ -16,7 +18,7 @@
  *
  * The split count of a row is a function of its own key range (grid sized from max_len only), so a
  * launch sized for the cache capacity is replay-invariant (CUDA graphs) and computes exactly what a
- * launch sized for the current length computes. fp32 math; BF16 values are widened exactly.
+ * launch sized for the current length computes. fp32 math; 16-bit values are widened exactly.
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -43,6 +45,29 @@ template <> __device__ __forceinline__ void ad_load8<__nv_bfloat16>(const __nv_b
     }
 }
 
+template <> __device__ __forceinline__ void ad_load8<__half>(const __half *p, float (&f)[8]) {
+    const uint4 w = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+/* two 16-bit values packed in a word (the lower address in the low half) -> floats */
+template <typename KT> __device__ __forceinline__ float2 ad_unpack2(uint32_t u);
+template <> __device__ __forceinline__ float2 ad_unpack2<__nv_bfloat16>(uint32_t u) {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+template <> __device__ __forceinline__ float2 ad_unpack2<__half>(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+}
+template <typename KT> struct ad_is16 { static constexpr bool v = false; };
+template <> struct ad_is16<__nv_bfloat16> { static constexpr bool v = true; };
+template <> struct ad_is16<__half> { static constexpr bool v = true; };
+
 /* N consecutive values (N = 2, 4 or 8; aligned to N elements) */
 template <typename KT, int N> __device__ __forceinline__ void ad_loadn(const KT *p, float (&f)[N]);
 template <> __device__ __forceinline__ void ad_loadn<float, 2>(const float *p, float (&f)[2]) {
@@ -66,6 +91,16 @@ template <> __device__ __forceinline__ void ad_loadn<__nv_bfloat16, 4>(const __n
 template <> __device__ __forceinline__ void ad_loadn<__nv_bfloat16, 8>(const __nv_bfloat16 *p, float (&f)[8]) {
     ad_load8<__nv_bfloat16>(p, f);
 }
+template <> __device__ __forceinline__ void ad_loadn<__half, 2>(const __half *p, float (&f)[2]) {
+    const float2 v = ad_unpack2<__half>(*reinterpret_cast<const uint32_t *>(p));
+    f[0] = v.x; f[1] = v.y;
+}
+template <> __device__ __forceinline__ void ad_loadn<__half, 4>(const __half *p, float (&f)[4]) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    const float2 a = ad_unpack2<__half>(u.x), b = ad_unpack2<__half>(u.y);
+    f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+}
+template <> __device__ __forceinline__ void ad_loadn<__half, 8>(const __half *p, float (&f)[8]) { ad_load8<__half>(p, f); }
 
 /* (slot0 + i) % cap for slot0 < cap, i < 32: one subtraction unless the ring is smaller than 32 */
 __device__ __forceinline__ int64_t ad_wrap(int64_t sl, int64_t cap) {
@@ -118,12 +153,6 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     int64_t end = beg + chunk;
     if (end > pos + 1) end = pos + 1;
 
-    for (int i = tid; i < AD_G * HD; i += AD_THREADS) {
-        const int g = i / HD, d = i % HD;
-        qs[g][d] = g < ng ? q[((size_t)t * n_heads + h0 + g) * HD + d] : 0.f;
-    }
-    __syncthreads();
-
     const KT *kb = kc + (size_t)kvh * cap * HD;
     const KT *vb = vc + (size_t)kvh * cap * HD;
     const bool vlane = EXACT || lane * DPL < HD; /* this lane owns value dims */
@@ -135,6 +164,52 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 #pragma unroll
         for (int e = 0; e < DPL; e++) o[g][e] = 0.f;
     }
+    /* RAW (16-bit cache, head_dim 64 or 128): a tile's whole K row (lane = key) and the lane's value
+     * dims of all 32 keys are loaded into registers at once (one memory round trip per tile; the first
+     * tile's loads overlap the q staging); otherwise the rows stream through the loops below. */
+    constexpr bool RAW = ad_is16<KT>::v && EXACT && HDMAX <= 128;
+    constexpr int KW = RAW ? HDMAX / 8 : 1;  /* 16-byte words of a K row */
+    constexpr int VW = RAW ? DPL / 2 : 1;    /* 32-bit words of a lane's value dims */
+    uint4 kr[KW];
+    uint32_t vr[32][VW];
+    auto load_raw = [&](int64_t t0) {
+        const int nv = end - t0 < 32 ? (int)(end - t0) : 32;
+        const int64_t slot0 = t0 % cap;
+        if (lane < nv) {
+            const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (size_t)ad_wrap(slot0 + lane, cap) * HD);
+#pragma unroll
+            for (int i = 0; i < KW; i++) kr[i] = kp[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < KW; i++) kr[i] = make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int jj = 0; jj < 32; jj++) {
+            if (jj < nv) {
+                const KT *vp = vb + (size_t)ad_wrap(slot0 + jj, cap) * HD + lane * DPL;
+                if (VW == 1) {
+                    vr[jj][0] = *reinterpret_cast<const uint32_t *>(vp);
+                } else {
+                    const uint2 u = *reinterpret_cast<const uint2 *>(vp);
+                    vr[jj][0] = u.x;
+                    vr[jj][VW - 1] = u.y;
+                }
+            } else {
+#pragma unroll
+                for (int w = 0; w < VW; w++) vr[jj][w] = 0u; /* p = 0 there; keep NaN garbage out */
+            }
+        }
+    };
+    if constexpr (RAW) {
+        if (beg + (int64_t)warp * 32 < end) load_raw(beg + (int64_t)warp * 32);
+    }
+
+    for (int i = tid; i < AD_G * HD; i += AD_THREADS) {
+        const int g = i / HD, d = i % HD;
+        qs[g][d] = g < ng ? q[((size_t)t * n_heads + h0 + g) * HD + d] : 0.f;
+    }
+    __syncthreads();
+
     for (int64_t t0 = beg + (int64_t)warp * 32; t0 < end; t0 += AD_WARPS * 32) {
         const int nv = end - t0 < 32 ? (int)(end - t0) : 32;
         const int64_t slot0 = t0 % cap; /* position j in slot j % cap */
@@ -142,13 +217,35 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
         float sc[AD_G];
 #pragma unroll
         for (int g = 0; g < AD_G; g++) sc[g] = 0.f;
-        if (valid) {
-            const int64_t sl = ad_wrap(slot0 + lane, cap);
-            const KT *kr = kb + (size_t)sl * HD;
+        if constexpr (RAW) {
+#pragma unroll
+            for (int i = 0; i < KW; i++) {
+                const uint32_t u[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
+                float f[8];
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const float2 v = ad_unpack2<KT>(u[k]);
+                    f[2 * k] = v.x;
+                    f[2 * k + 1] = v.y;
+                }
+#pragma unroll
+                for (int g = 0; g < AD_G; g++) {
+                    const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][8 * i]);
+                    const float4 qb = *reinterpret_cast<const float4 *>(&qs[g][8 * i + 4]);
+                    float acc = sc[g];
+                    acc = fmaf(f[0], qa.x, acc); acc = fmaf(f[1], qa.y, acc);
+                    acc = fmaf(f[2], qa.z, acc); acc = fmaf(f[3], qa.w, acc);
+                    acc = fmaf(f[4], qb.x, acc); acc = fmaf(f[5], qb.y, acc);
+                    acc = fmaf(f[6], qb.z, acc); acc = fmaf(f[7], qb.w, acc);
+                    sc[g] = acc;
+                }
+            }
+        } else if (valid) {
+            const KT *kp = kb + (size_t)ad_wrap(slot0 + lane, cap) * HD;
 #pragma unroll 4
             for (int d = 0; d < (EXACT ? HDMAX : HD); d += 8) {
                 float f[8];
-                ad_load8<KT>(kr + d, f);
+                ad_load8<KT>(kp + d, f);
 #pragma unroll
                 for (int g = 0; g < AD_G; g++) {
                     const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][d]);
@@ -178,21 +275,37 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
         }
         *reinterpret_cast<float4 *>(&ps[warp][lane][0]) = make_float4(p[0], p[1], p[2], p[3]);
         __syncwarp();
-#pragma unroll 8
-        for (int jj = 0; jj < (vlane ? nv : 0); jj++) {
-            const int64_t sl = ad_wrap(slot0 + jj, cap);
-            float f[DPL];
-            ad_loadn<KT, DPL>(vb + (size_t)sl * HD + lane * DPL, f);
-            const float4 pj = *reinterpret_cast<const float4 *>(&ps[warp][jj][0]);
+        if constexpr (RAW) {
 #pragma unroll
-            for (int e = 0; e < DPL; e++) {
-                o[0][e] = fmaf(pj.x, f[e], o[0][e]);
-                o[1][e] = fmaf(pj.y, f[e], o[1][e]);
-                o[2][e] = fmaf(pj.z, f[e], o[2][e]);
-                o[3][e] = fmaf(pj.w, f[e], o[3][e]);
+            for (int jj = 0; jj < 32; jj++) { /* keys past nv: p = 0 and zero values */
+                const float4 pj = *reinterpret_cast<const float4 *>(&ps[warp][jj][0]);
+#pragma unroll
+                for (int w = 0; w < VW; w++) {
+                    const float2 f = ad_unpack2<KT>(vr[jj][w]);
+                    o[0][2 * w] = fmaf(pj.x, f.x, o[0][2 * w]); o[0][2 * w + 1] = fmaf(pj.x, f.y, o[0][2 * w + 1]);
+                    o[1][2 * w] = fmaf(pj.y, f.x, o[1][2 * w]); o[1][2 * w + 1] = fmaf(pj.y, f.y, o[1][2 * w + 1]);
+                    o[2][2 * w] = fmaf(pj.z, f.x, o[2][2 * w]); o[2][2 * w + 1] = fmaf(pj.z, f.y, o[2][2 * w + 1]);
+                    o[3][2 * w] = fmaf(pj.w, f.x, o[3][2 * w]); o[3][2 * w + 1] = fmaf(pj.w, f.y, o[3][2 * w + 1]);
+                }
             }
+            __syncwarp(); /* ps is rewritten by the next tile */
+            if (t0 + AD_WARPS * 32 < end) load_raw(t0 + AD_WARPS * 32);
+        } else {
+#pragma unroll 8
+            for (int jj = 0; jj < (vlane ? nv : 0); jj++) {
+                float f[DPL];
+                ad_loadn<KT, DPL>(vb + (size_t)ad_wrap(slot0 + jj, cap) * HD + lane * DPL, f);
+                const float4 pj = *reinterpret_cast<const float4 *>(&ps[warp][jj][0]);
+#pragma unroll
+                for (int e = 0; e < DPL; e++) {
+                    o[0][e] = fmaf(pj.x, f[e], o[0][e]);
+                    o[1][e] = fmaf(pj.y, f[e], o[1][e]);
+                    o[2][e] = fmaf(pj.z, f[e], o[2][e]);
+                    o[3][e] = fmaf(pj.w, f[e], o[3][e]);
+                }
+            }
+            __syncwarp(); /* ps is rewritten by the next tile */
         }
-        __syncwarp(); /* ps is rewritten by the next tile */
     }
     /* the block's 4 warps -> one (o, max, sum) per head */
 #pragma unroll
@@ -277,7 +390,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 static bool ad_hd_ok(int hd) { return hd >= 8 && hd <= 256 && hd % 8 == 0; }
 
 extern "C" bool lmx_cuda_attention_decode_supported(const lmx_cuda_attn *a) {
-    return a && (a->kv_dtype == LMX_DTYPE_F32 || a->kv_dtype == LMX_DTYPE_BF16) && ad_hd_ok(a->head_dim) &&
+    return a && lmx_cu_float_dtype(a->kv_dtype) && ad_hd_ok(a->head_dim) &&
            a->n_heads >= 1 && a->n_kv_heads >= 1 && a->n_heads % a->n_kv_heads == 0 && a->window >= 0 &&
            a->capacity >= 1;
 }
@@ -319,6 +432,7 @@ extern "C" lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const fl
 #define LMX_AD_DT(HDM, EX)                                                                                   \
     do {                                                                                                     \
         if (a->kv_dtype == LMX_DTYPE_BF16) LMX_AD(HDM, EX, __nv_bfloat16);                                   \
+        else if (a->kv_dtype == LMX_DTYPE_F16) LMX_AD(HDM, EX, __half);                                      \
         else LMX_AD(HDM, EX, float);                                                                         \
     } while (0)
     const int hd = a->head_dim;

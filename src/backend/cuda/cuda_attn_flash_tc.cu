@@ -1,8 +1,9 @@
-/* cuda_attn_flash_tc.cu — tiled (flash) prefill attention on the tensor cores over a BF16 KV cache
+/* cuda_attn_flash_tc.cu — tiled (flash) prefill attention on the tensor cores over a BF16 (or F16) KV cache
  * [n_kv_heads][capacity][head_dim] (position j in slot j % capacity), GQA, causal by per-row absolute
  * positions, optional sliding window and logit soft-capping. Same semantics as cuda_attn_prefill.cu's
- * fp32 kernel; Q is rounded to bf16, S = QKᵀ and O = P·V run as mma.sync m16n8k16 (bf16 operands, fp32
- * accumulation), P is rounded to bf16 for the second product, softmax statistics stay fp32.
+ * fp32 kernel; Q is rounded to the cache's type, S = QKᵀ and O = P·V run as mma.sync m16n8k16 (bf16 or
+ * fp16 operands, fp32 accumulation), P is rounded likewise for the second product, softmax statistics
+ * stay fp32.
  *
  * One block of 128 threads (4 warps) per (head, tile of 64 query rows); warp w owns rows 16w..16w+15.
  * The block walks the union of its rows' visible key ranges in tiles of 64 keys; K and V tiles are
@@ -26,17 +27,31 @@
 /* shared memory for head_dim hd: Q [64][hd+8], K and V [2][64][hd+8], bf16 */
 static size_t ft_smem_bytes(int hd) { return (size_t)FT_BQ * (hd + 8) * 5 * sizeof(uint16_t); }
 
+/* F16: fp16 operands (an F16 cache), else bf16 */
+template <bool F16>
 __device__ __forceinline__ void ft_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if constexpr (F16)
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t ft_pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo */
-    return *reinterpret_cast<const uint32_t *>(&v);
+template <bool F16> __device__ __forceinline__ uint32_t ft_pack(float lo, float hi) {
+    if constexpr (F16) {
+        const __half2 v = __floats2half2_rn(lo, hi); /* .x (low half) = lo */
+        return *reinterpret_cast<const uint32_t *>(&v);
+    } else {
+        const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t *>(&v);
+    }
 }
 
 /* 16 bytes global -> shared, asynchronously; src_bytes 0 fills zeros */
@@ -56,7 +71,7 @@ __device__ __forceinline__ void ft_ldsm_t(uint32_t (&r)[4], const uint16_t *p) {
 }
 
 /* HDMAX: 64, 128 or 256; EXACT: head_dim == HDMAX, else head_dim = hd_arg (a multiple of 16 below HDMAX) */
-template <int HDMAX, bool EXACT>
+template <int HDMAX, bool EXACT, bool F16>
 __global__ void __launch_bounds__(FT_THREADS)
 ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
                   const int32_t *__restrict__ positions, int T, int n_heads, int group, int64_t cap, float scale,
@@ -84,7 +99,7 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
         const int r = i / (HD / 4), d4 = i % (HD / 4);
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
         if (q0 + r < T) v = *reinterpret_cast<const float4 *>(q + ((size_t)(q0 + r) * n_heads + h) * HD + d4 * 4);
-        *reinterpret_cast<uint2 *>(Qs + r * LD + d4 * 4) = make_uint2(ft_pack(v.x, v.y), ft_pack(v.z, v.w));
+        *reinterpret_cast<uint2 *>(Qs + r * LD + d4 * 4) = make_uint2(ft_pack<F16>(v.x, v.y), ft_pack<F16>(v.z, v.w));
     }
     /* the block's key range: min lo .. max pos over its valid rows (thread i looks at row i % 64) */
     {
@@ -180,7 +195,7 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 const uint16_t *kr = Ks + (n * 8 + g) * LD + kk * 16 + 2 * c;
-                ft_mma(s[n], a, *reinterpret_cast<const uint32_t *>(kr), *reinterpret_cast<const uint32_t *>(kr + 8));
+                ft_mma<F16>(s[n], a, *reinterpret_cast<const uint32_t *>(kr), *reinterpret_cast<const uint32_t *>(kr + 8));
             }
         }
         /* scale, cap, mask; online softmax per row (ri 0: row g, 1: row g + 8) */
@@ -227,18 +242,18 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
             uint32_t a[4];
-            a[0] = ft_pack(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = ft_pack(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = ft_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = ft_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            a[0] = ft_pack<F16>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = ft_pack<F16>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = ft_pack<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = ft_pack<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
             const uint16_t *vrow = Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 if (!EXACT && np * 16 >= HD) break;
                 uint32_t r[4];
                 ft_ldsm_t(r, vrow + np * 16);
-                ft_mma(o[2 * np], a, r[0], r[1]);
-                ft_mma(o[2 * np + 1], a, r[2], r[3]);
+                ft_mma<F16>(o[2 * np], a, r[0], r[1]);
+                ft_mma<F16>(o[2 * np + 1], a, r[2], r[3]);
             }
         }
         __syncthreads(); /* buffer b is refilled two tiles later */
@@ -266,9 +281,11 @@ static pthread_once_t g_ft_once = PTHREAD_ONCE_INIT;
 static cudaError_t g_ft_err[3]; /* written once under g_ft_once: HDMAX 64, 128, 256 */
 template <int HDMAX> static cudaError_t ft_optin(void) {
     const int bytes = (int)ft_smem_bytes(HDMAX);
-    cudaError_t e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    const cudaFuncAttribute at = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    cudaError_t e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, true, false>, at, bytes);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, false, false>, at, bytes);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, true, true>, at, bytes);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, false, true>, at, bytes);
     return e;
 }
 static void ft_init(void) {
@@ -279,7 +296,7 @@ static void ft_init(void) {
 }
 
 extern "C" bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a) {
-    if (!(a && a->kv_dtype == LMX_DTYPE_BF16 && a->head_dim >= 16 && a->head_dim <= 256 && a->head_dim % 16 == 0 &&
+    if (!(a && (a->kv_dtype == LMX_DTYPE_BF16 || a->kv_dtype == LMX_DTYPE_F16) && a->head_dim >= 16 && a->head_dim <= 256 && a->head_dim % 16 == 0 &&
           a->n_heads >= 1 && a->n_kv_heads >= 1 && a->n_heads % a->n_kv_heads == 0 && a->window >= 0 &&
           a->capacity >= 1))
         return false;
@@ -291,7 +308,12 @@ template <int HDMAX, bool EXACT>
 static lmx_status ft_launch(const lmx_cuda_attn *a, const float *q, const uint16_t *kc, const uint16_t *vc,
                             const int32_t *positions, int T, float *out, cudaStream_t st) {
     dim3 grid(a->n_heads, (T + FT_BQ - 1) / FT_BQ);
-    ft_prefill_kernel<HDMAX, EXACT><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
+    if (a->kv_dtype == LMX_DTYPE_F16)
+        ft_prefill_kernel<HDMAX, EXACT, true><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
+            q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
+            a->window, a->head_dim, out);
+    else
+        ft_prefill_kernel<HDMAX, EXACT, false><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
         q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
         a->window, a->head_dim, out);
     LMX_CU_CHECK_LAUNCH("flash attention (tensor cores)");

@@ -34,6 +34,8 @@
 #include "util/log.h"
 
 #define LMX_CUDA_GEMM_MIN_T 16
+/* KV cache element type unless LMX_CUDA_KV says otherwise */
+#define LMX_CUDA_KV_DEFAULT LMX_DTYPE_BF16
 
 struct lmx_buf {
     size_t n;
@@ -82,7 +84,7 @@ typedef struct cuda_backend {
     int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
     size_t ws_cap;
-    lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: BF16 unless LMX_CUDA_KV=f32 */
+    lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: LMX_CUDA_KV_DEFAULT or LMX_CUDA_KV */
     int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
     size_t cnt_cap;
     bool decode_split; /* LMX_CUDA_DECODE_ATTN=split: decode through the split-K kernel + merge launch */
@@ -727,9 +729,14 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     /* on by default (the GPU suite passed with graphs on, 2026-11-28); LMX_CUDA_GRAPH=0 disables */
     const char *ge = getenv("LMX_CUDA_GRAPH");
     c->graphs = !(ge && strcmp(ge, "0") == 0);
-    /* KV cache element type: bf16 (halves attention bytes and KV memory); LMX_CUDA_KV=f32 keeps fp32 */
+    /* KV cache element type (LMX_CUDA_KV=bf16|f16|f32): 16-bit halves attention bytes and KV memory; f32
+     * keeps the exact path */
     const char *kve = getenv("LMX_CUDA_KV");
-    c->kv_dt = kve && (strcmp(kve, "f32") == 0 || strcmp(kve, "fp32") == 0) ? LMX_DTYPE_F32 : LMX_DTYPE_BF16;
+    c->kv_dt = LMX_CUDA_KV_DEFAULT;
+    if (kve && (strcmp(kve, "f32") == 0 || strcmp(kve, "fp32") == 0)) c->kv_dt = LMX_DTYPE_F32;
+    else if (kve && (strcmp(kve, "f16") == 0 || strcmp(kve, "fp16") == 0)) c->kv_dt = LMX_DTYPE_F16;
+    else if (kve && strcmp(kve, "bf16") == 0) c->kv_dt = LMX_DTYPE_BF16;
+    else if (kve && *kve) LMX_LOG_W("cuda backend: LMX_CUDA_KV=%s is not bf16, f16 or f32; using the default", kve);
     const char *dae = getenv("LMX_CUDA_DECODE_ATTN");
     c->decode_split = dae && strcmp(dae, "split") == 0;
     lmx_cuda_device_info info;
