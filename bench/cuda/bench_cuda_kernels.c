@@ -431,7 +431,8 @@ int main(int argc, char **argv) {
 
 attention:
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
-    printf("%-28s %9s %7s %11s %7s\n", "attention (decode, 1 layer)", "split us", "GB/s", "grouped us", "GB/s");
+    printf("%-28s %9s %7s %11s %7s %11s %11s\n", "attention (decode, 1 layer)", "split us", "GB/s", "grouped us", "GB/s",
+           "8w/132/512", "8w/264/256");
     const int64_t lens[3] = {512, 4096, 32768};
     for (int li = 0; li < 3; li++) {
         int64_t L = lens[li];
@@ -459,11 +460,15 @@ attention:
         CK(cudaMemcpy(pos, &hp, 4, cudaMemcpyHostToDevice));
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        double us2[2];
-        for (int which = 0; which < 2; which++) { /* 0: split-K + merge launch, 1: grouped (fused merge) */
+        double us2[4];
+        /* 0: split-K + merge launch, 1: grouped (fused merge), 2, 3: grouped with 8 warps per block */
+        for (int which = 0; which < 4; which++) {
 #define ATT_CALL(i_)                                                                                             \
-    (which == 0 ? lmx_cuda_attention(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, out, NULL)       \
-                : lmx_cuda_attention_decode(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, cnt, out, NULL))
+    (which == 0   ? lmx_cuda_attention(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, out, NULL)     \
+     : which == 1 ? lmx_cuda_attention_decode(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, cnt, out, \
+                                              NULL)                                                              \
+                  : lmx_cuda_attention_decode_ex(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, cnt,  \
+                                                 out, 8, which == 2 ? 132 : 264, which == 2 ? 512 : 256, NULL))
             for (int i = 0; i < 5; i++) LK(ATT_CALL(i));
             float t[BATCHES];
             for (int b = 0; b < BATCHES; b++) {
@@ -479,8 +484,8 @@ attention:
         }
         char label[64];
         snprintf(label, sizeof label, "ctx %lld", (long long)L);
-        printf("%-28s %9.2f %7.0f %11.2f %7.0f\n", label, us2[0], 2.0 * cb / (us2[0] * 1e-6) / 1e9, us2[1],
-               2.0 * cb / (us2[1] * 1e-6) / 1e9);
+        printf("%-28s %9.2f %7.0f %11.2f %7.0f %11.2f %11.2f\n", label, us2[0], 2.0 * cb / (us2[0] * 1e-6) / 1e9,
+               us2[1], 2.0 * cb / (us2[1] * 1e-6) / 1e9, us2[2], us2[3]);
         for (int l = 0; l < layers; l++) { lmx_cuda_free(kc[l]); lmx_cuda_free(vc[l]); }
         free(kc); free(vc);
         lmx_cuda_free(ws); lmx_cuda_free(out); lmx_cuda_free(pos); lmx_cuda_free(cnt);

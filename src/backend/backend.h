@@ -138,7 +138,7 @@ typedef struct lmx_backend_ops {
 
     /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
      * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
-     * an element type the backend chooses (the CUDA backend: bf16, or fp32 with LMX_CUDA_KV=f32). Such a
+     * an element type the backend chooses (the CUDA backend: fp16; LMX_CUDA_KV=bf16|f16|f32). Such a
      * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
      * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
      * accounting; NULL = sizeof(float)). */

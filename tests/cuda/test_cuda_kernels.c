@@ -524,6 +524,19 @@ static void run_attention(attn_case c) {
             snprintf(nm2, sizeof nm2, "grouped decode (call %d) %s", rep_i + 1, name + 10);
             compare(nm2, y, ref, qn, 1e-5);
         }
+        /* other launch shapes (8 warps; one split up to 512 keys / 256 keys per split) */
+        const int shapes[2][3] = {{8, 132, 512}, {8, 264, 256}};
+        for (int si = 0; si < 2; si++) {
+            OKS(lmx_cuda_memset(dout, 0xff, sizeof(float) * qn, NULL));
+            OKS(lmx_cuda_attention_decode_ex(&a, dq, dkc, dvc, dqpos, c.T, cap, dws, dcnt, dout, shapes[si][0],
+                                             shapes[si][1], shapes[si][2], NULL));
+            OKS(lmx_cuda_stream_sync(NULL));
+            lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
+            lmx_cuda_stream_sync(NULL);
+            snprintf(nm2, sizeof nm2, "grouped decode %dw/%d/%d %s", shapes[si][0], shapes[si][1], shapes[si][2],
+                     name + 10);
+            compare(nm2, y, ref, qn, 1e-5);
+        }
         int32_t *hc = malloc(sizeof(int32_t) * nc);
         lmx_cuda_memcpy_d2h(hc, dcnt, sizeof(int32_t) * nc, NULL);
         lmx_cuda_stream_sync(NULL);
@@ -565,6 +578,22 @@ static void test_attention(void) {
         {32, 8, 128, 1, 1000, 1, 100, 0.f, 164},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i]);
+    /* an fp16 cache saturates values past its range (finite, not inf); NaN stays NaN */
+    lmx_cuda_attn a = {.n_heads = 1, .n_kv_heads = 1, .head_dim = 8, .capacity = 1, .kv_dtype = LMX_DTYPE_F16};
+    const float kv8[8] = {1e6f, -1e6f, NAN, 1.0f, 65504.f, 70000.f, -0.5f, 0.f};
+    const uint16_t want[8] = {0x7bff, 0xfbff, 0x7e00, 0x3c00, 0x7bff, 0x7bff, 0xb800, 0x0000};
+    int32_t p0 = 0;
+    float *dkv = dev_upload(kv8, sizeof kv8);
+    int32_t *dp0 = dev_upload(&p0, sizeof p0);
+    void *dkc = dev_poisoned(16), *dvc = dev_poisoned(16);
+    OKS(lmx_cuda_kv_store(&a, dkv, dkv, dkc, dvc, dp0, 1, NULL));
+    uint16_t got[8];
+    lmx_cuda_memcpy_d2h(got, dkc, sizeof got, NULL);
+    OKS(lmx_cuda_stream_sync(NULL));
+    for (int i = 0; i < 8; i++)
+        CHECK_MSG(i == 2 ? (got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff) : got[i] == want[i],
+                  "fp16 store of %g: 0x%04x, want 0x%04x", (double)kv8[i], got[i], want[i]);
+    lmx_cuda_free(dkv); lmx_cuda_free(dp0); lmx_cuda_free(dkc); lmx_cuda_free(dvc);
 }
 
 /* ---- flash (tiled prefill) attention ---- */

@@ -24,11 +24,9 @@
 
 #include <math.h>
 
-#define AD_THREADS 128
-#define AD_WARPS 4
 #define AD_G 4           /* query heads per block */
 #define AD_MAX_SPLITS 64 /* = the split-K kernel's: the workspace has the same size */
-#define AD_MIN_KEYS 64   /* at least this many keys per split */
+#define AD_MIN_KEYS 64   /* at least this many keys per split (4 warps) */
 
 template <typename KT> __device__ __forceinline__ void ad_load8(const KT *p, float (&f)[8]);
 template <> __device__ __forceinline__ void ad_load8<float>(const float *p, float (&f)[8]) {
@@ -112,9 +110,9 @@ __device__ __forceinline__ int64_t ad_wrap(int64_t sl, int64_t cap) {
 }
 
 /* splits for a row with `len` visible keys: `want` (about two blocks per multiprocessor in all), at
- * least AD_MIN_KEYS keys each, at most the grid's */
-__device__ __forceinline__ int ad_splits(int64_t len, int want, int grid) {
-    int64_t by_len = (len + AD_MIN_KEYS - 1) / AD_MIN_KEYS;
+ * least min_keys keys each, at most the grid's */
+__device__ __forceinline__ int ad_splits(int64_t len, int want, int min_keys, int grid) {
+    int64_t by_len = (len + min_keys - 1) / min_keys;
     int64_t n = want < by_len ? want : by_len;
     if (n > grid) n = grid;
     return n < 1 ? 1 : (int)n;
@@ -122,12 +120,13 @@ __device__ __forceinline__ int ad_splits(int64_t len, int want, int grid) {
 
 /* HDMAX: 64, 128 or 256; EXACT: head_dim == HDMAX, else head_dim = hd_arg, a multiple of 8 below HDMAX
  * (lane i then owns value dims i*DPL.. only while they are < head_dim) */
-template <int HDMAX, bool EXACT, typename KT>
-__global__ void __launch_bounds__(AD_THREADS)
+template <int HDMAX, bool EXACT, typename KT, int AD_WARPS>
+__global__ void __launch_bounds__(AD_WARPS * 32)
 attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const KT *__restrict__ vc,
                    const int32_t *__restrict__ positions, int n_heads, int group, int n_chunks, int64_t cap,
-                   float scale, float softcap, int window, int want, int hd_arg, float *__restrict__ ws,
-                   int32_t *__restrict__ cnt, float *__restrict__ out) {
+                   float scale, float softcap, int window, int want, int min_keys, int hd_arg,
+                   float *__restrict__ ws, int32_t *__restrict__ cnt, float *__restrict__ out) {
+    constexpr int AD_THREADS = AD_WARPS * 32;
     const int HD = EXACT ? HDMAX : hd_arg;
     constexpr int DPL = HDMAX / 32; /* value dims per lane */
     __shared__ __align__(16) float qs[AD_G][HDMAX];
@@ -146,7 +145,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     int64_t lo = window > 0 ? pos - window + 1 : 0;
     if (lo < 0) lo = 0;
     const int64_t len = pos - lo + 1;
-    const int n_splits = ad_splits(len, want, (int)gridDim.y);
+    const int n_splits = ad_splits(len, want, min_keys, (int)gridDim.y);
     if (s >= n_splits) return; /* whole block: no barrier reached */
     const int64_t chunk = (len + n_splits - 1) / n_splits;
     const int64_t beg = lo + (int64_t)s * chunk;
@@ -400,10 +399,10 @@ extern "C" size_t lmx_cuda_attention_decode_counters(const lmx_cuda_attn *a, int
     return (size_t)T * a->n_heads;
 }
 
-extern "C" lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const float *q, const void *k_cache,
-                                                const void *v_cache, const int32_t *positions, int T,
-                                                int64_t max_len, float *workspace, int32_t *counters, float *out,
-                                                lmx_cuda_stream stream) {
+/* warps per block nw (4 or 8), about `target` blocks in all, at least min_keys keys per split */
+static lmx_status ad_launch(const lmx_cuda_attn *a, const float *q, const void *k_cache, const void *v_cache,
+                            const int32_t *positions, int T, int64_t max_len, float *workspace, int32_t *counters,
+                            float *out, lmx_cuda_stream stream, int nw, int64_t target, int min_keys) {
     if (!a || !q || !k_cache || !v_cache || !positions || !workspace || !counters || !out || T < 1 || max_len < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda decode attention: NULL argument, T %d or max_len %lld", T,
                          (long long)max_len);
@@ -416,19 +415,27 @@ extern "C" lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const fl
     const int64_t blocks_x = (int64_t)a->n_kv_heads * n_chunks;
     if (blocks_x > 0x7fffffff || T > 65535)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda decode attention: grid too large (T %d)", T);
-    /* splits: about two blocks per multiprocessor (H100/H200: 132) in all */
     const int64_t span = a->window > 0 && a->window < max_len ? a->window : max_len;
-    int64_t want = (264 + blocks_x * T - 1) / (blocks_x * T);
+    int64_t want = (target + blocks_x * T - 1) / (blocks_x * T);
     if (want > AD_MAX_SPLITS) want = AD_MAX_SPLITS;
-    const int64_t by_len = (span + AD_MIN_KEYS - 1) / AD_MIN_KEYS;
+    const int64_t by_len = (span + min_keys - 1) / min_keys;
     int n_splits = (int)(want < by_len ? want : by_len); /* the grid; rows may use fewer */
     if (n_splits < 1) n_splits = 1;
     dim3 grid((unsigned)blocks_x, (unsigned)n_splits, (unsigned)T);
     cudaStream_t st = LMX_CU_STREAM(stream);
 #define LMX_AD(HDM, EX, KT)                                                                                  \
-    attn_decode_kernel<HDM, EX, KT><<<grid, AD_THREADS, 0, st>>>(                                            \
-        q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks, a->capacity,    \
-        a->scale, a->softcap, a->window, (int)want, a->head_dim, workspace, counters, out)
+    do {                                                                                                     \
+        if (nw == 8)                                                                                         \
+            attn_decode_kernel<HDM, EX, KT, 8><<<grid, 256, 0, st>>>(                                        \
+                q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
+                a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
+                counters, out);                                                                              \
+        else                                                                                                 \
+            attn_decode_kernel<HDM, EX, KT, 4><<<grid, 128, 0, st>>>(                                        \
+                q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
+                a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
+                counters, out);                                                                              \
+    } while (0)
 #define LMX_AD_DT(HDM, EX)                                                                                   \
     do {                                                                                                     \
         if (a->kv_dtype == LMX_DTYPE_BF16) LMX_AD(HDM, EX, __nv_bfloat16);                                   \
@@ -446,4 +453,25 @@ extern "C" lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const fl
 #undef LMX_AD
     LMX_CU_CHECK_LAUNCH("decode attention");
     return LMX_OK;
+}
+
+/* 4 warps per block, about two blocks per multiprocessor in all (H100/H200: 132), >= 64 keys per split */
+extern "C" lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                                const void *v_cache, const int32_t *positions, int T,
+                                                int64_t max_len, float *workspace, int32_t *counters, float *out,
+                                                lmx_cuda_stream stream) {
+    return ad_launch(a, q, k_cache, v_cache, positions, T, max_len, workspace, counters, out, stream, 4, 264,
+                     AD_MIN_KEYS);
+}
+
+extern "C" lmx_status lmx_cuda_attention_decode_ex(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                                   const void *v_cache, const int32_t *positions, int T,
+                                                   int64_t max_len, float *workspace, int32_t *counters,
+                                                   float *out, int warps, int target_blocks, int min_keys,
+                                                   lmx_cuda_stream stream) {
+    if ((warps != 4 && warps != 8) || target_blocks < 1 || min_keys < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda decode attention: warps %d, target %d, min_keys %d", warps,
+                         target_blocks, min_keys);
+    return ad_launch(a, q, k_cache, v_cache, positions, T, max_len, workspace, counters, out, stream, warps,
+                     target_blocks, min_keys);
 }

@@ -262,6 +262,13 @@ size_t lmx_cuda_attention_decode_counters(const lmx_cuda_attn *a, int T);
 lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const float *q, const void *k_cache,
                                      const void *v_cache, const int32_t *positions, int T, int64_t max_len,
                                      float *workspace, int32_t *counters, float *out, lmx_cuda_stream stream);
+/* The same with the launch shape chosen (tuning and tests): warps per block 4 or 8, about
+ * target_blocks blocks in all, at least min_keys keys per split. lmx_cuda_attention_decode is
+ * (4, 264, 64). */
+lmx_status lmx_cuda_attention_decode_ex(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                        const void *v_cache, const int32_t *positions, int T, int64_t max_len,
+                                        float *workspace, int32_t *counters, float *out, int warps,
+                                        int target_blocks, int min_keys, lmx_cuda_stream stream);
 
 /* ---- sampling ---- */
 
