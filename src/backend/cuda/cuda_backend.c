@@ -7,6 +7,11 @@
  * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4 on the tensor cores).
  *
+ * KV caches come from kv_buf_alloc in fp16 by default (LMX_CUDA_KV=bf16|f16|f32; kv_elem_bytes reports
+ * the size); kv_write and attention read the buffer's element type. Decode attention runs the grouped
+ * kernel with the fused split merge (cuda_attn_decode.cu; LMX_CUDA_DECODE_ATTN=split keeps the split-K
+ * kernel + merge launch), prefill the tensor-core flash kernel over a 16-bit cache.
+ *
  * Ops run in order on one backend-owned blocking stream. Decode steps (the step hooks of backend.h)
  * are CUDA graphs: the first single-token forward on a (kv, variant) runs eagerly and records a
  * signature (a hash of every op's arguments); the second is captured into a graph; later ones
