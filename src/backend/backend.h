@@ -213,6 +213,14 @@ typedef struct lmx_backend_ops {
      * (a failed asynchronous copy is reported here) and may release upload resources (pinned
      * staging buffers) until the next upload. NULL = nothing to do. */
     lmx_status (*upload_end)(lmx_backend *be);
+    /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
+     * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
+     * an element type the backend chooses (the CUDA backend: fp16; LMX_CUDA_KV=bf16|f16|f32). Such a
+     * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
+     * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
+     * accounting; NULL = sizeof(float)). */
+    lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
+    size_t (*kv_elem_bytes)(const lmx_backend *be);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

@@ -474,7 +474,9 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weight
 
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
     const lmx_model_config *c = lm->cfg;
-    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+    /* the backend's cache element type (the CUDA backend stores bf16 unless LMX_CUDA_KV=f32) */
+    const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
+    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * elem;
 }
 
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as

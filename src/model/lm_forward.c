@@ -56,8 +56,11 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         kv->slots[l] = (int)slots;
         size_t per_layer = NKV * (size_t)slots;
         cache_floats += 2 * per_layer;
-        st = be->ops->buf_alloc(be, per_layer, &kv->k[l]);
-        if (st == LMX_OK) st = be->ops->buf_alloc(be, per_layer, &kv->v[l]);
+        /* caches in the backend's KV element type (kv_buf_alloc; NULL: fp32 buffers) */
+        lmx_status (*kv_alloc)(lmx_backend *, size_t, lmx_buf **) =
+            be->ops->kv_buf_alloc ? be->ops->kv_buf_alloc : be->ops->buf_alloc;
+        st = kv_alloc(be, per_layer, &kv->k[l]);
+        if (st == LMX_OK) st = kv_alloc(be, per_layer, &kv->v[l]);
     }
     struct {
         lmx_buf **b;
@@ -87,7 +90,8 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
-    kv->bytes = (cache_floats + scratch) * sizeof(float);
+    const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
+    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
     const char *fe = getenv("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
     kv->fused = !(fe && strcmp(fe, "0") == 0);
     *out = kv;

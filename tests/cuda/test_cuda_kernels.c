@@ -626,13 +626,15 @@ static void test_embed(void) {
 }
 
 /* ---- attention ---- */
-typedef struct { int heads, kv, hd, T; int64_t L; int dt, window; float softcap; } attn_case;
+/* cap: cache capacity (0: L + 17); cap < L is a ring holding the last cap positions (slot j % cap) */
+typedef struct { int heads, kv, hd, T; int64_t L; int dt, window; float softcap; int64_t cap; } attn_case;
 
 static void run_attention(attn_case c) {
     char name[128];
-    snprintf(name, sizeof name, "attention h%d kv%d hd%d T%d L%lld dt%d win%d cap%g", c.heads, c.kv, c.hd, c.T,
-             (long long)c.L, c.dt, c.window, (double)c.softcap);
-    const int64_t cap = c.L + 17;
+    snprintf(name, sizeof name, "attention h%d kv%d hd%d T%d L%lld dt%d win%d softcap%g cap%lld", c.heads, c.kv,
+             c.hd, c.T, (long long)c.L, c.dt, c.window, (double)c.softcap, (long long)c.cap);
+    const int64_t cap = c.cap > 0 ? c.cap : c.L + 17;
+    const int64_t first = c.L > cap ? c.L - cap : 0; /* positions the ring still holds: first..L-1 */
     lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = cap,
                        .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd), .softcap = c.softcap, .window = c.window};
     size_t kvn = (size_t)c.L * c.kv * c.hd;            /* [L, kv, hd] as the store takes it */
@@ -650,7 +652,9 @@ static void run_attention(attn_case c) {
     void *dkc = dev_poisoned(cache_bytes), *dvc = dev_poisoned(cache_bytes);
     float *dk = dev_upload(k, sizeof(float) * kvn), *dv = dev_upload(v, sizeof(float) * kvn);
     int32_t *dall = dev_upload(allpos, sizeof(int32_t) * c.L);
-    OKS(lmx_cuda_kv_store(&a, dk, dv, dkc, dvc, dall, (int)c.L, NULL));
+    /* store the positions the cache holds (a ring keeps the last cap: storing all would race) */
+    OKS(lmx_cuda_kv_store(&a, dk + (size_t)first * c.kv * c.hd, dv + (size_t)first * c.kv * c.hd, dkc, dvc,
+                          dall + first, (int)(c.L - first), NULL));
     /* queries at the last T positions */
     size_t qn = (size_t)c.T * c.heads * c.hd;
     float *q = randv(qn, 1.5f);
@@ -690,37 +694,117 @@ static void run_attention(attn_case c) {
     lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
     lmx_cuda_stream_sync(NULL);
     compare(name, y, ref, qn, 1e-5);
+    /* the grouped decode kernel (fused merge): same reference; twice, so the counters were reset */
+    if (lmx_cuda_attention_decode_supported(&a)) {
+        size_t nc = lmx_cuda_attention_decode_counters(&a, c.T);
+        int32_t *dcnt = dev_poisoned(sizeof(int32_t) * nc);
+        OKS(lmx_cuda_memset(dcnt, 0, sizeof(int32_t) * nc, NULL));
+        char nm2[160];
+        for (int rep_i = 0; rep_i < 2; rep_i++) {
+            OKS(lmx_cuda_memset(dout, 0xff, sizeof(float) * qn, NULL)); /* NaN */
+            OKS(lmx_cuda_attention_decode(&a, dq, dkc, dvc, dqpos, c.T, cap, dws, dcnt, dout, NULL));
+            OKS(lmx_cuda_stream_sync(NULL));
+            lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
+            lmx_cuda_stream_sync(NULL);
+            snprintf(nm2, sizeof nm2, "grouped decode (call %d) %s", rep_i + 1, name + 10);
+            compare(nm2, y, ref, qn, 1e-5);
+        }
+        /* other launch shapes (8 warps; one split up to 512 keys / 256 keys per split) */
+        const int shapes[2][3] = {{8, 132, 512}, {8, 264, 256}};
+        for (int si = 0; si < 2; si++) {
+            OKS(lmx_cuda_memset(dout, 0xff, sizeof(float) * qn, NULL));
+            OKS(lmx_cuda_attention_decode_ex(&a, dq, dkc, dvc, dqpos, c.T, cap, dws, dcnt, dout, shapes[si][0],
+                                             shapes[si][1], shapes[si][2], NULL));
+            OKS(lmx_cuda_stream_sync(NULL));
+            lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
+            lmx_cuda_stream_sync(NULL);
+            snprintf(nm2, sizeof nm2, "grouped decode %dw/%d/%d %s", shapes[si][0], shapes[si][1], shapes[si][2],
+                     name + 10);
+            compare(nm2, y, ref, qn, 1e-5);
+        }
+        int32_t *hc = malloc(sizeof(int32_t) * nc);
+        lmx_cuda_memcpy_d2h(hc, dcnt, sizeof(int32_t) * nc, NULL);
+        lmx_cuda_stream_sync(NULL);
+        int nz = 0;
+        for (size_t i = 0; i < nc; i++) nz += hc[i] != 0;
+        CHECK_MSG(nz == 0, "%s: %d split counters left non-zero", name, nz);
+        free(hc);
+        lmx_cuda_free(dcnt);
+    }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dk); lmx_cuda_free(dv); lmx_cuda_free(dall);
     lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dws); lmx_cuda_free(dout);
     free(k); free(v); free(allpos); free(kr); free(vr); free(q); free(qpos); free(ref); free(sc); free(y);
 }
 static void test_attention(void) {
     const attn_case cases[] = {
-        {32, 8, 128, 1, 1000, 2, 0, 0.f},     /* Llama-3-8B decode, bf16 cache */
-        {32, 8, 128, 1, 1, 2, 0, 0.f},        /* first token */
-        {16, 16, 64, 1, 37, 0, 0, 0.f},       /* MHA, f32 cache */
-        {8, 4, 256, 1, 4099, 1, 1024, 50.f},  /* gemma-like: window + softcap, f16 */
-        {32, 8, 128, 5, 300, 2, 0, 0.f},      /* several queries (prefill tail), causal */
-        {14, 2, 64, 3, 8200, 2, 4096, 0.f},   /* qwen-like GQA 7, sliding */
+        {32, 8, 128, 1, 1000, 2, 0, 0.f, 0},     /* Llama-3-8B decode, bf16 cache */
+        {32, 8, 128, 1, 1, 2, 0, 0.f, 0},        /* first token */
+        {16, 16, 64, 1, 37, 0, 0, 0.f, 0},       /* MHA, f32 cache */
+        {8, 4, 256, 1, 4099, 1, 1024, 50.f, 0},  /* gemma-like: window + softcap, f16 */
+        {32, 8, 128, 5, 300, 2, 0, 0.f, 0},      /* several queries (prefill tail), causal */
+        {14, 2, 64, 3, 8200, 2, 4096, 0.f, 0},   /* qwen-like GQA 7, sliding */
+        /* grouped decode kernel: GQA 1/2/4/8, fp32 and bf16, 1..many splits, ring wrap, window, softcap */
+        {32, 8, 128, 1, 512, 2, 0, 0.f, 0},      /* Llama-3-8B decode at ctx 512 */
+        {32, 8, 128, 1, 4096, 0, 0, 0.f, 0},     /* fp32 cache, 33 splits */
+        {32, 8, 128, 1, 40, 0, 0, 0.f, 0},       /* one split, partial tile */
+        {8, 8, 64, 2, 700, 2, 0, 30.f, 0},       /* MHA (GQA 1), 2 rows, softcap */
+        {8, 4, 256, 1, 333, 0, 0, 0.f, 0},       /* GQA 2, head_dim 256 */
+        {16, 2, 128, 1, 2000, 2, 0, 0.f, 0},     /* GQA 8: two head chunks per kv head */
+        {12, 2, 64, 1, 1500, 0, 0, 0.f, 0},      /* GQA 6: a 4-head and a 2-head chunk */
+        {32, 8, 128, 1, 1000, 2, 100, 0.f, 164}, /* sliding window 100 over a ring of 164 (wrapped) */
+        {8, 2, 256, 4, 3000, 2, 512, 50.f, 515}, /* gemma-like: window 512 + softcap, ring of 515, 4 rows */
+        {32, 8, 128, 1, 65, 2, 0, 0.f, 0},       /* 2 splits of 33 and 32 keys */
+        {4, 2, 16, 1, 100, 2, 0, 0.f, 0},        /* generic head_dims (fixture models): 16, 48, 96, 192 */
+        {6, 3, 48, 2, 300, 0, 20, 0.f, 0},
+        {8, 2, 96, 1, 200, 2, 0, 10.f, 0},
+        {8, 4, 192, 1, 500, 2, 0, 0.f, 0},
+        {32, 8, 128, 1, 700, 1, 0, 0.f, 0},      /* f16 cache: Llama shape, GQA 2 hd 64, ring */
+        {8, 4, 64, 3, 900, 1, 0, 20.f, 0},
+        {32, 8, 128, 1, 1000, 1, 100, 0.f, 164},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i]);
+    /* an fp16 cache saturates values past its range (finite, not inf); NaN stays NaN */
+    lmx_cuda_attn a = {.n_heads = 1, .n_kv_heads = 1, .head_dim = 8, .capacity = 1, .kv_dtype = LMX_DTYPE_F16};
+    const float kv8[8] = {1e6f, -1e6f, NAN, 1.0f, 65504.f, 70000.f, -0.5f, 0.f};
+    const uint16_t want[8] = {0x7bff, 0xfbff, 0x7e00, 0x3c00, 0x7bff, 0x7bff, 0xb800, 0x0000};
+    int32_t p0 = 0;
+    float *dkv = dev_upload(kv8, sizeof kv8);
+    int32_t *dp0 = dev_upload(&p0, sizeof p0);
+    void *dkc = dev_poisoned(16), *dvc = dev_poisoned(16);
+    OKS(lmx_cuda_kv_store(&a, dkv, dkv, dkc, dvc, dp0, 1, NULL));
+    uint16_t got[8];
+    lmx_cuda_memcpy_d2h(got, dkc, sizeof got, NULL);
+    OKS(lmx_cuda_stream_sync(NULL));
+    for (int i = 0; i < 8; i++)
+        CHECK_MSG(i == 2 ? (got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff) : got[i] == want[i],
+                  "fp16 store of %g: 0x%04x, want 0x%04x", (double)kv8[i], got[i], want[i]);
+    lmx_cuda_free(dkv); lmx_cuda_free(dp0); lmx_cuda_free(dkc); lmx_cuda_free(dvc);
 }
 
 /* ---- flash (tiled prefill) attention ---- */
 /* cap: cache capacity; position j lives in slot j % cap (cap < L: a ring holding the last cap
  * positions; unused slots are NaN, so a read outside the visible keys fails the comparison). */
-typedef struct { int heads, kv, hd, T; int64_t L, cap; int window; float softcap; } fa_case;
+/* dt: 0 = F32 cache (fp32 kernel, tol 1e-5), 2 = BF16 / 1 = F16 cache (tensor-core kernel; the reference
+ * uses the rounded K, V and Q, so the tolerance covers P rounded to bf16: 4e-3 / fp16: 1e-3) */
+typedef struct { int heads, kv, hd, T; int64_t L, cap; int window; float softcap; int dt; } fa_case;
 
 static void run_flash(fa_case c) {
     char name[128];
-    snprintf(name, sizeof name, "flash h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g", c.heads, c.kv, c.hd, c.T,
-             (long long)c.L, (long long)c.cap, c.window, (double)c.softcap);
+    snprintf(name, sizeof name, "flash%s h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g",
+             c.dt == 2 ? " bf16" : c.dt == 1 ? " f16" : "",
+             c.heads, c.kv, c.hd, c.T, (long long)c.L, (long long)c.cap, c.window, (double)c.softcap);
     lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = c.cap,
-                       .kv_dtype = LMX_DTYPE_F32, .scale = 1.0f / sqrtf((float)c.hd), .softcap = c.softcap,
-                       .window = c.window};
+                       .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd),
+                       .softcap = c.softcap, .window = c.window};
     CHECK_MSG(lmx_cuda_attention_prefill_supported(&a), "%s: supported", name);
     size_t kvn = (size_t)c.L * c.kv * c.hd; /* [L, kv, hd] */
     float *k = randv(kvn, 2.0f), *v = randv(kvn, 1.0f);
+    float rt[1];
+    if (c.dt)
+        for (size_t i = 0; i < kvn; i++) { /* the values a 16-bit cache holds */
+            k[i] = tu_store(rt, 0, c.dt, k[i]);
+            v[i] = tu_store(rt, 0, c.dt, v[i]);
+        }
     size_t cn = (size_t)c.kv * c.cap * c.hd; /* [kv][cap][hd] */
     float *kc = malloc(sizeof(float) * cn), *vc = malloc(sizeof(float) * cn);
     for (size_t i = 0; i < cn; i++) kc[i] = vc[i] = NAN;
@@ -733,6 +817,8 @@ static void run_flash(fa_case c) {
             }
     size_t qn = (size_t)c.T * c.heads * c.hd;
     float *q = randv(qn, 1.5f);
+    if (c.dt)
+        for (size_t i = 0; i < qn; i++) q[i] = tu_store(rt, 0, c.dt, q[i]); /* the kernel rounds Q likewise */
     int32_t *qpos = malloc(sizeof(int32_t) * c.T);
     for (int t = 0; t < c.T; t++) qpos[t] = (int32_t)(c.L - c.T + t);
     double *ref = malloc(sizeof(double) * qn), *sc = malloc(sizeof(double) * c.L);
@@ -759,7 +845,21 @@ static void run_flash(fa_case c) {
                 ref[((size_t)t * c.heads + h) * c.hd + i] = num / den;
             }
         }
-    float *dkc = dev_upload(kc, sizeof(float) * cn), *dvc = dev_upload(vc, sizeof(float) * cn);
+    void *dkc, *dvc;
+    if (c.dt) { /* 16-bit cache; unused slots NaN */
+        uint16_t *kh = malloc(2 * cn), *vh = malloc(2 * cn);
+        for (size_t i = 0; i < cn; i++) {
+            kh[i] = c.dt == 2 ? tu_f2bf(kc[i]) : isnan(kc[i]) ? 0x7e00 : tu_f2h(kc[i]);
+            vh[i] = c.dt == 2 ? tu_f2bf(vc[i]) : isnan(vc[i]) ? 0x7e00 : tu_f2h(vc[i]);
+        }
+        dkc = dev_upload(kh, 2 * cn);
+        dvc = dev_upload(vh, 2 * cn);
+        free(kh);
+        free(vh);
+    } else {
+        dkc = dev_upload(kc, sizeof(float) * cn);
+        dvc = dev_upload(vc, sizeof(float) * cn);
+    }
     float *dq = dev_upload(q, sizeof(float) * qn);
     int32_t *dqpos = dev_upload(qpos, sizeof(int32_t) * c.T);
     float *dout = dev_poisoned(sizeof(float) * qn);
@@ -770,7 +870,7 @@ static void run_flash(fa_case c) {
         CHECK(lmx_cuda_stream_sync(NULL) == LMX_OK);
         lmx_cuda_memcpy_d2h(y, dout, sizeof(float) * qn, NULL);
         lmx_cuda_stream_sync(NULL);
-        compare(name, y, ref, qn, 1e-5);
+        compare(name, y, ref, qn, c.dt == 2 ? 4e-3 : c.dt == 1 ? 1e-3 : 1e-5);
     }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dout);
     free(k); free(v); free(kc); free(vc); free(q); free(qpos); free(ref); free(sc); free(y);
@@ -818,6 +918,33 @@ static void time_flash_vs_split(void) {
            us[0], us[1], us[1] / us[0]);
     fprintf(stderr, "attention T=512 H=32/8 d=128 (one layer, fp32 cache): flash %.1f us, split-K per row %.1f us (%.1fx)\n",
             us[0], us[1], us[1] / us[0]);
+    { /* the tensor-core kernel over the same cache in bf16 */
+        lmx_cuda_attn ab = a;
+        ab.kv_dtype = LMX_DTYPE_BF16;
+        uint16_t *kh = malloc(2 * cn), *vh = malloc(2 * cn);
+        for (size_t i = 0; i < cn; i++) {
+            kh[i] = tu_f2bf(kc[i]);
+            vh[i] = tu_f2bf(vc[i]);
+        }
+        void *dkb = dev_upload(kh, 2 * cn), *dvb = dev_upload(vh, 2 * cn);
+        double tb = 0;
+        for (int it = 0; it < 23; it++) {
+            if (it == 3) { lmx_cuda_stream_sync(NULL); tb = now_s(); }
+            OKS(lmx_cuda_attention_prefill(&ab, dq, dkb, dvb, dpos, T, o2, NULL));
+        }
+        OKS(lmx_cuda_stream_sync(NULL));
+        tb = (now_s() - tb) / 20 * 1e6;
+        lmx_cuda_memcpy_d2h(y2, o2, sizeof(float) * qn, NULL);
+        lmx_cuda_stream_sync(NULL);
+        for (size_t i = 0; i < qn; i++) r[i] = y1[i];
+        compare("tensor-core flash (bf16 cache) vs fp32 flash, T 512", y2, r, qn, 1e-2);
+        printf("attention T=512 H=32/8 d=128 (one layer): tensor-core flash, bf16 cache %.1f us (fp32 flash %.1f us, %.1fx)\n",
+               tb, us[0], us[0] / tb);
+        fprintf(stderr, "attention T=512 H=32/8 d=128 (one layer): tensor-core flash, bf16 cache %.1f us (fp32 flash %.1f us, %.1fx)\n",
+                tb, us[0], us[0] / tb);
+        lmx_cuda_free(dkb); lmx_cuda_free(dvb);
+        free(kh); free(vh);
+    }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dq); lmx_cuda_free(dpos);
     lmx_cuda_free(o1); lmx_cuda_free(o2); lmx_cuda_free(ws);
     free(kc); free(vc); free(q); free(y1); free(y2); free(r);
@@ -825,17 +952,34 @@ static void time_flash_vs_split(void) {
 
 static void test_flash_attention(void) {
     const fa_case cases[] = {
-        {32, 8, 128, 37, 37, 64, 0, 0.f},        /* Llama-3-8B first prefill, odd T */
-        {32, 8, 128, 513, 513, 600, 0, 0.f},     /* 9 query tiles, last one a single row */
-        {8, 1, 64, 129, 300, 333, 0, 30.f},      /* GQA 8/1, prefill after context, softcap */
-        {8, 2, 256, 129, 129, 200, 50, 50.f},    /* gemma-like: window < T + softcap, head_dim 256 */
-        {32, 8, 128, 129, 600, 300, 100, 0.f},   /* sliding window over a ring (cap >= window + T - 1) */
-        {16, 16, 64, 2, 2, 2, 0, 0.f},           /* MHA, T = 2, full cache */
-        {4, 1, 256, 65, 1000, 1001, 0, 0.f},     /* long context, 2 tiles */
-        {4, 2, 16, 40, 40, 40, 8, 0.f},          /* generic head_dims (fixture models): 16, 48, 96, 192 */
-        {4, 2, 48, 37, 37, 50, 12, 0.f},
-        {6, 3, 96, 70, 90, 90, 0, 20.f},
-        {8, 4, 192, 65, 65, 65, 30, 0.f},
+        {32, 8, 128, 37, 37, 64, 0, 0.f, 0},        /* Llama-3-8B first prefill, odd T */
+        {32, 8, 128, 513, 513, 600, 0, 0.f, 0},     /* 9 query tiles, last one a single row */
+        {8, 1, 64, 129, 300, 333, 0, 30.f, 0},      /* GQA 8/1, prefill after context, softcap */
+        {8, 2, 256, 129, 129, 200, 50, 50.f, 0},    /* gemma-like: window < T + softcap, head_dim 256 */
+        {32, 8, 128, 129, 600, 300, 100, 0.f, 0},   /* sliding window over a ring (cap >= window + T - 1) */
+        {16, 16, 64, 2, 2, 2, 0, 0.f, 0},           /* MHA, T = 2, full cache */
+        {4, 1, 256, 65, 1000, 1001, 0, 0.f, 0},     /* long context, 2 tiles */
+        {4, 2, 16, 40, 40, 40, 8, 0.f, 0},          /* generic head_dims (fixture models): 16, 48, 96, 192 */
+        {4, 2, 48, 37, 37, 50, 12, 0.f, 0},
+        {6, 3, 96, 70, 90, 90, 0, 20.f, 0},
+        {8, 4, 192, 65, 65, 65, 30, 0.f, 0},
+        /* the same shapes over a bf16 cache: the tensor-core kernel */
+        {32, 8, 128, 37, 37, 64, 0, 0.f, 2},
+        {32, 8, 128, 513, 513, 600, 0, 0.f, 2},
+        {8, 1, 64, 129, 300, 333, 0, 30.f, 2},
+        {8, 2, 256, 129, 129, 200, 50, 50.f, 2},
+        {32, 8, 128, 129, 600, 300, 100, 0.f, 2},
+        {16, 16, 64, 2, 2, 2, 0, 0.f, 2},
+        {4, 1, 256, 65, 1000, 1001, 0, 0.f, 2},
+        {4, 2, 16, 40, 40, 40, 8, 0.f, 2},
+        {4, 2, 48, 37, 37, 50, 12, 0.f, 2},
+        {6, 3, 96, 70, 90, 90, 0, 20.f, 2},
+        {8, 4, 192, 65, 65, 65, 30, 0.f, 2},
+        {4, 2, 32, 100, 100, 100, 0, 0.f, 2},
+        {16, 2, 128, 200, 200, 200, 0, 0.f, 2}, /* GQA 8 */
+        {32, 8, 128, 129, 600, 300, 100, 0.f, 1}, /* f16 cache: ring + window, softcap + head_dim 256, dim 48 */
+        {8, 2, 256, 129, 129, 200, 50, 50.f, 1},
+        {4, 2, 48, 37, 37, 50, 12, 0.f, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_flash(cases[i]);
     lmx_cuda_attn bad = {.n_heads = 8, .n_kv_heads = 2, .head_dim = 100, .capacity = 64, .kv_dtype = LMX_DTYPE_F32};
@@ -843,8 +987,16 @@ static void test_flash_attention(void) {
     bad.head_dim = 272;
     CHECK(!lmx_cuda_attention_prefill_supported(&bad));
     bad.head_dim = 128;
+    bad.kv_dtype = LMX_DTYPE_F16;
+    CHECK(lmx_cuda_attention_prefill_supported(&bad));
     bad.kv_dtype = LMX_DTYPE_BF16;
+    CHECK(lmx_cuda_attention_prefill_supported(&bad));
+    bad.head_dim = 100;
     CHECK(!lmx_cuda_attention_prefill_supported(&bad));
+    bad.kv_dtype = LMX_DTYPE_U32; /* not a float cache */
+    bad.head_dim = 128;
+    CHECK(!lmx_cuda_attention_prefill_supported(&bad));
+    CHECK(!lmx_cuda_attention_decode_supported(&bad));
     time_flash_vs_split();
 }
 

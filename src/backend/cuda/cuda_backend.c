@@ -7,6 +7,11 @@
  * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4 on the tensor cores).
  *
+ * KV caches come from kv_buf_alloc in fp16 by default (LMX_CUDA_KV=bf16|f16|f32; kv_elem_bytes reports
+ * the size); kv_write and attention read the buffer's element type. Decode attention runs the grouped
+ * kernel with the fused split merge (cuda_attn_decode.cu; LMX_CUDA_DECODE_ATTN=split keeps the split-K
+ * kernel + merge launch), prefill the tensor-core flash kernel over a 16-bit cache.
+ *
  * Ops run in order on one backend-owned blocking stream. Decode steps (the step hooks of backend.h)
  * are CUDA graphs: the first single-token forward on a (kv, variant) runs eagerly and records a
  * signature (a hash of every op's arguments); the second is captured into a graph; later ones
@@ -39,11 +44,15 @@
 #include "util/log.h"
 
 #define LMX_CUDA_GEMM_MIN_T 16
+/* KV cache element type unless LMX_CUDA_KV says otherwise: fp16 (bf16's coarser rounding of Q and K
+ * failed the qwen2-bias golden on 2026-11-28, fp16 passes 23/23; bench/notes/cuda-kernels.md, attn) */
+#define LMX_CUDA_KV_DEFAULT LMX_DTYPE_F16
 
 struct lmx_buf {
     size_t n;
-    float *d;  /* device [n] */
-    bool view; /* buf_view: d belongs to another buffer */
+    float *d;     /* device [n] */
+    bool view;    /* buf_view: d belongs to another buffer */
+    lmx_dtype dt; /* F32; a kv_buf_alloc cache: its element type (d then points to n such elements) */
 };
 
 struct lmx_bweight {
@@ -98,6 +107,10 @@ typedef struct cuda_backend {
     bool staging, up_failed, staged_any;
     /* upload statistics, logged at destroy (info): bytes, ns in weight cudaMallocs, ns in copies */
     atomic_uint_least64_t up_bytes, up_malloc_ns, up_copy_ns;
+    lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: LMX_CUDA_KV_DEFAULT or LMX_CUDA_KV */
+    int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
+    size_t cnt_cap;
+    bool decode_split; /* LMX_CUDA_DECODE_ATTN=split: decode through the split-K kernel + merge launch */
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -275,7 +288,36 @@ static void cu_buf_free(lmx_backend *be, lmx_buf *b) {
     free(b);
 }
 
-#define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_)
+static size_t kv_dt_bytes(lmx_dtype t) { return t == LMX_DTYPE_F32 ? 4 : 2; }
+
+static size_t cu_kv_elem_bytes(const lmx_backend *be) { return kv_dt_bytes(((const cuda_backend *)be)->kv_dt); }
+
+/* a k or v cache of n elements in the backend's KV dtype (zeroed) */
+static lmx_status cu_kv_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
+    cuda_backend *c = CB(be);
+    *out = NULL;
+    lmx_buf *b = calloc(1, sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: kv buffer");
+    const size_t bytes = (n ? n : 1) * kv_dt_bytes(c->kv_dt);
+    lmx_status st = lmx_cuda_malloc((void **)&b->d, bytes);
+    if (st == LMX_OK) st = lmx_cuda_memset(b->d, 0, bytes, NULL);
+    if (st != LMX_OK) {
+        lmx_cuda_free(b->d);
+        free(b);
+        return lmx_error_prefix(st, "cuda backend: kv buffer of %zu elements", n);
+    }
+    b->n = n;
+    b->dt = c->kv_dt;
+    *out = b;
+    return LMX_OK;
+}
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                                  \
+    do {                                                                                                     \
+        if ((buf_)->dt != LMX_DTYPE_F32) /* a bf16 KV cache: only kv_write and attention take it */          \
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: a KV cache buffer", (what_));      \
+        LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_);                                            \
+    } while (0)
 
 static lmx_status cu_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n) {
     cuda_backend *c = CB(be);
@@ -609,8 +651,10 @@ static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const l
     for (int t = 0; t < T; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d", pos[t]);
+    if (kc->dt != vc->dt || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: caches of different element types or a cache as input");
     lmx_cuda_attn a = {.n_heads = n_kv, .n_kv_heads = n_kv, .head_dim = head_dim, .capacity = capacity,
-                       .kv_dtype = LMX_DTYPE_F32};
+                       .kv_dtype = kc->dt};
     const int32_t *dp;
     if (stepping(c)) {
         lmx_status st = step_pos(c, pos, T, &dp);
@@ -635,8 +679,10 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         if (pos[t] < 0 || (pos[t] >= p->capacity && !ring_ok))
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d (window %d)",
                              pos[t], p->capacity, p->window);
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || out->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
-                       .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32, .scale = p->scale,
+                       .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
                        .softcap = p->softcap, .window = p->window};
     /* prefill: tiled flash attention (LMX_CUDA_FLASH=0 keeps the split-K kernel per query row) */
     const char *fl = p->n_tokens >= 2 ? getenv("LMX_CUDA_FLASH") : "0";
@@ -644,7 +690,27 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         const int32_t *dpf;
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dpf);
         if (st != LMX_OK) return st;
-        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, NULL);
+        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, c->stream);
+    }
+    /* decode: the GQA-grouped kernel with the fused merge (LMX_CUDA_DECODE_ATTN=split keeps the split-K
+     * kernel + merge launch) */
+    const bool grouped = !c->decode_split && lmx_cuda_attention_decode_supported(&a);
+    const size_t need_cnt = grouped ? lmx_cuda_attention_decode_counters(&a, p->n_tokens) : 0;
+    if (need_cnt > c->cnt_cap) {
+        int32_t *d = NULL;
+        lmx_status st = lmx_cuda_malloc((void **)&d, need_cnt * sizeof(int32_t));
+        if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need_cnt * sizeof(int32_t), c->stream);
+        if (st != LMX_OK || c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+            lmx_cuda_free(d);
+            if (st != LMX_OK) return st;
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention counter growth inside a captured step");
+        }
+        lmx_cuda_stream_sync(c->stream);
+        graphs_clear(c); /* captured graphs reference the old counters */
+        lmx_cuda_free(c->d_cnt);
+        c->d_cnt = d;
+        c->cnt_cap = need_cnt;
     }
     size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
     if (need > c->ws_cap) {
@@ -671,11 +737,16 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
         SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_heads); SIGI(p->n_kv_heads);
         SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale)); SIGI(fbits(p->softcap));
         SIGP(c->d_ws);
+        SIGP(c->d_cnt);
+        SIGI(grouped);
         if (replaying(c)) return LMX_OK;
     } else {
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
         if (st != LMX_OK) return st;
     }
+    if (grouped)
+        return lmx_cuda_attention_decode(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws,
+                                         c->d_cnt, out->d, c->stream);
     return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws, out->d,
                               c->stream);
 }
@@ -747,9 +818,11 @@ static lmx_status cu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, cons
                          p->capacity);
     for (int t = 0; t < p->n_tokens; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: position %d", pos[t]);
-    /* the cache dtype as in cu_kv_write */
+    /* the cache dtype as in cu_kv_write (kv_buf_alloc caches: fp16 by default) */
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: k/v caches of different types or a cache as q/k/v");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
-                       .capacity = p->capacity, .kv_dtype = LMX_DTYPE_F32};
+                       .capacity = p->capacity, .kv_dtype = kc->dt};
     lmx_cuda_qk_rope r = {.rot_dims = p->rot_dim, .inv_freq = p->inv_freq->vec, .mscale = p->mscale,
                           .q_norm = p->q_norm ? p->q_norm->vec : NULL, .k_norm = p->k_norm ? p->k_norm->vec : NULL,
                           .eps = p->eps, .norm_plus_one = p->norm_plus_one, .q_stride = (int64_t)p->q_stride,
@@ -934,6 +1007,7 @@ static void cu_destroy(lmx_backend *be) {
                   atomic_load(&c->up_malloc_ns) / 1e9);
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
+    lmx_cuda_free(c->d_cnt);
     free(c);
 }
 
@@ -966,6 +1040,8 @@ static const lmx_backend_ops CUDA_OPS = {
     .weight_upload_fused = cu_weight_upload_fused,
     .prefill_chunk = 512, /* one GEMM per weight for a 512-token prompt (quantized weights expand once) */
     .upload_end = cu_upload_end,
+    .kv_buf_alloc = cu_kv_buf_alloc,
+    .kv_elem_bytes = cu_kv_elem_bytes,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
@@ -998,6 +1074,16 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     /* on by default (the GPU suite passed with graphs on, 2026-11-28); LMX_CUDA_GRAPH=0 disables */
     const char *ge = getenv("LMX_CUDA_GRAPH");
     c->graphs = !(ge && strcmp(ge, "0") == 0);
+    /* KV cache element type (LMX_CUDA_KV=bf16|f16|f32): 16-bit halves attention bytes and KV memory; f32
+     * keeps the exact path */
+    const char *kve = getenv("LMX_CUDA_KV");
+    c->kv_dt = LMX_CUDA_KV_DEFAULT;
+    if (kve && (strcmp(kve, "f32") == 0 || strcmp(kve, "fp32") == 0)) c->kv_dt = LMX_DTYPE_F32;
+    else if (kve && (strcmp(kve, "f16") == 0 || strcmp(kve, "fp16") == 0)) c->kv_dt = LMX_DTYPE_F16;
+    else if (kve && strcmp(kve, "bf16") == 0) c->kv_dt = LMX_DTYPE_BF16;
+    else if (kve && *kve) LMX_LOG_W("cuda backend: LMX_CUDA_KV=%s is not bf16, f16 or f32; using the default", kve);
+    const char *dae = getenv("LMX_CUDA_DECODE_ATTN");
+    c->decode_split = dae && strcmp(dae, "split") == 0;
     lmx_cuda_device_info info;
     if (lmx_cuda_get_device_info(device, &info) == LMX_OK)
         LMX_LOG_I("cuda backend: device %d: %s (cc %d.%d, %d SMs, %.1f GiB)", device, info.name, info.cc_major,

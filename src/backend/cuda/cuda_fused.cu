@@ -17,7 +17,10 @@
 template <typename KT> __device__ __forceinline__ KT fu_cvt(float f);
 template <> __device__ __forceinline__ float fu_cvt<float>(float f) { return f; }
 template <> __device__ __forceinline__ __nv_bfloat16 fu_cvt<__nv_bfloat16>(float f) { return __float2bfloat16_rn(f); }
-template <> __device__ __forceinline__ __half fu_cvt<__half>(float f) { return __float2half_rn(f); }
+/* fp16 saturates like kv_store (cuda_ops.cu): a value past fp16's range stays finite, NaN stays NaN */
+template <> __device__ __forceinline__ __half fu_cvt<__half>(float f) {
+    return __float2half_rn(f != f ? f : fminf(fmaxf(f, -65504.f), 65504.f));
+}
 
 template <typename KT>
 __global__ void rope_qk_store_kernel(float *q, float *k, const float *__restrict__ v, KT *kc, KT *vc,

@@ -230,7 +230,8 @@ lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void
 
 /* Tiled (flash) attention for prefill, T >= 1 queries, same semantics as lmx_cuda_attention (GQA,
  * causal by positions[t], window, softcap, scale) with the cache read at slot j % capacity; no
- * workspace. Supported: kv_dtype F32 and head_dim 64, 128 or 256 (check with
+ * workspace. kv_dtype F32: fp32 FMA kernel (exact to fp32 rounding); BF16 or F16: lmx_cuda_flash_tc
+ * (tensor cores). Supported: those dtypes and head_dim a multiple of 16 up to 256 (check with
  * lmx_cuda_attention_prefill_supported; otherwise LMX_ERR_UNSUPPORTED and the caller uses
  * lmx_cuda_attention). The keys a query tile may see (from the smallest lo to the largest position of
  * its 64 rows) must all be present in the cache. q, out: device fp32 [T, n_heads, head_dim]. */
@@ -238,6 +239,36 @@ bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a);
 lmx_status lmx_cuda_attention_prefill(const lmx_cuda_attn *a, const float *q, const void *k_cache,
                                       const void *v_cache, const int32_t *positions, int T, float *out,
                                       lmx_cuda_stream stream);
+
+/* Tensor-core flash prefill over a BF16 or F16 cache (what lmx_cuda_attention_prefill runs for those):
+ * Q rounded to the cache's type, S = QKᵀ and P·V on mma.sync m16n8k16 (bf16/fp16 operands, fp32
+ * accumulation), P rounded likewise, softmax statistics in fp32. Supported: kv_dtype BF16 or F16,
+ * head_dim a multiple of 16 in [16, 256] (and the shared memory granted). Same arguments as
+ * lmx_cuda_attention_prefill. */
+bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a);
+lmx_status lmx_cuda_flash_tc(const lmx_cuda_attn *a, const float *q, const void *k_cache, const void *v_cache,
+                             const int32_t *positions, int T, float *out, lmx_cuda_stream stream);
+
+/* Decode attention with the GQA group read once and the split merge fused into the same launch
+ * (cuda_attn_decode.cu): same semantics and arguments as lmx_cuda_attention (max_len sizes the grid
+ * only: pass the capacity for a replay-invariant launch) plus `counters`, device int32 of
+ * lmx_cuda_attention_decode_counters(a, T) elements that must be zero before the first call (each
+ * call leaves them zero; calls on one stream may share them). workspace: device fp32 of
+ * lmx_cuda_attention_workspace_floats(a, T). Supported (lmx_cuda_attention_decode_supported):
+ * kv_dtype F32, F16 or BF16, head_dim a multiple of 8 up to 256; otherwise use lmx_cuda_attention. Any T, but
+ * meant for few rows (decode); prefill has lmx_cuda_attention_prefill. */
+bool lmx_cuda_attention_decode_supported(const lmx_cuda_attn *a);
+size_t lmx_cuda_attention_decode_counters(const lmx_cuda_attn *a, int T);
+lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                     const void *v_cache, const int32_t *positions, int T, int64_t max_len,
+                                     float *workspace, int32_t *counters, float *out, lmx_cuda_stream stream);
+/* The same with the launch shape chosen (tuning and tests): warps per block 4 or 8, about
+ * target_blocks blocks in all, at least min_keys keys per split. lmx_cuda_attention_decode is
+ * (4, 264, 64). */
+lmx_status lmx_cuda_attention_decode_ex(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                        const void *v_cache, const int32_t *positions, int T, int64_t max_len,
+                                        float *workspace, int32_t *counters, float *out, int warps,
+                                        int target_blocks, int min_keys, lmx_cuda_stream stream);
 
 /* ---- sampling ---- */
 
