@@ -8,7 +8,7 @@
  * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] [sections=all]
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
  * fused Llama shapes), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
- * step in a graph), attn. */
+ * step in a graph), attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +190,7 @@ int main(int argc, char **argv) {
         CK(cudaMemcpy(x, h, 14336 * 4, cudaMemcpyHostToDevice));
         free(h);
     }
+    if (argc > 2 && strcmp(argv[2], "attention") == 0) goto attention;
     const int bits_list[3] = {0, 8, 4};
     const char *bits_name[3] = {"bf16", "q8g64", "q4g64"};
     /* Llama-3-8B GEMV shapes, separate and fused (q|k|v = 6144 rows, gate|up = 28672 rows) */
@@ -453,10 +454,13 @@ int main(int argc, char **argv) {
     }
     printf("\n");
 
+attention:
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
-    if (want(sec, "attn")) printf("%-28s %9s %7s\n", "attention (decode, 1 layer)", "us", "GB/s");
+    if (want(sec, "attention"))
+        printf("%-28s %9s %7s %11s %7s %11s %11s\n", "attention (decode, 1 layer)", "split us", "GB/s", "grouped us",
+               "GB/s", "8w/132/512", "8w/264/256");
     const int64_t lens[3] = {512, 4096, 32768};
-    for (int li = 0; li < 3 && want(sec, "attn"); li++) {
+    for (int li = 0; li < 3 && want(sec, "attention"); li++) {
         int64_t L = lens[li];
         lmx_cuda_attn a = {.n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .capacity = L,
                            .kv_dtype = LMX_DTYPE_BF16, .scale = 0.088388f};
@@ -473,31 +477,44 @@ int main(int argc, char **argv) {
             free(h);
         }
         float *ws, *out;
-        int32_t *pos, hp = (int32_t)(L - 1);
+        int32_t *pos, hp = (int32_t)(L - 1), *cnt;
         LK(lmx_cuda_malloc((void **)&ws, sizeof(float) * lmx_cuda_attention_workspace_floats(&a, 1)));
+        LK(lmx_cuda_malloc((void **)&cnt, sizeof(int32_t) * lmx_cuda_attention_decode_counters(&a, 1)));
+        LK(lmx_cuda_memset(cnt, 0, sizeof(int32_t) * lmx_cuda_attention_decode_counters(&a, 1), NULL));
         LK(lmx_cuda_malloc((void **)&out, 32 * 128 * 4));
         LK(lmx_cuda_malloc((void **)&pos, 4));
         CK(cudaMemcpy(pos, &hp, 4, cudaMemcpyHostToDevice));
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        for (int i = 0; i < 5; i++) LK(lmx_cuda_attention(&a, x, kc[i % layers], vc[i % layers], pos, 1, L, ws, out, NULL));
-        float t[BATCHES];
-        for (int b = 0; b < BATCHES; b++) {
-            CK(cudaEventRecord(e0, 0));
-            for (int i = 0; i < reps; i++)
-                LK(lmx_cuda_attention(&a, x, kc[i % layers], vc[i % layers], pos, 1, L, ws, out, NULL));
-            CK(cudaEventRecord(e1, 0));
-            CK(cudaEventSynchronize(e1));
-            CK(cudaEventElapsedTime(&t[b], e0, e1));
+        double us2[4];
+        /* 0: split-K + merge launch, 1: grouped (fused merge), 2, 3: grouped with 8 warps per block */
+        for (int which = 0; which < 4; which++) {
+#define ATT_CALL(i_)                                                                                             \
+    (which == 0   ? lmx_cuda_attention(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, out, NULL)     \
+     : which == 1 ? lmx_cuda_attention_decode(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, cnt, out, \
+                                              NULL)                                                              \
+                  : lmx_cuda_attention_decode_ex(&a, x, kc[(i_) % layers], vc[(i_) % layers], pos, 1, L, ws, cnt,  \
+                                                 out, 8, which == 2 ? 132 : 264, which == 2 ? 512 : 256, NULL))
+            for (int i = 0; i < 5; i++) LK(ATT_CALL(i));
+            float t[BATCHES];
+            for (int b = 0; b < BATCHES; b++) {
+                CK(cudaEventRecord(e0, 0));
+                for (int i = 0; i < reps; i++) LK(ATT_CALL(i));
+                CK(cudaEventRecord(e1, 0));
+                CK(cudaEventSynchronize(e1));
+                CK(cudaEventElapsedTime(&t[b], e0, e1));
+            }
+#undef ATT_CALL
+            qsort(t, BATCHES, sizeof t[0], cmp_f);
+            us2[which] = t[BATCHES / 2] * 1e3 / reps;
         }
-        qsort(t, BATCHES, sizeof t[0], cmp_f);
-        double us = t[BATCHES / 2] * 1e3 / reps;
         char label[64];
         snprintf(label, sizeof label, "ctx %lld", (long long)L);
-        printf("%-28s %9.2f %7.0f\n", label, us, 2.0 * cb / (us * 1e-6) / 1e9);
+        printf("%-28s %9.2f %7.0f %11.2f %7.0f %11.2f %11.2f\n", label, us2[0], 2.0 * cb / (us2[0] * 1e-6) / 1e9,
+               us2[1], 2.0 * cb / (us2[1] * 1e-6) / 1e9, us2[2], us2[3]);
         for (int l = 0; l < layers; l++) { lmx_cuda_free(kc[l]); lmx_cuda_free(vc[l]); }
         free(kc); free(vc);
-        lmx_cuda_free(ws); lmx_cuda_free(out); lmx_cuda_free(pos);
+        lmx_cuda_free(ws); lmx_cuda_free(out); lmx_cuda_free(pos); lmx_cuda_free(cnt);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
     }
     lmx_cuda_free(x); lmx_cuda_free(y);

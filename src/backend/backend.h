@@ -80,6 +80,40 @@ typedef struct lmx_attn_params {
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
 } lmx_attn_params;
 
+/* Arguments of the optional rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
+ * [n_kv_heads, head_dim]; row t of q starts at q_off + t * q_stride (likewise k, v); a stride of 0
+ * means packed rows (heads * head_dim). Caches [n_kv_heads][capacity][head_dim], position j in slot
+ * j % capacity (as kv_write). */
+typedef struct lmx_qk_rope_params {
+    int n_tokens, n_heads, n_kv_heads, head_dim;
+    int rot_dim;                         /* rotated features per head (even, <= head_dim; 0 = none) */
+    int capacity;                        /* cache slots per kv head */
+    size_t q_off, k_off, v_off;          /* elements */
+    size_t q_stride, k_stride, v_stride; /* elements between rows; 0 = packed */
+    const lmx_bweight *inv_freq;         /* vector [>= rot_dim/2] (as rope) */
+    float mscale;                        /* multiplies cos and sin (as rope) */
+    const lmx_bweight *q_norm, *k_norm;  /* per-head RMSNorm weights [head_dim] before the rotation
+                                            (qwen3, gemma3), or both NULL */
+    float eps;                           /* of the per-head norm */
+    bool norm_plus_one;                  /* the norm scales by 1 + w */
+} lmx_qk_rope_params;
+
+/* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
+ * (penalty over the distinct window ids, greedy argmax or top_p → min_p → top_k → temperature →
+ * inverse-CDF draw with the uniform u). Values change per generation, except window/n_window/u which
+ * change per token (they reach captured kernels through device memory). */
+typedef struct lmx_sample_args {
+    float temperature;        /* 0 = greedy */
+    float top_p;              /* 0 or 1 = off */
+    float min_p;              /* 0 = off */
+    int top_k;                /* 0 or >= vocab = off */
+    float repetition_penalty; /* 0 or 1 = off */
+    int window_cap;           /* the most ids `window` will ever hold in this generation (repetition_context) */
+    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees (n_window <= window_cap) */
+    int n_window;
+    double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
+} lmx_sample_args;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -135,6 +169,58 @@ typedef struct lmx_backend_ops {
      * abandoned; *redo is set so the caller's retry reports the error eagerly). */
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
+
+    /* ---- fused ops (optional: NULL = the caller issues the unfused sequence named with each) ----
+     * Each computes what its unfused sequence computes (the CPU backend: bit for bit; a GPU backend:
+     * to its rounding), in fewer kernel launches. Decode-step hooks apply as for every op. */
+    /* y[T, rows] += x[T, cols] · Wᵀ + bias: the residual add folded into the projection
+     * (= matmul into a scratch, then add). x rows start at x_off with stride cols; y must not be x. */
+    lmx_status (*matmul_add)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                             lmx_buf *y);
+    /* The attention block's per-position step (= [rmsnorm of q and k per head], rope(q), rope(k),
+     * kv_write): see lmx_qk_rope_params. q and k are updated in place (normalised, rotated), the
+     * rotated k rows and the v rows are stored into k_cache / v_cache at positions pos[T]. q, k and v
+     * may be views of one buffer (offsets and row strides below) whose regions do not overlap. */
+    lmx_status (*rope_qk_store)(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *k_cache,
+                                lmx_buf *v_cache, const lmx_qk_rope_params *p, const int32_t *pos);
+    /* ---- sampling on the device (optional: NULL = none, e.g. the CPU backend) ----
+     * `sample` enqueues the choice of the next token from logits [vocab] (not modified) with the
+     * arguments *a (copied; the window may change after the call); it may run inside a decode step
+     * (then it is part of the captured sequence). `sample_result` waits for it and gives the id, or
+     * -1 when the device could not decide exactly (parameters it does not handle, a candidate set
+     * too large, NaN or infinite logits): the caller then reads the logits and samples on the host
+     * with the same u. One sample in flight per backend; allocates only when vocab or window_cap
+     * grow. */
+    lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
+    lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
+    /* ---- views, fused weights, prefill chunk (optional: NULL / 0 = not provided) ---- */
+    /* A non-owning handle to floats [off, off+n) of parent. buf_free on a view frees only the handle;
+     * views must be freed before their parent. A view of a view is refused (LMX_ERR_INVALID_ARGUMENT). */
+    lmx_status (*buf_view)(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out);
+    /* Uploads n row blocks parts[0..n) (identical kind, cols, dtype, bits, group_size; all with a
+     * bias or none, same bias dtype) as ONE matrix whose rows are the parts' rows concatenated
+     * (*fused, [Σ rows, cols]), plus n views views[i] aliasing the fused memory at the part's row
+     * offset (usable wherever a weight is). weight_free of a view frees only the handle; the fused
+     * weight owns the memory and must be freed after its views. Parts that cannot be fused →
+     * LMX_ERR_UNSUPPORTED (nothing allocated: the caller uploads them separately); a failed
+     * device allocation → LMX_ERR_OUT_OF_MEMORY. */
+    lmx_status (*weight_upload_fused)(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                      lmx_bweight **views);
+    /* Preferred rows per prefill call (the KV cache's scratch is sized for it); 0 = the caller's
+     * default (128). */
+    int prefill_chunk;
+    /* The caller finished a batch of uploads (a model's weights): waits until they are complete
+     * (a failed asynchronous copy is reported here) and may release upload resources (pinned
+     * staging buffers) until the next upload. NULL = nothing to do. */
+    lmx_status (*upload_end)(lmx_backend *be);
+    /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
+     * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
+     * an element type the backend chooses (the CUDA backend: fp16; LMX_CUDA_KV=bf16|f16|f32). Such a
+     * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
+     * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
+     * accounting; NULL = sizeof(float)). */
+    lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
+    size_t (*kv_elem_bytes)(const lmx_backend *be);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */
@@ -149,6 +235,10 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
 /* "scalar" or "avx2" for a CPU backend, NULL for another backend. */
 const char *lmx_backend_cpu_kernels(const lmx_backend *be);
+/* Tests only: gives a CPU backend (before any weight is uploaded through it) a weight_upload_fused
+ * that copies the parts' rows into one owned matrix, so the fused decode path of the model runs on
+ * the CPU. LMX_ERR_INVALID_ARGUMENT for another backend. */
+lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be);
 
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);

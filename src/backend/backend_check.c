@@ -1,6 +1,8 @@
 /* backend_check.c — shared argument checks of the backend seam (see backend_check.h). */
 #include "backend/backend_check.h"
 
+#include <stdint.h>
+
 #include "util/error.h"
 
 lmx_status lmx_backend_check_range(const char *backend, const char *what, size_t off, size_t cnt, size_t n) {
@@ -69,4 +71,44 @@ lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_param
     LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention out", 0, qn, out_n));
     LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention k cache", 0, cn, kc_n));
     return lmx_backend_check_range(backend, "attention v cache", 0, cn, vc_n);
+}
+
+/* rows of `per` elements at off + t * stride (stride 0 = per), t < T, inside a buffer of n */
+static lmx_status check_rows(const char *backend, const char *what, size_t off, size_t stride, size_t per, int T,
+                             size_t n) {
+    if (stride == 0) stride = per;
+    if (stride < per)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: %s: row stride %zu below a row of %zu", backend, what,
+                         stride, per);
+    if (T > 1 && stride > (SIZE_MAX - per) / (size_t)(T - 1))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: %s: %d rows of stride %zu", backend, what, T, stride);
+    return lmx_backend_check_range(backend, what, off, (size_t)(T - 1) * stride + per, n);
+}
+
+lmx_status lmx_backend_check_rope_qk_store(const char *backend, const lmx_qk_rope_params *p, size_t q_n, size_t k_n,
+                                           size_t v_n, size_t kc_n, size_t vc_n, lmx_wkind inv_kind,
+                                           int64_t inv_cols, lmx_wkind qn_kind, int64_t qn_cols, lmx_wkind kn_kind,
+                                           int64_t kn_cols) {
+    if (p->n_tokens < 1 || p->n_heads < 1 || p->n_kv_heads < 1 || p->head_dim < 1 || p->capacity < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: T %d, heads %d/%d, head_dim %d, capacity %d",
+                         p->n_tokens, p->n_heads, p->n_kv_heads, p->head_dim, p->capacity);
+    if (p->rot_dim < 0 || p->rot_dim > p->head_dim || p->rot_dim % 2 || inv_kind != LMX_WEIGHT_VECTOR ||
+        inv_cols < p->rot_dim / 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: rot_dim %d, head_dim %d", p->rot_dim, p->head_dim);
+    if (!p->q_norm != !p->k_norm)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: q_norm and k_norm go together");
+    if (p->q_norm && (qn_kind != LMX_WEIGHT_VECTOR || kn_kind != LMX_WEIGHT_VECTOR || qn_cols != p->head_dim ||
+                      kn_cols != p->head_dim))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: norm weights of %lld/%lld for head_dim %d",
+                         (long long)qn_cols, (long long)kn_cols, p->head_dim);
+    const size_t D = (size_t)p->head_dim;
+    LMX_BACKEND_TRY(check_rows(backend, "rope_qk_store q", p->q_off, p->q_stride, (size_t)p->n_heads * D, p->n_tokens,
+                               q_n));
+    LMX_BACKEND_TRY(check_rows(backend, "rope_qk_store k", p->k_off, p->k_stride, (size_t)p->n_kv_heads * D,
+                               p->n_tokens, k_n));
+    LMX_BACKEND_TRY(check_rows(backend, "rope_qk_store v", p->v_off, p->v_stride, (size_t)p->n_kv_heads * D,
+                               p->n_tokens, v_n));
+    size_t per = (size_t)p->n_kv_heads * (size_t)p->capacity * D;
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rope_qk_store k cache", 0, per, kc_n));
+    return lmx_backend_check_range(backend, "rope_qk_store v cache", 0, per, vc_n);
 }

@@ -61,4 +61,14 @@ lmx_status lmx_backend_check_kv_write_bufs(const char *backend, size_t kc_n, siz
 lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
                                        size_t kc_n, size_t vc_n);
 
+/* rope_qk_store (backend.h, lmx_qk_rope_params): a usable shape; the T rows of q, k and v (offsets, row
+ * strides of at least one row, 0 = packed) inside their buffers; caches of [n_kv_heads, capacity,
+ * head_dim]; rot_dim as rope with inv_freq a vector of >= rot_dim/2; q_norm and k_norm both given
+ * (vectors of head_dim) or both absent. The weights' kinds and sizes are passed (*_cols ignored for
+ * an absent norm). Positions are checked by each backend. */
+lmx_status lmx_backend_check_rope_qk_store(const char *backend, const lmx_qk_rope_params *p, size_t q_n, size_t k_n,
+                                           size_t v_n, size_t kc_n, size_t vc_n, lmx_wkind inv_kind,
+                                           int64_t inv_cols, lmx_wkind qn_kind, int64_t qn_cols, lmx_wkind kn_kind,
+                                           int64_t kn_cols);
+
 #endif

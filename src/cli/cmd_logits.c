@@ -2,6 +2,7 @@
  * [--device cpu]`: runs the prompt and prints one JSON object with the last position's logits:
  * {"top": [[id, logit], …] (sorted by logit, descending), "ids": [[id, logit], …]}. */
 #include "cli.h"
+#include "util/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,9 @@ int lmx_cli_logits(int argc, char **argv) {
     lmx_status st = lmx_cli_lm_open(&a, &lm);
     if (st == LMX_OK) st = lmx_kv_create(lm, (int)a.n_prompt, &kv);
     int V = lm ? lmx_lm_vocab_size(lm) : 0;
+    for (size_t i = 0; st == LMX_OK && i < a.n_ids; i++)
+        if (a.ids[i] < 0 || a.ids[i] >= V)
+            st = lmx_error(LMX_ERR_INVALID_ARGUMENT, "--ids: id %d is outside the vocabulary (%d)", a.ids[i], V);
     if (st == LMX_OK) {
         logits = malloc((size_t)V * sizeof *logits);
         order = malloc((size_t)V * sizeof *order);
@@ -55,8 +59,7 @@ int lmx_cli_logits(int argc, char **argv) {
         printf("], \"ids\": [");
         for (size_t i = 0; i < a.n_ids; i++) {
             printf("%s[%d, ", i ? ", " : "", a.ids[i]);
-            if (a.ids[i] < V) lmx_cli_print_float(logits[a.ids[i]]);
-            else printf("null");
+            lmx_cli_print_float(logits[a.ids[i]]);
             printf("]");
         }
         printf("]}\n");

@@ -401,7 +401,7 @@ lmx_status lmx_safetensors_open(const char *path, bool use_mmap, lmx_safetensors
     if (fd < 0) {
         int e = errno;
         return lmx_error(e == ENOENT || e == ENOTDIR ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path,
-                         strerror(e));
+                         lmx_errno_str(e));
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -422,7 +422,7 @@ lmx_status lmx_safetensors_open(const char *path, bool use_mmap, lmx_safetensors
             int e = errno;
             close(fd);
             return lmx_error(e == ENOMEM ? LMX_ERR_OUT_OF_MEMORY : LMX_ERR_IO, "%s: mmap of %zu bytes failed: %s",
-                             path, len, strerror(e));
+                             path, len, lmx_errno_str(e));
         }
         image = map;
     } else {
@@ -440,7 +440,7 @@ lmx_status lmx_safetensors_open(const char *path, bool use_mmap, lmx_safetensors
                 free(copy);
                 close(fd);
                 return lmx_error(LMX_ERR_IO, "%s: read failed after %zu of %zu bytes%s%s", path, got, len,
-                                 e ? ": " : " (file shrank?)", e ? strerror(e) : "");
+                                 e ? ": " : " (file shrank?)", e ? lmx_errno_str(e) : "");
             }
             got += (size_t)r;
         }

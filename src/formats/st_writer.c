@@ -279,7 +279,7 @@ static lmx_status pwrite_all(int fd, const void *buf, size_t len, uint64_t off, 
         ssize_t r = pwrite(fd, p, n, (off_t)off);
         if (r < 0) {
             if (errno == EINTR) continue;
-            return lmx_error(LMX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+            return lmx_error(LMX_ERR_IO, "%s: write failed: %s", path, lmx_errno_str(errno));
         }
         if (r == 0) return lmx_error(LMX_ERR_IO, "%s: write returned 0", path);
         p += r;
@@ -297,12 +297,12 @@ static lmx_status open_tmp(ofile *f) {
     memcpy(f->tmp + n, ".tmp.XXXXXX", 12);
     f->fd = mkstemp(f->tmp);
     if (f->fd < 0) {
-        lmx_status s = lmx_error(LMX_ERR_IO, "%s: cannot create: %s", f->tmp, strerror(errno));
+        lmx_status s = lmx_error(LMX_ERR_IO, "%s: cannot create: %s", f->tmp, lmx_errno_str(errno));
         free(f->tmp);
         f->tmp = NULL;
         return s;
     }
-    if (fchmod(f->fd, 0644) != 0) LMX_LOG_W("%s: chmod failed: %s", f->tmp, strerror(errno));
+    if (fchmod(f->fd, 0644) != 0) LMX_LOG_W("%s: chmod failed: %s", f->tmp, lmx_errno_str(errno));
     return LMX_OK;
 }
 
@@ -338,12 +338,12 @@ static void sync_dir_of(const char *path) {
 }
 
 static lmx_status commit(ofile *f, bool sync) {
-    if (sync && fsync(f->fd) != 0) return lmx_error(LMX_ERR_IO, "%s: fsync failed: %s", f->tmp, strerror(errno));
+    if (sync && fsync(f->fd) != 0) return lmx_error(LMX_ERR_IO, "%s: fsync failed: %s", f->tmp, lmx_errno_str(errno));
     int r = close(f->fd);
     f->fd = -1;
-    if (r != 0) return lmx_error(LMX_ERR_IO, "%s: close failed: %s", f->tmp, strerror(errno));
+    if (r != 0) return lmx_error(LMX_ERR_IO, "%s: close failed: %s", f->tmp, lmx_errno_str(errno));
     if (rename(f->tmp, f->path) != 0)
-        return lmx_error(LMX_ERR_IO, "%s: rename to %s failed: %s", f->tmp, f->path, strerror(errno));
+        return lmx_error(LMX_ERR_IO, "%s: rename to %s failed: %s", f->tmp, f->path, lmx_errno_str(errno));
     free(f->tmp);
     f->tmp = NULL;
     if (sync) sync_dir_of(f->path);
@@ -448,7 +448,7 @@ static lmx_status write_files(ofile *files, size_t nf, const sbuf *headers, cons
         if (s == LMX_OK) s = pwrite_all(files[i].fd, headers[i].s, headers[i].len, 8, files[i].tmp);
         if (s != LMX_OK) return s;
         if (ftruncate(files[i].fd, (off_t)(files[i].data_start + files[i].data_bytes)) != 0)
-            return lmx_error(LMX_ERR_IO, "%s: cannot size the file: %s", files[i].tmp, strerror(errno));
+            return lmx_error(LMX_ERR_IO, "%s: cannot size the file: %s", files[i].tmp, lmx_errno_str(errno));
     }
     /* split every tensor into row-aligned chunks */
     pool p;

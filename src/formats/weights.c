@@ -140,7 +140,7 @@ static lmx_status list_from_dir(const char *dir, char ***out, size_t *n_out) {
     if (!d) {
         int e = errno;
         return lmx_error(e == ENOENT || e == ENOTDIR ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", dir,
-                         strerror(e));
+                         lmx_errno_str(e));
     }
     char **names = NULL;
     size_t n = 0, cap = 0;

@@ -3,6 +3,7 @@
 #include "generate/sampler.h"
 #include "generate/stop.h"
 #include "util/error.h"
+#include "util/log.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -40,6 +41,54 @@ lmx_status lmx_gen_options_validate(const lmx_gen_options *opt) {
     for (int i = 0; i < opt->n_stop; i++)
         if (!opt->stop[i]) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "stop string %d is NULL", i);
     return LMX_OK;
+}
+
+/* The forward pass of one step and, where the engine can (forward_sample: GPU sampling), the choice
+ * of the next token on its device. The uniform of the draw is taken from the sampler's generator
+ * before the forward, exactly when the host sampler would take one (temperature > 0), so the
+ * sequence of uniforms, hence the tokens for a seed, is the same on both paths. */
+typedef struct gen_fwd {
+    const lmx_generate_request *req;
+    lmx_engine_kv *kv;
+    lmx_sampler *sampler;
+    const lmx_sampler_params *sp;
+    float *logits;      /* [vocab_size] */
+    bool dev;           /* use forward_sample */
+    int32_t next;       /* the token the device chose, -1 = sample `logits` on the host */
+    double u;           /* the uniform drawn for that host sample */
+    long n_dev, n_host; /* tokens chosen on the device / on the host after forward_sample */
+} gen_fwd;
+
+static lmx_status gen_forward(gen_fwd *g, const int32_t *ids, size_t n, const int32_t *hist, size_t n_hist) {
+    const lmx_engine *e = g->req->engine;
+    g->next = -1;
+    if (!g->dev) return e->forward(g->req->model, g->kv, ids, n, g->logits);
+    g->u = g->sp->temperature > 0 ? lmx_sampler_uniform(g->sampler) : 0.0;
+    lmx_engine_sample s = {.temperature = g->sp->temperature,
+                           .top_p = g->sp->top_p,
+                           .min_p = g->sp->min_p,
+                           .top_k = g->sp->top_k,
+                           .repetition_penalty = g->sp->repetition_penalty,
+                           .repetition_context = g->sp->repetition_context,
+                           .history = hist,
+                           .n_history = n_hist,
+                           .u = g->u};
+    int32_t tok = -1;
+    lmx_status st = e->forward_sample(g->req->model, g->kv, ids, n, &s, g->logits, &tok);
+    if (st == LMX_OK) g->next = tok;
+    return st;
+}
+
+/* The token after gen_forward: the device's choice, or the host sampler over the logits. */
+static lmx_status gen_next(gen_fwd *g, const int32_t *hist, size_t n_hist, int32_t *tok) {
+    if (g->dev && g->next >= 0) {
+        g->n_dev++;
+        *tok = g->next;
+        return LMX_OK;
+    }
+    if (!g->dev) return lmx_sampler_sample(g->sampler, g->sp, g->logits, hist, n_hist, tok);
+    g->n_host++;
+    return lmx_sampler_sample_u(g->sampler, g->sp, g->logits, hist, n_hist, g->u, tok);
 }
 
 static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a) / 1e6 : 0.0; }
@@ -107,8 +156,12 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     size_t n_pos = req->n_prompt;
     long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
 
+    /* LMX_GPU_SAMPLING=0 keeps the host sampler (copying the logits every step) */
+    const char *gs = getenv("LMX_GPU_SAMPLING");
+    gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &sp, .logits = logits, .next = -1,
+                 .dev = e->forward_sample != NULL && !(gs && strcmp(gs, "0") == 0)};
     uint64_t t_prefill0 = lmx_now_ns();
-    if ((st = e->forward(req->model, kv, req->prompt, req->n_prompt, logits)) != LMX_OK) {
+    if ((st = gen_forward(&g, req->prompt, req->n_prompt, hist, n_pos)) != LMX_OK) {
         lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt);
         goto done;
     }
@@ -121,7 +174,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     size_t piece_len, out_len;
     while (gen < limit) {
         int32_t tok;
-        if ((st = lmx_sampler_sample(sampler, &sp, logits, hist, n_pos, &tok)) != LMX_OK) goto done;
+        if ((st = gen_next(&g, hist, n_pos, &tok)) != LMX_OK) goto done;
         if (!t_first) t_first = lmx_now_ns();
         if (!opt->ignore_eos && is_eos(info, tok)) {
             res->finish_reason = LMX_FINISH_STOP;
@@ -149,9 +202,9 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         }
         if (req->no_kv_cache) { /* reference mode: the whole sequence again from position 0 */
             e->kv_reset(kv);
-            st = e->forward(req->model, kv, hist, n_pos, logits);
+            st = gen_forward(&g, hist, n_pos, hist, n_pos);
         } else {
-            st = e->forward(req->model, kv, &tok, 1, logits);
+            st = gen_forward(&g, &tok, 1, hist, n_pos);
         }
         if (st != LMX_OK) {
             lmx_error_prefix(st, "decode step at position %zu", n_pos - 1);
@@ -169,6 +222,9 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         }
     }
     uint64_t t_end = lmx_now_ns();
+    if (g.n_host > 0)
+        LMX_LOG_D("generate: %ld of %ld tokens sampled on the host (the device could not decide)", g.n_host,
+                  g.n_host + g.n_dev);
     res->n_generated_tokens = (int)gen;
     res->ttft_ms = ms_between(t0, t_first ? t_first : t_end);
     res->total_ms = ms_between(t0, t_end);

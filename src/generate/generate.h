@@ -9,6 +9,12 @@
  * *res filled — cancellation is reported as a status so that callers that only check the status
  * notice it, while the result still describes what was produced).
  * The repetition-penalty history is the prompt followed by the generated tokens.
+ * Device sampling: when the engine has forward_sample (GPU models) the token is chosen where the
+ * logits live and only its id comes back; the uniform of each draw is still taken from the host
+ * sampler's generator (before the step, exactly when the host sampler would take one), and when the
+ * engine cannot decide exactly the host sampler runs on the returned logits with that uniform — so a
+ * seed gives the same tokens on both paths (barring a uniform within rounding distance of a
+ * cumulative boundary). LMX_GPU_SAMPLING=0 in the environment keeps the host sampler.
  * A prompt longer than max_context → LMX_ERR_INVALID_ARGUMENT naming both numbers; an empty prompt
  * is also INVALID_ARGUMENT. Generation ends (LENGTH) once a sampled token would need a position
  * at or past max_context.

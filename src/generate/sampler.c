@@ -323,8 +323,10 @@ lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float 
     return LMX_OK;
 }
 
-lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
-                              const int32_t *history, size_t n_history, int32_t *token) {
+/* The draw with a given uniform (u_given) or the generator's next one, at the same point of the
+ * computation as always (after the filters: an error before it consumes no uniform). */
+static lmx_status sample_impl(lmx_sampler *s, const lmx_sampler_params *p, float *logits, const int32_t *history,
+                              size_t n_history, const double *u_given, int32_t *token) {
     int V = s->vocab;
     if (p->temperature == 0) {
         lmx_sampler_apply_penalty(s, p, logits, history, n_history);
@@ -340,7 +342,7 @@ lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float
     double sum = 0;
     if (k.n < 0) { /* weights of every token into tmp [vocab] */
         for (int i = 0; i < V; i++) sum += s->tmp[i] = expf((logits[i] - k.mx) * inv_t);
-        double u = lmx_sampler_uniform(s) * sum, acc = 0;
+        double u = (u_given ? *u_given : lmx_sampler_uniform(s)) * sum, acc = 0;
         int32_t last = 0;
         for (int i = 0; i < V; i++) {
             if (s->tmp[i] <= 0) continue;
@@ -355,7 +357,7 @@ lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float
         return LMX_OK;
     }
     for (int i = 0; i < k.n; i++) sum += s->tmp[i] = expf((s->pairs[i].v - k.mx) * inv_t);
-    double u = lmx_sampler_uniform(s) * sum, acc = 0;
+    double u = (u_given ? *u_given : lmx_sampler_uniform(s)) * sum, acc = 0;
     for (int i = 0; i < k.n; i++) {
         acc += s->tmp[i];
         if (u < acc) {
@@ -365,4 +367,14 @@ lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float
     }
     *token = s->pairs[k.n - 1].id;
     return LMX_OK;
+}
+
+lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+                              const int32_t *history, size_t n_history, int32_t *token) {
+    return sample_impl(s, p, logits, history, n_history, NULL, token);
+}
+
+lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+                                const int32_t *history, size_t n_history, double u, int32_t *token) {
+    return sample_impl(s, p, logits, history, n_history, &u, token);
 }

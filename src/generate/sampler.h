@@ -73,4 +73,11 @@ lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float 
 lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
                               const int32_t *history, size_t n_history, int32_t *token);
 
+/* lmx_sampler_sample with the uniform u in [0,1) given instead of drawn from the sampler's generator
+ * (the generator is not advanced; u is ignored when greedy). A caller that draws u itself with
+ * lmx_sampler_uniform exactly when temperature > 0 sees the same tokens as lmx_sampler_sample: the
+ * GPU sampling path draws u before the forward step and falls back to this on the host. */
+lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+                                const int32_t *history, size_t n_history, double u, int32_t *token);
+
 #endif

@@ -101,4 +101,17 @@ uint64_t lmx_kv_bytes(const lmx_kv *kv);
  * LMX_ERR_INFERENCE_FAILURE. On error the cache position is unchanged. */
 lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits);
 
+/* True when the model's backend samples on the device (backend.h: sample / sample_result). */
+bool lmx_lm_can_sample(const lmx_lm *lm);
+
+/* lmx_lm_forward followed by the choice of the next token on the device: *token = the id the host
+ * sampler would pick for the same logits and a->u (see backend.h lmx_sample_args; identical except
+ * when u lands within rounding distance of a cumulative boundary), and logits is untouched. When the
+ * backend has no sampling op, or the device could not decide exactly, *token = -1 and logits [vocab]
+ * holds the last position's logits: sample them on the host (lmx_sampler_sample_u with a->u). One
+ * decode step (n == 1) is captured with its sampling into the backend's step graph. Errors as
+ * lmx_lm_forward; on error the cache position is unchanged. */
+lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, const lmx_sample_args *a,
+                                 float *logits, int32_t *token);
+
 #endif

@@ -17,6 +17,7 @@ typedef struct binder {
     const char *head;   /* "lm_head", "language_model.lm_head" */
     const lmx_tensor_view **used;
     size_t n_used, cap_used;
+    bool fuse; /* upload q|k|v and gate|up fused (the backend has weight_upload_fused, LMX_FUSE != 0) */
 } binder;
 
 static const lmx_tensor_view *find(binder *b, const char *name) {
@@ -74,10 +75,10 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
 }
 
-/* A Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, split by
- * rows into n_split parts of split[i] rows (phi3 fused projections). */
-static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
-                              int n_split, const int64_t *split, lmx_bweight **outs) {
+/* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
+ * describes all of its rows in *d (d->name = module: the caller keeps module alive). */
+static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
+                              lmx_weight_desc *out) {
     char name[512], expect[160];
     snprintf(name, sizeof name, "%s.weight", module);
     const lmx_tensor_view *w = find(b, name);
@@ -156,20 +157,52 @@ static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, i
         d.bias = bt->data;
         d.bias_dtype = bdt;
     }
-    int64_t row0 = 0;
-    for (int i = 0; i < n_split; i++) {
-        d.row0 = row0;
-        d.rows = split[i];
-        row0 += split[i];
-        lmx_status st = b->lm->be->ops->weight_upload(b->lm->be, &d, &outs[i]);
+    d.rows = out_rows;
+    *out = d;
+    return LMX_OK;
+}
+
+/* Uploads parts[0..n) into outs[0..n): when `fused` is non-NULL and the binder fuses, as one fused
+ * weight (*fused, owning the memory) with outs as its views; parts the backend cannot fuse
+ * (LMX_ERR_UNSUPPORTED) and every other case as separate weights. On failure outs/fused hold what
+ * was uploaded (the caller's cleanup frees it). */
+static lmx_status upload_parts(binder *b, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                               lmx_bweight **outs) {
+    lmx_backend *be = b->lm->be;
+    if (fused && b->fuse && be->ops->weight_upload_fused) {
+        lmx_status st = be->ops->weight_upload_fused(be, parts, n, fused, outs);
+        if (st != LMX_ERR_UNSUPPORTED) return st;
+        LMX_LOG_D("%s: uploaded unfused (%s)", parts[0].name, lmx_last_error_detail());
+    }
+    for (int i = 0; i < n; i++) {
+        lmx_status st = be->ops->weight_upload(be, &parts[i], &outs[i]);
         if (st != LMX_OK) return st;
     }
     return LMX_OK;
 }
 
+/* A Linear/Embedding module [out, in], split by rows into n_split parts of split[i] rows (phi3 fused
+ * projections; with `fused` non-NULL uploaded as one fused weight when the backend can). */
+static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
+                              int n_split, const int64_t *split, lmx_bweight **outs, lmx_bweight **fused) {
+    lmx_weight_desc d, parts[3];
+    if (n_split < 1 || n_split > 3)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: split into %d parts", module, n_split);
+    lmx_status st = linear_desc(b, module, out_rows, in_cols, want_bias, &d);
+    if (st != LMX_OK) return st;
+    int64_t row0 = 0;
+    for (int i = 0; i < n_split; i++) {
+        parts[i] = d;
+        parts[i].row0 = row0;
+        parts[i].rows = split[i];
+        row0 += split[i];
+    }
+    return upload_parts(b, parts, n_split, n_split > 1 ? fused : NULL, outs);
+}
+
 static lmx_status bind_one(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool bias,
                            lmx_bweight **out) {
-    return bind_linear(b, module, out_rows, in_cols, bias, 1, &out_rows, out);
+    return bind_linear(b, module, out_rows, in_cols, bias, 1, &out_rows, out, NULL);
 }
 
 static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float *ext, const char *what,
@@ -278,18 +311,27 @@ static lmx_status bind_all(binder *b) {
             int64_t split[3] = {NQ, NKV, NKV};
             lmx_bweight *o3[3] = {0};
             snprintf(m, sizeof m, "%s.self_attn.qkv_proj", p);
-            st = bind_linear(b, m, NQ + 2 * NKV, H, qkv_b, 3, split, o3);
+            st = bind_linear(b, m, NQ + 2 * NKV, H, qkv_b, 3, split, o3, &L->qkv);
             L->q = o3[0];
             L->k = o3[1];
             L->v = o3[2];
             if (st) return st;
         } else {
-            snprintf(m, sizeof m, "%s.self_attn.q_proj", p);
-            if ((st = bind_one(b, m, NQ, H, qkv_b, &L->q))) return st;
-            snprintf(m, sizeof m, "%s.self_attn.k_proj", p);
-            if ((st = bind_one(b, m, NKV, H, qkv_b, &L->k))) return st;
-            snprintf(m, sizeof m, "%s.self_attn.v_proj", p);
-            if ((st = bind_one(b, m, NKV, H, qkv_b, &L->v))) return st;
+            /* separate tensors, uploaded as one fused weight where the backend can */
+            char mq[512], mk[512], mv[512];
+            lmx_weight_desc parts[3];
+            lmx_bweight *o3[3] = {0};
+            snprintf(mq, sizeof mq, "%s.self_attn.q_proj", p);
+            snprintf(mk, sizeof mk, "%s.self_attn.k_proj", p);
+            snprintf(mv, sizeof mv, "%s.self_attn.v_proj", p);
+            if ((st = linear_desc(b, mq, NQ, H, qkv_b, &parts[0]))) return st;
+            if ((st = linear_desc(b, mk, NKV, H, qkv_b, &parts[1]))) return st;
+            if ((st = linear_desc(b, mv, NKV, H, qkv_b, &parts[2]))) return st;
+            st = upload_parts(b, parts, 3, &L->qkv, o3);
+            L->q = o3[0];
+            L->k = o3[1];
+            L->v = o3[2];
+            if (st) return st;
         }
         snprintf(m, sizeof m, "%s.self_attn.o_proj", p);
         if ((st = bind_one(b, m, H, NQ, attn_b, &L->o))) return st;
@@ -297,15 +339,22 @@ static lmx_status bind_all(binder *b) {
             int64_t split[2] = {I, I};
             lmx_bweight *o2[2] = {0};
             snprintf(m, sizeof m, "%s.mlp.gate_up_proj", p);
-            st = bind_linear(b, m, 2 * I, H, c->mlp_bias, 2, split, o2);
+            st = bind_linear(b, m, 2 * I, H, c->mlp_bias, 2, split, o2, &L->gate_up);
             L->gate = o2[0];
             L->up = o2[1];
             if (st) return st;
         } else {
-            snprintf(m, sizeof m, "%s.mlp.gate_proj", p);
-            if ((st = bind_one(b, m, I, H, c->mlp_bias, &L->gate))) return st;
-            snprintf(m, sizeof m, "%s.mlp.up_proj", p);
-            if ((st = bind_one(b, m, I, H, c->mlp_bias, &L->up))) return st;
+            char mg[512], mu[512];
+            lmx_weight_desc parts[2];
+            lmx_bweight *o2[2] = {0};
+            snprintf(mg, sizeof mg, "%s.mlp.gate_proj", p);
+            snprintf(mu, sizeof mu, "%s.mlp.up_proj", p);
+            if ((st = linear_desc(b, mg, I, H, c->mlp_bias, &parts[0]))) return st;
+            if ((st = linear_desc(b, mu, I, H, c->mlp_bias, &parts[1]))) return st;
+            st = upload_parts(b, parts, 2, &L->gate_up, o2);
+            L->gate = o2[0];
+            L->up = o2[1];
+            if (st) return st;
         }
         snprintf(m, sizeof m, "%s.mlp.down_proj", p);
         if ((st = bind_one(b, m, H, I, c->mlp_bias, &L->down))) return st;
@@ -367,9 +416,14 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
         }
     }
     if (st == LMX_OK) {
-        binder b = {.lm = lm, .c = lm->cfg};
+        /* LMX_FUSE=0 keeps q/k/v and gate/up as separate weights (A/B measurements, tests) */
+        const char *fe = getenv("LMX_FUSE");
+        binder b = {.lm = lm, .c = lm->cfg, .fuse = !(fe && strcmp(fe, "0") == 0)};
         st = bind_all(&b);
         free(b.used);
+        /* the weights are on the device (or the failed copy is reported); staging released */
+        lmx_status se = lm->be->ops->upload_end ? lm->be->ops->upload_end(lm->be) : LMX_OK;
+        if (st == LMX_OK) st = se;
     }
     if (st != LMX_OK) {
         lmx_lm_close(lm);
@@ -386,8 +440,10 @@ void lmx_lm_close(lmx_lm *lm) {
         if (lm->layers) {
             for (int l = 0; l < lm->cfg->n_layers; l++) {
                 lm_layer *L = &lm->layers[l];
+                /* views (q, k, v, gate, up) before their fused owners (qkv, gate_up) */
                 lmx_bweight *all[] = {L->q, L->k, L->v, L->o, L->gate, L->up, L->down, L->in_norm,
-                                      L->post_attn_norm, L->pre_ff_norm, L->post_ff_norm, L->q_norm, L->k_norm};
+                                      L->post_attn_norm, L->pre_ff_norm, L->post_ff_norm, L->q_norm, L->k_norm,
+                                      L->qkv, L->gate_up};
                 for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) wf(lm->be, all[i]);
             }
         }
@@ -418,7 +474,9 @@ uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weight
 
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
     const lmx_model_config *c = lm->cfg;
-    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+    /* the backend's cache element type (the CUDA backend stores bf16 unless LMX_CUDA_KV=f32) */
+    const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
+    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * elem;
 }
 
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as

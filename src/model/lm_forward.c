@@ -12,6 +12,10 @@
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
  *   logits = head(norm(h_last)) [softcap]
+ * Where the backend offers the optional fused ops (backend.h) the same computation takes fewer
+ * launches: q/k norm + RoPE + cache store as one rope_qk_store, h += o and h += f as matmul_add
+ * (not with gemma3's sandwich norms). LMX_FUSED_OPS=0 when a cache is created keeps the unfused
+ * sequence (the CPU backend gives bitwise identical logits either way: tests/model/test_fused_ops).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +23,7 @@
 #include "model/lm_internal.h"
 #include "util/error.h"
 
-#define KV_CHUNK 128 /* prefill rows per backend call */
+#define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
 
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
 
@@ -27,7 +31,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     *out = NULL;
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
     if (chunk < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: chunk %d", chunk);
-    if (chunk == 0) chunk = KV_CHUNK;
+    if (chunk == 0) chunk = lm->be->ops->prefill_chunk > 0 ? lm->be->ops->prefill_chunk : KV_CHUNK;
     const lmx_model_config *c = lm->cfg;
     lmx_backend *be = lm->be;
     lmx_kv *kv = calloc(1, sizeof *kv);
@@ -52,8 +56,11 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         kv->slots[l] = (int)slots;
         size_t per_layer = NKV * (size_t)slots;
         cache_floats += 2 * per_layer;
-        st = be->ops->buf_alloc(be, per_layer, &kv->k[l]);
-        if (st == LMX_OK) st = be->ops->buf_alloc(be, per_layer, &kv->v[l]);
+        /* caches in the backend's KV element type (kv_buf_alloc; NULL: fp32 buffers) */
+        lmx_status (*kv_alloc)(lmx_backend *, size_t, lmx_buf **) =
+            be->ops->kv_buf_alloc ? be->ops->kv_buf_alloc : be->ops->buf_alloc;
+        st = kv_alloc(be, per_layer, &kv->k[l]);
+        if (st == LMX_OK) st = kv_alloc(be, per_layer, &kv->v[l]);
     }
     struct {
         lmx_buf **b;
@@ -66,11 +73,27 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         st = be->ops->buf_alloc(be, bufs[i].n, bufs[i].b);
         scratch += bufs[i].n;
     }
+    /* one-token steps through fused weights: [NQ+2NKV] and [2I] outputs with views per projection */
+    bool fused = false;
+    for (int l = 0; l < c->n_layers; l++) fused = fused || lm->layers[l].qkv || lm->layers[l].gate_up;
+    if (st == LMX_OK && fused && be->ops->buf_view) {
+        st = be->ops->buf_alloc(be, NQ + 2 * NKV, &kv->qkv1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, 0, NQ, &kv->q1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ, NKV, &kv->k1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ + NKV, NKV, &kv->v1);
+        if (st == LMX_OK) st = be->ops->buf_alloc(be, 2 * I, &kv->gu1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, 0, I, &kv->g1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, I, I, &kv->u1);
+        scratch += NQ + 2 * NKV + 2 * I;
+    }
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
-    kv->bytes = (cache_floats + scratch) * sizeof(float);
+    const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
+    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
+    const char *fe = getenv("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
+    kv->fused = !(fe && strcmp(fe, "0") == 0);
     *out = kv;
     return LMX_OK;
 }
@@ -82,7 +105,9 @@ void lmx_kv_destroy(lmx_kv *kv) {
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->k[l]);
     if (kv->v)
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->v[l]);
-    lmx_buf *bs[] = {kv->x, kv->xn, kv->q, kv->att, kv->kk, kv->vv, kv->o, kv->g, kv->u, kv->last, kv->logits};
+    /* views before the buffers they alias */
+    lmx_buf *bs[] = {kv->x,      kv->xn,   kv->q,  kv->att, kv->kk, kv->vv, kv->o,  kv->g,   kv->u,
+                     kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
     free(kv->k);
     free(kv->v);
@@ -120,6 +145,32 @@ lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
         if (st_ != LMX_OK) return st_;                                                                         \
     } while (0)
 
+/* true: h += o / h += f as one backend op (matmul_add); not with gemma3's norms between the
+ * projection and the add */
+static bool fused_residual(const lmx_lm *lm, const lmx_kv *kv) {
+    return kv->fused && lm->be->ops->matmul_add && !lm->cfg->sandwich_norms;
+}
+
+/* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) */
+static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms,
+                                      lmx_buf *q, lmx_buf *kk, const lmx_buf *vv) {
+    const lmx_model_config *c = lm->cfg;
+    const lm_layer *L = &lm->layers[l];
+    lmx_qk_rope_params p = {.n_tokens = T,
+                            .n_heads = c->n_heads,
+                            .n_kv_heads = c->n_kv_heads,
+                            .head_dim = c->head_dim,
+                            .rot_dim = c->rotary_dim,
+                            .capacity = kv->slots[l],
+                            .inv_freq = rt,
+                            .mscale = ms,
+                            .q_norm = c->qk_norm ? L->q_norm : NULL,
+                            .k_norm = c->qk_norm ? L->k_norm : NULL,
+                            .eps = (float)c->rms_norm_eps,
+                            .norm_plus_one = c->norm_plus_one};
+    return lm->be->ops->rope_qk_store(lm->be, q, kk, vv, kv->k[l], kv->v[l], &p, kv->posv);
+}
+
 /* One decoder layer over T rows at positions kv->posv[0..T). */
 static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_long) {
     const lmx_model_config *c = lm->cfg;
@@ -132,18 +183,32 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
 
     /* attention block */
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, L->in_norm, eps, p1));            /* [T, hidden] */
-    TRY(op->matmul(be, L->q, kv->xn, 0, T, kv->q));                             /* [T, NH*D] */
-    TRY(op->matmul(be, L->k, kv->xn, 0, T, kv->kk));                            /* [T, NKV*D] */
-    TRY(op->matmul(be, L->v, kv->xn, 0, T, kv->vv));                            /* [T, NKV*D] */
-    if (c->qk_norm) {
-        TRY(op->rmsnorm(be, kv->q, kv->q, T * NH, D, L->q_norm, eps, p1));
-        TRY(op->rmsnorm(be, kv->kk, kv->kk, T * NKV, D, L->k_norm, eps, p1));
+    /* one token through the fused q|k|v weight: one matmul into qkv1, whose views are q, k, v (a
+     * T > 1 output would interleave the rows, so prefill keeps one matmul per view) */
+    lmx_buf *q = kv->q, *kk = kv->kk, *vv = kv->vv;
+    if (T == 1 && L->qkv && kv->qkv1) {
+        q = kv->q1;
+        kk = kv->k1;
+        vv = kv->v1;
+        TRY(op->matmul(be, L->qkv, kv->xn, 0, 1, kv->qkv1)); /* [NH*D + 2*NKV*D] */
+    } else {
+        TRY(op->matmul(be, L->q, kv->xn, 0, T, q));  /* [T, NH*D] */
+        TRY(op->matmul(be, L->k, kv->xn, 0, T, kk)); /* [T, NKV*D] */
+        TRY(op->matmul(be, L->v, kv->xn, 0, T, vv)); /* [T, NKV*D] */
     }
     const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
     float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
-    TRY(op->rope(be, kv->q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
-    TRY(op->rope(be, kv->kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
-    TRY(op->kv_write(be, kv->k[l], kv->v[l], kv->kk, kv->vv, T, NKV, D, kv->slots[l], kv->posv));
+    if (kv->fused && op->rope_qk_store) {
+        TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms, q, kk, vv));
+    } else {
+        if (c->qk_norm) {
+            TRY(op->rmsnorm(be, q, q, T * NH, D, L->q_norm, eps, p1));
+            TRY(op->rmsnorm(be, kk, kk, T * NKV, D, L->k_norm, eps, p1));
+        }
+        TRY(op->rope(be, q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->rope(be, kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
+        TRY(op->kv_write(be, kv->k[l], kv->v[l], kk, vv, T, NKV, D, kv->slots[l], kv->posv));
+    }
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = NH,
                           .n_kv_heads = NKV,
@@ -152,21 +217,36 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap};
-    TRY(op->attention(be, kv->q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
-    TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o));                             /* [T, hidden] */
-    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
-    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    TRY(op->attention(be, q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
+    if (fused_residual(lm, kv)) {
+        TRY(op->matmul_add(be, L->o, kv->att, 0, T, kv->x)); /* h += o */
+    } else {
+        TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o)); /* [T, hidden] */
+        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
+        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    }
 
     /* MLP block */
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
-    TRY(op->matmul(be, L->gate, kv->xn, 0, T, kv->g)); /* [T, inter] */
-    TRY(op->matmul(be, L->up, kv->xn, 0, T, kv->u));   /* [T, inter] */
-    TRY(op->act_mul(be, kv->g, kv->u, (size_t)T * c->intermediate_size,
+    lmx_buf *g = kv->g, *u = kv->u;
+    if (T == 1 && L->gate_up && kv->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
+        g = kv->g1;
+        u = kv->u1;
+        TRY(op->matmul(be, L->gate_up, kv->xn, 0, 1, kv->gu1)); /* [2*inter] */
+    } else {
+        TRY(op->matmul(be, L->gate, kv->xn, 0, T, g)); /* [T, inter] */
+        TRY(op->matmul(be, L->up, kv->xn, 0, T, u));   /* [T, inter] */
+    }
+    TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size,
                     c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL));
-    TRY(op->matmul(be, L->down, kv->g, 0, T, kv->o)); /* [T, hidden] */
-    if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
-    TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    if (fused_residual(lm, kv)) {
+        TRY(op->matmul_add(be, L->down, g, 0, T, kv->x)); /* h += f */
+    } else {
+        TRY(op->matmul(be, L->down, g, 0, T, kv->o)); /* [T, hidden] */
+        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
+        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+    }
     return LMX_OK;
 }
 
@@ -176,8 +256,12 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
-    TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
-    TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    if (row == 0 && kv->fused) { /* decode: normalise row 0 of x straight into last (no copy) */
+        TRY(op->rmsnorm(be, kv->x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    } else {
+        TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
+        TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    }
     TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
     if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
     return LMX_OK;
@@ -234,5 +318,65 @@ lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, flo
         }
     }
     kv->pos = end;
+    return LMX_OK;
+}
+
+bool lmx_lm_can_sample(const lmx_lm *lm) { return lm && lm->be->ops->sample && lm->be->ops->sample_result; }
+
+lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, const lmx_sample_args *a,
+                                 float *logits, int32_t *token) {
+    if (!token || !logits || !a) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward_sample: NULL argument");
+    *token = -1;
+    if (!lmx_lm_can_sample(lm)) return lmx_lm_forward(lm, kv, ids, n, logits);
+    if (!kv || !ids || n < 1 || kv->lm != lm)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    if (n > kv->capacity - kv->pos)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "context full: %d positions cached, %d more do not fit in %d",
+                         kv->pos, n, kv->capacity);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary (%d)",
+                             ids[i], i, c->vocab_size);
+    const int end = kv->pos + n;
+    const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
+    bool done = false;
+    /* one-token decode: the head and the sampling are part of the captured step (variant bit 4) */
+    if (n == 1 && op->step_begin && op->step_end) {
+        kv->posv[0] = kv->pos;
+        bool redo = true;
+        lmx_status st = op->step_begin(be, kv, (use_long ? 1 : 0) | 2 | 4, ids[0], kv->pos);
+        if (st == LMX_OK) {
+            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
+            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
+            if (st == LMX_OK) st = head_forward(lm, kv, 0);
+            if (st == LMX_OK) st = op->sample(be, kv->logits, c->vocab_size, a);
+            lmx_status se = op->step_end(be, st == LMX_OK, &redo);
+            if (st == LMX_OK) st = se;
+        }
+        if (st != LMX_OK && !redo) return st;
+        done = !redo;
+    }
+    if (!done) { /* prefill, or a step to redo eagerly: the plain forward, then the sampling ops */
+        int pos = kv->pos;
+        for (int dn = 0; dn < n;) {
+            int T = n - dn < kv->chunk ? n - dn : kv->chunk;
+            for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
+            TRY(op->embed(be, lm->embed, ids + dn, T, lm->embed_scale, kv->x)); /* [T, hidden] */
+            for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
+            dn += T;
+            pos += T;
+            if (dn == n) TRY(head_forward(lm, kv, T - 1));
+        }
+        TRY(op->sample(be, kv->logits, c->vocab_size, a));
+    }
+    kv->pos = end;
+    TRY(op->sample_result(be, token));
+    if (*token < 0 || *token >= c->vocab_size) { /* undecided on the device: the host samples */
+        *token = -1;
+        TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
+    }
     return LMX_OK;
 }

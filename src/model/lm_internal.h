@@ -14,6 +14,9 @@ typedef struct lm_layer {
     lmx_bweight *pre_ff_norm, *post_ff_norm; /* [hidden] gemma3 only */
     lmx_bweight *q_norm, *k_norm;        /* [head_dim] qwen3/gemma3 only */
     bool sliding;
+    /* backends with weight_upload_fused: the owners of q|k|v ([H*D + 2*KV*D, hidden]) and gate|up
+     * ([2*inter, hidden]); q, k, v, gate, up are then views into them (freed first). NULL otherwise. */
+    lmx_bweight *qkv, *gate_up;
 } lm_layer;
 
 struct lmx_lm {
@@ -46,6 +49,13 @@ struct lmx_kv {
     lmx_buf *logits;         /* [vocab] */
     int32_t *posv;           /* [chunk] absolute positions */
     uint64_t bytes;
+    bool fused;              /* use the backend's optional fused ops (backend.h); LMX_FUSED_OPS=0 at creation: off */
+    /* one-token steps through fused weights (some layer has qkv/gate_up and the backend buf_view),
+     * else all NULL: */
+    lmx_buf *qkv1;           /* [H*D + 2*KV*D] output of the fused q|k|v matmul */
+    lmx_buf *q1, *k1, *v1;   /* views of qkv1: [H*D], [KV*D], [KV*D] */
+    lmx_buf *gu1;            /* [2*inter] output of the fused gate|up matmul */
+    lmx_buf *g1, *u1;        /* views of gu1: [inter] each */
 };
 
 #endif

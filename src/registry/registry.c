@@ -82,7 +82,7 @@ static lmx_status mkdir_p(const char *path) {
         if (*s != '/') continue;
         *s = '\0';
         if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            lmx_status st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+            lmx_status st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, lmx_errno_str(errno));
             free(p);
             return st;
         }
@@ -90,7 +90,7 @@ static lmx_status mkdir_p(const char *path) {
     }
     lmx_status st = LMX_OK;
     if (mkdir(p, 0755) != 0 && errno != EEXIST)
-        st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+        st = lmx_error(LMX_ERR_IO, "%s: cannot create directory: %s", p, lmx_errno_str(errno));
     free(p);
     return st;
 }
@@ -237,7 +237,7 @@ static lmx_status reg_write(const char *path, reg *r) {
     lmx_status st = LMX_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st = lmx_error(LMX_ERR_IO, "%s: %s", tmp, strerror(errno));
+        st = lmx_error(LMX_ERR_IO, "%s: %s", tmp, lmx_errno_str(errno));
         free(text);
         return st;
     }
@@ -246,17 +246,17 @@ static lmx_status reg_write(const char *path, reg *r) {
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
-            st = lmx_error(LMX_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            st = lmx_error(LMX_ERR_IO, "%s: write failed: %s", tmp, lmx_errno_str(errno));
             break;
         }
         off += (size_t)w;
     }
     if (st == LMX_OK && (write(fd, "\n", 1) != 1 || fsync(fd) != 0))
-        st = lmx_error(LMX_ERR_IO, "%s: write/fsync failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && st == LMX_OK) st = lmx_error(LMX_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+        st = lmx_error(LMX_ERR_IO, "%s: write/fsync failed: %s", tmp, lmx_errno_str(errno));
+    if (close(fd) != 0 && st == LMX_OK) st = lmx_error(LMX_ERR_IO, "%s: close failed: %s", tmp, lmx_errno_str(errno));
     free(text);
     if (st == LMX_OK && rename(tmp, path) != 0)
-        st = lmx_error(LMX_ERR_IO, "rename %s → %s: %s", tmp, path, strerror(errno));
+        st = lmx_error(LMX_ERR_IO, "rename %s → %s: %s", tmp, path, lmx_errno_str(errno));
     if (st != LMX_OK) {
         unlink(tmp);
         return st;
@@ -293,11 +293,11 @@ static lmx_status lock_open(const char *registry, bool exclusive, int *fd_out) {
     int fd = open(lock, exclusive ? (O_RDWR | O_CREAT | O_CLOEXEC) : (O_RDONLY | O_CLOEXEC), 0644);
     if (fd < 0) {
         if (!exclusive && errno == ENOENT) return LMX_OK;
-        return lmx_error(LMX_ERR_IO, "%s: %s", lock, strerror(errno));
+        return lmx_error(LMX_ERR_IO, "%s: %s", lock, lmx_errno_str(errno));
     }
     while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
         if (errno == EINTR) continue;
-        lmx_status st = lmx_error(LMX_ERR_IO, "%s: flock: %s", lock, strerror(errno));
+        lmx_status st = lmx_error(LMX_ERR_IO, "%s: flock: %s", lock, lmx_errno_str(errno));
         close(fd);
         return st;
     }
@@ -388,7 +388,7 @@ static int name_cmp(const void *a, const void *b) {
 /* Every regular, non-hidden file of dir with size and SHA-256 (sorted by name). */
 static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
     DIR *d = opendir(dir);
-    if (!d) return lmx_error(LMX_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (!d) return lmx_error(LMX_ERR_IO, "%s: %s", dir, lmx_errno_str(errno));
     lmx_status st = LMX_OK;
     int cap = 0;
     struct dirent *de;
@@ -466,7 +466,7 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
     lmx_registry_entry e;
     memset(&e, 0, sizeof e);
     if (!realpath(path, real)) {
-        st = lmx_error(LMX_ERR_IO, "%s: %s", path, strerror(errno));
+        st = lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_errno_str(errno));
         goto out;
     }
     e.id = name ? strdup(name) : default_name(models_real, real);
@@ -538,7 +538,7 @@ LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name,
         size_t ml = models_real ? strlen(models_real) : 0;
         if (models_real && strncmp(victim, models_real, ml) == 0 && victim[ml] == '/') {
             if (nftw(victim, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-                st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, strerror(errno));
+                st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, lmx_errno_str(errno));
         } else {
             LMX_LOG_W("registry: %s is outside %s; files kept", victim, ed.dir);
         }

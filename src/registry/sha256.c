@@ -32,7 +32,7 @@ lmx_status lmx_sha256_file(const char *path, char hex[65], uint64_t *size) {
     if (size) *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return lmx_error(errno == ENOENT ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path, strerror(errno));
+        return lmx_error(errno == ENOENT ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path, lmx_errno_str(errno));
     unsigned char *buf = malloc(SHA_BLOCK); /* [SHA_BLOCK] bytes of the file */
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     lmx_status st = LMX_OK;

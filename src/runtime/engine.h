@@ -64,6 +64,18 @@ typedef struct lmx_engine_info {
                                   detokenizer yields no text, lmx_detokenize → UNSUPPORTED) */
 } lmx_engine_info;
 
+/* What forward_sample needs to choose the next token (src/generate/sampler.h's parameters, the
+ * penalty history and the step's uniform). */
+typedef struct lmx_engine_sample {
+    float temperature, top_p, min_p;
+    int top_k;
+    float repetition_penalty;
+    int repetition_context;
+    const int32_t *history; /* [n_history]: prompt, then generated tokens */
+    size_t n_history;
+    double u;               /* uniform in [0,1) for the draw (drawn by the caller; unused when greedy) */
+} lmx_engine_sample;
+
 typedef struct lmx_engine {
     void *ctx; /* passed to probe/open/device_bytes; owned by whoever built the engine */
 
@@ -110,6 +122,14 @@ typedef struct lmx_engine {
     int64_t (*device_bytes)(void *ctx);
     /* Optional (may be NULL): GPU utilisation percent over the recent past, -1 when unknown. */
     double (*gpu_utilization)(void *ctx);
+
+    /* Optional (may be NULL): forward() that also chooses the next token where the logits live (GPU
+     * sampling), so only its id crosses to the host: *token = the id the host sampler would pick
+     * from these logits with s (lmx_sampler_sample_u with s->u). When the engine cannot decide
+     * exactly it sets *token = -1 and writes the logits [vocab_size] instead; the caller samples on
+     * the host with the same u. Errors as forward. */
+    lmx_status (*forward_sample)(lmx_engine_model *m, lmx_engine_kv *kv, const int32_t *ids, size_t n,
+                                 const lmx_engine_sample *s, float *logits /* [vocab_size] */, int32_t *token);
 } lmx_engine;
 
 /* The engine this build uses for lmx_runtime_create (src/runtime/engine_default.c); NULL when

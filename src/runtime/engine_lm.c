@@ -296,6 +296,30 @@ static lmx_status eng_forward(lmx_engine_model *m, lmx_engine_kv *k, const int32
     return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
 }
 
+static lmx_status eng_forward_sample(lmx_engine_model *m, lmx_engine_kv *k, const int32_t *ids, size_t n,
+                                     const lmx_engine_sample *s, float *logits, int32_t *token) {
+    *token = -1;
+    if (!s) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward_sample: NULL sampling arguments");
+    if (n == 0 || n > 0x7fffffff) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: %zu tokens", n);
+    if ((size_t)lmx_kv_pos(k->kv) + n > (size_t)lmx_kv_capacity(k->kv))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: %zu tokens at position %d overflow the context of %d", n,
+                         lmx_kv_pos(k->kv), lmx_kv_capacity(k->kv));
+    if (!lmx_lm_can_sample(m->lm)) return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
+    /* the penalty sees the last repetition_context ids of the history */
+    size_t ctx = s->repetition_context > 0 ? (size_t)s->repetition_context : 0;
+    size_t nw = s->history ? (s->n_history < ctx ? s->n_history : ctx) : 0;
+    lmx_sample_args a = {.temperature = s->temperature,
+                         .top_p = s->top_p,
+                         .min_p = s->min_p,
+                         .top_k = s->top_k,
+                         .repetition_penalty = s->repetition_penalty,
+                         .window_cap = ctx > 0x7fffffff ? 0x7fffffff : (int)ctx,
+                         .window = nw ? s->history + (s->n_history - nw) : NULL,
+                         .n_window = (int)nw,
+                         .u = s->u};
+    return lmx_lm_forward_sample(m->lm, k->kv, ids, (int)n, &a, logits, token);
+}
+
 /* ---- streaming detokenizer ---- */
 
 static lmx_status eng_detok_create(lmx_engine_model *m, lmx_engine_detok **out) {
@@ -375,6 +399,7 @@ static const lmx_engine g_engine = {
     .detok_flush = eng_detok_flush,
     .device_bytes = eng_device_bytes,
     .gpu_utilization = eng_gpu_utilization,
+    .forward_sample = eng_forward_sample,
 };
 
 const lmx_engine *lmx_engine_lm(void) { return &g_engine; }

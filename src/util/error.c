@@ -30,6 +30,12 @@ LMX_API const char *lmx_status_str(lmx_status s) {
 
 LMX_API const char *lmx_last_error_detail(void) { return tls_detail; }
 
+const char *lmx_errno_str(int e) {
+    static _Thread_local char buf[128];
+    /* GNU strerror_r (_GNU_SOURCE): returns either buf or an immutable static string */
+    return strerror_r(e, buf, sizeof buf);
+}
+
 void lmx_error_clear(void) { tls_detail[0] = '\0'; }
 
 lmx_status lmx_error(lmx_status status, const char *fmt, ...) {

@@ -17,6 +17,10 @@ lmx_status lmx_error(lmx_status status, const char *fmt, ...) __attribute__((for
  * returns `status` unchanged. */
 lmx_status lmx_error_prefix(lmx_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The text of errno value `e` (thread-safe: strerror_r into a thread-local buffer; valid until the
+ * next call on this thread). Use instead of strerror() in library code. */
+const char *lmx_errno_str(int e);
+
 /* Clears this thread's detail. */
 void lmx_error_clear(void);
 

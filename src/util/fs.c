@@ -14,7 +14,7 @@ lmx_status lmx_fs_read_file(const char *path, size_t max_bytes, char **out, size
     FILE *f = fopen(path, "rb");
     if (!f) {
         return lmx_error(errno == ENOENT ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path,
-                         strerror(errno));
+                         lmx_errno_str(errno));
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {

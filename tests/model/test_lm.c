@@ -598,6 +598,8 @@ static void test_cli(void) {
     CHECK_EQ_INT(run_cli(args, o2, sizeof o2), 2);
     snprintf(args, sizeof args, "logits %s --prompt-ids 1,500", d);
     CHECK_EQ_INT(run_cli(args, o2, sizeof o2), 1);
+    snprintf(args, sizeof args, "logits %s --prompt-ids 1,2 --ids 3,500", d); /* id beyond the vocab */
+    CHECK_EQ_INT(run_cli(args, o2, sizeof o2), 1);
     CHECK_EQ_INT(run_cli("logits /nonexistent/model --prompt-ids 1", o2, sizeof o2), 1);
     CHECK_EQ_INT(run_cli("logits", o2, sizeof o2), 2);
 }

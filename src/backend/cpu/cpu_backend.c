@@ -15,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "backend/backend_check.h"
+#include "backend/backend_fuse.h"
 #include "backend/cpu/cpu_quant.h"
 #include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
@@ -23,6 +24,7 @@
 struct lmx_buf {
     size_t n;
     float *data; /* [n] */
+    bool view;   /* buf_view: data belongs to another buffer */
 };
 
 struct lmx_bweight {
@@ -35,6 +37,8 @@ struct lmx_bweight {
     float *scales, *biases; /* quant: own fp32 [rows, groups] */
     int bits, group_size, groups;
     float *bias;           /* optional own fp32 [rows] */
+    uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
+    bool view;             /* a view of a fused weight: frees only the handle */
 };
 
 typedef struct cpu_backend {
@@ -116,12 +120,17 @@ static lmx_status cpu_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out) {
     }
     b->n = n;
     b->data = d;
+    b->view = false;
     *out = b;
     return LMX_OK;
 }
 
 static void cpu_buf_free(lmx_backend *be, lmx_buf *b) {
     if (!b) return;
+    if (b->view) {
+        free(b);
+        return;
+    }
     atomic_fetch_sub(&CPU(be)->buf_bytes, b->n * sizeof(float));
     free(b->data);
     free(b);
@@ -152,9 +161,28 @@ static lmx_status cpu_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, co
     return LMX_OK;
 }
 
+static lmx_status cpu_buf_view(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out) {
+    (void)be;
+    *out = NULL;
+    if (!parent) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: buf_view of NULL");
+    CHECK_RANGE(parent, off, n, "buf_view");
+    lmx_buf *b = malloc(sizeof *b);
+    if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: buffer view");
+    b->n = n;
+    b->data = parent->data + off;
+    b->view = true;
+    *out = b;
+    return LMX_OK;
+}
+
 static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     (void)be;
     if (!w) return;
+    if (w->view) {
+        free(w);
+        return;
+    }
+    free(w->own);
     free(w->vec);
     free(w->scales);
     free(w->biases);
@@ -209,6 +237,87 @@ oom:
     return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight copy", what);
 }
 
+/* Test-only (lmx_backend_cpu_enable_fused): the parts' rows copied into one owned matrix (dense:
+ * stored bytes; quant: packed words, fp32 scales/biases), views pointing into it. */
+static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                               lmx_bweight **fused, lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    *fused = NULL;
+    for (int i = 0; i < n && views; i++) views[i] = NULL;
+    int64_t rows = 0;
+    LMX_BACKEND_TRY(lmx_backend_check_fused_parts("cpu", parts, n, &rows));
+    const lmx_weight_desc *p0 = &parts[0];
+    lmx_bweight *w = calloc(1, sizeof *w);
+    if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fused weight", p0->name);
+    w->kind = p0->kind;
+    w->rows = rows;
+    w->cols = p0->cols;
+    w->dtype = p0->dtype;
+    w->row_bytes = p0->kind == LMX_WEIGHT_DENSE ? (size_t)p0->cols * wdtype_size(p0->dtype)
+                                                : (size_t)p0->cols * (size_t)p0->bits / 8;
+    if (p0->kind == LMX_WEIGHT_QUANT) {
+        w->bits = p0->bits;
+        w->group_size = p0->group_size;
+        w->groups = (int)(p0->cols / p0->group_size);
+    }
+    const size_t G = (size_t)w->groups, sb = wdtype_size(p0->dtype);
+    w->own = malloc((size_t)rows * w->row_bytes);
+    if (p0->kind == LMX_WEIGHT_QUANT) {
+        w->scales = malloc((size_t)rows * G * sizeof(float));
+        w->biases = malloc((size_t)rows * G * sizeof(float));
+    }
+    if (p0->bias) w->bias = malloc((size_t)rows * sizeof(float));
+    if (!w->own || (p0->kind == LMX_WEIGHT_QUANT && (!w->scales || !w->biases)) || (p0->bias && !w->bias)) {
+        cpu_weight_free(be, w);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fused weight copy", p0->name);
+    }
+    w->data = w->own;
+    int64_t r = 0;
+    for (int i = 0; i < n; i++) {
+        const lmx_weight_desc *p = &parts[i];
+        memcpy(w->own + (size_t)r * w->row_bytes, (const uint8_t *)p->data + (size_t)p->row0 * w->row_bytes,
+               (size_t)p->rows * w->row_bytes);
+        if (p->kind == LMX_WEIGHT_QUANT) {
+            size_t off = (size_t)p->row0 * G * sb;
+            convert_row(&c->k, (const uint8_t *)p->scales + off, p->dtype, p->rows * (int64_t)G, w->scales + r * G);
+            convert_row(&c->k, (const uint8_t *)p->biases + off, p->dtype, p->rows * (int64_t)G, w->biases + r * G);
+        }
+        if (p->bias)
+            convert_row(&c->k, (const uint8_t *)p->bias + (size_t)p->row0 * wdtype_size(p->bias_dtype),
+                        p->bias_dtype, p->rows, w->bias + r);
+        r += p->rows;
+    }
+    lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
+    r = 0;
+    for (int i = 0; st == LMX_OK && i < n; i++) {
+        lmx_bweight *v = malloc(sizeof *v);
+        if (!v) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: weight view", parts[i].name);
+            break;
+        }
+        *v = *w;
+        v->own = NULL;
+        v->view = true;
+        v->rows = parts[i].rows;
+        v->data = w->data + (size_t)r * w->row_bytes;
+        if (w->scales) v->scales = w->scales + (size_t)r * G;
+        if (w->biases) v->biases = w->biases + (size_t)r * G;
+        if (w->bias) v->bias = w->bias + r;
+        views[i] = v;
+        r += parts[i].rows;
+    }
+    if (st != LMX_OK) {
+        for (int i = 0; i < n; i++) {
+            cpu_weight_free(be, views[i]);
+            views[i] = NULL;
+        }
+        cpu_weight_free(be, w);
+        return st;
+    }
+    *fused = w;
+    return LMX_OK;
+}
+
 /* ---- matmul ---- */
 
 typedef struct matmul_ctx {
@@ -218,7 +327,13 @@ typedef struct matmul_ctx {
     const float *xsum; /* quant: [T, groups] per-group sums of x */
     float *y;       /* [T, rows] */
     int T;
+    bool acc;       /* matmul_add: y += result (the result rounded to float first, as matmul then add) */
 } matmul_ctx;
+
+static inline void mm_put(const matmul_ctx *m, size_t i, float v) {
+    if (m->acc) m->y[i] += v;
+    else m->y[i] = v;
+}
 
 static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     matmul_ctx *m = vctx;
@@ -232,16 +347,17 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
         if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
             /* decode: read the stored half-precision row once, converting in registers */
             float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
-            m->y[r] = d + b;
+            mm_put(m, (size_t)r, d + b);
         } else if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(k, src, w->dtype, K, row);
-            for (int t = 0; t < m->T; t++) m->y[(size_t)t * w->rows + r] = k->dot(m->x + (size_t)t * K, row, K) + b;
+            for (int t = 0; t < m->T; t++) mm_put(m, (size_t)t * w->rows + r, k->dot(m->x + (size_t)t * K, row, K) + b);
         } else {
             /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
             const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
             for (int t = 0; t < m->T; t++)
-                m->y[(size_t)t * w->rows + r] = k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s,
-                                                        bb, m->xsum + (size_t)t * w->groups, row) + b;
+                mm_put(m, (size_t)t * w->rows + r,
+                       k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s, bb,
+                               m->xsum + (size_t)t * w->groups, row) + b);
         }
     }
 }
@@ -277,16 +393,17 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
             float out[4];
             k->dot4(m->x + (size_t)t * K, blk, K, out);
             for (int i = 0; i < nb; i++)
-                m->y[(size_t)t * w->rows + r + i] = out[i] + (w->bias ? w->bias[r + i] : 0.0f);
+                mm_put(m, (size_t)t * w->rows + r + i, out[i] + (w->bias ? w->bias[r + i] : 0.0f));
         }
     }
 }
 
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
-                             lmx_buf *y) {
+                             lmx_buf *y, bool acc) {
     cpu_backend *c = CPU(be);
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
-    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T};
+    if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
+    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
     if (T >= MATMUL_BLOCK_T) {
@@ -561,10 +678,19 @@ static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, l
     return st;
 }
 
+static lmx_status cpu_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                          lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_fused_impl(be, parts, n, fused, views);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 static lmx_status cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
     cpu_backend *c = CPU(be);
     pthread_mutex_lock(&c->op_lock);
-    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, false);
     pthread_mutex_unlock(&c->op_lock);
     return st;
 }
@@ -609,6 +735,91 @@ static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up,
     return st;
 }
 
+/* ---- fused ops (backend.h): the unfused ops' arithmetic, bit for bit ---- */
+
+static lmx_status cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                                 lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, true);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+typedef struct qk_ctx {
+    cpu_backend *c;
+    float *q, *k;             /* row 0 of q / k */
+    const float *v;           /* row 0 of v */
+    size_t qs, ks, vs;        /* row strides */
+    float *kc, *vc;           /* caches [n_kv][capacity][head_dim] */
+    const lmx_qk_rope_params *p;
+    const int32_t *pos;       /* [T] */
+} qk_ctx;
+
+/* tokens t0..t1: per-head norm (norm_rows), rotation (rope_rows) of q and k, then the kv_write copy */
+static void qk_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
+    qk_ctx *f = vctx;
+    const lmx_qk_rope_params *p = f->p;
+    const int D = p->head_dim, NH = p->n_heads, NKV = p->n_kv_heads;
+    for (int64_t t = t0; t < t1; t++) {
+        float *q = f->q + (size_t)t * f->qs, *k = f->k + (size_t)t * f->ks;
+        if (p->q_norm) {
+            norm_ctx nq = {q, q, D, p->q_norm->vec, p->eps, p->norm_plus_one};
+            norm_ctx nk = {k, k, D, p->k_norm->vec, p->eps, p->norm_plus_one};
+            norm_rows(&nq, 0, NH, thread);
+            norm_rows(&nk, 0, NKV, thread);
+        }
+        rope_ctx rq = {q, NH, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_ctx rk = {k, NKV, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_rows(&rq, 0, 1, thread);
+        rope_rows(&rk, 0, 1, thread);
+        const float *v = f->v + (size_t)t * f->vs;
+        const size_t slot = (size_t)(f->pos[t] % p->capacity);
+        for (int h = 0; h < NKV; h++) {
+            size_t dst = ((size_t)h * p->capacity + slot) * D;
+            memcpy(f->kc + dst, k + (size_t)h * D, (size_t)D * sizeof(float));
+            memcpy(f->vc + dst, v + (size_t)h * D, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+static lmx_status cpu_rope_qk_store_impl(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                         lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    if (!p->inv_freq) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: no inv_freq");
+    LMX_BACKEND_TRY(lmx_backend_check_rope_qk_store(
+        "cpu", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
+        p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
+        p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: negative position %d", pos[t]);
+    lmx_status st = ensure_scratch(c, (size_t)p->rot_dim + 8);
+    if (st != LMX_OK) return st;
+    const size_t D = (size_t)p->head_dim;
+    qk_ctx f = {c,
+                q->data + p->q_off,
+                k->data + p->k_off,
+                v->data + p->v_off,
+                p->q_stride ? p->q_stride : (size_t)p->n_heads * D,
+                p->k_stride ? p->k_stride : (size_t)p->n_kv_heads * D,
+                p->v_stride ? p->v_stride : (size_t)p->n_kv_heads * D,
+                kc->data,
+                vc->data,
+                p,
+                pos};
+    lmx_thread_pool_run(c->pool, p->n_tokens, 4, qk_rows, &f);
+    return LMX_OK;
+}
+
+static lmx_status cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                    lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rope_qk_store_impl(be, q, k, v, kc, vc, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 /* ---- lifecycle ---- */
 
 static void cpu_destroy(lmx_backend *be) {
@@ -623,26 +834,39 @@ static void cpu_destroy(lmx_backend *be) {
     free(c);
 }
 
-static const lmx_backend_ops cpu_ops = {
-    .name = "cpu",
-    .destroy = cpu_destroy,
-    .buf_alloc = cpu_buf_alloc,
-    .buf_free = cpu_buf_free,
-    .buf_write = cpu_buf_write,
-    .buf_read = cpu_buf_read,
-    .buf_copy = cpu_buf_copy,
-    .weight_upload = cpu_weight_upload,
-    .weight_free = cpu_weight_free,
-    .matmul = cpu_matmul,
-    .embed = cpu_embed,
-    .rmsnorm = cpu_rmsnorm,
-    .rope = cpu_rope,
-    .kv_write = cpu_kv_write,
-    .attention = cpu_attention,
-    .act_mul = cpu_act_mul,
-    .add = cpu_add,
-    .softcap = cpu_softcap,
-};
+#define CPU_OPS_COMMON                     \
+    .name = "cpu",                         \
+    .destroy = cpu_destroy,                \
+    .buf_alloc = cpu_buf_alloc,            \
+    .buf_free = cpu_buf_free,              \
+    .buf_write = cpu_buf_write,            \
+    .buf_read = cpu_buf_read,              \
+    .buf_copy = cpu_buf_copy,              \
+    .weight_upload = cpu_weight_upload,    \
+    .weight_free = cpu_weight_free,        \
+    .matmul = cpu_matmul,                  \
+    .embed = cpu_embed,                    \
+    .rmsnorm = cpu_rmsnorm,                \
+    .rope = cpu_rope,                      \
+    .kv_write = cpu_kv_write,              \
+    .attention = cpu_attention,            \
+    .act_mul = cpu_act_mul,                \
+    .add = cpu_add,                        \
+    .softcap = cpu_softcap,                \
+    .matmul_add = cpu_matmul_add,          \
+    .rope_qk_store = cpu_rope_qk_store,    \
+    .buf_view = cpu_buf_view
+
+static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
+/* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
+static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
+
+lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
+    if (!be || (be->ops != &cpu_ops && be->ops != &cpu_ops_fused))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "enable_fused: not a cpu backend");
+    be->ops = &cpu_ops_fused;
+    return LMX_OK;
+}
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
     const char *env = getenv("LMX_CPU_SIMD");
@@ -650,7 +874,7 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
-    return be && be->ops == &cpu_ops ? ((const cpu_backend *)be)->k.name : NULL;
+    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused) ? ((const cpu_backend *)be)->k.name : NULL;
 }
 
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {

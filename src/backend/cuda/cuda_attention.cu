@@ -133,16 +133,19 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
         }
         __syncthreads(); /* ps reused by the next tile */
     }
-    /* reduce o over the NPAR key groups: accumulate into shared [hd] */
-    __shared__ float osum[ATT_MAX_HD];
-    for (int i = tid; i < hd; i += ATT_THREADS) osum[i] = 0.f;
-    __syncthreads();
+    /* reduce o over the NPAR key groups in group order (deterministic: no float atomics, so the same
+     * inputs give the same bits on every run): partials [NPAR][hd] in shared memory */
+    __shared__ float opart[ATT_THREADS * 8];
     if (pv_active)
 #pragma unroll
-        for (int i = 0; i < 8; i++) atomicAdd(&osum[dv * 8 + i], o[i]);
+        for (int i = 0; i < 8; i++) opart[pg * hd + dv * 8 + i] = o[i];
     __syncthreads();
     float *wo = ws + (((size_t)t * n_heads + h) * ATT_MAX_SPLITS + s) * (hd + 2);
-    for (int i = tid; i < hd; i += ATT_THREADS) wo[i] = osum[i];
+    for (int i = tid; i < hd; i += ATT_THREADS) {
+        float acc = 0.f;
+        for (int g = 0; g < NPAR; g++) acc += opart[g * hd + i];
+        wo[i] = acc;
+    }
     if (tid == 0) {
         wo[hd] = m;
         wo[hd + 1] = l;

@@ -1,4 +1,5 @@
 /* cuda_attn_prefill.cu — tiled (flash) attention for prefill: T > 1 queries against an fp32 KV cache
+ * (a BF16 or F16 cache goes to the tensor-core kernel of cuda_attn_flash_tc.cu)
  * [n_kv_heads][capacity][head_dim] (position j in slot j % capacity), GQA, causal by per-row
  * absolute positions, optional sliding window and logit soft-capping. fp32 throughout.
  *
@@ -238,6 +239,8 @@ static int fa_bucket(int hd) { return hd <= 64 ? 0 : hd <= 128 ? 1 : 2; }
 
 /* Shape/dtype supported and the head_dim's shared memory granted on this device. */
 extern "C" bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a) {
+    if (a && (a->kv_dtype == LMX_DTYPE_BF16 || a->kv_dtype == LMX_DTYPE_F16))
+        return lmx_cuda_flash_tc_supported(a); /* cuda_attn_flash_tc.cu */
     if (!(a && a->kv_dtype == LMX_DTYPE_F32 && a->head_dim >= 16 && a->head_dim <= 256 && a->head_dim % 16 == 0 &&
           a->n_heads >= 1 && a->n_kv_heads >= 1 && a->n_heads % a->n_kv_heads == 0 && a->window >= 0 &&
           a->capacity >= 1))
@@ -267,6 +270,8 @@ extern "C" lmx_status lmx_cuda_attention_prefill(const lmx_cuda_attn *a, const f
                          "cuda flash attention: unsupported shape or shared memory refused (heads %d/%d, head_dim %d, "
                          "kv dtype %d, window %d)",
                          a->n_heads, a->n_kv_heads, a->head_dim, (int)a->kv_dtype, a->window);
+    if (a->kv_dtype == LMX_DTYPE_BF16 || a->kv_dtype == LMX_DTYPE_F16)
+        return lmx_cuda_flash_tc(a, q, k_cache, v_cache, positions, T, out, stream);
     cudaStream_t st = LMX_CU_STREAM(stream);
     const float *kc = (const float *)k_cache, *vc = (const float *)v_cache;
     switch (a->head_dim) {

@@ -1,5 +1,6 @@
 /* cuda_device.cu — device probe, memory, streams and the device-memory arena. */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_upload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,4 +238,31 @@ extern "C" lmx_status lmx_cuda_graph_launch(void *exec, lmx_cuda_stream stream) 
 
 extern "C" void lmx_cuda_graph_destroy(void *exec) {
     if (exec) cudaGraphExecDestroy((cudaGraphExec_t)exec);
+}
+
+/* ---- events (cuda_upload.h) ---- */
+extern "C" lmx_status lmx_cuda_event_create(void **ev) {
+    cudaEvent_t e = NULL;
+    cudaError_t r = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    *ev = r == cudaSuccess ? (void *)e : NULL;
+    return r == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_GPU_NOT_AVAILABLE, "event create", r);
+}
+
+extern "C" void lmx_cuda_event_destroy(void *ev) {
+    if (ev) cudaEventDestroy((cudaEvent_t)ev);
+}
+
+extern "C" lmx_status lmx_cuda_event_record(void *ev, lmx_cuda_stream stream) {
+    cudaError_t r = cudaEventRecord((cudaEvent_t)ev, LMX_CU_STREAM(stream));
+    return r == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "event record", r);
+}
+
+extern "C" lmx_status lmx_cuda_event_sync(void *ev) {
+    cudaError_t r = cudaEventSynchronize((cudaEvent_t)ev);
+    return r == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "event sync", r);
+}
+
+extern "C" lmx_status lmx_cuda_stream_wait_event(lmx_cuda_stream stream, void *ev) {
+    cudaError_t r = cudaStreamWaitEvent(LMX_CU_STREAM(stream), (cudaEvent_t)ev, 0);
+    return r == cudaSuccess ? LMX_OK : lmx_cu_err(LMX_ERR_INFERENCE_FAILURE, "stream wait event", r);
 }

@@ -242,7 +242,8 @@ lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q, const void
 
 /* Tiled (flash) attention for prefill, T >= 1 queries, same semantics as lmx_cuda_attention (GQA,
  * causal by positions[t], window, softcap, scale) with the cache read at slot j % capacity; no
- * workspace. Supported: kv_dtype F32 and head_dim 64, 128 or 256 (check with
+ * workspace. kv_dtype F32: fp32 FMA kernel (exact to fp32 rounding); BF16 or F16: lmx_cuda_flash_tc
+ * (tensor cores). Supported: those dtypes and head_dim a multiple of 16 up to 256 (check with
  * lmx_cuda_attention_prefill_supported; otherwise LMX_ERR_UNSUPPORTED and the caller uses
  * lmx_cuda_attention). The keys a query tile may see (from the smallest lo to the largest position of
  * its 64 rows) must all be present in the cache. q, out: device fp32 [T, n_heads, head_dim]. */
@@ -250,6 +251,36 @@ bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a);
 lmx_status lmx_cuda_attention_prefill(const lmx_cuda_attn *a, const float *q, const void *k_cache,
                                       const void *v_cache, const int32_t *positions, int T, float *out,
                                       lmx_cuda_stream stream);
+
+/* Tensor-core flash prefill over a BF16 or F16 cache (what lmx_cuda_attention_prefill runs for those):
+ * Q rounded to the cache's type, S = QKᵀ and P·V on mma.sync m16n8k16 (bf16/fp16 operands, fp32
+ * accumulation), P rounded likewise, softmax statistics in fp32. Supported: kv_dtype BF16 or F16,
+ * head_dim a multiple of 16 in [16, 256] (and the shared memory granted). Same arguments as
+ * lmx_cuda_attention_prefill. */
+bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a);
+lmx_status lmx_cuda_flash_tc(const lmx_cuda_attn *a, const float *q, const void *k_cache, const void *v_cache,
+                             const int32_t *positions, int T, float *out, lmx_cuda_stream stream);
+
+/* Decode attention with the GQA group read once and the split merge fused into the same launch
+ * (cuda_attn_decode.cu): same semantics and arguments as lmx_cuda_attention (max_len sizes the grid
+ * only: pass the capacity for a replay-invariant launch) plus `counters`, device int32 of
+ * lmx_cuda_attention_decode_counters(a, T) elements that must be zero before the first call (each
+ * call leaves them zero; calls on one stream may share them). workspace: device fp32 of
+ * lmx_cuda_attention_workspace_floats(a, T). Supported (lmx_cuda_attention_decode_supported):
+ * kv_dtype F32, F16 or BF16, head_dim a multiple of 8 up to 256; otherwise use lmx_cuda_attention. Any T, but
+ * meant for few rows (decode); prefill has lmx_cuda_attention_prefill. */
+bool lmx_cuda_attention_decode_supported(const lmx_cuda_attn *a);
+size_t lmx_cuda_attention_decode_counters(const lmx_cuda_attn *a, int T);
+lmx_status lmx_cuda_attention_decode(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                     const void *v_cache, const int32_t *positions, int T, int64_t max_len,
+                                     float *workspace, int32_t *counters, float *out, lmx_cuda_stream stream);
+/* The same with the launch shape chosen (tuning and tests): warps per block 4 or 8, about
+ * target_blocks blocks in all, at least min_keys keys per split. lmx_cuda_attention_decode is
+ * (4, 264, 64). */
+lmx_status lmx_cuda_attention_decode_ex(const lmx_cuda_attn *a, const float *q, const void *k_cache,
+                                        const void *v_cache, const int32_t *positions, int T, int64_t max_len,
+                                        float *workspace, int32_t *counters, float *out, int warps,
+                                        int target_blocks, int min_keys, lmx_cuda_stream stream);
 
 /* ---- sampling ---- */
 
@@ -263,6 +294,59 @@ lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, int32_t *id
  * [rows, k]. Lets a sampler (top-k/top-p/min-p/temperature) work on k candidates on the host. */
 lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals, int32_t *ids,
                          lmx_cuda_stream stream);
+/* ---- fused ops (cuda_fused.cu) ---- */
+
+/* Arguments of lmx_cuda_rope_qk_store besides the cache descriptor. */
+typedef struct lmx_cuda_qk_rope {
+    int rot_dims;                 /* rotated features per head: even, <= head_dim; 0 = no rotation */
+    const float *inv_freq;        /* device fp32 [rot_dims/2] (as lmx_cuda_rope) */
+    float mscale;                 /* multiplies cos and sin */
+    const float *q_norm, *k_norm; /* device fp32 [head_dim] per-head RMSNorm weights, or both NULL */
+    float eps;
+    bool norm_plus_one;           /* scale by 1 + w */
+    int64_t q_stride, k_stride, v_stride; /* elements between token rows; 0 = packed (heads * head_dim) */
+} lmx_cuda_qk_rope;
+
+/* One launch for T tokens: q [T, a->n_heads, head_dim] and k [T, a->n_kv_heads, head_dim] (device fp32,
+ * rows r->*_stride apart) are, per head, RMS-normalised when r->q_norm/k_norm are given
+ * (x * rsqrt(mean(x^2) + eps) * (w or 1 + w)) and rotated like lmx_cuda_rope (angle positions[t] *
+ * inv_freq[i], cos/sin times mscale), in place; the rotated k rows and the v rows (device fp32, same
+ * shape as k) are stored into the caches (layout and dtype of `a`: [n_kv_heads][capacity][head_dim]
+ * of a->kv_dtype, slot positions[t] % a->capacity; a negative position stores nothing). positions:
+ * device int32 [T]. head_dim * 4 bytes <= 48 KB. Only the fields n_heads, n_kv_heads, head_dim,
+ * capacity and kv_dtype of `a` are used. */
+lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_cuda_qk_rope *r, float *q, float *k,
+                                  const float *v, void *k_cache, void *v_cache, const int32_t *positions, int T,
+                                  lmx_cuda_stream stream);
+
+/* ---- sampling the next token on the device (cuda_sample.cu; the host sampler's semantics, see
+ * src/generate/sampler.h and the file's header) ---- */
+typedef struct lmx_cuda_sampler lmx_cuda_sampler; /* device workspace + pinned staging */
+typedef struct lmx_cuda_sample_params {
+    int vocab;
+    float temperature;        /* 0 = greedy */
+    float top_p, min_p;       /* off: 0 (or 1), 0 */
+    int top_k;                /* 0 or >= vocab = off */
+    float repetition_penalty; /* 0 or 1 = off */
+} lmx_cuda_sample_params;
+/* A sampler for logits [vocab] and a penalty window of up to window_cap ids. */
+lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cuda_sampler **out);
+void lmx_cuda_sampler_destroy(lmx_cuda_sampler *s); /* NULL-safe; no work may be in flight */
+int lmx_cuda_sampler_vocab(const lmx_cuda_sampler *s);
+int lmx_cuda_sampler_window_cap(const lmx_cuda_sampler *s);
+/* False when the device cannot sample with *p (invalid values): the caller samples on the host. */
+bool lmx_cuda_sample_supported(const lmx_cuda_sample_params *p);
+/* Writes the per-token inputs (uniform u, the penalty window ids [n_window]) into pinned staging.
+ * Host memory only: call it when no enqueued sample is still in flight. */
+lmx_status lmx_cuda_sample_set_input(lmx_cuda_sampler *s, double u, const int32_t *window, int n_window);
+/* Enqueues on `stream`: the upload of the staged inputs, the kernels over logits (device [vocab], not
+ * modified), the download of the result to pinned memory. Capturable: a captured sequence reads the
+ * staging when it runs, so a replay only needs set_input before its launch. */
+lmx_status lmx_cuda_sample_enqueue(lmx_cuda_sampler *s, const lmx_cuda_sample_params *p, const float *logits,
+                                   lmx_cuda_stream stream);
+/* After the stream has synchronized: the id, or -1 when the device could not decide (NaN/inf logits,
+ * a top_p cut bucket or top_k candidates of more than 4096 tokens, greedy over logits all NaN/-inf). */
+int32_t lmx_cuda_sample_read(const lmx_cuda_sampler *s);
 #endif /* LMX_HAVE_CUDA */
 
 #ifdef __cplusplus

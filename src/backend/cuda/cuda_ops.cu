@@ -176,9 +176,10 @@ __global__ void kv_store_kernel(const float *__restrict__ k, const float *__rest
         if (dt == LMX_CU_BF16) {
             ((__nv_bfloat16 *)kc)[dst] = __float2bfloat16_rn(k[i]);
             ((__nv_bfloat16 *)vc)[dst] = __float2bfloat16_rn(v[i]);
-        } else if (dt == LMX_CU_F16) {
-            ((__half *)kc)[dst] = __float2half_rn(k[i]);
-            ((__half *)vc)[dst] = __float2half_rn(v[i]);
+        } else if (dt == LMX_CU_F16) { /* saturated: a value past fp16's range stays finite (NaN stays NaN) */
+            const float kx = k[i], vx = v[i];
+            ((__half *)kc)[dst] = __float2half_rn(kx != kx ? kx : fminf(fmaxf(kx, -65504.f), 65504.f));
+            ((__half *)vc)[dst] = __float2half_rn(vx != vx ? vx : fminf(fmaxf(vx, -65504.f), 65504.f));
         } else {
             ((float *)kc)[dst] = k[i];
             ((float *)vc)[dst] = v[i];

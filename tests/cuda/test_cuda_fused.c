@@ -1,0 +1,303 @@
+/* test_cuda_fused.c — the CUDA backend's buffer views, fused weights and weight uploads (pinned
+ * staging ring, cuda_upload.c):
+ *   - buf_view semantics; fused q|k|v / gate|up style weights: the fused matmul (one row) equals the
+ *     separate weights' rows, views equal separate weights at T = 1 (GEMV) and T = 20 (GEMM);
+ *     mismatched parts refused with LMX_ERR_UNSUPPORTED;
+ *   - upload of every dtype and quant width against the CPU backend (decode matmul, rel 1e-5);
+ *   - a 320 MB upload (several turns of the 4 x 32 MB ring) read back exactly through embed, with
+ *     and without staging (LMX_CUDA_STAGING=0), small uploads interleaved;
+ *   - cudaMalloc failure → LMX_ERR_OUT_OF_MEMORY (plain and fused), and the backend works after it;
+ *   - every fixture model decodes with fused weights (the default) as without (LMX_FUSE=0), graphs on.
+ * Exits 77 (skipped) without a CUDA device. Label: gpu. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "lmx_test.h"
+#include "model/lm_internal.h"
+#include "model/mlx_pack.h"
+#include "model/fused_check.h"
+
+static lmx_backend *gpu_create(const char *staging) {
+    const char *old = getenv("LMX_CUDA_STAGING");
+    char *saved = old ? strdup(old) : NULL;
+    if (staging) setenv("LMX_CUDA_STAGING", staging, 1);
+    lmx_backend *be = NULL;
+    lmx_status s = lmx_backend_cuda_create(0, &be);
+    if (saved) setenv("LMX_CUDA_STAGING", saved, 1);
+    else unsetenv("LMX_CUDA_STAGING");
+    free(saved);
+    CHECK_MSG(s == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
+    return be;
+}
+
+static void test_views_and_fused(void) {
+    lmx_backend *be = gpu_create(NULL);
+    if (!be) return;
+    CHECK(be->ops->buf_view && be->ops->weight_upload_fused);
+    CHECK_EQ_INT(be->ops->prefill_chunk, 512);
+    view_check(be);
+    const int qkv[3] = {64, 32, 32}, odd[3] = {40, 24, 56}, gu[2] = {96, 96};
+    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    for (int i = 0; i < 3; i++) {
+        fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, false, qkv, 3, 256, 20, 1e-5);
+        fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, true, odd, 3, 96, 20, 1e-5);
+    }
+    const int bits[6] = {2, 3, 4, 5, 6, 8};
+    for (int i = 0; i < 6; i++) {
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, bits[i], 64, false, qkv, 3, 256, 20, 1e-5);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F16, bits[i], 32, true, gu, 2, 128, 20, 1e-5);
+    }
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F32, 4, 128, true, odd, 3, 512, 20, 1e-5);
+    fused_mismatch(be);
+    lmx_backend_destroy(be);
+}
+
+/* one part uploaded on the GPU and the CPU: decode matmul (T = 1) agrees */
+static void upload_vs_cpu(lmx_backend *gpu, lmx_backend *cpu, lmx_wkind kind, lmx_wdtype dt, int bits, int gs,
+                          bool bias) {
+    const int rows[1] = {77};
+    const int cols = 256;
+    fc_store s;
+    lmx_weight_desc d[1];
+    fc_make_parts(kind, dt, bits, gs, bias, rows, 1, cols, 777u + (uint64_t)bits, &s, d);
+    lmx_bweight *wg = NULL, *wc = NULL;
+    lmx_status st = gpu->ops->weight_upload(gpu, d, &wg);
+    CHECK_MSG(st == LMX_OK, "gpu upload: %s", lmx_last_error_detail());
+    if (st == LMX_OK) st = cpu->ops->weight_upload(cpu, d, &wc);
+    float xs[256], a[77], b[77];
+    uint64_t seed = 5;
+    for (int i = 0; i < cols; i++) xs[i] = fc_rand(&seed);
+    lmx_buf *xg = NULL, *xc = NULL;
+    if (st == LMX_OK) st = gpu->ops->buf_alloc(gpu, cols, &xg);
+    if (st == LMX_OK) st = cpu->ops->buf_alloc(cpu, cols, &xc);
+    if (st == LMX_OK) st = gpu->ops->buf_write(gpu, xg, 0, xs, cols);
+    if (st == LMX_OK) st = cpu->ops->buf_write(cpu, xc, 0, xs, cols);
+    if (st == LMX_OK) st = fc_matmul(gpu, wg, xg, 1, rows[0], a);
+    if (st == LMX_OK) st = fc_matmul(cpu, wc, xc, 1, rows[0], b);
+    CHECK_MSG(st == LMX_OK, "matmul: %s", lmx_last_error_detail());
+    double r = fc_rel(a, b, 77);
+    CHECK_MSG(st == LMX_OK && r <= 1e-5, "kind %d dtype %d bits %d gs %d bias %d: gpu vs cpu rel %.3g", (int)kind,
+              (int)dt, bits, gs, (int)bias, r);
+    gpu->ops->buf_free(gpu, xg);
+    cpu->ops->buf_free(cpu, xc);
+    gpu->ops->weight_free(gpu, wg);
+    cpu->ops->weight_free(cpu, wc);
+    fc_store_free(&s);
+}
+
+static void test_upload_kinds(void) {
+    lmx_backend *gpu = gpu_create(NULL), *cpu = NULL;
+    CHECK(lmx_backend_cpu_create(2, &cpu) == LMX_OK);
+    if (!gpu || !cpu) {
+        lmx_backend_destroy(gpu);
+        lmx_backend_destroy(cpu);
+        return;
+    }
+    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    const int bits[6] = {2, 3, 4, 5, 6, 8}, gss[3] = {32, 64, 128};
+    for (int i = 0; i < 3; i++) {
+        upload_vs_cpu(gpu, cpu, LMX_WEIGHT_DENSE, dts[i], 0, 0, i == 1);
+        for (int b = 0; b < 6; b++) upload_vs_cpu(gpu, cpu, LMX_WEIGHT_QUANT, dts[i], bits[b], gss[(b + i) % 3], b == 2);
+    }
+    lmx_backend_destroy(gpu);
+    lmx_backend_destroy(cpu);
+}
+
+/* rows ids[0..n) of the big pattern weight (stored row id + 1) read back through embed; id 0 is
+ * expected all zero when zero_first (its host row was cleared before that upload) */
+static int big_rows_bad(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int n, int64_t C, bool zero_first) {
+    float *out = malloc(sizeof(float) * (size_t)n * C);
+    lmx_buf *y = NULL;
+    lmx_status st = out ? be->ops->buf_alloc(be, (size_t)n * C, &y) : LMX_ERR_OUT_OF_MEMORY;
+    if (st == LMX_OK) st = be->ops->embed(be, w, ids, n, 1.0f, y);
+    if (st == LMX_OK) st = be->ops->buf_read(be, y, 0, out, (size_t)n * C);
+    CHECK_MSG(st == LMX_OK, "embed: %s", lmx_last_error_detail());
+    int bad = st == LMX_OK ? 0 : 1;
+    for (int i = 0; st == LMX_OK && i < n; i++)
+        for (int64_t c = 0; c < C; c++) {
+            int64_t r = ids[i] + 1; /* row0 = 1 */
+            uint32_t u = (uint32_t)(0x3f80u + (uint16_t)((r * 131 + c * 7) % 127)) << 16;
+            float want;
+            memcpy(&want, &u, 4);
+            if (zero_first && ids[i] == 0) want = 0;
+            bad += out[(size_t)i * C + c] != want;
+        }
+    be->ops->buf_free(be, y);
+    free(out);
+    return bad;
+}
+
+/* 40000 x 4096 bf16 (320 MB): rows read back through embed equal the stored values exactly */
+static void big_upload(const char *staging) {
+    lmx_backend *be = gpu_create(staging);
+    if (!be) return;
+    const int64_t R = 40000, C = 4096;
+    uint16_t *h = malloc((size_t)R * C * 2);
+    lmx_buf *y1 = NULL, *y4k = NULL;
+    CHECK(h != NULL);
+    if (!h) {
+        lmx_backend_destroy(be);
+        return;
+    }
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) h[r * C + c] = (uint16_t)(0x3f80u + (uint16_t)((r * 131 + c * 7) % 127));
+    /* small vectors before and after, through the same ring */
+    float vec[100];
+    for (int i = 0; i < 100; i++) vec[i] = (float)i + 0.5f;
+    lmx_weight_desc dv = {.name = "vec", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 100, .dtype = LMX_W_F32, .data = vec};
+    lmx_weight_desc dw = {.name = "big", .kind = LMX_WEIGHT_DENSE, .rows = R - 1, .cols = C, .row0 = 1,
+                          .dtype = LMX_W_BF16, .data = h};
+    lmx_bweight *v1 = NULL, *w = NULL, *v2 = NULL;
+    lmx_status st = be->ops->weight_upload(be, &dv, &v1);
+    float one;
+    if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)C, &y4k);
+    if (st == LMX_OK) st = be->ops->buf_alloc(be, 1, &y1);
+    if (st == LMX_OK) st = be->ops->buf_read(be, y1, 0, &one, 1); /* staging ring set up, device idle */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (st == LMX_OK) st = be->ops->weight_upload(be, &dw, &w);
+    if (st == LMX_OK) st = be->ops->embed(be, w, (const int32_t[]){0}, 1, 1.0f, y4k);
+    if (st == LMX_OK) st = be->ops->buf_read(be, y4k, 0, &one, 1); /* ordered after the upload */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    fprintf(stderr, "  upload of %.0f MB (staging %s): %.1f ms, %.1f GB/s (host malloc'd source)\n",
+            (double)(R - 1) * C * 2 / 1e6, staging ? staging : "on", sec * 1e3, (double)(R - 1) * C * 2 / sec / 1e9);
+    if (st == LMX_OK) st = be->ops->weight_upload(be, &dv, &v2);
+    CHECK_MSG(st == LMX_OK, "big upload (staging %s): %s", staging ? staging : "on", lmx_last_error_detail());
+    /* the host copy may change now: every byte is staged (or copied) before the upload returns */
+    memset(h + C, 0, (size_t)C * 2); /* stored row 1 = embed id 0 */
+    be->ops->buf_free(be, y1);
+    be->ops->buf_free(be, y4k);
+    const int32_t ids[6] = {0, 1, 4095, 20000, 33333, (int32_t)(R - 2)};
+    const char *lbl = staging ? staging : "on";
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w, ids, 6, C, false) == 0, "big upload (staging %s) differs", lbl);
+    /* upload_end: copies done, ring released; the weight stays, and the next upload gets a new ring */
+    CHECK(be->ops->upload_end && be->ops->upload_end(be) == LMX_OK);
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w, ids, 6, C, false) == 0, "after upload_end (staging %s)", lbl);
+    lmx_bweight *w2 = NULL;
+    if (st == LMX_OK) st = be->ops->weight_upload(be, &dw, &w2);
+    CHECK_MSG(st == LMX_OK, "upload after upload_end: %s", lmx_last_error_detail());
+    if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w2, ids, 6, C, true) == 0, "second upload (staging %s)", lbl);
+    CHECK(be->ops->upload_end(be) == LMX_OK);
+    be->ops->weight_free(be, v1);
+    be->ops->weight_free(be, w);
+    be->ops->weight_free(be, w2);
+    be->ops->weight_free(be, v2);
+    free(h);
+    lmx_backend_destroy(be);
+}
+
+static void test_big_upload(void) {
+    big_upload(NULL);
+    big_upload("0");
+}
+
+static void test_oom(void) {
+    lmx_backend *be = gpu_create(NULL);
+    if (!be) return;
+    uint16_t tiny[64] = {0};
+    /* 2^30 x 2^14 bf16 = 32 TiB: cudaMalloc fails before a byte is read */
+    lmx_weight_desc d = {.name = "huge", .kind = LMX_WEIGHT_DENSE, .rows = (int64_t)1 << 30, .cols = (int64_t)1 << 14,
+                         .dtype = LMX_W_BF16, .data = tiny};
+    lmx_bweight *w = (lmx_bweight *)1;
+    CHECK(be->ops->weight_upload(be, &d, &w) == LMX_ERR_OUT_OF_MEMORY && w == NULL);
+    lmx_weight_desc parts[2] = {d, d};
+    parts[0].rows = 4;
+    lmx_bweight *f = (lmx_bweight *)1, *v[2] = {(lmx_bweight *)1, (lmx_bweight *)1};
+    CHECK(be->ops->weight_upload_fused(be, parts, 2, &f, v) == LMX_ERR_OUT_OF_MEMORY);
+    CHECK(f == NULL && v[0] == NULL && v[1] == NULL);
+    lmx_buf *b = NULL;
+    CHECK(be->ops->buf_alloc(be, (size_t)1 << 45, &b) == LMX_ERR_OUT_OF_MEMORY && b == NULL);
+    /* still usable */
+    const int qkv[3] = {64, 32, 32};
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, 4, 64, true, qkv, 3, 256, 20, 1e-5);
+    lmx_backend_destroy(be);
+}
+
+/* fixture models: fused (default) vs LMX_FUSE=0 on the GPU, prefill 11 + 8 graph-replayed steps */
+static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
+    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm *a = NULL, *b = NULL;
+    lmx_kv *ka = NULL, *kb = NULL;
+    setenv("LMX_FUSE", "0", 1);
+    lmx_status s = lmx_lm_open(dir, &o, &a);
+    unsetenv("LMX_FUSE");
+    if (s == LMX_OK) s = lmx_lm_open(dir, &o, &b);
+    if (s == LMX_OK) s = lmx_kv_create(a, 64, &ka);
+    if (s == LMX_OK) s = lmx_kv_create(b, 64, &kb);
+    CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
+    if (s == LMX_OK) {
+        CHECK(a->layers[0].qkv == NULL && ka->qkv1 == NULL);
+        if (b->layers[0].qkv && b->layers[0].gate_up && kb->qkv1) (*fused_models)++;
+        const int V = lmx_lm_vocab_size(a);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[11];
+        for (int i = 0; i < 11; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+        double worst = 0;
+        for (int step = 0; step < 9 && s == LMX_OK; step++) {
+            const int n = step == 0 ? 11 : 1;
+            const int32_t *in = step == 0 ? ids : &ids[step];
+            s = lmx_lm_forward(a, ka, in, n, la);
+            if (s == LMX_OK) s = lmx_lm_forward(b, kb, in, n, lb);
+            CHECK_MSG(s == LMX_OK, "%s: forward: %s", dir, lmx_last_error_detail());
+            if (s != LMX_OK) break;
+            double r = fc_rel(lb, la, (size_t)V);
+            if (r > worst) worst = r;
+            CHECK_MSG(r <= 1e-5, "%s: step %d: fused vs unfused rel %.3g", dir, step, r);
+        }
+        fprintf(stderr, "  %-60s fused vs unfused worst rel %.3g\n", dir, worst);
+        free(la);
+        free(lb);
+    }
+    lmx_kv_destroy(ka);
+    lmx_kv_destroy(kb);
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+}
+
+static void test_fused_models(void) {
+    lmx_backend *be = gpu_create(NULL);
+    if (!be) return;
+    const char *root = LMX_SOURCE_DIR "/tests/fixtures/models";
+    DIR *d = opendir(root);
+    if (!d) {
+        SKIP("no fixture models at %s", root);
+        lmx_backend_destroy(be);
+        return;
+    }
+    int models = 0, fused = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1024], cfg[1100];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+        if (stat(cfg, &st) != 0) continue;
+        models++;
+        fuse_model(dir, be, &fused);
+    }
+    closedir(d);
+    CHECK(models > 0);
+    CHECK_MSG(fused >= models - 2, "only %d of %d models fused", fused, models);
+    lmx_backend_destroy(be);
+}
+
+int main(void) {
+    if (!lmx_cuda_available(NULL)) {
+        SKIP("no CUDA device (or no driver, or a build without CUDA): GPU fused/upload tests skipped");
+        return 77;
+    }
+    RUN(test_views_and_fused);
+    RUN(test_upload_kinds);
+    RUN(test_big_upload);
+    RUN(test_oom);
+    RUN(test_fused_models);
+    return lmx_test_summary();
+}

@@ -1,0 +1,249 @@
+/* test_fused.c — fused q|k|v and gate|up weights and buffer views on the CPU backend:
+ *   - buf_view semantics (fused_check.h view_check);
+ *   - the CPU backend's test-only weight_upload_fused (lmx_backend_cpu_enable_fused): fused and view
+ *     matmuls bit-identical to separate weights, every dtype and quant width; mismatched parts refused;
+ *   - the model's fused decode path (one q|k|v and one gate|up matmul per layer for T == 1) gives
+ *     bit-identical logits to the unfused path on every fixture model (prefill + 8 decode steps),
+ *     and the KV cache counts the extra decode buffers;
+ *   - the prefill chunk a backend states (prefill_chunk) sizes the KV cache's scratch. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lmx_test.h"
+#include "model/lm_internal.h"
+#include "model/mlx_pack.h"
+#include "model/fused_check.h"
+#include "util/error.h"
+
+static void test_buf_view(void) {
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
+    if (!be) return;
+    view_check(be);
+    lmx_backend_destroy(be);
+}
+
+static void test_fused_upload(void) {
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
+    if (!be) return;
+    CHECK(be->ops->weight_upload_fused == NULL); /* production CPU backend: no fused upload */
+    CHECK(lmx_backend_cpu_enable_fused(be) == LMX_OK);
+    CHECK(be->ops->weight_upload_fused != NULL);
+    CHECK(lmx_backend_cpu_kernels(be) != NULL);
+    const int qkv[3] = {8, 4, 4}, odd[3] = {5, 3, 7}, gu[2] = {12, 12};
+    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    for (int i = 0; i < 3; i++) {
+        fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, false, qkv, 3, 64, 5, 0);
+        fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, true, odd, 3, 48, 5, 0);
+    }
+    const int bits[6] = {2, 3, 4, 5, 6, 8};
+    for (int i = 0; i < 6; i++) {
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, bits[i], 32, false, qkv, 3, 128, 5, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F16, bits[i], 64, true, gu, 2, 128, 4, 0);
+    }
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F32, 4, 128, true, odd, 3, 256, 5, 0);
+    fused_mismatch(be);
+    /* a CPU backend without the test hook refuses nothing but has no fused upload */
+    lmx_backend *other = NULL;
+    CHECK(lmx_backend_cpu_enable_fused(other) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_backend_destroy(be);
+}
+
+/* one fixture model: logits of the unfused (plain CPU) and fused (CPU + test hook) paths */
+static int fused_model(const char *dir) {
+    lmx_backend *plain = NULL, *fz = NULL;
+    lmx_lm *a = NULL, *b = NULL;
+    lmx_kv *ka = NULL, *kb = NULL;
+    int fused_layers = 0;
+    lmx_status s = lmx_backend_cpu_create(2, &plain);
+    if (s == LMX_OK) s = lmx_backend_cpu_create(2, &fz);
+    if (s == LMX_OK) s = lmx_backend_cpu_enable_fused(fz);
+    lmx_lm_options oa = {.backend = plain}, ob = {.backend = fz};
+    if (s == LMX_OK) s = lmx_lm_open(dir, &oa, &a);
+    if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &b);
+    if (s == LMX_OK) s = lmx_kv_create(a, 64, &ka);
+    if (s == LMX_OK) s = lmx_kv_create(b, 64, &kb);
+    CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
+    if (s == LMX_OK) {
+        const lmx_model_config *c = lmx_lm_config(b);
+        for (int l = 0; l < c->n_layers; l++) {
+            const lm_layer *L = &b->layers[l];
+            CHECK_MSG(a->layers[l].qkv == NULL && a->layers[l].gate_up == NULL, "%s: unfused model has fused", dir);
+            if (L->qkv) fused_layers++;
+            if (L->qkv) CHECK(L->q && L->k && L->v);
+            if (L->gate_up) CHECK(L->gate && L->up);
+        }
+        const uint64_t NQ = (uint64_t)c->n_heads * c->head_dim, NKV = (uint64_t)c->n_kv_heads * c->head_dim;
+        if (fused_layers) {
+            CHECK(kb->qkv1 && kb->q1 && kb->k1 && kb->v1 && kb->gu1 && kb->g1 && kb->u1);
+            CHECK_EQ_INT(lmx_kv_bytes(kb) - lmx_kv_bytes(ka),
+                         (NQ + 2 * NKV + 2 * (uint64_t)c->intermediate_size) * sizeof(float));
+        }
+        CHECK(ka->qkv1 == NULL);
+        const int V = lmx_lm_vocab_size(a);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[11];
+        for (int i = 0; i < 11; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+        for (int step = 0; step < 9 && s == LMX_OK; step++) {
+            const int n = step == 0 ? 11 : 1;
+            const int32_t *in = step == 0 ? ids : &ids[step];
+            s = lmx_lm_forward(a, ka, in, n, la);
+            if (s == LMX_OK) s = lmx_lm_forward(b, kb, in, n, lb);
+            CHECK_MSG(s == LMX_OK, "%s: forward: %s", dir, lmx_last_error_detail());
+            if (s == LMX_OK)
+                CHECK_MSG(memcmp(la, lb, sizeof(float) * V) == 0, "%s: step %d: fused logits differ (rel %.3g)", dir,
+                          step, fc_rel(lb, la, (size_t)V));
+        }
+        free(la);
+        free(lb);
+    }
+    lmx_kv_destroy(ka);
+    lmx_kv_destroy(kb);
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    lmx_backend_destroy(plain);
+    lmx_backend_destroy(fz);
+    return fused_layers;
+}
+
+static void test_fused_models(void) {
+    const char *root = LMX_SOURCE_DIR "/tests/fixtures/models";
+    DIR *d = opendir(root);
+    if (!d) {
+        SKIP("no fixture models at %s", root);
+        return;
+    }
+    int models = 0, fused = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1024], cfg[1100];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+        if (stat(cfg, &st) != 0) continue;
+        models++;
+        if (fused_model(dir) > 0) fused++;
+    }
+    closedir(d);
+    CHECK(models > 0);
+    fprintf(stderr, "fused decode: %d of %d fixture models run fused weights\n", fused, models);
+    CHECK_MSG(fused >= models - 2, "only %d of %d models fused", fused, models);
+}
+
+/* a backend stating prefill_chunk 5: the cache computes 5 rows per call and the logits agree with
+ * the default chunk */
+static void test_prefill_chunk(void) {
+    const char *dir = LMX_SOURCE_DIR "/tests/fixtures/models/llama-tiny";
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
+    if (!be) return;
+    const lmx_backend_ops *orig = be->ops;
+    CHECK_EQ_INT(orig->prefill_chunk, 0);
+    lmx_backend_ops chunky = *orig;
+    chunky.prefill_chunk = 5;
+    lmx_lm *lm = NULL;
+    lmx_lm_options o = {.backend = be};
+    lmx_status s = lmx_lm_open(dir, &o, &lm);
+    CHECK_MSG(s == LMX_OK, "%s", lmx_last_error_detail());
+    if (s == LMX_OK) {
+        lmx_kv *k1 = NULL, *k2 = NULL;
+        CHECK(lmx_kv_create(lm, 300, &k1) == LMX_OK);
+        be->ops = &chunky;
+        CHECK(lmx_kv_create(lm, 300, &k2) == LMX_OK);
+        if (k1 && k2) {
+            CHECK_EQ_INT(k1->chunk, 128);
+            CHECK_EQ_INT(k2->chunk, 5);
+            CHECK(lmx_kv_bytes(k2) < lmx_kv_bytes(k1)); /* the scratch scales with the chunk */
+            const int V = lmx_lm_vocab_size(lm);
+            float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+            int32_t ids[23];
+            for (int i = 0; i < 23; i++) ids[i] = (int32_t)((i * 31 + 7) % V);
+            CHECK(lmx_lm_forward(lm, k1, ids, 23, a) == LMX_OK);
+            CHECK(lmx_lm_forward(lm, k2, ids, 23, b) == LMX_OK);
+            double r = fc_rel(b, a, (size_t)V);
+            CHECK_MSG(r <= 1e-5, "chunk 5 vs 128: rel %.3g", r);
+            free(a);
+            free(b);
+        }
+        lmx_kv_destroy(k1);
+        lmx_kv_destroy(k2);
+        lmx_lm_close(lm);
+    }
+    be->ops = orig;
+    lmx_backend_destroy(be);
+}
+
+/* a backend whose fused upload refuses q|k|v (3 parts: LMX_ERR_UNSUPPORTED → separate weights) or
+ * fails with OOM at the n-th call (the model open fails and frees what it bound) */
+static lmx_status (*real_fused)(lmx_backend *, const lmx_weight_desc *, int, lmx_bweight **, lmx_bweight **);
+static int fused_calls, oom_at;
+static lmx_status picky_fused(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                              lmx_bweight **views) {
+    fused_calls++;
+    *fused = NULL;
+    if (oom_at && fused_calls == oom_at) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "test: fused upload out of memory");
+    if (n == 3) return lmx_error(LMX_ERR_UNSUPPORTED, "test: no fused q|k|v");
+    return real_fused(be, parts, n, fused, views);
+}
+
+static void test_partial_fusion(void) {
+    const char *dir = LMX_SOURCE_DIR "/tests/fixtures/models/qwen2-bias";
+    lmx_backend *be = NULL, *plain = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK && lmx_backend_cpu_create(2, &plain) == LMX_OK);
+    if (!be || !plain) return;
+    CHECK(lmx_backend_cpu_enable_fused(be) == LMX_OK);
+    const lmx_backend_ops *orig = be->ops;
+    lmx_backend_ops picky = *orig;
+    real_fused = orig->weight_upload_fused;
+    picky.weight_upload_fused = picky_fused;
+    be->ops = &picky;
+    lmx_lm *a = NULL, *b = NULL;
+    lmx_lm_options oa = {.backend = plain}, ob = {.backend = be};
+    /* OOM in the second fused upload: the open fails with it, nothing leaks (ASan) */
+    fused_calls = 0;
+    oom_at = 2;
+    CHECK(lmx_lm_open(dir, &ob, &b) == LMX_ERR_OUT_OF_MEMORY && b == NULL);
+    oom_at = 0;
+    lmx_status s = lmx_lm_open(dir, &oa, &a);
+    if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &b);
+    CHECK_MSG(s == LMX_OK, "%s", lmx_last_error_detail());
+    lmx_kv *ka = NULL, *kb = NULL;
+    if (s == LMX_OK) s = lmx_kv_create(a, 32, &ka);
+    if (s == LMX_OK) s = lmx_kv_create(b, 32, &kb);
+    if (s == LMX_OK) {
+        CHECK(b->layers[0].qkv == NULL && b->layers[0].gate_up != NULL && kb->gu1 != NULL);
+        const int V = lmx_lm_vocab_size(a);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[6] = {1, 5, 9, 2, 7, 3};
+        for (int step = 0; step < 4 && s == LMX_OK; step++) {
+            const int n = step == 0 ? 3 : 1;
+            const int32_t *in = step == 0 ? ids : &ids[2 + step];
+            s = lmx_lm_forward(a, ka, in, n, la);
+            if (s == LMX_OK) s = lmx_lm_forward(b, kb, in, n, lb);
+            CHECK(s == LMX_OK && memcmp(la, lb, sizeof(float) * V) == 0);
+        }
+        free(la);
+        free(lb);
+    }
+    lmx_kv_destroy(ka);
+    lmx_kv_destroy(kb);
+    lmx_lm_close(a);
+    lmx_lm_close(b);
+    be->ops = orig;
+    lmx_backend_destroy(be);
+    lmx_backend_destroy(plain);
+}
+
+int main(void) {
+    RUN(test_buf_view);
+    RUN(test_fused_upload);
+    RUN(test_fused_models);
+    RUN(test_prefill_chunk);
+    RUN(test_partial_fusion);
+    return lmx_test_summary();
+}
