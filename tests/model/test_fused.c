@@ -54,6 +54,56 @@ static void test_fused_upload(void) {
     lmx_backend_destroy(be);
 }
 
+/* act_mul_split on the CPU: bitwise act_mul on separate gate / up buffers; bad arguments refused */
+static void test_act_mul_split(void) {
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
+    if (!be) return;
+    CHECK(be->ops->act_mul_split != NULL);
+    const int T = 5, I = 9000; /* rows longer than one thread-pool block (8192) */
+    float *gu = malloc(sizeof(float) * T * 2 * I), *ref = malloc(sizeof(float) * T * I), *up = malloc(sizeof(float) * T * I);
+    float *got = malloc(sizeof(float) * T * I);
+    uint64_t r = 42;
+    for (int i = 0; i < T * 2 * I; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        gu[i] = (float)((double)(r >> 40) / 16777216.0 * 16.0 - 8.0);
+    }
+    for (int act = 0; act <= 1; act++) {
+        lmx_buf *bgu = NULL, *bout = NULL, *bg = NULL, *bu = NULL;
+        CHECK(be->ops->buf_alloc(be, (size_t)T * 2 * I, &bgu) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bout) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bg) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bu) == LMX_OK);
+        if (bgu && bout && bg && bu) {
+            for (int t = 0; t < T; t++) {
+                memcpy(ref + (size_t)t * I, gu + (size_t)t * 2 * I, sizeof(float) * I);
+                memcpy(up + (size_t)t * I, gu + (size_t)t * 2 * I + I, sizeof(float) * I);
+            }
+            CHECK(be->ops->buf_write(be, bgu, 0, gu, (size_t)T * 2 * I) == LMX_OK);
+            CHECK(be->ops->buf_write(be, bg, 0, ref, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->buf_write(be, bu, 0, up, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->act_mul(be, bg, bu, (size_t)T * I, (lmx_act_kind)act) == LMX_OK);
+            CHECK(be->ops->act_mul_split(be, bgu, T, I, (lmx_act_kind)act, bout) == LMX_OK);
+            CHECK(be->ops->buf_read(be, bg, 0, ref, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->buf_read(be, bout, 0, got, (size_t)T * I) == LMX_OK);
+            CHECK_MSG(memcmp(ref, got, sizeof(float) * T * I) == 0, "act %d: act_mul_split differs from act_mul", act);
+            /* out aliasing gu, too few rows, bad sizes */
+            CHECK(be->ops->act_mul_split(be, bgu, 1, I, (lmx_act_kind)act, bgu) == LMX_ERR_INVALID_ARGUMENT);
+            CHECK(be->ops->act_mul_split(be, bgu, T + 1, I, (lmx_act_kind)act, bout) != LMX_OK);
+            CHECK(be->ops->act_mul_split(be, bgu, 0, I, (lmx_act_kind)act, bout) == LMX_ERR_INVALID_ARGUMENT);
+        }
+        be->ops->buf_free(be, bgu);
+        be->ops->buf_free(be, bout);
+        be->ops->buf_free(be, bg);
+        be->ops->buf_free(be, bu);
+    }
+    free(gu);
+    free(ref);
+    free(up);
+    free(got);
+    lmx_backend_destroy(be);
+}
+
 /* one fixture model: logits of the unfused (plain CPU) and fused (CPU + test hook) paths */
 static int fused_model(const char *dir) {
     lmx_backend *plain = NULL, *fz = NULL;
@@ -262,6 +312,7 @@ static void test_partial_fusion(void) {
 int main(void) {
     RUN(test_buf_view);
     RUN(test_fused_upload);
+    RUN(test_act_mul_split);
     RUN(test_fused_models);
     RUN(test_prefill_chunk);
     RUN(test_partial_fusion);

@@ -746,7 +746,8 @@ static lmx_status cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, i
     const size_t I = (size_t)inter;
     CHECK_RANGE(gu, 0, (size_t)T * 2 * I, "act_mul_split gu");
     CHECK_RANGE(out, 0, (size_t)T * I, "act_mul_split out");
-    if (gu->data < out->data + (size_t)T * I && out->data < gu->data + (size_t)T * 2 * I)
+    const uintptr_t g0 = (uintptr_t)gu->data, o0 = (uintptr_t)out->data;
+    if (g0 < o0 + (size_t)T * I * sizeof(float) && o0 < g0 + (size_t)T * 2 * I * sizeof(float))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: out overlaps gu");
     pthread_mutex_lock(&c->op_lock);
     for (int t = 0; t < T; t++) {

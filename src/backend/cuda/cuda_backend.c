@@ -771,7 +771,8 @@ static lmx_status cu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, in
     if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
     CHECK_RANGE(gu, 0, (size_t)T * 2 * (size_t)inter, "act_mul_split gu");
     CHECK_RANGE(out, 0, (size_t)T * (size_t)inter, "act_mul_split out");
-    if (gu->d < out->d + (size_t)T * inter && out->d < gu->d + (size_t)T * 2 * inter)
+    const uintptr_t g0 = (uintptr_t)gu->d, o0 = (uintptr_t)out->d;
+    if (g0 < o0 + (size_t)T * (size_t)inter * sizeof(float) && o0 < g0 + (size_t)T * 2 * (size_t)inter * sizeof(float))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: act_mul_split: out overlaps gu");
     if (act != LMX_BACT_SILU_MUL && act != LMX_BACT_GELU_TANH_MUL)
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
