@@ -145,6 +145,10 @@ static lmx_status parse_rope_params(const parse_ctx *pc, const cJSON *rp, const 
     }
     if (!strcmp(type, "llama3")) {
         r->type = LMX_ROPE_LLAMA3;
+        /* factor is required (mlx-lm reads scaling_config["factor"], transformers validates it); the
+         * other keys default as in mlx-lm's Llama3RoPE */
+        if (is_absent(cJSON_GetObjectItemCaseSensitive(rp, "factor")))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: llama3 rope scaling without \"factor\"", pc->label);
         TRY(get_num(pc, rp, "factor", 8.0, &r->factor));
         TRY(get_num(pc, rp, "low_freq_factor", 1.0, &r->low_freq_factor));
         TRY(get_num(pc, rp, "high_freq_factor", 4.0, &r->high_freq_factor));

@@ -297,6 +297,17 @@ static void test_bad_configs(void) {
     CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"layer_types\": [\"sliding_attention\", "
                            "\"full_attention\", \"full_attention\", \"full_attention\"]}"),
                  LMX_ERR_INVALID_MODEL_FORMAT); /* sliding layer without a window */
+    /* llama3 rope scaling needs its factor (the other keys default as in mlx-lm) */
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+                           "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}}"),
+                 LMX_ERR_INVALID_MODEL_FORMAT);
+    lmx_model_config *c = parse("{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+                                "\"factor\": 32.0}}");
+    if (c) {
+        CHECK(c->rope.factor == 32.0 && c->rope.low_freq_factor == 1.0 && c->rope.high_freq_factor == 4.0 &&
+              c->rope.original_max_position == 8192.0);
+        lmx_model_config_free(c);
+    }
 }
 
 /* Rope parameters that parse as numbers but make the rotation or its scaling non-finite used to load
