@@ -166,6 +166,31 @@ static void run_gemv_x(gemv_case c, float xscale) {
                 compare(nm, y, ref, (size_t)c.n, 2e-5);
             }
         }
+        /* the V2 variant (mode 3: warps take slices of the block's flat (tile, unit) stream; q4/q8 offset
+         * decode, ~1e-5 relative by design, up to ~5e-5 in the CPU model where the output cancels
+         * (bench/cuda/emulate_gemv_v2.py), hence 2e-4 for quantized; dense bf16 stays exact): every
+         * depth x warps at 1 and 2 blocks per SM, then its default entry (lmx_cuda_gemv_mma_v2, which
+         * falls back to direct loads where the staging ring does not fit) */
+        if (c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1)) {
+            const double tol2 = c.bits ? 2e-4 : 2e-5;
+            for (int kn = 0; kn <= 18; kn++) {
+                const lmx_cuda_gemv_tune tn = {3 + (kn % 3 == 2 ? 3 : kn % 3), 4 << ((kn / 3) % 3), 1 + (kn / 9) % 2, 3};
+                if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
+                else lmx_cuda_memset(dy, 0xff, sizeof(float) * (size_t)c.n, NULL);
+                s = kn == 18 ? lmx_cuda_gemv_mma_v2(&m, dx, dy, c.accumulate, NULL)
+                             : lmx_cuda_gemv_mma_tuned(&m, dx, dy, c.accumulate, &tn, NULL);
+                if (kn < 18 && s == LMX_ERR_INVALID_ARGUMENT) continue; /* staging ring does not fit */
+                CHECK_MSG(s == LMX_OK, "%s v2 tune %d: %s", name, kn, lmx_last_error_detail());
+                s = lmx_cuda_stream_sync(NULL);
+                CHECK_MSG(s == LMX_OK, "%s v2 tune %d: %s", name, kn, lmx_last_error_detail());
+                lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)c.n, NULL);
+                lmx_cuda_stream_sync(NULL);
+                char nm[224];
+                if (kn == 18) snprintf(nm, sizeof nm, "%s ring v2 default", name);
+                else snprintf(nm, sizeof nm, "%s ring v2 d%d w%d b%d", name, tn.depth, tn.warps, tn.blocks_per_sm);
+                compare(nm, y, ref, (size_t)c.n, tol2);
+            }
+        }
     }
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(y);
