@@ -200,7 +200,7 @@ int main(int argc, char **argv) {
                                  {"lm_head", 128256, 4096}};
     /* ring-kernel knobs {depth, warps, blocks/SM, mode}: mode 1 direct, 2 staged (cp.async, whole
      * 128-byte lines) */
-    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1}, {3, 16, 1, 2}, {4, 16, 1, 2}, {4, 8, 2, 2}, {3, 8, 2, 2}};
+    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1, 0}, {3, 16, 1, 2, 0}, {4, 16, 1, 2, 0}, {4, 8, 2, 2, 0}, {3, 8, 2, 2, 0}};
     if (want(sec, "gemv")) {
         printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring m(ode)/d(epth)/w(arps)/b(locks per SM) GB/s\n", "matrix", "type", "n", "k", "bytes",
                "us", "GB/s", "old GB/s");
@@ -241,12 +241,15 @@ int main(int argc, char **argv) {
      * against V1 (mode 2, default knobs) and the scalar kernels, q4 / q8 g64 and bf16, every decode
      * shape; times in us */
     if (want(sec, "gv2")) {
-        static const lmx_cuda_gemv_tune V1 = {3, 16, 1, 2};
-        static const lmx_cuda_gemv_tune V2[5] = {{3, 16, 1, 3}, {4, 16, 1, 3}, {6, 16, 1, 3}, {3, 8, 2, 3}, {4, 8, 2, 3}};
+        static const lmx_cuda_gemv_tune V1 = {3, 16, 1, 2, 0};
+        enum { NV2 = 6 };
+        static const lmx_cuda_gemv_tune V2[NV2] = {{3, 16, 1, 3, 0}, {4, 16, 1, 3, 0}, {6, 16, 1, 3, 0},
+                                                   {3, 16, 1, 3, 4}, {4, 16, 1, 3, 4}, {4, 8, 2, 3, 0}};
         printf("gv2: us per GEMV (HBM-resident, back-to-back launches); v1 = mode 2 d3/w16/b1 (default), "
-               "v2 = mode 3 d/w/b\n");
+               "v2 = mode 3 d(epth)/w(arps)/b(locks per SM)/g(roup: warps per tile group, 0 = all)\n");
         printf("%-10s %-6s %8s %8s %9s %9s %9s |", "matrix", "type", "n", "k", "scalar", "policy", "v1");
-        for (int kn = 0; kn < 5; kn++) printf("  v2 d%d/w%d/b%d", V2[kn].depth, V2[kn].warps, V2[kn].blocks_per_sm);
+        for (int kn = 0; kn < NV2; kn++)
+            printf(" v2 d%d/w%d/b%d/g%d", V2[kn].depth, V2[kn].warps, V2[kn].blocks_per_sm, V2[kn].group);
         printf(" | v1 GB/s  best v2 GB/s\n");
         for (int bi = 2; bi >= 0; bi--) { /* q4, q8, then bf16 (policy there: gemv_dense) */
             for (int si = 0; si < 7; si++) {
@@ -265,14 +268,14 @@ int main(int argc, char **argv) {
                 printf("%-10s %-6s %8lld %8lld %9.2f %9.2f %9.2f |", sh.name, bits_name[bi], (long long)sh.n,
                        (long long)sh.k, us_sc, us_pol, us_v1);
                 double best = 1e30;
-                for (int kn = 0; kn < 5; kn++) {
+                for (int kn = 0; kn < NV2; kn++) {
                     if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &V2[kn], NULL) != LMX_OK) {
-                        printf(" %13s", "-");
+                        printf(" %16s", "-");
                         continue;
                     }
                     const double t2 = time_gemv_ring(ms, copies, x, y, reps, &V2[kn]);
                     if (t2 < best) best = t2;
-                    printf(" %13.2f", t2);
+                    printf(" %16.2f", t2);
                 }
                 printf(" | %7.0f %7.0f\n", moved / (us_v1 * 1e-6) / 1e9, moved / (best * 1e-6) / 1e9);
                 fflush(stdout);

@@ -5,7 +5,7 @@
 Two parts, pure Python (no numpy):
   1. Work distribution and addressing, for every shape that tests/cuda/test_cuda_kernels.c runs
      through the kernel and the bench shapes, every knob set of the test sweep (depth 3/4/6, warps
-     4/8/16, blocks per SM 1/2) on a 132-SM device: the host plan (rg_plan), then per block and warp
+     4/8/16, blocks per SM 1/2, tile groups of all / 4 / 1 warps) on a 132-SM device: the host plan (rg_plan), then per block and warp
      the producer (set_rows / next_rows pointer walk, scale indices) and the consumer (c_u, lt, flush
      points) exactly as the kernel code computes them. Checks: every (tile, unit) of the matrix is
      loaded from the right address and consumed exactly once, by the warp that loaded it; the scale
@@ -52,7 +52,7 @@ def plan(n, k, bits, gs, warps, bps, depth):
     return nb
 
 
-def check_block(n, k, bits, gs, nwarps, nblocks, b, depth, errors, seen, redslots):
+def check_block(n, k, bits, gs, nwarps, nblocks, b, depth, errors, seen, redslots, wgroup=0):
     eps, _, lg_eps, _ = fmt(bits)
     quant = bits != 16
     nss = k // eps
@@ -68,12 +68,17 @@ def check_block(n, k, bits, gs, nwarps, nblocks, b, depth, errors, seen, redslot
     gpr = (k >> lg_gs) if quant else 0
     lg_gps = lg_eps - lg_gs if lg_gs < lg_eps else 0
     gsh = lg_gs - lg_eps if lg_gs > lg_eps else 0
+    wg = wgroup if wgroup > 0 else nwarps
+    ngrp = nwarps // wg
     for warp in range(nwarps):
+        gi, ks = warp // wg, warp % wg
+        gt0 = (gi * nt) // ngrp
+        gnt = ((gi + 1) * nt) // ngrp - gt0
         u_lo, u_hi = 0, nun
-        r_a = (warp * nt * nun) // nwarps
-        r_b = ((warp + 1) * nt * nun) // nwarps
+        r_a = (ks * gnt * nun) // wg
+        r_b = ((ks + 1) * gnt * nun) // wg
         total = r_b - r_a
-        t0, u0 = r_a // nun, r_a % nun
+        t0, u0 = gt0 + r_a // nun, r_a % nun
         if total <= 0:
             continue
         # ---- producer ----
@@ -173,19 +178,20 @@ def check_distribution(shapes):
     nerr = 0
     ncfg = 0
     for (n, k, bits, gs) in shapes:
-        for kn in range(18):
-            if n * k > (64 << 20) and kn not in (0, 7, 12):  # the largest shapes: 3 knob sets (time)
+        for kn in range(27):  # the knob sets of test_cuda_kernels' V2 sweep
+            if n * k > (64 << 20) and kn not in (0, 7, 12, 20):  # the largest shapes: 4 sets (time)
                 continue
             depth = 3 + (3 if kn % 3 == 2 else kn % 3)
             warps = 4 << ((kn // 3) % 3)
-            bps = 1 + (kn // 9) % 2
+            bps = 1 + (kn & 1)
+            group = (0, 4, 1)[kn // 9]
             nb = plan(n, k, bits, gs, warps, bps, depth)
             if nb is None:
                 continue
             ncfg += 1
             errors, seen, red = [], set(), set()
             for b in range(nb):
-                check_block(n, k, bits, gs, warps, nb, b, depth, errors, seen, red)
+                check_block(n, k, bits, gs, warps, nb, b, depth, errors, seen, red, group)
                 if len(errors) > 5:
                     break
             eps = fmt(bits)[0]
@@ -194,7 +200,7 @@ def check_distribution(shapes):
                 errors.append(f"n{n} k{k} b{bits}: {len(seen)} (tile, super-step) pairs consumed of {ntiles * (k // eps)}")
             if errors:
                 nerr += len(errors)
-                print(f"FAIL {n}x{k} bits {bits} g{gs} d{depth} w{warps} b{bps}:", *errors[:5], sep="\n  ")
+                print(f"FAIL {n}x{k} bits {bits} g{gs} d{depth} w{warps} b{bps} grp{group}:", *errors[:5], sep="\n  ")
     print(f"distribution: {len(shapes)} shapes, {ncfg} (shape, knob) plans, {nerr} errors")
     return nerr
 

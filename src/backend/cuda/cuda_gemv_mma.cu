@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(512, 1)
 gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
           const void *__restrict__ lbias, int bdt, const float *__restrict__ x, float *__restrict__ y,
           int n, int k, int lg_gs, int accumulate, size_t ring_bytes, size_t xf_bytes, size_t seg_bytes,
-          uint32_t magic) {
+          uint32_t magic, int wgroup) {
     typedef rg_fmt<BITS> F;
     constexpr int EPS = F::EPS, MPS = F::MPS, CH = F::CH, NPART = F::NPART;
     constexpr bool QUANT = BITS != 16;
@@ -151,13 +151,18 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     const int tb = (int)(((long long)blockIdx.x * ntiles) / gridDim.x);
     const int te = (int)(((long long)(blockIdx.x + 1) * ntiles) / gridDim.x);
     const int nt = te - tb;
-    /* V1: warp w owns units [u_lo, u_hi) of every tile; V2: the slice [r_a, r_b) of the block's flat
-     * (tile, unit) stream, starting at local tile t0, unit u0 */
+    /* V1: warp w owns units [u_lo, u_hi) of every tile. V2: the warps form groups of wgroup (0: one
+     * group of all); group gi owns the contiguous tiles [gt0, gt0 + gnt) of the block, and warp ks of
+     * the group the slice [r_a, r_b) of the group's flat (tile, unit) stream, starting at local tile
+     * t0, unit u0 */
+    const int wg = (V2 && wgroup > 0) ? wgroup : nwarps;
+    const int ngrp = nwarps / wg, gi = warp / wg, ks = warp % wg;
+    const int gt0 = V2 ? (gi * nt) / ngrp : 0, gnt = V2 ? ((gi + 1) * nt) / ngrp - gt0 : 0;
     const int u_lo = V2 ? 0 : (warp * nun) / nwarps, u_hi = V2 ? nun : ((warp + 1) * nun) / nwarps;
-    const int r_a = V2 ? (int)(((long long)warp * nt * nun) / nwarps) : 0;
-    const int r_b = V2 ? (int)(((long long)(warp + 1) * nt * nun) / nwarps) : 0;
+    const int r_a = V2 ? (int)(((long long)ks * gnt * nun) / wg) : 0;
+    const int r_b = V2 ? (int)(((long long)(ks + 1) * gnt * nun) / wg) : 0;
     const int total = V2 ? r_b - r_a : nt * (u_hi - u_lo);
-    const int t0 = V2 ? r_a / nun : 0, u0 = V2 ? r_a % nun : u_lo;
+    const int t0 = V2 ? gt0 + r_a / nun : 0, u0 = V2 ? r_a % nun : u_lo;
 
     /* row geometry */
     const size_t rowbytes = (size_t)k * (BITS == 16 ? 16 : BITS) / 8;
@@ -508,6 +513,8 @@ static bool rg_valid(const lmx_cuda_gemv_tune *t) {
     if (t->mode < 1 || t->mode > 3) return false;
     if (t->mode == 1 ? t->depth != 4 : (t->depth != 3 && t->depth != 4 && t->depth != 6)) return false;
     if (t->warps != 4 && t->warps != 8 && t->warps != 16) return false;
+    /* warps per tile group: V2 only; a divisor of warps */
+    if (t->group != 0 && (t->mode != 3 || t->group < 0 || t->group > t->warps || t->warps % t->group)) return false;
     return t->blocks_per_sm >= 1 && t->blocks_per_sm <= 8;
 }
 
@@ -549,7 +556,7 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
     if (!rg_shape_ok(m, x, batch)) return false;
     pthread_once(&g_rg_once, rg_init);
     /* the default (staged) plan, or the direct one where the staging ring does not fit */
-    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0, 0};
     rg_defaults(&t);
     int blocks;
     size_t smem;
@@ -561,35 +568,35 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
 
 template <int BITS, int LOAD, int D, typename ST, bool V2>
 static void rg_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks, int threads,
-                      size_t smem, const rg_layout &l, cudaStream_t st) {
+                      size_t smem, const rg_layout &l, int wgroup, cudaStream_t st) {
     int lg = 0;
     while (m->bits && (1 << lg) < m->group_size) lg++;
     gemv_ring<BITS, LOAD, D, ST, V2><<<blocks, threads, smem, st>>>(
         (const uint32_t *)m->w, (const ST *)m->scales, (const ST *)m->biases, m->bias, (int)m->bias_dtype, x, y,
-        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes, 0x64006400u);
+        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes, 0x64006400u, wgroup);
 }
 template <int BITS, int LOAD, int D, bool V2 = false>
 static void rg_launch_st(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
-                         int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
+                         int threads, size_t smem, const rg_layout &l, int wgroup, cudaStream_t st) {
     if constexpr (BITS == 16) {
-        rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
     } else {
-        if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16, V2>(m, x, y, accumulate, blocks, threads, smem, l, st);
-        else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half, V2>(m, x, y, accumulate, blocks, threads, smem, l, st);
-        else rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
+        else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
+        else rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
     }
 }
 template <int BITS>
 static void rg_launch_mode(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                            const lmx_cuda_gemv_tune &t, int blocks, size_t smem, const rg_layout &l, cudaStream_t st) {
     const int th = t.warps * 32;
-    if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.mode == 3 && t.depth == 3) rg_launch_st<BITS, 2, 3, true>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.mode == 3 && t.depth == 4) rg_launch_st<BITS, 2, 4, true>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.mode == 3) rg_launch_st<BITS, 2, 6, true>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
-    else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, st);
+    if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else if (t.mode == 3 && t.depth == 3) rg_launch_st<BITS, 2, 3, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else if (t.mode == 3 && t.depth == 4) rg_launch_st<BITS, 2, 4, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else if (t.mode == 3) rg_launch_st<BITS, 2, 6, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
@@ -599,22 +606,23 @@ extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x
 
 extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                            int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
-    lmx_cuda_gemv_tune t = {unroll, 0, blocks_per_sm, 0};
+    lmx_cuda_gemv_tune t = {unroll, 0, blocks_per_sm, 0, 0};
     return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, &t, stream);
 }
 
 /* fallback: where the staging ring does not fit next to the x fragments, direct loads (mode 1) */
 static lmx_status rg_run(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                          const lmx_cuda_gemv_tune *tune, bool fallback, lmx_cuda_stream stream) {
-    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0, 0};
     if (tune) t = *tune;
     const bool user_mode = !fallback;
     rg_defaults(&t);
     if (!rg_valid(&t))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "cuda gemv mma: mode %d (1 direct, 2 staged, 3 staged v2), depth %d (direct 4; "
-                         "staged 3, 4, 6), warps %d (4, 8, 16), blocks/SM %d (1..8)",
-                         t.mode, t.depth, t.warps, t.blocks_per_sm);
+                         "staged 3, 4, 6), warps %d (4, 8, 16), blocks/SM %d (1..8), group %d (mode 3: 0 "
+                         "or a divisor of warps)",
+                         t.mode, t.depth, t.warps, t.blocks_per_sm, t.group);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: NULL x/y");
@@ -648,6 +656,6 @@ extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const fl
 
 extern "C" lmx_status lmx_cuda_gemv_mma_v2(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                            lmx_cuda_stream stream) {
-    const lmx_cuda_gemv_tune t = {0, 0, 0, 3};
+    const lmx_cuda_gemv_tune t = {0, 0, 0, 3, 0};
     return rg_run(m, x, y, accumulate, &t, true, stream);
 }

@@ -157,6 +157,8 @@ lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float 
  * next to the x fragments give LMX_ERR_INVALID_ARGUMENT (the defaults fall back to direct loads). */
 typedef struct lmx_cuda_gemv_tune {
     int depth, warps, blocks_per_sm, mode;
+    int group; /* mode 3 only: warps per tile group (0 = all warps of the block; else a divisor of warps):
+                * each group streams its own contiguous tiles, its warps contiguous slices of them */
 } lmx_cuda_gemv_tune;
 lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                    const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream);
