@@ -168,7 +168,8 @@ lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, flo
  * removing it per group in fp32 (~1e-5 relative error instead of ~1e-7; dense bf16 stays exact).
  * This entry uses the default knobs in mode 3 (direct loads where the staging ring does not fit);
  * lmx_cuda_gemv's batch-1 policy calls it instead of lmx_cuda_gemv_mma when the environment has
- * LMX_CUDA_GEMV_V2=1 (read once per process; default off). Same applicability as lmx_cuda_gemv_mma. */
+ * LMX_CUDA_GEMV_V2=1 (read once per process; default off); LMX_CUDA_GEMV_V2=2 routes dense bf16
+ * there too (instead of gemv_dense). Same applicability as lmx_cuda_gemv_mma. */
 lmx_status lmx_cuda_gemv_mma_v2(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                 lmx_cuda_stream stream);
 
