@@ -170,7 +170,7 @@ static int want(const char *sections, const char *name) {
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
-    /* sections: "all" or a list of gemv, layer, prefill, step, attn */
+    /* sections: "all" or a list of gemv, layer, expand, prefill, step, attn */
     const char *sec = argc > 2 ? argv[2] : "all";
     int nd = 0;
     if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
@@ -333,6 +333,43 @@ int main(int argc, char **argv) {
             for (int si = 0; si < 4; si++) free_matrix(&lm[c][si]);
     }
     if (want(sec, "layer")) printf("\n");
+
+    /* weight expansion before the cuBLASLt GEMM (prefill of quantized models): one layer's 7
+     * matrices, the per-8-element kernel (impl 1, LMX_CUDA_EXPAND=old) vs the chunk kernel (impl 2) */
+    if (want(sec, "expand")) {
+        void *ob;
+        LK(lmx_cuda_malloc(&ob, (size_t)14336 * 4096 * 2));
+        printf("%-34s %9s %9s %9s\n", "expand to bf16, 1 layer (7 mats)", "us", "GB/s", "32L ms");
+        for (int bi = 1; bi <= 2; bi++)
+            for (int impl = 1; impl <= 2; impl++) {
+                double us_sum = 0, bytes_sum = 0;
+                for (int si = 0; si < 7; si++) {
+                    size_t bytes;
+                    lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+                    cudaEvent_t e0, e1;
+                    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+                    LK(lmx_cuda_expand_bf16(&m, ob, impl, NULL));
+                    float t[7];
+                    for (int b = 0; b < 7; b++) {
+                        CK(cudaEventRecord(e0, 0));
+                        for (int i = 0; i < reps; i++) LK(lmx_cuda_expand_bf16(&m, ob, impl, NULL));
+                        CK(cudaEventRecord(e1, 0));
+                        CK(cudaEventSynchronize(e1));
+                        CK(cudaEventElapsedTime(&t[b], e0, e1));
+                    }
+                    qsort(t, 7, sizeof t[0], cmp_f);
+                    us_sum += t[3] * 1e3 / reps;
+                    bytes_sum += (double)bytes + (double)LAYER[si].n * LAYER[si].k * 2;
+                    cudaEventDestroy(e0); cudaEventDestroy(e1);
+                    free_matrix(&m);
+                }
+                char lab[48];
+                snprintf(lab, sizeof lab, "%s %s", bits_name[bi], impl == 1 ? "old (per 8 elements)" : "new (chunks)");
+                printf("%-34s %9.1f %9.0f %9.2f\n", lab, us_sum, bytes_sum / (us_sum * 1e-6) / 1e9, 32 * us_sum * 1e-3);
+            }
+        printf("\n");
+        lmx_cuda_free(ob);
+    }
 
     /* prefill GEMM: 512 tokens through the 7 projections of one layer */
     if (want(sec, "prefill")) {

@@ -221,6 +221,11 @@ typedef struct lmx_backend_ops {
      * accounting; NULL = sizeof(float)). */
     lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
     size_t (*kv_elem_bytes)(const lmx_backend *be);
+    /* ---- fused gate|up activation for prefill (optional: NULL = not provided) ----
+     * out[t, i] = act(gu[t, i]) * gu[t, inter + i] for t < T, i < inter: gu [T, 2*inter] is the
+     * output of one matmul through a fused gate|up weight, out [T, inter] (must not overlap gu).
+     * Computes what act_mul computes on separate gate / up buffers (the CPU backend: bit for bit). */
+    lmx_status (*act_mul_split)(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

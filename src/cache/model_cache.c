@@ -205,14 +205,14 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     if (probe.max_position > 0 && probe.max_position < opts->max_context)
         LMX_LOG_W("model %s: context %d is longer than its max_position_embeddings %d", e->id,
                   opts->max_context, probe.max_position);
-    int64_t est = probe.weight_bytes + probe.kv_bytes_per_token * (int64_t)opts->max_context;
+    int64_t est = probe.weight_bytes + probe.kv_bytes_per_token * (int64_t)opts->max_context + probe.scratch_bytes;
     lmx_cache_entry *victims = NULL;
     pthread_mutex_lock(&c->mu);
     int64_t budget = budget_of(&c->lim);
     if (budget > 0 && est > budget) {
         pthread_mutex_unlock(&c->mu);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY,
-                         "model %s needs about %lld bytes (weights %lld + KV cache for %d tokens), more "
+                         "model %s needs about %lld bytes (weights %lld + KV cache for %d tokens + scratch), more "
                          "than the budget of %lld bytes (80%% of max_memory_bytes %lld)",
                          e->id, (long long)est, (long long)probe.weight_bytes, opts->max_context,
                          (long long)budget, (long long)c->lim.max_memory_bytes);

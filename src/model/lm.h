@@ -72,6 +72,8 @@ typedef struct lmx_lm_probe_info {
     uint64_t kv_bytes_per_position;
     int32_t eos_ids[16];
     int n_eos;                   /* capped at 16 */
+    uint64_t scratch_bytes;      /* forward scratch of one KV cache at the largest prefill chunk a
+                                    backend asks for (512 rows: CUDA), activations in fp32 */
 } lmx_lm_probe_info;
 
 /* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */

@@ -525,6 +525,13 @@ lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out) {
         out->kv_bytes_per_position =
             2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
         for (int i = 0; i < c->n_eos && i < 16; i++) out->eos_ids[out->n_eos++] = c->eos_ids[i];
+        /* lmx_kv_create's buffers at chunk C = 512: x, xn, o [C, H]; q, att [C, NQ]; k, v [C, NKV];
+         * g, u and a fused gate|up output [C, 2I] (4 I per row); plus the one-token fused outputs
+         * [NQ + 2 NKV], [2 I], the head's [H] and the logits [vocab] */
+        const uint64_t C = 512, H = (uint64_t)c->hidden_size, NQ = (uint64_t)c->n_heads * (uint64_t)c->head_dim,
+                       NKV = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim, I = (uint64_t)c->intermediate_size;
+        out->scratch_bytes = sizeof(float) * (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H +
+                                              (uint64_t)c->vocab_size);
     }
     lmx_weights_close(w);
     lmx_model_config_free(c);

@@ -86,6 +86,14 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, I, I, &kv->u1);
         scratch += NQ + 2 * NKV + 2 * I;
     }
+    /* prefill through fused gate|up weights: one [chunk, 2*inter] GEMM output, split by act_mul_split */
+    bool fused_gu = false;
+    for (int l = 0; l < c->n_layers; l++) fused_gu = fused_gu || lm->layers[l].gate_up;
+    const char *pf = getenv("LMX_PREFILL_FUSE"); /* 0: two GEMMs (A/B in benchmarks and tests) */
+    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split && !(pf && strcmp(pf, "0") == 0)) {
+        st = be->ops->buf_alloc(be, C * 2 * I, &kv->gu);
+        scratch += C * 2 * I;
+    }
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
@@ -107,7 +115,8 @@ void lmx_kv_destroy(lmx_kv *kv) {
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->v[l]);
     /* views before the buffers they alias */
     lmx_buf *bs[] = {kv->x,      kv->xn,   kv->q,  kv->att, kv->kk, kv->vv, kv->o,  kv->g,   kv->u,
-                     kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1};
+                     kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1,
+                     kv->gu};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
     free(kv->k);
     free(kv->v);
@@ -230,16 +239,20 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
     lmx_buf *g = kv->g, *u = kv->u;
+    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
     if (T == 1 && L->gate_up && kv->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
         g = kv->g1;
         u = kv->u1;
         TRY(op->matmul(be, L->gate_up, kv->xn, 0, 1, kv->gu1)); /* [2*inter] */
+        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
+    } else if (T > 1 && L->gate_up && kv->gu) { /* prefill: one fused GEMM, then act(gate) * up into g */
+        TRY(op->matmul(be, L->gate_up, kv->xn, 0, T, kv->gu)); /* [T, 2*inter] */
+        TRY(op->act_mul_split(be, kv->gu, T, c->intermediate_size, act, g)); /* [T, inter] */
     } else {
         TRY(op->matmul(be, L->gate, kv->xn, 0, T, g)); /* [T, inter] */
         TRY(op->matmul(be, L->up, kv->xn, 0, T, u));   /* [T, inter] */
+        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
     }
-    TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size,
-                    c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL));
     if (fused_residual(lm, kv)) {
         TRY(op->matmul_add(be, L->down, g, 0, T, kv->x)); /* h += f */
     } else {

@@ -122,6 +122,7 @@ static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_op
     info->group_size = p.group_size;
     info->weight_bytes = (int64_t)p.weight_bytes;
     info->kv_bytes_per_token = (int64_t)p.kv_bytes_per_position;
+    info->scratch_bytes = (int64_t)p.scratch_bytes;
     info->max_position = p.max_position > 0x7fffffff ? 0x7fffffff : (int)p.max_position;
     info->device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
     info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;

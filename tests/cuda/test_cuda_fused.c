@@ -7,7 +7,8 @@
  *   - a 320 MB upload (several turns of the 4 x 32 MB ring) read back exactly through embed, with
  *     and without staging (LMX_CUDA_STAGING=0), small uploads interleaved;
  *   - cudaMalloc failure → LMX_ERR_OUT_OF_MEMORY (plain and fused), and the backend works after it;
- *   - every fixture model decodes with fused weights (the default) as without (LMX_FUSE=0), graphs on.
+ *   - every fixture model decodes with fused weights (the default) as without (LMX_FUSE=0), graphs on;
+ *   - the fused gate|up prefill (one GEMM + act_mul_split) vs LMX_PREFILL_FUSE=0 (40-token prompt).
  * Exits 77 (skipped) without a CUDA device. Label: gpu. */
 #include <dirent.h>
 #include <stdio.h>
@@ -261,6 +262,86 @@ static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
     lmx_lm_close(b);
 }
 
+/* fixture models: prefill through one fused gate|up GEMM + act_mul_split (the default) vs two GEMMs
+ * (LMX_PREFILL_FUSE=0), 40-token prompt (the GEMM path) then 3 decode steps; rel <= 2e-3, the same
+ * greedy token where the reference margin > 0.05 */
+static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_models) {
+    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm *lm = NULL;
+    lmx_kv *ka = NULL, *kb = NULL;
+    lmx_status s = lmx_lm_open(dir, &o, &lm);
+    setenv("LMX_PREFILL_FUSE", "0", 1);
+    if (s == LMX_OK) s = lmx_kv_create(lm, 64, &ka);
+    unsetenv("LMX_PREFILL_FUSE");
+    if (s == LMX_OK) s = lmx_kv_create(lm, 64, &kb);
+    CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
+    if (s == LMX_OK) {
+        CHECK(ka->gu == NULL);
+        if (kb->gu) (*split_models)++;
+        const int V = lmx_lm_vocab_size(lm);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[43];
+        for (int i = 0; i < 43; i++) ids[i] = (int32_t)((i * 7919 + 29) % V);
+        double worst = 0;
+        for (int step = 0; step < 4 && s == LMX_OK; step++) {
+            const int n = step == 0 ? 40 : 1;
+            const int32_t *in = step == 0 ? ids : &ids[39 + step];
+            s = lmx_lm_forward(lm, ka, in, n, la);
+            if (s == LMX_OK) s = lmx_lm_forward(lm, kb, in, n, lb);
+            CHECK_MSG(s == LMX_OK, "%s: forward: %s", dir, lmx_last_error_detail());
+            if (s != LMX_OK) break;
+            double r = fc_rel(lb, la, (size_t)V);
+            if (r > worst) worst = r;
+            CHECK_MSG(r <= 2e-3, "%s: step %d: fused prefill vs LMX_PREFILL_FUSE=0 rel %.3g", dir, step, r);
+            int a1 = 0, a2 = -1, b1 = 0;
+            for (int i = 1; i < V; i++) {
+                if (la[i] > la[a1]) { a2 = a1; a1 = i; }
+                else if (a2 < 0 || la[i] > la[a2]) a2 = i;
+                if (lb[i] > lb[b1]) b1 = i;
+            }
+            if (a2 >= 0 && la[a1] - la[a2] > 0.05f)
+                CHECK_MSG(a1 == b1, "%s: step %d: greedy %d vs %d (margin %.3g)", dir, step, b1, a1,
+                          (double)(la[a1] - la[a2]));
+        }
+        fprintf(stderr, "  %-60s fused prefill vs two GEMMs worst rel %.3g\n", dir, worst);
+        free(la);
+        free(lb);
+    }
+    lmx_kv_destroy(ka);
+    lmx_kv_destroy(kb);
+    lmx_lm_close(lm);
+}
+
+static void test_prefill_fuse_models(void) {
+    lmx_backend *be = gpu_create(NULL);
+    if (!be) return;
+    CHECK(be->ops->act_mul_split != NULL);
+    const char *root = LMX_SOURCE_DIR "/tests/fixtures/models";
+    DIR *d = opendir(root);
+    if (!d) {
+        SKIP("no fixture models at %s", root);
+        lmx_backend_destroy(be);
+        return;
+    }
+    int models = 0, split = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1024], cfg[1100];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+        if (stat(cfg, &st) != 0) continue;
+        models++;
+        prefill_fuse_model(dir, be, &split);
+    }
+    closedir(d);
+    CHECK(models > 0);
+    fprintf(stderr, "fused gate|up prefill: %d of %d fixture models\n", split, models);
+    CHECK_MSG(split >= models - 2, "only %d of %d models run the fused gate|up prefill", split, models);
+    lmx_backend_destroy(be);
+}
+
 static void test_fused_models(void) {
     lmx_backend *be = gpu_create(NULL);
     if (!be) return;
@@ -299,5 +380,6 @@ int main(void) {
     RUN(test_big_upload);
     RUN(test_oom);
     RUN(test_fused_models);
+    RUN(test_prefill_fuse_models);
     return lmx_test_summary();
 }

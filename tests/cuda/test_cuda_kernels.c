@@ -334,6 +334,104 @@ static void test_gemm(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
 }
 
+/* ---- weight expansion before the cuBLASLt GEMM: chunk kernel vs per-8-element kernel ---- */
+static void run_expand(int64_t n, int64_t k, int bits, int gs, int dt) {
+    char name[128];
+    snprintf(name, sizeof name, "expand q%d g%d dt%d [%lld x %lld]", bits, gs, dt, (long long)n, (long long)k);
+    const size_t wbytes = (size_t)(n * k * bits / 32) * 4, sbytes = (size_t)(n * (k / gs)) * tu_dsize(dt);
+    const size_t ob = (size_t)(n * k) * 2;
+    uint32_t *hw = malloc(wbytes);
+    void *hs = malloc(sbytes), *hb = malloc(sbytes);
+    tu_make_quant(&rng, n, k, bits, gs, dt, hw, hs, hb, NULL);
+    void *dw = dev_upload(hw, wbytes), *ds = dev_upload(hs, sbytes), *db = dev_upload(hb, sbytes);
+    void *o_old = dev_poisoned(ob), *o_new = dev_poisoned(ob);
+    uint16_t *h_old = malloc(ob), *h_new = malloc(ob);
+    CHECK(dw && ds && db && o_old && o_new);
+    if (dw && ds && db && o_old && o_new) {
+        lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .dtype = (lmx_dtype)dt, .bits = bits,
+                             .group_size = gs, .n = n, .k = k};
+        lmx_status s1 = lmx_cuda_expand_bf16(&m, o_old, 1, NULL), s2 = lmx_cuda_expand_bf16(&m, o_new, 2, NULL);
+        CHECK_MSG(s1 == LMX_OK && s2 == LMX_OK, "%s: %s", name, lmx_last_error_detail());
+        CHECK(lmx_cuda_stream_sync(NULL) == LMX_OK);
+        lmx_cuda_memcpy_d2h(h_old, o_old, ob, NULL);
+        lmx_cuda_memcpy_d2h(h_new, o_new, ob, NULL);
+        lmx_cuda_stream_sync(NULL);
+        CHECK_MSG(memcmp(h_old, h_new, ob) == 0, "%s: chunk kernel output differs from the per-8-element kernel", name);
+        /* and both equal the host's bf16_rn(fmaf(s, q, b)) bit for bit */
+        size_t bad = 0, first = 0;
+        const int64_t wpr = k * bits / 32, gpr = k / gs;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < k; i++) {
+                const int64_t bit = i * bits;
+                const uint32_t q = (hw[r * wpr + (bit >> 5)] >> (bit & 31)) & ((1u << bits) - 1u);
+                const size_t gi = (size_t)(r * gpr + i / gs);
+                const float sc = dt == 2 ? tu_bf2f(((const uint16_t *)hs)[gi]) : dt == 1 ? tu_h2f(((const uint16_t *)hs)[gi]) : ((const float *)hs)[gi];
+                const float bi = dt == 2 ? tu_bf2f(((const uint16_t *)hb)[gi]) : dt == 1 ? tu_h2f(((const uint16_t *)hb)[gi]) : ((const float *)hb)[gi];
+                if (h_new[r * k + i] != tu_f2bf(fmaf(sc, (float)q, bi)) && bad++ == 0) first = (size_t)(r * k + i);
+            }
+        CHECK_MSG(bad == 0, "%s: %zu elements differ from the host reference (first at %zu)", name, bad, first);
+        /* impl 2 refuses what it cannot do; impl 0 follows LMX_CUDA_EXPAND */
+        lmx_cuda_matrix m3 = m;
+        m3.bits = 3;
+        CHECK(lmx_cuda_expand_bf16(&m3, o_new, 2, NULL) == LMX_ERR_UNSUPPORTED);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(o_old); lmx_cuda_free(o_new);
+    free(hw); free(hs); free(hb); free(h_old); free(h_new);
+}
+
+static void test_expand(void) {
+    static const int gss[3] = {32, 64, 128};
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int g = 0; g < 3; g++)
+            for (int dt = 0; dt <= 2; dt++) run_expand(33 + 2 * g + dt, 3 * gss[g] * (bits == 4 ? 3 : 1), bits, gss[g], dt);
+    run_expand(1, 128, 4, 128, 2);
+    run_expand(7, 32, 8, 32, 2);
+    run_expand(1, 32, 4, 32, 1);
+    /* more chunks than one grid pass (grid-stride loop, odd tail): 132 SMs x 8 x 256 x 2 = 540,672 */
+    run_expand(4097, 4096, 4, 64, 2);
+    run_expand(3001, 2880, 8, 64, 2);
+    run_expand(1024, 14336, 4, 128, 0);
+}
+
+/* ---- act_mul_split: gu [T, 2*inter] -> act(gate) * up [T, inter] ---- */
+static void run_act_split(int T, int inter, int act, int misalign) {
+    char name[96];
+    snprintf(name, sizeof name, "act_mul_split T %d inter %d act %d%s", T, inter, act, misalign ? " unaligned" : "");
+    const size_t ng = (size_t)T * 2 * inter + 1, no = (size_t)T * inter;
+    float *h = randv(ng, 4.0f);
+    double *ref = malloc(sizeof(double) * no);
+    const float *gu = h + misalign;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < inter; i++) {
+            const double g = gu[(size_t)t * 2 * inter + i], u = gu[(size_t)t * 2 * inter + inter + i];
+            ref[(size_t)t * inter + i] = act == 0 ? g / (1.0 + exp(-g)) * u
+                                                  : 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * u;
+        }
+    float *dg = dev_upload(h, sizeof(float) * ng), *dy = dev_poisoned(sizeof(float) * (no + 1));
+    float *y = malloc(sizeof(float) * no);
+    CHECK(dg && dy);
+    if (dg && dy) {
+        OKS(lmx_cuda_act_mul_split(dg + misalign, dy + misalign, T, inter, act, NULL));
+        OKS(lmx_cuda_stream_sync(NULL));
+        lmx_cuda_memcpy_d2h(y, dy + misalign, sizeof(float) * no, NULL);
+        lmx_cuda_stream_sync(NULL);
+        compare(name, y, ref, no, 1e-5);
+    }
+    CHECK(lmx_cuda_act_mul_split(dg, dy, 0, inter, act, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_cuda_free(dg); lmx_cuda_free(dy);
+    free(h); free(ref); free(y);
+}
+
+static void test_act_split(void) {
+    for (int act = 0; act <= 1; act++) {
+        run_act_split(7, 1024, act, 0);
+        run_act_split(5, 1000, act, 0);
+        run_act_split(3, 999, act, 0);
+        run_act_split(4, 1024, act, 1);
+        run_act_split(512, 3072, act, 0);
+    }
+}
+
 /* ---- RMSNorm ---- */
 static void run_rmsnorm(int rows, int dim, int dt, int one_plus) {
     char name[96];
@@ -1175,6 +1273,8 @@ int main(void) {
     RUN(test_arena);
     RUN(test_gemv);
     RUN(test_gemm);
+    RUN(test_expand);
+    RUN(test_act_split);
     RUN(test_rmsnorm);
     RUN(test_rope);
     RUN(test_rope_qk_store);

@@ -4,7 +4,8 @@
  *     matmuls bit-identical to separate weights, every dtype and quant width; mismatched parts refused;
  *   - the model's fused decode path (one q|k|v and one gate|up matmul per layer for T == 1) gives
  *     bit-identical logits to the unfused path on every fixture model (prefill + 8 decode steps),
- *     and the KV cache counts the extra decode buffers;
+ *     and the KV cache counts the extra decode buffers; the fused prefill (one gate|up GEMM +
+ *     act_mul_split) gives bit-identical logits to LMX_PREFILL_FUSE=0 and its scratch is counted;
  *   - the prefill chunk a backend states (prefill_chunk) sizes the KV cache's scratch. */
 #include <dirent.h>
 #include <stdio.h>
@@ -53,11 +54,61 @@ static void test_fused_upload(void) {
     lmx_backend_destroy(be);
 }
 
+/* act_mul_split on the CPU: bitwise act_mul on separate gate / up buffers; bad arguments refused */
+static void test_act_mul_split(void) {
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
+    if (!be) return;
+    CHECK(be->ops->act_mul_split != NULL);
+    const int T = 5, I = 9000; /* rows longer than one thread-pool block (8192) */
+    float *gu = malloc(sizeof(float) * T * 2 * I), *ref = malloc(sizeof(float) * T * I), *up = malloc(sizeof(float) * T * I);
+    float *got = malloc(sizeof(float) * T * I);
+    uint64_t r = 42;
+    for (int i = 0; i < T * 2 * I; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        gu[i] = (float)((double)(r >> 40) / 16777216.0 * 16.0 - 8.0);
+    }
+    for (int act = 0; act <= 1; act++) {
+        lmx_buf *bgu = NULL, *bout = NULL, *bg = NULL, *bu = NULL;
+        CHECK(be->ops->buf_alloc(be, (size_t)T * 2 * I, &bgu) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bout) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bg) == LMX_OK);
+        CHECK(be->ops->buf_alloc(be, (size_t)T * I, &bu) == LMX_OK);
+        if (bgu && bout && bg && bu) {
+            for (int t = 0; t < T; t++) {
+                memcpy(ref + (size_t)t * I, gu + (size_t)t * 2 * I, sizeof(float) * I);
+                memcpy(up + (size_t)t * I, gu + (size_t)t * 2 * I + I, sizeof(float) * I);
+            }
+            CHECK(be->ops->buf_write(be, bgu, 0, gu, (size_t)T * 2 * I) == LMX_OK);
+            CHECK(be->ops->buf_write(be, bg, 0, ref, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->buf_write(be, bu, 0, up, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->act_mul(be, bg, bu, (size_t)T * I, (lmx_act_kind)act) == LMX_OK);
+            CHECK(be->ops->act_mul_split(be, bgu, T, I, (lmx_act_kind)act, bout) == LMX_OK);
+            CHECK(be->ops->buf_read(be, bg, 0, ref, (size_t)T * I) == LMX_OK);
+            CHECK(be->ops->buf_read(be, bout, 0, got, (size_t)T * I) == LMX_OK);
+            CHECK_MSG(memcmp(ref, got, sizeof(float) * T * I) == 0, "act %d: act_mul_split differs from act_mul", act);
+            /* out aliasing gu, too few rows, bad sizes */
+            CHECK(be->ops->act_mul_split(be, bgu, 1, I, (lmx_act_kind)act, bgu) == LMX_ERR_INVALID_ARGUMENT);
+            CHECK(be->ops->act_mul_split(be, bgu, T + 1, I, (lmx_act_kind)act, bout) != LMX_OK);
+            CHECK(be->ops->act_mul_split(be, bgu, 0, I, (lmx_act_kind)act, bout) == LMX_ERR_INVALID_ARGUMENT);
+        }
+        be->ops->buf_free(be, bgu);
+        be->ops->buf_free(be, bout);
+        be->ops->buf_free(be, bg);
+        be->ops->buf_free(be, bu);
+    }
+    free(gu);
+    free(ref);
+    free(up);
+    free(got);
+    lmx_backend_destroy(be);
+}
+
 /* one fixture model: logits of the unfused (plain CPU) and fused (CPU + test hook) paths */
 static int fused_model(const char *dir) {
     lmx_backend *plain = NULL, *fz = NULL;
     lmx_lm *a = NULL, *b = NULL;
-    lmx_kv *ka = NULL, *kb = NULL;
+    lmx_kv *ka = NULL, *kb = NULL, *kc = NULL;
     int fused_layers = 0;
     lmx_status s = lmx_backend_cpu_create(2, &plain);
     if (s == LMX_OK) s = lmx_backend_cpu_create(2, &fz);
@@ -67,6 +118,10 @@ static int fused_model(const char *dir) {
     if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &b);
     if (s == LMX_OK) s = lmx_kv_create(a, 64, &ka);
     if (s == LMX_OK) s = lmx_kv_create(b, 64, &kb);
+    /* kc: the fused model with prefill through separate gate / up GEMMs (LMX_PREFILL_FUSE=0) */
+    setenv("LMX_PREFILL_FUSE", "0", 1);
+    if (s == LMX_OK) s = lmx_kv_create(b, 64, &kc);
+    unsetenv("LMX_PREFILL_FUSE");
     CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
     if (s == LMX_OK) {
         const lmx_model_config *c = lmx_lm_config(b);
@@ -78,14 +133,22 @@ static int fused_model(const char *dir) {
             if (L->gate_up) CHECK(L->gate && L->up);
         }
         const uint64_t NQ = (uint64_t)c->n_heads * c->head_dim, NKV = (uint64_t)c->n_kv_heads * c->head_dim;
+        bool any_gu = false;
+        for (int l = 0; l < c->n_layers; l++) any_gu = any_gu || b->layers[l].gate_up;
         if (fused_layers) {
             CHECK(kb->qkv1 && kb->q1 && kb->k1 && kb->v1 && kb->gu1 && kb->g1 && kb->u1);
-            CHECK_EQ_INT(lmx_kv_bytes(kb) - lmx_kv_bytes(ka),
+            CHECK_EQ_INT(lmx_kv_bytes(kc) - lmx_kv_bytes(ka),
                          (NQ + 2 * NKV + 2 * (uint64_t)c->intermediate_size) * sizeof(float));
         }
+        /* prefill through fused gate|up: one [chunk, 2*inter] scratch, counted; none when disabled */
+        CHECK_MSG((kb->gu != NULL) == any_gu, "%s: prefill gate|up scratch %p, fused gate|up %d", dir, (void *)kb->gu,
+                  (int)any_gu);
+        CHECK(kc->gu == NULL && ka->gu == NULL);
+        CHECK_EQ_INT(lmx_kv_bytes(kb) - lmx_kv_bytes(kc),
+                     any_gu ? (uint64_t)kb->chunk * 2 * (uint64_t)c->intermediate_size * sizeof(float) : 0);
         CHECK(ka->qkv1 == NULL);
         const int V = lmx_lm_vocab_size(a);
-        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V), *lc = malloc(sizeof(float) * V);
         int32_t ids[11];
         for (int i = 0; i < 11; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
         for (int step = 0; step < 9 && s == LMX_OK; step++) {
@@ -93,16 +156,23 @@ static int fused_model(const char *dir) {
             const int32_t *in = step == 0 ? ids : &ids[step];
             s = lmx_lm_forward(a, ka, in, n, la);
             if (s == LMX_OK) s = lmx_lm_forward(b, kb, in, n, lb);
+            if (s == LMX_OK) s = lmx_lm_forward(b, kc, in, n, lc);
             CHECK_MSG(s == LMX_OK, "%s: forward: %s", dir, lmx_last_error_detail());
-            if (s == LMX_OK)
+            if (s == LMX_OK) {
                 CHECK_MSG(memcmp(la, lb, sizeof(float) * V) == 0, "%s: step %d: fused logits differ (rel %.3g)", dir,
                           step, fc_rel(lb, la, (size_t)V));
+                CHECK_MSG(memcmp(lc, lb, sizeof(float) * V) == 0,
+                          "%s: step %d: fused prefill vs LMX_PREFILL_FUSE=0 logits differ (rel %.3g)", dir, step,
+                          fc_rel(lb, lc, (size_t)V));
+            }
         }
         free(la);
         free(lb);
+        free(lc);
     }
     lmx_kv_destroy(ka);
     lmx_kv_destroy(kb);
+    lmx_kv_destroy(kc);
     lmx_lm_close(a);
     lmx_lm_close(b);
     lmx_backend_destroy(plain);
@@ -242,6 +312,7 @@ static void test_partial_fusion(void) {
 int main(void) {
     RUN(test_buf_view);
     RUN(test_fused_upload);
+    RUN(test_act_mul_split);
     RUN(test_fused_models);
     RUN(test_prefill_chunk);
     RUN(test_partial_fusion);

@@ -369,6 +369,21 @@ static void test_probe(void) {
     CHECK_EQ_INT(pq.group_size, 32);
     CHECK_EQ_INT(pq.n_params, pi.n_params);
     CHECK(pq.weight_bytes < pi.weight_bytes);
+    /* the probe's scratch estimate bounds what a cache with 512-row chunks really allocates */
+    lmx_lm *lm = NULL;
+    lmx_kv *kv = NULL;
+    CHECK(lmx_lm_open(g_dirs[0], NULL, &lm) == LMX_OK);
+    if (lm && lmx_kv_create_ex(lm, 600, 512, &kv) == LMX_OK) {
+        const uint64_t cache = 600 * lmx_lm_kv_bytes_per_position(lm), all = lmx_kv_bytes(kv);
+        CHECK(all > cache);
+        CHECK_MSG(all - cache <= pi.scratch_bytes && all - cache >= pi.scratch_bytes / 2,
+                  "kv scratch %llu vs probe estimate %llu", (unsigned long long)(all - cache),
+                  (unsigned long long)pi.scratch_bytes);
+    } else {
+        CHECK_MSG(0, "kv create: %s", lmx_last_error_detail());
+    }
+    lmx_kv_destroy(kv);
+    lmx_lm_close(lm);
     CHECK_EQ_INT(lmx_lm_probe("/nonexistent/model", &pi), LMX_ERR_MODEL_NOT_FOUND);
 }
 

@@ -737,6 +737,28 @@ static lmx_status cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up,
 
 /* ---- fused ops (backend.h): the unfused ops' arithmetic, bit for bit ---- */
 
+/* act_mul_split: per row, the gate half is copied into out and act_range (act_mul's own loop) runs
+ * on it with the up half, so the arithmetic is act_mul's exactly */
+static lmx_status cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act,
+                                    lmx_buf *out) {
+    cpu_backend *c = CPU(be);
+    if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
+    const size_t I = (size_t)inter;
+    CHECK_RANGE(gu, 0, (size_t)T * 2 * I, "act_mul_split gu");
+    CHECK_RANGE(out, 0, (size_t)T * I, "act_mul_split out");
+    const uintptr_t g0 = (uintptr_t)gu->data, o0 = (uintptr_t)out->data;
+    if (g0 < o0 + (size_t)T * I * sizeof(float) && o0 < g0 + (size_t)T * 2 * I * sizeof(float))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: out overlaps gu");
+    pthread_mutex_lock(&c->op_lock);
+    for (int t = 0; t < T; t++) {
+        memcpy(out->data + (size_t)t * I, gu->data + (size_t)t * 2 * I, I * sizeof(float)); /* [inter] gate row */
+        ew_ctx e = {out->data + (size_t)t * I, gu->data + (size_t)t * 2 * I + I, act, 0};
+        lmx_thread_pool_run(c->pool, (int64_t)I, 8192, act_range, &e);
+    }
+    pthread_mutex_unlock(&c->op_lock);
+    return LMX_OK;
+}
+
 static lmx_status cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                                  lmx_buf *y) {
     cpu_backend *c = CPU(be);
@@ -855,7 +877,8 @@ static void cpu_destroy(lmx_backend *be) {
     .softcap = cpu_softcap,                \
     .matmul_add = cpu_matmul_add,          \
     .rope_qk_store = cpu_rope_qk_store,    \
-    .buf_view = cpu_buf_view
+    .buf_view = cpu_buf_view,              \
+    .act_mul_split = cpu_act_mul_split
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */

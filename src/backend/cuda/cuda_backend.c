@@ -764,6 +764,25 @@ static lmx_status cu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, 
     return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
 }
 
+/* prefill through a fused gate|up weight: gu [T, 2*inter] -> out [T, inter] (lmx_cuda_act_mul_split) */
+static lmx_status cu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act,
+                                   lmx_buf *out) {
+    cuda_backend *c = CB(be);
+    if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
+    CHECK_RANGE(gu, 0, (size_t)T * 2 * (size_t)inter, "act_mul_split gu");
+    CHECK_RANGE(out, 0, (size_t)T * (size_t)inter, "act_mul_split out");
+    const uintptr_t g0 = (uintptr_t)gu->d, o0 = (uintptr_t)out->d;
+    if (g0 < o0 + (size_t)T * (size_t)inter * sizeof(float) && o0 < g0 + (size_t)T * 2 * (size_t)inter * sizeof(float))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: act_mul_split: out overlaps gu");
+    if (act != LMX_BACT_SILU_MUL && act != LMX_BACT_GELU_TANH_MUL)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
+    if (stepping(c)) {
+        SIGI(13); SIGP(gu->d); SIGP(out->d); SIGI(T); SIGI(inter); SIGI(act);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_act_mul_split(gu->d, out->d, T, inter, act == LMX_BACT_SILU_MUL ? 0 : 1, c->stream);
+}
+
 static lmx_status cu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
     cuda_backend *c = CB(be);
     CHECK_RANGE(x, 0, n, "add x");
@@ -1042,6 +1061,7 @@ static const lmx_backend_ops CUDA_OPS = {
     .upload_end = cu_upload_end,
     .kv_buf_alloc = cu_kv_buf_alloc,
     .kv_elem_bytes = cu_kv_elem_bytes,
+    .act_mul_split = cu_act_mul_split,
 };
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {

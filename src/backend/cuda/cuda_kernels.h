@@ -189,6 +189,13 @@ lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, 
 bool lmx_cuda_gemm_lt_available(void);
 lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             lmx_cuda_stream stream);
+/* Expands W (any format lmx_cuda_gemm_lt takes) into a dense bf16 [n, k] at out (device, 16-byte
+ * aligned): the prologue of lmx_cuda_gemm_lt. impl 0 = automatic (the chunk kernel for MLX 4-/8-bit
+ * weights with group 32/64/128 and 16-byte aligned packing, unless LMX_CUDA_EXPAND=old was set at
+ * first use; the per-8-element kernel otherwise), 1 = the per-8-element kernel (every format),
+ * 2 = the chunk kernel (LMX_ERR_UNSUPPORTED where it does not apply). Both give bit-identical
+ * output: bf16_rn(fmaf(scale, q, bias)). */
+lmx_status lmx_cuda_expand_bf16(const lmx_cuda_matrix *m, void *out, int impl, lmx_cuda_stream stream);
 
 /* ---- elementwise and normalisation (all fp32 activations) ---- */
 
@@ -209,6 +216,11 @@ lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const float *inv_fr
 /* out[i] = silu(gate[i]) * up[i]   (out may alias gate or up) */
 lmx_status lmx_cuda_swiglu(const float *gate, const float *up, float *out, int64_t n,
                            lmx_cuda_stream stream);
+/* out[t, i] = act(gu[t, i]) * gu[t, inter + i] for gu [T, 2*inter] (one fused gate|up GEMM's output)
+ * -> out [T, inter] (must not overlap gu); act 0 = silu (as lmx_cuda_swiglu), 1 = gelu_tanh (as
+ * lmx_cuda_geglu_tanh): the same arithmetic as those on separate buffers (cuda_act.cu). */
+lmx_status lmx_cuda_act_mul_split(const float *gu, float *out, int T, int64_t inter, int act,
+                                  lmx_cuda_stream stream);
 /* out[i] = gelu_tanh(gate[i]) * up[i] */
 lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, int64_t n,
                                lmx_cuda_stream stream);
