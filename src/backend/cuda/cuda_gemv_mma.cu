@@ -385,11 +385,11 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
         }
     };
     auto flush = [&]() { /* the warp's part of tile lt is done */
-        if (!QUANT) {
+        if (!QUANT && !V2) { /* V2: dt already folded into acc0/acc1 per unit */
             acc0 = dt[0] + dt[1];
             acc1 = dt[2] + dt[3];
             dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
-        } else if (t >= gps) { /* lanes past the super-step's groups computed copies */
+        } else if (QUANT && t >= gps) { /* lanes past the super-step's groups computed copies */
             acc0 = acc1 = 0.f;
         }
         acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
@@ -403,6 +403,14 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
         acc0 = acc1 = 0.f;
     };
     auto unit_done = [&]() {
+        if (V2 && !QUANT) {
+            /* dense V2: a warp may stream a whole row (up to k / 16 mma into one accumulator); fold the
+             * unit's tensor-core sums into fp32 per unit, so the mma accumulation chains stay 4 long
+             * (the tensor cores' fp32 accumulation is not round-to-nearest: long chains drift) */
+            acc0 += dt[0] + dt[1];
+            acc1 += dt[2] + dt[3];
+            dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
+        }
         if (++c_u == u_hi) {
             c_u = u_lo;
             flush();
