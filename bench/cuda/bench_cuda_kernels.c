@@ -7,7 +7,8 @@
  * the L2 several times (so HBM, not L2, is measured); the median of 15 batches is reported.
  * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] [sections=all]
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
- * fused Llama shapes), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
+ * fused Llama shapes), gv2 (the streaming kernel's V2 variant against V1 and the scalar kernels, q4/q8/bf16),
+ * layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
  * step in a graph), attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -199,7 +200,7 @@ int main(int argc, char **argv) {
                                  {"lm_head", 128256, 4096}};
     /* ring-kernel knobs {depth, warps, blocks/SM, mode}: mode 1 direct, 2 staged (cp.async, whole
      * 128-byte lines) */
-    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1}, {3, 16, 1, 2}, {4, 16, 1, 2}, {4, 8, 2, 2}, {3, 8, 2, 2}};
+    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1, 0}, {3, 16, 1, 2, 0}, {4, 16, 1, 2, 0}, {4, 8, 2, 2, 0}, {3, 8, 2, 2, 0}};
     if (want(sec, "gemv")) {
         printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring m(ode)/d(epth)/w(arps)/b(locks per SM) GB/s\n", "matrix", "type", "n", "k", "bytes",
                "us", "GB/s", "old GB/s");
@@ -228,6 +229,55 @@ int main(int argc, char **argv) {
                            moved / (t2 * 1e-6) / 1e9);
                 }
                 printf("\n");
+                fflush(stdout);
+                for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
+                free(ms);
+            }
+            printf("\n");
+        }
+    }
+
+    /* "gv2" (a name that does not contain "gemv"): the V2 variant of the streaming kernel (mode 3)
+     * against V1 (mode 2, default knobs) and the scalar kernels, q4 / q8 g64 and bf16, every decode
+     * shape; times in us */
+    if (want(sec, "gv2")) {
+        static const lmx_cuda_gemv_tune V1 = {3, 16, 1, 2, 0};
+        enum { NV2 = 6 };
+        static const lmx_cuda_gemv_tune V2[NV2] = {{3, 16, 1, 3, 0}, {4, 16, 1, 3, 0}, {6, 16, 1, 3, 0},
+                                                   {3, 16, 1, 3, 4}, {4, 16, 1, 3, 4}, {4, 8, 2, 3, 0}};
+        printf("gv2: us per GEMV (HBM-resident, back-to-back launches); v1 = mode 2 d3/w16/b1 (default), "
+               "v2 = mode 3 d(epth)/w(arps)/b(locks per SM)/g(roup: warps per tile group, 0 = all)\n");
+        printf("%-10s %-6s %8s %8s %9s %9s %9s |", "matrix", "type", "n", "k", "scalar", "policy", "v1");
+        for (int kn = 0; kn < NV2; kn++)
+            printf(" v2 d%d/w%d/b%d/g%d", V2[kn].depth, V2[kn].warps, V2[kn].blocks_per_sm, V2[kn].group);
+        printf(" | v1 GB/s  best v2 GB/s\n");
+        for (int bi = 2; bi >= 0; bi--) { /* q4, q8, then bf16 (policy there: gemv_dense) */
+            for (int si = 0; si < 7; si++) {
+                shape sh = GSH[si];
+                size_t bytes = 0;
+                lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
+                int copies = (int)((4 * g_l2) / bytes) + 2;
+                if (copies > 64) copies = 64;
+                lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
+                ms[0] = probe;
+                for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
+                const double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
+                const double us_sc = time_gemv(ms, copies, x, y, reps, -2);
+                const double us_pol = time_gemv(ms, copies, x, y, reps, 0);
+                const double us_v1 = time_gemv_ring(ms, copies, x, y, reps, &V1);
+                printf("%-10s %-6s %8lld %8lld %9.2f %9.2f %9.2f |", sh.name, bits_name[bi], (long long)sh.n,
+                       (long long)sh.k, us_sc, us_pol, us_v1);
+                double best = 1e30;
+                for (int kn = 0; kn < NV2; kn++) {
+                    if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &V2[kn], NULL) != LMX_OK) {
+                        printf(" %16s", "-");
+                        continue;
+                    }
+                    const double t2 = time_gemv_ring(ms, copies, x, y, reps, &V2[kn]);
+                    if (t2 < best) best = t2;
+                    printf(" %16.2f", t2);
+                }
+                printf(" | %7.0f %7.0f\n", moved / (us_v1 * 1e-6) / 1e9, moved / (best * 1e-6) / 1e9);
                 fflush(stdout);
                 for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
                 free(ms);

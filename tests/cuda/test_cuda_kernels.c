@@ -149,7 +149,7 @@ static void run_gemv_x(gemv_case c, float xscale) {
         if (c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1)) {
             static const int md[4][2] = {{1, 4}, {2, 3}, {2, 4}, {2, 6}};
             for (int kn = 0; kn < 24; kn++) {
-                const lmx_cuda_gemv_tune tn = {md[kn % 4][1], 4 << ((kn / 4) % 3), 1 + kn / 12, md[kn % 4][0]};
+                const lmx_cuda_gemv_tune tn = {md[kn % 4][1], 4 << ((kn / 4) % 3), 1 + kn / 12, md[kn % 4][0], 0};
                 /* staged knobs whose ring does not fit next to the x fragments are refused */
                 const bool may_refuse = tn.mode == 2;
                 if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
@@ -164,6 +164,33 @@ static void run_gemv_x(gemv_case c, float xscale) {
                 char nm[224];
                 snprintf(nm, sizeof nm, "%s ring m%d d%d w%d b%d", name, tn.mode, tn.depth, tn.warps, tn.blocks_per_sm);
                 compare(nm, y, ref, (size_t)c.n, 2e-5);
+            }
+        }
+        /* the V2 variant (mode 3: warps take slices of the block's flat (tile, unit) stream; q4/q8 offset
+         * decode, ~1e-5 relative by design, up to ~5e-5 in the CPU model where the output cancels
+         * (bench/cuda/emulate_gemv_v2.py), hence 2e-4 for quantized; dense bf16 stays exact): every
+         * depth x warps x tile group (all warps, 4, 1) at 1 or 2 blocks per SM, then its default entry
+         * (lmx_cuda_gemv_mma_v2, which falls back to direct loads where the staging ring does not fit) */
+        if (c.batch == 1 && lmx_cuda_gemv_mma_applies(&m, dx, 1)) {
+            const double tol2 = c.bits ? 2e-4 : 2e-5;
+            static const int grp[3] = {0, 4, 1};
+            for (int kn = 0; kn <= 27; kn++) {
+                const lmx_cuda_gemv_tune tn = {3 + (kn % 3 == 2 ? 3 : kn % 3), 4 << ((kn / 3) % 3), 1 + (kn & 1), 3,
+                                               grp[(kn / 9) % 3]};
+                if (c.accumulate) lmx_cuda_memcpy_h2d(dy, y0, sizeof(float) * (size_t)c.n, NULL);
+                else lmx_cuda_memset(dy, 0xff, sizeof(float) * (size_t)c.n, NULL);
+                s = kn == 27 ? lmx_cuda_gemv_mma_v2(&m, dx, dy, c.accumulate, NULL)
+                             : lmx_cuda_gemv_mma_tuned(&m, dx, dy, c.accumulate, &tn, NULL);
+                if (kn < 27 && s == LMX_ERR_INVALID_ARGUMENT) continue; /* staging ring does not fit */
+                CHECK_MSG(s == LMX_OK, "%s v2 tune %d: %s", name, kn, lmx_last_error_detail());
+                s = lmx_cuda_stream_sync(NULL);
+                CHECK_MSG(s == LMX_OK, "%s v2 tune %d: %s", name, kn, lmx_last_error_detail());
+                lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)c.n, NULL);
+                lmx_cuda_stream_sync(NULL);
+                char nm[224];
+                if (kn == 27) snprintf(nm, sizeof nm, "%s ring v2 default", name);
+                else snprintf(nm, sizeof nm, "%s ring v2 d%d w%d b%d g%d", name, tn.depth, tn.warps, tn.blocks_per_sm, tn.group);
+                compare(nm, y, ref, (size_t)c.n, tol2);
             }
         }
     }

@@ -408,9 +408,15 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
  * measurements); read once per process. */
 static pthread_once_t g_ring_once = PTHREAD_ONCE_INIT;
 static bool g_ring_on = true; /* written once under g_ring_once */
+/* LMX_CUDA_GEMV_V2=1: the V2 variant (lmx_cuda_gemv_mma_v2) for the matrices above; =2: also for
+ * dense bf16 (otherwise gemv_dense). Both written once under g_ring_once. */
+static bool g_ring_v2 = false, g_ring_v2_dense = false;
 static void ring_env_init(void) {
     const char *e = getenv("LMX_CUDA_GEMV_RING");
     g_ring_on = !(e && e[0] == '0');
+    const char *v2 = getenv("LMX_CUDA_GEMV_V2");
+    g_ring_v2 = v2 && (v2[0] == '1' || v2[0] == '2');
+    g_ring_v2_dense = v2 && v2[0] == '2';
 }
 
 extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
@@ -431,9 +437,11 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
      * gemv_q_fast); dense bf16 stays on gemv_dense, as fast or faster (bench/notes/cuda-kernels.md,
      * "gemv (session 2)"); ksplit -1 forces the streaming kernel wherever it applies */
     pthread_once(&g_ring_once, ring_env_init);
-    const bool mma_pref = g_ring_on && (m->bits == 4 || (m->bits == 8 && m->n * m->k >= ((int64_t)40 << 20)));
+    const bool mma_pref = g_ring_on && (m->bits == 4 || (m->bits == 8 && m->n * m->k >= ((int64_t)40 << 20)) ||
+                                        (g_ring_v2_dense && m->bits == 0));
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
-        return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
+        return g_ring_v2 ? lmx_cuda_gemv_mma_v2(m, x, y, accumulate, stream)
+                         : lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;
     cudaStream_t st = LMX_CU_STREAM(stream);
     for (int b0 = 0; b0 < batch; b0 += 4) {
