@@ -2,8 +2,11 @@
  * link-time dependency): y[T, n] = x[T, k]·W^T in bf16 operands with fp32 accumulation and fp32
  * output. Weights that are not dense bf16 (MLX-quantized, f16, f32) are first expanded into a bf16
  * scratch matrix (one memory pass), x is rounded to bf16; Linear bias is added by a small kernel,
- * `accumulate` maps to beta = 1. MLX 4-/8-bit weights expand through a bandwidth-bound chunk kernel
- * (lt_expand_q; LMX_CUDA_EXPAND=old selects the per-8-element kernel, bit-identical output). Scratch and workspace are stream-ordered allocations
+ * `accumulate` maps to beta = 1. Expansion: the per-8-element kernel by default; LMX_CUDA_EXPAND=new
+ * selects the 16-byte-chunk kernel for MLX 4-/8-bit (lt_expand_q, bit-identical output), which measured
+ * no faster on the H200 (2026-11-28, one Llama-3-8B layer: q4 327 vs 279 us, q8 284 vs 285 us; q4
+ * 512-token prefill 19.8k vs 21.0k tok/s; bench/notes/cuda-kernels.md "prefill2"). Scratch and
+ * workspace are stream-ordered allocations
  * (cudaMallocAsync / cudaFreeAsync from the device's default pool, whose release threshold is raised
  * to 1 GiB at first use so that the scratch is not returned to the driver at every synchronisation).
  *
@@ -131,12 +134,13 @@ __global__ void __launch_bounds__(256, LT_EXPAND_BLOCKS_PER_SM(BITS, SDT)) lt_ex
     }
 }
 
-/* The process-wide default expansion kernel: LMX_CUDA_EXPAND=old at first use selects the old one. */
+/* The process-wide default expansion kernel: the per-8-element one (measured faster for q4, equal for
+ * q8); LMX_CUDA_EXPAND=new at first use selects the chunk kernel. */
 static int g_expand_old;
 static pthread_once_t g_expand_once = PTHREAD_ONCE_INIT;
 static void lt_expand_env(void) {
     const char *e = getenv("LMX_CUDA_EXPAND");
-    g_expand_old = e && strcmp(e, "old") == 0;
+    g_expand_old = !(e && strcmp(e, "new") == 0);
 }
 
 static bool lt_expand_new_applies(const lmx_cuda_matrix *m, const void *out) {

@@ -190,9 +190,9 @@ bool lmx_cuda_gemm_lt_available(void);
 lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             lmx_cuda_stream stream);
 /* Expands W (any format lmx_cuda_gemm_lt takes) into a dense bf16 [n, k] at out (device, 16-byte
- * aligned): the prologue of lmx_cuda_gemm_lt. impl 0 = automatic (the chunk kernel for MLX 4-/8-bit
- * weights with group 32/64/128 and 16-byte aligned packing, unless LMX_CUDA_EXPAND=old was set at
- * first use; the per-8-element kernel otherwise), 1 = the per-8-element kernel (every format),
+ * aligned): the prologue of lmx_cuda_gemm_lt. impl 0 = automatic (the per-8-element kernel, measured
+ * faster on the H200; with LMX_CUDA_EXPAND=new set at first use, the chunk kernel for MLX 4-/8-bit
+ * weights with group 32/64/128 and 16-byte aligned packing), 1 = the per-8-element kernel (every format),
  * 2 = the chunk kernel (LMX_ERR_UNSUPPORTED where it does not apply). Both give bit-identical
  * output: bf16_rn(fmaf(scale, q, bias)). */
 lmx_status lmx_cuda_expand_bf16(const lmx_cuda_matrix *m, void *out, int impl, lmx_cuda_stream stream);
