@@ -280,41 +280,47 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     return LMX_OK;
 }
 
-lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
+/* the arguments of a forward over ids[n] (LMX_ERR_INVALID_ARGUMENT with a detail otherwise) */
+static lmx_status forward_check(const lmx_lm *lm, const lmx_kv *kv, const int32_t *ids, int n) {
     if (!lm || !kv || !ids || n < 1 || kv->lm != lm)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
-    const lmx_model_config *c = lm->cfg;
-    const lmx_backend_ops *op = lm->be->ops;
-    lmx_backend *be = lm->be;
     if (n > kv->capacity - kv->pos)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "context full: %d positions cached, %d more do not fit in %d",
                          kv->pos, n, kv->capacity);
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+        if (ids[i] < 0 || ids[i] >= lm->cfg->vocab_size)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary (%d)",
-                             ids[i], i, c->vocab_size);
+                             ids[i], i, lm->cfg->vocab_size);
+    return LMX_OK;
+}
+
+/* Issues the ops of a forward over ids[n] at kv->pos (the caller advances kv->pos): with `head`, the
+ * last row's logits into kv->logits; with `a`, also the device sampling of the next token from them.
+ * A one-token step is bracketed by the backend's step hooks (captured/replayed; variant bits: 1 long
+ * rope factors, 2 head, 4 sampling); a step the backend asks to redo, and every prefill, runs chunked. */
+static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, bool head,
+                              const lmx_sample_args *a) {
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
     /* longrope (HF): the long factors apply when this call's last position + 1 exceeds the original
      * context; the choice is per call, earlier cached keys keep theirs. */
-    const int end = kv->pos + n;
-    const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
-    /* one-token decode: let the backend capture/replay the step (backend.h, step hooks) */
+    const bool use_long = lm->rope_full_long && (double)(kv->pos + n) > c->rope.original_max_position;
     if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
-        lmx_status st = op->step_begin(be, kv, (use_long ? 1 : 0) | (logits ? 2 : 0), ids[0], kv->pos);
+        const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
+        lmx_status st = op->step_begin(be, kv, variant, ids[0], kv->pos);
         if (st == LMX_OK) {
             st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
             for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
-            if (st == LMX_OK && logits) st = head_forward(lm, kv, 0);
+            if (st == LMX_OK && head) st = head_forward(lm, kv, 0);
+            if (st == LMX_OK && a) st = op->sample(be, kv->logits, c->vocab_size, a);
             lmx_status se = op->step_end(be, st == LMX_OK, &redo);
             if (st == LMX_OK) st = se;
         }
         if (st != LMX_OK && !redo) return st;
-        if (!redo) {
-            if (logits) TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
-            kv->pos = end;
-            return LMX_OK;
-        }
+        if (!redo) return LMX_OK;
         /* fall through: the plain path below */
     }
     int pos = kv->pos;
@@ -325,12 +331,17 @@ lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, flo
         for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
         done += T;
         pos += T;
-        if (done == n && logits) {
-            TRY(head_forward(lm, kv, T - 1));
-            TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
-        }
+        if (done == n && head) TRY(head_forward(lm, kv, T - 1));
     }
-    kv->pos = end;
+    if (a) TRY(op->sample(be, kv->logits, c->vocab_size, a));
+    return LMX_OK;
+}
+
+lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
+    TRY(forward_check(lm, kv, ids, n));
+    TRY(forward_ops(lm, kv, ids, n, logits != NULL, NULL));
+    if (logits) TRY(lm->be->ops->buf_read(lm->be, kv->logits, 0, logits, (size_t)lm->cfg->vocab_size));
+    kv->pos += n;
     return LMX_OK;
 }
 
@@ -341,55 +352,14 @@ lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int
     if (!token || !logits || !a) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward_sample: NULL argument");
     *token = -1;
     if (!lmx_lm_can_sample(lm)) return lmx_lm_forward(lm, kv, ids, n, logits);
-    if (!kv || !ids || n < 1 || kv->lm != lm)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: bad arguments (n=%d)", n);
-    const lmx_model_config *c = lm->cfg;
+    TRY(forward_check(lm, kv, ids, n));
+    TRY(forward_ops(lm, kv, ids, n, true, a));
+    kv->pos += n;
     const lmx_backend_ops *op = lm->be->ops;
-    lmx_backend *be = lm->be;
-    if (n > kv->capacity - kv->pos)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "context full: %d positions cached, %d more do not fit in %d",
-                         kv->pos, n, kv->capacity);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary (%d)",
-                             ids[i], i, c->vocab_size);
-    const int end = kv->pos + n;
-    const bool use_long = lm->rope_full_long && (double)end > c->rope.original_max_position;
-    bool done = false;
-    /* one-token decode: the head and the sampling are part of the captured step (variant bit 4) */
-    if (n == 1 && op->step_begin && op->step_end) {
-        kv->posv[0] = kv->pos;
-        bool redo = true;
-        lmx_status st = op->step_begin(be, kv, (use_long ? 1 : 0) | 2 | 4, ids[0], kv->pos);
-        if (st == LMX_OK) {
-            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
-            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
-            if (st == LMX_OK) st = head_forward(lm, kv, 0);
-            if (st == LMX_OK) st = op->sample(be, kv->logits, c->vocab_size, a);
-            lmx_status se = op->step_end(be, st == LMX_OK, &redo);
-            if (st == LMX_OK) st = se;
-        }
-        if (st != LMX_OK && !redo) return st;
-        done = !redo;
-    }
-    if (!done) { /* prefill, or a step to redo eagerly: the plain forward, then the sampling ops */
-        int pos = kv->pos;
-        for (int dn = 0; dn < n;) {
-            int T = n - dn < kv->chunk ? n - dn : kv->chunk;
-            for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
-            TRY(op->embed(be, lm->embed, ids + dn, T, lm->embed_scale, kv->x)); /* [T, hidden] */
-            for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
-            dn += T;
-            pos += T;
-            if (dn == n) TRY(head_forward(lm, kv, T - 1));
-        }
-        TRY(op->sample(be, kv->logits, c->vocab_size, a));
-    }
-    kv->pos = end;
-    TRY(op->sample_result(be, token));
-    if (*token < 0 || *token >= c->vocab_size) { /* undecided on the device: the host samples */
+    TRY(op->sample_result(lm->be, token));
+    if (*token < 0 || *token >= lm->cfg->vocab_size) { /* undecided on the device: the host samples */
         *token = -1;
-        TRY(op->buf_read(be, kv->logits, 0, logits, (size_t)c->vocab_size));
+        TRY(op->buf_read(lm->be, kv->logits, 0, logits, (size_t)lm->cfg->vocab_size));
     }
     return LMX_OK;
 }

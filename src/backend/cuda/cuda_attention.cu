@@ -19,31 +19,6 @@
 #define ATT_MAX_SPLITS 64
 #define ATT_MAX_HD 256
 
-template <typename KT> __device__ __forceinline__ void load8(const KT *p, float (&f)[8]);
-template <> __device__ __forceinline__ void load8<float>(const float *p, float (&f)[8]) {
-    const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
-    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
-template <> __device__ __forceinline__ void load8<__nv_bfloat16>(const __nv_bfloat16 *p, float (&f)[8]) {
-    const uint4 w = *reinterpret_cast<const uint4 *>(p);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(u[i] << 16);
-        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-    }
-}
-template <> __device__ __forceinline__ void load8<__half>(const __half *p, float (&f)[8]) {
-    const uint4 w = *reinterpret_cast<const uint4 *>(p);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
-        f[2 * i] = v.x;
-        f[2 * i + 1] = v.y;
-    }
-}
-
 /* splits for a row with `len` visible keys: about four blocks per multiprocessor in all (`want`
  * per row, H100/H200: 132 SMs), at least 32 keys each, at most the grid's */
 __device__ __forceinline__ int att_splits(int64_t len, int want, int grid) {
@@ -98,7 +73,7 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
 #pragma unroll 4
             for (int d = 0; d < hd; d += 8) { /* unrolled: several 16-byte loads in flight */
                 float f[8];
-                load8<KT>(kr + d, f);
+                lmx_cu_load8<KT>(kr + d, f);
 #pragma unroll
                 for (int i = 0; i < 8; i++) dot = fmaf(f[i], qs[d + i], dot);
             }
@@ -125,7 +100,7 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
 #pragma unroll 4
             for (int j = pg; j < n_t; j += NPAR) {
                 float f[8];
-                load8<KT>(vb + (size_t)((t0 + j) % cap) * hd + dv * 8, f);
+                lmx_cu_load8<KT>(vb + (size_t)((t0 + j) % cap) * hd + dv * 8, f);
                 const float pj = ps[j];
 #pragma unroll
                 for (int i = 0; i < 8; i++) o[i] = fmaf(pj, f[i], o[i]);

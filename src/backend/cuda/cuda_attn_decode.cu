@@ -28,32 +28,6 @@
 #define AD_MAX_SPLITS 64 /* = the split-K kernel's: the workspace has the same size */
 #define AD_MIN_KEYS 64   /* at least this many keys per split (4 warps) */
 
-template <typename KT> __device__ __forceinline__ void ad_load8(const KT *p, float (&f)[8]);
-template <> __device__ __forceinline__ void ad_load8<float>(const float *p, float (&f)[8]) {
-    const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
-    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
-template <> __device__ __forceinline__ void ad_load8<__nv_bfloat16>(const __nv_bfloat16 *p, float (&f)[8]) {
-    const uint4 w = *reinterpret_cast<const uint4 *>(p);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(u[i] << 16);
-        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-    }
-}
-
-template <> __device__ __forceinline__ void ad_load8<__half>(const __half *p, float (&f)[8]) {
-    const uint4 w = *reinterpret_cast<const uint4 *>(p);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
-        f[2 * i] = v.x;
-        f[2 * i + 1] = v.y;
-    }
-}
-
 /* two 16-bit values packed in a word (the lower address in the low half) -> floats */
 template <typename KT> __device__ __forceinline__ float2 ad_unpack2(uint32_t u);
 template <> __device__ __forceinline__ float2 ad_unpack2<__nv_bfloat16>(uint32_t u) {
@@ -76,7 +50,7 @@ template <> __device__ __forceinline__ void ad_loadn<float, 4>(const float *p, f
     const float4 a = *reinterpret_cast<const float4 *>(p);
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
 }
-template <> __device__ __forceinline__ void ad_loadn<float, 8>(const float *p, float (&f)[8]) { ad_load8<float>(p, f); }
+template <> __device__ __forceinline__ void ad_loadn<float, 8>(const float *p, float (&f)[8]) { lmx_cu_load8<float>(p, f); }
 template <> __device__ __forceinline__ void ad_loadn<__nv_bfloat16, 2>(const __nv_bfloat16 *p, float (&f)[2]) {
     const uint32_t u = *reinterpret_cast<const uint32_t *>(p);
     f[0] = __uint_as_float(u << 16); f[1] = __uint_as_float(u & 0xffff0000u);
@@ -87,7 +61,7 @@ template <> __device__ __forceinline__ void ad_loadn<__nv_bfloat16, 4>(const __n
     f[2] = __uint_as_float(u.y << 16); f[3] = __uint_as_float(u.y & 0xffff0000u);
 }
 template <> __device__ __forceinline__ void ad_loadn<__nv_bfloat16, 8>(const __nv_bfloat16 *p, float (&f)[8]) {
-    ad_load8<__nv_bfloat16>(p, f);
+    lmx_cu_load8<__nv_bfloat16>(p, f);
 }
 template <> __device__ __forceinline__ void ad_loadn<__half, 2>(const __half *p, float (&f)[2]) {
     const float2 v = ad_unpack2<__half>(*reinterpret_cast<const uint32_t *>(p));
@@ -98,7 +72,7 @@ template <> __device__ __forceinline__ void ad_loadn<__half, 4>(const __half *p,
     const float2 a = ad_unpack2<__half>(u.x), b = ad_unpack2<__half>(u.y);
     f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
 }
-template <> __device__ __forceinline__ void ad_loadn<__half, 8>(const __half *p, float (&f)[8]) { ad_load8<__half>(p, f); }
+template <> __device__ __forceinline__ void ad_loadn<__half, 8>(const __half *p, float (&f)[8]) { lmx_cu_load8<__half>(p, f); }
 
 /* (slot0 + i) % cap for slot0 < cap, i < 32: one subtraction unless the ring is smaller than 32 */
 __device__ __forceinline__ int64_t ad_wrap(int64_t sl, int64_t cap) {
@@ -244,7 +218,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 #pragma unroll 4
             for (int d = 0; d < (EXACT ? HDMAX : HD); d += 8) {
                 float f[8];
-                ad_load8<KT>(kp + d, f);
+                lmx_cu_load8<KT>(kp + d, f);
 #pragma unroll
                 for (int g = 0; g < AD_G; g++) {
                     const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][d]);

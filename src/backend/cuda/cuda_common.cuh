@@ -52,6 +52,33 @@ __device__ __forceinline__ uint4 lmx_cu_ld_stream(const void *p) {
     return r;
 }
 
+/* 8 consecutive cache elements (F32, BF16 or F16; 16-byte aligned for 16-bit, 32 for F32) as floats */
+template <typename KT> __device__ __forceinline__ void lmx_cu_load8(const KT *p, float (&f)[8]);
+template <> __device__ __forceinline__ void lmx_cu_load8<float>(const float *p, float (&f)[8]) {
+    const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
+    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+template <> __device__ __forceinline__ void lmx_cu_load8<__nv_bfloat16>(const __nv_bfloat16 *p, float (&f)[8]) {
+    const uint4 w = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+
+template <> __device__ __forceinline__ void lmx_cu_load8<__half>(const __half *p, float (&f)[8]) {
+    const uint4 w = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
 __device__ __forceinline__ float lmx_cu_warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
