@@ -668,6 +668,27 @@ static lmx_status cu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const l
     return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, c->stream);
 }
 
+/* Replaces an attention scratch array (device, zero-filled: the decode counters must start at zero)
+ * by one of `need` elements of `elem` bytes. Not inside a captured step (the graph holds the old
+ * address); outside one, every captured graph is dropped since it references the old array. */
+static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what) {
+    void *d = NULL;
+    lmx_status st = lmx_cuda_malloc(&d, need * elem);
+    if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need * elem, c->stream);
+    if (st != LMX_OK || c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+        lmx_cuda_free(d);
+        if (st != LMX_OK) return st;
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention %s growth inside a captured step", what);
+    }
+    lmx_cuda_stream_sync(c->stream);
+    graphs_clear(c);
+    lmx_cuda_free(*buf);
+    *buf = d;
+    *cap = need;
+    return LMX_OK;
+}
+
 static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cuda_backend *c = CB(be);
@@ -696,38 +717,10 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
      * kernel + merge launch) */
     const bool grouped = !c->decode_split && lmx_cuda_attention_decode_supported(&a);
     const size_t need_cnt = grouped ? lmx_cuda_attention_decode_counters(&a, p->n_tokens) : 0;
-    if (need_cnt > c->cnt_cap) {
-        int32_t *d = NULL;
-        lmx_status st = lmx_cuda_malloc((void **)&d, need_cnt * sizeof(int32_t));
-        if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need_cnt * sizeof(int32_t), c->stream);
-        if (st != LMX_OK || c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
-            lmx_cuda_free(d);
-            if (st != LMX_OK) return st;
-            c->step_bad = true;
-            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention counter growth inside a captured step");
-        }
-        lmx_cuda_stream_sync(c->stream);
-        graphs_clear(c); /* captured graphs reference the old counters */
-        lmx_cuda_free(c->d_cnt);
-        c->d_cnt = d;
-        c->cnt_cap = need_cnt;
-    }
+    if (need_cnt > c->cnt_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_cnt, &c->cnt_cap, need_cnt, sizeof(int32_t), "counter"));
     size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
-    if (need > c->ws_cap) {
-        float *d = NULL;
-        lmx_status st = lmx_cuda_malloc((void **)&d, need * sizeof(float));
-        if (st != LMX_OK) return st;
-        if (c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
-            lmx_cuda_free(d);
-            c->step_bad = true;
-            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention workspace growth inside a captured step");
-        }
-        lmx_cuda_stream_sync(c->stream);
-        graphs_clear(c); /* captured graphs reference the old workspace */
-        lmx_cuda_free(c->d_ws);
-        c->d_ws = d;
-        c->ws_cap = need;
-    }
+    if (need > c->ws_cap) LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
     /* the grid is sized for the whole cache (each row uses the splits its own length needs): the
      * same launch for every position, as a captured graph requires */
     const int32_t *dp;

@@ -96,48 +96,24 @@ __device__ __forceinline__ bool sb_better(float av, int ai, float bv, int bi) {
     return av > bv || (av == bv && ai < bi);
 }
 
-/* Inclusive scan of one double per thread over the block (blockDim.x multiple of 32, <= 1024);
- * `tmp` is __shared__ double[32]. Returns the inclusive prefix; *total the block's sum. */
-__device__ double sb_block_scan(double v, double *tmp, double *total) {
+/* Inclusive scan of one value per thread (double masses or int counts) over the block (blockDim.x a
+ * multiple of 32, <= 1024); `tmp` is __shared__ T[32]. Returns the inclusive prefix; *total the
+ * block's sum. */
+template <typename T> __device__ T sb_block_scan(T v, T *tmp, T *total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-        double n = __shfl_up_sync(0xffffffffu, v, o);
+        T n = __shfl_up_sync(0xffffffffu, v, o);
         if (lane >= o) v += n;
     }
     __syncthreads();
     if (lane == 31) tmp[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        double w = lane < nw ? tmp[lane] : 0.0;
+        T w = lane < nw ? tmp[lane] : (T)0;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
-            double n = __shfl_up_sync(0xffffffffu, w, o);
-            if (lane >= o) w += n;
-        }
-        if (lane < nw) tmp[lane] = w;
-    }
-    __syncthreads();
-    if (warp > 0) v += tmp[warp - 1];
-    *total = tmp[nw - 1];
-    return v;
-}
-
-__device__ int sb_block_count_scan(int v, int *tmp, int *total) { /* inclusive, ints */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int n = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += n;
-    }
-    __syncthreads();
-    if (lane == 31) tmp[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int w = lane < nw ? tmp[lane] : 0;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            int n = __shfl_up_sync(0xffffffffu, w, o);
+            T n = __shfl_up_sync(0xffffffffu, w, o);
             if (lane >= o) w += n;
         }
         if (lane < nw) tmp[lane] = w;
@@ -374,7 +350,7 @@ __global__ void __launch_bounds__(1024) k_sb_topp_tail(float *tail_v, int *tail_
         keep += k;
     }
     int ktot;
-    int kexcl = sb_block_count_scan(keep, itmp, &ktot) - keep;
+    int kexcl = sb_block_scan(keep, itmp, &ktot) - keep;
     /* compact in order into tail_v/tail_i (the gather buffers are no longer needed) */
     for (int r = 0, w = kexcl; r < R && r < 8; r++)
         if (flag[r]) {
@@ -667,7 +643,7 @@ __global__ void __launch_bounds__(1024) k_sb_topk_fin(int mode, float inv_t, sb_
             const bool in_range = e < m;
             const int tie = in_range && v == kth;
             int ttot;
-            const int tincl = tcarry + sb_block_count_scan(tie, itmp, &ttot);
+            const int tincl = tcarry + sb_block_scan(tie, itmp, &ttot);
             const bool keep = in_range && v > -INFINITY && (v > kth || (tie && tincl - 1 < ties_left));
             const double w = keep ? (double)sb_exp((v - mx) * inv_t) : 0.0;
             double wtot;
