@@ -7,6 +7,7 @@
 
 #include "model/lm_internal.h"
 #include "model/rope.h"
+#include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -417,8 +418,7 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
     }
     if (st == LMX_OK) {
         /* LMX_FUSE=0 keeps q/k/v and gate/up as separate weights (A/B measurements, tests) */
-        const char *fe = getenv("LMX_FUSE");
-        binder b = {.lm = lm, .c = lm->cfg, .fuse = !(fe && strcmp(fe, "0") == 0)};
+        binder b = {.lm = lm, .c = lm->cfg, .fuse = !lmx_env_off("LMX_FUSE")};
         st = bind_all(&b);
         free(b.used);
         /* the weights are on the device (or the failed copy is reported); staging released */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "model/lm_internal.h"
+#include "util/env.h"
 #include "util/error.h"
 
 #define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
@@ -89,8 +90,8 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     /* prefill through fused gate|up weights: one [chunk, 2*inter] GEMM output, split by act_mul_split */
     bool fused_gu = false;
     for (int l = 0; l < c->n_layers; l++) fused_gu = fused_gu || lm->layers[l].gate_up;
-    const char *pf = getenv("LMX_PREFILL_FUSE"); /* 0: two GEMMs (A/B in benchmarks and tests) */
-    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split && !(pf && strcmp(pf, "0") == 0)) {
+    /* LMX_PREFILL_FUSE=0: two GEMMs (A/B in benchmarks and tests) */
+    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split && !lmx_env_off("LMX_PREFILL_FUSE")) {
         st = be->ops->buf_alloc(be, C * 2 * I, &kv->gu);
         scratch += C * 2 * I;
     }
@@ -100,8 +101,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
     kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
-    const char *fe = getenv("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
-    kv->fused = !(fe && strcmp(fe, "0") == 0);
+    kv->fused = !lmx_env_off("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
     *out = kv;
     return LMX_OK;
 }

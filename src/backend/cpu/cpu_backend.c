@@ -19,6 +19,7 @@
 #include "backend/cpu/cpu_quant.h"
 #include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
+#include "util/env.h"
 #include "util/error.h"
 
 struct lmx_buf {
@@ -892,8 +893,7 @@ lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
 }
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
-    const char *env = getenv("LMX_CPU_SIMD");
-    return lmx_backend_cpu_create_ex(n_threads, !(env && !strcmp(env, "0")), out);
+    return lmx_backend_cpu_create_ex(n_threads, !lmx_env_off("LMX_CPU_SIMD"), out);
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {

@@ -27,6 +27,7 @@
  */
 #include "backend/cuda/cuda_backend.h"
 
+#include "util/env.h"
 #include "util/error.h"
 
 #ifdef LMX_HAVE_CUDA
@@ -111,6 +112,7 @@ typedef struct cuda_backend {
     int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
     size_t cnt_cap;
     bool decode_split; /* LMX_CUDA_DECODE_ATTN=split: decode through the split-K kernel + merge launch */
+    bool flash;        /* prefill attention through the flash kernels unless LMX_CUDA_FLASH=0 */
 } cuda_backend;
 
 static cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -706,8 +708,7 @@ static lmx_status cu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf 
                        .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
                        .softcap = p->softcap, .window = p->window};
     /* prefill: tiled flash attention (LMX_CUDA_FLASH=0 keeps the split-K kernel per query row) */
-    const char *fl = p->n_tokens >= 2 ? getenv("LMX_CUDA_FLASH") : "0";
-    if (!(fl && strcmp(fl, "0") == 0) && lmx_cuda_attention_prefill_supported(&a)) {
+    if (p->n_tokens >= 2 && c->flash && lmx_cuda_attention_prefill_supported(&a)) {
         const int32_t *dpf;
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dpf);
         if (st != LMX_OK) return st;
@@ -1074,8 +1075,7 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
     atomic_init(&c->up_bytes, 0);
     atomic_init(&c->up_malloc_ns, 0);
     atomic_init(&c->up_copy_ns, 0);
-    const char *se = getenv("LMX_CUDA_STAGING"); /* 0: pageable uploads (A/B measurements) */
-    c->staging = !(se && strcmp(se, "0") == 0);
+    c->staging = !lmx_env_off("LMX_CUDA_STAGING"); /* 0: pageable uploads (A/B measurements) */
     st = lmx_cuda_stream_create_blocking(&c->stream);
     if (st == LMX_OK) st = lmx_cuda_malloc((void **)&c->d_step, 2 * sizeof(int32_t));
     if (st != LMX_OK) {
@@ -1085,8 +1085,8 @@ lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
         return lmx_error_prefix(st, "cuda backend");
     }
     /* on by default (the GPU suite passed with graphs on, 2026-11-28); LMX_CUDA_GRAPH=0 disables */
-    const char *ge = getenv("LMX_CUDA_GRAPH");
-    c->graphs = !(ge && strcmp(ge, "0") == 0);
+    c->graphs = !lmx_env_off("LMX_CUDA_GRAPH");
+    c->flash = !lmx_env_off("LMX_CUDA_FLASH");
     /* KV cache element type (LMX_CUDA_KV=bf16|f16|f32): 16-bit halves attention bytes and KV memory; f32
      * keeps the exact path */
     const char *kve = getenv("LMX_CUDA_KV");
