@@ -472,11 +472,15 @@ bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id) {
 
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }
 
-uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
-    const lmx_model_config *c = lm->cfg;
-    /* the backend's cache element type (the CUDA backend stores bf16 unless LMX_CUDA_KV=f32) */
-    const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
+/* K and V of every layer for one position, `elem` bytes per element */
+static uint64_t kv_position_bytes(const lmx_model_config *c, uint64_t elem) {
     return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * elem;
+}
+
+uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
+    /* the backend's cache element type (the CUDA backend stores fp16 unless LMX_CUDA_KV says otherwise) */
+    const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
+    return kv_position_bytes(lm->cfg, elem);
 }
 
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
@@ -522,16 +526,9 @@ lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out) {
         }
         out->n_params = count_params(c, w);
         out->weight_bytes = lmx_weights_total_bytes(w);
-        out->kv_bytes_per_position =
-            2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+        out->kv_bytes_per_position = kv_position_bytes(c, sizeof(float)); /* no backend yet: fp32, an upper bound */
         for (int i = 0; i < c->n_eos && i < 16; i++) out->eos_ids[out->n_eos++] = c->eos_ids[i];
-        /* lmx_kv_create's buffers at chunk C = 512: x, xn, o [C, H]; q, att [C, NQ]; k, v [C, NKV];
-         * g, u and a fused gate|up output [C, 2I] (4 I per row); plus the one-token fused outputs
-         * [NQ + 2 NKV], [2 I], the head's [H] and the logits [vocab] */
-        const uint64_t C = 512, H = (uint64_t)c->hidden_size, NQ = (uint64_t)c->n_heads * (uint64_t)c->head_dim,
-                       NKV = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim, I = (uint64_t)c->intermediate_size;
-        out->scratch_bytes = sizeof(float) * (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H +
-                                              (uint64_t)c->vocab_size);
+        out->scratch_bytes = lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
     }
     lmx_weights_close(w);
     lmx_model_config_free(c);

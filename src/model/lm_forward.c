@@ -106,6 +106,16 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     return LMX_OK;
 }
 
+uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk) {
+    /* lmx_kv_create_ex's scratch with every optional buffer present: the table (x, xn, o [C, H]; q, att
+     * [C, NQ]; kk, vv [C, NKV]; g, u [C, I]; last [H]; logits [vocab]), the one-token fused outputs
+     * [NQ + 2 NKV] and [2 I], and the prefill gate|up output [C, 2 I] */
+    const uint64_t C = (uint64_t)chunk, H = (uint64_t)c->hidden_size, D = (uint64_t)c->head_dim;
+    const uint64_t NQ = (uint64_t)c->n_heads * D, NKV = (uint64_t)c->n_kv_heads * D, I = (uint64_t)c->intermediate_size;
+    return sizeof(float) *
+           (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size);
+}
+
 void lmx_kv_destroy(lmx_kv *kv) {
     if (!kv) return;
     lmx_backend *be = kv->lm->be;

@@ -61,4 +61,8 @@ struct lmx_kv {
     lmx_buf *gu;             /* [chunk, 2*inter] output of the fused gate|up matmul */
 };
 
+/* Bytes of activation scratch lmx_kv_create_ex allocates for `chunk` rows with every optional buffer
+ * present (an upper bound of kv->bytes minus the caches; lmx_lm_probe's estimate for memory budgets). */
+uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk);
+
 #endif
