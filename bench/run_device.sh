@@ -487,7 +487,7 @@ EOF
   case $rc in 0) ;; 3) FAILED="$FAILED compare(outside-tolerance)";; *) FAILED="$FAILED summary";; esac
 fi
 say "done in $(el)s; failed or skipped steps:${FAILED:- none}"
-pack
 ls -la "$OUTDIR" >> "$LOGS/env.txt"
+pack
 [ -z "$FAILED" ]
 exit $?
