@@ -6,6 +6,7 @@
  */
 #include "formats/safetensors.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #include <cjson/cJSON.h>
@@ -254,7 +255,7 @@ static lmx_status parse_header(lmx_safetensors *st) {
     memcpy(text, hdr, hlen);
     text[hlen] = '\0';
     const char *end = NULL;
-    cJSON *root = lmx_json_parse(text, hlen, &end);
+    cJSON *root = lmx_json_parse_keep_dups(text, hlen, &end); /* repeated keys are rejected below */
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
         free(text);
@@ -397,16 +398,14 @@ lmx_status lmx_safetensors_open(const char *path, bool use_mmap, lmx_safetensors
     if (!out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_safetensors_open: NULL out");
     *out = NULL;
     if (!path) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_safetensors_open: NULL path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return lmx_error(e == ENOENT || e == ENOTDIR ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path,
-                         lmx_errno_str(e));
-    }
+    int fd;
+    lmx_status os = lmx_fs_open_regular(path, &fd); /* says what a FIFO / directory / device is */
+    if (os != LMX_OK) return os;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
         close(fd);
-        return lmx_error(LMX_ERR_IO, "%s: not a regular file", path);
+        return lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_errno_str(e));
     }
     if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
         close(fd);

@@ -66,19 +66,6 @@ static void sort_unique(char **names, size_t *n) {
     *n = k;
 }
 
-/* A weight_map value must stay inside the model directory. */
-static bool safe_relative(const char *f) {
-    if (!f[0] || f[0] == '/') return false;
-    for (const char *p = f; *p;) {
-        const char *q = strchr(p, '/');
-        size_t len = q ? (size_t)(q - p) : strlen(p);
-        if (len == 2 && p[0] == '.' && p[1] == '.') return false;
-        if (!q) break;
-        p = q + 1;
-    }
-    return true;
-}
-
 /* The distinct files of the index's weight_map, sorted. *map_out keeps the parsed index (caller
  * deletes) so the tensors can be checked against the files once they are open. */
 static lmx_status list_from_index(const char *index_path, char ***out, size_t *n_out, cJSON **map_out) {
@@ -103,7 +90,7 @@ static lmx_status list_from_index(const char *index_path, char ***out, size_t *n
                           index_path, tensor);
             goto fail;
         }
-        if (!safe_relative(c->valuestring)) {
+        if (!lmx_fs_safe_relative(c->valuestring)) {
             s = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                           "%s: weight_map entry for tensor %s names file \"%s\" outside the model directory",
                           index_path, tensor, c->valuestring);

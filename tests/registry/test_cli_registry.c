@@ -29,7 +29,7 @@ static void test_cli(void) {
     snprintf(args, sizeof args, "add '%s'", dir);
     CHECK_EQ_INT(lmx_run(args, out, sizeof out), 0);
     CHECK_EQ_INT(lmx_run("list --json", out, sizeof out), 0);
-    CHECK(strstr(out, "\"id\":\"acme/tiny\"") && strstr(out, "\"files\":1"));
+    CHECK(strstr(out, "\"id\":\"acme/tiny\"") && strstr(out, "\"files\":2"));
     CHECK_EQ_INT(lmx_run("list", out, sizeof out), 0);
     CHECK(strstr(out, "acme/tiny") != NULL);
     CHECK_EQ_INT(lmx_run("verify acme/tiny", out, sizeof out), 0);
