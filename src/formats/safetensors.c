@@ -258,8 +258,10 @@ static lmx_status parse_header(lmx_safetensors *st) {
     cJSON *root = lmx_json_parse_keep_dups(text, hlen, &end); /* repeated keys are rejected below */
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
+        char why[160];
+        lmx_json_error(text, hlen, end, why, sizeof why);
         free(text);
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: header JSON is malformed (near byte %zu)", label, at);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: header JSON is malformed: %s (near byte %zu)", label, why, at);
     }
     for (const char *p = end; p && p < text + hlen; p++) { /* the HF writer pads with spaces */
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {

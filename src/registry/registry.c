@@ -137,8 +137,12 @@ static double timestamp(const cJSON *v) {
 }
 
 static lmx_status parse(const char *path, const char *text, reg *r) {
-    cJSON *root = lmx_json_parse(text, strlen(text), NULL);
-    if (!root) return lmx_error(LMX_ERR_IO, "%s: not valid JSON", path);
+    const char *stop = NULL;
+    cJSON *root = lmx_json_parse(text, strlen(text), &stop);
+    if (!root) {
+        char why[160];
+        return lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_json_error(text, strlen(text), stop, why, sizeof why));
+    }
     lmx_status st = LMX_OK;
     cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
     if (!cJSON_IsArray(models)) {

@@ -84,7 +84,9 @@ static lmx_status parse_json_text(const char *path, char *buf, size_t len, cJSON
     cJSON *j = lmx_json_parse(buf, len, &ep);
     if (!j) {
         size_t off = ep && ep >= buf && ep <= buf + len ? (size_t)(ep - buf) : 0;
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: invalid JSON near byte %zu", path, off);
+        char why[160];
+        lmx_json_error(buf, len, ep, why, sizeof why);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s (byte %zu)", path, why, off);
     }
     *out = j;
     return LMX_OK;

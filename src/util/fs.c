@@ -142,6 +142,11 @@ bool lmx_fs_inside(const char *dir, const char *path) {
     return in;
 }
 
+bool lmx_fs_exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
 bool lmx_fs_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);

@@ -38,6 +38,9 @@ bool lmx_fs_safe_relative(const char *name);
  * itself. False when either cannot be resolved. */
 bool lmx_fs_inside(const char *dir, const char *path);
 
+/* Whether anything is at path (lstat: a dangling symlink counts): an optional file that exists
+ * but is not a regular file must be reported, not skipped as absent. */
+bool lmx_fs_exists(const char *path);
 bool lmx_fs_is_dir(const char *path);
 bool lmx_fs_is_file(const char *path);
 
