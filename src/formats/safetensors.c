@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -141,9 +142,15 @@ static lmx_status parse_entry(const cJSON *e, const char *label, const char *nam
     int d = 0;
     for (const cJSON *c = shape->child; c; c = c->next, d++) {
         uint64_t dim;
-        if (!json_uint(c, &dim))
+        if (!json_uint(c, &dim)) {
+            if (cJSON_IsNumber(c) && c->valuedouble > ST_MAX_INT && c->valuedouble == floor(c->valuedouble))
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                                 "%s: tensor %s: shape[%d] = %.17g is larger than 2^53 (the largest integer a JSON "
+                                 "number holds exactly; no real tensor has such a dimension)",
+                                 label, name, d, c->valuedouble);
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                              "%s: tensor %s: shape[%d] is not a non-negative integer", label, name, d);
+        }
         v->shape[d] = (int64_t)dim;
         if (dim != 0 && (uint64_t)numel > (uint64_t)INT64_MAX / dim)
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: tensor %s: shape product overflows", label, name);
@@ -156,7 +163,8 @@ static lmx_status parse_entry(const cJSON *e, const char *label, const char *nam
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || !json_uint(offs->child, &b) ||
         !json_uint(offs->child->next, &en))
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
-                         "%s: tensor %s: data_offsets is not [begin, end] with non-negative integers", label, name);
+                         "%s: tensor %s: data_offsets is not [begin, end] with non-negative integers of at most 2^53",
+                         label, name);
     if (b > en)
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: tensor %s: data_offsets [%llu, %llu] has begin > end",
                          label, name, (unsigned long long)b, (unsigned long long)en);

@@ -622,7 +622,7 @@ LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name,
                            "model %s: refusing to delete %s: it resolves to %s, which is %s the models directory %s "
                            "(use --keep-files to only unregister it)",
                            name, path, res ? res : "?",
-                           models_real && res && strcmp(res, models_real) == 0 ? "" :
+                           models_real && res && strcmp(res, models_real) == 0 ? "itself" :
                            models_real && under(path, models_real) ? "a parent of" : "outside",
                            models_real ? models_real : ed.dir);
             free(res);
