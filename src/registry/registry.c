@@ -213,6 +213,19 @@ out:
     return st;
 }
 
+lmx_status lmx_registry_parse_text(const char *label, const char *text, lmx_registry_entry **out, int *n) {
+    reg r;
+    memset(&r, 0, sizeof r);
+    *out = NULL;
+    *n = 0;
+    lmx_status st = parse(label, text, &r);
+    if (st == LMX_OK) {
+        *out = r.e;
+        *n = r.n;
+    }
+    return st;
+}
+
 /* Reads the registry (missing file = empty). */
 static lmx_status reg_read(const char *path, reg *r) {
     memset(r, 0, sizeof *r);
@@ -459,7 +472,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
 
 /* A model id: printable, no spaces or control bytes (a newline would forge a line of `lmx list`),
  * well-formed UTF-8, no "..", not absolute, not ending in '/'. */
-static bool valid_name(const char *n) {
+bool lmx_registry_valid_name(const char *n) {
     if (!n || !*n || n[0] == '/' || strstr(n, "..") || strlen(n) > 512) return false;
     for (const char *p = n; *p; p++)
         if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '\\') return false;
@@ -483,7 +496,7 @@ static char *default_name(const char *models_real, const char *real) {
 
 LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, const char *name) {
     if (!path) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: NULL path");
-    if (name && !valid_name(name))
+    if (name && !lmx_registry_valid_name(name))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: bad model name \"%s\" (want org/name)", name);
     if (!lmx_fs_is_dir(path)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: not a directory", path);
     {
@@ -518,7 +531,7 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
         st = out_of_memory();
         goto out;
     }
-    if (!name && !valid_name(e.id)) {
+    if (!name && !lmx_registry_valid_name(e.id)) {
         st = lmx_error(LMX_ERR_INVALID_ARGUMENT,
                        "registry add: the default name from the directory \"%s\" is not a valid model name "
                        "(no spaces, control bytes, \"..\" or non-UTF-8 bytes); give one with --name org/name",
