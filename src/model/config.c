@@ -632,13 +632,13 @@ lmx_status lmx_model_config_load(const char *dir, lmx_model_config **out) {
     lmx_status st;
     char *text = NULL, *gtext = NULL;
     size_t len = 0, glen = 0;
-    if (!lmx_fs_is_file(path)) {
+    if (!lmx_fs_exists(path)) { /* one that is not a regular file: the read says what it is */
         st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: no such file", path);
         goto done;
     }
     st = lmx_fs_read_file(path, CONFIG_MAX_BYTES, &text, &len);
     if (st != LMX_OK) goto done;
-    if (lmx_fs_is_file(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
+    if (lmx_fs_exists(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
         LMX_LOG_W_ONCE("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
         gtext = NULL;
     }

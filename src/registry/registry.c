@@ -229,7 +229,7 @@ lmx_status lmx_registry_parse_text(const char *label, const char *text, lmx_regi
 /* Reads the registry (missing file = empty). */
 static lmx_status reg_read(const char *path, reg *r) {
     memset(r, 0, sizeof *r);
-    if (!lmx_fs_is_file(path)) return LMX_OK;
+    if (!lmx_fs_exists(path)) return LMX_OK; /* a FIFO or directory there is reported, not read as empty */
     char *text = NULL;
     lmx_status st = lmx_fs_read_file(path, REGISTRY_MAX_BYTES, &text, NULL);
     if (st != LMX_OK) return st;
@@ -695,7 +695,10 @@ LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name,
             continue;
         }
         char *p = lmx_fs_join(e->path, f->name);
-        if (p && lmx_fs_is_file(p) && !lmx_fs_inside(e->path, p)) {
+        char *resolved = p ? realpath(p, NULL) : NULL;
+        bool outside = resolved && !lmx_fs_inside(e->path, p);
+        free(resolved);
+        if (outside) {
             report_add(&rep, &len, "REFUSED %s: resolves outside the model directory %s; not read", f->name, e->path);
             free(p);
             if (!bad++) first_bad = f->name;

@@ -247,7 +247,7 @@ lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out) {
     char *raw = NULL;
     size_t raw_len = 0;
     lmx_status st = LMX_OK;
-    if (lmx_fs_is_file(cfg_path)) st = load_json(cfg_path, &cfg);
+    if (lmx_fs_exists(cfg_path)) st = load_json(cfg_path, &cfg); /* not a regular file: named by the read */
     if (!st) st = lmx_fs_read_file(json_path, MAX_TOKENIZER_BYTES, &raw, &raw_len);
     if (!st) {
         st = load_text(json_path, raw, raw_len, cfg, out);

@@ -71,6 +71,21 @@ static void test_precedence(void) {
     put(d, "generation_config.json", "{\"eos_token_id\": 5, \"eos_token_id\": 9}");
     CHECK_EQ_INT(read_ids("none", 2, ids), 1);
     CHECK_EQ_INT(ids[0], 9);
+    /* a 60 MB config.json (a big embedded table) is read: the limit is config.c's 64 MB, not 16 */
+    put(d, "generation_config.json", "{}");
+    char p[1300];
+    snprintf(p, sizeof p, "%s/config.json", d);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs("{\"eos_token_id\": 11, \"pad\": \"", f);
+        static char chunk[1 << 16];
+        memset(chunk, 'x', sizeof chunk);
+        for (int i = 0; i < 60 * 16; i++) fwrite(chunk, 1, sizeof chunk, f);
+        fputs("\"}", f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    CHECK_EQ_INT(ids[0], 11);
 }
 
 int main(void) {

@@ -231,6 +231,32 @@ static void test_fifo_tokenizer(void) {
     mkdir(p, 0755);
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
     CHECK(strstr(out, "is a directory, not a regular file") != NULL);
+    rmdir(p);
+    /* the other optional model files: reported, not skipped as absent (and never blocking) */
+    static const char *const names[] = {"tokenizer_config.json", "chat_template.jinja"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        CHECK(mkfifo(p, 0644) == 0);
+        snprintf(args, sizeof args, "chat-template '%s' </dev/null", dir);
+        CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
+        CHECK_MSG(strstr(out, names[i]) && strstr(out, "is a FIFO"), "%s: %s", names[i], out);
+        unlink(p);
+    }
+    /* config.json a FIFO: named by lmx info */
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    CHECK(mkfifo(p, 0644) == 0);
+    snprintf(args, sizeof args, "info '%s'", dir);
+    CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "config.json: is a FIFO"), "%s", out);
+    unlink(p);
+    /* registry.json a directory: an error, not an empty registry */
+    char reg[1200];
+    snprintf(reg, sizeof reg, "%s/registry.json", tmp);
+    unlink(reg);
+    CHECK(mkdir(reg, 0755) == 0);
+    CHECK_EQ_INT(lmx_run2("list", out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "registry.json: is a directory"), "%s", out);
+    rmdir(reg);
 }
 
 int main(void) {
