@@ -214,6 +214,20 @@ static void test_name_hygiene(void) {
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 0);
     snprintf(args, sizeof args, "add '%s' --name 'evil/na\nme'", dir);
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
+    /* info --json of a model in a directory whose name is not UTF-8 (the committed llama-tiny) */
+    char cmd[3000];
+    snprintf(dir, sizeof dir, "%s/ext/m\xff\xfe", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/tests/fixtures/models/llama-tiny/*.json "
+             "'%s'/tests/fixtures/models/llama-tiny/*.safetensors '%s'/", dir, LMX_SOURCE_DIR, LMX_SOURCE_DIR, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(args, sizeof args, "info '%s' --json", dir);
+    CHECK_EQ_INT(lmx_run(args, out, sizeof out), 0);
+    CHECK(lmx_utf8_valid(out, strlen(out)));
+    j = lmx_json_parse(out, strlen(out), NULL);
+    CHECK_MSG(cJSON_IsObject(j), "info --json: %s", out);
+    path = cJSON_GetObjectItemCaseSensitive(j, "path");
+    CHECK(cJSON_IsString(path) && strstr(path->valuestring, "/m\xef\xbf\xbd\xef\xbf\xbd") != NULL);
+    cJSON_Delete(j);
     registry_put("{\"models\":[],\"version\":1}");
 }
 
