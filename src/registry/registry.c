@@ -429,6 +429,10 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
+        if (!lmx_fs_safe_relative(de->d_name)) { /* control bytes: verify would refuse the name */
+            LMX_LOG_W("registry: %s: a file name with control bytes; not recorded", dir);
+            continue;
+        }
         char *p = lmx_fs_join(dir, de->d_name);
         if (!p) {
             st = out_of_memory();

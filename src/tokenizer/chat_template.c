@@ -192,9 +192,12 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
         size_t len;
         st = lmx_fs_read_file(cfg_path, (size_t)256 << 20, &text, &len);
         if (st != LMX_OK) goto done;
-        cfg = lmx_json_parse(text, len, NULL);
+        const char *stop = NULL;
+        char why[160] = "not a JSON object";
+        cfg = lmx_json_parse(text, len, &stop);
+        if (!cfg) lmx_json_error(text, len, stop, why, sizeof why);
         free(text);
-        if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not a JSON object", cfg_path); goto done; }
+        if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s", cfg_path, why); goto done; }
     }
     /* template: chat_template.jinja wins (transformers saves it separately), else the config */
     if (lmx_fs_exists(jinja_path)) {

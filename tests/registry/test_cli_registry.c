@@ -210,8 +210,13 @@ static void test_name_hygiene(void) {
     snprintf(args, sizeof args, "add '%s'", dir);
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
     CHECK(strstr(out, "not a valid model name") && strstr(out, "--name"));
+    char odd[1300];
+    snprintf(odd, sizeof odd, "%s/x\ny.txt", dir); /* a file name verify would refuse: not recorded */
+    put(odd, "x");
     snprintf(args, sizeof args, "add '%s' --name 'ok/name'", dir);
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 0);
+    CHECK_EQ_INT(lmx_run2("verify ok/name", out, sizeof out), 0);
+    CHECK(strstr(out, "x\ny.txt") == NULL);
     snprintf(args, sizeof args, "add '%s' --name 'evil/na\nme'", dir);
     CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 1);
     /* info --json of a model in a directory whose name is not UTF-8 (the committed llama-tiny) */

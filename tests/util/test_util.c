@@ -163,6 +163,14 @@ static void test_json_duplicate_keys(void) {
     CHECK(src && strcmp(src, "LAST") == 0);
     free(src);
     free(special);
+    char deepcfg[1300] = "{\"chat_template\": ";
+    for (int i = 0; i < 1100; i++) strcat(deepcfg, "[");
+    put(d, "tokenizer_config.json", deepcfg);
+    src = special = NULL;
+    CHECK(lmx_chat_template_load_dir(d, &src, &special) == LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "nested deeper than the parser's limit") != NULL);
+    free(src);
+    free(special);
     char *p = lmx_fs_join(d, "tokenizer_config.json");
     unlink(p);
     free(p);
