@@ -102,14 +102,15 @@ static void test_deep_nesting(void) {
 /* Numbers in post_processor / decoder settings out of every integer's range: rejected or clamped,
  * never converted (float-cast-overflow under LMX_SANITIZE). */
 static void test_out_of_range_numbers(void) {
-    static const char *const cases[] = {
+    static const char tp[] =
         "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
         "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1e300],"
-        "\"tokens\":[\"<s>\"]}}}",
-        "\"post_processor\":{\"type\":\"BertProcessing\",\"sep\":[\"</s>\",-1e300],\"cls\":[\"<s>\",1e300]}",
+        "\"tokens\":[\"<s>\"]}}}";
+    static const char bert[] = "\"post_processor\":{\"type\":\"BertProcessing\",\"sep\":[\"</s>\",-1e300],\"cls\":[\"<s>\",1e300]}";
+    static const char roberta[] =
         "\"post_processor\":{\"type\":\"RobertaProcessing\",\"sep\":[\"</s>\",2.5],\"cls\":[\"<s>\",0],"
-        "\"trim_offsets\":true,\"add_prefix_space\":false}",
-    };
+        "\"trim_offsets\":true,\"add_prefix_space\":false}";
+    static const char *const cases[] = {tp, bert, roberta};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char j[2048];
         snprintf(j, sizeof j,
