@@ -135,10 +135,37 @@ static void test_out_of_range_numbers(void) {
     lmx_tokenizer_destroy(t);
 }
 
+/* issue 15 item 7: a repeated "model" key: the last one is the model, vocabulary included (the fast
+ * vocab scanner and cJSON agree, as Python's json does) */
+static void test_duplicate_model_key(void) {
+    const char *j =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,"
+        "\"post_processor\":null,\"decoder\":null,\"added_tokens\":[],"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"b\":0,\"a\":1},\"merges\":[]}}";
+    lmx_tokenizer *t = NULL;
+    CHECK(load(j, &t) == LMX_OK);
+    if (!t) return;
+    CHECK_EQ_INT(lmx_tokenizer_token_to_id(t, "a", 1), 1);
+    CHECK_EQ_INT(lmx_tokenizer_token_to_id(t, "b", 1), 0);
+    lmx_tokenizer_destroy(t);
+    /* the last "model" has no vocab: the first one's must not be used */
+    const char *j2 =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,"
+        "\"post_processor\":null,\"decoder\":null,\"added_tokens\":[],"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+        "\"model\":{\"type\":\"BPE\",\"merges\":[]}}";
+    t = NULL;
+    lmx_status st = load(j2, &t);
+    CHECK(st != LMX_OK || lmx_tokenizer_token_to_id(t, "a", 1) < 0);
+    lmx_tokenizer_destroy(t);
+}
+
 int main(void) {
     RUN(test_huge_ids);
     RUN(test_contradictions);
     RUN(test_deep_nesting);
     RUN(test_out_of_range_numbers);
+    RUN(test_duplicate_model_key);
     return lmx_test_summary();
 }
