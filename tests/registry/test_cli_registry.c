@@ -51,7 +51,7 @@ static void test_cli(void) {
 /* Like lmx_run with stderr captured too (2>&1). */
 static int lmx_run2(const char *args, char *out, size_t cap) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "LMX_HOME='%s' timeout 20 '%s' %s 2>&1", tmp, LMX_CLI_PATH, args);
+    snprintf(cmd, sizeof cmd, "LMX_LOG=warn LMX_HOME='%s' timeout 20 '%s' %s 2>&1", tmp, LMX_CLI_PATH, args);
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = fread(out, 1, cap - 1, p);
@@ -278,6 +278,27 @@ static void test_fifo_tokenizer(void) {
     rmdir(reg);
 }
 
+/* issue 15 item 8: a malformed generation_config.json is warned about once, ignored, and the model
+ * loads (it failed the load after three "ignored" warnings) */
+static void test_broken_generation_config(void) {
+    char dir[1200], cmd[3000], p[1300], out[8192];
+    snprintf(dir, sizeof dir, "%s/gencfg", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/tests/fixtures/models/llama-tiny/*.json "
+             "'%s'/tests/fixtures/models/llama-tiny/*.safetensors '%s'/", dir, LMX_SOURCE_DIR, LMX_SOURCE_DIR, dir);
+    CHECK(system(cmd) == 0);
+    static const char *const broken[] = {"{\"eos_token_id\": [1,", "[1, 2]", "{\"a\":" "[[[[[[[[[[[[[[[[[[[[[[[[[["};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/generation_config.json", dir);
+        put(p, broken[i]);
+        snprintf(cmd, sizeof cmd, "info '%s' --json", dir);
+        CHECK_EQ_INT(lmx_run2(cmd, out, sizeof out), 0);
+        int n = 0;
+        for (const char *q = out; (q = strstr(q, "generation_config.json")); q++) n++;
+        CHECK_MSG(n == 1, "case %d: %d mentions: %s", i, n, out);
+        CHECK(strstr(out, "ignored") && strstr(out, "\"model_type\":\"llama\""));
+    }
+}
+
 int main(void) {
     tmp = fake_tmpdir("cli");
     if (!tmp) return 1;
@@ -288,6 +309,7 @@ int main(void) {
     RUN(test_registry_numbers);
     RUN(test_name_hygiene);
     RUN(test_fifo_tokenizer);
+    RUN(test_broken_generation_config);
     fake_rmtree(tmp);
     free(tmp);
     return lmx_test_summary();
