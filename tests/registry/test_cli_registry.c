@@ -100,6 +100,18 @@ static void test_rm_never_leaves_models_dir(void) {
     CHECK(strstr(out, "\"x/y\"") && strstr(out, "\"x/dot\"") && strstr(out, "\"x/self\""));
     CHECK_EQ_INT(lmx_run2("rm x/y --keep-files", out, sizeof out), 0); /* unregistering only is fine */
     CHECK(lmx_fs_is_file(keep));
+    /* a symlink inside the models directory that leads out of it */
+    char link[1300];
+    snprintf(link, sizeof link, "%s/org", models);
+    mkdir(link, 0755);
+    snprintf(link, sizeof link, "%s/org/link", models);
+    CHECK(symlink(victim, link) == 0);
+    snprintf(json, sizeof json, "{\"models\":[{\"id\":\"x/link\",\"path\":\"%s\",\"files\":[]}],\"version\":1}", link);
+    registry_put(json);
+    CHECK_EQ_INT(lmx_run2("rm x/link", out, sizeof out), 1);
+    CHECK(strstr(out, "refusing to delete") != NULL);
+    CHECK(lmx_fs_is_file(keep));
+    unlink(link);
     registry_put("{\"models\":[],\"version\":1}");
 }
 
