@@ -216,6 +216,13 @@ static void test_name_hygiene(void) {
     const cJSON *path = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(j, 0), "path");
     CHECK(cJSON_IsString(path) && strcmp(path->valuestring, "/tmp/\xef\xbf\xbd\xef\xbf\xbd-x") == 0);
     cJSON_Delete(j);
+    /* an edited registry with a newline in an id cannot forge a line of the table */
+    registry_put("{\"models\":[{\"id\":\"a/b\\nforged/line 1.0M never /x\",\"path\":\"/p\\n\",\"files\":[]}],\"version\":1}");
+    CHECK_EQ_INT(lmx_run("list", out, sizeof out), 0);
+    int lines = 0;
+    for (const char *q = out; *q; q++) lines += *q == '\n';
+    CHECK_EQ_INT(lines, 2); /* the header and one row */
+    CHECK(strstr(out, "a/b?forged/line") != NULL && strstr(out, "\nforged") == NULL);
     (void)json;
     snprintf(dir, sizeof dir, "%s/ext/bad\nname", tmp);
     fake_model_write(dir, "{\"script\":\"ab\"}");
