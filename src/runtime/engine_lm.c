@@ -128,7 +128,7 @@ static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_op
     info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;
     memcpy(info->eos_ids, p.eos_ids, (size_t)info->n_eos * sizeof info->eos_ids[0]);
     char *tj = lmx_fs_join(dir, "tokenizer.json");
-    info->no_tokenizer = !tj || !lmx_fs_is_file(tj);
+    info->no_tokenizer = !tj || !lmx_fs_exists(tj); /* one that is not a regular file fails the open, named */
     free(tj);
     return LMX_OK;
 }
@@ -149,7 +149,7 @@ static void eng_close(lmx_engine_model *m) {
 static lmx_status open_text(lmx_engine_model *m, const char *dir) {
     char *tj = lmx_fs_join(dir, "tokenizer.json");
     if (!tj) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
-    bool has_tok = lmx_fs_is_file(tj);
+    bool has_tok = lmx_fs_exists(tj); /* a FIFO / directory / loop there: the load below says what it is */
     free(tj);
     if (!has_tok) {
         LMX_LOG_I("model %s has no tokenizer.json: token ids only (text generation and chat unavailable)", dir);
