@@ -306,7 +306,8 @@ LMX_API lmx_status lmx_registry_list(const char *models_dir, lmx_registry_entry 
 LMX_API void lmx_registry_entries_free(lmx_registry_entry *entries, int n); /* NULL-safe */
 /* Registers an existing model directory under `name` (NULL = "<parent>/<dir>" when the directory
  * is models_dir/<org>/<name>, else "local/<dir name>"), recording every regular file's size and
- * SHA-256 (symlinks resolving outside the directory are skipped). An id that exists is replaced.
+ * SHA-256 (symlinks resolving outside the directory are skipped, except a Hugging Face cache
+ * snapshot's links into its <repo>/blobs). An id that exists is replaced.
  * The directory must hold a config.json (a regular file), else LMX_ERR_MODEL_NOT_FOUND; a name
  * (given or default) with spaces, control bytes, "..", a leading '/' or non-UTF-8 bytes →
  * LMX_ERR_INVALID_ARGUMENT. */

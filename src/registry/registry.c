@@ -421,6 +421,31 @@ static int name_cmp(const void *a, const void *b) {
 }
 
 /* Every regular, non-hidden file of dir with size and SHA-256 (sorted by name). */
+
+/* Whether a file of the model directory `dir` (possibly a symlink) stays inside the model: its
+ * resolved path lies in `dir`, or, for a Hugging Face cache snapshot (`<repo>/snapshots/<rev>`, whose
+ * files are symlinks into `<repo>/blobs`), in that repository folder. Anything else (a link to
+ * /etc/shadow, to another model) is refused by add and verify. */
+static bool model_file_inside(const char *dir, const char *path) {
+    if (lmx_fs_inside(dir, path)) return true;
+    char *d = realpath(dir, NULL);
+    if (!d) return false;
+    bool in = false;
+    char *slash = strrchr(d, '/');
+    if (slash && slash != d) {
+        *slash = '\0'; /* d = <repo>/snapshots */
+        char *snap = strrchr(d, '/');
+        if (snap && snap != d && strcmp(snap + 1, "snapshots") == 0) {
+            *snap = '\0'; /* d = <repo> */
+            char blobs[PATH_MAX];
+            if (snprintf(blobs, sizeof blobs, "%s/blobs", d) < (int)sizeof blobs)
+                in = lmx_fs_inside(blobs, path);
+        }
+    }
+    free(d);
+    return in;
+}
+
 static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
     DIR *d = opendir(dir);
     if (!d) return lmx_error(LMX_ERR_IO, "%s: %s", dir, lmx_errno_str(errno));
@@ -442,7 +467,7 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
             free(p);
             continue;
         }
-        if (!lmx_fs_inside(dir, p)) { /* a symlink out of the directory: verify would refuse it */
+        if (!model_file_inside(dir, p)) { /* a symlink out of the model: verify would refuse it */
             LMX_LOG_W("registry: %s resolves outside %s; not recorded", p, dir);
             free(p);
             continue;
@@ -700,7 +725,7 @@ LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name,
         }
         char *p = lmx_fs_join(e->path, f->name);
         char *resolved = p ? realpath(p, NULL) : NULL;
-        bool outside = resolved && !lmx_fs_inside(e->path, p);
+        bool outside = resolved && !model_file_inside(e->path, p);
         free(resolved);
         if (outside) {
             report_add(&rep, &len, "REFUSED %s: resolves outside the model directory %s; not read", f->name, e->path);

@@ -177,6 +177,31 @@ static void test_verify_stays_inside(void) {
     CHECK(lmx_fs_is_file(secret));
 }
 
+/* A Hugging Face cache snapshot (files are symlinks into <repo>/blobs) registers and verifies; a
+ * link from it to anywhere else is still refused. */
+static void test_hf_snapshot_layout(void) {
+    char repo[1200], snap[1300], blobs[1300], p[1500], q[1500], secret[1300], args[1600], out[8192];
+    snprintf(repo, sizeof repo, "%s/hfcache/models--org--m", tmp);
+    snprintf(snap, sizeof snap, "%s/snapshots/0123abc", repo);
+    snprintf(blobs, sizeof blobs, "%s/blobs", repo);
+    fake_model_write(snap, "{\"script\":\"ab\"}");
+    mkdir(blobs, 0755);
+    snprintf(p, sizeof p, "%s/deadbeef", blobs);
+    put(p, "blob bytes\n");
+    snprintf(q, sizeof q, "%s/model.safetensors.json", snap);
+    CHECK(symlink("../../blobs/deadbeef", q) == 0);
+    snprintf(secret, sizeof secret, "%s/hfcache/secret.txt", tmp);
+    put(secret, "top secret\n");
+    snprintf(q, sizeof q, "%s/escape.json", snap);
+    CHECK(symlink(secret, q) == 0);
+    snprintf(args, sizeof args, "add '%s' --name org/hf", snap);
+    CHECK_EQ_INT(lmx_run2(args, out, sizeof out), 0);
+    CHECK_EQ_INT(lmx_run2("verify org/hf", out, sizeof out), 0);
+    CHECK(strstr(out, "model.safetensors.json") != NULL); /* the blob link is recorded and verified */
+    CHECK(strstr(out, "escape.json") == NULL);           /* the link out of the repository is not */
+    CHECK_EQ_INT(lmx_run2("rm org/hf --keep-files", out, sizeof out), 0);
+}
+
 /* issue 15 item 6: a size no uint64 holds is a clear error, not undefined behaviour */
 static void test_registry_numbers(void) {
     char json[2048], out[8192];
@@ -325,6 +350,7 @@ int main(void) {
     RUN(test_rm_never_leaves_models_dir);
     RUN(test_add_rm_parent);
     RUN(test_verify_stays_inside);
+    RUN(test_hf_snapshot_layout);
     RUN(test_registry_numbers);
     RUN(test_name_hygiene);
     RUN(test_fifo_tokenizer);
