@@ -80,7 +80,7 @@ typedef struct lmx_attn_params {
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
 } lmx_attn_params;
 
-/* Arguments of the optional rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
+/* Arguments of the rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
  * [n_kv_heads, head_dim]; row t of q starts at q_off + t * q_stride (likewise k, v); a stride of 0
  * means packed rows (heads * head_dim). Caches [n_kv_heads][capacity][head_dim], position j in slot
  * j % capacity (as kv_write). */
@@ -170,7 +170,7 @@ typedef struct lmx_backend_ops {
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
 
-    /* ---- fused ops (optional: NULL = the caller issues the unfused sequence named with each) ----
+    /* ---- fused ops (required: the forward pass issues them, not the sequences named with each) ----
      * Each computes what its unfused sequence computes (the CPU backend: bit for bit; a GPU backend:
      * to its rounding), in fewer kernel launches. Decode-step hooks apply as for every op. */
     /* y[T, rows] += x[T, cols] · Wᵀ + bias: the residual add folded into the projection
@@ -215,7 +215,7 @@ typedef struct lmx_backend_ops {
     lmx_status (*upload_end)(lmx_backend *be);
     /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
      * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
-     * an element type the backend chooses (the CUDA backend: fp16; LMX_CUDA_KV=bf16|f16|f32). Such a
+     * an element type the backend chooses (the CUDA backend: fp16, fp32 by a test option). Such a
      * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
      * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
      * accounting; NULL = sizeof(float)). */
@@ -235,7 +235,7 @@ struct lmx_backend {
 
 /* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using AVX2/FMA/F16C
  * inner kernels when the CPU has them. _ex with allow_simd=false forces the scalar reference
- * kernels (tests; LMX_CPU_SIMD=0 in the environment does the same for lmx_backend_cpu_create). */
+ * kernels (tests). */
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
 /* "scalar" or "avx2" for a CPU backend, NULL for another backend. */

@@ -49,7 +49,6 @@ struct lmx_kv {
     lmx_buf *logits;         /* [vocab] */
     int32_t *posv;           /* [chunk] absolute positions */
     uint64_t bytes;
-    bool fused;              /* use the backend's optional fused ops (backend.h); LMX_FUSED_OPS=0 at creation: off */
     /* one-token steps through fused weights (some layer has qkv/gate_up and the backend buf_view),
      * else all NULL: */
     lmx_buf *qkv1;           /* [H*D + 2*KV*D] output of the fused q|k|v matmul */

@@ -1,10 +1,11 @@
-/* test_fused_ops.c — the optional fused ops of the backend seam (backend.h: matmul_add, rope_qk_store)
- * on the CPU backend, which computes them with the unfused ops' arithmetic:
+/* test_fused_ops.c — the fused ops of the backend seam (backend.h: matmul_add, rope_qk_store) on the
+ * CPU backend, which computes them with the unfused ops' arithmetic:
  *   - every fixture model (6 families: llama, mistral, qwen2, qwen3 q/k norm, gemma3 sandwich norms and
  *     sliding rings, phi3 partial rotary and longrope; dense f32/f16/bf16, MLX 2..8 bit): the logits of
- *     the fused path are bitwise identical to those with LMX_FUSED_OPS=0 (prefill, decode, ring wrap),
- *     through a counting wrapper backend that also proves which path ran and that a backend without
- *     the ops (NULL) gets the unfused sequence;
+ *     the forward pass through the CPU's fused ops are bitwise identical to those through a reference
+ *     backend whose matmul_add and rope_qk_store are this test's own unfused sequences (matmul + add;
+ *     [rmsnorm], rope, rope, kv_write) over the CPU's primitive ops (prefill, decode, ring wrap); a
+ *     counting wrapper proves which ops ran, and a backend without the fused ops is refused;
  *   - rope_qk_store on views of one q|k|v buffer (offsets, row strides) == rmsnorm + rope + kv_write on
  *     packed copies, bit for bit; matmul_add == matmul + add; argument errors. */
 #include <dirent.h>
@@ -22,6 +23,7 @@ typedef struct wrap_backend {
     lmx_backend base;
     lmx_backend *in;
     lmx_backend_ops ops;
+    int out_rows; /* the reference matmul_add's output width (the model's hidden size: o and down) */
     int n_matmul_add, n_rope_qk, n_add, n_rope, n_kv_write, n_rmsnorm, n_copy;
 } wrap_backend;
 
@@ -90,8 +92,36 @@ static lmx_status w_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const
     return FWD(be, rope_qk_store, q, k, v, kc, vc, p, pos);
 }
 
-/* with_fused: the wrapper offers matmul_add / rope_qk_store; else NULL (a backend without them) */
-static void wrap_init(wrap_backend *w, lmx_backend *cpu, bool with_fused) {
+/* the reference: the fused ops as the unfused sequences they stand for, over the inner primitive ops */
+static lmx_status ref_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t off, int T,
+                                 lmx_buf *y) {
+    W(be)->n_matmul_add++;
+    lmx_buf *o = NULL;
+    lmx_status s = FWD(be, buf_alloc, (size_t)T * (size_t)W(be)->out_rows, &o);
+    if (s == LMX_OK) s = FWD(be, matmul, w, x, off, T, o);
+    if (s == LMX_OK) s = FWD(be, add, y, o, (size_t)T * (size_t)W(be)->out_rows);
+    FWD(be, buf_free, o);
+    return s;
+}
+static lmx_status ref_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                    lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    W(be)->n_rope_qk++;
+    /* the forward pass hands packed q, k, v (offsets 0, strides 0) */
+    if (p->q_off || p->k_off || p->v_off || p->q_stride || p->k_stride || p->v_stride) return LMX_ERR_UNSUPPORTED;
+    const int T = p->n_tokens, NH = p->n_heads, NKV = p->n_kv_heads, D = p->head_dim;
+    lmx_status s = LMX_OK;
+    if (p->q_norm) s = FWD(be, rmsnorm, q, q, T * NH, D, p->q_norm, p->eps, p->norm_plus_one);
+    if (s == LMX_OK && p->k_norm) s = FWD(be, rmsnorm, k, k, T * NKV, D, p->k_norm, p->eps, p->norm_plus_one);
+    if (s == LMX_OK) s = FWD(be, rope, q, T, NH, D, p->rot_dim, p->inv_freq, p->mscale, pos);
+    if (s == LMX_OK) s = FWD(be, rope, k, T, NKV, D, p->rot_dim, p->inv_freq, p->mscale, pos);
+    if (s == LMX_OK) s = FWD(be, kv_write, kc, vc, k, v, T, NKV, D, p->capacity, pos);
+    return s;
+}
+
+/* mode FWD: matmul_add / rope_qk_store forward to the CPU's; REF: this test's unfused sequences; NONE:
+ * NULL (a backend without them) */
+enum { FUSED_FWD, FUSED_REF, FUSED_NONE };
+static void wrap_init(wrap_backend *w, lmx_backend *cpu, int mode) {
     memset(w, 0, sizeof *w);
     w->in = cpu;
     w->ops = (lmx_backend_ops){.name = "wrap",
@@ -112,41 +142,38 @@ static void wrap_init(wrap_backend *w, lmx_backend *cpu, bool with_fused) {
                                .act_mul = w_act_mul,
                                .add = w_add,
                                .softcap = w_softcap,
-                               .matmul_add = with_fused ? w_matmul_add : NULL,
-                               .rope_qk_store = with_fused ? w_rope_qk_store : NULL};
+                               .matmul_add = mode == FUSED_FWD ? w_matmul_add
+                                             : mode == FUSED_REF ? ref_matmul_add : NULL,
+                               .rope_qk_store = mode == FUSED_FWD ? w_rope_qk_store
+                                                : mode == FUSED_REF ? ref_rope_qk_store : NULL};
     w->base.ops = &w->ops;
 }
 static void wrap_zero(wrap_backend *w) {
     w->n_matmul_add = w->n_rope_qk = w->n_add = w->n_rope = w->n_kv_write = w->n_rmsnorm = w->n_copy = 0;
 }
 
-/* ---- fixture models: fused == unfused, bit for bit ---- */
+/* ---- fixture models: the CPU's fused ops == the unfused sequences, bit for bit ---- */
 
-static lmx_status create_kv(lmx_lm *lm, int chunk, bool fused, lmx_kv **out) {
-    const char *old = getenv("LMX_FUSED_OPS");
-    char *saved = old ? strdup(old) : NULL;
-    if (fused) unsetenv("LMX_FUSED_OPS");
-    else setenv("LMX_FUSED_OPS", "0", 1);
-    lmx_status s = lmx_kv_create_ex(lm, 64, chunk, out);
-    if (saved) setenv("LMX_FUSED_OPS", saved, 1);
-    else unsetenv("LMX_FUSED_OPS");
-    free(saved);
-    return s;
+static void wrap_mode(wrap_backend *w, int mode) {
+    w->ops.matmul_add = mode == FUSED_FWD ? w_matmul_add : ref_matmul_add;
+    w->ops.rope_qk_store = mode == FUSED_FWD ? w_rope_qk_store : ref_rope_qk_store;
 }
 
-/* runs the same tokens on kv a and kv b (same lm), comparing the logits bytewise at every call:
- * an 11-token prefill, 6 decode steps, a 40-token prefill after a reset; then on small-chunk caches
- * (sliding rings of window + 3 slots) a 5-token prefill and 30 decode steps */
-static int compare_paths(const char *name, lmx_lm *lm, wrap_backend *w, bool expect_fused) {
+/* runs the same tokens on kv a (the CPU's fused ops) and kv b (the reference sequences) of one lm,
+ * comparing the logits bytewise at every call: an 11-token prefill, 6 decode steps, a 40-token prefill
+ * after a reset; then on small-chunk caches (sliding rings of window + 3 slots) a 5-token prefill and
+ * 30 decode steps */
+static int compare_paths(const char *name, lmx_lm *lm, wrap_backend *w) {
     const int V = lmx_lm_vocab_size(lm);
     const lmx_model_config *cfg = lmx_lm_config(lm);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     int diffs = 0, calls = 0;
+    w->out_rows = cfg->hidden_size;
     for (int round = 0; round < 2 && a && b; round++) {
         const int chunk = round == 0 ? 0 : 4;
         lmx_kv *ka = NULL, *kb = NULL;
-        lmx_status s = create_kv(lm, chunk, true, &ka);
-        if (s == LMX_OK) s = create_kv(lm, chunk, false, &kb);
+        lmx_status s = lmx_kv_create_ex(lm, 64, chunk, &ka);
+        if (s == LMX_OK) s = lmx_kv_create_ex(lm, 64, chunk, &kb);
         CHECK_MSG(s == LMX_OK, "%s: kv: %s", name, lmx_last_error_detail());
         int32_t ids[40];
         for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 7919 + 13 + round) % V);
@@ -160,40 +187,31 @@ static int compare_paths(const char *name, lmx_lm *lm, wrap_backend *w, bool exp
                 n = 40;
                 in = ids;
             }
-            wrap_zero(w);
-            s = lmx_lm_forward(lm, ka, in, n, a);
-            CHECK_MSG(s == LMX_OK, "%s: fused forward: %s", name, lmx_last_error_detail());
-            if (s != LMX_OK) break;
-            const int fused_ops = w->n_matmul_add + w->n_rope_qk, unfused_ops = w->n_rope + w->n_kv_write;
             const int ck = chunk ? chunk : 128, calls_per_layer = (n + ck - 1) / ck, L = cfg->n_layers * calls_per_layer;
             const int last_rows = (n - 1) % ck + 1; /* rows of the last chunk: the head reads its last row */
             const bool gemma_like = cfg->sandwich_norms; /* the residual add stays separate there */
-            if (expect_fused) {
-                CHECK_MSG(w->n_rope_qk == L && unfused_ops == 0,
-                          "%s: fused path: %d rope_qk_store, %d rope, %d kv_write for %d layers", name, w->n_rope_qk,
-                          w->n_rope, w->n_kv_write, cfg->n_layers);
+            for (int path = 0; path < 2 && s == LMX_OK; path++) {
+                wrap_mode(w, path == 0 ? FUSED_FWD : FUSED_REF);
+                wrap_zero(w);
+                s = lmx_lm_forward(lm, path == 0 ? ka : kb, in, n, path == 0 ? a : b);
+                CHECK_MSG(s == LMX_OK, "%s: %s forward: %s", name, path == 0 ? "fused" : "reference",
+                          lmx_last_error_detail());
+                if (s != LMX_OK) break;
+                CHECK_MSG(w->n_rope_qk == L && w->n_rope + w->n_kv_write == 0,
+                          "%s: %d rope_qk_store, %d rope, %d kv_write for %d layers", name, w->n_rope_qk, w->n_rope,
+                          w->n_kv_write, cfg->n_layers);
                 CHECK_MSG(gemma_like ? (w->n_matmul_add == 0 && w->n_add == 2 * L)
                                      : (w->n_matmul_add == 2 * L && w->n_add == 0),
-                          "%s: fused path: %d matmul_add, %d add for %d layers", name, w->n_matmul_add, w->n_add,
-                          cfg->n_layers);
+                          "%s: %d matmul_add, %d add for %d layers", name, w->n_matmul_add, w->n_add, cfg->n_layers);
                 CHECK_MSG(w->n_copy == (last_rows > 1 ? 1 : 0), "%s: %d buf_copy for the head (n %d)", name,
                           w->n_copy, n);
-            } else {
-                CHECK_MSG(fused_ops == 0 && w->n_rope == 2 * L,
-                          "%s: no fused ops offered: %d fused, %d rope", name, fused_ops, w->n_rope);
             }
-            wrap_zero(w);
-            s = lmx_lm_forward(lm, kb, in, n, b);
-            CHECK_MSG(s == LMX_OK, "%s: unfused forward: %s", name, lmx_last_error_detail());
             if (s != LMX_OK) break;
-            CHECK_MSG(w->n_matmul_add + w->n_rope_qk == 0 && w->n_add == 2 * L && w->n_copy == 1,
-                      "%s: LMX_FUSED_OPS=0 still used fused ops (%d matmul_add, %d rope_qk_store)", name,
-                      w->n_matmul_add, w->n_rope_qk);
             calls++;
             if (memcmp(a, b, sizeof(float) * V) != 0) {
                 diffs++;
-                CHECK_MSG(0, "%s: round %d step %d (n %d): fused logits differ from the unfused path", name, round,
-                          step, n);
+                CHECK_MSG(0, "%s: round %d step %d (n %d): fused logits differ from the unfused sequences", name,
+                          round, step, n);
             }
             int best = 0;
             for (int i = 1; i < V; i++)
@@ -203,10 +221,10 @@ static int compare_paths(const char *name, lmx_lm *lm, wrap_backend *w, bool exp
         lmx_kv_destroy(ka);
         lmx_kv_destroy(kb);
     }
+    wrap_mode(w, FUSED_FWD);
     free(a);
     free(b);
-    fprintf(stderr, "  %-24s %d forward calls, %d differ%s\n", name, calls, diffs,
-            expect_fused ? "" : " (backend without fused ops)");
+    fprintf(stderr, "  %-24s %d forward calls, %d differ\n", name, calls, diffs);
     return calls;
 }
 
@@ -220,8 +238,8 @@ static void test_fixture_models(void) {
     lmx_backend *cpu = NULL;
     CHECK(lmx_backend_cpu_create(2, &cpu) == LMX_OK);
     wrap_backend w, wn;
-    wrap_init(&w, cpu, true);
-    wrap_init(&wn, cpu, false);
+    wrap_init(&w, cpu, FUSED_FWD);
+    wrap_init(&wn, cpu, FUSED_NONE);
     struct dirent *e;
     int models = 0;
     while (cpu && (e = readdir(d))) {
@@ -236,14 +254,15 @@ static void test_fixture_models(void) {
         lmx_status s = lmx_lm_open(dir, &opt, &lm);
         CHECK_MSG(s == LMX_OK, "%s: open: %s", e->d_name, lmx_last_error_detail());
         if (s != LMX_OK) continue;
-        CHECK(compare_paths(e->d_name, lm, &w, true) > 0);
+        CHECK(compare_paths(e->d_name, lm, &w) > 0);
         lmx_lm_close(lm);
         models++;
-        if (models <= 3) { /* a backend without the optional ops: the caller's unfused sequence */
+        if (models <= 3) { /* a backend without the fused ops: no KV cache (the forward pass needs them) */
             opt.backend = &wn.base;
             s = lmx_lm_open(dir, &opt, &lm);
             CHECK_MSG(s == LMX_OK, "%s: open: %s", e->d_name, lmx_last_error_detail());
-            if (s == LMX_OK) compare_paths(e->d_name, lm, &wn, false);
+            lmx_kv *kv = NULL;
+            if (s == LMX_OK) CHECK(lmx_kv_create(lm, 16, &kv) == LMX_ERR_UNSUPPORTED && kv == NULL);
             lmx_lm_close(lm);
         }
     }

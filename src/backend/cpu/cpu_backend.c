@@ -19,7 +19,6 @@
 #include "backend/cpu/cpu_quant.h"
 #include "backend/cpu/cpu_simd.h"
 #include "backend/cpu/thread_pool.h"
-#include "util/env.h"
 #include "util/error.h"
 
 struct lmx_buf {
@@ -893,7 +892,7 @@ lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
 }
 
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
-    return lmx_backend_cpu_create_ex(n_threads, !lmx_env_off("LMX_CPU_SIMD"), out);
+    return lmx_backend_cpu_create_ex(n_threads, true, out);
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
