@@ -52,6 +52,23 @@ __device__ __forceinline__ void gemv_reduce_store(float (&acc)[GEMV_R][BMAX], in
     *dst = accumulate ? *dst + s : s;
 }
 
+template <int BMAX> __device__ __forceinline__ void gemv_zero(float (&acc)[GEMV_R][BMAX]) {
+#pragma unroll
+    for (int r = 0; r < GEMV_R; r++)
+#pragma unroll
+        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+}
+
+/* the E floats of x at xp (16-byte aligned), read through the read-only cache */
+template <int E> __device__ __forceinline__ void gemv_load_x(const float *xp, float (&xs)[E]) {
+    const float4 *p = reinterpret_cast<const float4 *>(xp);
+#pragma unroll
+    for (int i = 0; i < E / 4; i++) {
+        float4 v = __ldg(p + i);
+        xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
+    }
+}
+
 /* ---- dense ---- */
 template <typename WT> struct dense_traits;
 template <> struct dense_traits<float> {
@@ -98,10 +115,7 @@ gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restr
     const int part = warp % ksplit;
     const int chunks = k / E;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     const WT *rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = W + (size_t)min(row0 + r, n - 1) * k;
@@ -114,12 +128,7 @@ gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restr
         for (int b = 0; b < BMAX; b++) {
             if (b >= batch) break;
             float xs[E];
-            const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)b * k + (size_t)c * E);
-#pragma unroll
-            for (int i = 0; i < E / 4; i++) {
-                float4 v = __ldg(xp + i);
-                xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
-            }
+            gemv_load_x(x + (size_t)b * k + (size_t)c * E, xs);
 #pragma unroll
             for (int r = 0; r < GEMV_R; r++) {
                 float f[E];
@@ -175,10 +184,7 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
     /* chunks span two groups only for 2-bit with group size 32 */
     const bool two_groups = E > gs;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     int rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = min(row0 + r, n - 1);
@@ -206,12 +212,7 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
         for (int b = 0; b < BMAX; b++) {
             if (b >= batch) break;
             float xs[E];
-            const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)b * k + (size_t)c * E);
-#pragma unroll
-            for (int i = 0; i < E / 4; i++) {
-                float4 v = __ldg(xp + i);
-                xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
-            }
+            gemv_load_x(x + (size_t)b * k + (size_t)c * E, xs);
             float xsum0 = 0.f, xsum1 = 0.f; /* Σx over the chunk's first / second half */
 #pragma unroll
             for (int i = 0; i < E; i++) {
@@ -265,10 +266,7 @@ gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
     const size_t wpr = (size_t)k * BITS / 32;
     const int gpr = k / gs;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     int rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = min(row0 + r, n - 1);
