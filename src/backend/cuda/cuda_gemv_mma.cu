@@ -2,9 +2,9 @@
  * accumulation) for MLX affine 4-bit / 8-bit weights and dense bf16 weights: a persistent,
  * software-pipelined streaming kernel ("ring" kernel; see bench/notes/cuda-kernels.md, "gemv").
  *
- * Why: batch-1 decode is bound by how fast the weights stream. The first tensor-core kernel (one
- * 16-row tile per block iteration, 8 warps splitting its K, a block barrier per tile) kept too few
- * bytes in flight: every tile paid a full memory latency. Here:
+ * Why: batch-1 decode is bound by how fast the weights stream, so many bytes must be in flight per SM
+ * at all times; a kernel that splits one tile's K across warps and meets at a block barrier per tile
+ * pays a full memory latency per tile. Here:
  *   - the grid is persistent (about one block per SM); block b owns a contiguous range of 16-row
  *     tiles; warp w of the block owns a fixed slice of the K super-steps of every tile, so its work
  *     is one long stream of 1 KB super-steps (16 rows x 64 bytes) with no barrier inside;
@@ -561,12 +561,6 @@ static void rg_launch_mode(const lmx_cuda_matrix *m, const float *x, float *y, b
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                         lmx_cuda_stream stream) {
     return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, NULL, stream);
-}
-
-extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                           int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
-    lmx_cuda_gemv_tune t = {unroll, 0, blocks_per_sm, 0};
-    return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, &t, stream);
 }
 
 /* fallback: where the staging ring does not fit next to the x fragments, direct loads (mode 1) */

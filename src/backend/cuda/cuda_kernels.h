@@ -145,10 +145,6 @@ lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float 
 bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
 lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                              lmx_cuda_stream stream);
-/* Tuning knobs for benchmarks: super-steps in flight per warp (4, 8; 0 = default) and blocks per SM
- * of the persistent grid (0 = default). */
-lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                int unroll, int blocks_per_sm, lmx_cuda_stream stream);
 /* All knobs of the batch-1 streaming kernel (0 = default for each): mode 1 = direct loads into a
  * register ring (4 super-steps per warp), 2 = staged: cp.async of whole 128-byte lines into a
  * per-warp shared-memory ring of `depth` units (3, 4 or 6; a unit is 16 rows x 128 B); warps per
