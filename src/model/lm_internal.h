@@ -56,7 +56,7 @@ struct lmx_kv {
     lmx_buf *gu1;            /* [2*inter] output of the fused gate|up matmul */
     lmx_buf *g1, *u1;        /* views of gu1: [inter] each */
     /* prefill (T > 1) through fused gate|up weights (some layer has gate_up, the backend has
-     * act_mul_split, chunk > 1, LMX_PREFILL_FUSE != 0 at creation), else NULL: */
+     * act_mul_split, chunk > 1), else NULL: */
     lmx_buf *gu;             /* [chunk, 2*inter] output of the fused gate|up matmul */
 };
 

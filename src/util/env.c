@@ -6,7 +6,8 @@
 
 static const lmx_env_entry TABLE[LMX_ENV_COUNT] = {
     [LMX_ENV_LOG] = {"LMX_LOG", LMX_ENV_STRING, "warn", "log level on stderr: debug, info, warn, error, off"},
-    [LMX_ENV_HOME] = {"LMX_HOME", LMX_ENV_STRING, NULL, "model store directory (default $HOME/.lmx)"},
+    [LMX_ENV_HOME] = {"LMX_HOME", LMX_ENV_STRING, NULL,
+                      "model store root: models in $LMX_HOME/models (default $HOME/.cache/lmx)"},
     [LMX_ENV_VERIFY] = {"LMX_VERIFY", LMX_ENV_FLAG, "0", "verify a registered model's file hashes before loading it"},
     [LMX_ENV_CUDA_GRAPH] = {"LMX_CUDA_GRAPH", LMX_ENV_FLAG, "1",
                             "CUDA backend: run decode steps as captured CUDA graphs (0: eager launches, to debug)"},
