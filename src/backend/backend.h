@@ -1,5 +1,5 @@
 /* backend.h — the seam between the model graph (src/model) and the compute backends
- * (src/backend/cpu, later src/backend/cuda).
+ * (src/backend/cpu, src/backend/cuda).
  *
  * The model graph only sees opaque handles and calls the ops below; it never dereferences
  * backend memory. A backend implements `lmx_backend_ops` and hands out:
