@@ -284,8 +284,6 @@ static void cpu_destroy(lmx_backend *be) {
     .matmul = lmx_cpu_matmul,                  \
     .embed = lmx_cpu_embed,                    \
     .rmsnorm = lmx_cpu_rmsnorm,                \
-    .rope = lmx_cpu_rope,                      \
-    .kv_write = lmx_cpu_kv_write,              \
     .attention = lmx_cpu_attention,            \
     .act_mul = lmx_cpu_act_mul,                \
     .add = lmx_cpu_add,                        \

@@ -208,37 +208,7 @@ static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
     }
 }
 
-static lmx_status cpu_rope_impl(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
-                           const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
-    cpu_backend *c = CPU(be);
-    LMX_BACKEND_TRY(
-        lmx_backend_check_rope("cpu", x->n, T, n_heads, head_dim, rot_dim, inv_freq->kind, inv_freq->cols));
-    lmx_status st = ensure_scratch(c, (size_t)rot_dim + 8);
-    if (st != LMX_OK) return st;
-    rope_ctx r = {x->data, n_heads, head_dim, rot_dim, inv_freq->vec, mscale, pos, c};
-    lmx_thread_pool_run(c->pool, T, 4, rope_rows, &r);
-    return LMX_OK;
-}
 
-/* ---- kv cache ---- */
-
-lmx_status lmx_cpu_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
-                               int n_kv, int head_dim, int capacity, const int32_t *pos) {
-    (void)be;
-    if (capacity < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: capacity %d", capacity);
-    LMX_BACKEND_TRY(lmx_backend_check_kv_write_bufs("cpu", kc->n, vc->n, k->n, v->n, T, n_kv, head_dim, capacity));
-    for (int t = 0; t < T; t++) {
-        if (pos[t] < 0)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: negative position %d", pos[t]);
-        for (int h = 0; h < n_kv; h++) {
-            size_t dst = ((size_t)h * capacity + (size_t)(pos[t] % capacity)) * head_dim;
-            size_t src = ((size_t)t * n_kv + h) * head_dim;
-            memcpy(kc->data + dst, k->data + src, (size_t)head_dim * sizeof(float));
-            memcpy(vc->data + dst, v->data + src, (size_t)head_dim * sizeof(float));
-        }
-    }
-    return LMX_OK;
-}
 
 /* ---- attention ---- */
 
@@ -382,13 +352,6 @@ lmx_status lmx_cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int ro
     return st;
 }
 
-lmx_status lmx_cpu_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim, const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
-    cpu_backend *c = CPU(be);
-    pthread_mutex_lock(&c->op_lock);
-    lmx_status st = cpu_rope_impl(be, x, T, n_heads, head_dim, rot_dim, inv_freq, mscale, pos);
-    pthread_mutex_unlock(&c->op_lock);
-    return st;
-}
 
 lmx_status lmx_cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cpu_backend *c = CPU(be);
@@ -450,7 +413,7 @@ typedef struct qk_ctx {
     const int32_t *pos;       /* [T] */
 } qk_ctx;
 
-/* tokens t0..t1: per-head norm (norm_rows), rotation (rope_rows) of q and k, then the kv_write copy */
+/* tokens t0..t1: per-head norm (norm_rows), rotation (rope_rows) of q and k, then the k/v rows into the caches */
 static void qk_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
     qk_ctx *f = vctx;
     const lmx_qk_rope_params *p = f->p;

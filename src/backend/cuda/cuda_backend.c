@@ -4,8 +4,8 @@
  * sampling); their shared state is cuda_backend_internal.h.
  *
  * Ops run in order on one backend-owned blocking stream. KV caches come from kv_buf_alloc in fp16
- * (fp32 with lmx_cuda_options.f32_kv; kv_elem_bytes reports the size); kv_write and attention read
- * the buffer's element type.
+ * (fp32 with lmx_cuda_options.f32_kv; kv_elem_bytes reports the size); rope_qk_store and attention
+ * read the buffer's element type.
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -54,8 +54,6 @@ static const lmx_backend_ops CUDA_OPS = {
     .matmul = lmx_cub_matmul,
     .embed = lmx_cub_embed,
     .rmsnorm = lmx_cub_rmsnorm,
-    .rope = lmx_cub_rope,
-    .kv_write = lmx_cub_kv_write,
     .attention = lmx_cub_attention,
     .act_mul = lmx_cub_act_mul,
     .add = lmx_cub_add,

@@ -104,7 +104,7 @@ static inline bool stepping(const cuda_backend *c) { return c->mode != STEP_NONE
 
 #define CHECK_RANGE(buf_, off_, cnt_, what_)                                                                  \
     do {                                                                                                     \
-        if ((buf_)->dt != LMX_DTYPE_F32) /* a 16-bit KV cache: only kv_write and attention take it */        \
+        if ((buf_)->dt != LMX_DTYPE_F32) /* a 16-bit KV cache: only rope_qk_store, attention take it */    \
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: a KV cache buffer", (what_));      \
         LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_);                                            \
     } while (0)
@@ -126,8 +126,6 @@ lmx_status lmx_cub_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *p
 lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
 lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y);
 lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one);
-lmx_status lmx_cub_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim, const lmx_bweight *inv_freq, float mscale, const int32_t *pos);
-lmx_status lmx_cub_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T, int n_kv, int head_dim, int capacity, const int32_t *pos);
 lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
 lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
 lmx_status lmx_cub_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);

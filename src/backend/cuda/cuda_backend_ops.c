@@ -2,7 +2,7 @@
  *
  * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
  * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
- * forward step calling rope, kv_write and attention for every layer) is not uploaded again.
+ * forward step calling rope_qk_store and attention for every layer) is not uploaded again.
  * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
  * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4/q8 on the tensor cores).
@@ -119,49 +119,7 @@ lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int ro
     return lmx_cuda_rmsnorm(x->d, w->vec, LMX_DTYPE_F32, eps, plus_one, y->d, rows, dim, c->stream);
 }
 
-lmx_status lmx_cub_rope(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
-                          const lmx_bweight *inv_freq, float mscale, const int32_t *pos) {
-    cuda_backend *c = CB(be);
-    LMX_BACKEND_TRY(
-        lmx_backend_check_rope("cuda", x->n, T, n_heads, head_dim, rot_dim, inv_freq->kind, inv_freq->cols));
-    if (rot_dim == 0) return LMX_OK;
-    const int32_t *dp;
-    if (stepping(c)) {
-        lmx_status st = step_pos(c, pos, T, &dp);
-        if (st != LMX_OK) return st;
-        SIGI(5); SIGP(x->d); SIGI(n_heads); SIGI(head_dim); SIGI(rot_dim); SIGP(inv_freq->vec); SIGI(fbits(mscale));
-        if (replaying(c)) return LMX_OK;
-        return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, c->stream);
-    }
-    lmx_status st = upload_pos(c, pos, T, &dp);
-    if (st != LMX_OK) return st;
-    return lmx_cuda_rope(x->d, dp, inv_freq->vec, mscale, T, n_heads, head_dim, rot_dim, c->stream);
-}
 
-lmx_status lmx_cub_kv_write(lmx_backend *be, lmx_buf *kc, lmx_buf *vc, const lmx_buf *k, const lmx_buf *v, int T,
-                              int n_kv, int head_dim, int capacity, const int32_t *pos) {
-    cuda_backend *c = CB(be);
-    LMX_BACKEND_TRY(lmx_backend_check_kv_write_bufs("cuda", kc->n, vc->n, k->n, v->n, T, n_kv, head_dim, capacity));
-    if (T > capacity) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: %d rows into a ring of %d", T, capacity);
-    for (int t = 0; t < T; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
-        if (pos[t] < 0)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: position %d", pos[t]);
-    if (kc->dt != vc->dt || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv_write: caches of different element types or a cache as input");
-    lmx_cuda_attn a = {.n_heads = n_kv, .n_kv_heads = n_kv, .head_dim = head_dim, .capacity = capacity,
-                       .kv_dtype = kc->dt};
-    const int32_t *dp;
-    if (stepping(c)) {
-        lmx_status st = step_pos(c, pos, T, &dp);
-        if (st != LMX_OK) return st;
-        SIGI(6); SIGP(kc->d); SIGP(vc->d); SIGP(k->d); SIGP(v->d); SIGI(n_kv); SIGI(head_dim); SIGI(capacity);
-        if (replaying(c)) return LMX_OK;
-        return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, c->stream);
-    }
-    lmx_status st = upload_pos(c, pos, T, &dp);
-    if (st != LMX_OK) return st;
-    return lmx_cuda_kv_store(&a, k->d, v->d, kc->d, vc->d, dp, T, c->stream);
-}
 
 /* Replaces an attention scratch array (device, zero-filled: the decode counters must start at zero)
  * by one of `need` elements of `elem` bytes. Not inside a captured step (the graph holds the old
@@ -324,7 +282,7 @@ lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const 
                          p->capacity);
     for (int t = 0; t < p->n_tokens; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: position %d", pos[t]);
-    /* the cache dtype as in lmx_cub_kv_write (kv_buf_alloc caches: fp16, or fp32 by option) */
+    /* kv_buf_alloc caches: fp16, or fp32 by option; both caches of one type */
     if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: k/v caches of different types or a cache as q/k/v");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,

@@ -3,7 +3,7 @@
  *
  * The first single-token forward on a (kv, variant) runs eagerly and records a signature (a hash of
  * every op's arguments); the second is captured into a graph; later ones upload {token id,
- * position} into a 2-int device array the captured kernels read (embed ids, rope/kv_write/attention
+ * position} into a 2-int device array the captured kernels read (embed ids, rope_qk_store/attention
  * positions — the attention grid is sized from the cache capacity and each row derives its split
  * count from its position, so the launch is replay-invariant) and launch the graph. A signature
  * mismatch (other buffers, shapes, weights) or any capture error makes the caller redo the step
