@@ -7,8 +7,7 @@
  * the L2 several times (so HBM, not L2, is measured); the median of 15 batches is reported.
  * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] [sections=all]
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
- * fused Llama shapes), gv2 (the streaming kernel's V2 variant against V1 and the scalar kernels, q4/q8/bf16),
- * layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
+ * fused Llama shapes), expand (the weight expansion before the cuBLASLt GEMM), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
  * step in a graph), attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -200,7 +199,7 @@ int main(int argc, char **argv) {
                                  {"lm_head", 128256, 4096}};
     /* ring-kernel knobs {depth, warps, blocks/SM, mode}: mode 1 direct, 2 staged (cp.async, whole
      * 128-byte lines) */
-    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1, 0}, {3, 16, 1, 2, 0}, {4, 16, 1, 2, 0}, {4, 8, 2, 2, 0}, {3, 8, 2, 2, 0}};
+    static const lmx_cuda_gemv_tune KN[5] = {{4, 16, 1, 1}, {3, 16, 1, 2}, {4, 16, 1, 2}, {4, 8, 2, 2}, {3, 8, 2, 2}};
     if (want(sec, "gemv")) {
         printf("%-10s %-6s %8s %8s %10s %9s %7s %8s | ring m(ode)/d(epth)/w(arps)/b(locks per SM) GB/s\n", "matrix", "type", "n", "k", "bytes",
                "us", "GB/s", "old GB/s");
@@ -229,55 +228,6 @@ int main(int argc, char **argv) {
                            moved / (t2 * 1e-6) / 1e9);
                 }
                 printf("\n");
-                fflush(stdout);
-                for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
-                free(ms);
-            }
-            printf("\n");
-        }
-    }
-
-    /* "gv2" (a name that does not contain "gemv"): the V2 variant of the streaming kernel (mode 3)
-     * against V1 (mode 2, default knobs) and the scalar kernels, q4 / q8 g64 and bf16, every decode
-     * shape; times in us */
-    if (want(sec, "gv2")) {
-        static const lmx_cuda_gemv_tune V1 = {3, 16, 1, 2, 0};
-        enum { NV2 = 6 };
-        static const lmx_cuda_gemv_tune V2[NV2] = {{3, 16, 1, 3, 0}, {4, 16, 1, 3, 0}, {6, 16, 1, 3, 0},
-                                                   {3, 16, 1, 3, 4}, {4, 16, 1, 3, 4}, {4, 8, 2, 3, 0}};
-        printf("gv2: us per GEMV (HBM-resident, back-to-back launches); v1 = mode 2 d3/w16/b1 (default), "
-               "v2 = mode 3 d(epth)/w(arps)/b(locks per SM)/g(roup: warps per tile group, 0 = all)\n");
-        printf("%-10s %-6s %8s %8s %9s %9s %9s |", "matrix", "type", "n", "k", "scalar", "policy", "v1");
-        for (int kn = 0; kn < NV2; kn++)
-            printf(" v2 d%d/w%d/b%d/g%d", V2[kn].depth, V2[kn].warps, V2[kn].blocks_per_sm, V2[kn].group);
-        printf(" | v1 GB/s  best v2 GB/s\n");
-        for (int bi = 2; bi >= 0; bi--) { /* q4, q8, then bf16 (policy there: gemv_dense) */
-            for (int si = 0; si < 7; si++) {
-                shape sh = GSH[si];
-                size_t bytes = 0;
-                lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
-                int copies = (int)((4 * g_l2) / bytes) + 2;
-                if (copies > 64) copies = 64;
-                lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
-                ms[0] = probe;
-                for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
-                const double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
-                const double us_sc = time_gemv(ms, copies, x, y, reps, -2);
-                const double us_pol = time_gemv(ms, copies, x, y, reps, 0);
-                const double us_v1 = time_gemv_ring(ms, copies, x, y, reps, &V1);
-                printf("%-10s %-6s %8lld %8lld %9.2f %9.2f %9.2f |", sh.name, bits_name[bi], (long long)sh.n,
-                       (long long)sh.k, us_sc, us_pol, us_v1);
-                double best = 1e30;
-                for (int kn = 0; kn < NV2; kn++) {
-                    if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &V2[kn], NULL) != LMX_OK) {
-                        printf(" %16s", "-");
-                        continue;
-                    }
-                    const double t2 = time_gemv_ring(ms, copies, x, y, reps, &V2[kn]);
-                    if (t2 < best) best = t2;
-                    printf(" %16.2f", t2);
-                }
-                printf(" | %7.0f %7.0f\n", moved / (us_v1 * 1e-6) / 1e9, moved / (best * 1e-6) / 1e9);
                 fflush(stdout);
                 for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
                 free(ms);
@@ -334,25 +284,23 @@ int main(int argc, char **argv) {
     }
     if (want(sec, "layer")) printf("\n");
 
-    /* weight expansion before the cuBLASLt GEMM (prefill of quantized models): one layer's 7
-     * matrices, the per-8-element kernel (impl 1, LMX_CUDA_EXPAND=old) vs the chunk kernel (impl 2) */
+    /* weight expansion before the cuBLASLt GEMM (prefill of quantized models): one layer's 7 matrices */
     if (want(sec, "expand")) {
         void *ob;
         LK(lmx_cuda_malloc(&ob, (size_t)14336 * 4096 * 2));
         printf("%-34s %9s %9s %9s\n", "expand to bf16, 1 layer (7 mats)", "us", "GB/s", "32L ms");
-        for (int bi = 1; bi <= 2; bi++)
-            for (int impl = 1; impl <= 2; impl++) {
+        for (int bi = 1; bi <= 2; bi++) {
                 double us_sum = 0, bytes_sum = 0;
                 for (int si = 0; si < 7; si++) {
                     size_t bytes;
                     lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
                     cudaEvent_t e0, e1;
                     CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-                    LK(lmx_cuda_expand_bf16(&m, ob, impl, NULL));
+                    LK(lmx_cuda_expand_bf16(&m, ob, NULL));
                     float t[7];
                     for (int b = 0; b < 7; b++) {
                         CK(cudaEventRecord(e0, 0));
-                        for (int i = 0; i < reps; i++) LK(lmx_cuda_expand_bf16(&m, ob, impl, NULL));
+                        for (int i = 0; i < reps; i++) LK(lmx_cuda_expand_bf16(&m, ob, NULL));
                         CK(cudaEventRecord(e1, 0));
                         CK(cudaEventSynchronize(e1));
                         CK(cudaEventElapsedTime(&t[b], e0, e1));
@@ -363,9 +311,8 @@ int main(int argc, char **argv) {
                     cudaEventDestroy(e0); cudaEventDestroy(e1);
                     free_matrix(&m);
                 }
-                char lab[48];
-                snprintf(lab, sizeof lab, "%s %s", bits_name[bi], impl == 1 ? "old (per 8 elements)" : "new (chunks)");
-                printf("%-34s %9.1f %9.0f %9.2f\n", lab, us_sum, bytes_sum / (us_sum * 1e-6) / 1e9, 32 * us_sum * 1e-3);
+                printf("%-34s %9.1f %9.0f %9.2f\n", bits_name[bi], us_sum, bytes_sum / (us_sum * 1e-6) / 1e9,
+                       32 * us_sum * 1e-3);
             }
         printf("\n");
         lmx_cuda_free(ob);

@@ -1,5 +1,5 @@
 /* backend.h — the seam between the model graph (src/model) and the compute backends
- * (src/backend/cpu, later src/backend/cuda).
+ * (src/backend/cpu, src/backend/cuda).
  *
  * The model graph only sees opaque handles and calls the ops below; it never dereferences
  * backend memory. A backend implements `lmx_backend_ops` and hands out:
@@ -16,8 +16,8 @@
  * positions (so batched decode of several sequences at different positions needs no new op).
  * KV cache layout (backend buffers k_cache, v_cache): [kv_head][capacity][head_dim] per layer,
  * post-RoPE keys; position j lives in slot j % capacity (a ring: sliding-window layers use
- * capacity >= window + T - 1 slots, full layers capacity > every position). `kv_write` stores T rows
- * at their positions, `attention` reads the visible keys lo..pos (lo = 0, or pos - window + 1).
+ * capacity >= window + T - 1 slots, full layers capacity > every position). `rope_qk_store` stores T
+ * rows at their positions, `attention` reads the visible keys lo..pos (lo = 0, or pos - window + 1).
  *
  * Batched decode later: run matmuls over B rows (one per sequence) and call `attention` once per
  * sequence on its own cache (or add a batched attention op taking per-row cache handles).
@@ -80,18 +80,19 @@ typedef struct lmx_attn_params {
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
 } lmx_attn_params;
 
-/* Arguments of the optional rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
+/* Arguments of the rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
  * [n_kv_heads, head_dim]; row t of q starts at q_off + t * q_stride (likewise k, v); a stride of 0
  * means packed rows (heads * head_dim). Caches [n_kv_heads][capacity][head_dim], position j in slot
- * j % capacity (as kv_write). */
+ * j % capacity. RoPE rotates the first rot_dim features of each head (half-split pairs (i, i +
+ * rot_dim/2)) by the fp32 angle pos[t] * inv_freq[i]; cos and sin are multiplied by mscale. */
 typedef struct lmx_qk_rope_params {
     int n_tokens, n_heads, n_kv_heads, head_dim;
     int rot_dim;                         /* rotated features per head (even, <= head_dim; 0 = none) */
     int capacity;                        /* cache slots per kv head */
     size_t q_off, k_off, v_off;          /* elements */
     size_t q_stride, k_stride, v_stride; /* elements between rows; 0 = packed */
-    const lmx_bweight *inv_freq;         /* vector [>= rot_dim/2] (as rope) */
-    float mscale;                        /* multiplies cos and sin (as rope) */
+    const lmx_bweight *inv_freq;         /* vector [>= rot_dim/2] */
+    float mscale;                        /* multiplies cos and sin */
     const lmx_bweight *q_norm, *k_norm;  /* per-head RMSNorm weights [head_dim] before the rotation
                                             (qwen3, gemma3), or both NULL */
     float eps;                           /* of the per-head norm */
@@ -137,13 +138,6 @@ typedef struct lmx_backend_ops {
     /* y[rows, dim] = x * rsqrt(mean(x²) + eps) * (w or 1+w); in place allowed (y == x). */
     lmx_status (*rmsnorm)(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
                           float eps, bool plus_one);
-    /* In place on x[T, n_heads, head_dim]: rotate the first rot_dim features of each head (half-split
-     * pairs (i, i + rot_dim/2)) by angle pos[t] * inv_freq[i]; cos/sin are multiplied by mscale. */
-    lmx_status (*rope)(lmx_backend *be, lmx_buf *x, int T, int n_heads, int head_dim, int rot_dim,
-                       const lmx_bweight *inv_freq, float mscale, const int32_t *pos);
-    /* Stores k, v [T, n_kv, head_dim] at positions pos[t] into caches [n_kv][capacity][head_dim]. */
-    lmx_status (*kv_write)(lmx_backend *be, lmx_buf *k_cache, lmx_buf *v_cache, const lmx_buf *k, const lmx_buf *v,
-                           int T, int n_kv, int head_dim, int capacity, const int32_t *pos);
     /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale))) · v, causal by pos[t]. */
     lmx_status (*attention)(lmx_backend *be, const lmx_buf *q, const lmx_buf *k_cache, const lmx_buf *v_cache,
                             lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
@@ -170,15 +164,15 @@ typedef struct lmx_backend_ops {
     lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
 
-    /* ---- fused ops (optional: NULL = the caller issues the unfused sequence named with each) ----
+    /* ---- fused ops (required: the forward pass issues them, not the sequences named with each) ----
      * Each computes what its unfused sequence computes (the CPU backend: bit for bit; a GPU backend:
      * to its rounding), in fewer kernel launches. Decode-step hooks apply as for every op. */
     /* y[T, rows] += x[T, cols] · Wᵀ + bias: the residual add folded into the projection
      * (= matmul into a scratch, then add). x rows start at x_off with stride cols; y must not be x. */
     lmx_status (*matmul_add)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y);
-    /* The attention block's per-position step (= [rmsnorm of q and k per head], rope(q), rope(k),
-     * kv_write): see lmx_qk_rope_params. q and k are updated in place (normalised, rotated), the
+    /* The attention block's per-position step ([rmsnorm of q and k per head], RoPE of q and of k, k
+     * and v rows into the caches): see lmx_qk_rope_params. q and k are updated in place (normalised, rotated), the
      * rotated k rows and the v rows are stored into k_cache / v_cache at positions pos[T]. q, k and v
      * may be views of one buffer (offsets and row strides below) whose regions do not overlap. */
     lmx_status (*rope_qk_store)(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *k_cache,
@@ -215,9 +209,9 @@ typedef struct lmx_backend_ops {
     lmx_status (*upload_end)(lmx_backend *be);
     /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
      * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
-     * an element type the backend chooses (the CUDA backend: fp16; LMX_CUDA_KV=bf16|f16|f32). Such a
-     * buffer may only be passed to kv_write (as k_cache / v_cache), attention (likewise) and buf_free;
-     * other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
+     * an element type the backend chooses (the CUDA backend: fp16, fp32 by a test option). Such a
+     * buffer may only be passed to rope_qk_store (as k_cache / v_cache), attention (likewise) and
+     * buf_free; other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
      * accounting; NULL = sizeof(float)). */
     lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
     size_t (*kv_elem_bytes)(const lmx_backend *be);
@@ -235,7 +229,7 @@ struct lmx_backend {
 
 /* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using AVX2/FMA/F16C
  * inner kernels when the CPU has them. _ex with allow_simd=false forces the scalar reference
- * kernels (tests; LMX_CPU_SIMD=0 in the environment does the same for lmx_backend_cpu_create). */
+ * kernels (tests). */
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
 /* "scalar" or "avx2" for a CPU backend, NULL for another backend. */

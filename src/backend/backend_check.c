@@ -44,22 +44,7 @@ lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n
     return LMX_OK;
 }
 
-lmx_status lmx_backend_check_rope(const char *backend, size_t x_n, int T, int n_heads, int head_dim, int rot_dim,
-                                  lmx_wkind inv_kind, int64_t inv_cols) {
-    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rope x", 0, (size_t)T * n_heads * head_dim, x_n));
-    if (rot_dim > head_dim || rot_dim % 2 || inv_kind != LMX_WEIGHT_VECTOR || inv_cols < rot_dim / 2)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope: rot_dim %d, head_dim %d", rot_dim, head_dim);
-    return LMX_OK;
-}
 
-lmx_status lmx_backend_check_kv_write_bufs(const char *backend, size_t kc_n, size_t vc_n, size_t k_n, size_t v_n,
-                                           int T, int n_kv, int head_dim, int capacity) {
-    size_t per = (size_t)n_kv * capacity * head_dim, rows = (size_t)T * n_kv * head_dim;
-    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write k cache", 0, per, kc_n));
-    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write v cache", 0, per, vc_n));
-    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "kv_write k", 0, rows, k_n));
-    return lmx_backend_check_range(backend, "kv_write v", 0, rows, v_n);
-}
 
 lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
                                        size_t kc_n, size_t vc_n) {

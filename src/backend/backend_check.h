@@ -10,7 +10,7 @@
  * Nothing is allocated or retained; all functions are pure and thread-safe.
  *
  * Checks that only look alike but differ between backends stay in the backends (positions in
- * kv_write/attention: the CPU and CUDA kernels accept different position/ring layouts).
+ * rope_qk_store/attention: the CPU and CUDA kernels accept different position/ring layouts).
  */
 #ifndef LMX_BACKEND_CHECK_H
 #define LMX_BACKEND_CHECK_H
@@ -47,14 +47,6 @@ lmx_status lmx_backend_check_embed_ids(const int32_t *ids, int T, int64_t vocab)
 /* rmsnorm: x and y hold [rows, dim]; the weight is a vector of dim. */
 lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n, int rows, int dim,
                                      lmx_wkind w_kind, int64_t w_cols);
-
-/* rope: x holds [T, n_heads, head_dim]; rot_dim is even, <= head_dim, and inv_freq a vector of >= rot_dim/2. */
-lmx_status lmx_backend_check_rope(const char *backend, size_t x_n, int T, int n_heads, int head_dim, int rot_dim,
-                                  lmx_wkind inv_kind, int64_t inv_cols);
-
-/* kv_write buffers: caches of [n_kv, capacity, head_dim], new rows of [T, n_kv, head_dim]. */
-lmx_status lmx_backend_check_kv_write_bufs(const char *backend, size_t kc_n, size_t vc_n, size_t k_n, size_t v_n,
-                                           int T, int n_kv, int head_dim, int capacity);
 
 /* attention: a usable head configuration; q/out of [n_tokens, n_heads, head_dim], caches of
  * [n_kv_heads, capacity, head_dim]. Positions are checked by each backend. */

@@ -2,7 +2,6 @@
 #include "generate/generate.h"
 #include "generate/sampler.h"
 #include "generate/stop.h"
-#include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -157,9 +156,8 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     size_t n_pos = req->n_prompt;
     long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
 
-    /* LMX_GPU_SAMPLING=0 keeps the host sampler (copying the logits every step) */
     gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &sp, .logits = logits, .next = -1,
-                 .dev = e->forward_sample != NULL && !lmx_env_off("LMX_GPU_SAMPLING")};
+                 .dev = e->forward_sample != NULL};
     uint64_t t_prefill0 = lmx_now_ns();
     if ((st = gen_forward(&g, req->prompt, req->n_prompt, hist, n_pos)) != LMX_OK) {
         lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt);

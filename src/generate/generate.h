@@ -14,7 +14,7 @@
  * sampler's generator (before the step, exactly when the host sampler would take one), and when the
  * engine cannot decide exactly the host sampler runs on the returned logits with that uniform — so a
  * seed gives the same tokens on both paths (barring a uniform within rounding distance of a
- * cumulative boundary). LMX_GPU_SAMPLING=0 in the environment keeps the host sampler.
+ * cumulative boundary).
  * A prompt longer than max_context → LMX_ERR_INVALID_ARGUMENT naming both numbers; an empty prompt
  * is also INVALID_ARGUMENT. Generation ends (LENGTH) once a sampled token would need a position
  * at or past max_context.

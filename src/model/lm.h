@@ -79,9 +79,10 @@ typedef struct lmx_lm_probe_info {
 /* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */
 lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
 
-/* A KV cache for up to max_ctx positions (fp32, all layers; max_ctx may exceed
- * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
- * caller needs its own. */
+/* A KV cache for up to max_ctx positions (all layers, in the backend's KV element type: fp32 on the
+ * CPU, fp16 on CUDA; max_ctx may exceed max_position_embeddings, as in HF). Also owns the forward
+ * scratch buffers, so each concurrent caller needs its own. The backend must implement the fused ops
+ * (matmul_add, rope_qk_store): LMX_ERR_UNSUPPORTED otherwise. */
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);
 /* Same with an explicit prefill chunk (rows per backend call, 0 = default 128). Sliding-window
  * layers keep only window + chunk - 1 positions (a ring), so a smaller chunk saves memory. */

@@ -7,7 +7,6 @@
 
 #include "model/lm_internal.h"
 #include "model/rope.h"
-#include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -18,7 +17,6 @@ typedef struct binder {
     const char *head;   /* "lm_head", "language_model.lm_head" */
     const lmx_tensor_view **used;
     size_t n_used, cap_used;
-    bool fuse; /* upload q|k|v and gate|up fused (the backend has weight_upload_fused, LMX_FUSE != 0) */
 } binder;
 
 static const lmx_tensor_view *find(binder *b, const char *name) {
@@ -170,7 +168,7 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
 static lmx_status upload_parts(binder *b, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
                                lmx_bweight **outs) {
     lmx_backend *be = b->lm->be;
-    if (fused && b->fuse && be->ops->weight_upload_fused) {
+    if (fused && be->ops->weight_upload_fused) {
         lmx_status st = be->ops->weight_upload_fused(be, parts, n, fused, outs);
         if (st != LMX_ERR_UNSUPPORTED) return st;
         LMX_LOG_D("%s: uploaded unfused (%s)", parts[0].name, lmx_last_error_detail());
@@ -417,8 +415,7 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
         }
     }
     if (st == LMX_OK) {
-        /* LMX_FUSE=0 keeps q/k/v and gate/up as separate weights (A/B measurements, tests) */
-        binder b = {.lm = lm, .c = lm->cfg, .fuse = !lmx_env_off("LMX_FUSE")};
+        binder b = {.lm = lm, .c = lm->cfg};
         st = bind_all(&b);
         free(b.used);
         /* the weights are on the device (or the failed copy is reported); staging released */
@@ -478,7 +475,7 @@ static uint64_t kv_position_bytes(const lmx_model_config *c, uint64_t elem) {
 }
 
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
-    /* the backend's cache element type (the CUDA backend stores fp16 unless LMX_CUDA_KV says otherwise) */
+    /* the backend's cache element type (the CUDA backend stores fp16) */
     const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
     return kv_position_bytes(lm->cfg, elem);
 }

@@ -12,16 +12,16 @@
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
  *   logits = head(norm(h_last)) [softcap]
- * Where the backend offers the optional fused ops (backend.h) the same computation takes fewer
- * launches: q/k norm + RoPE + cache store as one rope_qk_store, h += o and h += f as matmul_add
- * (not with gemma3's sandwich norms). LMX_FUSED_OPS=0 when a cache is created keeps the unfused
- * sequence (the CPU backend gives bitwise identical logits either way: tests/model/test_fused_ops).
+ * The backend's fused ops carry steps of it as one launch each: q/k norm + RoPE + cache store as
+ * rope_qk_store, h += o and h += f as matmul_add (not with gemma3's sandwich norms, where a norm
+ * comes between the projection and the add). Fused q|k|v and gate|up weights (where the backend
+ * uploads them fused) make a one-token step one matmul each, and a prefill one gate|up GEMM plus
+ * act_mul_split.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/lm_internal.h"
-#include "util/env.h"
 #include "util/error.h"
 
 #define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
@@ -33,6 +33,9 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
     if (chunk < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: chunk %d", chunk);
     if (chunk == 0) chunk = lm->be->ops->prefill_chunk > 0 ? lm->be->ops->prefill_chunk : KV_CHUNK;
+    if (!lm->be->ops->matmul_add || !lm->be->ops->rope_qk_store)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "kv cache: backend %s lacks matmul_add / rope_qk_store",
+                         lm->be->ops->name);
     const lmx_model_config *c = lm->cfg;
     lmx_backend *be = lm->be;
     lmx_kv *kv = calloc(1, sizeof *kv);
@@ -90,8 +93,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     /* prefill through fused gate|up weights: one [chunk, 2*inter] GEMM output, split by act_mul_split */
     bool fused_gu = false;
     for (int l = 0; l < c->n_layers; l++) fused_gu = fused_gu || lm->layers[l].gate_up;
-    /* LMX_PREFILL_FUSE=0: two GEMMs (A/B in benchmarks and tests) */
-    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split && !lmx_env_off("LMX_PREFILL_FUSE")) {
+    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split) {
         st = be->ops->buf_alloc(be, C * 2 * I, &kv->gu);
         scratch += C * 2 * I;
     }
@@ -101,7 +103,6 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
     kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
-    kv->fused = !lmx_env_off("LMX_FUSED_OPS"); /* tests and benchmarks compare the two op sequences */
     *out = kv;
     return LMX_OK;
 }
@@ -164,12 +165,6 @@ lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
         if (st_ != LMX_OK) return st_;                                                                         \
     } while (0)
 
-/* true: h += o / h += f as one backend op (matmul_add); not with gemma3's norms between the
- * projection and the add */
-static bool fused_residual(const lmx_lm *lm, const lmx_kv *kv) {
-    return kv->fused && lm->be->ops->matmul_add && !lm->cfg->sandwich_norms;
-}
-
 /* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) */
 static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms,
                                       lmx_buf *q, lmx_buf *kk, const lmx_buf *vv) {
@@ -217,17 +212,7 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     }
     const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
     float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
-    if (kv->fused && op->rope_qk_store) {
-        TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms, q, kk, vv));
-    } else {
-        if (c->qk_norm) {
-            TRY(op->rmsnorm(be, q, q, T * NH, D, L->q_norm, eps, p1));
-            TRY(op->rmsnorm(be, kk, kk, T * NKV, D, L->k_norm, eps, p1));
-        }
-        TRY(op->rope(be, q, T, NH, D, c->rotary_dim, rt, ms, kv->posv));
-        TRY(op->rope(be, kk, T, NKV, D, c->rotary_dim, rt, ms, kv->posv));
-        TRY(op->kv_write(be, kv->k[l], kv->v[l], kk, vv, T, NKV, D, kv->slots[l], kv->posv));
-    }
+    TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms, q, kk, vv));
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = NH,
                           .n_kv_heads = NKV,
@@ -237,11 +222,11 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap};
     TRY(op->attention(be, q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
-    if (fused_residual(lm, kv)) {
+    if (!c->sandwich_norms) {
         TRY(op->matmul_add(be, L->o, kv->att, 0, T, kv->x)); /* h += o */
-    } else {
+    } else { /* gemma3: h += post_attention_layernorm(o) */
         TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o)); /* [T, hidden] */
-        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
+        TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
         TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
     }
 
@@ -263,11 +248,11 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
         TRY(op->matmul(be, L->up, kv->xn, 0, T, u));   /* [T, inter] */
         TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
     }
-    if (fused_residual(lm, kv)) {
+    if (!c->sandwich_norms) {
         TRY(op->matmul_add(be, L->down, g, 0, T, kv->x)); /* h += f */
-    } else {
+    } else { /* gemma3: h += post_feedforward_layernorm(f) */
         TRY(op->matmul(be, L->down, g, 0, T, kv->o)); /* [T, hidden] */
-        if (c->sandwich_norms) TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
+        TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
         TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
     }
     return LMX_OK;
@@ -279,7 +264,7 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
-    if (row == 0 && kv->fused) { /* decode: normalise row 0 of x straight into last (no copy) */
+    if (row == 0) { /* decode: normalise row 0 of x straight into last (no copy) */
         TRY(op->rmsnorm(be, kv->x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     } else {
         TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));

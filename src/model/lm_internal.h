@@ -49,7 +49,6 @@ struct lmx_kv {
     lmx_buf *logits;         /* [vocab] */
     int32_t *posv;           /* [chunk] absolute positions */
     uint64_t bytes;
-    bool fused;              /* use the backend's optional fused ops (backend.h); LMX_FUSED_OPS=0 at creation: off */
     /* one-token steps through fused weights (some layer has qkv/gate_up and the backend buf_view),
      * else all NULL: */
     lmx_buf *qkv1;           /* [H*D + 2*KV*D] output of the fused q|k|v matmul */
@@ -57,7 +56,7 @@ struct lmx_kv {
     lmx_buf *gu1;            /* [2*inter] output of the fused gate|up matmul */
     lmx_buf *g1, *u1;        /* views of gu1: [inter] each */
     /* prefill (T > 1) through fused gate|up weights (some layer has gate_up, the backend has
-     * act_mul_split, chunk > 1, LMX_PREFILL_FUSE != 0 at creation), else NULL: */
+     * act_mul_split, chunk > 1), else NULL: */
     lmx_buf *gu;             /* [chunk, 2*inter] output of the fused gate|up matmul */
 };
 

@@ -11,6 +11,7 @@
 #include "registry/registry.h"
 #include "runtime/config.h"
 #include "runtime/engine.h"
+#include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -155,8 +156,7 @@ static lmx_status snapshot(lmx_runtime *rt, load_ctx *lc) {
 }
 
 static bool verify_requested(void) {
-    const char *v = getenv("LMX_VERIFY");
-    return v && *v && strcmp(v, "0") != 0;
+    return lmx_env_flag(LMX_ENV_VERIFY);
 }
 
 /* Resolves `source` and loads it as `id` (a miss), or finds `id` (a hit). Pinned on success. */

@@ -1,6 +1,8 @@
 /* log.c — leveled logging to stderr; one fprintf per message so lines from threads don't interleave. */
 #include "util/log.h"
 
+#include "util/env.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdatomic.h>
@@ -13,7 +15,7 @@ static atomic_int g_level = -1; /* -1: not read from the environment yet */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void read_env(void) {
-    const char *e = getenv("LMX_LOG");
+    const char *e = lmx_env_str(LMX_ENV_LOG);
     int lvl = LMX_LOG_WARN;
     if (e) {
         if (!strcmp(e, "debug")) lvl = LMX_LOG_DEBUG;

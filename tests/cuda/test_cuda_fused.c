@@ -5,10 +5,13 @@
  *     mismatched parts refused with LMX_ERR_UNSUPPORTED;
  *   - upload of every dtype and quant width against the CPU backend (decode matmul, rel 1e-5);
  *   - a 320 MB upload (several turns of the 4 x 32 MB ring) read back exactly through embed, with
- *     and without staging (LMX_CUDA_STAGING=0), small uploads interleaved;
+ *     through the pinned staging ring and through pageable copies (lmx_cuda_options.pageable, the
+ *     fallback), small uploads interleaved;
  *   - cudaMalloc failure → LMX_ERR_OUT_OF_MEMORY (plain and fused), and the backend works after it;
- *   - every fixture model decodes with fused weights (the default) as without (LMX_FUSE=0), graphs on;
- *   - the fused gate|up prefill (one GEMM + act_mul_split) vs LMX_PREFILL_FUSE=0 (40-token prompt).
+ *   - every fixture model decodes with fused weights as with separate ones (a model opened while the
+ *     backend's ops table lacks weight_upload_fused), graphs on;
+ *   - the fused gate|up prefill (one GEMM + act_mul_split) vs two GEMMs (a cache created while the
+ *     ops table lacks act_mul_split), 40-token prompt.
  * Exits 77 (skipped) without a CUDA device. Label: gpu. */
 #include <dirent.h>
 #include <stdio.h>
@@ -24,21 +27,18 @@
 #include "model/mlx_pack.h"
 #include "model/fused_check.h"
 
-static lmx_backend *gpu_create(const char *staging) {
-    const char *old = getenv("LMX_CUDA_STAGING");
-    char *saved = old ? strdup(old) : NULL;
-    if (staging) setenv("LMX_CUDA_STAGING", staging, 1);
+/* pageable: weights through pageable copies instead of the pinned staging ring */
+static lmx_backend *gpu_create(bool pageable) {
+    lmx_cuda_options o = lmx_cuda_options_default();
+    o.pageable = pageable;
     lmx_backend *be = NULL;
-    lmx_status s = lmx_backend_cuda_create(0, &be);
-    if (saved) setenv("LMX_CUDA_STAGING", saved, 1);
-    else unsetenv("LMX_CUDA_STAGING");
-    free(saved);
+    lmx_status s = lmx_backend_cuda_create_ex(0, &o, &be);
     CHECK_MSG(s == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
     return be;
 }
 
 static void test_views_and_fused(void) {
-    lmx_backend *be = gpu_create(NULL);
+    lmx_backend *be = gpu_create(false);
     if (!be) return;
     CHECK(be->ops->buf_view && be->ops->weight_upload_fused);
     CHECK_EQ_INT(be->ops->prefill_chunk, 512);
@@ -93,7 +93,7 @@ static void upload_vs_cpu(lmx_backend *gpu, lmx_backend *cpu, lmx_wkind kind, lm
 }
 
 static void test_upload_kinds(void) {
-    lmx_backend *gpu = gpu_create(NULL), *cpu = NULL;
+    lmx_backend *gpu = gpu_create(false), *cpu = NULL;
     CHECK(lmx_backend_cpu_create(2, &cpu) == LMX_OK);
     if (!gpu || !cpu) {
         lmx_backend_destroy(gpu);
@@ -135,8 +135,9 @@ static int big_rows_bad(lmx_backend *be, const lmx_bweight *w, const int32_t *id
 }
 
 /* 40000 x 4096 bf16 (320 MB): rows read back through embed equal the stored values exactly */
-static void big_upload(const char *staging) {
-    lmx_backend *be = gpu_create(staging);
+static void big_upload(bool pageable) {
+    lmx_backend *be = gpu_create(pageable);
+    const char *lbl = pageable ? "off (pageable)" : "on";
     if (!be) return;
     const int64_t R = 40000, C = 4096;
     uint16_t *h = malloc((size_t)R * C * 2);
@@ -168,15 +169,14 @@ static void big_upload(const char *staging) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     fprintf(stderr, "  upload of %.0f MB (staging %s): %.1f ms, %.1f GB/s (host malloc'd source)\n",
-            (double)(R - 1) * C * 2 / 1e6, staging ? staging : "on", sec * 1e3, (double)(R - 1) * C * 2 / sec / 1e9);
+            (double)(R - 1) * C * 2 / 1e6, lbl, sec * 1e3, (double)(R - 1) * C * 2 / sec / 1e9);
     if (st == LMX_OK) st = be->ops->weight_upload(be, &dv, &v2);
-    CHECK_MSG(st == LMX_OK, "big upload (staging %s): %s", staging ? staging : "on", lmx_last_error_detail());
+    CHECK_MSG(st == LMX_OK, "big upload (staging %s): %s", lbl, lmx_last_error_detail());
     /* the host copy may change now: every byte is staged (or copied) before the upload returns */
     memset(h + C, 0, (size_t)C * 2); /* stored row 1 = embed id 0 */
     be->ops->buf_free(be, y1);
     be->ops->buf_free(be, y4k);
     const int32_t ids[6] = {0, 1, 4095, 20000, 33333, (int32_t)(R - 2)};
-    const char *lbl = staging ? staging : "on";
     if (st == LMX_OK) CHECK_MSG(big_rows_bad(be, w, ids, 6, C, false) == 0, "big upload (staging %s) differs", lbl);
     /* upload_end: copies done, ring released; the weight stays, and the next upload gets a new ring */
     CHECK(be->ops->upload_end && be->ops->upload_end(be) == LMX_OK);
@@ -195,12 +195,12 @@ static void big_upload(const char *staging) {
 }
 
 static void test_big_upload(void) {
-    big_upload(NULL);
-    big_upload("0");
+    big_upload(false);
+    big_upload(true);
 }
 
 static void test_oom(void) {
-    lmx_backend *be = gpu_create(NULL);
+    lmx_backend *be = gpu_create(false);
     if (!be) return;
     uint16_t tiny[64] = {0};
     /* 2^30 x 2^14 bf16 = 32 TiB: cudaMalloc fails before a byte is read */
@@ -221,14 +221,18 @@ static void test_oom(void) {
     lmx_backend_destroy(be);
 }
 
-/* fixture models: fused (default) vs LMX_FUSE=0 on the GPU, prefill 11 + 8 graph-replayed steps */
+/* fixture models: fused weights vs separate ones on the GPU (model a opened while the ops table lacks
+ * weight_upload_fused), prefill 11 + 8 graph-replayed steps */
 static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
     lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
     lmx_lm *a = NULL, *b = NULL;
     lmx_kv *ka = NULL, *kb = NULL;
-    setenv("LMX_FUSE", "0", 1);
+    const lmx_backend_ops *ops = be->ops;
+    lmx_backend_ops separate = *ops;
+    separate.weight_upload_fused = NULL;
+    be->ops = &separate;
     lmx_status s = lmx_lm_open(dir, &o, &a);
-    unsetenv("LMX_FUSE");
+    be->ops = ops;
     if (s == LMX_OK) s = lmx_lm_open(dir, &o, &b);
     if (s == LMX_OK) s = lmx_kv_create(a, 64, &ka);
     if (s == LMX_OK) s = lmx_kv_create(b, 64, &kb);
@@ -262,17 +266,20 @@ static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
     lmx_lm_close(b);
 }
 
-/* fixture models: prefill through one fused gate|up GEMM + act_mul_split (the default) vs two GEMMs
- * (LMX_PREFILL_FUSE=0), 40-token prompt (the GEMM path) then 3 decode steps; rel <= 2e-3, the same
- * greedy token where the reference margin > 0.05 */
+/* fixture models: prefill through one fused gate|up GEMM + act_mul_split vs two GEMMs (cache ka created
+ * while the ops table lacks act_mul_split), 40-token prompt (the GEMM path) then 3 decode steps;
+ * rel <= 2e-3, the same greedy token where the reference margin > 0.05 */
 static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_models) {
     lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
     lmx_lm *lm = NULL;
     lmx_kv *ka = NULL, *kb = NULL;
     lmx_status s = lmx_lm_open(dir, &o, &lm);
-    setenv("LMX_PREFILL_FUSE", "0", 1);
+    const lmx_backend_ops *ops = be->ops;
+    lmx_backend_ops no_split = *ops;
+    no_split.act_mul_split = NULL;
+    be->ops = &no_split;
     if (s == LMX_OK) s = lmx_kv_create(lm, 64, &ka);
-    unsetenv("LMX_PREFILL_FUSE");
+    be->ops = ops;
     if (s == LMX_OK) s = lmx_kv_create(lm, 64, &kb);
     CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
     if (s == LMX_OK) {
@@ -292,7 +299,7 @@ static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_mode
             if (s != LMX_OK) break;
             double r = fc_rel(lb, la, (size_t)V);
             if (r > worst) worst = r;
-            CHECK_MSG(r <= 2e-3, "%s: step %d: fused prefill vs LMX_PREFILL_FUSE=0 rel %.3g", dir, step, r);
+            CHECK_MSG(r <= 2e-3, "%s: step %d: fused prefill vs two GEMMs rel %.3g", dir, step, r);
             int a1 = 0, a2 = -1, b1 = 0;
             for (int i = 1; i < V; i++) {
                 if (la[i] > la[a1]) { a2 = a1; a1 = i; }
@@ -313,7 +320,7 @@ static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_mode
 }
 
 static void test_prefill_fuse_models(void) {
-    lmx_backend *be = gpu_create(NULL);
+    lmx_backend *be = gpu_create(false);
     if (!be) return;
     CHECK(be->ops->act_mul_split != NULL);
     const char *root = LMX_SOURCE_DIR "/tests/fixtures/models";
@@ -343,7 +350,7 @@ static void test_prefill_fuse_models(void) {
 }
 
 static void test_fused_models(void) {
-    lmx_backend *be = gpu_create(NULL);
+    lmx_backend *be = gpu_create(false);
     if (!be) return;
     const char *root = LMX_SOURCE_DIR "/tests/fixtures/models";
     DIR *d = opendir(root);

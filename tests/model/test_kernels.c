@@ -300,10 +300,13 @@ static void test_rope_tables(void) {
     for (int i = 0; i < 8; i++) CHECK_NEAR(f[i], pow(10000.0, -2.0 * i / 16) / ext[i], 1e-6);
 }
 
+/* RoPE through rope_qk_store (no per-head norm): q and k rotated in place, the rotated k rows and
+ * the v rows in the caches at slot pos % capacity */
 static void test_rope_kernel(void) {
-    const int T = 4, H = 3, D = 16, rot = 8; /* partial rotary: only the first 8 features rotate */
-    float x[4 * 3 * 16], inv[4];
-    for (int i = 0; i < T * H * D; i++) x[i] = frand();
+    const int T = 4, H = 3, D = 16, rot = 8, cap = 8; /* partial rotary: only the first 8 features rotate;
+                                                      * slots 0, 5, 6, 3 */
+    float x[4 * 3 * 16], vv[4 * 3 * 16], inv[4];
+    for (int i = 0; i < T * H * D; i++) x[i] = frand(), vv[i] = frand();
     for (int i = 0; i < rot / 2; i++) inv[i] = (float)pow(100.0, -2.0 * i / rot);
     int32_t pos[4] = {0, 5, 6, 131};
     const float ms = 1.25f;
@@ -313,10 +316,18 @@ static void test_rope_kernel(void) {
         lmx_backend *be = bi ? be3 : be1;
         lmx_bweight *bw = NULL;
         CHECK(be->ops->weight_upload(be, &d, &bw) == LMX_OK);
-        lmx_buf *bx = buf_from(be, x, (size_t)T * H * D);
-        CHECK(be->ops->rope(be, bx, T, H, D, rot, bw, ms, pos) == LMX_OK);
-        float y[4 * 3 * 16];
-        be->ops->buf_read(be, bx, 0, y, (size_t)T * H * D);
+        lmx_buf *bq = buf_from(be, x, (size_t)T * H * D), *bk = buf_from(be, x, (size_t)T * H * D);
+        lmx_buf *bv = buf_from(be, vv, (size_t)T * H * D);
+        lmx_buf *kc = buf_from(be, NULL, (size_t)H * cap * D), *vc = buf_from(be, NULL, (size_t)H * cap * D);
+        lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = H, .n_kv_heads = H, .head_dim = D, .rot_dim = rot,
+                                 .capacity = cap, .inv_freq = bw, .mscale = ms};
+        CHECK(be->ops->rope_qk_store(be, bq, bk, bv, kc, vc, &rp, pos) == LMX_OK);
+        float y[4 * 3 * 16], yk[4 * 3 * 16], ck[3 * 8 * 16], cv[3 * 8 * 16];
+        be->ops->buf_read(be, bq, 0, y, (size_t)T * H * D);
+        be->ops->buf_read(be, bk, 0, yk, (size_t)T * H * D);
+        be->ops->buf_read(be, kc, 0, ck, (size_t)H * cap * D);
+        be->ops->buf_read(be, vc, 0, cv, (size_t)H * cap * D);
+        CHECK(memcmp(y, yk, sizeof y) == 0); /* q and k: the same rows, the same rotation */
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++) {
                 const float *a = x + (t * H + h) * D;
@@ -327,9 +338,13 @@ static void test_rope_kernel(void) {
                     CHECK_NEAR(b[i + rot / 2], a[i + rot / 2] * c + a[i] * s, 2e-5 * (1 + pos[t]));
                 }
                 for (int i = rot; i < D; i++) CHECK(b[i] == a[i]);
+                const size_t slot = ((size_t)h * cap + (size_t)(pos[t] % cap)) * D;
+                CHECK(memcmp(ck + slot, yk + (t * H + h) * D, sizeof(float) * D) == 0);
+                CHECK(memcmp(cv + slot, vv + (t * H + h) * D, sizeof(float) * D) == 0);
             }
         be->ops->weight_free(be, bw);
-        be->ops->buf_free(be, bx);
+        lmx_buf *bs[] = {bq, bk, bv, kc, vc};
+        for (int i = 0; i < 5; i++) be->ops->buf_free(be, bs[i]);
     }
 }
 
@@ -430,7 +445,16 @@ static void check_attention_ring(int n_heads, int n_kv, int window, float softca
         lmx_buf *bkc = buf_from(be, kb, bsz), *bvc = buf_from(be, vb, bsz);
         lmx_buf *bq = buf_from(be, q, (size_t)T * n_heads * D), *bk = buf_from(be, k, (size_t)T * n_kv * D);
         lmx_buf *bv = buf_from(be, v, (size_t)T * n_kv * D), *bo = buf_from(be, NULL, (size_t)T * n_heads * D);
-        CHECK(be->ops->kv_write(be, bkc, bvc, bk, bv, T, n_kv, D, pb.capacity, pos) == LMX_OK);
+        /* k, v into the caches through rope_qk_store without rotation (q, k unchanged) */
+        const float one = 1.0f;
+        lmx_weight_desc dinv = {.name = "inv", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 1, .dtype = LMX_W_F32,
+                                .data = &one};
+        lmx_bweight *winv = NULL;
+        CHECK(be->ops->weight_upload(be, &dinv, &winv) == LMX_OK);
+        lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = D, .rot_dim = 0,
+                                 .capacity = pb.capacity, .inv_freq = winv, .mscale = 1.0f};
+        CHECK(be->ops->rope_qk_store(be, bq, bk, bv, bkc, bvc, &rp, pos) == LMX_OK);
+        be->ops->weight_free(be, winv);
         CHECK(be->ops->attention(be, bq, bkc, bvc, bo, &pb, pos) == LMX_OK);
         be->ops->buf_read(be, bo, 0, bi ? out3 : out1, (size_t)T * n_heads * D);
         lmx_buf *bs[] = {bkc, bvc, bq, bk, bv, bo};

@@ -1,5 +1,6 @@
 /* test_util.c — status names, thread-local error detail, file helpers. */
 #include "lmx_test.h"
+#include "util/env.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -13,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void test_status_names(void) {
     for (int s = 0; s < LMX_STATUS_COUNT; s++) CHECK(strcmp(lmx_status_str((lmx_status)s), "unknown status") != 0);
@@ -183,6 +185,29 @@ static void test_utf8(void) {
     CHECK(lmx_utf8_valid("abc \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 15));
     CHECK(!lmx_utf8_valid("\xff", 1) && !lmx_utf8_valid("\xc0\xaf", 2) && !lmx_utf8_valid("\xed\xa0\x80", 3));
     CHECK(!lmx_utf8_valid("\xe2\x82", 2) && !lmx_utf8_valid("\xf4\x90\x80\x80", 4));
+/* the environment table: every entry named and described; flags parsed one way (0 off, else on,
+ * unset or empty: the default) */
+static void test_env_table(void) {
+    for (int v = 0; v < LMX_ENV_COUNT; v++) {
+        const lmx_env_entry *e = lmx_env_entry_of((lmx_env_var)v);
+        CHECK(e && e->name && strncmp(e->name, "LMX_", 4) == 0 && e->meaning && *e->meaning);
+    }
+    CHECK(lmx_env_entry_of(LMX_ENV_COUNT) == NULL);
+    const char *name = lmx_env_entry_of(LMX_ENV_CUDA_GRAPH)->name;
+    unsetenv(name);
+    CHECK(lmx_env_flag(LMX_ENV_CUDA_GRAPH) && lmx_env_str(LMX_ENV_CUDA_GRAPH) == NULL); /* default on */
+    setenv(name, "", 1);
+    CHECK(lmx_env_flag(LMX_ENV_CUDA_GRAPH) && lmx_env_str(LMX_ENV_CUDA_GRAPH) == NULL);
+    setenv(name, "0", 1);
+    CHECK(!lmx_env_flag(LMX_ENV_CUDA_GRAPH));
+    setenv(name, "1", 1);
+    CHECK(lmx_env_flag(LMX_ENV_CUDA_GRAPH) && strcmp(lmx_env_str(LMX_ENV_CUDA_GRAPH), "1") == 0);
+    unsetenv(name);
+    unsetenv("LMX_VERIFY");
+    CHECK(!lmx_env_flag(LMX_ENV_VERIFY)); /* default off */
+    setenv("LMX_VERIFY", "yes", 1);
+    CHECK(lmx_env_flag(LMX_ENV_VERIFY));
+    unsetenv("LMX_VERIFY");
 }
 
 int main(void) {
@@ -192,5 +217,6 @@ int main(void) {
     RUN(test_status_names);
     RUN(test_error_detail_is_thread_local);
     RUN(test_fs);
+    RUN(test_env_table);
     return lmx_test_summary();
 }

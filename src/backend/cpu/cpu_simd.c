@@ -147,36 +147,31 @@ LMX_AVX2 static inline __m256 load_f16x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
 }
 
-/* same accumulation pattern as dot_avx2 (4 accumulators over 32, then 8, then scalar) */
-LMX_AVX2 static float dot_bf16_avx2(const float *x, const uint8_t *w, int64_t n) {
+/* 8 16-bit weights (bf16, else f16) as fp32 */
+LMX_AVX2 static inline __attribute__((always_inline)) __m256 load_w16x8(const uint8_t *p, bool bf16) {
+    return bf16 ? load_bf16x8(p) : load_f16x8(p);
+}
+
+/* x · w for n 16-bit weights (bf16, else f16); the same accumulation pattern as dot_avx2 (4
+ * accumulators over 32, then 8, then scalar). Inlined with a constant `bf16` by the two below. */
+LMX_AVX2 static inline __attribute__((always_inline)) float dot_w16_avx2(const float *x, const uint8_t *w, int64_t n,
+                                                                         bool bf16) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16x8(w + 2 * i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_bf16x8(w + 2 * (i + 8)), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_bf16x8(w + 2 * (i + 16)), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_bf16x8(w + 2 * (i + 24)), s3);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_w16x8(w + 2 * i, bf16), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_w16x8(w + 2 * (i + 8), bf16), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_w16x8(w + 2 * (i + 16), bf16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_w16x8(w + 2 * (i + 24), bf16), s3);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16x8(w + 2 * i), s0);
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_w16x8(w + 2 * i, bf16), s0);
     float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) r += x[i] * lmx_cpu_bf16(w + 2 * i);
+    for (; i < n; i++) r += x[i] * (bf16 ? lmx_cpu_bf16(w + 2 * i) : lmx_cpu_f16(w + 2 * i));
     return r;
 }
 
-LMX_AVX2 static float dot_f16_avx2(const float *x, const uint8_t *w, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(w + 2 * i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16x8(w + 2 * (i + 8)), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_f16x8(w + 2 * (i + 16)), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_f16x8(w + 2 * (i + 24)), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(w + 2 * i), s0);
-    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) r += x[i] * lmx_cpu_f16(w + 2 * i);
-    return r;
-}
+LMX_AVX2 static float dot_bf16_avx2(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx2(x, w, n, true); }
+LMX_AVX2 static float dot_f16_avx2(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx2(x, w, n, false); }
 
 LMX_AVX2 static void bf16_avx2(const uint8_t *src, int64_t n, float *dst) {
     int64_t i = 0;

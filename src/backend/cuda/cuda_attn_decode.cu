@@ -92,6 +92,22 @@ __device__ __forceinline__ int ad_splits(int64_t len, int want, int min_keys, in
     return n < 1 ? 1 : (int)n;
 }
 
+/* sc[g] += f[0..8) · qs[g][d..d+8) for each query head g of the block (one fmaf chain per g) */
+template <int HDMAX>
+__device__ __forceinline__ void ad_dot8(const float (&f)[8], const float (&qs)[AD_G][HDMAX], int d, float (&sc)[AD_G]) {
+#pragma unroll
+    for (int g = 0; g < AD_G; g++) {
+        const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][d]);
+        const float4 qb = *reinterpret_cast<const float4 *>(&qs[g][d + 4]);
+        float acc = sc[g];
+        acc = fmaf(f[0], qa.x, acc); acc = fmaf(f[1], qa.y, acc);
+        acc = fmaf(f[2], qa.z, acc); acc = fmaf(f[3], qa.w, acc);
+        acc = fmaf(f[4], qb.x, acc); acc = fmaf(f[5], qb.y, acc);
+        acc = fmaf(f[6], qb.z, acc); acc = fmaf(f[7], qb.w, acc);
+        sc[g] = acc;
+    }
+}
+
 /* HDMAX: 64, 128 or 256; EXACT: head_dim == HDMAX, else head_dim = hd_arg, a multiple of 8 below HDMAX
  * (lane i then owns value dims i*DPL.. only while they are < head_dim) */
 template <int HDMAX, bool EXACT, typename KT, int AD_WARPS>
@@ -201,17 +217,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
                     f[2 * k] = v.x;
                     f[2 * k + 1] = v.y;
                 }
-#pragma unroll
-                for (int g = 0; g < AD_G; g++) {
-                    const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][8 * i]);
-                    const float4 qb = *reinterpret_cast<const float4 *>(&qs[g][8 * i + 4]);
-                    float acc = sc[g];
-                    acc = fmaf(f[0], qa.x, acc); acc = fmaf(f[1], qa.y, acc);
-                    acc = fmaf(f[2], qa.z, acc); acc = fmaf(f[3], qa.w, acc);
-                    acc = fmaf(f[4], qb.x, acc); acc = fmaf(f[5], qb.y, acc);
-                    acc = fmaf(f[6], qb.z, acc); acc = fmaf(f[7], qb.w, acc);
-                    sc[g] = acc;
-                }
+                ad_dot8(f, qs, 8 * i, sc);
             }
         } else if (valid) {
             const KT *kp = kb + (size_t)ad_wrap(slot0 + lane, cap) * HD;
@@ -219,17 +225,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
             for (int d = 0; d < (EXACT ? HDMAX : HD); d += 8) {
                 float f[8];
                 lmx_cu_load8<KT>(kp + d, f);
-#pragma unroll
-                for (int g = 0; g < AD_G; g++) {
-                    const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][d]);
-                    const float4 qb = *reinterpret_cast<const float4 *>(&qs[g][d + 4]);
-                    float acc = sc[g];
-                    acc = fmaf(f[0], qa.x, acc); acc = fmaf(f[1], qa.y, acc);
-                    acc = fmaf(f[2], qa.z, acc); acc = fmaf(f[3], qa.w, acc);
-                    acc = fmaf(f[4], qb.x, acc); acc = fmaf(f[5], qb.y, acc);
-                    acc = fmaf(f[6], qb.z, acc); acc = fmaf(f[7], qb.w, acc);
-                    sc[g] = acc;
-                }
+                ad_dot8(f, qs, d, sc);
             }
         }
         float p[AD_G];

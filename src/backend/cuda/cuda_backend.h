@@ -2,19 +2,33 @@
  *
  * lmx_backend_cuda_create(device, &be) gives an lmx_backend whose buffers and weights live in the
  * memory of CUDA device `device`; ops run in order on one backend-owned (blocking) stream, buf_read
- * synchronizes. Decode steps run as CUDA graphs (step hooks of backend.h; on by default,
- * LMX_CUDA_GRAPH=0 turns them off — see cuda_backend.c).
+ * synchronizes. Decode steps run as CUDA graphs (step hooks of backend.h; LMX_CUDA_GRAPH=0 in the
+ * environment at creation turns them off, to debug).
  * Weights are copied to the device at upload (dense kept in their dtype, MLX-quantized kept packed,
- * vectors and biases converted to fp32); the KV cache is fp32 (lmx_buf). In a build without CUDA,
- * or without a usable device, it returns LMX_ERR_GPU_NOT_AVAILABLE (with the reason as detail).
+ * vectors and biases converted to fp32); activations are fp32 buffers, the KV cache is fp16
+ * (kv_buf_alloc). In a build without CUDA, or without a usable device, it returns
+ * LMX_ERR_GPU_NOT_AVAILABLE (with the reason as detail).
  * Ownership: the caller destroys the backend (lmx_backend_destroy) after every model using it.
  * Thread-safety: as backend.h — one op at a time per backend object.
  */
 #ifndef LMX_BACKEND_CUDA_BACKEND_H
 #define LMX_BACKEND_CUDA_BACKEND_H
 
+#include <stdbool.h>
+
 #include "backend/backend.h"
 
+/* What a backend is created with. lmx_backend_cuda_create takes lmx_cuda_options_default() (graphs
+ * from LMX_CUDA_GRAPH, util/env.h); tests pick the others. */
+typedef struct lmx_cuda_options {
+    bool graphs;   /* decode steps as CUDA graphs (default on; off: every op launches eagerly) */
+    bool f32_kv;   /* fp32 KV cache instead of fp16 (the exact path: CPU-vs-GPU tests at fp32 bounds) */
+    bool pageable; /* weights through pageable copies instead of the pinned staging ring (the fallback
+                    * taken when pinned memory cannot be had; tests cover it this way) */
+} lmx_cuda_options;
+
+lmx_cuda_options lmx_cuda_options_default(void);
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out);
+lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, lmx_backend **out);
 
 #endif

@@ -12,12 +12,11 @@
  * q*2^s, which multiplies x pre-scaled by 2^-s (exact power-of-two scaling). Per element this costs
  * one LOP3, one FADD and one FFMA. The affine form per group is s*Σ(x·q) + b*Σx.
  * Bit widths 3/5/6 (and 2-bit rows whose length is not a multiple of 64) use a generic bitstream
- * path over 32-element packs. Batch-1 4-bit shapes go to the tensor-core kernel of
- * cuda_gemv_mma.cu instead (faster there on the H200; see bench/notes/cuda-kernels.md).
+ * path over 32-element packs. Batch-1 q4 shapes, and q8 from ~40 M weights, go to the streaming
+ * tensor-core kernel of cuda_gemv_mma.cu instead (measured faster there: bench/notes/cuda-kernels.md).
  */
 #include "backend/cuda/cuda_common.cuh"
 
-#include <pthread.h>
 #include <stdlib.h>
 
 #define GEMV_THREADS 128
@@ -51,6 +50,23 @@ __device__ __forceinline__ void gemv_reduce_store(float (&acc)[GEMV_R][BMAX], in
     if (lbias) s += lmx_cu_ld(lbias, row, bdt);
     float *dst = y + (size_t)b * n + row;
     *dst = accumulate ? *dst + s : s;
+}
+
+template <int BMAX> __device__ __forceinline__ void gemv_zero(float (&acc)[GEMV_R][BMAX]) {
+#pragma unroll
+    for (int r = 0; r < GEMV_R; r++)
+#pragma unroll
+        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+}
+
+/* the E floats of x at xp (16-byte aligned), read through the read-only cache */
+template <int E> __device__ __forceinline__ void gemv_load_x(const float *xp, float (&xs)[E]) {
+    const float4 *p = reinterpret_cast<const float4 *>(xp);
+#pragma unroll
+    for (int i = 0; i < E / 4; i++) {
+        float4 v = __ldg(p + i);
+        xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
+    }
 }
 
 /* ---- dense ---- */
@@ -99,10 +115,7 @@ gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restr
     const int part = warp % ksplit;
     const int chunks = k / E;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     const WT *rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = W + (size_t)min(row0 + r, n - 1) * k;
@@ -115,12 +128,7 @@ gemv_dense(const WT *__restrict__ W, const float *__restrict__ x, float *__restr
         for (int b = 0; b < BMAX; b++) {
             if (b >= batch) break;
             float xs[E];
-            const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)b * k + (size_t)c * E);
-#pragma unroll
-            for (int i = 0; i < E / 4; i++) {
-                float4 v = __ldg(xp + i);
-                xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
-            }
+            gemv_load_x(x + (size_t)b * k + (size_t)c * E, xs);
 #pragma unroll
             for (int r = 0; r < GEMV_R; r++) {
                 float f[E];
@@ -176,10 +184,7 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
     /* chunks span two groups only for 2-bit with group size 32 */
     const bool two_groups = E > gs;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     int rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = min(row0 + r, n - 1);
@@ -207,12 +212,7 @@ gemv_q_fast(const uint32_t *__restrict__ W, const void *__restrict__ S, const vo
         for (int b = 0; b < BMAX; b++) {
             if (b >= batch) break;
             float xs[E];
-            const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)b * k + (size_t)c * E);
-#pragma unroll
-            for (int i = 0; i < E / 4; i++) {
-                float4 v = __ldg(xp + i);
-                xs[4 * i] = v.x; xs[4 * i + 1] = v.y; xs[4 * i + 2] = v.z; xs[4 * i + 3] = v.w;
-            }
+            gemv_load_x(x + (size_t)b * k + (size_t)c * E, xs);
             float xsum0 = 0.f, xsum1 = 0.f; /* Σx over the chunk's first / second half */
 #pragma unroll
             for (int i = 0; i < E; i++) {
@@ -266,10 +266,7 @@ gemv_q_generic(const uint32_t *__restrict__ W, const void *__restrict__ S,
     const size_t wpr = (size_t)k * BITS / 32;
     const int gpr = k / gs;
     float acc[GEMV_R][BMAX];
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
-#pragma unroll
-        for (int b = 0; b < BMAX; b++) acc[r][b] = 0.f;
+    gemv_zero(acc);
     int rows[GEMV_R];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++) rows[r] = min(row0 + r, n - 1);
@@ -404,21 +401,6 @@ static void gemv_launch(const lmx_cuda_matrix *m, const float *x, float *y, int 
 #undef LMX_QG
 }
 
-/* LMX_CUDA_GEMV_RING=0 keeps the automatic policy off the streaming tensor-core kernel (A/B
- * measurements); read once per process. */
-static pthread_once_t g_ring_once = PTHREAD_ONCE_INIT;
-static bool g_ring_on = true; /* written once under g_ring_once */
-/* LMX_CUDA_GEMV_V2=1: the V2 variant (lmx_cuda_gemv_mma_v2) for the matrices above; =2: also for
- * dense bf16 (otherwise gemv_dense). Both written once under g_ring_once. */
-static bool g_ring_v2 = false, g_ring_v2_dense = false;
-static void ring_env_init(void) {
-    const char *e = getenv("LMX_CUDA_GEMV_RING");
-    g_ring_on = !(e && e[0] == '0');
-    const char *v2 = getenv("LMX_CUDA_GEMV_V2");
-    g_ring_v2 = v2 && (v2[0] == '1' || v2[0] == '2');
-    g_ring_v2_dense = v2 && v2[0] == '2';
-}
-
 extern "C" lmx_status lmx_cuda_gemv(const lmx_cuda_matrix *m, const float *x, float *y, int batch,
                                     bool accumulate, lmx_cuda_stream stream) {
     return lmx_cuda_gemv_ksplit(m, x, y, batch, accumulate, 0, stream);
@@ -435,13 +417,10 @@ extern "C" lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float
     /* batch 1: the streaming tensor-core kernel (cuda_gemv_mma.cu) for q4 wherever it applies and for
      * q8 from ~40 M weights (gate/up/down/lm_head; smaller q8 matrices measured faster on
      * gemv_q_fast); dense bf16 stays on gemv_dense, as fast or faster (bench/notes/cuda-kernels.md,
-     * "gemv (session 2)"); ksplit -1 forces the streaming kernel wherever it applies */
-    pthread_once(&g_ring_once, ring_env_init);
-    const bool mma_pref = g_ring_on && (m->bits == 4 || (m->bits == 8 && m->n * m->k >= ((int64_t)40 << 20)) ||
-                                        (g_ring_v2_dense && m->bits == 0));
+     * "gemv"); ksplit -1 forces the streaming kernel wherever it applies */
+    const bool mma_pref = m->bits == 4 || (m->bits == 8 && m->n * m->k >= ((int64_t)40 << 20));
     if ((ksplit == -1 || (ksplit == 0 && mma_pref)) && lmx_cuda_gemv_mma_applies(m, x, batch))
-        return g_ring_v2 ? lmx_cuda_gemv_mma_v2(m, x, y, accumulate, stream)
-                         : lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
+        return lmx_cuda_gemv_mma(m, x, y, accumulate, stream);
     if (ksplit < 0) ksplit = 0;
     cudaStream_t st = LMX_CU_STREAM(stream);
     for (int b0 = 0; b0 < batch; b0 += 4) {

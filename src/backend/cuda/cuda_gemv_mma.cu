@@ -1,10 +1,10 @@
 /* cuda_gemv_mma.cu — batch-1 GEMV y = x·W^T on the tensor cores (mma.sync m16n8k16, fp32
  * accumulation) for MLX affine 4-bit / 8-bit weights and dense bf16 weights: a persistent,
- * software-pipelined streaming kernel ("ring" kernel, session 2; see bench/notes/cuda-kernels.md).
+ * software-pipelined streaming kernel ("ring" kernel; see bench/notes/cuda-kernels.md, "gemv").
  *
- * Why: batch-1 decode is bound by how fast the weights stream. The first tensor-core kernel (one
- * 16-row tile per block iteration, 8 warps splitting its K, a block barrier per tile) kept too few
- * bytes in flight: every tile paid a full memory latency. Here:
+ * Why: batch-1 decode is bound by how fast the weights stream, so many bytes must be in flight per SM
+ * at all times; a kernel that splits one tile's K across warps and meets at a block barrier per tile
+ * pays a full memory latency per tile. Here:
  *   - the grid is persistent (about one block per SM); block b owns a contiguous range of 16-row
  *     tiles; warp w of the block owns a fixed slice of the K super-steps of every tile, so its work
  *     is one long stream of 1 KB super-steps (16 rows x 64 bytes) with no barrier inside;
@@ -17,13 +17,11 @@
  *
  * Products: A = 16 weight rows (a warp's tile), B = [16 k x 8 columns] of x parts.
  *   q4/q8: a weight is decoded to an fp16 with LOP3/PRMT into the mantissa of 1024.0: 1024 + q (q4 odd
- *   nibbles: 1024 + 16q, their x pre-scaled by 1/16). EXACT: one HSUB2 per two weights removes the
- *   1024 (products exact, ~fp32 result). Offset mode (!EXACT): the 1024 stays and the per-segment
- *   constant C = 1024·Σ x-parts is subtracted per group in fp32 (fewer instructions; ~1e-5 relative
- *   error from the cancellation). x is split per segment (a scale group, or the part of one a
+ *   nibbles: 1024 + 16q, their x pre-scaled by 1/16); one HSUB2 per two weights removes the 1024
+ *   (products exact, ~fp32 result). x is split per segment (a scale group, or the part of one a
  *   super-step covers) into x·2^-e = hi + lo (fp16 each, 22 significant bits, 2^e from the segment's
  *   max |x| so nothing overflows); column 2G / 2G+1 carry group G's hi / lo, so one mma keeps up to 4
- *   groups apart; per group s·2^e·(D - C) + b·Σx in fp32.
+ *   groups apart; per group s·2^e·D + b·Σx in fp32.
  *   bf16: A is the weights as stored; x is split into hi + mid + lo bf16 (24 bits: exact) in columns
  *   0..2; the fp32 accumulators run over the whole tile.
  * The x fragments (and per-segment {2^e, C, Σx}) are built once per block in shared memory in the
@@ -68,7 +66,7 @@ template <int BITS> struct rg_fmt {
  * q4: h[s] = (nibble s, nibble s+4), s = 0..3, odd s carrying 16q. q8: h[0] = (byte 0, byte 2),
  * h[1] = (byte 1, byte 3). magic = 0x64006400 (1024, 1024) is passed at run time so that the mask
  * and the OR fuse into one LOP3 (a LOP3 takes only one immediate). */
-template <int BITS, bool SUB = true>
+template <int BITS>
 __device__ __forceinline__ void rg_decode(uint32_t w, uint32_t magic, uint32_t (&h)[4]) {
     const uint32_t k1024 = 0x64006400u;
     if (BITS == 4) {
@@ -82,10 +80,8 @@ __device__ __forceinline__ void rg_decode(uint32_t w, uint32_t magic, uint32_t (
         h[1] = __byte_perm(w, magic, 0x5351);
         h[2] = h[3] = magic; /* unused */
     }
-    if (SUB) { /* exact q (V1); V2 keeps the 1024 and removes it per segment in fp32 */
 #pragma unroll
-        for (int i = 0; i < (BITS == 4 ? 4 : 2); i++) h[i] = rg_h2sub(h[i], k1024);
-    }
+    for (int i = 0; i < (BITS == 4 ? 4 : 2); i++) h[i] = rg_h2sub(h[i], k1024); /* exact q */
 }
 
 __device__ __forceinline__ float rg_tof(float v) { return v; }
@@ -116,22 +112,13 @@ static rg_layout rg_smem(int bits, long k, int gs, int tiles_per_block, int warp
  * row per warp instruction; used where the staging ring does not fit), 2 = staged: the warp copies
  * 2-super-step units (16 rows x 128 B, whole 128-byte lines per instruction) with cp.async into a
  * DEPTH-stage shared-memory ring of its own and reads its fragments from there (XOR-swizzled, no bank
- * conflicts). DEPTH: ring depth in units (direct: 4).
- * V2 (mode 3, staged only; session 2 "gemv2"): fewer instructions per weight:
- *   - the block's work is the flat stream of its (tile, unit) pairs, tile-major, and warp w takes the
- *     contiguous slice [w·N/warps, (w+1)·N/warps) of it (N = tiles x units per row): a warp walks whole
- *     rows of units, so the per-tile bookkeeping (row advance, partial-sum flush) runs once per tile
- *     (plus once at each end of the slice) instead of once per unit when k is short (k = 4096 q4:
- *     16 units per row, 16 warps: V1 flushed every unit); slots of red[] a warp never touches stay 0;
- *   - offset decode: the 1024.0 of the magic stays in A (no HSUB2 per weight pair); the segment's
- *     C = 1024·Σ(x parts as stored) is removed in fp32 per group: s·(2^e·D - 2^e·C) as one FMA
- *     (~1e-5 relative error from the cancellation instead of ~1e-7). */
-template <int BITS, int LOAD, int DEPTH, typename ST, bool V2 = false>
+ * conflicts). DEPTH: ring depth in units (direct: 4). */
+template <int BITS, int LOAD, int DEPTH, typename ST>
 __global__ void __launch_bounds__(512, 1)
 gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__restrict__ Bq,
           const void *__restrict__ lbias, int bdt, const float *__restrict__ x, float *__restrict__ y,
           int n, int k, int lg_gs, int accumulate, size_t ring_bytes, size_t xf_bytes, size_t seg_bytes,
-          uint32_t magic, int wgroup) {
+          uint32_t magic) {
     typedef rg_fmt<BITS> F;
     constexpr int EPS = F::EPS, MPS = F::MPS, CH = F::CH, NPART = F::NPART;
     constexpr bool QUANT = BITS != 16;
@@ -151,18 +138,10 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
     const int tb = (int)(((long long)blockIdx.x * ntiles) / gridDim.x);
     const int te = (int)(((long long)(blockIdx.x + 1) * ntiles) / gridDim.x);
     const int nt = te - tb;
-    /* V1: warp w owns units [u_lo, u_hi) of every tile. V2: the warps form groups of wgroup (0: one
-     * group of all); group gi owns the contiguous tiles [gt0, gt0 + gnt) of the block, and warp ks of
-     * the group the slice [r_a, r_b) of the group's flat (tile, unit) stream, starting at local tile
-     * t0, unit u0 */
-    const int wg = (V2 && wgroup > 0) ? wgroup : nwarps;
-    const int ngrp = nwarps / wg, gi = warp / wg, ks = warp % wg;
-    const int gt0 = V2 ? (gi * nt) / ngrp : 0, gnt = V2 ? ((gi + 1) * nt) / ngrp - gt0 : 0;
-    const int u_lo = V2 ? 0 : (warp * nun) / nwarps, u_hi = V2 ? nun : ((warp + 1) * nun) / nwarps;
-    const int r_a = V2 ? (int)(((long long)ks * gnt * nun) / wg) : 0;
-    const int r_b = V2 ? (int)(((long long)(ks + 1) * gnt * nun) / wg) : 0;
-    const int total = V2 ? r_b - r_a : nt * (u_hi - u_lo);
-    const int t0 = V2 ? gt0 + r_a / nun : 0, u0 = V2 ? r_a % nun : u_lo;
+    /* warp w owns units [u_lo, u_hi) of every tile of the block */
+    const int u_lo = (warp * nun) / nwarps, u_hi = ((warp + 1) * nun) / nwarps;
+    const int total = nt * (u_hi - u_lo);
+    const int t0 = 0, u0 = u_lo;
 
     /* row geometry */
     const size_t rowbytes = (size_t)k * (BITS == 16 ? 16 : BITS) / 8;
@@ -282,7 +261,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
             /* the thread's 8 elements fill exactly one uint4 of B fragments per part: half position
              * (m & 1) * 4 + reg * 2 + hp within the uint4 of (super-step, mma pair, chunk) */
             uint32_t hw[4] = {0u, 0u, 0u, 0u}, lw[4] = {0u, 0u, 0u, 0u};
-            float cs = 0.f; /* V2: Σ of the x parts as stored (fp16 hi + lo, q4 odd: / 16) */
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 const int pos = BITS == 4 ? 2 * (i & 3) + (i >> 2) : (i >> 2) * 4 + (i & 1) * 2 + ((i >> 1) & 1);
@@ -292,7 +270,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 /* q4 odd nibbles decode to 16q: their x parts carry 1/16 (exact power-of-two scaling) */
                 const __half his = (BITS == 4 && (i & 1)) ? __hmul(hi, __float2half(0.0625f)) : hi;
                 const __half los = (BITS == 4 && (i & 1)) ? __hmul(lo, __float2half(0.0625f)) : lo;
-                if (V2) cs += __half2float(his) + __half2float(los);
                 hw[pos >> 1] |= (uint32_t)__half_as_ushort(his) << (16 * (pos & 1));
                 lw[pos >> 1] |= (uint32_t)__half_as_ushort(los) << (16 * (pos & 1));
             }
@@ -302,11 +279,7 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 dst[0] = make_uint4(hw[0], hw[1], hw[2], hw[3]);
                 dst[1] = make_uint4(lw[0], lw[1], lw[2], lw[3]);
             }
-            if (V2) /* same tree as sum: the whole segment's Σ */
-                for (int o = 1; o < tpseg; o <<= 1) cs += __shfl_xor_sync(0xffffffffu, cs, o);
-            /* V2: .y = -2^e·C, C = 1024·cs (both exact power-of-two scalings of cs) */
-            if (act && (e0 & (seglen - 1)) == 0)
-                segd[e0 / seglen] = make_float4(scl, V2 ? -1024.f * scl * cs : 0.f, sum, 0.f);
+            if (act && (e0 & (seglen - 1)) == 0) segd[e0 / seglen] = make_float4(scl, 0.f, sum, 0.f);
         }
     } else {
         for (int e0 = threadIdx.x * 8; e0 < k; e0 += blockDim.x * 8) {
@@ -359,8 +332,8 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
 #pragma unroll
             for (int wi = 0; wi < 4; wi++) {
                 uint32_t h0[4], h1[4];
-                rg_decode<BITS, !V2>(A0[wi], magic, h0);
-                rg_decode<BITS, !V2>(A1[wi], magic, h1);
+                rg_decode<BITS>(A0[wi], magic, h0);
+                rg_decode<BITS>(A1[wi], magic, h1);
                 if (BITS == 4) {
                     const uint4 bb = bval ? xb[wi * 4 * NPART] : z4; /* mma 2wi, 2wi + 1 */
                     rg_mma_f16(d, h0[0], h1[0], h0[1], h1[1], bb.x, bb.y);
@@ -371,13 +344,8 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
                 }
             }
             const float4 sd = segd[ss * gps + tq];
-            if (V2) { /* s·(2^e·D - 2^e·C) + b·Σx: the cancellation inside one FMA */
-                acc0 = fmaf(rg_tof(s0r), fmaf(sd.x, d[0] + d[1], sd.y), fmaf(rg_tof(b0r), sd.z, acc0));
-                acc1 = fmaf(rg_tof(s1r), fmaf(sd.x, d[2] + d[3], sd.y), fmaf(rg_tof(b1r), sd.z, acc1));
-            } else {
-                acc0 = fmaf(rg_tof(s0r) * sd.x, d[0] + d[1], fmaf(rg_tof(b0r), sd.z, acc0));
-                acc1 = fmaf(rg_tof(s1r) * sd.x, d[2] + d[3], fmaf(rg_tof(b1r), sd.z, acc1));
-            }
+            acc0 = fmaf(rg_tof(s0r) * sd.x, d[0] + d[1], fmaf(rg_tof(b0r), sd.z, acc0));
+            acc1 = fmaf(rg_tof(s1r) * sd.x, d[2] + d[3], fmaf(rg_tof(b1r), sd.z, acc1));
         } else {
             const uint4 bb = bval ? xb[0] : z4;
             rg_mma_bf16(dt, A0[0], A1[0], A0[1], A1[1], bb.x, bb.y);
@@ -385,7 +353,7 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
         }
     };
     auto flush = [&]() { /* the warp's part of tile lt is done */
-        if (!QUANT && !V2) { /* V2: dt already folded into acc0/acc1 per unit */
+        if (!QUANT) {
             acc0 = dt[0] + dt[1];
             acc1 = dt[2] + dt[3];
             dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
@@ -403,14 +371,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
         acc0 = acc1 = 0.f;
     };
     auto unit_done = [&]() {
-        if (V2 && !QUANT) {
-            /* dense V2: a warp may stream a whole row (up to k / 16 mma into one accumulator); fold the
-             * unit's tensor-core sums into fp32 per unit, so the mma accumulation chains stay 4 long
-             * (the tensor cores' fp32 accumulation is not round-to-nearest: long chains drift) */
-            acc0 += dt[0] + dt[1];
-            acc1 += dt[2] + dt[3];
-            dt[0] = dt[1] = dt[2] = dt[3] = 0.f;
-        }
         if (++c_u == u_hi) {
             c_u = u_lo;
             flush();
@@ -445,7 +405,6 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
             }
         }
     }
-    if (V2 && total > 0 && c_u != u_lo) flush(); /* the slice ended inside a tile */
     if (STAGED) asm volatile("cp.async.wait_group 0;");
     __syncthreads();
     for (int i = threadIdx.x; i < nt * 16; i += blockDim.x) {
@@ -468,17 +427,17 @@ static pthread_once_t g_rg_once = PTHREAD_ONCE_INIT;
 static size_t g_rg_limit = 47 * 1024; /* written once under g_rg_once */
 static int g_rg_sms = 132;            /* written once under g_rg_once */
 
-template <int BITS, int LOAD, int D, typename ST, bool V2> static void rg_attr(cudaError_t *e, int bytes) {
+template <int BITS, int LOAD, int D, typename ST> static void rg_attr(cudaError_t *e, int bytes) {
     if (*e == cudaSuccess)
-        *e = cudaFuncSetAttribute(gemv_ring<BITS, LOAD, D, ST, V2>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+        *e = cudaFuncSetAttribute(gemv_ring<BITS, LOAD, D, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
-template <int BITS, int LOAD, int D, bool V2 = false> static void rg_attr_st(cudaError_t *e, int bytes) {
+template <int BITS, int LOAD, int D> static void rg_attr_st(cudaError_t *e, int bytes) {
     if constexpr (BITS == 16) {
-        rg_attr<BITS, LOAD, D, float, V2>(e, bytes);
+        rg_attr<BITS, LOAD, D, float>(e, bytes);
     } else {
-        rg_attr<BITS, LOAD, D, __nv_bfloat16, V2>(e, bytes);
-        rg_attr<BITS, LOAD, D, __half, V2>(e, bytes);
-        rg_attr<BITS, LOAD, D, float, V2>(e, bytes);
+        rg_attr<BITS, LOAD, D, __nv_bfloat16>(e, bytes);
+        rg_attr<BITS, LOAD, D, __half>(e, bytes);
+        rg_attr<BITS, LOAD, D, float>(e, bytes);
     }
 }
 template <int BITS> static void rg_attr_all(cudaError_t *e, int bytes) {
@@ -486,9 +445,6 @@ template <int BITS> static void rg_attr_all(cudaError_t *e, int bytes) {
     rg_attr_st<BITS, 2, 3>(e, bytes);
     rg_attr_st<BITS, 2, 4>(e, bytes);
     rg_attr_st<BITS, 2, 6>(e, bytes);
-    rg_attr_st<BITS, 2, 3, true>(e, bytes);
-    rg_attr_st<BITS, 2, 4, true>(e, bytes);
-    rg_attr_st<BITS, 2, 6, true>(e, bytes);
 }
 static void rg_init(void) {
     int dev = 0, optin = 0, sms = 0;
@@ -510,19 +466,17 @@ static void rg_init(void) {
     else (void)cudaGetLastError();
 }
 
-/* Default knobs (see bench/notes/cuda-kernels.md, "gemv (session 2)"). */
+/* Default knobs (measured best: bench/notes/cuda-kernels.md, "gemv"). */
 static void rg_defaults(lmx_cuda_gemv_tune *t) {
-    if (t->mode == 0) t->mode = 2; /* V2 (mode 3) is asked for explicitly (lmx_cuda_gemv_mma_v2) */
+    if (t->mode == 0) t->mode = 2;
     if (t->depth == 0) t->depth = t->mode == 1 ? 4 : 3;
     if (t->warps == 0) t->warps = 16;
     if (t->blocks_per_sm == 0) t->blocks_per_sm = 1;
 }
 static bool rg_valid(const lmx_cuda_gemv_tune *t) {
-    if (t->mode < 1 || t->mode > 3) return false;
+    if (t->mode < 1 || t->mode > 2) return false;
     if (t->mode == 1 ? t->depth != 4 : (t->depth != 3 && t->depth != 4 && t->depth != 6)) return false;
     if (t->warps != 4 && t->warps != 8 && t->warps != 16) return false;
-    /* warps per tile group: V2 only; a divisor of warps */
-    if (t->group != 0 && (t->mode != 3 || t->group < 0 || t->group > t->warps || t->warps % t->group)) return false;
     return t->blocks_per_sm >= 1 && t->blocks_per_sm <= 8;
 }
 
@@ -533,7 +487,7 @@ static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *
     const long ntiles = (m->n + 15) / 16;
     long nb = (long)g_rg_sms * t->blocks_per_sm;
     if (nb > ntiles) nb = ntiles;
-    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode >= 2 ? t->depth : 0);
+    rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode == 2 ? t->depth : 0);
     const size_t fixed = l.ring_bytes + l.xf_bytes + l.seg_bytes;
     if (fixed + (size_t)16 * t->warps * 4 > g_rg_limit) return false;
     /* enough blocks that a block's partial sums fit next to the x fragments */
@@ -564,7 +518,7 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
     if (!rg_shape_ok(m, x, batch)) return false;
     pthread_once(&g_rg_once, rg_init);
     /* the default (staged) plan, or the direct one where the staging ring does not fit */
-    lmx_cuda_gemv_tune t = {0, 0, 0, 0, 0};
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
     rg_defaults(&t);
     int blocks;
     size_t smem;
@@ -574,37 +528,34 @@ extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float 
     return rg_plan(m, &t, &blocks, &smem, &l);
 }
 
-template <int BITS, int LOAD, int D, typename ST, bool V2>
+template <int BITS, int LOAD, int D, typename ST>
 static void rg_launch(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks, int threads,
-                      size_t smem, const rg_layout &l, int wgroup, cudaStream_t st) {
+                      size_t smem, const rg_layout &l, cudaStream_t st) {
     int lg = 0;
     while (m->bits && (1 << lg) < m->group_size) lg++;
-    gemv_ring<BITS, LOAD, D, ST, V2><<<blocks, threads, smem, st>>>(
+    gemv_ring<BITS, LOAD, D, ST><<<blocks, threads, smem, st>>>(
         (const uint32_t *)m->w, (const ST *)m->scales, (const ST *)m->biases, m->bias, (int)m->bias_dtype, x, y,
-        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes, 0x64006400u, wgroup);
+        (int)m->n, (int)m->k, lg, accumulate, l.ring_bytes, l.xf_bytes, l.seg_bytes, 0x64006400u);
 }
-template <int BITS, int LOAD, int D, bool V2 = false>
+template <int BITS, int LOAD, int D>
 static void rg_launch_st(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate, int blocks,
-                         int threads, size_t smem, const rg_layout &l, int wgroup, cudaStream_t st) {
+                         int threads, size_t smem, const rg_layout &l, cudaStream_t st) {
     if constexpr (BITS == 16) {
-        rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
+        rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
     } else {
-        if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
-        else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
-        else rg_launch<BITS, LOAD, D, float, V2>(m, x, y, accumulate, blocks, threads, smem, l, wgroup, st);
+        if (m->dtype == LMX_DTYPE_BF16) rg_launch<BITS, LOAD, D, __nv_bfloat16>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        else if (m->dtype == LMX_DTYPE_F16) rg_launch<BITS, LOAD, D, __half>(m, x, y, accumulate, blocks, threads, smem, l, st);
+        else rg_launch<BITS, LOAD, D, float>(m, x, y, accumulate, blocks, threads, smem, l, st);
     }
 }
 template <int BITS>
 static void rg_launch_mode(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                            const lmx_cuda_gemv_tune &t, int blocks, size_t smem, const rg_layout &l, cudaStream_t st) {
     const int th = t.warps * 32;
-    if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else if (t.mode == 3 && t.depth == 3) rg_launch_st<BITS, 2, 3, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else if (t.mode == 3 && t.depth == 4) rg_launch_st<BITS, 2, 4, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else if (t.mode == 3) rg_launch_st<BITS, 2, 6, true>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
-    else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, t.group, st);
+    if (t.mode == 1) rg_launch_st<BITS, 0, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else if (t.depth == 3) rg_launch_st<BITS, 2, 3>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else if (t.depth == 4) rg_launch_st<BITS, 2, 4>(m, x, y, accumulate, blocks, th, smem, l, st);
+    else rg_launch_st<BITS, 2, 6>(m, x, y, accumulate, blocks, th, smem, l, st);
 }
 
 extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
@@ -612,25 +563,18 @@ extern "C" lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x
     return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, NULL, stream);
 }
 
-extern "C" lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                           int unroll, int blocks_per_sm, lmx_cuda_stream stream) {
-    lmx_cuda_gemv_tune t = {unroll, 0, blocks_per_sm, 0, 0};
-    return lmx_cuda_gemv_mma_tuned(m, x, y, accumulate, &t, stream);
-}
-
 /* fallback: where the staging ring does not fit next to the x fragments, direct loads (mode 1) */
 static lmx_status rg_run(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                          const lmx_cuda_gemv_tune *tune, bool fallback, lmx_cuda_stream stream) {
-    lmx_cuda_gemv_tune t = {0, 0, 0, 0, 0};
+    lmx_cuda_gemv_tune t = {0, 0, 0, 0};
     if (tune) t = *tune;
     const bool user_mode = !fallback;
     rg_defaults(&t);
     if (!rg_valid(&t))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
-                         "cuda gemv mma: mode %d (1 direct, 2 staged, 3 staged v2), depth %d (direct 4; "
-                         "staged 3, 4, 6), warps %d (4, 8, 16), blocks/SM %d (1..8), group %d (mode 3: 0 "
-                         "or a divisor of warps)",
-                         t.mode, t.depth, t.warps, t.blocks_per_sm, t.group);
+                         "cuda gemv mma: mode %d (1 direct, 2 staged), depth %d (direct 4; staged 3, 4, 6), "
+                         "warps %d (4, 8, 16), blocks/SM %d (1..8)",
+                         t.mode, t.depth, t.warps, t.blocks_per_sm);
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: NULL x/y");
@@ -660,10 +604,4 @@ static lmx_status rg_run(const lmx_cuda_matrix *m, const float *x, float *y, boo
 extern "C" lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                               const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream) {
     return rg_run(m, x, y, accumulate, tune, !tune || tune->mode == 0, stream);
-}
-
-extern "C" lmx_status lmx_cuda_gemv_mma_v2(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                           lmx_cuda_stream stream) {
-    const lmx_cuda_gemv_tune t = {0, 0, 0, 3, 0};
-    return rg_run(m, x, y, accumulate, &t, true, stream);
 }

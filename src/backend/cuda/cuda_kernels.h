@@ -145,33 +145,16 @@ lmx_status lmx_cuda_gemv_ksplit(const lmx_cuda_matrix *m, const float *x, float 
 bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch);
 lmx_status lmx_cuda_gemv_mma(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                              lmx_cuda_stream stream);
-/* Tuning knobs for benchmarks: super-steps in flight per warp (4, 8; 0 = default) and blocks per SM
- * of the persistent grid (0 = default). */
-lmx_status lmx_cuda_gemv_mma_ex(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                int unroll, int blocks_per_sm, lmx_cuda_stream stream);
 /* All knobs of the batch-1 streaming kernel (0 = default for each): mode 1 = direct loads into a
  * register ring (4 super-steps per warp), 2 = staged: cp.async of whole 128-byte lines into a
- * per-warp shared-memory ring of `depth` units (3, 4 or 6; a unit is 16 rows x 128 B), 3 = staged V2
- * (lmx_cuda_gemv_mma_v2 below); warps per block
- * (4, 8, 16); blocks_per_sm (1..8) sizes the persistent grid. Knobs whose staging ring does not fit
- * next to the x fragments give LMX_ERR_INVALID_ARGUMENT (the defaults fall back to direct loads). */
+ * per-warp shared-memory ring of `depth` units (3, 4 or 6; a unit is 16 rows x 128 B); warps per
+ * block (4, 8, 16); blocks_per_sm (1..8) sizes the persistent grid. Knobs whose staging ring does not
+ * fit next to the x fragments give LMX_ERR_INVALID_ARGUMENT (the defaults fall back to direct loads). */
 typedef struct lmx_cuda_gemv_tune {
     int depth, warps, blocks_per_sm, mode;
-    int group; /* mode 3 only: warps per tile group (0 = all warps of the block; else a divisor of warps):
-                * each group streams its own contiguous tiles, its warps contiguous slices of them */
 } lmx_cuda_gemv_tune;
 lmx_status lmx_cuda_gemv_mma_tuned(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
                                    const lmx_cuda_gemv_tune *tune, lmx_cuda_stream stream);
-/* The V2 variant of the streaming kernel (mode 3 of lmx_cuda_gemv_tune; staged loads, depth 3, 4 or 6):
- * each warp takes a contiguous slice of its block's (tile, unit) stream (per-tile bookkeeping once per
- * tile instead of once per unit) and, for q4/q8, keeps the 1024.0 of the decode in the fp16 weights,
- * removing it per group in fp32 (~1e-5 relative error instead of ~1e-7; dense bf16 stays exact).
- * This entry uses the default knobs in mode 3 (direct loads where the staging ring does not fit);
- * lmx_cuda_gemv's batch-1 policy calls it instead of lmx_cuda_gemv_mma when the environment has
- * LMX_CUDA_GEMV_V2=1 (read once per process; default off); LMX_CUDA_GEMV_V2=2 routes dense bf16
- * there too (instead of gemv_dense). Same applicability as lmx_cuda_gemv_mma. */
-lmx_status lmx_cuda_gemv_mma_v2(const lmx_cuda_matrix *m, const float *x, float *y, bool accumulate,
-                                lmx_cuda_stream stream);
 
 /* y[t, :] = x[t, :]·W^T (+ bias) (+ y[t, :] if accumulate) for t < T on the tensor cores, for
  * prefill: x is rounded to bf16 and W dequantized to bf16 tile by tile, products accumulate in
@@ -184,18 +167,15 @@ lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int
  * (LMX_ERR_UNSUPPORTED without it). */
 lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             int impl, lmx_cuda_stream stream);
-/* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; LMX_CUBLASLT=0 disables it): bf16 operands
- * (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
+/* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; unavailable when the library does not load):
+ * bf16 operands (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
 bool lmx_cuda_gemm_lt_available(void);
 lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             lmx_cuda_stream stream);
 /* Expands W (any format lmx_cuda_gemm_lt takes) into a dense bf16 [n, k] at out (device, 16-byte
- * aligned): the prologue of lmx_cuda_gemm_lt. impl 0 = automatic (the per-8-element kernel, measured
- * faster on the H200; with LMX_CUDA_EXPAND=new set at first use, the chunk kernel for MLX 4-/8-bit
- * weights with group 32/64/128 and 16-byte aligned packing), 1 = the per-8-element kernel (every format),
- * 2 = the chunk kernel (LMX_ERR_UNSUPPORTED where it does not apply). Both give bit-identical
- * output: bf16_rn(fmaf(scale, q, bias)). */
-lmx_status lmx_cuda_expand_bf16(const lmx_cuda_matrix *m, void *out, int impl, lmx_cuda_stream stream);
+ * aligned): the prologue of lmx_cuda_gemm_lt, 8 elements per thread; output bf16_rn(fmaf(scale, q,
+ * bias)) (dense: bf16_rn(w)). */
+lmx_status lmx_cuda_expand_bf16(const lmx_cuda_matrix *m, void *out, lmx_cuda_stream stream);
 
 /* ---- elementwise and normalisation (all fp32 activations) ---- */
 

@@ -142,6 +142,22 @@ __global__ void k_sb_penalty(const float *__restrict__ x, float *__restrict__ pl
     }
 }
 
+/* The block's best (value, id) by sb_better into sv[0] / si[0] (shared, one slot per thread), each
+ * thread offering its own; returns the OR of the threads' nan. Called by every thread. */
+__device__ __forceinline__ int sb_block_best(float bv, int bi, int nan, float *sv, int *si) {
+    sv[threadIdx.x] = bv;
+    si[threadIdx.x] = bi;
+    nan = __syncthreads_or(nan);
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s && sb_better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
+            sv[threadIdx.x] = sv[threadIdx.x + s];
+            si[threadIdx.x] = si[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    return nan;
+}
+
 /* ---- max / argmax / NaN ---- */
 __global__ void k_sb_stats(const float *__restrict__ x, int V, float *pv, int *pi, int *pnan) {
     __shared__ float sv[SB_THREADS];
@@ -157,16 +173,7 @@ __global__ void k_sb_stats(const float *__restrict__ x, int V, float *pv, int *p
             bi = i;
         }
     }
-    sv[threadIdx.x] = bv;
-    si[threadIdx.x] = bi;
-    nan = __syncthreads_or(nan);
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s && sb_better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
-            sv[threadIdx.x] = sv[threadIdx.x + s];
-            si[threadIdx.x] = si[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
+    nan = sb_block_best(bv, bi, nan, sv, si);
     if (threadIdx.x == 0) {
         pv[blockIdx.x] = sv[0];
         pi[blockIdx.x] = si[0];
@@ -188,16 +195,7 @@ __global__ void k_sb_stats_fin(const float *pv, const int *pi, const int *pnan, 
             bi = pi[b];
         }
     }
-    sv[threadIdx.x] = bv;
-    si[threadIdx.x] = bi;
-    nan = __syncthreads_or(nan);
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s && sb_better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
-            sv[threadIdx.x] = sv[threadIdx.x + s];
-            si[threadIdx.x] = si[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
+    nan = sb_block_best(bv, bi, nan, sv, si);
     for (int b = threadIdx.x; b < SB_BUCKETS; b += blockDim.x) bm[b] = 0.0;
     if (threadIdx.x == 0) {
         bv = sv[0];
@@ -268,25 +266,59 @@ __global__ void __launch_bounds__(1024) k_sb_topp_cut(const double *part_z, int 
     }
 }
 
+/* The candidates of this block's SB_CHUNK ids: (x[i], i) for every i with keep(x[i]), appended at
+ * slots counted in *count (at most TAIL_CAP stored; the consumer fails over to the host beyond). */
+template <typename Keep>
+__device__ __forceinline__ void sb_gather(const float *__restrict__ x, int V, Keep keep, int *count, float *ov,
+                                          int *oi) {
+    const int lo = blockIdx.x * SB_CHUNK, hi = min(V, lo + SB_CHUNK);
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float l = x[i];
+        if (!keep(l)) continue;
+        int p = atomicAdd(count, 1);
+        if (p < TAIL_CAP) {
+            ov[p] = l;
+            oi[p] = i;
+        }
+    }
+}
+
+/* top_p: the tokens of the cut bucket (with a non-zero weight) */
 __global__ void k_sb_topp_gather(const float *__restrict__ x, int V, sb_state *st, float *tail_v, int *tail_i) {
     if (st->fail) return;
     const float mx = st->mx;
     const int cut = st->cut;
-    const int lo = blockIdx.x * SB_CHUNK, hi = min(V, lo + SB_CHUNK);
-    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        float l = x[i];
-        if (sb_bucket(mx - l) != cut || !(sb_exp(l - mx) > 0)) continue;
-        int p = atomicAdd(&st->n_tail, 1);
-        if (p < TAIL_CAP) {
-            tail_v[p] = l;
-            tail_i[p] = i;
-        }
-    }
+    sb_gather(x, V, [=](float l) { return sb_bucket(mx - l) == cut && sb_exp(l - mx) > 0; }, &st->n_tail, tail_v,
+              tail_i);
 }
 
 /* (v desc, id asc) */
 __device__ __forceinline__ bool sb_before(float av, int ai, float bv, int bi) {
     return av > bv || (av == bv && ai < bi);
+}
+
+/* Bitonic sort of (sv, si)[P] in shared memory, P a power of two: entry a goes before entry b when
+ * before(va, ia, vb, ib). Called by every thread of the block (barriers inside). */
+template <typename Before> __device__ __forceinline__ void sb_bitonic(float *sv, int *si, int P, Before before) {
+    for (int k = 2; k <= P; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int t = threadIdx.x; t < P; t += blockDim.x) {
+                int o = t ^ j;
+                if (o > t) {
+                    bool up = (t & k) == 0; /* this half in `before` order, the other reversed */
+                    bool sw = up ? before(sv[o], si[o], sv[t], si[t]) : before(sv[t], si[t], sv[o], si[o]);
+                    if (sw) {
+                        float fv = sv[t];
+                        sv[t] = sv[o];
+                        sv[o] = fv;
+                        int fi = si[t];
+                        si[t] = si[o];
+                        si[o] = fi;
+                    }
+                }
+            }
+            __syncthreads();
+        }
 }
 
 /* One block of 1024 threads: sorts the cut bucket, keeps its head while the mass of more likely
@@ -310,25 +342,7 @@ __global__ void __launch_bounds__(1024) k_sb_topp_tail(float *tail_v, int *tail_
         si[j] = j < n ? tail_i[j] : 0x7fffffff;
     }
     __syncthreads();
-    for (int k = 2; k <= P; k <<= 1)
-        for (int j = k >> 1; j > 0; j >>= 1) {
-            for (int t = threadIdx.x; t < P; t += blockDim.x) {
-                int o = t ^ j;
-                if (o > t) {
-                    bool up = (t & k) == 0; /* this half in (v desc, id asc) order */
-                    bool sw = up ? sb_before(sv[o], si[o], sv[t], si[t]) : sb_before(sv[t], si[t], sv[o], si[o]);
-                    if (sw) {
-                        float fv = sv[t];
-                        sv[t] = sv[o];
-                        sv[o] = fv;
-                        int fi = si[t];
-                        si[t] = si[o];
-                        si[o] = fi;
-                    }
-                }
-            }
-            __syncthreads();
-        }
+    sb_bitonic(sv, si, P, [](float av, int ai, float bv, int bi) { return sb_before(av, ai, bv, bi); });
     /* keep j while before + mass(0..j-1) < target: per-thread runs of R consecutive entries */
     const float mx = st->mx, thr = st->thr;
     const double before = st->before, target = st->target;
@@ -565,16 +579,8 @@ __global__ void k_sb_topk_gather(const float *__restrict__ x, int V, int mode, b
                                  int *g_i) {
     if (st->fail || !st->topk_on) return;
     const float kth = st->kth;
-    const int lo = blockIdx.x * SB_CHUNK, hi = min(V, lo + SB_CHUNK);
-    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        float l = x[i];
-        if (!(l >= kth) || !(l > -INFINITY) || !sb_in_list(l, mode, min_p, st)) continue;
-        int p = atomicAdd(&st->n_g, 1);
-        if (p < TAIL_CAP) {
-            g_v[p] = l;
-            g_i[p] = i;
-        }
-    }
+    sb_gather(x, V, [=](float l) { return l >= kth && l > -INFINITY && sb_in_list(l, mode, min_p, st); }, &st->n_g,
+              g_v, g_i);
 }
 
 /* One block: the top_k list = [gathered ids in id order] ++ [top_p's tail entries], entries above
@@ -604,25 +610,7 @@ __global__ void __launch_bounds__(1024) k_sb_topk_fin(int mode, float inv_t, sb_
         si[j] = j < ng ? g_i[j] : 0x7fffffff;
     }
     __syncthreads();
-    for (int k = 2; k <= P; k <<= 1) /* bitonic by id ascending */
-        for (int j = k >> 1; j > 0; j >>= 1) {
-            for (int t = threadIdx.x; t < P; t += blockDim.x) {
-                int o = t ^ j;
-                if (o > t) {
-                    bool up = (t & k) == 0;
-                    bool sw = up ? si[o] < si[t] : si[t] < si[o];
-                    if (sw) {
-                        float fv = sv[t];
-                        sv[t] = sv[o];
-                        sv[o] = fv;
-                        int fi = si[t];
-                        si[t] = si[o];
-                        si[o] = fi;
-                    }
-                }
-            }
-            __syncthreads();
-        }
+    sb_bitonic(sv, si, P, [](float, int ai, float, int bi) { return ai < bi; }); /* by id ascending */
     const float mx = st->mx, kth = st->kth;
     const int ties_left = st->ties_left, nt = mode == SB_LIST_TOPP ? st->n_tail : 0, m = ng + nt;
     const double u = ((const sb_input *)in)->u;

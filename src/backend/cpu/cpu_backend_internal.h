@@ -1,0 +1,105 @@
+/* cpu_backend_internal.h — the CPU backend's state and what its two files share: cpu_backend.c
+ * (buffers, weight uploads, creation, the ops table) and cpu_compute.c (the compute ops). Not an
+ * interface: only those files include it. */
+#ifndef LMX_BACKEND_CPU_BACKEND_INTERNAL_H
+#define LMX_BACKEND_CPU_BACKEND_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/backend_check.h"
+#include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/thread_pool.h"
+#include "util/error.h"
+
+struct lmx_buf {
+    size_t n;
+    float *data; /* [n] */
+    bool view;   /* buf_view: data belongs to another buffer */
+};
+
+struct lmx_bweight {
+    lmx_wkind kind;
+    int64_t rows, cols;
+    lmx_wdtype dtype;      /* dense: element type of `data` */
+    const uint8_t *data;   /* dense: first selected row; quant: packed bytes of the first selected row */
+    size_t row_bytes;      /* bytes per stored row */
+    float *vec;            /* vector: own fp32 copy [cols] */
+    float *scales, *biases; /* quant: own fp32 [rows, groups] */
+    int bits, group_size, groups;
+    float *bias;           /* optional own fp32 [rows] */
+    uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
+    bool view;             /* a view of a fused weight: frees only the handle */
+};
+
+typedef struct cpu_backend {
+    lmx_backend base;
+    lmx_thread_pool *pool;
+    int n_threads;
+    float **scratch;       /* [n_threads][scratch_len] per-thread scratch */
+    size_t scratch_len;
+    float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
+    size_t shared_len;
+    lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
+    pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
+    size_t mem_limit;        /* bytes of physical memory: buffers beyond it are refused */
+    atomic_size_t buf_bytes; /* bytes held by live lmx_bufs */
+} cpu_backend;
+
+static inline cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
+
+static inline lmx_status ensure_scratch(cpu_backend *c, size_t per_thread) {
+    if (per_thread <= c->scratch_len) return LMX_OK;
+    for (int i = 0; i < c->n_threads; i++) {
+        float *p = realloc(c->scratch[i], per_thread * sizeof(float));
+        if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu floats", per_thread);
+        c->scratch[i] = p;
+    }
+    c->scratch_len = per_thread;
+    return LMX_OK;
+}
+
+static inline lmx_status ensure_shared(cpu_backend *c, size_t n) {
+    if (n <= c->shared_len) return LMX_OK;
+    float *p = realloc(c->shared, n * sizeof(float));
+    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu floats", n);
+    c->shared = p;
+    c->shared_len = n;
+    return LMX_OK;
+}
+
+/* ---- element conversion ---- */
+
+static inline size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+
+static inline void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
+    if (t == LMX_W_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t == LMX_W_BF16) k->bf16_row(src, n, dst);
+    else k->f16_row(src, n, dst);
+}
+
+static inline float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype t, int64_t n) {
+    float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (d) convert_row(k, src, t, n, d);
+    return d;
+}
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cpu", buf_, off_, cnt_, what_)
+
+/* ---- the compute ops (cpu_compute.c; each takes the op lock itself) ---- */
+lmx_status lmx_cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
+lmx_status lmx_cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y);
+lmx_status lmx_cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one);
+lmx_status lmx_cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
+lmx_status lmx_cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
+lmx_status lmx_cpu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
+lmx_status lmx_cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
+lmx_status lmx_cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
+lmx_status lmx_cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc, lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos);
+lmx_status lmx_cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
+
+#endif

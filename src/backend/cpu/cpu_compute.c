@@ -1,0 +1,478 @@
+/* cpu_compute.c — the CPU backend's compute ops: readable fp32-accumulating kernels over rows or
+ * heads on the backend's thread pool, one op at a time (the op lock), with the inner loops from
+ * cpu_simd.h (scalar or AVX2). The fused ops (matmul_add, rope_qk_store, act_mul_split) run the
+ * unfused ops' arithmetic, bit for bit. */
+#include <math.h>
+
+#include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_quant.h"
+
+/* ---- matmul ---- */
+
+typedef struct matmul_ctx {
+    cpu_backend *c;
+    const lmx_bweight *w;
+    const float *x; /* [T, cols] */
+    const float *xsum; /* quant: [T, groups] per-group sums of x */
+    float *y;       /* [T, rows] */
+    int T;
+    bool acc;       /* matmul_add: y += result (the result rounded to float first, as matmul then add) */
+} matmul_ctx;
+
+static inline void mm_put(const matmul_ctx *m, size_t i, float v) {
+    if (m->acc) m->y[i] += v;
+    else m->y[i] = v;
+}
+
+static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    float *row = m->c->scratch[thread]; /* [cols] */
+    const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *src = w->data + (size_t)r * w->row_bytes;
+        float b = w->bias ? w->bias[r] : 0.0f;
+        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
+            /* decode: read the stored half-precision row once, converting in registers */
+            float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
+            mm_put(m, (size_t)r, d + b);
+        } else if (w->kind == LMX_WEIGHT_DENSE) {
+            convert_row(k, src, w->dtype, K, row);
+            for (int t = 0; t < m->T; t++) mm_put(m, (size_t)t * w->rows + r, k->dot(m->x + (size_t)t * K, row, K) + b);
+        } else {
+            /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
+            const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
+            for (int t = 0; t < m->T; t++)
+                mm_put(m, (size_t)t * w->rows + r,
+                       k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s, bb,
+                               m->xsum + (size_t)t * w->groups, row) + b);
+        }
+    }
+}
+
+/* Prefill form (T >= MATMUL_BLOCK_T): rows are materialized as fp32 in blocks of 4 (dequantized for
+ * quantized weights) and each x row is read once per block. A partial block repeats its last row,
+ * so every row is computed by the same dot4 arithmetic whatever the thread split. */
+#define MATMUL_BLOCK_T 4
+
+static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
+    float *blk = m->c->scratch[thread]; /* [4][cols] */
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        for (int i = 0; i < 4; i++) {
+            int64_t rr = r + (i < nb ? i : nb - 1);
+            float *row = blk + (size_t)i * K;
+            const uint8_t *src = w->data + (size_t)rr * w->row_bytes;
+            if (w->kind == LMX_WEIGHT_DENSE) {
+                convert_row(k, src, w->dtype, K, row);
+            } else {
+                k->quant_row(src, w->bits, K, row);
+                const float *s = w->scales + (size_t)rr * w->groups, *bb = w->biases + (size_t)rr * w->groups;
+                const int G = w->group_size;
+                for (int g = 0; g < w->groups; g++)
+                    for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
+            }
+        }
+        for (int t = 0; t < m->T; t++) {
+            float out[4];
+            k->dot4(m->x + (size_t)t * K, blk, K, out);
+            for (int i = 0; i < nb; i++)
+                mm_put(m, (size_t)t * w->rows + r + i, out[i] + (w->bias ? w->bias[r + i] : 0.0f));
+        }
+    }
+}
+
+static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                             lmx_buf *y, bool acc) {
+    cpu_backend *c = CPU(be);
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
+    if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
+    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
+    int64_t grain = w->rows / (c->n_threads * 4);
+    if (grain < 16) grain = 16;
+    if (T >= MATMUL_BLOCK_T) {
+        lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_blocked, &m);
+        return LMX_OK;
+    }
+    if (w->kind == LMX_WEIGHT_QUANT) {
+        lmx_status st = ensure_shared(c, (size_t)T * (size_t)w->groups);
+        if (st != LMX_OK) return st;
+        float *xs = c->shared;
+        for (int t = 0; t < T; t++)
+            for (int g = 0; g < w->groups; g++) {
+                const float *p = m.x + (size_t)t * w->cols + (size_t)g * w->group_size;
+                float s = 0;
+                for (int k = 0; k < w->group_size; k++) s += p[k];
+                xs[(size_t)t * w->groups + g] = s;
+            }
+        m.xsum = xs;
+    }
+    lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows, &m);
+    return LMX_OK;
+}
+
+/* ---- embedding ---- */
+
+static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+                            lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
+    for (int t = 0; t < T; t++) {
+        float *dst = y->data + (size_t)t * w->cols;
+        const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
+        if (w->kind == LMX_WEIGHT_DENSE) {
+            convert_row(&c->k, src, w->dtype, w->cols, dst);
+        } else {
+            float *q = c->scratch[0];
+            c->k.quant_row(src, w->bits, w->cols, q);
+            const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
+            for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
+        }
+        if (scale != 1.0f)
+            for (int64_t k = 0; k < w->cols; k++) dst[k] *= scale;
+    }
+    return LMX_OK;
+}
+
+/* ---- rmsnorm ---- */
+
+typedef struct norm_ctx {
+    const float *x;
+    float *y;
+    int dim;
+    const float *w;
+    float eps;
+    bool plus_one;
+} norm_ctx;
+
+static void norm_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    norm_ctx *n = vctx;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = n->x + (size_t)r * n->dim;
+        float *y = n->y + (size_t)r * n->dim;
+        double ss = 0;
+        for (int i = 0; i < n->dim; i++) ss += (double)x[i] * x[i];
+        float inv = (float)(1.0 / sqrt(ss / n->dim + n->eps));
+        for (int i = 0; i < n->dim; i++) y[i] = (x[i] * inv) * (n->plus_one ? 1.0f + n->w[i] : n->w[i]);
+    }
+}
+
+static lmx_status cpu_rmsnorm_impl(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim,
+                              const lmx_bweight *w, float eps, bool plus_one) {
+    cpu_backend *c = CPU(be);
+    LMX_BACKEND_TRY(lmx_backend_check_rmsnorm("cpu", x->n, y->n, rows, dim, w->kind, w->cols));
+    norm_ctx n = {x->data, y->data, dim, w->vec, eps, plus_one};
+    lmx_thread_pool_run(c->pool, rows, 64, norm_rows, &n);
+    return LMX_OK;
+}
+
+/* ---- rope ---- */
+
+typedef struct rope_ctx {
+    float *x;
+    int n_heads, head_dim, rot_dim;
+    const float *inv_freq;
+    float mscale;
+    const int32_t *pos;
+    cpu_backend *c;
+} rope_ctx;
+
+static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
+    rope_ctx *r = vctx;
+    const int half = r->rot_dim / 2;
+    float *cs = r->c->scratch[thread]; /* [half] cos, [half] sin */
+    float *sn = cs + half;
+    for (int64_t t = t0; t < t1; t++) {
+        float p = (float)r->pos[t];
+        for (int i = 0; i < half; i++) {
+            float a = p * r->inv_freq[i]; /* fp32 angle, as transformers computes it */
+            cs[i] = (float)cos((double)a) * r->mscale;
+            sn[i] = (float)sin((double)a) * r->mscale;
+        }
+        for (int h = 0; h < r->n_heads; h++) {
+            float *v = r->x + ((size_t)t * r->n_heads + h) * r->head_dim;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+
+
+/* ---- attention ---- */
+
+typedef struct attn_ctx {
+    cpu_backend *c;
+    const float *q, *kc, *vc;
+    float *out;
+    const lmx_attn_params *p;
+    const int32_t *pos;
+} attn_ctx;
+
+static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
+    attn_ctx *a = vctx;
+    const lmx_attn_params *p = a->p;
+    const int D = p->head_dim, group = p->n_heads / p->n_kv_heads, cap = p->capacity;
+    float *sc = a->c->scratch[thread]; /* [capacity] scores of positions lo..pt, then [D] accumulator */
+    for (int64_t i = i0; i < i1; i++) {
+        int t = (int)(i / p->n_heads), h = (int)(i % p->n_heads), kh = h / group;
+        int pt = a->pos[t];
+        int lo = p->window > 0 && pt - p->window + 1 > 0 ? pt - p->window + 1 : 0;
+        const float *q = a->q + ((size_t)t * p->n_heads + h) * D;
+        const float *K = a->kc + (size_t)kh * cap * D, *V = a->vc + (size_t)kh * cap * D;
+        float mx = -INFINITY;
+        for (int j = lo; j <= pt; j++) {
+            float s = a->c->k.dot(q, K + (size_t)(j % cap) * D, D) * p->scale;
+            if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
+            sc[j - lo] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int j = 0; j <= pt - lo; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float *acc = sc + cap;
+        memset(acc, 0, (size_t)D * sizeof(float));
+        for (int j = lo; j <= pt; j++) a->c->k.axpy(acc, V + (size_t)(j % cap) * D, sc[j - lo], D);
+        float *o = a->out + ((size_t)t * p->n_heads + h) * D;
+        float inv = 1.0f / sum;
+        for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
+    }
+}
+
+static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cpu", p, q->n, out->n, kc->n, vc->n));
+    /* every key a query sees must still be in its slot: the newest position written by this call
+     * minus the oldest visible one must fit in the ring (full caches: positions < capacity) */
+    int max_pos = -1;
+    for (int t = 0; t < p->n_tokens; t++) {
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: negative position %d", pos[t]);
+        if (pos[t] > max_pos) max_pos = pos[t];
+    }
+    for (int t = 0; t < p->n_tokens; t++) {
+        int lo = p->window > 0 && pos[t] - p->window + 1 > 0 ? pos[t] - p->window + 1 : 0;
+        if (max_pos - lo >= p->capacity)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                             "attention: positions %d..%d do not fit in a cache of %d slots (window %d)", lo, max_pos,
+                             p->capacity, p->window);
+    }
+    lmx_status st = ensure_scratch(c, (size_t)p->capacity + (size_t)p->head_dim + 8);
+    if (st != LMX_OK) return st;
+    attn_ctx a = {c, q->data, kc->data, vc->data, out->data, p, pos};
+    lmx_thread_pool_run(c->pool, (int64_t)p->n_tokens * p->n_heads, 1, attn_rows, &a);
+    return LMX_OK;
+}
+
+/* ---- elementwise ---- */
+
+typedef struct ew_ctx {
+    float *x;
+    const float *y;
+    lmx_act_kind act;
+    float cap;
+} ew_ctx;
+
+static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    ew_ctx *c = vctx;
+    if (c->act == LMX_BACT_SILU_MUL) {
+        for (int64_t i = b; i < e; i++) {
+            float g = c->x[i];
+            c->x[i] = g / (1.0f + expf(-g)) * c->y[i];
+        }
+    } else {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        for (int64_t i = b; i < e; i++) {
+            float g = c->x[i];
+            c->x[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * c->y[i];
+        }
+    }
+}
+
+static lmx_status cpu_act_mul_impl(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    CHECK_RANGE(gate, 0, n, "act gate");
+    CHECK_RANGE(up, 0, n, "act up");
+    ew_ctx e = {gate->data, up->data, act, 0};
+    lmx_thread_pool_run(CPU(be)->pool, (int64_t)n, 8192, act_range, &e);
+    return LMX_OK;
+}
+
+lmx_status lmx_cpu_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "add x");
+    CHECK_RANGE(y, 0, n, "add y");
+    for (size_t i = 0; i < n; i++) x->data[i] += y->data[i];
+    return LMX_OK;
+}
+
+lmx_status lmx_cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
+    (void)be;
+    CHECK_RANGE(x, 0, n, "softcap");
+    if (!(cap > 0)) return LMX_OK;
+    for (size_t i = 0; i < n; i++) x->data[i] = cap * tanhf(x->data[i] / cap);
+    return LMX_OK;
+}
+
+
+lmx_status lmx_cpu_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, false);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+lmx_status lmx_cpu_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_embed_impl(be, w, ids, T, scale, y);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+lmx_status lmx_cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rmsnorm_impl(be, x, y, rows, dim, w, eps, plus_one);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+
+lmx_status lmx_cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_attention_impl(be, q, kc, vc, out, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+lmx_status lmx_cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_act_mul_impl(be, gate, up, n, act);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+
+/* ---- fused ops (backend.h): the unfused ops' arithmetic, bit for bit ---- */
+
+/* act_mul_split: per row, the gate half is copied into out and act_range (act_mul's own loop) runs
+ * on it with the up half, so the arithmetic is act_mul's exactly */
+lmx_status lmx_cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act,
+                                    lmx_buf *out) {
+    cpu_backend *c = CPU(be);
+    if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
+    const size_t I = (size_t)inter;
+    CHECK_RANGE(gu, 0, (size_t)T * 2 * I, "act_mul_split gu");
+    CHECK_RANGE(out, 0, (size_t)T * I, "act_mul_split out");
+    const uintptr_t g0 = (uintptr_t)gu->data, o0 = (uintptr_t)out->data;
+    if (g0 < o0 + (size_t)T * I * sizeof(float) && o0 < g0 + (size_t)T * 2 * I * sizeof(float))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: out overlaps gu");
+    pthread_mutex_lock(&c->op_lock);
+    for (int t = 0; t < T; t++) {
+        memcpy(out->data + (size_t)t * I, gu->data + (size_t)t * 2 * I, I * sizeof(float)); /* [inter] gate row */
+        ew_ctx e = {out->data + (size_t)t * I, gu->data + (size_t)t * 2 * I + I, act, 0};
+        lmx_thread_pool_run(c->pool, (int64_t)I, 8192, act_range, &e);
+    }
+    pthread_mutex_unlock(&c->op_lock);
+    return LMX_OK;
+}
+
+lmx_status lmx_cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                                 lmx_buf *y) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_matmul_impl(be, w, x, x_off, T, y, true);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+typedef struct qk_ctx {
+    cpu_backend *c;
+    float *q, *k;             /* row 0 of q / k */
+    const float *v;           /* row 0 of v */
+    size_t qs, ks, vs;        /* row strides */
+    float *kc, *vc;           /* caches [n_kv][capacity][head_dim] */
+    const lmx_qk_rope_params *p;
+    const int32_t *pos;       /* [T] */
+} qk_ctx;
+
+/* tokens t0..t1: per-head norm (norm_rows), rotation (rope_rows) of q and k, then the k/v rows into the caches */
+static void qk_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
+    qk_ctx *f = vctx;
+    const lmx_qk_rope_params *p = f->p;
+    const int D = p->head_dim, NH = p->n_heads, NKV = p->n_kv_heads;
+    for (int64_t t = t0; t < t1; t++) {
+        float *q = f->q + (size_t)t * f->qs, *k = f->k + (size_t)t * f->ks;
+        if (p->q_norm) {
+            norm_ctx nq = {q, q, D, p->q_norm->vec, p->eps, p->norm_plus_one};
+            norm_ctx nk = {k, k, D, p->k_norm->vec, p->eps, p->norm_plus_one};
+            norm_rows(&nq, 0, NH, thread);
+            norm_rows(&nk, 0, NKV, thread);
+        }
+        rope_ctx rq = {q, NH, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_ctx rk = {k, NKV, D, p->rot_dim, p->inv_freq->vec, p->mscale, f->pos + t, f->c};
+        rope_rows(&rq, 0, 1, thread);
+        rope_rows(&rk, 0, 1, thread);
+        const float *v = f->v + (size_t)t * f->vs;
+        const size_t slot = (size_t)(f->pos[t] % p->capacity);
+        for (int h = 0; h < NKV; h++) {
+            size_t dst = ((size_t)h * p->capacity + slot) * D;
+            memcpy(f->kc + dst, k + (size_t)h * D, (size_t)D * sizeof(float));
+            memcpy(f->vc + dst, v + (size_t)h * D, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+static lmx_status cpu_rope_qk_store_impl(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                         lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    if (!p->inv_freq) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: no inv_freq");
+    LMX_BACKEND_TRY(lmx_backend_check_rope_qk_store(
+        "cpu", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
+        p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
+        p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: negative position %d", pos[t]);
+    lmx_status st = ensure_scratch(c, (size_t)p->rot_dim + 8);
+    if (st != LMX_OK) return st;
+    const size_t D = (size_t)p->head_dim;
+    qk_ctx f = {c,
+                q->data + p->q_off,
+                k->data + p->k_off,
+                v->data + p->v_off,
+                p->q_stride ? p->q_stride : (size_t)p->n_heads * D,
+                p->k_stride ? p->k_stride : (size_t)p->n_kv_heads * D,
+                p->v_stride ? p->v_stride : (size_t)p->n_kv_heads * D,
+                kc->data,
+                vc->data,
+                p,
+                pos};
+    lmx_thread_pool_run(c->pool, p->n_tokens, 4, qk_rows, &f);
+    return LMX_OK;
+}
+
+lmx_status lmx_cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                    lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_rope_qk_store_impl(be, q, k, v, kc, vc, p, pos);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}

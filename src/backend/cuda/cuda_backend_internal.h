@@ -1,0 +1,142 @@
+/* cuda_backend_internal.h — the CUDA backend's state and the functions its files share
+ * (cuda_backend.c: creation and the ops table; cuda_backend_mem.c: buffers and weight uploads;
+ * cuda_backend_ops.c: the compute ops; cuda_backend_step.c: decode-step graphs and device sampling).
+ * Not an interface: only those files include it. */
+#ifndef LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
+#define LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/backend_check.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_upload.h"
+
+/* matmuls with at least this many rows run as a GEMM (prefill), fewer as GEMVs (decode) */
+#define LMX_CUDA_GEMM_MIN_T 16
+
+struct lmx_buf {
+    size_t n;
+    float *d;     /* device [n] */
+    bool view;    /* buf_view: d belongs to another buffer */
+    lmx_dtype dt; /* F32; a kv_buf_alloc cache: its element type (d then points to n such elements) */
+};
+
+struct lmx_bweight {
+    lmx_wkind kind;
+    int64_t rows, cols;
+    lmx_cuda_matrix m; /* dense / quant: device pointers below */
+    void *dw, *ds, *db;  /* device: weights (dtype or packed u32), scales, biases */
+    float *dbias;        /* device fp32 [rows] or NULL */
+    float *vec;          /* vector: device fp32 [cols] */
+    bool view;           /* a view of a fused weight: the pointers belong to the fused weight */
+};
+
+#define GRAPH_SLOTS 4
+
+typedef enum { STEP_NONE = 0, STEP_WARM, STEP_CAPTURE, STEP_REPLAY } step_mode;
+
+typedef struct graph_slot {
+    const void *key;
+    int variant;
+    bool used, failed;
+    uint64_t sig;  /* signature of the op sequence recorded at the warm step */
+    void *exec;    /* cudaGraphExec_t or NULL */
+} graph_slot;
+
+typedef struct cuda_backend {
+    lmx_backend base;
+    int device;
+    lmx_cuda_stream stream; /* every op runs here */
+    bool graphs;            /* lmx_cuda_options.graphs */
+    int32_t *d_step;        /* device [2]: token id, position of the current decode step */
+    int32_t h_step[2];
+    step_mode mode;
+    graph_slot *slot;       /* the current step's slot */
+    uint64_t sig;           /* running signature of this step's ops */
+    bool step_bad;          /* an op that cannot be captured ran inside the step */
+    graph_slot slots[GRAPH_SLOTS];
+    int next_victim;
+    int32_t *d_pos;   /* device [pos_cap] */
+    int32_t *h_pos;   /* host copy of what d_pos holds, [pos_cap] */
+    int pos_cap, pos_n;
+    int32_t *d_ids;   /* device [ids_cap] */
+    int ids_cap;
+    float *d_ws;      /* attention workspace, device [ws_cap] */
+    size_t ws_cap;
+    lmx_cuda_sampler *sampler; /* device sampling (lmx_cub_sample): workspace for the current vocab/window */
+    bool samp_pending;         /* a sample was enqueued and its result not yet read */
+    bool samp_host;            /* the last sample is undecided without device work (unsupported params) */
+    /* weight uploads: the pinned staging ring (cuda_upload.h), created at the first upload; without it
+     * (lmx_cuda_options.pageable, or creating it failed) pageable copies */
+    pthread_mutex_t up_lock;
+    lmx_cuda_uploader *up;
+    bool staging, up_failed, staged_any;
+    /* upload statistics, logged at destroy (info): bytes, ns in weight cudaMallocs, ns in copies */
+    atomic_uint_least64_t up_bytes, up_malloc_ns, up_copy_ns;
+    lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: fp16, or fp32 (lmx_cuda_options.f32_kv) */
+    int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
+    size_t cnt_cap;
+} cuda_backend;
+
+static inline cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
+
+/* ---- decode-step signature ---- */
+static inline void sig_mix(cuda_backend *c, uint64_t v) {
+    for (int i = 0; i < 8; i++) {
+        c->sig ^= (v >> (8 * i)) & 0xffu;
+        c->sig *= 0x100000001b3ull;
+    }
+}
+static inline uint64_t fbits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+#define SIGP(p) sig_mix(c, (uint64_t)(uintptr_t)(p))
+#define SIGI(v) sig_mix(c, (uint64_t)(int64_t)(v))
+/* in a step: true when the op must launch nothing (the graph replays it) */
+static inline bool replaying(const cuda_backend *c) { return c->mode == STEP_REPLAY; }
+static inline bool stepping(const cuda_backend *c) { return c->mode != STEP_NONE; }
+
+#define CHECK_RANGE(buf_, off_, cnt_, what_)                                                                  \
+    do {                                                                                                     \
+        if ((buf_)->dt != LMX_DTYPE_F32) /* a 16-bit KV cache: only rope_qk_store, attention take it */    \
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: %s: a KV cache buffer", (what_));      \
+        LMX_BACKEND_CHECK_RANGE("cuda", buf_, off_, cnt_, what_);                                            \
+    } while (0)
+
+
+/* ---- the ops (the table in cuda_backend.c) ---- */
+lmx_status lmx_cub_upload_end(lmx_backend *be);
+lmx_status lmx_cub_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out);
+void lmx_cub_buf_free(lmx_backend *be, lmx_buf *b);
+size_t lmx_cub_kv_elem_bytes(const lmx_backend *be);
+lmx_status lmx_cub_kv_buf_alloc(lmx_backend *be, size_t n, lmx_buf **out);
+lmx_status lmx_cub_buf_write(lmx_backend *be, lmx_buf *dst, size_t off, const float *src, size_t n);
+lmx_status lmx_cub_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n);
+lmx_status lmx_cub_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off, size_t n);
+lmx_status lmx_cub_buf_view(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out);
+void lmx_cub_weight_free(lmx_backend *be, lmx_bweight *w);
+lmx_status lmx_cub_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out);
+lmx_status lmx_cub_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused, lmx_bweight **views);
+lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
+lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y);
+lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w, float eps, bool plus_one);
+lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
+lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
+lmx_status lmx_cub_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
+lmx_status lmx_cub_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
+lmx_status lmx_cub_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
+lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
+lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc, lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos);
+void lmx_cub_graphs_clear(cuda_backend *c);
+lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
+lmx_status lmx_cub_sample_result(lmx_backend *be, int32_t *token);
+lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
+lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo);
+
+#endif

@@ -1,0 +1,314 @@
+/* cuda_backend_ops.c — the CUDA backend's compute ops over the kernels of cuda_kernels.h.
+ *
+ * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
+ * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
+ * forward step calling rope_qk_store and attention for every layer) is not uploaded again.
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
+ * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
+ * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4/q8 on the tensor cores).
+ * Attention: prefill through the tiled flash kernels, decode through the GQA-grouped kernel with the
+ * fused split merge (cuda_attn_decode.cu); shapes those do not support use the split-K kernel.
+ * Inside a decode step (cuda_backend_step.c) every op adds its arguments to the step's signature and
+ * launches nothing while a captured graph replays it. */
+#ifdef LMX_HAVE_CUDA
+#include "backend/cuda/cuda_backend_internal.h"
+
+#include <stdlib.h>
+
+#include "util/error.h"
+
+/* ---- host arrays to the device ---- */
+
+static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_out) {
+    if (T > c->pos_cap) {
+        int cap = T < 256 ? 256 : T;
+        int32_t *d = NULL, *h = malloc((size_t)cap * sizeof *h);
+        lmx_status st = h ? lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d) : LMX_ERR_OUT_OF_MEMORY;
+        if (st != LMX_OK) {
+            free(h);
+            return lmx_error(st, "cuda backend: position array of %d", T);
+        }
+        lmx_cuda_stream_sync(c->stream); /* the old array may still be read by queued kernels */
+        lmx_cuda_free(c->d_pos);
+        free(c->h_pos);
+        c->d_pos = d;
+        c->h_pos = h;
+        c->pos_cap = cap;
+        c->pos_n = 0;
+    }
+    if (c->pos_n != T || memcmp(c->h_pos, pos, (size_t)T * sizeof *pos) != 0) {
+        memcpy(c->h_pos, pos, (size_t)T * sizeof *pos);
+        c->pos_n = T;
+        /* from c->h_pos, which stays unchanged until the next different array: safe for async copy */
+        lmx_status st = lmx_cuda_memcpy_h2d(c->d_pos, c->h_pos, (size_t)T * sizeof *pos, c->stream);
+        if (st != LMX_OK) {
+            c->pos_n = 0;
+            return st;
+        }
+    }
+    *d_out = c->d_pos;
+    return LMX_OK;
+}
+
+/* positions of a decode step: d_step + 1 (checked against the host array) */
+static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_out) {
+    if (T != 1 || pos[0] != c->h_step[1]) {
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: another position inside a decode step");
+    }
+    *d_out = c->d_step + 1;
+    return LMX_OK;
+}
+
+/* ---- ops ---- */
+
+lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                            lmx_buf *y) {
+    cuda_backend *c = CB(be);
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
+    if (stepping(c)) {
+        SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T); SIGI(w->rows);
+        if (replaying(c)) return LMX_OK;
+    }
+    const float *xp = x->d + x_off;
+    /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, c->stream);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, c->stream);
+}
+
+lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
+                           lmx_buf *y) {
+    cuda_backend *c = CB(be);
+    if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
+    LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
+    if (stepping(c)) { /* the id is in d_step[0] (uploaded at step_begin) */
+        if (T != 1 || ids[0] != c->h_step[0]) {
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: embed of another token inside a decode step");
+        }
+        SIGI(3); SIGP(w->dw); SIGI(fbits(scale)); SIGP(y->d);
+        if (replaying(c)) return LMX_OK;
+        return lmx_cuda_embed(&w->m, c->d_step, 1, scale, y->d, c->stream);
+    }
+    if (T > c->ids_cap) {
+        int cap = T < 256 ? 256 : T;
+        int32_t *d = NULL;
+        lmx_status st = lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d);
+        if (st != LMX_OK) return st;
+        lmx_cuda_stream_sync(c->stream);
+        lmx_cuda_free(c->d_ids);
+        c->d_ids = d;
+        c->ids_cap = cap;
+    }
+    /* ids is the caller's memory: a pageable host-to-device copy is staged before the call returns */
+    lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, c->stream);
+    if (st != LMX_OK) return st;
+    return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, c->stream);
+}
+
+lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
+                             float eps, bool plus_one) {
+    cuda_backend *c = CB(be);
+    LMX_BACKEND_TRY(lmx_backend_check_rmsnorm("cuda", x->n, y->n, rows, dim, w->kind, w->cols));
+    if (stepping(c)) {
+        SIGI(4); SIGP(x->d); SIGP(y->d); SIGI(rows); SIGI(dim); SIGP(w->vec); SIGI(fbits(eps)); SIGI(plus_one);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_rmsnorm(x->d, w->vec, LMX_DTYPE_F32, eps, plus_one, y->d, rows, dim, c->stream);
+}
+
+
+
+/* Replaces an attention scratch array (device, zero-filled: the decode counters must start at zero)
+ * by one of `need` elements of `elem` bytes. Not inside a captured step (the graph holds the old
+ * address); outside one, every captured graph is dropped since it references the old array. */
+static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what) {
+    void *d = NULL;
+    lmx_status st = lmx_cuda_malloc(&d, need * elem);
+    if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need * elem, c->stream);
+    if (st != LMX_OK || c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+        lmx_cuda_free(d);
+        if (st != LMX_OK) return st;
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention %s growth inside a captured step", what);
+    }
+    lmx_cuda_stream_sync(c->stream);
+    lmx_cub_graphs_clear(c);
+    lmx_cuda_free(*buf);
+    *buf = d;
+    *cap = need;
+    return LMX_OK;
+}
+
+lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+                               lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n));
+    /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
+     * j % capacity) holds the window plus this call's rows */
+    const bool ring_ok = p->window > 0 && (int64_t)p->window + p->n_tokens - 1 <= p->capacity;
+    for (int t = 0; t < p->n_tokens; t++)
+        if (pos[t] < 0 || (pos[t] >= p->capacity && !ring_ok))
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: position %d outside the cache of %d (window %d)",
+                             pos[t], p->capacity, p->window);
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || out->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
+    lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
+                       .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
+                       .softcap = p->softcap, .window = p->window};
+    /* prefill: tiled flash attention (the split-K kernel per query row where it does not apply) */
+    if (p->n_tokens >= 2 && lmx_cuda_attention_prefill_supported(&a)) {
+        const int32_t *dpf;
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dpf);
+        if (st != LMX_OK) return st;
+        return lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dpf, p->n_tokens, out->d, c->stream);
+    }
+    /* decode: the GQA-grouped kernel with the fused merge (the split-K kernel + merge launch where it
+     * does not apply) */
+    const bool grouped = lmx_cuda_attention_decode_supported(&a);
+    const size_t need_cnt = grouped ? lmx_cuda_attention_decode_counters(&a, p->n_tokens) : 0;
+    if (need_cnt > c->cnt_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_cnt, &c->cnt_cap, need_cnt, sizeof(int32_t), "counter"));
+    size_t need = lmx_cuda_attention_workspace_floats(&a, p->n_tokens);
+    if (need > c->ws_cap) LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
+    /* the grid is sized for the whole cache (each row uses the splits its own length needs): the
+     * same launch for every position, as a captured graph requires */
+    const int32_t *dp;
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_heads); SIGI(p->n_kv_heads);
+        SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale)); SIGI(fbits(p->softcap));
+        SIGP(c->d_ws);
+        SIGP(c->d_cnt);
+        SIGI(grouped);
+        if (replaying(c)) return LMX_OK;
+    } else {
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+    }
+    if (grouped)
+        return lmx_cuda_attention_decode(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws,
+                                         c->d_cnt, out->d, c->stream);
+    return lmx_cuda_attention(&a, q->d, kc->d, vc->d, dp, p->n_tokens, (int64_t)p->capacity, c->d_ws, out->d,
+                              c->stream);
+}
+
+lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    cuda_backend *c = CB(be);
+    CHECK_RANGE(gate, 0, n, "act_mul gate");
+    CHECK_RANGE(up, 0, n, "act_mul up");
+    if (stepping(c)) {
+        SIGI(8); SIGP(gate->d); SIGP(up->d); SIGI(n); SIGI(act);
+        if (replaying(c)) return LMX_OK;
+    }
+    if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, c->stream);
+    if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, c->stream);
+    return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
+}
+
+/* prefill through a fused gate|up weight: gu [T, 2*inter] -> out [T, inter] (lmx_cuda_act_mul_split) */
+lmx_status lmx_cub_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act,
+                                   lmx_buf *out) {
+    cuda_backend *c = CB(be);
+    if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
+    CHECK_RANGE(gu, 0, (size_t)T * 2 * (size_t)inter, "act_mul_split gu");
+    CHECK_RANGE(out, 0, (size_t)T * (size_t)inter, "act_mul_split out");
+    const uintptr_t g0 = (uintptr_t)gu->d, o0 = (uintptr_t)out->d;
+    if (g0 < o0 + (size_t)T * (size_t)inter * sizeof(float) && o0 < g0 + (size_t)T * 2 * (size_t)inter * sizeof(float))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: act_mul_split: out overlaps gu");
+    if (act != LMX_BACT_SILU_MUL && act != LMX_BACT_GELU_TANH_MUL)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
+    if (stepping(c)) {
+        SIGI(13); SIGP(gu->d); SIGP(out->d); SIGI(T); SIGI(inter); SIGI(act);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_act_mul_split(gu->d, out->d, T, inter, act == LMX_BACT_SILU_MUL ? 0 : 1, c->stream);
+}
+
+lmx_status lmx_cub_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n) {
+    cuda_backend *c = CB(be);
+    CHECK_RANGE(x, 0, n, "add x");
+    CHECK_RANGE(y, 0, n, "add y");
+    if (stepping(c)) {
+        SIGI(9); SIGP(x->d); SIGP(y->d); SIGI(n);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_add(x->d, y->d, (int64_t)n, c->stream);
+}
+
+lmx_status lmx_cub_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap) {
+    cuda_backend *c = CB(be);
+    CHECK_RANGE(x, 0, n, "softcap x");
+    if (stepping(c)) {
+        SIGI(10); SIGP(x->d); SIGI(n); SIGI(fbits(cap));
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_softcap(x->d, (int64_t)n, cap, c->stream);
+}
+
+/* ---- fused ops (backend.h; kernels in cuda_fused.cu and the GEMV/GEMM accumulate mode) ---- */
+
+/* y += x·Wᵀ + bias: lmx_cuda_gemv / lmx_cuda_gemm with accumulate (every path — scalar and
+ * tensor-core GEMV, the mma.sync GEMM, cuBLASLt with beta = 1 — adds into y) */
+lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
+                                lmx_buf *y) {
+    cuda_backend *c = CB(be);
+    LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
+    if (x == y || x->d == y->d) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: matmul_add with y == x");
+    if (stepping(c)) {
+        SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
+        if (replaying(c)) return LMX_OK;
+    }
+    const float *xp = x->d + x_off;
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
+        return lmx_cuda_gemm(&w->m, xp, y->d, T, true, c->stream);
+    return lmx_cuda_gemv(&w->m, xp, y->d, T, true, c->stream);
+}
+
+/* [per-head norm], RoPE of q and k, k/v into the cache: one launch (lmx_cuda_rope_qk_store) */
+lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc,
+                                   lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos) {
+    cuda_backend *c = CB(be);
+    if (!p->inv_freq) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: no inv_freq");
+    LMX_BACKEND_TRY(lmx_backend_check_rope_qk_store(
+        "cuda", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
+        p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
+        p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
+    if (p->n_tokens > p->capacity)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: %d rows into a ring of %d", p->n_tokens,
+                         p->capacity);
+    for (int t = 0; t < p->n_tokens; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
+        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: position %d", pos[t]);
+    /* kv_buf_alloc caches: fp16, or fp32 by option; both caches of one type */
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: k/v caches of different types or a cache as q/k/v");
+    lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
+                       .capacity = p->capacity, .kv_dtype = kc->dt};
+    lmx_cuda_qk_rope r = {.rot_dims = p->rot_dim, .inv_freq = p->inv_freq->vec, .mscale = p->mscale,
+                          .q_norm = p->q_norm ? p->q_norm->vec : NULL, .k_norm = p->k_norm ? p->k_norm->vec : NULL,
+                          .eps = p->eps, .norm_plus_one = p->norm_plus_one, .q_stride = (int64_t)p->q_stride,
+                          .k_stride = (int64_t)p->k_stride, .v_stride = (int64_t)p->v_stride};
+    float *qp = q->d + p->q_off, *kp = k->d + p->k_off;
+    const float *vp = v->d + p->v_off;
+    const int32_t *dp;
+    if (stepping(c)) {
+        lmx_status st = step_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+        SIGI(12); SIGP(qp); SIGP(kp); SIGP(vp); SIGP(kc->d); SIGP(vc->d); SIGI(p->q_stride); SIGI(p->k_stride);
+        SIGI(p->v_stride); SIGI(p->n_heads); SIGI(p->n_kv_heads); SIGI(p->head_dim); SIGI(p->rot_dim);
+        SIGI(p->capacity); SIGP(r.inv_freq); SIGI(fbits(p->mscale)); SIGP(r.q_norm); SIGP(r.k_norm);
+        SIGI(fbits(p->eps)); SIGI(p->norm_plus_one);
+        if (replaying(c)) return LMX_OK;
+    } else {
+        lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
+        if (st != LMX_OK) return st;
+    }
+    return lmx_cuda_rope_qk_store(&a, &r, qp, kp, vp, kc->d, vc->d, dp, p->n_tokens, c->stream);
+}
+
+#else
+typedef int lmx_cuda_backend_ops_unused; /* keep the translation unit non-empty */
+#endif

@@ -1,0 +1,172 @@
+/* cuda_backend_step.c — decode steps as CUDA graphs (the step hooks of backend.h) and sampling on
+ * the device (sample / sample_result).
+ *
+ * The first single-token forward on a (kv, variant) runs eagerly and records a signature (a hash of
+ * every op's arguments); the second is captured into a graph; later ones upload {token id,
+ * position} into a 2-int device array the captured kernels read (embed ids, rope_qk_store/attention
+ * positions — the attention grid is sized from the cache capacity and each row derives its split
+ * count from its position, so the launch is replay-invariant) and launch the graph. A signature
+ * mismatch (other buffers, shapes, weights) or any capture error makes the caller redo the step
+ * eagerly and the graph is recaptured; a failed capture disables graphs for that slot. Four graph
+ * slots (round-robin). Graphs are on unless lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0). */
+#ifdef LMX_HAVE_CUDA
+#include "backend/cuda/cuda_backend_internal.h"
+
+#include "util/error.h"
+#include "util/log.h"
+
+void lmx_cub_graphs_clear(cuda_backend *c) {
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        lmx_cuda_graph_destroy(c->slots[i].exec);
+        c->slots[i].exec = NULL;
+        c->slots[i].used = false;
+    }
+}
+
+
+/* ---- sampling on the device (backend.h: sample / sample_result) ---- */
+
+lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a) {
+    cuda_backend *c = CB(be);
+    if (!a || vocab <= 0 || a->window_cap < 0 || a->n_window < 0 || a->n_window > a->window_cap)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample: bad arguments (vocab %d)", vocab);
+    CHECK_RANGE(logits, 0, (size_t)vocab, "sample logits");
+    if (c->samp_pending) { /* the previous result was never read: its work may still use the staging */
+        lmx_status st = lmx_cuda_stream_sync(c->stream);
+        if (st != LMX_OK) return st;
+        c->samp_pending = false;
+    }
+    const bool pen = a->repetition_penalty != 0.0f && a->repetition_penalty != 1.0f;
+    const int wcap = pen ? a->window_cap : 0;
+    lmx_cuda_sample_params p = {.vocab = vocab, .temperature = a->temperature, .top_p = a->top_p,
+                                .min_p = a->min_p, .top_k = a->top_k, .repetition_penalty = a->repetition_penalty};
+    c->samp_host = !lmx_cuda_sample_supported(&p);
+    if (c->samp_host) return LMX_OK; /* nothing on the device: the caller samples on the host */
+    if (!c->sampler || lmx_cuda_sampler_vocab(c->sampler) != vocab || lmx_cuda_sampler_window_cap(c->sampler) < wcap) {
+        if (c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY) {
+            c->step_bad = true;
+            return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: sampler growth inside a captured step");
+        }
+        lmx_cuda_sampler *ns = NULL;
+        lmx_status st = lmx_cuda_sampler_create(vocab, wcap, &ns);
+        if (st != LMX_OK) return st;
+        lmx_cuda_stream_sync(c->stream);
+        if (c->mode == STEP_NONE) lmx_cub_graphs_clear(c); /* captured graphs reference the old sampler */
+        lmx_cuda_sampler_destroy(c->sampler);
+        c->sampler = ns;
+    }
+    lmx_status st = lmx_cuda_sample_set_input(c->sampler, a->u, pen ? a->window : NULL, pen ? a->n_window : 0);
+    if (st != LMX_OK) return st;
+    if (stepping(c)) {
+        SIGI(12); SIGP(logits->d); SIGP(c->sampler); SIGI(vocab); SIGI(fbits(a->temperature)); SIGI(fbits(a->top_p));
+        SIGI(fbits(a->min_p)); SIGI(a->top_k); SIGI(fbits(a->repetition_penalty)); SIGI(wcap);
+        c->samp_pending = true;
+        if (replaying(c)) return LMX_OK;
+    }
+    c->samp_pending = true;
+    return lmx_cuda_sample_enqueue(c->sampler, &p, logits->d, c->stream);
+}
+
+lmx_status lmx_cub_sample_result(lmx_backend *be, int32_t *token) {
+    cuda_backend *c = CB(be);
+    *token = -1;
+    if (c->samp_host) {
+        c->samp_host = false;
+        return LMX_OK;
+    }
+    if (!c->samp_pending || !c->sampler) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_result: no sample");
+    lmx_status st = lmx_cuda_stream_sync(c->stream);
+    c->samp_pending = false;
+    if (st != LMX_OK) return st;
+    *token = lmx_cuda_sample_read(c->sampler);
+    return LMX_OK;
+}
+
+/* ---- decode-step hooks (backend.h) ---- */
+
+lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos) {
+    cuda_backend *c = CB(be);
+    if (c->mode != STEP_NONE) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: nested decode step");
+    if (!c->graphs) return LMX_OK; /* mode stays NONE: the ops run eagerly as usual */
+    graph_slot *g = NULL;
+    for (int i = 0; i < GRAPH_SLOTS && !g; i++)
+        if (c->slots[i].used && c->slots[i].key == key && c->slots[i].variant == variant) g = &c->slots[i];
+    step_mode mode = STEP_WARM;
+    if (!g) {
+        g = &c->slots[c->next_victim];
+        c->next_victim = (c->next_victim + 1) % GRAPH_SLOTS;
+        lmx_cuda_graph_destroy(g->exec);
+        *g = (graph_slot){.key = key, .variant = variant, .used = true};
+    } else if (g->exec) {
+        mode = STEP_REPLAY;
+    } else if (g->sig && !g->failed) {
+        mode = STEP_CAPTURE;
+    }
+    /* {id, pos} to the device (a pageable copy is staged before the call returns, so h_step may
+     * change afterwards); outside the capture, ahead of the work that reads it */
+    c->h_step[0] = id;
+    c->h_step[1] = pos;
+    lmx_status st = lmx_cuda_memcpy_h2d(c->d_step, c->h_step, sizeof c->h_step, c->stream);
+    if (st != LMX_OK) return st;
+    if (mode == STEP_CAPTURE && lmx_cuda_capture_begin(c->stream) != LMX_OK) {
+        LMX_LOG_D("cuda backend: graph capture unavailable (%s); decode runs eagerly", lmx_last_error_detail());
+        g->failed = true;
+        mode = STEP_WARM;
+    }
+    c->slot = g;
+    c->mode = mode;
+    c->sig = 0xcbf29ce484222325ull;
+    c->step_bad = false;
+    return LMX_OK;
+}
+
+lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo) {
+    cuda_backend *c = CB(be);
+    *redo = false;
+    step_mode mode = c->mode;
+    graph_slot *g = c->slot;
+    c->mode = STEP_NONE;
+    c->slot = NULL;
+    if (mode == STEP_NONE) return LMX_OK;
+    ok = ok && !c->step_bad;
+    if (mode == STEP_WARM) {
+        /* the ops ran eagerly; a failed one is redone eagerly to report its error */
+        if (ok && !g->failed) g->sig = c->sig;
+        *redo = !ok;
+        return LMX_OK;
+    }
+    if (mode == STEP_CAPTURE) {
+        void *exec = NULL;
+        bool match = ok && c->sig == g->sig;
+        lmx_status st = lmx_cuda_capture_end(c->stream, match, &exec);
+        if (st != LMX_OK || (match && !exec)) {
+            LMX_LOG_D("cuda backend: graph capture failed (%s); decode runs eagerly", lmx_last_error_detail());
+            g->failed = true;
+        }
+        if (!exec) {
+            if (!match) g->sig = 0; /* the sequence changed since the warm step: warm up again */
+            *redo = true;         /* nothing ran */
+            return LMX_OK;
+        }
+        g->exec = exec;
+    } else if (!ok || c->sig != g->sig) { /* replay: the recorded sequence does not fit this step */
+        lmx_cuda_graph_destroy(g->exec);
+        g->exec = NULL;
+        g->sig = 0;
+        *redo = true;
+        return LMX_OK;
+    }
+    lmx_status st = lmx_cuda_graph_launch(g->exec, c->stream);
+    if (st != LMX_OK) {
+        LMX_LOG_D("cuda backend: graph launch failed (%s); decode runs eagerly", lmx_last_error_detail());
+        lmx_cuda_graph_destroy(g->exec);
+        g->exec = NULL;
+        g->failed = true;
+        *redo = true;
+    }
+    return LMX_OK;
+}
+
+#else
+typedef int lmx_cuda_backend_step_unused; /* keep the translation unit non-empty */
+#endif
