@@ -185,6 +185,8 @@ static void test_utf8(void) {
     CHECK(lmx_utf8_valid("abc \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 15));
     CHECK(!lmx_utf8_valid("\xff", 1) && !lmx_utf8_valid("\xc0\xaf", 2) && !lmx_utf8_valid("\xed\xa0\x80", 3));
     CHECK(!lmx_utf8_valid("\xe2\x82", 2) && !lmx_utf8_valid("\xf4\x90\x80\x80", 4));
+}
+
 /* the environment table: every entry named and described; flags parsed one way (0 off, else on,
  * unset or empty: the default) */
 static void test_env_table(void) {
