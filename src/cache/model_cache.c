@@ -1,7 +1,7 @@
 /* model_cache.c — LRU model cache with memory budget, pinning and OOM evict-and-retry
  * (see model_cache.h). The table is a short linked list: caches hold a handful of models. */
 #include "cache/model_cache.h"
-#include "generate/generate.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 

@@ -26,7 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "lmx.h"
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 typedef struct lmx_model_cache lmx_model_cache;
 typedef struct lmx_cache_entry lmx_cache_entry;

@@ -2,6 +2,7 @@
 #include "generate/generate.h"
 #include "generate/sampler.h"
 #include "generate/stop.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -9,13 +10,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-uint64_t lmx_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static lmx_sampler_params sampler_params(const lmx_gen_options *o) {
     lmx_sampler_params p = {

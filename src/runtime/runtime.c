@@ -1,6 +1,6 @@
 /* runtime.c — the lmx.h facade: runtime object, configuration, lazy loading through the model
  * cache, generation and metrics. Everything model-specific goes through the engine seam
- * (runtime/engine.h).
+ * (engine/engine.h).
  *
  * Locking: rt->mu guards the configuration only (held briefly, never across a load or a
  * generation); the cache and the monitor have their own mutexes (order cache → monitor).
@@ -10,7 +10,8 @@
 #include "monitor/monitor.h"
 #include "registry/registry.h"
 #include "runtime/config.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 

@@ -5,8 +5,8 @@
  * cancellation, chat templates, EOS sources, max_tokens, metrics, model info, unload, memory-budget
  * eviction, validation failures, device selection and models without a tokenizer. */
 #include "lmx_test.h"
-#include "runtime/engine.h"
-#include "runtime/engine_lm.h"
+#include "engine/engine.h"
+#include "engine/engine_lm.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* test_generate_device_sample.c — the generate loop over an engine with forward_sample (the GPU
- * sampling seam, runtime/engine.h), on the CPU: a stand-in "device" wraps the fake engine and picks
+ * sampling seam, engine/engine.h), on the CPU: a stand-in "device" wraps the fake engine and picks
  * tokens with the host sampler and the uniform it is given, declining (token -1, logits written)
  * on every third call. Checks: the same seed gives the same ids as the plain forward path for every
  * parameter set (the uniforms are drawn in the same sequence), the fallback steps are taken,

@@ -4,7 +4,7 @@
  * ThreadSanitizer proof (ctest -L tsan). */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * through the registry, generate / stream / chat, cancellation, metrics, LMX_VERIFY. */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
 
 #include <stdlib.h>
 #include <unistd.h>

@@ -1,6 +1,6 @@
 /* engine_lm.h — the real engine behind the lmx.h facade: src/model (lmx_lm_*, weights on a compute
  * backend), src/tokenizer (tokenizer.json, streaming detokenizer) and the chat-template engine,
- * adapted to the seam of runtime/engine.h.
+ * adapted to the seam of engine/engine.h.
  *
  * Choices (documented in README/ARCHITECTURE):
  *   - A model directory without tokenizer.json still loads (token-id use: lmx_generate_ids, logits);
@@ -18,10 +18,10 @@
  * Thread-safety: the engine table is immutable; opened models are immutable (forward calls on one
  * model from several threads are serialized by the backend, each with its own KV cache).
  */
-#ifndef LMX_RUNTIME_ENGINE_LM_H
-#define LMX_RUNTIME_ENGINE_LM_H
+#ifndef LMX_ENGINE_ENGINE_LM_H
+#define LMX_ENGINE_ENGINE_LM_H
 
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 /* The engine over src/model + src/tokenizer (static storage, never NULL). */
 const lmx_engine *lmx_engine_lm(void);

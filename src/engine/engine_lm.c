@@ -1,8 +1,8 @@
-/* engine_lm.c — the engine seam (runtime/engine.h) over src/model, src/tokenizer and the chat
+/* engine_lm.c — the engine seam (engine/engine.h) over src/model, src/tokenizer and the chat
  * template engine. See engine_lm.h for the documented choices. */
-#include "runtime/engine_lm.h"
+#include "engine/engine_lm.h"
 
-#include "generate/eos.h"
+#include "model/eos.h"
 #include "model/lm.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"

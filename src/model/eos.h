@@ -3,8 +3,8 @@
  * 0 and [] do not count) overrides config.json "eos_token_id" (top level, else text_config);
  * an int becomes a one-element set; when neither has one, the tokenizer's eos id (fallback).
  * Duplicates are dropped. Pure function of the files; thread-safe. */
-#ifndef LMX_GENERATE_EOS_H
-#define LMX_GENERATE_EOS_H
+#ifndef LMX_MODEL_EOS_H
+#define LMX_MODEL_EOS_H
 
 #include <stdint.h>
 #include "lmx.h"

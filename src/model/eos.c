@@ -1,5 +1,5 @@
 /* eos.c — EOS id set from generation_config.json / config.json / tokenizer (see eos.h). */
-#include "generate/eos.h"
+#include "model/eos.h"
 #include "util/json.h"
 #include "util/error.h"
 #include "util/fs.h"

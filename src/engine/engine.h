@@ -18,8 +18,8 @@
  * evicts its least-recently-used model and retries (at most 3 attempts). A failed open leaves
  * nothing allocated.
  */
-#ifndef LMX_RUNTIME_ENGINE_H
-#define LMX_RUNTIME_ENGINE_H
+#ifndef LMX_ENGINE_ENGINE_H
+#define LMX_ENGINE_ENGINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -133,13 +133,8 @@ typedef struct lmx_engine {
                                  const lmx_engine_sample *s, float *logits /* [vocab_size] */, int32_t *token);
 } lmx_engine;
 
-/* The engine this build uses for lmx_runtime_create (src/runtime/engine_default.c); NULL when
+/* The engine this build uses for lmx_runtime_create (src/engine/engine_default.c); NULL when
  * none is wired in yet (then loads fail with LMX_ERR_UNSUPPORTED). */
 const lmx_engine *lmx_engine_default(void);
-
-/* Like lmx_runtime_create but with an explicit engine (tests use a fake one). The engine must
- * outlive the runtime. */
-lmx_status lmx_runtime_create_with_engine(const lmx_config *cfg, const lmx_engine *engine,
-                                          lmx_runtime **out);
 
 #endif
