@@ -1,5 +1,5 @@
 /* backend.h — the seam between the model graph (src/model) and the compute backends
- * (src/backend/cpu, later src/backend/cuda).
+ * (src/backend/cpu, src/backend/cuda).
  *
  * The model graph only sees opaque handles and calls the ops below; it never dereferences
  * backend memory. A backend implements `lmx_backend_ops` and hands out:
@@ -36,13 +36,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "formats/dtype.h"
 #include "lmx.h"
 
 typedef struct lmx_backend lmx_backend;
 typedef struct lmx_buf lmx_buf;
 typedef struct lmx_bweight lmx_bweight;
-
-typedef enum lmx_wdtype { LMX_W_F32 = 0, LMX_W_F16, LMX_W_BF16 } lmx_wdtype;
 
 typedef enum lmx_wkind {
     LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
@@ -58,13 +57,13 @@ typedef struct lmx_weight_desc {
     lmx_wkind kind;
     int64_t rows, cols;     /* logical shape of the selected part: [rows, cols] */
     int64_t row0;           /* first stored row of the selection */
-    lmx_wdtype dtype;       /* dense/vector: element type; quant: dtype of scales/biases */
+    lmx_dtype dtype;        /* dense/vector: element type; quant: dtype of scales/biases (F32/F16/BF16) */
     const void *data;       /* dense/vector: elements of the whole stored tensor; quant: packed u32 words */
     const void *scales;     /* quant: [stored_rows, cols/group] */
     const void *biases;     /* quant: [stored_rows, cols/group] */
     int bits, group_size;   /* quant */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
-    lmx_wdtype bias_dtype;
+    lmx_dtype bias_dtype;
 } lmx_weight_desc;
 
 typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;

@@ -462,7 +462,5 @@ int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap) {
 
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e) { return e->model; }
 const lmx_engine_info *lmx_cache_entry_info(const lmx_cache_entry *e) { return &e->info; }
-const char *lmx_cache_entry_id(const lmx_cache_entry *e) { return e->id; }
 int lmx_cache_entry_max_context(const lmx_cache_entry *e) { return e->max_context; }
 bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e) { return e->kv_cache; }
-int64_t lmx_cache_entry_bytes(const lmx_cache_entry *e) { return e->bytes; }

@@ -88,8 +88,8 @@ void lmx_cli_lm_args_free(lmx_cli_lm_args *a) {
 lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out) {
     lmx_lm_options opt = {0};
     opt.n_threads = a->threads;
-    opt.device = (!strcmp(a->device, "gpu") || !strcmp(a->device, "cuda")) ? LMX_LM_DEVICE_GPU : LMX_LM_DEVICE_CPU;
-    if (opt.device == LMX_LM_DEVICE_GPU) { /* the model binds to a CUDA backend that outlives it */
+    opt.device = (!strcmp(a->device, "gpu") || !strcmp(a->device, "cuda")) ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
+    if (opt.device == LMX_DEVICE_GPU) { /* the model binds to a CUDA backend that outlives it */
         if (!a->gpu) {
             lmx_status st = lmx_backend_cuda_create(0, &a->gpu);
             if (st != LMX_OK) return st;

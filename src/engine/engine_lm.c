@@ -192,11 +192,11 @@ static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opt
     lmx_lm_options lo = {0};
     lo.n_threads = opts ? opts->n_threads : 0;
     lo.no_mmap = opts ? !opts->use_mmap : false;
-    lo.device = LMX_LM_DEVICE_CPU;
+    lo.device = LMX_DEVICE_CPU;
 #ifdef LMX_ENGINE_HAS_CUDA_HOOK
     if (dev == LMX_DEVICE_GPU) {
         if ((st = lmx_backend_cuda_create(0, &m->gpu_backend)) != LMX_OK) goto fail;
-        lo.device = LMX_LM_DEVICE_GPU;
+        lo.device = LMX_DEVICE_GPU;
         lo.backend = m->gpu_backend;
     }
 #endif

@@ -36,12 +36,12 @@
 typedef struct lmx_lm lmx_lm;
 typedef struct lmx_kv lmx_kv;
 
-typedef enum lmx_lm_device { LMX_LM_DEVICE_AUTO = 0, LMX_LM_DEVICE_CPU, LMX_LM_DEVICE_GPU } lmx_lm_device;
-
 typedef struct lmx_lm_options {
     int n_threads;        /* CPU threads; 0 = all online CPUs */
     bool no_mmap;         /* read weight files into memory instead of mapping them */
-    lmx_lm_device device; /* AUTO = CPU for now; GPU → LMX_ERR_GPU_NOT_AVAILABLE until the CUDA backend */
+    lmx_device device;    /* GPU without `backend` → LMX_ERR_GPU_NOT_AVAILABLE; AUTO and CPU without
+                             `backend` bind to a CPU backend created here (lmx_backend_create picks
+                             the device for callers that want AUTO to mean a GPU when usable) */
     lmx_backend *backend; /* optional: use this backend (not owned) instead of creating one */
 } lmx_lm_options;
 
@@ -51,8 +51,6 @@ void lmx_lm_close(lmx_lm *lm); /* NULL-safe */
 
 const lmx_model_config *lmx_lm_config(const lmx_lm *lm);
 int lmx_lm_vocab_size(const lmx_lm *lm);
-/* True if id is in the EOS set (generation_config.json, else config.json). */
-bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id);
 /* Bytes of weights referenced by the model (mapped or copied). */
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
 /* KV-cache bytes per cached position (all layers, K and V), for memory budgets:
@@ -79,7 +77,8 @@ typedef struct lmx_lm_probe_info {
 /* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */
 lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
 
-/* A KV cache for up to max_ctx positions (fp32, all layers; max_ctx may exceed
+/* A KV cache for up to max_ctx positions (all layers, in the backend's cache element type: fp32 on
+ * the CPU, fp16 on the GPU — backend.h kv_buf_alloc; max_ctx may exceed
  * max_position_embeddings, as in HF). Also owns the forward scratch buffers, so each concurrent
  * caller needs its own. */
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out);

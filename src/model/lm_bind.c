@@ -43,15 +43,6 @@ static void shape_str(const lmx_tensor_view *t, char *buf, size_t n) {
     if (k < n) snprintf(buf + k, n - k, "] %s", lmx_dtype_name(t->dtype));
 }
 
-static bool float_dtype(lmx_dtype d, lmx_wdtype *out) {
-    switch (d) {
-    case LMX_DTYPE_F32: *out = LMX_W_F32; return true;
-    case LMX_DTYPE_F16: *out = LMX_W_F16; return true;
-    case LMX_DTYPE_BF16: *out = LMX_W_BF16; return true;
-    default: return false;
-    }
-}
-
 static lmx_status bad_shape(const lmx_tensor_view *t, const char *expect) {
     char got[128];
     shape_str(t, got, sizeof got);
@@ -70,9 +61,9 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
     snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
     const lmx_tensor_view *t = find(b, name);
     if (!t) return missing(b, name, expect);
-    lmx_wdtype dt;
-    if (!float_dtype(t->dtype, &dt) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
-    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = dt, .data = t->data};
+    if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
+    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = t->dtype,
+                         .data = t->data};
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
 }
 
@@ -110,10 +101,9 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
             return bad_shape(w, expect);
         int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
         int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
-        lmx_wdtype sdt;
         snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
                  (long long)out_rows, (long long)in_cols);
-        if (!float_dtype(s->dtype, &sdt) || s->ndim != 2 || s->shape[0] != out_rows ||
+        if (!lmx_dtype_is_float(s->dtype) || s->ndim != 2 || s->shape[0] != out_rows ||
             !(gs == 32 || gs == 64 || gs == 128))
             return bad_shape(s, expect);
         char sexp[160];
@@ -130,22 +120,21 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
                              "group_size=%d",
                              w->file, module, qp.bits, qp.group_size, bits, gs);
         d.kind = LMX_WEIGHT_QUANT;
-        d.dtype = sdt;
+        d.dtype = s->dtype;
         d.data = w->data;
         d.scales = s->data;
         d.biases = qb->data;
         d.bits = bits;
         d.group_size = gs;
     } else {
-        lmx_wdtype dt;
         snprintf(expect, sizeof expect, "[%lld, %lld] float", (long long)out_rows, (long long)in_cols);
         if (w->dtype == LMX_DTYPE_U32)
             return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s is packed (U32) but %s.scales is missing",
                              w->file, w->name, module);
-        if (!float_dtype(w->dtype, &dt) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
+        if (!lmx_dtype_is_float(w->dtype) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
             return bad_shape(w, expect);
         d.kind = LMX_WEIGHT_DENSE;
-        d.dtype = dt;
+        d.dtype = w->dtype;
         d.data = w->data;
     }
     if (want_bias) {
@@ -153,10 +142,9 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
         snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
         const lmx_tensor_view *bt = find(b, name);
         if (!bt) return missing(b, name, expect);
-        lmx_wdtype bdt;
-        if (!float_dtype(bt->dtype, &bdt) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
+        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
         d.bias = bt->data;
-        d.bias_dtype = bdt;
+        d.bias_dtype = bt->dtype;
     }
     d.rows = out_rows;
     *out = d;
@@ -218,7 +206,7 @@ static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float 
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                              "config.json: the rope parameters give frequency %g for rotary pair %d (%s)",
                              (double)tab[i], i, what);
-    lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
+    lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_DTYPE_F32,
                          .data = tab};
     return lm->be->ops->weight_upload(lm->be, &d, out);
 }
@@ -402,7 +390,7 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
     lmx_lm_options defaults = {0};
     if (!opt) opt = &defaults;
     if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
-    if (opt->device == LMX_LM_DEVICE_GPU && !opt->backend)
+    if (opt->device == LMX_DEVICE_GPU && !opt->backend)
         return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
     lmx_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model");
@@ -463,12 +451,6 @@ void lmx_lm_close(lmx_lm *lm) {
 
 const lmx_model_config *lmx_lm_config(const lmx_lm *lm) { return lm->cfg; }
 int lmx_lm_vocab_size(const lmx_lm *lm) { return lm->cfg->vocab_size; }
-
-bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id) {
-    for (int i = 0; i < lm->cfg->n_eos; i++)
-        if (lm->cfg->eos_ids[i] == id) return true;
-    return false;
-}
 
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }
 

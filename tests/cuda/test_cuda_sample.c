@@ -271,7 +271,7 @@ static void test_model_decode(void) {
             CHECK_MSG(false, "cuda backend: %s", lmx_last_error_detail());
             return;
         }
-        lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+        lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
         lmx_lm *lm = NULL;
         lmx_status st = lmx_lm_open(dir, &o, &lm);
         if (st != LMX_OK) {
@@ -352,7 +352,7 @@ static void test_env_model(void) {
         CHECK_MSG(false, "cuda backend: %s", lmx_last_error_detail());
         return;
     }
-    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
     lmx_lm *lm = NULL;
     if (lmx_lm_open(dir, &o, &lm) != LMX_OK) {
         CHECK_MSG(false, "%s: %s", dir, lmx_last_error_detail());

@@ -407,7 +407,7 @@ static void test_no_mmap(void) {
     lmx_lm_close(a);
     lmx_lm_close(b);
     /* GPU is not available in this build */
-    lmx_lm_options g = {.device = LMX_LM_DEVICE_GPU};
+    lmx_lm_options g = {.device = LMX_DEVICE_GPU};
     lmx_lm *c = NULL;
     CHECK_EQ_INT(lmx_lm_open(g_dirs[3], &g, &c), LMX_ERR_GPU_NOT_AVAILABLE);
     CHECK(c == NULL);

@@ -31,7 +31,7 @@ struct lmx_buf {
 struct lmx_bweight {
     lmx_wkind kind;
     int64_t rows, cols;
-    lmx_wdtype dtype;      /* dense: element type of `data` */
+    lmx_dtype dtype;      /* dense: element type of `data` */
     const uint8_t *data;   /* dense: first selected row; quant: packed bytes of the first selected row */
     size_t row_bytes;      /* bytes per stored row */
     float *vec;            /* vector: own fp32 copy [cols] */
@@ -80,15 +80,15 @@ static lmx_status ensure_shared(cpu_backend *c, size_t n) {
 
 /* ---- element conversion ---- */
 
-static size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+static size_t wdtype_size(lmx_dtype t) { return t == LMX_DTYPE_F32 ? 4 : 2; }
 
-static void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
-    if (t == LMX_W_F32) memcpy(dst, src, (size_t)n * 4);
-    else if (t == LMX_W_BF16) k->bf16_row(src, n, dst);
+static void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_dtype t, int64_t n, float *dst) {
+    if (t == LMX_DTYPE_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t == LMX_DTYPE_BF16) k->bf16_row(src, n, dst);
     else k->f16_row(src, n, dst);
 }
 
-static float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype t, int64_t n) {
+static float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_dtype t, int64_t n) {
     float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
     if (d) convert_row(k, src, t, n, d);
     return d;
@@ -345,9 +345,9 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *src = w->data + (size_t)r * w->row_bytes;
         float b = w->bias ? w->bias[r] : 0.0f;
-        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
+        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_DTYPE_F32) {
             /* decode: read the stored half-precision row once, converting in registers */
-            float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
+            float d = w->dtype == LMX_DTYPE_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
             mm_put(m, (size_t)r, d + b);
         } else if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(k, src, w->dtype, K, row);
