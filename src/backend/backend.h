@@ -99,16 +99,13 @@ typedef struct lmx_qk_rope_params {
 
 /* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
  * (penalty over the distinct window ids, greedy argmax or top_p → min_p → top_k → temperature →
- * inverse-CDF draw with the uniform u). Values change per generation, except window/n_window/u which
- * change per token (they reach captured kernels through device memory). */
+ * inverse-CDF draw with the uniform u). `sampling` changes per generation (its repetition_context is
+ * the most ids `window` will ever hold in it); window/n_window/u change per token (they reach
+ * captured kernels through device memory). */
 typedef struct lmx_sample_args {
-    float temperature;        /* 0 = greedy */
-    float top_p;              /* 0 or 1 = off */
-    float min_p;              /* 0 = off */
-    int top_k;                /* 0 or >= vocab = off */
-    float repetition_penalty; /* 0 or 1 = off */
-    int window_cap;           /* the most ids `window` will ever hold in this generation (repetition_context) */
-    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees (n_window <= window_cap) */
+    lmx_sampling sampling;
+    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees
+                                 (n_window <= sampling.repetition_context) */
     int n_window;
     double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
 } lmx_sample_args;
@@ -188,8 +185,8 @@ typedef struct lmx_backend_ops {
      * (then it is part of the captured sequence). `sample_result` waits for it and gives the id, or
      * -1 when the device could not decide exactly (parameters it does not handle, a candidate set
      * too large, NaN or infinite logits): the caller then reads the logits and samples on the host
-     * with the same u. One sample in flight per backend; allocates only when vocab or window_cap
-     * grow. */
+     * with the same u. One sample in flight per backend; allocates only when vocab or
+     * sampling.repetition_context grow. */
     lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
     lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
     /* ---- views, fused weights, prefill chunk (optional: NULL / 0 = not provided) ---- */

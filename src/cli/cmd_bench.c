@@ -173,8 +173,8 @@ typedef struct rep {
 
 static lmx_status run_once(lmx_runtime *rt, const char *id, const int32_t *ids, int P, int G, rep *r) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 0.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = G;
     o.ignore_eos = true;
     o.use_seed = true;

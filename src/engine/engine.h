@@ -65,13 +65,10 @@ typedef struct lmx_engine_info {
                                   detokenizer yields no text, lmx_detokenize → UNSUPPORTED) */
 } lmx_engine_info;
 
-/* What forward_sample needs to choose the next token (src/generate/sampler.h's parameters, the
- * penalty history and the step's uniform). */
+/* What forward_sample needs to choose the next token: the generation's sampling parameters, the
+ * penalty history and the step's uniform. */
 typedef struct lmx_engine_sample {
-    float temperature, top_p, min_p;
-    int top_k;
-    float repetition_penalty;
-    int repetition_context;
+    lmx_sampling sampling;
     const int32_t *history; /* [n_history]: prompt, then generated tokens */
     size_t n_history;
     double u;               /* uniform in [0,1) for the draw (drawn by the caller; unused when greedy) */

@@ -307,14 +307,9 @@ static lmx_status eng_forward_sample(lmx_engine_model *m, lmx_engine_kv *k, cons
                          lmx_kv_pos(k->kv), lmx_kv_capacity(k->kv));
     if (!lmx_lm_can_sample(m->lm)) return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
     /* the penalty sees the last repetition_context ids of the history */
-    size_t ctx = s->repetition_context > 0 ? (size_t)s->repetition_context : 0;
+    size_t ctx = s->sampling.repetition_context > 0 ? (size_t)s->sampling.repetition_context : 0;
     size_t nw = s->history ? (s->n_history < ctx ? s->n_history : ctx) : 0;
-    lmx_sample_args a = {.temperature = s->temperature,
-                         .top_p = s->top_p,
-                         .min_p = s->min_p,
-                         .top_k = s->top_k,
-                         .repetition_penalty = s->repetition_penalty,
-                         .window_cap = ctx > 0x7fffffff ? 0x7fffffff : (int)ctx,
+    lmx_sample_args a = {.sampling = s->sampling,
                          .window = nw ? s->history + (s->n_history - nw) : NULL,
                          .n_window = (int)nw,
                          .u = s->u};

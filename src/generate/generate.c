@@ -11,22 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static lmx_sampler_params sampler_params(const lmx_gen_options *o) {
-    lmx_sampler_params p = {
-        .temperature = o->temperature,
-        .top_p = o->top_p,
-        .min_p = o->min_p,
-        .top_k = o->top_k,
-        .repetition_penalty = o->repetition_penalty,
-        .repetition_context = o->repetition_context,
-    };
-    return p;
-}
-
 lmx_status lmx_gen_options_validate(const lmx_gen_options *opt) {
     if (!opt) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "generation options: NULL");
-    lmx_sampler_params p = sampler_params(opt);
-    lmx_status st = lmx_sampler_params_validate(&p);
+    lmx_status st = lmx_sampling_validate(&opt->sampling);
     if (st != LMX_OK) return st;
     if (opt->max_tokens < -1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_tokens %d: must be >= -1", opt->max_tokens);
@@ -46,7 +33,7 @@ typedef struct gen_fwd {
     const lmx_generate_request *req;
     lmx_engine_kv *kv;
     lmx_sampler *sampler;
-    const lmx_sampler_params *sp;
+    const lmx_sampling *sp;
     float *logits;      /* [vocab_size] */
     bool dev;           /* use forward_sample */
     int32_t next;       /* the token the device chose, -1 = sample `logits` on the host */
@@ -59,12 +46,7 @@ static lmx_status gen_forward(gen_fwd *g, const int32_t *ids, size_t n, const in
     g->next = -1;
     if (!g->dev) return e->forward(g->req->model, g->kv, ids, n, g->logits);
     g->u = g->sp->temperature > 0 ? lmx_sampler_uniform(g->sampler) : 0.0;
-    lmx_engine_sample s = {.temperature = g->sp->temperature,
-                           .top_p = g->sp->top_p,
-                           .min_p = g->sp->min_p,
-                           .top_k = g->sp->top_k,
-                           .repetition_penalty = g->sp->repetition_penalty,
-                           .repetition_context = g->sp->repetition_context,
+    lmx_engine_sample s = {.sampling = *g->sp,
                            .history = hist,
                            .n_history = n_hist,
                            .u = g->u};
@@ -131,7 +113,6 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     lmx_stop *stop = NULL;
     float *logits = NULL;   /* [vocab_size] */
     int32_t *hist = NULL;   /* [max_context + 1]: prompt, then generated tokens */
-    lmx_sampler_params sp = sampler_params(opt);
     bool cancelled = false, matched = false;
     res->finish_reason = LMX_FINISH_LENGTH;
 
@@ -152,7 +133,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
 
     /* LMX_GPU_SAMPLING=0 keeps the host sampler (copying the logits every step) */
-    gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &sp, .logits = logits, .next = -1,
+    gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &opt->sampling, .logits = logits, .next = -1,
                  .dev = e->forward_sample != NULL && !lmx_env_off("LMX_GPU_SAMPLING")};
     uint64_t t_prefill0 = lmx_now_ns();
     if ((st = gen_forward(&g, req->prompt, req->n_prompt, hist, n_pos)) != LMX_OK) {

@@ -147,8 +147,8 @@ static lmx_status snapshot(lmx_runtime *rt, load_ctx *lc) {
     lc->opts.kv_cache = rt->cfg.kv_cache;
     lc->opts.n_threads = rt->cfg.n_threads;
     lc->defaults = lmx_gen_options_default();
-    lc->defaults.temperature = rt->cfg.default_temperature;
-    lc->defaults.top_p = rt->cfg.default_top_p;
+    lc->defaults.sampling.temperature = rt->cfg.default_temperature;
+    lc->defaults.sampling.top_p = rt->cfg.default_top_p;
     lc->defaults.max_tokens = rt->cfg.default_max_tokens;
     bool oom = rt->models_dir && !(lc->models_dir = strdup(rt->models_dir));
     pthread_mutex_unlock(&rt->mu);

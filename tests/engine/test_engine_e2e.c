@@ -58,8 +58,8 @@ static lmx_runtime *mkrt(int max_models, int64_t max_mem, int ctx, int threads) 
 
 static lmx_gen_options seeded(float temp, int max_tokens, uint64_t seed) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = temp;
-    o.top_p = 0.95f;
+    o.sampling.temperature = temp;
+    o.sampling.top_p = 0.95f;
     o.max_tokens = max_tokens;
     o.seed = seed;
     o.use_seed = true;
@@ -182,9 +182,9 @@ typedef struct det_job {
 static void *det_worker(void *arg) {
     det_job *j = arg;
     lmx_gen_options o = seeded(1.0f, 32, 1234);
-    o.top_k = 50;
-    o.min_p = 0.01f;
-    o.repetition_penalty = 1.1f;
+    o.sampling.top_k = 50;
+    o.sampling.min_p = 0.01f;
+    o.sampling.repetition_penalty = 1.1f;
     if (lmx_generate(j->rt, j->model, "Once upon a time", &o, &j->text, NULL) != LMX_OK) j->text = NULL;
     return NULL;
 }

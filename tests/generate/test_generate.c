@@ -53,7 +53,7 @@ static lmx_status gen(lmx_engine_model *m, const lmx_engine_info *info, const ch
 
 static lmx_gen_options greedy(void) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     return o;
 }
 
@@ -203,7 +203,7 @@ static void test_context_limits(void) {
     CHECK(gen(m, &info, "abcd", &o, 4, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "e");
     /* bad options are refused before anything runs */
-    o.temperature = -1;
+    o.sampling.temperature = -1;
     CHECK(gen(m, &info, "a", &o, 4, &log, &res) == LMX_ERR_INVALID_ARGUMENT);
     o = greedy();
     o.max_tokens = -5;
@@ -222,8 +222,8 @@ typedef struct seed_job {
 static void *seed_thread(void *arg) {
     seed_job *j = arg;
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 1.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = 40;
     o.seed = j->seed;
     o.use_seed = true;
@@ -273,12 +273,12 @@ static void test_repetition_penalty_changes_greedy(void) {
     CHECK_EQ_STR(log.text, "aaa");
     /* penalty 2 over the prompt + generated history: 'a' 1.0 → 0.5 < 0.8 → 'z'; then both are
      * penalized ('a' 0.5 > 'z' 0.4) → 'a', 'a' */
-    o.repetition_penalty = 2.0f;
+    o.sampling.repetition_penalty = 2.0f;
     memset(&log, 0, sizeof log);
     CHECK(gen(m, &info, "a", &o, 64, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "zaa");
     /* a context of 0 tokens disables it */
-    o.repetition_context = 0;
+    o.sampling.repetition_context = 0;
     memset(&log, 0, sizeof log);
     CHECK(gen(m, &info, "a", &o, 64, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "aaa");

@@ -31,14 +31,11 @@ static lmx_status dev_forward_sample(lmx_engine_model *m, lmx_engine_kv *kv, con
         declined++;
         return LMX_OK;
     }
-    lmx_sampler_params p = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p, .top_k = s->top_k,
-                            .repetition_penalty = s->repetition_penalty,
-                            .repetition_context = s->repetition_context};
     float copy[FAKE_VOCAB];
     memcpy(copy, logits, sizeof copy);
     for (int i = 0; i < FAKE_VOCAB; i++) logits[i] = NAN; /* a decided step leaves no logits behind */
     double u = wrong_u ? (s->u < 0.5 ? s->u + 0.5 : s->u - 0.5) : s->u;
-    return lmx_sampler_sample_u(dev_sampler, &p, copy, s->history, s->n_history, u, token);
+    return lmx_sampler_sample_u(dev_sampler, &s->sampling, copy, s->history, s->n_history, u, token);
 }
 
 static lmx_engine_model *open_model(const char *name, const char *json, lmx_engine_info *info) {
@@ -75,11 +72,11 @@ static void test_same_ids(void) {
     for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++)
         for (int nokv = 0; nokv < 2; nokv++) {
             lmx_gen_options o = lmx_gen_options_default();
-            o.temperature = sets[k].t;
-            o.top_p = sets[k].top_p;
-            o.min_p = sets[k].min_p;
-            o.repetition_penalty = sets[k].pen;
-            o.top_k = sets[k].top_k;
+            o.sampling.temperature = sets[k].t;
+            o.sampling.top_p = sets[k].top_p;
+            o.sampling.min_p = sets[k].min_p;
+            o.sampling.repetition_penalty = sets[k].pen;
+            o.sampling.top_k = sets[k].top_k;
             o.max_tokens = 60;
             o.ignore_eos = true;
             o.use_seed = true;
@@ -110,8 +107,8 @@ static void test_env_and_wrong_u(void) {
     CHECK(m != NULL);
     if (!m) return;
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 1.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = 80;
     o.ignore_eos = true;
     o.use_seed = true;
