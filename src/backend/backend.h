@@ -241,6 +241,36 @@ const char *lmx_backend_cpu_kernels(const lmx_backend *be);
  * the CPU. LMX_ERR_INVALID_ARGUMENT for another backend. */
 lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be);
 
+/* ---- devices and the one backend factory (backend_create.c) ---- */
+
+/* Whether this build can run on a GPU now (a CUDA device is usable). Thread-safe. */
+bool lmx_gpu_available(void);
+
+/* GPU 0 as NVML sees it: device memory in use (all processes) and utilisation over NVML's last
+ * sample period (percent). LMX_ERR_GPU_NOT_AVAILABLE without a GPU or NVML (fields then -1). */
+typedef struct lmx_gpu_usage {
+    int64_t mem_used; /* bytes */
+    double percent;
+} lmx_gpu_usage;
+lmx_status lmx_gpu_usage_get(lmx_gpu_usage *out);
+/* What GPU 0 is (for reports). LMX_ERR_GPU_NOT_AVAILABLE (*out zeroed) without one. */
+typedef struct lmx_gpu_info {
+    char name[256];         /* "NVIDIA H100 80GB HBM3" */
+    int cc_major, cc_minor; /* compute capability, e.g. 9.0 */
+    int sm_count;           /* multiprocessors */
+    int64_t total_mem;      /* bytes of device memory */
+} lmx_gpu_info;
+lmx_status lmx_gpu_info_get(lmx_gpu_info *out);
+
+/* Where a model asked to run on `want` runs: CPU → CPU; GPU → GPU when one is usable, else
+ * LMX_ERR_GPU_NOT_AVAILABLE; AUTO → GPU when usable, else CPU with a warning (once per process). */
+lmx_status lmx_device_resolve(lmx_device want, lmx_device *out);
+
+/* The backend for `device` (resolved by lmx_device_resolve): the CUDA backend on GPU 0, or a CPU
+ * backend with n_threads workers (0 = all online CPUs). *picked (may be NULL) gets GPU or CPU.
+ * Errors: as lmx_device_resolve, and the backend's own (OUT_OF_MEMORY, GPU_NOT_AVAILABLE). */
+lmx_status lmx_backend_create(lmx_device device, int n_threads, lmx_backend **out, lmx_device *picked);
+
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);
 }

@@ -11,25 +11,13 @@
 #include "util/log.h"
 
 #include <cjson/cJSON.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The CUDA backend plugs in here when it is part of the tree (branch cuda: src/backend/cuda/):
- * lmx_cuda_available() probes for a device, lmx_backend_cuda_create() gives the backend the model
- * is bound to, lmx_cuda_utilization() feeds the monitor. Without it, there is never a GPU. */
-#if defined(__has_include)
-#if __has_include("backend/cuda/cuda_backend.h") && __has_include("backend/cuda/cuda_kernels.h")
-#define LMX_ENGINE_HAS_CUDA_HOOK 1
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/cuda_kernels.h"
-#endif
-#endif
 
 struct lmx_engine_model {
     char *dir;
     lmx_lm *lm;
-    lmx_backend *gpu_backend;      /* owned when the model runs on the GPU (destroyed after lm) */
+    lmx_backend *backend;          /* owned (destroyed after lm): lmx_backend_create's pick */
     lmx_tokenizer *tok;            /* NULL: no tokenizer.json (id-level use only) */
     lmx_chat_template *tmpl;       /* NULL: no template, or it failed to parse (tmpl_error says) */
     char *tmpl_error;              /* why there is no usable template (malloc'd) */
@@ -47,55 +35,6 @@ struct lmx_engine_kv {
 struct lmx_engine_detok {
     lmx_detok_stream *s; /* NULL: the model has no tokenizer, nothing is ever emitted */
 };
-
-/* ---- device selection ---- */
-
-bool lmx_engine_gpu_available(void) {
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    int n = 0;
-    return lmx_cuda_available(&n) && n > 0;
-#else
-    return false;
-#endif
-}
-
-static atomic_flag g_auto_cpu_warned = ATOMIC_FLAG_INIT; /* the AUTO → CPU warning, once per process */
-
-/* Resolves opts->device to GPU or CPU. */
-static lmx_status pick_device(const lmx_engine_load_opts *opts, lmx_device *out) {
-    lmx_device want = opts ? opts->device : LMX_DEVICE_AUTO;
-    if (want == LMX_DEVICE_CPU) {
-        *out = LMX_DEVICE_CPU;
-        return LMX_OK;
-    }
-    bool gpu = lmx_engine_gpu_available();
-    if (want == LMX_DEVICE_GPU) {
-        if (!gpu)
-            return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE,
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-                             "device GPU requested but no usable CUDA device was found (use device CPU)"
-#else
-                             "device GPU requested but this build has no CUDA backend (use device CPU)"
-#endif
-            );
-        *out = LMX_DEVICE_GPU;
-        return LMX_OK;
-    }
-    if (gpu) {
-        *out = LMX_DEVICE_GPU;
-        return LMX_OK;
-    }
-    if (!atomic_flag_test_and_set(&g_auto_cpu_warned))
-        LMX_LOG_W("device AUTO: no usable GPU (%s); running on the CPU",
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-                  "no CUDA device found"
-#else
-                  "this build has no CUDA backend"
-#endif
-        );
-    *out = LMX_DEVICE_CPU;
-    return LMX_OK;
-}
 
 /* ---- probe / open / close ---- */
 
@@ -136,7 +75,7 @@ static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_op
 static void eng_close(lmx_engine_model *m) {
     if (!m) return;
     lmx_lm_close(m->lm);
-    if (m->gpu_backend) lmx_backend_destroy(m->gpu_backend);
+    lmx_backend_destroy(m->backend);
     lmx_chat_template_destroy(m->tmpl);
     lmx_tokenizer_destroy(m->tok);
     free(m->tmpl_error);
@@ -181,25 +120,16 @@ static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opt
                            lmx_engine_info *info) {
     if (!dir || !out || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
     *out = NULL;
-    lmx_device dev = LMX_DEVICE_CPU;
-    lmx_status st = pick_device(opts, &dev);
-    if (st != LMX_OK) return st;
     lmx_engine_model *m = calloc(1, sizeof *m);
     if (!m || !(m->dir = strdup(dir))) {
         free(m);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
     }
-    lmx_lm_options lo = {0};
-    lo.n_threads = opts ? opts->n_threads : 0;
-    lo.no_mmap = opts ? !opts->use_mmap : false;
-    lo.device = LMX_DEVICE_CPU;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    if (dev == LMX_DEVICE_GPU) {
-        if ((st = lmx_backend_cuda_create(0, &m->gpu_backend)) != LMX_OK) goto fail;
-        lo.device = LMX_DEVICE_GPU;
-        lo.backend = m->gpu_backend;
-    }
-#endif
+    lmx_device dev = LMX_DEVICE_CPU;
+    lmx_status st = lmx_backend_create(opts ? opts->device : LMX_DEVICE_AUTO, opts ? opts->n_threads : 0, &m->backend,
+                                       &dev);
+    if (st != LMX_OK) goto fail;
+    lmx_lm_options lo = {.no_mmap = opts ? !opts->use_mmap : false, .device = dev, .backend = m->backend};
     if ((st = lmx_lm_open(dir, &lo, &m->lm)) != LMX_OK) goto fail;
     if ((st = open_text(m, dir)) != LMX_OK) goto fail;
 
@@ -358,24 +288,19 @@ static lmx_status eng_detok_flush(lmx_engine_detok *d, const char **text, size_t
     return lmx_detok_stream_flush(d->s, text, len);
 }
 
-/* ---- device counters ---- */
+/* ---- device counters (checked for a GPU first: a failing probe would replace this thread's error
+ * detail, and the monitor reads these right after a generation failed) ---- */
 
 static int64_t eng_device_bytes(void *ctx) {
     (void)ctx;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    lmx_cuda_util u;
-    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (int64_t)u.mem_used;
-#endif
-    return 0;
+    lmx_gpu_usage u;
+    return lmx_gpu_available() && lmx_gpu_usage_get(&u) == LMX_OK ? u.mem_used : 0;
 }
 
 static double eng_gpu_utilization(void *ctx) {
     (void)ctx;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    lmx_cuda_util u;
-    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (double)u.gpu_percent;
-#endif
-    return -1;
+    lmx_gpu_usage u;
+    return lmx_gpu_available() && lmx_gpu_usage_get(&u) == LMX_OK ? u.percent : -1;
 }
 
 static const lmx_engine g_engine = {

@@ -12,8 +12,9 @@
  *   - tokenize with add_special follows mlx-lm: special tokens are added unless the text already
  *     starts with the BOS token's text.
  *   - EOS ids: generation_config.json, else config.json, else the tokenizer's eos_token.
- *   - Device: GPU when asked for and a CUDA device is usable (else LMX_ERR_GPU_NOT_AVAILABLE);
- *     AUTO picks the GPU when usable, else the CPU with a warning (once per process).
+ *   - Device: lmx_backend_create (backend.h) resolves it: GPU when asked for and a CUDA device is
+ *     usable (else LMX_ERR_GPU_NOT_AVAILABLE); AUTO picks the GPU when usable, else the CPU with a
+ *     warning (once per process).
  *
  * Thread-safety: the engine table is immutable; opened models are immutable (forward calls on one
  * model from several threads are serialized by the backend, each with its own KV cache).
@@ -25,8 +26,5 @@
 
 /* The engine over src/model + src/tokenizer (static storage, never NULL). */
 const lmx_engine *lmx_engine_lm(void);
-
-/* Whether this build can run models on a GPU now (a CUDA device is usable). Thread-safe. */
-bool lmx_engine_gpu_available(void);
 
 #endif

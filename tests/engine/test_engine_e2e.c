@@ -7,6 +7,7 @@
 #include "lmx_test.h"
 #include "engine/engine.h"
 #include "engine/engine_lm.h"
+#include "backend/backend.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -563,7 +564,7 @@ static void test_device(void) {
     lmx_runtime *rt = NULL;
     CHECK(lmx_runtime_create(&c, &rt) == LMX_OK);
     lmx_status st = lmx_model_load(rt, SQWEN, NULL);
-    if (!lmx_engine_gpu_available()) {
+    if (!lmx_gpu_available()) {
         CHECK_EQ_INT(st, LMX_ERR_GPU_NOT_AVAILABLE);
         CHECK(!lmx_model_is_loaded(rt, SQWEN));
     }
@@ -573,7 +574,7 @@ static void test_device(void) {
     CHECK(lmx_model_load(rt, SQWEN, NULL) == LMX_OK);
     lmx_model_info mi;
     CHECK(lmx_model_get_info(rt, SQWEN, &mi) == LMX_OK);
-    CHECK_EQ_INT(mi.device, lmx_engine_gpu_available() ? LMX_DEVICE_GPU : LMX_DEVICE_CPU);
+    CHECK_EQ_INT(mi.device, lmx_gpu_available() ? LMX_DEVICE_GPU : LMX_DEVICE_CPU);
     lmx_runtime_destroy(rt);
 }
 
