@@ -85,7 +85,7 @@ int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap);
 
 /* Accessors of a pinned entry. */
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e);
-const lmx_engine_info *lmx_cache_entry_info(const lmx_cache_entry *e);
+const lmx_model_facts *lmx_cache_entry_facts(const lmx_cache_entry *e);
 int lmx_cache_entry_max_context(const lmx_cache_entry *e); /* config's max_context at load */
 bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e);   /* the kv_cache option it was loaded with */
 

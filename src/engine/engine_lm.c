@@ -38,37 +38,20 @@ struct lmx_engine_detok {
 
 /* ---- probe / open / close ---- */
 
-static void copy_str(char *dst, size_t cap, const char *src) {
-    size_t n = strlen(src);
-    if (n >= cap) n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+static bool has_tokenizer_json(const char *dir) {
+    char *tj = lmx_fs_join(dir, "tokenizer.json");
+    bool has = tj && lmx_fs_is_file(tj);
+    free(tj);
+    return has;
 }
 
-static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_info *info) {
+static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_model_facts *facts) {
     (void)ctx;
-    if (!dir || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
-    memset(info, 0, sizeof *info);
-    lmx_lm_probe_info p;
-    lmx_status st = lmx_lm_probe(dir, &p);
+    if (!dir || !facts) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
+    lmx_status st = lmx_lm_probe(dir, facts);
     if (st != LMX_OK) return st;
-    copy_str(info->model_type, sizeof info->model_type, p.model_type);
-    info->n_params = p.n_params;
-    info->n_layers = p.n_layers;
-    info->hidden_size = p.hidden_size;
-    info->vocab_size = p.vocab_size;
-    info->quant_bits = p.quant_bits;
-    info->group_size = p.group_size;
-    info->weight_bytes = (int64_t)p.weight_bytes;
-    info->kv_bytes_per_token = (int64_t)p.kv_bytes_per_position;
-    info->scratch_bytes = (int64_t)p.scratch_bytes;
-    info->max_position = p.max_position > 0x7fffffff ? 0x7fffffff : (int)p.max_position;
-    info->device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
-    info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;
-    memcpy(info->eos_ids, p.eos_ids, (size_t)info->n_eos * sizeof info->eos_ids[0]);
-    char *tj = lmx_fs_join(dir, "tokenizer.json");
-    info->no_tokenizer = !tj || !lmx_fs_is_file(tj);
-    free(tj);
+    facts->info.device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
+    facts->no_tokenizer = !has_tokenizer_json(dir);
     return LMX_OK;
 }
 
@@ -86,11 +69,7 @@ static void eng_close(lmx_engine_model *m) {
 
 /* Loads tokenizer.json (when present), the chat template and the special-token variables. */
 static lmx_status open_text(lmx_engine_model *m, const char *dir) {
-    char *tj = lmx_fs_join(dir, "tokenizer.json");
-    if (!tj) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
-    bool has_tok = lmx_fs_is_file(tj);
-    free(tj);
-    if (!has_tok) {
+    if (!has_tokenizer_json(dir)) {
         LMX_LOG_I("model %s has no tokenizer.json: token ids only (text generation and chat unavailable)", dir);
         return LMX_OK;
     }
@@ -117,39 +96,51 @@ static lmx_status open_text(lmx_engine_model *m, const char *dir) {
 }
 
 static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_model **out,
-                           lmx_engine_info *info) {
-    if (!dir || !out || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
+                           lmx_model_facts *facts) {
+    if (!dir || !out || !facts) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
     *out = NULL;
+    /* the probe's facts and parsed config; probed here when the caller did not */
+    lmx_model_facts f = *facts;
+    bool own_probe = !f.state;
+    lmx_status st = own_probe ? eng_probe(ctx, dir, opts, &f) : LMX_OK;
+    if (st != LMX_OK) return st;
     lmx_engine_model *m = calloc(1, sizeof *m);
     if (!m || !(m->dir = strdup(dir))) {
         free(m);
-        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+        m = NULL;
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+        goto fail;
     }
     lmx_device dev = LMX_DEVICE_CPU;
-    lmx_status st = lmx_backend_create(opts ? opts->device : LMX_DEVICE_AUTO, opts ? opts->n_threads : 0, &m->backend,
-                                       &dev);
+    st = lmx_backend_create(opts ? opts->device : LMX_DEVICE_AUTO, opts ? opts->n_threads : 0, &m->backend, &dev);
     if (st != LMX_OK) goto fail;
     lmx_lm_options lo = {.no_mmap = opts ? !opts->use_mmap : false, .device = dev, .backend = m->backend};
-    if ((st = lmx_lm_open(dir, &lo, &m->lm)) != LMX_OK) goto fail;
+    lmx_model_config *cfg = f.state;
+    if ((st = lmx_lm_open_config(dir, &cfg, &lo, &m->lm)) != LMX_OK) goto fail;
+    /* the model owns the config now (a later attempt after a failure below probes again) */
+    f.state = NULL;
+    f.state_free = NULL;
+    if (!own_probe) facts->state = NULL, facts->state_free = NULL;
     if ((st = open_text(m, dir)) != LMX_OK) goto fail;
 
-    /* what the runtime reports: the probe's numbers plus what only an open model knows */
-    if ((st = eng_probe(ctx, dir, opts, info)) != LMX_OK) goto fail;
-    info->vocab_size = lmx_lm_vocab_size(m->lm);
-    info->weight_bytes = (int64_t)lmx_lm_weight_bytes(m->lm);
-    info->kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
-    info->device = dev;
-    info->no_tokenizer = m->tok == NULL;
-    info->has_chat_template = m->tmpl != NULL;
+    /* what only an open model knows */
+    f.info.vocab_size = lmx_lm_vocab_size(m->lm);
+    f.info.weight_bytes = (int64_t)lmx_lm_weight_bytes(m->lm);
+    f.info.device = dev;
+    f.kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
+    f.no_tokenizer = m->tok == NULL;
+    f.has_chat_template = m->tmpl != NULL;
     int32_t fallback = m->tok ? lmx_tokenizer_special_id(m->tok, LMX_TOK_EOS) : -1;
-    if ((st = lmx_eos_ids_read(dir, fallback, info->eos_ids, LMX_ENGINE_MAX_EOS, &info->n_eos)) != LMX_OK) goto fail;
-    if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)info->vocab_size)
+    if ((st = lmx_eos_ids_read(dir, fallback, f.eos_ids, LMX_MAX_EOS, &f.n_eos)) != LMX_OK) goto fail;
+    if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)f.info.vocab_size)
         LMX_LOG_W("model %s: the tokenizer knows %zu ids but the model only %d; prompts using the others fail", dir,
-                  lmx_tokenizer_vocab_size(m->tok), info->vocab_size);
+                  lmx_tokenizer_vocab_size(m->tok), f.info.vocab_size);
+    *facts = f;
     *out = m;
     return LMX_OK;
 fail:
     eng_close(m);
+    if (own_probe) lmx_model_facts_release(&f);
     return st;
 }
 

@@ -70,9 +70,9 @@ static lmx_status gen_next(gen_fwd *g, const int32_t *hist, size_t n_hist, int32
 
 static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a) / 1e6 : 0.0; }
 
-static bool is_eos(const lmx_engine_info *info, int32_t tok) {
-    for (int i = 0; i < info->n_eos; i++)
-        if (info->eos_ids[i] == tok) return true;
+static bool is_eos(const lmx_model_facts *facts, int32_t tok) {
+    for (int i = 0; i < facts->n_eos; i++)
+        if (facts->eos_ids[i] == tok) return true;
     return false;
 }
 
@@ -88,7 +88,8 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     if (req->n_out) *req->n_out = 0;
     uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
     const lmx_engine *e = req->engine;
-    const lmx_engine_info *info = req->info;
+    const lmx_model_facts *facts = req->facts;
+    const int vocab = facts->info.vocab_size;
     res->n_prompt_tokens = (int)req->n_prompt;
     lmx_status st = lmx_gen_options_validate(req->opt);
     if (st != LMX_OK) return st;
@@ -100,12 +101,12 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "the prompt has %zu tokens, more than the context length %d", req->n_prompt,
                          req->max_context);
-    if (info->vocab_size <= 0)
-        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", info->vocab_size);
+    if (vocab <= 0)
+        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", vocab);
     for (size_t i = 0; i < req->n_prompt; i++)
-        if (req->prompt[i] < 0 || req->prompt[i] >= info->vocab_size)
+        if (req->prompt[i] < 0 || req->prompt[i] >= vocab)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt token %zu is %d, outside the vocabulary [0, %d)", i,
-                             req->prompt[i], info->vocab_size);
+                             req->prompt[i], vocab);
 
     lmx_engine_kv *kv = NULL;
     lmx_engine_detok *detok = NULL;
@@ -118,9 +119,9 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
 
     if ((st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
     if ((st = e->detok_create(req->model, &detok)) != LMX_OK) goto done;
-    if ((st = lmx_sampler_create(info->vocab_size, &sampler)) != LMX_OK) goto done;
+    if ((st = lmx_sampler_create(vocab, &sampler)) != LMX_OK) goto done;
     if ((st = lmx_stop_create(opt->stop, opt->n_stop, &stop)) != LMX_OK) goto done;
-    logits = malloc((size_t)info->vocab_size * sizeof *logits);
+    logits = malloc((size_t)vocab * sizeof *logits);
     hist = malloc(((size_t)req->max_context + 1) * sizeof *hist);
     if (!logits || !hist) {
         st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate logits/history");
@@ -151,11 +152,11 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         int32_t tok;
         if ((st = gen_next(&g, hist, n_pos, &tok)) != LMX_OK) goto done;
         if (!t_first) t_first = lmx_now_ns();
-        if (!opt->ignore_eos && is_eos(info, tok)) {
+        if (!opt->ignore_eos && is_eos(facts, tok)) {
             res->finish_reason = LMX_FINISH_STOP;
             break;
         }
-        if (tok < 0 || tok >= info->vocab_size) {
+        if (tok < 0 || tok >= vocab) {
             st = lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampled id %d outside the vocabulary", tok);
             goto done;
         }

@@ -33,7 +33,7 @@
 typedef struct lmx_generate_request {
     const lmx_engine *engine;
     lmx_engine_model *model;
-    const lmx_engine_info *info;   /* vocab_size, eos_ids */
+    const lmx_model_facts *facts;  /* info.vocab_size, eos_ids */
     const int32_t *prompt;         /* [n_prompt] */
     size_t n_prompt;
     const lmx_gen_options *opt;

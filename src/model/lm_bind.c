@@ -385,17 +385,17 @@ static lmx_status bind_all(binder *b) {
     return LMX_OK;
 }
 
-lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out) {
+lmx_status lmx_lm_open_config(const char *dir, lmx_model_config **cfg, const lmx_lm_options *opt, lmx_lm **out) {
     *out = NULL;
     lmx_lm_options defaults = {0};
     if (!opt) opt = &defaults;
-    if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
+    if (!dir || !cfg || !*cfg) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory or config is NULL");
     if (opt->device == LMX_DEVICE_GPU && !opt->backend)
         return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
     lmx_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model");
-    lmx_status st = lmx_model_config_load(dir, &lm->cfg);
-    if (st == LMX_OK) st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
+    lm->cfg = *cfg; /* borrowed until the open succeeds */
+    lmx_status st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
     if (st == LMX_OK) {
         if (opt->backend) {
             lm->be = opt->backend;
@@ -414,11 +414,25 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
         if (st == LMX_OK) st = se;
     }
     if (st != LMX_OK) {
-        lmx_lm_close(lm);
+        lmx_lm_close(lm); /* leaves the borrowed config to the caller */
         return st;
     }
+    lm->own_cfg = true;
+    *cfg = NULL;
     *out = lm;
     return LMX_OK;
+}
+
+lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out) {
+    *out = NULL;
+    if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
+    if (opt && opt->device == LMX_DEVICE_GPU && !opt->backend)
+        return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
+    lmx_model_config *cfg = NULL;
+    lmx_status st = lmx_model_config_load(dir, &cfg);
+    if (st == LMX_OK) st = lmx_lm_open_config(dir, &cfg, opt, out);
+    lmx_model_config_free(cfg); /* NULL once the model took it */
+    return st;
 }
 
 void lmx_lm_close(lmx_lm *lm) {
@@ -445,7 +459,7 @@ void lmx_lm_close(lmx_lm *lm) {
     }
     free(lm->layers);
     lmx_weights_close(lm->weights);
-    lmx_model_config_free(lm->cfg);
+    if (lm->own_cfg) lmx_model_config_free(lm->cfg);
     free(lm);
 }
 
@@ -489,28 +503,34 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
     return n;
 }
 
-lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out) {
+static void config_free(void *c) { lmx_model_config_free(c); }
+
+lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) {
     memset(out, 0, sizeof *out);
     lmx_model_config *c = NULL;
     lmx_weights *w = NULL;
     lmx_status st = lmx_model_config_load(dir, &c);
     if (st == LMX_OK) st = lmx_weights_open(dir, true, &w);
     if (st == LMX_OK) {
-        out->arch = c->arch;
-        snprintf(out->model_type, sizeof out->model_type, "%s", c->model_type);
-        out->n_layers = c->n_layers;
-        out->hidden_size = c->hidden_size;
-        out->vocab_size = c->vocab_size;
-        out->max_position = c->max_position_embeddings;
+        lmx_model_info *i = &out->info;
+        snprintf(i->model_type, sizeof i->model_type, "%s", c->model_type);
+        i->n_layers = c->n_layers;
+        i->hidden_size = c->hidden_size;
+        i->vocab_size = c->vocab_size;
         if (c->quantized) {
-            out->quant_bits = c->quant.bits;
-            out->group_size = c->quant.group_size;
+            i->quant_bits = c->quant.bits;
+            i->group_size = c->quant.group_size;
         }
-        out->n_params = count_params(c, w);
-        out->weight_bytes = lmx_weights_total_bytes(w);
-        out->kv_bytes_per_position = kv_position_bytes(c, sizeof(float)); /* no backend yet: fp32, an upper bound */
-        for (int i = 0; i < c->n_eos && i < 16; i++) out->eos_ids[out->n_eos++] = c->eos_ids[i];
-        out->scratch_bytes = lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
+        i->n_params = count_params(c, w);
+        i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
+        out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
+        /* no backend yet: fp32, an upper bound */
+        out->kv_bytes_per_token = (int64_t)kv_position_bytes(c, sizeof(float));
+        out->scratch_bytes = (int64_t)lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
+        for (int k = 0; k < c->n_eos && k < LMX_MAX_EOS; k++) out->eos_ids[out->n_eos++] = c->eos_ids[k];
+        out->state = c;
+        out->state_free = config_free;
+        c = NULL;
     }
     lmx_weights_close(w);
     lmx_model_config_free(c);

@@ -366,7 +366,7 @@ static void test_eos_and_length(void) {
     const lmx_engine *e = lmx_engine_lm();
     lmx_engine_load_opts lo = {.device = LMX_DEVICE_CPU, .use_mmap = true, .max_context = 64, .kv_cache = true};
     lmx_engine_model *m = NULL;
-    lmx_engine_info info;
+    lmx_model_facts info = {0}; /* no probe: open probes itself */
     CHECK(e->open(e->ctx, dir, &lo, &m, &info) == LMX_OK);
     CHECK_EQ_INT(info.n_eos, 2);
     CHECK_EQ_INT(info.eos_ids[0], out[stop_at]);

@@ -38,7 +38,7 @@ static lmx_status dev_forward_sample(lmx_engine_model *m, lmx_engine_kv *kv, con
     return lmx_sampler_sample_u(dev_sampler, &s->sampling, copy, s->history, s->n_history, u, token);
 }
 
-static lmx_engine_model *open_model(const char *name, const char *json, lmx_engine_info *info) {
+static lmx_engine_model *open_model(const char *name, const char *json, lmx_model_facts *info) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/%s", tmp, name);
     if (fake_model_write(dir, json) != 0) return NULL;
@@ -48,17 +48,17 @@ static lmx_engine_model *open_model(const char *name, const char *json, lmx_engi
     return m;
 }
 
-static lmx_status run(const lmx_engine *e, lmx_engine_model *m, const lmx_engine_info *info, const lmx_gen_options *o,
+static lmx_status run(const lmx_engine *e, lmx_engine_model *m, const lmx_model_facts *info, const lmx_gen_options *o,
                       bool no_kv, int32_t **ids, size_t *n) {
     const int32_t prompt[] = {'a', 'b', 'c', 'a', 'b'};
-    lmx_generate_request r = {.engine = e, .model = m, .info = info, .prompt = prompt, .n_prompt = 5, .opt = o,
+    lmx_generate_request r = {.engine = e, .model = m, .facts = info, .prompt = prompt, .n_prompt = 5, .opt = o,
                               .max_context = 200, .no_kv_cache = no_kv, .out_ids = ids, .n_out = n};
     lmx_gen_result res;
     return lmx_generate_run(&r, &res);
 }
 
 static void test_same_ids(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     /* a flat-ish distribution: the draws depend on every uniform */
     lmx_engine_model *m =
         open_model("flat", "{\"script\":\"abcdefgh\", \"peak\": 1.5, \"second\": \"z\", \"second_logit\": 1.0}", &info);
@@ -101,7 +101,7 @@ static void test_same_ids(void) {
 }
 
 static void test_env_and_wrong_u(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m =
         open_model("flat2", "{\"script\":\"abcdefgh\", \"peak\": 1.0, \"second\": \"z\", \"second_logit\": 0.9}", &info);
     CHECK(m != NULL);
