@@ -2,7 +2,6 @@
  * template engine. See engine_lm.h for the documented choices. */
 #include "engine/engine_lm.h"
 
-#include "model/eos.h"
 #include "model/lm.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -130,8 +129,9 @@ static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opt
     f.kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
     f.no_tokenizer = m->tok == NULL;
     f.has_chat_template = m->tmpl != NULL;
+    /* EOS ids came with the config; neither file naming them → the tokenizer's eos_token */
     int32_t fallback = m->tok ? lmx_tokenizer_special_id(m->tok, LMX_TOK_EOS) : -1;
-    if ((st = lmx_eos_ids_read(dir, fallback, f.eos_ids, LMX_MAX_EOS, &f.n_eos)) != LMX_OK) goto fail;
+    if (!f.eos_named && f.n_eos == 0 && fallback >= 0) f.eos_ids[f.n_eos++] = fallback;
     if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)f.info.vocab_size)
         LMX_LOG_W("model %s: the tokenizer knows %zu ids but the model only %d; prompts using the others fail", dir,
                   lmx_tokenizer_vocab_size(m->tok), f.info.vocab_size);

@@ -6,11 +6,19 @@
 #ifndef LMX_MODEL_EOS_H
 #define LMX_MODEL_EOS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "lmx.h"
 
 /* Writes up to cap ids into ids[], their count into *n. fallback < 0 = none. Malformed JSON in
  * either file → LMX_ERR_INVALID_MODEL_FORMAT naming the file; a missing file is not an error. */
 lmx_status lmx_eos_ids_read(const char *dir, int32_t fallback, int32_t *ids, int cap, int *n);
+
+/* The same rules over documents already parsed (gen: generation_config.json's root, cfg:
+ * config.json's; either may be NULL), without the fallback: for the config parser, which reads both
+ * files once per load. Returns whether either named the EOS ids (else the caller's fallback
+ * applies). */
+struct cJSON;
+bool lmx_eos_ids_from_json(const struct cJSON *gen, const struct cJSON *cfg, int32_t *ids, int cap, int *n);
 
 #endif

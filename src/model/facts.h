@@ -31,9 +31,10 @@ typedef struct lmx_model_facts {
     int64_t scratch_bytes;      /* forward scratch of one KV cache (activations), 0 = unknown */
     int max_position;           /* max_position_embeddings (informative: contexts may exceed it, as
                                    in mlx-lm/HF; the cache logs a warning), 0 = unknown */
-    int32_t eos_ids[LMX_MAX_EOS]; /* probe: config.json's; open: generation_config.json, else
-                                     config.json, else the tokenizer's (mlx-lm's rules) */
+    int32_t eos_ids[LMX_MAX_EOS]; /* generation_config.json, else config.json (read with the config,
+                                     model/eos.h), else — added by the open — the tokenizer's */
     int n_eos;
+    bool eos_named;             /* one of the two files named them (no tokenizer fallback) */
     bool has_chat_template;     /* open */
     bool no_tokenizer;          /* the model has no tokenizer.json: ids only (tokenize/chat fail, the
                                    detokenizer yields no text, lmx_detokenize → UNSUPPORTED) */

@@ -528,6 +528,7 @@ lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) {
         out->kv_bytes_per_token = (int64_t)kv_position_bytes(c, sizeof(float));
         out->scratch_bytes = (int64_t)lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
         for (int k = 0; k < c->n_eos && k < LMX_MAX_EOS; k++) out->eos_ids[out->n_eos++] = c->eos_ids[k];
+        out->eos_named = c->eos_named;
         out->state = c;
         out->state_free = config_free;
         c = NULL;
