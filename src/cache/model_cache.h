@@ -1,9 +1,11 @@
 /* model_cache.h — the LRU cache of loaded models, keyed by model_id, with a memory budget.
  *
  * - acquire(id, path): a cached id is a hit (no disk access; bumps last_access/access_count and
- *   its LRU position). Otherwise a miss: the engine's probe gives an estimate (weights + KV cache
- *   for max_context); least-recently-used unpinned models are evicted while the count would exceed
- *   max_models or the reserved bytes would exceed 80 % of max_memory_bytes (when > 0). An estimate
+ *   its LRU position). Otherwise a miss: the engine's probe gives the model's facts and an estimate
+ *   (weights + KV cache for max_context + scratch), and those facts (with the config the probe
+ *   parsed) go to every open attempt; least-recently-used unpinned models are evicted while the
+ *   count would exceed max_models or the reserved bytes would exceed 80 % of max_memory_bytes (when
+ *   > 0). An estimate
  *   that alone exceeds that budget → LMX_ERR_OUT_OF_MEMORY before anything is loaded. If the open
  *   fails with LMX_ERR_OUT_OF_MEMORY, the LRU unpinned model is evicted and the open retried (at
  *   most 3 attempts in all; no retry when nothing could be evicted). A failed load leaves nothing
