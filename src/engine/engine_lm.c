@@ -68,7 +68,11 @@ static void eng_close(lmx_engine_model *m) {
 
 /* Loads tokenizer.json (when present), the chat template and the special-token variables. */
 static lmx_status open_text(lmx_engine_model *m, const char *dir) {
-    if (!has_tokenizer_json(dir)) {
+    char *tj = lmx_fs_join(dir, "tokenizer.json");
+    if (!tj) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+    bool has_tok = lmx_fs_is_file(tj);
+    free(tj);
+    if (!has_tok) {
         LMX_LOG_I("model %s has no tokenizer.json: token ids only (text generation and chat unavailable)", dir);
         return LMX_OK;
     }
