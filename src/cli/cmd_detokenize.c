@@ -1,9 +1,8 @@
 /* cmd_detokenize.c — `lmx detokenize MODEL [--skip-special] [--jsonl]`: JSON array(s) of ids on
  * stdin -> text. Without --jsonl the decoded text of each array is written raw (no newline added);
  * with --jsonl every stdin line is an array and every output line a JSON string. */
-#include "cli.h"
+#include "internal.h"
 #include "util/json.h"
-#include "tokenizer/tokenizer.h"
 #include "util/json_str.h"
 
 #include <cjson/cJSON.h>

@@ -1,7 +1,6 @@
 /* cmd_tokenize.c — `lmx tokenize MODEL [--add-special] [--jsonl]`: stdin text -> JSON array of ids
  * (one line). With --jsonl every stdin line is a JSON string and every output line its array. */
-#include "cli.h"
-#include "tokenizer/tokenizer.h"
+#include "internal.h"
 #include "util/json_str.h"
 
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* engine_lm.h — the real engine behind the lmx.h facade: src/model (lmx_lm_*, weights on a compute
  * backend), src/tokenizer (tokenizer.json, streaming detokenizer) and the chat-template engine,
- * adapted to the seam of runtime/engine.h.
+ * adapted to the seam of engine/engine.h.
  *
  * Choices (documented in README/ARCHITECTURE):
  *   - A model directory without tokenizer.json still loads (token-id use: lmx_generate_ids, logits);
@@ -12,21 +12,19 @@
  *   - tokenize with add_special follows mlx-lm: special tokens are added unless the text already
  *     starts with the BOS token's text.
  *   - EOS ids: generation_config.json, else config.json, else the tokenizer's eos_token.
- *   - Device: GPU when asked for and a CUDA device is usable (else LMX_ERR_GPU_NOT_AVAILABLE);
- *     AUTO picks the GPU when usable, else the CPU with a warning (once per process).
+ *   - Device: lmx_backend_create (backend.h) resolves it: GPU when asked for and a CUDA device is
+ *     usable (else LMX_ERR_GPU_NOT_AVAILABLE); AUTO picks the GPU when usable, else the CPU with a
+ *     warning (once per process).
  *
  * Thread-safety: the engine table is immutable; opened models are immutable (forward calls on one
  * model from several threads are serialized by the backend, each with its own KV cache).
  */
-#ifndef LMX_RUNTIME_ENGINE_LM_H
-#define LMX_RUNTIME_ENGINE_LM_H
+#ifndef LMX_ENGINE_ENGINE_LM_H
+#define LMX_ENGINE_ENGINE_LM_H
 
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 /* The engine over src/model + src/tokenizer (static storage, never NULL). */
 const lmx_engine *lmx_engine_lm(void);
-
-/* Whether this build can run models on a GPU now (a CUDA device is usable). Thread-safe. */
-bool lmx_engine_gpu_available(void);
 
 #endif

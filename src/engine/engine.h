@@ -1,8 +1,11 @@
 /* engine.h — the seam between the runtime (cache, generate loop, facade) and whatever runs a
  * model: a table of function pointers. The real adapter wires src/model (lmx_lm_*), src/tokenizer
- * and the chat-template engine into it; tests plug in a deterministic fake (tests/runtime/).
+ * and the chat-template engine into it; tests plug in a deterministic fake (tests/fake_engine/).
  *
  * Objects:
+ *   lmx_model_facts   — (src/model/facts.h) what probe and open report about a model directory;
+ *                       the probe's, with the config it parsed, is handed to open and completed
+ *                       there, so a load reads config.json once.
  *   lmx_engine_model  — one opened model directory (weights, config, tokenizer, template).
  *                       Immutable after open; every function taking only a model must be safe to
  *                       call from many threads at once.
@@ -18,15 +21,14 @@
  * evicts its least-recently-used model and retries (at most 3 attempts). A failed open leaves
  * nothing allocated.
  */
-#ifndef LMX_RUNTIME_ENGINE_H
-#define LMX_RUNTIME_ENGINE_H
+#ifndef LMX_ENGINE_ENGINE_H
+#define LMX_ENGINE_ENGINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "lmx.h"
-
-#define LMX_ENGINE_MAX_EOS 16
+#include "model/facts.h"
 
 typedef struct lmx_engine_model lmx_engine_model;
 typedef struct lmx_engine_kv lmx_engine_kv;
@@ -42,36 +44,10 @@ typedef struct lmx_engine_load_opts {
     int n_threads;         /* 0 = all cores */
 } lmx_engine_load_opts;
 
-/* What probe/open report about a model. probe fills what it can without loading weights
- * (config.json + file sizes); open fills everything. */
-typedef struct lmx_engine_info {
-    char model_type[64];
-    int64_t n_params;
-    int n_layers;
-    int hidden_size;
-    int vocab_size;            /* logits length of forward() */
-    int quant_bits;            /* 0 = none */
-    int group_size;
-    int64_t weight_bytes;      /* weights as they will sit in memory */
-    int64_t kv_bytes_per_token;/* KV cache bytes per context position (all layers, K and V) */
-    int64_t scratch_bytes;     /* probe: forward scratch of one KV cache (activations), 0 = unknown */
-    int max_position;          /* max_position_embeddings (informative: contexts may exceed it, as
-                                  in mlx-lm/HF; the cache logs a warning), 0 = unknown */
-    lmx_device device;         /* open: where it runs (GPU or CPU) */
-    int32_t eos_ids[LMX_ENGINE_MAX_EOS]; /* generation_config.json, else config.json, else tokenizer */
-    int n_eos;
-    bool has_chat_template;
-    bool no_tokenizer;         /* the model has no tokenizer: ids only (tokenize/chat fail, the
-                                  detokenizer yields no text, lmx_detokenize → UNSUPPORTED) */
-} lmx_engine_info;
-
-/* What forward_sample needs to choose the next token (src/generate/sampler.h's parameters, the
- * penalty history and the step's uniform). */
+/* What forward_sample needs to choose the next token: the generation's sampling parameters, the
+ * penalty history and the step's uniform. */
 typedef struct lmx_engine_sample {
-    float temperature, top_p, min_p;
-    int top_k;
-    float repetition_penalty;
-    int repetition_context;
+    lmx_sampling sampling;
     const int32_t *history; /* [n_history]: prompt, then generated tokens */
     size_t n_history;
     double u;               /* uniform in [0,1) for the draw (drawn by the caller; unused when greedy) */
@@ -80,15 +56,18 @@ typedef struct lmx_engine_sample {
 typedef struct lmx_engine {
     void *ctx; /* passed to probe/open/device_bytes; owned by whoever built the engine */
 
-    /* Reads enough of `dir` to estimate memory (weight_bytes, kv_bytes_per_token) without loading
-     * weights. Errors: MODEL_NOT_FOUND, INVALID_MODEL_FORMAT. */
-    lmx_status (*probe)(void *ctx, const char *dir, const lmx_engine_load_opts *opts,
-                        lmx_engine_info *info);
+    /* Reads enough of `dir` to estimate memory (weight_bytes, kv_bytes_per_token, scratch_bytes of
+     * model/facts.h) without loading weights. facts->state may keep what was parsed (config.json)
+     * for open to reuse: the caller hands the same facts to every open attempt and releases them
+     * (lmx_model_facts_release) after the last. Errors: MODEL_NOT_FOUND, INVALID_MODEL_FORMAT. */
+    lmx_status (*probe)(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_model_facts *facts);
     /* Loads and validates a model (config parses, tokenizer loads, every expected tensor present
      * with the right shape/dtype, else VALIDATION_FAILED / INVALID_MODEL_FORMAT with detail).
-     * Allocation failure → OUT_OF_MEMORY. */
-    lmx_status (*open)(void *ctx, const char *dir, const lmx_engine_load_opts *opts,
-                       lmx_engine_model **out, lmx_engine_info *info);
+     * facts: in, the probe's (state included, or zeroed when there was no probe); out, completed
+     * with what the opened model knows — written only on success. Allocation failure →
+     * OUT_OF_MEMORY. */
+    lmx_status (*open)(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_model **out,
+                       lmx_model_facts *facts);
     void (*close)(lmx_engine_model *m); /* NULL-safe */
 
     /* Text → ids (malloc'd, *n of them). add_special: prepend BOS etc. as the tokenizer's
@@ -133,13 +112,8 @@ typedef struct lmx_engine {
                                  const lmx_engine_sample *s, float *logits /* [vocab_size] */, int32_t *token);
 } lmx_engine;
 
-/* The engine this build uses for lmx_runtime_create (src/runtime/engine_default.c); NULL when
+/* The engine this build uses for lmx_runtime_create (src/engine/engine_default.c); NULL when
  * none is wired in yet (then loads fail with LMX_ERR_UNSUPPORTED). */
 const lmx_engine *lmx_engine_default(void);
-
-/* Like lmx_runtime_create but with an explicit engine (tests use a fake one). The engine must
- * outlive the runtime. */
-lmx_status lmx_runtime_create_with_engine(const lmx_config *cfg, const lmx_engine *engine,
-                                          lmx_runtime **out);
 
 #endif

@@ -1,8 +1,7 @@
-/* engine_lm.c — the engine seam (runtime/engine.h) over src/model, src/tokenizer and the chat
+/* engine_lm.c — the engine seam (engine/engine.h) over src/model, src/tokenizer and the chat
  * template engine. See engine_lm.h for the documented choices. */
-#include "runtime/engine_lm.h"
+#include "engine/engine_lm.h"
 
-#include "generate/eos.h"
 #include "model/lm.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -11,25 +10,13 @@
 #include "util/log.h"
 
 #include <cjson/cJSON.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The CUDA backend plugs in here when it is part of the tree (branch cuda: src/backend/cuda/):
- * lmx_cuda_available() probes for a device, lmx_backend_cuda_create() gives the backend the model
- * is bound to, lmx_cuda_utilization() feeds the monitor. Without it, there is never a GPU. */
-#if defined(__has_include)
-#if __has_include("backend/cuda/cuda_backend.h") && __has_include("backend/cuda/cuda_kernels.h")
-#define LMX_ENGINE_HAS_CUDA_HOOK 1
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/cuda_kernels.h"
-#endif
-#endif
 
 struct lmx_engine_model {
     char *dir;
     lmx_lm *lm;
-    lmx_backend *gpu_backend;      /* owned when the model runs on the GPU (destroyed after lm) */
+    lmx_backend *backend;          /* owned (destroyed after lm): lmx_backend_create's pick */
     lmx_tokenizer *tok;            /* NULL: no tokenizer.json (id-level use only) */
     lmx_chat_template *tmpl;       /* NULL: no template, or it failed to parse (tmpl_error says) */
     char *tmpl_error;              /* why there is no usable template (malloc'd) */
@@ -48,95 +35,29 @@ struct lmx_engine_detok {
     lmx_detok_stream *s; /* NULL: the model has no tokenizer, nothing is ever emitted */
 };
 
-/* ---- device selection ---- */
-
-bool lmx_engine_gpu_available(void) {
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    int n = 0;
-    return lmx_cuda_available(&n) && n > 0;
-#else
-    return false;
-#endif
-}
-
-static atomic_flag g_auto_cpu_warned = ATOMIC_FLAG_INIT; /* the AUTO → CPU warning, once per process */
-
-/* Resolves opts->device to GPU or CPU. */
-static lmx_status pick_device(const lmx_engine_load_opts *opts, lmx_device *out) {
-    lmx_device want = opts ? opts->device : LMX_DEVICE_AUTO;
-    if (want == LMX_DEVICE_CPU) {
-        *out = LMX_DEVICE_CPU;
-        return LMX_OK;
-    }
-    bool gpu = lmx_engine_gpu_available();
-    if (want == LMX_DEVICE_GPU) {
-        if (!gpu)
-            return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE,
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-                             "device GPU requested but no usable CUDA device was found (use device CPU)"
-#else
-                             "device GPU requested but this build has no CUDA backend (use device CPU)"
-#endif
-            );
-        *out = LMX_DEVICE_GPU;
-        return LMX_OK;
-    }
-    if (gpu) {
-        *out = LMX_DEVICE_GPU;
-        return LMX_OK;
-    }
-    if (!atomic_flag_test_and_set(&g_auto_cpu_warned))
-        LMX_LOG_W("device AUTO: no usable GPU (%s); running on the CPU",
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-                  "no CUDA device found"
-#else
-                  "this build has no CUDA backend"
-#endif
-        );
-    *out = LMX_DEVICE_CPU;
-    return LMX_OK;
-}
-
 /* ---- probe / open / close ---- */
 
-static void copy_str(char *dst, size_t cap, const char *src) {
-    size_t n = strlen(src);
-    if (n >= cap) n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+static bool has_tokenizer_json(const char *dir) {
+    char *tj = lmx_fs_join(dir, "tokenizer.json");
+    bool has = tj && lmx_fs_is_file(tj);
+    free(tj);
+    return has;
 }
 
-static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_info *info) {
+static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_model_facts *facts) {
     (void)ctx;
-    if (!dir || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
-    memset(info, 0, sizeof *info);
-    lmx_lm_probe_info p;
-    lmx_status st = lmx_lm_probe(dir, &p);
+    if (!dir || !facts) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
+    lmx_status st = lmx_lm_probe(dir, facts);
     if (st != LMX_OK) return st;
-    copy_str(info->model_type, sizeof info->model_type, p.model_type);
-    info->n_params = p.n_params;
-    info->n_layers = p.n_layers;
-    info->hidden_size = p.hidden_size;
-    info->vocab_size = p.vocab_size;
-    info->quant_bits = p.quant_bits;
-    info->group_size = p.group_size;
-    info->weight_bytes = (int64_t)p.weight_bytes;
-    info->kv_bytes_per_token = (int64_t)p.kv_bytes_per_position;
-    info->scratch_bytes = (int64_t)p.scratch_bytes;
-    info->max_position = p.max_position > 0x7fffffff ? 0x7fffffff : (int)p.max_position;
-    info->device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
-    info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;
-    memcpy(info->eos_ids, p.eos_ids, (size_t)info->n_eos * sizeof info->eos_ids[0]);
-    char *tj = lmx_fs_join(dir, "tokenizer.json");
-    info->no_tokenizer = !tj || !lmx_fs_exists(tj); /* one that is not a regular file fails the open, named */
-    free(tj);
+    facts->info.device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
+    facts->no_tokenizer = !has_tokenizer_json(dir);
     return LMX_OK;
 }
 
 static void eng_close(lmx_engine_model *m) {
     if (!m) return;
     lmx_lm_close(m->lm);
-    if (m->gpu_backend) lmx_backend_destroy(m->gpu_backend);
+    lmx_backend_destroy(m->backend);
     lmx_chat_template_destroy(m->tmpl);
     lmx_tokenizer_destroy(m->tok);
     free(m->tmpl_error);
@@ -178,48 +99,52 @@ static lmx_status open_text(lmx_engine_model *m, const char *dir) {
 }
 
 static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_engine_model **out,
-                           lmx_engine_info *info) {
-    if (!dir || !out || !info) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
+                           lmx_model_facts *facts) {
+    if (!dir || !out || !facts) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "open: NULL argument");
     *out = NULL;
-    lmx_device dev = LMX_DEVICE_CPU;
-    lmx_status st = pick_device(opts, &dev);
+    /* the probe's facts and parsed config; probed here when the caller did not */
+    lmx_model_facts f = *facts;
+    bool own_probe = !f.state;
+    lmx_status st = own_probe ? eng_probe(ctx, dir, opts, &f) : LMX_OK;
     if (st != LMX_OK) return st;
     lmx_engine_model *m = calloc(1, sizeof *m);
     if (!m || !(m->dir = strdup(dir))) {
         free(m);
-        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+        m = NULL;
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "model %s: allocation failed", dir);
+        goto fail;
     }
-    lmx_lm_options lo = {0};
-    lo.n_threads = opts ? opts->n_threads : 0;
-    lo.no_mmap = opts ? !opts->use_mmap : false;
-    lo.device = LMX_LM_DEVICE_CPU;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    if (dev == LMX_DEVICE_GPU) {
-        if ((st = lmx_backend_cuda_create(0, &m->gpu_backend)) != LMX_OK) goto fail;
-        lo.device = LMX_LM_DEVICE_GPU;
-        lo.backend = m->gpu_backend;
-    }
-#endif
-    if ((st = lmx_lm_open(dir, &lo, &m->lm)) != LMX_OK) goto fail;
+    lmx_device dev = LMX_DEVICE_CPU;
+    st = lmx_backend_create(opts ? opts->device : LMX_DEVICE_AUTO, opts ? opts->n_threads : 0, &m->backend, &dev);
+    if (st != LMX_OK) goto fail;
+    lmx_lm_options lo = {.no_mmap = opts ? !opts->use_mmap : false, .device = dev, .backend = m->backend};
+    lmx_model_config *cfg = f.state;
+    if ((st = lmx_lm_open_config(dir, &cfg, &lo, &m->lm)) != LMX_OK) goto fail;
+    /* the model owns the config now (a later attempt after a failure below probes again) */
+    f.state = NULL;
+    f.state_free = NULL;
+    if (!own_probe) facts->state = NULL, facts->state_free = NULL;
     if ((st = open_text(m, dir)) != LMX_OK) goto fail;
 
-    /* what the runtime reports: the probe's numbers plus what only an open model knows */
-    if ((st = eng_probe(ctx, dir, opts, info)) != LMX_OK) goto fail;
-    info->vocab_size = lmx_lm_vocab_size(m->lm);
-    info->weight_bytes = (int64_t)lmx_lm_weight_bytes(m->lm);
-    info->kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
-    info->device = dev;
-    info->no_tokenizer = m->tok == NULL;
-    info->has_chat_template = m->tmpl != NULL;
+    /* what only an open model knows */
+    f.info.vocab_size = lmx_lm_vocab_size(m->lm);
+    f.info.weight_bytes = (int64_t)lmx_lm_weight_bytes(m->lm);
+    f.info.device = dev;
+    f.kv_bytes_per_token = (int64_t)lmx_lm_kv_bytes_per_position(m->lm);
+    f.no_tokenizer = m->tok == NULL;
+    f.has_chat_template = m->tmpl != NULL;
+    /* EOS ids came with the config; neither file naming them → the tokenizer's eos_token */
     int32_t fallback = m->tok ? lmx_tokenizer_special_id(m->tok, LMX_TOK_EOS) : -1;
-    if ((st = lmx_eos_ids_read(dir, fallback, info->eos_ids, LMX_ENGINE_MAX_EOS, &info->n_eos)) != LMX_OK) goto fail;
-    if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)info->vocab_size)
+    if (!f.eos_named && f.n_eos == 0 && fallback >= 0) f.eos_ids[f.n_eos++] = fallback;
+    if (m->tok && lmx_tokenizer_vocab_size(m->tok) > (size_t)f.info.vocab_size)
         LMX_LOG_W("model %s: the tokenizer knows %zu ids but the model only %d; prompts using the others fail", dir,
-                  lmx_tokenizer_vocab_size(m->tok), info->vocab_size);
+                  lmx_tokenizer_vocab_size(m->tok), f.info.vocab_size);
+    *facts = f;
     *out = m;
     return LMX_OK;
 fail:
     eng_close(m);
+    if (own_probe) lmx_model_facts_release(&f);
     return st;
 }
 
@@ -307,14 +232,9 @@ static lmx_status eng_forward_sample(lmx_engine_model *m, lmx_engine_kv *k, cons
                          lmx_kv_pos(k->kv), lmx_kv_capacity(k->kv));
     if (!lmx_lm_can_sample(m->lm)) return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
     /* the penalty sees the last repetition_context ids of the history */
-    size_t ctx = s->repetition_context > 0 ? (size_t)s->repetition_context : 0;
+    size_t ctx = s->sampling.repetition_context > 0 ? (size_t)s->sampling.repetition_context : 0;
     size_t nw = s->history ? (s->n_history < ctx ? s->n_history : ctx) : 0;
-    lmx_sample_args a = {.temperature = s->temperature,
-                         .top_p = s->top_p,
-                         .min_p = s->min_p,
-                         .top_k = s->top_k,
-                         .repetition_penalty = s->repetition_penalty,
-                         .window_cap = ctx > 0x7fffffff ? 0x7fffffff : (int)ctx,
+    lmx_sample_args a = {.sampling = s->sampling,
                          .window = nw ? s->history + (s->n_history - nw) : NULL,
                          .n_window = (int)nw,
                          .u = s->u};
@@ -363,24 +283,19 @@ static lmx_status eng_detok_flush(lmx_engine_detok *d, const char **text, size_t
     return lmx_detok_stream_flush(d->s, text, len);
 }
 
-/* ---- device counters ---- */
+/* ---- device counters (checked for a GPU first: a failing probe would replace this thread's error
+ * detail, and the monitor reads these right after a generation failed) ---- */
 
 static int64_t eng_device_bytes(void *ctx) {
     (void)ctx;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    lmx_cuda_util u;
-    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (int64_t)u.mem_used;
-#endif
-    return 0;
+    lmx_gpu_usage u;
+    return lmx_gpu_available() && lmx_gpu_usage_get(&u) == LMX_OK ? u.mem_used : 0;
 }
 
 static double eng_gpu_utilization(void *ctx) {
     (void)ctx;
-#ifdef LMX_ENGINE_HAS_CUDA_HOOK
-    lmx_cuda_util u;
-    if (lmx_engine_gpu_available() && lmx_cuda_utilization(0, &u) == LMX_OK) return (double)u.gpu_percent;
-#endif
-    return -1;
+    lmx_gpu_usage u;
+    return lmx_gpu_available() && lmx_gpu_usage_get(&u) == LMX_OK ? u.percent : -1;
 }
 
 static const lmx_engine g_engine = {

@@ -1,5 +1,5 @@
 /* eos.c — EOS id set from generation_config.json / config.json / tokenizer (see eos.h). */
-#include "generate/eos.h"
+#include "model/eos.h"
 #include "util/json.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -63,6 +63,17 @@ static lmx_status parse(const char *dir, const char *name, cJSON **root) {
     return LMX_OK;
 }
 
+bool lmx_eos_ids_from_json(const cJSON *gen, const cJSON *cfg, int32_t *ids, int cap, int *n) {
+    *n = 0;
+    bool done = gen && take(cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"), ids, cap, n);
+    if (!done && cfg) {
+        done = take(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token_id"), ids, cap, n);
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+        if (!done && tc) done = take(cJSON_GetObjectItemCaseSensitive(tc, "eos_token_id"), ids, cap, n);
+    }
+    return done;
+}
+
 lmx_status lmx_eos_ids_read(const char *dir, int32_t fallback, int32_t *ids, int cap, int *n) {
     *n = 0;
     cJSON *gen, *cfg;
@@ -72,13 +83,7 @@ lmx_status lmx_eos_ids_read(const char *dir, int32_t fallback, int32_t *ids, int
         cJSON_Delete(gen);
         return st;
     }
-    bool done = gen && take(cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"), ids, cap, n);
-    if (!done && cfg) {
-        done = take(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token_id"), ids, cap, n);
-        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
-        if (!done && tc) done = take(cJSON_GetObjectItemCaseSensitive(tc, "eos_token_id"), ids, cap, n);
-    }
-    if (!done) add(fallback, ids, cap, n);
+    if (!lmx_eos_ids_from_json(gen, cfg, ids, cap, n)) add(fallback, ids, cap, n);
     cJSON_Delete(gen);
     cJSON_Delete(cfg);
     return LMX_OK;
