@@ -4,7 +4,7 @@
 
 #include "generate/eos.h"
 #include "model/lm.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"

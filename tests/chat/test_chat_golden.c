@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 
 #include "lmx_test.h"
-#include "tokenizer/jinja_internal.h"
-#include "tokenizer/chat_template.h"
+#include "template/jinja_internal.h"
+#include "template/chat_template.h"
 #include "util/fs.h"
 
 static cJSON *load_json(const char *path) {

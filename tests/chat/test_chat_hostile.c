@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "lmx_test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static const char CTX[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
 

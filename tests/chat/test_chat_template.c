@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "lmx_test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static char *render(const char *src, const char *ctx, lmx_status *st) {
     lmx_chat_template *t = NULL;

@@ -9,8 +9,8 @@
  * (including raise_exception); nothing aborts on bad input. Limits: output size, loop
  * iterations (range() is capped at 100000 like Jinja's sandbox), macro recursion, nesting.
  */
-#ifndef LMX_TOKENIZER_CHAT_TEMPLATE_H
-#define LMX_TOKENIZER_CHAT_TEMPLATE_H
+#ifndef LMX_TEMPLATE_CHAT_TEMPLATE_H
+#define LMX_TEMPLATE_CHAT_TEMPLATE_H
 
 #include <stdbool.h>
 #include <stddef.h>
