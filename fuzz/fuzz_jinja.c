@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 64 * 1024) return 0;
     lmx_chat_template *t = NULL;
     if (lmx_chat_template_create_n((const char *)data, size, &t) != LMX_OK) return 0;
-    lmx_chat_template_limits lim = {.max_output = 1 << 20, .max_loop_iterations = 20000};
+    lmx_chat_template_limits lim = {.max_output = 1 << 20, .max_steps = 20000, .max_work_bytes = 64 << 20};
     lmx_chat_template_set_limits(t, &lim);
     char *out = NULL;
     size_t n = 0;

@@ -46,6 +46,7 @@ int lmx_cli_chat_template(int argc, char **argv) {
 
     lmx_status st = lmx_chat_template_load_dir(model, &src, &special);
     if (st == LMX_OK) st = lmx_chat_template_create(src, &t);
+    if (st == LMX_OK) st = lmx_chat_template_set_name(t, model);
     if (st != LMX_OK) { rc = lmx_cli_fail(st); goto done; }
 
     size_t in_len = 0;

@@ -165,6 +165,7 @@ static lmx_status open_text(lmx_engine_model *m, const char *dir) {
     char *src = NULL;
     st = lmx_chat_template_load_dir(dir, &src, &m->special_json);
     if (st == LMX_OK) st = lmx_chat_template_create(src, &m->tmpl);
+    if (st == LMX_OK) st = lmx_chat_template_set_name(m->tmpl, dir);
     free(src);
     if (st == LMX_ERR_OUT_OF_MEMORY) return st;
     if (st != LMX_OK) {

@@ -11,11 +11,13 @@
 #include "util/fs.h"
 
 #define DEFAULT_MAX_OUTPUT ((size_t)64 << 20)
-#define DEFAULT_MAX_ITERS 1000000L
+#define DEFAULT_MAX_WORK_BYTES ((uint64_t)256 << 20)
+#define DEFAULT_MAX_STEPS UINT64_C(100000000)
 
 struct lmx_chat_template {
     jnode *root;
     lmx_chat_template_limits limits;
+    char *name; /* for error details; NULL: none given */
 };
 
 lmx_status lmx_chat_template_create_n(const char *source, size_t len, lmx_chat_template **out) {
@@ -44,26 +46,54 @@ lmx_status lmx_chat_template_create(const char *source, lmx_chat_template **out)
 void lmx_chat_template_destroy(lmx_chat_template *t) {
     if (!t) return;
     jinja_node_free(t->root);
+    free(t->name);
     free(t);
 }
 
 void lmx_chat_template_set_limits(lmx_chat_template *t, const lmx_chat_template_limits *l) {
     if (!t) return;
     t->limits.max_output = l && l->max_output ? l->max_output : DEFAULT_MAX_OUTPUT;
-    t->limits.max_loop_iterations = l && l->max_loop_iterations > 0 ? l->max_loop_iterations : DEFAULT_MAX_ITERS;
+    t->limits.max_work_bytes = l && l->max_work_bytes ? l->max_work_bytes : DEFAULT_MAX_WORK_BYTES;
+    t->limits.max_steps = l && l->max_steps ? l->max_steps : DEFAULT_MAX_STEPS;
 }
 
-static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, size_t *out_len) {
+lmx_status lmx_chat_template_set_name(lmx_chat_template *t, const char *name) {
+    if (!t) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template: NULL template");
+    char *copy = name ? strdup(name) : NULL;
+    if (name && !copy) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template name");
+    free(t->name);
+    t->name = copy;
+    return LMX_OK;
+}
+
+/* The detail of a render that went past a limit: which one, and the field that raises it. */
+static lmx_status limit_error(const lmx_chat_template *t, const jctx *c) {
+    const char *what, *field;
+    unsigned long long max;
+    switch (c->bud.hit) {
+    case JB_STEPS: what = "loop iterations and calls"; field = "max_steps"; max = c->bud.max_steps; break;
+    case JB_BYTES: what = "bytes built, copied or compared"; field = "max_work_bytes"; max = c->bud.max_bytes; break;
+    default: what = "bytes of rendered text or of one string"; field = "max_output"; max = c->max_out; break;
+    }
+    return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                     "chat template%s%s: line %d: work limit reached: more than %llu %s; to render it anyway, raise "
+                     "lmx_chat_template_limits.%s (lmx_chat_template_set_limits or the render options)",
+                     t->name ? " of " : "", t->name ? t->name : "", c->err_line, max, what, field);
+}
+
+static lmx_status render_value(const lmx_chat_template *t, jv ctxv, const lmx_chat_template_render_options *o,
+                               char **out, size_t *out_len) {
     jctx c;
     memset(&c, 0, sizeof c);
-    c.max_out = t->limits.max_output;
-    c.max_iters = t->limits.max_loop_iterations;
-    c.fake_now = -1;
+    const lmx_chat_template_limits *ol = o ? &o->limits : NULL;
+    c.max_out = ol && ol->max_output ? ol->max_output : t->limits.max_output;
+    c.bud.max_bytes = ol && ol->max_work_bytes ? ol->max_work_bytes : t->limits.max_work_bytes;
+    c.bud.max_steps = ol && ol->max_steps ? ol->max_steps : t->limits.max_steps;
+    c.fixed_time = o && o->fixed_time;
+    c.now = o ? o->time : 0;
     c.namespaces = jv_undef(NULL);
-    const char *fake = getenv("LMX_FAKE_NOW");
-    if (fake && *fake) c.fake_now = strtoll(fake, NULL, 10);
     sb buf;
-    sb_init(&buf, c.max_out);
+    jsb_init(&c, &buf);
     c.out = &buf;
     c.frames = malloc(8 * sizeof *c.frames);
     if (!c.frames) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template render");
@@ -76,7 +106,7 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     c.frames[0].barrier = false;
     c.nframes = 1;
     bool ok = jinja_exec_body(&c, &t->root->args);
-    if (ok && sb_failed(&buf)) ok = jerr(&c, 0, buf.over ? "output too large" : "out of memory");
+    if (ok) ok = jsb_check(&c, 0, &buf);
     while (c.nframes > 0) { c.nframes--; jv_decref(c.frames[c.nframes].vars); }
     if (c.namespaces.t == JV_LIST) {
         /* namespaces may reference themselves ({% set ns.x = ns %}): empty them to break cycles */
@@ -91,7 +121,9 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     free(c.frames);
     if (!ok) {
         sb_free(&buf);
-        return lmx_error(LMX_ERR_TEMPLATE, "line %d: %s", c.err_line, c.err[0] ? c.err : "render failed");
+        if (c.bud.hit) return limit_error(t, &c);
+        return lmx_error(LMX_ERR_TEMPLATE, "%s%sline %d: %s", t->name ? t->name : "", t->name ? ": " : "",
+                         c.err_line, c.err[0] ? c.err : "render failed");
     }
     if (!buf.p) {
         buf.p = calloc(1, 1);
@@ -104,6 +136,11 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
 
 lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char *context_json, size_t len,
                                          char **out, size_t *out_len) {
+    return lmx_chat_template_render_opts(t, context_json, len, NULL, out, out_len);
+}
+
+lmx_status lmx_chat_template_render_opts(const lmx_chat_template *t, const char *context_json, size_t len,
+                                         const lmx_chat_template_render_options *opts, char **out, size_t *out_len) {
     if (!t || !out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template render: NULL argument");
     *out = NULL;
     jv ctxv;
@@ -112,7 +149,7 @@ lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char 
     if (!jv_from_json(context_json, len, &ctxv, err, sizeof err))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context: %s", err);
     if (ctxv.t != JV_DICT) { jv_decref(ctxv); return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context must be a JSON object"); }
-    lmx_status st = render_value(t, ctxv, out, out_len);
+    lmx_status st = render_value(t, ctxv, opts, out, out_len);
     jv_decref(ctxv);
     return st;
 }
@@ -158,7 +195,7 @@ lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *con
     if (!context) { ctxv = jv_dict_new(0); if (jv_is_oom(ctxv)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "context"); }
     else if (!cJSON_IsObject(context)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context must be a JSON object");
     else if (!from_cjson(context, &ctxv, 0)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context: unsupported or too deep JSON");
-    lmx_status st = render_value(t, ctxv, out, NULL);
+    lmx_status st = render_value(t, ctxv, NULL, out, NULL);
     jv_decref(ctxv);
     return st;
 }

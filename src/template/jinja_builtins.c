@@ -14,40 +14,31 @@
 #define MAX_LIST ((uint64_t)MAX_RANGE * 10) /* elements a list built by `*` or `+` may have */
 #define MAX_FORMAT_WIDTH 4096                /* width / precision of a %-format field */
 
-static bool oom(jctx *c, int line) { return jerr(c, line, "out of memory"); }
 
-static bool str_out(jctx *c, int line, sb *b, jv *out) {
-    if (sb_failed(b)) { bool over = b->over; sb_free(b); return over ? jerr(c, line, "string too large") : oom(c, line); }
-    *out = sb_to_jv(b);
-    return !jv_is_oom(*out) || oom(c, line);
-}
-
-static bool mkstr(jctx *c, int line, const char *s, size_t n, jv *out) {
-    *out = jv_str_new(s, n);
-    return !jv_is_oom(*out) || oom(c, line);
-}
 
 bool jinja_str(jctx *c, jv v, jv *out) {
     if (v.t == JV_STR) { *out = jv_incref(v); return true; }
     sb b;
-    sb_init(&b, c->max_out);
+    jsb_init(c, &b);
     jv_print(&b, v);
-    return str_out(c, 0, &b, out);
+    return jsb_take(c, 0, &b, out);
 }
 
 /* ---------------------------------------------------------------- iteration */
 bool jinja_to_list(jctx *c, int line, jv v, jv *out) {
+    if (v.t == JV_STR && !jwork(c, line, v.u.s->len * sizeof(jv))) return false;
+    if (v.t == JV_DICT && !jwork(c, line, v.u.d->n * sizeof(jv))) return false;
     switch (v.t) {
     case JV_LIST: *out = jv_incref(v); return true;
-    case JV_UNDEF: *out = jv_list_new(0); return !jv_is_oom(*out) || oom(c, line);
+    case JV_UNDEF: *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line);
     case JV_STR: {
         jv l = jv_list_new(v.u.s->len);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         for (size_t i = 0; i < v.u.s->len;) {
             uint32_t cp;
             size_t k = jv_utf8_decode(v.u.s->s + i, v.u.s->len - i, &cp);
             jv ch = jv_str_new(v.u.s->s + i, k);
-            if (jv_is_oom(ch) || !jv_list_push(l, ch)) { jv_decref(l); return oom(c, line); }
+            if (jv_is_oom(ch) || !jv_list_push(l, ch)) { jv_decref(l); return joom(c, line); }
             i += k;
         }
         *out = l;
@@ -55,7 +46,7 @@ bool jinja_to_list(jctx *c, int line, jv v, jv *out) {
     }
     case JV_DICT: {
         jv l = jv_list_new(v.u.d->n);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         for (size_t i = 0; i < v.u.d->n; i++) jv_list_push(l, jv_incref(v.u.d->k[i]));
         *out = l;
         return true;
@@ -92,7 +83,7 @@ static bool bound_method(jctx *c, int line, jv obj, const char *name, jv *out) {
     for (int i = 0; set[i]; i++)
         if (!strcmp(set[i], name)) {
             *out = jv_func_new(JF_METHOD, set[i], jv_incref(obj));
-            return !jv_is_oom(*out) || oom(c, line);
+            return !jv_is_oom(*out) || joom(c, line);
         }
     *out = jv_undef(NULL);
     return true;
@@ -132,7 +123,7 @@ bool jinja_getitem(jctx *c, int line, jv obj, jv key, jv *out) {
         uint32_t cp;
         for (int64_t k = 0; k < i; k++) off += jv_utf8_decode(obj.u.s->s + off, obj.u.s->len - off, &cp);
         size_t l = jv_utf8_decode(obj.u.s->s + off, obj.u.s->len - off, &cp);
-        return mkstr(c, line, obj.u.s->s + off, l, out);
+        return jstr_new(c, line, obj.u.s->s + off, l, out);
     }
     if (key.t == JV_STR && jinja_is_method(obj, key.u.s->s)) return bound_method(c, line, obj, key.u.s->s, out);
     return true;
@@ -147,17 +138,18 @@ static bool repeat(jctx *c, int line, jv seq, int64_t n, jv *out) {
     if (seq.t == JV_STR) {
         if (seq.u.s->len && (uint64_t)n > c->max_out / seq.u.s->len) return jerr(c, line, "string too large");
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         for (int64_t i = 0; i < n; i++) sb_put(&b, seq.u.s->s, seq.u.s->len);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (seq.u.l->n && (uint64_t)n > MAX_LIST / seq.u.l->n) return jerr(c, line, "list too large");
+    if (!jwork(c, line, (uint64_t)n * seq.u.l->n * sizeof(jv))) return false;
     jv l = jv_list_new(0);
-    if (jv_is_oom(l)) return oom(c, line);
+    if (jv_is_oom(l)) return joom(c, line);
     l.u.l->tuple = seq.u.l->tuple;
     for (int64_t i = 0; i < n; i++)
         for (size_t k = 0; k < seq.u.l->n; k++)
-            if (!jv_list_push(l, jv_incref(seq.u.l->v[k]))) { jv_decref(l); return oom(c, line); }
+            if (!jv_list_push(l, jv_incref(seq.u.l->v[k]))) { jv_decref(l); return joom(c, line); }
     *out = l;
     return true;
 }
@@ -230,16 +222,17 @@ bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
     }
     if (op == OP_ADD && a.t == JV_STR && b.t == JV_STR) {
         sb s;
-        sb_init(&s, c->max_out);
+        jsb_init(c, &s);
         sb_put(&s, a.u.s->s, a.u.s->len);
         sb_put(&s, b.u.s->s, b.u.s->len);
-        return str_out(c, line, &s, out);
+        return jsb_take(c, line, &s, out);
     }
     if (op == OP_ADD && a.t == JV_LIST && b.t == JV_LIST && a.u.l->tuple == b.u.l->tuple) {
         /* without this, `{% set ns.l = ns.l + ns.l %}` in a loop doubled a list to gigabytes */
         if ((uint64_t)a.u.l->n + b.u.l->n > MAX_LIST) return jerr(c, line, "list too large");
+        if (!jwork(c, line, ((uint64_t)a.u.l->n + b.u.l->n) * sizeof(jv))) return false;
         jv l = jv_list_new(a.u.l->n + b.u.l->n);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         l.u.l->tuple = a.u.l->tuple;
         for (size_t i = 0; i < a.u.l->n; i++) jv_list_push(l, jv_incref(a.u.l->v[i]));
         for (size_t i = 0; i < b.u.l->n; i++) jv_list_push(l, jv_incref(b.u.l->v[i]));
@@ -279,7 +272,15 @@ static bool order(jv a, jv b, int *r) {
     return false;
 }
 
+/* Work charged for comparing or searching: the bytes or elements that may be looked at. */
+static uint64_t scan_cost(jv a, jv b) {
+    uint64_t x = a.t == JV_STR ? a.u.s->len : a.t == JV_LIST ? a.u.l->n * sizeof(jv) : 0;
+    uint64_t y = b.t == JV_STR ? b.u.s->len : b.t == JV_LIST ? b.u.l->n * sizeof(jv) : 0;
+    return x + y;
+}
+
 bool jinja_compare(jctx *c, int line, int op, jv a, jv b, bool *res) {
+    if (!jwork(c, line, scan_cost(a, b))) return false;
     if (op == OP_EQ) { *res = jv_equal(a, b); return true; }
     if (op == OP_NE) { *res = !jv_equal(a, b); return true; }
     if (a.t == JV_UNDEF || b.t == JV_UNDEF) {
@@ -302,6 +303,7 @@ bool jinja_compare(jctx *c, int line, int op, jv a, jv b, bool *res) {
 
 bool jinja_contains(jctx *c, int line, jv container, jv item, bool *res) {
     *res = false;
+    if (!jwork(c, line, scan_cost(container, item))) return false;
     switch (container.t) {
     case JV_UNDEF: return true;
     case JV_STR:
@@ -343,7 +345,7 @@ static bool cp_in(uint32_t c, const cps *set) {
 static bool py_strip(jctx *c, int line, jv s, jv chars, bool left, bool right, jv *out) {
     cps set, *sp = NULL;
     if (chars.t == JV_STR) {
-        if (!to_cps(chars.u.s->s, chars.u.s->len, &set)) return oom(c, line);
+        if (!to_cps(chars.u.s->s, chars.u.s->len, &set)) return joom(c, line);
         sp = &set;
     } else if (chars.t != JV_NONE && chars.t != JV_UNDEF) return jerr(c, line, "strip arg must be None or str");
     const char *p = s.u.s->s;
@@ -365,18 +367,18 @@ static bool py_strip(jctx *c, int line, jv s, jv chars, bool left, bool right, j
             b = st;
         }
     if (sp) free(set.cp);
-    return mkstr(c, line, p + a, b - a, out);
+    return jstr_new(c, line, p + a, b - a, out);
 }
 
 static bool push_str(jctx *c, int line, jv l, const char *s, size_t n) {
     jv v = jv_str_new(s, n);
-    if (jv_is_oom(v) || !jv_list_push(l, v)) return oom(c, line);
+    if (jv_is_oom(v) || !jv_list_push(l, v)) return joom(c, line);
     return true;
 }
 
 static bool py_split(jctx *c, int line, jv s, jv sep, int64_t maxsplit, bool from_right, jv *out) {
     jv l = jv_list_new(0);
-    if (jv_is_oom(l)) return oom(c, line);
+    if (jv_is_oom(l)) return joom(c, line);
     const char *p = s.u.s->s;
     size_t n = s.u.s->len;
     if (sep.t == JV_STR) {
@@ -435,7 +437,7 @@ static bool py_split(jctx *c, int line, jv s, jv sep, int64_t maxsplit, bool fro
 static bool py_replace(jctx *c, int line, jv s, jv old, jv new_, int64_t count, jv *out) {
     if (old.t != JV_STR || new_.t != JV_STR) return jerr(c, line, "replace() arguments must be str");
     sb b;
-    sb_init(&b, c->max_out);
+    jsb_init(c, &b);
     const char *p = s.u.s->s;
     size_t n = s.u.s->len, ol = old.u.s->len;
     int64_t done = 0;
@@ -449,7 +451,7 @@ static bool py_replace(jctx *c, int line, jv s, jv old, jv new_, int64_t count, 
             sb_put(&b, p + i, k);
             i += k;
         }
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     size_t st = 0;
     for (;;) {
@@ -460,7 +462,7 @@ static bool py_replace(jctx *c, int line, jv s, jv old, jv new_, int64_t count, 
         st = (size_t)(f - p) + ol;
         done++;
     }
-    return str_out(c, line, &b, out);
+    return jsb_take(c, line, &b, out);
 }
 
 enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAP, CASE_JTITLE, CASE_SWAP };
@@ -472,7 +474,7 @@ static bool is_cased_letter(uint32_t cp) {
 
 static bool change_case(jctx *c, int line, jv s, int mode, jv *out) {
     sb b;
-    sb_init(&b, c->max_out);
+    jsb_init(c, &b);
     const char *p = s.u.s->s;
     size_t n = s.u.s->len;
     bool prev_cased = false, first = true, word_start = true;
@@ -506,7 +508,7 @@ static bool change_case(jctx *c, int line, jv s, int mode, jv *out) {
         first = false;
         sb_put_cp(&b, r);
     }
-    return str_out(c, line, &b, out);
+    return jsb_take(c, line, &b, out);
 }
 
 static bool py_find(jv s, jv sub, bool rev, int64_t *pos) {
@@ -578,7 +580,7 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
     if (!strcmp(name, "splitlines")) {
         BIND(name, {"keepends", jv_bool(false)});
         jv l = jv_list_new(0);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         const char *p = s.u.s->s;
         size_t n = s.u.s->len, st = 0;
         bool keep = jv_truthy(a_[0]);
@@ -649,14 +651,14 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         jv l;
         if (!jinja_to_list(c, line, a_[0], &l)) return false;
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         for (size_t i = 0; i < l.u.l->n; i++) {
             if (l.u.l->v[i].t != JV_STR) { sb_free(&b); jv_decref(l); return jerr(c, line, "sequence item %zu: expected str instance, %s found", i, jv_type_name(l.u.l->v[i])); }
             if (i) sb_put(&b, s.u.s->s, s.u.s->len);
             sb_put(&b, l.u.l->v[i].u.s->s, l.u.l->v[i].u.s->len);
         }
         jv_decref(l);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "removeprefix") || !strcmp(name, "removesuffix")) {
         BIND(name, {"x", U});
@@ -664,7 +666,7 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         bool suf = name[6] == 's';
         if (starts_ends(s, a_[0], suf)) {
             size_t k = a_[0].u.s->len;
-            return mkstr(c, line, s.u.s->s + (suf ? 0 : k), s.u.s->len - k, out);
+            return jstr_new(c, line, s.u.s->s + (suf ? 0 : k), s.u.s->len - k, out);
         }
         *out = jv_incref(s);
         return true;
@@ -692,7 +694,7 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
     if (!strcmp(name, "format")) {
         /* "{}"/"{0}"/"{name}" replacement fields without format specs */
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         const char *p = s.u.s->s;
         size_t n = s.u.s->len;
         int auto_idx = 0;
@@ -714,7 +716,7 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
             jv_print(&b, v);
             i = e;
         }
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "center") || !strcmp(name, "ljust") || !strcmp(name, "rjust") || !strcmp(name, "zfill")) {
         BIND(name, {"width", U}, {"fillchar", U});
@@ -730,11 +732,11 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         if (!strcmp(name, "center")) left = pad / 2 + (pad & w & 1);
         else if (!strcmp(name, "rjust") || !strcmp(name, "zfill")) left = pad;
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         for (int64_t i = 0; i < left; i++) sb_put(&b, fc, fcl);
         sb_put(&b, s.u.s->s, s.u.s->len);
         for (int64_t i = left; i < pad; i++) sb_put(&b, fc, fcl);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "partition") || !strcmp(name, "rpartition")) {
         BIND(name, {"sep", U});
@@ -747,7 +749,7 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         if (!rev) f = memmem(p, n, a_[0].u.s->s, sl);
         else if (sl <= n) for (size_t i = n - sl + 1; i-- > 0;) if (!memcmp(p + i, a_[0].u.s->s, sl)) { f = p + i; break; }
         jv l = jv_list_new(3);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         l.u.l->tuple = true;
         bool ok;
         if (f) ok = push_str(c, line, l, p, (size_t)(f - p)) && push_str(c, line, l, f, sl) && push_str(c, line, l, f + sl, n - (size_t)(f - p) - sl);
@@ -762,14 +764,14 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
 
 static bool items_list(jctx *c, int line, jv d, jv *out) {
     jv l = jv_list_new(d.u.d->n);
-    if (jv_is_oom(l)) return oom(c, line);
+    if (jv_is_oom(l)) return joom(c, line);
     for (size_t i = 0; i < d.u.d->n; i++) {
         jv t = jv_list_new(2);
-        if (jv_is_oom(t)) { jv_decref(l); return oom(c, line); }
+        if (jv_is_oom(t)) { jv_decref(l); return joom(c, line); }
         t.u.l->tuple = true;
         jv_list_push(t, jv_incref(d.u.d->k[i]));
         jv_list_push(t, jv_incref(d.u.d->v[i]));
-        if (!jv_list_push(l, t)) { jv_decref(l); return oom(c, line); }
+        if (!jv_list_push(l, t)) { jv_decref(l); return joom(c, line); }
     }
     *out = l;
     return true;
@@ -795,7 +797,7 @@ bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *a
             BIND(name, {"_", U});
             (void)a_;
             jv l = jv_list_new(self.u.d->n);
-            if (jv_is_oom(l)) return oom(c, line);
+            if (jv_is_oom(l)) return joom(c, line);
             for (size_t i = 0; i < self.u.d->n; i++) jv_list_push(l, jv_incref(name[0] == 'k' ? self.u.d->k[i] : self.u.d->v[i]));
             l.u.l->view = name[0] == 'k' ? 2 : 3;
             *out = l;
@@ -803,7 +805,7 @@ bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *a
         }
         if (!strcmp(name, "copy")) {
             jv d = jv_dict_new(self.u.d->n);
-            if (jv_is_oom(d)) return oom(c, line);
+            if (jv_is_oom(d)) return joom(c, line);
             for (size_t i = 0; i < self.u.d->n; i++) jv_dict_set(d, jv_incref(self.u.d->k[i]), jv_incref(self.u.d->v[i]));
             *out = d;
             return true;
@@ -850,29 +852,29 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
         if (cnt < 0) cnt = 0;
         if (cnt > MAX_RANGE) return jerr(c, line, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", MAX_RANGE);
         jv l = jv_list_new((size_t)cnt);
-        if (jv_is_oom(l)) return oom(c, line);
+        if (jv_is_oom(l)) return joom(c, line);
         for (int64_t i = 0; i < (int64_t)cnt; i++) jv_list_push(l, jv_int(start + i * step));
         *out = l;
         return true;
     }
     if (!strcmp(name, "namespace") || !strcmp(name, "dict")) {
         jv d = name[0] == 'n' ? jv_ns_new() : jv_dict_new(0);
-        if (jv_is_oom(d)) return oom(c, line);
+        if (jv_is_oom(d)) return joom(c, line);
         if (nargs > 1) { jv_decref(d); return jerr(c, line, "%s expected at most 1 argument", name); }
         if (nargs == 1) {
             if (args[0].t != JV_DICT) { jv_decref(d); return jerr(c, line, "%s(): argument must be a mapping", name); }
             for (size_t i = 0; i < args[0].u.d->n; i++)
-                if (!jv_dict_set(d, jv_incref(args[0].u.d->k[i]), jv_incref(args[0].u.d->v[i]))) { jv_decref(d); return oom(c, line); }
+                if (!jv_dict_set(d, jv_incref(args[0].u.d->k[i]), jv_incref(args[0].u.d->v[i]))) { jv_decref(d); return joom(c, line); }
         }
         for (int k = 0; k < nkw; k++)
-            if (!jv_dict_set_cstr(d, kwn[k], jv_incref(kwv[k]))) { jv_decref(d); return oom(c, line); }
+            if (!jv_dict_set_cstr(d, kwn[k], jv_incref(kwv[k]))) { jv_decref(d); return joom(c, line); }
         if (jv_depth(d) > JV_MAX_DEPTH) { jv_decref(d); return jerr(c, line, "value nesting too deep"); }
         if (d.t == JV_NS) {
             if (c->namespaces.t != JV_LIST) {
                 c->namespaces = jv_list_new(4);
-                if (jv_is_oom(c->namespaces)) { c->namespaces = jv_undef(NULL); jv_decref(d); return oom(c, line); }
+                if (jv_is_oom(c->namespaces)) { c->namespaces = jv_undef(NULL); jv_decref(d); return joom(c, line); }
             }
-            if (!jv_list_push(c->namespaces, jv_incref(d))) { jv_decref(d); return oom(c, line); }
+            if (!jv_list_push(c->namespaces, jv_incref(d))) { jv_decref(d); return joom(c, line); }
         }
         *out = d;
         return true;
@@ -889,13 +891,13 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
     if (!strcmp(name, "strftime_now")) {
         BIND(name, {"format", U});
         if (!need_str(c, line, a_[0], "format")) return false;
-        time_t t = c->fake_now >= 0 ? (time_t)c->fake_now : time(NULL);
+        time_t t = c->fixed_time ? (time_t)c->now : time(NULL);
         struct tm tm;
         if (!localtime_r(&t, &tm)) return jerr(c, line, "strftime_now: bad time");
         char buf[512];
         size_t k = a_[0].u.s->len ? strftime(buf, sizeof buf, a_[0].u.s->s, &tm) : 0;
         if (k == 0 && a_[0].u.s->len) return jerr(c, line, "strftime_now: result too long or empty");
-        return mkstr(c, line, buf, k, out);
+        return jstr_new(c, line, buf, k, out);
     }
     return jerr(c, line, "'%s' is not callable", name);
 }
@@ -903,7 +905,7 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
 /* ---------------------------------------------------------------- % formatting */
 static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
     sb b;
-    sb_init(&b, c->max_out);
+    jsb_init(c, &b);
     const char *p = fmt.u.s->s;
     size_t n = fmt.u.s->len, ai = 0;
     bool tuple = args.t == JV_LIST && args.u.l->tuple;
@@ -942,7 +944,7 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
         char conv = p[i];
         if (conv == 's' || conv == 'r') {
             sb t;
-            sb_init(&t, c->max_out);
+            jsb_init(c, &t);
             if (conv == 's') jv_print(&t, v); else jv_repr(&t, v);
             spec[sl++] = 's';
             spec[sl] = '\0';
@@ -967,7 +969,7 @@ static bool py_format(jctx *c, int line, jv fmt, jv args, jv *out) {
     }
     if ((tuple && ai < nargs) || (!tuple && args.t != JV_DICT && args.t != JV_LIST && ai == 0))
         { sb_free(&b); return jerr(c, line, "not all arguments converted during string formatting"); }
-    return str_out(c, line, &b, out);
+    return jsb_take(c, line, &b, out);
 }
 
 /* ---------------------------------------------------------------- tests */

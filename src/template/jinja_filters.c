@@ -9,17 +9,10 @@
 #include <stdlib.h>
 #include <utf8proc.h>
 
-static bool oom(jctx *c, int line) { return jerr(c, line, "out of memory"); }
-
-static bool str_out(jctx *c, int line, sb *b, jv *out) {
-    if (sb_failed(b)) { bool over = b->over; sb_free(b); return over ? jerr(c, line, "string too large") : oom(c, line); }
-    *out = sb_to_jv(b);
-    return !jv_is_oom(*out) || oom(c, line);
-}
 
 static bool mkempty(jctx *c, int line, jv *out) {
     *out = jv_str_new("", 0);
-    return !jv_is_oom(*out) || oom(c, line);
+    return !jv_is_oom(*out) || joom(c, line);
 }
 
 typedef struct { const char *name; jv def; } fparam;
@@ -57,7 +50,7 @@ static bool get_path(jctx *c, int line, jv obj, jv attr, jv *out) {
         bool digits = len > 0;
         for (size_t i = 0; i < len; i++) digits &= p[i] >= '0' && p[i] <= '9';
         if (digits) key = jv_int(strtoll(p, NULL, 10));
-        else { key = jv_str_new(p, len); if (jv_is_oom(key)) { jv_decref(cur); return oom(c, line); } }
+        else { key = jv_str_new(p, len); if (jv_is_oom(key)) { jv_decref(cur); return joom(c, line); } }
         jv next;
         bool ok = cur.t == JV_UNDEF ? (next = cur, true) : jinja_getitem(c, line, cur, key, &next);
         jv_decref(key);
@@ -74,13 +67,13 @@ static bool get_path(jctx *c, int line, jv obj, jv attr, jv *out) {
 static bool lower_key(jctx *c, jv v, bool case_sensitive, jv *out) {
     if (v.t != JV_STR || case_sensitive) { *out = jv_incref(v); return true; }
     sb b;
-    sb_init(&b, c->max_out);
+    jsb_init(c, &b);
     for (size_t i = 0; i < v.u.s->len;) {
         uint32_t cp;
         i += jv_utf8_decode(v.u.s->s + i, v.u.s->len - i, &cp);
         sb_put_cp(&b, (uint32_t)utf8proc_tolower((int32_t)cp));
     }
-    return str_out(c, 0, &b, out);
+    return jsb_take(c, 0, &b, out);
 }
 
 /* order for sort/min/max; jv_equal first, else numeric/string */
@@ -108,7 +101,7 @@ static bool merge_sort(jctx *c, int line, sitem *v, sitem *tmp, size_t n, bool r
 static bool make_keys(jctx *c, int line, jv list, jv attr, bool cs, sitem **out) {
     size_t n = list.u.l->n;
     sitem *it = calloc(n ? n : 1, sizeof *it);
-    if (!it) return oom(c, line);
+    if (!it) return joom(c, line);
     for (size_t i = 0; i < n; i++) {
         jv k = jv_incref(list.u.l->v[i]);
         if (attr.t != JV_UNDEF && attr.t != JV_NONE) {
@@ -140,7 +133,7 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
     jv lst;
     if (!jv_truthy(in)) { /* Jinja iterates only a truthy sequence */
         *out = jv_list_new(0);
-        return !jv_is_oom(*out) || oom(c, line);
+        return !jv_is_oom(*out) || joom(c, line);
     }
     if (!jinja_to_list(c, line, in, &lst)) return false;
     int ai = 0;
@@ -156,7 +149,7 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
         if (!jinja_has_test(test)) { jv_decref(lst); return jerr(c, line, "No test named '%s'.", test); }
     }
     jv res = jv_list_new(0);
-    if (jv_is_oom(res)) { jv_decref(lst); return oom(c, line); }
+    if (jv_is_oom(res)) { jv_decref(lst); return joom(c, line); }
     bool ok = true;
     for (size_t i = 0; ok && i < lst.u.l->n; i++) {
         jv v = lst.u.l->v[i], x;
@@ -166,7 +159,7 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
         if (test) ok = jinja_test(c, line, test, x, args + ai, nargs - ai, &r);
         else r = jv_truthy(x);
         jv_decref(x);
-        if (ok && r != reject && !jv_list_push(res, jv_incref(v))) ok = oom(c, line);
+        if (ok && r != reject && !jv_list_push(res, jv_incref(v))) ok = joom(c, line);
     }
     jv_decref(lst);
     if (!ok) { jv_decref(res); return false; }
@@ -209,7 +202,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv s;
         if (!jinja_str(c, in, &s)) return false;
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         for (size_t i = 0; i < s.u.s->len; i++) {
             char ch = s.u.s->s[i];
             switch (ch) {
@@ -222,7 +215,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
             }
         }
         jv_decref(s);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "tojson")) {
         FBIND({"ensure_ascii", jv_bool(false)}, {"indent", jv_none()}, {"separators", jv_none()}, {"sort_keys", jv_bool(false)});
@@ -235,13 +228,13 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
             o.key_sep = a_[2].u.l->v[1].u.s->s;
         } else if (a_[2].t != JV_NONE) return jerr(c, line, "tojson: separators must be a pair of strings");
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         const char *why;
         if (!jv_to_json(&b, in, &o, &why)) { sb_free(&b); return jerr(c, line, "%s", why); }
         if (jv_truthy(a_[0])) {
             /* ensure_ascii: escape every non-ASCII code point as \uXXXX (surrogate pairs above the BMP) */
             sb e;
-            sb_init(&e, c->max_out);
+            jsb_init(c, &e);
             for (size_t i = 0; i < b.n;) {
                 uint32_t cp;
                 size_t k = jv_utf8_decode(b.p + i, b.n - i, &cp);
@@ -251,9 +244,9 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
                 i += k;
             }
             sb_free(&b);
-            return str_out(c, line, &e, out);
+            return jsb_take(c, line, &e, out);
         }
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "trim")) {
         FBIND({"chars", jv_none()});
@@ -274,7 +267,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv s;
         if (!jinja_str(c, in, &s)) return false;
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         bool ws = true;
         for (size_t i = 0; i < s.u.s->len;) {
             uint32_t cp;
@@ -286,7 +279,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
             ws = false;
         }
         jv_decref(s);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "replace")) {
         FBIND({"old", U}, {"new", U}, {"count", jv_none()});
@@ -302,7 +295,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv lst;
         if (!jinja_to_list(c, line, in, &lst)) return false;
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         bool ok = true;
         for (size_t i = 0; ok && i < lst.u.l->n; i++) {
             if (i && a_[0].t != JV_NONE) jv_print(&b, a_[0]);
@@ -316,7 +309,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         }
         jv_decref(lst);
         if (!ok) { sb_free(&b); return false; }
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
         jv lst;
@@ -330,7 +323,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv lst;
         if (!jinja_to_list(c, line, in, &lst)) return false;
         jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return oom(c, line); }
+        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
         for (size_t i = 0; i < lst.u.l->n; i++) jv_list_push(r, jv_incref(lst.u.l->v[i]));
         jv_decref(lst);
         *out = r;
@@ -339,7 +332,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     if (!strcmp(name, "reverse")) {
         if (in.t == JV_STR) {
             sb b;
-            sb_init(&b, c->max_out);
+            jsb_init(c, &b);
             size_t e = in.u.s->len;
             while (e > 0) {
                 size_t st = e - 1;
@@ -347,19 +340,19 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
                 sb_put(&b, in.u.s->s + st, e - st);
                 e = st;
             }
-            return str_out(c, line, &b, out);
+            return jsb_take(c, line, &b, out);
         }
         jv lst;
         if (!jinja_to_list(c, line, in, &lst)) return false;
         jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return oom(c, line); }
+        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
         for (size_t i = lst.u.l->n; i-- > 0;) jv_list_push(r, jv_incref(lst.u.l->v[i]));
         jv_decref(lst);
         *out = r;
         return true;
     }
     if (!strcmp(name, "items")) {
-        if (in.t == JV_UNDEF) { *out = jv_list_new(0); return !jv_is_oom(*out) || oom(c, line); }
+        if (in.t == JV_UNDEF) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
         if (in.t != JV_DICT) return jerr(c, line, "items filter: can only get item pairs from a mapping");
         return jinja_call_method(c, line, in, "items", NULL, 0, NULL, NULL, 0, out);
     }
@@ -375,13 +368,13 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         size_t n = pairs.u.l->n;
         tmp = malloc((n ? n : 1) * sizeof *tmp);
         bool ok = tmp && merge_sort(c, line, it, tmp, n, jv_truthy(a_[2]));
-        if (!tmp) oom(c, line);
+        if (!tmp) joom(c, line);
         jv r = jv_list_new(n);
         if (ok && !jv_is_oom(r)) for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
         free(tmp);
         free_keys(it, n);
         jv_decref(pairs);
-        if (!ok || jv_is_oom(r)) { jv_decref(r); return ok ? oom(c, line) : false; }
+        if (!ok || jv_is_oom(r)) { jv_decref(r); return ok ? joom(c, line) : false; }
         *out = r;
         return true;
     }
@@ -405,11 +398,11 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv r = jv_undef(NULL);
         if (is_unique) {
             r = jv_list_new(0);
-            if (jv_is_oom(r)) ok = oom(c, line);
+            if (jv_is_oom(r)) ok = joom(c, line);
             for (size_t i = 0; ok && i < n; i++) {
                 bool seen = false;
                 for (size_t j = 0; j < i && !seen; j++) seen = jv_equal(it[j].key, it[i].key);
-                if (!seen && !jv_list_push(r, jv_incref(it[i].val))) ok = oom(c, line);
+                if (!seen && !jv_list_push(r, jv_incref(it[i].val))) ok = joom(c, line);
             }
         } else if (!is_sort) {
             if (n) {
@@ -423,12 +416,12 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
             }
         } else {
             sitem *tmp = malloc((n ? n : 1) * sizeof *tmp);
-            if (!tmp) ok = oom(c, line);
+            if (!tmp) ok = joom(c, line);
             if (ok) ok = merge_sort(c, line, it, tmp, n, jv_truthy(a_[0]));
             free(tmp);
             if (ok) {
                 r = jv_list_new(n);
-                if (jv_is_oom(r)) ok = oom(c, line);
+                if (jv_is_oom(r)) ok = joom(c, line);
                 else for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
             }
         }
@@ -440,10 +433,10 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
     }
     if (!strcmp(name, "map")) {
         jv lst;
-        if (!jv_truthy(in)) { *out = jv_list_new(0); return !jv_is_oom(*out) || oom(c, line); }
+        if (!jv_truthy(in)) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
         if (!jinja_to_list(c, line, in, &lst)) return false;
         jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return oom(c, line); }
+        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
         bool ok = true;
         int ai = -1;
         jv def = jv_undef(NULL);
@@ -461,7 +454,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
                 int fk = 0;
                 ok = jinja_filter(c, line, args[0].u.s->s, lst.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw - fk, &x);
             }
-            if (ok && !jv_list_push(r, x)) ok = oom(c, line);
+            if (ok && !jv_list_push(r, x)) ok = joom(c, line);
         }
         jv_decref(lst);
         if (!ok) { jv_decref(r); return false; }
@@ -578,11 +571,11 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         if (a_[0].t == JV_STR) sb_put(&ind, a_[0].u.s->s, a_[0].u.s->len);
         else if (a_[0].t == JV_INT) for (int64_t i = 0; i < a_[0].u.i && i < 4096; i++) sb_putc(&ind, ' ');
         sb b;
-        sb_init(&b, c->max_out);
+        jsb_init(c, &b);
         if (jv_truthy(a_[1])) sb_put(&b, ind.p, ind.n);
         /* s + "\n" split into lines */
         sb t;
-        sb_init(&t, c->max_out);
+        jsb_init(c, &t);
         sb_put(&t, s.u.s->s, s.u.s->len);
         sb_putc(&t, '\n');
         bool blank = jv_truthy(a_[2]);
@@ -600,7 +593,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         sb_free(&t);
         sb_free(&ind);
         jv_decref(s);
-        return str_out(c, line, &b, out);
+        return jsb_take(c, line, &b, out);
     }
     if (!strcmp(name, "center")) {
         FBIND({"width", jv_int(80)});
@@ -632,7 +625,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         jv s;
         if (!jinja_str(c, in, &s)) return false;
         jv tup = jv_list_new((size_t)nargs);
-        if (jv_is_oom(tup)) { jv_decref(s); return oom(c, line); }
+        if (jv_is_oom(tup)) { jv_decref(s); return joom(c, line); }
         tup.u.l->tuple = true;
         for (int i = 0; i < nargs; i++) jv_list_push(tup, jv_incref(args[i]));
         bool ok = jinja_binop(c, line, OP_MOD, s, nargs == 1 && args[0].t == JV_DICT ? args[0] : tup, out);
@@ -661,7 +654,7 @@ bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, in
         }
         jv_decref(cur);
         jv_decref(lst);
-        if (!ok) { jv_decref(r); return oom(c, line); }
+        if (!ok) { jv_decref(r); return joom(c, line); }
         *out = r;
         return true;
     }

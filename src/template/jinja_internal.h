@@ -85,8 +85,16 @@ bool jv_is_number(jv v); /* int, float, bool */
 double jv_as_double(jv v);
 const char *jv_type_name(jv v); /* python-ish type name for messages */
 
+/* ---------------------------------------------------------------- work budget */
+/* What one render may spend (issue: a template must not hang a server): `bytes` counts every byte
+ * a string builder appends, every list element copied and every byte compared or searched;
+ * `steps` counts loop iterations and calls. `hit` says which limit stopped the render. */
+typedef enum { JB_NONE = 0, JB_BYTES, JB_STEPS, JB_OUTPUT } jb_limit;
+typedef struct jbudget { uint64_t bytes, max_bytes, steps, max_steps; jb_limit hit; } jbudget;
+
 /* ---------------------------------------------------------------- string builder */
-typedef struct sb { char *p; size_t n, cap; size_t max; bool oom, over; } sb;
+/* bud (optional): every appended byte is charged to it; past its maximum the builder fails. */
+typedef struct sb { char *p; size_t n, cap; size_t max; bool oom, over; jbudget *bud; } sb;
 void sb_init(sb *b, size_t max);
 void sb_free(sb *b);
 void sb_put(sb *b, const char *s, size_t n);
@@ -165,6 +173,7 @@ typedef struct jnode {
     char **names;    /* kwarg names (args2.n), for/set targets, macro params, compare ops */
     int nnames;
     int *ops;        /* JN_COMPARE: op per operand (OP_* or 100=in, 101=not in) */
+    bool uses_loop;  /* JN_FOR: the body names `loop` (else the loop variable is not built) */
 } jnode;
 
 #define JN_OP_IN 100
@@ -180,19 +189,30 @@ typedef struct jctx {
     sb *out;
     jframe *frames; int nframes, capframes;
     int depth;               /* nesting of macro calls / expression recursion */
-    long iters;              /* total loop iterations so far */
-    long max_iters;
-    size_t max_out;
+    jbudget bud;
+    size_t max_out;          /* largest string (and rendered text) */
     int flow;                /* 0 normal, 1 break, 2 continue */
     bool failed;
     int err_line;
     char err[512];
-    int64_t fake_now;        /* < 0: use time() */
+    bool fixed_time;         /* strftime_now uses `now` instead of the clock */
+    int64_t now;
     jv namespaces;           /* every namespace created (cycles are broken after the render) */
 } jctx;
 
 /* Sets the render error (first one wins) and returns false. */
 bool jerr(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A string builder for this render: limited to max_out, charged to the work budget. */
+void jsb_init(jctx *c, sb *b);
+/* Charges `bytes` of work (copies, comparisons) / one step (iteration, call); false = over budget. */
+bool jwork(jctx *c, int line, uint64_t bytes);
+bool jstep(jctx *c, int line);
+bool joom(jctx *c, int line); /* the "out of memory" render error */
+/* A builder that failed: past max_out (a limit) or out of memory → the render error, false. */
+bool jsb_check(jctx *c, int line, const sb *b);
+/* Moves the builder's text into *out (a new string), or fails like jsb_check (freeing it). */
+bool jsb_take(jctx *c, int line, sb *b, jv *out);
+bool jstr_new(jctx *c, int line, const char *s, size_t n, jv *out); /* a new string value or oom */
 
 bool jinja_eval(jctx *c, const jnode *n, jv *out);
 bool jinja_exec_body(jctx *c, const jn_vec *body);

@@ -586,6 +586,16 @@ static jnode *parse_if(ps *p, int line) {
     return n;
 }
 
+/* Whether a subtree reads the name `loop` (conservative: nested loops count too). */
+static bool names_loop(const jnode *n) {
+    if (!n) return false;
+    if (n->kind == JN_NAME && !strcmp(n->name, "loop")) return true;
+    if (names_loop(n->a) || names_loop(n->b) || names_loop(n->c)) return true;
+    for (int i = 0; i < n->args.n; i++) if (names_loop(n->args.v[i])) return true;
+    for (int i = 0; i < n->args2.n; i++) if (names_loop(n->args2.v[i])) return true;
+    return false;
+}
+
 static jnode *parse_statement(ps *p) {
     const tk *c = cur(p);
     int line = c->line;
@@ -626,6 +636,7 @@ static jnode *parse_statement(ps *p) {
         bool body_ok = expect_block_end(p) && parse_body(p, &n->args, END_FOR);
         p->loops--;
         if (!body_ok) goto err;
+        for (int i = 0; i < n->args.n && !n->uses_loop; i++) n->uses_loop = names_loop(n->args.v[i]);
         if (!strcmp(cur(p)->text, "else")) {
             adv(p);
             if (!expect_block_end(p) || !parse_body(p, &n->args2, END_FOR2)) goto err;

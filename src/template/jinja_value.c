@@ -192,7 +192,16 @@ bool jv_dict_set(jv dict, jv key, jv val) {
 }
 
 bool jv_dict_set_cstr(jv dict, const char *key, jv val) {
-    jv k = jv_str_cstr(key);
+    jv_dict *d = dict.u.d;
+    size_t len = strlen(key);
+    for (size_t i = 0; i < d->n; i++)
+        if (key_eq_cstr(d->k[i], key, len)) { /* replace without allocating a key */
+            if (val.u.d != d && jv_depth(val) + 1 > d->depth) d->depth = jv_depth(val) + 1;
+            jv_decref(d->v[i]);
+            d->v[i] = val;
+            return true;
+        }
+    jv k = jv_str_new(key, len);
     if (jv_is_oom(k)) { jv_decref(val); return false; }
     return jv_dict_set(dict, k, val);
 }
@@ -283,6 +292,14 @@ bool sb_failed(const sb *b) { return b->oom || b->over; }
 void sb_put(sb *b, const char *s, size_t n) {
     if (b->oom || b->over || n == 0) return;
     if (b->n + n > b->max) { b->over = true; return; }
+    if (b->bud) {
+        b->bud->bytes += n;
+        if (b->bud->bytes > b->bud->max_bytes) {
+            if (!b->bud->hit) b->bud->hit = JB_BYTES;
+            b->over = true;
+            return;
+        }
+    }
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 64;
         while (nc < b->n + n + 1) nc *= 2;

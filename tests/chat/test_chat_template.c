@@ -1,5 +1,5 @@
 /* test_chat_template.c — unit tests of the Jinja engine API: errors with line numbers, limits,
- * strftime_now with LMX_FAKE_NOW, the model-dir loader, cJSON contexts, concurrent renders. */
+ * strftime_now with a fixed time, the model-dir loader, cJSON contexts, concurrent renders. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,16 +49,16 @@ static void test_errors(void) {
 static void test_limits(void) {
     lmx_chat_template *t = NULL;
     CHECK_EQ_INT(lmx_chat_template_create("{% for i in range(100) %}{% for j in range(100) %}{{ 'xxxxxxxxxx' }}{% endfor %}{% endfor %}", &t), LMX_OK);
-    lmx_chat_template_limits lim = {.max_output = 50000, .max_loop_iterations = 0};
+    lmx_chat_template_limits lim = {.max_output = 50000};
     lmx_chat_template_set_limits(t, &lim);
     char *out = NULL;
-    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_TEMPLATE);
-    CHECK_MSG(strstr(lmx_last_error_detail(), "too large") != NULL, "%s", lmx_last_error_detail());
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "max_output") != NULL, "%s", lmx_last_error_detail());
     lim.max_output = 0;
-    lim.max_loop_iterations = 500;
+    lim.max_steps = 500;
     lmx_chat_template_set_limits(t, &lim);
-    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_TEMPLATE);
-    CHECK_MSG(strstr(lmx_last_error_detail(), "iteration limit") != NULL, "%s", lmx_last_error_detail());
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "max_steps") != NULL, "%s", lmx_last_error_detail());
     lmx_chat_template_set_limits(t, NULL);
     size_t n = 0;
     CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, &n), LMX_OK);
@@ -86,14 +86,21 @@ static void test_limits(void) {
     CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
 }
 
+/* strftime_now reads the clock unless the render options fix the time */
 static void test_strftime(void) {
     setenv("TZ", "UTC", 1);
-    setenv("LMX_FAKE_NOW", "1721995200", 1); /* 2024-07-26 12:00:00 UTC */
-    lmx_status st;
-    char *o = render("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M') }}", "{}", &st);
-    CHECK_EQ_STR(o, "26 Jul 2024|2024-07-26 12:00");
-    free(o);
-    unsetenv("LMX_FAKE_NOW");
+    lmx_chat_template *t = NULL;
+    CHECK_EQ_INT(lmx_chat_template_create("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M') }}", &t), LMX_OK);
+    lmx_chat_template_render_options o = {.fixed_time = true, .time = 1721995200}; /* 2024-07-26 12:00:00 UTC */
+    char *out = NULL;
+    CHECK_EQ_INT(lmx_chat_template_render_opts(t, "{}", 2, &o, &out, NULL), LMX_OK);
+    CHECK_EQ_STR(out, "26 Jul 2024|2024-07-26 12:00");
+    free(out);
+    out = NULL;
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_OK);
+    CHECK(out && strcmp(out, "26 Jul 2024|2024-07-26 12:00") != 0);
+    free(out);
+    lmx_chat_template_destroy(t);
 }
 
 static void test_cjson_context(void) {
