@@ -215,7 +215,49 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* A list-valued chat_template ([{"name", "template"}, …]; a later entry of the same name wins, as
+ * in the dict transformers builds): the requested name; else "tool_use" when tools are passed
+ * and there is one; else "default" (transformers' get_chat_template). */
+static const char *named(const cJSON *list, const char *name) {
+    const char *src = NULL;
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name"), *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
+        if (cJSON_IsString(n) && cJSON_IsString(tt) && !strcmp(n->valuestring, name)) src = tt->valuestring;
+    }
+    return src;
+}
+
+static lmx_status pick_template(const cJSON *list, const char *cfg_path, const lmx_chat_template_select *sel,
+                                const char **src) {
+    const char *want = sel && sel->name ? sel->name : NULL;
+    if (want) *src = named(list, want);
+    else {
+        *src = sel && sel->tools ? named(list, "tool_use") : NULL;
+        if (!*src) *src = named(list, "default");
+    }
+    if (*src) return LMX_OK;
+    sb names;
+    sb_init(&names, 4096);
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+        if (!cJSON_IsString(n)) continue;
+        if (names.n) sb_puts(&names, ", ");
+        sb_puts(&names, n->valuestring);
+    }
+    lmx_status st = want ? lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template named \"%s\" (it has: %s)", cfg_path, want,
+                                     names.p ? names.p : "none")
+                         : lmx_error(LMX_ERR_TEMPLATE, "%s: chat_template list has no \"default\" entry (it has: %s); "
+                                     "name one to use", cfg_path, names.p ? names.p : "none");
+    sb_free(&names);
+    return st;
+}
+
 lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, char **special_tokens_json) {
+    return lmx_chat_template_load_dir_select(dir, NULL, template_source, special_tokens_json);
+}
+
+lmx_status lmx_chat_template_load_dir_select(const char *dir, const lmx_chat_template_select *sel, char **template_source,
+                                             char **special_tokens_json) {
     if (!dir || !template_source) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template: NULL argument");
     *template_source = NULL;
     if (special_tokens_json) *special_tokens_json = NULL;
@@ -224,6 +266,7 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     if (!cfg_path || !jinja_path) { free(cfg_path); free(jinja_path); return lmx_error(LMX_ERR_OUT_OF_MEMORY, "path"); }
     cJSON *cfg = NULL;
     lmx_status st = LMX_OK;
+    bool from_list = false;
     if (lmx_fs_is_file(cfg_path)) {
         char *text;
         size_t len;
@@ -245,11 +288,8 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
         const char *src = NULL;
         if (cJSON_IsString(ct)) src = ct->valuestring;
         else if (cJSON_IsArray(ct)) {
-            for (const cJSON *e = ct->child; e; e = e->next) {
-                const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name"), *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
-                if (cJSON_IsString(n) && cJSON_IsString(tt) && !strcmp(n->valuestring, "default")) src = tt->valuestring;
-            }
-            if (!src) { st = lmx_error(LMX_ERR_TEMPLATE, "%s: chat_template list has no \"default\" entry", cfg_path); goto done; }
+            if ((st = pick_template(ct, cfg_path, sel, &src)) != LMX_OK) goto done;
+            from_list = true;
         }
         if (src) {
             *template_source = strdup(src);
@@ -276,6 +316,10 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     }
     if (!*template_source) {
         st = lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja or chat_template.json)", dir);
+        goto done;
+    }
+    if (!from_list && sel && sel->name && strcmp(sel->name, "default") != 0) {
+        st = lmx_error(LMX_ERR_TEMPLATE, "%s: one chat template only; no template named \"%s\"", dir, sel->name);
         goto done;
     }
     if (special_tokens_json) {

@@ -69,13 +69,24 @@ lmx_status lmx_chat_template_render_opts(const lmx_chat_template *t, const char 
 lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *context, char **out);
 
 /* Reads a model/tokenizer directory: the chat template from tokenizer_config.json's
- * "chat_template" (a string, or a list of {name, template} from which "default" is taken); a
+ * "chat_template" (a string, or a list of {name, template}: see lmx_chat_template_select); a
  * chat_template.jinja file takes precedence, chat_template.json ({"chat_template": …}) is the last
  * resort; and the special-token variables (bos_token, eos_token, unk_token,
  * pad_token, … given as strings or {"content": …}; null ones are left out) as a JSON object text
  * `{"bos_token": "…", …}`. Both outputs malloc'd (caller frees). No template →
  * LMX_ERR_TEMPLATE "no chat template". */
 lmx_status lmx_chat_template_load_dir(const char *model_dir, char **template_source, char **special_tokens_json);
+
+/* Which template of a list-valued chat_template to take (transformers' get_chat_template): `name`
+ * when given (a missing name → LMX_ERR_TEMPLATE listing the names; with a single template only
+ * "default" is accepted); else "tool_use" when `tools` (tools will be passed to the render) and the
+ * list has one; else "default". NULL = {NULL, false}. */
+typedef struct lmx_chat_template_select {
+    const char *name;
+    bool tools;
+} lmx_chat_template_select;
+lmx_status lmx_chat_template_load_dir_select(const char *model_dir, const lmx_chat_template_select *select,
+                                             char **template_source, char **special_tokens_json);
 
 /* Builds the render context as JSON object text, the way apply_chat_template does: the special
  * tokens (JSON object text from lmx_chat_template_load_dir, or NULL), "messages" (JSON array

@@ -132,6 +132,36 @@ static void test_context_json(void) {
     CHECK(lmx_chat_template_context_json(NULL, "[]", false, 1, bad, vals) == NULL);
 }
 
+/* A list-valued chat_template (issue 15 item 12): "tool_use" when tools are passed, a named one on
+ * request, "default" otherwise — as transformers' get_chat_template; and the CLI's --template. */
+static void test_loader_select(const char *dir) {
+    char *src = NULL;
+    lmx_chat_template_select sel = {.tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "T");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "default", .tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "{{ bos_token }}D");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "rag"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "\"rag\" (it has: tool_use, default)") != NULL, "%s", lmx_last_error_detail());
+    CHECK(src == NULL);
+    char cmd[4096], out[256] = {0};
+    snprintf(cmd, sizeof cmd, "echo '[]' | '%s' chat-template '%s' --var 'tools=[{\"name\":\"f\"}]' && echo '|' && "
+             "echo '[]' | '%s' chat-template '%s' --var tools=null && echo '|' && "
+             "echo '[]' | '%s' chat-template '%s' --template tool_use",
+             LMX_CLI_PATH, dir, LMX_CLI_PATH, dir, LMX_CLI_PATH, dir);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (!p) return;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_EQ_STR(out, "T|\n<s>D|\nT");
+}
+
 static void test_loader(void) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/chat_loader_test", LMX_BINARY_DIR);
@@ -152,6 +182,7 @@ static void test_loader(void) {
     CHECK_EQ_STR(special, "{\"bos_token\":\"<s>\",\"eos_token\":\"</s>\",\"image_token\":\"<img>\"}");
     free(src);
     free(special);
+    test_loader_select(dir);
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
     f = fopen(path, "w");
     fputs("from file", f);
