@@ -178,501 +178,588 @@ static size_t next_line(const char *p, size_t n, size_t i, size_t *eol) {
     return j < n ? j + 1 : j;
 }
 
-bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
-    *out = jv_undef(NULL);
-    if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        FBIND({"default_value", U}, {"boolean", jv_bool(false)});
-        bool use = in.t == JV_UNDEF || (jv_truthy(a_[1]) && !jv_truthy(in));
-        if (use && nargs == 0 && !nkw) return mkempty(c, line, out); /* default_value="" */
-        *out = jv_incref(use ? a_[0] : in);
-        return true;
+static bool f_default(FILTER_PARAMS) {
+    FBIND({"default_value", U}, {"boolean", jv_bool(false)});
+    bool use = in.t == JV_UNDEF || (jv_truthy(a_[1]) && !jv_truthy(in));
+    if (use && nargs == 0 && !nkw) return mkempty(c, line, out); /* default_value="" */
+    *out = jv_incref(use ? a_[0] : in);
+    return true;
+}
+
+static bool f_length(FILTER_PARAMS) {
+    switch (in.t) {
+    case JV_UNDEF: *out = jv_int(0); return true;
+    case JV_STR: *out = jv_int((int64_t)jv_utf8_len(in.u.s->s, in.u.s->len)); return true;
+    case JV_LIST: *out = jv_int((int64_t)in.u.l->n); return true;
+    case JV_DICT: *out = jv_int((int64_t)in.u.d->n); return true;
+    default: return jerr(c, line, "object of type '%s' has no len()", jv_type_name(in));
     }
-    if (!strcmp(name, "length") || !strcmp(name, "count")) {
-        switch (in.t) {
-        case JV_UNDEF: *out = jv_int(0); return true;
-        case JV_STR: *out = jv_int((int64_t)jv_utf8_len(in.u.s->s, in.u.s->len)); return true;
-        case JV_LIST: *out = jv_int((int64_t)in.u.l->n); return true;
-        case JV_DICT: *out = jv_int((int64_t)in.u.d->n); return true;
-        default: return jerr(c, line, "object of type '%s' has no len()", jv_type_name(in));
+}
+
+static bool f_string(FILTER_PARAMS) {
+    return jinja_str(c, in, out);
+}
+
+static bool f_safe(FILTER_PARAMS) {
+    if (name[0] == 's') return jinja_str(c, in, out); /* Markup(str(value)) */
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    sb b;
+    jsb_init(c, &b);
+    for (size_t i = 0; i < s.u.s->len; i++) {
+        char ch = s.u.s->s[i];
+        switch (ch) {
+        case '&': sb_puts(&b, "&amp;"); break;
+        case '<': sb_puts(&b, "&lt;"); break;
+        case '>': sb_puts(&b, "&gt;"); break;
+        case '"': sb_puts(&b, "&#34;"); break;
+        case '\'': sb_puts(&b, "&#39;"); break;
+        default: sb_putc(&b, ch);
         }
     }
-    if (!strcmp(name, "string")) return jinja_str(c, in, out);
-    if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
-        if (name[0] == 's') return jinja_str(c, in, out); /* Markup(str(value)) */
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        sb b;
-        jsb_init(c, &b);
-        for (size_t i = 0; i < s.u.s->len; i++) {
-            char ch = s.u.s->s[i];
-            switch (ch) {
-            case '&': sb_puts(&b, "&amp;"); break;
-            case '<': sb_puts(&b, "&lt;"); break;
-            case '>': sb_puts(&b, "&gt;"); break;
-            case '"': sb_puts(&b, "&#34;"); break;
-            case '\'': sb_puts(&b, "&#39;"); break;
-            default: sb_putc(&b, ch);
-            }
-        }
-        jv_decref(s);
-        return jsb_take(c, line, &b, out);
-    }
-    if (!strcmp(name, "tojson")) {
-        FBIND({"ensure_ascii", jv_bool(false)}, {"indent", jv_none()}, {"separators", jv_none()}, {"sort_keys", jv_bool(false)});
-        jv_json_opts o = {.indent = -1, .indent_str = NULL, .item_sep = ", ", .key_sep = ": ", .sort_keys = jv_truthy(a_[3])};
-        if (a_[1].t == JV_INT) { o.indent = a_[1].u.i < 0 ? 0 : (int)(a_[1].u.i > 64 ? 64 : a_[1].u.i); o.item_sep = ","; }
-        else if (a_[1].t == JV_STR) { o.indent_str = a_[1].u.s->s; o.item_sep = ","; }
-        else if (a_[1].t != JV_NONE) return jerr(c, line, "tojson: bad indent");
-        if (a_[2].t == JV_LIST && a_[2].u.l->n == 2 && a_[2].u.l->v[0].t == JV_STR && a_[2].u.l->v[1].t == JV_STR) {
-            o.item_sep = a_[2].u.l->v[0].u.s->s;
-            o.key_sep = a_[2].u.l->v[1].u.s->s;
-        } else if (a_[2].t != JV_NONE) return jerr(c, line, "tojson: separators must be a pair of strings");
-        sb b;
-        jsb_init(c, &b);
-        const char *why;
-        if (!jv_to_json(&b, in, &o, &why)) { sb_free(&b); return jerr(c, line, "%s", why); }
-        if (jv_truthy(a_[0])) {
-            /* ensure_ascii: escape every non-ASCII code point as \uXXXX (surrogate pairs above the BMP) */
-            sb e;
-            jsb_init(c, &e);
-            for (size_t i = 0; i < b.n;) {
-                uint32_t cp;
-                size_t k = jv_utf8_decode(b.p + i, b.n - i, &cp);
-                if (cp < 0x80) sb_putc(&e, b.p[i]);
-                else if (cp < 0x10000) sb_printf(&e, "\\u%04x", cp);
-                else { cp -= 0x10000; sb_printf(&e, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)); }
-                i += k;
-            }
-            sb_free(&b);
-            return jsb_take(c, line, &e, out);
-        }
-        return jsb_take(c, line, &b, out);
-    }
-    if (!strcmp(name, "trim")) {
-        FBIND({"chars", jv_none()});
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        bool ok = jinja_call_method(c, line, s, "strip", a_, 1, NULL, NULL, 0, out);
-        jv_decref(s);
-        return ok;
-    }
-    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize")) {
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        bool ok = jinja_call_method(c, line, s, name, NULL, 0, NULL, NULL, 0, out);
-        jv_decref(s);
-        return ok;
-    }
-    if (!strcmp(name, "title")) {
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        sb b;
-        jsb_init(c, &b);
-        bool ws = true;
-        for (size_t i = 0; i < s.u.s->len;) {
+    jv_decref(s);
+    return jsb_take(c, line, &b, out);
+}
+
+static bool f_tojson(FILTER_PARAMS) {
+    FBIND({"ensure_ascii", jv_bool(false)}, {"indent", jv_none()}, {"separators", jv_none()}, {"sort_keys", jv_bool(false)});
+    jv_json_opts o = {.indent = -1, .indent_str = NULL, .item_sep = ", ", .key_sep = ": ", .sort_keys = jv_truthy(a_[3])};
+    if (a_[1].t == JV_INT) { o.indent = a_[1].u.i < 0 ? 0 : (int)(a_[1].u.i > 64 ? 64 : a_[1].u.i); o.item_sep = ","; }
+    else if (a_[1].t == JV_STR) { o.indent_str = a_[1].u.s->s; o.item_sep = ","; }
+    else if (a_[1].t != JV_NONE) return jerr(c, line, "tojson: bad indent");
+    if (a_[2].t == JV_LIST && a_[2].u.l->n == 2 && a_[2].u.l->v[0].t == JV_STR && a_[2].u.l->v[1].t == JV_STR) {
+        o.item_sep = a_[2].u.l->v[0].u.s->s;
+        o.key_sep = a_[2].u.l->v[1].u.s->s;
+    } else if (a_[2].t != JV_NONE) return jerr(c, line, "tojson: separators must be a pair of strings");
+    sb b;
+    jsb_init(c, &b);
+    const char *why;
+    if (!jv_to_json(&b, in, &o, &why)) { sb_free(&b); return jerr(c, line, "%s", why); }
+    if (jv_truthy(a_[0])) {
+        /* ensure_ascii: escape every non-ASCII code point as \uXXXX (surrogate pairs above the BMP) */
+        sb e;
+        jsb_init(c, &e);
+        for (size_t i = 0; i < b.n;) {
             uint32_t cp;
-            i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
-            bool delim = strip_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-            extern int32_t utf8proc_toupper(int32_t);
-                if (delim) { sb_put_cp(&b, cp); ws = true; continue; }
-            sb_put_cp(&b, (uint32_t)(ws ? utf8proc_toupper((int32_t)cp) : utf8proc_tolower((int32_t)cp)));
-            ws = false;
+            size_t k = jv_utf8_decode(b.p + i, b.n - i, &cp);
+            if (cp < 0x80) sb_putc(&e, b.p[i]);
+            else if (cp < 0x10000) sb_printf(&e, "\\u%04x", cp);
+            else { cp -= 0x10000; sb_printf(&e, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)); }
+            i += k;
         }
-        jv_decref(s);
-        return jsb_take(c, line, &b, out);
+        sb_free(&b);
+        return jsb_take(c, line, &e, out);
     }
-    if (!strcmp(name, "replace")) {
-        FBIND({"old", U}, {"new", U}, {"count", jv_none()});
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        jv cargs[3] = {a_[0], a_[1], a_[2].t == JV_NONE ? jv_int(-1) : a_[2]};
-        bool ok = jinja_call_method(c, line, s, "replace", cargs, 3, NULL, NULL, 0, out);
-        jv_decref(s);
-        return ok;
+    return jsb_take(c, line, &b, out);
+}
+
+static bool f_trim(FILTER_PARAMS) {
+    FBIND({"chars", jv_none()});
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    bool ok = jinja_call_method(c, line, s, "strip", a_, 1, NULL, NULL, 0, out);
+    jv_decref(s);
+    return ok;
+}
+
+static bool f_upper(FILTER_PARAMS) {
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    bool ok = jinja_call_method(c, line, s, name, NULL, 0, NULL, NULL, 0, out);
+    jv_decref(s);
+    return ok;
+}
+
+static bool f_title(FILTER_PARAMS) {
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    sb b;
+    jsb_init(c, &b);
+    bool ws = true;
+    for (size_t i = 0; i < s.u.s->len;) {
+        uint32_t cp;
+        i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
+        bool delim = strip_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
+        extern int32_t utf8proc_toupper(int32_t);
+            if (delim) { sb_put_cp(&b, cp); ws = true; continue; }
+        sb_put_cp(&b, (uint32_t)(ws ? utf8proc_toupper((int32_t)cp) : utf8proc_tolower((int32_t)cp)));
+        ws = false;
     }
-    if (!strcmp(name, "join")) {
-        FBIND({"d", jv_none()}, {"attribute", jv_none()});
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv_decref(s);
+    return jsb_take(c, line, &b, out);
+}
+
+static bool f_replace(FILTER_PARAMS) {
+    FBIND({"old", U}, {"new", U}, {"count", jv_none()});
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    jv cargs[3] = {a_[0], a_[1], a_[2].t == JV_NONE ? jv_int(-1) : a_[2]};
+    bool ok = jinja_call_method(c, line, s, "replace", cargs, 3, NULL, NULL, 0, out);
+    jv_decref(s);
+    return ok;
+}
+
+static bool f_join(FILTER_PARAMS) {
+    FBIND({"d", jv_none()}, {"attribute", jv_none()});
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    sb b;
+    jsb_init(c, &b);
+    bool ok = true;
+    for (size_t i = 0; ok && i < lst.u.l->n; i++) {
+        if (i && a_[0].t != JV_NONE) jv_print(&b, a_[0]);
+        jv v = lst.u.l->v[i];
+        if (a_[1].t != JV_NONE) {
+            jv x;
+            if (!(ok = get_path(c, line, v, a_[1], &x))) break;
+            jv_print(&b, x);
+            jv_decref(x);
+        } else jv_print(&b, v);
+    }
+    jv_decref(lst);
+    if (!ok) { sb_free(&b); return false; }
+    return jsb_take(c, line, &b, out);
+}
+
+static bool f_first(FILTER_PARAMS) {
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    if (lst.u.l->n) *out = jv_incref(lst.u.l->v[name[0] == 'f' ? 0 : lst.u.l->n - 1]);
+    else *out = jv_undef(NULL);
+    jv_decref(lst);
+    return true;
+}
+
+static bool f_list(FILTER_PARAMS) {
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv r = jv_list_new(lst.u.l->n);
+    if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
+    for (size_t i = 0; i < lst.u.l->n; i++) jv_list_push(r, jv_incref(lst.u.l->v[i]));
+    jv_decref(lst);
+    *out = r;
+    return true;
+}
+
+static bool f_reverse(FILTER_PARAMS) {
+    if (in.t == JV_STR) {
         sb b;
         jsb_init(c, &b);
-        bool ok = true;
-        for (size_t i = 0; ok && i < lst.u.l->n; i++) {
-            if (i && a_[0].t != JV_NONE) jv_print(&b, a_[0]);
-            jv v = lst.u.l->v[i];
-            if (a_[1].t != JV_NONE) {
-                jv x;
-                if (!(ok = get_path(c, line, v, a_[1], &x))) break;
-                jv_print(&b, x);
-                jv_decref(x);
-            } else jv_print(&b, v);
+        size_t e = in.u.s->len;
+        while (e > 0) {
+            size_t st = e - 1;
+            while (st > 0 && ((unsigned char)in.u.s->s[st] & 0xC0) == 0x80) st--;
+            sb_put(&b, in.u.s->s + st, e - st);
+            e = st;
         }
-        jv_decref(lst);
-        if (!ok) { sb_free(&b); return false; }
         return jsb_take(c, line, &b, out);
     }
-    if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        if (lst.u.l->n) *out = jv_incref(lst.u.l->v[name[0] == 'f' ? 0 : lst.u.l->n - 1]);
-        else *out = jv_undef(NULL);
-        jv_decref(lst);
-        return true;
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv r = jv_list_new(lst.u.l->n);
+    if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
+    for (size_t i = lst.u.l->n; i-- > 0;) jv_list_push(r, jv_incref(lst.u.l->v[i]));
+    jv_decref(lst);
+    *out = r;
+    return true;
+}
+
+static bool f_items(FILTER_PARAMS) {
+    if (in.t == JV_UNDEF) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
+    if (in.t != JV_DICT) return jerr(c, line, "items filter: can only get item pairs from a mapping");
+    return jinja_call_method(c, line, in, "items", NULL, 0, NULL, NULL, 0, out);
+}
+
+static bool f_dictsort(FILTER_PARAMS) {
+    FBIND({"case_sensitive", jv_bool(false)}, {"by", U}, {"reverse", jv_bool(false)});
+    if (in.t != JV_DICT) return jerr(c, line, "dictsort: value must be a dict");
+    bool by_value = a_[1].t == JV_STR && !strcmp(a_[1].u.s->s, "value");
+    jv pairs;
+    if (!jinja_call_method(c, line, in, "items", NULL, 0, NULL, NULL, 0, &pairs)) return false;
+    jv attr = jv_int(by_value ? 1 : 0);
+    sitem *it, *tmp;
+    if (!make_keys(c, line, pairs, attr, jv_truthy(a_[0]), &it)) { jv_decref(pairs); return false; }
+    size_t n = pairs.u.l->n;
+    tmp = malloc((n ? n : 1) * sizeof *tmp);
+    bool ok = tmp && merge_sort(c, line, it, tmp, n, jv_truthy(a_[2]));
+    if (!tmp) joom(c, line);
+    jv r = jv_list_new(n);
+    if (ok && !jv_is_oom(r)) for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
+    free(tmp);
+    free_keys(it, n);
+    jv_decref(pairs);
+    if (!ok || jv_is_oom(r)) { jv_decref(r); return ok ? joom(c, line) : false; }
+    *out = r;
+    return true;
+}
+
+static bool f_sort(FILTER_PARAMS) {
+    bool is_sort = name[0] == 's', is_unique = name[0] == 'u';
+    jv a_[3];
+    if (is_sort) {
+        fparam ps[] = {{"reverse", jv_bool(false)}, {"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
+        if (!fbind(c, line, name, ps, 3, args, nargs, kwn, kwv, nkw, a_)) return false;
+    } else {
+        fparam ps[] = {{"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
+        if (!fbind(c, line, name, ps, 2, args, nargs, kwn, kwv, nkw, a_ + 1)) return false;
+        a_[0] = jv_bool(false);
     }
-    if (!strcmp(name, "list")) {
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
-        for (size_t i = 0; i < lst.u.l->n; i++) jv_list_push(r, jv_incref(lst.u.l->v[i]));
-        jv_decref(lst);
-        *out = r;
-        return true;
-    }
-    if (!strcmp(name, "reverse")) {
-        if (in.t == JV_STR) {
-            sb b;
-            jsb_init(c, &b);
-            size_t e = in.u.s->len;
-            while (e > 0) {
-                size_t st = e - 1;
-                while (st > 0 && ((unsigned char)in.u.s->s[st] & 0xC0) == 0x80) st--;
-                sb_put(&b, in.u.s->s + st, e - st);
-                e = st;
-            }
-            return jsb_take(c, line, &b, out);
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    size_t n = lst.u.l->n;
+    sitem *it;
+    if (!make_keys(c, line, lst, a_[2], jv_truthy(a_[1]), &it)) { jv_decref(lst); return false; }
+    bool ok = true;
+    jv r = jv_undef(NULL);
+    if (is_unique) {
+        r = jv_list_new(0);
+        if (jv_is_oom(r)) ok = joom(c, line);
+        for (size_t i = 0; ok && i < n; i++) {
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++) seen = jv_equal(it[j].key, it[i].key);
+            if (!seen && !jv_list_push(r, jv_incref(it[i].val))) ok = joom(c, line);
         }
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
-        for (size_t i = lst.u.l->n; i-- > 0;) jv_list_push(r, jv_incref(lst.u.l->v[i]));
-        jv_decref(lst);
-        *out = r;
-        return true;
-    }
-    if (!strcmp(name, "items")) {
-        if (in.t == JV_UNDEF) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
-        if (in.t != JV_DICT) return jerr(c, line, "items filter: can only get item pairs from a mapping");
-        return jinja_call_method(c, line, in, "items", NULL, 0, NULL, NULL, 0, out);
-    }
-    if (!strcmp(name, "dictsort")) {
-        FBIND({"case_sensitive", jv_bool(false)}, {"by", U}, {"reverse", jv_bool(false)});
-        if (in.t != JV_DICT) return jerr(c, line, "dictsort: value must be a dict");
-        bool by_value = a_[1].t == JV_STR && !strcmp(a_[1].u.s->s, "value");
-        jv pairs;
-        if (!jinja_call_method(c, line, in, "items", NULL, 0, NULL, NULL, 0, &pairs)) return false;
-        jv attr = jv_int(by_value ? 1 : 0);
-        sitem *it, *tmp;
-        if (!make_keys(c, line, pairs, attr, jv_truthy(a_[0]), &it)) { jv_decref(pairs); return false; }
-        size_t n = pairs.u.l->n;
-        tmp = malloc((n ? n : 1) * sizeof *tmp);
-        bool ok = tmp && merge_sort(c, line, it, tmp, n, jv_truthy(a_[2]));
-        if (!tmp) joom(c, line);
-        jv r = jv_list_new(n);
-        if (ok && !jv_is_oom(r)) for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
+    } else if (!is_sort) {
+        if (n) {
+            size_t best = 0;
+            for (size_t i = 1; ok && i < n; i++) {
+                bool lt;
+                ok = less(c, line, name[1] == 'i' ? it[i].key : it[best].key, name[1] == 'i' ? it[best].key : it[i].key, &lt);
+                if (ok && lt) best = i;
+            }
+            r = jv_incref(it[best].val);
+        }
+    } else {
+        sitem *tmp = malloc((n ? n : 1) * sizeof *tmp);
+        if (!tmp) ok = joom(c, line);
+        if (ok) ok = merge_sort(c, line, it, tmp, n, jv_truthy(a_[0]));
         free(tmp);
-        free_keys(it, n);
-        jv_decref(pairs);
-        if (!ok || jv_is_oom(r)) { jv_decref(r); return ok ? joom(c, line) : false; }
-        *out = r;
-        return true;
-    }
-    if (!strcmp(name, "sort") || !strcmp(name, "unique") || !strcmp(name, "min") || !strcmp(name, "max")) {
-        bool is_sort = name[0] == 's', is_unique = name[0] == 'u';
-        jv a_[3];
-        if (is_sort) {
-            fparam ps[] = {{"reverse", jv_bool(false)}, {"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
-            if (!fbind(c, line, name, ps, 3, args, nargs, kwn, kwv, nkw, a_)) return false;
-        } else {
-            fparam ps[] = {{"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
-            if (!fbind(c, line, name, ps, 2, args, nargs, kwn, kwv, nkw, a_ + 1)) return false;
-            a_[0] = jv_bool(false);
-        }
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        size_t n = lst.u.l->n;
-        sitem *it;
-        if (!make_keys(c, line, lst, a_[2], jv_truthy(a_[1]), &it)) { jv_decref(lst); return false; }
-        bool ok = true;
-        jv r = jv_undef(NULL);
-        if (is_unique) {
-            r = jv_list_new(0);
+        if (ok) {
+            r = jv_list_new(n);
             if (jv_is_oom(r)) ok = joom(c, line);
-            for (size_t i = 0; ok && i < n; i++) {
-                bool seen = false;
-                for (size_t j = 0; j < i && !seen; j++) seen = jv_equal(it[j].key, it[i].key);
-                if (!seen && !jv_list_push(r, jv_incref(it[i].val))) ok = joom(c, line);
-            }
-        } else if (!is_sort) {
-            if (n) {
-                size_t best = 0;
-                for (size_t i = 1; ok && i < n; i++) {
-                    bool lt;
-                    ok = less(c, line, name[1] == 'i' ? it[i].key : it[best].key, name[1] == 'i' ? it[best].key : it[i].key, &lt);
-                    if (ok && lt) best = i;
-                }
-                r = jv_incref(it[best].val);
-            }
+            else for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
+        }
+    }
+    free_keys(it, n);
+    jv_decref(lst);
+    if (!ok) { jv_decref(r); return false; }
+    *out = r;
+    return true;
+}
+
+static bool f_map(FILTER_PARAMS) {
+    jv lst;
+    if (!jv_truthy(in)) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv r = jv_list_new(lst.u.l->n);
+    if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
+    bool ok = true;
+    int ai = -1;
+    jv def = jv_undef(NULL);
+    for (int k = 0; k < nkw; k++) {
+        if (!strcmp(kwn[k], "attribute")) ai = k;
+        else if (!strcmp(kwn[k], "default")) def = kwv[k];
+    }
+    if (ai < 0 && (nargs < 1 || args[0].t != JV_STR)) { jv_decref(r); jv_decref(lst); return jerr(c, line, "map: needs a filter name or attribute="); }
+    for (size_t i = 0; ok && i < lst.u.l->n; i++) {
+        jv x;
+        if (ai >= 0) {
+            ok = get_path(c, line, lst.u.l->v[i], kwv[ai], &x);
+            if (ok && x.t == JV_UNDEF && def.t != JV_UNDEF) x = jv_incref(def);
         } else {
-            sitem *tmp = malloc((n ? n : 1) * sizeof *tmp);
-            if (!tmp) ok = joom(c, line);
-            if (ok) ok = merge_sort(c, line, it, tmp, n, jv_truthy(a_[0]));
-            free(tmp);
-            if (ok) {
-                r = jv_list_new(n);
-                if (jv_is_oom(r)) ok = joom(c, line);
-                else for (size_t i = 0; i < n; i++) jv_list_push(r, jv_incref(it[i].val));
-            }
+            int fk = 0;
+            ok = jinja_filter(c, line, args[0].u.s->s, lst.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw - fk, &x);
         }
-        free_keys(it, n);
-        jv_decref(lst);
-        if (!ok) { jv_decref(r); return false; }
-        *out = r;
+        if (ok && !jv_list_push(r, x)) ok = joom(c, line);
+    }
+    jv_decref(lst);
+    if (!ok) { jv_decref(r); return false; }
+    *out = r;
+    return true;
+}
+
+static bool f_select(FILTER_PARAMS) {
+    if (nkw) return jerr(c, line, "%s takes no keyword arguments", name);
+    return select_like(c, line, name, in, args, nargs, out);
+}
+
+static bool f_attr(FILTER_PARAMS) {
+    FBIND({"name", U});
+    if (a_[0].t != JV_STR) return jerr(c, line, "attr: name must be a string");
+    if (in.t == JV_UNDEF) { *out = in; return true; }
+    if (in.t == JV_DICT && !jinja_is_method(in, a_[0].u.s->s)) { *out = jv_undef(NULL); return true; }
+    return jinja_getattr(c, line, in, a_[0].u.s->s, out);
+}
+
+static bool f_abs(FILTER_PARAMS) {
+    if (in.t == JV_INT) { *out = jv_int(in.u.i < 0 ? (int64_t)(0 - (uint64_t)in.u.i) : in.u.i); return true; }
+    if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
+    if (in.t == JV_FLOAT) { *out = jv_float(fabs(in.u.f)); return true; }
+    return jerr(c, line, "bad operand type for abs(): '%s'", jv_type_name(in));
+}
+
+static bool f_int(FILTER_PARAMS) {
+    FBIND({"default", jv_int(0)}, {"base", jv_int(10)});
+    if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "int() of an undefined value");
+    if (in.t == JV_INT) { *out = in; return true; }
+    if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
+    if (in.t == JV_FLOAT) {
+        if (isfinite(in.u.f) && fabs(in.u.f) < 9.2e18) { *out = jv_int((int64_t)in.u.f); return true; }
+        *out = jv_incref(a_[0]);
         return true;
     }
-    if (!strcmp(name, "map")) {
-        jv lst;
-        if (!jv_truthy(in)) { *out = jv_list_new(0); return !jv_is_oom(*out) || joom(c, line); }
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        jv r = jv_list_new(lst.u.l->n);
-        if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
-        bool ok = true;
-        int ai = -1;
-        jv def = jv_undef(NULL);
-        for (int k = 0; k < nkw; k++) {
-            if (!strcmp(kwn[k], "attribute")) ai = k;
-            else if (!strcmp(kwn[k], "default")) def = kwv[k];
-        }
-        if (ai < 0 && (nargs < 1 || args[0].t != JV_STR)) { jv_decref(r); jv_decref(lst); return jerr(c, line, "map: needs a filter name or attribute="); }
-        for (size_t i = 0; ok && i < lst.u.l->n; i++) {
-            jv x;
-            if (ai >= 0) {
-                ok = get_path(c, line, lst.u.l->v[i], kwv[ai], &x);
-                if (ok && x.t == JV_UNDEF && def.t != JV_UNDEF) x = jv_incref(def);
-            } else {
-                int fk = 0;
-                ok = jinja_filter(c, line, args[0].u.s->s, lst.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw - fk, &x);
-            }
-            if (ok && !jv_list_push(r, x)) ok = joom(c, line);
-        }
-        jv_decref(lst);
-        if (!ok) { jv_decref(r); return false; }
-        *out = r;
-        return true;
-    }
-    if (!strcmp(name, "select") || !strcmp(name, "reject") || !strcmp(name, "selectattr") || !strcmp(name, "rejectattr")) {
-        if (nkw) return jerr(c, line, "%s takes no keyword arguments", name);
-        return select_like(c, line, name, in, args, nargs, out);
-    }
-    if (!strcmp(name, "attr")) {
-        FBIND({"name", U});
-        if (a_[0].t != JV_STR) return jerr(c, line, "attr: name must be a string");
-        if (in.t == JV_UNDEF) { *out = in; return true; }
-        if (in.t == JV_DICT && !jinja_is_method(in, a_[0].u.s->s)) { *out = jv_undef(NULL); return true; }
-        return jinja_getattr(c, line, in, a_[0].u.s->s, out);
-    }
-    if (!strcmp(name, "abs")) {
-        if (in.t == JV_INT) { *out = jv_int(in.u.i < 0 ? (int64_t)(0 - (uint64_t)in.u.i) : in.u.i); return true; }
-        if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
-        if (in.t == JV_FLOAT) { *out = jv_float(fabs(in.u.f)); return true; }
-        return jerr(c, line, "bad operand type for abs(): '%s'", jv_type_name(in));
-    }
-    if (!strcmp(name, "int")) {
-        FBIND({"default", jv_int(0)}, {"base", jv_int(10)});
-        if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "int() of an undefined value");
-        if (in.t == JV_INT) { *out = in; return true; }
-        if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
-        if (in.t == JV_FLOAT) {
-            if (isfinite(in.u.f) && fabs(in.u.f) < 9.2e18) { *out = jv_int((int64_t)in.u.f); return true; }
-            *out = jv_incref(a_[0]);
+    if (in.t == JV_STR) {
+        char *end;
+        const char *s = in.u.s->s;
+        while (*s == ' ' || *s == '\t' || *s == '\n') s++;
+        int base = a_[1].t == JV_INT ? (int)a_[1].u.i : 10;
+        errno = 0;
+        long long v = strtoll(s, &end, base);
+        while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+        if (end != s && !*end && !errno && end - in.u.s->s == (ptrdiff_t)in.u.s->len) { *out = jv_int(v); return true; }
+        double d = strtod(s, &end);
+        while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+        if (end != s && !*end && isfinite(d)) {
+            if (fabs(d) >= 9.2e18) return jerr(c, line, "int: value out of range");
+            *out = jv_int((int64_t)d);
             return true;
         }
-        if (in.t == JV_STR) {
-            char *end;
-            const char *s = in.u.s->s;
-            while (*s == ' ' || *s == '\t' || *s == '\n') s++;
-            int base = a_[1].t == JV_INT ? (int)a_[1].u.i : 10;
-            errno = 0;
-            long long v = strtoll(s, &end, base);
-            while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-            if (end != s && !*end && !errno && end - in.u.s->s == (ptrdiff_t)in.u.s->len) { *out = jv_int(v); return true; }
-            double d = strtod(s, &end);
-            while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-            if (end != s && !*end && isfinite(d)) {
-                if (fabs(d) >= 9.2e18) return jerr(c, line, "int: value out of range");
-                *out = jv_int((int64_t)d);
-                return true;
-            }
+    }
+    *out = jv_incref(a_[0]);
+    return true;
+}
+
+static bool f_float(FILTER_PARAMS) {
+    FBIND({"default", jv_float(0.0)});
+    if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "float() of an undefined value");
+    if (jv_is_number(in)) { *out = jv_float(jv_as_double(in)); return true; }
+    if (in.t == JV_STR) {
+        char *end;
+        double d = strtod(in.u.s->s, &end);
+        while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+        if (end != in.u.s->s && !*end) { *out = jv_float(d); return true; }
+    }
+    *out = jv_incref(a_[0]);
+    return true;
+}
+
+static bool f_round(FILTER_PARAMS) {
+    FBIND({"precision", jv_int(0)}, {"method", U});
+    if (!jv_is_number(in)) return jerr(c, line, "round: value must be a number");
+    const char *m = a_[1].t == JV_STR ? a_[1].u.s->s : "common";
+    int64_t pr = a_[0].t == JV_INT ? a_[0].u.i : 0;
+    double x = jv_as_double(in), f = pow(10.0, (double)pr);
+    if (!strcmp(m, "common")) {
+        if (in.t != JV_FLOAT) { *out = jv_int(in.t == JV_BOOL ? in.u.b : in.u.i); return true; }
+        if (pr >= 0 && pr <= 30 && isfinite(x)) {
+            /* correctly rounded like Python's round(): decimal rounding of the exact binary value */
+            char buf[400];
+            snprintf(buf, sizeof buf, "%.*f", (int)pr, x);
+            *out = jv_float(strtod(buf, NULL));
+        } else {
+            double y = x * f, r = nearbyint(y);
+            *out = jv_float(r / f);
         }
-        *out = jv_incref(a_[0]);
-        return true;
+    } else if (!strcmp(m, "ceil")) *out = jv_float(ceil(x * f) / f);
+    else if (!strcmp(m, "floor")) *out = jv_float(floor(x * f) / f);
+    else return jerr(c, line, "method must be common, ceil or floor");
+    return true;
+}
+
+static bool f_sum(FILTER_PARAMS) {
+    FBIND({"attribute", jv_none()}, {"start", jv_int(0)});
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv acc = jv_incref(a_[1]);
+    bool ok = true;
+    for (size_t i = 0; ok && i < lst.u.l->n; i++) {
+        jv x, r;
+        if (a_[0].t != JV_NONE) { if (!(ok = get_path(c, line, lst.u.l->v[i], a_[0], &x))) break; }
+        else x = jv_incref(lst.u.l->v[i]);
+        ok = jinja_binop(c, line, OP_ADD, acc, x, &r);
+        jv_decref(x);
+        if (ok) { jv_decref(acc); acc = r; }
     }
-    if (!strcmp(name, "float")) {
-        FBIND({"default", jv_float(0.0)});
-        if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "float() of an undefined value");
-        if (jv_is_number(in)) { *out = jv_float(jv_as_double(in)); return true; }
-        if (in.t == JV_STR) {
-            char *end;
-            double d = strtod(in.u.s->s, &end);
-            while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-            if (end != in.u.s->s && !*end) { *out = jv_float(d); return true; }
+    jv_decref(lst);
+    if (!ok) { jv_decref(acc); return false; }
+    *out = acc;
+    return true;
+}
+
+static bool f_indent(FILTER_PARAMS) {
+    FBIND({"width", jv_int(4)}, {"first", jv_bool(false)}, {"blank", jv_bool(false)});
+    if (in.t != JV_STR) return jerr(c, line, "indent: '%s' object is not a string", jv_type_name(in));
+    jv s = jv_incref(in);
+    sb ind;
+    sb_init(&ind, 4096);
+    if (a_[0].t == JV_STR) sb_put(&ind, a_[0].u.s->s, a_[0].u.s->len);
+    else if (a_[0].t == JV_INT) for (int64_t i = 0; i < a_[0].u.i && i < 4096; i++) sb_putc(&ind, ' ');
+    sb b;
+    jsb_init(c, &b);
+    if (jv_truthy(a_[1])) sb_put(&b, ind.p, ind.n);
+    /* s + "\n" split into lines */
+    sb t;
+    jsb_init(c, &t);
+    sb_put(&t, s.u.s->s, s.u.s->len);
+    sb_putc(&t, '\n');
+    bool blank = jv_truthy(a_[2]);
+    size_t i = 0, k = 0;
+    while (i < t.n) {
+        size_t eol, nx = next_line(t.p, t.n, i, &eol);
+        if (k > 0) {
+            sb_putc(&b, '\n');
+            if (blank || eol > i) sb_put(&b, ind.p, ind.n);
         }
-        *out = jv_incref(a_[0]);
-        return true;
+        sb_put(&b, t.p + i, eol - i);
+        i = nx;
+        k++;
     }
-    if (!strcmp(name, "round")) {
-        FBIND({"precision", jv_int(0)}, {"method", U});
-        if (!jv_is_number(in)) return jerr(c, line, "round: value must be a number");
-        const char *m = a_[1].t == JV_STR ? a_[1].u.s->s : "common";
-        int64_t pr = a_[0].t == JV_INT ? a_[0].u.i : 0;
-        double x = jv_as_double(in), f = pow(10.0, (double)pr);
-        if (!strcmp(m, "common")) {
-            if (in.t != JV_FLOAT) { *out = jv_int(in.t == JV_BOOL ? in.u.b : in.u.i); return true; }
-            if (pr >= 0 && pr <= 30 && isfinite(x)) {
-                /* correctly rounded like Python's round(): decimal rounding of the exact binary value */
-                char buf[400];
-                snprintf(buf, sizeof buf, "%.*f", (int)pr, x);
-                *out = jv_float(strtod(buf, NULL));
-            } else {
-                double y = x * f, r = nearbyint(y);
-                *out = jv_float(r / f);
-            }
-        } else if (!strcmp(m, "ceil")) *out = jv_float(ceil(x * f) / f);
-        else if (!strcmp(m, "floor")) *out = jv_float(floor(x * f) / f);
-        else return jerr(c, line, "method must be common, ceil or floor");
-        return true;
+    sb_free(&t);
+    sb_free(&ind);
+    jv_decref(s);
+    return jsb_take(c, line, &b, out);
+}
+
+static bool f_center(FILTER_PARAMS) {
+    FBIND({"width", jv_int(80)});
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    bool ok = jinja_call_method(c, line, s, "center", a_, 1, NULL, NULL, 0, out);
+    jv_decref(s);
+    return ok;
+}
+
+static bool f_wordcount(FILTER_PARAMS) {
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    int64_t cnt = 0;
+    bool inw = false;
+    for (size_t i = 0; i < s.u.s->len;) {
+        uint32_t cp;
+        i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
+        utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+        bool w = cp == '_' || (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
+                 (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO); /* Python \w: isalnum() or '_' */
+        if (w && !inw) cnt++;
+        inw = w;
     }
-    if (!strcmp(name, "sum")) {
-        FBIND({"attribute", jv_none()}, {"start", jv_int(0)});
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        jv acc = jv_incref(a_[1]);
-        bool ok = true;
-        for (size_t i = 0; ok && i < lst.u.l->n; i++) {
-            jv x, r;
-            if (a_[0].t != JV_NONE) { if (!(ok = get_path(c, line, lst.u.l->v[i], a_[0], &x))) break; }
-            else x = jv_incref(lst.u.l->v[i]);
-            ok = jinja_binop(c, line, OP_ADD, acc, x, &r);
-            jv_decref(x);
-            if (ok) { jv_decref(acc); acc = r; }
-        }
-        jv_decref(lst);
-        if (!ok) { jv_decref(acc); return false; }
-        *out = acc;
-        return true;
+    jv_decref(s);
+    *out = jv_int(cnt);
+    return true;
+}
+
+static bool f_format(FILTER_PARAMS) {
+    jv s;
+    if (!jinja_str(c, in, &s)) return false;
+    jv tup = jv_list_new((size_t)nargs);
+    if (jv_is_oom(tup)) { jv_decref(s); return joom(c, line); }
+    tup.u.l->tuple = true;
+    for (int i = 0; i < nargs; i++) jv_list_push(tup, jv_incref(args[i]));
+    bool ok = jinja_binop(c, line, OP_MOD, s, nargs == 1 && args[0].t == JV_DICT ? args[0] : tup, out);
+    jv_decref(tup);
+    jv_decref(s);
+    return ok;
+}
+
+static bool f_batch(FILTER_PARAMS) {
+    FBIND({"linecount", U}, {"fill_with", jv_none()});
+    int64_t per = a_[0].t == JV_INT ? a_[0].u.i : 0;
+    if (per <= 0) return jerr(c, line, "batch: linecount must be a positive integer");
+    bool fill = nargs > 1 || nkw > 0;
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    jv r = jv_list_new(0), cur = jv_undef(NULL);
+    bool ok = !jv_is_oom(r);
+    for (size_t i = 0; ok && i < lst.u.l->n; i++) {
+        if (cur.t != JV_LIST) { cur = jv_list_new(0); if (jv_is_oom(cur)) { ok = false; break; } }
+        ok = jv_list_push(cur, jv_incref(lst.u.l->v[i]));
+        if (ok && (int64_t)cur.u.l->n == per) { ok = jv_list_push(r, cur); cur = jv_undef(NULL); }
     }
-    if (!strcmp(name, "indent")) {
-        FBIND({"width", jv_int(4)}, {"first", jv_bool(false)}, {"blank", jv_bool(false)});
-        if (in.t != JV_STR) return jerr(c, line, "indent: '%s' object is not a string", jv_type_name(in));
-        jv s = jv_incref(in);
-        sb ind;
-        sb_init(&ind, 4096);
-        if (a_[0].t == JV_STR) sb_put(&ind, a_[0].u.s->s, a_[0].u.s->len);
-        else if (a_[0].t == JV_INT) for (int64_t i = 0; i < a_[0].u.i && i < 4096; i++) sb_putc(&ind, ' ');
-        sb b;
-        jsb_init(c, &b);
-        if (jv_truthy(a_[1])) sb_put(&b, ind.p, ind.n);
-        /* s + "\n" split into lines */
-        sb t;
-        jsb_init(c, &t);
-        sb_put(&t, s.u.s->s, s.u.s->len);
-        sb_putc(&t, '\n');
-        bool blank = jv_truthy(a_[2]);
-        size_t i = 0, k = 0;
-        while (i < t.n) {
-            size_t eol, nx = next_line(t.p, t.n, i, &eol);
-            if (k > 0) {
-                sb_putc(&b, '\n');
-                if (blank || eol > i) sb_put(&b, ind.p, ind.n);
-            }
-            sb_put(&b, t.p + i, eol - i);
-            i = nx;
-            k++;
-        }
-        sb_free(&t);
-        sb_free(&ind);
-        jv_decref(s);
-        return jsb_take(c, line, &b, out);
+    if (ok && cur.t == JV_LIST) {
+        while (ok && fill && (int64_t)cur.u.l->n < per) ok = jv_list_push(cur, jv_incref(a_[1]));
+        if (ok) ok = jv_list_push(r, cur); else jv_decref(cur);
+        cur = jv_undef(NULL);
     }
-    if (!strcmp(name, "center")) {
-        FBIND({"width", jv_int(80)});
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        bool ok = jinja_call_method(c, line, s, "center", a_, 1, NULL, NULL, 0, out);
-        jv_decref(s);
-        return ok;
-    }
-    if (!strcmp(name, "wordcount")) {
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        int64_t cnt = 0;
-        bool inw = false;
-        for (size_t i = 0; i < s.u.s->len;) {
-            uint32_t cp;
-            i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
-            utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
-            bool w = cp == '_' || (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-                     (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO); /* Python \w: isalnum() or '_' */
-            if (w && !inw) cnt++;
-            inw = w;
-        }
-        jv_decref(s);
-        *out = jv_int(cnt);
-        return true;
-    }
-    if (!strcmp(name, "format")) {
-        jv s;
-        if (!jinja_str(c, in, &s)) return false;
-        jv tup = jv_list_new((size_t)nargs);
-        if (jv_is_oom(tup)) { jv_decref(s); return joom(c, line); }
-        tup.u.l->tuple = true;
-        for (int i = 0; i < nargs; i++) jv_list_push(tup, jv_incref(args[i]));
-        bool ok = jinja_binop(c, line, OP_MOD, s, nargs == 1 && args[0].t == JV_DICT ? args[0] : tup, out);
-        jv_decref(tup);
-        jv_decref(s);
-        return ok;
-    }
-    if (!strcmp(name, "batch")) {
-        FBIND({"linecount", U}, {"fill_with", jv_none()});
-        int64_t per = a_[0].t == JV_INT ? a_[0].u.i : 0;
-        if (per <= 0) return jerr(c, line, "batch: linecount must be a positive integer");
-        bool fill = nargs > 1 || nkw > 0;
-        jv lst;
-        if (!jinja_to_list(c, line, in, &lst)) return false;
-        jv r = jv_list_new(0), cur = jv_undef(NULL);
-        bool ok = !jv_is_oom(r);
-        for (size_t i = 0; ok && i < lst.u.l->n; i++) {
-            if (cur.t != JV_LIST) { cur = jv_list_new(0); if (jv_is_oom(cur)) { ok = false; break; } }
-            ok = jv_list_push(cur, jv_incref(lst.u.l->v[i]));
-            if (ok && (int64_t)cur.u.l->n == per) { ok = jv_list_push(r, cur); cur = jv_undef(NULL); }
-        }
-        if (ok && cur.t == JV_LIST) {
-            while (ok && fill && (int64_t)cur.u.l->n < per) ok = jv_list_push(cur, jv_incref(a_[1]));
-            if (ok) ok = jv_list_push(r, cur); else jv_decref(cur);
-            cur = jv_undef(NULL);
-        }
-        jv_decref(cur);
-        jv_decref(lst);
-        if (!ok) { jv_decref(r); return joom(c, line); }
-        *out = r;
-        return true;
-    }
-    if (!strcmp(name, "slice") || !strcmp(name, "groupby") || !strcmp(name, "truncate") ||
-        !strcmp(name, "wordwrap") || !strcmp(name, "urlize") || !strcmp(name, "xmlattr") || !strcmp(name, "pprint") ||
-        !strcmp(name, "random") || !strcmp(name, "striptags") || !strcmp(name, "urlencode") || !strcmp(name, "filesizeformat"))
-        return jerr(c, line, "filter '%s' is not supported by lmx", name);
-    return jerr(c, line, "No filter named '%s'.", name);
+    jv_decref(cur);
+    jv_decref(lst);
+    if (!ok) { jv_decref(r); return joom(c, line); }
+    *out = r;
+    return true;
+}
+
+static bool f_unsupported(FILTER_PARAMS) { return jerr(c, line, "filter '%s' is not supported by lmx", name); }
+
+/* Every Jinja2 builtin filter (+ transformers' tojson), sorted by name for bsearch. */
+static const jfilter_entry FILTERS[] = {
+    {"abs", f_abs},
+    {"attr", f_attr},
+    {"batch", f_batch},
+    {"capitalize", f_upper},
+    {"center", f_center},
+    {"count", f_length},
+    {"d", f_default},
+    {"default", f_default},
+    {"dictsort", f_dictsort},
+    {"e", f_safe},
+    {"escape", f_safe},
+    {"filesizeformat", f_unsupported},
+    {"first", f_first},
+    {"float", f_float},
+    {"forceescape", f_safe},
+    {"format", f_format},
+    {"groupby", f_unsupported},
+    {"indent", f_indent},
+    {"int", f_int},
+    {"items", f_items},
+    {"join", f_join},
+    {"last", f_first},
+    {"length", f_length},
+    {"list", f_list},
+    {"lower", f_upper},
+    {"map", f_map},
+    {"max", f_sort},
+    {"min", f_sort},
+    {"pprint", f_unsupported},
+    {"random", f_unsupported},
+    {"reject", f_select},
+    {"rejectattr", f_select},
+    {"replace", f_replace},
+    {"reverse", f_reverse},
+    {"round", f_round},
+    {"safe", f_safe},
+    {"select", f_select},
+    {"selectattr", f_select},
+    {"slice", f_unsupported},
+    {"sort", f_sort},
+    {"string", f_string},
+    {"striptags", f_unsupported},
+    {"sum", f_sum},
+    {"title", f_title},
+    {"tojson", f_tojson},
+    {"trim", f_trim},
+    {"truncate", f_unsupported},
+    {"unique", f_sort},
+    {"upper", f_upper},
+    {"urlencode", f_unsupported},
+    {"urlize", f_unsupported},
+    {"wordcount", f_wordcount},
+    {"wordwrap", f_unsupported},
+    {"xmlattr", f_unsupported},
+};
+
+static int entry_cmp(const void *key, const void *e) { return strcmp(key, ((const jfilter_entry *)e)->name); }
+
+static const jfilter_entry *find_filter(const char *name) {
+    return bsearch(name, FILTERS, sizeof FILTERS / sizeof *FILTERS, sizeof *FILTERS, entry_cmp);
+}
+
+bool jinja_has_filter(const char *name) { return find_filter(name) != NULL; }
+
+bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
+    *out = jv_undef(NULL);
+    const jfilter_entry *f = find_filter(name);
+    if (!f) return jerr(c, line, "No filter named '%s'.", name);
+    return f->fn(c, line, name, in, args, nargs, kwn, kwv, nkw, out);
 }
 
 
-bool jinja_has_filter(const char *name) {
-    static const char *const F[] = {"abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort",
-        "e", "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent", "int", "items",
-        "join", "last", "length", "list", "lower", "map", "max", "min", "pprint", "random", "reject", "rejectattr",
-        "replace", "reverse", "round", "safe", "select", "selectattr", "slice", "sort", "string", "striptags", "sum",
-        "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap",
-        "xmlattr", NULL};
-    for (int i = 0; F[i]; i++) if (!strcmp(F[i], name)) return true;
-    return false;
-}

@@ -219,6 +219,12 @@ bool jinja_exec_body(jctx *c, const jn_vec *body);
 /* Calls a callable value. args: [nargs] positional, kwn/kwv: [nkw]. Values are borrowed. */
 bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out);
 
+/* A filter: `in | name(args, kw=…)`; the value goes to *out (new reference). */
+#define FILTER_PARAMS jctx *c, int line, const char *name, jv in, const jv *args, int nargs, char **kwn, \
+                      const jv *kwv, int nkw, jv *out
+typedef bool (*jfilter_fn)(FILTER_PARAMS);
+typedef struct { const char *name; jfilter_fn fn; } jfilter_entry;
+
 /* builtins (jinja_builtins.c) */
 bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs,
                   char **kwn, const jv *kwv, int nkw, jv *out);
