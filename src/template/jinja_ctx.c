@@ -58,3 +58,27 @@ bool jstr_new(jctx *c, int line, const char *s, size_t n, jv *out) {
     *out = jv_str_new(s, n);
     return !jv_is_oom(*out) || joom(c, line);
 }
+
+bool jbind(jctx *c, int line, const char *kind, const char *fname, const jparam *ps, int np, const jv *args,
+           int nargs, char **kwn, const jv *kwv, int nkw, jv *vals) {
+    if (nargs > np) return jerr(c, line, "%s%s() takes at most %d arguments (%d given)", kind, fname, np, nargs);
+    for (int i = 0; i < np; i++) vals[i] = i < nargs ? args[i] : ps[i].def;
+    for (int k = 0; k < nkw; k++) {
+        int idx = -1;
+        for (int i = 0; i < np; i++) if (!strcmp(ps[i].name, kwn[k])) idx = i;
+        if (idx < 0) return jerr(c, line, "%s%s() got an unexpected keyword argument '%s'", kind, fname, kwn[k]);
+        if (idx < nargs) return jerr(c, line, "%s%s() got multiple values for argument '%s'", kind, fname, kwn[k]);
+        vals[idx] = kwv[k];
+    }
+    return true;
+}
+
+bool jneed_str(jctx *c, int line, jv v, const char *what) {
+    if (v.t == JV_STR) return true;
+    return jerr(c, line, "%s must be str, not %s", what, jv_type_name(v));
+}
+
+bool jneed_int(jctx *c, int line, jv v, int64_t *out, const char *what) {
+    if (jv_int_like(v)) { *out = jv_as_int(v); return true; }
+    return jerr(c, line, "'%s' object cannot be interpreted as an integer (%s)", jv_type_name(v), what);
+}

@@ -282,7 +282,7 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv *args, *kwv;
         if (!eval_args(c, n, &args, &kwv)) { jv_decref(in); return false; }
         bool res = false;
-        bool ok = jinja_test(c, n->line, n->name, in, args, n->args.n, &res);
+        bool ok = jinja_env_test(c, n->line, n->name, in, args, n->args.n, &res);
         free_args(n, args, kwv);
         jv_decref(in);
         if (ok) *out = jv_bool(n->op ? !res : res);

@@ -15,28 +15,7 @@ static bool mkempty(jctx *c, int line, jv *out) {
     return !jv_is_oom(*out) || joom(c, line);
 }
 
-typedef struct { const char *name; jv def; } fparam;
-
-static bool fbind(jctx *c, int line, const char *fname, const fparam *ps, int np, const jv *args, int nargs,
-                  char **kwn, const jv *kwv, int nkw, jv *vals) {
-    if (nargs > np) return jerr(c, line, "filter %s() takes at most %d arguments (%d given)", fname, np, nargs);
-    for (int i = 0; i < np; i++) vals[i] = i < nargs ? args[i] : ps[i].def;
-    for (int k = 0; k < nkw; k++) {
-        int idx = -1;
-        for (int i = 0; i < np; i++) if (!strcmp(ps[i].name, kwn[k])) idx = i;
-        if (idx < 0) return jerr(c, line, "filter %s() got an unexpected keyword argument '%s'", fname, kwn[k]);
-        if (idx < nargs) return jerr(c, line, "filter %s() got multiple values for argument '%s'", fname, kwn[k]);
-        vals[idx] = kwv[k];
-    }
-    return true;
-}
-
-#define U jv_undef(NULL)
-#define FBIND(...)                                                                        \
-    fparam ps_[] = {__VA_ARGS__};                                                         \
-    enum { NP_ = sizeof ps_ / sizeof ps_[0] };                                            \
-    jv a_[NP_];                                                                           \
-    if (!fbind(c, line, name, ps_, NP_, args, nargs, kwn, kwv, nkw, a_)) return false
+#define FBIND(...) JBIND_KIND("filter ", name, __VA_ARGS__)
 
 /* attribute getter for "a.b.0" paths (Jinja make_attrgetter) */
 static bool get_path(jctx *c, int line, jv obj, jv attr, jv *out) {
@@ -156,7 +135,7 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
         if (by_attr) { if (!(ok = get_path(c, line, v, attr, &x))) break; }
         else x = jv_incref(v);
         bool r;
-        if (test) ok = jinja_test(c, line, test, x, args + ai, nargs - ai, &r);
+        if (test) ok = jinja_env_test(c, line, test, x, args + ai, nargs - ai, &r);
         else r = jv_truthy(x);
         jv_decref(x);
         if (ok && r != reject && !jv_list_push(res, jv_incref(v))) ok = joom(c, line);
@@ -397,11 +376,11 @@ static bool f_sort(FILTER_PARAMS) {
     bool is_sort = name[0] == 's', is_unique = name[0] == 'u';
     jv a_[3];
     if (is_sort) {
-        fparam ps[] = {{"reverse", jv_bool(false)}, {"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
-        if (!fbind(c, line, name, ps, 3, args, nargs, kwn, kwv, nkw, a_)) return false;
+        jparam ps[] = {{"reverse", jv_bool(false)}, {"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
+        if (!jbind(c, line, "filter ", name, ps, 3, args, nargs, kwn, kwv, nkw, a_)) return false;
     } else {
-        fparam ps[] = {{"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
-        if (!fbind(c, line, name, ps, 2, args, nargs, kwn, kwv, nkw, a_ + 1)) return false;
+        jparam ps[] = {{"case_sensitive", jv_bool(false)}, {"attribute", jv_none()}};
+        if (!jbind(c, line, "filter ", name, ps, 2, args, nargs, kwn, kwv, nkw, a_ + 1)) return false;
         a_[0] = jv_bool(false);
     }
     jv lst;
@@ -754,6 +733,11 @@ static const jfilter_entry *find_filter(const char *name) {
 }
 
 bool jinja_has_filter(const char *name) { return find_filter(name) != NULL; }
+
+bool jinja_env_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res) {
+    if (!strcmp(name, "filter")) { *res = in.t == JV_STR && jinja_has_filter(in.u.s->s); return true; }
+    return jinja_test(c, line, name, in, args, nargs, res);
+}
 
 bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     *out = jv_undef(NULL);

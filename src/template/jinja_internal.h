@@ -204,6 +204,30 @@ typedef struct jctx {
 bool jerr(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* A string builder for this render: limited to max_out, charged to the work budget. */
 void jsb_init(jctx *c, sb *b);
+/* Binds positional + keyword arguments to parameters (values borrowed) into vals[]; false with
+ * Python's TypeError text on a mismatch. `kind` prefixes the callee in messages ("filter " or ""). */
+typedef struct { const char *name; jv def; } jparam;
+bool jbind(jctx *c, int line, const char *kind, const char *fname, const jparam *ps, int np, const jv *args,
+           int nargs, char **kwn, const jv *kwv, int nkw, jv *vals);
+/* In a function with (c, line, args, nargs, kwn, kwv, nkw): declares jv a_[] bound to the
+ * parameters {name, default}…, returning false from the function on a mismatch. */
+#define JBIND_KIND(kind, fname, ...)                                                         \
+    jparam ps_[] = {__VA_ARGS__};                                                          \
+    enum { NP_ = sizeof ps_ / sizeof ps_[0] };                                             \
+    jv a_[NP_];                                                                            \
+    if (!jbind(c, line, kind, fname, ps_, NP_, args, nargs, kwn, kwv, nkw, a_)) return false
+#define JBIND(fname, ...) JBIND_KIND("", fname, __VA_ARGS__)
+#define U jv_undef(NULL) /* a required parameter */
+bool jneed_str(jctx *c, int line, jv v, const char *what);
+bool jneed_int(jctx *c, int line, jv v, int64_t *out, const char *what);
+static inline bool jv_int_like(jv v) { return v.t == JV_INT || v.t == JV_BOOL; }
+static inline int64_t jv_as_int(jv v) { return v.t == JV_BOOL ? v.u.b : v.u.i; }
+static inline bool jname_in(const char *const *set, const char *name) {
+    for (int i = 0; set[i]; i++) if (!strcmp(set[i], name)) return true;
+    return false;
+}
+#define JINJA_MAX_RANGE 100000 /* range() length, as Jinja's sandbox */
+
 /* Charges `bytes` of work (copies, comparisons) / one step (iteration, call); false = over budget. */
 bool jwork(jctx *c, int line, uint64_t bytes);
 bool jstep(jctx *c, int line);
@@ -225,22 +249,26 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
 typedef bool (*jfilter_fn)(FILTER_PARAMS);
 typedef struct { const char *name; jfilter_fn fn; } jfilter_entry;
 
-/* builtins (jinja_builtins.c) */
+/* filters (jinja_filters*.c): above the tests, globals, methods and operators */
 bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs,
                   char **kwn, const jv *kwv, int nkw, jv *out);
-bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
-bool jinja_has_test(const char *name);
 bool jinja_has_filter(const char *name); /* every Jinja2 builtin filter name (+ tojson) */
+/* jinja_test plus the tests that need the filter table (`is filter`). */
+bool jinja_env_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
+
+/* tests and globals (jinja_globals.c) */
+bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
+bool jinja_has_test(const char *name);   /* every Jinja2 test name (filter/test included) */
 bool jinja_global(const char *name, jv *out);    /* range, namespace, … as JF_GLOBAL */
 bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int nargs,
                        char **kwn, const jv *kwv, int nkw, jv *out);
 bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *args, int nargs,
                        char **kwn, const jv *kwv, int nkw, jv *out);
 bool jinja_is_method(jv self, const char *name);
-/* obj.name / obj[key] lookups (Jinja getattr/getitem order). */
+/* methods and lookups (jinja_methods.c): obj.name / obj[key] in Jinja's getattr/getitem order */
 bool jinja_getattr(jctx *c, int line, jv obj, const char *name, jv *out);
 bool jinja_getitem(jctx *c, int line, jv obj, jv key, jv *out);
-/* Python-like binary ops and comparisons. */
+/* operators (jinja_ops.c): Python-like binary ops and comparisons */
 bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out);
 bool jinja_compare(jctx *c, int line, int op, jv a, jv b, bool *res);
 bool jinja_contains(jctx *c, int line, jv container, jv item, bool *res);
