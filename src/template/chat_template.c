@@ -30,7 +30,8 @@ lmx_status lmx_chat_template_create_n(const char *source, size_t len, lmx_chat_t
     jnode *root = NULL;
     st = jinja_parse(&toks, &root);
     jinja_tokens_free(&toks);
-    if (st != LMX_OK) return st;
+    if (st == LMX_OK) st = jinja_check(root);
+    if (st != LMX_OK) { jinja_node_free(root); return st; }
     lmx_chat_template *t = calloc(1, sizeof *t);
     if (!t) { jinja_node_free(root); return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template"); }
     t->root = root;

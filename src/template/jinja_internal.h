@@ -181,6 +181,8 @@ typedef struct jnode {
 
 void jinja_node_free(jnode *n);
 lmx_status jinja_parse(const tk_vec *toks, jnode **root);
+/* Unknown filter and test names outside {% if %} / inline-if → LMX_ERR_TEMPLATE (jinja_check.c). */
+lmx_status jinja_check(const jnode *root);
 
 /* ---------------------------------------------------------------- evaluation */
 typedef struct jframe { jv vars; bool barrier; } jframe;

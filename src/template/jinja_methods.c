@@ -283,6 +283,9 @@ static bool starts_ends(jv s, jv x, bool ends) {
 }
 
 /* ---------------------------------------------------------------- methods */
+static bool str_method_build(jctx *c, int line, jv s, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out);
+
+/* strip, split, splitlines, startswith/endswith, replace, case changes, find/index */
 static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     if (!strcmp(name, "strip") || !strcmp(name, "lstrip") || !strcmp(name, "rstrip")) {
         JBIND(name, {"chars", jv_none()});
@@ -349,6 +352,11 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         *out = jv_int(pos);
         return true;
     }
+    return str_method_build(c, line, s, name, args, nargs, kwn, kwv, nkw, out);
+}
+
+/* count, join, removeprefix/suffix, is*(), format, padding, partition */
+static bool str_method_build(jctx *c, int line, jv s, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     if (!strcmp(name, "count")) {
         JBIND(name, {"sub", U});
         if (!jneed_str(c, line, a_[0], "sub")) return false;

@@ -596,6 +596,105 @@ static bool names_loop(const jnode *n) {
     return false;
 }
 
+/* A statement that failed to parse: frees it; a generic error unless a precise one is set. */
+static jnode *stmt_fail(ps *p, jnode *n, int line) {
+    jinja_node_free(n);
+    if (p->st == LMX_OK) p->st = lmx_error(LMX_ERR_TEMPLATE, "line %d: syntax error", line);
+    return NULL;
+}
+
+static jnode *parse_for(ps *p, int line) {
+    jnode *n = NULL;
+    n = node(p, JN_FOR, line);
+    if (!n || !parse_target(p, n, false, true)) goto err;
+    if (!is_name(p, "in")) { fail(p, cur(p)->line, "%sexpected 'in'", ""); goto err; }
+    adv(p);
+    /* iterable: tuple without the inline-if (so `for x in xs if cond` works) */
+    {
+        int l2 = cur(p)->line;
+        jnode *first = parse_or(p);
+        if (!first) goto err;
+        if (is_op(p, OP_COMMA)) {
+            jnode *t = node(p, JN_TUPLE, l2);
+            if (!t || !vec_push(p, &t->args, first)) { if (!t) jinja_node_free(first); jinja_node_free(t); goto err; }
+            while (is_op(p, OP_COMMA)) {
+                adv(p);
+                if (is_name(p, "if") || cur(p)->kind == TK_BLOCK_END) break;
+                jnode *e = parse_or(p);
+                if (!e || !vec_push(p, &t->args, e)) { jinja_node_free(t); goto err; }
+            }
+            first = t;
+        }
+        n->a = first;
+    }
+    if (is_name(p, "if")) {
+        adv(p);
+        if (!(n->b = parse_expr(p))) goto err;
+    }
+    if (is_name(p, "recursive")) { fail(p, cur(p)->line, "%srecursive loops are not supported", ""); goto err; }
+    p->loops++;
+    bool body_ok = expect_block_end(p) && parse_body(p, &n->args, END_FOR);
+    p->loops--;
+    if (!body_ok) goto err;
+    for (int i = 0; i < n->args.n && !n->uses_loop; i++) n->uses_loop = names_loop(n->args.v[i]);
+    if (!strcmp(cur(p)->text, "else")) {
+        adv(p);
+        if (!expect_block_end(p) || !parse_body(p, &n->args2, END_FOR2)) goto err;
+    }
+    adv(p);
+    if (!expect_block_end(p)) goto err;
+    return n;
+err:
+    return stmt_fail(p, n, line);
+}
+
+static jnode *parse_macro(ps *p, int line) {
+    jnode *n = NULL;
+    n = node(p, JN_MACRO, line);
+    if (!n) goto err;
+    if (cur(p)->kind != TK_NAME) { fail(p, cur(p)->line, "%sexpected macro name", ""); goto err; }
+    n->name = strdup(cur(p)->text);
+    adv(p);
+    if (!expect_op(p, OP_LPAREN, "(")) goto err;
+    while (!is_op(p, OP_RPAREN)) {
+        if (n->nnames && !expect_op(p, OP_COMMA, ",")) goto err;
+        if (is_op(p, OP_RPAREN)) break;
+        if (cur(p)->kind != TK_NAME) { fail(p, cur(p)->line, "%sexpected parameter name", ""); goto err; }
+        if (!names_push(p, n, cur(p)->text)) goto err;
+        adv(p);
+        jnode *def = NULL;
+        if (is_op(p, OP_ASSIGN)) {
+            adv(p);
+            if (!(def = parse_expr(p))) goto err;
+        } else if (n->args2.n && n->args2.v[n->args2.n - 1]) {
+            fail(p, cur(p)->line, "%snon-default argument follows default argument", "");
+            goto err;
+        }
+        if (!def) {
+            /* placeholder: NULL default */
+            if (n->args2.n == n->args2.cap) {
+                int nc = n->args2.cap ? n->args2.cap * 2 : 4;
+                jnode **nv = realloc(n->args2.v, (size_t)nc * sizeof *nv);
+                if (!nv) { p->st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "AST"); goto err; }
+                n->args2.v = nv;
+                n->args2.cap = nc;
+            }
+            n->args2.v[n->args2.n++] = NULL;
+        } else if (!vec_push(p, &n->args2, def)) goto err;
+    }
+    adv(p);
+    int saved_loops = p->loops;
+    p->loops = 0;
+    bool mok = expect_block_end(p) && parse_body(p, &n->args, (const char *const[]){"endmacro", NULL});
+    p->loops = saved_loops;
+    if (!mok) goto err;
+    adv(p);
+    if (!expect_block_end(p)) goto err;
+    return n;
+err:
+    return stmt_fail(p, n, line);
+}
+
 static jnode *parse_statement(ps *p) {
     const tk *c = cur(p);
     int line = c->line;
@@ -603,48 +702,7 @@ static jnode *parse_statement(ps *p) {
     const char *kw = c->text;
     jnode *n = NULL;
     if (!strcmp(kw, "if")) { adv(p); return parse_if(p, line); }
-    if (!strcmp(kw, "for")) {
-        adv(p);
-        n = node(p, JN_FOR, line);
-        if (!n || !parse_target(p, n, false, true)) goto err;
-        if (!is_name(p, "in")) { fail(p, cur(p)->line, "%sexpected 'in'", ""); goto err; }
-        adv(p);
-        /* iterable: tuple without the inline-if (so `for x in xs if cond` works) */
-        {
-            int l2 = cur(p)->line;
-            jnode *first = parse_or(p);
-            if (!first) goto err;
-            if (is_op(p, OP_COMMA)) {
-                jnode *t = node(p, JN_TUPLE, l2);
-                if (!t || !vec_push(p, &t->args, first)) { if (!t) jinja_node_free(first); jinja_node_free(t); goto err; }
-                while (is_op(p, OP_COMMA)) {
-                    adv(p);
-                    if (is_name(p, "if") || cur(p)->kind == TK_BLOCK_END) break;
-                    jnode *e = parse_or(p);
-                    if (!e || !vec_push(p, &t->args, e)) { jinja_node_free(t); goto err; }
-                }
-                first = t;
-            }
-            n->a = first;
-        }
-        if (is_name(p, "if")) {
-            adv(p);
-            if (!(n->b = parse_expr(p))) goto err;
-        }
-        if (is_name(p, "recursive")) { fail(p, cur(p)->line, "%srecursive loops are not supported", ""); goto err; }
-        p->loops++;
-        bool body_ok = expect_block_end(p) && parse_body(p, &n->args, END_FOR);
-        p->loops--;
-        if (!body_ok) goto err;
-        for (int i = 0; i < n->args.n && !n->uses_loop; i++) n->uses_loop = names_loop(n->args.v[i]);
-        if (!strcmp(cur(p)->text, "else")) {
-            adv(p);
-            if (!expect_block_end(p) || !parse_body(p, &n->args2, END_FOR2)) goto err;
-        }
-        adv(p);
-        if (!expect_block_end(p)) goto err;
-        return n;
-    }
+    if (!strcmp(kw, "for")) { adv(p); return parse_for(p, line); }
     if (!strcmp(kw, "set")) {
         adv(p);
         n = node(p, JN_SET, line);
@@ -666,50 +724,7 @@ static jnode *parse_statement(ps *p) {
         if (!expect_block_end(p)) goto err;
         return n;
     }
-    if (!strcmp(kw, "macro")) {
-        adv(p);
-        n = node(p, JN_MACRO, line);
-        if (!n) goto err;
-        if (cur(p)->kind != TK_NAME) { fail(p, cur(p)->line, "%sexpected macro name", ""); goto err; }
-        n->name = strdup(cur(p)->text);
-        adv(p);
-        if (!expect_op(p, OP_LPAREN, "(")) goto err;
-        while (!is_op(p, OP_RPAREN)) {
-            if (n->nnames && !expect_op(p, OP_COMMA, ",")) goto err;
-            if (is_op(p, OP_RPAREN)) break;
-            if (cur(p)->kind != TK_NAME) { fail(p, cur(p)->line, "%sexpected parameter name", ""); goto err; }
-            if (!names_push(p, n, cur(p)->text)) goto err;
-            adv(p);
-            jnode *def = NULL;
-            if (is_op(p, OP_ASSIGN)) {
-                adv(p);
-                if (!(def = parse_expr(p))) goto err;
-            } else if (n->args2.n && n->args2.v[n->args2.n - 1]) {
-                fail(p, cur(p)->line, "%snon-default argument follows default argument", "");
-                goto err;
-            }
-            if (!def) {
-                /* placeholder: NULL default */
-                if (n->args2.n == n->args2.cap) {
-                    int nc = n->args2.cap ? n->args2.cap * 2 : 4;
-                    jnode **nv = realloc(n->args2.v, (size_t)nc * sizeof *nv);
-                    if (!nv) { p->st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "AST"); goto err; }
-                    n->args2.v = nv;
-                    n->args2.cap = nc;
-                }
-                n->args2.v[n->args2.n++] = NULL;
-            } else if (!vec_push(p, &n->args2, def)) goto err;
-        }
-        adv(p);
-        int saved_loops = p->loops;
-        p->loops = 0;
-        bool mok = expect_block_end(p) && parse_body(p, &n->args, (const char *const[]){"endmacro", NULL});
-        p->loops = saved_loops;
-        if (!mok) goto err;
-        adv(p);
-        if (!expect_block_end(p)) goto err;
-        return n;
-    }
+    if (!strcmp(kw, "macro")) { adv(p); return parse_macro(p, line); }
     if (!strcmp(kw, "call")) {
         adv(p);
         n = node(p, JN_CALLBLOCK, line);
@@ -767,9 +782,7 @@ static jnode *parse_statement(ps *p) {
     }
     return fail(p, line, "encountered unknown tag '%s'", kw);
 err:
-    jinja_node_free(n);
-    if (p->st == LMX_OK) p->st = lmx_error(LMX_ERR_TEMPLATE, "line %d: syntax error", line);
-    return NULL;
+    return stmt_fail(p, n, line);
 }
 
 static bool parse_body(ps *p, jn_vec *body, const char *const *ends) {
@@ -822,38 +835,6 @@ static bool parse_body(ps *p, jn_vec *body, const char *const *ends) {
     }
 }
 
-/* Jinja compiles unknown filter/test names to errors, except inside {% if %} (test and bodies)
- * and inline `a if b else c`, where they fail only when executed ("soft" frames). Loop, macro,
- * block-set, filter and with bodies open new, non-soft frames. */
-static bool validate(ps *p, const jnode *n, bool soft) {
-    if (!n) return true;
-    switch (n->kind) {
-    case JN_FILTER:
-        if (!soft && !jinja_has_filter(n->name)) { fail(p, n->line, "No filter named '%s'.", n->name); return false; }
-        break;
-    case JN_TEST:
-        if (!soft && !jinja_has_test(n->name)) { fail(p, n->line, "No test named '%s'.", n->name); return false; }
-        break;
-    case JN_IF: case JN_COND: soft = true; break;
-    case JN_FOR: {
-        if (!validate(p, n->a, soft)) return false;
-        for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], false)) return false;
-        for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], false)) return false;
-        return validate(p, n->b, false);
-    }
-    case JN_MACRO: case JN_SETBLOCK: case JN_FILTERBLOCK: case JN_WITH: case JN_CALLBLOCK:
-        if (!validate(p, n->a, soft) || !validate(p, n->b, soft) || !validate(p, n->c, soft)) return false;
-        for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], soft)) return false;
-        for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], false)) return false;
-        return true;
-    default: break;
-    }
-    if (!validate(p, n->a, soft) || !validate(p, n->b, soft) || !validate(p, n->c, soft)) return false;
-    for (int i = 0; i < n->args.n; i++) if (!validate(p, n->args.v[i], soft)) return false;
-    for (int i = 0; i < n->args2.n; i++) if (!validate(p, n->args2.v[i], soft)) return false;
-    return true;
-}
-
 lmx_status jinja_parse(const tk_vec *toks, jnode **root) {
     ps p = {.t = toks, .i = 0, .st = LMX_OK};
     jnode *body = node(&p, JN_BODY, 1);
@@ -861,10 +842,6 @@ lmx_status jinja_parse(const tk_vec *toks, jnode **root) {
     if (!parse_body(&p, &body->args, NULL)) {
         jinja_node_free(body);
         return p.st != LMX_OK ? p.st : lmx_error(LMX_ERR_TEMPLATE, "syntax error");
-    }
-    if (!validate(&p, body, false)) {
-        jinja_node_free(body);
-        return p.st;
     }
     *root = body;
     return LMX_OK;
