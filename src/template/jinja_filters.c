@@ -232,21 +232,22 @@ static bool f_tojson(FILTER_PARAMS) {
     return jsb_take(c, line, &b, out);
 }
 
-static bool f_trim(FILTER_PARAMS) {
-    FBIND({"chars", jv_none()});
+/* str(in).method(args…): the filters that are a str method of the printed value */
+static bool str_then(jctx *c, int line, jv in, const char *method, const jv *args, int nargs, jv *out) {
     jv s;
     if (!jinja_str(c, in, &s)) return false;
-    bool ok = jinja_call_method(c, line, s, "strip", a_, 1, NULL, NULL, 0, out);
+    bool ok = jinja_call_method(c, line, s, method, args, nargs, NULL, NULL, 0, out);
     jv_decref(s);
     return ok;
 }
 
+static bool f_trim(FILTER_PARAMS) {
+    FBIND({"chars", jv_none()});
+    return str_then(c, line, in, "strip", a_, 1, out);
+}
+
 static bool f_upper(FILTER_PARAMS) {
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
-    bool ok = jinja_call_method(c, line, s, name, NULL, 0, NULL, NULL, 0, out);
-    jv_decref(s);
-    return ok;
+    return str_then(c, line, in, name, NULL, 0, out);
 }
 
 static bool f_title(FILTER_PARAMS) {
@@ -270,12 +271,8 @@ static bool f_title(FILTER_PARAMS) {
 
 static bool f_replace(FILTER_PARAMS) {
     FBIND({"old", U}, {"new", U}, {"count", jv_none()});
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
     jv cargs[3] = {a_[0], a_[1], a_[2].t == JV_NONE ? jv_int(-1) : a_[2]};
-    bool ok = jinja_call_method(c, line, s, "replace", cargs, 3, NULL, NULL, 0, out);
-    jv_decref(s);
-    return ok;
+    return str_then(c, line, in, "replace", cargs, 3, out);
 }
 
 static bool f_join(FILTER_PARAMS) {
@@ -601,11 +598,7 @@ static bool f_indent(FILTER_PARAMS) {
 
 static bool f_center(FILTER_PARAMS) {
     FBIND({"width", jv_int(80)});
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
-    bool ok = jinja_call_method(c, line, s, "center", a_, 1, NULL, NULL, 0, out);
-    jv_decref(s);
-    return ok;
+    return str_then(c, line, in, "center", a_, 1, out);
 }
 
 static bool f_wordcount(FILTER_PARAMS) {
