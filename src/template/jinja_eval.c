@@ -292,7 +292,14 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv v;
         if (!jinja_eval(c, n->a, &v)) return false;
         bool neg = n->kind == JN_NEG;
-        if (v.t == JV_INT) { *out = jv_int(neg ? (int64_t)(0 - (uint64_t)v.u.i) : v.u.i); return true; }
+        jv_i128 x;
+        if (v.t == JV_INT || v.t == JV_BIG) {
+            jv_get_i128(v, &x);
+            jv_decref(v);
+            if (neg && x == JV_I128_MIN) return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)");
+            *out = jv_int128(neg ? -x : x);
+            return !jv_is_oom(*out) || joom(c, n->line);
+        }
         if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
         if (v.t == JV_FLOAT) { *out = jv_float(neg ? -v.u.f : v.u.f); return true; }
         if (v.t == JV_UNDEF) return undefined_error(c, n->line, v);
@@ -461,6 +468,8 @@ static bool call_macro(jctx *c, int line, jv fnv, const jv *args, int nargs, cha
     return ok;
 }
 
+static bool call_loop(jctx *c, int line, jv fn, const jv *args, int nargs, jv *out);
+
 bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     if (fn.t != JV_FUNC) return jerr(c, line, "'%s' object is not callable", jv_type_name(fn));
     jv_func *f = fn.u.fn;
@@ -472,6 +481,10 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
         if (nargs == 0) return jerr(c, line, "no items for cycling given");
         *out = jv_incref(args[f->self.u.i % nargs]);
         return true;
+    case JF_LOOP: return call_loop(c, line, fn, args, nargs, out);
+    case JF_CHANGED: case JF_JOINER: case JF_CYCLER:
+        if (nkw) return jerr(c, line, "%s() takes no keyword arguments", f->name);
+        return jinja_call_object(c, line, fn, NULL, args, nargs, out);
     }
     return jerr(c, line, "not callable");
 }
@@ -482,22 +495,28 @@ static bool exec_node(jctx *c, const jnode *n);
 /* The `loop` variable: one dict per for-loop whose values are replaced in place each iteration;
  * when the body kept a reference ({% set l = loop %}) the next iteration gets a fresh dict. */
 enum { L_INDEX0, L_INDEX, L_REVINDEX, L_REVINDEX0, L_FIRST, L_LAST, L_LENGTH, L_DEPTH, L_DEPTH0,
-       L_PREVITEM, L_NEXTITEM, L_CYCLE, L_NKEYS };
+       L_PREVITEM, L_NEXTITEM, L_CYCLE, L_CHANGED, L_NKEYS };
 static const char *const LOOP_KEYS[L_NKEYS] = {"index0", "index", "revindex", "revindex0", "first", "last",
-    "length", "depth", "depth0", "previtem", "nextitem", "cycle"};
+    "length", "depth", "depth0", "previtem", "nextitem", "cycle", "changed"};
 
 static void loop_put(jv_dict *d, int k, jv v /* consumed */) {
     jv_decref(d->v[k]);
     d->v[k] = v;
 }
 
-static bool loop_set(jv *loop, jv items, size_t i) {
+/* `changed` keeps its last arguments for the whole loop, so it survives a fresh dict. */
+static bool loop_set(jv *loop, jv items, size_t i, int depth) {
     if (loop->t != JV_DICT || loop->u.d->rc != 1) {
+        jv changed = loop->t == JV_DICT ? jv_incref(loop->u.d->v[L_CHANGED]) : jv_undef(NULL);
         jv_decref(*loop);
+        if (changed.t != JV_FUNC) {
+            jv last = jv_list_new(1);
+            changed = jv_is_oom(last) ? last : jv_func_new(JF_CHANGED, "changed", last);
+        }
         *loop = jv_dict_new(L_NKEYS);
-        if (jv_is_oom(*loop)) return false;
+        if (jv_is_oom(*loop) || jv_is_oom(changed)) { jv_decref(changed); return false; }
         for (int k = 0; k < L_NKEYS; k++)
-            if (!jv_dict_set_cstr(*loop, LOOP_KEYS[k], jv_none())) return false;
+            if (!jv_dict_set_cstr(*loop, LOOP_KEYS[k], k == L_CHANGED ? changed : jv_none())) return false;
     }
     jv_dict *d = loop->u.d;
     size_t len = items.u.l->n;
@@ -508,8 +527,8 @@ static bool loop_set(jv *loop, jv items, size_t i) {
     loop_put(d, L_FIRST, jv_bool(i == 0));
     loop_put(d, L_LAST, jv_bool(i + 1 == len));
     loop_put(d, L_LENGTH, jv_int((int64_t)len));
-    loop_put(d, L_DEPTH, jv_int(1));
-    loop_put(d, L_DEPTH0, jv_int(0));
+    loop_put(d, L_DEPTH, jv_int(depth));
+    loop_put(d, L_DEPTH0, jv_int(depth - 1));
     loop_put(d, L_PREVITEM, i > 0 ? jv_incref(items.u.l->v[i - 1]) : jv_undef("previtem"));
     loop_put(d, L_NEXTITEM, i + 1 < len ? jv_incref(items.u.l->v[i + 1]) : jv_undef("nextitem"));
     jv *cyc = &d->v[L_CYCLE];
@@ -526,29 +545,40 @@ static bool loop_set(jv *loop, jv items, size_t i) {
     return true;
 }
 
-static bool exec_for(jctx *c, const jnode *n) {
-    jv it, items;
-    if (!jinja_eval(c, n->a, &it)) return false;
-    bool ok = jinja_to_list(c, n->line, it, &items);
-    jv_decref(it);
-    if (!ok) return false;
-    if (n->b) { /* inline filter: evaluated with the target bound, without `loop` */
-        jv kept = jv_list_new(items.u.l->n);
-        if (jv_is_oom(kept)) { jv_decref(items); return joom(c, n->line); }
-        for (size_t i = 0; ok && i < items.u.l->n; i++) {
-            if (!jstep(c, n->line)) { ok = false; break; }
-            if (!push_frame(c, false)) { ok = joom(c, n->line); break; }
-            jv cond;
-            ok = assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) && jinja_eval(c, n->b, &cond);
-            pop_frame(c);
-            if (!ok) break;
-            if (jv_truthy(cond) && !jv_list_push(kept, jv_incref(items.u.l->v[i]))) ok = joom(c, n->line);
-            jv_decref(cond);
-        }
-        jv_decref(items);
-        items = kept;
-        if (!ok) { jv_decref(items); return false; }
+/* `for x in xs if cond`: the items for which cond holds (evaluated with the target bound, without `loop`) */
+static bool filter_items(jctx *c, const jnode *n, jv *items) {
+    jv kept = jv_list_new(items->u.l->n);
+    if (jv_is_oom(kept)) return joom(c, n->line);
+    bool ok = true;
+    for (size_t i = 0; ok && i < items->u.l->n; i++) {
+        if (!jstep(c, n->line)) { ok = false; break; }
+        if (!push_frame(c, false)) { ok = joom(c, n->line); break; }
+        jv cond;
+        ok = assign_targets(c, n->line, n->names, n->nnames, items->u.l->v[i]) && jinja_eval(c, n->b, &cond);
+        pop_frame(c);
+        if (!ok) break;
+        if (jv_truthy(cond) && !jv_list_push(kept, jv_incref(items->u.l->v[i]))) ok = joom(c, n->line);
+        jv_decref(cond);
     }
+    jv_decref(*items);
+    *items = kept;
+    return ok;
+}
+
+/* The loop variable of one iteration: the dict, or for a recursive loop a callable wrapping it. */
+static jv loop_value(const jnode *n, jv loop) {
+    if (!n->op) return jv_incref(loop);
+    jv f = jv_func_new(JF_LOOP, "loop", jv_incref(loop));
+    if (!jv_is_oom(f)) f.u.fn->macro = n;
+    return f;
+}
+
+/* Runs the for node `n` over `it` (borrowed) at nesting `depth` (1 outside recursive calls). */
+static bool run_loop(jctx *c, const jnode *n, jv it, int depth) {
+    jv items;
+    if (!jinja_to_list(c, n->line, it, &items)) return false;
+    bool ok = true;
+    if (n->b && !filter_items(c, n, &items)) { jv_decref(items); return false; }
     size_t len = items.u.l->n;
     jv loop = jv_undef(NULL);
     /* one frame for the whole loop: each iteration keeps its first keys (loop when the body uses
@@ -557,9 +587,9 @@ static bool exec_for(jctx *c, const jnode *n) {
     for (size_t i = 0; ok && i < len; i++) {
         if (!jstep(c, n->line)) { ok = false; break; }
         frame_trim(&c->frames[c->nframes - 1], (n->uses_loop ? 1 : 0) + (size_t)n->nnames);
-        if (n->uses_loop && !loop_set(&loop, items, i)) { ok = joom(c, n->line); break; }
-        ok = (!n->uses_loop || assign(c, n->line, "loop", jv_incref(loop))) && assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) &&
-             jinja_exec_body(c, &n->args);
+        if (n->uses_loop && !loop_set(&loop, items, i, depth)) { ok = joom(c, n->line); break; }
+        ok = (!n->uses_loop || assign(c, n->line, "loop", loop_value(n, loop))) &&
+             assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) && jinja_exec_body(c, &n->args);
         if (c->flow == 1) { c->flow = 0; break; }
         c->flow = 0;
     }
@@ -568,6 +598,32 @@ static bool exec_for(jctx *c, const jnode *n) {
     jv_decref(items);
     if (ok && len == 0 && n->args2.n) ok = jinja_exec_body(c, &n->args2);
     return ok;
+}
+
+static bool exec_for(jctx *c, const jnode *n) {
+    jv it;
+    if (!jinja_eval(c, n->a, &it)) return false;
+    bool ok = run_loop(c, n, it, 1);
+    jv_decref(it);
+    return ok;
+}
+
+/* loop(xs) in a recursive for: the loop body over xs one level deeper, rendered to a string */
+static bool call_loop(jctx *c, int line, jv fn, const jv *args, int nargs, jv *out) {
+    if (nargs != 1) return jerr(c, line, "loop() takes exactly one argument (%d given)", nargs);
+    if (c->depth >= MAX_MACRO_DEPTH) return jerr(c, line, "maximum recursion depth exceeded in a recursive loop");
+    const jv *d = jv_dict_get_cstr(fn.u.fn->self, "depth", 5);
+    int depth = d && d->t == JV_INT ? (int)d->u.i : 1;
+    sb buf;
+    jsb_init(c, &buf);
+    sb *saved = c->out;
+    c->out = &buf;
+    c->depth++;
+    bool ok = run_loop(c, fn.u.fn->macro, args[0], depth + 1);
+    c->depth--;
+    c->out = saved;
+    if (!ok) { sb_free(&buf); return false; }
+    return jsb_take(c, line, &buf, out);
 }
 
 static bool exec_node(jctx *c, const jnode *n) {

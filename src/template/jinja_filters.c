@@ -146,7 +146,6 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
     return true;
 }
 
-static bool strip_cp(uint32_t cp) { return jv_cp_isspace(cp); }
 
 /* Python str.splitlines() for indent */
 static size_t next_line(const char *p, size_t n, size_t i, size_t *eol) {
@@ -253,20 +252,9 @@ static bool f_upper(FILTER_PARAMS) {
 static bool f_title(FILTER_PARAMS) {
     jv s;
     if (!jinja_str(c, in, &s)) return false;
-    sb b;
-    jsb_init(c, &b);
-    bool ws = true;
-    for (size_t i = 0; i < s.u.s->len;) {
-        uint32_t cp;
-        i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
-        bool delim = strip_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-        extern int32_t utf8proc_toupper(int32_t);
-            if (delim) { sb_put_cp(&b, cp); ws = true; continue; }
-        sb_put_cp(&b, (uint32_t)(ws ? utf8proc_toupper((int32_t)cp) : utf8proc_tolower((int32_t)cp)));
-        ws = false;
-    }
+    bool ok = jinja_title_filter(c, line, s, out);
     jv_decref(s);
-    return jsb_take(c, line, &b, out);
+    return ok;
 }
 
 static bool f_replace(FILTER_PARAMS) {
@@ -468,7 +456,12 @@ static bool f_attr(FILTER_PARAMS) {
 }
 
 static bool f_abs(FILTER_PARAMS) {
-    if (in.t == JV_INT) { *out = jv_int(in.u.i < 0 ? (int64_t)(0 - (uint64_t)in.u.i) : in.u.i); return true; }
+    if (in.t == JV_INT || in.t == JV_BIG) { /* |INT64_MIN| is a big int */
+        jv_i128 x;
+        jv_get_i128(in, &x);
+        *out = jv_int128(x < 0 ? -x : x);
+        return !jv_is_oom(*out) || joom(c, line);
+    }
     if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
     if (in.t == JV_FLOAT) { *out = jv_float(fabs(in.u.f)); return true; }
     return jerr(c, line, "bad operand type for abs(): '%s'", jv_type_name(in));
@@ -477,7 +470,7 @@ static bool f_abs(FILTER_PARAMS) {
 static bool f_int(FILTER_PARAMS) {
     FBIND({"default", jv_int(0)}, {"base", jv_int(10)});
     if (in.t == JV_UNDEF) return in.u.hint ? jerr(c, line, "'%s' is undefined", in.u.hint) : jerr(c, line, "int() of an undefined value");
-    if (in.t == JV_INT) { *out = in; return true; }
+    if (in.t == JV_INT || in.t == JV_BIG) { *out = jv_incref(in); return true; }
     if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }
     if (in.t == JV_FLOAT) {
         if (isfinite(in.u.f) && fabs(in.u.f) < 9.2e18) { *out = jv_int((int64_t)in.u.f); return true; }
@@ -526,7 +519,7 @@ static bool f_round(FILTER_PARAMS) {
     int64_t pr = a_[0].t == JV_INT ? a_[0].u.i : 0;
     double x = jv_as_double(in), f = pow(10.0, (double)pr);
     if (!strcmp(m, "common")) {
-        if (in.t != JV_FLOAT) { *out = jv_int(in.t == JV_BOOL ? in.u.b : in.u.i); return true; }
+        if (in.t != JV_FLOAT) { *out = in.t == JV_BOOL ? jv_int(in.u.b) : jv_incref(in); return true; }
         if (pr >= 0 && pr <= 30 && isfinite(x)) {
             /* correctly rounded like Python's round(): decimal rounding of the exact binary value */
             char buf[400];
@@ -659,6 +652,85 @@ static bool f_batch(FILTER_PARAMS) {
     return true;
 }
 
+/* slice(n, fill_with): n columns, the first len % n of them one longer (Jinja's do_slice) */
+static bool f_slice(FILTER_PARAMS) {
+    FBIND({"slices", U}, {"fill_with", jv_none()});
+    int64_t n;
+    if (!jneed_int(c, line, a_[0], &n, "slices")) return false;
+    if (n <= 0 || n > JINJA_MAX_RANGE) return jerr(c, line, "slice: slices must be between 1 and %d", JINJA_MAX_RANGE);
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    size_t len = lst.u.l->n, per = len / (size_t)n, extra = len % (size_t)n, off = 0;
+    jv r = jv_list_new((size_t)n);
+    bool ok = !jv_is_oom(r);
+    for (size_t k = 0; ok && k < (size_t)n; k++) {
+        size_t st = off + k * per;
+        if (k < extra) off++;
+        size_t en = off + (k + 1) * per;
+        jv col = jv_list_new(en - st + 1);
+        ok = !jv_is_oom(col);
+        for (size_t i = st; ok && i < en; i++) ok = jv_list_push(col, jv_incref(lst.u.l->v[i]));
+        if (ok && a_[1].t != JV_NONE && k >= extra) ok = jv_list_push(col, jv_incref(a_[1]));
+        ok = ok && jv_list_push(r, col);
+    }
+    jv_decref(lst);
+    if (!ok) { jv_decref(r); return joom(c, line); }
+    *out = r;
+    return true;
+}
+
+/* groupby(attribute, default, case_sensitive): sorted by the (lowered) key, then runs of equal
+ * keys as (grouper, list) tuples; the grouper is the first item's own value */
+static bool group_key(jctx *c, int line, jv item, jv attr, jv def, jv *out) {
+    if (!get_path(c, line, item, attr, out)) return false;
+    if (out->t == JV_UNDEF && def.t != JV_NONE) *out = jv_incref(def);
+    return true;
+}
+
+static bool f_groupby(FILTER_PARAMS) {
+    FBIND({"attribute", U}, {"default", jv_none()}, {"case_sensitive", jv_bool(false)});
+    bool cs = jv_truthy(a_[2]);
+    jv lst;
+    if (!jinja_to_list(c, line, in, &lst)) return false;
+    size_t n = lst.u.l->n;
+    sitem *it = calloc(n ? n : 1, sizeof *it), *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    bool ok = it && tmp;
+    size_t made = 0;
+    for (; ok && made < n; made++) {
+        jv k, lk;
+        ok = group_key(c, line, lst.u.l->v[made], a_[0], a_[1], &k);
+        if (!ok) break;
+        ok = lower_key(c, k, cs, &lk);
+        jv_decref(k);
+        if (!ok) break;
+        it[made] = (sitem){lk, lst.u.l->v[made], made};
+    }
+    if (!it || !tmp) ok = joom(c, line);
+    if (ok) ok = merge_sort(c, line, it, tmp, n, false);
+    jv r = jv_list_new(0);
+    if (ok && jv_is_oom(r)) ok = joom(c, line);
+    for (size_t i = 0; ok && i < n;) {
+        size_t j = i;
+        jv members = jv_list_new(0), tup = jv_list_new(2), grouper;
+        ok = !jv_is_oom(members) && !jv_is_oom(tup);
+        while (ok && j < n && jv_equal(it[j].key, it[i].key)) ok = jv_list_push(members, jv_incref(it[j++].val));
+        ok = ok && (cs ? (grouper = jv_incref(it[i].key), true) : group_key(c, line, it[i].val, a_[0], a_[1], &grouper));
+        if (ok) {
+            tup.u.l->tuple = true;
+            tup.u.l->view = 4;
+            ok = jv_list_push(tup, grouper) && jv_list_push(tup, members) && jv_list_push(r, tup);
+            if (!ok) joom(c, line);
+        } else { jv_decref(members); jv_decref(tup); }
+        i = j;
+    }
+    if (it) free_keys(it, made);
+    free(tmp);
+    jv_decref(lst);
+    if (!ok) { jv_decref(r); return false; }
+    *out = r;
+    return true;
+}
+
 static bool f_unsupported(FILTER_PARAMS) { return jerr(c, line, "filter '%s' is not supported by lmx", name); }
 
 /* Every Jinja2 builtin filter (+ transformers' tojson), sorted by name for bsearch. */
@@ -674,12 +746,12 @@ static const jfilter_entry FILTERS[] = {
     {"dictsort", f_dictsort},
     {"e", f_safe},
     {"escape", f_safe},
-    {"filesizeformat", f_unsupported},
+    {"filesizeformat", jf_filesizeformat},
     {"first", f_first},
     {"float", f_float},
     {"forceescape", f_safe},
     {"format", f_format},
-    {"groupby", f_unsupported},
+    {"groupby", f_groupby},
     {"indent", f_indent},
     {"int", f_int},
     {"items", f_items},
@@ -691,7 +763,7 @@ static const jfilter_entry FILTERS[] = {
     {"map", f_map},
     {"max", f_sort},
     {"min", f_sort},
-    {"pprint", f_unsupported},
+    {"pprint", jf_pprint},
     {"random", f_unsupported},
     {"reject", f_select},
     {"rejectattr", f_select},
@@ -701,22 +773,22 @@ static const jfilter_entry FILTERS[] = {
     {"safe", f_safe},
     {"select", f_select},
     {"selectattr", f_select},
-    {"slice", f_unsupported},
+    {"slice", f_slice},
     {"sort", f_sort},
     {"string", f_string},
-    {"striptags", f_unsupported},
+    {"striptags", jf_striptags},
     {"sum", f_sum},
     {"title", f_title},
     {"tojson", f_tojson},
     {"trim", f_trim},
-    {"truncate", f_unsupported},
+    {"truncate", jf_truncate},
     {"unique", f_sort},
     {"upper", f_upper},
-    {"urlencode", f_unsupported},
-    {"urlize", f_unsupported},
+    {"urlencode", jf_urlencode},
+    {"urlize", jf_urlize},
     {"wordcount", f_wordcount},
-    {"wordwrap", f_unsupported},
-    {"xmlattr", f_unsupported},
+    {"wordwrap", jf_wordwrap},
+    {"xmlattr", jf_xmlattr},
 };
 
 static int entry_cmp(const void *key, const void *e) { return strcmp(key, ((const jfilter_entry *)e)->name); }

@@ -16,12 +16,19 @@
 #include "lmx.h"
 
 /* ---------------------------------------------------------------- values */
+/* Integers: JV_INT while they fit int64, JV_BIG (exact, 128-bit) beyond; past ±(2^127 − 1) a
+ * literal, a JSON number or an arithmetic result is an error, never a silently wrapped value. */
 typedef enum jv_type {
-    JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC
+    JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC, JV_BIG
 } jv_type;
 
+__extension__ typedef __int128 jv_i128;
+typedef struct jv_big { int rc; jv_i128 v; } jv_big;
+#define JV_I128_MAX ((jv_i128)(~(unsigned __int128)0 >> 1))
+#define JV_I128_MIN (-JV_I128_MAX - 1)
+
 typedef struct jv_str { int rc; size_t len; char s[]; } jv_str;       /* s[len] == '\0' */
-typedef struct jv_list { int rc; bool tuple; uint8_t view; int depth; size_t n, cap; struct jv *v; } jv_list; /* view: 1 dict_items, 2 dict_keys, 3 dict_values */
+typedef struct jv_list { int rc; bool tuple; uint8_t view; int depth; size_t n, cap; struct jv *v; } jv_list; /* view: 1 dict_items, 2 dict_keys, 3 dict_values, 4 a groupby (grouper, list) tuple */
 typedef struct jv_dict { int rc; int depth; size_t n, cap; struct jv *k, *v; } jv_dict; /* insertion order; depth: nesting below */
 typedef struct jv_func jv_func;
 
@@ -35,12 +42,16 @@ typedef struct jv {
         jv_list *l;
         jv_dict *d; /* JV_DICT and JV_NS */
         jv_func *fn;
+        jv_big *big;
         const char *hint; /* JV_UNDEF: the missing name (AST-owned) or NULL */
     } u;
 } jv;
 
 /* Callables: builtin globals, bound methods (self + method name), macros, loop.cycle. */
-typedef enum { JF_GLOBAL, JF_METHOD, JF_MACRO, JF_CYCLE } jf_kind;
+/* JF_CHANGED: loop.changed (self: [last args]); JF_LOOP: the `loop` of a recursive for (self: the
+ * loop dict, macro: the for node); JF_CYCLER / JF_JOINER: cycler() / joiner() objects (self:
+ * [items, position] / [separator, used]). */
+typedef enum { JF_GLOBAL, JF_METHOD, JF_MACRO, JF_CYCLE, JF_CHANGED, JF_LOOP, JF_CYCLER, JF_JOINER } jf_kind;
 struct jv_func {
     int rc;
     jf_kind kind;
@@ -55,6 +66,16 @@ static inline jv jv_none(void) { jv v = {.t = JV_NONE}; return v; }
 static inline jv jv_bool(bool b) { jv v = {.t = JV_BOOL}; v.u.b = b; return v; }
 static inline jv jv_int(int64_t i) { jv v = {.t = JV_INT}; v.u.i = i; return v; }
 static inline jv jv_float(double f) { jv v = {.t = JV_FLOAT}; v.u.f = f; return v; }
+
+/* An integer value: JV_INT when it fits int64, else JV_BIG (an allocation: may be oom). */
+jv jv_int128(jv_i128 x);
+/* int, bool or big int as a 128-bit integer; false for other values. */
+bool jv_get_i128(jv v, jv_i128 *out);
+static inline bool jv_is_integer(jv v) { return v.t == JV_INT || v.t == JV_BOOL || v.t == JV_BIG; }
+/* Decimal text of a 128-bit integer into buf (>= 41 bytes); returns its length. */
+size_t jv_i128_str(jv_i128 x, char *buf);
+/* Parses an optionally signed decimal integer (digits only, `_` skipped) that fits 128 bits. */
+bool jv_i128_parse(const char *s, size_t n, jv_i128 *out);
 
 jv jv_incref(jv v);
 void jv_decref(jv v);
@@ -141,7 +162,7 @@ typedef struct tk {
     int line;
     char *text;       /* TK_TEXT / NAME / STRING (decoded, malloc'd) */
     size_t len;
-    int64_t i;        /* TK_INT */
+    jv_i128 i;        /* TK_INT */
     double f;         /* TK_FLOAT */
 } tk;
 
@@ -250,6 +271,15 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
                       const jv *kwv, int nkw, jv *out
 typedef bool (*jfilter_fn)(FILTER_PARAMS);
 typedef struct { const char *name; jfilter_fn fn; } jfilter_entry;
+/* the text filters of jinja_filters_text.c */
+bool jf_truncate(FILTER_PARAMS);
+bool jf_wordwrap(FILTER_PARAMS);
+bool jf_striptags(FILTER_PARAMS);
+bool jf_urlencode(FILTER_PARAMS);
+bool jf_filesizeformat(FILTER_PARAMS);
+bool jf_xmlattr(FILTER_PARAMS);
+bool jf_pprint(FILTER_PARAMS);
+bool jf_urlize(FILTER_PARAMS);
 
 /* filters (jinja_filters*.c): above the tests, globals, methods and operators */
 bool jinja_filter(jctx *c, int line, const char *name, jv in, const jv *args, int nargs,
@@ -262,11 +292,16 @@ bool jinja_env_test(jctx *c, int line, const char *name, jv in, const jv *args, 
 bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
 bool jinja_has_test(const char *name);   /* every Jinja2 test name (filter/test included) */
 bool jinja_global(const char *name, jv *out);    /* range, namespace, … as JF_GLOBAL */
+/* Calls loop.changed, a joiner, a cycler's next/reset (jinja_globals.c). */
+bool jinja_call_object(jctx *c, int line, jv fn, const char *method, const jv *args, int nargs, jv *out);
+/* cycler.current / .next / .reset; false with *out undefined for other names. */
+bool jinja_object_attr(jctx *c, int line, jv fn, const char *name, jv *out);
 bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int nargs,
                        char **kwn, const jv *kwv, int nkw, jv *out);
 bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *args, int nargs,
                        char **kwn, const jv *kwv, int nkw, jv *out);
 bool jinja_is_method(jv self, const char *name);
+bool jinja_title_filter(jctx *c, int line, jv s, jv *out); /* Jinja's `title`: each word capitalised */
 /* methods and lookups (jinja_methods.c): obj.name / obj[key] in Jinja's getattr/getitem order */
 bool jinja_getattr(jctx *c, int line, jv obj, const char *name, jv *out);
 bool jinja_getitem(jctx *c, int line, jv obj, jv key, jv *out);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <utf8proc.h>
 
+#include "jinja_case_table.h"
+
 /* ---------------------------------------------------------------- lookup */
 static const char *const STR_METHODS[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith",
     "replace", "upper", "lower", "title", "capitalize", "find", "rfind", "index", "count", "join", "format",
@@ -38,6 +40,12 @@ static bool bound_method(jctx *c, int line, jv obj, const char *name, jv *out) {
 }
 
 bool jinja_getattr(jctx *c, int line, jv obj, const char *name, jv *out) {
+    if (obj.t == JV_FUNC && obj.u.fn->kind == JF_LOOP) obj = obj.u.fn->self; /* recursive loop: its dict */
+    if (obj.t == JV_FUNC && obj.u.fn->kind == JF_CYCLER) return jinja_object_attr(c, line, obj, name, out);
+    if (obj.t == JV_LIST && obj.u.l->view == 4 && (!strcmp(name, "grouper") || !strcmp(name, "list"))) {
+        *out = jv_incref(obj.u.l->v[name[0] == 'g' ? 0 : 1]);
+        return true;
+    }
     if (jinja_is_method(obj, name)) return bound_method(c, line, obj, name, out);
     if (obj.t == JV_DICT || obj.t == JV_NS) {
         const jv *v = jv_dict_get_cstr(obj, name, strlen(name));
@@ -218,11 +226,35 @@ static bool py_replace(jctx *c, int line, jv s, jv old, jv new_, int64_t count, 
     return jsb_take(c, line, &b, out);
 }
 
-enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAP, CASE_JTITLE, CASE_SWAP };
+enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAP, CASE_JTITLE, CASE_SWAP, CASE_FOLD };
+enum { TO_UPPER, TO_LOWER, TO_TITLE, TO_FOLD }; /* columns of JCASE_SPECIAL */
 
 static bool is_cased_letter(uint32_t cp) {
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
     return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+static int special_cmp(const void *key, const void *e) {
+    uint32_t a = *(const uint32_t *)key, b = ((const jcase_special *)e)->cp;
+    return a < b ? -1 : a > b;
+}
+
+/* Python's full case mapping: the several-code-point cases from the generated table ('ß' → "SS"),
+ * the others from utf8proc's simple mappings. */
+static void put_case(sb *b, uint32_t cp, int to) {
+    const jcase_special *sp = bsearch(&cp, JCASE_SPECIAL, sizeof JCASE_SPECIAL / sizeof *JCASE_SPECIAL,
+                                      sizeof *JCASE_SPECIAL, special_cmp);
+    if (sp) {
+        for (int k = 0; k < JCASE_MAX && sp->map[to][k]; k++) sb_put_cp(b, sp->map[to][k]);
+        return;
+    }
+    utf8proc_int32_t x = (utf8proc_int32_t)cp;
+    switch (to) {
+    case TO_UPPER: x = utf8proc_toupper(x); break;
+    case TO_TITLE: x = utf8proc_totitle(x); break;
+    default: x = utf8proc_tolower(x); break;
+    }
+    sb_put_cp(b, (uint32_t)x);
 }
 
 static bool change_case(jctx *c, int line, jv s, int mode, jv *out) {
@@ -234,35 +266,41 @@ static bool change_case(jctx *c, int line, jv s, int mode, jv *out) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += jv_utf8_decode(p + i, n - i, &cp);
-        uint32_t r = cp;
+        int to = TO_LOWER;
         switch (mode) {
-        case CASE_UPPER: r = (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); break;
-        case CASE_LOWER: r = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); break;
+        case CASE_UPPER: to = TO_UPPER; break;
+        case CASE_LOWER: to = TO_LOWER; break;
+        case CASE_FOLD: to = TO_FOLD; break;
         case CASE_TITLE:
-            r = prev_cased ? (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp) : (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp);
+            to = prev_cased ? TO_LOWER : TO_TITLE;
             prev_cased = is_cased_letter(cp);
             break;
-        case CASE_CAP:
-            r = first ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-            break;
-        case CASE_JTITLE: {
-            bool delim = jv_cp_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-            if (delim) { word_start = true; break; }
-            r = word_start ? (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+        case CASE_CAP: to = first ? TO_TITLE : TO_LOWER; break;
+        case CASE_JTITLE: /* Jinja's title filter: word[0].upper() + word[1:].lower() */
+            if (jv_cp_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<') {
+                word_start = true;
+                first = false;
+                sb_put_cp(&b, cp);
+                continue;
+            }
+            to = word_start ? TO_UPPER : TO_LOWER;
             word_start = false;
             break;
-        }
         case CASE_SWAP: {
-            utf8proc_int32_t u = utf8proc_toupper((utf8proc_int32_t)cp);
-            r = (uint32_t)u != cp ? (uint32_t)u : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+            utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+            if (k == UTF8PROC_CATEGORY_LL) to = TO_UPPER;
+            else if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT) to = TO_LOWER;
+            else { sb_put_cp(&b, cp); first = false; continue; }
             break;
         }
         }
         first = false;
-        sb_put_cp(&b, r);
+        put_case(&b, cp, to);
     }
     return jsb_take(c, line, &b, out);
 }
+
+bool jinja_title_filter(jctx *c, int line, jv s, jv *out) { return change_case(c, line, s, CASE_JTITLE, out); }
 
 static bool py_find(jv s, jv sub, bool rev, int64_t *pos) {
     const char *p = s.u.s->s;
@@ -339,7 +377,8 @@ static bool str_method(jctx *c, int line, jv s, const char *name, const jv *args
         return py_replace(c, line, s, a_[0], a_[1], cnt, out);
     }
     if (!strcmp(name, "upper")) return change_case(c, line, s, CASE_UPPER, out);
-    if (!strcmp(name, "lower") || !strcmp(name, "casefold")) return change_case(c, line, s, CASE_LOWER, out);
+    if (!strcmp(name, "lower")) return change_case(c, line, s, CASE_LOWER, out);
+    if (!strcmp(name, "casefold")) return change_case(c, line, s, CASE_FOLD, out);
     if (!strcmp(name, "title")) return change_case(c, line, s, CASE_TITLE, out);
     if (!strcmp(name, "capitalize")) return change_case(c, line, s, CASE_CAP, out);
     if (!strcmp(name, "swapcase")) return change_case(c, line, s, CASE_SWAP, out);
@@ -505,6 +544,7 @@ static bool items_list(jctx *c, int line, jv d, jv *out) {
 
 bool jinja_call_method(jctx *c, int line, jv self, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     if (self.t == JV_STR) return str_method(c, line, self, name, args, nargs, kwn, kwv, nkw, out);
+    if (self.t == JV_FUNC && self.u.fn->kind == JF_CYCLER) return jinja_call_object(c, line, self, name, args, nargs, out);
     if (self.t == JV_DICT) {
         if (!strcmp(name, "get")) {
             JBIND(name, {"key", U}, {"default", jv_none()});

@@ -82,40 +82,52 @@ static const char *opname(int op) {
     }
 }
 
+/* Python int arithmetic, exact within 128 bits; past that a clear error, never a wrapped value. */
+static bool int_result(jctx *c, int line, bool overflow, jv_i128 r, jv *out) {
+    if (overflow) return jerr(c, line, "integer result beyond 128 bits (lmx's integer range)");
+    *out = jv_int128(r);
+    return !jv_is_oom(*out) || joom(c, line);
+}
+
+static bool int_binop(jctx *c, int line, int op, jv_i128 x, jv_i128 y, jv *out) {
+    jv_i128 r = 0;
+    bool over;
+    switch (op) {
+    case OP_ADD: over = __builtin_add_overflow(x, y, &r); return int_result(c, line, over, r, out);
+    case OP_SUB: over = __builtin_sub_overflow(x, y, &r); return int_result(c, line, over, r, out);
+    case OP_MUL: over = __builtin_mul_overflow(x, y, &r); return int_result(c, line, over, r, out);
+    case OP_FLOORDIV: case OP_MOD: {
+        if (y == 0) return jerr(c, line, "integer division or modulo by zero");
+        if (y == -1) { /* x // -1 overflows only for the most negative x */
+            over = op == OP_FLOORDIV && __builtin_sub_overflow((jv_i128)0, x, &r);
+            return int_result(c, line, over, r, out);
+        }
+        jv_i128 q = x / y, m = x % y;
+        if (m != 0 && ((m < 0) != (y < 0))) { q--; m += y; }
+        return int_result(c, line, false, op == OP_FLOORDIV ? q : m, out);
+    }
+    default: { /* OP_POW, y >= 0 */
+        jv_i128 res = 1, base = x;
+        over = false;
+        for (jv_i128 e = y; e && !over; e >>= 1) {
+            if (e & 1) over = __builtin_mul_overflow(res, base, &res);
+            if (!over && e > 1) over = __builtin_mul_overflow(base, base, &base);
+        }
+        return int_result(c, line, over, res, out);
+    }
+    }
+}
+
 bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
     if (a.t == JV_UNDEF || b.t == JV_UNDEF) {
         jv u = a.t == JV_UNDEF ? a : b;
         if (u.u.hint) return jerr(c, line, "'%s' is undefined", u.u.hint);
         return jerr(c, line, "unsupported operand: undefined value");
     }
-    if (jv_int_like(a) && jv_int_like(b)) {
-        int64_t x = jv_as_int(a), y = jv_as_int(b), r;
-        switch (op) {
-        case OP_ADD: if (__builtin_add_overflow(x, y, &r)) return jerr(c, line, "integer overflow"); *out = jv_int(r); return true;
-        case OP_SUB: if (__builtin_sub_overflow(x, y, &r)) return jerr(c, line, "integer overflow"); *out = jv_int(r); return true;
-        case OP_MUL: if (__builtin_mul_overflow(x, y, &r)) return jerr(c, line, "integer overflow"); *out = jv_int(r); return true;
-        case OP_DIV: if (y == 0) return jerr(c, line, "division by zero"); *out = jv_float((double)x / (double)y); return true;
-        case OP_FLOORDIV: case OP_MOD: {
-            if (y == 0) return jerr(c, line, "integer division or modulo by zero");
-            if (x == INT64_MIN && y == -1) return jerr(c, line, "integer overflow");
-            int64_t q = x / y, m = x % y;
-            if (m != 0 && ((m < 0) != (y < 0))) { q--; m += y; }
-            *out = jv_int(op == OP_FLOORDIV ? q : m);
-            return true;
-        }
-        case OP_POW: {
-            if (y < 0) { *out = jv_float(pow((double)x, (double)y)); return true; }
-            int64_t res = 1, base = x;
-            uint64_t e = (uint64_t)y;
-            while (e) {
-                if (e & 1) if (__builtin_mul_overflow(res, base, &res)) return jerr(c, line, "integer overflow");
-                e >>= 1;
-                if (e && __builtin_mul_overflow(base, base, &base)) return jerr(c, line, "integer overflow");
-            }
-            *out = jv_int(res);
-            return true;
-        }
-        }
+    jv_i128 xi, yi;
+    if (jv_get_i128(a, &xi) && jv_get_i128(b, &yi)) {
+        if (op == OP_DIV && yi == 0) return jerr(c, line, "division by zero");
+        if (op != OP_DIV && !(op == OP_POW && yi < 0)) return int_binop(c, line, op, xi, yi, out);
     }
     if (jv_is_number(a) && jv_is_number(b)) {
         double x = jv_as_double(a), y = jv_as_double(b);
@@ -173,7 +185,8 @@ static int cmp_str(jv a, jv b) {
 /* three-way ordering for <,>,sort; false if not orderable */
 static bool order(jv a, jv b, int *r) {
     if (jv_is_number(a) && jv_is_number(b)) {
-        if (jv_int_like(a) && jv_int_like(b)) { int64_t x = jv_as_int(a), y = jv_as_int(b); *r = x < y ? -1 : x > y; return true; }
+        jv_i128 xi, yi;
+        if (jv_get_i128(a, &xi) && jv_get_i128(b, &yi)) { *r = xi < yi ? -1 : xi > yi; return true; }
         double x = jv_as_double(a), y = jv_as_double(b);
         *r = x < y ? -1 : x > y;
         return true;

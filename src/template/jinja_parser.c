@@ -90,6 +90,7 @@ void jinja_node_free(jnode *n) {
         /* literals are immortal: free them explicitly */
         jv v = n->lit;
         if (v.t == JV_STR) free(v.u.s);
+        if (v.t == JV_BIG) free(v.u.big);
     }
     free(n);
 }
@@ -193,7 +194,7 @@ static jnode *parse_primary(ps *p) {
         if (sb_failed(&b)) { sb_free(&b); p->st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "AST"); return NULL; }
         return lit_node(p, line, sb_to_jv(&b));
     }
-    if (c->kind == TK_INT) { adv(p); return lit_node(p, line, jv_int(c->i)); }
+    if (c->kind == TK_INT) { adv(p); return lit_node(p, line, jv_int128(c->i)); }
     if (c->kind == TK_FLOAT) { adv(p); return lit_node(p, line, jv_float(c->f)); }
     if (c->kind == TK_OP && c->op == OP_LPAREN) {
         adv(p);
@@ -244,7 +245,7 @@ static jnode *parse_subscript(ps *p, jnode *obj) {
             n = node(p, JN_ITEM, line);
             if (!n) { jinja_node_free(obj); return NULL; }
             n->a = obj;
-            n->b = lit_node(p, line, jv_int(c->i));
+            n->b = lit_node(p, line, jv_int128(c->i));
             adv(p);
             return n->b ? n : (jinja_node_free(n), NULL);
         }
@@ -631,7 +632,7 @@ static jnode *parse_for(ps *p, int line) {
         adv(p);
         if (!(n->b = parse_expr(p))) goto err;
     }
-    if (is_name(p, "recursive")) { fail(p, cur(p)->line, "%srecursive loops are not supported", ""); goto err; }
+    if (is_name(p, "recursive")) { adv(p); n->op = 1; n->uses_loop = true; }
     p->loops++;
     bool body_ok = expect_block_end(p) && parse_body(p, &n->args, END_FOR);
     p->loops--;

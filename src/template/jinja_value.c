@@ -18,6 +18,7 @@ static int *rcp(jv v) {
     case JV_LIST: return &v.u.l->rc;
     case JV_DICT: case JV_NS: return &v.u.d->rc;
     case JV_FUNC: return &v.u.fn->rc;
+    case JV_BIG: return &v.u.big->rc;
     default: return NULL;
     }
 }
@@ -34,6 +35,7 @@ void jv_decref(jv v) {
     if (--*rc > 0) return;
     switch (v.t) {
     case JV_STR: free(v.u.s); break;
+    case JV_BIG: free(v.u.big); break;
     case JV_LIST:
         for (size_t i = 0; i < v.u.l->n; i++) jv_decref(v.u.l->v[i]);
         free(v.u.l->v);
@@ -76,6 +78,57 @@ jv jv_str_new(const char *s, size_t len) {
 }
 
 jv jv_str_cstr(const char *s) { return jv_str_new(s, strlen(s)); }
+
+jv jv_int128(jv_i128 x) {
+    if (x >= INT64_MIN && x <= INT64_MAX) return jv_int((int64_t)x);
+    jv_big *b = malloc(sizeof *b);
+    if (!b) return jv_oom();
+    b->rc = 1;
+    b->v = x;
+    jv v = {.t = JV_BIG};
+    v.u.big = b;
+    return v;
+}
+
+bool jv_get_i128(jv v, jv_i128 *out) {
+    switch (v.t) {
+    case JV_INT: *out = v.u.i; return true;
+    case JV_BOOL: *out = v.u.b; return true;
+    case JV_BIG: *out = v.u.big->v; return true;
+    default: return false;
+    }
+}
+
+size_t jv_i128_str(jv_i128 x, char *buf) {
+    char tmp[48];
+    size_t n = 0;
+    unsigned __int128 m = x < 0 ? (unsigned __int128)0 - (unsigned __int128)x : (unsigned __int128)x;
+    do { tmp[n++] = (char)('0' + (int)(m % 10)); m /= 10; } while (m);
+    size_t k = 0;
+    if (x < 0) buf[k++] = '-';
+    while (n) buf[k++] = tmp[--n];
+    buf[k] = '\0';
+    return k;
+}
+
+bool jv_i128_parse(const char *s, size_t n, jv_i128 *out) {
+    size_t i = 0;
+    bool neg = false;
+    if (i < n && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    unsigned __int128 m = 0, lim = neg ? (unsigned __int128)1 << 127 : ((unsigned __int128)1 << 127) - 1;
+    bool any = false;
+    for (; i < n; i++) {
+        if (s[i] == '_') continue;
+        if (s[i] < '0' || s[i] > '9') return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (m > (lim - d) / 10) return false;
+        m = m * 10 + d;
+        any = true;
+    }
+    if (!any) return false;
+    *out = neg ? (jv_i128)(0 - m) : (jv_i128)m;
+    return true;
+}
 
 jv jv_list_new(size_t cap) {
     jv_list *l = calloc(1, sizeof *l);
@@ -210,6 +263,7 @@ bool jv_truthy(jv v) {
     case JV_UNDEF: case JV_NONE: return false;
     case JV_BOOL: return v.u.b;
     case JV_INT: return v.u.i != 0;
+    case JV_BIG: return true; /* never 0: 0 is a JV_INT */
     case JV_FLOAT: return v.u.f != 0.0;
     case JV_STR: return v.u.s->len > 0;
     case JV_LIST: return v.u.l->n > 0;
@@ -218,11 +272,12 @@ bool jv_truthy(jv v) {
     }
 }
 
-bool jv_is_number(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL; }
+bool jv_is_number(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL || v.t == JV_BIG; }
 
 double jv_as_double(jv v) {
     switch (v.t) {
     case JV_INT: return (double)v.u.i;
+    case JV_BIG: return (double)v.u.big->v;
     case JV_FLOAT: return v.u.f;
     case JV_BOOL: return v.u.b ? 1.0 : 0.0;
     default: return 0.0;
@@ -231,10 +286,8 @@ double jv_as_double(jv v) {
 
 bool jv_equal(jv a, jv b) {
     if (jv_is_number(a) && jv_is_number(b)) {
-        if (a.t != JV_FLOAT && b.t != JV_FLOAT) {
-            int64_t x = a.t == JV_BOOL ? a.u.b : a.u.i, y = b.t == JV_BOOL ? b.u.b : b.u.i;
-            return x == y;
-        }
+        jv_i128 x, y;
+        if (jv_get_i128(a, &x) && jv_get_i128(b, &y)) return x == y;
         return jv_as_double(a) == jv_as_double(b);
     }
     if (a.t != b.t) return false;
@@ -264,7 +317,7 @@ const char *jv_type_name(jv v) {
     case JV_UNDEF: return "Undefined";
     case JV_NONE: return "NoneType";
     case JV_BOOL: return "bool";
-    case JV_INT: return "int";
+    case JV_INT: case JV_BIG: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
     case JV_LIST: return v.u.l->tuple ? "tuple" : "list";
@@ -490,7 +543,7 @@ static void repr_r(sb *b, jv v, const void **stack, int depth) {
         }
         if (v.u.l->tuple && v.u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v.u.l->tuple ? ')' : ']');
-        if (v.u.l->view) sb_putc(b, ')');
+        if (v.u.l->view && v.u.l->view < 4) sb_putc(b, ')');
         break;
     }
     case JV_DICT: case JV_NS: {
@@ -517,6 +570,7 @@ void jv_print(sb *b, jv v) {
     case JV_NONE: sb_puts(b, "None"); break;
     case JV_BOOL: sb_puts(b, v.u.b ? "True" : "False"); break;
     case JV_INT: sb_printf(b, "%lld", (long long)v.u.i); break;
+    case JV_BIG: { char t[48]; sb_put(b, t, jv_i128_str(v.u.big->v, t)); break; }
     case JV_FLOAT: jv_fmt_float(b, v.u.f); break;
     case JV_STR: sb_put(b, v.u.s->s, v.u.s->len); break;
     case JV_FUNC: sb_printf(b, "<function %s>", v.u.fn->name ? v.u.fn->name : "?"); break;
