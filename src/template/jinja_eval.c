@@ -249,6 +249,90 @@ static bool is_const_expr(const jnode *n) {
     }
 }
 
+/* -x, +x: integers stay exact (128 bits) */
+static bool eval_unary(jctx *c, const jnode *n, jv *out) {
+    jv v;
+    if (!jinja_eval(c, n->a, &v)) return false;
+    bool neg = n->kind == JN_NEG;
+    jv_i128 x;
+    if (v.t == JV_INT || v.t == JV_BIG) {
+        jv_get_i128(v, &x);
+        jv_decref(v);
+        if (neg && x == JV_I128_MIN) return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)");
+        *out = jv_int128(neg ? -x : x);
+        return !jv_is_oom(*out) || joom(c, n->line);
+    }
+    if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
+    if (v.t == JV_FLOAT) { *out = jv_float(neg ? -v.u.f : v.u.f); return true; }
+    if (v.t == JV_UNDEF) return undefined_error(c, n->line, v);
+    jerr(c, n->line, "bad operand type for unary %c: '%s'", neg ? '-' : '+', jv_type_name(v));
+    jv_decref(v);
+    return false;
+}
+
+static bool eval_bin(jctx *c, const jnode *n, jv *out) {
+    jv l, r;
+    if (!jinja_eval(c, n->a, &l)) return false;
+    if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
+    if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
+        /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
+        jv_i128 li = 0;
+        if (l.t != JV_FLOAT && jv_get_i128(l, &li) && li == JV_I128_MIN) { jv_decref(l); jv_decref(r); return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)"); }
+        jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int128(-li), mag;
+        jv_decref(l);
+        if (jv_is_oom(pos)) { jv_decref(r); return joom(c, n->line); }
+        bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);
+        jv_decref(pos);
+        jv_decref(r);
+        if (!ok) return false;
+        ok = jinja_binop(c, n->line, OP_SUB, jv_int(0), mag, out);
+        jv_decref(mag);
+        return ok;
+    }
+    bool ok = jinja_binop(c, n->line, n->op, l, r, out);
+    jv_decref(l);
+    jv_decref(r);
+    return ok;
+}
+
+/* a < b <= c …, `in`, `not in`: chained like Python */
+static bool eval_compare(jctx *c, const jnode *n, jv *out) {
+    jv l;
+    if (!jinja_eval(c, n->a, &l)) return false;
+    bool res = true;
+    for (int i = 0; i < n->args.n && res; i++) {
+        jv r;
+        if (!jinja_eval(c, n->args.v[i], &r)) { jv_decref(l); return false; }
+        int op = n->ops[i];
+        bool ok;
+        if (op == JN_OP_IN || op == JN_OP_NOTIN) {
+            ok = jinja_contains(c, n->line, r, l, &res);
+            if (op == JN_OP_NOTIN) res = !res;
+        } else ok = jinja_compare(c, n->line, op, l, r, &res);
+        jv_decref(l);
+        l = r;
+        if (!ok) { jv_decref(l); return false; }
+    }
+    jv_decref(l);
+    *out = jv_bool(res);
+    return true;
+}
+
+static bool eval_dict(jctx *c, const jnode *n, jv *out) {
+    jv d = jv_dict_new((size_t)n->args.n);
+    if (jv_is_oom(d)) return joom(c, n->line);
+    for (int i = 0; i < n->args.n; i++) {
+        jv k, v;
+        if (!jinja_eval(c, n->args.v[i], &k)) { jv_decref(d); return false; }
+        if (k.t == JV_LIST && !k.u.l->tuple) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'list'"); }
+        if (k.t == JV_DICT) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'dict'"); }
+        if (!jinja_eval(c, n->args2.v[i], &v)) { jv_decref(k); jv_decref(d); return false; }
+        if (!jv_dict_set(d, k, v)) { jv_decref(d); return joom(c, n->line); }
+    }
+    *out = d;
+    return true;
+}
+
 bool jinja_eval(jctx *c, const jnode *n, jv *out) {
     *out = jv_undef(NULL);
     if (c->failed) return false;
@@ -288,25 +372,7 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         if (ok) *out = jv_bool(n->op ? !res : res);
         return ok;
     }
-    case JN_NEG: case JN_POS: {
-        jv v;
-        if (!jinja_eval(c, n->a, &v)) return false;
-        bool neg = n->kind == JN_NEG;
-        jv_i128 x;
-        if (v.t == JV_INT || v.t == JV_BIG) {
-            jv_get_i128(v, &x);
-            jv_decref(v);
-            if (neg && x == JV_I128_MIN) return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)");
-            *out = jv_int128(neg ? -x : x);
-            return !jv_is_oom(*out) || joom(c, n->line);
-        }
-        if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
-        if (v.t == JV_FLOAT) { *out = jv_float(neg ? -v.u.f : v.u.f); return true; }
-        if (v.t == JV_UNDEF) return undefined_error(c, n->line, v);
-        jerr(c, n->line, "bad operand type for unary %c: '%s'", neg ? '-' : '+', jv_type_name(v));
-        jv_decref(v);
-        return false;
-    }
+    case JN_NEG: case JN_POS: return eval_unary(c, n, out);
     case JN_NOT: {
         jv v;
         if (!jinja_eval(c, n->a, &v)) return false;
@@ -322,25 +388,7 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv_decref(l);
         return jinja_eval(c, n->b, out);
     }
-    case JN_BIN: {
-        jv l, r;
-        if (!jinja_eval(c, n->a, &l)) return false;
-        if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
-        if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
-            /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
-            jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int(-(l.t == JV_BOOL ? (int64_t)l.u.b : l.u.i)), mag;
-            bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);
-            jv_decref(r);
-            if (!ok) return false;
-            ok = jinja_binop(c, n->line, OP_SUB, jv_int(0), mag, out);
-            jv_decref(mag);
-            return ok;
-        }
-        bool ok = jinja_binop(c, n->line, n->op, l, r, out);
-        jv_decref(l);
-        jv_decref(r);
-        return ok;
-    }
+    case JN_BIN: return eval_bin(c, n, out);
     case JN_CONCAT: {
         jv l, r;
         if (!jinja_eval(c, n->a, &l)) return false;
@@ -353,27 +401,7 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv_decref(r);
         return jsb_take(c, n->line, &s, out);
     }
-    case JN_COMPARE: {
-        jv l;
-        if (!jinja_eval(c, n->a, &l)) return false;
-        bool res = true;
-        for (int i = 0; i < n->args.n && res; i++) {
-            jv r;
-            if (!jinja_eval(c, n->args.v[i], &r)) { jv_decref(l); return false; }
-            int op = n->ops[i];
-            bool ok;
-            if (op == JN_OP_IN || op == JN_OP_NOTIN) {
-                ok = jinja_contains(c, n->line, r, l, &res);
-                if (op == JN_OP_NOTIN) res = !res;
-            } else ok = jinja_compare(c, n->line, op, l, r, &res);
-            jv_decref(l);
-            l = r;
-            if (!ok) { jv_decref(l); return false; }
-        }
-        jv_decref(l);
-        *out = jv_bool(res);
-        return true;
-    }
+    case JN_COMPARE: return eval_compare(c, n, out);
     case JN_COND: {
         jv t;
         if (!jinja_eval(c, n->a, &t)) return false;
@@ -396,20 +424,7 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         *out = l;
         return true;
     }
-    case JN_DICT: {
-        jv d = jv_dict_new((size_t)n->args.n);
-        if (jv_is_oom(d)) return joom(c, n->line);
-        for (int i = 0; i < n->args.n; i++) {
-            jv k, v;
-            if (!jinja_eval(c, n->args.v[i], &k)) { jv_decref(d); return false; }
-            if (k.t == JV_LIST && !k.u.l->tuple) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'list'"); }
-            if (k.t == JV_DICT) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'dict'"); }
-            if (!jinja_eval(c, n->args2.v[i], &v)) { jv_decref(k); jv_decref(d); return false; }
-            if (!jv_dict_set(d, k, v)) { jv_decref(d); return joom(c, n->line); }
-        }
-        *out = d;
-        return true;
-    }
+    case JN_DICT: return eval_dict(c, n, out);
     default: return jerr(c, n->line, "statement used as expression");
     }
 }
