@@ -147,15 +147,6 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
 }
 
 
-/* Python str.splitlines() for indent */
-static size_t next_line(const char *p, size_t n, size_t i, size_t *eol) {
-    size_t j = i;
-    while (j < n && p[j] != '\n' && p[j] != '\r' && p[j] != '\v' && p[j] != '\f' && !(p[j] >= 0x1c && p[j] <= 0x1e)) j++;
-    *eol = j;
-    if (j < n && p[j] == '\r' && j + 1 < n && p[j + 1] == '\n') return j + 2;
-    return j < n ? j + 1 : j;
-}
-
 static bool f_default(FILTER_PARAMS) {
     FBIND({"default_value", U}, {"boolean", jv_bool(false)});
     bool use = in.t == JV_UNDEF || (jv_truthy(a_[1]) && !jv_truthy(in));
@@ -176,27 +167,6 @@ static bool f_length(FILTER_PARAMS) {
 
 static bool f_string(FILTER_PARAMS) {
     return jinja_str(c, in, out);
-}
-
-static bool f_safe(FILTER_PARAMS) {
-    if (name[0] == 's') return jinja_str(c, in, out); /* Markup(str(value)) */
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
-    sb b;
-    jsb_init(c, &b);
-    for (size_t i = 0; i < s.u.s->len; i++) {
-        char ch = s.u.s->s[i];
-        switch (ch) {
-        case '&': sb_puts(&b, "&amp;"); break;
-        case '<': sb_puts(&b, "&lt;"); break;
-        case '>': sb_puts(&b, "&gt;"); break;
-        case '"': sb_puts(&b, "&#34;"); break;
-        case '\'': sb_puts(&b, "&#39;"); break;
-        default: sb_putc(&b, ch);
-        }
-    }
-    jv_decref(s);
-    return jsb_take(c, line, &b, out);
 }
 
 static bool f_tojson(FILTER_PARAMS) {
@@ -555,62 +525,9 @@ static bool f_sum(FILTER_PARAMS) {
     return true;
 }
 
-static bool f_indent(FILTER_PARAMS) {
-    FBIND({"width", jv_int(4)}, {"first", jv_bool(false)}, {"blank", jv_bool(false)});
-    if (in.t != JV_STR) return jerr(c, line, "indent: '%s' object is not a string", jv_type_name(in));
-    jv s = jv_incref(in);
-    sb ind;
-    sb_init(&ind, 4096);
-    if (a_[0].t == JV_STR) sb_put(&ind, a_[0].u.s->s, a_[0].u.s->len);
-    else if (a_[0].t == JV_INT) for (int64_t i = 0; i < a_[0].u.i && i < 4096; i++) sb_putc(&ind, ' ');
-    sb b;
-    jsb_init(c, &b);
-    if (jv_truthy(a_[1])) sb_put(&b, ind.p, ind.n);
-    /* s + "\n" split into lines */
-    sb t;
-    jsb_init(c, &t);
-    sb_put(&t, s.u.s->s, s.u.s->len);
-    sb_putc(&t, '\n');
-    bool blank = jv_truthy(a_[2]);
-    size_t i = 0, k = 0;
-    while (i < t.n) {
-        size_t eol, nx = next_line(t.p, t.n, i, &eol);
-        if (k > 0) {
-            sb_putc(&b, '\n');
-            if (blank || eol > i) sb_put(&b, ind.p, ind.n);
-        }
-        sb_put(&b, t.p + i, eol - i);
-        i = nx;
-        k++;
-    }
-    sb_free(&t);
-    sb_free(&ind);
-    jv_decref(s);
-    return jsb_take(c, line, &b, out);
-}
-
 static bool f_center(FILTER_PARAMS) {
     FBIND({"width", jv_int(80)});
     return str_then(c, line, in, "center", a_, 1, out);
-}
-
-static bool f_wordcount(FILTER_PARAMS) {
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
-    int64_t cnt = 0;
-    bool inw = false;
-    for (size_t i = 0; i < s.u.s->len;) {
-        uint32_t cp;
-        i += jv_utf8_decode(s.u.s->s + i, s.u.s->len - i, &cp);
-        utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
-        bool w = cp == '_' || (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-                 (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO); /* Python \w: isalnum() or '_' */
-        if (w && !inw) cnt++;
-        inw = w;
-    }
-    jv_decref(s);
-    *out = jv_int(cnt);
-    return true;
 }
 
 static bool f_format(FILTER_PARAMS) {
@@ -744,15 +661,15 @@ static const jfilter_entry FILTERS[] = {
     {"d", f_default},
     {"default", f_default},
     {"dictsort", f_dictsort},
-    {"e", f_safe},
-    {"escape", f_safe},
+    {"e", jf_safe},
+    {"escape", jf_safe},
     {"filesizeformat", jf_filesizeformat},
     {"first", f_first},
     {"float", f_float},
-    {"forceescape", f_safe},
+    {"forceescape", jf_safe},
     {"format", f_format},
     {"groupby", f_groupby},
-    {"indent", f_indent},
+    {"indent", jf_indent},
     {"int", f_int},
     {"items", f_items},
     {"join", f_join},
@@ -770,7 +687,7 @@ static const jfilter_entry FILTERS[] = {
     {"replace", f_replace},
     {"reverse", f_reverse},
     {"round", f_round},
-    {"safe", f_safe},
+    {"safe", jf_safe},
     {"select", f_select},
     {"selectattr", f_select},
     {"slice", f_slice},
@@ -786,7 +703,7 @@ static const jfilter_entry FILTERS[] = {
     {"upper", f_upper},
     {"urlencode", jf_urlencode},
     {"urlize", jf_urlize},
-    {"wordcount", f_wordcount},
+    {"wordcount", jf_wordcount},
     {"wordwrap", jf_wordwrap},
     {"xmlattr", jf_xmlattr},
 };

@@ -272,6 +272,9 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
 typedef bool (*jfilter_fn)(FILTER_PARAMS);
 typedef struct { const char *name; jfilter_fn fn; } jfilter_entry;
 /* the text filters of jinja_filters_text.c */
+bool jf_safe(FILTER_PARAMS); /* also e, escape, forceescape */
+bool jf_indent(FILTER_PARAMS);
+bool jf_wordcount(FILTER_PARAMS);
 bool jf_truncate(FILTER_PARAMS);
 bool jf_wordwrap(FILTER_PARAMS);
 bool jf_striptags(FILTER_PARAMS);
