@@ -40,24 +40,13 @@ static size_t next_line(const char *p, size_t n, size_t i, size_t *eol) {
     return j < n ? j + 1 : j;
 }
 
+static void xml_escape(sb *b, jv v);
+
 bool jf_safe(FILTER_PARAMS) {
     if (name[0] == 's') return jinja_str(c, in, out); /* Markup(str(value)) */
-    jv s;
-    if (!jinja_str(c, in, &s)) return false;
     sb b;
     jsb_init(c, &b);
-    for (size_t i = 0; i < s.u.s->len; i++) {
-        char ch = s.u.s->s[i];
-        switch (ch) {
-        case '&': sb_puts(&b, "&amp;"); break;
-        case '<': sb_puts(&b, "&lt;"); break;
-        case '>': sb_puts(&b, "&gt;"); break;
-        case '"': sb_puts(&b, "&#34;"); break;
-        case '\'': sb_puts(&b, "&#39;"); break;
-        default: sb_putc(&b, ch);
-        }
-    }
-    jv_decref(s);
+    xml_escape(&b, in); /* markupsafe.escape */
     return jsb_take(c, line, &b, out);
 }
 
