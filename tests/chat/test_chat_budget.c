@@ -88,7 +88,11 @@ static void test_long_conversation(void) {
     if (!src) return;
     lmx_chat_template *t = NULL;
     CHECK_EQ_INT(lmx_chat_template_create(src, &t), LMX_OK);
+#if defined(__SANITIZE_ADDRESS__)
+    enum { N = 3000 }; /* ASan makes it ~20x slower; the Release build runs the full 10,000 */
+#else
     enum { N = 10000 };
+#endif
     size_t cap = (size_t)N * 100 + 200, p = 0;
     char *ctx = malloc(cap);
     p += (size_t)snprintf(ctx + p, cap - p, "{\"bos_token\":\"<bos>\",\"add_generation_prompt\":true,\"messages\":["
@@ -97,17 +101,23 @@ static void test_long_conversation(void) {
         p += (size_t)snprintf(ctx + p, cap - p, ",{\"role\":\"%s\",\"content\":\" message %d \"}", i % 2 ? "assistant" : "user", i);
     p += (size_t)snprintf(ctx + p, cap - p, "]}");
     double t0 = now_s();
+    clock_t cpu0 = clock();
     char *out = NULL;
     size_t n = 0;
     lmx_status st = lmx_chat_template_render_json(t, ctx, p, &out, &n);
-    double dt = now_s() - t0;
+    double dt = now_s() - t0, cpu = (double)(clock() - cpu0) / CLOCKS_PER_SEC;
     CHECK_MSG(st == LMX_OK, "%s", lmx_last_error_detail());
-    printf("10000 messages rendered in %.2f s (%zu bytes)\n", dt, n);
+    printf("%d messages rendered in %.2f s (%.2f s CPU, %zu bytes)\n", N, dt, cpu, n);
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
+    CHECK_MSG(cpu < 15.0, "10,000 messages took %.1f s of CPU (about 3 s expected in a Release build)", cpu);
+#endif
     if (out) {
         CHECK(strncmp(out, "<bos><start_of_turn>user\nBe brief.\n\nmessage 0<end_of_turn>\n", 59) == 0);
         CHECK_EQ_INT(count(out, "<start_of_turn>"), N + 1);
         CHECK_EQ_INT(count(out, "<start_of_turn>model\n"), N / 2 + 1);
-        CHECK(strstr(out, "<start_of_turn>model\nmessage 9999<end_of_turn>\n<start_of_turn>model\n") != NULL);
+        char last[96];
+        snprintf(last, sizeof last, "<start_of_turn>model\nmessage %d<end_of_turn>\n<start_of_turn>model\n", N - 1);
+        CHECK(strstr(out, last) != NULL);
     }
     free(out);
     free(ctx);
