@@ -1,5 +1,5 @@
 /* fuzz_jinja.c — libFuzzer target: random template text is parsed and rendered against a fixed
- * chat context. Must never crash, leak or hang (output and loop iterations are capped).
+ * chat context. Must never crash, leak or hang (the output size and the work budget are capped).
  * Seed corpus: fuzz/corpus/jinja/ (real chat templates). */
 #include <stddef.h>
 #include <stdint.h>
