@@ -1,6 +1,6 @@
-/* jinja_globals.c — the globals transformers' environment provides (range, namespace, dict,
+/* jinja_globals.c — the globals of transformers' environment (range, namespace, dict, cycler, joiner,
  * raise_exception, strftime_now) and Jinja's tests (`x is defined`, `is divisibleby(3)`, …).
- * The tests `filter` and `test` need the filter table: jinja_env_test (filters) answers them. */
+ * The test `filter` needs the filter table: jinja_env_test (filters) answers it. */
 #include "jinja_internal.h"
 
 #include <math.h>
@@ -19,74 +19,6 @@ bool jinja_global(const char *name, jv *out) {
             return true; /* OOM surfaces as undefined-with-oom-hint */
         }
     return false;
-}
-
-/* cycler(*items) / joiner(sep=", "): objects whose state is a private two-element list */
-static bool make_object(jctx *c, int line, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv,
-                        int nkw, jv *out) {
-    jv state = jv_list_new(2);
-    if (jv_is_oom(state)) return joom(c, line);
-    bool ok;
-    if (name[0] == 'c') {
-        if (nkw) { jv_decref(state); return jerr(c, line, "cycler() takes no keyword arguments"); }
-        if (nargs == 0) { jv_decref(state); return jerr(c, line, "at least one item has to be provided"); }
-        jv items = jv_list_new((size_t)nargs);
-        ok = !jv_is_oom(items);
-        for (int i = 0; ok && i < nargs; i++) ok = jv_list_push(items, jv_incref(args[i]));
-        ok = ok && jv_list_push(state, items) && jv_list_push(state, jv_int(0));
-    } else {
-        JBIND(name, {"sep", U});
-        jv sep = a_[0].t == JV_UNDEF ? jv_str_cstr(", ") : jv_incref(a_[0]);
-        ok = !jv_is_oom(sep) && jv_list_push(state, sep) && jv_list_push(state, jv_bool(false));
-    }
-    if (!ok) { jv_decref(state); return joom(c, line); }
-    *out = jv_func_new(name[0] == 'c' ? JF_CYCLER : JF_JOINER, name[0] == 'c' ? "cycler" : "joiner", state);
-    return !jv_is_oom(*out) || joom(c, line);
-}
-
-bool jinja_object_attr(jctx *c, int line, jv fn, const char *name, jv *out) {
-    jv *st = fn.u.fn->self.u.l->v; /* [items, position] */
-    if (!strcmp(name, "current")) { *out = jv_incref(st[0].u.l->v[st[1].u.i]); return true; }
-    if (!strcmp(name, "next") || !strcmp(name, "reset")) {
-        *out = jv_func_new(JF_METHOD, name[0] == 'n' ? "next" : "reset", jv_incref(fn));
-        return !jv_is_oom(*out) || joom(c, line);
-    }
-    *out = jv_undef(NULL);
-    return true;
-}
-
-bool jinja_call_object(jctx *c, int line, jv fn, const char *method, const jv *args, int nargs, jv *out) {
-    jv_func *f = fn.u.fn;
-    jv *st = f->self.u.l->v;
-    switch (f->kind) {
-    case JF_CHANGED: { /* loop.changed(*values): true when the values differ from the last call's */
-        jv tup = jv_list_new((size_t)nargs);
-        if (jv_is_oom(tup)) return joom(c, line);
-        tup.u.l->tuple = true;
-        for (int i = 0; i < nargs; i++) jv_list_push(tup, jv_incref(args[i]));
-        jv_list *last = f->self.u.l;
-        bool changed = last->n == 0 || !jv_equal(last->v[0], tup);
-        if (last->n == 0) jv_list_push(f->self, tup);
-        else { jv_decref(last->v[0]); last->v[0] = tup; }
-        *out = jv_bool(changed);
-        return true;
-    }
-    case JF_JOINER: /* "" the first time, the separator after */
-        if (nargs) return jerr(c, line, "joiner() takes no arguments");
-        if (!st[1].u.b) { st[1] = jv_bool(true); return jstr_new(c, line, "", 0, out); }
-        *out = jv_incref(st[0]);
-        return true;
-    case JF_CYCLER: {
-        if (nargs) return jerr(c, line, "%s() takes no arguments", method ? method : "cycler");
-        jv_list *items = st[0].u.l;
-        if (method && !strcmp(method, "reset")) { st[1] = jv_int(0); *out = jv_none(); return true; }
-        if (!method || strcmp(method, "next")) return jerr(c, line, "'cycler' object is not callable");
-        *out = jv_incref(items->v[st[1].u.i]);
-        st[1] = jv_int((st[1].u.i + 1) % (int64_t)items->n);
-        return true;
-    }
-    default: return jerr(c, line, "not callable");
-    }
 }
 
 bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
@@ -137,7 +69,7 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
         sb_free(&b);
         return false;
     }
-    if (!strcmp(name, "cycler") || !strcmp(name, "joiner")) return make_object(c, line, name, args, nargs, kwn, kwv, nkw, out);
+    if (!strcmp(name, "cycler") || !strcmp(name, "joiner")) return jinja_make_object(c, line, name, args, nargs, kwn, kwv, nkw, out);
     if (!strcmp(name, "strftime_now")) {
         JBIND(name, {"format", U});
         if (!jneed_str(c, line, a_[0], "format")) return false;

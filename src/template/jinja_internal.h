@@ -4,6 +4,11 @@
  * Ownership: jv values are refcounted; jv_incref/jv_decref on copies. Values owned by the AST
  * (literals, names) are immortal (rc < 0): incref/decref never touch them, so a parsed template
  * is shared read-only between threads. Everything else belongs to one render (one thread).
+ *
+ * Layers (each file calls only the ones before it): jinja_value.c, jinja_json.c, jinja_ctx.c
+ * (render errors, work budget, argument binding) → jinja_lexer.c → jinja_parser.c +
+ * jinja_parse_stmt.c → jinja_ops.c → jinja_methods.c → jinja_globals.c (globals, tests) →
+ * jinja_filters.c + jinja_filters_text.c → jinja_check.c → jinja_eval.c → chat_template.c.
  */
 #ifndef LMX_JINJA_INTERNAL_H
 #define LMX_JINJA_INTERNAL_H
@@ -295,7 +300,10 @@ bool jinja_env_test(jctx *c, int line, const char *name, jv in, const jv *args, 
 bool jinja_test(jctx *c, int line, const char *name, jv in, const jv *args, int nargs, bool *res);
 bool jinja_has_test(const char *name);   /* every Jinja2 test name (filter/test included) */
 bool jinja_global(const char *name, jv *out);    /* range, namespace, … as JF_GLOBAL */
-/* Calls loop.changed, a joiner, a cycler's next/reset (jinja_globals.c). */
+/* cycler(*items) / joiner(sep) objects; calls of loop.changed, a joiner, a cycler's next/reset
+ * (jinja_methods.c). */
+bool jinja_make_object(jctx *c, int line, const char *name, const jv *args, int nargs, char **kwn, const jv *kwv,
+                       int nkw, jv *out);
 bool jinja_call_object(jctx *c, int line, jv fn, const char *method, const jv *args, int nargs, jv *out);
 /* cycler.current / .next / .reset; false with *out undefined for other names. */
 bool jinja_object_attr(jctx *c, int line, jv fn, const char *name, jv *out);

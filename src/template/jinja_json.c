@@ -118,14 +118,14 @@ bool jv_to_json(sb *b, jv v, const jv_json_opts *o, const char **why) {
 }
 
 /* ---------------------------------------------------------------- JSON in */
-typedef struct { const char *s; size_t n, i; char *err; size_t errlen; int depth; } jp;
+typedef struct { const char *s; size_t n, i; char *err; size_t errlen; int depth; } jsn;
 
-static bool jp_fail(jp *p, const char *msg) {
+static bool jsn_fail(jsn *p, const char *msg) {
     snprintf(p->err, p->errlen, "JSON offset %zu: %s", p->i, msg);
     return false;
 }
 
-static void jp_ws(jp *p) {
+static void jsn_ws(jsn *p) {
     while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
 }
 
@@ -136,27 +136,27 @@ static int hexv(char c) {
     return -1;
 }
 
-static bool jp_hex4(jp *p, uint32_t *v) {
-    if (p->i + 4 > p->n) return jp_fail(p, "bad \\u escape");
+static bool jsn_hex4(jsn *p, uint32_t *v) {
+    if (p->i + 4 > p->n) return jsn_fail(p, "bad \\u escape");
     *v = 0;
     for (int k = 0; k < 4; k++) {
         int h = hexv(p->s[p->i + k]);
-        if (h < 0) return jp_fail(p, "bad \\u escape");
+        if (h < 0) return jsn_fail(p, "bad \\u escape");
         *v = *v * 16 + (uint32_t)h;
     }
     p->i += 4;
     return true;
 }
 
-static bool jp_string(jp *p, jv *out) {
+static bool jsn_string(jsn *p, jv *out) {
     sb b;
     sb_init(&b, 0);
     p->i++; /* opening quote */
     for (;;) {
-        if (p->i >= p->n) { sb_free(&b); return jp_fail(p, "unterminated string"); }
+        if (p->i >= p->n) { sb_free(&b); return jsn_fail(p, "unterminated string"); }
         char c = p->s[p->i];
         if (c == '"') { p->i++; break; }
-        if ((unsigned char)c < 0x20) { sb_free(&b); return jp_fail(p, "control character in string"); }
+        if ((unsigned char)c < 0x20) { sb_free(&b); return jsn_fail(p, "control character in string"); }
         if (c != '\\') {
             size_t st = p->i;
             while (p->i < p->n && p->s[p->i] != '"' && p->s[p->i] != '\\' && (unsigned char)p->s[p->i] >= 0x20) p->i++;
@@ -164,7 +164,7 @@ static bool jp_string(jp *p, jv *out) {
             continue;
         }
         p->i++;
-        if (p->i >= p->n) { sb_free(&b); return jp_fail(p, "bad escape"); }
+        if (p->i >= p->n) { sb_free(&b); return jsn_fail(p, "bad escape"); }
         c = p->s[p->i++];
         switch (c) {
         case '"': sb_putc(&b, '"'); break;
@@ -177,52 +177,52 @@ static bool jp_string(jp *p, jv *out) {
         case 't': sb_putc(&b, '\t'); break;
         case 'u': {
             uint32_t v;
-            if (!jp_hex4(p, &v)) { sb_free(&b); return false; }
+            if (!jsn_hex4(p, &v)) { sb_free(&b); return false; }
             if (v >= 0xD800 && v < 0xDC00 && p->i + 6 <= p->n && p->s[p->i] == '\\' && p->s[p->i + 1] == 'u') {
                 size_t save = p->i;
                 p->i += 2;
                 uint32_t lo;
-                if (jp_hex4(p, &lo) && lo >= 0xDC00 && lo < 0xE000) v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
+                if (jsn_hex4(p, &lo) && lo >= 0xDC00 && lo < 0xE000) v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
                 else p->i = save;
             }
             sb_put_cp(&b, v);
             break;
         }
-        default: sb_free(&b); return jp_fail(p, "bad escape");
+        default: sb_free(&b); return jsn_fail(p, "bad escape");
         }
     }
-    if (sb_failed(&b)) { sb_free(&b); return jp_fail(p, "out of memory"); }
+    if (sb_failed(&b)) { sb_free(&b); return jsn_fail(p, "out of memory"); }
     *out = sb_to_jv(&b);
-    return !jv_is_oom(*out) || jp_fail(p, "out of memory");
+    return !jv_is_oom(*out) || jsn_fail(p, "out of memory");
 }
 
-static bool jp_value(jp *p, jv *out);
+static bool jsn_value(jsn *p, jv *out);
 
-static bool jp_number(jp *p, jv *out) {
+static bool jsn_number(jsn *p, jv *out) {
     size_t st = p->i;
     bool is_float = false;
     if (p->s[p->i] == '-') p->i++;
-    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
+    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jsn_fail(p, "bad number");
     while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
     if (p->i < p->n && p->s[p->i] == '.') {
         is_float = true;
         p->i++;
-        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
+        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jsn_fail(p, "bad number");
         while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
     }
     if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
         is_float = true;
         p->i++;
         if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
-        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
+        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jsn_fail(p, "bad number");
         while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
     }
     size_t len = p->i - st;
     if (!is_float) { /* Python's json keeps every integer exact: here up to 128 bits */
         jv_i128 v;
-        if (!jv_i128_parse(p->s + st, len, &v)) return jp_fail(p, "integer beyond 128 bits");
+        if (!jv_i128_parse(p->s + st, len, &v)) return jsn_fail(p, "integer beyond 128 bits");
         *out = jv_int128(v);
-        return !jv_is_oom(*out) || jp_fail(p, "out of memory");
+        return !jv_is_oom(*out) || jsn_fail(p, "out of memory");
     }
     char tmp[64];
     if (len >= sizeof tmp) len = sizeof tmp - 1;
@@ -232,66 +232,66 @@ static bool jp_number(jp *p, jv *out) {
     return true;
 }
 
-static bool jp_value(jp *p, jv *out) {
-    jp_ws(p);
-    if (p->i >= p->n) return jp_fail(p, "unexpected end");
-    if (++p->depth > 500) return jp_fail(p, "nesting too deep");
+static bool jsn_value(jsn *p, jv *out) {
+    jsn_ws(p);
+    if (p->i >= p->n) return jsn_fail(p, "unexpected end");
+    if (++p->depth > 500) return jsn_fail(p, "nesting too deep");
     char c = p->s[p->i];
     bool ok = true;
-    if (c == '"') ok = jp_string(p, out);
-    else if (c == '-' || (c >= '0' && c <= '9')) ok = jp_number(p, out);
+    if (c == '"') ok = jsn_string(p, out);
+    else if (c == '-' || (c >= '0' && c <= '9')) ok = jsn_number(p, out);
     else if (p->n - p->i >= 4 && !strncmp(p->s + p->i, "true", 4)) { p->i += 4; *out = jv_bool(true); }
     else if (p->n - p->i >= 5 && !strncmp(p->s + p->i, "false", 5)) { p->i += 5; *out = jv_bool(false); }
     else if (p->n - p->i >= 4 && !strncmp(p->s + p->i, "null", 4)) { p->i += 4; *out = jv_none(); }
     else if (c == '[') {
         p->i++;
         jv l = jv_list_new(0);
-        if (jv_is_oom(l)) return jp_fail(p, "out of memory");
-        jp_ws(p);
+        if (jv_is_oom(l)) return jsn_fail(p, "out of memory");
+        jsn_ws(p);
         if (p->i < p->n && p->s[p->i] == ']') p->i++;
         else for (;;) {
             jv item;
-            if (!jp_value(p, &item)) { jv_decref(l); return false; }
-            if (!jv_list_push(l, item)) { jv_decref(l); return jp_fail(p, "out of memory"); }
-            jp_ws(p);
+            if (!jsn_value(p, &item)) { jv_decref(l); return false; }
+            if (!jv_list_push(l, item)) { jv_decref(l); return jsn_fail(p, "out of memory"); }
+            jsn_ws(p);
             if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
             if (p->i < p->n && p->s[p->i] == ']') { p->i++; break; }
             jv_decref(l);
-            return jp_fail(p, "expected ',' or ']'");
+            return jsn_fail(p, "expected ',' or ']'");
         }
         *out = l;
     } else if (c == '{') {
         p->i++;
         jv d = jv_dict_new(0);
-        if (jv_is_oom(d)) return jp_fail(p, "out of memory");
-        jp_ws(p);
+        if (jv_is_oom(d)) return jsn_fail(p, "out of memory");
+        jsn_ws(p);
         if (p->i < p->n && p->s[p->i] == '}') p->i++;
         else for (;;) {
-            jp_ws(p);
+            jsn_ws(p);
             jv k, v;
-            if (p->i >= p->n || p->s[p->i] != '"') { jv_decref(d); return jp_fail(p, "expected key string"); }
-            if (!jp_string(p, &k)) { jv_decref(d); return false; }
-            jp_ws(p);
-            if (p->i >= p->n || p->s[p->i] != ':') { jv_decref(k); jv_decref(d); return jp_fail(p, "expected ':'"); }
+            if (p->i >= p->n || p->s[p->i] != '"') { jv_decref(d); return jsn_fail(p, "expected key string"); }
+            if (!jsn_string(p, &k)) { jv_decref(d); return false; }
+            jsn_ws(p);
+            if (p->i >= p->n || p->s[p->i] != ':') { jv_decref(k); jv_decref(d); return jsn_fail(p, "expected ':'"); }
             p->i++;
-            if (!jp_value(p, &v)) { jv_decref(k); jv_decref(d); return false; }
-            if (!jv_dict_set(d, k, v)) { jv_decref(d); return jp_fail(p, "out of memory"); }
-            jp_ws(p);
+            if (!jsn_value(p, &v)) { jv_decref(k); jv_decref(d); return false; }
+            if (!jv_dict_set(d, k, v)) { jv_decref(d); return jsn_fail(p, "out of memory"); }
+            jsn_ws(p);
             if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
             if (p->i < p->n && p->s[p->i] == '}') { p->i++; break; }
             jv_decref(d);
-            return jp_fail(p, "expected ',' or '}'");
+            return jsn_fail(p, "expected ',' or '}'");
         }
         *out = d;
-    } else ok = jp_fail(p, "unexpected character");
+    } else ok = jsn_fail(p, "unexpected character");
     p->depth--;
     return ok;
 }
 
 bool jv_from_json(const char *text, size_t len, jv *out, char *err, size_t errlen) {
-    jp p = {.s = text, .n = len, .i = 0, .err = err, .errlen = errlen};
-    if (!jp_value(&p, out)) return false;
-    jp_ws(&p);
-    if (p.i != p.n) { jv_decref(*out); return jp_fail(&p, "trailing characters"); }
+    jsn p = {.s = text, .n = len, .i = 0, .err = err, .errlen = errlen};
+    if (!jsn_value(&p, out)) return false;
+    jsn_ws(&p);
+    if (p.i != p.n) { jv_decref(*out); return jsn_fail(&p, "trailing characters"); }
     return true;
 }

@@ -158,7 +158,7 @@ bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
         return jsb_take(c, line, &s, out);
     }
     if (op == OP_ADD && a.t == JV_LIST && b.t == JV_LIST && a.u.l->tuple == b.u.l->tuple) {
-        /* without this, `{% set ns.l = ns.l + ns.l %}` in a loop doubled a list to gigabytes */
+        /* bounded like `*`: `{% set ns.l = ns.l + ns.l %}` in a loop would double a list to gigabytes */
         if ((uint64_t)a.u.l->n + b.u.l->n > MAX_LIST) return jerr(c, line, "list too large");
         if (!jwork(c, line, ((uint64_t)a.u.l->n + b.u.l->n) * sizeof(jv))) return false;
         jv l = jv_list_new(a.u.l->n + b.u.l->n);
