@@ -62,6 +62,7 @@ typedef struct { jv key, val; size_t idx; } sitem;
 
 static bool merge_sort(jctx *c, int line, sitem *v, sitem *tmp, size_t n, bool rev) {
     if (n < 2) return true;
+    if (!jwork(c, line, n)) return false; /* n per level: n log n comparisons in all */
     size_t h = n / 2;
     if (!merge_sort(c, line, v, tmp, h, rev) || !merge_sort(c, line, v + h, tmp, n - h, rev)) return false;
     size_t i = 0, j = h, k = 0;
@@ -79,6 +80,7 @@ static bool merge_sort(jctx *c, int line, sitem *v, sitem *tmp, size_t n, bool r
 
 static bool make_keys(jctx *c, int line, jv list, jv attr, bool cs, sitem **out) {
     size_t n = list.u.l->n;
+    if (!jwork(c, line, n * sizeof(sitem))) return false;
     sitem *it = calloc(n ? n : 1, sizeof *it);
     if (!it) return joom(c, line);
     for (size_t i = 0; i < n; i++) {
@@ -115,6 +117,7 @@ static bool select_like(jctx *c, int line, const char *name, jv in, const jv *ar
         return !jv_is_oom(*out) || joom(c, line);
     }
     if (!jinja_to_list(c, line, in, &lst)) return false;
+    if (!jwork(c, line, lst.u.l->n * sizeof(jv))) { jv_decref(lst); return false; }
     int ai = 0;
     jv attr = jv_undef(NULL);
     if (by_attr) {
@@ -267,6 +270,7 @@ static bool f_first(FILTER_PARAMS) {
 static bool f_list(FILTER_PARAMS) {
     jv lst;
     if (!jinja_to_list(c, line, in, &lst)) return false;
+    if (!jwork(c, line, lst.u.l->n * sizeof(jv))) { jv_decref(lst); return false; }
     jv r = jv_list_new(lst.u.l->n);
     if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
     for (size_t i = 0; i < lst.u.l->n; i++) jv_list_push(r, jv_incref(lst.u.l->v[i]));
@@ -290,6 +294,7 @@ static bool f_reverse(FILTER_PARAMS) {
     }
     jv lst;
     if (!jinja_to_list(c, line, in, &lst)) return false;
+    if (!jwork(c, line, lst.u.l->n * sizeof(jv))) { jv_decref(lst); return false; }
     jv r = jv_list_new(lst.u.l->n);
     if (jv_is_oom(r)) { jv_decref(lst); return joom(c, line); }
     for (size_t i = lst.u.l->n; i-- > 0;) jv_list_push(r, jv_incref(lst.u.l->v[i]));
@@ -350,6 +355,7 @@ static bool f_sort(FILTER_PARAMS) {
         if (jv_is_oom(r)) ok = joom(c, line);
         for (size_t i = 0; ok && i < n; i++) {
             bool seen = false;
+            if (!(ok = jwork(c, line, i))) break; /* quadratic: i comparisons for item i */
             for (size_t j = 0; j < i && !seen; j++) seen = jv_equal(it[j].key, it[i].key);
             if (!seen && !jv_list_push(r, jv_incref(it[i].val))) ok = joom(c, line);
         }
@@ -402,7 +408,7 @@ static bool f_map(FILTER_PARAMS) {
             if (ok && x.t == JV_UNDEF && def.t != JV_UNDEF) x = jv_incref(def);
         } else {
             int fk = 0;
-            ok = jinja_filter(c, line, args[0].u.s->s, lst.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw - fk, &x);
+            ok = jstep(c, line) && jinja_filter(c, line, args[0].u.s->s, lst.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw - fk, &x);
         }
         if (ok && !jv_list_push(r, x)) ok = joom(c, line);
     }

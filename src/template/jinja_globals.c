@@ -31,7 +31,8 @@ bool jinja_call_global(jctx *c, int line, const char *name, const jv *args, int 
         if (step == 0) return jerr(c, line, "range() arg 3 must not be zero");
         double cnt = step > 0 ? ceil(((double)stop - (double)start) / (double)step) : ceil(((double)start - (double)stop) / (double)-step);
         if (cnt < 0) cnt = 0;
-        if (cnt > JINJA_MAX_RANGE) return jerr(c, line, "Range too big. The sandbox blocks ranges larger than JINJA_MAX_RANGE (%d).", JINJA_MAX_RANGE);
+        if (cnt > JINJA_MAX_RANGE) return jerr(c, line, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", JINJA_MAX_RANGE);
+        if (!jwork(c, line, (uint64_t)cnt)) return false; /* one unit per element: ints are not allocated */
         jv l = jv_list_new((size_t)cnt);
         if (jv_is_oom(l)) return joom(c, line);
         for (int64_t i = 0; i < (int64_t)cnt; i++) jv_list_push(l, jv_int(start + i * step));

@@ -47,12 +47,17 @@ static void test_bomb(void) {
     lmx_chat_template_destroy(t);
 }
 
-/* comparisons and searches of long strings are charged too */
+/* comparisons and searches of long strings, sorting and list copies are charged too */
 static void test_compare_and_search(void) {
     const char *srcs[] = {
         "{% set s='a'*10000000 %}{% set u='a'*10000000 %}{% for i in range(100000) %}{% if s == u %}{% endif %}{% endfor %}",
         "{% set s='a'*10000000 %}{% for i in range(100000) %}{% if 'b' in s %}{% endif %}{% endfor %}",
         "{% set s='a'*10000000 %}{% for i in range(100000) %}{% set t = s[1:] %}{% endfor %}",
+        /* list work: sorting, unique, copies and range() of 100,000 elements per iteration */
+        "{% set big = range(100000)|list %}{% for i in range(100000) %}{% set t = big|sort %}{% endfor %}",
+        "{% set big = range(3000)|list %}{% for i in range(100000) %}{% set t = big|unique|list %}{% endfor %}",
+        "{% set big = range(100000)|list %}{% for i in range(100000) %}{% set t = big|reverse|list %}{% endfor %}",
+        "{% for i in range(100000) %}{% set t = range(100000) %}{% endfor %}",
     };
     for (size_t i = 0; i < sizeof srcs / sizeof *srcs; i++) {
         lmx_chat_template *t = NULL;
