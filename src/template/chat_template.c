@@ -253,6 +253,33 @@ static lmx_status pick_template(const cJSON *list, const char *cfg_path, const l
     return st;
 }
 
+/* chat_template.jinja is "default"; additional_chat_templates/NAME.jinja the others (transformers'
+ * save format). A requested name must be a plain file name. */
+static lmx_status read_jinja_dir(const char *dir, const char *jinja_path, const lmx_chat_template_select *sel,
+                                 char **src, bool *named) {
+    const char *want = sel && sel->name ? sel->name : sel && sel->tools ? "tool_use" : NULL;
+    if (want && !strcmp(want, "default")) want = NULL;
+    if (want && (!*want || strchr(want, '/') || want[0] == '.'))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template name \"%s\": not a plain name", want);
+    size_t len;
+    if (want) {
+        char *extra = lmx_fs_join(dir, "additional_chat_templates"), *file = NULL;
+        size_t fl = strlen(want) + 7;
+        char *fname = malloc(fl);
+        if (fname) snprintf(fname, fl, "%s.jinja", want);
+        if (extra && fname) file = lmx_fs_join(extra, fname);
+        free(extra);
+        free(fname);
+        if (!file) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "path");
+        bool have = lmx_fs_is_file(file);
+        lmx_status st = have ? lmx_fs_read_file(file, (size_t)16 << 20, src, &len) : LMX_OK;
+        free(file);
+        if (have || st != LMX_OK) { *named = have; return st; }
+        if (sel->name) return lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template named \"%s\" (no additional_chat_templates/%s.jinja)", dir, want, want);
+    }
+    return lmx_fs_read_file(jinja_path, (size_t)16 << 20, src, &len);
+}
+
 lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, char **special_tokens_json) {
     return lmx_chat_template_load_dir_select(dir, NULL, template_source, special_tokens_json);
 }
@@ -277,13 +304,11 @@ lmx_status lmx_chat_template_load_dir_select(const char *dir, const lmx_chat_tem
         free(text);
         if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not a JSON object", cfg_path); goto done; }
     }
-    /* template: chat_template.jinja wins (transformers saves it separately), else the config */
+    /* template: chat_template.jinja wins (transformers saves it separately; further named ones in
+     * additional_chat_templates/NAME.jinja), else the config */
     if (lmx_fs_is_file(jinja_path)) {
-        char *text;
-        size_t len;
-        st = lmx_fs_read_file(jinja_path, (size_t)16 << 20, &text, &len);
+        st = read_jinja_dir(dir, jinja_path, sel, template_source, &from_list);
         if (st != LMX_OK) goto done;
-        *template_source = text;
     } else if (cfg) {
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
         const char *src = NULL;

@@ -77,10 +77,12 @@ lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *con
  * LMX_ERR_TEMPLATE "no chat template". */
 lmx_status lmx_chat_template_load_dir(const char *model_dir, char **template_source, char **special_tokens_json);
 
-/* Which template of a list-valued chat_template to take (transformers' get_chat_template): `name`
- * when given (a missing name → LMX_ERR_TEMPLATE listing the names; with a single template only
- * "default" is accepted); else "tool_use" when `tools` (tools will be passed to the render) and the
- * list has one; else "default". NULL = {NULL, false}. */
+/* Which of several templates to take (transformers' get_chat_template) — a list-valued
+ * chat_template in tokenizer_config.json, or chat_template.jinja ("default") beside
+ * additional_chat_templates/NAME.jinja: `name` when given (a missing name → LMX_ERR_TEMPLATE, listing
+ * the names of a list; a name that is not a plain file name → LMX_ERR_INVALID_ARGUMENT; with a single
+ * template only "default" is accepted); else "tool_use" when `tools` (tools will be passed to the
+ * render) and there is one; else "default". NULL = {NULL, false}. */
 typedef struct lmx_chat_template_select {
     const char *name;
     bool tools;

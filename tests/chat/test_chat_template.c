@@ -190,6 +190,22 @@ static void test_loader(void) {
     CHECK_EQ_INT(lmx_chat_template_load_dir(dir, &src, NULL), LMX_OK);
     CHECK_EQ_STR(src, "from file");
     free(src);
+    /* transformers' save format: chat_template.jinja is "default", the others in additional_chat_templates/ */
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/additional_chat_templates' && printf 'TOOLS' > '%s/additional_chat_templates/tool_use.jinja'", dir, dir);
+    CHECK(system(cmd) == 0);
+    lmx_chat_template_select sel = {.tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "TOOLS");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "default", .tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "from file");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "rag"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_TEMPLATE);
+    sel = (lmx_chat_template_select){.name = "../tokenizer_config"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_INVALID_ARGUMENT);
+    CHECK(src == NULL);
     CHECK_EQ_INT(lmx_chat_template_load_dir("/nonexistent-dir-lmx", &src, &special), LMX_ERR_TEMPLATE);
     /* chat_template.json only */
     snprintf(cmd, sizeof cmd, "rm -f '%s'/*.json* '%s'/*.jinja && printf '{\"chat_template\": \"J{{ 1 }}\"}' > '%s/chat_template.json'", dir, dir, dir);
