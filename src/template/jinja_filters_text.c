@@ -398,23 +398,31 @@ bool jf_xmlattr(FILTER_PARAMS) {
 /* ---------------------------------------------------------------- pprint */
 #define PP_WIDTH 80
 
+typedef struct { jv k; size_t i; } pp_key;
+
+static int pp_cmp_str(const void *x, const void *y) {
+    return strcmp(((const pp_key *)x)->k.u.s->s, ((const pp_key *)y)->k.u.s->s);
+}
+
+static int pp_cmp_num(const void *x, const void *y) {
+    double a = jv_as_double(((const pp_key *)x)->k), b = jv_as_double(((const pp_key *)y)->k);
+    return a < b ? -1 : a > b;
+}
+
 /* dict keys in pprint's order: sorted when they are all strings or all numbers, else as inserted */
 static size_t *pp_order(jv d) {
     size_t n = d.u.d->n, *ix = malloc((n ? n : 1) * sizeof *ix);
-    if (!ix) return NULL;
+    pp_key *keys = malloc((n ? n : 1) * sizeof *keys);
+    if (!ix || !keys) { free(ix); free(keys); return NULL; }
     bool strs = true, nums = true;
     for (size_t i = 0; i < n; i++) {
-        ix[i] = i;
+        keys[i] = (pp_key){d.u.d->k[i], i};
         strs &= d.u.d->k[i].t == JV_STR;
         nums &= jv_is_number(d.u.d->k[i]);
     }
-    for (size_t i = 1; i < n && (strs || nums); i++) /* insertion sort: dicts in templates are small */
-        for (size_t j = i; j > 0; j--) {
-            jv a = d.u.d->k[ix[j - 1]], b = d.u.d->k[ix[j]];
-            bool gt = strs ? strcmp(a.u.s->s, b.u.s->s) > 0 : jv_as_double(a) > jv_as_double(b);
-            if (!gt) break;
-            size_t t = ix[j]; ix[j] = ix[j - 1]; ix[j - 1] = t;
-        }
+    if (n > 1 && (strs || nums)) qsort(keys, n, sizeof *keys, strs ? pp_cmp_str : pp_cmp_num); /* keys are unique */
+    for (size_t i = 0; i < n; i++) ix[i] = keys[i].i;
+    free(keys);
     return ix;
 }
 
