@@ -115,7 +115,8 @@ bool jf_truncate(FILTER_PARAMS) {
     size_t elen = end.t == JV_STR ? jv_utf8_len(end.u.s->s, end.u.s->len) : 3;
     if (length < (int64_t)elen) return jerr(c, line, "expected length >= %zu, got %lld", elen, (long long)length);
     if (leeway < 0) return jerr(c, line, "expected leeway >= 0, got %lld", (long long)leeway);
-    if (!jinja_str(c, in, &s)) return false;
+    if (in.t != JV_STR) return jerr(c, line, "object of type '%s' has no len()", jv_type_name(in));
+    s = jv_incref(in);
     cpstr t;
     if (!to_cp(c, line, s, &t)) { jv_decref(s); return false; }
     if ((int64_t)t.n <= length + leeway) { free(t.cp); *out = s; return true; }
