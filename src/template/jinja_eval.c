@@ -249,17 +249,14 @@ static bool is_const_expr(const jnode *n) {
     }
 }
 
-/* -x, +x: integers stay exact (128 bits) */
+/* -x, +x: integers stay exact */
 static bool eval_unary(jctx *c, const jnode *n, jv *out) {
     jv v;
     if (!jinja_eval(c, n->a, &v)) return false;
     bool neg = n->kind == JN_NEG;
-    jv_i128 x;
     if (v.t == JV_INT || v.t == JV_BIG) {
-        jv_get_i128(v, &x);
+        *out = neg ? jv_int_neg(v, false) : jv_incref(v);
         jv_decref(v);
-        if (neg && x == JV_I128_MIN) return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)");
-        *out = jv_int128(neg ? -x : x);
         return !jv_is_oom(*out) || joom(c, n->line);
     }
     if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
@@ -276,9 +273,7 @@ static bool eval_bin(jctx *c, const jnode *n, jv *out) {
     if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
     if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
         /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
-        jv_i128 li = 0;
-        if (l.t != JV_FLOAT && jv_get_i128(l, &li) && li == JV_I128_MIN) { jv_decref(l); jv_decref(r); return jerr(c, n->line, "integer beyond 128 bits (lmx's integer range)"); }
-        jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int128(-li), mag;
+        jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int_neg(l, false), mag;
         jv_decref(l);
         if (jv_is_oom(pos)) { jv_decref(r); return joom(c, n->line); }
         bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);

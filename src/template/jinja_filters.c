@@ -433,9 +433,7 @@ static bool f_attr(FILTER_PARAMS) {
 
 static bool f_abs(FILTER_PARAMS) {
     if (in.t == JV_INT || in.t == JV_BIG) { /* |INT64_MIN| is a big int */
-        jv_i128 x;
-        jv_get_i128(in, &x);
-        *out = jv_int128(x < 0 ? -x : x);
+        *out = jv_int_neg(in, true);
         return !jv_is_oom(*out) || joom(c, line);
     }
     if (in.t == JV_BOOL) { *out = jv_int(in.u.b); return true; }

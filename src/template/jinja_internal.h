@@ -21,14 +21,15 @@
 #include "lmx.h"
 
 /* ---------------------------------------------------------------- values */
-/* Integers: JV_INT while they fit int64, JV_BIG (exact, 128-bit) beyond; past ±(2^127 − 1) a
- * literal, a JSON number or an arithmetic result is an error, never a silently wrapped value. */
+/* Integers: JV_INT while they fit int64, JV_BIG beyond: exact 128-bit arithmetic; larger literals
+ * and JSON numbers are kept as decimal text (printed, compared, negated exactly), and arithmetic
+ * that needs more than 128 bits is an error — never a silently wrapped or rounded value. */
 typedef enum jv_type {
     JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC, JV_BIG
 } jv_type;
 
 __extension__ typedef __int128 jv_i128;
-typedef struct jv_big { int rc; jv_i128 v; } jv_big;
+typedef struct jv_big { int rc; jv_i128 v; char *text; } jv_big; /* text: beyond 128 bits (v unused) */
 #define JV_I128_MAX ((jv_i128)(~(unsigned __int128)0 >> 1))
 #define JV_I128_MIN (-JV_I128_MAX - 1)
 
@@ -74,8 +75,15 @@ static inline jv jv_float(double f) { jv v = {.t = JV_FLOAT}; v.u.f = f; return 
 
 /* An integer value: JV_INT when it fits int64, else JV_BIG (an allocation: may be oom). */
 jv jv_int128(jv_i128 x);
-/* int, bool or big int as a 128-bit integer; false for other values. */
+/* int, bool or big int as a 128-bit integer; false for other values and integers beyond 128 bits. */
 bool jv_get_i128(jv v, jv_i128 *out);
+/* A decimal integer literal of any size (optional sign, `_` skipped). */
+jv jv_int_text(const char *s, size_t n);
+static inline bool jv_is_huge(jv v) { return v.t == JV_BIG && v.u.big->text; }
+/* Three-way comparison of two integers of any size. */
+int jv_int_cmp(jv a, jv b);
+/* -v, or |v| when abs_only, of an integer of any size (oom: the oom undefined). */
+jv jv_int_neg(jv v, bool abs_only);
 static inline bool jv_is_integer(jv v) { return v.t == JV_INT || v.t == JV_BOOL || v.t == JV_BIG; }
 /* Decimal text of a 128-bit integer into buf (>= 41 bytes); returns its length. */
 size_t jv_i128_str(jv_i128 x, char *buf);

@@ -57,7 +57,7 @@ static bool to_json(sb *b, jv v, const jv_json_opts *o, int level, const char **
     case JV_NONE: sb_puts(b, "null"); return true;
     case JV_BOOL: sb_puts(b, v.u.b ? "true" : "false"); return true;
     case JV_INT: sb_printf(b, "%lld", (long long)v.u.i); return true;
-    case JV_BIG: { char t[48]; sb_put(b, t, jv_i128_str(v.u.big->v, t)); return true; }
+    case JV_BIG: jv_print(b, v); return true;
     case JV_FLOAT:
         if (isnan(v.u.f)) sb_puts(b, "NaN");
         else if (isinf(v.u.f)) sb_puts(b, v.u.f < 0 ? "-Infinity" : "Infinity");
@@ -93,7 +93,7 @@ static bool to_json(sb *b, jv v, const jv_json_opts *o, int level, const char **
             jv k = d->k[i];
             if (k.t == JV_STR) json_str(b, k.u.s->s, k.u.s->len);
             else if (k.t == JV_INT) sb_printf(b, "\"%lld\"", (long long)k.u.i);
-            else if (k.t == JV_BIG) { char t[48]; sb_putc(b, '"'); sb_put(b, t, jv_i128_str(k.u.big->v, t)); sb_putc(b, '"'); }
+            else if (k.t == JV_BIG) { sb_putc(b, '"'); jv_print(b, k); sb_putc(b, '"'); }
             else if (k.t == JV_BOOL) sb_puts(b, k.u.b ? "\"true\"" : "\"false\"");
             else if (k.t == JV_NONE) sb_puts(b, "\"null\"");
             else if (k.t == JV_FLOAT) { sb_putc(b, '"'); jv_fmt_float(b, k.u.f); sb_putc(b, '"'); }
@@ -218,10 +218,8 @@ static bool jsn_number(jsn *p, jv *out) {
         while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
     }
     size_t len = p->i - st;
-    if (!is_float) { /* Python's json keeps every integer exact: here up to 128 bits */
-        jv_i128 v;
-        if (!jv_i128_parse(p->s + st, len, &v)) return jsn_fail(p, "integer beyond 128 bits");
-        *out = jv_int128(v);
+    if (!is_float) { /* Python's json keeps every integer exact */
+        *out = jv_int_text(p->s + st, len);
         return !jv_is_oom(*out) || jsn_fail(p, "out of memory");
     }
     char tmp[64];

@@ -124,6 +124,8 @@ bool jinja_binop(jctx *c, int line, int op, jv a, jv b, jv *out) {
         if (u.u.hint) return jerr(c, line, "'%s' is undefined", u.u.hint);
         return jerr(c, line, "unsupported operand: undefined value");
     }
+    if ((jv_is_huge(a) || jv_is_huge(b)) && jv_is_number(a) && jv_is_number(b))
+        return jerr(c, line, "integer beyond 128 bits: lmx prints and compares it exactly but does not compute with it");
     jv_i128 xi, yi;
     if (jv_get_i128(a, &xi) && jv_get_i128(b, &yi)) {
         if (op == OP_DIV && yi == 0) return jerr(c, line, "division by zero");
@@ -187,6 +189,7 @@ static bool order(jv a, jv b, int *r) {
     if (jv_is_number(a) && jv_is_number(b)) {
         jv_i128 xi, yi;
         if (jv_get_i128(a, &xi) && jv_get_i128(b, &yi)) { *r = xi < yi ? -1 : xi > yi; return true; }
+        if (jv_is_integer(a) && jv_is_integer(b)) { *r = jv_int_cmp(a, b); return true; }
         double x = jv_as_double(a), y = jv_as_double(b);
         *r = x < y ? -1 : x > y;
         return true;

@@ -73,7 +73,7 @@ void jinja_node_free(jnode *n) {
         /* literals are immortal: free them explicitly */
         jv v = n->lit;
         if (v.t == JV_STR) free(v.u.s);
-        if (v.t == JV_BIG) free(v.u.big);
+        if (v.t == JV_BIG) { free(v.u.big->text); free(v.u.big); }
     }
     free(n);
 }
@@ -175,7 +175,7 @@ static jnode *parse_primary(ps *p) {
         if (sb_failed(&b)) { sb_free(&b); p->st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "AST"); return NULL; }
         return jp_lit_node(p, line, sb_to_jv(&b));
     }
-    if (c->kind == TK_INT) { adv(p); return jp_lit_node(p, line, jv_int128(c->i)); }
+    if (c->kind == TK_INT) { adv(p); return jp_lit_node(p, line, c->text ? jv_int_text(c->text, c->len) : jv_int128(c->i)); }
     if (c->kind == TK_FLOAT) { adv(p); return jp_lit_node(p, line, jv_float(c->f)); }
     if (c->kind == TK_OP && c->op == OP_LPAREN) {
         adv(p);
@@ -226,7 +226,7 @@ static jnode *parse_subscript(ps *p, jnode *obj) {
             n = jp_node(p, JN_ITEM, line);
             if (!n) { jinja_node_free(obj); return NULL; }
             n->a = obj;
-            n->b = jp_lit_node(p, line, jv_int128(c->i));
+            n->b = jp_lit_node(p, line, c->text ? jv_int_text(c->text, c->len) : jv_int128(c->i));
             adv(p);
             return n->b ? n : (jinja_node_free(n), NULL);
         }

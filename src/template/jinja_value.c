@@ -35,7 +35,7 @@ void jv_decref(jv v) {
     if (--*rc > 0) return;
     switch (v.t) {
     case JV_STR: free(v.u.s); break;
-    case JV_BIG: free(v.u.big); break;
+    case JV_BIG: free(v.u.big->text); free(v.u.big); break;
     case JV_LIST:
         for (size_t i = 0; i < v.u.l->n; i++) jv_decref(v.u.l->v[i]);
         free(v.u.l->v);
@@ -85,6 +85,7 @@ jv jv_int128(jv_i128 x) {
     if (!b) return jv_oom();
     b->rc = 1;
     b->v = x;
+    b->text = NULL;
     jv v = {.t = JV_BIG};
     v.u.big = b;
     return v;
@@ -94,9 +95,71 @@ bool jv_get_i128(jv v, jv_i128 *out) {
     switch (v.t) {
     case JV_INT: *out = v.u.i; return true;
     case JV_BOOL: *out = v.u.b; return true;
-    case JV_BIG: *out = v.u.big->v; return true;
+    case JV_BIG: *out = v.u.big->v; return !v.u.big->text;
     default: return false;
     }
+}
+
+static jv huge_new(bool neg, const char *digits, size_t n) {
+    jv_big *b = malloc(sizeof *b);
+    char *t = malloc(n + 2);
+    if (!b || !t) { free(b); free(t); return jv_oom(); }
+    size_t k = 0;
+    if (neg) t[k++] = '-';
+    memcpy(t + k, digits, n);
+    t[k + n] = '\0';
+    b->rc = 1;
+    b->v = 0;
+    b->text = t;
+    jv v = {.t = JV_BIG};
+    v.u.big = b;
+    return v;
+}
+
+jv jv_int_text(const char *s, size_t n) {
+    jv_i128 x;
+    if (jv_i128_parse(s, n, &x)) return jv_int128(x);
+    size_t i = 0;
+    bool neg = false;
+    if (i < n && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    char *d = malloc(n + 1);
+    if (!d) return jv_oom();
+    size_t k = 0;
+    for (; i < n; i++) if (s[i] >= '0' && s[i] <= '9' && (k || s[i] != '0')) d[k++] = s[i];
+    jv v = huge_new(neg, d, k);
+    free(d);
+    return v;
+}
+
+/* sign and decimal digits of an integer of any size */
+static const char *int_digits(jv v, char *buf, bool *neg) {
+    const char *t = jv_is_huge(v) ? v.u.big->text : buf;
+    if (!jv_is_huge(v)) { jv_i128 x = 0; jv_get_i128(v, &x); jv_i128_str(x, buf); }
+    *neg = t[0] == '-';
+    return *neg ? t + 1 : t;
+}
+
+int jv_int_cmp(jv a, jv b) {
+    char ba[48], bb[48];
+    bool na, nb;
+    const char *da = int_digits(a, ba, &na), *db = int_digits(b, bb, &nb);
+    if (na != nb) return na ? -1 : 1;
+    size_t la = strlen(da), lb = strlen(db);
+    int r = la != lb ? (la < lb ? -1 : 1) : strcmp(da, db);
+    if (r) r = r < 0 ? -1 : 1;
+    return na ? -r : r;
+}
+
+jv jv_int_neg(jv v, bool abs_only) {
+    if (jv_is_huge(v)) {
+        bool neg = v.u.big->text[0] == '-';
+        const char *d = neg ? v.u.big->text + 1 : v.u.big->text;
+        return huge_new(abs_only ? false : !neg, d, strlen(d));
+    }
+    jv_i128 x = 0;
+    jv_get_i128(v, &x);
+    if (x == JV_I128_MIN) return huge_new(false, "170141183460469231731687303715884105728", 39); /* 2^127 */
+    return jv_int128(abs_only && x >= 0 ? x : -x);
 }
 
 size_t jv_i128_str(jv_i128 x, char *buf) {
@@ -277,7 +340,7 @@ bool jv_is_number(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_B
 double jv_as_double(jv v) {
     switch (v.t) {
     case JV_INT: return (double)v.u.i;
-    case JV_BIG: return (double)v.u.big->v;
+    case JV_BIG: return v.u.big->text ? strtod(v.u.big->text, NULL) : (double)v.u.big->v;
     case JV_FLOAT: return v.u.f;
     case JV_BOOL: return v.u.b ? 1.0 : 0.0;
     default: return 0.0;
@@ -288,6 +351,7 @@ bool jv_equal(jv a, jv b) {
     if (jv_is_number(a) && jv_is_number(b)) {
         jv_i128 x, y;
         if (jv_get_i128(a, &x) && jv_get_i128(b, &y)) return x == y;
+        if (jv_is_huge(a) || jv_is_huge(b)) return jv_is_integer(a) && jv_is_integer(b) && jv_int_cmp(a, b) == 0;
         return jv_as_double(a) == jv_as_double(b);
     }
     if (a.t != b.t) return false;
@@ -570,7 +634,10 @@ void jv_print(sb *b, jv v) {
     case JV_NONE: sb_puts(b, "None"); break;
     case JV_BOOL: sb_puts(b, v.u.b ? "True" : "False"); break;
     case JV_INT: sb_printf(b, "%lld", (long long)v.u.i); break;
-    case JV_BIG: { char t[48]; sb_put(b, t, jv_i128_str(v.u.big->v, t)); break; }
+    case JV_BIG:
+        if (v.u.big->text) sb_puts(b, v.u.big->text);
+        else { char t[48]; sb_put(b, t, jv_i128_str(v.u.big->v, t)); }
+        break;
     case JV_FLOAT: jv_fmt_float(b, v.u.f); break;
     case JV_STR: sb_put(b, v.u.s->s, v.u.s->len); break;
     case JV_FUNC: sb_printf(b, "<function %s>", v.u.fn->name ? v.u.fn->name : "?"); break;

@@ -87,6 +87,20 @@ static void test_limits(void) {
 }
 
 /* strftime_now reads the clock unless the render options fix the time */
+/* integers beyond 128 bits print, compare and negate exactly; arithmetic on them is a clear error */
+static void test_huge_ints(void) {
+    lmx_status st;
+    char *o = render("{{ h * 2 }}", "{\"h\": 1000000000000000000000000000000000000000000}", &st);
+    CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "beyond 128 bits") != NULL, "%s", lmx_last_error_detail());
+    o = render("{{ (2 ** 100) * (2 ** 100) }}", "{}", &st);
+    CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "beyond 128 bits") != NULL, "%s", lmx_last_error_detail());
+    o = render("{{ -9223372036854775808 - 1 }}|{{ h }}|{{ -(h) }}", "{\"h\": -1000000000000000000000000000000000000000000}", &st);
+    CHECK_EQ_STR(o, "-9223372036854775809|-1000000000000000000000000000000000000000000|1000000000000000000000000000000000000000000");
+    free(o);
+}
+
 static void test_strftime(void) {
     setenv("TZ", "UTC", 1);
     lmx_chat_template *t = NULL;
@@ -252,6 +266,7 @@ int main(void) {
     RUN(test_strftime);
     RUN(test_cjson_context);
     RUN(test_context_json);
+    RUN(test_huge_ints);
     RUN(test_loader);
     RUN(test_threads);
     return lmx_test_summary();
