@@ -6,7 +6,8 @@
  * Ownership: *out strings are malloc'd and owned by the caller (free() or lmx_free()).
  * Thread-safety: a created template is immutable; any number of threads may render it at once.
  * Errors: LMX_ERR_TEMPLATE with detail "line N: message" for syntax and render errors
- * (including raise_exception); nothing aborts on bad input. Limits (lmx_chat_template_limits):
+ * (including raise_exception; "NAME: line N: …" once lmx_chat_template_set_name named the
+ * template); nothing aborts on bad input. Limits (lmx_chat_template_limits):
  * output size and a work budget (bytes built/copied/compared, loop iterations and calls) →
  * LMX_ERR_INVALID_MODEL_FORMAT; range() is capped at 100000 like Jinja's sandbox; macro
  * recursion and nesting are bounded.
