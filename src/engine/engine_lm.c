@@ -3,7 +3,7 @@
 #include "engine/engine_lm.h"
 
 #include "model/lm.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -86,6 +86,7 @@ static lmx_status open_text(lmx_engine_model *m, const char *dir) {
     char *src = NULL;
     st = lmx_chat_template_load_dir(dir, &src, &m->special_json);
     if (st == LMX_OK) st = lmx_chat_template_create(src, &m->tmpl);
+    if (st == LMX_OK) st = lmx_chat_template_set_name(m->tmpl, dir);
     free(src);
     if (st == LMX_ERR_OUT_OF_MEMORY) return st;
     if (st != LMX_OK) {

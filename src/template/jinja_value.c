@@ -1,6 +1,5 @@
 /* jinja_value.c — refcounted values of the Jinja engine: construction, containers, truthiness,
- * equality, Python-compatible printing (str/repr, float repr), JSON output (json.dumps) and JSON
- * input that keeps ints and floats apart. */
+ * equality, the string builder and Python-compatible printing (str/repr, float repr). */
 #include "jinja_internal.h"
 
 #include <errno.h>
@@ -19,6 +18,7 @@ static int *rcp(jv v) {
     case JV_LIST: return &v.u.l->rc;
     case JV_DICT: case JV_NS: return &v.u.d->rc;
     case JV_FUNC: return &v.u.fn->rc;
+    case JV_BIG: return &v.u.big->rc;
     default: return NULL;
     }
 }
@@ -35,6 +35,7 @@ void jv_decref(jv v) {
     if (--*rc > 0) return;
     switch (v.t) {
     case JV_STR: free(v.u.s); break;
+    case JV_BIG: free(v.u.big->text); free(v.u.big); break;
     case JV_LIST:
         for (size_t i = 0; i < v.u.l->n; i++) jv_decref(v.u.l->v[i]);
         free(v.u.l->v);
@@ -77,6 +78,120 @@ jv jv_str_new(const char *s, size_t len) {
 }
 
 jv jv_str_cstr(const char *s) { return jv_str_new(s, strlen(s)); }
+
+jv jv_int128(jv_i128 x) {
+    if (x >= INT64_MIN && x <= INT64_MAX) return jv_int((int64_t)x);
+    jv_big *b = malloc(sizeof *b);
+    if (!b) return jv_oom();
+    b->rc = 1;
+    b->v = x;
+    b->text = NULL;
+    jv v = {.t = JV_BIG};
+    v.u.big = b;
+    return v;
+}
+
+bool jv_get_i128(jv v, jv_i128 *out) {
+    switch (v.t) {
+    case JV_INT: *out = v.u.i; return true;
+    case JV_BOOL: *out = v.u.b; return true;
+    case JV_BIG: *out = v.u.big->v; return !v.u.big->text;
+    default: return false;
+    }
+}
+
+static jv huge_new(bool neg, const char *digits, size_t n) {
+    jv_big *b = malloc(sizeof *b);
+    char *t = malloc(n + 2);
+    if (!b || !t) { free(b); free(t); return jv_oom(); }
+    size_t k = 0;
+    if (neg) t[k++] = '-';
+    memcpy(t + k, digits, n);
+    t[k + n] = '\0';
+    b->rc = 1;
+    b->v = 0;
+    b->text = t;
+    jv v = {.t = JV_BIG};
+    v.u.big = b;
+    return v;
+}
+
+jv jv_int_text(const char *s, size_t n) {
+    jv_i128 x;
+    if (jv_i128_parse(s, n, &x)) return jv_int128(x);
+    size_t i = 0;
+    bool neg = false;
+    if (i < n && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    char *d = malloc(n + 1);
+    if (!d) return jv_oom();
+    size_t k = 0;
+    for (; i < n; i++) if (s[i] >= '0' && s[i] <= '9' && (k || s[i] != '0')) d[k++] = s[i];
+    jv v = huge_new(neg, d, k);
+    free(d);
+    return v;
+}
+
+/* sign and decimal digits of an integer of any size */
+static const char *int_digits(jv v, char *buf, bool *neg) {
+    const char *t = jv_is_huge(v) ? v.u.big->text : buf;
+    if (!jv_is_huge(v)) { jv_i128 x = 0; jv_get_i128(v, &x); jv_i128_str(x, buf); }
+    *neg = t[0] == '-';
+    return *neg ? t + 1 : t;
+}
+
+int jv_int_cmp(jv a, jv b) {
+    char ba[48], bb[48];
+    bool na, nb;
+    const char *da = int_digits(a, ba, &na), *db = int_digits(b, bb, &nb);
+    if (na != nb) return na ? -1 : 1;
+    size_t la = strlen(da), lb = strlen(db);
+    int r = la != lb ? (la < lb ? -1 : 1) : strcmp(da, db);
+    if (r) r = r < 0 ? -1 : 1;
+    return na ? -r : r;
+}
+
+jv jv_int_neg(jv v, bool abs_only) {
+    if (jv_is_huge(v)) {
+        bool neg = v.u.big->text[0] == '-';
+        const char *d = neg ? v.u.big->text + 1 : v.u.big->text;
+        return huge_new(abs_only ? false : !neg, d, strlen(d));
+    }
+    jv_i128 x = 0;
+    jv_get_i128(v, &x);
+    if (x == JV_I128_MIN) return huge_new(false, "170141183460469231731687303715884105728", 39); /* 2^127 */
+    return jv_int128(abs_only && x >= 0 ? x : -x);
+}
+
+size_t jv_i128_str(jv_i128 x, char *buf) {
+    char tmp[48];
+    size_t n = 0;
+    unsigned __int128 m = x < 0 ? (unsigned __int128)0 - (unsigned __int128)x : (unsigned __int128)x;
+    do { tmp[n++] = (char)('0' + (int)(m % 10)); m /= 10; } while (m);
+    size_t k = 0;
+    if (x < 0) buf[k++] = '-';
+    while (n) buf[k++] = tmp[--n];
+    buf[k] = '\0';
+    return k;
+}
+
+bool jv_i128_parse(const char *s, size_t n, jv_i128 *out) {
+    size_t i = 0;
+    bool neg = false;
+    if (i < n && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    unsigned __int128 m = 0, lim = neg ? (unsigned __int128)1 << 127 : ((unsigned __int128)1 << 127) - 1;
+    bool any = false;
+    for (; i < n; i++) {
+        if (s[i] == '_') continue;
+        if (s[i] < '0' || s[i] > '9') return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (m > (lim - d) / 10) return false;
+        m = m * 10 + d;
+        any = true;
+    }
+    if (!any) return false;
+    *out = neg ? (jv_i128)(0 - m) : (jv_i128)m;
+    return true;
+}
 
 jv jv_list_new(size_t cap) {
     jv_list *l = calloc(1, sizeof *l);
@@ -192,7 +307,16 @@ bool jv_dict_set(jv dict, jv key, jv val) {
 }
 
 bool jv_dict_set_cstr(jv dict, const char *key, jv val) {
-    jv k = jv_str_cstr(key);
+    jv_dict *d = dict.u.d;
+    size_t len = strlen(key);
+    for (size_t i = 0; i < d->n; i++)
+        if (key_eq_cstr(d->k[i], key, len)) { /* replace without allocating a key */
+            if (val.u.d != d && jv_depth(val) + 1 > d->depth) d->depth = jv_depth(val) + 1;
+            jv_decref(d->v[i]);
+            d->v[i] = val;
+            return true;
+        }
+    jv k = jv_str_new(key, len);
     if (jv_is_oom(k)) { jv_decref(val); return false; }
     return jv_dict_set(dict, k, val);
 }
@@ -202,6 +326,7 @@ bool jv_truthy(jv v) {
     case JV_UNDEF: case JV_NONE: return false;
     case JV_BOOL: return v.u.b;
     case JV_INT: return v.u.i != 0;
+    case JV_BIG: return true; /* never 0: 0 is a JV_INT */
     case JV_FLOAT: return v.u.f != 0.0;
     case JV_STR: return v.u.s->len > 0;
     case JV_LIST: return v.u.l->n > 0;
@@ -210,11 +335,12 @@ bool jv_truthy(jv v) {
     }
 }
 
-bool jv_is_number(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL; }
+bool jv_is_number(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL || v.t == JV_BIG; }
 
 double jv_as_double(jv v) {
     switch (v.t) {
     case JV_INT: return (double)v.u.i;
+    case JV_BIG: return v.u.big->text ? strtod(v.u.big->text, NULL) : (double)v.u.big->v;
     case JV_FLOAT: return v.u.f;
     case JV_BOOL: return v.u.b ? 1.0 : 0.0;
     default: return 0.0;
@@ -223,10 +349,9 @@ double jv_as_double(jv v) {
 
 bool jv_equal(jv a, jv b) {
     if (jv_is_number(a) && jv_is_number(b)) {
-        if (a.t != JV_FLOAT && b.t != JV_FLOAT) {
-            int64_t x = a.t == JV_BOOL ? a.u.b : a.u.i, y = b.t == JV_BOOL ? b.u.b : b.u.i;
-            return x == y;
-        }
+        jv_i128 x, y;
+        if (jv_get_i128(a, &x) && jv_get_i128(b, &y)) return x == y;
+        if (jv_is_huge(a) || jv_is_huge(b)) return jv_is_integer(a) && jv_is_integer(b) && jv_int_cmp(a, b) == 0;
         return jv_as_double(a) == jv_as_double(b);
     }
     if (a.t != b.t) return false;
@@ -256,7 +381,7 @@ const char *jv_type_name(jv v) {
     case JV_UNDEF: return "Undefined";
     case JV_NONE: return "NoneType";
     case JV_BOOL: return "bool";
-    case JV_INT: return "int";
+    case JV_INT: case JV_BIG: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
     case JV_LIST: return v.u.l->tuple ? "tuple" : "list";
@@ -283,6 +408,14 @@ bool sb_failed(const sb *b) { return b->oom || b->over; }
 void sb_put(sb *b, const char *s, size_t n) {
     if (b->oom || b->over || n == 0) return;
     if (b->n + n > b->max) { b->over = true; return; }
+    if (b->bud) {
+        b->bud->bytes += n;
+        if (b->bud->bytes > b->bud->max_bytes) {
+            if (!b->bud->hit) b->bud->hit = JB_BYTES;
+            b->over = true;
+            return;
+        }
+    }
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 64;
         while (nc < b->n + n + 1) nc *= 2;
@@ -474,7 +607,7 @@ static void repr_r(sb *b, jv v, const void **stack, int depth) {
         }
         if (v.u.l->tuple && v.u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v.u.l->tuple ? ')' : ']');
-        if (v.u.l->view) sb_putc(b, ')');
+        if (v.u.l->view && v.u.l->view < 4) sb_putc(b, ')');
         break;
     }
     case JV_DICT: case JV_NS: {
@@ -501,294 +634,13 @@ void jv_print(sb *b, jv v) {
     case JV_NONE: sb_puts(b, "None"); break;
     case JV_BOOL: sb_puts(b, v.u.b ? "True" : "False"); break;
     case JV_INT: sb_printf(b, "%lld", (long long)v.u.i); break;
+    case JV_BIG:
+        if (v.u.big->text) sb_puts(b, v.u.big->text);
+        else { char t[48]; sb_put(b, t, jv_i128_str(v.u.big->v, t)); }
+        break;
     case JV_FLOAT: jv_fmt_float(b, v.u.f); break;
     case JV_STR: sb_put(b, v.u.s->s, v.u.s->len); break;
     case JV_FUNC: sb_printf(b, "<function %s>", v.u.fn->name ? v.u.fn->name : "?"); break;
     default: jv_repr(b, v); break;
     }
-}
-
-/* ---------------------------------------------------------------- JSON out */
-static void json_str(sb *b, const char *s, size_t n) {
-    sb_putc(b, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char tmp[8];
-        if (c == '"') esc = "\\\"";
-        else if (c == '\\') esc = "\\\\";
-        else if (c == '\n') esc = "\\n";
-        else if (c == '\r') esc = "\\r";
-        else if (c == '\t') esc = "\\t";
-        else if (c == '\b') esc = "\\b";
-        else if (c == '\f') esc = "\\f";
-        else if (c < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", c); esc = tmp; }
-        if (esc) {
-            sb_put(b, s + run, i - run);
-            sb_puts(b, esc);
-            run = i + 1;
-        }
-    }
-    sb_put(b, s + run, n - run);
-    sb_putc(b, '"');
-}
-
-static void json_nl(sb *b, const jv_json_opts *o, int level) {
-    sb_putc(b, '\n');
-    for (int i = 0; i < level; i++) {
-        if (o->indent_str) sb_puts(b, o->indent_str);
-        else for (int k = 0; k < o->indent; k++) sb_putc(b, ' ');
-    }
-}
-
-static int key_cmp(const void *x, const void *y) {
-    const jv *a = *(const jv *const *)x, *b = *(const jv *const *)y;
-    size_t n = a->u.s->len < b->u.s->len ? a->u.s->len : b->u.s->len;
-    int c = memcmp(a->u.s->s, b->u.s->s, n);
-    if (c) return c;
-    return a->u.s->len < b->u.s->len ? -1 : a->u.s->len > b->u.s->len;
-}
-
-static bool to_json(sb *b, jv v, const jv_json_opts *o, int level, const char **why) {
-    if (level > 200) { *why = "nesting too deep"; return false; }
-    bool pretty = o->indent >= 0 || o->indent_str;
-    switch (v.t) {
-    case JV_NONE: sb_puts(b, "null"); return true;
-    case JV_BOOL: sb_puts(b, v.u.b ? "true" : "false"); return true;
-    case JV_INT: sb_printf(b, "%lld", (long long)v.u.i); return true;
-    case JV_FLOAT:
-        if (isnan(v.u.f)) sb_puts(b, "NaN");
-        else if (isinf(v.u.f)) sb_puts(b, v.u.f < 0 ? "-Infinity" : "Infinity");
-        else jv_fmt_float(b, v.u.f);
-        return true;
-    case JV_STR: json_str(b, v.u.s->s, v.u.s->len); return true;
-    case JV_LIST: {
-        if (v.u.l->n == 0) { sb_puts(b, "[]"); return true; }
-        sb_putc(b, '[');
-        for (size_t i = 0; i < v.u.l->n; i++) {
-            if (i) sb_puts(b, o->item_sep);
-            if (pretty) json_nl(b, o, level + 1);
-            if (!to_json(b, v.u.l->v[i], o, level + 1, why)) return false;
-        }
-        if (pretty) json_nl(b, o, level);
-        sb_putc(b, ']');
-        return true;
-    }
-    case JV_DICT: {
-        jv_dict *d = v.u.d;
-        if (d->n == 0) { sb_puts(b, "{}"); return true; }
-        const jv **order = malloc(d->n * sizeof *order);
-        if (!order) { *why = "out of memory"; return false; }
-        for (size_t i = 0; i < d->n; i++) order[i] = &d->k[i];
-        bool all_str = true;
-        for (size_t i = 0; i < d->n; i++) all_str &= d->k[i].t == JV_STR;
-        if (o->sort_keys && all_str) qsort(order, d->n, sizeof *order, key_cmp);
-        sb_putc(b, '{');
-        for (size_t j = 0; j < d->n; j++) {
-            size_t i = (size_t)(order[j] - d->k);
-            if (j) sb_puts(b, o->item_sep);
-            if (pretty) json_nl(b, o, level + 1);
-            jv k = d->k[i];
-            if (k.t == JV_STR) json_str(b, k.u.s->s, k.u.s->len);
-            else if (k.t == JV_INT) sb_printf(b, "\"%lld\"", (long long)k.u.i);
-            else if (k.t == JV_BOOL) sb_puts(b, k.u.b ? "\"true\"" : "\"false\"");
-            else if (k.t == JV_NONE) sb_puts(b, "\"null\"");
-            else if (k.t == JV_FLOAT) { sb_putc(b, '"'); jv_fmt_float(b, k.u.f); sb_putc(b, '"'); }
-            else { free(order); *why = "keys must be str, int, float, bool or None"; return false; }
-            sb_puts(b, o->key_sep);
-            if (!to_json(b, d->v[i], o, level + 1, why)) { free(order); return false; }
-        }
-        free(order);
-        if (pretty) json_nl(b, o, level);
-        sb_putc(b, '}');
-        return true;
-    }
-    case JV_UNDEF: *why = "Object of type Undefined is not JSON serializable"; return false;
-    case JV_NS: *why = "Object of type Namespace is not JSON serializable"; return false;
-    default: *why = "Object of type function is not JSON serializable"; return false;
-    }
-}
-
-bool jv_to_json(sb *b, jv v, const jv_json_opts *o, const char **why) {
-    *why = NULL;
-    return to_json(b, v, o, 0, why);
-}
-
-/* ---------------------------------------------------------------- JSON in */
-typedef struct { const char *s; size_t n, i; char *err; size_t errlen; int depth; } jp;
-
-static bool jp_fail(jp *p, const char *msg) {
-    snprintf(p->err, p->errlen, "JSON offset %zu: %s", p->i, msg);
-    return false;
-}
-
-static void jp_ws(jp *p) {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
-}
-
-static int hexv(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static bool jp_hex4(jp *p, uint32_t *v) {
-    if (p->i + 4 > p->n) return jp_fail(p, "bad \\u escape");
-    *v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = hexv(p->s[p->i + k]);
-        if (h < 0) return jp_fail(p, "bad \\u escape");
-        *v = *v * 16 + (uint32_t)h;
-    }
-    p->i += 4;
-    return true;
-}
-
-static bool jp_string(jp *p, jv *out) {
-    sb b;
-    sb_init(&b, 0);
-    p->i++; /* opening quote */
-    for (;;) {
-        if (p->i >= p->n) { sb_free(&b); return jp_fail(p, "unterminated string"); }
-        char c = p->s[p->i];
-        if (c == '"') { p->i++; break; }
-        if ((unsigned char)c < 0x20) { sb_free(&b); return jp_fail(p, "control character in string"); }
-        if (c != '\\') {
-            size_t st = p->i;
-            while (p->i < p->n && p->s[p->i] != '"' && p->s[p->i] != '\\' && (unsigned char)p->s[p->i] >= 0x20) p->i++;
-            sb_put(&b, p->s + st, p->i - st);
-            continue;
-        }
-        p->i++;
-        if (p->i >= p->n) { sb_free(&b); return jp_fail(p, "bad escape"); }
-        c = p->s[p->i++];
-        switch (c) {
-        case '"': sb_putc(&b, '"'); break;
-        case '\\': sb_putc(&b, '\\'); break;
-        case '/': sb_putc(&b, '/'); break;
-        case 'b': sb_putc(&b, '\b'); break;
-        case 'f': sb_putc(&b, '\f'); break;
-        case 'n': sb_putc(&b, '\n'); break;
-        case 'r': sb_putc(&b, '\r'); break;
-        case 't': sb_putc(&b, '\t'); break;
-        case 'u': {
-            uint32_t v;
-            if (!jp_hex4(p, &v)) { sb_free(&b); return false; }
-            if (v >= 0xD800 && v < 0xDC00 && p->i + 6 <= p->n && p->s[p->i] == '\\' && p->s[p->i + 1] == 'u') {
-                size_t save = p->i;
-                p->i += 2;
-                uint32_t lo;
-                if (jp_hex4(p, &lo) && lo >= 0xDC00 && lo < 0xE000) v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
-                else p->i = save;
-            }
-            sb_put_cp(&b, v);
-            break;
-        }
-        default: sb_free(&b); return jp_fail(p, "bad escape");
-        }
-    }
-    if (sb_failed(&b)) { sb_free(&b); return jp_fail(p, "out of memory"); }
-    *out = sb_to_jv(&b);
-    return !jv_is_oom(*out) || jp_fail(p, "out of memory");
-}
-
-static bool jp_value(jp *p, jv *out);
-
-static bool jp_number(jp *p, jv *out) {
-    size_t st = p->i;
-    bool is_float = false;
-    if (p->s[p->i] == '-') p->i++;
-    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
-    while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
-    if (p->i < p->n && p->s[p->i] == '.') {
-        is_float = true;
-        p->i++;
-        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
-    }
-    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
-        is_float = true;
-        p->i++;
-        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
-        if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return jp_fail(p, "bad number");
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
-    }
-    char tmp[64];
-    size_t len = p->i - st;
-    if (len >= sizeof tmp) { is_float = true; len = sizeof tmp - 1; }
-    memcpy(tmp, p->s + st, len);
-    tmp[len] = '\0';
-    if (!is_float) {
-        errno = 0;
-        long long v = strtoll(tmp, NULL, 10);
-        if (errno == 0) { *out = jv_int(v); return true; }
-    }
-    *out = jv_float(strtod(tmp, NULL));
-    return true;
-}
-
-static bool jp_value(jp *p, jv *out) {
-    jp_ws(p);
-    if (p->i >= p->n) return jp_fail(p, "unexpected end");
-    if (++p->depth > 500) return jp_fail(p, "nesting too deep");
-    char c = p->s[p->i];
-    bool ok = true;
-    if (c == '"') ok = jp_string(p, out);
-    else if (c == '-' || (c >= '0' && c <= '9')) ok = jp_number(p, out);
-    else if (p->n - p->i >= 4 && !strncmp(p->s + p->i, "true", 4)) { p->i += 4; *out = jv_bool(true); }
-    else if (p->n - p->i >= 5 && !strncmp(p->s + p->i, "false", 5)) { p->i += 5; *out = jv_bool(false); }
-    else if (p->n - p->i >= 4 && !strncmp(p->s + p->i, "null", 4)) { p->i += 4; *out = jv_none(); }
-    else if (c == '[') {
-        p->i++;
-        jv l = jv_list_new(0);
-        if (jv_is_oom(l)) return jp_fail(p, "out of memory");
-        jp_ws(p);
-        if (p->i < p->n && p->s[p->i] == ']') p->i++;
-        else for (;;) {
-            jv item;
-            if (!jp_value(p, &item)) { jv_decref(l); return false; }
-            if (!jv_list_push(l, item)) { jv_decref(l); return jp_fail(p, "out of memory"); }
-            jp_ws(p);
-            if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
-            if (p->i < p->n && p->s[p->i] == ']') { p->i++; break; }
-            jv_decref(l);
-            return jp_fail(p, "expected ',' or ']'");
-        }
-        *out = l;
-    } else if (c == '{') {
-        p->i++;
-        jv d = jv_dict_new(0);
-        if (jv_is_oom(d)) return jp_fail(p, "out of memory");
-        jp_ws(p);
-        if (p->i < p->n && p->s[p->i] == '}') p->i++;
-        else for (;;) {
-            jp_ws(p);
-            jv k, v;
-            if (p->i >= p->n || p->s[p->i] != '"') { jv_decref(d); return jp_fail(p, "expected key string"); }
-            if (!jp_string(p, &k)) { jv_decref(d); return false; }
-            jp_ws(p);
-            if (p->i >= p->n || p->s[p->i] != ':') { jv_decref(k); jv_decref(d); return jp_fail(p, "expected ':'"); }
-            p->i++;
-            if (!jp_value(p, &v)) { jv_decref(k); jv_decref(d); return false; }
-            if (!jv_dict_set(d, k, v)) { jv_decref(d); return jp_fail(p, "out of memory"); }
-            jp_ws(p);
-            if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
-            if (p->i < p->n && p->s[p->i] == '}') { p->i++; break; }
-            jv_decref(d);
-            return jp_fail(p, "expected ',' or '}'");
-        }
-        *out = d;
-    } else ok = jp_fail(p, "unexpected character");
-    p->depth--;
-    return ok;
-}
-
-bool jv_from_json(const char *text, size_t len, jv *out, char *err, size_t errlen) {
-    jp p = {.s = text, .n = len, .i = 0, .err = err, .errlen = errlen};
-    if (!jp_value(&p, out)) return false;
-    jp_ws(&p);
-    if (p.i != p.n) { jv_decref(*out); return jp_fail(&p, "trailing characters"); }
-    return true;
 }

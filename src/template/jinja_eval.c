@@ -4,25 +4,11 @@
  * render (jctx); the AST is read-only. */
 #include "jinja_internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #define MAX_MACRO_DEPTH 64
 
-bool jerr(jctx *c, int line, const char *fmt, ...) {
-    if (!c->failed) {
-        c->failed = true;
-        c->err_line = line;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err, sizeof c->err, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
-static bool oom(jctx *c, int line) { return jerr(c, line, "out of memory"); }
 
 /* ---------------------------------------------------------------- frames */
 static bool push_frame(jctx *c, bool barrier) {
@@ -46,6 +32,16 @@ static void pop_frame(jctx *c) {
     jv_decref(c->frames[c->nframes].vars);
 }
 
+static void frame_trim(jframe *f, size_t keep) {
+    jv_dict *d = f->vars.u.d;
+    for (size_t i = 0; i < d->n; i++) {
+        jv_decref(d->v[i]);
+        d->v[i] = jv_none();
+        if (i >= keep) jv_decref(d->k[i]);
+    }
+    if (d->n > keep) d->n = keep;
+}
+
 static jv lookup(jctx *c, const char *name) {
     size_t len = strlen(name);
     for (int i = c->nframes - 1; i >= 0; i--) {
@@ -60,7 +56,7 @@ static jv lookup(jctx *c, const char *name) {
 
 static bool assign(jctx *c, int line, const char *name, jv v /* consumed */) {
     if (jv_depth(v) > JV_MAX_DEPTH) { jv_decref(v); return jerr(c, line, "value nesting too deep"); }
-    if (!jv_dict_set_cstr(c->frames[c->nframes - 1].vars, name, v)) return oom(c, line);
+    if (!jv_dict_set_cstr(c->frames[c->nframes - 1].vars, name, v)) return joom(c, line);
     return true;
 }
 
@@ -86,11 +82,11 @@ static bool eval_args(jctx *c, const jnode *n, jv **args, jv **kwv) {
     int na = n->args.n, nk = n->args2.n;
     if (na) {
         *args = calloc((size_t)na, sizeof **args);
-        if (!*args) return oom(c, n->line);
+        if (!*args) return joom(c, n->line);
     }
     if (nk) {
         *kwv = calloc((size_t)nk, sizeof **kwv);
-        if (!*kwv) { free(*args); *args = NULL; return oom(c, n->line); }
+        if (!*kwv) { free(*args); *args = NULL; return joom(c, n->line); }
     }
     for (int i = 0; i < na; i++)
         if (!jinja_eval(c, n->args.v[i], &(*args)[i])) goto fail;
@@ -114,7 +110,7 @@ static void free_args(const jnode *n, jv *args, jv *kwv) {
 }
 
 static bool undefined_error(jctx *c, int line, jv u) {
-    if (u.u.hint == jv_oom_hint) return oom(c, line);
+    if (u.u.hint == jv_oom_hint) return joom(c, line);
     if (u.u.hint) return jerr(c, line, "'%s' is undefined", u.u.hint);
     return jerr(c, line, "undefined value");
 }
@@ -127,7 +123,7 @@ static bool eval_filter(jctx *c, const jnode *n, const jv *given, jv *out) {
     else if (n->a->kind == JN_FILTER && given) { if (!eval_filter(c, n->a, given, &in)) return false; }
     else if (!jinja_eval(c, n->a, &in)) return false;
     jv *args, *kwv;
-    if (!eval_args(c, n, &args, &kwv)) { jv_decref(in); return false; }
+    if (!jstep(c, n->line) || !eval_args(c, n, &args, &kwv)) { jv_decref(in); return false; }
     bool ok = jinja_filter(c, n->line, n->name, in, args, n->args.n, n->names, kwv, n->args2.n, out);
     free_args(n, args, kwv);
     jv_decref(in);
@@ -170,11 +166,12 @@ static bool eval_slice(jctx *c, const jnode *n, jv *out) {
     uint32_t *cps = NULL;
     size_t *offs = NULL;
     int64_t len;
+    if (!jwork(c, n->line, is_str ? obj.u.s->len : obj.u.l->n * sizeof(jv))) { jv_decref(obj); return false; }
     if (is_str) {
         size_t sl = obj.u.s->len;
         cps = malloc((sl + 1) * sizeof *cps);
         offs = malloc((sl + 1) * sizeof *offs);
-        if (!cps || !offs) { free(cps); free(offs); jv_decref(obj); return oom(c, n->line); }
+        if (!cps || !offs) { free(cps); free(offs); jv_decref(obj); return joom(c, n->line); }
         size_t k = 0;
         for (size_t i = 0; i < sl;) { offs[k] = i; i += jv_utf8_decode(obj.u.s->s + i, sl - i, &cps[k]); k++; }
         offs[k] = sl;
@@ -190,17 +187,16 @@ static bool eval_slice(jctx *c, const jnode *n, jv *out) {
     bool ok = true;
     if (is_str) {
         sb s;
-        sb_init(&s, c->max_out);
+        jsb_init(c, &s);
         for (int64_t i = a; step > 0 ? i < b : i > b; i += step) sb_put(&s, obj.u.s->s + offs[i], offs[i + 1] - offs[i]);
-        if (sb_failed(&s)) { sb_free(&s); ok = oom(c, n->line); }
-        else { *out = sb_to_jv(&s); if (jv_is_oom(*out)) ok = oom(c, n->line); }
+        ok = jsb_take(c, n->line, &s, out);
     } else {
         jv l = jv_list_new(0);
-        if (jv_is_oom(l)) ok = oom(c, n->line);
+        if (jv_is_oom(l)) ok = joom(c, n->line);
         else {
             l.u.l->tuple = obj.u.l->tuple;
             for (int64_t i = a; ok && (step > 0 ? i < b : i > b); i += step)
-                if (!jv_list_push(l, jv_incref(obj.u.l->v[i]))) ok = oom(c, n->line);
+                if (!jv_list_push(l, jv_incref(obj.u.l->v[i]))) ok = joom(c, n->line);
             if (ok) *out = l; else jv_decref(l);
         }
     }
@@ -253,6 +249,85 @@ static bool is_const_expr(const jnode *n) {
     }
 }
 
+/* -x, +x: integers stay exact */
+static bool eval_unary(jctx *c, const jnode *n, jv *out) {
+    jv v;
+    if (!jinja_eval(c, n->a, &v)) return false;
+    bool neg = n->kind == JN_NEG;
+    if (v.t == JV_INT || v.t == JV_BIG) {
+        *out = neg ? jv_int_neg(v, false) : jv_incref(v);
+        jv_decref(v);
+        return !jv_is_oom(*out) || joom(c, n->line);
+    }
+    if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
+    if (v.t == JV_FLOAT) { *out = jv_float(neg ? -v.u.f : v.u.f); return true; }
+    if (v.t == JV_UNDEF) return undefined_error(c, n->line, v);
+    jerr(c, n->line, "bad operand type for unary %c: '%s'", neg ? '-' : '+', jv_type_name(v));
+    jv_decref(v);
+    return false;
+}
+
+static bool eval_bin(jctx *c, const jnode *n, jv *out) {
+    jv l, r;
+    if (!jinja_eval(c, n->a, &l)) return false;
+    if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
+    if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
+        /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
+        jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int_neg(l, false), mag;
+        jv_decref(l);
+        if (jv_is_oom(pos)) { jv_decref(r); return joom(c, n->line); }
+        bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);
+        jv_decref(pos);
+        jv_decref(r);
+        if (!ok) return false;
+        ok = jinja_binop(c, n->line, OP_SUB, jv_int(0), mag, out);
+        jv_decref(mag);
+        return ok;
+    }
+    bool ok = jinja_binop(c, n->line, n->op, l, r, out);
+    jv_decref(l);
+    jv_decref(r);
+    return ok;
+}
+
+/* a < b <= c …, `in`, `not in`: chained like Python */
+static bool eval_compare(jctx *c, const jnode *n, jv *out) {
+    jv l;
+    if (!jinja_eval(c, n->a, &l)) return false;
+    bool res = true;
+    for (int i = 0; i < n->args.n && res; i++) {
+        jv r;
+        if (!jinja_eval(c, n->args.v[i], &r)) { jv_decref(l); return false; }
+        int op = n->ops[i];
+        bool ok;
+        if (op == JN_OP_IN || op == JN_OP_NOTIN) {
+            ok = jinja_contains(c, n->line, r, l, &res);
+            if (op == JN_OP_NOTIN) res = !res;
+        } else ok = jinja_compare(c, n->line, op, l, r, &res);
+        jv_decref(l);
+        l = r;
+        if (!ok) { jv_decref(l); return false; }
+    }
+    jv_decref(l);
+    *out = jv_bool(res);
+    return true;
+}
+
+static bool eval_dict(jctx *c, const jnode *n, jv *out) {
+    jv d = jv_dict_new((size_t)n->args.n);
+    if (jv_is_oom(d)) return joom(c, n->line);
+    for (int i = 0; i < n->args.n; i++) {
+        jv k, v;
+        if (!jinja_eval(c, n->args.v[i], &k)) { jv_decref(d); return false; }
+        if (k.t == JV_LIST && !k.u.l->tuple) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'list'"); }
+        if (k.t == JV_DICT) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'dict'"); }
+        if (!jinja_eval(c, n->args2.v[i], &v)) { jv_decref(k); jv_decref(d); return false; }
+        if (!jv_dict_set(d, k, v)) { jv_decref(d); return joom(c, n->line); }
+    }
+    *out = d;
+    return true;
+}
+
 bool jinja_eval(jctx *c, const jnode *n, jv *out) {
     *out = jv_undef(NULL);
     if (c->failed) return false;
@@ -286,24 +361,13 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv *args, *kwv;
         if (!eval_args(c, n, &args, &kwv)) { jv_decref(in); return false; }
         bool res = false;
-        bool ok = jinja_test(c, n->line, n->name, in, args, n->args.n, &res);
+        bool ok = jinja_env_test(c, n->line, n->name, in, args, n->args.n, &res);
         free_args(n, args, kwv);
         jv_decref(in);
         if (ok) *out = jv_bool(n->op ? !res : res);
         return ok;
     }
-    case JN_NEG: case JN_POS: {
-        jv v;
-        if (!jinja_eval(c, n->a, &v)) return false;
-        bool neg = n->kind == JN_NEG;
-        if (v.t == JV_INT) { *out = jv_int(neg ? (int64_t)(0 - (uint64_t)v.u.i) : v.u.i); return true; }
-        if (v.t == JV_BOOL) { *out = jv_int(neg ? -(int64_t)v.u.b : v.u.b); return true; }
-        if (v.t == JV_FLOAT) { *out = jv_float(neg ? -v.u.f : v.u.f); return true; }
-        if (v.t == JV_UNDEF) return undefined_error(c, n->line, v);
-        jerr(c, n->line, "bad operand type for unary %c: '%s'", neg ? '-' : '+', jv_type_name(v));
-        jv_decref(v);
-        return false;
-    }
+    case JN_NEG: case JN_POS: return eval_unary(c, n, out);
     case JN_NOT: {
         jv v;
         if (!jinja_eval(c, n->a, &v)) return false;
@@ -319,60 +383,20 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
         jv_decref(l);
         return jinja_eval(c, n->b, out);
     }
-    case JN_BIN: {
-        jv l, r;
-        if (!jinja_eval(c, n->a, &l)) return false;
-        if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
-        if (n->op == OP_POW && is_const_expr(n->a) && !is_const_expr(n->b) && jv_is_number(l) && jv_as_double(l) < 0) {
-            /* Jinja folds `-1` to a constant and emits `(-1 ** x)`, which Python reads as -(1 ** x) */
-            jv pos = l.t == JV_FLOAT ? jv_float(-l.u.f) : jv_int(-(l.t == JV_BOOL ? (int64_t)l.u.b : l.u.i)), mag;
-            bool ok = jinja_binop(c, n->line, OP_POW, pos, r, &mag);
-            jv_decref(r);
-            if (!ok) return false;
-            ok = jinja_binop(c, n->line, OP_SUB, jv_int(0), mag, out);
-            jv_decref(mag);
-            return ok;
-        }
-        bool ok = jinja_binop(c, n->line, n->op, l, r, out);
-        jv_decref(l);
-        jv_decref(r);
-        return ok;
-    }
+    case JN_BIN: return eval_bin(c, n, out);
     case JN_CONCAT: {
         jv l, r;
         if (!jinja_eval(c, n->a, &l)) return false;
         if (!jinja_eval(c, n->b, &r)) { jv_decref(l); return false; }
         sb s;
-        sb_init(&s, c->max_out);
+        jsb_init(c, &s);
         jv_print(&s, l);
         jv_print(&s, r);
         jv_decref(l);
         jv_decref(r);
-        if (sb_failed(&s)) { bool over = s.over; sb_free(&s); return over ? jerr(c, n->line, "string too large") : oom(c, n->line); }
-        *out = sb_to_jv(&s);
-        return !jv_is_oom(*out) || oom(c, n->line);
+        return jsb_take(c, n->line, &s, out);
     }
-    case JN_COMPARE: {
-        jv l;
-        if (!jinja_eval(c, n->a, &l)) return false;
-        bool res = true;
-        for (int i = 0; i < n->args.n && res; i++) {
-            jv r;
-            if (!jinja_eval(c, n->args.v[i], &r)) { jv_decref(l); return false; }
-            int op = n->ops[i];
-            bool ok;
-            if (op == JN_OP_IN || op == JN_OP_NOTIN) {
-                ok = jinja_contains(c, n->line, r, l, &res);
-                if (op == JN_OP_NOTIN) res = !res;
-            } else ok = jinja_compare(c, n->line, op, l, r, &res);
-            jv_decref(l);
-            l = r;
-            if (!ok) { jv_decref(l); return false; }
-        }
-        jv_decref(l);
-        *out = jv_bool(res);
-        return true;
-    }
+    case JN_COMPARE: return eval_compare(c, n, out);
     case JN_COND: {
         jv t;
         if (!jinja_eval(c, n->a, &t)) return false;
@@ -385,30 +409,17 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
     }
     case JN_LIST: case JN_TUPLE: {
         jv l = jv_list_new((size_t)n->args.n);
-        if (jv_is_oom(l)) return oom(c, n->line);
+        if (jv_is_oom(l)) return joom(c, n->line);
         l.u.l->tuple = n->kind == JN_TUPLE;
         for (int i = 0; i < n->args.n; i++) {
             jv v;
             if (!jinja_eval(c, n->args.v[i], &v)) { jv_decref(l); return false; }
-            if (!jv_list_push(l, v)) { jv_decref(l); return oom(c, n->line); }
+            if (!jv_list_push(l, v)) { jv_decref(l); return joom(c, n->line); }
         }
         *out = l;
         return true;
     }
-    case JN_DICT: {
-        jv d = jv_dict_new((size_t)n->args.n);
-        if (jv_is_oom(d)) return oom(c, n->line);
-        for (int i = 0; i < n->args.n; i++) {
-            jv k, v;
-            if (!jinja_eval(c, n->args.v[i], &k)) { jv_decref(d); return false; }
-            if (k.t == JV_LIST && !k.u.l->tuple) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'list'"); }
-            if (k.t == JV_DICT) { jv_decref(k); jv_decref(d); return jerr(c, n->line, "unhashable type: 'dict'"); }
-            if (!jinja_eval(c, n->args2.v[i], &v)) { jv_decref(k); jv_decref(d); return false; }
-            if (!jv_dict_set(d, k, v)) { jv_decref(d); return oom(c, n->line); }
-        }
-        *out = d;
-        return true;
-    }
+    case JN_DICT: return eval_dict(c, n, out);
     default: return jerr(c, n->line, "statement used as expression");
     }
 }
@@ -416,36 +427,35 @@ bool jinja_eval(jctx *c, const jnode *n, jv *out) {
 /* ---------------------------------------------------------------- macros */
 static bool capture(jctx *c, const jn_vec *body, jv *out, int line) {
     sb buf;
-    sb_init(&buf, c->max_out);
+    jsb_init(c, &buf);
     sb *saved = c->out;
     c->out = &buf;
     bool ok = jinja_exec_body(c, body);
     c->out = saved;
-    if (ok && sb_failed(&buf)) ok = buf.over ? jerr(c, line, "output too large") : oom(c, line);
     if (!ok) { sb_free(&buf); return false; }
-    *out = sb_to_jv(&buf);
-    return !jv_is_oom(*out) || oom(c, line);
+    return jsb_take(c, line, &buf, out);
 }
 
 static bool call_macro(jctx *c, int line, jv fnv, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     const jnode *m = fnv.u.fn->macro;
     if (c->depth >= MAX_MACRO_DEPTH) return jerr(c, line, "maximum macro recursion depth exceeded");
-    if (!push_frame(c, true)) return oom(c, line);
+    if (!jstep(c, line)) return false;
+    if (!push_frame(c, true)) return joom(c, line);
     c->depth++;
     bool ok = true;
     int np = m->kind == JN_MACRO ? m->nnames : 0;
     jv varargs = jv_list_new(0), kwargs = jv_dict_new(0);
-    if (jv_is_oom(varargs) || jv_is_oom(kwargs)) ok = oom(c, line);
+    if (jv_is_oom(varargs) || jv_is_oom(kwargs)) ok = joom(c, line);
     for (int i = 0; ok && i < nargs; i++) {
         if (i < np) ok = assign(c, line, m->names[i], jv_incref(args[i]));
-        else if (!jv_list_push(varargs, jv_incref(args[i]))) ok = oom(c, line);
+        else if (!jv_list_push(varargs, jv_incref(args[i]))) ok = joom(c, line);
     }
     for (int k = 0; ok && k < nkw; k++) {
         int idx = -1;
         for (int i = 0; i < np; i++) if (!strcmp(m->names[i], kwn[k])) idx = i;
         if (idx >= 0 && idx < nargs) ok = jerr(c, line, "macro '%s' got multiple values for argument '%s'", m->name ? m->name : "caller", kwn[k]);
         else if (idx >= 0 || !strcmp(kwn[k], "caller")) ok = assign(c, line, kwn[k], jv_incref(kwv[k]));
-        else if (!jv_dict_set_cstr(kwargs, kwn[k], jv_incref(kwv[k]))) ok = oom(c, line);
+        else if (!jv_dict_set_cstr(kwargs, kwn[k], jv_incref(kwv[k]))) ok = joom(c, line);
     }
     for (int i = nargs; ok && i < np; i++) {
         if (jv_dict_get_cstr(c->frames[c->nframes - 1].vars, m->names[i], strlen(m->names[i]))) continue;
@@ -468,6 +478,8 @@ static bool call_macro(jctx *c, int line, jv fnv, const jv *args, int nargs, cha
     return ok;
 }
 
+static bool call_loop(jctx *c, int line, jv fn, const jv *args, int nargs, jv *out);
+
 bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn, const jv *kwv, int nkw, jv *out) {
     if (fn.t != JV_FUNC) return jerr(c, line, "'%s' object is not callable", jv_type_name(fn));
     jv_func *f = fn.u.fn;
@@ -479,6 +491,10 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
         if (nargs == 0) return jerr(c, line, "no items for cycling given");
         *out = jv_incref(args[f->self.u.i % nargs]);
         return true;
+    case JF_LOOP: return call_loop(c, line, fn, args, nargs, out);
+    case JF_CHANGED: case JF_JOINER: case JF_CYCLER:
+        if (nkw) return jerr(c, line, "%s() takes no keyword arguments", f->name);
+        return jinja_call_object(c, line, fn, NULL, args, nargs, out);
     }
     return jerr(c, line, "not callable");
 }
@@ -486,60 +502,138 @@ bool jinja_call(jctx *c, int line, jv fn, const jv *args, int nargs, char **kwn,
 /* ---------------------------------------------------------------- statements */
 static bool exec_node(jctx *c, const jnode *n);
 
-static bool exec_for(jctx *c, const jnode *n) {
-    jv it, items;
-    if (!jinja_eval(c, n->a, &it)) return false;
-    bool ok = jinja_to_list(c, n->line, it, &items);
-    jv_decref(it);
-    if (!ok) return false;
-    if (n->b) { /* inline filter: evaluated with the target bound, without `loop` */
-        jv kept = jv_list_new(items.u.l->n);
-        if (jv_is_oom(kept)) { jv_decref(items); return oom(c, n->line); }
-        for (size_t i = 0; ok && i < items.u.l->n; i++) {
-            if (++c->iters > c->max_iters) { ok = jerr(c, n->line, "loop iteration limit exceeded"); break; }
-            if (!push_frame(c, false)) { ok = oom(c, n->line); break; }
-            jv cond;
-            ok = assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) && jinja_eval(c, n->b, &cond);
-            pop_frame(c);
-            if (!ok) break;
-            if (jv_truthy(cond) && !jv_list_push(kept, jv_incref(items.u.l->v[i]))) ok = oom(c, n->line);
-            jv_decref(cond);
+/* The `loop` variable: one dict per for-loop whose values are replaced in place each iteration;
+ * when the body kept a reference ({% set l = loop %}) the next iteration gets a fresh dict. */
+enum { L_INDEX0, L_INDEX, L_REVINDEX, L_REVINDEX0, L_FIRST, L_LAST, L_LENGTH, L_DEPTH, L_DEPTH0,
+       L_PREVITEM, L_NEXTITEM, L_CYCLE, L_CHANGED, L_NKEYS };
+static const char *const LOOP_KEYS[L_NKEYS] = {"index0", "index", "revindex", "revindex0", "first", "last",
+    "length", "depth", "depth0", "previtem", "nextitem", "cycle", "changed"};
+
+static void loop_put(jv_dict *d, int k, jv v /* consumed */) {
+    jv_decref(d->v[k]);
+    d->v[k] = v;
+}
+
+/* `changed` keeps its last arguments for the whole loop, so it survives a fresh dict. */
+static bool loop_set(jv *loop, jv items, size_t i, int depth) {
+    if (loop->t != JV_DICT || loop->u.d->rc != 1) {
+        jv changed = loop->t == JV_DICT ? jv_incref(loop->u.d->v[L_CHANGED]) : jv_undef(NULL);
+        jv_decref(*loop);
+        if (changed.t != JV_FUNC) {
+            jv last = jv_list_new(1);
+            changed = jv_is_oom(last) ? last : jv_func_new(JF_CHANGED, "changed", last);
         }
-        jv_decref(items);
-        items = kept;
-        if (!ok) { jv_decref(items); return false; }
+        *loop = jv_dict_new(L_NKEYS);
+        if (jv_is_oom(*loop) || jv_is_oom(changed)) { jv_decref(changed); return false; }
+        for (int k = 0; k < L_NKEYS; k++)
+            if (!jv_dict_set_cstr(*loop, LOOP_KEYS[k], k == L_CHANGED ? changed : jv_none())) return false;
     }
+    jv_dict *d = loop->u.d;
     size_t len = items.u.l->n;
-    for (size_t i = 0; ok && i < len; i++) {
-        if (++c->iters > c->max_iters) { ok = jerr(c, n->line, "loop iteration limit exceeded"); break; }
-        if (!push_frame(c, false)) { ok = oom(c, n->line); break; }
-        jv loop = jv_dict_new(16);
-        if (jv_is_oom(loop)) { pop_frame(c); ok = oom(c, n->line); break; }
-        bool lok = jv_dict_set_cstr(loop, "index0", jv_int((int64_t)i)) &&
-                   jv_dict_set_cstr(loop, "index", jv_int((int64_t)i + 1)) &&
-                   jv_dict_set_cstr(loop, "revindex", jv_int((int64_t)(len - i))) &&
-                   jv_dict_set_cstr(loop, "revindex0", jv_int((int64_t)(len - i - 1))) &&
-                   jv_dict_set_cstr(loop, "first", jv_bool(i == 0)) &&
-                   jv_dict_set_cstr(loop, "last", jv_bool(i + 1 == len)) &&
-                   jv_dict_set_cstr(loop, "length", jv_int((int64_t)len)) &&
-                   jv_dict_set_cstr(loop, "depth", jv_int(1)) &&
-                   jv_dict_set_cstr(loop, "depth0", jv_int(0)) &&
-                   jv_dict_set_cstr(loop, "previtem", i > 0 ? jv_incref(items.u.l->v[i - 1]) : jv_undef("previtem")) &&
-                   jv_dict_set_cstr(loop, "nextitem", i + 1 < len ? jv_incref(items.u.l->v[i + 1]) : jv_undef("nextitem"));
-        if (lok) {
-            jv cyc = jv_func_new(JF_CYCLE, "cycle", jv_int((int64_t)i));
-            lok = !jv_is_oom(cyc) && jv_dict_set_cstr(loop, "cycle", cyc);
-        }
-        if (!lok) { jv_decref(loop); pop_frame(c); ok = oom(c, n->line); break; }
-        ok = assign(c, n->line, "loop", loop) && assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) &&
-             jinja_exec_body(c, &n->args);
+    loop_put(d, L_INDEX0, jv_int((int64_t)i));
+    loop_put(d, L_INDEX, jv_int((int64_t)i + 1));
+    loop_put(d, L_REVINDEX, jv_int((int64_t)(len - i)));
+    loop_put(d, L_REVINDEX0, jv_int((int64_t)(len - i - 1)));
+    loop_put(d, L_FIRST, jv_bool(i == 0));
+    loop_put(d, L_LAST, jv_bool(i + 1 == len));
+    loop_put(d, L_LENGTH, jv_int((int64_t)len));
+    loop_put(d, L_DEPTH, jv_int(depth));
+    loop_put(d, L_DEPTH0, jv_int(depth - 1));
+    loop_put(d, L_PREVITEM, i > 0 ? jv_incref(items.u.l->v[i - 1]) : jv_undef("previtem"));
+    loop_put(d, L_NEXTITEM, i + 1 < len ? jv_incref(items.u.l->v[i + 1]) : jv_undef("nextitem"));
+    jv *cyc = &d->v[L_CYCLE];
+    if (cyc->t == JV_FUNC && cyc->u.fn->rc == 1) cyc->u.fn->self = jv_int((int64_t)i);
+    else {
+        jv f = jv_func_new(JF_CYCLE, "cycle", jv_int((int64_t)i));
+        if (jv_is_oom(f)) return false;
+        loop_put(d, L_CYCLE, f);
+    }
+    int dp = 0;
+    if (jv_depth(d->v[L_PREVITEM]) > dp) dp = jv_depth(d->v[L_PREVITEM]);
+    if (jv_depth(d->v[L_NEXTITEM]) > dp) dp = jv_depth(d->v[L_NEXTITEM]);
+    d->depth = dp + 1;
+    return true;
+}
+
+/* `for x in xs if cond`: the items for which cond holds (evaluated with the target bound, without `loop`) */
+static bool filter_items(jctx *c, const jnode *n, jv *items) {
+    jv kept = jv_list_new(items->u.l->n);
+    if (jv_is_oom(kept)) return joom(c, n->line);
+    bool ok = true;
+    for (size_t i = 0; ok && i < items->u.l->n; i++) {
+        if (!jstep(c, n->line)) { ok = false; break; }
+        if (!push_frame(c, false)) { ok = joom(c, n->line); break; }
+        jv cond;
+        ok = assign_targets(c, n->line, n->names, n->nnames, items->u.l->v[i]) && jinja_eval(c, n->b, &cond);
         pop_frame(c);
+        if (!ok) break;
+        if (jv_truthy(cond) && !jv_list_push(kept, jv_incref(items->u.l->v[i]))) ok = joom(c, n->line);
+        jv_decref(cond);
+    }
+    jv_decref(*items);
+    *items = kept;
+    return ok;
+}
+
+/* The loop variable of one iteration: the dict, or for a recursive loop a callable wrapping it. */
+static jv loop_value(const jnode *n, jv loop) {
+    if (!n->op) return jv_incref(loop);
+    jv f = jv_func_new(JF_LOOP, "loop", jv_incref(loop));
+    if (!jv_is_oom(f)) f.u.fn->macro = n;
+    return f;
+}
+
+/* Runs the for node `n` over `it` (borrowed) at nesting `depth` (1 outside recursive calls). */
+static bool run_loop(jctx *c, const jnode *n, jv it, int depth) {
+    jv items;
+    if (!jinja_to_list(c, n->line, it, &items)) return false;
+    bool ok = true;
+    if (n->b && !filter_items(c, n, &items)) { jv_decref(items); return false; }
+    size_t len = items.u.l->n;
+    jv loop = jv_undef(NULL);
+    /* one frame for the whole loop: each iteration keeps its first keys (loop when the body uses
+     * it, and the targets; values released, then replaced) and drops what the body set */
+    if (len && !push_frame(c, false)) { jv_decref(items); return joom(c, n->line); }
+    for (size_t i = 0; ok && i < len; i++) {
+        if (!jstep(c, n->line)) { ok = false; break; }
+        frame_trim(&c->frames[c->nframes - 1], (n->uses_loop ? 1 : 0) + (size_t)n->nnames);
+        if (n->uses_loop && !loop_set(&loop, items, i, depth)) { ok = joom(c, n->line); break; }
+        ok = (!n->uses_loop || assign(c, n->line, "loop", loop_value(n, loop))) &&
+             assign_targets(c, n->line, n->names, n->nnames, items.u.l->v[i]) && jinja_exec_body(c, &n->args);
         if (c->flow == 1) { c->flow = 0; break; }
         c->flow = 0;
     }
+    if (len) pop_frame(c);
+    jv_decref(loop);
     jv_decref(items);
     if (ok && len == 0 && n->args2.n) ok = jinja_exec_body(c, &n->args2);
     return ok;
+}
+
+static bool exec_for(jctx *c, const jnode *n) {
+    jv it;
+    if (!jinja_eval(c, n->a, &it)) return false;
+    bool ok = run_loop(c, n, it, 1);
+    jv_decref(it);
+    return ok;
+}
+
+/* loop(xs) in a recursive for: the loop body over xs one level deeper, rendered to a string */
+static bool call_loop(jctx *c, int line, jv fn, const jv *args, int nargs, jv *out) {
+    if (nargs != 1) return jerr(c, line, "loop() takes exactly one argument (%d given)", nargs);
+    if (c->depth >= MAX_MACRO_DEPTH) return jerr(c, line, "maximum recursion depth exceeded in a recursive loop");
+    const jv *d = jv_dict_get_cstr(fn.u.fn->self, "depth", 5);
+    int depth = d && d->t == JV_INT ? (int)d->u.i : 1;
+    sb buf;
+    jsb_init(c, &buf);
+    sb *saved = c->out;
+    c->out = &buf;
+    c->depth++;
+    bool ok = run_loop(c, fn.u.fn->macro, args[0], depth + 1);
+    c->depth--;
+    c->out = saved;
+    if (!ok) { sb_free(&buf); return false; }
+    return jsb_take(c, line, &buf, out);
 }
 
 static bool exec_node(jctx *c, const jnode *n) {
@@ -577,7 +671,7 @@ static bool exec_node(jctx *c, const jnode *n) {
             jv ns = lookup(c, n->c->a->name);
             if (ns.t != JV_NS) ok = jerr(c, n->line, "cannot assign attribute on non-namespace object");
             else if (jv_depth(v) >= JV_MAX_DEPTH) ok = jerr(c, n->line, "value nesting too deep");
-            else ok = jv_dict_set_cstr(ns, n->c->name, jv_incref(v)) || oom(c, n->line);
+            else ok = jv_dict_set_cstr(ns, n->c->name, jv_incref(v)) || joom(c, n->line);
             jv_decref(ns);
         } else ok = assign_targets(c, n->line, n->names, n->nnames, v);
         jv_decref(v);
@@ -595,7 +689,7 @@ static bool exec_node(jctx *c, const jnode *n) {
         }
         if (n->c) {
             jv ns = lookup(c, n->c->a->name);
-            bool ok = ns.t == JV_NS ? (jv_dict_set_cstr(ns, n->c->name, v) || oom(c, n->line))
+            bool ok = ns.t == JV_NS ? (jv_dict_set_cstr(ns, n->c->name, v) || joom(c, n->line))
                                     : (jv_decref(v), jerr(c, n->line, "cannot assign attribute on non-namespace object"));
             jv_decref(ns);
             return ok;
@@ -604,7 +698,7 @@ static bool exec_node(jctx *c, const jnode *n) {
     }
     case JN_MACRO: {
         jv f = jv_func_new(JF_MACRO, n->name, jv_undef(NULL));
-        if (jv_is_oom(f)) return oom(c, n->line);
+        if (jv_is_oom(f)) return joom(c, n->line);
         f.u.fn->macro = n;
         return assign(c, n->line, n->name, f);
     }
@@ -614,10 +708,10 @@ static bool exec_node(jctx *c, const jnode *n) {
         if (!jinja_eval(c, call->a, &fn)) return false;
         if (fn.t != JV_FUNC || fn.u.fn->kind != JF_MACRO) { jv_decref(fn); return jerr(c, n->line, "call block needs a macro"); }
         jv caller = jv_func_new(JF_MACRO, "caller", jv_undef(NULL));
-        if (jv_is_oom(caller)) { jv_decref(fn); return oom(c, n->line); }
+        if (jv_is_oom(caller)) { jv_decref(fn); return joom(c, n->line); }
         caller.u.fn->macro = n;
         jv bound = jv_func_new(JF_MACRO, fn.u.fn->name, jv_undef(NULL));
-        if (jv_is_oom(bound)) { jv_decref(fn); jv_decref(caller); return oom(c, n->line); }
+        if (jv_is_oom(bound)) { jv_decref(fn); jv_decref(caller); return joom(c, n->line); }
         bound.u.fn->macro = fn.u.fn->macro;
         bound.u.fn->caller = caller;
         jv_decref(fn);
@@ -645,11 +739,11 @@ static bool exec_node(jctx *c, const jnode *n) {
     case JN_WITH: {
         /* values are evaluated in the outer scope, then bound in a new one */
         jv *vals = calloc((size_t)n->args2.n + 1, sizeof *vals);
-        if (!vals) return oom(c, n->line);
+        if (!vals) return joom(c, n->line);
         bool ok = true;
         int got = 0;
         for (; ok && got < n->args2.n; got++) ok = jinja_eval(c, n->args2.v[got], &vals[got]);
-        if (ok && !push_frame(c, false)) ok = oom(c, n->line);
+        if (ok && !push_frame(c, false)) ok = joom(c, n->line);
         else if (ok) {
             for (int i = 0; i < n->args2.n; i++) { if (ok) ok = assign(c, n->line, n->names[i], vals[i]); else jv_decref(vals[i]); vals[i] = jv_undef(NULL); }
             if (ok) ok = jinja_exec_body(c, &n->args);
@@ -669,7 +763,7 @@ static bool exec_node(jctx *c, const jnode *n) {
         jv_decref(v);
     }
     }
-    if (sb_failed(c->out)) return c->out->over ? jerr(c, n->line, "output too large") : oom(c, n->line);
+    if (sb_failed(c->out)) return jsb_check(c, n->line, c->out);
     return true;
 }
 

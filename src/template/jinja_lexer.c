@@ -191,10 +191,13 @@ static lmx_status lex_tag(lx *L, bool is_var, int open_line) {
             buf[bl] = '\0';
             if (is_float) { t.kind = TK_FLOAT; t.f = strtod(buf, NULL); }
             else {
-                errno = 0;
-                long long v = strtoll(buf, NULL, 10);
-                if (errno) { t.kind = TK_FLOAT; t.f = strtod(buf, NULL); }
-                else { t.kind = TK_INT; t.i = v; }
+                t.kind = TK_INT;
+                if (bl >= sizeof buf - 1) return lmx_error(LMX_ERR_TEMPLATE, "line %d: integer literal too long", L->line);
+                if (!jv_i128_parse(buf, bl, &t.i)) { /* beyond 128 bits: kept as text (jv_int_text) */
+                    t.text = strdup(buf);
+                    if (!t.text) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "template tokens");
+                    t.len = bl;
+                }
             }
             L->i = fe;
         } else if (is_name_start(c)) {

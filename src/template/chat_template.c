@@ -11,11 +11,13 @@
 #include "util/fs.h"
 
 #define DEFAULT_MAX_OUTPUT ((size_t)64 << 20)
-#define DEFAULT_MAX_ITERS 1000000L
+#define DEFAULT_MAX_WORK_BYTES ((uint64_t)256 << 20)
+#define DEFAULT_MAX_STEPS UINT64_C(100000000)
 
 struct lmx_chat_template {
     jnode *root;
     lmx_chat_template_limits limits;
+    char *name; /* for error details; NULL: none given */
 };
 
 lmx_status lmx_chat_template_create_n(const char *source, size_t len, lmx_chat_template **out) {
@@ -28,7 +30,8 @@ lmx_status lmx_chat_template_create_n(const char *source, size_t len, lmx_chat_t
     jnode *root = NULL;
     st = jinja_parse(&toks, &root);
     jinja_tokens_free(&toks);
-    if (st != LMX_OK) return st;
+    if (st == LMX_OK) st = jinja_check(root);
+    if (st != LMX_OK) { jinja_node_free(root); return st; }
     lmx_chat_template *t = calloc(1, sizeof *t);
     if (!t) { jinja_node_free(root); return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template"); }
     t->root = root;
@@ -44,26 +47,54 @@ lmx_status lmx_chat_template_create(const char *source, lmx_chat_template **out)
 void lmx_chat_template_destroy(lmx_chat_template *t) {
     if (!t) return;
     jinja_node_free(t->root);
+    free(t->name);
     free(t);
 }
 
 void lmx_chat_template_set_limits(lmx_chat_template *t, const lmx_chat_template_limits *l) {
     if (!t) return;
     t->limits.max_output = l && l->max_output ? l->max_output : DEFAULT_MAX_OUTPUT;
-    t->limits.max_loop_iterations = l && l->max_loop_iterations > 0 ? l->max_loop_iterations : DEFAULT_MAX_ITERS;
+    t->limits.max_work_bytes = l && l->max_work_bytes ? l->max_work_bytes : DEFAULT_MAX_WORK_BYTES;
+    t->limits.max_steps = l && l->max_steps ? l->max_steps : DEFAULT_MAX_STEPS;
 }
 
-static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, size_t *out_len) {
+lmx_status lmx_chat_template_set_name(lmx_chat_template *t, const char *name) {
+    if (!t) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template: NULL template");
+    char *copy = name ? strdup(name) : NULL;
+    if (name && !copy) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template name");
+    free(t->name);
+    t->name = copy;
+    return LMX_OK;
+}
+
+/* The detail of a render that went past a limit: which one, and the field that raises it. */
+static lmx_status limit_error(const lmx_chat_template *t, const jctx *c) {
+    const char *what, *field;
+    unsigned long long max;
+    switch (c->bud.hit) {
+    case JB_STEPS: what = "loop iterations and calls"; field = "max_steps"; max = c->bud.max_steps; break;
+    case JB_BYTES: what = "bytes built, copied or compared"; field = "max_work_bytes"; max = c->bud.max_bytes; break;
+    default: what = "bytes of rendered text or of one string"; field = "max_output"; max = c->max_out; break;
+    }
+    return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                     "chat template%s%s: line %d: work limit reached: more than %llu %s; to render it anyway, raise "
+                     "lmx_chat_template_limits.%s (lmx_chat_template_set_limits or the render options)",
+                     t->name ? " of " : "", t->name ? t->name : "", c->err_line, max, what, field);
+}
+
+static lmx_status render_value(const lmx_chat_template *t, jv ctxv, const lmx_chat_template_render_options *o,
+                               char **out, size_t *out_len) {
     jctx c;
     memset(&c, 0, sizeof c);
-    c.max_out = t->limits.max_output;
-    c.max_iters = t->limits.max_loop_iterations;
-    c.fake_now = -1;
+    const lmx_chat_template_limits *ol = o ? &o->limits : NULL;
+    c.max_out = ol && ol->max_output ? ol->max_output : t->limits.max_output;
+    c.bud.max_bytes = ol && ol->max_work_bytes ? ol->max_work_bytes : t->limits.max_work_bytes;
+    c.bud.max_steps = ol && ol->max_steps ? ol->max_steps : t->limits.max_steps;
+    c.fixed_time = o && o->fixed_time;
+    c.now = o ? o->time : 0;
     c.namespaces = jv_undef(NULL);
-    const char *fake = getenv("LMX_FAKE_NOW");
-    if (fake && *fake) c.fake_now = strtoll(fake, NULL, 10);
     sb buf;
-    sb_init(&buf, c.max_out);
+    jsb_init(&c, &buf);
     c.out = &buf;
     c.frames = malloc(8 * sizeof *c.frames);
     if (!c.frames) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "chat template render");
@@ -76,7 +107,7 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     c.frames[0].barrier = false;
     c.nframes = 1;
     bool ok = jinja_exec_body(&c, &t->root->args);
-    if (ok && sb_failed(&buf)) ok = jerr(&c, 0, buf.over ? "output too large" : "out of memory");
+    if (ok) ok = jsb_check(&c, 0, &buf);
     while (c.nframes > 0) { c.nframes--; jv_decref(c.frames[c.nframes].vars); }
     if (c.namespaces.t == JV_LIST) {
         /* namespaces may reference themselves ({% set ns.x = ns %}): empty them to break cycles */
@@ -91,7 +122,9 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
     free(c.frames);
     if (!ok) {
         sb_free(&buf);
-        return lmx_error(LMX_ERR_TEMPLATE, "line %d: %s", c.err_line, c.err[0] ? c.err : "render failed");
+        if (c.bud.hit) return limit_error(t, &c);
+        return lmx_error(LMX_ERR_TEMPLATE, "%s%sline %d: %s", t->name ? t->name : "", t->name ? ": " : "",
+                         c.err_line, c.err[0] ? c.err : "render failed");
     }
     if (!buf.p) {
         buf.p = calloc(1, 1);
@@ -104,6 +137,11 @@ static lmx_status render_value(const lmx_chat_template *t, jv ctxv, char **out, 
 
 lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char *context_json, size_t len,
                                          char **out, size_t *out_len) {
+    return lmx_chat_template_render_opts(t, context_json, len, NULL, out, out_len);
+}
+
+lmx_status lmx_chat_template_render_opts(const lmx_chat_template *t, const char *context_json, size_t len,
+                                         const lmx_chat_template_render_options *opts, char **out, size_t *out_len) {
     if (!t || !out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template render: NULL argument");
     *out = NULL;
     jv ctxv;
@@ -112,7 +150,7 @@ lmx_status lmx_chat_template_render_json(const lmx_chat_template *t, const char 
     if (!jv_from_json(context_json, len, &ctxv, err, sizeof err))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context: %s", err);
     if (ctxv.t != JV_DICT) { jv_decref(ctxv); return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context must be a JSON object"); }
-    lmx_status st = render_value(t, ctxv, out, out_len);
+    lmx_status st = render_value(t, ctxv, opts, out, out_len);
     jv_decref(ctxv);
     return st;
 }
@@ -158,7 +196,7 @@ lmx_status lmx_chat_template_render(const lmx_chat_template *t, const cJSON *con
     if (!context) { ctxv = jv_dict_new(0); if (jv_is_oom(ctxv)) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "context"); }
     else if (!cJSON_IsObject(context)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context must be a JSON object");
     else if (!from_cjson(context, &ctxv, 0)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template context: unsupported or too deep JSON");
-    lmx_status st = render_value(t, ctxv, out, NULL);
+    lmx_status st = render_value(t, ctxv, NULL, out, NULL);
     jv_decref(ctxv);
     return st;
 }
@@ -178,7 +216,76 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* A list-valued chat_template ([{"name", "template"}, …]; a later entry of the same name wins, as
+ * in the dict transformers builds): the requested name; else "tool_use" when tools are passed
+ * and there is one; else "default" (transformers' get_chat_template). */
+static const char *named(const cJSON *list, const char *name) {
+    const char *src = NULL;
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name"), *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
+        if (cJSON_IsString(n) && cJSON_IsString(tt) && !strcmp(n->valuestring, name)) src = tt->valuestring;
+    }
+    return src;
+}
+
+static lmx_status pick_template(const cJSON *list, const char *cfg_path, const lmx_chat_template_select *sel,
+                                const char **src) {
+    const char *want = sel && sel->name ? sel->name : NULL;
+    if (want) *src = named(list, want);
+    else {
+        *src = sel && sel->tools ? named(list, "tool_use") : NULL;
+        if (!*src) *src = named(list, "default");
+    }
+    if (*src) return LMX_OK;
+    sb names;
+    sb_init(&names, 4096);
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+        if (!cJSON_IsString(n)) continue;
+        if (names.n) sb_puts(&names, ", ");
+        sb_puts(&names, n->valuestring);
+    }
+    lmx_status st = want ? lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template named \"%s\" (it has: %s)", cfg_path, want,
+                                     names.p ? names.p : "none")
+                         : lmx_error(LMX_ERR_TEMPLATE, "%s: chat_template list has no \"default\" entry (it has: %s); "
+                                     "name one to use", cfg_path, names.p ? names.p : "none");
+    sb_free(&names);
+    return st;
+}
+
+/* chat_template.jinja is "default"; additional_chat_templates/NAME.jinja the others (transformers'
+ * save format). A requested name must be a plain file name. */
+static lmx_status read_jinja_dir(const char *dir, const char *jinja_path, const lmx_chat_template_select *sel,
+                                 char **src, bool *named) {
+    const char *want = sel && sel->name ? sel->name : sel && sel->tools ? "tool_use" : NULL;
+    if (want && !strcmp(want, "default")) want = NULL;
+    if (want && (!*want || strchr(want, '/') || want[0] == '.'))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template name \"%s\": not a plain name", want);
+    size_t len;
+    if (want) {
+        char *extra = lmx_fs_join(dir, "additional_chat_templates"), *file = NULL;
+        size_t fl = strlen(want) + 7;
+        char *fname = malloc(fl);
+        if (fname) snprintf(fname, fl, "%s.jinja", want);
+        if (extra && fname) file = lmx_fs_join(extra, fname);
+        free(extra);
+        free(fname);
+        if (!file) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "path");
+        bool have = lmx_fs_exists(file); /* not a regular file: the read says what it is */
+        lmx_status st = have ? lmx_fs_read_file(file, (size_t)16 << 20, src, &len) : LMX_OK;
+        free(file);
+        if (have || st != LMX_OK) { *named = have; return st; }
+        if (sel->name) return lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template named \"%s\" (no additional_chat_templates/%s.jinja)", dir, want, want);
+    }
+    return lmx_fs_read_file(jinja_path, (size_t)16 << 20, src, &len);
+}
+
 lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, char **special_tokens_json) {
+    return lmx_chat_template_load_dir_select(dir, NULL, template_source, special_tokens_json);
+}
+
+lmx_status lmx_chat_template_load_dir_select(const char *dir, const lmx_chat_template_select *sel, char **template_source,
+                                             char **special_tokens_json) {
     if (!dir || !template_source) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "chat template: NULL argument");
     *template_source = NULL;
     if (special_tokens_json) *special_tokens_json = NULL;
@@ -187,6 +294,7 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     if (!cfg_path || !jinja_path) { free(cfg_path); free(jinja_path); return lmx_error(LMX_ERR_OUT_OF_MEMORY, "path"); }
     cJSON *cfg = NULL;
     lmx_status st = LMX_OK;
+    bool from_list = false;
     if (lmx_fs_exists(cfg_path)) { /* exists but not a regular file: the read says what it is */
         char *text;
         size_t len;
@@ -199,23 +307,19 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
         free(text);
         if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s", cfg_path, why); goto done; }
     }
-    /* template: chat_template.jinja wins (transformers saves it separately), else the config */
+    /* template: chat_template.jinja wins (transformers saves it separately; further named ones in
+     * additional_chat_templates/NAME.jinja), else the config; one that exists but is not a regular
+     * file fails, named, in the read */
     if (lmx_fs_exists(jinja_path)) {
-        char *text;
-        size_t len;
-        st = lmx_fs_read_file(jinja_path, (size_t)16 << 20, &text, &len);
+        st = read_jinja_dir(dir, jinja_path, sel, template_source, &from_list);
         if (st != LMX_OK) goto done;
-        *template_source = text;
     } else if (cfg) {
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
         const char *src = NULL;
         if (cJSON_IsString(ct)) src = ct->valuestring;
         else if (cJSON_IsArray(ct)) {
-            for (const cJSON *e = ct->child; e; e = e->next) {
-                const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name"), *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
-                if (cJSON_IsString(n) && cJSON_IsString(tt) && !strcmp(n->valuestring, "default")) src = tt->valuestring;
-            }
-            if (!src) { st = lmx_error(LMX_ERR_TEMPLATE, "%s: chat_template list has no \"default\" entry", cfg_path); goto done; }
+            if ((st = pick_template(ct, cfg_path, sel, &src)) != LMX_OK) goto done;
+            from_list = true;
         }
         if (src) {
             *template_source = strdup(src);
@@ -242,6 +346,10 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     }
     if (!*template_source) {
         st = lmx_error(LMX_ERR_TEMPLATE, "%s: no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja or chat_template.json)", dir);
+        goto done;
+    }
+    if (!from_list && sel && sel->name && strcmp(sel->name, "default") != 0) {
+        st = lmx_error(LMX_ERR_TEMPLATE, "%s: one chat template only; no template named \"%s\"", dir, sel->name);
         goto done;
     }
     if (special_tokens_json) {
