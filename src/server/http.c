@@ -162,8 +162,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     }
 }
 
+static atomic_int g_streams; /* SSE responses not yet finished */
+
 static void stream_free(void *cls) {
     stream_ctx *s = cls;
+    atomic_fetch_sub(&g_streams, 1);
     if (!s->finished) {
         atomic_store(&s->job->cancel, 1);
         srv_metrics_cancelled();
@@ -184,6 +187,7 @@ static enum MHD_Result queue_reply(struct MHD_Connection *c, srv_reply *rp, int 
         }
         s->job = rp->stream_job;
         s->fd = fd;
+        atomic_fetch_add(&g_streams, 1);
         r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, s, stream_free);
         if (!r) {
             stream_free(s);
@@ -350,6 +354,9 @@ void srv_server_stop(srv_server *s, double grace_s) {
     double t_end = srv_now() + grace_s;
     while (!srv_sched_idle(g_srv.sched) && srv_now() < t_end && !atomic_load(&g_srv.hurry)) usleep(20000);
     srv_sched_stop(g_srv.sched, true); /* cancel what still runs: streams end with an error event */
+    /* let the cancelled generations end and their streams write the last event and [DONE] */
+    t_end = srv_now() + 5;
+    while ((!srv_sched_idle(g_srv.sched) || atomic_load(&g_streams) > 0) && srv_now() < t_end) usleep(10000);
     MHD_stop_daemon(s->d);             /* joins the connection threads */
     srv_sched_destroy(g_srv.sched);
     g_srv.sched = NULL;
