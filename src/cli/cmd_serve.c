@@ -142,7 +142,7 @@ int lmx_cli_serve(int argc, char **argv) {
            o.models_dir, o.parallel, o.queue, o.api_key && *o.api_key ? ", API key required" : "");
     fflush(stdout);
     while (!g_signals) usleep(50000);
-    fprintf(stderr, "lmx serve: stopping (running streams get %.0f s; a second signal cancels them)\n", o.grace_s);
+    fprintf(stderr, "lmx serve: stopping (running streams get %g s; a second signal cancels them)\n", o.grace_s);
     srv_server_stop(srv, o.grace_s); /* a second signal while stopping: no grace (g_srv.hurry) */
     lmx_runtime_destroy(rt);
     free(default_dir);

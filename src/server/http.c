@@ -69,11 +69,6 @@ static void stream_set(stream_ctx *s, char *p) {
     s->pend_off = 0;
 }
 
-static void count_tokens(const srv_job *j) {
-    if (j->st == LMX_OK || j->st == LMX_ERR_CANCELLED)
-        srv_metrics_tokens(j->res.n_prompt_tokens, 0, j->res.n_generated_tokens);
-}
-
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     stream_ctx *s = cls;
     srv_job *j = s->job;
@@ -141,7 +136,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         if (done) {
             char *c;
-            count_tokens(j);
             if (j->st == LMX_OK || (j->st == LMX_ERR_CANCELLED && j->timed_out)) {
                 c = srv_stream_end_sse(&j->req, j->id, j->created, &j->res);
             } else {
@@ -254,7 +248,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         srv_error_set(&e, 413, "invalid_request_error", "request_too_large", "",
                       "the request body is larger than the limit of %u bytes", SRV_MAX_BODY);
         srv_reply_error(&rp, &e);
-        srv_metrics_request(SRV_EP_OTHER, 413);
+        srv_metrics_request(srv_endpoint_of(url), 413);
     } else {
         srv_http_req rq = {
             .method = method,

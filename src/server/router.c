@@ -92,7 +92,6 @@ static void generation(srv_kind kind, const srv_http_req *rq, srv_reply *rp) {
         return;
     }
     if (ok) {
-        srv_metrics_tokens(j->res.n_prompt_tokens, 0, j->res.n_generated_tokens);
         rp->status = 200;
         rp->content_type = "application/json";
         rp->body = srv_response_json(&j->req, j->id, j->created, j->text, &j->res);
@@ -113,15 +112,19 @@ static void generation(srv_kind kind, const srv_http_req *rq, srv_reply *rp) {
     srv_job_release(j);
 }
 
+srv_endpoint srv_endpoint_of(const char *path) {
+    if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/chat/completions")) return SRV_EP_CHAT;
+    if (!strcmp(path, "/v1/completions") || !strcmp(path, "/completions")) return SRV_EP_COMPLETIONS;
+    if (!strcmp(path, "/v1/models") || !strcmp(path, "/models")) return SRV_EP_MODELS;
+    if (!strcmp(path, "/health")) return SRV_EP_HEALTH;
+    if (!strcmp(path, "/metrics")) return SRV_EP_METRICS;
+    return SRV_EP_OTHER;
+}
+
 void srv_route(const srv_http_req *rq, srv_reply *rp) {
     const char *path = rq->path;
-    srv_endpoint ep = SRV_EP_OTHER;
-    const char *method = "GET";
-    if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/chat/completions")) ep = SRV_EP_CHAT, method = "POST";
-    else if (!strcmp(path, "/v1/completions") || !strcmp(path, "/completions")) ep = SRV_EP_COMPLETIONS, method = "POST";
-    else if (!strcmp(path, "/v1/models") || !strcmp(path, "/models")) ep = SRV_EP_MODELS;
-    else if (!strcmp(path, "/health")) ep = SRV_EP_HEALTH;
-    else if (!strcmp(path, "/metrics")) ep = SRV_EP_METRICS;
+    srv_endpoint ep = srv_endpoint_of(path);
+    const char *method = ep == SRV_EP_CHAT || ep == SRV_EP_COMPLETIONS ? "POST" : "GET";
     srv_error e;
     if (ep == SRV_EP_OTHER) {
         srv_error_set(&e, 404, "invalid_request_error", "not_found", "", "no such endpoint: %s %s", rq->method, path);

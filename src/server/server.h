@@ -188,6 +188,7 @@ typedef struct srv_reply {
 } srv_reply;
 
 void srv_route(const srv_http_req *rq, srv_reply *rp);
+srv_endpoint srv_endpoint_of(const char *path);
 /* True when the peer closed its end of the socket (or it failed). */
 bool srv_peer_gone(int fd);
 /* Fills *rp with an error body of e. */

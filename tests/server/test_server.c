@@ -639,6 +639,52 @@ static void test_queue_full_and_shutdown(void) {
     CHECK_EQ_INT(server_stop(&S1), 0);
 }
 
+/* --timeout: a generation that runs past it ends with finish_reason "length" (streamed and not);
+ * --max-memory too small for the model: 503 out_of_memory, the server stays up. */
+static void test_timeout_and_oom(void) {
+    server t = {0}, o = {0};
+    const char *ex_t[] = {"--timeout", "0.5", NULL};
+    if (!server_start(&t, ex_t)) {
+        CHECK(!"timeout server started");
+        return;
+    }
+    const char *long_gen = "{\"model\":\"" MODEL "\",\"prompt\":\"Hi\",\"max_tokens\":100000,\"temperature\":1,"
+                           "\"seed\":5%s}";
+    char body[512], *b = NULL;
+    snprintf(body, sizeof body, long_gen, "");
+    double t0 = now_s();
+    CHECK_EQ_INT(http(&t, NULL, "/v1/completions", body, KEY, &b), 200);
+    cJSON *j = parse(b);
+    CHECK_EQ_STR(gets_(j, "choices.0.finish_reason"), "length");
+    CHECK(now_s() - t0 < 20);
+    cJSON_Delete(j);
+    free(b);
+    snprintf(body, sizeof body, long_gen, ",\"stream\":true");
+    CHECK_EQ_INT(http(&t, NULL, "/v1/completions", body, KEY, &b), 200);
+    stream_result r;
+    stream_parse(b, false, &r);
+    CHECK(r.ok);
+    CHECK_EQ_STR(r.finish, "length");
+    free(r.text);
+    free(b);
+    CHECK_EQ_INT(server_stop(&t), 0);
+
+    const char *ex_o[] = {"--max-memory", "1000", NULL};
+    if (!server_start(&o, ex_o)) {
+        CHECK(!"oom server started");
+        return;
+    }
+    CHECK_EQ_INT(http(&o, NULL, "/v1/completions", "{\"model\":\"" MODEL "\",\"prompt\":\"Hi\",\"max_tokens\":2}",
+                      KEY, &b),
+                 503);
+    j = parse(b);
+    CHECK_EQ_STR(gets_(j, "error.code"), "out_of_memory");
+    cJSON_Delete(j);
+    free(b);
+    CHECK_EQ_INT(http(&o, NULL, "/health", NULL, NULL, NULL), 200);
+    CHECK_EQ_INT(server_stop(&o), 0);
+}
+
 static int g_n;
 static void test_concurrent_streams(void) {
     test_concurrent(g_n);
@@ -669,6 +715,7 @@ int main(int argc, char **argv) {
     if (N <= 32) {
         RUN(test_disconnect);
         RUN(test_queue_full_and_shutdown);
+        RUN(test_timeout_and_oom);
     }
     CHECK_EQ_INT(server_stop(&S), 0);
     free(g_greedy);
