@@ -98,7 +98,7 @@ static void add_timings(cJSON *o, const lmx_gen_result *res) {
     cJSON_AddNumberToObject(t, "predicted_n", res->n_generated_tokens);
     cJSON_AddNumberToObject(t, "predicted_ms", res->decode_ms);
     cJSON_AddNumberToObject(t, "predicted_per_token_ms",
-                            res->n_generated_tokens ? res->decode_ms / res->n_generated_tokens : 0);
+                            res->n_generated_tokens > 1 ? res->decode_ms / (res->n_generated_tokens - 1) : 0);
     cJSON_AddNumberToObject(t, "predicted_per_second", res->tokens_per_second);
 }
 
