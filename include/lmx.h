@@ -321,13 +321,22 @@ LMX_API lmx_status lmx_registry_list(const char *models_dir, lmx_registry_entry 
 LMX_API void lmx_registry_entries_free(lmx_registry_entry *entries, int n); /* NULL-safe */
 /* Registers an existing model directory under `name` (NULL = "<parent>/<dir>" when the directory
  * is models_dir/<org>/<name>, else "local/<dir name>"), recording every regular file's size and
- * SHA-256. An id that exists is replaced. */
+ * SHA-256 (symlinks resolving outside the directory are skipped). An id that exists is replaced.
+ * The directory must hold a config.json (a regular file), else LMX_ERR_MODEL_NOT_FOUND; a name
+ * (given or default) with spaces, control bytes, "..", a leading '/' or non-UTF-8 bytes →
+ * LMX_ERR_INVALID_ARGUMENT. */
 LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, const char *name);
-/* Forgets a registered model. delete_files also removes its directory, only when it lies inside
- * models_dir. Unknown → LMX_ERR_MODEL_NOT_FOUND. */
+/* Forgets a registered model. delete_files also removes its directory when, both resolved, it is
+ * a strict descendant of models_dir; a path that lies outside models_dir as written is only
+ * unregistered (files kept). Refused with LMX_ERR_INVALID_ARGUMENT, registry unchanged, when the
+ * path is written inside models_dir but resolves outside it or to it ("<models>/../x",
+ * "<models>/."), or when other registered models lie inside the directory. Unknown →
+ * LMX_ERR_MODEL_NOT_FOUND. */
 LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name, bool delete_files);
 /* Re-hashes a registered model's files. Mismatch, missing or changed size →
- * LMX_ERR_MODEL_VALIDATION_FAILED; *report (optional, lmx_free) lists one line per file. */
+ * LMX_ERR_MODEL_VALIDATION_FAILED; *report (optional, lmx_free) lists one line per file. Only
+ * regular files inside the model directory are read: a recorded name that is not a plain file
+ * name, or resolves outside the directory, is REFUSED (not read) and counts as a failure. */
 LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name, char **report);
 /* A registered name → its directory; else a directory models_dir/<name_or_path>; else an existing
  * directory path → its absolute path; else LMX_ERR_MODEL_NOT_FOUND. *path: lmx_free. */

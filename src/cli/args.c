@@ -1,5 +1,6 @@
 /* args.c — argument helpers shared by the CLI commands. */
 #include "cli.h"
+#include "util/json_str.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -129,11 +130,19 @@ int lmx_cli_parse_flags(int argc, char **argv, const char *cmd, const lmx_cli_fl
 
 void lmx_cli_print_json_str(const char *s) {
     putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = lmx_utf8_seq_len(s + i, n - i);
+        if (k == 0) {
+            fputs("\\ufffd", stdout); /* a byte that is not UTF-8 (a path's raw bytes): JSON must be UTF-8 */
+            i++;
+            continue;
+        }
         if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        else if (c < 0x20 || c == 0x7f) printf("\\u%04x", c);
+        else fwrite(s + i, 1, k, stdout);
+        i += k;
     }
     putchar('"');
 }

@@ -60,8 +60,9 @@ typedef struct lmx_cli_flag {
 int lmx_cli_parse_flags(int argc, char **argv, const char *cmd, const lmx_cli_flag *flags, const char **positional,
                         bool explain, void (*usage)(FILE *f));
 
-/* Prints s to stdout as a JSON string: '"' and '\\' escaped, control bytes as \u00XX, other bytes
- * (UTF-8 included) as they are. */
+/* Prints s to stdout as a JSON string: '"' and '\\' escaped, control bytes as \u00XX, UTF-8 as it is;
+ * a byte that is not part of well-formed UTF-8 (raw path bytes) becomes \ufffd, so the output is
+ * always valid JSON. */
 void lmx_cli_print_json_str(const char *s);
 
 #endif

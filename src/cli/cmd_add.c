@@ -6,7 +6,8 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx add PATH [--name org/name] [--models-dir DIR]\n"
-               "Registers the model directory PATH (default name: org/name from DIR/org/name, else local/<dir>).\n");
+               "Registers the model directory PATH (default name: org/name from DIR/org/name, else local/<dir>).\n"
+               "PATH must hold a config.json; names are printable UTF-8 without spaces or \"..\".\n");
 }
 
 int lmx_cli_add(int argc, char **argv) {

@@ -198,7 +198,7 @@ static lmx_status run_once(lmx_runtime *rt, const char *id, const int32_t *ids, 
 static void add_shape(cJSON *model, const char *dir, char *dtype, size_t dtype_cap) {
     char *path = lmx_fs_join(dir, "config.json"), *txt = NULL;
     size_t len = 0;
-    if (path && lmx_fs_read_file(path, 16u << 20, &txt, &len) == LMX_OK) {
+    if (path && lmx_fs_read_file(path, 64u << 20 /* config.c's limit */, &txt, &len) == LMX_OK) {
         cJSON *c = lmx_json_parse(txt, len, NULL);
         static const char *const keys[] = {"num_attention_heads", "num_key_value_heads", "head_dim",
                                            "intermediate_size", "max_position_embeddings", "tie_word_embeddings"};
@@ -257,7 +257,8 @@ int lmx_cli_bench(int argc, char **argv) {
     }
     if (!model || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 64 || threads < 0 ||
         threads > 4096 || seed < 0) {
-        fprintf(stderr, "lmx bench: need MODEL, --prompt >= 1, --gen >= 2, 1 <= --reps <= 64, --threads >= 0\n");
+        fprintf(stderr, "lmx bench: need MODEL, 1 <= --prompt <= 1000000, 2 <= --gen <= 1000000, 1 <= --reps <= 64, "
+                        "0 <= --threads <= 4096, --seed >= 0\n");
         goto bad;
     }
 

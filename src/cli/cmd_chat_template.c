@@ -9,6 +9,7 @@
 
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx chat-template MODEL [--no-generation-prompt] [--var NAME=JSON]...\n"
@@ -37,6 +38,21 @@ int lmx_cli_chat_template(int argc, char **argv) {
         if (var) {
             const char *eq = strchr(var, '=');
             if (!eq || eq == var) { fprintf(stderr, "lmx chat-template: --var expects NAME=JSON, got '%s'\n", var); rc = 2; goto done; }
+            const char *stop = NULL;
+            cJSON *vj = lmx_json_parse(eq + 1, strlen(eq + 1), &stop); /* judged here, named (not "JSON offset N" of the context) */
+            const char *tail = stop;
+            while (vj && tail && (*tail == ' ' || *tail == '\t' || *tail == '\n' || *tail == '\r')) tail++;
+            if (!vj || (tail && *tail)) {
+                char why[160];
+                if (vj) snprintf(why, sizeof why, "trailing text after the JSON value");
+                else lmx_json_error(eq + 1, strlen(eq + 1), stop, why, sizeof why);
+                fprintf(stderr, "lmx chat-template: --var %.*s: the value '%s' is not JSON: %s (strings need quotes: --var '%.*s=\"text\"')\n",
+                        (int)(eq - var), var, eq + 1, why, (int)(eq - var), var);
+                cJSON_Delete(vj);
+                rc = 2;
+                goto done;
+            }
+            cJSON_Delete(vj);
             names[nvars] = strndup(var, (size_t)(eq - var));
             if (!names[nvars]) { rc = lmx_cli_fail(lmx_error(LMX_ERR_OUT_OF_MEMORY, "arguments")); goto done; }
             values[nvars++] = eq + 1;

@@ -2,11 +2,21 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx list [--json] [--models-dir DIR]\n"
                "Lists the models registered in DIR's registry (default $LMX_HOME/models, ~/.cache/lmx/models).\n");
+}
+
+/* A copy of s with control bytes shown as '?': an edited registry must not forge table lines. */
+static char *printable(const char *s) {
+    char *c = strdup(s);
+    for (char *p = c; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    return c;
 }
 
 int lmx_cli_list(int argc, char **argv) {
@@ -43,7 +53,10 @@ int lmx_cli_list(int argc, char **argv) {
                 struct tm tm;
                 strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
             }
-            printf("%-48s %9.1fM %-19s %s\n", e[i].id, (double)bytes / 1e6, when, e[i].path);
+            char *id = printable(e[i].id), *path = printable(e[i].path);
+            printf("%-48s %9.1fM %-19s %s\n", id ? id : "?", (double)bytes / 1e6, when, path ? path : "?");
+            free(id);
+            free(path);
         }
     }
     lmx_registry_entries_free(e, n);

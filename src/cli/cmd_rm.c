@@ -6,8 +6,10 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx rm MODEL [--keep-files] [--models-dir DIR]\n"
-               "Removes MODEL from the registry; its files are deleted only if they are inside the models\n"
-               "directory (never for directories registered from elsewhere) and --keep-files is not given.\n");
+               "Removes MODEL from the registry; its files are deleted only if its directory, resolved, is\n"
+               "strictly inside the models directory (never for directories registered from elsewhere) and\n"
+               "--keep-files is not given. A path that resolves outside the models directory or to it, or\n"
+               "a directory holding other registered models, is refused and the registry left unchanged.\n");
 }
 
 int lmx_cli_rm(int argc, char **argv) {

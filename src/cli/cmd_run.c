@@ -3,17 +3,23 @@
 #include "cli.h"
 #include "gen_opts.h"
 #include "reply_text.h"
+#include "util/json_str.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* The longest line read as one message (bytes). */
+#define LMX_RUN_MAX_LINE (1 << 20)
+
 static void usage(FILE *f) {
     fprintf(f, "usage: lmx run MODEL [PROMPT] [--system TEXT] [--verbose] [options]\n"
                "MODEL is a registered name or a model directory. The conversation is rendered with the\n"
                "model's chat template. Without PROMPT: interactive, one message per line (/bye or end of\n"
-               "input quits).\n"
+               "input quits). A line that is not UTF-8 or longer than 1 MiB is refused and the conversation\n"
+               "goes on; when the conversation outgrows the context, the oldest exchanges are dropped (the\n"
+               "system message is kept) and stderr says so.\n"
                "  --system TEXT             a system message first\n"
                "  --verbose                 timings after each reply (stderr)\n%s",
             lmx_cli_gen_help);
@@ -44,6 +50,80 @@ static bool push(history *h, const char *role, const char *content) {
 static void history_free(history *h) {
     for (int i = 0; i < h->n; i++) free((char *)h->m[i].content);
     free(h->m);
+}
+
+/* Drops the oldest exchange (the first non-system message and the replies up to the next user
+ * message), never the last message. Returns how many messages went. */
+static int drop_oldest(history *h) {
+    int a = 0;
+    while (a < h->n && !strcmp(h->m[a].role, "system")) a++;
+    if (a >= h->n - 1) return 0;
+    int b = a + 1;
+    while (b < h->n - 1 && strcmp(h->m[b].role, "user") != 0) b++;
+    for (int i = a; i < b; i++) free((char *)h->m[i].content);
+    memmove(h->m + a, h->m + b, (size_t)(h->n - b) * sizeof *h->m);
+    h->n -= b - a;
+    return b - a;
+}
+
+static void pop(history *h) {
+    if (h->n > 0) free((char *)h->m[--h->n].content);
+}
+
+static bool context_overflow(lmx_status st) {
+    return st == LMX_ERR_INVALID_ARGUMENT && strstr(lmx_last_error_detail(), "more than the context length");
+}
+
+/* One interactive turn for the user message just pushed. Problems are reported and the
+ * conversation goes on: a history that outgrew the context loses its oldest exchanges (said on
+ * stderr, as ollama does); a message that cannot be answered is taken back out. */
+static void interactive_turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose,
+                             int ctx) {
+    int dropped = 0;
+    for (;;) {
+        lmx_cli_reply r = {.stream = true};
+        lmx_gen_result res;
+        lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, lmx_cli_reply_piece, &r, &res);
+        if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
+            static bool warned;
+            if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
+            warned = true;
+            st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, lmx_cli_reply_piece, &r, &res);
+        }
+        if (context_overflow(st) && !r.p) {
+            int k = drop_oldest(h);
+            if (k > 0) {
+                dropped += k;
+                continue;
+            }
+        }
+        if (dropped)
+            fprintf(stderr, "lmx run: the conversation outgrew the context (--ctx %d); dropped the %d oldest message%s\n",
+                    ctx, dropped, dropped == 1 ? "" : "s");
+        if (r.p || st == LMX_OK) putchar('\n');
+        fflush(stdout);
+        if (st != LMX_OK) {
+            if (context_overflow(st))
+                fprintf(stderr, "lmx run: this message does not fit the context (--ctx %d) even alone: %s; not sent, "
+                                "the conversation goes on\n", ctx, lmx_last_error_detail());
+            else
+                fprintf(stderr, "lmx run: %s: %s; message not answered, the conversation goes on\n", lmx_status_str(st),
+                        lmx_last_error_detail());
+            free(r.p);
+            pop(h); /* the user message: not part of the conversation */
+            return;
+        }
+        if (verbose)
+            fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res.n_prompt_tokens,
+                    res.n_generated_tokens, res.ttft_ms, res.tokens_per_second,
+                    res.finish_reason == LMX_FINISH_STOP ? "stop" : "length");
+        if (!push(h, "assistant", r.p ? r.p : "")) {
+            fprintf(stderr, "lmx run: out of memory keeping the reply\n");
+            pop(h);
+        }
+        free(r.p);
+        return;
+    }
 }
 
 static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose) {
@@ -128,7 +208,24 @@ int lmx_cli_run(int argc, char **argv) {
             while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
             if (!strcmp(line, "/bye")) break;
             if (n == 0) continue;
-            if (!push(&h, "user", line) || (rc = turn(rt, model, &h, o, verbose)) != 0) break;
+            if ((size_t)n > LMX_RUN_MAX_LINE) {
+                fprintf(stderr, "lmx run: that line has %zd bytes, more than the %d-byte limit for one message; not "
+                                "sent, the conversation goes on\n", n, LMX_RUN_MAX_LINE);
+                continue;
+            }
+            if ((size_t)n != strlen(line) || !lmx_utf8_valid(line, (size_t)n)) {
+                size_t at = 0;
+                while (at < (size_t)n && line[at] && lmx_utf8_seq_len(line + at, (size_t)n - at))
+                    at += lmx_utf8_seq_len(line + at, (size_t)n - at);
+                fprintf(stderr, "lmx run: that line is not valid UTF-8 text (byte 0x%02X at offset %zu); not sent, the "
+                                "conversation goes on\n", (unsigned char)line[at], at);
+                continue;
+            }
+            if (!push(&h, "user", line)) {
+                rc = 1;
+                break;
+            }
+            interactive_turn(rt, model, &h, o, verbose, g.cfg.max_context_length);
         }
         free(line);
     }

@@ -56,7 +56,7 @@ int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usag
             if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 100000000) goto bad;
             a->max_tokens = v;
         } else if (!strcmp(o, "--temp")) {
-            if (!lmx_cli_parse_float(val, &d) || d < 0) goto bad;
+            if (!lmx_cli_parse_float(val, &d) || !(d >= 0 && d <= 1e6)) goto bad; /* also NaN, inf */
             a->temp = d;
         } else if (!strcmp(o, "--device")) {
             if (strcmp(val, "cpu") && strcmp(val, "gpu") && strcmp(val, "auto") && strcmp(val, "cuda")) goto bad;

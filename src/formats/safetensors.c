@@ -6,11 +6,13 @@
  */
 #include "formats/safetensors.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -140,9 +142,15 @@ static lmx_status parse_entry(const cJSON *e, const char *label, const char *nam
     int d = 0;
     for (const cJSON *c = shape->child; c; c = c->next, d++) {
         uint64_t dim;
-        if (!json_uint(c, &dim))
+        if (!json_uint(c, &dim)) {
+            if (cJSON_IsNumber(c) && c->valuedouble > ST_MAX_INT && c->valuedouble == floor(c->valuedouble))
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                                 "%s: tensor %s: shape[%d] = %.17g is larger than 2^53 (the largest integer a JSON "
+                                 "number holds exactly; no real tensor has such a dimension)",
+                                 label, name, d, c->valuedouble);
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                              "%s: tensor %s: shape[%d] is not a non-negative integer", label, name, d);
+        }
         v->shape[d] = (int64_t)dim;
         if (dim != 0 && (uint64_t)numel > (uint64_t)INT64_MAX / dim)
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: tensor %s: shape product overflows", label, name);
@@ -155,7 +163,8 @@ static lmx_status parse_entry(const cJSON *e, const char *label, const char *nam
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || !json_uint(offs->child, &b) ||
         !json_uint(offs->child->next, &en))
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
-                         "%s: tensor %s: data_offsets is not [begin, end] with non-negative integers", label, name);
+                         "%s: tensor %s: data_offsets is not [begin, end] with non-negative integers of at most 2^53",
+                         label, name);
     if (b > en)
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: tensor %s: data_offsets [%llu, %llu] has begin > end",
                          label, name, (unsigned long long)b, (unsigned long long)en);
@@ -254,11 +263,13 @@ static lmx_status parse_header(lmx_safetensors *st) {
     memcpy(text, hdr, hlen);
     text[hlen] = '\0';
     const char *end = NULL;
-    cJSON *root = lmx_json_parse(text, hlen, &end);
+    cJSON *root = lmx_json_parse_keep_dups(text, hlen, &end); /* repeated keys are rejected below */
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
+        char why[160];
+        lmx_json_error(text, hlen, end, why, sizeof why);
         free(text);
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: header JSON is malformed (near byte %zu)", label, at);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: header JSON is malformed: %s (near byte %zu)", label, why, at);
     }
     for (const char *p = end; p && p < text + hlen; p++) { /* the HF writer pads with spaces */
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
@@ -397,16 +408,14 @@ lmx_status lmx_safetensors_open(const char *path, bool use_mmap, lmx_safetensors
     if (!out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_safetensors_open: NULL out");
     *out = NULL;
     if (!path) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_safetensors_open: NULL path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return lmx_error(e == ENOENT || e == ENOTDIR ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path,
-                         lmx_errno_str(e));
-    }
+    int fd;
+    lmx_status os = lmx_fs_open_regular(path, &fd); /* says what a FIFO / directory / device is */
+    if (os != LMX_OK) return os;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
         close(fd);
-        return lmx_error(LMX_ERR_IO, "%s: not a regular file", path);
+        return lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_errno_str(e));
     }
     if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
         close(fd);

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,19 +67,6 @@ static void sort_unique(char **names, size_t *n) {
     *n = k;
 }
 
-/* A weight_map value must stay inside the model directory. */
-static bool safe_relative(const char *f) {
-    if (!f[0] || f[0] == '/') return false;
-    for (const char *p = f; *p;) {
-        const char *q = strchr(p, '/');
-        size_t len = q ? (size_t)(q - p) : strlen(p);
-        if (len == 2 && p[0] == '.' && p[1] == '.') return false;
-        if (!q) break;
-        p = q + 1;
-    }
-    return true;
-}
-
 /* The distinct files of the index's weight_map, sorted. *map_out keeps the parsed index (caller
  * deletes) so the tensors can be checked against the files once they are open. */
 static lmx_status list_from_index(const char *index_path, char ***out, size_t *n_out, cJSON **map_out) {
@@ -86,9 +74,15 @@ static lmx_status list_from_index(const char *index_path, char ***out, size_t *n
     size_t len = 0;
     lmx_status s = lmx_fs_read_file(index_path, INDEX_MAX_BYTES, &text, &len);
     if (s != LMX_OK) return s;
-    cJSON *root = lmx_json_parse(text, len, NULL);
+    const char *stop = NULL;
+    cJSON *root = lmx_json_parse(text, len, &stop);
+    if (!root) {
+        char why[160];
+        lmx_json_error(text, len, stop, why, sizeof why);
+        free(text);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s", index_path, why);
+    }
     free(text);
-    if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: malformed JSON", index_path);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(wm)) {
         cJSON_Delete(root);
@@ -103,7 +97,7 @@ static lmx_status list_from_index(const char *index_path, char ***out, size_t *n
                           index_path, tensor);
             goto fail;
         }
-        if (!safe_relative(c->valuestring)) {
+        if (!lmx_fs_safe_relative(c->valuestring)) {
             s = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                           "%s: weight_map entry for tensor %s names file \"%s\" outside the model directory",
                           index_path, tensor, c->valuestring);
@@ -134,8 +128,10 @@ static bool is_weight_file_name(const char *name) {
     return true;
 }
 
-/* Every *.safetensors weight file in `dir`, sorted. */
-static lmx_status list_from_dir(const char *dir, char ***out, size_t *n_out) {
+/* Every *.safetensors weight file in `dir`, sorted. Names of that form that are not regular files
+ * are skipped; the first is described in skipped[] (empty when none). */
+static lmx_status list_from_dir(const char *dir, char ***out, size_t *n_out, char skipped[320]) {
+    skipped[0] = '\0';
     DIR *d = opendir(dir);
     if (!d) {
         int e = errno;
@@ -154,6 +150,8 @@ static lmx_status list_from_dir(const char *dir, char ***out, size_t *n_out) {
             break;
         }
         bool file = lmx_fs_is_file(path); /* follows symlinks (Hugging Face cache layout) */
+        if (!file && !skipped[0]) /* a directory, symlink loop, device...: named if nothing else is found */
+            snprintf(skipped, 320, "%.200s is %s, not a regular file", de->d_name, lmx_fs_describe(path));
         free(path);
         if (file && !push_name(&names, &n, &cap, de->d_name)) {
             s = lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
@@ -216,14 +214,17 @@ lmx_status lmx_weights_open(const char *dir, bool use_mmap, lmx_weights **out) {
     char **names = NULL;
     size_t n_names = 0;
     cJSON *index = NULL;
-    bool have_index = lmx_fs_is_file(index_path);
+    char skipped[320] = "";
+    bool have_index = lmx_fs_exists(index_path); /* not a regular file: the read says what it is */
     lmx_status s = have_index ? list_from_index(index_path, &names, &n_names, &index)
-                              : list_from_dir(dir, &names, &n_names);
+                              : list_from_dir(dir, &names, &n_names, skipped);
     lmx_weights *w = NULL;
     if (s != LMX_OK) goto done;
     if (n_names == 0) {
         s = have_index ? lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: weight_map lists no weight files", index_path)
-                       : lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: no *.safetensors weight files in the directory", dir);
+                       : skipped[0] ? lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: no usable *.safetensors weight file: %s",
+                                                dir, skipped)
+                                    : lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: no *.safetensors weight files in the directory", dir);
         goto done;
     }
     w = calloc(1, sizeof *w);
@@ -238,7 +239,10 @@ lmx_status lmx_weights_open(const char *dir, bool use_mmap, lmx_weights **out) {
             goto done;
         }
         if (have_index && !lmx_fs_is_file(path)) {
-            s = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: does not exist, but %s places tensor %s in it", path,
+            const char *what = lmx_fs_describe(path);
+            s = lmx_error(strcmp(what, "missing") == 0 ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_INVALID_MODEL_FORMAT,
+                          "%s: %s%s, but %s places tensor %s in it", path,
+                          strcmp(what, "missing") == 0 ? "does not exist" : "is ", strcmp(what, "missing") == 0 ? "" : what,
                           index_path, first_tensor_in(index, names[i]));
             free(path);
             goto done;

@@ -593,7 +593,10 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
     parse_ctx pc = {label};
     const char *end = NULL;
     cJSON *root = lmx_json_parse(json, len, &end);
-    if (!root) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", label);
+    if (!root) {
+        char why[160];
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s", label, lmx_json_error(json, len, end, why, sizeof why));
+    }
     while (end && end < json + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
     if (end && end < json + len && *end) {
         cJSON_Delete(root);
@@ -604,7 +607,7 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
         groot = lmx_json_parse(gen, gen_len, NULL);
         if (!groot || !cJSON_IsObject(groot)) {
             /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
-            LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);
+            LMX_LOG_W_ONCE("%s: generation_config.json is not a JSON object; ignored", label);
             cJSON_Delete(groot);
             groot = NULL;
         }
@@ -638,14 +641,14 @@ lmx_status lmx_model_config_load(const char *dir, lmx_model_config **out) {
     lmx_status st;
     char *text = NULL, *gtext = NULL;
     size_t len = 0, glen = 0;
-    if (!lmx_fs_is_file(path)) {
+    if (!lmx_fs_exists(path)) { /* one that is not a regular file: the read says what it is */
         st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: no such file", path);
         goto done;
     }
     st = lmx_fs_read_file(path, CONFIG_MAX_BYTES, &text, &len);
     if (st != LMX_OK) goto done;
-    if (lmx_fs_is_file(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
-        LMX_LOG_W("%s: unreadable; ignored", gpath);
+    if (lmx_fs_exists(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
+        LMX_LOG_W_ONCE("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
         gtext = NULL;
     }
     st = lmx_model_config_parse(text, len, gtext, glen, path, out);

@@ -15,22 +15,32 @@ static void add(int32_t id, int32_t *ids, int cap, int *n) {
     if (*n < cap) ids[(*n)++] = id;
 }
 
+/* A token id from JSON: an integer in [0, INT32_MAX] (else -1: converting an out-of-range double
+ * to int32_t is undefined behaviour). */
+static int32_t json_id(const cJSON *v) {
+    double d = v->valuedouble;
+    return d >= 0 && d <= INT32_MAX && d == (double)(int32_t)d ? (int32_t)d : -1;
+}
+
 /* Adds the ids of a truthy eos_token_id value; returns whether it was truthy. */
 static bool take(const cJSON *v, int32_t *ids, int cap, int *n) {
     if (cJSON_IsNumber(v)) {
         if (v->valuedouble == 0) return false;
-        add((int32_t)v->valuedouble, ids, cap, n);
+        add(json_id(v), ids, cap, n);
         return true;
     }
     if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) {
         const cJSON *x;
-        cJSON_ArrayForEach(x, v) if (cJSON_IsNumber(x)) add((int32_t)x->valuedouble, ids, cap, n);
+        cJSON_ArrayForEach(x, v) if (cJSON_IsNumber(x)) add(json_id(x), ids, cap, n);
         return true;
     }
     return false;
 }
 
-/* Parses dir/name (absent → *root NULL, LMX_OK). */
+/* Parses dir/name (absent → *root NULL, LMX_OK). An unreadable or malformed file also gives
+ * *root NULL and LMX_OK: the model config loader (model/config.c) has already judged these files —
+ * it rejects a bad config.json with its own message and warns once about a bad
+ * generation_config.json, which is then ignored, as transformers and mlx-lm do. */
 static lmx_status parse(const char *dir, const char *name, cJSON **root) {
     *root = NULL;
     char *p = lmx_fs_join(dir, name);
@@ -40,14 +50,17 @@ static lmx_status parse(const char *dir, const char *name, cJSON **root) {
         return LMX_OK;
     }
     char *text = NULL;
-    lmx_status st = lmx_fs_read_file(p, 16u << 20, &text, NULL);
-    if (st == LMX_OK) {
-        *root = lmx_json_parse(text, strlen(text), NULL);
-        if (!*root) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not valid JSON", p);
+    size_t len = 0;
+    if (lmx_fs_read_file(p, LMX_EOS_CONFIG_MAX_BYTES, &text, &len) == LMX_OK) {
+        *root = lmx_json_parse(text, len, NULL);
+        if (*root && !cJSON_IsObject(*root)) {
+            cJSON_Delete(*root);
+            *root = NULL;
+        }
     }
     free(text);
     free(p);
-    return st;
+    return LMX_OK;
 }
 
 bool lmx_eos_ids_from_json(const cJSON *gen, const cJSON *cfg, int32_t *ids, int cap, int *n) {

@@ -10,8 +10,13 @@
 #include <stdint.h>
 #include "lmx.h"
 
-/* Writes up to cap ids into ids[], their count into *n. fallback < 0 = none. Malformed JSON in
- * either file → LMX_ERR_INVALID_MODEL_FORMAT naming the file; a missing file is not an error. */
+/* The largest config.json / generation_config.json read (the same limit as model/config.c's). */
+#define LMX_EOS_CONFIG_MAX_BYTES (64u << 20)
+
+/* Writes up to cap ids into ids[], their count into *n. fallback < 0 = none. A missing,
+ * unreadable or malformed file counts as absent (the config loader reports those files; a broken
+ * generation_config.json is ignored as transformers does). Ids outside [0, INT32_MAX] are
+ * skipped. */
 lmx_status lmx_eos_ids_read(const char *dir, int32_t fallback, int32_t *ids, int cap, int *n);
 
 /* The same rules over documents already parsed (gen: generation_config.json's root, cfg:

@@ -4,6 +4,7 @@
 #include "registry/sha256.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json_str.h"
 #include "util/log.h"
 
 #include <cjson/cJSON.h>
@@ -12,6 +13,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -126,9 +128,21 @@ static int reg_find(const reg *r, const char *id) {
     return -1;
 }
 
+/* added_at / last_used: seconds since the epoch; anything else (negative, not finite, past year
+ * 5000) reads as 0, "never", so that printing it as a time_t is defined. */
+static double timestamp(const cJSON *v) {
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    return d >= 0 && d < 95617584000.0 ? d : 0;
+}
+
 static lmx_status parse(const char *path, const char *text, reg *r) {
-    cJSON *root = lmx_json_parse(text, strlen(text), NULL);
-    if (!root) return lmx_error(LMX_ERR_IO, "%s: not valid JSON", path);
+    const char *stop = NULL;
+    cJSON *root = lmx_json_parse(text, strlen(text), &stop);
+    if (!root) {
+        char why[160];
+        return lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_json_error(text, strlen(text), stop, why, sizeof why));
+    }
     lmx_status st = LMX_OK;
     cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
     if (!cJSON_IsArray(models)) {
@@ -157,8 +171,8 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
         e->path = strdup(p->valuestring);
         cJSON *a = cJSON_GetObjectItemCaseSensitive(m, "added_at");
         cJSON *u = cJSON_GetObjectItemCaseSensitive(m, "last_used");
-        e->added_at = cJSON_IsNumber(a) ? a->valuedouble : 0;
-        e->last_used = cJSON_IsNumber(u) ? u->valuedouble : 0;
+        e->added_at = timestamp(a);
+        e->last_used = timestamp(u);
         int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : 0;
         e->files = nf ? calloc((size_t)nf, sizeof *e->files) : NULL;
         if (!e->id || !e->path || (nf && !e->files)) {
@@ -174,13 +188,21 @@ static lmx_status parse(const char *path, const char *text, reg *r) {
                 st = lmx_error(LMX_ERR_IO, "%s: model %s: malformed file record %d", path, e->id, e->n_files);
                 goto out;
             }
+            /* a double outside [0, 2^53] or with a fraction is no byte count (and converting
+             * one out of range to an integer is undefined behaviour) */
+            double sz = fs->valuedouble;
+            if (!(sz >= 0 && sz <= 9007199254740992.0) || sz != floor(sz)) {
+                st = lmx_error(LMX_ERR_IO, "%s: model %s: file record %d (%s): size %g is not a byte count", path,
+                               e->id, e->n_files, fn->valuestring, sz);
+                goto out;
+            }
             lmx_registry_file *rf = &e->files[e->n_files++];
             rf->name = strdup(fn->valuestring);
             if (!rf->name) {
                 st = out_of_memory();
                 goto out;
             }
-            rf->size = (uint64_t)fs->valuedouble;
+            rf->size = (uint64_t)sz;
             memcpy(rf->sha256, fh->valuestring, 65);
         }
         i++;
@@ -191,10 +213,23 @@ out:
     return st;
 }
 
+lmx_status lmx_registry_parse_text(const char *label, const char *text, lmx_registry_entry **out, int *n) {
+    reg r;
+    memset(&r, 0, sizeof r);
+    *out = NULL;
+    *n = 0;
+    lmx_status st = parse(label, text, &r);
+    if (st == LMX_OK) {
+        *out = r.e;
+        *n = r.n;
+    }
+    return st;
+}
+
 /* Reads the registry (missing file = empty). */
 static lmx_status reg_read(const char *path, reg *r) {
     memset(r, 0, sizeof *r);
-    if (!lmx_fs_is_file(path)) return LMX_OK;
+    if (!lmx_fs_exists(path)) return LMX_OK; /* a FIFO or directory there is reported, not read as empty */
     char *text = NULL;
     lmx_status st = lmx_fs_read_file(path, REGISTRY_MAX_BYTES, &text, NULL);
     if (st != LMX_OK) return st;
@@ -394,12 +429,21 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
+        if (!lmx_fs_safe_relative(de->d_name)) { /* control bytes: verify would refuse the name */
+            LMX_LOG_W("registry: %s: a file name with control bytes; not recorded", dir);
+            continue;
+        }
         char *p = lmx_fs_join(dir, de->d_name);
         if (!p) {
             st = out_of_memory();
             break;
         }
         if (!lmx_fs_is_file(p)) {
+            free(p);
+            continue;
+        }
+        if (!lmx_fs_inside(dir, p)) { /* a symlink out of the directory: verify would refuse it */
+            LMX_LOG_W("registry: %s resolves outside %s; not recorded", p, dir);
             free(p);
             continue;
         }
@@ -430,11 +474,13 @@ static lmx_status hash_dir(const char *dir, lmx_registry_entry *e) {
     return st;
 }
 
-static bool valid_name(const char *n) {
-    if (!n || !*n || n[0] == '/' || strstr(n, "..")) return false;
+/* A model id: printable, no spaces or control bytes (a newline would forge a line of `lmx list`),
+ * well-formed UTF-8, no "..", not absolute, not ending in '/'. */
+bool lmx_registry_valid_name(const char *n) {
+    if (!n || !*n || n[0] == '/' || strstr(n, "..") || strlen(n) > 512) return false;
     for (const char *p = n; *p; p++)
-        if ((unsigned char)*p < 0x21) return false;
-    return n[strlen(n) - 1] != '/';
+        if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '\\') return false;
+    return lmx_utf8_valid(n, strlen(n)) && n[strlen(n) - 1] != '/';
 }
 
 /* Default id: <org>/<name> when real is models_dir/<org>/<name>, else local/<basename>. */
@@ -454,9 +500,23 @@ static char *default_name(const char *models_real, const char *real) {
 
 LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, const char *name) {
     if (!path) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: NULL path");
-    if (name && !valid_name(name))
+    if (name && !lmx_registry_valid_name(name))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry add: bad model name \"%s\" (want org/name)", name);
     if (!lmx_fs_is_dir(path)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: not a directory", path);
+    {
+        /* a model directory has a config.json (a regular file): refuses $HOME, a models tree's
+         * parent, a typo'd path, ... whose removal would take other things with it */
+        char *cfg = lmx_fs_join(path, "config.json");
+        if (!cfg) return out_of_memory();
+        const char *what = lmx_fs_describe(cfg);
+        lmx_status cs = LMX_OK;
+        if (strcmp(what, "a regular file") != 0)
+            cs = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "%s: not a model directory: config.json is %s%s", path,
+                           strcmp(what, "missing") == 0 ? "missing" : what,
+                           strcmp(what, "missing") == 0 ? "" : ", not a regular file");
+        free(cfg);
+        if (cs != LMX_OK) return cs;
+    }
     reg_edit ed;
     lmx_status st = edit_begin(models_dir, &ed);
     if (st != LMX_OK) return st;
@@ -473,6 +533,13 @@ LMX_API lmx_status lmx_registry_add(const char *models_dir, const char *path, co
     e.path = strdup(real);
     if (!e.id || !e.path) {
         st = out_of_memory();
+        goto out;
+    }
+    if (!name && !lmx_registry_valid_name(e.id)) {
+        st = lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                       "registry add: the default name from the directory \"%s\" is not a valid model name "
+                       "(no spaces, control bytes, \"..\" or non-UTF-8 bytes); give one with --name org/name",
+                       real);
         goto out;
     }
     e.added_at = wall_now();
@@ -516,37 +583,80 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
     return remove(p);
 }
 
+/* Whether path (resolved when it exists) equals dir or lies inside it. */
+static bool under(const char *dir_real, const char *path) {
+    char *p = realpath(path, NULL);
+    const char *q = p ? p : path;
+    size_t dl = strlen(dir_real);
+    bool in = strncmp(q, dir_real, dl) == 0 && (q[dl] == '/' || q[dl] == '\0' || (dl == 1 && dir_real[0] == '/'));
+    free(p);
+    return in;
+}
+
+/* Deleting a model's directory: only a strict descendant of the models directory, both resolved
+ * (a registered "<models>/../x" or "<models>/." is refused, not deleted), and only when no other
+ * registered model lives inside it (removing a parent would silently take them along: refused,
+ * the registry left unchanged; --keep-files only unregisters). A directory registered from
+ * outside the models directory is unregistered and its files are kept. */
 LMX_API lmx_status lmx_registry_remove(const char *models_dir, const char *name, bool delete_files) {
     if (!name) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "registry remove: NULL name");
     reg_edit ed;
     lmx_status st = edit_begin(models_dir, &ed);
     if (st != LMX_OK) return st;
     reg *r = &ed.r;
-    char *victim = NULL;
+    char *victim = NULL, *models_real = NULL;
+    bool do_delete = false;
     if ((st = edit_lock(&ed)) != LMX_OK) goto out;
     int i = reg_find(r, name);
     if (i < 0) {
         st = lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not registered", name);
         goto out;
     }
-    victim = strdup(r->e[i].path);
+    const char *path = r->e[i].path;
+    if (delete_files && lmx_fs_is_dir(path)) {
+        models_real = realpath(ed.dir, NULL);
+        size_t dl = strlen(ed.dir), ml = models_real ? strlen(models_real) : 0;
+        bool claims_inside = (strncmp(path, ed.dir, dl) == 0 && (path[dl] == '/' || !path[dl])) ||
+                             (models_real && strncmp(path, models_real, ml) == 0 && (path[ml] == '/' || !path[ml]));
+        if (models_real && lmx_fs_inside(models_real, path)) {
+            victim = realpath(path, NULL);
+            if (!victim) {
+                st = lmx_error(LMX_ERR_IO, "%s: %s", path, lmx_errno_str(errno));
+                goto out;
+            }
+            for (int j = 0; j < r->n; j++) {
+                if (j == i || !under(victim, r->e[j].path)) continue;
+                st = lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                               "model %s: refusing to delete %s: model %s is registered inside it (at %s); remove "
+                               "that first, or unregister only with --keep-files",
+                               name, victim, r->e[j].id, r->e[j].path);
+                goto out;
+            }
+            do_delete = true;
+        } else if (claims_inside || (models_real && under(path, models_real))) {
+            char *res = realpath(path, NULL);
+            st = lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                           "model %s: refusing to delete %s: it resolves to %s, which is %s the models directory %s "
+                           "(use --keep-files to only unregister it)",
+                           name, path, res ? res : "?",
+                           models_real && res && strcmp(res, models_real) == 0 ? "itself" :
+                           models_real && under(path, models_real) ? "a parent of" : "outside",
+                           models_real ? models_real : ed.dir);
+            free(res);
+            goto out;
+        } else {
+            LMX_LOG_W("registry: %s is outside %s; files kept", path, ed.dir);
+        }
+    }
     entry_clear(&r->e[i]);
     r->e[i] = r->e[--r->n];
     if ((st = reg_write(ed.regp, r)) != LMX_OK) goto out;
-    if (delete_files && victim) {
-        char *models_real = realpath(ed.dir, NULL);
-        size_t ml = models_real ? strlen(models_real) : 0;
-        if (models_real && strncmp(victim, models_real, ml) == 0 && victim[ml] == '/') {
-            if (nftw(victim, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-                st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, lmx_errno_str(errno));
-        } else {
-            LMX_LOG_W("registry: %s is outside %s; files kept", victim, ed.dir);
-        }
-        free(models_real);
-    }
+    if (do_delete && nftw(victim, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        st = lmx_error(LMX_ERR_IO, "%s: could not delete every file: %s", victim, lmx_errno_str(errno));
 out:
     edit_end(&ed);
     free(victim);
+    free(models_real);
     return st;
 }
 
@@ -581,7 +691,23 @@ LMX_API lmx_status lmx_registry_verify(const char *models_dir, const char *name,
     const char *first_bad = NULL;
     for (int j = 0; j < e->n_files; j++) {
         const lmx_registry_file *f = &e->files[j];
+        if (!lmx_fs_safe_relative(f->name) || strchr(f->name, '/')) {
+            /* the registry records plain names of the directory's files; anything else (../x, /x,
+             * a/b) is an edited registry trying to read outside the model */
+            report_add(&rep, &len, "REFUSED %s: not a plain file name of the model directory; not read", f->name);
+            if (!bad++) first_bad = f->name;
+            continue;
+        }
         char *p = lmx_fs_join(e->path, f->name);
+        char *resolved = p ? realpath(p, NULL) : NULL;
+        bool outside = resolved && !lmx_fs_inside(e->path, p);
+        free(resolved);
+        if (outside) {
+            report_add(&rep, &len, "REFUSED %s: resolves outside the model directory %s; not read", f->name, e->path);
+            free(p);
+            if (!bad++) first_bad = f->name;
+            continue;
+        }
         char hex[65];
         uint64_t size = 0;
         lmx_status hs = p ? lmx_sha256_file(p, hex, &size) : LMX_ERR_OUT_OF_MEMORY;

@@ -24,4 +24,11 @@ lmx_status lmx_registry_lookup(const char *models_dir, const char *id, lmx_regis
 /* Sets last_used = now for id (unknown id: LMX_OK, nothing written). */
 lmx_status lmx_registry_touch(const char *models_dir, const char *id);
 
+/* Parses registry.json text (NUL-terminated; label names it in errors) into entries (free with
+ * lmx_registry_entries_free(*out, *n)). The file's own reader; exposed for the fuzz target. */
+lmx_status lmx_registry_parse_text(const char *label, const char *text, lmx_registry_entry **out, int *n);
+
+/* Whether name is acceptable as a model id (what lmx add enforces). */
+bool lmx_registry_valid_name(const char *name);
+
 #endif

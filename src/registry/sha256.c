@@ -1,11 +1,13 @@
 /* sha256.c — streamed SHA-256 with OpenSSL EVP (see sha256.h). */
 #include "registry/sha256.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 
 #define SHA_BLOCK (1u << 20)
@@ -30,9 +32,14 @@ lmx_status lmx_sha256_bytes(const void *data, size_t len, char hex[65]) {
 
 lmx_status lmx_sha256_file(const char *path, char hex[65], uint64_t *size) {
     if (size) *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return lmx_error(errno == ENOENT ? LMX_ERR_MODEL_NOT_FOUND : LMX_ERR_IO, "%s: %s", path, lmx_errno_str(errno));
+    int fd;
+    lmx_status os = lmx_fs_open_regular(path, &fd); /* a FIFO or device would block or never end */
+    if (os != LMX_OK) return os;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fdopen failed", path);
+    }
     unsigned char *buf = malloc(SHA_BLOCK); /* [SHA_BLOCK] bytes of the file */
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     lmx_status st = LMX_OK;

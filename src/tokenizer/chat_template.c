@@ -187,17 +187,20 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     if (!cfg_path || !jinja_path) { free(cfg_path); free(jinja_path); return lmx_error(LMX_ERR_OUT_OF_MEMORY, "path"); }
     cJSON *cfg = NULL;
     lmx_status st = LMX_OK;
-    if (lmx_fs_is_file(cfg_path)) {
+    if (lmx_fs_exists(cfg_path)) { /* exists but not a regular file: the read says what it is */
         char *text;
         size_t len;
         st = lmx_fs_read_file(cfg_path, (size_t)256 << 20, &text, &len);
         if (st != LMX_OK) goto done;
-        cfg = lmx_json_parse(text, len, NULL);
+        const char *stop = NULL;
+        char why[160] = "not a JSON object";
+        cfg = lmx_json_parse(text, len, &stop);
+        if (!cfg) lmx_json_error(text, len, stop, why, sizeof why);
         free(text);
-        if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: not a JSON object", cfg_path); goto done; }
+        if (!cfg || !cJSON_IsObject(cfg)) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s", cfg_path, why); goto done; }
     }
     /* template: chat_template.jinja wins (transformers saves it separately), else the config */
-    if (lmx_fs_is_file(jinja_path)) {
+    if (lmx_fs_exists(jinja_path)) {
         char *text;
         size_t len;
         st = lmx_fs_read_file(jinja_path, (size_t)16 << 20, &text, &len);
@@ -222,7 +225,7 @@ lmx_status lmx_chat_template_load_dir(const char *dir, char **template_source, c
     if (!*template_source) {
         /* processors save {"chat_template": "..."} in chat_template.json */
         char *json_path = lmx_fs_join(dir, "chat_template.json");
-        if (json_path && lmx_fs_is_file(json_path)) {
+        if (json_path && lmx_fs_exists(json_path)) {
             char *text;
             size_t len;
             st = lmx_fs_read_file(json_path, (size_t)16 << 20, &text, &len);

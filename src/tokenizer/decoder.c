@@ -10,6 +10,7 @@
 #include "tokenizer/tok_internal.h"
 #include "util/error.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,8 +140,10 @@ static lmx_status parse_into(tok_decoder *d, const cJSON *j) {
         int adv;
         s.strip_cp = tok_utf8_decode(c->valuestring, strlen(c->valuestring), &adv);
         s.strip_len = tok_utf8_encode(s.strip_cp, s.strip_utf8);
-        s.start = cJSON_IsNumber(a) && a->valuedouble > 0 ? (size_t)a->valuedouble : 0;
-        s.stop = cJSON_IsNumber(b) && b->valuedouble > 0 ? (size_t)b->valuedouble : 0;
+        /* counts of characters to strip; past 2^32 strips everything anyway (and a double past
+         * SIZE_MAX converted to size_t is undefined behaviour) */
+        s.start = cJSON_IsNumber(a) && a->valuedouble > 0 ? (size_t)fmin(a->valuedouble, 4294967296.0) : 0;
+        s.stop = cJSON_IsNumber(b) && b->valuedouble > 0 ? (size_t)fmin(b->valuedouble, 4294967296.0) : 0;
     } else return lmx_error(LMX_ERR_UNSUPPORTED, "decoder type %s is not supported", t);
     return add_stage(d, &s);
 }

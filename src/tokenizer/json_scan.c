@@ -131,6 +131,9 @@ bool tok_json_model_spans(const char *s, size_t n, tok_jspan *vocab, tok_jspan *
         if (p >= e || *p != ':') break;
         p = ws(p + 1, e);
         if (key.n == 5 && !memcmp(key.p, "model", 5) && p < e && *p == '{') {
+            /* a repeated "model": the last one counts (as in Python's json and lmx_json_parse), all of it */
+            memset(vocab, 0, sizeof *vocab);
+            memset(merges, 0, sizeof *merges);
             p++;
             for (;;) {
                 p = ws(p, e);

@@ -30,6 +30,13 @@ void tok_post_free(tok_post *p) {
     free(p);
 }
 
+/* A token id from JSON: an integer in [0, TOK_MAX_ID] (converting anything else to int32_t may be
+ * undefined behaviour). */
+static bool json_id_ok(const cJSON *x) {
+    double d = x->valuedouble;
+    return d >= 0 && d <= TOK_MAX_ID && d == (double)(int32_t)d;
+}
+
 static lmx_status add_item(tok_post *p, bool is_seq, const int32_t *ids, size_t n) {
     titem *ni = realloc(p->items, (p->n_items + 1) * sizeof *ni);
     if (!ni) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "post_processor");
@@ -64,7 +71,9 @@ static lmx_status parse_template(const cJSON *j, tok_post *p) {
             size_t n = 0;
             const cJSON *x;
             cJSON_ArrayForEach(x, ids) {
-                if (!cJSON_IsNumber(x) || n == 64) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "TemplateProcessing: bad ids");
+                if (!cJSON_IsNumber(x) || n == 64 || !json_id_ok(x))
+                    return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "TemplateProcessing: bad ids (need at most 64 integers in [0, %d])",
+                                     TOK_MAX_ID);
                 buf[n++] = (int32_t)x->valuedouble;
             }
             st = add_item(p, false, buf, n);
@@ -79,7 +88,8 @@ static lmx_status parse_pair_processor(const cJSON *j, tok_post *p) {
     const cJSON *cls = cJSON_GetObjectItemCaseSensitive(j, "cls");
     const cJSON *sep = cJSON_GetObjectItemCaseSensitive(j, "sep");
     if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep) || !cJSON_IsNumber(cJSON_GetArrayItem(cls, 1)) ||
-        !cJSON_IsNumber(cJSON_GetArrayItem(sep, 1)))
+        !cJSON_IsNumber(cJSON_GetArrayItem(sep, 1)) || !json_id_ok(cJSON_GetArrayItem(cls, 1)) ||
+        !json_id_ok(cJSON_GetArrayItem(sep, 1)))
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "post_processor: \"cls\"/\"sep\" must be [token, id]");
     int32_t c = (int32_t)cJSON_GetArrayItem(cls, 1)->valuedouble, s = (int32_t)cJSON_GetArrayItem(sep, 1)->valuedouble;
     lmx_status st = add_item(p, false, &c, 1);

@@ -84,7 +84,9 @@ static lmx_status parse_json_text(const char *path, char *buf, size_t len, cJSON
     cJSON *j = lmx_json_parse(buf, len, &ep);
     if (!j) {
         size_t off = ep && ep >= buf && ep <= buf + len ? (size_t)(ep - buf) : 0;
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: invalid JSON near byte %zu", path, off);
+        char why[160];
+        lmx_json_error(buf, len, ep, why, sizeof why);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s (byte %zu)", path, why, off);
     }
     *out = j;
     return LMX_OK;
@@ -245,7 +247,7 @@ lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out) {
     char *raw = NULL;
     size_t raw_len = 0;
     lmx_status st = LMX_OK;
-    if (lmx_fs_is_file(cfg_path)) st = load_json(cfg_path, &cfg);
+    if (lmx_fs_exists(cfg_path)) st = load_json(cfg_path, &cfg); /* not a regular file: named by the read */
     if (!st) st = lmx_fs_read_file(json_path, MAX_TOKENIZER_BYTES, &raw, &raw_len);
     if (!st) {
         st = load_text(json_path, raw, raw_len, cfg, out);

@@ -104,3 +104,31 @@ char *lmx_json_str_encode(const char *s, size_t n, size_t *len) {
     if (len) *len = k;
     return o;
 }
+
+size_t lmx_utf8_seq_len(const char *s, size_t n) {
+    if (n == 0) return 0;
+    const unsigned char *u = (const unsigned char *)s;
+    if (u[0] < 0x80) return 1;
+    size_t need;
+    uint32_t cp, min;
+    if ((u[0] & 0xE0) == 0xC0) { need = 1; cp = u[0] & 0x1F; min = 0x80; }
+    else if ((u[0] & 0xF0) == 0xE0) { need = 2; cp = u[0] & 0x0F; min = 0x800; }
+    else if ((u[0] & 0xF8) == 0xF0) { need = 3; cp = u[0] & 0x07; min = 0x10000; }
+    else return 0;
+    if (n < need + 1) return 0;
+    for (size_t k = 1; k <= need; k++) {
+        if ((u[k] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (u[k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return need + 1;
+}
+
+bool lmx_utf8_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t k = lmx_utf8_seq_len(s + i, n - i);
+        if (!k) return false;
+        i += k;
+    }
+    return true;
+}

@@ -15,4 +15,11 @@ bool lmx_json_str_decode(const char *s, size_t n, char **out, size_t *len, const
  * escapes '"', '\\', \n \r \t \b \f and other control characters as \u00XX; everything else raw. */
 char *lmx_json_str_encode(const char *s, size_t n, size_t *len);
 
+/* The length (1-4) of the well-formed UTF-8 sequence at s[0..n) (no overlongs, surrogates or code
+ * points past U+10FFFF), or 0 when s does not start with one. */
+size_t lmx_utf8_seq_len(const char *s, size_t n);
+
+/* Whether s[0..n) is entirely well-formed UTF-8. */
+bool lmx_utf8_valid(const char *s, size_t n);
+
 #endif

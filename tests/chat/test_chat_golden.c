@@ -1,7 +1,7 @@
 /* test_chat_golden.c — byte-for-byte comparison with goldens made by jinja2/transformers:
  *   tests/fixtures/chat/synthetic.json: small template+context cases (or an expected error);
  *   tests/fixtures/chat/real.json: apply_chat_template renderings of the real tokenizers in
- *   ../shared/fixtures/tokenizers (skipped when those are absent), built through the same
+ *   tests/fixtures/tokenizers, built through the same
  *   loader + context path as `lmx chat-template`. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +72,7 @@ static bool extract(const char *fam, char *dir, size_t dirlen) {
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
     if (lmx_fs_is_file(cfg)) return true;
     char tarball[1200];
-    snprintf(tarball, sizeof tarball, "%s/fixtures/tokenizers/%s.tar.xz", LMX_SHARED_DIR, fam);
+    snprintf(tarball, sizeof tarball, "%s/%s.tar.xz", LMX_TOK_ARCHIVES, fam);
     if (!lmx_fs_is_file(tarball)) return false;
     char cmd[3000];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s/chat_tokenizers' && tar -xJf '%s' -C '%s/chat_tokenizers'", LMX_BINARY_DIR, tarball, LMX_BINARY_DIR);
@@ -110,7 +110,7 @@ static void test_real(void) {
         if (strcmp(kind, "render")) continue;
         const char *fam = cJSON_GetObjectItem(c, "family")->valuestring;
         char dir[1100];
-        if (!extract(fam, dir, sizeof dir)) { SKIP("tokenizer fixture %s absent (LMX_SHARED_DIR)", fam); jv_decref(jroot); cJSON_Delete(root); return; }
+        if (!extract(fam, dir, sizeof dir)) { SKIP("tokenizer fixture %s absent (tests/fixtures/tokenizers)", fam); jv_decref(jroot); cJSON_Delete(root); return; }
         char *src = NULL, *special = NULL;
         lmx_status st = lmx_chat_template_load_dir(dir, &src, &special);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());

@@ -326,7 +326,7 @@ static void test_determinism_and_shards(void) {
     CHECK(lmx_fs_is_file(fa));
     /* the tokenizer: copied from a folder holding <family>/tokenizer.json */
     char tar[1024], tokdir[300];
-    snprintf(tar, sizeof tar, "%s/tokenizers/qwen3.tar.xz", LMX_SHARED_DIR_PATH);
+    snprintf(tar, sizeof tar, "%s/qwen3.tar.xz", LMX_TOK_ARCHIVES);
     if (!lmx_fs_is_file(tar)) {
         SKIP("no %s: tokenizer copy not tested", tar);
         return;

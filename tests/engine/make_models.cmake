@@ -1,6 +1,6 @@
 # Builds the tiny real-tokenizer models the engine tests use (run by the engine_models_setup test):
 # random weights with the shapes of real families scaled down (2 layers, hidden 64) and a vocabulary
-# as large as the real tokenizer copied beside them (qwen3 or llama3 from LMX_SHARED_DIR).
+# as large as the real tokenizer copied beside them (qwen3, llama3 or llama2 from tests/fixtures/tokenizers).
 #   cmake -DLMX=path/to/lmx -DTOK=tokenizer_fixtures -DOUT=engine_models -P make_models.cmake
 if(NOT EXISTS ${TOK}/qwen3/tokenizer.json OR NOT EXISTS ${TOK}/llama3/tokenizer.json
    OR NOT EXISTS ${TOK}/llama2/tokenizer.json)

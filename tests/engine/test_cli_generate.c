@@ -290,6 +290,94 @@ int append(const char *t, size_t len, void *user) {
     return 0;
 }
 
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    return buf;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* issue 15 item 9: one bad line does not end an interactive `lmx run`: invalid UTF-8 and an
+ * over-long line are refused, a history that outgrows --ctx loses its oldest exchanges (said on
+ * stderr), a message too long even alone is refused; the conversation goes on, exit status 0 */
+static void test_run_keeps_conversation(void) {
+    const char *base = getenv("TMPDIR");
+    char dir[1024], in[1100], err[1100], cmd[4096];
+    snprintf(dir, sizeof dir, "%s/lmx-repl-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(dir)) { CHECK(!"mkdtemp"); return; }
+    snprintf(in, sizeof in, "%s/in.txt", dir);
+    snprintf(err, sizeof err, "%s/err.txt", dir);
+    FILE *f = fopen(in, "wb");
+    fputs("What is 2+2?\n\xff\xfe not text\n", f);
+    for (int i = 0; i < (1 << 20) + 10; i++) fputc('a', f); /* over the 1 MiB line limit */
+    fputs("\nAnd 3+3?\n", f);
+    fclose(f);
+    /* the refused lines leave no trace: the replies are those of the two good messages alone */
+    lmx_runtime *rt = mkrt();
+    lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
+    lmx_gen_options o = lmx_gen_options_default();
+    o.sampling.temperature = 0;
+    o.max_tokens = 8;
+    char reply1[4096] = "", reply2[4096] = "";
+    int append(const char *, size_t, void *);
+    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 2, &o, append, reply1, NULL) == LMX_OK);
+    msgs[2].content = reply1;
+    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 4, &o, append, reply2, NULL) == LMX_OK);
+    lmx_runtime_destroy(rt);
+    int status;
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' --system 'Be brief.' --temp 0 --max-tokens 8 <'%s' 2>'%s'", LMX_CLI_PATH,
+             LLAMA, in, err);
+    char *out = run(cmd, &status);
+    CHECK_EQ_INT(status, 0);
+    char want[8300];
+    snprintf(want, sizeof want, "%s\n%s\n", reply1, reply2);
+    CHECK_EQ_STR(out, want);
+    free(out);
+    char *e = slurp(err);
+    CHECK(e && strstr(e, "not valid UTF-8") && strstr(e, "byte 0xFF at offset 0"));
+    CHECK(e && strstr(e, "more than the 1048576-byte limit"));
+    CHECK(e && strstr(e, "the conversation goes on"));
+    free(e);
+    /* a history that outgrows --ctx: the oldest exchanges go, every message gets a reply */
+    f = fopen(in, "wb");
+    fputs("What is 2+2?\nAnd 3+3?\nAnd 4+4?\nAnd 5+5?\nAnd 6+6?\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' --system 'Be brief.' --temp 0 --max-tokens 8 --ctx 80 <'%s' 2>'%s'",
+             LMX_CLI_PATH, LLAMA, in, err);
+    out = run(cmd, &status);
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(count_lines(out), 5);
+    free(out);
+    e = slurp(err);
+    CHECK(e && strstr(e, "the conversation outgrew the context (--ctx 80); dropped the"));
+    free(e);
+    /* a message too long even alone is refused; the next one is answered */
+    f = fopen(in, "wb");
+    for (int i = 0; i < 300; i++) fputs("word ", f);
+    fputs("\nWhat is 2+2?\n", f);
+    fclose(f);
+    out = run(cmd, &status);
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(count_lines(out), 1);
+    CHECK(out && strlen(out) > 1);
+    free(out);
+    e = slurp(err);
+    CHECK(e && strstr(e, "does not fit the context (--ctx 80) even alone"));
+    free(e);
+    unlink(in);
+    unlink(err);
+    rmdir(dir);
+}
+
 int main(void) {
     snprintf(QWEN, sizeof QWEN, "%s/tiny-qwen-q4", LMX_ENGINE_MODELS);
     snprintf(LLAMA, sizeof LLAMA, "%s/tiny-llama32-q8", LMX_ENGINE_MODELS);
@@ -297,7 +385,7 @@ int main(void) {
     char probe[1200];
     snprintf(probe, sizeof probe, "%s/tokenizer.json", QWEN);
     if (access(probe, R_OK) != 0) {
-        SKIP("engine test models missing (%s): they need the real tokenizers of LMX_SHARED_DIR", LMX_ENGINE_MODELS);
+        SKIP("engine test models missing (%s): see engine_models_setup", LMX_ENGINE_MODELS);
         return lmx_test_summary();
     }
     lmx_log_set_level(LMX_LOG_ERROR);
@@ -305,5 +393,6 @@ int main(void) {
     RUN(test_generate_text_json);
     RUN(test_generate_ids_contract);
     RUN(test_run_and_info);
+    RUN(test_run_keeps_conversation);
     return lmx_test_summary();
 }

@@ -613,7 +613,7 @@ int main(void) {
     char probe[1200];
     snprintf(probe, sizeof probe, "%s/tokenizer.json", SLLAMA3);
     if (access(probe, R_OK) != 0) {
-        SKIP("engine test models missing (%s): they need the real tokenizers of LMX_SHARED_DIR", LMX_ENGINE_MODELS);
+        SKIP("engine test models missing (%s): see engine_models_setup", LMX_ENGINE_MODELS);
         return lmx_test_summary();
     }
     setenv("LMX_LOG", "error", 1);

@@ -279,6 +279,16 @@ int fake_model_write(const char *dir, const char *json) {
             *s = '/';
         }
     if (mkdir(cmd, 0755) != 0 && errno != EEXIST) return -1;
+    /* a model directory has a config.json (lmx add requires one); kept when the test wrote its own */
+    char *c = lmx_fs_join(dir, "config.json");
+    if (c && !lmx_fs_is_file(c)) {
+        FILE *cf = fopen(c, "w");
+        if (cf) {
+            fputs("{}", cf);
+            fclose(cf);
+        }
+    }
+    free(c);
     char *p = lmx_fs_join(dir, "fake.json");
     FILE *f = p ? fopen(p, "w") : NULL;
     free(p);

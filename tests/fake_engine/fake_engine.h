@@ -40,7 +40,8 @@ typedef struct fake_engine_ctx {
 /* Fills *e with the fake engine's functions, ctx = c (zeroed here). */
 void fake_engine_init(lmx_engine *e, fake_engine_ctx *c);
 
-/* Creates dir (mkdir -p) with a fake.json holding `json`. Returns 0 on success. */
+/* Creates dir (mkdir -p) with a fake.json holding `json` and, unless there is one, a config.json
+ * ({}: lmx add wants a model directory). Returns 0 on success. */
 int fake_model_write(const char *dir, const char *json);
 
 /* A fresh temporary directory (mkdtemp under TMPDIR or /tmp); caller frees the string. */

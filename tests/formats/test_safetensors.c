@@ -155,6 +155,8 @@ static const bad_case bad_cases[] = {
     {"negative dim", "{\"w\":{\"dtype\":\"U8\",\"shape\":[2,-1],\"data_offsets\":[0,2]}}", 8, "w", "shape[1]"},
     {"string dim", "{\"w\":{\"dtype\":\"U8\",\"shape\":[\"2\"],\"data_offsets\":[0,2]}}", 8, "w", "shape[0]"},
     {"huge dim", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1e300],\"data_offsets\":[0,2]}}", 8, "w", "shape[0]"},
+    {"2^62 dim", "{\"w\":{\"dtype\":\"U8\",\"shape\":[4611686018427387904],\"data_offsets\":[0,2]}}", 8, "w",
+     "larger than 2^53"},
     {"shape not array", "{\"w\":{\"dtype\":\"U8\",\"shape\":2,\"data_offsets\":[0,2]}}", 8, "w", "shape"},
     {"too many dims", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 8, "w",
      "dimensions"},

@@ -206,7 +206,46 @@ static void test_many_tensors(void) {
     st_rmdir(dir);
 }
 
+/* issue 15 item 10: a model.safetensors that is not a regular file is named, not "no weight files";
+ * a FIFO / device never blocks the open */
+static void test_not_regular_named(void) {
+    char dir[256], p[512], p2[512];
+    if (!st_tmpdir(dir, sizeof dir)) { CHECK(!"mkdtemp"); return; }
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(mkdir(p, 0700) == 0);
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "model.safetensors is a directory", NULL, NULL);
+    rmdir(p);
+    snprintf(p2, sizeof p2, "%s/loop.safetensors", dir);
+    CHECK(symlink(p2, p) == 0 && symlink(p, p2) == 0); /* model -> loop -> model */
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "symlink loop", NULL, NULL);
+    unlink(p);
+    unlink(p2);
+    CHECK(symlink("/dev/zero", p) == 0);
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "model.safetensors is a character device", NULL, NULL);
+    unlink(p);
+    CHECK(mkfifo(p, 0600) == 0);
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "is a FIFO", NULL, NULL);
+    unlink(p);
+    /* through an index: the shard is a FIFO / the index itself is a directory */
+    CHECK(st_write_text(dir, "model.safetensors.index.json", "{\"weight_map\":{\"x\":\"model.safetensors\"}}") == 0);
+    CHECK(mkfifo(p, 0600) == 0);
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "is a FIFO", "tensor x", NULL);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    unlink(p);
+    CHECK(mkdir(p, 0700) == 0);
+    expect_err(dir, LMX_ERR_IO, "is a directory", NULL, NULL);
+    rmdir(p);
+    /* an index nested deeper than the JSON parser's limit says so */
+    char deep[3100] = "{\"weight_map\":";
+    for (int i = 0; i < 1100; i++) strcat(deep, "[");
+    CHECK(st_write_text(dir, "model.safetensors.index.json", deep) == 0);
+    expect_err(dir, LMX_ERR_INVALID_MODEL_FORMAT, "nested deeper than the parser's limit", NULL, NULL);
+    st_rmdir(dir);
+}
+
 int main(void) {
+    RUN(test_not_regular_named);
     RUN(test_single_and_shards);
     RUN(test_legacy_names_and_adapters);
     RUN(test_index_errors);

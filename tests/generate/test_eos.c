@@ -57,10 +57,35 @@ static void test_precedence(void) {
     CHECK_EQ_INT(read_ids("none", 2, ids), 1);
     CHECK_EQ_INT(ids[0], 2);
     CHECK_EQ_INT(read_ids("none", -1, ids), 0);
-    /* malformed */
+    /* malformed generation_config.json: ignored, as transformers / mlx-lm do (issue 15 item 8) */
     put(d, "generation_config.json", "{oops");
-    CHECK_EQ_INT(read_ids("none", 2, ids), -100 - (int)LMX_ERR_INVALID_MODEL_FORMAT);
-    CHECK(strstr(lmx_last_error_detail(), "generation_config.json") != NULL);
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    CHECK_EQ_INT(ids[0], 2);
+    put(d, "generation_config.json", "[1, 2]"); /* not an object */
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    /* ids that are no int32 are skipped, not converted (float-cast-overflow) */
+    put(d, "generation_config.json", "{\"eos_token_id\": [1e300, -1e300, 2.5, 7]}");
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    CHECK_EQ_INT(ids[0], 7);
+    /* a duplicate key: the last value, as Python's json (issue 15 item 7) */
+    put(d, "generation_config.json", "{\"eos_token_id\": 5, \"eos_token_id\": 9}");
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    CHECK_EQ_INT(ids[0], 9);
+    /* a 60 MB config.json (a big embedded table) is read: the limit is config.c's 64 MB, not 16 */
+    put(d, "generation_config.json", "{}");
+    char p[1300];
+    snprintf(p, sizeof p, "%s/config.json", d);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs("{\"eos_token_id\": 11, \"pad\": \"", f);
+        static char chunk[1 << 16];
+        memset(chunk, 'x', sizeof chunk);
+        for (int i = 0; i < 60 * 16; i++) fwrite(chunk, 1, sizeof chunk, f);
+        fputs("\"}", f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(read_ids("none", 2, ids), 1);
+    CHECK_EQ_INT(ids[0], 11);
 }
 
 int main(void) {

@@ -7,7 +7,7 @@
 set -eu
 build=$1 src=$2 model=$3 cc=$4 extra=${5:-}
 if [ ! -f "$model/tokenizer.json" ]; then
-  echo "SKIP: no test model at $model (it needs the real tokenizers of LMX_SHARED_DIR)"
+  echo "SKIP: no test model at $model (made by the engine_models_setup test)"
   exit 77
 fi
 prefix=$(mktemp -d /tmp/lmx-install-XXXXXX)

@@ -359,7 +359,22 @@ static void test_load_missing_dir(void) {
     CHECK(c == NULL);
 }
 
+/* issue 15 item 7: a repeated key takes its last value (Python's json); item 10: nesting past the
+ * parser's limit is named */
+static void test_duplicate_keys_and_depth(void) {
+    lmx_model_config *c = parse("{\"model_type\": \"llama\", " BASE ", \"num_hidden_layers\": 2}");
+    if (c) CHECK_EQ_INT(c->n_layers, 2);
+    lmx_model_config_free(c);
+    char deep[2400] = "{\"model_type\": \"llama\", \"x\": ";
+    for (int i = 0; i < 1100; i++) strcat(deep, "[");
+    CHECK(parse_err(deep) == LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "nested deeper than the parser's limit") != NULL);
+    CHECK(parse_err("{\"model_type\": ") == LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "not valid JSON (at line 1") != NULL);
+}
+
 int main(void) {
+    RUN(test_duplicate_keys_and_depth);
     RUN(test_llama_old_spelling);
     RUN(test_llama_new_spelling);
     RUN(test_mistral_window_all_layers);

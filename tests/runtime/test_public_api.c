@@ -46,11 +46,16 @@ static void test_everything_links_and_behaves(void) {
     CHECK(lmx_config_update(rt, &got) == LMX_OK);
 
     /* registry */
+    CHECK(lmx_registry_add(models, dir, NULL) == LMX_ERR_MODEL_NOT_FOUND); /* no config.json: not a model */
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    f = fopen(file, "w");
+    fputs("{}\n", f);
+    fclose(f);
     CHECK(lmx_registry_add(models, dir, NULL) == LMX_OK);
     lmx_registry_entry *list = NULL;
     int n = 0;
     CHECK(lmx_registry_list(models, &list, &n) == LMX_OK && n == 1);
-    CHECK(n == 1 && strcmp(list[0].id, "org/notamodel") == 0 && list[0].n_files == 1);
+    CHECK(n == 1 && strcmp(list[0].id, "org/notamodel") == 0 && list[0].n_files == 2);
     lmx_registry_entries_free(list, n);
     char *path = NULL;
     CHECK(lmx_registry_resolve(models, "org/notamodel", &path) == LMX_OK && path);

@@ -92,7 +92,7 @@ static void test_detokenize(void) {
 int main(void) {
     snprintf(dir, sizeof dir, "%s/llama2", LMX_TOK_FIXTURES);
     if (!lmx_fs_is_dir(dir)) {
-        SKIP("%s absent (needs LMX_SHARED_DIR with fixtures/tokenizers/llama2.tar.xz)", dir);
+        SKIP("%s absent (unpacked from tests/fixtures/tokenizers/llama2.tar.xz at configure time)", dir);
         return lmx_test_summary();
     }
     RUN(test_tokenize);

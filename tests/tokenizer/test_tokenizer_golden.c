@@ -152,7 +152,7 @@ static void run_file(const char *name, const char *golden) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/%s", LMX_TOK_FIXTURES, name);
     if (!lmx_fs_is_dir(dir)) {
-        SKIP("%s: real tokenizer not unpacked (needs LMX_SHARED_DIR with fixtures/tokenizers/%s.tar.xz)", dir, name);
+        SKIP("%s: real tokenizer not unpacked (from tests/fixtures/tokenizers/%s.tar.xz at configure time)", dir, name);
         return;
     }
     lmx_tokenizer *t = NULL;

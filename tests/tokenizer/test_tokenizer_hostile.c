@@ -99,9 +99,73 @@ static void test_deep_nesting(void) {
     free(deep);
 }
 
+/* Numbers in post_processor / decoder settings out of every integer's range: rejected or clamped,
+ * never converted (float-cast-overflow under LMX_SANITIZE). */
+static void test_out_of_range_numbers(void) {
+    static const char tp[] =
+        "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+        "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1e300],"
+        "\"tokens\":[\"<s>\"]}}}";
+    static const char bert[] = "\"post_processor\":{\"type\":\"BertProcessing\",\"sep\":[\"</s>\",-1e300],\"cls\":[\"<s>\",1e300]}";
+    static const char roberta[] =
+        "\"post_processor\":{\"type\":\"RobertaProcessing\",\"sep\":[\"</s>\",2.5],\"cls\":[\"<s>\",0],"
+        "\"trim_offsets\":true,\"add_prefix_space\":false}";
+    static const char *const cases[] = {tp, bert, roberta};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char j[2048];
+        snprintf(j, sizeof j,
+                 "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,%s,"
+                 "\"decoder\":null,\"added_tokens\":[],\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"<s>\":1},\"merges\":[]}}",
+                 cases[i]);
+        lmx_tokenizer *t = NULL;
+        lmx_status st = load(j, &t);
+        CHECK_MSG(st == LMX_ERR_INVALID_MODEL_FORMAT, "case %zu: %s (%s)", i, lmx_status_str(st), lmx_last_error_detail());
+        CHECK_MSG(strstr(lmx_last_error_detail(), i == 0 ? "bad ids" : "\"cls\"/\"sep\"") != NULL, "case %zu: %s", i,
+                  lmx_last_error_detail());
+        lmx_tokenizer_destroy(t);
+    }
+    /* a Strip decoder with 1e300 characters to strip: loads, strips everything it can */
+    const char *strip =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,"
+        "\"post_processor\":null,\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":1e300,\"stop\":1e300},"
+        "\"added_tokens\":[],\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\" \":1},\"merges\":[]}}";
+    lmx_tokenizer *t = NULL;
+    lmx_status st = load(strip, &t);
+    CHECK_MSG(st == LMX_OK, "strip: %s (%s)", lmx_status_str(st), lmx_last_error_detail());
+    lmx_tokenizer_destroy(t);
+}
+
+/* issue 15 item 7: a repeated "model" key: the last one is the model, vocabulary included (the fast
+ * vocab scanner and cJSON agree, as Python's json does) */
+static void test_duplicate_model_key(void) {
+    const char *j =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,"
+        "\"post_processor\":null,\"decoder\":null,\"added_tokens\":[],"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"b\":0,\"a\":1},\"merges\":[]}}";
+    lmx_tokenizer *t = NULL;
+    CHECK(load(j, &t) == LMX_OK);
+    if (!t) return;
+    CHECK_EQ_INT(lmx_tokenizer_token_to_id(t, "a", 1), 1);
+    CHECK_EQ_INT(lmx_tokenizer_token_to_id(t, "b", 1), 0);
+    lmx_tokenizer_destroy(t);
+    /* the last "model" has no vocab: the first one's must not be used */
+    const char *j2 =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"normalizer\":null,\"pre_tokenizer\":null,"
+        "\"post_processor\":null,\"decoder\":null,\"added_tokens\":[],"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+        "\"model\":{\"type\":\"BPE\",\"merges\":[]}}";
+    t = NULL;
+    lmx_status st = load(j2, &t);
+    CHECK(st != LMX_OK || lmx_tokenizer_token_to_id(t, "a", 1) < 0);
+    lmx_tokenizer_destroy(t);
+}
+
 int main(void) {
     RUN(test_huge_ids);
     RUN(test_contradictions);
     RUN(test_deep_nesting);
+    RUN(test_out_of_range_numbers);
+    RUN(test_duplicate_model_key);
     return lmx_test_summary();
 }
