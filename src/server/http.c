@@ -219,7 +219,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!cc) return MHD_NO;
         *con_cls = cc;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > SRV_MAX_BODY) cc->too_large = true;
+        if (cl && strtoull(cl, NULL, 10) > SRV_MAX_BODY) {
+            /* answer before reading the body (no "100 Continue"); MHD closes the connection after */
+            cc->too_large = true;
+            srv_error e;
+            srv_reply rp = {0};
+            srv_error_set(&e, 413, "invalid_request_error", "request_too_large", "",
+                          "the request body is larger than the limit of %u bytes", SRV_MAX_BODY);
+            srv_reply_error(&rp, &e);
+            srv_metrics_request(srv_endpoint_of(url), 413);
+            return queue_reply(c, &rp, -1);
+        }
         return MHD_YES;
     }
     if (*upload_size) {

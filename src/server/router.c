@@ -102,6 +102,10 @@ static void generation(srv_kind kind, const srv_http_req *rq, srv_reply *rp) {
     } else if (j->oom) {
         srv_error_set(&e, 503, "server_error", "out_of_memory", "", "out of memory while generating");
         srv_reply_error(rp, &e);
+    } else if (j->expired) {
+        srv_error_set(&e, 503, "server_error", "queue_timeout", "",
+                      "the request waited in the queue longer than the server's timeout (%g s)", g_srv.opt->timeout_s);
+        srv_reply_error(rp, &e);
     } else if (j->st == LMX_ERR_CANCELLED) {
         srv_error_set(&e, 503, "server_error", "shutting_down", "", "the server is shutting down");
         srv_reply_error(rp, &e);

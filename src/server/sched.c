@@ -138,7 +138,7 @@ static void *worker(void *arg) {
         j->state = SRV_JOB_RUNNING;
         pthread_mutex_unlock(&j->mu);
         if (srv_now() > j->deadline) {
-            j->timed_out = true;
+            j->expired = true; /* never started: 503, not an empty completion */
             atomic_store(&j->cancel, 1);
         }
         run_job(s->rt, j);

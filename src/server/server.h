@@ -127,7 +127,8 @@ typedef struct srv_job {
     size_t len, cap;
     bool oom;                     /* appending failed: the generation is cancelled, 503 */
     atomic_int cancel;            /* set by the connection (disconnect, shutdown): the callback stops */
-    bool timed_out;
+    bool timed_out;               /* --timeout passed while it ran: it ends as "length" */
+    bool expired;                 /* --timeout passed while it waited in the queue: 503 */
     double t_last_piece;
     lmx_status st;
     char detail[1024];

@@ -576,6 +576,7 @@ static double metric(const server *s, const char *name) {
  * its slot freed (busy slots back to 0, one more cancelled stream) within a few seconds. */
 static void test_disconnect(void) {
     double before = metric(&S, "lmx_streams_cancelled_total");
+    double gen_before = metric(&S, "lmx_generated_tokens_total");
     req r;
     req_init(&r, &S, NULL, "/v1/completions",
              "{\"model\":\"" MODEL "\",\"prompt\":\"Hi\",\"max_tokens\":100000,\"temperature\":1,\"seed\":1,"
@@ -590,6 +591,10 @@ static void test_disconnect(void) {
         usleep(20000);
     CHECK_EQ_INT(metric(&S, "lmx_busy_slots"), 0);
     CHECK(metric(&S, "lmx_streams_cancelled_total") >= before + 1);
+    /* it stopped soon after the client left, far from the ~510 tokens the context (512) allows */
+    double made = metric(&S, "lmx_generated_tokens_total") - gen_before;
+    fprintf(stderr, "the cancelled stream generated %.0f tokens\n", made);
+    CHECK(made >= 1 && made < 200);
 }
 
 /* --parallel 1 --queue 0: a second request while one runs gets 503 with Retry-After; SIGTERM while
