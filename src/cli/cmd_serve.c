@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "server/server.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,20 +125,30 @@ int lmx_cli_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* the threads created from here on (runtime, workers, connections) inherit a mask without
+     * SIGINT/SIGTERM, so the signals reach this thread alone */
+    sigset_t stop_sigs, old_mask;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, &old_mask);
 
     lmx_runtime *rt = NULL;
     lmx_status st = lmx_runtime_create(&o.cfg, &rt);
     if (st != LMX_OK) {
+        pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         free(default_dir);
         return lmx_cli_fail(st);
     }
     srv_server *srv = NULL;
     int port = 0;
     if ((st = srv_server_start(&o, rt, &srv, &port)) != LMX_OK) {
+        pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         lmx_runtime_destroy(rt);
         free(default_dir);
         return 1;
     }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     printf("lmx serve: listening on http://%s:%d (models: %s, %d parallel + %d queued per model%s)\n", o.host, port,
            o.models_dir, o.parallel, o.queue, o.api_key && *o.api_key ? ", API key required" : "");
     fflush(stdout);
