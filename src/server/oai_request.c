@@ -233,15 +233,10 @@ static bool parse_sampling(const cJSON *root, srv_request *r, srv_error *e) {
         !num(root, "min_p", 0, 1, &min_p, e) || !integer(root, "top_k", 0, 1e9, &top_k, e) ||
         !num(root, "repetition_penalty", 0, 100, &rep, e) ||
         !integer(root, "repetition_context", 0, 1e6, &rep_ctx, e) ||
-        !integer(root, "max_tokens", 0, 1e9, &max_tokens, e) ||
-        !integer(root, "max_completion_tokens", 0, 1e9, &max_tokens, e) ||
+        !integer(root, "max_tokens", 1, 1e9, &max_tokens, e) ||
+        !integer(root, "max_completion_tokens", 1, 1e9, &max_tokens, e) ||
         !integer(root, "seed", -9.2e18, 9.2e18, &seed, e) || !integer(root, "n", 1, 1, &n, e))
         return false;
-    if (field(root, "max_tokens") && cJSON_GetObjectItemCaseSensitive(root, "max_tokens")->valuedouble == 0)
-        return bad(e, "max_tokens", "'%s' must be at least 1%s", "");
-    if (field(root, "max_completion_tokens") &&
-        cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")->valuedouble == 0)
-        return bad(e, "max_completion_tokens", "'%s' must be at least 1%s", "");
     if (!unsupported(root, "frequency_penalty", 0, e) || !unsupported(root, "presence_penalty", 0, e) ||
         !unsupported(root, "logprobs", 0, e) || !unsupported(root, "top_logprobs", 0, e) ||
         !unsupported(root, "best_of", 1, e) || !unsupported(root, "echo", 0, e))
