@@ -136,6 +136,29 @@ static void gauge(out *o, const char *name, const char *help, double v) {
     put(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.0f\n", name, help, name, name, v);
 }
 
+/* A label value with \\, \" and newlines escaped (model names have no control bytes). */
+static void put_label(out *o, const char *v) {
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"') put(o, "\\%c", *v);
+        else if (*v == '\n') put(o, "\\n");
+        else put(o, "%c", *v);
+    }
+}
+
+static void lane_queued(const char *model, int queued, int busy, void *user) {
+    out *o = user;
+    put(o, "lmx_model_queue_depth{model=\"");
+    put_label(o, model);
+    put(o, "\"} %d\n", queued);
+}
+
+static void lane_busy(const char *model, int queued, int busy, void *user) {
+    out *o = user;
+    put(o, "lmx_model_busy_slots{model=\"");
+    put_label(o, model);
+    put(o, "\"} %d\n", busy);
+}
+
 char *srv_metrics_render(lmx_runtime *rt) {
     out o = {0};
     pthread_mutex_lock(&M.mu);
@@ -167,6 +190,11 @@ char *srv_metrics_render(lmx_runtime *rt) {
     gauge(&o, "lmx_queue_depth", "Requests waiting for a slot (all models).", queued);
     gauge(&o, "lmx_busy_slots", "Generations running now (all models).", busy);
     gauge(&o, "lmx_slots", "Slots: --parallel per model with workers.", (double)lanes * g_srv.opt->parallel);
+    put(&o, "# HELP lmx_model_queue_depth Requests waiting for a slot, per model.\n"
+            "# TYPE lmx_model_queue_depth gauge\n");
+    srv_sched_each_lane(g_srv.sched, lane_queued, &o);
+    put(&o, "# HELP lmx_model_busy_slots Generations running now, per model.\n# TYPE lmx_model_busy_slots gauge\n");
+    srv_sched_each_lane(g_srv.sched, lane_busy, &o);
     lmx_metrics m;
     if (lmx_metrics_get(rt, NULL, &m) == LMX_OK) {
         gauge(&o, "lmx_models_loaded", "Models in the runtime's cache.", m.n_models_loaded);

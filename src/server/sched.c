@@ -293,6 +293,13 @@ void srv_sched_gauges(srv_sched *s, int *queued, int *busy, int *lanes) {
     pthread_mutex_unlock(&s->mu);
 }
 
+void srv_sched_each_lane(srv_sched *s, void (*fn)(const char *model, int queued, int busy, void *user), void *user) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    for (lane *l = s->lanes; l; l = l->next) fn(l->model, l->queued, l->busy, user);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void srv_sched_destroy(srv_sched *s) {
     if (!s) return;
     srv_sched_stop(s, true);

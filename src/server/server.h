@@ -149,6 +149,8 @@ void srv_job_release(srv_job *j);
 /* Gauges for /metrics. */
 void srv_sched_gauges(srv_sched *s, int *queued, int *busy, int *lanes);
 bool srv_sched_idle(srv_sched *s);
+/* Calls fn for each model lane (under the scheduler's lock: fn must not call back into it). */
+void srv_sched_each_lane(srv_sched *s, void (*fn)(const char *model, int queued, int busy, void *user), void *user);
 
 /* ---- http.c / router.c ---- */
 typedef struct srv_server srv_server;

@@ -690,6 +690,29 @@ static void test_timeout_and_oom(void) {
     CHECK_EQ_INT(server_stop(&o), 0);
 }
 
+/* Usage errors exit 2 without listening; a port in use exits 1; /metrics has the per-model gauges. */
+static void test_cli_and_metrics(void) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' serve --port abc >/dev/null 2>&1", LMX_CLI_PATH);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' serve --bogus >/dev/null 2>&1", LMX_CLI_PATH);
+    st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' serve --port %d --models-dir '%s' >/dev/null 2>&1", LMX_CLI_PATH, S.port,
+             LMX_ENGINE_MODELS);
+    st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    char *b = NULL;
+    CHECK_EQ_INT(http(&S, NULL, "/metrics", NULL, KEY, &b), 200);
+    CHECK(b && strstr(b, "lmx_model_busy_slots{model=\"" MODEL "\"} "));
+    CHECK(b && strstr(b, "lmx_model_queue_depth{model=\"" MODEL "\"} 0"));
+    CHECK(b && strstr(b, "lmx_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}"));
+    CHECK(b && strstr(b, "lmx_time_to_first_token_seconds_bucket{le=\"+Inf\"}"));
+    CHECK(b && strstr(b, "\nlmx_models_loaded 1\n"));
+    free(b);
+}
+
 static int g_n;
 static void test_concurrent_streams(void) {
     test_concurrent(g_n);
@@ -719,6 +742,7 @@ int main(int argc, char **argv) {
     RUN(test_concurrent_streams);
     if (N <= 32) {
         RUN(test_disconnect);
+        RUN(test_cli_and_metrics);
         RUN(test_queue_full_and_shutdown);
         RUN(test_timeout_and_oom);
     }
