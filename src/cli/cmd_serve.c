@@ -152,6 +152,10 @@ int lmx_cli_serve(int argc, char **argv) {
     printf("lmx serve: listening on http://%s:%d (models: %s, %d parallel + %d queued per model%s)\n", o.host, port,
            o.models_dir, o.parallel, o.queue, o.api_key && *o.api_key ? ", API key required" : "");
     fflush(stdout);
+    if (strcmp(o.host, "127.0.0.1") && strcmp(o.host, "::1") && strcmp(o.host, "localhost") &&
+        !(o.api_key && *o.api_key))
+        fprintf(stderr, "lmx serve: warning: listening on %s without --api-key: anyone who can reach it may use it\n",
+                o.host);
     while (!g_signals) usleep(50000);
     fprintf(stderr, "lmx serve: stopping (running streams get %g s; a second signal cancels them)\n", o.grace_s);
     srv_server_stop(srv, o.grace_s); /* a second signal while stopping: no grace (g_srv.hurry) */
