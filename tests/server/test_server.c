@@ -648,7 +648,7 @@ static void test_queue_full_and_shutdown(void) {
  * --max-memory too small for the model: 503 out_of_memory, the server stays up. */
 static void test_timeout_and_oom(void) {
     server t = {0}, o = {0};
-    const char *ex_t[] = {"--timeout", "0.5", NULL};
+    const char *ex_t[] = {"--timeout", "0.5", "--max-models", "1", NULL};
     if (!server_start(&t, ex_t)) {
         CHECK(!"timeout server started");
         return;
@@ -672,6 +672,13 @@ static void test_timeout_and_oom(void) {
     CHECK_EQ_STR(r.finish, "length");
     free(r.text);
     free(b);
+    /* --max-models 1: a second model evicts the first (idle) one; both answer */
+    CHECK_EQ_INT(http(&t, NULL, "/v1/completions",
+                      "{\"model\":\"tiny-qwen-q4\",\"prompt\":\"Hi\",\"max_tokens\":2,\"temperature\":0}", KEY,
+                      NULL),
+                 200);
+    CHECK(metric(&t, "lmx_model_cache_evictions_total") >= 1);
+    CHECK_EQ_INT(metric(&t, "lmx_models_loaded"), 1);
     CHECK_EQ_INT(server_stop(&t), 0);
 
     const char *ex_o[] = {"--max-memory", "1000", NULL};
