@@ -76,15 +76,14 @@ static void generation(srv_kind kind, const srv_http_req *rq, srv_reply *rp) {
         return;
     }
     pthread_mutex_lock(&j->mu);
-    bool done = j->state == SRV_JOB_DONE, has_text = j->len > 0;
+    bool has_text = j->len > 0;
     pthread_mutex_unlock(&j->mu);
     if (stream && has_text) {
         rp->stream_job = j; /* 200: the SSE stream reads the rest */
         rp->status = 200;
         return;
     }
-    /* done: the whole result is there (state DONE was published under mu) */
-    (void)done;
+    /* otherwise the job is DONE (published under mu): its whole result is there */
     bool ok = j->st == LMX_OK || (j->st == LMX_ERR_CANCELLED && j->timed_out);
     if (ok && stream) {
         rp->stream_job = j;

@@ -30,10 +30,9 @@ struct srv_sched {
     lmx_runtime *rt;
     int parallel, queue_max;
     pthread_mutex_t mu;
-    pthread_cond_t idle_cv;
     lane *lanes;
     int n_lanes;
-    bool stopping, hard;
+    bool stopping;
 };
 
 typedef struct worker_arg {
@@ -145,7 +144,6 @@ static void *worker(void *arg) {
         pthread_mutex_lock(&s->mu);
         l->running[wa.slot] = NULL;
         l->busy--;
-        pthread_cond_broadcast(&s->idle_cv);
         pthread_mutex_unlock(&s->mu);
         srv_job_release(j);
         pthread_mutex_lock(&s->mu);
@@ -161,7 +159,6 @@ lmx_status srv_sched_create(lmx_runtime *rt, int parallel, int queue, srv_sched 
     s->parallel = parallel < 1 ? 1 : parallel;
     s->queue_max = queue < 0 ? 0 : queue;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->idle_cv, NULL);
     *out = s;
     return LMX_OK;
 }
@@ -268,7 +265,6 @@ void srv_sched_stop(srv_sched *s, bool hard) {
                 if (l->running[i]) atomic_store(&l->running[i]->cancel, 1);
         pthread_cond_broadcast(&l->cv);
     }
-    s->hard = s->hard || hard;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -313,7 +309,6 @@ void srv_sched_destroy(srv_sched *s) {
         free(l);
         l = n;
     }
-    pthread_cond_destroy(&s->idle_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
