@@ -179,6 +179,14 @@ typedef struct lmx_gen_options {
     bool ignore_eos;            /* true: EOS ids are generated like any other token and never end
                                    the generation (benchmarks: exactly max_tokens tokens unless a
                                    stop string or the context ends it). Default false */
+    /* Next (not in this version): a per-sequence logits hook for tool calls and schema-constrained
+     * sampling goes here, appended after the fields above:
+     *   int (*logits_fn)(float *logits, int n_vocab, const int32_t *ids, size_t n_ids, void *user);
+     *   void *logits_user;
+     * called on each step with this sequence's logits (editable in place) before the sampler, and
+     * the ids generated so far; nonzero cancels like lmx_token_fn. NULL = off (the default). One
+     * generation = one sequence, so a batched engine calls it per row; `lmx serve` sets it per
+     * request (src/server/oai_request.c is where a request's tools / response_format become it). */
 } lmx_gen_options;
 
 /* temperature 0.7, top_p 0.9, top_k 0, min_p 0, max_tokens 512, no stop strings, repetition

@@ -37,6 +37,7 @@ int lmx_cli_logits(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 int lmx_cli_list(int argc, char **argv);
 int lmx_cli_run(int argc, char **argv);
+int lmx_cli_serve(int argc, char **argv);
 int lmx_cli_info(int argc, char **argv);
 int lmx_cli_add(int argc, char **argv);
 int lmx_cli_rm(int argc, char **argv);

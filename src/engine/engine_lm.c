@@ -37,9 +37,11 @@ struct lmx_engine_detok {
 
 /* ---- probe / open / close ---- */
 
+/* Whether tokenizer.json exists at all: one that is not a regular file (a FIFO, a directory, a
+ * loop) counts, so the tokenizer load names what it is instead of the model silently losing text. */
 static bool has_tokenizer_json(const char *dir) {
     char *tj = lmx_fs_join(dir, "tokenizer.json");
-    bool has = tj && lmx_fs_is_file(tj);
+    bool has = tj && lmx_fs_exists(tj);
     free(tj);
     return has;
 }
