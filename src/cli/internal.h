@@ -36,5 +36,8 @@ void lmx_cli_lm_args_free(lmx_cli_lm_args *a);
 /* Opens a->model on the backend lmx_backend_create gives for a->device. */
 lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out);
 void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
+/* `lmx tokenize` / `detokenize`: the model directory's tokenizer and all of stdin (*in: malloc'd,
+ * NUL-terminated). Returns 0, else the exit code after printing why (nothing left allocated). */
+int lmx_cli_tokenizer_and_stdin(const char *cmd, const char *model, lmx_tokenizer **tok, char **in, size_t *len);
 
 #endif

@@ -1,4 +1,4 @@
-/* lm_cli.c — option parsing and model opening of `lmx logits` (internal.h). */
+/* lm_cli.c — option parsing and model opening of `lmx logits`, the tokenizer commands' input (internal.h). */
 #include "internal.h"
 
 #include <stdio.h>
@@ -101,4 +101,17 @@ lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out) {
 void lmx_cli_print_float(double v) {
     if (v != v || v > 3.4e38 || v < -3.4e38) printf("null");
     else printf("%.9g", v);
+}
+
+int lmx_cli_tokenizer_and_stdin(const char *cmd, const char *model, lmx_tokenizer **tok, char **in, size_t *len) {
+    lmx_status st = lmx_tokenizer_load(model, tok);
+    if (st) return lmx_cli_fail(st);
+    *in = lmx_cli_read_stdin(len);
+    if (!*in) {
+        lmx_tokenizer_destroy(*tok);
+        *tok = NULL;
+        fprintf(stderr, "lmx %s: cannot read stdin\n", cmd);
+        return 1;
+    }
+    return 0;
 }

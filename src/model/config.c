@@ -607,7 +607,7 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
         groot = lmx_json_parse(gen, gen_len, NULL);
         if (!groot || !cJSON_IsObject(groot)) {
             /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
-            LMX_LOG_W_ONCE("%s: generation_config.json is not a JSON object; ignored", label);
+            LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);
             cJSON_Delete(groot);
             groot = NULL;
         }
@@ -648,7 +648,7 @@ lmx_status lmx_model_config_load(const char *dir, lmx_model_config **out) {
     st = lmx_fs_read_file(path, CONFIG_MAX_BYTES, &text, &len);
     if (st != LMX_OK) goto done;
     if (lmx_fs_exists(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
-        LMX_LOG_W_ONCE("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
+        LMX_LOG_W("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
         gtext = NULL;
     }
     st = lmx_model_config_parse(text, len, gtext, glen, path, out);
