@@ -20,6 +20,7 @@ typedef struct pc_entry {
     lmx_engine_kv *kv;
     int32_t *ids;
     size_t n;
+    size_t n_exact;            /* ids[0..n_exact) were written by a prefill: the reusable prefix */
     int capacity;              /* positions the KV was created for */
     int64_t bytes;
     uint64_t tick;             /* LRU order, shared with nothing else */
@@ -571,7 +572,7 @@ lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, c
     if (!e->detached && c->lim.prompt_cache_bytes > 0)
         for (pc_entry **pp = &e->pc; *pp; pp = &(*pp)->next) {
             if ((*pp)->capacity < min_capacity) continue; /* too small for this request */
-            size_t m = common_prefix((*pp)->ids, (*pp)->n, ids, n);
+            size_t m = common_prefix((*pp)->ids, (*pp)->n_exact, ids, n);
             if (m > best_n || (m == best_n && m > 0 && (*pp)->tick > (*best)->tick)) {
                 best = pp;
                 best_n = m;
@@ -598,7 +599,7 @@ lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, c
 }
 
 void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_kv *kv, const int32_t *ids,
-                            size_t n, int capacity) {
+                            size_t n, size_t n_prefilled, int capacity) {
     if (!kv) return;
     const lmx_engine *eng = c->engine;
     int64_t bytes = eng->kv_bytes ? eng->kv_bytes(kv)
@@ -619,6 +620,7 @@ void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_k
     memcpy(p->ids, ids, n * sizeof *ids);
     p->kv = kv;
     p->n = n;
+    p->n_exact = n_prefilled < n ? n_prefilled : n;
     p->capacity = capacity;
     p->bytes = bytes;
     pc_entry *victims = NULL;
@@ -629,7 +631,8 @@ void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_k
         /* an entry whose ids are a prefix of the new one's is subsumed by it */
         for (pc_entry **pp = &e->pc; *pp;) {
             pc_entry *q = *pp;
-            if (q->n <= n && q->capacity <= capacity && common_prefix(q->ids, q->n, ids, n) == q->n) {
+            if (q->n_exact <= p->n_exact && q->capacity <= capacity &&
+                common_prefix(q->ids, q->n_exact, ids, p->n_exact) == q->n_exact) {
                 *pp = q->next;
                 c->reserved -= q->bytes;
                 c->pc_bytes -= q->bytes;

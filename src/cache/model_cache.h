@@ -99,17 +99,19 @@ int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap);
 
 /* true when the limits keep a prompt cache and the engine can truncate a KV cache. */
 bool lmx_model_cache_prompt_cache_on(lmx_model_cache *c);
-/* The stored KV of e whose ids share the longest common prefix (>= 1 token) with ids[0..n),
- * among those created for >= min_capacity positions, or NULL (a miss). *n_match = that prefix
- * length; the KV still holds all its positions (the caller truncates). */
+/* The stored KV of e whose ids share the longest common prefix (>= 1 token, counted only within
+ * the entry's prefilled positions) with ids[0..n), among those created for >= min_capacity
+ * positions, or NULL (a miss). *n_match = that prefix length; the KV still holds all its positions
+ * (the caller truncates). */
 lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, const int32_t *ids, size_t n,
                                        int min_capacity, size_t *n_match);
-/* Gives kv (created for `capacity` positions, holding the K/V of ids[0..n)) to the cache, which
+/* Gives kv (created for `capacity` positions, holding the K/V of ids[0..n), the first n_prefilled
+ * of them written by a prefill: generate.h's kv_keep) to the cache, which
  * now owns it: kept as e's most recent entry (an entry whose ids are a prefix of these is dropped;
  * LRU entries are evicted to make room), or destroyed when it cannot fit, the cache is off or e
  * was unloaded. */
 void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_kv *kv, const int32_t *ids,
-                            size_t n, int capacity);
+                            size_t n, size_t n_prefilled, int capacity);
 
 /* Accessors of a pinned entry. */
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e);

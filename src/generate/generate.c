@@ -246,7 +246,7 @@ done:
     lmx_sampler_destroy(sampler);
     if (detok) e->detok_destroy(detok);
     if (kv && req->kv_keep && !req->no_kv_cache && n_fwd > 0 && (st == LMX_OK || st == LMX_ERR_CANCELLED))
-        req->kv_keep(req->keep_user, kv, hist, n_fwd);
+        req->kv_keep(req->keep_user, kv, hist, n_fwd, req->n_prompt);
     else if (kv)
         e->kv_destroy(kv);
     free(hist);

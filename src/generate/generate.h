@@ -49,11 +49,13 @@ typedef struct lmx_generate_request {
      * that already holds the K/V of prompt[0..n_cached) (n_cached < n_prompt); the call owns it and
      * prefills only prompt[n_cached..). kv_keep, when not NULL, receives the KV cache at the end
      * (success or cancellation; on an error it is destroyed) with the ids whose K/V it holds —
-     * the prompt and the generated tokens that were forwarded (not the last one sampled); it owns
-     * the KV from then on. Not used in the no_kv_cache mode. */
+     * the prompt and the generated tokens that were forwarded (not the last one sampled) — and
+     * n_prefilled, how many of them were written by the prefill (the prompt; decode steps compute a
+     * row differently from a prefill, so only those can be resumed from exactly); it owns the KV
+     * from then on. Not used in the no_kv_cache mode. */
     lmx_engine_kv *kv;
     size_t n_cached;
-    void (*kv_keep)(void *keep_user, lmx_engine_kv *kv, const int32_t *ids, size_t n);
+    void (*kv_keep)(void *keep_user, lmx_engine_kv *kv, const int32_t *ids, size_t n, size_t n_prefilled);
     void *keep_user;
 } lmx_generate_request;
 

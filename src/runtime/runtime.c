@@ -69,13 +69,14 @@ typedef struct keep_ctx {
     int capacity;
 } keep_ctx;
 
-static void keep_kv(void *user, lmx_engine_kv *kv, const int32_t *ids, size_t n) {
+static void keep_kv(void *user, lmx_engine_kv *kv, const int32_t *ids, size_t n, size_t n_prefilled) {
     keep_ctx *k = user;
-    lmx_model_cache_kv_put(k->cache, k->entry, kv, ids, n, k->capacity);
+    lmx_model_cache_kv_put(k->cache, k->entry, kv, ids, n, n_prefilled, k->capacity);
 }
 
-/* Takes the cached KV sharing the longest prefix with ids and truncates it to that prefix, keeping
- * at least the last prompt token to forward (its logits are needed). *kv NULL: nothing cached. */
+/* Takes the cached KV sharing the longest (exactly resumable) prefix with ids and truncates it to
+ * that prefix, keeping at least the last prompt token to forward (its logits are needed) and moving
+ * back to the engine's exact resume point. *kv NULL: nothing cached. */
 static void take_cached_kv(lmx_runtime *rt, lmx_cache_entry *e, const int32_t *ids, size_t n, int capacity,
                            lmx_engine_kv **kv, size_t *n_cached) {
     *kv = NULL;
@@ -85,6 +86,7 @@ static void take_cached_kv(lmx_runtime *rt, lmx_cache_entry *e, const int32_t *i
     lmx_engine_kv *k = lmx_model_cache_kv_take(rt->cache, e, ids, n, capacity, &match);
     if (!k) return;
     size_t keep = match < n ? match : n - 1;
+    if (eng->kv_resume_point && keep > 0) keep = (size_t)eng->kv_resume_point(k, (int)keep);
     if (keep > 0 && eng->kv_truncate(k, (int)keep) != LMX_OK) {
         LMX_LOG_D("prompt cache: cannot truncate to %zu positions (%s); prefilling everything", keep,
                   lmx_last_error_detail());
