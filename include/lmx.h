@@ -95,11 +95,13 @@ typedef struct lmx_config {
     float default_top_p;        /* default 0.9 */
     int default_max_tokens;     /* default 512 */
     /* Prompt cache: the KV caches of finished generations stay (per model, LRU) and a new
-     * generation on that model whose prompt shares a prefix with one of them prefills only the
-     * tokens after that prefix (lmx_gen_result.cached_tokens); the output is the same as without
-     * it. Bytes of KV kept over all models, counted in max_memory_bytes' budget (entries are
-     * evicted before models; evicting a model drops its entries). 0 = off; -1 (the default) =
-     * 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
+     * generation on that model whose prompt shares a prefix with an earlier PROMPT prefills only
+     * the tokens after it (lmx_gen_result.cached_tokens): the previous turn of a conversation, a
+     * shared system prompt. The prefix reused is rounded down to the prefill chunk (128 tokens on
+     * the CPU) and never covers the tokens an earlier generation decoded (its reply is prefilled
+     * again), so the output is bit for bit the same as without the cache. Bytes of KV kept over all models, counted in max_memory_bytes' budget
+     * (entries are evicted before models; evicting a model drops its entries). 0 = off; -1 (the
+     * default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
     int64_t prompt_cache_bytes;
 } lmx_config;
 
