@@ -333,7 +333,7 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
     }
     keep_ctx keep = {.cache = rt->cache, .entry = e, .capacity = lmx_cache_entry_max_context(e)};
     const bool pcache = st == LMX_OK && lmx_cache_entry_kv_cache(e) && n_ids > 0 &&
-                        lmx_model_cache_prompt_cache_on(rt->cache);
+                        n_ids <= (size_t)keep.capacity && lmx_model_cache_prompt_cache_on(rt->cache);
     lmx_engine_kv *kv = NULL;
     size_t n_cached = 0;
     if (pcache) take_cached_kv(rt, e, ids, n_ids, keep.capacity, &kv, &n_cached);
