@@ -94,6 +94,15 @@ typedef struct lmx_config {
     float default_temperature;  /* default 0.7 */
     float default_top_p;        /* default 0.9 */
     int default_max_tokens;     /* default 512 */
+    /* Prompt cache: the KV caches of finished generations stay (per model, LRU) and a new
+     * generation on that model whose prompt shares a prefix with an earlier PROMPT prefills only
+     * the tokens after it (lmx_gen_result.cached_tokens): the previous turn of a conversation, a
+     * shared system prompt. The prefix reused is rounded down to the prefill chunk (128 tokens on
+     * the CPU) and never covers the tokens an earlier generation decoded (its reply is prefilled
+     * again), so the output is bit for bit the same as without the cache. Bytes of KV kept over all models, counted in max_memory_bytes' budget
+     * (entries are evicted before models; evicting a model drops its entries). 0 = off; -1 (the
+     * default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
+    int64_t prompt_cache_bytes;
 } lmx_config;
 
 /* The defaults listed above. */
@@ -214,11 +223,13 @@ typedef struct lmx_gen_result {
     double total_ms;            /* call start → return */
     double tokens_per_second;   /* decode speed: (n_generated - 1) / (time after the first token);
                                    n_generated / total when fewer than 2 tokens */
-    double prompt_tokens_per_second; /* n_prompt_tokens / prefill time */
+    double prompt_tokens_per_second; /* prompt tokens prefilled (n_prompt_tokens - cached_tokens)
+                                        / prefill time */
     double load_ms;             /* time spent loading the model lazily in this call (0 on a hit) */
     double prefill_ms;          /* the prompt's forward pass alone (no load, no setup) */
     double decode_ms;           /* first token sampled → last token done: tokens_per_second's
                                    denominator when n_generated >= 2 */
+    int cached_tokens;          /* prompt tokens served from the prompt cache (not prefilled) */
 } lmx_gen_result;
 
 /* One chat message; role is "system", "user", "assistant" or "tool". */

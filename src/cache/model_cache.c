@@ -15,6 +15,18 @@
 
 enum { ENTRY_LOADING, ENTRY_READY };
 
+/* One prompt-cache entry: a finished generation's KV cache and the ids whose K/V it holds. */
+typedef struct pc_entry {
+    lmx_engine_kv *kv;
+    int32_t *ids;
+    size_t n;
+    size_t n_exact;            /* ids[0..n_exact) were written by a prefill: the reusable prefix */
+    int capacity;              /* positions the KV was created for */
+    int64_t bytes;
+    uint64_t tick;             /* LRU order, shared with nothing else */
+    struct pc_entry *next;
+} pc_entry;
+
 struct lmx_cache_entry {
     char *id;
     char *path;
@@ -29,6 +41,7 @@ struct lmx_cache_entry {
     double loaded_at, last_access, load_ms;
     uint64_t access_count;
     uint64_t tick;             /* LRU order: larger = more recent */
+    pc_entry *pc;              /* prompt-cache entries of this model (counted in reserved unless detached) */
     struct lmx_cache_entry *next;
 };
 
@@ -41,6 +54,9 @@ struct lmx_model_cache {
     uint64_t tick;
     int64_t reserved;
     lmx_cache_stats st;
+    uint64_t pc_tick;
+    int64_t pc_bytes;          /* prompt-cache bytes held (in reserved too) */
+    int pc_entries;
     lmx_cache_event_fn on_event;
     void *user;
 };
@@ -62,6 +78,9 @@ static void event(lmx_model_cache *c, const char *id, lmx_cache_event ev, double
 static lmx_status check_limits(lmx_cache_limits l) {
     if (l.max_models < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_cached_models %d: must be >= 1", l.max_models);
+    if (l.prompt_cache_bytes < 0)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt_cache_bytes %lld: must be >= 0 (0 = off)",
+                         (long long)l.prompt_cache_bytes);
     if (l.max_memory_bytes < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_memory_bytes %lld: must be >= 0 (0 = no limit)",
                          (long long)l.max_memory_bytes);
@@ -85,8 +104,20 @@ lmx_status lmx_model_cache_create(const lmx_engine *engine, lmx_cache_limits lim
     return LMX_OK;
 }
 
+static void pc_free_chain(lmx_model_cache *c, pc_entry *p) {
+    while (p) {
+        pc_entry *n = p->next;
+        if (c->engine) c->engine->kv_destroy(p->kv);
+        free(p->ids);
+        free(p);
+        p = n;
+    }
+}
+
 static void entry_free(lmx_model_cache *c, lmx_cache_entry *e) {
     if (!e) return;
+    pc_free_chain(c, e->pc); /* the KV caches before their model */
+    e->pc = NULL;
     if (e->model && c->engine) c->engine->close(e->model);
     free(e->id);
     free(e->path);
@@ -134,11 +165,41 @@ static lmx_cache_entry *lru_victim(lmx_model_cache *c) {
     return best;
 }
 
+/* Stops counting e's prompt-cache entries (they stay on e->pc, freed with e): the model goes. */
+static void pc_uncount_all(lmx_model_cache *c, lmx_cache_entry *e) {
+    for (pc_entry *p = e->pc; p; p = p->next) {
+        c->reserved -= p->bytes;
+        c->pc_bytes -= p->bytes;
+        c->pc_entries--;
+    }
+}
+
+/* Unlinks the least recently used prompt-cache entry of any model (mutex held; the caller frees it
+ * outside the mutex) or returns NULL. */
+static pc_entry *pc_evict_one(lmx_model_cache *c) {
+    pc_entry **best = NULL;
+    for (lmx_cache_entry *e = c->head; e; e = e->next) {
+        if (e->detached) continue;
+        for (pc_entry **pp = &e->pc; *pp; pp = &(*pp)->next)
+            if (!best || (*pp)->tick < (*best)->tick) best = pp;
+    }
+    if (!best) return NULL;
+    pc_entry *v = *best;
+    *best = v->next;
+    v->next = NULL;
+    c->reserved -= v->bytes;
+    c->pc_bytes -= v->bytes;
+    c->pc_entries--;
+    c->st.pc_evictions++;
+    return v;
+}
+
 /* Unlinks the LRU victim (to be closed by the caller outside the mutex) or returns NULL. */
 static lmx_cache_entry *evict_one(lmx_model_cache *c) {
     lmx_cache_entry *v = lru_victim(c);
     if (!v) return NULL;
     unlink_entry(c, v);
+    pc_uncount_all(c, v);
     c->reserved -= v->bytes;
     c->st.evictions++;
     LMX_LOG_I("model cache: evicting %s (%lld bytes)", v->id, (long long)v->bytes);
@@ -146,9 +207,17 @@ static lmx_cache_entry *evict_one(lmx_model_cache *c) {
     return v;
 }
 
-/* Evicts while over the limits (needing `extra` more bytes); victims are chained onto *victims. */
-static void evict_to_fit(lmx_model_cache *c, int64_t extra, lmx_cache_entry **victims) {
+/* Evicts while over the limits (needing `extra` more bytes): prompt-cache entries first (while
+ * over their own budget or the memory budget), then models; victims are chained onto *victims and
+ * *pcv. */
+static void evict_to_fit(lmx_model_cache *c, int64_t extra, lmx_cache_entry **victims, pc_entry **pcv) {
     int64_t budget = budget_of(&c->lim);
+    while (c->pc_bytes > c->lim.prompt_cache_bytes || (budget > 0 && c->reserved + extra > budget)) {
+        pc_entry *p = pc_evict_one(c);
+        if (!p) break;
+        p->next = *pcv;
+        *pcv = p;
+    }
     while (count_models(c) > c->lim.max_models || (budget > 0 && c->reserved + extra > budget)) {
         lmx_cache_entry *v = evict_one(c);
         if (!v) break;
@@ -175,10 +244,12 @@ lmx_status lmx_model_cache_set_limits(lmx_model_cache *c, lmx_cache_limits limit
     lmx_status st = check_limits(limits);
     if (st != LMX_OK) return st;
     lmx_cache_entry *victims = NULL;
+    pc_entry *pcv = NULL;
     pthread_mutex_lock(&c->mu);
     c->lim = limits;
-    evict_to_fit(c, 0, &victims);
+    evict_to_fit(c, 0, &victims, &pcv);
     pthread_mutex_unlock(&c->mu);
+    pc_free_chain(c, pcv);
     free_chain(c, victims);
     return LMX_OK;
 }
@@ -218,10 +289,12 @@ static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
                          e->id, (long long)est, (long long)probe_weights, opts->max_context,
                          (long long)budget, (long long)c->lim.max_memory_bytes);
     }
-    evict_to_fit(c, est, &victims);
+    pc_entry *pcv = NULL;
+    evict_to_fit(c, est, &victims, &pcv);
     if (budget > 0 && c->reserved + est > budget) {
         int64_t held = c->reserved;
         pthread_mutex_unlock(&c->mu);
+        pc_free_chain(c, pcv);
         free_chain(c, victims);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY,
                          "model %s needs about %lld bytes; %lld of the %lld-byte budget are held by "
@@ -231,6 +304,7 @@ static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     c->reserved += est;
     e->bytes = est;
     pthread_mutex_unlock(&c->mu);
+    pc_free_chain(c, pcv);
     free_chain(c, victims);
 
     lmx_engine_model *m = NULL;
@@ -242,8 +316,19 @@ static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
         st = eng->open(eng->ctx, e->path, opts, &m, facts);
         if (st != LMX_ERR_OUT_OF_MEMORY || attempt >= LMX_CACHE_MAX_ATTEMPTS) break;
         pthread_mutex_lock(&c->mu);
-        lmx_cache_entry *v = evict_one(c);
+        pc_entry *pv = NULL;
+        for (pc_entry *p; (p = pc_evict_one(c));) { /* the prompt cache goes first, all of it */
+            p->next = pv;
+            pv = p;
+        }
+        lmx_cache_entry *v = pv ? NULL : evict_one(c);
         pthread_mutex_unlock(&c->mu);
+        if (pv) {
+            LMX_LOG_W("model cache: out of memory loading %s (attempt %d); dropped the prompt cache, retrying",
+                      e->id, attempt);
+            pc_free_chain(c, pv);
+            continue;
+        }
         if (!v) break; /* nothing left to free: retrying cannot help */
         LMX_LOG_W("model cache: out of memory loading %s (attempt %d); evicted %s, retrying", e->id,
                   attempt, v->id);
@@ -357,6 +442,7 @@ lmx_status lmx_model_cache_acquire(lmx_model_cache *c, const char *id, const cha
 void lmx_model_cache_release(lmx_model_cache *c, lmx_cache_entry *e) {
     if (!e) return;
     lmx_cache_entry *victims = NULL;
+    pc_entry *pcv = NULL;
     pthread_mutex_lock(&c->mu);
     e->refs--;
     if (e->refs == 0 && e->detached) {
@@ -365,8 +451,9 @@ void lmx_model_cache_release(lmx_model_cache *c, lmx_cache_entry *e) {
         e->next = victims;
         victims = e;
     }
-    evict_to_fit(c, 0, &victims); /* the count limit may have been exceeded while all were pinned */
+    evict_to_fit(c, 0, &victims, &pcv); /* the count limit may have been exceeded while all were pinned */
     pthread_mutex_unlock(&c->mu);
+    pc_free_chain(c, pcv);
     free_chain(c, victims);
 }
 
@@ -380,6 +467,7 @@ lmx_status lmx_model_cache_unload(lmx_model_cache *c, const char *id) {
         return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not loaded", id);
     }
     event(c, id, LMX_CACHE_UNLOAD, 0, 0);
+    pc_uncount_all(c, e); /* its prompt-cache entries go with it (freed with the entry) */
     if (e->refs > 0) {
         e->detached = true;
     } else {
@@ -431,6 +519,8 @@ void lmx_model_cache_stats_get(lmx_model_cache *c, lmx_cache_stats *out) {
     out->n_models = 0;
     for (lmx_cache_entry *e = c->head; e; e = e->next) out->n_models += !e->detached && e->state == ENTRY_READY;
     out->reserved_bytes = c->reserved;
+    out->pc_entries = c->pc_entries;
+    out->pc_bytes = c->pc_bytes;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -463,3 +553,121 @@ lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e) { return e->mo
 const lmx_model_facts *lmx_cache_entry_facts(const lmx_cache_entry *e) { return &e->facts; }
 int lmx_cache_entry_max_context(const lmx_cache_entry *e) { return e->max_context; }
 bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e) { return e->kv_cache; }
+
+/* ---- prompt cache ---- */
+
+static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t n = na < nb ? na : nb, i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, const int32_t *ids, size_t n,
+                                       int min_capacity, size_t *n_match) {
+    *n_match = 0;
+    if (n == 0) return NULL;
+    pthread_mutex_lock(&c->mu);
+    pc_entry **best = NULL;
+    size_t best_n = 0;
+    if (!e->detached && c->lim.prompt_cache_bytes > 0)
+        for (pc_entry **pp = &e->pc; *pp; pp = &(*pp)->next) {
+            if ((*pp)->capacity < min_capacity) continue; /* too small for this request */
+            size_t m = common_prefix((*pp)->ids, (*pp)->n_exact, ids, n);
+            if (m > best_n || (m == best_n && m > 0 && (*pp)->tick > (*best)->tick)) {
+                best = pp;
+                best_n = m;
+            }
+        }
+    pc_entry *p = NULL;
+    if (best && best_n > 0) {
+        p = *best;
+        *best = p->next;
+        c->reserved -= p->bytes;
+        c->pc_bytes -= p->bytes;
+        c->pc_entries--;
+        c->st.pc_hits++;
+    } else {
+        c->st.pc_misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!p) return NULL;
+    lmx_engine_kv *kv = p->kv;
+    *n_match = best_n;
+    free(p->ids);
+    free(p);
+    return kv;
+}
+
+void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_kv *kv, const int32_t *ids,
+                            size_t n, size_t n_prefilled, int capacity) {
+    if (!kv) return;
+    const lmx_engine *eng = c->engine;
+    int64_t bytes = eng->kv_bytes ? eng->kv_bytes(kv)
+                                  : e->facts.kv_bytes_per_token * (int64_t)capacity + e->facts.scratch_bytes;
+    if (bytes < 1) bytes = 1;
+    pc_entry *p = NULL;
+    if (n > 0 && eng->kv_truncate) {
+        p = calloc(1, sizeof *p);
+        if (p && !(p->ids = malloc(n * sizeof *p->ids))) {
+            free(p);
+            p = NULL;
+        }
+    }
+    if (!p) {
+        eng->kv_destroy(kv);
+        return;
+    }
+    memcpy(p->ids, ids, n * sizeof *ids);
+    p->kv = kv;
+    p->n = n;
+    p->n_exact = n_prefilled < n ? n_prefilled : n;
+    p->capacity = capacity;
+    p->bytes = bytes;
+    pc_entry *victims = NULL;
+    pthread_mutex_lock(&c->mu);
+    const int64_t budget = budget_of(&c->lim), pc_budget = c->lim.prompt_cache_bytes;
+    bool keep = !e->detached && pc_budget > 0 && bytes <= pc_budget;
+    if (keep) {
+        /* an entry whose ids are a prefix of the new one's is subsumed by it */
+        for (pc_entry **pp = &e->pc; *pp;) {
+            pc_entry *q = *pp;
+            if (q->n_exact <= p->n_exact && q->capacity <= capacity &&
+                common_prefix(q->ids, q->n_exact, ids, p->n_exact) == q->n_exact) {
+                *pp = q->next;
+                c->reserved -= q->bytes;
+                c->pc_bytes -= q->bytes;
+                c->pc_entries--;
+                q->next = victims;
+                victims = q;
+            } else {
+                pp = &q->next;
+            }
+        }
+        while (c->pc_bytes + bytes > pc_budget || (budget > 0 && c->reserved + bytes > budget)) {
+            pc_entry *v = pc_evict_one(c);
+            if (!v) break;
+            v->next = victims;
+            victims = v;
+        }
+        keep = c->pc_bytes + bytes <= pc_budget && (budget <= 0 || c->reserved + bytes <= budget);
+    }
+    if (keep) {
+        p->tick = ++c->pc_tick;
+        p->next = e->pc;
+        e->pc = p;
+        c->reserved += bytes;
+        c->pc_bytes += bytes;
+        c->pc_entries++;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (p) p->next = victims, victims = p; /* no room: dropped */
+    pc_free_chain(c, victims);
+}
+
+bool lmx_model_cache_prompt_cache_on(lmx_model_cache *c) {
+    pthread_mutex_lock(&c->mu);
+    bool on = c->lim.prompt_cache_bytes > 0 && c->engine && c->engine->kv_truncate;
+    pthread_mutex_unlock(&c->mu);
+    return on;
+}

@@ -36,6 +36,7 @@ typedef struct lmx_cache_entry lmx_cache_entry;
 typedef struct lmx_cache_limits {
     int max_models;           /* >= 1 */
     int64_t max_memory_bytes; /* 0 = no limit; the budget is 80 % of it */
+    int64_t prompt_cache_bytes; /* >= 0: bytes of KV the prompt cache keeps over all models (0 = off) */
 } lmx_cache_limits;
 
 /* Events, reported in the order they happen (under the cache mutex): MISS when a load starts,
@@ -55,7 +56,11 @@ typedef struct lmx_cache_stats {
     uint64_t hits, misses, evictions;
     uint64_t load_attempts;   /* engine open calls */
     int n_models;             /* cached (ready or loading), detached ones excluded */
-    int64_t reserved_bytes;   /* estimates of everything held, detached included */
+    int64_t reserved_bytes;   /* estimates of everything held, detached included (prompt cache too) */
+    uint64_t pc_hits, pc_misses, pc_evictions; /* prompt cache: takes that found / did not find a
+                                                  prefix; entries evicted for room */
+    int pc_entries;           /* prompt-cache entries held */
+    int64_t pc_bytes;         /* their bytes */
 } lmx_cache_stats;
 
 lmx_status lmx_model_cache_create(const lmx_engine *engine, lmx_cache_limits limits,
@@ -84,6 +89,29 @@ void lmx_model_cache_stats_reset(lmx_model_cache *c);
 /* Writes up to cap ids, least recently used first, into ids[] as malloc'd strings; returns the
  * number written (for tests and `lmx ps`-like listings). */
 int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap);
+
+/* ---- prompt cache ----
+ * Per model, the KV caches of finished generations with the ids whose K/V they hold (prompt +
+ * generated tokens that were forwarded), LRU over all models, bounded by prompt_cache_bytes and
+ * counted in reserved_bytes: a load needing room evicts prompt-cache entries before models, an
+ * evicted or unloaded model drops its entries. A KV object belongs to one generation at a time:
+ * take moves it out of the cache, put moves it in. Both on a pinned entry e. */
+
+/* true when the limits keep a prompt cache and the engine can truncate a KV cache. */
+bool lmx_model_cache_prompt_cache_on(lmx_model_cache *c);
+/* The stored KV of e whose ids share the longest common prefix (>= 1 token, counted only within
+ * the entry's prefilled positions) with ids[0..n), among those created for >= min_capacity
+ * positions, or NULL (a miss). *n_match = that prefix length; the KV still holds all its positions
+ * (the caller truncates). */
+lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, const int32_t *ids, size_t n,
+                                       int min_capacity, size_t *n_match);
+/* Gives kv (created for `capacity` positions, holding the K/V of ids[0..n), the first n_prefilled
+ * of them written by a prefill: generate.h's kv_keep) to the cache, which
+ * now owns it: kept as e's most recent entry (an entry whose ids are a prefix of these is dropped;
+ * LRU entries are evicted to make room), or destroyed when it cannot fit, the cache is off or e
+ * was unloaded. */
+void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_kv *kv, const int32_t *ids,
+                            size_t n, size_t n_prefilled, int capacity);
 
 /* Accessors of a pinned entry. */
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e);

@@ -83,6 +83,18 @@ typedef struct lmx_engine {
     void (*kv_destroy)(lmx_engine_kv *kv); /* NULL-safe */
     /* Forgets every position (the next forward starts at position 0); keeps the memory. */
     void (*kv_reset)(lmx_engine_kv *kv);
+    /* Optional (may be NULL: no prompt cache): keeps the first n positions (n <= positions
+     * filled), so the next forward continues at position n — prompt-prefix reuse. May fail with
+     * LMX_ERR_UNSUPPORTED (e.g. a sliding-window ring that no longer holds them): then reset. */
+    lmx_status (*kv_truncate)(lmx_engine_kv *kv, int n);
+    /* Optional (may be NULL: any point is exact): the largest k <= n at which a forward of the
+     * rest may resume in kv — whose first n positions were written by one prefill (itself resumed
+     * at such a point) — and give bit for bit the logits of one prefill from position 0 (the
+     * backend's results may depend on how the prefill is chunked). */
+    int (*kv_resume_point)(const lmx_engine_kv *kv, int n);
+    /* Optional (may be NULL): bytes the KV cache holds (cache + scratch), for the prompt cache's
+     * budget; NULL → kv_bytes_per_token × capacity + scratch_bytes of the facts. */
+    int64_t (*kv_bytes)(const lmx_engine_kv *kv);
     /* Runs ids[0..n) at the next positions of kv (prefill when n > 1, chunked inside as needed;
      * decode when n == 1) and writes the logits of the LAST position to logits [vocab_size].
      * Position overflow (past max_context) → LMX_ERR_INVALID_ARGUMENT. Called concurrently on one

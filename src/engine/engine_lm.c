@@ -216,6 +216,14 @@ static void eng_kv_destroy(lmx_engine_kv *k) {
 }
 
 static void eng_kv_reset(lmx_engine_kv *k) { lmx_kv_reset(k->kv); }
+static lmx_status eng_kv_truncate(lmx_engine_kv *k, int n) { return lmx_kv_truncate(k->kv, n); }
+static int64_t eng_kv_bytes(const lmx_engine_kv *k) { return (int64_t)lmx_kv_bytes(k->kv); }
+/* prefill chunks are [0, C), [C, 2C), …: resuming at a multiple of C keeps every row in the chunk it
+ * has in one prefill (tests/model/test_prefix_exact.c) */
+static int eng_kv_resume_point(const lmx_engine_kv *k, int n) {
+    int c = lmx_kv_chunk(k->kv);
+    return c > 0 ? n / c * c : 0;
+}
 
 static lmx_status eng_forward(lmx_engine_model *m, lmx_engine_kv *k, const int32_t *ids, size_t n, float *logits) {
     if (n == 0 || n > 0x7fffffff) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward: %zu tokens", n);
@@ -311,6 +319,9 @@ static const lmx_engine g_engine = {
     .kv_create = eng_kv_create,
     .kv_destroy = eng_kv_destroy,
     .kv_reset = eng_kv_reset,
+    .kv_truncate = eng_kv_truncate,
+    .kv_bytes = eng_kv_bytes,
+    .kv_resume_point = eng_kv_resume_point,
     .forward = eng_forward,
     .detok_create = eng_detok_create,
     .detok_destroy = eng_detok_destroy,

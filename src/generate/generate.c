@@ -81,18 +81,11 @@ static bool emit(const lmx_generate_request *req, const char *text, size_t len) 
     return req->fn(text, len, req->user) != 0;
 }
 
-lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res) {
-    memset(res, 0, sizeof *res);
-    if (req->out_ids) *req->out_ids = NULL;
-    if (req->n_out) *req->n_out = 0;
-    uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
-    const lmx_engine *e = req->engine;
-    const lmx_model_facts *facts = req->facts;
-    const int vocab = facts->info.vocab_size;
-    res->n_prompt_tokens = (int)req->n_prompt;
+/* The request's checks; a failure leaves the handed-in KV cache to the caller. */
+static lmx_status check_request(const lmx_generate_request *req) {
+    const int vocab = req->facts->info.vocab_size;
     lmx_status st = lmx_gen_options_validate(req->opt);
     if (st != LMX_OK) return st;
-    const lmx_gen_options *opt = req->opt;
     if (req->n_prompt == 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "the prompt is empty (0 tokens)");
     if (req->max_context <= 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_context %d: must be >= 1", req->max_context);
@@ -106,8 +99,29 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         if (req->prompt[i] < 0 || req->prompt[i] >= vocab)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt token %zu is %d, outside the vocabulary [0, %d)", i,
                              req->prompt[i], vocab);
+    return LMX_OK;
+}
 
-    lmx_engine_kv *kv = NULL;
+lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res) {
+    memset(res, 0, sizeof *res);
+    if (req->out_ids) *req->out_ids = NULL;
+    if (req->n_out) *req->n_out = 0;
+    uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
+    const lmx_engine *e = req->engine;
+    const lmx_model_facts *facts = req->facts;
+    const int vocab = facts->info.vocab_size;
+    res->n_prompt_tokens = (int)req->n_prompt;
+    lmx_status st = check_request(req);
+    if (st != LMX_OK) {
+        if (req->kv) e->kv_destroy(req->kv); /* owned by this call */
+        return st;
+    }
+    const lmx_gen_options *opt = req->opt;
+
+    lmx_engine_kv *kv = req->kv; /* owned from here on */
+    size_t n_cached = kv && !req->no_kv_cache && req->n_cached < req->n_prompt ? req->n_cached : 0;
+    if (kv && n_cached == 0) e->kv_reset(kv);
+    size_t n_fwd = 0; /* positions whose K/V are in kv (hist[0..n_fwd)); 0 after a failed forward */
     lmx_engine_detok *detok = NULL;
     lmx_sampler *sampler = NULL;
     lmx_stop *stop = NULL;
@@ -116,7 +130,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     bool cancelled = false, matched = false;
     res->finish_reason = LMX_FINISH_LENGTH;
 
-    if ((st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
+    if (!kv && (st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
     if ((st = e->detok_create(req->model, &detok)) != LMX_OK) goto done;
     if ((st = lmx_sampler_create(vocab, &sampler)) != LMX_OK) goto done;
     if ((st = lmx_stop_create(opt->stop, opt->n_stop, &stop)) != LMX_OK) goto done;
@@ -135,14 +149,16 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &opt->sampling, .logits = logits, .next = -1,
                  .dev = e->forward_sample != NULL};
     uint64_t t_prefill0 = lmx_now_ns();
-    if ((st = gen_forward(&g, req->prompt, req->n_prompt, hist, n_pos)) != LMX_OK) {
-        lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt);
+    res->cached_tokens = (int)n_cached;
+    if ((st = gen_forward(&g, req->prompt + n_cached, req->n_prompt - n_cached, hist, n_pos)) != LMX_OK) {
+        lmx_error_prefix(st, "prefill of %zu tokens", req->n_prompt - n_cached);
         goto done;
     }
+    n_fwd = req->n_prompt;
     uint64_t t_prefill = lmx_now_ns(), t_first = 0;
     res->prefill_ms = ms_between(t_prefill0, t_prefill);
     res->prompt_tokens_per_second =
-        (double)req->n_prompt / (res->prefill_ms > 0 ? res->prefill_ms / 1e3 : 1e-9);
+        (double)(req->n_prompt - n_cached) / (res->prefill_ms > 0 ? res->prefill_ms / 1e3 : 1e-9);
     long gen = 0;
     const char *piece, *out;
     size_t piece_len, out_len;
@@ -181,9 +197,11 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
             st = gen_forward(&g, &tok, 1, hist, n_pos);
         }
         if (st != LMX_OK) {
+            n_fwd = 0;
             lmx_error_prefix(st, "decode step at position %zu", n_pos - 1);
             goto done;
         }
+        n_fwd = n_pos;
     }
     if (!cancelled && !matched) { /* release what the detokenizer and the matcher still hold */
         if ((st = e->detok_flush(detok, &piece, &piece_len)) != LMX_OK) goto done;
@@ -223,11 +241,14 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     }
 done:
     if (st != LMX_OK && st != LMX_ERR_CANCELLED) res->total_ms = ms_between(t0, lmx_now_ns());
-    free(hist);
     free(logits);
     lmx_stop_destroy(stop);
     lmx_sampler_destroy(sampler);
     if (detok) e->detok_destroy(detok);
-    if (kv) e->kv_destroy(kv);
+    if (kv && req->kv_keep && !req->no_kv_cache && n_fwd > 0 && (st == LMX_OK || st == LMX_ERR_CANCELLED))
+        req->kv_keep(req->keep_user, kv, hist, n_fwd, req->n_prompt);
+    else if (kv)
+        e->kv_destroy(kv);
+    free(hist);
     return st;
 }

@@ -19,7 +19,8 @@
  * is also INVALID_ARGUMENT. Generation ends (LENGTH) once a sampled token would need a position
  * at or past max_context.
  *
- * Allocation: the KV cache, sampler, stop matcher and detokenizer are created once per call; the
+ * Prompt cache: see kv / n_cached / kv_keep below; res->cached_tokens = n_cached.
+ * Allocation: the KV cache (unless handed in), sampler, stop matcher and detokenizer are created once per call; the
  * token loop allocates nothing. Thread-safety: reentrant; the engine model is shared read-only.
  */
 #ifndef LMX_GENERATE_GENERATE_H
@@ -44,6 +45,18 @@ typedef struct lmx_generate_request {
     uint64_t t_start_ns;           /* monotonic start of the user's call (0 = now) */
     int32_t **out_ids;             /* optional: the generated ids (malloc'd at the end), EOS excluded */
     size_t *n_out;
+    /* Prompt cache (optional): kv, when not NULL, is a KV cache created for max_context positions
+     * that already holds the K/V of prompt[0..n_cached) (n_cached < n_prompt); the call owns it and
+     * prefills only prompt[n_cached..). kv_keep, when not NULL, receives the KV cache at the end
+     * (success or cancellation; on an error it is destroyed) with the ids whose K/V it holds —
+     * the prompt and the generated tokens that were forwarded (not the last one sampled) — and
+     * n_prefilled, how many of them were written by the prefill (the prompt; decode steps compute a
+     * row differently from a prefill, so only those can be resumed from exactly); it owns the KV
+     * from then on. Not used in the no_kv_cache mode. */
+    lmx_engine_kv *kv;
+    size_t n_cached;
+    void (*kv_keep)(void *keep_user, lmx_engine_kv *kv, const int32_t *ids, size_t n, size_t n_prefilled);
+    void *keep_user;
 } lmx_generate_request;
 
 /* Validates opt (sampler ranges, max_tokens >= -1, n_stop >= 0, repetition_context >= 0). */

@@ -87,6 +87,11 @@ int lmx_kv_capacity(const lmx_kv *kv);
  * layers this fails with LMX_ERR_UNSUPPORTED once the ring no longer holds the window before n
  * (then reset and re-run the prefix). */
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n);
+/* Prefill rows per backend call: a prompt of n tokens runs as chunks [0, chunk), [chunk, 2 chunk), …
+ * A backend's rows may depend on the chunk they are computed in (CPU: chunks of < 4 rows take the
+ * unblocked matmul), so a prefill resumed at a multiple of chunk after a prefix that was itself
+ * prefilled in whole chunks from 0 reproduces one prefill's logits bit for bit. */
+int lmx_kv_chunk(const lmx_kv *kv);
 /* Bytes held by the cache and scratch (sliding layers hold window + chunk - 1 positions). */
 uint64_t lmx_kv_bytes(const lmx_kv *kv);
 

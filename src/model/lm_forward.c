@@ -140,6 +140,7 @@ void lmx_kv_reset(lmx_kv *kv) { kv->pos = 0; }
 int lmx_kv_pos(const lmx_kv *kv) { return kv->pos; }
 int lmx_kv_capacity(const lmx_kv *kv) { return kv->capacity; }
 uint64_t lmx_kv_bytes(const lmx_kv *kv) { return kv->bytes; }
+int lmx_kv_chunk(const lmx_kv *kv) { return kv->chunk; }
 
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
     if (n < 0 || n > kv->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv truncate to %d of %d", n, kv->pos);

@@ -18,6 +18,7 @@ LMX_API lmx_config lmx_config_default(void) {
         .default_temperature = 0.7f,
         .default_top_p = 0.9f,
         .default_max_tokens = 512,
+        .prompt_cache_bytes = -1,
     };
     return c;
 }
@@ -47,6 +48,10 @@ lmx_status lmx_config_validate(const lmx_config *c) {
     if (c->max_memory_bytes < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: max_memory_bytes %lld must be >= 0 (0 = no limit)",
                          (long long)c->max_memory_bytes);
+    if (c->prompt_cache_bytes < -1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                         "config: prompt_cache_bytes %lld must be >= -1 (0 = off, -1 = default)",
+                         (long long)c->prompt_cache_bytes);
     if (c->max_cached_models < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: max_cached_models %d must be >= 1", c->max_cached_models);
     if (c->max_context_length < 1)

@@ -47,9 +47,54 @@ static void on_cache_event(void *user, const char *id, lmx_cache_event ev, doubl
     }
 }
 
+/* The prompt cache's byte budget of a config: -1 = 25 % of max_memory_bytes (1 GiB when that is 0);
+ * off without a KV cache. */
+static int64_t prompt_cache_bytes_of(const lmx_config *c) {
+    if (!c->kv_cache) return 0;
+    if (c->prompt_cache_bytes >= 0) return c->prompt_cache_bytes;
+    return c->max_memory_bytes > 0 ? c->max_memory_bytes / 4 : (int64_t)1 << 30;
+}
+
 static lmx_cache_limits limits_of(const lmx_config *c) {
-    lmx_cache_limits l = {.max_models = c->max_cached_models, .max_memory_bytes = c->max_memory_bytes};
+    lmx_cache_limits l = {.max_models = c->max_cached_models,
+                          .max_memory_bytes = c->max_memory_bytes,
+                          .prompt_cache_bytes = prompt_cache_bytes_of(c)};
     return l;
+}
+
+/* The generation loop hands its KV cache back here (generate.h's kv_keep). */
+typedef struct keep_ctx {
+    lmx_model_cache *cache;
+    lmx_cache_entry *entry;
+    int capacity;
+} keep_ctx;
+
+static void keep_kv(void *user, lmx_engine_kv *kv, const int32_t *ids, size_t n, size_t n_prefilled) {
+    keep_ctx *k = user;
+    lmx_model_cache_kv_put(k->cache, k->entry, kv, ids, n, n_prefilled, k->capacity);
+}
+
+/* Takes the cached KV sharing the longest (exactly resumable) prefix with ids and truncates it to
+ * that prefix, keeping at least the last prompt token to forward (its logits are needed) and moving
+ * back to the engine's exact resume point. *kv NULL: nothing cached. */
+static void take_cached_kv(lmx_runtime *rt, lmx_cache_entry *e, const int32_t *ids, size_t n, int capacity,
+                           lmx_engine_kv **kv, size_t *n_cached) {
+    *kv = NULL;
+    *n_cached = 0;
+    const lmx_engine *eng = rt->engine;
+    size_t match = 0;
+    lmx_engine_kv *k = lmx_model_cache_kv_take(rt->cache, e, ids, n, capacity, &match);
+    if (!k) return;
+    size_t keep = match < n ? match : n - 1;
+    if (eng->kv_resume_point && keep > 0) keep = (size_t)eng->kv_resume_point(k, (int)keep);
+    if (keep > 0 && eng->kv_truncate(k, (int)keep) != LMX_OK) {
+        LMX_LOG_D("prompt cache: cannot truncate to %zu positions (%s); prefilling everything", keep,
+                  lmx_last_error_detail());
+        keep = 0;
+    }
+    if (keep == 0) eng->kv_reset(k);
+    *kv = k;
+    *n_cached = keep;
 }
 
 lmx_status lmx_runtime_create_with_engine(const lmx_config *cfg, const lmx_engine *engine, lmx_runtime **out) {
@@ -286,6 +331,12 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
     } else {
         st = eng->tokenize(m, src->text, strlen(src->text), true, &ids, &n_ids);
     }
+    keep_ctx keep = {.cache = rt->cache, .entry = e, .capacity = lmx_cache_entry_max_context(e)};
+    const bool pcache = st == LMX_OK && lmx_cache_entry_kv_cache(e) && n_ids > 0 &&
+                        n_ids <= (size_t)keep.capacity && lmx_model_cache_prompt_cache_on(rt->cache);
+    lmx_engine_kv *kv = NULL;
+    size_t n_cached = 0;
+    if (pcache) take_cached_kv(rt, e, ids, n_ids, keep.capacity, &kv, &n_cached);
     if (st == LMX_OK) {
         lmx_generate_request req = {
             .engine = eng,
@@ -301,6 +352,10 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
             .t_start_ns = t0,
             .out_ids = src->out_ids,
             .n_out = src->n_out,
+            .kv = kv,
+            .n_cached = n_cached,
+            .kv_keep = pcache ? keep_kv : NULL,
+            .keep_user = &keep,
         };
         st = lmx_generate_run(&req, res);
         if (st != LMX_OK) lmx_error_prefix(st, "model %s", model_id);

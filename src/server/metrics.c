@@ -174,7 +174,7 @@ char *srv_metrics_render(lmx_runtime *rt) {
                         (unsigned long long)M.req[e][k]);
             }
     counter(&o, "lmx_prompt_tokens_total", "Prompt tokens of finished generations.", (double)M.prompt);
-    counter(&o, "lmx_cached_prompt_tokens_total", "Prompt tokens served from a prompt cache (0: none yet).",
+    counter(&o, "lmx_cached_prompt_tokens_total", "Prompt tokens served from the prompt cache.",
             (double)M.cached);
     counter(&o, "lmx_generated_tokens_total", "Generated tokens.", (double)M.generated);
     counter(&o, "lmx_streams_cancelled_total", "Streams that ended because the client went away.",

@@ -1,5 +1,5 @@
 /* oai_response.c — OpenAI response bodies: chat.completion / text_completion objects, their
- * stream chunks, usage (with prompt_tokens_details.cached_tokens, 0 until the runtime has a
+ * stream chunks, usage (with prompt_tokens_details.cached_tokens, from the runtime's
  * prompt cache), llama-server-style timings, and errors {"error":{message,type,param,code}}. */
 #include "server/server.h"
 
@@ -84,16 +84,17 @@ static void add_usage(cJSON *o, const lmx_gen_result *res) {
     cJSON_AddNumberToObject(u, "completion_tokens", res->n_generated_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", res->n_prompt_tokens + res->n_generated_tokens);
     cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-    cJSON_AddNumberToObject(d, "cached_tokens", 0); /* no prompt cache in the runtime yet */
+    cJSON_AddNumberToObject(d, "cached_tokens", res->cached_tokens); /* served by the prompt cache */
 }
 
 static void add_timings(cJSON *o, const lmx_gen_result *res) {
     cJSON *t = cJSON_AddObjectToObject(o, "timings");
-    cJSON_AddNumberToObject(t, "cache_n", 0);
-    cJSON_AddNumberToObject(t, "prompt_n", res->n_prompt_tokens);
+    /* as llama-server: prompt_n counts the prompt tokens prefilled, cache_n those from the cache */
+    const int prefilled = res->n_prompt_tokens - res->cached_tokens;
+    cJSON_AddNumberToObject(t, "cache_n", res->cached_tokens);
+    cJSON_AddNumberToObject(t, "prompt_n", prefilled);
     cJSON_AddNumberToObject(t, "prompt_ms", res->prefill_ms);
-    cJSON_AddNumberToObject(t, "prompt_per_token_ms",
-                            res->n_prompt_tokens ? res->prefill_ms / res->n_prompt_tokens : 0);
+    cJSON_AddNumberToObject(t, "prompt_per_token_ms", prefilled ? res->prefill_ms / prefilled : 0);
     cJSON_AddNumberToObject(t, "prompt_per_second", res->prompt_tokens_per_second);
     cJSON_AddNumberToObject(t, "predicted_n", res->n_generated_tokens);
     cJSON_AddNumberToObject(t, "predicted_ms", res->decode_ms);

@@ -106,7 +106,7 @@ static void run_job(lmx_runtime *rt, srv_job *j) {
     }
     const char *detail = st == LMX_OK ? "" : lmx_last_error_detail();
     if (st == LMX_OK || st == LMX_ERR_CANCELLED) /* a cancelled stream counts what it made */
-        srv_metrics_tokens(res.n_prompt_tokens, 0, res.n_generated_tokens);
+        srv_metrics_tokens(res.n_prompt_tokens, res.cached_tokens, res.n_generated_tokens);
     pthread_mutex_lock(&j->mu);
     if (st == LMX_ERR_CANCELLED && j->timed_out) res.finish_reason = LMX_FINISH_LENGTH;
     j->st = st;

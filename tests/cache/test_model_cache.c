@@ -26,7 +26,7 @@ static char *model(const char *name, long weight) {
 
 static lmx_model_cache *mk(int max_models, int64_t max_mem) {
     lmx_model_cache *c = NULL;
-    lmx_cache_limits l = {max_models, max_mem};
+    lmx_cache_limits l = {max_models, max_mem, 0};
     CHECK(lmx_model_cache_create(&E, l, NULL, NULL, &c) == LMX_OK);
     return c;
 }
@@ -88,7 +88,7 @@ static void test_lru_order_and_count_eviction(void) {
     /* the same id from another directory */
     CHECK(use(c, "A", b, &hit) == LMX_ERR_INVALID_ARGUMENT);
     /* lowering the limit evicts */
-    lmx_cache_limits l = {1, 0};
+    lmx_cache_limits l = {1, 0, 0};
     CHECK(lmx_model_cache_set_limits(c, l) == LMX_OK);
     check_lru(c, "C");
     l.max_models = 0;
@@ -282,7 +282,7 @@ static void on_event(void *user, const char *id, lmx_cache_event ev, double load
 
 static void test_events(void) {
     lmx_model_cache *c = NULL;
-    lmx_cache_limits l = {1, 0};
+    lmx_cache_limits l = {1, 0, 0};
     CHECK(lmx_model_cache_create(&E, l, on_event, NULL, &c) == LMX_OK);
     char *a = model("ea", 100), *b = model("eb", 200);
     events[0] = '\0';

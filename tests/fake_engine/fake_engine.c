@@ -21,12 +21,13 @@ struct lmx_engine_model {
     int32_t second;       /* -1 or a byte that always gets second_logit */
     float second_logit;
     bool has_template;
-    int64_t weight_bytes;
+    int64_t weight_bytes, kv_bytes_per_token;
 };
 
 struct lmx_engine_kv {
     fake_engine_ctx *ctx;
     int cap, pos;
+    int64_t ctx_kv_bytes_per_token; /* the model's, for kv_bytes */
 };
 
 struct lmx_engine_detok {
@@ -135,6 +136,7 @@ static lmx_status f_open(void *ctx, const char *dir, const lmx_engine_load_opts 
     m->second_logit = fc.second_logit;
     m->has_template = fc.has_template;
     m->weight_bytes = fc.weight_bytes;
+    m->kv_bytes_per_token = fc.kv_bytes_per_token;
     fill_info(&fc, info);
     atomic_fetch_add(&c->live_models, 1);
     atomic_fetch_add(&c->device_bytes, fc.weight_bytes);
@@ -176,6 +178,7 @@ static lmx_status f_kv_create(lmx_engine_model *m, int max_context, lmx_engine_k
     if (!kv) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake kv");
     kv->ctx = m->ctx;
     kv->cap = max_context;
+    kv->ctx_kv_bytes_per_token = m->kv_bytes_per_token;
     atomic_fetch_add(&m->ctx->live_kv, 1);
     *out = kv;
     return LMX_OK;
@@ -188,6 +191,13 @@ static void f_kv_destroy(lmx_engine_kv *kv) {
 }
 
 static void f_kv_reset(lmx_engine_kv *kv) { kv->pos = 0; }
+static lmx_status f_kv_truncate(lmx_engine_kv *kv, int n) {
+    if (n < 0 || n > kv->pos)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake kv_truncate: %d of %d positions", n, kv->pos);
+    kv->pos = n;
+    return LMX_OK;
+}
+static int64_t f_kv_bytes(const lmx_engine_kv *kv) { return kv->ctx_kv_bytes_per_token * kv->cap; }
 
 static int32_t target_of(const lmx_engine_model *m, int32_t t) {
     size_t L = m->script_len;
@@ -261,6 +271,8 @@ void fake_engine_init(lmx_engine *e, fake_engine_ctx *c) {
     e->kv_create = f_kv_create;
     e->kv_destroy = f_kv_destroy;
     e->kv_reset = f_kv_reset;
+    e->kv_truncate = f_kv_truncate;
+    e->kv_bytes = f_kv_bytes;
     e->forward = f_forward;
     e->detok_create = f_detok_create;
     e->detok_destroy = f_detok_destroy;

@@ -12,6 +12,7 @@
  * Optional "max_position": N — the model's own context limit (default 2^20).
  * Forward counts the tokens it processes (tokens_processed) so tests can tell KV-cached decoding
  * (1 token per step) from the no-cache reference mode (the whole sequence per step).
+ * KV: kv_truncate keeps the first n positions; kv_bytes = kv_bytes_per_token × capacity.
  * Chat template: "<|role|>content\n" per message, then "<|assistant|>"; "template": false → none.
  * "invalid": true → open fails with LMX_ERR_MODEL_VALIDATION_FAILED (a missing tensor).
  * Detokenizer: emits the complete UTF-8 prefix of the pending bytes.

@@ -725,6 +725,35 @@ static void test_concurrent_streams(void) {
     test_concurrent(g_n);
 }
 
+/* The runtime's prompt cache through the server: the same long prompt twice gives the same greedy
+ * reply, and the second one reports the reused prefix (a multiple of the CPU's 128-token prefill
+ * chunk) in usage.prompt_tokens_details.cached_tokens and timings.cache_n; timings.prompt_n counts
+ * the tokens prefilled. */
+static void test_cached_tokens(void) {
+    char content[4096] = "";
+    for (int i = 0; i < 60; i++) strcat(content, "tell me about the sea and ");
+    strcat(content, "the sky");
+    char *body = chat_body(content, 6, false, 0);
+    char *text[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        char *b = NULL;
+        CHECK_EQ_INT(http(&S, NULL, "/v1/chat/completions", body, KEY, &b), 200);
+        cJSON *j = parse(b);
+        int prompt = (int)getn(j, "usage.prompt_tokens"), cached = (int)getn(j, "usage.prompt_tokens_details.cached_tokens");
+        CHECK(prompt > 256);
+        CHECK_EQ_INT(getn(j, "timings.cache_n"), cached);
+        CHECK_EQ_INT(getn(j, "timings.prompt_n"), prompt - cached);
+        if (k == 1) CHECK_MSG(cached >= 256 && cached < prompt && cached % 128 == 0, "cached %d of %d", cached, prompt);
+        if (gets_(j, "choices.0.message.content")) text[k] = strdup(gets_(j, "choices.0.message.content"));
+        cJSON_Delete(j);
+        free(b);
+    }
+    CHECK(text[0] && text[1] && strcmp(text[0], text[1]) == 0);
+    free(text[0]);
+    free(text[1]);
+    free(body);
+}
+
 int main(int argc, char **argv) {
     int N = argc > 1 ? atoi(argv[1]) : 32;
     if (access(LMX_ENGINE_MODELS "/" MODEL "/tokenizer.json", R_OK) != 0) {
@@ -741,6 +770,7 @@ int main(int argc, char **argv) {
         RUN(test_health_models);
         RUN(test_chat);
         RUN(test_completions);
+        RUN(test_cached_tokens);
         RUN(test_bad_requests);
     } else {
         RUN(test_chat); /* the greedy reference */
