@@ -35,6 +35,7 @@ int lmx_cli_tokenize(int argc, char **argv);
 int lmx_cli_dev(int argc, char **argv);
 int lmx_cli_generate(int argc, char **argv);
 int lmx_cli_logits(int argc, char **argv);
+int lmx_cli_pull(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 int lmx_cli_list(int argc, char **argv);
 int lmx_cli_run(int argc, char **argv);

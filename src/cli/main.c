@@ -17,6 +17,7 @@ static const struct {
     {"logits", lmx_cli_logits, "last-position logits of a prompt as JSON"},
     {"info", lmx_cli_info, "load a model and describe it"},
     {"list", lmx_cli_list, "list registered models"},
+    {"pull", lmx_cli_pull, "download a model from the Hugging Face hub (resumable, SHA-256 checked) and register it"},
     {"add", lmx_cli_add, "register an existing model directory"},
     {"rm", lmx_cli_rm, "remove a registered model"},
     {"verify", lmx_cli_verify, "check a model's files against their recorded SHA-256"},
