@@ -346,6 +346,37 @@ static void test_cli(void) {
     CHECK_EQ_INT(run_cli(args, out, sizeof out), 0);
 }
 
+/* every committed float fixture (each family: llama, mistral, qwen2 with biases, qwen3 q/k norms,
+ * phi3 fused projections and longrope, gemma3 text and the multimodal wrapper) converts, loads and
+ * runs at 4 bits g32, and its greedy top token comes from finite logits */
+static void test_families(void) {
+    static const char *const fams[] = {"gemma3-mm-prefix", "gemma3-text-bf16-h96", "gemma3-text-window",
+                                       "llama-bias-f32", "llama-eos-stop", "llama3-rope-scaled", "mistral-tiny",
+                                       "mistral-window", "phi3-fused", "phi3-longrope", "qwen2-bias", "qwen3-qknorm"};
+    for (size_t i = 0; i < sizeof fams / sizeof *fams; i++) {
+        char src[1200], dst[1200];
+        snprintf(src, sizeof src, FIX "%s", fams[i]);
+        snprintf(dst, sizeof dst, "%s/fam-%s", g_tmp, fams[i]);
+        lmx_status st = convert(src, dst, 4, 32);
+        CHECK_MSG(st == LMX_OK, "%s: %s", fams[i], lmx_last_error_detail());
+        lmx_lm *lm = NULL;
+        lmx_lm_options lo = {.n_threads = 1, .device = LMX_DEVICE_CPU};
+        CHECK_MSG(st == LMX_OK && lmx_lm_open(dst, &lo, &lm) == LMX_OK, "%s: %s", fams[i], lmx_last_error_detail());
+        if (!lm) continue;
+        int vocab = lmx_lm_vocab_size(lm);
+        float *logits = malloc((size_t)vocab * sizeof *logits);
+        lmx_kv *kv = NULL;
+        int32_t ids[3] = {1, 2, 3};
+        CHECK(lmx_kv_create(lm, 16, &kv) == LMX_OK && lmx_lm_forward(lm, kv, ids, 3, logits) == LMX_OK);
+        bool finite = true;
+        for (int k = 0; k < vocab; k++) finite = finite && isfinite(logits[k]);
+        CHECK_MSG(finite, "%s: non-finite logits", fams[i]);
+        free(logits);
+        lmx_kv_destroy(kv);
+        lmx_lm_close(lm);
+    }
+}
+
 int main(void) {
     if (!st_tmpdir(g_tmp, sizeof g_tmp)) {
         fprintf(stderr, "no temp dir\n");
@@ -354,6 +385,7 @@ int main(void) {
     RUN(test_repack_all);
     RUN(test_logits_bound);
     RUN(test_cli);
+    RUN(test_families);
     lmx_convert_rmtree(g_tmp);
     return lmx_test_summary();
 }

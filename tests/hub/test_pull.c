@@ -352,7 +352,7 @@ static void test_cli(void) {
     free(t);
     snprintf(p, sizeof p, "%s/t/gated/README.md", g_models);
     CHECK(lmx_fs_is_file(p));
-    snprintf(cmd, sizeof cmd, "HF_ENDPOINT=http://127.0.0.1:%d HF_TOKEN= HOME=/nonexistent '%s' pull t/gated --models-dir '%s' >/dev/null 2>&1",
+    snprintf(cmd, sizeof cmd, "HF_ENDPOINT=http://127.0.0.1:%d HF_TOKEN= HF_HOME=/nonexistent HOME=/nonexistent '%s' pull t/gated --models-dir '%s' >/dev/null 2>&1",
              g_port, LMX_CLI_PATH, g_models);
     rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
