@@ -135,6 +135,7 @@ static size_t hdr_cb(char *p, size_t size, size_t nm, void *ud) {
     if (n > 5 && !strncmp(p, "HTTP/", 5)) { /* a new response (after a redirect) */
         const char *sp = memchr(p, ' ', n);
         d->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        d->started = false; /* whatever body comes next belongs to this response */
     } else if (n > 14 && !strncasecmp(p, "X-Repo-Commit:", 14)) {
         const char *v = p + 14;
         size_t m = n - 14;

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,7 +122,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         blob *b = find_blob(file);
         if (!b) return send_text(c, 404, "{\"error\":\"Entry not found\"}");
         snprintf(loc, sizeof loc, "http://localhost:%d/cdn/%s/%s/%s", g_port, org, name, file);
-        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        static const char found[] = "Found. Redirecting"; /* the hub's 302 has a body: never written */
+        struct MHD_Response *r = MHD_create_response_from_buffer(sizeof found - 1, (void *)found, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(r, "Location", loc);
         MHD_add_response_header(r, "X-Repo-Commit", COMMIT);
         MHD_add_response_header(r, "X-Linked-Etag", b->sha);
@@ -323,6 +326,31 @@ static void test_errors(void) {
     CHECK(strstr(lmx_last_error_detail(), "after 3 attempts") != NULL);
 }
 
+/* a write that fails (disk full, here a file-size limit: EFBIG instead of ENOSPC, the same path)
+ * fails the pull with LMX_ERR_IO and registers nothing */
+static void test_disk_full(void) {
+    char models[700];
+    snprintf(models, sizeof models, "%s/full/models", g_tmp); /* its own registry.json */
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {100000, 100000};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        lmx_hub_options o = opts();
+        o.models_dir = models;
+        o.retries = -1;
+        lmx_status st = lmx_hub_pull("t/tiny", &o, NULL, NULL);
+        bool msg = strstr(lmx_last_error_detail(), "writing") != NULL;
+        _exit(st == LMX_ERR_IO && msg ? 0 : 10 + (int)st);
+    }
+    int ws = 0;
+    CHECK(pid > 0 && waitpid(pid, &ws, 0) == pid);
+    CHECK_MSG(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child status %d", ws);
+    lmx_registry_entry *e = NULL;
+    CHECK(lmx_registry_lookup(models, "t/tiny", &e) == LMX_ERR_MODEL_NOT_FOUND);
+    if (e) lmx_registry_entries_free(e, 1);
+}
+
 static void test_select(void) {
     CHECK(lmx_hub_wanted("config.json", NULL));
     CHECK(lmx_hub_wanted("model-00001-of-00002.safetensors", NULL));
@@ -385,6 +413,7 @@ int main(void) {
     RUN(test_cut_resume);
     RUN(test_errors);
     RUN(test_cli);
+    RUN(test_disk_full);
     MHD_stop_daemon(d);
     for (int i = 0; i < 4; i++) free(g_blobs[i].data);
     char cmd[700];
