@@ -9,7 +9,8 @@
  *
  * Only what a model needs is fetched (hub_select.c), into <models_dir>/<org>/<name>/: each file is
  * written as <file>.partial (resumed with Range on a later run or a retry), its size and (LFS
- * files) SHA-256 checked, then renamed into place; a checksum mismatch deletes the partial file
+ * files: the API's lfs.sha256, else the X-Linked-Etag of the resolve answer) SHA-256 checked,
+ * then renamed into place; a checksum mismatch deletes the partial file
  * and fails. When every file is in place the directory is registered (lmx_registry_add: name,
  * sizes, SHA-256 of each file) and .lmx-pull.json records repo, revision and the resolved commit.
  * Nothing is registered when any file fails.
@@ -68,10 +69,10 @@ lmx_status lmx_hub_get(const lmx_hub_http *h, const char *url, long *code, char 
 typedef void (*lmx_hub_bytes_fn)(void *ctx, int64_t delta);
 /* Downloads url into path (appending to what is there with Range, restarting when the server
  * ignores it), retrying network errors. *code the final status, commit[64] the X-Repo-Commit seen
- * (empty if none). Errors: LMX_ERR_IO (network after retries; disk full: "no space left"),
+ * (empty if none), etag[64] the X-Linked-Etag without quotes (an LFS file's SHA-256; empty if none). Errors: LMX_ERR_IO (network after retries; disk full: "no space left"),
  * LMX_ERR_MODEL_NOT_FOUND / LMX_ERR_UNSUPPORTED for 404 / 401-403 (detail set by the caller). */
 lmx_status lmx_hub_download(const lmx_hub_http *h, const char *url, const char *path, int64_t expected_size,
-                            long *code, char commit[65], lmx_hub_bytes_fn on_bytes, void *ctx);
+                            long *code, char commit[65], char etag[65], lmx_hub_bytes_fn on_bytes, void *ctx);
 
 /* The message for an HTTP error status of repo (the 401/403 one says how to get access). */
 lmx_status lmx_hub_status_error(long code, const char *repo, const char *what, const char *endpoint);

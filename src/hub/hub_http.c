@@ -124,10 +124,19 @@ typedef struct dl {
     long status;            /* status of the current response (from its headers) */
     bool started, discard;  /* body of a non-2xx response: not written */
     bool restart;           /* a 200 to a ranged request: truncate first */
-    char commit[65];
+    char commit[65], etag[65];
     lmx_hub_bytes_fn on_bytes;
     void *ctx;
 } dl;
+
+/* A header's value, blanks and quotes (an ETag's) trimmed, at most 64 bytes. */
+static void header_value(const char *v, size_t m, char out[65]) {
+    while (m && (*v == ' ' || *v == '\t' || *v == '"')) v++, m--;
+    while (m && (v[m - 1] == '\r' || v[m - 1] == '\n' || v[m - 1] == ' ' || v[m - 1] == '"')) m--;
+    if (m > 64) m = 64;
+    memcpy(out, v, m);
+    out[m] = 0;
+}
 
 static size_t hdr_cb(char *p, size_t size, size_t nm, void *ud) {
     dl *d = ud;
@@ -137,13 +146,9 @@ static size_t hdr_cb(char *p, size_t size, size_t nm, void *ud) {
         d->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         d->started = false; /* whatever body comes next belongs to this response */
     } else if (n > 14 && !strncasecmp(p, "X-Repo-Commit:", 14)) {
-        const char *v = p + 14;
-        size_t m = n - 14;
-        while (m && (*v == ' ' || *v == '\t')) v++, m--;
-        while (m && (v[m - 1] == '\r' || v[m - 1] == '\n' || v[m - 1] == ' ')) m--;
-        if (m > 64) m = 64;
-        memcpy(d->commit, v, m);
-        d->commit[m] = 0;
+        header_value(p + 14, n - 14, d->commit);
+    } else if (n > 14 && !strncasecmp(p, "X-Linked-Etag:", 14)) {
+        header_value(p + 14, n - 14, d->etag);
     }
     return n;
 }
@@ -167,8 +172,9 @@ static size_t file_write(char *ptr, size_t size, size_t nm, void *ud) {
 }
 
 lmx_status lmx_hub_download(const lmx_hub_http *h, const char *url, const char *path, int64_t expected_size,
-                            long *code, char commit[65], lmx_hub_bytes_fn on_bytes, void *ctx) {
+                            long *code, char commit[65], char etag[65], lmx_hub_bytes_fn on_bytes, void *ctx) {
     commit[0] = 0;
+    etag[0] = 0;
     struct curl_slist *hdr = headers(h);
     CURL *c = curl_easy_init();
     FILE *f = fopen(path, "ab");
@@ -209,6 +215,7 @@ lmx_status lmx_hub_download(const lmx_hub_http *h, const char *url, const char *
         long status = 0;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         if (d.commit[0]) memcpy(commit, d.commit, sizeof d.commit);
+        if (d.etag[0]) memcpy(etag, d.etag, sizeof d.etag);
         if (d.err) {
             st = lmx_error(LMX_ERR_IO, "pull: writing %s: %s%s", path, lmx_errno_str(d.err),
                            d.err == ENOSPC ? " (disk full; the partial file is kept for a resume)" : "");
