@@ -29,11 +29,13 @@ char *lmx_cli_read_stdin(size_t *len);
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
 int lmx_cli_bench(int argc, char **argv);
 int lmx_cli_chat_template(int argc, char **argv);
+int lmx_cli_convert(int argc, char **argv);
 int lmx_cli_detokenize(int argc, char **argv);
 int lmx_cli_tokenize(int argc, char **argv);
 int lmx_cli_dev(int argc, char **argv);
 int lmx_cli_generate(int argc, char **argv);
 int lmx_cli_logits(int argc, char **argv);
+int lmx_cli_pull(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 int lmx_cli_list(int argc, char **argv);
 int lmx_cli_run(int argc, char **argv);

@@ -1,0 +1,263 @@
+/* convert.c — lmx_convert_model: the orchestration (see convert.h). Each output tensor is a fill
+ * callback of the safetensors writer that reads its rows from the mapped source: a quantized
+ * module's weight packs its rows, its scales and biases recompute only the group parameters
+ * (lmx_mlx_quantize_params_row gives the same values), a cast tensor converts element by element. */
+#include "convert/convert.h"
+#include "formats/mlx_quant.h"
+#include "formats/safetensors.h"
+#include "formats/st_writer.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void lmx_convert_options_default(lmx_convert_options *o) {
+    memset(o, 0, sizeof *o);
+    o->bits = 4;
+    o->group_size = 64;
+    o->quantize = true;
+    o->dtype = LMX_DTYPE_BF16;
+}
+
+typedef enum { PART_CAST, PART_WEIGHT, PART_SCALES, PART_BIASES } part_kind;
+
+typedef struct part {
+    const lmx_tensor_view *src;
+    part_kind kind;
+    char *name;
+} part;
+
+typedef struct job {
+    part *parts;
+    size_t n;
+    int bits, gs;
+    lmx_dtype dtype;
+} job;
+
+static uint16_t to_half(lmx_dtype t, float v) { return t == LMX_DTYPE_BF16 ? lmx_f32_to_bf16(v) : lmx_f32_to_f16(v); }
+static float from_half(lmx_dtype t, uint16_t h) { return t == LMX_DTYPE_BF16 ? lmx_bf16_to_f32(h) : lmx_f16_to_f32(h); }
+
+/* Source elements [first, first+n) → fp32 after rounding to the target dtype (mlx-lm casts first). */
+static lmx_status read_rounded(const lmx_tensor_view *t, lmx_dtype dt, int64_t first, int64_t n, float *dst) {
+    lmx_status st = lmx_tensor_to_f32(t, first, n, dst);
+    if (st != LMX_OK || dt == LMX_DTYPE_F32) return st;
+    for (int64_t i = 0; i < n; i++) dst[i] = from_half(dt, to_half(dt, dst[i]));
+    return LMX_OK;
+}
+
+static int cmp_part(const void *a, const void *b) {
+    return strcmp(((const part *)a)->name, ((const part *)b)->name);
+}
+
+static lmx_status fill(void *ctx, const char *name, uint64_t offset, void *dst, size_t len) {
+    job *j = ctx;
+    part key = {.name = (char *)name};
+    part *p = bsearch(&key, j->parts, j->n, sizeof *p, cmp_part);
+    if (!p) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown tensor %s", name);
+    const lmx_tensor_view *t = p->src;
+    uint8_t *out = dst;
+    if (p->kind == PART_CAST) {
+        size_t es = lmx_dtype_size(j->dtype);
+        if (t->dtype == j->dtype || !(t->dtype == LMX_DTYPE_F32 || t->dtype == LMX_DTYPE_F16 || t->dtype == LMX_DTYPE_BF16)) {
+            memcpy(out, t->data + offset, len); /* same dtype, or not a float tensor: as it is */
+            return LMX_OK;
+        }
+        int64_t first = (int64_t)(offset / es), n = (int64_t)(len / es);
+        float buf[4096];
+        for (int64_t k = 0; k < n;) {
+            int64_t m = n - k < 4096 ? n - k : 4096;
+            lmx_status st = lmx_tensor_to_f32(t, first + k, m, buf);
+            if (st != LMX_OK) return st;
+            for (int64_t i = 0; i < m; i++) {
+                uint8_t *o = out + (size_t)(k + i) * es;
+                if (es == 4) memcpy(o, &buf[i], 4);
+                else {
+                    uint16_t h = to_half(j->dtype, buf[i]);
+                    o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
+                }
+            }
+            k += m;
+        }
+        return LMX_OK;
+    }
+    int64_t cols = t->shape[1];
+    size_t es = lmx_dtype_size(j->dtype);
+    size_t row_bytes = p->kind == PART_WEIGHT ? lmx_mlx_quant_row_bytes(cols, j->bits) : (size_t)(cols / j->gs) * es;
+    int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
+    float *w = malloc((size_t)cols * sizeof *w);
+    uint8_t *scratch = malloc((size_t)(cols / j->gs) * es * 2);
+    if (!w || !scratch) {
+        free(w), free(scratch);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    }
+    lmx_status st = LMX_OK;
+    size_t sb = (size_t)(cols / j->gs) * es;
+    for (int64_t r = 0; r < nr && st == LMX_OK; r++) {
+        st = read_rounded(t, j->dtype, (r0 + r) * cols, cols, w);
+        if (st != LMX_OK) break;
+        uint8_t *o = out + (size_t)r * row_bytes;
+        if (p->kind == PART_WEIGHT)
+            st = lmx_mlx_quantize_row(w, cols, j->bits, j->gs, j->dtype, o, scratch, scratch + sb, LMX_MLX_CPU);
+        else
+            st = lmx_mlx_quantize_params_row(w, cols, j->bits, j->gs, j->dtype, p->kind == PART_SCALES ? o : scratch,
+                                             p->kind == PART_BIASES ? o : scratch + sb, LMX_MLX_CPU);
+        if (st != LMX_OK) st = lmx_error_prefix(st, "%s row %lld", t->name, (long long)(r0 + r));
+    }
+    free(w);
+    free(scratch);
+    return st;
+}
+
+static char *suffixed(const char *base, const char *from, const char *to) {
+    size_t n = strlen(base), m = strlen(from);
+    char *s = malloc(n - m + strlen(to) + 1);
+    if (s) {
+        memcpy(s, base, n - m);
+        strcpy(s + n - m, to);
+    }
+    return s;
+}
+
+static lmx_status check_options(const lmx_convert_options *o) {
+    if (o->mode && strcmp(o->mode, "affine")) {
+        if (!strcmp(o->mode, "mxfp4") || !strcmp(o->mode, "mxfp8") || !strcmp(o->mode, "nvfp4"))
+            return lmx_error(LMX_ERR_UNSUPPORTED, "convert: --mode %s is not supported yet (affine only; see issue 16)",
+                             o->mode);
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown mode '%s' (affine)", o->mode);
+    }
+    if (o->quantize && !lmx_mlx_quant_supported(o->bits, o->group_size))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT,
+                         "convert: unsupported bits %d / group size %d (bits 2|3|4|5|6|8, group size 32|64|128)",
+                         o->bits, o->group_size);
+    if (o->dtype_set && o->dtype != LMX_DTYPE_BF16 && o->dtype != LMX_DTYPE_F16 && o->dtype != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: the output dtype must be bf16, f16 or f32");
+    return LMX_OK;
+}
+
+/* The weights: refuse quantized inputs, pick the output dtype, build the parts. */
+static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, bool tied, lmx_dtype dtype, job *j,
+                       uint64_t *n_params) {
+    size_t n = lmx_weights_count(wt);
+    j->parts = calloc(n * 3 + 1, sizeof *j->parts);
+    if (!j->parts) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const lmx_tensor_view *t = lmx_weights_get(wt, i);
+        size_t len = strlen(t->name);
+        if (t->dtype == LMX_DTYPE_U32 || (len > 7 && !strcmp(t->name + len - 7, ".scales")))
+            return lmx_error(LMX_ERR_UNSUPPORTED,
+                             "%s: tensor %s (%s) looks quantized; convert needs a bf16/f16/f32 model", t->file,
+                             t->name, lmx_dtype_name(t->dtype));
+        lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, o->group_size, o->quantize, tied);
+        if (a == LMX_CONV_DROP) continue;
+        *n_params += (uint64_t)t->numel;
+        if (a == LMX_CONV_CAST) {
+            j->parts[j->n++] = (part){t, PART_CAST, strdup(t->name)};
+        } else {
+            j->parts[j->n++] = (part){t, PART_WEIGHT, strdup(t->name)};
+            j->parts[j->n++] = (part){t, PART_SCALES, suffixed(t->name, ".weight", ".scales")};
+            j->parts[j->n++] = (part){t, PART_BIASES, suffixed(t->name, ".weight", ".biases")};
+        }
+        for (size_t k = j->n - (a == LMX_CONV_CAST ? 1 : 3); k < j->n; k++)
+            if (!j->parts[k].name) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    }
+    qsort(j->parts, j->n, sizeof *j->parts, cmp_part);
+    for (size_t k = 1; k < j->n; k++)
+        if (!strcmp(j->parts[k - 1].name, j->parts[k].name))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "convert: two output tensors named %s", j->parts[k].name);
+    j->bits = o->bits;
+    j->gs = o->group_size;
+    j->dtype = dtype;
+    return LMX_OK;
+}
+
+static lmx_status add_parts(lmx_st_writer *w, job *j) {
+    for (size_t k = 0; k < j->n; k++) {
+        const part *p = &j->parts[k];
+        const lmx_tensor_view *t = p->src;
+        int64_t shape[LMX_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        lmx_dtype dt = j->dtype;
+        bool is_float = t->dtype == LMX_DTYPE_F32 || t->dtype == LMX_DTYPE_F16 || t->dtype == LMX_DTYPE_BF16;
+        if (p->kind == PART_CAST && !is_float) dt = t->dtype;
+        if (p->kind == PART_WEIGHT) {
+            dt = LMX_DTYPE_U32;
+            shape[1] = t->shape[1] * j->bits / 32;
+        } else if (p->kind != PART_CAST) {
+            shape[1] = t->shape[1] / j->gs;
+        }
+        lmx_status st = lmx_st_writer_add_fill(w, p->name, dt, t->ndim, shape, fill, j);
+        if (st != LMX_OK) return st;
+    }
+    return LMX_OK;
+}
+
+lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert_options *opt) {
+    lmx_convert_options o;
+    if (opt) o = *opt;
+    else lmx_convert_options_default(&o);
+    if (!src || !dst || !*src || !*dst) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: SRC and DST are required");
+    if (o.bits == 0) o.bits = 4;
+    if (o.group_size == 0) o.group_size = 64;
+    lmx_status st = check_options(&o);
+    if (st != LMX_OK) return st;
+    if (!lmx_fs_is_dir(src)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "convert: %s is not a model directory (%s)", src, lmx_fs_describe(src));
+    if (lmx_fs_exists(dst) && !o.force)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: %s already exists (use --force to replace it)", dst);
+    bool tied = false, has_dtype = false;
+    lmx_dtype cfg_dtype = LMX_DTYPE_BF16;
+    st = lmx_convert_read_config(src, &tied, &cfg_dtype, &has_dtype);
+    if (st != LMX_OK) return st;
+    lmx_weights *wt = NULL;
+    st = lmx_weights_open(src, true, &wt);
+    if (st != LMX_OK) return st;
+    lmx_dtype dtype = o.dtype_set ? o.dtype : has_dtype ? cfg_dtype : LMX_DTYPE_BF16;
+    if (!o.dtype_set && !has_dtype) /* no dtype in the config: the first float weight's */
+        for (size_t i = 0; i < lmx_weights_count(wt); i++) {
+            lmx_dtype t = lmx_weights_get(wt, i)->dtype;
+            if (t == LMX_DTYPE_F32 || t == LMX_DTYPE_F16 || t == LMX_DTYPE_BF16) {
+                dtype = t;
+                break;
+            }
+        }
+    job j = {0};
+    uint64_t n_params = 0;
+    char *partial = malloc(strlen(dst) + 9);
+    lmx_st_writer *w = NULL;
+    if (!partial) {
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        goto done;
+    }
+    sprintf(partial, "%s.partial", dst);
+    st = plan(wt, &o, tied, dtype, &j, &n_params);
+    if (st == LMX_OK) st = lmx_st_writer_create(&w);
+    if (st == LMX_OK) st = add_parts(w, &j);
+    if (st == LMX_OK) st = lmx_st_writer_set_metadata(w, "format", "mlx");
+    if (st != LMX_OK) goto done;
+    lmx_st_writer_set_total_parameters(w, n_params);
+    lmx_convert_rmtree(partial); /* a leftover of an interrupted run */
+    if (mkdir(partial, 0755) != 0) {
+        st = lmx_error(LMX_ERR_IO, "%s: %s", partial, lmx_errno_str(errno));
+        goto done;
+    }
+    lmx_st_write_options wo = {.threads = o.threads, .progress = o.progress, .progress_ctx = o.progress_ctx,
+                               .sync = true};
+    st = lmx_st_writer_write_model(w, partial, o.max_shard_bytes ? o.max_shard_bytes : LMX_ST_MLX_SHARD_BYTES, &wo,
+                                   NULL);
+    if (st == LMX_OK) st = lmx_convert_write_config(src, partial, &o, dtype);
+    if (st == LMX_OK) st = lmx_convert_copy_files(src, partial);
+    if (st == LMX_OK && lmx_fs_exists(dst)) lmx_convert_rmtree(dst); /* --force */
+    if (st == LMX_OK && rename(partial, dst) != 0)
+        st = lmx_error(LMX_ERR_IO, "rename %s -> %s: %s", partial, dst, lmx_errno_str(errno));
+    if (st != LMX_OK) lmx_convert_rmtree(partial);
+done:
+    lmx_st_writer_destroy(w);
+    for (size_t k = 0; k < j.n; k++) free(j.parts[k].name);
+    free(j.parts);
+    free(partial);
+    lmx_weights_close(wt);
+    return st;
+}

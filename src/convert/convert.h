@@ -1,0 +1,74 @@
+/* convert.h — `lmx convert`: a float (bf16/f16/f32) Hugging Face model directory → the MLX layout
+ * mlx_lm.convert writes (affine quantization; other modes come with issue 16).
+ *
+ * What is written (mlx-lm 0.2x `convert` + `quantize_model` + `save`):
+ *   - every Linear / Embedding weight (a 2-D float "*.weight" whose last dimension is a multiple of
+ *     the group size — lm_head and embed_tokens included) as P.weight U32 [out, in*bits/32],
+ *     P.scales and P.biases [out, in/G] in the target dtype (convert_plan.c);
+ *   - every other float tensor cast to the target dtype; rotary inv_freq dropped, lm_head dropped
+ *     when tie_word_embeddings (mlx-lm's sanitize);
+ *   - shards of at most 5 GiB (model.safetensors or model-0000N-of-0000M.safetensors) and
+ *     model.safetensors.index.json, __metadata__ {"format": "mlx"};
+ *   - config.json with "quantization" and "quantization_config" = {"group_size", "bits", "mode"}
+ *     (convert_config.c); every other non-weight file (tokenizer, chat template, generation
+ *     config) copied (convert_files.c).
+ * Scale and bias follow MLX's CPU quantizer bit for bit (formats/mlx_quant.h), applied to the
+ * weights after the cast to the target dtype, as mlx-lm does (it casts, then quantizes).
+ *
+ * Tensor by tensor: the source is mapped and each output row is produced on demand by the
+ * safetensors writer's fill callbacks, so memory stays at a few chunks whatever the model size.
+ * Atomicity: everything goes into DST.partial (removed first if left over), renamed to DST only
+ * when complete; on failure DST.partial is removed.
+ */
+#ifndef LMX_CONVERT_CONVERT_H
+#define LMX_CONVERT_CONVERT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "formats/dtype.h"
+#include "lmx.h"
+
+typedef void (*lmx_convert_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct lmx_convert_options {
+    int bits;             /* 2, 3, 4, 5, 6, 8; 0 = 4 */
+    int group_size;       /* 32, 64, 128; 0 = 64 */
+    const char *mode;     /* NULL or "affine"; mxfp4/mxfp8/nvfp4 → LMX_ERR_UNSUPPORTED */
+    lmx_dtype dtype;      /* BF16, F16 or F32 (used when dtype_set) */
+    bool dtype_set;       /* false = the config's torch_dtype/dtype, else the weights' own */
+    bool quantize;        /* false = only cast (no quantization block) */
+    bool force;           /* replace an existing DST */
+    uint64_t max_shard_bytes; /* 0 = LMX_ST_MLX_SHARD_BYTES */
+    int threads;          /* 0 = online CPUs */
+    lmx_convert_progress_fn progress;
+    void *progress_ctx;
+} lmx_convert_options;
+
+void lmx_convert_options_default(lmx_convert_options *o);
+
+/* Converts src into dst. Errors: LMX_ERR_INVALID_ARGUMENT (bad bits/group size/dtype, dst exists
+ * without force, src == dst), LMX_ERR_UNSUPPORTED (a mode or input not supported yet, an already
+ * quantized input), LMX_ERR_MODEL_NOT_FOUND, LMX_ERR_INVALID_MODEL_FORMAT, LMX_ERR_IO. */
+lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert_options *opt);
+
+/* ---- internal pieces (one per file) ---- */
+typedef enum { LMX_CONV_DROP, LMX_CONV_CAST, LMX_CONV_QUANTIZE } lmx_conv_action;
+
+/* convert_plan.c: what happens to tensor `name` of the given shape. */
+lmx_conv_action lmx_convert_plan(const char *name, lmx_dtype dtype, int ndim, const int64_t *shape, int group_size,
+                                 bool quantize, bool tied);
+
+/* convert_config.c: reads src/config.json, refuses quantized inputs, writes dst_dir/config.json
+ * with the quantization blocks. *tied receives tie_word_embeddings (llama default false), *cfg_dtype
+ * the config's dtype (0 when absent or not a float type). */
+lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *cfg_dtype, bool *has_dtype);
+lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
+                                    lmx_dtype out_dtype);
+
+/* convert_files.c: copies every regular top-level file of src that is neither a weight file, the
+ * weight index nor config.json into dst. */
+lmx_status lmx_convert_copy_files(const char *src_dir, const char *dst_dir);
+/* Removes a directory tree (best effort; used for DST.partial). */
+void lmx_convert_rmtree(const char *path);
+
+#endif
