@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # setup.sh — on a fresh Debian 12 machine: install the build dependencies, build lmx, and run a
-# small model (a committed random-weight test model) to show the whole path works.
+# small model (the committed demo model, models/demo) to show the whole path works.
 #   bash scripts/setup.sh            # Release build in ./build
 #   LMX_SKIP_APT=1 bash scripts/setup.sh   # when the packages are already there
 set -euo pipefail
@@ -23,8 +23,7 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
 
-MODEL=tests/fixtures/models/llama-tiny
-if [ -d "$MODEL" ]; then
-  echo "== lmx generate $MODEL (random weights: the tokens are meaningless, the path is real)"
-  ./build/lmx generate "$MODEL" --prompt-ids 1,2,3,4,5 --max-tokens 16 --temp 0 --json
-fi
+MODEL=models/demo
+echo "== lmx generate $MODEL (the demo model: 5 M parameters trained on the King James Bible; real models: lmx pull)"
+./build/lmx generate "$MODEL" --prompt "In the beginning" --max-tokens 48 --temp 0.8 --top-p 0.9 --seed 3
+echo

@@ -6,6 +6,7 @@
 #include "util/json_str.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,12 +15,12 @@
 #define LMX_RUN_MAX_LINE (1 << 20)
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lmx run MODEL [PROMPT] [--system TEXT] [--verbose] [options]\n"
-               "MODEL is a registered name or a model directory. The conversation is rendered with the\n"
-               "model's chat template. Without PROMPT: interactive, one message per line (/bye or end of\n"
-               "input quits). A line that is not UTF-8 or longer than 1 MiB is refused and the conversation\n"
-               "goes on; when the conversation outgrows the context, the oldest exchanges are dropped (the\n"
-               "system message is kept) and stderr says so.\n"
+    fprintf(f, "usage: lmx run [MODEL [PROMPT]] [--system TEXT] [--verbose] [options]\n"
+               "MODEL is a registered name or a model directory (none: the demo model, models/demo). The\n"
+               "conversation is rendered with the model's chat template. Without PROMPT: interactive, one\n"
+               "message per line (/bye or end of input quits). A line that is not UTF-8 or longer than\n"
+               "1 MiB is refused and the conversation goes on; when the conversation outgrows the context,\n"
+               "the oldest exchanges are dropped (the system message is kept) and stderr says so.\n"
                "  --system TEXT             a system message first\n"
                "  --verbose                 timings after each reply (stderr)\n%s",
             lmx_cli_gen_help);
@@ -152,6 +153,22 @@ static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_op
     return ok ? 0 : 1;
 }
 
+/* `lmx run` without a model: the demo model (models/demo), installed or in the source tree. */
+static const char *demo_model(void) {
+    static const char *const dirs[] = {LMX_DEMO_INSTALLED, LMX_DEMO_SOURCE};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char cfg[4200];
+        struct stat st;
+        snprintf(cfg, sizeof cfg, "%s/config.json", dirs[i]);
+        if (stat(cfg, &st) == 0 && S_ISREG(st.st_mode)) {
+            fprintf(stderr, "lmx run: no model given: the demo model %s (5 M parameters trained on the King James "
+                            "Bible); real models come from lmx pull ORG/NAME\n", dirs[i]);
+            return dirs[i];
+        }
+    }
+    return NULL;
+}
+
 int lmx_cli_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL;
     bool verbose = false;
@@ -180,7 +197,8 @@ int lmx_cli_run(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model) {
+    if (!model && !(model = demo_model())) {
+        fprintf(stderr, "lmx run: no MODEL given and the demo model is not installed; get one with lmx pull ORG/NAME\n");
         usage(stderr);
         return 2;
     }

@@ -4,7 +4,7 @@
 # /usr/share/doc/bible-kjv-text/copyright). The package ships the text compressed in the format of
 # the `bible` program (/usr/lib/bible.data, "EC02Compressed Data File"), so the `bible` program of
 # the bible-kjv package (GPL-2+, only run here, not shipped) dumps it as plain text.
-# Run on a machine with the Debian archive (not the GPU machine); writes data/kjv.txt (~4.3 MB,
+# Run on a machine with the Debian archive (not the GPU machine); writes recipe/data/kjv.txt (~4.3 MB,
 # 73,811 lines: "Genesis 1" headings and numbered verses), which travels with the working tree.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

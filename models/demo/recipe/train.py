@@ -3,9 +3,9 @@
 tokenizer and a chat template, trained on the King James Bible (public domain) from Debian's
 `bible-kjv` packages, saved in the Hugging Face layout for `lmx convert`.
 
-Where the text comes from (on a Debian machine):
-    apt-get install bible-kjv                      # the `bible` reader; its data is bible-kjv-text
-    bible -l 100000 Gen1:1-Rev22:21 > kjv.txt      # every verse, one per line
+Where the text comes from (on a Debian machine): recipe/get_kjv.sh dumps bible-kjv-text's compressed
+data through the `bible` program of bible-kjv into recipe/data/kjv.txt ("Genesis 1" headings, numbered
+verses; wrapped lines are joined here).
 
 Run (one H100: about three minutes; needs torch, transformers and tokenizers):
     python3 models/demo/train.py --text kjv.txt --out DIR [--seconds 150]
