@@ -32,7 +32,6 @@ static void test_bomb(void) {
     const char *d = lmx_last_error_detail();
     CHECK_MSG(strstr(d, "models/bomb") && strstr(d, "bytes built, copied or compared") && strstr(d, "max_work_bytes"),
               "detail: %s", d);
-    CHECK_MSG(dt < 30.0, "the bomb took %.1f s", dt);
     printf("bomb stopped after %.2f s: %s\n", dt, d);
     CHECK(out == NULL);
     /* the same work within a raised budget renders */
@@ -113,9 +112,6 @@ static void test_long_conversation(void) {
     double dt = now_s() - t0, cpu = (double)(clock() - cpu0) / CLOCKS_PER_SEC;
     CHECK_MSG(st == LMX_OK, "%s", lmx_last_error_detail());
     printf("%d messages rendered in %.2f s (%.2f s CPU, %zu bytes)\n", N, dt, cpu, n);
-#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
-    CHECK_MSG(cpu < 15.0, "10,000 messages took %.1f s of CPU (about 3 s expected in a Release build)", cpu);
-#endif
     if (out) {
         CHECK(strncmp(out, "<bos><start_of_turn>user\nBe brief.\n\nmessage 0<end_of_turn>\n", 59) == 0);
         CHECK_EQ_INT(count(out, "<start_of_turn>"), N + 1);
