@@ -25,5 +25,5 @@ cmake --build build -j"$(nproc)"
 
 MODEL=models/demo
 echo "== lmx generate $MODEL (the demo model: 5 M parameters trained on the King James Bible; real models: lmx pull)"
-./build/lmx generate "$MODEL" --prompt "In the beginning" --max-tokens 48 --temp 0.8 --top-p 0.9 --seed 3
+./build/lmx generate "$MODEL" --prompt "In the beginning" --max-tokens 48 --temp 0.8 --top-p 0.9 --seed 3 --ctx 1024
 echo
