@@ -11,6 +11,7 @@
 
 #include "backend/backend_fuse.h"
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
 /* ---- memory ---- */
@@ -97,10 +98,18 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     (void)be;
     if (!w) return;
     if (w->view) {
+        if (w->pk_own) {
+            free(w->pk);
+            free(w->pks);
+            free(w->pkb);
+        }
         free(w);
         return;
     }
     free(w->own);
+    free(w->pk);
+    free(w->pks);
+    free(w->pkb);
     free(w->vec);
     free(w->scales);
     free(w->biases);
@@ -136,6 +145,9 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
+        if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols) &&
+            lmx_cpu_qtile_pack(w) != LMX_OK)
+            goto oom;
     }
     if (d->bias) {
         w->bias = convert_copy(&c->k, (const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
@@ -206,6 +218,9 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         r += p->rows;
     }
     lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
+    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && c->level >= LMX_CPU_AVX512 &&
+        lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
+        st = lmx_cpu_qtile_pack(w);
     r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
         lmx_bweight *v = malloc(sizeof *v);
@@ -221,6 +236,21 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         if (w->scales) v->scales = w->scales + (size_t)r * G;
         if (w->biases) v->biases = w->biases + (size_t)r * G;
         if (w->bias) v->bias = w->bias + r;
+        if (w->pk && r % 16 == 0) { /* the view's tiles start at a tile of the fused weight */
+            v->pk = w->pk + (size_t)(r / 16) * (size_t)w->cols * (size_t)w->bits * 2;
+            v->pks = w->pks + (size_t)(r / 16) * G * 16;
+            v->pkb = w->pkb + (size_t)(r / 16) * G * 16;
+            v->pk_blocks = (parts[i].rows + 15) / 16;
+        } else if (w->pk) { /* a view inside a tile (tests; real qkv/gate|up parts are multiples of 16 rows):
+                               tiles of its own (a row's result does not depend on its tile) */
+            v->pk = NULL, v->pks = v->pkb = NULL, v->pk_blocks = 0;
+            v->pk_own = true;
+            st = lmx_cpu_qtile_pack(v);
+            if (st != LMX_OK) {
+                cpu_weight_free(be, v);
+                break;
+            }
+        }
         views[i] = v;
         r += parts[i].rows;
     }
@@ -268,6 +298,7 @@ static void cpu_destroy(lmx_backend *be) {
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
     free(c->shared);
+    free(c->xq);
     free(c);
 }
 
@@ -313,6 +344,10 @@ const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
 }
 
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
+    return lmx_backend_cpu_create_level(n_threads, allow_simd ? LMX_CPU_AVX512 : LMX_CPU_SCALAR, out);
+}
+
+lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, lmx_backend **out) {
     *out = NULL;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -323,7 +358,7 @@ lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
-    lmx_cpu_kernels_select(&c->k, allow_simd);
+    c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
     pthread_mutex_init(&c->op_lock, NULL);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page

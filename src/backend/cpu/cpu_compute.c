@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
 /* ---- matmul ---- */
@@ -87,11 +88,42 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
     }
 }
 
+/* repacked 4/8-bit weights (avx512 level): int16 activations, 16-row tiles */
+typedef struct qtile_ctx {
+    const lmx_bweight *w;
+    const int16_t *xq;
+    const float *xd, *xs;
+    float *y;
+    int T;
+    bool acc;
+} qtile_ctx;
+
+static void qtile_run(void *vctx, int64_t b0, int64_t b1, int thread) {
+    (void)thread;
+    const qtile_ctx *q = vctx;
+    lmx_cpu_qtile_rows(q->w, b0, b1, q->xq, q->xd, q->xs, q->T, q->y, q->acc);
+}
+
+static lmx_status cpu_matmul_qtile(cpu_backend *c, const lmx_bweight *w, const float *x, int T, float *y, bool acc) {
+    const size_t G = (size_t)w->groups;
+    LMX_BACKEND_TRY(ensure_xq(c, (size_t)T * (size_t)w->cols));
+    LMX_BACKEND_TRY(ensure_shared(c, 2 * (size_t)T * G));
+    float *xd = c->shared, *xs = c->shared + (size_t)T * G;
+    lmx_cpu_qtile_quant_x(x, T, w->cols, w->group_size, c->xq, xd, xs);
+    qtile_ctx q = {w, c->xq, xd, xs, y, T, acc};
+    /* ~4 chunks per thread; a chunk of 16-row tiles is at least 2 tiles */
+    int64_t grain = w->pk_blocks / (c->n_threads * 4);
+    if (grain < 2) grain = 2;
+    lmx_thread_pool_run(c->pool, w->pk_blocks, grain, qtile_run, &q);
+    return LMX_OK;
+}
+
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y, bool acc) {
     cpu_backend *c = CPU(be);
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
+    if (w->kind == LMX_WEIGHT_QUANT && w->pk) return cpu_matmul_qtile(c, w, x->data + x_off, T, y->data, acc);
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
