@@ -100,16 +100,12 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     if (w->view) {
         if (w->pk_own) {
             free(w->pk);
-            free(w->pks);
-            free(w->pkb);
         }
         free(w);
         return;
     }
     free(w->own);
     free(w->pk);
-    free(w->pks);
-    free(w->pkb);
     free(w->vec);
     free(w->scales);
     free(w->biases);
@@ -237,13 +233,11 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         if (w->biases) v->biases = w->biases + (size_t)r * G;
         if (w->bias) v->bias = w->bias + r;
         if (w->pk && r % 16 == 0) { /* the view's tiles start at a tile of the fused weight */
-            v->pk = w->pk + (size_t)(r / 16) * (size_t)w->cols * (size_t)w->bits * 2;
-            v->pks = w->pks + (size_t)(r / 16) * G * 16;
-            v->pkb = w->pkb + (size_t)(r / 16) * G * 16;
+            v->pk = w->pk + (size_t)(r / 16) * w->pk_block_bytes;
             v->pk_blocks = (parts[i].rows + 15) / 16;
         } else if (w->pk) { /* a view inside a tile (tests; real qkv/gate|up parts are multiples of 16 rows):
                                tiles of its own (a row's result does not depend on its tile) */
-            v->pk = NULL, v->pks = v->pkb = NULL, v->pk_blocks = 0;
+            v->pk = NULL, v->pk_blocks = 0;
             v->pk_own = true;
             st = lmx_cpu_qtile_pack(v);
             if (st != LMX_OK) {

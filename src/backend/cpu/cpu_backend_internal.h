@@ -34,9 +34,10 @@ struct lmx_bweight {
     float *bias;           /* optional own fp32 [rows] */
     uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
     uint8_t *pk;           /* avx512 level, 4/8 bits: codes repacked in 16-row tiles (cpu_qtile.h), or NULL */
-    float *pks, *pkb;      /* their scales / biases [pk_blocks][groups][16] */
-    int64_t pk_blocks;
-    bool pk_own;           /* a view that owns pk/pks/pkb (its rows do not start at a tile of the fused weight) */
+    int64_t pk_blocks;     /* tiles of 16 rows */
+    size_t pk_block_bytes; /* bytes per tile (codes, scales and biases of every group) */
+    bool pk_sb16;          /* the tiles hold bf16 scales/biases (else fp32) */
+    bool pk_own;           /* a view that owns pk (its rows do not start at a tile of the fused weight) */
     bool view;             /* a view of a fused weight: frees only the handle */
 };
 

@@ -9,8 +9,9 @@
  *   8-bit: byte s (bits 8s..8s+7)   = code(r, k0 + 2s + p), s = 0..1
  * so (word >> bits*s) & mask is, per 32-bit lane r, the pair of codes (k0+2s, k0+2s+1) of row r,
  * which VPDPWSSD multiplies with the broadcast int16 pair x[k0+2s], x[k0+2s+1] and adds into lane
- * r: 16 rows' partial dots per instruction, no horizontal sums. Scales and biases become fp32
- * [block][group][16]. Per group g the int32 sums are rescaled once:
+ * r: 16 rows' partial dots per instruction, no horizontal sums. A tile is one linear stream:
+ * per group its code chunks, then the 16 rows' scales and biases (bf16 as stored, else fp32), so
+ * decode reads each weight byte once, in order. Per group g the int32 sums are rescaled once:
  *   y_r += s_rg · d_g · Σ_k q_rk·xq_k + b_rg · Σ_k x_k
  * with x quantized per group to int16 (xq = round(x / d_g), d_g = max|x| / 32767: relative error
  * ~1.5e-5, inside the golden tolerance; int8 would not be) and Σx the exact fp32 sum. |Σ q·xq| <=
@@ -28,44 +29,59 @@ static inline unsigned code_at(const uint8_t *row, int bits, int64_t k) {
     return bits == 8 ? row[k] : (unsigned)(row[k >> 1] >> (4 * (k & 1))) & 15u;
 }
 
+/* bytes per (tile, group): the codes, then 16 scales and 16 biases (bf16 when the stored scales are
+ * bf16 — exact, they came from bf16 — else fp32) */
+static size_t group_bytes(int bits, int gs, bool sb16) { return (size_t)gs * (size_t)bits * 2 + (sb16 ? 64 : 128); }
+
+static void put_sb(uint8_t *dst, int i, float v, bool sb16) {
+    if (sb16) {
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        uint16_t h = (uint16_t)(u >> 16);
+        memcpy(dst + 2 * i, &h, 2);
+    } else {
+        memcpy(dst + 4 * i, &v, 4);
+    }
+}
+
 lmx_status lmx_cpu_qtile_pack(lmx_bweight *w) {
-    const int64_t K = w->cols, R = w->rows, NB = (R + 15) / 16;
-    const int G = w->groups, bits = w->bits;
-    const size_t block_bytes = (size_t)K * (size_t)bits * 2; /* 16 rows × K × bits / 8 */
+    const int64_t R = w->rows, NB = (R + 15) / 16;
+    const int G = w->groups, gs = w->group_size, bits = w->bits;
+    const bool sb16 = w->dtype == LMX_W_BF16;
+    const size_t gb = group_bytes(bits, gs, sb16), block_bytes = gb * (size_t)G;
     w->pk = aligned_alloc(64, (size_t)NB * block_bytes);
-    w->pks = aligned_alloc(64, (size_t)NB * (size_t)G * 16 * sizeof(float));
-    w->pkb = aligned_alloc(64, (size_t)NB * (size_t)G * 16 * sizeof(float));
-    if (!w->pk || !w->pks || !w->pkb) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
+    if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
     const int kpc = bits == 4 ? 8 : 4, per_word = bits == 4 ? 4 : 2;
-    for (int64_t b = 0; b < NB; b++) {
-        uint16_t *dst = (uint16_t *)(void *)(w->pk + (size_t)b * block_bytes);
-        for (int64_t c = 0; c < K / kpc; c++)
-            for (int m = 0; m < 32; m++) {
-                const int64_t r = b * 16 + m / 2;
-                const int p = m & 1;
-                unsigned word = 0;
-                if (r < R) {
-                    const uint8_t *row = w->data + (size_t)r * w->row_bytes;
-                    for (int s = 0; s < per_word; s++)
-                        word |= code_at(row, bits, c * kpc + 2 * s + p) << (bits * s);
+    const size_t code_bytes = (size_t)gs * (size_t)bits * 2, sbe = sb16 ? 2 : 4;
+    for (int64_t b = 0; b < NB; b++)
+        for (int g = 0; g < G; g++) {
+            uint8_t *dg = w->pk + (size_t)b * block_bytes + (size_t)g * gb;
+            uint16_t *dst = (uint16_t *)(void *)dg;
+            for (int64_t c = 0; c < gs / kpc; c++)
+                for (int m = 0; m < 32; m++) {
+                    const int64_t r = b * 16 + m / 2, k0 = (int64_t)g * gs + c * kpc;
+                    const int p = m & 1;
+                    unsigned word = 0;
+                    if (r < R) {
+                        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+                        for (int s = 0; s < per_word; s++) word |= code_at(row, bits, k0 + 2 * s + p) << (bits * s);
+                    }
+                    dst[c * 32 + m] = (uint16_t)word;
                 }
-                dst[c * 32 + m] = (uint16_t)word;
-            }
-        for (int g = 0; g < G; g++)
             for (int i = 0; i < 16; i++) {
                 const int64_t r = b * 16 + i;
-                const size_t o = ((size_t)b * G + g) * 16 + i;
-                w->pks[o] = r < R ? w->scales[(size_t)r * G + g] : 0.0f;
-                w->pkb[o] = r < R ? w->biases[(size_t)r * G + g] : 0.0f;
+                put_sb(dg + code_bytes, i, r < R ? w->scales[(size_t)r * G + g] : 0.0f, sb16);
+                put_sb(dg + code_bytes + 16 * sbe, i, r < R ? w->biases[(size_t)r * G + g] : 0.0f, sb16);
             }
-    }
+        }
     w->pk_blocks = NB;
+    w->pk_block_bytes = block_bytes;
+    w->pk_sb16 = sb16;
     return LMX_OK;
 }
 
-size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size) {
-    const size_t NB = (size_t)((rows + 15) / 16);
-    return NB * (size_t)cols * (size_t)bits * 2 + 2 * NB * (size_t)(cols / group_size) * 16 * sizeof(float);
+size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size, bool bf16_scales) {
+    return (size_t)((rows + 15) / 16) * (size_t)(cols / group_size) * group_bytes(bits, group_size, bf16_scales);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -107,6 +123,12 @@ static inline int32_t load_pair(const int16_t *p) {
     return v;
 }
 
+/* 16 scales or biases of a tile's group (bf16 or fp32) */
+LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_sb(const uint8_t *p, bool sb16) {
+    if (sb16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const void *)p)), 16));
+    return _mm512_load_ps((const void *)p);
+}
+
 /* One 16-row block × NT tokens over the whole input dimension. */
 LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const lmx_bweight *w, int64_t b,
                                                                          const int16_t *xq, const float *xd,
@@ -114,8 +136,8 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const l
                                                                          int64_t y_stride, bool acc) {
     const int64_t K = w->cols;
     const int G = w->groups, gs = w->group_size, bits = w->bits;
-    const uint8_t *pw = w->pk + (size_t)b * (size_t)K * (size_t)bits * 2;
-    const float *ps = w->pks + (size_t)b * G * 16, *pb = w->pkb + (size_t)b * G * 16;
+    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
+    const bool sb16 = w->pk_sb16;
     __m512 facc[4];
     for (int t = 0; t < NT; t++) facc[t] = _mm512_setzero_ps();
     for (int g = 0; g < G; g++) {
@@ -152,7 +174,8 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const l
                 }
             }
         }
-        const __m512 sv = _mm512_load_ps(ps + (size_t)g * 16), bv = _mm512_load_ps(pb + (size_t)g * 16);
+        const __m512 sv = load_sb(pw, sb16), bv = load_sb(pw + (sb16 ? 32 : 64), sb16);
+        pw += sb16 ? 64 : 128;
         for (int t = 0; t < NT; t++) {
             const __m512i is = _mm512_add_epi32(_mm512_add_epi32(ia[t][0], ia[t][1]), _mm512_add_epi32(ia[t][2], ia[t][3]));
             const __m512 sd = _mm512_mul_ps(sv, _mm512_set1_ps(xd[(size_t)t * G + g]));
@@ -172,10 +195,49 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const l
     }
 }
 
+/* decode (one token), 4 bits: the same arithmetic as qtile_block with NT = 1 (bit for bit: the
+ * same four int32 chains per group, summed and rescaled in the same order), written out so the
+ * compiler keeps every accumulator in a register */
+LMX_AVX512 static void qtile_block1_q4(const lmx_bweight *w, int64_t b, const int16_t *xq, const float *xd,
+                                       const float *xs, float *y, bool acc) {
+    const int G = w->groups, gs = w->group_size;
+    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
+    const bool sb16 = w->pk_sb16;
+    const __m512i m4 = _mm512_set1_epi16(15);
+    __m512 facc = _mm512_setzero_ps();
+    const int16_t *xk = xq;
+    for (int g = 0; g < G; g++) {
+        __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512(), i2 = _mm512_setzero_si512(),
+                i3 = _mm512_setzero_si512();
+        for (int c = 0; c < gs; c += 8, pw += 64, xk += 8) {
+            const __m512i v = _mm512_load_si512((const void *)pw);
+            i0 = _mm512_dpwssd_epi32(i0, _mm512_and_si512(v, m4), _mm512_set1_epi32(load_pair(xk)));
+            i1 = _mm512_dpwssd_epi32(i1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), _mm512_set1_epi32(load_pair(xk + 2)));
+            i2 = _mm512_dpwssd_epi32(i2, _mm512_and_si512(_mm512_srli_epi16(v, 8), m4), _mm512_set1_epi32(load_pair(xk + 4)));
+            i3 = _mm512_dpwssd_epi32(i3, _mm512_srli_epi16(v, 12), _mm512_set1_epi32(load_pair(xk + 6)));
+        }
+        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
+        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16), _mm512_set1_ps(xd[g]));
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc);
+        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16), _mm512_set1_ps(xs[g]), facc);
+        pw += sb16 ? 64 : 128;
+    }
+    const int64_t r0 = b * 16;
+    const int nr = w->rows - r0 < 16 ? (int)(w->rows - r0) : 16;
+    const __mmask16 mk = (__mmask16)((1u << nr) - 1u);
+    __m512 v = _mm512_add_ps(facc, w->bias ? _mm512_maskz_loadu_ps(mk, w->bias + r0) : _mm512_setzero_ps());
+    if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + r0), v);
+    _mm512_mask_storeu_ps(y + r0, mk, v);
+}
+
 LMX_AVX512 void lmx_cpu_qtile_rows(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
                                    const float *xs, int T, float *y, bool acc) {
     const int64_t K = w->cols;
     const int G = w->groups;
+    if (T == 1 && w->bits == 4) {
+        for (int64_t b = b0; b < b1; b++) qtile_block1_q4(w, b, xq, xd, xs, y, acc);
+        return;
+    }
     for (int64_t b = b0; b < b1; b++) {
         int t = 0;
         for (; t + 4 <= T; t += 4)

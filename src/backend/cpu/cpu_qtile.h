@@ -1,6 +1,6 @@
 /* cpu_qtile.h — the AVX-512 VNNI path for MLX affine 4/8-bit weights (layout and arithmetic in
  * cpu_qtile.c): a weight is repacked at upload into 16-row interleaved tiles (owned memory, the
- * size lmx_cpu_qtile_bytes gives, on top of the fp32 scales/biases the other paths keep), the
+ * size lmx_cpu_qtile_bytes gives, on top of the fp32 scales/biases the embedding keeps), the
  * activations are quantized to int16 per group once per matmul, and one kernel computes blocks of
  * 16 output rows × up to 4 tokens (decode GEMV and prefill alike). Only used by a backend whose
  * kernel level is avx512 (the CPU has AVX-512 F/BW/VL/DQ and VNNI). Pure functions on caller memory. */
@@ -12,8 +12,9 @@
 /* bits 4 or 8, group 32/64/128 dividing cols */
 bool lmx_cpu_qtile_supported(int bits, int group_size, int64_t cols);
 /* bytes of the repacked codes, scales and biases of a [rows, cols] weight */
-size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size);
-/* fills w->pk / pks / pkb / pk_blocks from w->data, w->scales, w->biases (freed by weight_free) */
+size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size, bool bf16_scales);
+/* fills w->pk / pk_blocks / pk_block_bytes / pk_sb16 from w->data, w->scales, w->biases (pk is freed
+ * by weight_free) */
 lmx_status lmx_cpu_qtile_pack(lmx_bweight *w);
 /* x [T, K] → xq [T, K] int16, xd [T, K/G] steps, xs [T, K/G] exact fp32 sums per group of G */
 void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs);
