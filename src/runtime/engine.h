@@ -54,7 +54,8 @@ typedef struct lmx_engine_info {
     int group_size;
     int64_t weight_bytes;      /* weights as they will sit in memory */
     int64_t kv_bytes_per_token;/* KV cache bytes per context position (all layers, K and V) */
-    int64_t scratch_bytes;     /* probe: forward scratch of one KV cache (activations), 0 = unknown */
+    int64_t scratch_bytes;     /* probe: forward scratch of one KV cache (activations) and backend
+                                  copies of the weights (CPU: repacked 4/8-bit tiles), 0 = unknown */
     int max_position;          /* max_position_embeddings (informative: contexts may exceed it, as
                                   in mlx-lm/HF; the cache logs a warning), 0 = unknown */
     lmx_device device;         /* open: where it runs (GPU or CPU) */

@@ -125,6 +125,10 @@ static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_op
     info->scratch_bytes = (int64_t)p.scratch_bytes;
     info->max_position = p.max_position > 0x7fffffff ? 0x7fffffff : (int)p.max_position;
     info->device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
+    /* the CPU backend's AVX-512 level keeps a repacked copy of 4/8-bit weights in 16-row tiles
+     * (src/backend/cpu/cpu_qtile.h) beside the mapped files: at most the weights once more */
+    if (info->device == LMX_DEVICE_CPU && (p.quant_bits == 4 || p.quant_bits == 8))
+        info->scratch_bytes += info->weight_bytes;
     info->n_eos = p.n_eos < LMX_ENGINE_MAX_EOS ? p.n_eos : LMX_ENGINE_MAX_EOS;
     memcpy(info->eos_ids, p.eos_ids, (size_t)info->n_eos * sizeof info->eos_ids[0]);
     char *tj = lmx_fs_join(dir, "tokenizer.json");
