@@ -261,6 +261,31 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
 }
 
 
+/* avx512 level (not the test-only form): 4/8-bit parts whose tiles the level repacks are fused —
+ * the repack copies them anyway, so one matmul over q|k|v or gate|up costs no memory (the
+ * concatenated source copy is freed once the tiles exist; the fused weight and its views then
+ * have no source rows: every matmul through them runs on the tiles). Anything else stays separate. */
+static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                               lmx_bweight **fused, lmx_bweight **views);
+
+static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                                lmx_bweight **fused, lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    *fused = NULL;
+    for (int i = 0; i < n && views; i++) views[i] = NULL;
+    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT ||
+        !lmx_cpu_qtile_supported(parts[0].bits, parts[0].group_size, parts[0].cols))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend fuses repacked 4/8-bit weights only", parts[0].name);
+    LMX_BACKEND_TRY(cpu_weight_upload_fused_impl(be, parts, n, fused, views));
+    lmx_bweight *w = *fused;
+    (void)c;
+    free(w->own);
+    w->own = NULL;
+    w->data = NULL;
+    for (int i = 0; i < n; i++) views[i]->data = NULL;
+    return LMX_OK;
+}
+
 /* ---- serialized entry points ---- */
 
 static lmx_status cpu_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
@@ -276,6 +301,15 @@ static lmx_status cpu_weight_upload_fused(lmx_backend *be, const lmx_weight_desc
     cpu_backend *c = CPU(be);
     pthread_mutex_lock(&c->op_lock);
     lmx_status st = cpu_weight_upload_fused_impl(be, parts, n, fused, views);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
+static lmx_status cpu_weight_upload_fused_t(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                            lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_fused_tiles(be, parts, n, fused, views);
     pthread_mutex_unlock(&c->op_lock);
     return st;
 }
@@ -321,9 +355,15 @@ static void cpu_destroy(lmx_backend *be) {
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
 static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
+/* the avx512 level: repacked quantized parts fused (cpu_weight_upload_fused_tiles) */
+static const lmx_backend_ops cpu_ops_tiles = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused_t};
+
+static bool is_cpu(const lmx_backend *be) {
+    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused || be->ops == &cpu_ops_tiles);
+}
 
 lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
-    if (!be || (be->ops != &cpu_ops && be->ops != &cpu_ops_fused))
+    if (!is_cpu(be))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "enable_fused: not a cpu backend");
     be->ops = &cpu_ops_fused;
     return LMX_OK;
@@ -334,7 +374,7 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
-    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused) ? ((const cpu_backend *)be)->k.name : NULL;
+    return is_cpu(be) ? ((const cpu_backend *)be)->k.name : NULL;
 }
 
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
@@ -353,6 +393,7 @@ lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, 
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
     c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
+    if (c->level >= LMX_CPU_AVX512) c->base.ops = &cpu_ops_tiles;
     pthread_mutex_init(&c->op_lock, NULL);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page

@@ -124,6 +124,7 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
     if (w->kind == LMX_WEIGHT_QUANT && w->pk) return cpu_matmul_qtile(c, w, x->data + x_off, T, y->data, acc);
+    if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul through a weight without source rows");
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
@@ -155,6 +156,7 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
     cpu_backend *c = CPU(be);
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed through a fused weight (no source rows)");
     LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
     for (int t = 0; t < T; t++) {
         float *dst = y->data + (size_t)t * w->cols;
