@@ -142,7 +142,7 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
         if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols) &&
-            lmx_cpu_qtile_pack(w) != LMX_OK)
+            lmx_cpu_qtile_pack(w, c->pool) != LMX_OK)
             goto oom;
     }
     if (d->bias) {
@@ -216,7 +216,7 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
     lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
     if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && c->level >= LMX_CPU_AVX512 &&
         lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
-        st = lmx_cpu_qtile_pack(w);
+        st = lmx_cpu_qtile_pack(w, c->pool);
     r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
         lmx_bweight *v = malloc(sizeof *v);
@@ -239,7 +239,7 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
                                tiles of its own (a row's result does not depend on its tile) */
             v->pk = NULL, v->pk_blocks = 0;
             v->pk_own = true;
-            st = lmx_cpu_qtile_pack(v);
+            st = lmx_cpu_qtile_pack(v, c->pool);
             if (st != LMX_OK) {
                 cpu_weight_free(be, v);
                 break;

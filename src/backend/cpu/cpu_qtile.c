@@ -25,10 +25,6 @@ bool lmx_cpu_qtile_supported(int bits, int group_size, int64_t cols) {
            cols % group_size == 0;
 }
 
-static inline unsigned code_at(const uint8_t *row, int bits, int64_t k) {
-    return bits == 8 ? row[k] : (unsigned)(row[k >> 1] >> (4 * (k & 1))) & 15u;
-}
-
 /* bytes per (tile, group): the codes, then 16 scales and 16 biases (bf16 when the stored scales are
  * bf16 — exact, they came from bf16 — else fp32) */
 static size_t group_bytes(int bits, int gs, bool sb16) { return (size_t)gs * (size_t)bits * 2 + (sb16 ? 64 : 128); }
@@ -44,39 +40,54 @@ static void put_sb(uint8_t *dst, int i, float v, bool sb16) {
     }
 }
 
-lmx_status lmx_cpu_qtile_pack(lmx_bweight *w) {
-    const int64_t R = w->rows, NB = (R + 15) / 16;
+/* tiles [b0, b1) of w (pool function: tiles are independent) */
+static void pack_tiles(void *vctx, int64_t b0, int64_t b1, int thread) {
+    (void)thread;
+    const lmx_bweight *w = vctx;
+    const int64_t R = w->rows;
     const int G = w->groups, gs = w->group_size, bits = w->bits;
-    const bool sb16 = w->dtype == LMX_W_BF16;
-    const size_t gb = group_bytes(bits, gs, sb16), block_bytes = gb * (size_t)G;
-    w->pk = aligned_alloc(64, (size_t)NB * block_bytes);
-    if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
-    const int kpc = bits == 4 ? 8 : 4, per_word = bits == 4 ? 4 : 2;
-    const size_t code_bytes = (size_t)gs * (size_t)bits * 2, sbe = sb16 ? 2 : 4;
-    for (int64_t b = 0; b < NB; b++)
+    const bool sb16 = w->pk_sb16;
+    const size_t gb = group_bytes(bits, gs, sb16), code_bytes = (size_t)gs * (size_t)bits * 2, sbe = sb16 ? 2 : 4;
+    for (int64_t b = b0; b < b1; b++)
         for (int g = 0; g < G; g++) {
-            uint8_t *dg = w->pk + (size_t)b * block_bytes + (size_t)g * gb;
+            uint8_t *dg = w->pk + (size_t)b * w->pk_block_bytes + (size_t)g * gb;
             uint16_t *dst = (uint16_t *)(void *)dg;
-            for (int64_t c = 0; c < gs / kpc; c++)
-                for (int m = 0; m < 32; m++) {
-                    const int64_t r = b * 16 + m / 2, k0 = (int64_t)g * gs + c * kpc;
-                    const int p = m & 1;
-                    unsigned word = 0;
-                    if (r < R) {
-                        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
-                        for (int s = 0; s < per_word; s++) word |= code_at(row, bits, k0 + 2 * s + p) << (bits * s);
-                    }
-                    dst[c * 32 + m] = (uint16_t)word;
-                }
             for (int i = 0; i < 16; i++) {
                 const int64_t r = b * 16 + i;
+                const uint8_t *src = r < R ? w->data + (size_t)r * w->row_bytes + (size_t)g * gs * bits / 8 : NULL;
+                if (bits == 4) {
+                    /* chunk c: codes k0..k0+7 of row r = one little-endian u32 (nibble j = code j) */
+                    for (int c = 0; c < gs / 8; c++) {
+                        uint32_t v = 0;
+                        if (src) memcpy(&v, src + 4 * c, 4);
+                        const uint32_t e = v & 0x0F0F0F0Fu, o = (v >> 4) & 0x0F0F0F0Fu; /* even / odd codes */
+                        const uint32_t xe = e | (e >> 4), xo = o | (o >> 4);
+                        dst[c * 32 + 2 * i] = (uint16_t)((xe & 0xFFu) | ((xe >> 16) & 0xFFu) << 8);
+                        dst[c * 32 + 2 * i + 1] = (uint16_t)((xo & 0xFFu) | ((xo >> 16) & 0xFFu) << 8);
+                    }
+                } else {
+                    /* chunk c: codes k0..k0+3 = bytes; word p = code(k0+p) | code(k0+2+p) << 8 */
+                    for (int c = 0; c < gs / 4; c++) {
+                        static const uint8_t zero4[4] = {0};
+                        const uint8_t *q = src ? src + 4 * c : zero4;
+                        dst[c * 32 + 2 * i] = (uint16_t)(q[0] | q[2] << 8);
+                        dst[c * 32 + 2 * i + 1] = (uint16_t)(q[1] | q[3] << 8);
+                    }
+                }
                 put_sb(dg + code_bytes, i, r < R ? w->scales[(size_t)r * G + g] : 0.0f, sb16);
                 put_sb(dg + code_bytes + 16 * sbe, i, r < R ? w->biases[(size_t)r * G + g] : 0.0f, sb16);
             }
         }
+}
+
+lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool) {
+    const int64_t NB = (w->rows + 15) / 16;
+    w->pk_sb16 = w->dtype == LMX_W_BF16;
+    w->pk_block_bytes = group_bytes(w->bits, w->group_size, w->pk_sb16) * (size_t)w->groups;
+    w->pk = aligned_alloc(64, (size_t)NB * w->pk_block_bytes);
+    if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
     w->pk_blocks = NB;
-    w->pk_block_bytes = block_bytes;
-    w->pk_sb16 = sb16;
+    lmx_thread_pool_run(pool, NB, 8, pack_tiles, w);
     return LMX_OK;
 }
 
