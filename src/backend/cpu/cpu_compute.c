@@ -79,7 +79,16 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
                     for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
             }
         }
-        for (int t = 0; t < m->T; t++) {
+        int t = 0;
+        if (k->dot4x4)
+            for (; t + 4 <= m->T; t += 4) {
+                float out[16];
+                k->dot4x4(m->x + (size_t)t * K, (size_t)K, blk, K, out);
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < nb; i++)
+                        mm_put(m, (size_t)(t + j) * w->rows + r + i, out[j * 4 + i] + (w->bias ? w->bias[r + i] : 0.0f));
+            }
+        for (; t < m->T; t++) {
             float out[4];
             k->dot4(m->x + (size_t)t * K, blk, K, out);
             for (int i = 0; i < nb; i++)

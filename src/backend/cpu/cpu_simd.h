@@ -8,6 +8,7 @@
 #define LMX_BACKEND_CPU_SIMD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct lmx_cpu_kernels {
@@ -16,6 +17,9 @@ typedef struct lmx_cpu_kernels {
     /* out[i] = Σ x·w[i*n…], i < 4; each row's result depends only on that row (not on the others) */
     void (*dot4)(const float *x, const float *w, int64_t n, float out[4]);
     void (*axpy)(float *y, const float *x, float a, int64_t n);    /* y += a·x */
+    /* out[t*4+i] = Σ x[t*x_stride…]·w[i*n…], t, i < 4 (prefill register tile; NULL in the sets
+     * without one: dot4 per token); each result depends only on its own row and token */
+    void (*dot4x4)(const float *x, size_t x_stride, const float *w, int64_t n, float out[16]);
     /* Σ x·w for n bf16 / f16 weights read in place (unaligned); same result as converting then dot */
     float (*dot_bf16)(const float *x, const uint8_t *w, int64_t n);
     float (*dot_f16)(const float *x, const uint8_t *w, int64_t n);
