@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     int32_t *ids = NULL, *out = NULL;
     size_t n_ids = 0, n_out = 0;
     EXPECT(lmx_tokenize(rt, "tiny", "Hello world", true, &ids, &n_ids) == LMX_OK && n_ids > 0);
-    opt.temperature = 0;
+    opt.sampling.temperature = 0;
     EXPECT(lmx_generate_ids(rt, "tiny", ids, n_ids, &opt, NULL, NULL, &out, &n_out, &res) == LMX_OK);
     char *decoded = NULL;
     EXPECT(lmx_detokenize(rt, "tiny", out, n_out, &decoded) == LMX_OK);

@@ -7,7 +7,7 @@
  * Every accepted value must be in the range the option documents (abort otherwise). stdout (help
  * text) and the usage messages on the stderr stream go to /dev/null (libFuzzer and the sanitizers
  * still report on fd 2). */
-#include "cli.h"
+#include "internal.h"
 #include "gen_opts.h"
 
 #include <fcntl.h>
@@ -49,9 +49,10 @@ static void gen_options(int argc, char **argv) {
         if (r > 0) i += r - 1;
     }
     const lmx_gen_options *o = &g.opt;
-    if (!(o->temperature >= 0 && o->temperature <= 1e6) || !(o->top_p >= 0 && o->top_p <= 1) ||
-        !(o->min_p >= 0 && o->min_p <= 1) || !(o->repetition_penalty >= 0 && o->repetition_penalty <= 1e6) ||
-        o->top_k < 0 || o->max_tokens < -1 || o->repetition_context < 0 || o->n_stop < 0 ||
+    const lmx_sampling *sp = &o->sampling;
+    if (!(sp->temperature >= 0 && sp->temperature <= 1e6) || !(sp->top_p >= 0 && sp->top_p <= 1) ||
+        !(sp->min_p >= 0 && sp->min_p <= 1) || !(sp->repetition_penalty >= 0 && sp->repetition_penalty <= 1e6) ||
+        sp->top_k < 0 || o->max_tokens < -1 || sp->repetition_context < 0 || o->n_stop < 0 ||
         o->n_stop > LMX_CLI_MAX_STOP || g.cfg.n_threads < 0 || g.cfg.n_threads > 1024 || g.cfg.max_context_length < 1)
         abort();
     for (int i = 0; i < o->n_stop; i++)

@@ -156,22 +156,37 @@ LMX_API bool lmx_model_is_loaded(lmx_runtime *rt, const char *model_id);
 /* Fills *out for a cached model (does not count as an access). Not cached → MODEL_NOT_FOUND. */
 LMX_API lmx_status lmx_model_get_info(lmx_runtime *rt, const char *model_id, lmx_model_info *out);
 
-/* Sampling and stopping options of one generation. */
-typedef struct lmx_gen_options {
+/* How the next token is chosen from the logits (mlx-lm's order: repetition penalty, then greedy
+ * when temperature is 0, else top_p → min_p → top_k on the untempered distribution, temperature,
+ * one draw). The same struct travels from lmx_gen_options down to the device sampler. */
+typedef struct lmx_sampling {
     float temperature;          /* 0 = greedy (argmax) */
     float top_p;                /* nucleus mass in (0,1); 0 or 1 = off */
-    int top_k;                  /* keep the k most likely tokens; 0 = off */
     float min_p;                /* drop tokens with p < min_p * p_max; 0 = off */
+    int top_k;                  /* keep the k most likely tokens; 0 = off */
+    float repetition_penalty;   /* 1 (or 0) = off; else mlx-lm: l<0 → l*p, else l/p */
+    int repetition_context;     /* how many recent tokens the penalty looks at (default 20) */
+} lmx_sampling;
+
+/* Sampling and stopping options of one generation. */
+typedef struct lmx_gen_options {
+    lmx_sampling sampling;      /* default: temperature 0.7, top_p 0.9, penalty off, context 20 */
     int max_tokens;             /* tokens to generate at most; -1 = until EOS/stop/context end */
     const char *const *stop;    /* n_stop stop strings (not copied; must outlive the call) */
     int n_stop;
-    float repetition_penalty;   /* 1 (or 0) = off; else mlx-lm: l<0 → l*p, else l/p */
-    int repetition_context;     /* how many recent tokens the penalty looks at (default 20) */
     uint64_t seed;              /* used when use_seed: the same seed gives the same output */
     bool use_seed;              /* false: seeded from the clock/entropy per generation */
     bool ignore_eos;            /* true: EOS ids are generated like any other token and never end
                                    the generation (benchmarks: exactly max_tokens tokens unless a
                                    stop string or the context ends it). Default false */
+    /* Next (not in this version): a per-sequence logits hook for tool calls and schema-constrained
+     * sampling goes here, appended after the fields above:
+     *   int (*logits_fn)(float *logits, int n_vocab, const int32_t *ids, size_t n_ids, void *user);
+     *   void *logits_user;
+     * called on each step with this sequence's logits (editable in place) before the sampler, and
+     * the ids generated so far; nonzero cancels like lmx_token_fn. NULL = off (the default). One
+     * generation = one sequence, so a batched engine calls it per row; `lmx serve` sets it per
+     * request (src/server/oai_request.c is where a request's tools / response_format become it). */
 } lmx_gen_options;
 
 /* temperature 0.7, top_p 0.9, top_k 0, min_p 0, max_tokens 512, no stop strings, repetition

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config xz-utils clang libclang-rt-dev
-      libcjson-dev libpcre2-dev libutf8proc-dev libssl-dev)
+      libcjson-dev libpcre2-dev libutf8proc-dev libssl-dev
+      libmicrohttpd-dev libcurl4-openssl-dev)
 
 if [ "${LMX_SKIP_APT:-0}" != 1 ]; then
   missing=()

@@ -36,13 +36,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "formats/dtype.h"
 #include "lmx.h"
 
 typedef struct lmx_backend lmx_backend;
 typedef struct lmx_buf lmx_buf;
 typedef struct lmx_bweight lmx_bweight;
-
-typedef enum lmx_wdtype { LMX_W_F32 = 0, LMX_W_F16, LMX_W_BF16 } lmx_wdtype;
 
 typedef enum lmx_wkind {
     LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
@@ -58,13 +57,13 @@ typedef struct lmx_weight_desc {
     lmx_wkind kind;
     int64_t rows, cols;     /* logical shape of the selected part: [rows, cols] */
     int64_t row0;           /* first stored row of the selection */
-    lmx_wdtype dtype;       /* dense/vector: element type; quant: dtype of scales/biases */
+    lmx_dtype dtype;        /* dense/vector: element type; quant: dtype of scales/biases (F32/F16/BF16) */
     const void *data;       /* dense/vector: elements of the whole stored tensor; quant: packed u32 words */
     const void *scales;     /* quant: [stored_rows, cols/group] */
     const void *biases;     /* quant: [stored_rows, cols/group] */
     int bits, group_size;   /* quant */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
-    lmx_wdtype bias_dtype;
+    lmx_dtype bias_dtype;
 } lmx_weight_desc;
 
 typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;
@@ -101,16 +100,13 @@ typedef struct lmx_qk_rope_params {
 
 /* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
  * (penalty over the distinct window ids, greedy argmax or top_p → min_p → top_k → temperature →
- * inverse-CDF draw with the uniform u). Values change per generation, except window/n_window/u which
- * change per token (they reach captured kernels through device memory). */
+ * inverse-CDF draw with the uniform u). `sampling` changes per generation (its repetition_context is
+ * the most ids `window` will ever hold in it); window/n_window/u change per token (they reach
+ * captured kernels through device memory). */
 typedef struct lmx_sample_args {
-    float temperature;        /* 0 = greedy */
-    float top_p;              /* 0 or 1 = off */
-    float min_p;              /* 0 = off */
-    int top_k;                /* 0 or >= vocab = off */
-    float repetition_penalty; /* 0 or 1 = off */
-    int window_cap;           /* the most ids `window` will ever hold in this generation (repetition_context) */
-    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees (n_window <= window_cap) */
+    lmx_sampling sampling;
+    const int32_t *window;    /* host [n_window]: the last history ids the penalty sees
+                                 (n_window <= sampling.repetition_context) */
     int n_window;
     double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
 } lmx_sample_args;
@@ -183,8 +179,8 @@ typedef struct lmx_backend_ops {
      * (then it is part of the captured sequence). `sample_result` waits for it and gives the id, or
      * -1 when the device could not decide exactly (parameters it does not handle, a candidate set
      * too large, NaN or infinite logits): the caller then reads the logits and samples on the host
-     * with the same u. One sample in flight per backend; allocates only when vocab or window_cap
-     * grow. */
+     * with the same u. One sample in flight per backend; allocates only when vocab or
+     * sampling.repetition_context grow. */
     lmx_status (*sample)(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
     lmx_status (*sample_result)(lmx_backend *be, int32_t *token);
     /* ---- views, fused weights, prefill chunk (optional: NULL / 0 = not provided) ---- */
@@ -243,6 +239,36 @@ const char *lmx_backend_cpu_kernels(const lmx_backend *be);
  * that copies the parts' rows into one owned matrix, so the fused decode path of the model runs on
  * the CPU. LMX_ERR_INVALID_ARGUMENT for another backend. */
 lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be);
+
+/* ---- devices and the one backend factory (backend_create.c) ---- */
+
+/* Whether this build can run on a GPU now (a CUDA device is usable). Thread-safe. */
+bool lmx_gpu_available(void);
+
+/* GPU 0 as NVML sees it: device memory in use (all processes) and utilisation over NVML's last
+ * sample period (percent). LMX_ERR_GPU_NOT_AVAILABLE without a GPU or NVML (fields then -1). */
+typedef struct lmx_gpu_usage {
+    int64_t mem_used; /* bytes */
+    double percent;
+} lmx_gpu_usage;
+lmx_status lmx_gpu_usage_get(lmx_gpu_usage *out);
+/* What GPU 0 is (for reports). LMX_ERR_GPU_NOT_AVAILABLE (*out zeroed) without one. */
+typedef struct lmx_gpu_info {
+    char name[256];         /* "NVIDIA H100 80GB HBM3" */
+    int cc_major, cc_minor; /* compute capability, e.g. 9.0 */
+    int sm_count;           /* multiprocessors */
+    int64_t total_mem;      /* bytes of device memory */
+} lmx_gpu_info;
+lmx_status lmx_gpu_info_get(lmx_gpu_info *out);
+
+/* Where a model asked to run on `want` runs: CPU → CPU; GPU → GPU when one is usable, else
+ * LMX_ERR_GPU_NOT_AVAILABLE; AUTO → GPU when usable, else CPU with a warning (once per process). */
+lmx_status lmx_device_resolve(lmx_device want, lmx_device *out);
+
+/* The backend for `device` (resolved by lmx_device_resolve): the CUDA backend on GPU 0, or a CPU
+ * backend with n_threads workers (0 = all online CPUs). *picked (may be NULL) gets GPU or CPU.
+ * Errors: as lmx_device_resolve, and the backend's own (OUT_OF_MEMORY, GPU_NOT_AVAILABLE). */
+lmx_status lmx_backend_create(lmx_device device, int n_threads, lmx_backend **out, lmx_device *picked);
 
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);

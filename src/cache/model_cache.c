@@ -1,7 +1,7 @@
 /* model_cache.c — LRU model cache with memory budget, pinning and OOM evict-and-retry
  * (see model_cache.h). The table is a short linked list: caches hold a handful of models. */
 #include "cache/model_cache.h"
-#include "generate/generate.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -19,7 +19,7 @@ struct lmx_cache_entry {
     char *id;
     char *path;
     lmx_engine_model *model;   /* NULL while loading */
-    lmx_engine_info info;
+    lmx_model_facts facts;     /* the engine's, state released */
     int max_context;
     bool kv_cache;
     int64_t bytes;             /* reserved estimate */
@@ -193,19 +193,20 @@ static void drop_placeholder(lmx_model_cache *c, lmx_cache_entry *e) {
     entry_free(c, e);
 }
 
-static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_engine_load_opts *opts_in) {
+/* The estimate, eviction and open of a placeholder. facts: the probe's, handed to every open
+ * attempt; released by the caller. */
+static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_engine_load_opts *opts,
+                            lmx_model_facts *facts) {
     const lmx_engine *eng = c->engine;
-    lmx_engine_info probe;
-    memset(&probe, 0, sizeof probe);
-    lmx_status st = eng->probe(eng->ctx, e->path, opts_in, &probe);
+    lmx_status st = eng->probe(eng->ctx, e->path, opts, facts);
     if (st != LMX_OK) return lmx_error_prefix(st, "model %s", e->id);
     /* As in mlx-lm / HF, the context may exceed the model's max_position (quality may degrade):
      * only a warning. */
-    const lmx_engine_load_opts *opts = opts_in;
-    if (probe.max_position > 0 && probe.max_position < opts->max_context)
+    if (facts->max_position > 0 && facts->max_position < opts->max_context)
         LMX_LOG_W("model %s: context %d is longer than its max_position_embeddings %d", e->id,
-                  opts->max_context, probe.max_position);
-    int64_t est = probe.weight_bytes + probe.kv_bytes_per_token * (int64_t)opts->max_context + probe.scratch_bytes;
+                  opts->max_context, facts->max_position);
+    const int64_t probe_weights = facts->info.weight_bytes;
+    int64_t est = probe_weights + facts->kv_bytes_per_token * (int64_t)opts->max_context + facts->scratch_bytes;
     lmx_cache_entry *victims = NULL;
     pthread_mutex_lock(&c->mu);
     int64_t budget = budget_of(&c->lim);
@@ -214,7 +215,7 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
         return lmx_error(LMX_ERR_OUT_OF_MEMORY,
                          "model %s needs about %lld bytes (weights %lld + KV cache for %d tokens + scratch), more "
                          "than the budget of %lld bytes (80%% of max_memory_bytes %lld)",
-                         e->id, (long long)est, (long long)probe.weight_bytes, opts->max_context,
+                         e->id, (long long)est, (long long)probe_weights, opts->max_context,
                          (long long)budget, (long long)c->lim.max_memory_bytes);
     }
     evict_to_fit(c, est, &victims);
@@ -233,14 +234,12 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     free_chain(c, victims);
 
     lmx_engine_model *m = NULL;
-    lmx_engine_info info;
     int attempt;
     for (attempt = 1;; attempt++) {
-        memset(&info, 0, sizeof info);
         pthread_mutex_lock(&c->mu);
         c->st.load_attempts++;
         pthread_mutex_unlock(&c->mu);
-        st = eng->open(eng->ctx, e->path, opts, &m, &info);
+        st = eng->open(eng->ctx, e->path, opts, &m, facts);
         if (st != LMX_ERR_OUT_OF_MEMORY || attempt >= LMX_CACHE_MAX_ATTEMPTS) break;
         pthread_mutex_lock(&c->mu);
         lmx_cache_entry *v = evict_one(c);
@@ -258,21 +257,30 @@ static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
             lmx_error_prefix(st, "model %s", e->id);
         return st;
     }
-    if (info.vocab_size <= 0) {
+    if (facts->info.vocab_size <= 0) {
         eng->close(m);
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model %s: engine reports vocab size %d", e->id,
-                         info.vocab_size);
+                         facts->info.vocab_size);
     }
+    lmx_model_facts_release(facts);
+    if (facts->info.weight_bytes <= 0) facts->info.weight_bytes = probe_weights;
     pthread_mutex_lock(&c->mu);
     e->model = m;
-    e->info = info;
-    if (e->info.weight_bytes <= 0) e->info.weight_bytes = probe.weight_bytes;
+    e->facts = *facts;
     e->max_context = opts->max_context;
     e->kv_cache = opts->kv_cache;
     e->state = ENTRY_READY;
     e->loaded_at = wall_now();
     pthread_mutex_unlock(&c->mu);
     return LMX_OK;
+}
+
+static lmx_status load_into(lmx_model_cache *c, lmx_cache_entry *e, const lmx_engine_load_opts *opts) {
+    lmx_model_facts facts;
+    memset(&facts, 0, sizeof facts);
+    lmx_status st = load_with(c, e, opts, &facts);
+    lmx_model_facts_release(&facts);
+    return st;
 }
 
 lmx_status lmx_model_cache_acquire(lmx_model_cache *c, const char *id, const char *path,
@@ -405,19 +413,10 @@ lmx_status lmx_model_cache_info(lmx_model_cache *c, const char *id, lmx_model_in
         pthread_mutex_unlock(&c->mu);
         return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "model %s is not loaded", id);
     }
-    memset(out, 0, sizeof *out);
+    *out = e->facts.info; /* the model's facts; what the cache knows follows */
     copy_str(out->model_id, sizeof out->model_id, e->id);
     copy_str(out->path, sizeof out->path, e->path);
-    copy_str(out->model_type, sizeof out->model_type, e->info.model_type);
-    out->n_params = e->info.n_params;
-    out->n_layers = e->info.n_layers;
-    out->hidden_size = e->info.hidden_size;
-    out->vocab_size = e->info.vocab_size;
-    out->quant_bits = e->info.quant_bits;
-    out->group_size = e->info.group_size;
-    out->weight_bytes = e->info.weight_bytes;
     out->estimated_bytes = e->bytes;
-    out->device = e->info.device;
     out->max_context = e->max_context;
     out->loaded_at = e->loaded_at;
     out->last_access = e->last_access;
@@ -461,8 +460,6 @@ int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap) {
 }
 
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e) { return e->model; }
-const lmx_engine_info *lmx_cache_entry_info(const lmx_cache_entry *e) { return &e->info; }
-const char *lmx_cache_entry_id(const lmx_cache_entry *e) { return e->id; }
+const lmx_model_facts *lmx_cache_entry_facts(const lmx_cache_entry *e) { return &e->facts; }
 int lmx_cache_entry_max_context(const lmx_cache_entry *e) { return e->max_context; }
 bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e) { return e->kv_cache; }
-int64_t lmx_cache_entry_bytes(const lmx_cache_entry *e) { return e->bytes; }

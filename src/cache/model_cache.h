@@ -1,9 +1,11 @@
 /* model_cache.h — the LRU cache of loaded models, keyed by model_id, with a memory budget.
  *
  * - acquire(id, path): a cached id is a hit (no disk access; bumps last_access/access_count and
- *   its LRU position). Otherwise a miss: the engine's probe gives an estimate (weights + KV cache
- *   for max_context); least-recently-used unpinned models are evicted while the count would exceed
- *   max_models or the reserved bytes would exceed 80 % of max_memory_bytes (when > 0). An estimate
+ *   its LRU position). Otherwise a miss: the engine's probe gives the model's facts and an estimate
+ *   (weights + KV cache for max_context + scratch), and those facts (with the config the probe
+ *   parsed) go to every open attempt; least-recently-used unpinned models are evicted while the
+ *   count would exceed max_models or the reserved bytes would exceed 80 % of max_memory_bytes (when
+ *   > 0). An estimate
  *   that alone exceeds that budget → LMX_ERR_OUT_OF_MEMORY before anything is loaded. If the open
  *   fails with LMX_ERR_OUT_OF_MEMORY, the LRU unpinned model is evicted and the open retried (at
  *   most 3 attempts in all; no retry when nothing could be evicted). A failed load leaves nothing
@@ -26,7 +28,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "lmx.h"
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 typedef struct lmx_model_cache lmx_model_cache;
 typedef struct lmx_cache_entry lmx_cache_entry;
@@ -85,10 +87,8 @@ int lmx_model_cache_lru_ids(lmx_model_cache *c, char **ids, int cap);
 
 /* Accessors of a pinned entry. */
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e);
-const lmx_engine_info *lmx_cache_entry_info(const lmx_cache_entry *e);
-const char *lmx_cache_entry_id(const lmx_cache_entry *e);
+const lmx_model_facts *lmx_cache_entry_facts(const lmx_cache_entry *e);
 int lmx_cache_entry_max_context(const lmx_cache_entry *e); /* config's max_context at load */
 bool lmx_cache_entry_kv_cache(const lmx_cache_entry *e);   /* the kv_cache option it was loaded with */
-int64_t lmx_cache_entry_bytes(const lmx_cache_entry *e);
 
 #endif

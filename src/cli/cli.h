@@ -1,6 +1,8 @@
 /* cli.h — the `lmx` command line: one file per command (cmd_<name>.c), each exporting
  * `int lmx_cli_<name>(int argc, char **argv)` where argv[0] is the command name.
- * Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 failure, 2 usage error. */
+ * Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
+ * Commands are clients of lmx.h; the few that exercise the internals (logits, bench, dev, tokenize,
+ * detokenize) also include src/cli/internal.h. */
 #ifndef LMX_CLI_H
 #define LMX_CLI_H
 
@@ -24,26 +26,6 @@ bool lmx_cli_parse_float(const char *s, double *out);
 /* Reads all of stdin into a malloc'd NUL-terminated buffer. */
 char *lmx_cli_read_stdin(size_t *len);
 
-/* Options shared by `lmx logits` and `lmx generate` (lm_cli.c). */
-#include "model/lm.h"
-typedef struct lmx_cli_lm_args {
-    const char *model;
-    int32_t *prompt, *ids;
-    size_t n_prompt, n_ids;
-    int top, threads;
-    long max_tokens; /* -1 = not given */
-    double temp;
-    bool json;
-    const char *device;
-    lmx_backend *gpu; /* the CUDA backend lmx_cli_lm_open created for --device gpu (owned; freed by
-                         lmx_cli_lm_args_free, which must come after lmx_lm_close) */
-} lmx_cli_lm_args;
-/* Returns -1 to continue, else the exit code (0 after --help, 2 on a usage error). */
-int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usage);
-void lmx_cli_lm_args_free(lmx_cli_lm_args *a);
-lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out);
-void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
-
 /* Commands (keep sorted; main.c's table lists them with a one-line summary). */
 int lmx_cli_bench(int argc, char **argv);
 int lmx_cli_chat_template(int argc, char **argv);
@@ -55,6 +37,7 @@ int lmx_cli_logits(int argc, char **argv);
 int lmx_cli_version(int argc, char **argv);
 int lmx_cli_list(int argc, char **argv);
 int lmx_cli_run(int argc, char **argv);
+int lmx_cli_serve(int argc, char **argv);
 int lmx_cli_info(int argc, char **argv);
 int lmx_cli_add(int argc, char **argv);
 int lmx_cli_rm(int argc, char **argv);

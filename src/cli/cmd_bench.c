@@ -19,9 +19,8 @@
  *     before the load is reported too); always — the process's peak RSS (VmHWM).
  *   - commit: $LMX_COMMIT, else "unknown".
  * Results go to stdout (a table, or one JSON object with --json); logs to stderr. */
-#include "cli.h"
+#include "internal.h"
 
-#include "backend/cuda/cuda_kernels.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -89,9 +88,8 @@ typedef struct mem_sampler {
 } mem_sampler;
 
 static long long device_used(void) {
-    lmx_cuda_util u;
-    if (lmx_cuda_utilization(0, &u) != LMX_OK) return -1;
-    return (long long)u.mem_used;
+    lmx_gpu_usage u;
+    return lmx_gpu_usage_get(&u) == LMX_OK ? (long long)u.mem_used : -1;
 }
 
 static void *sampler_main(void *arg) {
@@ -173,8 +171,8 @@ typedef struct rep {
 
 static lmx_status run_once(lmx_runtime *rt, const char *id, const int32_t *ids, int P, int G, rep *r) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 0.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = G;
     o.ignore_eos = true;
     o.use_seed = true;
@@ -283,7 +281,7 @@ int lmx_cli_bench(int argc, char **argv) {
         rc = lmx_cli_fail(st);
         goto out;
     }
-    bool gpu_possible = dev != LMX_DEVICE_CPU && lmx_cuda_available(NULL);
+    bool gpu_possible = dev != LMX_DEVICE_CPU && lmx_gpu_available();
     long long dev_base = gpu_possible ? device_used() : -1;
     if (gpu_possible && dev_base >= 0) {
         atomic_store(&ms.peak, dev_base);
@@ -341,8 +339,8 @@ int lmx_cli_bench(int argc, char **argv) {
     /* hardware */
     char cpu[256], gpu[256] = "", dtype[32] = "unknown";
     cpu_model(cpu, sizeof cpu);
-    lmx_cuda_device_info di;
-    bool have_gpu = info.device == LMX_DEVICE_GPU && lmx_cuda_get_device_info(0, &di) == LMX_OK;
+    lmx_gpu_info di;
+    bool have_gpu = info.device == LMX_DEVICE_GPU && lmx_gpu_info_get(&di) == LMX_OK;
     if (have_gpu) snprintf(gpu, sizeof gpu, "%s", di.name);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     const char *commit = getenv("LMX_COMMIT");

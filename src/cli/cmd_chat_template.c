@@ -1,4 +1,4 @@
-/* cmd_chat_template.c — `lmx chat-template MODEL [--no-generation-prompt] [--var NAME=JSON]…`:
+/* cmd_chat_template.c — `lmx chat-template MODEL [--no-generation-prompt] [--template NAME] [--var NAME=JSON]…`:
  * renders MODEL's chat template for the JSON array of messages on stdin, like transformers'
  * apply_chat_template(tokenize=False). stdout gets the rendered text byte-exact. */
 #include "cli.h"
@@ -7,18 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "util/error.h"
 #include "util/json.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lmx chat-template MODEL [--no-generation-prompt] [--var NAME=JSON]...\n"
+    fprintf(f, "usage: lmx chat-template MODEL [--no-generation-prompt] [--template NAME] [--var NAME=JSON]...\n"
                "  stdin: a JSON array of messages; stdout: the rendered prompt (nothing appended).\n"
-               "  --var adds a template variable, e.g. --var enable_thinking=false --var 'tools=[...]'.\n");
+               "  --var adds a template variable, e.g. --var enable_thinking=false --var 'tools=[...]'.\n"
+               "  --template picks a named template of a model with several (default: \"tool_use\" when\n"
+               "  tools are given and the model has one, else \"default\", as transformers does).\n");
 }
 
 int lmx_cli_chat_template(int argc, char **argv) {
     const char *model = NULL;
+    lmx_chat_template_select sel = {0};
     bool gen_prompt = true;
     int nvars = 0, rc = 0;
     char **names = calloc((size_t)argc + 1, sizeof *names);
@@ -30,6 +33,8 @@ int lmx_cli_chat_template(int argc, char **argv) {
         const char *a = argv[i], *var = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); goto done; }
         if (!strcmp(a, "--no-generation-prompt")) gen_prompt = false;
+        else if (!strcmp(a, "--template") && i + 1 < argc) sel.name = argv[++i];
+        else if (!strncmp(a, "--template=", 11)) sel.name = a + 11;
         else if (!strcmp(a, "--var") && i + 1 < argc) var = argv[++i];
         else if (!strncmp(a, "--var=", 6)) var = a + 6;
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "lmx chat-template: unknown option '%s'\n", a); usage(stderr); rc = 2; goto done; }
@@ -56,12 +61,15 @@ int lmx_cli_chat_template(int argc, char **argv) {
             names[nvars] = strndup(var, (size_t)(eq - var));
             if (!names[nvars]) { rc = lmx_cli_fail(lmx_error(LMX_ERR_OUT_OF_MEMORY, "arguments")); goto done; }
             values[nvars++] = eq + 1;
+            /* transformers picks "tool_use" when tools is not None */
+            if (!strcmp(names[nvars - 1], "tools")) sel.tools = strspn(eq + 1, " \t\r\n") != strlen(eq + 1) && strcmp(eq + 1, "null") != 0;
         }
     }
     if (!model) { usage(stderr); rc = 2; goto done; }
 
-    lmx_status st = lmx_chat_template_load_dir(model, &src, &special);
+    lmx_status st = lmx_chat_template_load_dir_select(model, &sel, &src, &special);
     if (st == LMX_OK) st = lmx_chat_template_create(src, &t);
+    if (st == LMX_OK) st = lmx_chat_template_set_name(t, model);
     if (st != LMX_OK) { rc = lmx_cli_fail(st); goto done; }
 
     size_t in_len = 0;

@@ -1,9 +1,8 @@
 /* cmd_detokenize.c — `lmx detokenize MODEL [--skip-special] [--jsonl]`: JSON array(s) of ids on
  * stdin -> text. Without --jsonl the decoded text of each array is written raw (no newline added);
  * with --jsonl every stdin line is an array and every output line a JSON string. */
-#include "cli.h"
+#include "internal.h"
 #include "util/json.h"
-#include "tokenizer/tokenizer.h"
 #include "util/json_str.h"
 
 #include <cjson/cJSON.h>
@@ -44,11 +43,10 @@ int lmx_cli_detokenize(int argc, char **argv) {
     int rc = lmx_cli_parse_flags(argc, argv, "detokenize", flags, &model, true, usage);
     if (rc >= 0) return rc;
     lmx_tokenizer *tok;
-    lmx_status st = lmx_tokenizer_load(model, &tok);
-    if (st) return lmx_cli_fail(st);
     size_t len;
-    char *in = lmx_cli_read_stdin(&len);
-    if (!in) { lmx_tokenizer_destroy(tok); fprintf(stderr, "lmx detokenize: cannot read stdin\n"); return 1; }
+    char *in;
+    if ((rc = lmx_cli_tokenizer_and_stdin("detokenize", model, &tok, &in, &len)) != 0) return rc;
+    lmx_status st;
     rc = 0;
     size_t item = 0;
     const char *p = in, *end = in + len;

@@ -9,9 +9,7 @@
  * norm weights 1 + 0.02 z. Quantized dtypes (q8/q4) first round each row to bf16 (as mlx-lm would
  * quantize a bf16 checkpoint) and quantize it with the MLX affine quantizer; scales/biases are bf16.
  */
-#include "cli.h"
-#include "formats/mlx_quant.h"
-#include "formats/st_writer.h"
+#include "internal.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"

@@ -1,7 +1,7 @@
 /* cmd_logits.c — `lmx logits MODEL --prompt-ids 1,2,3 [--top K] [--ids 5,9] [--threads N]
  * [--device cpu]`: runs the prompt and prints one JSON object with the last position's logits:
  * {"top": [[id, logit], …] (sorted by logit, descending), "ids": [[id, logit], …]}. */
-#include "cli.h"
+#include "internal.h"
 #include "util/error.h"
 
 #include <stdio.h>

@@ -29,6 +29,7 @@ static void usage(FILE *f) {
 typedef struct history {
     lmx_message *m;
     int n, cap;
+    bool raw_warned; /* the "no chat template" notice was printed */
 } history;
 
 static bool push(history *h, const char *role, const char *content) {
@@ -77,19 +78,32 @@ static bool context_overflow(lmx_status st) {
 /* One interactive turn for the user message just pushed. Problems are reported and the
  * conversation goes on: a history that outgrew the context loses its oldest exchanges (said on
  * stderr, as ollama does); a message that cannot be answered is taken back out. */
+/* The model's reply to the conversation, streamed to stdout (and kept in r). A base model (no
+ * chat template) continues the last message as raw text, as mlx-lm does; said once per run. */
+static lmx_status reply(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, lmx_cli_reply *r,
+                        lmx_gen_result *res) {
+    lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, lmx_cli_reply_piece, r, res);
+    if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
+        if (!h->raw_warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
+        h->raw_warned = true;
+        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, lmx_cli_reply_piece, r, res);
+    }
+    return st;
+}
+
+static void report(const lmx_gen_result *res) {
+    fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res->n_prompt_tokens,
+            res->n_generated_tokens, res->ttft_ms, res->tokens_per_second,
+            res->finish_reason == LMX_FINISH_STOP ? "stop" : "length");
+}
+
 static void interactive_turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose,
                              int ctx) {
     int dropped = 0;
     for (;;) {
         lmx_cli_reply r = {.stream = true};
         lmx_gen_result res;
-        lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, lmx_cli_reply_piece, &r, &res);
-        if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
-            static bool warned;
-            if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
-            warned = true;
-            st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, lmx_cli_reply_piece, &r, &res);
-        }
+        lmx_status st = reply(rt, model, h, o, &r, &res);
         if (context_overflow(st) && !r.p) {
             int k = drop_oldest(h);
             if (k > 0) {
@@ -113,10 +127,7 @@ static void interactive_turn(lmx_runtime *rt, const char *model, history *h, con
             pop(h); /* the user message: not part of the conversation */
             return;
         }
-        if (verbose)
-            fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res.n_prompt_tokens,
-                    res.n_generated_tokens, res.ttft_ms, res.tokens_per_second,
-                    res.finish_reason == LMX_FINISH_STOP ? "stop" : "length");
+        if (verbose) report(&res);
         if (!push(h, "assistant", r.p ? r.p : "")) {
             fprintf(stderr, "lmx run: out of memory keeping the reply\n");
             pop(h);
@@ -129,23 +140,13 @@ static void interactive_turn(lmx_runtime *rt, const char *model, history *h, con
 static int turn(lmx_runtime *rt, const char *model, history *h, const lmx_gen_options *o, bool verbose) {
     lmx_cli_reply r = {.stream = true};
     lmx_gen_result res;
-    lmx_status st = lmx_chat_stream(rt, model, h->m, h->n, o, lmx_cli_reply_piece, &r, &res);
-    if (st == LMX_ERR_TEMPLATE && strstr(lmx_last_error_detail(), "no chat template")) {
-        /* a base model (no template): continue the last message as raw text, as mlx-lm does */
-        static bool warned;
-        if (!warned) fprintf(stderr, "lmx run: %s has no chat template; continuing the raw text\n", model);
-        warned = true;
-        st = lmx_generate_stream(rt, model, h->m[h->n - 1].content, o, lmx_cli_reply_piece, &r, &res);
-    }
+    lmx_status st = reply(rt, model, h, o, &r, &res);
     putchar('\n');
     if (st != LMX_OK) {
         free(r.p);
         return lmx_cli_fail(st);
     }
-    if (verbose)
-        fprintf(stderr, "[%d prompt tokens, %d generated, ttft %.1f ms, %.1f tokens/s, %s]\n", res.n_prompt_tokens,
-                res.n_generated_tokens, res.ttft_ms, res.tokens_per_second,
-                res.finish_reason == LMX_FINISH_STOP ? "stop" : "length");
+    if (verbose) report(&res);
     bool ok = push(h, "assistant", r.p ? r.p : "");
     free(r.p);
     return ok ? 0 : 1;

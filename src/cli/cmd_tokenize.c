@@ -1,7 +1,6 @@
 /* cmd_tokenize.c — `lmx tokenize MODEL [--add-special] [--jsonl]`: stdin text -> JSON array of ids
  * (one line). With --jsonl every stdin line is a JSON string and every output line its array. */
-#include "cli.h"
-#include "tokenizer/tokenizer.h"
+#include "internal.h"
 #include "util/json_str.h"
 
 #include <stdio.h>
@@ -29,11 +28,10 @@ int lmx_cli_tokenize(int argc, char **argv) {
     int rc = lmx_cli_parse_flags(argc, argv, "tokenize", flags, &model, true, usage);
     if (rc >= 0) return rc;
     lmx_tokenizer *tok;
-    lmx_status st = lmx_tokenizer_load(model, &tok);
-    if (st) return lmx_cli_fail(st);
     size_t len;
-    char *in = lmx_cli_read_stdin(&len);
-    if (!in) { lmx_tokenizer_destroy(tok); fprintf(stderr, "lmx tokenize: cannot read stdin\n"); return 1; }
+    char *in;
+    if ((rc = lmx_cli_tokenizer_and_stdin("tokenize", model, &tok, &in, &len)) != 0) return rc;
+    lmx_status st;
     rc = 0;
     if (!jsonl) {
         int32_t *ids;

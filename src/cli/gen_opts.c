@@ -51,25 +51,25 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
     bool ok = true;
     if (!strcmp(name, "--temp")) {
         ok = lmx_cli_parse_float(val, &d) && d >= 0 && d <= 1e6;
-        g->opt.temperature = (float)d;
+        g->opt.sampling.temperature = (float)d;
     } else if (!strcmp(name, "--top-p")) {
         ok = lmx_cli_parse_float(val, &d) && d >= 0 && d <= 1;
-        g->opt.top_p = (float)d;
+        g->opt.sampling.top_p = (float)d;
     } else if (!strcmp(name, "--min-p")) {
         ok = lmx_cli_parse_float(val, &d) && d >= 0 && d <= 1;
-        g->opt.min_p = (float)d;
+        g->opt.sampling.min_p = (float)d;
     } else if (!strcmp(name, "--repetition-penalty")) {
         ok = lmx_cli_parse_float(val, &d) && d >= 0 && d <= 1e6;
-        g->opt.repetition_penalty = (float)d;
+        g->opt.sampling.repetition_penalty = (float)d;
     } else if (!strcmp(name, "--top-k")) {
         ok = lmx_cli_parse_int(val, &l) && l >= 0 && l <= 0x7fffffff;
-        g->opt.top_k = (int)l;
+        g->opt.sampling.top_k = (int)l;
     } else if (!strcmp(name, "--max-tokens")) {
         ok = lmx_cli_parse_int(val, &l) && l >= -1 && l <= 100000000;
         g->opt.max_tokens = (int)l;
     } else if (!strcmp(name, "--repetition-context")) {
         ok = lmx_cli_parse_int(val, &l) && l >= 0 && l <= 100000000;
-        g->opt.repetition_context = (int)l;
+        g->opt.sampling.repetition_context = (int)l;
     } else if (!strcmp(name, "--seed")) {
         ok = lmx_cli_parse_int(val, &l) && l >= 0;
         g->opt.seed = (uint64_t)l;

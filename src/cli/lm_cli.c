@@ -1,6 +1,5 @@
-/* lm_cli.c — option parsing and model opening shared by `lmx logits` and `lmx generate`. */
-#include "cli.h"
-#include "backend/cuda/cuda_backend.h"
+/* lm_cli.c — option parsing and model opening of `lmx logits`, the tokenizer commands' input (internal.h). */
+#include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,25 +80,38 @@ int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usag
 void lmx_cli_lm_args_free(lmx_cli_lm_args *a) {
     free(a->prompt);
     free(a->ids);
-    if (a->gpu) lmx_backend_destroy(a->gpu);
-    a->gpu = NULL;
+    lmx_backend_destroy(a->backend);
+    a->backend = NULL;
 }
 
 lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out) {
+    lmx_device want = !strcmp(a->device, "cpu")    ? LMX_DEVICE_CPU
+                      : !strcmp(a->device, "auto") ? LMX_DEVICE_AUTO
+                                                   : LMX_DEVICE_GPU; /* "gpu" or "cuda" */
     lmx_lm_options opt = {0};
-    opt.n_threads = a->threads;
-    opt.device = (!strcmp(a->device, "gpu") || !strcmp(a->device, "cuda")) ? LMX_LM_DEVICE_GPU : LMX_LM_DEVICE_CPU;
-    if (opt.device == LMX_LM_DEVICE_GPU) { /* the model binds to a CUDA backend that outlives it */
-        if (!a->gpu) {
-            lmx_status st = lmx_backend_cuda_create(0, &a->gpu);
-            if (st != LMX_OK) return st;
-        }
-        opt.backend = a->gpu;
+    if (!a->backend) { /* the model binds to a backend that outlives it */
+        lmx_status st = lmx_backend_create(want, a->threads, &a->backend, &a->picked);
+        if (st != LMX_OK) return st;
     }
+    opt.device = a->picked;
+    opt.backend = a->backend;
     return lmx_lm_open(a->model, &opt, out);
 }
 
 void lmx_cli_print_float(double v) {
     if (v != v || v > 3.4e38 || v < -3.4e38) printf("null");
     else printf("%.9g", v);
+}
+
+int lmx_cli_tokenizer_and_stdin(const char *cmd, const char *model, lmx_tokenizer **tok, char **in, size_t *len) {
+    lmx_status st = lmx_tokenizer_load(model, tok);
+    if (st) return lmx_cli_fail(st);
+    *in = lmx_cli_read_stdin(len);
+    if (!*in) {
+        lmx_tokenizer_destroy(*tok);
+        *tok = NULL;
+        fprintf(stderr, "lmx %s: cannot read stdin\n", cmd);
+        return 1;
+    }
+    return 0;
 }

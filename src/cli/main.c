@@ -20,6 +20,7 @@ static const struct {
     {"add", lmx_cli_add, "register an existing model directory"},
     {"rm", lmx_cli_rm, "remove a registered model"},
     {"verify", lmx_cli_verify, "check a model's files against their recorded SHA-256"},
+    {"serve", lmx_cli_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming, metrics)"},
     {"bench", lmx_cli_bench, "benchmark a model: load, prefill and decode tok/s, peak memory (--json)"},
     {"dev", lmx_cli_dev, "developer tools (random-model: benchmark models with real shapes)"},
     {"version", lmx_cli_version, "print the version"},

@@ -2,36 +2,17 @@
 #include "generate/generate.h"
 #include "generate/sampler.h"
 #include "generate/stop.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-uint64_t lmx_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static lmx_sampler_params sampler_params(const lmx_gen_options *o) {
-    lmx_sampler_params p = {
-        .temperature = o->temperature,
-        .top_p = o->top_p,
-        .min_p = o->min_p,
-        .top_k = o->top_k,
-        .repetition_penalty = o->repetition_penalty,
-        .repetition_context = o->repetition_context,
-    };
-    return p;
-}
 
 lmx_status lmx_gen_options_validate(const lmx_gen_options *opt) {
     if (!opt) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "generation options: NULL");
-    lmx_sampler_params p = sampler_params(opt);
-    lmx_status st = lmx_sampler_params_validate(&p);
+    lmx_status st = lmx_sampling_validate(&opt->sampling);
     if (st != LMX_OK) return st;
     if (opt->max_tokens < -1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "max_tokens %d: must be >= -1", opt->max_tokens);
@@ -51,7 +32,7 @@ typedef struct gen_fwd {
     const lmx_generate_request *req;
     lmx_engine_kv *kv;
     lmx_sampler *sampler;
-    const lmx_sampler_params *sp;
+    const lmx_sampling *sp;
     float *logits;      /* [vocab_size] */
     bool dev;           /* use forward_sample */
     int32_t next;       /* the token the device chose, -1 = sample `logits` on the host */
@@ -64,12 +45,7 @@ static lmx_status gen_forward(gen_fwd *g, const int32_t *ids, size_t n, const in
     g->next = -1;
     if (!g->dev) return e->forward(g->req->model, g->kv, ids, n, g->logits);
     g->u = g->sp->temperature > 0 ? lmx_sampler_uniform(g->sampler) : 0.0;
-    lmx_engine_sample s = {.temperature = g->sp->temperature,
-                           .top_p = g->sp->top_p,
-                           .min_p = g->sp->min_p,
-                           .top_k = g->sp->top_k,
-                           .repetition_penalty = g->sp->repetition_penalty,
-                           .repetition_context = g->sp->repetition_context,
+    lmx_engine_sample s = {.sampling = *g->sp,
                            .history = hist,
                            .n_history = n_hist,
                            .u = g->u};
@@ -93,9 +69,9 @@ static lmx_status gen_next(gen_fwd *g, const int32_t *hist, size_t n_hist, int32
 
 static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a) / 1e6 : 0.0; }
 
-static bool is_eos(const lmx_engine_info *info, int32_t tok) {
-    for (int i = 0; i < info->n_eos; i++)
-        if (info->eos_ids[i] == tok) return true;
+static bool is_eos(const lmx_model_facts *facts, int32_t tok) {
+    for (int i = 0; i < facts->n_eos; i++)
+        if (facts->eos_ids[i] == tok) return true;
     return false;
 }
 
@@ -111,7 +87,8 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     if (req->n_out) *req->n_out = 0;
     uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
     const lmx_engine *e = req->engine;
-    const lmx_engine_info *info = req->info;
+    const lmx_model_facts *facts = req->facts;
+    const int vocab = facts->info.vocab_size;
     res->n_prompt_tokens = (int)req->n_prompt;
     lmx_status st = lmx_gen_options_validate(req->opt);
     if (st != LMX_OK) return st;
@@ -123,12 +100,12 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "the prompt has %zu tokens, more than the context length %d", req->n_prompt,
                          req->max_context);
-    if (info->vocab_size <= 0)
-        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", info->vocab_size);
+    if (vocab <= 0)
+        return lmx_error(LMX_ERR_INFERENCE_FAILURE, "model reports vocab size %d", vocab);
     for (size_t i = 0; i < req->n_prompt; i++)
-        if (req->prompt[i] < 0 || req->prompt[i] >= info->vocab_size)
+        if (req->prompt[i] < 0 || req->prompt[i] >= vocab)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "prompt token %zu is %d, outside the vocabulary [0, %d)", i,
-                             req->prompt[i], info->vocab_size);
+                             req->prompt[i], vocab);
 
     lmx_engine_kv *kv = NULL;
     lmx_engine_detok *detok = NULL;
@@ -136,15 +113,14 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     lmx_stop *stop = NULL;
     float *logits = NULL;   /* [vocab_size] */
     int32_t *hist = NULL;   /* [max_context + 1]: prompt, then generated tokens */
-    lmx_sampler_params sp = sampler_params(opt);
     bool cancelled = false, matched = false;
     res->finish_reason = LMX_FINISH_LENGTH;
 
     if ((st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
     if ((st = e->detok_create(req->model, &detok)) != LMX_OK) goto done;
-    if ((st = lmx_sampler_create(info->vocab_size, &sampler)) != LMX_OK) goto done;
+    if ((st = lmx_sampler_create(vocab, &sampler)) != LMX_OK) goto done;
     if ((st = lmx_stop_create(opt->stop, opt->n_stop, &stop)) != LMX_OK) goto done;
-    logits = malloc((size_t)info->vocab_size * sizeof *logits);
+    logits = malloc((size_t)vocab * sizeof *logits);
     hist = malloc(((size_t)req->max_context + 1) * sizeof *hist);
     if (!logits || !hist) {
         st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate logits/history");
@@ -156,7 +132,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     size_t n_pos = req->n_prompt;
     long limit = opt->max_tokens < 0 ? LONG_MAX : opt->max_tokens;
 
-    gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &sp, .logits = logits, .next = -1,
+    gen_fwd g = {.req = req, .kv = kv, .sampler = sampler, .sp = &opt->sampling, .logits = logits, .next = -1,
                  .dev = e->forward_sample != NULL};
     uint64_t t_prefill0 = lmx_now_ns();
     if ((st = gen_forward(&g, req->prompt, req->n_prompt, hist, n_pos)) != LMX_OK) {
@@ -174,11 +150,11 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
         int32_t tok;
         if ((st = gen_next(&g, hist, n_pos, &tok)) != LMX_OK) goto done;
         if (!t_first) t_first = lmx_now_ns();
-        if (!opt->ignore_eos && is_eos(info, tok)) {
+        if (!opt->ignore_eos && is_eos(facts, tok)) {
             res->finish_reason = LMX_FINISH_STOP;
             break;
         }
-        if (tok < 0 || tok >= info->vocab_size) {
+        if (tok < 0 || tok >= vocab) {
             st = lmx_error(LMX_ERR_INFERENCE_FAILURE, "sampled id %d outside the vocabulary", tok);
             goto done;
         }

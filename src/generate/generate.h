@@ -1,4 +1,4 @@
-/* generate.h — one generation over the engine seam (src/runtime/engine.h):
+/* generate.h — one generation over the engine seam (src/engine/engine.h):
  *
  *   prompt ids → forward(all, prefill) → logits → sample → [EOS? stop, never emitted]
  *     → detok_push → stop matcher → fn(text) → forward(token) → …
@@ -28,12 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "lmx.h"
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 typedef struct lmx_generate_request {
     const lmx_engine *engine;
     lmx_engine_model *model;
-    const lmx_engine_info *info;   /* vocab_size, eos_ids */
+    const lmx_model_facts *facts;  /* info.vocab_size, eos_ids */
     const int32_t *prompt;         /* [n_prompt] */
     size_t n_prompt;
     const lmx_gen_options *opt;
@@ -45,9 +45,6 @@ typedef struct lmx_generate_request {
     int32_t **out_ids;             /* optional: the generated ids (malloc'd at the end), EOS excluded */
     size_t *n_out;
 } lmx_generate_request;
-
-/* Monotonic clock in nanoseconds. */
-uint64_t lmx_now_ns(void);
 
 /* Validates opt (sampler ranges, max_tokens >= -1, n_stop >= 0, repetition_context >= 0). */
 lmx_status lmx_gen_options_validate(const lmx_gen_options *opt);

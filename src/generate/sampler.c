@@ -95,7 +95,7 @@ void lmx_sampler_destroy(lmx_sampler *s) {
     free(s);
 }
 
-lmx_status lmx_sampler_params_validate(const lmx_sampler_params *p) {
+lmx_status lmx_sampling_validate(const lmx_sampling *p) {
     if (!p) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "sampler: NULL parameters");
     if (!isfinite(p->temperature) || p->temperature < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "temperature %g: must be >= 0", (double)p->temperature);
@@ -113,7 +113,7 @@ lmx_status lmx_sampler_params_validate(const lmx_sampler_params *p) {
 }
 
 /* ---- steps ---- */
-void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampling *p, float *logits,
                                const int32_t *history, size_t n_history) {
     float pen = p->repetition_penalty;
     if (pen == 0.0f || pen == 1.0f || p->repetition_context <= 0 || !history || n_history == 0) return;
@@ -279,7 +279,7 @@ static void keep_top_k(lmx_sampler *s, const float *l, int topk, kept *k) {
 }
 
 /* Penalty, checks, filters (temperature > 0). */
-static lmx_status filter(lmx_sampler *s, const lmx_sampler_params *p, float *logits, const int32_t *history,
+static lmx_status filter(lmx_sampler *s, const lmx_sampling *p, float *logits, const int32_t *history,
                          size_t n_history, kept *k) {
     lmx_sampler_apply_penalty(s, p, logits, history, n_history);
     int V = s->vocab;
@@ -299,7 +299,7 @@ static lmx_status filter(lmx_sampler *s, const lmx_sampler_params *p, float *log
     return LMX_OK;
 }
 
-lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampling *p, float *logits,
                              const int32_t *history, size_t n_history, double *probs) {
     int V = s->vocab;
     memset(probs, 0, (size_t)V * sizeof *probs);
@@ -325,7 +325,7 @@ lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float 
 
 /* The draw with a given uniform (u_given) or the generator's next one, at the same point of the
  * computation as always (after the filters: an error before it consumes no uniform). */
-static lmx_status sample_impl(lmx_sampler *s, const lmx_sampler_params *p, float *logits, const int32_t *history,
+static lmx_status sample_impl(lmx_sampler *s, const lmx_sampling *p, float *logits, const int32_t *history,
                               size_t n_history, const double *u_given, int32_t *token) {
     int V = s->vocab;
     if (p->temperature == 0) {
@@ -369,12 +369,12 @@ static lmx_status sample_impl(lmx_sampler *s, const lmx_sampler_params *p, float
     return LMX_OK;
 }
 
-lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampling *p, float *logits,
                               const int32_t *history, size_t n_history, int32_t *token) {
     return sample_impl(s, p, logits, history, n_history, NULL, token);
 }
 
-lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampling *p, float *logits,
                                 const int32_t *history, size_t n_history, double u, int32_t *token) {
     return sample_impl(s, p, logits, history, n_history, &u, token);
 }

@@ -34,19 +34,12 @@
 #include <stdint.h>
 #include "lmx.h"
 
-typedef struct lmx_sampler_params {
-    float temperature;        /* >= 0; 0 = greedy */
-    float top_p;              /* [0,1]; 0 or 1 = off */
-    float min_p;              /* [0,1]; 0 = off */
-    int top_k;                /* >= 0; 0 or >= vocab = off */
-    float repetition_penalty; /* >= 0; 0 or 1 = off */
-    int repetition_context;   /* >= 0 */
-} lmx_sampler_params;
-
 typedef struct lmx_sampler lmx_sampler;
 
-/* Checks ranges (non-finite or out-of-range → LMX_ERR_INVALID_ARGUMENT naming the field). */
-lmx_status lmx_sampler_params_validate(const lmx_sampler_params *p);
+/* Checks the ranges of lmx_sampling (lmx.h): temperature >= 0, top_p and min_p in [0,1], top_k >= 0,
+ * repetition_penalty >= 0, repetition_context >= 0; non-finite or out-of-range →
+ * LMX_ERR_INVALID_ARGUMENT naming the field. */
+lmx_status lmx_sampling_validate(const lmx_sampling *p);
 
 lmx_status lmx_sampler_create(int vocab, lmx_sampler **out);
 void lmx_sampler_destroy(lmx_sampler *s); /* NULL-safe */
@@ -60,24 +53,24 @@ double lmx_sampler_uniform(lmx_sampler *s);
 
 /* Applies the repetition penalty in place to logits [vocab] using history[0..n_history) (only the
  * last repetition_context entries count; ids outside [0,vocab) are ignored). */
-void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampling *p, float *logits,
                                const int32_t *history, size_t n_history);
 
 /* Steps 1-4 minus the draw: writes the final distribution probs [vocab] (sums to 1; one-hot for
  * greedy). logits [vocab] is modified in place (penalty). For tests and for reporting logprobs. */
-lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_probs(lmx_sampler *s, const lmx_sampling *p, float *logits,
                              const int32_t *history, size_t n_history, double *probs);
 
 /* Steps 1-4: samples one token id into *token. logits [vocab] is modified in place. Non-finite
  * logits everywhere → LMX_ERR_INFERENCE_FAILURE. */
-lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_sample(lmx_sampler *s, const lmx_sampling *p, float *logits,
                               const int32_t *history, size_t n_history, int32_t *token);
 
 /* lmx_sampler_sample with the uniform u in [0,1) given instead of drawn from the sampler's generator
  * (the generator is not advanced; u is ignored when greedy). A caller that draws u itself with
  * lmx_sampler_uniform exactly when temperature > 0 sees the same tokens as lmx_sampler_sample: the
  * GPU sampling path draws u before the forward step and falls back to this on the host. */
-lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampler_params *p, float *logits,
+lmx_status lmx_sampler_sample_u(lmx_sampler *s, const lmx_sampling *p, float *logits,
                                 const int32_t *history, size_t n_history, double u, int32_t *token);
 
 #endif

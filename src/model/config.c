@@ -1,5 +1,7 @@
 /* config.c — config.json parsing for the supported families (see config.h). */
 #include "model/config.h"
+#include "model/eos.h"
+#include "model/facts.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -559,16 +561,23 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     if (!q && t != root) q = get_obj(t, "quantization_config");
     if (q) TRY(parse_quant(pc, q, c));
 
-    /* eos / bos */
+    /* eos: the ids must be token ids (checked here, as written); which file wins, truthiness and
+     * duplicates follow mlx-lm's rules (model/eos.h), so the set is read once, with the config */
     const cJSON *ge = gen ? cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id") : NULL;
     bool gen_truthy = !is_absent(ge) && !(cJSON_IsArray(ge) && cJSON_GetArraySize(ge) == 0);
+    int32_t *checked = NULL;
+    int n_checked = 0;
     if (gen_truthy) {
-        TRY(parse_ids(pc, ge, "generation_config eos_token_id", &c->eos_ids, &c->n_eos));
+        TRY(parse_ids(pc, ge, "generation_config eos_token_id", &checked, &n_checked));
     } else {
         const cJSON *ce = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
         if (is_absent(ce) && t != root) ce = cJSON_GetObjectItemCaseSensitive(t, "eos_token_id");
-        TRY(parse_ids(pc, ce, "eos_token_id", &c->eos_ids, &c->n_eos));
+        TRY(parse_ids(pc, ce, "eos_token_id", &checked, &n_checked));
     }
+    free(checked);
+    if (!(c->eos_ids = malloc(LMX_MAX_EOS * sizeof *c->eos_ids)))
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: eos", pc->label);
+    c->eos_named = lmx_eos_ids_from_json(gen, root, c->eos_ids, LMX_MAX_EOS, &c->n_eos);
     c->bos_id = -1;
     const cJSON *bo = gen ? cJSON_GetObjectItemCaseSensitive(gen, "bos_token_id") : NULL;
     if (is_absent(bo)) bo = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
@@ -598,7 +607,7 @@ lmx_status lmx_model_config_parse(const char *json, size_t len, const char *gen,
         groot = lmx_json_parse(gen, gen_len, NULL);
         if (!groot || !cJSON_IsObject(groot)) {
             /* mlx-lm tolerates a broken generation_config.json poorly; we warn and ignore it */
-            LMX_LOG_W_ONCE("%s: generation_config.json is not a JSON object; ignored", label);
+            LMX_LOG_W("%s: generation_config.json is not a JSON object; ignored", label);
             cJSON_Delete(groot);
             groot = NULL;
         }
@@ -639,7 +648,7 @@ lmx_status lmx_model_config_load(const char *dir, lmx_model_config **out) {
     st = lmx_fs_read_file(path, CONFIG_MAX_BYTES, &text, &len);
     if (st != LMX_OK) goto done;
     if (lmx_fs_exists(gpath) && lmx_fs_read_file(gpath, CONFIG_MAX_BYTES, &gtext, &glen) != LMX_OK) {
-        LMX_LOG_W_ONCE("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
+        LMX_LOG_W("%s: unreadable (%s); ignored", gpath, lmx_last_error_detail());
         gtext = NULL;
     }
     st = lmx_model_config_parse(text, len, gtext, glen, path, out);

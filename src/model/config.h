@@ -115,8 +115,10 @@ typedef struct lmx_model_config {
     lmx_quant_override *overrides;
     int n_overrides;
 
-    int32_t *eos_ids; /* generation_config.json eos_token_id, else config.json's */
+    int32_t *eos_ids; /* [LMX_MAX_EOS]: generation_config.json eos_token_id, else config.json's
+                         (model/eos.h: mlx-lm's rules) */
     int n_eos;
+    bool eos_named;   /* one of the files named them (else the tokenizer's eos_token applies) */
     int32_t bos_id;   /* -1 if absent */
 } lmx_model_config;
 

@@ -32,16 +32,17 @@
 #include "backend/backend.h"
 #include "lmx.h"
 #include "model/config.h"
+#include "model/facts.h"
 
 typedef struct lmx_lm lmx_lm;
 typedef struct lmx_kv lmx_kv;
 
-typedef enum lmx_lm_device { LMX_LM_DEVICE_AUTO = 0, LMX_LM_DEVICE_CPU, LMX_LM_DEVICE_GPU } lmx_lm_device;
-
 typedef struct lmx_lm_options {
     int n_threads;        /* CPU threads; 0 = all online CPUs */
     bool no_mmap;         /* read weight files into memory instead of mapping them */
-    lmx_lm_device device; /* AUTO = CPU for now; GPU → LMX_ERR_GPU_NOT_AVAILABLE until the CUDA backend */
+    lmx_device device;    /* GPU without `backend` → LMX_ERR_GPU_NOT_AVAILABLE; AUTO and CPU without
+                             `backend` bind to a CPU backend created here (lmx_backend_create picks
+                             the device for callers that want AUTO to mean a GPU when usable) */
     lmx_backend *backend; /* optional: use this backend (not owned) instead of creating one */
 } lmx_lm_options;
 
@@ -51,33 +52,24 @@ void lmx_lm_close(lmx_lm *lm); /* NULL-safe */
 
 const lmx_model_config *lmx_lm_config(const lmx_lm *lm);
 int lmx_lm_vocab_size(const lmx_lm *lm);
-/* True if id is in the EOS set (generation_config.json, else config.json). */
-bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id);
 /* Bytes of weights referenced by the model (mapped or copied). */
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm);
 /* KV-cache bytes per cached position (all layers, K and V), for memory budgets:
  * lmx_kv_create(lm, n) holds about n * this + a fixed scratch. */
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
 
-/* What a model directory will cost, from config.json and the safetensors headers, without binding
- * or touching tensor data (for memory budgets before loading). */
-typedef struct lmx_lm_probe_info {
-    lmx_arch arch;
-    char model_type[32];
-    int n_layers, hidden_size, vocab_size;
-    int64_t max_position;        /* max_position_embeddings */
-    int quant_bits, group_size;  /* config.json's quantization block; 0 = none */
-    int64_t n_params;            /* logical parameters (quantized weights counted unpacked) */
-    uint64_t weight_bytes;       /* bytes of all tensors as stored (what the CPU backend maps) */
-    uint64_t kv_bytes_per_position;
-    int32_t eos_ids[16];
-    int n_eos;                   /* capped at 16 */
-    uint64_t scratch_bytes;      /* forward scratch of one KV cache at the largest prefill chunk a
-                                    backend asks for (512 rows: CUDA), activations in fp32 */
-} lmx_lm_probe_info;
+/* The facts of a model directory (model/facts.h), from config.json (+ generation_config.json) and the
+ * safetensors headers, without binding or touching tensor data (for memory budgets before loading):
+ * weight_bytes as stored (what the CPU backend maps), kv_bytes_per_token in fp32 (an upper bound),
+ * scratch_bytes at the largest prefill chunk a backend asks for (512 rows: CUDA), eos_ids from
+ * config.json. out->state holds the parsed config for lmx_lm_open_config (release it with
+ * lmx_model_facts_release when it is not handed on). Errors as lmx_lm_open (MODEL_NOT_FOUND,
+ * INVALID_MODEL_FORMAT, UNSUPPORTED, IO); on error nothing is held. */
+lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out);
 
-/* Errors as lmx_lm_open (MODEL_NOT_FOUND, INVALID_MODEL_FORMAT, UNSUPPORTED, IO). */
-lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out);
+/* lmx_lm_open over a config already parsed (lmx_lm_probe's state): on success the model takes
+ * *cfg over (*cfg = NULL); on failure *cfg stays the caller's. */
+lmx_status lmx_lm_open_config(const char *dir, lmx_model_config **cfg, const lmx_lm_options *opt, lmx_lm **out);
 
 /* A KV cache for up to max_ctx positions (all layers, in the backend's KV element type: fp32 on the
  * CPU, fp16 on CUDA; max_ctx may exceed max_position_embeddings, as in HF). Also owns the forward

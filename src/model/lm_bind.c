@@ -41,15 +41,6 @@ static void shape_str(const lmx_tensor_view *t, char *buf, size_t n) {
     if (k < n) snprintf(buf + k, n - k, "] %s", lmx_dtype_name(t->dtype));
 }
 
-static bool float_dtype(lmx_dtype d, lmx_wdtype *out) {
-    switch (d) {
-    case LMX_DTYPE_F32: *out = LMX_W_F32; return true;
-    case LMX_DTYPE_F16: *out = LMX_W_F16; return true;
-    case LMX_DTYPE_BF16: *out = LMX_W_BF16; return true;
-    default: return false;
-    }
-}
-
 static lmx_status bad_shape(const lmx_tensor_view *t, const char *expect) {
     char got[128];
     shape_str(t, got, sizeof got);
@@ -68,9 +59,9 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
     snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
     const lmx_tensor_view *t = find(b, name);
     if (!t) return missing(b, name, expect);
-    lmx_wdtype dt;
-    if (!float_dtype(t->dtype, &dt) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
-    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = dt, .data = t->data};
+    if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
+    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = t->dtype,
+                         .data = t->data};
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
 }
 
@@ -108,10 +99,9 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
             return bad_shape(w, expect);
         int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
         int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
-        lmx_wdtype sdt;
         snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
                  (long long)out_rows, (long long)in_cols);
-        if (!float_dtype(s->dtype, &sdt) || s->ndim != 2 || s->shape[0] != out_rows ||
+        if (!lmx_dtype_is_float(s->dtype) || s->ndim != 2 || s->shape[0] != out_rows ||
             !(gs == 32 || gs == 64 || gs == 128))
             return bad_shape(s, expect);
         char sexp[160];
@@ -128,22 +118,21 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
                              "group_size=%d",
                              w->file, module, qp.bits, qp.group_size, bits, gs);
         d.kind = LMX_WEIGHT_QUANT;
-        d.dtype = sdt;
+        d.dtype = s->dtype;
         d.data = w->data;
         d.scales = s->data;
         d.biases = qb->data;
         d.bits = bits;
         d.group_size = gs;
     } else {
-        lmx_wdtype dt;
         snprintf(expect, sizeof expect, "[%lld, %lld] float", (long long)out_rows, (long long)in_cols);
         if (w->dtype == LMX_DTYPE_U32)
             return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s is packed (U32) but %s.scales is missing",
                              w->file, w->name, module);
-        if (!float_dtype(w->dtype, &dt) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
+        if (!lmx_dtype_is_float(w->dtype) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
             return bad_shape(w, expect);
         d.kind = LMX_WEIGHT_DENSE;
-        d.dtype = dt;
+        d.dtype = w->dtype;
         d.data = w->data;
     }
     if (want_bias) {
@@ -151,10 +140,9 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
         snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
         const lmx_tensor_view *bt = find(b, name);
         if (!bt) return missing(b, name, expect);
-        lmx_wdtype bdt;
-        if (!float_dtype(bt->dtype, &bdt) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
+        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
         d.bias = bt->data;
-        d.bias_dtype = bdt;
+        d.bias_dtype = bt->dtype;
     }
     d.rows = out_rows;
     *out = d;
@@ -216,7 +204,7 @@ static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float 
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                              "config.json: the rope parameters give frequency %g for rotary pair %d (%s)",
                              (double)tab[i], i, what);
-    lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
+    lmx_weight_desc d = {.name = what, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_DTYPE_F32,
                          .data = tab};
     return lm->be->ops->weight_upload(lm->be, &d, out);
 }
@@ -395,17 +383,17 @@ static lmx_status bind_all(binder *b) {
     return LMX_OK;
 }
 
-lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out) {
+lmx_status lmx_lm_open_config(const char *dir, lmx_model_config **cfg, const lmx_lm_options *opt, lmx_lm **out) {
     *out = NULL;
     lmx_lm_options defaults = {0};
     if (!opt) opt = &defaults;
-    if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
-    if (opt->device == LMX_LM_DEVICE_GPU && !opt->backend)
+    if (!dir || !cfg || !*cfg) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory or config is NULL");
+    if (opt->device == LMX_DEVICE_GPU && !opt->backend)
         return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
     lmx_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model");
-    lmx_status st = lmx_model_config_load(dir, &lm->cfg);
-    if (st == LMX_OK) st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
+    lm->cfg = *cfg; /* borrowed until the open succeeds */
+    lmx_status st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
     if (st == LMX_OK) {
         if (opt->backend) {
             lm->be = opt->backend;
@@ -423,11 +411,25 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
         if (st == LMX_OK) st = se;
     }
     if (st != LMX_OK) {
-        lmx_lm_close(lm);
+        lmx_lm_close(lm); /* leaves the borrowed config to the caller */
         return st;
     }
+    lm->own_cfg = true;
+    *cfg = NULL;
     *out = lm;
     return LMX_OK;
+}
+
+lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out) {
+    *out = NULL;
+    if (!dir) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "model directory is NULL");
+    if (opt && opt->device == LMX_DEVICE_GPU && !opt->backend)
+        return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "no GPU backend in this build (use --device cpu)");
+    lmx_model_config *cfg = NULL;
+    lmx_status st = lmx_model_config_load(dir, &cfg);
+    if (st == LMX_OK) st = lmx_lm_open_config(dir, &cfg, opt, out);
+    lmx_model_config_free(cfg); /* NULL once the model took it */
+    return st;
 }
 
 void lmx_lm_close(lmx_lm *lm) {
@@ -454,18 +456,12 @@ void lmx_lm_close(lmx_lm *lm) {
     }
     free(lm->layers);
     lmx_weights_close(lm->weights);
-    lmx_model_config_free(lm->cfg);
+    if (lm->own_cfg) lmx_model_config_free(lm->cfg);
     free(lm);
 }
 
 const lmx_model_config *lmx_lm_config(const lmx_lm *lm) { return lm->cfg; }
 int lmx_lm_vocab_size(const lmx_lm *lm) { return lm->cfg->vocab_size; }
-
-bool lmx_lm_is_eos(const lmx_lm *lm, int32_t id) {
-    for (int i = 0; i < lm->cfg->n_eos; i++)
-        if (lm->cfg->eos_ids[i] == id) return true;
-    return false;
-}
 
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }
 
@@ -504,28 +500,35 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
     return n;
 }
 
-lmx_status lmx_lm_probe(const char *dir, lmx_lm_probe_info *out) {
+static void config_free(void *c) { lmx_model_config_free(c); }
+
+lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) {
     memset(out, 0, sizeof *out);
     lmx_model_config *c = NULL;
     lmx_weights *w = NULL;
     lmx_status st = lmx_model_config_load(dir, &c);
     if (st == LMX_OK) st = lmx_weights_open(dir, true, &w);
     if (st == LMX_OK) {
-        out->arch = c->arch;
-        snprintf(out->model_type, sizeof out->model_type, "%s", c->model_type);
-        out->n_layers = c->n_layers;
-        out->hidden_size = c->hidden_size;
-        out->vocab_size = c->vocab_size;
-        out->max_position = c->max_position_embeddings;
+        lmx_model_info *i = &out->info;
+        snprintf(i->model_type, sizeof i->model_type, "%s", c->model_type);
+        i->n_layers = c->n_layers;
+        i->hidden_size = c->hidden_size;
+        i->vocab_size = c->vocab_size;
         if (c->quantized) {
-            out->quant_bits = c->quant.bits;
-            out->group_size = c->quant.group_size;
+            i->quant_bits = c->quant.bits;
+            i->group_size = c->quant.group_size;
         }
-        out->n_params = count_params(c, w);
-        out->weight_bytes = lmx_weights_total_bytes(w);
-        out->kv_bytes_per_position = kv_position_bytes(c, sizeof(float)); /* no backend yet: fp32, an upper bound */
-        for (int i = 0; i < c->n_eos && i < 16; i++) out->eos_ids[out->n_eos++] = c->eos_ids[i];
-        out->scratch_bytes = lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
+        i->n_params = count_params(c, w);
+        i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
+        out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
+        /* no backend yet: fp32, an upper bound */
+        out->kv_bytes_per_token = (int64_t)kv_position_bytes(c, sizeof(float));
+        out->scratch_bytes = (int64_t)lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
+        for (int k = 0; k < c->n_eos && k < LMX_MAX_EOS; k++) out->eos_ids[out->n_eos++] = c->eos_ids[k];
+        out->eos_named = c->eos_named;
+        out->state = c;
+        out->state_free = config_free;
+        c = NULL;
     }
     lmx_weights_close(w);
     lmx_model_config_free(c);

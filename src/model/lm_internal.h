@@ -20,7 +20,8 @@ typedef struct lm_layer {
 } lm_layer;
 
 struct lmx_lm {
-    lmx_model_config *cfg;
+    lmx_model_config *cfg;   /* owned, except while lmx_lm_open_config fails (own_cfg false) */
+    bool own_cfg;
     lmx_weights *weights;
     lmx_backend *be;
     bool own_be;

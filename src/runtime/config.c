@@ -24,15 +24,15 @@ LMX_API lmx_config lmx_config_default(void) {
 
 LMX_API lmx_gen_options lmx_gen_options_default(void) {
     lmx_gen_options o = {
-        .temperature = 0.7f,
-        .top_p = 0.9f,
-        .top_k = 0,
-        .min_p = 0.0f,
+        .sampling = {.temperature = 0.7f,
+                     .top_p = 0.9f,
+                     .min_p = 0.0f,
+                     .top_k = 0,
+                     .repetition_penalty = 1.0f,
+                     .repetition_context = 20},
         .max_tokens = 512,
         .stop = NULL,
         .n_stop = 0,
-        .repetition_penalty = 1.0f,
-        .repetition_context = 20,
         .seed = 0,
         .use_seed = false,
         .ignore_eos = false,

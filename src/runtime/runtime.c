@@ -1,6 +1,6 @@
 /* runtime.c — the lmx.h facade: runtime object, configuration, lazy loading through the model
  * cache, generation and metrics. Everything model-specific goes through the engine seam
- * (runtime/engine.h).
+ * (engine/engine.h).
  *
  * Locking: rt->mu guards the configuration only (held briefly, never across a load or a
  * generation); the cache and the monitor have their own mutexes (order cache → monitor).
@@ -10,7 +10,8 @@
 #include "monitor/monitor.h"
 #include "registry/registry.h"
 #include "runtime/config.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -147,8 +148,8 @@ static lmx_status snapshot(lmx_runtime *rt, load_ctx *lc) {
     lc->opts.kv_cache = rt->cfg.kv_cache;
     lc->opts.n_threads = rt->cfg.n_threads;
     lc->defaults = lmx_gen_options_default();
-    lc->defaults.temperature = rt->cfg.default_temperature;
-    lc->defaults.top_p = rt->cfg.default_top_p;
+    lc->defaults.sampling.temperature = rt->cfg.default_temperature;
+    lc->defaults.sampling.top_p = rt->cfg.default_top_p;
     lc->defaults.max_tokens = rt->cfg.default_max_tokens;
     bool oom = rt->models_dir && !(lc->models_dir = strdup(rt->models_dir));
     pthread_mutex_unlock(&rt->mu);
@@ -289,7 +290,7 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
         lmx_generate_request req = {
             .engine = eng,
             .model = m,
-            .info = lmx_cache_entry_info(e),
+            .facts = lmx_cache_entry_facts(e),
             .prompt = ids,
             .n_prompt = n_ids,
             .opt = &o,
@@ -416,18 +417,18 @@ LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const i
     lmx_status st = acquire(rt, model_id, model_id, &e, &hit, &ms);
     if (st != LMX_OK) return st;
     const lmx_engine *eng = rt->engine;
-    const lmx_engine_info *info = lmx_cache_entry_info(e);
+    const lmx_model_facts *facts = lmx_cache_entry_facts(e);
     lmx_engine_detok *d = NULL;
     text_buf b = {0};
-    if (info->no_tokenizer)
+    if (facts->no_tokenizer)
         st = lmx_error(LMX_ERR_UNSUPPORTED, "lmx_detokenize: model %s has no tokenizer", model_id);
     else if ((st = eng->detok_create(lmx_cache_entry_model(e), &d)) == LMX_OK) {
         const char *piece;
         size_t len;
         for (size_t i = 0; i <= n && st == LMX_OK; i++) {
-            if (i < n && (ids[i] < 0 || ids[i] >= info->vocab_size)) {
+            if (i < n && (ids[i] < 0 || ids[i] >= facts->info.vocab_size)) {
                 st = lmx_error(LMX_ERR_INVALID_ARGUMENT, "token %zu is %d, outside the vocabulary [0, %d)", i, ids[i],
-                               info->vocab_size);
+                               facts->info.vocab_size);
                 break;
             }
             st = i < n ? eng->detok_push(d, ids[i], &piece, &len) : eng->detok_flush(d, &piece, &len);

@@ -48,24 +48,3 @@ void lmx_log(lmx_log_level level, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "lmx %s: %s\n", names[level], msg);
 }
-
-void lmx_log_once(lmx_log_level level, const char *fmt, ...) {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static uint64_t seen[256];
-    static int n_seen;
-    if (!lmx_log_enabled(level)) return;
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = msg; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    bool first = true;
-    pthread_mutex_lock(&lock);
-    for (int i = 0; i < n_seen && first; i++) first = seen[i] != h;
-    if (first && n_seen < 256) seen[n_seen++] = h;
-    pthread_mutex_unlock(&lock);
-    if (first) fprintf(stderr, "lmx %s: %s\n", names[level], msg);
-}

@@ -8,10 +8,6 @@ void lmx_log(lmx_log_level level, const char *fmt, ...) __attribute__((format(pr
 /* True if messages of `level` are printed (to skip expensive formatting). */
 bool lmx_log_enabled(lmx_log_level level);
 
-/* A warning printed once per process for the same text (up to 256 distinct texts are remembered;
- * later ones print every time): for a file that several loaders read during one load. */
-#define LMX_LOG_W_ONCE(...) lmx_log_once(LMX_LOG_WARN, __VA_ARGS__)
-void lmx_log_once(lmx_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LMX_LOG_D(...) lmx_log(LMX_LOG_DEBUG, __VA_ARGS__)
 #define LMX_LOG_I(...) lmx_log(LMX_LOG_INFO, __VA_ARGS__)

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 
 #include "lmx_test.h"
-#include "tokenizer/jinja_internal.h"
-#include "tokenizer/chat_template.h"
+#include "template/jinja_internal.h"
+#include "template/chat_template.h"
 #include "util/fs.h"
 
 static cJSON *load_json(const char *path) {
@@ -31,8 +31,8 @@ static void show_diff(const char *what, const char *exp, const char *got) {
 
 static int n_syn, n_syn_err;
 
-static void test_synthetic(void) {
-    cJSON *root = load_json(LMX_SOURCE_DIR "/tests/fixtures/chat/synthetic.json");
+static void run_cases(const char *path) {
+    cJSON *root = load_json(path);
     CHECK(root != NULL);
     if (!root) return;
     const cJSON *cases = cJSON_GetObjectItem(root, "cases");
@@ -65,6 +65,12 @@ static void test_synthetic(void) {
     }
     cJSON_Delete(root);
 }
+
+static void test_synthetic(void) { run_cases(LMX_SOURCE_DIR "/tests/fixtures/chat/synthetic.json"); }
+
+/* Jinja2 built-ins beyond the common chat-template set (issue 15 item 14): builtins.json, made by
+ * gen_jinja_builtins.py with jinja2 3.1.6. */
+static void test_builtins(void) { run_cases(LMX_SOURCE_DIR "/tests/fixtures/chat/builtins.json"); }
 
 static bool extract(const char *fam, char *dir, size_t dirlen) {
     snprintf(dir, dirlen, "%s/chat_tokenizers/%s", LMX_BINARY_DIR, fam);
@@ -239,6 +245,7 @@ static void test_cli(void) {
 
 int main(void) {
     RUN(test_synthetic);
+    RUN(test_builtins);
     RUN(test_real);
     RUN(test_cli);
     fprintf(stderr, "synthetic cases: %d (%d expected errors), real renderings: %d, CLI runs: %d\n", n_syn, n_syn_err, n_real, n_cli);

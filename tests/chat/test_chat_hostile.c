@@ -1,24 +1,26 @@
 /* test_chat_hostile.c — chat templates written to exhaust memory or time: each render must stop with
- * LMX_ERR_TEMPLATE quickly, with little memory. */
+ * an error quickly (LMX_ERR_INVALID_MODEL_FORMAT when a limit stopped it), with little memory. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmx_test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static const char CTX[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
 
-static void expect_error(const char *src, const char *detail) {
+static void expect_status(const char *src, lmx_status want, const char *detail) {
     lmx_chat_template *t = NULL;
     CHECK_MSG(lmx_chat_template_create(src, &t) == LMX_OK, "%s: %s", src, lmx_last_error_detail());
     if (!t) return;
     char *out = NULL;
     lmx_status st = lmx_chat_template_render_json(t, CTX, sizeof CTX - 1, &out, NULL);
-    CHECK_MSG(st == LMX_ERR_TEMPLATE && !out, "%s: %s", src, lmx_status_str(st));
+    CHECK_MSG(st == want && !out, "%s: %s", src, lmx_status_str(st));
     CHECK_MSG(strstr(lmx_last_error_detail(), detail) != NULL, "%s: detail \"%s\"", src, lmx_last_error_detail());
     free(out);
     lmx_chat_template_destroy(t);
 }
+
+static void expect_error(const char *src, const char *detail) { expect_status(src, LMX_ERR_TEMPLATE, detail); }
 
 /* List concatenation had no size limit: 64 doublings asked for 2^64 elements (8 GB were resident
  * after 30 s). 21 doublings (2M elements) pass the 1M-element limit that `*` already had. */
@@ -31,18 +33,26 @@ static void test_list_doubling(void) {
 
 /* Already bounded; kept as regressions: string doubling, unbounded recursion, huge ranges. */
 static void test_other_bounds(void) {
-    expect_error("{% set ns = namespace(v=\"xxxxxxxx\") %}{% for i in range(64) %}{% set ns.v = ns.v ~ ns.v %}"
-                 "{% endfor %}{{ ns.v }}",
-                 "too large");
+    expect_status("{% set ns = namespace(v=\"xxxxxxxx\") %}{% for i in range(64) %}{% set ns.v = ns.v ~ ns.v %}"
+                  "{% endfor %}{{ ns.v }}",
+                  LMX_ERR_INVALID_MODEL_FORMAT, "max_output");
     expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion");
     expect_error("{% for i in range(1000000000) %}{% endfor %}", "Range too big");
 }
 
-/* A template that loops (practically) forever: the default budget of loop iterations per render was
- * 10 million, 6 s of CPU (30 s under ASan) per request; now 1 million, ~0.6 s (real templates use
- * far fewer: messages x tools). 1.2 million iterations rendered before. */
+/* A template that loops (practically) forever: stopped by the step budget (loop iterations and
+ * calls), here lowered through the render options so that the test stays fast. */
 static void test_loop_budget(void) {
-    expect_error("{% for i in range(1000) %}{% for j in range(1200) %}{% endfor %}{% endfor %}", "iteration limit");
+    lmx_chat_template *t = NULL;
+    CHECK(lmx_chat_template_create("{% for i in range(1000) %}{% for j in range(1200) %}{% endfor %}{% endfor %}", &t) == LMX_OK);
+    lmx_chat_template_render_options o = {.limits = {.max_steps = 1000000}};
+    char *out = NULL;
+    CHECK_EQ_INT(lmx_chat_template_render_opts(t, CTX, sizeof CTX - 1, &o, &out, NULL), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "max_steps") != NULL, "%s", lmx_last_error_detail());
+    o.limits.max_steps = 2000000;
+    CHECK_EQ_INT(lmx_chat_template_render_opts(t, CTX, sizeof CTX - 1, &o, &out, NULL), LMX_OK);
+    free(out);
+    lmx_chat_template_destroy(t);
 }
 
 /* %-format with a huge width or precision: printf built the whole field first (a 1 GB buffer for

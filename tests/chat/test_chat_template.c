@@ -1,12 +1,12 @@
 /* test_chat_template.c — unit tests of the Jinja engine API: errors with line numbers, limits,
- * strftime_now with LMX_FAKE_NOW, the model-dir loader, cJSON contexts, concurrent renders. */
+ * strftime_now with a fixed time, the model-dir loader, cJSON contexts, concurrent renders. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmx_test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static char *render(const char *src, const char *ctx, lmx_status *st) {
     lmx_chat_template *t = NULL;
@@ -49,16 +49,16 @@ static void test_errors(void) {
 static void test_limits(void) {
     lmx_chat_template *t = NULL;
     CHECK_EQ_INT(lmx_chat_template_create("{% for i in range(100) %}{% for j in range(100) %}{{ 'xxxxxxxxxx' }}{% endfor %}{% endfor %}", &t), LMX_OK);
-    lmx_chat_template_limits lim = {.max_output = 50000, .max_loop_iterations = 0};
+    lmx_chat_template_limits lim = {.max_output = 50000};
     lmx_chat_template_set_limits(t, &lim);
     char *out = NULL;
-    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_TEMPLATE);
-    CHECK_MSG(strstr(lmx_last_error_detail(), "too large") != NULL, "%s", lmx_last_error_detail());
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "max_output") != NULL, "%s", lmx_last_error_detail());
     lim.max_output = 0;
-    lim.max_loop_iterations = 500;
+    lim.max_steps = 500;
     lmx_chat_template_set_limits(t, &lim);
-    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_TEMPLATE);
-    CHECK_MSG(strstr(lmx_last_error_detail(), "iteration limit") != NULL, "%s", lmx_last_error_detail());
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "max_steps") != NULL, "%s", lmx_last_error_detail());
     lmx_chat_template_set_limits(t, NULL);
     size_t n = 0;
     CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, &n), LMX_OK);
@@ -86,14 +86,35 @@ static void test_limits(void) {
     CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
 }
 
+/* strftime_now reads the clock unless the render options fix the time */
+/* integers beyond 128 bits print, compare and negate exactly; arithmetic on them is a clear error */
+static void test_huge_ints(void) {
+    lmx_status st;
+    char *o = render("{{ h * 2 }}", "{\"h\": 1000000000000000000000000000000000000000000}", &st);
+    CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "beyond 128 bits") != NULL, "%s", lmx_last_error_detail());
+    o = render("{{ (2 ** 100) * (2 ** 100) }}", "{}", &st);
+    CHECK_EQ_INT(st, LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "beyond 128 bits") != NULL, "%s", lmx_last_error_detail());
+    o = render("{{ -9223372036854775808 - 1 }}|{{ h }}|{{ -(h) }}", "{\"h\": -1000000000000000000000000000000000000000000}", &st);
+    CHECK_EQ_STR(o, "-9223372036854775809|-1000000000000000000000000000000000000000000|1000000000000000000000000000000000000000000");
+    free(o);
+}
+
 static void test_strftime(void) {
     setenv("TZ", "UTC", 1);
-    setenv("LMX_FAKE_NOW", "1721995200", 1); /* 2024-07-26 12:00:00 UTC */
-    lmx_status st;
-    char *o = render("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M') }}", "{}", &st);
-    CHECK_EQ_STR(o, "26 Jul 2024|2024-07-26 12:00");
-    free(o);
-    unsetenv("LMX_FAKE_NOW");
+    lmx_chat_template *t = NULL;
+    CHECK_EQ_INT(lmx_chat_template_create("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M') }}", &t), LMX_OK);
+    lmx_chat_template_render_options o = {.fixed_time = true, .time = 1721995200}; /* 2024-07-26 12:00:00 UTC */
+    char *out = NULL;
+    CHECK_EQ_INT(lmx_chat_template_render_opts(t, "{}", 2, &o, &out, NULL), LMX_OK);
+    CHECK_EQ_STR(out, "26 Jul 2024|2024-07-26 12:00");
+    free(out);
+    out = NULL;
+    CHECK_EQ_INT(lmx_chat_template_render_json(t, "{}", 2, &out, NULL), LMX_OK);
+    CHECK(out && strcmp(out, "26 Jul 2024|2024-07-26 12:00") != 0);
+    free(out);
+    lmx_chat_template_destroy(t);
 }
 
 static void test_cjson_context(void) {
@@ -125,6 +146,36 @@ static void test_context_json(void) {
     CHECK(lmx_chat_template_context_json(NULL, "[]", false, 1, bad, vals) == NULL);
 }
 
+/* A list-valued chat_template (issue 15 item 12): "tool_use" when tools are passed, a named one on
+ * request, "default" otherwise — as transformers' get_chat_template; and the CLI's --template. */
+static void test_loader_select(const char *dir) {
+    char *src = NULL;
+    lmx_chat_template_select sel = {.tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "T");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "default", .tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "{{ bos_token }}D");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "rag"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_TEMPLATE);
+    CHECK_MSG(strstr(lmx_last_error_detail(), "\"rag\" (it has: tool_use, default)") != NULL, "%s", lmx_last_error_detail());
+    CHECK(src == NULL);
+    char cmd[4096], out[256] = {0};
+    snprintf(cmd, sizeof cmd, "echo '[]' | '%s' chat-template '%s' --var 'tools=[{\"name\":\"f\"}]' && echo '|' && "
+             "echo '[]' | '%s' chat-template '%s' --var tools=null && echo '|' && "
+             "echo '[]' | '%s' chat-template '%s' --template tool_use",
+             LMX_CLI_PATH, dir, LMX_CLI_PATH, dir, LMX_CLI_PATH, dir);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (!p) return;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_EQ_STR(out, "T|\n<s>D|\nT");
+}
+
 static void test_loader(void) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/chat_loader_test", LMX_BINARY_DIR);
@@ -145,6 +196,7 @@ static void test_loader(void) {
     CHECK_EQ_STR(special, "{\"bos_token\":\"<s>\",\"eos_token\":\"</s>\",\"image_token\":\"<img>\"}");
     free(src);
     free(special);
+    test_loader_select(dir);
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
     f = fopen(path, "w");
     fputs("from file", f);
@@ -152,6 +204,22 @@ static void test_loader(void) {
     CHECK_EQ_INT(lmx_chat_template_load_dir(dir, &src, NULL), LMX_OK);
     CHECK_EQ_STR(src, "from file");
     free(src);
+    /* transformers' save format: chat_template.jinja is "default", the others in additional_chat_templates/ */
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/additional_chat_templates' && printf 'TOOLS' > '%s/additional_chat_templates/tool_use.jinja'", dir, dir);
+    CHECK(system(cmd) == 0);
+    lmx_chat_template_select sel = {.tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "TOOLS");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "default", .tools = true};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_OK);
+    CHECK_EQ_STR(src, "from file");
+    free(src);
+    sel = (lmx_chat_template_select){.name = "rag"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_TEMPLATE);
+    sel = (lmx_chat_template_select){.name = "../tokenizer_config"};
+    CHECK_EQ_INT(lmx_chat_template_load_dir_select(dir, &sel, &src, NULL), LMX_ERR_INVALID_ARGUMENT);
+    CHECK(src == NULL);
     CHECK_EQ_INT(lmx_chat_template_load_dir("/nonexistent-dir-lmx", &src, &special), LMX_ERR_TEMPLATE);
     /* chat_template.json only */
     snprintf(cmd, sizeof cmd, "rm -f '%s'/*.json* '%s'/*.jinja && printf '{\"chat_template\": \"J{{ 1 }}\"}' > '%s/chat_template.json'", dir, dir, dir);
@@ -198,6 +266,7 @@ int main(void) {
     RUN(test_strftime);
     RUN(test_cjson_context);
     RUN(test_context_json);
+    RUN(test_huge_ints);
     RUN(test_loader);
     RUN(test_threads);
     return lmx_test_summary();

@@ -62,8 +62,8 @@ static double rel_diff(const float *a, const float *b, int n) {
 }
 
 static void run_model(const char *dir, lmx_backend *gpu) {
-    lmx_lm_options cpu_opt = {.n_threads = 2, .device = LMX_LM_DEVICE_CPU};
-    lmx_lm_options gpu_opt = {.device = LMX_LM_DEVICE_GPU, .backend = gpu};
+    lmx_lm_options cpu_opt = {.n_threads = 2, .device = LMX_DEVICE_CPU};
+    lmx_lm_options gpu_opt = {.device = LMX_DEVICE_GPU, .backend = gpu};
     lmx_lm *lc = NULL, *lg = NULL;
     lmx_kv *kc = NULL, *kg = NULL;
     lmx_status s = lmx_lm_open(dir, &cpu_opt, &lc);
@@ -189,9 +189,9 @@ static void test_fixture_models(void) {
 static void graph_model(const char *name, lmx_backend *with, lmx_backend *without) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", LMX_SOURCE_DIR, name);
-    lmx_lm_options cpu_opt = {.n_threads = 2, .device = LMX_LM_DEVICE_CPU};
-    lmx_lm_options g_opt = {.device = LMX_LM_DEVICE_GPU, .backend = with};
-    lmx_lm_options e_opt = {.device = LMX_LM_DEVICE_GPU, .backend = without};
+    lmx_lm_options cpu_opt = {.n_threads = 2, .device = LMX_DEVICE_CPU};
+    lmx_lm_options g_opt = {.device = LMX_DEVICE_GPU, .backend = with};
+    lmx_lm_options e_opt = {.device = LMX_DEVICE_GPU, .backend = without};
     lmx_lm *lc = NULL, *lg = NULL, *le = NULL;
     lmx_kv *kc = NULL, *kg = NULL, *ke = NULL;
     lmx_status s = lmx_lm_open(dir, &cpu_opt, &lc);
@@ -275,7 +275,7 @@ static void test_kv_bytes(void) {
     lmx_status s = gpu_create(false, true, &bb);
     if (s == LMX_OK) s = gpu_create(true, true, &bf);
     CHECK_MSG(s == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
-    lmx_lm_options ob = {.device = LMX_LM_DEVICE_GPU, .backend = bb}, of = {.device = LMX_LM_DEVICE_GPU, .backend = bf};
+    lmx_lm_options ob = {.device = LMX_DEVICE_GPU, .backend = bb}, of = {.device = LMX_DEVICE_GPU, .backend = bf};
     lmx_lm *lb = NULL, *lf = NULL;
     lmx_kv *kb = NULL, *kf = NULL;
     if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &lb);

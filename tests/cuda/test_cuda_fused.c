@@ -44,23 +44,23 @@ static void test_views_and_fused(void) {
     CHECK_EQ_INT(be->ops->prefill_chunk, 512);
     view_check(be);
     const int qkv[3] = {64, 32, 32}, odd[3] = {40, 24, 56}, gu[2] = {96, 96};
-    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    const lmx_dtype dts[3] = {LMX_DTYPE_F32, LMX_DTYPE_F16, LMX_DTYPE_BF16};
     for (int i = 0; i < 3; i++) {
         fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, false, qkv, 3, 256, 20, 1e-5);
         fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, true, odd, 3, 96, 20, 1e-5);
     }
     const int bits[6] = {2, 3, 4, 5, 6, 8};
     for (int i = 0; i < 6; i++) {
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, bits[i], 64, false, qkv, 3, 256, 20, 1e-5);
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F16, bits[i], 32, true, gu, 2, 128, 20, 1e-5);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, bits[i], 64, false, qkv, 3, 256, 20, 1e-5);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F16, bits[i], 32, true, gu, 2, 128, 20, 1e-5);
     }
-    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F32, 4, 128, true, odd, 3, 512, 20, 1e-5);
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F32, 4, 128, true, odd, 3, 512, 20, 1e-5);
     fused_mismatch(be);
     lmx_backend_destroy(be);
 }
 
 /* one part uploaded on the GPU and the CPU: decode matmul (T = 1) agrees */
-static void upload_vs_cpu(lmx_backend *gpu, lmx_backend *cpu, lmx_wkind kind, lmx_wdtype dt, int bits, int gs,
+static void upload_vs_cpu(lmx_backend *gpu, lmx_backend *cpu, lmx_wkind kind, lmx_dtype dt, int bits, int gs,
                           bool bias) {
     const int rows[1] = {77};
     const int cols = 256;
@@ -100,7 +100,7 @@ static void test_upload_kinds(void) {
         lmx_backend_destroy(cpu);
         return;
     }
-    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    const lmx_dtype dts[3] = {LMX_DTYPE_F32, LMX_DTYPE_F16, LMX_DTYPE_BF16};
     const int bits[6] = {2, 3, 4, 5, 6, 8}, gss[3] = {32, 64, 128};
     for (int i = 0; i < 3; i++) {
         upload_vs_cpu(gpu, cpu, LMX_WEIGHT_DENSE, dts[i], 0, 0, i == 1);
@@ -152,9 +152,9 @@ static void big_upload(bool pageable) {
     /* small vectors before and after, through the same ring */
     float vec[100];
     for (int i = 0; i < 100; i++) vec[i] = (float)i + 0.5f;
-    lmx_weight_desc dv = {.name = "vec", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 100, .dtype = LMX_W_F32, .data = vec};
+    lmx_weight_desc dv = {.name = "vec", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 100, .dtype = LMX_DTYPE_F32, .data = vec};
     lmx_weight_desc dw = {.name = "big", .kind = LMX_WEIGHT_DENSE, .rows = R - 1, .cols = C, .row0 = 1,
-                          .dtype = LMX_W_BF16, .data = h};
+                          .dtype = LMX_DTYPE_BF16, .data = h};
     lmx_bweight *v1 = NULL, *w = NULL, *v2 = NULL;
     lmx_status st = be->ops->weight_upload(be, &dv, &v1);
     float one;
@@ -205,7 +205,7 @@ static void test_oom(void) {
     uint16_t tiny[64] = {0};
     /* 2^30 x 2^14 bf16 = 32 TiB: cudaMalloc fails before a byte is read */
     lmx_weight_desc d = {.name = "huge", .kind = LMX_WEIGHT_DENSE, .rows = (int64_t)1 << 30, .cols = (int64_t)1 << 14,
-                         .dtype = LMX_W_BF16, .data = tiny};
+                         .dtype = LMX_DTYPE_BF16, .data = tiny};
     lmx_bweight *w = (lmx_bweight *)1;
     CHECK(be->ops->weight_upload(be, &d, &w) == LMX_ERR_OUT_OF_MEMORY && w == NULL);
     lmx_weight_desc parts[2] = {d, d};
@@ -217,14 +217,14 @@ static void test_oom(void) {
     CHECK(be->ops->buf_alloc(be, (size_t)1 << 45, &b) == LMX_ERR_OUT_OF_MEMORY && b == NULL);
     /* still usable */
     const int qkv[3] = {64, 32, 32};
-    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, 4, 64, true, qkv, 3, 256, 20, 1e-5);
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 64, true, qkv, 3, 256, 20, 1e-5);
     lmx_backend_destroy(be);
 }
 
 /* fixture models: fused weights vs separate ones on the GPU (model a opened while the ops table lacks
  * weight_upload_fused), prefill 11 + 8 graph-replayed steps */
 static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
-    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
     lmx_lm *a = NULL, *b = NULL;
     lmx_kv *ka = NULL, *kb = NULL;
     const lmx_backend_ops *ops = be->ops;
@@ -270,7 +270,7 @@ static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
  * while the ops table lacks act_mul_split), 40-token prompt (the GEMM path) then 3 decode steps;
  * rel <= 2e-3, the same greedy token where the reference margin > 0.05 */
 static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_models) {
-    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
     lmx_lm *lm = NULL;
     lmx_kv *ka = NULL, *kb = NULL;
     lmx_status s = lmx_lm_open(dir, &o, &lm);

@@ -37,7 +37,7 @@ static double gauss(void) {
 
 typedef struct pset {
     const char *name;
-    lmx_sampler_params p;
+    lmx_sampling p;
 } pset;
 
 static const pset PSETS[] = {
@@ -80,7 +80,7 @@ static void fill_logits(float *x, int V, double sigma, int kind) {
 }
 
 /* The host's token for logits x (copied), or -2 on a sampler error. */
-static int32_t host_pick(lmx_sampler *s, const lmx_sampler_params *p, const float *x, float *tmp, int V,
+static int32_t host_pick(lmx_sampler *s, const lmx_sampling *p, const float *x, float *tmp, int V,
                          const int32_t *hist, size_t nh, double u) {
     memcpy(tmp, x, (size_t)V * sizeof *x);
     int32_t t = -1;
@@ -88,12 +88,10 @@ static int32_t host_pick(lmx_sampler *s, const lmx_sampler_params *p, const floa
 }
 
 /* The device's token (-1 undecided). */
-static int32_t dev_pick(lmx_backend *be, lmx_buf *buf, const lmx_sampler_params *p, int V, const int32_t *hist,
+static int32_t dev_pick(lmx_backend *be, lmx_buf *buf, const lmx_sampling *p, int V, const int32_t *hist,
                         size_t nh, double u) {
     size_t ctx = (size_t)p->repetition_context, nw = nh < ctx ? nh : ctx;
-    lmx_sample_args a = {.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p, .top_k = p->top_k,
-                         .repetition_penalty = p->repetition_penalty, .window_cap = p->repetition_context,
-                         .window = hist + (nh - nw), .n_window = (int)nw, .u = u};
+    lmx_sample_args a = {.sampling = *p, .window = hist + (nh - nw), .n_window = (int)nw, .u = u};
     lmx_status st = be->ops->sample(be, buf, V, &a);
     CHECK_MSG(st == LMX_OK, "sample: %s", lmx_last_error_detail());
     int32_t t = -3;
@@ -104,13 +102,13 @@ static int32_t dev_pick(lmx_backend *be, lmx_buf *buf, const lmx_sampler_params 
 
 /* A mismatch the summation order explains: the host picks the device's id with u or top_p moved by
  * a relative 1e-6. */
-static bool boundary_case(lmx_sampler *s, const lmx_sampler_params *p, const float *x, float *tmp, int V,
+static bool boundary_case(lmx_sampler *s, const lmx_sampling *p, const float *x, float *tmp, int V,
                           const int32_t *hist, size_t nh, double u, int32_t dev) {
     const double d[] = {-1e-6, 1e-6};
     for (int a = 0; a < 2; a++) {
         double uu = u * (1 + d[a]) + 1e-9 * d[a] * 1e6;
         if (uu >= 0 && uu < 1 && host_pick(s, p, x, tmp, V, hist, nh, uu) == dev) return true;
-        lmx_sampler_params q = *p;
+        lmx_sampling q = *p;
         q.top_p = (float)(p->top_p * (1 + d[a] * 10));
         if (q.top_p > 0 && q.top_p < 1 && host_pick(s, &q, x, tmp, V, hist, nh, u) == dev) return true;
     }
@@ -151,7 +149,7 @@ static void test_random_logits(void) {
                     if (kind == 0) hist[nh - 1] = (int32_t)(tu_next(&rng) % (uint64_t)V);
                     CHECK(be->ops->buf_write(be, buf, 0, x, (size_t)V) == LMX_OK);
                     for (int pi = 0; pi < NPSETS; pi++) {
-                        const lmx_sampler_params *p = &PSETS[pi].p;
+                        const lmx_sampling *p = &PSETS[pi].p;
                         double u = unif01();
                         int32_t h = host_pick(hs, p, x, tmp, V, hist, nh, u);
                         int32_t d = dev_pick(be, buf, p, V, hist, nh, u);
@@ -219,7 +217,7 @@ static void test_graph_capture(void) {
     CHECK(be->ops->buf_alloc(be, (size_t)V, &buf) == LMX_OK);
     int key = 0, mism = 0, steps = 0;
     for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
-        const lmx_sampler_params *p = &sets[k]->p;
+        const lmx_sampling *p = &sets[k]->p;
         int32_t hist[64];
         for (int i = 0; i < 64; i++) hist[i] = (int32_t)(tu_next(&rng) % (uint64_t)V);
         for (int step = 0; step < 8; step++) {
@@ -231,9 +229,7 @@ static void test_graph_capture(void) {
             bool redo = false;
             CHECK(be->ops->step_begin(be, &key, 4, 7, step) == LMX_OK);
             size_t ctx = (size_t)p->repetition_context, nw = nh < ctx ? nh : ctx;
-            lmx_sample_args a = {.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
-                                 .top_k = p->top_k, .repetition_penalty = p->repetition_penalty,
-                                 .window_cap = p->repetition_context, .window = hist + (nh - nw),
+            lmx_sample_args a = {.sampling = *p, .window = hist + (nh - nw),
                                  .n_window = (int)nw, .u = u};
             lmx_status st = be->ops->sample(be, buf, V, &a);
             CHECK_MSG(st == LMX_OK, "sample in a step: %s", lmx_last_error_detail());
@@ -271,7 +267,7 @@ static void test_model_decode(void) {
             CHECK_MSG(false, "cuda backend: %s", lmx_last_error_detail());
             return;
         }
-        lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+        lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
         lmx_lm *lm = NULL;
         lmx_status st = lmx_lm_open(dir, &o, &lm);
         if (st != LMX_OK) {
@@ -288,10 +284,10 @@ static void test_model_decode(void) {
         CHECK(lmx_sampler_create(V, &hs) == LMX_OK && lmx_sampler_create(V, &hs2) == LMX_OK);
         lmx_sampler_seed(hs, 5);
         lmx_sampler_seed(hs2, 5);
-        const lmx_sampler_params ps[] = {
+        const lmx_sampling ps[] = {
             {0, 0, 0, 0, 1.2f, 16}, {0.9f, 0.9f, 0, 0, 1.15f, 16}, {1.0f, 0, 0.05f, 0, 0, 0}, {0.8f, 0.95f, 0, 20, 1.1f, 8}};
         for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++) {
-            const lmx_sampler_params *p = &ps[pi];
+            const lmx_sampling *p = &ps[pi];
             int32_t h1[80], h2[80];
             int n = 6;
             for (int i = 0; i < n; i++) h1[i] = h2[i] = (int32_t)(3 + 5 * i) % V;
@@ -303,9 +299,7 @@ static void test_model_decode(void) {
                 int cnt = step == 0 ? n : 1;
                 double u1 = p->temperature > 0 ? lmx_sampler_uniform(hs) : 0.0;
                 size_t nw = (size_t)n < (size_t)p->repetition_context ? (size_t)n : (size_t)p->repetition_context;
-                lmx_sample_args a = {.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
-                                     .top_k = p->top_k, .repetition_penalty = p->repetition_penalty,
-                                     .window_cap = p->repetition_context, .window = h1 + (n - nw),
+                lmx_sample_args a = {.sampling = *p, .window = h1 + (n - nw),
                                      .n_window = (int)nw, .u = u1};
                 int32_t t1 = -1, t2 = -1;
                 st = lmx_lm_forward_sample(lm, k1, ids1, cnt, &a, lg, &t1);
@@ -352,7 +346,7 @@ static void test_env_model(void) {
         CHECK_MSG(false, "cuda backend: %s", lmx_last_error_detail());
         return;
     }
-    lmx_lm_options o = {.device = LMX_LM_DEVICE_GPU, .backend = be};
+    lmx_lm_options o = {.device = LMX_DEVICE_GPU, .backend = be};
     lmx_lm *lm = NULL;
     if (lmx_lm_open(dir, &o, &lm) != LMX_OK) {
         CHECK_MSG(false, "%s: %s", dir, lmx_last_error_detail());
@@ -385,7 +379,7 @@ static void test_env_model(void) {
         }
         CHECK(be->ops->buf_write(be, buf, 0, lg, (size_t)V) == LMX_OK);
         for (int pi = 0; pi < NPSETS; pi++) {
-            const lmx_sampler_params *p = &PSETS[pi].p;
+            const lmx_sampling *p = &PSETS[pi].p;
             double u = unif01();
             int32_t h = host_pick(hs, p, lg, tmp, V, hist, (size_t)n, u);
             int32_t d = dev_pick(be, buf, p, V, hist, (size_t)n, u);
@@ -396,7 +390,7 @@ static void test_env_model(void) {
             else CHECK_MSG(false, "%s step %d %s: host %d device %d", dir, step, PSETS[pi].name, h, d);
         }
         /* the next id: temperature 1 with top_p 0.9 on the host */
-        lmx_sampler_params p = {1.0f, 0.9f, 0, 0, 0, 0};
+        lmx_sampling p = {1.0f, 0.9f, 0, 0, 0, 0};
         int32_t t = host_pick(hs, &p, lg, tmp, V, hist, (size_t)n, unif01());
         CHECK(t >= 0);
         hist[n++] = t < 0 ? 0 : t;

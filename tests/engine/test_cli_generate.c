@@ -86,11 +86,11 @@ static void test_generate_text_json(void) {
     lmx_runtime *rt = mkrt();
     lmx_gen_options o = lmx_gen_options_default();
     o.max_tokens = 12;
-    o.temperature = 0.8f;
-    o.top_k = 30;
-    o.top_p = 0.9f;
-    o.min_p = 0.02f;
-    o.repetition_penalty = 1.1f;
+    o.sampling.temperature = 0.8f;
+    o.sampling.top_k = 30;
+    o.sampling.top_p = 0.9f;
+    o.sampling.min_p = 0.02f;
+    o.sampling.repetition_penalty = 1.1f;
     o.seed = 5;
     o.use_seed = true;
     char *text = NULL;
@@ -165,7 +165,7 @@ static void test_generate_ids_contract(void) {
     int32_t prompt[3] = {1, 2, 3}, *out = NULL;
     size_t n = 0;
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     o.max_tokens = 5;
     CHECK(lmx_generate_ids(rt, NOTOK, prompt, 3, &o, NULL, NULL, &out, &n, NULL) == LMX_OK);
     const cJSON *ids = j ? cJSON_GetObjectItemCaseSensitive(j, "token_ids") : NULL;
@@ -216,7 +216,7 @@ static void test_run_and_info(void) {
     lmx_runtime *rt = mkrt();
     lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     o.max_tokens = 8;
     char reply1[4096] = "", reply2[4096] = "";
     int append(const char *, size_t, void *);
@@ -325,7 +325,7 @@ static void test_run_keeps_conversation(void) {
     lmx_runtime *rt = mkrt();
     lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     o.max_tokens = 8;
     char reply1[4096] = "", reply2[4096] = "";
     int append(const char *, size_t, void *);

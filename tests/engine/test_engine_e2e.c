@@ -5,8 +5,9 @@
  * cancellation, chat templates, EOS sources, max_tokens, metrics, model info, unload, memory-budget
  * eviction, validation failures, device selection and models without a tokenizer. */
 #include "lmx_test.h"
-#include "runtime/engine.h"
-#include "runtime/engine_lm.h"
+#include "engine/engine.h"
+#include "engine/engine_lm.h"
+#include "backend/backend.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -58,8 +59,8 @@ static lmx_runtime *mkrt(int max_models, int64_t max_mem, int ctx, int threads) 
 
 static lmx_gen_options seeded(float temp, int max_tokens, uint64_t seed) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = temp;
-    o.top_p = 0.95f;
+    o.sampling.temperature = temp;
+    o.sampling.top_p = 0.95f;
     o.max_tokens = max_tokens;
     o.seed = seed;
     o.use_seed = true;
@@ -182,9 +183,9 @@ typedef struct det_job {
 static void *det_worker(void *arg) {
     det_job *j = arg;
     lmx_gen_options o = seeded(1.0f, 32, 1234);
-    o.top_k = 50;
-    o.min_p = 0.01f;
-    o.repetition_penalty = 1.1f;
+    o.sampling.top_k = 50;
+    o.sampling.min_p = 0.01f;
+    o.sampling.repetition_penalty = 1.1f;
     if (lmx_generate(j->rt, j->model, "Once upon a time", &o, &j->text, NULL) != LMX_OK) j->text = NULL;
     return NULL;
 }
@@ -365,7 +366,7 @@ static void test_eos_and_length(void) {
     const lmx_engine *e = lmx_engine_lm();
     lmx_engine_load_opts lo = {.device = LMX_DEVICE_CPU, .use_mmap = true, .max_context = 64, .kv_cache = true};
     lmx_engine_model *m = NULL;
-    lmx_engine_info info;
+    lmx_model_facts info = {0}; /* no probe: open probes itself */
     CHECK(e->open(e->ctx, dir, &lo, &m, &info) == LMX_OK);
     CHECK_EQ_INT(info.n_eos, 2);
     CHECK_EQ_INT(info.eos_ids[0], out[stop_at]);
@@ -563,7 +564,7 @@ static void test_device(void) {
     lmx_runtime *rt = NULL;
     CHECK(lmx_runtime_create(&c, &rt) == LMX_OK);
     lmx_status st = lmx_model_load(rt, SQWEN, NULL);
-    if (!lmx_engine_gpu_available()) {
+    if (!lmx_gpu_available()) {
         CHECK_EQ_INT(st, LMX_ERR_GPU_NOT_AVAILABLE);
         CHECK(!lmx_model_is_loaded(rt, SQWEN));
     }
@@ -573,7 +574,7 @@ static void test_device(void) {
     CHECK(lmx_model_load(rt, SQWEN, NULL) == LMX_OK);
     lmx_model_info mi;
     CHECK(lmx_model_get_info(rt, SQWEN, &mi) == LMX_OK);
-    CHECK_EQ_INT(mi.device, lmx_engine_gpu_available() ? LMX_DEVICE_GPU : LMX_DEVICE_CPU);
+    CHECK_EQ_INT(mi.device, lmx_gpu_available() ? LMX_DEVICE_GPU : LMX_DEVICE_CPU);
     lmx_runtime_destroy(rt);
 }
 

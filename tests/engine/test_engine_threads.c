@@ -19,8 +19,8 @@ static const char *prompts[3] = {"Tell me", "A short story:", "Numbers 1 2 3"};
 
 static lmx_gen_options opts(void) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0.9f;
-    o.top_k = 40;
+    o.sampling.temperature = 0.9f;
+    o.sampling.top_k = 40;
     o.max_tokens = 6;
     o.seed = 77;
     o.use_seed = true;

@@ -85,23 +85,23 @@ static lmx_status read_cfg(const char *dir, fake_cfg *fc) {
     return LMX_OK;
 }
 
-static void fill_info(const fake_cfg *fc, lmx_engine_info *info) {
+static void fill_info(const fake_cfg *fc, lmx_model_facts *info) {
     memset(info, 0, sizeof *info);
-    snprintf(info->model_type, sizeof info->model_type, "fake");
-    info->n_params = fc->weight_bytes / 2;
-    info->n_layers = 2;
-    info->hidden_size = 8;
-    info->vocab_size = FAKE_VOCAB;
-    info->weight_bytes = fc->weight_bytes;
+    snprintf(info->info.model_type, sizeof info->info.model_type, "fake");
+    info->info.n_params = fc->weight_bytes / 2;
+    info->info.n_layers = 2;
+    info->info.hidden_size = 8;
+    info->info.vocab_size = FAKE_VOCAB;
+    info->info.weight_bytes = fc->weight_bytes;
     info->kv_bytes_per_token = fc->kv_bytes_per_token;
     info->max_position = fc->max_position;
-    info->device = LMX_DEVICE_CPU;
+    info->info.device = LMX_DEVICE_CPU;
     info->eos_ids[0] = FAKE_EOS;
     info->n_eos = 1;
     info->has_chat_template = fc->has_template;
 }
 
-static lmx_status f_probe(void *ctx, const char *dir, const lmx_engine_load_opts *o, lmx_engine_info *info) {
+static lmx_status f_probe(void *ctx, const char *dir, const lmx_engine_load_opts *o, lmx_model_facts *info) {
     fake_engine_ctx *c = ctx;
     atomic_fetch_add(&c->probe_calls, 1);
     fake_cfg fc;
@@ -112,7 +112,7 @@ static lmx_status f_probe(void *ctx, const char *dir, const lmx_engine_load_opts
 }
 
 static lmx_status f_open(void *ctx, const char *dir, const lmx_engine_load_opts *o, lmx_engine_model **out,
-                         lmx_engine_info *info) {
+                         lmx_model_facts *info) {
     fake_engine_ctx *c = ctx;
     *out = NULL;
     atomic_fetch_add(&c->open_calls, 1);

@@ -22,7 +22,7 @@
 #define LMX_TEST_FAKE_ENGINE_H
 
 #include <stdatomic.h>
-#include "runtime/engine.h"
+#include "engine/engine.h"
 
 #define FAKE_VOCAB 257
 #define FAKE_EOS 256

@@ -1,7 +1,7 @@
 /* test_eos.c — EOS set precedence: generation_config.json > config.json > tokenizer. */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
-#include "generate/eos.h"
+#include "model/eos.h"
 
 #include <stdlib.h>
 

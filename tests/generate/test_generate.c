@@ -31,7 +31,7 @@ static int on_piece(const char *t, size_t len, void *user) {
     return l->cancel_after && l->n >= l->cancel_after;
 }
 
-static lmx_engine_model *open_model(const char *name, const char *json, lmx_engine_info *info) {
+static lmx_engine_model *open_model(const char *name, const char *json, lmx_model_facts *info) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/%s", tmp, name);
     if (fake_model_write(dir, json) != 0) return NULL;
@@ -41,24 +41,24 @@ static lmx_engine_model *open_model(const char *name, const char *json, lmx_engi
     return m;
 }
 
-static lmx_status gen(lmx_engine_model *m, const lmx_engine_info *info, const char *prompt, const lmx_gen_options *o,
+static lmx_status gen(lmx_engine_model *m, const lmx_model_facts *info, const char *prompt, const lmx_gen_options *o,
                       int max_context, log_t *log, lmx_gen_result *res) {
     int32_t ids[256];
     size_t n = strlen(prompt);
     for (size_t i = 0; i < n; i++) ids[i] = (unsigned char)prompt[i];
-    lmx_generate_request r = {.engine = &E, .model = m, .info = info, .prompt = ids, .n_prompt = n, .opt = o,
+    lmx_generate_request r = {.engine = &E, .model = m, .facts = info, .prompt = ids, .n_prompt = n, .opt = o,
                               .max_context = max_context, .fn = on_piece, .user = log};
     return lmx_generate_run(&r, res);
 }
 
 static lmx_gen_options greedy(void) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     return o;
 }
 
 static void test_greedy_eos(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m = open_model("hello", "{\"script\":\"Quick brown#\"}", &info);
     CHECK(m != NULL);
     if (!m) return;
@@ -92,7 +92,7 @@ static void test_greedy_eos(void) {
 /* ignore_eos (benchmarks): EOS is generated like any other token, the loop runs to max_tokens;
  * prefill_ms / decode_ms are filled and consistent with the rates. */
 static void test_ignore_eos(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m = open_model("hello_ie", "{\"script\":\"Quick brown#\"}", &info);
     CHECK(m != NULL);
     if (!m) return;
@@ -121,7 +121,7 @@ static void test_ignore_eos(void) {
 }
 
 static void test_stop_across_tokens_and_holdback(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m = open_model("hello2", "{\"script\":\"Quick brown#\"}", &info);
     if (!m) {
         CHECK(m != NULL);
@@ -158,7 +158,7 @@ static void test_stop_across_tokens_and_holdback(void) {
 }
 
 static void test_cancellation(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m = open_model("hello3", "{\"script\":\"Quick brown#\"}", &info);
     if (!m) {
         CHECK(m != NULL);
@@ -180,7 +180,7 @@ static void test_cancellation(void) {
 }
 
 static void test_context_limits(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m = open_model("abc", "{\"script\":\"abcdefgh\"}", &info);
     if (!m) {
         CHECK(m != NULL);
@@ -203,7 +203,7 @@ static void test_context_limits(void) {
     CHECK(gen(m, &info, "abcd", &o, 4, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "e");
     /* bad options are refused before anything runs */
-    o.temperature = -1;
+    o.sampling.temperature = -1;
     CHECK(gen(m, &info, "a", &o, 4, &log, &res) == LMX_ERR_INVALID_ARGUMENT);
     o = greedy();
     o.max_tokens = -5;
@@ -214,7 +214,7 @@ static void test_context_limits(void) {
 
 typedef struct seed_job {
     lmx_engine_model *m;
-    lmx_engine_info *info;
+    lmx_model_facts *info;
     uint64_t seed;
     log_t log;
 } seed_job;
@@ -222,8 +222,8 @@ typedef struct seed_job {
 static void *seed_thread(void *arg) {
     seed_job *j = arg;
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 1.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = 40;
     o.seed = j->seed;
     o.use_seed = true;
@@ -233,7 +233,7 @@ static void *seed_thread(void *arg) {
 }
 
 static void test_seeded_generation(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     /* peak 1.0: the scripted token is only mildly preferred, so sampling wanders */
     lmx_engine_model *m = open_model("soft", "{\"script\":\"abcdefghij\",\"peak\":1.0}", &info);
     if (!m) {
@@ -258,7 +258,7 @@ static void test_seeded_generation(void) {
 }
 
 static void test_repetition_penalty_changes_greedy(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     /* after 'a' the target is 'a' (logit 1.0); 'z' always has 0.8 */
     lmx_engine_model *m = open_model("rep", "{\"script\":\"aab\",\"peak\":1.0,\"second\":\"z\",\"second_logit\":0.8}", &info);
     if (!m) {
@@ -273,12 +273,12 @@ static void test_repetition_penalty_changes_greedy(void) {
     CHECK_EQ_STR(log.text, "aaa");
     /* penalty 2 over the prompt + generated history: 'a' 1.0 → 0.5 < 0.8 → 'z'; then both are
      * penalized ('a' 0.5 > 'z' 0.4) → 'a', 'a' */
-    o.repetition_penalty = 2.0f;
+    o.sampling.repetition_penalty = 2.0f;
     memset(&log, 0, sizeof log);
     CHECK(gen(m, &info, "a", &o, 64, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "zaa");
     /* a context of 0 tokens disables it */
-    o.repetition_context = 0;
+    o.sampling.repetition_context = 0;
     memset(&log, 0, sizeof log);
     CHECK(gen(m, &info, "a", &o, 64, &log, &res) == LMX_OK);
     CHECK_EQ_STR(log.text, "aaa");

@@ -1,5 +1,5 @@
 /* test_generate_device_sample.c — the generate loop over an engine with forward_sample (the GPU
- * sampling seam, runtime/engine.h), on the CPU: a stand-in "device" wraps the fake engine and picks
+ * sampling seam, engine/engine.h), on the CPU: a stand-in "device" wraps the fake engine and picks
  * tokens with the host sampler and the uniform it is given, declining (token -1, logits written)
  * on every third call. Checks: the same seed gives the same ids as the plain forward path for every
  * parameter set (the uniforms are drawn in the same sequence), the fallback steps are taken,
@@ -31,17 +31,14 @@ static lmx_status dev_forward_sample(lmx_engine_model *m, lmx_engine_kv *kv, con
         declined++;
         return LMX_OK;
     }
-    lmx_sampler_params p = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p, .top_k = s->top_k,
-                            .repetition_penalty = s->repetition_penalty,
-                            .repetition_context = s->repetition_context};
     float copy[FAKE_VOCAB];
     memcpy(copy, logits, sizeof copy);
     for (int i = 0; i < FAKE_VOCAB; i++) logits[i] = NAN; /* a decided step leaves no logits behind */
     double u = wrong_u ? (s->u < 0.5 ? s->u + 0.5 : s->u - 0.5) : s->u;
-    return lmx_sampler_sample_u(dev_sampler, &p, copy, s->history, s->n_history, u, token);
+    return lmx_sampler_sample_u(dev_sampler, &s->sampling, copy, s->history, s->n_history, u, token);
 }
 
-static lmx_engine_model *open_model(const char *name, const char *json, lmx_engine_info *info) {
+static lmx_engine_model *open_model(const char *name, const char *json, lmx_model_facts *info) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/%s", tmp, name);
     if (fake_model_write(dir, json) != 0) return NULL;
@@ -51,17 +48,17 @@ static lmx_engine_model *open_model(const char *name, const char *json, lmx_engi
     return m;
 }
 
-static lmx_status run(const lmx_engine *e, lmx_engine_model *m, const lmx_engine_info *info, const lmx_gen_options *o,
+static lmx_status run(const lmx_engine *e, lmx_engine_model *m, const lmx_model_facts *info, const lmx_gen_options *o,
                       bool no_kv, int32_t **ids, size_t *n) {
     const int32_t prompt[] = {'a', 'b', 'c', 'a', 'b'};
-    lmx_generate_request r = {.engine = e, .model = m, .info = info, .prompt = prompt, .n_prompt = 5, .opt = o,
+    lmx_generate_request r = {.engine = e, .model = m, .facts = info, .prompt = prompt, .n_prompt = 5, .opt = o,
                               .max_context = 200, .no_kv_cache = no_kv, .out_ids = ids, .n_out = n};
     lmx_gen_result res;
     return lmx_generate_run(&r, &res);
 }
 
 static void test_same_ids(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     /* a flat-ish distribution: the draws depend on every uniform */
     lmx_engine_model *m =
         open_model("flat", "{\"script\":\"abcdefgh\", \"peak\": 1.5, \"second\": \"z\", \"second_logit\": 1.0}", &info);
@@ -75,11 +72,11 @@ static void test_same_ids(void) {
     for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++)
         for (int nokv = 0; nokv < 2; nokv++) {
             lmx_gen_options o = lmx_gen_options_default();
-            o.temperature = sets[k].t;
-            o.top_p = sets[k].top_p;
-            o.min_p = sets[k].min_p;
-            o.repetition_penalty = sets[k].pen;
-            o.top_k = sets[k].top_k;
+            o.sampling.temperature = sets[k].t;
+            o.sampling.top_p = sets[k].top_p;
+            o.sampling.min_p = sets[k].min_p;
+            o.sampling.repetition_penalty = sets[k].pen;
+            o.sampling.top_k = sets[k].top_k;
             o.max_tokens = 60;
             o.ignore_eos = true;
             o.use_seed = true;
@@ -104,14 +101,14 @@ static void test_same_ids(void) {
 }
 
 static void test_wrong_u(void) {
-    lmx_engine_info info;
+    lmx_model_facts info;
     lmx_engine_model *m =
         open_model("flat2", "{\"script\":\"abcdefgh\", \"peak\": 1.0, \"second\": \"z\", \"second_logit\": 0.9}", &info);
     CHECK(m != NULL);
     if (!m) return;
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 1.0f;
-    o.top_p = 1.0f;
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_p = 1.0f;
     o.max_tokens = 80;
     o.ignore_eos = true;
     o.use_seed = true;

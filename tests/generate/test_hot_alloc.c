@@ -74,7 +74,7 @@ static void test_decode_steps(void) {
         goto done;
     }
     lmx_sampler_seed(smp, 7);
-    lmx_sampler_params sp = {.temperature = 0.9f, .top_p = 0.9f, .min_p = 0.01f, .top_k = 50,
+    lmx_sampling sp = {.temperature = 0.9f, .top_p = 0.9f, .min_p = 0.01f, .top_k = 50,
                              .repetition_penalty = 1.1f, .repetition_context = 20};
     float logits[256];
     int32_t hist[128] = {1, 2, 3};

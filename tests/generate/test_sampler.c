@@ -12,8 +12,8 @@ static void logits_from_probs(const double *p, int n, float *out) {
     for (int i = 0; i < n; i++) out[i] = p[i] > 0 ? (float)log(p[i]) : -INFINITY;
 }
 
-static lmx_sampler_params base(void) {
-    lmx_sampler_params p = {.temperature = 1.0f, .top_p = 1.0f, .min_p = 0, .top_k = 0,
+static lmx_sampling base(void) {
+    lmx_sampling p = {.temperature = 1.0f, .top_p = 1.0f, .min_p = 0, .top_k = 0,
                             .repetition_penalty = 1.0f, .repetition_context = 20};
     return p;
 }
@@ -22,7 +22,7 @@ static lmx_sampler_params base(void) {
 static const double chi_crit[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32};
 
 /* Checks lmx_sampler_probs against `expect` and the empirical frequencies of n draws. */
-static void check_distribution(const lmx_sampler_params *p, const double *probs_in, const double *expect,
+static void check_distribution(const lmx_sampling *p, const double *probs_in, const double *expect,
                                uint64_t seed, int draws) {
     lmx_sampler *s;
     CHECK(lmx_sampler_create(V, &s) == LMX_OK);
@@ -57,12 +57,12 @@ static void check_distribution(const lmx_sampler_params *p, const double *probs_
 static const double P[V] = {0.40, 0.20, 0.15, 0.10, 0.06, 0.05, 0.03, 0.01};
 
 static void test_plain_temperature_one(void) {
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     check_distribution(&p, P, P, 1, 20000);
 }
 
 static void test_top_k(void) {
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.top_k = 3;
     double e[V] = {0};
     double z = P[0] + P[1] + P[2];
@@ -73,7 +73,7 @@ static void test_top_k(void) {
 static void test_top_p(void) {
     /* descending mass before each token: 0, .40, .60, .75, .85 …; top_p .7 keeps the first 3
      * (the boundary token .15 is kept: mass before it .60 < .7) */
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.top_p = 0.7f;
     double e[V] = {0};
     double z = P[0] + P[1] + P[2];
@@ -89,7 +89,7 @@ static void test_top_p(void) {
 
 static void test_min_p(void) {
     /* min_p 0.2: threshold 0.2 * 0.40 = 0.08 → keep .40 .20 .15 .10 */
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.min_p = 0.2f;
     double e[V] = {0};
     double z = P[0] + P[1] + P[2] + P[3];
@@ -100,7 +100,7 @@ static void test_min_p(void) {
 static void test_order_filters_then_temperature(void) {
     /* top_p sees the untempered distribution; temperature 2 then flattens the survivors:
      * p_i ∝ sqrt(P_i) over {0,1,2}. (Tempering first would keep 4 tokens at top_p .7.) */
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.top_p = 0.7f;
     p.temperature = 2.0f;
     double e[V] = {0}, z = 0;
@@ -123,7 +123,7 @@ static void test_order_filters_then_temperature(void) {
 static void test_greedy(void) {
     lmx_sampler *s;
     CHECK(lmx_sampler_create(V, &s) == LMX_OK);
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.temperature = 0;
     float l[V] = {1, 5, 3, 5, 0, 0, 0, 0};
     int32_t t = -1;
@@ -141,7 +141,7 @@ static void test_greedy(void) {
 static void test_repetition_penalty(void) {
     lmx_sampler *s;
     CHECK(lmx_sampler_create(V, &s) == LMX_OK);
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.repetition_penalty = 2.0f;
     p.repetition_context = 3;
     float l[V] = {2, -2, 1, 0.5f, 4, 0, 0, 0};
@@ -165,7 +165,7 @@ static void draw_seq(uint64_t seed, int32_t *out, int n) {
     lmx_sampler *s;
     if (lmx_sampler_create(V, &s) != LMX_OK) return;
     lmx_sampler_seed(s, seed);
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.top_p = 0.95f;
     for (int i = 0; i < n; i++) {
         float l[V];
@@ -239,7 +239,7 @@ static void test_top_p_large_vocab(void) {
     double before = 0;
     int keep = 0;
     while (keep < N && before < 0.9) before += sorted[keep++];
-    lmx_sampler_params p = base();
+    lmx_sampling p = base();
     p.top_p = 0.9f;
     CHECK(lmx_sampler_probs(s, &p, l, NULL, 0, probs) == LMX_OK);
     int nz = 0;
@@ -286,23 +286,23 @@ static void test_top_p_large_vocab(void) {
 }
 
 static void test_validation_and_bad_logits(void) {
-    lmx_sampler_params p = base();
-    CHECK(lmx_sampler_params_validate(&p) == LMX_OK);
+    lmx_sampling p = base();
+    CHECK(lmx_sampling_validate(&p) == LMX_OK);
     p.temperature = -1;
-    CHECK(lmx_sampler_params_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
     CHECK(strstr(lmx_last_error_detail(), "temperature") != NULL);
     p = base();
     p.top_p = 1.5f;
-    CHECK(lmx_sampler_params_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
     p = base();
     p.min_p = NAN;
-    CHECK(lmx_sampler_params_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
     p = base();
     p.top_k = -2;
-    CHECK(lmx_sampler_params_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
     p = base();
     p.repetition_penalty = -1;
-    CHECK(lmx_sampler_params_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
     lmx_sampler *s;
     CHECK(lmx_sampler_create(0, &s) == LMX_ERR_INVALID_ARGUMENT);
     CHECK(lmx_sampler_create(V, &s) == LMX_OK);

@@ -42,13 +42,13 @@ static inline float fc_rand(uint64_t *s) {
 }
 
 /* n floats as dtype dt bytes (malloc'd) */
-static inline void *fc_convert(const float *f, size_t n, lmx_wdtype dt) {
-    size_t es = dt == LMX_W_F32 ? 4 : 2;
+static inline void *fc_convert(const float *f, size_t n, lmx_dtype dt) {
+    size_t es = dt == LMX_DTYPE_F32 ? 4 : 2;
     uint8_t *b = malloc(n * es + 1);
     for (size_t i = 0; i < n; i++) {
-        if (dt == LMX_W_F32) memcpy(b + 4 * i, &f[i], 4);
+        if (dt == LMX_DTYPE_F32) memcpy(b + 4 * i, &f[i], 4);
         else {
-            uint16_t h = dt == LMX_W_BF16 ? fc_bf16(f[i]) : fc_f16(f[i]);
+            uint16_t h = dt == LMX_DTYPE_BF16 ? fc_bf16(f[i]) : fc_f16(f[i]);
             memcpy(b + 2 * i, &h, 2);
         }
     }
@@ -82,7 +82,7 @@ static inline void fc_store_free(fc_store *s) {
 }
 
 /* parts[i]: rows[i] rows from stored row 1 of a tensor of rows[i] + 1 rows */
-static inline void fc_make_parts(lmx_wkind kind, lmx_wdtype dt, int bits, int gs, bool bias, const int *rows, int n,
+static inline void fc_make_parts(lmx_wkind kind, lmx_dtype dt, int bits, int gs, bool bias, const int *rows, int n,
                                  int cols, uint64_t seed, fc_store *s, lmx_weight_desc *parts) {
     memset(s, 0, sizeof *s);
     for (int i = 0; i < n; i++) {
@@ -112,7 +112,7 @@ static inline void fc_make_parts(lmx_wkind kind, lmx_wdtype dt, int bits, int gs
             for (int r = 0; r < R; r++) bv[r] = fc_rand(&seed);
             s->bias[i] = bv;
             d.bias = bv;
-            d.bias_dtype = LMX_W_F32;
+            d.bias_dtype = LMX_DTYPE_F32;
         }
         parts[i] = d;
         free(w);
@@ -129,7 +129,7 @@ static inline lmx_status fc_matmul(lmx_backend *be, const lmx_bweight *w, lmx_bu
     return st;
 }
 
-static inline void fused_case(lmx_backend *be, lmx_wkind kind, lmx_wdtype dt, int bits, int gs, bool bias,
+static inline void fused_case(lmx_backend *be, lmx_wkind kind, lmx_dtype dt, int bits, int gs, bool bias,
                               const int *rows, int n, int cols, int t_many, double tol) {
     char what[128];
     snprintf(what, sizeof what, "kind %d dtype %d bits %d gs %d bias %d cols %d", (int)kind, (int)dt, bits, gs,
@@ -195,8 +195,8 @@ static inline void fused_mismatch(lmx_backend *be) {
     const int rows[2] = {3, 5};
     fc_store s1, s2;
     lmx_weight_desc p1[2], p2[2], mix[2];
-    fc_make_parts(LMX_WEIGHT_QUANT, LMX_W_BF16, 4, 32, true, rows, 2, 64, 1, &s1, p1);
-    fc_make_parts(LMX_WEIGHT_QUANT, LMX_W_BF16, 8, 32, false, rows, 2, 64, 2, &s2, p2);
+    fc_make_parts(LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 32, true, rows, 2, 64, 1, &s1, p1);
+    fc_make_parts(LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 8, 32, false, rows, 2, 64, 2, &s2, p2);
     struct {
         const char *what;
         lmx_weight_desc a, b;
@@ -206,7 +206,7 @@ static inline void fused_mismatch(lmx_backend *be) {
     cases[2].b.cols = 128;
     cases[2].b.data = s1.data[1]; /* 3 rows of 64 columns read as 1.5 rows of 128: never read */
     cases[2].b.rows = 1;
-    cases[3].b.dtype = LMX_W_F16;
+    cases[3].b.dtype = LMX_DTYPE_F16;
     cases[4].b.kind = LMX_WEIGHT_DENSE;
     cases[5].b.group_size = 64;
     for (int i = 0; i < 6; i++) {

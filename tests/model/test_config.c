@@ -264,7 +264,21 @@ static void test_eos_generation_config(void) {
     if (c) {
         CHECK_EQ_INT(c->n_eos, 1);
         CHECK_EQ_INT(c->eos_ids[0], 2);
+        CHECK(c->eos_named);
     }
+    lmx_model_config_free(c);
+    /* mlx-lm's rules, read with the config: a falsy generation_config value (0) gives way to
+     * config.json, duplicates are dropped; no file naming one leaves the tokenizer's to the engine */
+    c = parse2("{\"model_type\": \"llama\", " BASE ", \"eos_token_id\": [5, 6, 5]}", "{\"eos_token_id\": 0}", &st);
+    CHECK_EQ_INT(st, LMX_OK);
+    if (c) {
+        CHECK_EQ_INT(c->n_eos, 2);
+        CHECK(c->eos_ids[0] == 5 && c->eos_ids[1] == 6 && c->eos_named);
+    }
+    lmx_model_config_free(c);
+    c = parse2("{\"model_type\": \"llama\", " BASE "}", NULL, &st);
+    CHECK_EQ_INT(st, LMX_OK);
+    if (c) CHECK(c->n_eos == 0 && !c->eos_named);
     lmx_model_config_free(c);
 }
 

@@ -88,7 +88,7 @@ static void check_result(const char *what, int level, const float *out, const do
     CHECK_MSG(bad == 0, "%s level %s: %d results out of tolerance (worst %.3g x tol)", what, level_name[level], bad, worst);
 }
 
-static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_wdtype sdt, bool with_bias, bool add) {
+static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_dtype sdt, bool with_bias, bool add) {
     const int cols = gs * ngroups;
     float *w = malloc(sizeof(float) * (size_t)rows * cols);
     for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 5 == 0 ? 1.5f : 0.4f);
@@ -98,10 +98,10 @@ static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_wdtyp
     uint16_t *s16 = malloc(2 * (size_t)NG), *b16 = malloc(2 * (size_t)NG);
     float *sf = malloc(sizeof(float) * (size_t)NG), *bf = malloc(sizeof(float) * (size_t)NG);
     for (int i = 0; i < NG; i++) {
-        if (sdt == LMX_W_BF16) {
+        if (sdt == LMX_DTYPE_BF16) {
             s16[i] = lmx_f32_to_bf16(q.scales[i]), b16[i] = lmx_f32_to_bf16(q.biases[i]);
             sf[i] = lmx_bf16_to_f32(s16[i]), bf[i] = lmx_bf16_to_f32(b16[i]);
-        } else if (sdt == LMX_W_F16) {
+        } else if (sdt == LMX_DTYPE_F16) {
             s16[i] = lmx_f32_to_f16(q.scales[i]), b16[i] = lmx_f32_to_f16(q.biases[i]);
             sf[i] = lmx_f16_to_f32(s16[i]), bf[i] = lmx_f16_to_f32(b16[i]);
         } else {
@@ -121,9 +121,9 @@ static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_wdtyp
     for (int i = 0; i < T * cols; i++) x[i] = frand() * (i % 9 == 0 ? 3.0f : 1.0f);
     for (int i = 0; i < T * rows; i++) y0[i] = frand();
     lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = sdt,
-                         .data = q.packed, .scales = sdt == LMX_W_F32 ? (const void *)q.scales : s16,
-                         .biases = sdt == LMX_W_F32 ? (const void *)q.biases : b16, .bits = bits, .group_size = gs,
-                         .bias = with_bias ? bias : NULL, .bias_dtype = LMX_W_F32};
+                         .data = q.packed, .scales = sdt == LMX_DTYPE_F32 ? (const void *)q.scales : s16,
+                         .biases = sdt == LMX_DTYPE_F32 ? (const void *)q.biases : b16, .bits = bits, .group_size = gs,
+                         .bias = with_bias ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
     char what[96];
     snprintf(what, sizeof what, "quant bits %d gs %d rows %d cols %d T %d sdt %d bias %d add %d", bits, gs, rows, cols,
              T, (int)sdt, (int)with_bias, (int)add);
@@ -143,7 +143,7 @@ static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_wdtyp
 static void test_quant_levels(void) {
     static const int bitss[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128}, rowss[] = {1, 17, 37};
     static const int Ts[] = {1, 2, 3, 4, 5, 7};
-    static const lmx_wdtype sdts[] = {LMX_W_F32, LMX_W_BF16, LMX_W_F16};
+    static const lmx_dtype sdts[] = {LMX_DTYPE_F32, LMX_DTYPE_BF16, LMX_DTYPE_F16};
     int n = 0;
     for (int b = 0; b < 6; b++)
         for (int g = 0; g < 3; g++)
@@ -156,22 +156,22 @@ static void test_quant_levels(void) {
             }
 }
 
-static void dense_case(lmx_wdtype dt, int rows, int cols, int T, bool with_bias) {
+static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) {
     float *wf = malloc(sizeof(float) * (size_t)rows * cols);
     uint16_t *w16 = malloc(2 * (size_t)rows * cols);
     double *W = malloc(sizeof(double) * (size_t)rows * cols);
     for (int i = 0; i < rows * cols; i++) {
         float v = frand();
-        if (dt == LMX_W_BF16) w16[i] = lmx_f32_to_bf16(v), W[i] = lmx_bf16_to_f32(w16[i]);
-        else if (dt == LMX_W_F16) w16[i] = lmx_f32_to_f16(v), W[i] = lmx_f16_to_f32(w16[i]);
+        if (dt == LMX_DTYPE_BF16) w16[i] = lmx_f32_to_bf16(v), W[i] = lmx_bf16_to_f32(w16[i]);
+        else if (dt == LMX_DTYPE_F16) w16[i] = lmx_f32_to_f16(v), W[i] = lmx_f16_to_f32(w16[i]);
         else wf[i] = v, W[i] = v;
     }
     float *bias = malloc(sizeof(float) * (size_t)rows), *x = malloc(sizeof(float) * (size_t)T * cols);
     for (int i = 0; i < rows; i++) bias[i] = frand();
     for (int i = 0; i < T * cols; i++) x[i] = frand();
     lmx_weight_desc d = {.name = "d", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols, .dtype = dt,
-                         .data = dt == LMX_W_F32 ? (const void *)wf : w16, .bias = with_bias ? bias : NULL,
-                         .bias_dtype = LMX_W_F32};
+                         .data = dt == LMX_DTYPE_F32 ? (const void *)wf : w16, .bias = with_bias ? bias : NULL,
+                         .bias_dtype = LMX_DTYPE_F32};
     char what[80];
     snprintf(what, sizeof what, "dense dtype %d rows %d cols %d T %d", (int)dt, rows, cols, T);
     float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
@@ -186,7 +186,7 @@ static void dense_case(lmx_wdtype dt, int rows, int cols, int T, bool with_bias)
 }
 
 static void test_dense_levels(void) {
-    static const lmx_wdtype dts[] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    static const lmx_dtype dts[] = {LMX_DTYPE_F32, LMX_DTYPE_F16, LMX_DTYPE_BF16};
     static const int colss[] = {1, 15, 75, 130, 257}, rowss[] = {1, 17, 37}, Ts[] = {1, 3, 4, 6};
     int n = 0;
     for (int d = 0; d < 3; d++)

@@ -37,16 +37,16 @@ static void test_fused_upload(void) {
     CHECK((be->ops->weight_upload_fused != NULL) == tiles);
     if (tiles) {
         const int qkv0[3] = {32, 16, 16}, odd0[3] = {5, 3, 7}, gu0[2] = {48, 48};
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, 4, 64, false, qkv0, 3, 128, 5, 0);
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F16, 8, 32, true, odd0, 3, 64, 4, 0);
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, 4, 128, true, gu0, 2, 256, 1, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 64, false, qkv0, 3, 128, 5, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F16, 8, 32, true, odd0, 3, 64, 4, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 128, true, gu0, 2, 256, 1, 0);
         fc_store st0;
         lmx_weight_desc dp[3];
-        fc_make_parts(LMX_WEIGHT_DENSE, LMX_W_BF16, 0, 0, false, qkv0, 3, 64, 7u, &st0, dp);
+        fc_make_parts(LMX_WEIGHT_DENSE, LMX_DTYPE_BF16, 0, 0, false, qkv0, 3, 64, 7u, &st0, dp);
         lmx_bweight *fz0 = NULL, *vw0[3] = {0};
         CHECK(be->ops->weight_upload_fused(be, dp, 3, &fz0, vw0) == LMX_ERR_UNSUPPORTED && !fz0 && !vw0[0]);
         fc_store_free(&st0);
-        fc_make_parts(LMX_WEIGHT_QUANT, LMX_W_BF16, 3, 32, false, qkv0, 3, 64, 7u, &st0, dp);
+        fc_make_parts(LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 3, 32, false, qkv0, 3, 64, 7u, &st0, dp);
         CHECK(be->ops->weight_upload_fused(be, dp, 3, &fz0, vw0) == LMX_ERR_UNSUPPORTED && !fz0 && !vw0[0]);
         fc_store_free(&st0);
     }
@@ -54,17 +54,17 @@ static void test_fused_upload(void) {
     CHECK(be->ops->weight_upload_fused != NULL);
     CHECK(lmx_backend_cpu_kernels(be) != NULL);
     const int qkv[3] = {8, 4, 4}, odd[3] = {5, 3, 7}, gu[2] = {12, 12};
-    const lmx_wdtype dts[3] = {LMX_W_F32, LMX_W_F16, LMX_W_BF16};
+    const lmx_dtype dts[3] = {LMX_DTYPE_F32, LMX_DTYPE_F16, LMX_DTYPE_BF16};
     for (int i = 0; i < 3; i++) {
         fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, false, qkv, 3, 64, 5, 0);
         fused_case(be, LMX_WEIGHT_DENSE, dts[i], 0, 0, true, odd, 3, 48, 5, 0);
     }
     const int bits[6] = {2, 3, 4, 5, 6, 8};
     for (int i = 0; i < 6; i++) {
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_BF16, bits[i], 32, false, qkv, 3, 128, 5, 0);
-        fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F16, bits[i], 64, true, gu, 2, 128, 4, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, bits[i], 32, false, qkv, 3, 128, 5, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F16, bits[i], 64, true, gu, 2, 128, 4, 0);
     }
-    fused_case(be, LMX_WEIGHT_QUANT, LMX_W_F32, 4, 128, true, odd, 3, 256, 5, 0);
+    fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F32, 4, 128, true, odd, 3, 256, 5, 0);
     fused_mismatch(be);
     /* a CPU backend without the test hook refuses nothing but has no fused upload */
     lmx_backend *other = NULL;

@@ -52,7 +52,7 @@ static lmx_status w_buf_copy(lmx_backend *be, lmx_buf *d, size_t doff, const lmx
 static lmx_status w_weight_upload(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     lmx_status s = FWD(be, weight_upload, d, out);
     wrap_backend *w = W(be);
-    if (s == LMX_OK && d->kind == LMX_WEIGHT_VECTOR && d->dtype == LMX_W_F32 && w->n_vecs < 256) {
+    if (s == LMX_OK && d->kind == LMX_WEIGHT_VECTOR && d->dtype == LMX_DTYPE_F32 && w->n_vecs < 256) {
         float *v = malloc(sizeof(float) * (size_t)d->cols);
         if (v) {
             memcpy(v, d->data, sizeof(float) * (size_t)d->cols);
@@ -308,7 +308,7 @@ static void test_fixture_models(void) {
         snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
         snprintf(cfg, sizeof cfg, "%s/config.json", dir);
         if (stat(cfg, &st) != 0) continue;
-        lmx_lm_options opt = {.device = LMX_LM_DEVICE_CPU, .backend = &w.base};
+        lmx_lm_options opt = {.device = LMX_DEVICE_CPU, .backend = &w.base};
         lmx_lm *lm = NULL;
         lmx_status s = lmx_lm_open(dir, &opt, &lm);
         CHECK_MSG(s == LMX_OK, "%s: open: %s", e->d_name, lmx_last_error_detail());
@@ -343,7 +343,7 @@ static float frand(void) {
 }
 
 static lmx_bweight *vec_weight(lmx_backend *be, const float *v, int n) {
-    lmx_weight_desc d = {.name = "vec", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = n, .dtype = LMX_W_F32, .data = v};
+    lmx_weight_desc d = {.name = "vec", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = n, .dtype = LMX_DTYPE_F32, .data = v};
     lmx_bweight *w = NULL;
     CHECK(be->ops->weight_upload(be, &d, &w) == LMX_OK);
     return w;
@@ -472,8 +472,8 @@ static void test_matmul_add(void) {
     for (int i = 0; i < R; i++) bias[i] = frand();
     for (int i = 0; i < 8 * K; i++) x[i] = frand();
     for (int i = 0; i < 8 * R; i++) y0[i] = frand();
-    lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = R, .cols = K, .dtype = LMX_W_F32, .data = w,
-                         .bias = bias, .bias_dtype = LMX_W_F32};
+    lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = R, .cols = K, .dtype = LMX_DTYPE_F32, .data = w,
+                         .bias = bias, .bias_dtype = LMX_DTYPE_F32};
     lmx_bweight *wt = NULL;
     CHECK(op->weight_upload(be, &d, &wt) == LMX_OK);
     const int Ts[3] = {1, 3, 7}; /* decode rows, short rows, the blocked prefill form */

@@ -64,9 +64,9 @@ static void check_quant(lmx_backend *be, int bits, int gs, bool with_bias, int T
     CHECK(neg > 0); /* the MLX algorithm produces negative scales for max-dominated groups */
     float bias[37];
     for (int i = 0; i < rows; i++) bias[i] = frand();
-    lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = LMX_W_F32,
+    lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = LMX_DTYPE_F32,
                          .data = q.packed, .scales = q.scales, .biases = q.biases, .bits = bits, .group_size = gs,
-                         .bias = with_bias ? bias : NULL, .bias_dtype = LMX_W_F32};
+                         .bias = with_bias ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
     lmx_bweight *bw = NULL;
     CHECK(be->ops->weight_upload(be, &d, &bw) == LMX_OK);
     float x[6 * 256];
@@ -147,7 +147,7 @@ static void test_quant_bf16_scales(void) {
             double qv = fabs(s) > 0 ? rint((q.deq[r * cols + k] - b) / s) : 0;
             deq[r * cols + k] = lmx_bf16_to_f32(s16[g]) * qv + lmx_bf16_to_f32(b16[g]);
         }
-    lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = LMX_W_BF16,
+    lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = LMX_DTYPE_BF16,
                          .data = q.packed, .scales = s16, .biases = b16, .bits = bits, .group_size = gs};
     lmx_bweight *bw = NULL;
     CHECK(be3->ops->weight_upload(be3, &d, &bw) == LMX_OK);
@@ -192,7 +192,7 @@ static void test_dense_matmul_dtypes(void) {
     }
     for (int dt = 0; dt < 3; dt++) {
         lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols,
-                             .dtype = (lmx_wdtype)dt, .bias = bias, .bias_dtype = LMX_W_F32};
+                             .dtype = (lmx_dtype)dt, .bias = bias, .bias_dtype = LMX_DTYPE_F32};
         d.data = dt == 0 ? (const void *)(unal + 1) : dt == 1 ? (const void *)wh : (const void *)wb;
         /* T = 1: fused half-precision decode path; 2: per-row path; 5: blocked prefill path */
         for (int bi = 0; bi < 6; bi++) {
@@ -228,7 +228,7 @@ static void test_rmsnorm(void) {
     float x[7 * 48], w[48];
     for (int i = 0; i < rows * dim; i++) x[i] = frand() * 3;
     for (int i = 0; i < dim; i++) w[i] = frand();
-    lmx_weight_desc d = {.name = "n", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = LMX_W_F32, .data = w};
+    lmx_weight_desc d = {.name = "n", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = LMX_DTYPE_F32, .data = w};
     for (int p1 = 0; p1 < 2; p1++) {
         lmx_bweight *bw = NULL;
         CHECK(be3->ops->weight_upload(be3, &d, &bw) == LMX_OK);
@@ -318,7 +318,7 @@ static void test_rope_kernel(void) {
     for (int i = 0; i < rot / 2; i++) inv[i] = (float)pow(100.0, -2.0 * i / rot);
     int32_t pos[4] = {0, 5, 6, 131};
     const float ms = 1.25f;
-    lmx_weight_desc d = {.name = "rope", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_W_F32,
+    lmx_weight_desc d = {.name = "rope", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = rot / 2, .dtype = LMX_DTYPE_F32,
                          .data = inv};
     for (int bi = 0; bi < 2; bi++) {
         lmx_backend *be = bi ? be3 : be1;
@@ -455,7 +455,7 @@ static void check_attention_ring(int n_heads, int n_kv, int window, float softca
         lmx_buf *bv = buf_from(be, v, (size_t)T * n_kv * D), *bo = buf_from(be, NULL, (size_t)T * n_heads * D);
         /* k, v into the caches through rope_qk_store without rotation (q, k unchanged) */
         const float one = 1.0f;
-        lmx_weight_desc dinv = {.name = "inv", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 1, .dtype = LMX_W_F32,
+        lmx_weight_desc dinv = {.name = "inv", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 1, .dtype = LMX_DTYPE_F32,
                                 .data = &one};
         lmx_bweight *winv = NULL;
         CHECK(be->ops->weight_upload(be, &dinv, &winv) == LMX_OK);
@@ -550,7 +550,7 @@ static void test_bad_args(void) {
     CHECK(be1->ops->buf_write(be1, b, 2, x, 4) == LMX_ERR_INVALID_ARGUMENT);
     CHECK(be1->ops->buf_read(be1, b, 5, x, 0) == LMX_ERR_INVALID_ARGUMENT);
     float w[64] = {0};
-    lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = 2, .cols = 8, .dtype = LMX_W_F32, .data = w};
+    lmx_weight_desc d = {.name = "w", .kind = LMX_WEIGHT_DENSE, .rows = 2, .cols = 8, .dtype = LMX_DTYPE_F32, .data = w};
     lmx_bweight *bw = NULL;
     CHECK(be1->ops->weight_upload(be1, &d, &bw) == LMX_OK);
     CHECK(be1->ops->matmul(be1, bw, b, 0, 1, b) == LMX_ERR_INVALID_ARGUMENT); /* x too short */

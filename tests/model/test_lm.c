@@ -350,25 +350,27 @@ static void *conc_main(void *p) {
 }
 
 static void test_probe(void) {
-    lmx_lm_probe_info pi;
+    lmx_model_facts pi;
     CHECK(lmx_lm_probe(g_dirs[0], &pi) == LMX_OK);
-    CHECK_EQ_STR(pi.model_type, "llama");
-    CHECK_EQ_INT(pi.n_layers, LAYERS);
-    CHECK_EQ_INT(pi.vocab_size, VOCAB);
-    CHECK_EQ_INT(pi.quant_bits, 0);
+    CHECK_EQ_STR(pi.info.model_type, "llama");
+    CHECK_EQ_INT(pi.info.n_layers, LAYERS);
+    CHECK_EQ_INT(pi.info.vocab_size, VOCAB);
+    CHECK_EQ_INT(pi.info.quant_bits, 0);
     /* embed + lm_head + norms + 2 layers of (q,k,v,o,gate,up,down,2 norms) + the dropped inv_freq */
     int64_t per_layer = (int64_t)NH * HD * HID + 2LL * NKV * HD * HID + (int64_t)HID * NH * HD + 3LL * INTER * HID + 2 * HID;
-    CHECK_EQ_INT(pi.n_params, 2LL * VOCAB * HID + HID + LAYERS * per_layer);
-    CHECK_EQ_INT(pi.kv_bytes_per_position, 2 * LAYERS * NKV * HD * 4);
+    CHECK_EQ_INT(pi.info.n_params, 2LL * VOCAB * HID + HID + LAYERS * per_layer);
+    CHECK_EQ_INT(pi.kv_bytes_per_token, 2 * LAYERS * NKV * HD * 4);
     CHECK_EQ_INT(pi.n_eos, 1);
     CHECK_EQ_INT(pi.eos_ids[0], 95);
-    CHECK(pi.weight_bytes > (uint64_t)pi.n_params); /* bf16 */
-    lmx_lm_probe_info pq;
+    CHECK(pi.info.weight_bytes > pi.info.n_params); /* bf16 */
+    CHECK(pi.state != NULL); /* the parsed config, for lmx_lm_open_config */
+    lmx_model_facts pq;
     CHECK(lmx_lm_probe(g_dirs[2], &pq) == LMX_OK); /* same shapes, 4-bit */
-    CHECK_EQ_INT(pq.quant_bits, 4);
-    CHECK_EQ_INT(pq.group_size, 32);
-    CHECK_EQ_INT(pq.n_params, pi.n_params);
-    CHECK(pq.weight_bytes < pi.weight_bytes);
+    CHECK_EQ_INT(pq.info.quant_bits, 4);
+    CHECK_EQ_INT(pq.info.group_size, 32);
+    CHECK_EQ_INT(pq.info.n_params, pi.info.n_params);
+    CHECK(pq.info.weight_bytes < pi.info.weight_bytes);
+    lmx_model_facts_release(&pq);
     /* the probe's scratch estimate bounds what a cache with 512-row chunks really allocates */
     lmx_lm *lm = NULL;
     lmx_kv *kv = NULL;
@@ -376,7 +378,7 @@ static void test_probe(void) {
     if (lm && lmx_kv_create_ex(lm, 600, 512, &kv) == LMX_OK) {
         const uint64_t cache = 600 * lmx_lm_kv_bytes_per_position(lm), all = lmx_kv_bytes(kv);
         CHECK(all > cache);
-        CHECK_MSG(all - cache <= pi.scratch_bytes && all - cache >= pi.scratch_bytes / 2,
+        CHECK_MSG(all - cache <= (uint64_t)pi.scratch_bytes && all - cache >= (uint64_t)pi.scratch_bytes / 2,
                   "kv scratch %llu vs probe estimate %llu", (unsigned long long)(all - cache),
                   (unsigned long long)pi.scratch_bytes);
     } else {
@@ -384,7 +386,16 @@ static void test_probe(void) {
     }
     lmx_kv_destroy(kv);
     lmx_lm_close(lm);
+    /* the probe's config opens the model: the model takes it over */
+    lmx_model_config *cfg = pi.state;
+    pi.state = NULL;
+    CHECK(lmx_lm_open_config(g_dirs[0], &cfg, NULL, &lm) == LMX_OK && cfg == NULL);
+    if (lm) CHECK_EQ_INT(lmx_lm_vocab_size(lm), VOCAB);
+    lmx_lm_close(lm);
+    lmx_model_config_free(cfg);
+    lmx_model_facts_release(&pi);
     CHECK_EQ_INT(lmx_lm_probe("/nonexistent/model", &pi), LMX_ERR_MODEL_NOT_FOUND);
+    CHECK(pi.state == NULL);
 }
 
 /* weights read into memory instead of mapped: same logits */
@@ -407,7 +418,7 @@ static void test_no_mmap(void) {
     lmx_lm_close(a);
     lmx_lm_close(b);
     /* GPU is not available in this build */
-    lmx_lm_options g = {.device = LMX_LM_DEVICE_GPU};
+    lmx_lm_options g = {.device = LMX_DEVICE_GPU};
     lmx_lm *c = NULL;
     CHECK_EQ_INT(lmx_lm_open(g_dirs[3], &g, &c), LMX_ERR_GPU_NOT_AVAILABLE);
     CHECK(c == NULL);

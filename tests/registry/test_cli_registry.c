@@ -330,7 +330,7 @@ static void test_broken_generation_config(void) {
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/tests/fixtures/models/llama-tiny/*.json "
              "'%s'/tests/fixtures/models/llama-tiny/*.safetensors '%s'/", dir, LMX_SOURCE_DIR, LMX_SOURCE_DIR, dir);
     CHECK(system(cmd) == 0);
-    static const char *const broken[] = {"{\"eos_token_id\": [1,", "[1, 2]", "{\"a\":" "[[[[[[[[[[[[[[[[[[[[[[[[[["};
+    static const char *const broken[] = {"{\"eos_token_id\": [1,", "[1, 2]", "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[["};
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/generation_config.json", dir);
         put(p, broken[i]);

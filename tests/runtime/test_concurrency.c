@@ -4,7 +4,7 @@
  * ThreadSanitizer proof (ctest -L tsan). */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -38,7 +38,7 @@ static void *run(void *arg) {
     for (int i = 0; i < ITERS; i++) {
         int k = (w->t + i) % 3;
         lmx_gen_options o = lmx_gen_options_default();
-        o.temperature = (i % 2) ? 0.0f : 0.8f; /* peak 10 + top_p .9: sampling keeps the script */
+        o.sampling.temperature = (i % 2) ? 0.0f : 0.8f; /* peak 10 + top_p .9: sampling keeps the script */
         o.seed = (uint64_t)(w->t * 1000 + i);
         o.use_seed = true;
         o.max_tokens = 64;

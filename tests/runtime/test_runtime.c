@@ -2,7 +2,7 @@
  * through the registry, generate / stream / chat, cancellation, metrics, LMX_VERIFY. */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
-#include "runtime/engine.h"
+#include "runtime/runtime.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -31,7 +31,7 @@ static lmx_runtime *mkrt(lmx_config *cfg) {
 
 static lmx_gen_options greedy(int max_tokens) {
     lmx_gen_options o = lmx_gen_options_default();
-    o.temperature = 0;
+    o.sampling.temperature = 0;
     o.max_tokens = max_tokens;
     return o;
 }
@@ -44,10 +44,10 @@ static void test_config(void) {
     CHECK_NEAR(c.default_top_p, 0.9, 1e-6);
     CHECK_EQ_INT(c.default_max_tokens, 512);
     lmx_gen_options o = lmx_gen_options_default();
-    CHECK(o.top_k == 0 && o.min_p == 0 && o.max_tokens == 512 && o.n_stop == 0 && o.repetition_context == 20);
-    CHECK_NEAR(o.temperature, 0.7, 1e-6);
-    CHECK_NEAR(o.top_p, 0.9, 1e-6);
-    CHECK_NEAR(o.repetition_penalty, 1.0, 1e-6);
+    CHECK(o.sampling.top_k == 0 && o.sampling.min_p == 0 && o.max_tokens == 512 && o.n_stop == 0 && o.sampling.repetition_context == 20);
+    CHECK_NEAR(o.sampling.temperature, 0.7, 1e-6);
+    CHECK_NEAR(o.sampling.top_p, 0.9, 1e-6);
+    CHECK_NEAR(o.sampling.repetition_penalty, 1.0, 1e-6);
     CHECK(!o.use_seed);
 
     lmx_runtime *rt = (lmx_runtime *)0x1;
@@ -224,7 +224,7 @@ static void test_generate_lazy_and_stream(void) {
     /* errors */
     CHECK(lmx_generate(rt, "no/such", "x", &o, &text, &res) == LMX_ERR_MODEL_NOT_FOUND);
     CHECK(text == NULL);
-    o.temperature = -1;
+    o.sampling.temperature = -1;
     CHECK(lmx_generate(rt, "org/quick", "x", &o, &text, &res) == LMX_ERR_INVALID_ARGUMENT);
     o = greedy(5);
     lmx_config small;

@@ -5,7 +5,7 @@
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/json_str.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

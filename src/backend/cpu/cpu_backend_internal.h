@@ -25,7 +25,7 @@ struct lmx_buf {
 struct lmx_bweight {
     lmx_wkind kind;
     int64_t rows, cols;
-    lmx_wdtype dtype;      /* dense: element type of `data` */
+    lmx_dtype dtype;      /* dense: element type of `data` */
     const uint8_t *data;   /* dense: first selected row; quant: packed bytes of the first selected row */
     size_t row_bytes;      /* bytes per stored row */
     float *vec;            /* vector: own fp32 copy [cols] */
@@ -91,15 +91,15 @@ static inline lmx_status ensure_xq(cpu_backend *c, size_t n) {
 
 /* ---- element conversion ---- */
 
-static inline size_t wdtype_size(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+static inline size_t wdtype_size(lmx_dtype t) { return t == LMX_DTYPE_F32 ? 4 : 2; }
 
-static inline void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_wdtype t, int64_t n, float *dst) {
-    if (t == LMX_W_F32) memcpy(dst, src, (size_t)n * 4);
-    else if (t == LMX_W_BF16) k->bf16_row(src, n, dst);
+static inline void convert_row(const lmx_cpu_kernels *k, const uint8_t *src, lmx_dtype t, int64_t n, float *dst) {
+    if (t == LMX_DTYPE_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t == LMX_DTYPE_BF16) k->bf16_row(src, n, dst);
     else k->f16_row(src, n, dst);
 }
 
-static inline float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_wdtype t, int64_t n) {
+static inline float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx_dtype t, int64_t n) {
     float *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
     if (d) convert_row(k, src, t, n, d);
     return d;

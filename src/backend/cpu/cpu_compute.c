@@ -34,9 +34,9 @@ static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *src = w->data + (size_t)r * w->row_bytes;
         float b = w->bias ? w->bias[r] : 0.0f;
-        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_W_F32) {
+        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_DTYPE_F32) {
             /* decode: read the stored half-precision row once, converting in registers */
-            float d = w->dtype == LMX_W_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
+            float d = w->dtype == LMX_DTYPE_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
             mm_put(m, (size_t)r, d + b);
         } else if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(k, src, w->dtype, K, row);

@@ -82,7 +82,7 @@ static void pack_tiles(void *vctx, int64_t b0, int64_t b1, int thread) {
 
 lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool) {
     const int64_t NB = (w->rows + 15) / 16;
-    w->pk_sb16 = w->dtype == LMX_W_BF16;
+    w->pk_sb16 = w->dtype == LMX_DTYPE_BF16;
     w->pk_block_bytes = group_bytes(w->bits, w->group_size, w->pk_sb16) * (size_t)w->groups;
     w->pk = aligned_alloc(64, (size_t)NB * w->pk_block_bytes);
     if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");

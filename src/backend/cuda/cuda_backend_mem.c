@@ -14,17 +14,17 @@
 #include "util/error.h"
 #include "util/log.h"
 
-static size_t wsize(lmx_wdtype t) { return t == LMX_W_F32 ? 4 : 2; }
+static size_t wsize(lmx_dtype t) { return t == LMX_DTYPE_F32 ? 4 : 2; }
 
-static float host_to_f32(const uint8_t *p, lmx_wdtype t) {
-    if (t == LMX_W_F32) {
+static float host_to_f32(const uint8_t *p, lmx_dtype t) {
+    if (t == LMX_DTYPE_F32) {
         float f;
         memcpy(&f, p, 4);
         return f;
     }
     uint16_t h;
     memcpy(&h, p, 2);
-    if (t == LMX_W_BF16) {
+    if (t == LMX_DTYPE_BF16) {
         uint32_t u = (uint32_t)h << 16;
         float f;
         memcpy(&f, &u, 4);
@@ -112,7 +112,7 @@ lmx_status lmx_cub_upload_end(lmx_backend *be) {
 }
 
 /* n elements of dtype t (possibly unaligned host bytes) as fp32 into device d_dst [n] */
-static lmx_status upload_f32_into(cuda_backend *c, const void *src, lmx_wdtype t, int64_t n, float *d_dst) {
+static lmx_status upload_f32_into(cuda_backend *c, const void *src, lmx_dtype t, int64_t n, float *d_dst) {
     float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
     if (!h) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: host staging of %lld floats", (long long)n);
     for (int64_t i = 0; i < n; i++) h[i] = host_to_f32((const uint8_t *)src + (size_t)i * wsize(t), t);
@@ -122,7 +122,7 @@ static lmx_status upload_f32_into(cuda_backend *c, const void *src, lmx_wdtype t
 }
 
 /* uploads n elements of dtype t (possibly unaligned host bytes) as fp32 */
-static lmx_status upload_f32(cuda_backend *c, const void *src, lmx_wdtype t, int64_t n, float **out) {
+static lmx_status upload_f32(cuda_backend *c, const void *src, lmx_dtype t, int64_t n, float **out) {
     *out = NULL;
     lmx_status st = weight_malloc(c, (void **)out, (size_t)n * sizeof(float));
     if (st == LMX_OK) st = upload_f32_into(c, src, t, n, *out);

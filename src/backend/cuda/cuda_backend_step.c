@@ -28,7 +28,7 @@ void lmx_cub_graphs_clear(cuda_backend *c) {
 
 lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a) {
     cuda_backend *c = CB(be);
-    if (!a || vocab <= 0 || a->window_cap < 0 || a->n_window < 0 || a->n_window > a->window_cap)
+    if (!a || vocab <= 0 || a->sampling.repetition_context < 0 || a->n_window < 0 || a->n_window > a->sampling.repetition_context)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample: bad arguments (vocab %d)", vocab);
     CHECK_RANGE(logits, 0, (size_t)vocab, "sample logits");
     if (c->samp_pending) { /* the previous result was never read: its work may still use the staging */
@@ -36,10 +36,9 @@ lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, con
         if (st != LMX_OK) return st;
         c->samp_pending = false;
     }
-    const bool pen = a->repetition_penalty != 0.0f && a->repetition_penalty != 1.0f;
-    const int wcap = pen ? a->window_cap : 0;
-    lmx_cuda_sample_params p = {.vocab = vocab, .temperature = a->temperature, .top_p = a->top_p,
-                                .min_p = a->min_p, .top_k = a->top_k, .repetition_penalty = a->repetition_penalty};
+    const bool pen = a->sampling.repetition_penalty != 0.0f && a->sampling.repetition_penalty != 1.0f;
+    const int wcap = pen ? a->sampling.repetition_context : 0;
+    lmx_cuda_sample_params p = {.vocab = vocab, .sampling = a->sampling};
     c->samp_host = !lmx_cuda_sample_supported(&p);
     if (c->samp_host) return LMX_OK; /* nothing on the device: the caller samples on the host */
     if (!c->sampler || lmx_cuda_sampler_vocab(c->sampler) != vocab || lmx_cuda_sampler_window_cap(c->sampler) < wcap) {
@@ -58,8 +57,8 @@ lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, con
     lmx_status st = lmx_cuda_sample_set_input(c->sampler, a->u, pen ? a->window : NULL, pen ? a->n_window : 0);
     if (st != LMX_OK) return st;
     if (stepping(c)) {
-        SIGI(12); SIGP(logits->d); SIGP(c->sampler); SIGI(vocab); SIGI(fbits(a->temperature)); SIGI(fbits(a->top_p));
-        SIGI(fbits(a->min_p)); SIGI(a->top_k); SIGI(fbits(a->repetition_penalty)); SIGI(wcap);
+        SIGI(12); SIGP(logits->d); SIGP(c->sampler); SIGI(vocab); SIGI(fbits(a->sampling.temperature)); SIGI(fbits(a->sampling.top_p));
+        SIGI(fbits(a->sampling.min_p)); SIGI(a->sampling.top_k); SIGI(fbits(a->sampling.repetition_penalty)); SIGI(wcap);
         c->samp_pending = true;
         if (replaying(c)) return LMX_OK;
     }

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "lmx.h"
-#include "formats/safetensors.h" /* lmx_dtype */
+#include "formats/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -329,10 +329,7 @@ lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_cuda_qk_rope
 typedef struct lmx_cuda_sampler lmx_cuda_sampler; /* device workspace + pinned staging */
 typedef struct lmx_cuda_sample_params {
     int vocab;
-    float temperature;        /* 0 = greedy */
-    float top_p, min_p;       /* off: 0 (or 1), 0 */
-    int top_k;                /* 0 or >= vocab = off */
-    float repetition_penalty; /* 0 or 1 = off */
+    lmx_sampling sampling;    /* lmx.h; repetition_context is not read (the window is staged) */
 } lmx_cuda_sample_params;
 /* A sampler for logits [vocab] and a penalty window of up to window_cap ids. */
 lmx_status lmx_cuda_sampler_create(int vocab, int window_cap, lmx_cuda_sampler **out);

@@ -725,7 +725,7 @@ extern "C" int lmx_cuda_sampler_vocab(const lmx_cuda_sampler *s) { return s->voc
 extern "C" int lmx_cuda_sampler_window_cap(const lmx_cuda_sampler *s) { return s->window_cap; }
 
 extern "C" bool lmx_cuda_sample_supported(const lmx_cuda_sample_params *p) {
-    return p->vocab > 0 && p->top_k >= 0;
+    return p->vocab > 0 && p->sampling.top_k >= 0;
 }
 
 extern "C" lmx_status lmx_cuda_sample_set_input(lmx_cuda_sampler *s, double u, const int32_t *window, int n_window) {
@@ -745,38 +745,38 @@ extern "C" lmx_status lmx_cuda_sample_enqueue(lmx_cuda_sampler *s, const lmx_cud
     if (!s || !p || !logits || p->vocab != s->vocab)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample: bad arguments (vocab %d)", p ? p->vocab : -1);
     if (!lmx_cuda_sample_supported(p))
-        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda sample: top_k %d is sampled on the host", p->top_k);
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda sample: top_k %d is sampled on the host", p->sampling.top_k);
     cudaStream_t cs = LMX_CU_STREAM(stream);
     const int V = s->vocab, nb = s->nb;
     lmx_status st = lmx_cuda_memcpy_h2d(s->d_in, s->h_in, s->in_bytes, stream);
     if (st != LMX_OK) return st;
     const float *x = logits;
-    const bool pen = p->repetition_penalty != 0.0f && p->repetition_penalty != 1.0f && s->window_cap > 0;
+    const bool pen = p->sampling.repetition_penalty != 0.0f && p->sampling.repetition_penalty != 1.0f && s->window_cap > 0;
     if (pen) {
         k_sb_copy<<<nb, SB_THREADS, 0, cs>>>(logits, s->pl, V);
-        k_sb_penalty<<<1, SB_THREADS, 0, cs>>>(logits, s->pl, V, s->d_in, s->window_cap, p->repetition_penalty);
+        k_sb_penalty<<<1, SB_THREADS, 0, cs>>>(logits, s->pl, V, s->d_in, s->window_cap, p->sampling.repetition_penalty);
         x = s->pl;
     }
-    const bool greedy = p->temperature == 0.0f;
-    const bool topp = p->top_p > 0 && p->top_p < 1, minp = p->min_p > 0;
-    const double ln_min_p = minp ? log((double)p->min_p) : 0.0;
+    const bool greedy = p->sampling.temperature == 0.0f;
+    const bool topp = p->sampling.top_p > 0 && p->sampling.top_p < 1, minp = p->sampling.min_p > 0;
+    const double ln_min_p = minp ? log((double)p->sampling.min_p) : 0.0;
     k_sb_stats<<<nb, SB_THREADS, 0, cs>>>(x, V, s->part_v, s->part_i, s->part_nan);
     k_sb_stats_fin<<<1, SB_THREADS, 0, cs>>>(s->part_v, s->part_i, s->part_nan, nb, greedy, ln_min_p, s->bm, s->st);
     if (!greedy) {
-        const float inv_t = 1.0f / p->temperature;
+        const float inv_t = 1.0f / p->sampling.temperature;
         int mode = SB_LIST_ALL;
         if (topp) {
             mode = SB_LIST_TOPP;
             k_sb_topp_hist<<<nb, SB_THREADS, 0, cs>>>(x, V, s->st, s->part_d, s->bm);
-            k_sb_topp_cut<<<1, SB_BUCKETS, 0, cs>>>(s->part_d, nb, s->bm, (double)p->top_p, s->st);
+            k_sb_topp_cut<<<1, SB_BUCKETS, 0, cs>>>(s->part_d, nb, s->bm, (double)p->sampling.top_p, s->st);
             k_sb_topp_gather<<<nb, SB_THREADS, 0, cs>>>(x, V, s->st, s->tail_v, s->tail_i);
             k_sb_topp_tail<<<1, 1024, 0, cs>>>(s->tail_v, s->tail_i, s->st, minp);
         } else if (minp) {
             mode = SB_LIST_MINP;
         }
-        const bool topk = p->top_k > 0 && p->top_k < V;
+        const bool topk = p->sampling.top_k > 0 && p->sampling.top_k < V;
         if (topk) {
-            k_sb_topk_select<<<1, 1024, 0, cs>>>(x, V, mode, minp, s->tail_v, p->top_k, s->st);
+            k_sb_topk_select<<<1, 1024, 0, cs>>>(x, V, mode, minp, s->tail_v, p->sampling.top_k, s->st);
             k_sb_topk_gather<<<nb, SB_THREADS, 0, cs>>>(x, V, mode, minp, s->st, s->g_v, s->g_i);
         }
         k_sb_draw_part<<<nb, SB_CHUNK, 0, cs>>>(x, V, mode, minp, inv_t, s->st, s->part_d, s->part_last);
