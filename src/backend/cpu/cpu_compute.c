@@ -113,12 +113,29 @@ static void qtile_run(void *vctx, int64_t b0, int64_t b1, int thread) {
     lmx_cpu_qtile_rows(q->w, b0, b1, q->xq, q->xd, q->xs, q->T, q->y, q->acc);
 }
 
+typedef struct qx_ctx {
+    const float *x;
+    int64_t K;
+    int G, groups;
+    int16_t *xq;
+    float *xd, *xs;
+} qx_ctx;
+
+/* tokens [t0, t1) of the int16 activation quantization (prefill: on the pool, one token per chunk) */
+static void qx_run(void *vctx, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    const qx_ctx *q = vctx;
+    lmx_cpu_qtile_quant_x(q->x + (size_t)t0 * q->K, (int)(t1 - t0), q->K, q->G, q->xq + (size_t)t0 * q->K,
+                          q->xd + (size_t)t0 * q->groups, q->xs + (size_t)t0 * q->groups);
+}
+
 static lmx_status cpu_matmul_qtile(cpu_backend *c, const lmx_bweight *w, const float *x, int T, float *y, bool acc) {
     const size_t G = (size_t)w->groups;
     LMX_BACKEND_TRY(ensure_xq(c, (size_t)T * (size_t)w->cols));
     LMX_BACKEND_TRY(ensure_shared(c, 2 * (size_t)T * G));
     float *xd = c->shared, *xs = c->shared + (size_t)T * G;
-    lmx_cpu_qtile_quant_x(x, T, w->cols, w->group_size, c->xq, xd, xs);
+    qx_ctx qx = {x, w->cols, w->group_size, w->groups, c->xq, xd, xs};
+    lmx_thread_pool_run(c->pool, T, 4, qx_run, &qx);
     qtile_ctx q = {w, c->xq, xd, xs, y, T, acc};
     /* ~4 chunks per thread; a chunk of 16-row tiles is at least 2 tiles */
     int64_t grain = w->pk_blocks / (c->n_threads * 4);

@@ -14,7 +14,7 @@
  * decode reads each weight byte once, in order. Per group g the int32 sums are rescaled once:
  *   y_r += s_rg · d_g · Σ_k q_rk·xq_k + b_rg · Σ_k x_k
  * with x quantized per group to int16 (xq = round(x / d_g), d_g = max|x| / 32767: relative error
- * ~1.5e-5, inside the golden tolerance; int8 would not be) and Σx the exact fp32 sum. |Σ q·xq| <=
+ * ~1.5e-5, inside the golden tolerance; int8 would not be) and Σx the fp32 sum of x itself. |Σ q·xq| <=
  * 255 · 32767 · 128 < 2^31 for groups up to 128. */
 #include "backend/cpu/cpu_qtile.h"
 
@@ -106,12 +106,14 @@ LMX_AVX512 void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, i
         for (int g = 0; g < groups; g++) {
             const float *p = x + (size_t)t * K + (size_t)g * G;
             int16_t *q = xq + (size_t)t * K + (size_t)g * G;
-            __m512 mx = _mm512_setzero_ps();
-            for (int k = 0; k < G; k += 16) mx = _mm512_max_ps(mx, _mm512_and_ps(_mm512_loadu_ps(p + k), absmask));
+            __m512 mx = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
+            for (int k = 0; k < G; k += 16) {
+                const __m512 v = _mm512_loadu_ps(p + k);
+                mx = _mm512_max_ps(mx, _mm512_and_ps(v, absmask));
+                sum = _mm512_add_ps(sum, v);
+            }
             float amax = _mm512_reduce_max_ps(mx);
-            float s = 0;
-            for (int k = 0; k < G; k++) s += p[k]; /* the exact sum, as the scalar path computes it */
-            xs[(size_t)t * groups + g] = s;
+            xs[(size_t)t * groups + g] = _mm512_reduce_add_ps(sum); /* fp32 sum of the unquantized x */
             if (!(amax > 0) || !isfinite(amax)) {
                 /* a zero group; a non-finite one makes the result non-finite (through d, or the sum) */
                 xd[(size_t)t * groups + g] = amax > 0 ? NAN : 0.0f;
