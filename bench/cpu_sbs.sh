@@ -5,7 +5,8 @@
 # over rounds into one results file and prints a markdown table.
 #
 #   bench/cpu_sbs.sh [--rounds 3] [--formats "q4 q8 bf16"] [--threads 2] [--prompt 128] [--gen 64]
-#                    [--reps 3] [--out FILE]
+#                    [--reps 3] [--out FILE] [--busy]
+# --busy runs one busy loop (`yes > /dev/null`) beside every run: a third process on the cores
 # Environment (defaults in brackets):
 #   LMX          the lmx CLI                                      [build/lmx]
 #   MEMBW        the bandwidth probe                              [build/lmx_membw]
@@ -16,20 +17,25 @@
 #   HW           hardware tag of the file name                    [cpu<threads>]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=3 FORMATS="q4 q8 bf16" THREADS=2 PROMPT=128 GEN=64 REPS=3 OUT=""
+ROUNDS=3 FORMATS="q4 q8 bf16" THREADS=2 PROMPT=128 GEN=64 REPS=3 OUT="" BUSY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;; --formats) FORMATS=$2; shift 2 ;; --threads) THREADS=$2; shift 2 ;;
     --prompt) PROMPT=$2; shift 2 ;; --gen) GEN=$2; shift 2 ;; --reps) REPS=$2; shift 2 ;; --out) OUT=$2; shift 2 ;;
+    --busy) BUSY=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 LMX=${LMX:-build/lmx} MEMBW=${MEMBW:-build/lmx_membw} LMX_MODELS=${LMX_MODELS:-/tmp/lmxm} PEER=${PEER:-/tmp/peer}
 HW=${HW:-cpu$THREADS}
-OUT=${OUT:-bench/results/$(date -u +%F)-$HW-llama-3.2-1b-sbs.json}
+OUT=${OUT:-bench/results/$(date -u +%F)-$HW-llama-3.2-1b-sbs$([ $BUSY = 1 ] && echo -busy).json}
 export LMX_COMMIT=${LMX_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 gguf_of() { case $1 in q4) echo Q4_0 ;; q8) echo Q8_0 ;; bf16) echo F16 ;; esac; }
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d)
+BUSY_PID=""
+cleanup() { [ -n "$BUSY_PID" ] && kill "$BUSY_PID" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+if [ $BUSY = 1 ]; then yes > /dev/null & BUSY_PID=$!; fi
 for r in $(seq 1 "$ROUNDS"); do
   "$MEMBW" "$THREADS" 2 5 > "$TMP/membw-$r.json"
   uptime | sed 's/.*load average: //' > "$TMP/load-$r.txt"
@@ -43,9 +49,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r $f done" >&2
   done
 done
-python3 - "$TMP" "$OUT" "$ROUNDS" "$FORMATS" "$THREADS $PROMPT $GEN $REPS" <<'PY'
+python3 - "$TMP" "$OUT" "$ROUNDS" "$FORMATS" "$THREADS $PROMPT $GEN $REPS" "$BUSY" <<'PY'
 import json, os, statistics, sys, datetime, subprocess
 tmp, out, rounds, formats, shape = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split()
+busy = sys.argv[6] == "1"
 ld = lambda p: json.load(open(os.path.join(tmp, p)))
 membw = [ld(f"membw-{r}.json") for r in range(1, rounds + 1)]
 loads = [open(os.path.join(tmp, f"load-{r}.txt")).read().strip() for r in range(1, rounds + 1)]
@@ -54,7 +61,7 @@ res = {"schema": "lmx-cpu-sbs/1", "date": datetime.datetime.utcnow().strftime("%
        "cpu": subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True, text=True).stdout.strip(),
        "threads": int(shape[0]), "prompt": int(shape[1]), "gen": int(shape[2]), "reps": int(shape[3]), "rounds": rounds,
        "protocol": "per round: probe, then per format lmx and llama.cpp one after the other (order alternating by round); medians over rounds of each run's median over reps",
-       "load_avg_1_5_15_per_round": loads, "membw": membw, "formats": {}}
+       "busy_loop_beside": busy, "load_avg_1_5_15_per_round": loads, "membw": membw, "formats": {}}
 med = statistics.median
 print(f"| format | lmx decode | llama.cpp decode | ratio | lmx prefill | llama.cpp prefill | ratio | lmx GB/s (÷ probe) |")
 print("|---|---|---|---|---|---|---|---|")
