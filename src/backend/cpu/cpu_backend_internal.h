@@ -36,7 +36,8 @@ struct lmx_bweight {
     uint8_t *pk;           /* avx512 level, 4/8 bits: codes repacked in 16-row tiles (cpu_qtile.h), or NULL */
     int64_t pk_blocks;     /* tiles of 16 rows */
     size_t pk_block_bytes; /* bytes per tile (codes, scales and biases of every group) */
-    bool pk_sb16;          /* the tiles hold bf16 scales/biases (else fp32) */
+    bool pk_sb16;          /* the tiles hold 16-bit scales/biases (else fp32) */
+    bool pk_sbh;           /* those are f16 (else bf16) */
     bool pk_own;           /* a view that owns pk (its rows do not start at a tile of the fused weight) */
     bool view;             /* a view of a fused weight: frees only the handle */
 };

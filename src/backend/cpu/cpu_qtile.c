@@ -10,7 +10,7 @@
  * so (word >> bits*s) & mask is, per 32-bit lane r, the pair of codes (k0+2s, k0+2s+1) of row r,
  * which VPDPWSSD multiplies with the broadcast int16 pair x[k0+2s], x[k0+2s+1] and adds into lane
  * r: 16 rows' partial dots per instruction, no horizontal sums. A tile is one linear stream:
- * per group its code chunks, then the 16 rows' scales and biases (bf16 as stored, else fp32), so
+ * per group its code chunks, then the 16 rows' scales and biases (bf16/f16 as stored, else fp32), so
  * decode reads each weight byte once, in order. Per group g the int32 sums are rescaled once:
  *   y_r += s_rg · d_g · Σ_k q_rk·xq_k + b_rg · Σ_k x_k
  * with x quantized per group to int16 (xq = round(x / d_g), d_g = max|x| / 32767: relative error
@@ -20,17 +20,22 @@
 
 #include <math.h>
 
+#include "formats/safetensors.h"
+
 bool lmx_cpu_qtile_supported(int bits, int group_size, int64_t cols) {
     return (bits == 4 || bits == 8) && (group_size == 32 || group_size == 64 || group_size == 128) && cols > 0 &&
            cols % group_size == 0;
 }
 
-/* bytes per (tile, group): the codes, then 16 scales and 16 biases (bf16 when the stored scales are
- * bf16 — exact, they came from bf16 — else fp32) */
+/* bytes per (tile, group): the codes, then 16 scales and 16 biases (bf16 / f16 as stored — exact,
+ * they came from those — fp32 for fp32) */
 static size_t group_bytes(int bits, int gs, bool sb16) { return (size_t)gs * (size_t)bits * 2 + (sb16 ? 64 : 128); }
 
-static void put_sb(uint8_t *dst, int i, float v, bool sb16) {
-    if (sb16) {
+static void put_sb(uint8_t *dst, int i, float v, bool sb16, bool f16) {
+    if (sb16 && f16) {
+        uint16_t h = lmx_f32_to_f16(v); /* exact: v came from an f16 */
+        memcpy(dst + 2 * i, &h, 2);
+    } else if (sb16) {
         uint32_t u;
         memcpy(&u, &v, 4);
         uint16_t h = (uint16_t)(u >> 16);
@@ -74,15 +79,16 @@ static void pack_tiles(void *vctx, int64_t b0, int64_t b1, int thread) {
                         dst[c * 32 + 2 * i + 1] = (uint16_t)(q[1] | q[3] << 8);
                     }
                 }
-                put_sb(dg + code_bytes, i, r < R ? w->scales[(size_t)r * G + g] : 0.0f, sb16);
-                put_sb(dg + code_bytes + 16 * sbe, i, r < R ? w->biases[(size_t)r * G + g] : 0.0f, sb16);
+                put_sb(dg + code_bytes, i, r < R ? w->scales[(size_t)r * G + g] : 0.0f, sb16, w->pk_sbh);
+                put_sb(dg + code_bytes + 16 * sbe, i, r < R ? w->biases[(size_t)r * G + g] : 0.0f, sb16, w->pk_sbh);
             }
         }
 }
 
 lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool) {
     const int64_t NB = (w->rows + 15) / 16;
-    w->pk_sb16 = w->dtype == LMX_DTYPE_BF16;
+    w->pk_sb16 = w->dtype == LMX_DTYPE_BF16 || w->dtype == LMX_DTYPE_F16;
+    w->pk_sbh = w->dtype == LMX_DTYPE_F16;
     w->pk_block_bytes = group_bytes(w->bits, w->group_size, w->pk_sb16) * (size_t)w->groups;
     w->pk = aligned_alloc(64, (size_t)NB * w->pk_block_bytes);
     if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
@@ -140,7 +146,8 @@ static inline int32_t load_pair(const int16_t *p) {
 }
 
 /* 16 scales or biases of a tile's group (bf16 or fp32) */
-LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_sb(const uint8_t *p, bool sb16) {
+LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_sb(const uint8_t *p, bool sb16, bool sbh) {
+    if (sb16 && sbh) return _mm512_cvtph_ps(_mm256_load_si256((const void *)p));
     if (sb16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const void *)p)), 16));
     return _mm512_load_ps((const void *)p);
 }
@@ -153,7 +160,7 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const l
     const int64_t K = w->cols;
     const int G = w->groups, gs = w->group_size, bits = w->bits;
     const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16;
+    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
     __m512 facc[4];
     for (int t = 0; t < NT; t++) facc[t] = _mm512_setzero_ps();
     for (int g = 0; g < G; g++) {
@@ -190,7 +197,7 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const l
                 }
             }
         }
-        const __m512 sv = load_sb(pw, sb16), bv = load_sb(pw + (sb16 ? 32 : 64), sb16);
+        const __m512 sv = load_sb(pw, sb16, sbh), bv = load_sb(pw + (sb16 ? 32 : 64), sb16, sbh);
         pw += sb16 ? 64 : 128;
         for (int t = 0; t < NT; t++) {
             const __m512i is = _mm512_add_epi32(_mm512_add_epi32(ia[t][0], ia[t][1]), _mm512_add_epi32(ia[t][2], ia[t][3]));
@@ -218,7 +225,7 @@ LMX_AVX512 static void qtile_block1_q4(const lmx_bweight *w, int64_t b, const in
                                        const float *xs, float *y, bool acc) {
     const int G = w->groups, gs = w->group_size;
     const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16;
+    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
     const __m512i m4 = _mm512_set1_epi16(15);
     __m512 facc = _mm512_setzero_ps();
     const int16_t *xk = xq;
@@ -234,9 +241,9 @@ LMX_AVX512 static void qtile_block1_q4(const lmx_bweight *w, int64_t b, const in
             i3 = _mm512_dpwssd_epi32(i3, _mm512_srli_epi16(v, 12), _mm512_set1_epi32(load_pair(xk + 6)));
         }
         const __m512i is = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
-        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16), _mm512_set1_ps(xd[g]));
+        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16, sbh), _mm512_set1_ps(xd[g]));
         facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc);
-        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16), _mm512_set1_ps(xs[g]), facc);
+        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16, sbh), _mm512_set1_ps(xs[g]), facc);
         pw += sb16 ? 64 : 128;
     }
     const int64_t r0 = b * 16;
@@ -252,7 +259,7 @@ LMX_AVX512 static void qtile_block1_q8(const lmx_bweight *w, int64_t b, const in
                                        const float *xs, float *y, bool acc) {
     const int G = w->groups, gs = w->group_size;
     const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16;
+    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
     const __m512i m8 = _mm512_set1_epi16(255);
     __m512 facc = _mm512_setzero_ps();
     const int16_t *xk = xq;
@@ -269,9 +276,9 @@ LMX_AVX512 static void qtile_block1_q8(const lmx_bweight *w, int64_t b, const in
             i3 = _mm512_dpwssd_epi32(i3, _mm512_srli_epi16(v1, 8), _mm512_set1_epi32(load_pair(xk + 6)));
         }
         const __m512i is = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
-        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16), _mm512_set1_ps(xd[g]));
+        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16, sbh), _mm512_set1_ps(xd[g]));
         facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc);
-        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16), _mm512_set1_ps(xs[g]), facc);
+        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16, sbh), _mm512_set1_ps(xs[g]), facc);
         pw += sb16 ? 64 : 128;
     }
     const int64_t r0 = b * 16;
@@ -291,7 +298,7 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block4(const 
     const int64_t K = w->cols;
     const int G = w->groups, gs = w->group_size;
     const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16;
+    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
     const int16_t *x0 = xq, *x1 = xq + K, *x2 = xq + 2 * K, *x3 = xq + 3 * K;
     __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
 #define QT_DOT4(ia, ib, xp, k)                                                                \
@@ -330,7 +337,7 @@ LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block4(const 
             QT_DOT4(p2, q2, x2, k);
             QT_DOT4(p3, q3, x3, k);
         }
-        const __m512 sv = load_sb(pw, sb16), bv = load_sb(pw + (sb16 ? 32 : 64), sb16);
+        const __m512 sv = load_sb(pw, sb16, sbh), bv = load_sb(pw + (sb16 ? 32 : 64), sb16, sbh);
         pw += sb16 ? 64 : 128;
         QT_RESCALE(f0, p0, q0, 0);
         QT_RESCALE(f1, p1, q1, 1);
