@@ -28,12 +28,12 @@ while [ $# -gt 0 ]; do
 done
 LMX=${LMX:-build/lmx} MEMBW=${MEMBW:-build/lmx_membw} LMX_MODELS=${LMX_MODELS:-/tmp/lmxm} PEER=${PEER:-/tmp/peer}
 HW=${HW:-cpu$THREADS}
-OUT=${OUT:-bench/results/$(date -u +%F)-$HW-llama-3.2-1b-sbs$([ $BUSY = 1 ] && echo -busy).json}
+OUT=${OUT:-bench/results/$(date -u +%F)-$HW-llama-3.2-1b-sbs$([ $BUSY = 1 ] && echo -busy || true).json}
 export LMX_COMMIT=${LMX_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 gguf_of() { case $1 in q4) echo Q4_0 ;; q8) echo Q8_0 ;; bf16) echo F16 ;; esac; }
 TMP=$(mktemp -d)
 BUSY_PID=""
-cleanup() { [ -n "$BUSY_PID" ] && kill "$BUSY_PID" 2>/dev/null; rm -rf "$TMP"; }
+cleanup() { if [ -n "$BUSY_PID" ]; then kill "$BUSY_PID" 2>/dev/null || true; fi; rm -rf "$TMP"; }
 trap cleanup EXIT
 if [ $BUSY = 1 ]; then yes > /dev/null & BUSY_PID=$!; fi
 for r in $(seq 1 "$ROUNDS"); do
