@@ -28,7 +28,8 @@ typedef struct lmx_model_facts {
                                    once opened (probe: what was asked for, AUTO resolved later) */
     int64_t kv_bytes_per_token; /* KV cache bytes per context position (all layers, K and V); probe:
                                    fp32, an upper bound; open: the backend's element type */
-    int64_t scratch_bytes;      /* forward scratch of one KV cache (activations), 0 = unknown */
+    int64_t scratch_bytes;      /* forward scratch of one KV cache (activations) and backend copies
+                                   of the weights (CPU: repacked 4/8-bit tiles), 0 = unknown */
     int max_position;           /* max_position_embeddings (informative: contexts may exceed it, as
                                    in mlx-lm/HF; the cache logs a warning), 0 = unknown */
     int32_t eos_ids[LMX_MAX_EOS]; /* generation_config.json, else config.json (read with the config,

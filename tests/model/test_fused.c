@@ -31,7 +31,25 @@ static void test_fused_upload(void) {
     lmx_backend *be = NULL;
     CHECK(lmx_backend_cpu_create(2, &be) == LMX_OK);
     if (!be) return;
-    CHECK(be->ops->weight_upload_fused == NULL); /* production CPU backend: no fused upload */
+    /* production CPU backend: a fused upload only at the avx512 level, for the 4/8-bit parts it
+     * repacks (bitwise the separate weights' results; no source rows kept); dense parts refused */
+    const bool tiles = !strcmp(lmx_backend_cpu_kernels(be), "avx512");
+    CHECK((be->ops->weight_upload_fused != NULL) == tiles);
+    if (tiles) {
+        const int qkv0[3] = {32, 16, 16}, odd0[3] = {5, 3, 7}, gu0[2] = {48, 48};
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 64, false, qkv0, 3, 128, 5, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_F16, 8, 32, true, odd0, 3, 64, 4, 0);
+        fused_case(be, LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 4, 128, true, gu0, 2, 256, 1, 0);
+        fc_store st0;
+        lmx_weight_desc dp[3];
+        fc_make_parts(LMX_WEIGHT_DENSE, LMX_DTYPE_BF16, 0, 0, false, qkv0, 3, 64, 7u, &st0, dp);
+        lmx_bweight *fz0 = NULL, *vw0[3] = {0};
+        CHECK(be->ops->weight_upload_fused(be, dp, 3, &fz0, vw0) == LMX_ERR_UNSUPPORTED && !fz0 && !vw0[0]);
+        fc_store_free(&st0);
+        fc_make_parts(LMX_WEIGHT_QUANT, LMX_DTYPE_BF16, 3, 32, false, qkv0, 3, 64, 7u, &st0, dp);
+        CHECK(be->ops->weight_upload_fused(be, dp, 3, &fz0, vw0) == LMX_ERR_UNSUPPORTED && !fz0 && !vw0[0]);
+        fc_store_free(&st0);
+    }
     CHECK(lmx_backend_cpu_enable_fused(be) == LMX_OK);
     CHECK(be->ops->weight_upload_fused != NULL);
     CHECK(lmx_backend_cpu_kernels(be) != NULL);
@@ -113,6 +131,10 @@ static int fused_model(const char *dir) {
     lmx_status s = lmx_backend_cpu_create(2, &plain);
     if (s == LMX_OK) s = lmx_backend_cpu_create(2, &fz);
     if (s == LMX_OK) s = lmx_backend_cpu_enable_fused(fz);
+    /* plain: no fused upload at all (the avx512 level's production one removed) */
+    lmx_backend_ops plain_ops = plain ? *plain->ops : (lmx_backend_ops){0};
+    plain_ops.weight_upload_fused = NULL;
+    if (plain) plain->ops = &plain_ops;
     lmx_lm_options oa = {.backend = plain}, ob = {.backend = fz};
     if (s == LMX_OK) s = lmx_lm_open(dir, &oa, &a);
     if (s == LMX_OK) s = lmx_lm_open(dir, &ob, &b);

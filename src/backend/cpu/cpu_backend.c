@@ -11,6 +11,7 @@
 
 #include "backend/backend_fuse.h"
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
 /* ---- memory ---- */
@@ -97,10 +98,14 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     (void)be;
     if (!w) return;
     if (w->view) {
+        if (w->pk_own) {
+            free(w->pk);
+        }
         free(w);
         return;
     }
     free(w->own);
+    free(w->pk);
     free(w->vec);
     free(w->scales);
     free(w->biases);
@@ -136,6 +141,9 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
+        if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols) &&
+            lmx_cpu_qtile_pack(w, c->pool) != LMX_OK)
+            goto oom;
     }
     if (d->bias) {
         w->bias = convert_copy(&c->k, (const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
@@ -206,6 +214,9 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         r += p->rows;
     }
     lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
+    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && c->level >= LMX_CPU_AVX512 &&
+        lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
+        st = lmx_cpu_qtile_pack(w, c->pool);
     r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
         lmx_bweight *v = malloc(sizeof *v);
@@ -221,6 +232,19 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         if (w->scales) v->scales = w->scales + (size_t)r * G;
         if (w->biases) v->biases = w->biases + (size_t)r * G;
         if (w->bias) v->bias = w->bias + r;
+        if (w->pk && r % 16 == 0) { /* the view's tiles start at a tile of the fused weight */
+            v->pk = w->pk + (size_t)(r / 16) * w->pk_block_bytes;
+            v->pk_blocks = (parts[i].rows + 15) / 16;
+        } else if (w->pk) { /* a view inside a tile (tests; real qkv/gate|up parts are multiples of 16 rows):
+                               tiles of its own (a row's result does not depend on its tile) */
+            v->pk = NULL, v->pk_blocks = 0;
+            v->pk_own = true;
+            st = lmx_cpu_qtile_pack(v, c->pool);
+            if (st != LMX_OK) {
+                cpu_weight_free(be, v);
+                break;
+            }
+        }
         views[i] = v;
         r += parts[i].rows;
     }
@@ -236,6 +260,31 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
     return LMX_OK;
 }
 
+
+/* avx512 level (not the test-only form): 4/8-bit parts whose tiles the level repacks are fused —
+ * the repack copies them anyway, so one matmul over q|k|v or gate|up costs no memory (the
+ * concatenated source copy is freed once the tiles exist; the fused weight and its views then
+ * have no source rows: every matmul through them runs on the tiles). Anything else stays separate. */
+static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                               lmx_bweight **fused, lmx_bweight **views);
+
+static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weight_desc *parts, int n,
+                                                lmx_bweight **fused, lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    *fused = NULL;
+    for (int i = 0; i < n && views; i++) views[i] = NULL;
+    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT ||
+        !lmx_cpu_qtile_supported(parts[0].bits, parts[0].group_size, parts[0].cols))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend fuses repacked 4/8-bit weights only", parts[0].name);
+    LMX_BACKEND_TRY(cpu_weight_upload_fused_impl(be, parts, n, fused, views));
+    lmx_bweight *w = *fused;
+    (void)c;
+    free(w->own);
+    w->own = NULL;
+    w->data = NULL;
+    for (int i = 0; i < n; i++) views[i]->data = NULL;
+    return LMX_OK;
+}
 
 /* ---- serialized entry points ---- */
 
@@ -256,6 +305,15 @@ static lmx_status cpu_weight_upload_fused(lmx_backend *be, const lmx_weight_desc
     return st;
 }
 
+static lmx_status cpu_weight_upload_fused_t(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **fused,
+                                            lmx_bweight **views) {
+    cpu_backend *c = CPU(be);
+    pthread_mutex_lock(&c->op_lock);
+    lmx_status st = cpu_weight_upload_fused_tiles(be, parts, n, fused, views);
+    pthread_mutex_unlock(&c->op_lock);
+    return st;
+}
+
 
 /* ---- lifecycle ---- */
 
@@ -268,6 +326,7 @@ static void cpu_destroy(lmx_backend *be) {
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
     free(c->shared);
+    free(c->xq);
     free(c);
 }
 
@@ -296,9 +355,15 @@ static void cpu_destroy(lmx_backend *be) {
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
 static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
+/* the avx512 level: repacked quantized parts fused (cpu_weight_upload_fused_tiles) */
+static const lmx_backend_ops cpu_ops_tiles = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused_t};
+
+static bool is_cpu(const lmx_backend *be) {
+    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused || be->ops == &cpu_ops_tiles);
+}
 
 lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
-    if (!be || (be->ops != &cpu_ops && be->ops != &cpu_ops_fused))
+    if (!is_cpu(be))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "enable_fused: not a cpu backend");
     be->ops = &cpu_ops_fused;
     return LMX_OK;
@@ -309,10 +374,14 @@ lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out) {
 }
 
 const char *lmx_backend_cpu_kernels(const lmx_backend *be) {
-    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused) ? ((const cpu_backend *)be)->k.name : NULL;
+    return is_cpu(be) ? ((const cpu_backend *)be)->k.name : NULL;
 }
 
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out) {
+    return lmx_backend_cpu_create_level(n_threads, allow_simd ? LMX_CPU_AVX512 : LMX_CPU_SCALAR, out);
+}
+
+lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, lmx_backend **out) {
     *out = NULL;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -323,7 +392,8 @@ lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
     c->base.ops = &cpu_ops;
     c->n_threads = n_threads;
-    lmx_cpu_kernels_select(&c->k, allow_simd);
+    c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
+    if (c->level >= LMX_CPU_AVX512) c->base.ops = &cpu_ops_tiles;
     pthread_mutex_init(&c->op_lock, NULL);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page

@@ -33,6 +33,12 @@ struct lmx_bweight {
     int bits, group_size, groups;
     float *bias;           /* optional own fp32 [rows] */
     uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
+    uint8_t *pk;           /* avx512 level, 4/8 bits: codes repacked in 16-row tiles (cpu_qtile.h), or NULL */
+    int64_t pk_blocks;     /* tiles of 16 rows */
+    size_t pk_block_bytes; /* bytes per tile (codes, scales and biases of every group) */
+    bool pk_sb16;          /* the tiles hold 16-bit scales/biases (else fp32) */
+    bool pk_sbh;           /* those are f16 (else bf16) */
+    bool pk_own;           /* a view that owns pk (its rows do not start at a tile of the fused weight) */
     bool view;             /* a view of a fused weight: frees only the handle */
 };
 
@@ -44,7 +50,10 @@ typedef struct cpu_backend {
     size_t scratch_len;
     float *shared;         /* [shared_len] scratch used by one op at a time (e.g. group sums of x) */
     size_t shared_len;
-    lmx_cpu_kernels k;     /* inner kernels (scalar or AVX2), chosen at creation */
+    lmx_cpu_kernels k;     /* inner kernels (scalar, AVX2 or AVX-512), chosen at creation */
+    lmx_cpu_level level;   /* k's level */
+    int16_t *xq;           /* [xq_len] int16 activations of the repacked-weight matmul (grows, never per token) */
+    size_t xq_len;
     pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
     size_t mem_limit;        /* bytes of physical memory: buffers beyond it are refused */
     atomic_size_t buf_bytes; /* bytes held by live lmx_bufs */
@@ -69,6 +78,15 @@ static inline lmx_status ensure_shared(cpu_backend *c, size_t n) {
     if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu floats", n);
     c->shared = p;
     c->shared_len = n;
+    return LMX_OK;
+}
+
+static inline lmx_status ensure_xq(cpu_backend *c, size_t n) {
+    if (n <= c->xq_len) return LMX_OK;
+    int16_t *p = realloc(c->xq, n * sizeof *p);
+    if (!p) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: scratch of %zu int16", n);
+    c->xq = p;
+    c->xq_len = n;
     return LMX_OK;
 }
 

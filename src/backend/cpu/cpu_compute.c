@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
 /* ---- matmul ---- */
@@ -78,7 +79,16 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
                     for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
             }
         }
-        for (int t = 0; t < m->T; t++) {
+        int t = 0;
+        if (k->dot4x4)
+            for (; t + 4 <= m->T; t += 4) {
+                float out[16];
+                k->dot4x4(m->x + (size_t)t * K, (size_t)K, blk, K, out);
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < nb; i++)
+                        mm_put(m, (size_t)(t + j) * w->rows + r + i, out[j * 4 + i] + (w->bias ? w->bias[r + i] : 0.0f));
+            }
+        for (; t < m->T; t++) {
             float out[4];
             k->dot4(m->x + (size_t)t * K, blk, K, out);
             for (int i = 0; i < nb; i++)
@@ -87,11 +97,60 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
     }
 }
 
+/* repacked 4/8-bit weights (avx512 level): int16 activations, 16-row tiles */
+typedef struct qtile_ctx {
+    const lmx_bweight *w;
+    const int16_t *xq;
+    const float *xd, *xs;
+    float *y;
+    int T;
+    bool acc;
+} qtile_ctx;
+
+static void qtile_run(void *vctx, int64_t b0, int64_t b1, int thread) {
+    (void)thread;
+    const qtile_ctx *q = vctx;
+    lmx_cpu_qtile_rows(q->w, b0, b1, q->xq, q->xd, q->xs, q->T, q->y, q->acc);
+}
+
+typedef struct qx_ctx {
+    const float *x;
+    int64_t K;
+    int G, groups;
+    int16_t *xq;
+    float *xd, *xs;
+} qx_ctx;
+
+/* tokens [t0, t1) of the int16 activation quantization (prefill: on the pool, one token per chunk) */
+static void qx_run(void *vctx, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    const qx_ctx *q = vctx;
+    lmx_cpu_qtile_quant_x(q->x + (size_t)t0 * q->K, (int)(t1 - t0), q->K, q->G, q->xq + (size_t)t0 * q->K,
+                          q->xd + (size_t)t0 * q->groups, q->xs + (size_t)t0 * q->groups);
+}
+
+static lmx_status cpu_matmul_qtile(cpu_backend *c, const lmx_bweight *w, const float *x, int T, float *y, bool acc) {
+    const size_t G = (size_t)w->groups;
+    LMX_BACKEND_TRY(ensure_xq(c, (size_t)T * (size_t)w->cols));
+    LMX_BACKEND_TRY(ensure_shared(c, 2 * (size_t)T * G));
+    float *xd = c->shared, *xs = c->shared + (size_t)T * G;
+    qx_ctx qx = {x, w->cols, w->group_size, w->groups, c->xq, xd, xs};
+    lmx_thread_pool_run(c->pool, T, 4, qx_run, &qx);
+    qtile_ctx q = {w, c->xq, xd, xs, y, T, acc};
+    /* ~4 chunks per thread; a chunk of 16-row tiles is at least 2 tiles */
+    int64_t grain = w->pk_blocks / (c->n_threads * 4);
+    if (grain < 2) grain = 2;
+    lmx_thread_pool_run(c->pool, w->pk_blocks, grain, qtile_run, &q);
+    return LMX_OK;
+}
+
 static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
                              lmx_buf *y, bool acc) {
     cpu_backend *c = CPU(be);
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
+    if (w->kind == LMX_WEIGHT_QUANT && w->pk) return cpu_matmul_qtile(c, w, x->data + x_off, T, y->data, acc);
+    if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul through a weight without source rows");
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
@@ -123,6 +182,7 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
     cpu_backend *c = CPU(be);
     CHECK_RANGE(y, 0, (size_t)T * (size_t)w->cols, "embed y");
     if (w->kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed with a vector weight");
+    if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "embed through a fused weight (no source rows)");
     LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
     for (int t = 0; t < T; t++) {
         float *dst = y->data + (size_t)t * w->cols;

@@ -1,22 +1,34 @@
-/* thread_pool.c — see thread_pool.h. */
+/* thread_pool.c — see thread_pool.h.
+ *
+ * Hand-off: a run publishes its loop and bumps `generation` (release); workers that finished the
+ * previous run spin on it for up to SPIN_NS (decode issues ~80 short runs per token a few µs
+ * apart, and a condition-variable wake costs tens of µs on a VM), then sleep on `wake`. The caller
+ * likewise spins up to SPIN_NS for the last worker before sleeping on `done`. Spinning is bounded,
+ * so a third process on the cores (or more threads than cores) costs at most SPIN_NS per run and
+ * per thread, never a collapse: every wait ends in a condition variable. */
 #include "backend/cpu/thread_pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "util/error.h"
+
+#define SPIN_NS 50000 /* 50 µs */
 
 struct lmx_thread_pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    uint64_t generation; /* bumped per run */
-    int active;          /* workers still inside the current run */
-    bool stop;
-    /* the current run */
+    atomic_uint_fast64_t generation; /* bumped per run (release) */
+    atomic_int active;               /* workers still inside the current run */
+    atomic_bool stop;
+    int sleepers;                    /* workers waiting on `wake` (under mu) */
+    bool caller_sleeps;              /* the caller waits on `done` (under mu) */
+    /* the current run (written before the generation bump, read after it) */
     lmx_pool_fn fn;
     void *ctx;
     int64_t n, grain;
@@ -28,6 +40,18 @@ typedef struct worker_arg {
     int index;
 } worker_arg;
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 static void run_chunks(lmx_thread_pool *p, int thread) {
     for (;;) {
         int64_t b = atomic_fetch_add(&p->next, p->grain);
@@ -37,23 +61,44 @@ static void run_chunks(lmx_thread_pool *p, int thread) {
     }
 }
 
+/* true when the generation moved past `seen` (or stop) within the spin budget */
+static bool spin_for_run(lmx_thread_pool *p, uint64_t seen) {
+    int64_t t0 = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen || atomic_load(&p->stop)) return true;
+        if ((i & 63) == 63) {
+            int64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > SPIN_NS) return false;
+        }
+        cpu_relax();
+    }
+}
+
 static void *worker_main(void *arg) {
     worker_arg *wa = arg;
     lmx_thread_pool *p = wa->p;
     int index = wa->index;
     free(wa);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        if (!spin_for_run(p, seen)) {
+            pthread_mutex_lock(&p->mu);
+            p->sleepers++;
+            while (!atomic_load(&p->stop) && atomic_load_explicit(&p->generation, memory_order_acquire) == seen)
+                pthread_cond_wait(&p->wake, &p->mu);
+            p->sleepers--;
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         run_chunks(p, index);
-        pthread_mutex_lock(&p->mu);
-        if (--p->active == 0) pthread_cond_signal(&p->done);
+        if (atomic_fetch_sub_explicit(&p->active, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_sleeps) pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -67,6 +112,9 @@ lmx_status lmx_thread_pool_create(int n_threads, lmx_thread_pool **out) {
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
     atomic_init(&p->next, 0);
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->active, 0);
+    atomic_init(&p->stop, false);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (!p->threads) {
@@ -94,7 +142,7 @@ lmx_status lmx_thread_pool_create(int n_threads, lmx_thread_pool **out) {
 void lmx_thread_pool_destroy(lmx_thread_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = true;
+    atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads && p->threads; i++) pthread_join(p->threads[i - 1], NULL);
@@ -114,18 +162,31 @@ void lmx_thread_pool_run(lmx_thread_pool *p, int64_t n, int64_t grain, lmx_pool_
         fn(ctx, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
     p->grain = grain;
     atomic_store(&p->next, 0);
-    p->active = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->wake);
+    atomic_store(&p->active, p->n_threads - 1);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    pthread_mutex_lock(&p->mu); /* a worker deciding to sleep re-checks the generation under mu */
+    if (p->sleepers > 0) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->active > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    int64_t t0 = 0;
+    for (unsigned i = 0; atomic_load_explicit(&p->active, memory_order_acquire) > 0; i++) {
+        if ((i & 63) == 63) {
+            int64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > SPIN_NS) break;
+        }
+        cpu_relax();
+    }
+    if (atomic_load_explicit(&p->active, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&p->mu);
+        p->caller_sleeps = true;
+        while (atomic_load_explicit(&p->active, memory_order_acquire) > 0) pthread_cond_wait(&p->done, &p->mu);
+        p->caller_sleeps = false;
+        pthread_mutex_unlock(&p->mu);
+    }
 }

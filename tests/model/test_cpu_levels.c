@@ -1,0 +1,215 @@
+/* test_cpu_levels.c — the CPU backend's matmul at every kernel level (scalar, AVX2, AVX-512, forced
+ * through lmx_backend_cpu_create_level even on an AVX-512 machine) against a double-precision
+ * reference, on odd shapes: rows not a multiple of the 16-row tile (1, 17, 37), column counts of an
+ * odd number of groups, every group size, 2–8 bits, scales stored as f32/bf16/f16, T = 1..7 (the
+ * decode kernel, partial token tiles, the prefill tiles), with and without bias, matmul and
+ * matmul_add; dense F32/F16/BF16 with column counts off the vector width. 1 and 3 threads at a
+ * level must agree bit for bit. Tolerance: 1e-5·Σ|x·w| (fp32 rounding), plus at the avx512 level
+ * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "formats/safetensors.h"
+#include "lmx_test.h"
+#include "model/mlx_pack.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static unsigned get_bits(const uint8_t *row, int64_t k, int bits) {
+    unsigned v = 0;
+    for (int b = 0; b < bits; b++) {
+        int64_t bit = k * bits + b;
+        v |= (unsigned)(row[bit / 8] >> (bit % 8) & 1) << b;
+    }
+    return v;
+}
+
+static const char *level_name[] = {"scalar", "avx2", "avx512"};
+static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
+
+static lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
+    lmx_buf *r = NULL;
+    CHECK(b->ops->buf_alloc(b, n, &r) == LMX_OK);
+    if (r && x) b->ops->buf_write(b, r, 0, x, n);
+    return r;
+}
+
+/* y = W x (+ y0 when y0) through backend b; out [T*rows] */
+static void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x, int T, const float *y0, float *out) {
+    lmx_bweight *w = NULL;
+    CHECK(b->ops->weight_upload(b, d, &w) == LMX_OK);
+    lmx_buf *bx = buf_from(b, x, (size_t)T * d->cols), *by = buf_from(b, y0, (size_t)T * d->rows);
+    lmx_status st = y0 ? b->ops->matmul_add(b, w, bx, 0, T, by) : b->ops->matmul(b, w, bx, 0, T, by);
+    CHECK(st == LMX_OK);
+    b->ops->buf_read(b, by, 0, out, (size_t)T * d->rows);
+    b->ops->weight_free(b, w);
+    b->ops->buf_free(b, bx);
+    b->ops->buf_free(b, by);
+}
+
+/* checks out [T, rows] against ref (double W [rows, cols] dequantized) at a level */
+static void check_result(const char *what, int level, const float *out, const double *W, const float *x, int T,
+                         int rows, int cols, int gs, bool xq16, const float *bias, const float *y0) {
+    int bad = 0;
+    double worst = 0;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < rows; r++) {
+            const float *xt = x + (size_t)t * cols;
+            const double *wr = W + (size_t)r * cols;
+            double s = 0, mag = 0, bound = 0;
+            for (int k = 0; k < cols; k++) {
+                s += (double)xt[k] * wr[k];
+                mag += fabs((double)xt[k] * wr[k]);
+            }
+            if (xq16)
+                for (int g = 0; g < cols / gs; g++) {
+                    double amax = 0, wsum = 0;
+                    for (int k = g * gs; k < (g + 1) * gs; k++) {
+                        amax = fmax(amax, fabs(xt[k]));
+                        wsum += fabs(wr[k]);
+                    }
+                    bound += amax / 32767.0 / 2 * wsum;
+                }
+            if (bias) s += bias[r];
+            if (y0) s += y0[(size_t)t * rows + r];
+            double tol = 1e-5 * (mag + 1) + bound * 1.01, e = fabs(out[(size_t)t * rows + r] - s);
+            if (!(e <= tol)) bad++;
+            if (e / tol > worst) worst = e / tol;
+        }
+    CHECK_MSG(bad == 0, "%s level %s: %d results out of tolerance (worst %.3g x tol)", what, level_name[level], bad, worst);
+}
+
+static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_dtype sdt, bool with_bias, bool add) {
+    const int cols = gs * ngroups;
+    float *w = malloc(sizeof(float) * (size_t)rows * cols);
+    for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 5 == 0 ? 1.5f : 0.4f);
+    qmat q = quantize(w, rows, cols, bits, gs);
+    const int NG = rows * ngroups;
+    /* scales/biases in the stored dtype; the reference dequantizes with the rounded values */
+    uint16_t *s16 = malloc(2 * (size_t)NG), *b16 = malloc(2 * (size_t)NG);
+    float *sf = malloc(sizeof(float) * (size_t)NG), *bf = malloc(sizeof(float) * (size_t)NG);
+    for (int i = 0; i < NG; i++) {
+        if (sdt == LMX_DTYPE_BF16) {
+            s16[i] = lmx_f32_to_bf16(q.scales[i]), b16[i] = lmx_f32_to_bf16(q.biases[i]);
+            sf[i] = lmx_bf16_to_f32(s16[i]), bf[i] = lmx_bf16_to_f32(b16[i]);
+        } else if (sdt == LMX_DTYPE_F16) {
+            s16[i] = lmx_f32_to_f16(q.scales[i]), b16[i] = lmx_f32_to_f16(q.biases[i]);
+            sf[i] = lmx_f16_to_f32(s16[i]), bf[i] = lmx_f16_to_f32(b16[i]);
+        } else {
+            sf[i] = q.scales[i], bf[i] = q.biases[i];
+        }
+    }
+    double *W = malloc(sizeof(double) * (size_t)rows * cols);
+    const size_t rb = (size_t)cols * bits / 8;
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < cols; k++) {
+            int g = r * ngroups + k / gs;
+            W[(size_t)r * cols + k] = (double)sf[g] * get_bits(q.packed + r * rb, k, bits) + bf[g];
+        }
+    float *bias = malloc(sizeof(float) * (size_t)rows), *x = malloc(sizeof(float) * (size_t)T * cols);
+    float *y0 = malloc(sizeof(float) * (size_t)T * rows);
+    for (int i = 0; i < rows; i++) bias[i] = frand();
+    for (int i = 0; i < T * cols; i++) x[i] = frand() * (i % 9 == 0 ? 3.0f : 1.0f);
+    for (int i = 0; i < T * rows; i++) y0[i] = frand();
+    lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = sdt,
+                         .data = q.packed, .scales = sdt == LMX_DTYPE_F32 ? (const void *)q.scales : s16,
+                         .biases = sdt == LMX_DTYPE_F32 ? (const void *)q.biases : b16, .bits = bits, .group_size = gs,
+                         .bias = with_bias ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
+    char what[96];
+    snprintf(what, sizeof what, "quant bits %d gs %d rows %d cols %d T %d sdt %d bias %d add %d", bits, gs, rows, cols,
+             T, (int)sdt, (int)with_bias, (int)add);
+    float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
+    for (int L = 0; L < 3; L++) {
+        run_matmul(be[L][0], &d, x, T, add ? y0 : NULL, o1);
+        run_matmul(be[L][1], &d, x, T, add ? y0 : NULL, o3);
+        CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
+                  level_name[L]);
+        const bool xq16 = !strcmp(lmx_backend_cpu_kernels(be[L][0]), "avx512") && (bits == 4 || bits == 8);
+        check_result(what, L, o1, W, x, T, rows, cols, gs, xq16, with_bias ? bias : NULL, add ? y0 : NULL);
+    }
+    free(o1), free(o3), free(W), free(bias), free(x), free(y0), free(s16), free(b16), free(sf), free(bf), free(w);
+    qfree(&q);
+}
+
+static void test_quant_levels(void) {
+    static const int bitss[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128}, rowss[] = {1, 17, 37};
+    static const int Ts[] = {1, 2, 3, 4, 5, 7};
+    static const lmx_dtype sdts[] = {LMX_DTYPE_F32, LMX_DTYPE_BF16, LMX_DTYPE_F16};
+    int n = 0;
+    for (int b = 0; b < 6; b++)
+        for (int g = 0; g < 3; g++)
+            for (int r = 0; r < 3; r++, n++) {
+                int T = Ts[n % 6];
+                quant_case(bitss[b], gss[g], rowss[r], 1 + 2 * (n % 3), T, sdts[n % 3], n % 2 == 0, n % 4 == 1);
+                if (bitss[b] == 4 || bitss[b] == 8) /* the repacked path: every T from 1 to 7 */
+                    for (int t = 1; t <= 7; t++)
+                        if (t != T) quant_case(bitss[b], gss[g], rowss[r], 3, t, sdts[(n + t) % 3], t % 2 == 1, t == 6);
+            }
+}
+
+static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) {
+    float *wf = malloc(sizeof(float) * (size_t)rows * cols);
+    uint16_t *w16 = malloc(2 * (size_t)rows * cols);
+    double *W = malloc(sizeof(double) * (size_t)rows * cols);
+    for (int i = 0; i < rows * cols; i++) {
+        float v = frand();
+        if (dt == LMX_DTYPE_BF16) w16[i] = lmx_f32_to_bf16(v), W[i] = lmx_bf16_to_f32(w16[i]);
+        else if (dt == LMX_DTYPE_F16) w16[i] = lmx_f32_to_f16(v), W[i] = lmx_f16_to_f32(w16[i]);
+        else wf[i] = v, W[i] = v;
+    }
+    float *bias = malloc(sizeof(float) * (size_t)rows), *x = malloc(sizeof(float) * (size_t)T * cols);
+    for (int i = 0; i < rows; i++) bias[i] = frand();
+    for (int i = 0; i < T * cols; i++) x[i] = frand();
+    lmx_weight_desc d = {.name = "d", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols, .dtype = dt,
+                         .data = dt == LMX_DTYPE_F32 ? (const void *)wf : w16, .bias = with_bias ? bias : NULL,
+                         .bias_dtype = LMX_DTYPE_F32};
+    char what[80];
+    snprintf(what, sizeof what, "dense dtype %d rows %d cols %d T %d", (int)dt, rows, cols, T);
+    float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
+    for (int L = 0; L < 3; L++) {
+        run_matmul(be[L][0], &d, x, T, NULL, o1);
+        run_matmul(be[L][1], &d, x, T, NULL, o3);
+        CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
+                  level_name[L]);
+        check_result(what, L, o1, W, x, T, rows, cols, cols, false, with_bias ? bias : NULL, NULL);
+    }
+    free(o1), free(o3), free(wf), free(w16), free(W), free(bias), free(x);
+}
+
+static void test_dense_levels(void) {
+    static const lmx_dtype dts[] = {LMX_DTYPE_F32, LMX_DTYPE_F16, LMX_DTYPE_BF16};
+    static const int colss[] = {1, 15, 75, 130, 257}, rowss[] = {1, 17, 37}, Ts[] = {1, 3, 4, 6};
+    int n = 0;
+    for (int d = 0; d < 3; d++)
+        for (int c = 0; c < 5; c++)
+            for (int r = 0; r < 3; r++, n++) dense_case(dts[d], rowss[r], colss[c], Ts[n % 4], n % 2 == 1);
+}
+
+int main(void) {
+    for (int L = 0; L < 3; L++)
+        for (int i = 0; i < 2; i++)
+            if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) {
+                fprintf(stderr, "cannot create a cpu backend\n");
+                return 1;
+            }
+    for (int L = 0; L < 3; L++) {
+        const char *got = lmx_backend_cpu_kernels(be[L][0]);
+        fprintf(stderr, "level %s: kernels %s%s\n", level_name[L], got,
+                strcmp(got, level_name[L]) ? " (this CPU lacks the level: the best below runs)" : "");
+        CHECK(!strcmp(lmx_backend_cpu_kernels(be[L][1]), got));
+    }
+    RUN(test_quant_levels);
+    RUN(test_dense_levels);
+    for (int L = 0; L < 3; L++)
+        for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
+    return lmx_test_summary();
+}
