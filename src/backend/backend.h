@@ -19,8 +19,10 @@
  * capacity >= window + T - 1 slots, full layers capacity > every position). `rope_qk_store` stores T
  * rows at their positions, `attention` reads the visible keys lo..pos (lo = 0, or pos - window + 1).
  *
- * Batched decode later: run matmuls over B rows (one per sequence) and call `attention` once per
- * sequence on its own cache (or add a batched attention op taking per-row cache handles).
+ * Paged KV (batched steps): with a non-NULL `map` in lmx_attn_params / lmx_qk_rope_params the cache
+ * buffers are a block pool shared by many sequences, and one call may carry rows of several sequences
+ * (batched decode, a prefill chunk beside decode rows): see lmx_kv_map. Matmuls and norms simply run
+ * over all rows of the step.
  * A GPU backend implements the same struct; ops may be asynchronous as long as buf_read
  * synchronizes.
  *
@@ -68,6 +70,23 @@ typedef struct lmx_weight_desc {
 
 typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;
 
+/* Paged KV addressing. The k/v cache buffers are then a pool of `capacity` = n_blocks * block_size
+ * slots per kv head, laid out as always ([kv_head][capacity][head_dim]); no ring. Row t of the call
+ * belongs to sequence seq[t], whose position j lives in slot
+ *     tables[seq[t] * stride + j / block_size] * block_size + j % block_size.
+ * rope_qk_store writes row t's k/v at pos[t] through its sequence's table; attention of row t sees
+ * keys lo..pos[t] of its own sequence (including rows of the same call stored just before by
+ * rope_qk_store), lo = 0 or pos[t] - window + 1. A sequence's rows in one call have increasing
+ * consecutive positions. block_size is a power of two (16..256). Row results must not depend on which
+ * other rows share the call (a backend computes each row as it would alone: the CPU backend bit for
+ * bit). Host arrays, read during the call only. */
+typedef struct lmx_kv_map {
+    const int32_t *tables; /* host [n_seqs * stride]: physical block of each logical block */
+    const int32_t *seq;    /* host [n_tokens]: the table row of each query row */
+    int n_seqs, stride;    /* tables rows; blocks per row (entries past a sequence's length unused) */
+    int block_size;        /* slots per block, power of two */
+} lmx_kv_map;
+
 typedef struct lmx_attn_params {
     int n_tokens;     /* T: query rows */
     int n_heads;      /* query heads */
@@ -77,6 +96,7 @@ typedef struct lmx_attn_params {
     int window;       /* 0 = full causal; else key j visible to query at p iff p - window < j <= p */
     float scale;      /* multiplies q·k */
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
+    const lmx_kv_map *map; /* NULL: one sequence, ring slots j % capacity; else paged (lmx_kv_map) */
 } lmx_attn_params;
 
 /* Arguments of the rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
@@ -96,6 +116,7 @@ typedef struct lmx_qk_rope_params {
                                             (qwen3, gemma3), or both NULL */
     float eps;                           /* of the per-head norm */
     bool norm_plus_one;                  /* the norm scales by 1 + w */
+    const lmx_kv_map *map;               /* NULL: ring slots j % capacity; else paged (lmx_kv_map) */
 } lmx_qk_rope_params;
 
 /* Sampling on the device (op `sample`): mlx-lm's order as src/generate/sampler.h documents it
@@ -216,6 +237,14 @@ typedef struct lmx_backend_ops {
      * output of one matmul through a fused gate|up weight, out [T, inter] (must not overlap gu).
      * Computes what act_mul computes on separate gate / up buffers (the CPU backend: bit for bit). */
     lmx_status (*act_mul_split)(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
+    /* ---- paged KV (optional: false = attention / rope_qk_store refuse a non-NULL map) ---- */
+    bool paged_kv;
+    /* ---- batched device sampling (optional: NULL = none) ----
+     * Like sample / sample_result for n rows at once: row r chooses from logits [r * vocab, (r+1) *
+     * vocab) with a[r]; sample_rows_result gives tokens[n] (-1 where the device could not decide).
+     * One batch in flight per backend. */
+    lmx_status (*sample_rows)(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
+    lmx_status (*sample_rows_result)(lmx_backend *be, int n, int32_t *tokens);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

@@ -33,6 +33,23 @@
 typedef struct lmx_engine_model lmx_engine_model;
 typedef struct lmx_engine_kv lmx_engine_kv;
 typedef struct lmx_engine_detok lmx_engine_detok;
+typedef struct lmx_engine_pool lmx_engine_pool;
+typedef struct lmx_engine_seq lmx_engine_seq;
+
+/* One sequence's part of a batched step (op `step`): ids[0..n) run at the sequence's next positions
+ * (n > 1: a prefill chunk; n == 1: a decode row). With `sample` non-NULL the engine also chooses the
+ * next token (*token; -1 when it could not decide exactly: then logits holds the row's [vocab_size]
+ * logits and the caller samples on the host with sample->u); with `logits` non-NULL and sample NULL
+ * it writes the logits of the last position there; with both NULL (an inner prefill chunk) it
+ * writes nothing. */
+typedef struct lmx_engine_step_row {
+    lmx_engine_seq *seq;
+    const int32_t *ids;
+    size_t n;
+    const struct lmx_engine_sample *sample; /* NULL: no device sampling for this row */
+    float *logits;                          /* [vocab_size] or NULL */
+    int32_t *token;                         /* out, when sample != NULL */
+} lmx_engine_step_row;
 
 /* How to open a model (from the runtime's lmx_config). */
 typedef struct lmx_engine_load_opts {
@@ -122,6 +139,33 @@ typedef struct lmx_engine {
      * the host with the same u. Errors as forward. */
     lmx_status (*forward_sample)(lmx_engine_model *m, lmx_engine_kv *kv, const int32_t *ids, size_t n,
                                  const lmx_engine_sample *s, float *logits /* [vocab_size] */, int32_t *token);
+
+    /* ---- batched steps over a paged KV pool (optional: all NULL = no batching; the runtime then
+     * runs one kv per generation through forward) ----
+     * A pool holds the KV blocks of all sequences of one model (fixed-size blocks; memory follows what
+     * the sequences use). pool_create sizes it to at most max_bytes (blocks + the step scratch for
+     * max_rows rows per step); OUT_OF_MEMORY lets the cache evict and retry. One thread at a time
+     * runs steps and seq operations on a pool (the runtime's batcher). */
+    lmx_status (*pool_create)(lmx_engine_model *m, int64_t max_bytes, int max_rows, lmx_engine_pool **out);
+    void (*pool_destroy)(lmx_engine_pool *p); /* NULL-safe; every seq destroyed before */
+    /* bytes held (blocks + scratch), bytes of the blocks in use by sequences, blocks free */
+    void (*pool_stats)(const lmx_engine_pool *p, int64_t *bytes, int64_t *used_bytes, int64_t *free_blocks);
+    /* A new empty sequence of at most max_context positions (blocks are taken as positions fill). */
+    lmx_status (*seq_create)(lmx_engine_pool *p, int max_context, lmx_engine_seq **out);
+    void (*seq_destroy)(lmx_engine_seq *s); /* NULL-safe; its blocks return to the pool (shared ones
+                                               when their last holder goes) */
+    int (*seq_pos)(const lmx_engine_seq *s); /* positions filled */
+    /* A new sequence sharing the first n positions of src (n <= seq_pos(src)): whole blocks by
+     * reference (copy-on-write), the partial last block copied. The prompt cache's reuse. */
+    lmx_status (*seq_fork)(const lmx_engine_seq *src, int n, lmx_engine_seq **out);
+    /* Keeps the first n positions (n <= seq_pos). */
+    lmx_status (*seq_truncate)(lmx_engine_seq *s, int n);
+    /* Runs one step over rows[0..n_rows) (distinct sequences of one pool; at most max_rows tokens in
+     * all): every sequence's rows at its next positions, as one batched forward (matmuls over all rows,
+     * attention per row through the pool). Each row's results are what a step with that row alone
+     * would give (the CPU backend: bit for bit). A sequence past its max_context or a pool without
+     * free blocks → INVALID_ARGUMENT / OUT_OF_MEMORY naming the row, before anything runs. */
+    lmx_status (*step)(lmx_engine_pool *p, lmx_engine_step_row *rows, int n_rows);
 } lmx_engine;
 
 /* The engine this build uses for lmx_runtime_create (src/engine/engine_default.c); NULL when
