@@ -11,6 +11,8 @@
 #   --kernels       bench_cuda_kernels (--kernel-reps N, --kernel-sections "gemv layer ...")
 #   --memcheck      compute-sanitizer memcheck over test_cuda_kernels
 #   --host-cpu      the CPU figure: Llama-3.2-1B q4 on all host cores
+#   --profile       Nsight Compute over a few decode steps of each --dtypes model: per-kernel time, DRAM
+#                   bytes and GB/s of the last decode step (bench/ncu_step.py), written to profile.txt
 #   --all           every step
 # What is measured:
 #   --commit REV    build and measure REV instead of the working tree
@@ -48,7 +50,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 
 usage() { sed -n '2,/^set -u$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-DO_TESTS=0 DO_BENCH=0 DO_KERNELS=0 DO_MEMCHECK=0 DO_HOSTCPU=0 ANY_STEP=0
+DO_TESTS=0 DO_BENCH=0 DO_KERNELS=0 DO_MEMCHECK=0 DO_HOSTCPU=0 DO_PROFILE=0 ANY_STEP=0
 NEW_REV="" OLD_REV="" PACK=""
 OUTDIR=""
 DEVICE=gpu TINY=0 SHAPE=llama-3-8b DTYPES="q4 bf16 q8" PROMPT=512 GEN=128 REPS=3 ROUNDS="" TOL=3
@@ -68,6 +70,7 @@ while [ $# -gt 0 ]; do
     --kernels) DO_KERNELS=1 ANY_STEP=1;;
     --memcheck) DO_MEMCHECK=1 ANY_STEP=1;;
     --host-cpu) DO_HOSTCPU=1 ANY_STEP=1;;
+    --profile) DO_PROFILE=1 ANY_STEP=1;;
     --all) DO_TESTS=1 DO_BENCH=1 DO_KERNELS=1 DO_MEMCHECK=1 DO_HOSTCPU=1 ANY_STEP=1;;
     --commit) NEW_REV=$val;;
     --compare) OLD_REV=$val;;
@@ -227,7 +230,7 @@ if [ -n "$OLD_REV" ]; then
   OLD_SRC=$SRC OLD_COMMIT=$SRC_COMMIT
 fi
 say "lmx device run: new $NEW_COMMIT$NEW_NOTE${OLD_REV:+, old $OLD_COMMIT}; $DATE; ${GPU_NAME:-no GPU}; $(nproc) cores; budget ${BUDGET}s"
-note "   steps:$([ $DO_TESTS = 1 ] && echo ' tests')$([ $DO_BENCH = 1 ] && echo ' bench')$([ $DO_KERNELS = 1 ] && echo ' kernels')$([ $DO_MEMCHECK = 1 ] && echo ' memcheck')$([ $DO_HOSTCPU = 1 ] && echo ' host-cpu'); device $DEVICE; CUDA build $HAVE_CUDA"
+note "   steps:$([ $DO_TESTS = 1 ] && echo ' tests')$([ $DO_BENCH = 1 ] && echo ' bench')$([ $DO_KERNELS = 1 ] && echo ' kernels')$([ $DO_MEMCHECK = 1 ] && echo ' memcheck')$([ $DO_HOSTCPU = 1 ] && echo ' host-cpu')$([ $DO_PROFILE = 1 ] && echo ' profile'); device $DEVICE; CUDA build $HAVE_CUDA"
 
 # ---- build: both trees at once, each with half the cores ----
 CMAKE_OPTS=(-DCMAKE_BUILD_TYPE=Release)
@@ -368,6 +371,27 @@ if [ $DO_MEMCHECK = 1 ]; then
       note "   memcheck stopped at its time limit with no error reported before it"; FAILED=${FAILED/ memcheck/}
     fi
   else say "memcheck: SKIPPED (needs a CUDA build, a GPU and compute-sanitizer)"; FAILED="$FAILED memcheck(skipped)"; fi
+fi
+
+# ---- Nsight Compute profile of decode steps ----
+if [ $DO_PROFILE = 1 ]; then
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ $HAVE_GPU = 1 ] && [ -n "$NCU" ]; then
+    : > "$OUTDIR/profile.txt"
+    for dt in $DTYPES; do
+      M=$W/m/$MODEL-$dt
+      gen_model "gen_$dt" "$SHAPE" "$dt" "$M" || continue
+      # a short prompt, 4 greedy decode steps; kernels inside the captured graph are profiled one by one
+      step "ncu_$dt" 240 60 "$NCU" --csv --page raw --graph-profiling node \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size \
+        "$NEW_LMX" bench "$M" --device gpu --prompt 8 --gen 4 --reps 1
+      bench_run "bench_${dt}_plain" new "$NEW_LMX" "$M" "$RUNS/profile-$dt.json" --device gpu --prompt 8 --gen 64 --reps 3
+      { echo "### $MODEL $dt ($GPU_NAME, $NEW_COMMIT)"
+        python3 "$ROOT/bench/ncu_step.py" "$LOGS/ncu_$dt.log" --bench "$RUNS/profile-$dt.json" --model "$M"
+        echo; } >> "$OUTDIR/profile.txt" 2>&1
+    done
+    note "   profile: $OUTDIR/profile.txt"
+  else say "profile: SKIPPED (needs a GPU and ncu)"; FAILED="$FAILED profile(skipped)"; fi
 fi
 
 # ---- the CPU figure (all cores) ----
