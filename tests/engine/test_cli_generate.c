@@ -205,6 +205,22 @@ static void test_generate_ids_contract(void) {
     free(txt);
 }
 
+/* The two replies `lmx run LLAMA --system 'Be brief.' --temp 0 --max-tokens 8` must give to "What is
+ * 2+2?" and then "And 3+3?" (the second turn sees the first reply), through lmx_chat_stream. */
+static void two_turn_replies(char reply1[4096], char reply2[4096]) {
+    lmx_runtime *rt = mkrt();
+    lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
+    lmx_gen_options o = lmx_gen_options_default();
+    o.sampling.temperature = 0;
+    o.max_tokens = 8;
+    int append(const char *, size_t, void *);
+    reply1[0] = reply2[0] = '\0';
+    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 2, &o, append, reply1, NULL) == LMX_OK);
+    msgs[2].content = reply1;
+    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 4, &o, append, reply2, NULL) == LMX_OK);
+    lmx_runtime_destroy(rt);
+}
+
 static void test_run_and_info(void) {
     int status;
     char cmd[4096];
@@ -213,21 +229,13 @@ static void test_run_and_info(void) {
              LLAMA);
     char *out = run(cmd, &status);
     CHECK_EQ_INT(status, 0);
-    lmx_runtime *rt = mkrt();
-    lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
-    lmx_gen_options o = lmx_gen_options_default();
-    o.sampling.temperature = 0;
-    o.max_tokens = 8;
-    char reply1[4096] = "", reply2[4096] = "";
-    int append(const char *, size_t, void *);
-    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 2, &o, append, reply1, NULL) == LMX_OK);
+    char reply1[4096], reply2[4096];
+    two_turn_replies(reply1, reply2);
     char want[8300];
     snprintf(want, sizeof want, "%s\n", reply1);
     CHECK_EQ_STR(out, want);
     free(out);
     /* the REPL: two messages on stdin, the second turn sees the first reply */
-    msgs[2].content = reply1;
-    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 4, &o, append, reply2, NULL) == LMX_OK);
     snprintf(cmd, sizeof cmd,
              "printf 'What is 2+2?\\n\\nAnd 3+3?\\n/bye\\nignored\\n' | '%s' run '%s' --system 'Be brief.' --temp 0 "
              "--max-tokens 8",
@@ -247,6 +255,10 @@ static void test_run_and_info(void) {
     snprintf(cmd, sizeof cmd, "'%s' run '%s' 'Plain text' --temp 0 --max-tokens 8 2>/dev/null", LMX_CLI_PATH, notmpl);
     out = run(cmd, &status);
     CHECK_EQ_INT(status, 0);
+    lmx_runtime *rt = mkrt();
+    lmx_gen_options o = lmx_gen_options_default();
+    o.sampling.temperature = 0;
+    o.max_tokens = 8;
     char *raw = NULL;
     CHECK(lmx_generate(rt, notmpl, "Plain text", &o, &raw, NULL) == LMX_OK);
     snprintf(want, sizeof want, "%s\n", raw ? raw : "");
@@ -322,17 +334,8 @@ static void test_run_keeps_conversation(void) {
     fputs("\nAnd 3+3?\n", f);
     fclose(f);
     /* the refused lines leave no trace: the replies are those of the two good messages alone */
-    lmx_runtime *rt = mkrt();
-    lmx_message msgs[4] = {{"system", "Be brief."}, {"user", "What is 2+2?"}, {"assistant", ""}, {"user", "And 3+3?"}};
-    lmx_gen_options o = lmx_gen_options_default();
-    o.sampling.temperature = 0;
-    o.max_tokens = 8;
-    char reply1[4096] = "", reply2[4096] = "";
-    int append(const char *, size_t, void *);
-    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 2, &o, append, reply1, NULL) == LMX_OK);
-    msgs[2].content = reply1;
-    CHECK(lmx_chat_stream(rt, LLAMA, msgs, 4, &o, append, reply2, NULL) == LMX_OK);
-    lmx_runtime_destroy(rt);
+    char reply1[4096], reply2[4096];
+    two_turn_replies(reply1, reply2);
     int status;
     snprintf(cmd, sizeof cmd, "'%s' run '%s' --system 'Be brief.' --temp 0 --max-tokens 8 <'%s' 2>'%s'", LMX_CLI_PATH,
              LLAMA, in, err);

@@ -7,15 +7,18 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <stdbool.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static char *tmp;
 
-/* Runs "lmx ARGS" with LMX_HOME=tmp; captures stdout into out; returns the exit code. */
-static int lmx_run(const char *args, char *out, size_t cap) {
+/* Runs "lmx ARGS" with LMX_HOME=tmp; captures stdout (and stderr when with_err) into out; returns
+ * the exit code. */
+static int lmx_exec(const char *args, bool with_err, char *out, size_t cap) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "LMX_HOME='%s' '%s' %s 2>/dev/null", tmp, LMX_CLI_PATH, args);
+    snprintf(cmd, sizeof cmd, "LMX_LOG=warn LMX_HOME='%s' timeout 20 '%s' %s %s", tmp, LMX_CLI_PATH, args,
+             with_err ? "2>&1" : "2>/dev/null");
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = fread(out, 1, cap - 1, p);
@@ -23,6 +26,8 @@ static int lmx_run(const char *args, char *out, size_t cap) {
     int rc = pclose(p);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+static int lmx_run(const char *args, char *out, size_t cap) { return lmx_exec(args, false, out, cap); }
+static int lmx_run2(const char *args, char *out, size_t cap) { return lmx_exec(args, true, out, cap); }
 
 static void test_cli(void) {
     char dir[1200], args[2600], out[8192];
@@ -46,18 +51,6 @@ static void test_cli(void) {
     CHECK_EQ_INT(lmx_run("rm acme/tiny", out, sizeof out), 0);
     CHECK(!lmx_fs_is_dir(dir));
     CHECK_EQ_INT(lmx_run("rm acme/tiny", out, sizeof out), 1);
-}
-
-/* Like lmx_run with stderr captured too (2>&1). */
-static int lmx_run2(const char *args, char *out, size_t cap) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "LMX_LOG=warn LMX_HOME='%s' timeout 20 '%s' %s 2>&1", tmp, LMX_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 static void put(const char *path, const char *text) {
