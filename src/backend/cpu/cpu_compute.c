@@ -80,33 +80,43 @@ static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
 }
 
 /* quantized rows without repacked tiles: one token reads the packed codes in place (qdot); more
- * decode each row's codes once and run qdotf per token (the same arithmetic) */
+ * decode a block of 4 rows' codes once and run qdotf4 / qdotf per token (the same arithmetic),
+ * so each token's x is read once per 4 rows */
 static void matmul_rows_quant(void *vctx, int64_t r0, int64_t r1, int thread) {
     matmul_ctx *m = vctx;
     const lmx_bweight *w = m->w;
-    float *q = m->c->scratch[thread]; /* [cols] the row's codes as fp32 */
+    float *qb = m->c->scratch[thread]; /* [4][cols] the block's codes as fp32 */
     const int64_t K = w->cols;
+    const int G = w->groups, gs = w->group_size;
     const lmx_cpu_kernels *k = &m->c->k;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *src = w->data + (size_t)r * w->row_bytes;
-        const float b = w->bias ? w->bias[r] : 0.0f;
-        const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
         if (m->T == 1) {
-            mm_put(m, (size_t)r, k->qdot(m->x, src, w->bits, w->group_size, w->groups, s, bb, m->xsum, q) + b);
+            for (int i = 0; i < nb; i++) {
+                const size_t ri = (size_t)(r + i);
+                mm_put(m, ri, k->qdot(m->x, w->data + ri * w->row_bytes, w->bits, gs, G, w->scales + ri * G,
+                                      w->biases + ri * G, m->xsum, qb) + (w->bias ? w->bias[ri] : 0.0f));
+            }
             continue;
         }
-        k->quant_row(src, w->bits, K, q);
+        for (int i = 0; i < nb; i++) k->quant_row(w->data + (size_t)(r + i) * w->row_bytes, w->bits, K, qb + (size_t)i * K);
         int t = 0;
         if (k->qdotf4)
-            for (; t + 4 <= m->T; t += 4) {
-                float out[4];
-                k->qdotf4(m->x + (size_t)t * K, (size_t)K, q, w->group_size, w->groups, s, bb,
-                          m->xsum + (size_t)t * w->groups, out);
-                for (int j = 0; j < 4; j++) mm_put(m, (size_t)(t + j) * w->rows + r, out[j] + b);
-            }
+            for (; t + 4 <= m->T; t += 4)
+                for (int i = 0; i < nb; i++) {
+                    const size_t ri = (size_t)(r + i);
+                    float out[4];
+                    k->qdotf4(m->x + (size_t)t * K, (size_t)K, qb + (size_t)i * K, gs, G, w->scales + ri * G,
+                              w->biases + ri * G, m->xsum + (size_t)t * G, out);
+                    for (int j = 0; j < 4; j++) mm_put(m, (size_t)(t + j) * w->rows + ri, out[j] + (w->bias ? w->bias[ri] : 0.0f));
+                }
         for (; t < m->T; t++)
-            mm_put(m, (size_t)t * w->rows + r,
-                   k->qdotf(m->x + (size_t)t * K, q, w->group_size, w->groups, s, bb, m->xsum + (size_t)t * w->groups) + b);
+            for (int i = 0; i < nb; i++) {
+                const size_t ri = (size_t)(r + i);
+                mm_put(m, (size_t)t * w->rows + ri,
+                       k->qdotf(m->x + (size_t)t * K, qb + (size_t)i * K, gs, G, w->scales + ri * G, w->biases + ri * G,
+                                m->xsum + (size_t)t * G) + (w->bias ? w->bias[ri] : 0.0f));
+            }
     }
 }
 
@@ -181,7 +191,7 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
             xs[(size_t)t * w->groups + g] = s;
         }
     m.xsum = xs;
-    lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows_quant, &m);
+    lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_quant, &m);
     return LMX_OK;
 }
 
