@@ -5,7 +5,8 @@
  * decode kernel, partial token tiles, the prefill tiles), with and without bias, matmul and
  * matmul_add; dense F32/F16/BF16 with column counts off the vector width. 1 and 3 threads at a
  * level must agree bit for bit. Tolerance: 1e-5·Σ|x·w| (fp32 rounding), plus at the avx512 level
- * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767). */
+ * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767). And row
+ * independence: row t of a T-token matmul / matmul_add equals the 1-token call on x[t] bit for bit. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -194,6 +195,84 @@ static void test_dense_levels(void) {
             for (int r = 0; r < 3; r++, n++) dense_case(dts[d], rowss[r], colss[c], Ts[n % 4], n % 2 == 1);
 }
 
+/* row independence: row t of matmul(x[T]) (and matmul_add) equals matmul(x[t:t+1]) bit for bit, for
+ * T = 1..9 and 17, at every level and weight kind — batched decode and the prompt cache rely on a
+ * token's result not depending on which rows share the call. The T-row call runs on 3 threads, the
+ * 1-row calls on 1. */
+static void rows_case(int L, const lmx_weight_desc *d, const char *what) {
+    static const int Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
+    const int rows = (int)d->rows, cols = (int)d->cols, TM = 17;
+    float *x = malloc(sizeof(float) * (size_t)TM * cols), *y0 = malloc(sizeof(float) * (size_t)TM * rows);
+    float *oT = malloc(sizeof(float) * (size_t)TM * rows), *o1 = malloc(sizeof(float) * (size_t)rows);
+    for (int i = 0; i < TM * cols; i++) x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+    for (int i = 0; i < TM * rows; i++) y0[i] = frand();
+    for (int add = 0; add < 2; add++)
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            const int T = Ts[ti];
+            run_matmul(be[L][1], d, x, T, add ? y0 : NULL, oT);
+            int bad = 0;
+            for (int t = 0; t < T; t++) {
+                run_matmul(be[L][0], d, x + (size_t)t * cols, 1, add ? y0 + (size_t)t * rows : NULL, o1);
+                if (memcmp(o1, oT + (size_t)t * rows, sizeof(float) * (size_t)rows)) bad++;
+            }
+            CHECK_MSG(bad == 0, "%s level %s add %d T %d: %d rows differ from their 1-row matmul", what,
+                      level_name[L], add, T, bad);
+        }
+    free(x), free(y0), free(oT), free(o1);
+}
+
+static void test_row_independence(void) {
+    static const int bitss[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
+    static const lmx_dtype dts[] = {LMX_DTYPE_F32, LMX_DTYPE_BF16, LMX_DTYPE_F16};
+    for (int L = 0; L < 3; L++) {
+        for (int b = 0; b < 6; b++)
+            for (int v = 0; v < 2; v++) {
+                const int gs = gss[(b + v + L) % 3], rows = 1 + (int)((rng >> 20) % 40), cols = gs * (1 + (int)((rng >> 30) % 4));
+                const lmx_dtype sdt = dts[(b + v) % 3];
+                frand();
+                float *w = malloc(sizeof(float) * (size_t)rows * cols), *bias = malloc(sizeof(float) * (size_t)rows);
+                for (int i = 0; i < rows * cols; i++) w[i] = frand() * (i % 5 == 0 ? 1.5f : 0.4f);
+                for (int i = 0; i < rows; i++) bias[i] = frand();
+                qmat q = quantize(w, rows, cols, bitss[b], gs);
+                const int NG = rows * (cols / gs);
+                uint16_t *s16 = malloc(2 * (size_t)NG), *b16 = malloc(2 * (size_t)NG);
+                for (int i = 0; i < NG; i++) {
+                    s16[i] = sdt == LMX_DTYPE_F16 ? lmx_f32_to_f16(q.scales[i]) : lmx_f32_to_bf16(q.scales[i]);
+                    b16[i] = sdt == LMX_DTYPE_F16 ? lmx_f32_to_f16(q.biases[i]) : lmx_f32_to_bf16(q.biases[i]);
+                }
+                lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = sdt,
+                                     .data = q.packed, .scales = sdt == LMX_DTYPE_F32 ? (const void *)q.scales : s16,
+                                     .biases = sdt == LMX_DTYPE_F32 ? (const void *)q.biases : b16, .bits = bitss[b],
+                                     .group_size = gs, .bias = v ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
+                char what[96];
+                snprintf(what, sizeof what, "quant bits %d gs %d rows %d cols %d sdt %d bias %d", bitss[b], gs, rows,
+                         cols, (int)sdt, v);
+                rows_case(L, &d, what);
+                free(w), free(bias), free(s16), free(b16);
+                qfree(&q);
+            }
+        for (int dt = 0; dt < 3; dt++)
+            for (int v = 0; v < 2; v++) {
+                const int rows = 1 + (int)((rng >> 20) % 40), cols = 1 + (int)((rng >> 30) % 300);
+                frand();
+                float *wf = malloc(sizeof(float) * (size_t)rows * cols), *bias = malloc(sizeof(float) * (size_t)rows);
+                uint16_t *w16 = malloc(2 * (size_t)rows * cols);
+                for (int i = 0; i < rows * cols; i++) {
+                    wf[i] = frand();
+                    w16[i] = dts[dt] == LMX_DTYPE_F16 ? lmx_f32_to_f16(wf[i]) : lmx_f32_to_bf16(wf[i]);
+                }
+                for (int i = 0; i < rows; i++) bias[i] = frand();
+                lmx_weight_desc d = {.name = "d", .kind = LMX_WEIGHT_DENSE, .rows = rows, .cols = cols, .dtype = dts[dt],
+                                     .data = dts[dt] == LMX_DTYPE_F32 ? (const void *)wf : w16,
+                                     .bias = v ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
+                char what[96];
+                snprintf(what, sizeof what, "dense dtype %d rows %d cols %d bias %d", (int)dts[dt], rows, cols, v);
+                rows_case(L, &d, what);
+                free(wf), free(bias), free(w16);
+            }
+    }
+}
+
 int main(void) {
     for (int L = 0; L < 3; L++)
         for (int i = 0; i < 2; i++)
@@ -209,6 +288,7 @@ int main(void) {
     }
     RUN(test_quant_levels);
     RUN(test_dense_levels);
+    RUN(test_row_independence);
     for (int L = 0; L < 3; L++)
         for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
     return lmx_test_summary();

@@ -25,60 +25,42 @@ static inline void mm_put(const matmul_ctx *m, size_t i, float v) {
     else m->y[i] = v;
 }
 
-static void matmul_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
-    matmul_ctx *m = vctx;
+/* Every (row, token) result is computed by one arithmetic whatever T, the tile or the thread split
+ * (cpu_simd.h's matmul kernels share one dot order per set): row t of a T-token matmul equals the
+ * 1-token matmul of x[t] bit for bit, which batched decode and the prompt cache rely on. */
+
+/* dense rows [r, r+nb), nb <= 4, one token, read in place (16-bit converted in registers); a
+ * partial block computes each row alone (stride 0: the four lanes are the same row) */
+static void dense_rows_1(const matmul_ctx *m, int64_t r, int nb) {
     const lmx_bweight *w = m->w;
-    float *row = m->c->scratch[thread]; /* [cols] */
-    const int64_t K = w->cols;
     const lmx_cpu_kernels *k = &m->c->k;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *src = w->data + (size_t)r * w->row_bytes;
-        float b = w->bias ? w->bias[r] : 0.0f;
-        if (w->kind == LMX_WEIGHT_DENSE && m->T == 1 && w->dtype != LMX_DTYPE_F32) {
-            /* decode: read the stored half-precision row once, converting in registers */
-            float d = w->dtype == LMX_DTYPE_BF16 ? k->dot_bf16(m->x, src, K) : k->dot_f16(m->x, src, K);
-            mm_put(m, (size_t)r, d + b);
-        } else if (w->kind == LMX_WEIGHT_DENSE) {
-            convert_row(k, src, w->dtype, K, row);
-            for (int t = 0; t < m->T; t++) mm_put(m, (size_t)t * w->rows + r, k->dot(m->x + (size_t)t * K, row, K) + b);
-        } else {
-            /* Σ_g s_g·Σ_k x_k q_k + b_g·Σ_k x_k */
-            const float *s = w->scales + (size_t)r * w->groups, *bb = w->biases + (size_t)r * w->groups;
-            for (int t = 0; t < m->T; t++)
-                mm_put(m, (size_t)t * w->rows + r,
-                       k->qdot(m->x + (size_t)t * K, src, w->bits, w->group_size, w->groups, s, bb,
-                               m->xsum + (size_t)t * w->groups, row) + b);
-        }
+    const int64_t K = w->cols;
+    float out[4];
+    for (int i = 0; i < nb; i += nb == 4 ? 4 : 1) {
+        const uint8_t *src = w->data + (size_t)(r + i) * w->row_bytes;
+        const size_t ws = nb == 4 ? w->row_bytes : 0;
+        if (w->dtype == LMX_DTYPE_F32) k->dot4(m->x, (const float *)(const void *)src, ws / sizeof(float), K, out);
+        else k->dot4_w16(m->x, src, ws, K, w->dtype == LMX_DTYPE_BF16, out);
+        for (int j = 0; j < (nb == 4 ? 4 : 1); j++)
+            mm_put(m, (size_t)(r + i + j), out[j] + (w->bias ? w->bias[r + i + j] : 0.0f));
     }
 }
 
-/* Prefill form (T >= MATMUL_BLOCK_T): rows are materialized as fp32 in blocks of 4 (dequantized for
- * quantized weights) and each x row is read once per block. A partial block repeats its last row,
- * so every row is computed by the same dot4 arithmetic whatever the thread split. */
-#define MATMUL_BLOCK_T 4
-
-static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) {
+static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
     matmul_ctx *m = vctx;
     const lmx_bweight *w = m->w;
     const int64_t K = w->cols;
     const lmx_cpu_kernels *k = &m->c->k;
-    float *blk = m->c->scratch[thread]; /* [4][cols] */
+    float *blk = m->c->scratch[thread]; /* [4][cols] the block's rows as fp32 */
     for (int64_t r = r0; r < r1; r += 4) {
-        int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
-        for (int i = 0; i < 4; i++) {
-            int64_t rr = r + (i < nb ? i : nb - 1);
-            float *row = blk + (size_t)i * K;
-            const uint8_t *src = w->data + (size_t)rr * w->row_bytes;
-            if (w->kind == LMX_WEIGHT_DENSE) {
-                convert_row(k, src, w->dtype, K, row);
-            } else {
-                k->quant_row(src, w->bits, K, row);
-                const float *s = w->scales + (size_t)rr * w->groups, *bb = w->biases + (size_t)rr * w->groups;
-                const int G = w->group_size;
-                for (int g = 0; g < w->groups; g++)
-                    for (int j = 0; j < G; j++) row[g * G + j] = s[g] * row[g * G + j] + bb[g];
-            }
+        const int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        if (m->T == 1) {
+            dense_rows_1(m, r, nb);
+            continue;
         }
+        /* a partial block repeats its last row (each row's dot is independent of the others) */
+        for (int i = 0; i < 4; i++)
+            convert_row(k, w->data + (size_t)(r + (i < nb ? i : nb - 1)) * w->row_bytes, w->dtype, K, blk + (size_t)i * K);
         int t = 0;
         if (k->dot4x4)
             for (; t + 4 <= m->T; t += 4) {
@@ -90,10 +72,51 @@ static void matmul_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) 
             }
         for (; t < m->T; t++) {
             float out[4];
-            k->dot4(m->x + (size_t)t * K, blk, K, out);
+            k->dot4(m->x + (size_t)t * K, blk, (size_t)K, K, out);
             for (int i = 0; i < nb; i++)
                 mm_put(m, (size_t)t * w->rows + r + i, out[i] + (w->bias ? w->bias[r + i] : 0.0f));
         }
+    }
+}
+
+/* quantized rows without repacked tiles: one token reads the packed codes in place (qdot); more
+ * decode a block of 4 rows' codes once and run qdotf4 / qdotf per token (the same arithmetic),
+ * so each token's x is read once per 4 rows */
+static void matmul_rows_quant(void *vctx, int64_t r0, int64_t r1, int thread) {
+    matmul_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    float *qb = m->c->scratch[thread]; /* [4][cols] the block's codes as fp32 */
+    const int64_t K = w->cols;
+    const int G = w->groups, gs = w->group_size;
+    const lmx_cpu_kernels *k = &m->c->k;
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        if (m->T == 1) {
+            for (int i = 0; i < nb; i++) {
+                const size_t ri = (size_t)(r + i);
+                mm_put(m, ri, k->qdot(m->x, w->data + ri * w->row_bytes, w->bits, gs, G, w->scales + ri * G,
+                                      w->biases + ri * G, m->xsum, qb) + (w->bias ? w->bias[ri] : 0.0f));
+            }
+            continue;
+        }
+        for (int i = 0; i < nb; i++) k->quant_row(w->data + (size_t)(r + i) * w->row_bytes, w->bits, K, qb + (size_t)i * K);
+        int t = 0;
+        if (k->qdotf4)
+            for (; t + 4 <= m->T; t += 4)
+                for (int i = 0; i < nb; i++) {
+                    const size_t ri = (size_t)(r + i);
+                    float out[4];
+                    k->qdotf4(m->x + (size_t)t * K, (size_t)K, qb + (size_t)i * K, gs, G, w->scales + ri * G,
+                              w->biases + ri * G, m->xsum + (size_t)t * G, out);
+                    for (int j = 0; j < 4; j++) mm_put(m, (size_t)(t + j) * w->rows + ri, out[j] + (w->bias ? w->bias[ri] : 0.0f));
+                }
+        for (; t < m->T; t++)
+            for (int i = 0; i < nb; i++) {
+                const size_t ri = (size_t)(r + i);
+                mm_put(m, (size_t)t * w->rows + ri,
+                       k->qdotf(m->x + (size_t)t * K, qb + (size_t)i * K, gs, G, w->scales + ri * G, w->biases + ri * G,
+                                m->xsum + (size_t)t * G) + (w->bias ? w->bias[ri] : 0.0f));
+            }
     }
 }
 
@@ -154,24 +177,21 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
-    if (T >= MATMUL_BLOCK_T) {
-        lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_blocked, &m);
+    if (w->kind == LMX_WEIGHT_DENSE) {
+        lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_dense, &m);
         return LMX_OK;
     }
-    if (w->kind == LMX_WEIGHT_QUANT) {
-        lmx_status st = ensure_shared(c, (size_t)T * (size_t)w->groups);
-        if (st != LMX_OK) return st;
-        float *xs = c->shared;
-        for (int t = 0; t < T; t++)
-            for (int g = 0; g < w->groups; g++) {
-                const float *p = m.x + (size_t)t * w->cols + (size_t)g * w->group_size;
-                float s = 0;
-                for (int k = 0; k < w->group_size; k++) s += p[k];
-                xs[(size_t)t * w->groups + g] = s;
-            }
-        m.xsum = xs;
-    }
-    lmx_thread_pool_run(c->pool, w->rows, grain, matmul_rows, &m);
+    LMX_BACKEND_TRY(ensure_shared(c, (size_t)T * (size_t)w->groups));
+    float *xs = c->shared; /* [T, groups] Σ x per group, summed in order */
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < w->groups; g++) {
+            const float *p = m.x + (size_t)t * w->cols + (size_t)g * w->group_size;
+            float s = 0;
+            for (int k = 0; k < w->group_size; k++) s += p[k];
+            xs[(size_t)t * w->groups + g] = s;
+        }
+    m.xsum = xs;
+    lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_quant, &m);
     return LMX_OK;
 }
 

@@ -17,8 +17,8 @@ static float dot_scalar(const float *a, const float *b, int64_t n) {
     return r;
 }
 
-static void dot4_scalar(const float *x, const float *w, int64_t n, float out[4]) {
-    for (int i = 0; i < 4; i++) out[i] = dot_scalar(x, w + (size_t)i * (size_t)n, n);
+static void dot4_scalar(const float *x, const float *w, size_t ws, int64_t n, float out[4]) {
+    for (int i = 0; i < 4; i++) out[i] = dot_scalar(x, w + (size_t)i * ws, n);
 }
 
 static void axpy_scalar(float *y, const float *x, float a, int64_t n) {
@@ -54,17 +54,28 @@ static float dot_f16_scalar(const float *x, const uint8_t *w, int64_t n) {
     return r;
 }
 
-static float qdot_scalar(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
-                         const float *b, const float *xsum, float *tmp) {
-    lmx_cpu_quant_decode_row(row, bits, (int64_t)gs * groups, tmp);
+static void dot4_w16_scalar(const float *x, const uint8_t *w, size_t ws, int64_t n, bool bf16, float out[4]) {
+    for (int i = 0; i < 4; i++) out[i] = bf16 ? dot_bf16_scalar(x, w + (size_t)i * ws, n) : dot_f16_scalar(x, w + (size_t)i * ws, n);
+}
+
+static float qdotf_scalar(const float *x, const float *q, int gs, int groups, const float *s, const float *b,
+                          const float *xsum) {
     float acc = 0.0f;
-    for (int g = 0; g < groups; g++) acc += s[g] * dot_scalar(x + (size_t)g * gs, tmp + (size_t)g * gs, gs) + b[g] * xsum[g];
+    for (int g = 0; g < groups; g++) acc += s[g] * dot_scalar(x + (size_t)g * gs, q + (size_t)g * gs, gs) + b[g] * xsum[g];
     return acc;
 }
 
-static const lmx_cpu_kernels scalar_set = {"scalar",       dot_scalar,     dot4_scalar, axpy_scalar, NULL,
-                                           dot_bf16_scalar, dot_f16_scalar, bf16_scalar, f16_scalar,
-                                           lmx_cpu_quant_decode_row, qdot_scalar};
+static float qdot_scalar(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
+                         const float *b, const float *xsum, float *tmp) {
+    lmx_cpu_quant_decode_row(row, bits, (int64_t)gs * groups, tmp);
+    return qdotf_scalar(x, tmp, gs, groups, s, b, xsum);
+}
+
+static const lmx_cpu_kernels scalar_set = {.name = "scalar", .dot = dot_scalar, .dot4 = dot4_scalar,
+                                           .dot4_w16 = dot4_w16_scalar, .axpy = axpy_scalar,
+                                           .bf16_row = bf16_scalar, .f16_row = f16_scalar,
+                                           .quant_row = lmx_cpu_quant_decode_row, .qdot = qdot_scalar,
+                                           .qdotf = qdotf_scalar};
 
 /* ---- AVX2 + FMA + F16C ---- */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -94,43 +105,6 @@ LMX_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n) {
     return r;
 }
 
-LMX_AVX2 static void dot4_avx2(const float *x, const float *w, int64_t n, float out[4]) {
-    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
-        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
-        b0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w0 + i + 8), b0);
-        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
-        b1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w1 + i + 8), b1);
-        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
-        b2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w2 + i + 8), b2);
-        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
-        b3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w3 + i + 8), b3);
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256 xa = _mm256_loadu_ps(x + i);
-        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + i), a0);
-        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + i), a1);
-        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + i), a2);
-        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + i), a3);
-    }
-    float r0 = hsum256(_mm256_add_ps(a0, b0)), r1 = hsum256(_mm256_add_ps(a1, b1));
-    float r2 = hsum256(_mm256_add_ps(a2, b2)), r3 = hsum256(_mm256_add_ps(a3, b3));
-    for (; i < n; i++) {
-        r0 += x[i] * w0[i];
-        r1 += x[i] * w1[i];
-        r2 += x[i] * w2[i];
-        r3 += x[i] * w3[i];
-    }
-    out[0] = r0;
-    out[1] = r1;
-    out[2] = r2;
-    out[3] = r3;
-}
-
 LMX_AVX2 static void axpy_avx2(float *y, const float *x, float a, int64_t n) {
     __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
@@ -152,26 +126,65 @@ LMX_AVX2 static inline __attribute__((always_inline)) __m256 load_w16x8(const ui
     return bf16 ? load_bf16x8(p) : load_f16x8(p);
 }
 
-/* x · w for n 16-bit weights (bf16, else f16); the same accumulation pattern as dot_avx2 (4
- * accumulators over 32, then 8, then scalar). Inlined with a constant `bf16` by the two below. */
-LMX_AVX2 static inline __attribute__((always_inline)) float dot_w16_avx2(const float *x, const uint8_t *w, int64_t n,
-                                                                         bool bf16) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_w16x8(w + 2 * i, bf16), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_w16x8(w + 2 * (i + 8), bf16), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_w16x8(w + 2 * (i + 16), bf16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_w16x8(w + 2 * (i + 24), bf16), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_w16x8(w + 2 * i, bf16), s0);
-    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) r += x[i] * (bf16 ? lmx_cpu_bf16(w + 2 * i) : lmx_cpu_f16(w + 2 * i));
-    return r;
+/* 8 weights of kind wk (0 f32, 1 bf16, 2 f16) from element i of the row at p, as fp32 (exact) */
+LMX_AVX2 static inline __attribute__((always_inline)) __m256 load_wk8(const uint8_t *p, int64_t i, int wk) {
+    return wk == 0 ? _mm256_loadu_ps((const float *)(const void *)p + i) : load_w16x8(p + 2 * i, wk == 1);
+}
+static inline float elem_wk(const uint8_t *p, int64_t i, int wk) {
+    float f;
+    if (wk == 0) memcpy(&f, p + 4 * i, 4);
+    else f = wk == 1 ? lmx_cpu_bf16(p + 2 * i) : lmx_cpu_f16(p + 2 * i);
+    return f;
 }
 
-LMX_AVX2 static float dot_bf16_avx2(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx2(x, w, n, true); }
-LMX_AVX2 static float dot_f16_avx2(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx2(x, w, n, false); }
+/* The AVX2 matmul dot order, per row: chain a over elements [16j, 16j+8), chain b over [16j+8,
+ * 16j+16), a left-over 8 into a, hsum(a + b), then the last n % 8 products added in order. Rows at
+ * w + i*ws bytes, weights of kind wk (inlined with a constant wk). */
+LMX_AVX2 static inline __attribute__((always_inline)) void dot4_wk_avx2(const float *x, const uint8_t *w, size_t ws,
+                                                                        int64_t n, int wk, float out[4]) {
+    const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_fmadd_ps(xa, load_wk8(w0, i, wk), a0);
+        b0 = _mm256_fmadd_ps(xb, load_wk8(w0, i + 8, wk), b0);
+        a1 = _mm256_fmadd_ps(xa, load_wk8(w1, i, wk), a1);
+        b1 = _mm256_fmadd_ps(xb, load_wk8(w1, i + 8, wk), b1);
+        a2 = _mm256_fmadd_ps(xa, load_wk8(w2, i, wk), a2);
+        b2 = _mm256_fmadd_ps(xb, load_wk8(w2, i + 8, wk), b2);
+        a3 = _mm256_fmadd_ps(xa, load_wk8(w3, i, wk), a3);
+        b3 = _mm256_fmadd_ps(xb, load_wk8(w3, i + 8, wk), b3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 xa = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(xa, load_wk8(w0, i, wk), a0);
+        a1 = _mm256_fmadd_ps(xa, load_wk8(w1, i, wk), a1);
+        a2 = _mm256_fmadd_ps(xa, load_wk8(w2, i, wk), a2);
+        a3 = _mm256_fmadd_ps(xa, load_wk8(w3, i, wk), a3);
+    }
+    float r0 = hsum256(_mm256_add_ps(a0, b0)), r1 = hsum256(_mm256_add_ps(a1, b1));
+    float r2 = hsum256(_mm256_add_ps(a2, b2)), r3 = hsum256(_mm256_add_ps(a3, b3));
+    for (; i < n; i++) {
+        r0 += x[i] * elem_wk(w0, i, wk);
+        r1 += x[i] * elem_wk(w1, i, wk);
+        r2 += x[i] * elem_wk(w2, i, wk);
+        r3 += x[i] * elem_wk(w3, i, wk);
+    }
+    out[0] = r0;
+    out[1] = r1;
+    out[2] = r2;
+    out[3] = r3;
+}
+
+LMX_AVX2 static void dot4_avx2(const float *x, const float *w, size_t ws, int64_t n, float out[4]) {
+    dot4_wk_avx2(x, (const uint8_t *)w, ws * sizeof(float), n, 0, out);
+}
+LMX_AVX2 static void dot4_w16_avx2(const float *x, const uint8_t *w, size_t ws, int64_t n, bool bf16, float out[4]) {
+    if (bf16) dot4_wk_avx2(x, w, ws, n, 1, out);
+    else dot4_wk_avx2(x, w, ws, n, 2, out);
+}
 
 LMX_AVX2 static void bf16_avx2(const uint8_t *src, int64_t n, float *dst) {
     int64_t i = 0;
@@ -221,15 +234,84 @@ LMX_AVX2 static void quant_avx2(const uint8_t *row, int bits, int64_t n, float *
     lmx_cpu_quant_decode_row(row, bits, n, q);
 }
 
-/* fused decode + dot for 4 and 8 bits (codes converted in registers, one accumulator per group) */
+/* The AVX2 quantized-row order, per group: chain a over elements [16j, 16j+8), chain b over [16j+8,
+ * 16j+16) of the group, total = fma(s_g, a + b, total); the group's last gs % 16 products summed
+ * in order into r, tail += s_g·r + b_g·xsum_g; result hsum(total) + tail. q: decoded codes. */
+LMX_AVX2 static float qdotf_avx2(const float *x, const float *q, int gs, int groups, const float *s, const float *b,
+                                 const float *xsum) {
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0.0f;
+    const int gv = gs & ~15;
+    for (int g = 0; g < groups; g++) {
+        const float *xg = x + (size_t)g * gs, *qg = q + (size_t)g * gs;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int k = 0; k < gv; k += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), _mm256_loadu_ps(qg + k), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), _mm256_loadu_ps(qg + k + 8), a1);
+        }
+        total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_add_ps(a0, a1), total);
+        if (gv < gs) {
+            float r = 0.0f;
+            for (int k = gv; k < gs; k++) r += xg[k] * qg[k];
+            tail += s[g] * r;
+        }
+        tail += b[g] * xsum[g];
+    }
+    return hsum256(total) + tail;
+}
+
+/* qdotf_avx2 for 4 tokens of one row: each code vector loaded once for the 4 tokens' chains (8
+ * accumulators in registers; the per-token totals are folded once per group) */
+LMX_AVX2 static void qdotf4_avx2(const float *x, size_t xst, const float *q, int gs, int groups, const float *s,
+                                 const float *b, const float *xsum, float out[4]) {
+    __m256 tot0 = _mm256_setzero_ps(), tot1 = _mm256_setzero_ps(), tot2 = _mm256_setzero_ps(), tot3 = _mm256_setzero_ps();
+    float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int gv = gs & ~15;
+    const float *x0 = x, *x1 = x + xst, *x2 = x + 2 * xst, *x3 = x + 3 * xst;
+    for (int g = 0; g < groups; g++) {
+        const size_t o = (size_t)g * gs;
+        const float *qg = q + o;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+        for (int k = 0; k < gv; k += 16) {
+            const __m256 q0 = _mm256_loadu_ps(qg + k), q1 = _mm256_loadu_ps(qg + k + 8);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + o + k), q0, a0);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + o + k + 8), q1, b0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + o + k), q0, a1);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + o + k + 8), q1, b1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + o + k), q0, a2);
+            b2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + o + k + 8), q1, b2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x3 + o + k), q0, a3);
+            b3 = _mm256_fmadd_ps(_mm256_loadu_ps(x3 + o + k + 8), q1, b3);
+        }
+        const __m256 sg = _mm256_set1_ps(s[g]);
+        tot0 = _mm256_fmadd_ps(sg, _mm256_add_ps(a0, b0), tot0);
+        tot1 = _mm256_fmadd_ps(sg, _mm256_add_ps(a1, b1), tot1);
+        tot2 = _mm256_fmadd_ps(sg, _mm256_add_ps(a2, b2), tot2);
+        tot3 = _mm256_fmadd_ps(sg, _mm256_add_ps(a3, b3), tot3);
+        for (int t = 0; t < 4; t++) {
+            const float *xg = x + (size_t)t * xst + o;
+            if (gv < gs) {
+                float r = 0.0f;
+                for (int k = gv; k < gs; k++) r += xg[k] * qg[k];
+                tail[t] += s[g] * r;
+            }
+            tail[t] += b[g] * xsum[(size_t)t * groups + g];
+        }
+    }
+    out[0] = hsum256(tot0) + tail[0];
+    out[1] = hsum256(tot1) + tail[1];
+    out[2] = hsum256(tot2) + tail[2];
+    out[3] = hsum256(tot3) + tail[3];
+}
+
+/* qdotf_avx2's arithmetic with the 4/8-bit codes converted in registers (bit for bit: the codes
+ * are exact in fp32); other widths and group sizes off 16 decode into tmp first */
 LMX_AVX2 static float qdot_avx2(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
                                 const float *b, const float *xsum, float *tmp) {
-    if (bits != 4 && bits != 8) {
+    if ((bits != 4 && bits != 8) || gs % 16) {
         quant_avx2(row, bits, (int64_t)gs * groups, tmp);
-        float acc = 0.0f;
-        for (int g = 0; g < groups; g++)
-            acc += s[g] * dot_avx2(x + (size_t)g * gs, tmp + (size_t)g * gs, gs) + b[g] * xsum[g];
-        return acc;
+        return qdotf_avx2(x, tmp, gs, groups, s, b, xsum);
     }
     __m256 total = _mm256_setzero_ps();
     float tail = 0.0f;
@@ -263,8 +345,10 @@ LMX_AVX2 static float qdot_avx2(const float *x, const uint8_t *row, int bits, in
     return hsum256(total) + tail;
 }
 
-static const lmx_cpu_kernels avx2_set = {"avx2",        dot_avx2,     dot4_avx2, axpy_avx2, NULL, dot_bf16_avx2,
-                                         dot_f16_avx2,  bf16_avx2,    f16_avx2,  quant_avx2, qdot_avx2};
+static const lmx_cpu_kernels avx2_set = {.name = "avx2", .dot = dot_avx2, .dot4 = dot4_avx2,
+                                         .dot4_w16 = dot4_w16_avx2, .axpy = axpy_avx2, .bf16_row = bf16_avx2,
+                                         .f16_row = f16_avx2, .quant_row = quant_avx2, .qdot = qdot_avx2,
+                                         .qdotf = qdotf_avx2, .qdotf4 = qdotf4_avx2};
 
 static bool have_avx2(void);
 
@@ -289,38 +373,9 @@ LMX_AVX512 static float dot_avx512(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-/* 4 rows × 1 x; each row's accumulation is independent of the others */
-LMX_AVX512 static void dot4_avx512(const float *x, const float *w, int64_t n, float out[4]) {
-    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512 xa = _mm512_loadu_ps(x + i), xb = _mm512_loadu_ps(x + i + 16);
-        a0 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(w0 + i), a0);
-        b0 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(w0 + i + 16), b0);
-        a1 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(w1 + i), a1);
-        b1 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(w1 + i + 16), b1);
-        a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(w2 + i), a2);
-        b2 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(w2 + i + 16), b2);
-        a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(w3 + i), a3);
-        b3 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(w3 + i + 16), b3);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
-        __m512 xa = _mm512_maskz_loadu_ps(m, x + i);
-        a0 = _mm512_fmadd_ps(xa, _mm512_maskz_loadu_ps(m, w0 + i), a0);
-        a1 = _mm512_fmadd_ps(xa, _mm512_maskz_loadu_ps(m, w1 + i), a1);
-        a2 = _mm512_fmadd_ps(xa, _mm512_maskz_loadu_ps(m, w2 + i), a2);
-        a3 = _mm512_fmadd_ps(xa, _mm512_maskz_loadu_ps(m, w3 + i), a3);
-    }
-    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-    out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-    out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
-}
-
-/* 4 tokens × 4 rows: 16 accumulators, each x and w vector loaded once per step for 4 FMAs */
+/* 4 tokens × 4 rows: 16 accumulators, each x and w vector loaded once per step for 4 FMAs. The
+ * AVX-512 matmul dot order, per (token, row): one fp32 chain over 16-lane steps, the last partial
+ * step masked, then _mm512_reduce_add_ps. */
 LMX_AVX512 static void dot4x4_avx512(const float *x, size_t xs, const float *w, int64_t n, float out[16]) {
     __m512 a[4][4];
     for (int t = 0; t < 4; t++)
@@ -352,27 +407,49 @@ LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_w16x16(const
     return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
 }
 
-/* x · w for n 16-bit weights converted in registers (exact fp32 products, fp32 accumulation) */
-LMX_AVX512 static inline __attribute__((always_inline)) float dot_w16_avx512(const float *x, const uint8_t *w,
-                                                                             int64_t n, bool bf16) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    const __mmask16 all = 0xffff;
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load_w16x16(w + 2 * i, all, bf16), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load_w16x16(w + 2 * (i + 16), all, bf16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load_w16x16(w + 2 * (i + 32), all, bf16), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load_w16x16(w + 2 * (i + 48), all, bf16), s3);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? all : (__mmask16)((1u << (n - i)) - 1u);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), load_w16x16(w + 2 * i, m, bf16), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+/* 16 weights of kind wk (0 f32, 1 bf16, 2 f16) from element i of the row at p (lanes off m zero) */
+LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_wk16(const uint8_t *p, int64_t i, __mmask16 m,
+                                                                         int wk) {
+    return wk == 0 ? _mm512_maskz_loadu_ps(m, (const float *)(const void *)p + i) : load_w16x16(p + 2 * i, m, wk == 1);
 }
 
-LMX_AVX512 static float dot_bf16_avx512(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx512(x, w, n, true); }
-LMX_AVX512 static float dot_f16_avx512(const float *x, const uint8_t *w, int64_t n) { return dot_w16_avx512(x, w, n, false); }
+/* dot4x4's order for 4 rows at w + i*ws bytes of kind wk, one token (decode: 4 independent chains) */
+LMX_AVX512 static inline __attribute__((always_inline)) void dot4_wk_avx512(const float *x, const uint8_t *w,
+                                                                            size_t ws, int64_t n, int wk,
+                                                                            float out[4]) {
+    const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const __mmask16 all = 0xffff;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        a0 = _mm512_fmadd_ps(xv, load_wk16(w0, i, all, wk), a0);
+        a1 = _mm512_fmadd_ps(xv, load_wk16(w1, i, all, wk), a1);
+        a2 = _mm512_fmadd_ps(xv, load_wk16(w2, i, all, wk), a2);
+        a3 = _mm512_fmadd_ps(xv, load_wk16(w3, i, all, wk), a3);
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        a0 = _mm512_fmadd_ps(xv, load_wk16(w0, i, m, wk), a0);
+        a1 = _mm512_fmadd_ps(xv, load_wk16(w1, i, m, wk), a1);
+        a2 = _mm512_fmadd_ps(xv, load_wk16(w2, i, m, wk), a2);
+        a3 = _mm512_fmadd_ps(xv, load_wk16(w3, i, m, wk), a3);
+    }
+    out[0] = _mm512_reduce_add_ps(a0);
+    out[1] = _mm512_reduce_add_ps(a1);
+    out[2] = _mm512_reduce_add_ps(a2);
+    out[3] = _mm512_reduce_add_ps(a3);
+}
+
+LMX_AVX512 static void dot4_avx512(const float *x, const float *w, size_t ws, int64_t n, float out[4]) {
+    dot4_wk_avx512(x, (const uint8_t *)w, ws * sizeof(float), n, 0, out);
+}
+LMX_AVX512 static void dot4_w16_avx512(const float *x, const uint8_t *w, size_t ws, int64_t n, bool bf16,
+                                       float out[4]) {
+    if (bf16) dot4_wk_avx512(x, w, ws, n, 1, out);
+    else dot4_wk_avx512(x, w, ws, n, 2, out);
+}
 
 LMX_AVX512 static void bf16_avx512(const uint8_t *src, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; i += 16) {
@@ -388,8 +465,11 @@ LMX_AVX512 static void f16_avx512(const uint8_t *src, int64_t n, float *dst) {
     }
 }
 
-static const lmx_cpu_kernels avx512_set = {"avx512",        dot_avx512,   dot4_avx512, axpy_avx512, dot4x4_avx512, dot_bf16_avx512,
-                                           dot_f16_avx512,  bf16_avx512,  f16_avx512,  quant_avx2,  qdot_avx2};
+static const lmx_cpu_kernels avx512_set = {.name = "avx512", .dot = dot_avx512, .dot4 = dot4_avx512,
+                                           .dot4x4 = dot4x4_avx512, .dot4_w16 = dot4_w16_avx512,
+                                           .axpy = axpy_avx512, .bf16_row = bf16_avx512, .f16_row = f16_avx512,
+                                           .quant_row = quant_avx2, .qdot = qdot_avx2, .qdotf = qdotf_avx2,
+                                           .qdotf4 = qdotf4_avx2};
 
 #include <cpuid.h>
 
@@ -421,10 +501,8 @@ static bool have_avx2(void) {
     return (b & (1u << 5)) != 0;
 }
 #else
-static const lmx_cpu_kernels avx2_set = {"scalar",       dot_scalar,     dot4_scalar, axpy_scalar, NULL,
-                                         dot_bf16_scalar, dot_f16_scalar, bf16_scalar, f16_scalar,
-                                         lmx_cpu_quant_decode_row, qdot_scalar};
-#define avx512_set avx2_set
+#define avx2_set scalar_set
+#define avx512_set scalar_set
 static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
 #endif
