@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine_lm.h"
 #include "lmx_test.h"
 #include "model/lm.h"
 #include "util/error.h"
@@ -339,8 +340,178 @@ out:
     lmx_backend_destroy(be);
 }
 
+
+/* ---- the backend ops alone: paged attention / rope_qk_store of a row = the row alone ---- */
+
+static uint32_t rng_next(uint32_t *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+static float frand(uint32_t *s) { return (float)rng_next(s) / (float)(1u << 24) - 0.5f; }
+
+/* Three sequences (positions 0..L[s]) stored through scrambled block tables by one rope_qk_store call
+ * over all their rows, then one attention call over rows of all three mixed with a window or not;
+ * every row's output equals the same row through a ring cache of its sequence alone, one row per
+ * call (T = 1), bit for bit. */
+static void test_paged_ops_level(lmx_cpu_level level, int window) {
+    enum { NH = 4, NKV = 2, D = 16, BS = 16, NB = 27, NS = 3 };
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cpu_create_level(2, level, &be) == LMX_OK);
+    if (!be) return;
+    const lmx_backend_ops *op = be->ops;
+    CHECK(op->paged_kv);
+    const int len[NS] = {70, 5, 130}; /* positions of each sequence; rows: all of them */
+    int T = 0;
+    for (int i = 0; i < NS; i++) T += len[i];
+    uint32_t seed = 12345;
+    float *q = calloc((size_t)T * NH * D, sizeof(float)), *k = calloc((size_t)T * NKV * D, sizeof(float)),
+          *v = calloc((size_t)T * NKV * D, sizeof(float));
+    int32_t *pos = calloc((size_t)T, sizeof(int32_t)), *seq = calloc((size_t)T, sizeof(int32_t));
+    int32_t tables[NS * 9];
+    /* physical blocks handed out in a scrambled order (7 is prime to 27: a permutation) */
+    for (int i = 0; i < NS * 9; i++) tables[i] = (i * 7 + 3) % NB;
+    int t = 0;
+    /* interleave the sequences' rows: row order differs from position order across sequences */
+    int at[NS] = {0, 0, 0};
+    while (t < T)
+        for (int i = 0; i < NS; i++)
+            for (int r = 0; r < 1 + i && at[i] < len[i]; r++, t++) pos[t] = at[i]++, seq[t] = i;
+    for (size_t i = 0; i < (size_t)T * NH * D; i++) q[i] = frand(&seed);
+    for (size_t i = 0; i < (size_t)T * NKV * D; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+    float inv[D / 2];
+    for (int i = 0; i < D / 2; i++) inv[i] = 1.0f / (float)(1 << i);
+    lmx_weight_desc wd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = D / 2,
+                          .dtype = LMX_DTYPE_F32, .data = inv};
+    lmx_bweight *wf = NULL;
+    CHECK(op->weight_upload(be, &wd, &wf) == LMX_OK);
+    lmx_buf *bq = NULL, *bk = NULL, *bv = NULL, *kc = NULL, *vc = NULL, *out = NULL;
+    lmx_buf *q1 = NULL, *k1 = NULL, *v1 = NULL, *kr = NULL, *vr = NULL, *o1 = NULL;
+    const size_t cap = (size_t)NB * BS, ring = 256;
+    CHECK(op->buf_alloc(be, (size_t)T * NH * D, &bq) == LMX_OK && op->buf_alloc(be, (size_t)T * NKV * D, &bk) == LMX_OK &&
+          op->buf_alloc(be, (size_t)T * NKV * D, &bv) == LMX_OK && op->buf_alloc(be, NKV * cap * D, &kc) == LMX_OK &&
+          op->buf_alloc(be, NKV * cap * D, &vc) == LMX_OK && op->buf_alloc(be, (size_t)T * NH * D, &out) == LMX_OK &&
+          op->buf_alloc(be, NH * D, &q1) == LMX_OK && op->buf_alloc(be, NKV * D, &k1) == LMX_OK &&
+          op->buf_alloc(be, NKV * D, &v1) == LMX_OK && op->buf_alloc(be, NKV * ring * D, &kr) == LMX_OK &&
+          op->buf_alloc(be, NKV * ring * D, &vr) == LMX_OK && op->buf_alloc(be, NH * D, &o1) == LMX_OK);
+    if (!o1) goto out;
+    op->buf_write(be, bq, 0, q, (size_t)T * NH * D);
+    op->buf_write(be, bk, 0, k, (size_t)T * NKV * D);
+    op->buf_write(be, bv, 0, v, (size_t)T * NKV * D);
+    lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = NS, .stride = 9, .block_size = BS};
+    lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D, .rot_dim = D,
+                             .capacity = (int)cap, .inv_freq = wf, .mscale = 1.0f, .map = &map};
+    CHECK(op->rope_qk_store(be, bq, bk, bv, kc, vc, &rp, pos) == LMX_OK);
+    lmx_attn_params ap = {.n_tokens = T, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D, .capacity = (int)cap,
+                          .window = window, .scale = 0.25f, .map = &map};
+    CHECK(op->attention(be, bq, kc, vc, out, &ap, pos) == LMX_OK);
+    float *got = calloc((size_t)T * NH * D, sizeof(float)), *want = calloc(NH * D, sizeof(float));
+    CHECK(op->buf_read(be, out, 0, got, (size_t)T * NH * D) == LMX_OK);
+    int differ = 0;
+    for (int s = 0; s < NS; s++) /* each sequence alone, position by position, through a ring */
+        for (int r = 0; r < T; r++) {
+            if (seq[r] != s) continue;
+            op->buf_write(be, q1, 0, q + (size_t)r * NH * D, NH * D);
+            op->buf_write(be, k1, 0, k + (size_t)r * NKV * D, NKV * D);
+            op->buf_write(be, v1, 0, v + (size_t)r * NKV * D, NKV * D);
+            lmx_qk_rope_params r1 = rp;
+            r1.n_tokens = 1, r1.capacity = (int)ring, r1.map = NULL;
+            CHECK(op->rope_qk_store(be, q1, k1, v1, kr, vr, &r1, pos + r) == LMX_OK);
+            lmx_attn_params a1 = ap;
+            a1.n_tokens = 1, a1.capacity = (int)ring, a1.map = NULL;
+            CHECK(op->attention(be, q1, kr, vr, o1, &a1, pos + r) == LMX_OK);
+            CHECK(op->buf_read(be, o1, 0, want, NH * D) == LMX_OK);
+            differ += memcmp(want, got + (size_t)r * NH * D, NH * D * sizeof(float)) != 0;
+        }
+    CHECK_MSG(differ == 0, "%s, window %d: %d of %d rows of paged attention differ from the row alone",
+              lmx_backend_cpu_kernels(be), window, differ, T);
+    /* a map naming a block outside the cache is refused */
+    tables[0] = NB;
+    CHECK(op->attention(be, bq, kc, vc, out, &ap, pos) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(op->rope_qk_store(be, bq, bk, bv, kc, vc, &rp, pos) == LMX_ERR_INVALID_ARGUMENT);
+    free(got);
+    free(want);
+out:;
+    lmx_buf *all[] = {bq, bk, bv, kc, vc, out, q1, k1, v1, kr, vr, o1};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) op->buf_free(be, all[i]);
+    op->weight_free(be, wf);
+    free(q);
+    free(k);
+    free(v);
+    free(pos);
+    free(seq);
+    lmx_backend_destroy(be);
+}
+
+static void test_paged_ops(void) {
+    for (int L = LMX_CPU_SCALAR; L <= LMX_CPU_AVX512; L++) {
+        test_paged_ops_level((lmx_cpu_level)L, 0);
+        test_paged_ops_level((lmx_cpu_level)L, 24);
+    }
+}
+
+/* ---- the engine seam (engine_lm.c) ---- */
+
+static void test_engine_seam(void) {
+    const lmx_engine *e = lmx_engine_lm();
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/qwen3-qknorm", LMX_SOURCE_DIR);
+    lmx_engine_load_opts o = {.device = LMX_DEVICE_CPU, .use_mmap = true, .max_context = CTX, .kv_cache = true,
+                              .n_threads = 2};
+    lmx_model_facts f;
+    memset(&f, 0, sizeof f);
+    lmx_engine_model *m = NULL;
+    CHECK(e->open(NULL, dir, &o, &m, &f) == LMX_OK);
+    lmx_model_facts_release(&f);
+    if (!m) return;
+    CHECK(e->pool_create && e->step && e->seq_fork);
+    lmx_engine_pool *p = NULL;
+    CHECK(e->pool_create(m, 8 << 20, 32, &p) == LMX_OK);
+    const int V = f.info.vocab_size;
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++) ids[i] = tok_of(9, i, V);
+    float *a = calloc((size_t)V, sizeof *a), *b = calloc((size_t)V, sizeof *b), *w = calloc((size_t)V, sizeof *w);
+    lmx_engine_seq *s1 = NULL, *s2 = NULL;
+    if (p) {
+        CHECK(e->seq_create(p, CTX, &s1) == LMX_OK);
+        CHECK(e->seq_create(p, CTX, &s2) == LMX_OK);
+    }
+    if (s1 && s2) {
+        int32_t tok = 0;
+        lmx_engine_sample smp = {.sampling = {.temperature = 0}, .history = ids, .n_history = 20, .u = 0.5};
+        lmx_engine_step_row rows[2] = {{.seq = s1, .ids = ids, .n = 20, .logits = a},
+                                       {.seq = s2, .ids = ids + 4, .n = 7, .sample = &smp, .logits = b, .token = &tok}};
+        CHECK(e->step(p, rows, 2) == LMX_OK);
+        CHECK_EQ_INT(e->seq_pos(s1), 20);
+        CHECK_EQ_INT(e->seq_pos(s2), 7);
+        CHECK_EQ_INT(tok, -1); /* no device sampling on the CPU: the logits came back */
+        lmx_engine_kv *kv = NULL;
+        CHECK(e->kv_create(m, CTX, &kv) == LMX_OK);
+        CHECK(e->forward(m, kv, ids, 20, w) == LMX_OK);
+        CHECK(!memcmp(a, w, (size_t)V * sizeof(float)));
+        e->kv_destroy(kv);
+        lmx_engine_seq *s3 = NULL;
+        CHECK(e->seq_fork(s1, 18, &s3) == LMX_OK);
+        CHECK(s3 && e->seq_pos(s3) == 18);
+        CHECK(e->seq_truncate(s1, 3) == LMX_OK);
+        CHECK_EQ_INT(e->seq_pos(s1), 3);
+        int64_t bytes = 0, used = 0, nfree = 0;
+        e->pool_stats(p, &bytes, &used, &nfree);
+        CHECK(bytes > 0 && bytes <= 8 << 20 && used > 0);
+        e->seq_destroy(s3);
+    }
+    e->seq_destroy(s1);
+    e->seq_destroy(s2);
+    e->pool_destroy(p);
+    free(a);
+    free(b);
+    free(w);
+    e->close(m);
+}
+
 int main(void) {
     lmx_log_set_level(LMX_LOG_ERROR);
+    RUN(test_paged_ops);
+    RUN(test_engine_seam);
     RUN(test_errors);
     RUN(test_fork_cow);
     RUN(test_batched_equals_alone);
