@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "model/lm_internal.h"
 #include "util/error.h"
+#include "util/log.h"
 
 #define POOL_BLOCK_CPU 16    /* slots per block on the CPU backend */
 #define POOL_BLOCK_DEVICE 64 /* elsewhere: the CUDA prefill flash kernel works in 64-key tiles */
@@ -105,6 +106,7 @@ lmx_status lmx_pool_create(lmx_lm *lm, int64_t max_bytes, int max_rows, lmx_pool
 
 void lmx_pool_destroy(lmx_pool *p) {
     if (!p) return;
+    if (p->n_live > 0) LMX_LOG_W("kv pool destroyed with %d sequences alive (their handles dangle)", p->n_live);
     lmx_backend *be = p->lm->be;
     const int L = p->lm->cfg->n_layers;
     for (int l = 0; l < L; l++) {

@@ -24,7 +24,9 @@
     } while (0)
 
 /* blocks row i needs before it can write positions [pos, pos + n): new logical blocks past those held,
- * and a private copy of every held block in that range that another sequence shares */
+ * and a private copy of every held block in that range that another sequence shares (an upper bound:
+ * when two rows of the step write into the same shared block, the second finds it private after
+ * the first's copy) */
 static int row_block_need(const lmx_pool *p, const lmx_seq *s, int n) {
     const int bs = p->block_size, last = (s->pos + n - 1) / bs;
     int need = last + 1 > s->n_blocks ? last + 1 - s->n_blocks : 0;
@@ -46,7 +48,7 @@ static lmx_status step_check(lmx_pool *p, const lmx_step_row *rows, int n_rows) 
         if (r->seq->stamp == stamp)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step row %d: its sequence is in the step twice", i);
         r->seq->stamp = stamp;
-        if ((r->sample && (!r->token || !r->logits)))
+        if (r->sample && (!r->token || !r->logits))
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step row %d: sampling needs token and logits", i);
         if (r->n > p->max_rows - tokens)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step row %d: %d more tokens exceed the step's %d rows", i,
