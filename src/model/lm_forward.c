@@ -360,7 +360,7 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     const bool use_long = lm->rope_full_long && (double)(kv->pos + n) > c->rope.original_max_position;
     lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
                   .use_long = kv->longv};
-    for (int t = 0; t < kv->chunk; t++) kv->longv[t] = use_long;
+    for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
     if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
