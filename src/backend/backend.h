@@ -227,8 +227,9 @@ typedef struct lmx_backend_ops {
     /* ---- KV cache storage (optional: NULL = buf_alloc, fp32 elements) ----
      * kv_buf_alloc: a k or v cache buffer of n_elems elements [kv_head][capacity][head_dim] stored in
      * an element type the backend chooses (the CUDA backend: fp16, fp32 by a test option). Such a
-     * buffer may only be passed to rope_qk_store (as k_cache / v_cache), attention (likewise) and
-     * buf_free; other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
+     * buffer may only be passed to rope_qk_store (as k_cache / v_cache), attention (likewise),
+     * buf_free, and buf_copy between two such buffers (offsets and n in elements of that type: the
+     * KV pool's fork and copy-on-write copy blocks this way); other ops refuse it. kv_elem_bytes: the bytes of one element of such a buffer (for memory
      * accounting; NULL = sizeof(float)). */
     lmx_status (*kv_buf_alloc)(lmx_backend *be, size_t n_elems, lmx_buf **out);
     size_t (*kv_elem_bytes)(const lmx_backend *be);

@@ -237,6 +237,16 @@ static lmx_status eng_forward(lmx_engine_model *m, lmx_engine_kv *k, const int32
     return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
 }
 
+/* the device sampler's arguments for one row: the penalty sees the last repetition_context ids */
+static lmx_sample_args sample_args(const lmx_engine_sample *s) {
+    size_t ctx = s->sampling.repetition_context > 0 ? (size_t)s->sampling.repetition_context : 0;
+    size_t nw = s->history ? (s->n_history < ctx ? s->n_history : ctx) : 0;
+    return (lmx_sample_args){.sampling = s->sampling,
+                             .window = nw ? s->history + (s->n_history - nw) : NULL,
+                             .n_window = (int)nw,
+                             .u = s->u};
+}
+
 static lmx_status eng_forward_sample(lmx_engine_model *m, lmx_engine_kv *k, const int32_t *ids, size_t n,
                                      const lmx_engine_sample *s, float *logits, int32_t *token) {
     *token = -1;
@@ -247,13 +257,111 @@ static lmx_status eng_forward_sample(lmx_engine_model *m, lmx_engine_kv *k, cons
                          lmx_kv_pos(k->kv), lmx_kv_capacity(k->kv));
     if (!lmx_lm_can_sample(m->lm)) return lmx_lm_forward(m->lm, k->kv, ids, (int)n, logits);
     /* the penalty sees the last repetition_context ids of the history */
-    size_t ctx = s->sampling.repetition_context > 0 ? (size_t)s->sampling.repetition_context : 0;
-    size_t nw = s->history ? (s->n_history < ctx ? s->n_history : ctx) : 0;
-    lmx_sample_args a = {.sampling = s->sampling,
-                         .window = nw ? s->history + (s->n_history - nw) : NULL,
-                         .n_window = (int)nw,
-                         .u = s->u};
+    lmx_sample_args a = sample_args(s);
     return lmx_lm_forward_sample(m->lm, k->kv, ids, (int)n, &a, logits, token);
+}
+
+/* ---- batched steps over a paged KV pool (model/lm.h lmx_pool, lmx_seq, lmx_lm_step) ---- */
+
+struct lmx_engine_pool {
+    lmx_pool *p;
+    lmx_step_row *rows;     /* [max_rows] the step's rows in the model's terms */
+    lmx_sample_args *args;  /* [max_rows] their sampling arguments */
+    int max_rows;
+};
+
+struct lmx_engine_seq {
+    lmx_engine_pool *pool;
+    lmx_seq *s;
+};
+
+static lmx_status eng_pool_create(lmx_engine_model *m, int64_t max_bytes, int max_rows, lmx_engine_pool **out) {
+    *out = NULL;
+    if (max_rows < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "pool: %d rows per step", max_rows);
+    lmx_engine_pool *ep = calloc(1, sizeof *ep);
+    if (ep) ep->rows = calloc((size_t)max_rows, sizeof *ep->rows);
+    if (ep) ep->args = calloc((size_t)max_rows, sizeof *ep->args);
+    if (!ep || !ep->rows || !ep->args) {
+        if (ep) free(ep->rows);
+        free(ep);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "pool: allocation failed");
+    }
+    ep->max_rows = max_rows;
+    lmx_status st = lmx_pool_create(m->lm, max_bytes, max_rows, &ep->p);
+    if (st != LMX_OK) {
+        free(ep->rows);
+        free(ep->args);
+        free(ep);
+        return st;
+    }
+    *out = ep;
+    return LMX_OK;
+}
+
+static void eng_pool_destroy(lmx_engine_pool *ep) {
+    if (!ep) return;
+    lmx_pool_destroy(ep->p);
+    free(ep->rows);
+    free(ep->args);
+    free(ep);
+}
+
+static void eng_pool_stats(const lmx_engine_pool *ep, int64_t *bytes, int64_t *used_bytes, int64_t *free_blocks) {
+    lmx_pool_stats(ep->p, bytes, used_bytes, free_blocks);
+}
+
+static lmx_status seq_wrap(lmx_engine_pool *ep, lmx_seq *s, lmx_engine_seq **out) {
+    lmx_engine_seq *es = calloc(1, sizeof *es);
+    if (!es) {
+        lmx_seq_destroy(s);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "sequence: allocation failed");
+    }
+    es->pool = ep;
+    es->s = s;
+    *out = es;
+    return LMX_OK;
+}
+
+static lmx_status eng_seq_create(lmx_engine_pool *ep, int max_context, lmx_engine_seq **out) {
+    *out = NULL;
+    lmx_seq *s = NULL;
+    lmx_status st = lmx_seq_create(ep->p, max_context, &s);
+    return st == LMX_OK ? seq_wrap(ep, s, out) : st;
+}
+
+static void eng_seq_destroy(lmx_engine_seq *es) {
+    if (!es) return;
+    lmx_seq_destroy(es->s);
+    free(es);
+}
+
+static int eng_seq_pos(const lmx_engine_seq *es) { return lmx_seq_pos(es->s); }
+
+static lmx_status eng_seq_fork(const lmx_engine_seq *src, int n, lmx_engine_seq **out) {
+    *out = NULL;
+    lmx_seq *s = NULL;
+    lmx_status st = lmx_seq_fork(src->s, n, &s);
+    return st == LMX_OK ? seq_wrap(src->pool, s, out) : st;
+}
+
+static lmx_status eng_seq_truncate(lmx_engine_seq *es, int n) { return lmx_seq_truncate(es->s, n); }
+
+static lmx_status eng_step(lmx_engine_pool *ep, lmx_engine_step_row *rows, int n_rows) {
+    if (!rows || n_rows < 1 || n_rows > ep->max_rows)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step: %d rows (at most %d)", n_rows, ep->max_rows);
+    for (int i = 0; i < n_rows; i++) {
+        const lmx_engine_step_row *r = &rows[i];
+        if (!r->seq || r->seq->pool != ep || r->n == 0 || r->n > 0x7fffffff)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step row %d: no sequence of this pool, or %zu ids", i, r->n);
+        if (r->sample) ep->args[i] = sample_args(r->sample);
+        ep->rows[i] = (lmx_step_row){.seq = r->seq->s,
+                                     .ids = r->ids,
+                                     .n = (int)r->n,
+                                     .sample = r->sample ? &ep->args[i] : NULL,
+                                     .logits = r->logits,
+                                     .token = r->token};
+    }
+    return lmx_lm_step(ep->p, ep->rows, n_rows);
 }
 
 /* ---- streaming detokenizer ---- */
@@ -334,6 +442,15 @@ static const lmx_engine g_engine = {
     .device_bytes = eng_device_bytes,
     .gpu_utilization = eng_gpu_utilization,
     .forward_sample = eng_forward_sample,
+    .pool_create = eng_pool_create,
+    .pool_destroy = eng_pool_destroy,
+    .pool_stats = eng_pool_stats,
+    .seq_create = eng_seq_create,
+    .seq_destroy = eng_seq_destroy,
+    .seq_pos = eng_seq_pos,
+    .seq_fork = eng_seq_fork,
+    .seq_truncate = eng_seq_truncate,
+    .step = eng_step,
 };
 
 const lmx_engine *lmx_engine_lm(void) { return &g_engine; }

@@ -20,9 +20,11 @@
  * several threads as long as each uses its own lmx_kv (the backend serializes its ops, so they
  * interleave rather than run in parallel). An lmx_kv is used by one caller at a time.
  *
- * Extension points: batched decode = one forward over B sequences (B query rows, positions per row,
- * attention per sequence on its own cache) — the backend ops already take per-row positions; a GPU
- * backend is selected through lmx_lm_options.backend / device and needs no change here.
+ * Batched steps (lmx_pool / lmx_seq / lmx_lm_step, below): many sequences share one pool of KV
+ * blocks per model, and one step runs rows of several sequences (prefill chunks beside decode rows)
+ * as one forward: matmuls over all rows, attention per row through the backend's paged addressing
+ * (backend.h lmx_kv_map). A GPU backend is selected through lmx_lm_options.backend / device and needs
+ * no change here.
  */
 #ifndef LMX_MODEL_LM_H
 #define LMX_MODEL_LM_H
@@ -113,5 +115,64 @@ bool lmx_lm_can_sample(const lmx_lm *lm);
  * lmx_lm_forward; on error the cache position is unchanged. */
 lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, const lmx_sample_args *a,
                                  float *logits, int32_t *token);
+
+/* ---- batched steps over a paged KV pool ----
+ *
+ *   lmx_pool *p;  lmx_pool_create(lm, 1 << 30, 256, &p);   // blocks + step scratch for 256 rows
+ *   lmx_seq *a, *b;  lmx_seq_create(p, 4096, &a);  lmx_seq_create(p, 4096, &b);
+ *   lmx_step_row rows[2] = {{a, prompt, 100, NULL, NULL, NULL}, {b, &tok, 1, NULL, logits, NULL}};
+ *   lmx_lm_step(p, rows, 2);                               // a's prefill chunk beside b's decode row
+ *
+ * The pool holds per layer one K and one V buffer of n_blocks * block_size slots (kv_buf_alloc);
+ * a sequence is a block table, a position and its max_context; blocks are taken as positions fill
+ * and shared by reference between forks (copy-on-write: a step that writes into a shared block
+ * copies it first). Sliding-window layers keep every position in the pool (no ring; the window is
+ * the attention's lower bound). One thread at a time uses a pool and its sequences. Each row's
+ * results are what a step with that row alone gives, and on the CPU backend what lmx_lm_forward of
+ * the same calls on one sequence gives, bit for bit (where the CPU matmul's rows do not depend on
+ * how many rows share it). Requires the backend's paged_kv (else LMX_ERR_UNSUPPORTED). */
+typedef struct lmx_pool lmx_pool;
+typedef struct lmx_seq lmx_seq;
+
+/* A pool of at most max_bytes (the blocks + the step scratch for max_rows rows, both allocated
+ * here): LMX_ERR_OUT_OF_MEMORY when not one block fits, or an allocation fails. */
+lmx_status lmx_pool_create(lmx_lm *lm, int64_t max_bytes, int max_rows, lmx_pool **out);
+void lmx_pool_destroy(lmx_pool *p); /* NULL-safe; every sequence destroyed before */
+/* bytes held (blocks + scratch), bytes of the blocks held by sequences, blocks free (any may be NULL) */
+void lmx_pool_stats(const lmx_pool *p, int64_t *bytes, int64_t *used_bytes, int64_t *free_blocks);
+int lmx_pool_block_size(const lmx_pool *p); /* positions per block */
+int lmx_pool_max_rows(const lmx_pool *p);   /* tokens per step */
+
+/* A new empty sequence of at most max_context positions (no block taken yet). */
+lmx_status lmx_seq_create(lmx_pool *p, int max_context, lmx_seq **out);
+void lmx_seq_destroy(lmx_seq *s); /* NULL-safe; its blocks return to the pool when no other holds them */
+int lmx_seq_pos(const lmx_seq *s); /* positions filled = position of its next row */
+/* A new sequence holding the first n positions of src (n <= lmx_seq_pos(src), same max_context):
+ * whole blocks shared, the partial last block copied (LMX_ERR_OUT_OF_MEMORY without a free block). */
+lmx_status lmx_seq_fork(const lmx_seq *src, int n, lmx_seq **out);
+/* Keeps the first n positions (n <= lmx_seq_pos); the blocks past them go back. */
+lmx_status lmx_seq_truncate(lmx_seq *s, int n);
+
+/* One sequence's part of a step: ids[0..n) at its next positions. With `sample` (and a backend that
+ * samples rows on the device, backend.h sample_rows) *token gets the next token, or -1 when the
+ * device could not decide: then logits [vocab] holds the last position's logits (sample on the host
+ * with sample->u). Without device sampling a row with `sample` gets *token = -1 and the logits.
+ * With logits and no sample: the last position's logits. Neither: nothing comes back (an inner
+ * prefill chunk). */
+typedef struct lmx_step_row {
+    lmx_seq *seq;
+    const int32_t *ids;
+    int n;
+    const lmx_sample_args *sample; /* NULL: no device sampling (needs logits then) */
+    float *logits;                 /* [vocab] or NULL */
+    int32_t *token;                /* out, when sample != NULL */
+} lmx_step_row;
+
+/* Runs rows[0..n_rows) (distinct sequences of p, at most lmx_pool_max_rows tokens in all) as one
+ * forward. Errors before any op runs (nothing changes): a bad row (NULL, another pool, n < 1, a
+ * token outside the vocabulary, a sequence twice, too many tokens) or a row past its max_context
+ * → LMX_ERR_INVALID_ARGUMENT, a pool without the blocks the rows need → LMX_ERR_OUT_OF_MEMORY; both
+ * name the row. On a backend error the positions stay where they were. */
+lmx_status lmx_lm_step(lmx_pool *p, const lmx_step_row *rows, int n_rows);
 
 #endif

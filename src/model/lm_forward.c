@@ -28,6 +28,57 @@
 
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
 
+lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
+    memset(s, 0, sizeof *s);
+    const lmx_model_config *c = lm->cfg;
+    lmx_backend *be = lm->be;
+    const size_t C = (size_t)rows, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
+    const size_t NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D, I = (size_t)c->intermediate_size;
+    s->rows = rows;
+    struct {
+        lmx_buf **b;
+        size_t n;
+    } bufs[] = {{&s->x, C * H},    {&s->xn, C * H},   {&s->q, C * NQ}, {&s->att, C * NQ}, {&s->kk, C * NKV},
+                {&s->vv, C * NKV}, {&s->o, C * H},    {&s->g, C * I},  {&s->u, C * I}};
+    lmx_status st = LMX_OK;
+    for (size_t i = 0; st == LMX_OK && i < sizeof bufs / sizeof bufs[0]; i++) {
+        st = be->ops->buf_alloc(be, bufs[i].n, bufs[i].b);
+        s->floats += bufs[i].n;
+    }
+    /* one-token steps through fused weights: [NQ+2NKV] and [2I] outputs with views per projection */
+    bool fused = false, fused_gu = false;
+    for (int l = 0; l < c->n_layers; l++) {
+        fused = fused || lm->layers[l].qkv || lm->layers[l].gate_up;
+        fused_gu = fused_gu || lm->layers[l].gate_up;
+    }
+    if (st == LMX_OK && fused && be->ops->buf_view) {
+        st = be->ops->buf_alloc(be, NQ + 2 * NKV, &s->qkv1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, s->qkv1, 0, NQ, &s->q1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, s->qkv1, NQ, NKV, &s->k1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, s->qkv1, NQ + NKV, NKV, &s->v1);
+        if (st == LMX_OK) st = be->ops->buf_alloc(be, 2 * I, &s->gu1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, s->gu1, 0, I, &s->g1);
+        if (st == LMX_OK) st = be->ops->buf_view(be, s->gu1, I, I, &s->u1);
+        s->floats += NQ + 2 * NKV + 2 * I;
+    }
+    /* T > 1 through fused gate|up weights: one [rows, 2*inter] GEMM output, split by act_mul_split */
+    if (st == LMX_OK && fused_gu && rows > 1 && be->ops->act_mul_split) {
+        st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
+        s->floats += C * 2 * I;
+    }
+    if (st != LMX_OK) lm_scratch_free(lm, s);
+    return st;
+}
+
+void lm_scratch_free(lmx_lm *lm, lm_scratch *s) {
+    lmx_backend *be = lm->be;
+    /* views before the buffers they alias */
+    lmx_buf *bs[] = {s->x,  s->xn, s->q,  s->att, s->kk, s->vv,   s->o,   s->g, s->u,
+                     s->q1, s->k1, s->v1, s->g1,  s->u1, s->qkv1, s->gu1, s->gu};
+    for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
+    memset(s, 0, sizeof *s);
+}
+
 lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     *out = NULL;
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
@@ -43,14 +94,15 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     kv->lm = lm;
     kv->capacity = max_ctx;
     kv->chunk = max_ctx < chunk ? max_ctx : chunk;
-    const size_t C = (size_t)kv->chunk, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
-    const size_t NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D, I = (size_t)c->intermediate_size;
+    const size_t C = (size_t)kv->chunk, NKV = (size_t)c->n_kv_heads * (size_t)c->head_dim;
     kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
     kv->posv = calloc(C, sizeof *kv->posv);
+    kv->longv = calloc(C, sizeof *kv->longv);
     kv->slots = calloc((size_t)c->n_layers, sizeof *kv->slots);
-    lmx_status st =
-        (kv->k && kv->v && kv->posv && kv->slots) ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
+    lmx_status st = (kv->k && kv->v && kv->posv && kv->longv && kv->slots)
+                        ? LMX_OK
+                        : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
     size_t cache_floats = 0;
     for (int l = 0; st == LMX_OK && l < c->n_layers; l++) {
         /* a sliding layer only ever needs the last window positions plus one chunk being written */
@@ -66,42 +118,15 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         st = kv_alloc(be, per_layer, &kv->k[l]);
         if (st == LMX_OK) st = kv_alloc(be, per_layer, &kv->v[l]);
     }
-    struct {
-        lmx_buf **b;
-        size_t n;
-    } bufs[] = {{&kv->x, C * H},    {&kv->xn, C * H}, {&kv->q, C * NQ}, {&kv->att, C * NQ},
-                {&kv->kk, C * NKV}, {&kv->vv, C * NKV}, {&kv->o, C * H}, {&kv->g, C * I},
-                {&kv->u, C * I},    {&kv->last, H},   {&kv->logits, (size_t)c->vocab_size}};
-    size_t scratch = 0;
-    for (size_t i = 0; st == LMX_OK && i < sizeof bufs / sizeof bufs[0]; i++) {
-        st = be->ops->buf_alloc(be, bufs[i].n, bufs[i].b);
-        scratch += bufs[i].n;
-    }
-    /* one-token steps through fused weights: [NQ+2NKV] and [2I] outputs with views per projection */
-    bool fused = false;
-    for (int l = 0; l < c->n_layers; l++) fused = fused || lm->layers[l].qkv || lm->layers[l].gate_up;
-    if (st == LMX_OK && fused && be->ops->buf_view) {
-        st = be->ops->buf_alloc(be, NQ + 2 * NKV, &kv->qkv1);
-        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, 0, NQ, &kv->q1);
-        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ, NKV, &kv->k1);
-        if (st == LMX_OK) st = be->ops->buf_view(be, kv->qkv1, NQ + NKV, NKV, &kv->v1);
-        if (st == LMX_OK) st = be->ops->buf_alloc(be, 2 * I, &kv->gu1);
-        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, 0, I, &kv->g1);
-        if (st == LMX_OK) st = be->ops->buf_view(be, kv->gu1, I, I, &kv->u1);
-        scratch += NQ + 2 * NKV + 2 * I;
-    }
-    /* prefill through fused gate|up weights: one [chunk, 2*inter] GEMM output, split by act_mul_split */
-    bool fused_gu = false;
-    for (int l = 0; l < c->n_layers; l++) fused_gu = fused_gu || lm->layers[l].gate_up;
-    if (st == LMX_OK && fused_gu && kv->chunk > 1 && be->ops->act_mul_split) {
-        st = be->ops->buf_alloc(be, C * 2 * I, &kv->gu);
-        scratch += C * 2 * I;
-    }
+    if (st == LMX_OK) st = lm_scratch_alloc(lm, kv->chunk, &kv->s);
+    if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)c->hidden_size, &kv->last);      /* [hidden] */
+    if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)c->vocab_size, &kv->logits);   /* [vocab] */
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
+    const uint64_t scratch = kv->s.floats + (uint64_t)c->hidden_size + (uint64_t)c->vocab_size;
     kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
     *out = kv;
     return LMX_OK;
@@ -124,14 +149,13 @@ void lmx_kv_destroy(lmx_kv *kv) {
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->k[l]);
     if (kv->v)
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->v[l]);
-    /* views before the buffers they alias */
-    lmx_buf *bs[] = {kv->x,      kv->xn,   kv->q,  kv->att, kv->kk, kv->vv, kv->o,  kv->g,   kv->u,
-                     kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1,
-                     kv->gu};
-    for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
+    lm_scratch_free(kv->lm, &kv->s);
+    be->ops->buf_free(be, kv->last);
+    be->ops->buf_free(be, kv->logits);
     free(kv->k);
     free(kv->v);
     free(kv->posv);
+    free(kv->longv);
     free(kv->slots);
     free(kv);
 }
@@ -166,97 +190,129 @@ lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
         if (st_ != LMX_OK) return st_;                                                                         \
     } while (0)
 
-/* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) */
-static lmx_status fused_qk_rope_store(lmx_lm *lm, lmx_kv *kv, int l, int T, const lmx_bweight *rt, float ms,
-                                      lmx_buf *q, lmx_buf *kk, const lmx_buf *vv) {
+/* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) per run
+ * of rows with the same rope table (longrope: a batched step may mix sequences on either side of
+ * the original context; a single-sequence forward is one run). q, kk, vv: [T, *] rows. */
+static lmx_status fused_qk_rope_store(lmx_lm *lm, const lm_pass *ps, int l, lmx_buf *q, lmx_buf *kk,
+                                      const lmx_buf *vv) {
     const lmx_model_config *c = lm->cfg;
     const lm_layer *L = &lm->layers[l];
-    lmx_qk_rope_params p = {.n_tokens = T,
-                            .n_heads = c->n_heads,
-                            .n_kv_heads = c->n_kv_heads,
-                            .head_dim = c->head_dim,
-                            .rot_dim = c->rotary_dim,
-                            .capacity = kv->slots[l],
-                            .inv_freq = rt,
-                            .mscale = ms,
-                            .q_norm = c->qk_norm ? L->q_norm : NULL,
-                            .k_norm = c->qk_norm ? L->k_norm : NULL,
-                            .eps = (float)c->rms_norm_eps,
-                            .norm_plus_one = c->norm_plus_one};
-    return lm->be->ops->rope_qk_store(lm->be, q, kk, vv, kv->k[l], kv->v[l], &p, kv->posv);
+    const size_t D = (size_t)c->head_dim, NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D;
+    for (int t0 = 0; t0 < ps->T;) {
+        const bool lg = ps->use_long && ps->use_long[t0];
+        int t1 = t0 + 1;
+        while (t1 < ps->T && (ps->use_long && ps->use_long[t1]) == lg) t1++;
+        const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (lg ? lm->rope_full_long : lm->rope_full);
+        lmx_kv_map m;
+        if (ps->map) {
+            m = *ps->map;
+            m.seq += t0;
+        }
+        lmx_qk_rope_params p = {.n_tokens = t1 - t0,
+                                .n_heads = c->n_heads,
+                                .n_kv_heads = c->n_kv_heads,
+                                .head_dim = c->head_dim,
+                                .rot_dim = c->rotary_dim,
+                                .capacity = ps->slots[l],
+                                .q_off = (size_t)t0 * NQ,
+                                .k_off = (size_t)t0 * NKV,
+                                .v_off = (size_t)t0 * NKV,
+                                .inv_freq = rt,
+                                .mscale = L->sliding ? lm->mscale_sliding : lm->mscale_full,
+                                .q_norm = c->qk_norm ? L->q_norm : NULL,
+                                .k_norm = c->qk_norm ? L->k_norm : NULL,
+                                .eps = (float)c->rms_norm_eps,
+                                .norm_plus_one = c->norm_plus_one,
+                                .map = ps->map ? &m : NULL};
+        TRY(lm->be->ops->rope_qk_store(lm->be, q, kk, vv, ps->k[l], ps->v[l], &p, ps->pos + t0));
+        t0 = t1;
+    }
+    return LMX_OK;
 }
 
-/* One decoder layer over T rows at positions kv->posv[0..T). */
-static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_long) {
+/* The MLP block over T rows of s: s->x += mlp(norm(s->x)) (gemma3: with its sandwich norms). The
+ * seam where a mixture-of-experts layer branches off (router + experts instead of gate/up/down). */
+static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     const lmx_model_config *c = lm->cfg;
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const lm_layer *L = &lm->layers[l];
-    const int H = c->hidden_size, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    const int H = c->hidden_size;
+    const float eps = (float)c->rms_norm_eps;
+    const bool p1 = c->norm_plus_one;
+    const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
+    TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
+    lmx_buf *g = s->g, *u = s->u;
+    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
+    if (T == 1 && L->gate_up && s->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
+        g = s->g1;
+        u = s->u1;
+        TRY(op->matmul(be, L->gate_up, s->xn, 0, 1, s->gu1)); /* [2*inter] */
+        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
+    } else if (T > 1 && L->gate_up && s->gu) { /* T > 1: one fused GEMM, then act(gate) * up into g */
+        TRY(op->matmul(be, L->gate_up, s->xn, 0, T, s->gu));                 /* [T, 2*inter] */
+        TRY(op->act_mul_split(be, s->gu, T, c->intermediate_size, act, g)); /* [T, inter] */
+    } else {
+        TRY(op->matmul(be, L->gate, s->xn, 0, T, g)); /* [T, inter] */
+        TRY(op->matmul(be, L->up, s->xn, 0, T, u));   /* [T, inter] */
+        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
+    }
+    if (!c->sandwich_norms) {
+        TRY(op->matmul_add(be, L->down, g, 0, T, s->x)); /* h += f */
+    } else { /* gemma3: h += post_feedforward_layernorm(f) */
+        TRY(op->matmul(be, L->down, g, 0, T, s->o)); /* [T, hidden] */
+        TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_ff_norm, eps, p1));
+        TRY(op->add(be, s->x, s->o, (size_t)T * H));
+    }
+    return LMX_OK;
+}
+
+/* One decoder layer over the T rows of ps->s at positions ps->pos: the single-sequence forward (ring
+ * caches) and the batched step (the pool's paged caches through ps->map) both run this. */
+lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    const lm_layer *L = &lm->layers[l];
+    lm_scratch *s = ps->s;
+    const int T = ps->T, H = c->hidden_size;
     const float eps = (float)c->rms_norm_eps;
     const bool p1 = c->norm_plus_one;
 
     /* attention block */
-    TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, L->in_norm, eps, p1));            /* [T, hidden] */
+    TRY(op->rmsnorm(be, s->x, s->xn, T, H, L->in_norm, eps, p1)); /* [T, hidden] */
     /* one token through the fused q|k|v weight: one matmul into qkv1, whose views are q, k, v (a
-     * T > 1 output would interleave the rows, so prefill keeps one matmul per view) */
-    lmx_buf *q = kv->q, *kk = kv->kk, *vv = kv->vv;
-    if (T == 1 && L->qkv && kv->qkv1) {
-        q = kv->q1;
-        kk = kv->k1;
-        vv = kv->v1;
-        TRY(op->matmul(be, L->qkv, kv->xn, 0, 1, kv->qkv1)); /* [NH*D + 2*NKV*D] */
+     * T > 1 output would interleave the rows, so T > 1 keeps one matmul per view) */
+    lmx_buf *q = s->q, *kk = s->kk, *vv = s->vv;
+    if (T == 1 && L->qkv && s->qkv1) {
+        q = s->q1;
+        kk = s->k1;
+        vv = s->v1;
+        TRY(op->matmul(be, L->qkv, s->xn, 0, 1, s->qkv1)); /* [NH*D + 2*NKV*D] */
     } else {
-        TRY(op->matmul(be, L->q, kv->xn, 0, T, q));  /* [T, NH*D] */
-        TRY(op->matmul(be, L->k, kv->xn, 0, T, kk)); /* [T, NKV*D] */
-        TRY(op->matmul(be, L->v, kv->xn, 0, T, vv)); /* [T, NKV*D] */
+        TRY(op->matmul(be, L->q, s->xn, 0, T, q));  /* [T, NH*D] */
+        TRY(op->matmul(be, L->k, s->xn, 0, T, kk)); /* [T, NKV*D] */
+        TRY(op->matmul(be, L->v, s->xn, 0, T, vv)); /* [T, NKV*D] */
     }
-    const lmx_bweight *rt = L->sliding ? lm->rope_sliding : (use_long ? lm->rope_full_long : lm->rope_full);
-    float ms = L->sliding ? lm->mscale_sliding : lm->mscale_full;
-    TRY(fused_qk_rope_store(lm, kv, l, T, rt, ms, q, kk, vv));
+    TRY(fused_qk_rope_store(lm, ps, l, q, kk, vv));
     lmx_attn_params ap = {.n_tokens = T,
-                          .n_heads = NH,
-                          .n_kv_heads = NKV,
-                          .head_dim = D,
-                          .capacity = kv->slots[l],
+                          .n_heads = c->n_heads,
+                          .n_kv_heads = c->n_kv_heads,
+                          .head_dim = c->head_dim,
+                          .capacity = ps->slots[l],
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
-                          .softcap = c->attn_logit_softcap};
-    TRY(op->attention(be, q, kv->k[l], kv->v[l], kv->att, &ap, kv->posv)); /* [T, NH*D] */
+                          .softcap = c->attn_logit_softcap,
+                          .map = ps->map};
+    TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
     if (!c->sandwich_norms) {
-        TRY(op->matmul_add(be, L->o, kv->att, 0, T, kv->x)); /* h += o */
+        TRY(op->matmul_add(be, L->o, s->att, 0, T, s->x)); /* h += o */
     } else { /* gemma3: h += post_attention_layernorm(o) */
-        TRY(op->matmul(be, L->o, kv->att, 0, T, kv->o)); /* [T, hidden] */
-        TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_attn_norm, eps, p1));
-        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
+        TRY(op->matmul(be, L->o, s->att, 0, T, s->o)); /* [T, hidden] */
+        TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_attn_norm, eps, p1));
+        TRY(op->add(be, s->x, s->o, (size_t)T * H));
     }
-
-    /* MLP block */
-    const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
-    TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
-    lmx_buf *g = kv->g, *u = kv->u;
-    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
-    if (T == 1 && L->gate_up && kv->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
-        g = kv->g1;
-        u = kv->u1;
-        TRY(op->matmul(be, L->gate_up, kv->xn, 0, 1, kv->gu1)); /* [2*inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
-    } else if (T > 1 && L->gate_up && kv->gu) { /* prefill: one fused GEMM, then act(gate) * up into g */
-        TRY(op->matmul(be, L->gate_up, kv->xn, 0, T, kv->gu)); /* [T, 2*inter] */
-        TRY(op->act_mul_split(be, kv->gu, T, c->intermediate_size, act, g)); /* [T, inter] */
-    } else {
-        TRY(op->matmul(be, L->gate, kv->xn, 0, T, g)); /* [T, inter] */
-        TRY(op->matmul(be, L->up, kv->xn, 0, T, u));   /* [T, inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
-    }
-    if (!c->sandwich_norms) {
-        TRY(op->matmul_add(be, L->down, g, 0, T, kv->x)); /* h += f */
-    } else { /* gemma3: h += post_feedforward_layernorm(f) */
-        TRY(op->matmul(be, L->down, g, 0, T, kv->o)); /* [T, hidden] */
-        TRY(op->rmsnorm(be, kv->o, kv->o, T, H, L->post_ff_norm, eps, p1));
-        TRY(op->add(be, kv->x, kv->o, (size_t)T * H));
-    }
-    return LMX_OK;
+    return mlp_forward(lm, s, l, T);
 }
 
 /* logits [vocab] (in kv->logits) of row `row` of kv->x: final norm, head, soft-capping */
@@ -266,9 +322,9 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
     if (row == 0) { /* decode: normalise row 0 of x straight into last (no copy) */
-        TRY(op->rmsnorm(be, kv->x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+        TRY(op->rmsnorm(be, kv->s.x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     } else {
-        TRY(op->buf_copy(be, kv->last, 0, kv->x, (size_t)row * H, (size_t)H));
+        TRY(op->buf_copy(be, kv->last, 0, kv->s.x, (size_t)row * H, (size_t)H));
         TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     }
     TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
@@ -302,14 +358,17 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     /* longrope (HF): the long factors apply when this call's last position + 1 exceeds the original
      * context; the choice is per call, earlier cached keys keep theirs. */
     const bool use_long = lm->rope_full_long && (double)(kv->pos + n) > c->rope.original_max_position;
+    lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
+                  .use_long = kv->longv};
+    for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
     if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
         lmx_status st = op->step_begin(be, kv, variant, ids[0], kv->pos);
         if (st == LMX_OK) {
-            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->x); /* [1, hidden] */
-            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = layer_forward(lm, kv, l, 1, use_long);
+            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->s.x); /* [1, hidden] */
+            for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = lm_layer_forward(lm, &ps, l);
             if (st == LMX_OK && head) st = head_forward(lm, kv, 0);
             if (st == LMX_OK && a) st = op->sample(be, kv->logits, c->vocab_size, a);
             lmx_status se = op->step_end(be, st == LMX_OK, &redo);
@@ -323,8 +382,9 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     for (int done = 0; done < n;) {
         int T = n - done < kv->chunk ? n - done : kv->chunk;
         for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
-        TRY(op->embed(be, lm->embed, ids + done, T, lm->embed_scale, kv->x)); /* [T, hidden] */
-        for (int l = 0; l < c->n_layers; l++) TRY(layer_forward(lm, kv, l, T, use_long));
+        TRY(op->embed(be, lm->embed, ids + done, T, lm->embed_scale, kv->s.x)); /* [T, hidden] */
+        ps.T = T;
+        for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, &ps, l));
         done += T;
         pos += T;
         if (done == n && head) TRY(head_forward(lm, kv, T - 1));

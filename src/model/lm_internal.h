@@ -36,33 +36,106 @@ struct lmx_lm {
     lm_layer *layers;        /* [n_layers] */
 };
 
-struct lmx_kv {
-    lmx_lm *lm;
-    int capacity, pos, chunk; /* capacity: positions; chunk: max rows per backend call */
-    int *slots;              /* [n_layers] ring slots: capacity, or window + chunk - 1 on sliding layers */
-    lmx_buf **k, **v;        /* [n_layers] each [n_kv][slots[l]][head_dim] */
-    lmx_buf *x, *xn;         /* [chunk, hidden] */
-    lmx_buf *q, *att;        /* [chunk, H*D] */
-    lmx_buf *kk, *vv;        /* [chunk, KV*D] */
-    lmx_buf *o;              /* [chunk, hidden] */
-    lmx_buf *g, *u;          /* [chunk, inter] */
-    lmx_buf *last;           /* [hidden] */
-    lmx_buf *logits;         /* [vocab] */
-    int32_t *posv;           /* [chunk] absolute positions */
-    uint64_t bytes;
+/* The activation scratch of a forward over up to `rows` rows (a KV cache's chunk, or a pool's step
+ * rows): what the layers read and write. Shared by the single-sequence forward (lmx_kv) and the
+ * batched step (lmx_pool). */
+typedef struct lm_scratch {
+    int rows;
+    lmx_buf *x, *xn;         /* [rows, hidden] residual stream, normed input of a block */
+    lmx_buf *q, *att;        /* [rows, H*D] */
+    lmx_buf *kk, *vv;        /* [rows, KV*D] */
+    lmx_buf *o;              /* [rows, hidden] (gemma3 sandwich norms) */
+    lmx_buf *g, *u;          /* [rows, inter] */
     /* one-token steps through fused weights (some layer has qkv/gate_up and the backend buf_view),
      * else all NULL: */
     lmx_buf *qkv1;           /* [H*D + 2*KV*D] output of the fused q|k|v matmul */
     lmx_buf *q1, *k1, *v1;   /* views of qkv1: [H*D], [KV*D], [KV*D] */
     lmx_buf *gu1;            /* [2*inter] output of the fused gate|up matmul */
     lmx_buf *g1, *u1;        /* views of gu1: [inter] each */
-    /* prefill (T > 1) through fused gate|up weights (some layer has gate_up, the backend has
-     * act_mul_split, chunk > 1), else NULL: */
-    lmx_buf *gu;             /* [chunk, 2*inter] output of the fused gate|up matmul */
+    /* T > 1 through fused gate|up weights (some layer has gate_up, the backend has act_mul_split,
+     * rows > 1), else NULL: */
+    lmx_buf *gu;             /* [rows, 2*inter] output of the fused gate|up matmul */
+    uint64_t floats;         /* fp32 elements held by the buffers above */
+} lm_scratch;
+
+/* Allocates s for `rows` rows (every buffer the model's layers may use); on failure frees what it
+ * took (s zeroed). */
+lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s);
+void lm_scratch_free(lmx_lm *lm, lm_scratch *s); /* NULL-safe buffers; s zeroed */
+
+/* Where one layer pass reads and writes: T rows of s at host positions pos[T], keys/values into
+ * k[l] / v[l] of `slots[l]` slots (ring addressing) or, with a map, a paged pool (lmx_kv_map). */
+typedef struct lm_pass {
+    lm_scratch *s;
+    int T;
+    const int32_t *pos;      /* host [T] absolute positions */
+    lmx_buf **k, **v;        /* [n_layers] caches [n_kv][slots][head_dim] */
+    const int *slots;        /* [n_layers] slots per kv head of each layer's cache */
+    const lmx_kv_map *map;   /* NULL: one sequence, ring slots; else the step's paged addressing */
+    const bool *use_long;    /* host [T]: longrope long factors for row t (NULL: short everywhere); a run
+                                of equal rows is one rope_qk_store call */
+} lm_pass;
+
+/* One decoder layer over the pass's rows (attention block, then lm_mlp_forward). */
+lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l);
+
+struct lmx_kv {
+    lmx_lm *lm;
+    int capacity, pos, chunk; /* capacity: positions; chunk: max rows per backend call */
+    int *slots;              /* [n_layers] ring slots: capacity, or window + chunk - 1 on sliding layers */
+    lmx_buf **k, **v;        /* [n_layers] each [n_kv][slots[l]][head_dim] */
+    lm_scratch s;            /* [chunk] rows */
+    lmx_buf *last;           /* [hidden] */
+    lmx_buf *logits;         /* [vocab] */
+    int32_t *posv;           /* [chunk] absolute positions */
+    bool *longv;             /* [chunk] longrope long factors per row (all equal within a call) */
+    uint64_t bytes;
 };
 
 /* Bytes of activation scratch lmx_kv_create_ex allocates for `chunk` rows with every optional buffer
  * present (an upper bound of kv->bytes minus the caches; lmx_lm_probe's estimate for memory budgets). */
 uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk);
+
+/* A KV block pool (lm_pool.c) and its step scratch (lm_step.c runs the steps). */
+struct lmx_pool {
+    lmx_lm *lm;
+    int block_size, n_blocks; /* slots per block; blocks per layer buffer */
+    int max_rows, out_rows;   /* tokens per step; rows of the head per head matmul */
+    lmx_buf **k, **v;         /* [n_layers] each [n_kv][n_blocks * block_size][head_dim] */
+    int *slots;               /* [n_layers] n_blocks * block_size each (lm_pass addressing) */
+    int32_t *free_list;       /* [n_blocks] free physical blocks, n_free of them on top */
+    int n_free;
+    int32_t *refs;            /* [n_blocks] sequences holding each block (0: free) */
+    uint64_t block_bytes;     /* one block of every layer, K and V */
+    uint64_t bytes;           /* blocks + scratch */
+    int n_live;               /* sequences alive */
+    uint64_t stamp;           /* counts steps: a sequence already seen in the current step has it */
+    /* step scratch, all for max_rows rows (no allocation per step) */
+    lm_scratch s;             /* [max_rows] */
+    lmx_buf *last;            /* [out_rows, hidden] the last rows of the sequences whose output is wanted */
+    lmx_buf *logits;          /* [out_rows, vocab] */
+    int32_t *ids, *posv, *seqv; /* host [max_rows]: token, position, table row of each step row */
+    bool *longv;              /* host [max_rows]: longrope long factors per row */
+    int *out_idx;             /* host [max_rows]: the step row of each output, sampled ones first */
+    int *last_tok;            /* host [max_rows]: the token row of each step row's last token */
+    lmx_sample_args *sargs;   /* host [out_rows] */
+    int32_t *tokens;          /* host [out_rows] */
+    int32_t *tables;          /* host [max_rows * tables_cap]: the step's block tables */
+    int tables_cap;           /* blocks per table row: the most any sequence created may hold */
+};
+
+struct lmx_seq {
+    lmx_pool *pool;
+    int max_context, pos;
+    int n_blocks;             /* blocks held */
+    int32_t *blocks;          /* [ceil(max_context / block_size)] physical block of each logical block */
+    uint64_t stamp;           /* pool->stamp while in the step being prepared */
+};
+
+/* pool internals for the step (lm_pool.c) */
+int32_t lm_pool_take(lmx_pool *p);             /* a free block (refs 1), or -1 */
+void lm_pool_release(lmx_pool *p, int32_t b);  /* one holder less */
+/* slots [0, n) of block src copied into block dst, every layer, K and V */
+lmx_status lm_pool_copy_block(lmx_pool *p, int32_t dst, int32_t src, int n);
 
 #endif

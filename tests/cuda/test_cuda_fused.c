@@ -238,8 +238,8 @@ static void fuse_model(const char *dir, lmx_backend *be, int *fused_models) {
     if (s == LMX_OK) s = lmx_kv_create(b, 64, &kb);
     CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
     if (s == LMX_OK) {
-        CHECK(a->layers[0].qkv == NULL && ka->qkv1 == NULL);
-        if (b->layers[0].qkv && b->layers[0].gate_up && kb->qkv1) (*fused_models)++;
+        CHECK(a->layers[0].qkv == NULL && ka->s.qkv1 == NULL);
+        if (b->layers[0].qkv && b->layers[0].gate_up && kb->s.qkv1) (*fused_models)++;
         const int V = lmx_lm_vocab_size(a);
         float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
         int32_t ids[11];
@@ -283,8 +283,8 @@ static void prefill_fuse_model(const char *dir, lmx_backend *be, int *split_mode
     if (s == LMX_OK) s = lmx_kv_create(lm, 64, &kb);
     CHECK_MSG(s == LMX_OK, "%s: %s", dir, lmx_last_error_detail());
     if (s == LMX_OK) {
-        CHECK(ka->gu == NULL);
-        if (kb->gu) (*split_models)++;
+        CHECK(ka->s.gu == NULL);
+        if (kb->s.gu) (*split_models)++;
         const int V = lmx_lm_vocab_size(lm);
         float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
         int32_t ids[43];

@@ -164,17 +164,17 @@ static int fused_model(const char *dir) {
         bool any_gu = false;
         for (int l = 0; l < c->n_layers; l++) any_gu = any_gu || b->layers[l].gate_up;
         if (fused_layers) {
-            CHECK(kb->qkv1 && kb->q1 && kb->k1 && kb->v1 && kb->gu1 && kb->g1 && kb->u1);
+            CHECK(kb->s.qkv1 && kb->s.q1 && kb->s.k1 && kb->s.v1 && kb->s.gu1 && kb->s.g1 && kb->s.u1);
             CHECK_EQ_INT(lmx_kv_bytes(kc) - lmx_kv_bytes(ka),
                          (NQ + 2 * NKV + 2 * (uint64_t)c->intermediate_size) * sizeof(float));
         }
         /* prefill through fused gate|up: one [chunk, 2*inter] scratch, counted; none when disabled */
-        CHECK_MSG((kb->gu != NULL) == any_gu, "%s: prefill gate|up scratch %p, fused gate|up %d", dir, (void *)kb->gu,
+        CHECK_MSG((kb->s.gu != NULL) == any_gu, "%s: prefill gate|up scratch %p, fused gate|up %d", dir, (void *)kb->s.gu,
                   (int)any_gu);
-        CHECK(kc->gu == NULL && ka->gu == NULL);
+        CHECK(kc->s.gu == NULL && ka->s.gu == NULL);
         CHECK_EQ_INT(lmx_kv_bytes(kb) - lmx_kv_bytes(kc),
                      any_gu ? (uint64_t)kb->chunk * 2 * (uint64_t)c->intermediate_size * sizeof(float) : 0);
-        CHECK(ka->qkv1 == NULL);
+        CHECK(ka->s.qkv1 == NULL);
         const int V = lmx_lm_vocab_size(a);
         float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V), *lc = malloc(sizeof(float) * V);
         int32_t ids[11];
@@ -314,7 +314,7 @@ static void test_partial_fusion(void) {
     if (s == LMX_OK) s = lmx_kv_create(a, 32, &ka);
     if (s == LMX_OK) s = lmx_kv_create(b, 32, &kb);
     if (s == LMX_OK) {
-        CHECK(b->layers[0].qkv == NULL && b->layers[0].gate_up != NULL && kb->gu1 != NULL);
+        CHECK(b->layers[0].qkv == NULL && b->layers[0].gate_up != NULL && kb->s.gu1 != NULL);
         const int V = lmx_lm_vocab_size(a);
         float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
         int32_t ids[6] = {1, 5, 9, 2, 7, 3};
