@@ -318,6 +318,7 @@ LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const i
                                   char **text);
 
 /* Performance counters, per model or for the whole runtime. */
+#define LMX_BATCH_HIST_BUCKETS 9
 typedef struct lmx_metrics {
     double load_ms;               /* total time spent loading (per model: its loads) */
     uint64_t n_loads;
@@ -347,6 +348,9 @@ typedef struct lmx_metrics {
     int64_t kv_pool_used_bytes;   /* bytes of blocks held by sequences (running and cached) */
     uint64_t batch_steps;         /* batched steps run */
     uint64_t batch_rows;          /* sequences summed over those steps (mean batch = rows / steps) */
+    uint64_t batch_size_hist[LMX_BATCH_HIST_BUCKETS]; /* steps by sequences in the step: bucket i
+                                     counts steps of <= 2^i sequences and more than the bucket
+                                     before (1, 2, 4, … 128; the last bucket: more than 128) */
 } lmx_metrics;
 
 /* model_id NULL = the whole runtime. A model never seen → LMX_ERR_MODEL_NOT_FOUND. */

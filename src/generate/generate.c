@@ -182,12 +182,14 @@ lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source 
         int32_t tok;
         if ((st = src->next(src, n_pos, &tok, NULL)) != LMX_OK) goto done;
         res->prefill_ms = ms_between(src->t_prefill0, src->t_prefill);
+        res->cached_tokens = (int)src->n_cached;
     }
     while (gen < limit) {
         int32_t tok;
         if ((st = src->next(src, n_pos, &tok, opt->logprob_fn ? &info : NULL)) != LMX_OK) goto done;
         if (!t_first) {
             t_first = lmx_now_ns();
+            res->cached_tokens = (int)src->n_cached;
             res->prefill_ms = ms_between(src->t_prefill0, src->t_prefill);
             res->prompt_tokens_per_second = (double)(req->n_prompt - (size_t)res->cached_tokens) /
                                             (res->prefill_ms > 0 ? res->prefill_ms / 1e3 : 1e-9);
@@ -282,7 +284,7 @@ lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res
     lmx_sampler *sampler = NULL;
     float *logits = NULL;   /* [vocab_size] */
     int32_t *hist = NULL;   /* [max_context + 1]: prompt, then generated tokens */
-    local_src ls = {.base = {.next = local_next}, .n_cached = n_cached};
+    local_src ls = {.base = {.next = local_next, .n_cached = n_cached}, .n_cached = n_cached};
     if (!kv && (st = e->kv_create(req->model, req->max_context, &kv)) != LMX_OK) goto done;
     if ((st = lmx_sampler_create(vocab, &sampler)) != LMX_OK) goto done;
     logits = malloc((size_t)vocab * sizeof *logits);

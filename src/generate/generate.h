@@ -77,12 +77,13 @@ lmx_status lmx_generate_check(const lmx_generate_request *req);
 typedef struct lmx_gen_source {
     lmx_status (*next)(struct lmx_gen_source *src, size_t n_pos, int32_t *tok, lmx_token_info *info);
     uint64_t t_prefill0, t_prefill;
+    size_t n_cached;      /* prompt tokens the source did not prefill (prompt cache), known by the first token */
 } lmx_gen_source;
 
 /* The consumer half of the loop, shared by lmx_generate_run and the batcher: tokens from src →
  * EOS / max_tokens / context checks → detokenizer → stop strings → req->fn, on the calling thread.
- * hist [max_context + 1] receives the prompt and the generated ids. res->cached_tokens must be set
- * by the caller (the other fields are filled here, as far as possible on failure). Returns when the
+ * hist [max_context + 1] receives the prompt and the generated ids. *res is filled here (as far as
+ * possible on failure; cached_tokens from src->n_cached at the first token). Returns when the
  * generation ended (the source is not told: the caller stops it). */
 lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source *src, int32_t *hist,
                                 lmx_gen_result *res);
