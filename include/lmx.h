@@ -200,10 +200,15 @@ typedef struct lmx_sampling {
 typedef struct lmx_token_logprob {
     int32_t id;
     float logprob;              /* natural log */
+    const char *text;           /* the token's bytes decoded alone (not NUL-terminated; may be a partial
+                                   UTF-8 sequence), valid during the call; NULL outside logprob_fn */
+    size_t len;
 } lmx_token_logprob;
 typedef struct lmx_token_info {
     int32_t id;                 /* the generated token */
     float logprob;
+    const char *text;           /* its bytes, as lmx_token_logprob.text */
+    size_t len;
     int n_top;                  /* = the options' top_logprobs */
     const lmx_token_logprob *top; /* [n_top], most likely first (ties: lower id); valid during the call */
 } lmx_token_info;

@@ -156,6 +156,43 @@ static lmx_status local_next(lmx_gen_source *base, size_t n_pos, int32_t *tok, l
     return st;
 }
 
+#define TOKEN_TEXT_CAP 256 /* bytes of one token's text in logprobs (longer ones are cut) */
+
+/* The bytes of id after the token prev, by the scratch detokenizer d (push prev and drop its text,
+ * push id, flush: d is empty again) into dst [TOKEN_TEXT_CAP]. Decoding after prev keeps what a
+ * token is in context (a tokenizer's decoder drops the leading space of a text's first token). */
+static lmx_status token_text(const lmx_engine *e, lmx_engine_detok *d, int32_t prev, int32_t id, char *dst,
+                             size_t *len) {
+    const char *t;
+    size_t n, w = 0;
+    lmx_status st = prev >= 0 ? e->detok_push(d, prev, &t, &n) : LMX_OK;
+    if (st == LMX_OK) st = e->detok_push(d, id, &t, &n);
+    for (int pass = 0; st == LMX_OK && pass < 2; pass++) {
+        size_t k = n < TOKEN_TEXT_CAP - w ? n : TOKEN_TEXT_CAP - w;
+        memcpy(dst + w, t, k);
+        w += k;
+        if (pass == 0) st = e->detok_flush(d, &t, &n);
+    }
+    *len = w;
+    return st;
+}
+
+/* Fills the texts of info (the token and its alternatives after prev, copied into top [n_top]) in buf
+ * [(1 + LMX_MAX_TOP_LOGPROBS) * TOKEN_TEXT_CAP]. */
+static lmx_status info_texts(const lmx_engine *e, lmx_engine_detok *d, int32_t prev, lmx_token_info *info,
+                             lmx_token_logprob *top, char *buf) {
+    lmx_status st = token_text(e, d, prev, info->id, buf, &info->len);
+    info->text = buf;
+    for (int i = 0; st == LMX_OK && i < info->n_top; i++) {
+        top[i] = info->top[i];
+        char *dst = buf + (size_t)(i + 1) * TOKEN_TEXT_CAP;
+        st = token_text(e, d, prev, top[i].id, dst, &top[i].len);
+        top[i].text = dst;
+    }
+    info->top = top;
+    return st;
+}
+
 lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source *src, int32_t *hist,
                                 lmx_gen_result *res) {
     uint64_t t0 = req->t_start_ns ? req->t_start_ns : lmx_now_ns();
@@ -163,12 +200,21 @@ lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source 
     const lmx_model_facts *facts = req->facts;
     const lmx_gen_options *opt = req->opt;
     const int vocab = facts->info.vocab_size;
-    lmx_engine_detok *detok = NULL;
+    lmx_engine_detok *detok = NULL, *tdetok = NULL; /* tdetok: the logprobs' token texts */
+    char *tbuf = NULL;                               /* [(1 + LMX_MAX_TOP_LOGPROBS) * TOKEN_TEXT_CAP] */
+    lmx_token_logprob tops[LMX_MAX_TOP_LOGPROBS];
     lmx_stop *stop = NULL;
     bool cancelled = false, matched = false;
     res->finish_reason = LMX_FINISH_LENGTH;
     lmx_status st;
     if ((st = e->detok_create(req->model, &detok)) != LMX_OK) goto done;
+    if (opt->logprob_fn) {
+        if ((st = e->detok_create(req->model, &tdetok)) != LMX_OK) goto done;
+        if (!(tbuf = malloc((1 + LMX_MAX_TOP_LOGPROBS) * TOKEN_TEXT_CAP))) {
+            st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "generate: cannot allocate the logprobs' texts");
+            goto done;
+        }
+    }
     if ((st = lmx_stop_create(opt->stop, opt->n_stop, &stop)) != LMX_OK) goto done;
     memcpy(hist, req->prompt, req->n_prompt * sizeof *hist);
     size_t n_pos = req->n_prompt;
@@ -204,9 +250,12 @@ lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source 
         }
         hist[n_pos++] = tok;
         gen++;
-        if (opt->logprob_fn && opt->logprob_fn(&info, opt->logprob_user) != 0) {
-            cancelled = true;
-            break;
+        if (opt->logprob_fn) {
+            if ((st = info_texts(e, tdetok, hist[n_pos - 2], &info, tops, tbuf)) != LMX_OK) goto done;
+            if (opt->logprob_fn(&info, opt->logprob_user) != 0) {
+                cancelled = true;
+                break;
+            }
         }
         if ((st = e->detok_push(detok, tok, &piece, &piece_len)) != LMX_OK) goto done;
         if ((st = lmx_stop_push(stop, piece, piece_len, &out, &out_len, &matched)) != LMX_OK) goto done;
@@ -260,6 +309,8 @@ done:
     if (st != LMX_OK && st != LMX_ERR_CANCELLED) res->total_ms = ms_between(t0, lmx_now_ns());
     lmx_stop_destroy(stop);
     if (detok) e->detok_destroy(detok);
+    if (tdetok) e->detok_destroy(tdetok);
+    free(tbuf);
     return st;
 }
 
