@@ -294,6 +294,8 @@ static bool parse_sampling(const cJSON *root, srv_request *r, srv_error *e) {
         o->seed = (uint64_t)seed;
         o->use_seed = true;
     }
+    /* llama-server's extension (benchmarks): EOS is generated like any token, max_tokens ends it */
+    if (!boolean(root, "ignore_eos", &o->ignore_eos, e)) return false;
     if (!boolean(root, "stream", &r->stream, e)) return false;
     const cJSON *so = field(root, "stream_options");
     if (so) {
