@@ -94,14 +94,18 @@ typedef struct lmx_config {
     float default_temperature;  /* default 0.7 */
     float default_top_p;        /* default 0.9 */
     int default_max_tokens;     /* default 512 */
-    /* Prompt cache: the KV caches of finished generations stay (per model, LRU) and a new
-     * generation on that model whose prompt shares a prefix with an earlier PROMPT prefills only
-     * the tokens after it (lmx_gen_result.cached_tokens): the previous turn of a conversation, a
-     * shared system prompt. The prefix reused is rounded down to the prefill chunk (128 tokens on
-     * the CPU) and never covers the tokens an earlier generation decoded (its reply is prefilled
-     * again), so the output is bit for bit the same as without the cache. Bytes of KV kept over all models, counted in max_memory_bytes' budget
-     * (entries are evicted before models; evicting a model drops its entries). 0 = off; -1 (the
-     * default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
+    /* Prompt cache: finished generations stay (per model, LRU) and a new generation on that model
+     * whose prompt shares a prefix with an earlier one prefills only the tokens after it
+     * (lmx_gen_result.cached_tokens): the previous turn of a conversation, a shared system prompt.
+     * On engines with batched steps (see max_batch) finished sequences stay in the model's KV pool
+     * with their prompt AND reply, so the next chat turn reuses the whole previous turn (a fork at
+     * the longest common prefix; the budget is per model, inside its pool, and entries are evicted
+     * when the pool needs blocks for running sequences). Otherwise whole KV caches are kept: the
+     * prefix reused is rounded down to the prefill chunk (128 tokens on the CPU) and never covers
+     * the tokens an earlier generation decoded (its reply is prefilled again), so the output is bit
+     * for bit the same as without the cache; their bytes count over all models in max_memory_bytes'
+     * budget (entries are evicted before models; evicting a model drops its entries). 0 = off; -1
+     * (the default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
     int64_t prompt_cache_bytes;
     /* Continuous batching (engines with batched steps, see docs/ARCHITECTURE.md): every
      * generation on a model becomes a sequence of that model's batcher thread, which runs up to
@@ -109,7 +113,10 @@ typedef struct lmx_config {
      * max_batch + prefill_chunk tokens: one decode row per running sequence plus the prompts of
      * newly admitted ones in chunks of prefill_chunk tokens, so no stream stalls for a long
      * prompt. On such engines the prompt cache keeps finished sequences (prompt AND reply) in the
-     * model's KV pool. Defaults 16 and 256; both >= 1. */
+     * model's KV pool, sized for max_batch sequences of the full context plus prompt_cache_bytes
+     * (within what max_memory_bytes' budget has left) and reserved with the model. Both apply to
+     * models loaded after a change. Defaults 16 and 256; max_batch in [1, 4096], prefill_chunk in
+     * [1, 65536]. */
     int max_batch;
     int prefill_chunk;
 } lmx_config;

@@ -77,8 +77,15 @@ struct lmx_batcher {
     int pc_entries;
     int64_t pc_bytes;
     uint64_t pc_tick;
-    lmx_batcher_stats st;       /* counters (pool figures filled at read) */
+    lmx_batcher_stats st;       /* counters; the pool figures as of the last step (pool_stats may
+                                   only run on the batcher's thread, between steps) */
 };
+
+/* Refreshes st's pool figures (batcher thread, b->mu held). */
+static void pool_figures(lmx_batcher *b) {
+    if (b->eng->pool_stats)
+        b->eng->pool_stats(b->pool, &b->st.pool_bytes, &b->st.pool_used_bytes, &b->st.pool_free_blocks);
+}
 
 /* ---- queue ---- */
 static void q_push_back(lmx_batcher *b, bjob *j) {
@@ -433,6 +440,7 @@ static void *batcher_main(void *arg) {
         admit(b);
         if (b->stop && b->n_active == 0 && !b->q_head) break;
         int n_rows = b->n_active ? build_rows(b) : 0;
+        pool_figures(b); /* after this turn's releases and before it waits */
         if (n_rows == 0) {
             pthread_cond_wait(&b->wake, &b->mu);
             continue;
@@ -485,6 +493,7 @@ lmx_status lmx_batcher_create(const lmx_engine *eng, lmx_engine_model *m, const 
     lmx_status st = LMX_OK;
     if (!b->active || !b->rows || !b->row_job) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "batcher: allocation failed");
     if (st == LMX_OK) st = eng->pool_create(m, o->pool_bytes, o->max_batch + o->prefill_chunk, &b->pool);
+    if (st == LMX_OK) pool_figures(b); /* no thread yet */
     if (st == LMX_OK && pthread_create(&b->thread, NULL, batcher_main, b) != 0)
         st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "batcher: cannot start its thread");
     if (st != LMX_OK) {
@@ -521,11 +530,9 @@ void lmx_batcher_destroy(lmx_batcher *b) {
 
 void lmx_batcher_stats_add(lmx_batcher *b, lmx_batcher_stats *out) {
     pthread_mutex_lock(&b->mu);
-    int64_t bytes = 0, used = 0, free_blocks = 0;
-    if (b->eng->pool_stats) b->eng->pool_stats(b->pool, &bytes, &used, &free_blocks);
-    out->pool_bytes += bytes;
-    out->pool_used_bytes += used;
-    out->pool_free_blocks += free_blocks;
+    out->pool_bytes += b->st.pool_bytes;
+    out->pool_used_bytes += b->st.pool_used_bytes;
+    out->pool_free_blocks += b->st.pool_free_blocks;
     out->steps += b->st.steps;
     out->rows += b->st.rows;
     for (int i = 0; i < LMX_BATCH_HIST_BUCKETS; i++) out->hist[i] += b->st.hist[i];
