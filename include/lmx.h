@@ -350,7 +350,8 @@ typedef struct lmx_metrics {
     uint64_t cache_evictions;
     double cache_hit_rate;        /* hits / (hits + misses), 0 when none */
     int n_models_loaded;          /* overall only: models cached now */
-    /* prompt cache (per model: its own, overall: all models) */
+    /* prompt cache (overall: all models; per model: a batched model's own, 0 for the others,
+     * whose entries the runtime counts only overall) */
     uint64_t prompt_cache_hits;   /* generations that reused a cached prefix */
     uint64_t prompt_cache_misses; /* generations that found none */
     uint64_t prompt_cache_evictions; /* entries dropped for room */

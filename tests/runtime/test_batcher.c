@@ -8,7 +8,8 @@
  *   - the prompt cache reuses the previous turn, reply included (cached_tokens), same output;
  *   - a pool too small for all sequences at once queues / preempts instead of failing, and one
  *     sequence that can never fit fails with OUT_OF_MEMORY;
- *   - penalties and logprobs through the batcher equal the reference path. */
+ *   - penalties and logprobs through the batcher equal the reference path;
+ *   - 32 sequences with cancellations, prompt-cache forks and evictions and preemptions at once. */
 #include "lmx_test.h"
 #include "fake_engine/fake_engine.h"
 #include "runtime/runtime.h"
@@ -400,6 +401,81 @@ static void test_greedy_device_sampling(void) {
     lmx_runtime_destroy(bat);
 }
 
+/* Many sequences at once over a small pool with a small prompt cache, each stopped by its
+ * callback after its own number of pieces (some never): every one is OK or CANCELLED with exactly
+ * the text it gives alone, or a prefix of it; nothing leaks (pool evictions, preemptions, forks of
+ * shared prefixes and cancellations all happen here). */
+typedef struct stress_job {
+    lmx_runtime *rt;
+    const char *model;
+    char prompt[200];
+    lmx_gen_options opt;
+    int stop_after;
+    text_buf out;
+    int pieces;
+    lmx_status st;
+} stress_job;
+
+static int stress_piece(const char *t, size_t len, void *user) {
+    stress_job *j = user;
+    on_text(t, len, &j->out);
+    return ++j->pieces == j->stop_after;
+}
+
+static void *run_stress(void *arg) {
+    stress_job *j = arg;
+    j->st = lmx_generate_stream(j->rt, j->model, j->prompt, &j->opt, stress_piece, j, NULL);
+    return NULL;
+}
+
+static void test_stress_cancel_evict_preempt(void) {
+    enum { N = 32 };
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/stress", tmp);
+    CHECK(fake_model_write(dir, "{\"script\":\"abcdefghijklmnop\",\"peak\":3,\"mix\":2,\"block\":8,"
+                                "\"pool_blocks\":40,\"kv_bytes_per_token\":4}") == 0);
+    lmx_runtime *ref = mkrt(&E_ref, 0, 8, 8), *bat = mkrt(&E_bat, 600, 8, 8);
+    static stress_job alone[N], together[N];
+    for (int i = 0; i < N; i++) {
+        /* shared beginnings (a fork of a cached prefix) and distinct tails */
+        snprintf(alone[i].prompt, sizeof alone[i].prompt, "shared system prompt %d and more %d", i % 3, i);
+        alone[i].rt = ref;
+        alone[i].model = dir;
+        alone[i].opt = sampled(1000 + (uint64_t)i, 20 + i % 17);
+        alone[i].opt.ignore_eos = true;
+        alone[i].stop_after = 0;
+        run_stress(&alone[i]);
+        CHECK(alone[i].st == LMX_OK);
+        together[i] = alone[i];
+        together[i].rt = bat;
+        together[i].out.n = 0;
+        together[i].out.s[0] = 0;
+        together[i].pieces = 0;
+        together[i].stop_after = i % 4 == 0 ? 0 : 1 + (i * 5) % 19;
+    }
+    atomic_store(&C_bat.step_delay_us, 100);
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) pthread_create(&th[i], NULL, run_stress, &together[i]);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    atomic_store(&C_bat.step_delay_us, 0);
+    for (int i = 0; i < N; i++) {
+        stress_job *t = &together[i];
+        bool cancelled = t->stop_after > 0 && t->stop_after <= alone[i].pieces;
+        CHECK_MSG(t->st == (cancelled ? LMX_ERR_CANCELLED : LMX_OK), "job %d: %s", i, lmx_status_str(t->st));
+        if (cancelled) CHECK_MSG(!strncmp(t->out.s, alone[i].out.s, t->out.n), "job %d: not a prefix", i);
+        else CHECK_EQ_STR(t->out.s, alone[i].out.s);
+    }
+    lmx_metrics m;
+    CHECK(lmx_metrics_get(bat, NULL, &m) == LMX_OK);
+    CHECK(m.prompt_cache_hits > 0);
+    CHECK(m.prompt_cache_evictions > 0);
+    CHECK(m.prompt_cache_bytes <= 600);
+    lmx_runtime_destroy(ref);
+    lmx_runtime_destroy(bat);
+    CHECK_EQ_INT(atomic_load(&C_bat.live_seqs), 0);
+    CHECK_EQ_INT(atomic_load(&C_bat.live_pools), 0);
+}
+
 int main(void) {
     fake_engine_init(&E_ref, &C_ref);
     fake_engine_init(&E_bat, &C_bat);
@@ -417,6 +493,7 @@ int main(void) {
     RUN(test_pool_exhaustion_queues);
     RUN(test_penalties_and_logprobs_match);
     RUN(test_greedy_device_sampling);
+    RUN(test_stress_cancel_evict_preempt);
     fake_rmtree(tmp);
     free(tmp);
     return lmx_test_summary();
