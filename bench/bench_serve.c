@@ -3,9 +3,13 @@
  * per-stream decode tok/s, time to first token (p50/p95/max), failures. Not a test (see
  * docs/SERVER.md, "Benchmarking").
  *   bench_serve http://127.0.0.1:8080 MODEL [--streams 8] [--tokens 128] [--prompt-words 100]
- *                                           [--key KEY]
- * The prompt is `--prompt-words` repetitions of a word (about that many tokens). Tokens are counted
- * from each stream's usage chunk (stream_options.include_usage). */
+ *                                           [--key KEY] [--distinct 0|1] [--ignore-eos 0|1]
+ * The prompt is `--prompt-words` repetitions of a word (about that many tokens); with --distinct 1
+ * (the default) each stream's prompt starts with its own number, so the prompt cache cannot share
+ * one stream's prefill with the others (--distinct 0: the same prompt for all). --ignore-eos 1 (the
+ * default) asks the server to generate exactly --tokens per stream (its `ignore_eos` extension).
+ * Tokens are counted from each stream's usage chunk (stream_options.include_usage). All N streams
+ * start at once; with `lmx serve --parallel N` they run as one batch on engines with batched steps. */
 #include <curl/curl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -55,13 +59,16 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_serve URL MODEL [--streams N] [--tokens T] [--prompt-words W] [--key KEY]\n");
+        fprintf(stderr, "usage: bench_serve URL MODEL [--streams N] [--tokens T] [--prompt-words W] [--key KEY] "
+                        "[--distinct 0|1] [--ignore-eos 0|1]\n");
         return 2;
     }
     const char *url = argv[1], *model = argv[2], *key = NULL;
-    int n = 8, tokens = 128, words = 100;
+    int n = 8, tokens = 128, words = 100, distinct = 1, ignore_eos = 1;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--streams")) n = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--distinct")) distinct = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt-words")) words = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--key")) key = argv[i + 1];
@@ -75,12 +82,18 @@ int main(int argc, char **argv) {
         return 2;
     }
     size_t cap = (size_t)words * 6 + strlen(model) + 256;
-    char *body = malloc(cap), endpoint[1024], auth[512];
-    int off = snprintf(body, cap, "{\"model\":\"%s\",\"prompt\":\"", model);
-    for (int i = 0; i < words; i++) off += snprintf(body + off, cap - (size_t)off, "hello ");
-    snprintf(body + off, cap - (size_t)off,
-             "\",\"max_tokens\":%d,\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-             tokens);
+    char *bodies = malloc(cap * (size_t)n), endpoint[1024], auth[512]; /* [n][cap] request bodies */
+    if (!bodies) return 1;
+    for (int k = 0; k < n; k++) {
+        char *body = bodies + cap * (size_t)k;
+        int off = snprintf(body, cap, "{\"model\":\"%s\",\"prompt\":\"", model);
+        if (distinct) off += snprintf(body + off, cap - (size_t)off, "%d ", k);
+        for (int i = 0; i < words; i++) off += snprintf(body + off, cap - (size_t)off, "hello ");
+        snprintf(body + off, cap - (size_t)off,
+                 "\",\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":%s,\"stream\":true,"
+                 "\"stream_options\":{\"include_usage\":true}}",
+                 tokens, ignore_eos ? "true" : "false");
+    }
     snprintf(endpoint, sizeof endpoint, "%s/v1/completions", url);
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     if (key) {
@@ -94,7 +107,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         ss[i].h = curl_easy_init();
         curl_easy_setopt(ss[i].h, CURLOPT_URL, endpoint);
-        curl_easy_setopt(ss[i].h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(ss[i].h, CURLOPT_POSTFIELDS, bodies + cap * (size_t)i);
         curl_easy_setopt(ss[i].h, CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(ss[i].h, CURLOPT_WRITEFUNCTION, on_data);
         curl_easy_setopt(ss[i].h, CURLOPT_WRITEDATA, &ss[i]);
@@ -150,6 +163,6 @@ int main(int argc, char **argv) {
     curl_global_cleanup();
     free(ss);
     free(ttft);
-    free(body);
+    free(bodies);
     return failures ? 1 : 0;
 }

@@ -30,15 +30,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     (void)srv_model_allowed("/nonexistent-lmx-fuzz-models", r.model, &me);
     lmx_gen_result res = {.n_prompt_tokens = 3, .n_generated_tokens = 2, .finish_reason = LMX_FINISH_STOP};
     const char *text = r.n_msgs ? r.msgs[0].content : (r.prompt ? r.prompt : "x");
-    must_parse(srv_response_json(&r, "id-1", 1, text, &res), 0);
-    char *c = srv_chunk_sse(&r, "id-1", 1, text, strlen(text), true);
+    /* logprobs entries over the input's bytes (any bytes: the writer cleans them to UTF-8) */
+    lmx_token_logprob top = {.id = 1, .logprob = -0.5f, .text = (const char *)data, .len = size};
+    lmx_token_info info = {.id = 1, .logprob = -0.5f, .text = (const char *)data, .len = size, .n_top = 1, .top = &top};
+    cJSON *lp = r.logprobs ? cJSON_CreateArray() : NULL;
+    if (lp) cJSON_AddItemToArray(lp, srv_logprob_entry(&info));
+    must_parse(srv_response_json(&r, "id-1", 1, text, &res, lp), 0);
+    lp = r.logprobs ? cJSON_CreateArray() : NULL;
+    if (lp) cJSON_AddItemToArray(lp, srv_logprob_entry(&info));
+    char *c = srv_chunk_sse(&r, "id-1", 1, text, strlen(text), true, lp);
     if (c) {
         size_t n = strlen(c);
         if (n < 8 || strncmp(c, "data: ", 6) || strcmp(c + n - 2, "\n\n")) abort();
         c[n - 2] = '\0';
         must_parse(c, 6);
     }
-    char *end = srv_stream_end_sse(&r, "id-1", 1, &res);
+    char *end = srv_stream_end_sse(&r, "id-1", 1, &res, NULL);
     if (end && !strstr(end, "data: [DONE]\n\n")) abort();
     free(end);
     srv_request_free(&r);

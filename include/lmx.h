@@ -94,15 +94,31 @@ typedef struct lmx_config {
     float default_temperature;  /* default 0.7 */
     float default_top_p;        /* default 0.9 */
     int default_max_tokens;     /* default 512 */
-    /* Prompt cache: the KV caches of finished generations stay (per model, LRU) and a new
-     * generation on that model whose prompt shares a prefix with an earlier PROMPT prefills only
-     * the tokens after it (lmx_gen_result.cached_tokens): the previous turn of a conversation, a
-     * shared system prompt. The prefix reused is rounded down to the prefill chunk (128 tokens on
-     * the CPU) and never covers the tokens an earlier generation decoded (its reply is prefilled
-     * again), so the output is bit for bit the same as without the cache. Bytes of KV kept over all models, counted in max_memory_bytes' budget
-     * (entries are evicted before models; evicting a model drops its entries). 0 = off; -1 (the
-     * default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
+    /* Prompt cache: finished generations stay (per model, LRU) and a new generation on that model
+     * whose prompt shares a prefix with an earlier one prefills only the tokens after it
+     * (lmx_gen_result.cached_tokens): the previous turn of a conversation, a shared system prompt.
+     * On engines with batched steps (see max_batch) finished sequences stay in the model's KV pool
+     * with their prompt AND reply, so the next chat turn reuses the whole previous turn (a fork at
+     * the longest common prefix; the budget is per model, inside its pool, and entries are evicted
+     * when the pool needs blocks for running sequences). Otherwise whole KV caches are kept: the
+     * prefix reused is rounded down to the prefill chunk (128 tokens on the CPU) and never covers
+     * the tokens an earlier generation decoded (its reply is prefilled again), so the output is bit
+     * for bit the same as without the cache; their bytes count over all models in max_memory_bytes'
+     * budget (entries are evicted before models; evicting a model drops its entries). 0 = off; -1
+     * (the default) = 25 % of max_memory_bytes, or 1 GiB when that is 0. Needs kv_cache. */
     int64_t prompt_cache_bytes;
+    /* Continuous batching (engines with batched steps, see docs/ARCHITECTURE.md): every
+     * generation on a model becomes a sequence of that model's batcher thread, which runs up to
+     * max_batch sequences at once (more wait in FIFO order) in steps of at most
+     * max_batch + prefill_chunk tokens: one decode row per running sequence plus the prompts of
+     * newly admitted ones in chunks of prefill_chunk tokens, so no stream stalls for a long
+     * prompt. On such engines the prompt cache keeps finished sequences (prompt AND reply) in the
+     * model's KV pool, sized for max_batch sequences of the full context plus prompt_cache_bytes
+     * (within what max_memory_bytes' budget has left) and reserved with the model. Both apply to
+     * models loaded after a change. Defaults 16 and 256; max_batch in [1, 4096], prefill_chunk in
+     * [1, 65536]. */
+    int max_batch;
+    int prefill_chunk;
 } lmx_config;
 
 /* The defaults listed above. */
@@ -175,7 +191,37 @@ typedef struct lmx_sampling {
     int top_k;                  /* keep the k most likely tokens; 0 = off */
     float repetition_penalty;   /* 1 (or 0) = off; else mlx-lm: l<0 → l*p, else l/p */
     int repetition_context;     /* how many recent tokens the penalty looks at (default 20) */
+    /* OpenAI's penalties over the GENERATED tokens only (not the prompt), applied after the
+     * repetition penalty: l[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty.
+     * Each in [-2, 2]; 0 = off (the default). */
+    float frequency_penalty;
+    float presence_penalty;
 } lmx_sampling;
+
+/* Log-probabilities of one generated token (lmx_gen_options.logprob_fn): log-softmax at
+ * temperature 1 of the logits the token was sampled from after the penalties (repetition,
+ * frequency, presence) and before temperature and top_p / min_p / top_k — the model's distribution
+ * as penalized, as OpenAI reports it (not the truncated one: a greedy token gets its real
+ * probability, not 1). */
+#define LMX_MAX_TOP_LOGPROBS 20
+typedef struct lmx_token_logprob {
+    int32_t id;
+    float logprob;              /* natural log */
+    const char *text;           /* the token's bytes decoded alone (not NUL-terminated; may be a partial
+                                   UTF-8 sequence), valid during the call; NULL outside logprob_fn */
+    size_t len;
+} lmx_token_logprob;
+typedef struct lmx_token_info {
+    int32_t id;                 /* the generated token */
+    float logprob;
+    const char *text;           /* its bytes, as lmx_token_logprob.text */
+    size_t len;
+    int n_top;                  /* = the options' top_logprobs */
+    const lmx_token_logprob *top; /* [n_top], most likely first (ties: lower id); valid during the call */
+} lmx_token_info;
+/* Called on the generating thread for each generated token (EOS excluded), in order, before the
+ * text that the token completes reaches lmx_token_fn. Nonzero stops the generation like lmx_token_fn. */
+typedef int (*lmx_logprob_fn)(const lmx_token_info *info, void *user);
 
 /* Sampling and stopping options of one generation. */
 typedef struct lmx_gen_options {
@@ -188,14 +234,21 @@ typedef struct lmx_gen_options {
     bool ignore_eos;            /* true: EOS ids are generated like any other token and never end
                                    the generation (benchmarks: exactly max_tokens tokens unless a
                                    stop string or the context ends it). Default false */
-    /* Next (not in this version): a per-sequence logits hook for tool calls and schema-constrained
-     * sampling goes here, appended after the fields above:
-     *   int (*logits_fn)(float *logits, int n_vocab, const int32_t *ids, size_t n_ids, void *user);
-     *   void *logits_user;
-     * called on each step with this sequence's logits (editable in place) before the sampler, and
-     * the ids generated so far; nonzero cancels like lmx_token_fn. NULL = off (the default). One
-     * generation = one sequence, so a batched engine calls it per row; `lmx serve` sets it per
-     * request (src/server/oai_request.c is where a request's tools / response_format become it). */
+    /* Token log-probabilities: logprob_fn (NULL = off, the default) gets each generated token's
+     * lmx_token_info with top_logprobs (0..LMX_MAX_TOP_LOGPROBS) alternatives. Turns device
+     * sampling off for this generation (the logits must reach the host). */
+    lmx_logprob_fn logprob_fn;
+    void *logprob_user;
+    int top_logprobs;
+    /* A per-sequence logits hook for tool calls and schema-constrained sampling — a design seam,
+     * NOT implemented in this version: a non-NULL logits_fn is refused (LMX_ERR_UNSUPPORTED).
+     * Meant: called on each step with this sequence's logits [n_vocab] (editable in place) before
+     * the sampler and the ids so far (prompt then generated); nonzero cancels like lmx_token_fn.
+     * The batcher (src/runtime/batcher.c, where each row's logits are sampled) is the one place
+     * that will call it, per row, on the batcher's thread; `lmx serve` would set it per request
+     * (src/server/oai_request.c is where a request's tools / response_format become it). */
+    int (*logits_fn)(float *logits, int n_vocab, const int32_t *ids, size_t n_ids, void *user);
+    void *logits_user;
 } lmx_gen_options;
 
 /* temperature 0.7, top_p 0.9, top_k 0, min_p 0, max_tokens 512, no stop strings, repetition
@@ -277,6 +330,7 @@ LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const i
                                   char **text);
 
 /* Performance counters, per model or for the whole runtime. */
+#define LMX_BATCH_HIST_BUCKETS 9
 typedef struct lmx_metrics {
     double load_ms;               /* total time spent loading (per model: its loads) */
     uint64_t n_loads;
@@ -296,6 +350,20 @@ typedef struct lmx_metrics {
     uint64_t cache_evictions;
     double cache_hit_rate;        /* hits / (hits + misses), 0 when none */
     int n_models_loaded;          /* overall only: models cached now */
+    /* prompt cache (overall: all models; per model: a batched model's own, 0 for the others,
+     * whose entries the runtime counts only overall) */
+    uint64_t prompt_cache_hits;   /* generations that reused a cached prefix */
+    uint64_t prompt_cache_misses; /* generations that found none */
+    uint64_t prompt_cache_evictions; /* entries dropped for room */
+    int64_t prompt_cache_bytes;   /* bytes held by entries now */
+    /* batched models (0 without batching) */
+    int64_t kv_pool_bytes;        /* bytes of the KV pools (blocks + step scratch) */
+    int64_t kv_pool_used_bytes;   /* bytes of blocks held by sequences (running and cached) */
+    uint64_t batch_steps;         /* batched steps run */
+    uint64_t batch_rows;          /* sequences summed over those steps (mean batch = rows / steps) */
+    uint64_t batch_size_hist[LMX_BATCH_HIST_BUCKETS]; /* steps by sequences in the step: bucket i
+                                     counts steps of <= 2^i sequences and more than the bucket
+                                     before (1, 2, 4, … 128; the last bucket: more than 128) */
 } lmx_metrics;
 
 /* model_id NULL = the whole runtime. A model never seen → LMX_ERR_MODEL_NOT_FOUND. */

@@ -42,8 +42,13 @@ struct lmx_cache_entry {
     uint64_t access_count;
     uint64_t tick;             /* LRU order: larger = more recent */
     pc_entry *pc;              /* prompt-cache entries of this model (counted in reserved unless detached) */
+    void *aux;                 /* the companion object (lmx_model_cache_entry_aux) or NULL */
+    lmx_cache_aux_destroy_fn aux_destroy;
+    int aux_state;             /* AUX_NONE, AUX_CREATING, AUX_DONE (aux may be NULL: creation failed) */
     struct lmx_cache_entry *next;
 };
+
+enum { AUX_NONE = 0, AUX_CREATING, AUX_DONE };
 
 struct lmx_model_cache {
     const lmx_engine *engine;
@@ -116,6 +121,7 @@ static void pc_free_chain(lmx_model_cache *c, pc_entry *p) {
 
 static void entry_free(lmx_model_cache *c, lmx_cache_entry *e) {
     if (!e) return;
+    if (e->aux) e->aux_destroy(e->aux); /* the companion (KV pool) before the model */
     pc_free_chain(c, e->pc); /* the KV caches before their model */
     e->pc = NULL;
     if (e->model && c->engine) c->engine->close(e->model);
@@ -670,4 +676,45 @@ bool lmx_model_cache_prompt_cache_on(lmx_model_cache *c) {
     bool on = c->lim.prompt_cache_bytes > 0 && c->engine && c->engine->kv_truncate;
     pthread_mutex_unlock(&c->mu);
     return on;
+}
+
+/* ---- companion object ---- */
+
+void *lmx_model_cache_entry_aux(lmx_model_cache *c, lmx_cache_entry *e, lmx_cache_aux_create_fn create,
+                                lmx_cache_aux_destroy_fn destroy, void *user) {
+    pthread_mutex_lock(&c->mu);
+    while (e->aux_state == AUX_CREATING) pthread_cond_wait(&c->changed, &c->mu);
+    if (e->aux_state == AUX_DONE) {
+        void *a = e->aux;
+        pthread_mutex_unlock(&c->mu);
+        return a;
+    }
+    e->aux_state = AUX_CREATING;
+    int64_t budget = budget_of(&c->lim);
+    int64_t avail = budget > 0 ? (budget > c->reserved ? budget - c->reserved : 0) : INT64_MAX;
+    pthread_mutex_unlock(&c->mu);
+    void *a = NULL;
+    int64_t bytes = 0;
+    if (create(user, e, avail, &a, &bytes) != LMX_OK) {
+        LMX_LOG_W("model %s: no batching (%s); generations run one at a time each", e->id, lmx_last_error_detail());
+        a = NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    e->aux = a;
+    e->aux_destroy = destroy;
+    e->aux_state = AUX_DONE;
+    if (a && bytes > 0) {
+        e->bytes += bytes; /* reserved holds e->bytes until the entry goes (detached ones too) */
+        c->reserved += bytes;
+    }
+    pthread_cond_broadcast(&c->changed);
+    pthread_mutex_unlock(&c->mu);
+    return a;
+}
+
+void lmx_model_cache_each_aux(lmx_model_cache *c, const char *id, void (*fn)(void *aux, void *user), void *user) {
+    pthread_mutex_lock(&c->mu);
+    for (lmx_cache_entry *e = c->head; e; e = e->next)
+        if (!e->detached && e->aux && (!id || strcmp(e->id, id) == 0)) fn(e->aux, user);
+    pthread_mutex_unlock(&c->mu);
 }

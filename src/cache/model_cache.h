@@ -113,6 +113,22 @@ lmx_engine_kv *lmx_model_cache_kv_take(lmx_model_cache *c, lmx_cache_entry *e, c
 void lmx_model_cache_kv_put(lmx_model_cache *c, lmx_cache_entry *e, lmx_engine_kv *kv, const int32_t *ids,
                             size_t n, size_t n_prefilled, int capacity);
 
+/* ---- companion object ----
+ * One object per loaded model that lives and dies with it (the runtime's batcher, which owns the
+ * model's KV pool): created by the first caller on a pinned entry, outside the cache mutex (others
+ * asking meanwhile wait), destroyed when the entry is freed, before its prompt-cache entries and
+ * its model. create gets the bytes the memory budget has left (INT64_MAX without a budget) and
+ * reports what it holds; that is added to the model's reserved estimate. A failed create is
+ * remembered: the entry gets no companion (NULL) until it is loaded again. */
+typedef lmx_status (*lmx_cache_aux_create_fn)(void *user, lmx_cache_entry *e, int64_t avail_bytes, void **aux,
+                                              int64_t *bytes);
+typedef void (*lmx_cache_aux_destroy_fn)(void *aux);
+void *lmx_model_cache_entry_aux(lmx_model_cache *c, lmx_cache_entry *e, lmx_cache_aux_create_fn create,
+                                lmx_cache_aux_destroy_fn destroy, void *user);
+/* Calls fn on the companion of model id (NULL: of every cached model) under the cache mutex (fn
+ * must not call into the cache). */
+void lmx_model_cache_each_aux(lmx_model_cache *c, const char *id, void (*fn)(void *aux, void *user), void *user);
+
 /* Accessors of a pinned entry. */
 lmx_engine_model *lmx_cache_entry_model(const lmx_cache_entry *e);
 const lmx_model_facts *lmx_cache_entry_facts(const lmx_cache_entry *e);

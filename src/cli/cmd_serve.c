@@ -23,7 +23,11 @@ static void usage(FILE *f) {
             "  --models-dir DIR      models directory (default $LMX_HOME/models, ~/.cache/lmx/models)\n"
             "  --max-models N        models kept loaded at once; idle ones are evicted LRU (default 3)\n"
             "  --max-memory BYTES    memory budget of the loaded models, 0 = none (default 0)\n"
-            "  --parallel N          generations running at once per model (default 4)\n"
+            "  --parallel N          generations running at once per model: the batch size of\n"
+            "                        engines with batched steps (default 4)\n"
+            "  --prompt-cache BYTES  KV bytes of finished prompts + replies kept for reuse, 0 = off\n"
+            "                        (default -1: 25%% of --max-memory, 1 GiB without one)\n"
+            "  --prefill-chunk N     prompt tokens per batched step and sequence (default 256)\n"
             "  --queue N             requests waiting per model beyond those; then 503 (default 64)\n"
             "  --timeout SECONDS     per request, queue wait included (default 600)\n"
             "  --grace SECONDS       on SIGINT/SIGTERM, time running streams get to finish (default 10)\n"
@@ -76,6 +80,10 @@ int lmx_cli_serve(int argc, char **argv) {
             o.models_dir = v;
         } else if (!strcmp(a, "--max-models")) {
             ok = parse_num(v, 1, 1e6, &d), o.cfg.max_cached_models = (int)d;
+        } else if (!strcmp(a, "--prompt-cache")) {
+            ok = parse_num(v, -1, 9e18, &d), o.cfg.prompt_cache_bytes = (int64_t)d;
+        } else if (!strcmp(a, "--prefill-chunk")) {
+            ok = parse_num(v, 1, 65536, &d), o.cfg.prefill_chunk = (int)d;
         } else if (!strcmp(a, "--max-memory")) {
             ok = parse_num(v, 0, 9e18, &d), o.cfg.max_memory_bytes = (int64_t)d;
         } else if (!strcmp(a, "--parallel")) {
@@ -119,6 +127,7 @@ int lmx_cli_serve(int argc, char **argv) {
         o.models_dir = default_dir;
     }
     o.cfg.models_dir = o.models_dir;
+    o.cfg.max_batch = o.parallel; /* the workers of a model are the sequences of its batch */
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

@@ -66,4 +66,26 @@ lmx_status lmx_gen_options_validate(const lmx_gen_options *opt);
  * on failure. */
 lmx_status lmx_generate_run(const lmx_generate_request *req, lmx_gen_result *res);
 
+/* The request's checks (options, prompt length and ids, max_context) — what lmx_generate_run checks
+ * first; for the batcher, which runs the same loop over another token source. */
+lmx_status lmx_generate_check(const lmx_generate_request *req);
+
+/* Where the tokens of one generation come from: next() returns the token at position n_pos (the
+ * history before it is the consumer's hist[0..n_pos)); with info non-NULL (the options' logprob_fn)
+ * it also fills the token's log-probabilities. The source records when the prompt's prefill
+ * started and ended (monotonic ns) before its first token returns. */
+typedef struct lmx_gen_source {
+    lmx_status (*next)(struct lmx_gen_source *src, size_t n_pos, int32_t *tok, lmx_token_info *info);
+    uint64_t t_prefill0, t_prefill;
+    size_t n_cached;      /* prompt tokens the source did not prefill (prompt cache), known by the first token */
+} lmx_gen_source;
+
+/* The consumer half of the loop, shared by lmx_generate_run and the batcher: tokens from src →
+ * EOS / max_tokens / context checks → detokenizer → stop strings → req->fn, on the calling thread.
+ * hist [max_context + 1] receives the prompt and the generated ids. *res is filled here (as far as
+ * possible on failure; cached_tokens from src->n_cached at the first token). Returns when the
+ * generation ended (the source is not told: the caller stops it). */
+lmx_status lmx_generate_consume(const lmx_generate_request *req, lmx_gen_source *src, int32_t *hist,
+                                lmx_gen_result *res);
+
 #endif

@@ -24,6 +24,8 @@ struct lmx_sampler {
     struct cand *pairs;/* [2 * vocab] (logit, id) survivors; the second half: top_p's boundary bucket */
     double *bucket_mass; /* [TOPP_BUCKETS] top_p mass per bucket */
     uint8_t *mark;     /* [vocab] penalty de-duplication marks, all zero between calls */
+    int32_t *count;    /* [vocab] generated-token counts of the frequency/presence penalty, zero between calls */
+    size_t n_prompt;   /* history[0..n_prompt) is the prompt: those two penalties skip it */
 };
 
 /* ---- RNG ---- */
@@ -77,7 +79,8 @@ lmx_status lmx_sampler_create(int vocab, lmx_sampler **out) {
     s->pairs = malloc(2 * (size_t)vocab * sizeof *s->pairs);
     s->bucket_mass = malloc(TOPP_BUCKETS * sizeof *s->bucket_mass);
     s->mark = calloc((size_t)vocab, 1);
-    if (!s->tmp || !s->pairs || !s->bucket_mass || !s->mark) {
+    s->count = calloc((size_t)vocab, sizeof *s->count);
+    if (!s->tmp || !s->pairs || !s->bucket_mass || !s->mark || !s->count) {
         lmx_sampler_destroy(s);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "sampler: cannot allocate scratch for %d tokens", vocab);
     }
@@ -92,6 +95,7 @@ void lmx_sampler_destroy(lmx_sampler *s) {
     free(s->pairs);
     free(s->bucket_mass);
     free(s->mark);
+    free(s->count);
     free(s);
 }
 
@@ -109,14 +113,40 @@ lmx_status lmx_sampling_validate(const lmx_sampling *p) {
                          (double)p->repetition_penalty);
     if (p->repetition_context < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "repetition_context %d: must be >= 0", p->repetition_context);
+    if (!isfinite(p->frequency_penalty) || p->frequency_penalty < -2 || p->frequency_penalty > 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "frequency_penalty %g: must be in [-2, 2]",
+                         (double)p->frequency_penalty);
+    if (!isfinite(p->presence_penalty) || p->presence_penalty < -2 || p->presence_penalty > 2)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "presence_penalty %g: must be in [-2, 2]",
+                         (double)p->presence_penalty);
     return LMX_OK;
+}
+
+void lmx_sampler_set_prompt_len(lmx_sampler *s, size_t n_prompt) { s->n_prompt = n_prompt; }
+
+/* OpenAI's frequency / presence penalties over history[n_prompt..n_history) (the generated ids). */
+static void apply_count_penalties(lmx_sampler *s, const lmx_sampling *p, float *logits, const int32_t *history,
+                                  size_t n_history) {
+    const float fp = p->frequency_penalty, pp = p->presence_penalty;
+    if ((fp == 0.0f && pp == 0.0f) || !history || n_history <= s->n_prompt) return;
+    for (size_t i = s->n_prompt; i < n_history; i++)
+        if (history[i] >= 0 && history[i] < s->vocab) s->count[history[i]]++;
+    for (size_t i = s->n_prompt; i < n_history; i++) {
+        int32_t id = history[i];
+        if (id < 0 || id >= s->vocab || s->count[id] == 0) continue;
+        logits[id] -= (float)s->count[id] * fp + pp;
+        s->count[id] = 0; /* once per distinct id; also restores the all-zero invariant */
+    }
 }
 
 /* ---- steps ---- */
 void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampling *p, float *logits,
                                const int32_t *history, size_t n_history) {
     float pen = p->repetition_penalty;
-    if (pen == 0.0f || pen == 1.0f || p->repetition_context <= 0 || !history || n_history == 0) return;
+    if (pen == 0.0f || pen == 1.0f || p->repetition_context <= 0 || !history || n_history == 0) {
+        apply_count_penalties(s, p, logits, history, n_history);
+        return;
+    }
     size_t ctx = (size_t)p->repetition_context;
     size_t first = n_history > ctx ? n_history - ctx : 0;
     for (size_t i = first; i < n_history; i++) {
@@ -130,6 +160,36 @@ void lmx_sampler_apply_penalty(lmx_sampler *s, const lmx_sampling *p, float *log
         int32_t id = history[i];
         if (id >= 0 && id < s->vocab) s->mark[id] = 0;
     }
+    apply_count_penalties(s, p, logits, history, n_history);
+}
+
+lmx_status lmx_sampler_logprobs(const lmx_sampler *s, const float *logits, int32_t token, int n_top,
+                                float *logprob, lmx_token_logprob *top) {
+    const int V = s->vocab;
+    if (token < 0 || token >= V || n_top < 0 || n_top > LMX_MAX_TOP_LOGPROBS)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "logprobs: token %d, %d alternatives", token, n_top);
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+    if (!isfinite(mx)) return lmx_error(LMX_ERR_INFERENCE_FAILURE, "logprobs: the largest logit is %g", (double)mx);
+    double z = 0;
+    for (int i = 0; i < V; i++) z += exp((double)logits[i] - mx);
+    const double lse = (double)mx + log(z);
+    *logprob = (float)((double)logits[token] - lse);
+    /* the n_top largest by insertion into top[0..n) (descending value, ascending id on ties) */
+    int n = 0;
+    for (int i = 0; i < V && n_top > 0; i++) {
+        float v = logits[i];
+        if (n == n_top && !(v > top[n - 1].logprob)) continue;
+        int j = n < n_top ? n++ : n - 1;
+        while (j > 0 && v > top[j - 1].logprob) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j].id = i;
+        top[j].logprob = v;
+    }
+    for (int i = 0; i < n; i++) top[i].logprob = (float)((double)top[i].logprob - lse);
+    return LMX_OK;
 }
 
 /* Index of the largest value (lowest index on ties); -1 when none is above -inf (or all NaN). */

@@ -2,6 +2,8 @@
  *
  *   1. repetition penalty (when p != 0 and p != 1) over the DISTINCT ids among the last
  *      `repetition_context` history tokens: l < 0 → l * p, else l / p (duplicates do not compound);
+ *      then OpenAI's frequency / presence penalties over the generated ids (history after the
+ *      prompt length set by lmx_sampler_set_prompt_len): l -= count * frequency + presence;
  *   2. temperature == 0 → greedy: argmax of the penalized logits (lowest id on ties). Else:
  *   3. logprobs = logits - logsumexp(logits) (temperature 1), then the filters, each setting
  *      rejected entries to -inf, in this fixed order:
@@ -50,6 +52,17 @@ void lmx_sampler_seed_entropy(lmx_sampler *s);
 /* Next raw 64-bit value / uniform double in [0,1) of the sampler's generator. */
 uint64_t lmx_sampler_next_u64(lmx_sampler *s);
 double lmx_sampler_uniform(lmx_sampler *s);
+
+/* history[0..n_prompt) of the following calls is the prompt: the frequency / presence penalties
+ * count only the ids after it (default 0: every history id counts). */
+void lmx_sampler_set_prompt_len(lmx_sampler *s, size_t n_prompt);
+
+/* log-softmax (temperature 1) of logits [vocab] — the caller passes the logits the sampler left
+ * after a sample, i.e. penalized (repetition, frequency, presence) and before the temperature and
+ * the top_p / min_p / top_k truncation: *logprob of token, and the n_top (<= LMX_MAX_TOP_LOGPROBS)
+ * most likely ids with theirs into top[0..n_top), most likely first (ties: lower id). */
+lmx_status lmx_sampler_logprobs(const lmx_sampler *s, const float *logits, int32_t token, int n_top,
+                                float *logprob, lmx_token_logprob *top);
 
 /* Applies the repetition penalty in place to logits [vocab] using history[0..n_history) (only the
  * last repetition_context entries count; ids outside [0,vocab) are ignored). */

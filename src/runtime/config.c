@@ -19,6 +19,8 @@ LMX_API lmx_config lmx_config_default(void) {
         .default_top_p = 0.9f,
         .default_max_tokens = 512,
         .prompt_cache_bytes = -1,
+        .max_batch = 16,
+        .prefill_chunk = 256,
     };
     return c;
 }
@@ -30,13 +32,20 @@ LMX_API lmx_gen_options lmx_gen_options_default(void) {
                      .min_p = 0.0f,
                      .top_k = 0,
                      .repetition_penalty = 1.0f,
-                     .repetition_context = 20},
+                     .repetition_context = 20,
+                     .frequency_penalty = 0.0f,
+                     .presence_penalty = 0.0f},
         .max_tokens = 512,
         .stop = NULL,
         .n_stop = 0,
         .seed = 0,
         .use_seed = false,
         .ignore_eos = false,
+        .logprob_fn = NULL,
+        .logprob_user = NULL,
+        .top_logprobs = 0,
+        .logits_fn = NULL,
+        .logits_user = NULL,
     };
     return o;
 }
@@ -68,6 +77,11 @@ lmx_status lmx_config_validate(const lmx_config *c) {
     if (c->default_max_tokens < -1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: default_max_tokens %d must be >= -1",
                          c->default_max_tokens);
+    if (c->max_batch < 1 || c->max_batch > 4096)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: max_batch %d must be in [1, 4096]", c->max_batch);
+    if (c->prefill_chunk < 1 || c->prefill_chunk > 65536)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: prefill_chunk %d must be in [1, 65536]",
+                         c->prefill_chunk);
     if (c->models_dir && !*c->models_dir)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: models_dir is empty (use NULL for the default)");
     return LMX_OK;

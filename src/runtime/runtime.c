@@ -9,6 +9,7 @@
 #include "generate/generate.h"
 #include "monitor/monitor.h"
 #include "registry/registry.h"
+#include "runtime/batcher.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "util/clock.h"
@@ -95,6 +96,44 @@ static void take_cached_kv(lmx_runtime *rt, lmx_cache_entry *e, const int32_t *i
     if (keep == 0) eng->kv_reset(k);
     *kv = k;
     *n_cached = keep;
+}
+
+/* ---- batching: the model cache entry's companion (lmx_model_cache_entry_aux) ---- */
+
+/* The pool of a batched model: max_batch sequences of the full context plus the prompt cache, within
+ * what the memory budget has left; the bytes the pool reports are reserved with the model. */
+static lmx_status create_batcher(void *user, lmx_cache_entry *e, int64_t avail, void **aux, int64_t *bytes) {
+    lmx_runtime *rt = user;
+    const lmx_model_facts *f = lmx_cache_entry_facts(e);
+    pthread_mutex_lock(&rt->mu);
+    lmx_batcher_opts o = {.max_batch = rt->cfg.max_batch,
+                          .prefill_chunk = rt->cfg.prefill_chunk,
+                          .max_context = lmx_cache_entry_max_context(e),
+                          .prompt_cache_bytes = prompt_cache_bytes_of(&rt->cfg)};
+    pthread_mutex_unlock(&rt->mu);
+    const int64_t per_pos = f->kv_bytes_per_token > 0 ? f->kv_bytes_per_token : 1;
+    int64_t want = per_pos * o.max_context * o.max_batch;
+    if (want > INT64_MAX - o.prompt_cache_bytes) want = INT64_MAX;
+    else want += o.prompt_cache_bytes;
+    o.pool_bytes = want < avail ? want : avail;
+    if (o.prompt_cache_bytes > o.pool_bytes / 2) o.prompt_cache_bytes = o.pool_bytes / 2;
+    lmx_batcher *b = NULL;
+    lmx_status st = lmx_batcher_create(rt->engine, lmx_cache_entry_model(e), f, &o, &b);
+    if (st != LMX_OK) return st;
+    lmx_batcher_stats bs = {0};
+    lmx_batcher_stats_add(b, &bs);
+    *aux = b;
+    *bytes = bs.pool_bytes > 0 ? bs.pool_bytes : o.pool_bytes;
+    return LMX_OK;
+}
+
+static void destroy_batcher(void *aux) { lmx_batcher_destroy(aux); }
+
+/* The model's batcher, or NULL: the engine has no batched steps, the model runs without a KV
+ * cache, or the pool could not be created. */
+static lmx_batcher *batcher_of(lmx_runtime *rt, lmx_cache_entry *e) {
+    if (!rt->engine->step || !lmx_cache_entry_kv_cache(e)) return NULL;
+    return lmx_model_cache_entry_aux(rt->cache, e, create_batcher, destroy_batcher, rt);
 }
 
 lmx_status lmx_runtime_create_with_engine(const lmx_config *cfg, const lmx_engine *engine, lmx_runtime **out) {
@@ -332,7 +371,8 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
         st = eng->tokenize(m, src->text, strlen(src->text), true, &ids, &n_ids);
     }
     keep_ctx keep = {.cache = rt->cache, .entry = e, .capacity = lmx_cache_entry_max_context(e)};
-    const bool pcache = st == LMX_OK && lmx_cache_entry_kv_cache(e) && n_ids > 0 &&
+    lmx_batcher *bat = st == LMX_OK ? batcher_of(rt, e) : NULL;
+    const bool pcache = st == LMX_OK && !bat && lmx_cache_entry_kv_cache(e) && n_ids > 0 &&
                         n_ids <= (size_t)keep.capacity && lmx_model_cache_prompt_cache_on(rt->cache);
     lmx_engine_kv *kv = NULL;
     size_t n_cached = 0;
@@ -357,7 +397,7 @@ static lmx_status run_generation(lmx_runtime *rt, const char *model_id, const pr
             .kv_keep = pcache ? keep_kv : NULL,
             .keep_user = &keep,
         };
-        st = lmx_generate_run(&req, res);
+        st = bat ? lmx_batcher_run(bat, &req, res) : lmx_generate_run(&req, res);
         if (st != LMX_OK) lmx_error_prefix(st, "model %s", model_id);
     } else {
         lmx_error_prefix(st, "model %s: prompt", model_id);
@@ -503,18 +543,36 @@ LMX_API lmx_status lmx_detokenize(lmx_runtime *rt, const char *model_id, const i
 
 /* ---- metrics ---- */
 
+static void add_batcher_stats(void *aux, void *user) { lmx_batcher_stats_add(aux, user); }
+
 LMX_API lmx_status lmx_metrics_get(lmx_runtime *rt, const char *model_id, lmx_metrics *out) {
     if (!rt || !out) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "lmx_metrics_get: NULL argument");
     int64_t dev = rt->engine && rt->engine->device_bytes ? rt->engine->device_bytes(rt->engine->ctx) : 0;
     lmx_status st = lmx_monitor_get(rt->mon, model_id, dev, out);
     if (st != LMX_OK) return st;
+    lmx_batcher_stats bs = {0};
+    lmx_model_cache_each_aux(rt->cache, model_id, add_batcher_stats, &bs);
     if (!model_id) {
         lmx_cache_stats cs;
         lmx_model_cache_stats_get(rt->cache, &cs);
         out->n_models_loaded = cs.n_models;
+        /* the prompt cache of models without batching (whole KV objects, in the model cache) */
+        bs.pc_hits += cs.pc_hits;
+        bs.pc_misses += cs.pc_misses;
+        bs.pc_evictions += cs.pc_evictions;
+        bs.pc_bytes += cs.pc_bytes;
     } else {
         out->n_models_loaded = lmx_model_cache_contains(rt->cache, model_id) ? 1 : 0;
     }
+    out->prompt_cache_hits = bs.pc_hits;
+    out->prompt_cache_misses = bs.pc_misses;
+    out->prompt_cache_evictions = bs.pc_evictions;
+    out->prompt_cache_bytes = bs.pc_bytes;
+    out->kv_pool_bytes = bs.pool_bytes;
+    out->kv_pool_used_bytes = bs.pool_used_bytes;
+    out->batch_steps = bs.steps;
+    out->batch_rows = bs.rows;
+    memcpy(out->batch_size_hist, bs.hist, sizeof out->batch_size_hist);
     return LMX_OK;
 }
 

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -97,21 +98,25 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
         }
+        cJSON *lp = NULL; /* the logprob entries that came with this text (or at the end: the rest) */
         if (j->len > s->sent) {
             tlen = j->len - s->sent;
             text = malloc(tlen + 1);
             if (text) memcpy(text, j->text + s->sent, tlen);
             s->sent = j->len;
+            lp = srv_job_take_logprobs(j);
         } else {
             done = true;
+            if (j->state == SRV_JOB_DONE) lp = srv_job_take_logprobs(j);
         }
         pthread_mutex_unlock(&j->mu);
         if (!s->first && j->req.kind == SRV_CHAT) {
             /* OpenAI's first chunk carries the role (and empty content) */
-            char *c = srv_chunk_sse(&j->req, j->id, j->created, "", 0, true);
+            char *c = srv_chunk_sse(&j->req, j->id, j->created, "", 0, true, NULL);
             s->first = true;
             if (text) {
-                char *c2 = srv_chunk_sse(&j->req, j->id, j->created, text, tlen, false);
+                char *c2 = srv_chunk_sse(&j->req, j->id, j->created, text, tlen, false, lp);
+                lp = NULL;
                 size_t a = c ? strlen(c) : 0, b = c2 ? strlen(c2) : 0;
                 char *both = malloc(a + b + 1);
                 if (both) {
@@ -122,13 +127,22 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 c = both;
             }
             free(text);
-            if (!c) return MHD_CONTENT_READER_END_WITH_ERROR;
+            if (!c) {
+                cJSON_Delete(lp);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
             stream_set(s, c);
+            if (lp) { /* put back for the final chunk */
+                pthread_mutex_lock(&j->mu);
+                j->lp_sent -= cJSON_GetArraySize(lp);
+                pthread_mutex_unlock(&j->mu);
+                cJSON_Delete(lp);
+            }
             continue;
         }
         s->first = true;
         if (text) {
-            char *c = srv_chunk_sse(&j->req, j->id, j->created, text, tlen, false);
+            char *c = srv_chunk_sse(&j->req, j->id, j->created, text, tlen, false, lp);
             free(text);
             if (!c) return MHD_CONTENT_READER_END_WITH_ERROR;
             stream_set(s, c);
@@ -137,7 +151,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         if (done) {
             char *c;
             if (j->st == LMX_OK || (j->st == LMX_ERR_CANCELLED && j->timed_out)) {
-                c = srv_stream_end_sse(&j->req, j->id, j->created, &j->res);
+                c = srv_stream_end_sse(&j->req, j->id, j->created, &j->res, lp);
+                lp = NULL;
             } else {
                 srv_error e;
                 if (j->oom)
@@ -149,6 +164,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                     srv_error_from_status(j->st, j->detail, j->req.kind, &e);
                 c = srv_stream_error_sse(&e);
             }
+            cJSON_Delete(lp);
             s->finished = true;
             if (!c) return MHD_CONTENT_READER_END_WITH_ERROR;
             stream_set(s, c);

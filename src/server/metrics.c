@@ -203,6 +203,25 @@ char *srv_metrics_render(lmx_runtime *rt) {
         counter(&o, "lmx_model_cache_evictions_total", "Models evicted from the cache.", (double)m.cache_evictions);
         counter(&o, "lmx_model_loads_total", "Model loads.", (double)m.n_loads);
         counter(&o, "lmx_generation_errors_total", "Generations that failed.", (double)m.n_errors);
+        counter(&o, "lmx_prompt_cache_hits_total", "Generations that reused a cached prefix.",
+                (double)m.prompt_cache_hits);
+        counter(&o, "lmx_prompt_cache_misses_total", "Generations that found no cached prefix.",
+                (double)m.prompt_cache_misses);
+        counter(&o, "lmx_prompt_cache_evictions_total", "Prompt-cache entries dropped for room.",
+                (double)m.prompt_cache_evictions);
+        gauge(&o, "lmx_prompt_cache_bytes", "KV bytes held by prompt-cache entries.", (double)m.prompt_cache_bytes);
+        gauge(&o, "lmx_kv_pool_bytes", "Bytes of the KV pools of batched models.", (double)m.kv_pool_bytes);
+        gauge(&o, "lmx_kv_pool_used_bytes", "KV pool bytes held by sequences (running and cached).",
+              (double)m.kv_pool_used_bytes);
+        gauge(&o, "lmx_kv_pool_free_bytes", "KV pool bytes free.", (double)(m.kv_pool_bytes - m.kv_pool_used_bytes));
+        put(&o, "# HELP lmx_batch_size Sequences per batched step.\n# TYPE lmx_batch_size histogram\n");
+        uint64_t cum = 0;
+        for (int i = 0; i < LMX_BATCH_HIST_BUCKETS; i++) {
+            cum += m.batch_size_hist[i];
+            if (i < LMX_BATCH_HIST_BUCKETS - 1) put(&o, "lmx_batch_size_bucket{le=\"%d\"} %llu\n", 1 << i, (unsigned long long)cum);
+        }
+        put(&o, "lmx_batch_size_bucket{le=\"+Inf\"} %llu\nlmx_batch_size_sum %llu\nlmx_batch_size_count %llu\n",
+            (unsigned long long)cum, (unsigned long long)m.batch_rows, (unsigned long long)m.batch_steps);
         gauge(&o, "lmx_memory_bytes", "Process RSS + device bytes.", (double)m.current_memory_bytes);
         gauge(&o, "lmx_memory_peak_bytes", "Highest lmx_memory_bytes seen.", (double)m.peak_memory_bytes);
     }

@@ -1,7 +1,7 @@
 /* oai_request.c — OpenAI request bodies → srv_request. Every field lmx understands is validated
  * (400 naming the parameter); fields that need engine support lmx.h does not have yet
- * (frequency_penalty, presence_penalty, logprobs, top_logprobs, tools, n > 1, echo, best_of,
- * suffix, non-text response_format) are accepted only at their neutral value and otherwise
+ * (tools, n > 1, echo, best_of, suffix, non-text response_format) are accepted only at their
+ * neutral value and otherwise
  * rejected with a 400 that names them: never silently ignored. Unknown fields (user, metadata,
  * ...) are ignored, as OpenAI's own server does for informational ones. */
 #include "server/server.h"
@@ -224,6 +224,26 @@ static bool parse_stop(const cJSON *root, srv_request *r, srv_error *e) {
     return true;
 }
 
+/* chat: "logprobs": bool, "top_logprobs": 0..20 (needs logprobs); completions (legacy): "logprobs":
+ * the number of alternatives 0..20 (or a bool). Both answer choices[].logprobs.content[]. */
+static bool parse_logprobs(const cJSON *root, srv_request *r, srv_error *e) {
+    const cJSON *lp = field(root, "logprobs");
+    long long top = 0;
+    if (lp && r->kind == SRV_COMPLETION && cJSON_IsNumber(lp)) {
+        if (!integer(root, "logprobs", 0, LMX_MAX_TOP_LOGPROBS, &top, e)) return false;
+        r->logprobs = true;
+    } else if (!boolean(root, "logprobs", &r->logprobs, e)) {
+        return false;
+    }
+    if (field(root, "top_logprobs")) {
+        if (!integer(root, "top_logprobs", 0, LMX_MAX_TOP_LOGPROBS, &top, e)) return false;
+        if (!r->logprobs)
+            return bad(e, "top_logprobs", "'%s' needs 'logprobs' set to true%s", "");
+    }
+    r->opt.top_logprobs = (int)top;
+    return true;
+}
+
 static bool parse_sampling(const cJSON *root, srv_request *r, srv_error *e) {
     lmx_gen_options *o = &r->opt;
     double t = 1.0, top_p = 1.0, min_p = 0, rep = 1.0;
@@ -237,10 +257,12 @@ static bool parse_sampling(const cJSON *root, srv_request *r, srv_error *e) {
         !integer(root, "max_completion_tokens", 1, 1e9, &max_tokens, e) ||
         !integer(root, "seed", -9.2e18, 9.2e18, &seed, e) || !integer(root, "n", 1, 1, &n, e))
         return false;
-    if (!unsupported(root, "frequency_penalty", 0, e) || !unsupported(root, "presence_penalty", 0, e) ||
-        !unsupported(root, "logprobs", 0, e) || !unsupported(root, "top_logprobs", 0, e) ||
-        !unsupported(root, "best_of", 1, e) || !unsupported(root, "echo", 0, e))
+    double freq = 0, pres = 0;
+    if (!num(root, "frequency_penalty", -2, 2, &freq, e) || !num(root, "presence_penalty", -2, 2, &pres, e) ||
+        !parse_logprobs(root, r, e) || !unsupported(root, "best_of", 1, e) || !unsupported(root, "echo", 0, e))
         return false;
+    o->sampling.frequency_penalty = (float)freq;
+    o->sampling.presence_penalty = (float)pres;
     if (field(root, "suffix")) return unsupported(root, "suffix", 1e300, e);
     if (r->kind == SRV_CHAT && field(root, "logit_bias") && cJSON_GetArraySize(field(root, "logit_bias")) > 0) {
         srv_error_set(e, 400, "invalid_request_error", "unsupported_parameter", "logit_bias",
@@ -272,6 +294,8 @@ static bool parse_sampling(const cJSON *root, srv_request *r, srv_error *e) {
         o->seed = (uint64_t)seed;
         o->use_seed = true;
     }
+    /* llama-server's extension (benchmarks): EOS is generated like any token, max_tokens ends it */
+    if (!boolean(root, "ignore_eos", &o->ignore_eos, e)) return false;
     if (!boolean(root, "stream", &r->stream, e)) return false;
     const cJSON *so = field(root, "stream_options");
     if (so) {

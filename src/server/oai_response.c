@@ -103,8 +103,71 @@ static void add_timings(cJSON *o, const lmx_gen_result *res) {
     cJSON_AddNumberToObject(t, "predicted_per_second", res->tokens_per_second);
 }
 
+/* text [len] as valid UTF-8 (invalid bytes → U+FFFD), NUL-terminated, into dst [4 * len + 1]. */
+static void utf8_clean(const char *text, size_t len, char *dst) {
+    const unsigned char *t = (const unsigned char *)text;
+    size_t i = 0, w = 0;
+    while (i < len) {
+        unsigned char c = t[i];
+        size_t need = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = need > 0 && i + need <= len && c != 0;
+        for (size_t k = 1; ok && k < need; k++) ok = (t[i + k] & 0xC0) == 0x80;
+        if (ok) {
+            memcpy(dst + w, t + i, need);
+            w += need;
+            i += need;
+        } else {
+            memcpy(dst + w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i++;
+        }
+    }
+    dst[w] = '\0';
+}
+
+/* {"token", "logprob", "bytes"} of one token into o. */
+static bool add_token_fields(cJSON *o, const char *text, size_t len, float logprob) {
+    char *clean = malloc(4 * len + 1);
+    if (!clean) return false;
+    utf8_clean(text ? text : "", text ? len : 0, clean);
+    cJSON_AddStringToObject(o, "token", clean);
+    free(clean);
+    cJSON_AddNumberToObject(o, "logprob", (double)logprob);
+    cJSON *b = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; text && i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)text[i]));
+    return true;
+}
+
+cJSON *srv_logprob_entry(const lmx_token_info *info) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !add_token_fields(o, info->text, info->len, info->logprob)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs");
+    for (int i = 0; i < info->n_top; i++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddItemToArray(top, t);
+        if (!add_token_fields(t, info->top[i].text, info->top[i].len, info->top[i].logprob)) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* "logprobs": {"content": [...]} or null; takes lp. */
+static void add_logprobs(cJSON *choice, cJSON *lp) {
+    if (!lp) {
+        cJSON_AddNullToObject(choice, "logprobs");
+        return;
+    }
+    cJSON *o = cJSON_AddObjectToObject(choice, "logprobs");
+    cJSON_AddItemToObject(o, "content", lp);
+}
+
 char *srv_response_json(const srv_request *r, const char *id, long created, const char *text,
-                        const lmx_gen_result *res) {
+                        const lmx_gen_result *res, cJSON *logprobs) {
     cJSON *o = base(r, id, created, false);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, c);
@@ -116,7 +179,7 @@ char *srv_response_json(const srv_request *r, const char *id, long created, cons
     } else {
         cJSON_AddStringToObject(c, "text", text ? text : "");
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    add_logprobs(c, logprobs);
     cJSON_AddStringToObject(c, "finish_reason", srv_finish_str(res->finish_reason));
     add_usage(o, res);
     add_timings(o, res);
@@ -147,11 +210,12 @@ static cJSON *chunk(const srv_request *r, const char *id, long created, cJSON **
 }
 
 char *srv_chunk_sse(const srv_request *r, const char *id, long created, const char *text, size_t len,
-                    bool role_first) {
+                    bool role_first, cJSON *logprobs) {
     cJSON *c, *o = chunk(r, id, created, &c);
     char *t = malloc(len + 1);
     if (!t) {
         cJSON_Delete(o);
+        cJSON_Delete(logprobs);
         return NULL;
     }
     memcpy(t, text, len);
@@ -164,17 +228,22 @@ char *srv_chunk_sse(const srv_request *r, const char *id, long created, const ch
         cJSON_AddStringToObject(c, "text", t);
     }
     free(t);
-    cJSON_AddNullToObject(c, "logprobs");
+    add_logprobs(c, logprobs);
     cJSON_AddNullToObject(c, "finish_reason");
     if (r->include_usage) cJSON_AddNullToObject(o, "usage");
     return sse(o);
 }
 
-char *srv_stream_end_sse(const srv_request *r, const char *id, long created, const lmx_gen_result *res) {
+char *srv_stream_end_sse(const srv_request *r, const char *id, long created, const lmx_gen_result *res,
+                         cJSON *logprobs) {
     cJSON *c, *o = chunk(r, id, created, &c);
     if (r->kind == SRV_CHAT) cJSON_AddObjectToObject(c, "delta");
     else cJSON_AddStringToObject(c, "text", "");
-    cJSON_AddNullToObject(c, "logprobs");
+    if (logprobs && cJSON_GetArraySize(logprobs) == 0) {
+        cJSON_Delete(logprobs);
+        logprobs = NULL;
+    }
+    add_logprobs(c, logprobs);
     cJSON_AddStringToObject(c, "finish_reason", srv_finish_str(res->finish_reason));
     if (r->include_usage) cJSON_AddNullToObject(o, "usage");
     add_timings(o, res);

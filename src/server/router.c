@@ -93,7 +93,7 @@ static void generation(srv_kind kind, const srv_http_req *rq, srv_reply *rp) {
     if (ok) {
         rp->status = 200;
         rp->content_type = "application/json";
-        rp->body = srv_response_json(&j->req, j->id, j->created, j->text, &j->res);
+        rp->body = srv_response_json(&j->req, j->id, j->created, j->text, &j->res, srv_job_take_logprobs(j));
         if (!rp->body) {
             srv_error_set(&e, 503, "server_error", "out_of_memory", "", "out of memory");
             srv_reply_error(rp, &e);

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 typedef struct lane {
     char *model;
     srv_job *head, *tail;         /* FIFO of queued jobs */
@@ -50,7 +52,29 @@ void srv_job_release(srv_job *j) {
     pthread_cond_destroy(&j->cv);
     srv_request_free(&j->req);
     free(j->text);
+    cJSON_Delete(j->lp);
     free(j);
+}
+
+/* Each generated token's logprobs entry, appended to j->lp (a failed allocation stops: 503). */
+static int on_logprob(const lmx_token_info *info, void *user) {
+    srv_job *j = user;
+    cJSON *e = srv_logprob_entry(info);
+    pthread_mutex_lock(&j->mu);
+    if (!e) j->oom = true;
+    else cJSON_AddItemToArray(j->lp, e);
+    pthread_mutex_unlock(&j->mu);
+    return e ? 0 : 1;
+}
+
+cJSON *srv_job_take_logprobs(srv_job *j) {
+    if (!j->lp) return NULL;
+    cJSON *out = cJSON_CreateArray();
+    int n = cJSON_GetArraySize(j->lp);
+    for (int i = j->lp_sent; out && i < n; i++)
+        cJSON_AddItemToArray(out, cJSON_Duplicate(cJSON_GetArrayItem(j->lp, i), true));
+    j->lp_sent = n;
+    return out;
 }
 
 static int on_piece(const char *text, size_t len, void *user) {
@@ -94,6 +118,10 @@ static void run_job(lmx_runtime *rt, srv_job *j) {
     lmx_gen_result res;
     memset(&res, 0, sizeof res);
     lmx_status st;
+    if (r->logprobs) {
+        r->opt.logprob_fn = on_logprob;
+        r->opt.logprob_user = j;
+    }
     if (atomic_load(&j->cancel)) {
         st = LMX_ERR_CANCELLED;
         res.finish_reason = LMX_FINISH_CANCELLED;
@@ -221,6 +249,12 @@ srv_job *srv_sched_submit(srv_sched *s, srv_request *req, double timeout_s, srv_
     j->req = *req;
     memset(req, 0, sizeof *req);
     j->req.opt.stop = (const char *const *)j->req.stop; /* the array moved with the struct */
+    if (j->req.logprobs && !(j->lp = cJSON_CreateArray())) {
+        srv_error_set(e, 503, "server_error", "out_of_memory", "", "out of memory");
+        srv_request_free(&j->req);
+        free(j);
+        return NULL;
+    }
     random_id(j->id, sizeof j->id, j->req.kind == SRV_CHAT ? "chatcmpl-" : "cmpl-");
     j->created = (long)time(NULL);
     j->t_arrive = srv_now();

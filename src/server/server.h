@@ -69,6 +69,7 @@ typedef struct srv_request {
     lmx_gen_options opt;          /* opt.stop points at stop[] */
     char *stop[SRV_MAX_STOP];
     bool stream, include_usage;
+    bool logprobs;                /* choices[].logprobs.content[] wanted (opt.top_logprobs alternatives) */
 } srv_request;
 
 /* An error in OpenAI's shape, before it is written. */
@@ -90,14 +91,21 @@ void srv_request_free(srv_request *r);
 /* The HTTP status and OpenAI error for a failed lmx call (detail: lmx_last_error_detail()). */
 void srv_error_from_status(lmx_status st, const char *detail, srv_kind kind, srv_error *e);
 char *srv_error_json(const srv_error *e);
+/* logprobs: a cJSON array of OpenAI's choices[].logprobs.content[] entries ({token, logprob, bytes,
+ * top_logprobs}) or NULL (then "logprobs": null); the functions below take ownership of it. */
+struct cJSON;
+/* One content entry of a generated token (srv_job.lp's items). */
+struct cJSON *srv_logprob_entry(const lmx_token_info *info);
 /* Non-streamed completion body. */
 char *srv_response_json(const srv_request *r, const char *id, long created, const char *text,
-                        const lmx_gen_result *res);
+                        const lmx_gen_result *res, struct cJSON *logprobs);
 /* One SSE event "data: {...}\n\n" for a streamed piece (role_first: the first chunk, with the role). */
 char *srv_chunk_sse(const srv_request *r, const char *id, long created, const char *text, size_t len,
-                    bool role_first);
-/* The end of a stream: the finish_reason chunk (with timings), the usage chunk when asked, [DONE]. */
-char *srv_stream_end_sse(const srv_request *r, const char *id, long created, const lmx_gen_result *res);
+                    bool role_first, struct cJSON *logprobs);
+/* The end of a stream: the finish_reason chunk (with timings and the logprobs not sent yet), the
+ * usage chunk when asked, [DONE]. */
+char *srv_stream_end_sse(const srv_request *r, const char *id, long created, const lmx_gen_result *res,
+                         struct cJSON *logprobs);
 /* An error inside a started stream: "data: {"error":...}\n\ndata: [DONE]\n\n". */
 char *srv_stream_error_sse(const srv_error *e);
 const char *srv_finish_str(lmx_finish_reason f);
@@ -125,6 +133,8 @@ typedef struct srv_job {
     srv_job_state state;
     char *text;                   /* everything generated so far */
     size_t len, cap;
+    struct cJSON *lp;             /* req.logprobs: the content entries so far (array), else NULL */
+    int lp_sent;                  /* entries already streamed */
     bool oom;                     /* appending failed: the generation is cancelled, 503 */
     atomic_int cancel;            /* set by the connection (disconnect, shutdown): the callback stops */
     bool timed_out;               /* --timeout passed while it ran: it ends as "length" */
@@ -146,6 +156,8 @@ void srv_sched_destroy(srv_sched *s);
  * NULL with *e (503 queue full / shutting down, 500 out of memory). */
 srv_job *srv_sched_submit(srv_sched *s, srv_request *req, double timeout_s, srv_error *e);
 void srv_job_release(srv_job *j);
+/* Takes the logprob entries not sent yet (a new array, NULL when logprobs are off); j->mu held. */
+struct cJSON *srv_job_take_logprobs(srv_job *j);
 /* Gauges for /metrics. */
 void srv_sched_gauges(srv_sched *s, int *queued, int *busy, int *lanes);
 bool srv_sched_idle(srv_sched *s);

@@ -22,12 +22,15 @@ struct lmx_engine_model {
     float second_logit;
     bool has_template;
     int64_t weight_bytes, kv_bytes_per_token;
+    float mix;            /* weight of the whole-sequence hash logit (0 = the last token alone decides) */
+    int block, pool_blocks;
 };
 
 struct lmx_engine_kv {
     fake_engine_ctx *ctx;
     int cap, pos;
     int64_t ctx_kv_bytes_per_token; /* the model's, for kv_bytes */
+    int32_t *ids;         /* [cap] the tokens at the positions filled */
 };
 
 struct lmx_engine_detok {
@@ -43,6 +46,8 @@ typedef struct fake_cfg {
     int32_t second;
     int max_position;
     bool has_template, invalid;
+    float mix;
+    int block, pool_blocks;
 } fake_cfg;
 
 static void sleep_us(int us) {
@@ -81,6 +86,11 @@ static lmx_status read_cfg(const char *dir, fake_cfg *fc) {
     fc->max_position = cJSON_IsNumber(mp) ? mp->valueint : 1 << 20;
     fc->has_template = !cJSON_IsFalse(cJSON_GetObjectItem(j, "template"));
     fc->invalid = cJSON_IsTrue(cJSON_GetObjectItem(j, "invalid"));
+    cJSON *mx = cJSON_GetObjectItem(j, "mix"), *bl = cJSON_GetObjectItem(j, "block"),
+          *pb = cJSON_GetObjectItem(j, "pool_blocks");
+    fc->mix = cJSON_IsNumber(mx) ? (float)mx->valuedouble : 0.0f;
+    fc->block = cJSON_IsNumber(bl) && bl->valueint > 0 ? bl->valueint : 16;
+    fc->pool_blocks = cJSON_IsNumber(pb) && pb->valueint > 0 ? pb->valueint : 1 << 30;
     cJSON_Delete(j);
     free(p);
     return LMX_OK;
@@ -137,6 +147,9 @@ static lmx_status f_open(void *ctx, const char *dir, const lmx_engine_load_opts 
     m->has_template = fc.has_template;
     m->weight_bytes = fc.weight_bytes;
     m->kv_bytes_per_token = fc.kv_bytes_per_token;
+    m->mix = fc.mix;
+    m->block = fc.block;
+    m->pool_blocks = fc.pool_blocks;
     fill_info(&fc, info);
     atomic_fetch_add(&c->live_models, 1);
     atomic_fetch_add(&c->device_bytes, fc.weight_bytes);
@@ -179,6 +192,10 @@ static lmx_status f_kv_create(lmx_engine_model *m, int max_context, lmx_engine_k
     kv->ctx = m->ctx;
     kv->cap = max_context;
     kv->ctx_kv_bytes_per_token = m->kv_bytes_per_token;
+    if (!(kv->ids = malloc((size_t)(max_context > 0 ? max_context : 1) * sizeof *kv->ids))) {
+        free(kv);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake kv");
+    }
     atomic_fetch_add(&m->ctx->live_kv, 1);
     *out = kv;
     return LMX_OK;
@@ -187,6 +204,7 @@ static lmx_status f_kv_create(lmx_engine_model *m, int max_context, lmx_engine_k
 static void f_kv_destroy(lmx_engine_kv *kv) {
     if (!kv) return;
     atomic_fetch_sub(&kv->ctx->live_kv, 1);
+    free(kv->ids);
     free(kv);
 }
 
@@ -211,18 +229,227 @@ static int32_t target_of(const lmx_engine_model *m, int32_t t) {
     return next == '#' ? FAKE_EOS : next;
 }
 
+/* The logits after the sequence ids[0..n) (n >= 1): the script's target of the last token, the
+ * optional second byte, and with "mix" a logit on a byte chosen by a hash of the whole sequence (so
+ * a KV holding the wrong tokens changes sampled output). */
+static void fake_logits(const lmx_engine_model *m, const int32_t *ids, int n, float *logits) {
+    int32_t tgt = target_of(m, ids[n - 1]);
+    for (int i = 0; i < FAKE_VOCAB; i++) logits[i] = 0.0f;
+    if (m->second >= 0) logits[m->second] = m->second_logit;
+    if (m->mix != 0.0f) {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a over the ids */
+        for (int i = 0; i < n; i++) h = (h ^ (uint32_t)ids[i]) * 1099511628211ull;
+        logits[h % 256] += m->mix;
+        logits[(h >> 20) % 256] += m->mix * 0.5f;
+    }
+    logits[tgt] = m->peak;
+}
+
 static lmx_status f_forward(lmx_engine_model *m, lmx_engine_kv *kv, const int32_t *ids, size_t n, float *logits) {
     atomic_fetch_add(&m->ctx->forward_calls, 1);
     if (n == 0 || kv->pos + (int)n > kv->cap)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake forward: %zu tokens at position %d, capacity %d", n, kv->pos,
                          kv->cap);
     sleep_us(atomic_load(&m->ctx->forward_delay_us));
+    memcpy(kv->ids + kv->pos, ids, n * sizeof *ids);
     kv->pos += (int)n;
     atomic_fetch_add(&m->ctx->tokens_processed, (int)n);
-    int32_t tgt = target_of(m, ids[n - 1]);
-    for (int i = 0; i < FAKE_VOCAB; i++) logits[i] = 0.0f;
-    if (m->second >= 0) logits[m->second] = m->second_logit;
-    logits[tgt] = m->peak;
+    fake_logits(m, kv->ids, kv->pos, logits);
+    return LMX_OK;
+}
+
+/* ---- batched steps over a paged pool: blocks of m->block positions with reference counts;
+ * a sequence keeps its tokens (the "K/V") and the blocks that hold them ---- */
+struct lmx_engine_pool {
+    lmx_engine_model *m;
+    int block, n_blocks, n_free, max_rows;
+    int64_t block_bytes;
+    int *ref;             /* [n_blocks] holders of each block (0 = free) */
+};
+
+struct lmx_engine_seq {
+    lmx_engine_pool *p;
+    int cap, pos;
+    int32_t *ids;         /* [cap] */
+    int *blocks;          /* [cap / block + 1] block indices of positions 0.. */
+    int n_blocks;
+};
+
+static int pool_take(lmx_engine_pool *p) {
+    for (int i = 0; i < p->n_blocks; i++)
+        if (p->ref[i] == 0) {
+            p->ref[i] = 1;
+            p->n_free--;
+            return i;
+        }
+    return -1;
+}
+
+static void pool_drop(lmx_engine_pool *p, int b) {
+    if (--p->ref[b] == 0) p->n_free++;
+}
+
+static lmx_status f_pool_create(lmx_engine_model *m, int64_t max_bytes, int max_rows, lmx_engine_pool **out) {
+    *out = NULL;
+    int64_t bb = (m->kv_bytes_per_token > 0 ? m->kv_bytes_per_token : 1) * m->block;
+    int64_t nb = max_bytes / bb;
+    if (nb > m->pool_blocks) nb = m->pool_blocks;
+    if (nb < 1 || max_rows < 1)
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake pool: %lld bytes hold no %lld-byte block", (long long)max_bytes,
+                         (long long)bb);
+    lmx_engine_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->ref = calloc((size_t)nb, sizeof *p->ref))) {
+        free(p);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake pool");
+    }
+    p->m = m;
+    p->block = m->block;
+    p->n_blocks = p->n_free = (int)nb;
+    p->block_bytes = bb;
+    p->max_rows = max_rows;
+    atomic_fetch_add(&m->ctx->live_pools, 1);
+    *out = p;
+    return LMX_OK;
+}
+
+static void f_pool_destroy(lmx_engine_pool *p) {
+    if (!p) return;
+    atomic_fetch_sub(&p->m->ctx->live_pools, 1);
+    free(p->ref);
+    free(p);
+}
+
+static void f_pool_stats(const lmx_engine_pool *p, int64_t *bytes, int64_t *used, int64_t *free_blocks) {
+    *bytes = p->block_bytes * p->n_blocks;
+    *used = p->block_bytes * (p->n_blocks - p->n_free);
+    *free_blocks = p->n_free;
+}
+
+static lmx_status f_seq_create(lmx_engine_pool *p, int max_context, lmx_engine_seq **out) {
+    *out = NULL;
+    lmx_engine_seq *q = calloc(1, sizeof *q);
+    if (q) {
+        q->ids = malloc((size_t)(max_context > 0 ? max_context : 1) * sizeof *q->ids);
+        q->blocks = malloc(((size_t)max_context / (size_t)p->block + 1) * sizeof *q->blocks);
+    }
+    if (!q || !q->ids || !q->blocks) {
+        if (q) free(q->ids), free(q->blocks);
+        free(q);
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake seq");
+    }
+    q->p = p;
+    q->cap = max_context;
+    atomic_fetch_add(&p->m->ctx->live_seqs, 1);
+    *out = q;
+    return LMX_OK;
+}
+
+static void f_seq_destroy(lmx_engine_seq *q) {
+    if (!q) return;
+    for (int i = 0; i < q->n_blocks; i++) pool_drop(q->p, q->blocks[i]);
+    atomic_fetch_sub(&q->p->m->ctx->live_seqs, 1);
+    free(q->ids);
+    free(q->blocks);
+    free(q);
+}
+
+static int f_seq_pos(const lmx_engine_seq *q) { return q->pos; }
+
+static lmx_status f_seq_truncate(lmx_engine_seq *q, int n) {
+    if (n < 0 || n > q->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake seq_truncate: %d of %d", n, q->pos);
+    int keep = (n + q->p->block - 1) / q->p->block;
+    while (q->n_blocks > keep) pool_drop(q->p, q->blocks[--q->n_blocks]);
+    q->pos = n;
+    return LMX_OK;
+}
+
+static lmx_status f_seq_fork(const lmx_engine_seq *src, int n, lmx_engine_seq **out) {
+    if (n < 0 || n > src->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake seq_fork: %d of %d", n, src->pos);
+    lmx_engine_pool *p = src->p;
+    int full = n / p->block, part = n % p->block != 0;
+    if (part && p->n_free < 1) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake seq_fork: no free block");
+    lmx_status st = f_seq_create(p, src->cap, out);
+    if (st != LMX_OK) return st;
+    lmx_engine_seq *q = *out;
+    for (int i = 0; i < full; i++) p->ref[q->blocks[i] = src->blocks[i]]++; /* shared by reference */
+    q->n_blocks = full;
+    if (part) q->blocks[q->n_blocks++] = pool_take(p); /* the partial last block is copied */
+    memcpy(q->ids, src->ids, (size_t)n * sizeof *q->ids);
+    q->pos = n;
+    return LMX_OK;
+}
+
+/* Blocks a row of n tokens needs: new ones past the last, and a copy of a shared partial block. */
+static int row_blocks(const lmx_engine_seq *q, size_t n) {
+    int B = q->p->block, need = (q->pos + (int)n + B - 1) / B - q->n_blocks;
+    if (q->pos % B != 0 && q->p->ref[q->blocks[q->n_blocks - 1]] > 1) need++;
+    return need;
+}
+
+static void row_write(lmx_engine_seq *q, const int32_t *ids, size_t n) {
+    lmx_engine_pool *p = q->p;
+    int B = p->block;
+    if (q->pos % B != 0 && p->ref[q->blocks[q->n_blocks - 1]] > 1) { /* copy on write */
+        pool_drop(p, q->blocks[q->n_blocks - 1]);
+        q->blocks[q->n_blocks - 1] = pool_take(p);
+    }
+    memcpy(q->ids + q->pos, ids, n * sizeof *ids);
+    q->pos += (int)n;
+    while (q->n_blocks * B < q->pos) q->blocks[q->n_blocks++] = pool_take(p);
+}
+
+static void log_step(fake_engine_ctx *c, const lmx_engine_step_row *rows, int n_rows, size_t n_tok) {
+    int i = atomic_fetch_add(&c->step_calls, 1);
+    atomic_fetch_add(&c->step_rows, n_rows);
+    if (i < FAKE_STEP_LOG) {
+        c->step_log_rows[i] = n_rows;
+        c->step_log_tokens[i] = (int)n_tok;
+    }
+    (void)rows;
+}
+
+static lmx_status f_step(lmx_engine_pool *p, lmx_engine_step_row *rows, int n_rows) {
+    fake_engine_ctx *c = p->m->ctx;
+    size_t n_tok = 0;
+    int need = 0;
+    for (int r = 0; r < n_rows; r++) {
+        lmx_engine_seq *q = rows[r].seq;
+        if (!q || q->p != p || rows[r].n == 0 || !rows[r].ids)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake step: row %d is malformed", r);
+        for (int o = 0; o < r; o++)
+            if (rows[o].seq == q) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake step: rows %d and %d share a sequence", o, r);
+        if (q->pos + (int)rows[r].n > q->cap)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake step: row %d: %zu tokens at position %d, capacity %d", r,
+                             rows[r].n, q->pos, q->cap);
+        n_tok += rows[r].n;
+        need += row_blocks(q, rows[r].n);
+    }
+    if ((int)n_tok > p->max_rows)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "fake step: %zu tokens, at most %d", n_tok, p->max_rows);
+    if (need > p->n_free)
+        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "fake step: %d blocks needed, %d free", need, p->n_free);
+    sleep_us(atomic_load(&c->step_delay_us));
+    log_step(c, rows, n_rows, n_tok);
+    atomic_fetch_add(&c->tokens_processed, (int)n_tok);
+    for (int r = 0; r < n_rows; r++) {
+        lmx_engine_step_row *w = &rows[r];
+        row_write(w->seq, w->ids, w->n);
+        if (!w->logits) continue;
+        fake_logits(p->m, w->seq->ids, w->seq->pos, w->logits);
+        if (!w->sample) continue;
+        /* "device sampling": decided exactly only for plain greedy; else the host samples */
+        const lmx_sampling *sp = &w->sample->sampling;
+        bool plain = sp->temperature == 0 && (sp->repetition_penalty == 0 || sp->repetition_penalty == 1) &&
+                     sp->frequency_penalty == 0 && sp->presence_penalty == 0;
+        *w->token = -1;
+        if (plain) {
+            int32_t best = 0;
+            for (int i = 1; i < FAKE_VOCAB; i++)
+                if (w->logits[i] > w->logits[best]) best = i;
+            *w->token = best;
+            atomic_fetch_add(&c->device_sampled, 1);
+        }
+    }
     return LMX_OK;
 }
 
@@ -279,6 +506,18 @@ void fake_engine_init(lmx_engine *e, fake_engine_ctx *c) {
     e->detok_push = f_detok_push;
     e->detok_flush = f_detok_flush;
     e->device_bytes = f_device_bytes;
+}
+
+void fake_engine_enable_batching(lmx_engine *e) {
+    e->pool_create = f_pool_create;
+    e->pool_destroy = f_pool_destroy;
+    e->pool_stats = f_pool_stats;
+    e->seq_create = f_seq_create;
+    e->seq_destroy = f_seq_destroy;
+    e->seq_pos = f_seq_pos;
+    e->seq_fork = f_seq_fork;
+    e->seq_truncate = f_seq_truncate;
+    e->step = f_step;
 }
 
 int fake_model_write(const char *dir, const char *json) {

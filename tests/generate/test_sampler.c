@@ -319,6 +319,91 @@ static void test_validation_and_bad_logits(void) {
     lmx_sampler_destroy(NULL);
 }
 
+/* OpenAI's frequency / presence penalties: only the generated part of the history (after the
+ * prompt length) counts; each distinct id is penalized once by count * frequency + presence. */
+static void test_frequency_presence_penalty(void) {
+    lmx_sampler *s;
+    CHECK(lmx_sampler_create(V, &s) == LMX_OK);
+    lmx_sampling p = base();
+    p.temperature = 0;
+    p.frequency_penalty = 0.5f;
+    p.presence_penalty = 0.25f;
+    /* prompt {1, 1, 2}, then generated {3, 3, 3, 4} */
+    const int32_t hist[] = {1, 1, 2, 3, 3, 3, 4};
+    lmx_sampler_set_prompt_len(s, 3);
+    float l[V] = {0, 1, 2, 3, 4, 5, 6, 7};
+    lmx_sampler_apply_penalty(s, &p, l, hist, 7);
+    CHECK_NEAR(l[1], 1.0, 0);                  /* prompt ids are not penalized */
+    CHECK_NEAR(l[2], 2.0, 0);
+    CHECK_NEAR(l[3], 3.0 - 3 * 0.5 - 0.25, 1e-6);
+    CHECK_NEAR(l[4], 4.0 - 1 * 0.5 - 0.25, 1e-6);
+    CHECK_NEAR(l[7], 7.0, 0);
+    /* the scratch counts are back to zero: the same call again gives the same result */
+    float l2[V] = {0, 1, 2, 3, 4, 5, 6, 7};
+    lmx_sampler_apply_penalty(s, &p, l2, hist, 7);
+    for (int i = 0; i < V; i++) CHECK(l2[i] == l[i]);
+    /* negative values reward repeats; a greedy choice flips */
+    p.frequency_penalty = -2.0f;
+    p.presence_penalty = 0;
+    float l3[V] = {0, 0, 0, 3, 0, 0, 0, 5};
+    int32_t t = -1;
+    CHECK(lmx_sampler_sample(s, &p, l3, hist, 7, &t) == LMX_OK);
+    CHECK_EQ_INT(t, 3); /* 3 + 3 * 2 = 9 > 5 */
+    /* ranges */
+    p.frequency_penalty = 2.5f;
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    p.frequency_penalty = 0;
+    p.presence_penalty = -2.01f;
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    p.presence_penalty = NAN;
+    CHECK(lmx_sampling_validate(&p) == LMX_ERR_INVALID_ARGUMENT);
+    lmx_sampler_destroy(s);
+}
+
+/* log-softmax of the (penalized) logits and the top alternatives, most likely first */
+static void test_logprobs(void) {
+    lmx_sampler *s;
+    CHECK(lmx_sampler_create(V, &s) == LMX_OK);
+    float l[V];
+    logits_from_probs(P, V, l);
+    for (int i = 0; i < V; i++) l[i] += 3.0f; /* a shift changes nothing */
+    float lp = 0;
+    lmx_token_logprob top[LMX_MAX_TOP_LOGPROBS];
+    CHECK(lmx_sampler_logprobs(s, l, 2, 3, &lp, top) == LMX_OK);
+    CHECK_NEAR(lp, log(0.15), 1e-5);
+    CHECK_EQ_INT(top[0].id, 0);
+    CHECK_EQ_INT(top[1].id, 1);
+    CHECK_EQ_INT(top[2].id, 2);
+    CHECK_NEAR(top[0].logprob, log(0.40), 1e-5);
+    CHECK_NEAR(top[1].logprob, log(0.20), 1e-5);
+    /* ties: the lower id first; all V asked for */
+    float flat[V] = {1, 2, 2, 0, 2, 0, 0, 0};
+    CHECK(lmx_sampler_logprobs(s, flat, 7, V, &lp, top) == LMX_OK);
+    CHECK_EQ_INT(top[0].id, 1);
+    CHECK_EQ_INT(top[1].id, 2);
+    CHECK_EQ_INT(top[2].id, 4);
+    CHECK_EQ_INT(top[3].id, 0);
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += exp(top[i].logprob);
+    CHECK_NEAR(sum, 1.0, 1e-5);
+    CHECK(lmx_sampler_logprobs(s, flat, V, 1, &lp, top) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(lmx_sampler_logprobs(s, flat, 0, LMX_MAX_TOP_LOGPROBS + 1, &lp, top) == LMX_ERR_INVALID_ARGUMENT);
+    /* after a sample the buffer holds the penalized logits: logprobs follow the penalty */
+    lmx_sampling p = base();
+    p.temperature = 0;
+    p.presence_penalty = 2.0f;
+    const int32_t hist[] = {0};
+    float l2[V];
+    logits_from_probs(P, V, l2);
+    int32_t t = -1;
+    CHECK(lmx_sampler_sample(s, &p, l2, hist, 1, &t) == LMX_OK); /* prompt length 0: id 0 is generated */
+    CHECK_EQ_INT(t, 1);
+    CHECK(lmx_sampler_logprobs(s, l2, t, 1, &lp, top) == LMX_OK);
+    double z = 0.40 * exp(-2.0) + 0.60;
+    CHECK_NEAR(lp, log(0.20 / z), 1e-5);
+    lmx_sampler_destroy(s);
+}
+
 int main(void) {
     RUN(test_plain_temperature_one);
     RUN(test_top_k);
@@ -330,5 +415,7 @@ int main(void) {
     RUN(test_seed_determinism);
     RUN(test_top_p_large_vocab);
     RUN(test_validation_and_bad_logits);
+    RUN(test_frequency_presence_penalty);
+    RUN(test_logprobs);
     return lmx_test_summary();
 }

@@ -725,7 +725,9 @@ extern "C" int lmx_cuda_sampler_vocab(const lmx_cuda_sampler *s) { return s->voc
 extern "C" int lmx_cuda_sampler_window_cap(const lmx_cuda_sampler *s) { return s->window_cap; }
 
 extern "C" bool lmx_cuda_sample_supported(const lmx_cuda_sample_params *p) {
-    return p->vocab > 0 && p->sampling.top_k >= 0;
+    /* frequency / presence penalties need the generated-token counts: the host samples those */
+    return p->vocab > 0 && p->sampling.top_k >= 0 && p->sampling.frequency_penalty == 0.0f &&
+           p->sampling.presence_penalty == 0.0f;
 }
 
 extern "C" lmx_status lmx_cuda_sample_set_input(lmx_cuda_sampler *s, double u, const int32_t *window, int n_window) {
