@@ -97,12 +97,14 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
         st = be->ops->buf_alloc(be, C * 2 * I, &kv->gu);
         scratch += C * 2 * I;
     }
+    uint64_t moe_bytes = 0; /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    if (st == LMX_OK && c->layer_moe) st = lmx_moe_scratch_create(lm, kv->chunk, &kv->moe, &moe_bytes);
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
-    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
+    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float) + moe_bytes;
     *out = kv;
     return LMX_OK;
 }
@@ -114,7 +116,8 @@ uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk) {
     const uint64_t C = (uint64_t)chunk, H = (uint64_t)c->hidden_size, D = (uint64_t)c->head_dim;
     const uint64_t NQ = (uint64_t)c->n_heads * D, NKV = (uint64_t)c->n_kv_heads * D, I = (uint64_t)c->intermediate_size;
     return sizeof(float) *
-           (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size);
+               (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size) +
+           lmx_moe_scratch_bound(c, chunk);
 }
 
 void lmx_kv_destroy(lmx_kv *kv) {
@@ -129,6 +132,7 @@ void lmx_kv_destroy(lmx_kv *kv) {
                      kv->last,   kv->logits, kv->q1, kv->k1,  kv->v1, kv->g1, kv->u1, kv->qkv1, kv->gu1,
                      kv->gu};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
+    lmx_moe_scratch_destroy(kv->lm, kv->moe);
     free(kv->k);
     free(kv->v);
     free(kv->posv);
@@ -234,6 +238,7 @@ static lmx_status layer_forward(lmx_lm *lm, lmx_kv *kv, int l, int T, bool use_l
     /* MLP block */
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
     TRY(op->rmsnorm(be, kv->x, kv->xn, T, H, pre, eps, p1));
+    if (L->moe) return lmx_moe_forward(lm, kv, l, T); /* sparse block: h += Σ w_e · expert_e(m) */
     lmx_buf *g = kv->g, *u = kv->u;
     const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
     if (T == 1 && L->gate_up && kv->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
@@ -302,7 +307,8 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     /* longrope (HF): the long factors apply when this call's last position + 1 exceeds the original
      * context; the choice is per call, earlier cached keys keep theirs. */
     const bool use_long = lm->rope_full_long && (double)(kv->pos + n) > c->rope.original_max_position;
-    if (n == 1 && op->step_begin && op->step_end) {
+    /* sparse models route on the host (a buf_read inside the step): no captured steps */
+    if (n == 1 && op->step_begin && op->step_end && !kv->moe) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);

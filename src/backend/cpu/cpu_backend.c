@@ -350,7 +350,8 @@ static void cpu_destroy(lmx_backend *be) {
     .matmul_add = lmx_cpu_matmul_add,          \
     .rope_qk_store = lmx_cpu_rope_qk_store,    \
     .buf_view = cpu_buf_view,              \
-    .act_mul_split = lmx_cpu_act_mul_split
+    .act_mul_split = lmx_cpu_act_mul_split,   \
+    .rows_axpy = lmx_cpu_rows_axpy
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
