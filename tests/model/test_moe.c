@@ -185,14 +185,22 @@ static void naive_block(const mw *m, int l, const float *x, double *y, double *g
     }
 }
 
-static void check_block(const moe_spec *s, uint64_t seed) {
+/* be: a backend to bind to (the GPU's), or NULL for a one-thread CPU backend */
+static void check_block(const moe_spec *s, uint64_t seed, lmx_backend *gpu) {
     model md = {0};
     if (!model_make(&md, s, seed)) {
         CHECK_MSG(false, "writing the model");
         model_free(&md);
         return;
     }
-    lmx_lm *lm = open_lm(md.dir, 1);
+    lmx_lm *lm = NULL;
+    if (gpu) {
+        lmx_lm_options o = {.backend = gpu, .device = LMX_DEVICE_GPU};
+        lmx_status st = lmx_lm_open(md.dir, &o, &lm);
+        CHECK_MSG(st == LMX_OK, "%s", lmx_last_error_detail());
+    } else {
+        lm = open_lm(md.dir, 1);
+    }
     lmx_kv *kv = NULL;
     if (lm) CHECK(lmx_kv_create_ex(lm, 32, 16, &kv) == LMX_OK);
     if (!kv) goto done;
@@ -241,7 +249,21 @@ done:
 }
 
 static void test_block_reference(void) {
-    for (size_t i = 0; i < N_VARIANTS; i++) check_block(&VARIANTS[i], 0x1234567ull + i);
+    for (size_t i = 0; i < N_VARIANTS; i++) check_block(&VARIANTS[i], 0x1234567ull + i, NULL);
+}
+
+/* the same on the GPU backend (rows_axpy in cuda_moe.cu), where this build has one and a GPU is usable */
+static void test_block_reference_gpu(void) {
+    if (!lmx_gpu_available()) {
+        SKIP("no usable GPU");
+        return;
+    }
+    lmx_backend *be = NULL;
+    lmx_status st = lmx_backend_create(LMX_DEVICE_GPU, 0, &be, NULL);
+    CHECK_MSG(st == LMX_OK, "%s", lmx_last_error_detail());
+    if (!be) return;
+    for (size_t i = 0; i < N_VARIANTS; i++) check_block(&VARIANTS[i], 0x1234567ull + i, be);
+    lmx_backend_destroy(be);
 }
 
 /* ---- whole models ---- */
@@ -400,6 +422,7 @@ int main(void) {
     RUN(test_route);
     RUN(test_config);
     RUN(test_block_reference);
+    RUN(test_block_reference_gpu);
     RUN(test_layouts_agree);
     RUN(test_prefill_vs_decode);
     RUN(test_decode_active_experts);
