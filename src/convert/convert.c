@@ -194,7 +194,8 @@ static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, const lmx_
                              "%s: tensor %s (%s) looks quantized; convert needs a bf16/f16/f32 model", t->file,
                              t->name, lmx_dtype_name(t->dtype));
         if (lmx_convert_moe_is_expert(t->name)) continue; /* written as part of its stack, below */
-        lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, o->group_size, o->quantize, mi->tied);
+        lmx_conv_action a =
+            lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, o->group_size, o->quantize, mi->tied);
         if (a == LMX_CONV_DROP) continue;
         *n_params += (uint64_t)t->numel;
         int bits = o->bits, gs = o->group_size;

@@ -132,7 +132,8 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
         snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
         const lmx_tensor_view *bt = lmx_bind_find(b, name);
         if (!bt) return lmx_bind_missing(b, name, expect);
-        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows) return lmx_bind_bad_shape(bt, expect);
+        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows)
+            return lmx_bind_bad_shape(bt, expect);
         d.bias = bt->data;
         d.bias_dtype = bt->dtype;
     }

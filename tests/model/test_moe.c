@@ -98,7 +98,8 @@ static void test_config(void) {
     }
     lmx_model_config_free(c);
     c = NULL;
-    CHECK(parse("{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"num_hidden_layers\": 2, \"intermediate_size\": 48, "
+    CHECK(parse("{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                "\"intermediate_size\": 48, "
                 "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 96, \"num_local_experts\": 4, "
                 "\"num_experts_per_tok\": 2, \"sliding_window\": 16}",
                 &c) == LMX_OK);

@@ -228,15 +228,17 @@ static inline int write_moe(const char *dir, mw *m) {
     free(img);
     char qblk[1200] = "";
     if (s->qbits)
-        snprintf(qblk, sizeof qblk, ", \"quantization\": {\"group_size\": %d, \"bits\": %d, \"mode\": \"affine\"%s}", gs,
-                 s->qbits, quant);
+        snprintf(qblk, sizeof qblk,
+                 ", \"quantization\": {\"group_size\": %d, \"bits\": %d, \"mode\": \"affine\"%s}", gs, s->qbits,
+                 quant);
     if (s->family == 0)
         snprintf(cfg, sizeof cfg,
                  "{\"model_type\": \"qwen3_moe\", \"hidden_size\": %d, \"num_hidden_layers\": %d, "
                  "\"intermediate_size\": %d, \"moe_intermediate_size\": %d, \"num_experts\": %d, "
                  "\"num_experts_per_tok\": %d, \"norm_topk_prob\": %s, \"decoder_sparse_step\": %d, "
                  "\"mlp_only_layers\": %s, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
-                 "\"vocab_size\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": false, "
+                 "\"vocab_size\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0, "
+                 "\"tie_word_embeddings\": false, "
                  "\"eos_token_id\": 95%s}",
                  HID, s->layers, s->dense_inter, s->inter, s->experts, s->topk, s->norm_topk ? "true" : "false",
                  s->sparse_step, s->mlp_only ? s->mlp_only : "[]", NH, NKV, HD, VOCAB, qblk);
