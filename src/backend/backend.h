@@ -246,6 +246,13 @@ typedef struct lmx_backend_ops {
      * One batch in flight per backend. */
     lmx_status (*sample_rows)(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
     lmx_status (*sample_rows_result)(lmx_backend *be, int n, int32_t *tokens);
+    /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend) ----
+     * y[idx[i] * dim + j] += w[i] * x[i * dim + j] for i < n, j < dim: n expert output rows x [n, dim]
+     * scaled by their routing weights and added into the residual rows y [rows, dim] that were routed
+     * to that expert. idx and w are host arrays read during the call; the idx of one call are distinct
+     * (a row routes to an expert at most once), so rows may be updated in parallel. */
+    lmx_status (*rows_axpy)(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
+                            const float *w);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

@@ -12,6 +12,12 @@
  *   - config.json with "quantization" and "quantization_config" = {"group_size", "bits", "mode"}
  *     (convert_config.c); every other non-weight file (tokenizer, chat template, generation
  *     config) copied (convert_files.c).
+ *   - mixture of experts (convert_moe.c, mlx-lm's qwen3_moe / mixtral `sanitize`): the Hub's per-expert
+ *     tensors <block>.experts.E.{gate_proj,up_proj,down_proj | w1,w3,w2}.weight are stacked into
+ *     <block>.switch_mlp.{gate,up,down}_proj.weight [E, out, in] (quantized per expert row, as
+ *     QuantizedSwitchLinear stores them); qwen3_moe routers (mlp.gate) are 8-bit g64 (its
+ *     quant_predicate), written as per-module entries of the quantization block; mixtral's router
+ *     (block_sparse_moe.gate) gets the default bits (mixtral has no predicate).
  * Scale and bias follow MLX's CPU quantizer bit for bit (formats/mlx_quant.h), applied to the
  * weights after the cast to the target dtype, as mlx-lm does (it casts, then quantizes).
  *
@@ -26,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "formats/dtype.h"
+#include "formats/safetensors.h"
 #include "lmx.h"
 
 typedef void (*lmx_convert_progress_fn)(void *ctx, uint64_t done, uint64_t total);
@@ -54,16 +61,46 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
 /* ---- internal pieces (one per file) ---- */
 typedef enum { LMX_CONV_DROP, LMX_CONV_CAST, LMX_CONV_QUANTIZE } lmx_conv_action;
 
+/* What the conversion needs from config.json. */
+typedef struct lmx_convert_model_info {
+    bool tied;            /* tie_word_embeddings (llama default false, gemma true) */
+    char model_type[32];  /* "" when absent */
+} lmx_convert_model_info;
+
+/* A per-module entry of the written quantization block. */
+typedef struct lmx_convert_override {
+    char *module; /* owned, e.g. "model.layers.0.mlp.gate" */
+    int bits, group_size;
+} lmx_convert_override;
+
 /* convert_plan.c: what happens to tensor `name` of the given shape. */
 lmx_conv_action lmx_convert_plan(const char *name, lmx_dtype dtype, int ndim, const int64_t *shape, int group_size,
                                  bool quantize, bool tied);
 
 /* convert_config.c: reads src/config.json, refuses quantized inputs, writes dst_dir/config.json
- * with the quantization blocks. *tied receives tie_word_embeddings (llama default false), *cfg_dtype
- * the config's dtype (0 when absent or not a float type). */
-lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *cfg_dtype, bool *has_dtype);
+ * with the quantization blocks (plus the per-module entries over[n_over]). *mi receives the model
+ * info, *cfg_dtype the config's dtype (0 when absent or not a float type). */
+lmx_status lmx_convert_read_config(const char *src_dir, lmx_convert_model_info *mi, lmx_dtype *cfg_dtype,
+                                   bool *has_dtype);
 lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
-                                    lmx_dtype out_dtype);
+                                    lmx_dtype out_dtype, const lmx_convert_override *over, int n_over);
+
+/* convert_moe.c: the per-expert tensors of each (layer block, projection), to be stacked. */
+typedef struct lmx_moe_stack {
+    char *name;                   /* output "<block>.switch_mlp.<gate|up|down>_proj.weight" */
+    const lmx_tensor_view **srcs; /* [n]: expert e's tensor (all 2-D float, one shape and dtype) */
+    int n;
+} lmx_moe_stack;
+/* Every stack of wt (*n = 0 for a dense model). LMX_ERR_INVALID_MODEL_FORMAT naming the tensor when
+ * an expert is missing or differs in shape or dtype. */
+lmx_status lmx_convert_moe_stacks(const lmx_weights *wt, lmx_moe_stack **out, int *n);
+void lmx_convert_moe_stacks_free(lmx_moe_stack *s, int n);
+/* Whether `name` is a per-expert tensor (it is written as part of its stack). */
+bool lmx_convert_moe_is_expert(const char *name);
+/* mlx-lm's quant_predicate for tensor `name` (a weight being quantized with *bits / *gs, last
+ * dimension cols): qwen3_moe routers become 8-bit g64. Returns true when it sets an override. */
+bool lmx_convert_moe_router_quant(const lmx_convert_model_info *mi, const char *name, int64_t cols, int *bits,
+                                  int *gs);
 
 /* convert_files.c: copies every regular top-level file of src that is neither a weight file, the
  * weight index nor config.json into dst. */

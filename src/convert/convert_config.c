@@ -41,7 +41,8 @@ static bool dtype_from_name(const char *s, lmx_dtype *t) {
     return true;
 }
 
-lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *cfg_dtype, bool *has_dtype) {
+lmx_status lmx_convert_read_config(const char *src_dir, lmx_convert_model_info *mi, lmx_dtype *cfg_dtype,
+                                   bool *has_dtype) {
     cJSON *j = NULL;
     lmx_status st = load(src_dir, &j);
     if (st != LMX_OK) return st;
@@ -62,7 +63,8 @@ lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *c
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     /* gemma families tie by default (their mlx-lm model has no lm_head unless untied) */
     bool def = cJSON_IsString(mt) && !strncmp(mt->valuestring, "gemma", 5);
-    *tied = t ? cJSON_IsTrue(t) : def;
+    mi->tied = t ? cJSON_IsTrue(t) : def;
+    snprintf(mi->model_type, sizeof mi->model_type, "%s", cJSON_IsString(mt) ? mt->valuestring : "");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype");
     if (!cJSON_IsString(d)) d = cJSON_GetObjectItemCaseSensitive(j, "dtype");
     *has_dtype = cJSON_IsString(d) && dtype_from_name(d->valuestring, cfg_dtype);
@@ -70,12 +72,24 @@ lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *c
     return LMX_OK;
 }
 
-static cJSON *qblock(const lmx_convert_options *o) {
+/* {"group_size", "bits", "mode", then one {"group_size", "bits"} per override (mlx-lm adds the
+ * predicate's dict as it is)} */
+static cJSON *qblock(const lmx_convert_options *o, const lmx_convert_override *over, int n_over) {
     cJSON *b = cJSON_CreateObject();
     if (!b) return NULL;
     cJSON_AddNumberToObject(b, "group_size", o->group_size);
     cJSON_AddNumberToObject(b, "bits", o->bits);
     cJSON_AddStringToObject(b, "mode", "affine");
+    for (int i = 0; i < n_over; i++) {
+        cJSON *e = cJSON_CreateObject();
+        if (!e) {
+            cJSON_Delete(b);
+            return NULL;
+        }
+        cJSON_AddNumberToObject(e, "group_size", over[i].group_size);
+        cJSON_AddNumberToObject(e, "bits", over[i].bits);
+        cJSON_AddItemToObject(b, over[i].module, e);
+    }
     return b;
 }
 
@@ -97,12 +111,12 @@ static void sort_members(cJSON *obj) {
 }
 
 lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
-                                    lmx_dtype out_dtype) {
+                                    lmx_dtype out_dtype, const lmx_convert_override *over, int n_over) {
     cJSON *j = NULL;
     lmx_status st = load(src_dir, &j);
     if (st != LMX_OK) return st;
     if (opt->quantize) {
-        cJSON *a = qblock(opt), *b = qblock(opt);
+        cJSON *a = qblock(opt, over, n_over), *b = qblock(opt, over, n_over);
         if (!a || !b) {
             cJSON_Delete(a), cJSON_Delete(b), cJSON_Delete(j);
             return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");

@@ -360,6 +360,73 @@ static lmx_status parse_ids(const parse_ctx *pc, const cJSON *v, const char *key
     return LMX_OK;
 }
 
+/* ---- mixture of experts ---- */
+
+/* qwen3_moe: num_experts experts of moe_intermediate_size, softmax over all, top-k, renormalised iff
+ * norm_topk_prob; layer i is sparse iff i is not in mlp_only_layers and (i + 1) % decoder_sparse_step
+ * == 0 (else a dense MLP of intermediate_size). mixtral: every layer sparse, num_local_experts experts
+ * of intermediate_size, top-k then softmax over the k logits. Defaults are transformers'. Fields of
+ * other MoE designs that these families would silently mis-run are refused by name. */
+static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_config *c) {
+    const bool qwen = !strcmp(c->model_type, "qwen3_moe"), mixtral = !strcmp(c->model_type, "mixtral");
+    if (!qwen && !mixtral) return LMX_OK;
+    static const char *const refused[] = {"shared_expert_intermediate_size", "n_shared_experts",
+                                          "num_shared_experts", "moe_layer_freq", "first_k_dense_replace",
+                                          "topk_group", "n_group"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, refused[i]);
+        if (!is_absent(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
+            return lmx_error(LMX_ERR_UNSUPPORTED, "%s: \"%s\" (shared or grouped experts) is not supported for %s",
+                             pc->label, refused[i], c->model_type);
+    }
+    long long v = 0;
+    TRY(get_int(pc, t, qwen ? "num_experts" : "num_local_experts", qwen ? 128 : 8, 0, 1 << 16, &v));
+    c->n_experts = (int)v;
+    TRY(get_int(pc, t, "num_experts_per_tok", qwen ? 8 : 2, 1, LMX_MOE_MAX_TOPK, &v));
+    c->n_experts_per_tok = (int)v;
+    if (qwen) {
+        TRY(get_int(pc, t, "moe_intermediate_size", 768, 1, 1 << 22, &v));
+        c->moe_intermediate_size = (int)v;
+        int norm = 0;
+        TRY(get_bool(pc, t, "norm_topk_prob", 0, &norm));
+        c->moe_norm_topk = norm;
+    } else {
+        c->moe_intermediate_size = c->intermediate_size;
+        c->moe_norm_topk = true;
+    }
+    if (c->n_experts == 0) {
+        if (mixtral)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"num_local_experts\" must be >= 1", pc->label);
+        return LMX_OK; /* qwen3_moe without experts: dense */
+    }
+    if (c->n_experts_per_tok > c->n_experts)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"num_experts_per_tok\" %d exceeds the %d experts",
+                         pc->label, c->n_experts_per_tok, c->n_experts);
+    c->layer_moe = calloc((size_t)c->n_layers, sizeof *c->layer_moe);
+    if (!c->layer_moe) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: layer table", pc->label);
+    long long step = 1;
+    if (qwen) TRY(get_int(pc, t, "decoder_sparse_step", 1, 1, 1 << 20, &step));
+    for (int i = 0; i < c->n_layers; i++) c->layer_moe[i] = (i + 1) % step == 0;
+    const cJSON *dense = qwen ? cJSON_GetObjectItemCaseSensitive(t, "mlp_only_layers") : NULL;
+    if (!is_absent(dense)) {
+        if (!cJSON_IsArray(dense))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"mlp_only_layers\" must be a list of layer indices",
+                             pc->label);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, dense) {
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 0 ||
+                e->valuedouble >= c->n_layers)
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                                 "%s: mlp_only_layers[%d] must be a layer index in [0, %d)", pc->label, i,
+                                 c->n_layers);
+            c->layer_moe[(int)e->valuedouble] = false;
+            i++;
+        }
+    }
+    return LMX_OK;
+}
+
 /* ---- the main parser ---- */
 
 static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSON *gen, lmx_model_config *c) {
@@ -369,9 +436,9 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     if (!mt) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"model_type\" is missing", pc->label);
     snprintf(c->model_type, sizeof c->model_type, "%s", mt);
     const cJSON *t = root; /* the text config */
-    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral")) c->arch = LMX_ARCH_LLAMA;
+    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || !strcmp(mt, "mixtral")) c->arch = LMX_ARCH_LLAMA;
     else if (!strcmp(mt, "qwen2")) c->arch = LMX_ARCH_QWEN2;
-    else if (!strcmp(mt, "qwen3")) c->arch = LMX_ARCH_QWEN3;
+    else if (!strcmp(mt, "qwen3") || !strcmp(mt, "qwen3_moe")) c->arch = LMX_ARCH_QWEN3;
     else if (!strcmp(mt, "gemma3_text")) c->arch = LMX_ARCH_GEMMA3;
     else if (!strcmp(mt, "phi3")) c->arch = LMX_ARCH_PHI3;
     else if (!strcmp(mt, "gemma3")) {
@@ -383,12 +450,12 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
         c->text_config = true;
     } else {
         return lmx_error(LMX_ERR_UNSUPPORTED,
-                         "%s: model_type \"%s\" is not supported (supported: llama, mistral, qwen2, qwen3, "
-                         "gemma3_text, gemma3, phi3)",
+                         "%s: model_type \"%s\" is not supported (supported: llama, mistral, mixtral, qwen2, qwen3, "
+                         "qwen3_moe, gemma3_text, gemma3, phi3)",
                          pc->label, mt);
     }
     const bool gemma = c->arch == LMX_ARCH_GEMMA3;
-    const bool mistral = !strcmp(mt, "mistral");
+    const bool mistral = !strcmp(mt, "mistral") || !strcmp(mt, "mixtral"); /* mixtral: mistral attention */
 
     long long v = 0;
     /* gemma3 has HF defaults for everything; the others require the shape keys. */
@@ -548,6 +615,8 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
                          pc->label);
     c->sliding_window = any_sliding ? (window > INT32_MAX ? INT32_MAX : (int)window) : 0;
 
+    TRY(parse_moe(pc, t, c));
+
     int bidir;
     TRY(get_bool(pc, t, "use_bidirectional_attention", 0, &bidir));
     if (bidir)
@@ -665,6 +734,7 @@ void lmx_model_config_free(lmx_model_config *c) {
     rope_free(&c->rope);
     rope_free(&c->rope_sliding);
     free(c->layer_sliding);
+    free(c->layer_moe);
     for (int i = 0; i < c->n_overrides; i++) free(c->overrides[i].module);
     free(c->overrides);
     free(c->eos_ids);

@@ -2,7 +2,8 @@
  * family flags the forward pass needs.
  *
  * Families: model_type llama, mistral, qwen2, qwen3, gemma3_text, gemma3 (text part read from
- * text_config; weights prefixed), phi3. Both config spellings are read: the old one (rope_theta,
+ * text_config; weights prefixed), phi3, and the mixture-of-experts qwen3_moe (qwen3 attention) and
+ * mixtral (mistral attention). Both config spellings are read: the old one (rope_theta,
  * rope_scaling{type|rope_type}, sliding_window_pattern) and the transformers-5 one (rope_parameters,
  * including gemma3's per-layer-type dict {"full_attention": {...}, "sliding_attention": {...}}).
  * Semantics follow Hugging Face transformers where it and mlx-lm differ (see
@@ -106,6 +107,14 @@ typedef struct lmx_model_config {
     lmx_rope_config rope_sliding;  /* sliding layers (gemma3: local base, no scaling) */
     bool has_rope_sliding;         /* rope_sliding differs from rope */
 
+    /* mixture of experts (qwen3_moe, mixtral); n_experts == 0: every MLP is dense */
+    int n_experts;             /* qwen3_moe num_experts, mixtral num_local_experts */
+    int n_experts_per_tok;     /* k of the top-k routing */
+    int moe_intermediate_size; /* each expert's inner width (mixtral: intermediate_size) */
+    bool moe_norm_topk;        /* the k weights are renormalised to sum 1 (qwen3_moe norm_topk_prob;
+                                  mixtral always: softmax over the top-k logits is the same) */
+    bool *layer_moe;           /* [n_layers]: the layer's MLP is sparse; NULL when n_experts == 0 */
+
     int sliding_window;   /* 0 = none */
     bool *layer_sliding;  /* [n_layers]: the layer uses the sliding window (and rope_sliding) */
 
@@ -138,6 +147,9 @@ void lmx_model_config_free(lmx_model_config *c); /* NULL-safe */
  * if the config says the module is quantized (override or global block), 0 if an override says it
  * is not, -1 if the config has no opinion (no quantization block). */
 int lmx_model_config_quant_for(const lmx_model_config *c, const char *module, lmx_quant_params *p);
+
+/* Largest num_experts_per_tok accepted (the forward pass keeps k routing slots per row). */
+#define LMX_MOE_MAX_TOPK 64
 
 /* A short human-readable name of the family ("llama", …). */
 const char *lmx_arch_name(lmx_arch a);

@@ -5,21 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/lm_internal.h"
+#include "model/lm_bind.h"
 #include "model/rope.h"
 #include "util/error.h"
 #include "util/log.h"
 
-typedef struct binder {
-    lmx_lm *lm;
-    const lmx_model_config *c;
-    const char *prefix; /* "model.", "language_model.model.", "model.language_model." */
-    const char *head;   /* "lm_head", "language_model.lm_head" */
-    const lmx_tensor_view **used;
-    size_t n_used, cap_used;
-} binder;
 
-static const lmx_tensor_view *find(binder *b, const char *name) {
+const lmx_tensor_view *lmx_bind_find(binder *b, const char *name) {
     const lmx_tensor_view *t = lmx_weights_find(b->lm->weights, name);
     if (t) {
         if (b->n_used == b->cap_used) {
@@ -34,21 +26,21 @@ static const lmx_tensor_view *find(binder *b, const char *name) {
     return t;
 }
 
-static void shape_str(const lmx_tensor_view *t, char *buf, size_t n) {
+void lmx_bind_shape_str(const lmx_tensor_view *t, char *buf, size_t n) {
     size_t k = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < t->ndim && k < n; i++)
         k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
     if (k < n) snprintf(buf + k, n - k, "] %s", lmx_dtype_name(t->dtype));
 }
 
-static lmx_status bad_shape(const lmx_tensor_view *t, const char *expect) {
+lmx_status lmx_bind_bad_shape(const lmx_tensor_view *t, const char *expect) {
     char got[128];
-    shape_str(t, got, sizeof got);
+    lmx_bind_shape_str(t, got, sizeof got);
     return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s: expected %s, got %s", t->file, t->name, expect,
                      got);
 }
 
-static lmx_status missing(binder *b, const char *name, const char *expect) {
+lmx_status lmx_bind_missing(binder *b, const char *name, const char *expect) {
     return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "missing tensor %s (expected %s) for %s model", name, expect,
                      b->c->model_type);
 }
@@ -57,9 +49,9 @@ static lmx_status missing(binder *b, const char *name, const char *expect) {
 static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
     char expect[96];
     snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
-    const lmx_tensor_view *t = find(b, name);
-    if (!t) return missing(b, name, expect);
-    if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return bad_shape(t, expect);
+    const lmx_tensor_view *t = lmx_bind_find(b, name);
+    if (!t) return lmx_bind_missing(b, name, expect);
+    if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return lmx_bind_bad_shape(t, expect);
     lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = t->dtype,
                          .data = t->data};
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
@@ -67,22 +59,22 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
 
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
  * describes all of its rows in *d (d->name = module: the caller keeps module alive). */
-static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
+lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
                               lmx_weight_desc *out) {
     char name[512], expect[160];
     snprintf(name, sizeof name, "%s.weight", module);
-    const lmx_tensor_view *w = find(b, name);
+    const lmx_tensor_view *w = lmx_bind_find(b, name);
     snprintf(name, sizeof name, "%s.scales", module);
-    const lmx_tensor_view *s = find(b, name);
+    const lmx_tensor_view *s = lmx_bind_find(b, name);
     snprintf(name, sizeof name, "%s.biases", module);
-    const lmx_tensor_view *qb = s ? find(b, name) : NULL;
+    const lmx_tensor_view *qb = s ? lmx_bind_find(b, name) : NULL;
     snprintf(name, sizeof name, "%s.weight", module);
     lmx_quant_params qp;
     int qcfg = lmx_model_config_quant_for(b->c, module, &qp);
     lmx_weight_desc d = {.name = module, .cols = in_cols};
     if (!w) {
         snprintf(expect, sizeof expect, "[%lld, %lld]", (long long)out_rows, (long long)in_cols);
-        return missing(b, name, expect);
+        return lmx_bind_missing(b, name, expect);
     }
     if (s) {
         if (qcfg == 0)
@@ -96,22 +88,22 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
                  (long long)in_cols);
         if (w->dtype != LMX_DTYPE_U32 || w->ndim != 2 || w->shape[0] != out_rows ||
             !(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8))
-            return bad_shape(w, expect);
+            return lmx_bind_bad_shape(w, expect);
         int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
         int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
         snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
                  (long long)out_rows, (long long)in_cols);
         if (!lmx_dtype_is_float(s->dtype) || s->ndim != 2 || s->shape[0] != out_rows ||
             !(gs == 32 || gs == 64 || gs == 128))
-            return bad_shape(s, expect);
+            return lmx_bind_bad_shape(s, expect);
         char sexp[160];
-        shape_str(s, sexp, sizeof sexp);
+        lmx_bind_shape_str(s, sexp, sizeof sexp);
         if (!qb) {
             snprintf(name, sizeof name, "%s.biases", module);
-            return missing(b, name, sexp);
+            return lmx_bind_missing(b, name, sexp);
         }
         if (qb->dtype != s->dtype || qb->ndim != 2 || qb->shape[0] != s->shape[0] || qb->shape[1] != s->shape[1])
-            return bad_shape(qb, sexp);
+            return lmx_bind_bad_shape(qb, sexp);
         if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
             return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
                              "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%d "
@@ -130,7 +122,7 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
             return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s is packed (U32) but %s.scales is missing",
                              w->file, w->name, module);
         if (!lmx_dtype_is_float(w->dtype) || w->ndim != 2 || w->shape[0] != out_rows || w->shape[1] != in_cols)
-            return bad_shape(w, expect);
+            return lmx_bind_bad_shape(w, expect);
         d.kind = LMX_WEIGHT_DENSE;
         d.dtype = w->dtype;
         d.data = w->data;
@@ -138,9 +130,10 @@ static lmx_status linear_desc(binder *b, const char *module, int64_t out_rows, i
     if (want_bias) {
         snprintf(name, sizeof name, "%s.bias", module);
         snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
-        const lmx_tensor_view *bt = find(b, name);
-        if (!bt) return missing(b, name, expect);
-        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows) return bad_shape(bt, expect);
+        const lmx_tensor_view *bt = lmx_bind_find(b, name);
+        if (!bt) return lmx_bind_missing(b, name, expect);
+        if (!lmx_dtype_is_float(bt->dtype) || bt->ndim != 1 || bt->shape[0] != out_rows)
+            return lmx_bind_bad_shape(bt, expect);
         d.bias = bt->data;
         d.bias_dtype = bt->dtype;
     }
@@ -175,7 +168,7 @@ static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, i
     lmx_weight_desc d, parts[3];
     if (n_split < 1 || n_split > 3)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: split into %d parts", module, n_split);
-    lmx_status st = linear_desc(b, module, out_rows, in_cols, want_bias, &d);
+    lmx_status st = lmx_bind_linear_desc(b, module, out_rows, in_cols, want_bias, &d);
     if (st != LMX_OK) return st;
     int64_t row0 = 0;
     for (int i = 0; i < n_split; i++) {
@@ -277,11 +270,11 @@ static lmx_status bind_all(binder *b) {
         lm->head = lm->embed;
         if (has_head) {
             /* HF ignores a stored lm_head when tied; mark it used to avoid a warning */
-            find(b, m);
+            lmx_bind_find(b, m);
             snprintf(m, sizeof m, "%s.scales", b->head);
-            find(b, m);
+            lmx_bind_find(b, m);
             snprintf(m, sizeof m, "%s.biases", b->head);
-            find(b, m);
+            lmx_bind_find(b, m);
         }
     } else {
         if ((st = bind_one(b, b->head, V, H, false, &lm->head))) return st;
@@ -311,9 +304,9 @@ static lmx_status bind_all(binder *b) {
             snprintf(mq, sizeof mq, "%s.self_attn.q_proj", p);
             snprintf(mk, sizeof mk, "%s.self_attn.k_proj", p);
             snprintf(mv, sizeof mv, "%s.self_attn.v_proj", p);
-            if ((st = linear_desc(b, mq, NQ, H, qkv_b, &parts[0]))) return st;
-            if ((st = linear_desc(b, mk, NKV, H, qkv_b, &parts[1]))) return st;
-            if ((st = linear_desc(b, mv, NKV, H, qkv_b, &parts[2]))) return st;
+            if ((st = lmx_bind_linear_desc(b, mq, NQ, H, qkv_b, &parts[0]))) return st;
+            if ((st = lmx_bind_linear_desc(b, mk, NKV, H, qkv_b, &parts[1]))) return st;
+            if ((st = lmx_bind_linear_desc(b, mv, NKV, H, qkv_b, &parts[2]))) return st;
             st = upload_parts(b, parts, 3, &L->qkv, o3);
             L->q = o3[0];
             L->k = o3[1];
@@ -322,7 +315,9 @@ static lmx_status bind_all(binder *b) {
         }
         snprintf(m, sizeof m, "%s.self_attn.o_proj", p);
         if ((st = bind_one(b, m, H, NQ, attn_b, &L->o))) return st;
-        if (c->fused_gate_up) {
+        if (c->layer_moe && c->layer_moe[l]) {
+            if ((st = lmx_bind_moe_layer(b, p, L))) return st;
+        } else if (c->fused_gate_up) {
             int64_t split[2] = {I, I};
             lmx_bweight *o2[2] = {0};
             snprintf(m, sizeof m, "%s.mlp.gate_up_proj", p);
@@ -336,15 +331,17 @@ static lmx_status bind_all(binder *b) {
             lmx_bweight *o2[2] = {0};
             snprintf(mg, sizeof mg, "%s.mlp.gate_proj", p);
             snprintf(mu, sizeof mu, "%s.mlp.up_proj", p);
-            if ((st = linear_desc(b, mg, I, H, c->mlp_bias, &parts[0]))) return st;
-            if ((st = linear_desc(b, mu, I, H, c->mlp_bias, &parts[1]))) return st;
+            if ((st = lmx_bind_linear_desc(b, mg, I, H, c->mlp_bias, &parts[0]))) return st;
+            if ((st = lmx_bind_linear_desc(b, mu, I, H, c->mlp_bias, &parts[1]))) return st;
             st = upload_parts(b, parts, 2, &L->gate_up, o2);
             L->gate = o2[0];
             L->up = o2[1];
             if (st) return st;
         }
-        snprintf(m, sizeof m, "%s.mlp.down_proj", p);
-        if ((st = bind_one(b, m, H, I, c->mlp_bias, &L->down))) return st;
+        if (!L->moe) {
+            snprintf(m, sizeof m, "%s.mlp.down_proj", p);
+            if ((st = bind_one(b, m, H, I, c->mlp_bias, &L->down))) return st;
+        }
         snprintf(m, sizeof m, "%s.input_layernorm.weight", p);
         if ((st = bind_vector(b, m, H, &L->in_norm))) return st;
         snprintf(m, sizeof m, "%s.post_attention_layernorm.weight", p);
@@ -444,6 +441,7 @@ void lmx_lm_close(lmx_lm *lm) {
                                       L->post_attn_norm, L->pre_ff_norm, L->post_ff_norm, L->q_norm, L->k_norm,
                                       L->qkv, L->gate_up};
                 for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) wf(lm->be, all[i]);
+                lmx_moe_layer_free(lm, L->moe);
             }
         }
         if (lm->head != lm->embed) wf(lm->be, lm->head);
@@ -487,12 +485,13 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
         if (dropped_name(t->name)) continue;
         if ((len > 7 && !strcmp(t->name + len - 7, ".scales")) || (len > 7 && !strcmp(t->name + len - 7, ".biases")))
             continue;
-        if (t->dtype == LMX_DTYPE_U32 && t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight")) {
+        if (t->dtype == LMX_DTYPE_U32 && t->ndim >= 2 && len > 7 && !strcmp(t->name + len - 7, ".weight")) {
             char module[512];
             snprintf(module, sizeof module, "%.*s", (int)(len - 7), t->name);
             lmx_quant_params qp = {4, 64};
             if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
-            n += t->shape[0] * (t->shape[1] * 32 / qp.bits);
+            const int64_t packed = t->shape[t->ndim - 1]; /* [.., rows, packed]: stacked experts too */
+            n += t->numel / packed * (packed * 32 / qp.bits);
             continue;
         }
         n += t->numel;

@@ -66,6 +66,8 @@ lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
         st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
         s->floats += C * 2 * I;
     }
+    /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    if (st == LMX_OK && lm->cfg->layer_moe) st = lmx_moe_scratch_create(lm, rows, &s->moe, &s->moe_bytes);
     if (st != LMX_OK) lm_scratch_free(lm, s);
     return st;
 }
@@ -76,6 +78,7 @@ void lm_scratch_free(lmx_lm *lm, lm_scratch *s) {
     lmx_buf *bs[] = {s->x,  s->xn, s->q,  s->att, s->kk, s->vv,   s->o,   s->g, s->u,
                      s->q1, s->k1, s->v1, s->g1,  s->u1, s->qkv1, s->gu1, s->gu};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) be->ops->buf_free(be, bs[i]);
+    lmx_moe_scratch_destroy(lm, s->moe);
     memset(s, 0, sizeof *s);
 }
 
@@ -127,7 +130,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
     const uint64_t scratch = kv->s.floats + (uint64_t)c->hidden_size + (uint64_t)c->vocab_size;
-    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float);
+    kv->bytes = cache_floats * kv_elem + scratch * sizeof(float) + kv->s.moe_bytes;
     *out = kv;
     return LMX_OK;
 }
@@ -139,7 +142,8 @@ uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk) {
     const uint64_t C = (uint64_t)chunk, H = (uint64_t)c->hidden_size, D = (uint64_t)c->head_dim;
     const uint64_t NQ = (uint64_t)c->n_heads * D, NKV = (uint64_t)c->n_kv_heads * D, I = (uint64_t)c->intermediate_size;
     return sizeof(float) *
-           (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size);
+               (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size) +
+           lmx_moe_scratch_bound(c, chunk);
 }
 
 void lmx_kv_destroy(lmx_kv *kv) {
@@ -242,6 +246,7 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     const bool p1 = c->norm_plus_one;
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
     TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
+    if (L->moe) return lmx_moe_forward(lm, s, l, T); /* sparse block: h += Σ w_e · expert_e(m) */
     lmx_buf *g = s->g, *u = s->u;
     const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
     if (T == 1 && L->gate_up && s->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
@@ -361,7 +366,8 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
                   .use_long = kv->longv};
     for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
-    if (n == 1 && op->step_begin && op->step_end) {
+    /* sparse models route on the host (a buf_read inside the step): no captured steps */
+    if (n == 1 && op->step_begin && op->step_end && !kv->s.moe) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);

@@ -6,6 +6,16 @@
 #include "formats/safetensors.h"
 #include "model/lm.h"
 
+/* A sparse MLP block (lm_moe.c): the router and each expert's projections as separate weights (a
+ * stacked [E, out, in] tensor is uploaded as E row ranges). */
+typedef struct lm_moe_layer {
+    lmx_bweight *router;              /* [n_experts, hidden] */
+    lmx_bweight **gate, **up, **down; /* [n_experts] each: [moe_inter, hidden] ×2, [hidden, moe_inter] */
+} lm_moe_layer;
+
+/* Activation scratch of the sparse blocks, allocated with the KV cache (lm_moe.c). */
+typedef struct lm_moe_scratch lm_moe_scratch;
+
 typedef struct lm_layer {
     lmx_bweight *q, *k, *v, *o;          /* [H*D, hidden], [KV*D, hidden] ×2, [hidden, H*D] */
     lmx_bweight *gate, *up, *down;       /* [inter, hidden] ×2, [hidden, inter] */
@@ -14,6 +24,7 @@ typedef struct lm_layer {
     lmx_bweight *pre_ff_norm, *post_ff_norm; /* [hidden] gemma3 only */
     lmx_bweight *q_norm, *k_norm;        /* [head_dim] qwen3/gemma3 only */
     bool sliding;
+    lm_moe_layer *moe;                   /* the layer's MLP is sparse (gate/up/down then NULL); else NULL */
     /* backends with weight_upload_fused: the owners of q|k|v ([H*D + 2*KV*D, hidden]) and gate|up
      * ([2*inter, hidden]); q, k, v, gate, up are then views into them (freed first). NULL otherwise. */
     lmx_bweight *qkv, *gate_up;
@@ -55,7 +66,9 @@ typedef struct lm_scratch {
     /* T > 1 through fused gate|up weights (some layer has gate_up, the backend has act_mul_split,
      * rows > 1), else NULL: */
     lmx_buf *gu;             /* [rows, 2*inter] output of the fused gate|up matmul */
+    lm_moe_scratch *moe;     /* some layer is sparse (lm_moe.c), else NULL */
     uint64_t floats;         /* fp32 elements held by the buffers above */
+    uint64_t moe_bytes;      /* bytes held by moe */
 } lm_scratch;
 
 /* Allocates s for `rows` rows (every buffer the model's layers may use); on failure frees what it
@@ -91,6 +104,20 @@ struct lmx_kv {
     bool *longv;             /* [chunk] longrope long factors per row (all equal within a call) */
     uint64_t bytes;
 };
+
+/* ---- mixture of experts (lm_moe.c, lm_bind_moe.c) ---- */
+/* Scratch for `chunk` rows (router logits, gathered rows, expert outputs; host routing tables). */
+lmx_status lmx_moe_scratch_create(lmx_lm *lm, int chunk, lm_moe_scratch **out, uint64_t *bytes);
+void lmx_moe_scratch_destroy(lmx_lm *lm, lm_moe_scratch *s); /* NULL-safe */
+/* Bytes of lmx_moe_scratch_create's device buffers for `chunk` rows (0 for a dense model). */
+uint64_t lmx_moe_scratch_bound(const lmx_model_config *c, int chunk);
+/* Routing of one row: logits [n_experts] -> the k experts of largest logit idx[k] (ties to the lower
+ * index) with weights w[k] = softmax(logits)[idx], divided by their sum when renorm (which equals a
+ * softmax over the k logits). */
+void lmx_moe_route(const float *logits, int n_experts, int k, bool renorm, int32_t *idx, float *w);
+/* s->x[T, hidden] += the sparse block of layer l applied to s->xn[T, hidden] (scratch s->moe). */
+lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *s, int l, int T);
+void lmx_moe_layer_free(lmx_lm *lm, lm_moe_layer *m); /* NULL-safe */
 
 /* Bytes of activation scratch lmx_kv_create_ex allocates for `chunk` rows with every optional buffer
  * present (an upper bound of kv->bytes minus the caches; lmx_lm_probe's estimate for memory budgets). */

@@ -71,7 +71,8 @@ lmx_status lmx_pool_create(lmx_lm *lm, int64_t max_bytes, int max_rows, lmx_pool
     lmx_status st = lm_scratch_alloc(lm, max_rows, &p->s);
     if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)p->out_rows * H, &p->last); /* [out_rows, hidden] */
     if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)p->out_rows * (size_t)c->vocab_size, &p->logits);
-    const uint64_t scratch = (p->s.floats + (uint64_t)p->out_rows * (H + (uint64_t)c->vocab_size)) * sizeof(float);
+    const uint64_t scratch =
+        (p->s.floats + (uint64_t)p->out_rows * (H + (uint64_t)c->vocab_size)) * sizeof(float) + p->s.moe_bytes;
     if (st == LMX_OK) {
         int64_t nb = (uint64_t)max_bytes > scratch ? (int64_t)(((uint64_t)max_bytes - scratch) / p->block_bytes) : 0;
         if (nb > INT_MAX / p->block_size) nb = INT_MAX / p->block_size;

@@ -654,9 +654,12 @@ static void test_prompt_cache_chat(void) {
             CHECK_EQ_INT(cached[0][t], 0);
             int expect = 0;
             if (t > 0) {
-                int m = prompt[1][t - 1] < prompt[1][t] - 1 ? prompt[1][t - 1] : prompt[1][t] - 1;
-                expect = m / 128 * 128; /* at most: the templates may re-render the history */
-                CHECK_MSG(cached[1][t] <= expect && cached[1][t] >= 128, "%s turn %d: cached %d (prompt %d, previous %d)",
+                /* the previous turn (prompt and reply) stays in the pool and is reused at any position
+                 * (a row's K/V do not depend on the step it ran in); at most all but the last token,
+                 * and at least a good part of the history (templates may re-render its end) */
+                expect = prompt[1][t] - 1;
+                CHECK_MSG(cached[1][t] <= expect && cached[1][t] >= prompt[1][t - 1] / 2,
+                          "%s turn %d: cached %d (prompt %d, previous %d)",
                           models[k], t, cached[1][t], prompt[1][t], prompt[1][t - 1]);
             } else {
                 CHECK_EQ_INT(cached[1][t], 0);

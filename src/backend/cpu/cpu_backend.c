@@ -351,6 +351,7 @@ static void cpu_destroy(lmx_backend *be) {
     .rope_qk_store = lmx_cpu_rope_qk_store,    \
     .buf_view = cpu_buf_view,              \
     .act_mul_split = lmx_cpu_act_mul_split,    \
+    .rows_axpy = lmx_cpu_rows_axpy,            \
     .paged_kv = true
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};

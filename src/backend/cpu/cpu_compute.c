@@ -619,3 +619,24 @@ lmx_status lmx_cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const 
     pthread_mutex_unlock(&c->op_lock);
     return st;
 }
+
+/* ---- mixture of experts: y[idx[i]] += w[i] * x[i] (rows of dim floats) ---- */
+lmx_status lmx_cpu_rows_axpy(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
+                             const float *w) {
+    (void)be;
+    if (n < 0 || dim < 1 || (n > 0 && (!idx || !w)))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: rows_axpy: bad arguments (n %d, dim %d)", n, dim);
+    CHECK_RANGE(x, 0, (size_t)n * (size_t)dim, "rows_axpy x");
+    for (int i = 0; i < n; i++) {
+        if (idx[i] < 0)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: rows_axpy: row index %d at %d", idx[i], i);
+        CHECK_RANGE(y, (size_t)idx[i] * (size_t)dim, (size_t)dim, "rows_axpy y");
+    }
+    for (int i = 0; i < n; i++) {
+        float *yr = y->data + (size_t)idx[i] * (size_t)dim;
+        const float *xr = x->data + (size_t)i * (size_t)dim;
+        const float wi = w[i];
+        for (int j = 0; j < dim; j++) yr[j] += wi * xr[j];
+    }
+    return LMX_OK;
+}

@@ -71,6 +71,7 @@ static const lmx_backend_ops CUDA_OPS = {
     .kv_buf_alloc = lmx_cub_kv_buf_alloc,
     .kv_elem_bytes = lmx_cub_kv_elem_bytes,
     .act_mul_split = lmx_cub_act_mul_split,
+    .rows_axpy = lmx_cub_rows_axpy,
 };
 
 lmx_cuda_options lmx_cuda_options_default(void) {

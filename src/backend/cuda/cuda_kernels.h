@@ -206,6 +206,9 @@ lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, i
                                lmx_cuda_stream stream);
 /* y[i] += x[i] */
 lmx_status lmx_cuda_add(float *y, const float *x, int64_t n, lmx_cuda_stream stream);
+/* y[idx[i] * dim + j] += w[i] * x[i * dim + j] (cuda_moe.cu); idx, w: host [n], distinct idx */
+lmx_status lmx_cuda_rows_axpy(float *y, const float *x, int n, int dim, const int32_t *idx, const float *w,
+                              lmx_cuda_stream stream);
 /* x[i] = cap * tanh(x[i] / cap)  (final-logit soft-capping) */
 lmx_status lmx_cuda_softcap(float *x, int64_t n, float cap, lmx_cuda_stream stream);
 

@@ -1,0 +1,31 @@
+/* lm_bind.h — the weight binder shared by lm_bind.c (dense blocks) and lm_bind_moe.c (sparse
+ * blocks). Not for use outside src/model. */
+#ifndef LMX_MODEL_LM_BIND_H
+#define LMX_MODEL_LM_BIND_H
+
+#include "model/lm_internal.h"
+
+typedef struct binder {
+    lmx_lm *lm;
+    const lmx_model_config *c;
+    const char *prefix; /* "model.", "language_model.model.", "model.language_model." */
+    const char *head;   /* "lm_head", "language_model.lm_head" */
+    const lmx_tensor_view **used;
+    size_t n_used, cap_used;
+} binder;
+
+/* The tensor `name`, recorded as used (NULL if absent). */
+const lmx_tensor_view *lmx_bind_find(binder *b, const char *name);
+/* "[d0, d1] DTYPE" of t into buf. */
+void lmx_bind_shape_str(const lmx_tensor_view *t, char *buf, size_t n);
+/* LMX_ERR_MODEL_VALIDATION_FAILED naming the tensor, what was expected and what it is. */
+lmx_status lmx_bind_bad_shape(const lmx_tensor_view *t, const char *expect);
+lmx_status lmx_bind_missing(binder *b, const char *name, const char *expect);
+/* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
+ * describes all of its rows in *out (out->name = module: the caller keeps module alive). */
+lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
+                                lmx_weight_desc *out);
+/* The sparse MLP block of layer prefix p ("model.layers.3") into L->moe (lm_bind_moe.c). */
+lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L);
+
+#endif

@@ -1,0 +1,160 @@
+/* lm_bind_moe.c — binding a sparse MLP block (qwen3_moe, mixtral) to backend weights.
+ *
+ * Two on-disk layouts, detected per layer:
+ *   - mlx-lm's stacked experts: <block>.switch_mlp.{gate,up,down}_proj.weight [E, out, in] (float, or
+ *     MLX-quantized per expert row: weight [E, out, in*bits/32] U32, scales/biases [E, out, in/group]);
+ *   - the Hub's per-expert tensors: qwen3_moe mlp.experts.E.{gate,up,down}_proj.weight, mixtral
+ *     block_sparse_moe.experts.E.{w1,w3,w2}.weight (gate, up, down).
+ * <block> is "mlp" (qwen3_moe) or "block_sparse_moe" (mixtral); the router is <block>.gate [E, hidden].
+ * Each expert's projection is uploaded as its own weight: for a stacked tensor the row range
+ * [e*out, (e+1)*out) of the [E*out, in] matrix (lmx_weight_desc row0/rows), so the mmapped bytes are
+ * referenced in place on the CPU.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/lm_bind.h"
+#include "util/error.h"
+
+static bool valid_bits(int64_t b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+
+/* A stacked module [E, out, in] (float or MLX-quantized) described as one expert's rows (rows = out,
+ * row0 = 0; the caller sets row0 = e * out). */
+static lmx_status stacked_desc(binder *b, const char *module, int64_t E, int64_t out_rows, int64_t in_cols,
+                               lmx_weight_desc *out) {
+    char name[640], expect[192]; /* module (< 512) + suffix */
+    snprintf(name, sizeof name, "%s.scales", module);
+    const lmx_tensor_view *s = lmx_bind_find(b, name);
+    snprintf(name, sizeof name, "%s.biases", module);
+    const lmx_tensor_view *qb = s ? lmx_bind_find(b, name) : NULL;
+    snprintf(name, sizeof name, "%s.weight", module);
+    const lmx_tensor_view *w = lmx_bind_find(b, name);
+    lmx_weight_desc d = {.name = module, .rows = out_rows, .cols = in_cols};
+    if (!w) {
+        snprintf(expect, sizeof expect, "[%lld, %lld, %lld]", (long long)E, (long long)out_rows, (long long)in_cols);
+        return lmx_bind_missing(b, name, expect);
+    }
+    lmx_quant_params qp;
+    const int qcfg = lmx_model_config_quant_for(b->c, module, &qp);
+    if (!s) {
+        snprintf(expect, sizeof expect, "[%lld, %lld, %lld] float", (long long)E, (long long)out_rows,
+                 (long long)in_cols);
+        if (w->dtype == LMX_DTYPE_U32)
+            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "%s: tensor %s is packed (U32) but %s.scales is missing",
+                             w->file, w->name, module);
+        if (!lmx_dtype_is_float(w->dtype) || w->ndim != 3 || w->shape[0] != E || w->shape[1] != out_rows ||
+            w->shape[2] != in_cols)
+            return lmx_bind_bad_shape(w, expect);
+        d.kind = LMX_WEIGHT_DENSE;
+        d.dtype = w->dtype;
+        d.data = w->data;
+        *out = d;
+        return LMX_OK;
+    }
+    if (qcfg == 0)
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "%s: %s.scales exists but config.json's quantization block says %s is not quantized", w->file,
+                         module, module);
+    const int64_t packed = w->ndim == 3 ? w->shape[2] : 0;
+    const int64_t bits = (packed * 32) % in_cols == 0 ? packed * 32 / in_cols : 0;
+    snprintf(expect, sizeof expect, "[%lld, %lld, %lld*bits/32] U32 (MLX-quantized experts)", (long long)E,
+             (long long)out_rows, (long long)in_cols);
+    if (w->dtype != LMX_DTYPE_U32 || w->ndim != 3 || w->shape[0] != E || w->shape[1] != out_rows || !valid_bits(bits))
+        return lmx_bind_bad_shape(w, expect);
+    const int64_t groups = s->ndim == 3 ? s->shape[2] : 0;
+    const int64_t gs = groups > 0 && in_cols % groups == 0 ? in_cols / groups : 0;
+    snprintf(expect, sizeof expect, "[%lld, %lld, %lld/group_size] float with group_size 32, 64 or 128",
+             (long long)E, (long long)out_rows, (long long)in_cols);
+    if (!lmx_dtype_is_float(s->dtype) || s->ndim != 3 || s->shape[0] != E || s->shape[1] != out_rows ||
+        !(gs == 32 || gs == 64 || gs == 128))
+        return lmx_bind_bad_shape(s, expect);
+    char sexp[160];
+    lmx_bind_shape_str(s, sexp, sizeof sexp);
+    if (!qb) {
+        snprintf(name, sizeof name, "%s.biases", module);
+        return lmx_bind_missing(b, name, sexp);
+    }
+    if (qb->dtype != s->dtype || qb->ndim != 3 || qb->shape[0] != E || qb->shape[1] != out_rows ||
+        qb->shape[2] != groups)
+        return lmx_bind_bad_shape(qb, sexp);
+    if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%lld "
+                         "group_size=%lld",
+                         w->file, module, qp.bits, qp.group_size, (long long)bits, (long long)gs);
+    d.kind = LMX_WEIGHT_QUANT;
+    d.dtype = s->dtype;
+    d.data = w->data;
+    d.scales = s->data;
+    d.biases = qb->data;
+    d.bits = (int)bits;
+    d.group_size = (int)gs;
+    *out = d;
+    return LMX_OK;
+}
+
+/* One projection (0 gate, 1 up, 2 down) of every expert into outs[E]. */
+static lmx_status bind_projection(binder *b, const char *blk_prefix, bool stacked, int k, lmx_bweight **outs) {
+    const lmx_model_config *c = b->c;
+    lmx_backend *be = b->lm->be;
+    static const char *const stack_names[3] = {"gate_proj", "up_proj", "down_proj"};
+    static const char *const mixtral_names[3] = {"w1", "w3", "w2"};
+    const char *const *hub_names = !strcmp(c->model_type, "mixtral") ? mixtral_names : stack_names;
+    const int64_t E = c->n_experts, H = c->hidden_size, I = c->moe_intermediate_size;
+    const int64_t out_rows = k == 2 ? H : I, in_cols = k == 2 ? I : H;
+    char module[512];
+    lmx_weight_desc d;
+    lmx_status st;
+    if (stacked) {
+        snprintf(module, sizeof module, "%s.switch_mlp.%s", blk_prefix, stack_names[k]);
+        if ((st = stacked_desc(b, module, E, out_rows, in_cols, &d))) return st;
+        for (int64_t e = 0; e < E; e++) {
+            lmx_weight_desc de = d;
+            de.row0 = e * out_rows;
+            if ((st = be->ops->weight_upload(be, &de, &outs[e]))) return st;
+        }
+        return LMX_OK;
+    }
+    for (int64_t e = 0; e < E; e++) {
+        snprintf(module, sizeof module, "%s.experts.%lld.%s", blk_prefix, (long long)e, hub_names[k]);
+        if ((st = lmx_bind_linear_desc(b, module, out_rows, in_cols, false, &d))) return st;
+        if ((st = be->ops->weight_upload(be, &d, &outs[e]))) return st;
+    }
+    return LMX_OK;
+}
+
+lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
+    const lmx_model_config *c = b->c;
+    lmx_backend *be = b->lm->be;
+    if (!be->ops->rows_axpy)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no rows_axpy op (mixture of experts)",
+                         c->model_type, be->ops->name);
+    const bool mixtral = !strcmp(c->model_type, "mixtral");
+    char blk[300], name[512], alt[512];
+    snprintf(blk, sizeof blk, "%s.%s", p, mixtral ? "block_sparse_moe" : "mlp");
+    lm_moe_layer *m = calloc(1, sizeof *m);
+    if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    L->moe = m; /* freed by lmx_lm_close on failure too */
+    const size_t E = (size_t)c->n_experts;
+    m->gate = calloc(E, sizeof *m->gate);
+    m->up = calloc(E, sizeof *m->up);
+    m->down = calloc(E, sizeof *m->down);
+    if (!m->gate || !m->up || !m->down) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    lmx_weight_desc d;
+    lmx_status st;
+    snprintf(name, sizeof name, "%s.gate", blk);
+    if ((st = lmx_bind_linear_desc(b, name, c->n_experts, c->hidden_size, false, &d))) return st;
+    if ((st = be->ops->weight_upload(be, &d, &m->router))) return st;
+    snprintf(name, sizeof name, "%s.switch_mlp.gate_proj.weight", blk);
+    snprintf(alt, sizeof alt, "%s.experts.0.%s.weight", blk, mixtral ? "w1" : "gate_proj");
+    const bool stacked = lmx_weights_find(b->lm->weights, name) != NULL;
+    if (!stacked && !lmx_weights_find(b->lm->weights, alt))
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "missing tensor %s (stacked experts [%d, %d, %d]) or %s (per-expert) for %s model", name,
+                         c->n_experts, c->moe_intermediate_size, c->hidden_size, alt, c->model_type);
+    lmx_bweight **outs[3] = {m->gate, m->up, m->down};
+    for (int k = 0; k < 3; k++)
+        if ((st = bind_projection(b, blk, stacked, k, outs[k]))) return st;
+    return LMX_OK;
+}
