@@ -404,7 +404,9 @@ static lmx_status ad_launch(const lmx_cuda_attn *a, const float *q, const void *
     if (blocks_x > 0x7fffffff || T > 65535)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda decode attention: grid too large (T %d)", T);
     const int64_t span = a->window > 0 && a->window < max_len ? a->window : max_len;
-    const int64_t rows_n = a->map && a->map->rows ? (a->map->n_rows > 0 ? a->map->n_rows : 1) : T;
+    /* paged: the splits of a row do not depend on the other rows of the call (as for one row alone,
+     * so a row computes bit for bit what it computes alone) */
+    const int64_t rows_n = a->map ? 1 : T;
     int64_t want = (target + blocks_x * rows_n - 1) / (blocks_x * rows_n);
     if (want > AD_MAX_SPLITS) want = AD_MAX_SPLITS;
     const int64_t by_len = (span + min_keys - 1) / min_keys;

@@ -169,9 +169,11 @@ void lmx_cub_stage_free(cub_stage *s);
  * head: checked (sequences, table entries of every visible position inside the pool), staged, and
  * described in *dm with device pointers. The rows are split by runs (consecutive rows of one
  * sequence at consecutive positions): runs of at least LMX_CUDA_PAGED_TILE_MIN rows become prefill
- * query tiles (dm->tiles), the other rows decode rows (dm->rows); *decode_len gets the longest
- * visible range of a decode row (0 without any). window as lmx_attn_params (0 for rope_qk_store). */
-#define LMX_CUDA_PAGED_TILE_MIN 8
+ * query tiles of up to 64 rows from the run's start (dm->tiles), single rows decode rows (dm->rows) —
+ * the kernels a ring-cache call of that run alone takes, so each row computes what it computes alone;
+ * *decode_len gets the longest visible range of a decode row (0 without any). window as
+ * lmx_attn_params (0 for rope_qk_store). */
+#define LMX_CUDA_PAGED_TILE_MIN 2
 lmx_status lmx_cub_map_stage(cuda_backend *c, const lmx_kv_map *m, const int32_t *pos, int T, int capacity,
                              int window, lmx_cuda_kv_map *dm, int64_t *decode_len);
 
