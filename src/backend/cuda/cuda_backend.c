@@ -39,6 +39,7 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
     lmx_cuda_free(c->d_cnt);
+    lmx_cuda_free(c->d_gws);
     lmx_cub_rows_free(c);
     free(c);
 }

@@ -17,6 +17,9 @@
 
 /* matmuls with at least this many rows run as a GEMM (prefill), fewer as GEMVs (decode) */
 #define LMX_CUDA_GEMM_MIN_T 16
+/* up to this many rows, 4/8-bit weights go to the few-row GEMM (lmx_cuda_gemm_small: weights read once
+ * per 64 rows, no bf16 expansion) instead of cuBLASLt (which expands the matrix to bf16 per call) */
+#define LMX_CUDA_SMALL_GEMM_MAX_T 128
 
 struct lmx_buf {
     size_t n;
@@ -90,6 +93,8 @@ typedef struct cuda_backend {
     lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: fp16, or fp32 (lmx_cuda_options.f32_kv) */
     int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
     size_t cnt_cap;
+    float *d_gws;     /* few-row GEMM split-K workspace, device [gws_cap] */
+    size_t gws_cap;
     /* batched sampling (sample_rows): plain greedy rows by one lmx_cuda_greedy_rows launch, the
      * other rows by a sampler each (the single-row kernels) */
     lmx_cuda_sampler **rsamp; /* [rows_cap] (NULL until a non-greedy row k needs rsamp[k]) */

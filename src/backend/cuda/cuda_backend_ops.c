@@ -5,8 +5,9 @@
  * or map (the same forward step calling rope_qk_store and attention for every layer) is not uploaded
  * again (cuda_backend_stage.c). Paged calls (a non-NULL map: rows of several sequences) are never
  * part of a captured decode step.
- * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
- * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows use lmx_cuda_gemm_small for 4/8-bit weights up to
+ * LMX_CUDA_SMALL_GEMM_MAX_T rows (batched decode steps), else lmx_cuda_gemm: cuBLASLt when the
+ * library loads at run time, else the built-in tensor-core GEMM (all bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4/q8 on the tensor cores).
  * Attention: prefill through the tiled flash kernels, decode through the GQA-grouped kernel with the
  * fused split merge (cuda_attn_decode.cu); shapes those do not support use the split-K kernel.
@@ -35,6 +36,23 @@ static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int
     return LMX_OK;
 }
 
+static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what);
+
+/* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
+ * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
+static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
+        if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
+            const size_t need = lmx_cuda_gemm_small_workspace(&w->m, T);
+            if (need > c->gws_cap && !stepping(c))
+                LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_gws, &c->gws_cap, need, sizeof(float), "gemm workspace"));
+            return lmx_cuda_gemm_small(&w->m, xp, y, T, acc, c->d_gws, c->gws_cap, c->stream);
+        }
+        return lmx_cuda_gemm(&w->m, xp, y, T, acc, c->stream);
+    }
+    return lmx_cuda_gemv(&w->m, xp, y, T, acc, c->stream);
+}
+
 /* ---- ops ---- */
 
 lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
@@ -45,11 +63,7 @@ lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *
         SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T); SIGI(w->rows);
         if (replaying(c)) return LMX_OK;
     }
-    const float *xp = x->d + x_off;
-    /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
-        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, c->stream);
-    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, c->stream);
+    return matmul_rows(c, w, x->d + x_off, T, y->d, false);
 }
 
 lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
@@ -291,10 +305,7 @@ lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_b
         SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
         if (replaying(c)) return LMX_OK;
     }
-    const float *xp = x->d + x_off;
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
-        return lmx_cuda_gemm(&w->m, xp, y->d, T, true, c->stream);
-    return lmx_cuda_gemv(&w->m, xp, y->d, T, true, c->stream);
+    return matmul_rows(c, w, x->d + x_off, T, y->d, true);
 }
 
 /* [per-head norm], RoPE of q and k, k/v into the cache: one launch (lmx_cuda_rope_qk_store) */

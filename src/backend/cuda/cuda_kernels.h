@@ -167,6 +167,17 @@ lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int
  * (LMX_ERR_UNSUPPORTED without it). */
 lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             int impl, lmx_cuda_stream stream);
+/* Few-row GEMM (cuda_gemm_small.cu; batched decode steps): y[t, :] = x[t, :]·W^T (+ bias) (+ y if
+ * accumulate) for MLX affine 4/8-bit W (group 32/64/128, k % 128 == 0: lmx_cuda_gemm_small_supported),
+ * the weights read once per 64 rows of x, dequantized to bf16(fmaf(s, q, b)) in registers, x rounded to
+ * bf16, fp32 accumulation (bf16-level error like lmx_cuda_gemm). Split-K over about two blocks per SM
+ * when a workspace of lmx_cuda_gemm_small_workspace(m, T) floats is given (ws NULL or smaller: one
+ * slice, slower for short matrices); the slices are added in a fixed order (deterministic; a row's
+ * result does not depend on T). x 16-byte aligned. LMX_ERR_UNSUPPORTED for other formats. */
+bool lmx_cuda_gemm_small_supported(const lmx_cuda_matrix *m);
+size_t lmx_cuda_gemm_small_workspace(const lmx_cuda_matrix *m, int T);
+lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate, float *ws,
+                               size_t ws_floats, lmx_cuda_stream stream);
 /* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; unavailable when the library does not load):
  * bf16 operands (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
 bool lmx_cuda_gemm_lt_available(void);
