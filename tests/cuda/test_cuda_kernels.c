@@ -267,14 +267,20 @@ static void run_gemm(gemv_case c) {
     lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
                          .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
     float *dy = NULL;
-    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped) */
-    for (int impl = 1; impl <= 2; impl++) {
-        if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
+    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped);
+     * 3 / 4: the few-row GEMM (cuda_gemm_small.cu) with its split-K workspace / without (one slice) */
+    const size_t sws_n = lmx_cuda_gemm_small_workspace(&m, T);
+    float *sws = sws_n ? dev_poisoned(sizeof(float) * sws_n) : NULL;
+    for (int impl = 1; impl <= 4; impl++) {
+        if (impl == 2 && !lmx_cuda_gemm_lt_available()) continue;
+        if (impl >= 3 && !lmx_cuda_gemm_small_supported(&m)) break;
         lmx_cuda_free(dy);
         dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
         CHECK(dw && dx && dy);
         if (!(dw && dx && dy)) break;
-        lmx_status s = lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL);
+        lmx_status s = impl <= 2 ? lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL)
+                                 : lmx_cuda_gemm_small(&m, dx, dy, T, c.accumulate, impl == 3 ? sws : NULL,
+                                                       impl == 3 ? sws_n : 0, NULL);
         if (impl == 2 && s == LMX_ERR_UNSUPPORTED) continue;
         CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         s = lmx_cuda_stream_sync(NULL);
@@ -282,9 +288,11 @@ static void run_gemm(gemv_case c) {
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
         lmx_cuda_stream_sync(NULL);
         char nm[192];
-        snprintf(nm, sizeof nm, "%s %s", name, impl == 1 ? "mma.sync" : "cuBLASLt");
+        snprintf(nm, sizeof nm, "%s %s", name,
+                 impl == 1 ? "mma.sync" : impl == 2 ? "cuBLASLt" : impl == 3 ? "small split-K" : "small 1 slice");
         compare(nm, y, ref, (size_t)T * c.n, 1e-2);
     }
+    lmx_cuda_free(sws);
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);
 }
@@ -303,6 +311,15 @@ static void test_gemm(void) {
         {1024, 4096, 4, 64, 2, 33, 1, 1},
         {4096, 4096, 0, 0, 2, 64, 0, 1},
         {512, 1024, 8, 64, 2, 16, 1, 1},
+        /* the few-row GEMM: every n-tile count (T 8/16/32/64), two passes (T 100), ragged rows, all
+         * group sizes, f16 / f32 scales, bias, accumulate, long K (split-K) and one super-step of K */
+        {4096, 4096, 4, 64, 2, 64, 0, 0},
+        {1000, 2048, 4, 32, 1, 8, 1, 0},
+        {777, 1024, 8, 128, 0, 32, 0, 1},
+        {2050, 14336 / 4, 8, 64, 2, 16, 1, 1},
+        {2048, 7168, 4, 64, 2, 100, 0, 0},
+        {300, 128, 4, 128, 2, 5, 1, 1},
+        {129, 384, 8, 32, 2, 64, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
 }
