@@ -9,7 +9,7 @@
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
  * fused Llama shapes), expand (the weight expansion before the cuBLASLt GEMM), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
  * step in a graph), gemm_small (the few-row GEMM of batched decode steps, T 8..128, beside cuBLASLt and
- * the GEMV), attention (only the decode attention timings when given alone). */
+ * the GEMV), batch (a whole batched decode step at 8..64 rows over a paged KV pool, bench_cuda_batch.c), attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +228,8 @@ static void bench_gemm_small(const float *xt, float *yt, int reps) {
     printf("\n");
 }
 
+void lmx_bench_batch_step(void); /* bench_cuda_batch.c: section "batch" */
+
 static int want(const char *sections, const char *name) {
     return !strcmp(sections, "all") || strstr(sections, name) != NULL;
 }
@@ -235,7 +237,7 @@ static int want(const char *sections, const char *name) {
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
-    /* sections: "all" or a list of gemv, layer, expand, prefill, step, gemm_small, attn */
+    /* sections: "all" or a list of gemv, layer, expand, prefill, step, gemm_small, batch, attn */
     const char *sec = argc > 2 ? argv[2] : "all";
     int nd = 0;
     if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
@@ -384,6 +386,7 @@ int main(int argc, char **argv) {
         lmx_cuda_free(ob);
     }
 
+    if (want(sec, "batch")) lmx_bench_batch_step();
     if (want(sec, "gemm_small")) {
         float *xt, *yt;
         LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * 128 * 14336));

@@ -275,7 +275,14 @@ static void test_sample_rows(void) {
 }
 #endif
 
+/* no such device: the backend is refused (every build) */
+static void test_no_device_error(void) {
+    lmx_backend *be = NULL;
+    CHECK(lmx_backend_cuda_create(999, &be) == LMX_ERR_GPU_NOT_AVAILABLE && be == NULL);
+}
+
 int main(void) {
+    RUN(test_no_device_error);
 #ifdef LMX_HAVE_CUDA
     if (lmx_cuda_available(NULL)) {
         RUN(test_paged_attention);

@@ -8,7 +8,8 @@
  * block, and multiplied against all rows from registers; X (T x K, small) is staged as bf16 in shared
  * memory per 256-k chunk and re-read by every block from L2.
  *
- * Layout: block = 8 warps, 128 weight rows (warp w: rows 16w..16w+15 = one A tile), one slice of K
+ * Layout: block = 8 warps, 128 MT weight rows (warp w: MT A tiles of 16 rows; MT = 2 from 17 rows of X on,
+ * so each x fragment read from shared memory feeds two MMAs), one slice of K
  * (split-K when the row blocks alone do not fill the GPU: about 2 blocks per SM; partial sums then go to
  * a workspace and a second launch adds the slices in slice order, so the result is deterministic and a
  * row's result does not depend on T). A super-step is 128 k: lane (g, c) loads 16 (q4) or 32 (q8) bytes of
@@ -24,7 +25,7 @@
 
 #define SG_WARPS 8
 #define SG_THREADS (SG_WARPS * 32)
-#define SG_BN (SG_WARPS * 16) /* weight rows per block */
+#define SG_BN (SG_WARPS * 16) /* weight rows per block and m-tile per warp */
 #define SG_SS 128             /* k per super-step */
 #define SG_CH 2               /* super-steps per staged X chunk */
 #define SG_MAXT 64            /* rows of X per pass */
@@ -87,92 +88,109 @@ __device__ __forceinline__ void sg_deq(const uint32_t (&w)[sg_fmt<BITS>::WPL], i
     p23 = sg_pack(fmaf(s, q[2], b), fmaf(s, q[3], b));
 }
 
-template <int BITS> struct sg_regs {
-    uint32_t a[sg_fmt<BITS>::WPL], b[sg_fmt<BITS>::WPL]; /* rows g, g + 8 */
-    float sa, ba, sb, bb;                                /* their scale / bias of this super-step */
+/* the weights of one super-step for a lane: rows 16 mt + g + 8 h (h = 0, 1) of the warp's MT m-tiles */
+template <int BITS, int MT> struct sg_regs {
+    uint32_t w[2 * MT][sg_fmt<BITS>::WPL];
+    float s[2 * MT], b[2 * MT]; /* their scale / bias of this super-step */
 };
 
-/* grid (row blocks, slices); NT n-tiles of 8 rows of X (T <= 8 NT); out: Y (ws NULL) or the slice's
- * partial sums ws[slice][T][N] */
-template <int BITS, int NT>
-__global__ void __launch_bounds__(SG_THREADS, 2)
+/* grid (row blocks of 128 MT rows, slices); NT n-tiles of 8 rows of X (T <= 8 NT); out: Y (ws NULL) or
+ * the slice's partial sums ws[slice][T][N] */
+template <int BITS, int NT, int MT>
+__global__ void __launch_bounds__(SG_THREADS, MT == 1 ? 2 : 1)
 sg_kernel(const float *__restrict__ X, int T, int K, const uint32_t *__restrict__ W, const void *__restrict__ S,
           const void *__restrict__ Bq, int sdt, int gs, const void *__restrict__ lbias, int bdt, float *Y, int N,
           int accumulate, float *__restrict__ ws) {
     __shared__ uint4 xs[SG_CH * NT * 4 * 32];
-    constexpr int WPL = sg_fmt<BITS>::WPL, RW = sg_fmt<BITS>::ROW_WORDS_SS;
+    constexpr int WPL = sg_fmt<BITS>::WPL, RW = sg_fmt<BITS>::ROW_WORDS_SS, NR = 2 * MT;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
     const int n_ss = K / SG_SS, slice = blockIdx.y, n_slices = gridDim.y;
     const int ss0 = (int)((int64_t)slice * n_ss / n_slices), ss1 = (int)((int64_t)(slice + 1) * n_ss / n_slices);
-    const int rA = blockIdx.x * SG_BN + warp * 16 + g, rB = rA + 8;
-    const int rAc = rA < N ? rA : N - 1, rBc = rB < N ? rB : N - 1; /* rows past N load a valid row, store nothing */
+    const int r0 = blockIdx.x * SG_BN * MT + warp * 16 * MT + g; /* row i of the lane: r0 + 8 i */
     const size_t row_words = (size_t)K * BITS / 32, groups = (size_t)(K / gs);
-    const uint32_t *wa = W + (size_t)rAc * row_words + WPL * c, *wb = W + (size_t)rBc * row_words + WPL * c;
+    const uint32_t *wp[NR];
+    size_t srow[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+        const int r = r0 + 8 * i < N ? r0 + 8 * i : N - 1; /* rows past N load a valid row, store nothing */
+        wp[i] = W + (size_t)r * row_words + WPL * c;
+        srow[i] = (size_t)r * groups;
+    }
 
-    auto load = [&](int ss, sg_regs<BITS> &r) {
-#pragma unroll
-        for (int i = 0; i < WPL; i += 4) {
-            const uint4 va = lmx_cu_ld_stream(wa + (size_t)ss * RW + i), vb = lmx_cu_ld_stream(wb + (size_t)ss * RW + i);
-            r.a[i] = va.x; r.a[i + 1] = va.y; r.a[i + 2] = va.z; r.a[i + 3] = va.w;
-            r.b[i] = vb.x; r.b[i + 1] = vb.y; r.b[i + 2] = vb.z; r.b[i + 3] = vb.w;
-        }
+    auto load = [&](int ss, sg_regs<BITS, MT> &r) {
         const size_t gi = ((size_t)ss * SG_SS + 32 * c) / gs;
-        r.sa = lmx_cu_ld(S, (size_t)rAc * groups + gi, sdt);
-        r.ba = lmx_cu_ld(Bq, (size_t)rAc * groups + gi, sdt);
-        r.sb = lmx_cu_ld(S, (size_t)rBc * groups + gi, sdt);
-        r.bb = lmx_cu_ld(Bq, (size_t)rBc * groups + gi, sdt);
-    };
-    float acc[NT][4];
 #pragma unroll
-    for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    auto compute = [&](int ssl, const sg_regs<BITS> &r) {
+        for (int i = 0; i < NR; i++) {
+#pragma unroll
+            for (int k = 0; k < WPL; k += 4) {
+                const uint4 v = lmx_cu_ld_stream(wp[i] + (size_t)ss * RW + k);
+                r.w[i][k] = v.x; r.w[i][k + 1] = v.y; r.w[i][k + 2] = v.z; r.w[i][k + 3] = v.w;
+            }
+            r.s[i] = lmx_cu_ld(S, srow[i] + gi, sdt);
+            r.b[i] = lmx_cu_ld(Bq, srow[i] + gi, sdt);
+        }
+    };
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.f;
+    auto compute = [&](int ssl, const sg_regs<BITS, MT> &r) {
         const uint4 *xl = xs + ssl * NT * 128 + lane;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            uint4 xv[NT];
+            uint32_t a[2][MT][4]; /* k16-step 2j + s, m-tile mt: rows 16 mt + g (a0, a2) and + 8 (a1, a3) */
 #pragma unroll
-            for (int n = 0; n < NT; n++) xv[n] = xl[(n * 4 + j) * 32];
+            for (int s = 0; s < 2; s++)
 #pragma unroll
-            for (int s = 0; s < 2; s++) {
-                const int u = 2 * j + s;
-                uint32_t a[4];
-                sg_deq<BITS>(r.a, u, r.sa, r.ba, a[0], a[2]);
-                sg_deq<BITS>(r.b, u, r.sb, r.bb, a[1], a[3]);
+                for (int mt = 0; mt < MT; mt++) {
+                    sg_deq<BITS>(r.w[2 * mt], 2 * j + s, r.s[2 * mt], r.b[2 * mt], a[s][mt][0], a[s][mt][2]);
+                    sg_deq<BITS>(r.w[2 * mt + 1], 2 * j + s, r.s[2 * mt + 1], r.b[2 * mt + 1], a[s][mt][1],
+                                 a[s][mt][3]);
+                }
 #pragma unroll
-                for (int n = 0; n < NT; n++) sg_mma(acc[n], a, s ? xv[n].z : xv[n].x, s ? xv[n].w : xv[n].y);
+            for (int n = 0; n < NT; n++) {
+                const uint4 xv = xl[(n * 4 + j) * 32]; /* steps 2j (x, y) and 2j + 1 (z, w) */
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    sg_mma(acc[mt][n], a[0][mt], xv.x, xv.y);
+                    sg_mma(acc[mt][n], a[1][mt], xv.z, xv.w);
+                }
             }
         }
     };
-    sg_regs<BITS> r0, r1;
-    if (ss0 < ss1) load(ss0, r0);
-    if (ss0 + 1 < ss1) load(ss0 + 1, r1);
+    sg_regs<BITS, MT> ra, rb;
+    if (ss0 < ss1) load(ss0, ra);
+    if (ss0 + 1 < ss1) load(ss0 + 1, rb);
     for (int ss = ss0; ss < ss1; ss += SG_CH) {
         __syncthreads(); /* the previous chunk is consumed */
         sg_stage_x<NT>(xs, X, T, K, (int64_t)ss * SG_SS, (int64_t)ss1 * SG_SS);
         __syncthreads();
-        compute(0, r0);
-        if (ss + 2 < ss1) load(ss + 2, r0);
+        compute(0, ra);
+        if (ss + 2 < ss1) load(ss + 2, ra);
         if (ss + 1 < ss1) {
-            compute(1, r1);
-            if (ss + 3 < ss1) load(ss + 3, r1);
+            compute(1, rb);
+            if (ss + 3 < ss1) load(ss + 3, rb);
         }
     }
-    /* C fragments: (row g, X rows 2c, 2c+1), (row g + 8, same) of each n-tile */
+    /* C fragments: (row 16 mt + g, X rows 2c, 2c+1), (row 16 mt + g + 8, same) of each n-tile */
 #pragma unroll
-    for (int n = 0; n < NT; n++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int r = e < 2 ? rA : rB, t = n * 8 + 2 * c + (e & 1);
-            if (r >= N || t >= T) continue;
-            const float v = acc[n][e];
-            if (ws) {
-                ws[((size_t)slice * T + t) * N + r] = v;
-            } else {
-                float o = v + (lbias ? lmx_cu_ld(lbias, r, bdt) : 0.f);
-                float *dst = Y + (size_t)t * N + r;
-                *dst = accumulate ? *dst + o : o;
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = r0 + 16 * mt + (e < 2 ? 0 : 8), t = n * 8 + 2 * c + (e & 1);
+                if (r >= N || t >= T) continue;
+                const float v = acc[mt][n][e];
+                if (ws) {
+                    ws[((size_t)slice * T + t) * N + r] = v;
+                } else {
+                    float o = v + (lbias ? lmx_cu_ld(lbias, r, bdt) : 0.f);
+                    float *dst = Y + (size_t)t * N + r;
+                    *dst = accumulate ? *dst + o : o;
+                }
             }
-        }
 }
 
 /* Y[t][r] = (Y) + bias + the slices' partial sums in slice order */
@@ -195,11 +213,15 @@ extern "C" bool lmx_cuda_gemm_small_supported(const lmx_cuda_matrix *m) {
            lmx_cuda_matrix_check(m) == LMX_OK;
 }
 
-/* slices of K: about two blocks per SM in all, at most one slice per super-step */
-static int sg_slices(const lmx_cuda_matrix *m) {
+/* m-tiles per warp for `rows` rows of X: 2 from 17 rows on (the x fragments read from shared memory then
+ * serve 32 weight rows) */
+static int sg_mt(int rows) { return rows > 16 ? 2 : 1; }
+
+/* slices of K: about two blocks per SM (MT 1) or one (MT 2) in all, at most one slice per super-step */
+static int sg_slices(const lmx_cuda_matrix *m, int mt) {
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    const int64_t row_blocks = (m->n + SG_BN - 1) / SG_BN, want = 2 * (int64_t)sms;
+    const int64_t row_blocks = (m->n + SG_BN * mt - 1) / (SG_BN * mt), want = (mt == 1 ? 2 : 1) * (int64_t)sms;
     int64_t s = (want + row_blocks - 1) / row_blocks;
     const int64_t n_ss = m->k / SG_SS;
     if (s > n_ss) s = n_ss;
@@ -209,15 +231,15 @@ static int sg_slices(const lmx_cuda_matrix *m) {
 
 extern "C" size_t lmx_cuda_gemm_small_workspace(const lmx_cuda_matrix *m, int T) {
     if (!lmx_cuda_gemm_small_supported(m) || T < 1) return 0;
-    const int s = sg_slices(m);
-    return s > 1 ? (size_t)s * (size_t)(T < SG_MAXT ? T : SG_MAXT) * (size_t)m->n : 0;
+    const int rows = T < SG_MAXT ? T : SG_MAXT, s = sg_slices(m, sg_mt(rows));
+    return s > 1 ? (size_t)s * (size_t)rows * (size_t)m->n : 0;
 }
 
-template <int BITS, int NT>
+template <int BITS, int NT, int MT>
 static void sg_launch(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool acc, float *ws, int slices,
                       cudaStream_t st) {
-    const dim3 grid((unsigned)((m->n + SG_BN - 1) / SG_BN), (unsigned)slices);
-    sg_kernel<BITS, NT><<<grid, SG_THREADS, 0, st>>>(x, T, (int)m->k, (const uint32_t *)m->w, m->scales, m->biases,
+    const dim3 grid((unsigned)((m->n + SG_BN * MT - 1) / (SG_BN * MT)), (unsigned)slices);
+    sg_kernel<BITS, NT, MT><<<grid, SG_THREADS, 0, st>>>(x, T, (int)m->k, (const uint32_t *)m->w, m->scales, m->biases,
                                                     (int)m->dtype, m->group_size, m->bias, (int)m->bias_dtype, y,
                                                     (int)m->n, acc ? 1 : 0, ws);
 }
@@ -230,21 +252,20 @@ extern "C" lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float 
     if (!x || !y || T < 1 || ((uintptr_t)x & 15))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda small gemm: NULL or unaligned x/y, or T %d", T);
     cudaStream_t st = LMX_CU_STREAM(stream);
-    int slices = sg_slices(m);
     /* one pass per 64 rows of X (the weights are read once per pass); the workspace holds one pass */
     for (int t0 = 0; t0 < T; t0 += SG_MAXT) {
         const int rows = T - t0 < SG_MAXT ? T - t0 : SG_MAXT;
-        int s = slices; /* without room for the partial sums: one slice */
+        int s = sg_slices(m, sg_mt(rows)); /* without room for the partial sums: one slice */
         if (s > 1 && (!ws || ws_floats < (size_t)s * (size_t)rows * (size_t)m->n)) s = 1;
         float *w = s > 1 ? ws : NULL;
         const float *xp = x + (size_t)t0 * m->k;
         float *yp = y + (size_t)t0 * m->n;
 #define SG_GO(B)                                                                                              \
     do {                                                                                                      \
-        if (rows <= 8) sg_launch<B, 1>(m, xp, yp, rows, accumulate, w, s, st);                             \
-        else if (rows <= 16) sg_launch<B, 2>(m, xp, yp, rows, accumulate, w, s, st);                       \
-        else if (rows <= 32) sg_launch<B, 4>(m, xp, yp, rows, accumulate, w, s, st);                       \
-        else sg_launch<B, 8>(m, xp, yp, rows, accumulate, w, s, st);                                       \
+        if (rows <= 8) sg_launch<B, 1, 1>(m, xp, yp, rows, accumulate, w, s, st);                          \
+        else if (rows <= 16) sg_launch<B, 2, 1>(m, xp, yp, rows, accumulate, w, s, st);                    \
+        else if (rows <= 32) sg_launch<B, 4, 2>(m, xp, yp, rows, accumulate, w, s, st);                    \
+        else sg_launch<B, 8, 2>(m, xp, yp, rows, accumulate, w, s, st);                                    \
     } while (0)
         if (m->bits == 4) SG_GO(4);
         else SG_GO(8);
