@@ -9,7 +9,8 @@
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
  * fused Llama shapes), expand (the weight expansion before the cuBLASLt GEMM), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
  * step in a graph), gemm_small (the few-row GEMM of batched decode steps, T 8..128, beside cuBLASLt and
- * the GEMV), batch (a whole batched decode step at 8..64 rows over a paged KV pool, bench_cuda_batch.c), attention (only the decode attention timings when given alone). */
+ * the GEMV), batch (a whole batched decode step at 8..64 rows over a paged KV pool, bench_cuda_batch.c),
+ * attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,8 +217,9 @@ static void bench_gemm_small(const float *xt, float *yt, int reps) {
                 const double us = time_rows(0, ms, copies, xt, yt, T, ws, ws_n, reps);
                 const double lt = lmx_cuda_gemm_lt_available() ? time_rows(1, ms, copies, xt, yt, T, NULL, 0, reps) : 0;
                 const double gv = T <= 32 ? time_rows(2, ms, copies, xt, yt, T, NULL, 0, reps) : 0;
-                printf("%-10s %-6s %5d %10.0f %9.2f %7.0f %7.1f | %9.2f %9.2f\n", SH[si].name, bi ? "q8g64" : "q4g64", T,
-                       moved, us, moved / (us * 1e-6) / 1e9, 2.0 * T * SH[si].n * SH[si].k / (us * 1e-6) / 1e12, lt, gv);
+                const double tflops = 2.0 * T * SH[si].n * SH[si].k / (us * 1e-6) / 1e12;
+                printf("%-10s %-6s %5d %10.0f %9.2f %7.0f %7.1f | %9.2f %9.2f\n", SH[si].name, bi ? "q8g64" : "q4g64",
+                       T, moved, us, moved / (us * 1e-6) / 1e9, tflops, lt, gv);
                 fflush(stdout);
             }
             lmx_cuda_free(ws);

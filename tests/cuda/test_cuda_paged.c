@@ -70,7 +70,8 @@ static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bwe
                        const float *k, const float *v, const int32_t *pos, int T, const lmx_kv_map *map, float *q_out,
                        float *o_out) {
     const size_t qn = (size_t)T * s->n_heads * s->hd, kn = (size_t)T * s->n_kv * s->hd;
-    lmx_buf *bq = buf_with(be, q, qn), *bk = buf_with(be, k, kn), *bv = buf_with(be, v, kn), *bo = buf_with(be, NULL, qn);
+    lmx_buf *bq = buf_with(be, q, qn), *bk = buf_with(be, k, kn), *bv = buf_with(be, v, kn);
+    lmx_buf *bo = buf_with(be, NULL, qn);
     lmx_status st = bq && bk && bv && bo ? LMX_OK : LMX_ERR_OUT_OF_MEMORY;
     lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
                              .rot_dim = s->hd, .capacity = kv->cap, .inv_freq = invf, .mscale = 1.0f, .map = map};

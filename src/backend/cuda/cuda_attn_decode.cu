@@ -4,8 +4,8 @@
  * Cache [n_kv_heads][capacity][head_dim] of F32, F16 or BF16, position j in slot j % capacity (a ring on
  * sliding layers) or, paged (lmx_cuda_kv_map), in the slot of row t's block table: then each lane
  * looks up the slot of its key of a tile once and the warp shares them through shared memory; the
- * launch may cover a subset of the rows (map->rows), each row with its own sequence and length. Grid (n_kv_heads * chunks, splits, T), 128 threads (4 warps). A block owns one kv
- * head and a chunk of up to 4 of its query heads (GQA: the K/V rows are read once for them), one
+ * launch may cover a subset of the rows (map->rows), each row with its own sequence and length.
+ * Grid (n_kv_heads * chunks, splits, T), 128 threads (4 warps). A block owns one kv head and a chunk of up to 4 of its query heads (GQA: the K/V rows are read once for them), one
  * split of the row's visible key range [lo, pos] and one query row t. Inside the block no barrier
  * runs per key tile: the warps take interleaved tiles of 32 keys; in a tile lane i scores key i
  * against the 4 query heads (the whole key row from global, q broadcast from shared; with a 16-bit

@@ -45,7 +45,8 @@ static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
             const size_t need = lmx_cuda_gemm_small_workspace(&w->m, T);
             if (need > c->gws_cap && !stepping(c))
-                LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_gws, &c->gws_cap, need, sizeof(float), "gemm workspace"));
+                LMX_BACKEND_TRY(
+                    grow_scratch(c, (void **)&c->d_gws, &c->gws_cap, need, sizeof(float), "gemm workspace"));
             return lmx_cuda_gemm_small(&w->m, xp, y, T, acc, c->d_gws, c->gws_cap, c->stream);
         }
         return lmx_cuda_gemm(&w->m, xp, y, T, acc, c->stream);
@@ -179,7 +180,8 @@ static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_b
     if (need_cnt > c->cnt_cap)
         LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_cnt, &c->cnt_cap, need_cnt, sizeof(int32_t), "counter"));
     const size_t need = lmx_cuda_attention_workspace_floats(&a, dm.n_rows);
-    if (need > c->ws_cap) LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
+    if (need > c->ws_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
     return lmx_cuda_attention_decode(&a, q->d, kc->d, vc->d, dp, p->n_tokens, dlen, c->d_ws, c->d_cnt, out->d,
                                      c->stream);
 }

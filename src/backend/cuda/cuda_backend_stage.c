@@ -73,8 +73,8 @@ static lmx_status check_map(const lmx_kv_map *m, const int32_t *pos, int T, int 
     for (int t = 0; t < T; t++) {
         const int r = m->seq[t];
         if (r < 0 || r >= m->n_seqs || pos[t] < 0 || pos[t] / bs >= m->stride)
-            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "paged kv: row %d: sequence %d of %d, position %d (%d blocks)", t,
-                             r, m->n_seqs, pos[t], m->stride);
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "paged kv: row %d: sequence %d of %d, position %d (%d blocks)",
+                             t, r, m->n_seqs, pos[t], m->stride);
         int64_t lo = window > 0 ? (int64_t)pos[t] - window + 1 : 0;
         if (lo < 0) lo = 0;
         /* the next row of the same run only adds position pos[t] (its lo did not fall) */

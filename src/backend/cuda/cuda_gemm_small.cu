@@ -208,9 +208,12 @@ __global__ void sg_reduce_kernel(const float *__restrict__ ws, int n_slices, int
 }
 
 extern "C" bool lmx_cuda_gemm_small_supported(const lmx_cuda_matrix *m) {
-    return m && (m->bits == 4 || m->bits == 8) && m->k % SG_SS == 0 && (m->group_size == 32 || m->group_size == 64 ||
-           m->group_size == 128) && lmx_cu_float_dtype(m->dtype) && m->n >= 1 && m->n <= 0x7fffffff && m->k <= 0x7fffffff &&
-           lmx_cuda_matrix_check(m) == LMX_OK;
+    if (!m || (m->bits != 4 && m->bits != 8) || m->k % SG_SS != 0 || !lmx_cu_float_dtype(m->dtype))
+        return false;
+    if ((m->group_size != 32 && m->group_size != 64 && m->group_size != 128) || m->n < 1 || m->n > 0x7fffffff ||
+        m->k > 0x7fffffff)
+        return false;
+    return lmx_cuda_matrix_check(m) == LMX_OK;
 }
 
 /* m-tiles per warp for `rows` rows of X: 2 from 17 rows on (the x fragments read from shared memory then
