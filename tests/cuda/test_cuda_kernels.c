@@ -324,6 +324,40 @@ static void test_gemm(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
 }
 
+/* the few-row GEMM computes each row of x as it would with any other row count (16 / 17 / 64 / 100 rows:
+ * other n-tile and m-tile counts, two passes), bit for bit; with and without a bias */
+static void test_gemm_small_rows(void) {
+    const int64_t n = 1000, k = 2048;
+    const int bits = 4, gs = 64, dt = LMX_DTYPE_BF16, TMAX = 100, TS[4] = {16, 17, 64, 100};
+    const size_t wbytes = (size_t)(n * k * bits / 32) * 4, sbytes = (size_t)(n * (k / gs)) * tu_dsize(dt);
+    void *hw = malloc(wbytes), *hs = malloc(sbytes), *hb = malloc(sbytes);
+    tu_make_quant(&rng, n, k, bits, gs, dt, hw, hs, hb, NULL);
+    float *x = randv((size_t)TMAX * k, 1.0f), *y = malloc(sizeof(float) * TMAX * n), *y16 = malloc(sizeof(float) * 16 * n);
+    float *hbias = randv((size_t)n, 1.0f);
+    void *dw = dev_upload(hw, wbytes), *ds = dev_upload(hs, sbytes), *db = dev_upload(hb, sbytes);
+    void *dbias = dev_upload(hbias, sizeof(float) * (size_t)n);
+    float *dx = dev_upload(x, sizeof(float) * (size_t)TMAX * k), *dy = dev_poisoned(sizeof(float) * (size_t)TMAX * n);
+    for (int bias = 0; bias < 2; bias++) {
+        lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = bias ? dbias : NULL, .dtype = (lmx_dtype)dt,
+                             .bias_dtype = LMX_DTYPE_F32, .bits = bits, .group_size = gs, .n = n, .k = k};
+        const size_t wsn = lmx_cuda_gemm_small_workspace(&m, TMAX);
+        float *ws = wsn ? dev_poisoned(sizeof(float) * wsn) : NULL;
+        for (int i = 0; i < 4; i++) {
+            lmx_status s = lmx_cuda_gemm_small(&m, dx, dy, TS[i], false, ws, wsn, NULL);
+            if (s == LMX_OK) s = lmx_cuda_stream_sync(NULL);
+            CHECK_MSG(s == LMX_OK, "small gemm T %d: %s", TS[i], lmx_last_error_detail());
+            lmx_cuda_memcpy_d2h(i == 0 ? y16 : y, dy, sizeof(float) * 16 * (size_t)n, NULL);
+            lmx_cuda_stream_sync(NULL);
+            if (i > 0)
+                CHECK_MSG(memcmp(y, y16, sizeof(float) * 16 * (size_t)n) == 0,
+                          "small gemm: rows 0..15 at T %d differ from T 16 (bias %d)", TS[i], bias);
+        }
+        lmx_cuda_free(ws);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
+    free(hw); free(hs); free(hb); free(x); free(y); free(y16); free(hbias);
+}
+
 /* ---- weight expansion before the cuBLASLt GEMM: bit for bit the host's bf16_rn(fmaf(s, q, b)) ---- */
 static void run_expand(int64_t n, int64_t k, int bits, int gs, int dt) {
     char name[128];
@@ -1257,6 +1291,7 @@ int main(void) {
     RUN(test_arena);
     RUN(test_gemv);
     RUN(test_gemm);
+    RUN(test_gemm_small_rows);
     RUN(test_expand);
     RUN(test_act_split);
     RUN(test_rmsnorm);

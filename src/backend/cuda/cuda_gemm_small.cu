@@ -74,15 +74,17 @@ __device__ __forceinline__ void sg_stage_x(uint4 *xs, const float *__restrict__ 
 template <int BITS>
 __device__ __forceinline__ void sg_deq(const uint32_t (&w)[sg_fmt<BITS>::WPL], int u, float s, float b, uint32_t &p01,
                                        uint32_t &p23) {
+    /* q as the mantissa of 2^23 (0x4B000000 | q = 2^23 + q exactly), minus 2^23: full-rate integer and
+     * FADD work instead of the quarter-rate I2F conversion */
     float q[4];
     if constexpr (BITS == 4) {
         const uint32_t v = w[u >> 1] >> (16 * (u & 1)); /* nibbles 4(u&1).. of word u/2 */
 #pragma unroll
-        for (int i = 0; i < 4; i++) q[i] = (float)((v >> (4 * i)) & 15u);
+        for (int i = 0; i < 4; i++) q[i] = __uint_as_float(((v >> (4 * i)) & 15u) | 0x4B000000u) - 8388608.0f;
     } else {
         const uint32_t v = w[u];
 #pragma unroll
-        for (int i = 0; i < 4; i++) q[i] = (float)((v >> (8 * i)) & 255u);
+        for (int i = 0; i < 4; i++) q[i] = __uint_as_float(__byte_perm(v, 0x4B000000u, 0x7650u + i)) - 8388608.0f;
     }
     p01 = sg_pack(fmaf(s, q[0], b), fmaf(s, q[1], b));
     p23 = sg_pack(fmaf(s, q[2], b), fmaf(s, q[3], b));
@@ -216,15 +218,12 @@ extern "C" bool lmx_cuda_gemm_small_supported(const lmx_cuda_matrix *m) {
     return lmx_cuda_matrix_check(m) == LMX_OK;
 }
 
-/* m-tiles per warp for `rows` rows of X: 2 from 17 rows on (the x fragments read from shared memory then
- * serve 32 weight rows) */
-static int sg_mt(int rows) { return rows > 16 ? 2 : 1; }
-
-/* slices of K: about two blocks per SM (MT 1) or one (MT 2) in all, at most one slice per super-step */
-static int sg_slices(const lmx_cuda_matrix *m, int mt) {
+/* slices of K: about two blocks of 128 rows per SM in all (MT 2 blocks hold 256 rows: one per SM), at most
+ * one slice per super-step; a function of the matrix only, so a row's sums do not depend on T */
+static int sg_slices(const lmx_cuda_matrix *m) {
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    const int64_t row_blocks = (m->n + SG_BN * mt - 1) / (SG_BN * mt), want = (mt == 1 ? 2 : 1) * (int64_t)sms;
+    const int64_t row_blocks = (m->n + SG_BN - 1) / SG_BN, want = 2 * (int64_t)sms;
     int64_t s = (want + row_blocks - 1) / row_blocks;
     const int64_t n_ss = m->k / SG_SS;
     if (s > n_ss) s = n_ss;
@@ -234,7 +233,7 @@ static int sg_slices(const lmx_cuda_matrix *m, int mt) {
 
 extern "C" size_t lmx_cuda_gemm_small_workspace(const lmx_cuda_matrix *m, int T) {
     if (!lmx_cuda_gemm_small_supported(m) || T < 1) return 0;
-    const int rows = T < SG_MAXT ? T : SG_MAXT, s = sg_slices(m, sg_mt(rows));
+    const int rows = T < SG_MAXT ? T : SG_MAXT, s = sg_slices(m);
     return s > 1 ? (size_t)s * (size_t)rows * (size_t)m->n : 0;
 }
 
@@ -258,7 +257,7 @@ extern "C" lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float 
     /* one pass per 64 rows of X (the weights are read once per pass); the workspace holds one pass */
     for (int t0 = 0; t0 < T; t0 += SG_MAXT) {
         const int rows = T - t0 < SG_MAXT ? T - t0 : SG_MAXT;
-        int s = sg_slices(m, sg_mt(rows)); /* without room for the partial sums: one slice */
+        int s = sg_slices(m); /* without room for the partial sums: one slice */
         if (s > 1 && (!ws || ws_floats < (size_t)s * (size_t)rows * (size_t)m->n)) s = 1;
         float *w = s > 1 ? ws : NULL;
         const float *xp = x + (size_t)t0 * m->k;
