@@ -167,6 +167,8 @@ lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab
         c->rows_pending = false;
     }
     LMX_BACKEND_TRY(rows_grow(c, n));
+    c->rows_n = n;
+    c->rows_pending = true; /* from here on work may be in flight (also after a failure below) */
     int32_t *greedy = c->h_rres; /* the greedy rows' indices, built in place before the launch reads them */
     int n_greedy = 0, n_samp = 0;
     for (int r = 0; r < n; r++) {
@@ -183,8 +185,6 @@ lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab
             LMX_BACKEND_TRY(rows_sample_one(c, n_samp++, logits->d + (size_t)r * (size_t)vocab, vocab, &a[r]));
         }
     }
-    c->rows_n = n;
-    c->rows_pending = true;
     if (n_greedy > 0) {
         const int32_t *d_rows;
         LMX_BACKEND_TRY(lmx_cub_stage_upload(c, &c->grows, greedy, n_greedy, &d_rows));
