@@ -236,7 +236,8 @@ lmx_status lmx_cuda_embed(const lmx_cuda_matrix *table, const int32_t *ids, int 
  *   tiles: prefill kernels (lmx_cuda_attention_prefill, lmx_cuda_flash_tc): (first row, row count
  *          <= 64) pairs, each tile rows of ONE sequence at consecutive positions; NULL = tiles of 64
  *          over all T rows (then all rows must belong to one sequence).
- * rope_qk_store reads only tables, seq, stride and block_shift. */
+ * rope_qk_store reads only tables, seq, stride and block_shift; lmx_cuda_kv_store and the split-K
+ * lmx_cuda_attention refuse a map (LMX_ERR_UNSUPPORTED). */
 typedef struct lmx_cuda_kv_map {
     const int32_t *tables; /* device [n_seqs * stride] */
     const int32_t *seq;    /* device [T] */
