@@ -89,10 +89,11 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
 
     const int h = blockIdx.x;
     /* the tile's rows q0..T-1 (one sequence): from the tile list, else 64 rows of the call */
-    int q0 = (gridDim.y - 1 - blockIdx.y) * FT_BQ;
+    const int tile = gridDim.y - 1 - blockIdx.y; /* late (heavy) tiles first */
+    int q0 = tile * FT_BQ;
     if (map.tiles) {
-        q0 = map.tiles[2 * blockIdx.y];
-        T = q0 + map.tiles[2 * blockIdx.y + 1];
+        q0 = map.tiles[2 * tile];
+        T = q0 + map.tiles[2 * tile + 1];
     } else if (T > q0 + FT_BQ) {
         T = q0 + FT_BQ;
     }

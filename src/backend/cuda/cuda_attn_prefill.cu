@@ -50,10 +50,11 @@ fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, con
 
     const int h = blockIdx.x;
     /* the tile's rows q0..T-1 (one sequence): from the tile list, else 64 rows of the call */
-    int q0 = (gridDim.y - 1 - blockIdx.y) * FA_BQ;
+    const int tile = gridDim.y - 1 - blockIdx.y; /* late (heavy) tiles first */
+    int q0 = tile * FA_BQ;
     if (map.tiles) {
-        q0 = map.tiles[2 * blockIdx.y];
-        T = q0 + map.tiles[2 * blockIdx.y + 1];
+        q0 = map.tiles[2 * tile];
+        T = q0 + map.tiles[2 * tile + 1];
     } else if (T > q0 + FA_BQ) {
         T = q0 + FA_BQ;
     }
