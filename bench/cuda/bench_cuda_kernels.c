@@ -8,7 +8,9 @@
  * Random (non-zero) data. Usage: bench_cuda_kernels [reps_per_batch=50] [sections=all]
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
  * fused Llama shapes), expand (the weight expansion before the cuBLASLt GEMM), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
- * step in a graph), attention (only the decode attention timings when given alone). */
+ * step in a graph), gemm_small (the few-row GEMM of batched decode steps, T 8..128, beside cuBLASLt and
+ * the GEMV), batch (a whole batched decode step at 8..64 rows over a paged KV pool, bench_cuda_batch.c),
+ * attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +164,74 @@ static double time_gemv_ring(lmx_cuda_matrix *ms, int copies, const float *x, fl
     return t[BATCHES / 2] * 1e3 / reps;
 }
 
+/* T-row matmuls rotating over `copies` matrices: impl 0 the few-row GEMM (workspace ws of ws_n floats),
+ * 1 cuBLASLt (lmx_cuda_gemm_ex impl 2, the weight expansion included), 2 the GEMV; median µs per call */
+static double time_rows(int impl, lmx_cuda_matrix *ms, int copies, const float *x, float *y, int T, float *ws,
+                        size_t ws_n, int reps) {
+#define TR_CALL(m)                                                                                          \
+    (impl == 0 ? lmx_cuda_gemm_small((m), x, y, T, false, ws, ws_n, NULL)                                   \
+     : impl == 1 ? lmx_cuda_gemm_ex((m), x, y, T, false, 2, NULL)                                           \
+                 : lmx_cuda_gemv((m), x, y, T, false, NULL))
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 3; i++) LK(TR_CALL(&ms[i % copies]));
+    float t[BATCHES];
+    for (int b = 0; b < BATCHES; b++) {
+        CK(cudaEventRecord(e0, 0));
+        for (int i = 0; i < reps; i++) LK(TR_CALL(&ms[i % copies]));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[b], e0, e1));
+    }
+#undef TR_CALL
+    CK(cudaGetLastError());
+    qsort(t, BATCHES, sizeof t[0], cmp_f);
+    cudaEventDestroy(e0); cudaEventDestroy(e1);
+    return t[BATCHES / 2] * 1e3 / reps;
+}
+
+/* the few-row GEMM (batched decode steps) per Llama-3-8B matrix at T = 8..128: µs, effective GB/s of
+ * the weights (+ x, y), TFLOP/s, and cuBLASLt (with its per-call bf16 expansion) and the GEMV beside */
+static void bench_gemm_small(const float *xt, float *yt, int reps) {
+    static const shape SH[6] = {{"q/o_proj", 4096, 4096}, {"qkv", 6144, 4096}, {"gate/up", 14336, 4096},
+                                {"gateup", 28672, 4096}, {"down", 4096, 14336}, {"lm_head", 128256, 4096}};
+    static const int TS[5] = {8, 16, 32, 64, 128};
+    printf("%-10s %-6s %5s %10s %9s %7s %7s | %9s %9s (us)\n", "gemm_small", "type", "T", "bytes", "us", "GB/s",
+           "TFLOP/s", "cuBLASLt", "gemv");
+    for (int bi = 0; bi < 2; bi++) {
+        const int bits = bi == 0 ? 4 : 8;
+        for (int si = 0; si < 6; si++) {
+            size_t bytes = 0;
+            lmx_cuda_matrix probe = make_matrix(SH[si].n, SH[si].k, bits, &bytes);
+            int copies = (int)((4 * g_l2) / bytes) + 2;
+            if (copies > 32) copies = 32;
+            lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
+            ms[0] = probe;
+            for (int c = 1; c < copies; c++) ms[c] = clone_matrix(&probe, &bytes);
+            const size_t ws_n = lmx_cuda_gemm_small_workspace(&probe, 128);
+            float *ws = NULL;
+            if (ws_n) LK(lmx_cuda_malloc((void **)&ws, ws_n * sizeof(float)));
+            for (int ti = 0; ti < 5; ti++) {
+                const int T = TS[ti];
+                const double moved = (double)bytes + (double)T * (SH[si].k + SH[si].n) * 4.0;
+                const double us = time_rows(0, ms, copies, xt, yt, T, ws, ws_n, reps);
+                const double lt = lmx_cuda_gemm_lt_available() ? time_rows(1, ms, copies, xt, yt, T, NULL, 0, reps) : 0;
+                const double gv = T <= 32 ? time_rows(2, ms, copies, xt, yt, T, NULL, 0, reps) : 0;
+                const double tflops = 2.0 * T * SH[si].n * SH[si].k / (us * 1e-6) / 1e12;
+                printf("%-10s %-6s %5d %10.0f %9.2f %7.0f %7.1f | %9.2f %9.2f\n", SH[si].name, bi ? "q8g64" : "q4g64",
+                       T, moved, us, moved / (us * 1e-6) / 1e9, tflops, lt, gv);
+                fflush(stdout);
+            }
+            lmx_cuda_free(ws);
+            for (int c = 0; c < copies; c++) free_matrix(&ms[c]);
+            free(ms);
+        }
+    }
+    printf("\n");
+}
+
+void lmx_bench_batch_step(void); /* bench_cuda_batch.c: section "batch" */
+
 static int want(const char *sections, const char *name) {
     return !strcmp(sections, "all") || strstr(sections, name) != NULL;
 }
@@ -169,7 +239,7 @@ static int want(const char *sections, const char *name) {
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 50;
     if (reps < 1) reps = 50;
-    /* sections: "all" or a list of gemv, layer, expand, prefill, step, attn */
+    /* sections: "all" or a list of gemv, layer, expand, prefill, step, gemm_small, batch, attn */
     const char *sec = argc > 2 ? argv[2] : "all";
     int nd = 0;
     if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
@@ -316,6 +386,19 @@ int main(int argc, char **argv) {
             }
         printf("\n");
         lmx_cuda_free(ob);
+    }
+
+    if (want(sec, "batch")) lmx_bench_batch_step();
+    if (want(sec, "gemm_small")) {
+        float *xt, *yt;
+        LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * 128 * 14336));
+        LK(lmx_cuda_malloc((void **)&yt, sizeof(float) * 128 * 128256));
+        float *h = malloc(sizeof(float) * 128 * 14336);
+        for (int i = 0; i < 128 * 14336; i++) h[i] = tu_unif(&rng);
+        CK(cudaMemcpy(xt, h, sizeof(float) * 128 * 14336, cudaMemcpyHostToDevice));
+        free(h);
+        bench_gemm_small(xt, yt, reps < 10 ? reps : 10);
+        lmx_cuda_free(xt); lmx_cuda_free(yt);
     }
 
     /* prefill GEMM: 512 tokens through the 7 projections of one layer */

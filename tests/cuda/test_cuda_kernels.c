@@ -267,14 +267,20 @@ static void run_gemm(gemv_case c) {
     lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = dbias, .dtype = (lmx_dtype)c.dt,
                          .bias_dtype = LMX_DTYPE_F32, .bits = c.bits, .group_size = c.gs, .n = c.n, .k = c.k};
     float *dy = NULL;
-    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped) */
-    for (int impl = 1; impl <= 2; impl++) {
-        if (impl == 2 && !lmx_cuda_gemm_lt_available()) break;
+    /* impl 1: the built-in mma.sync kernel; 2: cuBLASLt when it loads (shapes it declines: skipped);
+     * 3 / 4: the few-row GEMM (cuda_gemm_small.cu) with its split-K workspace / without (one slice) */
+    const size_t sws_n = lmx_cuda_gemm_small_workspace(&m, T);
+    float *sws = sws_n ? dev_poisoned(sizeof(float) * sws_n) : NULL;
+    for (int impl = 1; impl <= 4; impl++) {
+        if (impl == 2 && !lmx_cuda_gemm_lt_available()) continue;
+        if (impl >= 3 && !lmx_cuda_gemm_small_supported(&m)) break;
         lmx_cuda_free(dy);
         dy = c.accumulate ? dev_upload(y0, sizeof(float) * (size_t)T * c.n) : dev_poisoned(sizeof(float) * (size_t)T * c.n);
         CHECK(dw && dx && dy);
         if (!(dw && dx && dy)) break;
-        lmx_status s = lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL);
+        lmx_status s = impl <= 2 ? lmx_cuda_gemm_ex(&m, dx, dy, T, c.accumulate, impl, NULL)
+                                 : lmx_cuda_gemm_small(&m, dx, dy, T, c.accumulate, impl == 3 ? sws : NULL,
+                                                       impl == 3 ? sws_n : 0, NULL);
         if (impl == 2 && s == LMX_ERR_UNSUPPORTED) continue;
         CHECK_MSG(s == LMX_OK, "%s impl %d: %s", name, impl, lmx_last_error_detail());
         s = lmx_cuda_stream_sync(NULL);
@@ -282,9 +288,11 @@ static void run_gemm(gemv_case c) {
         lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * (size_t)T * c.n, NULL);
         lmx_cuda_stream_sync(NULL);
         char nm[192];
-        snprintf(nm, sizeof nm, "%s %s", name, impl == 1 ? "mma.sync" : "cuBLASLt");
+        snprintf(nm, sizeof nm, "%s %s", name,
+                 impl == 1 ? "mma.sync" : impl == 2 ? "cuBLASLt" : impl == 3 ? "small split-K" : "small 1 slice");
         compare(nm, y, ref, (size_t)T * c.n, 1e-2);
     }
+    lmx_cuda_free(sws);
     lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
     free(hw); free(hs); free(hb); free(hbias); free(x); free(y0); free(ref); free(wrow); free(y);
 }
@@ -303,8 +311,51 @@ static void test_gemm(void) {
         {1024, 4096, 4, 64, 2, 33, 1, 1},
         {4096, 4096, 0, 0, 2, 64, 0, 1},
         {512, 1024, 8, 64, 2, 16, 1, 1},
+        /* the few-row GEMM: every n-tile count (T 8/16/32/64), two passes (T 100), ragged rows, all
+         * group sizes, f16 / f32 scales, bias, accumulate, long K (split-K) and one super-step of K */
+        {4096, 4096, 4, 64, 2, 64, 0, 0},
+        {1000, 2048, 4, 32, 1, 8, 1, 0},
+        {777, 1024, 8, 128, 0, 32, 0, 1},
+        {2050, 14336 / 4, 8, 64, 2, 16, 1, 1},
+        {2048, 7168, 4, 64, 2, 100, 0, 0},
+        {300, 128, 4, 128, 2, 5, 1, 1},
+        {129, 384, 8, 32, 2, 64, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_gemm(cases[i]);
+}
+
+/* the few-row GEMM computes each row of x as it would with any other row count (16 / 17 / 64 / 100 rows:
+ * other n-tile and m-tile counts, two passes), bit for bit; with and without a bias */
+static void test_gemm_small_rows(void) {
+    const int64_t n = 1000, k = 2048;
+    const int bits = 4, gs = 64, dt = LMX_DTYPE_BF16, TMAX = 100, TS[4] = {16, 17, 64, 100};
+    const size_t wbytes = (size_t)(n * k * bits / 32) * 4, sbytes = (size_t)(n * (k / gs)) * tu_dsize(dt);
+    void *hw = malloc(wbytes), *hs = malloc(sbytes), *hb = malloc(sbytes);
+    tu_make_quant(&rng, n, k, bits, gs, dt, hw, hs, hb, NULL);
+    float *x = randv((size_t)TMAX * k, 1.0f), *y = malloc(sizeof(float) * TMAX * n), *y16 = malloc(sizeof(float) * 16 * n);
+    float *hbias = randv((size_t)n, 1.0f);
+    void *dw = dev_upload(hw, wbytes), *ds = dev_upload(hs, sbytes), *db = dev_upload(hb, sbytes);
+    void *dbias = dev_upload(hbias, sizeof(float) * (size_t)n);
+    float *dx = dev_upload(x, sizeof(float) * (size_t)TMAX * k), *dy = dev_poisoned(sizeof(float) * (size_t)TMAX * n);
+    for (int bias = 0; bias < 2; bias++) {
+        lmx_cuda_matrix m = {.w = dw, .scales = ds, .biases = db, .bias = bias ? dbias : NULL, .dtype = (lmx_dtype)dt,
+                             .bias_dtype = LMX_DTYPE_F32, .bits = bits, .group_size = gs, .n = n, .k = k};
+        const size_t wsn = lmx_cuda_gemm_small_workspace(&m, TMAX);
+        float *ws = wsn ? dev_poisoned(sizeof(float) * wsn) : NULL;
+        for (int i = 0; i < 4; i++) {
+            lmx_status s = lmx_cuda_gemm_small(&m, dx, dy, TS[i], false, ws, wsn, NULL);
+            if (s == LMX_OK) s = lmx_cuda_stream_sync(NULL);
+            CHECK_MSG(s == LMX_OK, "small gemm T %d: %s", TS[i], lmx_last_error_detail());
+            lmx_cuda_memcpy_d2h(i == 0 ? y16 : y, dy, sizeof(float) * 16 * (size_t)n, NULL);
+            lmx_cuda_stream_sync(NULL);
+            if (i > 0)
+                CHECK_MSG(memcmp(y, y16, sizeof(float) * 16 * (size_t)n) == 0,
+                          "small gemm: rows 0..15 at T %d differ from T 16 (bias %d)", TS[i], bias);
+        }
+        lmx_cuda_free(ws);
+    }
+    lmx_cuda_free(dw); lmx_cuda_free(ds); lmx_cuda_free(db); lmx_cuda_free(dbias); lmx_cuda_free(dx); lmx_cuda_free(dy);
+    free(hw); free(hs); free(hb); free(x); free(y); free(y16); free(hbias);
 }
 
 /* ---- weight expansion before the cuBLASLt GEMM: bit for bit the host's bf16_rn(fmaf(s, q, b)) ---- */
@@ -1240,6 +1291,7 @@ int main(void) {
     RUN(test_arena);
     RUN(test_gemv);
     RUN(test_gemm);
+    RUN(test_gemm_small_rows);
     RUN(test_expand);
     RUN(test_act_split);
     RUN(test_rmsnorm);

@@ -163,6 +163,7 @@ extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q,
     if (!a || !q || !k_cache || !v_cache || !positions || !workspace || !out || T < 1 || max_len < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda attention: NULL argument, T %d or max_len %lld", T,
                          (long long)max_len);
+    if (a->map) return lmx_error(LMX_ERR_UNSUPPORTED, "cuda attention: a paged map (use lmx_cuda_attention_decode)");
     if (a->n_heads < 1 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads || a->head_dim < 8 ||
         a->head_dim > ATT_MAX_HD || a->head_dim % 8 ||
         !lmx_cu_float_dtype(a->kv_dtype) || a->window < 0)

@@ -2,8 +2,10 @@
  * read once and the split merge fused into the same launch.
  *
  * Cache [n_kv_heads][capacity][head_dim] of F32, F16 or BF16, position j in slot j % capacity (a ring on
- * sliding layers). Grid (n_kv_heads * chunks, splits, T), 128 threads (4 warps). A block owns one kv
- * head and a chunk of up to 4 of its query heads (GQA: the K/V rows are read once for them), one
+ * sliding layers) or, paged (lmx_cuda_kv_map), in the slot of row t's block table: then each lane
+ * looks up the slot of its key of a tile once and the warp shares them through shared memory; the
+ * launch may cover a subset of the rows (map->rows), each row with its own sequence and length.
+ * Grid (n_kv_heads * chunks, splits, T), 128 threads (4 warps). A block owns one kv head and a chunk of up to 4 of its query heads (GQA: the K/V rows are read once for them), one
  * split of the row's visible key range [lo, pos] and one query row t. Inside the block no barrier
  * runs per key tile: the warps take interleaved tiles of 32 keys; in a tile lane i scores key i
  * against the 4 query heads (the whole key row from global, q broadcast from shared; with a 16-bit
@@ -115,7 +117,8 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
 attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const KT *__restrict__ vc,
                    const int32_t *__restrict__ positions, int n_heads, int group, int n_chunks, int64_t cap,
                    float scale, float softcap, int window, int want, int min_keys, int hd_arg,
-                   float *__restrict__ ws, int32_t *__restrict__ cnt, float *__restrict__ out) {
+                   float *__restrict__ ws, int32_t *__restrict__ cnt, float *__restrict__ out,
+                   lmx_cuda_kv_map map) {
     constexpr int AD_THREADS = AD_WARPS * 32;
     const int HD = EXACT ? HDMAX : hd_arg;
     constexpr int DPL = HDMAX / 32; /* value dims per lane */
@@ -125,9 +128,11 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     __shared__ float wm[AD_WARPS][AD_G], wl[AD_WARPS][AD_G];
     __shared__ float se[AD_G][AD_MAX_SPLITS], sden[AD_G];
     __shared__ int s_last;
+    __shared__ int ksl[AD_WARPS][32]; /* paged: the slots of the warp's current tile */
 
     const int kvh = blockIdx.x / n_chunks, chunk_i = blockIdx.x % n_chunks;
-    const int s = blockIdx.y, t = blockIdx.z;
+    /* t: the query row; z: its index in this launch (workspace and counters are per launch row) */
+    const int s = blockIdx.y, z = blockIdx.z, t = map.rows ? map.rows[z] : z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int h0 = kvh * group + chunk_i * AD_G;
     const int ng = group - chunk_i * AD_G < AD_G ? group - chunk_i * AD_G : AD_G;
@@ -142,6 +147,17 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     int64_t end = beg + chunk;
     if (end > pos + 1) end = pos + 1;
 
+    const int32_t *tab = lmx_cu_kv_table(map, t); /* NULL: ring */
+    const int shift = map.block_shift;
+    /* paged: lane i puts the slot of key t0 + i into ksl (uniform branch); the ring derives slots from
+     * t0 % cap without a table */
+    auto fill_slots = [&](int64_t t0) {
+        if (tab) {
+            ksl[warp][lane] = t0 + lane < end ? (int)lmx_cu_kv_slot(tab, shift, t0 + lane, cap) : 0;
+            __syncwarp();
+        }
+    };
+    auto slot_of = [&](int64_t slot0, int i) -> int64_t { return tab ? ksl[warp][i] : ad_wrap(slot0 + i, cap); };
     const KT *kb = kc + (size_t)kvh * cap * HD;
     const KT *vb = vc + (size_t)kvh * cap * HD;
     const bool vlane = EXACT || lane * DPL < HD; /* this lane owns value dims */
@@ -164,8 +180,9 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     auto load_raw = [&](int64_t t0) {
         const int nv = end - t0 < 32 ? (int)(end - t0) : 32;
         const int64_t slot0 = t0 % cap;
+        fill_slots(t0);
         if (lane < nv) {
-            const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (size_t)ad_wrap(slot0 + lane, cap) * HD);
+            const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (size_t)slot_of(slot0, lane) * HD);
 #pragma unroll
             for (int i = 0; i < KW; i++) kr[i] = kp[i];
         } else {
@@ -175,7 +192,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 #pragma unroll
         for (int jj = 0; jj < 32; jj++) {
             if (jj < nv) {
-                const KT *vp = vb + (size_t)ad_wrap(slot0 + jj, cap) * HD + lane * DPL;
+                const KT *vp = vb + (size_t)slot_of(slot0, jj) * HD + lane * DPL;
                 if (VW == 1) {
                     vr[jj][0] = *reinterpret_cast<const uint32_t *>(vp);
                 } else {
@@ -201,8 +218,9 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 
     for (int64_t t0 = beg + (int64_t)warp * 32; t0 < end; t0 += AD_WARPS * 32) {
         const int nv = end - t0 < 32 ? (int)(end - t0) : 32;
-        const int64_t slot0 = t0 % cap; /* position j in slot j % cap */
+        const int64_t slot0 = t0 % cap; /* ring: position j in slot j % cap */
         const bool valid = lane < nv;
+        if constexpr (!RAW) fill_slots(t0); /* RAW: load_raw filled them */
         float sc[AD_G];
 #pragma unroll
         for (int g = 0; g < AD_G; g++) sc[g] = 0.f;
@@ -220,7 +238,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
                 ad_dot8(f, qs, 8 * i, sc);
             }
         } else if (valid) {
-            const KT *kp = kb + (size_t)ad_wrap(slot0 + lane, cap) * HD;
+            const KT *kp = kb + (size_t)slot_of(slot0, lane) * HD;
 #pragma unroll 4
             for (int d = 0; d < (EXACT ? HDMAX : HD); d += 8) {
                 float f[8];
@@ -263,7 +281,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
 #pragma unroll 8
             for (int jj = 0; jj < (vlane ? nv : 0); jj++) {
                 float f[DPL];
-                ad_loadn<KT, DPL>(vb + (size_t)ad_wrap(slot0 + jj, cap) * HD + lane * DPL, f);
+                ad_loadn<KT, DPL>(vb + (size_t)slot_of(slot0, jj) * HD + lane * DPL, f);
                 const float4 pj = *reinterpret_cast<const float4 *>(&ps[warp][jj][0]);
 #pragma unroll
                 for (int e = 0; e < DPL; e++) {
@@ -306,7 +324,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
         if (n_splits == 1) {
             out[((size_t)t * n_heads + h0 + g) * HD + d] = den > 0.f ? num / den : 0.f;
         } else {
-            float *wp = ws + (((size_t)t * n_heads + h0 + g) * AD_MAX_SPLITS + s) * (HD + 2);
+            float *wp = ws + (((size_t)z * n_heads + h0 + g) * AD_MAX_SPLITS + s) * (HD + 2);
             wp[d] = num;
             if (d == 0) {
                 wp[HD] = M;
@@ -318,13 +336,13 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     /* the last block of this (row, chunk) merges the splits */
     __threadfence(); /* this thread's partial is visible device-wide before the count */
     __syncthreads();
-    int32_t *ctr = cnt + (size_t)t * n_heads + h0;
+    int32_t *ctr = cnt + (size_t)z * n_heads + h0;
     if (tid == 0) s_last = atomicAdd(ctr, 1) == n_splits - 1;
     __syncthreads();
     if (!s_last) return;
     __threadfence();
     if (warp < ng) { /* warp g: the split weights of head g */
-        const float *base = ws + ((size_t)t * n_heads + h0 + warp) * AD_MAX_SPLITS * (HD + 2);
+        const float *base = ws + ((size_t)z * n_heads + h0 + warp) * AD_MAX_SPLITS * (HD + 2);
         float ms[2], ls[2], M = -INFINITY;
 #pragma unroll
         for (int k = 0; k < 2; k++) {
@@ -347,7 +365,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     __syncthreads();
     for (int i = tid; i < ng * HD; i += AD_THREADS) {
         const int g = i / HD, d = i % HD;
-        const float *base = ws + ((size_t)t * n_heads + h0 + g) * AD_MAX_SPLITS * (HD + 2);
+        const float *base = ws + ((size_t)z * n_heads + h0 + g) * AD_MAX_SPLITS * (HD + 2);
         float num = 0.f;
         for (int sp = 0; sp < n_splits; sp++) num = fmaf(se[g][sp], __ldcg(base + (size_t)sp * (HD + 2) + d), num);
         const float den = sden[g];
@@ -386,12 +404,18 @@ static lmx_status ad_launch(const lmx_cuda_attn *a, const float *q, const void *
     if (blocks_x > 0x7fffffff || T > 65535)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda decode attention: grid too large (T %d)", T);
     const int64_t span = a->window > 0 && a->window < max_len ? a->window : max_len;
-    int64_t want = (target + blocks_x * T - 1) / (blocks_x * T);
+    /* paged: the splits of a row do not depend on the other rows of the call (as for one row alone,
+     * so a row computes bit for bit what it computes alone) */
+    const int64_t rows_n = a->map ? 1 : T;
+    int64_t want = (target + blocks_x * rows_n - 1) / (blocks_x * rows_n);
     if (want > AD_MAX_SPLITS) want = AD_MAX_SPLITS;
     const int64_t by_len = (span + min_keys - 1) / min_keys;
     int n_splits = (int)(want < by_len ? want : by_len); /* the grid; rows may use fewer */
     if (n_splits < 1) n_splits = 1;
-    dim3 grid((unsigned)blocks_x, (unsigned)n_splits, (unsigned)T);
+    const lmx_cuda_kv_map map = lmx_cu_map_of(a);
+    const int n_rows = map.rows ? map.n_rows : T; /* the rows this launch computes */
+    if (n_rows < 1) return LMX_OK;
+    dim3 grid((unsigned)blocks_x, (unsigned)n_splits, (unsigned)n_rows);
     cudaStream_t st = LMX_CU_STREAM(stream);
 #define LMX_AD(HDM, EX, KT)                                                                                  \
     do {                                                                                                     \
@@ -399,12 +423,12 @@ static lmx_status ad_launch(const lmx_cuda_attn *a, const float *q, const void *
             attn_decode_kernel<HDM, EX, KT, 8><<<grid, 256, 0, st>>>(                                        \
                 q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
                 a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
-                counters, out);                                                                              \
+                counters, out, map);                                                                         \
         else                                                                                                 \
             attn_decode_kernel<HDM, EX, KT, 4><<<grid, 128, 0, st>>>(                                        \
                 q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
                 a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
-                counters, out);                                                                              \
+                counters, out, map);                                                                         \
     } while (0)
 #define LMX_AD_DT(HDM, EX)                                                                                   \
     do {                                                                                                     \

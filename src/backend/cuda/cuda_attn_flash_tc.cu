@@ -12,7 +12,8 @@
  * fragment loads (32-bit for Q and K, ldmatrix.trans for V) are bank-conflict free. Per tile and warp:
  * S [16 x 64] in registers (C fragments), mask/scale/cap, online softmax per row (a row's 4 threads
  * reduce with shuffles), P re-used from the C fragments as A fragments, O [16 x head_dim] in registers.
- * Heavy (late) query tiles are launched first.
+ * Heavy (late) query tiles are launched first. Paged (lmx_cuda_kv_map): a block's query tile comes
+ * from the map's tile list (rows of one sequence), the K/V rows through that sequence's block table.
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -75,7 +76,7 @@ template <int HDMAX, bool EXACT, bool F16>
 __global__ void __launch_bounds__(FT_THREADS)
 ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
                   const int32_t *__restrict__ positions, int T, int n_heads, int group, int64_t cap, float scale,
-                  float softcap, int window, int hd_arg, float *__restrict__ out) {
+                  float softcap, int window, int hd_arg, float *__restrict__ out, lmx_cuda_kv_map map) {
     const int HD = EXACT ? HDMAX : hd_arg;
     const int LD = HD + 8;
     constexpr int NT = HDMAX / 8;  /* output n-tiles */
@@ -87,7 +88,16 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
     __shared__ long long s_lo[FT_THREADS / 32], s_hi[FT_THREADS / 32];
 
     const int h = blockIdx.x;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * FT_BQ;
+    /* the tile's rows q0..T-1 (one sequence): from the tile list, else 64 rows of the call */
+    const int tile = gridDim.y - 1 - blockIdx.y; /* late (heavy) tiles first */
+    int q0 = tile * FT_BQ;
+    if (map.tiles) {
+        q0 = map.tiles[2 * tile];
+        T = q0 + map.tiles[2 * tile + 1];
+    } else if (T > q0 + FT_BQ) {
+        T = q0 + FT_BQ;
+    }
+    const int32_t *tab = lmx_cu_kv_table(map, q0); /* NULL: ring */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int kvh = h / group;
@@ -153,7 +163,11 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
             const int r = i / c8n, c8 = i % c8n;
             const bool ok = j0 + r <= k_hi;
             long long sl = s0 + r;
-            while (sl >= cap) sl -= cap;
+            if (tab) {
+                sl = ok ? lmx_cu_kv_slot(tab, map.block_shift, j0 + r, cap) : 0;
+            } else {
+                while (sl >= cap) sl -= cap;
+            }
             const size_t off = ok ? (size_t)sl * HD + c8 * 8 : 0;
             ft_cp16(Kd + r * LD + c8 * 8, kb + off, ok ? 16 : 0);
             ft_cp16(Vd + r * LD + c8 * 8, vb + off, ok ? 16 : 0);
@@ -307,15 +321,17 @@ extern "C" bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a) {
 template <int HDMAX, bool EXACT>
 static lmx_status ft_launch(const lmx_cuda_attn *a, const float *q, const uint16_t *kc, const uint16_t *vc,
                             const int32_t *positions, int T, float *out, cudaStream_t st) {
-    dim3 grid(a->n_heads, (T + FT_BQ - 1) / FT_BQ);
+    const lmx_cuda_kv_map map = lmx_cu_map_of(a);
+    dim3 grid(a->n_heads, map.tiles ? map.n_tiles : (T + FT_BQ - 1) / FT_BQ);
+    if (grid.y < 1) return LMX_OK;
     if (a->kv_dtype == LMX_DTYPE_F16)
         ft_prefill_kernel<HDMAX, EXACT, true><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
             q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-            a->window, a->head_dim, out);
+            a->window, a->head_dim, out, map);
     else
         ft_prefill_kernel<HDMAX, EXACT, false><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
         q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-        a->window, a->head_dim, out);
+        a->window, a->head_dim, out, map);
     LMX_CU_CHECK_LAUNCH("flash attention (tensor cores)");
     return LMX_OK;
 }

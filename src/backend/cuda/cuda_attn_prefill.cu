@@ -9,7 +9,9 @@
  * 4ty..4ty+3: scores for keys tx + 16c (c < 4), outputs for dims 64c + 4tx + e (c < head_dim/64,
  * e < 4); a row's 16 threads sit in one half-warp, so row max/sum reduce with shuffles. Shared rows are
  * padded by 4 floats (16-byte reads across the 8 threads of a quarter-warp hit distinct banks).
- * Heavy (late) query tiles are launched first (causal load balance).
+ * Heavy (late) query tiles are launched first (causal load balance). Paged (lmx_cuda_kv_map): a
+ * block's query tile comes from the map's tile list (rows of one sequence), K/V rows through that
+ * sequence's block table.
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -34,7 +36,8 @@ template <int HDMAX, bool EXACT>
 __global__ void __launch_bounds__(FA_THREADS)
 fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, const float *__restrict__ vc,
                   const int32_t *__restrict__ positions, int T, int n_heads, int group, int64_t cap,
-                  float scale, float softcap, int window, int hd_arg, float *__restrict__ out) {
+                  float scale, float softcap, int window, int hd_arg, float *__restrict__ out,
+                  lmx_cuda_kv_map map) {
     const int HD = EXACT ? HDMAX : hd_arg;
     const int QS = HD + 4, PS = FA_PS;
     constexpr int NC = HDMAX / 64; /* output dim chunks per thread */
@@ -46,8 +49,16 @@ fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, con
     __shared__ int64_t s_lo[FA_THREADS / 32], s_hi[FA_THREADS / 32];
 
     const int h = blockIdx.x;
-    const int qt = gridDim.y - 1 - blockIdx.y;
-    const int q0 = qt * FA_BQ;
+    /* the tile's rows q0..T-1 (one sequence): from the tile list, else 64 rows of the call */
+    const int tile = gridDim.y - 1 - blockIdx.y; /* late (heavy) tiles first */
+    int q0 = tile * FA_BQ;
+    if (map.tiles) {
+        q0 = map.tiles[2 * tile];
+        T = q0 + map.tiles[2 * tile + 1];
+    } else if (T > q0 + FA_BQ) {
+        T = q0 + FA_BQ;
+    }
+    const int32_t *tab = lmx_cu_kv_table(map, q0); /* NULL: ring */
     const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
     const int kvh = h / group;
     const float *kb = kc + (size_t)kvh * cap * HD;
@@ -113,7 +124,7 @@ fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, con
             const int64_t j = j0 + r;
             float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
             if (j <= k_hi) {
-                const size_t off = (size_t)(j % cap) * HD + d4 * 4;
+                const size_t off = (size_t)lmx_cu_kv_slot(tab, map.block_shift, j, cap) * HD + d4 * 4;
                 kv = *reinterpret_cast<const float4 *>(kb + off);
                 vv = *reinterpret_cast<const float4 *>(vb + off);
             }
@@ -252,10 +263,12 @@ extern "C" bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a) {
 template <int HDMAX, bool EXACT>
 static lmx_status fa_launch(const lmx_cuda_attn *a, const float *q, const float *kc, const float *vc,
                             const int32_t *positions, int T, float *out, cudaStream_t st) {
-    dim3 grid(a->n_heads, (T + FA_BQ - 1) / FA_BQ);
+    const lmx_cuda_kv_map map = lmx_cu_map_of(a);
+    dim3 grid(a->n_heads, map.tiles ? map.n_tiles : (T + FA_BQ - 1) / FA_BQ);
+    if (grid.y < 1) return LMX_OK;
     fa_prefill_kernel<HDMAX, EXACT><<<grid, FA_THREADS, fa_smem_bytes(a->head_dim), st>>>(
         q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-        a->window, a->head_dim, out);
+        a->window, a->head_dim, out, map);
     LMX_CU_CHECK_LAUNCH("flash attention");
     return LMX_OK;
 }

@@ -25,8 +25,9 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cub_graphs_clear(c);
     lmx_cuda_free(c->d_step);
     lmx_cuda_stream_destroy(c->stream);
-    lmx_cuda_free(c->d_pos);
-    free(c->h_pos);
+    lmx_cub_stage_free(&c->pos);
+    lmx_cub_stage_free(&c->map);
+    free(c->map_tmp);
     lmx_cuda_free(c->d_ids);
     lmx_cuda_free(c->d_ws);
     lmx_cuda_sampler_destroy(c->sampler);
@@ -38,6 +39,8 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
     lmx_cuda_free(c->d_cnt);
+    lmx_cuda_free(c->d_gws);
+    lmx_cub_rows_free(c);
     free(c);
 }
 
@@ -72,6 +75,9 @@ static const lmx_backend_ops CUDA_OPS = {
     .kv_elem_bytes = lmx_cub_kv_elem_bytes,
     .act_mul_split = lmx_cub_act_mul_split,
     .rows_axpy = lmx_cub_rows_axpy,
+    .paged_kv = true,
+    .sample_rows = lmx_cub_sample_rows,
+    .sample_rows_result = lmx_cub_sample_rows_result,
 };
 
 lmx_cuda_options lmx_cuda_options_default(void) {

@@ -17,6 +17,9 @@
 
 /* matmuls with at least this many rows run as a GEMM (prefill), fewer as GEMVs (decode) */
 #define LMX_CUDA_GEMM_MIN_T 16
+/* up to this many rows, 4/8-bit weights go to the few-row GEMM (lmx_cuda_gemm_small: weights read once
+ * per 64 rows, no bf16 expansion) instead of cuBLASLt (which expands the matrix to bf16 per call) */
+#define LMX_CUDA_SMALL_GEMM_MAX_T 128
 
 struct lmx_buf {
     size_t n;
@@ -36,6 +39,15 @@ struct lmx_bweight {
 };
 
 #define GRAPH_SLOTS 4
+
+/* A host int32 array staged into device memory for the kernels of one call (cuda_backend_stage.c):
+ * grows only (no per-call cudaMalloc); an array equal to the one staged last is not uploaded again
+ * (every layer of a step passes the same positions and map). */
+typedef struct cub_stage {
+    int32_t *d; /* device [cap] */
+    int32_t *h; /* host copy of what d holds, [cap] */
+    int cap, n;
+} cub_stage;
 
 typedef enum { STEP_NONE = 0, STEP_WARM, STEP_CAPTURE, STEP_REPLAY } step_mode;
 
@@ -60,9 +72,10 @@ typedef struct cuda_backend {
     bool step_bad;          /* an op that cannot be captured ran inside the step */
     graph_slot slots[GRAPH_SLOTS];
     int next_victim;
-    int32_t *d_pos;   /* device [pos_cap] */
-    int32_t *h_pos;   /* host copy of what d_pos holds, [pos_cap] */
-    int pos_cap, pos_n;
+    cub_stage pos;    /* positions of the last call */
+    cub_stage map;    /* a paged call's kv map (lmx_cub_map_stage) */
+    int32_t *map_tmp; /* host [map_tmp_cap]: the map array being built */
+    int map_tmp_cap;
     int32_t *d_ids;   /* device [ids_cap] */
     int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
@@ -80,6 +93,17 @@ typedef struct cuda_backend {
     lmx_dtype kv_dt;  /* element type of kv_buf_alloc caches: fp16, or fp32 (lmx_cuda_options.f32_kv) */
     int32_t *d_cnt;   /* decode attention split counters, device [cnt_cap], zero between launches */
     size_t cnt_cap;
+    float *d_gws;     /* few-row GEMM split-K workspace, device [gws_cap] */
+    size_t gws_cap;
+    /* batched sampling (sample_rows): plain greedy rows by one lmx_cuda_greedy_rows launch, the
+     * other rows by a sampler each (the single-row kernels) */
+    lmx_cuda_sampler **rsamp; /* [rows_cap] (NULL until a non-greedy row k needs rsamp[k]) */
+    cub_stage grows;          /* the greedy rows' indices */
+    int32_t *d_rres;          /* device [rows_cap]: greedy ids */
+    int32_t *h_rres;          /* pinned [rows_cap]: their copy */
+    int32_t *h_rkind;         /* host [rows_cap]: row r's result: >= 0 h_rres index, -1 - k rsamp[k], ROWS_HOST */
+    int rows_cap, rows_n;
+    bool rows_pending;        /* a batch was enqueued and its result not yet read */
 } cuda_backend;
 
 static inline cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -140,5 +164,24 @@ lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, con
 lmx_status lmx_cub_sample_result(lmx_backend *be, int32_t *token);
 lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
 lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo);
+lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
+lmx_status lmx_cub_sample_rows_result(lmx_backend *be, int n, int32_t *tokens);
+void lmx_cub_rows_free(cuda_backend *c); /* the sample_rows state (no work in flight) */
+
+/* ---- host arrays to the device (cuda_backend_stage.c) ---- */
+/* *d_out = a device copy of src[n] (enqueued on the backend stream; src may change after the call) */
+lmx_status lmx_cub_stage_upload(cuda_backend *c, cub_stage *s, const int32_t *src, int n, const int32_t **d_out);
+void lmx_cub_stage_free(cub_stage *s);
+/* A paged call's map (backend.h lmx_kv_map) for rows pos[T] over a cache of `capacity` slots per kv
+ * head: checked (sequences, table entries of every visible position inside the pool), staged, and
+ * described in *dm with device pointers. The rows are split by runs (consecutive rows of one
+ * sequence at consecutive positions): runs of at least LMX_CUDA_PAGED_TILE_MIN rows become prefill
+ * query tiles of up to 64 rows from the run's start (dm->tiles), single rows decode rows (dm->rows) —
+ * the kernels a ring-cache call of that run alone takes, so each row computes what it computes alone;
+ * *decode_len gets the longest visible range of a decode row (0 without any). window as
+ * lmx_attn_params (0 for rope_qk_store). */
+#define LMX_CUDA_PAGED_TILE_MIN 2
+lmx_status lmx_cub_map_stage(cuda_backend *c, const lmx_kv_map *m, const int32_t *pos, int T, int capacity,
+                             int window, lmx_cuda_kv_map *dm, int64_t *decode_len);
 
 #endif

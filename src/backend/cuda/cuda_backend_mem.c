@@ -205,15 +205,29 @@ lmx_status lmx_cub_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, flo
 lmx_status lmx_cub_buf_copy(lmx_backend *be, lmx_buf *dst, size_t dst_off, const lmx_buf *src, size_t src_off,
                               size_t n) {
     cuda_backend *c = CB(be);
-    CHECK_RANGE(dst, dst_off, n, "buf_copy");
-    CHECK_RANGE(src, src_off, n, "buf_copy");
+    /* two KV cache buffers (the pool's fork and copy-on-write): offsets and counts in their element
+     * type; a KV buffer and an activation buffer never mix */
+    const bool kv = dst->dt != LMX_DTYPE_F32 || src->dt != LMX_DTYPE_F32;
+    size_t es = sizeof(float);
+    if (kv) {
+        if (dst->dt != src->dt)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: buf_copy between a KV cache and another buffer");
+        LMX_BACKEND_CHECK_RANGE("cuda", dst, dst_off, n, "buf_copy");
+        LMX_BACKEND_CHECK_RANGE("cuda", src, src_off, n, "buf_copy");
+        es = kv_dt_bytes(dst->dt);
+    } else {
+        CHECK_RANGE(dst, dst_off, n, "buf_copy");
+        CHECK_RANGE(src, src_off, n, "buf_copy");
+    }
     if (dst == src && dst_off != src_off && (dst_off < src_off + n && src_off < dst_off + n))
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: overlapping buf_copy");
+    char *dd = (char *)dst->d + dst_off * es;
+    const char *sd = (const char *)src->d + src_off * es;
     if (stepping(c)) {
-        SIGI(1); SIGP(dst->d + dst_off); SIGP(src->d + src_off); SIGI(n);
+        SIGI(1); SIGP(dd); SIGP(sd); SIGI(n * es);
         if (replaying(c)) return LMX_OK;
     }
-    return lmx_cuda_memcpy_d2d(dst->d + dst_off, src->d + src_off, n * sizeof(float), c->stream);
+    return lmx_cuda_memcpy_d2d(dd, sd, n * es, c->stream);
 }
 
 lmx_status lmx_cub_buf_view(lmx_backend *be, lmx_buf *parent, size_t off, size_t n, lmx_buf **out) {

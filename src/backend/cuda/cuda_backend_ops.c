@@ -1,10 +1,13 @@
 /* cuda_backend_ops.c — the CUDA backend's compute ops over the kernels of cuda_kernels.h.
  *
- * Host-side positions and token ids (the seam passes them on the host) are uploaded into small
- * device arrays that grow only when a longer batch arrives; an unchanged position array (the same
- * forward step calling rope_qk_store and attention for every layer) is not uploaded again.
- * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows (prefill) use lmx_cuda_gemm: cuBLASLt when the
- * library loads at run time, else the built-in tensor-core GEMM (both bf16 operands, fp32
+ * Host-side positions, token ids and paged KV maps (the seam passes them on the host) are uploaded
+ * into small device arrays that grow only when a longer batch arrives; an unchanged position array
+ * or map (the same forward step calling rope_qk_store and attention for every layer) is not uploaded
+ * again (cuda_backend_stage.c). Paged calls (a non-NULL map: rows of several sequences) are never
+ * part of a captured decode step.
+ * Matmuls with T >= LMX_CUDA_GEMM_MIN_T rows use lmx_cuda_gemm_small for 4/8-bit weights up to
+ * LMX_CUDA_SMALL_GEMM_MAX_T rows (batched decode steps), else lmx_cuda_gemm: cuBLASLt when the
+ * library loads at run time, else the built-in tensor-core GEMM (all bf16 operands, fp32
  * accumulation); shorter ones (decode) lmx_cuda_gemv (fp32-exact; batch-1 q4/q8 on the tensor cores).
  * Attention: prefill through the tiled flash kernels, decode through the GQA-grouped kernel with the
  * fused split merge (cuda_attn_decode.cu); shapes those do not support use the split-K kernel.
@@ -20,34 +23,7 @@
 /* ---- host arrays to the device ---- */
 
 static lmx_status upload_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_out) {
-    if (T > c->pos_cap) {
-        int cap = T < 256 ? 256 : T;
-        int32_t *d = NULL, *h = malloc((size_t)cap * sizeof *h);
-        lmx_status st = h ? lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d) : LMX_ERR_OUT_OF_MEMORY;
-        if (st != LMX_OK) {
-            free(h);
-            return lmx_error(st, "cuda backend: position array of %d", T);
-        }
-        lmx_cuda_stream_sync(c->stream); /* the old array may still be read by queued kernels */
-        lmx_cuda_free(c->d_pos);
-        free(c->h_pos);
-        c->d_pos = d;
-        c->h_pos = h;
-        c->pos_cap = cap;
-        c->pos_n = 0;
-    }
-    if (c->pos_n != T || memcmp(c->h_pos, pos, (size_t)T * sizeof *pos) != 0) {
-        memcpy(c->h_pos, pos, (size_t)T * sizeof *pos);
-        c->pos_n = T;
-        /* from c->h_pos, which stays unchanged until the next different array: safe for async copy */
-        lmx_status st = lmx_cuda_memcpy_h2d(c->d_pos, c->h_pos, (size_t)T * sizeof *pos, c->stream);
-        if (st != LMX_OK) {
-            c->pos_n = 0;
-            return st;
-        }
-    }
-    *d_out = c->d_pos;
-    return LMX_OK;
+    return lmx_cub_stage_upload(c, &c->pos, pos, T, d_out);
 }
 
 /* positions of a decode step: d_step + 1 (checked against the host array) */
@@ -60,6 +36,24 @@ static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int
     return LMX_OK;
 }
 
+static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what);
+
+/* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
+ * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
+static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
+    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
+        if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
+            const size_t need = lmx_cuda_gemm_small_workspace(&w->m, T);
+            if (need > c->gws_cap && !stepping(c))
+                LMX_BACKEND_TRY(
+                    grow_scratch(c, (void **)&c->d_gws, &c->gws_cap, need, sizeof(float), "gemm workspace"));
+            return lmx_cuda_gemm_small(&w->m, xp, y, T, acc, c->d_gws, c->gws_cap, c->stream);
+        }
+        return lmx_cuda_gemm(&w->m, xp, y, T, acc, c->stream);
+    }
+    return lmx_cuda_gemv(&w->m, xp, y, T, acc, c->stream);
+}
+
 /* ---- ops ---- */
 
 lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
@@ -70,11 +64,7 @@ lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *
         SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T); SIGI(w->rows);
         if (replaying(c)) return LMX_OK;
     }
-    const float *xp = x->d + x_off;
-    /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
-        return lmx_cuda_gemm(&w->m, xp, y->d, T, false, c->stream);
-    return lmx_cuda_gemv(&w->m, xp, y->d, T, false, c->stream);
+    return matmul_rows(c, w, x->d + x_off, T, y->d, false);
 }
 
 lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale,
@@ -142,10 +132,65 @@ static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t 
     return LMX_OK;
 }
 
+/* the paged path of attention: decode rows through the grouped decode kernel, runs of one sequence
+ * (a prefill chunk) through the tiled prefill kernels, each launch over its part of the rows */
+static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
+                                  lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
+    if (stepping(c)) { /* step hooks are for single-sequence steps: the caller redoes the step eagerly */
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: paged attention inside a decode step");
+    }
+    if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || out->dt != LMX_DTYPE_F32)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
+    lmx_cuda_kv_map dm;
+    lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
+                       .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
+                       .softcap = p->softcap, .window = p->window, .map = &dm};
+    if (!lmx_cuda_attention_decode_supported(&a))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: paged attention with head_dim %d, kv type %d",
+                         p->head_dim, (int)kc->dt);
+    int64_t dlen = 0;
+    const int32_t *dp;
+    LMX_BACKEND_TRY(lmx_cub_map_stage(c, p->map, pos, p->n_tokens, p->capacity, p->window, &dm, &dlen));
+    LMX_BACKEND_TRY(upload_pos(c, pos, p->n_tokens, &dp));
+    if (dm.n_tiles > 0 && !lmx_cuda_attention_prefill_supported(&a)) { /* every row by the decode kernel */
+        dm.rows = NULL;
+        dm.n_rows = p->n_tokens;
+        dm.tiles = NULL;
+        dm.n_tiles = 0;
+        dlen = 0;
+        for (int t = 0; t < p->n_tokens; t++) {
+            const int64_t len = p->window > 0 && pos[t] + 1 > p->window ? p->window : (int64_t)pos[t] + 1;
+            if (len > dlen) dlen = len;
+        }
+    }
+    if (dm.n_tiles > 0) {
+        lmx_cuda_kv_map tm = dm;
+        tm.rows = NULL;
+        tm.n_rows = 0;
+        a.map = &tm;
+        LMX_BACKEND_TRY(lmx_cuda_attention_prefill(&a, q->d, kc->d, vc->d, dp, p->n_tokens, out->d, c->stream));
+        a.map = &dm;
+    }
+    if (dm.n_rows == 0) return LMX_OK;
+    dm.tiles = NULL;
+    dm.n_tiles = 0;
+    /* workspace and counters per decode row of the launch */
+    const size_t need_cnt = lmx_cuda_attention_decode_counters(&a, dm.n_rows);
+    if (need_cnt > c->cnt_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_cnt, &c->cnt_cap, need_cnt, sizeof(int32_t), "counter"));
+    const size_t need = lmx_cuda_attention_workspace_floats(&a, dm.n_rows);
+    if (need > c->ws_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
+    return lmx_cuda_attention_decode(&a, q->d, kc->d, vc->d, dp, p->n_tokens, dlen, c->d_ws, c->d_cnt, out->d,
+                                     c->stream);
+}
+
 lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cuda_backend *c = CB(be);
     LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n));
+    if (p->map) return attention_paged(c, q, kc, vc, out, p, pos);
     /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
      * j % capacity) holds the window plus this call's rows */
     const bool ring_ok = p->window > 0 && (int64_t)p->window + p->n_tokens - 1 <= p->capacity;
@@ -262,10 +307,7 @@ lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_b
         SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
         if (replaying(c)) return LMX_OK;
     }
-    const float *xp = x->d + x_off;
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
-        return lmx_cuda_gemm(&w->m, xp, y->d, T, true, c->stream);
-    return lmx_cuda_gemv(&w->m, xp, y->d, T, true, c->stream);
+    return matmul_rows(c, w, x->d + x_off, T, y->d, true);
 }
 
 /* [per-head norm], RoPE of q and k, k/v into the cache: one launch (lmx_cuda_rope_qk_store) */
@@ -277,16 +319,25 @@ lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const 
         "cuda", p, q->n, k->n, v->n, kc->n, vc->n, p->inv_freq->kind, p->inv_freq->cols,
         p->q_norm ? p->q_norm->kind : LMX_WEIGHT_VECTOR, p->q_norm ? p->q_norm->cols : 0,
         p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
-    if (p->n_tokens > p->capacity)
+    if (p->n_tokens > p->capacity && !p->map)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: %d rows into a ring of %d", p->n_tokens,
                          p->capacity);
+    lmx_cuda_kv_map dm;
+    if (p->map && stepping(c)) { /* step hooks are for single-sequence steps: the caller redoes the step */
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: paged rope_qk_store inside a decode step");
+    }
     for (int t = 0; t < p->n_tokens; t++) /* position j goes to slot j % capacity (a ring on sliding layers) */
         if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: position %d", pos[t]);
     /* kv_buf_alloc caches: fp16, or fp32 by option; both caches of one type */
     if (kc->dt != vc->dt || q->dt != LMX_DTYPE_F32 || k->dt != LMX_DTYPE_F32 || v->dt != LMX_DTYPE_F32)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: k/v caches of different types or a cache as q/k/v");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
-                       .capacity = p->capacity, .kv_dtype = kc->dt};
+                       .capacity = p->capacity, .kv_dtype = kc->dt, .map = p->map ? &dm : NULL};
+    if (p->map) {
+        int64_t dlen;
+        LMX_BACKEND_TRY(lmx_cub_map_stage(c, p->map, pos, p->n_tokens, p->capacity, 0, &dm, &dlen));
+    }
     lmx_cuda_qk_rope r = {.rot_dims = p->rot_dim, .inv_freq = p->inv_freq->vec, .mscale = p->mscale,
                           .q_norm = p->q_norm ? p->q_norm->vec : NULL, .k_norm = p->k_norm ? p->k_norm->vec : NULL,
                           .eps = p->eps, .norm_plus_one = p->norm_plus_one, .q_stride = (int64_t)p->q_stride,

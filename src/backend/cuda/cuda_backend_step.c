@@ -8,12 +8,16 @@
  * count from its position, so the launch is replay-invariant) and launch the graph. A signature
  * mismatch (other buffers, shapes, weights) or any capture error makes the caller redo the step
  * eagerly and the graph is recaptured; a failed capture disables graphs for that slot. Four graph
- * slots (round-robin). Graphs are on unless lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0). */
+ * slots (round-robin). Graphs are on unless lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0).
+ * Batched sampling (sample_rows) is never captured. */
 #ifdef LMX_HAVE_CUDA
 #include "backend/cuda/cuda_backend_internal.h"
 
 #include "util/error.h"
 #include "util/log.h"
+
+#include <limits.h>
+#include <stdlib.h>
 
 void lmx_cub_graphs_clear(cuda_backend *c) {
     for (int i = 0; i < GRAPH_SLOTS; i++) {
@@ -78,6 +82,129 @@ lmx_status lmx_cub_sample_result(lmx_backend *be, int32_t *token) {
     c->samp_pending = false;
     if (st != LMX_OK) return st;
     *token = lmx_cuda_sample_read(c->sampler);
+    return LMX_OK;
+}
+
+/* ---- batched sampling (backend.h: sample_rows / sample_rows_result) ----
+ * Rows with temperature 0 and no repetition penalty ("plain greedy") go to one lmx_cuda_greedy_rows
+ * launch over their row list; every other row runs the single-row sampler kernels on a sampler of
+ * its own (the samplers' pinned staging holds each row's inputs until its work ran); rows the
+ * device does not sample (lmx_cuda_sample_supported) give -1 without device work. */
+
+#define ROWS_HOST INT32_MIN
+
+void lmx_cub_rows_free(cuda_backend *c) {
+    for (int i = 0; i < c->rows_cap; i++) lmx_cuda_sampler_destroy(c->rsamp[i]);
+    free(c->rsamp);
+    lmx_cub_stage_free(&c->grows);
+    lmx_cuda_free(c->d_rres);
+    lmx_cuda_free_host(c->h_rres);
+    free(c->h_rkind);
+    c->rsamp = NULL;
+    c->d_rres = c->h_rres = c->h_rkind = NULL;
+    c->rows_cap = 0;
+}
+
+static lmx_status rows_grow(cuda_backend *c, int n) {
+    if (n <= c->rows_cap) return LMX_OK;
+    int cap = n < 64 ? 64 : n;
+    lmx_cuda_sampler **rs = calloc((size_t)cap, sizeof *rs);
+    int32_t *kind = malloc((size_t)cap * sizeof *kind), *d = NULL, *h = NULL;
+    lmx_status st = rs && kind ? lmx_cuda_malloc((void **)&d, (size_t)cap * sizeof *d) : LMX_ERR_OUT_OF_MEMORY;
+    if (st == LMX_OK) st = lmx_cuda_malloc_host((void **)&h, (size_t)cap * sizeof *h);
+    if (st != LMX_OK) {
+        free(rs);
+        free(kind);
+        lmx_cuda_free(d);
+        return lmx_error(st, "cuda sample_rows: state for %d rows", n);
+    }
+    lmx_status sst = lmx_cuda_stream_sync(c->stream); /* no earlier batch may still use the old arrays */
+    if (c->rows_cap) memcpy(rs, c->rsamp, (size_t)c->rows_cap * sizeof *rs);
+    free(c->rsamp);
+    lmx_cuda_free(c->d_rres);
+    lmx_cuda_free_host(c->h_rres);
+    free(c->h_rkind);
+    c->rsamp = rs;
+    c->h_rkind = kind;
+    c->d_rres = d;
+    c->h_rres = h;
+    c->rows_cap = cap;
+    return sst;
+}
+
+/* one non-greedy row on sampler k (created or replaced when vocab or the window grew) */
+static lmx_status rows_sample_one(cuda_backend *c, int k, const float *logits, int vocab, const lmx_sample_args *a) {
+    const bool pen = a->sampling.repetition_penalty != 0.0f && a->sampling.repetition_penalty != 1.0f;
+    const int wcap = pen ? a->sampling.repetition_context : 0;
+    lmx_cuda_sampler *s = c->rsamp[k];
+    if (!s || lmx_cuda_sampler_vocab(s) != vocab || lmx_cuda_sampler_window_cap(s) < wcap) {
+        lmx_cuda_sampler *ns = NULL;
+        LMX_BACKEND_TRY(lmx_cuda_sampler_create(vocab, wcap, &ns));
+        lmx_cuda_sampler_destroy(s); /* idle: the previous batch was synchronized */
+        c->rsamp[k] = s = ns;
+    }
+    lmx_cuda_sample_params p = {.vocab = vocab, .sampling = a->sampling};
+    LMX_BACKEND_TRY(lmx_cuda_sample_set_input(s, a->u, pen ? a->window : NULL, pen ? a->n_window : 0));
+    return lmx_cuda_sample_enqueue(s, &p, logits, c->stream);
+}
+
+lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a) {
+    cuda_backend *c = CB(be);
+    if (!a || vocab <= 0 || n < 1)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_rows: bad arguments (vocab %d, %d rows)", vocab, n);
+    for (int r = 0; r < n; r++)
+        if (a[r].sampling.repetition_context < 0 || a[r].n_window < 0 ||
+            a[r].n_window > a[r].sampling.repetition_context)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_rows: row %d: window %d of %d", r, a[r].n_window,
+                             a[r].sampling.repetition_context);
+    CHECK_RANGE(logits, 0, (size_t)vocab * (size_t)n, "sample_rows logits");
+    if (stepping(c)) {
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: sample_rows inside a decode step");
+    }
+    if (c->rows_pending) { /* the previous batch was never read: its work may still use the staging */
+        LMX_BACKEND_TRY(lmx_cuda_stream_sync(c->stream));
+        c->rows_pending = false;
+    }
+    LMX_BACKEND_TRY(rows_grow(c, n));
+    c->rows_n = n;
+    c->rows_pending = true; /* from here on work may be in flight (also after a failure below) */
+    int32_t *greedy = c->h_rres; /* the greedy rows' indices, built in place before the launch reads them */
+    int n_greedy = 0, n_samp = 0;
+    for (int r = 0; r < n; r++) {
+        const lmx_sampling *sp = &a[r].sampling;
+        lmx_cuda_sample_params p = {.vocab = vocab, .sampling = *sp};
+        const bool pen = sp->repetition_penalty != 0.0f && sp->repetition_penalty != 1.0f;
+        if (!lmx_cuda_sample_supported(&p)) {
+            c->h_rkind[r] = ROWS_HOST;
+        } else if (sp->temperature == 0.0f && !pen) {
+            c->h_rkind[r] = n_greedy;
+            greedy[n_greedy++] = r;
+        } else {
+            c->h_rkind[r] = -1 - n_samp;
+            LMX_BACKEND_TRY(rows_sample_one(c, n_samp++, logits->d + (size_t)r * (size_t)vocab, vocab, &a[r]));
+        }
+    }
+    if (n_greedy > 0) {
+        const int32_t *d_rows;
+        LMX_BACKEND_TRY(lmx_cub_stage_upload(c, &c->grows, greedy, n_greedy, &d_rows));
+        LMX_BACKEND_TRY(lmx_cuda_greedy_rows(logits->d, vocab, d_rows, n_greedy, c->d_rres, c->stream));
+        LMX_BACKEND_TRY(lmx_cuda_memcpy_d2h(c->h_rres, c->d_rres, (size_t)n_greedy * sizeof(int32_t), c->stream));
+    }
+    return LMX_OK;
+}
+
+lmx_status lmx_cub_sample_rows_result(lmx_backend *be, int n, int32_t *tokens) {
+    cuda_backend *c = CB(be);
+    if (!c->rows_pending || n != c->rows_n)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_rows_result: no batch of %d rows", n);
+    lmx_status st = lmx_cuda_stream_sync(c->stream);
+    c->rows_pending = false;
+    if (st != LMX_OK) return st;
+    for (int r = 0; r < n; r++) {
+        const int32_t k = c->h_rkind[r];
+        tokens[r] = k == ROWS_HOST ? -1 : k >= 0 ? c->h_rres[k] : lmx_cuda_sample_read(c->rsamp[-1 - k]);
+    }
     return LMX_OK;
 }
 

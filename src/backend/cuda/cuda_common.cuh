@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_kernels.h"
 extern "C" {
@@ -77,6 +78,22 @@ template <> __device__ __forceinline__ void lmx_cu_load8<__half>(const __half *p
         f[2 * i] = v.x;
         f[2 * i + 1] = v.y;
     }
+}
+
+/* Paged KV (lmx_cuda_kv_map): the table of query row t (NULL for a ring cache) and the slot of
+ * position j through it, or j % cap on a ring. */
+static inline lmx_cuda_kv_map lmx_cu_map_of(const lmx_cuda_attn *a) {
+    lmx_cuda_kv_map m;
+    if (a->map) return *a->map;
+    memset(&m, 0, sizeof m);
+    return m;
+}
+__device__ __forceinline__ const int32_t *lmx_cu_kv_table(const lmx_cuda_kv_map &m, int t) {
+    return m.tables ? m.tables + (size_t)m.seq[t] * m.stride : nullptr;
+}
+__device__ __forceinline__ int64_t lmx_cu_kv_slot(const int32_t *tab, int shift, int64_t j, int64_t cap) {
+    if (!tab) return j % cap;
+    return ((int64_t)__ldg(tab + (j >> shift)) << shift) | (j & ((1 << shift) - 1));
 }
 
 __device__ __forceinline__ float lmx_cu_warp_sum(float v) {

@@ -2,8 +2,8 @@
  *   lmx_cuda_rope_qk_store: the attention block's per-position work in one launch — optional
  *   per-head RMSNorm of q and k (qwen3/gemma3 q_norm/k_norm), RoPE of q and k (half-split, partial
  *   rotary, mscale) in place, and the store of the rotated k rows and the v rows into the KV cache
- *   (F32/F16/BF16, ring slot position % capacity). Replaces up to 5 launches (2 norms, 2 ropes,
- *   kv_store) per layer.
+ *   (F32/F16/BF16, ring slot position % capacity, or the slot through a paged map). Replaces up to 5
+ *   launches (2 norms, 2 ropes, kv_store) per layer.
  * Grid (n_heads + n_kv_heads, T): one block per (head, token); block b < n_heads is q head b, the
  * others are kv heads (they also copy v). The head is staged in shared memory (head_dim floats),
  * normalised there, then every thread writes the rotated values of its features. The arithmetic is
@@ -27,7 +27,7 @@ __global__ void rope_qk_store_kernel(float *q, float *k, const float *__restrict
                                      const int32_t *__restrict__ positions, const float *__restrict__ inv_freq,
                                      float mscale, const float *__restrict__ qn, const float *__restrict__ kn,
                                      float eps, int plus_one, int n_heads, int hd, int half, int64_t qs,
-                                     int64_t ks, int64_t vs, int64_t cap) {
+                                     int64_t ks, int64_t vs, int64_t cap, lmx_cuda_kv_map map) {
     extern __shared__ float xs[]; /* [hd] this head, normalised */
     __shared__ float red[32];
     const int hb = blockIdx.x, t = blockIdx.y, tid = threadIdx.x, nt = blockDim.x;
@@ -49,7 +49,7 @@ __global__ void rope_qk_store_kernel(float *q, float *k, const float *__restrict
     }
     __syncthreads();
     const int64_t p = positions[t];
-    const int64_t slot = p >= 0 ? p % cap : -1;
+    const int64_t slot = p >= 0 ? lmx_cu_kv_slot(lmx_cu_kv_table(map, t), map.block_shift, p, cap) : -1;
     for (int d = tid; d < hd; d += nt) {
         float o = xs[d];
         if (d < 2 * half) {
@@ -93,18 +93,19 @@ extern "C" lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_c
     const size_t smem = (size_t)hd * sizeof(float);
     cudaStream_t st = LMX_CU_STREAM(stream);
     const int half = r->rot_dims / 2, p1 = r->norm_plus_one ? 1 : 0;
+    const lmx_cuda_kv_map map = lmx_cu_map_of(a);
     if (a->kv_dtype == LMX_DTYPE_BF16)
         rope_qk_store_kernel<__nv_bfloat16><<<grid, threads, smem, st>>>(
             q, k, v, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache, positions, r->inv_freq, r->mscale, r->q_norm,
-            r->k_norm, r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity);
+            r->k_norm, r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity, map);
     else if (a->kv_dtype == LMX_DTYPE_F16)
         rope_qk_store_kernel<__half><<<grid, threads, smem, st>>>(
             q, k, v, (__half *)k_cache, (__half *)v_cache, positions, r->inv_freq, r->mscale, r->q_norm, r->k_norm,
-            r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity);
+            r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity, map);
     else
         rope_qk_store_kernel<float><<<grid, threads, smem, st>>>(
             q, k, v, (float *)k_cache, (float *)v_cache, positions, r->inv_freq, r->mscale, r->q_norm, r->k_norm,
-            r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity);
+            r->eps, p1, a->n_heads, hd, half, qs, ks, vs, a->capacity, map);
     LMX_CU_CHECK_LAUNCH("rope_qk_store");
     return LMX_OK;
 }

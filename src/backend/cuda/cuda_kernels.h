@@ -167,6 +167,17 @@ lmx_status lmx_cuda_gemm(const lmx_cuda_matrix *m, const float *x, float *y, int
  * (LMX_ERR_UNSUPPORTED without it). */
 lmx_status lmx_cuda_gemm_ex(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
                             int impl, lmx_cuda_stream stream);
+/* Few-row GEMM (cuda_gemm_small.cu; batched decode steps): y[t, :] = x[t, :]·W^T (+ bias) (+ y if
+ * accumulate) for MLX affine 4/8-bit W (group 32/64/128, k % 128 == 0: lmx_cuda_gemm_small_supported),
+ * the weights read once per 64 rows of x, dequantized to bf16(fmaf(s, q, b)) in registers, x rounded to
+ * bf16, fp32 accumulation (bf16-level error like lmx_cuda_gemm). Split-K over about two blocks per SM
+ * when a workspace of lmx_cuda_gemm_small_workspace(m, T) floats is given (ws NULL or smaller: one
+ * slice, slower for short matrices); the slices are added in a fixed order (deterministic; a row's
+ * result does not depend on T). x 16-byte aligned. LMX_ERR_UNSUPPORTED for other formats. */
+bool lmx_cuda_gemm_small_supported(const lmx_cuda_matrix *m);
+size_t lmx_cuda_gemm_small_workspace(const lmx_cuda_matrix *m, int T);
+lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate, float *ws,
+                               size_t ws_floats, lmx_cuda_stream stream);
 /* cuBLASLt (dlopen'ed once per process, cuda_gemm_lt.cu; unavailable when the library does not load):
  * bf16 operands (weights expanded to a bf16 scratch, x rounded), fp32 accumulation and output. */
 bool lmx_cuda_gemm_lt_available(void);
@@ -219,7 +230,30 @@ lmx_status lmx_cuda_embed(const lmx_cuda_matrix *table, const int32_t *ids, int 
 
 /* ---- attention ---- */
 
-/* KV cache layout: [n_kv_heads][capacity][head_dim] of kv_dtype (F32, F16 or BF16), K and V apart. */
+/* Paged KV addressing (backend.h's lmx_kv_map with the arrays in device memory): position j of
+ * query row t lives in slot tables[seq[t] * stride + (j >> block_shift)] << block_shift |
+ * (j & (block_size - 1)). The attention launches also take the work split of the call's rows:
+ *   rows:  decode kernel (lmx_cuda_attention_decode): the query rows it computes (others untouched);
+ *          NULL = all T rows. Its workspace and counters then need only n_rows rows (pass n_rows as
+ *          T to lmx_cuda_attention_workspace_floats / _decode_counters).
+ *   tiles: prefill kernels (lmx_cuda_attention_prefill, lmx_cuda_flash_tc): (first row, row count
+ *          <= 64) pairs, each tile rows of ONE sequence at consecutive positions; NULL = tiles of 64
+ *          over all T rows (then all rows must belong to one sequence).
+ * rope_qk_store reads only tables, seq, stride and block_shift; lmx_cuda_kv_store and the split-K
+ * lmx_cuda_attention refuse a map (LMX_ERR_UNSUPPORTED). */
+typedef struct lmx_cuda_kv_map {
+    const int32_t *tables; /* device [n_seqs * stride] */
+    const int32_t *seq;    /* device [T] */
+    int stride;            /* table entries per sequence */
+    int block_shift;       /* log2(block size), 4..8 */
+    const int32_t *rows;   /* device [n_rows] or NULL */
+    int n_rows;
+    const int32_t *tiles;  /* device [n_tiles][2] or NULL */
+    int n_tiles;
+} lmx_cuda_kv_map;
+
+/* KV cache layout: [n_kv_heads][capacity][head_dim] of kv_dtype (F32, F16 or BF16), K and V apart;
+ * position j in slot j % capacity (a ring), or paged through `map`. */
 typedef struct lmx_cuda_attn {
     int n_heads, n_kv_heads, head_dim; /* head_dim <= 256, multiple of 8; n_heads % n_kv_heads == 0 */
     int64_t capacity;                  /* positions the cache holds */
@@ -227,6 +261,7 @@ typedef struct lmx_cuda_attn {
     float scale;                       /* score = scale * q·k, e.g. 1/sqrt(head_dim) */
     float softcap;                     /* 0 = off; else score = softcap * tanh(score / softcap) */
     int window;                        /* 0 = full causal; else keys in (pos - window, pos] */
+    const lmx_cuda_kv_map *map;        /* NULL: ring slots; else paged (host struct, device arrays) */
 } lmx_cuda_attn;
 
 /* Writes k, v ([T, n_kv_heads, head_dim] fp32) into the caches at positions[t] (< capacity). */
@@ -302,6 +337,11 @@ lmx_status lmx_cuda_argmax(const float *logits, int rows, int64_t n, int32_t *id
  * [rows, k]. Lets a sampler (top-k/top-p/min-p/temperature) work on k candidates on the host. */
 lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float *vals, int32_t *ids,
                          lmx_cuda_stream stream);
+/* ids[i] = the greedy choice over row rows[i] of logits [*, n] by the device sampler's rule (the
+ * largest value, the lowest id among equal ones, NaN skipped; -1 when no value is above -inf), for
+ * i < n_rows, in one launch (cuda_sample_rows.cu). rows, ids: device int32 [n_rows]. */
+lmx_status lmx_cuda_greedy_rows(const float *logits, int64_t n, const int32_t *rows, int n_rows, int32_t *ids,
+                                lmx_cuda_stream stream);
 /* ---- fused ops (cuda_fused.cu) ---- */
 
 /* Arguments of lmx_cuda_rope_qk_store besides the cache descriptor. */
@@ -322,7 +362,7 @@ typedef struct lmx_cuda_qk_rope {
  * shape as k) are stored into the caches (layout and dtype of `a`: [n_kv_heads][capacity][head_dim]
  * of a->kv_dtype, slot positions[t] % a->capacity; a negative position stores nothing). positions:
  * device int32 [T]. head_dim * 4 bytes <= 48 KB. Only the fields n_heads, n_kv_heads, head_dim,
- * capacity and kv_dtype of `a` are used. */
+ * capacity, kv_dtype and map (paged: the slot of positions[t] through row t's table) of `a` are used. */
 lmx_status lmx_cuda_rope_qk_store(const lmx_cuda_attn *a, const lmx_cuda_qk_rope *r, float *q, float *k,
                                   const float *v, void *k_cache, void *v_cache, const int32_t *positions, int T,
                                   lmx_cuda_stream stream);

@@ -193,6 +193,7 @@ extern "C" lmx_status lmx_cuda_kv_store(const lmx_cuda_attn *a, const float *k, 
     if (!a || !k || !v || !k_cache || !v_cache || !positions || T < 1 || a->n_kv_heads < 1 ||
         a->head_dim < 1 || a->capacity < 1 || !lmx_cu_float_dtype(a->kv_dtype))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda kv_store: bad arguments");
+    if (a->map) return lmx_error(LMX_ERR_UNSUPPORTED, "cuda kv_store: a paged map (use lmx_cuda_rope_qk_store)");
     const int64_t total = (int64_t)T * a->n_kv_heads * a->head_dim;
     kv_store_kernel<<<lmx_cu_blocks(total, 256), 256, 0, LMX_CU_STREAM(stream)>>>(
         k, v, k_cache, v_cache, (int)a->kv_dtype, positions, T, a->n_kv_heads, a->head_dim, a->capacity);
