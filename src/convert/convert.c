@@ -3,6 +3,7 @@
  * module's weight packs its rows, its scales and biases recompute only the group parameters
  * (lmx_mlx_quantize_params_row gives the same values), a cast tensor converts element by element. */
 #include "convert/convert.h"
+#include "formats/mlx_mx.h"
 #include "formats/mlx_quant.h"
 #include "formats/safetensors.h"
 #include "formats/st_writer.h"
@@ -17,9 +18,7 @@
 
 void lmx_convert_options_default(lmx_convert_options *o) {
     memset(o, 0, sizeof *o);
-    o->bits = 4;
-    o->group_size = 64;
-    o->quantize = true;
+    o->quantize = true; /* bits and group size 0: the mode's defaults */
     o->dtype = LMX_DTYPE_BF16;
 }
 
@@ -29,13 +28,16 @@ typedef struct part {
     const lmx_tensor_view *src;
     part_kind kind;
     char *name;
+    lmx_quant_params q; /* quantized parts: the module's mode, bits and group size */
 } part;
 
 typedef struct job {
     part *parts;
     size_t n;
-    int bits, gs;
     lmx_dtype dtype;
+    lmx_quant_params g;        /* the global parameters (the quantization block's) */
+    lmx_convert_layer_q *layers; /* [n_layers] per-module entries (a recipe), names owned by parts */
+    size_t n_layers;
 } job;
 
 static uint16_t to_half(lmx_dtype t, float v) { return t == LMX_DTYPE_BF16 ? lmx_f32_to_bf16(v) : lmx_f32_to_f16(v); }
@@ -51,6 +53,30 @@ static lmx_status read_rounded(const lmx_tensor_view *t, lmx_dtype dt, int64_t f
 
 static int cmp_part(const void *a, const void *b) {
     return strcmp(((const part *)a)->name, ((const part *)b)->name);
+}
+
+/* An fp-mode module's rows: codes (PART_WEIGHT) or uint8 scale codes (PART_SCALES); each row is
+ * quantized whole and the part it asks for is kept. */
+static lmx_status fill_mx(const job *j, const part *p, uint64_t offset, uint8_t *out, size_t len) {
+    const lmx_tensor_view *t = p->src;
+    const int64_t cols = t->shape[1];
+    const size_t cb = (size_t)cols * (size_t)p->q.bits / 8, sb = (size_t)(cols / p->q.group_size);
+    const size_t row_bytes = p->kind == PART_WEIGHT ? cb : sb;
+    int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
+    float *w = malloc((size_t)cols * sizeof *w);
+    uint8_t *codes = malloc(cb), *sc = malloc(sb);
+    lmx_status st = w && codes && sc ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (int64_t r = 0; r < nr && st == LMX_OK; r++) {
+        st = read_rounded(t, j->dtype, (r0 + r) * cols, cols, w);
+        if (st == LMX_OK) st = lmx_mx_quantize_row(w, cols, p->q.mode, codes, sc);
+        if (st != LMX_OK) {
+            st = lmx_error_prefix(st, "%s row %lld", t->name, (long long)(r0 + r));
+            break;
+        }
+        memcpy(out + (size_t)r * row_bytes, p->kind == PART_WEIGHT ? codes : sc, row_bytes);
+    }
+    free(w), free(codes), free(sc);
+    return st;
 }
 
 static lmx_status fill(void *ctx, const char *name, uint64_t offset, void *dst, size_t len) {
@@ -84,26 +110,28 @@ static lmx_status fill(void *ctx, const char *name, uint64_t offset, void *dst, 
         }
         return LMX_OK;
     }
+    if (lmx_quant_mode_is_fp(p->q.mode)) return fill_mx(j, p, offset, out, len);
+    const int bits = p->q.bits, gs = p->q.group_size;
     int64_t cols = t->shape[1];
     size_t es = lmx_dtype_size(j->dtype);
-    size_t row_bytes = p->kind == PART_WEIGHT ? lmx_mlx_quant_row_bytes(cols, j->bits) : (size_t)(cols / j->gs) * es;
+    size_t row_bytes = p->kind == PART_WEIGHT ? lmx_mlx_quant_row_bytes(cols, bits) : (size_t)(cols / gs) * es;
     int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
     float *w = malloc((size_t)cols * sizeof *w);
-    uint8_t *scratch = malloc((size_t)(cols / j->gs) * es * 2);
+    uint8_t *scratch = malloc((size_t)(cols / gs) * es * 2);
     if (!w || !scratch) {
         free(w), free(scratch);
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
     }
     lmx_status st = LMX_OK;
-    size_t sb = (size_t)(cols / j->gs) * es;
+    size_t sb = (size_t)(cols / gs) * es;
     for (int64_t r = 0; r < nr && st == LMX_OK; r++) {
         st = read_rounded(t, j->dtype, (r0 + r) * cols, cols, w);
         if (st != LMX_OK) break;
         uint8_t *o = out + (size_t)r * row_bytes;
         if (p->kind == PART_WEIGHT)
-            st = lmx_mlx_quantize_row(w, cols, j->bits, j->gs, j->dtype, o, scratch, scratch + sb, LMX_MLX_CPU);
+            st = lmx_mlx_quantize_row(w, cols, bits, gs, j->dtype, o, scratch, scratch + sb, LMX_MLX_CPU);
         else
-            st = lmx_mlx_quantize_params_row(w, cols, j->bits, j->gs, j->dtype, p->kind == PART_SCALES ? o : scratch,
+            st = lmx_mlx_quantize_params_row(w, cols, bits, gs, j->dtype, p->kind == PART_SCALES ? o : scratch,
                                              p->kind == PART_BIASES ? o : scratch + sb, LMX_MLX_CPU);
         if (st != LMX_OK) st = lmx_error_prefix(st, "%s row %lld", t->name, (long long)(r0 + r));
     }
@@ -122,19 +150,69 @@ static char *suffixed(const char *base, const char *from, const char *to) {
     return s;
 }
 
-static lmx_status check_options(const lmx_convert_options *o) {
-    if (o->mode && strcmp(o->mode, "affine")) {
-        if (!strcmp(o->mode, "mxfp4") || !strcmp(o->mode, "mxfp8") || !strcmp(o->mode, "nvfp4"))
-            return lmx_error(LMX_ERR_UNSUPPORTED, "convert: --mode %s is not supported yet (affine only; see issue 16)",
-                             o->mode);
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown mode '%s' (affine)", o->mode);
-    }
-    if (o->quantize && !lmx_mlx_quant_supported(o->bits, o->group_size))
+/* The global parameters from the options: the mode's fixed bits and group size for an fp mode
+ * (0 = the mode's), a recipe only with affine. */
+static lmx_status check_options(const lmx_convert_options *o, lmx_quant_params *g) {
+    g->mode = LMX_QUANT_AFFINE;
+    if (o->mode && !lmx_quant_mode_parse(o->mode, &g->mode))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown mode '%s' (affine, mxfp4, mxfp8, nvfp4)", o->mode);
+    g->bits = o->bits ? o->bits : lmx_quant_mode_default_bits(g->mode);
+    g->group_size = o->group_size ? o->group_size : lmx_quant_mode_default_group(g->mode);
+    if (lmx_quant_mode_is_fp(g->mode)) {
+        if (g->bits != lmx_quant_mode_bits(g->mode) || g->group_size != lmx_quant_mode_group(g->mode))
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: mode %s has %d bits and group size %d (got %d / %d)",
+                             o->mode, lmx_quant_mode_bits(g->mode), lmx_quant_mode_group(g->mode), g->bits,
+                             g->group_size);
+        if (o->recipe)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: recipe %s is affine only (as mlx-lm), not --mode %s",
+                             o->recipe, o->mode);
+    } else if (o->quantize && !lmx_mlx_quant_supported(g->bits, g->group_size)) {
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "convert: unsupported bits %d / group size %d (bits 2|3|4|5|6|8, group size 32|64|128)",
-                         o->bits, o->group_size);
+                         g->bits, g->group_size);
+    }
+    if (o->recipe && !o->quantize) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: a recipe needs quantization");
     if (o->dtype_set && o->dtype != LMX_DTYPE_BF16 && o->dtype != LMX_DTYPE_F16 && o->dtype != LMX_DTYPE_F32)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: the output dtype must be bf16, f16 or f32");
+    return LMX_OK;
+}
+
+/* A module path: a part's name without its ".weight" / ".scales" / ".biases" (caller frees). */
+static char *module_of(const char *name) {
+    const char *dot = strrchr(name, '.');
+    size_t n = dot ? (size_t)(dot - name) : strlen(name);
+    char *m = malloc(n + 1);
+    if (m) memcpy(m, name, n), m[n] = '\0';
+    return m;
+}
+
+/* A mixed recipe: each quantized module's bits, and its entry in the quantization block. */
+static lmx_status apply_recipe(const char *recipe, job *j) {
+    size_t nq = 0;
+    for (size_t k = 0; k < j->n; k++) nq += j->parts[k].kind == PART_WEIGHT;
+    j->layers = calloc(nq + 1, sizeof *j->layers);
+    if (!j->layers) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (size_t k = 0; k < j->n; k++) {
+        if (j->parts[k].kind != PART_WEIGHT) continue;
+        char *m = module_of(j->parts[k].name);
+        if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        j->layers[j->n_layers++].module = m;
+    }
+    const char **names = malloc((nq + 1) * sizeof *names);
+    if (!names) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (size_t i = 0; i < j->n_layers; i++) names[i] = j->layers[i].module;
+    lmx_convert_recipe r;
+    lmx_status st = lmx_convert_recipe_init(recipe, j->g.group_size, names, j->n_layers, &r);
+    free(names);
+    if (st != LMX_OK) return st;
+    for (size_t i = 0; i < j->n_layers; i++) j->layers[i].q = lmx_convert_recipe_params(&r, j->layers[i].module);
+    for (size_t k = 0; k < j->n; k++) {
+        if (j->parts[k].kind == PART_CAST) continue;
+        char *m = module_of(j->parts[k].name);
+        if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        j->parts[k].q = lmx_convert_recipe_params(&r, m);
+        free(m);
+    }
     return LMX_OK;
 }
 
@@ -151,27 +229,27 @@ static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, bool tied,
             return lmx_error(LMX_ERR_UNSUPPORTED,
                              "%s: tensor %s (%s) looks quantized; convert needs a bf16/f16/f32 model", t->file,
                              t->name, lmx_dtype_name(t->dtype));
-        lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, o->group_size, o->quantize, tied);
+        lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, j->g.group_size, o->quantize, tied);
         if (a == LMX_CONV_DROP) continue;
         *n_params += (uint64_t)t->numel;
+        size_t first = j->n;
         if (a == LMX_CONV_CAST) {
-            j->parts[j->n++] = (part){t, PART_CAST, strdup(t->name)};
+            j->parts[j->n++] = (part){t, PART_CAST, strdup(t->name), j->g};
         } else {
-            j->parts[j->n++] = (part){t, PART_WEIGHT, strdup(t->name)};
-            j->parts[j->n++] = (part){t, PART_SCALES, suffixed(t->name, ".weight", ".scales")};
-            j->parts[j->n++] = (part){t, PART_BIASES, suffixed(t->name, ".weight", ".biases")};
+            j->parts[j->n++] = (part){t, PART_WEIGHT, strdup(t->name), j->g};
+            j->parts[j->n++] = (part){t, PART_SCALES, suffixed(t->name, ".weight", ".scales"), j->g};
+            if (!lmx_quant_mode_is_fp(j->g.mode)) /* fp modes have no biases */
+                j->parts[j->n++] = (part){t, PART_BIASES, suffixed(t->name, ".weight", ".biases"), j->g};
         }
-        for (size_t k = j->n - (a == LMX_CONV_CAST ? 1 : 3); k < j->n; k++)
+        for (size_t k = first; k < j->n; k++)
             if (!j->parts[k].name) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
     }
     qsort(j->parts, j->n, sizeof *j->parts, cmp_part);
     for (size_t k = 1; k < j->n; k++)
         if (!strcmp(j->parts[k - 1].name, j->parts[k].name))
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "convert: two output tensors named %s", j->parts[k].name);
-    j->bits = o->bits;
-    j->gs = o->group_size;
     j->dtype = dtype;
-    return LMX_OK;
+    return o->recipe ? apply_recipe(o->recipe, j) : LMX_OK;
 }
 
 static lmx_status add_parts(lmx_st_writer *w, job *j) {
@@ -185,9 +263,10 @@ static lmx_status add_parts(lmx_st_writer *w, job *j) {
         if (p->kind == PART_CAST && !is_float) dt = t->dtype;
         if (p->kind == PART_WEIGHT) {
             dt = LMX_DTYPE_U32;
-            shape[1] = t->shape[1] * j->bits / 32;
+            shape[1] = t->shape[1] * p->q.bits / 32;
         } else if (p->kind != PART_CAST) {
-            shape[1] = t->shape[1] / j->gs;
+            shape[1] = t->shape[1] / p->q.group_size;
+            if (lmx_quant_mode_is_fp(p->q.mode)) dt = LMX_DTYPE_U8; /* E8M0 / E4M3 scale codes */
         }
         lmx_status st = lmx_st_writer_add_fill(w, p->name, dt, t->ndim, shape, fill, j);
         if (st != LMX_OK) return st;
@@ -200,9 +279,8 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
     if (opt) o = *opt;
     else lmx_convert_options_default(&o);
     if (!src || !dst || !*src || !*dst) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: SRC and DST are required");
-    if (o.bits == 0) o.bits = 4;
-    if (o.group_size == 0) o.group_size = 64;
-    lmx_status st = check_options(&o);
+    job j = {0};
+    lmx_status st = check_options(&o, &j.g);
     if (st != LMX_OK) return st;
     if (!lmx_fs_is_dir(src)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "convert: %s is not a model directory (%s)", src, lmx_fs_describe(src));
     if (lmx_fs_exists(dst) && !o.force)
@@ -223,7 +301,6 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
                 break;
             }
         }
-    job j = {0};
     uint64_t n_params = 0;
     char *partial = malloc(strlen(dst) + 9);
     lmx_st_writer *w = NULL;
@@ -247,7 +324,7 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
                                .sync = true};
     st = lmx_st_writer_write_model(w, partial, o.max_shard_bytes ? o.max_shard_bytes : LMX_ST_MLX_SHARD_BYTES, &wo,
                                    NULL);
-    if (st == LMX_OK) st = lmx_convert_write_config(src, partial, &o, dtype);
+    if (st == LMX_OK) st = lmx_convert_write_config(src, partial, &o, dtype, &j.g, j.layers, j.n_layers);
     if (st == LMX_OK) st = lmx_convert_copy_files(src, partial);
     if (st == LMX_OK && lmx_fs_exists(dst)) lmx_convert_rmtree(dst); /* --force */
     if (st == LMX_OK && rename(partial, dst) != 0)
@@ -257,6 +334,8 @@ done:
     lmx_st_writer_destroy(w);
     for (size_t k = 0; k < j.n; k++) free(j.parts[k].name);
     free(j.parts);
+    for (size_t i = 0; i < j.n_layers; i++) free((char *)j.layers[i].module);
+    free(j.layers);
     free(partial);
     lmx_weights_close(wt);
     return st;

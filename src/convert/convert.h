@@ -1,15 +1,18 @@
 /* convert.h — `lmx convert`: a float (bf16/f16/f32) Hugging Face model directory → the MLX layout
- * mlx_lm.convert writes (affine quantization; other modes come with issue 16).
+ * mlx_lm.convert writes: affine quantization, the fp modes mxfp4 / mxfp8 / nvfp4 (formats/mlx_mx.h),
+ * and mlx-lm's mixed recipes (per-layer bits, convert_recipe.c).
  *
  * What is written (mlx-lm 0.2x `convert` + `quantize_model` + `save`):
  *   - every Linear / Embedding weight (a 2-D float "*.weight" whose last dimension is a multiple of
  *     the group size — lm_head and embed_tokens included) as P.weight U32 [out, in*bits/32],
- *     P.scales and P.biases [out, in/G] in the target dtype (convert_plan.c);
+ *     P.scales and P.biases [out, in/G] in the target dtype (convert_plan.c); in an fp mode
+ *     P.scales are U8 [out, in/G] codes and there are no biases;
  *   - every other float tensor cast to the target dtype; rotary inv_freq dropped, lm_head dropped
  *     when tie_word_embeddings (mlx-lm's sanitize);
  *   - shards of at most 5 GiB (model.safetensors or model-0000N-of-0000M.safetensors) and
  *     model.safetensors.index.json, __metadata__ {"format": "mlx"};
  *   - config.json with "quantization" and "quantization_config" = {"group_size", "bits", "mode"}
+ *     and, with a recipe, one {"group_size", "bits", "mode"} entry per quantized module path
  *     (convert_config.c); every other non-weight file (tokenizer, chat template, generation
  *     config) copied (convert_files.c).
  * Scale and bias follow MLX's CPU quantizer bit for bit (formats/mlx_quant.h), applied to the
@@ -26,14 +29,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "formats/dtype.h"
+#include "model/config.h"
 #include "lmx.h"
 
 typedef void (*lmx_convert_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct lmx_convert_options {
-    int bits;             /* 2, 3, 4, 5, 6, 8; 0 = 4 */
-    int group_size;       /* 32, 64, 128; 0 = 64 */
-    const char *mode;     /* NULL or "affine"; mxfp4/mxfp8/nvfp4 → LMX_ERR_UNSUPPORTED */
+    int bits;             /* affine 2, 3, 4, 5, 6, 8; 0 = the mode's default (affine 4) */
+    int group_size;       /* affine 32, 64, 128; 0 = the mode's default (affine 64) */
+    const char *mode;     /* NULL or "affine", "mxfp4", "mxfp8", "nvfp4" (fixed bits and group size:
+                             bits/group_size 0 or the mode's, else LMX_ERR_INVALID_ARGUMENT) */
+    const char *recipe;   /* NULL, or mixed_2_6 / mixed_3_4 / mixed_3_6 / mixed_4_6 (affine only) */
     lmx_dtype dtype;      /* BF16, F16 or F32 (used when dtype_set) */
     bool dtype_set;       /* false = the config's torch_dtype/dtype, else the weights' own */
     bool quantize;        /* false = only cast (no quantization block) */
@@ -58,12 +64,31 @@ typedef enum { LMX_CONV_DROP, LMX_CONV_CAST, LMX_CONV_QUANTIZE } lmx_conv_action
 lmx_conv_action lmx_convert_plan(const char *name, lmx_dtype dtype, int ndim, const int64_t *shape, int group_size,
                                  bool quantize, bool tied);
 
+/* convert_recipe.c: a mixed recipe over the quantized module paths modules[n]. */
+typedef struct lmx_convert_recipe {
+    bool active;
+    int low_bits, high_bits, group_size;
+    int layer_location; /* path component holding the layer index */
+    int n_layers;
+} lmx_convert_recipe;
+lmx_status lmx_convert_recipe_init(const char *name, int group_size, const char *const *modules, size_t n,
+                                   lmx_convert_recipe *r);
+lmx_quant_params lmx_convert_recipe_params(const lmx_convert_recipe *r, const char *module);
+
+/* A per-module entry of the quantization block (module path without ".weight"). */
+typedef struct lmx_convert_layer_q {
+    const char *module;
+    lmx_quant_params q;
+} lmx_convert_layer_q;
+
 /* convert_config.c: reads src/config.json, refuses quantized inputs, writes dst_dir/config.json
  * with the quantization blocks. *tied receives tie_word_embeddings (llama default false), *cfg_dtype
  * the config's dtype (0 when absent or not a float type). */
 lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *cfg_dtype, bool *has_dtype);
+/* g = the global parameters; layers[n_layers] = the per-module entries (none without a recipe). */
 lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
-                                    lmx_dtype out_dtype);
+                                    lmx_dtype out_dtype, const lmx_quant_params *g, const lmx_convert_layer_q *layers,
+                                    size_t n_layers);
 
 /* convert_files.c: copies every regular top-level file of src that is neither a weight file, the
  * weight index nor config.json into dst. */

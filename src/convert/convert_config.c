@@ -70,12 +70,27 @@ lmx_status lmx_convert_read_config(const char *src_dir, bool *tied, lmx_dtype *c
     return LMX_OK;
 }
 
-static cJSON *qblock(const lmx_convert_options *o) {
+static cJSON *qparams(const lmx_quant_params *q) {
     cJSON *b = cJSON_CreateObject();
     if (!b) return NULL;
-    cJSON_AddNumberToObject(b, "group_size", o->group_size);
-    cJSON_AddNumberToObject(b, "bits", o->bits);
-    cJSON_AddStringToObject(b, "mode", "affine");
+    cJSON_AddNumberToObject(b, "group_size", q->group_size);
+    cJSON_AddNumberToObject(b, "bits", q->bits);
+    cJSON_AddStringToObject(b, "mode", lmx_quant_mode_name(q->mode));
+    return b;
+}
+
+/* {"group_size", "bits", "mode"} and, after them, one entry per module (mlx-lm's insertion order:
+ * the globals first, then the modules in the order quantized) */
+static cJSON *qblock(const lmx_quant_params *g, const lmx_convert_layer_q *layers, size_t n) {
+    cJSON *b = qparams(g);
+    for (size_t i = 0; b && i < n; i++) {
+        cJSON *e = qparams(&layers[i].q);
+        if (!e) {
+            cJSON_Delete(b);
+            return NULL;
+        }
+        cJSON_AddItemToObject(b, layers[i].module, e);
+    }
     return b;
 }
 
@@ -97,12 +112,13 @@ static void sort_members(cJSON *obj) {
 }
 
 lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
-                                    lmx_dtype out_dtype) {
+                                    lmx_dtype out_dtype, const lmx_quant_params *g, const lmx_convert_layer_q *layers,
+                                    size_t n_layers) {
     cJSON *j = NULL;
     lmx_status st = load(src_dir, &j);
     if (st != LMX_OK) return st;
     if (opt->quantize) {
-        cJSON *a = qblock(opt), *b = qblock(opt);
+        cJSON *a = qblock(g, layers, n_layers), *b = qblock(g, layers, n_layers);
         if (!a || !b) {
             cJSON_Delete(a), cJSON_Delete(b), cJSON_Delete(j);
             return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
