@@ -257,22 +257,22 @@ static void rope_free(lmx_rope_config *r) {
 static bool valid_bits(long long b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
 static bool valid_group(long long g) { return g == 32 || g == 64 || g == 128; }
 
-/* One {"bits", "group_size", "mode"} object; absent keys come from `def` when the mode is def's,
- * else from the mode's defaults (an fp-mode entry beside affine globals). `what` names the module
+/* One {"bits", "group_size", "mode"} object, the block itself or a per-module entry. As MLX reads
+ * them (nn.quantize passes an entry to `to_quantized(**entry)`, whose defaults are mode "affine"
+ * and then `_defaults_for_mode`), an absent "mode" is affine and absent (or null) bits / group_size
+ * are that mode's defaults — an entry does not inherit the block's values. `what` names the module
  * ("global" for the block itself). An unknown mode is a format error naming it. */
-static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what,
-                                     const lmx_quant_params *def, lmx_quant_params *p) {
+static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what, lmx_quant_params *p) {
     const cJSON *mv = cJSON_GetObjectItemCaseSensitive(obj, "mode");
-    lmx_quant_mode mode = def->mode;
+    lmx_quant_mode mode = LMX_QUANT_AFFINE;
     if (!is_absent(mv) && (!cJSON_IsString(mv) || !lmx_quant_mode_parse(mv->valuestring, &mode)))
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
                          "%s: quantization mode %s%s%s of %s is unknown (affine, mxfp4, mxfp8, nvfp4)", pc->label,
                          cJSON_IsString(mv) ? "\"" : "", cJSON_IsString(mv) ? mv->valuestring : "(not a string)",
                          cJSON_IsString(mv) ? "\"" : "", what);
-    bool same = mode == def->mode;
     long long bits = 0, gs = 0;
-    TRY(get_int(pc, obj, "bits", same ? def->bits : lmx_quant_mode_default_bits(mode), 1, 64, &bits));
-    TRY(get_int(pc, obj, "group_size", same ? def->group_size : lmx_quant_mode_default_group(mode), 1, 1 << 20, &gs));
+    TRY(get_int(pc, obj, "bits", lmx_quant_mode_default_bits(mode), 1, 64, &bits));
+    TRY(get_int(pc, obj, "group_size", lmx_quant_mode_default_group(mode), 1, 1 << 20, &gs));
     if (lmx_quant_mode_is_fp(mode)) {
         if (bits != lmx_quant_mode_bits(mode) || gs != lmx_quant_mode_group(mode))
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
@@ -298,13 +298,7 @@ static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_con
     if (method && !bits)
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization method \"%s\" is not supported (only MLX affine)",
                          pc->label, method);
-    lmx_quant_params def = {4, 64, LMX_QUANT_AFFINE};
-    const cJSON *mv = cJSON_GetObjectItemCaseSensitive(q, "mode");
-    if (cJSON_IsString(mv) && lmx_quant_mode_parse(mv->valuestring, &def.mode)) { /* the mode's defaults */
-        def.bits = lmx_quant_mode_default_bits(def.mode);
-        def.group_size = lmx_quant_mode_default_group(def.mode);
-    }
-    TRY(parse_quant_params(pc, q, "global", &def, &c->quant));
+    TRY(parse_quant_params(pc, q, "global", &c->quant));
     snprintf(c->quant_mode, sizeof c->quant_mode, "%s", lmx_quant_mode_name(c->quant.mode));
     c->quantized = true;
     int n = 0;
@@ -326,7 +320,7 @@ static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_con
             o->p = c->quant;
         } else {
             o->quantized = true;
-            TRY(parse_quant_params(pc, e, o->module, &c->quant, &o->p));
+            TRY(parse_quant_params(pc, e, o->module, &o->p));
         }
     }
     return LMX_OK;
