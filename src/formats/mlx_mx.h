@@ -56,11 +56,14 @@ static inline float lmx_e8m0_to_f32(uint8_t s) {
     return f;
 }
 
-/* E4M3 (e4m3fn) code → value (0x7F / 0xFF decode as MLX's half trick does: ±480). */
+/* E4M3 (e4m3fn) code → value (0x7F / 0xFF decode as MLX's half trick does: ±480): a normal code is
+ * the fp32 with exponent e + 120 and the 3 mantissa bits on top; a subnormal one m · 2^-9. */
 static inline float lmx_e4m3_to_f32(uint8_t b) {
-    unsigned e = (b >> 3) & 15, m = b & 7;
-    float v = e == 0 ? (float)m * 0.001953125f /* 2^-9 */ : ldexpf((float)(8 + m), (int)e - 10);
-    return (b & 0x80) ? -v : v;
+    uint32_t e = (b >> 3) & 15u, m = b & 7u, u = ((uint32_t)(b & 0x80) << 24) | ((e + 120u) << 23) | (m << 20);
+    float v;
+    memcpy(&v, &u, 4);
+    if (e == 0) v = (b & 0x80) ? -(float)m * 0.001953125f : (float)m * 0.001953125f;
+    return v;
 }
 
 uint8_t lmx_f32_to_e2m1(float x);
