@@ -4,7 +4,9 @@
  * the dense GEMM, T = 5, 17, 64; x rounded to bf16: 8e-3·Σ|x·w|), a matrix large enough to be
  * expanded in row chunks, a row range (row0), bias, matmul_add, the embedding (exact), a fused upload
  * (refused: the binder keeps fp weights separate); then a converted fixture model per mode, GPU vs
- * CPU logits (prefill and a decode step). Skips (77) without a device. */
+ * CPU logits (prefill and a decode step, 2e-2: the prefill rounds activations to bf16). Skips (77)
+ * without a device. Run on the GPU machine: `bash bench/run_device.sh --tests` (ctest -L gpu) or
+ * `ctest --test-dir build-cuda -R test_cuda_mx --output-on-failure`. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,7 +170,8 @@ static void test_models(void) {
             }
             double e = sqrt(num / den);
             fprintf(stderr, "  %s %s: GPU vs CPU logits rel err %.3g\n", modes[mi], part ? "prefill" : "decode", e);
-            CHECK_MSG(e < 1e-2, "%s: GPU vs CPU logits differ by %g", modes[mi], e);
+            /* the prefill rounds activations to bf16 (test_cuda_backend.c bounds its prefill at 2e-2) */
+            CHECK_MSG(e <= 2e-2, "%s: GPU vs CPU logits differ by %g", modes[mi], e);
         }
     }
     lmx_convert_rmtree(tmp);
