@@ -52,9 +52,10 @@ typedef struct lmx_convert_options {
 
 void lmx_convert_options_default(lmx_convert_options *o);
 
-/* Converts src into dst. Errors: LMX_ERR_INVALID_ARGUMENT (bad bits/group size/dtype, dst exists
- * without force, src == dst), LMX_ERR_UNSUPPORTED (a mode or input not supported yet, an already
- * quantized input), LMX_ERR_MODEL_NOT_FOUND, LMX_ERR_INVALID_MODEL_FORMAT, LMX_ERR_IO. */
+/* Converts src into dst. Errors: LMX_ERR_INVALID_ARGUMENT (bad bits/group size/dtype/mode/recipe, a
+ * recipe with an fp mode, dst exists without force, src == dst), LMX_ERR_UNSUPPORTED (an already
+ * quantized input, a recipe on a model without down_proj), LMX_ERR_MODEL_NOT_FOUND,
+ * LMX_ERR_INVALID_MODEL_FORMAT, LMX_ERR_IO. */
 lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert_options *opt);
 
 /* ---- internal pieces (one per file) ---- */
