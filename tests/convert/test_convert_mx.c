@@ -468,6 +468,35 @@ static void test_mixed_modes(void) {
     build_mixed(a8, fp4, bad, "mxfp4");
     CHECK_EQ_INT(lmx_lm_open(bad, &lo, &lm), LMX_ERR_INVALID_MODEL_FORMAT);
     CHECK_MSG(strstr(lmx_last_error_detail(), "self_attn."), "%s", lmx_last_error_detail());
+    /* mxfp4 tensors under a config that says mxfp8 (codes twice as wide, other scale shapes), and
+     * under one that says nvfp4 (groups of 16): the tensor is named */
+    static const char *wrong[] = {"mxfp8", "nvfp4"};
+    for (int i = 0; i < 2; i++) {
+        char cfg[1400], *text = NULL;
+        size_t len = 0;
+        snprintf(bad, sizeof bad, "%s/mix-wrong-%s", g_tmp, wrong[i]);
+        build_mixed(a8, fp4, bad, "affine");
+        snprintf(cfg, sizeof cfg, "%s/config.json", bad);
+        CHECK(lmx_fs_read_file(cfg, 1 << 20, &text, &len) == LMX_OK);
+        cJSON *j = text ? cJSON_Parse(text) : NULL;
+        free(text);
+        if (!j) continue;
+        const char *blocks[] = {"quantization", "quantization_config"};
+        for (int b = 0; b < 2; b++) {
+            cJSON *q = cJSON_GetObjectItemCaseSensitive(j, blocks[b]);
+            cJSON_ReplaceItemInObjectCaseSensitive(q, "mode", cJSON_CreateString(wrong[i]));
+            cJSON_ReplaceItemInObjectCaseSensitive(q, "bits", cJSON_CreateNumber(lmx_quant_mode_bits(i ? LMX_QUANT_NVFP4 : LMX_QUANT_MXFP8)));
+            cJSON_ReplaceItemInObjectCaseSensitive(q, "group_size", cJSON_CreateNumber(i ? 16 : 32));
+        }
+        char *o = cJSON_Print(j);
+        CHECK(o && st_write_text(bad, "config.json", o) == 0);
+        free(o);
+        cJSON_Delete(j);
+        CHECK_EQ_INT(lmx_lm_open(bad, &lo, &lm), LMX_ERR_INVALID_MODEL_FORMAT);
+        CHECK_MSG(strstr(lmx_last_error_detail(), ".weight") || strstr(lmx_last_error_detail(), ".scales"), "%s: %s",
+                  wrong[i], lmx_last_error_detail());
+        fprintf(stderr, "  mxfp4 tensors read as %s: %s\n", wrong[i], lmx_last_error_detail());
+    }
 }
 
 int main(void) {
