@@ -28,6 +28,7 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cuda_free(c->d_pos);
     free(c->h_pos);
     lmx_cuda_free(c->d_ids);
+    lmx_cuda_free(c->mx_scratch);
     lmx_cuda_free(c->d_ws);
     lmx_cuda_sampler_destroy(c->sampler);
     uint64_t ub = atomic_load(&c->up_bytes);

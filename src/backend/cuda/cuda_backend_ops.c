@@ -71,6 +71,8 @@ lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *
         if (replaying(c)) return LMX_OK;
     }
     const float *xp = x->d + x_off;
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+        return lmx_cuda_mx_matmul(&w->mx, xp, y->d, T, false, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
     /* prefill: the tensor-core GEMM (bf16 operands, fp32 accumulation); decode: the fp32 GEMV */
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
         return lmx_cuda_gemm(&w->m, xp, y->d, T, false, c->stream);
@@ -90,6 +92,8 @@ lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *i
         }
         SIGI(3); SIGP(w->dw); SIGI(fbits(scale)); SIGP(y->d);
         if (replaying(c)) return LMX_OK;
+        if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+            return lmx_cuda_mx_embed(&w->mx, c->d_step, 1, scale, y->d, c->stream);
         return lmx_cuda_embed(&w->m, c->d_step, 1, scale, y->d, c->stream);
     }
     if (T > c->ids_cap) {
@@ -105,6 +109,8 @@ lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *i
     /* ids is the caller's memory: a pageable host-to-device copy is staged before the call returns */
     lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, c->stream);
     if (st != LMX_OK) return st;
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+        return lmx_cuda_mx_embed(&w->mx, c->d_ids, T, scale, y->d, c->stream);
     return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, c->stream);
 }
 
@@ -263,6 +269,8 @@ lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_b
         if (replaying(c)) return LMX_OK;
     }
     const float *xp = x->d + x_off;
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+        return lmx_cuda_mx_matmul(&w->mx, xp, y->d, T, true, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0)
         return lmx_cuda_gemm(&w->m, xp, y->d, T, true, c->stream);
     return lmx_cuda_gemv(&w->m, xp, y->d, T, true, c->stream);
