@@ -178,16 +178,18 @@ lmx_status lmx_mx_check_views(const lmx_tensor_view *weight, const lmx_tensor_vi
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: quantization mode %s is not an fp mode", weight->name,
                          lmx_quant_mode_name(mode));
     const int bits = lmx_quant_mode_bits(mode), gs = lmx_quant_mode_group(mode);
-    if (weight->dtype != LMX_DTYPE_U32 || weight->ndim != 2)
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s weight must be a 2-D U32 tensor", weight->name,
-                         lmx_quant_mode_name(mode));
-    int64_t rows = weight->shape[0], cols = weight->shape[1] * 32 / bits;
-    if (scales->dtype != LMX_DTYPE_U8 || scales->ndim != 2 || scales->shape[0] != rows ||
-        scales->shape[1] * gs != cols)
+    const int nd = weight->ndim, last = nd - 1;
+    if (weight->dtype != LMX_DTYPE_U32 || nd < 2 || nd > 3)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s weight must be a 2-D (or stacked 3-D) U32 tensor",
+                         weight->name, lmx_quant_mode_name(mode));
+    int64_t rows = weight->shape[last - 1], cols = weight->shape[last] * 32 / bits;
+    bool lead_ok = scales->ndim == nd && (nd == 2 || scales->shape[0] == weight->shape[0]);
+    if (scales->dtype != LMX_DTYPE_U8 || !lead_ok || scales->shape[last - 1] != rows ||
+        scales->shape[last] * gs != cols)
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
-                         "%s: %s must be U8 [%lld, %lld] for a %s weight of %lld columns (group %d)", weight->name,
-                         scales->name, (long long)rows, (long long)(cols / gs), lmx_quant_mode_name(mode),
-                         (long long)cols, gs);
+                         "%s: %s must be U8 [%s%lld, %lld] for a %s weight of %lld columns (group %d)", weight->name,
+                         scales->name, nd == 3 ? "E, " : "", (long long)rows, (long long)(cols / gs),
+                         lmx_quant_mode_name(mode), (long long)cols, gs);
     if (biases)
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: %s has biases (%s), which mode %s does not use",
                          weight->name, lmx_quant_mode_name(mode), biases->name, lmx_quant_mode_name(mode));

@@ -101,8 +101,9 @@ lmx_status lmx_mx_dequantize_row(const uint8_t *codes, const uint8_t *scales, lm
                                  int64_t count, float *out /* [count] */);
 
 /* Checks the tensors of an fp-mode module: weight U32 [rows, cols*bits/32], scales U8
- * [rows, cols/group], no biases tensor (biases may be NULL; non-NULL is an error). *cols_out =
- * the logical column count. Errors: LMX_ERR_INVALID_MODEL_FORMAT naming the tensor. */
+ * [rows, cols/group] (stacked experts: [E, rows, ...] both), no biases tensor (biases may be NULL;
+ * non-NULL is an error). *cols_out = the logical column count. Errors:
+ * LMX_ERR_INVALID_MODEL_FORMAT naming the tensor. */
 lmx_status lmx_mx_check_views(const lmx_tensor_view *weight, const lmx_tensor_view *scales,
                               const lmx_tensor_view *biases, lmx_quant_mode mode, int64_t *cols_out);
 

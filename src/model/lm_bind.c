@@ -87,7 +87,7 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
             int64_t cols = 0;
             lmx_status mst = lmx_mx_check_views(w, s, qb, qp.mode, &cols);
             if (mst != LMX_OK) return mst;
-            if (w->shape[0] != out_rows || cols != in_cols) {
+            if (w->ndim != 2 || w->shape[0] != out_rows || cols != in_cols) {
                 snprintf(expect, sizeof expect, "[%lld, %lld] (%s)", (long long)out_rows, (long long)in_cols,
                          lmx_quant_mode_name(qp.mode));
                 return lmx_bind_bad_shape(w, expect);
