@@ -39,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "formats/dtype.h"
+#include "formats/quant_mode.h"
 #include "lmx.h"
 
 typedef struct lmx_backend lmx_backend;
@@ -47,7 +48,7 @@ typedef struct lmx_bweight lmx_bweight;
 
 typedef enum lmx_wkind {
     LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
-    LMX_WEIGHT_QUANT,     /* MLX affine: packed [rows, cols*bits/32] u32, scales/biases [rows, cols/group] */
+    LMX_WEIGHT_QUANT,     /* MLX-quantized: packed [rows, cols*bits/32] u32 + scales (+ biases), by `mode` */
     LMX_WEIGHT_VECTOR,    /* [cols] float vector (rows == 1) */
 } lmx_wkind;
 
@@ -64,6 +65,8 @@ typedef struct lmx_weight_desc {
     const void *scales;     /* quant: [stored_rows, cols/group] */
     const void *biases;     /* quant: [stored_rows, cols/group] */
     int bits, group_size;   /* quant */
+    lmx_quant_mode mode;    /* quant: affine (scales/biases as above) or an fp mode (formats/quant_mode.h):
+                               scales = uint8 codes [stored_rows, cols/group], biases NULL, dtype unused */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
     lmx_dtype bias_dtype;
 } lmx_weight_desc;

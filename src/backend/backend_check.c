@@ -17,6 +17,11 @@ lmx_status lmx_backend_check_weight_desc(const lmx_weight_desc *d) {
     if (d->kind == LMX_WEIGHT_QUANT && (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32))
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: %lld columns do not fit group %d / %d bits", d->name,
                          (long long)d->cols, d->group_size, d->bits);
+    if (d->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(d->mode) &&
+        ((unsigned)d->mode >= LMX_QUANT_N_MODES || d->bits != lmx_quant_mode_bits(d->mode) ||
+         d->group_size != lmx_quant_mode_group(d->mode) || !d->scales))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: mode %s needs bits %d, group %d and scales", d->name,
+                         lmx_quant_mode_name(d->mode), lmx_quant_mode_bits(d->mode), lmx_quant_mode_group(d->mode));
     return LMX_OK;
 }
 

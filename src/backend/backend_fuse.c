@@ -18,7 +18,8 @@ lmx_status lmx_backend_check_fused_parts(const char *backend, const lmx_weight_d
         else if (p->kind != p0->kind) why = "another kind";
         else if (p->cols != p0->cols) why = "another column count";
         else if (p->dtype != p0->dtype) why = "another dtype";
-        else if (p->kind == LMX_WEIGHT_QUANT && (p->bits != p0->bits || p->group_size != p0->group_size))
+        else if (p->kind == LMX_WEIGHT_QUANT && (p->bits != p0->bits || p->group_size != p0->group_size ||
+                                                  p->mode != p0->mode))
             why = "other quantization parameters";
         else if ((p->bias != NULL) != (p0->bias != NULL) || (p->bias && p->bias_dtype != p0->bias_dtype))
             why = "another bias";

@@ -1,6 +1,7 @@
-/* cmd_convert.c — `lmx convert SRC DST [--bits B] [--group-size G] [--mode affine] [--dtype bf16|f16|f32]
- * [--force] [--threads N] [--shard-size BYTES]`: a bf16/f16/f32 Hugging Face model directory → an MLX
- * affine-quantized one (src/convert/convert.h). A progress bar goes to stderr when it is a terminal. */
+/* cmd_convert.c — `lmx convert SRC DST [--bits B] [--group-size G] [--mode affine|mxfp4|mxfp8|nvfp4]
+ * [--recipe mixed_2_6|mixed_3_4|mixed_3_6|mixed_4_6] [--dtype bf16|f16|f32] [--force] [--threads N]
+ * [--shard-size BYTES]`: a bf16/f16/f32 Hugging Face model directory → an MLX-quantized one
+ * (src/convert/convert.h). A progress bar goes to stderr when it is a terminal. */
 #include "cli.h"
 #include "convert/convert.h"
 #include "util/clock.h"
@@ -11,11 +12,14 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lmx convert SRC DST [--bits 2|3|4|5|6|8] [--group-size 32|64|128] [--mode affine]\n"
+            "usage: lmx convert SRC DST [--bits 2|3|4|5|6|8] [--group-size 32|64|128]\n"
+            "                   [--mode affine|mxfp4|mxfp8|nvfp4] [--recipe mixed_2_6|mixed_3_4|mixed_3_6|mixed_4_6]\n"
             "                   [--dtype bf16|f16|f32] [--force] [--threads N] [--shard-size BYTES]\n"
             "Quantizes the bf16/f16/f32 model directory SRC into DST in the MLX layout mlx_lm.convert writes\n"
-            "(default 4 bits, group size 64). DST must not exist unless --force; it is written as DST.partial\n"
-            "and renamed when complete. Modes mxfp4, mxfp8, nvfp4 and mixed recipes are not supported yet.\n");
+            "(default affine, 4 bits, group size 64; mxfp4 and nvfp4 are 4-bit with groups of 32 / 16, mxfp8\n"
+            "8-bit with groups of 32). A recipe (affine only) gives v_proj/down_proj of some layers and lm_head\n"
+            "the high bit width, as mlx-lm's --quant-predicate. DST must not exist unless --force; it is\n"
+            "written as DST.partial and renamed when complete.\n");
 }
 
 typedef struct bar {
@@ -50,9 +54,6 @@ int lmx_cli_convert(int argc, char **argv) {
         } else if (!strcmp(a, "--force")) {
             o.force = true;
             continue;
-        } else if (!strcmp(a, "--recipe")) {
-            fprintf(stderr, "lmx convert: --recipe is not supported yet (mixed recipes come with issue 16)\n");
-            return 2;
         } else if (a[0] == '-' && a[1]) {
             if (!v) {
                 fprintf(stderr, "lmx convert: %s needs a value\n", a);
@@ -66,6 +67,7 @@ int lmx_cli_convert(int argc, char **argv) {
             else if (!strcmp(a, "--threads")) ok = lmx_cli_parse_int(v, &n) && n >= 0 && n <= 64, o.threads = (int)n;
             else if (!strcmp(a, "--shard-size")) ok = lmx_cli_parse_int(v, &n) && n > 0, o.max_shard_bytes = (uint64_t)n;
             else if (!strcmp(a, "--mode")) o.mode = v;
+            else if (!strcmp(a, "--recipe")) o.recipe = v;
             else if (!strcmp(a, "--dtype")) {
                 o.dtype_set = true;
                 if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) o.dtype = LMX_DTYPE_BF16;
@@ -102,6 +104,7 @@ int lmx_cli_convert(int argc, char **argv) {
     lmx_status st = lmx_convert_model(pos[0], pos[1], &o);
     if (tty && b.last_pct >= 0) fputc('\n', stderr);
     if (st != LMX_OK) return lmx_cli_fail(st);
-    printf("converted %s -> %s (%d-bit, group size %d, affine)\n", pos[0], pos[1], o.bits, o.group_size);
+    printf("converted %s -> %s (%s%s%s)\n", pos[0], pos[1], o.mode ? o.mode : "affine", o.recipe ? ", recipe " : "",
+           o.recipe ? o.recipe : "");
     return 0;
 }

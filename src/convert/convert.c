@@ -3,6 +3,7 @@
  * module's weight packs its rows, its scales and biases recompute only the group parameters
  * (lmx_mlx_quantize_params_row gives the same values), a cast tensor converts element by element. */
 #include "convert/convert.h"
+#include "formats/mlx_mx.h"
 #include "formats/mlx_quant.h"
 #include "formats/safetensors.h"
 #include "formats/st_writer.h"
@@ -17,9 +18,7 @@
 
 void lmx_convert_options_default(lmx_convert_options *o) {
     memset(o, 0, sizeof *o);
-    o->bits = 4;
-    o->group_size = 64;
-    o->quantize = true;
+    o->quantize = true; /* bits and group size 0: the mode's defaults */
     o->dtype = LMX_DTYPE_BF16;
 }
 
@@ -31,17 +30,18 @@ typedef struct part {
     int n_src;
     part_kind kind;
     char *name;
-    int bits, gs;                 /* quantized parts: the module's (routers may differ from the default) */
+    lmx_quant_params q; /* quantized parts: the module's mode, bits and group size */
 } part;
 
 typedef struct job {
     part *parts;
     size_t n;
     lmx_dtype dtype;
+    lmx_quant_params g;          /* the global parameters (the quantization block's) */
+    lmx_convert_layer_q *layers; /* [n_layers] per-module entries (a recipe, MoE routers), names owned */
+    size_t n_layers;
     lmx_moe_stack *stacks; /* owned: the experts' sources of each stacked tensor */
     int n_stacks;
-    lmx_convert_override *over; /* owned: per-module quantization entries (qwen3_moe routers) */
-    int n_over;
 } job;
 
 static uint16_t to_half(lmx_dtype t, float v) { return t == LMX_DTYPE_BF16 ? lmx_f32_to_bf16(v) : lmx_f32_to_f16(v); }
@@ -72,6 +72,30 @@ static lmx_status part_read(const part *p, lmx_dtype dt, int64_t first, int64_t 
 
 static int cmp_part(const void *a, const void *b) {
     return strcmp(((const part *)a)->name, ((const part *)b)->name);
+}
+
+/* An fp-mode module's rows: codes (PART_WEIGHT) or uint8 scale codes (PART_SCALES); each row is
+ * quantized whole and the part it asks for is kept. */
+static lmx_status fill_mx(const job *j, const part *p, uint64_t offset, uint8_t *out, size_t len) {
+    const lmx_tensor_view *t = p->src;
+    const int64_t cols = t->shape[1]; /* stacked experts: the rows of every expert in turn */
+    const size_t cb = (size_t)cols * (size_t)p->q.bits / 8, sb = (size_t)(cols / p->q.group_size);
+    const size_t row_bytes = p->kind == PART_WEIGHT ? cb : sb;
+    int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
+    float *w = malloc((size_t)cols * sizeof *w);
+    uint8_t *codes = malloc(cb), *sc = malloc(sb);
+    lmx_status st = w && codes && sc ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (int64_t r = 0; r < nr && st == LMX_OK; r++) {
+        st = part_read(p, j->dtype, (r0 + r) * cols, cols, w);
+        if (st == LMX_OK) st = lmx_mx_quantize_row(w, cols, p->q.mode, codes, sc);
+        if (st != LMX_OK) {
+            st = lmx_error_prefix(st, "%s row %lld", t->name, (long long)(r0 + r));
+            break;
+        }
+        memcpy(out + (size_t)r * row_bytes, p->kind == PART_WEIGHT ? codes : sc, row_bytes);
+    }
+    free(w), free(codes), free(sc);
+    return st;
 }
 
 static lmx_status fill(void *ctx, const char *name, uint64_t offset, void *dst, size_t len) {
@@ -106,8 +130,9 @@ static lmx_status fill(void *ctx, const char *name, uint64_t offset, void *dst, 
         }
         return LMX_OK;
     }
+    if (lmx_quant_mode_is_fp(p->q.mode)) return fill_mx(j, p, offset, out, len);
     const int64_t cols = t->shape[1];
-    const int bits = p->bits, gs = p->gs;
+    const int bits = p->q.bits, gs = p->q.group_size;
     size_t es = lmx_dtype_size(j->dtype);
     size_t row_bytes = p->kind == PART_WEIGHT ? lmx_mlx_quant_row_bytes(cols, bits) : (size_t)(cols / gs) * es;
     int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
@@ -145,31 +170,95 @@ static char *suffixed(const char *base, const char *from, const char *to) {
     return s;
 }
 
-static lmx_status check_options(const lmx_convert_options *o) {
-    if (o->mode && strcmp(o->mode, "affine")) {
-        if (!strcmp(o->mode, "mxfp4") || !strcmp(o->mode, "mxfp8") || !strcmp(o->mode, "nvfp4"))
-            return lmx_error(LMX_ERR_UNSUPPORTED, "convert: --mode %s is not supported yet (affine only; see issue 16)",
-                             o->mode);
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown mode '%s' (affine)", o->mode);
-    }
-    if (o->quantize && !lmx_mlx_quant_supported(o->bits, o->group_size))
+/* The global parameters from the options: the mode's fixed bits and group size for an fp mode
+ * (0 = the mode's), a recipe only with affine. */
+static lmx_status check_options(const lmx_convert_options *o, lmx_quant_params *g) {
+    g->mode = LMX_QUANT_AFFINE;
+    if (o->mode && !lmx_quant_mode_parse(o->mode, &g->mode))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: unknown mode '%s' (affine, mxfp4, mxfp8, nvfp4)", o->mode);
+    g->bits = o->bits ? o->bits : lmx_quant_mode_default_bits(g->mode);
+    g->group_size = o->group_size ? o->group_size : lmx_quant_mode_default_group(g->mode);
+    if (lmx_quant_mode_is_fp(g->mode)) {
+        if (g->bits != lmx_quant_mode_bits(g->mode) || g->group_size != lmx_quant_mode_group(g->mode))
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: mode %s has %d bits and group size %d (got %d / %d)",
+                             o->mode, lmx_quant_mode_bits(g->mode), lmx_quant_mode_group(g->mode), g->bits,
+                             g->group_size);
+        if (o->recipe)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: recipe %s is affine only (as mlx-lm), not --mode %s",
+                             o->recipe, o->mode);
+    } else if (o->quantize && !lmx_mlx_quant_supported(g->bits, g->group_size)) {
         return lmx_error(LMX_ERR_INVALID_ARGUMENT,
                          "convert: unsupported bits %d / group size %d (bits 2|3|4|5|6|8, group size 32|64|128)",
-                         o->bits, o->group_size);
+                         g->bits, g->group_size);
+    }
+    if (o->recipe && !o->quantize) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: a recipe needs quantization");
     if (o->dtype_set && o->dtype != LMX_DTYPE_BF16 && o->dtype != LMX_DTYPE_F16 && o->dtype != LMX_DTYPE_F32)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: the output dtype must be bf16, f16 or f32");
     return LMX_OK;
 }
 
-/* Appends the parts of one output tensor `name` (a source tensor, or stacked experts). */
+/* A module path: a part's name without its ".weight" / ".scales" / ".biases" (caller frees). */
+static char *module_of(const char *name) {
+    const char *dot = strrchr(name, '.');
+    size_t n = dot ? (size_t)(dot - name) : strlen(name);
+    char *m = malloc(n + 1);
+    if (m) memcpy(m, name, n), m[n] = '\0';
+    return m;
+}
+
+/* Each quantized module's parameters: the global ones, a mixed recipe's (by module path), or
+ * mlx-lm's MoE router predicate (qwen3_moe: affine 8-bit g64, over the recipe too); the modules a
+ * recipe or the predicate sets get an entry in the quantization block. The parts are sorted. */
+static lmx_status assign_params(job *j, const char *recipe, const lmx_convert_model_info *mi) {
+    size_t nq = 0;
+    for (size_t k = 0; k < j->n; k++) nq += j->parts[k].kind == PART_WEIGHT;
+    j->layers = calloc(nq + 1, sizeof *j->layers);
+    if (!j->layers) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    lmx_convert_recipe r = {0};
+    if (recipe) {
+        const char **names = calloc(nq + 1, sizeof *names);
+        size_t m = 0;
+        lmx_status st = names ? LMX_OK : lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        for (size_t k = 0; k < j->n && st == LMX_OK; k++) {
+            if (j->parts[k].kind != PART_WEIGHT) continue;
+            if (!(names[m++] = module_of(j->parts[k].name)))
+                st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        }
+        if (st == LMX_OK) st = lmx_convert_recipe_init(recipe, j->g.group_size, names, m, &r);
+        for (size_t i = 0; names && i < m; i++) free((char *)names[i]);
+        free(names);
+        if (st != LMX_OK) return st;
+    }
+    for (size_t k = 0; k < j->n; k++) {
+        part *p = &j->parts[k];
+        if (p->kind == PART_CAST) continue;
+        char *m = module_of(p->name);
+        if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        p->q = r.active ? lmx_convert_recipe_params(&r, m) : j->g;
+        bool entry = lmx_convert_moe_router_quant(mi, m, p->src->shape[1], &p->q) || r.active;
+        if (p->kind == PART_WEIGHT && entry) j->layers[j->n_layers++] = (lmx_convert_layer_q){m, p->q};
+        else free(m);
+    }
+    /* fp modes have no biases: drop those parts (the order stays sorted) */
+    size_t n = 0;
+    for (size_t k = 0; k < j->n; k++) {
+        if (j->parts[k].kind == PART_BIASES && lmx_quant_mode_is_fp(j->parts[k].q.mode)) free(j->parts[k].name);
+        else j->parts[n++] = j->parts[k];
+    }
+    j->n = n;
+    return LMX_OK;
+}
+
+/* Appends the parts of one output tensor `name` (a source tensor, or stacked experts); the
+ * parameters of quantized parts are set by assign_params. */
 static lmx_status add_tensor_parts(job *j, const char *name, const lmx_tensor_view *t, const lmx_tensor_view **srcs,
-                                   int n_src, lmx_conv_action a, int bits, int gs) {
+                                   int n_src, lmx_conv_action a) {
     if (a == LMX_CONV_CAST) {
-        j->parts[j->n++] = (part){t, srcs, n_src, PART_CAST, strdup(name), 0, 0};
+        j->parts[j->n++] = (part){t, srcs, n_src, PART_CAST, strdup(name), j->g};
     } else {
-        j->parts[j->n++] = (part){t, srcs, n_src, PART_WEIGHT, strdup(name), bits, gs};
-        j->parts[j->n++] = (part){t, srcs, n_src, PART_SCALES, suffixed(name, ".weight", ".scales"), bits, gs};
-        j->parts[j->n++] = (part){t, srcs, n_src, PART_BIASES, suffixed(name, ".weight", ".biases"), bits, gs};
+        j->parts[j->n++] = (part){t, srcs, n_src, PART_WEIGHT, strdup(name), j->g};
+        j->parts[j->n++] = (part){t, srcs, n_src, PART_SCALES, suffixed(name, ".weight", ".scales"), j->g};
+        j->parts[j->n++] = (part){t, srcs, n_src, PART_BIASES, suffixed(name, ".weight", ".biases"), j->g};
     }
     for (size_t k = j->n - (a == LMX_CONV_CAST ? 1 : 3); k < j->n; k++)
         if (!j->parts[k].name) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
@@ -181,11 +270,11 @@ static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, const lmx_
                        lmx_dtype dtype, job *j, uint64_t *n_params) {
     size_t n = lmx_weights_count(wt);
     j->parts = calloc(n * 3 + 1, sizeof *j->parts);
-    j->over = calloc(n + 1, sizeof *j->over);
-    if (!j->parts || !j->over) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    if (!j->parts) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
     j->dtype = dtype;
     lmx_status st = lmx_convert_moe_stacks(wt, &j->stacks, &j->n_stacks);
     if (st != LMX_OK) return st;
+    const int gs = j->g.group_size;
     for (size_t i = 0; i < n; i++) {
         const lmx_tensor_view *t = lmx_weights_get(wt, i);
         size_t len = strlen(t->name);
@@ -194,32 +283,23 @@ static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, const lmx_
                              "%s: tensor %s (%s) looks quantized; convert needs a bf16/f16/f32 model", t->file,
                              t->name, lmx_dtype_name(t->dtype));
         if (lmx_convert_moe_is_expert(t->name)) continue; /* written as part of its stack, below */
-        lmx_conv_action a =
-            lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, o->group_size, o->quantize, mi->tied);
+        lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, gs, o->quantize, mi->tied);
         if (a == LMX_CONV_DROP) continue;
         *n_params += (uint64_t)t->numel;
-        int bits = o->bits, gs = o->group_size;
-        if (a == LMX_CONV_QUANTIZE && lmx_convert_moe_router_quant(mi, t->name, t->shape[1], &bits, &gs)) {
-            lmx_convert_override *ov = &j->over[j->n_over++];
-            ov->module = suffixed(t->name, ".weight", "");
-            ov->bits = bits;
-            ov->group_size = gs;
-            if (!ov->module) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");
-        }
-        if ((st = add_tensor_parts(j, t->name, t, NULL, 0, a, bits, gs))) return st;
+        if ((st = add_tensor_parts(j, t->name, t, NULL, 0, a))) return st;
     }
     for (int s = 0; s < j->n_stacks; s++) {
         const lmx_moe_stack *k = &j->stacks[s];
         const lmx_tensor_view *t = k->srcs[0];
         *n_params += (uint64_t)t->numel * (uint64_t)k->n;
-        lmx_conv_action a = o->quantize && t->shape[1] % o->group_size == 0 ? LMX_CONV_QUANTIZE : LMX_CONV_CAST;
-        if ((st = add_tensor_parts(j, k->name, t, k->srcs, k->n, a, o->bits, o->group_size))) return st;
+        lmx_conv_action a = o->quantize && t->shape[1] % gs == 0 ? LMX_CONV_QUANTIZE : LMX_CONV_CAST;
+        if ((st = add_tensor_parts(j, k->name, t, k->srcs, k->n, a))) return st;
     }
     qsort(j->parts, j->n, sizeof *j->parts, cmp_part);
     for (size_t k = 1; k < j->n; k++)
         if (!strcmp(j->parts[k - 1].name, j->parts[k].name))
             return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "convert: two output tensors named %s", j->parts[k].name);
-    return LMX_OK;
+    return assign_params(j, o->recipe, mi);
 }
 
 static lmx_status add_parts(lmx_st_writer *w, job *j) {
@@ -242,9 +322,10 @@ static lmx_status add_parts(lmx_st_writer *w, job *j) {
         if (p->kind == PART_CAST && !is_float) dt = t->dtype;
         if (p->kind == PART_WEIGHT) {
             dt = LMX_DTYPE_U32;
-            shape[last] = t->shape[1] * p->bits / 32;
+            shape[last] = t->shape[1] * p->q.bits / 32;
         } else if (p->kind != PART_CAST) {
-            shape[last] = t->shape[1] / p->gs;
+            shape[last] = t->shape[1] / p->q.group_size;
+            if (lmx_quant_mode_is_fp(p->q.mode)) dt = LMX_DTYPE_U8; /* E8M0 / E4M3 scale codes */
         }
         lmx_status st = lmx_st_writer_add_fill(w, p->name, dt, ndim, shape, fill, j);
         if (st != LMX_OK) return st;
@@ -257,9 +338,8 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
     if (opt) o = *opt;
     else lmx_convert_options_default(&o);
     if (!src || !dst || !*src || !*dst) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "convert: SRC and DST are required");
-    if (o.bits == 0) o.bits = 4;
-    if (o.group_size == 0) o.group_size = 64;
-    lmx_status st = check_options(&o);
+    job j = {0};
+    lmx_status st = check_options(&o, &j.g);
     if (st != LMX_OK) return st;
     if (!lmx_fs_is_dir(src)) return lmx_error(LMX_ERR_MODEL_NOT_FOUND, "convert: %s is not a model directory (%s)", src, lmx_fs_describe(src));
     if (lmx_fs_exists(dst) && !o.force)
@@ -281,7 +361,6 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
                 break;
             }
         }
-    job j = {0};
     uint64_t n_params = 0;
     char *partial = malloc(strlen(dst) + 9);
     lmx_st_writer *w = NULL;
@@ -305,7 +384,7 @@ lmx_status lmx_convert_model(const char *src, const char *dst, const lmx_convert
                                .sync = true};
     st = lmx_st_writer_write_model(w, partial, o.max_shard_bytes ? o.max_shard_bytes : LMX_ST_MLX_SHARD_BYTES, &wo,
                                    NULL);
-    if (st == LMX_OK) st = lmx_convert_write_config(src, partial, &o, dtype, j.over, j.n_over);
+    if (st == LMX_OK) st = lmx_convert_write_config(src, partial, &o, dtype, &j.g, j.layers, j.n_layers);
     if (st == LMX_OK) st = lmx_convert_copy_files(src, partial);
     if (st == LMX_OK && lmx_fs_exists(dst)) lmx_convert_rmtree(dst); /* --force */
     if (st == LMX_OK && rename(partial, dst) != 0)
@@ -316,8 +395,8 @@ done:
     for (size_t k = 0; k < j.n; k++) free(j.parts[k].name);
     free(j.parts);
     lmx_convert_moe_stacks_free(j.stacks, j.n_stacks);
-    for (int k = 0; k < j.n_over; k++) free(j.over[k].module);
-    free(j.over);
+    for (size_t i = 0; i < j.n_layers; i++) free((char *)j.layers[i].module);
+    free(j.layers);
     free(partial);
     lmx_weights_close(wt);
     return st;

@@ -72,23 +72,26 @@ lmx_status lmx_convert_read_config(const char *src_dir, lmx_convert_model_info *
     return LMX_OK;
 }
 
-/* {"group_size", "bits", "mode", then one {"group_size", "bits"} per override (mlx-lm adds the
- * predicate's dict as it is)} */
-static cJSON *qblock(const lmx_convert_options *o, const lmx_convert_override *over, int n_over) {
+static cJSON *qparams(const lmx_quant_params *q) {
     cJSON *b = cJSON_CreateObject();
     if (!b) return NULL;
-    cJSON_AddNumberToObject(b, "group_size", o->group_size);
-    cJSON_AddNumberToObject(b, "bits", o->bits);
-    cJSON_AddStringToObject(b, "mode", "affine");
-    for (int i = 0; i < n_over; i++) {
-        cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(b, "group_size", q->group_size);
+    cJSON_AddNumberToObject(b, "bits", q->bits);
+    cJSON_AddStringToObject(b, "mode", lmx_quant_mode_name(q->mode));
+    return b;
+}
+
+/* {"group_size", "bits", "mode"} and, after them, one entry per module (mlx-lm's insertion order:
+ * the globals first, then the modules in the order quantized) */
+static cJSON *qblock(const lmx_quant_params *g, const lmx_convert_layer_q *layers, size_t n) {
+    cJSON *b = qparams(g);
+    for (size_t i = 0; b && i < n; i++) {
+        cJSON *e = qparams(&layers[i].q);
         if (!e) {
             cJSON_Delete(b);
             return NULL;
         }
-        cJSON_AddNumberToObject(e, "group_size", over[i].group_size);
-        cJSON_AddNumberToObject(e, "bits", over[i].bits);
-        cJSON_AddItemToObject(b, over[i].module, e);
+        cJSON_AddItemToObject(b, layers[i].module, e);
     }
     return b;
 }
@@ -111,12 +114,13 @@ static void sort_members(cJSON *obj) {
 }
 
 lmx_status lmx_convert_write_config(const char *src_dir, const char *dst_dir, const lmx_convert_options *opt,
-                                    lmx_dtype out_dtype, const lmx_convert_override *over, int n_over) {
+                                    lmx_dtype out_dtype, const lmx_quant_params *g, const lmx_convert_layer_q *layers,
+                                    size_t n_layers) {
     cJSON *j = NULL;
     lmx_status st = load(src_dir, &j);
     if (st != LMX_OK) return st;
     if (opt->quantize) {
-        cJSON *a = qblock(opt, over, n_over), *b = qblock(opt, over, n_over);
+        cJSON *a = qblock(g, layers, n_layers), *b = qblock(g, layers, n_layers);
         if (!a || !b) {
             cJSON_Delete(a), cJSON_Delete(b), cJSON_Delete(j);
             return lmx_error(LMX_ERR_OUT_OF_MEMORY, "convert: out of memory");

@@ -145,13 +145,12 @@ lmx_status lmx_convert_moe_stacks(const lmx_weights *wt, lmx_moe_stack **out, in
     return st;
 }
 
-bool lmx_convert_moe_router_quant(const lmx_convert_model_info *mi, const char *name, int64_t cols, int *bits,
-                                  int *gs) {
+bool lmx_convert_moe_router_quant(const lmx_convert_model_info *mi, const char *module, int64_t cols,
+                                  lmx_quant_params *q) {
     /* mlx-lm qwen3_moe.py quant_predicate: path.endswith("mlp.gate") → {"group_size": 64, "bits": 8}
-     * (asked only for modules the default group size already divides) */
-    if (strcmp(mi->model_type, "qwen3_moe") || !ends_with_n(name, strlen(name), "mlp.gate.weight") || cols % 64)
+     * (no mode: to_quantized's affine; asked only for modules the default group size already divides) */
+    if (strcmp(mi->model_type, "qwen3_moe") || !ends_with_n(module, strlen(module), "mlp.gate") || cols % 64)
         return false;
-    *bits = 8;
-    *gs = 64;
+    *q = (lmx_quant_params){8, 64, LMX_QUANT_AFFINE};
     return true;
 }

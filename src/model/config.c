@@ -257,23 +257,38 @@ static void rope_free(lmx_rope_config *r) {
 static bool valid_bits(long long b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
 static bool valid_group(long long g) { return g == 32 || g == 64 || g == 128; }
 
-static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what,
-                                     const lmx_quant_params *def, lmx_quant_params *p) {
+/* One {"bits", "group_size", "mode"} object, the block itself or a per-module entry. As MLX reads
+ * them (nn.quantize passes an entry to `to_quantized(**entry)`, whose defaults are mode "affine"
+ * and then `_defaults_for_mode`), an absent "mode" is affine and absent (or null) bits / group_size
+ * are that mode's defaults — an entry does not inherit the block's values. `what` names the module
+ * ("global" for the block itself). An unknown mode is a format error naming it. */
+static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, const char *what, lmx_quant_params *p) {
+    const cJSON *mv = cJSON_GetObjectItemCaseSensitive(obj, "mode");
+    lmx_quant_mode mode = LMX_QUANT_AFFINE;
+    if (!is_absent(mv) && (!cJSON_IsString(mv) || !lmx_quant_mode_parse(mv->valuestring, &mode)))
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                         "%s: quantization mode %s%s%s of %s is unknown (affine, mxfp4, mxfp8, nvfp4)", pc->label,
+                         cJSON_IsString(mv) ? "\"" : "", cJSON_IsString(mv) ? mv->valuestring : "(not a string)",
+                         cJSON_IsString(mv) ? "\"" : "", what);
     long long bits = 0, gs = 0;
-    TRY(get_int(pc, obj, "bits", def->bits, 1, 64, &bits));
-    TRY(get_int(pc, obj, "group_size", def->group_size, 1, 1 << 20, &gs));
-    const char *mode = get_str(obj, "mode");
-    if (mode && strcmp(mode, "affine"))
-        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization mode \"%s\" (%s) is not supported (only affine)",
-                         pc->label, mode, what);
-    if (!valid_bits(bits))
+    TRY(get_int(pc, obj, "bits", lmx_quant_mode_default_bits(mode), 1, 64, &bits));
+    TRY(get_int(pc, obj, "group_size", lmx_quant_mode_default_group(mode), 1, 1 << 20, &gs));
+    if (lmx_quant_mode_is_fp(mode)) {
+        if (bits != lmx_quant_mode_bits(mode) || gs != lmx_quant_mode_group(mode))
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT,
+                             "%s: quantization of %s: mode %s needs bits %d and group_size %d, not %lld / %lld",
+                             pc->label, what, lmx_quant_mode_name(mode), lmx_quant_mode_bits(mode),
+                             lmx_quant_mode_group(mode), bits, gs);
+    } else if (!valid_bits(bits)) {
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization bits %lld (%s) not supported (2,3,4,5,6,8)", pc->label,
                          bits, what);
-    if (!valid_group(gs))
+    } else if (!valid_group(gs)) {
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization group_size %lld (%s) not supported (32,64,128)",
                          pc->label, gs, what);
+    }
     p->bits = (int)bits;
     p->group_size = (int)gs;
+    p->mode = mode;
     return LMX_OK;
 }
 
@@ -283,10 +298,8 @@ static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_con
     if (method && !bits)
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization method \"%s\" is not supported (only MLX affine)",
                          pc->label, method);
-    const char *mode = get_str(q, "mode");
-    snprintf(c->quant_mode, sizeof c->quant_mode, "%s", mode ? mode : "affine");
-    lmx_quant_params def = {4, 64};
-    TRY(parse_quant_params(pc, q, "global", &def, &c->quant));
+    TRY(parse_quant_params(pc, q, "global", &c->quant));
+    snprintf(c->quant_mode, sizeof c->quant_mode, "%s", lmx_quant_mode_name(c->quant.mode));
     c->quantized = true;
     int n = 0;
     const cJSON *e;
@@ -307,7 +320,7 @@ static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_con
             o->p = c->quant;
         } else {
             o->quantized = true;
-            TRY(parse_quant_params(pc, e, o->module, &c->quant, &o->p));
+            TRY(parse_quant_params(pc, e, o->module, &o->p));
         }
     }
     return LMX_OK;

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "formats/quant_mode.h"
 #include "lmx.h"
 
 typedef enum lmx_arch {
@@ -58,13 +59,14 @@ typedef struct lmx_rope_config {
     int n_factors;
 } lmx_rope_config;
 
-/* MLX affine quantization parameters for one module. */
+/* MLX quantization parameters for one module. */
 typedef struct lmx_quant_params {
-    int bits;       /* 2,3,4,5,6,8 */
-    int group_size; /* 32,64,128 */
+    int bits;            /* affine: 2,3,4,5,6,8; fp modes: the mode's (4, or 8 for mxfp8) */
+    int group_size;      /* affine: 32,64,128; fp modes: the mode's (32, or 16 for nvfp4) */
+    lmx_quant_mode mode; /* "mode" (absent: affine) */
 } lmx_quant_params;
 
-/* A per-module entry of the quantization block: {"bits":…,"group_size":…} or false/true. */
+/* A per-module entry of the quantization block: {"bits":…,"group_size":…,"mode":…} or false/true. */
 typedef struct lmx_quant_override {
     char *module;        /* module path as keyed in config.json, e.g. "model.layers.3.mlp.down_proj" */
     bool quantized;      /* false: this module is stored unquantized */
@@ -119,7 +121,7 @@ typedef struct lmx_model_config {
     bool *layer_sliding;  /* [n_layers]: the layer uses the sliding window (and rope_sliding) */
 
     bool quantized;              /* a "quantization"/"quantization_config" block is present */
-    char quant_mode[16];         /* "affine" */
+    char quant_mode[16];         /* the global mode's name ("affine" when absent) */
     lmx_quant_params quant;      /* global defaults */
     lmx_quant_override *overrides;
     int n_overrides;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/mlx_mx.h"
 #include "model/lm_bind.h"
 #include "model/rope.h"
 #include "util/error.h"
@@ -81,6 +82,25 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
             return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
                              "%s: %s.scales exists but config.json's quantization block says %s is not quantized",
                              w->file, module, module);
+        if (qcfg == 1 && lmx_quant_mode_is_fp(qp.mode)) {
+            /* fp modes: weight U32 [out, in*bits/32], scales U8 [out, in/group], no biases */
+            int64_t cols = 0;
+            lmx_status mst = lmx_mx_check_views(w, s, qb, qp.mode, &cols);
+            if (mst != LMX_OK) return mst;
+            if (w->ndim != 2 || w->shape[0] != out_rows || cols != in_cols) {
+                snprintf(expect, sizeof expect, "[%lld, %lld] (%s)", (long long)out_rows, (long long)in_cols,
+                         lmx_quant_mode_name(qp.mode));
+                return lmx_bind_bad_shape(w, expect);
+            }
+            d.kind = LMX_WEIGHT_QUANT;
+            d.mode = qp.mode;
+            d.dtype = s->dtype;
+            d.data = w->data;
+            d.scales = s->data;
+            d.bits = qp.bits;
+            d.group_size = qp.group_size;
+            goto have_weight;
+        }
         /* bits and group size from the shapes: weight [out, in*bits/32] u32, scales [out, in/group] */
         int64_t packed = w->ndim == 2 ? w->shape[1] : 0;
         int bits = (packed * 32) % in_cols == 0 ? (int)((packed * 32) / in_cols) : 0;
@@ -127,6 +147,7 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
         d.dtype = w->dtype;
         d.data = w->data;
     }
+have_weight:
     if (want_bias) {
         snprintf(name, sizeof name, "%s.bias", module);
         snprintf(expect, sizeof expect, "[%lld] float", (long long)out_rows);
@@ -488,7 +509,7 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
         if (t->dtype == LMX_DTYPE_U32 && t->ndim >= 2 && len > 7 && !strcmp(t->name + len - 7, ".weight")) {
             char module[512];
             snprintf(module, sizeof module, "%.*s", (int)(len - 7), t->name);
-            lmx_quant_params qp = {4, 64};
+            lmx_quant_params qp = {4, 64, LMX_QUANT_AFFINE};
             if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
             const int64_t packed = t->shape[t->ndim - 1]; /* [.., rows, packed]: stacked experts too */
             n += t->numel / packed * (packed * 32 / qp.bits);

@@ -2,7 +2,8 @@
  *
  * Two on-disk layouts, detected per layer:
  *   - mlx-lm's stacked experts: <block>.switch_mlp.{gate,up,down}_proj.weight [E, out, in] (float, or
- *     MLX-quantized per expert row: weight [E, out, in*bits/32] U32, scales/biases [E, out, in/group]);
+ *     MLX-quantized per expert row: weight [E, out, in*bits/32] U32, scales/biases [E, out, in/group];
+ *     in an fp mode (the module's quantization entry, e.g. mxfp4 experts) U8 scales and no biases);
  *   - the Hub's per-expert tensors: qwen3_moe mlp.experts.E.{gate,up,down}_proj.weight, mixtral
  *     block_sparse_moe.experts.E.{w1,w3,w2}.weight (gate, up, down).
  * <block> is "mlp" (qwen3_moe) or "block_sparse_moe" (mixtral); the router is <block>.gate [E, hidden].
@@ -14,10 +15,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/mlx_mx.h"
 #include "model/lm_bind.h"
 #include "util/error.h"
 
 static bool valid_bits(int64_t b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+
+/* A stacked fp-mode module (mxfp4 / mxfp8 / nvfp4 as the module's quantization entry says): weight
+ * U32 [E, out, in*bits/32], scales U8 [E, out, in/group], no biases. */
+static lmx_status stacked_fp_desc(const lmx_tensor_view *w, const lmx_tensor_view *s, const lmx_tensor_view *qb,
+                                  lmx_quant_params qp, int64_t E, int64_t out_rows, int64_t in_cols,
+                                  lmx_weight_desc *d, lmx_weight_desc *out) {
+    int64_t cols = 0;
+    lmx_status st = lmx_mx_check_views(w, s, qb, qp.mode, &cols);
+    if (st != LMX_OK) return st;
+    if (w->ndim != 3 || w->shape[0] != E || w->shape[1] != out_rows || cols != in_cols) {
+        char expect[160];
+        snprintf(expect, sizeof expect, "[%lld, %lld, %lld] (%s experts)", (long long)E, (long long)out_rows,
+                 (long long)in_cols, lmx_quant_mode_name(qp.mode));
+        return lmx_bind_bad_shape(w, expect);
+    }
+    d->kind = LMX_WEIGHT_QUANT;
+    d->mode = qp.mode;
+    d->dtype = s->dtype;
+    d->data = w->data;
+    d->scales = s->data;
+    d->bits = qp.bits;
+    d->group_size = qp.group_size;
+    *out = *d;
+    return LMX_OK;
+}
 
 /* A stacked module [E, out, in] (float or MLX-quantized) described as one expert's rows (rows = out,
  * row0 = 0; the caller sets row0 = e * out). */
@@ -56,6 +83,8 @@ static lmx_status stacked_desc(binder *b, const char *module, int64_t E, int64_t
         return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
                          "%s: %s.scales exists but config.json's quantization block says %s is not quantized", w->file,
                          module, module);
+    if (qcfg == 1 && lmx_quant_mode_is_fp(qp.mode))
+        return stacked_fp_desc(w, s, qb, qp, E, out_rows, in_cols, &d, out);
     const int64_t packed = w->ndim == 3 ? w->shape[2] : 0;
     const int64_t bits = (packed * 32) % in_cols == 0 ? packed * 32 / in_cols : 0;
     snprintf(expect, sizeof expect, "[%lld, %lld, %lld*bits/32] U32 (MLX-quantized experts)", (long long)E,

@@ -7,7 +7,7 @@
  *   (b) the converted model's logits (lmx's forward) stay within the error that the weight
  *       quantization error predicts (derivation at test_logits_bound);
  *   (c) every bit width × group size loads and runs (finite logits);
- *   the CLI: quantized input refused, DST exists (and --force), unsupported modes and recipes,
+ *   the CLI: quantized input refused, DST exists (and --force), bad modes and recipes,
  *   nothing left behind on failure, sharding, files copied.
  */
 #include <math.h>
@@ -295,19 +295,26 @@ static void test_cli(void) {
     CHECK_EQ_INT(run_cli(args, out, sizeof out), 0);
     snprintf(p, sizeof p, "logits %s --prompt-ids 1,2,3 --top 1", dst);
     CHECK_EQ_INT(run_cli(p, out, sizeof out), 0);
-    /* quantized input, modes and recipes not supported yet, bad values: nothing left behind */
+    /* quantized input, bad modes and recipes, bad values: nothing left behind (the modes and
+     * recipes themselves: test_convert_mx.c) */
     char d2[1200], part2[1300];
     snprintf(d2, sizeof d2, "%s/cli-bad", g_tmp);
     snprintf(part2, sizeof part2, "%s.partial", d2);
     snprintf(args, sizeof args, "convert %s %s", FIX "llama-q4-g64", d2);
     CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
     CHECK_MSG(strstr(out, "already quantized") != NULL, "%s", out);
-    snprintf(args, sizeof args, "convert %s %s --mode mxfp4", FIX "llama-tiny", d2);
+    snprintf(args, sizeof args, "convert %s %s --mode mxfp4 --group-size 64", FIX "llama-tiny", d2);
     CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
-    CHECK_MSG(strstr(out, "not supported yet") != NULL, "%s", out);
-    snprintf(args, sizeof args, "convert %s %s --recipe mixed_4_6", FIX "llama-tiny", d2);
-    CHECK_EQ_INT(run_cli(args, out, sizeof out), 2);
-    CHECK(strstr(out, "not supported yet") != NULL);
+    CHECK_MSG(strstr(out, "group size 32") != NULL, "%s", out);
+    snprintf(args, sizeof args, "convert %s %s --mode mxfp6", FIX "llama-tiny", d2);
+    CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "unknown mode") != NULL, "%s", out);
+    snprintf(args, sizeof args, "convert %s %s --recipe mixed_4_6 --mode nvfp4", FIX "llama-tiny", d2);
+    CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "affine only") != NULL, "%s", out);
+    snprintf(args, sizeof args, "convert %s %s --recipe mixed_5_7", FIX "llama-tiny", d2);
+    CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "unknown recipe") != NULL, "%s", out);
     snprintf(args, sizeof args, "convert %s %s --bits 7", FIX "llama-tiny", d2);
     CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
     snprintf(args, sizeof args, "convert %s %s --group-size 16", FIX "llama-tiny", d2);

@@ -241,9 +241,36 @@ static void test_quantization(void) {
                  LMX_ERR_UNSUPPORTED);
     CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 16, \"bits\": 4}}"),
                  LMX_ERR_UNSUPPORTED);
-    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 32, \"bits\": 4, "
+    /* fp modes (mode defaults, per-layer mixes) and unknown modes */
+    c = parse("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"mode\": \"mxfp4\", "
+              "\"model.layers.0.self_attn.q_proj\": {\"group_size\": 64, \"bits\": 8, \"mode\": \"affine\"}, "
+              "\"model.layers.0.mlp.up_proj\": {\"mode\": \"nvfp4\"}}}");
+    if (!c) return;
+    CHECK(c->quant.mode == LMX_QUANT_MXFP4 && c->quant.bits == 4 && c->quant.group_size == 32);
+    CHECK(lmx_model_config_quant_for(c, "model.layers.0.self_attn.q_proj", &p) == 1 && p.mode == LMX_QUANT_AFFINE &&
+          p.bits == 8 && p.group_size == 64);
+    CHECK(lmx_model_config_quant_for(c, "model.layers.0.mlp.up_proj", &p) == 1 && p.mode == LMX_QUANT_NVFP4 &&
+          p.bits == 4 && p.group_size == 16);
+    lmx_model_config_free(c);
+    /* an entry without "mode" is affine with affine defaults, whatever the block says (gpt-oss's
+     * router entry {"group_size": 64, "bits": 8} in an mxfp4 model) */
+    c = parse("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 32, \"bits\": 4, "
+              "\"mode\": \"mxfp4\", \"model.layers.0.mlp.router\": {\"group_size\": 64, \"bits\": 8}, "
+              "\"model.layers.1.mlp.router\": {\"bits\": 8, \"group_size\": null}}}");
+    if (!c) return;
+    CHECK(lmx_model_config_quant_for(c, "model.layers.0.mlp.router", &p) == 1 && p.mode == LMX_QUANT_AFFINE &&
+          p.bits == 8 && p.group_size == 64);
+    CHECK(lmx_model_config_quant_for(c, "model.layers.1.mlp.router", &p) == 1 && p.mode == LMX_QUANT_AFFINE &&
+          p.bits == 8 && p.group_size == 64);
+    CHECK(lmx_model_config_quant_for(c, "model.layers.1.mlp.gate_proj", &p) == 1 && p.mode == LMX_QUANT_MXFP4);
+    lmx_model_config_free(c);
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 64, \"bits\": 4, "
                            "\"mode\": \"mxfp4\"}}"),
-                 LMX_ERR_UNSUPPORTED);
+                 LMX_ERR_INVALID_MODEL_FORMAT); /* mxfp4 is group 32 */
+    CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"quantization\": {\"group_size\": 64, \"bits\": 4, "
+                           "\"model.layers.3.mlp.gate_proj\": {\"mode\": \"int4\"}}}"),
+                 LMX_ERR_INVALID_MODEL_FORMAT);
+    CHECK(strstr(lmx_last_error_detail(), "model.layers.3.mlp.gate_proj") && strstr(lmx_last_error_detail(), "int4"));
     CHECK_EQ_INT(parse_err("{\"model_type\": \"llama\", " BASE ", \"quantization_config\": {\"quant_method\": \"awq\"}}"),
                  LMX_ERR_UNSUPPORTED);
 }

@@ -11,6 +11,7 @@
 
 #include "backend/backend_fuse.h"
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_mx.h"
 #include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
@@ -130,6 +131,8 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
     } else if (d->kind == LMX_WEIGHT_DENSE) {
         w->row_bytes = (size_t)d->cols * wdtype_size(d->dtype);
         w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
+    } else if (lmx_quant_mode_is_fp(d->mode)) {
+        lmx_cpu_mx_upload(d, w);
     } else {
         w->bits = d->bits;
         w->group_size = d->group_size;
@@ -172,6 +175,9 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
     for (int i = 0; i < n && views; i++) views[i] = NULL;
     int64_t rows = 0;
     LMX_BACKEND_TRY(lmx_backend_check_fused_parts("cpu", parts, n, &rows));
+    if (parts[0].kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(parts[0].mode))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend keeps %s weights separate", parts[0].name,
+                         lmx_quant_mode_name(parts[0].mode));
     const lmx_weight_desc *p0 = &parts[0];
     lmx_bweight *w = calloc(1, sizeof *w);
     if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: fused weight", p0->name);
@@ -273,7 +279,7 @@ static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weigh
     cpu_backend *c = CPU(be);
     *fused = NULL;
     for (int i = 0; i < n && views; i++) views[i] = NULL;
-    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT ||
+    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT || lmx_quant_mode_is_fp(parts[0].mode) ||
         !lmx_cpu_qtile_supported(parts[0].bits, parts[0].group_size, parts[0].cols))
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend fuses repacked 4/8-bit weights only", parts[0].name);
     LMX_BACKEND_TRY(cpu_weight_upload_fused_impl(be, parts, n, fused, views));

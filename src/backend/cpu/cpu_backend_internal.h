@@ -1,6 +1,6 @@
 /* cpu_backend_internal.h — the CPU backend's state and what its two files share: cpu_backend.c
- * (buffers, weight uploads, creation, the ops table) and cpu_compute.c (the compute ops). Not an
- * interface: only those files include it. */
+ * (buffers, weight uploads, creation, the ops table) and cpu_compute.c (the compute ops), and the
+ * fp-mode kernels of cpu_mx.c. Not an interface: only those files include it. */
 #ifndef LMX_BACKEND_CPU_BACKEND_INTERNAL_H
 #define LMX_BACKEND_CPU_BACKEND_INTERNAL_H
 
@@ -40,6 +40,8 @@ struct lmx_bweight {
     bool pk_sbh;           /* those are f16 (else bf16) */
     bool pk_own;           /* a view that owns pk (its rows do not start at a tile of the fused weight) */
     bool view;             /* a view of a fused weight: frees only the handle */
+    lmx_quant_mode mode;   /* quant: affine, or an fp mode (cpu_mx.h: codes `data`, scale codes `mx_scales`) */
+    const uint8_t *mx_scales; /* fp modes: the stored uint8 scale codes of the first selected row [rows, groups] */
 };
 
 typedef struct cpu_backend {

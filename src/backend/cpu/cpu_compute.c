@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_backend_internal.h"
+#include "backend/cpu/cpu_mx.h"
 #include "backend/cpu/cpu_qtile.h"
 #include "backend/cpu/cpu_quant.h"
 
@@ -173,6 +174,8 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cpu", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (acc && x == y) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul_add with y == x");
     if (w->kind == LMX_WEIGHT_QUANT && w->pk) return cpu_matmul_qtile(c, w, x->data + x_off, T, y->data, acc);
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+        return lmx_cpu_mx_matmul(c, w, x->data + x_off, T, y->data, acc);
     if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul through a weight without source rows");
     matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
@@ -209,6 +212,8 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
         const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
         if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(&c->k, src, w->dtype, w->cols, dst);
+        } else if (lmx_quant_mode_is_fp(w->mode)) {
+            lmx_cpu_mx_row(c, w, ids[t], dst);
         } else {
             float *q = c->scratch[0];
             c->k.quant_row(src, w->bits, w->cols, q);

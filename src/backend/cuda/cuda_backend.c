@@ -29,6 +29,7 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cub_stage_free(&c->map);
     free(c->map_tmp);
     lmx_cuda_free(c->d_ids);
+    lmx_cuda_free(c->mx_scratch);
     lmx_cuda_free(c->d_ws);
     lmx_cuda_sampler_destroy(c->sampler);
     uint64_t ub = atomic_load(&c->up_bytes);

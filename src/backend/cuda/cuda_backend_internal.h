@@ -13,6 +13,7 @@
 #include "backend/backend_check.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_mx.h"
 #include "backend/cuda/cuda_upload.h"
 
 /* matmuls with at least this many rows run as a GEMM (prefill), fewer as GEMVs (decode) */
@@ -36,6 +37,8 @@ struct lmx_bweight {
     float *dbias;        /* device fp32 [rows] or NULL */
     float *vec;          /* vector: device fp32 [cols] */
     bool view;           /* a view of a fused weight: the pointers belong to the fused weight */
+    lmx_quant_mode mode; /* quant: affine (m), or an fp mode (mx: codes dw, uint8 scales ds; cuda_mx.h) */
+    lmx_cuda_mx mx;
 };
 
 #define GRAPH_SLOTS 4
@@ -77,6 +80,8 @@ typedef struct cuda_backend {
     int32_t *map_tmp; /* host [map_tmp_cap]: the map array being built */
     int map_tmp_cap;
     int32_t *d_ids;   /* device [ids_cap] */
+    void *mx_scratch; /* device [mx_scratch_bytes]: fp-mode prefill row chunks (cuda_mx.h), grown on demand */
+    size_t mx_scratch_bytes;
     int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
     size_t ws_cap;

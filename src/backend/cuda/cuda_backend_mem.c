@@ -263,7 +263,7 @@ void lmx_cub_weight_free(lmx_backend *be, lmx_bweight *w) {
 static void matrix_row_bytes(const lmx_weight_desc *p, size_t *row_bytes, size_t *sbytes) {
     const bool quant = p->kind == LMX_WEIGHT_QUANT;
     *row_bytes = quant ? (size_t)p->cols * (size_t)p->bits / 8 : (size_t)p->cols * wsize(p->dtype);
-    *sbytes = quant ? (size_t)(p->cols / p->group_size) * wsize(p->dtype) : 0;
+    *sbytes = quant ? (size_t)(p->cols / p->group_size) * (lmx_quant_mode_is_fp(p->mode) ? 1 : wsize(p->dtype)) : 0;
 }
 
 /* A matrix of `rows` rows into w: one device allocation per component (packed words / dense
@@ -271,7 +271,7 @@ static void matrix_row_bytes(const lmx_weight_desc *p, size_t *row_bytes, size_t
  * (weight_upload: one part; weight_upload_fused: the parts of the fused matrix). */
 static lmx_status matrix_upload(cuda_backend *c, const lmx_weight_desc *parts, int n, int64_t rows, lmx_bweight *w) {
     const lmx_weight_desc *p0 = &parts[0];
-    const bool quant = p0->kind == LMX_WEIGHT_QUANT;
+    const bool quant = p0->kind == LMX_WEIGHT_QUANT, fp = quant && lmx_quant_mode_is_fp(p0->mode);
     size_t row_bytes, sbytes;
     matrix_row_bytes(p0, &row_bytes, &sbytes);
     w->kind = p0->kind;
@@ -286,7 +286,7 @@ static lmx_status matrix_upload(cuda_backend *c, const lmx_weight_desc *parts, i
     }
     lmx_status st = weight_malloc(c, &w->dw, (size_t)rows * row_bytes);
     if (st == LMX_OK && quant) st = weight_malloc(c, &w->ds, (size_t)rows * sbytes);
-    if (st == LMX_OK && quant) st = weight_malloc(c, &w->db, (size_t)rows * sbytes);
+    if (st == LMX_OK && quant && !fp) st = weight_malloc(c, &w->db, (size_t)rows * sbytes);
     if (st == LMX_OK && p0->bias) st = weight_malloc(c, (void **)&w->dbias, (size_t)rows * sizeof(float));
     int64_t r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
@@ -296,7 +296,7 @@ static lmx_status matrix_upload(cuda_backend *c, const lmx_weight_desc *parts, i
         if (st == LMX_OK && quant)
             st = stage_copy(c, (uint8_t *)w->ds + (size_t)r * sbytes,
                             (const uint8_t *)p->scales + (size_t)p->row0 * sbytes, (size_t)p->rows * sbytes);
-        if (st == LMX_OK && quant)
+        if (st == LMX_OK && quant && !fp)
             st = stage_copy(c, (uint8_t *)w->db + (size_t)r * sbytes,
                             (const uint8_t *)p->biases + (size_t)p->row0 * sbytes, (size_t)p->rows * sbytes);
         if (st == LMX_OK && p->bias)
@@ -309,6 +309,11 @@ static lmx_status matrix_upload(cuda_backend *c, const lmx_weight_desc *parts, i
     w->m.biases = w->db;
     w->m.bias = w->dbias;
     w->m.bias_dtype = LMX_DTYPE_F32;
+    if (fp) { /* cuda_mx.cu's kernels: codes, uint8 scales, no biases */
+        w->mode = p0->mode;
+        w->mx = (lmx_cuda_mx){w->dw, (const uint8_t *)w->ds, w->dbias, p0->mode, rows, p0->cols};
+        return st == LMX_OK ? lmx_cuda_mx_check(&w->mx) : st;
+    }
     if (st == LMX_OK) st = lmx_cuda_matrix_check(&w->m);
     return st;
 }
@@ -346,6 +351,9 @@ lmx_status lmx_cub_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *p
     int64_t rows = 0;
     LMX_BACKEND_TRY(lmx_backend_check_fused_parts("cuda", parts, n, &rows));
     const lmx_weight_desc *p0 = &parts[0];
+    if (p0->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(p0->mode))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cuda backend keeps %s weights separate", p0->name,
+                         lmx_quant_mode_name(p0->mode));
     const bool quant = p0->kind == LMX_WEIGHT_QUANT;
     size_t row_bytes, sbytes;
     matrix_row_bytes(p0, &row_bytes, &sbytes);

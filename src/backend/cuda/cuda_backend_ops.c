@@ -41,6 +41,8 @@ static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t 
 /* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
  * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
 static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode)) /* mxfp4 / mxfp8 / nvfp4 (cuda_mx.cu) */
+        return lmx_cuda_mx_matmul(&w->mx, xp, y, T, acc, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
             const size_t need = lmx_cuda_gemm_small_workspace(&w->m, T);
@@ -80,6 +82,8 @@ lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *i
         }
         SIGI(3); SIGP(w->dw); SIGI(fbits(scale)); SIGP(y->d);
         if (replaying(c)) return LMX_OK;
+        if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+            return lmx_cuda_mx_embed(&w->mx, c->d_step, 1, scale, y->d, c->stream);
         return lmx_cuda_embed(&w->m, c->d_step, 1, scale, y->d, c->stream);
     }
     if (T > c->ids_cap) {
@@ -95,6 +99,8 @@ lmx_status lmx_cub_embed(lmx_backend *be, const lmx_bweight *w, const int32_t *i
     /* ids is the caller's memory: a pageable host-to-device copy is staged before the call returns */
     lmx_status st = lmx_cuda_memcpy_h2d(c->d_ids, ids, (size_t)T * sizeof *ids, c->stream);
     if (st != LMX_OK) return st;
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
+        return lmx_cuda_mx_embed(&w->mx, c->d_ids, T, scale, y->d, c->stream);
     return lmx_cuda_embed(&w->m, c->d_ids, T, scale, y->d, c->stream);
 }
 

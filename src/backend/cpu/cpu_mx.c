@@ -1,0 +1,318 @@
+/* cpu_mx.c — see cpu_mx.h. Reference arithmetic (the scalar level; the SIMD levels differ only by
+ * fp32 summation order): w_k = scale_g · value(code_k) for a row, and a dot
+ * Σ_g scale_g · Σ_{k∈g} x_k · value(code_k) with the group sums in element order. */
+#include "backend/cpu/cpu_mx.h"
+
+#include "formats/mlx_mx.h"
+
+void lmx_cpu_mx_upload(const lmx_weight_desc *d, lmx_bweight *w) {
+    w->mode = d->mode;
+    w->bits = d->bits;
+    w->group_size = d->group_size;
+    w->groups = (int)(d->cols / d->group_size);
+    w->row_bytes = (size_t)d->cols * (size_t)d->bits / 8;
+    w->data = (const uint8_t *)d->data + (size_t)d->row0 * w->row_bytes;
+    w->mx_scales = (const uint8_t *)d->scales + (size_t)d->row0 * (size_t)w->groups;
+}
+
+/* ---- scalar reference ---- */
+
+static float dot_scalar(const float *x, const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m) {
+    const int gs = lmx_quant_mode_group(m);
+    float acc = 0.0f;
+    for (int64_t g = 0; g < K / gs; g++) {
+        float s = 0.0f;
+        for (int64_t k = g * gs; k < (g + 1) * gs; k++) s += x[k] * lmx_mx_value(m, lmx_mx_code(m, codes, k));
+        acc += lmx_mx_scale(m, sc[g]) * s;
+    }
+    return acc;
+}
+
+static void row_scalar(const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m, float *out) {
+    const int gs = lmx_quant_mode_group(m);
+    for (int64_t k = 0; k < K; k++) out[k] = lmx_mx_scale(m, sc[k / gs]) * lmx_mx_value(m, lmx_mx_code(m, codes, k));
+}
+
+typedef struct mx_kernels {
+    float (*dot)(const float *x, const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m);
+    void (*row)(const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m, float *out);
+} mx_kernels;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MX_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+
+/* ---- AVX2 ---- */
+
+MX_AVX2 static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 E2M1 codes of one little-endian word → 8 floats: magnitude from an 8-entry table (vpermps reads
+ * the low 3 bits), sign bit 3 moved to bit 31 */
+MX_AVX2 static inline __m256 e2m1x8(uint32_t word) {
+    const __m256 lut = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)word), sh);
+    __m256 mag = _mm256_permutevar8x32_ps(lut, v);
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(8)), 28);
+    return _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
+}
+
+/* 8 E4M3 bytes → 8 floats / 256: the f16 with exponent and mantissa bits (b & 0x7F) << 7 is
+ * value(b) / 256 exactly (subnormals included), converted by F16C */
+MX_AVX2 static inline __m256 e4m3x8_div256(const uint8_t *p) {
+    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
+    __m128i mag = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(0x3F80));
+    __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+    return _mm256_cvtph_ps(_mm_or_si128(mag, sign));
+}
+
+/* 8-element chunks, each scaled by its group's scale and summed into one of 4 independent
+ * accumulators (no loop-carried chain through a per-group sum) */
+MX_AVX2 static inline __m256 mx8_avx2(const uint8_t *codes, const uint8_t *sc, int64_t k, int gshift, lmx_quant_mode m) {
+    const float scale = lmx_mx_scale(m, sc[k >> gshift]);
+    if (m == LMX_QUANT_MXFP8) return _mm256_mul_ps(e4m3x8_div256(codes + k), _mm256_set1_ps(scale * 256.0f));
+    uint32_t word;
+    memcpy(&word, codes + k / 2, 4);
+    return _mm256_mul_ps(e2m1x8(word), _mm256_set1_ps(scale));
+}
+
+/* 8-element chunks, each scaled by its group's scale, into 4 independent accumulators (no
+ * loop-carried chain through a per-group sum) */
+MX_AVX2 static float dot_avx2(const float *x, const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m) {
+    const int gshift = m == LMX_QUANT_NVFP4 ? 4 : 5; /* log2 of the group size */
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        a0 = _mm256_fmadd_ps(mx8_avx2(codes, sc, k, gshift, m), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(mx8_avx2(codes, sc, k + 8, gshift, m), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(mx8_avx2(codes, sc, k + 16, gshift, m), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(mx8_avx2(codes, sc, k + 24, gshift, m), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k < K; k += 8) a0 = _mm256_fmadd_ps(mx8_avx2(codes, sc, k, gshift, m), _mm256_loadu_ps(x + k), a0);
+    return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+MX_AVX2 static void row_avx2(const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m, float *out) {
+    const int gs = lmx_quant_mode_group(m);
+    for (int64_t g = 0; g < K / gs; g++) {
+        float *o = out + g * gs;
+        if (m == LMX_QUANT_MXFP8) {
+            __m256 s = _mm256_set1_ps(lmx_mx_scale(m, sc[g]) * 256.0f);
+            for (int j = 0; j < gs; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(e4m3x8_div256(codes + g * gs + j), s));
+        } else {
+            __m256 s = _mm256_set1_ps(lmx_mx_scale(m, sc[g]));
+            for (int j = 0; j < gs; j += 8) {
+                uint32_t word;
+                memcpy(&word, codes + (g * gs + j) / 2, 4);
+                _mm256_storeu_ps(o + j, _mm256_mul_ps(e2m1x8(word), s));
+            }
+        }
+    }
+}
+
+/* ---- AVX-512 ---- */
+
+/* 16 E2M1 codes of 8 bytes → 16 floats: each byte twice (pshufb), shifted by 0 / 4, then the
+ * 16-entry table (vpermps reads the low 4 bits) */
+MX_AVX512 static inline __m512 e2m1x16(const uint8_t *p) {
+    const __m512 lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
+                                      -2.0f, -3.0f, -4.0f, -6.0f);
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i sh = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    __m128i b = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)p), dup);
+    __m512i idx = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(b), sh);
+    return _mm512_permutexvar_ps(idx, lut);
+}
+
+/* 16 E4M3 bytes → 16 floats / 256 (as e4m3x8_div256, 16 wide) */
+MX_AVX512 static inline __m512 e4m3x16_div256(const uint8_t *p) {
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m256i mag = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(0x3F80));
+    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+    return _mm512_cvtph_ps(_mm256_or_si256(mag, sign));
+}
+
+/* 16-element chunks into 4 independent accumulators (as dot_avx2) */
+MX_AVX512 static inline __m512 mx16_avx512(const uint8_t *codes, const uint8_t *sc, int64_t k, int gshift,
+                                           lmx_quant_mode m) {
+    const float scale = lmx_mx_scale(m, sc[k >> gshift]);
+    return m == LMX_QUANT_MXFP8 ? _mm512_mul_ps(e4m3x16_div256(codes + k), _mm512_set1_ps(scale * 256.0f))
+                                : _mm512_mul_ps(e2m1x16(codes + k / 2), _mm512_set1_ps(scale));
+}
+
+MX_AVX512 static float dot_avx512(const float *x, const uint8_t *codes, const uint8_t *sc, int64_t K,
+                                  lmx_quant_mode m) {
+    const int gshift = m == LMX_QUANT_NVFP4 ? 4 : 5; /* log2 of the group size */
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 64 <= K; k += 64) {
+        a0 = _mm512_fmadd_ps(mx16_avx512(codes, sc, k, gshift, m), _mm512_loadu_ps(x + k), a0);
+        a1 = _mm512_fmadd_ps(mx16_avx512(codes, sc, k + 16, gshift, m), _mm512_loadu_ps(x + k + 16), a1);
+        a2 = _mm512_fmadd_ps(mx16_avx512(codes, sc, k + 32, gshift, m), _mm512_loadu_ps(x + k + 32), a2);
+        a3 = _mm512_fmadd_ps(mx16_avx512(codes, sc, k + 48, gshift, m), _mm512_loadu_ps(x + k + 48), a3);
+    }
+    for (; k < K; k += 16) a0 = _mm512_fmadd_ps(mx16_avx512(codes, sc, k, gshift, m), _mm512_loadu_ps(x + k), a0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+/* fp4 decode with x pre-split per 32 elements into its even then odd elements (fp4_split_x): the 16
+ * code bytes of 32 elements widen once, the low nibbles (vpermps reads 4 bits) give the even
+ * elements and the high ones the odd, 3 shuffle-port ops per 32 codes instead of 6 */
+MX_AVX512 static float dot_fp4_split_avx512(const float *xs, const uint8_t *codes, const uint8_t *sc, int64_t K,
+                                            lmx_quant_mode m) {
+    const __m512 lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
+                                      -2.0f, -3.0f, -4.0f, -6.0f);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const bool nv = m == LMX_QUANT_NVFP4;
+/* 32 elements at k into accumulators A (even) and B (odd) */
+#define FP4_SPLIT_STEP(k, A, B)                                                                                  \
+    do {                                                                                                         \
+        __m512i b_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + (k) / 2)));                 \
+        __m512 lo_ = _mm512_permutexvar_ps(b_, lut), hi_ = _mm512_permutexvar_ps(_mm512_srli_epi32(b_, 4), lut); \
+        __m512 s_ = nv ? _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(lmx_e4m3_to_f32(sc[(k) >> 4])),  \
+                                              _mm512_set1_ps(lmx_e4m3_to_f32(sc[((k) >> 4) + 1])))               \
+                       : _mm512_set1_ps(lmx_e8m0_to_f32(sc[(k) >> 5]));                                          \
+        A = _mm512_fmadd_ps(_mm512_mul_ps(lo_, s_), _mm512_loadu_ps(xs + (k)), A);                               \
+        B = _mm512_fmadd_ps(_mm512_mul_ps(hi_, s_), _mm512_loadu_ps(xs + (k) + 16), B);                          \
+    } while (0)
+    int64_t k = 0;
+    for (; k + 64 <= K; k += 64) {
+        FP4_SPLIT_STEP(k, a0, a1);
+        FP4_SPLIT_STEP(k + 32, a2, a3);
+    }
+    if (k < K) FP4_SPLIT_STEP(k, a0, a1);
+#undef FP4_SPLIT_STEP
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+MX_AVX512 static void row_avx512(const uint8_t *codes, const uint8_t *sc, int64_t K, lmx_quant_mode m, float *out) {
+    const int gs = lmx_quant_mode_group(m);
+    for (int64_t g = 0; g < K / gs; g++) {
+        float *o = out + g * gs;
+        if (m == LMX_QUANT_MXFP8) {
+            __m512 s = _mm512_set1_ps(lmx_mx_scale(m, sc[g]) * 256.0f);
+            for (int j = 0; j < gs; j += 16)
+                _mm512_storeu_ps(o + j, _mm512_mul_ps(e4m3x16_div256(codes + g * gs + j), s));
+        } else {
+            __m512 s = _mm512_set1_ps(lmx_mx_scale(m, sc[g]));
+            for (int j = 0; j < gs; j += 16) _mm512_storeu_ps(o + j, _mm512_mul_ps(e2m1x16(codes + (g * gs + j) / 2), s));
+        }
+    }
+}
+#endif
+
+/* xs[K]: per 32 elements of x the 16 even ones, then the 16 odd ones (K a multiple of 32) */
+static void fp4_split_x(const float *x, int64_t K, float *xs) {
+    for (int64_t k = 0; k < K; k += 32)
+        for (int j = 0; j < 16; j++) xs[k + j] = x[k + 2 * j], xs[k + 16 + j] = x[k + 2 * j + 1];
+}
+
+static mx_kernels kernels_for(lmx_cpu_level level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (level >= LMX_CPU_AVX512) return (mx_kernels){dot_avx512, row_avx512};
+    if (level >= LMX_CPU_AVX2) return (mx_kernels){dot_avx2, row_avx2};
+#endif
+    (void)level;
+    return (mx_kernels){dot_scalar, row_scalar};
+}
+
+void lmx_cpu_mx_row(const cpu_backend *c, const lmx_bweight *w, int64_t r, float *out) {
+    kernels_for(c->level).row(w->data + (size_t)r * w->row_bytes, w->mx_scales + (size_t)r * (size_t)w->groups,
+                              w->cols, w->mode, out);
+}
+
+/* ---- matmul on the pool ---- */
+
+typedef struct mx_ctx {
+    cpu_backend *c;
+    const lmx_bweight *w;
+    mx_kernels k;
+    const float *x; /* [T, cols] */
+    const float *xs; /* NULL, or [T, cols] x split for dot_fp4_split_avx512 */
+    float *y;       /* [T, rows] */
+    int T;
+    bool acc;
+} mx_ctx;
+
+static inline void put(const mx_ctx *m, size_t i, float v) {
+    if (m->acc) m->y[i] += v;
+    else m->y[i] = v;
+}
+
+/* decode: one fused dot per row and token */
+static void mx_rows(void *vctx, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    const mx_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *codes = w->data + (size_t)r * w->row_bytes, *sc = w->mx_scales + (size_t)r * (size_t)w->groups;
+        float b = w->bias ? w->bias[r] : 0.0f;
+        for (int t = 0; t < m->T; t++) {
+            const size_t xo = (size_t)t * (size_t)w->cols;
+            float d;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+            if (m->xs) d = dot_fp4_split_avx512(m->xs + xo, codes, sc, w->cols, w->mode);
+            else
+#endif
+                d = m->k.dot(m->x + xo, codes, sc, w->cols, w->mode);
+            put(m, (size_t)t * (size_t)w->rows + (size_t)r, d + b);
+        }
+    }
+}
+
+/* prefill: blocks of 4 rows decoded to fp32 (a partial block repeats its last row), then the dense
+ * register tiles, so each row's result is the same whatever the thread split */
+static void mx_rows_blocked(void *vctx, int64_t r0, int64_t r1, int thread) {
+    const mx_ctx *m = vctx;
+    const lmx_bweight *w = m->w;
+    const int64_t K = w->cols;
+    const lmx_cpu_kernels *k = &m->c->k;
+    float *blk = m->c->scratch[thread]; /* [4][cols] */
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        for (int i = 0; i < 4; i++) {
+            int64_t rr = r + (i < nb ? i : nb - 1);
+            m->k.row(w->data + (size_t)rr * w->row_bytes, w->mx_scales + (size_t)rr * (size_t)w->groups, K, w->mode,
+                     blk + (size_t)i * (size_t)K);
+        }
+        int t = 0;
+        if (k->dot4x4)
+            for (; t + 4 <= m->T; t += 4) {
+                float out[16];
+                k->dot4x4(m->x + (size_t)t * (size_t)K, (size_t)K, blk, K, out);
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < nb; i++)
+                        put(m, (size_t)(t + j) * (size_t)w->rows + (size_t)(r + i),
+                            out[j * 4 + i] + (w->bias ? w->bias[r + i] : 0.0f));
+            }
+        for (; t < m->T; t++) {
+            float out[4];
+            k->dot4(m->x + (size_t)t * (size_t)K, blk, (size_t)K, K, out);
+            for (int i = 0; i < nb; i++)
+                put(m, (size_t)t * (size_t)w->rows + (size_t)(r + i), out[i] + (w->bias ? w->bias[r + i] : 0.0f));
+        }
+    }
+}
+
+lmx_status lmx_cpu_mx_matmul(cpu_backend *c, const lmx_bweight *w, const float *x, int T, float *y, bool acc) {
+    if (!w->data || !w->mx_scales)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: %s matmul through a weight without source rows",
+                         lmx_quant_mode_name(w->mode));
+    mx_ctx m = {c, w, kernels_for(c->level), x, NULL, y, T, acc};
+    int64_t grain = w->rows / (c->n_threads * 4);
+    if (grain < 16) grain = 16;
+    if (T < 4 && c->level >= LMX_CPU_AVX512 && w->mode != LMX_QUANT_MXFP8 && w->cols % 32 == 0) {
+        LMX_BACKEND_TRY(ensure_shared(c, (size_t)T * (size_t)w->cols));
+        for (int t = 0; t < T; t++) fp4_split_x(x + (size_t)t * (size_t)w->cols, w->cols, c->shared + (size_t)t * (size_t)w->cols);
+        m.xs = c->shared;
+    }
+    if (T >= 4) lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, mx_rows_blocked, &m);
+    else lmx_thread_pool_run(c->pool, w->rows, grain, mx_rows, &m);
+    return LMX_OK;
+}
