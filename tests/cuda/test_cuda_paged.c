@@ -232,12 +232,12 @@ static void test_sample_rows(void) {
     CHECK(be->ops->sample_rows && be->ops->sample_rows_result);
     const int V = 50000, n = 12;
     const lmx_sampling ps[6] = {
-        {0, 0, 0, 0, 0, 0},          /* plain greedy */
-        {0, 0, 0, 0, 1.3f, 20},      /* greedy with penalty */
-        {0.8f, 0.9f, 0, 0, 0, 0},    /* top_p */
-        {0.7f, 0, 0.05f, 40, 1.1f, 20},
-        {1.0f, 0, 0, 0, 0, 0},
-        {0.7f, 0, 0, -1, 0, 0},      /* unsupported on the device: -1 */
+        {0, 0, 0, 0, 0, 0, 0, 0},          /* plain greedy */
+        {0, 0, 0, 0, 1.3f, 20, 0, 0},      /* greedy with penalty */
+        {0.8f, 0.9f, 0, 0, 0, 0, 0, 0},    /* top_p */
+        {0.7f, 0, 0.05f, 40, 1.1f, 20, 0, 0},
+        {1.0f, 0, 0, 0, 0, 0, 0, 0},
+        {0.7f, 0, 0, -1, 0, 0, 0, 0},/* unsupported on the device: -1 */
     };
     float *x = malloc(sizeof(float) * (size_t)V * n);
     lmx_buf *lb = buf_with(be, NULL, (size_t)V * n);

@@ -41,27 +41,27 @@ typedef struct pset {
 } pset;
 
 static const pset PSETS[] = {
-    {"greedy", {0, 0, 0, 0, 0, 0}},
-    {"greedy+penalty1.3", {0, 0, 0, 0, 1.3f, 20}},
-    {"temp0.7", {0.7f, 0, 0, 0, 0, 0}},
-    {"temp1", {1.0f, 1.0f, 0, 0, 1.0f, 20}},
-    {"top_p0.9", {1.0f, 0.9f, 0, 0, 0, 0}},
-    {"temp0.7+top_p0.9", {0.7f, 0.9f, 0, 0, 0, 0}},
-    {"top_p0.5", {0.8f, 0.5f, 0, 0, 0, 0}},
-    {"top_p0.99", {1.2f, 0.99f, 0, 0, 0, 0}},
-    {"min_p0.05", {0.9f, 0, 0.05f, 0, 0, 0}},
-    {"top_p0.9+min_p0.05", {0.7f, 0.9f, 0.05f, 0, 0, 0}},
-    {"penalty1.1", {0.8f, 0, 0, 0, 1.1f, 64}},
-    {"top_p0.9+penalty1.25", {0.7f, 0.9f, 0, 0, 1.25f, 20}},
-    {"min_p0.1+penalty1.2", {1.0f, 0, 0.1f, 0, 1.2f, 20}},
-    {"top_k40", {0.7f, 0, 0, 40, 0, 0}},
-    {"top_p0.9+top_k40", {0.7f, 0.9f, 0, 40, 0, 0}},
-    {"top_k1", {1.0f, 0, 0, 1, 0, 0}},
-    {"min_p0.05+top_k100+penalty1.2", {1.0f, 0, 0.05f, 100, 1.2f, 20}},
-    {"top_k2000", {1.0f, 0, 0, 2000, 0, 0}},
-    {"top_p0.95+min_p0.02+top_k5", {1.5f, 0.95f, 0.02f, 5, 0, 0}},
-    {"greedy+top_k40", {0, 0.9f, 0, 40, 1.1f, 20}},
-    {"low temp0.05+top_p0.95", {0.05f, 0.95f, 0, 0, 0, 0}},
+    {"greedy", {0, 0, 0, 0, 0, 0, 0, 0}},
+    {"greedy+penalty1.3", {0, 0, 0, 0, 1.3f, 20, 0, 0}},
+    {"temp0.7", {0.7f, 0, 0, 0, 0, 0, 0, 0}},
+    {"temp1", {1.0f, 1.0f, 0, 0, 1.0f, 20, 0, 0}},
+    {"top_p0.9", {1.0f, 0.9f, 0, 0, 0, 0, 0, 0}},
+    {"temp0.7+top_p0.9", {0.7f, 0.9f, 0, 0, 0, 0, 0, 0}},
+    {"top_p0.5", {0.8f, 0.5f, 0, 0, 0, 0, 0, 0}},
+    {"top_p0.99", {1.2f, 0.99f, 0, 0, 0, 0, 0, 0}},
+    {"min_p0.05", {0.9f, 0, 0.05f, 0, 0, 0, 0, 0}},
+    {"top_p0.9+min_p0.05", {0.7f, 0.9f, 0.05f, 0, 0, 0, 0, 0}},
+    {"penalty1.1", {0.8f, 0, 0, 0, 1.1f, 64, 0, 0}},
+    {"top_p0.9+penalty1.25", {0.7f, 0.9f, 0, 0, 1.25f, 20, 0, 0}},
+    {"min_p0.1+penalty1.2", {1.0f, 0, 0.1f, 0, 1.2f, 20, 0, 0}},
+    {"top_k40", {0.7f, 0, 0, 40, 0, 0, 0, 0}},
+    {"top_p0.9+top_k40", {0.7f, 0.9f, 0, 40, 0, 0, 0, 0}},
+    {"top_k1", {1.0f, 0, 0, 1, 0, 0, 0, 0}},
+    {"min_p0.05+top_k100+penalty1.2", {1.0f, 0, 0.05f, 100, 1.2f, 20, 0, 0}},
+    {"top_k2000", {1.0f, 0, 0, 2000, 0, 0, 0, 0}},
+    {"top_p0.95+min_p0.02+top_k5", {1.5f, 0.95f, 0.02f, 5, 0, 0, 0, 0}},
+    {"greedy+top_k40", {0, 0.9f, 0, 40, 1.1f, 20, 0, 0}},
+    {"low temp0.05+top_p0.95", {0.05f, 0.95f, 0, 0, 0, 0, 0, 0}},
 };
 #define NPSETS ((int)(sizeof PSETS / sizeof PSETS[0]))
 
@@ -285,7 +285,7 @@ static void test_model_decode(void) {
         lmx_sampler_seed(hs, 5);
         lmx_sampler_seed(hs2, 5);
         const lmx_sampling ps[] = {
-            {0, 0, 0, 0, 1.2f, 16}, {0.9f, 0.9f, 0, 0, 1.15f, 16}, {1.0f, 0, 0.05f, 0, 0, 0}, {0.8f, 0.95f, 0, 20, 1.1f, 8}};
+            {0, 0, 0, 0, 1.2f, 16, 0, 0}, {0.9f, 0.9f, 0, 0, 1.15f, 16, 0, 0}, {1.0f, 0, 0.05f, 0, 0, 0, 0, 0}, {0.8f, 0.95f, 0, 20, 1.1f, 8, 0, 0}};
         for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++) {
             const lmx_sampling *p = &ps[pi];
             int32_t h1[80], h2[80];
@@ -390,7 +390,7 @@ static void test_env_model(void) {
             else CHECK_MSG(false, "%s step %d %s: host %d device %d", dir, step, PSETS[pi].name, h, d);
         }
         /* the next id: temperature 1 with top_p 0.9 on the host */
-        lmx_sampling p = {1.0f, 0.9f, 0, 0, 0, 0};
+        lmx_sampling p = {1.0f, 0.9f, 0, 0, 0, 0, 0, 0};
         int32_t t = host_pick(hs, &p, lg, tmp, V, hist, (size_t)n, unif01());
         CHECK(t >= 0);
         hist[n++] = t < 0 ? 0 : t;
