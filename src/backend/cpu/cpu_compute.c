@@ -239,9 +239,13 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
         if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(&c->k, src, w->dtype, w->cols, dst);
         } else {
-            float *q = c->scratch[0];
+            float *q = c->scratch[0]; /* [cols] codes, then [2, groups] the row's scales and biases */
             c->k.quant_row(src, w->bits, w->cols, q);
             const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
+            if (!w->scales) { /* a repacked weight: its scales and biases live in the tiles only */
+                lmx_cpu_qtile_row_sb(w, ids[t], q + w->cols, q + w->cols + w->groups);
+                s = q + w->cols, b = q + w->cols + w->groups;
+            }
             for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
         }
         if (scale != 1.0f)
