@@ -52,10 +52,8 @@ static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_op
     lmx_status st = lmx_lm_probe(dir, facts);
     if (st != LMX_OK) return st;
     facts->info.device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
-    /* the CPU backend's AVX-512 level keeps a repacked copy of 4/8-bit weights in 16-row tiles
-     * (src/backend/cpu/cpu_qtile.h) beside the mapped files: at most the weights once more */
-    if (facts->info.device == LMX_DEVICE_CPU && (facts->info.quant_bits == 4 || facts->info.quant_bits == 8))
-        facts->scratch_bytes += facts->info.weight_bytes;
+    /* the CPU backend's AVX-512 level repacks 4/8-bit weights into 16-row tiles (cpu_qtile.h) of
+     * the same bytes and hands the mapped source pages back (cpu_backend.c): weight_bytes covers it */
     facts->no_tokenizer = !has_tokenizer_json(dir);
     return LMX_OK;
 }

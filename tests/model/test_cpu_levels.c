@@ -5,7 +5,8 @@
  * decode kernel, partial token tiles, the prefill tiles), with and without bias, matmul and
  * matmul_add; dense F32/F16/BF16 with column counts off the vector width. 1 and 3 threads at a
  * level must agree bit for bit. Tolerance: 1e-5·Σ|x·w| (fp32 rounding), plus at the avx512 level
- * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767). And row
+ * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767), and for
+ * bf16 weights the split-bf16 activation bound 2^-16·Σ|x·w|. And row
  * independence: row t of a T-token matmul / matmul_add equals the 1-token call on x[t] bit for bit. */
 #include <math.h>
 #include <stdint.h>
@@ -59,7 +60,7 @@ static void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x,
 
 /* checks out [T, rows] against ref (double W [rows, cols] dequantized) at a level */
 static void check_result(const char *what, int level, const float *out, const double *W, const float *x, int T,
-                         int rows, int cols, int gs, bool xq16, const float *bias, const float *y0) {
+                         int rows, int cols, int gs, bool xq16, bool xbf16, const float *bias, const float *y0) {
     int bad = 0;
     double worst = 0;
     for (int t = 0; t < T; t++)
@@ -80,6 +81,7 @@ static void check_result(const char *what, int level, const float *out, const do
                     }
                     bound += amax / 32767.0 / 2 * wsum;
                 }
+            if (xbf16) bound += mag / 65536; /* activations as two bf16 parts: |x - hi - lo| <= 2^-16 |x| */
             if (bias) s += bias[r];
             if (y0) s += y0[(size_t)t * rows + r];
             double tol = 1e-5 * (mag + 1) + bound * 1.01, e = fabs(out[(size_t)t * rows + r] - s);
@@ -135,7 +137,7 @@ static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_dtype
         CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
                   level_name[L]);
         const bool xq16 = !strcmp(lmx_backend_cpu_kernels(be[L][0]), "avx512") && (bits == 4 || bits == 8);
-        check_result(what, L, o1, W, x, T, rows, cols, gs, xq16, with_bias ? bias : NULL, add ? y0 : NULL);
+        check_result(what, L, o1, W, x, T, rows, cols, gs, xq16, false, with_bias ? bias : NULL, add ? y0 : NULL);
     }
     free(o1), free(o3), free(W), free(bias), free(x), free(y0), free(s16), free(b16), free(sf), free(bf), free(w);
     qfree(&q);
@@ -181,7 +183,9 @@ static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) 
         run_matmul(be[L][1], &d, x, T, NULL, o3);
         CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
                   level_name[L]);
-        check_result(what, L, o1, W, x, T, rows, cols, cols, false, with_bias ? bias : NULL, NULL);
+        /* bf16 weights at the avx512 level: VDPBF16PS with split bf16 activations where the CPU has it */
+        const bool xbf16 = dt == LMX_DTYPE_BF16 && !strcmp(lmx_backend_cpu_kernels(be[L][0]), "avx512");
+        check_result(what, L, o1, W, x, T, rows, cols, cols, false, xbf16, with_bias ? bias : NULL, NULL);
     }
     free(o1), free(o3), free(wf), free(w16), free(W), free(bias), free(x);
 }
@@ -221,6 +225,29 @@ static void rows_case(int L, const lmx_weight_desc *d, const char *what) {
     free(x), free(y0), free(oT), free(o1);
 }
 
+/* the embedding of every row at level L equals the scalar level's bit for bit (at avx512 a repacked
+ * 4/8-bit weight reads its scales and biases from the tiles: the fp32 copies are freed) */
+static void embed_case(int L, const lmx_weight_desc *d, const char *what) {
+    const int rows = (int)d->rows, cols = (int)d->cols;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows);
+    float *o[2];
+    for (int i = 0; i < rows; i++) ids[i] = rows - 1 - i;
+    for (int j = 0; j < 2; j++) {
+        lmx_backend *b = be[j ? L : 0][0];
+        lmx_bweight *w = NULL;
+        lmx_buf *y = buf_from(b, NULL, (size_t)rows * cols);
+        o[j] = malloc(sizeof(float) * (size_t)rows * cols);
+        CHECK(b->ops->weight_upload(b, d, &w) == LMX_OK);
+        CHECK(b->ops->embed(b, w, ids, rows, 1.0f, y) == LMX_OK);
+        b->ops->buf_read(b, y, 0, o[j], (size_t)rows * cols);
+        b->ops->weight_free(b, w);
+        b->ops->buf_free(b, y);
+    }
+    CHECK_MSG(memcmp(o[0], o[1], sizeof(float) * (size_t)rows * cols) == 0, "%s level %s: embedding differs from scalar",
+              what, level_name[L]);
+    free(o[0]), free(o[1]), free(ids);
+}
+
 static void test_row_independence(void) {
     static const int bitss[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
     static const lmx_dtype dts[] = {LMX_DTYPE_F32, LMX_DTYPE_BF16, LMX_DTYPE_F16};
@@ -248,6 +275,7 @@ static void test_row_independence(void) {
                 snprintf(what, sizeof what, "quant bits %d gs %d rows %d cols %d sdt %d bias %d", bitss[b], gs, rows,
                          cols, (int)sdt, v);
                 rows_case(L, &d, what);
+                embed_case(L, &d, what);
                 free(w), free(bias), free(s16), free(b16);
                 qfree(&q);
             }

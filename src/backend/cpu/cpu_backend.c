@@ -7,6 +7,7 @@
  * The compute ops live in cpu_compute.c; this file holds buffers, weight uploads, creation and the
  * ops table.
  */
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend/backend_fuse.h"
@@ -114,6 +115,28 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
     free(w);
 }
 
+/* After packing, the tiles hold everything a matmul reads: the fp32 scales/biases are freed (the
+ * embedding reads a row's from the tiles) and the source codes' pages are handed back to the kernel
+ * (MADV_PAGEOUT keeps their content on any mapping: the embedding's few rows per token, another
+ * backend or a converter reading the same file fault them back in). Without it the mapped file
+ * stays resident beside the tiles: the quantized weights twice. */
+static void release_pages(const void *p, size_t bytes) {
+#ifdef MADV_PAGEOUT
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p;
+    const uintptr_t lo = (a + pg - 1) & ~(pg - 1), hi = (a + bytes) & ~(pg - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_PAGEOUT); /* advice only: an old kernel refuses it */
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
+static void release_packed_source(lmx_bweight *w) {
+    free(w->scales);
+    free(w->biases);
+    w->scales = w->biases = NULL;
+    release_pages(w->data, (size_t)w->rows * w->row_bytes);
+}
+
 static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc *d, lmx_bweight **out) {
     cpu_backend *c = CPU(be);
     *out = NULL;
@@ -144,9 +167,10 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
-        if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols) &&
-            lmx_cpu_qtile_pack(w, c->pool) != LMX_OK)
-            goto oom;
+        if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
+            if (lmx_cpu_qtile_pack(w, c->pool) != LMX_OK) goto oom;
+            release_packed_source(w);
+        }
     }
     if (d->bias) {
         w->bias = convert_copy(&c->k, (const uint8_t *)d->bias + (size_t)d->row0 * wdtype_size(d->bias_dtype),
@@ -286,9 +310,17 @@ static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weigh
     lmx_bweight *w = *fused;
     (void)c;
     free(w->own);
+    free(w->scales);
+    free(w->biases);
     w->own = NULL;
     w->data = NULL;
-    for (int i = 0; i < n; i++) views[i]->data = NULL;
+    w->scales = w->biases = NULL;
+    for (int i = 0; i < n; i++) {
+        views[i]->data = NULL;
+        views[i]->scales = views[i]->biases = NULL;
+        release_pages((const uint8_t *)parts[i].data + (size_t)parts[i].row0 * w->row_bytes,
+                      (size_t)parts[i].rows * w->row_bytes);
+    }
     return LMX_OK;
 }
 

@@ -16,6 +16,7 @@ typedef struct matmul_ctx {
     const lmx_bweight *w;
     const float *x; /* [T, cols] */
     const float *xsum; /* quant: [T, groups] per-group sums of x */
+    const uint16_t *xh, *xl; /* bf16 weights with dot4xn_bf16: [T, cols] x split in bf16 hi + lo, else NULL */
     float *y;       /* [T, rows] */
     int T;
     bool acc;       /* matmul_add: y += result (the result rounded to float first, as matmul then add) */
@@ -47,6 +48,23 @@ static void dense_rows_1(const matmul_ctx *m, int64_t r, int nb) {
     }
 }
 
+/* bf16 rows [r, r+nb) × every token by the bf16 dot products (a partial block: each row alone) */
+static void dense_rows_bf16(const matmul_ctx *m, int64_t r, int nb) {
+    const lmx_bweight *w = m->w;
+    const int64_t K = w->cols;
+    for (int t = 0; t < m->T; t += 4) {
+        const int nt = m->T - t < 4 ? m->T - t : 4;
+        for (int i = 0; i < nb; i += nb == 4 ? 4 : 1) {
+            float out[16];
+            m->c->k.dot4xn_bf16(m->xh + (size_t)t * K, m->xl + (size_t)t * K, (size_t)K, nt,
+                                w->data + (size_t)(r + i) * w->row_bytes, nb == 4 ? w->row_bytes : 0, K, out);
+            for (int j = 0; j < nt; j++)
+                for (int u = 0; u < (nb == 4 ? 4 : 1); u++)
+                    mm_put(m, (size_t)(t + j) * w->rows + r + i + u, out[j * 4 + u] + (w->bias ? w->bias[r + i + u] : 0.0f));
+        }
+    }
+}
+
 static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
     matmul_ctx *m = vctx;
     const lmx_bweight *w = m->w;
@@ -55,6 +73,10 @@ static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
     float *blk = m->c->scratch[thread]; /* [4][cols] the block's rows as fp32 */
     for (int64_t r = r0; r < r1; r += 4) {
         const int nb = r1 - r < 4 ? (int)(r1 - r) : 4;
+        if (m->xh) {
+            dense_rows_bf16(m, r, nb);
+            continue;
+        }
         if (m->T == 1) {
             dense_rows_1(m, r, nb);
             continue;
@@ -177,9 +199,16 @@ static lmx_status cpu_matmul_impl(lmx_backend *be, const lmx_bweight *w, const l
     if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode))
         return lmx_cpu_mx_matmul(c, w, x->data + x_off, T, y->data, acc);
     if (!w->data) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: matmul through a weight without source rows");
-    matmul_ctx m = {c, w, x->data + x_off, NULL, y->data, T, acc};
+    matmul_ctx m = {c, w, x->data + x_off, NULL, NULL, NULL, y->data, T, acc};
     int64_t grain = w->rows / (c->n_threads * 4);
     if (grain < 16) grain = 16;
+    if (w->kind == LMX_WEIGHT_DENSE && w->dtype == LMX_DTYPE_BF16 && c->k.dot4xn_bf16) {
+        const size_t n = (size_t)T * (size_t)w->cols;
+        LMX_BACKEND_TRY(ensure_xq(c, 2 * n));
+        uint16_t *xh = (uint16_t *)(void *)c->xq, *xl = xh + n; /* [T, cols] each */
+        c->k.bf16_split(m.x, (int64_t)n, xh, xl);
+        m.xh = xh, m.xl = xl;
+    }
     if (w->kind == LMX_WEIGHT_DENSE) {
         lmx_thread_pool_run(c->pool, w->rows, (grain + 3) & ~(int64_t)3, matmul_rows_dense, &m);
         return LMX_OK;
@@ -215,9 +244,13 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
         } else if (lmx_quant_mode_is_fp(w->mode)) {
             lmx_cpu_mx_row(c, w, ids[t], dst);
         } else {
-            float *q = c->scratch[0];
+            float *q = c->scratch[0]; /* [cols] codes, then [2, groups] the row's scales and biases */
             c->k.quant_row(src, w->bits, w->cols, q);
             const float *s = w->scales + (size_t)ids[t] * w->groups, *b = w->biases + (size_t)ids[t] * w->groups;
+            if (!w->scales) { /* a repacked weight: its scales and biases live in the tiles only */
+                lmx_cpu_qtile_row_sb(w, ids[t], q + w->cols, q + w->cols + w->groups);
+                s = q + w->cols, b = q + w->cols + w->groups;
+            }
             for (int64_t k = 0; k < w->cols; k++) dst[k] = s[k / w->group_size] * q[k] + b[k / w->group_size];
         }
         if (scale != 1.0f)

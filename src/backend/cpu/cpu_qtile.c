@@ -97,6 +97,30 @@ lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool) {
     return LMX_OK;
 }
 
+static float get_sb(const uint8_t *src, int i, bool sb16, bool f16) {
+    float v;
+    if (sb16) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        v = f16 ? lmx_f16_to_f32(h) : lmx_bf16_to_f32(h);
+    } else {
+        memcpy(&v, src + 4 * i, 4);
+    }
+    return v;
+}
+
+void lmx_cpu_qtile_row_sb(const lmx_bweight *w, int64_t r, float *s, float *b) {
+    const bool sb16 = w->pk_sb16;
+    const size_t gb = group_bytes(w->bits, w->group_size, sb16), code_bytes = (size_t)w->group_size * (size_t)w->bits * 2;
+    const uint8_t *tile = w->pk + (size_t)(r / 16) * w->pk_block_bytes;
+    const int i = (int)(r % 16);
+    for (int g = 0; g < w->groups; g++) {
+        const uint8_t *sbp = tile + (size_t)g * gb + code_bytes;
+        s[g] = get_sb(sbp, i, sb16, w->pk_sbh);
+        b[g] = get_sb(sbp + 16 * (sb16 ? 2 : 4), i, sb16, w->pk_sbh);
+    }
+}
+
 size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size, bool bf16_scales) {
     return (size_t)((rows + 15) / 16) * (size_t)(cols / group_size) * group_bytes(bits, group_size, bf16_scales);
 }

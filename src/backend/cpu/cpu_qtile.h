@@ -16,6 +16,9 @@ size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size,
 /* fills w->pk / pk_blocks / pk_block_bytes / pk_sb16 from w->data, w->scales, w->biases (pk is freed
  * by weight_free); tiles are packed in parallel on `pool` */
 lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool);
+/* s [groups], b [groups]: the scales and biases of row r as the tiles hold them (the embedding of a
+ * repacked weight reads them here: the fp32 copies are freed after packing) */
+void lmx_cpu_qtile_row_sb(const lmx_bweight *w, int64_t r, float *s, float *b);
 /* x [T, K] → xq [T, K] int16, xd [T, K/G] steps, xs [T, K/G] fp32 sums of x per group of G */
 void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs);
 /* y[t, rows] (= or +=) x[t] · Wᵀ + bias for the row blocks [b0, b1) (16 rows each), t < T */

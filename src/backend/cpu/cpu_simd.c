@@ -471,6 +471,87 @@ static const lmx_cpu_kernels avx512_set = {.name = "avx512", .dot = dot_avx512, 
                                            .quant_row = quant_avx2, .qdot = qdot_avx2, .qdotf = qdotf_avx2,
                                            .qdotf4 = qdotf4_avx2};
 
+/* ---- AVX512-BF16: bf16 weights × activations split in two bf16 parts (VDPBF16PS: per fp32 lane,
+ * the two products of a bf16 pair, exact, added into the lane; the weights need no conversion).
+ * Activations rounded to bf16 alone (2^-8) fail the golden tolerance; hi + lo (2^-16) do not. ---- */
+#define LMX_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+/* x → hi = bf16(x), lo = bf16(x − hi), both rounded to nearest even: hi + lo is x to ~2^-16 relative */
+LMX_AVX512BF16 static void bf16_split_avx512(const float *x, int64_t n, uint16_t *hi, uint16_t *lo) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        _mm256_mask_storeu_epi16(hi + i, m, h);
+        _mm256_mask_storeu_epi16(lo + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hf)));
+    }
+}
+
+/* acc += lo·w, then acc += hi·w (one step of a chain) */
+#define BF16_STEP(acc, xl, xh, wv)                                                                  \
+    acc = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc, (__m512bh)(xl), (__m512bh)(wv)), (__m512bh)(xh), (__m512bh)(wv))
+
+/* per (row, token): two fp32 chains of VDPBF16PS, one over the even 32-element steps and one over
+ * the odd (the last step masked), each step adding lo·w then hi·w, then reduce_add(even + odd);
+ * nt <= 2 tokens (a constant after inlining) share each weight load: 16 accumulators, enough
+ * chains to hide the latency in decode */
+LMX_AVX512BF16 static inline __attribute__((always_inline)) void dot4x2_bf16_body(
+    const uint16_t *hi, const uint16_t *lo, size_t xs, int nt, const uint8_t *w, size_t ws, int64_t n, float *out) {
+    __m512 a[2][4], b[2][4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < nt; t++)
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < 4; i++) a[t][i] = b[t][i] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 64 <= n; k += 64) {
+        __m512i wa[4], wb[4];
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < 4; i++) {
+            wa[i] = _mm512_loadu_si512((const void *)(w + (size_t)i * ws + 2 * (size_t)k));
+            wb[i] = _mm512_loadu_si512((const void *)(w + (size_t)i * ws + 2 * (size_t)k + 64));
+        }
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < nt; t++) {
+            const size_t o = (size_t)t * xs + (size_t)k;
+            const __m512i ha = _mm512_loadu_si512((const void *)(hi + o)), la = _mm512_loadu_si512((const void *)(lo + o));
+            const __m512i hc = _mm512_loadu_si512((const void *)(hi + o + 32)), lc = _mm512_loadu_si512((const void *)(lo + o + 32));
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) {
+                BF16_STEP(a[t][i], la, ha, wa[i]);
+                BF16_STEP(b[t][i], lc, hc, wb[i]);
+            }
+        }
+    }
+    for (int half = 0; k < n; k += 32, half++) {
+        const __mmask32 m = n - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - k)) - 1u);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < nt; t++) {
+            const __m512i xh = _mm512_maskz_loadu_epi16(m, hi + (size_t)t * xs + k);
+            const __m512i xl = _mm512_maskz_loadu_epi16(m, lo + (size_t)t * xs + k);
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) {
+                const __m512i wv = _mm512_maskz_loadu_epi16(m, w + (size_t)i * ws + 2 * (size_t)k);
+                if (half == 0) BF16_STEP(a[t][i], xl, xh, wv);
+                else BF16_STEP(b[t][i], xl, xh, wv);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < nt; t++)
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < 4; i++) out[t * 4 + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][i], b[t][i]));
+}
+#undef BF16_STEP
+
+LMX_AVX512BF16 static void dot4xn_bf16_avx512(const uint16_t *hi, const uint16_t *lo, size_t xs, int nt,
+                                              const uint8_t *w, size_t ws, int64_t n, float out[16]) {
+    for (int t = 0; t < nt; t += 2) {
+        if (nt - t >= 2) dot4x2_bf16_body(hi + (size_t)t * xs, lo + (size_t)t * xs, xs, 2, w, ws, n, out + 4 * t);
+        else dot4x2_bf16_body(hi + (size_t)t * xs, lo + (size_t)t * xs, xs, 1, w, ws, n, out + 4 * t);
+    }
+}
+
 #include <cpuid.h>
 
 /* AVX-512 F (leaf 7 ebx 16), DQ (17), BW (30), VL (31), VNNI (ecx 11), and the OS saving the
@@ -484,6 +565,13 @@ static bool have_avx512(void) {
     __cpuid_count(7, 0, a, b, c, d);
     const unsigned needb = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
     return (b & needb) == needb && (c & (1u << 11)) != 0;
+}
+
+/* AVX512-BF16: leaf 7 subleaf 1, eax bit 5 */
+static bool have_avx512_bf16(void) {
+    unsigned a, b, c, d;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a & (1u << 5)) != 0;
 }
 
 /* CPUID: AVX + FMA + F16C + OSXSAVE (leaf 1 ecx), AVX2 (leaf 7 ebx), and the OS saving YMM state
@@ -505,11 +593,18 @@ static bool have_avx2(void) {
 #define avx512_set scalar_set
 static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
+static bool have_avx512_bf16(void) { return false; }
+#define bf16_split_avx512 NULL
+#define dot4xn_bf16_avx512 NULL
 #endif
 
 int lmx_cpu_kernels_select(lmx_cpu_kernels *k, int max_level) {
     if (max_level >= 2 && have_avx512()) {
         *k = avx512_set;
+        if (have_avx512_bf16()) {
+            k->bf16_split = bf16_split_avx512;
+            k->dot4xn_bf16 = dot4xn_bf16_avx512;
+        }
         return 2;
     }
     if (max_level >= 1 && have_avx2()) {

@@ -26,6 +26,14 @@ typedef struct lmx_cpu_kernels {
     /* out[i] = Σ x·w_i for 4 rows of n bf16 (else f16) weights at w + i*w_stride bytes, read in
      * place (unaligned) */
     void (*dot4_w16)(const float *x, const uint8_t *w, size_t w_stride, int64_t n, bool bf16, float out[4]);
+    /* bf16 weights × activations split in two bf16 parts, hi = bf16(x), lo = bf16(x − hi) (hi + lo
+     * is x to ~2^-16 relative), by the CPU's bf16 dot products (NULL without AVX512-BF16: then
+     * dot4 / dot4x4 / dot4_w16 take bf16 weights too): out[t*4+i] = Σ (hi+lo)[t*x_stride…]·w_i for
+     * nt <= 4 tokens and 4 rows at w + i*w_stride bytes, read in place; each (row, token) in one
+     * order whatever nt */
+    void (*bf16_split)(const float *x, int64_t n, uint16_t *hi, uint16_t *lo);
+    void (*dot4xn_bf16)(const uint16_t *hi, const uint16_t *lo, size_t x_stride, int nt, const uint8_t *w,
+                        size_t w_stride, int64_t n, float out[16]);
     void (*axpy)(float *y, const float *x, float a, int64_t n);    /* y += a·x */
     void (*bf16_row)(const uint8_t *src, int64_t n, float *dst);   /* n bf16 (unaligned) → f32 */
     void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
