@@ -1,5 +1,6 @@
 /* cpu_matmul.c — microbenchmark of one CPU matmul (issue 11 A/Bs): a random [rows, cols] weight of
- * one kind (bf16, f16, f32, or q<bits> MLX affine g64 with bf16 scales) through the CPU backend at
+ * one kind (bf16, f16, f32, q<bits> MLX affine g64 with bf16 scales, or an fp mode mxfp4 / mxfp8 /
+ * nvfp4 with random codes and scales of moderate magnitude) through the CPU backend at
  * a level, T tokens, the best of `reps` timed calls after one warm-up. Prints one line: kind, shape,
  * T, ms per call, GB/s of weight bytes and GFLOP/s.
  *
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "formats/quant_mode.h"
 #include "formats/safetensors.h"
 
 static double now_s(void) {
@@ -21,7 +23,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s KIND(bf16|f16|f32|q2..q8) ROWS COLS T [threads] [reps] [level]\n", argv[0]);
+        fprintf(stderr, "usage: %s KIND(bf16|f16|f32|q2..q8|mxfp4|mxfp8|nvfp4) ROWS COLS T [threads] [reps] [level]\n", argv[0]);
         return 2;
     }
     const char *kind = argv[1];
@@ -36,7 +38,21 @@ int main(int argc, char **argv) {
     uint8_t *data;
     uint16_t *sb = NULL;
     size_t wbytes;
-    if (kind[0] == 'q') {
+    lmx_quant_mode mode;
+    if (lmx_quant_mode_parse(kind, &mode) && lmx_quant_mode_is_fp(mode)) {
+        const int bits = lmx_quant_mode_bits(mode), gs = lmx_quant_mode_group(mode);
+        wbytes = n * (size_t)bits / 8;
+        data = malloc(wbytes);
+        for (size_t i = 0; i < wbytes; i++) data[i] = (uint8_t)((rng = rng * 6364136223846793005ull + 1) >> 56);
+        const size_t ng = n / (size_t)gs;
+        uint8_t *sc = malloc(ng); /* E8M0 2^-7..2^0, or E4M3 around 1 */
+        for (size_t i = 0; i < ng; i++)
+            sc[i] = (uint8_t)((mode == LMX_QUANT_NVFP4 ? 0x30 : 120) + ((rng = rng * 6364136223846793005ull + 1) >> 61));
+        sb = (uint16_t *)sc;
+        d.kind = LMX_WEIGHT_QUANT, d.dtype = LMX_DTYPE_U8, d.bits = bits, d.group_size = gs, d.mode = mode;
+        d.scales = sc;
+        wbytes += ng;
+    } else if (kind[0] == 'q') {
         const int bits = atoi(kind + 1), gs = 64;
         wbytes = n * (size_t)bits / 8;
         data = malloc(wbytes);

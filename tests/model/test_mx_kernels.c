@@ -4,7 +4,9 @@
  * and 37 rows, an odd number of groups, T = 1..7 (decode dots, prefill tiles and their partial
  * blocks), with and without bias, matmul and matmul_add, a row range (row0) of the stored matrix,
  * every code of the formats (subnormal E4M3, ±0, the largest values). 1 and 3 threads agree bit for
- * bit. Tolerance 1e-5·Σ|x·w| (fp32 rounding order). The fused upload keeps fp weights separate. */
+ * bit. Tolerance 1e-5·Σ|x·w| (fp32 rounding order). The fused upload keeps fp weights separate.
+ * Row independence: row t of a T-token matmul / matmul_add equals the 1-token call on x[t] bit for
+ * bit, T = 1..9 and 17, every mode and level (as test_cpu_levels does for the other kinds). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +153,49 @@ static void test_every_code(void) {
     }
 }
 
+/* row independence on random shapes: the T-row call on 3 threads, the 1-row calls on 1; nvfp4
+ * with an odd and an even group count (the AVX-512 split kernel needs cols % 32 == 0) */
+static void test_row_independence(void) {
+    const lmx_quant_mode modes[] = {LMX_QUANT_MXFP4, LMX_QUANT_MXFP8, LMX_QUANT_NVFP4};
+    static const int Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
+    const int TM = 17;
+    for (int L = 0; L < 3; L++)
+        for (int mi = 0; mi < 3; mi++)
+            for (int v = 0; v < 2; v++) {
+                const lmx_quant_mode m = modes[mi];
+                frand();
+                const int gs = lmx_quant_mode_group(m), bits = lmx_quant_mode_bits(m);
+                const int rows = 1 + (int)((rng >> 20) % 40), row0 = (int)((rng >> 40) % 3);
+                const int ngroups = 2 * (1 + (int)((rng >> 30) % 4)) - v, cols = gs * ngroups, stored = rows + row0;
+                const size_t rb = (size_t)cols * bits / 8;
+                float *w = malloc(sizeof(float) * (size_t)stored * cols), *bias = malloc(sizeof(float) * (size_t)stored);
+                for (int i = 0; i < stored * cols; i++) w[i] = frand() * (float)ldexp(1.0, (i / gs) % 5 - 2);
+                for (int i = 0; i < stored; i++) bias[i] = frand();
+                uint8_t *codes = malloc(rb * (size_t)stored), *sc = malloc((size_t)stored * ngroups);
+                CHECK(lmx_mx_quantize_matrix(w, stored, cols, m, codes, sc, 2) == LMX_OK);
+                lmx_weight_desc d = {.name = "mx", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .row0 = row0,
+                                     .dtype = LMX_DTYPE_U8, .data = codes, .scales = sc, .bits = bits,
+                                     .group_size = gs, .mode = m, .bias = v ? NULL : bias, .bias_dtype = LMX_DTYPE_F32};
+                float *x = malloc(sizeof(float) * (size_t)TM * cols), *y0 = malloc(sizeof(float) * (size_t)TM * rows);
+                float *oT = malloc(sizeof(float) * (size_t)TM * rows), *o1 = malloc(sizeof(float) * (size_t)rows);
+                for (int i = 0; i < TM * cols; i++) x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+                for (int i = 0; i < TM * rows; i++) y0[i] = frand();
+                for (int add = 0; add < 2; add++)
+                    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                        const int T = Ts[ti];
+                        run_matmul(be[L][1], &d, x, T, add ? y0 : NULL, oT);
+                        int bad = 0;
+                        for (int t = 0; t < T; t++) {
+                            run_matmul(be[L][0], &d, x + (size_t)t * cols, 1, add ? y0 + (size_t)t * rows : NULL, o1);
+                            bad += memcmp(o1, oT + (size_t)t * rows, sizeof(float) * (size_t)rows) != 0;
+                        }
+                        CHECK_MSG(bad == 0, "%s level %s rows %d cols %d add %d T %d: %d rows differ from their 1-row matmul",
+                                  lmx_quant_mode_name(m), level_name[L], rows, cols, add, T, bad);
+                    }
+                free(w), free(bias), free(codes), free(sc), free(x), free(y0), free(oT), free(o1);
+            }
+}
+
 /* fp weights are not fused (the binder then uploads the parts separately) */
 static void test_no_fuse(void) {
     uint8_t codes[64 * 16] = {0}, sc[64] = {0};
@@ -181,6 +226,7 @@ int main(void) {
     RUN(test_every_code);
     RUN(test_mx_levels);
     RUN(test_no_fuse);
+    RUN(test_row_independence);
     for (int L = 0; L < 3; L++)
         for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
     return lmx_test_summary();
