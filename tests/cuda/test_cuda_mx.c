@@ -133,8 +133,13 @@ static void test_fused_refused(void) {
 /* a converted model per mode: GPU vs CPU logits after a 12-token prefill and one decode step */
 static bool logits(const char *dir, lmx_device dev, float *out) {
     lmx_lm *lm = NULL;
-    lmx_lm_options lo = {.n_threads = 2, .device = dev};
-    if (lmx_lm_open(dir, &lo, &lm) != LMX_OK) return false;
+    lmx_backend *be = NULL; /* the GPU: the CUDA backend, owned here (lmx_lm_open takes a GPU backend) */
+    if (dev == LMX_DEVICE_GPU && lmx_backend_create(LMX_DEVICE_GPU, 0, &be, NULL) != LMX_OK) return false;
+    lmx_lm_options lo = {.n_threads = 2, .device = dev, .backend = be};
+    if (lmx_lm_open(dir, &lo, &lm) != LMX_OK) {
+        lmx_backend_destroy(be);
+        return false;
+    }
     int32_t ids[13];
     for (int i = 0; i < 13; i++) ids[i] = (i * 37 + 5) % 300 + 1;
     lmx_kv *kv = NULL;
@@ -144,6 +149,7 @@ static bool logits(const char *dir, lmx_device dev, float *out) {
     for (int i = 0; ok && i < 320; i++) out[320 + i] = tmp[i];
     lmx_kv_destroy(kv);
     lmx_lm_close(lm);
+    lmx_backend_destroy(be);
     return ok;
 }
 
