@@ -1,11 +1,9 @@
 /* mlx_mx.c — MLX's mxfp4 / mxfp8 / nvfp4 codecs, quantizer and dequantizer (see mlx_mx.h). */
 #include "formats/mlx_mx.h"
+#include "formats/mlx_quant.h"
 #include "util/error.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <unistd.h>
 
 uint8_t lmx_f32_to_e2m1(float x) {
     if (isnan(x)) return 0x7;
@@ -110,28 +108,16 @@ lmx_status lmx_mx_quantize_row(const float *w, int64_t n, lmx_quant_mode mode, u
 
 typedef struct {
     const float *w;
-    int64_t r0, r1, cols;
+    int64_t cols;
     lmx_quant_mode mode;
     uint8_t *codes, *scales;
-    lmx_status status;
-    char detail[256];
+    size_t rb, sb;
 } mxjob;
 
-static void *mxjob_run(void *arg) {
-    mxjob *j = arg;
-    size_t rb = (size_t)j->cols * (size_t)lmx_quant_mode_bits(j->mode) / 8;
-    size_t sb = (size_t)(j->cols / lmx_quant_mode_group(j->mode));
-    for (int64_t r = j->r0; r < j->r1; r++) {
-        lmx_status s = lmx_mx_quantize_row(j->w + r * j->cols, j->cols, j->mode, j->codes + (size_t)r * rb,
-                                           j->scales + (size_t)r * sb);
-        if (s != LMX_OK) {
-            j->status = s;
-            const char *d = lmx_last_error_detail();
-            snprintf(j->detail, sizeof j->detail, "row %lld: %s", (long long)r, d ? d : "");
-            break;
-        }
-    }
-    return NULL;
+static lmx_status mxjob_row(void *arg, int64_t r) {
+    const mxjob *j = arg;
+    return lmx_mx_quantize_row(j->w + r * j->cols, j->cols, j->mode, j->codes + (size_t)r * j->rb,
+                               j->scales + (size_t)r * j->sb);
 }
 
 lmx_status lmx_mx_quantize_matrix(const float *w, int64_t rows, int64_t cols, lmx_quant_mode mode, uint8_t *codes,
@@ -139,26 +125,9 @@ lmx_status lmx_mx_quantize_matrix(const float *w, int64_t rows, int64_t cols, lm
     lmx_status s = check_row(cols, mode);
     if (s != LMX_OK) return s;
     if (rows < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mx quantize: negative row count");
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n < 1 ? 1 : (n > 64 ? 64 : (int)n);
-    }
-    if (threads > 64) threads = 64;
-    if (rows < threads) threads = rows > 0 ? (int)rows : 1;
-    mxjob jobs[64];
-    pthread_t tid[64];
-    bool started[64] = {false};
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (mxjob){w, rows * t / threads, rows * (t + 1) / threads, cols, mode, codes, scales, LMX_OK, ""};
-        if (t > 0) started[t] = pthread_create(&tid[t], NULL, mxjob_run, &jobs[t]) == 0;
-        if (t > 0 && !started[t]) mxjob_run(&jobs[t]);
-    }
-    mxjob_run(&jobs[0]);
-    for (int t = 1; t < threads; t++)
-        if (started[t]) pthread_join(tid[t], NULL);
-    for (int t = 0; t < threads; t++)
-        if (jobs[t].status != LMX_OK) return lmx_error(jobs[t].status, "%s", jobs[t].detail);
-    return LMX_OK;
+    mxjob job = {w, cols, mode, codes, scales, (size_t)cols * (size_t)lmx_quant_mode_bits(mode) / 8,
+                 (size_t)(cols / lmx_quant_mode_group(mode))};
+    return lmx_quant_rows_parallel(rows, threads, mxjob_row, &job);
 }
 
 lmx_status lmx_mx_dequantize_row(const uint8_t *codes, const uint8_t *scales, lmx_quant_mode mode, int64_t first,

@@ -225,24 +225,17 @@ lmx_status lmx_mlx_quantize_params_row(const float *w, int64_t n, int bits, int 
 /* ---- matrix, multi-threaded ---- */
 
 typedef struct {
-    const float *w;
-    int64_t r0, r1, cols;
-    int bits, gs;
-    lmx_dtype sdtype;
-    uint8_t *packed, *scales, *biases;
-    lmx_mlx_flavor flavor;
+    lmx_quant_row_fn row;
+    void *ctx;
+    int64_t r0, r1;
     lmx_status status;
     char detail[256];
-} qjob;
+} rowjob;
 
-static void *qjob_run(void *arg) {
-    qjob *j = arg;
-    size_t rb = lmx_mlx_quant_row_bytes(j->cols, j->bits);
-    size_t sb = (size_t)(j->cols / j->gs) * lmx_dtype_size(j->sdtype);
+static void *rowjob_run(void *arg) {
+    rowjob *j = arg;
     for (int64_t r = j->r0; r < j->r1; r++) {
-        lmx_status s = lmx_mlx_quantize_row(j->w + r * j->cols, j->cols, j->bits, j->gs, j->sdtype,
-                                            j->packed + (size_t)r * rb, j->scales + (size_t)r * sb,
-                                            j->biases + (size_t)r * sb, j->flavor);
+        lmx_status s = j->row(j->ctx, r);
         if (s != LMX_OK) {
             j->status = s;
             const char *d = lmx_last_error_detail();
@@ -253,33 +246,54 @@ static void *qjob_run(void *arg) {
     return NULL;
 }
 
-lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
-                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads,
-                                   lmx_mlx_flavor flavor) {
-    lmx_status s = check_row(cols, bits, group_size, sdtype);
-    if (s != LMX_OK) return s;
-    if (rows < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: negative row count");
+lmx_status lmx_quant_rows_parallel(int64_t rows, int threads, lmx_quant_row_fn row, void *ctx) {
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n < 1 ? 1 : (n > 64 ? 64 : (int)n);
     }
     if (threads > 64) threads = 64;
     if (rows < threads) threads = rows > 0 ? (int)rows : 1;
-    qjob jobs[64];
+    rowjob jobs[64];
     pthread_t tid[64];
     bool started[64] = {false};
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (qjob){w, rows * t / threads, rows * (t + 1) / threads, cols, bits, group_size, sdtype,
-                         packed, scales, biases, flavor, LMX_OK, ""};
-        if (t > 0) started[t] = pthread_create(&tid[t], NULL, qjob_run, &jobs[t]) == 0;
-        if (t > 0 && !started[t]) qjob_run(&jobs[t]);
+        jobs[t] = (rowjob){row, ctx, rows * t / threads, rows * (t + 1) / threads, LMX_OK, ""};
+        if (t > 0) started[t] = pthread_create(&tid[t], NULL, rowjob_run, &jobs[t]) == 0;
+        if (t > 0 && !started[t]) rowjob_run(&jobs[t]);
     }
-    qjob_run(&jobs[0]);
+    rowjob_run(&jobs[0]);
     for (int t = 1; t < threads; t++)
         if (started[t]) pthread_join(tid[t], NULL);
     for (int t = 0; t < threads; t++)
         if (jobs[t].status != LMX_OK) return lmx_error(jobs[t].status, "%s", jobs[t].detail);
     return LMX_OK;
+}
+
+typedef struct {
+    const float *w;
+    int64_t cols;
+    int bits, gs;
+    lmx_dtype sdtype;
+    uint8_t *packed, *scales, *biases;
+    lmx_mlx_flavor flavor;
+    size_t rb, sb;
+} qjob;
+
+static lmx_status qjob_row(void *arg, int64_t r) {
+    const qjob *j = arg;
+    return lmx_mlx_quantize_row(j->w + r * j->cols, j->cols, j->bits, j->gs, j->sdtype, j->packed + (size_t)r * j->rb,
+                                j->scales + (size_t)r * j->sb, j->biases + (size_t)r * j->sb, j->flavor);
+}
+
+lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
+                                   lmx_dtype sdtype, uint8_t *packed, uint8_t *scales, uint8_t *biases, int threads,
+                                   lmx_mlx_flavor flavor) {
+    lmx_status s = check_row(cols, bits, group_size, sdtype);
+    if (s != LMX_OK) return s;
+    if (rows < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "mlx quantize: negative row count");
+    qjob job = {w,      cols,   bits,   group_size, sdtype, packed, scales, biases,
+                flavor, lmx_mlx_quant_row_bytes(cols, bits), (size_t)(cols / group_size) * lmx_dtype_size(sdtype)};
+    return lmx_quant_rows_parallel(rows, threads, qjob_row, &job);
 }
 
 /* ---- dequantization ---- */

@@ -58,6 +58,12 @@ lmx_status lmx_mlx_quantize_row(const float *w /* [n] */, int64_t n, int bits, i
 lmx_status lmx_mlx_quantize_params_row(const float *w /* [n] */, int64_t n, int bits, int group_size, lmx_dtype sdtype,
                                        uint8_t *scales, uint8_t *biases, lmx_mlx_flavor flavor);
 
+/* Calls row(ctx, r) for every r in [0, rows), the rows split in contiguous ranges over `threads` threads
+ * (0 = online CPUs, at most 64). Each range stops at its first failing row; the first failing range's status
+ * comes back with detail "row R: <its detail>". The matrix quantizers (affine and MX) share it. */
+typedef lmx_status (*lmx_quant_row_fn)(void *ctx, int64_t r);
+lmx_status lmx_quant_rows_parallel(int64_t rows, int threads, lmx_quant_row_fn row, void *ctx);
+
 /* Quantizes a row-major [rows, cols] matrix with `threads` threads (0 = online CPUs):
  * packed [rows, cols*bits/8] bytes, scales/biases [rows, cols/group_size] of sdtype. */
 lmx_status lmx_mlx_quantize_matrix(const float *w, int64_t rows, int64_t cols, int bits, int group_size,
