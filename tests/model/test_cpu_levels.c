@@ -16,6 +16,7 @@
 #include "backend/backend.h"
 #include "formats/safetensors.h"
 #include "lmx_test.h"
+#include "model/cpu_levels.h"
 #include "model/mlx_pack.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -35,28 +36,6 @@ static unsigned get_bits(const uint8_t *row, int64_t k, int bits) {
     return v;
 }
 
-static const char *level_name[] = {"scalar", "avx2", "avx512"};
-static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
-
-static lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
-    lmx_buf *r = NULL;
-    CHECK(b->ops->buf_alloc(b, n, &r) == LMX_OK);
-    if (r && x) b->ops->buf_write(b, r, 0, x, n);
-    return r;
-}
-
-/* y = W x (+ y0 when y0) through backend b; out [T*rows] */
-static void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x, int T, const float *y0, float *out) {
-    lmx_bweight *w = NULL;
-    CHECK(b->ops->weight_upload(b, d, &w) == LMX_OK);
-    lmx_buf *bx = buf_from(b, x, (size_t)T * d->cols), *by = buf_from(b, y0, (size_t)T * d->rows);
-    lmx_status st = y0 ? b->ops->matmul_add(b, w, bx, 0, T, by) : b->ops->matmul(b, w, bx, 0, T, by);
-    CHECK(st == LMX_OK);
-    b->ops->buf_read(b, by, 0, out, (size_t)T * d->rows);
-    b->ops->weight_free(b, w);
-    b->ops->buf_free(b, bx);
-    b->ops->buf_free(b, by);
-}
 
 /* checks out [T, rows] against ref (double W [rows, cols] dequantized) at a level */
 static void check_result(const char *what, int level, const float *out, const double *W, const float *x, int T,
@@ -302,22 +281,10 @@ static void test_row_independence(void) {
 }
 
 int main(void) {
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++)
-            if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) {
-                fprintf(stderr, "cannot create a cpu backend\n");
-                return 1;
-            }
-    for (int L = 0; L < 3; L++) {
-        const char *got = lmx_backend_cpu_kernels(be[L][0]);
-        fprintf(stderr, "level %s: kernels %s%s\n", level_name[L], got,
-                strcmp(got, level_name[L]) ? " (this CPU lacks the level: the best below runs)" : "");
-        CHECK(!strcmp(lmx_backend_cpu_kernels(be[L][1]), got));
-    }
+    if (!levels_create()) return 1;
     RUN(test_quant_levels);
     RUN(test_dense_levels);
     RUN(test_row_independence);
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
+    levels_destroy();
     return lmx_test_summary();
 }

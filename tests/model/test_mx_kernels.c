@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "formats/mlx_mx.h"
 #include "lmx_test.h"
+#include "model/cpu_levels.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) {
@@ -24,28 +25,6 @@ static float frand(void) {
     return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
 }
 
-static const char *level_name[] = {"scalar", "avx2", "avx512"};
-static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
-
-static lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
-    lmx_buf *r = NULL;
-    CHECK(b->ops->buf_alloc(b, n, &r) == LMX_OK);
-    if (r && x) b->ops->buf_write(b, r, 0, x, n);
-    return r;
-}
-
-static void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x, int T, const float *y0, float *out) {
-    lmx_bweight *w = NULL;
-    CHECK(b->ops->weight_upload(b, d, &w) == LMX_OK);
-    if (!w) return;
-    lmx_buf *bx = buf_from(b, x, (size_t)T * d->cols), *by = buf_from(b, y0, (size_t)T * d->rows);
-    lmx_status st = y0 ? b->ops->matmul_add(b, w, bx, 0, T, by) : b->ops->matmul(b, w, bx, 0, T, by);
-    CHECK(st == LMX_OK);
-    b->ops->buf_read(b, by, 0, out, (size_t)T * d->rows);
-    b->ops->weight_free(b, w);
-    b->ops->buf_free(b, bx);
-    b->ops->buf_free(b, by);
-}
 
 /* a [stored, cols] matrix of random values at several magnitudes; row0 selects rows */
 static void mx_case(lmx_quant_mode m, int rows, int ngroups, int T, bool with_bias, bool add, int row0) {
@@ -216,18 +195,11 @@ static void test_no_fuse(void) {
 }
 
 int main(void) {
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++)
-            if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) {
-                fprintf(stderr, "cannot create a cpu backend\n");
-                return 1;
-            }
-    for (int L = 0; L < 3; L++) fprintf(stderr, "level %s: kernels %s\n", level_name[L], lmx_backend_cpu_kernels(be[L][0]));
+    if (!levels_create()) return 1;
     RUN(test_every_code);
     RUN(test_mx_levels);
     RUN(test_no_fuse);
     RUN(test_row_independence);
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
+    levels_destroy();
     return lmx_test_summary();
 }
