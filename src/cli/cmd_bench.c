@@ -277,6 +277,7 @@ int lmx_cli_bench(int argc, char **argv) {
     cfg.n_threads = (int)threads;
     cfg.max_context_length = (int)(P + G + 1);
     cfg.max_cached_models = 1;
+    cfg.prompt_cache_bytes = 0; /* every rep prefills its whole prompt (the cache would serve the warm-up's) */
     if ((st = lmx_runtime_create(&cfg, &rt)) != LMX_OK) {
         rc = lmx_cli_fail(st);
         goto out;
