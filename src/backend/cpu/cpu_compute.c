@@ -3,6 +3,8 @@
  * cpu_simd.h (scalar or AVX2). The fused ops (matmul_add, rope_qk_store, act_mul_split) run the
  * unfused ops' arithmetic, bit for bit. */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "backend/cpu/cpu_backend_internal.h"
 #include "backend/cpu/cpu_mx.h"
@@ -33,7 +35,7 @@ static inline void mm_put(const matmul_ctx *m, size_t i, float v) {
 
 /* dense rows [r, r+nb), nb <= 4, one token, read in place (16-bit converted in registers); a
  * partial block computes each row alone (stride 0: the four lanes are the same row) */
-static void dense_rows_1(const matmul_ctx *m, int64_t r, int nb) {
+static void dense_rows_1(const matmul_ctx *m, int64_t r, int nb, float *blk /* [4][cols] scratch */) {
     const lmx_bweight *w = m->w;
     const lmx_cpu_kernels *k = &m->c->k;
     const int64_t K = w->cols;
@@ -41,8 +43,16 @@ static void dense_rows_1(const matmul_ctx *m, int64_t r, int nb) {
     for (int i = 0; i < nb; i += nb == 4 ? 4 : 1) {
         const uint8_t *src = w->data + (size_t)(r + i) * w->row_bytes;
         const size_t ws = nb == 4 ? w->row_bytes : 0;
-        if (w->dtype == LMX_DTYPE_F32) k->dot4(m->x, (const float *)(const void *)src, ws / sizeof(float), K, out);
-        else k->dot4_w16(m->x, src, ws, K, w->dtype == LMX_DTYPE_BF16, out);
+        if (w->dtype == LMX_DTYPE_F32 && ((uintptr_t)src & (sizeof(float) - 1))) {
+            /* fp32 rows at an unaligned file offset: the same values copied aligned, the same dot */
+            const int n = nb == 4 ? 4 : 1;
+            for (int j = 0; j < n; j++) memcpy(blk + (size_t)j * K, src + (size_t)j * w->row_bytes, (size_t)K * sizeof(float));
+            k->dot4(m->x, blk, n == 4 ? (size_t)K : 0, K, out);
+        } else if (w->dtype == LMX_DTYPE_F32) {
+            k->dot4(m->x, (const float *)(const void *)src, ws / sizeof(float), K, out);
+        } else {
+            k->dot4_w16(m->x, src, ws, K, w->dtype == LMX_DTYPE_BF16, out);
+        }
         for (int j = 0; j < (nb == 4 ? 4 : 1); j++)
             mm_put(m, (size_t)(r + i + j), out[j] + (w->bias ? w->bias[r + i + j] : 0.0f));
     }
@@ -78,7 +88,7 @@ static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
             continue;
         }
         if (m->T == 1) {
-            dense_rows_1(m, r, nb);
+            dense_rows_1(m, r, nb, blk);
             continue;
         }
         /* a partial block repeats its last row (each row's dot is independent of the others) */
