@@ -393,7 +393,13 @@ static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_confi
                              pc->label, refused[i], c->model_type);
     }
     long long v = 0;
-    TRY(get_int(pc, t, qwen ? "num_experts" : "num_local_experts", qwen ? 128 : 8, 0, 1 << 16, &v));
+    /* transformers 5 writes qwen3_moe's expert count as num_local_experts (its attribute_map alias);
+     * mlx-community's configs keep num_experts: either names it. */
+    const char *n_key = qwen && is_absent(cJSON_GetObjectItemCaseSensitive(t, "num_experts")) &&
+                                !is_absent(cJSON_GetObjectItemCaseSensitive(t, "num_local_experts"))
+                            ? "num_local_experts"
+                            : (qwen ? "num_experts" : "num_local_experts");
+    TRY(get_int(pc, t, n_key, qwen ? 128 : 8, 0, 1 << 16, &v));
     c->n_experts = (int)v;
     TRY(get_int(pc, t, "num_experts_per_tok", qwen ? 8 : 2, 1, LMX_MOE_MAX_TOPK, &v));
     c->n_experts_per_tok = (int)v;
