@@ -10,18 +10,19 @@
 #include "backend/backend.h"
 #include "lmx_test.h"
 
-static const char *level_name[] = {"scalar", "avx2", "avx512"};
-static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
+#define N_LEVELS (LMX_CPU_AVX512 + 1)
+static const char *level_name[N_LEVELS] = {"scalar", "avx2", "avxvnni", "avx512"};
+static lmx_backend *be[N_LEVELS][2]; /* [level][1 thread, 3 threads] */
 
 /* creates be[][] (false when a backend cannot be made) and says which kernels each level runs */
 static bool levels_create(void) {
-    for (int L = 0; L < 3; L++)
+    for (int L = 0; L < N_LEVELS; L++)
         for (int i = 0; i < 2; i++)
             if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) {
                 fprintf(stderr, "cannot create a cpu backend\n");
                 return false;
             }
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         const char *got = lmx_backend_cpu_kernels(be[L][0]);
         fprintf(stderr, "level %s: kernels %s%s\n", level_name[L], got,
                 strcmp(got, level_name[L]) ? " (this CPU lacks the level: the best below runs)" : "");
@@ -31,7 +32,7 @@ static bool levels_create(void) {
 }
 
 static void levels_destroy(void) {
-    for (int L = 0; L < 3; L++)
+    for (int L = 0; L < N_LEVELS; L++)
         for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
 }
 
