@@ -167,47 +167,66 @@ static void quant_x_scalar(const float *x, int T, int64_t K, int G, int16_t *xq,
         }
 }
 
-/* one (row i of tile, token) dot over the tile stream */
-static float row_dot_scalar(const lmx_bweight *w, const uint8_t *tile, int i, const int16_t *xq, const float *xd,
-                            const float *xs) {
-    const int G = w->groups, gs = w->group_size, bits = w->bits, per = bits == 4 ? 8 : 4; /* inputs per chunk */
-    const bool sb16 = w->pk_sb16;
-    const unsigned mask = (1u << bits) - 1u;
-    const size_t code_bytes = (size_t)gs * (size_t)bits * 2, gb = lmx_qtile_group_bytes(bits, gs, sb16);
-    float f = 0.0f;
-    for (int g = 0; g < G; g++) {
-        const uint8_t *tg = tile + (size_t)g * gb;
-        const int16_t *xg = xq + (size_t)g * gs;
-        int32_t is = 0;
-        for (int c = 0; c < gs / per; c++)
-            for (int p = 0; p < 2; p++) {
-                uint16_t word;
-                memcpy(&word, tg + 64 * (size_t)c + 2 * (size_t)(2 * i + p), 2);
-                for (int s = 0; s < per / 2; s++) is += (int32_t)((word >> (bits * s)) & mask) * xg[c * per + 2 * s + p];
-            }
-        const float sc = get_sb(tg + code_bytes, i, sb16, w->pk_sbh);
-        const float bi = get_sb(tg + code_bytes + 16 * (sb16 ? 2 : 4), i, sb16, w->pk_sbh);
-        f = fmaf((float)is, sc * xd[g], f);
-        f = fmaf(bi, xs[g], f);
+/* the codes of row i of a tile's group (tg: the group's stream) in input order: q [gs] */
+static void row_codes(const uint8_t *tg, int i, int bits, int gs, int16_t *q) {
+    for (int c = 0; c < gs / (bits == 4 ? 8 : 4); c++) {
+        uint16_t w0, w1; /* parity 0 and 1 */
+        memcpy(&w0, tg + 64 * (size_t)c + 4 * (size_t)i, 2);
+        memcpy(&w1, tg + 64 * (size_t)c + 4 * (size_t)i + 2, 2);
+        if (bits == 4) {
+            int16_t *o = q + 8 * c;
+            o[0] = w0 & 15, o[1] = w1 & 15, o[2] = (w0 >> 4) & 15, o[3] = (w1 >> 4) & 15;
+            o[4] = (w0 >> 8) & 15, o[5] = (w1 >> 8) & 15, o[6] = (int16_t)(w0 >> 12), o[7] = (int16_t)(w1 >> 12);
+        } else {
+            int16_t *o = q + 4 * c;
+            o[0] = w0 & 255, o[1] = w1 & 255, o[2] = (int16_t)(w0 >> 8), o[3] = (int16_t)(w1 >> 8);
+        }
     }
-    return f;
 }
 
+#define QT_SCALAR_NT 8 /* tokens per pass over a tile */
+
+/* per tile, per pass of up to QT_SCALAR_NT tokens, per group (its codes stay in L1): each row's
+ * codes decoded once, then each token's int32 dot and rescale; groups in order for every (row, token) */
 static void rows_scalar(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
                         const float *xs, int T, float *y, bool acc) {
     const int64_t K = w->cols, R = w->rows;
-    const int G = w->groups;
+    const int G = w->groups, gs = w->group_size, bits = w->bits;
+    const bool sb16 = w->pk_sb16;
+    const size_t code_bytes = (size_t)gs * (size_t)bits * 2, gb = lmx_qtile_group_bytes(bits, gs, sb16);
+    int16_t q[128];
+    float f[16][QT_SCALAR_NT];
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *tile = w->pk + (size_t)b * w->pk_block_bytes;
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < 16 && b * 16 + i < R; i++) {
-                const int64_t r = b * 16 + i;
-                const float f = row_dot_scalar(w, tile, i, xq + (size_t)t * K, xd + (size_t)t * G, xs + (size_t)t * G);
-                float v = f + (w->bias ? w->bias[r] : 0.0f);
-                float *yr = y + (size_t)t * (size_t)R + (size_t)r;
-                if (acc) v = *yr + v;
-                *yr = v;
+        const int nr = R - b * 16 < 16 ? (int)(R - b * 16) : 16;
+        for (int t0 = 0; t0 < T; t0 += QT_SCALAR_NT) {
+            const int nt = T - t0 < QT_SCALAR_NT ? T - t0 : QT_SCALAR_NT;
+            memset(f, 0, sizeof f);
+            for (int g = 0; g < G; g++) {
+                const uint8_t *tg = tile + (size_t)g * gb;
+                for (int i = 0; i < nr; i++) {
+                    row_codes(tg, i, bits, gs, q);
+                    const float sc = get_sb(tg + code_bytes, i, sb16, w->pk_sbh);
+                    const float bi = get_sb(tg + code_bytes + 16 * (sb16 ? 2 : 4), i, sb16, w->pk_sbh);
+                    for (int t = 0; t < nt; t++) {
+                        const int16_t *xg = xq + (size_t)(t0 + t) * (size_t)K + (size_t)g * gs;
+                        int32_t is = 0;
+                        for (int k = 0; k < gs; k++) is += q[k] * xg[k];
+                        const size_t tgi = (size_t)(t0 + t) * (size_t)G + (size_t)g;
+                        f[i][t] = fmaf((float)is, sc * xd[tgi], f[i][t]);
+                        f[i][t] = fmaf(bi, xs[tgi], f[i][t]);
+                    }
+                }
             }
+            for (int i = 0; i < nr; i++)
+                for (int t = 0; t < nt; t++) {
+                    const int64_t r = b * 16 + i;
+                    float v = f[i][t] + (w->bias ? w->bias[r] : 0.0f);
+                    float *yr = y + (size_t)(t0 + t) * (size_t)R + (size_t)r;
+                    if (acc) v = *yr + v;
+                    *yr = v;
+                }
+        }
     }
 }
 
