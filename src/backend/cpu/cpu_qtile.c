@@ -26,7 +26,8 @@
  *   f = fma(b_g, xs_g, f); y = f + bias (0 without), and matmul_add: y = y_old + that.
  * The int32 sums are exact (|Σ q·xq| <= 255 · 32767 · 128 < 2^31 for groups up to 128), so any
  * chain split gives the same value. Relative step 1/32767 (int8 activations, 1/127, are ~250×
- * coarser: on the fixture models they miss the golden logit tolerance by 10–50×). */
+ * coarser: on the fixture models they miss the golden logit tolerance by 9–60×, by 4–15× even in
+ * blocks of 4 inputs; docs/BENCHMARKS.md). */
 #include "backend/cpu/cpu_qtile.h"
 
 #include <math.h>
