@@ -151,7 +151,8 @@ static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_b
     lmx_cuda_kv_map dm;
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
-                       .softcap = p->softcap, .window = p->window, .map = &dm};
+                       .softcap = p->softcap, .window = p->window, .map = &dm,
+                       .sinks = p->sinks ? p->sinks->vec : NULL};
     if (!lmx_cuda_attention_decode_supported(&a))
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: paged attention with head_dim %d, kv type %d",
                          p->head_dim, (int)kc->dt);
@@ -195,7 +196,9 @@ static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_b
 lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cuda_backend *c = CB(be);
-    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n));
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n,
+                                                p->sinks ? p->sinks->kind : LMX_WEIGHT_VECTOR,
+                                                p->sinks ? p->sinks->cols : 0));
     if (p->map) return attention_paged(c, q, kc, vc, out, p, pos);
     /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
      * j % capacity) holds the window plus this call's rows */
@@ -208,7 +211,7 @@ lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *k
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
-                       .softcap = p->softcap, .window = p->window};
+                       .softcap = p->softcap, .window = p->window, .sinks = p->sinks ? p->sinks->vec : NULL};
     /* prefill: tiled flash attention (the split-K kernel per query row where it does not apply) */
     if (p->n_tokens >= 2 && lmx_cuda_attention_prefill_supported(&a)) {
         const int32_t *dpf;
@@ -235,6 +238,7 @@ lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *k
         SIGP(c->d_ws);
         SIGP(c->d_cnt);
         SIGI(grouped);
+        SIGP(a.sinks);
         if (replaying(c)) return LMX_OK;
     } else {
         lmx_status st = upload_pos(c, pos, p->n_tokens, &dp);
@@ -257,6 +261,9 @@ lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, si
     }
     if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, c->stream);
     if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, c->stream);
+    if (act == LMX_BACT_SWIGLU_OAI)
+        return lmx_cuda_swiglu_oai(gate->d, up->d, gate->d, (int64_t)n, LMX_SWIGLU_OAI_ALPHA, LMX_SWIGLU_OAI_LIMIT,
+                                   c->stream);
     return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
 }
 
