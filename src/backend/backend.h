@@ -69,6 +69,9 @@ typedef struct lmx_weight_desc {
                                scales = uint8 codes [stored_rows, cols/group], biases NULL, dtype unused */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
     lmx_dtype bias_dtype;
+    bool fp32_x;            /* matrix: matmul keeps x in fp32, without the rounding of activations some
+                               paths do (the CPU's int16 tiles, the CUDA prefill GEMM's bf16 operands): a
+                               router, whose logits pick the experts and weight their outputs */
 } lmx_weight_desc;
 
 /* act_mul's activations: gate = act(gate) * up, or gpt-oss's clamped SwiGLU (LMX_BACT_SWIGLU_OAI):

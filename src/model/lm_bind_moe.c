@@ -245,6 +245,7 @@ lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
     if ((st = find_layout(b, &nm, blk, &stacked))) return st;
     snprintf(name, sizeof name, "%s.%s", blk, nm.router);
     if ((st = lmx_bind_linear_desc(b, name, c->n_experts, c->hidden_size, c->moe_bias, &d))) return st;
+    d.fp32_x = true; /* its logits choose and weight the experts: no rounding of the activations */
     if ((st = be->ops->weight_upload(be, &d, &m->router))) return st;
     lmx_bweight **outs[3] = {m->gate, m->up, m->down};
     for (int k = 0; k < 3; k++)

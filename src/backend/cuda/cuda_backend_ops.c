@@ -39,11 +39,12 @@ static lmx_status step_pos(cuda_backend *c, const int32_t *pos, int T, const int
 static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what);
 
 /* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
- * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
+ * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM;
+ * a weight uploaded with fp32_x (a router: few rows) always through the GEMV */
 static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
     if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode)) /* mxfp4 / mxfp8 / nvfp4 (cuda_mx.cu) */
         return lmx_cuda_mx_matmul(&w->mx, xp, y, T, acc, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
+    if (!w->fp32_x && T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
             const size_t need = lmx_cuda_gemm_small_workspace(&w->m, T);
             if (need > c->gws_cap && !stepping(c))
