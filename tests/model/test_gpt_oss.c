@@ -8,18 +8,20 @@
  *     q/k/v/o biases, a sliding window shorter than the prompt, router bias, softmax over the top-k,
  *     expert biases, both clamps of the SwiGLU; prefill in chunks == token-by-token decode;
  *   - binding errors name the tensor (a missing sink, a missing expert bias) and the Hub's fused
- *     gate_up_proj layout is refused by name. */
+ *     gate_up_proj layout is refused by name, by the loader and by lmx convert. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert/convert.h"
 #include "lmx_test.h"
 #include "model/config.h"
 #include "model/gpt_oss_ref.h"
 #include "model/lm.h"
 #include "model/lm_internal.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 /* openai/gpt-oss-20b config.json (huggingface.co, revision of 2025-08-08) without its
  * quantization_config, which the next test adds back */
@@ -272,10 +274,31 @@ static void test_validation(void) {
     expect_open_error(&s, LMX_ERR_UNSUPPORTED, "model.layers.0.mlp.experts.gate_up_proj");
 }
 
+/* lmx convert refuses transformers' fused gpt_oss experts (it would copy them into a model no loader
+ * reads) by name */
+static void test_convert_refuses_fused(void) {
+    go_spec s = SPECS[0];
+    s.hub_fused = true;
+    go_model *m = calloc(1, sizeof *m);
+    CHECK(go_write(m, &s, 5) == 0);
+    char dst[600];
+    snprintf(dst, sizeof dst, "%s.mlx", m->dir);
+    lmx_convert_options o;
+    lmx_convert_options_default(&o);
+    lmx_status st = lmx_convert_model(m->dir, dst, &o);
+    CHECK_MSG(st == LMX_ERR_UNSUPPORTED, "got %s (%s)", lmx_status_str(st), lmx_last_error_detail());
+    CHECK(strstr(lmx_last_error_detail(), "mlp.experts.gate_up_proj") != NULL);
+    CHECK(!lmx_fs_exists(dst));
+    st_rmdir(m->dir);
+    go_free(m);
+    free(m);
+}
+
 int main(void) {
     RUN(test_config_20b);
     RUN(test_config_variants);
     RUN(test_reference);
     RUN(test_validation);
+    RUN(test_convert_refuses_fused);
     return lmx_test_summary();
 }
