@@ -179,20 +179,23 @@ static const go_spec SPECS[] = {
     {.layers = 4, .experts = 8, .topk = 4, .mx = true},  /* MXFP4 experts + affine 8-bit g64 elsewhere */
 };
 
-static lmx_lm *open_lm(const char *dir, int threads) {
-    lmx_lm_options o = {.n_threads = threads};
+/* gpu: a GPU backend to open the model on, else NULL (a 2-thread CPU backend) */
+static lmx_lm *open_lm(const char *dir, lmx_backend *gpu) {
+    lmx_lm_options o = {.n_threads = 2, .backend = gpu, .device = gpu ? LMX_DEVICE_GPU : LMX_DEVICE_CPU};
     lmx_lm *lm = NULL;
     lmx_status st = lmx_lm_open(dir, &o, &lm);
     CHECK_MSG(st == LMX_OK, "%s: %s", lmx_status_str(st), lmx_last_error_detail());
     return lm;
 }
 
-static void test_reference(void) {
+/* Both specs against the naive reference on the CPU (gpu NULL; tolerance 2e-3 x (1 + max|logit|)) or
+ * on a GPU backend (tol: its bf16 prefill GEMM operands and fp16 KV cache round more). */
+static void check_reference(lmx_backend *gpu, double tol) {
     enum { N = 13 }; /* longer than the window (5): the sliding layers drop keys */
     for (size_t v = 0; v < sizeof SPECS / sizeof SPECS[0]; v++) {
         go_model *m = calloc(1, sizeof *m);
         CHECK(go_write(m, &SPECS[v], 0x5eed0 + v) == 0);
-        lmx_lm *lm = open_lm(m->dir, 2);
+        lmx_lm *lm = open_lm(m->dir, gpu);
         lmx_kv *kv = NULL;
         if (lm) CHECK(lmx_kv_create_ex(lm, 32, 4, &kv) == LMX_OK); /* chunk 4: prefill in several calls */
         if (kv) {
@@ -216,7 +219,8 @@ static void test_reference(void) {
                     fprintf(stderr, "  spec %zu n %d: max |logit - ref| %.3g, max |ref| %.3g, router gap %.3g, clamps %d/%d, "
                             "sink wins %d\n", v, n, err, mx, st.min_gap, st.clamped_gate, st.clamped_up, st.sink_wins);
                 CHECK_MSG(st.min_gap > 2e-2, "spec %zu n %d: router gap %g too small for the test", v, n, st.min_gap);
-                CHECK_MSG(err <= 2e-3 * (1 + mx), "spec %zu n %d: max |logit - ref| %g (max |ref| %g)", v, n, err, mx);
+                CHECK_MSG(err <= tol * (1 + mx), "spec %zu n %d%s: max |logit - ref| %g (max |ref| %g)", v, n,
+                          gpu ? " (gpu)" : "", err, mx);
                 CHECK(mx > 0.1);
             }
             /* the prompt exercised what the family adds */
@@ -232,7 +236,8 @@ static void test_reference(void) {
                 err = fmax(err, fabs(dec[i] - lg[i]));
                 mx = fmax(mx, fabs(lg[i]));
             }
-            CHECK_MSG(err <= 1e-4 * (1 + mx), "spec %zu: prefill vs decode max diff %g", v, err);
+            CHECK_MSG(err <= (gpu ? tol : 1e-4) * (1 + mx), "spec %zu%s: prefill vs decode max diff %g", v,
+                      gpu ? " (gpu)" : "", err);
         }
         lmx_kv_destroy(kv);
         lmx_lm_close(lm);
@@ -240,6 +245,23 @@ static void test_reference(void) {
         go_free(m);
         free(m);
     }
+}
+
+static void test_reference(void) { check_reference(NULL, 2e-3); }
+
+/* the same on the GPU backend where this build has one and a GPU is usable (label gpu through the
+ * golden tests; here SKIPped otherwise) */
+static void test_reference_gpu(void) {
+    if (!lmx_gpu_available()) {
+        SKIP("no usable GPU");
+        return;
+    }
+    lmx_backend *be = NULL;
+    lmx_status st = lmx_backend_create(LMX_DEVICE_GPU, 0, &be, NULL);
+    CHECK_MSG(st == LMX_OK, "%s", lmx_last_error_detail());
+    if (!be) return;
+    check_reference(be, 1e-2);
+    lmx_backend_destroy(be);
 }
 
 static void expect_open_error(const go_spec *s, lmx_status want, const char *needle) {
@@ -298,6 +320,7 @@ int main(void) {
     RUN(test_config_20b);
     RUN(test_config_variants);
     RUN(test_reference);
+    RUN(test_reference_gpu);
     RUN(test_validation);
     RUN(test_convert_refuses_fused);
     return lmx_test_summary();
