@@ -423,7 +423,7 @@ static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_confi
     TRY(get_int(pc, t, k_key, qwen ? 8 : oss ? 4 : 2, 1, LMX_MOE_MAX_TOPK, &v));
     c->n_experts_per_tok = (int)v;
     if (oss) {
-        double alpha, limit;
+        double alpha = 0, limit = 0;
         TRY(get_num(pc, t, "swiglu_alpha", LMX_SWIGLU_OAI_ALPHA, &alpha));
         TRY(get_num(pc, t, "swiglu_limit", LMX_SWIGLU_OAI_LIMIT, &limit));
         if ((float)alpha != LMX_SWIGLU_OAI_ALPHA || (float)limit != LMX_SWIGLU_OAI_LIMIT)
@@ -484,7 +484,7 @@ static lmx_status parse_rope_section(const parse_ctx *pc, const cJSON *t, const 
     const bool gemma = c->arch == LMX_ARCH_GEMMA3;
     const cJSON *rp_all = get_obj(t, "rope_parameters");
     const cJSON *rs = get_obj(t, "rope_scaling");
-    double prf;
+    double prf = 1.0;
     TRY(get_num(pc, t, "partial_rotary_factor", 1.0, &prf));
     const cJSON *rp_full = rp_all, *rp_slide = NULL;
     if (rp_all && (get_obj(rp_all, "full_attention") || get_obj(rp_all, "sliding_attention"))) {
@@ -503,7 +503,7 @@ static lmx_status parse_rope_section(const parse_ctx *pc, const cJSON *t, const 
                          c->rotary_dim);
     TRY(parse_rope(pc, rp_full, t, def_theta, c, &c->rope));
     if (gemma) {
-        double local;
+        double local = 10000.0;
         TRY(get_num(pc, t, "rope_local_base_freq", 10000.0, &local));
         if (rp_slide) {
             TRY(parse_rope(pc, rp_slide, NULL, local, c, &c->rope_sliding));

@@ -211,12 +211,13 @@ static lmx_status find_layout(binder *b, const moe_names *nm, const char *blk, b
     const char *fused[2] = {"gate_up_proj", "gate_up_proj_blocks"};
     for (int i = 0; i < 2; i++) {
         snprintf(alt, sizeof alt, "%s.%s.%s", blk, nm->stack, fused[i]);
-        if (lmx_weights_find(b->lm->weights, alt))
+        const lmx_tensor_view *t = lmx_weights_find(b->lm->weights, alt);
+        if (t)
             return lmx_error(LMX_ERR_UNSUPPORTED,
                              "%s: tensor %s is the Hub's fused, interleaved gate|up layout of %s (transformers / the "
                              "original MXFP4 checkpoint), which is not loaded directly; an MLX conversion "
                              "(mlx_lm.convert) stores %s.%s.{gate,up,down}_proj",
-                             lmx_weights_find(b->lm->weights, alt)->file, alt, c->model_type, blk, nm->stack);
+                             t->file, alt, c->model_type, blk, nm->stack);
     }
     return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED, "missing tensor %s (stacked experts [%d, %d, %d]) for %s model",
                      name, c->n_experts, c->moe_intermediate_size, c->hidden_size, c->model_type);
