@@ -32,6 +32,10 @@ static void cu_destroy(lmx_backend *be) {
     lmx_cuda_free(c->mx_scratch);
     lmx_cuda_free(c->d_ws);
     lmx_cuda_sampler_destroy(c->sampler);
+    if (c->counts.captured || c->counts.redone)
+        LMX_LOG_I("cuda backend: steps captured into graphs %llu, replayed %llu, redone eagerly %llu",
+                  (unsigned long long)c->counts.captured, (unsigned long long)c->counts.replayed,
+                  (unsigned long long)c->counts.redone);
     uint64_t ub = atomic_load(&c->up_bytes);
     if (ub)
         LMX_LOG_I("cuda backend: uploaded %.3f GB (%s): %.3f s in copies, %.3f s in cudaMalloc", ub / 1e9,

@@ -33,15 +33,19 @@ static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t 
 /* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
  * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
 static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
-    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode)) /* mxfp4 / mxfp8 / nvfp4 (cuda_mx.cu) */
-        return lmx_cuda_mx_matmul(&w->mx, xp, y, T, acc, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
+    if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode)) { /* mxfp4 / mxfp8 / nvfp4 (cuda_mx.cu) */
+        const void *old = c->mx_scratch;
+        lmx_status st = lmx_cuda_mx_matmul(&w->mx, xp, y, T, acc, &c->mx_scratch, &c->mx_scratch_bytes, c->stream);
+        if (c->mx_scratch != old) lmx_cub_graphs_clear(c); /* they may hold the replaced scratch */
+        return st;
+    }
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
             /* room for a whole pass of 64 rows whatever T: grown by the first big matrix only, so that
              * steps of more rows do not replace it under the captured graphs (a captured step keeps the
-             * workspace it has) */
+             * workspace it has: its warm step grew it) */
             const size_t need = lmx_cuda_gemm_small_workspace(&w->m, LMX_CUDA_SMALL_GEMM_MAX_T);
-            if (need > c->gws_cap && !capturing(c))
+            if (need > c->gws_cap)
                 LMX_BACKEND_TRY(
                     grow_scratch(c, (void **)&c->d_gws, &c->gws_cap, need, sizeof(float), "gemm workspace"));
             return lmx_cuda_gemm_small(&w->m, xp, y, T, acc, c->d_gws, c->gws_cap, c->stream);
@@ -59,6 +63,7 @@ lmx_status lmx_cub_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (stepping(c)) {
         SIGI(2); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T); SIGI(w->rows);
+        SIGP(c->mx_scratch);
         if (replaying(c)) return LMX_OK;
     }
     return matmul_rows(c, w, x->d + x_off, T, y->d, false);
@@ -100,14 +105,16 @@ lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int ro
  * `need` elements of `elem` bytes. Not inside a captured step (the graph holds the old address);
  * elsewhere (a warm step included) every captured graph is dropped since it references the old array. */
 static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what) {
+    if (capturing(c)) { /* nothing may be allocated while the stream captures */
+        c->step_bad = true;
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: %s growth inside a captured step", what);
+    }
     void *d = NULL;
     lmx_status st = lmx_cuda_malloc(&d, need * elem);
     if (st == LMX_OK) st = lmx_cuda_memset(d, 0, need * elem, c->stream);
-    if (st != LMX_OK || capturing(c)) {
+    if (st != LMX_OK) {
         lmx_cuda_free(d);
-        if (st != LMX_OK) return st;
-        c->step_bad = true;
-        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: attention %s growth inside a captured step", what);
+        return st;
     }
     lmx_cuda_stream_sync(c->stream);
     lmx_cub_graphs_clear(c);
@@ -310,7 +317,7 @@ lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_b
     LMX_BACKEND_TRY(lmx_backend_check_matmul("cuda", w->kind, w->rows, w->cols, x->n, x_off, T, y->n));
     if (x == y || x->d == y->d) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: matmul_add with y == x");
     if (stepping(c)) {
-        SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T);
+        SIGI(11); SIGP(w->dw); SIGP(w->dbias); SIGP(x->d + x_off); SIGP(y->d); SIGI(T); SIGP(c->mx_scratch);
         if (replaying(c)) return LMX_OK;
     }
     return matmul_rows(c, w, x->d + x_off, T, y->d, true);

@@ -290,6 +290,10 @@ lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, con
     if (c->mode != STEP_NONE) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: nested step");
     if (!in) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: a step without inputs");
     if (!c->graphs) return LMX_OK; /* mode stays NONE: the ops run eagerly as usual */
+    if (c->samp_pending || c->rows_pending) { /* results never read: their work ends before a capture may begin */
+        LMX_BACKEND_TRY(lmx_cuda_stream_sync(c->stream));
+        c->samp_pending = c->rows_pending = false;
+    }
     /* the inputs to the device (one pageable copy, staged before the call returns), outside any capture
      * and ahead of the work that reads them */
     LMX_BACKEND_TRY(lmx_cub_step_stage(c, in));
