@@ -56,11 +56,16 @@ typedef struct cub_stage {
 
 typedef enum { STEP_NONE = 0, STEP_WARM, STEP_CAPTURE, STEP_REPLAY } step_mode;
 
+/* captures of one slot that may fail (another thread's work on the legacy stream invalidates a
+ * capture, for one) before its steps stay eager */
+#define GRAPH_MAX_FAILS 3
+
 typedef struct graph_slot {
     const void *key;
     int variant, n_tokens;
     int64_t span;      /* paged steps: the decode attention's grid length (lmx_cub_step_stage), else 0 */
-    bool used, failed;
+    bool used;
+    int fails;         /* failed captures or launches; GRAPH_MAX_FAILS: the slot's steps run eagerly */
     uint64_t sig;      /* signature of the op sequence recorded at the warm step */
     uint64_t last_use; /* step count at the slot's last step (least recently used: replaced first) */
     void *exec;        /* cudaGraphExec_t or NULL */
@@ -143,12 +148,14 @@ typedef struct cuda_backend {
 
 static inline cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
 
-/* ---- decode-step signature ---- */
+/* ---- step signature ----
+ * One multiply-xorshift round per argument: each round is a bijection of the running value for a
+ * given argument and of the argument for a given value, so a sequence that first differs in one
+ * argument ends in another value unless later arguments collide by chance (2^-64); cheap, since a
+ * replayed step signs every op's arguments (~15 a op, ~400 ops a step) before its launch. */
 static inline void sig_mix(cuda_backend *c, uint64_t v) {
-    for (int i = 0; i < 8; i++) {
-        c->sig ^= (v >> (8 * i)) & 0xffu;
-        c->sig *= 0x100000001b3ull;
-    }
+    uint64_t h = (c->sig ^ v) * 0x9e3779b97f4a7c15ull;
+    c->sig = h ^ (h >> 29);
 }
 static inline uint64_t fbits(float f) {
     uint32_t u;

@@ -11,8 +11,8 @@
  * from the positions and block tables; attention's grid is sized for the slot's length class and
  * each row derives its split count from its own position), so the launches are replay-invariant. A
  * signature mismatch (other buffers, shapes, weights, a grown workspace) or any capture error makes
- * the caller redo the step eagerly and the graph is recaptured; a failed capture disables graphs
- * for that slot. GRAPH_SLOTS slots, the least recently used one replaced. Graphs are on unless
+ * the caller redo the step eagerly and the graph is recaptured; after GRAPH_MAX_FAILS failed
+ * captures a slot's steps stay eager. GRAPH_SLOTS slots, the least recently used one replaced. Graphs are on unless
  * lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0).
  * Batched sampling inside a captured step: the graph holds the greedy choice of every row (one
  * launch, the ids copied to pinned memory); rows with other parameters are sampled by the single-row
@@ -302,10 +302,10 @@ lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, con
     g->last_use = ++c->n_steps;
     step_mode mode = STEP_WARM;
     if (!fresh && g->exec) mode = STEP_REPLAY;
-    else if (!fresh && g->sig && !g->failed) mode = STEP_CAPTURE;
+    else if (!fresh && g->sig && g->fails < GRAPH_MAX_FAILS) mode = STEP_CAPTURE;
     if (mode == STEP_CAPTURE && lmx_cuda_capture_begin(c->stream) != LMX_OK) {
-        LMX_LOG_D("cuda backend: graph capture unavailable (%s); steps run eagerly", lmx_last_error_detail());
-        g->failed = true;
+        LMX_LOG_D("cuda backend: graph capture unavailable (%s); the step runs eagerly", lmx_last_error_detail());
+        g->fails++;
         mode = STEP_WARM;
     }
     c->slot = g;
@@ -335,7 +335,7 @@ lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo) {
     ok = ok && !c->step_bad;
     if (mode == STEP_WARM) {
         /* the ops ran eagerly; a failed one is redone eagerly to report its error */
-        if (ok && !g->failed) g->sig = c->sig;
+        if (ok) g->sig = c->sig;
         return ok ? LMX_OK : step_redo(c, redo);
     }
     if (mode == STEP_CAPTURE) {
@@ -343,8 +343,8 @@ lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo) {
         bool match = ok && c->sig == g->sig;
         lmx_status st = lmx_cuda_capture_end(c->stream, match, &exec);
         if (st != LMX_OK || (match && !exec)) {
-            LMX_LOG_D("cuda backend: graph capture failed (%s); steps run eagerly", lmx_last_error_detail());
-            g->failed = true;
+            LMX_LOG_D("cuda backend: graph capture failed (%s); the step runs eagerly", lmx_last_error_detail());
+            g->fails++;
         }
         if (!exec) {
             if (!match) g->sig = 0; /* the sequence changed since the warm step: warm up again */
@@ -362,10 +362,11 @@ lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo) {
     }
     lmx_status st = lmx_cuda_graph_launch(g->exec, c->stream);
     if (st != LMX_OK) {
-        LMX_LOG_D("cuda backend: graph launch failed (%s); steps run eagerly", lmx_last_error_detail());
+        LMX_LOG_D("cuda backend: graph launch failed (%s); the step runs eagerly", lmx_last_error_detail());
         lmx_cuda_graph_destroy(g->exec);
         g->exec = NULL;
-        g->failed = true;
+        g->sig = 0;
+        g->fails++;
         return step_redo(c, redo);
     }
     return lmx_cub_rows_later_run(c);
