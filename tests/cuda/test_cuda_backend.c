@@ -280,7 +280,8 @@ static void graph_model(const char *name, lmx_backend *with, lmx_backend *withou
         ids[4] = argmax(a, V, &m);
     }
     CHECK(steps == 40);
-    fprintf(stderr, "  %-24s %d/%d decode steps identical with and without graphs; worst gpu/scalar cpu rel %.3g\n", name,
+    fprintf(stderr, "  %-24s %d/%d decode steps identical with and without graphs; worst gpu/scalar cpu rel %.3g\n",
+            name,
             identical, steps, worst);
     free(a);
     free(b);

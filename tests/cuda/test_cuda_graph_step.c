@@ -116,11 +116,15 @@ static int run_step(gctx *g) {
         const int n = q->done < q->n_prompt ? (q->n_prompt - q->done < CHUNK ? q->n_prompt - q->done : CHUNK) : 1;
         const bool last = q->done + n == q->n_ids;
         const bool dev = last && q->mode > 0;
-        args[nr] = (lmx_sample_args){.sampling = {.temperature = q->mode == 2 ? 0.8f : 0.0f, .top_p = q->mode == 2 ? 0.9f : 0.0f}};
+        args[nr] = (lmx_sample_args){
+            .sampling = {.temperature = q->mode == 2 ? 0.8f : 0.0f, .top_p = q->mode == 2 ? 0.9f : 0.0f}};
         g->u_state = g->u_state * 6364136223846793005ull + 1442695040888963407ull;
         args[nr].u = (double)(g->u_state >> 11) * 0x1.0p-53;
         for (int b = 0; b < 2; b++)
-            rows[b][nr] = (lmx_step_row){.seq = q->s[b], .ids = q->ids + q->done, .n = n, .sample = dev ? &args[nr] : NULL,
+            rows[b][nr] = (lmx_step_row){.seq = q->s[b],
+                                         .ids = q->ids + q->done,
+                                         .n = n,
+                                         .sample = dev ? &args[nr] : NULL,
                                          .logits = last ? g->logits[b] + (size_t)nr * g->vocab : NULL,
                                          .token = &tok[b][nr]};
         who[nr++] = i;

@@ -241,7 +241,8 @@ static void test_paged_refusals(void) {
     CHECK(be->ops->weight_upload(be, &vd, &invf) == LMX_OK);
     float q[4 * 64], k[2 * 64], v[2 * 64], oe[4 * 64], os[4 * 64];
     rand_fill(q, 256), rand_fill(k, 128), rand_fill(v, 128);
-    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}, id[1] = {0}; /* position 70: logical block 1 -> 4: outside */
+    /* position 70: logical block 1 -> 4: outside the pool */
+    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}, id[1] = {0};
     lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = 1, .stride = 2, .block_size = 64};
     CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
     rowbufs b = rowbufs_new(be, &s, q, k, v);

@@ -45,6 +45,8 @@ static void cu_destroy(lmx_backend *be) {
     pthread_mutex_destroy(&c->up_lock);
     lmx_cuda_free(c->d_cnt);
     lmx_cuda_free(c->d_gws);
+    for (int i = 0; i < c->n_retired; i++) lmx_cuda_free(c->retired[i]);
+    free(c->retired);
     lmx_cub_rows_free(c);
     free(c);
 }

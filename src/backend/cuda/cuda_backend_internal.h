@@ -134,6 +134,8 @@ typedef struct cuda_backend {
     size_t cnt_cap;
     float *d_gws;     /* few-row GEMM split-K workspace, device [gws_cap] */
     size_t gws_cap;
+    void **retired;   /* [retired_cap] replaced scratch arrays (device), freed at destroy: graphs may hold them */
+    int n_retired, retired_cap;
     /* batched sampling (sample_rows): plain greedy rows by one lmx_cuda_greedy_rows launch, the
      * other rows by a sampler each (the single-row kernels) */
     lmx_cuda_sampler **rsamp; /* [rows_cap] (NULL until a non-greedy row k needs rsamp[k]) */

@@ -41,9 +41,8 @@ static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float
     }
     if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
-            /* room for a whole pass of 64 rows whatever T: grown by the first big matrix only, so that
-             * steps of more rows do not replace it under the captured graphs (a captured step keeps the
-             * workspace it has: its warm step grew it) */
+            /* room for a whole pass of 64 rows whatever T: grown by the larger matrices of the first
+             * such step only (a captured step keeps the workspace it has: its warm step grew it) */
             const size_t need = lmx_cuda_gemm_small_workspace(&w->m, LMX_CUDA_SMALL_GEMM_MAX_T);
             if (need > c->gws_cap)
                 LMX_BACKEND_TRY(
@@ -102,12 +101,21 @@ lmx_status lmx_cub_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int ro
 
 
 /* Replaces a scratch array (device, zero-filled: the decode counters must start at zero) by one of
- * `need` elements of `elem` bytes. Not inside a captured step (the graph holds the old address);
- * elsewhere (a warm step included) every captured graph is dropped since it references the old array. */
+ * `need` elements of `elem` bytes. The old array is retired, not freed (until the backend goes): the
+ * captured graphs that hold it stay valid (each was captured with an array its own launches fit), so
+ * a batch that grows does not cost the smaller buckets their graphs. Nothing is allocated inside a
+ * captured step (its warm step grew what it needs). */
 static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what) {
-    if (capturing(c)) { /* nothing may be allocated while the stream captures */
+    if (capturing(c)) {
         c->step_bad = true;
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: %s growth inside a captured step", what);
+    }
+    if (*buf && c->n_retired == c->retired_cap) {
+        const int cap2 = c->retired_cap ? 2 * c->retired_cap : 16;
+        void **r = realloc(c->retired, (size_t)cap2 * sizeof *r);
+        if (!r) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cuda backend: %s growth", what);
+        c->retired = r;
+        c->retired_cap = cap2;
     }
     void *d = NULL;
     lmx_status st = lmx_cuda_malloc(&d, need * elem);
@@ -116,23 +124,22 @@ static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t 
         lmx_cuda_free(d);
         return st;
     }
-    lmx_cuda_stream_sync(c->stream);
-    lmx_cub_graphs_clear(c);
-    lmx_cuda_free(*buf);
+    if (*buf) c->retired[c->n_retired++] = *buf;
     *buf = d;
     *cap = need;
     return LMX_OK;
 }
 
 /* the decode attention's workspace and counters for `rows` query rows, grown to a power of two of
- * rows (a few replacements of the arrays under the captured graphs while the batch grows) */
+ * rows (a few replacements while the batch grows) */
 static lmx_status decode_scratch(cuda_backend *c, const lmx_cuda_attn *a, int rows) {
     int r = 1;
     while (r < rows) r <<= 1;
     const size_t need_cnt = lmx_cuda_attention_decode_counters(a, r), need = lmx_cuda_attention_workspace_floats(a, r);
     if (need_cnt > c->cnt_cap)
         LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_cnt, &c->cnt_cap, need_cnt, sizeof(int32_t), "counter"));
-    if (need > c->ws_cap) LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
+    if (need > c->ws_cap)
+        LMX_BACKEND_TRY(grow_scratch(c, (void **)&c->d_ws, &c->ws_cap, need, sizeof(float), "workspace"));
     return LMX_OK;
 }
 
@@ -141,7 +148,7 @@ static void attention_sig(cuda_backend *c, const lmx_buf *q, const lmx_buf *kc, 
                           const lmx_attn_params *p, const int32_t *dp, int64_t max_len) {
     SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_tokens); SIGI(p->n_heads);
     SIGI(p->n_kv_heads); SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale));
-    SIGI(fbits(p->softcap)); SIGP(dp); SIGI(max_len); SIGP(c->d_ws); SIGP(c->d_cnt);
+    SIGI(fbits(p->softcap)); SIGP(dp); SIGI(max_len); /* the workspace: a graph keeps the one it was captured with */
 }
 
 static void map_sig(cuda_backend *c, const lmx_cuda_kv_map *dm) {

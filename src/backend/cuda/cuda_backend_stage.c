@@ -191,7 +191,8 @@ lmx_status lmx_cub_step_stage(cuda_backend *c, const lmx_step_inputs *in) {
     if (T < 1 || T > 65535 || !in->ids || !in->pos)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: step inputs of %d rows", T);
     for (int t = 0; t < T; t++)
-        if (in->pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: step row %d at position %d", t, in->pos[t]);
+        if (in->pos[t] < 0)
+            return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: step row %d at position %d", t, in->pos[t]);
     const lmx_kv_map *m = in->map;
     if (m && (!m->tables || !m->seq || m->n_seqs < 1 || m->stride < 1 || m->block_size < 1 ||
               (m->block_size & (m->block_size - 1))))

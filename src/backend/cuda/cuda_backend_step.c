@@ -10,10 +10,11 @@
  * and launch the graph. The kernels take every per-step length from that memory (rope and KV slots
  * from the positions and block tables; attention's grid is sized for the slot's length class and
  * each row derives its split count from its own position), so the launches are replay-invariant. A
- * signature mismatch (other buffers, shapes, weights, a grown workspace) or any capture error makes
- * the caller redo the step eagerly and the graph is recaptured; after GRAPH_MAX_FAILS failed
- * captures a slot's steps stay eager. GRAPH_SLOTS slots, the least recently used one replaced. Graphs are on unless
- * lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0).
+ * signature mismatch (other buffers, shapes, weights, a replaced input array) or any capture error
+ * makes the caller redo the step eagerly and the graph is recaptured; after GRAPH_MAX_FAILS failed
+ * captures a slot's steps stay eager. Workspaces that grow keep their old arrays for the graphs
+ * holding them (cuda_backend_ops.c grow_scratch). GRAPH_SLOTS slots, the least recently used one
+ * replaced. Graphs are on unless lmx_cuda_options.graphs is false (LMX_CUDA_GRAPH=0).
  * Batched sampling inside a captured step: the graph holds the greedy choice of every row (one
  * launch, the ids copied to pinned memory); rows with other parameters are sampled by the single-row
  * samplers right after the graph launch (step_end), so the graph does not depend on the rows'
@@ -255,7 +256,8 @@ lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab
 lmx_status lmx_cub_sample_rows_result(lmx_backend *be, int n, int32_t *tokens) {
     cuda_backend *c = CB(be);
     if (!c->rows_pending || n != c->rows_n || stepping(c))
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_rows_result: no batch of %d rows (or inside a step)", n);
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda sample_rows_result: no batch of %d rows (or inside a step)",
+                         n);
     lmx_status st = lmx_cuda_stream_sync(c->stream);
     c->rows_pending = false;
     if (st != LMX_OK) return st;
