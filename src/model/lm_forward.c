@@ -373,7 +373,8 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
-        lmx_status st = op->step_begin(be, kv, variant, ids[0], kv->pos);
+        const lmx_step_inputs in = {.n_tokens = 1, .ids = ids, .pos = kv->posv};
+        lmx_status st = op->step_begin(be, kv, variant, &in);
         if (st == LMX_OK) {
             st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->s.x); /* [1, hidden] */
             for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = lm_layer_forward(lm, &ps, l);
