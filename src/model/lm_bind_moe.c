@@ -7,9 +7,10 @@
  *   - the Hub's per-expert tensors: qwen3_moe mlp.experts.E.{gate,up,down}_proj.weight, mixtral
  *     block_sparse_moe.experts.E.{w1,w3,w2}.weight (gate, up, down).
  * <block> is "mlp" (qwen3_moe) or "block_sparse_moe" (mixtral); the router is <block>.gate [E, hidden].
- * Each expert's projection is uploaded as its own weight: for a stacked tensor the row range
- * [e*out, (e+1)*out) of the [E*out, in] matrix (lmx_weight_desc row0/rows), so the mmapped bytes are
- * referenced in place on the CPU.
+ * Each projection of all experts is uploaded as one expert stack (weight_upload_experts) from E
+ * matrix descriptions: for a stacked tensor the row ranges [e*out, (e+1)*out) of the [E*out, in]
+ * matrix (lmx_weight_desc row0/rows, so the CPU references the mmapped bytes in place), for the Hub
+ * layout the per-expert tensors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,8 +124,8 @@ static lmx_status stacked_desc(binder *b, const char *module, int64_t E, int64_t
     return LMX_OK;
 }
 
-/* One projection (0 gate, 1 up, 2 down) of every expert into outs[E]. */
-static lmx_status bind_projection(binder *b, const char *blk_prefix, bool stacked, int k, lmx_bweight **outs) {
+/* One projection (0 gate, 1 up, 2 down) of every expert as one expert stack into *out. */
+static lmx_status bind_projection(binder *b, const char *blk_prefix, bool stacked, int k, lmx_bweight **out) {
     const lmx_model_config *c = b->c;
     lmx_backend *be = b->lm->be;
     static const char *const stack_names[3] = {"gate_proj", "up_proj", "down_proj"};
@@ -133,43 +134,44 @@ static lmx_status bind_projection(binder *b, const char *blk_prefix, bool stacke
     const int64_t E = c->n_experts, H = c->hidden_size, I = c->moe_intermediate_size;
     const int64_t out_rows = k == 2 ? H : I, in_cols = k == 2 ? I : H;
     char module[512];
-    lmx_weight_desc d;
-    lmx_status st;
-    if (stacked) {
+    lmx_weight_desc *parts = calloc((size_t)E, sizeof *parts); /* expert e's matrix */
+    if (!parts) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    lmx_status st = LMX_OK;
+    if (stacked) { /* row ranges [e*out, (e+1)*out) of the stored [E*out, in] matrix */
         snprintf(module, sizeof module, "%s.switch_mlp.%s", blk_prefix, stack_names[k]);
-        if ((st = stacked_desc(b, module, E, out_rows, in_cols, &d))) return st;
-        for (int64_t e = 0; e < E; e++) {
-            lmx_weight_desc de = d;
-            de.row0 = e * out_rows;
-            if ((st = be->ops->weight_upload(be, &de, &outs[e]))) return st;
+        lmx_weight_desc d;
+        st = stacked_desc(b, module, E, out_rows, in_cols, &d);
+        for (int64_t e = 0; st == LMX_OK && e < E; e++) {
+            parts[e] = d;
+            parts[e].row0 = e * out_rows;
         }
-        return LMX_OK;
     }
-    for (int64_t e = 0; e < E; e++) {
+    for (int64_t e = 0; !stacked && st == LMX_OK && e < E; e++) {
         snprintf(module, sizeof module, "%s.experts.%lld.%s", blk_prefix, (long long)e, hub_names[k]);
-        if ((st = lmx_bind_linear_desc(b, module, out_rows, in_cols, false, &d))) return st;
-        if ((st = be->ops->weight_upload(be, &d, &outs[e]))) return st;
+        st = lmx_bind_linear_desc(b, module, out_rows, in_cols, false, &parts[e]);
     }
-    return LMX_OK;
+    if (st == LMX_OK) st = be->ops->weight_upload_experts(be, parts, (int)E, out);
+    free(parts);
+    return st;
 }
 
 lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
     const lmx_model_config *c = b->c;
     lmx_backend *be = b->lm->be;
-    if (!be->ops->rows_axpy)
-        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no rows_axpy op (mixture of experts)",
-                         c->model_type, be->ops->name);
+    const lmx_backend_ops *op = be->ops;
+    if (!op->weight_upload_experts || !op->moe_route || !op->moe_matmul || !op->moe_combine)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no mixture-of-experts ops", c->model_type,
+                         op->name);
+    if (c->n_experts > LMX_MOE_MAX_EXPERTS) /* config.c bounds num_experts_per_tok by LMX_MOE_MAX_TOPK */
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: %d experts (at most %d)", c->model_type, c->n_experts,
+                         LMX_MOE_MAX_EXPERTS);
     const bool mixtral = !strcmp(c->model_type, "mixtral");
     char blk[300], name[512], alt[512];
     snprintf(blk, sizeof blk, "%s.%s", p, mixtral ? "block_sparse_moe" : "mlp");
     lm_moe_layer *m = calloc(1, sizeof *m);
     if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
     L->moe = m; /* freed by lmx_lm_close on failure too */
-    const size_t E = (size_t)c->n_experts;
-    m->gate = calloc(E, sizeof *m->gate);
-    m->up = calloc(E, sizeof *m->up);
-    m->down = calloc(E, sizeof *m->down);
-    if (!m->gate || !m->up || !m->down) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    m->act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
     lmx_weight_desc d;
     lmx_status st;
     snprintf(name, sizeof name, "%s.gate", blk);
@@ -182,7 +184,7 @@ lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
         return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
                          "missing tensor %s (stacked experts [%d, %d, %d]) or %s (per-expert) for %s model", name,
                          c->n_experts, c->moe_intermediate_size, c->hidden_size, alt, c->model_type);
-    lmx_bweight **outs[3] = {m->gate, m->up, m->down};
+    lmx_bweight **outs[3] = {&m->gate, &m->up, &m->down};
     for (int k = 0; k < 3; k++)
         if ((st = bind_projection(b, blk, stacked, k, outs[k]))) return st;
     return LMX_OK;
