@@ -189,3 +189,7 @@ lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
         if ((st = bind_projection(b, blk, stacked, k, outs[k]))) return st;
     return LMX_OK;
 }
+
+bool lmx_moe_expert_tensor(const lmx_model_config *c, const char *name) {
+    return c->n_experts > 0 && c->layer_moe && (strstr(name, ".switch_mlp.") || strstr(name, ".experts."));
+}
