@@ -173,6 +173,15 @@ typedef struct lmx_moe_routing {
 /* Elements of a routing table for T rows, k of E experts each. */
 static inline size_t lmx_moe_table_floats(int T, int k, int E) { return 4 * (size_t)T * (size_t)k + (size_t)E + 1; }
 
+/* The per-step values of a bracketed step (step hooks below): what changes from one step to the
+ * next. Host arrays of the caller, read by step_begin and by the step's ops until step_end. */
+typedef struct lmx_step_inputs {
+    int n_tokens;          /* T: rows of the step's ops */
+    const int32_t *ids;    /* host [T]: the token ids of the step's embed */
+    const int32_t *pos;    /* host [T]: the positions of its rope_qk_store and attention calls */
+    const lmx_kv_map *map; /* NULL: one sequence's ring caches; else the step's paged addressing */
+} lmx_step_inputs;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -206,20 +215,25 @@ typedef struct lmx_backend_ops {
     /* x[n] = cap * tanh(x / cap) */
     lmx_status (*softcap)(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 
-    /* ---- decode-step hooks (optional: NULL = none, e.g. the CPU backend) ----
-     * The caller brackets the ops of one single-token forward (T == 1: embed id at position pos,
-     * the layers, the head; NOT the final buf_read) with step_begin / step_end. `key` names the
-     * state the ops run on (the KV cache object) and `variant` anything else that changes the op
-     * sequence (e.g. longrope long/short, logits wanted). A backend may capture the sequence once
-     * and replay it afterwards (CUDA graphs): per-token values (the token id and the position,
-     * hence the KV slot and the attention length) then reach kernels through device memory written
-     * at step_begin, and every other op argument must be the same as at capture — the backend
-     * checks that with a signature of all op arguments. Between the hooks ops may only enqueue
-     * work (on replay they launch nothing); step_end makes it all run. If step_end sets *redo, the
-     * ops did not run (the recorded sequence did not match, or capture failed) and the caller must
-     * issue them again without hooks. `ok` = false tells step_end an op failed (the step is
-     * abandoned; *redo is set so the caller's retry reports the error eagerly). */
-    lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
+    /* ---- step hooks (optional: NULL = none, e.g. the CPU backend) ----
+     * The caller brackets the ops of one step whose op sequence repeats from step to step with
+     * step_begin / step_end: a one-token forward of one sequence (embed, the layers, the head,
+     * [sample]) or a batched decode step of T rows over a paged pool (embed, the layers, the head over
+     * the T rows, [sample_rows]); NOT what reads results (buf_read, sample_result,
+     * sample_rows_result, which come after step_end). `key` names the state the ops run on (the KV
+     * cache or pool object) and `variant` anything else that changes the op sequence (e.g. longrope
+     * long/short, logits wanted). The values that change per step are `in` (lmx_step_inputs):
+     * step_begin puts them into device memory that the kernels read, so inside the bracket embed
+     * takes in->ids, rope_qk_store and attention take in->pos (T = in->n_tokens rows) and, paged, a
+     * map with in->map's tables and seq arrays — the same host arrays, unchanged until step_end; an op
+     * given other arrays makes the step redo. A backend may capture the sequence once and replay it
+     * afterwards (CUDA graphs): every other op argument must then be the same as at capture — the
+     * backend checks that with a signature of all op arguments. Between the hooks ops may only
+     * enqueue work (on replay they launch nothing); step_end makes it all run. If step_end sets
+     * *redo, the ops did not run (the recorded sequence did not match, or capture failed) and the
+     * caller must issue them again without hooks. `ok` = false tells step_end an op failed (the step
+     * is abandoned; *redo is set so the caller's retry reports the error eagerly). */
+    lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
 
     /* ---- fused ops (required: the forward pass issues them, not the sequences named with each) ----
@@ -283,8 +297,11 @@ typedef struct lmx_backend_ops {
     bool paged_kv;
     /* ---- batched device sampling (optional: NULL = none) ----
      * Like sample / sample_result for n rows at once: row r chooses from logits [r * vocab, (r+1) *
-     * vocab) with a[r]; sample_rows_result gives tokens[n] (-1 where the device could not decide).
-     * One batch in flight per backend. */
+     * vocab) with a[r] (copied; each window must stay unchanged until sample_rows_result);
+     * sample_rows_result gives tokens[n] (-1 where the device could not decide). One batch in flight
+     * per backend. Inside a bracketed step its place in the op sequence does not depend on the rows'
+     * parameters (a backend may capture a part that serves every row and finish the others at
+     * step_end). */
     lmx_status (*sample_rows)(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
     lmx_status (*sample_rows_result)(lmx_backend *be, int n, int32_t *tokens);
     /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend; see

@@ -66,7 +66,7 @@ lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
         st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
         s->floats += C * 2 * I;
     }
-    /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    /* sparse layers: router logits, the routing table, the expert rows (lm_moe.c) */
     if (st == LMX_OK && lm->cfg->layer_moe) st = lmx_moe_scratch_create(lm, rows, &s->moe, &s->moe_bytes);
     if (st != LMX_OK) lm_scratch_free(lm, s);
     return st;
@@ -370,7 +370,8 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
-        lmx_status st = op->step_begin(be, kv, variant, ids[0], kv->pos);
+        const lmx_step_inputs in = {.n_tokens = 1, .ids = ids, .pos = kv->posv};
+        lmx_status st = op->step_begin(be, kv, variant, &in);
         if (st == LMX_OK) {
             st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->s.x); /* [1, hidden] */
             for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = lm_layer_forward(lm, &ps, l);

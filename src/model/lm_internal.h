@@ -134,6 +134,8 @@ struct lmx_pool {
     int32_t *free_list;       /* [n_blocks] free physical blocks, n_free of them on top */
     int n_free;
     int32_t *refs;            /* [n_blocks] sequences holding each block (0: free) */
+    int32_t pad_block;        /* backends with step hooks: the block the padding rows of a bucketed decode
+                                 step write to and read (never free, never a sequence's; lm_step.c), else -1 */
     uint64_t block_bytes;     /* one block of every layer, K and V */
     uint64_t bytes;           /* blocks + scratch */
     int n_live;               /* sequences alive */
@@ -148,7 +150,7 @@ struct lmx_pool {
     int *last_tok;            /* host [max_rows]: the token row of each step row's last token */
     lmx_sample_args *sargs;   /* host [out_rows] */
     int32_t *tokens;          /* host [out_rows] */
-    int32_t *tables;          /* host [max_rows * tables_cap]: the step's block tables */
+    int32_t *tables;          /* host [max_rows * tables_cap]: the step's block tables (rows of `stride` entries) */
     int tables_cap;           /* blocks per table row: the most any sequence created may hold */
 };
 

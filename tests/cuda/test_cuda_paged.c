@@ -5,7 +5,9 @@
  *     q rows and attention outputs of one ring-cache call per sequence (fp16 and fp32 caches, GQA
  *     head_dim 64 and 128, full causal and a sliding window) to 1e-6 (the same kernels with the same
  *     splits run: expected bit for bit); a prefill chunk beside decode rows in one call;
- *     a bad table entry is refused; a paged op inside a decode step asks for a redo;
+ *     a bad table entry is refused, eagerly and inside a bracketed step (which is then redone); a
+ *     paged op given other arrays than the step's inputs makes the step redo; with the step's map it
+ *     runs inside the bracket and gives the eager output;
  *   - sample_rows: n rows with per-row parameters (plain greedy, greedy with penalty, temperature,
  *     top_p, top_k, unsupported) give the ids of the single-row device sampler row by row, -1 where
  *     it gives -1 (all -inf).
@@ -192,13 +194,44 @@ static void test_paged_attention(void) {
             for (int b = 0; b < 3; b++) paged_case(f == 1, &shapes[si], bss[b], lens, 3, b == 1);
 }
 
-/* a table entry outside the pool is refused; a paged op inside a decode step sets redo */
+/* rope_qk_store + attention of one row over buffers allocated and written beforehand (buf_write is
+ * refused inside a bracketed step); the attention output back to the host when o_out */
+typedef struct rowbufs {
+    lmx_buf *q, *k, *v, *o;
+} rowbufs;
+
+static rowbufs rowbufs_new(lmx_backend *be, const shape *s, const float *q, const float *k, const float *v) {
+    rowbufs b = {buf_with(be, q, (size_t)s->n_heads * s->hd), buf_with(be, k, (size_t)s->n_kv * s->hd),
+                 buf_with(be, v, (size_t)s->n_kv * s->hd), buf_with(be, NULL, (size_t)s->n_heads * s->hd)};
+    return b;
+}
+static void rowbufs_free(lmx_backend *be, rowbufs *b) {
+    be->ops->buf_free(be, b->q);
+    be->ops->buf_free(be, b->k);
+    be->ops->buf_free(be, b->v);
+    be->ops->buf_free(be, b->o);
+}
+static lmx_status row_ops(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf, const rowbufs *b,
+                          const int32_t *pos, const lmx_kv_map *map) {
+    lmx_qk_rope_params rp = {.n_tokens = 1, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
+                             .rot_dim = s->hd, .capacity = kv->cap, .inv_freq = invf, .mscale = 1.0f, .map = map};
+    lmx_attn_params ap = {.n_tokens = 1, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
+                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map};
+    lmx_status st = be->ops->rope_qk_store(be, b->q, b->k, b->v, kv->kc, kv->vc, &rp, pos);
+    if (st == LMX_OK) st = be->ops->attention(be, b->q, kv->kc, kv->vc, b->o, &ap, pos);
+    return st;
+}
+
+/* A table entry outside the pool is refused (eagerly and inside a bracketed step, where the step is
+ * then redone); inside a step, a paged op given another map than the step's inputs makes the step
+ * redo; a paged op with the step's map runs inside the bracket and gives the eager result. */
 static void test_paged_refusals(void) {
     lmx_cuda_options o = lmx_cuda_options_default();
     o.graphs = true; /* step hooks active */
     lmx_backend *be = NULL;
     CHECK_MSG(lmx_backend_cuda_create_ex(0, &o, &be) == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
     if (!be) return;
+    CHECK(be->ops->step_begin && be->ops->step_end);
     const shape s = {4, 2, 64, 0};
     kvset pool = kv_alloc(be, &s, 4 * 64);
     float one[64] = {1.0f};
@@ -206,20 +239,49 @@ static void test_paged_refusals(void) {
                           .dtype = LMX_DTYPE_F32, .data = one};
     lmx_bweight *invf = NULL;
     CHECK(be->ops->weight_upload(be, &vd, &invf) == LMX_OK);
-    float q[4 * 64], k[2 * 64], v[2 * 64];
+    float q[4 * 64], k[2 * 64], v[2 * 64], oe[4 * 64], os[4 * 64];
     rand_fill(q, 256), rand_fill(k, 128), rand_fill(v, 128);
-    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}; /* position 70: logical block 1 -> 4: outside */
+    /* position 70: logical block 1 -> 4: outside the pool */
+    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}, id[1] = {0};
     lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = 1, .stride = 2, .block_size = 64};
     CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    rowbufs b = rowbufs_new(be, &s, q, k, v);
+    bool redo = false;
+    /* inside a step with that map as its input: refused, the step redone */
+    lmx_step_inputs in = {.n_tokens = 1, .ids = id, .pos = pos, .map = &map};
+    CHECK(be->ops->step_begin(be, &pool, 0, &in) == LMX_OK);
+    lmx_status st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK(st == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(redo);
     tables[1] = 2;
-    CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_OK);
-    if (be->ops->step_begin) {
-        bool redo = false;
-        CHECK(be->ops->step_begin(be, &pool, 0, 0, 70) == LMX_OK);
-        lmx_status st = step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL);
-        CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
-        CHECK(redo);
-    }
+    /* a step declared for one sequence's ring cache, given a paged op: not the step's inputs */
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    in.map = NULL;
+    redo = false;
+    CHECK(be->ops->step_begin(be, &pool, 1, &in) == LMX_OK);
+    st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK(st != LMX_OK);
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(redo);
+    /* eagerly, then inside a step with the map as its input: the same output */
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    CHECK(row_ops(be, &s, &pool, invf, &b, pos, &map) == LMX_OK);
+    CHECK(be->ops->buf_read(be, b.o, 0, oe, 4 * 64) == LMX_OK);
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    in.map = &map;
+    redo = true;
+    CHECK(be->ops->step_begin(be, &pool, 2, &in) == LMX_OK);
+    st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK_MSG(st == LMX_OK, "paged ops inside a step: %s", lmx_last_error_detail());
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(!redo);
+    CHECK(be->ops->buf_read(be, b.o, 0, os, 4 * 64) == LMX_OK);
+    CHECK(memcmp(oe, os, sizeof oe) == 0);
+    rowbufs_free(be, &b);
     kv_free(be, &pool);
     be->ops->weight_free(be, invf);
     lmx_backend_destroy(be);
@@ -252,9 +314,11 @@ static void test_sample_rows(void) {
         CHECK(be->ops->buf_write(be, lb, 0, x, (size_t)V * n) == LMX_OK);
         lmx_sample_args a[12];
         for (int r = 0; r < n; r++) {
-            a[r] = (lmx_sample_args){.sampling = ps[(r + round) % 6], .window = window, .n_window = 20,
+            a[r] = (lmx_sample_args){.sampling = ps[(r + round) % 6], .window = window,
                                      .u = (double)(tu_next(&rng) >> 11) * 0x1.0p-53};
             if (r % 3 == 0) a[r].sampling = ps[0];
+            /* the penalty window holds the last repetition_context ids at most (as the engine passes it) */
+            a[r].n_window = a[r].sampling.repetition_context < 20 ? a[r].sampling.repetition_context : 20;
         }
         int32_t got[12], want[12];
         lmx_status st = be->ops->sample_rows(be, lb, V, n, a);

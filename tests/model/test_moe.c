@@ -379,8 +379,8 @@ static lmx_status counting_moe_matmul(lmx_backend *be, const lmx_bweight *w, con
 
 /* decode-step hooks over the CPU backend, whose ops run as they are issued: the step is not redone */
 static int g_steps;
-static lmx_status fake_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos) {
-    (void)be, (void)key, (void)variant, (void)id, (void)pos;
+static lmx_status fake_step_begin(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in) {
+    (void)be, (void)key, (void)variant, (void)in;
     g_steps++;
     return LMX_OK;
 }

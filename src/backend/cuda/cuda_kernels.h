@@ -389,7 +389,8 @@ lmx_status lmx_cuda_topk(const float *logits, int rows, int64_t n, int k, float 
                          lmx_cuda_stream stream);
 /* ids[i] = the greedy choice over row rows[i] of logits [*, n] by the device sampler's rule (the
  * largest value, the lowest id among equal ones, NaN skipped; -1 when no value is above -inf), for
- * i < n_rows, in one launch (cuda_sample_rows.cu). rows, ids: device int32 [n_rows]. */
+ * i < n_rows, in one launch (cuda_sample_rows.cu). rows, ids: device int32 [n_rows]; rows NULL = rows
+ * 0 .. n_rows-1. */
 lmx_status lmx_cuda_greedy_rows(const float *logits, int64_t n, const int32_t *rows, int n_rows, int32_t *ids,
                                 lmx_cuda_stream stream);
 /* ---- fused ops (cuda_fused.cu) ---- */
