@@ -140,7 +140,8 @@ typedef struct lmx_sample_args {
     double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
 } lmx_sample_args;
 
-/* ---- mixture of experts (the ops weight_upload_experts, moe_route, moe_matmul, moe_combine) ----
+/* ---- mixture of experts (the ops weight_upload_experts, moe_route, moe_matmul, moe_gate_up,
+ * moe_combine) ----
  * T rows are each routed to k of E experts; slot s = t*k + j is row t's j-th choice (choices by
  * decreasing router logit, ties to the lower expert index, NaN logits ranked as -inf). The routing
  * lives in a backend buffer, the table, that moe_route writes and the other ops read on the device
@@ -323,6 +324,14 @@ typedef struct lmx_backend_ops {
      * k experts' weights. */
     lmx_status (*moe_matmul)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
                              const lmx_moe_routing *r, lmx_buf *y);
+    /* The experts' gate and up projections of the token rows x [T, cols] and their activation, as one
+     * op: h[i, :] = act(x_i · G_{e(i)}ᵀ) * (x_i · U_{e(i)}ᵀ) for the S entries i in route order (gate and
+     * up: stacks of one shape), h [S, rows]; u [S, rows] is scratch (the up rows; a backend that fuses
+     * may leave it unwritten). Computes moe_matmul(gate, x, gather) → h, moe_matmul(up, x, gather) → u,
+     * act_mul(h, u) (the CPU backend: that sequence, bit for bit; a GPU backend: to its rounding, in one
+     * launch for decode). */
+    lmx_status (*moe_gate_up)(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                              const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
     /* x[t, :] += Σ_j w[t*k + j] · y[pos[t*k + j], :] for t < T: the expert rows y [S, dim] (route
      * order) weighted back into the residual rows x [T, dim], the k terms added one at a time in
      * increasing expert order. */

@@ -159,7 +159,7 @@ lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
     const lmx_model_config *c = b->c;
     lmx_backend *be = b->lm->be;
     const lmx_backend_ops *op = be->ops;
-    if (!op->weight_upload_experts || !op->moe_route || !op->moe_matmul || !op->moe_combine)
+    if (!op->weight_upload_experts || !op->moe_route || !op->moe_matmul || !op->moe_gate_up || !op->moe_combine)
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no mixture-of-experts ops", c->model_type,
                          op->name);
     if (c->n_experts > LMX_MOE_MAX_EXPERTS) /* config.c bounds num_experts_per_tok by LMX_MOE_MAX_TOPK */

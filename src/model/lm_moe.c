@@ -4,9 +4,9 @@
  *   route(r): per row the k experts and their weights     (moe_route: the family's rule, a table on
  *                                                          the device: expert ids, weights, the rows
  *                                                          grouped by expert)
- *   g = gate_e(xn), u = up_e(xn)                          [T*k, moe_inter] per (row, expert) in
- *                                                          route order (moe_matmul, gathered rows)
- *   h = act(g) * u                                        (act_mul: the layer's activation kind)
+ *   h = act(gate_e(xn)) * up_e(xn)                        [T*k, moe_inter] per (row, expert) in
+ *                                                          route order, over the gathered rows
+ *                                                          (moe_gate_up, the layer's activation kind)
  *   f = down_e(h)                                         [T*k, hidden] (moe_matmul)
  *   x[t] += Σ_j w[t, j] · f[(t, j)]                       (moe_combine, experts in increasing order)
  *
@@ -26,7 +26,7 @@ struct lm_moe_scratch {
     int chunk;
     lmx_buf *logits; /* [chunk, n_experts] router output */
     lmx_buf *table;  /* [lmx_moe_table_floats(chunk, k, n_experts)] the routing (backend.h lmx_moe_routing) */
-    lmx_buf *g, *u;  /* [chunk * k, moe_inter] gate (then act(gate) * up) and up of each expert row */
+    lmx_buf *g, *u;  /* [chunk * k, moe_inter] act(gate) * up of each expert row; the up rows (scratch) */
     lmx_buf *f;      /* [chunk * k, hidden] each expert row's output */
 };
 
@@ -105,14 +105,12 @@ lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *ls, int l, int T) {
     lm_moe_scratch *s = ls->moe;
     if (!m || !s || T < 1 || T > s->chunk)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "moe forward: layer %d is not ready (T %d)", l, T);
-    const int H = c->hidden_size, I = c->moe_intermediate_size, K = c->n_experts_per_tok;
+    const int H = c->hidden_size, K = c->n_experts_per_tok;
     const lmx_moe_routing r = {.table = s->table, .n_tokens = T, .top_k = K, .n_experts = c->n_experts,
                                .rule = lmx_moe_rule_of(c)};
     TRY(op->matmul(be, m->router, ls->xn, 0, T, s->logits));         /* [T, E] */
     TRY(op->moe_route(be, s->logits, &r));                            /* the table */
-    TRY(op->moe_matmul(be, m->gate, ls->xn, true, &r, s->g));         /* [T*k, I] */
-    TRY(op->moe_matmul(be, m->up, ls->xn, true, &r, s->u));           /* [T*k, I] */
-    TRY(op->act_mul(be, s->g, s->u, (size_t)T * K * I, m->act));      /* g = act(g) * u */
-    TRY(op->moe_matmul(be, m->down, s->g, false, &r, s->f));          /* [T*k, H] */
+    TRY(op->moe_gate_up(be, m->gate, m->up, ls->xn, &r, m->act, s->g, s->u)); /* g = act(gate) * up [T*k, I] */
+    TRY(op->moe_matmul(be, m->down, s->g, false, &r, s->f));                  /* [T*k, H] */
     return op->moe_combine(be, ls->x, s->f, H, &r);                   /* x += Σ w · f */
 }

@@ -4,9 +4,9 @@
  * (tests/cuda/test_cuda_moe.c: the CUDA backend against the reference and the CPU backend).
  *
  * A problem: T rows of logits [T, E] and x [T, C], a residual x0 [T, C], two expert stacks A (E × [R,
- * C], applied to the gathered token rows) and B (E × [C, R], applied to A's output rows in route
- * order) in one storage format; one run is route → A (gather) → B → combine, as the model's sparse
- * block does. The logits are made so that routing is unambiguous (distinct values 0.1 apart), or
+ * C], applied to the gathered token rows), U (likewise: the up projection) and B (E × [C, R], applied
+ * in route order) in one storage format; one run is route → A (moe_matmul, gathered) → act(A) * U
+ * (moe_gate_up) → B over those rows → combine, as the model's sparse block does. The logits are made so that routing is unambiguous (distinct values 0.1 apart), or
  * send every row to one expert first, or leave experts without rows — whose stored weights are then
  * NaN, so a backend that reads them gives a non-finite result — or tie everywhere (lowest index
  * first). Test-only, single-threaded.
@@ -35,6 +35,7 @@ typedef struct moe_case {
     moe_fmt fmt;
     lmx_moe_rule rule;
     moe_logits lg;
+    lmx_act_kind act; /* of moe_gate_up */
 } moe_case;
 
 /* one stored stack [E, rows, cols] and its dequantized values */
@@ -49,16 +50,17 @@ typedef struct moe_problem {
     moe_case c;
     float *logits, *x, *x0;   /* [T, E], [T, C], [T, C] */
     bool *poisoned;           /* [E] experts that get no row and hold NaN weights */
-    moe_stack a, b;
+    moe_stack a, u, b;        /* gate-like and up-like E × [R, C], down-like E × [C, R] */
     /* the reference */
     int32_t *ids;             /* [S] */
     double *w;                /* [S] */
-    double *ya, *yb, *out;    /* [S, R] and [S, C] by slot, [T, C] */
+    double *ya, *h, *yb, *out; /* A rows and act(A rows) * U rows [S, R], B rows [S, C] by slot; [T, C] */
 } moe_problem;
 
 typedef struct moe_result {
     float *table;             /* [lmx_moe_table_floats] */
-    float *ya, *yb, *out;     /* [S, R], [S, C] in route order; [T, C] */
+    float *ya, *h, *yb, *out; /* [S, R] (moe_matmul of A), [S, R] (moe_gate_up of A, U), [S, C] in route
+                                 order; [T, C] */
 } moe_result;
 
 static uint64_t moe_rng = 88172645463325252ull;
@@ -221,22 +223,32 @@ static void moe_problem_make(moe_problem *p, const moe_case *c, uint64_t seed) {
     for (int e = 0; e < E; e++) p->poisoned[e] = true;
     for (int s = 0; s < S; s++) p->poisoned[p->ids[s]] = false;
     moe_stack_make(&p->a, c, c->R, c->C, p->poisoned);
+    moe_stack_make(&p->u, c, c->R, c->C, p->poisoned);
     moe_stack_make(&p->b, c, c->C, c->R, p->poisoned);
     p->ya = calloc((size_t)S * c->R, sizeof *p->ya);
+    p->h = calloc((size_t)S * c->R, sizeof *p->h);
     p->yb = calloc((size_t)S * c->C, sizeof *p->yb);
     p->out = malloc((size_t)T * c->C * sizeof *p->out);
     for (size_t i = 0; i < (size_t)T * c->C; i++) p->out[i] = p->x0[i];
     for (int s = 0; s < S; s++) {
         const int t = s / k, e = p->ids[s];
-        const double *A = p->a.deq + (size_t)e * c->R * c->C, *B = p->b.deq + (size_t)e * c->C * c->R;
+        const double *A = p->a.deq + (size_t)e * c->R * c->C, *U = p->u.deq + (size_t)e * c->R * c->C;
+        const double *B = p->b.deq + (size_t)e * c->C * c->R;
         for (int r = 0; r < c->R; r++) {
-            double acc = 0;
-            for (int j = 0; j < c->C; j++) acc += A[(size_t)r * c->C + j] * p->x[(size_t)t * c->C + j];
+            double acc = 0, up = 0;
+            for (int j = 0; j < c->C; j++) {
+                acc += A[(size_t)r * c->C + j] * p->x[(size_t)t * c->C + j];
+                up += U[(size_t)r * c->C + j] * p->x[(size_t)t * c->C + j];
+            }
             p->ya[(size_t)s * c->R + r] = acc;
+            const double act = c->act == LMX_BACT_SILU_MUL
+                                   ? acc / (1 + exp(-acc))
+                                   : 0.5 * acc * (1 + tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)));
+            p->h[(size_t)s * c->R + r] = act * up;
         }
         for (int o = 0; o < c->C; o++) {
             double acc = 0;
-            for (int r = 0; r < c->R; r++) acc += B[(size_t)o * c->R + r] * p->ya[(size_t)s * c->R + r];
+            for (int r = 0; r < c->R; r++) acc += B[(size_t)o * c->R + r] * p->h[(size_t)s * c->R + r];
             p->yb[(size_t)s * c->C + o] = acc;
             p->out[(size_t)t * c->C + o] += p->w[s] * acc;
         }
@@ -249,10 +261,12 @@ static void moe_problem_free(moe_problem *p) {
     free(p->x0);
     free(p->poisoned);
     moe_stack_free(&p->a);
+    moe_stack_free(&p->u);
     moe_stack_free(&p->b);
     free(p->ids);
     free(p->w);
     free(p->ya);
+    free(p->h);
     free(p->yb);
     free(p->out);
 }
@@ -260,6 +274,7 @@ static void moe_problem_free(moe_problem *p) {
 static void moe_result_free(moe_result *r) {
     free(r->table);
     free(r->ya);
+    free(r->h);
     free(r->yb);
     free(r->out);
     memset(r, 0, sizeof *r);
@@ -272,37 +287,44 @@ static lmx_buf *moe_buf(lmx_backend *b, const float *x, size_t n) {
     return r;
 }
 
-/* One run on backend b: route, A over the gathered rows, B over A's rows, combine into x0. */
+/* One run on backend b: route, A over the gathered rows (moe_matmul), act(A) * U over them
+ * (moe_gate_up), B over those rows, combine into x0. */
 static bool moe_run(lmx_backend *b, const moe_problem *p, moe_result *res) {
     const moe_case *c = &p->c;
     const int S = c->T * c->k;
     const size_t tn = lmx_moe_table_floats(c->T, c->k, c->E);
     memset(res, 0, sizeof *res);
-    lmx_bweight *wa = NULL, *wb = NULL;
+    lmx_bweight *wa = NULL, *wu = NULL, *wb = NULL;
     lmx_status st = b->ops->weight_upload_experts(b, p->a.parts, c->E, &wa);
+    if (st == LMX_OK) st = b->ops->weight_upload_experts(b, p->u.parts, c->E, &wu);
     if (st == LMX_OK) st = b->ops->weight_upload_experts(b, p->b.parts, c->E, &wb);
     if (b->ops->upload_end && st == LMX_OK) st = b->ops->upload_end(b);
     CHECK_MSG(st == LMX_OK, "upload: %s", lmx_last_error_detail());
     lmx_buf *bl = moe_buf(b, p->logits, (size_t)c->T * c->E), *bt = moe_buf(b, NULL, tn);
     lmx_buf *bx = moe_buf(b, p->x, (size_t)c->T * c->C), *bx0 = moe_buf(b, p->x0, (size_t)c->T * c->C);
     lmx_buf *ba = moe_buf(b, NULL, (size_t)S * c->R), *bb = moe_buf(b, NULL, (size_t)S * c->C);
+    lmx_buf *bh = moe_buf(b, NULL, (size_t)S * c->R), *bu = moe_buf(b, NULL, (size_t)S * c->R);
     const lmx_moe_routing r = {.table = bt, .n_tokens = c->T, .top_k = c->k, .n_experts = c->E, .rule = c->rule};
     if (st == LMX_OK) st = b->ops->moe_route(b, bl, &r);
     if (st == LMX_OK) st = b->ops->moe_matmul(b, wa, bx, true, &r, ba);
-    if (st == LMX_OK) st = b->ops->moe_matmul(b, wb, ba, false, &r, bb);
+    if (st == LMX_OK) st = b->ops->moe_gate_up(b, wa, wu, bx, &r, c->act, bh, bu);
+    if (st == LMX_OK) st = b->ops->moe_matmul(b, wb, bh, false, &r, bb);
     if (st == LMX_OK) st = b->ops->moe_combine(b, bx0, bb, c->C, &r);
     CHECK_MSG(st == LMX_OK, "ops: %s", lmx_last_error_detail());
     res->table = malloc(tn * sizeof *res->table);
     res->ya = malloc((size_t)S * c->R * sizeof *res->ya);
+    res->h = malloc((size_t)S * c->R * sizeof *res->h);
     res->yb = malloc((size_t)S * c->C * sizeof *res->yb);
     res->out = malloc((size_t)c->T * c->C * sizeof *res->out);
     if (st == LMX_OK) st = b->ops->buf_read(b, bt, 0, res->table, tn);
     if (st == LMX_OK) st = b->ops->buf_read(b, ba, 0, res->ya, (size_t)S * c->R);
+    if (st == LMX_OK) st = b->ops->buf_read(b, bh, 0, res->h, (size_t)S * c->R);
     if (st == LMX_OK) st = b->ops->buf_read(b, bb, 0, res->yb, (size_t)S * c->C);
     if (st == LMX_OK) st = b->ops->buf_read(b, bx0, 0, res->out, (size_t)c->T * c->C);
-    lmx_buf *bs[] = {bl, bt, bx, bx0, ba, bb};
+    lmx_buf *bs[] = {bl, bt, bx, bx0, ba, bb, bh, bu};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) b->ops->buf_free(b, bs[i]);
     b->ops->weight_free(b, wa);
+    b->ops->weight_free(b, wu);
     b->ops->weight_free(b, wb);
     return st == LMX_OK;
 }
@@ -384,8 +406,9 @@ static void moe_check_run(const moe_problem *p, const moe_result *r, double tol,
     const moe_case *c = &p->c;
     moe_check_table(p, r, who);
     moe_check_rows(p, r, r->ya, p->ya, c->T * c->k, c->R, true, tol, "A rows", who);
-    moe_check_rows(p, r, r->yb, p->yb, c->T * c->k, c->C, true, 2 * tol, "B rows", who);
-    moe_check_rows(p, r, r->out, p->out, c->T, c->C, false, 2 * tol, "combined rows", who);
+    moe_check_rows(p, r, r->h, p->h, c->T * c->k, c->R, true, 2 * tol, "act(A) * U rows", who);
+    moe_check_rows(p, r, r->yb, p->yb, c->T * c->k, c->C, true, 3 * tol, "B rows", who);
+    moe_check_rows(p, r, r->out, p->out, c->T, c->C, false, 3 * tol, "combined rows", who);
     moe_check_combine(p, r, who);
 }
 
@@ -393,32 +416,33 @@ static void moe_check_run(const moe_problem *p, const moe_result *r, double tol,
  * all rows to one expert, experts without rows (NaN weights), ties. R and C multiples of 128 where
  * the GPU's grouped GEMM applies (4/8-bit, T >= 16). */
 static const moe_case MOE_CASES[] = {
-    {1, 5, 2, 64, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {1, 128, 8, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {1, 7, 4, 64, 128, MF_Q8, LMX_MOE_SOFTMAX_TOPK, LG_SOME_EMPTY},
-    {1, 9, 1, 32, 64, MF_F32, LMX_MOE_TOPK_SOFTMAX, LG_TIES},
-    {3, 7, 2, 96, 64, MF_F16, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM},
-    {3, 5, 4, 64, 96, MF_Q3, LMX_MOE_TOPK_SOFTMAX, LG_ONE_EXPERT},
-    {3, 11, 8, 64, 96, MF_Q2, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM},
-    {3, 6, 2, 64, 64, MF_MXFP4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {3, 13, 4, 64, 96, MF_MXFP8, LMX_MOE_TOPK_SOFTMAX, LG_SOME_EMPTY},
-    {3, 5, 1, 64, 64, MF_NVFP4, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM},
-    {64, 9, 8, 128, 256, MF_Q4, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM},
-    {64, 127, 4, 128, 128, MF_Q8, LMX_MOE_TOPK_SOFTMAX, LG_SOME_EMPTY},
-    {64, 7, 2, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_ONE_EXPERT},
-    {64, 5, 2, 64, 96, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_TIES},
-    {64, 6, 4, 64, 64, MF_MXFP4, LMX_MOE_SOFTMAX_TOPK, LG_ONE_EXPERT},
-    {64, 7, 1, 64, 96, MF_Q3, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {300, 128, 8, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {300, 9, 2, 128, 128, MF_Q8, LMX_MOE_SOFTMAX_TOPK, LG_SOME_EMPTY},
-    {300, 5, 4, 64, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
-    {300, 7, 2, 64, 64, MF_NVFP4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM},
+    {1, 5, 2, 64, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {1, 128, 8, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {1, 7, 4, 64, 128, MF_Q8, LMX_MOE_SOFTMAX_TOPK, LG_SOME_EMPTY, LMX_BACT_SILU_MUL},
+    {1, 9, 1, 32, 64, MF_F32, LMX_MOE_TOPK_SOFTMAX, LG_TIES, LMX_BACT_GELU_TANH_MUL},
+    {3, 7, 2, 96, 64, MF_F16, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {3, 5, 4, 64, 96, MF_Q3, LMX_MOE_TOPK_SOFTMAX, LG_ONE_EXPERT, LMX_BACT_SILU_MUL},
+    {3, 11, 8, 64, 96, MF_Q2, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {3, 6, 2, 64, 64, MF_MXFP4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_GELU_TANH_MUL},
+    {3, 13, 4, 64, 96, MF_MXFP8, LMX_MOE_TOPK_SOFTMAX, LG_SOME_EMPTY, LMX_BACT_SILU_MUL},
+    {3, 5, 1, 64, 64, MF_NVFP4, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {64, 9, 8, 128, 256, MF_Q4, LMX_MOE_SOFTMAX_TOPK, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {64, 127, 4, 128, 128, MF_Q8, LMX_MOE_TOPK_SOFTMAX, LG_SOME_EMPTY, LMX_BACT_GELU_TANH_MUL},
+    {64, 7, 2, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_ONE_EXPERT, LMX_BACT_SILU_MUL},
+    {64, 5, 2, 64, 96, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_TIES, LMX_BACT_SILU_MUL},
+    {64, 6, 4, 64, 64, MF_MXFP4, LMX_MOE_SOFTMAX_TOPK, LG_ONE_EXPERT, LMX_BACT_SILU_MUL},
+    {64, 7, 1, 64, 96, MF_Q3, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_GELU_TANH_MUL},
+    {300, 128, 8, 128, 256, MF_Q4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {300, 9, 2, 128, 128, MF_Q8, LMX_MOE_SOFTMAX_TOPK, LG_SOME_EMPTY, LMX_BACT_SILU_MUL},
+    {300, 5, 4, 64, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_SILU_MUL},
+    {300, 7, 2, 64, 64, MF_NVFP4, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_GELU_TANH_MUL},
 };
 #define N_MOE_CASES (sizeof MOE_CASES / sizeof MOE_CASES[0])
 
 static inline void moe_case_label(const moe_case *c, char *buf, size_t n) {
-    snprintf(buf, n, "T %d, top-%d of %d, [%d, %d] %s, %s, %s", c->T, c->k, c->E, c->R, c->C, moe_fmt_name[c->fmt],
-             c->rule == LMX_MOE_TOPK_SOFTMAX ? "topk-softmax" : "softmax-topk", moe_logits_name[c->lg]);
+    snprintf(buf, n, "T %d, top-%d of %d, [%d, %d] %s, %s, %s, %s", c->T, c->k, c->E, c->R, c->C,
+             moe_fmt_name[c->fmt], c->rule == LMX_MOE_TOPK_SOFTMAX ? "topk-softmax" : "softmax-topk",
+             moe_logits_name[c->lg], c->act == LMX_BACT_SILU_MUL ? "silu" : "gelu-tanh");
 }
 
 #endif

@@ -5,8 +5,8 @@
  *     routing weight, 0 for experts not chosen), for both layouts (Hub per-expert, mlx-lm stacked),
  *     bf16 and 4-bit stacked experts, both families;
  *   - the same weights in the two layouts give bit-identical logits;
- *   - prefill == prefix + token-by-token decode; a decode step goes through the step hooks and is three
- *     moe_matmul calls per sparse layer over the k chosen experts, with nothing read back;
+ *   - prefill == prefix + token-by-token decode; a decode step goes through the step hooks and is one
+ *     moe_gate_up and one moe_matmul per sparse layer over the k chosen experts, nothing read back;
  *   - validation errors name the tensor.
  */
 #include "model/test_moe_writer.h"
@@ -361,20 +361,32 @@ static void test_prefill_vs_decode(void) {
     }
 }
 
-/* A decode step issues a fixed op sequence (no host readback, no loop over experts on the host):
- * three moe_matmul calls per sparse layer, each over the k chosen experts' rows, the routing read
- * back here from the table. The CPU backend's ops wrapped to count. */
+/* A decode step issues a fixed op sequence (no host readback, no loop over experts on the host): one
+ * moe_gate_up and one moe_matmul per sparse layer, each over the k chosen experts' rows, the routing
+ * read back here from the table. The CPU backend's ops wrapped to count. */
 static const lmx_backend_ops *g_inner;
 static int g_moe_calls, g_moe_experts;
 
-static lmx_status counting_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
-                                      const lmx_moe_routing *r, lmx_buf *y) {
+/* one more expert op: the experts with rows in the table */
+static void count_experts(lmx_backend *be, const lmx_moe_routing *r) {
     g_moe_calls++;
     int32_t start[LMX_MOE_MAX_EXPERTS + 1];
     const size_t S = (size_t)r->n_tokens * r->top_k;
     g_inner->buf_read(be, r->table, 4 * S, (float *)(void *)start, (size_t)r->n_experts + 1);
     for (int e = 0; e < r->n_experts; e++) g_moe_experts += start[e + 1] > start[e];
+}
+
+static lmx_status counting_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                                      const lmx_moe_routing *r, lmx_buf *y) {
+    count_experts(be, r);
     return g_inner->moe_matmul(be, w, x, gather, r, y);
+}
+
+static lmx_status counting_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up,
+                                       const lmx_buf *x, const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h,
+                                       lmx_buf *u) {
+    count_experts(be, r);
+    return g_inner->moe_gate_up(be, gate, up, x, r, act, h, u);
 }
 
 /* decode-step hooks over the CPU backend, whose ops run as they are issued: the step is not redone */
@@ -409,6 +421,7 @@ static void test_decode_active_experts(void) {
     g_inner = be->ops;
     counting = *be->ops;
     counting.moe_matmul = counting_moe_matmul;
+    counting.moe_gate_up = counting_moe_gate_up;
     counting.step_begin = fake_step_begin; /* a sparse model's one-token steps go through the hooks */
     counting.step_end = fake_step_end;
     be->ops = &counting;
@@ -425,8 +438,8 @@ static void test_decode_active_experts(void) {
         CHECK(lmx_lm_forward(lm, kv, ids + 3, 1, NULL) == LMX_OK);
         counting.buf_read = g_inner->buf_read;
         CHECK_EQ_INT(g_steps, 1);
-        CHECK_EQ_INT(g_moe_calls, 2 /* sparse layers */ * 3 /* gate, up, down */);
-        CHECK_EQ_INT(g_moe_experts, 2 * 3 * s->topk);
+        CHECK_EQ_INT(g_moe_calls, 2 /* sparse layers */ * 2 /* gate|up, down */);
+        CHECK_EQ_INT(g_moe_experts, 2 * 2 * s->topk);
     }
     lmx_kv_destroy(kv);
     lmx_lm_close(lm);

@@ -51,10 +51,10 @@ static void test_cases(void) {
 }
 
 /* what the ops refuse: a matmul through an expert stack, experts that do not stack, a table that
- * moe_route did not write, a routing beyond the limits, short buffers */
+ * moe_route did not write, a routing beyond the limits, short buffers, gate and up that do not pair */
 static void test_refusals(void) {
     lmx_backend *b = be[0][0];
-    const moe_case c = {3, 5, 2, 32, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM};
+    const moe_case c = {3, 5, 2, 32, 64, MF_BF16, LMX_MOE_TOPK_SOFTMAX, LG_RANDOM, LMX_BACT_SILU_MUL};
     moe_problem p;
     moe_problem_make(&p, &c, 7);
     lmx_bweight *w = NULL;
@@ -82,7 +82,14 @@ static void test_refusals(void) {
     lmx_buf *short_y = moe_buf(b, NULL, (size_t)c.T * c.R);
     CHECK(b->ops->moe_matmul(b, w, x, true, &r, short_y) == LMX_ERR_INVALID_ARGUMENT);
     CHECK(b->ops->moe_matmul(b, w, x, true, &r, y) == LMX_OK);
-    lmx_buf *bs[] = {x, y, tab, lg, short_y};
+    lmx_bweight *down = NULL; /* [C, R] experts: not the gate's shape */
+    CHECK(b->ops->weight_upload_experts(b, p.b.parts, c.E, &down) == LMX_OK);
+    lmx_buf *u = moe_buf(b, NULL, (size_t)c.T * c.k * c.R);
+    CHECK(b->ops->moe_gate_up(b, w, down, x, &r, LMX_BACT_SILU_MUL, y, u) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(b->ops->moe_gate_up(b, w, w, x, &r, LMX_BACT_SILU_MUL, y, y) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(b->ops->moe_gate_up(b, w, w, x, &r, LMX_BACT_SILU_MUL, y, u) == LMX_OK);
+    b->ops->weight_free(b, down);
+    lmx_buf *bs[] = {x, y, tab, lg, short_y, u};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) b->ops->buf_free(b, bs[i]);
     b->ops->weight_free(b, w);
     moe_problem_free(&p);

@@ -396,6 +396,7 @@ static void cpu_destroy(lmx_backend *be) {
     .weight_upload_experts = lmx_cpu_weight_upload_experts, \
     .moe_route = lmx_cpu_moe_route,            \
     .moe_matmul = lmx_cpu_moe_matmul,          \
+    .moe_gate_up = lmx_cpu_moe_gate_up,        \
     .moe_combine = lmx_cpu_moe_combine
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};

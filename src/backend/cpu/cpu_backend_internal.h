@@ -145,6 +145,8 @@ lmx_status lmx_cpu_weight_upload_experts(lmx_backend *be, const lmx_weight_desc 
 lmx_status lmx_cpu_moe_route(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
 lmx_status lmx_cpu_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
                               const lmx_moe_routing *r, lmx_buf *y);
+lmx_status lmx_cpu_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
 lmx_status lmx_cpu_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 
 #endif

@@ -8,6 +8,7 @@
  *             [E, rows, cols] tensor, or the Hub's per-expert tensor; the AVX-512 level repacks each);
  *             moe_matmul runs the backend's matmul once per expert that received rows, over those
  *             rows (gathered into a scratch when they are token rows; one row is read in place);
+ *   gate_up   the two expert matmuls over the token rows, then the backend's act_mul;
  *   combine   the backend's rows_axpy once per expert in increasing expert order.
  * That is the sequence the model ran on the host before these ops existed (the same matmuls over the
  * same rows, the same additions in the same order), so results are bit for bit the same; a row's
@@ -208,6 +209,18 @@ lmx_status lmx_cpu_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_b
     lmx_status st = moe_matmul_locked(be, ms, w, x, gather, r, y);
     pthread_mutex_unlock(&ms->lock);
     return st;
+}
+
+/* ---- moe_gate_up: the sequence it stands for ---- */
+
+lmx_status lmx_cpu_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u) {
+    if (gate->rows != up->rows || gate->cols != up->cols || h == u)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cpu backend: moe_gate_up: gate [%lld, %lld] and up [%lld, %lld]",
+                         (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
+    LMX_BACKEND_TRY(lmx_cpu_moe_matmul(be, gate, x, true, r, h));
+    LMX_BACKEND_TRY(lmx_cpu_moe_matmul(be, up, x, true, r, u));
+    return lmx_cpu_act_mul(be, h, u, (size_t)r->n_tokens * (size_t)r->top_k * (size_t)gate->rows, act);
 }
 
 /* ---- moe_combine ---- */

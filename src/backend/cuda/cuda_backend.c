@@ -87,6 +87,7 @@ static const lmx_backend_ops CUDA_OPS = {
     .weight_upload_experts = lmx_cub_weight_upload_experts,
     .moe_route = lmx_cub_moe_route,
     .moe_matmul = lmx_cub_moe_matmul,
+    .moe_gate_up = lmx_cub_moe_gate_up,
     .moe_combine = lmx_cub_moe_combine,
 };
 

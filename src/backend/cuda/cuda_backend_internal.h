@@ -207,6 +207,8 @@ lmx_status lmx_cub_weight_upload_experts(lmx_backend *be, const lmx_weight_desc 
 lmx_status lmx_cub_moe_route(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
 lmx_status lmx_cub_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
                               const lmx_moe_routing *r, lmx_buf *y);
+lmx_status lmx_cub_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
 lmx_status lmx_cub_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 lmx_status lmx_cub_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);

@@ -1,5 +1,5 @@
 /* cuda_backend_moe.c — the CUDA backend's mixture-of-experts ops (backend.h: moe_route, moe_matmul,
- * moe_combine; the expert stacks come from cuda_backend_mem.c's weight_upload_experts) over the
+ * moe_gate_up, moe_combine; the expert stacks come from cuda_backend_mem.c's weight_upload_experts) over the
  * kernels of cuda_moe.cu, cuda_moe_gemv.cu and cuda_gemm_small.cu.
  *
  * The routing table stays on the device: no op reads back or synchronises, and each launch's grid is
@@ -7,7 +7,8 @@
  * and replayed like every other op (their arguments enter the step's signature). moe_matmul takes the
  * grouped tensor-core GEMM for 4/8-bit affine experts from 16 rows on (prefill: each expert's weights
  * read once per 64 of its rows), the expert GEMV otherwise (decode: the k chosen experts' rows read
- * once; other formats' prefill: once per 8 rows).
+ * once; other formats' prefill: once per 8 rows); moe_gate_up is one launch for decode (both
+ * projections of a row in one warp, the activation in its epilogue).
  */
 #ifdef LMX_HAVE_CUDA
 #include "backend/cuda/cuda_backend_internal.h"
@@ -51,6 +52,36 @@ lmx_status lmx_cub_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_b
     }
     if (grouped) return lmx_cuda_moe_gemm(&w->ex, x->d, gather, &dr, y->d, c->stream);
     return lmx_cuda_moe_gemv(&w->ex, x->d, gather, &dr, y->d, c->stream);
+}
+
+/* decode (T < 16, stacks of one format): one launch for both projections and the activation; else
+ * the two moe_matmuls and the act_mul kernel */
+lmx_status lmx_cub_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u) {
+    cuda_backend *c = CB(be);
+    lmx_cuda_moe dr;
+    LMX_BACKEND_TRY(check_routing(r, &dr));
+    if (act != LMX_BACT_SILU_MUL && act != LMX_BACT_GELU_TANH_MUL)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: moe_gate_up: activation %d", (int)act);
+    if (gate->rows != up->rows || gate->cols != up->cols || h == u || h->d == u->d)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: moe_gate_up: gate and up of other shapes, or h == u");
+    if (!lmx_cuda_moe_gate_up_fuses(&gate->ex, &up->ex, &dr)) {
+        LMX_BACKEND_TRY(lmx_cub_moe_matmul(be, gate, x, true, r, h));
+        LMX_BACKEND_TRY(lmx_cub_moe_matmul(be, up, x, true, r, u));
+        return lmx_cub_act_mul(be, h, u, (size_t)dr.T * (size_t)dr.k * (size_t)gate->rows, act);
+    }
+    LMX_BACKEND_TRY(lmx_backend_check_moe_matmul("cuda", r, gate->kind, gate->n_experts, gate->rows, gate->cols, x->n,
+                                                 true, h->n));
+    LMX_BACKEND_TRY(lmx_backend_check_moe_matmul("cuda", r, up->kind, up->n_experts, up->rows, up->cols, x->n, true,
+                                                 u->n));
+    if (x->dt != LMX_DTYPE_F32 || h->dt != LMX_DTYPE_F32 || x->d == h->d)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: moe_gate_up: a KV cache buffer, or h == x");
+    if (stepping(c)) {
+        SIGI(23); SIGP(gate->dw); SIGP(up->dw); SIGP(x->d); SIGP(h->d); SIGP(dr.table); SIGI(dr.T); SIGI(dr.k);
+        SIGI(act);
+        if (replaying(c)) return LMX_OK;
+    }
+    return lmx_cuda_moe_gate_up(&gate->ex, &up->ex, x->d, &dr, act == LMX_BACT_SILU_MUL ? 0 : 1, h->d, c->stream);
 }
 
 lmx_status lmx_cub_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r) {

@@ -96,6 +96,13 @@ __device__ __forceinline__ int64_t lmx_cu_kv_slot(const int32_t *tab, int shift,
     return ((int64_t)__ldg(tab + (j >> shift)) << shift) | (j & ((1 << shift) - 1));
 }
 
+/* act(g) * u: act 0 = silu, 1 = gelu_tanh (the arithmetic of the act_mul kernels, cuda_ops.cu) */
+__device__ __forceinline__ float lmx_cu_act_mul(int act, float g, float u) {
+    if (act == 0) return g / (1.f + expf(-g)) * u;
+    const float k = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    return 0.5f * g * (1.f + tanhf(k)) * u;
+}
+
 __device__ __forceinline__ float lmx_cu_warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

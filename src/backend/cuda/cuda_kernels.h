@@ -368,6 +368,12 @@ typedef struct lmx_cuda_experts {
  * 8 rows). x rows of m.k floats, 16-byte aligned where m.k % 4 == 0. */
 lmx_status lmx_cuda_moe_gemv(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r, float *y,
                              lmx_cuda_stream stream);
+/* h[i, :] = act(x_i · G_{e(i)}ᵀ) * (x_i · U_{e(i)}ᵀ) (x_i = x[order[i] / k]) in one launch for
+ * T < 16 (decode), when the two stacks pair (lmx_cuda_moe_gate_up_fuses: one format and shape); act 0
+ * silu, 1 gelu_tanh. LMX_ERR_UNSUPPORTED otherwise (the caller runs two GEMVs and the activation). */
+bool lmx_cuda_moe_gate_up_fuses(const lmx_cuda_experts *gate, const lmx_cuda_experts *up, const lmx_cuda_moe *r);
+lmx_status lmx_cuda_moe_gate_up(const lmx_cuda_experts *gate, const lmx_cuda_experts *up, const float *x,
+                                const lmx_cuda_moe *r, int act, float *h, lmx_cuda_stream stream);
 /* The same through the tensor-core few-row GEMM of cuda_gemm_small.cu, grouped: one block per (256
  * weight rows, expert, 64 of its entries), experts' weights read once per 64 rows, bf16 operands,
  * fp32 accumulation (bf16-level error). Affine 4/8-bit experts with lmx_cuda_gemm_small_supported(&m)

@@ -12,6 +12,8 @@
  *   per expert  grid (rows / 8, E, ceil(T / 8)): block (e, z) takes entries start[e] + 8 z .. of
  *               expert e (blocks past the expert's rows leave at once): weights read once per 8 rows.
  * The warp sums in a fixed order (deterministic); the bias of row r of expert e is bias[e * n + r].
+ * The gate|up pair of decode (lmx_cuda_moe_gate_up): one launch reads row r of both stacks in the same
+ * warp and writes act(gate) * up (lmx_cu_act_mul).
  */
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_mx_decode.cuh"
@@ -123,6 +125,53 @@ __device__ __forceinline__ void decode_unit(const mg_args &a, size_t row, int u,
     }
 }
 
+/* The gate|up pair of lmx_cuda_moe_gate_up, per entry (decode): each warp takes row r of both stacks
+ * (two accumulators over one x row) and writes act(gate) * up. */
+template <int F>
+__global__ void __launch_bounds__(MG_WARPS * 32) moe_gate_up_kernel(mg_args a, mg_args b, int act) {
+    constexpr int U = fmt_u<F>::U;
+    const int i0 = blockIdx.y, e = a.ids[a.order[i0]];
+    const int lane = threadIdx.x & 31, r = blockIdx.x * MG_WARPS + (threadIdx.x >> 5);
+    if (r >= a.n) return;
+    const size_t row = (size_t)e * a.n + r;
+    const float *xr = a.x + (size_t)(a.order[i0] / a.topk) * a.k;
+    float ag = 0.0f, au = 0.0f;
+    const int units = a.k / U;
+    for (int u = lane; u < units; u += 32) {
+        float vg[U], vu[U];
+        decode_unit<F>(a, row, u, vg);
+        decode_unit<F>(b, row, u, vu);
+        const float *xp = xr + (size_t)u * U;
+        float dg = 0.0f, du = 0.0f;
+        if constexpr (U % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < U; i += 4) {
+                const float4 xv = __ldg(reinterpret_cast<const float4 *>(xp + i));
+                dg = fmaf(vg[i], xv.x, dg);
+                dg = fmaf(vg[i + 1], xv.y, dg);
+                dg = fmaf(vg[i + 2], xv.z, dg);
+                dg = fmaf(vg[i + 3], xv.w, dg);
+                du = fmaf(vu[i], xv.x, du);
+                du = fmaf(vu[i + 1], xv.y, du);
+                du = fmaf(vu[i + 2], xv.z, du);
+                du = fmaf(vu[i + 3], xv.w, du);
+            }
+        } else {
+            const float xv = __ldg(xp);
+            dg = vg[0] * xv;
+            du = vu[0] * xv;
+        }
+        ag += dg;
+        au += du;
+    }
+    ag = lmx_cu_warp_sum(ag);
+    au = lmx_cu_warp_sum(au);
+    if (lane == 0) {
+        const float g = ag + (a.bias ? a.bias[row] : 0.0f), up = au + (b.bias ? b.bias[row] : 0.0f);
+        a.y[(size_t)i0 * a.n + r] = lmx_cu_act_mul(act, g, up);
+    }
+}
+
 /* grid.x: blocks of MG_WARPS rows; per entry (GROUPED false): grid.y = entry; per expert: grid.y =
  * expert, grid.z = block of BMAX of its entries */
 template <int F, int BMAX, bool GROUPED>
@@ -219,10 +268,9 @@ int format_of(const lmx_cuda_experts *w) {
     }
 }
 
-}  // namespace
-
-extern "C" lmx_status lmx_cuda_moe_gemv(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r,
-                                        float *y, lmx_cuda_stream stream) {
+/* the kernel arguments of stack w over routing r (its unit format into *fmt), or an error */
+lmx_status args_of(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r, float *y,
+                   mg_args *out, int *fmt) {
     if (!w || !x || !y || !r || !r->table || r->T < 1 || r->k < 1 || w->n_experts != r->E || w->m.n < 1 ||
         w->m.k < 1 || w->m.n > 0x7fffffff || w->m.k > 0x7fffffff || (size_t)r->T * r->k > 65535 * 64)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda moe gemv: bad arguments");
@@ -242,8 +290,61 @@ extern "C" lmx_status lmx_cuda_moe_gemv(const lmx_cuda_experts *w, const float *
     const int bits = w->mode != LMX_QUANT_AFFINE ? (w->mode == LMX_QUANT_MXFP8 ? 8 : 4) : m->bits;
     const size_t row_bytes = bits ? (size_t)m->k * (size_t)bits / 8
                                   : (size_t)m->k * (m->dtype == LMX_DTYPE_F32 ? 4 : 2);
-    mg_args a = {m->w, m->scales, m->biases, (const float *)m->bias, (int)m->dtype, (int)m->dtype, m->group_size,
-                 row_bytes, (int)m->n, (int)m->k, x, gather ? 1 : 0, r->k, ids, order, start, y};
+    *out = (mg_args){m->w, m->scales, m->biases, (const float *)m->bias, (int)m->dtype, (int)m->dtype, m->group_size,
+                     row_bytes, (int)m->n, (int)m->k, x, gather ? 1 : 0, r->k, ids, order, start, y};
+    *fmt = F;
+    return LMX_OK;
+}
+
+}  // namespace
+
+extern "C" bool lmx_cuda_moe_gate_up_fuses(const lmx_cuda_experts *gate, const lmx_cuda_experts *up,
+                                           const lmx_cuda_moe *r) {
+    return gate && up && r && r->T < 16 && format_of(gate) >= 0 && format_of(gate) == format_of(up) &&
+           gate->m.n == up->m.n && gate->m.k == up->m.k && gate->m.group_size == up->m.group_size &&
+           gate->m.dtype == up->m.dtype && gate->n_experts == up->n_experts;
+}
+
+extern "C" lmx_status lmx_cuda_moe_gate_up(const lmx_cuda_experts *gate, const lmx_cuda_experts *up, const float *x,
+                                           const lmx_cuda_moe *r, int act, float *h, lmx_cuda_stream stream) {
+    if (!lmx_cuda_moe_gate_up_fuses(gate, up, r) || (act != 0 && act != 1))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda moe gate_up: stacks that do not pair, T %d, or act %d",
+                         r ? r->T : 0, act);
+    mg_args a, b;
+    int F = 0;
+    lmx_status st = args_of(gate, x, true, r, h, &a, &F);
+    if (st == LMX_OK) st = args_of(up, x, true, r, h, &b, &F);
+    if (st != LMX_OK) return st;
+    const dim3 grid((unsigned)((a.n + MG_WARPS - 1) / MG_WARPS), (unsigned)(r->T * r->k));
+    cudaStream_t s = LMX_CU_STREAM(stream);
+#define MG_PAIR(FMT) moe_gate_up_kernel<FMT><<<grid, MG_WARPS * 32, 0, s>>>(a, b, act)
+    switch (F) {
+    case F_F32: MG_PAIR(F_F32); break;
+    case F_F16: MG_PAIR(F_F16); break;
+    case F_BF16: MG_PAIR(F_BF16); break;
+    case F_DENSE1: MG_PAIR(F_DENSE1); break;
+    case F_Q2: MG_PAIR(F_Q2); break;
+    case F_Q2P: MG_PAIR(F_Q2P); break;
+    case F_Q3: MG_PAIR(F_Q3); break;
+    case F_Q4: MG_PAIR(F_Q4); break;
+    case F_Q5: MG_PAIR(F_Q5); break;
+    case F_Q6: MG_PAIR(F_Q6); break;
+    case F_Q8: MG_PAIR(F_Q8); break;
+    case F_MXFP4: MG_PAIR(F_MXFP4); break;
+    case F_MXFP8: MG_PAIR(F_MXFP8); break;
+    default: MG_PAIR(F_NVFP4); break;
+    }
+#undef MG_PAIR
+    LMX_CU_CHECK_LAUNCH("moe gate_up");
+    return LMX_OK;
+}
+
+extern "C" lmx_status lmx_cuda_moe_gemv(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r,
+                                        float *y, lmx_cuda_stream stream) {
+    mg_args a;
+    int F = 0;
+    lmx_status err = args_of(w, x, gather, r, y, &a, &F);
+    if (err != LMX_OK) return err;
     cudaStream_t st = LMX_CU_STREAM(stream);
     switch (F) {
     case F_F32: launch<F_F32>(a, r, st); break;
