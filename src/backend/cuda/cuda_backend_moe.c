@@ -61,11 +61,11 @@ lmx_status lmx_cub_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const l
     cuda_backend *c = CB(be);
     lmx_cuda_moe dr;
     LMX_BACKEND_TRY(check_routing(r, &dr));
-    if (act != LMX_BACT_SILU_MUL && act != LMX_BACT_GELU_TANH_MUL)
-        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: moe_gate_up: activation %d", (int)act);
     if (gate->rows != up->rows || gate->cols != up->cols || h == u || h->d == u->d)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda backend: moe_gate_up: gate and up of other shapes, or h == u");
-    if (!lmx_cuda_moe_gate_up_fuses(&gate->ex, &up->ex, &dr)) {
+    /* the fused launch has silu and gelu_tanh; other activations (gpt_oss's clamped SwiGLU) take act_mul */
+    const bool fused_act = act == LMX_BACT_SILU_MUL || act == LMX_BACT_GELU_TANH_MUL;
+    if (!fused_act || !lmx_cuda_moe_gate_up_fuses(&gate->ex, &up->ex, &dr)) {
         LMX_BACKEND_TRY(lmx_cub_moe_matmul(be, gate, x, true, r, h));
         LMX_BACKEND_TRY(lmx_cub_moe_matmul(be, up, x, true, r, u));
         return lmx_cub_act_mul(be, h, u, (size_t)dr.T * (size_t)dr.k * (size_t)gate->rows, act);
