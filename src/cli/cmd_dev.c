@@ -33,7 +33,7 @@
 typedef struct {
     const char *name;
     const char *family;     /* tokenizer family folder: llama3, qwen3 */
-    const char *model_type; /* llama, qwen3 */
+    const char *model_type; /* llama, qwen3, qwen3_moe */
     const char *arch;
     int64_t hidden, layers, heads, kv_heads, head_dim, inter, vocab, max_pos;
     bool explicit_head_dim, tied, qk_norm, llama3_rope;
@@ -42,24 +42,31 @@ typedef struct {
     int64_t bos;
     const char *tf_version;
     const char *gen_config; /* generation_config.json */
+    int64_t experts, topk, moe_inter; /* qwen3_moe (every layer sparse, norm_topk_prob): else 0 */
 } shape_t;
+
+#define QWEN3_GEN_CONFIG                                                                                        \
+    "{\n    \"bos_token_id\": 151643,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        151645,\n"  \
+    "        151643\n    ],\n    \"pad_token_id\": 151643,\n    \"temperature\": 0.6,\n    \"top_k\": 20,\n"     \
+    "    \"top_p\": 0.95,\n    \"transformers_version\": \"4.51.0\"\n}\n"
 
 static const shape_t SHAPES[] = {
     {"llama-3-8b", "llama3", "llama", "LlamaForCausalLM", 4096, 32, 32, 8, 128, 14336, 128256, 8192, false, false,
      false, false, 500000.0, 1e-5, "128009", 128000, "4.40.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
      "        128009\n    ],\n    \"max_length\": 4096,\n    \"temperature\": 0.6,\n    \"top_p\": 0.9,\n"
-     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n"},
+     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n", 0, 0, 0},
     {"llama-3.2-1b", "llama3", "llama", "LlamaForCausalLM", 2048, 16, 32, 8, 64, 8192, 128256, 131072, true, true,
      false, true, 500000.0, 1e-5, "[128001, 128008, 128009]", 128000, "4.45.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
      "        128008,\n        128009\n    ],\n    \"temperature\": 0.6,\n    \"top_p\": 0.9,\n"
-     "    \"transformers_version\": \"4.45.0.dev0\"\n}\n"},
+     "    \"transformers_version\": \"4.45.0.dev0\"\n}\n", 0, 0, 0},
     {"qwen3-0.6b", "qwen3", "qwen3", "Qwen3ForCausalLM", 1024, 28, 16, 8, 128, 3072, 151936, 40960, true, true, true,
-     false, 1000000.0, 1e-6, "151645", 151643, "4.51.0",
-     "{\n    \"bos_token_id\": 151643,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        151645,\n"
-     "        151643\n    ],\n    \"pad_token_id\": 151643,\n    \"temperature\": 0.6,\n    \"top_k\": 20,\n"
-     "    \"top_p\": 0.95,\n    \"transformers_version\": \"4.51.0\"\n}\n"},
+     false, 1000000.0, 1e-6, "151645", 151643, "4.51.0", QWEN3_GEN_CONFIG, 0, 0, 0},
+    /* Qwen/Qwen3-30B-A3B (mlx-community's 4-bit: the same config plus the quantization block, routers at
+     * 8 bits): 48 layers, 128 experts of 768, top-8, renormalised */
+    {"qwen3-30b-a3b", "qwen3", "qwen3_moe", "Qwen3MoeForCausalLM", 2048, 48, 32, 4, 128, 6144, 151936, 40960, true,
+     false, true, false, 1000000.0, 1e-6, "151645", 151643, "4.51.0", QWEN3_GEN_CONFIG, 128, 8, 768},
 };
 #define N_SHAPES (sizeof SHAPES / sizeof SHAPES[0])
 
@@ -187,13 +194,16 @@ typedef struct {
     uint64_t params;
 } plan_t;
 
-static lmx_status plan_add(plan_t *p, const char *name, int64_t rows, int64_t cols, float mean, float std,
+/* A tensor of rows × shape1 stored elements generated as `rows` rows of `cols` values (lead > 0: shaped
+ * [lead, rows / lead, shape1], mlx-lm's stacked experts). */
+static lmx_status plan_add(plan_t *p, const char *name, int64_t lead, int64_t rows, int64_t cols, int bits,
                            part_t part, lmx_dtype dt, int64_t shape1, uint64_t key) {
     if (p->n == p->cap) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "random-model: tensor table full");
     gen_t *g = &p->gens[p->n++];
-    *g = (gen_t){key, mean, std, rows, cols, part, p->bits, p->gs, p->n_caches ? &p->caches[p->n_caches - 1] : NULL};
-    int64_t shape[2] = {rows, shape1};
-    return lmx_st_writer_add_fill(p->w, name, dt, cols ? 2 : 1, cols ? shape : &rows, fill_gen, g);
+    *g = (gen_t){key, 0.0f, 0.02f, rows, cols, part, bits, p->gs, p->n_caches ? &p->caches[p->n_caches - 1] : NULL};
+    int64_t shape[3] = {rows, shape1, 0};
+    if (lead > 0) shape[0] = lead, shape[1] = rows / lead, shape[2] = shape1;
+    return lmx_st_writer_add_fill(p->w, name, dt, lead > 0 ? 3 : 2, shape, fill_gen, g);
 }
 
 /* A norm weight [n] in bf16. */
@@ -206,13 +216,16 @@ static lmx_status add_norm(plan_t *p, const char *name, int64_t n) {
     return lmx_st_writer_add_fill(p->w, name, LMX_DTYPE_BF16, 1, shape, fill_gen, g);
 }
 
-/* A Linear/Embedding weight [rows, cols] at module path `mod`: bf16, or quantized weight+scales+biases. */
-static lmx_status add_matrix(plan_t *p, const char *mod, int64_t rows, int64_t cols) {
+/* A Linear/Embedding weight [rows, cols] at module path `mod` (lead > 0: `lead` stacked experts
+ * [lead, rows, cols]): bf16, or quantized weight+scales+biases at `bits` (0: the model's). */
+static lmx_status add_matrix_ex(plan_t *p, const char *mod, int64_t lead, int64_t rows, int64_t cols, int bits) {
     char name[256];
     snprintf(name, sizeof name, "%s.weight", mod);
     uint64_t key = hash_name(name, p->seed);
+    if (lead > 0) rows *= lead;
     p->params += (uint64_t)(rows * cols);
-    if (!p->bits) return plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_DENSE, LMX_DTYPE_BF16, cols, key);
+    if (!p->bits) return plan_add(p, name, lead, rows, cols, 0, PART_DENSE, LMX_DTYPE_BF16, cols, key);
+    if (!bits) bits = p->bits;
     if (cols % p->gs)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: input dimension %lld is not a multiple of group size %d", mod,
                          (long long)cols, p->gs);
@@ -224,11 +237,33 @@ static lmx_status add_matrix(plan_t *p, const char *mod, int64_t rows, int64_t c
     if (!qc->scales || !qc->biases || !qc->ready)
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: out of memory for the scales cache", mod);
     /* insertion order as in MLX's QuantizedLinear: weight, scales, biases */
-    lmx_status s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QWEIGHT, LMX_DTYPE_U32, cols * p->bits / 32, key);
+    lmx_status s = plan_add(p, name, lead, rows, cols, bits, PART_QWEIGHT, LMX_DTYPE_U32, cols * bits / 32, key);
     snprintf(name, sizeof name, "%s.scales", mod);
-    if (s == LMX_OK) s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QSCALES, LMX_DTYPE_BF16, cols / p->gs, key);
+    if (s == LMX_OK) s = plan_add(p, name, lead, rows, cols, bits, PART_QSCALES, LMX_DTYPE_BF16, cols / p->gs, key);
     snprintf(name, sizeof name, "%s.biases", mod);
-    if (s == LMX_OK) s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QBIASES, LMX_DTYPE_BF16, cols / p->gs, key);
+    if (s == LMX_OK) s = plan_add(p, name, lead, rows, cols, bits, PART_QBIASES, LMX_DTYPE_BF16, cols / p->gs, key);
+    return s;
+}
+
+static lmx_status add_matrix(plan_t *p, const char *mod, int64_t rows, int64_t cols) {
+    return add_matrix_ex(p, mod, 0, rows, cols, 0);
+}
+
+/* the sparse MLP of layer l: the router (mlx-lm quantizes it at 8 bits: the config's per-module entry)
+ * and the stacked experts switch_mlp.{gate,up,down}_proj [E, out, in] */
+static lmx_status add_moe(plan_t *p, const shape_t *m, int64_t l) {
+    char mod[128];
+    snprintf(mod, sizeof mod, "model.layers.%lld.mlp.gate", (long long)l);
+    lmx_status s = add_matrix_ex(p, mod, 0, m->experts, m->hidden, 8);
+    const struct {
+        const char *n;
+        int64_t rows, cols;
+    } mats[3] = {{"gate_proj", m->moe_inter, m->hidden}, {"down_proj", m->hidden, m->moe_inter},
+                 {"up_proj", m->moe_inter, m->hidden}};
+    for (int k = 0; k < 3 && s == LMX_OK; k++) {
+        snprintf(mod, sizeof mod, "model.layers.%lld.mlp.switch_mlp.%s", (long long)l, mats[k].n);
+        s = add_matrix_ex(p, mod, m->experts, mats[k].rows, mats[k].cols, 0);
+    }
     return s;
 }
 
@@ -246,7 +281,9 @@ static lmx_status build_plan(plan_t *p, const shape_t *m) {
                      {"mlp.gate_proj", m->inter, m->hidden},
                      {"mlp.down_proj", m->hidden, m->inter},
                      {"mlp.up_proj", m->inter, m->hidden}};
-        for (int k = 0; k < 7 && s == LMX_OK; k++) {
+        const int n_mats = m->experts ? 4 : 7; /* a sparse layer: the experts instead of the dense MLP */
+        if (m->experts) s = add_moe(p, m, l);
+        for (int k = 0; k < n_mats && s == LMX_OK; k++) {
             snprintf(mod, sizeof mod, "model.layers.%lld.%s", (long long)l, mats[k].n);
             s = add_matrix(p, mod, mats[k].rows, mats[k].cols);
             if (s == LMX_OK && k == 3 && m->qk_norm) {
@@ -360,6 +397,16 @@ static lmx_status write_config(const char *dir, const shape_t *m, int bits, int 
         cJSON_AddNullToObject(c, "sliding_window");
         cJSON_AddBoolToObject(c, "use_sliding_window", false);
     }
+    if (m->experts) {
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+        cJSON_AddArrayToObject(c, "mlp_only_layers");
+        cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)m->moe_inter);
+        cJSON_AddBoolToObject(c, "norm_topk_prob", true);
+        cJSON_AddNumberToObject(c, "num_experts", (double)m->experts);
+        cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)m->topk);
+        cJSON_AddBoolToObject(c, "output_router_logits", false);
+        cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.001);
+    }
     cJSON_AddNumberToObject(c, "rms_norm_eps", m->eps);
     if (m->llama3_rope) {
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
@@ -377,9 +424,16 @@ static lmx_status write_config(const char *dir, const shape_t *m, int bits, int 
     cJSON_AddStringToObject(c, "transformers_version", m->tf_version);
     cJSON_AddBoolToObject(c, "use_cache", true);
     cJSON_AddNumberToObject(c, "vocab_size", (double)m->vocab);
-    if (bits) {
-        cJSON_AddItemToObject(c, "quantization", quant_block(bits, gs));
-        cJSON_AddItemToObject(c, "quantization_config", quant_block(bits, gs));
+    for (int i = 0; bits && i < 2; i++) { /* quantization and quantization_config, with the routers' entries */
+        cJSON *q = quant_block(bits, gs);
+        for (int64_t l = 0; m->experts && l < m->layers; l++) {
+            char mod[64];
+            snprintf(mod, sizeof mod, "model.layers.%lld.mlp.gate", (long long)l);
+            cJSON *e = cJSON_AddObjectToObject(q, mod);
+            cJSON_AddNumberToObject(e, "group_size", gs);
+            cJSON_AddNumberToObject(e, "bits", 8);
+        }
+        cJSON_AddItemToObject(c, i ? "quantization_config" : "quantization", q);
     }
     sort_object(c);
     char *text = cJSON_Print(c);
@@ -495,7 +549,8 @@ static void usage_random(FILE *f) {
     fprintf(f,
             "usage: lmx dev random-model SHAPE OUTDIR --dtype bf16|q8|q4 [--group-size 64] [--seed N]\n"
             "                            [--tokenizer DIR] [--threads N] [--sync]\n"
-            "  SHAPE: llama-3-8b | llama-3.2-1b | qwen3-0.6b (real config.json, random weights)\n"
+            "  SHAPE: llama-3-8b | llama-3.2-1b | qwen3-0.6b | qwen3-30b-a3b (real config.json, random weights;\n"
+            "         qwen3-30b-a3b: mlx-lm's stacked experts, routers at 8 bits when quantized)\n"
             "  --tokenizer DIR  folder with tokenizer.json (or DIR/llama3, DIR/qwen3); default $LMX_TOKENIZER_DIR\n"
             "  --threads N      data-generation threads (default: all CPUs)\n"
             "  --sync           fsync every file before renaming it into place\n");
@@ -558,7 +613,7 @@ static int random_model(int argc, char **argv) {
     for (size_t i = 0; i < N_SHAPES; i++)
         if (!strcmp(shape_name, SHAPES[i].name)) base = &SHAPES[i];
     if (!base) {
-        fprintf(stderr, "lmx dev random-model: unknown shape %s (llama-3-8b, llama-3.2-1b, qwen3-0.6b)\n", shape_name);
+        fprintf(stderr, "lmx dev random-model: unknown shape %s (llama-3-8b, llama-3.2-1b, qwen3-0.6b, qwen3-30b-a3b)\n", shape_name);
         return 2;
     }
     int bits;
@@ -578,6 +633,9 @@ static int random_model(int argc, char **argv) {
     if (scale > 1) {
         m.hidden /= scale;
         m.inter /= scale;
+        /* experts: fewer (at least top-k), each width a multiple of 128 (any group size divides it) */
+        m.experts = m.experts / scale > m.topk ? m.experts / scale : m.topk;
+        if (m.moe_inter) m.moe_inter = (m.moe_inter / scale + 127) / 128 * 128;
         m.vocab /= scale;
         m.heads = m.heads / scale > 0 ? m.heads / scale : 1;
         m.kv_heads = m.kv_heads / scale > 0 ? m.kv_heads / scale : 1;

@@ -368,8 +368,7 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
                   .use_long = kv->longv};
     for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
-    /* sparse models route on the host (a buf_read inside the step): no captured steps */
-    if (n == 1 && op->step_begin && op->step_end && !kv->s.moe) {
+    if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);

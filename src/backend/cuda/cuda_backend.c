@@ -81,10 +81,13 @@ static const lmx_backend_ops CUDA_OPS = {
     .kv_buf_alloc = lmx_cub_kv_buf_alloc,
     .kv_elem_bytes = lmx_cub_kv_elem_bytes,
     .act_mul_split = lmx_cub_act_mul_split,
-    .rows_axpy = lmx_cub_rows_axpy,
     .paged_kv = true,
     .sample_rows = lmx_cub_sample_rows,
     .sample_rows_result = lmx_cub_sample_rows_result,
+    .weight_upload_experts = lmx_cub_weight_upload_experts,
+    .moe_route = lmx_cub_moe_route,
+    .moe_matmul = lmx_cub_moe_matmul,
+    .moe_combine = lmx_cub_moe_combine,
 };
 
 lmx_cuda_options lmx_cuda_options_default(void) {
