@@ -184,6 +184,7 @@ typedef struct lmx_moe_routing {
 
 /* Elements of a routing table for T rows, k of E experts each. */
 static inline size_t lmx_moe_table_floats(int T, int k, int E) { return 4 * (size_t)T * (size_t)k + (size_t)E + 1; }
+
 /* The per-step values of a bracketed step (step hooks below): what changes from one step to the
  * next. Host arrays of the caller, read by step_begin and by the step's ops until step_end. */
 typedef struct lmx_step_inputs {

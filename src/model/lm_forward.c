@@ -67,7 +67,7 @@ lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
         st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
         s->floats += C * 2 * I;
     }
-    /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    /* sparse layers: router logits, the routing table, the expert rows (lm_moe.c) */
     if (st == LMX_OK && lm->cfg->layer_moe) st = lmx_moe_scratch_create(lm, rows, &s->moe, &s->moe_bytes);
     if (st != LMX_OK) lm_scratch_free(lm, s);
     return st;

@@ -5,8 +5,8 @@
  *     routing weight, 0 for experts not chosen), for both layouts (Hub per-expert, mlx-lm stacked),
  *     bf16 and 4-bit stacked experts, both families;
  *   - the same weights in the two layouts give bit-identical logits;
- *   - prefill == prefix + token-by-token decode; a decode step is three moe_matmul calls per sparse
- *     layer over the k chosen experts, with nothing read back;
+ *   - prefill == prefix + token-by-token decode; a decode step goes through the step hooks and is three
+ *     moe_matmul calls per sparse layer over the k chosen experts, with nothing read back;
  *   - validation errors name the tensor.
  */
 #include "model/test_moe_writer.h"
@@ -377,6 +377,19 @@ static lmx_status counting_moe_matmul(lmx_backend *be, const lmx_bweight *w, con
     return g_inner->moe_matmul(be, w, x, gather, r, y);
 }
 
+/* decode-step hooks over the CPU backend, whose ops run as they are issued: the step is not redone */
+static int g_steps;
+static lmx_status fake_step_begin(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in) {
+    (void)be, (void)key, (void)variant, (void)in;
+    g_steps++;
+    return LMX_OK;
+}
+static lmx_status fake_step_end(lmx_backend *be, bool ok, bool *redo) {
+    (void)be;
+    *redo = !ok;
+    return LMX_OK;
+}
+
 static lmx_status failing_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n) {
     (void)be, (void)src, (void)off, (void)dst, (void)n;
     return lmx_error(LMX_ERR_INFERENCE_FAILURE, "buf_read inside the forward pass");
@@ -396,6 +409,8 @@ static void test_decode_active_experts(void) {
     g_inner = be->ops;
     counting = *be->ops;
     counting.moe_matmul = counting_moe_matmul;
+    counting.step_begin = fake_step_begin; /* a sparse model's one-token steps go through the hooks */
+    counting.step_end = fake_step_end;
     be->ops = &counting;
     lmx_lm_options o = {.backend = be};
     lmx_lm *lm = NULL;
@@ -405,10 +420,11 @@ static void test_decode_active_experts(void) {
     if (kv) {
         int32_t ids[4] = {3, 17, 40, 88};
         CHECK(lmx_lm_forward(lm, kv, ids, 3, NULL) == LMX_OK);
-        g_moe_calls = g_moe_experts = 0;
+        g_moe_calls = g_moe_experts = g_steps = 0;
         counting.buf_read = failing_buf_read; /* the step itself reads nothing back (no logits asked) */
         CHECK(lmx_lm_forward(lm, kv, ids + 3, 1, NULL) == LMX_OK);
         counting.buf_read = g_inner->buf_read;
+        CHECK_EQ_INT(g_steps, 1);
         CHECK_EQ_INT(g_moe_calls, 2 /* sparse layers */ * 3 /* gate, up, down */);
         CHECK_EQ_INT(g_moe_experts, 2 * 3 * s->topk);
     }
