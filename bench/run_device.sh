@@ -29,7 +29,8 @@
 #   --device gpu|cpu    where the benchmarks run (default gpu; cpu checks the script without a GPU)
 #   --tiny              scaled-down models (2 layers, widths / 16, no tokenizer): seconds on a CPU
 #   --shape S           default llama-3-8b (also llama-3.2-1b, qwen3-0.6b, qwen3-30b-a3b: the MoE shape,
-#                       17 GB at q4: --dtypes q4 --budget 590);  --dtypes "q4 bf16 q8" (the order they run in)
+#                       17 GB at q4: --dtypes q4 --budget 590; gpt-oss-20b: --dtypes mxfp4-q8, 12 GB);
+#                       --dtypes "q4 bf16 q8" (the order they run in)
 #   --prompt N --gen N --reps N   `lmx bench` sizes (default 512 / 128 / 3)
 #   --rounds N          runs of each model per tree (default 3 with --compare, else 1)
 #   --tolerance PCT     --compare: allowed |new/old - 1| of decode and prefill (default 3)
@@ -298,7 +299,7 @@ gen_model() {
   local spec="$shape $dt g64 seed1 ${TINYOPT[*]} ${TOKOPT[*]}"
   if [ "$(cat "$dir/.lmx-gen" 2>/dev/null)" = "$spec" ]; then say "$name: reusing $dir"; return 0; fi
   rm -rf "$dir"
-  local tmo=200; case $shape in qwen3-30b-a3b) [ $TINY = 1 ] || tmo=420;; esac   # 17 GB at q4
+  local tmo=200; case $shape in qwen3-30b-a3b|gpt-oss-20b) [ $TINY = 1 ] || tmo=420;; esac   # 17 / 12 GB
   step "$name" "$tmo" 40 "$GEN_LMX" dev random-model "$shape" "$dir" --dtype "$dt" --group-size 64 --seed 1 \
     --threads "$JOBS" "${TINYOPT[@]}" "${TOKOPT[@]}" || return 1
   echo "$spec" > "$dir/.lmx-gen"
