@@ -2,12 +2,16 @@
  * Llama-3-8B-shape model (MLX q4 or q8, group 64) at R rows, one per sequence, each at its own position
  * in a paged fp16 KV pool (block 64): per layer rmsnorm, q|k|v few-row GEMM, paged rope_qk_store, paged
  * decode attention, o_proj GEMM with the residual, rmsnorm, gate|up GEMM, act_mul_split, down GEMM with
- * the residual; then the head GEMM and the greedy choice of every row (lmx_cuda_greedy_rows). Eager
- * launches (batched steps are not graph-captured), 32 layers over 4 distinct weight and KV sets (so the
- * weights stream from HBM). Prints ms per step and the aggregate generated tok/s (R / step time): the
+ * the residual (below 16 rows the GEMV instead of the few-row GEMM, as the backend chooses); then the
+ * head matmul and the greedy choice of every row (lmx_cuda_greedy_rows). 32 layers
+ * over 4 distinct weight and KV sets (so the weights stream from HBM), timed twice: eager launches on a
+ * stream, and the same launches captured once into a CUDA graph and replayed (what the CUDA backend
+ * does with a batched decode step since its steps are captured: the attention grid sized for a length
+ * class, here 256). Prints ms per step and the aggregate generated tok/s (R / step time): the
  * kernel-side bound of issue 10's target (64 streams ≥ 15,000 tok/s ⇔ a 64-row step ≤ 4.27 ms).
  * Weights are constant bytes (the kernels' timing does not depend on the values). */
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +48,7 @@ static int cmp_ms(const void *a, const void *b) {
 
 enum { H = 4096, NH = 32, NKV = 8, HD = 128, FF = 14336, V = 128256, NL = 32, SETS = 4, BS = 64 };
 
-static double step_ms(int bits, int R, int ctx) {
+static double step_ms(int bits, int R, int ctx, bool graph) {
     lmx_cuda_matrix w[SETS][4], head = bmat(V, H, bits);
     static const int64_t SHN[4] = {6144, 4096, 2 * FF, 4096}, SHK[4] = {H, H, H, FF};
     size_t gws = lmx_cuda_gemm_small_workspace(&head, R);
@@ -83,35 +87,65 @@ static double step_ms(int bits, int R, int ctx) {
     BC(cudaMemcpy(rows, hs, sizeof(int32_t) * R, cudaMemcpyHostToDevice)); /* 0..R-1 */
     const lmx_cuda_qk_rope rp = {.rot_dims = HD, .inv_freq = inv, .mscale = 1.0f, .q_stride = 6144,
                                  .k_stride = 6144, .v_stride = 6144};
+    cudaStream_t st;
+    BC(cudaDeviceSynchronize()); /* the set-up copies and fills are done */
+    BC(cudaStreamCreateWithFlags(&st, cudaStreamDefault));
+    /* one step's launches on `st` (attention's grid for the length class of ctx: a power of two) */
+    int64_t span = 64;
+    while (span < ctx) span <<= 1;
+    /* the matmul the backend takes for R rows: the GEMV below 16 rows, the few-row GEMM from 16 */
+#define MM(m_, x_, y_, acc_)                                                                                   \
+    do {                                                                                                       \
+        if (R < 16) BK(lmx_cuda_gemv((m_), (x_), (y_), R, (acc_), st));                                        \
+        else BK(lmx_cuda_gemm_small((m_), (x_), (y_), R, (acc_), ws, gws, st));                                \
+    } while (0)
+#define STEP_LAUNCHES()                                                                                        \
+    do {                                                                                                       \
+        for (int l = 0; l < NL; l++) {                                                                         \
+            const lmx_cuda_matrix *lw = w[l % SETS];                                                           \
+            BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, st));                        \
+            MM(&lw[0], hn, qkv, false);                                   \
+            BK(lmx_cuda_rope_qk_store(&a, &rp, qkv, qkv + 4096, qkv + 5120, kc[l % SETS], vc[l % SETS], dpos, R, \
+                                      st));                                                                    \
+            /* q read packed from the q|k|v rows: the timing of a packed q */                                 \
+            BK(lmx_cuda_attention_decode(&a, qkv, kc[l % SETS], vc[l % SETS], dpos, R, span, aws, cnt, att, st)); \
+            MM(&lw[1], att, hx, true);                                    \
+            BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, st));                        \
+            MM(&lw[2], hn, gu, false);                                    \
+            BK(lmx_cuda_act_mul_split(gu, act, R, FF, 0, st));                                                 \
+            MM(&lw[3], act, hx, true);                                    \
+        }                                                                                                      \
+        BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, st));                            \
+        MM(&head, hn, logits, false);                                     \
+        BK(lmx_cuda_greedy_rows(logits, V, rows, R, ids, st));                                                 \
+    } while (0)
+    cudaGraphExec_t exec = NULL;
+    if (graph) {
+        cudaGraph_t gr;
+        BC(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        STEP_LAUNCHES();
+        BC(cudaStreamEndCapture(st, &gr));
+        BC(cudaGraphInstantiateWithFlags(&exec, gr, 0));
+        cudaGraphDestroy(gr);
+    }
     float t[7];
     for (int b = -1; b < 7; b++) {
         cudaEvent_t e0, e1;
         BC(cudaEventCreate(&e0)); BC(cudaEventCreate(&e1));
-        BC(cudaEventRecord(e0, 0));
+        BC(cudaEventRecord(e0, st));
         for (int rep = 0; rep < 3; rep++) {
-            for (int l = 0; l < NL; l++) {
-                const lmx_cuda_matrix *lw = w[l % SETS];
-                BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, NULL));
-                BK(lmx_cuda_gemm_small(&lw[0], hn, qkv, R, false, ws, gws, NULL));
-                BK(lmx_cuda_rope_qk_store(&a, &rp, qkv, qkv + 4096, qkv + 5120, kc[l % SETS], vc[l % SETS], dpos, R,
-                                          NULL));
-                /* q read packed from the q|k|v rows: the timing of a packed q */
-                BK(lmx_cuda_attention_decode(&a, qkv, kc[l % SETS], vc[l % SETS], dpos, R, ctx, aws, cnt, att, NULL));
-                BK(lmx_cuda_gemm_small(&lw[1], att, hx, R, true, ws, gws, NULL));
-                BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, NULL));
-                BK(lmx_cuda_gemm_small(&lw[2], hn, gu, R, false, ws, gws, NULL));
-                BK(lmx_cuda_act_mul_split(gu, act, R, FF, 0, NULL));
-                BK(lmx_cuda_gemm_small(&lw[3], act, hx, R, true, ws, gws, NULL));
-            }
-            BK(lmx_cuda_rmsnorm(hx, normw, LMX_DTYPE_F32, 1e-5f, false, hn, R, H, NULL));
-            BK(lmx_cuda_gemm_small(&head, hn, logits, R, false, ws, gws, NULL));
-            BK(lmx_cuda_greedy_rows(logits, V, rows, R, ids, NULL));
+            if (graph) BC(cudaGraphLaunch(exec, st));
+            else STEP_LAUNCHES();
         }
-        BC(cudaEventRecord(e1, 0));
+        BC(cudaEventRecord(e1, st));
         BC(cudaEventSynchronize(e1));
         if (b >= 0) BC(cudaEventElapsedTime(&t[b], e0, e1));
         cudaEventDestroy(e0); cudaEventDestroy(e1);
     }
+#undef STEP_LAUNCHES
+#undef MM
+    if (exec) cudaGraphExecDestroy(exec);
+    BC(cudaStreamDestroy(st));
     qsort(t, 7, sizeof t[0], cmp_ms);
     for (int s = 0; s < SETS; s++) {
         for (int i = 0; i < 4; i++) bmat_free(&w[s][i]);
@@ -125,15 +159,16 @@ static double step_ms(int bits, int R, int ctx) {
 }
 
 void lmx_bench_batch_step(void) {
-    printf("%-40s %9s %11s\n", "batched decode step (eager), ctx", "ms/step", "tok/s (all)");
-    static const int RS[4] = {8, 16, 32, 64};
+    printf("%-40s %9s %11s %9s %11s\n", "batched decode step, ctx", "eager ms", "tok/s (all)", "graph ms",
+           "tok/s (all)");
+    static const int RS[5] = {1, 8, 16, 32, 64};
     for (int bi = 0; bi < 2; bi++)
-        for (int ri = 0; ri < 4; ri++) {
+        for (int ri = 0; ri < 5; ri++) {
             const int bits = bi == 0 ? 4 : 8, R = RS[ri], ctx = 256;
-            const double ms = step_ms(bits, R, ctx);
+            const double ms = step_ms(bits, R, ctx, false), gms = step_ms(bits, R, ctx, true);
             char lab[64];
             snprintf(lab, sizeof lab, "q%dg64 llama-3-8b, %d rows, ctx %d", bits, R, ctx);
-            printf("%-40s %9.3f %11.0f\n", lab, ms, R / (ms * 1e-3));
+            printf("%-40s %9.3f %11.0f %9.3f %11.0f\n", lab, ms, R / (ms * 1e-3), gms, R / (gms * 1e-3));
             fflush(stdout);
         }
     printf("\n");

@@ -9,7 +9,8 @@
  * sections: "all" or any of gemv (per-matrix table with the streaming kernel's knobs, separate and
  * fused Llama shapes), expand (the weight expansion before the cuBLASLt GEMM), layer (one fused layer's 4 GEMVs in a graph), prefill, step (whole decode
  * step in a graph), gemm_small (the few-row GEMM of batched decode steps, T 8..128, beside cuBLASLt and
- * the GEMV), batch (a whole batched decode step at 8..64 rows over a paged KV pool, bench_cuda_batch.c),
+ * the GEMV), batch (a whole batched decode step at 1..64 rows over a paged KV pool, eager and replayed
+ * from a CUDA graph, bench_cuda_batch.c),
  * attention (only the decode attention timings when given alone). */
 #include <cuda_runtime_api.h>
 #include <stdio.h>

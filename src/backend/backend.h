@@ -5,10 +5,13 @@
  * backend memory. A backend implements `lmx_backend_ops` and hands out:
  *   - lmx_buf:     an activation buffer of fp32 elements (row-major), owned by the backend.
  *                  Buffers are allocated once (at KV-cache/scratch creation), never per token.
+ *                  (A mixture-of-experts routing table keeps int32 values in some of its 4-byte
+ *                  elements: lmx_moe_routing.)
  *   - lmx_bweight: an uploaded weight — a dense matrix (F32/F16/BF16, kept in its stored dtype; the
  *                  CPU backend references the mmapped bytes, a GPU backend copies them), an MLX
  *                  affine-quantized matrix (packed U32 + scales + biases), or a vector (norm
- *                  weights, RoPE inverse frequencies), each with an optional fp32 bias.
+ *                  weights, RoPE inverse frequencies), each with an optional fp32 bias; or a
+ *                  stack of expert matrices (weight_upload_experts).
  * Shapes: a matrix weight is [out, in] as stored (HF layout); matmul computes
  * y[T, out] = x[T, in] · Wᵀ (+ bias). Activation offsets/strides are in elements.
  *
@@ -50,6 +53,8 @@ typedef enum lmx_wkind {
     LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
     LMX_WEIGHT_QUANT,     /* MLX-quantized: packed [rows, cols*bits/32] u32 + scales (+ biases), by `mode` */
     LMX_WEIGHT_VECTOR,    /* [cols] float vector (rows == 1) */
+    LMX_WEIGHT_EXPERTS,   /* a stack of expert matrices [n_experts, rows, cols] (weight_upload_experts): only
+                             moe_matmul takes it; never a weight_desc kind */
 } lmx_wkind;
 
 /* A host-side description of a weight to upload. Pointers refer to (possibly unaligned) stored bytes
@@ -69,9 +74,18 @@ typedef struct lmx_weight_desc {
                                scales = uint8 codes [stored_rows, cols/group], biases NULL, dtype unused */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
     lmx_dtype bias_dtype;
+    bool fp32_x;            /* matrix: matmul keeps x in fp32, without the rounding of activations some
+                               paths do (the CPU's int16 tiles, the CUDA prefill GEMM's bf16 operands): a
+                               router, whose logits pick the experts and weight their outputs */
 } lmx_weight_desc;
 
-typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;
+/* act_mul's activations: gate = act(gate) * up, or gpt-oss's clamped SwiGLU (LMX_BACT_SWIGLU_OAI):
+ *   g = min(gate, L), u = clamp(up, -L, L), gate = g * sigmoid(A * g) * (u + 1)
+ * with A = LMX_SWIGLU_OAI_ALPHA and L = LMX_SWIGLU_OAI_LIMIT (transformers' GptOssExperts, mlx-lm's
+ * gpt_oss swiglu; a NaN stays NaN). */
+typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL, LMX_BACT_SWIGLU_OAI } lmx_act_kind;
+#define LMX_SWIGLU_OAI_ALPHA 1.702f
+#define LMX_SWIGLU_OAI_LIMIT 7.0f
 
 /* Paged KV addressing. The k/v cache buffers are then a pool of `capacity` = n_blocks * block_size
  * slots per kv head, laid out as always ([kv_head][capacity][head_dim]); no ring. Row t of the call
@@ -100,6 +114,9 @@ typedef struct lmx_attn_params {
     float scale;      /* multiplies q·k */
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
     const lmx_kv_map *map; /* NULL: one sequence, ring slots j % capacity; else paged (lmx_kv_map) */
+    const lmx_bweight *sinks; /* NULL = none; else a vector [n_heads] of attention-sink logits (gpt-oss):
+                                 head h's softmax denominator gains exp(sinks[h]), a logit with no value,
+                                 so its weights over the visible keys sum to less than 1 */
 } lmx_attn_params;
 
 /* Arguments of the rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
@@ -135,6 +152,49 @@ typedef struct lmx_sample_args {
     double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
 } lmx_sample_args;
 
+/* ---- mixture of experts (the ops weight_upload_experts, moe_route, moe_matmul, moe_gate_up,
+ * moe_combine) ----
+ * T rows are each routed to k of E experts; slot s = t*k + j is row t's j-th choice (choices by
+ * decreasing router logit, ties to the lower expert index, NaN logits ranked as -inf). The routing
+ * lives in a backend buffer, the table, that moe_route writes and the other ops read on the device
+ * (a decode step needs no host readback and stays capturable). Table layout, S = T*k elements:
+ *   w     [S]      fp32: the routing weight of slot s
+ *   ids   [S]      int32 (the element's bits): the expert of slot s
+ *   order [S]      int32: the slots grouped by expert: expert e's slots, in increasing order, are
+ *                  order[start[e] .. start[e+1]) (the "route order" of the expert rows)
+ *   pos   [S]      int32: where slot s sits in order (order[pos[s]] = s)
+ *   start [E + 1]  int32: start[0] = 0, start[E] = S
+ * Rules (the router logits r[t, E] already include the router's bias, e.g. gpt_oss's):
+ *   SOFTMAX_TOPK: p = softmax(r[t]) over all E, the k largest, w = their p (qwen3_moe without
+ *                 norm_topk_prob);
+ *   TOPK_SOFTMAX: the k largest logits, w = softmax over those k (qwen3_moe norm_topk_prob, mixtral,
+ *                 gpt_oss) — the same as SOFTMAX_TOPK renormalised over the k.
+ * The CPU backend computes the softmax in double: exp(r - max) / Σ (all E, or the k in choice order). */
+typedef enum lmx_moe_rule { LMX_MOE_SOFTMAX_TOPK = 0, LMX_MOE_TOPK_SOFTMAX } lmx_moe_rule;
+
+#define LMX_MOE_MAX_EXPERTS 1024
+#define LMX_MOE_MAX_TOPK 32
+
+typedef struct lmx_moe_routing {
+    lmx_buf *table;     /* [lmx_moe_table_floats(n_tokens, top_k, n_experts)] (layout above) */
+    int n_tokens;       /* T >= 1 */
+    int top_k;          /* 1 <= k <= min(n_experts, LMX_MOE_MAX_TOPK) */
+    int n_experts;      /* 1 <= E <= LMX_MOE_MAX_EXPERTS */
+    lmx_moe_rule rule;  /* moe_route only */
+} lmx_moe_routing;
+
+/* Elements of a routing table for T rows, k of E experts each. */
+static inline size_t lmx_moe_table_floats(int T, int k, int E) { return 4 * (size_t)T * (size_t)k + (size_t)E + 1; }
+
+/* The per-step values of a bracketed step (step hooks below): what changes from one step to the
+ * next. Host arrays of the caller, read by step_begin and by the step's ops until step_end. */
+typedef struct lmx_step_inputs {
+    int n_tokens;          /* T: rows of the step's ops */
+    const int32_t *ids;    /* host [T]: the token ids of the step's embed */
+    const int32_t *pos;    /* host [T]: the positions of its rope_qk_store and attention calls */
+    const lmx_kv_map *map; /* NULL: one sequence's ring caches; else the step's paged addressing */
+} lmx_step_inputs;
+
 typedef struct lmx_backend_ops {
     const char *name;
     void (*destroy)(lmx_backend *be);
@@ -158,30 +218,35 @@ typedef struct lmx_backend_ops {
     /* y[rows, dim] = x * rsqrt(mean(x²) + eps) * (w or 1+w); in place allowed (y == x). */
     lmx_status (*rmsnorm)(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
                           float eps, bool plus_one);
-    /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale))) · v, causal by pos[t]. */
+    /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale)) [+ sink]) · v, causal by pos[t]. */
     lmx_status (*attention)(lmx_backend *be, const lmx_buf *q, const lmx_buf *k_cache, const lmx_buf *v_cache,
                             lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
-    /* gate[n] = act(gate) * up */
+    /* gate[n] = act(gate) * up (lmx_act_kind) */
     lmx_status (*act_mul)(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
     /* x[n] += y[n] */
     lmx_status (*add)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
     /* x[n] = cap * tanh(x / cap) */
     lmx_status (*softcap)(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 
-    /* ---- decode-step hooks (optional: NULL = none, e.g. the CPU backend) ----
-     * The caller brackets the ops of one single-token forward (T == 1: embed id at position pos,
-     * the layers, the head; NOT the final buf_read) with step_begin / step_end. `key` names the
-     * state the ops run on (the KV cache object) and `variant` anything else that changes the op
-     * sequence (e.g. longrope long/short, logits wanted). A backend may capture the sequence once
-     * and replay it afterwards (CUDA graphs): per-token values (the token id and the position,
-     * hence the KV slot and the attention length) then reach kernels through device memory written
-     * at step_begin, and every other op argument must be the same as at capture — the backend
-     * checks that with a signature of all op arguments. Between the hooks ops may only enqueue
-     * work (on replay they launch nothing); step_end makes it all run. If step_end sets *redo, the
-     * ops did not run (the recorded sequence did not match, or capture failed) and the caller must
-     * issue them again without hooks. `ok` = false tells step_end an op failed (the step is
-     * abandoned; *redo is set so the caller's retry reports the error eagerly). */
-    lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
+    /* ---- step hooks (optional: NULL = none, e.g. the CPU backend) ----
+     * The caller brackets the ops of one step whose op sequence repeats from step to step with
+     * step_begin / step_end: a one-token forward of one sequence (embed, the layers, the head,
+     * [sample]) or a batched decode step of T rows over a paged pool (embed, the layers, the head over
+     * the T rows, [sample_rows]); NOT what reads results (buf_read, sample_result,
+     * sample_rows_result, which come after step_end). `key` names the state the ops run on (the KV
+     * cache or pool object) and `variant` anything else that changes the op sequence (e.g. longrope
+     * long/short, logits wanted). The values that change per step are `in` (lmx_step_inputs):
+     * step_begin puts them into device memory that the kernels read, so inside the bracket embed
+     * takes in->ids, rope_qk_store and attention take in->pos (T = in->n_tokens rows) and, paged, a
+     * map with in->map's tables and seq arrays — the same host arrays, unchanged until step_end; an op
+     * given other arrays makes the step redo. A backend may capture the sequence once and replay it
+     * afterwards (CUDA graphs): every other op argument must then be the same as at capture — the
+     * backend checks that with a signature of all op arguments. Between the hooks ops may only
+     * enqueue work (on replay they launch nothing); step_end makes it all run. If step_end sets
+     * *redo, the ops did not run (the recorded sequence did not match, or capture failed) and the
+     * caller must issue them again without hooks. `ok` = false tells step_end an op failed (the step
+     * is abandoned; *redo is set so the caller's retry reports the error eagerly). */
+    lmx_status (*step_begin)(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in);
     lmx_status (*step_end)(lmx_backend *be, bool ok, bool *redo);
 
     /* ---- fused ops (required: the forward pass issues them, not the sequences named with each) ----
@@ -245,17 +310,44 @@ typedef struct lmx_backend_ops {
     bool paged_kv;
     /* ---- batched device sampling (optional: NULL = none) ----
      * Like sample / sample_result for n rows at once: row r chooses from logits [r * vocab, (r+1) *
-     * vocab) with a[r]; sample_rows_result gives tokens[n] (-1 where the device could not decide).
-     * One batch in flight per backend. */
+     * vocab) with a[r] (copied; each window must stay unchanged until sample_rows_result);
+     * sample_rows_result gives tokens[n] (-1 where the device could not decide). One batch in flight
+     * per backend. Inside a bracketed step its place in the op sequence does not depend on the rows'
+     * parameters (a backend may capture a part that serves every row and finish the others at
+     * step_end). */
     lmx_status (*sample_rows)(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
     lmx_status (*sample_rows_result)(lmx_backend *be, int n, int32_t *tokens);
-    /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend) ----
-     * y[idx[i] * dim + j] += w[i] * x[i * dim + j] for i < n, j < dim: n expert output rows x [n, dim]
-     * scaled by their routing weights and added into the residual rows y [rows, dim] that were routed
-     * to that expert. idx and w are host arrays read during the call; the idx of one call are distinct
-     * (a row routes to an expert at most once), so rows may be updated in parallel. */
-    lmx_status (*rows_axpy)(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
-                            const float *w);
+    /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend; see
+     * lmx_moe_routing for the table). None reads back to the host or synchronises: inside a decode
+     * step they are captured like every op (sizes and arguments fixed per T; the routing varies only
+     * in device memory). ----
+     * weight_upload_experts: parts[e] (e < n_experts) is expert e's matrix [rows, cols] (all of one
+     * kind, rows, cols, dtype, bits, group_size and mode; all with a bias of one dtype or none, e.g.
+     * a row range of a stored [E, rows, cols] tensor or the Hub's per-expert tensors) → one weight of
+     * kind LMX_WEIGHT_EXPERTS. */
+    lmx_status (*weight_upload_experts)(lmx_backend *be, const lmx_weight_desc *parts, int n_experts,
+                                        lmx_bweight **out);
+    /* The routing of logits [T, E] (r->rule) into r->table. */
+    lmx_status (*moe_route)(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
+    /* y[i, :] = x_i · W_{e(i)}ᵀ (+ bias_{e(i)}) for the S = T*k expert rows i in route order, e(i) the
+     * expert of entry i: x_i = row order[i] / k of x [T, cols] (the routed token's row) when `gather`,
+     * else row i of x [S, cols] (rows already in route order, e.g. an earlier moe_matmul's output).
+     * y [S, rows], must not be x. Only the experts that received rows are read: a decode step reads
+     * k experts' weights. */
+    lmx_status (*moe_matmul)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                             const lmx_moe_routing *r, lmx_buf *y);
+    /* The experts' gate and up projections of the token rows x [T, cols] and their activation, as one
+     * op: h[i, :] = act(x_i · G_{e(i)}ᵀ) * (x_i · U_{e(i)}ᵀ) for the S entries i in route order (gate and
+     * up: stacks of one shape), h [S, rows]; u [S, rows] is scratch (the up rows; a backend that fuses
+     * may leave it unwritten). Computes moe_matmul(gate, x, gather) → h, moe_matmul(up, x, gather) → u,
+     * act_mul(h, u) (the CPU backend: that sequence, bit for bit; a GPU backend: to its rounding, in one
+     * launch for decode). */
+    lmx_status (*moe_gate_up)(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                              const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
+    /* x[t, :] += Σ_j w[t*k + j] · y[pos[t*k + j], :] for t < T: the expert rows y [S, dim] (route
+     * order) weighted back into the residual rows x [T, dim], the k terms added one at a time in
+     * increasing expert order. */
+    lmx_status (*moe_combine)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */

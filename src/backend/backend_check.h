@@ -49,9 +49,10 @@ lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n
                                      lmx_wkind w_kind, int64_t w_cols);
 
 /* attention: a usable head configuration; q/out of [n_tokens, n_heads, head_dim], caches of
- * [n_kv_heads, capacity, head_dim]. Positions are checked by each backend. */
+ * [n_kv_heads, capacity, head_dim]; sinks (when p->sinks is set: its kind and size passed) a vector of
+ * n_heads. Positions are checked by each backend. */
 lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
-                                       size_t kc_n, size_t vc_n);
+                                       size_t kc_n, size_t vc_n, lmx_wkind sink_kind, int64_t sink_cols);
 
 /* rope_qk_store (backend.h, lmx_qk_rope_params): a usable shape; the T rows of q, k and v (offsets, row
  * strides of at least one row, 0 = packed) inside their buffers; caches of [n_kv_heads, capacity,
@@ -62,5 +63,18 @@ lmx_status lmx_backend_check_rope_qk_store(const char *backend, const lmx_qk_rop
                                            size_t v_n, size_t kc_n, size_t vc_n, lmx_wkind inv_kind,
                                            int64_t inv_cols, lmx_wkind qn_kind, int64_t qn_cols, lmx_wkind kn_kind,
                                            int64_t kn_cols);
+
+/* moe ops (backend.h lmx_moe_routing): T >= 1, 1 <= k <= min(E, LMX_MOE_MAX_TOPK), E <=
+ * LMX_MOE_MAX_EXPERTS, a known rule and a table (whose size each backend checks against
+ * lmx_moe_table_floats). */
+lmx_status lmx_backend_check_moe_routing(const char *backend, const lmx_moe_routing *r);
+/* moe_matmul (after the routing check): a stack of r->n_experts experts [w_rows, w_cols]; x holds T
+ * (gather) or T*k rows of w_cols, y T*k rows of w_rows. */
+lmx_status lmx_backend_check_moe_matmul(const char *backend, const lmx_moe_routing *r, lmx_wkind w_kind,
+                                        int w_experts, int64_t w_rows, int64_t w_cols, size_t x_n, bool gather,
+                                        size_t y_n);
+/* moe_combine (after the routing check): x holds T rows of dim, y T*k rows. */
+lmx_status lmx_backend_check_moe_combine(const char *backend, const lmx_moe_routing *r, size_t x_n, size_t y_n,
+                                         int dim);
 
 #endif

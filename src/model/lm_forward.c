@@ -7,7 +7,8 @@
  *     q, k, v = a·Wqᵀ(+b), a·Wkᵀ(+b), a·Wvᵀ(+b)          (phi3: rows of the fused qkv_proj)
  *     [q, k = q_norm(q), k_norm(k) per head]               (qwen3, gemma3)
  *     q, k = rope(q), rope(k)                              (layer's table; longrope short/long)
- *     cache k, v; o = attention(q, cache) · Woᵀ(+b)        (causal, window on sliding layers)
+ *     cache k, v; o = attention(q, cache) · Woᵀ(+b)        (causal, window on sliding layers; gpt_oss:
+ *                                                          a sink logit per head in the softmax)
  *     [o = post_attention_layernorm(o)]; h += o            (gemma3 sandwich)
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
@@ -66,7 +67,7 @@ lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
         st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
         s->floats += C * 2 * I;
     }
-    /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    /* sparse layers: router logits, the routing table, the expert rows (lm_moe.c) */
     if (st == LMX_OK && lm->cfg->layer_moe) st = lmx_moe_scratch_create(lm, rows, &s->moe, &s->moe_bytes);
     if (st != LMX_OK) lm_scratch_free(lm, s);
     return st;
@@ -248,7 +249,7 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
     if (L->moe) return lmx_moe_forward(lm, s, l, T); /* sparse block: h += Σ w_e · expert_e(m) */
     lmx_buf *g = s->g, *u = s->u;
-    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
+    const lmx_act_kind act = lm_act_kind(c);
     if (T == 1 && L->gate_up && s->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
         g = s->g1;
         u = s->u1;
@@ -308,7 +309,8 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap,
-                          .map = ps->map};
+                          .map = ps->map,
+                          .sinks = L->sinks};
     TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
     if (!c->sandwich_norms) {
         TRY(op->matmul_add(be, L->o, s->att, 0, T, s->x)); /* h += o */
@@ -366,12 +368,12 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
                   .use_long = kv->longv};
     for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
-    /* sparse models route on the host (a buf_read inside the step): no captured steps */
-    if (n == 1 && op->step_begin && op->step_end && !kv->s.moe) {
+    if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
-        lmx_status st = op->step_begin(be, kv, variant, ids[0], kv->pos);
+        const lmx_step_inputs in = {.n_tokens = 1, .ids = ids, .pos = kv->posv};
+        lmx_status st = op->step_begin(be, kv, variant, &in);
         if (st == LMX_OK) {
             st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->s.x); /* [1, hidden] */
             for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = lm_layer_forward(lm, &ps, l);

@@ -6,12 +6,21 @@
 #include "formats/safetensors.h"
 #include "model/lm.h"
 
-/* A sparse MLP block (lm_moe.c): the router and each expert's projections as separate weights (a
- * stacked [E, out, in] tensor is uploaded as E row ranges). */
+/* A sparse MLP block (lm_moe.c): the router and one expert stack per projection (weight_upload_experts:
+ * from mlx-lm's stacked [E, out, in] tensors or the Hub's per-expert ones, with the experts' biases
+ * where the checkpoint has them). */
 typedef struct lm_moe_layer {
-    lmx_bweight *router;              /* [n_experts, hidden] */
-    lmx_bweight **gate, **up, **down; /* [n_experts] each: [moe_inter, hidden] ×2, [hidden, moe_inter] */
+    lmx_bweight *router;           /* [n_experts, hidden] (+ bias) */
+    lmx_bweight *gate, *up, *down; /* stacks [n_experts, moe_inter, hidden] ×2, [n_experts, hidden, moe_inter] */
+    lmx_act_kind act;              /* act(gate) * up of the experts */
 } lm_moe_layer;
+
+/* The backend activation of the config's MLP activation (act_mul / act_mul_split). */
+static inline lmx_act_kind lm_act_kind(const lmx_model_config *c) {
+    return c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL
+           : c->act == LMX_ACT_SWIGLU_OAI ? LMX_BACT_SWIGLU_OAI
+                                          : LMX_BACT_GELU_TANH_MUL;
+}
 
 /* Activation scratch of the sparse blocks, allocated with the KV cache (lm_moe.c). */
 typedef struct lm_moe_scratch lm_moe_scratch;
@@ -23,6 +32,7 @@ typedef struct lm_layer {
     lmx_bweight *post_attn_norm;         /* [hidden] post_attention_layernorm */
     lmx_bweight *pre_ff_norm, *post_ff_norm; /* [hidden] gemma3 only */
     lmx_bweight *q_norm, *k_norm;        /* [head_dim] qwen3/gemma3 only */
+    lmx_bweight *sinks;                  /* [n_heads] attention-sink logits, gpt_oss only */
     bool sliding;
     lm_moe_layer *moe;                   /* the layer's MLP is sparse (gate/up/down then NULL); else NULL */
     /* backends with weight_upload_fused: the owners of q|k|v ([H*D + 2*KV*D, hidden]) and gate|up
@@ -106,15 +116,14 @@ struct lmx_kv {
 };
 
 /* ---- mixture of experts (lm_moe.c, lm_bind_moe.c) ---- */
-/* Scratch for `chunk` rows (router logits, gathered rows, expert outputs; host routing tables). */
+/* Scratch for `chunk` rows (router logits, the routing table, the expert rows' activations). */
 lmx_status lmx_moe_scratch_create(lmx_lm *lm, int chunk, lm_moe_scratch **out, uint64_t *bytes);
 void lmx_moe_scratch_destroy(lmx_lm *lm, lm_moe_scratch *s); /* NULL-safe */
-/* Bytes of lmx_moe_scratch_create's device buffers for `chunk` rows (0 for a dense model). */
+/* Bytes of lmx_moe_scratch_create's buffers for `chunk` rows (0 for a dense model). */
 uint64_t lmx_moe_scratch_bound(const lmx_model_config *c, int chunk);
-/* Routing of one row: logits [n_experts] -> the k experts of largest logit idx[k] (ties to the lower
- * index) with weights w[k] = softmax(logits)[idx], divided by their sum when renorm (which equals a
- * softmax over the k logits). */
-void lmx_moe_route(const float *logits, int n_experts, int k, bool renorm, int32_t *idx, float *w);
+/* The family's routing rule (backend.h lmx_moe_rule): softmax over the k chosen logits when the
+ * weights are renormalised (qwen3_moe norm_topk_prob, mixtral), else the softmax over all experts. */
+lmx_moe_rule lmx_moe_rule_of(const lmx_model_config *c);
 /* s->x[T, hidden] += the sparse block of layer l applied to s->xn[T, hidden] (scratch s->moe). */
 lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *s, int l, int T);
 void lmx_moe_layer_free(lmx_lm *lm, lm_moe_layer *m); /* NULL-safe */
@@ -133,6 +142,8 @@ struct lmx_pool {
     int32_t *free_list;       /* [n_blocks] free physical blocks, n_free of them on top */
     int n_free;
     int32_t *refs;            /* [n_blocks] sequences holding each block (0: free) */
+    int32_t pad_block;        /* backends with step hooks: the block the padding rows of a bucketed decode
+                                 step write to and read (never free, never a sequence's; lm_step.c), else -1 */
     uint64_t block_bytes;     /* one block of every layer, K and V */
     uint64_t bytes;           /* blocks + scratch */
     int n_live;               /* sequences alive */
@@ -147,7 +158,7 @@ struct lmx_pool {
     int *last_tok;            /* host [max_rows]: the token row of each step row's last token */
     lmx_sample_args *sargs;   /* host [out_rows] */
     int32_t *tokens;          /* host [out_rows] */
-    int32_t *tables;          /* host [max_rows * tables_cap]: the step's block tables */
+    int32_t *tables;          /* host [max_rows * tables_cap]: the step's block tables (rows of `stride` entries) */
     int tables_cap;           /* blocks per table row: the most any sequence created may hold */
 };
 

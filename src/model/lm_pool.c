@@ -7,7 +7,8 @@
  * here (no ring as in lmx_kv): their window is only the attention's lower bound, so a fork or a
  * truncation never loses a position a later row may see.
  * The step scratch (lm_scratch for max_rows rows, the head's rows, host index arrays) is allocated
- * here at creation; steps allocate nothing. */
+ * here at creation; steps allocate nothing. Where the backend brackets steps (step hooks), the last
+ * block is kept back for the padding rows of bucketed decode steps (lm_step.c). */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +43,13 @@ static lmx_status alloc_host(lmx_pool *p) {
     if (!p->ids || !p->posv || !p->seqv || !p->longv || !p->out_idx || !p->last_tok || !p->sargs || !p->tokens || !p->free_list ||
         !p->refs)
         return lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv pool: host arrays");
-    /* pop order 0, 1, 2, ...: block b sits at free_list[n_blocks - 1 - b] */
-    for (int b = 0; b < p->n_blocks; b++) p->free_list[p->n_blocks - 1 - b] = b;
-    p->n_free = p->n_blocks;
+    /* the last block pads bucketed decode steps where the backend brackets steps (lm_step.c) */
+    const lmx_backend_ops *op = p->lm->be->ops;
+    const bool pad = op->step_begin && op->step_end && p->n_blocks >= 2;
+    p->pad_block = pad ? p->n_blocks - 1 : -1;
+    /* pop order 0, 1, 2, ...: block b sits at free_list[n_free - 1 - b] */
+    p->n_free = pad ? p->n_blocks - 1 : p->n_blocks;
+    for (int b = 0; b < p->n_free; b++) p->free_list[p->n_free - 1 - b] = b;
     return LMX_OK;
 }
 
@@ -136,7 +141,8 @@ void lmx_pool_destroy(lmx_pool *p) {
 
 void lmx_pool_stats(const lmx_pool *p, int64_t *bytes, int64_t *used_bytes, int64_t *free_blocks) {
     if (bytes) *bytes = (int64_t)p->bytes;
-    if (used_bytes) *used_bytes = (int64_t)((uint64_t)(p->n_blocks - p->n_free) * p->block_bytes);
+    const int held = p->n_blocks - p->n_free - (p->pad_block >= 0); /* the padding block is nobody's */
+    if (used_bytes) *used_bytes = (int64_t)((uint64_t)held * p->block_bytes);
     if (free_blocks) *free_blocks = p->n_free;
 }
 
@@ -180,6 +186,7 @@ static lmx_status seq_new(lmx_pool *p, int max_context, lmx_seq **out) {
     if (nb > p->tables_cap) {
         int32_t *t = realloc(p->tables, (size_t)p->max_rows * (size_t)nb * sizeof *t);
         if (!t) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "sequence: step tables for %d blocks", nb);
+        memset(t, 0, (size_t)p->max_rows * (size_t)nb * sizeof *t); /* entries past a row's blocks: defined */
         p->tables = t;
         p->tables_cap = nb;
     }

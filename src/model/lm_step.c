@@ -9,8 +9,14 @@
  *   the last row of each sequence whose output is wanted (device-sampled rows first) → last
  *   [n_out, hidden] → final norm → ONE head matmul → logits [n_out, vocab] → sample_rows / read back
  *
- * The backend's decode-step hooks (graph capture) are not used here: the op sequence changes with
- * the rows. */
+ * Decode steps (one token per row) on a backend with step hooks take a fixed shape instead, so that
+ * the backend can capture the step once and replay it (CUDA graphs): the R rows are padded to a
+ * bucket B (STEP_BUCKETS) by rows of token 0 at position 0 of the pool's padding block (each with its
+ * own table row, so they write and read only that block), the block tables are rows of a power-of-two
+ * width, every one of the B rows goes through the head into logits [B, vocab] and sample_rows (padding
+ * and logits-only rows as plain greedy), all bracketed by step_begin / step_end with the step's ids,
+ * positions and map as its inputs. A step the backend asks to redo runs the same ops unbracketed, so
+ * replayed and eager steps compute the same thing. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +139,96 @@ static int order_outputs(lmx_pool *p, const lmx_step_row *rows, int n_rows, int 
     return n;
 }
 
+/* rows of a bracketed decode step: R rows pad up to the first bucket >= R */
+static const int STEP_BUCKETS[] = {1, 2, 4, 8, 16, 24, 32, 48, 64};
+
+/* the bucket of a step of these rows, or 0 when it runs the general path: not decode-only, a backend
+ * without step hooks or device sampling, more rows than the head's (a sparse model's routing stays on
+ * the device: its steps are bracketed like a dense model's) */
+static int decode_bucket(const lmx_pool *p, const lmx_step_row *rows, int n_rows) {
+    const lmx_backend_ops *op = p->lm->be->ops;
+    if (!op->step_begin || !op->step_end || !op->sample_rows || !op->sample_rows_result || p->pad_block < 0)
+        return 0;
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].n != 1) return 0;
+    for (size_t b = 0; b < sizeof STEP_BUCKETS / sizeof STEP_BUCKETS[0]; b++)
+        if (STEP_BUCKETS[b] >= n_rows) return STEP_BUCKETS[b] <= p->out_rows ? STEP_BUCKETS[b] : 0;
+    return 0;
+}
+
+/* the ops of a bucketed decode step over B rows (ps): embed, the layers, the head over every row,
+ * device sampling of every row */
+static lmx_status decode_ops(lmx_pool *p, const lm_pass *ps, int B) {
+    lmx_lm *lm = p->lm;
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    const size_t V = (size_t)c->vocab_size;
+    TRY(op->embed(be, lm->embed, p->ids, B, lm->embed_scale, p->s.x)); /* [B, hidden] */
+    for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, ps, l));
+    TRY(op->rmsnorm(be, p->s.x, p->last, B, c->hidden_size, lm->final_norm, (float)c->rms_norm_eps,
+                    c->norm_plus_one));                               /* [B, hidden] */
+    TRY(op->matmul(be, lm->head, p->last, 0, B, p->logits)); /* [B, vocab] */
+    if (c->final_logit_softcap > 0) TRY(op->softcap(be, p->logits, (size_t)B * V, c->final_logit_softcap));
+    return op->sample_rows(be, p->logits, (int)V, B, p->sargs);
+}
+
+/* A decode step of n_rows rows (one token each, their blocks taken) padded to B rows: see the file's
+ * header. */
+static lmx_status decode_step(lmx_pool *p, const lmx_step_row *rows, int n_rows, int B) {
+    lmx_lm *lm = p->lm;
+    const lmx_model_config *c = lm->cfg;
+    const lmx_backend_ops *op = lm->be->ops;
+    lmx_backend *be = lm->be;
+    const size_t V = (size_t)c->vocab_size;
+    int width = 1; /* table row width: a power of two >= every row's blocks (a shape that changes rarely) */
+    for (int i = 0; i < n_rows; i++)
+        while (width < rows[i].seq->n_blocks) width <<= 1;
+    if (width > p->tables_cap) width = p->tables_cap;
+    /* longrope: the long factors by row (lmx_lm_step's rule); the padding rows follow row 0 */
+    for (int i = 0; i < B; i++) {
+        int32_t *tab = p->tables + (size_t)i * (size_t)width;
+        p->seqv[i] = i;
+        if (i < n_rows) {
+            const lmx_seq *s = rows[i].seq;
+            memcpy(tab, s->blocks, (size_t)s->n_blocks * sizeof *s->blocks);
+            p->ids[i] = rows[i].ids[0];
+            p->posv[i] = s->pos;
+            p->longv[i] = lm->rope_full_long && (double)(s->pos + 1) > c->rope.original_max_position;
+            p->sargs[i] = rows[i].sample ? *rows[i].sample : (lmx_sample_args){0};
+        } else {
+            tab[0] = p->pad_block;
+            p->ids[i] = 0;
+            p->posv[i] = 0;
+            p->longv[i] = p->longv[0];
+            p->sargs[i] = (lmx_sample_args){0}; /* plain greedy */
+        }
+    }
+    const lmx_kv_map map = {.tables = p->tables, .seq = p->seqv, .n_seqs = B, .stride = width,
+                            .block_size = p->block_size};
+    const lm_pass ps = {.s = &p->s, .T = B, .pos = p->posv, .k = p->k, .v = p->v, .slots = p->slots,
+                        .map = &map, .use_long = p->longv};
+    const lmx_step_inputs in = {.n_tokens = B, .ids = p->ids, .pos = p->posv, .map = &map};
+    bool redo = true;
+    lmx_status st = op->step_begin(be, p, p->longv[0] ? 1 : 0, &in);
+    if (st == LMX_OK) {
+        st = decode_ops(p, &ps, B);
+        lmx_status se = op->step_end(be, st == LMX_OK, &redo);
+        if (st == LMX_OK) st = se;
+    }
+    if (st != LMX_OK && !redo) return st;
+    if (redo) TRY(decode_ops(p, &ps, B)); /* unbracketed: the same ops */
+    TRY(op->sample_rows_result(be, B, p->tokens));
+    for (int i = 0; i < n_rows; i++) {
+        const lmx_step_row *r = &rows[i];
+        int32_t tok = r->sample ? p->tokens[i] : -1;
+        if (tok < 0 || tok >= (int32_t)V) tok = -1; /* undecided on the device: the host samples */
+        if (r->sample) *r->token = tok;
+        if (tok < 0 && r->logits) TRY(op->buf_read(be, p->logits, (size_t)i * V, r->logits, V));
+    }
+    return LMX_OK;
+}
+
 lmx_status lmx_lm_step(lmx_pool *p, const lmx_step_row *rows, int n_rows) {
     if (!p) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step: NULL pool");
     TRY(step_check(p, rows, n_rows));
@@ -143,6 +239,12 @@ lmx_status lmx_lm_step(lmx_pool *p, const lmx_step_row *rows, int n_rows) {
     for (int i = 0; i < n_rows; i++) {
         TRY(row_blocks(p, rows[i].seq, rows[i].n));
         if (rows[i].seq->n_blocks > stride) stride = rows[i].seq->n_blocks;
+    }
+    const int B = decode_bucket(p, rows, n_rows);
+    if (B > 0) {
+        TRY(decode_step(p, rows, n_rows, B));
+        for (int i = 0; i < n_rows; i++) rows[i].seq->pos += rows[i].n;
+        return LMX_OK;
     }
     int R = 0;
     int *last_tok = p->last_tok; /* [n_rows] step row of each sequence's last token */

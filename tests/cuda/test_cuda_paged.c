@@ -5,7 +5,9 @@
  *     q rows and attention outputs of one ring-cache call per sequence (fp16 and fp32 caches, GQA
  *     head_dim 64 and 128, full causal and a sliding window) to 1e-6 (the same kernels with the same
  *     splits run: expected bit for bit); a prefill chunk beside decode rows in one call;
- *     a bad table entry is refused; a paged op inside a decode step asks for a redo;
+ *     a bad table entry is refused, eagerly and inside a bracketed step (which is then redone); a
+ *     paged op given other arrays than the step's inputs makes the step redo; with the step's map it
+ *     runs inside the bracket and gives the eager output;
  *   - sample_rows: n rows with per-row parameters (plain greedy, greedy with penalty, temperature,
  *     top_p, top_k, unsupported) give the ids of the single-row device sampler row by row, -1 where
  *     it gives -1 (all -inf).
@@ -26,6 +28,7 @@ static tu_rng rng = {12345};
 
 typedef struct shape {
     int n_heads, n_kv, hd, window;
+    bool sinks; /* attention-sink logits (gpt-oss), the same in the paged and the ring calls */
 } shape;
 
 static lmx_backend *gpu_create(bool f32_kv) {
@@ -66,9 +69,9 @@ typedef struct kvset {
     int cap;
 } kvset;
 
-static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf, const float *q,
-                       const float *k, const float *v, const int32_t *pos, int T, const lmx_kv_map *map, float *q_out,
-                       float *o_out) {
+static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf,
+                       const lmx_bweight *sinks, const float *q, const float *k, const float *v, const int32_t *pos,
+                       int T, const lmx_kv_map *map, float *q_out, float *o_out) {
     const size_t qn = (size_t)T * s->n_heads * s->hd, kn = (size_t)T * s->n_kv * s->hd;
     lmx_buf *bq = buf_with(be, q, qn), *bk = buf_with(be, k, kn), *bv = buf_with(be, v, kn);
     lmx_buf *bo = buf_with(be, NULL, qn);
@@ -76,7 +79,8 @@ static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bwe
     lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
                              .rot_dim = s->hd, .capacity = kv->cap, .inv_freq = invf, .mscale = 1.0f, .map = map};
     lmx_attn_params ap = {.n_tokens = T, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
-                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map};
+                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map,
+                          .sinks = sinks};
     if (st == LMX_OK) st = be->ops->rope_qk_store(be, bq, bk, bv, kv->kc, kv->vc, &rp, pos);
     if (st == LMX_OK) st = be->ops->attention(be, bq, kv->kc, kv->vc, bo, &ap, pos);
     if (st == LMX_OK && q_out) st = be->ops->buf_read(be, bq, 0, q_out, qn);
@@ -116,8 +120,13 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
     for (int i = 0; i < D / 2; i++) invf_h[i] = powf(10000.f, -2.0f * i / D);
     lmx_weight_desc vd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = D / 2,
                           .dtype = LMX_DTYPE_F32, .data = invf_h};
-    lmx_bweight *invf = NULL;
+    lmx_bweight *invf = NULL, *sinks = NULL;
     CHECK(be->ops->weight_upload(be, &vd, &invf) == LMX_OK);
+    float sinks_h[64];
+    for (int h = 0; h < H; h++) sinks_h[h] = 4.0f * tu_unif(&rng);
+    lmx_weight_desc sd = {.name = "sinks", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = H, .dtype = LMX_DTYPE_F32,
+                          .data = sinks_h};
+    if (s->sinks) CHECK(be->ops->weight_upload(be, &sd, &sinks) == LMX_OK);
     /* pool: blocks enough for every sequence, handed out in a shuffled order */
     const int stride = (RING_CAP + bs - 1) / bs, n_blocks = nseq * stride;
     int32_t *tables = malloc(sizeof(int32_t) * (size_t)nseq * stride), *perm = malloc(sizeof(int32_t) * n_blocks);
@@ -159,13 +168,13 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
         rand_fill(k, (size_t)T * krow);
         rand_fill(v, (size_t)T * krow);
         lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = nseq, .stride = stride, .block_size = bs};
-        lmx_status st = step(be, s, &pool, invf, q, k, v, pos, T, &map, qa, oa);
+        lmx_status st = step(be, s, &pool, invf, sinks, q, k, v, pos, T, &map, qa, oa);
         CHECK_MSG(st == LMX_OK, "paged step %d: %s", it, lmx_last_error_detail());
         for (int qs = 0; qs < nseq && st == LMX_OK; qs++) {
             if (nrow[qs] == 0) continue;
             const size_t r0 = (size_t)row0[qs];
-            st = step(be, s, &ring[qs], invf, q + r0 * qrow, k + r0 * krow, v + r0 * krow, pos + r0, nrow[qs], NULL,
-                      qb + r0 * qrow, ob + r0 * qrow);
+            st = step(be, s, &ring[qs], invf, sinks, q + r0 * qrow, k + r0 * krow, v + r0 * krow, pos + r0, nrow[qs],
+                      NULL, qb + r0 * qrow, ob + r0 * qrow);
             CHECK_MSG(st == LMX_OK, "ring step %d seq %d: %s", it, qs, lmx_last_error_detail());
             len[qs] += nrow[qs];
         }
@@ -180,46 +189,108 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
     kv_free(be, &pool);
     for (int qs = 0; qs < nseq; qs++) kv_free(be, &ring[qs]);
     be->ops->weight_free(be, invf);
+    be->ops->weight_free(be, sinks);
     lmx_backend_destroy(be);
 }
 
 static void test_paged_attention(void) {
-    const shape shapes[3] = {{8, 2, 64, 0}, {8, 2, 128, 0}, {4, 4, 128, 48}};
+    const shape shapes[4] = {{8, 2, 64, 0, false}, {8, 2, 128, 0, false}, {4, 4, 128, 48, false},
+                             {16, 2, 64, 32, true}};
     const int lens[NSEQ] = {100, 37, 5, 200};
     const int bss[3] = {16, 64, 256};
     for (int f = 0; f < 2; f++)
-        for (int si = 0; si < 3; si++)
+        for (int si = 0; si < 4; si++)
             for (int b = 0; b < 3; b++) paged_case(f == 1, &shapes[si], bss[b], lens, 3, b == 1);
 }
 
-/* a table entry outside the pool is refused; a paged op inside a decode step sets redo */
+/* rope_qk_store + attention of one row over buffers allocated and written beforehand (buf_write is
+ * refused inside a bracketed step); the attention output back to the host when o_out */
+typedef struct rowbufs {
+    lmx_buf *q, *k, *v, *o;
+} rowbufs;
+
+static rowbufs rowbufs_new(lmx_backend *be, const shape *s, const float *q, const float *k, const float *v) {
+    rowbufs b = {buf_with(be, q, (size_t)s->n_heads * s->hd), buf_with(be, k, (size_t)s->n_kv * s->hd),
+                 buf_with(be, v, (size_t)s->n_kv * s->hd), buf_with(be, NULL, (size_t)s->n_heads * s->hd)};
+    return b;
+}
+static void rowbufs_free(lmx_backend *be, rowbufs *b) {
+    be->ops->buf_free(be, b->q);
+    be->ops->buf_free(be, b->k);
+    be->ops->buf_free(be, b->v);
+    be->ops->buf_free(be, b->o);
+}
+static lmx_status row_ops(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf, const rowbufs *b,
+                          const int32_t *pos, const lmx_kv_map *map) {
+    lmx_qk_rope_params rp = {.n_tokens = 1, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
+                             .rot_dim = s->hd, .capacity = kv->cap, .inv_freq = invf, .mscale = 1.0f, .map = map};
+    lmx_attn_params ap = {.n_tokens = 1, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
+                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map};
+    lmx_status st = be->ops->rope_qk_store(be, b->q, b->k, b->v, kv->kc, kv->vc, &rp, pos);
+    if (st == LMX_OK) st = be->ops->attention(be, b->q, kv->kc, kv->vc, b->o, &ap, pos);
+    return st;
+}
+
+/* A table entry outside the pool is refused (eagerly and inside a bracketed step, where the step is
+ * then redone); inside a step, a paged op given another map than the step's inputs makes the step
+ * redo; a paged op with the step's map runs inside the bracket and gives the eager result. */
 static void test_paged_refusals(void) {
     lmx_cuda_options o = lmx_cuda_options_default();
     o.graphs = true; /* step hooks active */
     lmx_backend *be = NULL;
     CHECK_MSG(lmx_backend_cuda_create_ex(0, &o, &be) == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
     if (!be) return;
-    const shape s = {4, 2, 64, 0};
+    CHECK(be->ops->step_begin && be->ops->step_end);
+    const shape s = {4, 2, 64, 0, false};
     kvset pool = kv_alloc(be, &s, 4 * 64);
     float one[64] = {1.0f};
     lmx_weight_desc vd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 32,
                           .dtype = LMX_DTYPE_F32, .data = one};
     lmx_bweight *invf = NULL;
     CHECK(be->ops->weight_upload(be, &vd, &invf) == LMX_OK);
-    float q[4 * 64], k[2 * 64], v[2 * 64];
+    float q[4 * 64], k[2 * 64], v[2 * 64], oe[4 * 64], os[4 * 64];
     rand_fill(q, 256), rand_fill(k, 128), rand_fill(v, 128);
-    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}; /* position 70: logical block 1 -> 4: outside */
+    /* position 70: logical block 1 -> 4: outside the pool */
+    int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}, id[1] = {0};
     lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = 1, .stride = 2, .block_size = 64};
-    CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(step(be, &s, &pool, invf, NULL, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    rowbufs b = rowbufs_new(be, &s, q, k, v);
+    bool redo = false;
+    /* inside a step with that map as its input: refused, the step redone */
+    lmx_step_inputs in = {.n_tokens = 1, .ids = id, .pos = pos, .map = &map};
+    CHECK(be->ops->step_begin(be, &pool, 0, &in) == LMX_OK);
+    lmx_status st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK(st == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(redo);
     tables[1] = 2;
-    CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_OK);
-    if (be->ops->step_begin) {
-        bool redo = false;
-        CHECK(be->ops->step_begin(be, &pool, 0, 0, 70) == LMX_OK);
-        lmx_status st = step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL);
-        CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
-        CHECK(redo);
-    }
+    /* a step declared for one sequence's ring cache, given a paged op: not the step's inputs */
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    in.map = NULL;
+    redo = false;
+    CHECK(be->ops->step_begin(be, &pool, 1, &in) == LMX_OK);
+    st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK(st != LMX_OK);
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(redo);
+    /* eagerly, then inside a step with the map as its input: the same output */
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    CHECK(row_ops(be, &s, &pool, invf, &b, pos, &map) == LMX_OK);
+    CHECK(be->ops->buf_read(be, b.o, 0, oe, 4 * 64) == LMX_OK);
+    rowbufs_free(be, &b);
+    b = rowbufs_new(be, &s, q, k, v);
+    in.map = &map;
+    redo = true;
+    CHECK(be->ops->step_begin(be, &pool, 2, &in) == LMX_OK);
+    st = row_ops(be, &s, &pool, invf, &b, pos, &map);
+    CHECK_MSG(st == LMX_OK, "paged ops inside a step: %s", lmx_last_error_detail());
+    CHECK(be->ops->step_end(be, st == LMX_OK, &redo) == LMX_OK);
+    CHECK(!redo);
+    CHECK(be->ops->buf_read(be, b.o, 0, os, 4 * 64) == LMX_OK);
+    CHECK(memcmp(oe, os, sizeof oe) == 0);
+    rowbufs_free(be, &b);
     kv_free(be, &pool);
     be->ops->weight_free(be, invf);
     lmx_backend_destroy(be);
@@ -252,9 +323,11 @@ static void test_sample_rows(void) {
         CHECK(be->ops->buf_write(be, lb, 0, x, (size_t)V * n) == LMX_OK);
         lmx_sample_args a[12];
         for (int r = 0; r < n; r++) {
-            a[r] = (lmx_sample_args){.sampling = ps[(r + round) % 6], .window = window, .n_window = 20,
+            a[r] = (lmx_sample_args){.sampling = ps[(r + round) % 6], .window = window,
                                      .u = (double)(tu_next(&rng) >> 11) * 0x1.0p-53};
             if (r % 3 == 0) a[r].sampling = ps[0];
+            /* the penalty window holds the last repetition_context ids at most (as the engine passes it) */
+            a[r].n_window = a[r].sampling.repetition_context < 20 ? a[r].sampling.repetition_context : 20;
         }
         int32_t got[12], want[12];
         lmx_status st = be->ops->sample_rows(be, lb, V, n, a);

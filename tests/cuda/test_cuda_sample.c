@@ -227,7 +227,9 @@ static void test_graph_capture(void) {
             double u = unif01();
             CHECK(be->ops->buf_write(be, buf, 0, x, (size_t)V) == LMX_OK);
             bool redo = false;
-            CHECK(be->ops->step_begin(be, &key, 4, 7, step) == LMX_OK);
+            const int32_t id = 7, pos = step;
+            const lmx_step_inputs in = {.n_tokens = 1, .ids = &id, .pos = &pos};
+            CHECK(be->ops->step_begin(be, &key, 4, &in) == LMX_OK);
             size_t ctx = (size_t)p->repetition_context, nw = nh < ctx ? nh : ctx;
             lmx_sample_args a = {.sampling = *p, .window = hist + (nh - nw),
                                  .n_window = (int)nw, .u = u};

@@ -108,6 +108,8 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
         free(w);
         return;
     }
+    for (int e = 0; e < w->n_experts && w->experts; e++) cpu_weight_free(be, w->experts[e]);
+    free(w->experts);
     free(w->own);
     free(w->pk);
     free(w->vec);
@@ -169,7 +171,7 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
-        if (lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
+        if (!d->fp32_x && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
             if (lmx_cpu_qtile_pack(w, c->pool) != LMX_OK) goto oom;
             release_packed_source(w);
         }
@@ -246,7 +248,8 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         r += p->rows;
     }
     lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
-    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
+    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && !p0->fp32_x &&
+        lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
         st = lmx_cpu_qtile_pack(w, c->pool);
     r = 0;
     for (int i = 0; st == LMX_OK && i < n; i++) {
@@ -304,7 +307,7 @@ static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weigh
     cpu_backend *c = CPU(be);
     *fused = NULL;
     for (int i = 0; i < n && views; i++) views[i] = NULL;
-    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT || lmx_quant_mode_is_fp(parts[0].mode) ||
+    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT || lmx_quant_mode_is_fp(parts[0].mode) || parts[0].fp32_x ||
         !lmx_cpu_qtile_supported(parts[0].bits, parts[0].group_size, parts[0].cols))
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend fuses repacked 4/8-bit weights only", parts[0].name);
     LMX_BACKEND_TRY(cpu_weight_upload_fused_impl(be, parts, n, fused, views));
@@ -361,6 +364,7 @@ static void cpu_destroy(lmx_backend *be) {
     if (!c) return;
     lmx_thread_pool_destroy(c->pool);
     pthread_mutex_destroy(&c->op_lock);
+    lmx_cpu_moe_free(&c->moe);
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
@@ -390,8 +394,12 @@ static void cpu_destroy(lmx_backend *be) {
     .rope_qk_store = lmx_cpu_rope_qk_store,    \
     .buf_view = cpu_buf_view,              \
     .act_mul_split = lmx_cpu_act_mul_split,    \
-    .rows_axpy = lmx_cpu_rows_axpy,            \
-    .paged_kv = true
+    .paged_kv = true,                          \
+    .weight_upload_experts = lmx_cpu_weight_upload_experts, \
+    .moe_route = lmx_cpu_moe_route,            \
+    .moe_matmul = lmx_cpu_moe_matmul,          \
+    .moe_gate_up = lmx_cpu_moe_gate_up,        \
+    .moe_combine = lmx_cpu_moe_combine
 
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
 static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
@@ -435,6 +443,7 @@ lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, 
     c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
     c->qt = lmx_cpu_qtile_kernels(c->level);
     pthread_mutex_init(&c->op_lock, NULL);
+    lmx_cpu_moe_init(&c->moe);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page
                                                                                      : SIZE_MAX;

@@ -1,6 +1,6 @@
 /* cuda_backend.c — lmx_backend_ops over the CUDA kernels of cuda_kernels.h (see cuda_backend.h):
  * creation, destruction and the ops table. The ops live by concern in cuda_backend_mem.c (buffers,
- * weight uploads), cuda_backend_ops.c (compute) and cuda_backend_step.c (decode-step graphs, device
+ * weight uploads), cuda_backend_ops.c (compute) and cuda_backend_step.c (step graphs, device
  * sampling); their shared state is cuda_backend_internal.h.
  *
  * Ops run in order on one backend-owned blocking stream. KV caches come from kv_buf_alloc in fp16
@@ -23,15 +23,19 @@ static void cu_destroy(lmx_backend *be) {
     if (!c) return;
     lmx_cuda_stream_sync(c->stream);
     lmx_cub_graphs_clear(c);
-    lmx_cuda_free(c->d_step);
     lmx_cuda_stream_destroy(c->stream);
+    lmx_cub_stage_free(&c->step_stage);
+    lmx_cub_stage_free(&c->ids);
     lmx_cub_stage_free(&c->pos);
     lmx_cub_stage_free(&c->map);
     free(c->map_tmp);
-    lmx_cuda_free(c->d_ids);
     lmx_cuda_free(c->mx_scratch);
     lmx_cuda_free(c->d_ws);
     lmx_cuda_sampler_destroy(c->sampler);
+    if (c->counts.captured || c->counts.redone)
+        LMX_LOG_I("cuda backend: steps captured into graphs %llu, replayed %llu, redone eagerly %llu",
+                  (unsigned long long)c->counts.captured, (unsigned long long)c->counts.replayed,
+                  (unsigned long long)c->counts.redone);
     uint64_t ub = atomic_load(&c->up_bytes);
     if (ub)
         LMX_LOG_I("cuda backend: uploaded %.3f GB (%s): %.3f s in copies, %.3f s in cudaMalloc", ub / 1e9,
@@ -41,6 +45,8 @@ static void cu_destroy(lmx_backend *be) {
     pthread_mutex_destroy(&c->up_lock);
     lmx_cuda_free(c->d_cnt);
     lmx_cuda_free(c->d_gws);
+    for (int i = 0; i < c->n_retired; i++) lmx_cuda_free(c->retired[i]);
+    free(c->retired);
     lmx_cub_rows_free(c);
     free(c);
 }
@@ -75,14 +81,23 @@ static const lmx_backend_ops CUDA_OPS = {
     .kv_buf_alloc = lmx_cub_kv_buf_alloc,
     .kv_elem_bytes = lmx_cub_kv_elem_bytes,
     .act_mul_split = lmx_cub_act_mul_split,
-    .rows_axpy = lmx_cub_rows_axpy,
     .paged_kv = true,
     .sample_rows = lmx_cub_sample_rows,
     .sample_rows_result = lmx_cub_sample_rows_result,
+    .weight_upload_experts = lmx_cub_weight_upload_experts,
+    .moe_route = lmx_cub_moe_route,
+    .moe_matmul = lmx_cub_moe_matmul,
+    .moe_gate_up = lmx_cub_moe_gate_up,
+    .moe_combine = lmx_cub_moe_combine,
 };
 
 lmx_cuda_options lmx_cuda_options_default(void) {
     return (lmx_cuda_options){.graphs = lmx_env_flag(LMX_ENV_CUDA_GRAPH), .f32_kv = false, .pageable = false};
+}
+
+lmx_cuda_graph_stats lmx_backend_cuda_graph_stats(const lmx_backend *be) {
+    if (!be || be->ops != &CUDA_OPS) return (lmx_cuda_graph_stats){0};
+    return ((const cuda_backend *)be)->counts;
 }
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {
@@ -109,7 +124,6 @@ lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, l
     atomic_init(&c->up_copy_ns, 0);
     c->staging = !opt->pageable;
     st = lmx_cuda_stream_create_blocking(&c->stream);
-    if (st == LMX_OK) st = lmx_cuda_malloc((void **)&c->d_step, 2 * sizeof(int32_t));
     if (st != LMX_OK) {
         lmx_cuda_stream_destroy(c->stream);
         pthread_mutex_destroy(&c->up_lock);
@@ -132,6 +146,11 @@ lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, l
 
 lmx_cuda_options lmx_cuda_options_default(void) {
     return (lmx_cuda_options){.graphs = lmx_env_flag(LMX_ENV_CUDA_GRAPH), .f32_kv = false, .pageable = false};
+}
+
+lmx_cuda_graph_stats lmx_backend_cuda_graph_stats(const lmx_backend *be) {
+    (void)be;
+    return (lmx_cuda_graph_stats){0};
 }
 
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out) {

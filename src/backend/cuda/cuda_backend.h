@@ -2,8 +2,9 @@
  *
  * lmx_backend_cuda_create(device, &be) gives an lmx_backend whose buffers and weights live in the
  * memory of CUDA device `device`; ops run in order on one backend-owned (blocking) stream, buf_read
- * synchronizes. Decode steps run as CUDA graphs (step hooks of backend.h; LMX_CUDA_GRAPH=0 in the
- * environment at creation turns them off, to debug).
+ * synchronizes. Bracketed steps (step hooks of backend.h: one sequence's decode step, a pool's batched
+ * decode step) run as CUDA graphs (LMX_CUDA_GRAPH=0 in the environment at creation turns them off, to
+ * debug).
  * Weights are copied to the device at upload (dense kept in their dtype, MLX-quantized kept packed,
  * vectors and biases converted to fp32); activations are fp32 buffers, the KV cache is fp16
  * (kv_buf_alloc). In a build without CUDA, or without a usable device, it returns
@@ -28,6 +29,15 @@ typedef struct lmx_cuda_options {
 } lmx_cuda_options;
 
 lmx_cuda_options lmx_cuda_options_default(void);
+
+/* How often the backend's bracketed steps (backend.h step hooks) were captured into a CUDA graph,
+ * launched from one without capturing (replayed), and handed back to the caller to redo eagerly (an
+ * op sequence that changed, an op that cannot run inside a graph, a failed capture), since creation.
+ * For tests and benchmarks; zeros for another backend or a build without CUDA. */
+typedef struct lmx_cuda_graph_stats {
+    uint64_t captured, replayed, redone;
+} lmx_cuda_graph_stats;
+lmx_cuda_graph_stats lmx_backend_cuda_graph_stats(const lmx_backend *be);
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out);
 lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, lmx_backend **out);
 

@@ -1,6 +1,7 @@
 /* cuda_backend_internal.h — the CUDA backend's state and the functions its files share
  * (cuda_backend.c: creation and the ops table; cuda_backend_mem.c: buffers and weight uploads;
- * cuda_backend_ops.c: the compute ops; cuda_backend_step.c: decode-step graphs and device sampling).
+ * cuda_backend_ops.c: the compute ops; cuda_backend_moe.c: the mixture-of-experts ops;
+ * cuda_backend_step.c: decode-step graphs and device sampling).
  * Not an interface: only those files include it. */
 #ifndef LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
 #define LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
@@ -37,11 +38,16 @@ struct lmx_bweight {
     float *dbias;        /* device fp32 [rows] or NULL */
     float *vec;          /* vector: device fp32 [cols] */
     bool view;           /* a view of a fused weight: the pointers belong to the fused weight */
+    bool fp32_x;         /* lmx_weight_desc.fp32_x: every matmul through the fp32-exact GEMV */
     lmx_quant_mode mode; /* quant: affine (m), or an fp mode (mx: codes dw, uint8 scales ds; cuda_mx.h) */
     lmx_cuda_mx mx;
+    int n_experts;        /* LMX_WEIGHT_EXPERTS: ex describes the stack (rows = one expert's), m/mx unused */
+    lmx_cuda_experts ex;
 };
 
-#define GRAPH_SLOTS 4
+/* graph slots: one per (key, variant, rows, attention length class) recently stepped; the least
+ * recently used one is replaced */
+#define GRAPH_SLOTS 32
 
 /* A host int32 array staged into device memory for the kernels of one call (cuda_backend_stage.c):
  * grows only (no per-call cudaMalloc); an array equal to the one staged last is not uploaded again
@@ -54,35 +60,67 @@ typedef struct cub_stage {
 
 typedef enum { STEP_NONE = 0, STEP_WARM, STEP_CAPTURE, STEP_REPLAY } step_mode;
 
+/* captures of one slot that may fail (another thread's work on the legacy stream invalidates a
+ * capture, for one) before its steps stay eager */
+#define GRAPH_MAX_FAILS 3
+
 typedef struct graph_slot {
     const void *key;
-    int variant;
-    bool used, failed;
-    uint64_t sig;  /* signature of the op sequence recorded at the warm step */
-    void *exec;    /* cudaGraphExec_t or NULL */
+    int variant, n_tokens;
+    int64_t span;      /* paged steps: the decode attention's grid length (lmx_cub_step_stage), else 0 */
+    bool used;
+    int fails;         /* failed captures or launches; GRAPH_MAX_FAILS: the slot's steps run eagerly */
+    uint64_t sig;      /* signature of the op sequence recorded at the warm step */
+    uint64_t last_use; /* step count at the slot's last step (least recently used: replaced first) */
+    void *exec;        /* cudaGraphExec_t or NULL */
 } graph_slot;
+
+/* The inputs of the current bracketed step as its ops find them (lmx_cub_step_stage): the caller's
+ * host arrays, and where step_begin put them in device memory (one array, c->step_stage:
+ * [ids T | pos T | the paged map's array]). */
+typedef struct cub_step_in {
+    lmx_step_inputs in;    /* the caller's arrays; in.map points to map below (or NULL) */
+    lmx_kv_map map;        /* copy of the caller's map */
+    const int32_t *d_ids;  /* device [T] */
+    const int32_t *d_pos;  /* device [T] */
+    lmx_cuda_kv_map dm;    /* paged: the map's device arrays and work split */
+    int64_t span;          /* paged: the decode attention's grid length, a power of two >= every row's
+                              position + 1 (a row's splits follow its own length: the same results as
+                              a grid of the exact length) */
+    int n_checked;         /* paged: (capacity, window) pairs the map was checked against this step */
+    int checked[4][2];
+} cub_step_in;
+
+/* Deferred rows of a sample_rows inside a captured or replayed step: sampled after the graph launch
+ * (cuda_backend_step.c) */
+typedef struct cub_rows_later {
+    const float *logits;   /* device [n, vocab] */
+    int vocab, n;
+    lmx_sample_args *a;    /* host [rows_cap]: the rows' arguments (copied at sample_rows) */
+    bool pending;          /* rows wait for step_end */
+} cub_rows_later;
 
 typedef struct cuda_backend {
     lmx_backend base;
     int device;
     lmx_cuda_stream stream; /* every op runs here */
     bool graphs;            /* lmx_cuda_options.graphs */
-    int32_t *d_step;        /* device [2]: token id, position of the current decode step */
-    int32_t h_step[2];
     step_mode mode;
     graph_slot *slot;       /* the current step's slot */
     uint64_t sig;           /* running signature of this step's ops */
     bool step_bad;          /* an op that cannot be captured ran inside the step */
     graph_slot slots[GRAPH_SLOTS];
-    int next_victim;
+    uint64_t n_steps;       /* bracketed steps begun (the slots' clock) */
+    lmx_cuda_graph_stats counts; /* lmx_backend_cuda_graph_stats */
+    cub_step_in step;       /* the current step's inputs (mode != STEP_NONE) */
+    cub_stage step_stage;   /* their device copy */
+    cub_stage ids;    /* token ids of the last embed */
     cub_stage pos;    /* positions of the last call */
     cub_stage map;    /* a paged call's kv map (lmx_cub_map_stage) */
-    int32_t *map_tmp; /* host [map_tmp_cap]: the map array being built */
+    int32_t *map_tmp; /* host [map_tmp_cap]: the map (or step input) array being built */
     int map_tmp_cap;
-    int32_t *d_ids;   /* device [ids_cap] */
     void *mx_scratch; /* device [mx_scratch_bytes]: fp-mode prefill row chunks (cuda_mx.h), grown on demand */
     size_t mx_scratch_bytes;
-    int ids_cap;
     float *d_ws;      /* attention workspace, device [ws_cap] */
     size_t ws_cap;
     lmx_cuda_sampler *sampler; /* device sampling (lmx_cub_sample): workspace for the current vocab/window */
@@ -100,6 +138,8 @@ typedef struct cuda_backend {
     size_t cnt_cap;
     float *d_gws;     /* few-row GEMM split-K workspace, device [gws_cap] */
     size_t gws_cap;
+    void **retired;   /* [retired_cap] replaced scratch arrays (device), freed at destroy: graphs may hold them */
+    int n_retired, retired_cap;
     /* batched sampling (sample_rows): plain greedy rows by one lmx_cuda_greedy_rows launch, the
      * other rows by a sampler each (the single-row kernels) */
     lmx_cuda_sampler **rsamp; /* [rows_cap] (NULL until a non-greedy row k needs rsamp[k]) */
@@ -109,16 +149,19 @@ typedef struct cuda_backend {
     int32_t *h_rkind;         /* host [rows_cap]: row r's result: >= 0 h_rres index, -1 - k rsamp[k], ROWS_HOST */
     int rows_cap, rows_n;
     bool rows_pending;        /* a batch was enqueued and its result not yet read */
+    cub_rows_later later;     /* rows of a captured/replayed sample_rows still to sample */
 } cuda_backend;
 
 static inline cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
 
-/* ---- decode-step signature ---- */
+/* ---- step signature ----
+ * One multiply-xorshift round per argument: each round is a bijection of the running value for a
+ * given argument and of the argument for a given value, so a sequence that first differs in one
+ * argument ends in another value unless later arguments collide by chance (2^-64); cheap, since a
+ * replayed step signs every op's arguments (~15 a op, ~400 ops a step) before its launch. */
 static inline void sig_mix(cuda_backend *c, uint64_t v) {
-    for (int i = 0; i < 8; i++) {
-        c->sig ^= (v >> (8 * i)) & 0xffu;
-        c->sig *= 0x100000001b3ull;
-    }
+    uint64_t h = (c->sig ^ v) * 0x9e3779b97f4a7c15ull;
+    c->sig = h ^ (h >> 29);
 }
 static inline uint64_t fbits(float f) {
     uint32_t u;
@@ -130,6 +173,8 @@ static inline uint64_t fbits(float f) {
 /* in a step: true when the op must launch nothing (the graph replays it) */
 static inline bool replaying(const cuda_backend *c) { return c->mode == STEP_REPLAY; }
 static inline bool stepping(const cuda_backend *c) { return c->mode != STEP_NONE; }
+/* in a step whose ops are recorded into a graph or replayed: nothing may be allocated or uploaded */
+static inline bool capturing(const cuda_backend *c) { return c->mode == STEP_CAPTURE || c->mode == STEP_REPLAY; }
 
 #define CHECK_RANGE(buf_, off_, cnt_, what_)                                                                  \
     do {                                                                                                     \
@@ -159,22 +204,30 @@ lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *k
 lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
 lmx_status lmx_cub_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
 lmx_status lmx_cub_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
-lmx_status lmx_cub_rows_axpy(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
-                             const float *w);
+lmx_status lmx_cub_weight_upload_experts(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **out);
+lmx_status lmx_cub_moe_route(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
+lmx_status lmx_cub_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                              const lmx_moe_routing *r, lmx_buf *y);
+lmx_status lmx_cub_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
+lmx_status lmx_cub_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 lmx_status lmx_cub_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
 lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc, lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos);
 void lmx_cub_graphs_clear(cuda_backend *c);
 lmx_status lmx_cub_sample(lmx_backend *be, const lmx_buf *logits, int vocab, const lmx_sample_args *a);
 lmx_status lmx_cub_sample_result(lmx_backend *be, int32_t *token);
-lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, int32_t id, int32_t pos);
+lmx_status lmx_cub_step_begin(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in);
 lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo);
 lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
 lmx_status lmx_cub_sample_rows_result(lmx_backend *be, int n, int32_t *tokens);
 void lmx_cub_rows_free(cuda_backend *c); /* the sample_rows state (no work in flight) */
+/* the rows a captured or replayed sample_rows left for after the graph launch (step_end) */
+lmx_status lmx_cub_rows_later_run(cuda_backend *c);
 
 /* ---- host arrays to the device (cuda_backend_stage.c) ---- */
-/* *d_out = a device copy of src[n] (enqueued on the backend stream; src may change after the call) */
+/* *d_out = a device copy of src[n] (enqueued on the backend stream; src may change after the call).
+ * Inside a captured or replayed step only an unchanged array is accepted (nothing is uploaded then). */
 lmx_status lmx_cub_stage_upload(cuda_backend *c, cub_stage *s, const int32_t *src, int n, const int32_t **d_out);
 void lmx_cub_stage_free(cub_stage *s);
 /* A paged call's map (backend.h lmx_kv_map) for rows pos[T] over a cache of `capacity` slots per kv
@@ -188,5 +241,15 @@ void lmx_cub_stage_free(cub_stage *s);
 #define LMX_CUDA_PAGED_TILE_MIN 2
 lmx_status lmx_cub_map_stage(cuda_backend *c, const lmx_kv_map *m, const int32_t *pos, int T, int capacity,
                              int window, lmx_cuda_kv_map *dm, int64_t *decode_len);
+/* step_begin: the step's inputs (backend.h lmx_step_inputs) into c->step and, as one upload, into
+ * device memory (c->step_stage). */
+lmx_status lmx_cub_step_stage(cuda_backend *c, const lmx_step_inputs *in);
+/* Inside a step: the device copies of an op's ids / positions, which must be the step's arrays
+ * (else the step is marked bad: LMX_ERR_INVALID_ARGUMENT); paged, the map's device arrays, the map
+ * checked as lmx_cub_map_stage checks it (once per capacity and window in a step). */
+lmx_status lmx_cub_step_ids(cuda_backend *c, const int32_t *ids, int T, const int32_t **d_ids);
+lmx_status lmx_cub_step_pos(cuda_backend *c, const int32_t *pos, int T, const int32_t **d_pos);
+lmx_status lmx_cub_step_map(cuda_backend *c, const lmx_kv_map *m, const int32_t *pos, int T, int capacity,
+                            int window, lmx_cuda_kv_map *dm);
 
 #endif

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(GR_THREADS)
 greedy_rows_kernel(const float *__restrict__ logits, int n, const int32_t *__restrict__ rows, int32_t *ids) {
     __shared__ float sv[GR_THREADS / 32];
     __shared__ int si[GR_THREADS / 32];
-    const float *row = logits + (size_t)rows[blockIdx.x] * (size_t)n;
+    const float *row = logits + (size_t)(rows ? rows[blockIdx.x] : (int32_t)blockIdx.x) * (size_t)n;
     float bv = -INFINITY;
     int bi = -1;
     for (int i = threadIdx.x; i < n; i += GR_THREADS) {
@@ -60,7 +60,7 @@ greedy_rows_kernel(const float *__restrict__ logits, int n, const int32_t *__res
 
 extern "C" lmx_status lmx_cuda_greedy_rows(const float *logits, int64_t n, const int32_t *rows, int n_rows,
                                            int32_t *ids, lmx_cuda_stream stream) {
-    if (!logits || !rows || !ids || n_rows < 1 || n < 1 || n > INT32_MAX)
+    if (!logits || !ids || n_rows < 1 || n < 1 || n > INT32_MAX)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda greedy rows: bad arguments (rows %d, n %lld)", n_rows,
                          (long long)n);
     greedy_rows_kernel<<<n_rows, GR_THREADS, 0, LMX_CU_STREAM(stream)>>>(logits, (int)n, rows, ids);
