@@ -8,7 +8,8 @@
  * for 4/8 bits (the repacked tiles, every level) the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k|
  * (d_g = max|x_g| / 32767), and for bf16 weights at the avx512 level the split-bf16 activation
  * bound 2^-16·Σ|x·w|. The 4/8-bit tiles compute integer sums: every level equals the scalar
- * reference bit for bit (also on rounding ties, zero, tiny and non-finite groups). And row
+ * reference bit for bit (also on rounding ties, zero, tiny and non-finite groups); a weight
+ * uploaded with fp32_x keeps fp32 activations at every level. And row
  * independence: row t of a T-token matmul / matmul_add equals the 1-token call on x[t] bit for bit. */
 #include <math.h>
 #include <stdint.h>
@@ -187,6 +188,41 @@ static void test_quant_edges(void) {
     }
 }
 
+/* a 4/8-bit weight uploaded with fp32_x (a router) keeps x in fp32 at every level: groups of one
+ * large and many small activations, which the int16 steps would round away (0.001 against a step
+ * of 1000/32767), still meet the fp32 tolerance; without fp32_x the same call is off by more */
+static void test_fp32_x(void) {
+    const int rows = 21, gs = 64, cols = 2 * gs, T = 2;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        float *w = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * (size_t)T * cols);
+        for (int i = 0; i < rows * cols; i++) w[i] = frand() * 0.5f + 0.6f;
+        for (int i = 0; i < T * cols; i++) x[i] = i % gs == 0 ? 1000.0f : 1e-3f * (1.0f + frand() * 0.1f);
+        qmat q = quantize(w, rows, cols, bits, gs);
+        lmx_weight_desc d = {.name = "router", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols,
+                             .dtype = LMX_DTYPE_F32, .data = q.packed, .scales = q.scales, .biases = q.biases,
+                             .bits = bits, .group_size = gs, .bias_dtype = LMX_DTYPE_F32, .fp32_x = true};
+        float *o = malloc(sizeof(float) * (size_t)T * rows);
+        char what[64];
+        snprintf(what, sizeof what, "fp32_x bits %d", bits);
+        for (int L = 0; L < N_LEVELS; L++) {
+            run_matmul(be[L][1], &d, x, T, NULL, o);
+            check_result(what, L, o, q.deq, x, T, rows, cols, gs, false, false, NULL, NULL);
+        }
+        /* the check can fail: the repacked path loses the small values */
+        d.fp32_x = false;
+        run_matmul(be[0][0], &d, x, T, NULL, o);
+        double worst = 0;
+        for (int r = 0; r < rows; r++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < cols; k++) s += (double)x[k] * q.deq[(size_t)r * cols + k], mag += fabs((double)x[k] * q.deq[(size_t)r * cols + k]);
+            worst = fmax(worst, fabs(o[r] - s) / (1e-5 * (mag + 1)));
+        }
+        CHECK_MSG(worst > 1.0, "%s: the int16 path met the fp32 tolerance (worst %.3g x tol)", what, worst);
+        free(o), free(w), free(x);
+        qfree(&q);
+    }
+}
+
 static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) {
     float *wf = malloc(sizeof(float) * (size_t)rows * cols);
     uint16_t *w16 = malloc(2 * (size_t)rows * cols);
@@ -333,6 +369,7 @@ int main(void) {
     if (!levels_create()) return 1;
     RUN(test_quant_levels);
     RUN(test_quant_edges);
+    RUN(test_fp32_x);
     RUN(test_dense_levels);
     RUN(test_row_independence);
     levels_destroy();
