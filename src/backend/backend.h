@@ -357,10 +357,10 @@ struct lmx_backend {
 
 /* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using the best
  * kernel level the CPU has (runtime CPUID): AVX-512 (F/BW/VL/DQ/VNNI), else AVX2+FMA+F16C with
- * AVX-VNNI, else AVX2+FMA+F16C, else the portable scalar reference. At every level quantized
- * 4/8-bit weights are repacked at upload into 16-row interleaved tiles and multiplied with the
- * activations quantized to int16 per group (VPDPWSSD zmm / ymm, VPMADDWD, or scalar C: the same
- * integer sums, bit-identical results); 16-bit weights are converted in registers. _ex with
+ * AVX-VNNI, else AVX2+FMA+F16C, else the portable scalar reference (fp32 dot products). At the
+ * SIMD levels quantized 4/8-bit weights are repacked at upload into 16-row interleaved tiles and
+ * multiplied with the activations quantized to int16 per group (VPDPWSSD zmm / ymm or VPMADDWD: the
+ * same integer sums, bit-identical results); 16-bit weights are converted in registers. _ex with
  * allow_simd=false forces the scalar kernels; _level caps the level (tests run every level on one
  * machine; a level the CPU lacks falls back to the best below). */
 typedef enum lmx_cpu_level {

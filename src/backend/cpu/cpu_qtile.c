@@ -1,4 +1,4 @@
-/* cpu_qtile.c — see cpu_qtile.h: the tile layout, the repack, and the portable scalar kernels
+/* cpu_qtile.c — see cpu_qtile.h: the tile layout, the repack, and the portable C reference kernels
  * every SIMD level reproduces bit for bit.
  *
  * Tile layout (one per block of 16 output rows, rows past the end padded with code 0, scale 0,
@@ -133,7 +133,7 @@ size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size,
     return (size_t)((rows + 15) / 16) * (size_t)(cols / group_size) * lmx_qtile_group_bytes(bits, group_size, bf16_scales);
 }
 
-/* ---- the scalar reference ---- */
+/* ---- the portable C reference (tests compare the SIMD levels with it) ---- */
 
 static void quant_x_scalar(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs) {
     const int groups = (int)(K / G);
@@ -231,7 +231,7 @@ static void rows_scalar(const lmx_bweight *w, int64_t b0, int64_t b1, const int1
     }
 }
 
-static const lmx_qtile_kernels qtile_scalar = {quant_x_scalar, rows_scalar};
+const lmx_qtile_kernels lmx_qtile_reference = {quant_x_scalar, rows_scalar};
 
 const lmx_qtile_kernels *lmx_cpu_qtile_kernels(lmx_cpu_level level) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -240,5 +240,5 @@ const lmx_qtile_kernels *lmx_cpu_qtile_kernels(lmx_cpu_level level) {
     if (level >= LMX_CPU_AVX2) return &lmx_qtile_avx2;
 #endif
     (void)level;
-    return &qtile_scalar;
+    return NULL;
 }

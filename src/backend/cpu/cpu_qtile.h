@@ -1,12 +1,13 @@
 /* cpu_qtile.h — MLX affine 4/8-bit weights repacked into 16-row interleaved tiles and their integer
- * matmul, at every kernel level (layout and arithmetic in cpu_qtile.c): a weight is repacked at
+ * matmul at the SIMD kernel levels (layout and arithmetic in cpu_qtile.c): a weight is repacked at
  * upload (owned memory, the size lmx_cpu_qtile_bytes gives, instead of the fp32 scales/biases and
  * the mapped source rows), the activations are quantized to int16 per group once per matmul, and
  * one kernel per level computes blocks of 16 output rows × the tokens (decode GEMV and prefill
- * alike). Levels: the portable scalar reference (cpu_qtile.c), AVX2 (VPMADDWD + VPADDD) and AVX-VNNI
- * (VPDPWSSD ymm) from one template (cpu_qtile_ymm.h), AVX-512 VNNI (VPDPWSSD zmm,
- * cpu_qtile_avx512.c). Every level computes the same int32 sums and the same fp32 operations in the
- * same order: their results are bit for bit equal. Pure functions on caller memory. */
+ * alike): AVX2 (VPMADDWD + VPADDD) and AVX-VNNI (VPDPWSSD ymm) from one template (cpu_qtile_ymm.h),
+ * AVX-512 VNNI (VPDPWSSD zmm, cpu_qtile_avx512.c). They compute the same int32 sums and the same
+ * fp32 operations in the same order as the portable C reference (cpu_qtile.c), so every level's
+ * result equals the reference's bit for bit. The scalar level keeps the fp32 float path (the exact
+ * reference other backends are tested against). Pure functions on caller memory. */
 #ifndef LMX_BACKEND_CPU_QTILE_H
 #define LMX_BACKEND_CPU_QTILE_H
 
@@ -32,8 +33,11 @@ typedef struct lmx_qtile_kernels {
                  int T, float *y, bool acc);
 } lmx_qtile_kernels;
 
-/* the kernels of a backend's level (the CPU supports it: lmx_cpu_kernels_select chose it) */
+/* the kernels of a backend's level (the CPU supports it: lmx_cpu_kernels_select chose it); NULL at
+ * the scalar level, which does not repack */
 const lmx_qtile_kernels *lmx_cpu_qtile_kernels(lmx_cpu_level level);
+/* the portable C kernels every level's equal bit for bit (the tests' oracle for the SIMD ones) */
+extern const lmx_qtile_kernels lmx_qtile_reference;
 
 /* ---- what cpu_qtile.c shares with the SIMD levels ---- */
 

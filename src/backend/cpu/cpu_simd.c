@@ -305,12 +305,44 @@ LMX_AVX2 static void qdotf4_avx2(const float *x, size_t xst, const float *q, int
     out[3] = hsum256(tot3) + tail[3];
 }
 
-/* decode the row's codes, then qdotf_avx2 (4/8-bit weights in groups of 32/64/128 take the repacked
- * tiles of cpu_qtile.c instead) */
+/* qdotf_avx2's arithmetic with the 4/8-bit codes converted in registers (bit for bit: the codes
+ * are exact in fp32); other widths and group sizes off 16 decode into tmp first */
 LMX_AVX2 static float qdot_avx2(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
                                 const float *b, const float *xsum, float *tmp) {
-    quant_avx2(row, bits, (int64_t)gs * groups, tmp);
-    return qdotf_avx2(x, tmp, gs, groups, s, b, xsum);
+    if ((bits != 4 && bits != 8) || gs % 16) {
+        quant_avx2(row, bits, (int64_t)gs * groups, tmp);
+        return qdotf_avx2(x, tmp, gs, groups, s, b, xsum);
+    }
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0.0f;
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
+    for (int g = 0; g < groups; g++) {
+        const float *xg = x + (size_t)g * gs;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        if (bits == 4) {
+            const uint8_t *rg = row + (size_t)g * gs / 2;
+            for (int k = 0; k < gs; k += 16) {
+                uint32_t w0, w1;
+                memcpy(&w0, rg + k / 2, 4);
+                memcpy(&w1, rg + k / 2 + 4, 4);
+                __m256 q0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w0), shifts), mask));
+                __m256 q1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w1), shifts), mask));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
+            }
+        } else {
+            const uint8_t *rg = row + (size_t)g * gs;
+            for (int k = 0; k < gs; k += 16) {
+                __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k))));
+                __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k + 8))));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
+            }
+        }
+        total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_add_ps(a0, a1), total);
+        tail += b[g] * xsum[g];
+    }
+    return hsum256(total) + tail;
 }
 
 static const lmx_cpu_kernels avx2_set = {.name = "avx2", .dot = dot_avx2, .dot4 = dot4_avx2,

@@ -39,8 +39,7 @@ typedef struct lmx_cpu_kernels {
     void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
     void (*quant_row)(const uint8_t *row, int bits, int64_t n, float *q); /* LSB-first codes → f32 */
     /* one quantized row · x: Σ_g s[g]·Σ_k x_k q_k + b[g]·xsum[g] over `groups` groups of gs;
-     * `tmp` is [groups*gs] scratch for the decoded codes (4/8-bit weights in groups of 32/64/128 take
-     * the repacked tiles of cpu_qtile.h instead) */
+     * `tmp` is [groups*gs] scratch (used when no fused path exists for `bits`) */
     float (*qdot)(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s, const float *b,
                   const float *xsum, float *tmp);
     /* qdot on the row's codes already decoded by quant_row: q [groups*gs] */
