@@ -390,6 +390,8 @@ static void cpu_destroy(lmx_backend *be) {
     .buf_view = cpu_buf_view,              \
     .act_mul_split = lmx_cpu_act_mul_split,    \
     .rows_axpy = lmx_cpu_rows_axpy,            \
+    .all_reduce_sum = lmx_cpu_all_reduce_sum,  \
+    .all_gather = lmx_cpu_all_gather,          \
     .paged_kv = true
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
