@@ -97,8 +97,8 @@ static lmx_status rank_of(lmx_backend *be, lmx_cpu_coll **h, int *r, const char 
 }
 
 lmx_status lmx_cpu_all_reduce_sum(lmx_backend *be, lmx_buf *x, size_t off, size_t n) {
-    lmx_cpu_coll *h;
-    int r;
+    lmx_cpu_coll *h = NULL;
+    int r = 0;
     LMX_BACKEND_TRY(rank_of(be, &h, &r, "all_reduce_sum"));
     CHECK_RANGE(x, off, n, "all_reduce_sum");
     LMX_BACKEND_TRY(meet(h, r, x->data + off, n, "all_reduce_sum"));
@@ -116,8 +116,8 @@ lmx_status lmx_cpu_all_reduce_sum(lmx_backend *be, lmx_buf *x, size_t off, size_
 }
 
 lmx_status lmx_cpu_all_gather(lmx_backend *be, const lmx_buf *src, size_t n, lmx_buf *dst) {
-    lmx_cpu_coll *h;
-    int r;
+    lmx_cpu_coll *h = NULL;
+    int r = 0;
     LMX_BACKEND_TRY(rank_of(be, &h, &r, "all_gather"));
     CHECK_RANGE(src, 0, n, "all_gather src");
     if (n > 0 && n > SIZE_MAX / (size_t)h->n)
