@@ -25,6 +25,12 @@
  * as one forward: matmuls over all rows, attention per row through the backend's paged addressing
  * (backend.h lmx_kv_map). A GPU backend is selected through lmx_lm_options.backend / device and needs
  * no change here.
+ *
+ * Tensor parallel (lmx_lm_options.group, model/lm_shard.h): the model is split over the ranks of a
+ * backend group, one lmx_lm per rank behind the one the caller holds; lmx_kv_create, the forwards,
+ * truncate/reset and close work on all ranks (each on its rank's thread) and look like one model;
+ * lmx_lm_kv_bytes_per_position and lmx_kv_bytes report one device (a rank). Batched steps
+ * (lmx_pool_create) refuse such a model (LMX_ERR_UNSUPPORTED).
  */
 #ifndef LMX_MODEL_LM_H
 #define LMX_MODEL_LM_H
