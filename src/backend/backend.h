@@ -69,9 +69,18 @@ typedef struct lmx_weight_desc {
                                scales = uint8 codes [stored_rows, cols/group], biases NULL, dtype unused */
     const void *bias;       /* optional [stored_rows] additive bias (NULL = none) */
     lmx_dtype bias_dtype;
+    bool fp32_x;            /* matrix: matmul keeps x in fp32, without the rounding of activations some
+                               paths do (the CPU's int16 tiles, the CUDA prefill GEMM's bf16 operands): a
+                               router, whose logits pick the experts and weight their outputs */
 } lmx_weight_desc;
 
-typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL } lmx_act_kind;
+/* act_mul's activations: gate = act(gate) * up, or gpt-oss's clamped SwiGLU (LMX_BACT_SWIGLU_OAI):
+ *   g = min(gate, L), u = clamp(up, -L, L), gate = g * sigmoid(A * g) * (u + 1)
+ * with A = LMX_SWIGLU_OAI_ALPHA and L = LMX_SWIGLU_OAI_LIMIT (transformers' GptOssExperts, mlx-lm's
+ * gpt_oss swiglu; a NaN stays NaN). */
+typedef enum lmx_act_kind { LMX_BACT_SILU_MUL = 0, LMX_BACT_GELU_TANH_MUL, LMX_BACT_SWIGLU_OAI } lmx_act_kind;
+#define LMX_SWIGLU_OAI_ALPHA 1.702f
+#define LMX_SWIGLU_OAI_LIMIT 7.0f
 
 /* Paged KV addressing. The k/v cache buffers are then a pool of `capacity` = n_blocks * block_size
  * slots per kv head, laid out as always ([kv_head][capacity][head_dim]); no ring. Row t of the call
@@ -100,6 +109,9 @@ typedef struct lmx_attn_params {
     float scale;      /* multiplies q·k */
     float softcap;    /* 0 = none; else scores = softcap * tanh(scores / softcap) before masking */
     const lmx_kv_map *map; /* NULL: one sequence, ring slots j % capacity; else paged (lmx_kv_map) */
+    const lmx_bweight *sinks; /* NULL = none; else a vector [n_heads] of attention-sink logits (gpt-oss):
+                                 head h's softmax denominator gains exp(sinks[h]), a logit with no value,
+                                 so its weights over the visible keys sum to less than 1 */
 } lmx_attn_params;
 
 /* Arguments of the rope_qk_store op (below). Shapes: q rows [n_heads, head_dim], k and v rows
@@ -168,10 +180,10 @@ typedef struct lmx_backend_ops {
     /* y[rows, dim] = x * rsqrt(mean(x²) + eps) * (w or 1+w); in place allowed (y == x). */
     lmx_status (*rmsnorm)(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
                           float eps, bool plus_one);
-    /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale))) · v, causal by pos[t]. */
+    /* out[T, n_heads*head_dim] = softmax(mask(cap(q·kᵀ·scale)) [+ sink]) · v, causal by pos[t]. */
     lmx_status (*attention)(lmx_backend *be, const lmx_buf *q, const lmx_buf *k_cache, const lmx_buf *v_cache,
                             lmx_buf *out, const lmx_attn_params *p, const int32_t *pos);
-    /* gate[n] = act(gate) * up */
+    /* gate[n] = act(gate) * up (lmx_act_kind) */
     lmx_status (*act_mul)(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
     /* x[n] += y[n] */
     lmx_status (*add)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);

@@ -52,9 +52,12 @@ lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n
 
 
 lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
-                                       size_t kc_n, size_t vc_n) {
+                                       size_t kc_n, size_t vc_n, lmx_wkind sink_kind, int64_t sink_cols) {
     if (p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads || p->head_dim < 1 || p->capacity < 1)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: bad head configuration");
+    if (p->sinks && (sink_kind != LMX_WEIGHT_VECTOR || sink_cols != p->n_heads))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: sinks of %lld for %d heads", (long long)sink_cols,
+                         p->n_heads);
     size_t qn = (size_t)p->n_tokens * p->n_heads * p->head_dim;
     size_t cn = (size_t)p->n_kv_heads * p->capacity * p->head_dim;
     LMX_BACKEND_TRY(lmx_backend_check_range(backend, "attention q", 0, qn, q_n));

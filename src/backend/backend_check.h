@@ -49,9 +49,10 @@ lmx_status lmx_backend_check_rmsnorm(const char *backend, size_t x_n, size_t y_n
                                      lmx_wkind w_kind, int64_t w_cols);
 
 /* attention: a usable head configuration; q/out of [n_tokens, n_heads, head_dim], caches of
- * [n_kv_heads, capacity, head_dim]. Positions are checked by each backend. */
+ * [n_kv_heads, capacity, head_dim]; sinks (when p->sinks is set: its kind and size passed) a vector of
+ * n_heads. Positions are checked by each backend. */
 lmx_status lmx_backend_check_attention(const char *backend, const lmx_attn_params *p, size_t q_n, size_t out_n,
-                                       size_t kc_n, size_t vc_n);
+                                       size_t kc_n, size_t vc_n, lmx_wkind sink_kind, int64_t sink_cols);
 
 /* rope_qk_store (backend.h, lmx_qk_rope_params): a usable shape; the T rows of q, k and v (offsets, row
  * strides of at least one row, 0 = packed) inside their buffers; caches of [n_kv_heads, capacity,

@@ -282,6 +282,12 @@ static lmx_status plan(lmx_weights *wt, const lmx_convert_options *o, const lmx_
             return lmx_error(LMX_ERR_UNSUPPORTED,
                              "%s: tensor %s (%s) looks quantized; convert needs a bf16/f16/f32 model", t->file,
                              t->name, lmx_dtype_name(t->dtype));
+        if (lmx_convert_moe_fused_gate_up(t->name))
+            return lmx_error(LMX_ERR_UNSUPPORTED,
+                             "%s: tensor %s is transformers' fused gpt_oss experts (gate and up interleaved in one "
+                             "[E, hidden, 2*intermediate] tensor): lmx convert does not split it; mlx_lm.convert "
+                             "writes the MLX layout (mlp.experts.{gate,up,down}_proj)",
+                             t->file, t->name);
         if (lmx_convert_moe_is_expert(t->name)) continue; /* written as part of its stack, below */
         lmx_conv_action a = lmx_convert_plan(t->name, t->dtype, t->ndim, t->shape, gs, o->quantize, mi->tied);
         if (a == LMX_CONV_DROP) continue;

@@ -25,6 +25,9 @@
  *     low bits); mixtral's router (block_sparse_moe.gate) gets the default / the recipe's bits.
  *     A recipe gives the stacked experts its bits by module path as mlx-lm's predicate does
  *     (switch_mlp.down_proj counts as a down_proj).
+ *     gpt_oss: transformers' fused experts (<layer>.mlp.experts.gate_up_proj, gate and up interleaved,
+ *     the Hub's bf16 layout) are refused (LMX_ERR_UNSUPPORTED): mlx_lm.convert writes mlx-lm's layout;
+ *     the original MXFP4 checkpoint is refused as already quantized (its quantization_config).
  * Scale and bias follow MLX's CPU quantizer bit for bit (formats/mlx_quant.h), applied to the
  * weights after the cast to the target dtype, as mlx-lm does (it casts, then quantizes).
  *
@@ -122,6 +125,9 @@ lmx_status lmx_convert_moe_stacks(const lmx_weights *wt, lmx_moe_stack **out, in
 void lmx_convert_moe_stacks_free(lmx_moe_stack *s, int n);
 /* Whether `name` is a per-expert tensor (it is written as part of its stack). */
 bool lmx_convert_moe_is_expert(const char *name);
+/* Whether `name` is transformers' fused gpt_oss experts tensor <layer>.mlp.experts.gate_up_proj (the
+ * Hub's bf16 layout, gate and up interleaved), which convert refuses. */
+bool lmx_convert_moe_fused_gate_up(const char *name);
 /* mlx-lm's quant_predicate for module path `module` (without ".weight"; a module being quantized,
  * last dimension cols): qwen3_moe routers become affine 8-bit g64, whatever the global mode or
  * recipe. Returns true when it sets *q (the module then gets its own entry). */

@@ -54,6 +54,11 @@ bool lmx_convert_moe_is_expert(const char *name) {
     return parse_expert(name, &bl, &e, &k);
 }
 
+bool lmx_convert_moe_fused_gate_up(const char *name) {
+    size_t n = strlen(name);
+    return ends_with_n(name, n, ".mlp.experts.gate_up_proj");
+}
+
 void lmx_convert_moe_stacks_free(lmx_moe_stack *s, int n) {
     if (!s) return;
     for (int i = 0; i < n; i++) {

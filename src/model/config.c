@@ -1,5 +1,6 @@
 /* config.c — config.json parsing for the supported families (see config.h). */
 #include "model/config.h"
+#include "backend/backend.h"
 #include "model/eos.h"
 #include "model/facts.h"
 
@@ -295,6 +296,12 @@ static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, cons
 static lmx_status parse_quant(const parse_ctx *pc, const cJSON *q, lmx_model_config *c) {
     const char *method = get_str(q, "quant_method");
     const cJSON *bits = cJSON_GetObjectItemCaseSensitive(q, "bits");
+    if (method && !bits && !strcmp(method, "mxfp4"))
+        return lmx_error(LMX_ERR_UNSUPPORTED,
+                         "%s: quantization_config quant_method \"mxfp4\" is the original gpt-oss checkpoint (experts "
+                         "as gate_up_proj_blocks / _scales, gate and up interleaved), which is not loaded directly: "
+                         "use an MLX conversion of it (mlx_lm.convert; e.g. mlx-community/gpt-oss-20b-MXFP4-Q8)",
+                         pc->label);
     if (method && !bits)
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization method \"%s\" is not supported (only MLX affine)",
                          pc->label, method);
@@ -378,11 +385,15 @@ static lmx_status parse_ids(const parse_ctx *pc, const cJSON *v, const char *key
 /* qwen3_moe: num_experts experts of moe_intermediate_size, softmax over all, top-k, renormalised iff
  * norm_topk_prob; layer i is sparse iff i is not in mlp_only_layers and (i + 1) % decoder_sparse_step
  * == 0 (else a dense MLP of intermediate_size). mixtral: every layer sparse, num_local_experts experts
- * of intermediate_size, top-k then softmax over the k logits. Defaults are transformers'. Fields of
- * other MoE designs that these families would silently mis-run are refused by name. */
+ * of intermediate_size, top-k then softmax over the k logits. gpt_oss: as mixtral (num_local_experts,
+ * alias num_experts; num_experts_per_tok, alias experts_per_token), with a bias on the router and on
+ * every expert projection, and the clamped SwiGLU (its alpha and limit must be the ones the backends
+ * implement). Defaults are transformers'. Fields of other MoE designs that these families would
+ * silently mis-run are refused by name. */
 static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_config *c) {
     const bool qwen = !strcmp(c->model_type, "qwen3_moe"), mixtral = !strcmp(c->model_type, "mixtral");
-    if (!qwen && !mixtral) return LMX_OK;
+    const bool oss = !strcmp(c->model_type, "gpt_oss");
+    if (!qwen && !mixtral && !oss) return LMX_OK;
     static const char *const refused[] = {"shared_expert_intermediate_size", "n_shared_experts",
                                           "num_shared_experts", "moe_layer_freq", "first_k_dense_replace",
                                           "topk_group", "n_group"};
@@ -399,10 +410,29 @@ static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_confi
                                 !is_absent(cJSON_GetObjectItemCaseSensitive(t, "num_local_experts"))
                             ? "num_local_experts"
                             : (qwen ? "num_experts" : "num_local_experts");
-    TRY(get_int(pc, t, n_key, qwen ? 128 : 8, 0, 1 << 16, &v));
+    /* gpt_oss: transformers' attribute_map alias num_experts, and OpenAI's experts_per_token */
+    if (oss && is_absent(cJSON_GetObjectItemCaseSensitive(t, n_key)) &&
+        !is_absent(cJSON_GetObjectItemCaseSensitive(t, "num_experts")))
+        n_key = "num_experts";
+    const char *k_key = oss && is_absent(cJSON_GetObjectItemCaseSensitive(t, "num_experts_per_tok")) &&
+                                !is_absent(cJSON_GetObjectItemCaseSensitive(t, "experts_per_token"))
+                            ? "experts_per_token"
+                            : "num_experts_per_tok";
+    TRY(get_int(pc, t, n_key, qwen || oss ? 128 : 8, 0, 1 << 16, &v));
     c->n_experts = (int)v;
-    TRY(get_int(pc, t, "num_experts_per_tok", qwen ? 8 : 2, 1, LMX_MOE_MAX_TOPK, &v));
+    TRY(get_int(pc, t, k_key, qwen ? 8 : oss ? 4 : 2, 1, LMX_MOE_MAX_TOPK, &v));
     c->n_experts_per_tok = (int)v;
+    if (oss) {
+        double alpha = 0, limit = 0;
+        TRY(get_num(pc, t, "swiglu_alpha", LMX_SWIGLU_OAI_ALPHA, &alpha));
+        TRY(get_num(pc, t, "swiglu_limit", LMX_SWIGLU_OAI_LIMIT, &limit));
+        if ((float)alpha != LMX_SWIGLU_OAI_ALPHA || (float)limit != LMX_SWIGLU_OAI_LIMIT)
+            return lmx_error(LMX_ERR_UNSUPPORTED,
+                             "%s: gpt_oss swiglu_alpha %g / swiglu_limit %g (supported: %g / %g, the released "
+                             "models')",
+                             pc->label, alpha, limit, (double)LMX_SWIGLU_OAI_ALPHA, (double)LMX_SWIGLU_OAI_LIMIT);
+        c->moe_bias = true;
+    }
     if (qwen) {
         TRY(get_int(pc, t, "moe_intermediate_size", 768, 1, 1 << 22, &v));
         c->moe_intermediate_size = (int)v;
@@ -414,13 +444,13 @@ static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_confi
         c->moe_norm_topk = true;
     }
     if (c->n_experts == 0) {
-        if (mixtral)
-            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"num_local_experts\" must be >= 1", pc->label);
+        if (!qwen)
+            return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"%s\" must be >= 1", pc->label, n_key);
         return LMX_OK; /* qwen3_moe without experts: dense */
     }
     if (c->n_experts_per_tok > c->n_experts)
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"num_experts_per_tok\" %d exceeds the %d experts",
-                         pc->label, c->n_experts_per_tok, c->n_experts);
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"%s\" %d exceeds the %d experts", pc->label, k_key,
+                         c->n_experts_per_tok, c->n_experts);
     c->layer_moe = calloc((size_t)c->n_layers, sizeof *c->layer_moe);
     if (!c->layer_moe) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: layer table", pc->label);
     long long step = 1;
@@ -446,6 +476,51 @@ static lmx_status parse_moe(const parse_ctx *pc, const cJSON *t, lmx_model_confi
     return LMX_OK;
 }
 
+/* The rope tables of the text config t: rope_parameters (transformers 5; gemma3: a dict per layer
+ * type) else rope_scaling, else `fallback` (NULL: default rope); def_theta when no rope_theta is
+ * given. Gemma3's sliding layers use rope_local_base_freq unless their own dict is there. */
+static lmx_status parse_rope_section(const parse_ctx *pc, const cJSON *t, const cJSON *fallback,
+                                     lmx_model_config *c, double def_theta) {
+    const bool gemma = c->arch == LMX_ARCH_GEMMA3;
+    const cJSON *rp_all = get_obj(t, "rope_parameters");
+    const cJSON *rs = get_obj(t, "rope_scaling");
+    double prf = 1.0;
+    TRY(get_num(pc, t, "partial_rotary_factor", 1.0, &prf));
+    const cJSON *rp_full = rp_all, *rp_slide = NULL;
+    if (rp_all && (get_obj(rp_all, "full_attention") || get_obj(rp_all, "sliding_attention"))) {
+        rp_full = get_obj(rp_all, "full_attention");
+        rp_slide = get_obj(rp_all, "sliding_attention");
+    }
+    if (!rp_full) rp_full = rs;
+    if (!rp_full) rp_full = fallback;
+    TRY(get_num(pc, rp_full, "partial_rotary_factor", prf, &prf));
+    if (!(prf > 0) || prf > 1)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: partial_rotary_factor must be in (0, 1]", pc->label);
+    c->rotary_dim = (int)((double)c->head_dim * prf);
+    c->rotary_dim &= ~1;
+    if (c->rotary_dim < 2)
+        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rotary dimension %d is too small", pc->label,
+                         c->rotary_dim);
+    TRY(parse_rope(pc, rp_full, t, def_theta, c, &c->rope));
+    if (gemma) {
+        double local = 10000.0;
+        TRY(get_num(pc, t, "rope_local_base_freq", 10000.0, &local));
+        if (rp_slide) {
+            TRY(parse_rope(pc, rp_slide, NULL, local, c, &c->rope_sliding));
+        } else {
+            memset(&c->rope_sliding, 0, sizeof c->rope_sliding);
+            c->rope_sliding.type = LMX_ROPE_DEFAULT;
+            c->rope_sliding.theta = local;
+            c->rope_sliding.factor = 1.0;
+            c->rope_sliding.attention_factor = 1.0;
+            if (!(local > 1))
+                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope_local_base_freq must be > 1", pc->label);
+        }
+        c->has_rope_sliding = true;
+    }
+    return LMX_OK;
+}
+
 /* ---- the main parser ---- */
 
 static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSON *gen, lmx_model_config *c) {
@@ -455,7 +530,8 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     if (!mt) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: \"model_type\" is missing", pc->label);
     snprintf(c->model_type, sizeof c->model_type, "%s", mt);
     const cJSON *t = root; /* the text config */
-    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || !strcmp(mt, "mixtral")) c->arch = LMX_ARCH_LLAMA;
+    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || !strcmp(mt, "mixtral") || !strcmp(mt, "gpt_oss"))
+        c->arch = LMX_ARCH_LLAMA;
     else if (!strcmp(mt, "qwen2")) c->arch = LMX_ARCH_QWEN2;
     else if (!strcmp(mt, "qwen3") || !strcmp(mt, "qwen3_moe")) c->arch = LMX_ARCH_QWEN3;
     else if (!strcmp(mt, "gemma3_text")) c->arch = LMX_ARCH_GEMMA3;
@@ -470,11 +546,12 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     } else {
         return lmx_error(LMX_ERR_UNSUPPORTED,
                          "%s: model_type \"%s\" is not supported (supported: llama, mistral, mixtral, qwen2, qwen3, "
-                         "qwen3_moe, gemma3_text, gemma3, phi3)",
+                         "qwen3_moe, gemma3_text, gemma3, phi3, gpt_oss)",
                          pc->label, mt);
     }
     const bool gemma = c->arch == LMX_ARCH_GEMMA3;
     const bool mistral = !strcmp(mt, "mistral") || !strcmp(mt, "mixtral"); /* mixtral: mistral attention */
+    const bool oss = !strcmp(mt, "gpt_oss");
 
     long long v = 0;
     /* gemma3 has HF defaults for everything; the others require the shape keys. */
@@ -499,13 +576,13 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     c->head_dim = (int)v;
     if (c->arch == LMX_ARCH_PHI3 && c->hidden_size % c->n_heads == 0) c->head_dim = c->hidden_size / c->n_heads;
 
-    double eps_def = c->arch == LMX_ARCH_PHI3 ? 1e-5 : 1e-6;
+    double eps_def = c->arch == LMX_ARCH_PHI3 || oss ? 1e-5 : 1e-6;
     TRY(get_num(pc, t, "rms_norm_eps", eps_def, &c->rms_norm_eps));
     if (!(c->rms_norm_eps > 0) || c->rms_norm_eps > 1)
         return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rms_norm_eps must be in (0, 1]", pc->label);
     long long mpe_def = 32768;
     switch (c->arch) {
-    case LMX_ARCH_LLAMA: mpe_def = mistral ? 131072 : 2048; break;
+    case LMX_ARCH_LLAMA: mpe_def = mistral || oss ? 131072 : 2048; break;
     case LMX_ARCH_PHI3: mpe_def = 4096; break;
     case LMX_ARCH_GEMMA3: mpe_def = 131072; break;
     default: break;
@@ -517,7 +594,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     TRY(get_bool(pc, t, "tie_word_embeddings", -1, &b));
     if (b < 0 && t != root) TRY(get_bool(pc, root, "tie_word_embeddings", -1, &b));
     c->tie_word_embeddings = b;
-    TRY(get_bool(pc, t, "attention_bias", 0, &b));
+    TRY(get_bool(pc, t, "attention_bias", oss, &b)); /* transformers' GptOssConfig: true */
     c->attention_bias = b;
     TRY(get_bool(pc, t, "mlp_bias", 0, &b));
     c->mlp_bias = c->arch == LMX_ARCH_LLAMA && b;
@@ -528,6 +605,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     c->sandwich_norms = gemma;
     c->fused_qkv = c->fused_gate_up = c->arch == LMX_ARCH_PHI3;
     c->embed_scale_sqrt_hidden = gemma;
+    c->attn_sinks = oss;
 
     const char *act = get_str(t, "hidden_activation");
     if (!act) act = get_str(t, "hidden_act");
@@ -539,6 +617,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     else
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: activation \"%s\" is not supported (silu, gelu_pytorch_tanh)",
                          pc->label, act);
+    if (oss) c->act = LMX_ACT_SWIGLU_OAI; /* its experts' own activation, whatever hidden_act says */
 
     double sc;
     c->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
@@ -555,46 +634,22 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
     c->final_logit_softcap = (float)sc;
 
     /* rope */
-    const cJSON *rp_all = get_obj(t, "rope_parameters");
-    const cJSON *rs = get_obj(t, "rope_scaling");
-    double prf;
-    TRY(get_num(pc, t, "partial_rotary_factor", 1.0, &prf));
-    const cJSON *rp_full = rp_all, *rp_slide = NULL;
-    if (rp_all && (get_obj(rp_all, "full_attention") || get_obj(rp_all, "sliding_attention"))) {
-        rp_full = get_obj(rp_all, "full_attention");
-        rp_slide = get_obj(rp_all, "sliding_attention");
-    }
-    if (!rp_full) rp_full = rs;
-    TRY(get_num(pc, rp_full, "partial_rotary_factor", prf, &prf));
-    if (!(prf > 0) || prf > 1)
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: partial_rotary_factor must be in (0, 1]", pc->label);
-    c->rotary_dim = (int)((double)c->head_dim * prf);
-    c->rotary_dim &= ~1;
-    if (c->rotary_dim < 2)
-        return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rotary dimension %d is too small", pc->label,
-                         c->rotary_dim);
-    TRY(parse_rope(pc, rp_full, t, gemma ? 1e6 : 10000.0, c, &c->rope));
-    if (gemma) {
-        double local;
-        TRY(get_num(pc, t, "rope_local_base_freq", 10000.0, &local));
-        if (rp_slide) {
-            TRY(parse_rope(pc, rp_slide, NULL, local, c, &c->rope_sliding));
-        } else {
-            memset(&c->rope_sliding, 0, sizeof c->rope_sliding);
-            c->rope_sliding.type = LMX_ROPE_DEFAULT;
-            c->rope_sliding.theta = local;
-            c->rope_sliding.factor = 1.0;
-            c->rope_sliding.attention_factor = 1.0;
-            if (!(local > 1))
-                return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: rope_local_base_freq must be > 1", pc->label);
-        }
-        c->has_rope_sliding = true;
+    if (oss && !get_obj(t, "rope_parameters") && !get_obj(t, "rope_scaling")) {
+        /* gpt_oss without a rope dict: transformers' GptOssConfig default (YaRN, factor 32 over 4096) */
+        cJSON *def = cJSON_Parse("{\"rope_type\": \"yarn\", \"factor\": 32.0, \"beta_fast\": 32.0, "
+                                 "\"beta_slow\": 1.0, \"truncate\": false, \"original_max_position_embeddings\": 4096}");
+        if (!def) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: rope defaults", pc->label);
+        lmx_status st = parse_rope_section(pc, t, def, c, 150000.0);
+        cJSON_Delete(def);
+        TRY(st);
+    } else {
+        TRY(parse_rope_section(pc, t, NULL, c, gemma ? 1e6 : oss ? 150000.0 : 10000.0));
     }
 
     /* sliding window and which layers use it */
     c->layer_sliding = calloc((size_t)c->n_layers, sizeof *c->layer_sliding);
     if (!c->layer_sliding) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: layer table", pc->label);
-    TRY(get_int(pc, t, "sliding_window", gemma ? 4096 : 0, 0, (long long)1 << 40, &v));
+    TRY(get_int(pc, t, "sliding_window", gemma ? 4096 : oss ? 128 : 0, 0, (long long)1 << 40, &v));
     long long window = v;
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(t, "layer_types");
     bool any_sliding = false;
@@ -618,6 +673,9 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
         TRY(get_int(pc, t, "sliding_window_pattern", 6, 1, 1 << 20, &pattern));
         for (int i = 0; i < c->n_layers; i++)
             if ((i + 1) % pattern != 0) c->layer_sliding[i] = any_sliding = true;
+    } else if (oss) { /* transformers' GptOssConfig default: sliding, full, sliding, … */
+        for (int i = 0; i < c->n_layers; i++)
+            if ((i + 1) % 2) c->layer_sliding[i] = any_sliding = true;
     } else if (window > 0 && (mistral || c->arch == LMX_ARCH_PHI3)) {
         for (int i = 0; i < c->n_layers; i++) c->layer_sliding[i] = any_sliding = true;
     } else if (window > 0 && (c->arch == LMX_ARCH_QWEN2 || c->arch == LMX_ARCH_QWEN3)) {

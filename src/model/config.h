@@ -2,8 +2,9 @@
  * family flags the forward pass needs.
  *
  * Families: model_type llama, mistral, qwen2, qwen3, gemma3_text, gemma3 (text part read from
- * text_config; weights prefixed), phi3, and the mixture-of-experts qwen3_moe (qwen3 attention) and
- * mixtral (mistral attention). Both config spellings are read: the old one (rope_theta,
+ * text_config; weights prefixed), phi3, and the mixture-of-experts qwen3_moe (qwen3 attention),
+ * mixtral (mistral attention) and gpt_oss (llama attention with q/k/v/o biases and attention sinks,
+ * alternating sliding / full layers, YaRN; experts with biases and a clamped SwiGLU). Both config spellings are read: the old one (rope_theta,
  * rope_scaling{type|rope_type}, sliding_window_pattern) and the transformers-5 one (rope_parameters,
  * including gemma3's per-layer-type dict {"full_attention": {...}, "sliding_attention": {...}}).
  * Semantics follow Hugging Face transformers where it and mlx-lm differ (see
@@ -42,6 +43,7 @@ typedef enum lmx_rope_type {
 typedef enum lmx_activation {
     LMX_ACT_SILU = 0,  /* SwiGLU: silu(gate) * up */
     LMX_ACT_GELU_TANH, /* GeGLU: gelu_tanh(gate) * up */
+    LMX_ACT_SWIGLU_OAI, /* gpt-oss: clamped SwiGLU with the +1 on up (backend.h LMX_BACT_SWIGLU_OAI) */
 } lmx_activation;
 
 /* One RoPE parameter set (the whole model, or one layer type for gemma3). */
@@ -97,6 +99,7 @@ typedef struct lmx_model_config {
     bool sandwich_norms;     /* gemma3: post_attention/pre_feedforward/post_feedforward norms */
     bool fused_qkv;          /* phi3: self_attn.qkv_proj */
     bool fused_gate_up;      /* phi3: mlp.gate_up_proj */
+    bool attn_sinks;         /* gpt_oss: self_attn.sinks [n_heads], one logit per head in the softmax */
     lmx_activation act;
 
     bool embed_scale_sqrt_hidden; /* gemma: embeddings *= sqrt(hidden) (fp32, as transformers in fp32) */
@@ -109,12 +112,13 @@ typedef struct lmx_model_config {
     lmx_rope_config rope_sliding;  /* sliding layers (gemma3: local base, no scaling) */
     bool has_rope_sliding;         /* rope_sliding differs from rope */
 
-    /* mixture of experts (qwen3_moe, mixtral); n_experts == 0: every MLP is dense */
-    int n_experts;             /* qwen3_moe num_experts, mixtral num_local_experts */
+    /* mixture of experts (qwen3_moe, mixtral, gpt_oss); n_experts == 0: every MLP is dense */
+    int n_experts;             /* qwen3_moe num_experts, mixtral / gpt_oss num_local_experts */
     int n_experts_per_tok;     /* k of the top-k routing */
-    int moe_intermediate_size; /* each expert's inner width (mixtral: intermediate_size) */
+    int moe_intermediate_size; /* each expert's inner width (mixtral, gpt_oss: intermediate_size) */
     bool moe_norm_topk;        /* the k weights are renormalised to sum 1 (qwen3_moe norm_topk_prob;
-                                  mixtral always: softmax over the top-k logits is the same) */
+                                  mixtral, gpt_oss always: softmax over the top-k logits is the same) */
+    bool moe_bias;             /* gpt_oss: the router and every expert projection have a bias */
     bool *layer_moe;           /* [n_layers]: the layer's MLP is sparse; NULL when n_experts == 0 */
 
     int sliding_window;   /* 0 = none */

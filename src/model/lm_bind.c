@@ -424,6 +424,10 @@ static lmx_status bind_all(binder *b) {
             snprintf(m, sizeof m, "%s.post_feedforward_layernorm.weight", p);
             if ((st = bind_vector(b, m, H, &L->post_ff_norm))) return st;
         }
+        if (c->attn_sinks) {
+            snprintf(m, sizeof m, "%s.self_attn.sinks", p);
+            if ((st = bind_vector(b, m, c->n_heads, &L->sinks))) return st;
+        }
         if (c->qk_norm) {
             snprintf(m, sizeof m, "%s.self_attn.q_norm.weight", p);
             if ((st = bind_vector(b, m, D, &L->q_norm))) return st;
@@ -517,7 +521,7 @@ void lmx_lm_close(lmx_lm *lm) {
                 /* views (q, k, v, gate, up) before their fused owners (qkv, gate_up) */
                 lmx_bweight *all[] = {L->q, L->k, L->v, L->o, L->gate, L->up, L->down, L->in_norm,
                                       L->post_attn_norm, L->pre_ff_norm, L->post_ff_norm, L->q_norm, L->k_norm,
-                                      L->qkv, L->gate_up};
+                                      L->sinks, L->qkv, L->gate_up};
                 for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) wf(lm->be, all[i]);
                 lmx_moe_layer_free(lm, L->moe);
             }

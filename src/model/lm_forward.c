@@ -7,7 +7,8 @@
  *     q, k, v = a·Wqᵀ(+b), a·Wkᵀ(+b), a·Wvᵀ(+b)          (phi3: rows of the fused qkv_proj)
  *     [q, k = q_norm(q), k_norm(k) per head]               (qwen3, gemma3)
  *     q, k = rope(q), rope(k)                              (layer's table; longrope short/long)
- *     cache k, v; o = attention(q, cache) · Woᵀ(+b)        (causal, window on sliding layers)
+ *     cache k, v; o = attention(q, cache) · Woᵀ(+b)        (causal, window on sliding layers; gpt_oss:
+ *                                                          a sink logit per head in the softmax)
  *     [o = post_attention_layernorm(o)]; h += o            (gemma3 sandwich)
  *     m = (gemma3 ? pre_feedforward_layernorm : post_attention_layernorm)(h)
  *     f = down(act(gate(m)) * up(m)); [f = post_feedforward_layernorm(f)]; h += f
@@ -301,7 +302,7 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
     if (L->moe) return lmx_moe_forward(lm, s, l, T); /* sparse block: h += Σ w_e · expert_e(m) */
     lmx_buf *g = s->g, *u = s->u;
-    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
+    const lmx_act_kind act = lm_act_kind(c);
     if (T == 1 && L->gate_up && s->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
         g = s->g1;
         u = s->u1;
@@ -362,7 +363,8 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
                           .window = L->sliding ? c->sliding_window : 0,
                           .scale = c->attn_scale,
                           .softcap = c->attn_logit_softcap,
-                          .map = ps->map};
+                          .map = ps->map,
+                          .sinks = L->sinks};
     TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
     if (!c->sandwich_norms) {
         TRY(residual_matmul(lm, L->o, s->att, T, s->x, sh->attn_split)); /* h += o */

@@ -14,6 +14,13 @@ typedef struct lm_moe_layer {
     lmx_bweight **gate, **up, **down; /* [n_experts] each: [moe_inter, hidden] ×2, [hidden, moe_inter] */
 } lm_moe_layer;
 
+/* The backend activation of the config's MLP activation (act_mul / act_mul_split). */
+static inline lmx_act_kind lm_act_kind(const lmx_model_config *c) {
+    return c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL
+           : c->act == LMX_ACT_SWIGLU_OAI ? LMX_BACT_SWIGLU_OAI
+                                          : LMX_BACT_GELU_TANH_MUL;
+}
+
 /* Activation scratch of the sparse blocks, allocated with the KV cache (lm_moe.c). */
 typedef struct lm_moe_scratch lm_moe_scratch;
 
@@ -24,6 +31,7 @@ typedef struct lm_layer {
     lmx_bweight *post_attn_norm;         /* [hidden] post_attention_layernorm */
     lmx_bweight *pre_ff_norm, *post_ff_norm; /* [hidden] gemma3 only */
     lmx_bweight *q_norm, *k_norm;        /* [head_dim] qwen3/gemma3 only */
+    lmx_bweight *sinks;                  /* [n_heads] attention-sink logits, gpt_oss only */
     bool sliding;
     lm_moe_layer *moe;                   /* the layer's MLP is sparse (gate/up/down then NULL); else NULL */
     /* backends with weight_upload_fused: the owners of q|k|v ([H*D + 2*KV*D, hidden]) and gate|up

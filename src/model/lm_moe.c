@@ -161,7 +161,7 @@ lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *ls, int l, int T) {
     if (!m || !s || T > s->chunk || !op->rows_axpy)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "moe forward: layer %d is not ready (T %d)", l, T);
     const int E = c->n_experts, H = c->hidden_size, I = c->moe_intermediate_size;
-    const lmx_act_kind act = c->act == LMX_ACT_SILU ? LMX_BACT_SILU_MUL : LMX_BACT_GELU_TANH_MUL;
+    const lmx_act_kind act = lm_act_kind(c); /* gpt_oss: the clamped SwiGLU */
     TRY(op->matmul(be, m->router, ls->xn, 0, T, s->logits));                     /* [T, E] */
     TRY(op->buf_read(be, s->logits, 0, s->logits_h, (size_t)T * (size_t)E));     /* synchronises */
     group_by_expert(c, s, T);

@@ -2,7 +2,9 @@
  *   tests/fixtures/chat/synthetic.json: small template+context cases (or an expected error);
  *   tests/fixtures/chat/real.json: apply_chat_template renderings of the real tokenizers in
  *   tests/fixtures/tokenizers, built through the same
- *   loader + context path as `lmx chat-template`. */
+ *   loader + context path as `lmx chat-template`;
+ *   tests/fixtures/chat/gpt_oss.json: gpt-oss's Harmony template the same way (the template files
+ *   from LMX_GPT_OSS_TEMPLATE_DIR). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "lmx_test.h"
 #include "template/jinja_internal.h"
 #include "template/chat_template.h"
+#include "registry/sha256.h"
 #include "util/fs.h"
 
 static cJSON *load_json(const char *path) {
@@ -97,17 +100,80 @@ static char *json_text(jv v) {
     return b.p;
 }
 
-static void test_real(void) {
-    cJSON *root = load_json(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json");
-    if (!root) { SKIP("tests/fixtures/chat/real.json not present"); return; }
-    const cJSON *cases = cJSON_GetObjectItem(root, "cases");
+/* Renders golden record c (jc: the same record through jv, which keeps ints and floats apart) with
+ * template t and the special tokens (JSON text) as apply_chat_template builds the context, and
+ * compares with its "expected" (or its expected error). opts: per-render options (NULL: none). */
+static void check_record(const cJSON *c, jv jc, const lmx_chat_template *t, const char *special,
+                         const lmx_chat_template_render_options *opts, const char *label) {
+    char *msgs = json_text(*jv_dict_get_cstr(jc, "messages", 8));
+    const char *names[16];
+    const char *vals[16];
+    char *owned[16];
+    int nv = 0;
+    const cJSON *tools = cJSON_GetObjectItem(c, "tools");
+    if (cJSON_IsArray(tools)) {
+        names[nv] = "tools";
+        owned[nv] = json_text(*jv_dict_get_cstr(jc, "tools", 5));
+        vals[nv] = owned[nv];
+        nv++;
+    }
+    jv jvars = *jv_dict_get_cstr(jc, "vars", 4);
+    for (size_t k = 0; k < jvars.u.d->n && nv < 16; k++) {
+        names[nv] = jvars.u.d->k[k].u.s->s;
+        owned[nv] = json_text(jvars.u.d->v[k]);
+        vals[nv] = owned[nv];
+        nv++;
+    }
+    bool agp = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
+    char *ctx = lmx_chat_template_context_json(special, msgs, agp, nv, names, vals);
+    char *out = NULL;
+    size_t out_len = 0;
+    lmx_status st = LMX_ERR_OUT_OF_MEMORY;
+    if (t && ctx) st = lmx_chat_template_render_opts(t, ctx, strlen(ctx), opts, &out, &out_len);
+    const char *conv = cJSON_GetObjectItem(c, "conversation")->valuestring;
+    if (cJSON_IsTrue(cJSON_GetObjectItem(c, "error"))) {
+        CHECK_MSG(st == LMX_ERR_TEMPLATE, "%s/%s agp=%d: expected error %s", label, conv, agp,
+                  cJSON_GetObjectItem(c, "message")->valuestring);
+    } else {
+        const char *exp = cJSON_GetObjectItem(c, "expected")->valuestring;
+        CHECK_MSG(st == LMX_OK, "%s/%s: %s", label, conv, lmx_last_error_detail());
+        if (st == LMX_OK) {
+            bool same = out_len == strlen(exp) && !memcmp(out, exp, out_len);
+            CHECK_MSG(same, "%s/%s agp=%d: output differs", label, conv, agp);
+            if (!same) show_diff(label, exp, out);
+        }
+    }
+    for (int i = 0; i < nv; i++) free(owned[i]);
+    free(out);
+    free(ctx);
+    free(msgs);
+}
+
+/* the golden file as cJSON and as jv (for the messages' exact number texts) */
+static bool load_golden(const char *path, cJSON **root, jv *jroot) {
     char *raw;
     size_t raw_len;
-    jv jroot;
     char jerrbuf[128];
-    CHECK(lmx_fs_read_file(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json", 64u << 20, &raw, &raw_len) == LMX_OK);
-    CHECK(jv_from_json(raw, raw_len, &jroot, jerrbuf, sizeof jerrbuf));
+    *root = NULL;
+    if (lmx_fs_read_file(path, 64u << 20, &raw, &raw_len) != LMX_OK) return false;
+    *root = cJSON_ParseWithLength(raw, raw_len);
+    bool ok = *root && jv_from_json(raw, raw_len, jroot, jerrbuf, sizeof jerrbuf);
     free(raw);
+    if (!ok) {
+        cJSON_Delete(*root);
+        *root = NULL;
+    }
+    return ok;
+}
+
+static void test_real(void) {
+    cJSON *root;
+    jv jroot;
+    if (!load_golden(LMX_SOURCE_DIR "/tests/fixtures/chat/real.json", &root, &jroot)) {
+        SKIP("tests/fixtures/chat/real.json not present");
+        return;
+    }
+    const cJSON *cases = cJSON_GetObjectItem(root, "cases");
     const jv *jcases = jv_dict_get_cstr(jroot, "cases", 5);
     int idx = 0;
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next, idx++) {
@@ -126,48 +192,64 @@ static void test_real(void) {
         lmx_chat_template *t = NULL;
         st = lmx_chat_template_create(cJSON_IsString(override) ? override->valuestring : src, &t);
         CHECK_MSG(st == LMX_OK, "%s: %s", fam, lmx_last_error_detail());
-        /* context: messages, tools (if any), extra vars — as the CLI builds it */
-        char *msgs = json_text(*jv_dict_get_cstr(jc, "messages", 8));
-        const char *names[16];
-        const char *vals[16];
-        char *owned[16];
-        int nv = 0;
-            const cJSON *tools = cJSON_GetObjectItem(c, "tools");
-        if (cJSON_IsArray(tools)) { names[nv] = "tools"; owned[nv] = json_text(*jv_dict_get_cstr(jc, "tools", 5)); vals[nv] = owned[nv]; nv++; }
-        jv jvars = *jv_dict_get_cstr(jc, "vars", 4);
-        for (size_t k = 0; k < jvars.u.d->n && nv < 16; k++) {
-            names[nv] = jvars.u.d->k[k].u.s->s;
-            owned[nv] = json_text(jvars.u.d->v[k]);
-            vals[nv] = owned[nv];
-            nv++;
-        }
-        bool agp = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
-        char *ctx = lmx_chat_template_context_json(special, msgs, agp, nv, names, vals);
-        char *out = NULL;
-        size_t out_len = 0;
-        if (t && ctx) st = lmx_chat_template_render_json(t, ctx, strlen(ctx), &out, &out_len);
-        const char *label = cJSON_IsString(cJSON_GetObjectItem(c, "template_name")) ? cJSON_GetObjectItem(c, "template_name")->valuestring : "own";
-        const char *conv = cJSON_GetObjectItem(c, "conversation")->valuestring;
+        char label[160];
+        snprintf(label, sizeof label, "real %d %s/%s", idx, fam, cJSON_IsString(tname) ? tname->valuestring : "own");
+        check_record(c, jc, t, special, NULL, label);
         n_real++;
-        if (cJSON_IsTrue(cJSON_GetObjectItem(c, "error"))) {
-            CHECK_MSG(st == LMX_ERR_TEMPLATE, "real %d %s/%s/%s: expected error %s", idx, fam, label, conv, cJSON_GetObjectItem(c, "message")->valuestring);
-        } else {
-            const char *exp = cJSON_GetObjectItem(c, "expected")->valuestring;
-            CHECK_MSG(st == LMX_OK, "real %d %s/%s/%s: %s", idx, fam, label, conv, lmx_last_error_detail());
-            if (st == LMX_OK) {
-                bool same = out_len == strlen(exp) && !memcmp(out, exp, out_len);
-                CHECK_MSG(same, "real %d %s/%s/%s agp=%d: output differs", idx, fam, label, conv, agp);
-                if (!same) show_diff("real", exp, out);
-            }
-        }
-        for (int i = 0; i < nv; i++) free(owned[i]);
-        free(out);
-        free(ctx);
-        free(msgs);
         free(src);
         free(special);
         lmx_chat_template_destroy(t);
     }
+    jv_decref(jroot);
+    cJSON_Delete(root);
+}
+
+/* gpt-oss's Harmony template (tests/fixtures/chat/gpt_oss.json, made by gen_chat_gpt_oss.py): the
+ * template and tokenizer_config.json of openai/gpt-oss-20b in LMX_GPT_OSS_TEMPLATE_DIR, loaded through
+ * the model-directory loader; the template must be the revision the goldens were made from (its
+ * SHA-256), strftime_now fixed to their time (UTC). */
+static int n_oss;
+
+static void test_gpt_oss(void) {
+    cJSON *root;
+    jv jroot;
+    if (!load_golden(LMX_SOURCE_DIR "/tests/fixtures/chat/gpt_oss.json", &root, &jroot)) {
+        CHECK_MSG(false, "tests/fixtures/chat/gpt_oss.json does not load");
+        return;
+    }
+    char *src = NULL, *special = NULL;
+    char tpath[1200];
+    snprintf(tpath, sizeof tpath, "%s/chat_template.jinja", LMX_GPT_OSS_TEMPLATE_DIR);
+    if (!lmx_fs_is_file(tpath)) {
+        SKIP("%s absent: copy chat_template.jinja and tokenizer_config.json of openai/gpt-oss-20b there "
+             "(tests/fixtures/chat/README.md)", tpath);
+        jv_decref(jroot);
+        cJSON_Delete(root);
+        return;
+    }
+    lmx_status st = lmx_chat_template_load_dir(LMX_GPT_OSS_TEMPLATE_DIR, &src, &special);
+    CHECK_MSG(st == LMX_OK, "%s: %s", LMX_GPT_OSS_TEMPLATE_DIR, lmx_last_error_detail());
+    char hex[65] = "";
+    if (src) CHECK(lmx_sha256_bytes(src, strlen(src), hex) == LMX_OK);
+    const char *want = cJSON_GetObjectItem(root, "template_sha256")->valuestring;
+    CHECK_MSG(!strcmp(hex, want), "%s: SHA-256 %s, the goldens were made from %s", tpath, hex, want);
+    lmx_chat_template *t = NULL;
+    if (src && !strcmp(hex, want)) CHECK_EQ_INT(lmx_chat_template_create(src, &t), LMX_OK);
+    setenv("TZ", "UTC", 1);
+    lmx_chat_template_render_options o = {.fixed_time = true,
+                                          .time = (int64_t)cJSON_GetObjectItem(root, "fixed_time")->valuedouble};
+    const jv *jcases = jv_dict_get_cstr(jroot, "cases", 5);
+    int idx = 0;
+    for (const cJSON *c = t ? cJSON_GetObjectItem(root, "cases")->child : NULL; c; c = c->next, idx++) {
+        char label[64];
+        snprintf(label, sizeof label, "gpt-oss %d", idx);
+        check_record(c, jcases->u.l->v[idx], t, special, &o, label);
+        n_oss++;
+    }
+    CHECK(!t || n_oss >= 30);
+    lmx_chat_template_destroy(t);
+    free(src);
+    free(special);
     jv_decref(jroot);
     cJSON_Delete(root);
 }
@@ -247,7 +329,9 @@ int main(void) {
     RUN(test_synthetic);
     RUN(test_builtins);
     RUN(test_real);
+    RUN(test_gpt_oss);
     RUN(test_cli);
-    fprintf(stderr, "synthetic cases: %d (%d expected errors), real renderings: %d, CLI runs: %d\n", n_syn, n_syn_err, n_real, n_cli);
+    fprintf(stderr, "synthetic cases: %d (%d expected errors), real renderings: %d, gpt-oss renderings: %d, CLI runs: %d\n",
+            n_syn, n_syn_err, n_real, n_oss, n_cli);
     return lmx_test_summary();
 }

@@ -730,17 +730,22 @@ static void test_elementwise(void) {
         float *y = malloc(sizeof(float) * (size_t)n);
         float *dg = dev_upload(g, sizeof(float) * n), *du = dev_upload(u, sizeof(float) * n);
         float *dy = dev_poisoned(sizeof(float) * n);
-        for (int op = 0; op < 4; op++) {
+        for (int op = 0; op < 5; op++) {
             for (int64_t i = 0; i < n; i++) {
                 double gv = g[i], uv = u[i];
                 if (op == 0) ref[i] = gv / (1 + exp(-gv)) * uv;
                 else if (op == 1) ref[i] = 0.5 * gv * (1 + tanh(sqrt(2 / M_PI) * (gv + 0.044715 * gv * gv * gv))) * uv;
                 else if (op == 2) ref[i] = gv + uv;
-                else ref[i] = 30.0 * tanh(gv / 30.0);
+                else if (op == 3) ref[i] = 30.0 * tanh(gv / 30.0);
+                else { /* gpt-oss clamped SwiGLU, limit 1.5 so that both clamps act on these ranges */
+                    const double gc = fmin(gv, 1.5), uc = fmax(-1.5, fmin(uv, 1.5));
+                    ref[i] = gc / (1 + exp(-1.702 * gc)) * (uc + 1);
+                }
             }
             lmx_cuda_memset(dy, 0xff, sizeof(float) * n, NULL);
             if (op == 0) OKS(lmx_cuda_swiglu(dg, du, dy, n, NULL));
             else if (op == 1) OKS(lmx_cuda_geglu_tanh(dg, du, dy, n, NULL));
+            else if (op == 4) OKS(lmx_cuda_swiglu_oai(dg, du, dy, n, 1.702f, 1.5f, NULL));
             else {
                 lmx_cuda_memcpy_d2d(dy, dg, sizeof(float) * n, NULL);
                 if (op == 2) OKS(lmx_cuda_add(dy, du, n, NULL));
@@ -749,7 +754,7 @@ static void test_elementwise(void) {
             OKS(lmx_cuda_stream_sync(NULL));
             lmx_cuda_memcpy_d2h(y, dy, sizeof(float) * n, NULL);
             lmx_cuda_stream_sync(NULL);
-            const char *names[4] = {"swiglu", "geglu_tanh", "add", "softcap"};
+            const char *names[5] = {"swiglu", "geglu_tanh", "add", "softcap", "swiglu_oai"};
             char name[64];
             snprintf(name, sizeof name, "%s n %lld", names[op], (long long)n);
             compare(name, y, ref, (size_t)n, 1e-5);
@@ -801,17 +806,32 @@ static void test_embed(void) {
 }
 
 /* ---- attention ---- */
+/* Attention-sink logits [heads] (gpt-oss) for a case with sinks: random in [-3, 3], and head 1 at 30,
+ * above every score (the sink then takes nearly all the weight: the output shrinks towards 0). */
+static float *make_sinks(int heads) {
+    float *s = randv((size_t)heads, 3.0f);
+    if (heads > 1) s[1] = 30.0f;
+    return s;
+}
+/* folds a sink into a reference row's max before the exponentials (den then gains exp(sink - mx)) */
+static double sink_max(const float *sinks, int h, double mx) { return sinks && sinks[h] > mx ? sinks[h] : mx; }
+static double sink_den(const float *sinks, int h, double mx) { return sinks ? exp(sinks[h] - mx) : 0.0; }
+
 /* cap: cache capacity (0: L + 17); cap < L is a ring holding the last cap positions (slot j % cap) */
 typedef struct { int heads, kv, hd, T; int64_t L; int dt, window; float softcap; int64_t cap; } attn_case;
 
-static void run_attention(attn_case c) {
+/* with_sinks: with attention-sink logits */
+static void run_attention(attn_case c, bool with_sinks) {
     char name[128];
-    snprintf(name, sizeof name, "attention h%d kv%d hd%d T%d L%lld dt%d win%d softcap%g cap%lld", c.heads, c.kv,
-             c.hd, c.T, (long long)c.L, c.dt, c.window, (double)c.softcap, (long long)c.cap);
+    snprintf(name, sizeof name, "attention h%d kv%d hd%d T%d L%lld dt%d win%d softcap%g cap%lld%s", c.heads, c.kv,
+             c.hd, c.T, (long long)c.L, c.dt, c.window, (double)c.softcap, (long long)c.cap, with_sinks ? " sinks" : "");
     const int64_t cap = c.cap > 0 ? c.cap : c.L + 17;
     const int64_t first = c.L > cap ? c.L - cap : 0; /* positions the ring still holds: first..L-1 */
+    float *sinks = with_sinks ? make_sinks(c.heads) : NULL;
+    float *dsinks = sinks ? dev_upload(sinks, sizeof(float) * c.heads) : NULL;
     lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = cap,
-                       .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd), .softcap = c.softcap, .window = c.window};
+                       .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd), .softcap = c.softcap, .window = c.window,
+                       .sinks = dsinks};
     size_t kvn = (size_t)c.L * c.kv * c.hd;            /* [L, kv, hd] as the store takes it */
     float *k = randv(kvn, 2.0f), *v = randv(kvn, 1.0f);
     int32_t *allpos = malloc(sizeof(int32_t) * c.L);
@@ -851,7 +871,8 @@ static void run_attention(attn_case c) {
                 sc[j] = d;
                 if (d > mx) mx = d;
             }
-            double den = 0;
+            mx = sink_max(sinks, h, mx);
+            double den = sink_den(sinks, h, mx);
             for (int64_t j = lo; j <= pos; j++) { sc[j] = exp(sc[j] - mx); den += sc[j]; }
             for (int i = 0; i < c.hd; i++) {
                 double num = 0;
@@ -907,8 +928,8 @@ static void run_attention(attn_case c) {
         lmx_cuda_free(dcnt);
     }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dk); lmx_cuda_free(dv); lmx_cuda_free(dall);
-    lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dws); lmx_cuda_free(dout);
-    free(k); free(v); free(allpos); free(kr); free(vr); free(q); free(qpos); free(ref); free(sc); free(y);
+    lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dws); lmx_cuda_free(dout); lmx_cuda_free(dsinks);
+    free(k); free(v); free(allpos); free(kr); free(vr); free(q); free(qpos); free(ref); free(sc); free(y); free(sinks);
 }
 static void test_attention(void) {
     const attn_case cases[] = {
@@ -937,7 +958,17 @@ static void test_attention(void) {
         {8, 4, 64, 3, 900, 1, 0, 20.f, 0},
         {32, 8, 128, 1, 1000, 1, 100, 0.f, 164},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attention(cases[i], false);
+    /* attention sinks (gpt-oss: 64 heads / 8 kv of 64, sliding window 128), split-K and grouped decode
+     * with one and many splits, the merge, a ring, several rows */
+    const attn_case sink_cases[] = {
+        {64, 8, 64, 1, 1, 1, 0, 0.f, 0},       /* first token: the sink against one key */
+        {64, 8, 64, 1, 40, 1, 0, 0.f, 0},      /* one split */
+        {64, 8, 64, 1, 3000, 1, 0, 0.f, 0},    /* many splits: the sink once, in the merge */
+        {64, 8, 64, 2, 1000, 1, 128, 0.f, 256}, /* sliding window 128 over a ring */
+        {8, 2, 64, 3, 700, 0, 0, 0.f, 0},      /* fp32 cache, 3 rows */
+    };
+    for (size_t i = 0; i < sizeof sink_cases / sizeof sink_cases[0]; i++) run_attention(sink_cases[i], true);
     /* an fp16 cache saturates values past its range (finite, not inf); NaN stays NaN */
     lmx_cuda_attn a = {.n_heads = 1, .n_kv_heads = 1, .head_dim = 8, .capacity = 1, .kv_dtype = LMX_DTYPE_F16};
     const float kv8[8] = {1e6f, -1e6f, NAN, 1.0f, 65504.f, 70000.f, -0.5f, 0.f};
@@ -963,14 +994,18 @@ static void test_attention(void) {
  * uses the rounded K, V and Q, so the tolerance covers P rounded to bf16: 4e-3 / fp16: 1e-3) */
 typedef struct { int heads, kv, hd, T; int64_t L, cap; int window; float softcap; int dt; } fa_case;
 
-static void run_flash(fa_case c) {
+/* with_sinks: with attention-sink logits */
+static void run_flash(fa_case c, bool with_sinks) {
     char name[128];
-    snprintf(name, sizeof name, "flash%s h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g",
+    snprintf(name, sizeof name, "flash%s h%d kv%d hd%d T%d L%lld cap%lld win%d softcap%g%s",
              c.dt == 2 ? " bf16" : c.dt == 1 ? " f16" : "",
-             c.heads, c.kv, c.hd, c.T, (long long)c.L, (long long)c.cap, c.window, (double)c.softcap);
+             c.heads, c.kv, c.hd, c.T, (long long)c.L, (long long)c.cap, c.window, (double)c.softcap,
+             with_sinks ? " sinks" : "");
+    float *sinks = with_sinks ? make_sinks(c.heads) : NULL;
+    float *dsinks = sinks ? dev_upload(sinks, sizeof(float) * c.heads) : NULL;
     lmx_cuda_attn a = {.n_heads = c.heads, .n_kv_heads = c.kv, .head_dim = c.hd, .capacity = c.cap,
                        .kv_dtype = (lmx_dtype)c.dt, .scale = 1.0f / sqrtf((float)c.hd),
-                       .softcap = c.softcap, .window = c.window};
+                       .softcap = c.softcap, .window = c.window, .sinks = dsinks};
     CHECK_MSG(lmx_cuda_attention_prefill_supported(&a), "%s: supported", name);
     size_t kvn = (size_t)c.L * c.kv * c.hd; /* [L, kv, hd] */
     float *k = randv(kvn, 2.0f), *v = randv(kvn, 1.0f);
@@ -1012,7 +1047,8 @@ static void run_flash(fa_case c) {
                 sc[j] = d;
                 if (d > mx) mx = d;
             }
-            double den = 0;
+            mx = sink_max(sinks, h, mx);
+            double den = sink_den(sinks, h, mx);
             for (int64_t j = lo; j <= pos; j++) { sc[j] = exp(sc[j] - mx); den += sc[j]; }
             for (int i = 0; i < c.hd; i++) {
                 double num = 0;
@@ -1048,7 +1084,8 @@ static void run_flash(fa_case c) {
         compare(name, y, ref, qn, c.dt == 2 ? 4e-3 : c.dt == 1 ? 1e-3 : 1e-5);
     }
     lmx_cuda_free(dkc); lmx_cuda_free(dvc); lmx_cuda_free(dq); lmx_cuda_free(dqpos); lmx_cuda_free(dout);
-    free(k); free(v); free(kc); free(vc); free(q); free(qpos); free(ref); free(sc); free(y);
+    lmx_cuda_free(dsinks);
+    free(k); free(v); free(kc); free(vc); free(q); free(qpos); free(ref); free(sc); free(y); free(sinks);
 }
 
 static double now_s(void) {
@@ -1156,7 +1193,16 @@ static void test_flash_attention(void) {
         {8, 2, 256, 129, 129, 200, 50, 50.f, 1},
         {4, 2, 48, 37, 37, 50, 12, 0.f, 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_flash(cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_flash(cases[i], false);
+    /* attention sinks (gpt-oss shapes: 64 heads / 8 kv of 64, window 128): fp32, bf16, f16 caches */
+    const fa_case sink_cases[] = {
+        {64, 8, 64, 129, 129, 200, 0, 0.f, 0},
+        {64, 8, 64, 200, 600, 400, 128, 0.f, 0},
+        {64, 8, 64, 129, 129, 200, 0, 0.f, 2},
+        {64, 8, 64, 200, 600, 400, 128, 0.f, 2},
+        {64, 8, 64, 65, 300, 300, 128, 0.f, 1},
+    };
+    for (size_t i = 0; i < sizeof sink_cases / sizeof sink_cases[0]; i++) run_flash(sink_cases[i], true);
     lmx_cuda_attn bad = {.n_heads = 8, .n_kv_heads = 2, .head_dim = 100, .capacity = 64, .kv_dtype = LMX_DTYPE_F32};
     CHECK(!lmx_cuda_attention_prefill_supported(&bad));
     bad.head_dim = 272;

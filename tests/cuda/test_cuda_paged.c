@@ -28,6 +28,7 @@ static tu_rng rng = {12345};
 
 typedef struct shape {
     int n_heads, n_kv, hd, window;
+    bool sinks; /* attention-sink logits (gpt-oss), the same in the paged and the ring calls */
 } shape;
 
 static lmx_backend *gpu_create(bool f32_kv) {
@@ -68,9 +69,9 @@ typedef struct kvset {
     int cap;
 } kvset;
 
-static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf, const float *q,
-                       const float *k, const float *v, const int32_t *pos, int T, const lmx_kv_map *map, float *q_out,
-                       float *o_out) {
+static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bweight *invf,
+                       const lmx_bweight *sinks, const float *q, const float *k, const float *v, const int32_t *pos,
+                       int T, const lmx_kv_map *map, float *q_out, float *o_out) {
     const size_t qn = (size_t)T * s->n_heads * s->hd, kn = (size_t)T * s->n_kv * s->hd;
     lmx_buf *bq = buf_with(be, q, qn), *bk = buf_with(be, k, kn), *bv = buf_with(be, v, kn);
     lmx_buf *bo = buf_with(be, NULL, qn);
@@ -78,7 +79,8 @@ static lmx_status step(lmx_backend *be, const shape *s, kvset *kv, const lmx_bwe
     lmx_qk_rope_params rp = {.n_tokens = T, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
                              .rot_dim = s->hd, .capacity = kv->cap, .inv_freq = invf, .mscale = 1.0f, .map = map};
     lmx_attn_params ap = {.n_tokens = T, .n_heads = s->n_heads, .n_kv_heads = s->n_kv, .head_dim = s->hd,
-                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map};
+                          .capacity = kv->cap, .window = s->window, .scale = 1.0f / sqrtf((float)s->hd), .map = map,
+                          .sinks = sinks};
     if (st == LMX_OK) st = be->ops->rope_qk_store(be, bq, bk, bv, kv->kc, kv->vc, &rp, pos);
     if (st == LMX_OK) st = be->ops->attention(be, bq, kv->kc, kv->vc, bo, &ap, pos);
     if (st == LMX_OK && q_out) st = be->ops->buf_read(be, bq, 0, q_out, qn);
@@ -118,8 +120,13 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
     for (int i = 0; i < D / 2; i++) invf_h[i] = powf(10000.f, -2.0f * i / D);
     lmx_weight_desc vd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = D / 2,
                           .dtype = LMX_DTYPE_F32, .data = invf_h};
-    lmx_bweight *invf = NULL;
+    lmx_bweight *invf = NULL, *sinks = NULL;
     CHECK(be->ops->weight_upload(be, &vd, &invf) == LMX_OK);
+    float sinks_h[64];
+    for (int h = 0; h < H; h++) sinks_h[h] = 4.0f * tu_unif(&rng);
+    lmx_weight_desc sd = {.name = "sinks", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = H, .dtype = LMX_DTYPE_F32,
+                          .data = sinks_h};
+    if (s->sinks) CHECK(be->ops->weight_upload(be, &sd, &sinks) == LMX_OK);
     /* pool: blocks enough for every sequence, handed out in a shuffled order */
     const int stride = (RING_CAP + bs - 1) / bs, n_blocks = nseq * stride;
     int32_t *tables = malloc(sizeof(int32_t) * (size_t)nseq * stride), *perm = malloc(sizeof(int32_t) * n_blocks);
@@ -161,13 +168,13 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
         rand_fill(k, (size_t)T * krow);
         rand_fill(v, (size_t)T * krow);
         lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = nseq, .stride = stride, .block_size = bs};
-        lmx_status st = step(be, s, &pool, invf, q, k, v, pos, T, &map, qa, oa);
+        lmx_status st = step(be, s, &pool, invf, sinks, q, k, v, pos, T, &map, qa, oa);
         CHECK_MSG(st == LMX_OK, "paged step %d: %s", it, lmx_last_error_detail());
         for (int qs = 0; qs < nseq && st == LMX_OK; qs++) {
             if (nrow[qs] == 0) continue;
             const size_t r0 = (size_t)row0[qs];
-            st = step(be, s, &ring[qs], invf, q + r0 * qrow, k + r0 * krow, v + r0 * krow, pos + r0, nrow[qs], NULL,
-                      qb + r0 * qrow, ob + r0 * qrow);
+            st = step(be, s, &ring[qs], invf, sinks, q + r0 * qrow, k + r0 * krow, v + r0 * krow, pos + r0, nrow[qs],
+                      NULL, qb + r0 * qrow, ob + r0 * qrow);
             CHECK_MSG(st == LMX_OK, "ring step %d seq %d: %s", it, qs, lmx_last_error_detail());
             len[qs] += nrow[qs];
         }
@@ -182,15 +189,17 @@ static void paged_case(bool f32_kv, const shape *s, int bs, const int *lens, int
     kv_free(be, &pool);
     for (int qs = 0; qs < nseq; qs++) kv_free(be, &ring[qs]);
     be->ops->weight_free(be, invf);
+    be->ops->weight_free(be, sinks);
     lmx_backend_destroy(be);
 }
 
 static void test_paged_attention(void) {
-    const shape shapes[3] = {{8, 2, 64, 0}, {8, 2, 128, 0}, {4, 4, 128, 48}};
+    const shape shapes[4] = {{8, 2, 64, 0, false}, {8, 2, 128, 0, false}, {4, 4, 128, 48, false},
+                             {16, 2, 64, 32, true}};
     const int lens[NSEQ] = {100, 37, 5, 200};
     const int bss[3] = {16, 64, 256};
     for (int f = 0; f < 2; f++)
-        for (int si = 0; si < 3; si++)
+        for (int si = 0; si < 4; si++)
             for (int b = 0; b < 3; b++) paged_case(f == 1, &shapes[si], bss[b], lens, 3, b == 1);
 }
 
@@ -232,7 +241,7 @@ static void test_paged_refusals(void) {
     CHECK_MSG(lmx_backend_cuda_create_ex(0, &o, &be) == LMX_OK, "cuda backend: %s", lmx_last_error_detail());
     if (!be) return;
     CHECK(be->ops->step_begin && be->ops->step_end);
-    const shape s = {4, 2, 64, 0};
+    const shape s = {4, 2, 64, 0, false};
     kvset pool = kv_alloc(be, &s, 4 * 64);
     float one[64] = {1.0f};
     lmx_weight_desc vd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 32,
@@ -244,7 +253,7 @@ static void test_paged_refusals(void) {
     /* position 70: logical block 1 -> 4: outside the pool */
     int32_t tables[2] = {1, 4}, seq[1] = {0}, pos[1] = {70}, id[1] = {0};
     lmx_kv_map map = {.tables = tables, .seq = seq, .n_seqs = 1, .stride = 2, .block_size = 64};
-    CHECK(step(be, &s, &pool, invf, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
+    CHECK(step(be, &s, &pool, invf, NULL, q, k, v, pos, 1, &map, NULL, NULL) == LMX_ERR_INVALID_ARGUMENT);
     rowbufs b = rowbufs_new(be, &s, q, k, v);
     bool redo = false;
     /* inside a step with that map as its input: refused, the step redone */

@@ -50,11 +50,18 @@ static void test_ops(void) {
     CHECK_EQ_STR(lmx_last_error_detail(), "rmsnorm: weight of 5 for dim 4");
 
     lmx_attn_params p = {.n_tokens = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8, .capacity = 16};
-    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256), LMX_OK);
-    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 255), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256, LMX_WEIGHT_VECTOR, 0), LMX_OK);
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 255, LMX_WEIGHT_VECTOR, 0), LMX_ERR_INVALID_ARGUMENT);
     CHECK_EQ_STR(lmx_last_error_detail(), "cuda backend: attention v cache: range [0, +256) outside a buffer of 255");
+    /* sinks: a vector of n_heads (the pointer is only tested for NULL here) */
+    p.sinks = (const lmx_bweight *)&p;
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256, LMX_WEIGHT_VECTOR, 4), LMX_OK);
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256, LMX_WEIGHT_VECTOR, 2), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_STR(lmx_last_error_detail(), "attention: sinks of 2 for 4 heads");
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256, LMX_WEIGHT_DENSE, 4), LMX_ERR_INVALID_ARGUMENT);
+    p.sinks = NULL;
     p.n_kv_heads = 3;
-    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lmx_backend_check_attention("cuda", &p, 64, 64, 256, 256, LMX_WEIGHT_VECTOR, 0), LMX_ERR_INVALID_ARGUMENT);
     CHECK_EQ_STR(lmx_last_error_detail(), "attention: bad head configuration");
 }
 

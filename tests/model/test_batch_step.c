@@ -352,8 +352,8 @@ static float frand(uint32_t *s) { return (float)rng_next(s) / (float)(1u << 24) 
 /* Three sequences (positions 0..L[s]) stored through scrambled block tables by one rope_qk_store call
  * over all their rows, then one attention call over rows of all three mixed with a window or not;
  * every row's output equals the same row through a ring cache of its sequence alone, one row per
- * call (T = 1), bit for bit. */
-static void test_paged_ops_level(lmx_cpu_level level, int window) {
+ * call (T = 1), bit for bit; with_sinks: both with gpt-oss attention sinks. */
+static void test_paged_ops_level(lmx_cpu_level level, int window, bool with_sinks) {
     enum { NH = 4, NKV = 2, D = 16, BS = 16, NB = 27, NS = 3 };
     lmx_backend *be = NULL;
     CHECK(lmx_backend_cpu_create_level(2, level, &be) == LMX_OK);
@@ -382,8 +382,12 @@ static void test_paged_ops_level(lmx_cpu_level level, int window) {
     for (int i = 0; i < D / 2; i++) inv[i] = 1.0f / (float)(1 << i);
     lmx_weight_desc wd = {.name = "inv_freq", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = D / 2,
                           .dtype = LMX_DTYPE_F32, .data = inv};
-    lmx_bweight *wf = NULL;
+    lmx_bweight *wf = NULL, *wsk = NULL;
     CHECK(op->weight_upload(be, &wd, &wf) == LMX_OK);
+    const float sinks[NH] = {0.5f, -1.0f, 3.0f, 0.0f};
+    lmx_weight_desc sd = {.name = "sinks", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = NH, .dtype = LMX_DTYPE_F32,
+                          .data = sinks};
+    if (with_sinks) CHECK(op->weight_upload(be, &sd, &wsk) == LMX_OK);
     lmx_buf *bq = NULL, *bk = NULL, *bv = NULL, *kc = NULL, *vc = NULL, *out = NULL;
     lmx_buf *q1 = NULL, *k1 = NULL, *v1 = NULL, *kr = NULL, *vr = NULL, *o1 = NULL;
     const size_t cap = (size_t)NB * BS, ring = 256;
@@ -402,7 +406,7 @@ static void test_paged_ops_level(lmx_cpu_level level, int window) {
                              .capacity = (int)cap, .inv_freq = wf, .mscale = 1.0f, .map = &map};
     CHECK(op->rope_qk_store(be, bq, bk, bv, kc, vc, &rp, pos) == LMX_OK);
     lmx_attn_params ap = {.n_tokens = T, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D, .capacity = (int)cap,
-                          .window = window, .scale = 0.25f, .map = &map};
+                          .window = window, .scale = 0.25f, .map = &map, .sinks = wsk};
     CHECK(op->attention(be, bq, kc, vc, out, &ap, pos) == LMX_OK);
     float *got = calloc((size_t)T * NH * D, sizeof(float)), *want = calloc(NH * D, sizeof(float));
     CHECK(op->buf_read(be, out, 0, got, (size_t)T * NH * D) == LMX_OK);
@@ -422,8 +426,8 @@ static void test_paged_ops_level(lmx_cpu_level level, int window) {
             CHECK(op->buf_read(be, o1, 0, want, NH * D) == LMX_OK);
             differ += memcmp(want, got + (size_t)r * NH * D, NH * D * sizeof(float)) != 0;
         }
-    CHECK_MSG(differ == 0, "%s, window %d: %d of %d rows of paged attention differ from the row alone",
-              lmx_backend_cpu_kernels(be), window, differ, T);
+    CHECK_MSG(differ == 0, "%s, window %d, sinks %d: %d of %d rows of paged attention differ from the row alone",
+              lmx_backend_cpu_kernels(be), window, with_sinks, differ, T);
     /* a map naming a block outside the cache is refused */
     tables[0] = NB;
     CHECK(op->attention(be, bq, kc, vc, out, &ap, pos) == LMX_ERR_INVALID_ARGUMENT);
@@ -434,6 +438,7 @@ out:;
     lmx_buf *all[] = {bq, bk, bv, kc, vc, out, q1, k1, v1, kr, vr, o1};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) op->buf_free(be, all[i]);
     op->weight_free(be, wf);
+    op->weight_free(be, wsk);
     free(q);
     free(k);
     free(v);
@@ -444,8 +449,9 @@ out:;
 
 static void test_paged_ops(void) {
     for (int L = LMX_CPU_SCALAR; L <= LMX_CPU_AVX512; L++) {
-        test_paged_ops_level((lmx_cpu_level)L, 0);
-        test_paged_ops_level((lmx_cpu_level)L, 24);
+        test_paged_ops_level((lmx_cpu_level)L, 0, false);
+        test_paged_ops_level((lmx_cpu_level)L, 24, false);
+        test_paged_ops_level((lmx_cpu_level)L, 24, true);
     }
 }
 

@@ -356,9 +356,10 @@ static void test_rope_kernel(void) {
     }
 }
 
-/* naive attention over cache positions, double precision */
+/* naive attention over cache positions, double precision; sinks[n_heads] (or NULL): one more logit per
+ * head in the softmax (transformers' GptOss eager attention: concatenated, max-subtracted, dropped) */
 static void attn_ref(const float *q, const float *kc, const float *vc, const lmx_attn_params *p, const int32_t *pos,
-                     double *out) {
+                     const float *sinks, double *out) {
     const int D = p->head_dim, grp = p->n_heads / p->n_kv_heads;
     for (int t = 0; t < p->n_tokens; t++)
         for (int h = 0; h < p->n_heads; h++) {
@@ -378,10 +379,12 @@ static void attn_ref(const float *q, const float *kc, const float *vc, const lmx
                 sc[j] = s;
                 mx = fmax(mx, s);
             }
+            if (sinks) mx = fmax(mx, sinks[h]);
             for (int j = 0; j <= pos[t]; j++) {
                 sc[j] = isinf(sc[j]) ? 0 : exp(sc[j] - mx);
                 sum += sc[j];
             }
+            if (sinks) sum += exp(sinks[h] - mx);
             for (int d = 0; d < D; d++) {
                 double o = 0;
                 for (int j = 0; j <= pos[t]; j++) o += sc[j] * vc[((size_t)kh * p->capacity + j) * D + d];
@@ -391,14 +394,16 @@ static void attn_ref(const float *q, const float *kc, const float *vc, const lmx
 }
 
 /* ring > 0: the backend cache is a ring of `ring` slots (position j in slot j % ring), checked
- * against the same reference over a full cache */
-static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring);
+ * against the same reference over a full cache; sinks[n_heads] (or NULL): attention-sink logits */
+static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring,
+                                 const float *sinks);
 
 static void check_attention(int n_heads, int n_kv, int window, float softcap, int offset) {
-    check_attention_ring(n_heads, n_kv, window, softcap, offset, 0);
+    check_attention_ring(n_heads, n_kv, window, softcap, offset, 0, NULL);
 }
 
-static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring) {
+static void check_attention_ring(int n_heads, int n_kv, int window, float softcap, int offset, int ring,
+                                 const float *sinks) {
     const int T = 5, D = 8, cap = 64;
     lmx_attn_params p = {.n_tokens = T, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = D, .capacity = cap,
                          .window = window, .scale = 0.35f, .softcap = softcap};
@@ -430,7 +435,7 @@ static void check_attention_ring(int n_heads, int n_kv, int window, float softca
                 vr[((size_t)h * cap + pos[t]) * D + d] = v[(t * n_kv + h) * D + d];
             }
     double ref[5 * 8 * 8];
-    attn_ref(q, kr, vr, &p, pos, ref);
+    attn_ref(q, kr, vr, &p, pos, sinks, ref);
     float out1[5 * 8 * 8], out3[5 * 8 * 8];
     /* the backend's view: a ring of `ring` slots holding the same positions */
     lmx_attn_params pb = p;
@@ -463,7 +468,14 @@ static void check_attention_ring(int n_heads, int n_kv, int window, float softca
                                  .capacity = pb.capacity, .inv_freq = winv, .mscale = 1.0f};
         CHECK(be->ops->rope_qk_store(be, bq, bk, bv, bkc, bvc, &rp, pos) == LMX_OK);
         be->ops->weight_free(be, winv);
+        lmx_weight_desc dsk = {.name = "sinks", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = n_heads,
+                               .dtype = LMX_DTYPE_F32, .data = sinks};
+        lmx_bweight *wsk = NULL;
+        if (sinks) CHECK(be->ops->weight_upload(be, &dsk, &wsk) == LMX_OK);
+        pb.sinks = wsk;
         CHECK(be->ops->attention(be, bq, bkc, bvc, bo, &pb, pos) == LMX_OK);
+        pb.sinks = NULL;
+        be->ops->weight_free(be, wsk);
         be->ops->buf_read(be, bo, 0, bi ? out3 : out1, (size_t)T * n_heads * D);
         lmx_buf *bs[] = {bkc, bvc, bq, bk, bv, bo};
         for (int i = 0; i < 6; i++) be->ops->buf_free(be, bs[i]);
@@ -473,8 +485,8 @@ static void check_attention_ring(int n_heads, int n_kv, int window, float softca
         err = fmax(err, fabs(out1[i] - ref[i]));
         err = fmax(err, fabs(out3[i] - ref[i]));
     }
-    CHECK_MSG(err < 2e-5, "heads %d/%d window %d softcap %g offset %d ring %d: err %g", n_heads, n_kv, window, softcap,
-              offset, ring, err);
+    CHECK_MSG(err < 2e-5, "heads %d/%d window %d softcap %g offset %d ring %d sinks %d: err %g", n_heads, n_kv, window,
+              softcap, offset, ring, sinks != NULL, err);
     if (ring > 0 && ring - 1 < window + T - 1) {
         /* a ring one slot too small for window + T - 1 is refused */
         lmx_attn_params small = pb;
@@ -511,8 +523,30 @@ static void test_attention(void) {
     check_attention(4, 2, 3, 0, 10);  /* sliding window shorter than the context */
     check_attention(4, 2, 0, 5.0f, 3); /* attention logit softcap */
     check_attention(6, 3, 4, 2.0f, 0); /* window + softcap from position 0 */
-    check_attention_ring(4, 2, 6, 0, 40, 6 + 5 - 1); /* sliding window over a ring of window + T - 1 slots */
-    check_attention_ring(8, 2, 3, 4.0f, 17, 9);      /* larger ring than needed, wrapped positions */
+    check_attention_ring(4, 2, 6, 0, 40, 6 + 5 - 1, NULL); /* sliding window over a ring of window + T - 1 slots */
+    check_attention_ring(8, 2, 3, 4.0f, 17, 9, NULL);      /* larger ring than needed, wrapped positions */
+    /* attention sinks (gpt-oss): small, large (above every score: the sink dominates) and negative
+     * logits, full and sliding layers, from position 0 and over a cache */
+    const float sinks[8] = {0.3f, -2.0f, 25.0f, 1.5f, -40.0f, 0.0f, 4.0f, -0.7f};
+    check_attention_ring(4, 2, 0, 0, 0, 0, sinks);
+    check_attention_ring(8, 2, 0, 0, 12, 0, sinks);
+    check_attention_ring(4, 2, 3, 0, 10, 0, sinks);
+    check_attention_ring(8, 2, 3, 4.0f, 17, 9, sinks);
+    /* a sink of the wrong size is refused */
+    {
+        lmx_attn_params p = {.n_tokens = 1, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8, .capacity = 4, .scale = 1};
+        lmx_weight_desc dsk = {.name = "sinks", .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = 3,
+                               .dtype = LMX_DTYPE_F32, .data = sinks};
+        lmx_bweight *wsk = NULL;
+        CHECK(be1->ops->weight_upload(be1, &dsk, &wsk) == LMX_OK);
+        p.sinks = wsk;
+        lmx_buf *bq = buf_from(be1, NULL, 32), *bc = buf_from(be1, NULL, 64);
+        int32_t pos0 = 0;
+        CHECK(be1->ops->attention(be1, bq, bc, bc, bq, &p, &pos0) == LMX_ERR_INVALID_ARGUMENT);
+        be1->ops->buf_free(be1, bq);
+        be1->ops->buf_free(be1, bc);
+        be1->ops->weight_free(be1, wsk);
+    }
 }
 
 static void test_activations(void) {
@@ -522,17 +556,30 @@ static void test_activations(void) {
         g[i] = frand() * 8;
         u[i] = frand();
     }
-    for (int a = 0; a < 2; a++) {
-        lmx_buf *bg = buf_from(be3, g, n), *bu = buf_from(be3, u, n);
+    for (int a = 0; a < 3; a++) {
+        /* the clamped SwiGLU (a == 2) sees up values beyond its limit too */
+        float ua[1000];
+        for (int i = 0; i < n; i++) ua[i] = a == 2 ? u[i] * 12 : u[i];
+        lmx_buf *bg = buf_from(be3, g, n), *bu = buf_from(be3, ua, n);
         CHECK(be3->ops->act_mul(be3, bg, bu, n, (lmx_act_kind)a) == LMX_OK);
         float y[1000];
         be3->ops->buf_read(be3, bg, 0, y, n);
+        int clamped_g = 0, clamped_u = 0;
         for (int i = 0; i < n; i++) {
-            double x = g[i];
-            double want = a == 0 ? x / (1 + exp(-x)) * u[i]
-                                 : 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * u[i];
+            double x = g[i], want;
+            if (a == 0) {
+                want = x / (1 + exp(-x)) * ua[i];
+            } else if (a == 1) {
+                want = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * ua[i];
+            } else { /* transformers: gate.clamp(max=7), up.clamp(-7, 7), gate*sigmoid(1.702 gate)*(up+1) */
+                const double gc = fmin(x, 7.0), uc = fmax(-7.0, fmin(ua[i], 7.0));
+                clamped_g += x > 7.0;
+                clamped_u += fabs(ua[i]) > 7.0;
+                want = gc / (1 + exp(-1.702 * gc)) * (uc + 1);
+            }
             CHECK_NEAR(y[i], want, 1e-5 * (1 + fabs(want)));
         }
+        if (a == 2) CHECK(clamped_g > 10 && clamped_u > 10); /* both clamps were exercised */
         be3->ops->buf_free(be3, bg);
         be3->ops->buf_free(be3, bu);
     }

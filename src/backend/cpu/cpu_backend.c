@@ -167,7 +167,7 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
-        if (c->level >= LMX_CPU_AVX512 && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
+        if (c->level >= LMX_CPU_AVX512 && !d->fp32_x && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
             if (lmx_cpu_qtile_pack(w, c->pool) != LMX_OK) goto oom;
             release_packed_source(w);
         }

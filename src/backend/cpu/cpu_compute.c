@@ -418,11 +418,15 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
             sc[j - lo] = s;
             if (s > mx) mx = s;
         }
+        /* an attention sink joins the max and the denominator, not the values */
+        const float sink = p->sinks ? p->sinks->vec[h] : -INFINITY;
+        if (sink > mx) mx = sink;
         float sum = 0;
         for (int j = 0; j <= pt - lo; j++) {
             sc[j] = expf(sc[j] - mx);
             sum += sc[j];
         }
+        if (p->sinks) sum += expf(sink - mx);
         float *acc = sc + a->span;
         memset(acc, 0, (size_t)D * sizeof(float));
         for (int j = lo; j <= pt; j++) {
@@ -438,7 +442,9 @@ static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
 static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                 lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cpu_backend *c = CPU(be);
-    LMX_BACKEND_TRY(lmx_backend_check_attention("cpu", p, q->n, out->n, kc->n, vc->n));
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cpu", p, q->n, out->n, kc->n, vc->n,
+                                                p->sinks ? p->sinks->kind : LMX_WEIGHT_VECTOR,
+                                                p->sinks ? p->sinks->cols : 0));
     int max_pos = -1, max_span = 0;
     for (int t = 0; t < p->n_tokens; t++) {
         if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: negative position %d", pos[t]);
@@ -485,6 +491,14 @@ static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
             float g = c->x[i];
             c->x[i] = g / (1.0f + expf(-g)) * c->y[i];
         }
+    } else if (c->act == LMX_BACT_SWIGLU_OAI) {
+        const float L = LMX_SWIGLU_OAI_LIMIT;
+        for (int64_t i = b; i < e; i++) {
+            float g = c->x[i], u = c->y[i];
+            g = g > L ? L : g; /* comparisons, not fminf: a NaN stays NaN */
+            u = u > L ? L : (u < -L ? -L : u);
+            c->x[i] = g / (1.0f + expf(-LMX_SWIGLU_OAI_ALPHA * g)) * (u + 1.0f);
+        }
     } else {
         const float k = 0.7978845608028654f; /* sqrt(2/pi) */
         for (int64_t i = b; i < e; i++) {
@@ -495,6 +509,7 @@ static void act_range(void *vctx, int64_t b, int64_t e, int thread) {
 }
 
 static lmx_status cpu_act_mul_impl(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
+    if ((unsigned)act > LMX_BACT_SWIGLU_OAI) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul: activation %d", (int)act);
     CHECK_RANGE(gate, 0, n, "act gate");
     CHECK_RANGE(up, 0, n, "act up");
     ew_ctx e = {gate->data, up->data, act, 0};
@@ -568,7 +583,8 @@ lmx_status lmx_cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, si
 lmx_status lmx_cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act,
                                     lmx_buf *out) {
     cpu_backend *c = CPU(be);
-    if (T < 1 || inter < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d", T, inter);
+    if (T < 1 || inter < 1 || (unsigned)act > LMX_BACT_SWIGLU_OAI)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "act_mul_split: T %d inter %d activation %d", T, inter, (int)act);
     const size_t I = (size_t)inter;
     CHECK_RANGE(gu, 0, (size_t)T * 2 * I, "act_mul_split gu");
     CHECK_RANGE(out, 0, (size_t)T * I, "act_mul_split out");

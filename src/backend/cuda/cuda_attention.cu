@@ -129,7 +129,7 @@ attn_split_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const 
 
 __global__ void attn_merge_kernel(const float *__restrict__ ws, const int32_t *__restrict__ positions,
                                   int n_heads, int hd, int window, int want, int grid_splits,
-                                  float *__restrict__ out) {
+                                  const float *__restrict__ sinks, float *__restrict__ out) {
     const int h = blockIdx.x, t = blockIdx.y;
     const int64_t pos = positions[t];
     const int64_t len = window > 0 && window < pos + 1 ? window : pos + 1;
@@ -147,6 +147,7 @@ __global__ void attn_merge_kernel(const float *__restrict__ ws, const int32_t *_
             num = fmaf(e, w[d], num);
             den = fmaf(e, w[hd + 1], den);
         }
+        num *= lmx_cu_sink_fold(lmx_cu_sink_of(sinks, h), M, &den);
         out[((size_t)t * n_heads + h) * hd + d] = den > 0.f ? num / den : 0.f;
     }
 }
@@ -192,7 +193,7 @@ extern "C" lmx_status lmx_cuda_attention(const lmx_cuda_attn *a, const float *q,
     else LMX_ATT(float);
 #undef LMX_ATT
     LMX_CU_CHECK_LAUNCH("attention");
-    attn_merge_kernel<<<dim3(a->n_heads, T), a->head_dim < 128 ? 64 : 128, 0, st>>>(workspace, positions, a->n_heads, a->head_dim, a->window, (int)want, n_splits, out);
+    attn_merge_kernel<<<dim3(a->n_heads, T), a->head_dim < 128 ? 64 : 128, 0, st>>>(workspace, positions, a->n_heads, a->head_dim, a->window, (int)want, n_splits, a->sinks, out);
     LMX_CU_CHECK_LAUNCH("attention merge");
     return LMX_OK;
 }

@@ -118,7 +118,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
                    const int32_t *__restrict__ positions, int n_heads, int group, int n_chunks, int64_t cap,
                    float scale, float softcap, int window, int want, int min_keys, int hd_arg,
                    float *__restrict__ ws, int32_t *__restrict__ cnt, float *__restrict__ out,
-                   lmx_cuda_kv_map map) {
+                   lmx_cuda_kv_map map, const float *__restrict__ sinks) {
     constexpr int AD_THREADS = AD_WARPS * 32;
     const int HD = EXACT ? HDMAX : hd_arg;
     constexpr int DPL = HDMAX / 32; /* value dims per lane */
@@ -126,7 +126,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
     __shared__ __align__(16) float ps[AD_WARPS][32][AD_G];
     __shared__ __align__(16) float wo[AD_WARPS][AD_G][HDMAX];
     __shared__ float wm[AD_WARPS][AD_G], wl[AD_WARPS][AD_G];
-    __shared__ float se[AD_G][AD_MAX_SPLITS], sden[AD_G];
+    __shared__ float se[AD_G][AD_MAX_SPLITS], sden[AD_G], smax[AD_G];
     __shared__ int s_last;
     __shared__ int ksl[AD_WARPS][32]; /* paged: the slots of the warp's current tile */
 
@@ -322,6 +322,7 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
             }
         }
         if (n_splits == 1) {
+            num *= lmx_cu_sink_fold(lmx_cu_sink_of(sinks, h0 + g), M, &den);
             out[((size_t)t * n_heads + h0 + g) * HD + d] = den > 0.f ? num / den : 0.f;
         } else {
             float *wp = ws + (((size_t)z * n_heads + h0 + g) * AD_MAX_SPLITS + s) * (HD + 2);
@@ -360,7 +361,10 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
             den = fmaf(e, ls[k], den);
         }
         den = lmx_cu_warp_sum(den);
-        if (lane == 0) sden[warp] = den;
+        if (lane == 0) {
+            sden[warp] = den;
+            smax[warp] = M;
+        }
     }
     __syncthreads();
     for (int i = tid; i < ng * HD; i += AD_THREADS) {
@@ -368,7 +372,8 @@ attn_decode_kernel(const float *__restrict__ q, const KT *__restrict__ kc, const
         const float *base = ws + ((size_t)z * n_heads + h0 + g) * AD_MAX_SPLITS * (HD + 2);
         float num = 0.f;
         for (int sp = 0; sp < n_splits; sp++) num = fmaf(se[g][sp], __ldcg(base + (size_t)sp * (HD + 2) + d), num);
-        const float den = sden[g];
+        float den = sden[g];
+        num *= lmx_cu_sink_fold(lmx_cu_sink_of(sinks, h0 + g), smax[g], &den);
         out[((size_t)t * n_heads + h0 + g) * HD + d] = den > 0.f ? num / den : 0.f;
     }
     if (tid == 0) *ctr = 0; /* ready for the next launch (graph replays included) */
@@ -423,12 +428,12 @@ static lmx_status ad_launch(const lmx_cuda_attn *a, const float *q, const void *
             attn_decode_kernel<HDM, EX, KT, 8><<<grid, 256, 0, st>>>(                                        \
                 q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
                 a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
-                counters, out, map);                                                                         \
+                counters, out, map, a->sinks);                                                               \
         else                                                                                                 \
             attn_decode_kernel<HDM, EX, KT, 4><<<grid, 128, 0, st>>>(                                        \
                 q, (const KT *)k_cache, (const KT *)v_cache, positions, a->n_heads, group, n_chunks,         \
                 a->capacity, a->scale, a->softcap, a->window, (int)want, min_keys, a->head_dim, workspace,   \
-                counters, out, map);                                                                         \
+                counters, out, map, a->sinks);                                                               \
     } while (0)
 #define LMX_AD_DT(HDM, EX)                                                                                   \
     do {                                                                                                     \

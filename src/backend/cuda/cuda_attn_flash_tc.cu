@@ -76,7 +76,8 @@ template <int HDMAX, bool EXACT, bool F16>
 __global__ void __launch_bounds__(FT_THREADS)
 ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
                   const int32_t *__restrict__ positions, int T, int n_heads, int group, int64_t cap, float scale,
-                  float softcap, int window, int hd_arg, float *__restrict__ out, lmx_cuda_kv_map map) {
+                  float softcap, int window, int hd_arg, float *__restrict__ out, lmx_cuda_kv_map map,
+                  const float *__restrict__ sinks) {
     const int HD = EXACT ? HDMAX : hd_arg;
     const int LD = HD + 8;
     constexpr int NT = HDMAX / 8;  /* output n-tiles */
@@ -281,7 +282,9 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
     for (int ri = 0; ri < 2; ri++) {
         const int t = q0 + warp * 16 + g + ri * 8;
         if (t >= T) continue;
-        const float inv = l[ri] > 0.f ? 1.f / l[ri] : 0.f;
+        float den = l[ri];
+        const float sc = lmx_cu_sink_fold(lmx_cu_sink_of(sinks, h), m[ri], &den);
+        const float inv = den > 0.f ? sc / den : 0.f;
         float *orow = out + ((size_t)t * n_heads + h) * HD + 2 * c;
 #pragma unroll
         for (int n = 0; n < NT; n++)
@@ -327,11 +330,11 @@ static lmx_status ft_launch(const lmx_cuda_attn *a, const float *q, const uint16
     if (a->kv_dtype == LMX_DTYPE_F16)
         ft_prefill_kernel<HDMAX, EXACT, true><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
             q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-            a->window, a->head_dim, out, map);
+            a->window, a->head_dim, out, map, a->sinks);
     else
         ft_prefill_kernel<HDMAX, EXACT, false><<<grid, FT_THREADS, ft_smem_bytes(a->head_dim), st>>>(
         q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-        a->window, a->head_dim, out, map);
+        a->window, a->head_dim, out, map, a->sinks);
     LMX_CU_CHECK_LAUNCH("flash attention (tensor cores)");
     return LMX_OK;
 }

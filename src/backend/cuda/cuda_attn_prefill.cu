@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, const float *__restrict__ vc,
                   const int32_t *__restrict__ positions, int T, int n_heads, int group, int64_t cap,
                   float scale, float softcap, int window, int hd_arg, float *__restrict__ out,
-                  lmx_cuda_kv_map map) {
+                  lmx_cuda_kv_map map, const float *__restrict__ sinks) {
     const int HD = EXACT ? HDMAX : hd_arg;
     const int QS = HD + 4, PS = FA_PS;
     constexpr int NC = HDMAX / 64; /* output dim chunks per thread */
@@ -219,7 +219,9 @@ fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, con
     for (int i = 0; i < 4; i++) {
         const int t = q0 + ty * 4 + i;
         if (t >= T) continue;
-        const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+        float den = l[i];
+        const float sk = lmx_cu_sink_fold(lmx_cu_sink_of(sinks, h), m[i], &den);
+        const float inv = den > 0.f ? sk / den : 0.f;
         float *orow = out + ((size_t)t * n_heads + h) * HD;
 #pragma unroll
         for (int c = 0; c < NC; c++)
@@ -268,7 +270,7 @@ static lmx_status fa_launch(const lmx_cuda_attn *a, const float *q, const float 
     if (grid.y < 1) return LMX_OK;
     fa_prefill_kernel<HDMAX, EXACT><<<grid, FA_THREADS, fa_smem_bytes(a->head_dim), st>>>(
         q, kc, vc, positions, T, a->n_heads, a->n_heads / a->n_kv_heads, a->capacity, a->scale, a->softcap,
-        a->window, a->head_dim, out, map);
+        a->window, a->head_dim, out, map, a->sinks);
     LMX_CU_CHECK_LAUNCH("flash attention");
     return LMX_OK;
 }

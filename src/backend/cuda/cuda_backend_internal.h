@@ -37,6 +37,7 @@ struct lmx_bweight {
     float *dbias;        /* device fp32 [rows] or NULL */
     float *vec;          /* vector: device fp32 [cols] */
     bool view;           /* a view of a fused weight: the pointers belong to the fused weight */
+    bool fp32_x;         /* lmx_weight_desc.fp32_x: every matmul through the fp32-exact GEMV */
     lmx_quant_mode mode; /* quant: affine (m), or an fp mode (mx: codes dw, uint8 scales ds; cuda_mx.h) */
     lmx_cuda_mx mx;
 };

@@ -277,6 +277,7 @@ static lmx_status matrix_upload(cuda_backend *c, const lmx_weight_desc *parts, i
     w->kind = p0->kind;
     w->rows = rows;
     w->cols = p0->cols;
+    w->fp32_x = p0->fp32_x;
     w->m.dtype = (lmx_dtype)p0->dtype;
     w->m.n = rows;
     w->m.k = p0->cols;

@@ -31,7 +31,8 @@ static lmx_status call_pos(cuda_backend *c, const int32_t *pos, int T, const int
 static lmx_status grow_scratch(cuda_backend *c, void **buf, size_t *cap, size_t need, size_t elem, const char *what);
 
 /* y (+)= x·Wᵀ over T rows: GEMV (few rows, fp32-exact), the few-row GEMM (4/8-bit weights, rows
- * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM */
+ * LMX_CUDA_GEMM_MIN_T..LMX_CUDA_SMALL_GEMM_MAX_T: weights read once per 64 rows), else the prefill GEMM;
+ * a weight uploaded with fp32_x (a router: few rows) always through the GEMV */
 static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float *xp, int T, float *y, bool acc) {
     if (w->kind == LMX_WEIGHT_QUANT && lmx_quant_mode_is_fp(w->mode)) { /* mxfp4 / mxfp8 / nvfp4 (cuda_mx.cu) */
         const void *old = c->mx_scratch;
@@ -39,7 +40,7 @@ static lmx_status matmul_rows(cuda_backend *c, const lmx_bweight *w, const float
         if (c->mx_scratch != old) lmx_cub_graphs_clear(c); /* they may hold the replaced scratch */
         return st;
     }
-    if (T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
+    if (!w->fp32_x && T >= LMX_CUDA_GEMM_MIN_T && w->cols % 32 == 0 && ((uintptr_t)xp & 15) == 0) {
         if (T <= LMX_CUDA_SMALL_GEMM_MAX_T && lmx_cuda_gemm_small_supported(&w->m)) {
             /* room for a whole pass of 64 rows whatever T: grown by the larger matrices of the first
              * such step only (a captured step keeps the workspace it has: its warm step grew it) */
@@ -149,6 +150,7 @@ static void attention_sig(cuda_backend *c, const lmx_buf *q, const lmx_buf *kc, 
     SIGI(7); SIGP(q->d); SIGP(kc->d); SIGP(vc->d); SIGP(out->d); SIGI(p->n_tokens); SIGI(p->n_heads);
     SIGI(p->n_kv_heads); SIGI(p->head_dim); SIGI(p->capacity); SIGI(p->window); SIGI(fbits(p->scale));
     SIGI(fbits(p->softcap)); SIGP(dp); SIGI(max_len); /* the workspace: a graph keeps the one it was captured with */
+    SIGP(p->sinks ? p->sinks->vec : NULL);
 }
 
 static void map_sig(cuda_backend *c, const lmx_cuda_kv_map *dm) {
@@ -168,7 +170,8 @@ static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_b
     lmx_cuda_kv_map dm;
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
-                       .softcap = p->softcap, .window = p->window, .map = &dm};
+                       .softcap = p->softcap, .window = p->window, .map = &dm,
+                       .sinks = p->sinks ? p->sinks->vec : NULL};
     if (!lmx_cuda_attention_decode_supported(&a))
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: paged attention with head_dim %d, kv type %d",
                          p->head_dim, (int)kc->dt);
@@ -219,7 +222,9 @@ static lmx_status attention_paged(cuda_backend *c, const lmx_buf *q, const lmx_b
 lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
     cuda_backend *c = CB(be);
-    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n));
+    LMX_BACKEND_TRY(lmx_backend_check_attention("cuda", p, q->n, out->n, kc->n, vc->n,
+                                                p->sinks ? p->sinks->kind : LMX_WEIGHT_VECTOR,
+                                                p->sinks ? p->sinks->cols : 0));
     if (p->map) return attention_paged(c, q, kc, vc, out, p, pos);
     /* positions inside the cache; beyond it only on a sliding layer whose ring (position j in slot
      * j % capacity) holds the window plus this call's rows */
@@ -232,7 +237,7 @@ lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *k
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: caches of different element types or a cache as q/out");
     lmx_cuda_attn a = {.n_heads = p->n_heads, .n_kv_heads = p->n_kv_heads, .head_dim = p->head_dim,
                        .capacity = p->capacity, .kv_dtype = kc->dt, .scale = p->scale,
-                       .softcap = p->softcap, .window = p->window};
+                       .softcap = p->softcap, .window = p->window, .sinks = p->sinks ? p->sinks->vec : NULL};
     const int32_t *dp;
     LMX_BACKEND_TRY(call_pos(c, pos, p->n_tokens, &dp));
     /* prefill: tiled flash attention (the split-K kernel per query row where it does not apply) */
@@ -271,6 +276,9 @@ lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, si
     }
     if (act == LMX_BACT_SILU_MUL) return lmx_cuda_swiglu(gate->d, up->d, gate->d, (int64_t)n, c->stream);
     if (act == LMX_BACT_GELU_TANH_MUL) return lmx_cuda_geglu_tanh(gate->d, up->d, gate->d, (int64_t)n, c->stream);
+    if (act == LMX_BACT_SWIGLU_OAI)
+        return lmx_cuda_swiglu_oai(gate->d, up->d, gate->d, (int64_t)n, LMX_SWIGLU_OAI_ALPHA, LMX_SWIGLU_OAI_LIMIT,
+                                   c->stream);
     return lmx_error(LMX_ERR_UNSUPPORTED, "cuda backend: activation %d", (int)act);
 }
 

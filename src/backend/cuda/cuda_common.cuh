@@ -96,6 +96,19 @@ __device__ __forceinline__ int64_t lmx_cu_kv_slot(const int32_t *tab, int shift,
     return ((int64_t)__ldg(tab + (j >> shift)) << shift) | (j & ((1 << shift) - 1));
 }
 
+/* Attention sinks (lmx_cuda_attn.sinks): a softmax accumulated as num = sum_j e^(s_j - m) v_j and
+ * den = sum_j e^(s_j - m) gains e^sink in its denominator. Returns the factor c for num and updates
+ * *den so that num * c / *den = num / (den + e^(sink - m)), computed relative to max(m, sink) so that
+ * neither exponential overflows. sink = -inf (no sinks): c = 1 and *den unchanged, exactly. */
+__device__ __forceinline__ float lmx_cu_sink_fold(float sink, float m, float *den) {
+    if (sink == -INFINITY) return 1.f;
+    const float mm = fmaxf(m, sink);
+    const float c = m == -INFINITY ? 0.f : expf(m - mm);
+    *den = *den * c + expf(sink - mm);
+    return c;
+}
+__device__ __forceinline__ float lmx_cu_sink_of(const float *sinks, int h) { return sinks ? sinks[h] : -INFINITY; }
+
 __device__ __forceinline__ float lmx_cu_warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

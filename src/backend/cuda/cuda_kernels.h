@@ -222,6 +222,10 @@ lmx_status lmx_cuda_swiglu(const float *gate, const float *up, float *out, int64
  * lmx_cuda_geglu_tanh): the same arithmetic as those on separate buffers (cuda_act.cu). */
 lmx_status lmx_cuda_act_mul_split(const float *gu, float *out, int T, int64_t inter, int act,
                                   lmx_cuda_stream stream);
+/* gpt-oss's clamped SwiGLU: g = min(gate[i], limit), u = clamp(up[i], -limit, limit),
+ * out[i] = g * sigmoid(alpha * g) * (u + 1)   (out may alias gate or up) */
+lmx_status lmx_cuda_swiglu_oai(const float *gate, const float *up, float *out, int64_t n, float alpha, float limit,
+                               lmx_cuda_stream stream);
 /* out[i] = gelu_tanh(gate[i]) * up[i] */
 lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, int64_t n,
                                lmx_cuda_stream stream);
@@ -272,6 +276,8 @@ typedef struct lmx_cuda_attn {
     float softcap;                     /* 0 = off; else score = softcap * tanh(score / softcap) */
     int window;                        /* 0 = full causal; else keys in (pos - window, pos] */
     const lmx_cuda_kv_map *map;        /* NULL: ring slots; else paged (host struct, device arrays) */
+    const float *sinks;                /* NULL = none; else device fp32 [n_heads]: head h's softmax
+                                          denominator gains exp(sinks[h]) (a logit without a value) */
 } lmx_cuda_attn;
 
 /* Writes k, v ([T, n_kv_heads, head_dim] fp32) into the caches at positions[t] (< capacity). */

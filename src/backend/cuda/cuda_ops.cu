@@ -73,9 +73,11 @@ extern "C" lmx_status lmx_cuda_rope(float *x, const int32_t *positions, const fl
 }
 
 /* ---- elementwise ---- */
-enum { EW_SWIGLU, EW_GEGLU_TANH, EW_ADD, EW_SOFTCAP };
+enum { EW_SWIGLU, EW_GEGLU_TANH, EW_ADD, EW_SOFTCAP, EW_SWIGLU_OAI };
 
-__global__ void elementwise_kernel(int op, const float *a, const float *b, float *out, int64_t n, float cap) {
+/* cap: EW_SOFTCAP's cap, EW_SWIGLU_OAI's limit; alpha: EW_SWIGLU_OAI's sigmoid gain */
+__global__ void elementwise_kernel(int op, const float *a, const float *b, float *out, int64_t n, float cap,
+                                   float alpha) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float g = a[i];
@@ -88,36 +90,46 @@ __global__ void elementwise_kernel(int op, const float *a, const float *b, float
             break;
         }
         case EW_ADD: r = g + b[i]; break;
+        case EW_SWIGLU_OAI: { /* comparisons, not fminf: a NaN stays NaN */
+            const float x = g > cap ? cap : g, u = b[i] > cap ? cap : (b[i] < -cap ? -cap : b[i]);
+            r = x / (1.f + expf(-alpha * x)) * (u + 1.f);
+            break;
+        }
         default: r = cap * tanhf(g / cap); break;
         }
         out[i] = r;
     }
 }
 
-static lmx_status ew_launch(int op, const float *a, const float *b, float *out, int64_t n, float cap,
+static lmx_status ew_launch(int op, const float *a, const float *b, float *out, int64_t n, float cap, float alpha,
                             lmx_cuda_stream stream, const char *what) {
     if (!a || !out || (op != EW_SOFTCAP && !b) || n < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda %s: bad arguments", what);
     if (n == 0) return LMX_OK;
-    elementwise_kernel<<<lmx_cu_blocks(n, 256), 256, 0, LMX_CU_STREAM(stream)>>>(op, a, b, out, n, cap);
+    elementwise_kernel<<<lmx_cu_blocks(n, 256), 256, 0, LMX_CU_STREAM(stream)>>>(op, a, b, out, n, cap, alpha);
     LMX_CU_CHECK_LAUNCH(what);
     return LMX_OK;
 }
 
 extern "C" lmx_status lmx_cuda_swiglu(const float *gate, const float *up, float *out, int64_t n,
                                       lmx_cuda_stream stream) {
-    return ew_launch(EW_SWIGLU, gate, up, out, n, 0.f, stream, "swiglu");
+    return ew_launch(EW_SWIGLU, gate, up, out, n, 0.f, 0.f, stream, "swiglu");
 }
 extern "C" lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, int64_t n,
                                           lmx_cuda_stream stream) {
-    return ew_launch(EW_GEGLU_TANH, gate, up, out, n, 0.f, stream, "geglu_tanh");
+    return ew_launch(EW_GEGLU_TANH, gate, up, out, n, 0.f, 0.f, stream, "geglu_tanh");
+}
+extern "C" lmx_status lmx_cuda_swiglu_oai(const float *gate, const float *up, float *out, int64_t n, float alpha,
+                                          float limit, lmx_cuda_stream stream) {
+    if (!(limit > 0.f)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda swiglu_oai: limit %g", (double)limit);
+    return ew_launch(EW_SWIGLU_OAI, gate, up, out, n, limit, alpha, stream, "swiglu_oai");
 }
 extern "C" lmx_status lmx_cuda_add(float *y, const float *x, int64_t n, lmx_cuda_stream stream) {
-    return ew_launch(EW_ADD, y, x, y, n, 0.f, stream, "add");
+    return ew_launch(EW_ADD, y, x, y, n, 0.f, 0.f, stream, "add");
 }
 extern "C" lmx_status lmx_cuda_softcap(float *x, int64_t n, float cap, lmx_cuda_stream stream) {
     if (!(cap > 0.f)) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda softcap: cap %g", (double)cap);
-    return ew_launch(EW_SOFTCAP, x, NULL, x, n, cap, stream, "softcap");
+    return ew_launch(EW_SOFTCAP, x, NULL, x, n, cap, 0.f, stream, "softcap");
 }
 
 /* ---- embedding gather: one block per token ---- */
