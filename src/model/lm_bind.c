@@ -46,16 +46,21 @@ lmx_status lmx_bind_missing(binder *b, const char *name, const char *expect) {
                      b->c->model_type);
 }
 
-/* A float vector [dim] (norm weights). */
-static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
+/* Elements [off, off + n) of a float vector [dim] (norm weights: all of it; per-head sinks: the shard's heads). */
+static lmx_status bind_vector_part(binder *b, const char *name, int64_t dim, int64_t off, int64_t n,
+                                   lmx_bweight **out) {
     char expect[96];
     snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
     const lmx_tensor_view *t = lmx_bind_find(b, name);
     if (!t) return lmx_bind_missing(b, name, expect);
     if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return lmx_bind_bad_shape(t, expect);
-    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = t->dtype,
-                         .data = t->data};
+    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = n, .dtype = t->dtype,
+                         .data = t->data + (size_t)off * lmx_dtype_size(t->dtype)};
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
+}
+
+static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
+    return bind_vector_part(b, name, dim, 0, dim, out);
 }
 
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
@@ -426,7 +431,7 @@ static lmx_status bind_all(binder *b) {
         }
         if (c->attn_sinks) {
             snprintf(m, sizeof m, "%s.self_attn.sinks", p);
-            if ((st = bind_vector(b, m, c->n_heads, &L->sinks))) return st;
+            if ((st = bind_vector_part(b, m, c->n_heads, sh->head0, sh->n_heads, &L->sinks))) return st;
         }
         if (c->qk_norm) {
             snprintf(m, sizeof m, "%s.self_attn.q_norm.weight", p);
