@@ -150,8 +150,8 @@ LMX_API void lmx_runtime_destroy(lmx_runtime *rt);
  * valid until lmx_runtime_destroy. */
 LMX_API lmx_status lmx_config_get(lmx_runtime *rt, lmx_config *out);
 /* Validates and applies a new configuration. Lower limits (max_cached_models, max_memory_bytes)
- * take effect at once by evicting unused models; device/mmap/context changes apply to later
- * loads. On error nothing changes. */
+ * take effect at once by evicting unused models; device/mmap/context/tensor_parallel changes apply
+ * to later loads. On error nothing changes. */
 LMX_API lmx_status lmx_config_update(lmx_runtime *rt, const lmx_config *cfg);
 
 /* What a loaded model is. Strings are copied into the struct (no ownership to manage). */
