@@ -13,7 +13,9 @@
  *     matmul, so not bit for bit) and the same greedy tokens; a group of ONE rank is the single-device
  *     forward bit for bit;
  *   - each rank holds its share: KV bytes per position divided by the ranks (kv heads replicated where
- *     the ranks outnumber them), and the probe's per-device estimate below the whole model's. */
+ *     the ranks outnumber them), and the probe's per-device estimate below the whole model's;
+ *   - through lmx.h (lmx_config.tensor_parallel): greedy generations equal one device's, and a second
+ *     generation on the same prompt served by the prompt cache (a truncated cache of every rank). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,8 +335,60 @@ static void test_probe(void) {
     lmx_model_facts_release(&two);
 }
 
+/* the runtime with tensor_parallel n: ids of two greedy generations of one prompt (the second from
+ * the prompt cache) into out[2][GEN] */
+enum { GEN = 12, PROMPT = 300 };
+static void generate_twice(int n, int32_t out[2][GEN], int *cached) {
+    char dir[1024];
+    model_dir("qwen2-bias", dir, sizeof dir);
+    lmx_config cfg = lmx_config_default();
+    cfg.device = LMX_DEVICE_CPU;
+    cfg.n_threads = THREADS;
+    cfg.tensor_parallel = n;
+    cfg.max_context_length = 512;
+    lmx_runtime *rt = NULL;
+    CHECK_EQ_INT(lmx_runtime_create(&cfg, &rt), LMX_OK);
+    if (!rt) return;
+    CHECK_EQ_INT(lmx_model_load(rt, dir, "m"), LMX_OK);
+    int32_t prompt[PROMPT];
+    for (int i = 0; i < PROMPT; i++) prompt[i] = (int32_t)((i * 31 + 7) % 256);
+    lmx_gen_options o = lmx_gen_options_default();
+    o.sampling.temperature = 0;
+    o.max_tokens = GEN;
+    o.ignore_eos = true;
+    for (int k = 0; k < 2; k++) {
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        lmx_gen_result res;
+        lmx_status st = lmx_generate_ids(rt, "m", prompt, PROMPT, &o, NULL, NULL, &ids, &n_ids, &res);
+        CHECK_MSG(st == LMX_OK, "%d ranks: %s", n, lmx_last_error_detail());
+        CHECK_EQ_INT(n_ids, GEN);
+        for (size_t i = 0; i < GEN && i < n_ids; i++) out[k][i] = ids[i];
+        if (k == 1) *cached = res.cached_tokens;
+        lmx_free(ids);
+    }
+    lmx_runtime_destroy(rt);
+}
+
+static void test_runtime(void) {
+    int32_t ref[2][GEN], got[2][GEN];
+    int cached = 0;
+    memset(ref, 0, sizeof ref);
+    generate_twice(0, ref, &cached);
+    CHECK_MSG(memcmp(ref[0], ref[1], sizeof ref[0]) == 0, "one device: the cached run differs");
+    for (int n = 2; n <= 4; n *= 2) {
+        memset(got, 0xff, sizeof got);
+        cached = 0;
+        generate_twice(n, got, &cached);
+        CHECK_MSG(memcmp(ref[0], got[0], sizeof ref[0]) == 0, "%d ranks: greedy ids differ from one device's", n);
+        CHECK_MSG(memcmp(got[0], got[1], sizeof got[0]) == 0, "%d ranks: the cached run differs", n);
+        CHECK_MSG(cached >= 256, "%d ranks: %d prompt tokens from the prompt cache", n, cached);
+    }
+}
+
 int main(void) {
     RUN(test_collectives);
+    RUN(test_runtime);
     RUN(test_plan);
     RUN(test_probe);
     RUN(test_models);
