@@ -43,6 +43,7 @@ static void nccl_load(void) {
     /* NVLink SHARP / multicast off before NCCL first reads its environment */
     setenv("NCCL_NVLS_ENABLE", "0", 1);
     void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("/usr/local/cuda/lib64/libnccl.so.2", RTLD_NOW | RTLD_LOCAL); /* often not in the loader's path */
     if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
