@@ -172,6 +172,11 @@ typedef struct lmx_model_info {
     double loaded_at;           /* seconds since the epoch */
     double last_access;         /* seconds since the epoch of the last load/generate hit */
     uint64_t access_count;      /* loads + generations that used it */
+    /* Mixture-of-experts models multiply only top_k of n_experts experts per token: the parameters and
+     * weight bytes one token uses (each expert tensor counted at top_k / n_experts). Dense models:
+     * n_params and weight_bytes. */
+    int64_t n_active_params;
+    int64_t active_weight_bytes;
 } lmx_model_info;
 
 /* Loads (or finds) a model and caches it under model_id (NULL = path_or_name). path_or_name is a

@@ -5,10 +5,13 @@
  * backend memory. A backend implements `lmx_backend_ops` and hands out:
  *   - lmx_buf:     an activation buffer of fp32 elements (row-major), owned by the backend.
  *                  Buffers are allocated once (at KV-cache/scratch creation), never per token.
+ *                  (A mixture-of-experts routing table keeps int32 values in some of its 4-byte
+ *                  elements: lmx_moe_routing.)
  *   - lmx_bweight: an uploaded weight — a dense matrix (F32/F16/BF16, kept in its stored dtype; the
  *                  CPU backend references the mmapped bytes, a GPU backend copies them), an MLX
  *                  affine-quantized matrix (packed U32 + scales + biases), or a vector (norm
- *                  weights, RoPE inverse frequencies), each with an optional fp32 bias.
+ *                  weights, RoPE inverse frequencies), each with an optional fp32 bias; or a
+ *                  stack of expert matrices (weight_upload_experts).
  * Shapes: a matrix weight is [out, in] as stored (HF layout); matmul computes
  * y[T, out] = x[T, in] · Wᵀ (+ bias). Activation offsets/strides are in elements.
  *
@@ -50,6 +53,8 @@ typedef enum lmx_wkind {
     LMX_WEIGHT_DENSE = 0, /* [rows, cols] float matrix */
     LMX_WEIGHT_QUANT,     /* MLX-quantized: packed [rows, cols*bits/32] u32 + scales (+ biases), by `mode` */
     LMX_WEIGHT_VECTOR,    /* [cols] float vector (rows == 1) */
+    LMX_WEIGHT_EXPERTS,   /* a stack of expert matrices [n_experts, rows, cols] (weight_upload_experts): only
+                             moe_matmul takes it; never a weight_desc kind */
 } lmx_wkind;
 
 /* A host-side description of a weight to upload. Pointers refer to (possibly unaligned) stored bytes
@@ -146,6 +151,40 @@ typedef struct lmx_sample_args {
     int n_window;
     double u;                 /* uniform in [0,1) for the draw (ignored when greedy) */
 } lmx_sample_args;
+
+/* ---- mixture of experts (the ops weight_upload_experts, moe_route, moe_matmul, moe_gate_up,
+ * moe_combine) ----
+ * T rows are each routed to k of E experts; slot s = t*k + j is row t's j-th choice (choices by
+ * decreasing router logit, ties to the lower expert index, NaN logits ranked as -inf). The routing
+ * lives in a backend buffer, the table, that moe_route writes and the other ops read on the device
+ * (a decode step needs no host readback and stays capturable). Table layout, S = T*k elements:
+ *   w     [S]      fp32: the routing weight of slot s
+ *   ids   [S]      int32 (the element's bits): the expert of slot s
+ *   order [S]      int32: the slots grouped by expert: expert e's slots, in increasing order, are
+ *                  order[start[e] .. start[e+1]) (the "route order" of the expert rows)
+ *   pos   [S]      int32: where slot s sits in order (order[pos[s]] = s)
+ *   start [E + 1]  int32: start[0] = 0, start[E] = S
+ * Rules (the router logits r[t, E] already include the router's bias, e.g. gpt_oss's):
+ *   SOFTMAX_TOPK: p = softmax(r[t]) over all E, the k largest, w = their p (qwen3_moe without
+ *                 norm_topk_prob);
+ *   TOPK_SOFTMAX: the k largest logits, w = softmax over those k (qwen3_moe norm_topk_prob, mixtral,
+ *                 gpt_oss) — the same as SOFTMAX_TOPK renormalised over the k.
+ * The CPU backend computes the softmax in double: exp(r - max) / Σ (all E, or the k in choice order). */
+typedef enum lmx_moe_rule { LMX_MOE_SOFTMAX_TOPK = 0, LMX_MOE_TOPK_SOFTMAX } lmx_moe_rule;
+
+#define LMX_MOE_MAX_EXPERTS 1024
+#define LMX_MOE_MAX_TOPK 32
+
+typedef struct lmx_moe_routing {
+    lmx_buf *table;     /* [lmx_moe_table_floats(n_tokens, top_k, n_experts)] (layout above) */
+    int n_tokens;       /* T >= 1 */
+    int top_k;          /* 1 <= k <= min(n_experts, LMX_MOE_MAX_TOPK) */
+    int n_experts;      /* 1 <= E <= LMX_MOE_MAX_EXPERTS */
+    lmx_moe_rule rule;  /* moe_route only */
+} lmx_moe_routing;
+
+/* Elements of a routing table for T rows, k of E experts each. */
+static inline size_t lmx_moe_table_floats(int T, int k, int E) { return 4 * (size_t)T * (size_t)k + (size_t)E + 1; }
 
 /* The per-step values of a bracketed step (step hooks below): what changes from one step to the
  * next. Host arrays of the caller, read by step_begin and by the step's ops until step_end. */
@@ -279,13 +318,37 @@ typedef struct lmx_backend_ops {
      * step_end). */
     lmx_status (*sample_rows)(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
     lmx_status (*sample_rows_result)(lmx_backend *be, int n, int32_t *tokens);
-    /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend) ----
-     * y[idx[i] * dim + j] += w[i] * x[i * dim + j] for i < n, j < dim: n expert output rows x [n, dim]
-     * scaled by their routing weights and added into the residual rows y [rows, dim] that were routed
-     * to that expert. idx and w are host arrays read during the call; the idx of one call are distinct
-     * (a row routes to an expert at most once), so rows may be updated in parallel. */
-    lmx_status (*rows_axpy)(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
-                            const float *w);
+    /* ---- mixture of experts (optional: NULL = sparse models do not run on this backend; see
+     * lmx_moe_routing for the table). None reads back to the host or synchronises: inside a decode
+     * step they are captured like every op (sizes and arguments fixed per T; the routing varies only
+     * in device memory). ----
+     * weight_upload_experts: parts[e] (e < n_experts) is expert e's matrix [rows, cols] (all of one
+     * kind, rows, cols, dtype, bits, group_size and mode; all with a bias of one dtype or none, e.g.
+     * a row range of a stored [E, rows, cols] tensor or the Hub's per-expert tensors) → one weight of
+     * kind LMX_WEIGHT_EXPERTS. */
+    lmx_status (*weight_upload_experts)(lmx_backend *be, const lmx_weight_desc *parts, int n_experts,
+                                        lmx_bweight **out);
+    /* The routing of logits [T, E] (r->rule) into r->table. */
+    lmx_status (*moe_route)(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
+    /* y[i, :] = x_i · W_{e(i)}ᵀ (+ bias_{e(i)}) for the S = T*k expert rows i in route order, e(i) the
+     * expert of entry i: x_i = row order[i] / k of x [T, cols] (the routed token's row) when `gather`,
+     * else row i of x [S, cols] (rows already in route order, e.g. an earlier moe_matmul's output).
+     * y [S, rows], must not be x. Only the experts that received rows are read: a decode step reads
+     * k experts' weights. */
+    lmx_status (*moe_matmul)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                             const lmx_moe_routing *r, lmx_buf *y);
+    /* The experts' gate and up projections of the token rows x [T, cols] and their activation, as one
+     * op: h[i, :] = act(x_i · G_{e(i)}ᵀ) * (x_i · U_{e(i)}ᵀ) for the S entries i in route order (gate and
+     * up: stacks of one shape), h [S, rows]; u [S, rows] is scratch (the up rows; a backend that fuses
+     * may leave it unwritten). Computes moe_matmul(gate, x, gather) → h, moe_matmul(up, x, gather) → u,
+     * act_mul(h, u) (the CPU backend: that sequence, bit for bit; a GPU backend: to its rounding, in one
+     * launch for decode). */
+    lmx_status (*moe_gate_up)(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                              const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
+    /* x[t, :] += Σ_j w[t*k + j] · y[pos[t*k + j], :] for t < T: the expert rows y [S, dim] (route
+     * order) weighted back into the residual rows x [T, dim], the k terms added one at a time in
+     * increasing expert order. */
+    lmx_status (*moe_combine)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
     /* ---- collectives (optional: NULL = the backend is no rank of a group, lmx_backend_group) ----
      * Every rank of a group calls the same collective ops in the same order with the same n, each
      * from its rank's thread (lmx_backend_group_run). all_reduce_sum: x[off, off + n) = the sum over

@@ -12,6 +12,8 @@ lmx_status lmx_backend_check_range(const char *backend, const char *what, size_t
 }
 
 lmx_status lmx_backend_check_weight_desc(const lmx_weight_desc *d) {
+    if (d->kind == LMX_WEIGHT_EXPERTS)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: an expert stack is uploaded by weight_upload_experts", d->name);
     if (d->rows < 1 || d->cols < 1 || d->row0 < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad weight shape", d->name);
     if (d->kind == LMX_WEIGHT_QUANT && (d->group_size < 1 || d->cols % d->group_size || (d->cols * d->bits) % 32))
@@ -28,6 +30,8 @@ lmx_status lmx_backend_check_weight_desc(const lmx_weight_desc *d) {
 lmx_status lmx_backend_check_matmul(const char *backend, lmx_wkind w_kind, int64_t w_rows, int64_t w_cols,
                                     size_t x_n, size_t x_off, int T, size_t y_n) {
     if (w_kind == LMX_WEIGHT_VECTOR) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with a vector weight");
+    if (w_kind == LMX_WEIGHT_EXPERTS)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "matmul with an expert stack (moe_matmul takes it)");
     LMX_BACKEND_TRY(lmx_backend_check_range(backend, "matmul x", x_off, (size_t)T * (size_t)w_cols, x_n));
     return lmx_backend_check_range(backend, "matmul y", 0, (size_t)T * (size_t)w_rows, y_n);
 }
@@ -104,4 +108,35 @@ lmx_status lmx_backend_check_rope_qk_store(const char *backend, const lmx_qk_rop
     size_t per = (size_t)p->n_kv_heads * (size_t)p->capacity * D;
     LMX_BACKEND_TRY(lmx_backend_check_range(backend, "rope_qk_store k cache", 0, per, kc_n));
     return lmx_backend_check_range(backend, "rope_qk_store v cache", 0, per, vc_n);
+}
+
+lmx_status lmx_backend_check_moe_routing(const char *backend, const lmx_moe_routing *r) {
+    if (!r || !r->table || r->n_tokens < 1 || r->n_experts < 1 || r->n_experts > LMX_MOE_MAX_EXPERTS || r->top_k < 1 ||
+        r->top_k > r->n_experts || r->top_k > LMX_MOE_MAX_TOPK ||
+        (r->rule != LMX_MOE_SOFTMAX_TOPK && r->rule != LMX_MOE_TOPK_SOFTMAX))
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: moe routing of %d rows, top-%d of %d experts, rule %d",
+                         backend, r ? r->n_tokens : 0, r ? r->top_k : 0, r ? r->n_experts : 0, r ? (int)r->rule : -1);
+    if ((size_t)r->n_tokens * (size_t)r->top_k > (size_t)INT32_MAX / 4)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: moe routing of %d rows is too large", backend, r->n_tokens);
+    return LMX_OK;
+}
+
+lmx_status lmx_backend_check_moe_matmul(const char *backend, const lmx_moe_routing *r, lmx_wkind w_kind,
+                                        int w_experts, int64_t w_rows, int64_t w_cols, size_t x_n, bool gather,
+                                        size_t y_n) {
+    if (w_kind != LMX_WEIGHT_EXPERTS || w_experts != r->n_experts)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: moe_matmul needs a stack of %d experts (got kind %d, %d)",
+                         backend, r->n_experts, (int)w_kind, w_experts);
+    const size_t S = (size_t)r->n_tokens * (size_t)r->top_k;
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "moe_matmul x", 0,
+                                            (gather ? (size_t)r->n_tokens : S) * (size_t)w_cols, x_n));
+    return lmx_backend_check_range(backend, "moe_matmul y", 0, S * (size_t)w_rows, y_n);
+}
+
+lmx_status lmx_backend_check_moe_combine(const char *backend, const lmx_moe_routing *r, size_t x_n, size_t y_n,
+                                         int dim) {
+    if (dim < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s backend: moe_combine of dim %d", backend, dim);
+    LMX_BACKEND_TRY(lmx_backend_check_range(backend, "moe_combine x", 0, (size_t)r->n_tokens * (size_t)dim, x_n));
+    return lmx_backend_check_range(backend, "moe_combine y", 0,
+                                   (size_t)r->n_tokens * (size_t)r->top_k * (size_t)dim, y_n);
 }

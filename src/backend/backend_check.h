@@ -64,4 +64,17 @@ lmx_status lmx_backend_check_rope_qk_store(const char *backend, const lmx_qk_rop
                                            int64_t inv_cols, lmx_wkind qn_kind, int64_t qn_cols, lmx_wkind kn_kind,
                                            int64_t kn_cols);
 
+/* moe ops (backend.h lmx_moe_routing): T >= 1, 1 <= k <= min(E, LMX_MOE_MAX_TOPK), E <=
+ * LMX_MOE_MAX_EXPERTS, a known rule and a table (whose size each backend checks against
+ * lmx_moe_table_floats). */
+lmx_status lmx_backend_check_moe_routing(const char *backend, const lmx_moe_routing *r);
+/* moe_matmul (after the routing check): a stack of r->n_experts experts [w_rows, w_cols]; x holds T
+ * (gather) or T*k rows of w_cols, y T*k rows of w_rows. */
+lmx_status lmx_backend_check_moe_matmul(const char *backend, const lmx_moe_routing *r, lmx_wkind w_kind,
+                                        int w_experts, int64_t w_rows, int64_t w_cols, size_t x_n, bool gather,
+                                        size_t y_n);
+/* moe_combine (after the routing check): x holds T rows of dim, y T*k rows. */
+lmx_status lmx_backend_check_moe_combine(const char *backend, const lmx_moe_routing *r, size_t x_n, size_t y_n,
+                                         int dim);
+
 #endif

@@ -12,8 +12,10 @@
  *   - prefill tok/s = prompt / prefill_ms (the prompt's forward pass alone); decode tok/s =
  *     (gen - 1) / decode_ms (first token sampled → last token done), batch 1. Medians are reported.
  *   - load_to_first_token_s = load_s + the warm-up run's time to first token.
- *   - effective decode GB/s = weight_bytes × decode tok/s / 1e9 (all weights as loaded, embedding
- *     table included, KV-cache reads excluded: the convention of issue 5's bandwidth bound).
+ *   - effective decode GB/s = active weight bytes × decode tok/s / 1e9 (all weights as loaded,
+ *     embedding table included, KV-cache reads excluded: the convention of issue 5's bandwidth bound;
+ *     a mixture-of-experts model's expert tensors counted at top-k / n_experts: the bytes one token
+ *     reads, lmx_model_info.active_weight_bytes; = weight_bytes for a dense model).
  *   - peak memory: GPU — the highest NVML device-memory use sampled every 5 ms by a background
  *     thread from before the load to the end (whole device, CUDA context included; the baseline
  *     before the load is reported too); always — the process's peak RSS (VmHWM).
@@ -358,7 +360,7 @@ int lmx_cli_bench(int argc, char **argv) {
 
     double pf_med = median(pf, (int)reps), dc_med = median(dc, (int)reps);
     double pft_med = median(pft, (int)reps), dct_med = median(dct, (int)reps), tt_med = median(tt, (int)reps);
-    double gbps = (double)info.weight_bytes * dct_med / 1e9;
+    double gbps = (double)info.active_weight_bytes * dct_med / 1e9;
     double l2ft = load_s + ms_to_s(warm.ttft_ms);
 
     root = cJSON_CreateObject();
@@ -398,10 +400,12 @@ int lmx_cli_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(mo, "quant_bits", info.quant_bits);
     cJSON_AddNumberToObject(mo, "group_size", info.group_size);
     cJSON_AddNumberToObject(mo, "n_params", (double)info.n_params);
+    cJSON_AddNumberToObject(mo, "n_active_params", (double)info.n_active_params);
     cJSON_AddNumberToObject(mo, "n_layers", info.n_layers);
     cJSON_AddNumberToObject(mo, "hidden_size", info.hidden_size);
     cJSON_AddNumberToObject(mo, "vocab_size", info.vocab_size);
     cJSON_AddNumberToObject(mo, "weight_bytes", (double)info.weight_bytes);
+    cJSON_AddNumberToObject(mo, "active_weight_bytes", (double)info.active_weight_bytes);
     cJSON_AddItemToObject(root, "model", mo);
 
     cJSON_AddNumberToObject(pa, "prompt_tokens", (double)P);
@@ -423,7 +427,7 @@ int lmx_cli_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(re, "decode_ms", dc_med);
     cJSON_AddNumberToObject(re, "ttft_ms", tt_med);
     cJSON_AddNumberToObject(re, "effective_decode_gb_s", gbps);
-    cJSON_AddNumberToObject(re, "bytes_per_decode_token", (double)info.weight_bytes);
+    cJSON_AddNumberToObject(re, "bytes_per_decode_token", (double)info.active_weight_bytes);
     if (dev_peak >= 0 && have_gpu) {
         cJSON_AddNumberToObject(re, "peak_device_bytes", (double)dev_peak);
         cJSON_AddNumberToObject(re, "device_bytes_before_load", (double)dev_base);
@@ -466,6 +470,9 @@ int lmx_cli_bench(int argc, char **argv) {
                info.hidden_size, info.vocab_size, (double)info.n_params / 1e9, dtype);
         if (info.quant_bits > 0) printf(" g%d", info.group_size);
         printf(", %.2f GB weights\n", (double)info.weight_bytes / 1e9);
+        if (info.n_active_params != info.n_params)
+            printf("active     %.2fB params, %.2f GB of weights a token (mixture of experts)\n",
+                   (double)info.n_active_params / 1e9, (double)info.active_weight_bytes / 1e9);
         printf("hardware   %s%s%s, %ld threads\n", have_gpu ? gpu : "", have_gpu ? " / " : "", cpu,
                threads ? threads : cores);
         printf("run        device %s", device_str(info.device));

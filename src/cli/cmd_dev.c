@@ -2,13 +2,11 @@
  * directory with the real config of a known model and deterministic random weights (for benchmarks
  * and load tests): config.json, generation_config.json, the tokenizer files when a tokenizer folder
  * is given, and model*.safetensors + model.safetensors.index.json sharded at 5 GiB like mlx-lm.
- *
- * Weights: element e of tensor T is a function of (seed, T's name, e) only — a counter-based hash
- * turned into an approximately normal value (sum of four 16-bit uniforms, |z| <= 3.46) — so output
- * is identical for any thread count. Linear/embedding weights have std 0.02 (HF initializer_range),
- * norm weights 1 + 0.02 z. Quantized dtypes (q8/q4) first round each row to bf16 (as mlx-lm would
- * quantize a bf16 checkpoint) and quantize it with the MLX affine quantizer; scales/biases are bf16.
+ * The weights (values, quantization) are dev_plan.c's; this file holds the shapes, their configs and
+ * tensor lists, and the command. --dtype mxfp4-q8 (gpt-oss-20b: mlx-community's gpt-oss-20b-MXFP4-Q8
+ * mix) stores the experts in mxfp4 and everything else quantized at 8 bits affine.
  */
+#include "dev_plan.h"
 #include "internal.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -20,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +30,7 @@
 typedef struct {
     const char *name;
     const char *family;     /* tokenizer family folder: llama3, qwen3 */
-    const char *model_type; /* llama, qwen3 */
+    const char *model_type; /* llama, qwen3, qwen3_moe */
     const char *arch;
     int64_t hidden, layers, heads, kv_heads, head_dim, inter, vocab, max_pos;
     bool explicit_head_dim, tied, qk_norm, llama3_rope;
@@ -42,202 +39,108 @@ typedef struct {
     int64_t bos;
     const char *tf_version;
     const char *gen_config; /* generation_config.json */
+    int64_t experts, topk, moe_inter; /* qwen3_moe (every layer sparse, norm_topk_prob): else 0 */
 } shape_t;
+
+#define QWEN3_GEN_CONFIG                                                                                        \
+    "{\n    \"bos_token_id\": 151643,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        151645,\n"  \
+    "        151643\n    ],\n    \"pad_token_id\": 151643,\n    \"temperature\": 0.6,\n    \"top_k\": 20,\n"     \
+    "    \"top_p\": 0.95,\n    \"transformers_version\": \"4.51.0\"\n}\n"
 
 static const shape_t SHAPES[] = {
     {"llama-3-8b", "llama3", "llama", "LlamaForCausalLM", 4096, 32, 32, 8, 128, 14336, 128256, 8192, false, false,
      false, false, 500000.0, 1e-5, "128009", 128000, "4.40.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
      "        128009\n    ],\n    \"max_length\": 4096,\n    \"temperature\": 0.6,\n    \"top_p\": 0.9,\n"
-     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n"},
+     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n", 0, 0, 0},
     /* meta-llama/Meta-Llama-3-70B-Instruct: the tensor-parallel target shape (141 GB in bf16) */
     {"llama-3-70b", "llama3", "llama", "LlamaForCausalLM", 8192, 80, 64, 8, 128, 28672, 128256, 8192, false, false,
      false, false, 500000.0, 1e-5, "128009", 128000, "4.40.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"eos_token_id\": [\n        128001,\n        128009\n    ],\n"
-     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n"},
+     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n", 0, 0, 0},
     {"llama-3.2-1b", "llama3", "llama", "LlamaForCausalLM", 2048, 16, 32, 8, 64, 8192, 128256, 131072, true, true,
      false, true, 500000.0, 1e-5, "[128001, 128008, 128009]", 128000, "4.45.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
      "        128008,\n        128009\n    ],\n    \"temperature\": 0.6,\n    \"top_p\": 0.9,\n"
-     "    \"transformers_version\": \"4.45.0.dev0\"\n}\n"},
+     "    \"transformers_version\": \"4.45.0.dev0\"\n}\n", 0, 0, 0},
     {"qwen3-0.6b", "qwen3", "qwen3", "Qwen3ForCausalLM", 1024, 28, 16, 8, 128, 3072, 151936, 40960, true, true, true,
-     false, 1000000.0, 1e-6, "151645", 151643, "4.51.0",
-     "{\n    \"bos_token_id\": 151643,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        151645,\n"
-     "        151643\n    ],\n    \"pad_token_id\": 151643,\n    \"temperature\": 0.6,\n    \"top_k\": 20,\n"
-     "    \"top_p\": 0.95,\n    \"transformers_version\": \"4.51.0\"\n}\n"},
+     false, 1000000.0, 1e-6, "151645", 151643, "4.51.0", QWEN3_GEN_CONFIG, 0, 0, 0},
+    /* Qwen/Qwen3-30B-A3B (mlx-community's 4-bit: the same config plus the quantization block, routers at
+     * 8 bits): 48 layers, 128 experts of 768, top-8, renormalised */
+    {"qwen3-30b-a3b", "qwen3", "qwen3_moe", "Qwen3MoeForCausalLM", 2048, 48, 32, 4, 128, 6144, 151936, 40960, true,
+     false, true, false, 1000000.0, 1e-6, "151645", 151643, "4.51.0", QWEN3_GEN_CONFIG, 128, 8, 768},
+    /* openai/gpt-oss-20b (mlx-community's gpt-oss-20b-MXFP4-Q8: --dtype mxfp4-q8): 24 layers alternating
+     * sliding (128) and full attention with sinks, 32 experts of 2880, top-4 (softmax over the 4), YaRN */
+    {"gpt-oss-20b", "gpt_oss", "gpt_oss", "GptOssForCausalLM", 2880, 24, 64, 8, 64, 2880, 201088, 131072, true,
+     false, false, false, 150000.0, 1e-5, "200002", 199998, "4.55.0.dev0",
+     "{\n  \"bos_token_id\": 199998,\n  \"do_sample\": true,\n  \"eos_token_id\": [\n    200002,\n    199999\n"
+     "  ],\n  \"pad_token_id\": 199999,\n  \"transformers_version\": \"4.55.0.dev0\"\n}\n", 32, 4, 2880},
 };
 #define N_SHAPES (sizeof SHAPES / sizeof SHAPES[0])
 
-/* ---- deterministic values ---- */
+/* ---- the tensor plan of each shape (dev_plan.h) ---- */
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
+static lmx_status add_matrix(lmx_dev_plan *p, const char *mod, int64_t rows, int64_t cols) {
+    return lmx_dev_plan_add_matrix(p, mod, 0, rows, cols, 0);
 }
 
-/* ~N(0,1): Irwin–Hall sum of four 16-bit uniforms of hash(key, e), standardised. */
-static inline float normalish(uint64_t key, uint64_t e) {
-    uint64_t x = mix64(key + e * 0x9e3779b97f4a7c15ull);
-    uint32_t s = (uint32_t)(x & 0xffff) + (uint32_t)((x >> 16) & 0xffff) + (uint32_t)((x >> 32) & 0xffff) +
-                 (uint32_t)(x >> 48);
-    return ((float)s - 131070.0f) * (1.0f / 37837.23f);
-}
-
-static uint64_t hash_name(const char *s, uint64_t seed) {
-    uint64_t h = 0xcbf29ce484222325ull ^ mix64(seed);
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return mix64(h);
-}
-
-static inline uint16_t f32_to_bf16_fast(float f) { /* round to nearest even; values here are finite */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-typedef enum { PART_DENSE, PART_QWEIGHT, PART_QSCALES, PART_QBIASES } part_t;
-
-/* Scales and biases of one quantized module, left behind by its .weight fill (which computes them
- * anyway) so the .scales/.biases fills need not regenerate the rows. The writer starts fills in
- * insertion order (weight, scales, biases); a row whose flag is not yet set is simply recomputed. */
-typedef struct {
-    uint8_t *scales, *biases; /* [rows, cols/gs] bf16 */
-    atomic_uchar *ready;      /* [rows] set (release) once the row's entries are stored */
-} qcache_t;
-
-typedef struct {
-    uint64_t key;
-    float mean, std;
-    int64_t rows, cols;
-    part_t part;
-    int bits, gs;
-    qcache_t *cache; /* quantized parts: shared by the module's three tensors */
-} gen_t;
-
-/* One row of the source matrix, rounded to bf16 precision, into dst[cols] as fp32. */
-static void gen_row(const gen_t *g, int64_t r, float *dst) {
-    uint64_t e0 = (uint64_t)(r * g->cols);
-    for (int64_t c = 0; c < g->cols; c++) {
-        float v = g->mean + g->std * normalish(g->key, e0 + (uint64_t)c);
-        uint32_t u = (uint32_t)f32_to_bf16_fast(v) << 16;
-        memcpy(&dst[c], &u, 4);
+/* the sparse MLP of layer l: the router (mlx-lm quantizes it at 8 bits: the config's per-module entry)
+ * and the stacked experts switch_mlp.{gate,up,down}_proj [E, out, in] */
+static lmx_status add_moe(lmx_dev_plan *p, const shape_t *m, int64_t l) {
+    char mod[128];
+    snprintf(mod, sizeof mod, "model.layers.%lld.mlp.gate", (long long)l);
+    lmx_status s = lmx_dev_plan_add_matrix(p, mod, 0, m->experts, m->hidden, 8);
+    const struct {
+        const char *n;
+        int64_t rows, cols;
+    } mats[3] = {{"gate_proj", m->moe_inter, m->hidden}, {"down_proj", m->hidden, m->moe_inter},
+                 {"up_proj", m->moe_inter, m->hidden}};
+    for (int k = 0; k < 3 && s == LMX_OK; k++) {
+        snprintf(mod, sizeof mod, "model.layers.%lld.mlp.switch_mlp.%s", (long long)l, mats[k].n);
+        s = lmx_dev_plan_add_matrix(p, mod, m->experts, mats[k].rows, mats[k].cols, 0);
     }
-}
-
-static lmx_status fill_gen(void *ctx, const char *name, uint64_t offset, void *dst, size_t len) {
-    const gen_t *g = ctx;
-    if (g->part == PART_DENSE) { /* bf16 elements [offset/2, (offset+len)/2) */
-        uint16_t h;
-        uint8_t *d = dst;
-        uint64_t e = offset / 2;
-        for (size_t i = 0; i < len / 2; i++, e++) {
-            h = f32_to_bf16_fast(g->mean + g->std * normalish(g->key, e));
-            d[2 * i] = (uint8_t)h;
-            d[2 * i + 1] = (uint8_t)(h >> 8);
-        }
-        return LMX_OK;
-    }
-    size_t pb = lmx_mlx_quant_row_bytes(g->cols, g->bits), sb = (size_t)(g->cols / g->gs) * 2;
-    size_t row_bytes = g->part == PART_QWEIGHT ? pb : sb;
-    int64_t r0 = (int64_t)(offset / row_bytes), nr = (int64_t)(len / row_bytes);
-    float *row = malloc((size_t)g->cols * sizeof *row);
-    uint8_t *scratch = malloc(pb + 2 * sb);
-    if (!row || !scratch) {
-        free(row);
-        free(scratch);
-        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
-    }
-    lmx_status s = LMX_OK;
-    uint8_t *d = dst;
-    qcache_t *qc = g->cache;
-    for (int64_t r = r0; r < r0 + nr && s == LMX_OK; r++, d += row_bytes) {
-        if (g->part != PART_QWEIGHT && atomic_load_explicit(&qc->ready[r], memory_order_acquire)) {
-            memcpy(d, (g->part == PART_QSCALES ? qc->scales : qc->biases) + (size_t)r * sb, sb);
-            continue;
-        }
-        gen_row(g, r, row);
-        uint8_t *packed = g->part == PART_QWEIGHT ? d : scratch;
-        uint8_t *scales = g->part == PART_QSCALES ? d : scratch + pb;
-        uint8_t *biases = g->part == PART_QBIASES ? d : scratch + pb + sb;
-        if (g->part == PART_QWEIGHT) {
-            s = lmx_mlx_quantize_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, packed, scales, biases, LMX_MLX_CPU);
-            if (s == LMX_OK) { /* only the weight pass writes the cache: no two writers per row */
-                memcpy(qc->scales + (size_t)r * sb, scales, sb);
-                memcpy(qc->biases + (size_t)r * sb, biases, sb);
-                atomic_store_explicit(&qc->ready[r], 1, memory_order_release);
-            }
-        } else {
-            s = lmx_mlx_quantize_params_row(row, g->cols, g->bits, g->gs, LMX_DTYPE_BF16, scales, biases, LMX_MLX_CPU);
-        }
-    }
-    free(row);
-    free(scratch);
     return s;
 }
 
-/* ---- the tensor list ---- */
-
-typedef struct {
-    lmx_st_writer *w;
-    gen_t *gens; /* [cap] stable storage for the fill contexts */
-    size_t n, cap;
-    qcache_t *caches; /* [cap] one per quantized module */
-    size_t n_caches;
-    uint64_t seed;
-    int bits, gs; /* bits 0: bf16 */
-    uint64_t params;
-} plan_t;
-
-static lmx_status plan_add(plan_t *p, const char *name, int64_t rows, int64_t cols, float mean, float std,
-                           part_t part, lmx_dtype dt, int64_t shape1, uint64_t key) {
-    if (p->n == p->cap) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "random-model: tensor table full");
-    gen_t *g = &p->gens[p->n++];
-    *g = (gen_t){key, mean, std, rows, cols, part, p->bits, p->gs, p->n_caches ? &p->caches[p->n_caches - 1] : NULL};
-    int64_t shape[2] = {rows, shape1};
-    return lmx_st_writer_add_fill(p->w, name, dt, cols ? 2 : 1, cols ? shape : &rows, fill_gen, g);
-}
-
-/* A norm weight [n] in bf16. */
-static lmx_status add_norm(plan_t *p, const char *name, int64_t n) {
-    p->params += (uint64_t)n;
-    int64_t shape[1] = {n};
-    if (p->n == p->cap) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "random-model: tensor table full");
-    gen_t *g = &p->gens[p->n++];
-    *g = (gen_t){hash_name(name, p->seed), 1.0f, 0.02f, 1, n, PART_DENSE, 0, 0, NULL};
-    return lmx_st_writer_add_fill(p->w, name, LMX_DTYPE_BF16, 1, shape, fill_gen, g);
-}
-
-/* A Linear/Embedding weight [rows, cols] at module path `mod`: bf16, or quantized weight+scales+biases. */
-static lmx_status add_matrix(plan_t *p, const char *mod, int64_t rows, int64_t cols) {
-    char name[256];
-    snprintf(name, sizeof name, "%s.weight", mod);
-    uint64_t key = hash_name(name, p->seed);
-    p->params += (uint64_t)(rows * cols);
-    if (!p->bits) return plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_DENSE, LMX_DTYPE_BF16, cols, key);
-    if (cols % p->gs)
-        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: input dimension %lld is not a multiple of group size %d", mod,
-                         (long long)cols, p->gs);
-    qcache_t *qc = &p->caches[p->n_caches++]; /* cap is the tensor table's: never exceeded first */
-    size_t sb = (size_t)(cols / p->gs) * 2;
-    qc->scales = malloc((size_t)rows * sb);
-    qc->biases = malloc((size_t)rows * sb);
-    qc->ready = calloc((size_t)rows, sizeof *qc->ready);
-    if (!qc->scales || !qc->biases || !qc->ready)
-        return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: out of memory for the scales cache", mod);
-    /* insertion order as in MLX's QuantizedLinear: weight, scales, biases */
-    lmx_status s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QWEIGHT, LMX_DTYPE_U32, cols * p->bits / 32, key);
-    snprintf(name, sizeof name, "%s.scales", mod);
-    if (s == LMX_OK) s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QSCALES, LMX_DTYPE_BF16, cols / p->gs, key);
-    snprintf(name, sizeof name, "%s.biases", mod);
-    if (s == LMX_OK) s = plan_add(p, name, rows, cols, 0.0f, 0.02f, PART_QBIASES, LMX_DTYPE_BF16, cols / p->gs, key);
+/* gpt_oss in mlx-lm's layout: q/k/v/o with biases, self_attn.sinks [heads], the router mlp.router with a
+ * bias [E] (8 bits when quantized), the stacked experts mlp.experts.{gate,up,down}_proj [E, out, in]
+ * (mxfp4 with mx_experts, else as the model) with biases [E, out] */
+static lmx_status build_plan_gpt_oss(lmx_dev_plan *p, const shape_t *m, bool mx_experts) {
+    lmx_status s = add_matrix(p, "model.embed_tokens", m->vocab, m->hidden);
+    char mod[128], name[160];
+    for (int64_t l = 0; l < m->layers && s == LMX_OK; l++) {
+        const struct {
+            const char *n;
+            int64_t lead, rows, cols;
+        } mats[8] = {{"self_attn.q_proj", 0, m->heads * m->head_dim, m->hidden},
+                     {"self_attn.k_proj", 0, m->kv_heads * m->head_dim, m->hidden},
+                     {"self_attn.v_proj", 0, m->kv_heads * m->head_dim, m->hidden},
+                     {"self_attn.o_proj", 0, m->hidden, m->heads * m->head_dim},
+                     {"mlp.router", 0, m->experts, m->hidden},
+                     {"mlp.experts.gate_proj", m->experts, m->moe_inter, m->hidden},
+                     {"mlp.experts.up_proj", m->experts, m->moe_inter, m->hidden},
+                     {"mlp.experts.down_proj", m->experts, m->hidden, m->moe_inter}};
+        for (int k = 0; k < 8 && s == LMX_OK; k++) {
+            snprintf(mod, sizeof mod, "model.layers.%lld.%s", (long long)l, mats[k].n);
+            if (k >= 5 && mx_experts) s = lmx_dev_plan_add_matrix_mx(p, mod, m->experts, mats[k].rows, mats[k].cols,
+                                                                     LMX_QUANT_MXFP4);
+            else s = lmx_dev_plan_add_matrix(p, mod, mats[k].lead, mats[k].rows, mats[k].cols, k == 4 ? 8 : 0);
+            snprintf(name, sizeof name, "%s.bias", mod);
+            if (s == LMX_OK) s = lmx_dev_plan_add_vector(p, name, mats[k].lead, mats[k].rows, 0.02f);
+        }
+        snprintf(name, sizeof name, "model.layers.%lld.self_attn.sinks", (long long)l);
+        if (s == LMX_OK) s = lmx_dev_plan_add_vector(p, name, 0, m->heads, 0.02f);
+        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
+        if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, name, m->hidden);
+        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
+        if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, name, m->hidden);
+    }
+    if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, "model.norm.weight", m->hidden);
+    if (s == LMX_OK) s = add_matrix(p, "lm_head", m->vocab, m->hidden);
     return s;
 }
 
-static lmx_status build_plan(plan_t *p, const shape_t *m) {
+static lmx_status build_plan(lmx_dev_plan *p, const shape_t *m) {
     lmx_status s = add_matrix(p, "model.embed_tokens", m->vocab, m->hidden);
     char mod[128];
     for (int64_t l = 0; l < m->layers && s == LMX_OK; l++) {
@@ -251,22 +154,24 @@ static lmx_status build_plan(plan_t *p, const shape_t *m) {
                      {"mlp.gate_proj", m->inter, m->hidden},
                      {"mlp.down_proj", m->hidden, m->inter},
                      {"mlp.up_proj", m->inter, m->hidden}};
-        for (int k = 0; k < 7 && s == LMX_OK; k++) {
+        const int n_mats = m->experts ? 4 : 7; /* a sparse layer: the experts instead of the dense MLP */
+        if (m->experts) s = add_moe(p, m, l);
+        for (int k = 0; k < n_mats && s == LMX_OK; k++) {
             snprintf(mod, sizeof mod, "model.layers.%lld.%s", (long long)l, mats[k].n);
             s = add_matrix(p, mod, mats[k].rows, mats[k].cols);
             if (s == LMX_OK && k == 3 && m->qk_norm) {
                 snprintf(mod, sizeof mod, "model.layers.%lld.self_attn.q_norm.weight", (long long)l);
-                s = add_norm(p, mod, m->head_dim);
+                s = lmx_dev_plan_add_norm(p, mod, m->head_dim);
                 snprintf(mod, sizeof mod, "model.layers.%lld.self_attn.k_norm.weight", (long long)l);
-                if (s == LMX_OK) s = add_norm(p, mod, m->head_dim);
+                if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, mod, m->head_dim);
             }
         }
         snprintf(mod, sizeof mod, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        if (s == LMX_OK) s = add_norm(p, mod, m->hidden);
+        if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, mod, m->hidden);
         snprintf(mod, sizeof mod, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
-        if (s == LMX_OK) s = add_norm(p, mod, m->hidden);
+        if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, mod, m->hidden);
     }
-    if (s == LMX_OK) s = add_norm(p, "model.norm.weight", m->hidden);
+    if (s == LMX_OK) s = lmx_dev_plan_add_norm(p, "model.norm.weight", m->hidden);
     if (s == LMX_OK && !m->tied) s = add_matrix(p, "lm_head", m->vocab, m->hidden);
     return s;
 }
@@ -337,6 +242,17 @@ static cJSON *quant_block(int bits, int gs) {
     return q;
 }
 
+/* Writes c (consumed) as dir/config.json, its top level sorted. */
+static lmx_status write_json(const char *dir, cJSON *c) {
+    sort_object(c);
+    char *text = cJSON_Print(c);
+    cJSON_Delete(c);
+    if (!text) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory");
+    lmx_status s = write_atomic(dir, "config.json", text, strlen(text));
+    cJSON_free(text);
+    return s;
+}
+
 static lmx_status write_config(const char *dir, const shape_t *m, int bits, int gs) {
     cJSON *c = cJSON_CreateObject();
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory");
@@ -365,6 +281,16 @@ static lmx_status write_config(const char *dir, const shape_t *m, int bits, int 
         cJSON_AddNullToObject(c, "sliding_window");
         cJSON_AddBoolToObject(c, "use_sliding_window", false);
     }
+    if (m->experts) {
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+        cJSON_AddArrayToObject(c, "mlp_only_layers");
+        cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)m->moe_inter);
+        cJSON_AddBoolToObject(c, "norm_topk_prob", true);
+        cJSON_AddNumberToObject(c, "num_experts", (double)m->experts);
+        cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)m->topk);
+        cJSON_AddBoolToObject(c, "output_router_logits", false);
+        cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.001);
+    }
     cJSON_AddNumberToObject(c, "rms_norm_eps", m->eps);
     if (m->llama3_rope) {
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
@@ -382,17 +308,99 @@ static lmx_status write_config(const char *dir, const shape_t *m, int bits, int 
     cJSON_AddStringToObject(c, "transformers_version", m->tf_version);
     cJSON_AddBoolToObject(c, "use_cache", true);
     cJSON_AddNumberToObject(c, "vocab_size", (double)m->vocab);
-    if (bits) {
-        cJSON_AddItemToObject(c, "quantization", quant_block(bits, gs));
-        cJSON_AddItemToObject(c, "quantization_config", quant_block(bits, gs));
+    for (int i = 0; bits && i < 2; i++) { /* quantization and quantization_config, with the routers' entries */
+        cJSON *q = quant_block(bits, gs);
+        for (int64_t l = 0; m->experts && l < m->layers; l++) {
+            char mod[64];
+            snprintf(mod, sizeof mod, "model.layers.%lld.mlp.gate", (long long)l);
+            cJSON *e = cJSON_AddObjectToObject(q, mod);
+            cJSON_AddNumberToObject(e, "group_size", gs);
+            cJSON_AddNumberToObject(e, "bits", 8);
+        }
+        cJSON_AddItemToObject(c, i ? "quantization_config" : "quantization", q);
     }
-    sort_object(c);
-    char *text = cJSON_Print(c);
-    cJSON_Delete(c);
-    if (!text) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory");
-    lmx_status s = write_atomic(dir, "config.json", text, strlen(text));
-    cJSON_free(text);
-    return s;
+    return write_json(dir, c);
+}
+
+/* a per-module entry {group_size gs, bits 8} (no "mode": affine whatever the global mode) */
+static void add_q8_entry(cJSON *q, const char *mod, int gs) {
+    cJSON *e = cJSON_AddObjectToObject(q, mod);
+    cJSON_AddNumberToObject(e, "group_size", gs);
+    cJSON_AddNumberToObject(e, "bits", 8);
+}
+
+/* gpt_oss's quantization block: mxfp4 experts (mx) under the global {32, 4, mxfp4} and per-module 8-bit
+ * affine entries for everything else (mlx-community's -MXFP4-Q8), or the model's affine bits with the
+ * routers at 8 */
+static cJSON *quant_block_gpt_oss(const shape_t *m, int bits, int gs, bool mx) {
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddNumberToObject(q, "group_size", mx ? 32 : gs);
+    cJSON_AddNumberToObject(q, "bits", mx ? 4 : bits);
+    cJSON_AddStringToObject(q, "mode", mx ? "mxfp4" : "affine");
+    if (mx) {
+        add_q8_entry(q, "model.embed_tokens", gs);
+        add_q8_entry(q, "lm_head", gs);
+    }
+    static const char *const mods[] = {"mlp.router", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                       "self_attn.o_proj"};
+    for (int64_t l = 0; l < m->layers; l++) {
+        for (int k = 0; k < (mx ? 5 : 1); k++) {
+            char mod[80];
+            snprintf(mod, sizeof mod, "model.layers.%lld.%s", (long long)l, mods[k]);
+            add_q8_entry(q, mod, gs);
+        }
+    }
+    return q;
+}
+
+/* openai's gpt-oss config.json (without its quantization_config of the original mxfp4 checkpoint, with a
+ * torch_dtype), the dimensions of m, mlx-lm's quantization block when quantized */
+static lmx_status write_config_gpt_oss(const char *dir, const shape_t *m, int bits, int gs, bool mx) {
+    cJSON *c = cJSON_CreateObject();
+    if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(c, "architectures"), cJSON_CreateString(m->arch));
+    cJSON_AddBoolToObject(c, "attention_bias", true);
+    cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
+    cJSON_AddItemToObject(c, "eos_token_id", lmx_json_parse(m->eos_json, strlen(m->eos_json), NULL));
+    cJSON_AddNumberToObject(c, "experts_per_token", (double)m->topk);
+    cJSON_AddNumberToObject(c, "head_dim", (double)m->head_dim);
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddNumberToObject(c, "hidden_size", (double)m->hidden);
+    cJSON_AddNumberToObject(c, "initial_context_length", 4096);
+    cJSON_AddNumberToObject(c, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)m->moe_inter);
+    cJSON *lt = cJSON_AddArrayToObject(c, "layer_types");
+    for (int64_t l = 0; l < m->layers; l++)
+        cJSON_AddItemToArray(lt, cJSON_CreateString(l % 2 ? "full_attention" : "sliding_attention"));
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)m->max_pos);
+    cJSON_AddStringToObject(c, "model_type", m->model_type);
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)m->heads);
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)m->topk);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)m->layers);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)m->kv_heads);
+    cJSON_AddNumberToObject(c, "num_local_experts", (double)m->experts);
+    cJSON_AddBoolToObject(c, "output_router_logits", false);
+    cJSON_AddNumberToObject(c, "pad_token_id", 199999);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", m->eps);
+    cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+    cJSON_AddNumberToObject(rs, "beta_fast", 32.0);
+    cJSON_AddNumberToObject(rs, "beta_slow", 1.0);
+    cJSON_AddNumberToObject(rs, "factor", 32.0);
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 4096);
+    cJSON_AddStringToObject(rs, "rope_type", "yarn");
+    cJSON_AddBoolToObject(rs, "truncate", false);
+    cJSON_AddNumberToObject(c, "rope_theta", m->rope_theta);
+    cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.9);
+    cJSON_AddNumberToObject(c, "sliding_window", 128);
+    cJSON_AddNumberToObject(c, "swiglu_limit", 7.0);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", false);
+    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16"); /* not in openai's config: lmx bench's dtype label */
+    cJSON_AddStringToObject(c, "transformers_version", m->tf_version);
+    cJSON_AddBoolToObject(c, "use_cache", true);
+    cJSON_AddNumberToObject(c, "vocab_size", (double)m->vocab);
+    for (int i = 0; bits && i < 2; i++)
+        cJSON_AddItemToObject(c, i ? "quantization_config" : "quantization", quant_block_gpt_oss(m, bits, gs, mx));
+    return write_json(dir, c);
 }
 
 /* Copies the tokenizer files of `family` from tokdir (or tokdir/<family>) into dir. */
@@ -498,12 +506,34 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total) {
 
 static void usage_random(FILE *f) {
     fprintf(f,
-            "usage: lmx dev random-model SHAPE OUTDIR --dtype bf16|q8|q4 [--group-size 64] [--seed N]\n"
+            "usage: lmx dev random-model SHAPE OUTDIR --dtype bf16|q8|q4|mxfp4-q8 [--group-size 64] [--seed N]\n"
             "                            [--tokenizer DIR] [--threads N] [--sync]\n"
-            "  SHAPE: llama-3-8b | llama-3-70b | llama-3.2-1b | qwen3-0.6b (real config.json, random weights)\n"
+            "  SHAPE: llama-3-8b | llama-3-70b | llama-3.2-1b | qwen3-0.6b | qwen3-30b-a3b | gpt-oss-20b\n"
+            "         (real config.json, random weights; the MoE shapes: mlx-lm's stacked experts, routers at 8\n"
+            "         bits when quantized)\n"
+            "  --dtype mxfp4-q8 (gpt-oss-20b): experts mxfp4, everything else 8-bit affine (mlx-community's mix)\n"
             "  --tokenizer DIR  folder with tokenizer.json (or DIR/llama3, DIR/qwen3); default $LMX_TOKENIZER_DIR\n"
             "  --threads N      data-generation threads (default: all CPUs)\n"
             "  --sync           fsync every file before renaming it into place\n");
+}
+
+/* --scale-down k (tests): every width divided by k */
+static void scale_down(shape_t *m, long k) {
+    m->hidden /= k;
+    m->inter /= k;
+    /* experts: fewer (at least top-k), each width a multiple of 128 (any group size divides it) */
+    m->experts = m->experts / k > m->topk ? m->experts / k : m->topk;
+    if (m->moe_inter) m->moe_inter = (m->moe_inter / k + 127) / 128 * 128;
+    m->vocab /= k;
+    m->heads = m->heads / k > 0 ? m->heads / k : 1;
+    m->kv_heads = m->kv_heads / k > 0 ? m->kv_heads / k : 1;
+    if (m->heads % m->kv_heads) m->kv_heads = 1;
+    if (!m->explicit_head_dim) m->head_dim = m->hidden / m->heads;
+    if (!strcmp(m->model_type, "gpt_oss")) { /* hidden a multiple of 64 (any group size, mxfp4's 32); one
+                                                intermediate_size, the experts' */
+        m->hidden = (m->hidden + 63) / 64 * 64;
+        m->inter = m->moe_inter;
+    }
 }
 
 static int random_model(int argc, char **argv) {
@@ -563,15 +593,20 @@ static int random_model(int argc, char **argv) {
     for (size_t i = 0; i < N_SHAPES; i++)
         if (!strcmp(shape_name, SHAPES[i].name)) base = &SHAPES[i];
     if (!base) {
-        fprintf(stderr, "lmx dev random-model: unknown shape %s (llama-3-8b, llama-3.2-1b, qwen3-0.6b)\n", shape_name);
+        fprintf(stderr, "lmx dev random-model: unknown shape %s (llama-3-8b, llama-3.2-1b, qwen3-0.6b, "
+                "qwen3-30b-a3b, gpt-oss-20b)\n", shape_name);
         return 2;
     }
+    const bool gpt_oss = !strcmp(base->model_type, "gpt_oss");
+    bool mx_experts = false;
     int bits;
     if (!strcmp(dtype, "bf16")) bits = 0;
+    else if (!strcmp(dtype, "mxfp4-q8") && gpt_oss) bits = 8, mx_experts = true;
     else if (!strcmp(dtype, "q8")) bits = 8;
     else if (!strcmp(dtype, "q4")) bits = 4;
     else {
-        fprintf(stderr, "lmx dev random-model: --dtype must be bf16, q8 or q4\n");
+        fprintf(stderr, "lmx dev random-model: --dtype must be bf16, q8 or q4%s\n",
+                gpt_oss ? " or mxfp4-q8" : " (mxfp4-q8: gpt-oss-20b only)");
         return 2;
     }
     if (bits && !lmx_mlx_quant_supported(bits, (int)gs)) {
@@ -580,15 +615,7 @@ static int random_model(int argc, char **argv) {
     }
     shape_t m = *base;
     if (layers > 0) m.layers = layers;
-    if (scale > 1) {
-        m.hidden /= scale;
-        m.inter /= scale;
-        m.vocab /= scale;
-        m.heads = m.heads / scale > 0 ? m.heads / scale : 1;
-        m.kv_heads = m.kv_heads / scale > 0 ? m.kv_heads / scale : 1;
-        if (m.heads % m.kv_heads) m.kv_heads = 1;
-        if (!m.explicit_head_dim) m.head_dim = m.hidden / m.heads;
-    }
+    if (scale > 1) scale_down(&m, scale);
     if (vocab > 0) m.vocab = vocab;
     if (m.hidden < 1 || m.inter < 1 || m.vocab < 1) {
         fprintf(stderr, "lmx dev random-model: --scale-down %ld leaves no model\n", scale);
@@ -604,7 +631,8 @@ static int random_model(int argc, char **argv) {
         return lmx_cli_fail(LMX_ERR_IO);
     }
     double t0 = now_s();
-    lmx_status s = write_config(outdir, &m, bits, (int)gs);
+    lmx_status s = gpt_oss ? write_config_gpt_oss(outdir, &m, bits, (int)gs, mx_experts)
+                           : write_config(outdir, &m, bits, (int)gs);
     if (s == LMX_OK) s = write_atomic(outdir, "generation_config.json", m.gen_config, strlen(m.gen_config));
     if (s != LMX_OK) return lmx_cli_fail(s);
     if (config_only) return 0;
@@ -619,21 +647,12 @@ static int random_model(int argc, char **argv) {
                   m.family);
     }
 
-    plan_t p = {0};
-    p.cap = 16 + (size_t)m.layers * 40;
-    p.gens = calloc(p.cap, sizeof *p.gens);
-    p.caches = calloc(p.cap, sizeof *p.caches);
-    p.seed = (uint64_t)seed;
-    p.bits = bits;
-    p.gs = (int)gs;
-    if (!p.gens || !p.caches) {
-        free(p.gens);
-        free(p.caches);
-        return lmx_cli_fail(lmx_error(LMX_ERR_OUT_OF_MEMORY, "out of memory"));
-    }
-    s = lmx_st_writer_create(&p.w);
+    lmx_dev_plan p = {0};
+    lmx_st_writer *w = NULL;
+    s = lmx_st_writer_create(&w);
+    if (s == LMX_OK) s = lmx_dev_plan_init(&p, w, 16 + (size_t)m.layers * 40, (uint64_t)seed, bits, (int)gs);
     if (s == LMX_OK) s = lmx_st_writer_set_metadata(p.w, "format", "mlx");
-    if (s == LMX_OK) s = build_plan(&p, &m);
+    if (s == LMX_OK) s = gpt_oss ? build_plan_gpt_oss(&p, &m, mx_experts) : build_plan(&p, &m);
     int n_shards = 0;
     progress_t prog = {now_s(), 0, -1};
     if (s == LMX_OK) {
@@ -646,16 +665,10 @@ static int random_model(int argc, char **argv) {
         uint64_t limit = shard_bytes > 0 ? (uint64_t)shard_bytes : LMX_ST_MLX_SHARD_BYTES;
         s = lmx_st_writer_write_model(p.w, outdir, limit, &o, &n_shards);
     }
-    uint64_t total = lmx_st_writer_total_bytes(p.w);
-    size_t count = lmx_st_writer_count(p.w);
-    lmx_st_writer_destroy(p.w);
-    for (size_t i = 0; i < p.n_caches; i++) {
-        free(p.caches[i].scales);
-        free(p.caches[i].biases);
-        free(p.caches[i].ready);
-    }
-    free(p.caches);
-    free(p.gens);
+    uint64_t total = w ? lmx_st_writer_total_bytes(w) : 0;
+    size_t count = w ? lmx_st_writer_count(w) : 0;
+    lmx_st_writer_destroy(w);
+    lmx_dev_plan_free(&p);
     if (s != LMX_OK) return lmx_cli_fail(s);
     remove_stale_shards(outdir, n_shards);
     double el = now_s() - t0;

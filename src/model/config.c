@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h" /* LMX_MOE_MAX_TOPK: the routing slots a row may have */
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"

@@ -154,9 +154,6 @@ void lmx_model_config_free(lmx_model_config *c); /* NULL-safe */
  * is not, -1 if the config has no opinion (no quantization block). */
 int lmx_model_config_quant_for(const lmx_model_config *c, const char *module, lmx_quant_params *p);
 
-/* Largest num_experts_per_tok accepted (the forward pass keeps k routing slots per row). */
-#define LMX_MOE_MAX_TOPK 64
-
 /* A short human-readable name of the family ("llama", …). */
 const char *lmx_arch_name(lmx_arch a);
 

@@ -565,27 +565,36 @@ uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
 }
 
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
- * rows * (packed_cols * 32 / bits); scales/biases are not parameters */
-static int64_t count_params(const lmx_model_config *c, const lmx_weights *w) {
+ * rows * (packed_cols * 32 / bits); scales/biases are not parameters. The parameters and bytes one
+ * token uses into *active / *active_bytes: each expert tensor (lmx_moe_expert_tensor) at top-k / E;
+ * active_bytes starts from the total weight bytes. */
+static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int64_t *active, int64_t *active_bytes) {
     int64_t n = 0;
+    double idle = 0, idle_bytes = 0; /* the unchosen experts' share */
+    const double unused = c->n_experts > 0 ? 1.0 - (double)c->n_experts_per_tok / c->n_experts : 0.0;
     size_t cnt = lmx_weights_count(w);
     for (size_t i = 0; i < cnt; i++) {
         const lmx_tensor_view *t = lmx_weights_get(w, i);
         size_t len = strlen(t->name);
         if (dropped_name(t->name)) continue;
+        const bool expert = lmx_moe_expert_tensor(c, t->name);
+        if (expert) idle_bytes += unused * (double)t->nbytes;
         if ((len > 7 && !strcmp(t->name + len - 7, ".scales")) || (len > 7 && !strcmp(t->name + len - 7, ".biases")))
             continue;
+        int64_t p = t->numel;
         if (t->dtype == LMX_DTYPE_U32 && t->ndim >= 2 && len > 7 && !strcmp(t->name + len - 7, ".weight")) {
             char module[512];
             snprintf(module, sizeof module, "%.*s", (int)(len - 7), t->name);
             lmx_quant_params qp = {4, 64, LMX_QUANT_AFFINE};
             if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
             const int64_t packed = t->shape[t->ndim - 1]; /* [.., rows, packed]: stacked experts too */
-            n += t->numel / packed * (packed * 32 / qp.bits);
-            continue;
+            p = t->numel / packed * (packed * 32 / qp.bits);
         }
-        n += t->numel;
+        n += p;
+        if (expert) idle += unused * (double)p;
     }
+    *active = n - (int64_t)(idle + 0.5);
+    *active_bytes = (int64_t)lmx_weights_total_bytes(w) - (int64_t)(idle_bytes + 0.5);
     return n;
 }
 
@@ -627,7 +636,7 @@ lmx_status lmx_lm_probe_ranks(const char *dir, int n_ranks, lmx_model_facts *out
             i->quant_bits = c->quant.bits;
             i->group_size = c->quant.group_size;
         }
-        i->n_params = count_params(c, w);
+        i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes);
         i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
         out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
         /* one device's share (tensor parallel: rank 0's shard); no backend yet: an fp32 cache, an

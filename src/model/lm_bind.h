@@ -30,5 +30,8 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
                                 lmx_weight_desc *out);
 /* The sparse MLP block of layer prefix p ("model.layers.3") into L->moe (lm_bind_moe.c). */
 lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L);
+/* Whether stored tensor `name` holds experts' weights (mlx-lm's switch_mlp.* or the Hub's
+ * experts.E.*) of a sparse model: a token uses top-k / n_experts of it (lm_bind_moe.c). */
+bool lmx_moe_expert_tensor(const lmx_model_config *c, const char *name);
 
 #endif

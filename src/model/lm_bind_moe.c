@@ -11,9 +11,10 @@
  * block_sparse_moe.gate / block_sparse_moe.switch_mlp; gpt_oss mlp.router (with a bias) and
  * mlp.experts (mlx-lm's sanitize splits the Hub's fused, interleaved gate_up_proj into gate_proj and
  * up_proj; that fused Hub layout itself is refused by name). The router is [E, hidden].
- * Each expert's projection is uploaded as its own weight: for a stacked tensor the row range
- * [e*out, (e+1)*out) of the [E*out, in] matrix (lmx_weight_desc row0/rows; a bias [E, out] is indexed
- * by the same stored rows), so the mmapped bytes are referenced in place on the CPU.
+ * Each projection of all experts is uploaded as one expert stack (weight_upload_experts) from E matrix
+ * descriptions: for a stacked tensor the row ranges [e*out, (e+1)*out) of the [E*out, in] matrix
+ * (lmx_weight_desc row0/rows; a bias [E, out] is indexed by the same stored rows, so the CPU
+ * references the mmapped bytes in place), for the Hub layout the per-expert tensors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,33 +165,34 @@ static moe_names names_of(const lmx_model_config *c) {
     return (moe_names){"mlp", "gate", "switch_mlp", qwen_hub};
 }
 
-/* One projection (0 gate, 1 up, 2 down) of every expert into outs[E]. */
+/* One projection (0 gate, 1 up, 2 down) of every expert as one expert stack into *out. */
 static lmx_status bind_projection(binder *b, const moe_names *nm, const char *blk_prefix, bool stacked, int k,
-                                  lmx_bweight **outs) {
+                                  lmx_bweight **out) {
     const lmx_model_config *c = b->c;
     lmx_backend *be = b->lm->be;
     static const char *const stack_names[3] = {"gate_proj", "up_proj", "down_proj"};
     const int64_t E = c->n_experts, H = c->hidden_size, I = c->moe_intermediate_size;
     const int64_t out_rows = k == 2 ? H : I, in_cols = k == 2 ? I : H;
     char module[512];
-    lmx_weight_desc d;
-    lmx_status st;
-    if (stacked) {
+    lmx_weight_desc *parts = calloc((size_t)E, sizeof *parts); /* expert e's matrix */
+    if (!parts) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    lmx_status st = LMX_OK;
+    if (stacked) { /* row ranges [e*out, (e+1)*out) of the stored [E*out, in] matrix (and of its bias) */
         snprintf(module, sizeof module, "%s.%s.%s", blk_prefix, nm->stack, stack_names[k]);
-        if ((st = stacked_desc(b, module, E, out_rows, in_cols, c->moe_bias, &d))) return st;
-        for (int64_t e = 0; e < E; e++) {
-            lmx_weight_desc de = d;
-            de.row0 = e * out_rows;
-            if ((st = be->ops->weight_upload(be, &de, &outs[e]))) return st;
+        lmx_weight_desc d;
+        st = stacked_desc(b, module, E, out_rows, in_cols, c->moe_bias, &d);
+        for (int64_t e = 0; st == LMX_OK && e < E; e++) {
+            parts[e] = d;
+            parts[e].row0 = e * out_rows;
         }
-        return LMX_OK;
     }
-    for (int64_t e = 0; e < E; e++) {
+    for (int64_t e = 0; !stacked && st == LMX_OK && e < E; e++) {
         snprintf(module, sizeof module, "%s.experts.%lld.%s", blk_prefix, (long long)e, nm->hub[k]);
-        if ((st = lmx_bind_linear_desc(b, module, out_rows, in_cols, false, &d))) return st;
-        if ((st = be->ops->weight_upload(be, &d, &outs[e]))) return st;
+        st = lmx_bind_linear_desc(b, module, out_rows, in_cols, false, &parts[e]);
     }
-    return LMX_OK;
+    if (st == LMX_OK) st = be->ops->weight_upload_experts(be, parts, (int)E, out);
+    free(parts);
+    return st;
 }
 
 /* Which layout block `blk` stores its experts in (*stacked), or a validation error naming the
@@ -226,20 +228,20 @@ static lmx_status find_layout(binder *b, const moe_names *nm, const char *blk, b
 lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
     const lmx_model_config *c = b->c;
     lmx_backend *be = b->lm->be;
-    if (!be->ops->rows_axpy)
-        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no rows_axpy op (mixture of experts)",
-                         c->model_type, be->ops->name);
+    const lmx_backend_ops *op = be->ops;
+    if (!op->weight_upload_experts || !op->moe_route || !op->moe_matmul || !op->moe_gate_up || !op->moe_combine)
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: the %s backend has no mixture-of-experts ops", c->model_type,
+                         op->name);
+    if (c->n_experts > LMX_MOE_MAX_EXPERTS) /* config.c bounds num_experts_per_tok by LMX_MOE_MAX_TOPK */
+        return lmx_error(LMX_ERR_UNSUPPORTED, "%s: %d experts (at most %d)", c->model_type, c->n_experts,
+                         LMX_MOE_MAX_EXPERTS);
     const moe_names nm = names_of(c);
     char blk[300], name[512];
     snprintf(blk, sizeof blk, "%s.%s", p, nm.block);
     lm_moe_layer *m = calloc(1, sizeof *m);
     if (!m) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
     L->moe = m; /* freed by lmx_lm_close on failure too */
-    const size_t E = (size_t)c->n_experts;
-    m->gate = calloc(E, sizeof *m->gate);
-    m->up = calloc(E, sizeof *m->up);
-    m->down = calloc(E, sizeof *m->down);
-    if (!m->gate || !m->up || !m->down) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "moe layer");
+    m->act = lm_act_kind(c); /* gpt_oss: the clamped SwiGLU */
     lmx_weight_desc d;
     lmx_status st;
     bool stacked;
@@ -248,8 +250,12 @@ lmx_status lmx_bind_moe_layer(binder *b, const char *p, lm_layer *L) {
     if ((st = lmx_bind_linear_desc(b, name, c->n_experts, c->hidden_size, c->moe_bias, &d))) return st;
     d.fp32_x = true; /* its logits choose and weight the experts: no rounding of the activations */
     if ((st = be->ops->weight_upload(be, &d, &m->router))) return st;
-    lmx_bweight **outs[3] = {m->gate, m->up, m->down};
+    lmx_bweight **outs[3] = {&m->gate, &m->up, &m->down};
     for (int k = 0; k < 3; k++)
         if ((st = bind_projection(b, &nm, blk, stacked, k, outs[k]))) return st;
     return LMX_OK;
+}
+
+bool lmx_moe_expert_tensor(const lmx_model_config *c, const char *name) {
+    return c->n_experts > 0 && c->layer_moe && (strstr(name, ".switch_mlp.") || strstr(name, ".experts."));
 }

@@ -80,7 +80,7 @@ lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
         st = be->ops->buf_alloc(be, C * 2 * I, &s->gu);
         s->floats += C * 2 * I;
     }
-    /* sparse layers: router logits, gathered rows, expert outputs (lm_moe.c) */
+    /* sparse layers: router logits, the routing table, the expert rows (lm_moe.c) */
     if (st == LMX_OK && lm->cfg->layer_moe) st = lmx_moe_scratch_create(lm, rows, &s->moe, &s->moe_bytes);
     if (st != LMX_OK) lm_scratch_free(lm, s);
     return st;
@@ -443,8 +443,7 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     lm_pass ps = {.s = &kv->s, .T = 1, .pos = kv->posv, .k = kv->k, .v = kv->v, .slots = kv->slots,
                   .use_long = kv->longv};
     for (int t = 0; t < kv->chunk && t < n; t++) kv->longv[t] = use_long; /* one rope table per call */
-    /* sparse models route on the host (a buf_read inside the step): no captured steps */
-    if (n == 1 && op->step_begin && op->step_end && !kv->s.moe) {
+    if (n == 1 && op->step_begin && op->step_end) {
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);

@@ -7,11 +7,13 @@
 #include "model/lm.h"
 #include "model/lm_shard.h"
 
-/* A sparse MLP block (lm_moe.c): the router and each expert's projections as separate weights (a
- * stacked [E, out, in] tensor is uploaded as E row ranges). */
+/* A sparse MLP block (lm_moe.c): the router and one expert stack per projection (weight_upload_experts:
+ * from mlx-lm's stacked [E, out, in] tensors or the Hub's per-expert ones, with the experts' biases
+ * where the checkpoint has them). */
 typedef struct lm_moe_layer {
-    lmx_bweight *router;              /* [n_experts, hidden] */
-    lmx_bweight **gate, **up, **down; /* [n_experts] each: [moe_inter, hidden] ×2, [hidden, moe_inter] */
+    lmx_bweight *router;           /* [n_experts, hidden] (+ bias) */
+    lmx_bweight *gate, *up, *down; /* stacks [n_experts, moe_inter, hidden] ×2, [n_experts, hidden, moe_inter] */
+    lmx_act_kind act;              /* act(gate) * up of the experts */
 } lm_moe_layer;
 
 /* The backend activation of the config's MLP activation (act_mul / act_mul_split). */
@@ -152,15 +154,14 @@ struct lmx_kv {
 };
 
 /* ---- mixture of experts (lm_moe.c, lm_bind_moe.c) ---- */
-/* Scratch for `chunk` rows (router logits, gathered rows, expert outputs; host routing tables). */
+/* Scratch for `chunk` rows (router logits, the routing table, the expert rows' activations). */
 lmx_status lmx_moe_scratch_create(lmx_lm *lm, int chunk, lm_moe_scratch **out, uint64_t *bytes);
 void lmx_moe_scratch_destroy(lmx_lm *lm, lm_moe_scratch *s); /* NULL-safe */
-/* Bytes of lmx_moe_scratch_create's device buffers for `chunk` rows (0 for a dense model). */
+/* Bytes of lmx_moe_scratch_create's buffers for `chunk` rows (0 for a dense model). */
 uint64_t lmx_moe_scratch_bound(const lmx_model_config *c, int chunk);
-/* Routing of one row: logits [n_experts] -> the k experts of largest logit idx[k] (ties to the lower
- * index) with weights w[k] = softmax(logits)[idx], divided by their sum when renorm (which equals a
- * softmax over the k logits). */
-void lmx_moe_route(const float *logits, int n_experts, int k, bool renorm, int32_t *idx, float *w);
+/* The family's routing rule (backend.h lmx_moe_rule): softmax over the k chosen logits when the
+ * weights are renormalised (qwen3_moe norm_topk_prob, mixtral), else the softmax over all experts. */
+lmx_moe_rule lmx_moe_rule_of(const lmx_model_config *c);
 /* s->x[T, hidden] += the sparse block of layer l applied to s->xn[T, hidden] (scratch s->moe). */
 lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *s, int l, int T);
 void lmx_moe_layer_free(lmx_lm *lm, lm_moe_layer *m); /* NULL-safe */

@@ -143,12 +143,11 @@ static int order_outputs(lmx_pool *p, const lmx_step_row *rows, int n_rows, int 
 static const int STEP_BUCKETS[] = {1, 2, 4, 8, 16, 24, 32, 48, 64};
 
 /* the bucket of a step of these rows, or 0 when it runs the general path: not decode-only, a backend
- * without step hooks or device sampling, a sparse model (routing reads back inside the step), more
- * rows than the head's */
+ * without step hooks or device sampling, more rows than the head's (a sparse model's routing stays on
+ * the device: its steps are bracketed like a dense model's) */
 static int decode_bucket(const lmx_pool *p, const lmx_step_row *rows, int n_rows) {
     const lmx_backend_ops *op = p->lm->be->ops;
-    if (!op->step_begin || !op->step_end || !op->sample_rows || !op->sample_rows_result || p->pad_block < 0 ||
-        p->s.moe)
+    if (!op->step_begin || !op->step_end || !op->sample_rows || !op->sample_rows_result || p->pad_block < 0)
         return 0;
     for (int i = 0; i < n_rows; i++)
         if (rows[i].n != 1) return 0;

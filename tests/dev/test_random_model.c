@@ -1,7 +1,9 @@
 /* test_random_model.c — `lmx dev random-model`: the real configs of each SHAPE (--config-only), and
  * for each SHAPE × dtype a scaled-down model (--layers 2 --scale-down K) that must load with
  * lmx_weights_open and hold exactly the expected MLX tensor names, shapes and dtypes; plus
- * determinism across thread counts, seeds, sharding, value statistics and the tokenizer copy. */
+ * determinism across thread counts, seeds, sharding, value statistics and the tokenizer copy; gpt-oss-20b's
+ * config and its MXFP4-Q8 mix, scaled down, which must also run (lmx bench on the CPU). */
+#include "formats/mlx_mx.h"
 #include "formats/mlx_quant.h"
 #include "formats/safetensors.h"
 #include "lmx_test.h"
@@ -354,6 +356,172 @@ static void test_determinism_and_shards(void) {
     CHECK_EQ_INT(run(args), 1); /* an explicit tokenizer folder without one is an error */
 }
 
+/* ---- gpt-oss-20b: the real config, mlx-community's MXFP4-Q8 mix, a scaled model that runs ---- */
+
+static const cJSON *item(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+/* one tensor of dtype dt and shape {a, b, c} (c or b and c 0: fewer dimensions) */
+static void check_tensor(const lmx_weights *w, const char *name, lmx_dtype dt, int64_t a, int64_t b, int64_t c) {
+    const lmx_tensor_view *v = lmx_weights_find(w, name);
+    const int nd = c ? 3 : b ? 2 : 1;
+    const int64_t want[3] = {a, b, c};
+    bool ok = v && v->dtype == dt && v->ndim == nd;
+    for (int i = 0; ok && i < nd; i++) ok = v->shape[i] == want[i];
+    CHECK_MSG(ok, "%s: wrong or missing (want %s [%lld, %lld, %lld])", name, lmx_dtype_name(dt), (long long)a,
+              (long long)b, (long long)c);
+    n_seen += v != NULL;
+}
+
+static void test_gpt_oss(void) {
+    char dir[512], args[1024];
+    snprintf(dir, sizeof dir, "%s/oss-cfg", g_tmp);
+    snprintf(args, sizeof args, "gpt-oss-20b %s --dtype mxfp4-q8 --config-only", dir);
+    CHECK_EQ_INT(run(args), 0);
+    cJSON *c = read_json(dir, "config.json");
+    CHECK(c != NULL);
+    CHECK_EQ_STR(item(c, "model_type")->valuestring, "gpt_oss");
+    CHECK_EQ_STR(cJSON_GetArrayItem(item(c, "architectures"), 0)->valuestring, "GptOssForCausalLM");
+    CHECK_EQ_INT(num(c, "hidden_size"), 2880);
+    CHECK_EQ_INT(num(c, "intermediate_size"), 2880);
+    CHECK_EQ_INT(num(c, "num_hidden_layers"), 24);
+    CHECK_EQ_INT(num(c, "num_attention_heads"), 64);
+    CHECK_EQ_INT(num(c, "num_key_value_heads"), 8);
+    CHECK_EQ_INT(num(c, "head_dim"), 64);
+    CHECK_EQ_INT(num(c, "num_local_experts"), 32);
+    CHECK_EQ_INT(num(c, "num_experts_per_tok"), 4);
+    CHECK_EQ_INT(num(c, "experts_per_token"), 4);
+    CHECK_EQ_INT(num(c, "vocab_size"), 201088);
+    CHECK_EQ_INT(num(c, "max_position_embeddings"), 131072);
+    CHECK_EQ_INT(num(c, "sliding_window"), 128);
+    CHECK_EQ_INT(num(c, "rope_theta"), 150000);
+    CHECK_NEAR(num(c, "rms_norm_eps"), 1e-5, 1e-12);
+    CHECK_NEAR(num(c, "swiglu_limit"), 7.0, 0);
+    CHECK_EQ_INT(num(c, "eos_token_id"), 200002);
+    CHECK(cJSON_IsTrue(item(c, "attention_bias")));
+    CHECK(cJSON_IsFalse(item(c, "tie_word_embeddings")));
+    const cJSON *lt = item(c, "layer_types");
+    CHECK_EQ_INT(cJSON_GetArraySize(lt), 24);
+    for (int l = 0; l < cJSON_GetArraySize(lt); l++)
+        CHECK_EQ_STR(cJSON_GetArrayItem(lt, l)->valuestring, l % 2 ? "full_attention" : "sliding_attention");
+    const cJSON *rs = item(c, "rope_scaling");
+    CHECK_EQ_STR(item(rs, "rope_type")->valuestring, "yarn");
+    CHECK_EQ_INT(num(rs, "factor"), 32);
+    CHECK_EQ_INT(num(rs, "beta_fast"), 32);
+    CHECK_EQ_INT(num(rs, "beta_slow"), 1);
+    CHECK_EQ_INT(num(rs, "original_max_position_embeddings"), 4096);
+    CHECK(cJSON_IsFalse(item(rs, "truncate")));
+    for (int k = 0; k < 2; k++) { /* experts mxfp4 (global), everything else 8-bit affine g64 */
+        const cJSON *q = item(c, k ? "quantization_config" : "quantization");
+        CHECK_EQ_INT(num(q, "bits"), 4);
+        CHECK_EQ_INT(num(q, "group_size"), 32);
+        CHECK_EQ_STR(item(q, "mode")->valuestring, "mxfp4");
+        CHECK(!item(q, "quant_method")); /* not the original checkpoint's block */
+        static const char *const q8[] = {"model.embed_tokens", "lm_head", "model.layers.0.mlp.router",
+                                         "model.layers.23.mlp.router", "model.layers.0.self_attn.q_proj",
+                                         "model.layers.23.self_attn.o_proj"};
+        for (size_t i = 0; i < sizeof q8 / sizeof q8[0]; i++) {
+            CHECK_EQ_INT(num(item(q, q8[i]), "bits"), 8);
+            CHECK_EQ_INT(num(item(q, q8[i]), "group_size"), 64);
+        }
+        CHECK(!item(q, "model.layers.0.mlp.experts.gate_proj"));
+        CHECK_EQ_INT(cJSON_GetArraySize(q), 3 + 2 + 24 * 5);
+    }
+    const char *prev = "";
+    for (const cJSON *e = c ? c->child : NULL; e; e = e->next) {
+        CHECK(strcmp(prev, e->string) < 0);
+        prev = e->string;
+    }
+    cJSON_Delete(c);
+    c = read_json(dir, "generation_config.json");
+    const cJSON *eos = item(c, "eos_token_id");
+    CHECK(cJSON_GetArraySize(eos) == 2 && cJSON_GetArrayItem(eos, 0)->valueint == 200002 &&
+          cJSON_GetArrayItem(eos, 1)->valueint == 199999);
+    CHECK_EQ_INT(num(c, "bos_token_id"), 199998);
+    cJSON_Delete(c);
+    /* q4: everything affine at 4 bits but the routers (8) */
+    snprintf(args, sizeof args, "gpt-oss-20b %s --dtype q4 --config-only", dir);
+    CHECK_EQ_INT(run(args), 0);
+    c = read_json(dir, "config.json");
+    const cJSON *q = item(c, "quantization");
+    CHECK_EQ_INT(num(q, "bits"), 4);
+    CHECK_EQ_STR(item(q, "mode")->valuestring, "affine");
+    CHECK_EQ_INT(num(item(q, "model.layers.5.mlp.router"), "bits"), 8);
+    CHECK(!item(q, "lm_head"));
+    CHECK_EQ_INT(cJSON_GetArraySize(q), 3 + 24);
+    cJSON_Delete(c);
+    snprintf(args, sizeof args, "qwen3-0.6b %s --dtype mxfp4-q8 --config-only", dir);
+    CHECK_EQ_INT(run(args), 2); /* the mix is gpt-oss's */
+
+    /* scaled down: hidden 64, one head of 64 (kv 1), 4 experts of 128, top-4 */
+    snprintf(dir, sizeof dir, "%s/oss-mx", g_tmp);
+    snprintf(args, sizeof args, "gpt-oss-20b %s --dtype mxfp4-q8 --seed 3 --layers 2 --scale-down 45 --vocab 3000", dir);
+    CHECK_EQ_INT(run(args), 0);
+    lmx_weights *w = NULL;
+    CHECK_EQ_INT(lmx_weights_open(dir, true, &w), LMX_OK);
+    if (!w) return;
+    const int64_t H = 64, E = 4, I = 128, D = 64;
+    n_seen = 0;
+    char mod[256], name[300];
+    check_matrix(w, "model.embed_tokens", 3000, H, 8, 64);
+    check_matrix(w, "lm_head", 3000, H, 8, 64);
+    check_norm(w, "model.norm.weight", H);
+    for (int l = 0; l < 2; l++) {
+        static const char *const attn[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(mod, sizeof mod, "model.layers.%d.self_attn.%s", l, attn[k]);
+            check_matrix(w, mod, k == 3 ? H : D, k == 3 ? D : H, 8, 64);
+            snprintf(name, sizeof name, "%s.bias", mod);
+            check_tensor(w, name, LMX_DTYPE_BF16, k == 3 ? H : D, 0, 0);
+        }
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.sinks", l);
+        check_tensor(w, name, LMX_DTYPE_BF16, 1, 0, 0);
+        snprintf(mod, sizeof mod, "model.layers.%d.mlp.router", l);
+        check_matrix(w, mod, E, H, 8, 64);
+        snprintf(name, sizeof name, "%s.bias", mod);
+        check_tensor(w, name, LMX_DTYPE_BF16, E, 0, 0);
+        static const char *const ex[3] = {"gate_proj", "up_proj", "down_proj"};
+        for (int k = 0; k < 3; k++) {
+            const int64_t rows = k == 2 ? H : I, cols = k == 2 ? I : H;
+            snprintf(mod, sizeof mod, "model.layers.%d.mlp.experts.%s", l, ex[k]);
+            snprintf(name, sizeof name, "%s.weight", mod);
+            check_tensor(w, name, LMX_DTYPE_U32, E, rows, cols * 4 / 32);
+            snprintf(name, sizeof name, "%s.scales", mod);
+            check_tensor(w, name, LMX_DTYPE_U8, E, rows, cols / 32);
+            snprintf(name, sizeof name, "%s.biases", mod);
+            CHECK(lmx_weights_find(w, name) == NULL);
+            snprintf(name, sizeof name, "%s.bias", mod);
+            check_tensor(w, name, LMX_DTYPE_BF16, E, rows, 0);
+        }
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        check_norm(w, name, H);
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        check_norm(w, name, H);
+    }
+    CHECK_MSG((int)lmx_weights_count(w) == n_seen, "gpt-oss: %zu tensors, expected %d", lmx_weights_count(w), n_seen);
+    /* the mxfp4 experts dequantize to ~N(0, 0.02): the last expert's down_proj, all its rows */
+    const lmx_tensor_view *dw = lmx_weights_find(w, "model.layers.1.mlp.experts.down_proj.weight");
+    const lmx_tensor_view *ds = lmx_weights_find(w, "model.layers.1.mlp.experts.down_proj.scales");
+    if (dw && ds) {
+        double sum = 0, sq = 0;
+        for (int64_t r = 0; r < H; r++) {
+            float row[128];
+            const int64_t er = (E - 1) * H + r;
+            CHECK_EQ_INT(lmx_mx_dequantize_row((const uint8_t *)dw->data + er * I / 2,
+                                               (const uint8_t *)ds->data + er * I / 32, LMX_QUANT_MXFP4, 0, I, row),
+                         LMX_OK);
+            for (int64_t i = 0; i < I; i++) sum += row[i], sq += (double)row[i] * row[i];
+        }
+        const double n = (double)H * I, mean = sum / n, sd = sqrt(sq / n - mean * mean);
+        CHECK_MSG(fabs(mean) < 0.002 && sd > 0.017 && sd < 0.023, "mxfp4 experts: mean %.4f sd %.4f", mean, sd);
+    }
+    lmx_weights_close(w);
+    /* it loads and runs: prefill and greedy decode on the CPU (the math: tests/model/test_gpt_oss) */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "LMX_LOG=error '%s' bench '%s' --device cpu --prompt 20 --gen 4 --reps 1 --threads 2 --json >/dev/null",
+             LMX_CLI_PATH, dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(g_tmp, sizeof g_tmp, "%s/lmx_rm_XXXXXX", base && *base ? base : "/tmp");
@@ -364,6 +532,7 @@ int main(void) {
     RUN(test_real_configs);
     RUN(test_inventories);
     RUN(test_determinism_and_shards);
+    RUN(test_gpt_oss);
     rm_tree(g_tmp);
     return lmx_test_summary();
 }

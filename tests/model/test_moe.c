@@ -1,11 +1,12 @@
 /* test_moe.c — mixture-of-experts models (qwen3_moe, mixtral) on tiny models written here:
- *   - routing math (top-k, ties, renormalised or not);
+ *   - routing math of the backend op (top-k, ties, NaN, renormalised or not);
  *   - config.json: the sparse-layer schedule (decoder_sparse_step, mlp_only_layers) and refused fields;
  *   - the sparse block against a naive reference (every token through every expert, weighted by its
  *     routing weight, 0 for experts not chosen), for both layouts (Hub per-expert, mlx-lm stacked),
  *     bf16 and 4-bit stacked experts, both families;
  *   - the same weights in the two layouts give bit-identical logits;
- *   - prefill == prefix + token-by-token decode; a decode step multiplies only the chosen experts;
+ *   - prefill == prefix + token-by-token decode; a decode step goes through the step hooks and is one
+ *     moe_gate_up and one moe_matmul per sparse layer over the k chosen experts, nothing read back;
  *   - validation errors name the tensor.
  */
 #include "model/test_moe_writer.h"
@@ -25,13 +26,33 @@ static const moe_spec VARIANTS[] = {
 };
 #define N_VARIANTS (sizeof VARIANTS / sizeof VARIANTS[0])
 
-/* ---- routing ---- */
+/* ---- routing (the CPU backend's moe_route; the op tests cover more shapes) ---- */
+
+/* logits [5] of one row -> the table's ids [k] and weights [k] */
+static void route_one(lmx_backend *b, const float *lg, int E, int k, lmx_moe_rule rule, int32_t *idx, float *w) {
+    lmx_buf *bl = NULL, *bt = NULL;
+    CHECK(b->ops->buf_alloc(b, (size_t)E, &bl) == LMX_OK);
+    CHECK(b->ops->buf_alloc(b, lmx_moe_table_floats(1, k, E), &bt) == LMX_OK);
+    if (!bl || !bt) return;
+    b->ops->buf_write(b, bl, 0, lg, (size_t)E);
+    const lmx_moe_routing r = {.table = bt, .n_tokens = 1, .top_k = k, .n_experts = E, .rule = rule};
+    CHECK(b->ops->moe_route(b, bl, &r) == LMX_OK);
+    float t[2 * LMX_MOE_MAX_TOPK];
+    b->ops->buf_read(b, bt, 0, t, 2 * (size_t)k);
+    memcpy(w, t, (size_t)k * sizeof *w);
+    memcpy(idx, t + k, (size_t)k * sizeof *idx);
+    b->ops->buf_free(b, bl);
+    b->ops->buf_free(b, bt);
+}
 
 static void test_route(void) {
+    lmx_backend *b = NULL;
+    CHECK(lmx_backend_cpu_create(1, &b) == LMX_OK);
+    if (!b) return;
     const float lg[5] = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};
     int32_t idx[3];
     float w[3];
-    lmx_moe_route(lg, 5, 3, true, idx, w);
+    route_one(b, lg, 5, 3, LMX_MOE_TOPK_SOFTMAX, idx, w);
     CHECK_EQ_INT(idx[0], 1); /* tie between 1 and 3: the lower index first */
     CHECK_EQ_INT(idx[1], 3);
     CHECK_EQ_INT(idx[2], 2);
@@ -39,18 +60,24 @@ static void test_route(void) {
     CHECK_NEAR(w[0], e3 / (2 * e3 + e2), 1e-6);
     CHECK_NEAR(w[2], e2 / (2 * e3 + e2), 1e-6);
     CHECK_NEAR(w[0] + w[1] + w[2], 1.0, 1e-6);
-    lmx_moe_route(lg, 5, 3, false, idx, w);
+    route_one(b, lg, 5, 3, LMX_MOE_SOFTMAX_TOPK, idx, w);
     CHECK_NEAR(w[0], e3 / all, 1e-6);
     CHECK_NEAR(w[2], e2 / all, 1e-6);
     /* k = 1 renormalised: weight 1 (mixtral top-1 = softmax over one logit) */
-    lmx_moe_route(lg, 5, 1, true, idx, w);
+    route_one(b, lg, 5, 1, LMX_MOE_TOPK_SOFTMAX, idx, w);
     CHECK_EQ_INT(idx[0], 1);
     CHECK_NEAR(w[0], 1.0, 1e-7);
     /* large logits do not overflow */
     const float big[3] = {1000.0f, 999.0f, -1000.0f};
-    lmx_moe_route(big, 3, 2, false, idx, w);
+    route_one(b, big, 3, 2, LMX_MOE_SOFTMAX_TOPK, idx, w);
     CHECK_EQ_INT(idx[0], 0);
     CHECK_NEAR(w[0], 1.0 / (1.0 + exp(-1.0)), 1e-6);
+    /* a NaN logit ranks below every number */
+    const float nan_lg[4] = {NAN, 0.5f, -2.0f, 0.25f};
+    route_one(b, nan_lg, 4, 2, LMX_MOE_TOPK_SOFTMAX, idx, w);
+    CHECK_EQ_INT(idx[0], 1);
+    CHECK_EQ_INT(idx[1], 3);
+    lmx_backend_destroy(b);
 }
 
 /* ---- config ---- */
@@ -253,7 +280,7 @@ static void test_block_reference(void) {
     for (size_t i = 0; i < N_VARIANTS; i++) check_block(&VARIANTS[i], 0x1234567ull + i, NULL);
 }
 
-/* the same on the GPU backend (rows_axpy in cuda_moe.cu), where this build has one and a GPU is usable */
+/* the same on the GPU backend (the moe ops of cuda_backend_moe.c), where this build has one and a GPU is usable */
 static void test_block_reference_gpu(void) {
     if (!lmx_gpu_available()) {
         SKIP("no usable GPU");
@@ -334,21 +361,50 @@ static void test_prefill_vs_decode(void) {
     }
 }
 
-/* A decode step multiplies only the k chosen experts of each sparse layer: the CPU backend's matmul
- * wrapped to count the calls through expert weights. */
+/* A decode step issues a fixed op sequence (no host readback, no loop over experts on the host): one
+ * moe_gate_up and one moe_matmul per sparse layer, each over the k chosen experts' rows, the routing
+ * read back here from the table. The CPU backend's ops wrapped to count. */
 static const lmx_backend_ops *g_inner;
-static const lmx_lm *g_lm;
-static int g_expert_calls;
+static int g_moe_calls, g_moe_experts;
 
-static lmx_status counting_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T,
-                                  lmx_buf *y) {
-    const lmx_model_config *c = g_lm ? g_lm->cfg : NULL;
-    for (int l = 0; c && l < c->n_layers; l++) {
-        const lm_moe_layer *m = g_lm->layers[l].moe;
-        for (int e = 0; m && e < c->n_experts; e++)
-            if (w == m->gate[e] || w == m->up[e] || w == m->down[e]) g_expert_calls++;
-    }
-    return g_inner->matmul(be, w, x, x_off, T, y);
+/* one more expert op: the experts with rows in the table */
+static void count_experts(lmx_backend *be, const lmx_moe_routing *r) {
+    g_moe_calls++;
+    int32_t start[LMX_MOE_MAX_EXPERTS + 1];
+    const size_t S = (size_t)r->n_tokens * r->top_k;
+    g_inner->buf_read(be, r->table, 4 * S, (float *)(void *)start, (size_t)r->n_experts + 1);
+    for (int e = 0; e < r->n_experts; e++) g_moe_experts += start[e + 1] > start[e];
+}
+
+static lmx_status counting_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                                      const lmx_moe_routing *r, lmx_buf *y) {
+    count_experts(be, r);
+    return g_inner->moe_matmul(be, w, x, gather, r, y);
+}
+
+static lmx_status counting_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up,
+                                       const lmx_buf *x, const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h,
+                                       lmx_buf *u) {
+    count_experts(be, r);
+    return g_inner->moe_gate_up(be, gate, up, x, r, act, h, u);
+}
+
+/* decode-step hooks over the CPU backend, whose ops run as they are issued: the step is not redone */
+static int g_steps;
+static lmx_status fake_step_begin(lmx_backend *be, const void *key, int variant, const lmx_step_inputs *in) {
+    (void)be, (void)key, (void)variant, (void)in;
+    g_steps++;
+    return LMX_OK;
+}
+static lmx_status fake_step_end(lmx_backend *be, bool ok, bool *redo) {
+    (void)be;
+    *redo = !ok;
+    return LMX_OK;
+}
+
+static lmx_status failing_buf_read(lmx_backend *be, const lmx_buf *src, size_t off, float *dst, size_t n) {
+    (void)be, (void)src, (void)off, (void)dst, (void)n;
+    return lmx_error(LMX_ERR_INFERENCE_FAILURE, "buf_read inside the forward pass");
 }
 
 static void test_decode_active_experts(void) {
@@ -364,7 +420,10 @@ static void test_decode_active_experts(void) {
     static lmx_backend_ops counting;
     g_inner = be->ops;
     counting = *be->ops;
-    counting.matmul = counting_matmul;
+    counting.moe_matmul = counting_moe_matmul;
+    counting.moe_gate_up = counting_moe_gate_up;
+    counting.step_begin = fake_step_begin; /* a sparse model's one-token steps go through the hooks */
+    counting.step_end = fake_step_end;
     be->ops = &counting;
     lmx_lm_options o = {.backend = be};
     lmx_lm *lm = NULL;
@@ -372,14 +431,15 @@ static void test_decode_active_experts(void) {
     CHECK(lmx_lm_open(md.dir, &o, &lm) == LMX_OK);
     if (lm) CHECK(lmx_kv_create(lm, 16, &kv) == LMX_OK);
     if (kv) {
-        g_lm = lm;
         int32_t ids[4] = {3, 17, 40, 88};
-        float lg[VOCAB];
-        CHECK(lmx_lm_forward(lm, kv, ids, 3, lg) == LMX_OK);
-        g_expert_calls = 0;
-        CHECK(lmx_lm_forward(lm, kv, ids + 3, 1, lg) == LMX_OK);
-        CHECK_EQ_INT(g_expert_calls, 2 /* sparse layers */ * s->topk * 3 /* gate, up, down */);
-        g_lm = NULL;
+        CHECK(lmx_lm_forward(lm, kv, ids, 3, NULL) == LMX_OK);
+        g_moe_calls = g_moe_experts = g_steps = 0;
+        counting.buf_read = failing_buf_read; /* the step itself reads nothing back (no logits asked) */
+        CHECK(lmx_lm_forward(lm, kv, ids + 3, 1, NULL) == LMX_OK);
+        counting.buf_read = g_inner->buf_read;
+        CHECK_EQ_INT(g_steps, 1);
+        CHECK_EQ_INT(g_moe_calls, 2 /* sparse layers */ * 2 /* gate|up, down */);
+        CHECK_EQ_INT(g_moe_experts, 2 * 2 * s->topk);
     }
     lmx_kv_destroy(kv);
     lmx_lm_close(lm);

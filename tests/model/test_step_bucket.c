@@ -12,7 +12,8 @@
  *   - a step the backend asks to redo (injected every 5th bracket) runs again unbracketed with the same
  *     results; longrope rows switching to the long factors one by one make the steps that mix them
  *     redo (their rope runs split), with the same results;
- *   - the padding block is nobody's: pool_stats give the blocks back.
+ *   - the padding block is nobody's: pool_stats give the blocks back;
+ *   - the fixture models and a qwen3_moe model written here (its routing stays on the backend).
  * Both backends are not recognized as the CPU backend (other ops tables), so their pools take the
  * device block size (64), the GPU's. */
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "backend/backend.h"
 #include "lmx_test.h"
 #include "model/lm.h"
+#include "model/test_moe_writer.h"
 #include "util/error.h"
 
 enum { NSEQ = 80, CTX = 256, MAX_ROWS = 128, CHUNK = 24, HIST = 200 };
@@ -292,9 +294,7 @@ static void decode_phase(bctx *g, int rows, int steps, int bucket) {
 }
 
 /* strict: no op of a bracket gets other arrays (false for longrope: steps mixing long and short rows) */
-static void bucket_model(const char *name, bool strict) {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", LMX_SOURCE_DIR, name);
+static void bucket_model_dir(const char *dir, const char *name, bool strict) {
     bctx *g = calloc(1, sizeof *g);
     lmx_backend *be[2] = {backend(true), backend(false)};
     if (!g || !be[0] || !be[1]) goto out;
@@ -364,7 +364,20 @@ out:
     lmx_backend_destroy(be[1]);
 }
 
+static void bucket_model(const char *name, bool strict) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", LMX_SOURCE_DIR, name);
+    bucket_model_dir(dir, name, strict);
+}
+
 static void test_buckets(void) {
+    /* a mixture-of-experts model (its routing stays in the backend's buffers: bracketed too) */
+    static const moe_spec moe = {.family = 0, .stacked = true, .qbits = 4, .layers = 2, .experts = 7, .topk = 3,
+                                 .inter = 64, .dense_inter = 64, .norm_topk = true, .sparse_step = 1};
+    model md = {0};
+    CHECK(model_make(&md, &moe, 4711));
+    bucket_model_dir(md.dir, "qwen3_moe (written)", true);
+    model_free(&md);
     bucket_model("llama-q4-g64", true);
     bucket_model("gemma3-text-window", true);
     bucket_model("qwen3-qknorm", true);

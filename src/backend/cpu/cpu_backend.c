@@ -106,6 +106,8 @@ static void cpu_weight_free(lmx_backend *be, lmx_bweight *w) {
         free(w);
         return;
     }
+    for (int e = 0; e < w->n_experts && w->experts; e++) cpu_weight_free(be, w->experts[e]);
+    free(w->experts);
     free(w->own);
     free(w->pk);
     free(w->vec);
@@ -360,6 +362,7 @@ static void cpu_destroy(lmx_backend *be) {
     if (!c) return;
     lmx_thread_pool_destroy(c->pool);
     pthread_mutex_destroy(&c->op_lock);
+    lmx_cpu_moe_free(&c->moe);
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
@@ -389,10 +392,14 @@ static void cpu_destroy(lmx_backend *be) {
     .rope_qk_store = lmx_cpu_rope_qk_store,    \
     .buf_view = cpu_buf_view,              \
     .act_mul_split = lmx_cpu_act_mul_split,    \
-    .rows_axpy = lmx_cpu_rows_axpy,            \
     .all_reduce_sum = lmx_cpu_all_reduce_sum,  \
     .all_gather = lmx_cpu_all_gather,          \
-    .paged_kv = true
+    .paged_kv = true,                          \
+    .weight_upload_experts = lmx_cpu_weight_upload_experts, \
+    .moe_route = lmx_cpu_moe_route,            \
+    .moe_matmul = lmx_cpu_moe_matmul,          \
+    .moe_gate_up = lmx_cpu_moe_gate_up,        \
+    .moe_combine = lmx_cpu_moe_combine
 
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
@@ -437,6 +444,7 @@ lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, 
     c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
     if (c->level >= LMX_CPU_AVX512) c->base.ops = &cpu_ops_tiles;
     pthread_mutex_init(&c->op_lock, NULL);
+    lmx_cpu_moe_init(&c->moe);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     c->mem_limit = pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page ? (size_t)pages * (size_t)page
                                                                                      : SIZE_MAX;

@@ -1,6 +1,6 @@
 /* cpu_backend_internal.h — the CPU backend's state and what its two files share: cpu_backend.c
  * (buffers, weight uploads, creation, the ops table) and cpu_compute.c (the compute ops), and the
- * fp-mode kernels of cpu_mx.c. Not an interface: only those files include it. */
+ * fp-mode kernels of cpu_mx.c and the mixture-of-experts ops of cpu_moe.c. Not an interface: only those files include it. */
 #ifndef LMX_BACKEND_CPU_BACKEND_INTERNAL_H
 #define LMX_BACKEND_CPU_BACKEND_INTERNAL_H
 
@@ -42,7 +42,20 @@ struct lmx_bweight {
     bool view;             /* a view of a fused weight: frees only the handle */
     lmx_quant_mode mode;   /* quant: affine, or an fp mode (cpu_mx.h: codes `data`, scale codes `mx_scales`) */
     const uint8_t *mx_scales; /* fp modes: the stored uint8 scale codes of the first selected row [rows, groups] */
+    int n_experts;         /* LMX_WEIGHT_EXPERTS (cpu_moe.c): experts[n_experts], each an uploaded [rows, cols] */
+    lmx_bweight **experts;
 };
+
+/* The mixture-of-experts ops' scratch (cpu_moe.c): grow-only, one moe op at a time under `lock`
+ * (taken before op_lock: the ops call the locking matmul / rows_axpy entry points). */
+typedef struct cpu_moe_scratch {
+    pthread_mutex_t lock;
+    float *x;     /* [x_len] one expert's token rows, gathered */
+    size_t x_len;
+    int32_t *rows; /* [rows_len] one expert's residual rows */
+    float *w;      /* [rows_len] their routing weights */
+    size_t rows_len;
+} cpu_moe_scratch;
 
 typedef struct cpu_backend {
     lmx_backend base;
@@ -59,6 +72,7 @@ typedef struct cpu_backend {
     pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */
     size_t mem_limit;        /* bytes of physical memory: buffers beyond it are refused */
     atomic_size_t buf_bytes; /* bytes held by live lmx_bufs */
+    cpu_moe_scratch moe;
     struct lmx_cpu_coll *coll; /* the group this backend is a rank of (cpu_collective.h), or NULL */
     int rank;                  /* its rank there */
 } cpu_backend;
@@ -127,5 +141,16 @@ lmx_status lmx_cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const 
 lmx_status lmx_cpu_all_reduce_sum(lmx_backend *be, lmx_buf *x, size_t off, size_t n); /* cpu_collective.c */
 lmx_status lmx_cpu_all_gather(lmx_backend *be, const lmx_buf *src, size_t n, lmx_buf *dst);
 lmx_status lmx_cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
+
+/* ---- mixture of experts (cpu_moe.c) ---- */
+void lmx_cpu_moe_init(cpu_moe_scratch *m);
+void lmx_cpu_moe_free(cpu_moe_scratch *m);
+lmx_status lmx_cpu_weight_upload_experts(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **out);
+lmx_status lmx_cpu_moe_route(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
+lmx_status lmx_cpu_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                              const lmx_moe_routing *r, lmx_buf *y);
+lmx_status lmx_cpu_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
+lmx_status lmx_cpu_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 
 #endif

@@ -12,12 +12,6 @@ static inline unsigned am_blocks(int64_t n) { /* grid-stride kernels: cap the gr
     return (unsigned)(b < 65535 * 32 ? b : 65535 * 32);
 }
 
-__device__ __forceinline__ float am_act(int act, float g, float u) {
-    if (act == 0) return g / (1.f + expf(-g)) * u;
-    const float k = 0.7978845608028654f * (g + 0.044715f * g * g * g);
-    return 0.5f * g * (1.f + tanhf(k)) * u;
-}
-
 __global__ void act_mul_split4_kernel(const float4 *__restrict__ gu, float4 *__restrict__ out, int64_t T,
                                       int64_t inter4, int act) {
     const int64_t total = T * inter4;
@@ -25,10 +19,10 @@ __global__ void act_mul_split4_kernel(const float4 *__restrict__ gu, float4 *__r
         const int64_t t = i / inter4, j = i - t * inter4;
         const float4 g = gu[t * 2 * inter4 + j], u = gu[t * 2 * inter4 + inter4 + j];
         float4 r;
-        r.x = am_act(act, g.x, u.x);
-        r.y = am_act(act, g.y, u.y);
-        r.z = am_act(act, g.z, u.z);
-        r.w = am_act(act, g.w, u.w);
+        r.x = lmx_cu_act_mul(act, g.x, u.x);
+        r.y = lmx_cu_act_mul(act, g.y, u.y);
+        r.z = lmx_cu_act_mul(act, g.z, u.z);
+        r.w = lmx_cu_act_mul(act, g.w, u.w);
         out[i] = r;
     }
 }
@@ -38,7 +32,7 @@ __global__ void act_mul_split1_kernel(const float *__restrict__ gu, float *__res
     const int64_t total = T * inter;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t t = i / inter, j = i - t * inter;
-        out[i] = am_act(act, gu[t * 2 * inter + j], gu[t * 2 * inter + inter + j]);
+        out[i] = lmx_cu_act_mul(act, gu[t * 2 * inter + j], gu[t * 2 * inter + inter + j]);
     }
 }
 

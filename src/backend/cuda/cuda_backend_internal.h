@@ -1,6 +1,7 @@
 /* cuda_backend_internal.h — the CUDA backend's state and the functions its files share
  * (cuda_backend.c: creation and the ops table; cuda_backend_mem.c: buffers and weight uploads;
- * cuda_backend_ops.c: the compute ops; cuda_backend_step.c: decode-step graphs and device sampling).
+ * cuda_backend_ops.c: the compute ops; cuda_backend_moe.c: the mixture-of-experts ops;
+ * cuda_backend_step.c: decode-step graphs and device sampling).
  * Not an interface: only those files include it. */
 #ifndef LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
 #define LMX_BACKEND_CUDA_BACKEND_INTERNAL_H
@@ -40,6 +41,8 @@ struct lmx_bweight {
     bool fp32_x;         /* lmx_weight_desc.fp32_x: every matmul through the fp32-exact GEMV */
     lmx_quant_mode mode; /* quant: affine (m), or an fp mode (mx: codes dw, uint8 scales ds; cuda_mx.h) */
     lmx_cuda_mx mx;
+    int n_experts;        /* LMX_WEIGHT_EXPERTS: ex describes the stack (rows = one expert's), m/mx unused */
+    lmx_cuda_experts ex;
 };
 
 /* graph slots: one per (key, variant, rows, attention length class) recently stepped; the least
@@ -207,8 +210,13 @@ lmx_status lmx_cub_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *k
 lmx_status lmx_cub_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act);
 lmx_status lmx_cub_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
 lmx_status lmx_cub_add(lmx_backend *be, lmx_buf *x, const lmx_buf *y, size_t n);
-lmx_status lmx_cub_rows_axpy(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int n, int dim, const int32_t *idx,
-                             const float *w);
+lmx_status lmx_cub_weight_upload_experts(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **out);
+lmx_status lmx_cub_moe_route(lmx_backend *be, const lmx_buf *logits, const lmx_moe_routing *r);
+lmx_status lmx_cub_moe_matmul(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, bool gather,
+                              const lmx_moe_routing *r, lmx_buf *y);
+lmx_status lmx_cub_moe_gate_up(lmx_backend *be, const lmx_bweight *gate, const lmx_bweight *up, const lmx_buf *x,
+                               const lmx_moe_routing *r, lmx_act_kind act, lmx_buf *h, lmx_buf *u);
+lmx_status lmx_cub_moe_combine(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
 lmx_status lmx_cub_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 lmx_status lmx_cub_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
 lmx_status lmx_cub_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc, lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos);

@@ -396,6 +396,32 @@ lmx_status lmx_cub_weight_upload_fused(lmx_backend *be, const lmx_weight_desc *p
     return LMX_OK;
 }
 
+/* backend.h weight_upload_experts: the experts' matrices back to back as one allocation per component
+ * (matrix_upload of the E parts), described for the moe kernels by w->ex */
+lmx_status lmx_cub_weight_upload_experts(lmx_backend *be, const lmx_weight_desc *parts, int n, lmx_bweight **out) {
+    cuda_backend *c = CB(be);
+    *out = NULL;
+    LMX_BACKEND_TRY(lmx_backend_check_expert_parts("cuda", parts, n));
+    const lmx_weight_desc *p0 = &parts[0];
+    lmx_bweight *w = calloc(1, sizeof *w);
+    if (!w) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: expert stack", p0->name);
+    lmx_status st = matrix_upload(c, parts, n, (int64_t)n * p0->rows, w);
+    if (st == LMX_OK) st = upload_fence(c);
+    if (st != LMX_OK) {
+        lmx_cub_weight_free(be, w);
+        return lmx_error_prefix(st, "%s (%d experts)", p0->name, n);
+    }
+    w->ex.m = w->m;
+    w->ex.m.n = p0->rows; /* one expert's matrix; the others follow it */
+    w->ex.mode = p0->kind == LMX_WEIGHT_QUANT ? (int)p0->mode : (int)LMX_QUANT_AFFINE;
+    w->ex.n_experts = n;
+    w->kind = LMX_WEIGHT_EXPERTS;
+    w->rows = p0->rows;
+    w->n_experts = n;
+    *out = w;
+    return LMX_OK;
+}
+
 #else
 typedef int lmx_cuda_backend_mem_unused; /* keep the translation unit non-empty */
 #endif

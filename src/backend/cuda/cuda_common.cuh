@@ -97,6 +97,13 @@ __device__ __forceinline__ int64_t lmx_cu_kv_slot(const int32_t *tab, int shift,
     return ((int64_t)__ldg(tab + (j >> shift)) << shift) | (j & ((1 << shift) - 1));
 }
 
+/* act(g) * u: act 0 = silu, 1 = gelu_tanh (the arithmetic of the act_mul kernels, cuda_ops.cu) */
+__device__ __forceinline__ float lmx_cu_act_mul(int act, float g, float u) {
+    if (act == 0) return g / (1.f + expf(-g)) * u;
+    const float k = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    return 0.5f * g * (1.f + tanhf(k)) * u;
+}
+
 /* Attention sinks (lmx_cuda_attn.sinks): a softmax accumulated as num = sum_j e^(s_j - m) v_j and
  * den = sum_j e^(s_j - m) gains e^sink in its denominator. Returns the factor c for num and updates
  * *den so that num * c / *den = num / (den + e^(sink - m)), computed relative to max(m, sink) so that

@@ -1,6 +1,6 @@
 /* cuda_gemm_small.cu — Y[T, N] = X[T, K]·W^T (+ bias) (+ Y) for a few dozen rows (batched decode steps:
- * one row per sequence, T up to 64 per pass) over MLX affine 4-bit / 8-bit weights that are read ONCE
- * per 64 rows: the weights stream from memory straight into mma.sync A fragments (no bf16 copy of the
+ * one row per sequence, T up to 64 per pass; and, grouped, each expert's rows of a mixture-of-experts
+ * prefill: lmx_cuda_moe_gemm) over MLX affine 4-bit / 8-bit weights that are read ONCE per 64 rows: the weights stream from memory straight into mma.sync A fragments (no bf16 copy of the
  * matrix, unlike the cuBLASLt path's expansion), the rows of X are the n dimension of m16n8k16.
  *
  * Bytes (why this shape): a 64-row decode step of a Llama-3-8B q4 g64 model moves ~4.5 GB of weights
@@ -22,6 +22,7 @@
  * prefill GEMM. The next super-step's weights are loaded while the current one computes.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "formats/quant_mode.h"
 
 #define SG_WARPS 8
 #define SG_THREADS (SG_WARPS * 32)
@@ -69,6 +70,34 @@ __device__ __forceinline__ void sg_stage_x(uint4 *xs, const float *__restrict__ 
     }
 }
 
+/* sg_stage_x for rows gathered by index: row t of the tile is X[xrow[t]] (xrow in shared memory) */
+template <int NT>
+__device__ __forceinline__ void sg_stage_x_rows(uint4 *xs, const float *__restrict__ X, const int *xrow, int T, int K,
+                                                int64_t kc, int64_t k_end) {
+    constexpr int N_ENT = SG_CH * NT * 4 * 32;
+    for (int e = threadIdx.x; e < N_ENT; e += SG_THREADS) {
+        const int lane = e & 31, j = (e >> 5) & 3, nt = (e >> 7) % NT, ssl = (e >> 7) / NT;
+        const int g = lane >> 2, c = lane & 3, t = nt * 8 + g;
+        const int64_t k = kc + (int64_t)ssl * SG_SS + 32 * c + 8 * j;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (t < T && k < k_end) {
+            const float *xp = X + (size_t)xrow[t] * K + k;
+            const float4 a = *reinterpret_cast<const float4 *>(xp);
+            const float4 b = *reinterpret_cast<const float4 *>(xp + 4);
+            v = make_uint4(sg_pack(a.x, a.y), sg_pack(a.z, a.w), sg_pack(b.x, b.y), sg_pack(b.z, b.w));
+        }
+        xs[e] = v;
+    }
+}
+
+/* The grouped form (mixture of experts): block (row block, expert e, z) multiplies expert e's matrix
+ * (at e * N rows of the stack) with entries start[e] + 64 z .. of the route order, whose x rows are
+ * X[order[i] / topk] (gather) or X[i]; the output rows are Y[i]. */
+typedef struct sg_group {
+    const int32_t *start, *order;
+    int topk, gather;
+} sg_group;
+
 /* the 4 weights of k16-step u (k0 = 32c + 4u) of one row from the lane's words, dequantized: (lo, hi) pairs
  * p01 = (w[k0], w[k0+1]), p23 = (w[k0+2], w[k0+3]) */
 template <int BITS>
@@ -98,15 +127,30 @@ template <int BITS, int MT> struct sg_regs {
 
 /* grid (row blocks of 128 MT rows, slices); NT n-tiles of 8 rows of X (T <= 8 NT); out: Y (ws NULL) or
  * the slice's partial sums ws[slice][T][N] */
-template <int BITS, int NT, int MT>
+template <int BITS, int NT, int MT, bool GR>
 __global__ void __launch_bounds__(SG_THREADS, MT == 1 ? 2 : 1)
 sg_kernel(const float *__restrict__ X, int T, int K, const uint32_t *__restrict__ W, const void *__restrict__ S,
           const void *__restrict__ Bq, int sdt, int gs, const void *__restrict__ lbias, int bdt, float *Y, int N,
-          int accumulate, float *__restrict__ ws) {
+          int accumulate, float *__restrict__ ws, sg_group grp) {
     __shared__ uint4 xs[SG_CH * NT * 4 * 32];
+    __shared__ int xrow[GR ? SG_MAXT : 1]; /* grouped: the tile's x rows */
     constexpr int WPL = sg_fmt<BITS>::WPL, RW = sg_fmt<BITS>::ROW_WORDS_SS, NR = 2 * MT;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-    const int n_ss = K / SG_SS, slice = blockIdx.y, n_slices = gridDim.y;
+    if constexpr (GR) { /* this block's expert and entries; the matrix, scales, bias and Y moved to them */
+        const int e = blockIdx.y, i0 = grp.start[e] + (int)blockIdx.z * SG_MAXT, i1 = grp.start[e + 1];
+        if (i0 >= i1) return;
+        T = i1 - i0 < SG_MAXT ? i1 - i0 : SG_MAXT;
+        const size_t rows0 = (size_t)e * (size_t)N, es = sdt == LMX_CU_F32 ? 4 : 2;
+        W += rows0 * ((size_t)K * BITS / 32);
+        S = (const char *)S + rows0 * (size_t)(K / gs) * es;
+        Bq = (const char *)Bq + rows0 * (size_t)(K / gs) * es;
+        if (lbias) lbias = (const char *)lbias + rows0 * (bdt == LMX_CU_F32 ? 4 : 2);
+        Y += (size_t)i0 * N;
+        for (int i = threadIdx.x; i < T; i += SG_THREADS)
+            xrow[i] = grp.gather ? grp.order[i0 + i] / grp.topk : i0 + i;
+        __syncthreads();
+    }
+    const int n_ss = K / SG_SS, slice = GR ? 0 : blockIdx.y, n_slices = GR ? 1 : gridDim.y;
     const int ss0 = (int)((int64_t)slice * n_ss / n_slices), ss1 = (int)((int64_t)(slice + 1) * n_ss / n_slices);
     const int r0 = blockIdx.x * SG_BN * MT + warp * 16 * MT + g; /* row i of the lane: r0 + 8 i */
     const size_t row_words = (size_t)K * BITS / 32, groups = (size_t)(K / gs);
@@ -166,7 +210,8 @@ sg_kernel(const float *__restrict__ X, int T, int K, const uint32_t *__restrict_
     if (ss0 + 1 < ss1) load(ss0 + 1, rb);
     for (int ss = ss0; ss < ss1; ss += SG_CH) {
         __syncthreads(); /* the previous chunk is consumed */
-        sg_stage_x<NT>(xs, X, T, K, (int64_t)ss * SG_SS, (int64_t)ss1 * SG_SS);
+        if constexpr (GR) sg_stage_x_rows<NT>(xs, X, xrow, T, K, (int64_t)ss * SG_SS, (int64_t)ss1 * SG_SS);
+        else sg_stage_x<NT>(xs, X, T, K, (int64_t)ss * SG_SS, (int64_t)ss1 * SG_SS);
         __syncthreads();
         compute(0, ra);
         if (ss + 2 < ss1) load(ss + 2, ra);
@@ -241,9 +286,10 @@ template <int BITS, int NT, int MT>
 static void sg_launch(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool acc, float *ws, int slices,
                       cudaStream_t st) {
     const dim3 grid((unsigned)((m->n + SG_BN * MT - 1) / (SG_BN * MT)), (unsigned)slices);
-    sg_kernel<BITS, NT, MT><<<grid, SG_THREADS, 0, st>>>(x, T, (int)m->k, (const uint32_t *)m->w, m->scales, m->biases,
-                                                    (int)m->dtype, m->group_size, m->bias, (int)m->bias_dtype, y,
-                                                    (int)m->n, acc ? 1 : 0, ws);
+    const sg_group none = {NULL, NULL, 1, 0};
+    sg_kernel<BITS, NT, MT, false><<<grid, SG_THREADS, 0, st>>>(
+        x, T, (int)m->k, (const uint32_t *)m->w, m->scales, m->biases, (int)m->dtype, m->group_size, m->bias,
+        (int)m->bias_dtype, y, (int)m->n, acc ? 1 : 0, ws, none);
 }
 
 extern "C" lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float *x, float *y, int T, bool accumulate,
@@ -281,5 +327,34 @@ extern "C" lmx_status lmx_cuda_gemm_small(const lmx_cuda_matrix *m, const float 
             LMX_CU_CHECK_LAUNCH("small gemm reduce");
         }
     }
+    return LMX_OK;
+}
+
+/* ---- grouped (mixture of experts): cuda_kernels.h lmx_cuda_moe_gemm ---- */
+
+extern "C" lmx_status lmx_cuda_moe_gemm(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r,
+                                        float *y, lmx_cuda_stream stream) {
+    if (!w || !r || !r->table || w->mode != LMX_QUANT_AFFINE || !lmx_cuda_gemm_small_supported(&w->m))
+        return lmx_error(LMX_ERR_UNSUPPORTED, "cuda moe gemm: experts of %d bits, group %d, k %lld",
+                         w ? w->m.bits : -1, w ? w->m.group_size : -1, w ? (long long)w->m.k : -1LL);
+    if (!x || !y || ((uintptr_t)x & 15) || r->T < 1 || r->k < 1 || w->n_experts != r->E || r->E > 65535 ||
+        (r->T + SG_MAXT - 1) / SG_MAXT > 65535)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda moe gemm: bad arguments (T %d, E %d)", r->T, r->E);
+    int32_t *ids, *order, *pos, *start;
+    lmx_cuda_moe_arrays(r, &ids, &order, &pos, &start);
+    const sg_group grp = {start, order, r->k, gather ? 1 : 0};
+    const lmx_cuda_matrix *m = &w->m;
+    /* an expert receives at most T rows (a row routes to it once): ceil(T / 64) tiles each */
+    const dim3 grid((unsigned)((m->n + SG_BN * 2 - 1) / (SG_BN * 2)), (unsigned)r->E,
+                    (unsigned)((r->T + SG_MAXT - 1) / SG_MAXT));
+    cudaStream_t st = LMX_CU_STREAM(stream);
+#define SG_GR(B)                                                                                              \
+    sg_kernel<B, 8, 2, true><<<grid, SG_THREADS, 0, st>>>(x, 0, (int)m->k, (const uint32_t *)m->w, m->scales,     \
+                                                          m->biases, (int)m->dtype, m->group_size, m->bias,       \
+                                                          (int)m->bias_dtype, y, (int)m->n, 0, NULL, grp)
+    if (m->bits == 4) SG_GR(4);
+    else SG_GR(8);
+#undef SG_GR
+    LMX_CU_CHECK_LAUNCH("moe gemm");
     return LMX_OK;
 }

@@ -231,9 +231,6 @@ lmx_status lmx_cuda_geglu_tanh(const float *gate, const float *up, float *out, i
                                lmx_cuda_stream stream);
 /* y[i] += x[i] */
 lmx_status lmx_cuda_add(float *y, const float *x, int64_t n, lmx_cuda_stream stream);
-/* y[idx[i] * dim + j] += w[i] * x[i * dim + j] (cuda_moe.cu); idx, w: host [n], distinct idx */
-lmx_status lmx_cuda_rows_axpy(float *y, const float *x, int n, int dim, const int32_t *idx, const float *w,
-                              lmx_cuda_stream stream);
 /* x[i] = cap * tanh(x[i] / cap)  (final-logit soft-capping) */
 lmx_status lmx_cuda_softcap(float *x, int64_t n, float cap, lmx_cuda_stream stream);
 
@@ -340,6 +337,65 @@ lmx_status lmx_cuda_attention_decode_ex(const lmx_cuda_attn *a, const float *q, 
                                         const void *v_cache, const int32_t *positions, int T, int64_t max_len,
                                         float *workspace, int32_t *counters, float *out, int warps,
                                         int target_blocks, int min_keys, lmx_cuda_stream stream);
+
+/* ---- mixture of experts (cuda_moe.cu, cuda_moe_gemv.cu, the grouped form of cuda_gemm_small.cu) ----
+ * The routing table of backend.h (lmx_moe_routing) in device memory: S = T*k slots, w [S] fp32, then
+ * int32 ids [S], order [S], pos [S], start [E + 1]. Every launch below has a grid that depends only
+ * on (T, k, E) and the matrix shapes: the routing itself is read on the device (capturable). */
+typedef struct lmx_cuda_moe {
+    float *table; /* device [4*T*k + E + 1] */
+    int T, k, E;
+} lmx_cuda_moe;
+
+/* The int32 arrays of a table. */
+static inline void lmx_cuda_moe_arrays(const lmx_cuda_moe *r, int32_t **ids, int32_t **order, int32_t **pos,
+                                       int32_t **start) {
+    const size_t S = (size_t)r->T * (size_t)r->k;
+    int32_t *b = (int32_t *)(void *)(r->table + S);
+    *ids = b;
+    *order = b + S;
+    *pos = b + 2 * S;
+    *start = b + 3 * S;
+}
+
+/* The routing of logits [T, E] (device fp32) into r->table: per row the k largest logits (ties to
+ * the lower index, NaN as -inf) with weights exp(l - max) / Σ in double (Σ over all E when
+ * topk_softmax is false, over the k when true), then the slots grouped by expert (stable). One launch
+ * for T = 1, two otherwise. k <= 32, E <= 1024. */
+lmx_status lmx_cuda_moe_route(const float *logits, const lmx_cuda_moe *r, bool topk_softmax, lmx_cuda_stream stream);
+/* x[t, :] += Σ_j w[t*k + j] · y[pos[t*k + j], :] (the k terms in increasing expert order); x [T, dim],
+ * y [T*k, dim] device fp32. */
+lmx_status lmx_cuda_moe_combine(float *x, const float *y, int dim, const lmx_cuda_moe *r, lmx_cuda_stream stream);
+
+/* A stack of n_experts matrices [m.n, m.k] stored back to back (expert e's rows at e * m.n): `m`
+ * describes expert 0 as lmx_cuda_matrix does (dense bits 0, or MLX affine), or in an fp mode
+ * (mode != affine) m.w the codes (bits 4 or 8), m.scales the uint8 scale codes [rows, k / group],
+ * m.biases NULL. m.bias: fp32 (bias_dtype F32) [n_experts * m.n] or NULL. */
+typedef struct lmx_cuda_experts {
+    lmx_cuda_matrix m;
+    int mode;      /* lmx_quant_mode */
+    int n_experts;
+} lmx_cuda_experts;
+
+/* y[i, :] = x_i · W_{e(i)}ᵀ (+ bias) for the T*k rows i of the route order (e(i) the expert of entry
+ * i; x_i = x[order[i] / k] when gather, else x[i]); y [T*k, m.n]. GEMV kernels, fp32 accumulation of
+ * exactly decoded weights, every format: for T < 16 one block column per entry (decode: the k
+ * experts' rows read once each), else blocks of up to 8 entries of one expert (weights read once per
+ * 8 rows). x rows of m.k floats, 16-byte aligned where m.k % 4 == 0. */
+lmx_status lmx_cuda_moe_gemv(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r, float *y,
+                             lmx_cuda_stream stream);
+/* h[i, :] = act(x_i · G_{e(i)}ᵀ) * (x_i · U_{e(i)}ᵀ) (x_i = x[order[i] / k]) in one launch for
+ * T < 16 (decode), when the two stacks pair (lmx_cuda_moe_gate_up_fuses: one format and shape); act 0
+ * silu, 1 gelu_tanh. LMX_ERR_UNSUPPORTED otherwise (the caller runs two GEMVs and the activation). */
+bool lmx_cuda_moe_gate_up_fuses(const lmx_cuda_experts *gate, const lmx_cuda_experts *up, const lmx_cuda_moe *r);
+lmx_status lmx_cuda_moe_gate_up(const lmx_cuda_experts *gate, const lmx_cuda_experts *up, const float *x,
+                                const lmx_cuda_moe *r, int act, float *h, lmx_cuda_stream stream);
+/* The same through the tensor-core few-row GEMM of cuda_gemm_small.cu, grouped: one block per (256
+ * weight rows, expert, 64 of its entries), experts' weights read once per 64 rows, bf16 operands,
+ * fp32 accumulation (bf16-level error). Affine 4/8-bit experts with lmx_cuda_gemm_small_supported(&m)
+ * (else LMX_ERR_UNSUPPORTED); x 16-byte aligned. */
+lmx_status lmx_cuda_moe_gemm(const lmx_cuda_experts *w, const float *x, bool gather, const lmx_cuda_moe *r, float *y,
+                             lmx_cuda_stream stream);
 
 /* ---- sampling ---- */
 
