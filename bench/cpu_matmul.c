@@ -2,9 +2,10 @@
  * one kind (bf16, f16, f32, q<bits> MLX affine g64 with bf16 scales, or an fp mode mxfp4 / mxfp8 /
  * nvfp4 with random codes and scales of moderate magnitude) through the CPU backend at
  * a level, T tokens, the best of `reps` timed calls after one warm-up. Prints one line: kind, shape,
- * T, ms per call, GB/s of weight bytes and GFLOP/s.
+ * T, the kernels that ran, ms per call, GB/s of weight bytes and GFLOP/s.
  *
- *   lmx_cpu_matmul KIND ROWS COLS T [threads 2] [reps 20] [level 2: avx512, 1: avx2, 0: scalar]
+ *   lmx_cpu_matmul KIND ROWS COLS T [threads 2] [reps 20] [level: scalar|avx2|avxvnni|avx512 or 0..3,
+ *                  default the best the CPU has]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,13 @@ int main(int argc, char **argv) {
     const char *kind = argv[1];
     const int64_t rows = atoll(argv[2]), cols = atoll(argv[3]);
     const int T = atoi(argv[4]), threads = argc > 5 ? atoi(argv[5]) : 2, reps = argc > 6 ? atoi(argv[6]) : 20;
-    const int level = argc > 7 ? atoi(argv[7]) : 2;
+    static const char *levels[] = {"scalar", "avx2", "avxvnni", "avx512"};
+    int level = LMX_CPU_AVX512;
+    if (argc > 7) {
+        level = atoi(argv[7]);
+        for (int i = 0; i <= LMX_CPU_AVX512; i++)
+            if (!strcmp(argv[7], levels[i])) level = i;
+    }
     lmx_backend *be = NULL;
     if (lmx_backend_cpu_create_level(threads, (lmx_cpu_level)level, &be) != LMX_OK) return 1;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -94,8 +101,8 @@ int main(int argc, char **argv) {
         const double dt = now_s() - t0;
         if (r > 0 && dt < best) best = dt;
     }
-    printf("%s %lldx%lld T %d threads %d level %d: %.3f ms, %.1f GB/s, %.1f GFLOP/s\n", kind, (long long)rows,
-           (long long)cols, T, threads, level, best * 1e3, (double)wbytes / best * 1e-9,
+    printf("%s %lldx%lld T %d threads %d %s: %.3f ms, %.1f GB/s, %.1f GFLOP/s\n", kind, (long long)rows,
+           (long long)cols, T, threads, lmx_backend_cpu_kernels(be), best * 1e3, (double)wbytes / best * 1e-9,
            2.0 * (double)n * T / best * 1e-9);
     be->ops->weight_free(be, w);
     be->ops->buf_free(be, x);

@@ -373,16 +373,23 @@ struct lmx_backend {
 };
 
 /* CPU backend with n_threads workers (0 = number of online CPUs, capped at 64), using the best
- * kernel level the CPU has (runtime CPUID): AVX-512 (F/BW/VL/VNNI: quantized 4/8-bit weights
- * repacked at upload into 16-row interleaved tiles, activations quantized to int16 per group and
- * multiplied with VPDPWSSD; 16-bit weights converted in registers), else AVX2+FMA+F16C, else the
- * portable scalar reference. _ex with allow_simd=false forces the scalar kernels; _level caps the
- * level (tests run every level on one machine; a level the CPU lacks falls back to the best below). */
-typedef enum lmx_cpu_level { LMX_CPU_SCALAR = 0, LMX_CPU_AVX2 = 1, LMX_CPU_AVX512 = 2 } lmx_cpu_level;
+ * kernel level the CPU has (runtime CPUID): AVX-512 (F/BW/VL/DQ/VNNI), else AVX2+FMA+F16C with
+ * AVX-VNNI, else AVX2+FMA+F16C, else the portable scalar reference. At every level quantized
+ * 4/8-bit weights are repacked at upload into 16-row interleaved tiles and multiplied with the
+ * activations quantized to int16 per group (VPDPWSSD zmm / ymm, VPMADDWD, or scalar C: the same
+ * integer sums, bit-identical results); 16-bit weights are converted in registers. _ex with
+ * allow_simd=false forces the scalar kernels; _level caps the level (tests run every level on one
+ * machine; a level the CPU lacks falls back to the best below). */
+typedef enum lmx_cpu_level {
+    LMX_CPU_SCALAR = 0,
+    LMX_CPU_AVX2 = 1,
+    LMX_CPU_AVXVNNI = 2,
+    LMX_CPU_AVX512 = 3
+} lmx_cpu_level;
 lmx_status lmx_backend_cpu_create(int n_threads, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_ex(int n_threads, bool allow_simd, lmx_backend **out);
 lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, lmx_backend **out);
-/* "scalar", "avx2" or "avx512" for a CPU backend, NULL for another backend. */
+/* "scalar", "avx2", "avxvnni" or "avx512" for a CPU backend, NULL for another backend. */
 const char *lmx_backend_cpu_kernels(const lmx_backend *be);
 /* Tests only: gives a CPU backend (before any weight is uploaded through it) a weight_upload_fused
  * that copies the parts' rows into one owned matrix, so the fused decode path of the model runs on

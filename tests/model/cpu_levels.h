@@ -1,4 +1,4 @@
-/* cpu_levels.h — what the CPU kernel-level tests share (test_cpu_levels.c, test_mx_kernels.c): one CPU
+/* cpu_levels.h — what the CPU kernel-level tests share (test_cpu_levels.c, test_mx_kernels.c, test_moe_ops.c): one CPU
  * backend per forced level with 1 and 3 threads, a buffer from host floats, and one matmul (or
  * matmul_add when y0) through a backend. Static: each test file holds its own backends. */
 #ifndef LMX_TESTS_MODEL_CPU_LEVELS_H
@@ -10,18 +10,19 @@
 #include "backend/backend.h"
 #include "lmx_test.h"
 
-static const char *level_name[] = {"scalar", "avx2", "avx512"};
-static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
+#define N_LEVELS (LMX_CPU_AVX512 + 1)
+static const char *level_name[N_LEVELS] = {"scalar", "avx2", "avxvnni", "avx512"};
+static lmx_backend *be[N_LEVELS][2]; /* [level][1 thread, 3 threads] */
 
 /* creates be[][] (false when a backend cannot be made) and says which kernels each level runs */
-static bool levels_create(void) {
-    for (int L = 0; L < 3; L++)
+static inline bool levels_create(void) {
+    for (int L = 0; L < N_LEVELS; L++)
         for (int i = 0; i < 2; i++)
             if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) {
                 fprintf(stderr, "cannot create a cpu backend\n");
                 return false;
             }
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         const char *got = lmx_backend_cpu_kernels(be[L][0]);
         fprintf(stderr, "level %s: kernels %s%s\n", level_name[L], got,
                 strcmp(got, level_name[L]) ? " (this CPU lacks the level: the best below runs)" : "");
@@ -30,12 +31,12 @@ static bool levels_create(void) {
     return true;
 }
 
-static void levels_destroy(void) {
-    for (int L = 0; L < 3; L++)
+static inline void levels_destroy(void) {
+    for (int L = 0; L < N_LEVELS; L++)
         for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
 }
 
-static lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
+static inline lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
     lmx_buf *r = NULL;
     CHECK(b->ops->buf_alloc(b, n, &r) == LMX_OK);
     if (r && x) b->ops->buf_write(b, r, 0, x, n);
@@ -43,7 +44,7 @@ static lmx_buf *buf_from(lmx_backend *b, const float *x, size_t n) {
 }
 
 /* y = W x (+ y0 when y0) through backend b; out [T*rows] */
-static void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x, int T, const float *y0, float *out) {
+static inline void run_matmul(lmx_backend *b, const lmx_weight_desc *d, const float *x, int T, const float *y0, float *out) {
     lmx_bweight *w = NULL;
     CHECK(b->ops->weight_upload(b, d, &w) == LMX_OK);
     if (!w) return;

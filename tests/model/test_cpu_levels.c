@@ -1,12 +1,15 @@
-/* test_cpu_levels.c — the CPU backend's matmul at every kernel level (scalar, AVX2, AVX-512, forced
- * through lmx_backend_cpu_create_level even on an AVX-512 machine) against a double-precision
- * reference, on odd shapes: rows not a multiple of the 16-row tile (1, 17, 37), column counts of an
- * odd number of groups, every group size, 2–8 bits, scales stored as f32/bf16/f16, T = 1..7 (the
- * decode kernel, partial token tiles, the prefill tiles), with and without bias, matmul and
- * matmul_add; dense F32/F16/BF16 with column counts off the vector width. 1 and 3 threads at a
- * level must agree bit for bit. Tolerance: 1e-5·Σ|x·w| (fp32 rounding), plus at the avx512 level
- * for 4/8 bits the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k| (d_g = max|x_g| / 32767), and for
- * bf16 weights the split-bf16 activation bound 2^-16·Σ|x·w|. And row
+/* test_cpu_levels.c — the CPU backend's matmul at every kernel level (scalar, AVX2, AVX-VNNI,
+ * AVX-512, forced through lmx_backend_cpu_create_level even on an AVX-512 machine) against a
+ * double-precision reference, on odd shapes: rows not a multiple of the 16-row tile (1, 17, 37),
+ * column counts of an odd number of groups, every group size, 2–8 bits, scales stored as
+ * f32/bf16/f16, T = 1..17 (the decode kernels, partial token passes, the prefill passes), with and
+ * without bias, matmul and matmul_add; dense F32/F16/BF16 with column counts off the vector width.
+ * 1 and 3 threads at a level must agree bit for bit. Tolerance: 1e-5·Σ|x·w| (fp32 rounding), plus
+ * for 4/8 bits (the repacked tiles, every level) the int16 activation bound Σ_g d_g/2·Σ_{k∈g}|w_k|
+ * (d_g = max|x_g| / 32767), and for bf16 weights at the avx512 level the split-bf16 activation
+ * bound 2^-16·Σ|x·w|. The 4/8-bit tiles compute integer sums: every level equals the scalar
+ * reference bit for bit (also on rounding ties, zero, tiny and non-finite groups); a weight
+ * uploaded with fp32_x keeps fp32 activations at every level. And row
  * independence: row t of a T-token matmul / matmul_add equals the 1-token call on x[t] bit for bit. */
 #include <math.h>
 #include <stdint.h>
@@ -110,15 +113,20 @@ static void quant_case(int bits, int gs, int rows, int ngroups, int T, lmx_dtype
     snprintf(what, sizeof what, "quant bits %d gs %d rows %d cols %d T %d sdt %d bias %d add %d", bits, gs, rows, cols,
              T, (int)sdt, (int)with_bias, (int)add);
     float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
-    for (int L = 0; L < 3; L++) {
+    float *os = malloc(sizeof(float) * (size_t)T * rows); /* the scalar level's result */
+    const bool tiles = bits == 4 || bits == 8;
+    for (int L = 0; L < N_LEVELS; L++) {
         run_matmul(be[L][0], &d, x, T, add ? y0 : NULL, o1);
         run_matmul(be[L][1], &d, x, T, add ? y0 : NULL, o3);
         CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
                   level_name[L]);
-        const bool xq16 = !strcmp(lmx_backend_cpu_kernels(be[L][0]), "avx512") && (bits == 4 || bits == 8);
-        check_result(what, L, o1, W, x, T, rows, cols, gs, xq16, false, with_bias ? bias : NULL, add ? y0 : NULL);
+        check_result(what, L, o1, W, x, T, rows, cols, gs, tiles, false, with_bias ? bias : NULL, add ? y0 : NULL);
+        if (L == 0) memcpy(os, o1, sizeof(float) * (size_t)T * rows);
+        else if (tiles)
+            CHECK_MSG(memcmp(o1, os, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: differs from scalar", what,
+                      level_name[L]);
     }
-    free(o1), free(o3), free(W), free(bias), free(x), free(y0), free(s16), free(b16), free(sf), free(bf), free(w);
+    free(os), free(o1), free(o3), free(W), free(bias), free(x), free(y0), free(s16), free(b16), free(sf), free(bf), free(w);
     qfree(&q);
 }
 
@@ -132,10 +140,87 @@ static void test_quant_levels(void) {
             for (int r = 0; r < 3; r++, n++) {
                 int T = Ts[n % 6];
                 quant_case(bitss[b], gss[g], rowss[r], 1 + 2 * (n % 3), T, sdts[n % 3], n % 2 == 0, n % 4 == 1);
-                if (bitss[b] == 4 || bitss[b] == 8) /* the repacked path: every T from 1 to 7 */
-                    for (int t = 1; t <= 7; t++)
-                        if (t != T) quant_case(bitss[b], gss[g], rowss[r], 3, t, sdts[(n + t) % 3], t % 2 == 1, t == 6);
+                if (bitss[b] == 4 || bitss[b] == 8) /* the repacked path: every T from 1 to 9, and 17 */
+                    for (int t = 1; t <= 10; t++)
+                        if (t != T)
+                            quant_case(bitss[b], gss[g], rowss[r], 3, t == 10 ? 17 : t, sdts[(n + t) % 3], t % 2 == 1,
+                                       t == 6);
             }
+}
+
+/* the activation quantization's edges, 4 and 8 bits, T = 3: token 0 with a group whose max|x| is
+ * 32767 (step 1) and half-integer values (round to nearest even decides), a zero group and a group
+ * below LMX_QTILE_XMIN (both zero), token 1 with an inf and token 2 with a NaN in one group (every
+ * result non-finite); token 0 equals the scalar level bit for bit and the reference within the
+ * bound at every level */
+static void test_quant_edges(void) {
+    const int rows = 19, gs = 32, cols = 4 * gs, T = 3;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        float *w = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * (size_t)T * cols);
+        for (int i = 0; i < rows * cols; i++) w[i] = frand() * 0.3f;
+        for (int i = 0; i < T * cols; i++) x[i] = frand();
+        x[0] = 32767.0f;
+        for (int k = 1; k < gs; k++) x[k] = (float)(int)(frand() * 30000) + 0.5f;
+        for (int k = gs; k < 2 * gs; k++) x[k] = 0.0f;
+        for (int k = 2 * gs; k < 3 * gs; k++) x[k] = frand() * 1e-35f;
+        x[cols + gs + 5] = INFINITY;
+        x[2 * cols + 2 * gs + 7] = NAN;
+        qmat q = quantize(w, rows, cols, bits, gs);
+        lmx_weight_desc d = {.name = "q", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols, .dtype = LMX_DTYPE_F32,
+                             .data = q.packed, .scales = q.scales, .biases = q.biases, .bits = bits, .group_size = gs,
+                             .bias_dtype = LMX_DTYPE_F32};
+        float *o = malloc(sizeof(float) * (size_t)T * rows), *os = malloc(sizeof(float) * (size_t)rows);
+        char what[64];
+        snprintf(what, sizeof what, "quant edges bits %d", bits);
+        for (int L = 0; L < N_LEVELS; L++) {
+            run_matmul(be[L][1], &d, x, T, NULL, o);
+            check_result(what, L, o, q.deq, x, 1, rows, cols, gs, true, false, NULL, NULL);
+            if (L == 0) memcpy(os, o, sizeof(float) * (size_t)rows);
+            CHECK_MSG(memcmp(o, os, sizeof(float) * (size_t)rows) == 0, "%s level %s: differs from scalar", what,
+                      level_name[L]);
+            int finite = 0;
+            for (int i = rows; i < T * rows; i++) finite += isfinite(o[i]) != 0;
+            CHECK_MSG(finite == 0, "%s level %s: %d results of the inf / NaN tokens are finite", what, level_name[L],
+                      finite);
+        }
+        free(o), free(os), free(w), free(x);
+        qfree(&q);
+    }
+}
+
+/* a 4/8-bit weight uploaded with fp32_x (a router) keeps x in fp32 at every level: groups of one
+ * large and many small activations, which the int16 steps would round away (0.001 against a step
+ * of 1000/32767), still meet the fp32 tolerance; without fp32_x the same call is off by more */
+static void test_fp32_x(void) {
+    const int rows = 21, gs = 64, cols = 2 * gs, T = 2;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        float *w = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * (size_t)T * cols);
+        for (int i = 0; i < rows * cols; i++) w[i] = frand() * 0.5f + 0.6f;
+        for (int i = 0; i < T * cols; i++) x[i] = i % gs == 0 ? 1000.0f : 1e-3f * (1.0f + frand() * 0.1f);
+        qmat q = quantize(w, rows, cols, bits, gs);
+        lmx_weight_desc d = {.name = "router", .kind = LMX_WEIGHT_QUANT, .rows = rows, .cols = cols,
+                             .dtype = LMX_DTYPE_F32, .data = q.packed, .scales = q.scales, .biases = q.biases,
+                             .bits = bits, .group_size = gs, .bias_dtype = LMX_DTYPE_F32, .fp32_x = true};
+        float *o = malloc(sizeof(float) * (size_t)T * rows);
+        char what[64];
+        snprintf(what, sizeof what, "fp32_x bits %d", bits);
+        for (int L = 0; L < N_LEVELS; L++) {
+            run_matmul(be[L][1], &d, x, T, NULL, o);
+            check_result(what, L, o, q.deq, x, T, rows, cols, gs, false, false, NULL, NULL);
+        }
+        /* the check can fail: the repacked path loses the small values */
+        d.fp32_x = false;
+        run_matmul(be[0][0], &d, x, T, NULL, o);
+        double worst = 0;
+        for (int r = 0; r < rows; r++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < cols; k++) s += (double)x[k] * q.deq[(size_t)r * cols + k], mag += fabs((double)x[k] * q.deq[(size_t)r * cols + k]);
+            worst = fmax(worst, fabs(o[r] - s) / (1e-5 * (mag + 1)));
+        }
+        CHECK_MSG(worst > 1.0, "%s: the int16 path met the fp32 tolerance (worst %.3g x tol)", what, worst);
+        free(o), free(w), free(x);
+        qfree(&q);
+    }
 }
 
 static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) {
@@ -157,7 +242,7 @@ static void dense_case(lmx_dtype dt, int rows, int cols, int T, bool with_bias) 
     char what[80];
     snprintf(what, sizeof what, "dense dtype %d rows %d cols %d T %d", (int)dt, rows, cols, T);
     float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         run_matmul(be[L][0], &d, x, T, NULL, o1);
         run_matmul(be[L][1], &d, x, T, NULL, o3);
         CHECK_MSG(memcmp(o1, o3, sizeof(float) * (size_t)T * rows) == 0, "%s level %s: 1 and 3 threads differ", what,
@@ -230,7 +315,7 @@ static void embed_case(int L, const lmx_weight_desc *d, const char *what) {
 static void test_row_independence(void) {
     static const int bitss[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
     static const lmx_dtype dts[] = {LMX_DTYPE_F32, LMX_DTYPE_BF16, LMX_DTYPE_F16};
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         for (int b = 0; b < 6; b++)
             for (int v = 0; v < 2; v++) {
                 const int gs = gss[(b + v + L) % 3], rows = 1 + (int)((rng >> 20) % 40), cols = gs * (1 + (int)((rng >> 30) % 4));
@@ -283,6 +368,8 @@ static void test_row_independence(void) {
 int main(void) {
     if (!levels_create()) return 1;
     RUN(test_quant_levels);
+    RUN(test_quant_edges);
+    RUN(test_fp32_x);
     RUN(test_dense_levels);
     RUN(test_row_independence);
     levels_destroy();

@@ -3,22 +3,8 @@
  * stable grouping by expert) and every output against the double-precision reference; experts that
  * receive no row hold NaN weights and must not be read; a row's results do not depend on the thread
  * count (bit for bit); the ops refuse what they cannot take. */
+#include "model/cpu_levels.h"
 #include "model/moe_ops_cases.h"
-
-static const char *level_name[] = {"scalar", "avx2", "avx512"};
-static lmx_backend *be[3][2]; /* [level][1 thread, 3 threads] */
-
-static bool levels_create(void) {
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++)
-            if (lmx_backend_cpu_create_level(i ? 3 : 1, (lmx_cpu_level)L, &be[L][i]) != LMX_OK) return false;
-    return true;
-}
-
-static void levels_destroy(void) {
-    for (int L = 0; L < 3; L++)
-        for (int i = 0; i < 2; i++) lmx_backend_destroy(be[L][i]);
-}
 
 static void test_cases(void) {
     for (size_t i = 0; i < N_MOE_CASES; i++) {
@@ -27,7 +13,7 @@ static void test_cases(void) {
         moe_problem_make(&p, c, 1000 + i);
         char label[160];
         moe_case_label(c, label, sizeof label);
-        for (int L = 0; L < 3; L++) {
+        for (int L = 0; L < N_LEVELS; L++) {
             moe_result r[2];
             bool ok[2];
             for (int th = 0; th < 2; th++) {

@@ -50,7 +50,7 @@ static void mx_case(lmx_quant_mode m, int rows, int ngroups, int T, bool with_bi
                          .dtype = LMX_DTYPE_U8, .data = codes, .scales = sc, .bits = bits, .group_size = gs,
                          .mode = m, .bias = with_bias ? bias : NULL, .bias_dtype = LMX_DTYPE_F32};
     float *o1 = malloc(sizeof(float) * (size_t)T * rows), *o3 = malloc(sizeof(float) * (size_t)T * rows);
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         run_matmul(be[L][0], &d, x, T, add ? y0 : NULL, o1);
         run_matmul(be[L][1], &d, x, T, add ? y0 : NULL, o3);
         CHECK_MSG(!memcmp(o1, o3, sizeof(float) * (size_t)T * rows), "%s level %s: 1 and 3 threads differ",
@@ -74,7 +74,7 @@ static void mx_case(lmx_quant_mode m, int rows, int ngroups, int T, bool with_bi
                   lmx_quant_mode_name(m), level_name[L], rows, ngroups, T, bad, worst);
     }
     /* the embedding: rows dequantized exactly (the same products at every level) */
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         lmx_bweight *bw = NULL;
         d.bias = NULL;
         CHECK(be[L][0]->ops->weight_upload(be[L][0], &d, &bw) == LMX_OK);
@@ -116,7 +116,7 @@ static void test_every_code(void) {
         CHECK(lmx_mx_dequantize_row(codes, sc, m, 0, cols, want) == LMX_OK);
         lmx_weight_desc d = {.name = "codes", .kind = LMX_WEIGHT_QUANT, .rows = 1, .cols = cols, .dtype = LMX_DTYPE_U8,
                              .data = codes, .scales = sc, .bits = bits, .group_size = gs, .mode = m};
-        for (int L = 0; L < 3; L++) {
+        for (int L = 0; L < N_LEVELS; L++) {
             lmx_bweight *bw = NULL;
             CHECK(be[L][0]->ops->weight_upload(be[L][0], &d, &bw) == LMX_OK);
             int32_t id = 0;
@@ -138,7 +138,7 @@ static void test_row_independence(void) {
     const lmx_quant_mode modes[] = {LMX_QUANT_MXFP4, LMX_QUANT_MXFP8, LMX_QUANT_NVFP4};
     static const int Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
     const int TM = 17;
-    for (int L = 0; L < 3; L++)
+    for (int L = 0; L < N_LEVELS; L++)
         for (int mi = 0; mi < 3; mi++)
             for (int v = 0; v < 2; v++) {
                 const lmx_quant_mode m = modes[mi];
@@ -182,7 +182,7 @@ static void test_no_fuse(void) {
     for (int i = 0; i < 2; i++)
         p[i] = (lmx_weight_desc){.name = "part", .kind = LMX_WEIGHT_QUANT, .rows = 16, .cols = 32, .dtype = LMX_DTYPE_U8,
                                  .data = codes, .scales = sc, .bits = 4, .group_size = 32, .mode = LMX_QUANT_MXFP4};
-    for (int L = 0; L < 3; L++) {
+    for (int L = 0; L < N_LEVELS; L++) {
         if (!be[L][0]->ops->weight_upload_fused) continue;
         lmx_bweight *f = NULL, *v[2] = {NULL, NULL};
         CHECK(be[L][0]->ops->weight_upload_fused(be[L][0], p, 2, &f, v) == LMX_ERR_UNSUPPORTED);

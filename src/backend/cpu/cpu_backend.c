@@ -2,8 +2,10 @@
  * rows/heads with a small thread pool owned by the backend (see backend.h for the op contracts).
  *
  * Weights stay in their stored dtype: dense F16/BF16/F32 matrices are referenced in place (the
- * mmapped bytes, possibly unaligned) and converted row by row into per-thread scratch; quantized
- * matrices keep their packed words and get fp32 copies of scales/biases at upload.
+ * mmapped bytes, possibly unaligned) and converted row by row into per-thread scratch; affine 4/8-bit
+ * matrices (groups of 32/64/128) are repacked at upload into the 16-row tiles of cpu_qtile.h (at
+ * every kernel level), other quantized matrices keep their packed words and get fp32 copies of
+ * scales/biases.
  * The compute ops live in cpu_compute.c; this file holds buffers, weight uploads, creation and the
  * ops table.
  */
@@ -169,7 +171,7 @@ static lmx_status cpu_weight_upload_impl(lmx_backend *be, const lmx_weight_desc 
         w->scales = convert_copy(&c->k, (const uint8_t *)d->scales + off, d->dtype, d->rows * w->groups);
         w->biases = convert_copy(&c->k, (const uint8_t *)d->biases + off, d->dtype, d->rows * w->groups);
         if (!w->scales || !w->biases) goto oom;
-        if (c->level >= LMX_CPU_AVX512 && !d->fp32_x && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
+        if (!d->fp32_x && lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols)) {
             if (lmx_cpu_qtile_pack(w, c->pool) != LMX_OK) goto oom;
             release_packed_source(w);
         }
@@ -246,7 +248,7 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
         r += p->rows;
     }
     lmx_status st = ensure_scratch(c, 4 * (size_t)w->cols + 64);
-    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && c->level >= LMX_CPU_AVX512 &&
+    if (st == LMX_OK && p0->kind == LMX_WEIGHT_QUANT && !p0->fp32_x &&
         lmx_cpu_qtile_supported(w->bits, w->group_size, w->cols))
         st = lmx_cpu_qtile_pack(w, c->pool);
     r = 0;
@@ -293,7 +295,7 @@ static lmx_status cpu_weight_upload_fused_impl(lmx_backend *be, const lmx_weight
 }
 
 
-/* avx512 level (not the test-only form): 4/8-bit parts whose tiles the level repacks are fused —
+/* the production form (not the test-only one): 4/8-bit parts whose tiles the backend repacks are fused —
  * the repack copies them anyway, so one matmul over q|k|v or gate|up costs no memory (the
  * concatenated source copy is freed once the tiles exist; the fused weight and its views then
  * have no source rows: every matmul through them runs on the tiles). Anything else stays separate. */
@@ -305,7 +307,7 @@ static lmx_status cpu_weight_upload_fused_tiles(lmx_backend *be, const lmx_weigh
     cpu_backend *c = CPU(be);
     *fused = NULL;
     for (int i = 0; i < n && views; i++) views[i] = NULL;
-    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT || lmx_quant_mode_is_fp(parts[0].mode) ||
+    if (n < 1 || parts[0].kind != LMX_WEIGHT_QUANT || lmx_quant_mode_is_fp(parts[0].mode) || parts[0].fp32_x ||
         !lmx_cpu_qtile_supported(parts[0].bits, parts[0].group_size, parts[0].cols))
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: cpu backend fuses repacked 4/8-bit weights only", parts[0].name);
     LMX_BACKEND_TRY(cpu_weight_upload_fused_impl(be, parts, n, fused, views));
@@ -401,14 +403,13 @@ static void cpu_destroy(lmx_backend *be) {
     .moe_gate_up = lmx_cpu_moe_gate_up,        \
     .moe_combine = lmx_cpu_moe_combine
 
-static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
 /* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
 static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
-/* the avx512 level: repacked quantized parts fused (cpu_weight_upload_fused_tiles) */
+/* the production table: repacked quantized parts fused (cpu_weight_upload_fused_tiles) */
 static const lmx_backend_ops cpu_ops_tiles = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused_t};
 
 static bool is_cpu(const lmx_backend *be) {
-    return be && (be->ops == &cpu_ops || be->ops == &cpu_ops_fused || be->ops == &cpu_ops_tiles);
+    return be && (be->ops == &cpu_ops_fused || be->ops == &cpu_ops_tiles);
 }
 
 lmx_status lmx_backend_cpu_enable_fused(lmx_backend *be) {
@@ -439,10 +440,10 @@ lmx_status lmx_backend_cpu_create_level(int n_threads, lmx_cpu_level max_level, 
     if (n_threads > 64) n_threads = 64;
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend");
-    c->base.ops = &cpu_ops;
+    c->base.ops = &cpu_ops_tiles;
     c->n_threads = n_threads;
     c->level = (lmx_cpu_level)lmx_cpu_kernels_select(&c->k, (int)max_level);
-    if (c->level >= LMX_CPU_AVX512) c->base.ops = &cpu_ops_tiles;
+    c->qt = lmx_cpu_qtile_kernels(c->level);
     pthread_mutex_init(&c->op_lock, NULL);
     lmx_cpu_moe_init(&c->moe);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);

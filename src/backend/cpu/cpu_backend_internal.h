@@ -33,7 +33,7 @@ struct lmx_bweight {
     int bits, group_size, groups;
     float *bias;           /* optional own fp32 [rows] */
     uint8_t *own;          /* fused (test-only weight_upload_fused): own copy of the rows `data` points to */
-    uint8_t *pk;           /* avx512 level, 4/8 bits: codes repacked in 16-row tiles (cpu_qtile.h), or NULL */
+    uint8_t *pk;           /* 4/8 bits, groups of 32/64/128: codes repacked in 16-row tiles (cpu_qtile.h), or NULL */
     int64_t pk_blocks;     /* tiles of 16 rows */
     size_t pk_block_bytes; /* bytes per tile (codes, scales and biases of every group) */
     bool pk_sb16;          /* the tiles hold 16-bit scales/biases (else fp32) */
@@ -67,6 +67,7 @@ typedef struct cpu_backend {
     size_t shared_len;
     lmx_cpu_kernels k;     /* inner kernels (scalar, AVX2 or AVX-512), chosen at creation */
     lmx_cpu_level level;   /* k's level */
+    const struct lmx_qtile_kernels *qt; /* the level's repacked 4/8-bit kernels (cpu_qtile.h) */
     int16_t *xq;           /* [xq_len] int16 activations of the repacked-weight matmul (grows, never per token) */
     size_t xq_len;
     pthread_mutex_t op_lock; /* one pool/scratch-using op at a time (callers on several threads are safe) */

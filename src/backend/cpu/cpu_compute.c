@@ -1,6 +1,7 @@
 /* cpu_compute.c — the CPU backend's compute ops: readable fp32-accumulating kernels over rows or
  * heads on the backend's thread pool, one op at a time (the op lock), with the inner loops from
- * cpu_simd.h (scalar or AVX2). The fused ops (matmul_add, rope_qk_store, act_mul_split) run the
+ * cpu_simd.h (scalar, AVX2 or AVX-512) and, for 4/8-bit weights, the repacked tiles of cpu_qtile.h
+ * at the backend's level. The fused ops (matmul_add, rope_qk_store, act_mul_split) run the
  * unfused ops' arithmetic, bit for bit. */
 #include <math.h>
 #include <stdint.h>
@@ -112,7 +113,7 @@ static void matmul_rows_dense(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
-/* quantized rows without repacked tiles: one token reads the packed codes in place (qdot); more
+/* quantized rows without repacked tiles (2/3/5/6 bits): one token decodes a row's codes (qdot); more
  * decode a block of 4 rows' codes once and run qdotf4 / qdotf per token (the same arithmetic),
  * so each token's x is read once per 4 rows */
 static void matmul_rows_quant(void *vctx, int64_t r0, int64_t r1, int thread) {
@@ -153,8 +154,9 @@ static void matmul_rows_quant(void *vctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
-/* repacked 4/8-bit weights (avx512 level): int16 activations, 16-row tiles */
+/* repacked 4/8-bit weights: int16 activations, 16-row tiles, the level's kernels */
 typedef struct qtile_ctx {
+    const lmx_qtile_kernels *k;
     const lmx_bweight *w;
     const int16_t *xq;
     const float *xd, *xs;
@@ -166,10 +168,11 @@ typedef struct qtile_ctx {
 static void qtile_run(void *vctx, int64_t b0, int64_t b1, int thread) {
     (void)thread;
     const qtile_ctx *q = vctx;
-    lmx_cpu_qtile_rows(q->w, b0, b1, q->xq, q->xd, q->xs, q->T, q->y, q->acc);
+    q->k->rows(q->w, b0, b1, q->xq, q->xd, q->xs, q->T, q->y, q->acc);
 }
 
 typedef struct qx_ctx {
+    const lmx_qtile_kernels *k;
     const float *x;
     int64_t K;
     int G, groups;
@@ -181,8 +184,8 @@ typedef struct qx_ctx {
 static void qx_run(void *vctx, int64_t t0, int64_t t1, int thread) {
     (void)thread;
     const qx_ctx *q = vctx;
-    lmx_cpu_qtile_quant_x(q->x + (size_t)t0 * q->K, (int)(t1 - t0), q->K, q->G, q->xq + (size_t)t0 * q->K,
-                          q->xd + (size_t)t0 * q->groups, q->xs + (size_t)t0 * q->groups);
+    q->k->quant_x(q->x + (size_t)t0 * q->K, (int)(t1 - t0), q->K, q->G, q->xq + (size_t)t0 * q->K,
+                  q->xd + (size_t)t0 * q->groups, q->xs + (size_t)t0 * q->groups);
 }
 
 static lmx_status cpu_matmul_qtile(cpu_backend *c, const lmx_bweight *w, const float *x, int T, float *y, bool acc) {
@@ -190,9 +193,9 @@ static lmx_status cpu_matmul_qtile(cpu_backend *c, const lmx_bweight *w, const f
     LMX_BACKEND_TRY(ensure_xq(c, (size_t)T * (size_t)w->cols));
     LMX_BACKEND_TRY(ensure_shared(c, 2 * (size_t)T * G));
     float *xd = c->shared, *xs = c->shared + (size_t)T * G;
-    qx_ctx qx = {x, w->cols, w->group_size, w->groups, c->xq, xd, xs};
+    qx_ctx qx = {c->qt, x, w->cols, w->group_size, w->groups, c->xq, xd, xs};
     lmx_thread_pool_run(c->pool, T, 4, qx_run, &qx);
-    qtile_ctx q = {w, c->xq, xd, xs, y, T, acc};
+    qtile_ctx q = {c->qt, w, c->xq, xd, xs, y, T, acc};
     /* ~4 chunks per thread; a chunk of 16-row tiles is at least 2 tiles */
     int64_t grain = w->pk_blocks / (c->n_threads * 4);
     if (grain < 2) grain = 2;

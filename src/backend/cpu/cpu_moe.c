@@ -5,7 +5,7 @@
  *             exp(r - max) / Σ in double (Σ over all E, or over the k in choice order); then a
  *             counting sort of the T*k slots by expert, stable, so each expert's rows are increasing;
  *   experts   a stack keeps each expert as its own uploaded weight (a row range of the stored
- *             [E, rows, cols] tensor, or the Hub's per-expert tensor; the AVX-512 level repacks each);
+ *             [E, rows, cols] tensor, or the Hub's per-expert tensor; 4/8-bit experts are repacked, each);
  *             moe_matmul runs the backend's matmul once per expert that received rows, over those
  *             rows (gathered into a scratch when they are token rows; one row is read in place);
  *   gate_up   the two expert matmuls over the token rows, then the backend's act_mul;

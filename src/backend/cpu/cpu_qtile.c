@@ -1,5 +1,5 @@
-/* cpu_qtile.c — see cpu_qtile.h: MLX affine 4/8-bit weights repacked into 16-row interleaved tiles
- * and their AVX-512 VNNI matmul (decode GEMV and prefill share one kernel).
+/* cpu_qtile.c — see cpu_qtile.h: the tile layout, the repack, and the portable scalar kernels
+ * every SIMD level reproduces bit for bit.
  *
  * Tile layout (one per block of 16 output rows, rows past the end padded with code 0, scale 0,
  * bias 0): the codes of the block stream linearly along the input dimension, 64 bytes per "chunk"
@@ -8,14 +8,26 @@
  *   4-bit: nibble s (bits 4s..4s+3) = code(r, k0 + 2s + p), s = 0..3
  *   8-bit: byte s (bits 8s..8s+7)   = code(r, k0 + 2s + p), s = 0..1
  * so (word >> bits*s) & mask is, per 32-bit lane r, the pair of codes (k0+2s, k0+2s+1) of row r,
- * which VPDPWSSD multiplies with the broadcast int16 pair x[k0+2s], x[k0+2s+1] and adds into lane
- * r: 16 rows' partial dots per instruction, no horizontal sums. A tile is one linear stream:
- * per group its code chunks, then the 16 rows' scales and biases (bf16/f16 as stored, else fp32), so
- * decode reads each weight byte once, in order. Per group g the int32 sums are rescaled once:
- *   y_r += s_rg · d_g · Σ_k q_rk·xq_k + b_rg · Σ_k x_k
- * with x quantized per group to int16 (xq = round(x / d_g), d_g = max|x| / 32767: relative error
- * ~1.5e-5, inside the golden tolerance; int8 would not be) and Σx the fp32 sum of x itself. |Σ q·xq| <=
- * 255 · 32767 · 128 < 2^31 for groups up to 128. */
+ * which VPDPWSSD (or VPMADDWD) multiplies with the broadcast int16 pair x[k0+2s], x[k0+2s+1] and
+ * adds into lane r: 16 rows' partial dots per instruction (8 per ymm half: rows 0..7 are the
+ * chunk's first 32 bytes), no horizontal sums. A tile is one linear stream: per group its code
+ * chunks, then the 16 rows' scales and biases (bf16/f16 as stored, else fp32), so decode reads each
+ * weight byte once, in order.
+ *
+ * The arithmetic, the same at every level (lmx_qtile_kernels):
+ *   activations, per token and group g of G inputs: m = the largest |x_k| compared as magnitude
+ *   bits (order-free; NaN > inf > finite); non-finite m: d_g = NaN, xq = 0 (the result is NaN);
+ *   m < LMX_QTILE_XMIN: d_g = 0, xq = 0; else d_g = m / 32767, xq_k = rne(x_k · (32767 / m)),
+ *   xs_g = d_g · Σ_k xq_k (the sum of the quantized x: y below is then exactly the dot of the
+ *   dequantized weights with the dequantized x, error Σ w_k·e_k with |e_k| <= d_g/2; the fp32 Σx of
+ *   x itself leaves the error Σ s·q_k·e_k, uncentred: 2.5–3× the matmul error, 2× the golden logit
+ *   error);
+ *   rows, per (row, token): f = 0; per group g: f = fma((float)Σ_k q_k·xq_k, s_g·d_g, f);
+ *   f = fma(b_g, xs_g, f); y = f + bias (0 without), and matmul_add: y = y_old + that.
+ * The int32 sums are exact (|Σ q·xq| <= 255 · 32767 · 128 < 2^31 for groups up to 128), so any
+ * chain split gives the same value. Relative step 1/32767 (int8 activations, 1/127, are ~250×
+ * coarser: on the fixture models they miss the golden logit tolerance by 9–60×, by 4–15× even in
+ * blocks of 4 inputs; docs/BENCHMARKS.md). */
 #include "backend/cpu/cpu_qtile.h"
 
 #include <math.h>
@@ -26,10 +38,6 @@ bool lmx_cpu_qtile_supported(int bits, int group_size, int64_t cols) {
     return (bits == 4 || bits == 8) && (group_size == 32 || group_size == 64 || group_size == 128) && cols > 0 &&
            cols % group_size == 0;
 }
-
-/* bytes per (tile, group): the codes, then 16 scales and 16 biases (bf16 / f16 as stored — exact,
- * they came from those — fp32 for fp32) */
-static size_t group_bytes(int bits, int gs, bool sb16) { return (size_t)gs * (size_t)bits * 2 + (sb16 ? 64 : 128); }
 
 static void put_sb(uint8_t *dst, int i, float v, bool sb16, bool f16) {
     if (sb16 && f16) {
@@ -52,7 +60,7 @@ static void pack_tiles(void *vctx, int64_t b0, int64_t b1, int thread) {
     const int64_t R = w->rows;
     const int G = w->groups, gs = w->group_size, bits = w->bits;
     const bool sb16 = w->pk_sb16;
-    const size_t gb = group_bytes(bits, gs, sb16), code_bytes = (size_t)gs * (size_t)bits * 2, sbe = sb16 ? 2 : 4;
+    const size_t gb = lmx_qtile_group_bytes(bits, gs, sb16), code_bytes = (size_t)gs * (size_t)bits * 2, sbe = sb16 ? 2 : 4;
     for (int64_t b = b0; b < b1; b++)
         for (int g = 0; g < G; g++) {
             uint8_t *dg = w->pk + (size_t)b * w->pk_block_bytes + (size_t)g * gb;
@@ -89,7 +97,7 @@ lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool) {
     const int64_t NB = (w->rows + 15) / 16;
     w->pk_sb16 = w->dtype == LMX_DTYPE_BF16 || w->dtype == LMX_DTYPE_F16;
     w->pk_sbh = w->dtype == LMX_DTYPE_F16;
-    w->pk_block_bytes = group_bytes(w->bits, w->group_size, w->pk_sb16) * (size_t)w->groups;
+    w->pk_block_bytes = lmx_qtile_group_bytes(w->bits, w->group_size, w->pk_sb16) * (size_t)w->groups;
     w->pk = aligned_alloc(64, (size_t)NB * w->pk_block_bytes);
     if (!w->pk) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "cpu backend: repacked weight");
     w->pk_blocks = NB;
@@ -111,7 +119,7 @@ static float get_sb(const uint8_t *src, int i, bool sb16, bool f16) {
 
 void lmx_cpu_qtile_row_sb(const lmx_bweight *w, int64_t r, float *s, float *b) {
     const bool sb16 = w->pk_sb16;
-    const size_t gb = group_bytes(w->bits, w->group_size, sb16), code_bytes = (size_t)w->group_size * (size_t)w->bits * 2;
+    const size_t gb = lmx_qtile_group_bytes(w->bits, w->group_size, sb16), code_bytes = (size_t)w->group_size * (size_t)w->bits * 2;
     const uint8_t *tile = w->pk + (size_t)(r / 16) * w->pk_block_bytes;
     const int i = (int)(r % 16);
     for (int g = 0; g < w->groups; g++) {
@@ -122,305 +130,115 @@ void lmx_cpu_qtile_row_sb(const lmx_bweight *w, int64_t r, float *s, float *b) {
 }
 
 size_t lmx_cpu_qtile_bytes(int64_t rows, int64_t cols, int bits, int group_size, bool bf16_scales) {
-    return (size_t)((rows + 15) / 16) * (size_t)(cols / group_size) * group_bytes(bits, group_size, bf16_scales);
+    return (size_t)((rows + 15) / 16) * (size_t)(cols / group_size) * lmx_qtile_group_bytes(bits, group_size, bf16_scales);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define LMX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+/* ---- the scalar reference ---- */
 
-LMX_AVX512 void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs) {
+static void quant_x_scalar(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs) {
     const int groups = (int)(K / G);
-    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     for (int t = 0; t < T; t++)
         for (int g = 0; g < groups; g++) {
             const float *p = x + (size_t)t * K + (size_t)g * G;
             int16_t *q = xq + (size_t)t * K + (size_t)g * G;
-            __m512 mx = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
-            for (int k = 0; k < G; k += 16) {
-                const __m512 v = _mm512_loadu_ps(p + k);
-                mx = _mm512_max_ps(mx, _mm512_and_ps(v, absmask));
-                sum = _mm512_add_ps(sum, v);
+            float *d = xd + (size_t)t * groups + g, *sum = xs + (size_t)t * groups + g;
+            uint32_t mb = 0;
+            for (int k = 0; k < G; k++) {
+                uint32_t u;
+                memcpy(&u, p + k, 4);
+                u &= 0x7fffffffu;
+                if (u > mb) mb = u;
             }
-            float amax = _mm512_reduce_max_ps(mx);
-            xs[(size_t)t * groups + g] = _mm512_reduce_add_ps(sum); /* fp32 sum of the unquantized x */
-            if (!(amax > 0) || !isfinite(amax)) {
-                /* a zero group; a non-finite one makes the result non-finite (through d, or the sum) */
-                xd[(size_t)t * groups + g] = amax > 0 ? NAN : 0.0f;
-                memset(q, 0, (size_t)G * sizeof *q);
+            float amax;
+            memcpy(&amax, &mb, 4);
+            memset(q, 0, (size_t)G * sizeof *q);
+            if (mb >= 0x7f800000u || !(amax >= LMX_QTILE_XMIN)) {
+                *d = *sum = mb >= 0x7f800000u ? NAN : 0.0f;
                 continue;
             }
             const float inv = 32767.0f / amax;
-            xd[(size_t)t * groups + g] = amax / 32767.0f;
-            const __m512 vi = _mm512_set1_ps(inv);
-            for (int k = 0; k < G; k += 16) {
-                __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p + k), vi)); /* round to nearest */
-                _mm256_storeu_si256((__m256i *)(void *)(q + k), _mm512_cvtsepi32_epi16(v));
+            int32_t is = 0;
+            for (int k = 0; k < G; k++) {
+                const float v = nearbyintf(p[k] * inv); /* the default rounding: to nearest even */
+                q[k] = (int16_t)v;
+                is += q[k];
             }
+            *d = amax / 32767.0f;
+            *sum = *d * (float)is;
         }
 }
 
-/* decode kernels prefetch this far ahead in their tile stream (4 KiB: in quiet A/B rounds on the
- * 2-core EPYC it was ahead of none in 5 of 6 pairs; the machine's noise hides a firm number) */
-#define QT_PF 4096
-static inline int32_t load_pair(const int16_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* 16 scales or biases of a tile's group (bf16 or fp32) */
-LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_sb(const uint8_t *p, bool sb16, bool sbh) {
-    if (sb16 && sbh) return _mm512_cvtph_ps(_mm256_load_si256((const void *)p));
-    if (sb16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const void *)p)), 16));
-    return _mm512_load_ps((const void *)p);
-}
-
-/* One 16-row block × NT tokens over the whole input dimension. */
-LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block(const lmx_bweight *w, int64_t b,
-                                                                         const int16_t *xq, const float *xd,
-                                                                         const float *xs, int NT, float *y,
-                                                                         int64_t y_stride, bool acc) {
-    const int64_t K = w->cols;
-    const int G = w->groups, gs = w->group_size, bits = w->bits;
-    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
-    __m512 facc[4];
-    for (int t = 0; t < NT; t++) facc[t] = _mm512_setzero_ps();
-    for (int g = 0; g < G; g++) {
-        __m512i ia[4][4];
-        for (int t = 0; t < NT; t++)
-            for (int s = 0; s < 4; s++) ia[t][s] = _mm512_setzero_si512();
-        const int64_t k0 = (int64_t)g * gs;
+/* the codes of row i of a tile's group (tg: the group's stream) in input order: q [gs] */
+static void row_codes(const uint8_t *tg, int i, int bits, int gs, int16_t *q) {
+    for (int c = 0; c < gs / (bits == 4 ? 8 : 4); c++) {
+        uint16_t w0, w1; /* parity 0 and 1 */
+        memcpy(&w0, tg + 64 * (size_t)c + 4 * (size_t)i, 2);
+        memcpy(&w1, tg + 64 * (size_t)c + 4 * (size_t)i + 2, 2);
         if (bits == 4) {
-            const __m512i m4 = _mm512_set1_epi16(15);
-            for (int64_t k = k0; k < k0 + gs; k += 8, pw += 64) {
-                const __m512i v = _mm512_load_si512((const void *)pw);
-                const __m512i a0 = _mm512_and_si512(v, m4), a1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                const __m512i a2 = _mm512_and_si512(_mm512_srli_epi16(v, 8), m4), a3 = _mm512_srli_epi16(v, 12);
-                for (int t = 0; t < NT; t++) {
-                    const int16_t *xk = xq + (size_t)t * K + k;
-                    ia[t][0] = _mm512_dpwssd_epi32(ia[t][0], a0, _mm512_set1_epi32(load_pair(xk)));
-                    ia[t][1] = _mm512_dpwssd_epi32(ia[t][1], a1, _mm512_set1_epi32(load_pair(xk + 2)));
-                    ia[t][2] = _mm512_dpwssd_epi32(ia[t][2], a2, _mm512_set1_epi32(load_pair(xk + 4)));
-                    ia[t][3] = _mm512_dpwssd_epi32(ia[t][3], a3, _mm512_set1_epi32(load_pair(xk + 6)));
-                }
-            }
+            int16_t *o = q + 8 * c;
+            o[0] = w0 & 15, o[1] = w1 & 15, o[2] = (w0 >> 4) & 15, o[3] = (w1 >> 4) & 15;
+            o[4] = (w0 >> 8) & 15, o[5] = (w1 >> 8) & 15, o[6] = (int16_t)(w0 >> 12), o[7] = (int16_t)(w1 >> 12);
         } else {
-            const __m512i m8 = _mm512_set1_epi16(255);
-            for (int64_t k = k0; k < k0 + gs; k += 8, pw += 128) {
-                const __m512i v0 = _mm512_load_si512((const void *)pw), v1 = _mm512_load_si512((const void *)(pw + 64));
-                const __m512i a0 = _mm512_and_si512(v0, m8), a1 = _mm512_srli_epi16(v0, 8);
-                const __m512i a2 = _mm512_and_si512(v1, m8), a3 = _mm512_srli_epi16(v1, 8);
-                for (int t = 0; t < NT; t++) {
-                    const int16_t *xk = xq + (size_t)t * K + k;
-                    ia[t][0] = _mm512_dpwssd_epi32(ia[t][0], a0, _mm512_set1_epi32(load_pair(xk)));
-                    ia[t][1] = _mm512_dpwssd_epi32(ia[t][1], a1, _mm512_set1_epi32(load_pair(xk + 2)));
-                    ia[t][2] = _mm512_dpwssd_epi32(ia[t][2], a2, _mm512_set1_epi32(load_pair(xk + 4)));
-                    ia[t][3] = _mm512_dpwssd_epi32(ia[t][3], a3, _mm512_set1_epi32(load_pair(xk + 6)));
+            int16_t *o = q + 4 * c;
+            o[0] = w0 & 255, o[1] = w1 & 255, o[2] = (int16_t)(w0 >> 8), o[3] = (int16_t)(w1 >> 8);
+        }
+    }
+}
+
+#define QT_SCALAR_NT 8 /* tokens per pass over a tile */
+
+/* per tile, per pass of up to QT_SCALAR_NT tokens, per group (its codes stay in L1): each row's
+ * codes decoded once, then each token's int32 dot and rescale; groups in order for every (row, token) */
+static void rows_scalar(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
+                        const float *xs, int T, float *y, bool acc) {
+    const int64_t K = w->cols, R = w->rows;
+    const int G = w->groups, gs = w->group_size, bits = w->bits;
+    const bool sb16 = w->pk_sb16;
+    const size_t code_bytes = (size_t)gs * (size_t)bits * 2, gb = lmx_qtile_group_bytes(bits, gs, sb16);
+    int16_t q[128];
+    float f[16][QT_SCALAR_NT];
+    for (int64_t b = b0; b < b1; b++) {
+        const uint8_t *tile = w->pk + (size_t)b * w->pk_block_bytes;
+        const int nr = R - b * 16 < 16 ? (int)(R - b * 16) : 16;
+        for (int t0 = 0; t0 < T; t0 += QT_SCALAR_NT) {
+            const int nt = T - t0 < QT_SCALAR_NT ? T - t0 : QT_SCALAR_NT;
+            memset(f, 0, sizeof f);
+            for (int g = 0; g < G; g++) {
+                const uint8_t *tg = tile + (size_t)g * gb;
+                for (int i = 0; i < nr; i++) {
+                    row_codes(tg, i, bits, gs, q);
+                    const float sc = get_sb(tg + code_bytes, i, sb16, w->pk_sbh);
+                    const float bi = get_sb(tg + code_bytes + 16 * (sb16 ? 2 : 4), i, sb16, w->pk_sbh);
+                    for (int t = 0; t < nt; t++) {
+                        const int16_t *xg = xq + (size_t)(t0 + t) * (size_t)K + (size_t)g * gs;
+                        int32_t is = 0;
+                        for (int k = 0; k < gs; k++) is += q[k] * xg[k];
+                        const size_t tgi = (size_t)(t0 + t) * (size_t)G + (size_t)g;
+                        f[i][t] = fmaf((float)is, sc * xd[tgi], f[i][t]);
+                        f[i][t] = fmaf(bi, xs[tgi], f[i][t]);
+                    }
                 }
             }
+            for (int i = 0; i < nr; i++)
+                for (int t = 0; t < nt; t++) {
+                    const int64_t r = b * 16 + i;
+                    float v = f[i][t] + (w->bias ? w->bias[r] : 0.0f);
+                    float *yr = y + (size_t)(t0 + t) * (size_t)R + (size_t)r;
+                    if (acc) v = *yr + v;
+                    *yr = v;
+                }
         }
-        const __m512 sv = load_sb(pw, sb16, sbh), bv = load_sb(pw + (sb16 ? 32 : 64), sb16, sbh);
-        pw += sb16 ? 64 : 128;
-        for (int t = 0; t < NT; t++) {
-            const __m512i is = _mm512_add_epi32(_mm512_add_epi32(ia[t][0], ia[t][1]), _mm512_add_epi32(ia[t][2], ia[t][3]));
-            const __m512 sd = _mm512_mul_ps(sv, _mm512_set1_ps(xd[(size_t)t * G + g]));
-            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc[t]);
-            facc[t] = _mm512_fmadd_ps(bv, _mm512_set1_ps(xs[(size_t)t * G + g]), facc[t]);
-        }
-    }
-    const int64_t r0 = b * 16;
-    const int nr = w->rows - r0 < 16 ? (int)(w->rows - r0) : 16;
-    const __mmask16 mk = (__mmask16)((1u << nr) - 1u);
-    const __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mk, w->bias + r0) : _mm512_setzero_ps();
-    for (int t = 0; t < NT; t++) {
-        float *yt = y + (size_t)t * (size_t)y_stride + r0;
-        __m512 v = _mm512_add_ps(facc[t], bias);
-        if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yt), v);
-        _mm512_mask_storeu_ps(yt, mk, v);
     }
 }
 
-/* decode (one token), 4 bits: the same arithmetic as qtile_block with NT = 1 (bit for bit: the
- * same four int32 chains per group, summed and rescaled in the same order), written out so the
- * compiler keeps every accumulator in a register */
-LMX_AVX512 static void qtile_block1_q4(const lmx_bweight *w, int64_t b, const int16_t *xq, const float *xd,
-                                       const float *xs, float *y, bool acc) {
-    const int G = w->groups, gs = w->group_size;
-    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
-    const __m512i m4 = _mm512_set1_epi16(15);
-    __m512 facc = _mm512_setzero_ps();
-    const int16_t *xk = xq;
-    for (int g = 0; g < G; g++) {
-        __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512(), i2 = _mm512_setzero_si512(),
-                i3 = _mm512_setzero_si512();
-        for (int c = 0; c < gs; c += 8, pw += 64, xk += 8) {
-            _mm_prefetch((const char *)pw + QT_PF, _MM_HINT_T0);
-            const __m512i v = _mm512_load_si512((const void *)pw);
-            i0 = _mm512_dpwssd_epi32(i0, _mm512_and_si512(v, m4), _mm512_set1_epi32(load_pair(xk)));
-            i1 = _mm512_dpwssd_epi32(i1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), _mm512_set1_epi32(load_pair(xk + 2)));
-            i2 = _mm512_dpwssd_epi32(i2, _mm512_and_si512(_mm512_srli_epi16(v, 8), m4), _mm512_set1_epi32(load_pair(xk + 4)));
-            i3 = _mm512_dpwssd_epi32(i3, _mm512_srli_epi16(v, 12), _mm512_set1_epi32(load_pair(xk + 6)));
-        }
-        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
-        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16, sbh), _mm512_set1_ps(xd[g]));
-        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc);
-        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16, sbh), _mm512_set1_ps(xs[g]), facc);
-        pw += sb16 ? 64 : 128;
-    }
-    const int64_t r0 = b * 16;
-    const int nr = w->rows - r0 < 16 ? (int)(w->rows - r0) : 16;
-    const __mmask16 mk = (__mmask16)((1u << nr) - 1u);
-    __m512 v = _mm512_add_ps(facc, w->bias ? _mm512_maskz_loadu_ps(mk, w->bias + r0) : _mm512_setzero_ps());
-    if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + r0), v);
-    _mm512_mask_storeu_ps(y + r0, mk, v);
-}
+static const lmx_qtile_kernels qtile_scalar = {quant_x_scalar, rows_scalar};
 
-/* decode, 8 bits: qtile_block's arithmetic with NT = 1 (bit for bit), accumulators in registers */
-LMX_AVX512 static void qtile_block1_q8(const lmx_bweight *w, int64_t b, const int16_t *xq, const float *xd,
-                                       const float *xs, float *y, bool acc) {
-    const int G = w->groups, gs = w->group_size;
-    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
-    const __m512i m8 = _mm512_set1_epi16(255);
-    __m512 facc = _mm512_setzero_ps();
-    const int16_t *xk = xq;
-    for (int g = 0; g < G; g++) {
-        __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512(), i2 = _mm512_setzero_si512(),
-                i3 = _mm512_setzero_si512();
-        for (int c = 0; c < gs; c += 8, pw += 128, xk += 8) {
-            _mm_prefetch((const char *)pw + QT_PF, _MM_HINT_T0);
-            _mm_prefetch((const char *)pw + QT_PF + 64, _MM_HINT_T0);
-            const __m512i v0 = _mm512_load_si512((const void *)pw), v1 = _mm512_load_si512((const void *)(pw + 64));
-            i0 = _mm512_dpwssd_epi32(i0, _mm512_and_si512(v0, m8), _mm512_set1_epi32(load_pair(xk)));
-            i1 = _mm512_dpwssd_epi32(i1, _mm512_srli_epi16(v0, 8), _mm512_set1_epi32(load_pair(xk + 2)));
-            i2 = _mm512_dpwssd_epi32(i2, _mm512_and_si512(v1, m8), _mm512_set1_epi32(load_pair(xk + 4)));
-            i3 = _mm512_dpwssd_epi32(i3, _mm512_srli_epi16(v1, 8), _mm512_set1_epi32(load_pair(xk + 6)));
-        }
-        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
-        const __m512 sd = _mm512_mul_ps(load_sb(pw, sb16, sbh), _mm512_set1_ps(xd[g]));
-        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sd, facc);
-        facc = _mm512_fmadd_ps(load_sb(pw + (sb16 ? 32 : 64), sb16, sbh), _mm512_set1_ps(xs[g]), facc);
-        pw += sb16 ? 64 : 128;
-    }
-    const int64_t r0 = b * 16;
-    const int nr = w->rows - r0 < 16 ? (int)(w->rows - r0) : 16;
-    const __mmask16 mk = (__mmask16)((1u << nr) - 1u);
-    __m512 v = _mm512_add_ps(facc, w->bias ? _mm512_maskz_loadu_ps(mk, w->bias + r0) : _mm512_setzero_ps());
-    if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + r0), v);
-    _mm512_mask_storeu_ps(y + r0, mk, v);
-}
-
-/* prefill: 4 tokens × one tile, two int32 chains per token (s = 0, 2 and s = 1, 3); explicit so
- * every accumulator stays in a register (22 zmm) */
-LMX_AVX512 static inline __attribute__((always_inline)) void qtile_block4(const lmx_bweight *w, int64_t b,
-                                                                          const int16_t *xq, const float *xd,
-                                                                          const float *xs, float *y, int64_t ys,
-                                                                          bool acc, int bits) {
-    const int64_t K = w->cols;
-    const int G = w->groups, gs = w->group_size;
-    const uint8_t *pw = w->pk + (size_t)b * w->pk_block_bytes;
-    const bool sb16 = w->pk_sb16, sbh = w->pk_sbh;
-    const int16_t *x0 = xq, *x1 = xq + K, *x2 = xq + 2 * K, *x3 = xq + 3 * K;
-    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
-#define QT_DOT4(ia, ib, xp, k)                                                                \
-    do {                                                                                      \
-        ia = _mm512_dpwssd_epi32(ia, a0, _mm512_set1_epi32(load_pair((xp) + (k))));          \
-        ib = _mm512_dpwssd_epi32(ib, a1, _mm512_set1_epi32(load_pair((xp) + (k) + 2)));      \
-        ia = _mm512_dpwssd_epi32(ia, a2, _mm512_set1_epi32(load_pair((xp) + (k) + 4)));      \
-        ib = _mm512_dpwssd_epi32(ib, a3, _mm512_set1_epi32(load_pair((xp) + (k) + 6)));      \
-    } while (0)
-#define QT_RESCALE(f, ia, ib, t)                                                                      \
-    do {                                                                                              \
-        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ia, ib)),                             \
-                            _mm512_mul_ps(sv, _mm512_set1_ps(xd[(size_t)(t) * G + g])), f);           \
-        f = _mm512_fmadd_ps(bv, _mm512_set1_ps(xs[(size_t)(t) * G + g]), f);                          \
-    } while (0)
-    for (int g = 0; g < G; g++) {
-        __m512i p0 = _mm512_setzero_si512(), q0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512(),
-                q1 = _mm512_setzero_si512(), p2 = _mm512_setzero_si512(), q2 = _mm512_setzero_si512(),
-                p3 = _mm512_setzero_si512(), q3 = _mm512_setzero_si512();
-        for (int64_t k = (int64_t)g * gs; k < (int64_t)(g + 1) * gs; k += 8) {
-            __m512i a0, a1, a2, a3;
-            if (bits == 4) {
-                const __m512i m4 = _mm512_set1_epi16(15), v = _mm512_load_si512((const void *)pw);
-                a0 = _mm512_and_si512(v, m4), a1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                a2 = _mm512_and_si512(_mm512_srli_epi16(v, 8), m4), a3 = _mm512_srli_epi16(v, 12);
-                pw += 64;
-            } else {
-                const __m512i m8 = _mm512_set1_epi16(255), v0 = _mm512_load_si512((const void *)pw),
-                              v1 = _mm512_load_si512((const void *)(pw + 64));
-                a0 = _mm512_and_si512(v0, m8), a1 = _mm512_srli_epi16(v0, 8);
-                a2 = _mm512_and_si512(v1, m8), a3 = _mm512_srli_epi16(v1, 8);
-                pw += 128;
-            }
-            QT_DOT4(p0, q0, x0, k);
-            QT_DOT4(p1, q1, x1, k);
-            QT_DOT4(p2, q2, x2, k);
-            QT_DOT4(p3, q3, x3, k);
-        }
-        const __m512 sv = load_sb(pw, sb16, sbh), bv = load_sb(pw + (sb16 ? 32 : 64), sb16, sbh);
-        pw += sb16 ? 64 : 128;
-        QT_RESCALE(f0, p0, q0, 0);
-        QT_RESCALE(f1, p1, q1, 1);
-        QT_RESCALE(f2, p2, q2, 2);
-        QT_RESCALE(f3, p3, q3, 3);
-    }
-#undef QT_DOT4
-#undef QT_RESCALE
-    const int64_t r0 = b * 16;
-    const int nr = w->rows - r0 < 16 ? (int)(w->rows - r0) : 16;
-    const __mmask16 mk = (__mmask16)((1u << nr) - 1u);
-    const __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mk, w->bias + r0) : _mm512_setzero_ps();
-    const __m512 f[4] = {f0, f1, f2, f3};
-    for (int t = 0; t < 4; t++) {
-        float *yt = y + (size_t)t * (size_t)ys + r0;
-        __m512 v = _mm512_add_ps(f[t], bias);
-        if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yt), v);
-        _mm512_mask_storeu_ps(yt, mk, v);
-    }
-}
-
-LMX_AVX512 static void qtile_block4_q4(const lmx_bweight *w, int64_t b, const int16_t *xq, const float *xd,
-                                       const float *xs, float *y, int64_t ys, bool acc) {
-    qtile_block4(w, b, xq, xd, xs, y, ys, acc, 4);
-}
-LMX_AVX512 static void qtile_block4_q8(const lmx_bweight *w, int64_t b, const int16_t *xq, const float *xd,
-                                       const float *xs, float *y, int64_t ys, bool acc) {
-    qtile_block4(w, b, xq, xd, xs, y, ys, acc, 8);
-}
-
-LMX_AVX512 void lmx_cpu_qtile_rows(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                                   const float *xs, int T, float *y, bool acc) {
-    const int64_t K = w->cols;
-    const int G = w->groups;
-    if (T == 1) {
-        for (int64_t b = b0; b < b1; b++)
-            if (w->bits == 4) qtile_block1_q4(w, b, xq, xd, xs, y, acc);
-            else qtile_block1_q8(w, b, xq, xd, xs, y, acc);
-        return;
-    }
-    for (int64_t b = b0; b < b1; b++) {
-        int t = 0;
-        for (; t + 4 <= T; t += 4)
-            (w->bits == 4 ? qtile_block4_q4 : qtile_block4_q8)(w, b, xq + (size_t)t * K, xd + (size_t)t * G,
-                                                             xs + (size_t)t * G, y + (size_t)t * w->rows, w->rows, acc);
-        switch (T - t) {
-        case 3: qtile_block(w, b, xq + (size_t)t * K, xd + (size_t)t * G, xs + (size_t)t * G, 3, y + (size_t)t * w->rows, w->rows, acc); break;
-        case 2: qtile_block(w, b, xq + (size_t)t * K, xd + (size_t)t * G, xs + (size_t)t * G, 2, y + (size_t)t * w->rows, w->rows, acc); break;
-        case 1: qtile_block(w, b, xq + (size_t)t * K, xd + (size_t)t * G, xs + (size_t)t * G, 1, y + (size_t)t * w->rows, w->rows, acc); break;
-        default: break;
-        }
-    }
-}
-#else
-void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs) {
-    (void)x, (void)T, (void)K, (void)G, (void)xq, (void)xd, (void)xs;
-}
-void lmx_cpu_qtile_rows(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                        const float *xs, int T, float *y, bool acc) {
-    (void)w, (void)b0, (void)b1, (void)xq, (void)xd, (void)xs, (void)T, (void)y, (void)acc;
-}
+const lmx_qtile_kernels *lmx_cpu_qtile_kernels(lmx_cpu_level level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (level >= LMX_CPU_AVX512) return &lmx_qtile_avx512;
+    if (level >= LMX_CPU_AVXVNNI) return &lmx_qtile_avxvnni;
+    if (level >= LMX_CPU_AVX2) return &lmx_qtile_avx2;
 #endif
+    (void)level;
+    return &qtile_scalar;
+}

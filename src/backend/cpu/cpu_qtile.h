@@ -1,9 +1,12 @@
-/* cpu_qtile.h — the AVX-512 VNNI path for MLX affine 4/8-bit weights (layout and arithmetic in
- * cpu_qtile.c): a weight is repacked at upload into 16-row interleaved tiles (owned memory, the
- * size lmx_cpu_qtile_bytes gives, on top of the fp32 scales/biases the embedding keeps), the
- * activations are quantized to int16 per group once per matmul, and one kernel computes blocks of
- * 16 output rows × up to 4 tokens (decode GEMV and prefill alike). Only used by a backend whose
- * kernel level is avx512 (the CPU has AVX-512 F/BW/VL/DQ and VNNI). Pure functions on caller memory. */
+/* cpu_qtile.h — MLX affine 4/8-bit weights repacked into 16-row interleaved tiles and their integer
+ * matmul, at every kernel level (layout and arithmetic in cpu_qtile.c): a weight is repacked at
+ * upload (owned memory, the size lmx_cpu_qtile_bytes gives, instead of the fp32 scales/biases and
+ * the mapped source rows), the activations are quantized to int16 per group once per matmul, and
+ * one kernel per level computes blocks of 16 output rows × the tokens (decode GEMV and prefill
+ * alike). Levels: the portable scalar reference (cpu_qtile.c), AVX2 (VPMADDWD + VPADDD) and AVX-VNNI
+ * (VPDPWSSD ymm) from one template (cpu_qtile_ymm.h), AVX-512 VNNI (VPDPWSSD zmm,
+ * cpu_qtile_avx512.c). Every level computes the same int32 sums and the same fp32 operations in the
+ * same order: their results are bit for bit equal. Pure functions on caller memory. */
 #ifndef LMX_BACKEND_CPU_QTILE_H
 #define LMX_BACKEND_CPU_QTILE_H
 
@@ -19,10 +22,34 @@ lmx_status lmx_cpu_qtile_pack(lmx_bweight *w, lmx_thread_pool *pool);
 /* s [groups], b [groups]: the scales and biases of row r as the tiles hold them (the embedding of a
  * repacked weight reads them here: the fp32 copies are freed after packing) */
 void lmx_cpu_qtile_row_sb(const lmx_bweight *w, int64_t r, float *s, float *b);
-/* x [T, K] → xq [T, K] int16, xd [T, K/G] steps, xs [T, K/G] fp32 sums of x per group of G */
-void lmx_cpu_qtile_quant_x(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs);
-/* y[t, rows] (= or +=) x[t] · Wᵀ + bias for the row blocks [b0, b1) (16 rows each), t < T */
-void lmx_cpu_qtile_rows(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                        const float *xs, int T, float *y, bool acc);
+
+/* The kernels of one level. */
+typedef struct lmx_qtile_kernels {
+    /* x [T, K] → xq [T, K] int16, xd [T, K/G] the steps, xs [T, K/G] xd·Σ xq per group of G */
+    void (*quant_x)(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs);
+    /* y[t, rows] (= or +=) x[t] · Wᵀ + bias for the tiles [b0, b1) (16 rows each), t < T */
+    void (*rows)(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd, const float *xs,
+                 int T, float *y, bool acc);
+} lmx_qtile_kernels;
+
+/* the kernels of a backend's level (the CPU supports it: lmx_cpu_kernels_select chose it) */
+const lmx_qtile_kernels *lmx_cpu_qtile_kernels(lmx_cpu_level level);
+
+/* ---- what cpu_qtile.c shares with the SIMD levels ---- */
+
+/* bytes per (tile, group): the codes (gs inputs × 16 rows × bits), then 16 scales and 16 biases
+ * (bf16 / f16 as stored — exact, they came from those — or fp32) */
+static inline size_t lmx_qtile_group_bytes(int bits, int gs, bool sb16) {
+    return (size_t)gs * (size_t)bits * 2 + (sb16 ? 64 : 128);
+}
+/* groups whose max|x| is below this are zero groups (32767 / max|x| stays finite above it) */
+#define LMX_QTILE_XMIN 1e-30f
+/* decode kernels prefetch this far ahead in their tile stream (4 KiB: in quiet A/B rounds on the
+ * 2-core EPYC it was ahead of none in 5 of 6 pairs; the machine's noise hides a firm number) */
+#define LMX_QTILE_PREFETCH 4096
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+extern const lmx_qtile_kernels lmx_qtile_avx2, lmx_qtile_avxvnni, lmx_qtile_avx512;
+#endif
 
 #endif

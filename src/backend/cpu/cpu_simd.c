@@ -305,44 +305,12 @@ LMX_AVX2 static void qdotf4_avx2(const float *x, size_t xst, const float *q, int
     out[3] = hsum256(tot3) + tail[3];
 }
 
-/* qdotf_avx2's arithmetic with the 4/8-bit codes converted in registers (bit for bit: the codes
- * are exact in fp32); other widths and group sizes off 16 decode into tmp first */
+/* decode the row's codes, then qdotf_avx2 (4/8-bit weights in groups of 32/64/128 take the repacked
+ * tiles of cpu_qtile.c instead) */
 LMX_AVX2 static float qdot_avx2(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s,
                                 const float *b, const float *xsum, float *tmp) {
-    if ((bits != 4 && bits != 8) || gs % 16) {
-        quant_avx2(row, bits, (int64_t)gs * groups, tmp);
-        return qdotf_avx2(x, tmp, gs, groups, s, b, xsum);
-    }
-    __m256 total = _mm256_setzero_ps();
-    float tail = 0.0f;
-    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
-    for (int g = 0; g < groups; g++) {
-        const float *xg = x + (size_t)g * gs;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        if (bits == 4) {
-            const uint8_t *rg = row + (size_t)g * gs / 2;
-            for (int k = 0; k < gs; k += 16) {
-                uint32_t w0, w1;
-                memcpy(&w0, rg + k / 2, 4);
-                memcpy(&w1, rg + k / 2 + 4, 4);
-                __m256 q0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w0), shifts), mask));
-                __m256 q1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w1), shifts), mask));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
-            }
-        } else {
-            const uint8_t *rg = row + (size_t)g * gs;
-            for (int k = 0; k < gs; k += 16) {
-                __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k))));
-                __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(rg + k + 8))));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), q0, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), q1, a1);
-            }
-        }
-        total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_add_ps(a0, a1), total);
-        tail += b[g] * xsum[g];
-    }
-    return hsum256(total) + tail;
+    quant_avx2(row, bits, (int64_t)gs * groups, tmp);
+    return qdotf_avx2(x, tmp, gs, groups, s, b, xsum);
 }
 
 static const lmx_cpu_kernels avx2_set = {.name = "avx2", .dot = dot_avx2, .dot4 = dot4_avx2,
@@ -567,6 +535,14 @@ static bool have_avx512(void) {
     return (b & needb) == needb && (c & (1u << 11)) != 0;
 }
 
+/* AVX-VNNI (the VEX ymm VPDPWSSD): leaf 7 subleaf 1, eax bit 4, on top of AVX2 */
+static bool have_avxvnni(void) {
+    if (!have_avx2() || __get_cpuid_max(0, NULL) < 7) return false;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a & (1u << 4)) != 0;
+}
+
 /* AVX512-BF16: leaf 7 subleaf 1, eax bit 5 */
 static bool have_avx512_bf16(void) {
     unsigned a, b, c, d;
@@ -593,18 +569,24 @@ static bool have_avx2(void) {
 #define avx512_set scalar_set
 static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
+static bool have_avxvnni(void) { return false; }
 static bool have_avx512_bf16(void) { return false; }
 #define bf16_split_avx512 NULL
 #define dot4xn_bf16_avx512 NULL
 #endif
 
 int lmx_cpu_kernels_select(lmx_cpu_kernels *k, int max_level) {
-    if (max_level >= 2 && have_avx512()) {
+    if (max_level >= 3 && have_avx512()) {
         *k = avx512_set;
         if (have_avx512_bf16()) {
             k->bf16_split = bf16_split_avx512;
             k->dot4xn_bf16 = dot4xn_bf16_avx512;
         }
+        return 3;
+    }
+    if (max_level >= 2 && have_avxvnni()) { /* the AVX2 set; the repacked 4/8-bit tiles use VPDPWSSD ymm */
+        *k = avx2_set;
+        k->name = "avxvnni";
         return 2;
     }
     if (max_level >= 1 && have_avx2()) {

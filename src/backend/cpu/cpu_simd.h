@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 typedef struct lmx_cpu_kernels {
-    const char *name;                                              /* "scalar", "avx2", "avx512" */
+    const char *name;                                              /* "scalar", "avx2", "avxvnni", "avx512" */
     float (*dot)(const float *a, const float *b, int64_t n);       /* Σ a·b */
     /* The matmul kernels. Every one computes each (row, token) dot in one fixed order per set, so a
      * row's result is bit for bit the same whichever kernel, tile or batch of tokens computes it:
@@ -39,7 +39,8 @@ typedef struct lmx_cpu_kernels {
     void (*f16_row)(const uint8_t *src, int64_t n, float *dst);    /* n f16 (unaligned) → f32 */
     void (*quant_row)(const uint8_t *row, int bits, int64_t n, float *q); /* LSB-first codes → f32 */
     /* one quantized row · x: Σ_g s[g]·Σ_k x_k q_k + b[g]·xsum[g] over `groups` groups of gs;
-     * `tmp` is [groups*gs] scratch (used when no fused path exists for `bits`) */
+     * `tmp` is [groups*gs] scratch for the decoded codes (4/8-bit weights in groups of 32/64/128 take
+     * the repacked tiles of cpu_qtile.h instead) */
     float (*qdot)(const float *x, const uint8_t *row, int bits, int gs, int groups, const float *s, const float *b,
                   const float *xsum, float *tmp);
     /* qdot on the row's codes already decoded by quant_row: q [groups*gs] */
@@ -52,7 +53,7 @@ typedef struct lmx_cpu_kernels {
 } lmx_cpu_kernels;
 
 /* Fills *k with the best set this CPU supports at or below max_level (an lmx_cpu_level) and returns
- * the level chosen. */
+ * the level chosen (the avxvnni level runs the AVX2 set here; its VNNI kernels are cpu_qtile's). */
 int lmx_cpu_kernels_select(lmx_cpu_kernels *k, int max_level);
 
 #endif
