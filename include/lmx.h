@@ -119,6 +119,17 @@ typedef struct lmx_config {
      * [1, 65536]. */
     int max_batch;
     int prefill_chunk;
+    /* Tensor parallel: each model loaded afterwards is split over this many ranks in one process,
+     * one thread per rank (Megatron's split: attention heads, MLP rows and the vocabulary divided;
+     * an all-reduce after the attention and the MLP, see docs/ARCHITECTURE.md). On the GPU the ranks
+     * are devices 0 .. N-1 over NCCL (libnccl.so.2; NVLink multicast off); on the CPU N backends of
+     * n_threads / N threads each. With N >= 1 max_memory_bytes and the cache's estimates count ONE
+     * device (the most loaded rank's share). Models it cannot split (mixture of experts over several
+     * ranks) fail to load with LMX_ERR_UNSUPPORTED; fewer GPUs than N → LMX_ERR_GPU_NOT_AVAILABLE.
+     * Batched steps (max_batch) are off for such models: each generation runs its own forward.
+     * 0 (the default) = one device; 1 = one rank through the same path (the single-device results
+     * bit for bit); at most 64. */
+    int tensor_parallel;
 } lmx_config;
 
 /* The defaults listed above. */
@@ -139,8 +150,8 @@ LMX_API void lmx_runtime_destroy(lmx_runtime *rt);
  * valid until lmx_runtime_destroy. */
 LMX_API lmx_status lmx_config_get(lmx_runtime *rt, lmx_config *out);
 /* Validates and applies a new configuration. Lower limits (max_cached_models, max_memory_bytes)
- * take effect at once by evicting unused models; device/mmap/context changes apply to later
- * loads. On error nothing changes. */
+ * take effect at once by evicting unused models; device/mmap/context/tensor_parallel changes apply
+ * to later loads. On error nothing changes. */
 LMX_API lmx_status lmx_config_update(lmx_runtime *rt, const lmx_config *cfg);
 
 /* What a loaded model is. Strings are copied into the struct (no ownership to manage). */

@@ -213,7 +213,8 @@ typedef struct lmx_backend_ops {
     /* ---- ops (fp32 activations, fp32 accumulation) ---- */
     /* y[T, rows] = x[T, cols] · Wᵀ + bias; x rows start at x_off with stride cols. */
     lmx_status (*matmul)(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
-    /* y[T, cols] = W[ids[t], :] * scale (ids on the host). */
+    /* y[T, cols] = W[ids[t], :] * scale (ids on the host); an id of -1 gives a row of zeros (a
+     * vocabulary-parallel rank's embedding: the token is another rank's, whose row the all-reduce adds). */
     lmx_status (*embed)(lmx_backend *be, const lmx_bweight *w, const int32_t *ids, int T, float scale, lmx_buf *y);
     /* y[rows, dim] = x * rsqrt(mean(x²) + eps) * (w or 1+w); in place allowed (y == x). */
     lmx_status (*rmsnorm)(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int rows, int dim, const lmx_bweight *w,
@@ -348,6 +349,22 @@ typedef struct lmx_backend_ops {
      * order) weighted back into the residual rows x [T, dim], the k terms added one at a time in
      * increasing expert order. */
     lmx_status (*moe_combine)(lmx_backend *be, lmx_buf *x, const lmx_buf *y, int dim, const lmx_moe_routing *r);
+    /* ---- collectives (optional: NULL = the backend is no rank of a group, lmx_backend_group) ----
+     * Every rank of a group calls the same collective ops in the same order with the same n, each
+     * from its rank's thread (lmx_backend_group_run). all_reduce_sum: x[off, off + n) = the sum over
+     * the ranks of their x[off, off + n), the same values on every rank (the CPU group sums in rank
+     * order; NCCL in its ring/tree order). all_gather: dst[r * n, (r + 1) * n) = rank r's src[0, n)
+     * on every rank (dst holds n_ranks * n floats and does not overlap src). The CPU backend returns
+     * when every rank's part is in; the CUDA backend enqueues the NCCL call on its stream (inside a
+     * bracketed step it is part of the captured graph). A group whose run was aborted (a rank
+     * failed, lmx_backend_group_run) fails them with LMX_ERR_INFERENCE_FAILURE. */
+    lmx_status (*all_reduce_sum)(lmx_backend *be, lmx_buf *x, size_t off, size_t n);
+    lmx_status (*all_gather)(lmx_backend *be, const lmx_buf *src, size_t n, lmx_buf *dst);
+    /* ---- who owns uploaded bytes ----
+     * true: weight_upload / weight_upload_fused have copied what they read when they return (the host
+     * bytes may be freed then: the CUDA backend); false: a weight may read the host bytes for its
+     * lifetime (the CPU backend maps the weight files in place). */
+    bool upload_copies;
 } lmx_backend_ops;
 
 /* Every backend object starts with this header. */
@@ -412,5 +429,37 @@ lmx_status lmx_backend_create(lmx_device device, int n_threads, lmx_backend **ou
 static inline void lmx_backend_destroy(lmx_backend *be) {
     if (be) be->ops->destroy(be);
 }
+
+/* ---- groups of backends: tensor parallel in one process (backend_group.c) ----
+ *
+ *   lmx_backend_group *g;  lmx_backend_group_create(LMX_DEVICE_GPU, 2, 0, &g, NULL);
+ *   lmx_backend_group_run(g, fn, arg);        // fn(arg, 0) and fn(arg, 1), each on its rank's thread
+ *   lmx_backend_group_destroy(g);
+ *
+ * n_ranks backends with the collective ops above, one per rank, each driven by a thread of its own
+ * that the group starts: GPU (AUTO with a usable GPU) → the CUDA backends of devices 0 .. n_ranks - 1
+ * over one NCCL communicator (ncclCommInitAll; NVLink multicast off: NCCL_NVLS_ENABLE=0; NCCL allows
+ * one rank per GPU, so n_ranks GPUs are needed: LMX_ERR_GPU_NOT_AVAILABLE otherwise, and
+ * LMX_ERR_UNSUPPORTED without libnccl.so.2 when n_ranks > 1); CPU → n_ranks CPU backends of
+ * n_threads / n_ranks workers each (n_threads 0 = all online CPUs), reducing in host memory (the
+ * rank threads meet at a barrier). Every call into rank r's backend — uploads, buffers, ops, freeing
+ * — must come from fn on rank r's thread (a CUDA rank's thread has its device current).
+ * Ownership: create/destroy pair; destroy (no run in progress) destroys the backends and joins the
+ * threads, after every model on the group is closed. Thread-safety: runs from several threads are
+ * serialized (one at a time per group). */
+typedef struct lmx_backend_group lmx_backend_group;
+lmx_status lmx_backend_group_create(lmx_device device, int n_ranks, int n_threads, lmx_backend_group **out,
+                                    lmx_device *picked);
+void lmx_backend_group_destroy(lmx_backend_group *g); /* NULL-safe */
+int lmx_backend_group_size(const lmx_backend_group *g);
+lmx_backend *lmx_backend_group_backend(const lmx_backend_group *g, int rank);
+/* Runs fn(arg, rank) for every rank at once, each on its rank's thread, and returns when all have
+ * returned: LMX_OK, or the status and detail of the rank that failed first ("rank R of N: …"). With
+ * `collectives` (fn calls them) a failing rank aborts the group's collectives first, so that no other
+ * rank waits for it for ever (theirs fail too): the CPU group is usable again after the run, a GPU
+ * group is not (aborted NCCL communicators are gone: its later collectives fail with
+ * LMX_ERR_INFERENCE_FAILURE). */
+lmx_status lmx_backend_group_run(lmx_backend_group *g, bool collectives, lmx_status (*fn)(void *arg, int rank),
+                                 void *arg);
 
 #endif

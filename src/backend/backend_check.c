@@ -38,7 +38,7 @@ lmx_status lmx_backend_check_matmul(const char *backend, lmx_wkind w_kind, int64
 
 lmx_status lmx_backend_check_embed_ids(const int32_t *ids, int T, int64_t vocab) {
     for (int t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= vocab)
+        if (ids[t] < -1 || ids[t] >= vocab)
             return lmx_error(LMX_ERR_INVALID_ARGUMENT, "token id %d outside the vocabulary of %lld", ids[t],
                              (long long)vocab);
     return LMX_OK;

@@ -41,7 +41,7 @@ lmx_status lmx_backend_check_weight_desc(const lmx_weight_desc *d);
 lmx_status lmx_backend_check_matmul(const char *backend, lmx_wkind w_kind, int64_t w_rows, int64_t w_cols,
                                     size_t x_n, size_t x_off, int T, size_t y_n);
 
-/* embed: every id in [0, vocab). */
+/* embed: every id in [0, vocab), or -1 (a row of zeros: another rank's token). */
 lmx_status lmx_backend_check_embed_ids(const int32_t *ids, int T, int64_t vocab);
 
 /* rmsnorm: x and y hold [rows, dim]; the weight is a vector of dim. */

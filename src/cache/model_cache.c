@@ -282,7 +282,9 @@ static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
     if (facts->max_position > 0 && facts->max_position < opts->max_context)
         LMX_LOG_W("model %s: context %d is longer than its max_position_embeddings %d", e->id,
                   opts->max_context, facts->max_position);
-    const int64_t probe_weights = facts->info.weight_bytes;
+    /* one device's share (tensor parallel: a rank's; the budget counts one device) */
+    const int64_t probe_total = facts->info.weight_bytes;
+    const int64_t probe_weights = facts->device_weight_bytes > 0 ? facts->device_weight_bytes : facts->info.weight_bytes;
     int64_t est = probe_weights + facts->kv_bytes_per_token * (int64_t)opts->max_context + facts->scratch_bytes;
     lmx_cache_entry *victims = NULL;
     pthread_mutex_lock(&c->mu);
@@ -354,7 +356,7 @@ static lmx_status load_with(lmx_model_cache *c, lmx_cache_entry *e, const lmx_en
                          facts->info.vocab_size);
     }
     lmx_model_facts_release(facts);
-    if (facts->info.weight_bytes <= 0) facts->info.weight_bytes = probe_weights;
+    if (facts->info.weight_bytes <= 0) facts->info.weight_bytes = probe_total;
     pthread_mutex_lock(&c->mu);
     e->model = m;
     e->facts = *facts;

@@ -1,5 +1,5 @@
 /* cmd_bench.c — `lmx bench MODEL [--device auto|cpu|gpu] [--prompt 512] [--gen 128] [--reps 3]
- * [--threads N] [--seed 1] [--json]`: load time, prefill and decode speed (batch 1), peak memory and
+ * [--threads N] [--tensor-parallel N] [--seed 1] [--json]`: load time, prefill and decode speed (batch 1), peak memory and
  * effective decode bandwidth of one model, measured through the public API (include/lmx.h).
  *
  * Method (docs/BENCHMARKS.md has the full description and the JSON schema "lmx-bench/1"):
@@ -46,6 +46,8 @@ static void usage(FILE *f) {
             "  --gen N                 tokens generated per run, >= 2 (default 128; EOS ignored)\n"
             "  --reps N                timed runs after one warm-up run (default 3)\n"
             "  --threads N             CPU threads (default 0 = all cores)\n"
+            "  --tensor-parallel N     split the model over N ranks (GPUs 0..N-1 over NCCL, or N CPU\n"
+            "                          backends); peak device memory is then GPU 0's (default 0: one device)\n"
             "  --seed N                seed of the random prompt ids (default 1)\n"
             "  --json                  print one JSON object (schema lmx-bench/1, docs/BENCHMARKS.md)\n"
             "MODEL is a registered name or a model directory. LMX_COMMIT in the environment is\n"
@@ -226,12 +228,13 @@ static double ms_to_s(double ms) { return ms / 1e3; }
 
 int lmx_cli_bench(int argc, char **argv) {
     const char *model = NULL, *device = "auto";
-    long P = 512, G = 128, reps = 3, threads = 0, seed = 1;
+    long P = 512, G = 128, reps = 3, threads = 0, seed = 1, tp = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long *dst = !strcmp(a, "--prompt") ? &P : !strcmp(a, "--gen") ? &G : !strcmp(a, "--reps") ? &reps
-                  : !strcmp(a, "--threads") ? &threads : !strcmp(a, "--seed") ? &seed : NULL;
+                  : !strcmp(a, "--threads") ? &threads : !strcmp(a, "--seed") ? &seed
+                  : !strcmp(a, "--tensor-parallel") ? &tp : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -258,9 +261,9 @@ int lmx_cli_bench(int argc, char **argv) {
         goto bad;
     }
     if (!model || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 64 || threads < 0 ||
-        threads > 4096 || seed < 0) {
+        threads > 4096 || seed < 0 || tp < 0 || tp > 64) {
         fprintf(stderr, "lmx bench: need MODEL, 1 <= --prompt <= 1000000, 2 <= --gen <= 1000000, 1 <= --reps <= 64, "
-                        "0 <= --threads <= 4096, --seed >= 0\n");
+                        "0 <= --threads <= 4096, 0 <= --tensor-parallel <= 64, --seed >= 0\n");
         goto bad;
     }
 
@@ -277,6 +280,7 @@ int lmx_cli_bench(int argc, char **argv) {
     lmx_config cfg = lmx_config_default();
     cfg.device = dev;
     cfg.n_threads = (int)threads;
+    cfg.tensor_parallel = (int)tp;
     cfg.max_context_length = (int)(P + G + 1);
     cfg.max_cached_models = 1;
     cfg.prompt_cache_bytes = 0; /* every rep prefills its whole prompt (the cache would serve the warm-up's) */
@@ -410,6 +414,7 @@ int lmx_cli_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(pa, "warmup_reps", 1);
     cJSON_AddNumberToObject(pa, "seed", (double)seed);
     cJSON_AddNumberToObject(pa, "batch", 1);
+    cJSON_AddNumberToObject(pa, "tensor_parallel", (double)tp);
     cJSON_AddNumberToObject(pa, "max_context", (double)cfg.max_context_length);
     cJSON_AddStringToObject(pa, "sampling", "greedy, ignore_eos");
     cJSON_AddItemToObject(root, "params", pa);
@@ -470,8 +475,9 @@ int lmx_cli_bench(int argc, char **argv) {
                    (double)info.n_active_params / 1e9, (double)info.active_weight_bytes / 1e9);
         printf("hardware   %s%s%s, %ld threads\n", have_gpu ? gpu : "", have_gpu ? " / " : "", cpu,
                threads ? threads : cores);
-        printf("run        device %s, prompt %ld, gen %ld, batch 1, greedy, %ld reps (+1 warm-up), medians\n\n",
-               device_str(info.device), P, G, reps);
+        printf("run        device %s", device_str(info.device));
+        if (tp > 0) printf(" x %ld ranks (tensor parallel)", tp);
+        printf(", prompt %ld, gen %ld, batch 1, greedy, %ld reps (+1 warm-up), medians\n\n", P, G, reps);
         printf("  %-28s %14s\n", "metric", "value");
         printf("  %-28s %14.3f\n", "load (s)", load_s);
         printf("  %-28s %14.3f\n", "load to first token (s)", l2ft);

@@ -53,6 +53,11 @@ static const shape_t SHAPES[] = {
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
      "        128009\n    ],\n    \"max_length\": 4096,\n    \"temperature\": 0.6,\n    \"top_p\": 0.9,\n"
      "    \"transformers_version\": \"4.40.0.dev0\"\n}\n", 0, 0, 0},
+    /* meta-llama/Meta-Llama-3-70B-Instruct: the tensor-parallel target shape (141 GB in bf16) */
+    {"llama-3-70b", "llama3", "llama", "LlamaForCausalLM", 8192, 80, 64, 8, 128, 28672, 128256, 8192, false, false,
+     false, false, 500000.0, 1e-5, "128009", 128000, "4.40.0.dev0",
+     "{\n    \"bos_token_id\": 128000,\n    \"eos_token_id\": [\n        128001,\n        128009\n    ],\n"
+     "    \"transformers_version\": \"4.40.0.dev0\"\n}\n", 0, 0, 0},
     {"llama-3.2-1b", "llama3", "llama", "LlamaForCausalLM", 2048, 16, 32, 8, 64, 8192, 128256, 131072, true, true,
      false, true, 500000.0, 1e-5, "[128001, 128008, 128009]", 128000, "4.45.0.dev0",
      "{\n    \"bos_token_id\": 128000,\n    \"do_sample\": true,\n    \"eos_token_id\": [\n        128001,\n"
@@ -503,8 +508,9 @@ static void usage_random(FILE *f) {
     fprintf(f,
             "usage: lmx dev random-model SHAPE OUTDIR --dtype bf16|q8|q4|mxfp4-q8 [--group-size 64] [--seed N]\n"
             "                            [--tokenizer DIR] [--threads N] [--sync]\n"
-            "  SHAPE: llama-3-8b | llama-3.2-1b | qwen3-0.6b | qwen3-30b-a3b | gpt-oss-20b (real config.json,\n"
-            "         random weights; the MoE shapes: mlx-lm's stacked experts, routers at 8 bits when quantized)\n"
+            "  SHAPE: llama-3-8b | llama-3-70b | llama-3.2-1b | qwen3-0.6b | qwen3-30b-a3b | gpt-oss-20b\n"
+            "         (real config.json, random weights; the MoE shapes: mlx-lm's stacked experts, routers at 8\n"
+            "         bits when quantized)\n"
             "  --dtype mxfp4-q8 (gpt-oss-20b): experts mxfp4, everything else 8-bit affine (mlx-community's mix)\n"
             "  --tokenizer DIR  folder with tokenizer.json (or DIR/llama3, DIR/qwen3); default $LMX_TOKENIZER_DIR\n"
             "  --threads N      data-generation threads (default: all CPUs)\n"

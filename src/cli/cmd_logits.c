@@ -1,5 +1,5 @@
 /* cmd_logits.c — `lmx logits MODEL --prompt-ids 1,2,3 [--top K] [--ids 5,9] [--threads N]
- * [--device cpu]`: runs the prompt and prints one JSON object with the last position's logits:
+ * [--device cpu] [--tensor-parallel N]`: runs the prompt and prints one JSON object with the last position's logits:
  * {"top": [[id, logit], …] (sorted by logit, descending), "ids": [[id, logit], …]}. */
 #include "internal.h"
 #include "util/error.h"
@@ -9,6 +9,7 @@
 
 static const char *usage =
     "usage: lmx logits MODEL --prompt-ids 1,2,3 [--top K] [--ids 5,9,...] [--threads N] [--device cpu]\n"
+    "                  [--tensor-parallel N]\n"
     "Prints {\"top\": [[id, logit], ...], \"ids\": [[id, logit], ...]} for the last prompt position.\n";
 
 static const float *g_sort_logits; /* qsort has no context argument; set only during the sort below */

@@ -34,6 +34,8 @@ static void usage(FILE *f) {
             "  --api-key KEY         require 'Authorization: Bearer KEY' (default: $LMX_API_KEY, else none)\n"
             "  --device auto|cpu|gpu where models run (default auto)\n"
             "  --threads N           CPU threads, 0 = all cores (default 0)\n"
+            "  --tensor-parallel N   split each model over N ranks: GPUs 0..N-1 (NCCL) or N CPU backends;\n"
+            "                        --max-memory then counts one device, batching is off (default 0)\n"
             "  --ctx N               context length per generation (default 4096)\n"
             "  --no-mmap             read weights instead of mapping them\n");
 }
@@ -100,6 +102,8 @@ int lmx_cli_serve(int argc, char **argv) {
             ok = parse_num(v, 0, 1024, &d), o.cfg.n_threads = (int)d;
         } else if (!strcmp(a, "--ctx")) {
             ok = parse_num(v, 1, 2147483647.0, &d), o.cfg.max_context_length = (int)d;
+        } else if (!strcmp(a, "--tensor-parallel")) {
+            ok = parse_num(v, 1, 64, &d) && d == (int)d, o.cfg.tensor_parallel = (int)d;
         } else if (!strcmp(a, "--device")) {
             if (!strcmp(v, "cpu")) o.cfg.device = LMX_DEVICE_CPU;
             else if (!strcmp(v, "gpu") || !strcmp(v, "cuda")) o.cfg.device = LMX_DEVICE_GPU;

@@ -20,6 +20,7 @@ const char lmx_cli_gen_help[] =
     "runtime:\n"
     "  --threads N               CPU threads, 0 = all cores (default 0)\n"
     "  --device auto|cpu|gpu     where to run (default auto: the GPU when usable, else the CPU)\n"
+    "  --tensor-parallel N       split the model over N ranks: GPUs 0..N-1 (NCCL), or N CPU backends\n"
     "  --ctx N                   context length (prompt + generated tokens; default 4096)\n"
     "  --no-mmap                 read weight files into memory instead of mapping them\n";
 
@@ -33,7 +34,7 @@ void lmx_cli_gen_init(lmx_cli_gen *g) {
 int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_cli_gen *g) {
     static const char *const takes_value[] = {"--temp", "--top-p", "--top-k", "--min-p", "--max-tokens",
                                               "--repetition-penalty", "--repetition-context", "--seed", "--stop",
-                                              "--threads", "--device", "--ctx"};
+                                              "--threads", "--device", "--ctx", "--tensor-parallel"};
     if (!strcmp(name, "--no-mmap")) {
         g->cfg.use_mmap = false;
         return 1; /* a switch: no value */
@@ -84,6 +85,9 @@ int lmx_cli_gen_option(const char *cmd, const char *name, const char *val, lmx_c
     } else if (!strcmp(name, "--threads")) {
         ok = lmx_cli_parse_int(val, &l) && l >= 0 && l <= 1024;
         g->cfg.n_threads = (int)l;
+    } else if (!strcmp(name, "--tensor-parallel")) {
+        ok = lmx_cli_parse_int(val, &l) && l >= 1 && l <= 64;
+        g->cfg.tensor_parallel = (int)l;
     } else if (!strcmp(name, "--ctx")) {
         ok = lmx_cli_parse_int(val, &l) && l >= 1 && l <= 0x7fffffff;
         g->cfg.max_context_length = (int)l;

@@ -1,6 +1,6 @@
 /* gen_opts.h — options shared by `lmx generate` and `lmx run` (gen_opts.c): sampling
  * (--temp --top-p --top-k --min-p --max-tokens --repetition-penalty --repetition-context --seed
- * --stop…) and runtime (--threads --device --ctx --no-mmap). Only lmx.h types: these commands are
+ * --stop…) and runtime (--threads --device --tensor-parallel --ctx --no-mmap). Only lmx.h types: these commands are
  * clients of the public API. Not thread-safe (CLI parsing). */
 #ifndef LMX_CLI_GEN_OPTS_H
 #define LMX_CLI_GEN_OPTS_H

@@ -28,12 +28,16 @@ typedef struct lmx_cli_lm_args {
     const char *device;   /* "cpu" (default), "gpu"/"cuda" or "auto" */
     lmx_backend *backend; /* the backend lmx_cli_lm_open created (owned; freed by lmx_cli_lm_args_free,
                              which must come after lmx_lm_close) */
+    int tensor_parallel;  /* --tensor-parallel N: ranks (0 = one device) */
+    lmx_backend_group *group; /* its ranks, created by lmx_cli_lm_open instead of backend (owned, freed
+                                 likewise) */
     lmx_device picked;    /* where it runs: GPU or CPU */
 } lmx_cli_lm_args;
 /* Returns -1 to continue, else the exit code (0 after --help, 2 on a usage error). */
 int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usage);
 void lmx_cli_lm_args_free(lmx_cli_lm_args *a);
-/* Opens a->model on the backend lmx_backend_create gives for a->device. */
+/* Opens a->model on the backend lmx_backend_create gives for a->device (with --tensor-parallel, over
+ * the ranks of lmx_backend_group_create). */
 lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out);
 void lmx_cli_print_float(double v); /* %.9g, or null when not finite */
 /* `lmx tokenize` / `detokenize`: the model directory's tokenizer and all of stdin (*in: malloc'd,

@@ -52,6 +52,9 @@ int lmx_cli_lm_parse(int argc, char **argv, lmx_cli_lm_args *a, const char *usag
         } else if (!strcmp(o, "--threads")) {
             if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 1024) goto bad;
             a->threads = (int)v;
+        } else if (!strcmp(o, "--tensor-parallel")) {
+            if (!lmx_cli_parse_int(val, &v) || v < 1 || v > 64) goto bad;
+            a->tensor_parallel = (int)v;
         } else if (!strcmp(o, "--max-tokens")) {
             if (!lmx_cli_parse_int(val, &v) || v < 0 || v > 100000000) goto bad;
             a->max_tokens = v;
@@ -82,6 +85,8 @@ void lmx_cli_lm_args_free(lmx_cli_lm_args *a) {
     free(a->ids);
     lmx_backend_destroy(a->backend);
     a->backend = NULL;
+    lmx_backend_group_destroy(a->group);
+    a->group = NULL;
 }
 
 lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out) {
@@ -89,6 +94,15 @@ lmx_status lmx_cli_lm_open(lmx_cli_lm_args *a, lmx_lm **out) {
                       : !strcmp(a->device, "auto") ? LMX_DEVICE_AUTO
                                                    : LMX_DEVICE_GPU; /* "gpu" or "cuda" */
     lmx_lm_options opt = {0};
+    if (a->tensor_parallel > 0 && !a->group) { /* the ranks outlive the model likewise */
+        lmx_status st = lmx_backend_group_create(want, a->tensor_parallel, a->threads, &a->group, &a->picked);
+        if (st != LMX_OK) return st;
+    }
+    if (a->group) {
+        opt.device = a->picked;
+        opt.group = a->group;
+        return lmx_lm_open(a->model, &opt, out);
+    }
     if (!a->backend) { /* the model binds to a backend that outlives it */
         lmx_status st = lmx_backend_create(want, a->threads, &a->backend, &a->picked);
         if (st != LMX_OK) return st;

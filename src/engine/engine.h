@@ -59,6 +59,7 @@ typedef struct lmx_engine_load_opts {
     bool kv_cache;         /* false: the runtime re-runs the whole sequence every step (a slow
                               reference mode: kv_reset + forward(all ids)); nothing to do here */
     int n_threads;         /* 0 = all cores */
+    int tensor_parallel;   /* ranks to split the model over (lmx_config.tensor_parallel), 0 = one device */
 } lmx_engine_load_opts;
 
 /* What forward_sample needs to choose the next token: the generation's sampling parameters, the

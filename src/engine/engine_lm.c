@@ -17,6 +17,8 @@ struct lmx_engine_model {
     char *dir;
     lmx_lm *lm;
     lmx_backend *backend;          /* owned (destroyed after lm): lmx_backend_create's pick */
+    lmx_backend_group *group;      /* tensor parallel (opts->tensor_parallel >= 1): owned, destroyed after lm;
+                                      backend is then NULL */
     lmx_tokenizer *tok;            /* NULL: no tokenizer.json (id-level use only) */
     lmx_chat_template *tmpl;       /* NULL: no template, or it failed to parse (tmpl_error says) */
     char *tmpl_error;              /* why there is no usable template (malloc'd) */
@@ -49,7 +51,7 @@ static bool has_tokenizer_json(const char *dir) {
 static lmx_status eng_probe(void *ctx, const char *dir, const lmx_engine_load_opts *opts, lmx_model_facts *facts) {
     (void)ctx;
     if (!dir || !facts) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "probe: NULL argument");
-    lmx_status st = lmx_lm_probe(dir, facts);
+    lmx_status st = lmx_lm_probe_ranks(dir, opts ? opts->tensor_parallel : 0, facts);
     if (st != LMX_OK) return st;
     facts->info.device = opts && opts->device == LMX_DEVICE_GPU ? LMX_DEVICE_GPU : LMX_DEVICE_CPU;
     /* the CPU backend's AVX-512 level repacks 4/8-bit weights into 16-row tiles (cpu_qtile.h) of
@@ -62,6 +64,7 @@ static void eng_close(lmx_engine_model *m) {
     if (!m) return;
     lmx_lm_close(m->lm);
     lmx_backend_destroy(m->backend);
+    lmx_backend_group_destroy(m->group);
     lmx_chat_template_destroy(m->tmpl);
     lmx_tokenizer_destroy(m->tok);
     free(m->tmpl_error);
@@ -120,9 +123,15 @@ static lmx_status eng_open(void *ctx, const char *dir, const lmx_engine_load_opt
         goto fail;
     }
     lmx_device dev = LMX_DEVICE_CPU;
-    st = lmx_backend_create(opts ? opts->device : LMX_DEVICE_AUTO, opts ? opts->n_threads : 0, &m->backend, &dev);
+    const lmx_device want = opts ? opts->device : LMX_DEVICE_AUTO;
+    const int threads = opts ? opts->n_threads : 0;
+    if (opts && opts->tensor_parallel >= 1) /* the ranks: one thread and backend each (model/lm_shard.h) */
+        st = lmx_backend_group_create(want, opts->tensor_parallel, threads, &m->group, &dev);
+    else
+        st = lmx_backend_create(want, threads, &m->backend, &dev);
     if (st != LMX_OK) goto fail;
-    lmx_lm_options lo = {.no_mmap = opts ? !opts->use_mmap : false, .device = dev, .backend = m->backend};
+    lmx_lm_options lo = {.no_mmap = opts ? !opts->use_mmap : false, .device = dev, .backend = m->backend,
+                         .group = m->group};
     lmx_model_config *cfg = f.state;
     if ((st = lmx_lm_open_config(dir, &cfg, &lo, &m->lm)) != LMX_OK) goto fail;
     /* the model owns the config now (a later attempt after a failure below probes again) */

@@ -26,6 +26,9 @@
 typedef struct lmx_model_facts {
     lmx_model_info info;        /* vocab_size: the logits length of a forward; device: GPU or CPU
                                    once opened (probe: what was asked for, AUTO resolved later) */
+    /* Memory on ONE device (tensor parallel: the fullest rank's; the cache's budget counts one device) */
+    int n_devices;              /* devices the model spans: tensor-parallel ranks, else 1 (0 = unknown: 1) */
+    int64_t device_weight_bytes; /* weights held on one device (a rank's shard), 0 = weight_bytes */
     int64_t kv_bytes_per_token; /* KV cache bytes per context position (all layers, K and V); probe:
                                    fp32, an upper bound; open: the backend's element type */
     int64_t scratch_bytes;      /* forward scratch of one KV cache (activations) and backend copies

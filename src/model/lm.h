@@ -25,6 +25,12 @@
  * as one forward: matmuls over all rows, attention per row through the backend's paged addressing
  * (backend.h lmx_kv_map). A GPU backend is selected through lmx_lm_options.backend / device and needs
  * no change here.
+ *
+ * Tensor parallel (lmx_lm_options.group, model/lm_shard.h): the model is split over the ranks of a
+ * backend group, one lmx_lm per rank behind the one the caller holds; lmx_kv_create, the forwards,
+ * truncate/reset and close work on all ranks (each on its rank's thread) and look like one model;
+ * lmx_lm_kv_bytes_per_position and lmx_kv_bytes report one device (a rank). Batched steps
+ * (lmx_pool_create) refuse such a model (LMX_ERR_UNSUPPORTED).
  */
 #ifndef LMX_MODEL_LM_H
 #define LMX_MODEL_LM_H
@@ -46,6 +52,8 @@ typedef struct lmx_lm_options {
                              `backend` bind to a CPU backend created here (lmx_backend_create picks
                              the device for callers that want AUTO to mean a GPU when usable) */
     lmx_backend *backend; /* optional: use this backend (not owned) instead of creating one */
+    lmx_backend_group *group; /* optional: tensor parallel over this group's ranks (not owned; outlives
+                                 the model; device and backend are then ignored): model/lm_shard.h */
 } lmx_lm_options;
 
 /* Opens a model directory (config.json, generation_config.json, *.safetensors). opt may be NULL. */
@@ -68,6 +76,10 @@ uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm);
  * lmx_model_facts_release when it is not handed on). Errors as lmx_lm_open (MODEL_NOT_FOUND,
  * INVALID_MODEL_FORMAT, UNSUPPORTED, IO); on error nothing is held. */
 lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out);
+/* The same for tensor parallel over n_ranks ranks (<= 1: one device): device_weight_bytes,
+ * kv_bytes_per_token and scratch_bytes are one rank's (the plan of model/lm_shard.h); a model the
+ * plan refuses (mixture of experts) → LMX_ERR_UNSUPPORTED. */
+lmx_status lmx_lm_probe_ranks(const char *dir, int n_ranks, lmx_model_facts *out);
 
 /* lmx_lm_open over a config already parsed (lmx_lm_probe's state): on success the model takes
  * *cfg over (*cfg = NULL); on failure *cfg stays the caller's. */

@@ -46,16 +46,21 @@ lmx_status lmx_bind_missing(binder *b, const char *name, const char *expect) {
                      b->c->model_type);
 }
 
-/* A float vector [dim] (norm weights). */
-static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
+/* Elements [off, off + n) of a float vector [dim] (norm weights: all of it; per-head sinks: the shard's heads). */
+static lmx_status bind_vector_part(binder *b, const char *name, int64_t dim, int64_t off, int64_t n,
+                                   lmx_bweight **out) {
     char expect[96];
     snprintf(expect, sizeof expect, "[%lld] float", (long long)dim);
     const lmx_tensor_view *t = lmx_bind_find(b, name);
     if (!t) return lmx_bind_missing(b, name, expect);
     if (!lmx_dtype_is_float(t->dtype) || t->ndim != 1 || t->shape[0] != dim) return lmx_bind_bad_shape(t, expect);
-    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = dim, .dtype = t->dtype,
-                         .data = t->data};
+    lmx_weight_desc d = {.name = name, .kind = LMX_WEIGHT_VECTOR, .rows = 1, .cols = n, .dtype = t->dtype,
+                         .data = t->data + (size_t)off * lmx_dtype_size(t->dtype)};
     return b->lm->be->ops->weight_upload(b->lm->be, &d, out);
+}
+
+static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bweight **out) {
+    return bind_vector_part(b, name, dim, 0, dim, out);
 }
 
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
@@ -182,28 +187,62 @@ static lmx_status upload_parts(binder *b, const lmx_weight_desc *parts, int n, l
     return LMX_OK;
 }
 
-/* A Linear/Embedding module [out, in], split by rows into n_split parts of split[i] rows (phi3 fused
- * projections; with `fused` non-NULL uploaded as one fused weight when the backend can). */
+/* A Linear/Embedding module [out, in] whose row ranges [row0[i], row0[i] + rows[i]) are uploaded as
+ * n_split weights (phi3's fused projections; a rank's rows of a split one); with `fused` non-NULL and
+ * several parts, as one fused weight when the backend can. */
 static lmx_status bind_linear(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
-                              int n_split, const int64_t *split, lmx_bweight **outs, lmx_bweight **fused) {
+                              int n_split, const int64_t *row0, const int64_t *rows, lmx_bweight **outs,
+                              lmx_bweight **fused) {
     lmx_weight_desc d, parts[3];
     if (n_split < 1 || n_split > 3)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: split into %d parts", module, n_split);
     lmx_status st = lmx_bind_linear_desc(b, module, out_rows, in_cols, want_bias, &d);
     if (st != LMX_OK) return st;
-    int64_t row0 = 0;
     for (int i = 0; i < n_split; i++) {
         parts[i] = d;
-        parts[i].row0 = row0;
-        parts[i].rows = split[i];
-        row0 += split[i];
+        parts[i].row0 = row0[i];
+        parts[i].rows = rows[i];
     }
     return upload_parts(b, parts, n_split, n_split > 1 ? fused : NULL, outs);
 }
 
-static lmx_status bind_one(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool bias,
-                           lmx_bweight **out) {
-    return bind_linear(b, module, out_rows, in_cols, bias, 1, &out_rows, out, NULL);
+/* An embedding / head [V, hidden]: the shard's vocabulary rows */
+static lmx_status bind_vocab(binder *b, const char *module, lmx_bweight **out) {
+    const lm_shard *sh = &b->lm->shard;
+    const int64_t row0 = sh->vocab0, rows = sh->vocab;
+    return bind_linear(b, module, b->c->vocab_size, b->c->hidden_size, false, 1, &row0, &rows, out, NULL);
+}
+
+/* A row-parallel projection [hidden, in_cols] (o_proj, down_proj): whole, or when `split` the shard's
+ * input columns [col0, col0 + cols) copied out of the file (lm_shard_cols), with the bias on rank 0
+ * only (the all-reduce adds the ranks' parts). The copy stays with the model while the backend reads
+ * it (backend.h upload_copies). */
+static lmx_status bind_row_parallel(binder *b, const char *module, int64_t in_cols, bool bias, bool split,
+                                    int64_t col0, int64_t cols, lmx_bweight **out) {
+    lmx_lm *lm = b->lm;
+    lmx_weight_desc d, part;
+    lmx_status st = lmx_bind_linear_desc(b, module, b->c->hidden_size, in_cols, bias, &d);
+    if (st != LMX_OK || !split) return st != LMX_OK ? st : lm->be->ops->weight_upload(lm->be, &d, out);
+    if (lm->shard.rank > 0) d.bias = NULL;
+    void *copy = NULL;
+    if ((st = lm_shard_cols(&d, col0, cols, &copy, &part)) != LMX_OK) return st;
+    st = lm->be->ops->weight_upload(lm->be, &part, out);
+    if (lm->be->ops->upload_copies) {
+        free(copy);
+        return st;
+    }
+    if (lm->n_host == lm->cap_host) {
+        int nc = lm->cap_host ? 2 * lm->cap_host : 16;
+        void **nh = realloc(lm->host, (size_t)nc * sizeof *nh);
+        if (!nh) {
+            free(copy);
+            return lmx_error(LMX_ERR_OUT_OF_MEMORY, "%s: column slice", module);
+        }
+        lm->host = nh;
+        lm->cap_host = nc;
+    }
+    lm->host[lm->n_host++] = copy; /* freed at close, after the weight */
+    return st;
 }
 
 static lmx_status upload_rope(lmx_lm *lm, const lmx_rope_config *r, const float *ext, const char *what,
@@ -248,8 +287,7 @@ static void warn_unused(binder *b) {
     if (unused > 8) LMX_LOG_W("… and %zu more unused tensors", unused - 8);
 }
 
-static lmx_status bind_all(binder *b) {
-    lmx_lm *lm = b->lm;
+lmx_status lmx_bind_prefix(binder *b) {
     const lmx_model_config *c = b->c;
     char m[512];
     /* prefix detection by the embedding */
@@ -261,7 +299,7 @@ static lmx_status bind_all(binder *b) {
     b->prefix = NULL;
     for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
         snprintf(m, sizeof m, "%sembed_tokens.weight", layouts[i].prefix);
-        if (lmx_weights_find(lm->weights, m)) {
+        if (lmx_weights_find(b->lm->weights, m)) {
             b->prefix = layouts[i].prefix;
             b->head = layouts[i].head;
             break;
@@ -271,11 +309,24 @@ static lmx_status bind_all(binder *b) {
         return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
                          "missing tensor model.embed_tokens.weight (expected [%d, %d]) for %s model", c->vocab_size,
                          c->hidden_size, c->model_type);
+    return LMX_OK;
+}
+
+static lmx_status bind_all(binder *b) {
+    lmx_lm *lm = b->lm;
+    const lmx_model_config *c = b->c;
+    const lm_shard *sh = &lm->shard;
+    char m[512];
+    lmx_status st = lmx_bind_prefix(b);
+    if (st != LMX_OK) return st;
     const int64_t H = c->hidden_size, D = c->head_dim, NQ = (int64_t)c->n_heads * D, NKV = (int64_t)c->n_kv_heads * D;
-    const int64_t I = c->intermediate_size, V = c->vocab_size;
-    lmx_status st;
+    const int64_t I = c->intermediate_size;
+    /* the shard's rows of q (heads), k and v (kv heads), gate and up (intermediate) */
+    const int64_t q0 = (int64_t)sh->head0 * D, nq = (int64_t)sh->n_heads * D;
+    const int64_t kv0 = (int64_t)sh->kv_head0 * D, nkv = (int64_t)sh->n_kv_heads * D;
+    const int64_t i0 = sh->inter0, ni = sh->inter;
     snprintf(m, sizeof m, "%sembed_tokens", b->prefix);
-    if ((st = bind_one(b, m, V, H, false, &lm->embed))) return st;
+    if ((st = bind_vocab(b, m, &lm->embed))) return st;
     /* gemma: embeddings *= sqrt(hidden). HF multiplies by the fp32 constant cast to the compute dtype
      * (embed_scale.to(weight.dtype)); lmx computes in fp32, so the constant stays fp32 — this is what
      * transformers gives in fp32, our reference. (mlx-lm, computing in bf16, rounds it to bf16: a
@@ -298,7 +349,7 @@ static lmx_status bind_all(binder *b) {
             lmx_bind_find(b, m);
         }
     } else {
-        if ((st = bind_one(b, b->head, V, H, false, &lm->head))) return st;
+        if ((st = bind_vocab(b, b->head, &lm->head))) return st;
     }
     lm->layers = calloc((size_t)c->n_layers, sizeof *lm->layers);
     if (!lm->layers) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "layers");
@@ -309,10 +360,10 @@ static lmx_status bind_all(binder *b) {
         char p[256];
         snprintf(p, sizeof p, "%slayers.%d", b->prefix, l);
         if (c->fused_qkv) {
-            int64_t split[3] = {NQ, NKV, NKV};
+            const int64_t row0[3] = {q0, NQ + kv0, NQ + NKV + kv0}, rows[3] = {nq, nkv, nkv};
             lmx_bweight *o3[3] = {0};
             snprintf(m, sizeof m, "%s.self_attn.qkv_proj", p);
-            st = bind_linear(b, m, NQ + 2 * NKV, H, qkv_b, 3, split, o3, &L->qkv);
+            st = bind_linear(b, m, NQ + 2 * NKV, H, qkv_b, 3, row0, rows, o3, &L->qkv);
             L->q = o3[0];
             L->k = o3[1];
             L->v = o3[2];
@@ -328,6 +379,9 @@ static lmx_status bind_all(binder *b) {
             if ((st = lmx_bind_linear_desc(b, mq, NQ, H, qkv_b, &parts[0]))) return st;
             if ((st = lmx_bind_linear_desc(b, mk, NKV, H, qkv_b, &parts[1]))) return st;
             if ((st = lmx_bind_linear_desc(b, mv, NKV, H, qkv_b, &parts[2]))) return st;
+            parts[0].row0 = q0, parts[0].rows = nq;
+            parts[1].row0 = kv0, parts[1].rows = nkv;
+            parts[2].row0 = kv0, parts[2].rows = nkv;
             st = upload_parts(b, parts, 3, &L->qkv, o3);
             L->q = o3[0];
             L->k = o3[1];
@@ -335,14 +389,14 @@ static lmx_status bind_all(binder *b) {
             if (st) return st;
         }
         snprintf(m, sizeof m, "%s.self_attn.o_proj", p);
-        if ((st = bind_one(b, m, H, NQ, attn_b, &L->o))) return st;
+        if ((st = bind_row_parallel(b, m, NQ, attn_b, sh->attn_split, q0, nq, &L->o))) return st;
         if (c->layer_moe && c->layer_moe[l]) {
             if ((st = lmx_bind_moe_layer(b, p, L))) return st;
         } else if (c->fused_gate_up) {
-            int64_t split[2] = {I, I};
+            const int64_t row0[2] = {i0, I + i0}, rows[2] = {ni, ni};
             lmx_bweight *o2[2] = {0};
             snprintf(m, sizeof m, "%s.mlp.gate_up_proj", p);
-            st = bind_linear(b, m, 2 * I, H, c->mlp_bias, 2, split, o2, &L->gate_up);
+            st = bind_linear(b, m, 2 * I, H, c->mlp_bias, 2, row0, rows, o2, &L->gate_up);
             L->gate = o2[0];
             L->up = o2[1];
             if (st) return st;
@@ -354,6 +408,8 @@ static lmx_status bind_all(binder *b) {
             snprintf(mu, sizeof mu, "%s.mlp.up_proj", p);
             if ((st = lmx_bind_linear_desc(b, mg, I, H, c->mlp_bias, &parts[0]))) return st;
             if ((st = lmx_bind_linear_desc(b, mu, I, H, c->mlp_bias, &parts[1]))) return st;
+            parts[0].row0 = parts[1].row0 = i0;
+            parts[0].rows = parts[1].rows = ni;
             st = upload_parts(b, parts, 2, &L->gate_up, o2);
             L->gate = o2[0];
             L->up = o2[1];
@@ -361,7 +417,7 @@ static lmx_status bind_all(binder *b) {
         }
         if (!L->moe) {
             snprintf(m, sizeof m, "%s.mlp.down_proj", p);
-            if ((st = bind_one(b, m, H, I, c->mlp_bias, &L->down))) return st;
+            if ((st = bind_row_parallel(b, m, I, c->mlp_bias, sh->mlp_split, i0, ni, &L->down))) return st;
         }
         snprintf(m, sizeof m, "%s.input_layernorm.weight", p);
         if ((st = bind_vector(b, m, H, &L->in_norm))) return st;
@@ -375,7 +431,7 @@ static lmx_status bind_all(binder *b) {
         }
         if (c->attn_sinks) {
             snprintf(m, sizeof m, "%s.self_attn.sinks", p);
-            if ((st = bind_vector(b, m, c->n_heads, &L->sinks))) return st;
+            if ((st = bind_vector_part(b, m, c->n_heads, sh->head0, sh->n_heads, &L->sinks))) return st;
         }
         if (c->qk_norm) {
             snprintf(m, sizeof m, "%s.self_attn.q_norm.weight", p);
@@ -401,8 +457,17 @@ static lmx_status bind_all(binder *b) {
         lm->rope_sliding = lm->rope_full;
         lm->mscale_sliding = lm->mscale_full;
     }
-    warn_unused(b);
+    if (sh->rank == 0) warn_unused(b); /* every rank binds every tensor (a part of it) */
     return LMX_OK;
+}
+
+lmx_status lmx_lm_bind(lmx_lm *lm) {
+    binder b = {.lm = lm, .c = lm->cfg};
+    lmx_status st = bind_all(&b);
+    free(b.used);
+    /* the weights are on the device (or the failed copy is reported); staging released */
+    lmx_status se = lm->be->ops->upload_end ? lm->be->ops->upload_end(lm->be) : LMX_OK;
+    return st != LMX_OK ? st : se;
 }
 
 lmx_status lmx_lm_open_config(const char *dir, lmx_model_config **cfg, const lmx_lm_options *opt, lmx_lm **out) {
@@ -415,22 +480,18 @@ lmx_status lmx_lm_open_config(const char *dir, lmx_model_config **cfg, const lmx
     lmx_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "model");
     lm->cfg = *cfg; /* borrowed until the open succeeds */
+    lm->shard = lm_shard_whole(lm->cfg);
     lmx_status st = lmx_weights_open(dir, !opt->no_mmap, &lm->weights);
-    if (st == LMX_OK) {
+    if (st == LMX_OK && opt->group) {
+        st = lm_tp_open(lm, opt->group); /* the ranks' models, each bound on its thread */
+    } else if (st == LMX_OK) {
         if (opt->backend) {
             lm->be = opt->backend;
         } else {
             st = lmx_backend_cpu_create(opt->n_threads, &lm->be);
             lm->own_be = st == LMX_OK;
         }
-    }
-    if (st == LMX_OK) {
-        binder b = {.lm = lm, .c = lm->cfg};
-        st = bind_all(&b);
-        free(b.used);
-        /* the weights are on the device (or the failed copy is reported); staging released */
-        lmx_status se = lm->be->ops->upload_end ? lm->be->ops->upload_end(lm->be) : LMX_OK;
-        if (st == LMX_OK) st = se;
+        if (st == LMX_OK) st = lmx_lm_bind(lm);
     }
     if (st != LMX_OK) {
         lmx_lm_close(lm); /* leaves the borrowed config to the caller */
@@ -456,6 +517,7 @@ lmx_status lmx_lm_open(const char *dir, const lmx_lm_options *opt, lmx_lm **out)
 
 void lmx_lm_close(lmx_lm *lm) {
     if (!lm) return;
+    if (lm->tp) lm_tp_close(lm);
     if (lm->be) {
         void (*wf)(lmx_backend *, lmx_bweight *) = lm->be->ops->weight_free;
         if (lm->layers) {
@@ -478,6 +540,8 @@ void lmx_lm_close(lmx_lm *lm) {
         if (lm->own_be) lmx_backend_destroy(lm->be);
     }
     free(lm->layers);
+    for (int i = 0; i < lm->n_host; i++) free(lm->host[i]); /* after the weights that read them */
+    free(lm->host);
     lmx_weights_close(lm->weights);
     if (lm->own_cfg) lmx_model_config_free(lm->cfg);
     free(lm);
@@ -488,15 +552,16 @@ int lmx_lm_vocab_size(const lmx_lm *lm) { return lm->cfg->vocab_size; }
 
 uint64_t lmx_lm_weight_bytes(const lmx_lm *lm) { return lm->weights ? lmx_weights_total_bytes(lm->weights) : 0; }
 
-/* K and V of every layer for one position, `elem` bytes per element */
-static uint64_t kv_position_bytes(const lmx_model_config *c, uint64_t elem) {
-    return 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * elem;
+/* K and V of every layer for one position of shard sh's kv heads, `elem` bytes per element */
+static uint64_t kv_position_bytes(const lmx_model_config *c, const lm_shard *sh, uint64_t elem) {
+    return 2ull * (uint64_t)c->n_layers * (uint64_t)sh->n_kv_heads * (uint64_t)c->head_dim * elem;
 }
 
 uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
+    if (lm->tp) lm = lm_tp_rank(lm, 0); /* one device's: every rank holds as many kv heads */
     /* the backend's cache element type (the CUDA backend stores fp16) */
     const uint64_t elem = lm->be->ops->kv_elem_bytes ? lm->be->ops->kv_elem_bytes(lm->be) : sizeof(float);
-    return kv_position_bytes(lm->cfg, elem);
+    return kv_position_bytes(lm->cfg, &lm->shard, elem);
 }
 
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
@@ -535,12 +600,32 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int
 
 static void config_free(void *c) { lmx_model_config_free(c); }
 
-lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) {
+/* shard 0 of the plan for n_ranks ranks of the model (c, w) into *s (the whole model for n_ranks <= 1) */
+static lmx_status probe_shard(lmx_model_config *c, lmx_weights *w, int n_ranks, lm_shard *s) {
+    *s = lm_shard_whole(c);
+    if (n_ranks <= 1) return LMX_OK;
+    lm_shard *plan = calloc((size_t)n_ranks, sizeof *plan);
+    if (!plan) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "tensor parallel plan");
+    lmx_lm tmp = {.cfg = c, .weights = w};
+    binder b = {.lm = &tmp, .c = c};
+    lmx_status st = lmx_bind_prefix(&b);
+    if (st == LMX_OK) st = lm_shard_plan(&b, n_ranks, plan);
+    if (st == LMX_OK) *s = plan[0]; /* rank 0 holds the most: the row-parallel biases */
+    free(b.used);
+    free(plan);
+    return st;
+}
+
+lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) { return lmx_lm_probe_ranks(dir, 0, out); }
+
+lmx_status lmx_lm_probe_ranks(const char *dir, int n_ranks, lmx_model_facts *out) {
     memset(out, 0, sizeof *out);
+    lm_shard sh;
     lmx_model_config *c = NULL;
     lmx_weights *w = NULL;
     lmx_status st = lmx_model_config_load(dir, &c);
     if (st == LMX_OK) st = lmx_weights_open(dir, true, &w);
+    if (st == LMX_OK) st = probe_shard(c, w, n_ranks, &sh);
     if (st == LMX_OK) {
         lmx_model_info *i = &out->info;
         snprintf(i->model_type, sizeof i->model_type, "%s", c->model_type);
@@ -554,9 +639,12 @@ lmx_status lmx_lm_probe(const char *dir, lmx_model_facts *out) {
         i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes);
         i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
         out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
-        /* no backend yet: fp32, an upper bound */
-        out->kv_bytes_per_token = (int64_t)kv_position_bytes(c, sizeof(float));
-        out->scratch_bytes = (int64_t)lmx_kv_scratch_bound(c, 512); /* 512: the largest prefill_chunk (CUDA) */
+        /* one device's share (tensor parallel: rank 0's shard); no backend yet: an fp32 cache, an
+         * upper bound */
+        out->n_devices = n_ranks > 1 ? n_ranks : 1;
+        out->device_weight_bytes = (int64_t)lm_shard_weight_bytes(c, w, &sh);
+        out->kv_bytes_per_token = (int64_t)kv_position_bytes(c, &sh, sizeof(float));
+        out->scratch_bytes = (int64_t)lmx_kv_scratch_bound(c, &sh, 512); /* 512: the largest prefill_chunk (CUDA) */
         for (int k = 0; k < c->n_eos && k < LMX_MAX_EOS; k++) out->eos_ids[out->n_eos++] = c->eos_ids[k];
         out->eos_named = c->eos_named;
         out->state = c;

@@ -14,6 +14,9 @@ typedef struct binder {
     size_t n_used, cap_used;
 } binder;
 
+/* Finds the tensor layout's prefixes (b->prefix, b->head) by the embedding; else
+ * LMX_ERR_MODEL_VALIDATION_FAILED naming the missing tensor. */
+lmx_status lmx_bind_prefix(binder *b);
 /* The tensor `name`, recorded as used (NULL if absent). */
 const lmx_tensor_view *lmx_bind_find(binder *b, const char *name);
 /* "[d0, d1] DTYPE" of t into buf. */

@@ -18,6 +18,12 @@
  * comes between the projection and the add). Fused q|k|v and gate|up weights (where the backend
  * uploads them fused) make a one-token step one matmul each, and a prefill one gate|up GEMM plus
  * act_mul_split.
+ *
+ * Tensor parallel (lm_shard.h): a rank's model holds its heads, intermediate rows and vocabulary
+ * rows, and every shape here is the shard's; the collectives go where the split sums: after the
+ * embedding lookup (all-reduce of [T, hidden]), after o_proj and down_proj (all-reduce of the
+ * residual update), and after the head (all-gather of the logits). A model on one backend is the
+ * one-rank shard: none of them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -27,14 +33,21 @@
 
 #define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
 
+#define TRY(x)                                                                                                 \
+    do {                                                                                                       \
+        lmx_status st_ = (x);                                                                                  \
+        if (st_ != LMX_OK) return st_;                                                                         \
+    } while (0)
+
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
 
 lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
     memset(s, 0, sizeof *s);
     const lmx_model_config *c = lm->cfg;
+    const lm_shard *sh = &lm->shard;
     lmx_backend *be = lm->be;
     const size_t C = (size_t)rows, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
-    const size_t NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D, I = (size_t)c->intermediate_size;
+    const size_t NQ = (size_t)sh->n_heads * D, NKV = (size_t)sh->n_kv_heads * D, I = (size_t)sh->inter;
     s->rows = rows;
     struct {
         lmx_buf **b;
@@ -87,6 +100,7 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     *out = NULL;
     if (max_ctx < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: max_ctx %d", max_ctx);
     if (chunk < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv cache: chunk %d", chunk);
+    if (lm->tp) return lm_tp_kv_create(lm, max_ctx, chunk, out); /* each rank's chunk as its backend says */
     if (chunk == 0) chunk = lm->be->ops->prefill_chunk > 0 ? lm->be->ops->prefill_chunk : KV_CHUNK;
     if (!lm->be->ops->matmul_add || !lm->be->ops->rope_qk_store)
         return lmx_error(LMX_ERR_UNSUPPORTED, "kv cache: backend %s lacks matmul_add / rope_qk_store",
@@ -98,13 +112,15 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     kv->lm = lm;
     kv->capacity = max_ctx;
     kv->chunk = max_ctx < chunk ? max_ctx : chunk;
-    const size_t C = (size_t)kv->chunk, NKV = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    const lm_shard *sh = &lm->shard;
+    const size_t C = (size_t)kv->chunk, NKV = (size_t)sh->n_kv_heads * (size_t)c->head_dim;
     kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
     kv->posv = calloc(C, sizeof *kv->posv);
     kv->longv = calloc(C, sizeof *kv->longv);
     kv->slots = calloc((size_t)c->n_layers, sizeof *kv->slots);
-    lmx_status st = (kv->k && kv->v && kv->posv && kv->longv && kv->slots)
+    if (sh->vocab_split) kv->lids = calloc(C, sizeof *kv->lids);
+    lmx_status st = (kv->k && kv->v && kv->posv && kv->longv && kv->slots && (kv->lids || !sh->vocab_split))
                         ? LMX_OK
                         : lmx_error(LMX_ERR_OUT_OF_MEMORY, "kv cache");
     size_t cache_floats = 0;
@@ -124,31 +140,41 @@ lmx_status lmx_kv_create_ex(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out) {
     }
     if (st == LMX_OK) st = lm_scratch_alloc(lm, kv->chunk, &kv->s);
     if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)c->hidden_size, &kv->last);      /* [hidden] */
-    if (st == LMX_OK) st = be->ops->buf_alloc(be, (size_t)c->vocab_size, &kv->logits);   /* [vocab] */
+    /* [vocab], or [n_ranks * vocab_slot] gathered from the ranks' [vocab_slot] */
+    const size_t n_logits = sh->vocab_split ? (size_t)sh->n_ranks * (size_t)sh->vocab_slot : (size_t)c->vocab_size;
+    if (st == LMX_OK) st = be->ops->buf_alloc(be, n_logits, &kv->logits);
+    if (st == LMX_OK && sh->vocab_split) st = be->ops->buf_alloc(be, (size_t)sh->vocab_slot, &kv->logits_part);
     if (st != LMX_OK) {
         lmx_kv_destroy(kv);
         return lmx_error_prefix(st, "kv cache for %d positions", max_ctx);
     }
     const size_t kv_elem = be->ops->kv_elem_bytes ? be->ops->kv_elem_bytes(be) : sizeof(float);
-    const uint64_t scratch = kv->s.floats + (uint64_t)c->hidden_size + (uint64_t)c->vocab_size;
+    const uint64_t scratch = kv->s.floats + (uint64_t)c->hidden_size + n_logits +
+                             (sh->vocab_split ? (uint64_t)sh->vocab_slot : 0);
     kv->bytes = cache_floats * kv_elem + scratch * sizeof(float) + kv->s.moe_bytes;
     *out = kv;
     return LMX_OK;
 }
 
-uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk) {
+uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, const lm_shard *sh, int chunk) {
     /* lmx_kv_create_ex's scratch with every optional buffer present: the table (x, xn, o [C, H]; q, att
-     * [C, NQ]; kk, vv [C, NKV]; g, u [C, I]; last [H]; logits [vocab]), the one-token fused outputs
-     * [NQ + 2 NKV] and [2 I], and the prefill gate|up output [C, 2 I] */
+     * [C, NQ]; kk, vv [C, NKV]; g, u [C, I]; last [H]; logits [vocab], split: gathered [n * slot] and
+     * the rank's [slot]), the one-token fused outputs [NQ + 2 NKV] and [2 I], and the prefill gate|up
+     * output [C, 2 I] */
     const uint64_t C = (uint64_t)chunk, H = (uint64_t)c->hidden_size, D = (uint64_t)c->head_dim;
-    const uint64_t NQ = (uint64_t)c->n_heads * D, NKV = (uint64_t)c->n_kv_heads * D, I = (uint64_t)c->intermediate_size;
-    return sizeof(float) *
-               (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + (uint64_t)c->vocab_size) +
+    const uint64_t NQ = (uint64_t)sh->n_heads * D, NKV = (uint64_t)sh->n_kv_heads * D, I = (uint64_t)sh->inter;
+    const uint64_t logits = sh->vocab_split ? (uint64_t)(sh->n_ranks + 1) * (uint64_t)sh->vocab_slot
+                                            : (uint64_t)c->vocab_size;
+    return sizeof(float) * (C * (3 * H + 2 * NQ + 2 * NKV + 4 * I) + (NQ + 2 * NKV) + 2 * I + H + logits) +
            lmx_moe_scratch_bound(c, chunk);
 }
 
 void lmx_kv_destroy(lmx_kv *kv) {
     if (!kv) return;
+    if (kv->ranks) {
+        lm_tp_kv_destroy(kv);
+        return;
+    }
     lmx_backend *be = kv->lm->be;
     if (kv->k)
         for (int l = 0; l < kv->lm->cfg->n_layers; l++) be->ops->buf_free(be, kv->k[l]);
@@ -157,6 +183,8 @@ void lmx_kv_destroy(lmx_kv *kv) {
     lm_scratch_free(kv->lm, &kv->s);
     be->ops->buf_free(be, kv->last);
     be->ops->buf_free(be, kv->logits);
+    be->ops->buf_free(be, kv->logits_part);
+    free(kv->lids);
     free(kv->k);
     free(kv->v);
     free(kv->posv);
@@ -165,7 +193,10 @@ void lmx_kv_destroy(lmx_kv *kv) {
     free(kv);
 }
 
-void lmx_kv_reset(lmx_kv *kv) { kv->pos = 0; }
+void lmx_kv_reset(lmx_kv *kv) {
+    kv->pos = 0;
+    for (int r = 0; kv->ranks && r < kv->n_ranks; r++) kv->ranks[r]->pos = 0;
+}
 int lmx_kv_pos(const lmx_kv *kv) { return kv->pos; }
 int lmx_kv_capacity(const lmx_kv *kv) { return kv->capacity; }
 uint64_t lmx_kv_bytes(const lmx_kv *kv) { return kv->bytes; }
@@ -173,6 +204,11 @@ int lmx_kv_chunk(const lmx_kv *kv) { return kv->chunk; }
 
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
     if (n < 0 || n > kv->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv truncate to %d of %d", n, kv->pos);
+    if (kv->ranks) { /* the ranks' caches hold the same positions: all keep them, or rank 0 says why not */
+        for (int r = 0; r < kv->n_ranks; r++) TRY(lmx_kv_truncate(kv->ranks[r], n));
+        kv->pos = n;
+        return LMX_OK;
+    }
     /* ring layers: the window before n must not have been overwritten (position j survives while
      * j >= pos - slots) */
     const lmx_model_config *c = kv->lm->cfg;
@@ -189,20 +225,15 @@ lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
     return LMX_OK;
 }
 
-#define TRY(x)                                                                                                 \
-    do {                                                                                                       \
-        lmx_status st_ = (x);                                                                                  \
-        if (st_ != LMX_OK) return st_;                                                                         \
-    } while (0)
-
 /* [q, k per-head norm], RoPE of q and k, k/v into the cache, as one backend op (rope_qk_store) per run
  * of rows with the same rope table (longrope: a batched step may mix sequences on either side of
  * the original context; a single-sequence forward is one run). q, kk, vv: [T, *] rows. */
 static lmx_status fused_qk_rope_store(lmx_lm *lm, const lm_pass *ps, int l, lmx_buf *q, lmx_buf *kk,
                                       const lmx_buf *vv) {
     const lmx_model_config *c = lm->cfg;
+    const lm_shard *sh = &lm->shard;
     const lm_layer *L = &lm->layers[l];
-    const size_t D = (size_t)c->head_dim, NQ = (size_t)c->n_heads * D, NKV = (size_t)c->n_kv_heads * D;
+    const size_t D = (size_t)c->head_dim, NQ = (size_t)sh->n_heads * D, NKV = (size_t)sh->n_kv_heads * D;
     for (int t0 = 0; t0 < ps->T;) {
         const bool lg = ps->use_long && ps->use_long[t0];
         int t1 = t0 + 1;
@@ -214,8 +245,8 @@ static lmx_status fused_qk_rope_store(lmx_lm *lm, const lm_pass *ps, int l, lmx_
             m.seq += t0;
         }
         lmx_qk_rope_params p = {.n_tokens = t1 - t0,
-                                .n_heads = c->n_heads,
-                                .n_kv_heads = c->n_kv_heads,
+                                .n_heads = sh->n_heads,
+                                .n_kv_heads = sh->n_kv_heads,
                                 .head_dim = c->head_dim,
                                 .rot_dim = c->rotary_dim,
                                 .capacity = ps->slots[l],
@@ -235,10 +266,32 @@ static lmx_status fused_qk_rope_store(lmx_lm *lm, const lm_pass *ps, int l, lmx_
     return LMX_OK;
 }
 
+/* h[T, hidden] += x·Wᵀ (+ bias) through a row-parallel projection (o_proj, down_proj). Whole: one
+ * matmul_add. Split over the ranks (W holds this rank's input columns, rank 0 the bias): rank 0 adds
+ * its part into h and every other rank writes its part over h, so that the all-reduce leaves
+ * h + Σ parts on every rank. */
+static lmx_status residual_matmul(lmx_lm *lm, const lmx_bweight *w, const lmx_buf *x, int T, lmx_buf *h,
+                                  bool split) {
+    const lmx_backend_ops *op = lm->be->ops;
+    if (!split) return op->matmul_add(lm->be, w, x, 0, T, h);
+    if (lm->shard.rank == 0) TRY(op->matmul_add(lm->be, w, x, 0, T, h));
+    else TRY(op->matmul(lm->be, w, x, 0, T, h));
+    return op->all_reduce_sum(lm->be, h, 0, (size_t)T * (size_t)lm->cfg->hidden_size);
+}
+
+/* o[T, hidden] = x·Wᵀ (+ bias) summed over the ranks when split (gemma3's sandwich norms normalise
+ * the whole projection before the residual add) */
+static lmx_status full_matmul(lmx_lm *lm, const lmx_bweight *w, const lmx_buf *x, int T, lmx_buf *o, bool split) {
+    const lmx_backend_ops *op = lm->be->ops;
+    TRY(op->matmul(lm->be, w, x, 0, T, o));
+    return split ? op->all_reduce_sum(lm->be, o, 0, (size_t)T * (size_t)lm->cfg->hidden_size) : LMX_OK;
+}
+
 /* The MLP block over T rows of s: s->x += mlp(norm(s->x)) (gemma3: with its sandwich norms). The
  * seam where a mixture-of-experts layer branches off (router + experts instead of gate/up/down). */
 static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     const lmx_model_config *c = lm->cfg;
+    const lm_shard *sh = &lm->shard;
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const lm_layer *L = &lm->layers[l];
@@ -254,19 +307,19 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
         g = s->g1;
         u = s->u1;
         TRY(op->matmul(be, L->gate_up, s->xn, 0, 1, s->gu1)); /* [2*inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
+        TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
     } else if (T > 1 && L->gate_up && s->gu) { /* T > 1: one fused GEMM, then act(gate) * up into g */
-        TRY(op->matmul(be, L->gate_up, s->xn, 0, T, s->gu));                 /* [T, 2*inter] */
-        TRY(op->act_mul_split(be, s->gu, T, c->intermediate_size, act, g)); /* [T, inter] */
+        TRY(op->matmul(be, L->gate_up, s->xn, 0, T, s->gu));      /* [T, 2*inter] */
+        TRY(op->act_mul_split(be, s->gu, T, sh->inter, act, g)); /* [T, inter] */
     } else {
         TRY(op->matmul(be, L->gate, s->xn, 0, T, g)); /* [T, inter] */
         TRY(op->matmul(be, L->up, s->xn, 0, T, u));   /* [T, inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * c->intermediate_size, act));
+        TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
     }
     if (!c->sandwich_norms) {
-        TRY(op->matmul_add(be, L->down, g, 0, T, s->x)); /* h += f */
+        TRY(residual_matmul(lm, L->down, g, T, s->x, sh->mlp_split)); /* h += f */
     } else { /* gemma3: h += post_feedforward_layernorm(f) */
-        TRY(op->matmul(be, L->down, g, 0, T, s->o)); /* [T, hidden] */
+        TRY(full_matmul(lm, L->down, g, T, s->o, sh->mlp_split)); /* [T, hidden] */
         TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_ff_norm, eps, p1));
         TRY(op->add(be, s->x, s->o, (size_t)T * H));
     }
@@ -277,6 +330,7 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
  * caches) and the batched step (the pool's paged caches through ps->map) both run this. */
 lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
     const lmx_model_config *c = lm->cfg;
+    const lm_shard *sh = &lm->shard;
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const lm_layer *L = &lm->layers[l];
@@ -302,8 +356,8 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
     }
     TRY(fused_qk_rope_store(lm, ps, l, q, kk, vv));
     lmx_attn_params ap = {.n_tokens = T,
-                          .n_heads = c->n_heads,
-                          .n_kv_heads = c->n_kv_heads,
+                          .n_heads = sh->n_heads,
+                          .n_kv_heads = sh->n_kv_heads,
                           .head_dim = c->head_dim,
                           .capacity = ps->slots[l],
                           .window = L->sliding ? c->sliding_window : 0,
@@ -313,18 +367,20 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
                           .sinks = L->sinks};
     TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
     if (!c->sandwich_norms) {
-        TRY(op->matmul_add(be, L->o, s->att, 0, T, s->x)); /* h += o */
+        TRY(residual_matmul(lm, L->o, s->att, T, s->x, sh->attn_split)); /* h += o */
     } else { /* gemma3: h += post_attention_layernorm(o) */
-        TRY(op->matmul(be, L->o, s->att, 0, T, s->o)); /* [T, hidden] */
+        TRY(full_matmul(lm, L->o, s->att, T, s->o, sh->attn_split)); /* [T, hidden] */
         TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_attn_norm, eps, p1));
         TRY(op->add(be, s->x, s->o, (size_t)T * H));
     }
     return mlp_forward(lm, s, l, T);
 }
 
-/* logits [vocab] (in kv->logits) of row `row` of kv->x: final norm, head, soft-capping */
+/* logits [vocab] (in kv->logits) of row `row` of kv->x: final norm, head, soft-capping; a
+ * vocabulary-split rank computes its rows' logits and all-gathers every rank's */
 static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     const lmx_model_config *c = lm->cfg;
+    const lm_shard *sh = &lm->shard;
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
@@ -334,9 +390,28 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
         TRY(op->buf_copy(be, kv->last, 0, kv->s.x, (size_t)row * H, (size_t)H));
         TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     }
-    TRY(op->matmul(be, lm->head, kv->last, 0, 1, kv->logits)); /* [vocab] */
-    if (c->final_logit_softcap > 0) TRY(op->softcap(be, kv->logits, (size_t)c->vocab_size, c->final_logit_softcap));
+    lmx_buf *out = sh->vocab_split ? kv->logits_part : kv->logits;
+    TRY(op->matmul(be, lm->head, kv->last, 0, 1, out)); /* [vocab rows held] */
+    if (c->final_logit_softcap > 0) TRY(op->softcap(be, out, (size_t)sh->vocab, c->final_logit_softcap));
+    /* [n_ranks * vocab_slot]: rank r's rows at r * vocab_slot, so the first vocab_size are the logits */
+    if (sh->vocab_split) TRY(op->all_gather(be, kv->logits_part, (size_t)sh->vocab_slot, kv->logits));
     return LMX_OK;
+}
+
+/* The ids of an embedding lookup of ids[T]: a vocabulary-split rank's own rows (lids [T]), else ids */
+static const int32_t *embed_ids(const lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int T) {
+    if (!lm->shard.vocab_split) return ids;
+    lm_shard_local_ids(&lm->shard, ids, T, kv->lids);
+    return kv->lids;
+}
+
+/* x[T, hidden] = the embedding rows of eids (embed_ids), × embed_scale; a vocabulary-split rank's
+ * lookup leaves the other ranks' tokens zero and the all-reduce adds their rows */
+static lmx_status embed_rows(lmx_lm *lm, const int32_t *eids, int T, lmx_buf *x) {
+    const lmx_backend_ops *op = lm->be->ops;
+    TRY(op->embed(lm->be, lm->embed, eids, T, lm->embed_scale, x)); /* [T, hidden] */
+    if (!lm->shard.vocab_split) return LMX_OK;
+    return op->all_reduce_sum(lm->be, x, 0, (size_t)T * (size_t)lm->cfg->hidden_size);
 }
 
 /* the arguments of a forward over ids[n] (LMX_ERR_INVALID_ARGUMENT with a detail otherwise) */
@@ -372,10 +447,11 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
         kv->posv[0] = kv->pos;
         bool redo = true;
         const int variant = (use_long ? 1 : 0) | (head ? 2 : 0) | (a ? 4 : 0);
-        const lmx_step_inputs in = {.n_tokens = 1, .ids = ids, .pos = kv->posv};
+        const int32_t *eids = embed_ids(lm, kv, ids, 1);
+        const lmx_step_inputs in = {.n_tokens = 1, .ids = eids, .pos = kv->posv};
         lmx_status st = op->step_begin(be, kv, variant, &in);
         if (st == LMX_OK) {
-            st = op->embed(be, lm->embed, ids, 1, lm->embed_scale, kv->s.x); /* [1, hidden] */
+            st = embed_rows(lm, eids, 1, kv->s.x); /* [1, hidden] */
             for (int l = 0; st == LMX_OK && l < c->n_layers; l++) st = lm_layer_forward(lm, &ps, l);
             if (st == LMX_OK && head) st = head_forward(lm, kv, 0);
             if (st == LMX_OK && a) st = op->sample(be, kv->logits, c->vocab_size, a);
@@ -390,7 +466,7 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     for (int done = 0; done < n;) {
         int T = n - done < kv->chunk ? n - done : kv->chunk;
         for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
-        TRY(op->embed(be, lm->embed, ids + done, T, lm->embed_scale, kv->s.x)); /* [T, hidden] */
+        TRY(embed_rows(lm, embed_ids(lm, kv, ids + done, T), T, kv->s.x)); /* [T, hidden] */
         ps.T = T;
         for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, &ps, l));
         done += T;
@@ -401,15 +477,30 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     return LMX_OK;
 }
 
-lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
-    TRY(forward_check(lm, kv, ids, n));
-    TRY(forward_ops(lm, kv, ids, n, logits != NULL, NULL));
-    if (logits) TRY(lm->be->ops->buf_read(lm->be, kv->logits, 0, logits, (size_t)lm->cfg->vocab_size));
+lmx_status lm_forward_run(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, bool head, const lmx_sample_args *a,
+                          float *logits, int32_t *token) {
+    const lmx_backend_ops *op = lm->be->ops;
+    const int vocab = lm->cfg->vocab_size;
+    TRY(forward_ops(lm, kv, ids, n, head, a));
+    if (a) {
+        TRY(op->sample_result(lm->be, token));
+        if (*token < 0 || *token >= vocab) *token = -1; /* undecided on the device: the host samples */
+    }
+    if (logits && (!a || *token < 0)) TRY(op->buf_read(lm->be, kv->logits, 0, logits, (size_t)vocab));
     kv->pos += n;
     return LMX_OK;
 }
 
-bool lmx_lm_can_sample(const lmx_lm *lm) { return lm && lm->be->ops->sample && lm->be->ops->sample_result; }
+lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
+    TRY(forward_check(lm, kv, ids, n));
+    if (lm->tp) return lm_tp_forward(lm, kv, ids, n, logits != NULL, NULL, logits, NULL);
+    return lm_forward_run(lm, kv, ids, n, logits != NULL, NULL, logits, NULL);
+}
+
+bool lmx_lm_can_sample(const lmx_lm *lm) {
+    const lmx_lm *r = lm && lm->tp ? lm_tp_rank(lm, 0) : lm; /* rank 0 samples the gathered logits */
+    return r && r->be->ops->sample && r->be->ops->sample_result;
+}
 
 lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, const lmx_sample_args *a,
                                  float *logits, int32_t *token) {
@@ -417,13 +508,6 @@ lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int
     *token = -1;
     if (!lmx_lm_can_sample(lm)) return lmx_lm_forward(lm, kv, ids, n, logits);
     TRY(forward_check(lm, kv, ids, n));
-    TRY(forward_ops(lm, kv, ids, n, true, a));
-    kv->pos += n;
-    const lmx_backend_ops *op = lm->be->ops;
-    TRY(op->sample_result(lm->be, token));
-    if (*token < 0 || *token >= lm->cfg->vocab_size) { /* undecided on the device: the host samples */
-        *token = -1;
-        TRY(op->buf_read(lm->be, kv->logits, 0, logits, (size_t)lm->cfg->vocab_size));
-    }
-    return LMX_OK;
+    if (lm->tp) return lm_tp_forward(lm, kv, ids, n, true, a, logits, token);
+    return lm_forward_run(lm, kv, ids, n, true, a, logits, token);
 }

@@ -5,6 +5,7 @@
 
 #include "formats/safetensors.h"
 #include "model/lm.h"
+#include "model/lm_shard.h"
 
 /* A sparse MLP block (lm_moe.c): the router and one expert stack per projection (weight_upload_experts:
  * from mlx-lm's stacked [E, out, in] tensors or the Hub's per-expert ones, with the experts' biases
@@ -40,12 +41,23 @@ typedef struct lm_layer {
     lmx_bweight *qkv, *gate_up;
 } lm_layer;
 
+/* Tensor parallel (lm_tp.c): the model split over the ranks of a backend group, each rank an lmx_lm
+ * of its own (its shard's weights on its rank's backend; config and weight files borrowed from the
+ * model the caller holds, which has no backend or weights itself). */
+typedef struct lm_tp lm_tp;
+
 struct lmx_lm {
-    lmx_model_config *cfg;   /* owned, except while lmx_lm_open_config fails (own_cfg false) */
+    lmx_model_config *cfg;   /* owned, except while lmx_lm_open_config fails (own_cfg false) and by a
+                                tensor-parallel rank (the group's model's) */
     bool own_cfg;
-    lmx_weights *weights;
-    lmx_backend *be;
+    lmx_weights *weights;    /* owned (a rank borrows the group's model's) */
+    lmx_backend *be;         /* NULL for a tensor-parallel model (its ranks have one each) */
     bool own_be;
+    lm_shard shard;          /* the part this model computes: the whole model, or one rank's */
+    lm_tp *tp;               /* tensor parallel: the ranks; NULL on one backend */
+    void **host;             /* [n_host] column slices of the shard in host memory the backend reads
+                                (lm_shard_cols), freed at close */
+    int n_host, cap_host;
     lmx_bweight *embed;      /* [vocab, hidden] */
     lmx_bweight *head;       /* [vocab, hidden]; == embed when tied */
     lmx_bweight *final_norm; /* [hidden] */
@@ -99,8 +111,29 @@ typedef struct lm_pass {
                                 of equal rows is one rope_qk_store call */
 } lm_pass;
 
-/* One decoder layer over the pass's rows (attention block, then lm_mlp_forward). */
+/* One decoder layer over the pass's rows (attention block, then lm_mlp_forward). A split shard
+ * all-reduces the attention and MLP outputs over the ranks (lm_shard.h). */
 lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l);
+
+/* Binds every tensor of lm->weights for lm->cfg and lm->shard to lm->be, then upload_end. */
+lmx_status lmx_lm_bind(lmx_lm *lm);
+
+/* The forward of ids[n] at kv->pos on one backend (lmx_lm_forward's work after its checks): with
+ * `head` the last row's logits, with `a` their sampling on the device (*token), else with `logits`
+ * their copy (also when the device could not decide: *token -1); kv->pos advances. A
+ * tensor-parallel rank runs it on its thread: every rank with the same ids and head, `a` / logits /
+ * token on rank 0 only (the others compute their part of the head for the all-gather). */
+lmx_status lm_forward_run(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, bool head, const lmx_sample_args *a,
+                          float *logits, int32_t *token);
+
+/* ---- tensor parallel (lm_tp.c): lm->tp's ranks, each called on its rank's thread ---- */
+lmx_status lm_tp_open(lmx_lm *lm, lmx_backend_group *g);     /* the ranks bound; on failure none left */
+void lm_tp_close(lmx_lm *lm);
+lmx_status lm_tp_kv_create(lmx_lm *lm, int max_ctx, int chunk, lmx_kv **out);
+void lm_tp_kv_destroy(lmx_kv *kv);
+lmx_status lm_tp_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, bool head, const lmx_sample_args *a,
+                         float *logits, int32_t *token);
+lmx_lm *lm_tp_rank(const lmx_lm *lm, int r);                 /* rank r's model */
 
 struct lmx_kv {
     lmx_lm *lm;
@@ -109,10 +142,15 @@ struct lmx_kv {
     lmx_buf **k, **v;        /* [n_layers] each [n_kv][slots[l]][head_dim] */
     lm_scratch s;            /* [chunk] rows */
     lmx_buf *last;           /* [hidden] */
-    lmx_buf *logits;         /* [vocab] */
+    lmx_buf *logits;         /* [vocab], or a vocabulary-split rank's gathered [n_ranks * vocab_slot] */
+    lmx_buf *logits_part;    /* a vocabulary-split rank: its head rows' logits [vocab_slot]; else NULL */
+    int32_t *lids;           /* a vocabulary-split rank: [chunk] the embedding's ids (lm_shard_local_ids) */
     int32_t *posv;           /* [chunk] absolute positions */
     bool *longv;             /* [chunk] longrope long factors per row (all equal within a call) */
     uint64_t bytes;
+    lmx_kv **ranks;          /* a tensor-parallel model's cache: [n_ranks] one per rank (the fields above
+                                unused but lm, capacity, pos, chunk, bytes); else NULL */
+    int n_ranks;
 };
 
 /* ---- mixture of experts (lm_moe.c, lm_bind_moe.c) ---- */
@@ -128,9 +166,10 @@ lmx_moe_rule lmx_moe_rule_of(const lmx_model_config *c);
 lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *s, int l, int T);
 void lmx_moe_layer_free(lmx_lm *lm, lm_moe_layer *m); /* NULL-safe */
 
-/* Bytes of activation scratch lmx_kv_create_ex allocates for `chunk` rows with every optional buffer
- * present (an upper bound of kv->bytes minus the caches; lmx_lm_probe's estimate for memory budgets). */
-uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, int chunk);
+/* Bytes of activation scratch lmx_kv_create_ex allocates for `chunk` rows of shard sh with every
+ * optional buffer present (an upper bound of kv->bytes minus the caches; lmx_lm_probe's estimate for
+ * memory budgets). */
+uint64_t lmx_kv_scratch_bound(const lmx_model_config *c, const lm_shard *sh, int chunk);
 
 /* A KV block pool (lm_pool.c) and its step scratch (lm_step.c runs the steps). */
 struct lmx_pool {

@@ -55,6 +55,8 @@ static lmx_status alloc_host(lmx_pool *p) {
 
 lmx_status lmx_pool_create(lmx_lm *lm, int64_t max_bytes, int max_rows, lmx_pool **out) {
     *out = NULL;
+    if (lm->tp) /* the batcher is then off: generations take the single-sequence forward */
+        return lmx_error(LMX_ERR_UNSUPPORTED, "kv pool: batched steps of a tensor-parallel model are not implemented");
     const lmx_backend_ops *op = lm->be->ops;
     if (!op->paged_kv || !op->matmul_add || !op->rope_qk_store)
         return lmx_error(LMX_ERR_UNSUPPORTED, "kv pool: backend %s has no paged KV addressing", op->name);

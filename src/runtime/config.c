@@ -21,6 +21,7 @@ LMX_API lmx_config lmx_config_default(void) {
         .prompt_cache_bytes = -1,
         .max_batch = 16,
         .prefill_chunk = 256,
+        .tensor_parallel = 0,
     };
     return c;
 }
@@ -82,6 +83,9 @@ lmx_status lmx_config_validate(const lmx_config *c) {
     if (c->prefill_chunk < 1 || c->prefill_chunk > 65536)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: prefill_chunk %d must be in [1, 65536]",
                          c->prefill_chunk);
+    if (c->tensor_parallel < 0 || c->tensor_parallel > 64)
+        return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: tensor_parallel %d must be in [0, 64]",
+                         c->tensor_parallel);
     if (c->models_dir && !*c->models_dir)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "config: models_dir is empty (use NULL for the default)");
     return LMX_OK;

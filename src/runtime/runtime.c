@@ -231,6 +231,7 @@ static lmx_status snapshot(lmx_runtime *rt, load_ctx *lc) {
     lc->opts.max_context = rt->cfg.max_context_length;
     lc->opts.kv_cache = rt->cfg.kv_cache;
     lc->opts.n_threads = rt->cfg.n_threads;
+    lc->opts.tensor_parallel = rt->cfg.tensor_parallel;
     lc->defaults = lmx_gen_options_default();
     lc->defaults.sampling.temperature = rt->cfg.default_temperature;
     lc->defaults.sampling.top_p = rt->cfg.default_top_p;

@@ -40,6 +40,10 @@ static void test_ops(void) {
     CHECK_EQ_INT(lmx_backend_check_embed_ids(ids, 2, 10), LMX_OK);
     CHECK_EQ_INT(lmx_backend_check_embed_ids(ids, 3, 10), LMX_ERR_INVALID_ARGUMENT);
     CHECK_EQ_STR(lmx_last_error_detail(), "token id 10 outside the vocabulary of 10");
+    int32_t other[2] = {-1, -2}; /* -1: another rank's token (a zero row); below it: refused */
+    CHECK_EQ_INT(lmx_backend_check_embed_ids(other, 1, 10), LMX_OK);
+    CHECK_EQ_INT(lmx_backend_check_embed_ids(other, 2, 10), LMX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_STR(lmx_last_error_detail(), "token id -2 outside the vocabulary of 10");
 
     CHECK_EQ_INT(lmx_backend_check_rmsnorm("cuda", 8, 8, 2, 4, LMX_WEIGHT_VECTOR, 4), LMX_OK);
     CHECK_EQ_INT(lmx_backend_check_rmsnorm("cuda", 8, 8, 2, 4, LMX_WEIGHT_VECTOR, 5), LMX_ERR_INVALID_ARGUMENT);

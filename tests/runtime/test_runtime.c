@@ -51,8 +51,8 @@ static void test_config(void) {
     CHECK(!o.use_seed);
 
     lmx_runtime *rt = (lmx_runtime *)0x1;
-    lmx_config bad[8];
-    for (int i = 0; i < 8; i++) bad[i] = lmx_config_default();
+    lmx_config bad[10];
+    for (int i = 0; i < 10; i++) bad[i] = lmx_config_default();
     bad[0].max_cached_models = 0;
     bad[1].max_memory_bytes = -1;
     bad[2].max_context_length = 0;
@@ -60,12 +60,15 @@ static void test_config(void) {
     bad[4].default_temperature = -0.5f;
     bad[5].default_top_p = 1.5f;
     bad[6].device = (lmx_device)7;
+    bad[8].tensor_parallel = -1;
+    bad[9].tensor_parallel = 65;
     bad[7].default_max_tokens = -2;
-    for (int i = 0; i < 8; i++) {
+    CHECK_EQ_INT(lmx_config_default().tensor_parallel, 0);
+    for (int i = 0; i < 10; i++) {
         CHECK(lmx_runtime_create(&bad[i], &rt) == LMX_ERR_INVALID_ARGUMENT);
         CHECK(rt == (lmx_runtime *)0x1);
     }
-    CHECK(strstr(lmx_last_error_detail(), "default_max_tokens") != NULL);
+    CHECK(strstr(lmx_last_error_detail(), "tensor_parallel 65 must be in [0, 64]") != NULL);
     /* the build's default engine */
     rt = NULL;
     CHECK(lmx_runtime_create(NULL, &rt) == LMX_OK);

@@ -394,6 +394,8 @@ static void cpu_destroy(lmx_backend *be) {
     .rope_qk_store = lmx_cpu_rope_qk_store,    \
     .buf_view = cpu_buf_view,              \
     .act_mul_split = lmx_cpu_act_mul_split,    \
+    .all_reduce_sum = lmx_cpu_all_reduce_sum,  \
+    .all_gather = lmx_cpu_all_gather,          \
     .paged_kv = true,                          \
     .weight_upload_experts = lmx_cpu_weight_upload_experts, \
     .moe_route = lmx_cpu_moe_route,            \
@@ -401,8 +403,9 @@ static void cpu_destroy(lmx_backend *be) {
     .moe_gate_up = lmx_cpu_moe_gate_up,        \
     .moe_combine = lmx_cpu_moe_combine
 
-/* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
+/* the scalar level */
 static const lmx_backend_ops cpu_ops = {CPU_OPS_COMMON};
+/* the same plus the test-only fused upload (lmx_backend_cpu_enable_fused) */
 static const lmx_backend_ops cpu_ops_fused = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused};
 /* the SIMD levels: repacked quantized parts fused (cpu_weight_upload_fused_tiles) */
 static const lmx_backend_ops cpu_ops_tiles = {CPU_OPS_COMMON, .weight_upload_fused = cpu_weight_upload_fused_t};

@@ -74,6 +74,8 @@ typedef struct cpu_backend {
     size_t mem_limit;        /* bytes of physical memory: buffers beyond it are refused */
     atomic_size_t buf_bytes; /* bytes held by live lmx_bufs */
     cpu_moe_scratch moe;
+    struct lmx_cpu_coll *coll; /* the group this backend is a rank of (cpu_collective.h), or NULL */
+    int rank;                  /* its rank there */
 } cpu_backend;
 
 static inline cpu_backend *CPU(lmx_backend *be) { return (cpu_backend *)be; }
@@ -137,6 +139,8 @@ lmx_status lmx_cpu_rows_axpy(lmx_backend *be, lmx_buf *y, const lmx_buf *x, int 
 lmx_status lmx_cpu_softcap(lmx_backend *be, lmx_buf *x, size_t n, float cap);
 lmx_status lmx_cpu_matmul_add(lmx_backend *be, const lmx_bweight *w, const lmx_buf *x, size_t x_off, int T, lmx_buf *y);
 lmx_status lmx_cpu_rope_qk_store(lmx_backend *be, lmx_buf *q, lmx_buf *k, const lmx_buf *v, lmx_buf *kc, lmx_buf *vc, const lmx_qk_rope_params *p, const int32_t *pos);
+lmx_status lmx_cpu_all_reduce_sum(lmx_backend *be, lmx_buf *x, size_t off, size_t n); /* cpu_collective.c */
+lmx_status lmx_cpu_all_gather(lmx_backend *be, const lmx_buf *src, size_t n, lmx_buf *dst);
 lmx_status lmx_cpu_act_mul_split(lmx_backend *be, const lmx_buf *gu, int T, int inter, lmx_act_kind act, lmx_buf *out);
 
 /* ---- mixture of experts (cpu_moe.c) ---- */

@@ -251,6 +251,10 @@ static lmx_status cpu_embed_impl(lmx_backend *be, const lmx_bweight *w, const in
     LMX_BACKEND_TRY(lmx_backend_check_embed_ids(ids, T, w->rows));
     for (int t = 0; t < T; t++) {
         float *dst = y->data + (size_t)t * w->cols;
+        if (ids[t] < 0) { /* another rank's token (backend.h embed) */
+            memset(dst, 0, (size_t)w->cols * sizeof *dst);
+            continue;
+        }
         const uint8_t *src = w->data + (size_t)ids[t] * w->row_bytes;
         if (w->kind == LMX_WEIGHT_DENSE) {
             convert_row(&c->k, src, w->dtype, w->cols, dst);

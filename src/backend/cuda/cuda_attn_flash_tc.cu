@@ -293,9 +293,9 @@ ft_prefill_kernel(const float *__restrict__ q, const uint16_t *__restrict__ kc, 
     }
 }
 
-/* Shared-memory opt-in, once per process (not a stream operation: kept out of any capture). */
-static pthread_once_t g_ft_once = PTHREAD_ONCE_INIT;
-static cudaError_t g_ft_err[3]; /* written once under g_ft_once: HDMAX 64, 128, 256 */
+/* Shared-memory opt-in, once per device (lmx_cu_per_device_ready). */
+static lmx_cu_per_device g_ft = LMX_CU_PER_DEVICE_INIT;
+static cudaError_t g_ft_err[LMX_CU_MAX_DEVICES][3]; /* written once per device: HDMAX 64, 128, 256 */
 template <int HDMAX> static cudaError_t ft_optin(void) {
     const int bytes = (int)ft_smem_bytes(HDMAX);
     const cudaFuncAttribute at = cudaFuncAttributeMaxDynamicSharedMemorySize;
@@ -305,11 +305,12 @@ template <int HDMAX> static cudaError_t ft_optin(void) {
     if (e == cudaSuccess) e = cudaFuncSetAttribute(ft_prefill_kernel<HDMAX, false, true>, at, bytes);
     return e;
 }
-static void ft_init(void) {
-    g_ft_err[0] = ft_optin<64>();
-    g_ft_err[1] = ft_optin<128>();
-    g_ft_err[2] = ft_optin<256>();
+static bool ft_init(int dev) {
+    g_ft_err[dev][0] = ft_optin<64>();
+    g_ft_err[dev][1] = ft_optin<128>();
+    g_ft_err[dev][2] = ft_optin<256>();
     (void)cudaGetLastError(); /* a refused opt-in must not stick */
+    return true;
 }
 
 extern "C" bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a) {
@@ -317,8 +318,9 @@ extern "C" bool lmx_cuda_flash_tc_supported(const lmx_cuda_attn *a) {
           a->n_heads >= 1 && a->n_kv_heads >= 1 && a->n_heads % a->n_kv_heads == 0 && a->window >= 0 &&
           a->capacity >= 1))
         return false;
-    pthread_once(&g_ft_once, ft_init);
-    return g_ft_err[a->head_dim <= 64 ? 0 : a->head_dim <= 128 ? 1 : 2] == cudaSuccess;
+    int dev;
+    if (!lmx_cu_per_device_ready(&g_ft, ft_init, &dev)) return false;
+    return g_ft_err[dev][a->head_dim <= 64 ? 0 : a->head_dim <= 128 ? 1 : 2] == cudaSuccess;
 }
 
 template <int HDMAX, bool EXACT>

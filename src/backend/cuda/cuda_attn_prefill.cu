@@ -231,10 +231,9 @@ fa_prefill_kernel(const float *__restrict__ q, const float *__restrict__ kc, con
     }
 }
 
-/* Shared-memory opt-in for the instantiations, once per process (cudaFuncSetAttribute is not a stream
- * operation; doing it once keeps it out of any stream capture). */
-static pthread_once_t g_fa_once = PTHREAD_ONCE_INIT;
-static cudaError_t g_fa_err[3]; /* written once under g_fa_once: HDMAX 64, 128, 256 */
+/* Shared-memory opt-in for the instantiations, once per device (lmx_cu_per_device_ready). */
+static lmx_cu_per_device g_fa = LMX_CU_PER_DEVICE_INIT;
+static cudaError_t g_fa_err[LMX_CU_MAX_DEVICES][3]; /* written once per device: HDMAX 64, 128, 256 */
 template <int HDMAX> static cudaError_t fa_optin(void) {
     const int bytes = (int)fa_smem_bytes(HDMAX);
     cudaError_t e = cudaFuncSetAttribute(fa_prefill_kernel<HDMAX, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
@@ -242,11 +241,12 @@ template <int HDMAX> static cudaError_t fa_optin(void) {
         e = cudaFuncSetAttribute(fa_prefill_kernel<HDMAX, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     return e;
 }
-static void fa_init(void) {
-    g_fa_err[0] = fa_optin<64>();
-    g_fa_err[1] = fa_optin<128>();
-    g_fa_err[2] = fa_optin<256>();
+static bool fa_init(int dev) {
+    g_fa_err[dev][0] = fa_optin<64>();
+    g_fa_err[dev][1] = fa_optin<128>();
+    g_fa_err[dev][2] = fa_optin<256>();
     (void)cudaGetLastError(); /* a refused opt-in (GPU with less shared memory) must not stick */
+    return true;
 }
 static int fa_bucket(int hd) { return hd <= 64 ? 0 : hd <= 128 ? 1 : 2; }
 
@@ -258,8 +258,9 @@ extern "C" bool lmx_cuda_attention_prefill_supported(const lmx_cuda_attn *a) {
           a->n_heads >= 1 && a->n_kv_heads >= 1 && a->n_heads % a->n_kv_heads == 0 && a->window >= 0 &&
           a->capacity >= 1))
         return false;
-    pthread_once(&g_fa_once, fa_init);
-    return g_fa_err[fa_bucket(a->head_dim)] == cudaSuccess;
+    int dev;
+    if (!lmx_cu_per_device_ready(&g_fa, fa_init, &dev)) return false;
+    return g_fa_err[dev][fa_bucket(a->head_dim)] == cudaSuccess;
 }
 
 template <int HDMAX, bool EXACT>

@@ -43,11 +43,13 @@ static void cu_destroy(lmx_backend *be) {
                   atomic_load(&c->up_malloc_ns) / 1e9);
     lmx_cuda_uploader_destroy(c->up);
     pthread_mutex_destroy(&c->up_lock);
+    pthread_mutex_destroy(&c->comm_mu);
     lmx_cuda_free(c->d_cnt);
     lmx_cuda_free(c->d_gws);
     for (int i = 0; i < c->n_retired; i++) lmx_cuda_free(c->retired[i]);
     free(c->retired);
     lmx_cub_rows_free(c);
+    lmx_cub_comm_free(c);
     free(c);
 }
 
@@ -89,6 +91,9 @@ static const lmx_backend_ops CUDA_OPS = {
     .moe_matmul = lmx_cub_moe_matmul,
     .moe_gate_up = lmx_cub_moe_gate_up,
     .moe_combine = lmx_cub_moe_combine,
+    .all_reduce_sum = lmx_cub_all_reduce_sum,
+    .all_gather = lmx_cub_all_gather,
+    .upload_copies = true, /* weight bytes are in pinned staging (or copied pageable) when an upload returns */
 };
 
 lmx_cuda_options lmx_cuda_options_default(void) {
@@ -119,6 +124,7 @@ lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, l
     c->base.ops = &CUDA_OPS;
     c->device = device;
     pthread_mutex_init(&c->up_lock, NULL);
+    pthread_mutex_init(&c->comm_mu, NULL);
     atomic_init(&c->up_bytes, 0);
     atomic_init(&c->up_malloc_ns, 0);
     atomic_init(&c->up_copy_ns, 0);
@@ -127,6 +133,7 @@ lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, l
     if (st != LMX_OK) {
         lmx_cuda_stream_destroy(c->stream);
         pthread_mutex_destroy(&c->up_lock);
+        pthread_mutex_destroy(&c->comm_mu);
         free(c);
         return lmx_error_prefix(st, "cuda backend");
     }
@@ -162,5 +169,20 @@ lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, l
     (void)opt;
     return lmx_backend_cuda_create(device, out);
 }
+
+lmx_status lmx_cuda_comms_create(int n, void **comms) {
+    (void)comms;
+    return lmx_error(LMX_ERR_GPU_NOT_AVAILABLE, "tensor parallel over %d GPUs: this build has no CUDA backend", n);
+}
+
+void lmx_cuda_comm_destroy(void *comm) { (void)comm; }
+
+lmx_status lmx_backend_cuda_create_rank(int device, int n_ranks, void *comm, lmx_backend **out) {
+    (void)comm;
+    (void)n_ranks;
+    return lmx_backend_cuda_create(device, out);
+}
+
+void lmx_backend_cuda_comm_abort(lmx_backend *be) { (void)be; }
 
 #endif

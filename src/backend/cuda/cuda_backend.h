@@ -41,4 +41,20 @@ lmx_cuda_graph_stats lmx_backend_cuda_graph_stats(const lmx_backend *be);
 lmx_status lmx_backend_cuda_create(int device, lmx_backend **out);
 lmx_status lmx_backend_cuda_create_ex(int device, const lmx_cuda_options *opt, lmx_backend **out);
 
+/* ---- ranks of a group (backend.h lmx_backend_group; cuda_backend_coll.c, cuda_nccl.cu) ----
+ * NCCL is loaded with dlopen (libnccl.so.2) at the first use: never a link-time dependency. */
+/* One NCCL communicator per device 0 .. n-1 of this process into comms[n] (ncclCommInitAll, with
+ * NCCL_NVLS_ENABLE=0 set first: NVLink multicast off). Errors: no NCCL library → LMX_ERR_UNSUPPORTED;
+ * fewer than n devices → LMX_ERR_GPU_NOT_AVAILABLE (a communicator holds one rank per GPU);
+ * NCCL's own failure → LMX_ERR_INFERENCE_FAILURE with its message. */
+lmx_status lmx_cuda_comms_create(int n, void **comms);
+void lmx_cuda_comm_destroy(void *comm); /* NULL-safe: ncclCommDestroy */
+/* The backend of `device` (lmx_cuda_options_default) as a rank of `comm` over n_ranks GPUs (NULL: a
+ * group of one, no collectives), which it owns from here (ncclCommDestroy with the backend, also on failure). Called on
+ * the rank's thread, which keeps `device` current. */
+lmx_status lmx_backend_cuda_create_rank(int device, int n_ranks, void *comm, lmx_backend **out);
+/* Aborts the backend's communicator from any thread (ncclCommAbort): its NCCL work in flight ends and
+ * its later collectives fail with LMX_ERR_INFERENCE_FAILURE. No-op for another backend. */
+void lmx_backend_cuda_comm_abort(lmx_backend *be);
+
 #endif

@@ -150,6 +150,12 @@ typedef struct cuda_backend {
     int rows_cap, rows_n;
     bool rows_pending;        /* a batch was enqueued and its result not yet read */
     cub_rows_later later;     /* rows of a captured/replayed sample_rows still to sample */
+    /* a rank of a group (cuda_backend_coll.c): its NCCL communicator (NULL: none, or aborted), which
+     * comm_mu guards against an abort from another thread */
+    pthread_mutex_t comm_mu;
+    void *comm;
+    int n_ranks;              /* ranks of the communicator */
+    bool comm_aborted;
 } cuda_backend;
 
 static inline cuda_backend *CB(lmx_backend *be) { return (cuda_backend *)be; }
@@ -222,6 +228,9 @@ lmx_status lmx_cub_step_end(lmx_backend *be, bool ok, bool *redo);
 lmx_status lmx_cub_sample_rows(lmx_backend *be, const lmx_buf *logits, int vocab, int n, const lmx_sample_args *a);
 lmx_status lmx_cub_sample_rows_result(lmx_backend *be, int n, int32_t *tokens);
 void lmx_cub_rows_free(cuda_backend *c); /* the sample_rows state (no work in flight) */
+lmx_status lmx_cub_all_reduce_sum(lmx_backend *be, lmx_buf *x, size_t off, size_t n); /* cuda_backend_coll.c */
+lmx_status lmx_cub_all_gather(lmx_backend *be, const lmx_buf *src, size_t n, lmx_buf *dst);
+void lmx_cub_comm_free(cuda_backend *c); /* at destroy: ncclCommDestroy */
 /* the rows a captured or replayed sample_rows left for after the graph launch (step_end) */
 lmx_status lmx_cub_rows_later_run(cuda_backend *c);
 

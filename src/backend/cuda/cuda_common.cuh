@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -138,6 +139,36 @@ __device__ __forceinline__ float lmx_cu_block_sum(float v, float *red) {
     __syncthreads();
     v = lane < nw ? red[lane] : 0.f;
     return lmx_cu_warp_sum(v);
+}
+
+/* ---- state of each device ----
+ * What belongs to one device's context — a kernel's shared-memory opt-in (cudaFuncSetAttribute acts on
+ * the calling thread's current device), a cuBLASLt handle — is made once per device a thread runs on:
+ * several in one process under tensor parallel (backend.h lmx_backend_group). init(dev) runs once for
+ * each of the first LMX_CU_MAX_DEVICES devices (not a stream operation: kept out of any capture);
+ * later calls only read its result. */
+#define LMX_CU_MAX_DEVICES 64
+typedef struct lmx_cu_per_device {
+    pthread_mutex_t mu;
+    signed char state[LMX_CU_MAX_DEVICES]; /* 0 not yet; 1 made; -1 its init failed */
+} lmx_cu_per_device;
+#define LMX_CU_PER_DEVICE_INIT {PTHREAD_MUTEX_INITIALIZER, {0}}
+
+/* The current device into *dev after its init ran; false when it failed or there is no such device. */
+static inline bool lmx_cu_per_device_ready(lmx_cu_per_device *p, bool (*init)(int dev), int *dev) {
+    *dev = 0;
+    if (cudaGetDevice(dev) != cudaSuccess || *dev < 0 || *dev >= LMX_CU_MAX_DEVICES) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    signed char s = __atomic_load_n(&p->state[*dev], __ATOMIC_ACQUIRE);
+    if (s == 0) {
+        pthread_mutex_lock(&p->mu);
+        if (p->state[*dev] == 0) __atomic_store_n(&p->state[*dev], (signed char)(init(*dev) ? 1 : -1), __ATOMIC_RELEASE);
+        s = p->state[*dev];
+        pthread_mutex_unlock(&p->mu);
+    }
+    return s > 0;
 }
 
 #endif

@@ -8,8 +8,10 @@
  * (cudaMallocAsync / cudaFreeAsync from the device's default pool, whose release threshold is raised
  * to 1 GiB at first use so that the scratch is not returned to the driver at every synchronisation).
  *
- * State: one process-wide library handle + cuBLASLt handle, created once (pthread_once) and never
- * changed afterwards; cuBLASLt handles are thread-safe for concurrent matmuls on different streams.
+ * State: one process-wide library handle (pthread_once) and one cuBLASLt handle per device (a handle
+ * belongs to the device current at its creation: tensor-parallel ranks each have theirs), created at
+ * the device's first GEMM and never changed afterwards; cuBLASLt handles are thread-safe for
+ * concurrent matmuls on different streams.
  * Without the library (or without the header at build time) lmx_cuda_gemm_lt returns LMX_ERR_UNSUPPORTED and callers fall back to
  * the mma.sync kernel (cuda_gemm.cu).
  */
@@ -102,7 +104,6 @@ __global__ void lt_add_bias(float *__restrict__ y, const void *__restrict__ bias
 
 typedef struct lt_lib {
     void *dl;
-    cublasLtHandle_t h;
     decltype(&cublasLtCreate) create;
     decltype(&cublasLtMatmul) matmul;
     decltype(&cublasLtMatmulDescCreate) desc_create;
@@ -119,6 +120,8 @@ typedef struct lt_lib {
 
 static lt_lib g_lt; /* written once under g_lt_once, read-only afterwards */
 static pthread_once_t g_lt_once = PTHREAD_ONCE_INIT;
+static lmx_cu_per_device g_lt_dev = LMX_CU_PER_DEVICE_INIT;
+static cublasLtHandle_t g_lt_h[LMX_CU_MAX_DEVICES]; /* written once per device (lt_device_init) */
 
 static void lt_init(void) {
     char name[64];
@@ -157,28 +160,34 @@ static void lt_init(void) {
     LT_SYM(pref_set, cublasLtMatmulPreferenceSetAttribute);
     LT_SYM(heuristic, cublasLtMatmulAlgoGetHeuristic);
 #undef LT_SYM
-    if (L.create(&L.h) != CUBLAS_STATUS_SUCCESS) {
-        LMX_LOG_W("cuda: cublasLtCreate failed; cuBLASLt disabled");
-        dlclose(dl);
-        return;
-    }
     L.ok = true;
     g_lt = L;
-    /* keep up to 1 GiB of freed scratch in the current device's default pool between GEMMs (the
-     * default threshold 0 returns it to the driver at every synchronisation) */
-    int dev = 0;
+}
+
+/* the device's handle, and up to 1 GiB of freed scratch kept in its default pool between GEMMs (the
+ * default threshold 0 returns it to the driver at every synchronisation) */
+static bool lt_device_init(int dev) {
+    if (g_lt.create(&g_lt_h[dev]) != CUBLAS_STATUS_SUCCESS) {
+        LMX_LOG_W("cuda: cublasLtCreate failed on device %d; cuBLASLt disabled there", dev);
+        return false;
+    }
     cudaMemPool_t pool;
-    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+    if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
         uint64_t thr = (uint64_t)1 << 30;
         (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr);
     }
     (void)cudaGetLastError();
+    return true;
 }
 
-extern "C" bool lmx_cuda_gemm_lt_available(void) {
+/* the calling thread's device's handle, or NULL without cuBLASLt */
+static cublasLtHandle_t lt_handle(void) {
     pthread_once(&g_lt_once, lt_init);
-    return g_lt.ok;
+    int dev;
+    return g_lt.ok && lmx_cu_per_device_ready(&g_lt_dev, lt_device_init, &dev) ? g_lt_h[dev] : NULL;
 }
+
+extern "C" bool lmx_cuda_gemm_lt_available(void) { return lt_handle() != NULL; }
 
 #define LT_WORKSPACE ((size_t)32 << 20)
 
@@ -187,7 +196,8 @@ extern "C" lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x,
     lmx_status s = lmx_cuda_matrix_check(m);
     if (s != LMX_OK) return s;
     if (!x || !y || T < 1) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemm lt: NULL x/y or T %d", T);
-    if (!lmx_cuda_gemm_lt_available()) return lmx_error(LMX_ERR_UNSUPPORTED, "cuda gemm lt: cuBLASLt not available");
+    cublasLtHandle_t h = lt_handle();
+    if (!h) return lmx_error(LMX_ERR_UNSUPPORTED, "cuda gemm lt: cuBLASLt not available");
     if (m->k % 8 || m->n % 4 || (m->bits && m->group_size % 8))
         return lmx_error(LMX_ERR_UNSUPPORTED, "cuda gemm lt: shape [%lld, %lld] not supported", (long long)m->n,
                          (long long)m->k);
@@ -233,12 +243,12 @@ extern "C" lmx_status lmx_cuda_gemm_lt(const lmx_cuda_matrix *m, const float *x,
             L->layout_create(&lc, CUDA_R_32F, (uint64_t)n, (uint64_t)T, n) != CUBLAS_STATUS_SUCCESS ||
             L->pref_create(&pref) != CUBLAS_STATUS_SUCCESS ||
             L->pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz) != CUBLAS_STATUS_SUCCESS ||
-            L->heuristic(L->h, op, la, lb, lc, lc, pref, 1, &res, &nres) != CUBLAS_STATUS_SUCCESS || nres < 1) {
+            L->heuristic(h, op, la, lb, lc, lc, pref, 1, &res, &nres) != CUBLAS_STATUS_SUCCESS || nres < 1) {
             rs = lmx_error(LMX_ERR_UNSUPPORTED, "cuda gemm lt: no cuBLASLt algorithm for [%lld x %lld] x T %d",
                            (long long)n, (long long)k, T);
         } else {
             const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-            cublasStatus_t cs = L->matmul(L->h, op, &alpha, wh, la, xh, lb, &beta, y, lc, y, lc, &res.algo, ws,
+            cublasStatus_t cs = L->matmul(h, op, &alpha, wh, la, xh, lb, &beta, y, lc, y, lc, &res.algo, ws,
                                           LT_WORKSPACE, st);
             if (cs != CUBLAS_STATUS_SUCCESS)
                 rs = lmx_error(LMX_ERR_INFERENCE_FAILURE, "cuda gemm lt: cublasLtMatmul failed (status %d)", (int)cs);

@@ -420,12 +420,15 @@ gemv_ring(const uint32_t *__restrict__ W, const ST *__restrict__ S, const ST *__
 /* ---- host side ---- */
 
 #define RG_MAX_SMEM (220 * 1024)
-/* The opt-in to > 48 KB of dynamic shared memory, once per process for every instantiation (not
- * per launch: launches may be under stream capture), up to what the device allows (H100/H200:
- * 227 KB). Shapes needing more use the scalar kernels. */
-static pthread_once_t g_rg_once = PTHREAD_ONCE_INIT;
-static size_t g_rg_limit = 47 * 1024; /* written once under g_rg_once */
-static int g_rg_sms = 132;            /* written once under g_rg_once */
+/* The opt-in to > 48 KB of dynamic shared memory, once per device for every instantiation (not per
+ * launch: launches may be under stream capture; lmx_cu_per_device_ready), up to what the device
+ * allows (H100/H200: 227 KB). Shapes needing more use the scalar kernels. */
+typedef struct rg_device {
+    size_t limit; /* dynamic shared memory granted */
+    int sms;      /* multiprocessors */
+} rg_device;
+static lmx_cu_per_device g_rg = LMX_CU_PER_DEVICE_INIT;
+static rg_device g_rg_dev[LMX_CU_MAX_DEVICES]; /* written once per device */
 
 template <int BITS, int LOAD, int D, typename ST> static void rg_attr(cudaError_t *e, int bytes) {
     if (*e == cudaSuccess)
@@ -446,24 +449,33 @@ template <int BITS> static void rg_attr_all(cudaError_t *e, int bytes) {
     rg_attr_st<BITS, 2, 4>(e, bytes);
     rg_attr_st<BITS, 2, 6>(e, bytes);
 }
-static void rg_init(void) {
-    int dev = 0, optin = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+static bool rg_init(int dev) {
+    rg_device *d = &g_rg_dev[dev];
+    d->limit = 47 * 1024;
+    d->sms = 132;
+    int optin = 0, sms = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
         (void)cudaGetLastError();
-        return;
+        return true;
     }
-    if (sms > 0) g_rg_sms = sms;
+    if (sms > 0) d->sms = sms;
     int lim = optin - 1024;
     if (lim > RG_MAX_SMEM) lim = RG_MAX_SMEM;
-    if (lim <= 48 * 1024) return;
+    if (lim <= 48 * 1024) return true;
     cudaError_t e = cudaSuccess;
     rg_attr_all<4>(&e, lim);
     rg_attr_all<8>(&e, lim);
     rg_attr_all<16>(&e, lim);
-    if (e == cudaSuccess) g_rg_limit = (size_t)lim;
+    if (e == cudaSuccess) d->limit = (size_t)lim;
     else (void)cudaGetLastError();
+    return true;
+}
+
+/* this thread's device's limits (its opt-in made), or NULL */
+static const rg_device *rg_device_now(void) {
+    int dev;
+    return lmx_cu_per_device_ready(&g_rg, rg_init, &dev) ? &g_rg_dev[dev] : NULL;
 }
 
 /* Default knobs (measured best: bench/notes/cuda-kernels.md, "gemv"). */
@@ -481,17 +493,17 @@ static bool rg_valid(const lmx_cuda_gemv_tune *t) {
 }
 
 /* Grid size and shared memory for the matrix and knobs; false when it does not fit. */
-static bool rg_plan(const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *blocks, size_t *smem,
-                    rg_layout *lay) {
+static bool rg_plan(const rg_device *d, const lmx_cuda_matrix *m, const lmx_cuda_gemv_tune *t, int *blocks,
+                    size_t *smem, rg_layout *lay) {
     const int bits = m->bits ? m->bits : 16;
     const long ntiles = (m->n + 15) / 16;
-    long nb = (long)g_rg_sms * t->blocks_per_sm;
+    long nb = (long)d->sms * t->blocks_per_sm;
     if (nb > ntiles) nb = ntiles;
     rg_layout l = rg_smem(bits, (long)m->k, m->group_size, 0, t->warps, t->mode == 2 ? t->depth : 0);
     const size_t fixed = l.ring_bytes + l.xf_bytes + l.seg_bytes;
-    if (fixed + (size_t)16 * t->warps * 4 > g_rg_limit) return false;
+    if (fixed + (size_t)16 * t->warps * 4 > d->limit) return false;
     /* enough blocks that a block's partial sums fit next to the x fragments */
-    const long tiles_cap = (long)((g_rg_limit - fixed) / ((size_t)16 * t->warps * 4));
+    const long tiles_cap = (long)((d->limit - fixed) / ((size_t)16 * t->warps * 4));
     if ((ntiles + nb - 1) / nb > tiles_cap) nb = (ntiles + tiles_cap - 1) / tiles_cap;
     const long tpb = (ntiles + nb - 1) / nb;
     l.red_bytes = (size_t)tpb * 16 * t->warps * 4;
@@ -515,17 +527,17 @@ static bool rg_shape_ok(const lmx_cuda_matrix *m, const float *x, int batch) {
 }
 
 extern "C" bool lmx_cuda_gemv_mma_applies(const lmx_cuda_matrix *m, const float *x, int batch) {
-    if (!rg_shape_ok(m, x, batch)) return false;
-    pthread_once(&g_rg_once, rg_init);
+    const rg_device *d = rg_shape_ok(m, x, batch) ? rg_device_now() : NULL;
+    if (!d) return false;
     /* the default (staged) plan, or the direct one where the staging ring does not fit */
     lmx_cuda_gemv_tune t = {0, 0, 0, 0};
     rg_defaults(&t);
     int blocks;
     size_t smem;
     rg_layout l;
-    if (rg_plan(m, &t, &blocks, &smem, &l)) return true;
+    if (rg_plan(d, m, &t, &blocks, &smem, &l)) return true;
     t.mode = 1;
-    return rg_plan(m, &t, &blocks, &smem, &l);
+    return rg_plan(d, m, &t, &blocks, &smem, &l);
 }
 
 template <int BITS, int LOAD, int D, typename ST>
@@ -584,15 +596,16 @@ static lmx_status rg_run(const lmx_cuda_matrix *m, const float *x, float *y, boo
     int blocks;
     size_t smem;
     rg_layout l;
-    bool ok = rg_plan(m, &t, &blocks, &smem, &l);
-    if (!ok && !user_mode) { /* the staging ring does not fit next to the x fragments: direct loads */
+    const rg_device *d = rg_device_now(); /* made by lmx_cuda_gemv_mma_applies above */
+    bool ok = d && rg_plan(d, m, &t, &blocks, &smem, &l);
+    if (d && !ok && !user_mode) { /* the staging ring does not fit next to the x fragments: direct loads */
         t.mode = 1;
         t.depth = 4;
-        ok = rg_plan(m, &t, &blocks, &smem, &l);
+        ok = rg_plan(d, m, &t, &blocks, &smem, &l);
     }
     if (!ok)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "cuda gemv mma: k=%lld with these knobs needs more shared memory "
-                         "than %zu bytes", (long long)m->k, g_rg_limit);
+                         "than %zu bytes", (long long)m->k, d ? d->limit : 0);
     cudaStream_t st = LMX_CU_STREAM(stream);
     if (m->bits == 4) rg_launch_mode<4>(m, x, y, accumulate, t, blocks, smem, l, st);
     else if (m->bits == 8) rg_launch_mode<8>(m, x, y, accumulate, t, blocks, smem, l, st);

@@ -63,6 +63,16 @@ lmx_status lmx_cuda_utilization(int device, lmx_cuda_util *out);
 /* PCI bus id of CUDA device `device` ("0000:1B:00.0"). */
 lmx_status lmx_cuda_pci_bus_id(int device, char *buf, size_t size);
 
+/* ---- NCCL (cuda_nccl.cu: libnccl.so.2 loaded with dlopen; LMX_ERR_UNSUPPORTED without it) ---- */
+/* communicators of devices 0 .. n-1 into comms[n] (ncclCommInitAll; NCCL_NVLS_ENABLE=0 first) */
+lmx_status lmx_cuda_nccl_init_all(int n, void **comms);
+/* d[n] = the sum over the ranks' d[n], in place, on `stream` */
+lmx_status lmx_cuda_nccl_all_reduce_sum(void *comm, float *d, size_t n, lmx_cuda_stream stream);
+/* dst[r * n, (r + 1) * n) = rank r's src[n], on `stream` */
+lmx_status lmx_cuda_nccl_all_gather(void *comm, const float *src, float *dst, size_t n, lmx_cuda_stream stream);
+void lmx_cuda_nccl_destroy(void *comm); /* NULL-safe */
+void lmx_cuda_nccl_abort(void *comm);   /* NULL-safe; any thread */
+
 /* ---- device, memory, streams ---- */
 lmx_status lmx_cuda_set_device(int device);
 lmx_status lmx_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
