@@ -7,6 +7,7 @@
 
 #include "formats/mlx_mx.h"
 #include "model/lm_bind.h"
+#include "model/quant_mix.h"
 #include "model/rope.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -567,8 +568,10 @@ uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
  * rows * (packed_cols * 32 / bits); scales/biases are not parameters. The parameters and bytes one
  * token uses into *active / *active_bytes: each expert tensor (lmx_moe_expert_tensor) at top-k / E;
- * active_bytes starts from the total weight bytes. */
-static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int64_t *active, int64_t *active_bytes) {
+ * active_bytes starts from the total weight bytes. The packed weights' formats into *mix (a
+ * quantized model's). */
+static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int64_t *active, int64_t *active_bytes,
+                            lmx_quant_mix *mix) {
     int64_t n = 0;
     double idle = 0, idle_bytes = 0; /* the unchosen experts' share */
     const double unused = c->n_experts > 0 ? 1.0 - (double)c->n_experts_per_tok / c->n_experts : 0.0;
@@ -589,6 +592,7 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int
             if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
             const int64_t packed = t->shape[t->ndim - 1]; /* [.., rows, packed]: stacked experts too */
             p = t->numel / packed * (packed * 32 / qp.bits);
+            if (c->quantized) lmx_quant_mix_add(mix, qp, p);
         }
         n += p;
         if (expert) idle += unused * (double)p;
@@ -636,7 +640,9 @@ lmx_status lmx_lm_probe_ranks(const char *dir, int n_ranks, lmx_model_facts *out
             i->quant_bits = c->quant.bits;
             i->group_size = c->quant.group_size;
         }
-        i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes);
+        lmx_quant_mix mix = {0};
+        i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes, &mix);
+        lmx_quant_mix_label(&mix, i->quantization, sizeof i->quantization);
         i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
         out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
         /* one device's share (tensor parallel: rank 0's shard); no backend yet: an fp32 cache, an
