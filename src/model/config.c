@@ -178,7 +178,7 @@ static lmx_status parse_layer(const parse_ctx *pc, const cJSON *root, const cJSO
                          pc->label, act);
     if (oss) c->act = LMX_ACT_SWIGLU_OAI; /* its experts' own activation, whatever hidden_act says */
 
-    double sc;
+    double sc = 0;
     c->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
     if (gemma) {
         LMX_TRY(get_num(pc, t, "query_pre_attn_scalar", 256.0, &sc));
@@ -236,7 +236,7 @@ static lmx_status parse_sliding(const parse_ctx *pc, const cJSON *t, const famil
             i++;
         }
     } else if (gemma) {
-        long long pattern;
+        long long pattern = 1;
         LMX_TRY(get_int(pc, t, "sliding_window_pattern", 6, 1, 1 << 20, &pattern));
         for (int i = 0; i < c->n_layers; i++)
             if ((i + 1) % pattern != 0) c->layer_sliding[i] = any_sliding = true;
@@ -246,8 +246,8 @@ static lmx_status parse_sliding(const parse_ctx *pc, const cJSON *t, const famil
     } else if (window > 0 && (mistral || c->arch == LMX_ARCH_PHI3)) {
         for (int i = 0; i < c->n_layers; i++) c->layer_sliding[i] = any_sliding = true;
     } else if (window > 0 && (c->arch == LMX_ARCH_QWEN2 || c->arch == LMX_ARCH_QWEN3)) {
-        int use;
-        long long mwl;
+        int use = 0;
+        long long mwl = 0;
         LMX_TRY(get_bool(pc, t, "use_sliding_window", 0, &use));
         LMX_TRY(get_int(pc, t, "max_window_layers", 28, 0, 1 << 20, &mwl));
         if (use)
@@ -300,7 +300,7 @@ static lmx_status parse_model(const parse_ctx *pc, const cJSON *root, const cJSO
 
     LMX_TRY(lmx_model_config_moe_parse(pc, t, c));
 
-    int bidir;
+    int bidir = 0;
     LMX_TRY(get_bool(pc, t, "use_bidirectional_attention", 0, &bidir));
     if (bidir)
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: use_bidirectional_attention (embedding models) is not supported",
