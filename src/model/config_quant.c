@@ -1,13 +1,12 @@
 /* config_quant.c — config.json's MLX quantization block: the global parameters and the per-module
  * entries (see config_parse.h), and which parameters a module has (config.h). */
 #include "model/config_parse.h"
+#include "formats/mlx_quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static bool valid_bits(long long b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
-static bool valid_group(long long g) { return g == 32 || g == 64 || g == 128; }
 
 /* One {"bits", "group_size", "mode"} object, the block itself or a per-module entry. As MLX reads
  * them (nn.quantize passes an entry to `to_quantized(**entry)`, whose defaults are mode "affine"
@@ -31,10 +30,10 @@ static lmx_status parse_quant_params(const parse_ctx *pc, const cJSON *obj, cons
                              "%s: quantization of %s: mode %s needs bits %d and group_size %d, not %lld / %lld",
                              pc->label, what, lmx_quant_mode_name(mode), lmx_quant_mode_bits(mode),
                              lmx_quant_mode_group(mode), bits, gs);
-    } else if (!valid_bits(bits)) {
+    } else if (!lmx_mlx_quant_bits_ok(bits)) {
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization bits %lld (%s) not supported (2,3,4,5,6,8)", pc->label,
                          bits, what);
-    } else if (!valid_group(gs)) {
+    } else if (!lmx_mlx_quant_group_ok(gs)) {
         return lmx_error(LMX_ERR_UNSUPPORTED, "%s: quantization group_size %lld (%s) not supported (32,64,128)",
                          pc->label, gs, what);
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "formats/mlx_mx.h"
+#include "formats/mlx_quant.h"
 #include "model/lm_bind.h"
 #include "model/quant_mix.h"
 #include "model/rope.h"
@@ -64,6 +65,58 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
     return bind_vector_part(b, name, dim, 0, dim, out);
 }
 
+/* "d0, d1, ..." of the n leading dims */
+static void lead_str(const int64_t *lead, int n, char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)lead[i]);
+}
+
+lmx_status lmx_bind_affine_desc(binder *b, const char *module, const lmx_tensor_view *w, const lmx_tensor_view *s,
+                                const lmx_tensor_view *qb, int qcfg, lmx_quant_params qp, const int64_t *lead,
+                                int nlead, int64_t in_cols, lmx_weight_desc *d) {
+    char name[640], expect[192], ld[64];
+    const int nd = nlead + 1;
+    const char *what = nlead > 1 ? " experts" : "";
+    lead_str(lead, nlead, ld, sizeof ld);
+    bool lead_ok = w->ndim == nd;
+    for (int i = 0; lead_ok && i < nlead; i++) lead_ok = w->shape[i] == lead[i];
+    /* bits and group size from the shapes: weight [..., out, in*bits/32] u32, scales [..., out, in/group] */
+    const int64_t packed = w->ndim == nd ? w->shape[nlead] : 0;
+    const int64_t bits = (packed * 32) % in_cols == 0 ? packed * 32 / in_cols : 0;
+    snprintf(expect, sizeof expect, "[%s, %lld*bits/32] U32 (MLX-quantized%s)", ld, (long long)in_cols, what);
+    if (w->dtype != LMX_DTYPE_U32 || !lead_ok || !lmx_mlx_quant_bits_ok(bits)) return lmx_bind_bad_shape(w, expect);
+    bool s_ok = s->ndim == nd;
+    for (int i = 0; s_ok && i < nlead; i++) s_ok = s->shape[i] == lead[i];
+    const int64_t groups = s->ndim == nd ? s->shape[nlead] : 0;
+    const int64_t gs = groups > 0 && in_cols % groups == 0 ? in_cols / groups : 0;
+    snprintf(expect, sizeof expect, "[%s, %lld/group_size] float with group_size 32, 64 or 128", ld,
+             (long long)in_cols);
+    if (!lmx_dtype_is_float(s->dtype) || !s_ok || !lmx_mlx_quant_group_ok(gs)) return lmx_bind_bad_shape(s, expect);
+    char sexp[160];
+    lmx_bind_shape_str(s, sexp, sizeof sexp);
+    if (!qb) {
+        snprintf(name, sizeof name, "%s.biases", module);
+        return lmx_bind_missing(b, name, sexp);
+    }
+    bool qb_ok = qb->dtype == s->dtype && qb->ndim == nd;
+    for (int i = 0; qb_ok && i < nd; i++) qb_ok = qb->shape[i] == s->shape[i];
+    if (!qb_ok) return lmx_bind_bad_shape(qb, sexp);
+    if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%lld "
+                         "group_size=%lld",
+                         w->file, module, qp.bits, qp.group_size, (long long)bits, (long long)gs);
+    d->kind = LMX_WEIGHT_QUANT;
+    d->dtype = s->dtype;
+    d->data = w->data;
+    d->scales = s->data;
+    d->biases = qb->data;
+    d->bits = (int)bits;
+    d->group_size = (int)gs;
+    return LMX_OK;
+}
+
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
  * describes all of its rows in *d (d->name = module: the caller keeps module alive). */
 lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
@@ -107,41 +160,9 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
             d.group_size = qp.group_size;
             goto have_weight;
         }
-        /* bits and group size from the shapes: weight [out, in*bits/32] u32, scales [out, in/group] */
-        int64_t packed = w->ndim == 2 ? w->shape[1] : 0;
-        int bits = (packed * 32) % in_cols == 0 ? (int)((packed * 32) / in_cols) : 0;
-        snprintf(expect, sizeof expect, "[%lld, %lld*bits/32] U32 (MLX-quantized)", (long long)out_rows,
-                 (long long)in_cols);
-        if (w->dtype != LMX_DTYPE_U32 || w->ndim != 2 || w->shape[0] != out_rows ||
-            !(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8))
-            return lmx_bind_bad_shape(w, expect);
-        int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
-        int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
-        snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
-                 (long long)out_rows, (long long)in_cols);
-        if (!lmx_dtype_is_float(s->dtype) || s->ndim != 2 || s->shape[0] != out_rows ||
-            !(gs == 32 || gs == 64 || gs == 128))
-            return lmx_bind_bad_shape(s, expect);
-        char sexp[160];
-        lmx_bind_shape_str(s, sexp, sizeof sexp);
-        if (!qb) {
-            snprintf(name, sizeof name, "%s.biases", module);
-            return lmx_bind_missing(b, name, sexp);
-        }
-        if (qb->dtype != s->dtype || qb->ndim != 2 || qb->shape[0] != s->shape[0] || qb->shape[1] != s->shape[1])
-            return lmx_bind_bad_shape(qb, sexp);
-        if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
-            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
-                             "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%d "
-                             "group_size=%d",
-                             w->file, module, qp.bits, qp.group_size, bits, gs);
-        d.kind = LMX_WEIGHT_QUANT;
-        d.dtype = s->dtype;
-        d.data = w->data;
-        d.scales = s->data;
-        d.biases = qb->data;
-        d.bits = bits;
-        d.group_size = gs;
+        const int64_t lead[1] = {out_rows};
+        lmx_status st = lmx_bind_affine_desc(b, module, w, s, qb, qcfg, qp, lead, 1, in_cols, &d);
+        if (st != LMX_OK) return st;
     } else {
         snprintf(expect, sizeof expect, "[%lld, %lld] float", (long long)out_rows, (long long)in_cols);
         if (w->dtype == LMX_DTYPE_U32)
