@@ -29,4 +29,14 @@ static inline char *lmx_test_cmd(const char *cmd, int *status) {
     return out;
 }
 
+/* lmx_test_cmd with its stdout copied into out[cap] (truncated; "" when it could not run); returns the
+ * exit code (-1: it did not run or exit normally). */
+static inline int lmx_test_cmd_buf(const char *cmd, char *out, size_t cap) {
+    int status = -1;
+    char *o = lmx_test_cmd(cmd, &status);
+    snprintf(out, cap, "%s", o ? o : "");
+    free(o);
+    return status;
+}
+
 #endif
