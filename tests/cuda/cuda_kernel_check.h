@@ -6,14 +6,17 @@
 #define LMX_TESTS_CUDA_KERNEL_CHECK_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "lmx_test.h"
+
+#ifdef LMX_HAVE_CUDA
 #include "backend/cuda/cuda_kernels.h"
 #include "cuda_test_util.h"
-#include "lmx_test.h"
 
 static tu_rng rng;
 
@@ -59,8 +62,9 @@ static inline void compare(const char *what, const float *got, const double *ref
     if (getenv("LMX_TEST_VERBOSE")) fprintf(stderr, "  %-48s rel %.3g\n", what, rel);
 }
 
-/* The start of a run: false (after a SKIP) when no CUDA device is present; else prints the device,
- * seeds the run's RNG (LMX_TEST_SEED=N repeats a run) and returns true. */
+/* The start of a run: false (after a SKIP) when the build has no CUDA backend or no CUDA device is
+ * present; else prints the device, seeds the run's RNG (LMX_TEST_SEED=N repeats a run) and returns
+ * true. */
 static inline bool kernel_check_start(void) {
     int n = 0;
     if (!lmx_cuda_available(&n)) {
@@ -76,5 +80,12 @@ static inline bool kernel_check_start(void) {
     fprintf(stderr, "seed %llu (LMX_TEST_SEED to repeat)\n", (unsigned long long)rng.s);
     return true;
 }
+#else
+static inline bool kernel_check_start(void) {
+    (void)lmx_test_run;
+    SKIP("this build has no CUDA backend: GPU kernel tests skipped");
+    return false;
+}
+#endif /* LMX_HAVE_CUDA */
 
 #endif
