@@ -190,6 +190,7 @@ static lmx_status parse_layer(const parse_ctx *pc, const cJSON *root, const cJSO
     c->attn_logit_softcap = (float)sc;
     LMX_TRY(get_num(pc, t, "final_logit_softcapping", 0.0, &sc));
     if (sc < 0) return lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "%s: final_logit_softcapping must be >= 0", pc->label);
+    c->final_logit_softcap = (float)sc;
     return LMX_OK;
 }
 
