@@ -26,9 +26,17 @@
 #define RUN_INSIDE (RUN_CLOSED - 1)
 static inline uint64_t run_gen(uint64_t v) { return v >> 32; }
 
+/* what a worker thread is started with (owned by the pool: a worker that starts late, after runs
+ * went on without it, allocates and frees nothing) */
+typedef struct worker_arg {
+    lmx_thread_pool *p;
+    int index;
+} worker_arg;
+
 struct lmx_thread_pool {
     int n_threads;
-    pthread_t *threads;
+    pthread_t *threads;  /* [n_threads - 1] */
+    worker_arg *args;    /* [n_threads - 1] */
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     atomic_uint_fast64_t run;        /* the run word (above) */
@@ -43,10 +51,6 @@ struct lmx_thread_pool {
     atomic_llong next;
 };
 
-typedef struct worker_arg {
-    lmx_thread_pool *p;
-    int index;
-} worker_arg;
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -100,7 +104,6 @@ static void *worker_main(void *arg) {
     worker_arg *wa = arg;
     lmx_thread_pool *p = wa->p;
     int index = wa->index;
-    free(wa);
     uint64_t seen = 0;
     for (;;) {
         if (!spin_for_run(p, seen)) {
@@ -138,18 +141,17 @@ lmx_status lmx_thread_pool_create(int n_threads, lmx_thread_pool **out) {
     atomic_init(&p->stop, false);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
-        if (!p->threads) {
+        p->args = calloc((size_t)n_threads - 1, sizeof *p->args);
+        if (!p->threads || !p->args) {
+            p->n_threads = 1; /* no worker started */
             lmx_thread_pool_destroy(p);
             return lmx_error(LMX_ERR_OUT_OF_MEMORY, "thread pool");
         }
         for (int i = 1; i < n_threads; i++) {
-            worker_arg *wa = malloc(sizeof *wa);
-            if (wa) {
-                wa->p = p;
-                wa->index = i;
-            }
-            if (!wa || pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
-                free(wa);
+            worker_arg *wa = &p->args[i - 1];
+            wa->p = p;
+            wa->index = i;
+            if (pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
                 p->n_threads = i; /* destroy joins the i-1 started workers */
                 lmx_thread_pool_destroy(p);
                 return lmx_error(LMX_ERR_OUT_OF_MEMORY, "thread pool: cannot start thread %d", i);
@@ -168,6 +170,7 @@ void lmx_thread_pool_destroy(lmx_thread_pool *p) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads && p->threads; i++) pthread_join(p->threads[i - 1], NULL);
     free(p->threads);
+    free(p->args);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);
