@@ -41,6 +41,27 @@ static inline void attn_clip(const lmx_attn_params *p, int pt, int b0, int *j0, 
     *j1 = pt < b0 + BLK - 1 ? pt : b0 + BLK - 1;
 }
 
+/* the key and value rows of block b's positions in [tlo, thi] (kv[0][j], kv[1][j]: position
+ * b·BLK + j); prefetch: their cache lines are requested into L2 (the next block's, while this one
+ * is computed) */
+static void attn_block_rows(const attn_ctx *a, int sq, int kh, int tlo, int thi, int b, const float *kv[2][BLK],
+                            bool prefetch) {
+    const lmx_attn_params *p = a->p;
+    const int D = p->head_dim, cap = p->capacity, b0 = b * BLK;
+    const int klo = b0 > tlo ? b0 : tlo, khi = b0 + BLK - 1 < thi ? b0 + BLK - 1 : thi;
+    const float *kb = a->kc + (size_t)kh * cap * D, *vb = a->vc + (size_t)kh * cap * D;
+    for (int j = klo; j <= khi; j++) {
+        const size_t slot = p->map ? map_slot(p->map, a->shift, sq, j) : (size_t)(j % cap);
+        kv[0][j - b0] = kb + slot * D;
+        kv[1][j - b0] = vb + slot * D;
+        if (prefetch)
+            for (int d = 0; d < D; d += 16) {
+                __builtin_prefetch(kv[0][j - b0] + d, 0, 2);
+                __builtin_prefetch(kv[1][j - b0] + d, 0, 2);
+            }
+    }
+}
+
 /* rows [r0, r1) of one sequence, query heads [h0, h0 + hp) of kv head kh: the online softmax over
  * the union of the rows' key ranges, block by block; rows whose part of a block is the same share
  * the kernel calls (the kernels compute each query alone) */
@@ -48,14 +69,13 @@ static void attn_tile(const attn_ctx *a, int r0, int r1, int kh, int h0, float *
     const lmx_attn_params *p = a->p;
     const lmx_attn_kernels *K = a->k;
     const lmx_kv_map *m = p->map;
-    const int D = p->head_dim, hp = a->hp, nr = r1 - r0, nq = nr * hp, cap = p->capacity;
+    const int D = p->head_dim, hp = a->hp, nr = r1 - r0, nq = nr * hp;
     const int sq = m ? m->seq[r0] : 0;
     float *qt = ws;                   /* [nq][D] the tile's queries, by (row, head) */
     float *acc = qt + (size_t)nq * D; /* [nq][D] the accumulators */
     float *sc = acc + (size_t)nq * D; /* [nq][BLK] one block's scores, then weights */
     float *mx = sc + (size_t)nq * BLK; /* [nq] running max */
     float *den = mx + nq;             /* [nq] running denominator */
-    const float *kb = a->kc + (size_t)kh * cap * D, *vb = a->vc + (size_t)kh * cap * D;
     int tlo = INT_MAX, thi = -1;
     for (int r = 0; r < nr; r++) {
         const int pt = a->pos[r0 + r], lo = attn_lo(p, pt);
@@ -70,14 +90,12 @@ static void attn_tile(const attn_ctx *a, int r0, int r1, int kh, int h0, float *
         }
     }
     memset(acc, 0, (size_t)nq * D * sizeof(float));
-    const float *kp[BLK], *vp[BLK]; /* rows of the block's positions b0 + j */
+    const float *rows[2][2][BLK]; /* [block parity][k, v][j]: the rows of positions b·BLK + j */
+    attn_block_rows(a, sq, kh, tlo, thi, tlo / BLK, rows[(tlo / BLK) & 1], false);
     for (int b = tlo / BLK; b <= thi / BLK; b++) {
-        const int b0 = b * BLK, klo = b0 > tlo ? b0 : tlo, khi = b0 + BLK - 1 < thi ? b0 + BLK - 1 : thi;
-        for (int j = klo; j <= khi; j++) {
-            const size_t slot = m ? map_slot(m, a->shift, sq, j) : (size_t)(j % cap);
-            kp[j - b0] = kb + slot * D;
-            vp[j - b0] = vb + slot * D;
-        }
+        const int b0 = b * BLK;
+        const float *const *kp = rows[b & 1][0], *const *vp = rows[b & 1][1];
+        if (b < thi / BLK) attn_block_rows(a, sq, kh, tlo, thi, b + 1, rows[(b + 1) & 1], true);
         for (int r = 0, e; r < nr; r = e) {
             int j0, j1, e0, e1;
             attn_clip(p, a->pos[r0 + r], b0, &j0, &j1);
