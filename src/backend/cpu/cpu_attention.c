@@ -12,7 +12,7 @@
 #define BLK LMX_ATTN_BLOCK
 /* queries (rows × heads) per tile: its queries, accumulators and one block's scores stay in L1/L2
  * while each key/value row of the block serves all of them */
-#define ATTN_TILE_Q 32
+#define ATTN_TILE_Q 64
 
 typedef struct attn_ctx {
     const lmx_attn_kernels *k;
