@@ -9,7 +9,7 @@
 #   --tests         ctest -L gpu, then the golden suite on the GPU (LMX_GOLDEN_TOL=gpu)
 #   --bench         `lmx bench` of random-weight --shape models in each of --dtypes (bf16, q8, q4)
 #   --kernels       bench_cuda_kernels (--kernel-reps N, --kernel-sections "gemv layer ...")
-#   --memcheck      compute-sanitizer memcheck over test_cuda_kernels
+#   --memcheck      compute-sanitizer memcheck over the kernel tests (test_cuda_kernels, _weights, _attention)
 #   --host-cpu      the CPU figure: Llama-3.2-1B q4 on all host cores
 #   --profile       Nsight Compute over a few decode steps of each --dtypes model: per-kernel time, DRAM
 #                   bytes and GB/s of the last decode step (bench/ncu_step.py), written to profile.txt
@@ -242,7 +242,7 @@ NEW_TARGETS=()   # empty: everything (the tests need every test binary)
 if [ $DO_TESTS = 0 ]; then
   NEW_TARGETS=(lmx)
   [ $HAVE_CUDA = 1 ] && [ $DO_KERNELS = 1 ] && NEW_TARGETS+=(bench_cuda_kernels)
-  [ $HAVE_CUDA = 1 ] && [ $DO_MEMCHECK = 1 ] && NEW_TARGETS+=(test_cuda_kernels)
+  [ $HAVE_CUDA = 1 ] && [ $DO_MEMCHECK = 1 ] && NEW_TARGETS+=(test_cuda_kernels test_cuda_weights test_cuda_attention)
 fi
 BJOBS=$JOBS
 [ -n "$OLD_SRC" ] && BJOBS=$(( (JOBS + 1) / 2 ))
@@ -367,7 +367,8 @@ if [ $DO_MEMCHECK = 1 ]; then
   if [ $HAVE_CUDA = 1 ] && [ $HAVE_GPU = 1 ] && command -v compute-sanitizer > /dev/null; then
     # the whole kernel test under memcheck can outlast its slot: a run stopped at the limit with no
     # error reported until then counts as a (partial) pass
-    step memcheck 120 60 compute-sanitizer --tool memcheck --print-limit 10 "$NEW_B/tests/cuda/test_cuda_kernels"
+    step memcheck 120 60 bash -c 'for t in test_cuda_kernels test_cuda_weights test_cuda_attention; do
+        compute-sanitizer --tool memcheck --print-limit 10 "$0/tests/cuda/$t" || exit; done' "$NEW_B"
     mrc=$?
     grep -E "ERROR SUMMARY|Invalid|checks,|FAIL" "$LOGS/memcheck.log" | head -12 | tee -a "$SUMMARY"
     if [ $mrc = 124 ] && ! grep -qE "ERROR SUMMARY: [1-9]|Invalid|FAIL" "$LOGS/memcheck.log"; then

@@ -163,8 +163,12 @@ typedef struct lmx_model_info {
     int n_layers;
     int hidden_size;
     int vocab_size;
-    int quant_bits;             /* 0 = not quantized */
+    int quant_bits;             /* 0 = not quantized; else the quantization block's global bits */
     int group_size;             /* quantization group size, 0 when not quantized */
+    /* What the weights hold: "none", one format ("q4 g64": affine 4 bits in groups of 64; "mxfp4",
+     * "mxfp8", "nvfp4") or the mix with each format's share of the quantized parameters, largest
+     * first ("mxfp4 94% + q8 g64 6%": MXFP4 experts, 8-bit affine elsewhere) */
+    char quantization[64];
     int64_t weight_bytes;       /* bytes of the weights as loaded */
     int64_t estimated_bytes;    /* the cache's estimate: weights + KV cache for max_context */
     lmx_device device;          /* where it runs: GPU or CPU (never AUTO) */

@@ -233,37 +233,15 @@ static void bench_gemm_small(const float *xt, float *yt, int reps) {
 
 void lmx_bench_batch_step(void); /* bench_cuda_batch.c: section "batch" */
 
+/* the precisions of the tables: bf16, MLX affine 8 and 4 bits in groups of 64 */
+static const int BITS[3] = {0, 8, 4};
+static const char *const BITS_NAME[3] = {"bf16", "q8g64", "q4g64"};
+
 static int want(const char *sections, const char *name) {
     return !strcmp(sections, "all") || strstr(sections, name) != NULL;
 }
 
-int main(int argc, char **argv) {
-    int reps = argc > 1 ? atoi(argv[1]) : 50;
-    if (reps < 1) reps = 50;
-    /* sections: "all" or a list of gemv, layer, expand, prefill, step, gemm_small, batch, attn */
-    const char *sec = argc > 2 ? argv[2] : "all";
-    int nd = 0;
-    if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
-    lmx_cuda_device_info info;
-    LK(lmx_cuda_get_device_info(0, &info));
-    g_l2 = info.l2_bytes;
-    printf("device: %s (cc %d.%d, %d SMs, L2 %.0f MB)\n", info.name, info.cc_major, info.cc_minor,
-           info.sm_count, info.l2_bytes / 1e6);
-    double copy_gbs = copy_bandwidth();
-    printf("device-to-device copy: %.0f GB/s (read+write, 2 GiB, median of %d)\n\n", copy_gbs, BATCHES);
-
-    float *x, *y;
-    LK(lmx_cuda_malloc((void **)&x, 14336 * 4)); LK(lmx_cuda_malloc((void **)&y, 128256 * 4));
-    fill_random(x, 14336 * 4); /* random floats: a few NaN/inf bit patterns don't matter for timing */
-    {   /* but keep x finite and sane anyway */
-        float *h = malloc(14336 * 4);
-        for (int i = 0; i < 14336; i++) h[i] = tu_unif(&rng);
-        CK(cudaMemcpy(x, h, 14336 * 4, cudaMemcpyHostToDevice));
-        free(h);
-    }
-    if (argc > 2 && strcmp(argv[2], "attention") == 0) goto attention;
-    const int bits_list[3] = {0, 8, 4};
-    const char *bits_name[3] = {"bf16", "q8g64", "q4g64"};
+static void section_gemv(const char *sec, int reps, const float *x, float *y) {
     /* Llama-3-8B GEMV shapes, separate and fused (q|k|v = 6144 rows, gate|up = 28672 rows) */
     static const shape GSH[7] = {{"q/o_proj", 4096, 4096}, {"k/v_proj", 1024, 4096}, {"qkv", 6144, 4096},
                                  {"gate/up", 14336, 4096}, {"gateup", 28672, 4096}, {"down", 4096, 14336},
@@ -278,7 +256,7 @@ int main(int argc, char **argv) {
             for (int si = 0; si < 7; si++) {
                 shape sh = GSH[si];
                 size_t bytes = 0;
-                lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, bits_list[bi], &bytes);
+                lmx_cuda_matrix probe = make_matrix(sh.n, sh.k, BITS[bi], &bytes);
                 int copies = (int)((4 * g_l2) / bytes) + 2;
                 if (copies > 64) copies = 64;
                 lmx_cuda_matrix *ms = malloc(sizeof *ms * copies);
@@ -287,7 +265,7 @@ int main(int argc, char **argv) {
                 const double moved = (double)bytes + sh.k * 4.0 + sh.n * 4.0;
                 const double us = time_gemv(ms, copies, x, y, reps, 0);
                 const double us_old = time_gemv(ms, copies, x, y, reps, -2);
-                printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f %8.0f |", sh.name, bits_name[bi], (long long)sh.n,
+                printf("%-10s %-6s %8lld %8lld %10.0f %9.2f %7.0f %8.0f |", sh.name, BITS_NAME[bi], (long long)sh.n,
                        (long long)sh.k, moved, us, moved / (us * 1e-6) / 1e9, moved / (us_old * 1e-6) / 1e9);
                 for (int kn = 0; kn < 5; kn++) {
                     if (lmx_cuda_gemv_mma_tuned(&ms[0], x, y, false, &KN[kn], NULL) != LMX_OK) {
@@ -306,7 +284,9 @@ int main(int argc, char **argv) {
             printf("\n");
         }
     }
+}
 
+static void section_layer(const char *sec, const float *x, float *y) {
     /* whole layers through a CUDA graph (no launch gaps): 4 distinct copies of one layer's projections
      * as the fused upload lays them out (q|k|v, o, gate|up, down: 4 GEMVs), default policy and the
      * old (scalar) kernels */
@@ -319,7 +299,7 @@ int main(int argc, char **argv) {
         double layer_bytes = 0;
         for (int si = 0; si < 4; si++) {
             size_t bytes = 0;
-            lm[0][si] = make_matrix(L4[si].n, L4[si].k, bits_list[bi], &bytes);
+            lm[0][si] = make_matrix(L4[si].n, L4[si].k, BITS[bi], &bytes);
             for (int c = 1; c < 4; c++) lm[c][si] = clone_matrix(&lm[0][si], &bytes);
             layer_bytes += (double)bytes + L4[si].k * 4.0 + L4[si].n * 4.0;
         }
@@ -346,7 +326,7 @@ int main(int argc, char **argv) {
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double us = t[BATCHES / 2] * 1e3 / 40.0;
         char lab[48];
-        snprintf(lab, sizeof lab, "%s%s", bits_name[bi], gm == -2 ? " old kernels" : "");
+        snprintf(lab, sizeof lab, "%s%s", BITS_NAME[bi], gm == -2 ? " old kernels" : "");
         printf("%-34s %9.2f %7.0f %9.0f\n", lab, us, layer_bytes / (us * 1e-6) / 1e9, 1e6 / (32 * us));
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
@@ -354,7 +334,9 @@ int main(int argc, char **argv) {
             for (int si = 0; si < 4; si++) free_matrix(&lm[c][si]);
     }
     if (want(sec, "layer")) printf("\n");
+}
 
+static void section_expand(const char *sec, int reps) {
     /* weight expansion before the cuBLASLt GEMM (prefill of quantized models): one layer's 7 matrices */
     if (want(sec, "expand")) {
         void *ob;
@@ -364,7 +346,7 @@ int main(int argc, char **argv) {
                 double us_sum = 0, bytes_sum = 0;
                 for (int si = 0; si < 7; si++) {
                     size_t bytes;
-                    lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+                    lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, BITS[bi], &bytes);
                     cudaEvent_t e0, e1;
                     CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
                     LK(lmx_cuda_expand_bf16(&m, ob, NULL));
@@ -382,26 +364,28 @@ int main(int argc, char **argv) {
                     cudaEventDestroy(e0); cudaEventDestroy(e1);
                     free_matrix(&m);
                 }
-                printf("%-34s %9.1f %9.0f %9.2f\n", bits_name[bi], us_sum, bytes_sum / (us_sum * 1e-6) / 1e9,
+                printf("%-34s %9.1f %9.0f %9.2f\n", BITS_NAME[bi], us_sum, bytes_sum / (us_sum * 1e-6) / 1e9,
                        32 * us_sum * 1e-3);
             }
         printf("\n");
         lmx_cuda_free(ob);
     }
+}
 
-    if (want(sec, "batch")) lmx_bench_batch_step();
-    if (want(sec, "gemm_small")) {
-        float *xt, *yt;
-        LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * 128 * 14336));
-        LK(lmx_cuda_malloc((void **)&yt, sizeof(float) * 128 * 128256));
-        float *h = malloc(sizeof(float) * 128 * 14336);
-        for (int i = 0; i < 128 * 14336; i++) h[i] = tu_unif(&rng);
-        CK(cudaMemcpy(xt, h, sizeof(float) * 128 * 14336, cudaMemcpyHostToDevice));
-        free(h);
-        bench_gemm_small(xt, yt, reps < 10 ? reps : 10);
-        lmx_cuda_free(xt); lmx_cuda_free(yt);
-    }
+/* the few-row tensor-core GEMM (bench_gemm_small) over 128 random rows */
+static void section_gemm_small(int reps) {
+    float *xt, *yt;
+    LK(lmx_cuda_malloc((void **)&xt, sizeof(float) * 128 * 14336));
+    LK(lmx_cuda_malloc((void **)&yt, sizeof(float) * 128 * 128256));
+    float *h = malloc(sizeof(float) * 128 * 14336);
+    for (int i = 0; i < 128 * 14336; i++) h[i] = tu_unif(&rng);
+    CK(cudaMemcpy(xt, h, sizeof(float) * 128 * 14336, cudaMemcpyHostToDevice));
+    free(h);
+    bench_gemm_small(xt, yt, reps < 10 ? reps : 10);
+    lmx_cuda_free(xt); lmx_cuda_free(yt);
+}
 
+static void section_prefill(const char *sec) {
     /* prefill GEMM: 512 tokens through the 7 projections of one layer */
     if (want(sec, "prefill")) {
         const int T = 512;
@@ -420,7 +404,7 @@ int main(int argc, char **argv) {
             double us_sum = 0, flops = 0;
             for (int si = 0; si < 7; si++) {
                 size_t bytes;
-                lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, bits_list[bi], &bytes);
+                lmx_cuda_matrix m = make_matrix(LAYER[si].n, LAYER[si].k, BITS[bi], &bytes);
                 cudaEvent_t e0, e1;
                 CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
                 LK(lmx_cuda_gemm_ex(&m, xt, yt, T, false, impl, NULL));
@@ -439,14 +423,16 @@ int main(int argc, char **argv) {
                 free_matrix(&m);
             }
             char lab[48];
-            snprintf(lab, sizeof lab, "%s %s", bits_name[bi], impl == 1 ? "mma.sync" : "cuBLASLt");
+            snprintf(lab, sizeof lab, "%s %s", BITS_NAME[bi], impl == 1 ? "mma.sync" : "cuBLASLt");
             printf("%-34s %9.1f %9.1f %12.0f\n", lab, us_sum, flops / (us_sum * 1e-6) / 1e12,
                    T / (32 * us_sum * 1e-6));
         }
         printf("\n");
         lmx_cuda_free(xt); lmx_cuda_free(yt);
     }
+}
 
+static void section_step(const char *sec) {
     /* a whole decode step of a Llama-3-8B-shaped model with every kernel (norms, 7 GEMVs with fused
      * residual adds, RoPE, KV store, attention at context 512, SwiGLU, lm_head, argmax), 32 layers
      * cycling over 4 distinct weight sets, captured once as a CUDA graph and replayed */
@@ -466,10 +452,10 @@ int main(int argc, char **argv) {
                 if (fused && si == 0) rows = 6144;       /* q|k|v */
                 if (fused && si == 4) rows = 2 * 14336;  /* gate|up */
                 if (fused && (si == 1 || si == 2 || si == 5)) rows = 16; /* unused placeholders */
-                lw[c][si] = c == 0 ? make_matrix(rows, LAYER[si].k, bits_list[bi], &bytes)
+                lw[c][si] = c == 0 ? make_matrix(rows, LAYER[si].k, BITS[bi], &bytes)
                                    : clone_matrix(&lw[0][si], &bytes);
             }
-        head = make_matrix(V, H, bits_list[bi], &bytes);
+        head = make_matrix(V, H, BITS[bi], &bytes);
         float *hx, *hn, *q, *k, *v, *att, *g, *u, *logits, *ws, *inv, *normw;
         void *kc[NL], *vc[NL];
         int32_t *pos, *id, hp = CTX - 1;
@@ -556,7 +542,7 @@ int main(int argc, char **argv) {
         qsort(t, BATCHES, sizeof t[0], cmp_f);
         double ms = t[BATCHES / 2] / 5.0;
         char lab[64];
-        snprintf(lab, sizeof lab, "%s%s%s", bits_name[bi], gm == -2 ? " old kernels" : "",
+        snprintf(lab, sizeof lab, "%s%s%s", BITS_NAME[bi], gm == -2 ? " old kernels" : "",
                  fused ? " fused qkv+gate/up" : "");
         printf("%-34s %9.3f %9.0f\n", lab, ms, 1e3 / ms);
         cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
@@ -570,9 +556,9 @@ int main(int argc, char **argv) {
         lmx_cuda_free(att); lmx_cuda_free(g); lmx_cuda_free(u); lmx_cuda_free(logits); lmx_cuda_free(ws);
         lmx_cuda_free(inv); lmx_cuda_free(normw); lmx_cuda_free(pos); lmx_cuda_free(id);
     }
-    printf("\n");
+}
 
-attention:
+static void section_attention(const char *sec, int reps, const float *x) {
     /* attention: Llama-3-8B decode (32 heads, 8 kv heads, head_dim 128, bf16 cache) */
     if (want(sec, "attention"))
         printf("%-28s %9s %7s %11s %7s %11s %11s\n", "attention (decode, 1 layer)", "split us", "GB/s", "grouped us",
@@ -635,6 +621,43 @@ attention:
         lmx_cuda_free(ws); lmx_cuda_free(out); lmx_cuda_free(pos); lmx_cuda_free(cnt);
         cudaEventDestroy(e0); cudaEventDestroy(e1);
     }
+}
+
+int main(int argc, char **argv) {
+    int reps = argc > 1 ? atoi(argv[1]) : 50;
+    if (reps < 1) reps = 50;
+    /* sections: "all" or a list of gemv, layer, expand, prefill, step, gemm_small, batch, attn */
+    const char *sec = argc > 2 ? argv[2] : "all";
+    int nd = 0;
+    if (!lmx_cuda_available(&nd)) { fprintf(stderr, "no CUDA device\n"); return 77; }
+    lmx_cuda_device_info info;
+    LK(lmx_cuda_get_device_info(0, &info));
+    g_l2 = info.l2_bytes;
+    printf("device: %s (cc %d.%d, %d SMs, L2 %.0f MB)\n", info.name, info.cc_major, info.cc_minor,
+           info.sm_count, info.l2_bytes / 1e6);
+    double copy_gbs = copy_bandwidth();
+    printf("device-to-device copy: %.0f GB/s (read+write, 2 GiB, median of %d)\n\n", copy_gbs, BATCHES);
+
+    float *x, *y;
+    LK(lmx_cuda_malloc((void **)&x, 14336 * 4)); LK(lmx_cuda_malloc((void **)&y, 128256 * 4));
+    fill_random(x, 14336 * 4); /* random floats: a few NaN/inf bit patterns don't matter for timing */
+    {   /* but keep x finite and sane anyway */
+        float *h = malloc(14336 * 4);
+        for (int i = 0; i < 14336; i++) h[i] = tu_unif(&rng);
+        CK(cudaMemcpy(x, h, 14336 * 4, cudaMemcpyHostToDevice));
+        free(h);
+    }
+    if (strcmp(sec, "attention") != 0) { /* "attention" alone skips the rest */
+        section_gemv(sec, reps, x, y);
+        section_layer(sec, x, y);
+        section_expand(sec, reps);
+        if (want(sec, "batch")) lmx_bench_batch_step();
+        if (want(sec, "gemm_small")) section_gemm_small(reps);
+        section_prefill(sec);
+        section_step(sec);
+        printf("\n");
+    }
+    section_attention(sec, reps, x);
     lmx_cuda_free(x); lmx_cuda_free(y);
     return 0;
 }

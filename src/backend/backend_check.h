@@ -19,13 +19,10 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "util/error.h"
 
-/* Returns from the calling function when `expr_` (an lmx_status) is not LMX_OK. */
-#define LMX_BACKEND_TRY(expr_)                  \
-    do {                                        \
-        lmx_status st_ = (expr_);               \
-        if (st_ != LMX_OK) return st_;          \
-    } while (0)
+/* Returns from the calling function when `expr_` (an lmx_status) is not LMX_OK (util/error.h). */
+#define LMX_BACKEND_TRY(expr_) LMX_TRY(expr_)
 
 /* [off, off + cnt) must lie inside a buffer of `n` floats. */
 lmx_status lmx_backend_check_range(const char *backend, const char *what, size_t off, size_t cnt, size_t n);

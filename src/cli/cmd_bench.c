@@ -198,11 +198,13 @@ static lmx_status run_once(lmx_runtime *rt, const char *id, const int32_t *ids, 
     return LMX_OK;
 }
 
-/* Selected config.json values of the model (shape), added to `model`. */
-static void add_shape(cJSON *model, const char *dir, char *dtype, size_t dtype_cap) {
+/* A new object with selected config.json values of the model (its shape; empty when unreadable, NULL
+ * when out of memory), and config.json's torch_dtype into dtype (unchanged when absent). */
+static cJSON *config_shape(const char *dir, char *dtype, size_t dtype_cap) {
+    cJSON *model = cJSON_CreateObject();
     char *path = lmx_fs_join(dir, "config.json"), *txt = NULL;
     size_t len = 0;
-    if (path && lmx_fs_read_file(path, 64u << 20 /* config.c's limit */, &txt, &len) == LMX_OK) {
+    if (model && path && lmx_fs_read_file(path, 64u << 20 /* config.c's limit */, &txt, &len) == LMX_OK) {
         cJSON *c = lmx_json_parse(txt, len, NULL);
         static const char *const keys[] = {"num_attention_heads", "num_key_value_heads", "head_dim",
                                            "intermediate_size", "max_position_embeddings", "tie_word_embeddings"};
@@ -222,225 +224,216 @@ static void add_shape(cJSON *model, const char *dir, char *dtype, size_t dtype_c
     }
     free(txt);
     free(path);
+    return model;
 }
 
-static double ms_to_s(double ms) { return ms / 1e3; }
+/* the command line's choices */
+typedef struct bench_args {
+    const char *model;
+    lmx_device dev;
+    long P, G, reps, threads, seed, tp;
+    bool json;
+} bench_args;
 
-int lmx_cli_bench(int argc, char **argv) {
-    const char *model = NULL, *device = "auto";
-    long P = 512, G = 128, reps = 3, threads = 0, seed = 1, tp = 0;
-    bool json = false;
+/* Parses argv into *a; -1 to go on, else the exit code (0: --help, 2: usage error). */
+static int parse_args(int argc, char **argv, bench_args *a) {
+    const char *device = "auto";
+    *a = (bench_args){.P = 512, .G = 128, .reps = 3, .seed = 1};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long *dst = !strcmp(a, "--prompt") ? &P : !strcmp(a, "--gen") ? &G : !strcmp(a, "--reps") ? &reps
-                  : !strcmp(a, "--threads") ? &threads : !strcmp(a, "--seed") ? &seed
-                  : !strcmp(a, "--tensor-parallel") ? &tp : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        const char *s = argv[i];
+        long *dst = !strcmp(s, "--prompt") ? &a->P : !strcmp(s, "--gen") ? &a->G : !strcmp(s, "--reps") ? &a->reps
+                  : !strcmp(s, "--threads") ? &a->threads : !strcmp(s, "--seed") ? &a->seed
+                  : !strcmp(s, "--tensor-parallel") ? &a->tp : NULL;
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--device")) {
+        } else if (!strcmp(s, "--json")) {
+            a->json = true;
+        } else if (!strcmp(s, "--device")) {
             if (++i >= argc) goto bad;
             device = argv[i];
         } else if (dst) {
             if (++i >= argc || !lmx_cli_parse_int(argv[i], dst)) goto bad;
-        } else if (a[0] == '-' || model) {
-            fprintf(stderr, "lmx bench: unexpected argument '%s'\n", a);
+        } else if (s[0] == '-' || a->model) {
+            fprintf(stderr, "lmx bench: unexpected argument '%s'\n", s);
             goto bad;
         } else {
-            model = a;
+            a->model = s;
         }
     }
-    lmx_device dev;
-    if (!strcmp(device, "auto")) dev = LMX_DEVICE_AUTO;
-    else if (!strcmp(device, "cpu")) dev = LMX_DEVICE_CPU;
-    else if (!strcmp(device, "gpu")) dev = LMX_DEVICE_GPU;
+    if (!strcmp(device, "auto")) a->dev = LMX_DEVICE_AUTO;
+    else if (!strcmp(device, "cpu")) a->dev = LMX_DEVICE_CPU;
+    else if (!strcmp(device, "gpu")) a->dev = LMX_DEVICE_GPU;
     else {
         fprintf(stderr, "lmx bench: --device must be auto, cpu or gpu (got '%s')\n", device);
         goto bad;
     }
-    if (!model || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 64 || threads < 0 ||
-        threads > 4096 || seed < 0 || tp < 0 || tp > 64) {
+    if (!a->model || a->P < 1 || a->P > 1000000 || a->G < 2 || a->G > 1000000 || a->reps < 1 || a->reps > 64 ||
+        a->threads < 0 || a->threads > 4096 || a->seed < 0 || a->tp < 0 || a->tp > 64) {
         fprintf(stderr, "lmx bench: need MODEL, 1 <= --prompt <= 1000000, 2 <= --gen <= 1000000, 1 <= --reps <= 64, "
                         "0 <= --threads <= 4096, 0 <= --tensor-parallel <= 64, --seed >= 0\n");
         goto bad;
     }
+    return -1;
+bad:
+    usage(stderr);
+    return 2;
+}
 
-    int rc = 1;
-    lmx_status st;
-    lmx_runtime *rt = NULL;
-    int32_t *ids = NULL;
-    cJSON *root = NULL;
-    char *cmd = command_line(argc, argv);
-    mem_sampler ms = {.peak = -1};
-    rep warm = {0}, r[64];
-    memset(r, 0, sizeof r);
+/* what the runs measured */
+typedef struct bench_result {
+    lmx_model_info info;
+    int max_context;
+    double load_s;
+    rep warm, r[64];                 /* the warm-up and the timed runs [reps] */
+    long long dev_base, dev_peak, rss_peak; /* bytes, -1 = unknown */
+    /* medians over the timed runs, and what follows from them */
+    double pf, dc, tt, pft, dct, gbps, l2ft;
+} bench_result;
 
-    lmx_config cfg = lmx_config_default();
-    cfg.device = dev;
-    cfg.n_threads = (int)threads;
-    cfg.tensor_parallel = (int)tp;
-    cfg.max_context_length = (int)(P + G + 1);
-    cfg.max_cached_models = 1;
-    cfg.prompt_cache_bytes = 0; /* every rep prefills its whole prompt (the cache would serve the warm-up's) */
-    if ((st = lmx_runtime_create(&cfg, &rt)) != LMX_OK) {
-        rc = lmx_cli_fail(st);
-        goto out;
+static void take_medians(bench_result *b, int reps) {
+    double pf[64], dc[64], tt[64], pft[64], dct[64];
+    for (int k = 0; k < reps; k++) {
+        pf[k] = b->r[k].prefill_ms;
+        dc[k] = b->r[k].decode_ms;
+        tt[k] = b->r[k].ttft_ms;
+        pft[k] = b->r[k].prefill_tps;
+        dct[k] = b->r[k].decode_tps;
     }
-    bool gpu_possible = dev != LMX_DEVICE_CPU && lmx_gpu_available();
-    long long dev_base = gpu_possible ? device_used() : -1;
-    if (gpu_possible && dev_base >= 0) {
-        atomic_store(&ms.peak, dev_base);
+    b->pf = median(pf, reps), b->dc = median(dc, reps), b->tt = median(tt, reps);
+    b->pft = median(pft, reps), b->dct = median(dct, reps);
+    b->gbps = (double)b->info.active_weight_bytes * b->dct / 1e9;
+    b->l2ft = b->load_s + b->warm.ttft_ms / 1e3;
+}
+
+/* Loads a->model into rt as "bench" and runs the warm-up and the timed runs over a random prompt. */
+static lmx_status measure(lmx_runtime *rt, const bench_args *a, bench_result *b) {
+    mem_sampler ms = {.peak = -1};
+    bool gpu_possible = a->dev != LMX_DEVICE_CPU && lmx_gpu_available();
+    b->dev_base = gpu_possible ? device_used() : -1;
+    if (gpu_possible && b->dev_base >= 0) {
+        atomic_store(&ms.peak, b->dev_base);
         ms.running = pthread_create(&ms.th, NULL, sampler_main, &ms) == 0;
     }
-
+    int32_t *ids = NULL;
     double t0 = now_s();
-    st = lmx_model_load(rt, model, "bench");
-    double load_s = now_s() - t0;
-    if (st != LMX_OK) {
-        rc = lmx_cli_fail(st);
-        goto out;
+    lmx_status st = lmx_model_load(rt, a->model, "bench");
+    b->load_s = now_s() - t0;
+    if (st == LMX_OK) st = lmx_model_get_info(rt, "bench", &b->info);
+    if (st == LMX_OK && b->info.vocab_size <= 0)
+        st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "lmx bench: model reports vocab size %d", b->info.vocab_size);
+    if (st == LMX_OK && !(ids = malloc((size_t)a->P * sizeof *ids))) /* [P] */
+        st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "lmx bench: out of memory");
+    if (st == LMX_OK) {
+        uint64_t s = (uint64_t)a->seed;
+        for (long i = 0; i < a->P; i++) ids[i] = (int32_t)(splitmix64(&s) % (uint64_t)b->info.vocab_size);
+        LMX_LOG_I("bench: warm-up run (%ld prompt + %ld generated tokens)", a->P, a->G);
+        st = run_once(rt, "bench", ids, (int)a->P, (int)a->G, &b->warm);
     }
-    lmx_model_info info;
-    if ((st = lmx_model_get_info(rt, "bench", &info)) != LMX_OK) {
-        rc = lmx_cli_fail(st);
-        goto out;
-    }
-    if (info.vocab_size <= 0) {
-        fprintf(stderr, "lmx bench: model reports vocab size %d\n", info.vocab_size);
-        goto out;
-    }
-    ids = malloc((size_t)P * sizeof *ids); /* [P] */
-    if (!ids) {
-        fprintf(stderr, "lmx bench: out of memory\n");
-        goto out;
-    }
-    uint64_t s = (uint64_t)seed;
-    for (long i = 0; i < P; i++) ids[i] = (int32_t)(splitmix64(&s) % (uint64_t)info.vocab_size);
-
-    LMX_LOG_I("bench: warm-up run (%ld prompt + %ld generated tokens)", P, G);
-    if ((st = run_once(rt, "bench", ids, (int)P, (int)G, &warm)) != LMX_OK) {
-        rc = lmx_cli_fail(st);
-        goto out;
-    }
-    double pf[64], dc[64], tt[64], pft[64], dct[64];
-    for (long k = 0; k < reps; k++) {
-        if ((st = run_once(rt, "bench", ids, (int)P, (int)G, &r[k])) != LMX_OK) {
-            rc = lmx_cli_fail(st);
-            goto out;
-        }
-        pf[k] = r[k].prefill_ms;
-        dc[k] = r[k].decode_ms;
-        tt[k] = r[k].ttft_ms;
-        pft[k] = r[k].prefill_tps;
-        dct[k] = r[k].decode_tps;
-    }
+    for (long k = 0; st == LMX_OK && k < a->reps; k++) st = run_once(rt, "bench", ids, (int)a->P, (int)a->G, &b->r[k]);
     if (ms.running) {
         atomic_store(&ms.stop, true);
         pthread_join(ms.th, NULL);
-        ms.running = false;
     }
-    long long dev_peak = atomic_load(&ms.peak), rss_peak = peak_rss();
+    free(ids);
+    b->dev_peak = atomic_load(&ms.peak);
+    b->rss_peak = peak_rss();
+    if (st == LMX_OK) take_medians(b, (int)a->reps);
+    return st;
+}
 
-    /* hardware */
-    char cpu[256], gpu[256] = "", dtype[32] = "unknown";
-    cpu_model(cpu, sizeof cpu);
+/* where and when it ran */
+typedef struct bench_env {
+    char cpu[256], gpu[256], date[32];
+    const char *commit;
     lmx_gpu_info di;
-    bool have_gpu = info.device == LMX_DEVICE_GPU && lmx_gpu_info_get(&di) == LMX_OK;
-    if (have_gpu) snprintf(gpu, sizeof gpu, "%s", di.name);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    const char *commit = getenv("LMX_COMMIT");
-    if (!commit || !*commit) commit = "unknown";
-    char date[32];
+    bool have_gpu;
+    long cores;
+} bench_env;
+
+static void describe_env(const bench_result *b, bench_env *e) {
+    memset(e, 0, sizeof *e);
+    cpu_model(e->cpu, sizeof e->cpu);
+    e->have_gpu = b->info.device == LMX_DEVICE_GPU && lmx_gpu_info_get(&e->di) == LMX_OK;
+    if (e->have_gpu) snprintf(e->gpu, sizeof e->gpu, "%s", e->di.name);
+    e->cores = sysconf(_SC_NPROCESSORS_ONLN);
+    e->commit = getenv("LMX_COMMIT");
+    if (!e->commit || !*e->commit) e->commit = "unknown";
     time_t tnow = time(NULL);
     struct tm tmv;
     gmtime_r(&tnow, &tmv);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    strftime(e->date, sizeof e->date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+}
 
-    double pf_med = median(pf, (int)reps), dc_med = median(dc, (int)reps);
-    double pft_med = median(pft, (int)reps), dct_med = median(dct, (int)reps), tt_med = median(tt, (int)reps);
-    double gbps = (double)info.active_weight_bytes * dct_med / 1e9;
-    double l2ft = load_s + ms_to_s(warm.ttft_ms);
-
-    root = cJSON_CreateObject();
-    cJSON *hw = cJSON_CreateObject(), *mo = cJSON_CreateObject(), *pa = cJSON_CreateObject(),
-          *re = cJSON_CreateObject(), *ra = cJSON_CreateArray();
-    if (!root || !hw || !mo || !pa || !re || !ra) {
-        cJSON_Delete(hw), cJSON_Delete(mo), cJSON_Delete(pa), cJSON_Delete(re), cJSON_Delete(ra);
-        fprintf(stderr, "lmx bench: out of memory\n");
-        goto out;
-    }
-    add_shape(mo, info.path, dtype, sizeof dtype); /* dtype from config.json's torch_dtype */
-    if (info.quant_bits > 0) snprintf(dtype, sizeof dtype, "q%d", info.quant_bits);
-    cJSON_AddStringToObject(root, "schema", "lmx-bench/1");
-    cJSON_AddStringToObject(root, "command", cmd ? cmd : "");
-    cJSON_AddStringToObject(root, "lmx_version", lmx_version());
-    cJSON_AddStringToObject(root, "commit", commit);
-    cJSON_AddStringToObject(root, "date", date);
-    cJSON_AddStringToObject(hw, "device", device_str(info.device));
-    if (have_gpu) {
-        cJSON_AddStringToObject(hw, "gpu_name", gpu);
+static void json_hardware(cJSON *hw, const bench_args *a, const bench_result *b, const bench_env *e) {
+    cJSON_AddStringToObject(hw, "device", device_str(b->info.device));
+    if (e->have_gpu) {
+        cJSON_AddStringToObject(hw, "gpu_name", e->gpu);
         char cc[16];
-        snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+        snprintf(cc, sizeof cc, "%d.%d", e->di.cc_major, e->di.cc_minor);
         cJSON_AddStringToObject(hw, "gpu_compute_capability", cc);
-        cJSON_AddNumberToObject(hw, "gpu_sm_count", di.sm_count);
-        cJSON_AddNumberToObject(hw, "gpu_memory_bytes", (double)di.total_mem);
+        cJSON_AddNumberToObject(hw, "gpu_sm_count", e->di.sm_count);
+        cJSON_AddNumberToObject(hw, "gpu_memory_bytes", (double)e->di.total_mem);
     } else {
         cJSON_AddNullToObject(hw, "gpu_name");
     }
-    cJSON_AddStringToObject(hw, "cpu_model", cpu);
-    cJSON_AddNumberToObject(hw, "cpu_cores", (double)cores);
-    cJSON_AddNumberToObject(hw, "threads", (double)(threads ? threads : cores));
-    cJSON_AddItemToObject(root, "hardware", hw);
+    cJSON_AddStringToObject(hw, "cpu_model", e->cpu);
+    cJSON_AddNumberToObject(hw, "cpu_cores", (double)e->cores);
+    cJSON_AddNumberToObject(hw, "threads", (double)(a->threads ? a->threads : e->cores));
+}
 
-    cJSON_AddStringToObject(mo, "path", info.path);
-    cJSON_AddStringToObject(mo, "model_type", info.model_type);
+static void json_model(cJSON *mo, const lmx_model_info *info, const char *dtype) {
+    cJSON_AddStringToObject(mo, "path", info->path);
+    cJSON_AddStringToObject(mo, "model_type", info->model_type);
     cJSON_AddStringToObject(mo, "dtype", dtype);
-    cJSON_AddNumberToObject(mo, "quant_bits", info.quant_bits);
-    cJSON_AddNumberToObject(mo, "group_size", info.group_size);
-    cJSON_AddNumberToObject(mo, "n_params", (double)info.n_params);
-    cJSON_AddNumberToObject(mo, "n_active_params", (double)info.n_active_params);
-    cJSON_AddNumberToObject(mo, "n_layers", info.n_layers);
-    cJSON_AddNumberToObject(mo, "hidden_size", info.hidden_size);
-    cJSON_AddNumberToObject(mo, "vocab_size", info.vocab_size);
-    cJSON_AddNumberToObject(mo, "weight_bytes", (double)info.weight_bytes);
-    cJSON_AddNumberToObject(mo, "active_weight_bytes", (double)info.active_weight_bytes);
-    cJSON_AddItemToObject(root, "model", mo);
+    cJSON_AddNumberToObject(mo, "quant_bits", info->quant_bits);
+    cJSON_AddStringToObject(mo, "quantization", info->quantization);
+    cJSON_AddNumberToObject(mo, "group_size", info->group_size);
+    cJSON_AddNumberToObject(mo, "n_params", (double)info->n_params);
+    cJSON_AddNumberToObject(mo, "n_active_params", (double)info->n_active_params);
+    cJSON_AddNumberToObject(mo, "n_layers", info->n_layers);
+    cJSON_AddNumberToObject(mo, "hidden_size", info->hidden_size);
+    cJSON_AddNumberToObject(mo, "vocab_size", info->vocab_size);
+    cJSON_AddNumberToObject(mo, "weight_bytes", (double)info->weight_bytes);
+    cJSON_AddNumberToObject(mo, "active_weight_bytes", (double)info->active_weight_bytes);
+}
 
-    cJSON_AddNumberToObject(pa, "prompt_tokens", (double)P);
-    cJSON_AddNumberToObject(pa, "gen_tokens", (double)G);
-    cJSON_AddNumberToObject(pa, "reps", (double)reps);
+static void json_params(cJSON *pa, const bench_args *a, int max_context) {
+    cJSON_AddNumberToObject(pa, "prompt_tokens", (double)a->P);
+    cJSON_AddNumberToObject(pa, "gen_tokens", (double)a->G);
+    cJSON_AddNumberToObject(pa, "reps", (double)a->reps);
     cJSON_AddNumberToObject(pa, "warmup_reps", 1);
-    cJSON_AddNumberToObject(pa, "seed", (double)seed);
+    cJSON_AddNumberToObject(pa, "seed", (double)a->seed);
     cJSON_AddNumberToObject(pa, "batch", 1);
-    cJSON_AddNumberToObject(pa, "tensor_parallel", (double)tp);
-    cJSON_AddNumberToObject(pa, "max_context", (double)cfg.max_context_length);
+    cJSON_AddNumberToObject(pa, "tensor_parallel", (double)a->tp);
+    cJSON_AddNumberToObject(pa, "max_context", (double)max_context);
     cJSON_AddStringToObject(pa, "sampling", "greedy, ignore_eos");
-    cJSON_AddItemToObject(root, "params", pa);
+}
 
-    cJSON_AddNumberToObject(re, "load_s", load_s);
-    cJSON_AddNumberToObject(re, "load_to_first_token_s", l2ft);
-    cJSON_AddNumberToObject(re, "prefill_tok_s", pft_med);
-    cJSON_AddNumberToObject(re, "decode_tok_s", dct_med);
-    cJSON_AddNumberToObject(re, "prefill_ms", pf_med);
-    cJSON_AddNumberToObject(re, "decode_ms", dc_med);
-    cJSON_AddNumberToObject(re, "ttft_ms", tt_med);
-    cJSON_AddNumberToObject(re, "effective_decode_gb_s", gbps);
-    cJSON_AddNumberToObject(re, "bytes_per_decode_token", (double)info.active_weight_bytes);
-    if (dev_peak >= 0 && have_gpu) {
-        cJSON_AddNumberToObject(re, "peak_device_bytes", (double)dev_peak);
-        cJSON_AddNumberToObject(re, "device_bytes_before_load", (double)dev_base);
+static void json_results(cJSON *re, const bench_result *b, bool have_gpu) {
+    cJSON_AddNumberToObject(re, "load_s", b->load_s);
+    cJSON_AddNumberToObject(re, "load_to_first_token_s", b->l2ft);
+    cJSON_AddNumberToObject(re, "prefill_tok_s", b->pft);
+    cJSON_AddNumberToObject(re, "decode_tok_s", b->dct);
+    cJSON_AddNumberToObject(re, "prefill_ms", b->pf);
+    cJSON_AddNumberToObject(re, "decode_ms", b->dc);
+    cJSON_AddNumberToObject(re, "ttft_ms", b->tt);
+    cJSON_AddNumberToObject(re, "effective_decode_gb_s", b->gbps);
+    cJSON_AddNumberToObject(re, "bytes_per_decode_token", (double)b->info.active_weight_bytes);
+    if (b->dev_peak >= 0 && have_gpu) {
+        cJSON_AddNumberToObject(re, "peak_device_bytes", (double)b->dev_peak);
+        cJSON_AddNumberToObject(re, "device_bytes_before_load", (double)b->dev_base);
     } else {
         cJSON_AddNullToObject(re, "peak_device_bytes");
         cJSON_AddNullToObject(re, "device_bytes_before_load");
     }
-    if (rss_peak >= 0) cJSON_AddNumberToObject(re, "peak_rss_bytes", (double)rss_peak);
+    if (b->rss_peak >= 0) cJSON_AddNumberToObject(re, "peak_rss_bytes", (double)b->rss_peak);
     else cJSON_AddNullToObject(re, "peak_rss_bytes");
-    cJSON_AddItemToObject(root, "results", re);
+}
 
+static void json_runs(cJSON *ra, const bench_result *b, long reps) {
     for (long k = -1; k < reps; k++) {
-        const rep *x = k < 0 ? &warm : &r[k];
+        const rep *x = k < 0 ? &b->warm : &b->r[k];
         cJSON *o = cJSON_CreateObject();
         if (!o) break;
         cJSON_AddBoolToObject(o, "warmup", k < 0);
@@ -454,52 +447,109 @@ int lmx_cli_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "decode_tok_s", x->decode_tps);
         cJSON_AddItemToArray(ra, o);
     }
-    cJSON_AddItemToObject(root, "runs", ra);
+}
 
-    if (json) {
-        char *txt = cJSON_Print(root);
-        if (!txt) {
-            fprintf(stderr, "lmx bench: out of memory\n");
-            goto out;
-        }
-        printf("%s\n", txt);
-        free(txt);
-    } else {
-        printf("lmx bench  %s  (lmx %s, commit %s, %s)\n", info.path, lmx_version(), commit, date);
-        printf("model      %s, %d layers, hidden %d, vocab %d, %.2fB params, %s", info.model_type, info.n_layers,
-               info.hidden_size, info.vocab_size, (double)info.n_params / 1e9, dtype);
-        if (info.quant_bits > 0) printf(" g%d", info.group_size);
-        printf(", %.2f GB weights\n", (double)info.weight_bytes / 1e9);
-        if (info.n_active_params != info.n_params)
-            printf("active     %.2fB params, %.2f GB of weights a token (mixture of experts)\n",
-                   (double)info.n_active_params / 1e9, (double)info.active_weight_bytes / 1e9);
-        printf("hardware   %s%s%s, %ld threads\n", have_gpu ? gpu : "", have_gpu ? " / " : "", cpu,
-               threads ? threads : cores);
-        printf("run        device %s", device_str(info.device));
-        if (tp > 0) printf(" x %ld ranks (tensor parallel)", tp);
-        printf(", prompt %ld, gen %ld, batch 1, greedy, %ld reps (+1 warm-up), medians\n\n", P, G, reps);
-        printf("  %-28s %14s\n", "metric", "value");
-        printf("  %-28s %14.3f\n", "load (s)", load_s);
-        printf("  %-28s %14.3f\n", "load to first token (s)", l2ft);
-        printf("  %-28s %14.1f\n", "prefill (tok/s)", pft_med);
-        printf("  %-28s %14.1f\n", "decode (tok/s)", dct_med);
-        printf("  %-28s %14.1f\n", "time to first token (ms)", tt_med);
-        printf("  %-28s %14.1f\n", "effective decode (GB/s)", gbps);
-        if (dev_peak >= 0 && have_gpu) printf("  %-28s %14.2f\n", "peak device memory (GB)", (double)dev_peak / 1e9);
-        if (rss_peak >= 0) printf("  %-28s %14.2f\n", "peak RSS (GB)", (double)rss_peak / 1e9);
+/* The lmx-bench/1 object (docs/BENCHMARKS.md), or NULL when out of memory. */
+static cJSON *result_json(const bench_args *a, const bench_result *b, const bench_env *e, const char *cmd,
+                          const char *dtype, cJSON *mo /* config_shape's, consumed */) {
+    cJSON *root = cJSON_CreateObject(), *hw = cJSON_CreateObject(), *pa = cJSON_CreateObject(),
+          *re = cJSON_CreateObject(), *ra = cJSON_CreateArray();
+    if (!root || !hw || !mo || !pa || !re || !ra) {
+        cJSON_Delete(root), cJSON_Delete(hw), cJSON_Delete(mo), cJSON_Delete(pa), cJSON_Delete(re), cJSON_Delete(ra);
+        return NULL;
     }
-    rc = 0;
-out:
-    if (ms.running) {
-        atomic_store(&ms.stop, true);
-        pthread_join(ms.th, NULL);
+    cJSON_AddStringToObject(root, "schema", "lmx-bench/1");
+    cJSON_AddStringToObject(root, "command", cmd ? cmd : "");
+    cJSON_AddStringToObject(root, "lmx_version", lmx_version());
+    cJSON_AddStringToObject(root, "commit", e->commit);
+    cJSON_AddStringToObject(root, "date", e->date);
+    json_hardware(hw, a, b, e);
+    cJSON_AddItemToObject(root, "hardware", hw);
+    json_model(mo, &b->info, dtype);
+    cJSON_AddItemToObject(root, "model", mo);
+    json_params(pa, a, b->max_context);
+    cJSON_AddItemToObject(root, "params", pa);
+    json_results(re, b, e->have_gpu);
+    cJSON_AddItemToObject(root, "results", re);
+    json_runs(ra, b, a->reps);
+    cJSON_AddItemToObject(root, "runs", ra);
+    return root;
+}
+
+static void print_table(const bench_args *a, const bench_result *b, const bench_env *e, const char *dtype) {
+    const lmx_model_info *info = &b->info;
+    printf("lmx bench  %s  (lmx %s, commit %s, %s)\n", info->path, lmx_version(), e->commit, e->date);
+    printf("model      %s, %d layers, hidden %d, vocab %d, %.2fB params, %s", info->model_type, info->n_layers,
+           info->hidden_size, info->vocab_size, (double)info->n_params / 1e9,
+           info->quant_bits > 0 ? info->quantization : dtype);
+    printf(", %.2f GB weights\n", (double)info->weight_bytes / 1e9);
+    if (info->n_active_params != info->n_params)
+        printf("active     %.2fB params, %.2f GB of weights a token (mixture of experts)\n",
+               (double)info->n_active_params / 1e9, (double)info->active_weight_bytes / 1e9);
+    printf("hardware   %s%s%s, %ld threads\n", e->have_gpu ? e->gpu : "", e->have_gpu ? " / " : "", e->cpu,
+           a->threads ? a->threads : e->cores);
+    printf("run        device %s", device_str(info->device));
+    if (a->tp > 0) printf(" x %ld ranks (tensor parallel)", a->tp);
+    printf(", prompt %ld, gen %ld, batch 1, greedy, %ld reps (+1 warm-up), medians\n\n", a->P, a->G, a->reps);
+    printf("  %-28s %14s\n", "metric", "value");
+    printf("  %-28s %14.3f\n", "load (s)", b->load_s);
+    printf("  %-28s %14.3f\n", "load to first token (s)", b->l2ft);
+    printf("  %-28s %14.1f\n", "prefill (tok/s)", b->pft);
+    printf("  %-28s %14.1f\n", "decode (tok/s)", b->dct);
+    printf("  %-28s %14.1f\n", "time to first token (ms)", b->tt);
+    printf("  %-28s %14.1f\n", "effective decode (GB/s)", b->gbps);
+    if (b->dev_peak >= 0 && e->have_gpu) printf("  %-28s %14.2f\n", "peak device memory (GB)", (double)b->dev_peak / 1e9);
+    if (b->rss_peak >= 0) printf("  %-28s %14.2f\n", "peak RSS (GB)", (double)b->rss_peak / 1e9);
+}
+
+int lmx_cli_bench(int argc, char **argv) {
+    bench_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    lmx_config cfg = lmx_config_default();
+    cfg.device = a.dev;
+    cfg.n_threads = (int)a.threads;
+    cfg.tensor_parallel = (int)a.tp;
+    cfg.max_context_length = (int)(a.P + a.G + 1);
+    cfg.max_cached_models = 1;
+    cfg.prompt_cache_bytes = 0; /* every rep prefills its whole prompt (the cache would serve the warm-up's) */
+    lmx_runtime *rt = NULL;
+    lmx_status st = lmx_runtime_create(&cfg, &rt);
+    if (st != LMX_OK) return lmx_cli_fail(st);
+    bench_result *b = calloc(1, sizeof *b);
+    if (!b) {
+        lmx_runtime_destroy(rt);
+        fprintf(stderr, "lmx bench: out of memory\n");
+        return 1;
     }
-    cJSON_Delete(root);
-    free(ids);
-    free(cmd);
+    b->max_context = cfg.max_context_length;
+    st = measure(rt, &a, b);
     lmx_runtime_destroy(rt);
+    if (st != LMX_OK) {
+        free(b);
+        return lmx_cli_fail(st);
+    }
+    bench_env e;
+    describe_env(b, &e);
+    char dtype[32] = "unknown";
+    cJSON *shape = config_shape(b->info.path, dtype, sizeof dtype);
+    if (b->info.quant_bits > 0) /* the format holding the most parameters: the label's first word */
+        snprintf(dtype, sizeof dtype, "%.*s", (int)strcspn(b->info.quantization, " "), b->info.quantization);
+    rc = 1;
+    if (a.json) {
+        char *cmd = command_line(argc, argv);
+        cJSON *root = result_json(&a, b, &e, cmd, dtype, shape);
+        char *txt = root ? cJSON_Print(root) : NULL;
+        if (txt) printf("%s\n", txt), rc = 0;
+        else fprintf(stderr, "lmx bench: out of memory\n");
+        free(txt);
+        cJSON_Delete(root);
+        free(cmd);
+    } else {
+        cJSON_Delete(shape);
+        print_table(&a, b, &e, dtype);
+        rc = 0;
+    }
+    free(b);
     return rc;
-bad:
-    usage(stderr);
-    return 2;
 }

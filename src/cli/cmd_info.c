@@ -36,12 +36,14 @@ int lmx_cli_info(int argc, char **argv) {
         printf(",\"model_type\":");
         lmx_cli_print_json_str(info.model_type);
         printf(",\"n_params\":%lld,\"n_active_params\":%lld,\"n_layers\":%d,\"hidden_size\":%d,\"vocab_size\":%d,"
-               "\"quant_bits\":%d,\"group_size\":%d,\"weight_bytes\":%lld,\"active_weight_bytes\":%lld,"
-               "\"estimated_bytes\":%lld,\"device\":\"%s\",\"max_context\":%d,\"load_ms\":%.3f}\n",
+               "\"quant_bits\":%d,\"group_size\":%d,\"quantization\":",
                (long long)info.n_params, (long long)info.n_active_params, info.n_layers, info.hidden_size,
-               info.vocab_size, info.quant_bits, info.group_size, (long long)info.weight_bytes,
-               (long long)info.active_weight_bytes, (long long)info.estimated_bytes, device_name(info.device),
-               info.max_context, m.load_ms);
+               info.vocab_size, info.quant_bits, info.group_size);
+        lmx_cli_print_json_str(info.quantization);
+        printf(",\"weight_bytes\":%lld,\"active_weight_bytes\":%lld,\"estimated_bytes\":%lld,\"device\":\"%s\","
+               "\"max_context\":%d,\"load_ms\":%.3f}\n",
+               (long long)info.weight_bytes, (long long)info.active_weight_bytes, (long long)info.estimated_bytes,
+               device_name(info.device), info.max_context, m.load_ms);
     } else {
         printf("model        %s\npath         %s\ntype         %s\nparameters   %lld", info.model_id, info.path,
                info.model_type, (long long)info.n_params);
@@ -49,8 +51,7 @@ int lmx_cli_info(int argc, char **argv) {
             printf(" (%lld active a token, %.1f MB of weights)", (long long)info.n_active_params,
                    (double)info.active_weight_bytes / 1e6);
         printf("\nlayers       %d\nhidden size  %d\nvocabulary   %d\nquantization %s", info.n_layers, info.hidden_size,
-               info.vocab_size, info.quant_bits ? "" : "none");
-        if (info.quant_bits) printf("%d-bit, group %d", info.quant_bits, info.group_size);
+               info.vocab_size, info.quantization);
         printf("\nweights      %.1f MB\nestimate     %.1f MB (weights + KV cache for %d tokens)\n"
                "device       %s\nload time    %.1f ms\n",
                (double)info.weight_bytes / 1e6, (double)info.estimated_bytes / 1e6, info.max_context,

@@ -23,9 +23,7 @@
 #include <unistd.h>
 
 bool lmx_mlx_quant_supported(int bits, int group_size) {
-    bool b = bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
-    bool g = group_size == 32 || group_size == 64 || group_size == 128;
-    return b && g;
+    return lmx_mlx_quant_bits_ok(bits) && lmx_mlx_quant_group_ok(group_size);
 }
 
 static bool sdtype_ok(lmx_dtype t) { return t == LMX_DTYPE_F32 || t == LMX_DTYPE_F16 || t == LMX_DTYPE_BF16; }

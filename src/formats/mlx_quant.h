@@ -37,7 +37,14 @@
 
 typedef enum lmx_mlx_flavor { LMX_MLX_CPU = 0, LMX_MLX_METAL = 1 } lmx_mlx_flavor;
 
-/* bits ∈ {2,3,4,5,6,8} and group_size ∈ {32,64,128}. */
+/* The affine layouts MLX has: bits ∈ {2,3,4,5,6,8}, group_size ∈ {32,64,128}. */
+static inline bool lmx_mlx_quant_bits_ok(int64_t bits) {
+    return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
+}
+static inline bool lmx_mlx_quant_group_ok(int64_t group_size) {
+    return group_size == 32 || group_size == 64 || group_size == 128;
+}
+/* both */
 bool lmx_mlx_quant_supported(int bits, int group_size);
 
 /* Bytes of one packed row of n elements (n * bits / 8; n is a multiple of 32). */

@@ -11,7 +11,7 @@
  *                       what the cache owns (id, path, estimate, context, access times).
  *
  * `info` holds the facts lmx.h publishes (model_type, n_params, n_layers, hidden_size, vocab_size,
- * quant_bits, group_size, weight_bytes, device); its cache fields stay zero here.
+ * quant_bits, group_size, quantization, weight_bytes, device); its cache fields stay zero here.
  */
 #ifndef LMX_MODEL_FACTS_H
 #define LMX_MODEL_FACTS_H

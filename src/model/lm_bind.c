@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "formats/mlx_mx.h"
+#include "formats/mlx_quant.h"
 #include "model/lm_bind.h"
+#include "model/quant_mix.h"
 #include "model/rope.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -63,6 +65,58 @@ static lmx_status bind_vector(binder *b, const char *name, int64_t dim, lmx_bwei
     return bind_vector_part(b, name, dim, 0, dim, out);
 }
 
+/* "d0, d1, ..." of the n leading dims */
+static void lead_str(const int64_t *lead, int n, char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)lead[i]);
+}
+
+lmx_status lmx_bind_affine_desc(binder *b, const char *module, const lmx_tensor_view *w, const lmx_tensor_view *s,
+                                const lmx_tensor_view *qb, int qcfg, lmx_quant_params qp, const int64_t *lead,
+                                int nlead, int64_t in_cols, lmx_weight_desc *d) {
+    char name[640], expect[192], ld[64];
+    const int nd = nlead + 1;
+    const char *what = nlead > 1 ? " experts" : "";
+    lead_str(lead, nlead, ld, sizeof ld);
+    bool lead_ok = w->ndim == nd;
+    for (int i = 0; lead_ok && i < nlead; i++) lead_ok = w->shape[i] == lead[i];
+    /* bits and group size from the shapes: weight [..., out, in*bits/32] u32, scales [..., out, in/group] */
+    const int64_t packed = w->ndim == nd ? w->shape[nlead] : 0;
+    const int64_t bits = (packed * 32) % in_cols == 0 ? packed * 32 / in_cols : 0;
+    snprintf(expect, sizeof expect, "[%s, %lld*bits/32] U32 (MLX-quantized%s)", ld, (long long)in_cols, what);
+    if (w->dtype != LMX_DTYPE_U32 || !lead_ok || !lmx_mlx_quant_bits_ok(bits)) return lmx_bind_bad_shape(w, expect);
+    bool s_ok = s->ndim == nd;
+    for (int i = 0; s_ok && i < nlead; i++) s_ok = s->shape[i] == lead[i];
+    const int64_t groups = s->ndim == nd ? s->shape[nlead] : 0;
+    const int64_t gs = groups > 0 && in_cols % groups == 0 ? in_cols / groups : 0;
+    snprintf(expect, sizeof expect, "[%s, %lld/group_size] float with group_size 32, 64 or 128", ld,
+             (long long)in_cols);
+    if (!lmx_dtype_is_float(s->dtype) || !s_ok || !lmx_mlx_quant_group_ok(gs)) return lmx_bind_bad_shape(s, expect);
+    char sexp[160];
+    lmx_bind_shape_str(s, sexp, sizeof sexp);
+    if (!qb) {
+        snprintf(name, sizeof name, "%s.biases", module);
+        return lmx_bind_missing(b, name, sexp);
+    }
+    bool qb_ok = qb->dtype == s->dtype && qb->ndim == nd;
+    for (int i = 0; qb_ok && i < nd; i++) qb_ok = qb->shape[i] == s->shape[i];
+    if (!qb_ok) return lmx_bind_bad_shape(qb, sexp);
+    if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
+        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
+                         "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%lld "
+                         "group_size=%lld",
+                         w->file, module, qp.bits, qp.group_size, (long long)bits, (long long)gs);
+    d->kind = LMX_WEIGHT_QUANT;
+    d->dtype = s->dtype;
+    d->data = w->data;
+    d->scales = s->data;
+    d->biases = qb->data;
+    d->bits = (int)bits;
+    d->group_size = (int)gs;
+    return LMX_OK;
+}
+
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
  * describes all of its rows in *d (d->name = module: the caller keeps module alive). */
 lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,
@@ -106,41 +160,9 @@ lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows,
             d.group_size = qp.group_size;
             goto have_weight;
         }
-        /* bits and group size from the shapes: weight [out, in*bits/32] u32, scales [out, in/group] */
-        int64_t packed = w->ndim == 2 ? w->shape[1] : 0;
-        int bits = (packed * 32) % in_cols == 0 ? (int)((packed * 32) / in_cols) : 0;
-        snprintf(expect, sizeof expect, "[%lld, %lld*bits/32] U32 (MLX-quantized)", (long long)out_rows,
-                 (long long)in_cols);
-        if (w->dtype != LMX_DTYPE_U32 || w->ndim != 2 || w->shape[0] != out_rows ||
-            !(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8))
-            return lmx_bind_bad_shape(w, expect);
-        int64_t groups = s->ndim == 2 ? s->shape[1] : 0;
-        int gs = groups > 0 && in_cols % groups == 0 ? (int)(in_cols / groups) : 0;
-        snprintf(expect, sizeof expect, "[%lld, %lld/group_size] float with group_size 32, 64 or 128",
-                 (long long)out_rows, (long long)in_cols);
-        if (!lmx_dtype_is_float(s->dtype) || s->ndim != 2 || s->shape[0] != out_rows ||
-            !(gs == 32 || gs == 64 || gs == 128))
-            return lmx_bind_bad_shape(s, expect);
-        char sexp[160];
-        lmx_bind_shape_str(s, sexp, sizeof sexp);
-        if (!qb) {
-            snprintf(name, sizeof name, "%s.biases", module);
-            return lmx_bind_missing(b, name, sexp);
-        }
-        if (qb->dtype != s->dtype || qb->ndim != 2 || qb->shape[0] != s->shape[0] || qb->shape[1] != s->shape[1])
-            return lmx_bind_bad_shape(qb, sexp);
-        if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
-            return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
-                             "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%d "
-                             "group_size=%d",
-                             w->file, module, qp.bits, qp.group_size, bits, gs);
-        d.kind = LMX_WEIGHT_QUANT;
-        d.dtype = s->dtype;
-        d.data = w->data;
-        d.scales = s->data;
-        d.biases = qb->data;
-        d.bits = bits;
-        d.group_size = gs;
+        const int64_t lead[1] = {out_rows};
+        lmx_status st = lmx_bind_affine_desc(b, module, w, s, qb, qcfg, qp, lead, 1, in_cols, &d);
+        if (st != LMX_OK) return st;
     } else {
         snprintf(expect, sizeof expect, "[%lld, %lld] float", (long long)out_rows, (long long)in_cols);
         if (w->dtype == LMX_DTYPE_U32)
@@ -567,8 +589,10 @@ uint64_t lmx_lm_kv_bytes_per_position(const lmx_lm *lm) {
 /* logical parameter count of the stored tensors: packed U32 weights with P.scales count as
  * rows * (packed_cols * 32 / bits); scales/biases are not parameters. The parameters and bytes one
  * token uses into *active / *active_bytes: each expert tensor (lmx_moe_expert_tensor) at top-k / E;
- * active_bytes starts from the total weight bytes. */
-static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int64_t *active, int64_t *active_bytes) {
+ * active_bytes starts from the total weight bytes. The packed weights' formats into *mix (a
+ * quantized model's). */
+static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int64_t *active, int64_t *active_bytes,
+                            lmx_quant_mix *mix) {
     int64_t n = 0;
     double idle = 0, idle_bytes = 0; /* the unchosen experts' share */
     const double unused = c->n_experts > 0 ? 1.0 - (double)c->n_experts_per_tok / c->n_experts : 0.0;
@@ -589,6 +613,7 @@ static int64_t count_params(const lmx_model_config *c, const lmx_weights *w, int
             if (lmx_model_config_quant_for(c, module, &qp) != 1 && c->quantized) qp = c->quant;
             const int64_t packed = t->shape[t->ndim - 1]; /* [.., rows, packed]: stacked experts too */
             p = t->numel / packed * (packed * 32 / qp.bits);
+            if (c->quantized) lmx_quant_mix_add(mix, qp, p);
         }
         n += p;
         if (expert) idle += unused * (double)p;
@@ -636,7 +661,9 @@ lmx_status lmx_lm_probe_ranks(const char *dir, int n_ranks, lmx_model_facts *out
             i->quant_bits = c->quant.bits;
             i->group_size = c->quant.group_size;
         }
-        i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes);
+        lmx_quant_mix mix = {0};
+        i->n_params = count_params(c, w, &i->n_active_params, &i->active_weight_bytes, &mix);
+        lmx_quant_mix_label(&mix, i->quantization, sizeof i->quantization);
         i->weight_bytes = (int64_t)lmx_weights_total_bytes(w);
         out->max_position = c->max_position_embeddings > INT32_MAX ? INT32_MAX : (int)c->max_position_embeddings;
         /* one device's share (tensor parallel: rank 0's shard); no backend yet: an fp32 cache, an

@@ -24,6 +24,13 @@ void lmx_bind_shape_str(const lmx_tensor_view *t, char *buf, size_t n);
 /* LMX_ERR_MODEL_VALIDATION_FAILED naming the tensor, what was expected and what it is. */
 lmx_status lmx_bind_bad_shape(const lmx_tensor_view *t, const char *expect);
 lmx_status lmx_bind_missing(binder *b, const char *name, const char *expect);
+/* The MLX affine part of a module's description: its packed weight w, scales s and biases qb (NULL:
+ * reported missing) of the leading dims lead[0..nlead) ({out} for a matrix, {E, out} for an expert
+ * stack) and in_cols inputs into d (kind, dtype, data, scales, biases; bits and group size from the
+ * shapes, and equal to the config's entry where it has one: qcfg == 1). */
+lmx_status lmx_bind_affine_desc(binder *b, const char *module, const lmx_tensor_view *w, const lmx_tensor_view *s,
+                                const lmx_tensor_view *qb, int qcfg, lmx_quant_params qp, const int64_t *lead,
+                                int nlead, int64_t in_cols, lmx_weight_desc *d);
 /* Validates a Linear/Embedding module [out, in] (float or MLX-quantized), optionally with a bias, and
  * describes all of its rows in *out (out->name = module: the caller keeps module alive). */
 lmx_status lmx_bind_linear_desc(binder *b, const char *module, int64_t out_rows, int64_t in_cols, bool want_bias,

@@ -24,8 +24,6 @@
 #include "model/lm_bind.h"
 #include "util/error.h"
 
-static bool valid_bits(int64_t b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
-
 /* A stacked fp-mode module (mxfp4 / mxfp8 / nvfp4 as the module's quantization entry says): weight
  * U32 [E, out, in*bits/32], scales U8 [E, out, in/group], no biases. */
 static lmx_status stacked_fp_desc(const lmx_tensor_view *w, const lmx_tensor_view *s, const lmx_tensor_view *qb,
@@ -103,40 +101,9 @@ static lmx_status stacked_weight_desc(binder *b, const char *module, int64_t E, 
                          module, module);
     if (qcfg == 1 && lmx_quant_mode_is_fp(qp.mode))
         return stacked_fp_desc(w, s, qb, qp, E, out_rows, in_cols, &d, out);
-    const int64_t packed = w->ndim == 3 ? w->shape[2] : 0;
-    const int64_t bits = (packed * 32) % in_cols == 0 ? packed * 32 / in_cols : 0;
-    snprintf(expect, sizeof expect, "[%lld, %lld, %lld*bits/32] U32 (MLX-quantized experts)", (long long)E,
-             (long long)out_rows, (long long)in_cols);
-    if (w->dtype != LMX_DTYPE_U32 || w->ndim != 3 || w->shape[0] != E || w->shape[1] != out_rows || !valid_bits(bits))
-        return lmx_bind_bad_shape(w, expect);
-    const int64_t groups = s->ndim == 3 ? s->shape[2] : 0;
-    const int64_t gs = groups > 0 && in_cols % groups == 0 ? in_cols / groups : 0;
-    snprintf(expect, sizeof expect, "[%lld, %lld, %lld/group_size] float with group_size 32, 64 or 128",
-             (long long)E, (long long)out_rows, (long long)in_cols);
-    if (!lmx_dtype_is_float(s->dtype) || s->ndim != 3 || s->shape[0] != E || s->shape[1] != out_rows ||
-        !(gs == 32 || gs == 64 || gs == 128))
-        return lmx_bind_bad_shape(s, expect);
-    char sexp[160];
-    lmx_bind_shape_str(s, sexp, sizeof sexp);
-    if (!qb) {
-        snprintf(name, sizeof name, "%s.biases", module);
-        return lmx_bind_missing(b, name, sexp);
-    }
-    if (qb->dtype != s->dtype || qb->ndim != 3 || qb->shape[0] != E || qb->shape[1] != out_rows ||
-        qb->shape[2] != groups)
-        return lmx_bind_bad_shape(qb, sexp);
-    if (qcfg == 1 && (qp.bits != bits || qp.group_size != gs))
-        return lmx_error(LMX_ERR_MODEL_VALIDATION_FAILED,
-                         "%s: %s: config.json says bits=%d group_size=%d, tensor shapes say bits=%lld "
-                         "group_size=%lld",
-                         w->file, module, qp.bits, qp.group_size, (long long)bits, (long long)gs);
-    d.kind = LMX_WEIGHT_QUANT;
-    d.dtype = s->dtype;
-    d.data = w->data;
-    d.scales = s->data;
-    d.biases = qb->data;
-    d.bits = (int)bits;
-    d.group_size = (int)gs;
+    const int64_t lead[2] = {E, out_rows};
+    lmx_status st = lmx_bind_affine_desc(b, module, w, s, qb, qcfg, qp, lead, 2, in_cols, &d);
+    if (st != LMX_OK) return st;
     *out = d;
     return LMX_OK;
 }

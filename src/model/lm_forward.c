@@ -33,12 +33,6 @@
 
 #define KV_CHUNK 128 /* prefill rows per backend call, unless the backend states its own (prefill_chunk) */
 
-#define TRY(x)                                                                                                 \
-    do {                                                                                                       \
-        lmx_status st_ = (x);                                                                                  \
-        if (st_ != LMX_OK) return st_;                                                                         \
-    } while (0)
-
 lmx_status lmx_kv_create(lmx_lm *lm, int max_ctx, lmx_kv **out) { return lmx_kv_create_ex(lm, max_ctx, 0, out); }
 
 lmx_status lm_scratch_alloc(lmx_lm *lm, int rows, lm_scratch *s) {
@@ -205,7 +199,7 @@ int lmx_kv_chunk(const lmx_kv *kv) { return kv->chunk; }
 lmx_status lmx_kv_truncate(lmx_kv *kv, int n) {
     if (n < 0 || n > kv->pos) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "kv truncate to %d of %d", n, kv->pos);
     if (kv->ranks) { /* the ranks' caches hold the same positions: all keep them, or rank 0 says why not */
-        for (int r = 0; r < kv->n_ranks; r++) TRY(lmx_kv_truncate(kv->ranks[r], n));
+        for (int r = 0; r < kv->n_ranks; r++) LMX_TRY(lmx_kv_truncate(kv->ranks[r], n));
         kv->pos = n;
         return LMX_OK;
     }
@@ -260,7 +254,7 @@ static lmx_status fused_qk_rope_store(lmx_lm *lm, const lm_pass *ps, int l, lmx_
                                 .eps = (float)c->rms_norm_eps,
                                 .norm_plus_one = c->norm_plus_one,
                                 .map = ps->map ? &m : NULL};
-        TRY(lm->be->ops->rope_qk_store(lm->be, q, kk, vv, ps->k[l], ps->v[l], &p, ps->pos + t0));
+        LMX_TRY(lm->be->ops->rope_qk_store(lm->be, q, kk, vv, ps->k[l], ps->v[l], &p, ps->pos + t0));
         t0 = t1;
     }
     return LMX_OK;
@@ -274,8 +268,8 @@ static lmx_status residual_matmul(lmx_lm *lm, const lmx_bweight *w, const lmx_bu
                                   bool split) {
     const lmx_backend_ops *op = lm->be->ops;
     if (!split) return op->matmul_add(lm->be, w, x, 0, T, h);
-    if (lm->shard.rank == 0) TRY(op->matmul_add(lm->be, w, x, 0, T, h));
-    else TRY(op->matmul(lm->be, w, x, 0, T, h));
+    if (lm->shard.rank == 0) LMX_TRY(op->matmul_add(lm->be, w, x, 0, T, h));
+    else LMX_TRY(op->matmul(lm->be, w, x, 0, T, h));
     return op->all_reduce_sum(lm->be, h, 0, (size_t)T * (size_t)lm->cfg->hidden_size);
 }
 
@@ -283,7 +277,7 @@ static lmx_status residual_matmul(lmx_lm *lm, const lmx_bweight *w, const lmx_bu
  * the whole projection before the residual add) */
 static lmx_status full_matmul(lmx_lm *lm, const lmx_bweight *w, const lmx_buf *x, int T, lmx_buf *o, bool split) {
     const lmx_backend_ops *op = lm->be->ops;
-    TRY(op->matmul(lm->be, w, x, 0, T, o));
+    LMX_TRY(op->matmul(lm->be, w, x, 0, T, o));
     return split ? op->all_reduce_sum(lm->be, o, 0, (size_t)T * (size_t)lm->cfg->hidden_size) : LMX_OK;
 }
 
@@ -299,29 +293,29 @@ static lmx_status mlp_forward(lmx_lm *lm, lm_scratch *s, int l, int T) {
     const float eps = (float)c->rms_norm_eps;
     const bool p1 = c->norm_plus_one;
     const lmx_bweight *pre = c->sandwich_norms ? L->pre_ff_norm : L->post_attn_norm;
-    TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
+    LMX_TRY(op->rmsnorm(be, s->x, s->xn, T, H, pre, eps, p1)); /* [T, hidden] */
     if (L->moe) return lmx_moe_forward(lm, s, l, T); /* sparse block: h += Σ w_e · expert_e(m) */
     lmx_buf *g = s->g, *u = s->u;
     const lmx_act_kind act = lm_act_kind(c);
     if (T == 1 && L->gate_up && s->gu1) { /* one token: one fused gate|up matmul into gu1 = [g1 | u1] */
         g = s->g1;
         u = s->u1;
-        TRY(op->matmul(be, L->gate_up, s->xn, 0, 1, s->gu1)); /* [2*inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
+        LMX_TRY(op->matmul(be, L->gate_up, s->xn, 0, 1, s->gu1)); /* [2*inter] */
+        LMX_TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
     } else if (T > 1 && L->gate_up && s->gu) { /* T > 1: one fused GEMM, then act(gate) * up into g */
-        TRY(op->matmul(be, L->gate_up, s->xn, 0, T, s->gu));      /* [T, 2*inter] */
-        TRY(op->act_mul_split(be, s->gu, T, sh->inter, act, g)); /* [T, inter] */
+        LMX_TRY(op->matmul(be, L->gate_up, s->xn, 0, T, s->gu));      /* [T, 2*inter] */
+        LMX_TRY(op->act_mul_split(be, s->gu, T, sh->inter, act, g)); /* [T, inter] */
     } else {
-        TRY(op->matmul(be, L->gate, s->xn, 0, T, g)); /* [T, inter] */
-        TRY(op->matmul(be, L->up, s->xn, 0, T, u));   /* [T, inter] */
-        TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
+        LMX_TRY(op->matmul(be, L->gate, s->xn, 0, T, g)); /* [T, inter] */
+        LMX_TRY(op->matmul(be, L->up, s->xn, 0, T, u));   /* [T, inter] */
+        LMX_TRY(op->act_mul(be, g, u, (size_t)T * sh->inter, act));
     }
     if (!c->sandwich_norms) {
-        TRY(residual_matmul(lm, L->down, g, T, s->x, sh->mlp_split)); /* h += f */
+        LMX_TRY(residual_matmul(lm, L->down, g, T, s->x, sh->mlp_split)); /* h += f */
     } else { /* gemma3: h += post_feedforward_layernorm(f) */
-        TRY(full_matmul(lm, L->down, g, T, s->o, sh->mlp_split)); /* [T, hidden] */
-        TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_ff_norm, eps, p1));
-        TRY(op->add(be, s->x, s->o, (size_t)T * H));
+        LMX_TRY(full_matmul(lm, L->down, g, T, s->o, sh->mlp_split)); /* [T, hidden] */
+        LMX_TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_ff_norm, eps, p1));
+        LMX_TRY(op->add(be, s->x, s->o, (size_t)T * H));
     }
     return LMX_OK;
 }
@@ -340,7 +334,7 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
     const bool p1 = c->norm_plus_one;
 
     /* attention block */
-    TRY(op->rmsnorm(be, s->x, s->xn, T, H, L->in_norm, eps, p1)); /* [T, hidden] */
+    LMX_TRY(op->rmsnorm(be, s->x, s->xn, T, H, L->in_norm, eps, p1)); /* [T, hidden] */
     /* one token through the fused q|k|v weight: one matmul into qkv1, whose views are q, k, v (a
      * T > 1 output would interleave the rows, so T > 1 keeps one matmul per view) */
     lmx_buf *q = s->q, *kk = s->kk, *vv = s->vv;
@@ -348,13 +342,13 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
         q = s->q1;
         kk = s->k1;
         vv = s->v1;
-        TRY(op->matmul(be, L->qkv, s->xn, 0, 1, s->qkv1)); /* [NH*D + 2*NKV*D] */
+        LMX_TRY(op->matmul(be, L->qkv, s->xn, 0, 1, s->qkv1)); /* [NH*D + 2*NKV*D] */
     } else {
-        TRY(op->matmul(be, L->q, s->xn, 0, T, q));  /* [T, NH*D] */
-        TRY(op->matmul(be, L->k, s->xn, 0, T, kk)); /* [T, NKV*D] */
-        TRY(op->matmul(be, L->v, s->xn, 0, T, vv)); /* [T, NKV*D] */
+        LMX_TRY(op->matmul(be, L->q, s->xn, 0, T, q));  /* [T, NH*D] */
+        LMX_TRY(op->matmul(be, L->k, s->xn, 0, T, kk)); /* [T, NKV*D] */
+        LMX_TRY(op->matmul(be, L->v, s->xn, 0, T, vv)); /* [T, NKV*D] */
     }
-    TRY(fused_qk_rope_store(lm, ps, l, q, kk, vv));
+    LMX_TRY(fused_qk_rope_store(lm, ps, l, q, kk, vv));
     lmx_attn_params ap = {.n_tokens = T,
                           .n_heads = sh->n_heads,
                           .n_kv_heads = sh->n_kv_heads,
@@ -365,13 +359,13 @@ lmx_status lm_layer_forward(lmx_lm *lm, const lm_pass *ps, int l) {
                           .softcap = c->attn_logit_softcap,
                           .map = ps->map,
                           .sinks = L->sinks};
-    TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
+    LMX_TRY(op->attention(be, q, ps->k[l], ps->v[l], s->att, &ap, ps->pos)); /* [T, NH*D] */
     if (!c->sandwich_norms) {
-        TRY(residual_matmul(lm, L->o, s->att, T, s->x, sh->attn_split)); /* h += o */
+        LMX_TRY(residual_matmul(lm, L->o, s->att, T, s->x, sh->attn_split)); /* h += o */
     } else { /* gemma3: h += post_attention_layernorm(o) */
-        TRY(full_matmul(lm, L->o, s->att, T, s->o, sh->attn_split)); /* [T, hidden] */
-        TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_attn_norm, eps, p1));
-        TRY(op->add(be, s->x, s->o, (size_t)T * H));
+        LMX_TRY(full_matmul(lm, L->o, s->att, T, s->o, sh->attn_split)); /* [T, hidden] */
+        LMX_TRY(op->rmsnorm(be, s->o, s->o, T, H, L->post_attn_norm, eps, p1));
+        LMX_TRY(op->add(be, s->x, s->o, (size_t)T * H));
     }
     return mlp_forward(lm, s, l, T);
 }
@@ -385,16 +379,16 @@ static lmx_status head_forward(lmx_lm *lm, lmx_kv *kv, int row) {
     lmx_backend *be = lm->be;
     const int H = c->hidden_size;
     if (row == 0) { /* decode: normalise row 0 of x straight into last (no copy) */
-        TRY(op->rmsnorm(be, kv->s.x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+        LMX_TRY(op->rmsnorm(be, kv->s.x, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     } else {
-        TRY(op->buf_copy(be, kv->last, 0, kv->s.x, (size_t)row * H, (size_t)H));
-        TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+        LMX_TRY(op->buf_copy(be, kv->last, 0, kv->s.x, (size_t)row * H, (size_t)H));
+        LMX_TRY(op->rmsnorm(be, kv->last, kv->last, 1, H, lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
     }
     lmx_buf *out = sh->vocab_split ? kv->logits_part : kv->logits;
-    TRY(op->matmul(be, lm->head, kv->last, 0, 1, out)); /* [vocab rows held] */
-    if (c->final_logit_softcap > 0) TRY(op->softcap(be, out, (size_t)sh->vocab, c->final_logit_softcap));
+    LMX_TRY(op->matmul(be, lm->head, kv->last, 0, 1, out)); /* [vocab rows held] */
+    if (c->final_logit_softcap > 0) LMX_TRY(op->softcap(be, out, (size_t)sh->vocab, c->final_logit_softcap));
     /* [n_ranks * vocab_slot]: rank r's rows at r * vocab_slot, so the first vocab_size are the logits */
-    if (sh->vocab_split) TRY(op->all_gather(be, kv->logits_part, (size_t)sh->vocab_slot, kv->logits));
+    if (sh->vocab_split) LMX_TRY(op->all_gather(be, kv->logits_part, (size_t)sh->vocab_slot, kv->logits));
     return LMX_OK;
 }
 
@@ -409,7 +403,7 @@ static const int32_t *embed_ids(const lmx_lm *lm, lmx_kv *kv, const int32_t *ids
  * lookup leaves the other ranks' tokens zero and the all-reduce adds their rows */
 static lmx_status embed_rows(lmx_lm *lm, const int32_t *eids, int T, lmx_buf *x) {
     const lmx_backend_ops *op = lm->be->ops;
-    TRY(op->embed(lm->be, lm->embed, eids, T, lm->embed_scale, x)); /* [T, hidden] */
+    LMX_TRY(op->embed(lm->be, lm->embed, eids, T, lm->embed_scale, x)); /* [T, hidden] */
     if (!lm->shard.vocab_split) return LMX_OK;
     return op->all_reduce_sum(lm->be, x, 0, (size_t)T * (size_t)lm->cfg->hidden_size);
 }
@@ -466,14 +460,14 @@ static lmx_status forward_ops(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n,
     for (int done = 0; done < n;) {
         int T = n - done < kv->chunk ? n - done : kv->chunk;
         for (int t = 0; t < T; t++) kv->posv[t] = pos + t;
-        TRY(embed_rows(lm, embed_ids(lm, kv, ids + done, T), T, kv->s.x)); /* [T, hidden] */
+        LMX_TRY(embed_rows(lm, embed_ids(lm, kv, ids + done, T), T, kv->s.x)); /* [T, hidden] */
         ps.T = T;
-        for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, &ps, l));
+        for (int l = 0; l < c->n_layers; l++) LMX_TRY(lm_layer_forward(lm, &ps, l));
         done += T;
         pos += T;
-        if (done == n && head) TRY(head_forward(lm, kv, T - 1));
+        if (done == n && head) LMX_TRY(head_forward(lm, kv, T - 1));
     }
-    if (a) TRY(op->sample(be, kv->logits, c->vocab_size, a));
+    if (a) LMX_TRY(op->sample(be, kv->logits, c->vocab_size, a));
     return LMX_OK;
 }
 
@@ -481,18 +475,18 @@ lmx_status lm_forward_run(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, boo
                           float *logits, int32_t *token) {
     const lmx_backend_ops *op = lm->be->ops;
     const int vocab = lm->cfg->vocab_size;
-    TRY(forward_ops(lm, kv, ids, n, head, a));
+    LMX_TRY(forward_ops(lm, kv, ids, n, head, a));
     if (a) {
-        TRY(op->sample_result(lm->be, token));
+        LMX_TRY(op->sample_result(lm->be, token));
         if (*token < 0 || *token >= vocab) *token = -1; /* undecided on the device: the host samples */
     }
-    if (logits && (!a || *token < 0)) TRY(op->buf_read(lm->be, kv->logits, 0, logits, (size_t)vocab));
+    if (logits && (!a || *token < 0)) LMX_TRY(op->buf_read(lm->be, kv->logits, 0, logits, (size_t)vocab));
     kv->pos += n;
     return LMX_OK;
 }
 
 lmx_status lmx_lm_forward(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int n, float *logits) {
-    TRY(forward_check(lm, kv, ids, n));
+    LMX_TRY(forward_check(lm, kv, ids, n));
     if (lm->tp) return lm_tp_forward(lm, kv, ids, n, logits != NULL, NULL, logits, NULL);
     return lm_forward_run(lm, kv, ids, n, logits != NULL, NULL, logits, NULL);
 }
@@ -507,7 +501,7 @@ lmx_status lmx_lm_forward_sample(lmx_lm *lm, lmx_kv *kv, const int32_t *ids, int
     if (!token || !logits || !a) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "forward_sample: NULL argument");
     *token = -1;
     if (!lmx_lm_can_sample(lm)) return lmx_lm_forward(lm, kv, ids, n, logits);
-    TRY(forward_check(lm, kv, ids, n));
+    LMX_TRY(forward_check(lm, kv, ids, n));
     if (lm->tp) return lm_tp_forward(lm, kv, ids, n, true, a, logits, token);
     return lm_forward_run(lm, kv, ids, n, true, a, logits, token);
 }

@@ -30,12 +30,6 @@ struct lm_moe_scratch {
     lmx_buf *f;      /* [chunk * k, hidden] each expert row's output */
 };
 
-#define TRY(x)                                                                                                 \
-    do {                                                                                                       \
-        lmx_status st_ = (x);                                                                                  \
-        if (st_ != LMX_OK) return st_;                                                                         \
-    } while (0)
-
 lmx_moe_rule lmx_moe_rule_of(const lmx_model_config *c) {
     return c->moe_norm_topk ? LMX_MOE_TOPK_SOFTMAX : LMX_MOE_SOFTMAX_TOPK;
 }
@@ -108,9 +102,9 @@ lmx_status lmx_moe_forward(lmx_lm *lm, lm_scratch *ls, int l, int T) {
     const int H = c->hidden_size, K = c->n_experts_per_tok;
     const lmx_moe_routing r = {.table = s->table, .n_tokens = T, .top_k = K, .n_experts = c->n_experts,
                                .rule = lmx_moe_rule_of(c)};
-    TRY(op->matmul(be, m->router, ls->xn, 0, T, s->logits));         /* [T, E] */
-    TRY(op->moe_route(be, s->logits, &r));                            /* the table */
-    TRY(op->moe_gate_up(be, m->gate, m->up, ls->xn, &r, m->act, s->g, s->u)); /* g = act(gate) * up [T*k, I] */
-    TRY(op->moe_matmul(be, m->down, s->g, false, &r, s->f));                  /* [T*k, H] */
+    LMX_TRY(op->matmul(be, m->router, ls->xn, 0, T, s->logits));         /* [T, E] */
+    LMX_TRY(op->moe_route(be, s->logits, &r));                            /* the table */
+    LMX_TRY(op->moe_gate_up(be, m->gate, m->up, ls->xn, &r, m->act, s->g, s->u)); /* g = act(gate) * up [T*k, I] */
+    LMX_TRY(op->moe_matmul(be, m->down, s->g, false, &r, s->f));                  /* [T*k, H] */
     return op->moe_combine(be, ls->x, s->f, H, &r);                   /* x += Σ w · f */
 }

@@ -23,12 +23,6 @@
 #include "model/lm_internal.h"
 #include "util/error.h"
 
-#define TRY(x)                                                                                                 \
-    do {                                                                                                       \
-        lmx_status st_ = (x);                                                                                  \
-        if (st_ != LMX_OK) return st_;                                                                         \
-    } while (0)
-
 /* blocks row i needs before it can write positions [pos, pos + n): new logical blocks past those held,
  * and a private copy of every held block in that range that another sequence shares (an upper bound:
  * when two rows of the step write into the same shared block, the second finds it private after
@@ -88,7 +82,7 @@ static lmx_status row_blocks(lmx_pool *p, lmx_seq *s, int n) {
         if (p->refs[s->blocks[b]] <= 1) continue;
         const int32_t nb = lm_pool_take(p), old = s->blocks[b];
         const int keep = s->pos - b * bs; /* positions of the block before the write */
-        if (keep > 0) TRY(lm_pool_copy_block(p, nb, old, keep < bs ? keep : bs));
+        if (keep > 0) LMX_TRY(lm_pool_copy_block(p, nb, old, keep < bs ? keep : bs));
         lm_pool_release(p, old);
         s->blocks[b] = nb;
     }
@@ -105,21 +99,21 @@ static lmx_status head_rows(lmx_pool *p, const lmx_step_row *rows, const int *la
     lmx_backend *be = p->lm->be;
     const size_t H = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     for (int k = 0; k < n; k++) /* the sequence's last token of this step → row k of last */
-        TRY(op->buf_copy(be, p->last, (size_t)k * H, p->s.x, (size_t)last_tok[p->out_idx[o0 + k]] * H, H));
-    TRY(op->rmsnorm(be, p->last, p->last, n, (int)H, p->lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
-    TRY(op->matmul(be, p->lm->head, p->last, 0, n, p->logits)); /* [n, vocab] */
-    if (c->final_logit_softcap > 0) TRY(op->softcap(be, p->logits, (size_t)n * V, c->final_logit_softcap));
+        LMX_TRY(op->buf_copy(be, p->last, (size_t)k * H, p->s.x, (size_t)last_tok[p->out_idx[o0 + k]] * H, H));
+    LMX_TRY(op->rmsnorm(be, p->last, p->last, n, (int)H, p->lm->final_norm, (float)c->rms_norm_eps, c->norm_plus_one));
+    LMX_TRY(op->matmul(be, p->lm->head, p->last, 0, n, p->logits)); /* [n, vocab] */
+    if (c->final_logit_softcap > 0) LMX_TRY(op->softcap(be, p->logits, (size_t)n * V, c->final_logit_softcap));
     if (n_sample > 0) {
         for (int k = 0; k < n_sample; k++) p->sargs[k] = *rows[p->out_idx[o0 + k]].sample;
-        TRY(op->sample_rows(be, p->logits, (int)V, n_sample, p->sargs));
-        TRY(op->sample_rows_result(be, n_sample, p->tokens));
+        LMX_TRY(op->sample_rows(be, p->logits, (int)V, n_sample, p->sargs));
+        LMX_TRY(op->sample_rows_result(be, n_sample, p->tokens));
     }
     for (int k = 0; k < n; k++) {
         const lmx_step_row *r = &rows[p->out_idx[o0 + k]];
         int32_t tok = k < n_sample ? p->tokens[k] : -1;
         if (tok < 0 || tok >= (int32_t)V) tok = -1; /* undecided on the device: the host samples */
         if (r->sample) *r->token = tok;
-        if (tok < 0) TRY(op->buf_read(be, p->logits, (size_t)k * V, r->logits, V));
+        if (tok < 0) LMX_TRY(op->buf_read(be, p->logits, (size_t)k * V, r->logits, V));
     }
     return LMX_OK;
 }
@@ -164,12 +158,12 @@ static lmx_status decode_ops(lmx_pool *p, const lm_pass *ps, int B) {
     const lmx_backend_ops *op = lm->be->ops;
     lmx_backend *be = lm->be;
     const size_t V = (size_t)c->vocab_size;
-    TRY(op->embed(be, lm->embed, p->ids, B, lm->embed_scale, p->s.x)); /* [B, hidden] */
-    for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, ps, l));
-    TRY(op->rmsnorm(be, p->s.x, p->last, B, c->hidden_size, lm->final_norm, (float)c->rms_norm_eps,
+    LMX_TRY(op->embed(be, lm->embed, p->ids, B, lm->embed_scale, p->s.x)); /* [B, hidden] */
+    for (int l = 0; l < c->n_layers; l++) LMX_TRY(lm_layer_forward(lm, ps, l));
+    LMX_TRY(op->rmsnorm(be, p->s.x, p->last, B, c->hidden_size, lm->final_norm, (float)c->rms_norm_eps,
                     c->norm_plus_one));                               /* [B, hidden] */
-    TRY(op->matmul(be, lm->head, p->last, 0, B, p->logits)); /* [B, vocab] */
-    if (c->final_logit_softcap > 0) TRY(op->softcap(be, p->logits, (size_t)B * V, c->final_logit_softcap));
+    LMX_TRY(op->matmul(be, lm->head, p->last, 0, B, p->logits)); /* [B, vocab] */
+    if (c->final_logit_softcap > 0) LMX_TRY(op->softcap(be, p->logits, (size_t)B * V, c->final_logit_softcap));
     return op->sample_rows(be, p->logits, (int)V, B, p->sargs);
 }
 
@@ -217,32 +211,32 @@ static lmx_status decode_step(lmx_pool *p, const lmx_step_row *rows, int n_rows,
         if (st == LMX_OK) st = se;
     }
     if (st != LMX_OK && !redo) return st;
-    if (redo) TRY(decode_ops(p, &ps, B)); /* unbracketed: the same ops */
-    TRY(op->sample_rows_result(be, B, p->tokens));
+    if (redo) LMX_TRY(decode_ops(p, &ps, B)); /* unbracketed: the same ops */
+    LMX_TRY(op->sample_rows_result(be, B, p->tokens));
     for (int i = 0; i < n_rows; i++) {
         const lmx_step_row *r = &rows[i];
         int32_t tok = r->sample ? p->tokens[i] : -1;
         if (tok < 0 || tok >= (int32_t)V) tok = -1; /* undecided on the device: the host samples */
         if (r->sample) *r->token = tok;
-        if (tok < 0 && r->logits) TRY(op->buf_read(be, p->logits, (size_t)i * V, r->logits, V));
+        if (tok < 0 && r->logits) LMX_TRY(op->buf_read(be, p->logits, (size_t)i * V, r->logits, V));
     }
     return LMX_OK;
 }
 
 lmx_status lmx_lm_step(lmx_pool *p, const lmx_step_row *rows, int n_rows) {
     if (!p) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "step: NULL pool");
-    TRY(step_check(p, rows, n_rows));
+    LMX_TRY(step_check(p, rows, n_rows));
     lmx_lm *lm = p->lm;
     const lmx_model_config *c = lm->cfg;
     /* blocks, then the step's addressing: table row i = rows[i]'s sequence */
     int stride = 1;
     for (int i = 0; i < n_rows; i++) {
-        TRY(row_blocks(p, rows[i].seq, rows[i].n));
+        LMX_TRY(row_blocks(p, rows[i].seq, rows[i].n));
         if (rows[i].seq->n_blocks > stride) stride = rows[i].seq->n_blocks;
     }
     const int B = decode_bucket(p, rows, n_rows);
     if (B > 0) {
-        TRY(decode_step(p, rows, n_rows, B));
+        LMX_TRY(decode_step(p, rows, n_rows, B));
         for (int i = 0; i < n_rows; i++) rows[i].seq->pos += rows[i].n;
         return LMX_OK;
     }
@@ -267,14 +261,14 @@ lmx_status lmx_lm_step(lmx_pool *p, const lmx_step_row *rows, int n_rows) {
     const lm_pass ps = {.s = &p->s, .T = R, .pos = p->posv, .k = p->k, .v = p->v, .slots = p->slots,
                         .map = &map, .use_long = p->longv};
     lmx_backend *be = lm->be;
-    TRY(be->ops->embed(be, lm->embed, p->ids, R, lm->embed_scale, p->s.x)); /* [R, hidden] */
-    for (int l = 0; l < c->n_layers; l++) TRY(lm_layer_forward(lm, &ps, l));
+    LMX_TRY(be->ops->embed(be, lm->embed, p->ids, R, lm->embed_scale, p->s.x)); /* [R, hidden] */
+    for (int l = 0; l < c->n_layers; l++) LMX_TRY(lm_layer_forward(lm, &ps, l));
     int n_sample = 0;
     const int n_out = order_outputs(p, rows, n_rows, &n_sample);
     for (int o0 = 0; o0 < n_out; o0 += p->out_rows) {
         const int n = n_out - o0 < p->out_rows ? n_out - o0 : p->out_rows;
         const int ns = n_sample - o0 > n ? n : (n_sample - o0 > 0 ? n_sample - o0 : 0);
-        TRY(head_rows(p, rows, last_tok, o0, n, ns));
+        LMX_TRY(head_rows(p, rows, last_tok, o0, n, ns));
     }
     for (int i = 0; i < n_rows; i++) rows[i].seq->pos += rows[i].n;
     return LMX_OK;

@@ -143,6 +143,149 @@ static lmx_status split_merge_string(const char *s, size_t n, uint32_t rank, siz
     return LMX_OK;
 }
 
+/* model.vocab from the raw JSON text: batches of entries with prefetched hash slots (inserts are
+ * memory-latency bound) */
+static lmx_status vocab_raw(tok_bpe *b, const char *raw_vocab, size_t raw_vocab_len) {
+    lmx_status st = LMX_OK;
+    enum { VB = 64 };
+    struct { size_t off, len; int32_t id; uint64_t h; } e[VB];
+    tok_buf bb = {0};
+    tok_jiter it;
+    tok_jiter_init(&it, raw_vocab, raw_vocab_len);
+    double num;
+    int r = 1;
+    while (!st && r > 0) {
+        size_t k = 0;
+        bb.n = 0;
+        while (k < VB && (r = tok_jiter_vocab_next(&it, &num)) > 0) {
+            if (num < 0 || num > INT32_MAX) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it.a.p); break; }
+            e[k].off = bb.n;
+            e[k].len = it.a.n;
+            e[k].id = (int32_t)num;
+            if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE vocab"); break; }
+            k++;
+        }
+        for (size_t i = 0; i < k; i++) {
+            e[i].h = tok_hash_bytes(bb.p + e[i].off, e[i].len);
+            tok_vocab_prefetch(&b->vocab, e[i].h);
+        }
+        for (size_t i = 0; i < k && !st; i++) st = tok_vocab_add_h(&b->vocab, bb.p + e[i].off, e[i].len, e[i].id, e[i].h);
+    }
+    if (!st && r < 0) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab: JSON syntax error near byte %zu of the vocab",
+                                     (size_t)(it.p - raw_vocab));
+    tok_buf_free(&bb);
+    tok_jiter_free(&it);
+    return st;
+}
+
+/* model.vocab from its parsed object */
+static lmx_status vocab_json(tok_bpe *b, const cJSON *vocab) {
+    lmx_status st = LMX_OK;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
+            st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it->string);
+            break;
+        }
+        st = tok_vocab_add(&b->vocab, it->string, strlen(it->string), (int32_t)it->valuedouble);
+        if (st) break;
+    }
+    return st;
+}
+
+/* model.merges from the raw JSON text (the table pre-sized by the caller): batches of merges with
+ * prefetched hash slots, the lookups being memory-latency bound */
+static lmx_status merges_raw(tok_bpe *b, const char *raw_merges, size_t raw_merges_len) {
+    lmx_status st = LMX_OK;
+    uint32_t rank = 0;
+    enum { BATCH = 64 };
+    struct { size_t a, al, c, cl, j, jl; uint64_t ha, hc, hj; } e[BATCH];
+    tok_buf bb = {0};
+    tok_jiter it;
+    tok_jiter_init(&it, raw_merges, raw_merges_len);
+    bool pair, eof = false;
+    while (!st && !eof) {
+        size_t k = 0;
+        bb.n = 0;
+        while (k < BATCH) {
+            int r = tok_jiter_merge_next(&it, &pair);
+            if (r < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges: JSON syntax error at entry %u", rank + (uint32_t)k); break; }
+            if (r == 0) { eof = true; break; }
+            size_t al = 0, base = bb.n;
+            if (pair) {
+                if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n) || !tok_buf_append(&bb, it.b.p ? it.b.p : "", it.b.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                e[k].a = base; e[k].al = it.a.n; e[k].c = base + it.a.n; e[k].cl = it.b.n;
+            } else {
+                if ((st = split_merge_string(it.a.p ? it.a.p : "", it.a.n, rank + (uint32_t)k, &al))) break;
+                if (!tok_buf_append(&bb, it.a.p, it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+                e[k].a = base; e[k].al = al; e[k].c = base + al + 1; e[k].cl = it.a.n - al - 1;
+            }
+            k++;
+        }
+        if (st) break;
+        /* joined strings: a + c[prefix_len..] */
+        for (size_t i = 0; i < k && !st; i++) {
+            size_t skip = e[i].cl >= b->prefix_len ? b->prefix_len : 0;
+            e[i].j = bb.n;
+            e[i].jl = e[i].al + e[i].cl - skip;
+            if (!tok_buf_reserve(&bb, e[i].jl)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+            memcpy(bb.p + bb.n, bb.p + e[i].a, e[i].al);
+            memcpy(bb.p + bb.n + e[i].al, bb.p + e[i].c + skip, e[i].cl - skip);
+            bb.n += e[i].jl;
+        }
+        if (st) break;
+        for (size_t i = 0; i < k; i++) {
+            e[i].ha = tok_hash_bytes(bb.p + e[i].a, e[i].al);
+            e[i].hc = tok_hash_bytes(bb.p + e[i].c, e[i].cl);
+            e[i].hj = tok_hash_bytes(bb.p + e[i].j, e[i].jl);
+            tok_vocab_prefetch(&b->vocab, e[i].ha);
+            tok_vocab_prefetch(&b->vocab, e[i].hc);
+            tok_vocab_prefetch(&b->vocab, e[i].hj);
+        }
+        /* resolve ids first, then prefetch the merge slots before inserting */
+        int32_t ia_[BATCH], ic_[BATCH], nid_[BATCH];
+        for (size_t i = 0; i < k; i++) {
+            ia_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].a, e[i].al, e[i].ha);
+            ic_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].c, e[i].cl, e[i].hc);
+            nid_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].j, e[i].jl, e[i].hj);
+            if (ia_[i] >= 0 && ic_[i] >= 0) __builtin_prefetch(&b->merges[mhash(mkey(ia_[i], ic_[i])) & (b->n_mslots - 1)]);
+        }
+        for (size_t i = 0; i < k; i++, rank++) {
+            int32_t ia = ia_[i], ic = ic_[i], nid = nid_[i];
+            if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
+            if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token not in vocab", rank); break; }
+            if (!merge_put(b, ia, ic, rank, nid)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
+            note_cross(b, bb.p + e[i].a, e[i].al, bb.p + e[i].c, e[i].cl);
+        }
+    }
+    tok_buf_free(&bb);
+    tok_jiter_free(&it);
+    return st;
+}
+
+/* model.merges from its parsed array: "a b" strings or [a, b] pairs */
+static lmx_status merges_json(tok_bpe *b, const cJSON *merges) {
+    lmx_status st = LMX_OK;
+    tok_buf joined = {0};
+    uint32_t rank = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, merges) {
+        if (cJSON_IsString(it)) {
+            size_t al = 0, n = strlen(it->valuestring);
+            if (!(st = split_merge_string(it->valuestring, n, rank, &al)))
+                st = add_merge(b, it->valuestring, al, it->valuestring + al + 1, n - al - 1, rank, &joined);
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                   cJSON_IsString(it->child->next)) {
+            const char *a = it->child->valuestring, *c = it->child->next->valuestring;
+            st = add_merge(b, a, strlen(a), c, strlen(c), rank, &joined);
+        } else st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] is neither \"a b\" nor [a, b]", rank);
+        if (st) break;
+        rank++;
+    }
+    tok_buf_free(&joined);
+    return st;
+}
+
 lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_vocab_len, const char *raw_merges,
                          size_t raw_merges_len, tok_bpe **out) {
     *out = NULL;
@@ -160,47 +303,7 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
     tok_bpe *b = calloc(1, sizeof *b);
     if (!b) return lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE model");
     lmx_status st = tok_vocab_init(&b->vocab, raw ? raw_vocab_len / 24 : (size_t)cJSON_GetArraySize(vocab));
-    if (!st && raw) {
-        /* batches of entries with prefetched hash slots (inserts are memory-latency bound) */
-        enum { VB = 64 };
-        struct { size_t off, len; int32_t id; uint64_t h; } e[VB];
-        tok_buf bb = {0};
-        tok_jiter it;
-        tok_jiter_init(&it, raw_vocab, raw_vocab_len);
-        double num;
-        int r = 1;
-        while (!st && r > 0) {
-            size_t k = 0;
-            bb.n = 0;
-            while (k < VB && (r = tok_jiter_vocab_next(&it, &num)) > 0) {
-                if (num < 0 || num > INT32_MAX) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it.a.p); break; }
-                e[k].off = bb.n;
-                e[k].len = it.a.n;
-                e[k].id = (int32_t)num;
-                if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE vocab"); break; }
-                k++;
-            }
-            for (size_t i = 0; i < k; i++) {
-                e[i].h = tok_hash_bytes(bb.p + e[i].off, e[i].len);
-                tok_vocab_prefetch(&b->vocab, e[i].h);
-            }
-            for (size_t i = 0; i < k && !st; i++) st = tok_vocab_add_h(&b->vocab, bb.p + e[i].off, e[i].len, e[i].id, e[i].h);
-        }
-        if (!st && r < 0) st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab: JSON syntax error near byte %zu of the vocab",
-                                         (size_t)(it.p - raw_vocab));
-        tok_buf_free(&bb);
-        tok_jiter_free(&it);
-    } else if (!st) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, vocab) {
-            if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
-                st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.vocab[\"%s\"] is not a valid id", it->string);
-                break;
-            }
-            st = tok_vocab_add(&b->vocab, it->string, strlen(it->string), (int32_t)it->valuedouble);
-            if (st) break;
-        }
-    }
+    if (!st) st = raw ? vocab_raw(b, raw_vocab, raw_vocab_len) : vocab_json(b, vocab);
     b->prefix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix"), &b->prefix_len);
     b->suffix = opt_string(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix"), &b->suffix_len);
     b->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
@@ -215,8 +318,6 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
         b->byte_ids[i] = st ? -1 : tok_vocab_find(&b->vocab, name, 6);
     }
     b->spm_split = !st && !b->prefix_len && !b->suffix_len && tok_vocab_find(&b->vocab, META, 3) >= 0;
-    tok_buf joined = {0};
-    uint32_t rank = 0;
     if (!st && raw && raw_merges_len) {
         /* pre-size the merge table: merges rarely outnumber 2x the vocab (it grows if they do) */
         size_t want = 1024;
@@ -225,87 +326,8 @@ lmx_status tok_bpe_parse(const cJSON *model, const char *raw_vocab, size_t raw_v
         if (!b->merges) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges");
         b->n_mslots = b->merges ? want : 0;
     }
-    if (!st && raw && raw_merges_len) {
-        /* Batches of merges with prefetched hash slots: the lookups are memory-latency bound. */
-        enum { BATCH = 64 };
-        struct { size_t a, al, c, cl, j, jl; uint64_t ha, hc, hj; } e[BATCH];
-        tok_buf bb = {0};
-        tok_jiter it;
-        tok_jiter_init(&it, raw_merges, raw_merges_len);
-        bool pair, eof = false;
-        while (!st && !eof) {
-            size_t k = 0;
-            bb.n = 0;
-            while (k < BATCH) {
-                int r = tok_jiter_merge_next(&it, &pair);
-                if (r < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges: JSON syntax error at entry %u", rank + (uint32_t)k); break; }
-                if (r == 0) { eof = true; break; }
-                size_t al = 0, base = bb.n;
-                if (pair) {
-                    if (!tok_buf_append(&bb, it.a.p ? it.a.p : "", it.a.n) || !tok_buf_append(&bb, it.b.p ? it.b.p : "", it.b.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
-                    e[k].a = base; e[k].al = it.a.n; e[k].c = base + it.a.n; e[k].cl = it.b.n;
-                } else {
-                    if ((st = split_merge_string(it.a.p ? it.a.p : "", it.a.n, rank + (uint32_t)k, &al))) break;
-                    if (!tok_buf_append(&bb, it.a.p, it.a.n)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
-                    e[k].a = base; e[k].al = al; e[k].c = base + al + 1; e[k].cl = it.a.n - al - 1;
-                }
-                k++;
-            }
-            if (st) break;
-            /* joined strings: a + c[prefix_len..] */
-            for (size_t i = 0; i < k && !st; i++) {
-                size_t skip = e[i].cl >= b->prefix_len ? b->prefix_len : 0;
-                e[i].j = bb.n;
-                e[i].jl = e[i].al + e[i].cl - skip;
-                if (!tok_buf_reserve(&bb, e[i].jl)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
-                memcpy(bb.p + bb.n, bb.p + e[i].a, e[i].al);
-                memcpy(bb.p + bb.n + e[i].al, bb.p + e[i].c + skip, e[i].cl - skip);
-                bb.n += e[i].jl;
-            }
-            if (st) break;
-            for (size_t i = 0; i < k; i++) {
-                e[i].ha = tok_hash_bytes(bb.p + e[i].a, e[i].al);
-                e[i].hc = tok_hash_bytes(bb.p + e[i].c, e[i].cl);
-                e[i].hj = tok_hash_bytes(bb.p + e[i].j, e[i].jl);
-                tok_vocab_prefetch(&b->vocab, e[i].ha);
-                tok_vocab_prefetch(&b->vocab, e[i].hc);
-                tok_vocab_prefetch(&b->vocab, e[i].hj);
-            }
-            /* resolve ids first, then prefetch the merge slots before inserting */
-            int32_t ia_[BATCH], ic_[BATCH], nid_[BATCH];
-            for (size_t i = 0; i < k; i++) {
-                ia_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].a, e[i].al, e[i].ha);
-                ic_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].c, e[i].cl, e[i].hc);
-                nid_[i] = tok_vocab_find_h(&b->vocab, bb.p + e[i].j, e[i].jl, e[i].hj);
-                if (ia_[i] >= 0 && ic_[i] >= 0) __builtin_prefetch(&b->merges[mhash(mkey(ia_[i], ic_[i])) & (b->n_mslots - 1)]);
-            }
-            for (size_t i = 0; i < k; i++, rank++) {
-                int32_t ia = ia_[i], ic = ic_[i], nid = nid_[i];
-                if (ia < 0 || ic < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: token not in vocab", rank); break; }
-                if (nid < 0) { st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u]: merged token not in vocab", rank); break; }
-                if (!merge_put(b, ia, ic, rank, nid)) { st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE merges"); break; }
-                note_cross(b, bb.p + e[i].a, e[i].al, bb.p + e[i].c, e[i].cl);
-            }
-        }
-        tok_buf_free(&bb);
-        tok_jiter_free(&it);
-    } else if (!st && cJSON_IsArray(merges)) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, merges) {
-            if (cJSON_IsString(it)) {
-                size_t al = 0, n = strlen(it->valuestring);
-                if (!(st = split_merge_string(it->valuestring, n, rank, &al)))
-                    st = add_merge(b, it->valuestring, al, it->valuestring + al + 1, n - al - 1, rank, &joined);
-            } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
-                       cJSON_IsString(it->child->next)) {
-                const char *a = it->child->valuestring, *c = it->child->next->valuestring;
-                st = add_merge(b, a, strlen(a), c, strlen(c), rank, &joined);
-            } else st = lmx_error(LMX_ERR_INVALID_MODEL_FORMAT, "model.merges[%u] is neither \"a b\" nor [a, b]", rank);
-            if (st) break;
-            rank++;
-        }
-    }
-    tok_buf_free(&joined);
+    if (!st && raw && raw_merges_len) st = merges_raw(b, raw_merges, raw_merges_len);
+    else if (!st && cJSON_IsArray(merges)) st = merges_json(b, merges);
     if (!st) {
         b->cache = calloc(CACHE_SLOTS, sizeof *b->cache);
         if (!b->cache) st = lmx_error(LMX_ERR_OUT_OF_MEMORY, "BPE word cache");

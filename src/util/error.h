@@ -24,4 +24,11 @@ const char *lmx_errno_str(int e);
 /* Clears this thread's detail. */
 void lmx_error_clear(void);
 
+/* Returns from the calling function when `expr_` (an lmx_status) is not LMX_OK. */
+#define LMX_TRY(expr_)                                                                                         \
+    do {                                                                                                       \
+        lmx_status st_ = (expr_);                                                                              \
+        if (st_ != LMX_OK) return st_;                                                                         \
+    } while (0)
+
 #endif

@@ -4,6 +4,7 @@
  * times, the medians are medians of the runs, the command line is recorded, LMX_COMMIT is honoured;
  * the text table; usage errors. */
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "util/json.h"
 
 #include <math.h>
@@ -11,25 +12,6 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static char *run(const char *cmd, int *status) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 16, len = 0, n;
-    char *out = malloc(cap);
-    while (out && (n = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += n;
-        if (len + 1 == cap) {
-            char *o2 = realloc(out, cap *= 2);
-            if (!o2) free(out);
-            out = o2;
-        }
-    }
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    if (out) out[len] = '\0';
-    return out;
-}
 
 static const cJSON *get(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
 static double num(const cJSON *o, const char *k) {
@@ -42,14 +24,14 @@ static const char *str(const cJSON *o, const char *k) {
 }
 static bool close_rel(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(fabs(a), fabs(b)) + 1e-12; }
 
-static void check_bench(const char *model, const char *dtype, int quant_bits, int reps) {
+static void check_bench(const char *model, const char *dtype, const char *quantization, int quant_bits, int reps) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "LMX_LOG=error LMX_COMMIT=abc1234-test '%s' bench '%s/%s' --device cpu --prompt 16 --gen 8 --reps %d "
              "--threads 1 --seed 3 --json",
              LMX_CLI_PATH, LMX_ENGINE_MODELS, model, reps);
     int status = -1;
-    char *out = run(cmd, &status);
+    char *out = lmx_test_cmd(cmd, &status);
     CHECK_EQ_INT(status, 0);
     cJSON *j = out ? lmx_json_parse(out, strlen(out), NULL) : NULL;
     CHECK(j != NULL);
@@ -76,6 +58,7 @@ static void check_bench(const char *model, const char *dtype, int quant_bits, in
 
     CHECK_EQ_STR(str(mo, "dtype"), dtype);
     CHECK(num(mo, "quant_bits") == quant_bits);
+    CHECK_EQ_STR(str(mo, "quantization"), quantization);
     CHECK(num(mo, "n_layers") == 2);
     CHECK(num(mo, "hidden_size") == 64);
     CHECK(num(mo, "vocab_size") == 32000);
@@ -122,15 +105,15 @@ static void check_bench(const char *model, const char *dtype, int quant_bits, in
     free(out);
 }
 
-static void test_json_bf16(void) { check_bench("tiny-llama3-bf16", "bf16", 0, 1); }
-static void test_json_q4_three_reps(void) { check_bench("tiny-qwen-q4", "q4", 4, 3); }
+static void test_json_bf16(void) { check_bench("tiny-llama3-bf16", "bf16", "none", 0, 1); }
+static void test_json_q4_three_reps(void) { check_bench("tiny-qwen-q4", "q4", "q4 g64", 4, 3); }
 
 static void test_text_table(void) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "LMX_LOG=error '%s' bench '%s/tiny-llama32-q8' --device cpu --prompt 16 --gen 8 --reps 1",
              LMX_CLI_PATH, LMX_ENGINE_MODELS);
     int status = -1;
-    char *out = run(cmd, &status);
+    char *out = lmx_test_cmd(cmd, &status);
     CHECK_EQ_INT(status, 0);
     CHECK(out && strstr(out, "decode (tok/s)") && strstr(out, "prefill (tok/s)") && strstr(out, "load (s)") &&
           strstr(out, "q8 g64") && strstr(out, "commit unknown"));
@@ -144,14 +127,14 @@ static void test_usage_errors(void) {
         snprintf(cmd, sizeof cmd, "'%s' bench %s%s%s %s 2>/dev/null", LMX_CLI_PATH, i ? "'" : "", i ? LMX_ENGINE_MODELS : "",
                  i ? "/tiny-qwen-q4'" : "", bad[i]);
         int status = -1;
-        free(run(cmd, &status));
+        free(lmx_test_cmd(cmd, &status));
         CHECK_EQ_INT(status, 2);
     }
     /* a model that does not exist: a runtime failure (1), not a usage error */
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "'%s' bench /nonexistent-lmx-model --device cpu 2>/dev/null", LMX_CLI_PATH);
     int status = -1;
-    free(run(cmd, &status));
+    free(lmx_test_cmd(cmd, &status));
     CHECK_EQ_INT(status, 1);
 }
 

@@ -23,6 +23,7 @@
 #include "formats/safetensors.h"
 #include "formats/st_build.h"
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "model/lm.h"
 #include "util/fs.h"
 
@@ -33,12 +34,7 @@ static char g_tmp[1024];
 static int run_cli(const char *args, char *out, size_t cap) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", LMX_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return lmx_test_cmd_buf(cmd, out, cap);
 }
 
 static lmx_status convert(const char *src, const char *dst, int bits, int gs) {

@@ -7,6 +7,7 @@
 #include "formats/mlx_quant.h"
 #include "formats/safetensors.h"
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "util/fs.h"
 #include "util/json.h"
 
@@ -372,7 +373,8 @@ static void check_tensor(const lmx_weights *w, const char *name, lmx_dtype dt, i
     n_seen += v != NULL;
 }
 
-static void test_gpt_oss(void) {
+/* gpt-oss-20b's real config, its MXFP4-Q8 and q4 quantization blocks */
+static void test_gpt_oss_config(void) {
     char dir[512], args[1024];
     snprintf(dir, sizeof dir, "%s/oss-cfg", g_tmp);
     snprintf(args, sizeof args, "gpt-oss-20b %s --dtype mxfp4-q8 --config-only", dir);
@@ -451,8 +453,38 @@ static void test_gpt_oss(void) {
     cJSON_Delete(c);
     snprintf(args, sizeof args, "qwen3-0.6b %s --dtype mxfp4-q8 --config-only", dir);
     CHECK_EQ_INT(run(args), 2); /* the mix is gpt-oss's */
+}
 
-    /* scaled down: hidden 64, one head of 64 (kv 1), 4 experts of 128, top-4 */
+/* `lmx info` and `lmx bench` of the scaled-down MXFP4-Q8 model name the mix: 8-bit affine g64 for
+ * embed_tokens and lm_head (2 × 3000 × 64), q/k/v/o (4 × 64 × 64) and the router (4 × 64) of 2 layers
+ * = 417280 parameters, mxfp4 for the experts (2 layers × 3 × 4 × 128 × 64) = 196608: 68 % / 32 % */
+static void check_mix_label(const char *dir) {
+    static const char *const want = "q8 g64 68% + mxfp4 32%";
+    char cmd[2048];
+    int status = -1;
+    snprintf(cmd, sizeof cmd, "LMX_LOG=error '%s' info '%s'", LMX_CLI_PATH, dir);
+    char *out = lmx_test_cmd(cmd, &status);
+    CHECK_EQ_INT(status, 0);
+    CHECK_MSG(out && strstr(out, "\nquantization q8 g64 68% + mxfp4 32%\n"), "lmx info: %s", out ? out : "(none)");
+    free(out);
+    snprintf(cmd, sizeof cmd, "LMX_LOG=error '%s' bench '%s' --device cpu --prompt 20 --gen 4 --reps 1 --threads 2 --json",
+             LMX_CLI_PATH, dir);
+    out = lmx_test_cmd(cmd, &status); /* it loads and runs: prefill and greedy decode on the CPU (the math:
+                                         tests/model/test_gpt_oss) */
+    CHECK_EQ_INT(status, 0);
+    cJSON *j = out ? lmx_json_parse(out, strlen(out), NULL) : NULL;
+    const cJSON *mo = cJSON_GetObjectItemCaseSensitive(j, "model");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(mo, "quantization");
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(mo, "dtype");
+    CHECK_MSG(cJSON_IsString(q) && !strcmp(q->valuestring, want), "lmx bench: %s", out ? out : "(none)");
+    CHECK(cJSON_IsString(dt) && !strcmp(dt->valuestring, "q8")); /* the format holding the most parameters */
+    cJSON_Delete(j);
+    free(out);
+}
+
+/* gpt-oss-20b's MXFP4-Q8 mix scaled down: hidden 64, one head of 64 (kv 1), 4 experts of 128, top-4 */
+static void test_gpt_oss_model(void) {
+    char dir[512], args[1024];
     snprintf(dir, sizeof dir, "%s/oss-mx", g_tmp);
     snprintf(args, sizeof args, "gpt-oss-20b %s --dtype mxfp4-q8 --seed 3 --layers 2 --scale-down 45 --vocab 3000", dir);
     CHECK_EQ_INT(run(args), 0);
@@ -515,11 +547,7 @@ static void test_gpt_oss(void) {
         CHECK_MSG(fabs(mean) < 0.002 && sd > 0.017 && sd < 0.023, "mxfp4 experts: mean %.4f sd %.4f", mean, sd);
     }
     lmx_weights_close(w);
-    /* it loads and runs: prefill and greedy decode on the CPU (the math: tests/model/test_gpt_oss) */
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "LMX_LOG=error '%s' bench '%s' --device cpu --prompt 20 --gen 4 --reps 1 --threads 2 --json >/dev/null",
-             LMX_CLI_PATH, dir);
-    CHECK_EQ_INT(system(cmd), 0);
+    check_mix_label(dir);
 }
 
 int main(void) {
@@ -532,7 +560,8 @@ int main(void) {
     RUN(test_real_configs);
     RUN(test_inventories);
     RUN(test_determinism_and_shards);
-    RUN(test_gpt_oss);
+    RUN(test_gpt_oss_config);
+    RUN(test_gpt_oss_model);
     rm_tree(g_tmp);
     return lmx_test_summary();
 }

@@ -4,6 +4,7 @@
  * errors. The library computes the expected outputs in-process. */
 #include "lmx.h"
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "util/json.h"
 
 #include <stdlib.h>
@@ -16,19 +17,7 @@ static char QWEN[1024], LLAMA[1024], NOTOK[1024];
 static char *run(const char *cmd, int *status) {
     char full[8192];
     snprintf(full, sizeof full, "LMX_LOG=error %s", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *out = malloc(cap);
-    size_t n;
-    while (out && (n = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += n;
-        if (len + 1 == cap) out = realloc(out, cap *= 2);
-    }
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    if (out) out[len] = '\0';
-    return out;
+    return lmx_test_cmd(full, status);
 }
 
 static cJSON *run_json(const char *args, int *status) {
@@ -281,6 +270,7 @@ static void test_run_and_info(void) {
         CHECK_EQ_INT(num(j, "vocab_size"), 32000);
         CHECK_EQ_INT(num(j, "quant_bits"), 4);
         CHECK_EQ_INT(num(j, "group_size"), 64);
+        CHECK_EQ_STR(str(j, "quantization"), "q4 g64");
         CHECK(num(j, "n_params") > 32000.0 * 64);
         CHECK(num(j, "weight_bytes") > 0);
         CHECK_EQ_STR(str(j, "device"), "cpu");
@@ -289,7 +279,7 @@ static void test_run_and_info(void) {
     snprintf(cmd, sizeof cmd, "'%s' info '%s'", LMX_CLI_PATH, LLAMA);
     out = run(cmd, &status);
     CHECK_EQ_INT(status, 0);
-    CHECK(out && strstr(out, "8-bit, group 64") && strstr(out, "llama"));
+    CHECK(out && strstr(out, "\nquantization q8 g64\n") && strstr(out, "llama"));
     free(out);
 }
 

@@ -297,26 +297,35 @@ static void print_ids(const char *label, const long *ids, long n) {
         }                                                                                        \
     } while (0)
 
+/* Runs `lmx SUB DIR --prompt-ids IDS` with opts and the harness's extra options appended; returns its
+ * stdout (see run_cmd); *cmd keeps the command line for the reports (the caller frees cmd->data). */
+static char *run_prompt(const harness *h, const char *sub, const char *dir, const long *ids, long n_ids,
+                        const char *opts, buf_t *cmd, char **err, int *status) {
+    buf_quoted(cmd, h->cli);
+    buf_str(cmd, " ");
+    buf_str(cmd, sub);
+    buf_str(cmd, " ");
+    buf_quoted(cmd, dir);
+    buf_str(cmd, " --prompt-ids ");
+    ids_csv(cmd, ids, n_ids);
+    buf_str(cmd, opts);
+    if (h->extra && *h->extra) {
+        buf_str(cmd, " ");
+        buf_str(cmd, h->extra);
+    }
+    return run_cmd(cmd->data, err, status);
+}
+
 /* Checks `lmx logits` for one prompt; returns the number of problems. */
 static int check_logits(const harness *h, const char *dir, const char *name, long pi, const long *ids,
                         long n_ids, const double *ref, long V) {
     int problems = 0;
     buf_t cmd = {0};
-    buf_quoted(&cmd, h->cli);
-    buf_str(&cmd, " logits ");
-    buf_quoted(&cmd, dir);
-    buf_str(&cmd, " --prompt-ids ");
-    ids_csv(&cmd, ids, n_ids);
     char tmp[64];
     snprintf(tmp, sizeof tmp, " --top %ld", V);
-    buf_str(&cmd, tmp);
-    if (h->extra && *h->extra) {
-        buf_str(&cmd, " ");
-        buf_str(&cmd, h->extra);
-    }
     char *err = NULL;
     int status = -1;
-    char *out = run_cmd(cmd.data, &err, &status);
+    char *out = run_prompt(h, "logits", dir, ids, n_ids, tmp, &cmd, &err, &status);
     cJSON *j = status == 0 ? parse_cli_json(out) : NULL;
     const cJSON *top = j ? cJSON_GetObjectItemCaseSensitive(j, "top") : NULL;
     double *got = calloc((size_t)V, sizeof *got);
@@ -404,21 +413,11 @@ static int check_generate(const harness *h, const char *dir, const char *name, l
                           bool want_stop, double stop_margin) {
     int problems = 0;
     buf_t cmd = {0};
-    buf_quoted(&cmd, h->cli);
-    buf_str(&cmd, " generate ");
-    buf_quoted(&cmd, dir);
-    buf_str(&cmd, " --prompt-ids ");
-    ids_csv(&cmd, ids, n_ids);
     char tmp[80];
     snprintf(tmp, sizeof tmp, " --max-tokens %ld --temp 0 --json", max_tokens);
-    buf_str(&cmd, tmp);
-    if (h->extra && *h->extra) {
-        buf_str(&cmd, " ");
-        buf_str(&cmd, h->extra);
-    }
     char *err = NULL;
     int status = -1;
-    char *out = run_cmd(cmd.data, &err, &status);
+    char *out = run_prompt(h, "generate", dir, ids, n_ids, tmp, &cmd, &err, &status);
     cJSON *j = status == 0 ? parse_cli_json(out) : NULL;
     const cJSON *tok = j ? cJSON_GetObjectItemCaseSensitive(j, "token_ids") : NULL;
     const cJSON *fin = j ? cJSON_GetObjectItemCaseSensitive(j, "finish_reason") : NULL;

@@ -16,6 +16,7 @@
 #include "formats/safetensors.h"
 #include "formats/st_build.h"
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "model/lm.h"
 #include "model/mlx_pack.h"
 #include "util/error.h"
@@ -539,12 +540,7 @@ static void test_phi3_longrope_switch(void) {
 static int run_cli(const char *args, char *out, size_t cap) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", LMX_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return lmx_test_cmd_buf(cmd, out, cap);
 }
 
 static void test_cli(void) {

@@ -1,5 +1,6 @@
 /* test_cli_registry.c — `lmx add / list / verify / rm` end to end through the CLI binary. */
 #include "lmx_test.h"
+#include "lmx_test_cmd.h"
 #include "fake_engine/fake_engine.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -19,12 +20,7 @@ static int lmx_exec(const char *args, bool with_err, char *out, size_t cap) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "LMX_LOG=warn LMX_HOME='%s' timeout 20 '%s' %s %s", tmp, LMX_CLI_PATH, args,
              with_err ? "2>&1" : "2>/dev/null");
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return lmx_test_cmd_buf(cmd, out, cap);
 }
 static int lmx_run(const char *args, char *out, size_t cap) { return lmx_exec(args, false, out, cap); }
 static int lmx_run2(const char *args, char *out, size_t cap) { return lmx_exec(args, true, out, cap); }

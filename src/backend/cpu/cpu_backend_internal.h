@@ -47,7 +47,8 @@ struct lmx_bweight {
 };
 
 /* The mixture-of-experts ops' scratch (cpu_moe.c): grow-only, one moe op at a time under `lock`
- * (taken before op_lock: the ops call the locking matmul / rows_axpy entry points). */
+ * (taken before op_lock: the ops call the locking matmul / rows_axpy entry points, or take op_lock
+ * themselves around the grouped tile run). */
 typedef struct cpu_moe_scratch {
     pthread_mutex_t lock;
     float *x;     /* [x_len] one expert's token rows, gathered */
@@ -55,6 +56,15 @@ typedef struct cpu_moe_scratch {
     int32_t *rows; /* [rows_len] one expert's residual rows */
     float *w;      /* [rows_len] their routing weights */
     size_t rows_len;
+    /* the grouped tile run (cpu_moe.c) */
+    int16_t *xq;   /* [xq_len] int16 activations: the token rows, then the experts' rows in route order */
+    size_t xq_len;
+    float *xds;    /* [xds_len] their steps and scaled sums, [rows, groups] each */
+    size_t xds_len;
+    struct cpu_moe_job *jobs;     /* [jobs_len] one expert's matmul each */
+    size_t jobs_len;
+    struct cpu_moe_chunk *chunks; /* [chunks_len] tile ranges of the jobs: the pool's items */
+    size_t chunks_len;
 } cpu_moe_scratch;
 
 typedef struct cpu_backend {

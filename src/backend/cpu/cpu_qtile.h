@@ -52,6 +52,35 @@ static inline size_t lmx_qtile_group_bytes(int bits, int gs, bool sb16) {
  * 2-core EPYC it was ahead of none in 5 of 6 pairs; the machine's noise hides a firm number) */
 #define LMX_QTILE_PREFETCH 4096
 
+/* the int16 pair (p[0], p[1]) as one 32-bit lane, for a broadcast against the code pairs */
+static inline int32_t lmx_qtile_pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* a SIMD level's kernel over the tiles [b0, b1) for one pass of a fixed number of tokens */
+typedef void (*lmx_qtile_tiles_fn)(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
+                                   const float *xs, float *y, bool acc);
+
+/* The rows op of the SIMD levels: T tokens in passes of nt_max (the last one the rest) over each run
+ * of `run` tiles of [b0, b1), fn[nt - 1] computing a pass of nt tokens: a run's codes stay in L2
+ * between the passes of a prefill, and a token's result is the same whichever pass holds it. */
+static inline void lmx_qtile_passes(const lmx_qtile_tiles_fn *fn, int nt_max, int64_t run, const lmx_bweight *w,
+                                    int64_t b0, int64_t b1, const int16_t *xq, const float *xd, const float *xs,
+                                    int T, float *y, bool acc) {
+    const int64_t K = w->cols;
+    const int G = w->groups;
+    for (int64_t r = b0; r < b1; r += run) {
+        const int64_t re = b1 - r < run ? b1 : r + run;
+        for (int t = 0; t < T; t += nt_max) {
+            const int nt = T - t < nt_max ? T - t : nt_max;
+            fn[nt - 1](w, r, re, xq + (size_t)t * (size_t)K, xd + (size_t)t * G, xs + (size_t)t * G,
+                       y + (size_t)t * (size_t)w->rows, acc);
+        }
+    }
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 extern const lmx_qtile_kernels lmx_qtile_avx2, lmx_qtile_avxvnni, lmx_qtile_avx512;
 #endif

@@ -41,12 +41,6 @@ LMX_AVX512 static void quant_x_avx512(const float *x, int T, int64_t K, int G, i
         }
 }
 
-static inline int32_t load_pair(const int16_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* 16 scales or biases of a tile's group (bf16, f16 or fp32) */
 LMX_AVX512 static inline __attribute__((always_inline)) __m512 load_sb(const uint8_t *p, bool sb16, bool sbh) {
     if (sb16 && sbh) return _mm512_cvtph_ps(_mm256_load_si256((const void *)p));
@@ -94,7 +88,7 @@ LMX_AVX512 static inline __attribute__((always_inline)) void tile_nt(const lmx_b
             _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
                 const int16_t *xk = xq + (size_t)t * (size_t)K + k;
                 _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) ia[t][s % NC] =
-                    _mm512_dpwssd_epi32(ia[t][s % NC], a[s], _mm512_set1_epi32(load_pair(xk + 2 * s)));
+                    _mm512_dpwssd_epi32(ia[t][s % NC], a[s], _mm512_set1_epi32(lmx_qtile_pair(xk + 2 * s)));
             }
         }
         const __m512 sv = load_sb(pw, sb16, sbh), bv = load_sb(pw + (sb16 ? 32 : 64), sb16, sbh);
@@ -133,29 +127,15 @@ QT_TILES_ALL(8)
 #undef QT_TILES_ALL
 #undef QT_TILES
 
-typedef void (*tiles_fn)(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                         const float *xs, float *y, bool acc);
-static const tiles_fn tiles_q4[QT_NT] = {tiles_q4_1, tiles_q4_2, tiles_q4_3, tiles_q4_4,
-                                         tiles_q4_5, tiles_q4_6, tiles_q4_7, tiles_q4_8};
-static const tiles_fn tiles_q8[QT_NT] = {tiles_q8_1, tiles_q8_2, tiles_q8_3, tiles_q8_4,
-                                         tiles_q8_5, tiles_q8_6, tiles_q8_7, tiles_q8_8};
+static const lmx_qtile_tiles_fn tiles_q4[QT_NT] = {tiles_q4_1, tiles_q4_2, tiles_q4_3, tiles_q4_4,
+                                                   tiles_q4_5, tiles_q4_6, tiles_q4_7, tiles_q4_8};
+static const lmx_qtile_tiles_fn tiles_q8[QT_NT] = {tiles_q8_1, tiles_q8_2, tiles_q8_3, tiles_q8_4,
+                                                   tiles_q8_5, tiles_q8_6, tiles_q8_7, tiles_q8_8};
 
-/* tokens in passes of QT_NT (the last one the rest) over each run of tiles: a tile run's codes stay
- * in L2 between the passes of a prefill, and a token's result is the same whichever pass holds it */
-#define QT_RUN 4 /* tiles per run */
-LMX_AVX512 static void rows_avx512(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                                   const float *xs, int T, float *y, bool acc) {
-    const tiles_fn *fn = w->bits == 4 ? tiles_q4 : tiles_q8;
-    const int64_t K = w->cols;
-    const int G = w->groups;
-    for (int64_t r = b0; r < b1; r += QT_RUN) {
-        const int64_t re = b1 - r < QT_RUN ? b1 : r + QT_RUN;
-        for (int t = 0; t < T; t += QT_NT) {
-            const int nt = T - t < QT_NT ? T - t : QT_NT;
-            fn[nt - 1](w, r, re, xq + (size_t)t * (size_t)K, xd + (size_t)t * G, xs + (size_t)t * G,
-                       y + (size_t)t * (size_t)w->rows, acc);
-        }
-    }
+/* tokens in passes of QT_NT over runs of 4 tiles (lmx_qtile_passes) */
+static void rows_avx512(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
+                        const float *xs, int T, float *y, bool acc) {
+    lmx_qtile_passes(w->bits == 4 ? tiles_q4 : tiles_q8, QT_NT, 4, w, b0, b1, xq, xd, xs, T, y, acc);
 }
 
 const lmx_qtile_kernels lmx_qtile_avx512 = {quant_x_avx512, rows_avx512};

@@ -12,7 +12,6 @@
 #include "backend/cpu/cpu_qtile.h"
 
 #define QT_Y_NT 4  /* tokens per pass over a half tile */
-#define QT_Y_RUN 4 /* tiles per run: a run's codes stay in L2 between token passes */
 
 QT_Y_TARGET static void quant_x_ymm(const float *x, int T, int64_t K, int G, int16_t *xq, float *xd, float *xs) {
     const int groups = (int)(K / G);
@@ -50,12 +49,6 @@ QT_Y_TARGET static void quant_x_ymm(const float *x, int T, int64_t K, int G, int
             *d = amax / 32767.0f;
             *sum = *d * (float)_mm_cvtsi128_si32(s4);
         }
-}
-
-static inline int32_t load_pair(const int16_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
 }
 
 /* the 8 scales or biases of half h of a tile's group (bf16, f16 or fp32) */
@@ -108,8 +101,8 @@ QT_Y_TARGET static inline __attribute__((always_inline)) void tile1(const lmx_bw
             const uint8_t *p = pg + (size_t)(k / 8) * step;
             _mm_prefetch((const char *)p + LMX_QTILE_PREFETCH, _MM_HINT_T0);
             if (bits == 8) _mm_prefetch((const char *)p + LMX_QTILE_PREFETCH + 64, _MM_HINT_T0);
-            const __m256i x0 = _mm256_set1_epi32(load_pair(xg + k)), x1 = _mm256_set1_epi32(load_pair(xg + k + 2)),
-                          x2 = _mm256_set1_epi32(load_pair(xg + k + 4)), x3 = _mm256_set1_epi32(load_pair(xg + k + 6));
+            const __m256i x0 = _mm256_set1_epi32(lmx_qtile_pair(xg + k)), x1 = _mm256_set1_epi32(lmx_qtile_pair(xg + k + 2)),
+                          x2 = _mm256_set1_epi32(lmx_qtile_pair(xg + k + 4)), x3 = _mm256_set1_epi32(lmx_qtile_pair(xg + k + 6));
             __m256i a[4];
             codes8(p, bits, a);
             i00 = QT_Y_DP(i00, a[0], x0), i01 = QT_Y_DP(i01, a[1], x1);
@@ -162,7 +155,7 @@ QT_Y_TARGET static inline __attribute__((always_inline)) void half_nt(const lmx_
             _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
                 const int16_t *xk = xq + (size_t)t * (size_t)K + (size_t)g * gs + k;
                 _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) ia[t][s % NC] =
-                    QT_Y_DP(ia[t][s % NC], a[s], _mm256_set1_epi32(load_pair(xk + 2 * s)));
+                    QT_Y_DP(ia[t][s % NC], a[s], _mm256_set1_epi32(lmx_qtile_pair(xk + 2 * s)));
             }
         }
         const uint8_t *sb = pg + code_bytes, *bb = sb + (w->pk_sb16 ? 32 : 64);
@@ -188,10 +181,8 @@ QT_Y_TILES(4, 1) QT_Y_TILES(4, 2) QT_Y_TILES(4, 3) QT_Y_TILES(4, 4)
 QT_Y_TILES(8, 1) QT_Y_TILES(8, 2) QT_Y_TILES(8, 3) QT_Y_TILES(8, 4)
 #undef QT_Y_TILES
 
-typedef void (*tiles_fn)(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
-                         const float *xs, float *y, bool acc);
-static const tiles_fn tiles_q4[QT_Y_NT] = {tiles_q4_1, tiles_q4_2, tiles_q4_3, tiles_q4_4};
-static const tiles_fn tiles_q8[QT_Y_NT] = {tiles_q8_1, tiles_q8_2, tiles_q8_3, tiles_q8_4};
+static const lmx_qtile_tiles_fn tiles_q4[QT_Y_NT] = {tiles_q4_1, tiles_q4_2, tiles_q4_3, tiles_q4_4};
+static const lmx_qtile_tiles_fn tiles_q8[QT_Y_NT] = {tiles_q8_1, tiles_q8_2, tiles_q8_3, tiles_q8_4};
 
 QT_Y_TARGET static void tiles1_q4(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
                                   const float *xs, float *y, bool acc) {
@@ -202,25 +193,15 @@ QT_Y_TARGET static void tiles1_q8(const lmx_bweight *w, int64_t b0, int64_t b1, 
     for (int64_t b = b0; b < b1; b++) tile1(w, b, xq, xd, xs, y, acc, 8);
 }
 
-/* one token: the single-pass decode kernel; more: passes of QT_Y_NT tokens per half tile over each
- * run of tiles (a token's result is the same whichever pass or kernel holds it) */
+/* one token: the single-pass decode kernel; more: passes of QT_Y_NT tokens per half tile over runs of
+ * 4 tiles (lmx_qtile_passes; a token's result is the same whichever pass or kernel holds it) */
 static void rows_ymm(const lmx_bweight *w, int64_t b0, int64_t b1, const int16_t *xq, const float *xd,
                      const float *xs, int T, float *y, bool acc) {
     if (T == 1) {
         (w->bits == 4 ? tiles1_q4 : tiles1_q8)(w, b0, b1, xq, xd, xs, y, acc);
         return;
     }
-    const tiles_fn *fn = w->bits == 4 ? tiles_q4 : tiles_q8;
-    const int64_t K = w->cols;
-    const int G = w->groups;
-    for (int64_t r = b0; r < b1; r += QT_Y_RUN) {
-        const int64_t re = b1 - r < QT_Y_RUN ? b1 : r + QT_Y_RUN;
-        for (int t = 0; t < T; t += QT_Y_NT) {
-            const int nt = T - t < QT_Y_NT ? T - t : QT_Y_NT;
-            fn[nt - 1](w, r, re, xq + (size_t)t * (size_t)K, xd + (size_t)t * G, xs + (size_t)t * G,
-                       y + (size_t)t * (size_t)w->rows, acc);
-        }
-    }
+    lmx_qtile_passes(w->bits == 4 ? tiles_q4 : tiles_q8, QT_Y_NT, 4, w, b0, b1, xq, xd, xs, T, y, acc);
 }
 
 const lmx_qtile_kernels QT_Y_KERNELS = {quant_x_ymm, rows_ymm};

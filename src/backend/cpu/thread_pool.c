@@ -1,11 +1,14 @@
 /* thread_pool.c — see thread_pool.h.
  *
- * Hand-off: a run publishes its loop and bumps `generation` (release); workers that finished the
- * previous run spin on it for up to SPIN_NS (decode issues ~80 short runs per token a few µs
- * apart, and a condition-variable wake costs tens of µs on a VM), then sleep on `wake`. The caller
- * likewise spins up to SPIN_NS for the last worker before sleeping on `done`. Spinning is bounded,
- * so a third process on the cores (or more threads than cores) costs at most SPIN_NS per run and
- * per thread, never a collapse: every wait ends in a condition variable. */
+ * Hand-off: a run publishes its loop and opens a new generation of the run word (release); a
+ * worker joins it by counting itself in while the run is open, takes chunks, and counts itself out.
+ * The caller takes chunks too; when none are left it closes the run and waits only for the workers
+ * still inside (each finishing the chunk it holds), never for a worker that did not join: a worker
+ * descheduled by a third process on the cores (or more threads than cores) costs the run nothing,
+ * the caller does its share. Workers that finished a run spin on the run word for up to SPIN_NS
+ * (decode issues a few hundred short runs per token a few µs apart, and a condition-variable wake
+ * costs tens of µs on a VM), then sleep on `wake`; the caller likewise spins up to SPIN_NS for the
+ * workers inside before sleeping on `done`. Every wait ends in a condition variable. */
 #include "backend/cpu/thread_pool.h"
 
 #include <pthread.h>
@@ -18,17 +21,22 @@
 
 #define SPIN_NS 50000 /* 50 µs */
 
+/* the run word: generation << 32 | RUN_CLOSED | workers inside the run */
+#define RUN_CLOSED (UINT64_C(1) << 31)
+#define RUN_INSIDE (RUN_CLOSED - 1)
+static inline uint64_t run_gen(uint64_t v) { return v >> 32; }
+
 struct lmx_thread_pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    atomic_uint_fast64_t generation; /* bumped per run (release) */
-    atomic_int active;               /* workers still inside the current run */
+    atomic_uint_fast64_t run;        /* the run word (above) */
     atomic_bool stop;
     int sleepers;                    /* workers waiting on `wake` (under mu) */
     bool caller_sleeps;              /* the caller waits on `done` (under mu) */
-    /* the current run (written before the generation bump, read after it) */
+    /* the current run: written before its generation opens, read by the workers that joined it;
+     * unchanged until it is closed with no worker inside */
     lmx_pool_fn fn;
     void *ctx;
     int64_t n, grain;
@@ -61,11 +69,11 @@ static void run_chunks(lmx_thread_pool *p, int thread) {
     }
 }
 
-/* true when the generation moved past `seen` (or stop) within the spin budget */
+/* true when the run word's generation moved past `seen` (or stop) within the spin budget */
 static bool spin_for_run(lmx_thread_pool *p, uint64_t seen) {
     int64_t t0 = 0;
     for (unsigned i = 0;; i++) {
-        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen || atomic_load(&p->stop)) return true;
+        if (run_gen(atomic_load_explicit(&p->run, memory_order_acquire)) != seen || atomic_load(&p->stop)) return true;
         if ((i & 63) == 63) {
             int64_t t = now_ns();
             if (!t0) t0 = t;
@@ -73,6 +81,19 @@ static bool spin_for_run(lmx_thread_pool *p, uint64_t seen) {
         }
         cpu_relax();
     }
+}
+
+/* counts the worker into generation *seen's run while it is open (updating *seen to the newest
+ * generation); false when that run was closed first */
+static bool join_run(lmx_thread_pool *p, uint64_t *seen) {
+    uint64_t v = atomic_load_explicit(&p->run, memory_order_acquire);
+    *seen = run_gen(v);
+    while (!(v & RUN_CLOSED))
+        if (atomic_compare_exchange_weak_explicit(&p->run, &v, v + 1, memory_order_acq_rel, memory_order_acquire))
+            return true;
+        else if (run_gen(v) != *seen)
+            *seen = run_gen(v);
+    return false;
 }
 
 static void *worker_main(void *arg) {
@@ -85,15 +106,16 @@ static void *worker_main(void *arg) {
         if (!spin_for_run(p, seen)) {
             pthread_mutex_lock(&p->mu);
             p->sleepers++;
-            while (!atomic_load(&p->stop) && atomic_load_explicit(&p->generation, memory_order_acquire) == seen)
+            while (!atomic_load(&p->stop) && run_gen(atomic_load_explicit(&p->run, memory_order_acquire)) == seen)
                 pthread_cond_wait(&p->wake, &p->mu);
             p->sleepers--;
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load(&p->stop)) break;
-        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (!join_run(p, &seen)) continue;
         run_chunks(p, index);
-        if (atomic_fetch_sub_explicit(&p->active, 1, memory_order_acq_rel) == 1) {
+        const uint64_t v = atomic_fetch_sub_explicit(&p->run, 1, memory_order_acq_rel);
+        if ((v & RUN_CLOSED) && (v & RUN_INSIDE) == 1) { /* the last one out of a closed run */
             pthread_mutex_lock(&p->mu);
             if (p->caller_sleeps) pthread_cond_signal(&p->done);
             pthread_mutex_unlock(&p->mu);
@@ -112,8 +134,7 @@ lmx_status lmx_thread_pool_create(int n_threads, lmx_thread_pool **out) {
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
     atomic_init(&p->next, 0);
-    atomic_init(&p->generation, 0);
-    atomic_init(&p->active, 0);
+    atomic_init(&p->run, RUN_CLOSED); /* generation 0, closed: no worker joins before the first run */
     atomic_init(&p->stop, false);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
@@ -167,14 +188,16 @@ void lmx_thread_pool_run(lmx_thread_pool *p, int64_t n, int64_t grain, lmx_pool_
     p->n = n;
     p->grain = grain;
     atomic_store(&p->next, 0);
-    atomic_store(&p->active, p->n_threads - 1);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    const uint64_t gen = run_gen(atomic_load_explicit(&p->run, memory_order_relaxed)) + 1;
+    atomic_store_explicit(&p->run, gen << 32, memory_order_release); /* open, nobody inside */
     pthread_mutex_lock(&p->mu); /* a worker deciding to sleep re-checks the generation under mu */
     if (p->sleepers > 0) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
+    /* every chunk is taken: close the run, then wait for the workers still inside */
+    if ((atomic_fetch_or_explicit(&p->run, RUN_CLOSED, memory_order_acq_rel) & RUN_INSIDE) == 0) return;
     int64_t t0 = 0;
-    for (unsigned i = 0; atomic_load_explicit(&p->active, memory_order_acquire) > 0; i++) {
+    for (unsigned i = 0; atomic_load_explicit(&p->run, memory_order_acquire) & RUN_INSIDE; i++) {
         if ((i & 63) == 63) {
             int64_t t = now_ns();
             if (!t0) t0 = t;
@@ -182,10 +205,10 @@ void lmx_thread_pool_run(lmx_thread_pool *p, int64_t n, int64_t grain, lmx_pool_
         }
         cpu_relax();
     }
-    if (atomic_load_explicit(&p->active, memory_order_acquire) > 0) {
+    if (atomic_load_explicit(&p->run, memory_order_acquire) & RUN_INSIDE) {
         pthread_mutex_lock(&p->mu);
         p->caller_sleeps = true;
-        while (atomic_load_explicit(&p->active, memory_order_acquire) > 0) pthread_cond_wait(&p->done, &p->mu);
+        while (atomic_load_explicit(&p->run, memory_order_acquire) & RUN_INSIDE) pthread_cond_wait(&p->done, &p->mu);
         p->caller_sleeps = false;
         pthread_mutex_unlock(&p->mu);
     }

@@ -1,9 +1,10 @@
 /* thread_pool.h — a small fixed pool of worker threads that runs one data-parallel loop at a time.
  *
- * lmx_thread_pool_run splits [0, n) into chunks of `grain` and hands them to the workers and the
- * calling thread; it returns when every chunk is done. Between runs workers spin for a bounded time
- * (50 µs), then sleep on a condition variable (thread_pool.c). `thread` passed to fn is in
- * [0, n_threads) and identifies per-thread scratch.
+ * lmx_thread_pool_run splits [0, n) into chunks of `grain` and hands them to the workers that join
+ * the run and to the calling thread; it returns when every chunk is done, waiting only for workers
+ * that hold a chunk (one not scheduled in time leaves its share to the others). Between runs
+ * workers spin for a bounded time (50 µs), then sleep on a condition variable (thread_pool.c).
+ * `thread` passed to fn is in [0, n_threads) and identifies per-thread scratch.
  * Ownership: create/destroy pair; destroy joins the workers. Thread-safety: one run at a time per
  * pool (callers serialize); fn must be safe to call concurrently on disjoint ranges.
  */
