@@ -135,6 +135,26 @@ static inline float *convert_copy(const lmx_cpu_kernels *k, const void *src, lmx
     return d;
 }
 
+/* ---- paged KV addressing (lmx_kv_map): the attention op (cpu_attention.c) and rope_qk_store ---- */
+
+/* log2 of the map's block size, or -1 when it is not a power of two */
+static inline int map_shift(const lmx_kv_map *m) {
+    if (m->block_size < 1 || (m->block_size & (m->block_size - 1))) return -1;
+    int sh = 0;
+    while ((1 << sh) < m->block_size) sh++;
+    return sh;
+}
+
+/* slot of position j of table row s (lmx_kv_map) */
+static inline size_t map_slot(const lmx_kv_map *m, int shift, int s, int j) {
+    return (size_t)m->tables[(size_t)s * (size_t)m->stride + (size_t)(j >> shift)] * (size_t)m->block_size +
+           (size_t)(j & (m->block_size - 1));
+}
+
+/* Every row's sequence is a table row and every block its positions 0..pos[t] use lies inside a
+ * cache of `capacity` slots (so the ops read and write nothing else); `op` names the op in the error. */
+lmx_status lmx_cpu_kv_map_check(const char *op, const lmx_kv_map *m, int T, const int32_t *pos, int capacity);
+
 #define CHECK_RANGE(buf_, off_, cnt_, what_) LMX_BACKEND_CHECK_RANGE("cpu", buf_, off_, cnt_, what_)
 
 /* ---- the compute ops (cpu_compute.c; each takes the op lock itself) ---- */

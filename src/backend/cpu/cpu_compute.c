@@ -2,7 +2,7 @@
  * heads on the backend's thread pool, one op at a time (the op lock), with the inner loops from
  * cpu_simd.h (scalar, AVX2 or AVX-512) and, for 4/8-bit weights, the repacked tiles of cpu_qtile.h
  * at the backend's level. The fused ops (matmul_add, rope_qk_store, act_mul_split) run the
- * unfused ops' arithmetic, bit for bit. */
+ * unfused ops' arithmetic, bit for bit. Attention is cpu_attention.c's. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -343,27 +343,9 @@ static void rope_rows(void *vctx, int64_t t0, int64_t t1, int thread) {
     }
 }
 
+/* ---- paged KV addressing (lmx_kv_map; the helpers in cpu_backend_internal.h) ---- */
 
-
-/* ---- paged KV addressing (lmx_kv_map) ---- */
-
-/* log2 of the map's block size, or -1 when it is not a power of two */
-static int map_shift(const lmx_kv_map *m) {
-    if (m->block_size < 1 || (m->block_size & (m->block_size - 1))) return -1;
-    int sh = 0;
-    while ((1 << sh) < m->block_size) sh++;
-    return sh;
-}
-
-/* slot of position j of table row s (lmx_kv_map) */
-static inline size_t map_slot(const lmx_kv_map *m, int shift, int s, int j) {
-    return (size_t)m->tables[(size_t)s * (size_t)m->stride + (size_t)(j >> shift)] * (size_t)m->block_size +
-           (size_t)(j & (m->block_size - 1));
-}
-
-/* Every row's sequence is a table row and every block its positions 0..pos[t] use lies inside a
- * cache of `capacity` slots (so the ops below read and write nothing else). */
-static lmx_status check_map(const char *op, const lmx_kv_map *m, int T, const int32_t *pos, int capacity) {
+lmx_status lmx_cpu_kv_map_check(const char *op, const lmx_kv_map *m, int T, const int32_t *pos, int capacity) {
     if (!m->tables || !m->seq || m->n_seqs < 1 || m->stride < 1 || map_shift(m) < 0)
         return lmx_error(LMX_ERR_INVALID_ARGUMENT, "%s: bad kv map (%d sequences, stride %d, block size %d)", op,
                          m->n_seqs, m->stride, m->block_size);
@@ -382,98 +364,6 @@ static lmx_status check_map(const char *op, const lmx_kv_map *m, int T, const in
                                  b, phys, (long long)blocks);
         }
     }
-    return LMX_OK;
-}
-
-/* ---- attention ---- */
-
-typedef struct attn_ctx {
-    cpu_backend *c;
-    const float *q, *kc, *vc;
-    float *out;
-    const lmx_attn_params *p;
-    const int32_t *pos;
-    int shift;            /* paged: log2 block size */
-    size_t span;          /* scratch floats before the accumulator */
-} attn_ctx;
-
-/* One (row, head) per item: the row's own arithmetic whatever other rows share the call (the same
- * dot / exp / axpy sequence over keys lo..pos[t] in position order; only the slot lookup differs
- * between ring and paged caches), so a row's output is bit for bit that of the row alone. */
-static void attn_rows(void *vctx, int64_t i0, int64_t i1, int thread) {
-    attn_ctx *a = vctx;
-    const lmx_attn_params *p = a->p;
-    const lmx_kv_map *m = p->map;
-    const int D = p->head_dim, group = p->n_heads / p->n_kv_heads, cap = p->capacity;
-    float *sc = a->c->scratch[thread]; /* [span] scores of positions lo..pt, then [D] accumulator */
-    for (int64_t i = i0; i < i1; i++) {
-        int t = (int)(i / p->n_heads), h = (int)(i % p->n_heads), kh = h / group;
-        int pt = a->pos[t];
-        int lo = p->window > 0 && pt - p->window + 1 > 0 ? pt - p->window + 1 : 0;
-        const int sq = m ? m->seq[t] : 0;
-        const float *q = a->q + ((size_t)t * p->n_heads + h) * D;
-        const float *K = a->kc + (size_t)kh * cap * D, *V = a->vc + (size_t)kh * cap * D;
-        float mx = -INFINITY;
-        for (int j = lo; j <= pt; j++) {
-            const size_t slot = m ? map_slot(m, a->shift, sq, j) : (size_t)(j % cap);
-            float s = a->c->k.dot(q, K + slot * D, D) * p->scale;
-            if (p->softcap > 0) s = p->softcap * tanhf(s / p->softcap);
-            sc[j - lo] = s;
-            if (s > mx) mx = s;
-        }
-        /* an attention sink joins the max and the denominator, not the values */
-        const float sink = p->sinks ? p->sinks->vec[h] : -INFINITY;
-        if (sink > mx) mx = sink;
-        float sum = 0;
-        for (int j = 0; j <= pt - lo; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        if (p->sinks) sum += expf(sink - mx);
-        float *acc = sc + a->span;
-        memset(acc, 0, (size_t)D * sizeof(float));
-        for (int j = lo; j <= pt; j++) {
-            const size_t slot = m ? map_slot(m, a->shift, sq, j) : (size_t)(j % cap);
-            a->c->k.axpy(acc, V + slot * D, sc[j - lo], D);
-        }
-        float *o = a->out + ((size_t)t * p->n_heads + h) * D;
-        float inv = 1.0f / sum;
-        for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
-    }
-}
-
-static lmx_status cpu_attention_impl(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc,
-                                lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
-    cpu_backend *c = CPU(be);
-    LMX_BACKEND_TRY(lmx_backend_check_attention("cpu", p, q->n, out->n, kc->n, vc->n,
-                                                p->sinks ? p->sinks->kind : LMX_WEIGHT_VECTOR,
-                                                p->sinks ? p->sinks->cols : 0));
-    int max_pos = -1, max_span = 0;
-    for (int t = 0; t < p->n_tokens; t++) {
-        if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "attention: negative position %d", pos[t]);
-        if (pos[t] > max_pos) max_pos = pos[t];
-        int lo = p->window > 0 && pos[t] - p->window + 1 > 0 ? pos[t] - p->window + 1 : 0;
-        if (pos[t] - lo + 1 > max_span) max_span = pos[t] - lo + 1;
-    }
-    if (p->map) {
-        LMX_BACKEND_TRY(check_map("attention", p->map, p->n_tokens, pos, p->capacity));
-    } else {
-        /* every key a query sees must still be in its slot: the newest position written by this call
-         * minus the oldest visible one must fit in the ring (full caches: positions < capacity) */
-        for (int t = 0; t < p->n_tokens; t++) {
-            int lo = p->window > 0 && pos[t] - p->window + 1 > 0 ? pos[t] - p->window + 1 : 0;
-            if (max_pos - lo >= p->capacity)
-                return lmx_error(LMX_ERR_INVALID_ARGUMENT,
-                                 "attention: positions %d..%d do not fit in a cache of %d slots (window %d)", lo,
-                                 max_pos, p->capacity, p->window);
-        }
-    }
-    /* the ring keeps its capacity-sized score row; a paged call needs its longest visible span */
-    const size_t span = p->map ? (size_t)max_span : (size_t)p->capacity;
-    lmx_status st = ensure_scratch(c, span + (size_t)p->head_dim + 8);
-    if (st != LMX_OK) return st;
-    attn_ctx a = {c, q->data, kc->data, vc->data, out->data, p, pos, p->map ? map_shift(p->map) : 0, span};
-    lmx_thread_pool_run(c->pool, (int64_t)p->n_tokens * p->n_heads, 1, attn_rows, &a);
     return LMX_OK;
 }
 
@@ -561,14 +451,6 @@ lmx_status lmx_cpu_rmsnorm(lmx_backend *be, const lmx_buf *x, lmx_buf *y, int ro
     return st;
 }
 
-
-lmx_status lmx_cpu_attention(lmx_backend *be, const lmx_buf *q, const lmx_buf *kc, const lmx_buf *vc, lmx_buf *out, const lmx_attn_params *p, const int32_t *pos) {
-    cpu_backend *c = CPU(be);
-    pthread_mutex_lock(&c->op_lock);
-    lmx_status st = cpu_attention_impl(be, q, kc, vc, out, p, pos);
-    pthread_mutex_unlock(&c->op_lock);
-    return st;
-}
 
 lmx_status lmx_cpu_act_mul(lmx_backend *be, lmx_buf *gate, const lmx_buf *up, size_t n, lmx_act_kind act) {
     cpu_backend *c = CPU(be);
@@ -662,7 +544,7 @@ static lmx_status cpu_rope_qk_store_impl(lmx_backend *be, lmx_buf *q, lmx_buf *k
         p->k_norm ? p->k_norm->kind : LMX_WEIGHT_VECTOR, p->k_norm ? p->k_norm->cols : 0));
     for (int t = 0; t < p->n_tokens; t++)
         if (pos[t] < 0) return lmx_error(LMX_ERR_INVALID_ARGUMENT, "rope_qk_store: negative position %d", pos[t]);
-    if (p->map) LMX_BACKEND_TRY(check_map("rope_qk_store", p->map, p->n_tokens, pos, p->capacity));
+    if (p->map) LMX_BACKEND_TRY(lmx_cpu_kv_map_check("rope_qk_store", p->map, p->n_tokens, pos, p->capacity));
     lmx_status st = ensure_scratch(c, (size_t)p->rot_dim + 8);
     if (st != LMX_OK) return st;
     const size_t D = (size_t)p->head_dim;
