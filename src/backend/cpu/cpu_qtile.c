@@ -150,12 +150,7 @@ static void quant_x_scalar(const float *x, int T, int64_t K, int G, int16_t *xq,
                 if (u > mb) mb = u;
             }
             float amax;
-            memcpy(&amax, &mb, 4);
-            memset(q, 0, (size_t)G * sizeof *q);
-            if (mb >= 0x7f800000u || !(amax >= LMX_QTILE_XMIN)) {
-                *d = *sum = mb >= 0x7f800000u ? NAN : 0.0f;
-                continue;
-            }
+            if (lmx_qtile_group_degenerate(mb, &amax, q, G, d, sum)) continue;
             const float inv = 32767.0f / amax;
             int32_t is = 0;
             for (int k = 0; k < G; k++) {

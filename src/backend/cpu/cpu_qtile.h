@@ -11,6 +11,9 @@
 #ifndef LMX_BACKEND_CPU_QTILE_H
 #define LMX_BACKEND_CPU_QTILE_H
 
+#include <math.h>
+#include <string.h>
+
 #include "backend/cpu/cpu_backend_internal.h"
 
 /* bits 4 or 8, group 32/64/128 dividing cols */
@@ -48,6 +51,17 @@ static inline size_t lmx_qtile_group_bytes(int bits, int gs, bool sb16) {
 }
 /* groups whose max|x| is below this are zero groups (32767 / max|x| stays finite above it) */
 #define LMX_QTILE_XMIN 1e-30f
+
+/* A group whose max |x| (bits m, its float *amax) is not finite or below LMX_QTILE_XMIN: its codes
+ * q [G] are zero and its step *d and sum *sum NaN (a NaN / inf input) or 0; true when the group was
+ * such a group (every level's activation quantizer, one rule) */
+static inline bool lmx_qtile_group_degenerate(uint32_t m, float *amax, int16_t *q, int G, float *d, float *sum) {
+    memcpy(amax, &m, 4);
+    if (m < 0x7f800000u && *amax >= LMX_QTILE_XMIN) return false;
+    memset(q, 0, (size_t)G * sizeof *q);
+    *d = *sum = m >= 0x7f800000u ? NAN : 0.0f;
+    return true;
+}
 /* decode kernels prefetch this far ahead in their tile stream (4 KiB: in quiet A/B rounds on the
  * 2-core EPYC it was ahead of none in 5 of 6 pairs; the machine's noise hides a firm number) */
 #define LMX_QTILE_PREFETCH 4096

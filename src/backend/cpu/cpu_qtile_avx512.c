@@ -23,12 +23,7 @@ LMX_AVX512 static void quant_x_avx512(const float *x, int T, int64_t K, int G, i
                 mb = _mm512_max_epu32(mb, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(p + k)), magn));
             const uint32_t m = _mm512_reduce_max_epu32(mb);
             float amax;
-            memcpy(&amax, &m, 4);
-            if (m >= 0x7f800000u || !(amax >= LMX_QTILE_XMIN)) {
-                memset(q, 0, (size_t)G * sizeof *q);
-                *d = *sum = m >= 0x7f800000u ? NAN : 0.0f;
-                continue;
-            }
+            if (lmx_qtile_group_degenerate(m, &amax, q, G, d, sum)) continue;
             const __m512 vi = _mm512_set1_ps(32767.0f / amax);
             __m512i is = _mm512_setzero_si512();
             for (int k = 0; k < G; k += 16) {

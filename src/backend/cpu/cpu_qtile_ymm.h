@@ -29,12 +29,7 @@ QT_Y_TARGET static void quant_x_ymm(const float *x, int T, int64_t K, int G, int
             m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, 0xb1));
             const uint32_t m = (uint32_t)_mm_cvtsi128_si32(m4);
             float amax;
-            memcpy(&amax, &m, 4);
-            if (m >= 0x7f800000u || !(amax >= LMX_QTILE_XMIN)) {
-                memset(q, 0, (size_t)G * sizeof *q);
-                *d = *sum = m >= 0x7f800000u ? NAN : 0.0f;
-                continue;
-            }
+            if (lmx_qtile_group_degenerate(m, &amax, q, G, d, sum)) continue;
             const __m256 vi = _mm256_set1_ps(32767.0f / amax);
             __m256i is = _mm256_setzero_si256();
             for (int k = 0; k < G; k += 8) {
